@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Provision every interpreter the test suite needs, and cache the result on this machine.
+#
+# - pyenv builds (2.7 .. 3.13.0) are part of the machine image; we only verify they are there.
+# - Debian sid's python3.13/3.14/3.15 (+ -dbg, -dev, one -nopie) need a newer glibc than the host,
+#   so they live in a sid chroot under $STROBE_CACHE (default /var/cache/strobe).
+# - Two unprivileged users for the permission-denied tests.
+#
+# Re-running is cheap: a stamp file records what was installed and the work is skipped when it matches.
+# Prints the chroot path on the last line of stdout.
+set -euo pipefail
+
+CACHE=${STROBE_CACHE:-/var/cache/strobe}
+CHROOT="$CACHE/sid"
+SID_PKGS=(
+  python3.13 python3.13-dbg python3.13-dev
+  python3.14 python3.14-dbg python3.14-dev python3.14-nopie
+  python3.15 python3.15-dbg python3.15-dev
+)
+PYENV_VERSIONS=(2.7.18 3.6.15 3.7.16 3.8.18 3.9.18 3.10.13 3.11.7 3.12.1 3.13.0)
+STAMP="$CHROOT/.strobe-provisioned"
+WANT="v2 ${SID_PKGS[*]}"
+
+log() { echo "provision: $*" >&2; }
+
+missing=0
+for v in "${PYENV_VERSIONS[@]}"; do
+  if [ ! -x "/root/.pyenv/versions/$v/bin/python${v%.*}" ]; then
+    log "MISSING pyenv interpreter /root/.pyenv/versions/$v (part of the machine image)"
+    missing=1
+  fi
+done
+[ -x /usr/bin/python3.11 ] || { log "MISSING /usr/bin/python3.11 (Debian python3.11)"; missing=1; }
+[ "$missing" = 0 ] || { log "required interpreters are missing"; exit 1; }
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  log "sid chroot up to date at $CHROOT"
+else
+  export DEBIAN_FRONTEND=noninteractive
+  if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap"
+    apt-get update -qq >&2
+    apt-get install -y -qq debootstrap >&2
+  fi
+  if [ ! -x "$CHROOT/usr/bin/apt-get" ]; then
+    log "debootstrap sid into $CHROOT"
+    rm -rf "$CHROOT"
+    mkdir -p "$CACHE"
+    debootstrap --variant=minbase sid "$CHROOT" >&2
+  fi
+  # apt inside the chroot needs /proc and /dev/null only; no mounts are left behind.
+  log "installing ${SID_PKGS[*]}"
+  chroot "$CHROOT" apt-get -o Acquire::Check-Valid-Until=false update -qq >&2
+  chroot "$CHROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${SID_PKGS[@]}" >&2
+  echo "$WANT" > "$STAMP"
+fi
+
+for u in strobe-a strobe-b; do
+  id "$u" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$u"
+done
+
+echo "$CHROOT"

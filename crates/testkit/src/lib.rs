@@ -1,0 +1,106 @@
+//! Test support for strobe.
+//!
+//! [`ImageMemory`] is a sparse synthetic address space implementing `RemoteMemory`: tests lay
+//! out CPython structures in it exactly as a header says, then run the real walker over it.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use strobe_remote::{MemError, RemoteMemory};
+
+/// A sparse address space made of non-overlapping regions.
+#[derive(Debug, Clone, Default)]
+pub struct ImageMemory {
+    regions: BTreeMap<u64, Vec<u8>>,
+    next_alloc: u64,
+}
+
+impl ImageMemory {
+    /// An empty image; [`ImageMemory::alloc`] hands out addresses from 0x10_0000 upwards.
+    pub fn new() -> Self {
+        ImageMemory { regions: BTreeMap::new(), next_alloc: 0x10_0000 }
+    }
+
+    /// Map `len` zero bytes at a fresh 16-byte-aligned address (with a gap after it, so that
+    /// reads past the end fault) and return the address.
+    pub fn alloc(&mut self, len: usize) -> u64 {
+        let addr = self.next_alloc;
+        self.map(addr, vec![0; len]);
+        self.next_alloc = (addr + len as u64 + 0x1000 + 15) & !15;
+        addr
+    }
+
+    /// Map `bytes` at `addr`. Panics if it overlaps an existing region (a test bug).
+    pub fn map(&mut self, addr: u64, bytes: Vec<u8>) {
+        let end = addr + bytes.len() as u64;
+        if let Some((&a, r)) = self.regions.range(..end).next_back() {
+            assert!(a + r.len() as u64 <= addr, "region at {addr:#x} overlaps {a:#x}");
+        }
+        self.regions.insert(addr, bytes);
+    }
+
+    /// Overwrite bytes at `addr` (must lie inside one mapped region).
+    pub fn write(&mut self, addr: u64, bytes: &[u8]) {
+        let (&base, region) = self
+            .regions
+            .range_mut(..=addr)
+            .next_back()
+            .unwrap_or_else(|| panic!("write to unmapped {addr:#x}"));
+        let off = (addr - base) as usize;
+        assert!(off + bytes.len() <= region.len(), "write past region at {addr:#x}");
+        region[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Write a little-endian `u64`.
+    pub fn write_u64(&mut self, addr: u64, v: u64) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    /// Write a little-endian `u32`.
+    pub fn write_u32(&mut self, addr: u64, v: u32) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    /// Write a little-endian `i32`.
+    pub fn write_i32(&mut self, addr: u64, v: i32) {
+        self.write(addr, &v.to_le_bytes());
+    }
+
+    /// Write one byte.
+    pub fn write_u8(&mut self, addr: u64, v: u8) {
+        self.write(addr, &[v]);
+    }
+
+    /// Number of mapped regions.
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+}
+
+impl RemoteMemory for ImageMemory {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let fault = MemError::Fault { addr, len: buf.len() };
+        let (&base, region) = self.regions.range(..=addr).next_back().ok_or(fault.clone())?;
+        let off = usize::try_from(addr - base).map_err(|_| fault.clone())?;
+        let end = off.checked_add(buf.len()).ok_or(fault.clone())?;
+        let src = region.get(off..end).ok_or(fault)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_inside_and_faults_outside() {
+        let mut m = ImageMemory::new();
+        let a = m.alloc(16);
+        m.write_u64(a + 8, 0xdead_beef);
+        assert_eq!(m.read_u64(a + 8), Ok(0xdead_beef));
+        assert!(matches!(m.read_u64(a + 12), Err(MemError::Fault { .. })));
+        assert!(matches!(m.read_u64(a - 8), Err(MemError::Fault { .. })));
+        assert!(matches!(m.read_vec(a, 1 << 20, 4096), Err(MemError::TooLarge { .. })));
+    }
+}

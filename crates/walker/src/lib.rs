@@ -1,0 +1,53 @@
+//! Walks CPython's interpreter structures in another process.
+//!
+//! The walker never does I/O itself: everything goes through [`RemoteMemory`], so the same code
+//! runs on live processes and on synthetic memory images. It never branches on version
+//! numbers, only on the named shapes of [`Layout`] (frame model, line table, string model...).
+
+#![warn(missing_docs)]
+
+pub mod strings;
+
+use strobe_remote::MemError;
+
+pub use strobe_python_abi::{Flavour, Layout, Version};
+pub use strobe_remote::RemoteMemory;
+
+/// Why a walk failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// Reading target memory failed.
+    #[error(transparent)]
+    Mem(#[from] MemError),
+    /// A value read from the target is not plausible (a bound was exceeded, a kind is unknown,
+    /// text does not decode). Usually the target changed while we read it: retry next sample.
+    #[error("implausible {what} at {addr:#x}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// Where.
+        addr: u64,
+    },
+    /// A linked list read from the target loops back on itself or exceeds its bound.
+    #[error("{what} list does not end (cycle or more than {limit} entries)")]
+    Unbounded {
+        /// Which list.
+        what: &'static str,
+        /// The bound.
+        limit: usize,
+    },
+    /// The interpreter's layout is not supported (unknown version, invalid debug offsets).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl WalkError {
+    /// Whether the next sample may succeed (the target was changing under us).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WalkError::Mem(e) => e.is_transient(),
+            WalkError::Corrupt { .. } | WalkError::Unbounded { .. } => true,
+            WalkError::Unsupported(_) => false,
+        }
+    }
+}

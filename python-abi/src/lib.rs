@@ -1,0 +1,340 @@
+//! CPython struct layouts per version and build flavour.
+//!
+//! This crate is data: [`Layout`] is a bag of byte offsets and sizes, and the tables under
+//! `src/tables/` are generated from real CPython headers by `python-abi/gen/abigen.py`
+//! (`offsetof` probes compiled against each header set). Do not edit the tables by hand:
+//! regenerate them (see `docs/NEW_PYTHON_VERSION.md`).
+//!
+//! A field is `None` when the struct member does not exist in that version. The walker never
+//! branches on version numbers; it branches on the few named shapes below.
+
+#![warn(missing_docs)]
+
+mod tables;
+
+pub use tables::ALL;
+
+/// A CPython version as `PY_VERSION_HEX` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Major version (2 or 3).
+    pub major: u8,
+    /// Minor version.
+    pub minor: u8,
+    /// Micro version.
+    pub micro: u8,
+    /// Release level: 0xA alpha, 0xB beta, 0xC candidate, 0xF final.
+    pub level: u8,
+    /// Release serial (e.g. the 2 of rc2).
+    pub serial: u8,
+}
+
+impl Version {
+    /// Decode a `PY_VERSION_HEX` value (e.g. `0x030d00f0` is 3.13.0 final).
+    pub fn from_hex(hex: u64) -> Version {
+        Version {
+            major: ((hex >> 24) & 0xff) as u8,
+            minor: ((hex >> 16) & 0xff) as u8,
+            micro: ((hex >> 8) & 0xff) as u8,
+            level: ((hex >> 4) & 0xf) as u8,
+            serial: (hex & 0xf) as u8,
+        }
+    }
+
+    /// Encode as `PY_VERSION_HEX`.
+    pub fn to_hex(self) -> u64 {
+        (u64::from(self.major) << 24)
+            | (u64::from(self.minor) << 16)
+            | (u64::from(self.micro) << 8)
+            | (u64::from(self.level & 0xf) << 4)
+            | u64::from(self.serial & 0xf)
+    }
+
+    /// Whether this is the same minor release line as `other` (e.g. 3.12.1 and 3.12.7).
+    pub fn same_minor(self, other: Version) -> bool {
+        self.major == other.major && self.minor == other.minor
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)?;
+        match self.level {
+            0xa => write!(f, "a{}", self.serial),
+            0xb => write!(f, "b{}", self.serial),
+            0xc => write!(f, "rc{}", self.serial),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Build flavour: which preprocessor switches change the struct layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flavour {
+    /// `Py_GIL_DISABLED` (free-threaded, "3.13t").
+    pub free_threaded: bool,
+    /// `Py_DEBUG` (debug build, "python3.13d").
+    pub debug: bool,
+}
+
+impl Flavour {
+    /// The ordinary release build.
+    pub const DEFAULT: Flavour = Flavour { free_threaded: false, debug: false };
+}
+
+/// How Python frames are linked (named after the first version that has the shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameModel {
+    /// ≤3.10: heap `PyFrameObject`s linked by `f_back`; `tstate->frame` is the innermost.
+    FrameObject,
+    /// 3.11–3.12: `_PyInterpreterFrame`s in data-stack chunks; innermost is
+    /// `tstate->cframe->current_frame`.
+    CFrame311,
+    /// 3.13+: `_PyInterpreterFrame`s; innermost is `tstate->current_frame`.
+    Direct313,
+}
+
+/// How a code object maps instruction offsets to line numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LineTable {
+    /// 2.7: `co_lnotab` with unsigned line increments; `f_lasti` in bytes.
+    Lnotab27,
+    /// 3.6–3.9: `co_lnotab` with signed line increments; `f_lasti` in bytes.
+    Lnotab36,
+    /// 3.10: `co_linetable` (start/end delta pairs); `f_lasti` in code units.
+    Linetable310,
+    /// 3.11+: the varint location table; offset from `instr_ptr` in code units.
+    Location311,
+}
+
+/// How `str` objects (names, file names) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StringModel {
+    /// 2.7: `PyStringObject`: `ob_size` bytes at `ob_sval`.
+    Bytes27,
+    /// 3.3+: compact `PyUnicodeObject` (PEP 393).
+    Compact33,
+}
+
+/// How dictionaries are laid out (used to find `threading` thread names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DictModel {
+    /// 2.7: open-addressing `ma_table` of `{hash, key, value}`, `ma_mask`.
+    Table27,
+    /// 3.6–3.10: compact dict, `dk_size`, indices then `{hash, key, value}` entries.
+    Compact36,
+    /// 3.11+: compact dict, `dk_log2_size`/`dk_log2_index_bytes`/`dk_kind`, unicode entries
+    /// `{key, value}` when `dk_kind != DICT_KEYS_GENERAL`.
+    Compact311,
+}
+
+/// Where the interpreter list starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuntimeModel {
+    /// ≤3.6: the `interp_head` static (from the symbol table); the current thread from the
+    /// `_PyThreadState_Current` symbol.
+    InterpHead,
+    /// 3.7+: `_PyRuntime.interpreters.head`.
+    PyRuntime37,
+}
+
+/// Where the GIL holder is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GilModel {
+    /// ≤3.6: the `_PyThreadState_Current` symbol is the GIL holder (NULL when released).
+    CurrentSymbol,
+    /// 3.7–3.11: `_PyRuntime.gilstate.tstate_current` (offset [`Layout::runtime_tstate_current`]).
+    RuntimeTstateCurrent,
+    /// 3.12+: `interp->ceval.gil` points at a `struct _gil_runtime_state`; the holder is
+    /// `last_holder` while `locked` is set.
+    InterpGilPointer,
+}
+
+/// Byte offsets and sizes for one CPython version and flavour.
+///
+/// Offsets are relative to the start of the named struct. `None`: the member does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// The exact version of the headers this table was generated from.
+    pub version: Version,
+    /// The build flavour this table describes.
+    pub flavour: Flavour,
+
+    /// Frame linking shape.
+    pub frame_model: FrameModel,
+    /// Line-table shape.
+    pub line_table: LineTable,
+    /// String shape.
+    pub string_model: StringModel,
+    /// Dict shape.
+    pub dict_model: DictModel,
+    /// Interpreter-list shape.
+    pub runtime_model: RuntimeModel,
+    /// GIL-holder shape.
+    pub gil_model: GilModel,
+
+    // --- PyObject / PyVarObject -------------------------------------------------------------
+    /// `sizeof(PyObject)` (16, or 32 free-threaded).
+    pub pyobject_size: u32,
+    /// `offsetof(PyObject, ob_type)`.
+    pub pyobject_ob_type: u32,
+    /// `offsetof(PyVarObject, ob_size)`.
+    pub pyvarobject_ob_size: u32,
+
+    // --- _PyRuntimeState (3.7+) --------------------------------------------------------------
+    /// `offsetof(_PyRuntimeState, interpreters.head)`.
+    pub runtime_interpreters_head: Option<u32>,
+    /// `offsetof(_PyRuntimeState, gilstate.tstate_current)` (3.7–3.11).
+    pub runtime_tstate_current: Option<u32>,
+
+    // --- PyInterpreterState -------------------------------------------------------------------
+    /// `offsetof(PyInterpreterState, next)`.
+    pub interp_next: u32,
+    /// `offsetof(PyInterpreterState, tstate_head)` (`threads.head` since 3.12).
+    pub interp_tstate_head: u32,
+    /// `offsetof(PyInterpreterState, id)` (3.7+).
+    pub interp_id: Option<u32>,
+    /// `offsetof(PyInterpreterState, modules)` (`imports.modules` since 3.12): `sys.modules`.
+    pub interp_modules: u32,
+    /// `offsetof(PyInterpreterState, ceval.gil)` (3.12+: pointer to the GIL in use).
+    pub interp_ceval_gil: Option<u32>,
+    /// `offsetof(struct _gil_runtime_state, locked)` (3.7+).
+    pub gil_locked: Option<u32>,
+    /// `offsetof(struct _gil_runtime_state, last_holder)` (3.7+).
+    pub gil_last_holder: Option<u32>,
+
+    // --- PyThreadState ------------------------------------------------------------------------
+    /// `sizeof(PyThreadState)` (public part; free-threaded builds allocate more after it).
+    pub tstate_size: u32,
+    /// `offsetof(PyThreadState, next)`.
+    pub tstate_next: u32,
+    /// `offsetof(PyThreadState, interp)`.
+    pub tstate_interp: u32,
+    /// `offsetof(PyThreadState, frame)` (≤3.10).
+    pub tstate_frame: Option<u32>,
+    /// `offsetof(PyThreadState, cframe)` (3.11–3.12).
+    pub tstate_cframe: Option<u32>,
+    /// `offsetof(_PyCFrame, current_frame)` (3.11–3.12).
+    pub cframe_current_frame: Option<u32>,
+    /// `offsetof(PyThreadState, current_frame)` (3.13+).
+    pub tstate_current_frame: Option<u32>,
+    /// `offsetof(PyThreadState, thread_id)` (the `pthread_t`, `threading.get_ident()`).
+    pub tstate_thread_id: u32,
+    /// `offsetof(PyThreadState, native_thread_id)` (3.8+: the kernel TID).
+    pub tstate_native_thread_id: Option<u32>,
+    /// `offsetof(PyThreadState, datastack_chunk)` (3.11+).
+    pub tstate_datastack_chunk: Option<u32>,
+
+    // --- PyFrameObject (≤3.10) ----------------------------------------------------------------
+    /// `offsetof(PyFrameObject, f_back)`.
+    pub frame_back: Option<u32>,
+    /// `offsetof(PyFrameObject, f_code)`.
+    pub frame_code: Option<u32>,
+    /// `offsetof(PyFrameObject, f_lasti)` (an `int`).
+    pub frame_lasti: Option<u32>,
+
+    // --- _PyInterpreterFrame (3.11+) ----------------------------------------------------------
+    /// `sizeof(_PyInterpreterFrame)` (without `localsplus`).
+    pub iframe_size: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, previous)`.
+    pub iframe_previous: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, f_code)` (`f_executable` since 3.13; a tagged
+    /// `_PyStackRef` since 3.14).
+    pub iframe_code: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, prev_instr)` (3.11–3.12) / `instr_ptr` (3.13+).
+    pub iframe_instr_ptr: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, owner)` (a `char`).
+    pub iframe_owner: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, localsplus)`.
+    pub iframe_localsplus: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, stackpointer)` (3.14+).
+    pub iframe_stackpointer: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, tlbc_index)` (3.14+ free-threaded).
+    pub iframe_tlbc_index: Option<u32>,
+    /// Value of `FRAME_OWNED_BY_CSTACK` (3.12–3.14), if the version has it.
+    pub owner_cstack: Option<u8>,
+    /// Value of `FRAME_OWNED_BY_INTERPRETER` (3.14+), if the version has it.
+    pub owner_interpreter: Option<u8>,
+    /// Mask that clears the tag bits of a `_PyStackRef` (3.14+: `!Py_TAG_BITS`), else all ones.
+    pub stackref_mask: u64,
+
+    // --- _PyStackChunk (3.11+) ----------------------------------------------------------------
+    /// `offsetof(_PyStackChunk, previous)`.
+    pub chunk_previous: Option<u32>,
+    /// `offsetof(_PyStackChunk, size)`.
+    pub chunk_size: Option<u32>,
+    /// `offsetof(_PyStackChunk, top)`.
+    pub chunk_top: Option<u32>,
+    /// `offsetof(_PyStackChunk, data)`.
+    pub chunk_data: Option<u32>,
+
+    // --- PyCodeObject -------------------------------------------------------------------------
+    /// `sizeof(PyCodeObject)` (fixed part; bytecode follows at `co_code_adaptive` in 3.11+).
+    pub code_size: u32,
+    /// `offsetof(PyCodeObject, co_filename)`.
+    pub code_filename: u32,
+    /// `offsetof(PyCodeObject, co_name)`.
+    pub code_name: u32,
+    /// `offsetof(PyCodeObject, co_qualname)` (3.11+).
+    pub code_qualname: Option<u32>,
+    /// `offsetof(PyCodeObject, co_firstlineno)` (an `int`).
+    pub code_firstlineno: u32,
+    /// `offsetof(PyCodeObject, co_lnotab)` (≤3.9).
+    pub code_lnotab: Option<u32>,
+    /// `offsetof(PyCodeObject, co_linetable)` (3.10+).
+    pub code_linetable: Option<u32>,
+    /// `offsetof(PyCodeObject, co_code_adaptive)` (3.11+).
+    pub code_code_adaptive: Option<u32>,
+    /// `offsetof(PyCodeObject, co_tlbc)` (3.14+ free-threaded).
+    pub code_tlbc: Option<u32>,
+
+    // --- bytes / str --------------------------------------------------------------------------
+    /// `offsetof(PyBytesObject, ob_sval)` (`PyStringObject` in 2.7).
+    pub bytes_ob_sval: u32,
+    /// `offsetof(PyASCIIObject, length)` (3.3+).
+    pub unicode_length: Option<u32>,
+    /// `offsetof(PyASCIIObject, state)` (3.3+).
+    pub unicode_state: Option<u32>,
+    /// `sizeof(PyASCIIObject)`: ASCII data starts here.
+    pub unicode_ascii_size: Option<u32>,
+    /// `sizeof(PyCompactUnicodeObject)`: non-ASCII compact data starts here.
+    pub unicode_compact_size: Option<u32>,
+    /// Bit mask of `state.kind` within the 32-bit word at `state`.
+    pub unicode_kind_mask: Option<u32>,
+    /// Bit mask of `state.compact`.
+    pub unicode_compact_mask: Option<u32>,
+    /// Bit mask of `state.ascii`.
+    pub unicode_ascii_mask: Option<u32>,
+
+    // --- dict / module / type (thread names) ---------------------------------------------------
+    /// `offsetof(PyDictObject, ma_used)`.
+    pub dict_ma_used: u32,
+    /// `offsetof(PyDictObject, ma_keys)` (3.x) / `ma_table` (2.7).
+    pub dict_ma_keys: u32,
+    /// `offsetof(PyDictObject, ma_values)` (3.x) / `ma_mask` (2.7).
+    pub dict_ma_values: u32,
+    /// `offsetof(PyDictKeysObject, dk_size)` (3.6–3.10) or `dk_log2_size` (3.11+, a byte).
+    pub dictkeys_size: Option<u32>,
+    /// `offsetof(PyDictKeysObject, dk_log2_index_bytes)` (3.11+).
+    pub dictkeys_log2_index_bytes: Option<u32>,
+    /// `offsetof(PyDictKeysObject, dk_kind)` (3.11+).
+    pub dictkeys_kind: Option<u32>,
+    /// `offsetof(PyDictKeysObject, dk_nentries)`.
+    pub dictkeys_nentries: Option<u32>,
+    /// `offsetof(PyDictKeysObject, dk_indices)`.
+    pub dictkeys_indices: Option<u32>,
+    /// `offsetof(PyModuleObject, md_dict)`.
+    pub module_dict: u32,
+    /// `offsetof(PyTypeObject, tp_basicsize)`.
+    pub type_basicsize: u32,
+    /// `offsetof(PyTypeObject, tp_dictoffset)`.
+    pub type_dictoffset: u32,
+    /// `offsetof(PyTypeObject, tp_flags)`.
+    pub type_flags: u32,
+    /// `offsetof(PyHeapTypeObject, ht_cached_keys)` (3.11+: shared keys of managed dicts).
+    pub heaptype_cached_keys: Option<u32>,
+    /// `offsetof(PyLongObject, ob_digit)` (3.12+ `long_value.ob_digit`; `PyIntObject.ob_ival` in 2.7).
+    pub long_digit: u32,
+    /// `offsetof(PyLongObject, long_value.lv_tag)` (3.12+).
+    pub long_lv_tag: Option<u32>,
+}
