@@ -12,7 +12,7 @@
 
 mod tables;
 
-pub use tables::ALL;
+pub use tables::{ALL, DEBUG_OFFSETS};
 
 /// A CPython version as `PY_VERSION_HEX` describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,7 +79,10 @@ pub struct Flavour {
 
 impl Flavour {
     /// The ordinary release build.
-    pub const DEFAULT: Flavour = Flavour { free_threaded: false, debug: false };
+    pub const DEFAULT: Flavour = Flavour {
+        free_threaded: false,
+        debug: false,
+    };
 }
 
 /// How Python frames are linked (named after the first version that has the shape).
@@ -337,4 +340,48 @@ pub struct Layout {
     pub long_digit: u32,
     /// `offsetof(PyLongObject, long_value.lv_tag)` (3.12+).
     pub long_lv_tag: Option<u32>,
+}
+
+/// Where each field of `_Py_DebugOffsets` (3.13+) sits inside that struct, for one version and
+/// flavour, generated from the headers that define it (`pycore_runtime.h` in 3.13,
+/// `pycore_debug_offsets.h` since 3.14).
+///
+/// Field names are `section.member` as in the C struct, e.g. `"runtime_state.interpreters_head"`
+/// or `"interpreter_frame.owner"`; `"cookie"`, `"version"`, `"free_threaded"` are the header and
+/// `"__size"` is `sizeof(_Py_DebugOffsets)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebugOffsetsTable {
+    /// The headers' `PY_VERSION_HEX`.
+    pub version: Version,
+    /// The flavour the table was generated for.
+    pub flavour: Flavour,
+    /// `(name, byte position within _Py_DebugOffsets)`, sorted by name.
+    pub fields: &'static [(&'static str, u32)],
+}
+
+impl DebugOffsetsTable {
+    /// Position of `name` within `_Py_DebugOffsets`, if this version has it.
+    pub fn position(&self, name: &str) -> Option<u32> {
+        self.fields
+            .binary_search_by(|(n, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| self.fields[i].1)
+    }
+}
+
+/// Find the generated table for a version's minor line and flavour.
+pub fn layout_for(major: u8, minor: u8, flavour: Flavour) -> Option<&'static Layout> {
+    ALL.iter()
+        .find(|l| l.version.major == major && l.version.minor == minor && l.flavour == flavour)
+}
+
+/// Find the generated `_Py_DebugOffsets` positions for a minor line and flavour.
+pub fn debug_offsets_for(
+    major: u8,
+    minor: u8,
+    flavour: Flavour,
+) -> Option<&'static DebugOffsetsTable> {
+    DEBUG_OFFSETS
+        .iter()
+        .find(|t| t.version.major == major && t.version.minor == minor && t.flavour == flavour)
 }

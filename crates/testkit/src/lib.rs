@@ -18,7 +18,10 @@ pub struct ImageMemory {
 impl ImageMemory {
     /// An empty image; [`ImageMemory::alloc`] hands out addresses from 0x10_0000 upwards.
     pub fn new() -> Self {
-        ImageMemory { regions: BTreeMap::new(), next_alloc: 0x10_0000 }
+        ImageMemory {
+            regions: BTreeMap::new(),
+            next_alloc: 0x10_0000,
+        }
     }
 
     /// Map `len` zero bytes at a fresh 16-byte-aligned address (with a gap after it, so that
@@ -34,7 +37,10 @@ impl ImageMemory {
     pub fn map(&mut self, addr: u64, bytes: Vec<u8>) {
         let end = addr + bytes.len() as u64;
         if let Some((&a, r)) = self.regions.range(..end).next_back() {
-            assert!(a + r.len() as u64 <= addr, "region at {addr:#x} overlaps {a:#x}");
+            assert!(
+                a + r.len() as u64 <= addr,
+                "region at {addr:#x} overlaps {a:#x}"
+            );
         }
         self.regions.insert(addr, bytes);
     }
@@ -47,7 +53,10 @@ impl ImageMemory {
             .next_back()
             .unwrap_or_else(|| panic!("write to unmapped {addr:#x}"));
         let off = (addr - base) as usize;
-        assert!(off + bytes.len() <= region.len(), "write past region at {addr:#x}");
+        assert!(
+            off + bytes.len() <= region.len(),
+            "write past region at {addr:#x}"
+        );
         region[off..off + bytes.len()].copy_from_slice(bytes);
     }
 
@@ -79,8 +88,15 @@ impl ImageMemory {
 
 impl RemoteMemory for ImageMemory {
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let fault = MemError::Fault { addr, len: buf.len() };
-        let (&base, region) = self.regions.range(..=addr).next_back().ok_or(fault.clone())?;
+        let fault = MemError::Fault {
+            addr,
+            len: buf.len(),
+        };
+        let (&base, region) = self
+            .regions
+            .range(..=addr)
+            .next_back()
+            .ok_or(fault.clone())?;
         let off = usize::try_from(addr - base).map_err(|_| fault.clone())?;
         let end = off.checked_add(buf.len()).ok_or(fault.clone())?;
         let src = region.get(off..end).ok_or(fault)?;
@@ -101,6 +117,9 @@ mod tests {
         assert_eq!(m.read_u64(a + 8), Ok(0xdead_beef));
         assert!(matches!(m.read_u64(a + 12), Err(MemError::Fault { .. })));
         assert!(matches!(m.read_u64(a - 8), Err(MemError::Fault { .. })));
-        assert!(matches!(m.read_vec(a, 1 << 20, 4096), Err(MemError::TooLarge { .. })));
+        assert!(matches!(
+            m.read_vec(a, 1 << 20, 4096),
+            Err(MemError::TooLarge { .. })
+        ));
     }
 }

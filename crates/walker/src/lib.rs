@@ -6,7 +6,12 @@
 
 #![warn(missing_docs)]
 
+pub mod debug_offsets;
+pub mod layout;
+pub mod linetable;
 pub mod strings;
+pub mod threadnames;
+pub mod walk;
 
 use strobe_remote::MemError;
 

@@ -17,7 +17,10 @@ pub fn read_string<M: RemoteMemory + ?Sized>(
     addr: u64,
 ) -> Result<String, WalkError> {
     if addr == 0 {
-        return Err(WalkError::Corrupt { what: "NULL string", addr });
+        return Err(WalkError::Corrupt {
+            what: "NULL string",
+            addr,
+        });
     }
     match layout.string_model {
         StringModel::Bytes27 => {
@@ -26,8 +29,15 @@ pub fn read_string<M: RemoteMemory + ?Sized>(
             let len = usize::try_from(len)
                 .ok()
                 .filter(|&l| l <= MAX_STRING_CHARS)
-                .ok_or(WalkError::Corrupt { what: "string length", addr })?;
-            let bytes = mem.read_vec(addr + u64::from(layout.bytes_ob_sval), len, MAX_STRING_CHARS)?;
+                .ok_or(WalkError::Corrupt {
+                    what: "string length",
+                    addr,
+                })?;
+            let bytes = mem.read_vec(
+                addr + u64::from(layout.bytes_ob_sval),
+                len,
+                MAX_STRING_CHARS,
+            )?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
         StringModel::Compact33 => read_unicode(mem, layout, addr),
