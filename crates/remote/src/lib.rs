@@ -2,9 +2,22 @@
 //!
 //! [`RemoteMemory`] is the only way the walker sees a target: the live implementation
 //! ([`ProcessMemory`], `process_vm_readv`) lives here, and tests use in-memory images
-//! (`strobe-testkit`). This is the only crate allowed to contain `unsafe` code.
+//! (`strobe-testkit`). [`Freeze`] stops a process for consistent snapshots, [`procfs`] reads
+//! the little we need from `/proc`, and [`native_tids_from_pthreads`] recovers kernel thread
+//! ids for old Pythons. This is the only crate allowed to contain `unsafe` code (it needs
+//! none so far: `nix` wraps the system calls).
 
 #![warn(missing_docs)]
 
+mod error;
+mod freeze;
 mod memory;
+mod process;
+pub mod procfs;
+mod pthreads;
+
+pub use error::RemoteError;
+pub use freeze::Freeze;
 pub use memory::{le, MemError, RemoteMemory};
+pub use process::ProcessMemory;
+pub use pthreads::native_tids_from_pthreads;

@@ -1,0 +1,296 @@
+//! Opening a target's mapped ELF files from our side and extracting what we need from them.
+
+use crate::error::LocateError;
+use crate::maps::Mapping;
+use goblin::elf::{header, program_header, Elf};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use strobe_remote::procfs;
+
+/// Symbols we look up. `_Py_RefTotal` / `_Py_NegativeRefcount` exist only in `Py_DEBUG`
+/// builds (`Py_REF_DEBUG`, implied by `Py_DEBUG`, see `Include/object.h`); release builds of
+/// 2.7–3.15 have neither (checked against pyenv's and Debian sid's builds).
+pub(crate) const WANTED: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "interp_head",
+    "_PyThreadState_Current",
+    "_Py_RefTotal",
+    "_Py_NegativeRefcount",
+];
+
+/// Larger files are not interpreters; refusing them bounds what a strange mapping costs.
+const MAX_FILE: u64 = 1 << 30;
+
+/// A symbol's link-time value and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sym {
+    pub value: u64,
+    pub size: u64,
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Load {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub memsz: u64,
+    pub align: u64,
+    pub writable: bool,
+}
+
+/// What we keep of an ELF file.
+#[derive(Debug)]
+pub(crate) struct ElfInfo {
+    /// The file as we opened it.
+    pub path: PathBuf,
+    /// `ET_EXEC`: linked at fixed addresses.
+    pub fixed: bool,
+    pub loads: Vec<Load>,
+    /// The [`WANTED`] symbols present, from `.dynsym` or `.symtab`.
+    pub syms: HashMap<&'static str, Sym>,
+    /// Versions found as strings in `.rodata`.
+    pub rodata_versions: Vec<strobe_python_abi::Version>,
+}
+
+impl ElfInfo {
+    pub fn sym(&self, name: &str) -> Option<Sym> {
+        self.syms.get(name).copied()
+    }
+
+    /// Holds an interpreter runtime we know how to find.
+    pub fn has_runtime(&self) -> bool {
+        ["_PyRuntime", "interp_head", "_PyThreadState_Current"]
+            .iter()
+            .any(|s| self.syms.contains_key(s))
+    }
+
+    /// The difference between run-time and link-time addresses, from the mapping of the
+    /// file with the lowest file offset: the kernel maps the `PT_LOAD` segment containing
+    /// that offset so that `p_vaddr + bias` lands at `p_offset`'s place in the mapping.
+    pub fn load_bias(&self, first: &Mapping) -> Option<u64> {
+        if self.fixed {
+            return Some(0);
+        }
+        let seg = self
+            .loads
+            .iter()
+            .find(|l| l.offset >= first.offset && l.offset - first.offset < l.align.max(4096))?;
+        let at = first.start.checked_add(seg.offset - first.offset)?;
+        Some(at.wrapping_sub(seg.vaddr))
+    }
+}
+
+/// `gnu_dev_major`/`gnu_dev_minor` from glibc's `<sys/sysmacros.h>`: how Linux packs a
+/// device number into `st_dev`.
+fn dev_parts(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
+fn same_file(path: &Path, m: &Mapping) -> bool {
+    std::fs::metadata(path)
+        .is_ok_and(|md| md.ino() == m.inode && dev_parts(md.dev()) == (m.dev_major, m.dev_minor))
+}
+
+/// Open the file behind a mapping of process `pid`, as the same file the target mapped.
+///
+/// The kernel prints mapping paths relative to *our* root when it can reach the file from
+/// here (a chrooted target shows `/var/cache/.../usr/bin/python3`), and relative to the
+/// target's mount namespace when it cannot (a container). So we try the path through
+/// `/proc/PID/root`, then as it is, keeping the one with the mapping's device and inode;
+/// then `/proc/PID/map_files/`, which is the mapped file itself (root only); and last the
+/// first path that exists at all (overlay filesystems report other device numbers).
+pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), LocateError> {
+    let path = m.path.as_deref().unwrap_or_default();
+    let through_root = procfs::in_root(pid, path);
+    let as_is = PathBuf::from(path);
+    let map_file = procfs::proc_dir(pid).join(format!("map_files/{:x}-{:x}", m.start, m.end));
+    let candidates = [through_root, as_is];
+    let chosen = candidates
+        .iter()
+        .find(|p| same_file(p, m))
+        .or_else(|| std::fs::metadata(&map_file).is_ok().then_some(&map_file))
+        .or_else(|| candidates.iter().find(|p| p.exists()))
+        .cloned()
+        .ok_or_else(|| LocateError::Elf {
+            pid,
+            path: PathBuf::from(path),
+            reason: "the file is not reachable from here (not through /proc/PID/root either)"
+                .into(),
+        })?;
+    let len = std::fs::metadata(&chosen).map(|md| md.len()).unwrap_or(0);
+    if len > MAX_FILE {
+        return Err(LocateError::Elf {
+            pid,
+            path: chosen,
+            reason: format!("{len} bytes is too large for an interpreter"),
+        });
+    }
+    let bytes = std::fs::read(&chosen).map_err(|e| LocateError::Elf {
+        pid,
+        path: chosen.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((chosen, bytes))
+}
+
+/// Parse an ELF file's headers, wanted symbols and read-only strings.
+pub(crate) fn analyze(pid: i32, path: PathBuf, bytes: &[u8]) -> Result<ElfInfo, LocateError> {
+    let elf = Elf::parse(bytes).map_err(|e| LocateError::Elf {
+        pid,
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let loads = elf
+        .program_headers
+        .iter()
+        .filter(|ph| ph.p_type == program_header::PT_LOAD)
+        .map(|ph| Load {
+            vaddr: ph.p_vaddr,
+            offset: ph.p_offset,
+            memsz: ph.p_memsz,
+            align: ph.p_align,
+            writable: ph.p_flags & program_header::PF_W != 0,
+        })
+        .collect();
+    let mut syms = HashMap::new();
+    // .dynsym first: exported symbols are what the interpreter's ABI promises. .symtab adds
+    // statics such as `interp_head` in unstripped builds.
+    for (table, strtab) in [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)] {
+        for sym in table.iter() {
+            if sym.st_value == 0 || sym.st_shndx == 0 {
+                continue; // undefined (imported)
+            }
+            let Some(name) = strtab.get_at(sym.st_name) else {
+                continue;
+            };
+            if let Some(&wanted) = WANTED.iter().find(|w| **w == name) {
+                syms.entry(wanted).or_insert(Sym {
+                    value: sym.st_value,
+                    size: sym.st_size,
+                });
+            }
+        }
+    }
+    let rodata_versions = elf
+        .section_headers
+        .iter()
+        .filter(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))
+        .filter_map(|sh| {
+            let start = usize::try_from(sh.sh_offset).ok()?;
+            let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
+            bytes.get(start..end)
+        })
+        .flat_map(crate::version::in_rodata)
+        .collect();
+    Ok(ElfInfo {
+        path,
+        fixed: elf.header.e_type == header::ET_EXEC,
+        loads,
+        syms,
+        rodata_versions,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_decode_like_glibc() {
+        // makedev(0xfe, 0) and makedev(259, 2) (an NVMe partition).
+        assert_eq!(dev_parts(0xfe00), (0xfe, 0));
+        assert_eq!(dev_parts((259 << 8) | 2), (259, 2));
+    }
+
+    fn map(start: u64, offset: u64) -> Mapping {
+        Mapping {
+            start,
+            end: start + 0x1000,
+            read: true,
+            write: false,
+            exec: false,
+            offset,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 1,
+            path: Some("/x".into()),
+            deleted: false,
+        }
+    }
+
+    fn info(fixed: bool, loads: Vec<Load>) -> ElfInfo {
+        ElfInfo {
+            path: "/x".into(),
+            fixed,
+            loads,
+            syms: HashMap::new(),
+            rodata_versions: vec![],
+        }
+    }
+
+    #[test]
+    fn bias_of_a_shared_library() {
+        let loads = vec![
+            Load {
+                vaddr: 0,
+                offset: 0,
+                memsz: 0x5000,
+                align: 0x1000,
+                writable: false,
+            },
+            Load {
+                vaddr: 0x6000,
+                offset: 0x5000,
+                memsz: 0x100,
+                align: 0x1000,
+                writable: true,
+            },
+        ];
+        assert_eq!(
+            info(false, loads).load_bias(&map(0x7f00_0000_0000, 0)),
+            Some(0x7f00_0000_0000)
+        );
+    }
+
+    #[test]
+    fn bias_when_the_lowest_mapping_is_not_at_offset_zero() {
+        // Only the second segment is mapped where we look (vaddr and offset differ by a page).
+        let loads = vec![Load {
+            vaddr: 0x41_2345,
+            offset: 0x2345,
+            memsz: 0x100,
+            align: 0x1000,
+            writable: false,
+        }];
+        assert_eq!(
+            info(false, loads).load_bias(&map(0x5555_0000_2000, 0x2000)),
+            Some(0x5555_0000_2000 + 0x345 - 0x41_2345)
+        );
+    }
+
+    #[test]
+    fn finds_py_version_in_a_real_libpython() {
+        // pyenv's libpython3.9 keeps PY_VERSION only as the tail of its install prefix.
+        let path = PathBuf::from("/root/.pyenv/versions/3.9.18/lib/libpython3.9.so.1.0");
+        let bytes = std::fs::read(&path).unwrap();
+        let info = analyze(0, path, &bytes).unwrap();
+        assert_eq!(
+            info.rodata_versions,
+            vec![crate::version::parse("3.9.18").unwrap()]
+        );
+        assert!(!info.fixed);
+        assert!(info.sym("_PyRuntime").is_some());
+        assert!(info.sym("Py_Version").is_none());
+        assert!(info.sym("_Py_RefTotal").is_none());
+    }
+
+    #[test]
+    fn fixed_executables_have_no_bias() {
+        assert_eq!(info(true, vec![]).load_bias(&map(0x40_0000, 0)), Some(0));
+    }
+}

@@ -1,0 +1,404 @@
+//! Live tests: `locate` against every interpreter on the machine, each compared with what the
+//! target says about itself.
+//!
+//! Each target prints one `INFO` line (its `sys.hexversion`, whether it is a debug build, and
+//! the address of `_PyRuntime` / `_PyThreadState_Current` as `ctypes` resolves it), then
+//! `READY`, and waits on stdin. Tests synchronise on that output, never on sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use strobe_locate::{locate, LocateError, VersionSource};
+use strobe_remote::{ProcessMemory, RemoteMemory};
+
+const SID: &str = "/var/cache/strobe/sid";
+
+const PROBE: &str = r#"
+import sys, ctypes
+name = "_PyRuntime" if sys.version_info >= (3, 7) else "_PyThreadState_Current"
+addr = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, name))
+sys.stdout.write("INFO %d %d %d\n" % (sys.hexversion, hasattr(sys, "gettotalrefcount"), addr))
+sys.stdout.write("READY\n")
+sys.stdout.flush()
+sys.stdin.read()
+"#;
+
+struct Target {
+    child: Child,
+    hexversion: u64,
+    debug: bool,
+    root_addr: u64,
+}
+
+impl Target {
+    fn spawn(mut cmd: Command) -> Target {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut info = None;
+        loop {
+            let mut line = String::new();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "{cmd:?} died early");
+            if line.trim() == "READY" {
+                break;
+            }
+            if let Some(rest) = line.trim().strip_prefix("INFO ") {
+                let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+                info = Some((f[0], f[1] == 1, f[2]));
+            }
+        }
+        let (hexversion, debug, root_addr) = info.expect("no INFO line");
+        Target {
+            child,
+            hexversion,
+            debug,
+            root_addr,
+        }
+    }
+
+    fn python(exe: impl AsRef<Path>) -> Target {
+        let mut cmd = Command::new(exe.as_ref());
+        cmd.arg("-c").arg(PROBE);
+        Target::spawn(cmd)
+    }
+
+    /// A Debian sid interpreter, run in the chroot (chroot execs it: the PID stays).
+    fn sid(name: &str) -> Target {
+        let mut cmd = Command::new("chroot");
+        cmd.args([SID, name, "-c", PROBE]);
+        Target::spawn(cmd)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("strobe-locate-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Locate `t` and check everything against what it printed about itself.
+fn check(t: &Target) -> strobe_locate::PythonProcess {
+    let mem = ProcessMemory::open(t.pid()).unwrap();
+    let p = locate(t.pid(), &mem).unwrap_or_else(|e| panic!("locate failed: {e}"));
+    assert_eq!(p.pid, t.pid());
+    assert_eq!(
+        p.version.to_hex(),
+        t.hexversion,
+        "version {} vs target's {:#x}",
+        p.version,
+        t.hexversion
+    );
+    assert_eq!(p.debug_build, t.debug, "debug_build");
+    assert!(p.binary.exists(), "{}", p.binary.display());
+    let modern = t.hexversion >= 0x0307_0000;
+    if modern {
+        assert_eq!(p.runtime, Some(t.root_addr), "_PyRuntime address");
+        assert_eq!((p.interp_head, p.tstate_current), (None, None));
+    } else {
+        assert_eq!(p.runtime, None);
+        assert_eq!(
+            p.tstate_current,
+            Some(t.root_addr),
+            "_PyThreadState_Current address"
+        );
+        // pyenv's libraries are unstripped: the static list head is found, and it points at
+        // the (only) interpreter.
+        let head = p.interp_head.expect("interp_head");
+        assert_ne!(mem.read_u64(head).unwrap(), 0);
+    }
+    if t.hexversion >= 0x030d_0000 {
+        // _Py_DebugOffsets opens _PyRuntime with its cookie (Include/internal/pycore_runtime.h).
+        let mut cookie = [0u8; 8];
+        mem.read_into(p.runtime.unwrap(), &mut cookie).unwrap();
+        assert_eq!(&cookie, b"xdebugpy");
+        assert_eq!(mem.read_u64(p.runtime.unwrap() + 8).unwrap(), t.hexversion);
+    }
+    let expected_source = if t.hexversion >= 0x030b_0000 {
+        VersionSource::PyVersionSymbol
+    } else {
+        VersionSource::VersionBuffer
+    };
+    assert_eq!(p.version_source, expected_source);
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    p
+}
+
+fn pyenv(version: &str) -> PathBuf {
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    PathBuf::from(format!(
+        "/root/.pyenv/versions/{version}/bin/python{}",
+        minor.join(".")
+    ))
+}
+
+fn check_pyenv(version: &str) {
+    let t = Target::python(pyenv(version));
+    let p = check(&t);
+    assert!(
+        p.binary_in_target.contains("/lib/libpython"),
+        "{}",
+        p.binary_in_target
+    );
+    assert_ne!(p.load_bias, 0, "shared libraries are relocated");
+    assert_eq!(p.load_bias % 4096, 0);
+}
+
+#[test]
+fn pyenv_2_7() {
+    check_pyenv("2.7.18");
+}
+#[test]
+fn pyenv_3_6() {
+    check_pyenv("3.6.15");
+}
+#[test]
+fn pyenv_3_7() {
+    check_pyenv("3.7.16");
+}
+#[test]
+fn pyenv_3_8() {
+    check_pyenv("3.8.18");
+}
+#[test]
+fn pyenv_3_9() {
+    check_pyenv("3.9.18");
+}
+#[test]
+fn pyenv_3_10() {
+    check_pyenv("3.10.13");
+}
+#[test]
+fn pyenv_3_11() {
+    check_pyenv("3.11.7");
+}
+#[test]
+fn pyenv_3_12() {
+    check_pyenv("3.12.1");
+}
+#[test]
+fn pyenv_3_13() {
+    check_pyenv("3.13.0");
+}
+
+#[test]
+fn debian_static_3_11() {
+    let t = Target::python("/usr/bin/python3.11");
+    let p = check(&t);
+    assert_eq!(p.binary_in_target, "/usr/bin/python3.11");
+    assert_eq!(
+        p.load_bias, 0,
+        "Debian's python3.11 is linked at fixed addresses"
+    );
+    // Opened through the target's root, so that a container's files are the ones we read.
+    assert_eq!(
+        p.binary,
+        PathBuf::from(format!("/proc/{}/root/usr/bin/python3.11", t.pid()))
+    );
+}
+
+fn check_sid(name: &str) {
+    let t = Target::sid(name);
+    let p = check(&t);
+    // Maps name the file by its path from here; it is opened as that same file.
+    assert!(
+        p.binary_in_target.starts_with(SID),
+        "{}",
+        p.binary_in_target
+    );
+    assert!(p.binary_in_target.contains("/usr/bin/python3.1"));
+    // That path does not exist under the target's root (/proc/PID/root/var/cache/...), so
+    // the file is opened as named, after checking it is the mapped inode.
+    assert_eq!(p.binary, PathBuf::from(&p.binary_in_target));
+}
+
+#[test]
+fn sid_3_13() {
+    check_sid("python3.13");
+}
+#[test]
+fn sid_3_13_debug() {
+    check_sid("python3.13d");
+}
+#[test]
+fn sid_3_14_nopie() {
+    // python3.14 is the non-PIE build: linked at fixed addresses, bias 0.
+    let t = Target::sid("python3.14");
+    let p = check(&t);
+    assert_eq!(p.load_bias, 0);
+}
+#[test]
+fn sid_3_14_pie_package() {
+    check_sid("python3.14-pie");
+}
+#[test]
+fn sid_3_14_debug() {
+    check_sid("python3.14d");
+}
+#[test]
+fn sid_3_15() {
+    check_sid("python3.15");
+}
+#[test]
+fn sid_3_15_debug() {
+    check_sid("python3.15d");
+}
+
+#[test]
+fn renamed_copies_are_still_python() {
+    let dir = Scratch::new("renamed");
+    // A static build (the runtime is in the executable) and a shared one (in libpython,
+    // found through the copy's RPATH), neither named like Python.
+    for (src, name) in [
+        ("/usr/bin/python3.11", "worker"),
+        ("/root/.pyenv/versions/3.12.1/bin/python3.12", "daemon"),
+    ] {
+        let copy = dir.0.join(name);
+        std::fs::copy(src, &copy).unwrap();
+        let t = Target::python(&copy);
+        let p = check(&t);
+        if src.starts_with("/usr") {
+            assert_eq!(p.binary_in_target, copy.to_str().unwrap());
+        }
+    }
+}
+
+#[test]
+fn venvs_are_python() {
+    let dir = Scratch::new("venv");
+    for base in [PathBuf::from("/usr/bin/python3"), pyenv("3.10.13")] {
+        let venv = dir.0.join(base.file_name().unwrap());
+        let status = Command::new(&base)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let t = Target::python(venv.join("bin/python"));
+        check(&t);
+    }
+}
+
+#[test]
+fn sleep_is_not_python() {
+    let mut child = Command::new("sleep")
+        .arg("1000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    // std's spawn returns only after the exec succeeded (it waits for the CLOEXEC error
+    // pipe to close), so the process is already `sleep`.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let err = locate(pid, &ProcessMemory::open(pid).unwrap()).unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(err, LocateError::NotPython { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "process {pid} ({}) does not look like Python: no libpython or _PyRuntime/interp_head \
+             symbol found",
+            exe.file_name().unwrap().to_string_lossy()
+        )
+    );
+}
+
+#[test]
+fn bogus_pid() {
+    let err = locate(i32::MAX, &ProcessMemory::new(i32::MAX)).unwrap_err();
+    assert_eq!(err.to_string(), format!("no process with PID {}", i32::MAX));
+}
+
+#[test]
+fn kernel_thread() {
+    let kthreadd = std::fs::read_to_string("/proc/2/stat").unwrap();
+    assert!(kthreadd.starts_with("2 (kthreadd)"), "PID 2 is {kthreadd}");
+    let err = locate(2, &ProcessMemory::new(2)).unwrap_err();
+    assert!(
+        matches!(err, LocateError::KernelThread { pid: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "process 2 (kthreadd) is a kernel thread, not a Python process"
+    );
+}
+
+#[test]
+fn zombie() {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    // Wait for the exit but leave the child unreaped: a zombie.
+    waitid(
+        Id::Pid(nix::unistd::Pid::from_raw(pid)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+    )
+    .unwrap();
+    let err = locate(pid, &ProcessMemory::new(pid)).unwrap_err();
+    child.wait().unwrap();
+    assert!(matches!(err, LocateError::Zombie { .. }), "{err}");
+    assert!(err
+        .to_string()
+        .starts_with(&format!("process {pid} (true) is a zombie")));
+}
+
+#[test]
+fn stripped_old_libpython_falls_back_to_tstate_current() {
+    // ≤3.6 keeps the interpreter list head in a static (`interp_head`, Python/pystate.c) that
+    // only the full symbol table names. Strip a copy of the library and load it instead of
+    // the original (RUNPATH yields to LD_LIBRARY_PATH).
+    let dir = Scratch::new("stripped");
+    let lib = "libpython3.6m.so.1.0";
+    let status = Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(dir.0.join(lib))
+        .arg(format!("/root/.pyenv/versions/3.6.15/lib/{lib}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut cmd = Command::new(pyenv("3.6.15"));
+    cmd.env("LD_LIBRARY_PATH", &dir.0).arg("-c").arg(PROBE);
+    let t = Target::spawn(cmd);
+    let mem = ProcessMemory::open(t.pid()).unwrap();
+    let p = locate(t.pid(), &mem).unwrap();
+    assert_eq!(p.binary_in_target, dir.0.join(lib).to_str().unwrap());
+    assert_eq!(p.version.to_hex(), t.hexversion);
+    assert_eq!(p.interp_head, None);
+    assert_eq!(p.tstate_current, Some(t.root_addr));
+    assert_eq!(p.notes.len(), 1);
+    assert!(
+        p.notes[0].contains("_PyThreadState_Current"),
+        "{}",
+        p.notes[0]
+    );
+}

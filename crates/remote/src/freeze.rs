@@ -1,0 +1,238 @@
+//! [`Freeze`]: stopping every thread of a process with ptrace, for consistent snapshots
+//! (`--blocking`).
+
+use crate::error::RemoteError;
+use crate::procfs;
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Event};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashSet;
+use std::marker::PhantomData;
+
+/// How many times we list `/proc/PID/task` looking for threads created while we attached.
+/// Each round only has to catch threads started by threads not yet stopped, so real
+/// programs settle in two or three rounds.
+const MAX_ROUNDS: usize = 64;
+
+#[derive(Debug)]
+struct Attached {
+    tid: i32,
+    /// We saw it stop (and so may detach it).
+    stopped: bool,
+    /// A signal that arrived while we held it, to deliver when we let go.
+    pending: Option<Signal>,
+}
+
+/// Every thread of a process, stopped.
+///
+/// # Contract
+/// - [`Freeze::all_threads`] returns only once every thread of the process is in a ptrace
+///   stop (`t` in `/proc/PID/task/TID/stat`); threads created while attaching are caught by
+///   re-listing `/proc/PID/task` until no new thread appears (at most 64 rounds, then
+///   [`RemoteError::ThreadsUnstable`]). A stopped thread cannot create threads, so the set is
+///   complete when a listing shows nothing new.
+/// - Dropping the `Freeze` detaches every thread, and the process runs on exactly as before
+///   (a signal that arrived meanwhile is delivered then). This also happens on every error
+///   path of `all_threads`: threads attached before the error are released.
+/// - ptrace ties a tracee to the tracing *thread*: the `Freeze` must be dropped on the thread
+///   that created it, so it is neither `Send` nor `Sync`. Do not `waitpid(-1)` elsewhere in
+///   the process while it lives, which could consume the stop notifications it waits for.
+/// - Only one tracer per process: this fails with [`RemoteError::AlreadyTraced`] if a
+///   debugger holds the target.
+#[derive(Debug)]
+pub struct Freeze {
+    pid: i32,
+    threads: Vec<Attached>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Freeze {
+    /// Stop every thread of `pid`; see the type's contract.
+    pub fn all_threads(pid: i32) -> Result<Freeze, RemoteError> {
+        if !procfs::exists(pid) {
+            return Err(RemoteError::NoSuchProcess { pid });
+        }
+        // From here on, returning early drops `freeze`, which releases what we attached.
+        let mut freeze = Freeze {
+            pid,
+            threads: Vec::new(),
+            _not_send: PhantomData,
+        };
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_ROUNDS {
+            let tids = procfs::tasks(pid).map_err(|e| match e {
+                RemoteError::NoSuchProcess { pid } if !seen.is_empty() => {
+                    RemoteError::ProcessGone { pid }
+                }
+                e => e,
+            })?;
+            let fresh: Vec<i32> = tids
+                .iter()
+                .filter_map(|&t| i32::try_from(t).ok())
+                .filter(|t| seen.insert(*t))
+                .collect();
+            if fresh.is_empty() {
+                if freeze.threads.is_empty() {
+                    return Err(RemoteError::ProcessGone { pid });
+                }
+                return Ok(freeze);
+            }
+            for &tid in &fresh {
+                freeze.attach(tid)?;
+            }
+            for i in 0..freeze.threads.len() {
+                if !freeze.threads[i].stopped {
+                    freeze.threads[i] = freeze.wait_stopped(i)?;
+                }
+            }
+            // Threads that exited while we attached are not ours any more.
+            freeze.threads.retain(|a| a.tid != 0);
+        }
+        Err(RemoteError::ThreadsUnstable {
+            pid,
+            rounds: MAX_ROUNDS,
+        })
+    }
+
+    /// The process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The stopped threads, ascending.
+    pub fn threads(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.threads.iter().map(|a| a.tid as u32).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn attach(&mut self, tid: i32) -> Result<(), RemoteError> {
+        let pid = self.pid;
+        let t = Pid::from_raw(tid);
+        // PTRACE_SEIZE (unlike ATTACH) does not send SIGSTOP, so nothing visible to the
+        // target is left behind when we detach; PTRACE_INTERRUPT then stops the thread.
+        match ptrace::seize(t, ptrace::Options::empty()) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Ok(()), // the thread exited
+            Err(Errno::EPERM) => {
+                return Err(match procfs::tracer_pid(pid) {
+                    Ok(Some(tracer)) if tracer != std::process::id() as i32 => {
+                        RemoteError::AlreadyTraced { pid, tracer }
+                    }
+                    _ if !procfs::exists(pid) => RemoteError::ProcessGone { pid },
+                    _ => RemoteError::PermissionDenied { pid },
+                })
+            }
+            Err(errno) => {
+                return Err(RemoteError::Ptrace {
+                    op: "PTRACE_SEIZE",
+                    pid,
+                    tid,
+                    errno,
+                })
+            }
+        }
+        self.threads.push(Attached {
+            tid,
+            stopped: false,
+            pending: None,
+        });
+        match ptrace::interrupt(t) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(errno) => Err(RemoteError::Ptrace {
+                op: "PTRACE_INTERRUPT",
+                pid,
+                tid,
+                errno,
+            }),
+        }
+    }
+
+    /// Wait for thread `i` to report its stop. Returns the updated record; a thread that
+    /// exited comes back with `tid` 0.
+    fn wait_stopped(&self, i: usize) -> Result<Attached, RemoteError> {
+        let a = &self.threads[i];
+        let mut out = Attached {
+            tid: a.tid,
+            stopped: false,
+            pending: a.pending,
+        };
+        match wait_for_stop(a.tid) {
+            Ok(Stop::Stopped(sig)) => {
+                out.stopped = true;
+                out.pending = out.pending.or(sig);
+            }
+            Ok(Stop::Exited) => out.tid = 0,
+            Err(errno) => {
+                return Err(RemoteError::Ptrace {
+                    op: "waitpid",
+                    pid: self.pid,
+                    tid: a.tid,
+                    errno,
+                })
+            }
+        }
+        Ok(out)
+    }
+}
+
+enum Stop {
+    /// In a ptrace stop; with the signal it was stopped for, if it must be re-delivered.
+    Stopped(Option<Signal>),
+    /// The thread is gone.
+    Exited,
+}
+
+fn wait_for_stop(tid: i32) -> Result<Stop, Errno> {
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
+    loop {
+        match waitpid(Pid::from_raw(tid), Some(flags)) {
+            // The stop PTRACE_INTERRUPT asked for (or a group stop): nothing to re-deliver.
+            Ok(WaitStatus::PtraceEvent(_, _, ev)) if ev == Event::PTRACE_EVENT_STOP as i32 => {
+                return Ok(Stop::Stopped(None));
+            }
+            Ok(WaitStatus::PtraceEvent(..)) | Ok(WaitStatus::PtraceSyscall(_)) => {
+                return Ok(Stop::Stopped(None));
+            }
+            // A signal arrived before our interrupt took effect: the thread is stopped in
+            // signal-delivery-stop, and the signal must be handed back when we detach.
+            Ok(WaitStatus::Stopped(_, sig)) => return Ok(Stop::Stopped(Some(sig))),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(Stop::Exited),
+            Ok(WaitStatus::Continued(_)) | Ok(WaitStatus::StillAlive) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return Ok(Stop::Exited),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        for a in &self.threads {
+            if a.tid == 0 {
+                continue;
+            }
+            let t = Pid::from_raw(a.tid);
+            let mut pending = a.pending;
+            if !a.stopped {
+                // Attached on an error path but never seen stopped: PTRACE_DETACH needs the
+                // tracee in a stop, so bring it there first.
+                let _ = ptrace::interrupt(t);
+                match wait_for_stop(a.tid) {
+                    Ok(Stop::Stopped(sig)) => pending = pending.or(sig),
+                    Ok(Stop::Exited) | Err(_) => continue,
+                }
+            }
+            if ptrace::detach(t, pending).is_err() {
+                // Killed while stopped: collect its exit notification so it does not linger
+                // as a zombie for as long as we live.
+                let _ = waitpid(
+                    t,
+                    Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! [`ProcessMemory`]: reading a live process with `process_vm_readv(2)`.
+
+use crate::error::RemoteError;
+use crate::memory::{MemError, RemoteMemory};
+use crate::procfs;
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+use std::io::IoSliceMut;
+
+/// `UIO_MAXIOV` (`include/uapi/linux/uio.h`): the most iovecs one call accepts on each side.
+const MAX_IOVECS: usize = 1024;
+
+/// A live process's memory, read with `process_vm_readv(2)`.
+///
+/// The target keeps running while we read (unless frozen with [`crate::Freeze`]), so what a
+/// sequence of reads returns need not be consistent; callers validate what they decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pid: i32,
+}
+
+impl ProcessMemory {
+    /// A reader for `pid`, without checking anything; reads report what goes wrong.
+    pub fn new(pid: i32) -> Self {
+        ProcessMemory { pid }
+    }
+
+    /// A reader for `pid`, after checking that the process exists and that we may read it
+    /// (one real read of its first readable mapping), so that the user gets the
+    /// "no process" / "permission denied" message up front instead of at the first sample.
+    pub fn open(pid: i32) -> Result<Self, RemoteError> {
+        if !procfs::exists(pid) {
+            return Err(RemoteError::NoSuchProcess { pid });
+        }
+        let mem = ProcessMemory { pid };
+        // Reading /proc/PID/maps needs the same ptrace-read access as process_vm_readv, so a
+        // refusal here is already the answer.
+        let maps_path = procfs::proc_dir(pid).join("maps");
+        let maps = std::fs::read_to_string(&maps_path)
+            .map_err(|e| RemoteError::from_proc_io(pid, maps_path, e))?;
+        let Some(addr) = first_readable_address(&maps) else {
+            // No user mappings: a kernel thread or a zombie. Nothing to read, but nothing
+            // refused either; callers that care check procfs::is_kernel_thread / is_zombie.
+            return Ok(mem);
+        };
+        let mut probe = [0u8; 1];
+        match mem.read_into(addr, &mut probe) {
+            Ok(()) | Err(MemError::Fault { .. }) => Ok(mem),
+            Err(MemError::PermissionDenied { pid }) => Err(RemoteError::PermissionDenied { pid }),
+            Err(MemError::ProcessGone { pid }) => Err(RemoteError::ProcessGone { pid }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The target process.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Perform several reads with as few system calls as possible (one per 1024 requests):
+    /// each `(address, buffer)` is filled from the target.
+    ///
+    /// All-or-nothing per call: if any request cannot be filled completely, the error names
+    /// the first such request (its address and length), and the contents of that and later
+    /// buffers are unspecified.
+    pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemError> {
+        for chunk in reqs.chunks_mut(MAX_IOVECS) {
+            self.read_chunk(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn read_chunk(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemError> {
+        let mut remote = Vec::with_capacity(reqs.len());
+        for (addr, buf) in reqs.iter() {
+            let base = usize::try_from(*addr).map_err(|_| MemError::Fault {
+                addr: *addr,
+                len: buf.len(),
+            })?;
+            remote.push(RemoteIoVec {
+                base,
+                len: buf.len(),
+            });
+        }
+        let wanted: usize = remote.iter().map(|r| r.len).sum();
+        let first = reqs.first().map(|(a, b)| (*a, b.len())).unwrap_or((0, 0));
+        let lens: Vec<(u64, usize)> = reqs.iter().map(|(a, b)| (*a, b.len())).collect();
+        let mut local: Vec<IoSliceMut<'_>> =
+            reqs.iter_mut().map(|(_, b)| IoSliceMut::new(b)).collect();
+        let got = match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
+            Ok(n) => n,
+            // The kernel reports an error only when nothing at all was transferred, i.e. the
+            // first request failed.
+            Err(e) => return Err(self.map_errno(e, first.0, first.1)),
+        };
+        if got == wanted {
+            return Ok(());
+        }
+        // Short read: find the request the transfer stopped in.
+        let mut done = 0usize;
+        for (addr, len) in lens {
+            if done + len > got {
+                return Err(MemError::Fault { addr, len });
+            }
+            done += len;
+        }
+        Err(MemError::Fault {
+            addr: first.0,
+            len: wanted,
+        })
+    }
+
+    fn map_errno(&self, errno: Errno, addr: u64, len: usize) -> MemError {
+        match errno {
+            Errno::EFAULT | Errno::EIO => MemError::Fault { addr, len },
+            Errno::EPERM | Errno::EACCES => MemError::PermissionDenied { pid: self.pid },
+            Errno::ESRCH => MemError::ProcessGone { pid: self.pid },
+            other => MemError::Os {
+                addr,
+                len,
+                errno: other as i32,
+            },
+        }
+    }
+}
+
+impl RemoteMemory for ProcessMemory {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.read_many(&mut [(addr, buf)])
+    }
+}
+
+/// The start of the first mapping with read permission in a `/proc/PID/maps` text.
+fn first_readable_address(maps: &str) -> Option<u64> {
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_ascii_whitespace();
+        let range = fields.next()?;
+        let perms = fields.next()?;
+        if !perms.starts_with('r') {
+            return None;
+        }
+        let (start, _) = range.split_once('-')?;
+        u64::from_str_radix(start, 16).ok()
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn me() -> ProcessMemory {
+        ProcessMemory::open(std::process::id() as i32).unwrap()
+    }
+
+    #[test]
+    fn reads_own_memory() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        let mut buf = vec![0u8; 256];
+        me().read_into(data.as_ptr() as u64, &mut buf).unwrap();
+        assert_eq!(buf, data);
+        let word = 0x1122_3344_5566_7788u64;
+        assert_eq!(me().read_u64(&word as *const u64 as u64).unwrap(), word);
+    }
+
+    #[test]
+    fn read_many_fills_every_buffer() {
+        let a = *b"first buffer";
+        let b = [7u32; 100];
+        let c = String::from("third, on the heap");
+        let (mut x, mut y, mut z) = (vec![0u8; a.len()], vec![0u8; 400], vec![0u8; c.len()]);
+        me().read_many(&mut [
+            (a.as_ptr() as u64, &mut x[..]),
+            (b.as_ptr() as u64, &mut y[..]),
+            (c.as_ptr() as u64, &mut z[..]),
+        ])
+        .unwrap();
+        assert_eq!(x, a);
+        assert_eq!(
+            y,
+            b.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()
+        );
+        assert_eq!(z, c.as_bytes());
+    }
+
+    #[test]
+    fn read_many_handles_more_requests_than_one_call_takes() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = vec![0u8; data.len()];
+        let mut reqs: Vec<(u64, &mut [u8])> = out
+            .chunks_mut(1)
+            .enumerate()
+            .map(|(i, b)| (data.as_ptr() as u64 + i as u64, b))
+            .collect();
+        me().read_many(&mut reqs).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn unmapped_address_is_a_fault() {
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            me().read_into(0x10, &mut buf),
+            Err(MemError::Fault { addr: 0x10, len: 8 })
+        );
+    }
+
+    #[test]
+    fn short_read_names_the_failed_request() {
+        let ok = [1u8; 16];
+        let (mut x, mut y, mut z) = ([0u8; 16], [0u8; 8], [0u8; 4]);
+        let err = me()
+            .read_many(&mut [
+                (ok.as_ptr() as u64, &mut x[..]),
+                (0x20, &mut y[..]),
+                (ok.as_ptr() as u64, &mut z[..]),
+            ])
+            .unwrap_err();
+        assert_eq!(err, MemError::Fault { addr: 0x20, len: 8 });
+        assert_eq!(x, ok);
+    }
+
+    #[test]
+    fn read_across_the_end_of_a_mapping_is_a_fault() {
+        // A readable mapping not directly followed by another readable one: a read
+        // straddling its end is short and must be reported as a fault, not as success.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let ranges: Vec<(u64, u64, bool)> = maps
+            .lines()
+            .map(|line| {
+                let mut f = line.split_whitespace();
+                let (s, e) = f.next().unwrap().split_once('-').unwrap();
+                let readable = f.next().unwrap().starts_with('r');
+                (
+                    u64::from_str_radix(s, 16).unwrap(),
+                    u64::from_str_radix(e, 16).unwrap(),
+                    readable,
+                )
+            })
+            .collect();
+        let end = ranges
+            .windows(2)
+            .find(|w| w[0].2 && (w[1].0 > w[0].1 || !w[1].2))
+            .map(|w| w[0].1)
+            .unwrap();
+        let mut buf = [0u8; 32];
+        assert_eq!(
+            me().read_into(end - 16, &mut buf),
+            Err(MemError::Fault {
+                addr: end - 16,
+                len: 32
+            })
+        );
+        me().read_into(end - 32, &mut buf).unwrap();
+    }
+
+    #[test]
+    fn missing_process_is_no_such_process_then_gone() {
+        let err = ProcessMemory::open(i32::MAX).unwrap_err();
+        assert_eq!(err.to_string(), format!("no process with PID {}", i32::MAX));
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            ProcessMemory::new(i32::MAX).read_into(0x1000, &mut buf),
+            Err(MemError::ProcessGone { pid: i32::MAX })
+        );
+    }
+
+    #[test]
+    fn first_readable_address_skips_guard_pages() {
+        let maps = "7f00-8000 ---p 00000000 00:00 0\n9000-a000 r--p 00000000 08:01 12 /x\n";
+        assert_eq!(first_readable_address(maps), Some(0x9000));
+        assert_eq!(first_readable_address(""), None);
+    }
+}

@@ -1,0 +1,228 @@
+//! Small, careful readers of `/proc/PID/...`.
+//!
+//! Everything here tolerates the target changing under us: a thread that exits between
+//! listing `/proc/PID/task` and reading its files is skipped, not reported as an error.
+
+use crate::error::RemoteError;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// `PF_KTHREAD` from the kernel's `include/linux/sched.h`: set in the `flags` field of
+/// `/proc/PID/stat` for kernel threads.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Bound on the threads listed for one process: far above anything real, low enough that
+/// a corrupted or hostile `/proc` cannot make us allocate without limit.
+const MAX_TASKS: usize = 1 << 20;
+
+/// `/proc/PID`.
+pub fn proc_dir(pid: i32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}"))
+}
+
+/// `/proc/PID/root`: the target's root directory, through which paths the target names (in
+/// its own mount namespace or chroot) can be opened from here.
+pub fn root(pid: i32) -> PathBuf {
+    proc_dir(pid).join("root")
+}
+
+/// `path` as named by the target, reached through `/proc/PID/root`.
+pub fn in_root(pid: i32, path: &str) -> PathBuf {
+    root(pid).join(path.trim_start_matches('/'))
+}
+
+/// Whether `/proc/PID` exists (the process, or a zombie of it, is still there).
+pub fn exists(pid: i32) -> bool {
+    pid > 0 && proc_dir(pid).exists()
+}
+
+/// The target's executable, as `/proc/PID/exe` names it from our point of view. Fails for
+/// kernel threads, which have none.
+pub fn exe(pid: i32) -> Result<PathBuf, RemoteError> {
+    let path = proc_dir(pid).join("exe");
+    std::fs::read_link(&path).map_err(|e| RemoteError::from_proc_io(pid, path, e))
+}
+
+/// The fields of `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) that we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `comm`: the thread's name (at most 15 bytes, may contain spaces and parentheses).
+    pub comm: String,
+    /// One-letter scheduler state: `R` running, `S` sleeping, `D` disk sleep, `t` traced, ...
+    pub state: char,
+    /// Parent PID.
+    pub ppid: i32,
+    /// Kernel `PF_*` flags.
+    pub flags: u64,
+}
+
+impl ProcStat {
+    /// Parse the one-line content of a `stat` file.
+    ///
+    /// `comm` is printed inside parentheses and may itself contain `)` and spaces, so the
+    /// fields are taken after the *last* `)` on the line (see proc(5)).
+    pub fn parse(line: &str) -> Option<ProcStat> {
+        let open = line.find('(')?;
+        let close = line.rfind(')')?;
+        let comm = line.get(open + 1..close)?.to_string();
+        let mut rest = line.get(close + 1..)?.split_ascii_whitespace();
+        let state = rest.next()?.chars().next()?;
+        let ppid = rest.next()?.parse().ok()?;
+        // Fields 5..8 (pgrp, session, tty_nr, tpgid), then field 9, flags.
+        let flags = rest.nth(4)?.parse().ok()?;
+        Some(ProcStat {
+            comm,
+            state,
+            ppid,
+            flags,
+        })
+    }
+}
+
+fn read_proc(pid: i32, path: &Path) -> Result<String, RemoteError> {
+    std::fs::read_to_string(path).map_err(|e| RemoteError::from_proc_io(pid, path.to_path_buf(), e))
+}
+
+fn parse_stat_file(pid: i32, path: &Path) -> Result<ProcStat, RemoteError> {
+    let text = read_proc(pid, path)?;
+    ProcStat::parse(&text).ok_or_else(|| RemoteError::Proc {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat line"),
+    })
+}
+
+/// `/proc/PID/stat`.
+pub fn stat(pid: i32) -> Result<ProcStat, RemoteError> {
+    parse_stat_file(pid, &proc_dir(pid).join("stat"))
+}
+
+/// The process is a zombie (exited, not yet reaped) or dead.
+pub fn is_zombie(pid: i32) -> Result<bool, RemoteError> {
+    Ok(matches!(stat(pid)?.state, 'Z' | 'X' | 'x'))
+}
+
+/// The process is a kernel thread (no user address space to read).
+pub fn is_kernel_thread(pid: i32) -> Result<bool, RemoteError> {
+    Ok(stat(pid)?.flags & PF_KTHREAD != 0)
+}
+
+/// The thread ids of the process, from `/proc/PID/task`, ascending.
+pub fn tasks(pid: i32) -> Result<Vec<u32>, RemoteError> {
+    let dir = proc_dir(pid).join("task");
+    let entries = std::fs::read_dir(&dir).map_err(|e| RemoteError::from_proc_io(pid, dir, e))?;
+    let mut tids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .take(MAX_TASKS)
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// The scheduler state letter of each thread (`R`, `S`, `D`, `t`, ...), from
+/// `/proc/PID/task/TID/stat`. Threads that exit while we read are left out.
+pub fn thread_states(pid: i32) -> Result<HashMap<u32, char>, RemoteError> {
+    let mut states = HashMap::new();
+    for tid in tasks(pid)? {
+        let path = proc_dir(pid).join(format!("task/{tid}/stat"));
+        match parse_stat_file(pid, &path) {
+            Ok(st) => {
+                states.insert(tid, st.state);
+            }
+            Err(RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(states)
+}
+
+/// The value of a `Key:` line of a `status` file.
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == key).then_some(v.trim())
+    })
+}
+
+/// The PID of the process tracing `pid` (`TracerPid:`), if any.
+pub fn tracer_pid(pid: i32) -> Result<Option<i32>, RemoteError> {
+    let text = read_proc(pid, &proc_dir(pid).join("status"))?;
+    Ok(status_field(&text, "TracerPid")
+        .and_then(|v| v.parse().ok())
+        .filter(|&t: &i32| t != 0))
+}
+
+/// For each thread of the process: its id as we see it (the key) and as the target itself
+/// sees it (the innermost PID namespace, last entry of `NSpid:`). They differ when the
+/// target runs in a container; the values the target stores in memory are the latter.
+pub fn namespaced_tids(pid: i32) -> Result<HashMap<u32, u32>, RemoteError> {
+    let mut map = HashMap::new();
+    for tid in tasks(pid)? {
+        let path = proc_dir(pid).join(format!("task/{tid}/status"));
+        let text = match read_proc(pid, &path) {
+            Ok(t) => t,
+            Err(RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        // Kernels before 4.1 have no NSpid line: then there is only one namespace view.
+        let inner = status_field(&text, "NSpid")
+            .and_then(|v| v.split_ascii_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(tid);
+        map.insert(tid, inner);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parse_survives_hostile_comm() {
+        let line = "4242 (a) R (b) x) S 1 4242 4242 0 -1 4194560 120 0 0 0 1 2 0 0 20 0 1 0";
+        let st = ProcStat::parse(line).unwrap();
+        assert_eq!(st.comm, "a) R (b) x");
+        assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
+        assert_eq!(st.flags, 4194560);
+    }
+
+    #[test]
+    fn stat_parse_rejects_truncated_lines() {
+        assert_eq!(ProcStat::parse("12 (python"), None);
+        assert_eq!(ProcStat::parse("12 (python) S"), None);
+        assert_eq!(ProcStat::parse(""), None);
+    }
+
+    #[test]
+    fn own_process_is_seen_correctly() {
+        let me = std::process::id() as i32;
+        assert!(exists(me));
+        assert!(!is_zombie(me).unwrap());
+        assert!(!is_kernel_thread(me).unwrap());
+        let tids = tasks(me).unwrap();
+        assert!(tids.contains(&(me as u32)));
+        // The thread running this test is on a CPU right now.
+        let own_tid = nix::unistd::gettid().as_raw() as u32;
+        assert_eq!(thread_states(me).unwrap().get(&own_tid), Some(&'R'));
+        assert_eq!(exe(me).unwrap(), std::env::current_exe().unwrap());
+        let ns = namespaced_tids(me).unwrap();
+        assert_eq!(ns.get(&own_tid), Some(&own_tid));
+    }
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread() {
+        // PID 2 is kthreadd on Linux hosts; inside a PID namespace it may be anything.
+        if stat(2).map(|s| s.comm == "kthreadd").unwrap_or(false) {
+            assert!(is_kernel_thread(2).unwrap());
+        }
+    }
+
+    #[test]
+    fn missing_process_is_reported_by_pid() {
+        let err = stat(i32::MAX).unwrap_err();
+        assert_eq!(err.to_string(), format!("no process with PID {}", i32::MAX));
+        assert!(!exists(i32::MAX));
+    }
+}

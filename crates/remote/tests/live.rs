@@ -1,0 +1,328 @@
+//! Live tests: real Python processes, read, frozen and released.
+//!
+//! Each target prints `READY` once it is set up and then serves `ping` lines on stdin, so the
+//! tests synchronise on output, never on sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use strobe_remote::{native_tids_from_pthreads, procfs, Freeze, ProcessMemory, RemoteError};
+
+/// A target process, killed and reaped when dropped.
+struct Target {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Lines printed before `READY`.
+    preamble: Vec<String>,
+}
+
+impl Target {
+    fn spawn(python: &str, script: &str) -> Target {
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut preamble = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "target died early");
+            if line.trim() == "READY" {
+                break;
+            }
+            preamble.push(line.trim().to_string());
+        }
+        Target {
+            child,
+            stdin,
+            stdout,
+            preamble,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Round trip through the target's main thread: proves it runs.
+    fn ping(&mut self) {
+        self.stdin.write_all(b"ping\n").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "pong");
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SERVE: &str = r#"
+import sys
+print("READY"); sys.stdout.flush()
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    sys.stdout.write("pong\n"); sys.stdout.flush()
+"#;
+
+/// Busy threads plus a thread whose name contains `) ` to trip naive stat parsers.
+fn spinning_target() -> Target {
+    let script = format!(
+        r#"
+import threading, os
+def spin():
+    n = 0
+    while True:
+        n += 1
+def named():
+    with open("/proc/self/task/%d/comm" % threading.get_native_id(), "w") as f:
+        f.write("x) R (y")
+    threading.Event().wait()
+for f in (spin, spin, named):
+    threading.Thread(target=f, daemon=True).start()
+{SERVE}"#
+    );
+    Target::spawn("/usr/bin/python3", &script)
+}
+
+fn assert_all_traced(pid: i32, expected: &[u32]) {
+    let states = procfs::thread_states(pid).unwrap();
+    let mut tids: Vec<u32> = states.keys().copied().collect();
+    tids.sort_unstable();
+    assert_eq!(
+        tids, expected,
+        "frozen set differs from the process's threads"
+    );
+    for (tid, state) in &states {
+        assert_eq!(*state, 't', "thread {tid} is {state}, not traced-stopped");
+    }
+}
+
+#[test]
+fn freeze_stops_every_thread_and_drop_releases_them() {
+    let mut t = spinning_target();
+    let pid = t.pid();
+    assert_eq!(procfs::tasks(pid).unwrap().len(), 4);
+    for _ in 0..5 {
+        let freeze = Freeze::all_threads(pid).unwrap();
+        assert_eq!(freeze.threads().len(), 4);
+        assert_all_traced(pid, &freeze.threads());
+        drop(freeze);
+        t.ping();
+        let states = procfs::thread_states(pid).unwrap();
+        assert!(
+            states.values().all(|&s| s != 't'),
+            "still stopped: {states:?}"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.contains("TracerPid:\t0\n"));
+    }
+}
+
+#[test]
+fn freeze_catches_threads_created_while_attaching() {
+    // Threads that start threads as fast as they can: a single listing of /proc/PID/task is
+    // out of date by the time we attach.
+    let script = format!(
+        r#"
+import threading
+def churn():
+    while True:
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+for _ in range(3):
+    threading.Thread(target=churn, daemon=True).start()
+{SERVE}"#
+    );
+    let mut t = Target::spawn("/usr/bin/python3", &script);
+    for _ in 0..20 {
+        let freeze = Freeze::all_threads(t.pid()).unwrap();
+        assert_all_traced(t.pid(), &freeze.threads());
+        drop(freeze);
+        t.ping();
+    }
+}
+
+#[test]
+fn failed_freeze_releases_the_threads_it_attached() {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    use nix::unistd::Pid;
+
+    let mut t = spinning_target();
+    let pid = t.pid();
+    // Hold the last thread ourselves, so that Freeze attaches the others (the main thread
+    // comes first) and then fails on it.
+    let held = *procfs::tasks(pid).unwrap().last().unwrap() as i32;
+    assert_ne!(held, pid);
+    ptrace::seize(Pid::from_raw(held), ptrace::Options::empty()).unwrap();
+
+    let err = std::thread::spawn(move || Freeze::all_threads(pid).unwrap_err())
+        .join()
+        .unwrap();
+    assert!(
+        matches!(err, RemoteError::AlreadyTraced { pid: p, .. } if p == pid),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already being traced"));
+    for tid in procfs::tasks(pid).unwrap() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        let traced = !status.contains("TracerPid:\t0\n");
+        assert_eq!(traced, tid as i32 == held, "thread {tid}: {status}");
+    }
+    t.ping();
+
+    let h = Pid::from_raw(held);
+    ptrace::interrupt(h).unwrap();
+    waitpid(h, Some(WaitPidFlag::__WALL)).unwrap();
+    ptrace::detach(h, None).unwrap();
+    t.ping();
+}
+
+#[test]
+fn missing_process_errors() {
+    let err = Freeze::all_threads(i32::MAX).unwrap_err();
+    assert_eq!(err.to_string(), format!("no process with PID {}", i32::MAX));
+    let err = ProcessMemory::open(i32::MAX).unwrap_err();
+    assert_eq!(err.to_string(), format!("no process with PID {}", i32::MAX));
+}
+
+/// Run by `permission_denied_says_what_to_do` as user `nobody` against a root process.
+#[test]
+fn probe_as_unprivileged_child() {
+    let Ok(pid) = std::env::var("STROBE_PROBE_PID") else {
+        return; // only meaningful when re-executed by the test below
+    };
+    let pid: i32 = pid.parse().unwrap();
+    let open = ProcessMemory::open(pid).unwrap_err();
+    assert!(
+        matches!(open, RemoteError::PermissionDenied { .. }),
+        "{open}"
+    );
+    println!("OPEN: {open}");
+    let freeze = Freeze::all_threads(pid).unwrap_err();
+    assert!(
+        matches!(freeze, RemoteError::PermissionDenied { .. }),
+        "{freeze}"
+    );
+    println!("FREEZE: {freeze}");
+}
+
+#[test]
+fn permission_denied_says_what_to_do() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test drops root to `nobody`"
+    );
+    let t = spinning_target();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "probe_as_unprivileged_child", "--nocapture"])
+        .env("STROBE_PROBE_PID", t.pid().to_string())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for prefix in ["OPEN: ", "FREEZE: "] {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {stdout}"));
+        assert!(line.contains(&format!("process {}", t.pid())), "{line}");
+        for needle in [
+            "root",
+            "CAP_SYS_PTRACE",
+            "/proc/sys/kernel/yama/ptrace_scope",
+        ] {
+            assert!(line.contains(needle), "{needle} missing from: {line}");
+        }
+    }
+}
+
+/// Threads that report `get_ident()` (the pthread_t) and their kernel thread id.
+const IDENTS: &str = r#"
+import sys, threading, ctypes
+try:
+    from thread import get_ident
+except ImportError:
+    from threading import get_ident
+syscall = ctypes.CDLL(None).syscall
+lock = threading.Lock()
+def report():
+    with lock:
+        sys.stdout.write("T %d %d\n" % (get_ident(), syscall(186)))
+        sys.stdout.flush()
+started = []
+def worker(ev):
+    report()
+    ev.set()
+    threading.Event().wait()
+for _ in range(3):
+    ev = threading.Event()
+    t = threading.Thread(target=worker, args=(ev,))
+    t.daemon = True
+    t.start()
+    ev.wait()
+report()
+"#;
+
+fn check_pthread_tids(python: &str) {
+    let script = format!("{IDENTS}{SERVE}");
+    let t = Target::spawn(python, &script);
+    let expected: HashMap<u64, u32> = t
+        .preamble
+        .iter()
+        .filter_map(|l| l.strip_prefix("T "))
+        .map(|l| {
+            let (ident, tid) = l.split_once(' ').unwrap();
+            (ident.parse().unwrap(), tid.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(expected.len(), 4);
+    assert!(expected.values().any(|&tid| tid as i32 == t.pid()));
+    let idents: Vec<u64> = expected.keys().copied().collect();
+    let mem = ProcessMemory::open(t.pid()).unwrap();
+    let got = native_tids_from_pthreads(&mem, t.pid(), &idents).unwrap();
+    assert_eq!(got, expected);
+    // A subset without the main thread still calibrates to the same field.
+    let workers: Vec<u64> = expected
+        .iter()
+        .filter(|(_, &tid)| tid as i32 != t.pid())
+        .map(|(&i, _)| i)
+        .collect();
+    let got = native_tids_from_pthreads(&mem, t.pid(), &workers).unwrap();
+    assert_eq!(got.len(), 3);
+    for (ident, tid) in got {
+        assert_eq!(expected[&ident], tid);
+    }
+}
+
+#[test]
+fn pthread_tids_python27() {
+    check_pthread_tids("/root/.pyenv/versions/2.7.18/bin/python2.7");
+}
+
+#[test]
+fn pthread_tids_python36() {
+    check_pthread_tids("/root/.pyenv/versions/3.6.15/bin/python3.6");
+}
