@@ -193,7 +193,7 @@ pub struct Layout {
     // --- PyInterpreterState -------------------------------------------------------------------
     /// `offsetof(PyInterpreterState, next)`.
     pub interp_next: u32,
-    /// `offsetof(PyInterpreterState, tstate_head)` (`threads.head` since 3.12).
+    /// `offsetof(PyInterpreterState, tstate_head)` (`threads.head` since 3.11).
     pub interp_tstate_head: u32,
     /// `offsetof(PyInterpreterState, id)` (3.7+).
     pub interp_id: Option<u32>,
@@ -207,7 +207,9 @@ pub struct Layout {
     pub gil_last_holder: Option<u32>,
 
     // --- PyThreadState ------------------------------------------------------------------------
-    /// `sizeof(PyThreadState)` (public part; free-threaded builds allocate more after it).
+    /// `sizeof(PyThreadState)` (public part; 3.13+ allocate a larger `_PyThreadStateImpl`).
+    /// It can grow at its end within a minor line (3.13.0: 304, later 3.13.x: 312), so never
+    /// assume a target's thread state is at least this large.
     pub tstate_size: u32,
     /// `offsetof(PyThreadState, next)`.
     pub tstate_next: u32,
@@ -215,7 +217,8 @@ pub struct Layout {
     pub tstate_interp: u32,
     /// `offsetof(PyThreadState, frame)` (≤3.10).
     pub tstate_frame: Option<u32>,
-    /// `offsetof(PyThreadState, cframe)` (3.11–3.12).
+    /// `offsetof(PyThreadState, cframe)` (3.11–3.12; 3.10's `cframe` has no `current_frame`
+    /// and is left `None`).
     pub tstate_cframe: Option<u32>,
     /// `offsetof(_PyCFrame, current_frame)` (3.11–3.12).
     pub cframe_current_frame: Option<u32>,
@@ -223,7 +226,8 @@ pub struct Layout {
     pub tstate_current_frame: Option<u32>,
     /// `offsetof(PyThreadState, thread_id)` (the `pthread_t`, `threading.get_ident()`).
     pub tstate_thread_id: u32,
-    /// `offsetof(PyThreadState, native_thread_id)` (3.8+: the kernel TID).
+    /// `offsetof(PyThreadState, native_thread_id)` (3.11+: the kernel TID; 3.8–3.10 only expose
+    /// it through `threading.get_native_id()`, not in the thread state).
     pub tstate_native_thread_id: Option<u32>,
     /// `offsetof(PyThreadState, datastack_chunk)` (3.11+).
     pub tstate_datastack_chunk: Option<u32>,
@@ -237,7 +241,9 @@ pub struct Layout {
     pub frame_lasti: Option<u32>,
 
     // --- _PyInterpreterFrame (3.11+) ----------------------------------------------------------
-    /// `sizeof(_PyInterpreterFrame)` (without `localsplus`).
+    /// `sizeof(_PyInterpreterFrame)`, as `_Py_DebugOffsets` reports it: the struct declares
+    /// `localsplus[1]`, so this includes one slot; the variable part starts at
+    /// [`Layout::iframe_localsplus`].
     pub iframe_size: Option<u32>,
     /// `offsetof(_PyInterpreterFrame, previous)`.
     pub iframe_previous: Option<u32>,
@@ -258,7 +264,9 @@ pub struct Layout {
     pub owner_cstack: Option<u8>,
     /// Value of `FRAME_OWNED_BY_INTERPRETER` (3.14+), if the version has it.
     pub owner_interpreter: Option<u8>,
-    /// Mask that clears the tag bits of a `_PyStackRef` (3.14+: `!Py_TAG_BITS`), else all ones.
+    /// Mask that clears the tag bits of a `_PyStackRef` (3.14+: `!Py_TAG_BITS` from
+    /// `pycore_stackref.h`: `!3`, except `!1` in 3.14t), else all ones (3.13t's
+    /// `f_executable` is still a plain `PyObject *`).
     pub stackref_mask: u64,
 
     // --- _PyStackChunk (3.11+) ----------------------------------------------------------------
@@ -334,7 +342,8 @@ pub struct Layout {
     pub type_dictoffset: u32,
     /// `offsetof(PyTypeObject, tp_flags)`.
     pub type_flags: u32,
-    /// `offsetof(PyHeapTypeObject, ht_cached_keys)` (3.11+: shared keys of managed dicts).
+    /// `offsetof(PyHeapTypeObject, ht_cached_keys)` (3.3+; the shared keys of managed dicts in
+    /// 3.11+).
     pub heaptype_cached_keys: Option<u32>,
     /// `offsetof(PyLongObject, ob_digit)` (3.12+ `long_value.ob_digit`; `PyIntObject.ob_ival` in 2.7).
     pub long_digit: u32,

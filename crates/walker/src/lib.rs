@@ -3,6 +3,10 @@
 //! The walker never does I/O itself: everything goes through [`RemoteMemory`], so the same code
 //! runs on live processes and on synthetic memory images. It never branches on version
 //! numbers, only on the named shapes of [`Layout`] (frame model, line table, string model...).
+//!
+//! [`Walker`] (module [`walk`]) is the entry point: give it the memory, the [`Layout`] the
+//! `layout` module resolved and the [`Roots`] the locate step found, then call
+//! [`Walker::walk`] once per sample for every thread's stack.
 
 #![warn(missing_docs)]
 
@@ -17,6 +21,7 @@ use strobe_remote::MemError;
 
 pub use strobe_python_abi::{Flavour, Layout, Version};
 pub use strobe_remote::RemoteMemory;
+pub use walk::{Frame, Roots, ThreadStack, Walker};
 
 /// Why a walk failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

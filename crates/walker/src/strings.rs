@@ -9,8 +9,10 @@ pub const MAX_STRING_CHARS: usize = 16 * 1024;
 
 /// Read the text of a `str` object (`PyStringObject` on 2.7) at `addr`.
 ///
-/// Every length is bounded by [`MAX_STRING_CHARS`]; invalid UCS-2/UCS-4 code points and
-/// unknown kinds are errors, not replacement characters, because they mean we read garbage.
+/// Every length is bounded by [`MAX_STRING_CHARS`]. Lone surrogates (legal in Python strings,
+/// e.g. undecodable bytes of a file name under `surrogateescape`) become U+FFFD; values beyond
+/// U+10FFFF, non-ASCII bytes in an ASCII string and unknown kinds are errors, because they mean
+/// we read garbage.
 pub fn read_string<M: RemoteMemory + ?Sized>(
     mem: &M,
     layout: &Layout,
@@ -58,9 +60,15 @@ fn read_unicode<M: RemoteMemory + ?Sized>(
     let compact_mask = layout.unicode_compact_mask.ok_or_else(missing)?;
     let ascii_mask = layout.unicode_ascii_mask.ok_or_else(missing)?;
 
-    // One read covers the header of every compact string.
+    // `PyASCIIObject` holds length and state; read no more than that, because a short ASCII
+    // string ends right after it and the bytes beyond may be unmapped.
     let mut head = [0u8; 128];
-    let head_len = (compact_size as usize).min(head.len());
+    let head_len = ascii_size as usize;
+    if head_len > head.len() || head_len < state_off + 4 || head_len < length_off + 8 {
+        return Err(WalkError::Unsupported(format!(
+            "implausible PyASCIIObject size {head_len} in the layout"
+        )));
+    }
     mem.read_into(addr, &mut head[..head_len])?;
     let corrupt = |what| WalkError::Corrupt { what, addr };
     let length = le::u64_at(&head, length_off).ok_or(corrupt("string header"))? as i64;
@@ -75,7 +83,8 @@ fn read_unicode<M: RemoteMemory + ?Sized>(
     let data = if compact {
         addr + u64::from(if ascii { ascii_size } else { compact_size })
     } else {
-        // Legacy (non-compact) strings keep a pointer to their data right after the compact header.
+        // Legacy (non-compact) strings keep a pointer to their data right after the compact
+        // header (`PyUnicodeObject.data`, Include/cpython/unicodeobject.h).
         mem.read_u64(addr + u64::from(compact_size))?
     };
     let width = match kind {
@@ -91,15 +100,25 @@ fn read_unicode<M: RemoteMemory + ?Sized>(
             Ok(bytes.iter().map(|&b| b as char).collect())
         }
         1 => Ok(bytes.iter().map(|&b| b as char).collect()),
-        2 => bytes
+        2 => Ok(bytes
             .chunks_exact(2)
-            .map(|c| char::from_u32(u32::from(u16::from_le_bytes([c[0], c[1]]))))
-            .collect::<Option<String>>()
-            .ok_or(corrupt("UCS-2 string")),
+            .map(|c| ucs_char(u32::from(u16::from_le_bytes([c[0], c[1]]))))
+            .collect::<String>()),
         _ => bytes
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .map(|c| {
+                let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                // Above U+10FFFF is no code point at all: we are reading garbage.
+                (v <= 0x10_FFFF).then(|| ucs_char(v))
+            })
             .collect::<Option<String>>()
             .ok_or(corrupt("UCS-4 string")),
     }
+}
+
+/// A code point of a UCS-2/UCS-4 string. Python strings may hold lone surrogates
+/// (U+D800–U+DFFF, e.g. file names decoded with `surrogateescape`), which Rust's `char` cannot:
+/// they become U+FFFD.
+fn ucs_char(v: u32) -> char {
+    char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER)
 }

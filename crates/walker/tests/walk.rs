@@ -1,0 +1,1121 @@
+//! The walker over synthetic address spaces laid out per a CPython layout: one image per frame
+//! model, plus corrupt images that must end in typed errors (no panic, no hang).
+//!
+//! Layouts are python-abi's generated tables, so the images are laid out as the real headers
+//! say; the builders below only ever use a layout's offsets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use strobe_python_abi::{
+    layout_for, Flavour, FrameModel, Layout, LineTable, RuntimeModel, StringModel,
+};
+use strobe_remote::{MemError, RemoteMemory};
+use strobe_testkit::ImageMemory;
+use strobe_walker::strings::read_string;
+use strobe_walker::walk::{MAX_DEPTH, MAX_THREADS};
+use strobe_walker::{Roots, ThreadStack, WalkError, Walker};
+
+// ---------------------------------------------------------------------------------------------
+// Layouts
+
+/// The generated table (python-abi/src/tables/, from the real headers) for a minor line.
+fn layout(major: u8, minor: u8, free_threaded: bool) -> Layout {
+    let flavour = Flavour {
+        free_threaded,
+        debug: false,
+    };
+    layout_for(major, minor, flavour)
+        .copied()
+        .unwrap_or_else(|| {
+            panic!(
+            "python-abi has no {major}.{minor} ({flavour:?}) table: run python-abi/gen/abigen.py \
+             (headers come from .ci/provision.sh)"
+        )
+        })
+}
+
+/// 2.7: `interp_head` static, `_PyThreadState_Current`, `PyStringObject` names, `co_lnotab`.
+fn l27() -> Layout {
+    layout(2, 7, false)
+}
+
+/// 3.10: frame objects, `f_lasti` in code units, `co_linetable`.
+fn l310() -> Layout {
+    layout(3, 10, false)
+}
+
+/// 3.11: cframe + chunks, the GIL holder in `_PyRuntime.gilstate`, no CSTACK owner.
+fn l311() -> Layout {
+    layout(3, 11, false)
+}
+
+/// 3.12: cframe + chunks, per-interpreter GIL pointer, CSTACK-owned entry frames.
+fn l312() -> Layout {
+    layout(3, 12, false)
+}
+
+/// 3.13: `tstate->current_frame`, `f_executable` (may be None), CSTACK-owned entry frames.
+fn l313() -> Layout {
+    layout(3, 13, false)
+}
+
+/// 3.14 default build: tagged `f_executable`, INTERPRETER and CSTACK owners.
+fn l314() -> Layout {
+    layout(3, 14, false)
+}
+
+/// 3.14 free-threaded: 32-byte object header, a different `str` state bitfield, `tlbc_index`
+/// in frames and `co_tlbc` in code objects.
+fn l314t() -> Layout {
+    layout(3, 14, true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image builders
+
+/// An image plus the layout it follows and the type objects every image needs.
+struct Image {
+    mem: ImageMemory,
+    l: Layout,
+    code_type: u64,
+    none: u64,
+}
+
+impl Image {
+    fn new(l: Layout) -> Image {
+        let mut mem = ImageMemory::new();
+        let code_type = put_type(&mut mem, &l, "code");
+        let none_type = put_type(&mut mem, &l, "NoneType");
+        let none = mem.alloc(l.pyobject_size as usize);
+        mem.write_u64(none + u64::from(l.pyobject_ob_type), none_type);
+        Image {
+            mem,
+            l,
+            code_type,
+            none,
+        }
+    }
+
+    fn off(v: Option<u32>) -> u64 {
+        u64::from(v.expect("layout field used by this image"))
+    }
+
+    /// A `str` (a `PyStringObject` on 2.7) holding `s`.
+    fn str(&mut self, s: &str) -> u64 {
+        put_str(&mut self.mem, &self.l, s)
+    }
+
+    /// A code object named `name` in `file` whose instruction k (code unit k; byte 2k) is on
+    /// line `firstlineno + k`, with `units` code units of bytecode.
+    fn code(&mut self, name: &str, file: &str, firstlineno: i32, units: usize) -> u64 {
+        let l = self.l;
+        let table = line_per_unit_table(l.line_table, units);
+        let name_s = self.str(name);
+        let file_s = self.str(file);
+        let table_b = put_bytes(&mut self.mem, &l, &table);
+        let extra = l.code_code_adaptive.map_or(0, |_| units * 2);
+        let size = (l.code_size as usize).max(l.code_code_adaptive.unwrap_or(0) as usize) + extra;
+        let c = self.mem.alloc(size);
+        write_code(
+            &mut self.mem,
+            &l,
+            self.code_type,
+            c,
+            name_s,
+            file_s,
+            table_b,
+            firstlineno,
+            units,
+        );
+        c
+    }
+
+    /// Start of a code object's own bytecode (3.11+).
+    fn adaptive(&self, code: u64) -> u64 {
+        code + Self::off(self.l.code_code_adaptive)
+    }
+
+    /// A runtime (3.7+) or `interp_head` static (≤3.6) whose list holds `interps`.
+    fn roots(&mut self, interps: &[u64]) -> Roots {
+        let l = self.l;
+        for w in interps.windows(2) {
+            self.mem.write_u64(w[0] + u64::from(l.interp_next), w[1]);
+        }
+        let head = interps.first().copied().unwrap_or(0);
+        match l.runtime_model {
+            RuntimeModel::PyRuntime37 => {
+                let runtime = self.mem.alloc(1024);
+                self.mem
+                    .write_u64(runtime + Self::off(l.runtime_interpreters_head), head);
+                Roots {
+                    runtime: Some(runtime),
+                    ..Roots::default()
+                }
+            }
+            RuntimeModel::InterpHead => {
+                let var = self.mem.alloc(8);
+                self.mem.write_u64(var, head);
+                let current = self.mem.alloc(8);
+                Roots {
+                    interp_head: Some(var),
+                    tstate_current: Some(current),
+                    ..Roots::default()
+                }
+            }
+        }
+    }
+
+    fn interp(&mut self, id: i64) -> u64 {
+        let l = self.l;
+        let fields = [
+            Some(l.interp_next),
+            Some(l.interp_tstate_head),
+            l.interp_id,
+            l.interp_ceval_gil,
+        ];
+        let size = fields.iter().flatten().max().unwrap() + 8;
+        let i = self.mem.alloc(size as usize);
+        if let Some(off) = l.interp_id {
+            self.mem.write_u64(i + u64::from(off), id as u64);
+        }
+        i
+    }
+
+    /// Thread states of `interp`, linked in the given order.
+    fn threads(&mut self, interp: u64, specs: &[(u64, u32, u64)]) -> Vec<u64> {
+        let l = self.l;
+        let ts: Vec<u64> = specs
+            .iter()
+            .map(|_| self.mem.alloc(l.tstate_size as usize))
+            .collect();
+        for (i, (&t, &(ident, tid, innermost))) in ts.iter().zip(specs).enumerate() {
+            let next = ts.get(i + 1).copied().unwrap_or(0);
+            self.mem.write_u64(t + u64::from(l.tstate_next), next);
+            self.mem.write_u64(t + u64::from(l.tstate_interp), interp);
+            self.mem.write_u64(t + u64::from(l.tstate_thread_id), ident);
+            if let Some(off) = l.tstate_native_thread_id {
+                self.mem.write_u64(t + u64::from(off), u64::from(tid));
+            }
+            self.set_innermost(t, innermost);
+        }
+        self.mem.write_u64(
+            interp + u64::from(l.interp_tstate_head),
+            ts.first().copied().unwrap_or(0),
+        );
+        ts
+    }
+
+    fn set_innermost(&mut self, t: u64, frame: u64) {
+        let l = self.l;
+        match l.frame_model {
+            FrameModel::FrameObject => self.mem.write_u64(t + Self::off(l.tstate_frame), frame),
+            FrameModel::CFrame311 => {
+                let cframe = self.mem.alloc(32);
+                self.mem
+                    .write_u64(cframe + Self::off(l.cframe_current_frame), frame);
+                self.mem.write_u64(t + Self::off(l.tstate_cframe), cframe);
+            }
+            FrameModel::Direct313 => self
+                .mem
+                .write_u64(t + Self::off(l.tstate_current_frame), frame),
+        }
+    }
+
+    /// ≤3.10 frame objects for `(code, instruction index)` pairs, outermost first; returns the
+    /// innermost.
+    fn frame_objects(&mut self, stack: &[(u64, i64)]) -> u64 {
+        let l = self.l;
+        let mut back = 0;
+        for &(code, k) in stack {
+            let f = self.mem.alloc(Self::off(l.frame_lasti) as usize + 8);
+            self.mem.write_u64(f + Self::off(l.frame_back), back);
+            self.mem.write_u64(f + Self::off(l.frame_code), code);
+            // f_lasti: bytes ≤3.9, code units in 3.10.
+            let lasti = match l.line_table {
+                LineTable::Linetable310 => k,
+                _ => 2 * k,
+            };
+            self.mem
+                .write_i32(f + Self::off(l.frame_lasti), lasti as i32);
+            back = f;
+        }
+        back
+    }
+
+    /// A data-stack chunk of `size` bytes with `previous` as its older chunk.
+    fn chunk(&mut self, size: usize, previous: u64) -> u64 {
+        let l = self.l;
+        let c = self.mem.alloc(size);
+        self.mem
+            .write_u64(c + Self::off(l.chunk_previous), previous);
+        self.mem.write_u64(c + Self::off(l.chunk_size), size as u64);
+        c
+    }
+
+    /// Write a `_PyInterpreterFrame` at `at`.
+    fn iframe(&mut self, at: u64, f: IFrame) {
+        let l = self.l;
+        self.mem
+            .write_u64(at + Self::off(l.iframe_previous), f.previous);
+        self.mem.write_u64(at + Self::off(l.iframe_code), f.code);
+        self.mem
+            .write_u64(at + Self::off(l.iframe_instr_ptr), f.instr_ptr);
+        self.mem.write_u8(at + Self::off(l.iframe_owner), f.owner);
+        if let Some(off) = l.iframe_tlbc_index {
+            self.mem.write_i32(at + u64::from(off), f.tlbc_index);
+        }
+    }
+
+    /// Frames for `(code, instruction index)` pairs, outermost first, laid out upwards in
+    /// `chunk` from its data start, each followed by `locals` bytes of localsplus. Returns
+    /// the frame addresses, outermost first.
+    fn chunk_frames(
+        &mut self,
+        chunk: u64,
+        previous: u64,
+        stack: &[(u64, i64)],
+        locals: u64,
+    ) -> Vec<u64> {
+        let l = self.l;
+        let size = Self::off(l.iframe_size);
+        let mut at = chunk + Self::off(l.chunk_data);
+        let mut prev = previous;
+        let mut out = Vec::new();
+        for &(code, k) in stack {
+            let instr_ptr = self.adaptive(code) + 2 * k as u64;
+            self.iframe(
+                at,
+                IFrame {
+                    previous: prev,
+                    code,
+                    instr_ptr,
+                    owner: 0,
+                    tlbc_index: 0,
+                },
+            );
+            out.push(at);
+            prev = at;
+            at += size + locals;
+        }
+        out
+    }
+
+    fn walker(self, roots: Roots) -> Walker<Counting> {
+        Walker::new(Counting::new(self.mem), self.l, roots)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct IFrame {
+    previous: u64,
+    code: u64,
+    instr_ptr: u64,
+    owner: u8,
+    tlbc_index: i32,
+}
+
+/// A `bytes` (`str` on 2.7) object.
+fn put_bytes(mem: &mut ImageMemory, l: &Layout, data: &[u8]) -> u64 {
+    let a = mem.alloc(l.bytes_ob_sval as usize + data.len() + 1);
+    mem.write_u64(a + u64::from(l.pyvarobject_ob_size), data.len() as u64);
+    mem.write(a + u64::from(l.bytes_ob_sval), data);
+    a
+}
+
+/// Fill the code object at `c`.
+#[allow(clippy::too_many_arguments)]
+fn write_code(
+    mem: &mut ImageMemory,
+    l: &Layout,
+    code_type: u64,
+    c: u64,
+    name: u64,
+    file: u64,
+    table: u64,
+    first: i32,
+    units: usize,
+) {
+    mem.write_u64(c + u64::from(l.pyobject_ob_type), code_type);
+    if l.line_table == LineTable::Location311 {
+        // 3.11+: Py_SIZE(code) is the bytecode length in code units.
+        mem.write_u64(c + u64::from(l.pyvarobject_ob_size), units as u64);
+    }
+    mem.write_u64(c + u64::from(l.code_name), name);
+    if let Some(q) = l.code_qualname {
+        mem.write_u64(c + u64::from(q), name);
+    }
+    mem.write_u64(c + u64::from(l.code_filename), file);
+    mem.write_i32(c + u64::from(l.code_firstlineno), first);
+    let table_off = l.code_linetable.or(l.code_lnotab).unwrap();
+    mem.write_u64(c + u64::from(table_off), table);
+}
+
+fn put_type(mem: &mut ImageMemory, l: &Layout, name: &str) -> u64 {
+    let cname = mem.alloc(name.len() + 1);
+    mem.write(cname, name.as_bytes());
+    let ty = mem.alloc(512);
+    // Include/cpython/object.h: tp_name follows PyObject_VAR_HEAD.
+    mem.write_u64(ty + u64::from(l.pyvarobject_ob_size) + 8, cname);
+    ty
+}
+
+fn put_str(mem: &mut ImageMemory, l: &Layout, s: &str) -> u64 {
+    match l.string_model {
+        StringModel::Bytes27 => {
+            let a = mem.alloc(l.bytes_ob_sval as usize + s.len() + 1);
+            mem.write_u64(a + u64::from(l.pyvarobject_ob_size), s.len() as u64);
+            mem.write(a + u64::from(l.bytes_ob_sval), s.as_bytes());
+            a
+        }
+        StringModel::Compact33 => {
+            let cps: Vec<u32> = s.chars().map(u32::from).collect();
+            put_ucs(mem, l, &cps)
+        }
+    }
+}
+
+/// A compact `str` of the given code points (PEP 393: narrowest kind that fits; lone
+/// surrogates are allowed, as in Python).
+fn put_ucs(mem: &mut ImageMemory, l: &Layout, cps: &[u32]) -> u64 {
+    let max = cps.iter().copied().max().unwrap_or(0);
+    let (kind, ascii) = match max {
+        0..=0x7f => (1u32, true),
+        0x80..=0xff => (1, false),
+        0x100..=0xffff => (2, false),
+        _ => (4, false),
+    };
+    let header = if ascii {
+        l.unicode_ascii_size.unwrap()
+    } else {
+        l.unicode_compact_size.unwrap()
+    } as usize;
+    let a = mem.alloc(header + (cps.len() + 1) * kind as usize);
+    mem.write_u64(a + u64::from(l.unicode_length.unwrap()), cps.len() as u64);
+    let kind_mask = l.unicode_kind_mask.unwrap();
+    let mut state = (kind << kind_mask.trailing_zeros()) & kind_mask;
+    state |= l.unicode_compact_mask.unwrap();
+    if ascii {
+        state |= l.unicode_ascii_mask.unwrap();
+    }
+    mem.write_u32(a + u64::from(l.unicode_state.unwrap()), state);
+    let data: Vec<u8> = cps
+        .iter()
+        .flat_map(|&c| match kind {
+            1 => vec![c as u8],
+            2 => (c as u16).to_le_bytes().to_vec(),
+            _ => c.to_le_bytes().to_vec(),
+        })
+        .collect();
+    mem.write(a + header as u64, &data);
+    a
+}
+
+/// A line table in the layout's format mapping instruction k (code unit k, byte 2k) to
+/// `firstlineno + k`, for `units` instructions.
+fn line_per_unit_table(model: LineTable, units: usize) -> Vec<u8> {
+    match model {
+        // (byte increment, line increment) pairs: from byte 2k on, the line is first + k.
+        LineTable::Lnotab27 | LineTable::Lnotab36 => (1..units).flat_map(|_| [2u8, 1u8]).collect(),
+        // 3.10 (byte length of the range, line delta from the previous range).
+        LineTable::Linetable310 => (0..units)
+            .flat_map(|k| [2u8, if k == 0 { 0 } else { 1 }])
+            .collect(),
+        // 3.11 location entries, code 13 (no columns): 1 code unit, svarint line delta.
+        LineTable::Location311 => (0..units)
+            .flat_map(|k| [0x80 | (13 << 3), if k == 0 { 0 } else { 2 }])
+            .collect(),
+    }
+}
+
+/// Counts reads, to check the walker's read budget.
+struct Counting {
+    inner: ImageMemory,
+    reads: Cell<usize>,
+}
+
+impl Counting {
+    fn new(inner: ImageMemory) -> Counting {
+        Counting {
+            inner,
+            reads: Cell::new(0),
+        }
+    }
+}
+
+impl RemoteMemory for Counting {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read_into(addr, buf)
+    }
+}
+
+/// The native id a thread written with `tid` reports under layout `l`.
+fn img_native(l: &Layout, tid: u32) -> Option<u32> {
+    l.tstate_native_thread_id.map(|_| tid)
+}
+
+/// `(function, file, line)` of each frame, innermost first.
+fn names(t: &ThreadStack) -> Vec<(String, String, Option<i32>)> {
+    t.frames
+        .iter()
+        .map(|f| (f.function.to_string(), f.filename.to_string(), f.line))
+        .collect()
+}
+
+fn by_ident(stacks: &[ThreadStack]) -> BTreeMap<u64, &ThreadStack> {
+    stacks.iter().map(|t| (t.thread_id, t)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame models
+
+#[test]
+fn frame_objects_310_lines_in_code_units() {
+    let mut img = Image::new(l310());
+    let main = img.code("<module>", "/app/main.py", 1, 8);
+    let work = img.code("work", "/app/lib.py", 40, 8);
+    let inner = img.frame_objects(&[(main, 3), (work, 5)]);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x7f00_0000_1000, 4242, inner)]);
+    let roots = img.roots(&[interp]);
+    // _PyRuntime.gilstate.tstate_current is the GIL holder.
+    img.mem.write_u64(
+        roots.runtime.unwrap() + u64::from(img.l.runtime_tstate_current.unwrap()),
+        ts[0],
+    );
+    let mut w = img.walker(roots);
+    let stacks = w.walk().unwrap();
+    assert_eq!(stacks.len(), 1);
+    let t = &stacks[0];
+    assert_eq!(
+        names(t),
+        vec![
+            ("work".into(), "/app/lib.py".into(), Some(45)),
+            ("<module>".into(), "/app/main.py".into(), Some(4)),
+        ]
+    );
+    assert_eq!(t.thread_id, 0x7f00_0000_1000);
+    // PyThreadState.native_thread_id exists from 3.11 on.
+    let native = img_native(&l310(), 4242);
+    assert_eq!(t.native_id, native);
+    assert!(t.holds_gil);
+    assert_eq!(t.interp_id, 0);
+    assert_eq!(t.tstate_addr, ts[0]);
+    assert!(!t.truncated);
+}
+
+#[test]
+fn python27_interp_head_current_symbol_and_lnotab_bytes() {
+    let mut img = Image::new(l27());
+    let main = img.code("<module>", "/srv/app.py", 10, 8);
+    let f = img.code("handler", "/srv/app.py", 20, 8);
+    let inner_a = img.frame_objects(&[(main, 0), (f, 7)]);
+    let inner_b = img.frame_objects(&[(main, 2)]);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0xa000, 0, inner_a), (0xb000, 0, inner_b)]);
+    let roots = img.roots(&[interp]);
+    img.mem.write_u64(roots.tstate_current.unwrap(), ts[1]);
+    let mut w = img.walker(roots);
+    let stacks = w.walk().unwrap();
+    let t = by_ident(&stacks);
+    assert_eq!(
+        names(t[&0xa000]),
+        vec![
+            ("handler".into(), "/srv/app.py".into(), Some(27)),
+            ("<module>".into(), "/srv/app.py".into(), Some(10)),
+        ]
+    );
+    assert_eq!(
+        names(t[&0xb000]),
+        vec![("<module>".into(), "/srv/app.py".into(), Some(12))]
+    );
+    assert!(!t[&0xa000].holds_gil);
+    assert!(t[&0xb000].holds_gil);
+    assert_eq!(t[&0xa000].native_id, None);
+    assert_eq!(w.interpreters().unwrap(), vec![(interp, 0)]);
+}
+
+#[test]
+fn cframe_311_chunk_is_one_read() {
+    let mut img = Image::new(l311());
+    let codes: Vec<u64> = (0..50)
+        .map(|i| img.code(&format!("f{i}"), "/app/deep.py", 100 + i, 16))
+        .collect();
+    let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 7)).collect();
+    let chunk = img.chunk(16 * 1024, 0);
+    let frames = img.chunk_frames(chunk, 0, &stack, 40);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1111, 77, *frames.last().unwrap())]);
+    img.mem.write_u64(
+        ts[0] + u64::from(img.l.tstate_datastack_chunk.unwrap()),
+        chunk,
+    );
+    let roots = img.roots(&[interp]);
+    let mut w = img.walker(roots);
+    let first = w.walk().unwrap();
+    let t = &first[0];
+    assert_eq!(t.frames.len(), 50);
+    for (i, f) in t.frames.iter().enumerate() {
+        let depth = 49 - i as i32;
+        assert_eq!(&*f.function, format!("f{depth}"));
+        assert_eq!(f.line, Some(100 + depth + 7));
+        assert_eq!(f.code_addr, codes[depth as usize]);
+    }
+    assert!(!t.holds_gil, "tstate_current is NULL: nobody holds the GIL");
+    // Second sample: code objects are cached; the chunk's frames come from one copy.
+    let before = w.memory().reads.get();
+    let second = w.walk().unwrap();
+    let reads = w.memory().reads.get() - before;
+    assert_eq!(second, first);
+    // runtime head, interp next+id, tstate_current, thread state, cframe, chunk copy.
+    assert!(reads <= 8, "a 50-frame sample took {reads} reads");
+}
+
+#[test]
+fn frames_in_older_chunk_and_generator() {
+    // 3.13 default: the innermost frame is a generator's (outside any chunk); its caller is in
+    // the current chunk, whose bottom frame's caller is in the previous chunk.
+    let mut img = Image::new(l313());
+    let l = img.l;
+    let old_code = img.code("outer", "/a.py", 1, 4);
+    let mid_code = img.code("middle", "/b.py", 10, 4);
+    let gen_code = img.code("gen", "/c.py", 20, 4);
+    let old = img.chunk(16 * 1024, 0);
+    let old_frames = img.chunk_frames(old, 0, &[(old_code, 1)], 16);
+    let cur = img.chunk(16 * 1024, old);
+    let cur_frames = img.chunk_frames(cur, old_frames[0], &[(mid_code, 2)], 16);
+    let gen_obj = img.mem.alloc(256);
+    let gen_frame = gen_obj + 64;
+    img.iframe(
+        gen_frame,
+        IFrame {
+            previous: cur_frames[0],
+            code: gen_code,
+            instr_ptr: img.adaptive(gen_code) + 6,
+            owner: 1, // FRAME_OWNED_BY_GENERATOR
+            tlbc_index: 0,
+        },
+    );
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x2222, 9, gen_frame)]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), cur);
+    let roots = img.roots(&[interp]);
+    let mut w = img.walker(roots);
+    let stacks = w.walk().unwrap();
+    assert_eq!(
+        names(&stacks[0]),
+        vec![
+            ("gen".into(), "/c.py".into(), Some(23)),
+            ("middle".into(), "/b.py".into(), Some(12)),
+            ("outer".into(), "/a.py".into(), Some(2)),
+        ]
+    );
+}
+
+#[test]
+fn direct_313_skips_cstack_and_none_frames() {
+    let mut img = Image::new(l313());
+    let l = img.l;
+    let a = img.code("run", "/x.py", 5, 4);
+    let b = img.code("Klass.method", "/x.py", 50, 4);
+    let chunk = img.chunk(16 * 1024, 0);
+    let data = chunk + u64::from(l.chunk_data.unwrap());
+    let step = u64::from(l.iframe_size.unwrap()) + 32;
+    let none = img.none;
+    // Outermost first: a CSTACK entry frame with a wild executable (must not be read), `run`,
+    // an entry frame holding None with a THREAD owner (type check), then `Klass.method`.
+    let specs = [
+        (0xdead_0000_0000u64, 0u64, 3u8),
+        (a, img.adaptive(a) + 2, 0),
+        (none, 0, 0),
+        (b, img.adaptive(b) + 4, 0),
+    ];
+    let mut prev = 0;
+    for (i, &(code, ip, owner)) in specs.iter().enumerate() {
+        let at = data + i as u64 * step;
+        img.iframe(
+            at,
+            IFrame {
+                previous: prev,
+                code,
+                instr_ptr: ip,
+                owner,
+                tlbc_index: 0,
+            },
+        );
+        prev = at;
+    }
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x3333, 10, prev)]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    let roots = img.roots(&[interp]);
+    let mut w = img.walker(roots);
+    let stacks = w.walk().unwrap();
+    assert_eq!(
+        names(&stacks[0]),
+        vec![
+            ("Klass.method".into(), "/x.py".into(), Some(52)),
+            ("run".into(), "/x.py".into(), Some(6)),
+        ]
+    );
+}
+
+#[test]
+fn tagged_executable_314_and_interpreter_owned_frames() {
+    let mut img = Image::new(l314());
+    let l = img.l;
+    assert_eq!(
+        l.stackref_mask & 3,
+        0,
+        "3.14 default builds tag with two bits"
+    );
+    let a = img.code("main", "/m.py", 1, 4);
+    let b = img.code("leaf", "/m.py", 30, 4);
+    let chunk = img.chunk(16 * 1024, 0);
+    let data = chunk + u64::from(l.chunk_data.unwrap());
+    let step = u64::from(l.iframe_size.unwrap()) + 16;
+    let specs = [
+        (a | 1, img.adaptive(a) + 6, 0u8), // deferred reference tag
+        (0xbad0_0000 | 3, 0, l.owner_interpreter.unwrap()),
+        (b | 3, img.adaptive(b), 0),
+    ];
+    let mut prev = 0;
+    for (i, &(code, ip, owner)) in specs.iter().enumerate() {
+        let at = data + i as u64 * step;
+        img.iframe(
+            at,
+            IFrame {
+                previous: prev,
+                code,
+                instr_ptr: ip,
+                owner,
+                tlbc_index: 0,
+            },
+        );
+        prev = at;
+    }
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x4444, 11, prev)]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    let roots = img.roots(&[interp]);
+    let stacks = img.walker(roots).walk().unwrap();
+    assert_eq!(
+        names(&stacks[0]),
+        vec![
+            ("leaf".into(), "/m.py".into(), Some(30)),
+            ("main".into(), "/m.py".into(), Some(4)),
+        ]
+    );
+    assert_eq!(stacks[0].frames[0].code_addr, b, "tag bits are masked");
+}
+
+#[test]
+fn free_threaded_314t_thread_local_bytecode() {
+    let mut img = Image::new(l314t());
+    let l = img.l;
+    assert_eq!(l.pyobject_ob_type, 24);
+    let f = img.code("spin", "/ft/ünïcode.py", 100, 8);
+    // co_tlbc: {size 2, entries[0] = co_code_adaptive, entries[1] = this thread's copy}.
+    let copy = img.mem.alloc(16);
+    let array = img.mem.alloc(24);
+    img.mem.write_u64(array, 2);
+    img.mem.write_u64(array + 8, img.adaptive(f));
+    img.mem.write_u64(array + 16, copy);
+    img.mem
+        .write_u64(f + u64::from(l.code_tlbc.unwrap()), array);
+    let chunk = img.chunk(16 * 1024, 0);
+    let at = chunk + u64::from(l.chunk_data.unwrap());
+    // Thread A runs instruction 5 of the thread-local copy 1; thread B instruction 2 of the
+    // main copy.
+    img.iframe(
+        at,
+        IFrame {
+            previous: 0,
+            code: f | 1,
+            instr_ptr: copy + 10,
+            owner: 0,
+            tlbc_index: 1,
+        },
+    );
+    let chunk_b = img.chunk(16 * 1024, 0);
+    let at_b = chunk_b + u64::from(l.chunk_data.unwrap());
+    img.iframe(
+        at_b,
+        IFrame {
+            previous: 0,
+            code: f,
+            instr_ptr: img.adaptive(f) + 4,
+            owner: 0,
+            tlbc_index: 0,
+        },
+    );
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0xa, 1, at), (0xb, 2, at_b)]);
+    let dsc = u64::from(l.tstate_datastack_chunk.unwrap());
+    img.mem.write_u64(ts[0] + dsc, chunk);
+    img.mem.write_u64(ts[1] + dsc, chunk_b);
+    let roots = img.roots(&[interp]);
+    let mut w = img.walker(roots);
+    for _ in 0..2 {
+        let stacks = w.walk().unwrap();
+        let t = by_ident(&stacks);
+        assert_eq!(
+            names(t[&0xa]),
+            vec![("spin".into(), "/ft/ünïcode.py".into(), Some(105))]
+        );
+        assert_eq!(
+            names(t[&0xb]),
+            vec![("spin".into(), "/ft/ünïcode.py".into(), Some(102))]
+        );
+        assert!(stacks.iter().all(|t| !t.holds_gil), "no GIL state");
+    }
+}
+
+#[test]
+fn two_interpreters_several_threads_one_gil_holder() {
+    let mut img = Image::new(l312());
+    let l = img.l;
+    let code = img.code("loop", "/w.py", 1, 4);
+    let mut inner = Vec::new();
+    for _ in 0..5 {
+        let chunk = img.chunk(4096, 0);
+        let f = img.chunk_frames(chunk, 0, &[(code, 1)], 0);
+        inner.push((chunk, f[0]));
+    }
+    let main = img.interp(0);
+    let sub = img.interp(1);
+    let main_ts = img.threads(
+        main,
+        &[
+            (0x10, 100, inner[0].1),
+            (0x11, 101, inner[1].1),
+            (0x12, 102, inner[2].1),
+        ],
+    );
+    let sub_ts = img.threads(sub, &[(0x20, 200, inner[3].1), (0x21, 201, inner[4].1)]);
+    for (t, (chunk, _)) in main_ts.iter().chain(&sub_ts).zip(&inner) {
+        img.mem
+            .write_u64(t + u64::from(l.tstate_datastack_chunk.unwrap()), *chunk);
+    }
+    // Main interpreter's GIL: locked, last holder thread 0x11. Sub-interpreter's own GIL:
+    // unlocked, but with a stale last_holder that must not count.
+    for (interp, locked, holder) in [(main, 1, main_ts[1]), (sub, 0, sub_ts[0])] {
+        let gil = img.mem.alloc(256);
+        img.mem
+            .write_u64(interp + u64::from(l.interp_ceval_gil.unwrap()), gil);
+        img.mem
+            .write_i32(gil + u64::from(l.gil_locked.unwrap()), locked);
+        img.mem
+            .write_u64(gil + u64::from(l.gil_last_holder.unwrap()), holder);
+    }
+    let roots = img.roots(&[main, sub]);
+    let mut w = img.walker(roots);
+    assert_eq!(w.interpreters().unwrap(), vec![(main, 0), (sub, 1)]);
+    let stacks = w.walk().unwrap();
+    assert_eq!(stacks.len(), 5);
+    let holders: Vec<u64> = stacks
+        .iter()
+        .filter(|t| t.holds_gil)
+        .map(|t| t.thread_id)
+        .collect();
+    assert_eq!(holders, vec![0x11]);
+    let t = by_ident(&stacks);
+    assert_eq!(t[&0x21].interp_id, 1);
+    assert_eq!(t[&0x21].interp_addr, sub);
+    assert_eq!(t[&0x21].native_id, Some(201));
+    assert_eq!(t[&0x12].interp_id, 0);
+    assert!(stacks
+        .iter()
+        .all(|t| names(t) == vec![("loop".into(), "/w.py".into(), Some(2))]));
+}
+
+/// An image shared between the test (which rewrites it between samples) and a walker.
+struct Shared(Rc<RefCell<ImageMemory>>);
+
+impl RemoteMemory for Shared {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.borrow().read_into(addr, buf)
+    }
+}
+
+#[test]
+fn recycled_code_address_is_decoded_again() {
+    // 3.11+ code objects can be freed and their address reused: a position outside the cached
+    // code's bytecode makes the walker decode the object afresh.
+    let mut img = Image::new(l312());
+    let l = img.l;
+    let code_type = img.code_type;
+    let code = img.code("old", "/old.py", 1, 4);
+    let chunk = img.chunk(4096, 0);
+    let frames = img.chunk_frames(chunk, 0, &[(code, 2)], 0);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1, 1, frames[0])]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    let roots = img.roots(&[interp]);
+    let adaptive = img.adaptive(code);
+    let shared = Rc::new(RefCell::new(img.mem));
+    let mut w = Walker::new(Shared(shared.clone()), l, roots);
+    assert_eq!(
+        names(&w.walk().unwrap()[0]),
+        vec![("old".into(), "/old.py".into(), Some(3))]
+    );
+    {
+        // Same address, now a longer code object; the frame runs its instruction 9.
+        let mut mem = shared.borrow_mut();
+        let name = put_str(&mut mem, &l, "new");
+        let file = put_str(&mut mem, &l, "/new.py");
+        let table = put_bytes(&mut mem, &l, &line_per_unit_table(l.line_table, 12));
+        write_code(&mut mem, &l, code_type, code, name, file, table, 300, 12);
+        mem.write_u64(
+            frames[0] + u64::from(l.iframe_instr_ptr.unwrap()),
+            adaptive + 18,
+        );
+    }
+    assert_eq!(
+        names(&w.walk().unwrap()[0]),
+        vec![("new".into(), "/new.py".into(), Some(309))]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corrupt images: typed errors, no panic, no hang.
+
+fn simple_310() -> (Image, u64, u64, Roots) {
+    let mut img = Image::new(l310());
+    let code = img.code("f", "/f.py", 1, 4);
+    let inner = img.frame_objects(&[(code, 0), (code, 1)]);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1, 1, inner), (0x2, 2, 0)]);
+    let roots = img.roots(&[interp]);
+    (img, inner, ts[0], roots)
+}
+
+#[test]
+fn frame_cycle_is_unbounded_error() {
+    let (mut img, inner, _, roots) = simple_310();
+    let l = img.l;
+    img.mem
+        .write_u64(inner + u64::from(l.frame_back.unwrap()), inner);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert!(
+        matches!(err, WalkError::Unbounded { what: "frame", .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+}
+
+#[test]
+fn thread_list_cycle_is_unbounded_error() {
+    let (mut img, _, t0, roots) = simple_310();
+    let l = img.l;
+    let t1 = img.mem.read_u64(t0 + u64::from(l.tstate_next)).unwrap();
+    img.mem.write_u64(t1 + u64::from(l.tstate_next), t0);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalkError::Unbounded {
+                what: "thread state",
+                limit: MAX_THREADS
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn interpreter_list_cycle_is_unbounded_error() {
+    let (mut img, _, _, roots) = simple_310();
+    let l = img.l;
+    let head = roots.runtime.unwrap() + u64::from(l.runtime_interpreters_head.unwrap());
+    let interp = img.mem.read_u64(head).unwrap();
+    img.mem.write_u64(interp + u64::from(l.interp_next), interp);
+    let mut w = img.walker(roots);
+    assert!(matches!(
+        w.interpreters(),
+        Err(WalkError::Unbounded {
+            what: "interpreter",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn huge_string_length_is_corrupt() {
+    let (mut img, inner, _, roots) = simple_310();
+    let l = img.l;
+    let code = img
+        .mem
+        .read_u64(inner + u64::from(l.frame_code.unwrap()))
+        .unwrap();
+    let name = img.mem.read_u64(code + u64::from(l.code_name)).unwrap();
+    img.mem
+        .write_u64(name + u64::from(l.unicode_length.unwrap()), 1 << 40);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert_eq!(
+        err,
+        WalkError::Corrupt {
+            what: "string length",
+            addr: name
+        }
+    );
+}
+
+#[test]
+fn wild_frame_pointer_is_a_fault() {
+    let (mut img, inner, _, roots) = simple_310();
+    let l = img.l;
+    img.mem
+        .write_u64(inner + u64::from(l.frame_back.unwrap()), 0x6666_0000_0000);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalkError::Mem(MemError::Fault {
+                addr: 0x6666_0000_0000,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+}
+
+#[test]
+fn thread_of_another_interpreter_is_corrupt() {
+    let (mut img, _, t0, roots) = simple_310();
+    let l = img.l;
+    img.mem.write_u64(t0 + u64::from(l.tstate_interp), 0x1234);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert!(
+        matches!(err, WalkError::Corrupt { addr, .. } if addr == t0),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn chunk_frame_cycle_and_huge_chunk_size() {
+    let mut img = Image::new(l312());
+    let l = img.l;
+    let code = img.code("f", "/f.py", 1, 4);
+    let chunk = img.chunk(4096, 0);
+    let frames = img.chunk_frames(chunk, 0, &[(code, 0), (code, 1)], 0);
+    // The outer frame points back at the inner one; the chunk claims to be 1 TiB.
+    img.mem
+        .write_u64(frames[0] + u64::from(l.iframe_previous.unwrap()), frames[1]);
+    img.mem
+        .write_u64(chunk + u64::from(l.chunk_size.unwrap()), 1 << 40);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1, 1, frames[1])]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    let roots = img.roots(&[interp]);
+    let err = img.walker(roots).walk().unwrap_err();
+    assert!(
+        matches!(err, WalkError::Unbounded { what: "frame", .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn deep_stack_is_truncated_not_failed() {
+    let mut img = Image::new(l310());
+    let l = img.l;
+    let code = img.code("rec", "/r.py", 1, 4);
+    let n = MAX_DEPTH + 5;
+    let fsize = u64::from(l.frame_lasti.unwrap()) + 8;
+    let base = img.mem.alloc(n * fsize as usize);
+    for i in 0..n as u64 {
+        let f = base + i * fsize;
+        let back = if i == 0 { 0 } else { f - fsize };
+        img.mem
+            .write_u64(f + u64::from(l.frame_back.unwrap()), back);
+        img.mem
+            .write_u64(f + u64::from(l.frame_code.unwrap()), code);
+    }
+    let interp = img.interp(0);
+    img.threads(interp, &[(0x1, 1, base + (n as u64 - 1) * fsize)]);
+    let roots = img.roots(&[interp]);
+    let stacks = img.walker(roots).walk().unwrap();
+    assert_eq!(stacks[0].frames.len(), MAX_DEPTH);
+    assert!(stacks[0].truncated);
+}
+
+#[test]
+fn missing_runtime_root_is_unsupported_with_a_reason() {
+    let (img, _, _, _) = simple_310();
+    let err = img.walker(Roots::default()).walk().unwrap_err();
+    match err {
+        WalkError::Unsupported(msg) => assert!(msg.contains("_PyRuntime"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn garbage_image_never_panics() {
+    // Every root pointing at pseudo-random bytes: the walk must end with an error or a result.
+    for seed in 0..200u64 {
+        for l in [l27(), l310(), l311(), l312(), l313(), l314(), l314t()] {
+            let mut mem = ImageMemory::new();
+            let base = mem.alloc(64 * 1024);
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let bytes: Vec<u8> = (0..64 * 1024)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Sprinkle pointers back into the region so lists are followed.
+                    if i % 8 == 0 && x % 3 == 0 {
+                        0
+                    } else {
+                        x as u8
+                    }
+                })
+                .collect();
+            mem.write(base, &bytes);
+            for i in (0..64 * 1024 - 8).step_by(64) {
+                if (i / 64) % 2 == 0 {
+                    mem.write_u64(base + i as u64, base + ((i as u64 * 7919) % 60_000));
+                }
+            }
+            let roots = Roots {
+                runtime: Some(base),
+                interp_head: Some(base + 8),
+                tstate_current: Some(base + 16),
+            };
+            let _ = Walker::new(&mem, l, roots).walk();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strings
+
+#[test]
+fn lone_surrogates_become_replacement_characters() {
+    let l = l312();
+    let mut mem = ImageMemory::new();
+    let ucs2 = put_ucs(&mut mem, &l, &[0x66, 0xdc80, 0x2603]);
+    assert_eq!(read_string(&mem, &l, ucs2).unwrap(), "f\u{fffd}\u{2603}");
+    let ucs4 = put_ucs(&mut mem, &l, &[0x1f600, 0xd800, 0x41]);
+    assert_eq!(read_string(&mem, &l, ucs4).unwrap(), "\u{1f600}\u{fffd}A");
+    // Beyond U+10FFFF is not text: garbage.
+    let bad = put_ucs(&mut mem, &l, &[0x1f600, 0x41]);
+    let data = bad + u64::from(l.unicode_compact_size.unwrap());
+    mem.write_u32(data, 0x11_0000);
+    assert!(matches!(
+        read_string(&mem, &l, bad),
+        Err(WalkError::Corrupt {
+            what: "UCS-4 string",
+            ..
+        })
+    ));
+}

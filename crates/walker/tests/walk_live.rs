@@ -1,0 +1,391 @@
+//! The walker against real interpreters: every pyenv build on this machine runs a script with a
+//! known stack, announces READY once that stack can no longer change, and the test walks it.
+//!
+//! The roots come from the library's symbol table (`nm`) and `/proc/PID/maps`, so this test
+//! depends on neither the locate crate nor anything else being written in parallel.
+//! A missing interpreter is a failure: `.ci/provision.sh` installs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use strobe_python_abi::{layout_for, Flavour, Layout, Version};
+use strobe_remote::ProcessMemory;
+use strobe_walker::{Roots, ThreadStack, Walker};
+
+/// The target. Each statement that must not move once READY is printed shares one line with
+/// the blocking call after it, so the reported line is the same at every instant after READY.
+const SCRIPT: &str = r#"import sys, threading, time
+try:
+    import _thread as thread_mod
+except ImportError:
+    import thread as thread_mod
+
+started = threading.Event()
+forever = threading.Event()
+
+def worker_fn():
+    started.set(); forever.wait()  # MARK worker_fn
+
+def c(worker):
+    sys.stdout.write("READY %d %d %d\n" % (thread_mod.get_ident(), worker.ident, sys.hexversion)); sys.stdout.flush(); time.sleep(100000)  # MARK c
+
+def b(worker):
+    c(worker)  # MARK b
+
+def a():
+    t = threading.Thread(target=worker_fn, name="worker"); t.daemon = True; t.start(); started.wait(); b(t)  # MARK a
+
+a()  # MARK <module>
+"#;
+
+fn mark_line(mark: &str) -> i32 {
+    SCRIPT
+        .lines()
+        .position(|l| l.ends_with(&format!("# MARK {mark}")))
+        .map(|i| i as i32 + 1)
+        .unwrap()
+}
+
+/// Kills the target however the test ends.
+struct Target(Child);
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pyenv(version: &str) -> PathBuf {
+    let root = PathBuf::from("/root/.pyenv/versions").join(version);
+    assert!(
+        root.is_dir(),
+        "interpreter {} is missing: run .ci/provision.sh",
+        root.display()
+    );
+    root
+}
+
+/// Address of `symbol` in `lib` as linked (`nm`; `dynamic` selects the dynamic table).
+fn symbol(lib: &Path, symbol: &str, dynamic: bool) -> u64 {
+    let mut cmd = Command::new("nm");
+    if dynamic {
+        cmd.arg("-D");
+    }
+    let out = cmd.arg("--defined-only").arg(lib).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (addr, _, name) = (f.next()?, f.next()?, f.next()?);
+            (name == symbol).then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("{symbol} not in {}", lib.display()))
+}
+
+/// Load bias of the ELF file `elf` (as the host opens it) in `pid`: where its mapping at file
+/// offset 0 starts, minus the virtual address its first PT_LOAD asks for (0 for libpython,
+/// 0x400000 for a non-PIE executable).
+fn load_bias(pid: u32, elf: &Path) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let name = elf.file_name().unwrap().to_str().unwrap();
+    let start = maps
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let hit = f.len() >= 6
+                && f[5].ends_with(&format!("/{name}"))
+                && u64::from_str_radix(f[2], 16) == Ok(0);
+            hit.then(|| u64::from_str_radix(f[0].split('-').next()?, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("{name} not mapped in {pid}"));
+    let out = Command::new("readelf")
+        .arg("-lW")
+        .arg(elf)
+        .output()
+        .unwrap();
+    let first_load = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with("LOAD"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap();
+    start - first_load
+}
+
+/// How to start one interpreter.
+struct Launch {
+    /// Label for messages.
+    name: String,
+    /// Command line up to (not including) the script.
+    argv: Vec<String>,
+    /// Where the host writes the script, and the path the target is given.
+    script_host: PathBuf,
+    script_target: String,
+    /// The ELF holding the runtime, opened from the host (a libpython, or the executable).
+    elf: PathBuf,
+    debug_build: bool,
+}
+
+fn pyenv_launch(version: &str, minor: u8, lib_name: &str) -> Launch {
+    let root = pyenv(version);
+    let major = version.as_bytes()[0] - b'0';
+    let script = std::env::temp_dir().join(format!(
+        "strobe-walk-live-{}-{version}.py",
+        std::process::id()
+    ));
+    Launch {
+        name: version.to_string(),
+        argv: vec![root
+            .join(format!("bin/python{major}.{minor}"))
+            .to_string_lossy()
+            .into_owned()],
+        script_target: script.to_string_lossy().into_owned(),
+        script_host: script,
+        elf: root.join("lib").join(lib_name),
+        debug_build: false,
+    }
+}
+
+/// A sid interpreter, run in the chroot (its files are reached through the chroot's root).
+fn sid_launch(exe: &str, debug_build: bool) -> Launch {
+    let sid = PathBuf::from("/var/cache/strobe/sid");
+    let elf = sid.join("usr/bin").join(exe);
+    assert!(
+        elf.is_file(),
+        "sid interpreter {} is missing: run .ci/provision.sh",
+        elf.display()
+    );
+    let name = format!("strobe-walk-live-{}-{exe}.py", std::process::id());
+    Launch {
+        name: format!("sid {exe}"),
+        argv: vec![
+            "chroot".into(),
+            sid.to_string_lossy().into_owned(),
+            format!("/usr/bin/{exe}"),
+        ],
+        script_host: sid.join("tmp").join(&name),
+        script_target: format!("/tmp/{name}"),
+        elf,
+        debug_build,
+    }
+}
+
+/// Run the script, walk it, check the stacks.
+fn check_live(launch: Launch) {
+    let version = launch.name.as_str();
+    std::fs::write(&launch.script_host, SCRIPT).unwrap();
+    let mut target = Target(
+        Command::new(&launch.argv[0])
+            .args(&launch.argv[1..])
+            .arg(&launch.script_target)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = target.0.id();
+    let mut line = String::new();
+    BufReader::new(target.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fields: Vec<u64> = line
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("{version}: target said {line:?}"))
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (main_ident, worker_ident) = (fields[0], fields[1]);
+    let v = Version::from_hex(fields[2]);
+
+    let mem = ProcessMemory::new(pid as i32);
+    let bias = load_bias(pid, &launch.elf);
+    let (layout, roots) = if (v.major, v.minor) >= (3, 7) {
+        let runtime = bias + symbol(&launch.elf, "_PyRuntime", true);
+        let layout = strobe_walker::layout::resolve(&mem, v, launch.debug_build, Some(runtime))
+            .unwrap()
+            .layout;
+        if v.minor <= 12 {
+            // ≤3.12 the generated table is the layout; only the exact version differs.
+            let table = generated(v.major, v.minor);
+            assert_eq!(
+                Layout {
+                    version: table.version,
+                    ..layout
+                },
+                table
+            );
+        }
+        let roots = Roots {
+            runtime: Some(runtime),
+            ..Roots::default()
+        };
+        (layout, roots)
+    } else {
+        let roots = Roots {
+            interp_head: Some(bias + symbol(&launch.elf, "interp_head", false)),
+            tstate_current: Some(bias + symbol(&launch.elf, "_PyThreadState_Current", false)),
+            ..Roots::default()
+        };
+        (generated(v.major, v.minor), roots)
+    };
+
+    let mut walker = Walker::new(mem, layout, roots);
+    let stacks = walker.walk().unwrap();
+    // Twice: the second walk runs on cached code objects and must agree.
+    assert_eq!(walker.walk().unwrap(), stacks);
+    let script_name = launch.script_target.as_str();
+
+    let main = find(&stacks, main_ident);
+    let got: Vec<(&str, &str, Option<i32>)> = main
+        .frames
+        .iter()
+        .map(|f| (&*f.function, &*f.filename, f.line))
+        .collect();
+    let want: Vec<(&str, &str, Option<i32>)> = ["c", "b", "a", "<module>"]
+        .iter()
+        .map(|&m| (m, script_name, Some(mark_line(m))))
+        .collect();
+    assert_eq!(got, want, "{version}: main thread");
+    if layout.tstate_native_thread_id.is_some() {
+        assert_eq!(
+            main.native_id,
+            Some(pid),
+            "{version}: main thread's TID is the PID"
+        );
+    }
+
+    let worker = find(&stacks, worker_ident);
+    let at = worker
+        .frames
+        .iter()
+        .position(|f| &*f.function == "worker_fn")
+        .unwrap_or_else(|| panic!("{version}: worker_fn not on {:?}", worker.frames));
+    assert_eq!(worker.frames[at].line, Some(mark_line("worker_fn")));
+    assert!(
+        worker.frames[..at]
+            .iter()
+            .all(|f| f.filename.ends_with("threading.py")),
+        "{version}: above worker_fn only threading's wait: {:?}",
+        worker.frames
+    );
+    assert!(stacks.iter().filter(|t| t.holds_gil).count() <= 1);
+    assert!(stacks.iter().all(|t| t.interp_id == stacks[0].interp_id));
+    drop(target);
+    let _ = std::fs::remove_file(&launch.script_host);
+}
+
+fn generated(major: u8, minor: u8) -> Layout {
+    *layout_for(major, minor, Flavour::DEFAULT)
+        .unwrap_or_else(|| panic!("python-abi has no {major}.{minor} table"))
+}
+
+fn find(stacks: &[ThreadStack], ident: u64) -> &ThreadStack {
+    stacks
+        .iter()
+        .find(|t| t.thread_id == ident)
+        .unwrap_or_else(|| panic!("no thread {ident:#x} in {stacks:?}"))
+}
+
+#[test]
+fn live_pyenv_27() {
+    check_live(pyenv_launch("2.7.18", 7, "libpython2.7.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_36() {
+    check_live(pyenv_launch("3.6.15", 6, "libpython3.6m.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_37() {
+    check_live(pyenv_launch("3.7.16", 7, "libpython3.7m.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_38() {
+    check_live(pyenv_launch("3.8.18", 8, "libpython3.8.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_39() {
+    check_live(pyenv_launch("3.9.18", 9, "libpython3.9.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_310() {
+    check_live(pyenv_launch("3.10.13", 10, "libpython3.10.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_311() {
+    check_live(pyenv_launch("3.11.7", 11, "libpython3.11.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_312() {
+    check_live(pyenv_launch("3.12.1", 12, "libpython3.12.so.1.0"));
+}
+
+#[test]
+fn live_pyenv_313() {
+    check_live(pyenv_launch("3.13.0", 13, "libpython3.13.so.1.0"));
+}
+
+/// Debian's /usr/bin/python3.11: libpython linked statically into the executable.
+#[test]
+fn live_debian_311_static() {
+    let elf = PathBuf::from("/usr/bin/python3.11");
+    assert!(
+        elf.is_file(),
+        "/usr/bin/python3.11 is missing: run .ci/provision.sh"
+    );
+    let script =
+        std::env::temp_dir().join(format!("strobe-walk-live-{}-deb311.py", std::process::id()));
+    check_live(Launch {
+        name: "debian 3.11".into(),
+        argv: vec![elf.to_string_lossy().into_owned()],
+        script_target: script.to_string_lossy().into_owned(),
+        script_host: script,
+        elf,
+        debug_build: false,
+    });
+}
+
+#[test]
+fn live_sid_313() {
+    check_live(sid_launch("python3.13", false));
+}
+
+#[test]
+fn live_sid_314() {
+    check_live(sid_launch("python3.14", false));
+}
+
+#[test]
+fn live_sid_314_pie() {
+    check_live(sid_launch("python3.14-pie", false));
+}
+
+#[test]
+fn live_sid_315() {
+    check_live(sid_launch("python3.15", false));
+}
+
+#[test]
+fn live_sid_313d() {
+    check_live(sid_launch("python3.13d", true));
+}
+
+#[test]
+fn live_sid_314d() {
+    check_live(sid_launch("python3.14d", true));
+}
+
+#[test]
+fn live_sid_315d() {
+    check_live(sid_launch("python3.15d", true));
+}

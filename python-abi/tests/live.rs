@@ -1,0 +1,276 @@
+//! Checks every generated table against a real interpreter of that version.
+//!
+//! `tests/data/selfcheck.py` runs inside the interpreter and reads its own objects through
+//! ctypes at the offsets of our table (passed on the command line), comparing with what the
+//! interpreter's API reports; on 3.13+ it also compares with the interpreter's own
+//! `_Py_DebugOffsets`, read at the positions of our `DEBUG_OFFSETS` table. Every field the table
+//! fills in must be confirmed by at least one check (a short list of exceptions is documented in
+//! `unverifiable`), so a check that quietly does nothing fails the test.
+//!
+//! Interpreters are the pyenv builds of the machine image, Debian's static /usr/bin/python3.11
+//! and the Debian sid chroot from `.ci/provision.sh`. A missing interpreter fails its test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use strobe_python_abi::{debug_offsets_for, layout_for, Flavour, Layout};
+
+const SID: &str = "/var/cache/strobe/sid";
+
+const DEBUG: Flavour = Flavour {
+    free_threaded: false,
+    debug: true,
+};
+
+enum Where {
+    /// An absolute path on the host.
+    Host(&'static str),
+    /// A command inside the sid chroot.
+    Sid(&'static str),
+}
+
+/// Splits the `Debug` rendering of a `Layout` into its top-level `name: value` pairs, so new
+/// fields are passed to (and required from) the script without editing this test.
+fn layout_fields(layout: &Layout) -> Vec<(String, String)> {
+    let text = format!("{layout:?}");
+    let body = text
+        .strip_prefix("Layout { ")
+        .and_then(|t| t.strip_suffix(" }"))
+        .unwrap();
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' | '(' => depth += 1,
+            '}' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(body[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(body[start..].trim().to_string());
+    parts
+        .into_iter()
+        .map(|p| {
+            let (name, value) = p.split_once(": ").unwrap();
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// Fields that a live process cannot confirm on this version (see the comments).
+fn unverifiable(layout: &Layout, has_debug_offsets: bool, stdout: &str) -> BTreeSet<&'static str> {
+    let mut out = BTreeSet::new();
+    if !has_debug_offsets {
+        // Struct sizes are only reported by `_Py_DebugOffsets` (3.13+).
+        out.extend(["tstate_size", "iframe_size"]);
+    }
+    if stdout.contains("NOTE tstate_size") {
+        // PyThreadState grew at its end within 3.13 (3.13.0: 304, later 3.13.x: 312); the
+        // script saw an older release of the minor than the headers.
+        out.insert("tstate_size");
+    }
+    if layout.stackref_mask == u64::MAX {
+        // No tagged references before 3.14: the mask is all ones and changes nothing.
+        out.insert("stackref_mask");
+    }
+    if layout.interp_ceval_gil.is_none() {
+        // 3.7-3.11 keep the GIL inside `_PyRuntime.ceval`, whose offset the table does not need.
+        out.extend(["gil_locked", "gil_last_holder"]);
+    }
+    // Only one of the two entry-frame owners shows up on a given version's frame chain; the
+    // script fails on any owner value it does not know, and `check` below requires one of them.
+    out.extend(["owner_cstack", "owner_interpreter"]);
+    out
+}
+
+fn run_selfcheck(target: Where, major: u8, minor: u8, flavour: Flavour) {
+    let layout = layout_for(major, minor, flavour)
+        .unwrap_or_else(|| panic!("no table for {major}.{minor} {flavour:?}"));
+    let debug = debug_offsets_for(major, minor, flavour);
+    let script_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/selfcheck.py");
+
+    let mut args: Vec<String> = Vec::new();
+    let mut filled = BTreeSet::new();
+    for (name, value) in layout_fields(layout) {
+        let value = match value.strip_prefix("Some(") {
+            Some(v) => v.trim_end_matches(')').to_string(),
+            None => value,
+        };
+        if value == "None" || name == "version" || name == "flavour" {
+            continue;
+        }
+        if value.chars().all(|c| c.is_ascii_digit()) {
+            filled.insert(name.clone());
+        }
+        args.push(format!("{name}={value}"));
+    }
+    args.push(format!("header_version={}", layout.version.to_hex()));
+    args.push(format!("free_threaded={}", u8::from(flavour.free_threaded)));
+    if let Some(table) = debug {
+        args.extend(table.fields.iter().map(|(n, p)| format!("debug:{n}={p}")));
+    }
+
+    let (mut cmd, _cleanup) = match target {
+        Where::Host(exe) => {
+            assert!(
+                Path::new(exe).exists(),
+                "{exe} is missing: it is part of the machine image (see .ci/provision.sh)"
+            );
+            let mut cmd = Command::new(exe);
+            cmd.arg(&script_src);
+            (cmd, None)
+        }
+        Where::Sid(exe) => {
+            let inside = format!("/tmp/strobe-abi-selfcheck-{}-{exe}.py", std::process::id());
+            let outside = PathBuf::from(format!("{SID}{inside}"));
+            assert!(
+                Path::new(SID).join("usr/bin").join(exe).exists(),
+                "{SID}/usr/bin/{exe} is missing: run .ci/provision.sh to create the sid chroot"
+            );
+            std::fs::copy(&script_src, &outside).unwrap();
+            let mut cmd = Command::new("chroot");
+            cmd.arg(SID).arg(exe).arg(&inside);
+            (cmd, Some(RemoveOnDrop(outside)))
+        }
+    };
+    let output = cmd.args(&args).output().expect("start the interpreter");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "selfcheck exited {}\n{context}",
+        output.status
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("DONE ")),
+        "no DONE line\n{context}"
+    );
+
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failures.is_empty(), "{}\n{context}", failures.join("\n"));
+
+    let passed: BTreeSet<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS "))
+        .collect();
+    let exempt = unverifiable(layout, debug.is_some(), &stdout);
+    let unconfirmed: Vec<&String> = filled
+        .iter()
+        .filter(|f| !passed.contains(f.as_str()) && !exempt.contains(f.as_str()))
+        .collect();
+    assert!(
+        unconfirmed.is_empty(),
+        "fields filled in but confirmed by no check: {unconfirmed:?}\n{context}"
+    );
+    if minor >= 12 {
+        assert!(
+            passed.contains("owner_cstack") || passed.contains("owner_interpreter"),
+            "no entry frame with a known owner seen\n{context}"
+        );
+    }
+    if debug.is_some() {
+        for name in ["debug:cookie", "debug:version", "debug:free_threaded"] {
+            assert!(passed.contains(name), "{name} not checked\n{context}");
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+macro_rules! live {
+    ($name:ident, $target:expr, $major:expr, $minor:expr, $flavour:expr) => {
+        #[test]
+        fn $name() {
+            run_selfcheck($target, $major, $minor, $flavour);
+        }
+    };
+}
+
+const D: Flavour = Flavour::DEFAULT;
+
+live!(
+    pyenv_2_7,
+    Where::Host("/root/.pyenv/versions/2.7.18/bin/python2.7"),
+    2,
+    7,
+    D
+);
+live!(
+    pyenv_3_6,
+    Where::Host("/root/.pyenv/versions/3.6.15/bin/python3.6"),
+    3,
+    6,
+    D
+);
+live!(
+    pyenv_3_7,
+    Where::Host("/root/.pyenv/versions/3.7.16/bin/python3.7"),
+    3,
+    7,
+    D
+);
+live!(
+    pyenv_3_8,
+    Where::Host("/root/.pyenv/versions/3.8.18/bin/python3.8"),
+    3,
+    8,
+    D
+);
+live!(
+    pyenv_3_9,
+    Where::Host("/root/.pyenv/versions/3.9.18/bin/python3.9"),
+    3,
+    9,
+    D
+);
+live!(
+    pyenv_3_10,
+    Where::Host("/root/.pyenv/versions/3.10.13/bin/python3.10"),
+    3,
+    10,
+    D
+);
+live!(
+    pyenv_3_11,
+    Where::Host("/root/.pyenv/versions/3.11.7/bin/python3.11"),
+    3,
+    11,
+    D
+);
+live!(
+    pyenv_3_12,
+    Where::Host("/root/.pyenv/versions/3.12.1/bin/python3.12"),
+    3,
+    12,
+    D
+);
+// pyenv's 3.13.0 is checked against the table generated from sid's newer 3.13 headers.
+live!(
+    pyenv_3_13_0,
+    Where::Host("/root/.pyenv/versions/3.13.0/bin/python3.13"),
+    3,
+    13,
+    D
+);
+// Debian 12's static python3.11 (3.11.2) against the table from pyenv's 3.11.7 headers.
+live!(debian_3_11, Where::Host("/usr/bin/python3.11"), 3, 11, D);
+live!(sid_3_13, Where::Sid("python3.13"), 3, 13, D);
+live!(sid_3_13d, Where::Sid("python3.13d"), 3, 13, DEBUG);
+live!(sid_3_14_nopie, Where::Sid("python3.14"), 3, 14, D);
+live!(sid_3_14_pie, Where::Sid("python3.14-pie"), 3, 14, D);
+live!(sid_3_14d, Where::Sid("python3.14d"), 3, 14, DEBUG);
+live!(sid_3_15, Where::Sid("python3.15"), 3, 15, D);
+live!(sid_3_15d, Where::Sid("python3.15d"), 3, 15, DEBUG);
