@@ -1,0 +1,345 @@
+//! Counting samples per (stack, thread, flags), and the per-frame snapshots a live view reads.
+
+use hashbrown::HashMap;
+
+use crate::hash::FxBuild;
+use crate::intern::{FrameId, StackId, StrId, Tables, ThreadId};
+
+/// Per-sample state bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SampleFlags(pub u8);
+
+impl SampleFlags {
+    /// The thread was idle (waiting in a syscall / not running Python code) when sampled.
+    pub const IDLE: SampleFlags = SampleFlags(1);
+    /// The thread held the GIL when sampled.
+    pub const HOLDS_GIL: SampleFlags = SampleFlags(2);
+    /// Every bit that has a meaning; others are dropped when reading files.
+    pub const KNOWN: SampleFlags = SampleFlags(3);
+
+    /// No flags.
+    pub const fn empty() -> SampleFlags {
+        SampleFlags(0)
+    }
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: SampleFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` with the bits of `other` set too.
+    #[must_use]
+    pub const fn with(self, other: SampleFlags) -> SampleFlags {
+        SampleFlags(self.0 | other.0)
+    }
+
+    /// The idle bit.
+    pub const fn idle(self) -> bool {
+        self.contains(SampleFlags::IDLE)
+    }
+
+    /// The GIL bit.
+    pub const fn holds_gil(self) -> bool {
+        self.contains(SampleFlags::HOLDS_GIL)
+    }
+}
+
+/// One sample of one thread, after interning: what the sampler hands over (32 bytes, `Copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// The stack, outermost frame first.
+    pub stack: StackId,
+    /// The thread it was taken from.
+    pub thread: ThreadId,
+    /// Idle / GIL state.
+    pub flags: SampleFlags,
+    /// When the sample was taken, in ns since the recording started (monotonic clock).
+    pub timestamp_ns: u64,
+    /// The wall time this sample stands for: normally the sampling interval, more when the
+    /// sampler fell behind (a late sample carries the real gap since the previous one).
+    pub weight_ns: u64,
+}
+
+/// A number of samples and the wall time they stand for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Count {
+    /// How many samples.
+    pub samples: u64,
+    /// Total weight in nanoseconds.
+    pub weight_ns: u64,
+}
+
+impl Count {
+    /// A count of one sample of `weight_ns`.
+    pub fn one(weight_ns: u64) -> Count {
+        Count {
+            samples: 1,
+            weight_ns,
+        }
+    }
+
+    /// Adds another count (saturating: weights never wrap).
+    #[inline]
+    pub fn add(&mut self, other: Count) {
+        self.samples = self.samples.saturating_add(other.samples);
+        self.weight_ns = self.weight_ns.saturating_add(other.weight_ns);
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        self.samples == 0 && self.weight_ns == 0
+    }
+}
+
+/// The key counts are kept under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountKey {
+    /// Thread.
+    pub thread: ThreadId,
+    /// Stack.
+    pub stack: StackId,
+    /// Flags.
+    pub flags: SampleFlags,
+}
+
+/// Which samples a view or output includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SampleFilter {
+    /// Include idle samples (`--idle`).
+    pub include_idle: bool,
+    /// Only samples of the thread holding the GIL (`--gil`).
+    pub gil_only: bool,
+}
+
+impl SampleFilter {
+    /// A filter that keeps everything.
+    pub const ALL: SampleFilter = SampleFilter {
+        include_idle: true,
+        gil_only: false,
+    };
+
+    /// Whether a sample with `flags` passes.
+    #[inline]
+    pub fn accepts(&self, flags: SampleFlags) -> bool {
+        (self.include_idle || !flags.idle()) && (!self.gil_only || flags.holds_gil())
+    }
+}
+
+/// Counts per (thread, stack, flags): cumulative and since the last snapshot, plus (optionally)
+/// the time-ordered samples for timeline formats.
+///
+/// Memory grows with the number of distinct keys, not with samples, unless the timeline is kept
+/// (see [`Counts::keep_timeline`]), which costs 32 bytes per sample.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    cumulative: HashMap<CountKey, Count, FxBuild>,
+    interval: HashMap<CountKey, Count, FxBuild>,
+    timeline: Option<Vec<Sample>>,
+    total: Count,
+}
+
+impl Counts {
+    /// Empty counts, no timeline.
+    pub fn new() -> Counts {
+        Counts::default()
+    }
+
+    /// Also keep every sample in order (needed for the Chrome trace format, which shows time).
+    pub fn keep_timeline(&mut self, keep: bool) {
+        if keep && self.timeline.is_none() {
+            self.timeline = Some(Vec::new());
+        } else if !keep {
+            self.timeline = None;
+        }
+    }
+
+    /// Counts one sample: two hash-map increments (and a push when the timeline is kept).
+    #[inline]
+    pub fn add(&mut self, s: &Sample) {
+        let key = CountKey {
+            thread: s.thread,
+            stack: s.stack,
+            flags: s.flags,
+        };
+        let c = Count::one(s.weight_ns);
+        self.cumulative.entry(key).or_default().add(c);
+        self.interval.entry(key).or_default().add(c);
+        self.total.add(c);
+        if let Some(t) = &mut self.timeline {
+            t.push(*s);
+        }
+    }
+
+    /// Adds an already-aggregated count (e.g. when merging).
+    pub fn add_count(&mut self, key: CountKey, c: Count) {
+        self.cumulative.entry(key).or_default().add(c);
+        self.interval.entry(key).or_default().add(c);
+        self.total.add(c);
+    }
+
+    /// Everything counted so far.
+    pub fn total(&self) -> Count {
+        self.total
+    }
+
+    /// Cumulative counts, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (CountKey, Count)> + '_ {
+        self.cumulative.iter().map(|(k, c)| (*k, *c))
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.cumulative.len()
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.cumulative.is_empty()
+    }
+
+    /// The time-ordered samples, if kept.
+    pub fn timeline(&self) -> &[Sample] {
+        self.timeline.as_deref().unwrap_or(&[])
+    }
+
+    /// Approximate heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(CountKey, Count)>() + 1;
+        (self.cumulative.capacity() + self.interval.capacity()) * entry
+            + self
+                .timeline
+                .as_ref()
+                .map_or(0, |t| t.capacity() * std::mem::size_of::<Sample>())
+    }
+
+    /// Per-frame own/total counts, cumulative and since the previous snapshot; starts a new
+    /// interval. Costs one pass over the distinct stacks (not the samples), so taking one a
+    /// second is cheap.
+    pub fn snapshot(&mut self, tables: &Tables, opts: &SnapshotOptions) -> Snapshot {
+        let interval = frame_stats(&self.interval, tables, opts);
+        let cumulative = frame_stats(&self.cumulative, tables, opts);
+        self.interval.clear();
+        Snapshot {
+            interval_total: interval.1,
+            interval: interval.0,
+            cumulative_total: cumulative.1,
+            cumulative: cumulative.0,
+        }
+    }
+}
+
+/// What a snapshot covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapshotOptions {
+    /// Aggregate by function (ignore lines), as `--function`.
+    pub by_function: bool,
+    /// Only this native thread id.
+    pub os_tid: Option<u64>,
+    /// Which samples count.
+    pub filter: SampleFilter,
+}
+
+/// Own and total counts for one function (or function and line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameStat {
+    /// Function name.
+    pub function: StrId,
+    /// File name.
+    pub filename: StrId,
+    /// Line, or `None` when aggregating by function.
+    pub line: Option<i32>,
+    /// Samples where this was the innermost frame.
+    pub own: Count,
+    /// Samples where this appeared anywhere in the stack (counted once per sample, even when
+    /// recursive).
+    pub total: Count,
+}
+
+/// A snapshot for a `top`-like view. Stats are sorted by total weight, then own weight,
+/// descending (ties broken by name ids so the order is stable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Since the previous snapshot.
+    pub interval: Vec<FrameStat>,
+    /// Everything matching the filter in the interval.
+    pub interval_total: Count,
+    /// Since the recording started.
+    pub cumulative: Vec<FrameStat>,
+    /// Everything matching the filter since the start.
+    pub cumulative_total: Count,
+}
+
+fn frame_stats(
+    counts: &HashMap<CountKey, Count, FxBuild>,
+    tables: &Tables,
+    opts: &SnapshotOptions,
+) -> (Vec<FrameStat>, Count) {
+    let mut index: HashMap<(StrId, StrId, Option<i32>), usize, FxBuild> = HashMap::default();
+    let mut stats: Vec<FrameStat> = Vec::new();
+    // seen[i] == generation when stat i was already credited for the current stack: recursion
+    // must not count a sample twice in `total`.
+    let mut seen: Vec<u32> = Vec::new();
+    let mut total = Count::default();
+    let mut generation = 0u32;
+    for (key, count) in counts {
+        if !opts.filter.accepts(key.flags) {
+            continue;
+        }
+        if let Some(tid) = opts.os_tid {
+            if tables.thread(key.thread).map(|t| t.os_tid) != Some(tid) {
+                continue;
+            }
+        }
+        total.add(*count);
+        generation = generation.wrapping_add(1);
+        let frames = tables.stack(key.stack);
+        for (depth, fid) in frames.iter().enumerate() {
+            let Some(i) = stat_index(*fid, tables, opts.by_function, &mut index, &mut stats) else {
+                continue;
+            };
+            if seen.len() < stats.len() {
+                seen.resize(stats.len(), 0);
+            }
+            if let (Some(mark), Some(stat)) = (seen.get_mut(i), stats.get_mut(i)) {
+                if *mark != generation {
+                    *mark = generation;
+                    stat.total.add(*count);
+                }
+                if depth + 1 == frames.len() {
+                    stat.own.add(*count);
+                }
+            }
+        }
+    }
+    stats.sort_by(|a, b| {
+        b.total
+            .weight_ns
+            .cmp(&a.total.weight_ns)
+            .then(b.own.weight_ns.cmp(&a.own.weight_ns))
+            .then(b.total.samples.cmp(&a.total.samples))
+            .then((a.function, a.filename, a.line).cmp(&(b.function, b.filename, b.line)))
+    });
+    (stats, total)
+}
+
+fn stat_index(
+    fid: FrameId,
+    tables: &Tables,
+    by_function: bool,
+    index: &mut HashMap<(StrId, StrId, Option<i32>), usize, FxBuild>,
+    stats: &mut Vec<FrameStat>,
+) -> Option<usize> {
+    let f = tables.frame(fid)?;
+    let line = if by_function { None } else { f.line };
+    let key = (f.function, f.filename, line);
+    Some(*index.entry(key).or_insert_with(|| {
+        stats.push(FrameStat {
+            function: f.function,
+            filename: f.filename,
+            line,
+            own: Count::default(),
+            total: Count::default(),
+        });
+        stats.len() - 1
+    }))
+}

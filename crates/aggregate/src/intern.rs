@@ -1,0 +1,592 @@
+//! Interning of strings, frames, threads and stacks into dense `u32` ids.
+//!
+//! Every table is append-only and ids are indexes, so a copy of the tables can be kept in step by
+//! replaying new entries in order (that is how the aggregator thread mirrors the sampler's
+//! interner, and how the raw format streams definitions). Lookups hash the borrowed key and
+//! compare against the stored entry, so a hit allocates nothing.
+
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
+
+use crate::hash::{hash_str, hash_u32s, FxHasher};
+
+/// The tables hold at most this many entries of each kind; ids fit in a `u32` with room for
+/// "none" encodings in file formats.
+pub const MAX_ENTRIES: usize = (u32::MAX - 1) as usize;
+
+/// A table reached [`MAX_ENTRIES`]; more than four billion distinct names or stacks means the
+/// target is producing unbounded unique data, and the recording cannot usefully continue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the profile has more than {MAX_ENTRIES} distinct {0}; stop the recording and profile a shorter run"
+)]
+pub struct CapacityError(pub &'static str);
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+
+        impl $name {
+            /// The id as an index into its table.
+            #[inline]
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An interned string (function name, file name, thread name).
+    StrId
+);
+id_type!(
+    /// An interned frame: function, file name and (optionally) line.
+    FrameId
+);
+id_type!(
+    /// An interned stack: a sequence of frames, outermost first.
+    StackId
+);
+id_type!(
+    /// An interned thread identity.
+    ThreadId
+);
+
+/// A frame as the walker sees it, borrowed; the key for [`Interner::intern_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameKey<'a> {
+    /// Qualified name where the interpreter has one (`co_qualname`, 3.11+), else `co_name`.
+    pub function: &'a str,
+    /// `co_filename`.
+    pub filename: &'a str,
+    /// Line being executed; `None` when unknown or when aggregating by function.
+    pub line: Option<i32>,
+}
+
+/// A thread identity as the walker sees it, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThreadKey<'a> {
+    /// Native thread id (Linux TID) where known, else the interpreter's thread id.
+    pub os_tid: u64,
+    /// Python-level thread name, if the reader found one.
+    pub name: Option<&'a str>,
+    /// Interpreter id (0 for the main interpreter).
+    pub interpreter_id: i64,
+}
+
+/// An interned frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Function name.
+    pub function: StrId,
+    /// File name.
+    pub filename: StrId,
+    /// Line, if known.
+    pub line: Option<i32>,
+}
+
+/// An interned thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThreadInfo {
+    /// Native thread id.
+    pub os_tid: u64,
+    /// Thread name.
+    pub name: Option<StrId>,
+    /// Interpreter id.
+    pub interpreter_id: i64,
+}
+
+/// The id → definition side of the interner: what every consumer of samples needs.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    strings: Vec<Box<str>>,
+    frames: Vec<Frame>,
+    threads: Vec<ThreadInfo>,
+    /// Stack `i` is `stack_frames[stack_starts[i]..stack_starts[i + 1]]`; one flat buffer keeps
+    /// a unique stack at one allocation-free append instead of a `Box` each.
+    stack_starts: Vec<usize>,
+    stack_frames: Vec<FrameId>,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables {
+            strings: Vec::new(),
+            frames: Vec::new(),
+            threads: Vec::new(),
+            stack_starts: vec![0],
+            stack_frames: Vec::new(),
+        }
+    }
+}
+
+impl Tables {
+    /// The string for `id`; an id from another table set yields `""` rather than panicking.
+    pub fn str(&self, id: StrId) -> &str {
+        self.strings.get(id.index()).map_or("", |s| s)
+    }
+
+    /// The frame for `id`, if it exists.
+    pub fn frame(&self, id: FrameId) -> Option<&Frame> {
+        self.frames.get(id.index())
+    }
+
+    /// The thread for `id`, if it exists.
+    pub fn thread(&self, id: ThreadId) -> Option<&ThreadInfo> {
+        self.threads.get(id.index())
+    }
+
+    /// The frames of stack `id`, outermost first; empty if the id is unknown.
+    pub fn stack(&self, id: StackId) -> &[FrameId] {
+        let i = id.index();
+        match (self.stack_starts.get(i), self.stack_starts.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.stack_frames.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Number of interned strings.
+    pub fn num_strings(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Number of interned frames.
+    pub fn num_frames(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Number of interned threads.
+    pub fn num_threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Number of interned stacks.
+    pub fn num_stacks(&self) -> usize {
+        self.stack_starts.len() - 1
+    }
+
+    /// Iterates over `(id, frame)`.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = (FrameId, &Frame)> {
+        self.frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (FrameId(i as u32), f))
+    }
+
+    /// Iterates over `(id, thread)`.
+    pub fn threads(&self) -> impl ExactSizeIterator<Item = (ThreadId, &ThreadInfo)> {
+        self.threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (ThreadId(i as u32), t))
+    }
+
+    /// Iterates over `(id, string)`.
+    pub fn strings(&self) -> impl ExactSizeIterator<Item = (StrId, &str)> {
+        self.strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (StrId(i as u32), &**s))
+    }
+
+    /// Approximate heap bytes held, for memory accounting in tests and `--verbose` output.
+    pub fn heap_bytes(&self) -> usize {
+        self.strings.capacity() * std::mem::size_of::<Box<str>>()
+            + self.strings.iter().map(|s| s.len()).sum::<usize>()
+            + self.frames.capacity() * std::mem::size_of::<Frame>()
+            + self.threads.capacity() * std::mem::size_of::<ThreadInfo>()
+            + self.stack_starts.capacity() * std::mem::size_of::<usize>()
+            + self.stack_frames.capacity() * std::mem::size_of::<FrameId>()
+    }
+
+    fn push_string(&mut self, s: Box<str>) -> Result<StrId, CapacityError> {
+        let id = next_id(self.strings.len(), "strings")?;
+        self.strings.push(s);
+        Ok(StrId(id))
+    }
+
+    fn push_frame(&mut self, f: Frame) -> Result<FrameId, CapacityError> {
+        let id = next_id(self.frames.len(), "frames")?;
+        self.frames.push(f);
+        Ok(FrameId(id))
+    }
+
+    fn push_thread(&mut self, t: ThreadInfo) -> Result<ThreadId, CapacityError> {
+        let id = next_id(self.threads.len(), "threads")?;
+        self.threads.push(t);
+        Ok(ThreadId(id))
+    }
+
+    fn push_stack(
+        &mut self,
+        frames: impl Iterator<Item = FrameId>,
+    ) -> Result<StackId, CapacityError> {
+        let id = next_id(self.num_stacks(), "stacks")?;
+        self.stack_frames.extend(frames);
+        self.stack_starts.push(self.stack_frames.len());
+        Ok(StackId(id))
+    }
+
+    /// Appends a definition received from another interner (see [`Def`]). Entries must arrive in
+    /// id order; that is what [`Interner::definitions_since`] produces.
+    pub fn apply(&mut self, def: Def) -> Result<(), CapacityError> {
+        match def {
+            Def::Str(s) => self.push_string(s).map(drop),
+            Def::Frame(f) => self.push_frame(f).map(drop),
+            Def::Thread(t) => self.push_thread(t).map(drop),
+            Def::Stack(frames) => self.push_stack(frames.iter().copied()).map(drop),
+        }
+    }
+}
+
+fn next_id(len: usize, what: &'static str) -> Result<u32, CapacityError> {
+    if len >= MAX_ENTRIES {
+        return Err(CapacityError(what));
+    }
+    u32::try_from(len).map_err(|_| CapacityError(what))
+}
+
+/// One new table entry, as sent from the sampler's interner to a mirror (see [`Tables::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Def {
+    /// A new string.
+    Str(Box<str>),
+    /// A new frame.
+    Frame(Frame),
+    /// A new thread.
+    Thread(ThreadInfo),
+    /// A new stack, outermost frame first.
+    Stack(Box<[FrameId]>),
+}
+
+/// How many entries of each table a consumer has already seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Strings seen.
+    pub strings: usize,
+    /// Frames seen.
+    pub frames: usize,
+    /// Threads seen.
+    pub threads: usize,
+    /// Stacks seen.
+    pub stacks: usize,
+}
+
+impl Marks {
+    /// The marks at the current end of `tables`.
+    pub fn of(tables: &Tables) -> Marks {
+        Marks {
+            strings: tables.num_strings(),
+            frames: tables.num_frames(),
+            threads: tables.num_threads(),
+            stacks: tables.num_stacks(),
+        }
+    }
+}
+
+/// Interns walker output into ids. See the module documentation.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    tables: Tables,
+    // Each index entry stores (hash, id) so that growing the table never needs the content.
+    str_index: HashTable<(u64, StrId)>,
+    frame_index: HashTable<(u64, FrameId)>,
+    thread_index: HashTable<(u64, ThreadId)>,
+    stack_index: HashTable<(u64, StackId)>,
+    scratch: Vec<FrameId>,
+}
+
+impl Interner {
+    /// An empty interner.
+    pub fn new() -> Interner {
+        Interner::default()
+    }
+
+    /// The id → definition tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Gives up the tables (e.g. to put them in a [`crate::Profile`]).
+    pub fn into_tables(self) -> Tables {
+        self.tables
+    }
+
+    /// Interns a string.
+    pub fn intern_str(&mut self, s: &str) -> Result<StrId, CapacityError> {
+        let mut h = FxHasher::default();
+        hash_str(&mut h, s);
+        let hash = h.finish();
+        let strings = &self.tables.strings;
+        if let Some(&(_, id)) = self.str_index.find(hash, |&(eh, id)| {
+            eh == hash && strings.get(id.index()).is_some_and(|e| &**e == s)
+        }) {
+            return Ok(id);
+        }
+        let id = self.tables.push_string(s.into())?;
+        self.str_index
+            .insert_unique(hash, (hash, id), |&(eh, _)| eh);
+        Ok(id)
+    }
+
+    /// Interns a frame. A frame seen before costs one hash of its two names and one comparison.
+    pub fn intern_frame(&mut self, key: &FrameKey<'_>) -> Result<FrameId, CapacityError> {
+        let hash = frame_hash(key.function, key.filename, key.line);
+        if let Some(id) = self.find_frame_hashed(hash, key) {
+            return Ok(id);
+        }
+        let function = self.intern_str(key.function)?;
+        let filename = self.intern_str(key.filename)?;
+        self.insert_frame(
+            hash,
+            Frame {
+                function,
+                filename,
+                line: key.line,
+            },
+        )
+    }
+
+    /// Interns a frame whose strings are already interned in this interner.
+    pub fn intern_frame_ids(&mut self, frame: Frame) -> Result<FrameId, CapacityError> {
+        let hash = frame_hash(
+            self.tables.str(frame.function),
+            self.tables.str(frame.filename),
+            frame.line,
+        );
+        let frames = &self.tables.frames;
+        if let Some(&(_, id)) = self.frame_index.find(hash, |&(eh, id)| {
+            eh == hash && frames.get(id.index()) == Some(&frame)
+        }) {
+            return Ok(id);
+        }
+        self.insert_frame(hash, frame)
+    }
+
+    fn insert_frame(&mut self, hash: u64, frame: Frame) -> Result<FrameId, CapacityError> {
+        let id = self.tables.push_frame(frame)?;
+        self.frame_index
+            .insert_unique(hash, (hash, id), |&(eh, _)| eh);
+        Ok(id)
+    }
+
+    /// Interns a thread identity.
+    pub fn intern_thread(&mut self, key: &ThreadKey<'_>) -> Result<ThreadId, CapacityError> {
+        let name = match key.name {
+            Some(n) => Some(self.intern_str(n)?),
+            None => None,
+        };
+        let info = ThreadInfo {
+            os_tid: key.os_tid,
+            name,
+            interpreter_id: key.interpreter_id,
+        };
+        self.intern_thread_info(info)
+    }
+
+    /// Interns a thread whose name is already interned in this interner.
+    pub fn intern_thread_info(&mut self, info: ThreadInfo) -> Result<ThreadId, CapacityError> {
+        let mut h = FxHasher::default();
+        h.write_u64(info.os_tid);
+        h.write_u64(info.interpreter_id as u64);
+        h.write_u32(info.name.map_or(u32::MAX, |n| n.0));
+        let hash = h.finish();
+        let threads = &self.tables.threads;
+        if let Some(&(_, id)) = self.thread_index.find(hash, |&(eh, id)| {
+            eh == hash && threads.get(id.index()) == Some(&info)
+        }) {
+            return Ok(id);
+        }
+        let id = self.tables.push_thread(info)?;
+        self.thread_index
+            .insert_unique(hash, (hash, id), |&(eh, _)| eh);
+        Ok(id)
+    }
+
+    /// Interns a stack given outermost frame first. A stack seen before costs one hash over the
+    /// ids and one slice comparison; nothing is allocated.
+    pub fn intern_stack(&mut self, frames: &[FrameId]) -> Result<StackId, CapacityError> {
+        let mut h = FxHasher::default();
+        hash_u32s(&mut h, frames.iter().map(|f| f.0));
+        let hash = h.finish();
+        let t = &self.tables;
+        if let Some(&(_, id)) = self
+            .stack_index
+            .find(hash, |&(eh, id)| eh == hash && t.stack(id) == frames)
+        {
+            return Ok(id);
+        }
+        let id = self.tables.push_stack(frames.iter().copied())?;
+        self.stack_index
+            .insert_unique(hash, (hash, id), |&(eh, _)| eh);
+        Ok(id)
+    }
+
+    /// Interns a stack given innermost (leaf) frame first, as CPython's frame chain is walked.
+    pub fn intern_stack_leaf_first(
+        &mut self,
+        frames: &[FrameId],
+    ) -> Result<StackId, CapacityError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend(frames.iter().rev().copied());
+        let r = self.intern_stack(&scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Looks a frame up without interning it.
+    pub fn find_frame(&self, key: &FrameKey<'_>) -> Option<FrameId> {
+        let hash = frame_hash(key.function, key.filename, key.line);
+        self.find_frame_hashed(hash, key)
+    }
+
+    #[inline]
+    fn find_frame_hashed(&self, hash: u64, key: &FrameKey<'_>) -> Option<FrameId> {
+        let t = &self.tables;
+        self.frame_index
+            .find(hash, |&(eh, id)| {
+                eh == hash
+                    && t.frames.get(id.index()).is_some_and(|f| {
+                        f.line == key.line
+                            && t.str(f.function) == key.function
+                            && t.str(f.filename) == key.filename
+                    })
+            })
+            .map(|&(_, id)| id)
+    }
+
+    /// Calls `send` with every entry added since `marks` (strings, then frames, threads and
+    /// stacks, so that every entry only refers to entries sent before it) and advances `marks`.
+    pub fn definitions_since(&self, marks: &mut Marks, mut send: impl FnMut(Def)) {
+        let t = &self.tables;
+        for s in t.strings.get(marks.strings..).unwrap_or(&[]) {
+            send(Def::Str(s.clone()));
+        }
+        for f in t.frames.get(marks.frames..).unwrap_or(&[]) {
+            send(Def::Frame(*f));
+        }
+        for th in t.threads.get(marks.threads..).unwrap_or(&[]) {
+            send(Def::Thread(*th));
+        }
+        for i in marks.stacks..t.num_stacks() {
+            send(Def::Stack(t.stack(StackId(i as u32)).into()));
+        }
+        *marks = Marks::of(t);
+    }
+}
+
+#[inline]
+fn frame_hash(function: &str, filename: &str, line: Option<i32>) -> u64 {
+    let mut h = FxHasher::default();
+    hash_str(&mut h, function);
+    hash_str(&mut h, filename);
+    hash_line(&mut h, line);
+    h.finish()
+}
+
+#[inline]
+fn hash_line(h: &mut FxHasher, line: Option<i32>) {
+    match line {
+        Some(l) => h.write_u64(u64::from(l as u32) | (1 << 32)),
+        None => h.write_u64(0),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fk<'a>(function: &'a str, filename: &'a str, line: i32) -> FrameKey<'a> {
+        FrameKey {
+            function,
+            filename,
+            line: Some(line),
+        }
+    }
+
+    #[test]
+    fn frames_and_stacks_intern_once() {
+        let mut i = Interner::new();
+        let a = i.intern_frame(&fk("f", "a.py", 1)).unwrap();
+        let b = i.intern_frame(&fk("g", "a.py", 2)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(i.intern_frame(&fk("f", "a.py", 1)).unwrap(), a);
+        // Same names, other line: another frame; no line: yet another.
+        let a2 = i.intern_frame(&fk("f", "a.py", 2)).unwrap();
+        let a0 = i
+            .intern_frame(&FrameKey {
+                function: "f",
+                filename: "a.py",
+                line: None,
+            })
+            .unwrap();
+        assert!(a2 != a && a0 != a && a0 != a2);
+        // Strings are shared between frames.
+        assert_eq!(i.tables().num_strings(), 3);
+
+        let s1 = i.intern_stack(&[a, b]).unwrap();
+        let s2 = i.intern_stack(&[b, a]).unwrap();
+        let s3 = i.intern_stack(&[a]).unwrap();
+        let s0 = i.intern_stack(&[]).unwrap();
+        assert_eq!(i.intern_stack(&[a, b]).unwrap(), s1);
+        assert_eq!(i.intern_stack_leaf_first(&[b, a]).unwrap(), s1);
+        assert_eq!(i.tables().stack(s2), &[b, a]);
+        assert_eq!(i.tables().stack(s3), &[a]);
+        assert_eq!(i.tables().stack(s0), &[] as &[FrameId]);
+        assert_eq!(i.tables().num_stacks(), 4);
+        assert_eq!(i.find_frame(&fk("g", "a.py", 2)), Some(b));
+        assert_eq!(i.find_frame(&fk("g", "a.py", 3)), None);
+    }
+
+    #[test]
+    fn many_entries_survive_table_growth() {
+        let mut i = Interner::new();
+        let ids: Vec<FrameId> = (0..5000)
+            .map(|n| i.intern_frame(&fk(&format!("f{n}"), "x.py", n)).unwrap())
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(
+                i.intern_frame(&fk(&format!("f{n}"), "x.py", n as i32))
+                    .unwrap(),
+                *id
+            );
+        }
+        let stacks: Vec<StackId> = (0..2000)
+            .map(|n| i.intern_stack(&ids[..n]).unwrap())
+            .collect();
+        for (n, s) in stacks.iter().enumerate() {
+            assert_eq!(i.intern_stack(&ids[..n]).unwrap(), *s);
+            assert_eq!(i.tables().stack(*s).len(), n);
+        }
+    }
+
+    #[test]
+    fn mirror_replays_definitions() {
+        let mut i = Interner::new();
+        let mut mirror = Tables::default();
+        let mut marks = Marks::default();
+        let f = i.intern_frame(&fk("f", "a.py", 1)).unwrap();
+        let t = i
+            .intern_thread(&ThreadKey {
+                os_tid: 7,
+                name: Some("Main"),
+                interpreter_id: 0,
+            })
+            .unwrap();
+        i.intern_stack(&[f, f]).unwrap();
+        i.definitions_since(&mut marks, |d| mirror.apply(d).unwrap());
+        let g = i.intern_frame(&fk("g", "b.py", 1)).unwrap();
+        let s = i.intern_stack(&[f, g]).unwrap();
+        i.definitions_since(&mut marks, |d| mirror.apply(d).unwrap());
+        assert_eq!(mirror.stack(s), &[f, g]);
+        assert_eq!(mirror.str(mirror.thread(t).unwrap().name.unwrap()), "Main");
+        assert_eq!(mirror.str(mirror.frame(g).unwrap().filename), "b.py");
+        assert_eq!(Marks::of(&mirror), Marks::of(i.tables()));
+    }
+}

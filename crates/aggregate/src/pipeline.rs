@@ -1,0 +1,325 @@
+//! From the sampler thread to the aggregator thread.
+//!
+//! # Design
+//!
+//! The sampler thread interns directly ([`SamplerSide`] owns the [`Interner`]). That lets the
+//! reader cache a [`FrameId`] per code object and line, so a steady program costs a handful of
+//! hash lookups per sample and never copies names. What crosses threads is then small:
+//!
+//! * samples, as 32-byte [`Sample`] records, through a bounded lock-free queue
+//!   (`crossbeam_queue::ArrayQueue`: a fixed ring allocated once, so pushing never allocates and
+//!   never blocks). When it is full the sample is counted in [`SamplerSide::dropped`] and
+//!   discarded; the count reaches the profile's metadata, so a drop is never silent;
+//! * new table entries ([`Def`]), through an unbounded `std::sync::mpsc` channel. Sending on it
+//!   never blocks either; it allocates, but only when a frame, stack or thread is seen for the
+//!   first time, so that cost is bounded by the number of distinct stacks. Definitions are sent
+//!   before the first sample that uses them, and the aggregator applies every pending
+//!   definition after popping a batch, so a sample's ids are always defined by the time
+//!   anything looks them up.
+//!
+//! The aggregator thread keeps a mirror of the tables (the price is holding each distinct
+//! string/frame/stack twice, a few hundred bytes per distinct stack) and the [`Counts`]; it is
+//! the one place snapshots and profiles are taken from, and the place a raw-file writer is fed
+//! from ([`Drained`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::counts::{Counts, Sample, SampleFlags, Snapshot, SnapshotOptions};
+use crate::intern::{CapacityError, Def, FrameId, FrameKey, Interner, Marks, Tables, ThreadKey};
+use crate::profile::{Metadata, Profile, ProfileOptions};
+
+/// Creates a connected sampler/aggregator pair whose queue holds `capacity` samples
+/// (at least 1). A second of samples at the maximum rate is a comfortable size.
+pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
+    let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
+    let (tx, rx) = mpsc::channel();
+    let dropped = Arc::new(AtomicU64::new(0));
+    (
+        SamplerSide {
+            interner: Interner::new(),
+            queue: Arc::clone(&queue),
+            defs: tx,
+            published: Marks::default(),
+            dropped: Arc::clone(&dropped),
+            frames: Vec::new(),
+        },
+        AggregatorSide {
+            tables: Tables::default(),
+            counts: Counts::new(),
+            queue,
+            defs: rx,
+            dropped,
+            batch: Vec::new(),
+            sampler_gone: false,
+        },
+    )
+}
+
+/// The sampler thread's end. See the module documentation.
+#[derive(Debug)]
+pub struct SamplerSide {
+    interner: Interner,
+    queue: Arc<ArrayQueue<Sample>>,
+    defs: Sender<Def>,
+    published: Marks,
+    dropped: Arc<AtomicU64>,
+    frames: Vec<FrameId>,
+}
+
+impl SamplerSide {
+    /// The interner, to intern frames, threads and stacks before [`SamplerSide::push`].
+    pub fn interner(&mut self) -> &mut Interner {
+        &mut self.interner
+    }
+
+    /// Queues an interned sample. Returns `false` if the queue was full and the sample was
+    /// dropped (and counted).
+    #[inline]
+    pub fn push(&mut self, sample: Sample) -> bool {
+        if Marks::of(self.interner.tables()) != self.published {
+            let tx = &self.defs;
+            // A send only fails once the aggregator is gone; its samples are then lost anyway.
+            self.interner
+                .definitions_since(&mut self.published, |d| drop(tx.send(d)));
+        }
+        match self.queue.push(sample) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Interns and queues one sample given as borrowed walker output, outermost frame first.
+    /// Returns `Ok(false)` if the sample was dropped because the queue was full.
+    pub fn record(
+        &mut self,
+        thread: &ThreadKey<'_>,
+        frames: &[FrameKey<'_>],
+        flags: SampleFlags,
+        timestamp_ns: u64,
+        weight_ns: u64,
+    ) -> Result<bool, CapacityError> {
+        let thread = self.interner.intern_thread(thread)?;
+        let mut ids = std::mem::take(&mut self.frames);
+        ids.clear();
+        for f in frames {
+            match self.interner.intern_frame(f) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    self.frames = ids;
+                    return Err(e);
+                }
+            }
+        }
+        let stack = self.interner.intern_stack(&ids);
+        self.frames = ids;
+        let sample = Sample {
+            stack: stack?,
+            thread,
+            flags,
+            timestamp_ns,
+            weight_ns,
+        };
+        Ok(self.push(sample))
+    }
+
+    /// Samples dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The aggregator thread's end. See the module documentation.
+#[derive(Debug)]
+pub struct AggregatorSide {
+    tables: Tables,
+    counts: Counts,
+    queue: Arc<ArrayQueue<Sample>>,
+    defs: Receiver<Def>,
+    dropped: Arc<AtomicU64>,
+    batch: Vec<Sample>,
+    sampler_gone: bool,
+}
+
+/// The result of [`AggregatorSide::drain`]: the samples just counted, and the tables that
+/// define their ids (e.g. for a raw-file writer).
+#[derive(Debug)]
+pub struct Drained<'a> {
+    /// The samples popped by this call, in queue order.
+    pub samples: &'a [Sample],
+    /// Tables defining every id in `samples`.
+    pub tables: &'a Tables,
+}
+
+impl AggregatorSide {
+    /// Pops what is queued now (at most one queue's worth, so a fast sampler cannot starve the
+    /// caller), applies pending definitions and counts the samples.
+    pub fn drain(&mut self) -> Result<Drained<'_>, CapacityError> {
+        self.batch.clear();
+        let limit = self.queue.capacity();
+        while self.batch.len() < limit {
+            match self.queue.pop() {
+                Some(s) => self.batch.push(s),
+                None => break,
+            }
+        }
+        // After the pops: every definition a popped sample needs was sent before it was pushed.
+        self.apply_definitions()?;
+        for s in &self.batch {
+            self.counts.add(s);
+        }
+        Ok(Drained {
+            samples: &self.batch,
+            tables: &self.tables,
+        })
+    }
+
+    fn apply_definitions(&mut self) -> Result<(), CapacityError> {
+        loop {
+            match self.defs.try_recv() {
+                Ok(d) => self.tables.apply(d)?,
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    self.sampler_gone = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// True once the sampler side was dropped and everything it sent has been drained.
+    pub fn finished(&self) -> bool {
+        self.sampler_gone && self.queue.is_empty()
+    }
+
+    /// Also keep the time-ordered samples (for the Chrome trace format).
+    pub fn keep_timeline(&mut self, keep: bool) {
+        self.counts.keep_timeline(keep);
+    }
+
+    /// The mirrored tables.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The counts.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Samples dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot for `top`; starts a new interval.
+    pub fn snapshot(&mut self, opts: &SnapshotOptions) -> Snapshot {
+        self.counts.snapshot(&self.tables, opts)
+    }
+
+    /// The profile so far. `meta.dropped` is raised to at least the queue's drop count.
+    pub fn profile(
+        &self,
+        mut meta: Metadata,
+        options: ProfileOptions,
+    ) -> Result<Profile, CapacityError> {
+        meta.dropped = meta.dropped.max(self.dropped());
+        Profile::from_counts(meta, &self.tables, &self.counts, options)
+    }
+}
+
+/// Single-threaded interning and counting, for converting recordings, tests and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct Aggregator {
+    interner: Interner,
+    counts: Counts,
+    frames: Vec<FrameId>,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new() -> Aggregator {
+        Aggregator::default()
+    }
+
+    /// The interner.
+    pub fn interner(&mut self) -> &mut Interner {
+        &mut self.interner
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &Tables {
+        self.interner.tables()
+    }
+
+    /// The counts.
+    pub fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    /// Mutable counts (e.g. to keep the timeline).
+    pub fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.counts
+    }
+
+    /// Counts an interned sample.
+    #[inline]
+    pub fn add(&mut self, s: &Sample) {
+        self.counts.add(s);
+    }
+
+    /// Interns and counts one sample, outermost frame first.
+    pub fn record(
+        &mut self,
+        thread: &ThreadKey<'_>,
+        frames: &[FrameKey<'_>],
+        flags: SampleFlags,
+        timestamp_ns: u64,
+        weight_ns: u64,
+    ) -> Result<Sample, CapacityError> {
+        let thread = self.interner.intern_thread(thread)?;
+        let mut ids = std::mem::take(&mut self.frames);
+        ids.clear();
+        let mut result = Ok(());
+        for f in frames {
+            match self.interner.intern_frame(f) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let stack = result.and_then(|()| self.interner.intern_stack(&ids));
+        self.frames = ids;
+        let s = Sample {
+            stack: stack?,
+            thread,
+            flags,
+            timestamp_ns,
+            weight_ns,
+        };
+        self.counts.add(&s);
+        Ok(s)
+    }
+
+    /// A snapshot for `top`; starts a new interval.
+    pub fn snapshot(&mut self, opts: &SnapshotOptions) -> Snapshot {
+        self.counts.snapshot(self.interner.tables(), opts)
+    }
+
+    /// The profile so far.
+    pub fn profile(
+        &self,
+        meta: Metadata,
+        options: ProfileOptions,
+    ) -> Result<Profile, CapacityError> {
+        Profile::from_counts(meta, self.interner.tables(), &self.counts, options)
+    }
+}

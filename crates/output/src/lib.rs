@@ -1,0 +1,168 @@
+//! Writes aggregated profiles ([`Profile`]) in the formats `strobe record --format` offers, and
+//! reads/writes strobe's own streaming `raw` recording.
+//!
+//! Every format implements [`Format`]. Names in a profile come from the profiled process and are
+//! untrusted: each writer escapes them for its syntax (XML for SVG, JSON string escapes, folded
+//! stack separators), and tests feed hostile names through every format.
+//!
+//! Files are written with [`write_atomically`] so that a failed write never leaves a partial
+//! output behind.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+pub use strobe_aggregate::Profile;
+use strobe_aggregate::{FrameId, ThreadId};
+
+mod atomic;
+mod chrome;
+mod collapsed;
+mod json;
+mod pprof;
+pub mod raw;
+mod speedscope;
+mod svg;
+
+pub use atomic::write_atomically;
+pub use chrome::Chrome;
+pub use collapsed::Collapsed;
+pub use pprof::Pprof;
+pub use raw::{read_raw, read_raw_bytes, RawError, RawRecording, RawStats, RawWriter};
+pub use speedscope::Speedscope;
+pub use svg::{write_diff_svg, DiffSvg, Svg};
+
+/// An output format: turns a whole profile into bytes.
+pub trait Format {
+    /// Writes `profile` to `out`.
+    fn write(&self, profile: &Profile, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// The `--format` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatKind {
+    /// Interactive flamegraph SVG.
+    Svg,
+    /// speedscope JSON.
+    Speedscope,
+    /// Folded stacks (`a;b;c 123`).
+    Collapsed,
+    /// Chrome Trace Event JSON (Perfetto, chrome://tracing).
+    Chrome,
+    /// gzipped pprof protobuf.
+    Pprof,
+    /// strobe's raw recording.
+    Raw,
+}
+
+impl FormatKind {
+    /// Every format, in `--help` order.
+    pub const ALL: [FormatKind; 6] = [
+        FormatKind::Svg,
+        FormatKind::Speedscope,
+        FormatKind::Collapsed,
+        FormatKind::Chrome,
+        FormatKind::Pprof,
+        FormatKind::Raw,
+    ];
+
+    /// The `--format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatKind::Svg => "svg",
+            FormatKind::Speedscope => "speedscope",
+            FormatKind::Collapsed => "collapsed",
+            FormatKind::Chrome => "chrome",
+            FormatKind::Pprof => "pprof",
+            FormatKind::Raw => "raw",
+        }
+    }
+
+    /// Parses a `--format` name.
+    pub fn from_name(name: &str) -> Option<FormatKind> {
+        FormatKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The usual file extension (without the dot) for default output names.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FormatKind::Svg => "svg",
+            FormatKind::Speedscope => "speedscope.json",
+            FormatKind::Collapsed => "txt",
+            FormatKind::Chrome => "trace.json",
+            FormatKind::Pprof => "pb.gz",
+            FormatKind::Raw => "strobe",
+        }
+    }
+
+    /// Whether the format shows time order and so wants the aggregator to keep the timeline
+    /// (`Counts::keep_timeline`). Others only need the aggregated counts.
+    pub fn wants_timeline(self) -> bool {
+        matches!(
+            self,
+            FormatKind::Chrome | FormatKind::Speedscope | FormatKind::Raw
+        )
+    }
+
+    /// The writer for this format with default options.
+    pub fn writer(self) -> Box<dyn Format> {
+        match self {
+            FormatKind::Svg => Box::new(Svg::default()),
+            FormatKind::Speedscope => Box::new(Speedscope),
+            FormatKind::Collapsed => Box::new(Collapsed::default()),
+            FormatKind::Chrome => Box::new(Chrome),
+            FormatKind::Pprof => Box::new(Pprof),
+            FormatKind::Raw => Box::new(raw::RawFormat),
+        }
+    }
+}
+
+/// What the numbers in folded stacks and flamegraphs count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Value {
+    /// Wall time in microseconds: samples weighted by the interval they stand for (honest when
+    /// the sampler was late).
+    #[default]
+    Micros,
+    /// Plain sample counts.
+    Samples,
+}
+
+impl Value {
+    fn of(self, c: strobe_aggregate::Count) -> u64 {
+        match self {
+            // Round to nearest; a stack that was sampled keeps at least 1 so it stays visible.
+            Value::Micros => ((c.weight_ns + 500) / 1000).max(u64::from(c.samples > 0)),
+            Value::Samples => c.samples,
+        }
+    }
+
+    fn unit_name(self) -> &'static str {
+        match self {
+            Value::Micros => "µs",
+            Value::Samples => "samples",
+        }
+    }
+}
+
+/// `function (file:line)`, or `function (file)` without a line: the frame label every text
+/// format uses (unescaped; each format escapes it).
+pub fn frame_label(profile: &Profile, id: FrameId) -> String {
+    let t = &profile.tables;
+    let Some(f) = t.frame(id) else {
+        return String::from("<unknown frame>");
+    };
+    let mut s = String::with_capacity(64);
+    s.push_str(t.str(f.function));
+    s.push_str(" (");
+    s.push_str(t.str(f.filename));
+    if let Some(line) = f.line {
+        let _ = write!(s, ":{line}");
+    }
+    s.push(')');
+    s
+}
+
+/// The root-frame label for a thread under `--threads`.
+pub fn thread_label(profile: &Profile, id: ThreadId) -> String {
+    profile.thread_label(id)
+}

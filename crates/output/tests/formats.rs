@@ -1,0 +1,751 @@
+//! Every output format on a small profile with hostile names: golden files for the text formats
+//! (`STROBE_BLESS=1 cargo test -p strobe-output` rewrites them), parsers for the rest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use strobe_aggregate::{
+    Aggregator, FrameKey, Metadata, Profile, ProfileOptions, SampleFilter, SampleFlags, ThreadKey,
+};
+use strobe_output::{
+    read_raw_bytes, write_atomically, write_diff_svg, Chrome, Collapsed, DiffSvg, Format,
+    FormatKind, Pprof, RawStats, RawWriter, Speedscope, Svg, Value,
+};
+
+const SCRIPT: &str = "<script>alert(1)</script>";
+
+fn hostile_names() -> Vec<String> {
+    vec![
+        SCRIPT.to_owned(),
+        "semi;colon\nnew line".to_owned(),
+        "quote\"back\\slash 'apos' & amp".to_owned(),
+        "ctl\u{1}\u{1b}[31m\u{7f}".to_owned(),
+        // What the reader produces for a Python str holding a lone surrogate.
+        String::from_utf16_lossy(&[0xD800, 0x61]),
+        "end]]>--> \u{2028}x".to_owned(),
+    ]
+}
+
+fn meta(target: &str) -> Metadata {
+    Metadata {
+        target: target.to_owned(),
+        pid: Some(4242),
+        python_version: Some("3.12.1".to_owned()),
+        strobe_version: "0.1.0".to_owned(),
+        rate_requested_hz: 100.0,
+        start_unix_ns: 1_700_000_000_000_000_000,
+        duration_ns: 100_000_000,
+        errors: 2,
+        dropped: 1,
+    }
+}
+
+/// Two threads, repeated stacks, recursion, an idle sample, hostile names, a late sample.
+fn aggregator() -> Aggregator {
+    let names = hostile_names();
+    let mut a = Aggregator::new();
+    a.counts_mut().keep_timeline(true);
+    let main = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let worker = ThreadKey {
+        os_tid: 101,
+        name: Some("worker <b>"),
+        interpreter_id: 0,
+    };
+    let f = |function: &'static str, line| FrameKey {
+        function,
+        filename: "/app/main.py",
+        line: Some(line),
+    };
+    let gil = SampleFlags::HOLDS_GIL;
+    let mut t = 0u64;
+    let mut rec =
+        |a: &mut Aggregator, th: &ThreadKey<'_>, frames: &[FrameKey<'_>], flags, w: u64| {
+            t += w;
+            a.record(th, frames, flags, t, w).unwrap();
+        };
+    for i in 0..4 {
+        rec(
+            &mut a,
+            &main,
+            &[f("<module>", 1), f("main", 10), f("work", 20 + i % 2)],
+            gil,
+            10_000_000,
+        );
+    }
+    // Late: stands for 30 ms.
+    rec(
+        &mut a,
+        &main,
+        &[f("<module>", 1), f("main", 10), f("work", 20)],
+        gil,
+        30_000_000,
+    );
+    rec(
+        &mut a,
+        &main,
+        &[
+            f("<module>", 1),
+            f("main", 11),
+            f("main", 11),
+            f("main", 12),
+        ],
+        gil,
+        10_000_000,
+    );
+    for n in &names {
+        let frames = [
+            f("<module>", 1),
+            FrameKey {
+                function: n,
+                filename: n,
+                line: Some(7),
+            },
+        ];
+        rec(&mut a, &worker, &frames, SampleFlags::empty(), 1_000_000);
+    }
+    rec(
+        &mut a,
+        &worker,
+        &[f("<module>", 1), f("wait", 3)],
+        SampleFlags::IDLE,
+        5_000_000,
+    );
+    a
+}
+
+fn profile(options: ProfileOptions) -> Profile {
+    aggregator()
+        .profile(meta("python app.py --name '<x>'"), options)
+        .unwrap()
+}
+
+fn render(format: &dyn Format, p: &Profile) -> Vec<u8> {
+    let mut out = Vec::new();
+    format.write(p, &mut out).unwrap();
+    out
+}
+
+fn golden(name: &str, actual: &[u8]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("STROBE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with STROBE_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs from the output; if the change is intended, rerun with STROBE_BLESS=1 and review the diff\n--- actual ---\n{}",
+        path.display(),
+        String::from_utf8_lossy(actual)
+    );
+}
+
+#[test]
+fn collapsed_golden_and_escaping() {
+    let p = profile(ProfileOptions::default());
+    let out = render(&Collapsed::default(), &p);
+    golden("collapsed.txt", &out);
+    let text = String::from_utf8(out).unwrap();
+    // Each line: stack, space, positive integer; no raw control characters anywhere.
+    for line in text.lines() {
+        let (_, v) = line.rsplit_once(' ').unwrap();
+        assert!(v.parse::<u64>().unwrap() > 0, "{line}");
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+    }
+    assert!(text.contains("semi\\x3bcolon\\nnew line"), "{text}");
+    assert!(!text.contains("wait"), "idle excluded by default");
+    // The late sample counts 30 ms: work:20 has 2 x 10 + 30 = 50 ms.
+    assert!(text.contains("work (/app/main.py:20) 50000\n"), "{text}");
+
+    let opts = ProfileOptions {
+        filter: SampleFilter {
+            include_idle: true,
+            gil_only: false,
+        },
+        per_thread: true,
+        by_function: true,
+    };
+    let out = render(
+        &Collapsed {
+            value: Value::Samples,
+        },
+        &profile(opts),
+    );
+    golden("collapsed-threads-function-idle.txt", &out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("thread 100 (MainThread);<module> (/app/main.py);main (/app/main.py);work (/app/main.py) 5\n"), "{text}");
+    assert!(
+        text.contains("thread 101 (worker <b>);<module> (/app/main.py);wait (/app/main.py) 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn speedscope_golden_and_schema() {
+    let opts = ProfileOptions {
+        per_thread: true,
+        ..ProfileOptions::default()
+    };
+    let out = render(&Speedscope, &profile(opts));
+    golden("speedscope.json", &out);
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/speedscope-file-format-schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // Beyond the schema: indexes in range, one weight per sample, names round-trip exactly.
+    let frames = doc["shared"]["frames"].as_array().unwrap();
+    let names: Vec<&str> = frames.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for n in hostile_names() {
+        assert!(names.contains(&n.as_str()), "{n:?} missing from {names:?}");
+    }
+    let profiles = doc["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2, "one per thread");
+    let mut total = 0u64;
+    for p in profiles {
+        let samples = p["samples"].as_array().unwrap();
+        let weights = p["weights"].as_array().unwrap();
+        assert_eq!(samples.len(), weights.len());
+        for s in samples {
+            for i in s.as_array().unwrap() {
+                assert!((i.as_u64().unwrap() as usize) < frames.len());
+            }
+        }
+        let sum: u64 = weights.iter().map(|w| w.as_u64().unwrap()).sum();
+        assert_eq!(p["endValue"].as_u64().unwrap(), sum);
+        total += sum;
+    }
+    assert_eq!(
+        total,
+        4 * 10_000_000 + 30_000_000 + 10_000_000 + 6 * 1_000_000
+    );
+
+    // Also valid with no samples at all.
+    let empty = render(&Speedscope, &Profile::default());
+    let doc: serde_json::Value = serde_json::from_slice(&empty).unwrap();
+    assert!(validator.is_valid(&doc));
+}
+
+#[test]
+fn chrome_golden_and_structure() {
+    let out = render(&Chrome, &profile(ProfileOptions::default()));
+    golden("chrome.json", &out);
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["otherData"]["synthetic_timeline"], false);
+    let events = doc["traceEvents"].as_array().unwrap();
+    let x: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    // Per thread, X events nest properly: sorted by start, a child ends within its parent.
+    let mut by_tid: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+    for e in &x {
+        by_tid.entry(e["tid"].as_u64().unwrap()).or_default().push((
+            e["ts"].as_f64().unwrap(),
+            e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap(),
+        ));
+    }
+    for spans in by_tid.values() {
+        let mut open: Vec<(f64, f64)> = Vec::new();
+        for &(s, e) in spans {
+            while open.last().is_some_and(|&(_, pe)| pe <= s) {
+                open.pop();
+            }
+            if let Some(&(ps, pe)) = open.last() {
+                assert!(ps <= s && e <= pe + 1e-9, "({s},{e}) overlaps ({ps},{pe})");
+            }
+            open.push((s, e));
+        }
+    }
+    // MainThread's <module> frame is one continuous activation of 4*10+30+10 ms.
+    let module = x
+        .iter()
+        .find(|e| e["tid"] == 100 && e["name"].as_str().unwrap().starts_with("<module>"))
+        .unwrap();
+    assert_eq!(module["dur"].as_f64().unwrap(), 80_000.0);
+    let names: Vec<&str> = x.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.starts_with(SCRIPT)));
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "M" && e["args"]["name"] == "thread 101 (worker <b>)"));
+
+    // Without a timeline: laid out, flagged as synthetic, still valid.
+    let mut p = profile(ProfileOptions::default());
+    p.timeline.clear();
+    let doc: serde_json::Value = serde_json::from_slice(&render(&Chrome, &p)).unwrap();
+    assert_eq!(doc["otherData"]["synthetic_timeline"], true);
+}
+
+fn xml_opts<'a>() -> roxmltree::ParsingOptions<'a> {
+    // inferno emits the standard SVG 1.1 DOCTYPE (no internal subset, no entities).
+    roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    }
+}
+
+fn assert_safe_svg(svg: &str) {
+    let doc = roxmltree::Document::parse_with_options(svg, xml_opts())
+        .unwrap_or_else(|e| panic!("not XML: {e}\n{svg}"));
+    // inferno's own interactive script is the only <script>, and our payload is not in it.
+    let scripts: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("script"))
+        .collect();
+    assert!(scripts.len() <= 1, "injected <script>");
+    for s in &scripts {
+        let code: String = s.descendants().filter_map(|n| n.text()).collect();
+        assert!(!code.contains("alert(1)"), "payload inside the script");
+    }
+    assert!(
+        !doc.descendants().any(|n| n.has_tag_name("b")),
+        "injected element"
+    );
+}
+
+#[test]
+fn svg_escapes_hostile_names() {
+    let opts = ProfileOptions {
+        per_thread: true,
+        ..ProfileOptions::default()
+    };
+    let mut p = profile(opts);
+    p.meta.target = format!("{SCRIPT} \u{1b}]0;title\u{7}");
+    let svg = String::from_utf8(render(&Svg::default(), &p)).unwrap();
+    assert_safe_svg(&svg);
+    let doc = roxmltree::Document::parse_with_options(&svg, xml_opts()).unwrap();
+    let texts: String = doc
+        .descendants()
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(texts.contains(SCRIPT), "the name is shown as text");
+    assert!(texts.contains("worker <b>"));
+    // Same input, same bytes.
+    assert_eq!(svg.as_bytes(), render(&Svg::default(), &p));
+
+    let empty = String::from_utf8(render(
+        &Svg::default(),
+        &Profile {
+            meta: p.meta.clone(),
+            ..Profile::default()
+        },
+    ))
+    .unwrap();
+    assert_safe_svg(&empty);
+    assert!(empty.contains("No samples were recorded."));
+}
+
+#[test]
+fn diff_svg_marks_growth() {
+    let base = profile(ProfileOptions::default());
+    let mut a = aggregator();
+    let main = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let slow = [
+        FrameKey {
+            function: "<module>",
+            filename: "/app/main.py",
+            line: Some(1),
+        },
+        FrameKey {
+            function: "slow_new_path",
+            filename: "/app/main.py",
+            line: Some(99),
+        },
+    ];
+    for i in 0..20 {
+        a.record(
+            &main,
+            &slow,
+            SampleFlags::HOLDS_GIL,
+            1_000_000_000 + i,
+            10_000_000,
+        )
+        .unwrap();
+    }
+    let new = a.profile(meta(SCRIPT), ProfileOptions::default()).unwrap();
+    let mut out = Vec::new();
+    write_diff_svg(&base, &new, &DiffSvg::default(), &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert_safe_svg(&svg);
+    let doc = roxmltree::Document::parse_with_options(&svg, xml_opts()).unwrap();
+    // inferno puts the delta in each frame's <title>: the new frame is all growth.
+    let title = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .find(|t| t.starts_with("slow_new_path"))
+        .expect("new frame drawn");
+    assert!(title.contains('+'), "{title}");
+}
+
+// ---- pprof: a minimal protobuf decoder ----
+
+#[derive(Debug)]
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = b[*pos];
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn fields(b: &[u8]) -> Vec<(u64, Field<'_>)> {
+    let mut pos = 0;
+    let mut out = Vec::new();
+    while pos < b.len() {
+        let key = varint(b, &mut pos);
+        let f = match key & 7 {
+            0 => Field::Varint(varint(b, &mut pos)),
+            2 => {
+                let len = varint(b, &mut pos) as usize;
+                pos += len;
+                Field::Bytes(&b[pos - len..pos])
+            }
+            w => panic!("unexpected wire type {w}"),
+        };
+        out.push((key >> 3, f));
+    }
+    out
+}
+
+fn packed(b: &[u8]) -> Vec<u64> {
+    let mut pos = 0;
+    let mut v = Vec::new();
+    while pos < b.len() {
+        v.push(varint(b, &mut pos));
+    }
+    v
+}
+
+fn get_varint(fs: &[(u64, Field<'_>)], n: u64) -> u64 {
+    fs.iter()
+        .find_map(|(k, f)| match f {
+            Field::Varint(v) if *k == n => Some(*v),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn get_bytes<'a>(fs: &[(u64, Field<'a>)], n: u64) -> Vec<&'a [u8]> {
+    fs.iter()
+        .filter_map(|(k, f)| match f {
+            Field::Bytes(b) if *k == n => Some(*b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pprof_bytes(p: &Profile) -> Vec<u8> {
+    let gz = render(&Pprof, p);
+    let mut body = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut body)
+        .unwrap();
+    body
+}
+
+/// Decodes to: folded stacks (leaf last, "function:line") → [samples, ns].
+fn decode_pprof(body: &[u8]) -> (BTreeMap<String, Vec<u64>>, Vec<String>) {
+    let top = fields(body);
+    let strings: Vec<String> = get_bytes(&top, 6)
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    assert_eq!(strings[0], "");
+    let mut functions: BTreeMap<u64, String> = BTreeMap::new();
+    for f in get_bytes(&top, 5) {
+        let f = fields(f);
+        functions.insert(
+            get_varint(&f, 1),
+            strings[get_varint(&f, 2) as usize].clone(),
+        );
+    }
+    let mut locations: BTreeMap<u64, String> = BTreeMap::new();
+    for l in get_bytes(&top, 4) {
+        let l = fields(l);
+        let line = fields(get_bytes(&l, 4)[0]);
+        let name = &functions[&get_varint(&line, 1)];
+        locations.insert(
+            get_varint(&l, 1),
+            format!("{name}:{}", get_varint(&line, 2)),
+        );
+    }
+    let types: Vec<String> = get_bytes(&top, 1)
+        .iter()
+        .map(|t| {
+            let t = fields(t);
+            format!(
+                "{}/{}",
+                strings[get_varint(&t, 1) as usize],
+                strings[get_varint(&t, 2) as usize]
+            )
+        })
+        .collect();
+    let mut stacks = BTreeMap::new();
+    for s in get_bytes(&top, 2) {
+        let s = fields(s);
+        let mut locs = packed(get_bytes(&s, 1)[0]);
+        locs.reverse();
+        let key = locs
+            .iter()
+            .map(|l| locations[l].clone())
+            .collect::<Vec<_>>()
+            .join(";");
+        let values = packed(get_bytes(&s, 2)[0]);
+        let e = stacks.entry(key).or_insert(vec![0, 0]);
+        e[0] += values[0];
+        e[1] += values[1];
+    }
+    (stacks, types)
+}
+
+#[test]
+fn pprof_decodes_back() {
+    let p = profile(ProfileOptions::default());
+    let (stacks, types) = decode_pprof(&pprof_bytes(&p));
+    assert_eq!(types, ["samples/count", "wall/nanoseconds"]);
+    assert_eq!(stacks["<module>:1;main:10;work:20"], vec![3, 50_000_000]);
+    assert_eq!(
+        stacks["<module>:1;main:11;main:11;main:12"],
+        vec![1, 10_000_000]
+    );
+    assert_eq!(
+        stacks[&format!("<module>:1;{SCRIPT}:7")],
+        vec![1, 1_000_000]
+    );
+    let total: u64 = stacks.values().map(|v| v[0]).sum();
+    assert_eq!(total, p.total().samples);
+
+    let threads = ProfileOptions {
+        per_thread: true,
+        ..ProfileOptions::default()
+    };
+    let (stacks, _) = decode_pprof(&pprof_bytes(&profile(threads)));
+    assert!(
+        stacks.contains_key("thread 100 (MainThread):0;<module>:1;main:10;work:20"),
+        "{stacks:?}"
+    );
+}
+
+#[test]
+fn pprof_loads_in_go_tool_pprof() {
+    let Ok(go) = which("go") else {
+        eprintln!("SKIPPED: `go` is not installed (apt-get install golang-go); pprof output was not checked with `go tool pprof`");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("strobe-pprof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("profile.pb.gz");
+    let p = profile(ProfileOptions::default());
+    write_atomically(&file, |w| Pprof.write(&p, w)).unwrap();
+    let out = std::process::Command::new(go)
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-nodecount=100",
+            "-sample_index=wall",
+        ])
+        .arg(&file)
+        .env("HOME", &dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "go tool pprof failed: {stderr}");
+    assert!(stdout.contains("Type: wall"), "{stdout}");
+    // The heaviest leaf is work: lines 20 and 21 together, 50 + 20 ms, flat and cumulative.
+    let first = stdout
+        .lines()
+        .skip_while(|l| !l.contains("flat%"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        first.trim_start().starts_with("70ms") && first.ends_with(" work"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Total samples = 86ms"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn which(cmd: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(cmd))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
+
+// ---- raw ----
+
+/// Writes a recording the way the recorder does: several appends and flushes.
+fn raw_recording() -> (Vec<u8>, Vec<usize>, Vec<u64>) {
+    let a = aggregator();
+    let timeline = a.counts().timeline().to_vec();
+    let mut w = RawWriter::new(Vec::new(), &meta("python app.py")).unwrap();
+    // Chunk boundaries (file offsets after each flush) and samples complete at each.
+    let mut ends = vec![w.get_ref().len()];
+    let mut complete = vec![0u64];
+    let mut done = 0u64;
+    for (i, batch) in timeline.chunks(3).enumerate() {
+        w.append(a.tables(), batch).unwrap();
+        done += batch.len() as u64;
+        w.record_stats(&RawStats {
+            duration_ns: 1_000 * (i as u64 + 1),
+            errors: i as u64,
+            dropped: 0,
+        });
+        w.flush().unwrap();
+        ends.push(w.get_ref().len());
+        complete.push(done);
+    }
+    (w.finish().unwrap(), ends, complete)
+}
+
+#[test]
+fn raw_round_trips() {
+    let (bytes, ends, _) = raw_recording();
+    let r = read_raw_bytes(&bytes).unwrap();
+    assert_eq!(r.ignored_bytes, 0);
+    let original = aggregator()
+        .profile(meta("python app.py"), ProfileOptions::EVERYTHING)
+        .unwrap();
+    assert_eq!(r.profile.stacks, original.stacks);
+    assert_eq!(r.profile.timeline, original.timeline);
+    assert_eq!(
+        format!("{:?}", r.profile.tables),
+        format!("{:?}", original.tables)
+    );
+    assert_eq!(r.profile.meta.target, "python app.py");
+    assert_eq!(r.profile.meta.pid, Some(4242));
+    assert_eq!(r.profile.meta.python_version.as_deref(), Some("3.12.1"));
+    assert_eq!(r.profile.meta.rate_requested_hz, 100.0);
+    assert_eq!(
+        r.profile.meta.errors,
+        ends.len() as u64 - 2,
+        "last stats record wins"
+    );
+    assert_eq!(r.chunks, ends.len());
+    // Converting the recording gives the same output as the live profile.
+    for opts in [
+        ProfileOptions::default(),
+        ProfileOptions {
+            per_thread: true,
+            by_function: true,
+            ..Default::default()
+        },
+    ] {
+        let live = aggregator().profile(r.profile.meta.clone(), opts).unwrap();
+        let converted = r.profile.with_options(opts).unwrap();
+        for kind in [
+            FormatKind::Collapsed,
+            FormatKind::Speedscope,
+            FormatKind::Chrome,
+        ] {
+            assert_eq!(
+                render(&*kind.writer(), &converted),
+                render(&*kind.writer(), &live),
+                "{kind:?}"
+            );
+        }
+    }
+    // A profile written as raw (no timeline: aggregated records) reads back with equal counts.
+    let mut p = profile(ProfileOptions::default());
+    p.timeline.clear();
+    let again = read_raw_bytes(&render(&*FormatKind::Raw.writer(), &p)).unwrap();
+    assert_eq!(again.profile.stacks, p.stacks);
+    assert_eq!(again.profile.meta, p.meta);
+}
+
+#[test]
+fn raw_truncated_at_every_byte_reads_every_complete_chunk() {
+    let (bytes, ends, complete) = raw_recording();
+    assert!(ends.len() > 3);
+    for cut in 0..=bytes.len() {
+        let r = read_raw_bytes(&bytes[..cut]);
+        if cut < 12 {
+            assert!(r.is_err(), "cut {cut}");
+            continue;
+        }
+        let r = r.unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        // The last chunk boundary at or before the cut.
+        let i = ends.iter().rposition(|&e| e <= cut).unwrap_or(0);
+        let expect_samples = if cut < ends[0] { 0 } else { complete[i] };
+        assert_eq!(r.profile.timeline.len() as u64, expect_samples, "cut {cut}");
+        let boundary = if cut < ends[0] { 12 } else { ends[i] };
+        assert_eq!(r.ignored_bytes, cut - boundary, "cut {cut}");
+    }
+    // A flipped bit in the middle stops reading there, cleanly.
+    let mut bad = bytes.clone();
+    let mid = ends[2] + 10;
+    bad[mid] ^= 0x40;
+    let r = read_raw_bytes(&bad).unwrap();
+    assert_eq!(r.profile.timeline.len() as u64, complete[2]);
+    assert_eq!(r.ignored_bytes, bytes.len() - ends[2]);
+    // Not a recording at all.
+    assert!(read_raw_bytes(b"<svg></svg> and more bytes")
+        .unwrap_err()
+        .to_string()
+        .contains("not a strobe raw recording"));
+}
+
+#[test]
+fn format_names_round_trip() {
+    for k in FormatKind::ALL {
+        assert_eq!(FormatKind::from_name(k.name()), Some(k));
+    }
+    assert_eq!(FormatKind::from_name("flamegraph"), None);
+}
+
+#[test]
+fn gil_filter_keeps_only_holders() {
+    let gil = ProfileOptions {
+        filter: SampleFilter {
+            include_idle: false,
+            gil_only: true,
+        },
+        ..Default::default()
+    };
+    let text = String::from_utf8(render(
+        &Collapsed {
+            value: Value::Samples,
+        },
+        &profile(gil),
+    ))
+    .unwrap();
+    assert!(text.contains("work"));
+    assert!(!text.contains("alert"), "worker never held the GIL: {text}");
+}
