@@ -1,9 +1,158 @@
 //! The strobe command line.
+//!
+//! [`main`] parses arguments ([`args`]), runs one command, and turns every failure into a
+//! single `strobe: error: ...` line on stderr: exit status 2 for usage errors, 1 for anything
+//! else, 0 when stdout was closed early (`strobe dump ... | head`).
+//!
+//! Module map: [`args`] (clap definitions) → a command module (`dump`) → [`attach`] (open,
+//! locate, resolve the layout, walk: everything that touches the target) → [`snapshot`] (the
+//! data model) → [`output`] (text and JSON).
 
+#![warn(missing_docs)]
+
+pub mod args;
+pub mod attach;
+mod dump;
+pub mod output;
+mod signals;
+pub mod snapshot;
+
+use clap::error::ErrorKind;
+use clap::Parser;
 use std::process::ExitCode;
+
+/// Exit status for a command line that could not be parsed.
+const EXIT_USAGE: u8 = 2;
 
 /// Run strobe with the process arguments.
 pub fn main() -> ExitCode {
-    eprintln!("strobe: not implemented yet");
-    ExitCode::FAILURE
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match &cli.command {
+        args::Command::Dump(dump_args) => dump::run(dump_args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strobe: error: {}", error_message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a clap error the strobe way, or help/version text for the requests that are not errors.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Help and version go to stdout; if that fails there is nowhere left to report it.
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("strobe: error: no command given; try 'strobe --help'");
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            eprintln!(
+                "strobe: error: {}; try 'strobe --help'",
+                clap_summary(&e.render().to_string())
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The first paragraph of clap's rendered error, without its `error: ` prefix, as one line.
+fn clap_summary(rendered: &str) -> String {
+    let first_paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let text = first_paragraph.join(" ");
+    text.strip_prefix("error: ").unwrap_or(&text).to_string()
+}
+
+/// The error and its causes as one line. Library errors often repeat their cause in their own
+/// message (`"...: {source}"`), so a cause already contained in the text is not added again.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    one_line(&msg)
+}
+
+/// Collapse a possibly multi-line message onto one line.
+fn one_line(msg: &str) -> String {
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the failure is stdout having been closed by the reader: not an error for a filter.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let err = args::Cli::try_parse_from(["strobe", "dump"]).unwrap_err();
+        let summary = clap_summary(&err.render().to_string());
+        assert!(!summary.contains('\n'));
+        assert!(summary.contains("--pid"), "{summary}");
+        assert!(!summary.starts_with("error:"), "{summary}");
+    }
+
+    #[test]
+    fn pid_must_be_positive() {
+        assert!(args::Cli::try_parse_from(["strobe", "dump", "--pid", "0"]).is_err());
+        assert!(args::Cli::try_parse_from(["strobe", "dump", "--pid", "x"]).is_err());
+        assert!(args::Cli::try_parse_from(["strobe", "dump", "--pid", "7"]).is_ok());
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_through_context() {
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let e = anyhow::Error::from(io).context("writing the dump");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+
+    #[test]
+    fn causes_are_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer failed: {source}")]
+        struct Outer {
+            #[source]
+            source: std::io::Error,
+        }
+        let inner = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::from(Outer { source: inner }).context("dumping");
+        assert_eq!(error_message(&e), "dumping: outer failed: disk on fire");
+        let plain = anyhow::Error::from(std::io::Error::other("x\ny")).context("ctx");
+        assert_eq!(error_message(&plain), "ctx: x y");
+    }
+
+    #[test]
+    fn messages_are_flattened() {
+        assert_eq!(one_line("a\n  b\tc "), "a b c");
+    }
 }

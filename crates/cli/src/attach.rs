@@ -1,0 +1,363 @@
+//! Attaching to a target: everything between a PID and a [`Snapshot`].
+//!
+//! [`Target::attach`] opens the process (`strobe_remote::ProcessMemory`), finds the runtime
+//! (`strobe_locate::locate`), resolves the struct layout (`strobe_walker::layout::resolve`, which
+//! prefers the target's own `_Py_DebugOffsets` on 3.13+) and builds a walker. Each
+//! [`Target::snapshot`] then reads thread states from `/proc`, walks every thread's stack,
+//! and adds names and kernel thread ids.
+
+use crate::signals::DeferSignals;
+use crate::snapshot::{FrameInfo, PythonInfo, Snapshot, ThreadInfo, ThreadState};
+use std::collections::HashMap;
+use strobe_locate::{LocateError, PythonProcess};
+use strobe_remote::{procfs, Freeze, MemError, ProcessMemory, RemoteError};
+use strobe_walker::walk::{Roots, ThreadStack, Walker};
+use strobe_walker::WalkError;
+
+/// How often a snapshot of a running (not frozen) target is retried when the target changed
+/// under the reader. Each attempt takes well under a millisecond.
+const TRANSIENT_ATTEMPTS: usize = 5;
+
+/// Why attaching to or reading a target failed. Every message is meant for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// Opening, inspecting or freezing the process failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The process is not a Python we can find.
+    #[error(transparent)]
+    Locate(#[from] LocateError),
+    /// The process went away in the middle.
+    #[error("process {pid} exited while being read")]
+    Exited {
+        /// The target.
+        pid: i32,
+    },
+    /// The interpreter's layout could not be determined (e.g. a version strobe does not know).
+    #[error("cannot read process {pid}: {source}")]
+    Layout {
+        /// The target.
+        pid: i32,
+        /// What went wrong.
+        #[source]
+        source: WalkError,
+    },
+    /// Walking the interpreter's structures failed.
+    #[error("reading the Python stacks of process {pid} failed: {source}")]
+    Walk {
+        /// The target.
+        pid: i32,
+        /// What went wrong.
+        #[source]
+        source: WalkError,
+    },
+    /// Signals could not be held off around `--blocking`.
+    #[error("could not block signals while the target is frozen: {0}")]
+    Signals(nix::Error),
+}
+
+/// What a snapshot should include.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotOptions {
+    /// Look up `threading` thread names.
+    pub names: bool,
+    /// Stop the target with ptrace for the duration of the read.
+    pub blocking: bool,
+}
+
+/// An attached target process.
+#[derive(Debug)]
+pub struct Target {
+    process: PythonProcess,
+    walker: Walker<ProcessMemory>,
+    warnings: Vec<String>,
+    from_debug_offsets: bool,
+    executable: Option<String>,
+}
+
+impl Target {
+    /// Open `pid`, find its interpreter and prepare to walk it.
+    pub fn attach(pid: i32) -> Result<Target, AttachError> {
+        let mem = ProcessMemory::open(pid)?;
+        let process = strobe_locate::locate(pid, &mem).map_err(|e| exited_or(pid, e.into()))?;
+        let runtime = process.runtime;
+        let resolved =
+            strobe_walker::layout::resolve(&mem, process.version, process.debug_build, runtime)
+                .map_err(|source| exited_or(pid, AttachError::Layout { pid, source }))?;
+        let roots = Roots {
+            runtime: process.runtime,
+            interp_head: process.interp_head,
+            tstate_current: process.tstate_current,
+        };
+        let executable = procfs::exe(pid).ok().map(|p| p.display().to_string());
+        let mut warnings = process.notes.clone();
+        warnings.extend(resolved.warnings);
+        Ok(Target {
+            walker: Walker::new(mem, resolved.layout, roots),
+            warnings,
+            from_debug_offsets: resolved.from_debug_offsets,
+            executable,
+            process,
+        })
+    }
+
+    /// The target's PID.
+    pub fn pid(&self) -> i32 {
+        self.process.pid
+    }
+
+    /// Where the interpreter was found.
+    pub fn process(&self) -> &PythonProcess {
+        &self.process
+    }
+
+    /// Caveats found while attaching (e.g. a layout borrowed from a neighbouring release).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Read every Python thread's stack once.
+    pub fn snapshot(&mut self, opts: SnapshotOptions) -> Result<Snapshot, AttachError> {
+        let pid = self.pid();
+        // Scheduler states are taken first: once frozen, every thread reads as traced-stopped.
+        let kernel = KernelThreads::read(pid)?;
+        let (stacks, names, host_tids) = if opts.blocking {
+            // Order matters: signals are deferred before the freeze and restored after the
+            // freeze guard has resumed the target (locals drop in reverse order).
+            let _signals = DeferSignals::new().map_err(AttachError::Signals)?;
+            let _freeze = Freeze::all_threads(pid).map_err(|e| exited_or(pid, e.into()))?;
+            self.read_all(opts)?
+        } else {
+            self.read_all(opts)?
+        };
+        let free_threaded = self.walker.layout().flavour.free_threaded;
+        let threads = stacks
+            .into_iter()
+            .map(|t| {
+                // The interpreter records ids as the target sees them (3.8+); the pthread
+                // lookup (≤3.7) yields ours. Report the target's view, look states up by ours.
+                let (native_id, host_tid) = match (t.native_id, host_tids.get(&t.thread_id)) {
+                    (Some(inner), _) => (Some(inner), kernel.host_of(inner)),
+                    (None, Some(&host)) => (Some(kernel.inner_of(host)), Some(host)),
+                    (None, None) => (None, None),
+                };
+                ThreadInfo {
+                    thread_id: t.thread_id,
+                    native_id,
+                    name: names.get(&(t.interp_addr, t.thread_id)).cloned(),
+                    interpreter_id: t.interp_id,
+                    holds_gil: (!free_threaded).then_some(t.holds_gil),
+                    state: ThreadState::from_proc_state(
+                        host_tid.and_then(|tid| kernel.states.get(&tid).copied()),
+                    ),
+                    frames: t
+                        .frames
+                        .iter()
+                        .map(|f| FrameInfo {
+                            function: f.function.to_string(),
+                            filename: f.filename.to_string(),
+                            line: f.line.and_then(|l| u32::try_from(l).ok()),
+                        })
+                        .collect(),
+                    truncated: t.truncated,
+                }
+            })
+            .collect();
+        let layout = self.walker.layout();
+        Ok(Snapshot {
+            pid,
+            executable: self.executable.clone(),
+            python: PythonInfo {
+                version: self.process.version.to_string(),
+                binary: self.process.binary_in_target.clone(),
+                debug_build: layout.flavour.debug,
+                free_threaded: layout.flavour.free_threaded,
+                layout_source: if self.from_debug_offsets {
+                    "debug_offsets"
+                } else {
+                    "tables"
+                },
+            },
+            threads,
+            warnings: self.warnings.clone(),
+        })
+    }
+
+    /// Walk the stacks, then (optionally) the names, and kernel ids where the interpreter does
+    /// not record them. Retries a running target that changed under us.
+    #[allow(clippy::type_complexity)]
+    fn read_all(
+        &mut self,
+        opts: SnapshotOptions,
+    ) -> Result<
+        (
+            Vec<ThreadStack>,
+            HashMap<(u64, u64), String>,
+            HashMap<u64, u32>,
+        ),
+        AttachError,
+    > {
+        let pid = self.pid();
+        let attempts = if opts.blocking { 1 } else { TRANSIENT_ATTEMPTS };
+        let mut attempt = 0;
+        let stacks = loop {
+            attempt += 1;
+            match self.walker.walk() {
+                Ok(stacks) => break stacks,
+                Err(e) if e.is_transient() && attempt < attempts && procfs::exists(pid) => {
+                    self.walker.clear_caches();
+                }
+                Err(source) => return Err(exited_or(pid, AttachError::Walk { pid, source })),
+            }
+        };
+
+        let mut names = HashMap::new();
+        if opts.names {
+            let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
+            interps.dedup();
+            for interp in interps {
+                match strobe_walker::threadnames::thread_names(
+                    self.walker.memory(),
+                    self.walker.layout(),
+                    interp,
+                ) {
+                    Ok(found) => names.extend(
+                        found
+                            .into_iter()
+                            .map(|(ident, name)| ((interp, ident), name)),
+                    ),
+                    Err(e) => self
+                        .warnings
+                        .push(format!("thread names are unavailable: {e}")),
+                }
+            }
+        }
+
+        let mut tids = HashMap::new();
+        let unknown: Vec<u64> = stacks
+            .iter()
+            .filter(|t| t.native_id.is_none())
+            .map(|t| t.thread_id)
+            .collect();
+        if !unknown.is_empty() {
+            match strobe_remote::native_tids_from_pthreads(self.walker.memory(), pid, &unknown) {
+                Ok(found) => tids = found,
+                Err(e) => self.warnings.push(format!(
+                    "kernel thread ids are unavailable, so running/idle is unknown: {e}"
+                )),
+            }
+        }
+        Ok((stacks, names, tids))
+    }
+}
+
+/// The kernel's view of the target's threads.
+#[derive(Debug, Default)]
+struct KernelThreads {
+    /// Scheduler state letter by thread id (ours).
+    states: HashMap<u32, char>,
+    /// Our thread id → the target's (they differ when the target is in a PID namespace).
+    host_to_inner: HashMap<u32, u32>,
+}
+
+impl KernelThreads {
+    fn read(pid: i32) -> Result<KernelThreads, AttachError> {
+        let states = procfs::thread_states(pid).map_err(|e| exited_or(pid, e.into()))?;
+        // Without NSpid (kernels before 4.1) both views are the same.
+        let host_to_inner = procfs::namespaced_tids(pid).unwrap_or_default();
+        Ok(KernelThreads {
+            states,
+            host_to_inner,
+        })
+    }
+
+    fn inner_of(&self, host: u32) -> u32 {
+        self.host_to_inner.get(&host).copied().unwrap_or(host)
+    }
+
+    fn host_of(&self, inner: u32) -> Option<u32> {
+        self.host_to_inner
+            .iter()
+            .find(|(_, &i)| i == inner)
+            .map(|(&h, _)| h)
+            .or(Some(inner))
+    }
+}
+
+/// If the target is gone, say so instead of reporting whichever read happened to fail.
+fn exited_or(pid: i32, err: AttachError) -> AttachError {
+    let gone = match &err {
+        AttachError::Remote(RemoteError::ProcessGone { .. })
+        | AttachError::Remote(RemoteError::Mem(MemError::ProcessGone { .. }))
+        | AttachError::Walk {
+            source: WalkError::Mem(MemError::ProcessGone { .. }),
+            ..
+        } => true,
+        AttachError::Remote(RemoteError::NoSuchProcess { .. }) => false,
+        _ => !procfs::exists(pid) || procfs::is_zombie(pid).unwrap_or(true),
+    };
+    if gone {
+        AttachError::Exited { pid }
+    } else {
+        err
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A PID no process can have: PIDs are always below `pid_max`.
+    fn vanished_pid() -> i32 {
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn failed_read_of_a_vanished_process_reports_the_exit() {
+        let pid = vanished_pid();
+        let fault = AttachError::Walk {
+            pid,
+            source: WalkError::Mem(MemError::Fault {
+                addr: 0x1000,
+                len: 8,
+            }),
+        };
+        let err = exited_or(pid, fault);
+        assert_eq!(
+            err.to_string(),
+            format!("process {pid} exited while being read")
+        );
+    }
+
+    #[test]
+    fn process_gone_is_an_exit_even_before_proc_catches_up() {
+        let me = std::process::id() as i32;
+        let gone = AttachError::Remote(RemoteError::Mem(MemError::ProcessGone { pid: me }));
+        assert!(matches!(exited_or(me, gone), AttachError::Exited { .. }));
+    }
+
+    #[test]
+    fn errors_of_a_live_process_are_kept() {
+        let me = std::process::id() as i32;
+        let fault = AttachError::Walk {
+            pid: me,
+            source: WalkError::Mem(MemError::Fault {
+                addr: 0x1000,
+                len: 8,
+            }),
+        };
+        assert!(matches!(exited_or(me, fault), AttachError::Walk { .. }));
+        let missing = AttachError::Remote(RemoteError::NoSuchProcess {
+            pid: vanished_pid(),
+        });
+        assert!(matches!(
+            exited_or(vanished_pid(), missing),
+            AttachError::Remote(RemoteError::NoSuchProcess { .. })
+        ));
+    }
+}

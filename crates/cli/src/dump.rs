@@ -1,0 +1,26 @@
+//! `strobe dump`: one look at every thread's stack, printed as text or JSON.
+
+use crate::args::DumpArgs;
+use crate::attach::{SnapshotOptions, Target};
+use crate::output;
+use anyhow::Context;
+use std::io::{self, BufWriter};
+
+/// Run `strobe dump`.
+pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
+    let mut target = Target::attach(args.target.pid)?;
+    let snap = target.snapshot(SnapshotOptions {
+        names: !args.no_names,
+        blocking: args.target.blocking,
+    })?;
+    for warning in &snap.warnings {
+        eprintln!("strobe: warning: {warning}");
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    if args.json {
+        output::write_json(&mut out, &snap)
+    } else {
+        output::write_text(&mut out, &snap)
+    }
+    .context("writing to stdout")
+}

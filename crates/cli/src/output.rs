@@ -1,0 +1,201 @@
+//! Rendering a [`Snapshot`] as text or JSON.
+
+use crate::snapshot::{Snapshot, ThreadInfo, ThreadState};
+use std::io::{self, Write};
+
+/// Write the human-readable form:
+///
+/// ```text
+/// Process 123: /usr/bin/python3.11 (CPython 3.11.2)
+///
+/// Thread 124 "worker" (idle)
+///     run_job (/srv/app.py:12)
+/// ```
+///
+/// The interpreter id is shown only when threads of more than one interpreter are present.
+pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
+    let exe = snap
+        .executable
+        .as_deref()
+        .unwrap_or(snap.python.binary.as_str());
+    let mut flavour = String::new();
+    if snap.python.free_threaded {
+        flavour.push_str(", free-threaded");
+    }
+    if snap.python.debug_build {
+        flavour.push_str(", debug build");
+    }
+    writeln!(
+        out,
+        "Process {}: {} (CPython {}{})",
+        snap.pid, exe, snap.python.version, flavour
+    )?;
+    let multi_interp = snap
+        .threads
+        .iter()
+        .any(|t| t.interpreter_id != snap.threads[0].interpreter_id);
+    for thread in &snap.threads {
+        writeln!(out)?;
+        writeln!(out, "{}", thread_header(thread, multi_interp))?;
+        if thread.frames.is_empty() {
+            writeln!(out, "    (no Python frames)")?;
+        }
+        for frame in &thread.frames {
+            match frame.line {
+                Some(line) => {
+                    writeln!(out, "    {} ({}:{})", frame.function, frame.filename, line)?
+                }
+                None => writeln!(out, "    {} ({})", frame.function, frame.filename)?,
+            }
+        }
+        if thread.truncated {
+            writeln!(out, "    ... (deeper frames not shown)")?;
+        }
+    }
+    out.flush()
+}
+
+/// `Thread 12345 "MainThread" (holds GIL, running)`; the id is the kernel thread id, or the
+/// `pthread_t` in hex when the kernel id is unknown.
+fn thread_header(thread: &ThreadInfo, show_interp: bool) -> String {
+    let id = match thread.native_id {
+        Some(tid) => tid.to_string(),
+        None => format!("{:#x}", thread.thread_id),
+    };
+    let mut header = format!("Thread {id}");
+    if let Some(name) = &thread.name {
+        header.push_str(&format!(" {name:?}"));
+    }
+    let mut flags = Vec::new();
+    if thread.holds_gil == Some(true) {
+        flags.push("holds GIL");
+    }
+    flags.push(match thread.state {
+        ThreadState::Running => "running",
+        ThreadState::Idle => "idle",
+        ThreadState::Unknown => "state unknown",
+    });
+    header.push_str(&format!(" ({})", flags.join(", ")));
+    if show_interp {
+        header.push_str(&format!(" [interpreter {}]", thread.interpreter_id));
+    }
+    header
+}
+
+/// Write the snapshot as one pretty-printed JSON document followed by a newline.
+pub fn write_json<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, snap).map_err(io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{FrameInfo, PythonInfo};
+
+    fn snapshot(interps: &[i64]) -> Snapshot {
+        let threads = interps
+            .iter()
+            .enumerate()
+            .map(|(i, &interp)| ThreadInfo {
+                thread_id: 0x7f00 + i as u64,
+                native_id: if i == 0 { Some(4242) } else { None },
+                name: if i == 0 {
+                    Some("Main\"Thread".into())
+                } else {
+                    None
+                },
+                interpreter_id: interp,
+                holds_gil: Some(i == 0),
+                state: if i == 0 {
+                    ThreadState::Running
+                } else {
+                    ThreadState::Idle
+                },
+                frames: vec![
+                    FrameInfo {
+                        function: "grüße".into(),
+                        filename: "/t/ü.py".into(),
+                        line: Some(7),
+                    },
+                    FrameInfo {
+                        function: "<module>".into(),
+                        filename: "/t/ü.py".into(),
+                        line: None,
+                    },
+                ],
+                truncated: false,
+            })
+            .collect();
+        Snapshot {
+            pid: 42,
+            executable: Some("/usr/bin/python3.11".into()),
+            python: PythonInfo {
+                version: "3.11.2".into(),
+                binary: "/usr/bin/python3.11".into(),
+                debug_build: false,
+                free_threaded: false,
+                layout_source: "tables",
+            },
+            threads,
+            warnings: vec![],
+        }
+    }
+
+    fn text(snap: &Snapshot) -> String {
+        let mut buf = Vec::new();
+        write_text(&mut buf, snap).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn text_single_interpreter_hides_interpreter_ids() {
+        let out = text(&snapshot(&[0, 0]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "Process 42: /usr/bin/python3.11 (CPython 3.11.2)");
+        assert_eq!(
+            lines[2],
+            r#"Thread 4242 "Main\"Thread" (holds GIL, running)"#
+        );
+        assert_eq!(lines[3], "    grüße (/t/ü.py:7)");
+        assert_eq!(lines[4], "    <module> (/t/ü.py)");
+        assert_eq!(lines[6], "Thread 0x7f01 (idle)");
+        assert!(!out.contains("interpreter"));
+    }
+
+    #[test]
+    fn text_many_interpreters_shows_ids() {
+        let out = text(&snapshot(&[0, 3]));
+        assert!(
+            out.contains("(holds GIL, running) [interpreter 0]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Thread 0x7f01 (idle) [interpreter 3]"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_field_names_are_stable() {
+        let mut buf = Vec::new();
+        write_json(&mut buf, &snapshot(&[0])).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["python"]["version"], "3.11.2");
+        assert_eq!(v["python"]["layout_source"], "tables");
+        let t = &v["threads"][0];
+        assert_eq!(t["thread_id"], 0x7f00);
+        assert_eq!(t["native_id"], 4242);
+        assert_eq!(t["name"], "Main\"Thread");
+        assert_eq!(t["interpreter_id"], 0);
+        assert_eq!(t["holds_gil"], true);
+        assert_eq!(t["state"], "running");
+        assert_eq!(t["frames"][0]["function"], "grüße");
+        assert_eq!(t["frames"][0]["filename"], "/t/ü.py");
+        assert_eq!(t["frames"][0]["line"], 7);
+        assert!(t["frames"][1]["line"].is_null());
+    }
+}

@@ -1,0 +1,93 @@
+//! What one look at a process found: the data model shared by every output format.
+//!
+//! These types are ours, not the walker's: output formats and their field names stay stable when
+//! the walker's internals change. The JSON field names are documented in the README.
+
+use serde::Serialize;
+
+/// The state of every Python thread of a process at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Target process id.
+    pub pid: i32,
+    /// The process's executable (`/proc/PID/exe`), if readable.
+    pub executable: Option<String>,
+    /// The interpreter found in it.
+    pub python: PythonInfo,
+    /// Threads in the order the interpreter lists them (newest first in CPython).
+    pub threads: Vec<ThreadInfo>,
+    /// Things worth knowing about how the process was read (also printed to stderr).
+    pub warnings: Vec<String>,
+}
+
+/// The interpreter in a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PythonInfo {
+    /// Exact version, e.g. `3.11.2` or `3.15.0b1`.
+    pub version: String,
+    /// The ELF file holding the runtime (the executable, or `libpython` for shared builds), as
+    /// the target names it.
+    pub binary: String,
+    /// A `Py_DEBUG` build.
+    pub debug_build: bool,
+    /// A free-threaded (`Py_GIL_DISABLED`) build.
+    pub free_threaded: bool,
+    /// Where the struct offsets came from: `"debug_offsets"` (the target's own
+    /// `_Py_DebugOffsets`, 3.13+) or `"tables"` (strobe's generated tables).
+    pub layout_source: &'static str,
+}
+
+/// Whether a thread was on a CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadState {
+    /// The kernel reported it runnable (`R` in `/proc/PID/task/TID/stat`).
+    Running,
+    /// Sleeping, waiting or stopped.
+    Idle,
+    /// No kernel thread id, or the task vanished.
+    Unknown,
+}
+
+impl ThreadState {
+    /// Classify a `/proc/PID/task/TID/stat` state letter.
+    pub fn from_proc_state(state: Option<char>) -> ThreadState {
+        match state {
+            Some('R') => ThreadState::Running,
+            Some(_) => ThreadState::Idle,
+            None => ThreadState::Unknown,
+        }
+    }
+}
+
+/// One Python thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ThreadInfo {
+    /// `threading.get_ident()`: the thread's `pthread_t`.
+    pub thread_id: u64,
+    /// The kernel thread id (`threading.get_native_id()`), when it could be determined.
+    pub native_id: Option<u32>,
+    /// The `threading.Thread` name, when known.
+    pub name: Option<String>,
+    /// The interpreter the thread belongs to (0 is the main interpreter).
+    pub interpreter_id: i64,
+    /// Whether the thread holds the GIL; `None` where there is no GIL (free-threaded builds).
+    pub holds_gil: Option<bool>,
+    /// On CPU or not.
+    pub state: ThreadState,
+    /// Python frames, innermost first.
+    pub frames: Vec<FrameInfo>,
+    /// The stack was deeper than strobe follows and was cut (outermost frames missing).
+    pub truncated: bool,
+}
+
+/// One Python frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FrameInfo {
+    /// Function name (the qualified name on 3.11+, e.g. `Worker.run_job`).
+    pub function: String,
+    /// `co_filename` of the code object.
+    pub filename: String,
+    /// Current line, when the line table yields one.
+    pub line: Option<u32>,
+}

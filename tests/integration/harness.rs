@@ -1,0 +1,450 @@
+//! Starting targets, running strobe, and the expected stacks.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+/// The sid chroot made by `.ci/provision.sh`.
+pub const SID: &str = "/var/cache/strobe/sid";
+/// Longest wait for a target's READY line (debug builds start slowly on a loaded machine).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const SCRIPT_NAME: &str = "tärget_ü.py";
+
+/// The source of the target script.
+pub fn script_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/targets")
+        .join(SCRIPT_NAME)
+}
+
+/// The strobe binary under test.
+pub fn strobe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strobe"))
+}
+
+/// An interpreter to run the target under.
+#[derive(Debug, Clone)]
+pub enum Interp {
+    /// A binary on this machine.
+    Host(PathBuf),
+    /// A binary inside the sid chroot, named as the chroot sees it (`python3.14`).
+    Sid(&'static str),
+}
+
+impl Interp {
+    /// A pyenv build, e.g. `pyenv("3.12.1")`.
+    pub fn pyenv(version: &str) -> Interp {
+        let minor = version
+            .rsplit_once('.')
+            .map(|(mm, _)| mm)
+            .unwrap_or(version);
+        Interp::Host(PathBuf::from(format!(
+            "/root/.pyenv/versions/{version}/bin/python{minor}"
+        )))
+    }
+
+    /// Fail (not skip) when the interpreter is not provisioned.
+    pub fn require(&self) {
+        match self {
+            Interp::Host(p) => assert!(
+                p.is_file(),
+                "required interpreter {} is missing: run .ci/provision.sh",
+                p.display()
+            ),
+            Interp::Sid(name) => {
+                assert!(
+                    Path::new(SID).join("usr/bin/apt-get").is_file(),
+                    "the Debian sid chroot {SID} is missing: run .ci/provision.sh"
+                );
+                let bin = Path::new(SID).join("usr/bin").join(name);
+                assert!(
+                    bin.is_file(),
+                    "required interpreter {name} is missing from {SID}: run .ci/provision.sh"
+                );
+            }
+        }
+    }
+}
+
+/// A directory removed on drop, world-readable so that unprivileged users can use it.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh directory under `parent`.
+    pub fn new_in(parent: &Path) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = parent.join(format!(
+            "strobe-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(dir)
+    }
+
+    /// A fresh directory under the system temp dir.
+    pub fn new() -> TempDir {
+        TempDir::new_in(&std::env::temp_dir())
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the target prints about itself after READY.
+#[derive(Debug, Clone)]
+pub struct TargetInfo {
+    pub pid: i32,
+    pub version: (u64, u64, u64),
+    pub depth: usize,
+    /// (name, ident, native id)
+    pub threads: Vec<(String, u64, Option<u32>)>,
+}
+
+/// A running target script; killed and reaped on drop.
+pub struct Target {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub info: TargetInfo,
+    /// The script's path as the target sees it (its `co_filename`).
+    pub script_in_target: String,
+    /// The script's path from here (to read its markers).
+    pub script_here: PathBuf,
+    _dir: TempDir,
+}
+
+/// Environment for targets: a UTF-8 locale (3.6 otherwise decodes the non-ASCII file name
+/// with surrogate escapes) and nothing inherited that changes how Python starts.
+fn target_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LC_ALL", "C.UTF-8")
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+impl Target {
+    /// Start the target under `interp` and wait until it is READY.
+    pub fn start(interp: &Interp) -> Target {
+        Target::start_as(interp, None)
+    }
+
+    /// Same, optionally as another user (via `runuser`; only for host interpreters).
+    pub fn start_as(interp: &Interp, user: Option<&str>) -> Target {
+        interp.require();
+        let (dir, script_here, script_in_target, mut cmd) = match interp {
+            Interp::Host(python) => {
+                let dir = TempDir::new();
+                let script = dir.path().join(SCRIPT_NAME);
+                std::fs::copy(script_source(), &script).unwrap();
+                let script_str = script.to_str().unwrap().to_string();
+                let cmd = match user {
+                    Some(user) => {
+                        let mut c = target_command("runuser");
+                        c.args(["-u", user, "--"]).arg(python).arg(&script_str);
+                        c
+                    }
+                    None => {
+                        let mut c = target_command(python.to_str().unwrap());
+                        c.arg(&script_str);
+                        c
+                    }
+                };
+                (dir, script, script_str, cmd)
+            }
+            Interp::Sid(name) => {
+                assert!(
+                    user.is_none(),
+                    "runuser is only used with host interpreters"
+                );
+                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
+                let script = dir.path().join(SCRIPT_NAME);
+                std::fs::copy(script_source(), &script).unwrap();
+                let inside = format!(
+                    "/tmp/{}/{SCRIPT_NAME}",
+                    dir.path().file_name().unwrap().to_str().unwrap()
+                );
+                let mut c = target_command("chroot");
+                c.arg(SID).arg(name).arg(&inside);
+                (dir, script, inside, c)
+            }
+        };
+        let mut child = cmd.spawn().expect("could not start the target");
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut target = Target {
+            child,
+            stdin,
+            lines: rx,
+            info: TargetInfo {
+                pid: 0,
+                version: (0, 0, 0),
+                depth: 0,
+                threads: vec![],
+            },
+            script_in_target,
+            script_here,
+            _dir: dir,
+        };
+        let ready = target.next_line();
+        assert_eq!(ready, "READY", "the target did not start as expected");
+        let info: Value = serde_json::from_str(&target.next_line()).unwrap();
+        let v = info["version"].as_array().unwrap();
+        target.info = TargetInfo {
+            pid: info["pid"].as_i64().unwrap() as i32,
+            version: (
+                v[0].as_u64().unwrap(),
+                v[1].as_u64().unwrap(),
+                v[2].as_u64().unwrap(),
+            ),
+            depth: info["depth"].as_u64().unwrap() as usize,
+            threads: info["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["name"].as_str().unwrap().to_string(),
+                        t["ident"].as_u64().unwrap(),
+                        t["native_id"].as_u64().map(|n| n as u32),
+                    )
+                })
+                .collect(),
+        };
+        target
+    }
+
+    /// The next line the target prints, failing after [`READY_TIMEOUT`].
+    pub fn next_line(&mut self) -> String {
+        match self.lines.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(e) => panic!("no line from the target within {READY_TIMEOUT:?}: {e}"),
+        }
+    }
+
+    /// Send a line and expect `pong`: proves the target is alive and not stopped.
+    pub fn ping(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(b"ping\n").unwrap();
+        stdin.flush().unwrap();
+        assert_eq!(self.next_line(), "pong");
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.info.pid
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // End of input makes the target exit by itself; the kill covers a stuck one (and the
+        // runuser case, where our child is runuser and the target its child).
+        drop(self.stdin.take());
+        if self.info.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.info.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `strobe` with `args`.
+pub fn strobe(args: &[&str]) -> Output {
+    Command::new(strobe_bin())
+        .args(args)
+        .output()
+        .expect("could not run strobe")
+}
+
+/// `strobe dump --pid P --json` (plus `extra`), parsed; fails the test on a non-zero exit.
+pub fn dump_json(pid: i32, extra: &[&str]) -> Value {
+    let pid = pid.to_string();
+    let mut args = vec!["dump", "--pid", pid.as_str(), "--json"];
+    args.extend_from_slice(extra);
+    let out = strobe(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "strobe {args:?} failed ({}): {stderr}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "strobe printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Line numbers of the `# @block:NAME` markers in the script.
+pub fn markers(script: &Path) -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(script).unwrap();
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(pos) = line.find("# @block:") {
+            let name = line[pos + "# @block:".len()..].trim().to_string();
+            assert!(
+                out.insert(name.clone(), i as u32 + 1).is_none(),
+                "marker {name} appears twice"
+            );
+        }
+    }
+    out
+}
+
+/// One frame we expect in our script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub function: String,
+    pub line: u32,
+}
+
+/// The stack a thread of the target must show: our frames innermost first, then whether the
+/// rest must be `threading.py` frames (worker threads) or nothing (the main thread).
+pub fn expected_stack(
+    thread: &str,
+    version: (u64, u64, u64),
+    depth: usize,
+    marks: &HashMap<String, u32>,
+) -> (Vec<Expected>, bool) {
+    let at = |function: &str, marker: &str| Expected {
+        function: function.to_string(),
+        line: *marks
+            .get(marker)
+            .unwrap_or_else(|| panic!("no # @block:{marker} in the script")),
+    };
+    // 3.11+ reports co_qualname, which includes the class for methods.
+    let qualnames = version >= (3, 11, 0);
+    match thread {
+        "deep" => {
+            let mut v = vec![at("deep", "deep")];
+            v.extend((0..depth).map(|_| at("deep", "deep-recurse")));
+            (v, true)
+        }
+        "gen" => (vec![at("gen", "gen"), at("run_gen", "gen-caller")], true),
+        "lambda" => (vec![at("<lambda>", "lambda")], true),
+        "method" => (
+            vec![at(
+                if qualnames {
+                    "Worker.run_job"
+                } else {
+                    "run_job"
+                },
+                "method",
+            )],
+            true,
+        ),
+        "unicode-ü" => (vec![at("grüße", "unicode")], true),
+        "MainThread" => (vec![at("main", "main"), at("<module>", "main-call")], false),
+        other => panic!("the target reported an unknown thread {other:?}"),
+    }
+}
+
+/// Check a `strobe dump --json` document against the target, thread by thread.
+pub fn check_dump(target: &Target, dump: &Value) {
+    let info = &target.info;
+    let marks = markers(&target.script_here);
+    assert_eq!(dump["pid"].as_i64(), Some(i64::from(target.pid())));
+    let want_version = format!("{}.{}.{}", info.version.0, info.version.1, info.version.2);
+    let got_version = dump["python"]["version"].as_str().unwrap();
+    assert!(
+        got_version.starts_with(&want_version),
+        "version {got_version}, target says {want_version}"
+    );
+    let threads = dump["threads"].as_array().unwrap();
+    assert_eq!(
+        threads.len(),
+        info.threads.len(),
+        "thread count differs from the target's own list: {dump:#}"
+    );
+    for (name, ident, native) in &info.threads {
+        let t = threads
+            .iter()
+            .find(|t| t["thread_id"].as_u64() == Some(*ident))
+            .unwrap_or_else(|| panic!("thread {name} (ident {ident}) missing: {dump:#}"));
+        let ctx = format!("thread {name}: {t:#}");
+        assert_eq!(t["name"].as_str(), Some(name.as_str()), "{ctx}");
+        if let Some(native) = native {
+            assert_eq!(t["native_id"].as_u64(), Some(u64::from(*native)), "{ctx}");
+        }
+        // Every thread of the target is blocked: in lock.acquire() or in stdin.readline().
+        assert_eq!(t["state"].as_str(), Some("idle"), "{ctx}");
+        if dump["python"]["free_threaded"] == Value::Bool(true) {
+            assert!(t["holds_gil"].is_null(), "{ctx}");
+        } else {
+            assert_eq!(t["holds_gil"].as_bool(), Some(false), "{ctx}");
+        }
+        assert_eq!(t["truncated"].as_bool(), Some(false), "{ctx}");
+
+        let (ours, rest_in_threading) = expected_stack(name, info.version, info.depth, &marks);
+        let frames = t["frames"].as_array().unwrap();
+        assert!(frames.len() >= ours.len(), "{ctx}");
+        for (i, want) in ours.iter().enumerate() {
+            let f = &frames[i];
+            assert_eq!(
+                f["function"].as_str(),
+                Some(want.function.as_str()),
+                "frame {i} of {ctx}"
+            );
+            assert_eq!(
+                f["filename"].as_str(),
+                Some(target.script_in_target.as_str()),
+                "frame {i} of {ctx}"
+            );
+            assert_eq!(
+                f["line"].as_u64(),
+                Some(u64::from(want.line)),
+                "frame {i} of {ctx}"
+            );
+        }
+        let rest = &frames[ours.len()..];
+        if rest_in_threading {
+            assert!(!rest.is_empty(), "no threading.py frames under {ctx}");
+            for f in rest {
+                let file = f["filename"].as_str().unwrap();
+                assert!(
+                    file.ends_with("threading.py"),
+                    "unexpected frame {f} in {ctx}"
+                );
+            }
+        } else {
+            assert!(rest.is_empty(), "unexpected outer frames in {ctx}");
+        }
+    }
+}

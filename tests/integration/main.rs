@@ -1,0 +1,16 @@
+//! strobe's integration tests: the real `strobe` binary against real interpreters.
+//!
+//! One test binary (built once) holds every module. Each test starts
+//! `tests/targets/tärget_ü.py` under one interpreter, waits for its `READY` line, runs
+//! `strobe dump` on it, and checks the result against what the target says about itself and
+//! against the `# @block:` markers in the script's source. Interpreters come from
+//! `.ci/provision.sh`; a missing one is a failure, not a skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod blocking;
+mod errors;
+mod stacks;
+mod variants;
