@@ -33,15 +33,23 @@ done
 [ -x /usr/bin/python3.11 ] || { log "MISSING /usr/bin/python3.11 (Debian python3.11)"; missing=1; }
 [ "$missing" = 0 ] || { log "required interpreters are missing"; exit 1; }
 
+# Host tools the tests use: debootstrap (the chroot), go (validates pprof output with `go tool
+# pprof`), tmux (drives the terminal UI in tests).
+HOST_PKGS=()
+command -v debootstrap >/dev/null || HOST_PKGS+=(debootstrap)
+command -v go >/dev/null || HOST_PKGS+=(golang-go)
+command -v tmux >/dev/null || HOST_PKGS+=(tmux)
+if [ "${#HOST_PKGS[@]}" -gt 0 ]; then
+  log "installing host packages: ${HOST_PKGS[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${HOST_PKGS[@]}" >&2
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   log "sid chroot up to date at $CHROOT"
 else
   export DEBIAN_FRONTEND=noninteractive
-  if ! command -v debootstrap >/dev/null; then
-    log "installing debootstrap"
-    apt-get update -qq >&2
-    apt-get install -y -qq debootstrap >&2
-  fi
   if [ ! -x "$CHROOT/usr/bin/apt-get" ]; then
     log "debootstrap sid into $CHROOT"
     rm -rf "$CHROOT"
