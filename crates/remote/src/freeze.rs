@@ -116,6 +116,9 @@ impl Freeze {
         match ptrace::seize(t, ptrace::Options::empty()) {
             Ok(()) => {}
             Err(Errno::ESRCH) => return Ok(()), // the thread exited
+            // The kernel also refuses (EPERM) to attach a thread that is already exiting
+            // (`exit_state` set): that thread is as good as gone, not a permission problem.
+            Err(Errno::EPERM) if tid != pid && thread_exiting(pid, tid) => return Ok(()),
             Err(Errno::EPERM) => {
                 return Err(match procfs::tracer_pid(pid) {
                     Ok(Some(tracer)) if tracer != std::process::id() as i32 => {
@@ -175,6 +178,18 @@ impl Freeze {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether thread `tid` of `pid` has exited or is exiting (zombie or dead, or already gone).
+fn thread_exiting(pid: i32, tid: i32) -> bool {
+    let path = procfs::proc_dir(pid).join(format!("task/{tid}/stat"));
+    match std::fs::read_to_string(path) {
+        Ok(text) => match procfs::ProcStat::parse(&text) {
+            Some(st) => matches!(st.state, 'Z' | 'X' | 'x'),
+            None => false,
+        },
+        Err(_) => true,
     }
 }
 
