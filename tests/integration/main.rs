@@ -13,4 +13,5 @@ mod harness;
 mod blocking;
 mod errors;
 mod stacks;
+mod subinterp;
 mod variants;

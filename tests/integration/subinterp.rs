@@ -1,0 +1,155 @@
+//! Sub-interpreters: threads of every interpreter are dumped and labelled with their
+//! interpreter (3.12+, where the standard library can create one).
+
+use crate::harness::{markers, strobe, Interp, TempDir, SID};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn targets_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets")
+}
+
+fn check(interp: Interp) {
+    interp.require();
+    let (dir, mut cmd) = match &interp {
+        Interp::Host(python) => {
+            let dir = TempDir::new();
+            let mut c = Command::new(python);
+            c.arg(dir.path().join("subinterp.py"));
+            (dir, c)
+        }
+        Interp::Sid(name) => {
+            let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
+            let inside = format!(
+                "/tmp/{}/subinterp.py",
+                dir.path().file_name().unwrap().to_str().unwrap()
+            );
+            let mut c = Command::new("chroot");
+            c.arg(SID).arg(name).arg(inside);
+            (dir, c)
+        }
+    };
+    for f in ["subinterp.py", "subinterp_code.py"] {
+        std::fs::copy(targets_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let mut child = cmd
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("no line from the target")
+    };
+    assert_eq!(next(), "READY");
+    let info: Value = serde_json::from_str(&next()).unwrap();
+    let pid = info["pid"].as_i64().unwrap();
+    let code_in_target = info["code"].as_str().unwrap().to_string();
+
+    let out = strobe(&["dump", "--pid", &pid.to_string(), "--json"]);
+    let text = strobe(&["dump", "--pid", &pid.to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let threads = dump["threads"].as_array().unwrap();
+
+    let marks = markers(&dir.path().join("subinterp_code.py"));
+    let sub: Vec<&Value> = threads
+        .iter()
+        .filter(|t| t["interpreter_id"].as_i64() != Some(0))
+        .collect();
+    assert_eq!(sub.len(), 1, "one thread in the sub-interpreter: {dump:#}");
+    let frames = sub[0]["frames"].as_array().unwrap();
+    let got: Vec<(&str, &str, i64)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap(),
+                f["filename"].as_str().unwrap(),
+                f["line"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let want_sub = (
+        "sub_block",
+        code_in_target.as_str(),
+        i64::from(marks["sub"]),
+    );
+    let want_call = (
+        "<module>",
+        code_in_target.as_str(),
+        i64::from(marks["sub-call"]),
+    );
+    assert_eq!(got.first(), Some(&want_sub), "{dump:#}");
+    assert_eq!(got.get(1), Some(&want_call), "{dump:#}");
+
+    // The same OS thread also has a thread state in the main interpreter (running run_sub).
+    let native = sub[0]["native_id"].as_u64();
+    let runner = threads
+        .iter()
+        .find(|t| t["interpreter_id"].as_i64() == Some(0) && t["name"] == "sub-runner")
+        .unwrap_or_else(|| panic!("no sub-runner thread in interpreter 0: {dump:#}"));
+    assert_eq!(runner["native_id"].as_u64(), native, "{dump:#}");
+    assert!(
+        runner["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["function"] == "run_sub"),
+        "{dump:#}"
+    );
+
+    // The text output labels threads with their interpreter when there is more than one.
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("[interpreter 0]"), "{text}");
+    assert!(text.contains("sub_block ("), "{text}");
+}
+
+#[test]
+fn subinterpreter_pyenv_3_12() {
+    check(Interp::pyenv("3.12.1"));
+}
+
+#[test]
+fn subinterpreter_pyenv_3_13() {
+    check(Interp::pyenv("3.13.0"));
+}
+
+#[test]
+fn subinterpreter_sid_3_13() {
+    check(Interp::Sid("python3.13"));
+}
+
+#[test]
+fn subinterpreter_sid_3_14() {
+    check(Interp::Sid("python3.14"));
+}
+
+#[test]
+fn subinterpreter_sid_3_15() {
+    check(Interp::Sid("python3.15"));
+}
