@@ -151,3 +151,81 @@ fn unknown_python_version() {
     assert!(line.contains("supported: 2.7"), "{line}");
     assert!(line.contains(&pid), "{line}");
 }
+
+/// A target that has exited but is not yet reaped (a zombie): nothing left to read, and the
+/// message says the process exited.
+#[test]
+fn zombie_target() {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let child = Command::new("/usr/bin/python3.11")
+        .args(["-c", "pass"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait for the exit without reaping it (WNOWAIT), so it stays a zombie while strobe looks.
+    waitid(
+        Id::Pid(nix::unistd::Pid::from_raw(pid as i32)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+    )
+    .unwrap();
+    let reaped = Reaped(child);
+    let pid = pid.to_string();
+    let line = one_error_line(&strobe(&["dump", "--pid", &pid]), 1);
+    assert!(line.contains(&pid), "{line}");
+    assert!(line.contains("exited"), "{line}");
+    drop(reaped);
+}
+
+/// A target that exits while strobe reads it: each dump either succeeds with a complete JSON
+/// document or fails with the one-line "exited" error; never a panic or a partial document.
+#[test]
+fn target_exiting_while_read() {
+    // The target builds deep stacks in a loop and exits on its own after a short while, so
+    // dumps land before, during and after its exit.
+    let script = "import sys, time\n\
+                  def rec(n):\n    return rec(n - 1) if n else sum(range(2000))\n\
+                  print('READY'); sys.stdout.flush()\n\
+                  end = time.time() + 0.5\n\
+                  while time.time() < end:\n    rec(200)\n";
+    let mut child = Command::new("/root/.pyenv/versions/3.12.1/bin/python3.12")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "READY");
+    let pid = child.id().to_string();
+    let (mut ok, mut exited) = (0, 0);
+    // Dump until the process is gone (bounded: the target ends itself after 0.5 s).
+    for _ in 0..10_000 {
+        let out = strobe(&["dump", "--pid", &pid, "--json"]);
+        if out.status.success() {
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(doc["threads"].is_array());
+            ok += 1;
+            continue;
+        }
+        let line = one_error_line(&out, 1);
+        assert!(
+            line.contains("exited") || line.contains("no process"),
+            "unexpected error while the target exits: {line}"
+        );
+        exited += 1;
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Exited but not yet reaped: reap it so the next dump sees no process at all.
+            let _ = child.try_wait();
+        } else {
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(ok > 0, "no dump succeeded while the target ran");
+    assert!(exited > 0, "the target never exited");
+}
