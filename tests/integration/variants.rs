@@ -63,3 +63,51 @@ fn venv_copies_interpreter() {
     let target = Target::start(&Interp::Host(venv.join("bin/python")));
     check_dump(&target, &dump_json(target.pid(), &[]));
 }
+
+/// A position-independent executable with libpython linked in statically (no libpython.so
+/// mapping; `_PyRuntime` lives in the executable, loaded at a random address). Built here from
+/// pyenv 3.12's `libpython3.12.a`, the way an application embedding Python would be.
+#[test]
+fn static_pie_executable() {
+    let base = "/root/.pyenv/versions/3.12.1";
+    let archive = format!("{base}/lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a");
+    assert!(
+        std::path::Path::new(&archive).is_file(),
+        "{archive} is missing: run .ci/provision.sh"
+    );
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+    // Python finds its standard library relative to the executable: bin/../lib/python3.12;
+    // -rdynamic exports the C API to extension modules, as python itself does.
+    std::os::unix::fs::symlink(
+        format!("{base}/lib/python3.12"),
+        dir.path().join("lib/python3.12"),
+    )
+    .unwrap();
+    let src = dir.path().join("main.c");
+    std::fs::write(
+        &src,
+        "#include <Python.h>\nint main(int argc, char **argv) { return Py_BytesMain(argc, argv); }\n",
+    )
+    .unwrap();
+    let exe = dir.path().join("bin/embedded-app");
+    let status = Command::new("cc")
+        .args(["-fPIE", "-pie", "-O0", "-rdynamic"])
+        .arg(format!("-I{base}/include/python3.12"))
+        .arg(&src)
+        .arg(&archive)
+        .args(["-lm", "-ldl", "-lpthread", "-lutil", "-o"])
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building the static PIE interpreter failed"
+    );
+    let header = std::fs::read(&exe).unwrap();
+    // e_type 3 = ET_DYN: position-independent.
+    assert_eq!(u16::from_le_bytes([header[16], header[17]]), 3);
+    let target = Target::start(&Interp::Host(exe));
+    check_dump(&target, &dump_json(target.pid(), &[]));
+}
