@@ -2,10 +2,13 @@
 
 use crate::error::LocateError;
 use crate::maps::Mapping;
+use crate::rootfs::resolve_in_root;
 use goblin::elf::{header, program_header, Elf};
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use strobe_remote::procfs;
 
 /// Symbols we look up. `_Py_RefTotal` / `_Py_NegativeRefcount` exist only in `Py_DEBUG`
@@ -90,8 +93,9 @@ fn dev_parts(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
-fn same_file(path: &Path, m: &Mapping) -> bool {
-    std::fs::metadata(path)
+/// Whether the open file `f` is the file behind mapping `m` (same device and inode).
+fn same_file(f: &File, m: &Mapping) -> bool {
+    f.metadata()
         .is_ok_and(|md| md.ino() == m.inode && dev_parts(md.dev()) == (m.dev_major, m.dev_minor))
 }
 
@@ -99,29 +103,37 @@ fn same_file(path: &Path, m: &Mapping) -> bool {
 ///
 /// The kernel prints mapping paths relative to *our* root when it can reach the file from
 /// here (a chrooted target shows `/var/cache/.../usr/bin/python3`), and relative to the
-/// target's mount namespace when it cannot (a container). So we try the path through
-/// `/proc/PID/root`, then as it is, keeping the one with the mapping's device and inode;
-/// then `/proc/PID/map_files/`, which is the mapped file itself (root only); and last the
-/// first path that exists at all (overlay filesystems report other device numbers).
+/// target's mount namespace when it cannot (a container). So we try the path inside
+/// `/proc/PID/root`, then as it is, keeping the one whose open handle has the mapping's device
+/// and inode; then `/proc/PID/map_files/`, which is the mapped file itself (root only); and
+/// last the path inside the target's root even if it does not match (overlay filesystems
+/// report other device numbers).
+///
+/// Paths inside the target's root are resolved with [`resolve_in_root`]: through
+/// `/proc/PID/root` the kernel would follow an absolute symlink of the target's filesystem to
+/// *our* file of that name, so a container could make us read any host file. A host path that
+/// does not match the mapping is never used.
 pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), LocateError> {
     let path = m.path.as_deref().unwrap_or_default();
-    let through_root = procfs::in_root(pid, path);
+    let in_root = resolve_in_root(&procfs::root(pid), path).ok();
     let as_is = PathBuf::from(path);
     let map_file = procfs::proc_dir(pid).join(format!("map_files/{:x}-{:x}", m.start, m.end));
-    let candidates = [through_root, as_is];
-    let chosen = candidates
+    let open = |p: &PathBuf| File::open(p).ok().map(|f| (p.clone(), f));
+    let chosen = in_root
         .iter()
-        .find(|p| same_file(p, m))
-        .or_else(|| std::fs::metadata(&map_file).is_ok().then_some(&map_file))
-        .or_else(|| candidates.iter().find(|p| p.exists()))
-        .cloned()
+        .chain([&as_is])
+        .filter_map(open)
+        .find(|(_, f)| same_file(f, m))
+        .or_else(|| open(&map_file))
+        .or_else(|| in_root.as_ref().and_then(open))
         .ok_or_else(|| LocateError::Elf {
             pid,
             path: PathBuf::from(path),
             reason: "the file is not reachable from here (not through /proc/PID/root either)"
                 .into(),
         })?;
-    let len = std::fs::metadata(&chosen).map(|md| md.len()).unwrap_or(0);
+    let (chosen, file) = chosen;
+    let len = file.metadata().map(|md| md.len()).unwrap_or(0);
     if len > MAX_FILE {
         return Err(LocateError::Elf {
             pid,
@@ -129,11 +141,15 @@ pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), L
             reason: format!("{len} bytes is too large for an interpreter"),
         });
     }
-    let bytes = std::fs::read(&chosen).map_err(|e| LocateError::Elf {
-        pid,
-        path: chosen.clone(),
-        reason: e.to_string(),
-    })?;
+    // Read from the handle we checked, never by path again; bounded even if the file grows.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| LocateError::Elf {
+            pid,
+            path: chosen.clone(),
+            reason: e.to_string(),
+        })?;
     Ok((chosen, bytes))
 }
 

@@ -10,6 +10,7 @@
 mod elf;
 mod error;
 pub mod maps;
+pub mod rootfs;
 pub mod version;
 
 pub use error::LocateError;

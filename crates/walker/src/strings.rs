@@ -26,7 +26,7 @@ pub fn read_string<M: RemoteMemory + ?Sized>(
     }
     match layout.string_model {
         StringModel::Bytes27 => {
-            let size_at = addr + u64::from(layout.pyvarobject_ob_size);
+            let size_at = field(addr, layout.pyvarobject_ob_size);
             let len = mem.read_u64(size_at)? as i64;
             let len = usize::try_from(len)
                 .ok()
@@ -35,11 +35,7 @@ pub fn read_string<M: RemoteMemory + ?Sized>(
                     what: "string length",
                     addr,
                 })?;
-            let bytes = mem.read_vec(
-                addr + u64::from(layout.bytes_ob_sval),
-                len,
-                MAX_STRING_CHARS,
-            )?;
+            let bytes = mem.read_vec(field(addr, layout.bytes_ob_sval), len, MAX_STRING_CHARS)?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         }
         StringModel::Compact33 => read_unicode(mem, layout, addr),
@@ -81,11 +77,11 @@ fn read_unicode<M: RemoteMemory + ?Sized>(
     let compact = state & compact_mask != 0;
     let ascii = state & ascii_mask != 0;
     let data = if compact {
-        addr + u64::from(if ascii { ascii_size } else { compact_size })
+        field(addr, if ascii { ascii_size } else { compact_size })
     } else {
         // Legacy (non-compact) strings keep a pointer to their data right after the compact
         // header (`PyUnicodeObject.data`, Include/cpython/unicodeobject.h).
-        mem.read_u64(addr + u64::from(compact_size))?
+        mem.read_u64(field(addr, compact_size))?
     };
     let width = match kind {
         1 | 2 | 4 => kind as usize,
@@ -121,4 +117,10 @@ fn read_unicode<M: RemoteMemory + ?Sized>(
 /// they become U+FFFD.
 fn ucs_char(v: u32) -> char {
     char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
+/// `addr + off`: the address of a member. `addr` comes from the target and may be garbage near
+/// `u64::MAX`; the sum wraps to an unmapped address whose read fails, instead of overflowing.
+fn field(addr: u64, off: u32) -> u64 {
+    addr.wrapping_add(u64::from(off))
 }

@@ -134,7 +134,7 @@ pub fn thread_names<M: RemoteMemory + ?Sized>(
     let mut reader = Reader::new(mem, layout);
     let mut names = HashMap::new();
 
-    let modules = mem.read_u64(interp_addr + u64::from(layout.interp_modules))?;
+    let modules = mem.read_u64(field(interp_addr, u64::from(layout.interp_modules)))?;
     if modules == 0 {
         // Interpreter still starting or already finalising.
         return Ok(names);
@@ -151,7 +151,7 @@ pub fn thread_names<M: RemoteMemory + ?Sized>(
     if reader.kind_of(module)? != Kind::Module {
         return Ok(names);
     }
-    let namespace = mem.read_u64(module + u64::from(layout.module_dict))?;
+    let namespace = mem.read_u64(field(module, u64::from(layout.module_dict)))?;
     if namespace == 0 || reader.kind_of(namespace)? != Kind::Dict {
         return Ok(names);
     }
@@ -226,7 +226,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         }
         Ok(self
             .mem
-            .read_u64(obj + u64::from(self.layout.pyobject_ob_type))?)
+            .read_u64(field(obj, u64::from(self.layout.pyobject_ob_type)))?)
     }
 
     fn kind_of(&mut self, obj: u64) -> Result<Kind, WalkError> {
@@ -245,7 +245,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         // i.e. at `sizeof(PyVarObject)`.
         let name_ptr = self
             .mem
-            .read_u64(ty + u64::from(self.layout.pyvarobject_ob_size) + 8)?;
+            .read_u64(field(ty, u64::from(self.layout.pyvarobject_ob_size) + 8))?;
         let name = self.read_c_name(name_ptr)?;
         let python2 = self.layout.string_model == StringModel::Bytes27;
         let kind = match &name[..] {
@@ -272,7 +272,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
             Err(_) => {
                 let mut v = Vec::new();
                 for i in 0..8 {
-                    let b = self.mem.read_u8(addr + i)?;
+                    let b = self.mem.read_u8(field(addr, i))?;
                     v.push(b);
                     if b == 0 {
                         break;
@@ -290,8 +290,10 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
     /// Every live `(key, value)` pair of the dict at `dict`.
     fn dict_items(&self, dict: u64) -> Result<Vec<(u64, u64)>, WalkError> {
         let l = self.layout;
-        let keys = self.mem.read_u64(dict + u64::from(l.dict_ma_keys))?;
-        let values = self.mem.read_u64(dict + u64::from(l.dict_ma_values))?;
+        let keys = self.mem.read_u64(field(dict, u64::from(l.dict_ma_keys)))?;
+        let values = self
+            .mem
+            .read_u64(field(dict, u64::from(l.dict_ma_values)))?;
         if keys == 0 {
             return Err(Self::corrupt("dict without keys", dict));
         }
@@ -396,7 +398,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
             .filter(|&n| n as u64 <= slots && n <= MAX_DICT_ENTRIES)
             .ok_or(bad("dict dk_nentries"))?;
         Ok(Entries {
-            addr: keys + indices as u64 + index_bytes,
+            addr: field(keys, indices as u64 + index_bytes),
             count,
             stride,
             key,
@@ -437,7 +439,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
             .read_vec(e.addr, count * e.stride, MAX_DICT_ENTRIES * 24)?;
         let vals = self
             .mem
-            .read_vec(values + array_off, count * 8, MAX_DICT_ENTRIES * 8)?;
+            .read_vec(field(values, array_off), count * 8, MAX_DICT_ENTRIES * 8)?;
         Ok(keys
             .chunks_exact(e.stride)
             .zip(vals.chunks_exact(8))
@@ -483,7 +485,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
                 }
             },
         };
-        let len = self.mem.read_u64(obj + u64::from(len_off))?;
+        let len = self.mem.read_u64(field(obj, u64::from(len_off)))?;
         if len != want as u64 {
             return Ok(false);
         }
@@ -500,36 +502,41 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
             // 2.7 `PyIntObject {PyObject_HEAD; long ob_ival}` (`Include/intobject.h`);
             // `Layout::long_digit` holds `ob_ival` there.
             Kind::Int if l.string_model == StringModel::Bytes27 => {
-                let v = self.mem.read_u64(obj + u64::from(l.long_digit))? as i64;
+                let v = self.mem.read_u64(field(obj, u64::from(l.long_digit)))? as i64;
                 Ok(u64::try_from(v).ok())
             }
             Kind::Int => {
                 let (negative, ndigits) = match l.long_lv_tag {
                     // 3.12+ (`pycore_long.h`): `lv_tag` = digit count << 3 | sign.
                     Some(tag_off) => {
-                        let tag = self.mem.read_u64(obj + u64::from(tag_off))?;
+                        let tag = self.mem.read_u64(field(obj, u64::from(tag_off)))?;
                         (tag & LV_TAG_SIGN_MASK == 2, tag >> LV_TAG_NON_SIZE_BITS)
                     }
                     // ≤3.11 (`Include/longintrepr.h`): `ob_size` is the signed digit count.
                     None => {
-                        let size =
-                            self.mem.read_u64(obj + u64::from(l.pyvarobject_ob_size))? as i64;
+                        let size = self
+                            .mem
+                            .read_u64(field(obj, u64::from(l.pyvarobject_ob_size)))?
+                            as i64;
                         (size < 0, size.unsigned_abs())
                     }
                 };
                 if negative {
                     return Ok(None);
                 }
-                self.read_digits(obj + u64::from(l.long_digit), ndigits)
+                self.read_digits(field(obj, u64::from(l.long_digit)), ndigits)
             }
             // 2.7 `PyLongObject {PyObject_VAR_HEAD; digit ob_digit[1]}` (`longintrepr.h`):
             // digits right after the variable-size header.
             Kind::Long27 => {
-                let size = self.mem.read_u64(obj + u64::from(l.pyvarobject_ob_size))? as i64;
+                let size = self
+                    .mem
+                    .read_u64(field(obj, u64::from(l.pyvarobject_ob_size)))?
+                    as i64;
                 if size < 0 {
                     return Ok(None);
                 }
-                let digits = obj + u64::from(l.pyvarobject_ob_size) + 8;
+                let digits = field(obj, u64::from(l.pyvarobject_ob_size) + 8);
                 self.read_digits(digits, size.unsigned_abs())
             }
             _ => Ok(None),
@@ -577,7 +584,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
     fn instance_items(&mut self, obj: u64) -> Result<Vec<(u64, u64)>, WalkError> {
         let l = self.layout;
         let ty = self.ob_type(obj)?;
-        let flags = self.mem.read_u64(ty + u64::from(l.type_flags))?;
+        let flags = self.mem.read_u64(field(ty, u64::from(l.type_flags)))?;
         let managed = flags & TPFLAGS_MANAGED_DICT != 0;
         let dict = match self.obj_model {
             ObjectDictModel::Managed311 if managed => {
@@ -597,14 +604,14 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
             ObjectDictModel::Inline313 if managed => {
                 let dict = self.mem.read_u64(offset(obj, managed_dict_offset(l)))?;
                 if dict == 0 && flags & TPFLAGS_INLINE_VALUES != 0 {
-                    let basicsize = self.mem.read_u64(ty + u64::from(l.type_basicsize))?;
+                    let basicsize = self.mem.read_u64(field(ty, u64::from(l.type_basicsize)))?;
                     if basicsize == 0 || basicsize > 1 << 20 || basicsize % 8 != 0 {
                         return Err(Self::corrupt("tp_basicsize", ty));
                     }
-                    let values = obj + basicsize;
+                    let values = field(obj, basicsize);
                     // `valid` (4th byte of `struct _dictvalues`) is cleared when the values
                     // were handed over to a materialised dict.
-                    if self.mem.read_u8(values + 3)? == 0 {
+                    if self.mem.read_u8(field(values, 3))? == 0 {
                         return Ok(Vec::new());
                     }
                     return self.shared_items(ty, values);
@@ -612,7 +619,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
                 dict
             }
             _ => {
-                let dictoffset = self.mem.read_u64(ty + u64::from(l.type_dictoffset))? as i64;
+                let dictoffset = self.mem.read_u64(field(ty, u64::from(l.type_dictoffset)))? as i64;
                 // A negative offset counts from the end of a variable-size object; `Thread`
                 // instances are fixed-size, so anything but a positive offset has no dict for us.
                 if dictoffset <= 0 || dictoffset > 1 << 20 {
@@ -635,13 +642,20 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         let cached = self.layout.heaptype_cached_keys.ok_or_else(|| {
             WalkError::Unsupported("layout lacks PyHeapTypeObject.ht_cached_keys".into())
         })?;
-        let keys = self.mem.read_u64(ty + u64::from(cached))?;
+        let keys = self.mem.read_u64(field(ty, u64::from(cached)))?;
         if keys == 0 {
             return Err(Self::corrupt("shared keys of a managed dict", ty));
         }
         let entries = self.dict_entries(keys)?;
         self.split_items(&entries, values)
     }
+}
+
+/// `base + off`: the address of a field. Pointers come from the target and may be garbage
+/// near `u64::MAX`; the sum wraps to an address that is not mapped, and the read of it fails
+/// like any other bad pointer instead of overflowing.
+fn field(base: u64, off: u64) -> u64 {
+    base.wrapping_add(off)
 }
 
 /// `base + off` for a signed offset (pre-header fields sit before the object).

@@ -1,0 +1,198 @@
+//! A target's filesystem is the target's: symbolic links inside a chroot or container must not
+//! lead strobe to files of the host.
+//!
+//! The kernel does *not* do this for us: through `/proc/PID/root` an absolute symlink of the
+//! target resolves against our root (checked by `kernel_follows_absolute_links_to_the_host`
+//! with a real chrooted process). `strobe_locate::rootfs::resolve_in_root` resolves inside the
+//! target's root, and `locate` opens mapped files through it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use strobe_locate::locate;
+use strobe_locate::rootfs::{resolve_in_root, MAX_SYMLINKS};
+use strobe_remote::{procfs, ProcessMemory};
+
+const SID: &str = "/var/cache/strobe/sid";
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(parent: &Path, tag: &str) -> TempDir {
+        let p = parent.join(format!("strobe-hostile-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(p: &Path, text: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A fake target root with links that try to leave it.
+fn fake_root(tag: &str) -> TempDir {
+    let t = TempDir::new(&std::env::temp_dir(), tag);
+    let r = &t.0;
+    write(&r.join("usr/bin/python3.14"), "inside");
+    write(&r.join("etc/hostname"), "inside-hostname");
+    symlink("/usr/bin/python3.14", r.join("usr/bin/python3")).unwrap();
+    symlink("/usr", r.join("usrlink")).unwrap();
+    symlink("../../../../../../../../etc/hostname", r.join("usr/bin/up")).unwrap();
+    symlink("python3", r.join("usr/bin/python")).unwrap();
+    symlink("loop2", r.join("loop1")).unwrap();
+    symlink("/loop1", r.join("loop2")).unwrap();
+    t
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn absolute_links_restart_at_the_targets_root() {
+    let t = fake_root("abs");
+    let r = &t.0;
+    let got = resolve_in_root(r, "/usr/bin/python3").unwrap();
+    assert_eq!(got, r.join("usr/bin/python3.14"));
+    assert_eq!(read(&got), "inside");
+    // A relative link to an absolute one, and a linked directory.
+    assert_eq!(
+        resolve_in_root(r, "/usr/bin/python").unwrap(),
+        r.join("usr/bin/python3.14")
+    );
+    assert_eq!(
+        resolve_in_root(r, "/usrlink/bin/python3").unwrap(),
+        r.join("usr/bin/python3.14")
+    );
+}
+
+#[test]
+fn dot_dot_stops_at_the_targets_root() {
+    let t = fake_root("dotdot");
+    let r = &t.0;
+    let got = resolve_in_root(r, "/usr/bin/up").unwrap();
+    assert_eq!(got, r.join("etc/hostname"));
+    assert_eq!(read(&got), "inside-hostname");
+    assert_eq!(
+        resolve_in_root(r, "/../../../usr/./bin/../bin/python3.14").unwrap(),
+        r.join("usr/bin/python3.14")
+    );
+}
+
+#[test]
+fn link_loops_end_with_eloop() {
+    let t = fake_root("loop");
+    let err = resolve_in_root(&t.0, "/loop1").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(40), "{err}");
+    // A chain of exactly MAX_SYMLINKS links still resolves.
+    let r = &t.0;
+    for i in 0..MAX_SYMLINKS {
+        let next = if i + 1 == MAX_SYMLINKS {
+            "/usr/bin/python3.14".to_string()
+        } else {
+            format!("/chain{}", i + 1)
+        };
+        symlink(next, r.join(format!("chain{i}"))).unwrap();
+    }
+    assert_eq!(
+        resolve_in_root(r, "/chain0").unwrap(),
+        r.join("usr/bin/python3.14")
+    );
+    assert!(resolve_in_root(r, "/missing/file").is_err());
+}
+
+/// A Python running in the sid chroot, waiting on stdin; killed when dropped.
+struct Chrooted(Child);
+
+impl Chrooted {
+    fn start(exe: &str) -> Chrooted {
+        assert!(
+            Path::new(SID).join("usr/bin").join(exe).exists(),
+            "{SID}/usr/bin/{exe} is missing: run .ci/provision.sh"
+        );
+        let mut child = Command::new("chroot")
+            .args([
+                SID,
+                exe,
+                "-c",
+                "import sys\nprint('READY', flush=True)\nsys.stdin.read()",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY", "{exe} did not start");
+        Chrooted(child)
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Chrooted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kernel_follows_absolute_links_to_the_host() {
+    // The same path holds different files in the chroot and on the host; the chroot also has
+    // an absolute link to it.
+    let inside = TempDir::new(&Path::new(SID).join("tmp"), "live");
+    let host = TempDir::new(Path::new("/tmp"), "live");
+    assert_ne!(inside.0, host.0);
+    let name = host.0.file_name().unwrap().to_str().unwrap().to_string();
+    write(&inside.0.join("marker"), "inside");
+    write(&host.0.join("marker"), "host");
+    symlink(format!("/tmp/{name}/marker"), inside.0.join("abs")).unwrap();
+
+    let target = Chrooted::start("python3.14");
+    let root = procfs::root(target.pid());
+    // What the kernel does through the magic link: the absolute link escapes to the host.
+    let naive = root.join(format!("tmp/{name}/abs"));
+    assert_eq!(
+        read(&naive),
+        "host",
+        "the kernel resolved the link inside the target's root: this test's premise changed"
+    );
+    // What strobe does.
+    let got = resolve_in_root(&root, &format!("/tmp/{name}/abs")).unwrap();
+    assert_eq!(got, root.join(format!("tmp/{name}/marker")));
+    assert_eq!(read(&got), "inside");
+}
+
+#[test]
+fn locate_opens_the_chroots_own_interpreter() {
+    let target = Chrooted::start("python3.14");
+    let mem = ProcessMemory::new(target.pid());
+    let found = locate(target.pid(), &mem).unwrap();
+    let want = std::fs::metadata(Path::new(SID).join("usr/bin/python3.14")).unwrap();
+    let got = std::fs::metadata(&found.binary).unwrap();
+    assert_eq!(
+        (got.dev(), got.ino()),
+        (want.dev(), want.ino()),
+        "{found:?}"
+    );
+    assert_eq!((found.version.major, found.version.minor), (3, 14));
+    assert!(found.runtime.is_some());
+}
