@@ -68,6 +68,24 @@ pub trait RemoteMemory {
     /// Fill `buf` with the bytes at `addr` in the target.
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
 
+    /// Fill `buf` with the bytes of several ranges of the target, in one go where the
+    /// implementation can (a live process: one `process_vm_readv` per 1024 ranges).
+    ///
+    /// `reqs` are `(address, length)` pairs; the bytes of the first land at the start of
+    /// `buf`, each next one's directly after the previous one's, so `buf` must be exactly as
+    /// long as the lengths together. All or nothing: on error, the error names the first range
+    /// that could not be filled, and `buf`'s contents are unspecified. The provided version
+    /// reads the ranges one by one.
+    fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        let mut rest = buf;
+        for &(addr, len) in reqs {
+            let (head, tail) = split_request(std::mem::take(&mut rest), addr, len)?;
+            self.read_into(addr, head)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
     /// Read `len` bytes, refusing lengths above `limit` before touching the target.
     fn read_vec(&self, addr: u64, len: usize, limit: usize) -> Result<Vec<u8>, MemError> {
         if len > limit {
@@ -111,6 +129,27 @@ impl<T: RemoteMemory + ?Sized> RemoteMemory for &T {
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         (**self).read_into(addr, buf)
     }
+
+    fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_batch(reqs, buf)
+    }
+}
+
+/// Split the first `len` bytes off `buf` for the request at `addr`; a `buf` too short for the
+/// requests is refused like an oversized read.
+pub(crate) fn split_request(
+    buf: &mut [u8],
+    addr: u64,
+    len: usize,
+) -> Result<(&mut [u8], &mut [u8]), MemError> {
+    if len > buf.len() {
+        return Err(MemError::TooLarge {
+            addr,
+            len,
+            limit: buf.len(),
+        });
+    }
+    Ok(buf.split_at_mut(len))
 }
 
 /// Little-endian field decoding from a buffer already copied out of the target.

@@ -1,7 +1,7 @@
 //! [`ProcessMemory`]: reading a live process with `process_vm_readv(2)`.
 
 use crate::error::RemoteError;
-use crate::memory::{MemError, RemoteMemory};
+use crate::memory::{split_request, MemError, RemoteMemory};
 use crate::procfs;
 use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
@@ -132,6 +132,101 @@ impl RemoteMemory for ProcessMemory {
         }
         self.read_many(&mut [(addr, buf)])
     }
+
+    /// Requests that share or touch neighbouring pages are merged into one iovec first: the
+    /// kernel charges about as much per iovec as for one and a half extra pages copied, and
+    /// every page of a merged range is a page one of its requests reads anyway, so merging
+    /// never reads a page that was not asked for. A failure names the merged range: the address
+    /// of its first request and a length covering all of them.
+    fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        let total: usize = reqs.iter().map(|r| r.1).sum();
+        if total != buf.len() {
+            let (addr, len) = reqs.first().copied().unwrap_or((0, total));
+            return Err(MemError::TooLarge {
+                addr,
+                len,
+                limit: buf.len(),
+            });
+        }
+        // Requests by address: (address, length, index in `reqs`).
+        let mut order: Vec<(u64, usize, usize)> = reqs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.1 > 0)
+            .map(|(i, &(addr, len))| (addr, len, i))
+            .collect();
+        order.sort_unstable_by_key(|r| r.0);
+        let merged = coalesce(&order);
+        // Each request's destination, in request order; requests alone in their merged range
+        // are read straight into place, the others through `copy` and scattered afterwards.
+        let mut dest: Vec<Option<&mut [u8]>> = Vec::with_capacity(reqs.len());
+        let mut rest = buf;
+        for &(addr, len) in reqs {
+            let (head, tail) = split_request(std::mem::take(&mut rest), addr, len)?;
+            dest.push(Some(head));
+            rest = tail;
+        }
+        let copy_len: usize = merged
+            .iter()
+            .filter(|m| m.2 > 1)
+            .map(|m| m.1 as usize)
+            .sum();
+        let mut copy = vec![0u8; copy_len];
+        let mut slices: Vec<(u64, &mut [u8])> = Vec::with_capacity(merged.len());
+        let mut spare = &mut copy[..];
+        let mut first = 0;
+        for &(addr, len, count) in &merged {
+            if count == 1 {
+                let (_, _, to) = order[first];
+                if let Some(d) = dest.get_mut(to).and_then(Option::take) {
+                    slices.push((addr, d));
+                }
+            } else {
+                let (head, tail) = split_request(std::mem::take(&mut spare), addr, len as usize)?;
+                slices.push((addr, head));
+                spare = tail;
+            }
+            first += count;
+        }
+        self.read_many(&mut slices)?;
+        drop(slices);
+        // Scatter the merged copies back to each request's place.
+        let mut base = 0usize;
+        let mut first = 0;
+        for &(start, len, count) in &merged {
+            if count > 1 {
+                for &(addr, rlen, to) in &order[first..first + count] {
+                    let from = base + (addr - start) as usize;
+                    if let Some(d) = dest.get_mut(to).and_then(Option::as_mut) {
+                        d.copy_from_slice(&copy[from..from + rlen]);
+                    }
+                }
+                base += len as usize;
+            }
+            first += count;
+        }
+        Ok(())
+    }
+}
+
+/// Page size for merging reads: mappings begin and end on (at least) 4 KiB boundaries.
+const PAGE: u64 = 4096;
+
+/// Merge `(addr, len, _)` requests sorted by address into `(addr, len, count)` ranges, joining
+/// a request to the range before it when no page lies between them that neither touches.
+fn coalesce(sorted: &[(u64, usize, usize)]) -> Vec<(u64, u64, usize)> {
+    let mut out: Vec<(u64, u64, usize)> = Vec::with_capacity(sorted.len());
+    for &(addr, len, _) in sorted {
+        let end = addr.saturating_add(len as u64);
+        match out.last_mut() {
+            Some((start, mlen, count)) if addr / PAGE <= (*start + *mlen - 1) / PAGE + 1 => {
+                *mlen = (*mlen).max(end - *start);
+                *count += 1;
+            }
+            _ => out.push((addr, end - addr, 1)),
+        }
+    }
+    out
 }
 
 /// The start of the first mapping with read permission in a `/proc/PID/maps` text.

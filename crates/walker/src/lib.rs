@@ -6,19 +6,23 @@
 //!
 //! [`Walker`] (module [`walk`]) is the entry point: give it the memory, the [`Layout`] the
 //! `layout` module resolved and the [`Roots`] the locate step found, then call
-//! [`Walker::walk`] once per sample for every thread's stack.
+//! [`Walker::sample_into`] once per sample (the allocation-free hot path, module [`sample`]) and
+//! [`Walker::frame_info`] for frames not seen before, or [`Walker::walk`] for every thread's
+//! stack with names resolved.
 
 #![warn(missing_docs)]
 
 pub mod debug_offsets;
 pub mod layout;
 pub mod linetable;
+pub mod sample;
 pub mod strings;
 pub mod threadnames;
 pub mod walk;
 
 use strobe_remote::MemError;
 
+pub use sample::{RawFrame, RawSample, RawThread};
 pub use strobe_python_abi::{Flavour, Layout, Version};
 pub use strobe_remote::RemoteMemory;
 pub use walk::{Frame, Roots, ThreadStack, Walker};

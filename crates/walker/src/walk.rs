@@ -1,20 +1,26 @@
 //! Threads, frames and code objects: the core of a sample.
 //!
-//! [`Walker::walk`] follows, for every interpreter, the thread-state list and each thread's
-//! frame chain, and turns every Python frame into a [`Frame`] (function, file, line). All
-//! structure comes from the [`Layout`]; the only branches are on its named shapes
-//! ([`FrameModel`], [`RuntimeModel`], [`GilModel`], [`LineTable`]).
+//! Two ways to take a sample:
+//! - [`Walker::sample_into`] (module [`crate::sample`]) is the hot path: it fills a reused
+//!   [`RawSample`] with `(code address, instruction, line)` per frame, allocation-free and in one
+//!   batched read of the target per sample in steady state. Names and files come from
+//!   [`Walker::frame_info`], once per code object and line, when the caller first meets them.
+//! - [`Walker::walk`] returns every thread's stack with names resolved ([`ThreadStack`]); it
+//!   is `sample_into` followed by `frame_info` for each frame.
 //!
-//! Costs: a thread state is one read; on 3.11+ the used part of a thread's data-stack chunk is
-//! one read that holds most of its frames; code objects are decoded once and cached by address.
+//! All structure comes from the [`Layout`]; the only branches are on its named shapes
+//! ([`FrameModel`], [`RuntimeModel`], [`GilModel`], [`LineTable`]). Code objects are decoded
+//! once (names, file, line table) and cached by address.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use strobe_python_abi::{FrameModel, GilModel, Layout, LineTable, RuntimeModel};
+use strobe_python_abi::{GilModel, Layout, LineTable, RuntimeModel};
 use strobe_remote::{le, RemoteMemory};
 
 use crate::linetable::LineMap;
+use crate::sample::{Plan, RawFrame, RawSample, Scratch, Shapes};
 use crate::strings::read_string;
 use crate::WalkError;
 
@@ -29,12 +35,9 @@ pub const MAX_CHUNK_COPY: usize = 1 << 20;
 /// Largest line table (`co_lnotab` / `co_linetable` bytes) we read.
 pub const MAX_LINETABLE_BYTES: usize = 1 << 20;
 /// Largest fixed part of a code object / thread state / frame we accept from a layout.
-const MAX_STRUCT: usize = 64 * 1024;
+pub(crate) const MAX_STRUCT: usize = 64 * 1024;
 /// Past this many cached code objects the cache is dropped and refilled.
 const MAX_CODE_CACHE: usize = 1 << 16;
-/// Up to this span, the chunk prefix up to the innermost frame is read without first reading
-/// the chunk header (the header is part of the copy and validates it afterwards).
-const CHUNK_SPECULATIVE: u64 = 64 * 1024;
 /// Largest `_PyCodeArray.size` (one entry per thread that specialised the code) we accept.
 const MAX_TLBC_ENTRIES: u64 = 1 << 16;
 /// Up to this span, the interpreter fields we need are fetched in one read.
@@ -92,7 +95,7 @@ pub struct ThreadStack {
 
 /// A decoded code object.
 #[derive(Debug)]
-struct CodeInfo {
+pub(crate) struct CodeInfo {
     function: Arc<str>,
     filename: Arc<str>,
     lines: LineMap,
@@ -102,60 +105,66 @@ struct CodeInfo {
 
 /// What one interpreter frame (3.11+) or frame object (≤3.10) tells us.
 #[derive(Debug, Clone, Copy)]
-struct RawFrame {
-    previous: u64,
-    code: u64,
+pub(crate) struct FrameFields {
+    pub(crate) previous: u64,
+    pub(crate) code: u64,
     /// `f_lasti` (≤3.10) or the instruction pointer (3.11+).
-    position: i64,
-    owner: Option<u8>,
-    tlbc_index: i32,
+    pub(crate) position: i64,
+    pub(crate) owner: Option<u8>,
+    pub(crate) tlbc_index: i32,
 }
 
-/// A copy of the used part of one `_PyStackChunk`.
-#[derive(Debug)]
-struct ChunkCopy {
-    base: u64,
-    bytes: Vec<u8>,
+/// Hasher for maps keyed by target addresses: a multiply-xorshift mix (addresses are aligned,
+/// so their low bits alone would make poor bucket indices). Not DoS-resistant, which is fine:
+/// the keys are a few thousand pointers, and hashing sits on the sampling hot path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        let h = (self.0 ^ (self.0 >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^ (h >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(17) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_i32(&mut self, v: i32) {
+        self.write_u64(v as u32 as u64);
+    }
 }
 
-/// A chunk of the thread being walked that has not been copied yet.
-#[derive(Debug)]
-struct PendingChunk {
-    base: u64,
-    /// `_PyStackChunk.size`, once a look at the header told us.
-    size: Option<u64>,
-}
-
-/// Chunk copies of the thread being walked, plus chunks we may still copy.
-#[derive(Debug, Default)]
-struct Chunks {
-    copies: Vec<ChunkCopy>,
-    /// The current chunk, then `previous` links as copies reveal them.
-    pending: Vec<PendingChunk>,
-}
-
-/// Why a chunk was not copied.
-enum NoCopy {
-    /// The chunk is `size` bytes long and does not reach the frame.
-    Short(u64),
-    /// The chunk cannot be used (unreadable, implausible header).
-    Unusable,
-}
+pub(crate) type AddrMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
 
 /// Walks the threads and stacks of a CPython process through [`RemoteMemory`].
 #[derive(Debug)]
 pub struct Walker<M: RemoteMemory> {
-    mem: M,
-    layout: Layout,
-    roots: Roots,
-    code_cache: HashMap<u64, Arc<CodeInfo>>,
+    pub(crate) mem: M,
+    pub(crate) layout: Layout,
+    pub(crate) roots: Roots,
+    code_cache: AddrMap<u64, Arc<CodeInfo>>,
     /// Type object address → whether its `tp_name` is "code".
-    code_types: HashMap<u64, bool>,
+    code_types: AddrMap<u64, bool>,
     /// (code address, tlbc index) → start of that thread-local bytecode copy (3.14t).
-    tlbc_bases: HashMap<(u64, i32), u64>,
+    tlbc_bases: AddrMap<(u64, i32), u64>,
     seen: HashSet<u64>,
-    /// Code addresses decoded afresh during the current walk.
-    refreshed: HashSet<u64>,
+    /// Code addresses decoded afresh during the current sample.
+    pub(crate) refreshed: HashSet<u64>,
+    /// Interpreters and threads as last seen, and what to read speculatively for them.
+    pub(crate) plan: Plan,
+    /// Buffers reused from sample to sample.
+    pub(crate) scratch: Scratch,
+    /// Which fields of each structure a sample reads, grouped into as few reads as possible.
+    pub(crate) shapes: Shapes,
+    /// The sample `walk` fills before resolving names.
+    walk_buf: RawSample,
 }
 
 impl<M: RemoteMemory> Walker<M> {
@@ -165,11 +174,15 @@ impl<M: RemoteMemory> Walker<M> {
             mem,
             layout,
             roots,
-            code_cache: HashMap::new(),
-            code_types: HashMap::new(),
-            tlbc_bases: HashMap::new(),
+            code_cache: AddrMap::default(),
+            code_types: AddrMap::default(),
+            tlbc_bases: AddrMap::default(),
             seen: HashSet::new(),
             refreshed: HashSet::new(),
+            plan: Plan::default(),
+            scratch: Scratch::default(),
+            shapes: Shapes::new(&layout),
+            walk_buf: RawSample::default(),
         }
     }
 
@@ -188,11 +201,13 @@ impl<M: RemoteMemory> Walker<M> {
         self.roots
     }
 
-    /// Forget every cached code object (e.g. after the target reloaded modules).
+    /// Forget every cached code object and everything remembered about threads and stacks
+    /// (e.g. after the target reloaded modules, or after repeated failed samples).
     pub fn clear_caches(&mut self) {
         self.code_cache.clear();
         self.code_types.clear();
         self.tlbc_bases.clear();
+        self.plan = Plan::default();
     }
 
     /// Interpreter states `(address, id)`, main interpreter's list order. The id is
@@ -217,7 +232,8 @@ impl<M: RemoteMemory> Walker<M> {
                 // ≤3.6 interpreters have no id; the main interpreter is the last one created,
                 // but the list position is the only stable label we have.
                 None => (
-                    self.mem.read_u64(addr + u64::from(l.interp_next))?,
+                    self.mem
+                        .read_u64(addr.wrapping_add(u64::from(l.interp_next)))?,
                     out.len() as i64,
                 ),
             };
@@ -227,23 +243,63 @@ impl<M: RemoteMemory> Walker<M> {
         Ok(out)
     }
 
-    /// Every thread of every interpreter, innermost frame first.
+    /// Every thread of every interpreter, innermost frame first, with names resolved.
+    ///
+    /// The same sample as [`Walker::sample_into`] (and sharing its caches), plus
+    /// [`Walker::frame_info`] for every frame: convenient, but it allocates per sample.
     pub fn walk(&mut self) -> Result<Vec<ThreadStack>, WalkError> {
-        self.refreshed.clear();
-        let interps = self.interpreters()?;
-        let global_holder = self.global_gil_holder()?;
-        let mut out = Vec::new();
-        for (interp, interp_id) in interps {
-            let holder = match self.layout.gil_model {
-                GilModel::InterpGilPointer => self.interp_gil_holder(interp)?,
-                GilModel::CurrentSymbol | GilModel::RuntimeTstateCurrent => global_holder,
-            };
-            self.walk_interpreter(interp, interp_id, holder, &mut out)?;
-        }
-        Ok(out)
+        let mut raw = std::mem::take(&mut self.walk_buf);
+        let result = self.sample_into(&mut raw).and_then(|()| {
+            let mut out = Vec::with_capacity(raw.threads.len());
+            for t in &raw.threads {
+                let frames = raw
+                    .frames_of(t)
+                    .iter()
+                    .map(|&f| self.frame_info(f))
+                    .collect::<Result<Vec<Frame>, WalkError>>()?;
+                out.push(ThreadStack {
+                    interp_addr: t.interp_addr,
+                    interp_id: t.interp_id,
+                    tstate_addr: t.tstate_addr,
+                    thread_id: t.thread_id,
+                    native_id: t.native_id,
+                    holds_gil: t.holds_gil,
+                    frames,
+                    truncated: t.truncated,
+                });
+            }
+            Ok(out)
+        });
+        self.walk_buf = raw;
+        result
     }
 
-    fn first_interpreter(&self) -> Result<u64, WalkError> {
+    /// Name, file and line of a frame from [`Walker::sample_into`].
+    ///
+    /// The code object was decoded when the sample first met it, so this is a cache lookup;
+    /// callers that intern frames should key them by `(code_addr, line)` and call this only
+    /// for keys they have not seen. Fails if the code object is no longer cached and the
+    /// address no longer holds a code object (it was freed since the sample).
+    pub fn frame_info(&mut self, f: RawFrame) -> Result<Frame, WalkError> {
+        let info = self.code_info(f.code_addr)?.ok_or(WalkError::Corrupt {
+            what: "code object",
+            addr: f.code_addr,
+        })?;
+        Ok(Frame {
+            code_addr: f.code_addr,
+            function: info.function.clone(),
+            filename: info.filename.clone(),
+            line: f.line,
+        })
+    }
+
+    pub(crate) fn first_interpreter(&self) -> Result<u64, WalkError> {
+        let at = self.interp_head_address()?;
+        Ok(self.mem.read_u64(at)?)
+    }
+
+    /// Where the pointer to the first interpreter lives.
+    pub(crate) fn interp_head_address(&self) -> Result<u64, WalkError> {
         match self.layout.runtime_model {
             RuntimeModel::PyRuntime37 => {
                 let runtime = self.roots.runtime.ok_or_else(|| {
@@ -256,25 +312,22 @@ impl<M: RemoteMemory> Walker<M> {
                 let off = self.layout.runtime_interpreters_head.ok_or_else(|| {
                     WalkError::Unsupported("layout lacks _PyRuntime.interpreters.head".into())
                 })?;
-                Ok(self.mem.read_u64(runtime + u64::from(off))?)
+                Ok(runtime.wrapping_add(u64::from(off)))
             }
-            RuntimeModel::InterpHead => {
-                let head = self.roots.interp_head.ok_or_else(|| {
-                    WalkError::Unsupported(
-                        "the address of the interp_head static is unknown (it comes from the \
-                         interpreter's symbol table): the interpreter list cannot be found"
-                            .into(),
-                    )
-                })?;
-                Ok(self.mem.read_u64(head)?)
-            }
+            RuntimeModel::InterpHead => self.roots.interp_head.ok_or_else(|| {
+                WalkError::Unsupported(
+                    "the address of the interp_head static is unknown (it comes from the \
+                     interpreter's symbol table): the interpreter list cannot be found"
+                        .into(),
+                )
+            }),
         }
     }
 
-    /// The GIL holder for shapes that record it once per process; `None` when nobody holds
-    /// it, when it is recorded per interpreter, or when the root is unknown.
-    fn global_gil_holder(&self) -> Result<Option<u64>, WalkError> {
-        let at = match self.layout.gil_model {
+    /// Where the GIL holder is recorded once per process (≤3.11): `None` when it is
+    /// recorded per interpreter or the root is unknown.
+    pub(crate) fn global_gil_address(&self) -> Option<u64> {
+        match self.layout.gil_model {
             // Include/pystate.h (≤3.6): `_PyThreadState_Current` is NULL while the GIL is free.
             GilModel::CurrentSymbol => self.roots.tstate_current,
             // Include/internal/pycore_runtime.h (3.7–3.11): `gilstate.tstate_current` is swapped
@@ -283,291 +336,30 @@ impl<M: RemoteMemory> Walker<M> {
                 .roots
                 .runtime
                 .zip(self.layout.runtime_tstate_current)
-                .map(|(r, off)| r + u64::from(off)),
+                .map(|(r, off)| r.wrapping_add(u64::from(off))),
             GilModel::InterpGilPointer => None,
-        };
-        match at {
-            Some(at) => Ok(Some(self.mem.read_u64(at)?).filter(|&t| t != 0)),
-            None => Ok(None),
         }
     }
 
     /// 3.12+ (Include/internal/pycore_ceval_state.h, pycore_gil.h): `interp->ceval.gil` points at
     /// the `_gil_runtime_state` in use; `last_holder` is the holder while `locked` is set.
-    fn interp_gil_holder(&self, interp: u64) -> Result<Option<u64>, WalkError> {
+    pub(crate) fn gil_holder_at(&self, gil: u64) -> Result<Option<u64>, WalkError> {
         let l = &self.layout;
-        let (Some(gil_ptr), Some(locked), Some(holder)) =
-            (l.interp_ceval_gil, l.gil_locked, l.gil_last_holder)
-        else {
+        let (Some(locked), Some(holder)) = (l.gil_locked, l.gil_last_holder) else {
             return Ok(None);
         };
-        let gil = self.mem.read_u64(interp + u64::from(gil_ptr))?;
-        if gil == 0 {
+        if gil == 0 || self.mem.read_i32(gil.wrapping_add(u64::from(locked)))? == 0 {
             return Ok(None);
         }
-        if self.mem.read_i32(gil + u64::from(locked))? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.mem.read_u64(gil + u64::from(holder))?).filter(|&t| t != 0))
+        Ok(Some(self.mem.read_u64(gil.wrapping_add(u64::from(holder)))?).filter(|&t| t != 0))
     }
 
-    fn walk_interpreter(
+    /// Line of a frame: `Ok(None)` when its code slot does not hold a code object, else the
+    /// `lasti` [`LineMap::line`] takes and the line.
+    pub(crate) fn resolve_frame(
         &mut self,
-        interp: u64,
-        interp_id: i64,
-        holder: Option<u64>,
-        out: &mut Vec<ThreadStack>,
-    ) -> Result<(), WalkError> {
-        let l = self.layout;
-        let tsize = struct_len(l.tstate_size, "thread state")?;
-        let mut tstate = self
-            .mem
-            .read_u64(interp + u64::from(l.interp_tstate_head))?;
-        let mut threads: HashSet<u64> = HashSet::new();
-        let mut buf = vec![0u8; tsize];
-        while tstate != 0 {
-            if threads.len() >= MAX_THREADS || !threads.insert(tstate) {
-                return Err(WalkError::Unbounded {
-                    what: "thread state",
-                    limit: MAX_THREADS,
-                });
-            }
-            // One read per thread state; every field is decoded from this copy.
-            self.mem.read_into(tstate, &mut buf)?;
-            let field = |off: u32| {
-                le::u64_at(&buf, off as usize).ok_or(WalkError::Corrupt {
-                    what: "thread-state layout (field past tstate_size)",
-                    addr: tstate,
-                })
-            };
-            let next = field(l.tstate_next)?;
-            if field(l.tstate_interp)? != interp {
-                // The thread exited and its memory was reused, or the list is being edited.
-                return Err(WalkError::Corrupt {
-                    what: "thread state whose interp pointer is not its interpreter",
-                    addr: tstate,
-                });
-            }
-            let thread_id = field(l.tstate_thread_id)?;
-            let native_id = match l.tstate_native_thread_id {
-                Some(off) => u32::try_from(field(off)?).ok().filter(|&t| t != 0),
-                None => None,
-            };
-            let innermost = match l.frame_model {
-                FrameModel::FrameObject => field(need(l.tstate_frame, "tstate.frame")?)?,
-                FrameModel::CFrame311 => {
-                    let cframe = field(need(l.tstate_cframe, "tstate.cframe")?)?;
-                    if cframe == 0 {
-                        0
-                    } else {
-                        let off = need(l.cframe_current_frame, "cframe.current_frame")?;
-                        self.mem.read_u64(cframe + u64::from(off))?
-                    }
-                }
-                FrameModel::Direct313 => {
-                    field(need(l.tstate_current_frame, "tstate.current_frame")?)?
-                }
-            };
-            let chunk = match l.tstate_datastack_chunk {
-                Some(off) => field(off)?,
-                None => 0,
-            };
-            let (frames, truncated) = match l.frame_model {
-                FrameModel::FrameObject => self.frames_objects(innermost)?,
-                FrameModel::CFrame311 | FrameModel::Direct313 => {
-                    self.frames_interpreter(innermost, chunk)?
-                }
-            };
-            out.push(ThreadStack {
-                interp_addr: interp,
-                interp_id,
-                tstate_addr: tstate,
-                thread_id,
-                native_id,
-                holds_gil: holder == Some(tstate),
-                frames,
-                truncated,
-            });
-            tstate = next;
-        }
-        Ok(())
-    }
-
-    /// ≤3.10: `PyFrameObject`s linked by `f_back` (Include/frameobject.h; Include/cpython/
-    /// frameobject.h in 3.9–3.10). One read per frame covering `f_back`, `f_code`, `f_lasti`.
-    fn frames_objects(&mut self, mut addr: u64) -> Result<(Vec<Frame>, bool), WalkError> {
-        let l = self.layout;
-        let back = need(l.frame_back, "frame.f_back")? as usize;
-        let code = need(l.frame_code, "frame.f_code")? as usize;
-        let lasti = need(l.frame_lasti, "frame.f_lasti")? as usize;
-        let len = (back + 8).max(code + 8).max(lasti + 4);
-        let len = struct_len(len as u32, "frame object")?;
-        let mut buf = vec![0u8; len];
-        let mut frames = Vec::new();
-        self.seen.clear();
-        while addr != 0 {
-            if frames.len() >= MAX_DEPTH {
-                return Ok((frames, true));
-            }
-            if !self.seen.insert(addr) {
-                return Err(WalkError::Unbounded {
-                    what: "frame",
-                    limit: MAX_DEPTH,
-                });
-            }
-            self.mem.read_into(addr, &mut buf)?;
-            let corrupt = WalkError::Corrupt {
-                what: "frame object",
-                addr,
-            };
-            let raw = RawFrame {
-                previous: le::u64_at(&buf, back).ok_or(corrupt.clone())?,
-                code: le::u64_at(&buf, code).ok_or(corrupt.clone())?,
-                position: i64::from(le::i32_at(&buf, lasti).ok_or(corrupt)?),
-                owner: None,
-                tlbc_index: 0,
-            };
-            if raw.code != 0 {
-                if let Some(f) = self.python_frame(&raw)? {
-                    frames.push(f);
-                }
-            }
-            addr = raw.previous;
-        }
-        Ok((frames, false))
-    }
-
-    /// 3.11+: `_PyInterpreterFrame`s linked by `previous` (Include/internal/pycore_frame.h;
-    /// pycore_interpframe_structs.h since 3.14). Frames in the thread's data-stack chunks are
-    /// served from one copy per chunk; others (generator frames) are read one by one.
-    fn frames_interpreter(
-        &mut self,
-        mut addr: u64,
-        chunk: u64,
-    ) -> Result<(Vec<Frame>, bool), WalkError> {
-        let l = self.layout;
-        let size = struct_len(need(l.iframe_size, "interpreter frame size")?, "frame")?;
-        let mut chunks = Chunks::default();
-        if chunk != 0 {
-            chunks.pending.push(PendingChunk {
-                base: chunk,
-                size: None,
-            });
-        }
-        let mut direct = vec![0u8; size];
-        let mut frames = Vec::new();
-        self.seen.clear();
-        while addr != 0 {
-            if frames.len() >= MAX_DEPTH {
-                return Ok((frames, true));
-            }
-            if !self.seen.insert(addr) {
-                return Err(WalkError::Unbounded {
-                    what: "frame",
-                    limit: MAX_DEPTH,
-                });
-            }
-            let raw = match self.chunk_frame(&mut chunks, addr, size) {
-                Some(bytes) => decode_iframe(&l, bytes, addr)?,
-                None => {
-                    self.mem.read_into(addr, &mut direct)?;
-                    decode_iframe(&l, &direct, addr)?
-                }
-            };
-            let skip = raw.owner.is_some()
-                && (raw.owner == l.owner_cstack || raw.owner == l.owner_interpreter);
-            if !skip && raw.code != 0 {
-                if let Some(f) = self.python_frame(&raw)? {
-                    frames.push(f);
-                }
-            }
-            addr = raw.previous;
-        }
-        Ok((frames, false))
-    }
-
-    /// The `size` bytes of the frame at `addr` from a chunk copy, copying a chunk first if
-    /// `addr` may lie in one not yet copied. `None`: read the frame directly.
-    fn chunk_frame<'c>(&self, chunks: &'c mut Chunks, addr: u64, size: usize) -> Option<&'c [u8]> {
-        let end = addr.checked_add(size as u64)?;
-        let found = |c: &ChunkCopy| addr >= c.base && end <= c.base + c.bytes.len() as u64;
-        if !chunks.copies.iter().any(found) {
-            let candidate = chunks.pending.iter().position(|p| {
-                addr >= p.base
-                    && end - p.base <= p.size.unwrap_or(MAX_CHUNK_COPY as u64)
-                    && end - p.base <= MAX_CHUNK_COPY as u64
-            });
-            if let Some(i) = candidate {
-                match self.copy_chunk(chunks.pending[i].base, end) {
-                    Ok(copy) => {
-                        chunks.pending.swap_remove(i);
-                        // Frames further out may live in the previous (older) chunk.
-                        let previous = self
-                            .layout
-                            .chunk_previous
-                            .and_then(|off| le::u64_at(&copy.bytes, off as usize))
-                            .filter(|&p| p != 0)
-                            .filter(|&p| !chunks.copies.iter().any(|c| c.base == p))
-                            .filter(|&p| chunks.pending.iter().all(|c| c.base != p));
-                        if let Some(base) = previous {
-                            chunks.pending.push(PendingChunk { base, size: None });
-                        }
-                        chunks.copies.push(copy);
-                    }
-                    // A generator frame just above the chunk: remember the chunk's real size
-                    // so that its own frames are still copied in one go later.
-                    Err(NoCopy::Short(len)) => chunks.pending[i].size = Some(len),
-                    Err(NoCopy::Unusable) => {
-                        chunks.pending.swap_remove(i);
-                    }
-                }
-            }
-        }
-        let c = chunks.copies.iter().find(|c| found(c))?;
-        let off = (addr - c.base) as usize;
-        c.bytes.get(off..off + size)
-    }
-
-    /// Copy `[base, end)` of the chunk at `base` if the chunk's own `size` says it reaches
-    /// `end`.
-    fn copy_chunk(&self, base: u64, end: u64) -> Result<ChunkCopy, NoCopy> {
-        let l = &self.layout;
-        let (Some(size_off), Some(data_off)) = (l.chunk_size, l.chunk_data) else {
-            return Err(NoCopy::Unusable);
-        };
-        let size_off = size_off as usize;
-        let len = end.checked_sub(base).ok_or(NoCopy::Unusable)?;
-        if len < u64::from(data_off) || len > MAX_CHUNK_COPY as u64 {
-            return Err(NoCopy::Unusable);
-        }
-        // `_PyStackChunk.size` is the chunk's allocation in bytes (Python/pystate.c,
-        // allocate_chunk): a frame ending past it is not in this chunk.
-        let check = |chunk_size: u64| {
-            if chunk_size > 1 << 30 {
-                Err(NoCopy::Unusable)
-            } else if chunk_size < len {
-                Err(NoCopy::Short(chunk_size))
-            } else {
-                Ok(())
-            }
-        };
-        if len > CHUNK_SPECULATIVE {
-            let head = self
-                .mem
-                .read_vec(base, data_off as usize, 64)
-                .map_err(|_| NoCopy::Unusable)?;
-            check(le::u64_at(&head, size_off).ok_or(NoCopy::Unusable)?)?;
-        }
-        let bytes = self
-            .mem
-            .read_vec(base, len as usize, MAX_CHUNK_COPY)
-            .map_err(|_| NoCopy::Unusable)?;
-        check(le::u64_at(&bytes, size_off).ok_or(NoCopy::Unusable)?)?;
-        Ok(ChunkCopy { base, bytes })
-    }
-
-    /// Turn a raw frame into a [`Frame`]; `None` when its code slot does not hold a code object.
-    fn python_frame(&mut self, raw: &RawFrame) -> Result<Option<Frame>, WalkError> {
+        raw: &FrameFields,
+    ) -> Result<Option<(i64, Option<i32>)>, WalkError> {
         let Some(mut info) = self.code_info(raw.code)? else {
             return Ok(None);
         };
@@ -589,16 +381,11 @@ impl<M: RemoteMemory> Walker<M> {
         } else {
             None
         };
-        Ok(Some(Frame {
-            code_addr: raw.code,
-            function: info.function.clone(),
-            filename: info.filename.clone(),
-            line,
-        }))
+        Ok(Some((lasti, line)))
     }
 
     /// The `lasti` units [`LineMap::line`] expects for this layout's line table.
-    fn lasti(&mut self, raw: &RawFrame, info: &CodeInfo) -> Result<i64, WalkError> {
+    fn lasti(&mut self, raw: &FrameFields, info: &CodeInfo) -> Result<i64, WalkError> {
         match self.layout.line_table {
             // ≤3.10: `f_lasti` as stored (bytes ≤3.9, code units in 3.10).
             LineTable::Lnotab27 | LineTable::Lnotab36 | LineTable::Linetable310 => Ok(raw.position),
@@ -614,9 +401,9 @@ impl<M: RemoteMemory> Walker<M> {
 
     /// Start of the bytecode `instr_ptr` points into: `co_code_adaptive`, or on free-threaded
     /// 3.14+ the thread-local copy `co_tlbc->entries[tlbc_index]`.
-    fn bytecode_base(&mut self, raw: &RawFrame, info: &CodeInfo) -> Result<u64, WalkError> {
+    fn bytecode_base(&mut self, raw: &FrameFields, info: &CodeInfo) -> Result<u64, WalkError> {
         let adaptive = need(self.layout.code_code_adaptive, "code.co_code_adaptive")?;
-        let main = raw.code + u64::from(adaptive);
+        let main = raw.code.wrapping_add(u64::from(adaptive));
         let (Some(tlbc_off), true) = (self.layout.code_tlbc, raw.tlbc_index != 0) else {
             return Ok(main);
         };
@@ -631,15 +418,19 @@ impl<M: RemoteMemory> Walker<M> {
             addr: raw.code,
         };
         let index = u64::try_from(raw.tlbc_index).map_err(|_| corrupt.clone())?;
-        let array = self.mem.read_u64(raw.code + u64::from(tlbc_off))?;
+        let array = self
+            .mem
+            .read_u64(raw.code.wrapping_add(u64::from(tlbc_off)))?;
         if array == 0 {
             return Err(corrupt);
         }
-        let count = self.mem.read_u64(array + CODE_ARRAY_SIZE)?;
+        let count = self.mem.read_u64(array.wrapping_add(CODE_ARRAY_SIZE))?;
         if count > MAX_TLBC_ENTRIES || index >= count {
             return Err(corrupt);
         }
-        let base = self.mem.read_u64(array + CODE_ARRAY_ENTRIES + index * 8)?;
+        let base = self
+            .mem
+            .read_u64(array.wrapping_add(CODE_ARRAY_ENTRIES + index * 8))?;
         if base == 0 {
             return Err(corrupt);
         }
@@ -713,7 +504,9 @@ impl<M: RemoteMemory> Walker<M> {
     /// The payload of a `bytes` object (`str` on 2.7), bounded by [`MAX_LINETABLE_BYTES`].
     fn read_bytes(&self, addr: u64) -> Result<Vec<u8>, WalkError> {
         let l = &self.layout;
-        let len = self.mem.read_u64(addr + u64::from(l.pyvarobject_ob_size))? as i64;
+        let len =
+            self.mem
+                .read_u64(addr.wrapping_add(u64::from(l.pyvarobject_ob_size)))? as i64;
         let len = usize::try_from(len)
             .ok()
             .filter(|&n| n <= MAX_LINETABLE_BYTES)
@@ -721,9 +514,11 @@ impl<M: RemoteMemory> Walker<M> {
                 what: "line table length",
                 addr,
             })?;
-        Ok(self
-            .mem
-            .read_vec(addr + u64::from(l.bytes_ob_sval), len, MAX_LINETABLE_BYTES)?)
+        Ok(self.mem.read_vec(
+            addr.wrapping_add(u64::from(l.bytes_ob_sval)),
+            len,
+            MAX_LINETABLE_BYTES,
+        )?)
     }
 
     /// Whether the type object at `ty` is `code` (its `tp_name`), asked once per type.
@@ -736,7 +531,9 @@ impl<M: RemoteMemory> Walker<M> {
         }
         // Include/cpython/object.h: `struct _typeobject { PyObject_VAR_HEAD; const char
         // *tp_name; ...}`: tp_name directly follows ob_size.
-        let tp_name_at = ty + u64::from(self.layout.pyvarobject_ob_size) + 8;
+        let tp_name_at = ty
+            .wrapping_add(u64::from(self.layout.pyvarobject_ob_size))
+            .wrapping_add(8);
         let name = self.mem.read_u64(tp_name_at)?;
         let mut text = [0u8; 5];
         let is_code = name != 0 && {
@@ -757,7 +554,7 @@ impl<M: RemoteMemory> Walker<M> {
         if hi - lo <= MAX_FIELD_SPAN {
             let buf = self
                 .mem
-                .read_vec(base + lo as u64, hi - lo, MAX_FIELD_SPAN)?;
+                .read_vec(base.wrapping_add(lo as u64), hi - lo, MAX_FIELD_SPAN)?;
             for (o, off) in out.iter_mut().zip(offs) {
                 *o = le::u64_at(&buf, off as usize - lo).ok_or(WalkError::Corrupt {
                     what: "field span",
@@ -766,7 +563,7 @@ impl<M: RemoteMemory> Walker<M> {
             }
         } else {
             for (o, off) in out.iter_mut().zip(offs) {
-                *o = self.mem.read_u64(base + u64::from(off))?;
+                *o = self.mem.read_u64(base.wrapping_add(u64::from(off)))?;
             }
         }
         Ok(out)
@@ -774,7 +571,7 @@ impl<M: RemoteMemory> Walker<M> {
 }
 
 /// Decode the fields we use from a copy of a `_PyInterpreterFrame`.
-fn decode_iframe(l: &Layout, buf: &[u8], addr: u64) -> Result<RawFrame, WalkError> {
+pub(crate) fn decode_iframe(l: &Layout, buf: &[u8], addr: u64) -> Result<FrameFields, WalkError> {
     let corrupt = || WalkError::Corrupt {
         what: "interpreter frame",
         addr,
@@ -790,7 +587,7 @@ fn decode_iframe(l: &Layout, buf: &[u8], addr: u64) -> Result<RawFrame, WalkErro
         Some(off) => le::i32_at(buf, off as usize).ok_or_else(corrupt)?,
         None => 0,
     };
-    Ok(RawFrame {
+    Ok(FrameFields {
         previous: u64_field(l.iframe_previous, "frame.previous")?,
         // 3.14+: f_executable is a `_PyStackRef` whose low bits are tags
         // (Include/internal/pycore_stackref.h).
@@ -798,6 +595,29 @@ fn decode_iframe(l: &Layout, buf: &[u8], addr: u64) -> Result<RawFrame, WalkErro
         position: u64_field(l.iframe_instr_ptr, "frame.instr_ptr")? as i64,
         owner,
         tlbc_index,
+    })
+}
+
+/// Decode `f_back`, `f_code` and `f_lasti` from a copy of a `PyFrameObject` (≤3.10;
+/// Include/frameobject.h, Include/cpython/frameobject.h in 3.9–3.10).
+pub(crate) fn decode_frame_object(
+    l: &Layout,
+    buf: &[u8],
+    addr: u64,
+) -> Result<FrameFields, WalkError> {
+    let corrupt = || WalkError::Corrupt {
+        what: "frame object",
+        addr,
+    };
+    let at = |off: Option<u32>, what: &str| need(off, what).map(|o| o as usize);
+    Ok(FrameFields {
+        previous: le::u64_at(buf, at(l.frame_back, "frame.f_back")?).ok_or_else(corrupt)?,
+        code: le::u64_at(buf, at(l.frame_code, "frame.f_code")?).ok_or_else(corrupt)?,
+        position: i64::from(
+            le::i32_at(buf, at(l.frame_lasti, "frame.f_lasti")?).ok_or_else(corrupt)?,
+        ),
+        owner: None,
+        tlbc_index: 0,
     })
 }
 
@@ -811,7 +631,7 @@ fn in_bytecode(info: &CodeInfo, instr_ptr: i64, base: u64) -> bool {
     plausible_lasti(info, ((instr_ptr as u64).wrapping_sub(base) as i64) >> 1)
 }
 
-fn need(v: Option<u32>, what: &str) -> Result<u32, WalkError> {
+pub(crate) fn need(v: Option<u32>, what: &str) -> Result<u32, WalkError> {
     v.ok_or_else(|| {
         WalkError::Unsupported(format!(
             "the interpreter layout lacks {what}, which its frame model needs"
@@ -819,7 +639,7 @@ fn need(v: Option<u32>, what: &str) -> Result<u32, WalkError> {
     })
 }
 
-fn struct_len(len: u32, what: &str) -> Result<usize, WalkError> {
+pub(crate) fn struct_len(len: u32, what: &str) -> Result<usize, WalkError> {
     let len = len as usize;
     if len == 0 || len > MAX_STRUCT {
         return Err(WalkError::Unsupported(format!(
@@ -827,4 +647,21 @@ fn struct_len(len: u32, what: &str) -> Result<usize, WalkError> {
         )));
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn aligned_addresses_spread_over_buckets() {
+        // 4096 16-byte-aligned addresses must not pile into a few of 4096 buckets.
+        let b = BuildHasherDefault::<AddrHasher>::default();
+        let mut used = HashSet::new();
+        for i in 0..4096u64 {
+            used.insert(b.hash_one(0x7f00_0000_0000 + i * 16) & 4095);
+        }
+        assert!(used.len() > 2000, "{} buckets used", used.len());
+    }
 }

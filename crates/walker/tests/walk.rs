@@ -17,7 +17,7 @@ use strobe_remote::{MemError, RemoteMemory};
 use strobe_testkit::ImageMemory;
 use strobe_walker::strings::read_string;
 use strobe_walker::walk::{MAX_DEPTH, MAX_THREADS};
-use strobe_walker::{Roots, ThreadStack, WalkError, Walker};
+use strobe_walker::{RawSample, Roots, ThreadStack, WalkError, Walker};
 
 // ---------------------------------------------------------------------------------------------
 // Layouts
@@ -1118,4 +1118,410 @@ fn lone_surrogates_become_replacement_characters() {
             ..
         })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hot path: `sample_into`, its speculative batch and what it remembers between samples.
+
+/// An image the test edits between samples, with ranges it can make unreadable (a freed
+/// chunk), counting batched reads and single reads separately.
+#[derive(Clone, Default)]
+struct Live {
+    mem: Rc<RefCell<ImageMemory>>,
+    holes: Rc<RefCell<Vec<(u64, u64)>>>,
+    batches: Rc<Cell<usize>>,
+    singles: Rc<Cell<usize>>,
+}
+
+impl Live {
+    fn check(&self, addr: u64, len: usize) -> Result<(), MemError> {
+        let end = addr + len as u64;
+        if self
+            .holes
+            .borrow()
+            .iter()
+            .any(|&(a, e)| addr < e && end > a)
+        {
+            return Err(MemError::Fault { addr, len });
+        }
+        Ok(())
+    }
+
+    /// (batched reads, single reads) since the last call.
+    fn take_counts(&self) -> (usize, usize) {
+        (self.batches.replace(0), self.singles.replace(0))
+    }
+}
+
+impl RemoteMemory for Live {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.singles.set(self.singles.get() + 1);
+        self.check(addr, buf.len())?;
+        self.mem.borrow().read_into(addr, buf)
+    }
+
+    fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        self.batches.set(self.batches.get() + 1);
+        let mut off = 0;
+        for &(addr, len) in reqs {
+            self.check(addr, len)?;
+            self.mem
+                .borrow()
+                .read_into(addr, &mut buf[off..off + len])?;
+            off += len;
+        }
+        assert_eq!(off, buf.len(), "buffer sized to the requests");
+        Ok(())
+    }
+}
+
+/// A walker over `img`'s memory, which moves into the returned `Live`; edit it with [`edit`].
+fn live_walker(img: &mut Image, roots: Roots) -> (Walker<Live>, Live) {
+    let live = Live::default();
+    *live.mem.borrow_mut() = std::mem::take(&mut img.mem);
+    (Walker::new(live.clone(), img.l, roots), live)
+}
+
+/// Run `f` on the image builder while it holds the live memory.
+fn edit<T>(img: &mut Image, live: &Live, f: impl FnOnce(&mut Image) -> T) -> T {
+    std::mem::swap(&mut img.mem, &mut *live.mem.borrow_mut());
+    let out = f(img);
+    std::mem::swap(&mut img.mem, &mut *live.mem.borrow_mut());
+    out
+}
+
+/// `(tstate, thread id, GIL, frames)` with names, from `sample_into` + `frame_info`.
+type Flat = Vec<(u64, u64, bool, Vec<(String, String, Option<i32>)>)>;
+
+fn flat_sample(w: &mut Walker<Live>, raw: &mut RawSample) -> Flat {
+    w.sample_into(raw).unwrap();
+    let mut out = Vec::new();
+    for t in &raw.threads {
+        let frames = raw
+            .frames_of(t)
+            .iter()
+            .map(|&f| {
+                let info = w.frame_info(f).unwrap();
+                assert_eq!(info.line, f.line);
+                assert_eq!(info.code_addr, f.code_addr);
+                (info.function.to_string(), info.filename.to_string(), f.line)
+            })
+            .collect();
+        out.push((t.tstate_addr, t.thread_id, t.holds_gil, frames));
+    }
+    out
+}
+
+fn flat_walk(stacks: &[ThreadStack]) -> Flat {
+    stacks
+        .iter()
+        .map(|t| (t.tstate_addr, t.thread_id, t.holds_gil, names(t)))
+        .collect()
+}
+
+/// Sample with the long-lived walker `w` and check it against a walker that remembers nothing.
+fn sample_matches_fresh(
+    w: &mut Walker<Live>,
+    live: &Live,
+    l: Layout,
+    roots: Roots,
+    raw: &mut RawSample,
+) -> Flat {
+    let got = flat_sample(w, raw);
+    let fresh = Walker::new(live.clone(), l, roots).walk().unwrap();
+    assert_eq!(got, flat_walk(&fresh));
+    got
+}
+
+/// Point thread state `t`'s innermost frame at `frame`, keeping its `_PyCFrame` (3.11–3.12).
+fn set_current(img: &mut Image, t: u64, frame: u64) {
+    let l = img.l;
+    match l.frame_model {
+        FrameModel::CFrame311 => {
+            let cframe = img
+                .mem
+                .read_u64(t + u64::from(l.tstate_cframe.unwrap()))
+                .unwrap();
+            img.mem
+                .write_u64(cframe + u64::from(l.cframe_current_frame.unwrap()), frame);
+        }
+        _ => img.set_innermost(t, frame),
+    }
+}
+
+/// A thread running `depth` frames (f0 outermost, each on its own code object) in one chunk,
+/// with `locals` bytes of localsplus per frame.
+fn deep_chunk_image(l: Layout, depth: usize, locals: u64) -> (Image, Vec<u64>, u64, u64, Roots) {
+    let mut img = Image::new(l);
+    let codes: Vec<u64> = (0..depth)
+        .map(|i| img.code(&format!("f{i}"), "/deep.py", 100 + i as i32, 16))
+        .collect();
+    let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 3)).collect();
+    let chunk = img.chunk(16 * 1024, 0);
+    let frames = img.chunk_frames(chunk, 0, &stack, locals);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1000, 7, *frames.last().unwrap())]);
+    img.mem
+        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    if let Some(gil_off) = l.interp_ceval_gil {
+        let gil = img.mem.alloc(256);
+        img.mem.write_u64(interp + u64::from(gil_off), gil);
+        img.mem.write_i32(gil + u64::from(l.gil_locked.unwrap()), 1);
+        img.mem
+            .write_u64(gil + u64::from(l.gil_last_holder.unwrap()), ts[0]);
+    }
+    let roots = img.roots(&[interp]);
+    (img, codes, chunk, ts[0], roots)
+}
+
+#[test]
+fn steady_state_sample_is_one_batched_read() {
+    for l in [l311(), l312(), l313(), l314()] {
+        let (mut img, codes, _, _, roots) = deep_chunk_image(l, 50, 48);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let first = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(first[0].3.len(), 50);
+        assert_eq!(first[0].2, l.interp_ceval_gil.is_some(), "GIL holder");
+        live.take_counts();
+        for _ in 0..3 {
+            w.sample_into(&mut raw).unwrap();
+            assert_eq!(
+                live.take_counts(),
+                (1, 0),
+                "{:?}: one batched read per sample",
+                l.version
+            );
+            assert_eq!(raw.threads.len(), 1);
+            assert_eq!(raw.threads[0].unchanged, 50, "nothing moved");
+            let f = raw.frames_of(&raw.threads[0]);
+            assert_eq!(f.len(), 50);
+            assert_eq!(f[0].code_addr, codes[49]);
+            assert_eq!(f[0].line, Some(100 + 49 + 3));
+            assert_eq!(f[49].lasti, 3);
+        }
+    }
+}
+
+#[test]
+fn steady_state_frame_objects_one_batched_read() {
+    for l in [l27(), l310()] {
+        let mut img = Image::new(l);
+        let codes: Vec<u64> = (0..50)
+            .map(|i| img.code(&format!("g{i}"), "/obj.py", 10 * i + 1, 8))
+            .collect();
+        let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 2)).collect();
+        let inner = img.frame_objects(&stack);
+        let interp = img.interp(0);
+        img.threads(interp, &[(0x77, 1, inner)]);
+        let roots = img.roots(&[interp]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let first = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(first[0].3.len(), 50);
+        assert_eq!(first[0].3[0].2, Some(10 * 49 + 1 + 2));
+        live.take_counts();
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(live.take_counts(), (1, 0), "{:?}", l.version);
+        assert_eq!(raw.threads[0].unchanged, 50);
+    }
+}
+
+#[test]
+fn unchanged_counts_outer_frames_and_lines_follow_the_instruction() {
+    let l = l312();
+    let (mut img, codes, _, t0, roots) = deep_chunk_image(l, 10, 0);
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    w.sample_into(&mut raw).unwrap();
+    assert_eq!(raw.threads[0].unchanged, 0, "first sample of this thread");
+    // The innermost frame (f9) moves to instruction 7: its line changes, the 9 outer frames
+    // are reported unchanged.
+    let inner_frame = edit(&mut img, &live, |img| {
+        let cframe = img
+            .mem
+            .read_u64(t0 + u64::from(l.tstate_cframe.unwrap()))
+            .unwrap();
+        let f = img
+            .mem
+            .read_u64(cframe + u64::from(l.cframe_current_frame.unwrap()))
+            .unwrap();
+        let adaptive = img.adaptive(codes[9]);
+        img.mem
+            .write_u64(f + u64::from(l.iframe_instr_ptr.unwrap()), adaptive + 14);
+        f
+    });
+    assert_ne!(inner_frame, 0);
+    let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+    assert_eq!(got[0].3[0], ("f9".into(), "/deep.py".into(), Some(109 + 7)));
+    assert_eq!(raw.threads[0].unchanged, 9);
+    assert_eq!(raw.frames_of(&raw.threads[0])[0].lasti, 7);
+}
+
+#[test]
+fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
+    for l in [l311(), l312(), l313(), l314()] {
+        let (mut img, codes, chunk, t0, roots) = deep_chunk_image(l, 20, 48);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let steady = |w: &mut Walker<Live>, raw: &mut RawSample, what: &str| {
+            live.take_counts();
+            w.sample_into(raw).unwrap();
+            assert_eq!(
+                live.take_counts(),
+                (1, 0),
+                "{:?}: steady again after {what}",
+                l.version
+            );
+        };
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        steady(&mut w, &mut raw, "the first sample");
+
+        // 1. The stack grows far past the slack read after the innermost frame.
+        let deeper: Vec<(u64, i64)> = (0..90).map(|i| (codes[i % 20], (i % 5) as i64)).collect();
+        let frames = edit(&mut img, &live, |img| {
+            let f = img.chunk_frames(chunk, 0, &deeper, 48);
+            set_current(img, t0, *f.last().unwrap());
+            f
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 90);
+        steady(&mut w, &mut raw, "growing");
+
+        // 2. A new chunk is pushed: its frames continue from the old chunk's innermost.
+        let upper = edit(&mut img, &live, |img| {
+            let c = img.chunk(16 * 1024, chunk);
+            let f = img.chunk_frames(
+                c,
+                *frames.last().unwrap(),
+                &[(codes[1], 1), (codes[2], 2)],
+                0,
+            );
+            img.mem
+                .write_u64(t0 + u64::from(l.tstate_datastack_chunk.unwrap()), c);
+            set_current(img, t0, *f.last().unwrap());
+            c
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 92);
+        assert_eq!(got[0].3[0].0, "f2");
+        steady(&mut w, &mut raw, "a new chunk");
+
+        // 3. It is popped and freed: the speculative copy of it faults.
+        edit(&mut img, &live, |img| {
+            img.mem
+                .write_u64(t0 + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+            set_current(img, t0, *frames.last().unwrap());
+        });
+        live.holes.borrow_mut().push((upper, upper + 16 * 1024));
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 90);
+        steady(&mut w, &mut raw, "a freed chunk");
+
+        // 4. A generator frame (outside any chunk) becomes the innermost.
+        edit(&mut img, &live, |img| {
+            let gen_frame = img.mem.alloc(256) + 64;
+            let code = codes[5];
+            let ip = img.adaptive(code) + 8;
+            img.iframe(
+                gen_frame,
+                IFrame {
+                    previous: *frames.last().unwrap(),
+                    code,
+                    instr_ptr: ip,
+                    owner: 1,
+                    tlbc_index: 0,
+                },
+            );
+            set_current(img, t0, gen_frame);
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3[0], ("f5".into(), "/deep.py".into(), Some(109)));
+        steady(&mut w, &mut raw, "a generator frame");
+
+        // 5. A thread starts (linked at the head, as CPython does) and one exits.
+        let interp = img_first_interp(&live, l, roots);
+        let t1 = edit(&mut img, &live, |img| {
+            let c = img.chunk(4096, 0);
+            let f = img.chunk_frames(c, 0, &[(codes[0], 0)], 0);
+            let t1 = img.mem.alloc(l.tstate_size as usize);
+            img.mem.write_u64(t1 + u64::from(l.tstate_next), t0);
+            img.mem.write_u64(t1 + u64::from(l.tstate_interp), interp);
+            img.mem
+                .write_u64(t1 + u64::from(l.tstate_thread_id), 0x2000);
+            img.mem
+                .write_u64(t1 + u64::from(l.tstate_datastack_chunk.unwrap()), c);
+            img.set_innermost(t1, f[0]);
+            img.mem
+                .write_u64(interp + u64::from(l.interp_tstate_head), t1);
+            t1
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, t1);
+        steady(&mut w, &mut raw, "a new thread");
+        edit(&mut img, &live, |img| {
+            img.mem.write_u64(t1 + u64::from(l.tstate_next), 0);
+        });
+        live.holes
+            .borrow_mut()
+            .push((t0, t0 + u64::from(l.tstate_size)));
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, t1);
+        steady(&mut w, &mut raw, "a thread exit");
+    }
+}
+
+fn img_first_interp(live: &Live, l: Layout, roots: Roots) -> u64 {
+    live.mem
+        .borrow()
+        .read_u64(roots.runtime.unwrap() + u64::from(l.runtime_interpreters_head.unwrap()))
+        .unwrap()
+}
+
+#[test]
+fn cframe_change_is_followed_311() {
+    // 3.11–3.12: a C call into Python makes the thread state point at another `_PyCFrame`.
+    for l in [l311(), l312()] {
+        let (mut img, _, _, t0, roots) = deep_chunk_image(l, 5, 0);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        edit(&mut img, &live, |img| {
+            let cframe = img
+                .mem
+                .read_u64(t0 + u64::from(l.tstate_cframe.unwrap()))
+                .unwrap();
+            let current = img
+                .mem
+                .read_u64(cframe + u64::from(l.cframe_current_frame.unwrap()))
+                .unwrap();
+            let outer = img
+                .mem
+                .read_u64(current + u64::from(l.iframe_previous.unwrap()))
+                .unwrap();
+            // The old cframe keeps a stale frame; the new one is where the thread is now.
+            img.set_innermost(t0, outer);
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 4);
+        live.take_counts();
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(live.take_counts(), (1, 0));
+    }
+}
+
+#[test]
+fn walk_and_sample_into_agree_on_errors() {
+    // A frame cycle seen through the hot path is the same typed error as through walk().
+    let (mut img, inner, _, roots) = simple_310();
+    let l = img.l;
+    img.mem
+        .write_u64(inner + u64::from(l.frame_back.unwrap()), inner);
+    let (mut w, _live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    let err = w.sample_into(&mut raw).unwrap_err();
+    assert!(matches!(err, WalkError::Unbounded { what: "frame", .. }));
+    assert!(raw.threads.is_empty() && raw.frames.is_empty());
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use strobe_python_abi::{layout_for, Flavour, Layout, Version};
-use strobe_remote::ProcessMemory;
-use strobe_walker::{Roots, ThreadStack, Walker};
+use strobe_remote::{Freeze, ProcessMemory};
+use strobe_walker::{RawSample, Roots, ThreadStack, Walker};
 
 /// The target. Each statement that must not move once READY is printed shares one line with
 /// the blocking call after it, so the reported line is the same at every instant after READY.
@@ -388,4 +388,175 @@ fn live_sid_314d() {
 #[test]
 fn live_sid_315d() {
     check_live(sid_launch("python3.15d", true));
+}
+
+/// A target whose threads and stacks never stop changing: threads start and exit, recursion
+/// depth jumps across data-stack chunk boundaries (16 KiB each, ~100 frames), generators and
+/// C-to-Python calls (`sorted` with a key, 3.11–3.12 `_PyCFrame` changes) come and go.
+const CHURN: &str = r#"import sys, threading, random
+
+def leaf(n):
+    return sum(range(n))
+
+def gen(depth):
+    yield rec(depth)
+
+def rec(depth):
+    if depth <= 0:
+        return leaf(3000)
+    if depth % 17 == 0:
+        return sum(gen(depth - 1))
+    if depth % 23 == 0:
+        return sorted([depth], key=lambda x: rec(depth - 1))[0]
+    return rec(depth - 1)
+
+def worker(seed):
+    r = random.Random(seed)
+    for _ in range(3):
+        rec(r.randint(0, 150))
+
+def main():
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    r = random.Random(1)
+    n = 0
+    while True:
+        ts = [threading.Thread(target=worker, args=(n + k,)) for k in range(2)]
+        n += 2
+        for t in ts:
+            t.start()
+        for _ in range(3):
+            rec(r.randint(150, 400))
+        for t in ts:
+            t.join()
+
+main()
+"#;
+
+/// `(tstate, thread id, GIL, [(code, line)])` per thread.
+type Shape = Vec<(u64, u64, bool, Vec<(u64, Option<i32>)>)>;
+
+fn shape_of(stacks: &[ThreadStack]) -> Shape {
+    stacks
+        .iter()
+        .map(|t| {
+            (
+                t.tstate_addr,
+                t.thread_id,
+                t.holds_gil,
+                t.frames.iter().map(|f| (f.code_addr, f.line)).collect(),
+            )
+        })
+        .collect()
+}
+
+fn check_churn(version: &str, minor: u8, lib_name: &str) {
+    let launch = pyenv_launch(version, minor, lib_name);
+    std::fs::write(&launch.script_host, CHURN).unwrap();
+    let mut target = Target(
+        Command::new(&launch.argv[0])
+            .arg(&launch.script_target)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = target.0.id();
+    let mut line = String::new();
+    BufReader::new(target.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY", "{version}: target said {line:?}");
+    let mem = ProcessMemory::new(pid as i32);
+    let bias = load_bias(pid, &launch.elf);
+    let runtime = bias + symbol(&launch.elf, "_PyRuntime", true);
+    let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(parts[1], u64::from(minor));
+    let v = Version::from_hex((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | 0xf0);
+    let layout = strobe_walker::layout::resolve(&mem, v, false, Some(runtime))
+        .unwrap()
+        .layout;
+    let roots = Roots {
+        runtime: Some(runtime),
+        ..Roots::default()
+    };
+    let mut long_lived = Walker::new(mem, layout, roots);
+    let mut raw = RawSample::new();
+    let (mut list_changes, mut deepest, mut max_threads, mut failed) = (0, 0, 0, 0);
+    let mut last_list: Vec<u64> = Vec::new();
+    for i in 0..300 {
+        let freeze = Freeze::all_threads(pid as i32).unwrap();
+        // The same frozen memory through both walkers: the one that remembers (speculative
+        // ranges, thread lists, C frames, unchanged frames) must see what a fresh one sees.
+        let fresh = Walker::new(mem, layout, roots).walk();
+        let fast = long_lived.sample_into(&mut raw).map(|()| {
+            raw.threads
+                .iter()
+                .map(|t| {
+                    let frames = raw
+                        .frames_of(t)
+                        .iter()
+                        .map(|f| {
+                            // Names of frames the sample resolved are available.
+                            long_lived.frame_info(*f).unwrap();
+                            (f.code_addr, f.line)
+                        })
+                        .collect();
+                    (t.tstate_addr, t.thread_id, t.holds_gil, frames)
+                })
+                .collect::<Shape>()
+        });
+        drop(freeze);
+        let fresh = fresh.map(|s| shape_of(&s));
+        assert_eq!(fast, fresh, "{version}: sample {i}");
+        // A thread stopped half-way through exiting can leave pointers to memory it already
+        // freed: both walkers then fail the same way, and the next sample is fine.
+        let stacks = match fresh {
+            Ok(stacks) => stacks,
+            Err(e) => {
+                assert!(e.is_transient(), "{version}: sample {i}: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        max_threads = max_threads.max(stacks.len());
+        let list: Vec<u64> = stacks.iter().map(|t| t.0).collect();
+        if list != last_list {
+            list_changes += 1;
+            last_list = list;
+        }
+        for t in &stacks {
+            deepest = deepest.max(t.3.len());
+        }
+    }
+    // The churn really happened: threads came and went, and stacks crossed chunks.
+    assert!(
+        list_changes > 5,
+        "{version}: the thread list changed {list_changes} times"
+    );
+    assert!(max_threads >= 2);
+    assert!(failed < 30, "{version}: {failed} of 300 samples failed");
+    assert!(deepest > 150, "{version}: deepest stack {deepest}");
+    drop(target);
+    let _ = std::fs::remove_file(&launch.script_host);
+}
+
+#[test]
+fn churn_pyenv_310() {
+    check_churn("3.10.13", 10, "libpython3.10.so.1.0");
+}
+
+#[test]
+fn churn_pyenv_311() {
+    check_churn("3.11.7", 11, "libpython3.11.so.1.0");
+}
+
+#[test]
+fn churn_pyenv_312() {
+    check_churn("3.12.1", 12, "libpython3.12.so.1.0");
+}
+
+#[test]
+fn churn_pyenv_313() {
+    check_churn("3.13.0", 13, "libpython3.13.so.1.0");
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# strobe against py-spy on the same target in the same run: samples per second (wall) and CPU
+# per sample of each sampler, reported as ratios.
+#
+#   benches/compare.sh                 # pyenv 3.12.1, 50-frame stack, 5 s per tool
+#   PY=/root/.pyenv/versions/3.11.7/bin/python3.11 DEPTH=200 SECS=10 benches/compare.sh
+#
+# Both sample flat out without pausing the target: strobe through the benchmark's `attach` mode
+# (Walker::sample_into plus interning every frame, on one thread), py-spy through
+# `record --nonblocking --rate PYSPY_RATE --duration SECS`. py-spy's `--duration` is a sample
+# count (duration x rate), so at a rate above what it can reach it runs longer than SECS and
+# its samples per second are its samples divided by its real elapsed time. Its samples are the
+# counts in its raw (collapsed) output; its CPU is user + system time from /usr/bin/time,
+# which includes its start-up (reading the target's symbols).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+DEPTH=${DEPTH:-50}
+SECS=${SECS:-5}
+PYSPY_RATE=${PYSPY_RATE:-2000}
+PYSPY=${PYSPY:-$(command -v py-spy || ls /root/.pyenv/versions/*/bin/py-spy 2>/dev/null | head -1 || true)}
+if [[ -z "$PYSPY" || ! -x "$PYSPY" ]]; then
+    echo "py-spy is not installed (pip install py-spy); nothing to compare" >&2
+    exit 0
+fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+cargo bench -q --bench sampling --no-run 2>/dev/null
+BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
+
+TMP=$(mktemp -d)
+TARGET_PID=
+cleanup() {
+    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+"$BENCH" script >"$TMP/target.py"
+mkfifo "$TMP/out"
+"$PY" "$TMP/target.py" "$DEPTH" 3600 >"$TMP/out" &
+TARGET_PID=$!
+exec 3<"$TMP/out"
+read -r ready <&3
+[[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+
+echo "target: $PY, ${DEPTH}-frame stack, pid $TARGET_PID; ${SECS} s per sampler"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# py-spy first, then strobe, on the same target process.
+/usr/bin/time -f "%e %U %S" -o "$TMP/pyspy.time" \
+    "$PYSPY" record --pid "$TARGET_PID" --rate "$PYSPY_RATE" --duration "$SECS" --nonblocking \
+    --format raw --output "$TMP/pyspy.txt" >"$TMP/pyspy.log" 2>&1 || true
+STROBE=$("$BENCH" attach "$TARGET_PID" "$SECS")
+
+python3 - "$TMP/pyspy.txt" "$TMP/pyspy.time" "$STROBE" "$SECS" <<'PYEOF'
+import sys
+raw, timing, strobe, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+samples = 0
+for line in open(raw):
+    stack, _, count = line.rstrip("\n").rpartition(" ")
+    if stack and count.isdigit():
+        samples += int(count)
+wall, user, system = map(float, open(timing).read().split()[-3:])
+if samples == 0:
+    sys.exit("py-spy recorded no samples; see its log")
+fields = dict(kv.split("=") for kv in strobe.split()[1:])
+s_samples, s_wall, s_cpu = int(fields["samples"]), float(fields["wall_s"]), float(fields["cpu_s"])
+p_rate, p_cpu = samples / wall, (user + system) / samples
+s_rate, s_cpu_per = s_samples / s_wall, s_cpu / s_samples
+print(f"{'':8} {'samples':>10} {'wall s':>7} {'samples/s':>11} {'CPU µs/sample':>14}")
+print(f"{'py-spy':8} {samples:>10} {wall:>7.2f} {p_rate:>11.0f} {p_cpu * 1e6:>14.1f}")
+print(f"{'strobe':8} {s_samples:>10} {s_wall:>7.2f} {s_rate:>11.0f} {s_cpu_per * 1e6:>14.2f}")
+print(f"strobe/py-spy samples per second: {s_rate / p_rate:.0f}x")
+print(f"py-spy/strobe CPU per sample:     {p_cpu / s_cpu_per:.0f}x")
+PYEOF
