@@ -12,6 +12,9 @@ mod harness;
 
 mod blocking;
 mod errors;
+mod record;
+mod record_stop;
 mod stacks;
 mod subinterp;
+mod top;
 mod variants;

@@ -1,10 +1,11 @@
 //! Command-line arguments.
 //!
-//! One subcommand per verb. `dump` is the only one today; `record`, `top`, `convert` and `diff`
-//! become further variants of [`Command`] with their own argument structs, sharing
-//! [`TargetArgs`] for the way a process is named and attached to.
+//! One subcommand per verb, each with its own argument struct; commands that read one process
+//! share [`TargetArgs`] for the way it is named and attached to.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// strobe: a sampling profiler for CPython 2.7 to 3.15.
 #[derive(Debug, Parser)]
@@ -20,6 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// Print the current Python stack of every thread of a running process.
     Dump(DumpArgs),
+    /// Sample a launched command (`strobe record -o out.svg -- python app.py`) or a running
+    /// process (`--pid`) into a flamegraph or another profile format.
+    Record(RecordArgs),
+    /// Turn a raw recording (`--format raw`) into another format.
+    Convert(ConvertArgs),
+    /// Render a differential flamegraph of two raw recordings.
+    Diff(DiffArgs),
+    /// A live, full-screen view of where a running process (`--pid`) or a launched command
+    /// (`strobe top -- python app.py`) spends its time. Press ? in it for the keys.
+    Top(TopArgs),
 }
 
 /// How to find and attach to the target process (shared by every command that reads one).
@@ -46,4 +57,149 @@ pub struct DumpArgs {
     /// Do not look up `threading` thread names (saves reading the interpreter's module table).
     #[arg(long)]
     pub no_names: bool,
+}
+
+/// The output formats of `record` and `convert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Interactive flamegraph SVG.
+    Svg,
+    /// speedscope JSON (https://www.speedscope.app).
+    Speedscope,
+    /// Folded stacks, one `frame;frame;frame count` line per stack (flamegraph.pl, inferno).
+    Collapsed,
+    /// Chrome Trace Event JSON (Perfetto, chrome://tracing).
+    Chrome,
+    /// gzipped pprof protobuf (`go tool pprof`).
+    Pprof,
+    /// strobe's own recording, streamed while recording; convert it later.
+    Raw,
+}
+
+/// How samples are grouped and filtered in the output (shared by `record` and `convert`).
+#[derive(Debug, Clone, Args)]
+pub struct ViewArgs {
+    /// Include idle threads (waiting on I/O, locks, sleep); by default only threads the kernel
+    /// reports as running are shown.
+    #[arg(long)]
+    pub idle: bool,
+    /// Only samples of the thread holding the GIL.
+    #[arg(long)]
+    pub gil: bool,
+    /// Give every thread its own root frame, named after it.
+    #[arg(long)]
+    pub threads: bool,
+    /// Aggregate by function instead of by line.
+    #[arg(long)]
+    pub function: bool,
+}
+
+/// `strobe record`.
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Attach to this running process instead of launching a command.
+    #[arg(long, short, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: Option<i32>,
+    /// Output file. The format comes from --format, else from the extension (.svg, .json or
+    /// .speedscope.json, .trace.json, .txt/.folded/.collapsed, .pb.gz/.pprof, .raw/.strobe),
+    /// else svg. Default: strobe-PID-TIME.svg (or the format's extension).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+    /// Samples per second (on average; intervals are randomized). Up to 1000000, which samples
+    /// as fast as possible.
+    #[arg(long, short, value_name = "HZ", default_value_t = 100.0)]
+    pub rate: f64,
+    /// Stop after this many seconds (default: until the target exits or Ctrl-C).
+    #[arg(long, short, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Grouping and filters.
+    #[command(flatten)]
+    pub view: ViewArgs,
+    /// Only these threads (kernel thread id, as `threading.get_native_id()` or `top -H` shows
+    /// it); repeat for several.
+    #[arg(long = "tid", value_name = "TID")]
+    pub tids: Vec<u32>,
+    /// Only threads with this `threading` name; repeat for several.
+    #[arg(long = "thread-name", value_name = "NAME")]
+    pub thread_names: Vec<String>,
+    /// Stop the target (ptrace) during each sample, for exactly consistent stacks. Slows the
+    /// target down.
+    #[arg(long, overrides_with = "nonblocking")]
+    pub blocking: bool,
+    /// Read the target while it runs (the default).
+    #[arg(long, overrides_with = "blocking")]
+    pub nonblocking: bool,
+    /// The command to launch and profile, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// `strobe convert`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// A raw recording (`strobe record --format raw`).
+    #[arg(value_name = "RECORDING")]
+    pub input: PathBuf,
+    /// Output file (format from --format, else from the extension, else svg).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+    /// Grouping and filters.
+    #[command(flatten)]
+    pub view: ViewArgs,
+}
+
+/// `strobe diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// The baseline raw recording.
+    #[arg(value_name = "BASE")]
+    pub base: PathBuf,
+    /// The raw recording to compare with it.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+    /// Output SVG file.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Grouping and filters (applied to both recordings).
+    #[command(flatten)]
+    pub view: ViewArgs,
+    /// Compare absolute time instead of scaling the base to the new recording's total.
+    #[arg(long)]
+    pub no_normalize: bool,
+}
+
+/// `strobe top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Watch this running process instead of launching a command.
+    #[arg(long, short, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    pub pid: Option<i32>,
+    /// Samples per second (on average; intervals are randomized).
+    #[arg(long, short, value_name = "HZ", default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds between screen refreshes (+ and - change it while running).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub refresh: f64,
+    /// Start with idle threads shown (i toggles).
+    #[arg(long)]
+    pub idle: bool,
+    /// Start counting only samples of the thread holding the GIL (g toggles).
+    #[arg(long)]
+    pub gil: bool,
+    /// Start with lines instead of functions (l toggles).
+    #[arg(long)]
+    pub lines: bool,
+    /// Stop the target (ptrace) during each sample, for exactly consistent stacks. Slows the
+    /// target down.
+    #[arg(long)]
+    pub blocking: bool,
+    /// The command to launch and watch, after `--`. It is stopped when you quit.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
 }

@@ -4,18 +4,24 @@
 //! single `strobe: error: ...` line on stderr: exit status 2 for usage errors, 1 for anything
 //! else, 0 when stdout was closed early (`strobe dump ... | head`).
 //!
-//! Module map: [`args`] (clap definitions) → a command module (`dump`) → [`attach`] (open,
-//! locate, resolve the layout, walk: everything that touches the target) → [`snapshot`] (the
-//! data model) → [`output`] (text and JSON).
+//! Module map: [`args`] (clap definitions) → a command module (`dump`, `record`, `convert`,
+//! `diff`) → [`attach`] (open, locate, resolve the layout, walk: everything that touches the
+//! target; it lives in `strobe-sampler`, re-exported here) → [`snapshot`] (the data model) →
+//! [`output`] (text and JSON). `record` also uses `launch` (start a command and attach to it),
+//! the sampler thread of `strobe-sampler`, and `status` (live status line and summary).
 
 #![warn(missing_docs)]
 
 pub mod args;
-pub mod attach;
+mod convert;
+mod diff;
 mod dump;
+mod launch;
 pub mod output;
-mod signals;
-pub mod snapshot;
+mod record;
+mod status;
+mod top;
+pub use strobe_sampler::{attach, snapshot};
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -31,10 +37,14 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let result = match &cli.command {
-        args::Command::Dump(dump_args) => dump::run(dump_args),
+        args::Command::Dump(dump_args) => dump::run(dump_args).map(|()| ExitCode::SUCCESS),
+        args::Command::Record(a) => record::run(a),
+        args::Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),
+        args::Command::Diff(a) => diff::run(a).map(|()| ExitCode::SUCCESS),
+        args::Command::Top(a) => top::run(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strobe: error: {}", error_message(&e));

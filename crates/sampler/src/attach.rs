@@ -116,6 +116,27 @@ impl Target {
         &self.warnings
     }
 
+    /// Whether the interpreter is a free-threaded (`Py_GIL_DISABLED`) build, which has no GIL.
+    pub fn free_threaded(&self) -> bool {
+        self.walker.layout().flavour.free_threaded
+    }
+
+    /// `threading` thread names (ident → name) of the interpreter at `interp`.
+    pub fn thread_names(&self, interp: u64) -> Result<HashMap<u64, String>, WalkError> {
+        strobe_walker::threadnames::thread_names(self.walker.memory(), self.walker.layout(), interp)
+    }
+
+    /// Kernel thread ids (ours) of threads given by ident, for interpreters that do not record
+    /// them (≤3.7).
+    pub fn native_tids(&self, idents: &[u64]) -> Result<HashMap<u64, u32>, RemoteError> {
+        strobe_remote::native_tids_from_pthreads(self.walker.memory(), self.pid(), idents)
+    }
+
+    /// The walker, for the sampler's per-sample reads.
+    pub(crate) fn walker_mut(&mut self) -> &mut Walker<ProcessMemory> {
+        &mut self.walker
+    }
+
     /// Read every Python thread's stack once.
     pub fn snapshot(&mut self, opts: SnapshotOptions) -> Result<Snapshot, AttachError> {
         let pid = self.pid();
@@ -285,7 +306,7 @@ impl KernelThreads {
 }
 
 /// If the target is gone, say so instead of reporting whichever read happened to fail.
-fn exited_or(pid: i32, err: AttachError) -> AttachError {
+pub(crate) fn exited_or(pid: i32, err: AttachError) -> AttachError {
     let gone = match &err {
         AttachError::Remote(RemoteError::ProcessGone { .. })
         | AttachError::Remote(RemoteError::Mem(MemError::ProcessGone { .. }))

@@ -1,0 +1,162 @@
+//! `strobe record -- COMMAND`: start the command and attach to it once it is Python.
+//!
+//! Right after `fork` the child is still strobe, and right after `exec` a shared-libpython
+//! interpreter has not mapped libpython yet, so attaching is retried until it succeeds, the
+//! child exits, or [`ATTACH_TIMEOUT`] passes. The pauses between attempts are a polling
+//! cadence (a few ms, growing), not synchronisation: each attempt checks the real state.
+
+use std::ffi::OsString;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use strobe_sampler::attach::Target;
+
+/// How long a launched command may take to become a Python process strobe can read.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+const LONGEST_PAUSE: Duration = Duration::from_millis(25);
+
+/// What became of a launched command.
+#[derive(Debug)]
+pub enum Launched {
+    /// It is running, and strobe is attached to it.
+    Attached {
+        /// The child process.
+        child: Child,
+        /// The attached target.
+        target: Box<Target>,
+    },
+    /// It exited before strobe could attach (a very short script, or a failure to start).
+    ExitedEarly(ExitStatus),
+}
+
+/// The command line as one display string (arguments with spaces or quotes are quoted).
+pub fn display_command(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|a| {
+            let s = a.to_string_lossy();
+            if s.is_empty() || s.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                format!("'{}'", s.replace('\'', r"'\''"))
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Start `command`. Call this before blocking the stop signals
+/// ([`strobe_sampler::signals::StopSignals::install`]): a child inherits its parent thread's
+/// signal mask across `exec`, and a Python started with SIGINT/SIGTERM blocked could not be
+/// interrupted or terminated.
+pub fn spawn(command: &[OsString]) -> anyhow::Result<Child> {
+    spawn_with(command, false)
+}
+
+/// [`spawn`], but with the command's stdin, stdout and stderr on `/dev/null`: for `strobe top`,
+/// whose full-screen view owns the terminal (the command must neither draw over it nor read the
+/// keys meant for it). Same rule about the stop signals as [`spawn`].
+pub fn spawn_off_terminal(command: &[OsString]) -> anyhow::Result<Child> {
+    spawn_with(command, true)
+}
+
+fn spawn_with(command: &[OsString], off_terminal: bool) -> anyhow::Result<Child> {
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given: put the command to profile after '--', or use --pid");
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if off_terminal {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    cmd.spawn()
+        .with_context(|| format!("cannot run {}", program.to_string_lossy()))
+}
+
+/// Attach to a command started by [`spawn`], retrying until it is a Python strobe can read.
+/// `signals` is watched while waiting: a stop request then ends the command (SIGTERM/SIGHUP
+/// are passed on; Ctrl-C already reached it through the terminal) and the launch fails.
+pub fn attach(mut child: Child, signals: &Receiver<Signal>) -> anyhow::Result<Launched> {
+    let pid = child.id() as i32;
+    let started = Instant::now();
+    let mut pause = FIRST_PAUSE;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the command")? {
+            return Ok(Launched::ExitedEarly(status));
+        }
+        let err = match Target::attach(pid) {
+            Ok(target) => {
+                return Ok(Launched::Attached {
+                    child,
+                    target: Box::new(target),
+                })
+            }
+            Err(e) => e,
+        };
+        if started.elapsed() >= ATTACH_TIMEOUT {
+            // We started it and cannot profile it: do not leave it running behind our back.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the command (process {pid}) did not become a Python process strobe can read \
+                 within {} s, so it was stopped: {err}. strobe record follows the process it \
+                 starts, not its children: run Python directly, or start the program and use \
+                 --pid",
+                ATTACH_TIMEOUT.as_secs()
+            );
+        }
+        match signals.recv_timeout(pause) {
+            Ok(sig) => {
+                if sig != Signal::SIGINT {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                }
+                bail!(
+                    "stopped by {sig} before the command could be attached; nothing was recorded"
+                );
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_displayed_shell_quoted() {
+        let cmd: Vec<OsString> = ["python3", "app.py", "two words", "it's", ""]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            display_command(&cmd),
+            r#"python3 app.py 'two words' 'it'\''s' ''"#
+        );
+    }
+
+    #[test]
+    fn a_command_that_exits_at_once_is_reported() {
+        let (_tx, rx) = std::sync::mpsc::channel();
+        let cmd: Vec<OsString> = vec!["sh".into(), "-c".into(), "exit 7".into()];
+        match attach(spawn(&cmd).unwrap(), &rx).unwrap() {
+            Launched::ExitedEarly(status) => assert_eq!(status.code(), Some(7)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_one_clear_error() {
+        let cmd: Vec<OsString> = vec!["/nonexistent/python".into()];
+        let e = format!("{:#}", spawn(&cmd).unwrap_err());
+        assert!(e.contains("cannot run /nonexistent/python"), "{e}");
+    }
+}

@@ -1,0 +1,509 @@
+//! `strobe record`: sample a launched command or a running process into a profile file.
+//!
+//! Flow: check the arguments and that the output can be written (before anything starts, so
+//! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
+//! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start`) → this
+//! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
+//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]), redraws the status
+//! line, and waits for a stop signal or the end of sampling → final drain → the output is
+//! written (atomically, except raw, which was streamed) → summary.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::Signal;
+use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
+use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter};
+use strobe_sampler::signals::StopSignals;
+use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
+
+use crate::args::{FormatArg, RecordArgs, ViewArgs};
+use crate::launch::{self, Launched};
+use crate::status::{self, StatusLine};
+
+/// The raw file is flushed at least this often while recording (the format promises every
+/// second; a kill loses at most this much).
+const RAW_FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often the aggregator drains the queue when nothing else wakes it.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+/// How often the status line is redrawn.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// The format for `path`: `--format` if given, else by extension, else svg.
+pub(crate) fn format_for(path: &Path, arg: Option<FormatArg>) -> FormatKind {
+    if let Some(a) = arg {
+        return match a {
+            FormatArg::Svg => FormatKind::Svg,
+            FormatArg::Speedscope => FormatKind::Speedscope,
+            FormatArg::Collapsed => FormatKind::Collapsed,
+            FormatArg::Chrome => FormatKind::Chrome,
+            FormatArg::Pprof => FormatKind::Pprof,
+            FormatArg::Raw => FormatKind::Raw,
+        };
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let ends = |exts: &[&str]| exts.iter().any(|e| name.ends_with(e));
+    if ends(&[".trace.json", ".chrome.json"]) {
+        FormatKind::Chrome
+    } else if ends(&[".json"]) {
+        FormatKind::Speedscope
+    } else if ends(&[".txt", ".folded", ".collapsed"]) {
+        FormatKind::Collapsed
+    } else if ends(&[".pb.gz", ".pprof", ".pb"]) {
+        FormatKind::Pprof
+    } else if ends(&[".raw", ".strobe"]) {
+        FormatKind::Raw
+    } else {
+        FormatKind::Svg
+    }
+}
+
+/// The grouping and filter flags as profile options.
+pub(crate) fn profile_options(view: &ViewArgs) -> ProfileOptions {
+    ProfileOptions {
+        filter: SampleFilter {
+            include_idle: view.idle,
+            gil_only: view.gil,
+        },
+        per_thread: view.threads,
+        by_function: view.function,
+    }
+}
+
+/// Fail now, with the reason, if `path` cannot be written; nothing is left behind.
+pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let cannot = |why: String| anyhow!("cannot write {}: {why}", path.display());
+    let Some(name) = path.file_name() else {
+        return Err(cannot("it does not name a file".into()));
+    };
+    if path.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(cannot(format!(
+            "the directory {} does not exist",
+            dir.display()
+        )));
+    }
+    // The output is written to a temporary file in the same directory and renamed, so that is
+    // what must be possible.
+    let probe = dir.join(format!(
+        ".{}.strobe-probe-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(cannot(e.to_string())),
+    }
+}
+
+/// Write `profile` to `path` in `kind` (atomically).
+pub(crate) fn write_profile(
+    path: &Path,
+    kind: FormatKind,
+    profile: &strobe_aggregate::Profile,
+) -> anyhow::Result<()> {
+    write_atomically(path, |w| kind.writer().write(profile, w))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+fn default_output(args: &RecordArgs, kind: FormatKind) -> PathBuf {
+    let who = match (args.pid, args.command.first()) {
+        (Some(pid), _) => pid.to_string(),
+        (None, Some(program)) => Path::new(program)
+            .file_name()
+            .map_or_else(|| "command".into(), |n| n.to_string_lossy().into_owned()),
+        (None, None) => "profile".into(),
+    };
+    PathBuf::from(format!(
+        "strobe-{who}-{}.{}",
+        unix_now().as_secs(),
+        kind.extension()
+    ))
+}
+
+/// Run `strobe record`.
+pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    // Everything the user can get wrong is checked before anything starts.
+    match (args.pid, args.command.is_empty()) {
+        (Some(_), false) => bail!("give either --pid or a command after '--', not both"),
+        (None, true) => {
+            bail!("nothing to record: give a command after '--' (strobe record -- python app.py) or --pid PID")
+        }
+        _ => {}
+    }
+    let kind = match &args.output {
+        Some(p) => format_for(p, args.format),
+        None => format_for(Path::new(""), args.format),
+    };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(args, kind));
+    let duration = match args.duration {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 => Some(
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| anyhow!("--duration {s} is too long: give a number of seconds"))?,
+        ),
+        Some(s) => bail!("--duration {s} is not a positive number of seconds"),
+    };
+    let raw = kind == FormatKind::Raw;
+    let cfg = SamplerConfig {
+        rate_hz: args.rate,
+        blocking: args.blocking,
+        // A raw recording keeps everything, so that `convert` can choose later.
+        include_idle: raw || args.view.idle,
+        gil_only: !raw && args.view.gil,
+        tids: args.tids.clone(),
+        thread_names: args.thread_names.clone(),
+        duration,
+        by_function: !raw && args.view.function,
+        names: true,
+    };
+    cfg.validate()?;
+    check_writable(&output)?;
+
+    // The command starts before the stop signals are blocked, so that it does not inherit
+    // the block (see `launch::spawn`).
+    let spawned = match args.pid {
+        Some(_) => None,
+        None => Some(launch::spawn(&args.command)?),
+    };
+    let signals = StopSignals::install().context("setting up signal handling")?;
+    let start_unix = unix_now();
+    let (target, child, target_desc) = match args.pid {
+        Some(pid) => {
+            let target = strobe_sampler::Target::attach(pid)?;
+            let exe = target
+                .process()
+                .binary_in_target
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            (target, None, format!("pid {pid} ({exe})"))
+        }
+        None => match launch::attach(
+            spawned.ok_or_else(|| anyhow!("the command was not started"))?,
+            signals.receiver(),
+        )? {
+            Launched::Attached { child, target } => {
+                (*target, Some(child), launch::display_command(&args.command))
+            }
+            Launched::ExitedEarly(status) => {
+                return exited_early(&output, kind, args, status, start_unix);
+            }
+        },
+    };
+    for w in target.warnings() {
+        eprintln!("strobe: warning: {w}");
+    }
+    let pid = target.pid();
+    let child_pid = child.as_ref().map(|c| c.id() as i32);
+    let meta = Metadata {
+        target: target_desc,
+        pid: u32::try_from(pid).ok(),
+        python_version: Some(target.process().version.to_string()),
+        strobe_version: env!("CARGO_PKG_VERSION").to_string(),
+        rate_requested_hz: args.rate,
+        start_unix_ns: start_unix.as_nanos() as u64,
+        ..Metadata::default()
+    };
+
+    let mut raw_writer = if raw {
+        let file =
+            File::create(&output).with_context(|| format!("cannot write {}", output.display()))?;
+        Some(RawWriter::new(file, &meta).with_context(|| format!("writing {}", output.display()))?)
+    } else {
+        None
+    };
+
+    // A quarter second of samples at the requested rate for a few threads; bounded both ways.
+    let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
+    let (side, mut agg) = strobe_aggregate::pipeline(capacity);
+    agg.keep_timeline(!raw && kind.wants_timeline());
+    let handle = strobe_sampler::start(target, child, cfg, side)?;
+    let stats = handle.stats();
+    eprintln!(
+        "strobe: recording process {pid} at {} Hz into {} ({}); Ctrl-C to stop",
+        args.rate,
+        output.display(),
+        kind.name()
+    );
+
+    let mut line = StatusLine::new();
+    let mut last_flush = Instant::now();
+    let mut last_status: Option<Instant> = None;
+    let mut stopped_by: Option<Signal> = None;
+    let mut write_error: Option<anyhow::Error> = None;
+    let raw_stats = |s: &StatsSnapshot| RawStats {
+        duration_ns: s.elapsed.as_nanos() as u64,
+        errors: s.total_errors(),
+        dropped: s.dropped,
+    };
+    loop {
+        let finished = handle.is_finished();
+        let drained = agg.drain()?;
+        if let Some(w) = raw_writer.as_mut() {
+            if write_error.is_none() {
+                if let Err(e) = w.append(drained.tables, drained.samples) {
+                    write_error = Some(e.into());
+                }
+            }
+            if write_error.is_none() && last_flush.elapsed() >= RAW_FLUSH_EVERY {
+                last_flush = Instant::now();
+                w.record_stats(&raw_stats(&stats.snapshot()));
+                if let Err(e) = w.flush() {
+                    write_error = Some(e.into());
+                }
+            }
+        }
+        if let Some(e) = write_error.as_ref() {
+            // The disk is full or gone: stop sampling, nothing more can be kept.
+            if !finished {
+                line.clear();
+                eprintln!("strobe: error: writing {}: {e}; stopping", output.display());
+                handle.stop();
+            }
+        }
+        if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
+            last_status = Some(Instant::now());
+            line.draw(&stats.snapshot());
+        }
+        if finished {
+            break;
+        }
+        match signals.receiver().recv_timeout(DRAIN_EVERY) {
+            Ok(sig) => {
+                stopped_by = Some(sig);
+                handle.stop();
+                // Ctrl-C reached a launched command through the terminal already; the other
+                // stop signals are meant for the whole run, so they are passed on.
+                if let (Some(cpid), true) = (child_pid, sig != Signal::SIGINT) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(cpid), sig);
+                }
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+    }
+    line.clear();
+    let result = handle.join();
+    // Whatever was queued before the sampler ended.
+    while !agg.finished() {
+        let drained = agg.drain()?;
+        if let (Some(w), None) = (raw_writer.as_mut(), write_error.as_ref()) {
+            if let Err(e) = w.append(drained.tables, drained.samples) {
+                write_error = Some(e.into());
+            }
+        }
+    }
+    let final_stats = match &result {
+        Ok(s) => s.stats,
+        Err(_) => stats.snapshot(),
+    };
+    let mut meta = meta;
+    meta.duration_ns = final_stats.elapsed.as_nanos() as u64;
+    meta.errors = final_stats.total_errors();
+    meta.dropped = final_stats.dropped;
+
+    // The output is written even when sampling failed: what was recorded is kept.
+    let write_result = match raw_writer {
+        Some(mut w) => match write_error {
+            Some(e) => Err(e),
+            None => {
+                w.record_stats(&raw_stats(&final_stats));
+                w.finish()
+                    .map(drop)
+                    .with_context(|| format!("writing {}", output.display()))
+            }
+        },
+        None => agg
+            .profile(meta.clone(), profile_options(&args.view))
+            .map_err(anyhow::Error::from)
+            .and_then(|p| write_profile(&output, kind, &p)),
+    };
+
+    if let Some(sig) = stopped_by {
+        eprintln!("strobe: stopped by {sig}");
+    }
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            write_result?;
+            eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+            return Err(e.into());
+        }
+    };
+    for w in &summary.warnings {
+        eprintln!("strobe: warning: {w}");
+    }
+    let counts = agg.counts().total().samples;
+    for l in status::summary(&summary.stats, args.rate, counts) {
+        eprintln!("strobe: {l}");
+    }
+    if summary.stats.rounds > 0 && counts == 0 {
+        eprintln!(
+            "strobe: warning: no stacks were recorded: every thread was idle or filtered out \
+             (--idle includes idle threads)"
+        );
+    }
+    write_result?;
+    eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+    match summary.reason {
+        EndReason::TargetExited if summary.exit_status.is_none() => {
+            eprintln!("strobe: process {pid} exited")
+        }
+        _ => {}
+    }
+    let exit_status = match (summary.exit_status, summary.child) {
+        (Some(status), _) => Some(status),
+        // The whole run was asked to end: the command got the signal too (passed on, or from
+        // the terminal), so its exit is waited for and reported.
+        (None, Some(c)) if stopped_by.is_some() => wait_for_command(c),
+        (None, Some(c)) => {
+            eprintln!("strobe: the command (process {}) is still running", c.id());
+            None
+        }
+        (None, None) => None,
+    };
+    Ok(match exit_status {
+        Some(status) => report_exit(status),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// How long a command that should have received Ctrl-C from the terminal gets to exit before
+/// strobe passes SIGINT on itself (it was sent to strobe alone, e.g. with `kill -INT`).
+const SIGINT_GRACE: Duration = Duration::from_secs(1);
+
+/// Wait for a launched command that was told to stop. Safe here: the sampler thread, which
+/// might hold ptrace stops, has ended. Another Ctrl-C exits strobe at once.
+fn wait_for_command(mut child: std::process::Child) -> Option<ExitStatus> {
+    let since = Instant::now();
+    while since.elapsed() < SIGINT_GRACE {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        // A polling cadence while the command winds down, not synchronisation.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "strobe: waiting for the command (process {}) to exit; Ctrl-C again to leave it",
+        child.id()
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    );
+    child.wait().ok()
+}
+
+/// The launched command ended before strobe could attach: an empty profile is still written
+/// (the user asked for a file), and the command's status is passed on.
+fn exited_early(
+    output: &Path,
+    kind: FormatKind,
+    args: &RecordArgs,
+    status: ExitStatus,
+    start_unix: Duration,
+) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "strobe: warning: the command exited before strobe could attach to it; nothing was recorded"
+    );
+    let meta = Metadata {
+        target: launch::display_command(&args.command),
+        strobe_version: env!("CARGO_PKG_VERSION").to_string(),
+        rate_requested_hz: args.rate,
+        start_unix_ns: start_unix.as_nanos() as u64,
+        ..Metadata::default()
+    };
+    let profile = strobe_aggregate::Aggregator::new().profile(meta, profile_options(&args.view))?;
+    write_profile(output, kind, &profile)?;
+    eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+    Ok(report_exit(status))
+}
+
+/// Print how the command ended and turn it into strobe's exit status (like `time` and `perf
+/// record` do): its exit code, or 128 + the signal that killed it.
+fn report_exit(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        eprintln!("strobe: the command exited with status {code}");
+        ExitCode::from(code.clamp(0, 255) as u8)
+    } else if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+        eprintln!("strobe: the command was killed by {name}");
+        ExitCode::from((128 + sig).clamp(0, 255) as u8)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_extensions() {
+        let f = |p: &str| format_for(Path::new(p), None);
+        assert_eq!(f("out.svg"), FormatKind::Svg);
+        assert_eq!(f("out.SVG"), FormatKind::Svg);
+        assert_eq!(f("out.json"), FormatKind::Speedscope);
+        assert_eq!(f("out.speedscope.json"), FormatKind::Speedscope);
+        assert_eq!(f("out.trace.json"), FormatKind::Chrome);
+        assert_eq!(f("out.txt"), FormatKind::Collapsed);
+        assert_eq!(f("out.folded"), FormatKind::Collapsed);
+        assert_eq!(f("out.pb.gz"), FormatKind::Pprof);
+        assert_eq!(f("out.raw"), FormatKind::Raw);
+        assert_eq!(f("out.strobe"), FormatKind::Raw);
+        assert_eq!(f("out"), FormatKind::Svg);
+        assert_eq!(f("out.html"), FormatKind::Svg);
+        assert_eq!(
+            format_for(Path::new("x.svg"), Some(FormatArg::Raw)),
+            FormatKind::Raw
+        );
+    }
+
+    #[test]
+    fn unwritable_outputs_are_refused_without_leaving_files() {
+        let e = check_writable(Path::new("/nonexistent-strobe/x.svg")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot write /nonexistent-strobe/x.svg: the directory /nonexistent-strobe does not exist"
+        );
+        let dir = std::env::temp_dir();
+        let e = check_writable(&dir).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let before: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        check_writable(&dir.join("strobe-probe-test.svg")).unwrap();
+        let after: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(!dir.join("strobe-probe-test.svg").exists());
+        // Other processes may create files in the temp dir meanwhile; ours is gone.
+        assert!(after.len() <= before.len() + 2);
+    }
+}

@@ -1,0 +1,146 @@
+//! The live status line while recording, and the summary at the end (the same figures).
+
+use std::io::{IsTerminal, Write};
+
+use strobe_sampler::{ErrorKind, StatsSnapshot};
+
+/// One line on stderr, redrawn in place; only when stderr is a terminal.
+#[derive(Debug)]
+pub struct StatusLine {
+    enabled: bool,
+    drawn: bool,
+}
+
+impl StatusLine {
+    /// A status line that draws only if stderr is a terminal.
+    pub fn new() -> StatusLine {
+        StatusLine {
+            enabled: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    /// Redraw with the current figures.
+    pub fn draw(&mut self, s: &StatsSnapshot) {
+        if !self.enabled {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        // Carriage return, erase line: the line is rewritten, never scrolled.
+        let _ = write!(
+            err,
+            "\r\x1b[2Kstrobe: recording {} (Ctrl-C to stop)",
+            figures(s)
+        );
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    /// Erase the line (before other output).
+    pub fn clear(&mut self) {
+        if self.drawn {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
+/// `12.3 s · 1,234 samples · 100.2 Hz · 0 errors · 0 late`.
+pub fn figures(s: &StatsSnapshot) -> String {
+    format!(
+        "{:.1} s · {} samples · {:.1} Hz · {} errors · {} late",
+        s.elapsed.as_secs_f64(),
+        thousands(s.rounds),
+        s.achieved_hz(),
+        thousands(s.total_errors()),
+        thousands(s.late),
+    )
+}
+
+/// The end-of-recording summary: the status figures, then what they mean in detail.
+pub fn summary(s: &StatsSnapshot, rate_requested: f64, stacks: u64) -> Vec<String> {
+    let mut lines = vec![format!(
+        "recorded {} ({} stacks; {:.0} Hz requested)",
+        figures(s),
+        thousands(stacks),
+        rate_requested
+    )];
+    if s.total_errors() > 0 {
+        let kinds: Vec<String> = ErrorKind::ALL
+            .iter()
+            .filter(|&&k| s.errors_of(k) > 0)
+            .map(|&k| format!("{} {}", thousands(s.errors_of(k)), k.describe()))
+            .collect();
+        lines.push(format!(
+            "{} sampling rounds failed and are not in the profile: {}",
+            thousands(s.total_errors()),
+            kinds.join(", ")
+        ));
+    }
+    if s.late > 0 {
+        lines.push(format!(
+            "{} samples were late (the sampler fell behind); each is weighted by the {} \
+             intervals it stands for in total",
+            thousands(s.late),
+            thousands(s.late + s.missed)
+        ));
+    }
+    if s.dropped > 0 {
+        lines.push(format!(
+            "{} samples were dropped because the aggregator fell behind",
+            thousands(s.dropped)
+        ));
+    }
+    lines
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    // Digits before the first separator: 1 to 3; then groups of three.
+    let (head, rest) = digits.split_at((digits.len() + 2) % 3 + 1);
+    let mut out = String::from(head);
+    for group in rest.as_bytes().chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or(""));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn summary_names_every_kind_of_loss() {
+        let s = StatsSnapshot {
+            elapsed: Duration::from_secs(10),
+            rounds: 990,
+            errors: [4, 6, 0, 0],
+            late: 3,
+            missed: 5,
+            dropped: 2,
+            ..Default::default()
+        };
+        let lines = summary(&s, 100.0, 1980);
+        assert_eq!(
+            lines[0],
+            "recorded 10.0 s · 990 samples · 100.0 Hz · 10 errors · 3 late (1,980 stacks; 100 Hz requested)"
+        );
+        assert!(lines[1].contains("4 memory read failed"), "{lines:?}");
+        assert!(lines[1].contains("6 target changed"), "{lines:?}");
+        assert!(lines[2].contains("3 samples were late"), "{lines:?}");
+        assert!(lines[2].contains("8 intervals"), "{lines:?}");
+        assert!(lines[3].contains("2 samples were dropped"), "{lines:?}");
+    }
+}

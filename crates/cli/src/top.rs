@@ -1,0 +1,224 @@
+//! `strobe top`: the live terminal view (`strobe-tui`) over the same sampler and pipeline as
+//! `strobe record`.
+//!
+//! Threads: the sampler thread (`strobe_sampler::start`) pushes samples into the pipeline;
+//! the TUI's aggregator thread drains it; this (main) thread draws and reads keys. A slow
+//! terminal blocks only the main thread.
+
+use std::process::{Child, ExitCode};
+use std::sync::mpsc::TryRecvError;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use strobe_aggregate::SampleFilter;
+use strobe_sampler::signals::StopSignals;
+use strobe_sampler::{start, EndReason, SamplerConfig, SamplerHandle, Target};
+use strobe_tui::state::{LiveStatus, TargetInfo};
+use strobe_tui::TopOptions;
+
+use crate::args::TopArgs;
+use crate::launch::{self, Launched};
+
+/// How long a launched command gets to exit after SIGTERM when the user quits, before SIGKILL.
+const CHILD_GRACE: Duration = Duration::from_secs(2);
+const CHILD_POLL: Duration = Duration::from_millis(10);
+
+/// Run `strobe top`.
+pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
+    // Before attaching or launching anything: `strobe top > file` is a usage mistake.
+    strobe_tui::check_terminal()?;
+    if !(args.refresh.is_finite() && (0.1..=3600.0).contains(&args.refresh)) {
+        bail!(
+            "--refresh {} is out of range: give seconds between 0.1 and 3600",
+            args.refresh
+        );
+    }
+    let cfg = SamplerConfig {
+        rate_hz: args.rate,
+        blocking: args.blocking,
+        // Everything is sampled and flagged; the view filters idle/GIL and groups by function
+        // or line as the user toggles, without restarting the sampler.
+        include_idle: true,
+        gil_only: false,
+        by_function: false,
+        names: true,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    match (args.pid, args.command.is_empty()) {
+        (Some(_), false) => bail!("give either --pid or a command after '--', not both"),
+        (None, true) => {
+            bail!("nothing to watch: give --pid PID, or a command after '--' (strobe top -- python app.py)")
+        }
+        _ => {}
+    }
+    // A launched command starts before the stop signals are blocked: a child inherits the
+    // signal mask of the thread that starts it, and must stay interruptible.
+    let spawned = match args.pid {
+        None => Some(launch::spawn_off_terminal(&args.command)?),
+        Some(_) => None,
+    };
+    // Blocks SIGINT/SIGTERM/SIGHUP in this thread and the threads started after it (the
+    // sampler's, the aggregator's).
+    let signals = StopSignals::install().context("setting up signal handling")?;
+
+    let (target, child, what) = match spawned {
+        Some(spawned) => match launch::attach(spawned, signals.receiver())? {
+            Launched::Attached { child, target } => {
+                let what = format!(
+                    "pid {}: {}",
+                    child.id(),
+                    launch::display_command(&args.command)
+                );
+                (*target, Some(child), what)
+            }
+            Launched::ExitedEarly(status) => bail!(
+                "the command exited ({status}) before strobe could attach to it; nothing to show"
+            ),
+        },
+        None => {
+            let pid = args.pid.context("no process to watch")?;
+            (Target::attach(pid)?, None, format!("pid {pid}"))
+        }
+    };
+    let pid = target.pid();
+    for w in target.warnings() {
+        eprintln!("strobe: warning: {w}");
+    }
+    let info = TargetInfo {
+        process: what,
+        python: python_label(&target),
+        rate_hz: args.rate,
+    };
+    // A few seconds of samples at the requested rate for a handful of threads; the aggregator
+    // thread drains it every few ms.
+    let capacity = ((args.rate * 16.0) as usize).clamp(4096, 1 << 20);
+    let (side, agg) = strobe_aggregate::pipeline(capacity);
+    let sampler = start(target, child, cfg, side)?;
+    let stats = sampler.stats();
+
+    let mut session = Session {
+        pid,
+        sampler: Some(sampler),
+        ended: None,
+        child: None,
+    };
+    let options = TopOptions {
+        by_function: !args.lines,
+        filter: SampleFilter {
+            include_idle: args.idle,
+            gil_only: args.gil,
+        },
+        refresh: Duration::from_secs_f64(args.refresh),
+    };
+    let ui = strobe_tui::run(
+        agg,
+        info,
+        options,
+        || {
+            session.poll();
+            let st = stats.snapshot();
+            LiveStatus {
+                errors: st.total_errors(),
+                achieved_hz: Some(st.achieved_hz()),
+                ended: session.ended.clone(),
+            }
+        },
+        || match signals.receiver().try_recv() {
+            Ok(_) => true,
+            Err(TryRecvError::Empty) => false,
+            Err(TryRecvError::Disconnected) => false,
+        },
+    );
+    let finish = session.finish();
+    ui?;
+    finish?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3.12.1`, `3.14.0 debug`, `3.13.1 free-threaded`.
+fn python_label(t: &Target) -> String {
+    let p = t.process();
+    let mut s = p.version.to_string();
+    if p.debug_build {
+        s.push_str(" debug");
+    }
+    if t.free_threaded() {
+        s.push_str(" free-threaded");
+    }
+    s
+}
+
+/// The sampler, and what became of it.
+struct Session {
+    pid: i32,
+    sampler: Option<SamplerHandle>,
+    /// Set once the sampler ended: what the view says.
+    ended: Option<String>,
+    /// A launched command still running when sampling stopped.
+    child: Option<Child>,
+}
+
+impl Session {
+    /// If the sampler ended, collect its summary and say why.
+    fn poll(&mut self) {
+        if self.sampler.as_ref().is_some_and(|s| s.is_finished()) {
+            if let Some(s) = self.sampler.take() {
+                self.collect(s);
+            }
+        }
+    }
+
+    fn collect(&mut self, s: SamplerHandle) {
+        let pid = self.pid;
+        self.ended = Some(match s.join() {
+            Ok(summary) => {
+                self.child = summary.child;
+                match summary.reason {
+                    EndReason::TargetExited => match summary.exit_status {
+                        Some(st) => format!("process {pid} exited ({st})"),
+                        None => format!("process {pid} exited"),
+                    },
+                    EndReason::DurationElapsed => "sampling time is up".to_string(),
+                    EndReason::Stopped => "sampling stopped".to_string(),
+                }
+            }
+            Err(e) => format!("sampling failed: {e}"),
+        });
+    }
+
+    /// Stop sampling (if it still runs) and end a command strobe launched.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.sampler.take() {
+            s.stop();
+            self.collect(s);
+        }
+        if let Some(child) = self.child.take() {
+            end_child(child)?;
+        }
+        Ok(())
+    }
+}
+
+/// The user quit `top` while the command it launched runs on: ask it to stop (SIGTERM), and
+/// kill it if it has not within [`CHILD_GRACE`]. Polls `try_wait` (a bounded wait for the exit,
+/// not a synchronisation sleep).
+fn end_child(mut child: Child) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + CHILD_GRACE;
+    while Instant::now() < deadline {
+        if child
+            .try_wait()
+            .context("waiting for the command")?
+            .is_some()
+        {
+            return Ok(());
+        }
+        std::thread::sleep(CHILD_POLL);
+    }
+    let _ = child.kill();
+    child.wait().context("waiting for the command")?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Terminating signals: holding them off while a target is frozen, and turning them into a
+//! "stop recording" request.
+//!
+//! Neither needs a signal handler (which would need `unsafe` and could only touch atomics):
+//! both block the signals and let them be collected synchronously.
+//!
+//! [`DeferSignals`]: a frozen target must be resumed before strobe dies. Instead of handlers (which would have to
+//! reach the ptrace state from signal context), the signals are blocked for the frozen window:
+//! one that arrives stays pending, the `Freeze` guard detaches, then [`DeferSignals`] restores
+//! the old mask and the pending signal takes its default action (strobe exits) with the target
+//! already running again.
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::sync::mpsc::{self, Receiver};
+
+/// The signals that end a recording: Ctrl-C, `kill`, and the terminal going away.
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Turns SIGINT, SIGTERM and SIGHUP into messages, so that a recording can end cleanly and
+/// still write its output.
+///
+/// [`StopSignals::install`] blocks the signals in the calling thread, and so in every thread
+/// it starts afterwards (threads inherit the mask; call it before starting any), then starts
+/// a thread that collects them with `sigwait`. The first signal is sent on
+/// [`StopSignals::receiver`]; a second one means the user does not want to wait for the
+/// output to be written, and exits at once with status 128 + signal number. A target frozen
+/// by `--blocking` at that moment is released by the kernel when strobe exits.
+///
+/// Child processes inherit the signal mask across `exec` (Rust's `Command` does not reset it),
+/// so start any child *before* installing this, or it runs with these signals blocked and
+/// cannot be interrupted or terminated.
+#[derive(Debug)]
+pub struct StopSignals {
+    rx: Receiver<Signal>,
+}
+
+impl StopSignals {
+    /// See the type documentation.
+    pub fn install() -> Result<StopSignals, nix::Error> {
+        let mut set = SigSet::empty();
+        for sig in STOP_SIGNALS {
+            set.add(sig);
+        }
+        set.thread_block()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("strobe-signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                // `wait` only fails for an invalid set; then signals stay blocked, pending.
+                while let Ok(sig) = set.wait() {
+                    seen += 1;
+                    if seen > 1 {
+                        std::process::exit(128 + sig as i32);
+                    }
+                    // The receiver may be gone while strobe finishes; nothing to tell then.
+                    let _ = tx.send(sig);
+                }
+            })
+            .map_err(|_| nix::Error::EAGAIN)?;
+        Ok(StopSignals { rx })
+    }
+
+    /// Where the first signal arrives.
+    pub fn receiver(&self) -> &Receiver<Signal> {
+        &self.rx
+    }
+}
+
+/// Guard: the terminating signals are blocked on this thread until it drops.
+///
+/// Declare it *before* the freeze guard so that it drops *after* it.
+#[derive(Debug)]
+pub struct DeferSignals {
+    previous: Option<SigSet>,
+}
+
+impl DeferSignals {
+    /// Block SIGINT, SIGTERM, SIGHUP and SIGQUIT on the calling thread.
+    ///
+    /// strobe reads the target from a single thread, so the thread mask is the process mask that
+    /// matters. Failure to block (which `pthread_sigmask` only reports for invalid arguments)
+    /// leaves signals unblocked and is reported as an error.
+    pub fn new() -> Result<DeferSignals, nix::Error> {
+        let mut set = SigSet::empty();
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
+            set.add(sig);
+        }
+        let previous = set.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        Ok(DeferSignals {
+            previous: Some(previous),
+        })
+    }
+}
+
+impl Drop for DeferSignals {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // Nothing useful can be done if restoring fails; the process is about to continue
+            // with the signals blocked, which is safe (just less responsive).
+            let _ = previous.thread_set_mask();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_then_restores() {
+        let before = SigSet::thread_get_mask().unwrap();
+        assert!(!before.contains(Signal::SIGTERM));
+        {
+            let _guard = DeferSignals::new().unwrap();
+            let during = SigSet::thread_get_mask().unwrap();
+            assert!(during.contains(Signal::SIGTERM));
+            assert!(during.contains(Signal::SIGINT));
+        }
+        let after = SigSet::thread_get_mask().unwrap();
+        assert!(!after.contains(Signal::SIGTERM));
+    }
+}

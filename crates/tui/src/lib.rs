@@ -1,0 +1,153 @@
+//! `strobe top`: a live terminal view of where a Python process spends its time.
+//!
+//! The parts, as terminal UIs are usually split:
+//! * [`data`]: owns the aggregator's end of the sampling pipeline on its own thread and turns
+//!   its counts into owned [`data::ViewData`] on request (the sampler never waits on it, and it
+//!   never waits on the terminal);
+//! * [`state`]: the user's choices (sort, filter, thread, grouping, pause, refresh) and the
+//!   last data; pure logic, unit-tested without a terminal;
+//! * [`input`]: keys to [`state::Action`]s;
+//! * [`view`]: draws a [`state::State`] with ratatui (tested on ratatui's `TestBackend`);
+//! * [`terminal`]: the guard that restores the terminal on drop, on panic and on signals.
+//!
+//! [`run`] ties them together in the event loop.
+
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod input;
+pub mod state;
+pub mod terminal;
+pub mod view;
+
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event};
+use strobe_aggregate::{AggregatorSide, SampleFilter};
+
+use crate::data::CollectorGone;
+use crate::state::{Effect, LiveStatus, State, TargetInfo};
+pub use crate::terminal::{check_terminal, TerminalGuard};
+
+/// The event loop wakes at least this often, to notice signals and the sampler's status.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Why `top` could not run. Each message says what to do instead.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// Standard output is not a terminal.
+    #[error(
+        "strobe top needs a terminal, but standard output is not one; run it in a terminal \
+         (over SSH: ssh -t), or use 'strobe record' to write a profile to a file"
+    )]
+    NotATerminal,
+    /// Setting up or drawing on the terminal failed.
+    #[error("terminal error: {0}")]
+    Terminal(#[source] std::io::Error),
+    /// The aggregator thread stopped.
+    #[error(transparent)]
+    Collector(#[from] CollectorGone),
+}
+
+/// How `top` starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopOptions {
+    /// Group by function (`l` toggles lines).
+    pub by_function: bool,
+    /// Idle / GIL filter to start with.
+    pub filter: SampleFilter,
+    /// Time between refreshes.
+    pub refresh: Duration,
+}
+
+impl Default for TopOptions {
+    fn default() -> Self {
+        TopOptions {
+            by_function: true,
+            filter: SampleFilter::default(),
+            refresh: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs the live view until the user quits or `quit_requested` returns true.
+///
+/// `agg` is the aggregator end of the pipeline whose sampler end the sampler thread feeds;
+/// `status` is polled (about ten times a second) for the sampler's errors and its end (the
+/// view then says so and keeps the last data until the user quits); `quit_requested` is polled
+/// as often, e.g. for a SIGTERM collected by the caller.
+pub fn run(
+    agg: AggregatorSide,
+    info: TargetInfo,
+    options: TopOptions,
+    mut status: impl FnMut() -> LiveStatus,
+    mut quit_requested: impl FnMut() -> bool,
+) -> Result<(), TuiError> {
+    check_terminal()?;
+    let collector = data::spawn(agg).map_err(TuiError::Terminal)?;
+    let mut guard = TerminalGuard::enter()?;
+    let mut state = State::new(info, options.by_function, options.filter, options.refresh);
+    let mut scratch = view::Scratch::default();
+    state.status = status();
+    state.set_data(collector.view(false, state.query())?);
+    let mut next_tick = Instant::now() + state.refresh;
+    // After the sampler ends, one last interval is closed and then the data stays.
+    let mut final_interval_taken = false;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            guard
+                .terminal
+                .draw(|f| view::render(f, &state, &mut scratch))
+                .map_err(TuiError::Terminal)?;
+            dirty = false;
+        }
+        if quit_requested() {
+            break;
+        }
+        let wait = next_tick
+            .saturating_duration_since(Instant::now())
+            .min(POLL);
+        if event::poll(wait).map_err(TuiError::Terminal)? {
+            match event::read().map_err(TuiError::Terminal)? {
+                Event::Key(key) => {
+                    if let Some(action) = input::action(&state.mode, key) {
+                        match state.apply(action) {
+                            Effect::Quit => break,
+                            Effect::Redraw => {}
+                            Effect::Refetch => {
+                                state.set_data(collector.view(false, state.query())?);
+                            }
+                            Effect::Reset => {
+                                collector.reset()?;
+                                state.set_data(collector.view(false, state.query())?);
+                            }
+                        }
+                        // A changed refresh interval takes effect now.
+                        next_tick = next_tick.min(Instant::now() + state.refresh);
+                        dirty = true;
+                    }
+                }
+                Event::Resize(..) => dirty = true,
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        let st = status();
+        if st != state.status {
+            state.status = st;
+            dirty = true;
+        }
+        if now >= next_tick {
+            next_tick = now + state.refresh;
+            let ended = state.status.ended.is_some();
+            if !state.paused && !final_interval_taken {
+                state.set_data(collector.view(true, state.query())?);
+                dirty = true;
+                final_interval_taken = ended;
+            }
+        }
+    }
+    drop(guard);
+    Ok(())
+}

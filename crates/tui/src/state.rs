@@ -1,0 +1,723 @@
+//! Everything the user has chosen, and the last data: pure logic, no terminal.
+//!
+//! Input turns keys into [`Action`]s ([`crate::input`]); [`State::apply`] carries them out and
+//! says what the event loop has to do next ([`Effect`]); the view ([`crate::view`]) only reads.
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use strobe_aggregate::{Count, SampleFilter};
+
+use crate::data::{FrameSel, Query, Row, ThreadRow, ViewData};
+
+/// Refresh intervals `+`/`-` step through.
+pub const REFRESH_STEPS: [Duration; 7] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+];
+
+/// What the table is sorted by. Within one period a percentage and a time are proportional,
+/// so these four cover every numeric column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// Own time in the last interval (`%Own`).
+    OwnInterval,
+    /// Total time in the last interval (`%Total`).
+    TotalInterval,
+    /// Own time since the start (`OwnTime`).
+    OwnCumulative,
+    /// Total time since the start (`TotalTime`).
+    TotalCumulative,
+    /// Function name, then file and line.
+    Name,
+}
+
+impl SortKey {
+    /// In the order of the keys `1`..`4`, `n`.
+    pub const ALL: [SortKey; 5] = [
+        SortKey::OwnInterval,
+        SortKey::TotalInterval,
+        SortKey::OwnCumulative,
+        SortKey::TotalCumulative,
+        SortKey::Name,
+    ];
+
+    /// A short name for the status line.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::OwnInterval => "%Own",
+            SortKey::TotalInterval => "%Total",
+            SortKey::OwnCumulative => "OwnTime",
+            SortKey::TotalCumulative => "TotalTime",
+            SortKey::Name => "name",
+        }
+    }
+
+    /// Names sort ascending by default, numbers descending.
+    fn default_descending(self) -> bool {
+        self != SortKey::Name
+    }
+
+    fn value(self, r: &Row) -> u64 {
+        match self {
+            SortKey::OwnInterval => r.interval_own.weight_ns,
+            SortKey::TotalInterval => r.interval_total.weight_ns,
+            SortKey::OwnCumulative => r.cumulative_own.weight_ns,
+            SortKey::TotalCumulative => r.cumulative_total.weight_ns,
+            SortKey::Name => 0,
+        }
+    }
+}
+
+/// Which screen is in front of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The table.
+    Table,
+    /// Typing a filter after `/`; the text is applied live.
+    Filter,
+    /// Choosing a thread; the index is into [`State::thread_choices`].
+    Threads(usize),
+    /// The call tree of the selected row; the number is the scroll offset.
+    Tree(usize),
+    /// The key help.
+    Help,
+}
+
+/// What the user can ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Leave strobe top.
+    Quit,
+    /// Sort by this key (again: reverse).
+    Sort(SortKey),
+    /// Move the sort to the next (+1) or previous (-1) key.
+    SortStep(i8),
+    /// Start typing a filter.
+    FilterStart,
+    /// A character of the filter.
+    FilterChar(char),
+    /// Delete the last filter character.
+    FilterBackspace,
+    /// Keep the filter and go back to the table.
+    FilterAccept,
+    /// Clear the filter and go back to the table.
+    FilterCancel,
+    /// Open the thread chooser.
+    ThreadsOpen,
+    /// Take the highlighted thread.
+    ThreadsChoose,
+    /// Pause or resume the display.
+    TogglePause,
+    /// Forget the counts so far.
+    Reset,
+    /// Refresh less (+1) or more (-1) often.
+    RefreshStep(i8),
+    /// Show or hide idle samples.
+    ToggleIdle,
+    /// Count only samples holding the GIL, or all.
+    ToggleGil,
+    /// Functions or lines.
+    ToggleLines,
+    /// Open the call tree of the selected row.
+    TreeOpen,
+    /// Show or hide the help.
+    Help,
+    /// Close whatever is in front of the table.
+    Back,
+    /// Move the cursor by rows (negative: up).
+    Move(i32),
+    /// Move the cursor to the first row.
+    Home,
+    /// Move the cursor to the last row.
+    End,
+}
+
+/// What the event loop must do after an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Only redraw.
+    Redraw,
+    /// Ask the collector again with the new query (the interval is not advanced).
+    Refetch,
+    /// Reset the collector's counts, then refetch.
+    Reset,
+    /// Leave.
+    Quit,
+}
+
+/// Static facts about the target, for the header.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TargetInfo {
+    /// `pid 1234: python app.py`.
+    pub process: String,
+    /// `3.12.1` (plus `debug` / `free-threaded` where that applies).
+    pub python: String,
+    /// The requested sampling rate.
+    pub rate_hz: f64,
+}
+
+/// What the sampler reports about itself, polled by the event loop.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LiveStatus {
+    /// Samples that could not be taken (failed reads).
+    pub errors: u64,
+    /// Sampling rounds per second since the start, as the sampler counts them (preferred over
+    /// the rate estimated from the last interval's samples, which varies with the randomized
+    /// clock).
+    pub achieved_hz: Option<f64>,
+    /// Set once the sampler stopped, with why (e.g. `process 1234 exited`).
+    pub ended: Option<String>,
+}
+
+/// The user's choices and the data on screen.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// The target.
+    pub info: TargetInfo,
+    /// The sampler's status.
+    pub status: LiveStatus,
+    /// The last data.
+    pub data: ViewData,
+    /// Front screen.
+    pub mode: Mode,
+    /// Sort key.
+    pub sort: SortKey,
+    /// Sort direction.
+    pub descending: bool,
+    /// Case-insensitive substring of function or file names.
+    pub filter: String,
+    /// Group by function (otherwise by line).
+    pub by_function: bool,
+    /// Only this thread.
+    pub os_tid: Option<u64>,
+    /// Idle samples shown.
+    pub include_idle: bool,
+    /// Only GIL-holding samples.
+    pub gil_only: bool,
+    /// The display is frozen.
+    pub paused: bool,
+    /// Time between refreshes.
+    pub refresh: Duration,
+    /// Highlighted row (index into [`State::visible`]).
+    pub cursor: usize,
+    /// The highlighted row's key, kept across refreshes so the cursor follows its row.
+    pub selected: Option<FrameSel>,
+    /// The frame the open call tree is about.
+    pub focus: Option<FrameSel>,
+    /// Indexes into `data.rows`, filtered and sorted.
+    visible: Vec<usize>,
+}
+
+impl State {
+    /// The initial state.
+    pub fn new(
+        info: TargetInfo,
+        by_function: bool,
+        filter: SampleFilter,
+        refresh: Duration,
+    ) -> State {
+        State {
+            info,
+            status: LiveStatus::default(),
+            data: ViewData::default(),
+            mode: Mode::Table,
+            sort: SortKey::OwnInterval,
+            descending: true,
+            filter: String::new(),
+            by_function,
+            os_tid: None,
+            include_idle: filter.include_idle,
+            gil_only: filter.gil_only,
+            paused: false,
+            refresh,
+            cursor: 0,
+            selected: None,
+            focus: None,
+            visible: Vec::new(),
+        }
+    }
+
+    /// What to ask the collector for.
+    pub fn query(&self) -> Query {
+        Query {
+            by_function: self.by_function,
+            os_tid: self.os_tid,
+            filter: SampleFilter {
+                include_idle: self.include_idle,
+                gil_only: self.gil_only,
+            },
+            focus: match self.mode {
+                Mode::Tree(_) => self.focus.clone(),
+                _ => None,
+            },
+        }
+    }
+
+    /// Takes new data; the cursor stays on the same row if it still exists.
+    pub fn set_data(&mut self, data: ViewData) {
+        self.data = data;
+        self.recompute();
+    }
+
+    /// The rows to show, filtered and sorted.
+    pub fn visible(&self) -> impl Iterator<Item = &Row> + '_ {
+        self.visible.iter().filter_map(|&i| self.data.rows.get(i))
+    }
+
+    /// Number of rows after filtering.
+    pub fn visible_len(&self) -> usize {
+        self.visible.len()
+    }
+
+    /// "All threads" (`None`), then each thread.
+    pub fn thread_choices(&self) -> Vec<Option<&ThreadRow>> {
+        std::iter::once(None)
+            .chain(self.data.threads.iter().map(Some))
+            .collect()
+    }
+
+    /// The thread selection in words.
+    pub fn thread_label(&self) -> String {
+        match self.os_tid {
+            None => "all threads".to_string(),
+            Some(tid) => match self
+                .data
+                .threads
+                .iter()
+                .find(|t| t.os_tid == tid)
+                .and_then(|t| t.name.as_deref())
+            {
+                Some(name) => format!("thread {tid} ({name})"),
+                None => format!("thread {tid}"),
+            },
+        }
+    }
+
+    fn recompute(&mut self) {
+        let needle = self.filter.to_lowercase();
+        let rows = &self.data.rows;
+        let mut visible: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                needle.is_empty()
+                    || rows.get(i).is_some_and(|r| {
+                        r.key.function.to_lowercase().contains(&needle)
+                            || r.key.filename.to_lowercase().contains(&needle)
+                    })
+            })
+            .collect();
+        let (sort, descending) = (self.sort, self.descending);
+        visible.sort_by(|&a, &b| match (rows.get(a), rows.get(b)) {
+            (Some(x), Some(y)) => compare(sort, descending, x, y),
+            _ => Ordering::Equal,
+        });
+        self.visible = visible;
+        let found = self.selected.as_ref().and_then(|sel| {
+            self.visible
+                .iter()
+                .position(|&i| rows.get(i).is_some_and(|r| &r.key == sel))
+        });
+        match found {
+            Some(i) => self.cursor = i,
+            None => {
+                self.cursor = self.cursor.min(self.visible.len().saturating_sub(1));
+                self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
+            }
+        }
+    }
+
+    fn row_at(&self, i: usize) -> Option<&Row> {
+        self.visible.get(i).and_then(|&i| self.data.rows.get(i))
+    }
+
+    fn move_cursor(&mut self, to: usize) {
+        self.cursor = to.min(self.visible.len().saturating_sub(1));
+        self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
+    }
+
+    /// Carries out `a`.
+    pub fn apply(&mut self, a: Action) -> Effect {
+        match a {
+            Action::Quit => return Effect::Quit,
+            Action::Sort(k) => {
+                if self.sort == k {
+                    self.descending = !self.descending;
+                } else {
+                    self.sort = k;
+                    self.descending = k.default_descending();
+                }
+                self.recompute();
+            }
+            Action::SortStep(d) => {
+                let n = SortKey::ALL.len() as i32;
+                let i = SortKey::ALL
+                    .iter()
+                    .position(|&k| k == self.sort)
+                    .unwrap_or(0) as i32;
+                let j = (i + i32::from(d)).rem_euclid(n) as usize;
+                if let Some(&k) = SortKey::ALL.get(j) {
+                    self.sort = k;
+                    self.descending = k.default_descending();
+                }
+                self.recompute();
+            }
+            Action::FilterStart => self.mode = Mode::Filter,
+            Action::FilterChar(c) => {
+                // Bounded: a filter longer than any name cannot match anything new.
+                if self.filter.chars().count() < 200 {
+                    self.filter.push(c);
+                    self.recompute();
+                }
+            }
+            Action::FilterBackspace => {
+                self.filter.pop();
+                self.recompute();
+            }
+            Action::FilterAccept => self.mode = Mode::Table,
+            Action::FilterCancel => {
+                self.filter.clear();
+                self.mode = Mode::Table;
+                self.recompute();
+            }
+            Action::ThreadsOpen => {
+                let at = match self.os_tid {
+                    None => 0,
+                    Some(tid) => self
+                        .data
+                        .threads
+                        .iter()
+                        .position(|t| t.os_tid == tid)
+                        .map_or(0, |i| i + 1),
+                };
+                self.mode = Mode::Threads(at);
+            }
+            Action::ThreadsChoose => {
+                if let Mode::Threads(i) = self.mode {
+                    self.os_tid = self
+                        .thread_choices()
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|t| t.os_tid);
+                    self.mode = Mode::Table;
+                    return Effect::Refetch;
+                }
+            }
+            Action::TogglePause => self.paused = !self.paused,
+            Action::Reset => return Effect::Reset,
+            Action::RefreshStep(d) => {
+                let i = REFRESH_STEPS
+                    .iter()
+                    .position(|&r| r >= self.refresh)
+                    .unwrap_or(REFRESH_STEPS.len() - 1) as i32;
+                let j = (i + i32::from(d)).clamp(0, REFRESH_STEPS.len() as i32 - 1) as usize;
+                if let Some(&r) = REFRESH_STEPS.get(j) {
+                    self.refresh = r;
+                }
+            }
+            Action::ToggleIdle => {
+                self.include_idle = !self.include_idle;
+                return Effect::Refetch;
+            }
+            Action::ToggleGil => {
+                self.gil_only = !self.gil_only;
+                return Effect::Refetch;
+            }
+            Action::ToggleLines => {
+                self.by_function = !self.by_function;
+                // The selected key names a line (or not); keep the cursor on the same function.
+                if let Some(sel) = &mut self.selected {
+                    sel.line = None;
+                }
+                return Effect::Refetch;
+            }
+            Action::TreeOpen => {
+                if let Some(sel) = self.selected.clone() {
+                    self.focus = Some(sel);
+                    self.mode = Mode::Tree(0);
+                    return Effect::Refetch;
+                }
+            }
+            Action::Help => {
+                self.mode = if self.mode == Mode::Help {
+                    Mode::Table
+                } else {
+                    Mode::Help
+                };
+            }
+            Action::Back => {
+                let was_tree = matches!(self.mode, Mode::Tree(_));
+                self.mode = Mode::Table;
+                if was_tree {
+                    self.focus = None;
+                }
+            }
+            Action::Move(d) => match &mut self.mode {
+                Mode::Threads(i) => {
+                    let n = self.data.threads.len() + 1;
+                    *i = (*i as i64 + i64::from(d)).clamp(0, n as i64 - 1) as usize;
+                }
+                Mode::Tree(off) => {
+                    *off = (*off as i64 + i64::from(d)).max(0) as usize;
+                }
+                _ => {
+                    let to = (self.cursor as i64 + i64::from(d)).max(0) as usize;
+                    self.move_cursor(to);
+                }
+            },
+            Action::Home => match &mut self.mode {
+                Mode::Threads(i) | Mode::Tree(i) => *i = 0,
+                _ => self.move_cursor(0),
+            },
+            Action::End => match &mut self.mode {
+                Mode::Threads(i) => *i = self.data.threads.len(),
+                Mode::Tree(off) => *off = usize::MAX / 2,
+                _ => self.move_cursor(usize::MAX),
+            },
+        }
+        Effect::Redraw
+    }
+}
+
+fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
+    let name = |r: &Row| (r.key.function.clone(), r.key.filename.clone(), r.key.line);
+    let primary = match sort {
+        SortKey::Name => name(a).cmp(&name(b)),
+        k => k.value(a).cmp(&k.value(b)),
+    };
+    let primary = if descending {
+        primary.reverse()
+    } else {
+        primary
+    };
+    // Ties: the bigger cumulative total first, then by name, so the order is stable.
+    primary
+        .then(
+            b.cumulative_total
+                .weight_ns
+                .cmp(&a.cumulative_total.weight_ns),
+        )
+        .then(b.cumulative_own.weight_ns.cmp(&a.cumulative_own.weight_ns))
+        .then_with(|| name(a).cmp(&name(b)))
+}
+
+/// `part` as a percentage of `whole` (0 when the whole is empty).
+pub fn percent(part: Count, whole: Count) -> f64 {
+    if whole.weight_ns == 0 {
+        0.0
+    } else {
+        part.weight_ns as f64 * 100.0 / whole.weight_ns as f64
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn c(ms: u64) -> Count {
+        Count {
+            samples: ms / 10,
+            weight_ns: ms * 1_000_000,
+        }
+    }
+
+    fn row(f: &str, io: u64, it: u64, co: u64, ct: u64) -> Row {
+        Row {
+            key: FrameSel {
+                function: f.into(),
+                filename: format!("/app/{f}.py"),
+                line: None,
+            },
+            interval_own: c(io),
+            interval_total: c(it),
+            cumulative_own: c(co),
+            cumulative_total: c(ct),
+        }
+    }
+
+    fn state() -> State {
+        let mut s = State::new(
+            TargetInfo::default(),
+            true,
+            SampleFilter::default(),
+            Duration::from_secs(1),
+        );
+        s.set_data(ViewData {
+            rows: vec![
+                row("alpha", 10, 100, 900, 950),
+                row("beta", 60, 60, 100, 100),
+                row("gamma", 30, 90, 0, 1000),
+            ],
+            threads: vec![
+                ThreadRow {
+                    os_tid: 7,
+                    name: Some("MainThread".into()),
+                    samples: 1,
+                    idle_samples: 0,
+                },
+                ThreadRow {
+                    os_tid: 9,
+                    name: None,
+                    samples: 1,
+                    idle_samples: 1,
+                },
+            ],
+            ..Default::default()
+        });
+        s
+    }
+
+    fn names(s: &State) -> Vec<&str> {
+        s.visible().map(|r| r.key.function.as_str()).collect()
+    }
+
+    #[test]
+    fn sorting_by_each_column_and_reversing() {
+        let mut s = state();
+        assert_eq!(names(&s), ["beta", "gamma", "alpha"], "default: %Own");
+        s.apply(Action::Sort(SortKey::TotalInterval));
+        assert_eq!(names(&s), ["alpha", "gamma", "beta"]);
+        s.apply(Action::Sort(SortKey::OwnCumulative));
+        assert_eq!(names(&s), ["alpha", "beta", "gamma"]);
+        s.apply(Action::Sort(SortKey::TotalCumulative));
+        assert_eq!(names(&s), ["gamma", "alpha", "beta"]);
+        s.apply(Action::Sort(SortKey::TotalCumulative));
+        assert_eq!(names(&s), ["beta", "alpha", "gamma"], "same key reverses");
+        s.apply(Action::Sort(SortKey::Name));
+        assert_eq!(names(&s), ["alpha", "beta", "gamma"]);
+        s.apply(Action::SortStep(1));
+        assert_eq!(s.sort, SortKey::OwnInterval, "wraps around");
+        s.apply(Action::SortStep(-1));
+        assert_eq!(s.sort, SortKey::Name);
+    }
+
+    #[test]
+    fn filter_matches_function_or_file_and_cancel_clears() {
+        let mut s = state();
+        s.apply(Action::FilterStart);
+        assert_eq!(s.mode, Mode::Filter);
+        for ch in "AM".chars() {
+            s.apply(Action::FilterChar(ch));
+        }
+        assert_eq!(names(&s), ["gamma"], "case-insensitive, live");
+        s.apply(Action::FilterBackspace);
+        s.apply(Action::FilterChar('l'));
+        assert_eq!(names(&s), ["alpha"]);
+        s.apply(Action::FilterAccept);
+        assert_eq!((s.mode.clone(), s.filter.as_str()), (Mode::Table, "Al"));
+        s.apply(Action::FilterStart);
+        s.apply(Action::FilterCancel);
+        assert_eq!(s.visible_len(), 3);
+        s.apply(Action::FilterStart);
+        s.apply(Action::FilterChar('/'));
+        s.apply(Action::FilterChar('b'));
+        assert_eq!(names(&s), ["beta"], "file names match too");
+    }
+
+    #[test]
+    fn cursor_follows_its_row_across_refreshes() {
+        let mut s = state();
+        s.apply(Action::Move(1));
+        assert_eq!(s.selected.as_ref().unwrap().function, "gamma");
+        // New data where gamma moved to the top.
+        let mut d = s.data.clone();
+        d.rows[2].interval_own = c(500);
+        s.set_data(d);
+        assert_eq!(s.cursor, 0);
+        s.apply(Action::End);
+        assert_eq!(s.cursor, 2);
+        s.apply(Action::Move(10));
+        assert_eq!(s.cursor, 2, "clamped");
+        s.apply(Action::Home);
+        s.apply(Action::Move(-3));
+        assert_eq!(s.cursor, 0);
+        // The selected row disappears: the cursor stays in range.
+        s.apply(Action::End);
+        let mut d = s.data.clone();
+        d.rows.truncate(1);
+        s.set_data(d);
+        assert_eq!(s.cursor, 0);
+        assert_eq!(s.selected.as_ref().unwrap().function, "alpha");
+    }
+
+    #[test]
+    fn options_change_the_query() {
+        let mut s = state();
+        assert_eq!(s.apply(Action::ToggleIdle), Effect::Refetch);
+        assert!(s.query().filter.include_idle);
+        assert_eq!(s.apply(Action::ToggleGil), Effect::Refetch);
+        assert!(s.query().filter.gil_only);
+        assert_eq!(s.apply(Action::ToggleLines), Effect::Refetch);
+        assert!(!s.query().by_function);
+        assert_eq!(s.apply(Action::Reset), Effect::Reset);
+        assert_eq!(s.apply(Action::TogglePause), Effect::Redraw);
+        assert!(s.paused);
+        assert_eq!(s.apply(Action::Quit), Effect::Quit);
+    }
+
+    #[test]
+    fn choosing_a_thread() {
+        let mut s = state();
+        s.apply(Action::ThreadsOpen);
+        assert_eq!(s.mode, Mode::Threads(0));
+        s.apply(Action::Move(5));
+        assert_eq!(s.mode, Mode::Threads(2), "clamped to the last thread");
+        assert_eq!(s.apply(Action::ThreadsChoose), Effect::Refetch);
+        assert_eq!(s.query().os_tid, Some(9));
+        assert_eq!(s.thread_label(), "thread 9");
+        s.apply(Action::ThreadsOpen);
+        assert_eq!(s.mode, Mode::Threads(2), "opens on the current choice");
+        s.apply(Action::Move(-1));
+        s.apply(Action::ThreadsChoose);
+        assert_eq!(s.thread_label(), "thread 7 (MainThread)");
+        s.apply(Action::ThreadsOpen);
+        s.apply(Action::Home);
+        s.apply(Action::ThreadsChoose);
+        assert_eq!(s.query().os_tid, None);
+    }
+
+    #[test]
+    fn refresh_interval_steps_and_clamps() {
+        let mut s = state();
+        s.apply(Action::RefreshStep(1));
+        assert_eq!(s.refresh, Duration::from_secs(2));
+        for _ in 0..20 {
+            s.apply(Action::RefreshStep(-1));
+        }
+        assert_eq!(s.refresh, Duration::from_millis(250));
+        for _ in 0..20 {
+            s.apply(Action::RefreshStep(1));
+        }
+        assert_eq!(s.refresh, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn tree_focuses_the_selected_row_and_back_closes_it() {
+        let mut s = state();
+        assert_eq!(s.query().focus, None);
+        assert_eq!(s.apply(Action::TreeOpen), Effect::Refetch);
+        assert_eq!(s.mode, Mode::Tree(0));
+        assert_eq!(s.query().focus.unwrap().function, "beta");
+        s.apply(Action::Move(3));
+        assert_eq!(s.mode, Mode::Tree(3));
+        s.apply(Action::Back);
+        assert_eq!(s.mode, Mode::Table);
+        assert_eq!(s.query().focus, None);
+        s.apply(Action::Help);
+        assert_eq!(s.mode, Mode::Help);
+        s.apply(Action::Help);
+        assert_eq!(s.mode, Mode::Table);
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent(c(25), c(100)), 25.0);
+        assert_eq!(percent(c(25), Count::default()), 0.0);
+    }
+}

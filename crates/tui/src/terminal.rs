@@ -1,0 +1,94 @@
+//! Owning the terminal: raw mode, the alternate screen and a hidden cursor while `top` runs,
+//! and the way back on every exit path.
+//!
+//! [`TerminalGuard`] restores the terminal when it drops (normal exit, `?` errors, unwinding).
+//! A panic hook restores it too, before the panic message is printed, so that the message is
+//! readable on the normal screen. Terminating signals are the caller's to turn into a quit
+//! request (see [`crate::run`]'s `quit_requested`), so that a `kill` also goes through the
+//! guard.
+
+use std::io::{self, IsTerminal, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
+use crossterm::cursor::{Hide, Show};
+use crossterm::execute;
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+
+use crate::TuiError;
+
+/// Whether the terminal is currently in `top`'s mode (shared with the panic hook).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static HOOK: Once = Once::new();
+
+/// Fails with [`TuiError::NotATerminal`] unless standard output is a terminal. Checked before
+/// attaching, so that `strobe top > file` fails at once and clearly. (Keys are read from
+/// standard input, or from `/dev/tty` when that is not a terminal.)
+pub fn check_terminal() -> Result<(), TuiError> {
+    if io::stdout().is_terminal() {
+        Ok(())
+    } else {
+        Err(TuiError::NotATerminal)
+    }
+}
+
+/// The terminal in raw mode on the alternate screen, restored on drop.
+pub struct TerminalGuard {
+    /// The ratatui terminal to draw on.
+    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+}
+
+impl std::fmt::Debug for TerminalGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TerminalGuard")
+    }
+}
+
+impl TerminalGuard {
+    /// Checks for a terminal, installs the panic hook and switches the terminal over.
+    pub fn enter() -> Result<TerminalGuard, TuiError> {
+        check_terminal()?;
+        install_panic_hook();
+        enable_raw_mode().map_err(TuiError::Terminal)?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        // From here on, an error drops nothing yet: restore by hand.
+        let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
+            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+        match entered {
+            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Err(e) => {
+                restore();
+                Err(TuiError::Terminal(e))
+            }
+        }
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Leaves raw mode and the alternate screen and shows the cursor, once (later calls do
+/// nothing). Errors are ignored: there is no better terminal to report them on.
+fn restore() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
+    }
+}
+
+fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            previous(info);
+        }));
+    });
+}

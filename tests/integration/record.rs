@@ -1,0 +1,647 @@
+//! `strobe record`, `convert` and `diff` against real interpreters.
+//!
+//! Per interpreter: a launched script (`tests/targets/record_work.py`, busy on one known line)
+//! recorded as raw, converted to every format, each output parsed and checked for the stack the
+//! script's `# @line:` markers predict; and an attached process (the dump target, every thread
+//! blocked on a known line) recorded with `--idle`, checked the same way.
+
+use crate::harness::{expected_stack, markers, strobe_bin, Interp, Target, TempDir, SID};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+
+/// A target script copied where the interpreter can reach it.
+pub struct Script {
+    /// Path from here.
+    pub here: PathBuf,
+    /// Path as the target sees it (its `co_filename`).
+    pub in_target: String,
+    /// The command line that runs it (without its arguments).
+    pub command: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Script {
+    pub fn new(interp: &Interp, name: &str) -> Script {
+        interp.require();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/targets")
+            .join(name);
+        match interp {
+            Interp::Host(python) => {
+                let dir = TempDir::new();
+                let here = dir.path().join(name);
+                std::fs::copy(&src, &here).unwrap();
+                let in_target = here.to_str().unwrap().to_string();
+                Script {
+                    command: vec![python.to_str().unwrap().into(), in_target.clone()],
+                    here,
+                    in_target,
+                    _dir: dir,
+                }
+            }
+            Interp::Sid(python) => {
+                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
+                let here = dir.path().join(name);
+                std::fs::copy(&src, &here).unwrap();
+                let in_target = format!(
+                    "/tmp/{}/{name}",
+                    dir.path().file_name().unwrap().to_str().unwrap()
+                );
+                Script {
+                    command: vec![
+                        "chroot".into(),
+                        SID.into(),
+                        (*python).into(),
+                        in_target.clone(),
+                    ],
+                    here,
+                    in_target,
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// Line numbers of the `# @line:NAME` markers.
+    pub fn lines(&self) -> HashMap<String, u32> {
+        let text = std::fs::read_to_string(&self.here).unwrap();
+        let mut out = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(pos) = line.find("# @line:") {
+                out.insert(line[pos + 8..].trim().to_string(), i as u32 + 1);
+            }
+        }
+        out
+    }
+
+    /// `function (file:line)` for marker `mark`.
+    pub fn label(&self, function: &str, mark: &str) -> String {
+        format!("{function} ({}:{})", self.in_target, self.lines()[mark])
+    }
+}
+
+/// Environment like the dump tests use: nothing inherited that changes how Python starts.
+pub fn strobe_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(strobe_bin());
+    cmd.args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LC_ALL", "C.UTF-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Run strobe to completion; returns the output, failing the test on a spawn error.
+pub fn run_strobe(args: &[&str]) -> Output {
+    strobe_cmd(args).output().expect("could not run strobe")
+}
+
+pub fn assert_ok(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// Start strobe with stderr piped, and wait for its "recording" line (sampling has started).
+/// The child is handed back to the caller, who waits for it.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_recording(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
+    let mut child = strobe_cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        if n == 0 {
+            let status = child.wait().unwrap();
+            panic!("strobe ended ({status}) before recording: {seen}");
+        }
+        seen.push_str(&line);
+        if line.starts_with("strobe: recording process") {
+            return (child, err, seen);
+        }
+    }
+}
+
+/// The stacks of an output file, outermost frame first, with their weights; and every frame
+/// label the file names.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub stacks: Vec<(Vec<String>, f64)>,
+    pub labels: HashSet<String>,
+}
+
+impl Parsed {
+    /// Whether some stack ends with `suffix` (outermost first).
+    pub fn has_suffix(&self, suffix: &[String]) -> bool {
+        self.stacks.iter().any(|(s, _)| s.ends_with(suffix))
+    }
+
+    /// Total weight of stacks equal to `stack`, as a fraction of all.
+    pub fn share(&self, stack: &[String]) -> f64 {
+        let total: f64 = self.stacks.iter().map(|(_, w)| w).sum();
+        let mine: f64 = self
+            .stacks
+            .iter()
+            .filter(|(s, _)| s == stack)
+            .map(|(_, w)| w)
+            .sum();
+        mine / total
+    }
+}
+
+pub fn parse_collapsed(path: &Path) -> Parsed {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut p = Parsed::default();
+    for line in text.lines() {
+        let (stack, value) = line.rsplit_once(' ').unwrap();
+        let frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+        p.labels.extend(frames.iter().cloned());
+        p.stacks.push((frames, value.parse().unwrap()));
+    }
+    p
+}
+
+pub fn parse_speedscope(path: &Path) -> Parsed {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        v["$schema"],
+        "https://www.speedscope.app/file-format-schema.json"
+    );
+    let frames: Vec<String> = v["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| match f["line"].as_u64() {
+            Some(l) => format!(
+                "{} ({}:{l})",
+                f["name"].as_str().unwrap(),
+                f["file"].as_str().unwrap()
+            ),
+            None => format!(
+                "{} ({})",
+                f["name"].as_str().unwrap(),
+                f["file"].as_str().unwrap()
+            ),
+        })
+        .collect();
+    let mut p = Parsed {
+        labels: frames.iter().cloned().collect(),
+        ..Default::default()
+    };
+    for prof in v["profiles"].as_array().unwrap() {
+        assert_eq!(prof["type"], "sampled");
+        let weights = prof["weights"].as_array().unwrap();
+        for (s, w) in prof["samples"].as_array().unwrap().iter().zip(weights) {
+            let stack = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| frames[i.as_u64().unwrap() as usize].clone())
+                .collect();
+            p.stacks.push((stack, w.as_f64().unwrap()));
+        }
+    }
+    p
+}
+
+pub fn parse_chrome(path: &Path) -> Parsed {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut p = Parsed::default();
+    for e in v["traceEvents"].as_array().unwrap() {
+        if e["ph"] == "X" {
+            assert!(e["dur"].as_f64().unwrap() >= 0.0);
+            p.labels.insert(e["name"].as_str().unwrap().to_string());
+        }
+    }
+    p
+}
+
+/// Parse the SVG as XML (Python's expat parser: it rejects anything not well-formed) and
+/// collect the frame labels from the `<title>` of every frame.
+pub fn parse_svg(path: &Path) -> Parsed {
+    let script = r#"
+import sys, json, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+titles = [el.text for el in root.iter() if el.tag.endswith('}title') and el.text]
+sys.stdout.write(json.dumps(titles))
+"#;
+    let out = Command::new("/usr/bin/python3.11")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SVG is not well-formed XML: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let titles: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut p = Parsed::default();
+    for t in titles {
+        // "label (1,234 µs, 12.5%)"
+        if let Some((label, _)) = t.rsplit_once(" (") {
+            p.labels.insert(label.to_string());
+        }
+    }
+    p
+}
+
+/// `go tool pprof -raw`: one label per location line (`N: 0x0 M=1 NAME FILE:LINE s=0`; pprof
+/// moves names in angle brackets, like `<module>`, into `s=0(<module>)`).
+pub fn parse_pprof(path: &Path) -> Parsed {
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-raw"])
+        .arg(path)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("go is required to check pprof output: run .ci/provision.sh");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof rejected the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut p = Parsed::default();
+    let locations = text
+        .split_once("\nLocations\n")
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("no locations in {text}"));
+    for line in locations.lines() {
+        let Some(rest) = line.split_once(" M=1 ").map(|(_, r)| r) else {
+            break;
+        };
+        let rest = rest.trim_end();
+        let (main, sys) = match rest.rsplit_once(" s=0") {
+            Some((m, s)) => (m, s.trim_start_matches('(').trim_end_matches(')')),
+            None => (rest, ""),
+        };
+        let (name, file_line) = main.rsplit_once(' ').unwrap_or(("", main));
+        let name = if name.trim().is_empty() {
+            sys
+        } else {
+            name.trim()
+        };
+        p.labels.insert(format!("{name} ({file_line})"));
+    }
+    p
+}
+
+/// Convert `raw` to every format and parse each.
+pub fn convert_all(raw: &Path, dir: &Path, extra: &[&str]) -> Vec<(&'static str, Parsed)> {
+    let mut out = Vec::new();
+    for (format, ext) in [
+        ("collapsed", "txt"),
+        ("speedscope", "json"),
+        ("chrome", "trace.json"),
+        ("svg", "svg"),
+        ("pprof", "pb.gz"),
+        ("raw", "raw"),
+    ] {
+        let path = dir.join(format!("converted.{ext}"));
+        let mut args = vec![
+            "convert",
+            raw.to_str().unwrap(),
+            "-o",
+            path.to_str().unwrap(),
+            "--format",
+            format,
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&run_strobe(&args), &format!("convert to {format}"));
+        let parsed = match format {
+            "collapsed" => parse_collapsed(&path),
+            "speedscope" => parse_speedscope(&path),
+            "chrome" => parse_chrome(&path),
+            "svg" => parse_svg(&path),
+            "pprof" => parse_pprof(&path),
+            _ => {
+                // A raw file converted to raw reads back to the same stacks.
+                let again = dir.join("again.txt");
+                assert_ok(
+                    &run_strobe(&[
+                        "convert",
+                        path.to_str().unwrap(),
+                        "-o",
+                        again.to_str().unwrap(),
+                    ]),
+                    "convert raw→raw→collapsed",
+                );
+                parse_collapsed(&again)
+            }
+        };
+        out.push((format, parsed));
+    }
+    out
+}
+
+/// Check that `parsed` (of `format`) shows `stack` (outermost first): as a stack where the
+/// format has stacks, else its frames as labels (pprof: function names).
+pub fn check_stack(format: &str, parsed: &Parsed, stack: &[String]) {
+    match format {
+        "collapsed" | "speedscope" | "raw" => assert!(
+            parsed.has_suffix(stack),
+            "{format}: no stack ends with {stack:#?}; stacks: {:#?}",
+            parsed.stacks
+        ),
+        _ => {
+            for label in stack {
+                assert!(
+                    parsed.labels.contains(label),
+                    "{format}: no frame {label}: {:?}",
+                    parsed.labels
+                );
+            }
+        }
+    }
+}
+
+/// Launch `record_work.py` under `interp` as a raw recording, then check every format.
+pub fn check_launch(interp: &Interp) {
+    let script = Script::new(interp, "record_work.py");
+    let dir = TempDir::new();
+    let raw = dir.path().join("work.raw");
+    let mut args = vec!["record", "-o", raw.to_str().unwrap(), "--rate", "200", "--"];
+    let cmd: Vec<&str> = script.command.iter().map(String::as_str).collect();
+    args.extend_from_slice(&cmd);
+    args.push("0.8");
+    let out = run_strobe(&args);
+    let stderr = assert_ok(&out, "strobe record (launch)");
+    assert!(
+        stderr.contains("the command exited with status 0"),
+        "{stderr}"
+    );
+    let want = vec![
+        script.label("<module>", "module"),
+        script.label("main", "main"),
+        script.label("hot", "hot"),
+    ];
+    for (format, parsed) in convert_all(&raw, dir.path(), &[]) {
+        check_stack(format, &parsed, &want);
+        if format == "collapsed" {
+            // The busy line is where the script spends its time: well over half of it (the
+            // rest is interpreter start-up and exit).
+            let share = parsed.share(&want);
+            assert!(
+                share > 0.5,
+                "hot stack has only {share:.2} of the time: {parsed:#?}"
+            );
+        }
+    }
+}
+
+/// Attach to the dump target under `interp` with `--idle`, and check every thread's stack in
+/// collapsed and speedscope output recorded directly.
+pub fn check_attach(interp: &Interp) {
+    let target = Target::start(interp);
+    let marks = markers(&target.script_here);
+    let dir = TempDir::new();
+    let pid = target.pid().to_string();
+    let mut outputs = Vec::new();
+    for (format, ext) in [("collapsed", "txt"), ("speedscope", "json")] {
+        let path = dir.path().join(format!("attach.{ext}"));
+        let out = run_strobe(&[
+            "record",
+            "--pid",
+            &pid,
+            "--idle",
+            "--duration",
+            "0.3",
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_ok(&out, "strobe record --pid");
+        outputs.push((format, path));
+    }
+    for (format, path) in outputs {
+        let parsed = match format {
+            "collapsed" => parse_collapsed(&path),
+            _ => parse_speedscope(&path),
+        };
+        for (name, _, _) in &target.info.threads {
+            let (frames, _) = expected_stack(name, target.info.version, target.info.depth, &marks);
+            let want: Vec<String> = frames
+                .iter()
+                .rev()
+                .map(|f| format!("{} ({}:{})", f.function, target.script_in_target, f.line))
+                .collect();
+            check_stack(format, &parsed, &want);
+        }
+    }
+}
+
+macro_rules! record_tests {
+    ($($name:ident => $interp:expr;)*) => {
+        mod launch {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    check_launch(&$interp);
+                }
+            )*
+        }
+        mod attach {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    check_attach(&$interp);
+                }
+            )*
+        }
+    };
+}
+
+record_tests! {
+    pyenv_2_7_18 => Interp::pyenv("2.7.18");
+    pyenv_3_6_15 => Interp::pyenv("3.6.15");
+    pyenv_3_9_18 => Interp::pyenv("3.9.18");
+    pyenv_3_10_13 => Interp::pyenv("3.10.13");
+    pyenv_3_11_7 => Interp::pyenv("3.11.7");
+    pyenv_3_12_1 => Interp::pyenv("3.12.1");
+    pyenv_3_13_0 => Interp::pyenv("3.13.0");
+    debian_3_11_static => Interp::Host("/usr/bin/python3.11".into());
+    sid_3_14 => Interp::Sid("python3.14");
+    sid_3_15 => Interp::Sid("python3.15");
+}
+
+/// Every format written directly by `record` (not through convert), on one interpreter.
+#[test]
+fn every_format_directly() {
+    let interp = Interp::pyenv("3.12.1");
+    let script = Script::new(&interp, "record_work.py");
+    let dir = TempDir::new();
+    let want = vec![
+        script.label("<module>", "module"),
+        script.label("main", "main"),
+        script.label("hot", "hot"),
+    ];
+    let formats = [
+        ("collapsed", "out.txt"),
+        ("speedscope", "out.speedscope.json"),
+        ("chrome", "out.trace.json"),
+        ("svg", "out.svg"),
+        ("pprof", "out.pb.gz"),
+    ];
+    // Run the recordings in parallel: each target runs 1.5 s (attaching to five starting
+    // interpreters at once on a small machine takes a while with a debug build of strobe).
+    let children: Vec<_> = formats
+        .iter()
+        .map(|(_, file)| {
+            let path = dir.path().join(file);
+            let mut args = vec![
+                "record".to_string(),
+                "-o".into(),
+                path.to_str().unwrap().into(),
+                "--".into(),
+            ];
+            args.extend(script.command.iter().cloned());
+            args.push("1.5".into());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            strobe_cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for ((format, file), child) in formats.iter().zip(children) {
+        let out = child.wait_with_output().unwrap();
+        let stderr = assert_ok(&out, &format!("record {format}"));
+        // The format came from the extension.
+        assert!(stderr.contains(&format!("({format})")), "{stderr}");
+        let path = dir.path().join(file);
+        let parsed = match *format {
+            "collapsed" => parse_collapsed(&path),
+            "speedscope" => parse_speedscope(&path),
+            "chrome" => parse_chrome(&path),
+            "svg" => parse_svg(&path),
+            _ => parse_pprof(&path),
+        };
+        check_stack(format, &parsed, &want);
+    }
+}
+
+/// `strobe diff` of two raw recordings renders a well-formed SVG with both profiles' frames.
+#[test]
+fn diff_of_two_recordings() {
+    let interp = Interp::pyenv("3.11.7");
+    let script = Script::new(&interp, "record_work.py");
+    let dir = TempDir::new();
+    let mut raws = Vec::new();
+    let children: Vec<_> = ["base.raw", "new.raw"]
+        .iter()
+        .map(|name| {
+            let path = dir.path().join(name);
+            raws.push(path.clone());
+            let mut args = vec![
+                "record".to_string(),
+                "-o".into(),
+                path.to_str().unwrap().into(),
+                "--".into(),
+            ];
+            args.extend(script.command.iter().cloned());
+            args.push("1.0".into());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            strobe_cmd(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        assert_ok(&c.wait_with_output().unwrap(), "record raw");
+    }
+    let svg = dir.path().join("diff.svg");
+    let out = run_strobe(&[
+        "diff",
+        raws[0].to_str().unwrap(),
+        raws[1].to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "strobe diff");
+    let parsed = parse_svg(&svg);
+    assert!(
+        parsed.labels.contains(&script.label("hot", "hot")),
+        "{parsed:?}"
+    );
+}
+
+/// Bad input: one clear line, non-zero exit, no file.
+#[test]
+fn bad_input_is_refused_before_anything_starts() {
+    let dir = TempDir::new();
+    let out_path = dir.path().join("out.svg");
+    let o = out_path.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["record", "--rate", "0", "-o", o, "--", "true"],
+            "--rate 0 is out of range",
+        ),
+        (
+            vec!["record", "--rate", "5000000", "-o", o, "--", "true"],
+            "between 0.01 and 1000000",
+        ),
+        (
+            vec!["record", "--rate", "nan", "-o", o, "--", "true"],
+            "out of range",
+        ),
+        (
+            vec!["record", "--format", "html", "-o", o, "--", "true"],
+            "invalid value 'html'",
+        ),
+        (
+            vec!["record", "-o", "/nonexistent-dir/x.svg", "--", "true"],
+            "the directory /nonexistent-dir does not exist",
+        ),
+        (
+            vec!["record", "--duration=-1", "-o", o, "--", "true"],
+            "--duration -1 is not a positive number",
+        ),
+        (
+            vec!["record", "--duration", "0", "-o", o, "--", "true"],
+            "--duration 0 is not a positive number",
+        ),
+        (vec!["record", "-o", o], "nothing to record"),
+        (
+            vec!["record", "--pid", "1", "-o", o, "--", "true"],
+            "not both",
+        ),
+        (
+            vec!["convert", "/nonexistent.raw", "-o", o],
+            "cannot read /nonexistent.raw",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run_strobe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("strobe: error: "), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!out_path.exists(), "{args:?} left a file");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "{args:?} left a file"
+        );
+    }
+}
