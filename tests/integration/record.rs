@@ -471,14 +471,21 @@ macro_rules! record_tests {
 record_tests! {
     pyenv_2_7_18 => Interp::pyenv("2.7.18");
     pyenv_3_6_15 => Interp::pyenv("3.6.15");
+    pyenv_3_7_16 => Interp::pyenv("3.7.16");
+    pyenv_3_8_18 => Interp::pyenv("3.8.18");
     pyenv_3_9_18 => Interp::pyenv("3.9.18");
     pyenv_3_10_13 => Interp::pyenv("3.10.13");
     pyenv_3_11_7 => Interp::pyenv("3.11.7");
     pyenv_3_12_1 => Interp::pyenv("3.12.1");
     pyenv_3_13_0 => Interp::pyenv("3.13.0");
     debian_3_11_static => Interp::Host("/usr/bin/python3.11".into());
+    sid_3_13 => Interp::Sid("python3.13");
     sid_3_14 => Interp::Sid("python3.14");
+    sid_3_14_pie => Interp::Sid("python3.14-pie");
     sid_3_15 => Interp::Sid("python3.15");
+    sid_3_13_debug => Interp::Sid("python3.13d");
+    sid_3_14_debug => Interp::Sid("python3.14d");
+    sid_3_15_debug => Interp::Sid("python3.15d");
 }
 
 /// Every format written directly by `record` (not through convert), on one interpreter.

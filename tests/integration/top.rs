@@ -105,6 +105,11 @@ struct Tmux {
 
 impl Tmux {
     fn start(strobe_args: &[String]) -> Tmux {
+        Tmux::start_env(&[], strobe_args)
+    }
+
+    /// [`Tmux::start`] with `NAME=value` pairs in strobe's environment.
+    fn start_env(env: &[&str], strobe_args: &[String]) -> Tmux {
         assert!(
             Command::new("tmux")
                 .arg("-V")
@@ -119,7 +124,9 @@ impl Tmux {
             N.fetch_add(1, Ordering::SeqCst)
         );
         let dir = TempDir::new();
-        let quoted: Vec<String> = std::iter::once(strobe_bin().display().to_string())
+        let quoted: Vec<String> = std::iter::once("env".to_string())
+            .chain(env.iter().map(|e| e.to_string()))
+            .chain(std::iter::once(strobe_bin().display().to_string()))
             .chain(strobe_args.iter().cloned())
             .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
             .collect();
@@ -464,5 +471,24 @@ fn top_without_a_terminal_is_one_clear_error() {
     assert!(
         err.starts_with("strobe: error: strobe top needs a terminal"),
         "{err}"
+    );
+}
+
+/// A panic inside the view (forced through a debug-build-only hook) still restores the
+/// terminal before the panic message is printed.
+#[test]
+fn a_panic_in_top_restores_the_terminal() {
+    let target = SplitTarget::start(&Interp::pyenv("3.12.1"));
+    let tmux = Tmux::start_env(&["STROBE_TEST_PANIC_IN_TOP=1"], &top_args(target.pid));
+    assert_eq!(
+        tmux.wait_exit(),
+        101,
+        "a panic exits with Rust's panic status"
+    );
+    tmux.assert_restored();
+    let screen = tmux.screen();
+    assert!(
+        screen.contains("test panic requested by STROBE_TEST_PANIC_IN_TOP"),
+        "the panic message is shown on the restored screen:\n{screen}"
     );
 }

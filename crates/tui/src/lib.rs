@@ -101,6 +101,12 @@ pub fn run(
                 .draw(|f| view::render(f, &state, &mut scratch))
                 .map_err(TuiError::Terminal)?;
             dirty = false;
+            // Debug builds only: lets the integration tests prove that a panic in the view
+            // still restores the terminal (tests/integration/top.rs).
+            #[cfg(debug_assertions)]
+            if std::env::var_os("STROBE_TEST_PANIC_IN_TOP").is_some() {
+                panic!("test panic requested by STROBE_TEST_PANIC_IN_TOP");
+            }
         }
         if quit_requested() {
             break;

@@ -415,7 +415,11 @@ def worker(seed):
     for _ in range(3):
         rec(r.randint(0, 150))
 
-def main():
+def main(depth):
+    # The churn runs 200 frames deep, so every sample of this thread crosses data-stack chunks
+    # whatever the scheduling (a loaded machine may otherwise catch it only shallow).
+    if depth > 0:
+        return main(depth - 1)
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     r = random.Random(1)
@@ -430,7 +434,7 @@ def main():
         for t in ts:
             t.join()
 
-main()
+main(200)
 "#;
 
 /// `(tstate, thread id, GIL, [(code, line)])` per thread.
