@@ -29,7 +29,9 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::counts::{Counts, Sample, SampleFlags, Snapshot, SnapshotOptions};
-use crate::intern::{CapacityError, Def, FrameId, FrameKey, Interner, Marks, Tables, ThreadKey};
+use crate::intern::{
+    CapacityError, Def, FrameId, FrameKey, Interner, Marks, StackId, Tables, ThreadId, ThreadKey,
+};
 use crate::profile::{Metadata, Profile, ProfileOptions};
 
 /// Creates a connected sampler/aggregator pair whose queue holds `capacity` samples
@@ -105,22 +107,9 @@ impl SamplerSide {
         timestamp_ns: u64,
         weight_ns: u64,
     ) -> Result<bool, CapacityError> {
-        let thread = self.interner.intern_thread(thread)?;
-        let mut ids = std::mem::take(&mut self.frames);
-        ids.clear();
-        for f in frames {
-            match self.interner.intern_frame(f) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    self.frames = ids;
-                    return Err(e);
-                }
-            }
-        }
-        let stack = self.interner.intern_stack(&ids);
-        self.frames = ids;
+        let (thread, stack) = intern_sample(&mut self.interner, &mut self.frames, thread, frames)?;
         let sample = Sample {
-            stack: stack?,
+            stack,
             thread,
             flags,
             timestamp_ns,
@@ -283,23 +272,9 @@ impl Aggregator {
         timestamp_ns: u64,
         weight_ns: u64,
     ) -> Result<Sample, CapacityError> {
-        let thread = self.interner.intern_thread(thread)?;
-        let mut ids = std::mem::take(&mut self.frames);
-        ids.clear();
-        let mut result = Ok(());
-        for f in frames {
-            match self.interner.intern_frame(f) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        let stack = result.and_then(|()| self.interner.intern_stack(&ids));
-        self.frames = ids;
+        let (thread, stack) = intern_sample(&mut self.interner, &mut self.frames, thread, frames)?;
         let s = Sample {
-            stack: stack?,
+            stack,
             thread,
             flags,
             timestamp_ns,
@@ -322,4 +297,20 @@ impl Aggregator {
     ) -> Result<Profile, CapacityError> {
         Profile::from_counts(meta, self.interner.tables(), &self.counts, options)
     }
+}
+
+/// Interns a sample's thread and its stack (outermost frame first), collecting the frame ids in
+/// `scratch` (reused between samples, so that nothing is allocated once it has grown).
+fn intern_sample(
+    interner: &mut Interner,
+    scratch: &mut Vec<FrameId>,
+    thread: &ThreadKey<'_>,
+    frames: &[FrameKey<'_>],
+) -> Result<(ThreadId, StackId), CapacityError> {
+    let thread = interner.intern_thread(thread)?;
+    scratch.clear();
+    for f in frames {
+        scratch.push(interner.intern_frame(f)?);
+    }
+    Ok((thread, interner.intern_stack(scratch)?))
 }
