@@ -351,6 +351,12 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
+            // Sampling failed (or the sampler thread panicked; the join caught it): what was
+            // counted so far is still summarised and written before the error is reported.
+            let counts = agg.counts().total().samples;
+            for l in status::summary(&final_stats, args.rate, counts) {
+                eprintln!("strobe: {l}");
+            }
             write_result?;
             eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
             return Err(e.into());
@@ -375,6 +381,10 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         EndReason::TargetExited if summary.exit_status.is_none() => {
             eprintln!("strobe: process {pid} exited")
         }
+        EndReason::TargetExeced => eprintln!(
+            "strobe: process {pid} replaced its program (exec), so its Python interpreter is \
+             gone; the recording ended there"
+        ),
         _ => {}
     }
     let exit_status = match (summary.exit_status, summary.child) {

@@ -180,6 +180,9 @@ impl Session {
                         Some(st) => format!("process {pid} exited ({st})"),
                         None => format!("process {pid} exited"),
                     },
+                    EndReason::TargetExeced => {
+                        format!("process {pid} replaced its program (exec); its Python is gone")
+                    }
                     EndReason::DurationElapsed => "sampling time is up".to_string(),
                     EndReason::Stopped => "sampling stopped".to_string(),
                 }

@@ -263,6 +263,9 @@ pub enum EndReason {
     DurationElapsed,
     /// The target process exited.
     TargetExited,
+    /// The target process replaced its program (execve): the interpreter it ran is gone,
+    /// while the process (and, when strobe launched it, the command) lives on.
+    TargetExeced,
 }
 
 /// How a sampling run ended.

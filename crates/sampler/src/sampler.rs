@@ -66,9 +66,46 @@ struct State {
     warned: HashSet<&'static str>,
     warnings: Vec<String>,
     free_threaded: bool,
+    /// Rounds started so far (for [`State::test_panic`]).
+    rounds_started: u64,
+    /// Debug builds only: panic in the round after this many (see [`State::test_panic`]).
+    panic_after: Option<u64>,
+    /// The target's auxiliary vector when sampling started (see [`read_auxv`]).
+    auxv: Option<Vec<u8>>,
 }
 
+/// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
+/// sampler thread panic in round N + 1 (inside the freeze under `--blocking`). The integration
+/// tests use it to prove that a panic loses none of the samples already aggregated, is
+/// reported, and leaves no target stopped (tests/integration/safety_lifecycle.rs).
+#[cfg(debug_assertions)]
+const TEST_PANIC_ENV: &str = "STROBE_TEST_PANIC_AFTER";
+
 impl State {
+    /// The test hook's setting; always `None` in release builds, which never read it.
+    fn test_panic_setting() -> Option<u64> {
+        #[cfg(debug_assertions)]
+        {
+            std::env::var(TEST_PANIC_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            None
+        }
+    }
+
+    /// Panic if the test hook asks for it in this round (see `STROBE_TEST_PANIC_AFTER`).
+    fn test_panic(&self) {
+        if self.panic_after.is_some_and(|n| self.rounds_started > n) {
+            panic!(
+                "test panic requested in sampling round {}",
+                self.rounds_started
+            );
+        }
+    }
+
     fn warn_once(&mut self, key: &'static str, msg: String) {
         if self.warned.insert(key) {
             self.warnings.push(msg);
@@ -112,6 +149,9 @@ pub(crate) fn run(
         warned: HashSet::new(),
         warnings: Vec::new(),
         free_threaded: target.free_threaded(),
+        rounds_started: 0,
+        panic_after: State::test_panic_setting(),
+        auxv: read_auxv(pid),
     };
     if cfg.gil_only && state.free_threaded {
         state.warn_once(
@@ -176,6 +216,11 @@ pub(crate) fn run(
                 stats.add_error(kind);
                 failures_in_a_row += 1;
                 if failures_in_a_row >= CLEAR_CACHES_AFTER {
+                    // Every round failing may mean the program was replaced (exec): then the
+                    // interpreter we read is gone for good and no round will succeed again.
+                    if program_replaced(pid, state.auxv.as_deref()) {
+                        break EndReason::TargetExeced;
+                    }
                     failures_in_a_row = 0;
                     target.walker_mut().clear_caches();
                     state.frames.clear();
@@ -227,10 +272,14 @@ fn round(
     // Scheduler states first: once frozen, every thread reads as traced-stopped.
     st.kernel.read_states();
     let mut raw = std::mem::take(&mut st.raw);
+    st.rounds_started += 1;
     let walked = if cfg.blocking {
         let _freeze = Freeze::all_threads(pid).map_err(|e| freeze_error(pid, e))?;
+        // A panic here unwinds through `_freeze`, whose drop releases the target.
+        st.test_panic();
         target.walker_mut().sample_into(&mut raw)
     } else {
+        st.test_panic();
         target.walker_mut().sample_into(&mut raw)
     };
     let result = walked
@@ -508,6 +557,34 @@ fn walk_error(pid: i32, e: WalkError) -> RoundError {
         RoundError::Transient(kind)
     } else {
         RoundError::Fatal(SamplerError::Walk { pid, source: e })
+    }
+}
+
+/// Longest auxiliary vector read (it is a few hundred bytes: about 25 (type, value) pairs).
+const MAX_AUXV: u64 = 64 * 1024;
+
+/// The process's auxiliary vector (`/proc/PID/auxv`). The kernel builds it anew on every
+/// execve (fs/binfmt_elf.c `create_elf_tables`) for the new program's stack: `AT_RANDOM`
+/// points into that stack and, with ASLR, `AT_PHDR`/`AT_ENTRY`/`AT_BASE` move too, so a
+/// different vector means the program we attached to was replaced. `None` if unreadable.
+fn read_auxv(pid: i32) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(format!("/proc/{pid}/auxv")).ok()?;
+    let mut buf = Vec::new();
+    file.take(MAX_AUXV).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Whether the process now runs another program than when sampling started: its auxiliary
+/// vector changed and it is not exiting (an exiting process or a zombie has no memory left
+/// and shows an empty vector, which is not an exec).
+fn program_replaced(pid: i32, at_start: Option<&[u8]>) -> bool {
+    let Some(at_start) = at_start else {
+        return false;
+    };
+    match read_auxv(pid) {
+        Some(now) if !now.is_empty() && now != at_start => !target_gone(pid),
+        _ => false,
     }
 }
 
