@@ -1,4 +1,4 @@
-//! Native thread ids for Pythons that do not record them (≤3.7).
+//! Native thread ids for Pythons that do not record them (≤3.10).
 //!
 //! Before 3.8 a thread state holds only `thread_id`, the `pthread_t` that
 //! `threading.get_ident()` returns. In glibc a `pthread_t` is the address of the thread's

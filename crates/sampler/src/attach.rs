@@ -127,7 +127,7 @@ impl Target {
     }
 
     /// Kernel thread ids (ours) of threads given by ident, for interpreters that do not record
-    /// them (≤3.7).
+    /// them (≤3.10).
     pub fn native_tids(&self, idents: &[u64]) -> Result<HashMap<u64, u32>, RemoteError> {
         strobe_remote::native_tids_from_pthreads(self.walker.memory(), self.pid(), idents)
     }
@@ -155,8 +155,8 @@ impl Target {
         let threads = stacks
             .into_iter()
             .map(|t| {
-                // The interpreter records ids as the target sees them (3.8+); the pthread
-                // lookup (≤3.7) yields ours. Report the target's view, look states up by ours.
+                // The interpreter records ids as the target sees them (3.11+); the pthread
+                // lookup (≤3.10) yields ours. Report the target's view, look states up by ours.
                 let (native_id, host_tid) = match (t.native_id, host_tids.get(&t.thread_id)) {
                     (Some(inner), _) => (Some(inner), kernel.host_of(inner)),
                     (None, Some(&host)) => (Some(kernel.inner_of(host)), Some(host)),

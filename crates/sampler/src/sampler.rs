@@ -55,7 +55,7 @@ struct State {
     /// Threads present at the last names lookup.
     named: HashSet<(u64, u64)>,
     names_at: Option<Instant>,
-    /// Thread ident → our kernel thread id, for interpreters that do not record it (≤3.7).
+    /// Thread ident → our kernel thread id, for interpreters that do not record it (≤3.10).
     pthread_tids: HashMap<u64, u32>,
     pthread_at: Option<Instant>,
     /// (code object, line) → frame id, valid while the walker hands out the same name strings.
@@ -515,7 +515,7 @@ fn refresh_names(st: &mut State, target: &Target, stacks: &[RawThread]) {
     st.names.retain(|k, _| live.contains(k));
 }
 
-/// Find kernel ids of threads whose interpreter does not record them (≤3.7).
+/// Find kernel ids of threads whose interpreter does not record them (≤3.10).
 fn refresh_pthread_tids(st: &mut State, target: &Target, stacks: &[RawThread]) {
     // A cached id whose task is gone belongs to a dead thread whose ident was reused.
     let kernel = &st.kernel;

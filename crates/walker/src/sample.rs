@@ -82,7 +82,7 @@ pub struct RawThread {
     pub tstate_addr: u64,
     /// `pthread_t`, equal to `threading.get_ident()` in the target.
     pub thread_id: u64,
-    /// Kernel thread id (3.8+; `None` before, or while unknown).
+    /// Kernel thread id (3.11+: `native_thread_id`; `None` before, or while unknown).
     pub native_id: Option<u32>,
     /// Whether this thread holds the GIL of its interpreter.
     pub holds_gil: bool,
