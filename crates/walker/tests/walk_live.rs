@@ -455,7 +455,14 @@ fn shape_of(stacks: &[ThreadStack]) -> Shape {
 }
 
 fn check_churn(version: &str, minor: u8, lib_name: &str) {
-    let launch = pyenv_launch(version, minor, lib_name);
+    let mut launch = pyenv_launch(version, minor, lib_name);
+    // Its own script file: the live test of the same version runs concurrently and would
+    // otherwise overwrite (and delete) the same path.
+    launch.script_host = launch.script_host.with_file_name(format!(
+        "strobe-walk-churn-{}-{version}.py",
+        std::process::id()
+    ));
+    launch.script_target = launch.script_host.to_string_lossy().into_owned();
     std::fs::write(&launch.script_host, CHURN).unwrap();
     let mut target = Target(
         Command::new(&launch.argv[0])
