@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build strobe, start demo/app.py, dump its threads' stacks, and stop it.
+# Build strobe, start demo/app.py, dump its threads' stacks, record it for 3 seconds into a
+# flamegraph (strobe-demo.svg), and stop it.
 #
 #   ./demo.sh                 # uses python3 from PATH
 #   PYTHON=python2.7 ./demo.sh
@@ -22,3 +23,6 @@ if ! read -r -t 30 line <&"${APP[0]}" || [ "$line" != READY ]; then
   exit 1
 fi
 "$STROBE" dump --pid "$APP_PID_SAVED" "$@"
+echo
+"$STROBE" record --pid "$APP_PID_SAVED" --duration 3 -o strobe-demo.svg
+echo "demo: flamegraph written to $(pwd)/strobe-demo.svg (open it in a browser)"
