@@ -160,7 +160,12 @@ pub(crate) fn run(
         );
     }
     if let Err(e) = state.kernel.rescan() {
-        return Err(gone_or_fatal(pid, e));
+        match gone_or_fatal(pid, e) {
+            // The target exited between attaching and this first look: the first round sees
+            // it too and ends the recording as a target exit, with a complete output.
+            SamplerError::Attach(AttachError::Exited { .. }) => {}
+            e => return Err(e),
+        }
     }
 
     // Above this rate the mean interval is shorter than a sample takes: sample back to back.
@@ -615,5 +620,10 @@ fn freeze_error(pid: i32, e: RemoteError) -> RoundError {
 }
 
 fn gone_or_fatal(pid: i32, e: RemoteError) -> SamplerError {
+    // Once attached, "no such process" means the target exited (at attach time it means the
+    // user named a PID that does not exist, which `exited_or` keeps as it is).
+    if let RemoteError::NoSuchProcess { .. } = e {
+        return SamplerError::Attach(AttachError::Exited { pid });
+    }
     SamplerError::Attach(crate::attach::exited_or(pid, AttachError::Remote(e)))
 }
