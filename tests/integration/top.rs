@@ -492,3 +492,15 @@ fn a_panic_in_top_restores_the_terminal() {
         "the panic message is shown on the restored screen:\n{screen}"
     );
 }
+
+/// A debug build (`Py_DEBUG`, sid's python3.15d) works in `top` as a default build does.
+#[test]
+fn top_on_a_debug_build_sid_3_15d() {
+    let target = SplitTarget::start(&Interp::Sid("python3.15d"));
+    let tmux = Tmux::start(&top_args(target.pid));
+    let screen = tmux.wait_for("both functions with enough samples", split_is_plausible);
+    assert!(screen.contains("Python 3.15."), "{screen}");
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+    tmux.assert_restored();
+}
