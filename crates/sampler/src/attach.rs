@@ -237,11 +237,7 @@ impl Target {
             let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
             interps.dedup();
             for interp in interps {
-                match strobe_walker::threadnames::thread_names(
-                    self.walker.memory(),
-                    self.walker.layout(),
-                    interp,
-                ) {
+                match self.thread_names(interp) {
                     Ok(found) => names.extend(
                         found
                             .into_iter()
@@ -261,7 +257,7 @@ impl Target {
             .map(|t| t.thread_id)
             .collect();
         if !unknown.is_empty() {
-            match strobe_remote::native_tids_from_pthreads(self.walker.memory(), pid, &unknown) {
+            match self.native_tids(&unknown) {
                 Ok(found) => tids = found,
                 Err(e) => self.warnings.push(format!(
                     "kernel thread ids are unavailable, so running/idle is unknown: {e}"
