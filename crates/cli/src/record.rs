@@ -413,7 +413,7 @@ const SIGINT_GRACE: Duration = Duration::from_secs(1);
 fn wait_for_command(mut child: std::process::Child) -> Option<ExitStatus> {
     let since = Instant::now();
     while since.elapsed() < SIGINT_GRACE {
-        match child.try_wait() {
+        match strobe_remote::try_wait(&mut child) {
             Ok(Some(status)) => return Some(status),
             Ok(None) => {}
             Err(_) => return None,

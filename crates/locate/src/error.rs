@@ -89,7 +89,7 @@ impl LocateError {
     pub(crate) fn from_remote(pid: i32, err: RemoteError) -> LocateError {
         match err {
             RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. } => {
-                if strobe_remote::procfs::exists(pid) {
+                if !strobe_remote::procfs::is_gone_or_exiting(pid) {
                     // A thread's file vanished, not the process: report the original error.
                     LocateError::Remote(err)
                 } else {
@@ -106,7 +106,7 @@ impl LocateError {
         match err {
             MemError::ProcessGone { .. } => LocateError::Exited { pid },
             MemError::PermissionDenied { .. } => LocateError::PermissionDenied { pid },
-            _ if !strobe_remote::procfs::exists(pid) => LocateError::Exited { pid },
+            _ if strobe_remote::procfs::is_gone_or_exiting(pid) => LocateError::Exited { pid },
             other => LocateError::Remote(RemoteError::Mem(other)),
         }
     }

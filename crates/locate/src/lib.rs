@@ -110,14 +110,15 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
     let maps_path = procfs::proc_dir(pid).join("maps");
     let text = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => LocateError::PermissionDenied { pid },
-        _ if !procfs::exists(pid) => LocateError::Exited { pid },
+        _ if procfs::is_gone_or_exiting(pid) => LocateError::Exited { pid },
         _ => LocateError::Remote(strobe_remote::RemoteError::Proc {
             path: maps_path.clone(),
             source: e,
         }),
     })?;
     let mappings = maps::parse(&text);
-    if mappings.is_empty() && !procfs::exists(pid) {
+    // A user-space process always has mappings; none means its memory was torn down on exit.
+    if mappings.is_empty() || procfs::is_gone_or_exiting(pid) {
         return Err(LocateError::Exited { pid });
     }
     let files = group_files(&mappings);
@@ -152,7 +153,7 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
     for file in candidates {
         let (path, bytes) = match elf::open_mapped(pid, file.lowest()) {
             Ok(x) => x,
-            Err(_) if !procfs::exists(pid) => return Err(LocateError::Exited { pid }),
+            Err(_) if procfs::is_gone_or_exiting(pid) => return Err(LocateError::Exited { pid }),
             Err(e) => return Err(e),
         };
         let info = elf::analyze(pid, path, &bytes)?;
@@ -162,7 +163,7 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
         }
         return describe(pid, mem, file, info);
     }
-    if !procfs::exists(pid) {
+    if procfs::is_gone_or_exiting(pid) {
         return Err(LocateError::Exited { pid });
     }
     Err(LocateError::NotPython {

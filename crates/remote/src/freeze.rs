@@ -10,11 +10,47 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::marker::PhantomData;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+use std::sync::Mutex;
 
 /// How many times we list `/proc/PID/task` looking for threads created while we attached.
 /// Each round only has to catch threads started by threads not yet stopped, so real
 /// programs settle in two or three rounds.
 const MAX_ROUNDS: usize = 64;
+
+/// Exit statuses (raw wait statuses) of process leaders that a [`Freeze`] collected while
+/// waiting for their stop. When strobe both started the target and traces it, that wait is the
+/// one that reaps it, and the status belongs to whoever waits for the child: see [`try_wait`].
+static REAPED_LEADERS: Mutex<Vec<(i32, i32)>> = Mutex::new(Vec::new());
+
+fn remember_leader_exit(status: WaitStatus) {
+    let (pid, raw) = match status {
+        WaitStatus::Exited(pid, code) => (pid, (code & 0xff) << 8),
+        WaitStatus::Signaled(pid, sig, core) => (pid, sig as i32 | if core { 0x80 } else { 0 }),
+        _ => return,
+    };
+    let mut reaped = REAPED_LEADERS.lock().unwrap_or_else(|p| p.into_inner());
+    reaped.retain(|&(p, _)| p != pid.as_raw());
+    reaped.push((pid.as_raw(), raw));
+}
+
+/// `child.try_wait()`, also when a [`Freeze`] on this process already reaped the child while
+/// waiting for it to stop (then the kernel reports no child, and the status it collected is
+/// returned instead).
+pub fn try_wait(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    match child.try_wait() {
+        Err(e) if e.raw_os_error() == Some(Errno::ECHILD as i32) => {
+            let pid = child.id() as i32;
+            let mut reaped = REAPED_LEADERS.lock().unwrap_or_else(|p| p.into_inner());
+            match reaped.iter().position(|&(p, _)| p == pid) {
+                Some(i) => Ok(Some(ExitStatus::from_raw(reaped.swap_remove(i).1))),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+}
 
 #[derive(Debug)]
 struct Attached {
@@ -124,7 +160,7 @@ impl Freeze {
                     Ok(Some(tracer)) if tracer != std::process::id() as i32 => {
                         RemoteError::AlreadyTraced { pid, tracer }
                     }
-                    _ if !procfs::exists(pid) => RemoteError::ProcessGone { pid },
+                    _ if procfs::is_gone_or_exiting(pid) => RemoteError::ProcessGone { pid },
                     _ => RemoteError::PermissionDenied { pid },
                 })
             }
@@ -162,7 +198,7 @@ impl Freeze {
             stopped: false,
             pending: a.pending,
         };
-        match wait_for_stop(a.tid) {
+        match wait_for_stop(self.pid, a.tid) {
             Ok(Stop::Stopped(sig)) => {
                 out.stopped = true;
                 out.pending = out.pending.or(sig);
@@ -200,7 +236,8 @@ enum Stop {
     Exited,
 }
 
-fn wait_for_stop(tid: i32) -> Result<Stop, Errno> {
+/// Wait for thread `tid` of process `pid` to stop (or exit).
+fn wait_for_stop(pid: i32, tid: i32) -> Result<Stop, Errno> {
     let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
     loop {
         match waitpid(Pid::from_raw(tid), Some(flags)) {
@@ -214,7 +251,12 @@ fn wait_for_stop(tid: i32) -> Result<Stop, Errno> {
             // A signal arrived before our interrupt took effect: the thread is stopped in
             // signal-delivery-stop, and the signal must be handed back when we detach.
             Ok(WaitStatus::Stopped(_, sig)) => return Ok(Stop::Stopped(Some(sig))),
-            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => return Ok(Stop::Exited),
+            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                if tid == pid {
+                    remember_leader_exit(status);
+                }
+                return Ok(Stop::Exited);
+            }
             Ok(WaitStatus::Continued(_)) | Ok(WaitStatus::StillAlive) => continue,
             Err(Errno::EINTR) => continue,
             Err(Errno::ECHILD) => return Ok(Stop::Exited),
@@ -235,7 +277,7 @@ impl Drop for Freeze {
                 // Attached on an error path but never seen stopped: PTRACE_DETACH needs the
                 // tracee in a stop, so bring it there first.
                 let _ = ptrace::interrupt(t);
-                match wait_for_stop(a.tid) {
+                match wait_for_stop(self.pid, a.tid) {
                     Ok(Stop::Stopped(sig)) => pending = pending.or(sig),
                     Ok(Stop::Exited) | Err(_) => continue,
                 }
@@ -243,10 +285,14 @@ impl Drop for Freeze {
             if ptrace::detach(t, pending).is_err() {
                 // Killed while stopped: collect its exit notification so it does not linger
                 // as a zombie for as long as we live.
-                let _ = waitpid(
+                if let Ok(status) = waitpid(
                     t,
                     Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG),
-                );
+                ) {
+                    if a.tid == self.pid {
+                        remember_leader_exit(status);
+                    }
+                }
             }
         }
     }

@@ -17,7 +17,7 @@ pub mod procfs;
 mod pthreads;
 
 pub use error::RemoteError;
-pub use freeze::Freeze;
+pub use freeze::{try_wait, Freeze};
 pub use memory::{le, MemError, RemoteMemory};
 pub use process::ProcessMemory;
 pub use pthreads::native_tids_from_pthreads;

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 /// `/proc/PID/stat` for kernel threads.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
+/// `PF_EXITING`: set once the process has begun exiting (its memory may already be gone
+/// while `/proc/PID` still exists and the state is not yet `Z`).
+const PF_EXITING: u64 = 0x0000_0004;
+
 /// Bound on the threads listed for one process: far above anything real, low enough that
 /// a corrupted or hostile `/proc` cannot make us allocate without limit.
 const MAX_TASKS: usize = 1 << 20;
@@ -99,6 +103,15 @@ pub fn stat(pid: i32) -> Result<ProcStat, RemoteError> {
 /// The process is a zombie (exited, not yet reaped) or dead.
 pub fn is_zombie(pid: i32) -> Result<bool, RemoteError> {
     Ok(matches!(stat(pid)?.state, 'Z' | 'X' | 'x'))
+}
+
+/// The process is gone, a zombie, or on its way out (`PF_EXITING`): reading it failing now
+/// means "it exited", not "it is not what we expected".
+pub fn is_gone_or_exiting(pid: i32) -> bool {
+    match stat(pid) {
+        Ok(st) => matches!(st.state, 'Z' | 'X' | 'x') || st.flags & PF_EXITING != 0,
+        Err(_) => !exists(pid),
+    }
 }
 
 /// The process is a kernel thread (no user address space to read).

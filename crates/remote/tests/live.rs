@@ -194,6 +194,53 @@ fn failed_freeze_releases_the_threads_it_attached() {
     t.ping();
 }
 
+/// Our own child, killed while frozen: releasing the freeze collects its exit (the tracer's
+/// wait reaps it), and `try_wait` still hands the status to the caller instead of losing it.
+#[test]
+fn exit_of_a_frozen_child_reaches_its_parent() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut t = Target::spawn("/usr/bin/python3", SERVE);
+    let pid = t.pid();
+    let freeze = Freeze::all_threads(pid).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    // Wait for the kernel to finish the exit (state Z), so that the release finds a zombie.
+    let since = std::time::Instant::now();
+    while procfs::stat(pid).unwrap().state != 'Z' {
+        assert!(
+            since.elapsed().as_secs() < 10,
+            "killed target never became a zombie"
+        );
+        std::thread::yield_now();
+    }
+    drop(freeze);
+    let status = strobe_remote::try_wait(&mut t.child)
+        .unwrap()
+        .expect("the child's exit status");
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+/// Running: not exiting; a zombie and a reaped process: gone or exiting.
+#[test]
+fn gone_or_exiting_tracks_the_process_life() {
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "read line"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    assert!(!procfs::is_gone_or_exiting(pid));
+    drop(child.stdin.take());
+    // With stdin closed the shell exits; it stays a zombie until we reap it.
+    let since = std::time::Instant::now();
+    while procfs::stat(pid).unwrap().state != 'Z' {
+        assert!(since.elapsed().as_secs() < 10, "the shell never exited");
+        std::thread::yield_now();
+    }
+    assert!(procfs::is_gone_or_exiting(pid));
+    child.wait().unwrap();
+    assert!(procfs::is_gone_or_exiting(pid));
+}
+
 #[test]
 fn missing_process_errors() {
     let err = Freeze::all_threads(i32::MAX).unwrap_err();

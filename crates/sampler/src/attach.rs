@@ -225,7 +225,11 @@ impl Target {
             attempt += 1;
             match self.walker.walk() {
                 Ok(stacks) => break stacks,
-                Err(e) if e.is_transient() && attempt < attempts && procfs::exists(pid) => {
+                Err(e)
+                    if e.is_transient()
+                        && attempt < attempts
+                        && !procfs::is_gone_or_exiting(pid) =>
+                {
                     self.walker.clear_caches();
                 }
                 Err(source) => return Err(exited_or(pid, AttachError::Walk { pid, source })),
@@ -311,7 +315,7 @@ pub(crate) fn exited_or(pid: i32, err: AttachError) -> AttachError {
             ..
         } => true,
         AttachError::Remote(RemoteError::NoSuchProcess { .. }) => false,
-        _ => !procfs::exists(pid) || procfs::is_zombie(pid).unwrap_or(true),
+        _ => procfs::is_gone_or_exiting(pid),
     };
     if gone {
         AttachError::Exited { pid }

@@ -238,7 +238,7 @@ pub(crate) fn run(
         if let Some(c) = child.as_mut() {
             if child_checked.elapsed() >= CHILD_CHECK_EVERY {
                 child_checked = Instant::now();
-                if let Ok(Some(status)) = c.try_wait() {
+                if let Ok(Some(status)) = strobe_remote::try_wait(c) {
                     exit_status = Some(status);
                     break EndReason::TargetExited;
                 }
@@ -251,7 +251,10 @@ pub(crate) fn run(
     if reason == EndReason::TargetExited && exit_status.is_none() {
         if let Some(mut c) = child.take() {
             // The target is gone (or a zombie), so this returns at once.
-            exit_status = c.wait().ok();
+            exit_status = match strobe_remote::try_wait(&mut c) {
+                Ok(Some(status)) => Some(status),
+                _ => c.wait().ok(),
+            };
         }
     }
     let child = if exit_status.is_some() { None } else { child };
