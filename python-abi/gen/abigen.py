@@ -302,6 +302,9 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
         ("tstate_size", "sizeof(PyThreadState)"),
         ("tstate_next", "offsetof(PyThreadState, next)"),
         ("tstate_interp", "offsetof(PyThreadState, interp)"),
+        # `prev` (3.4+): new threads are linked in at the head, so the head's `prev` changing
+        # from NULL is how a sample notices a new thread without re-reading the interpreter.
+        ("tstate_prev", since((3, 4), "offsetof(PyThreadState, prev)")),
         ("tstate_frame", since((2, 0), "offsetof(PyThreadState, frame)", until=(3, 10))),
         # 3.10 already has a `cframe` member, but its CFrame has no `current_frame`; only the
         # 3.11-3.12 pair is meaningful.

@@ -215,6 +215,8 @@ pub struct Layout {
     pub tstate_next: u32,
     /// `offsetof(PyThreadState, interp)`.
     pub tstate_interp: u32,
+    /// `offsetof(PyThreadState, prev)` (3.4+).
+    pub tstate_prev: Option<u32>,
     /// `offsetof(PyThreadState, frame)` (≤3.10).
     pub tstate_frame: Option<u32>,
     /// `offsetof(PyThreadState, cframe)` (3.11–3.12; 3.10's `cframe` has no `current_frame`

@@ -609,6 +609,7 @@ static FIELDS: &[Field] = &[
     // PyThreadState.
     f(req!(tstate_next), "thread_state.next", off(TSTATE, 8)),
     f(req!(tstate_interp), "thread_state.interp", off(TSTATE, 8)),
+    f(opt!(tstate_prev), "thread_state.prev", off(TSTATE, 8)),
     f(
         opt!(tstate_current_frame),
         "thread_state.current_frame",

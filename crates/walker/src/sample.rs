@@ -51,6 +51,13 @@ const MAX_FRAME_STEPS: usize = 4 * MAX_DEPTH;
 const CLUSTER_SPAN: u64 = 512;
 /// Tries per sample when the thread lists change under us or a guess faults.
 const ATTEMPTS: usize = 4;
+/// Samples between two full checks of the interpreter list and each interpreter's fields
+/// (thread-list head, GIL pointer). In between, the thread lists are checked from the thread
+/// states alone (`prev`, `next`, `interp`), which the sample reads anyway: a new thread is
+/// linked in at the head, so the head's `prev` stops being NULL; a thread that leaves changes
+/// its neighbours' links. What only the full check sees is an interpreter created or destroyed
+/// (or the last thread of one leaving), so those show up at most this many samples late.
+const FULL_CHECK_EVERY: u32 = 16;
 /// Above this, a chunk header's `size` is garbage (CPython's chunks are 16 KiB or a few
 /// times that for huge frames).
 const MAX_PLAUSIBLE_CHUNK: u64 = 1 << 30;
@@ -130,6 +137,8 @@ impl RawSample {
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     ready: bool,
+    /// Samples since the last full check of the lists (see [`FULL_CHECK_EVERY`]).
+    since_full: u32,
     interps: Vec<InterpPlan>,
     /// All threads; each interpreter owns a range.
     threads: Vec<ThreadPlan>,
@@ -354,6 +363,7 @@ const T_THREAD_ID: usize = 2;
 const T_NATIVE: usize = 3;
 const T_FRAME: usize = 4;
 const T_CHUNK: usize = 5;
+const T_PREV: usize = 6;
 const G_LOCKED: usize = 0;
 const G_HOLDER: usize = 1;
 
@@ -392,6 +402,7 @@ impl Shapes {
             w8(l.tstate_native_thread_id),
             w8(frame),
             w8(l.tstate_datastack_chunk),
+            w8(l.tstate_prev),
         ]);
         let gil = FieldSet::new(&[l.gil_locked.map(|o| (o, 4)), w8(l.gil_last_holder)]);
         let frame_len = match l.frame_model {
@@ -419,8 +430,9 @@ impl Shapes {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     batch: Batch,
-    /// Per planned interpreter: where its fields and its GIL's are in the batch.
-    interp_at: Vec<(usize, Option<usize>)>,
+    /// Per planned interpreter: where its fields (full checks only) and its GIL's are in the
+    /// batch.
+    interp_at: Vec<(Option<usize>, Option<usize>)>,
     /// Per planned thread.
     thread_at: Vec<ThreadAt>,
     /// Speculative copies of all threads.
@@ -652,24 +664,28 @@ impl<M: RemoteMemory> Walker<M> {
             });
         }
         plan.ready = true;
+        // The lists were just read link by link; the first sample checks them in full anyway.
+        plan.since_full = FULL_CHECK_EVERY;
         self.plan = plan;
         Ok(())
     }
 
     /// One attempt: the batched read, validation of the lists, then every thread's frames.
     fn try_sample(&mut self, out: &mut RawSample) -> Result<(), Retry> {
-        let l = self.layout;
+        let l = &self.layout;
         let head_at = self.interp_head_address()?;
         let global_gil = self.global_gil_address();
+        // Without `prev` links the thread states alone cannot show a new thread.
+        let full = self.plan.since_full >= FULL_CHECK_EVERY || l.tstate_prev.is_none();
         let s = &mut self.scratch;
         s.batch.clear();
         s.interp_at.clear();
         s.thread_at.clear();
         s.spans.clear();
-        let head_off = s.batch.add(head_at, 8);
+        let head_off = full.then(|| s.batch.add(head_at, 8));
         let global_gil_off = global_gil.map(|a| s.batch.add(a, 8));
         for ip in &self.plan.interps {
-            let at = self.shapes.interp.add(&mut s.batch, ip.addr);
+            let at = full.then(|| self.shapes.interp.add(&mut s.batch, ip.addr));
             let gil = (l.gil_model == GilModel::InterpGilPointer && ip.gil != 0)
                 .then(|| self.shapes.gil.add(&mut s.batch, ip.gil));
             s.interp_at.push((at, gil));
@@ -717,27 +733,37 @@ impl<M: RemoteMemory> Walker<M> {
                 self.sample_thread(&ip, j, holder, out)?;
             }
         }
+        self.plan.since_full = if full {
+            0
+        } else {
+            self.plan.since_full.saturating_add(1)
+        };
         Ok(())
     }
 
-    /// Whether the lists read in this batch are the remembered ones.
-    fn validate_lists(&self, head_off: usize) -> Result<(), Retry> {
+    /// Whether the lists read in this batch are the remembered ones. `head_off` is where the
+    /// interpreter-list head is in the batch on a full check (interpreter fields were read too).
+    fn validate_lists(&self, head_off: Option<usize>) -> Result<(), Retry> {
         let s = &self.scratch;
         let plan = &self.plan;
         let b = &s.batch;
-        let head = le::u64_at(&b.buf, head_off).ok_or(Retry::Stale)?;
-        if head != plan.interps.first().map_or(0, |i| i.addr) {
-            return Err(Retry::Stale);
-        }
-        for (i, ip) in plan.interps.iter().enumerate() {
-            let (at, _) = s.interp_at[i];
-            let next = self.shapes.interp.u64(b, at, I_NEXT);
-            if next != Some(plan.interps.get(i + 1).map_or(0, |n| n.addr)) {
+        if let Some(head_off) = head_off {
+            let head = le::u64_at(&b.buf, head_off).ok_or(Retry::Stale)?;
+            if head != plan.interps.first().map_or(0, |i| i.addr) {
                 return Err(Retry::Stale);
             }
-            let first = plan.threads.get(ip.threads.clone()).and_then(|t| t.first());
-            if self.shapes.interp.u64(b, at, I_TSTATES) != Some(first.map_or(0, |t| t.tstate)) {
-                return Err(Retry::Stale);
+        }
+        let has_prev = self.layout.tstate_prev.is_some();
+        for (i, ip) in plan.interps.iter().enumerate() {
+            if let (Some(at), _) = s.interp_at[i] {
+                let next = self.shapes.interp.u64(b, at, I_NEXT);
+                if next != Some(plan.interps.get(i + 1).map_or(0, |n| n.addr)) {
+                    return Err(Retry::Stale);
+                }
+                let first = plan.threads.get(ip.threads.clone()).and_then(|t| t.first());
+                if self.shapes.interp.u64(b, at, I_TSTATES) != Some(first.map_or(0, |t| t.tstate)) {
+                    return Err(Retry::Stale);
+                }
             }
             for j in ip.threads.clone() {
                 let at = s.thread_at[j].tstate;
@@ -746,8 +772,14 @@ impl<M: RemoteMemory> Walker<M> {
                 } else {
                     0
                 };
+                let want_prev = if j > ip.threads.start {
+                    plan.threads[j - 1].tstate
+                } else {
+                    0
+                };
                 if self.shapes.tstate.u64(b, at, T_NEXT) != Some(want_next)
                     || self.shapes.tstate.u64(b, at, T_INTERP) != Some(ip.addr)
+                    || (has_prev && self.shapes.tstate.u64(b, at, T_PREV) != Some(want_prev))
                 {
                     return Err(Retry::Stale);
                 }
@@ -765,7 +797,12 @@ impl<M: RemoteMemory> Walker<M> {
                 .filter(|&t| t != 0)),
             GilModel::InterpGilPointer => {
                 let (at, gil_at) = self.scratch.interp_at[i];
-                let ptr = self.shapes.interp.u64(b, at, I_GIL).unwrap_or(0);
+                // Between full checks the pointer is the one the last full check confirmed
+                // (it changes only while an interpreter is created or finalised).
+                let ptr = match at {
+                    Some(at) => self.shapes.interp.u64(b, at, I_GIL).unwrap_or(0),
+                    None => self.plan.interps[i].gil,
+                };
                 match gil_at {
                     Some(g) if ptr == self.plan.interps[i].gil => {
                         if self.shapes.gil.i32(b, g, G_LOCKED).unwrap_or(0) == 0 {
@@ -790,7 +827,7 @@ impl<M: RemoteMemory> Walker<M> {
         holder: Option<u64>,
         out: &mut RawSample,
     ) -> Result<(), Retry> {
-        let l = self.layout;
+        let l = &self.layout;
         let at = self.scratch.thread_at[j].clone();
         let tstate = self.plan.threads[j].tstate;
         let b = &self.scratch.batch;
@@ -890,7 +927,7 @@ impl<M: RemoteMemory> Walker<M> {
         innermost: u64,
         chunk: u64,
     ) -> Result<bool, WalkError> {
-        let l = self.layout;
+        let l = &self.layout;
         let objects = l.frame_model == FrameModel::FrameObject;
         let size = self.shapes.frame_len.clone()?;
         let s = &mut self.scratch;
@@ -930,7 +967,7 @@ impl<M: RemoteMemory> Walker<M> {
                 let sp = mine[k];
                 if sp.chunk {
                     hint = k;
-                    note_chunk_use(&l, &s.batch, &mut s.usage, &sp, end);
+                    note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
                 } else {
                     hint = k + 1;
                     s.regions.push(Region {
@@ -944,21 +981,21 @@ impl<M: RemoteMemory> Walker<M> {
                 .then(|| s.copies.iter().find(|c| c.covers(addr, end)).copied())
                 .flatten()
             {
-                note_chunk_use(&l, &s.batch, &mut s.usage, &sp, end);
+                note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
                 sp.off + (addr - sp.addr) as usize
             } else {
                 if !objects && !seeded {
                     seeded = true;
-                    seed_pending(&l, s, &spans, chunk);
+                    seed_pending(l, s, &spans, chunk);
                 }
                 let copied = if objects {
                     None
                 } else {
-                    copy_pending_chunk(&self.mem, &l, s, addr, end)
+                    copy_pending_chunk(&self.mem, l, s, addr, end)
                 };
                 match copied {
                     Some(sp) => {
-                        note_chunk_use(&l, &s.batch, &mut s.usage, &sp, end);
+                        note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
                         sp.off + (addr - sp.addr) as usize
                     }
                     None => {
@@ -974,9 +1011,9 @@ impl<M: RemoteMemory> Walker<M> {
             };
             let bytes = s.batch.bytes(off, size);
             let fields = if objects {
-                decode_frame_object(&l, bytes, addr)?
+                decode_frame_object(l, bytes, addr)?
             } else {
-                decode_iframe(&l, bytes, addr)?
+                decode_iframe(l, bytes, addr)?
             };
             // Frames owned by the C stack or the interpreter are not Python frames
             // (Include/internal/pycore_frame.h `_frameowner`).

@@ -139,6 +139,7 @@ fn hand_layout(free_threaded: bool) -> Layout {
         tstate_size: 304,
         tstate_next: 8,
         tstate_interp: 16,
+        tstate_prev: Some(0),
         tstate_frame: None,
         tstate_cframe: None,
         cframe_current_frame: None,

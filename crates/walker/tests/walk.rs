@@ -195,6 +195,10 @@ impl Image {
         for (i, (&t, &(ident, tid, innermost))) in ts.iter().zip(specs).enumerate() {
             let next = ts.get(i + 1).copied().unwrap_or(0);
             self.mem.write_u64(t + u64::from(l.tstate_next), next);
+            if let Some(off) = l.tstate_prev {
+                let prev = if i > 0 { ts[i - 1] } else { 0 };
+                self.mem.write_u64(t + u64::from(off), prev);
+            }
             self.mem.write_u64(t + u64::from(l.tstate_interp), interp);
             self.mem.write_u64(t + u64::from(l.tstate_thread_id), ident);
             if let Some(off) = l.tstate_native_thread_id {
@@ -1452,6 +1456,9 @@ fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
             img.mem
                 .write_u64(t1 + u64::from(l.tstate_datastack_chunk.unwrap()), c);
             img.set_innermost(t1, f[0]);
+            if let Some(off) = l.tstate_prev {
+                img.mem.write_u64(t0 + u64::from(off), t1);
+            }
             img.mem
                 .write_u64(interp + u64::from(l.interp_tstate_head), t1);
             t1
@@ -1524,4 +1531,104 @@ fn walk_and_sample_into_agree_on_errors() {
     let err = w.sample_into(&mut raw).unwrap_err();
     assert!(matches!(err, WalkError::Unbounded { what: "frame", .. }));
     assert!(raw.threads.is_empty() && raw.frames.is_empty());
+}
+
+/// Between full checks of the interpreter list, a sample reads only thread states (and GIL and
+/// frames): a thread started at any point of that cycle must still be in the very next sample
+/// (its `prev` link in the old head shows it), and one that exits must be gone from it.
+#[test]
+fn threads_coming_and_going_are_seen_at_the_next_sample() {
+    for l in [layout(3, 6, false), l310(), l311(), l312(), l313(), l314()] {
+        let mut img = Image::new(l);
+        let code = img.code("main", "/m.py", 1, 8);
+        let inner = match l.frame_model {
+            FrameModel::FrameObject => img.frame_objects(&[(code, 2)]),
+            _ => {
+                let c = img.chunk(4096, 0);
+                img.chunk_frames(c, 0, &[(code, 2)], 0)[0]
+            }
+        };
+        let interp = img.interp(0);
+        let t0 = img.threads(interp, &[(0x10, 1, inner)])[0];
+        let roots = img.roots(&[interp]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let idents = |raw: &RawSample| raw.threads.iter().map(|t| t.thread_id).collect::<Vec<_>>();
+        // 40 start/exit cycles of two samples each cover every phase of the full-check cycle.
+        for round in 0..40u64 {
+            let t1 = edit(&mut img, &live, |img| {
+                let t1 = img.mem.alloc(l.tstate_size as usize);
+                img.mem.write_u64(t1 + u64::from(l.tstate_next), t0);
+                img.mem.write_u64(t1 + u64::from(l.tstate_interp), interp);
+                img.mem
+                    .write_u64(t1 + u64::from(l.tstate_thread_id), 0x100 + round);
+                img.set_innermost(t1, inner);
+                img.mem
+                    .write_u64(t0 + u64::from(l.tstate_prev.unwrap()), t1);
+                img.mem
+                    .write_u64(interp + u64::from(l.interp_tstate_head), t1);
+                t1
+            });
+            w.sample_into(&mut raw).unwrap();
+            assert_eq!(
+                idents(&raw),
+                [0x100 + round, 0x10],
+                "{:?} start {round}",
+                l.version
+            );
+            edit(&mut img, &live, |img| {
+                img.mem.write_u64(t0 + u64::from(l.tstate_prev.unwrap()), 0);
+                img.mem
+                    .write_u64(interp + u64::from(l.interp_tstate_head), t0);
+                // What CPython frees may keep its old contents: the links must tell.
+                let _ = t1;
+            });
+            w.sample_into(&mut raw).unwrap();
+            assert_eq!(idents(&raw), [0x10], "{:?} exit {round}", l.version);
+        }
+    }
+}
+
+/// A new interpreter is linked in at the head of the runtime's list; between full checks the
+/// sample does not read that list, so it appears within one full-check cycle, and from then on
+/// in every sample.
+#[test]
+fn a_new_interpreter_appears_within_a_full_check_cycle() {
+    for l in [l312(), l313()] {
+        let (mut img, _, _, _, roots) = deep_chunk_image(l, 5, 16);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        for _ in 0..5 {
+            w.sample_into(&mut raw).unwrap();
+        }
+        let old = img_first_interp(&live, l, roots);
+        edit(&mut img, &live, |img| {
+            let code = img.code("sub", "/s.py", 1, 8);
+            let c = img.chunk(4096, 0);
+            let f = img.chunk_frames(c, 0, &[(code, 2)], 0)[0];
+            let sub = img.interp(1);
+            img.threads(sub, &[(0x99, 9, f)]);
+            img.mem.write_u64(sub + u64::from(l.interp_next), old);
+            img.mem.write_u64(
+                roots.runtime.unwrap() + u64::from(l.runtime_interpreters_head.unwrap()),
+                sub,
+            );
+        });
+        let mut seen_after = None;
+        for i in 0..64 {
+            w.sample_into(&mut raw).unwrap();
+            let has = raw.threads.iter().any(|t| t.thread_id == 0x99);
+            match seen_after {
+                None if has => seen_after = Some(i),
+                Some(_) => assert!(has, "{:?}: the new interpreter vanished", l.version),
+                None => {}
+            }
+        }
+        let after = seen_after.expect("the new interpreter was never sampled");
+        assert!(
+            after <= 16,
+            "{:?}: seen only after {after} samples",
+            l.version
+        );
+    }
 }

@@ -45,6 +45,7 @@ pub const LAYOUT: Layout = Layout {
     tstate_size: 168,
     tstate_next: 0,
     tstate_interp: 8,
+    tstate_prev: None,
     tstate_frame: Some(16),
     tstate_cframe: None,
     cframe_current_frame: None,

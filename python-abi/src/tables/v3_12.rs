@@ -45,6 +45,7 @@ pub const LAYOUT: Layout = Layout {
     tstate_size: 288,
     tstate_next: 8,
     tstate_interp: 16,
+    tstate_prev: Some(0),
     tstate_frame: None,
     tstate_cframe: Some(56),
     cframe_current_frame: Some(0),

@@ -46,6 +46,7 @@ pub const LAYOUT: Layout = Layout {
     tstate_size: 888,
     tstate_next: 8,
     tstate_interp: 16,
+    tstate_prev: Some(0),
     tstate_frame: None,
     tstate_cframe: None,
     cframe_current_frame: None,

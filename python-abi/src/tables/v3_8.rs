@@ -45,6 +45,7 @@ pub const LAYOUT: Layout = Layout {
     tstate_size: 264,
     tstate_next: 8,
     tstate_interp: 16,
+    tstate_prev: Some(0),
     tstate_frame: Some(24),
     tstate_cframe: None,
     cframe_current_frame: None,

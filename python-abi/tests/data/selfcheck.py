@@ -109,6 +109,10 @@ def check_threads():
         theirs.append(p)
         p = PyThreadState_Next(p)
     check("tstate_next", ours == theirs and len(ours) >= 2 and tstate in ours, (ours, theirs))
+    if has("tstate_prev"):
+        # The list is doubly linked: each state's prev is the one before it, the head's is NULL.
+        prevs = [u64(p + L["tstate_prev"]) for p in ours]
+        check("tstate_prev", prevs == [0] + ours[:-1], (prevs, ours))
     check("interp_modules", u64(interp + L["interp_modules"]) == id(sys.modules))
     ident = threading.current_thread().ident
     check("tstate_thread_id", u64(tstate + L["tstate_thread_id"]) == ident)
@@ -377,6 +381,7 @@ DEBUG_MAP = [
     ("tstate_size", "thread_state.size"),
     ("tstate_next", "thread_state.next"),
     ("tstate_interp", "thread_state.interp"),
+    ("tstate_prev", "thread_state.prev"),
     ("tstate_current_frame", "thread_state.current_frame"),
     ("tstate_thread_id", "thread_state.thread_id"),
     ("tstate_native_thread_id", "thread_state.native_thread_id"),

@@ -636,6 +636,10 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
         let t = tstates[i];
         let next = if i == 0 || i == 1 { tstates[i + 1] } else { 0 };
         b.s.ptr(t, t + u64::from(l.tstate_next), next);
+        if let Some(off) = l.tstate_prev {
+            let prev = if i == 1 || i == 2 { tstates[i - 1] } else { 0 };
+            b.s.ptr(t, t + u64::from(off), prev);
+        }
         b.s.ptr(t, t + u64::from(l.tstate_interp), owners[i]);
         b.s.u64(t + u64::from(l.tstate_thread_id), idents[i]);
         if let Some(off) = l.tstate_native_thread_id {
