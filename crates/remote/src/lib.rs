@@ -4,8 +4,9 @@
 //! ([`ProcessMemory`], `process_vm_readv`) lives here, and tests use in-memory images
 //! (`strobe-testkit`). [`Freeze`] stops a process for consistent snapshots, [`procfs`] reads
 //! the little we need from `/proc`, and [`native_tids_from_pthreads`] recovers kernel thread
-//! ids for old Pythons. This is the only crate allowed to contain `unsafe` code (it needs
-//! none so far: `nix` wraps the system calls).
+//! ids for old Pythons. This is the only crate allowed to contain `unsafe` code, and it has
+//! one block: the raw `process_vm_readv` call in `process.rs`, whose iovec arrays are reused from
+//! sample to sample (`nix`'s wrapper would need freshly built slices, i.e. allocations, per call).
 
 #![warn(missing_docs)]
 

@@ -1,12 +1,10 @@
 //! [`ProcessMemory`]: reading a live process with `process_vm_readv(2)`.
 
 use crate::error::RemoteError;
-use crate::memory::{split_request, MemError, RemoteMemory};
+use crate::memory::{MemError, RemoteMemory};
 use crate::procfs;
 use nix::errno::Errno;
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
-use nix::unistd::Pid;
-use std::io::IoSliceMut;
+use std::cell::RefCell;
 
 /// `UIO_MAXIOV` (`include/uapi/linux/uio.h`): the most iovecs one call accepts on each side.
 const MAX_IOVECS: usize = 1024;
@@ -65,45 +63,73 @@ impl ProcessMemory {
     /// the first such request (its address and length), and the contents of that and later
     /// buffers are unspecified.
     pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemError> {
+        let mut local = Vec::with_capacity(reqs.len().min(MAX_IOVECS));
+        let mut remote = Vec::with_capacity(reqs.len().min(MAX_IOVECS));
         for chunk in reqs.chunks_mut(MAX_IOVECS) {
-            self.read_chunk(chunk)?;
+            local.clear();
+            remote.clear();
+            for (addr, buf) in chunk.iter_mut() {
+                local.push(iovec(buf.as_mut_ptr(), buf.len()));
+                remote.push(remote_iovec(*addr, buf.len())?);
+            }
+            self.readv(&local, &remote)?;
         }
         Ok(())
     }
 
-    fn read_chunk(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemError> {
-        let mut remote = Vec::with_capacity(reqs.len());
-        for (addr, buf) in reqs.iter() {
-            let base = usize::try_from(*addr).map_err(|_| MemError::Fault {
-                addr: *addr,
-                len: buf.len(),
-            })?;
-            remote.push(RemoteIoVec {
-                base,
-                len: buf.len(),
-            });
-        }
-        let wanted: usize = remote.iter().map(|r| r.len).sum();
-        let first = reqs.first().map(|(a, b)| (*a, b.len())).unwrap_or((0, 0));
-        let lens: Vec<(u64, usize)> = reqs.iter().map(|(a, b)| (*a, b.len())).collect();
-        let mut local: Vec<IoSliceMut<'_>> =
-            reqs.iter_mut().map(|(_, b)| IoSliceMut::new(b)).collect();
-        let got = match process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote) {
-            Ok(n) => n,
-            // The kernel reports an error only when nothing at all was transferred, i.e. the
-            // first request failed.
-            Err(e) => return Err(self.map_errno(e, first.0, first.1)),
+    /// One `process_vm_readv` of at most [`MAX_IOVECS`] ranges: `local[i]` is filled from
+    /// `remote[i]`; both describe the same lengths. On a short transfer, the error names the
+    /// remote range the transfer stopped in.
+    ///
+    /// Every `local` entry must point at memory that is writable for its length and not used
+    /// in any other way until this returns (all callers build them from `&mut` buffers they
+    /// hold for the duration of the call).
+    #[allow(unsafe_code)]
+    fn readv(
+        &self,
+        local: &[nix::libc::iovec],
+        remote: &[nix::libc::iovec],
+    ) -> Result<(), MemError> {
+        debug_assert_eq!(local.len(), remote.len());
+        debug_assert!(local.len() <= MAX_IOVECS);
+        let wanted: usize = remote.iter().map(|r| r.iov_len).sum();
+        let first = remote
+            .first()
+            .map_or((0, 0), |r| (r.iov_base as u64, r.iov_len));
+        // SAFETY: `local` and `remote` are valid arrays of `len()` iovecs each (at most
+        // UIO_MAXIOV). Each local iovec points at a writable buffer of its length that the
+        // caller holds exclusively for this call (see the doc comment), and the kernel writes
+        // at most `iov_len` bytes into each. Remote iovecs are only addresses in the target,
+        // which the kernel validates; nothing in our address space is read through them.
+        let got = unsafe {
+            nix::libc::process_vm_readv(
+                self.pid,
+                local.as_ptr(),
+                local.len() as nix::libc::c_ulong,
+                remote.as_ptr(),
+                remote.len() as nix::libc::c_ulong,
+                0,
+            )
         };
+        if got < 0 {
+            // The kernel reports an error only when nothing at all was transferred, i.e. the
+            // first range failed.
+            return Err(self.map_errno(Errno::last(), first.0, first.1));
+        }
+        let got = got as usize;
         if got == wanted {
             return Ok(());
         }
-        // Short read: find the request the transfer stopped in.
+        // Short read: find the range the transfer stopped in.
         let mut done = 0usize;
-        for (addr, len) in lens {
-            if done + len > got {
-                return Err(MemError::Fault { addr, len });
+        for r in remote {
+            if done + r.iov_len > got {
+                return Err(MemError::Fault {
+                    addr: r.iov_base as u64,
+                    len: r.iov_len,
+                });
             }
-            done += len;
+            done += r.iov_len;
         }
         Err(MemError::Fault {
             addr: first.0,
@@ -125,19 +151,56 @@ impl ProcessMemory {
     }
 }
 
+/// A local iovec for `len` bytes at `ptr`.
+fn iovec(ptr: *mut u8, len: usize) -> nix::libc::iovec {
+    nix::libc::iovec {
+        iov_base: ptr.cast(),
+        iov_len: len,
+    }
+}
+
+/// A remote iovec: an address in the target, never dereferenced here.
+fn remote_iovec(addr: u64, len: usize) -> Result<nix::libc::iovec, MemError> {
+    let base = usize::try_from(addr).map_err(|_| MemError::Fault { addr, len })?;
+    Ok(iovec(std::ptr::without_provenance_mut(base), len))
+}
+
+/// Buffers [`ProcessMemory::read_batch`] reuses from call to call on each thread, so that a
+/// sample allocates nothing in steady state.
+#[derive(Default)]
+struct BatchScratch {
+    /// Requests by address: (address, length, index in the caller's list).
+    order: Vec<(u64, usize, usize)>,
+    /// Where each request's bytes go in the caller's buffer.
+    offsets: Vec<usize>,
+    /// Merged ranges: (address, length, how many requests).
+    merged: Vec<(u64, u64, usize)>,
+    /// Bytes of merged ranges holding more than one request, scattered afterwards.
+    copy: Vec<u8>,
+    local: Vec<nix::libc::iovec>,
+    remote: Vec<nix::libc::iovec>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<BatchScratch> = RefCell::new(BatchScratch::default());
+}
+
 impl RemoteMemory for ProcessMemory {
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         if buf.is_empty() {
             return Ok(());
         }
-        self.read_many(&mut [(addr, buf)])
+        let local = [iovec(buf.as_mut_ptr(), buf.len())];
+        let remote = [remote_iovec(addr, buf.len())?];
+        self.readv(&local, &remote)
     }
 
     /// Requests that share or touch neighbouring pages are merged into one iovec first: the
     /// kernel charges about as much per iovec as for one and a half extra pages copied, and
     /// every page of a merged range is a page one of its requests reads anyway, so merging
     /// never reads a page that was not asked for. A failure names the merged range: the address
-    /// of its first request and a length covering all of them.
+    /// of its first request and a length covering all of them. No allocation in steady state:
+    /// the working lists are kept per thread.
     fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
         let total: usize = reqs.iter().map(|r| r.1).sum();
         if total != buf.len() {
@@ -148,58 +211,80 @@ impl RemoteMemory for ProcessMemory {
                 limit: buf.len(),
             });
         }
-        // Requests by address: (address, length, index in `reqs`).
-        let mut order: Vec<(u64, usize, usize)> = reqs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.1 > 0)
-            .map(|(i, &(addr, len))| (addr, len, i))
-            .collect();
-        order.sort_unstable_by_key(|r| r.0);
-        let merged = coalesce(&order);
-        // Each request's destination, in request order; requests alone in their merged range
-        // are read straight into place, the others through `copy` and scattered afterwards.
-        let mut dest: Vec<Option<&mut [u8]>> = Vec::with_capacity(reqs.len());
-        let mut rest = buf;
-        for &(addr, len) in reqs {
-            let (head, tail) = split_request(std::mem::take(&mut rest), addr, len)?;
-            dest.push(Some(head));
-            rest = tail;
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.read_batch_with(&mut scratch, reqs, buf),
+            // Re-entered on this thread (cannot happen today): use fresh buffers.
+            Err(_) => self.read_batch_with(&mut BatchScratch::default(), reqs, buf),
+        })
+    }
+}
+
+impl ProcessMemory {
+    fn read_batch_with(
+        &self,
+        s: &mut BatchScratch,
+        reqs: &[(u64, usize)],
+        buf: &mut [u8],
+    ) -> Result<(), MemError> {
+        s.offsets.clear();
+        s.order.clear();
+        let mut at = 0usize;
+        for (i, &(addr, len)) in reqs.iter().enumerate() {
+            s.offsets.push(at);
+            at += len;
+            if len > 0 {
+                s.order.push((addr, len, i));
+            }
         }
-        let copy_len: usize = merged
+        s.order.sort_unstable_by_key(|r| r.0);
+        coalesce_into(&s.order, &mut s.merged);
+        let copy_len: usize = s
+            .merged
             .iter()
             .filter(|m| m.2 > 1)
             .map(|m| m.1 as usize)
             .sum();
-        let mut copy = vec![0u8; copy_len];
-        let mut slices: Vec<(u64, &mut [u8])> = Vec::with_capacity(merged.len());
-        let mut spare = &mut copy[..];
-        let mut first = 0;
-        for &(addr, len, count) in &merged {
-            if count == 1 {
-                let (_, _, to) = order[first];
-                if let Some(d) = dest.get_mut(to).and_then(Option::take) {
-                    slices.push((addr, d));
-                }
-            } else {
-                let (head, tail) = split_request(std::mem::take(&mut spare), addr, len as usize)?;
-                slices.push((addr, head));
-                spare = tail;
-            }
-            first += count;
+        if s.copy.len() < copy_len {
+            s.copy.resize(copy_len, 0);
         }
-        self.read_many(&mut slices)?;
-        drop(slices);
+        // All destination pointers derive from these two, which stay exclusively borrowed
+        // until the reads are done; the ranges they describe do not overlap (each request
+        // owns its own part of `buf`, each merged copy its own part of `copy`).
+        let buf_base = buf.as_mut_ptr();
+        let copy_base = s.copy.as_mut_ptr();
+        let mut first = 0;
+        let mut spare = 0usize;
+        let mut m = 0;
+        while m < s.merged.len() {
+            s.local.clear();
+            s.remote.clear();
+            while m < s.merged.len() && s.local.len() < MAX_IOVECS {
+                let (addr, len, count) = s.merged[m];
+                let len = len as usize;
+                let dest = if count == 1 {
+                    let (_, _, to) = s.order[first];
+                    buf_base.wrapping_add(s.offsets[to])
+                } else {
+                    let p = copy_base.wrapping_add(spare);
+                    spare += len;
+                    p
+                };
+                s.local.push(iovec(dest, len));
+                s.remote.push(remote_iovec(addr, len)?);
+                first += count;
+                m += 1;
+            }
+            self.readv(&s.local, &s.remote)?;
+        }
         // Scatter the merged copies back to each request's place.
         let mut base = 0usize;
         let mut first = 0;
-        for &(start, len, count) in &merged {
+        for &(start, len, count) in &s.merged {
             if count > 1 {
-                for &(addr, rlen, to) in &order[first..first + count] {
+                for &(addr, rlen, to) in &s.order[first..first + count] {
                     let from = base + (addr - start) as usize;
-                    if let Some(d) = dest.get_mut(to).and_then(Option::as_mut) {
-                        d.copy_from_slice(&copy[from..from + rlen]);
-                    }
+                    let dest = s.offsets[to];
+                    buf[dest..dest + rlen].copy_from_slice(&s.copy[from..from + rlen]);
                 }
                 base += len as usize;
             }
@@ -212,10 +297,11 @@ impl RemoteMemory for ProcessMemory {
 /// Page size for merging reads: mappings begin and end on (at least) 4 KiB boundaries.
 const PAGE: u64 = 4096;
 
-/// Merge `(addr, len, _)` requests sorted by address into `(addr, len, count)` ranges, joining
-/// a request to the range before it when no page lies between them that neither touches.
-fn coalesce(sorted: &[(u64, usize, usize)]) -> Vec<(u64, u64, usize)> {
-    let mut out: Vec<(u64, u64, usize)> = Vec::with_capacity(sorted.len());
+/// Merge `(addr, len, _)` requests sorted by address into `(addr, len, count)` ranges in
+/// `out`, joining a request to the range before it when no page lies between them that neither
+/// touches.
+fn coalesce_into(sorted: &[(u64, usize, usize)], out: &mut Vec<(u64, u64, usize)>) {
+    out.clear();
     for &(addr, len, _) in sorted {
         let end = addr.saturating_add(len as u64);
         match out.last_mut() {
@@ -226,7 +312,6 @@ fn coalesce(sorted: &[(u64, usize, usize)]) -> Vec<(u64, u64, usize)> {
             _ => out.push((addr, end - addr, 1)),
         }
     }
-    out
 }
 
 /// The start of the first mapping with read permission in a `/proc/PID/maps` text.
@@ -293,6 +378,58 @@ mod tests {
             .collect();
         me().read_many(&mut reqs).unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn read_batch_merges_scatters_and_reuses_its_buffers() {
+        let data: Vec<u8> = (0..5 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let base = data.as_ptr() as u64;
+        // Same page (merged), overlapping, empty, far apart, and out of address order.
+        let shapes: [&[(u64, usize)]; 3] = [
+            &[
+                (base + 4096 * 4, 100),
+                (base + 10, 8),
+                (base + 12, 30),
+                (base, 0),
+                (base + 2000, 3000),
+            ],
+            &[(base + 1, 1)],
+            &[
+                (base + 8192, 4096),
+                (base + 100, 64),
+                (base + 9000, 16),
+                (base + 100, 64),
+            ],
+        ];
+        for _ in 0..2 {
+            for reqs in shapes {
+                let total = reqs.iter().map(|r| r.1).sum();
+                let mut buf = vec![0u8; total];
+                me().read_batch(reqs, &mut buf).unwrap();
+                let mut at = 0;
+                for &(addr, len) in reqs {
+                    let from = (addr - base) as usize;
+                    assert_eq!(
+                        &buf[at..at + len],
+                        &data[from..from + len],
+                        "{addr:#x}+{len}"
+                    );
+                    at += len;
+                }
+            }
+        }
+        // A merged range that runs into unmapped memory fails as a whole, naming its start.
+        let mut buf = [0u8; 16];
+        let err = me()
+            .read_batch(&[(0x1000, 8), (0x1008, 8)], &mut buf)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MemError::Fault {
+                addr: 0x1000,
+                len: 16
+            }
+        );
     }
 
     #[test]
