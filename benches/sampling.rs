@@ -8,6 +8,9 @@
 //! cargo bench --bench sampling -- script       # the target, for compare.sh
 //! ```
 //!
+//! `STROBE_BENCH_ONLY=3.12` keeps the versions containing that text, `STROBE_BENCH_DEPTH=200` one
+//! stack depth, `STROBE_BENCH_SAMPLES=N` sets the samples per row.
+//!
 //! Throughput: a target (pyenv 3.10, 3.11, 3.12, 3.13) runs a CPU-bound loop at a fixed Python
 //! stack depth (50 and 200 frames) and announces READY; this process attaches as `strobe` does
 //! (`strobe_locate::locate`, `layout::resolve`) and samples it flat out on one thread. Each
@@ -153,6 +156,9 @@ impl Target {
 /// here) and the bytes.
 struct Counted {
     inner: ProcessMemory,
+    /// Counting costs a sort and two allocations per read: it is switched off while CPU time
+    /// is measured, and the counts come from a separate run of the same loop.
+    counting: Cell<bool>,
     calls: Cell<u64>,
     iovecs: Cell<u64>,
     bytes: Cell<u64>,
@@ -168,6 +174,9 @@ impl Counted {
 
 impl RemoteMemory for Counted {
     fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if !self.counting.get() {
+            return self.inner.read_into(addr, buf);
+        }
         self.calls.set(self.calls.get() + 1);
         self.iovecs.set(self.iovecs.get() + 1);
         self.bytes.set(self.bytes.get() + buf.len() as u64);
@@ -175,6 +184,9 @@ impl RemoteMemory for Counted {
     }
 
     fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        if !self.counting.get() {
+            return self.inner.read_batch(reqs, buf);
+        }
         // The same page rule as ProcessMemory::read_batch, to count the iovecs it sends.
         let mut sorted: Vec<(u64, u64)> = reqs
             .iter()
@@ -212,6 +224,7 @@ fn attach(pid: i32) -> Walker<Counted> {
     };
     let mem = Counted {
         inner: mem,
+        counting: Cell::new(true),
         calls: Cell::new(0),
         iovecs: Cell::new(0),
         bytes: Cell::new(0),
@@ -287,6 +300,14 @@ impl Interner {
     }
 }
 
+/// This thread's user-mode CPU time (the rest of `thread_cpu` is time in the kernel).
+fn thread_user() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+        .unwrap()
+        .user_time();
+    Duration::new(u.tv_sec() as u64, u.tv_usec() as u32 * 1000)
+}
+
 fn thread_cpu() -> Duration {
     let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
     Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
@@ -297,6 +318,8 @@ struct Measured {
     errors: u64,
     wall: Duration,
     cpu: Duration,
+    /// User-mode part of `cpu`.
+    user: Duration,
     reads: u64,
     iovecs: u64,
     bytes: u64,
@@ -315,11 +338,28 @@ impl Measured {
 
 /// Sample flat out: `n` samples, or until `until` if given.
 fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) -> Measured {
+    // Reads per sample, from a short counted run; then the timed run, not counted.
+    let counts = {
+        let mut raw = RawSample::new();
+        let mut interner = Interner::default();
+        w.memory().reset();
+        w.memory().counting.set(true);
+        let k = (n / 10).clamp(1, 20_000);
+        for _ in 0..k {
+            if w.sample_into(&mut raw).is_ok() {
+                interner.consume(w, &raw);
+            }
+        }
+        let m = w.memory();
+        let per = |v: u64| v as f64 / k as f64;
+        (per(m.calls.get()), per(m.iovecs.get()), per(m.bytes.get()))
+    };
+    w.memory().counting.set(false);
     let mut raw = RawSample::new();
     let mut interner = Interner::default();
     let mut errors = 0;
-    w.memory().reset();
     let c0 = thread_cpu();
+    let u0 = thread_user();
     let t0 = Instant::now();
     let mut samples = 0;
     while samples < n && until.is_none_or(|u| samples % 256 != 0 || Instant::now() < u) {
@@ -334,14 +374,18 @@ fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) 
     }
     let wall = t0.elapsed();
     let cpu = thread_cpu() - c0;
+    let user = thread_user() - u0;
+    w.memory().counting.set(true);
+    let scaled = |per: f64| (per * samples as f64).round() as u64;
     Measured {
         samples,
         errors,
         wall,
         cpu,
-        reads: w.memory().calls.get(),
-        iovecs: w.memory().iovecs.get(),
-        bytes: w.memory().bytes.get(),
+        user,
+        reads: scaled(counts.0),
+        iovecs: scaled(counts.1),
+        bytes: scaled(counts.2),
         frames_per_sample: interner.frames as f64 / samples as f64,
         deepest: interner.deepest,
     }
@@ -353,6 +397,7 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
     let mut deepest = 0;
     w.memory().reset();
     let c0 = thread_cpu();
+    let u0 = thread_user();
     let t0 = Instant::now();
     for _ in 0..n {
         match w.walk() {
@@ -370,11 +415,13 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
     }
     let wall = t0.elapsed();
     let cpu = thread_cpu() - c0;
+    let user = thread_user() - u0;
     Measured {
         samples: n,
         errors,
         wall,
         cpu,
+        user,
         reads: w.memory().calls.get(),
         iovecs: w.memory().iovecs.get(),
         bytes: w.memory().bytes.get(),
@@ -386,9 +433,10 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
 fn print_row(what: &str, m: &Measured) {
     let per = |v: u64| v as f64 / m.samples as f64;
     println!(
-        "{what:<28} {:>9.0} {:>8.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>6} {:>6}",
+        "{what:<28} {:>9.0} {:>8.2} {:>7.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>6} {:>6}",
         m.rate(),
         m.cpu_us(),
+        m.user.as_secs_f64() * 1e6 / m.samples as f64,
         per(m.reads),
         per(m.iovecs),
         per(m.bytes) / 1024.0,
@@ -402,10 +450,11 @@ fn throughput() {
     let n: u64 = env_u64("STROBE_BENCH_SAMPLES", 200_000);
     println!("strobe sampling benchmark: {n} samples per row, one sampling thread");
     println!(
-        "{:<28} {:>9} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>6}",
+        "{:<28} {:>9} {:>8} {:>7} {:>6} {:>7} {:>8} {:>7} {:>6} {:>6}",
         "target / API",
         "samples/s",
         "cpu µs",
+        "user µs",
         "reads",
         "iovecs",
         "KiB",
@@ -415,7 +464,11 @@ fn throughput() {
     );
     let only = std::env::var("STROBE_BENCH_ONLY").unwrap_or_default();
     for &(version, exe) in VERSIONS.iter().filter(|v| v.0.contains(only.as_str())) {
-        for depth in [50usize, 200] {
+        let depths: Vec<usize> = match std::env::var("STROBE_BENCH_DEPTH") {
+            Ok(d) => vec![d.parse().expect("STROBE_BENCH_DEPTH: a number of frames")],
+            Err(_) => vec![50, 200],
+        };
+        for depth in depths {
             let target = Target::start(version, exe, depth, 3600.0);
             let mut w = attach(target.pid());
             // Warm up: code objects decoded, buffers grown, the plan settled.
