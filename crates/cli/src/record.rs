@@ -357,6 +357,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             for l in status::summary(&final_stats, args.rate, counts) {
                 eprintln!("strobe: {l}");
             }
+            if let Some(l) = sampler_cost(&final_stats) {
+                eprintln!("strobe: {l}");
+            }
             write_result?;
             eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
             return Err(e.into());
@@ -367,6 +370,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let counts = agg.counts().total().samples;
     for l in status::summary(&summary.stats, args.rate, counts) {
+        eprintln!("strobe: {l}");
+    }
+    if let Some(l) = sampler_cost(&summary.stats) {
         eprintln!("strobe: {l}");
     }
     if summary.stats.rounds > 0 && counts == 0 {
@@ -402,6 +408,21 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         Some(status) => report_exit(status),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// strobe's own cost of sampling: the sampler thread's CPU time per sample (round) and as a
+/// share of one core over the recording. The aggregator's and the writer's work are not in it.
+fn sampler_cost(s: &StatsSnapshot) -> Option<String> {
+    let per = s.cpu_per_round()?.as_secs_f64() * 1e6;
+    let share = s.cpu_share()? * 100.0;
+    let share = if share >= 1.0 {
+        format!("{share:.1}")
+    } else {
+        format!("{share:.2}")
+    };
+    Some(format!(
+        "sampler used {per:.1} µs of CPU per sample ({share}% of one core)"
+    ))
 }
 
 /// How long a command that should have received Ctrl-C from the terminal gets to exit before
@@ -477,6 +498,27 @@ fn report_exit(status: ExitStatus) -> ExitCode {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampler_cost_is_cpu_per_sample_and_share_of_a_core() {
+        let mut s = StatsSnapshot {
+            elapsed: Duration::from_secs(4),
+            rounds: 400,
+            ..Default::default()
+        };
+        assert_eq!(sampler_cost(&s), None, "not measured: no line");
+        s.cpu = Some(Duration::from_millis(2));
+        assert_eq!(
+            sampler_cost(&s).unwrap(),
+            "sampler used 5.0 µs of CPU per sample (0.05% of one core)"
+        );
+        s.cpu = Some(Duration::from_secs(2));
+        s.rounds = 800_000;
+        assert_eq!(
+            sampler_cost(&s).unwrap(),
+            "sampler used 2.5 µs of CPU per sample (50.0% of one core)"
+        );
+    }
 
     #[test]
     fn formats_from_extensions() {

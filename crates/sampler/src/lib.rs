@@ -157,7 +157,12 @@ pub struct SamplerStats {
     missed: AtomicU64,
     dropped: AtomicU64,
     threads: AtomicU64,
+    /// The sampler thread's CPU time in ns, [`CPU_UNKNOWN`] while not measured.
+    cpu_ns: AtomicU64,
 }
+
+/// [`SamplerStats::cpu_ns`] when the sampler thread's CPU time cannot be measured.
+const CPU_UNKNOWN: u64 = u64::MAX;
 
 impl SamplerStats {
     fn new() -> SamplerStats {
@@ -171,6 +176,7 @@ impl SamplerStats {
             missed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             threads: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(CPU_UNKNOWN),
         }
     }
 
@@ -196,7 +202,16 @@ impl SamplerStats {
             missed: r(&self.missed),
             dropped: r(&self.dropped),
             threads: r(&self.threads),
+            cpu: Some(r(&self.cpu_ns))
+                .filter(|&ns| ns != CPU_UNKNOWN)
+                .map(Duration::from_nanos),
         }
+    }
+
+    fn set_cpu(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(CPU_UNKNOWN - 1);
+        self.cpu_ns
+            .store(ns.min(CPU_UNKNOWN - 1), Ordering::Relaxed);
     }
 
     fn add_error(&self, kind: ErrorKind) {
@@ -230,6 +245,10 @@ pub struct StatsSnapshot {
     pub dropped: u64,
     /// Python threads seen in the last round (before filters).
     pub threads: u64,
+    /// CPU time (user + system) the sampler thread has used, updated every few milliseconds
+    /// and at the end; `None` where the kernel does not report it. This is strobe's own cost
+    /// of sampling: the stack reads, `/proc` reads and interning, not the aggregator's work.
+    pub cpu: Option<Duration>,
 }
 
 impl StatsSnapshot {
@@ -251,6 +270,21 @@ impl StatsSnapshot {
             return 0.0;
         }
         (self.rounds + self.total_errors()) as f64 / secs
+    }
+
+    /// The sampler thread's CPU time per completed round (the "samples" of the summary).
+    /// Failed rounds cost CPU too and are charged to the completed ones, so this never
+    /// flatters. `None` before the first round or where CPU time is not measured.
+    pub fn cpu_per_round(&self) -> Option<Duration> {
+        let cpu = self.cpu?;
+        (self.rounds > 0)
+            .then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(self.rounds)) as u64))
+    }
+
+    /// The sampler thread's CPU time over the elapsed time: 1.0 is one core kept busy.
+    pub fn cpu_share(&self) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64();
+        (secs > 0.0).then_some(self.cpu?.as_secs_f64() / secs)
     }
 }
 
@@ -419,5 +453,23 @@ mod tests {
         assert_eq!(s.total_errors(), 50);
         assert_eq!(s.errors_of(ErrorKind::Torn), 20);
         assert!((s.achieved_hz() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_is_charged_to_completed_rounds() {
+        let mut s = StatsSnapshot {
+            elapsed: Duration::from_secs(2),
+            rounds: 1000,
+            errors: [0, 0, 0, 1000],
+            ..Default::default()
+        };
+        assert_eq!(s.cpu_per_round(), None, "not measured");
+        assert_eq!(s.cpu_share(), None);
+        s.cpu = Some(Duration::from_millis(5));
+        // 5 ms over the 1,000 completed rounds (the failed ones are not divided into it).
+        assert_eq!(s.cpu_per_round(), Some(Duration::from_micros(5)));
+        assert!((s.cpu_share().unwrap() - 0.0025).abs() < 1e-12);
+        s.rounds = 0;
+        assert_eq!(s.cpu_per_round(), None);
     }
 }

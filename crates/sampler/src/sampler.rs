@@ -1,14 +1,43 @@
 //! The sampler thread: wait for the next deadline, read every thread, push samples.
+//!
+//! # Idle threads
+//! A thread is *idle* when the kernel does not report it running (`R` in
+//! `/proc/PID/task/TID/stat`): it waits in a system call, sleeps, or is stopped. Idle samples
+//! are dropped unless `--idle` is given, and flagged [`SampleFlags::IDLE`] either way (the
+//! raw format keeps the flag for `convert`, and `strobe top` toggles idle threads with it).
+//!
+//! A thread that holds the GIL is taken to be running, without reading `/proc`: CPython
+//! releases the GIL around every blocking call it makes (`Py_BEGIN_ALLOW_THREADS` in
+//! Include/ceval.h, used by sleep, I/O, lock waits, `select`), so a GIL holder is running
+//! Python code or C code called from it. The exceptions are C extensions that block while
+//! holding the GIL; they stop every other Python thread too, and are shown as running, which
+//! is where the time goes. Free-threaded builds have no GIL: every thread's state is read.
+//! Other threads are read one `pread` each, only when their idle state decides something:
+//! not for threads already filtered out (`--tids`, `--threads`, `--gil`), and not for
+//! tasks that are not Python threads. Under `--blocking` every known thread's state is read
+//! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
+//! holder is not known yet), as the freeze itself touches every thread anyway.
+//!
+//! # Steady-state cost
+//! A round is meant to cost little more than the walker's one batched read. Per thread state
+//! (`PyThreadState` address) the sampler keeps what the previous sample resolved to
+//! ([`ThreadMemo`]): frame ids, stack id, thread id. The walker reports how many outermost
+//! frames are unchanged since then ([`RawThread::unchanged`]); their ids are reused without a
+//! lookup, and a stack whose ids all match the previous one reuses its stack id without
+//! interning. Threads no longer present are forgotten at the end of the round.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strobe_aggregate::{FrameId, FrameKey, Sample, SampleFlags, SamplerSide, ThreadKey};
-use strobe_remote::ProcessMemory;
-use strobe_remote::{procfs, Freeze, MemError, RemoteError};
+use strobe_aggregate::{
+    FrameId, FrameKey, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId, ThreadKey,
+};
+use strobe_remote::{procfs, Freeze, MemError, RemoteError, RemoteMemory};
 use strobe_walker::{RawFrame, RawSample, RawThread, WalkError, Walker};
 
 use crate::attach::{AttachError, Target};
@@ -20,10 +49,15 @@ use crate::{EndReason, ErrorKind, SamplerConfig, SamplerError, SamplerStats, Sam
 /// Least time between two looks at `threading`'s thread names (they are re-read when a thread
 /// appears, and at least this often so that renames show up).
 const NAMES_EVERY: Duration = Duration::from_secs(1);
-/// Least time between two lookups of unknown threads' kernel ids (pre-3.8 interpreters).
+/// Least time between two name lookups caused by new threads.
+const NAMES_NEW_EVERY: Duration = Duration::from_millis(50);
+/// Least time between two lookups of unknown threads' kernel ids (≤3.10 interpreters), and
+/// between two checks that the threads already looked up still live.
 const PTHREAD_LOOKUP_EVERY: Duration = Duration::from_millis(100);
 /// How often a launched target is checked for having exited (a `waitpid(WNOHANG)`).
 const CHILD_CHECK_EVERY: Duration = Duration::from_millis(10);
+/// How often the sampler thread's CPU time is published in the stats (a `/proc` read).
+const CPU_EVERY: Duration = Duration::from_millis(250);
 /// After this many failed rounds in a row, the walker's code-object cache is dropped, in case
 /// a stale entry is what keeps failing.
 const CLEAR_CACHES_AFTER: u32 = 8;
@@ -34,9 +68,53 @@ const FLAT_OUT_HZ: f64 = 20_000.0;
 const MAX_FRAME_CACHE: usize = 1 << 16;
 
 /// (code object address, line) → the names the walker gave it and their interned frame.
-type FrameCache = HashMap<(u64, Option<i32>), (Arc<str>, Arc<str>, FrameId)>;
+type FrameCache = HashMap<(u64, Option<i32>), (Arc<str>, Arc<str>, FrameId), FxBuild>;
+
+/// What one thread state's previous sample resolved to, so that the next sample of the same
+/// stack costs no lookups.
+#[derive(Debug, Default)]
+struct ThreadMemo {
+    /// `(interpreter, thread ident)` of the thread that owns the thread state: a thread state
+    /// freed and reused by another thread starts a new memo.
+    owner: (u64, u64),
+    /// The walk (see [`State::walks`]) whose frames `frames` and `ids` are; `None` when they
+    /// are of no use (never resolved, or the last attempt failed).
+    walk: Option<u64>,
+    /// The last round (walk) that saw this thread state: memos not seen are forgotten.
+    seen: u64,
+    /// The frames `ids` were resolved from, outermost first.
+    frames: Vec<RawFrame>,
+    /// Their interned ids, outermost first.
+    ids: Vec<FrameId>,
+    /// `ids` interned as a stack.
+    stack: Option<StackId>,
+    /// The interned thread identity and what it was interned from.
+    ident: Option<Ident>,
+    /// The `threading` name, as of [`State::names_gen`] `names_gen`.
+    name: Option<Arc<str>>,
+    names_gen: u64,
+}
+
+impl ThreadMemo {
+    fn new(owner: (u64, u64)) -> ThreadMemo {
+        ThreadMemo {
+            owner,
+            ..ThreadMemo::default()
+        }
+    }
+}
+
+/// A thread identity as interned.
+#[derive(Debug)]
+struct Ident {
+    os_tid: u64,
+    interp_id: i64,
+    name: Option<Arc<str>>,
+    id: ThreadId,
+}
 
 /// Why a round produced no samples.
+#[derive(Debug)]
 enum RoundError {
     /// The target has exited.
     Gone,
@@ -51,16 +129,25 @@ struct State {
     pid: i32,
     kernel: KernelThreads,
     /// (interpreter, thread ident) → `threading` name.
-    names: HashMap<(u64, u64), Arc<str>>,
-    /// Threads present at the last names lookup.
-    named: HashSet<(u64, u64)>,
-    names_at: Option<Instant>,
+    names: HashMap<(u64, u64), Arc<str>, FxBuild>,
+    /// Bumped whenever `names` is looked up again (memos then look their name up again).
+    names_gen: u64,
+    /// A thread appeared since the last names lookup.
+    names_pending: bool,
+    /// When names were last looked up (ns since the start).
+    names_at: Option<u64>,
     /// Thread ident → our kernel thread id, for interpreters that do not record it (≤3.10).
-    pthread_tids: HashMap<u64, u32>,
-    pthread_at: Option<Instant>,
+    pthread_tids: HashMap<u64, u32, FxBuild>,
+    pthread_at: Option<u64>,
     /// (code object, line) → frame id, valid while the walker hands out the same name strings.
     frames: FrameCache,
-    ids: Vec<FrameId>,
+    /// Per thread state (by address): what its last sample resolved to.
+    memos: HashMap<u64, ThreadMemo, FxBuild>,
+    /// Walks started so far (failed ones too): the walker's [`RawThread::unchanged`] refers to
+    /// the previous walk, so a memo is only reused by the walk right after its own.
+    walks: u64,
+    /// Frame ids resolved in this sample (scratch).
+    fresh: Vec<FrameId>,
     /// The walker's output, reused from round to round (no allocation in steady state).
     raw: RawSample,
     warned: HashSet<&'static str>,
@@ -138,13 +225,16 @@ pub(crate) fn run(
     let mut state = State {
         pid,
         kernel: KernelThreads::new(pid),
-        names: HashMap::new(),
-        named: HashSet::new(),
+        names: HashMap::default(),
+        names_gen: 1,
+        names_pending: false,
         names_at: None,
-        pthread_tids: HashMap::new(),
+        pthread_tids: HashMap::default(),
         pthread_at: None,
-        frames: HashMap::new(),
-        ids: Vec::new(),
+        frames: HashMap::default(),
+        memos: HashMap::default(),
+        walks: 0,
+        fresh: Vec::new(),
         raw: RawSample::new(),
         warned: HashSet::new(),
         warnings: Vec::new(),
@@ -178,6 +268,9 @@ pub(crate) fn run(
     let mut child_checked = Instant::now();
     let mut failures_in_a_row = 0u32;
     let elapsed_ns = || start.elapsed().as_nanos() as u64;
+    let mut cpu = ThreadCpu::open();
+    let mut cpu_at = 0u64;
+    let cpu_every = CPU_EVERY.as_nanos() as u64;
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break EndReason::Stopped;
@@ -229,12 +322,18 @@ pub(crate) fn run(
                     failures_in_a_row = 0;
                     target.walker_mut().clear_caches();
                     state.frames.clear();
+                    state.memos.clear();
                 }
             }
             Err(RoundError::Fatal(e)) => return Err(e),
         }
-        stats.elapsed_ns.store(elapsed_ns(), Ordering::Relaxed);
+        let done_ns = elapsed_ns();
+        stats.elapsed_ns.store(done_ns, Ordering::Relaxed);
         stats.dropped.store(side.dropped(), Ordering::Relaxed);
+        if done_ns.saturating_sub(cpu_at) >= cpu_every {
+            cpu_at = done_ns;
+            cpu.publish(stats);
+        }
         if let Some(c) = child.as_mut() {
             if child_checked.elapsed() >= CHILD_CHECK_EVERY {
                 child_checked = Instant::now();
@@ -247,6 +346,7 @@ pub(crate) fn run(
     };
     stats.elapsed_ns.store(elapsed_ns(), Ordering::Relaxed);
     stats.dropped.store(side.dropped(), Ordering::Relaxed);
+    cpu.publish(stats);
     drop(side);
     if reason == EndReason::TargetExited && exit_status.is_none() {
         if let Some(mut c) = child.take() {
@@ -277,8 +377,11 @@ fn round(
     weight_ns: u64,
 ) -> Result<(u64, u64), RoundError> {
     let pid = st.pid;
-    // Scheduler states first: once frozen, every thread reads as traced-stopped.
-    st.kernel.read_states();
+    st.walks += 1;
+    if cfg.blocking {
+        // Scheduler states first: once frozen, every thread reads as traced-stopped.
+        st.kernel.read_all();
+    }
     let mut raw = std::mem::take(&mut st.raw);
     st.rounds_started += 1;
     let walked = if cfg.blocking {
@@ -309,11 +412,21 @@ fn record_threads(
 ) -> Result<(u64, u64), RoundError> {
     let pid = st.pid;
     let stacks = &raw.threads;
+    let walk = st.walks;
 
-    if stacks
-        .iter()
-        .any(|t| t.native_id.is_some_and(|n| st.kernel.host_of(n).is_none()))
-    {
+    if note_threads(&mut st.memos, stacks, walk) {
+        st.names_pending = true;
+    }
+    // Whether a thread has a kernel id we cannot place, or none at all (≤3.10).
+    let mut unknown_tid = false;
+    let mut no_tid = false;
+    for t in stacks {
+        match t.native_id {
+            Some(n) => unknown_tid |= st.kernel.host_of(n).is_none(),
+            None => no_tid = true,
+        }
+    }
+    if unknown_tid {
         // A thread we have not seen: list the tasks again (rate-limited inside).
         if let Err(e) = st.kernel.rescan() {
             return Err(match gone_or_fatal(pid, e) {
@@ -321,17 +434,19 @@ fn record_threads(
                 _ => RoundError::Transient(ErrorKind::Proc),
             });
         }
-        st.kernel.read_states();
     }
     if cfg.names || !cfg.thread_names.is_empty() {
-        refresh_names(st, target, stacks);
+        refresh_names(st, target, stacks, now_ns);
     }
-    if stacks.iter().any(|t| t.native_id.is_none()) {
-        refresh_pthread_tids(st, target, stacks);
+    if no_tid {
+        refresh_pthread_tids(st, target, stacks, now_ns);
     }
 
     let mut recorded = 0;
     for t in stacks {
+        let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
+            continue;
+        };
         let host = match t.native_id {
             Some(inner) => st.kernel.host_of(inner),
             None => st.pthread_tids.get(&t.thread_id).copied(),
@@ -345,19 +460,16 @@ fn record_threads(
         {
             continue;
         }
-        let name = st.names.get(&(t.interp_addr, t.thread_id)).cloned();
+        if memo.names_gen != st.names_gen {
+            memo.name = st.names.get(&(t.interp_addr, t.thread_id)).cloned();
+            memo.names_gen = st.names_gen;
+        }
         if !cfg.thread_names.is_empty()
-            && !name
+            && !memo
+                .name
                 .as_deref()
                 .is_some_and(|n| cfg.thread_names.iter().any(|w| w == n))
         {
-            continue;
-        }
-        // An unknown state (no kernel id) counts as running: better shown than hidden.
-        let idle = host
-            .and_then(|h| st.kernel.state(h))
-            .is_some_and(|s| s != 'R');
-        if idle && !cfg.include_idle {
             continue;
         }
         // A free-threaded build has no GIL: every thread runs as if it held one.
@@ -369,6 +481,16 @@ fn record_threads(
         if frames.is_empty() {
             continue;
         }
+        // Under `--blocking`, the state read before the freeze; a thread not known then
+        // (new since the last scan of the task list) is read now, after the release.
+        let pre_state = match host {
+            Some(h) if cfg.blocking => st.kernel.state_before(h).map(Some),
+            _ => None,
+        };
+        let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);
+        if idle && !cfg.include_idle {
+            continue;
+        }
         let mut flags = SampleFlags::empty();
         if idle {
             flags = flags.with(SampleFlags::IDLE);
@@ -376,131 +498,240 @@ fn record_threads(
         if holds_gil {
             flags = flags.with(SampleFlags::HOLDS_GIL);
         }
-        let sample = intern(
-            st,
+        if st.frames.len() > MAX_FRAME_CACHE {
+            st.frames.clear();
+        }
+        let stack = stack_of(
+            memo,
+            &mut st.frames,
+            &mut st.fresh,
             side,
             target.walker_mut(),
             t,
             frames,
-            inner,
-            name.as_deref(),
+            walk,
             cfg.by_function,
         )?;
+        let thread = thread_of(
+            memo,
+            side,
+            inner.map_or(t.thread_id, u64::from),
+            t.interp_id,
+        )?;
         side.push(Sample {
+            stack,
+            thread,
             flags,
             timestamp_ns: now_ns,
             weight_ns,
-            ..sample
         });
         recorded += 1;
     }
     Ok((stacks.len() as u64, recorded))
 }
 
-/// Intern one thread's stack (outermost frame first) and identity. Timestamp, weight and
-/// flags of the returned sample are left for the caller.
+/// Give every thread of this walk a memo (a new one if its thread state now belongs to
+/// another thread) and forget the memos of thread states that are gone. Returns whether a
+/// thread is new.
+fn note_threads(
+    memos: &mut HashMap<u64, ThreadMemo, FxBuild>,
+    stacks: &[RawThread],
+    walk: u64,
+) -> bool {
+    let mut new = false;
+    for t in stacks {
+        let owner = (t.interp_addr, t.thread_id);
+        let memo = memos
+            .entry(t.tstate_addr)
+            .or_insert_with(|| ThreadMemo::new(owner));
+        if memo.owner != owner {
+            *memo = ThreadMemo::new(owner);
+        }
+        new |= memo.seen == 0;
+        memo.seen = walk;
+    }
+    // Every present thread state was just marked: more memos than threads means some are
+    // of threads that exited.
+    if memos.len() > stacks.len() {
+        memos.retain(|_, m| m.seen == walk);
+    }
+    new
+}
+
+/// Whether thread `t` is idle (see the module documentation). `pre_state` is its state read
+/// before a `--blocking` freeze, if it was; otherwise it is read now, unless the thread holds
+/// the GIL. An unknown state (no kernel id, or the thread just exited) counts as running:
+/// better shown than hidden.
+fn is_idle(
+    kernel: &mut KernelThreads,
+    t: &RawThread,
+    free_threaded: bool,
+    host: Option<u32>,
+    pre_state: Option<Option<char>>,
+) -> bool {
+    if t.holds_gil && !free_threaded {
+        return false;
+    }
+    let state = match pre_state {
+        Some(state) => state,
+        None => host.and_then(|h| kernel.read_state(h)),
+    };
+    state.is_some_and(|s| s != 'R')
+}
+
+/// Names of the code object of a frame: the walker's, a stub in tests.
+trait FrameNames {
+    /// (function, file name); the same `Arc`s as long as the same code object is meant.
+    fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError>;
+}
+
+impl<M: RemoteMemory> FrameNames for Walker<M> {
+    fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
+        let info = self.frame_info(f)?;
+        Ok((info.function, info.filename))
+    }
+}
+
+/// The interned stack of `frames` (innermost first), reusing what `memo` kept from this
+/// thread state's previous sample where the walker vouches for it.
 #[allow(clippy::too_many_arguments)]
-fn intern(
-    st: &mut State,
+fn stack_of(
+    memo: &mut ThreadMemo,
+    cache: &mut FrameCache,
+    fresh: &mut Vec<FrameId>,
     side: &mut SamplerSide,
-    walker: &mut Walker<ProcessMemory>,
+    names: &mut impl FrameNames,
     t: &RawThread,
     frames: &[RawFrame],
-    inner_tid: Option<u32>,
-    name: Option<&str>,
+    walk: u64,
     by_function: bool,
-) -> Result<Sample, RoundError> {
-    if st.frames.len() > MAX_FRAME_CACHE {
-        st.frames.clear();
+) -> Result<StackId, RoundError> {
+    // Outermost frames whose ids are kept: the walker says they are the same frames at the
+    // same instructions as in its previous walk (so they still run the same, live code
+    // objects: no check that a code object was freed is needed), and our ids are of that
+    // walk. The frames are compared too, as a guard: should the walker have walked this thread
+    // more than once in one sample (it retries when the target changes under it), its
+    // `unchanged` would be relative to a walk we never saw.
+    let mut keep = 0;
+    if memo.walk.is_some_and(|w| w + 1 == walk) {
+        let most = t.unchanged.min(frames.len()).min(memo.frames.len());
+        keep = frames
+            .iter()
+            .rev()
+            .zip(&memo.frames)
+            .take(most)
+            .take_while(|(now, then)| now == then)
+            .count();
     }
-    let mut ids = std::mem::take(&mut st.ids);
-    ids.clear();
-    let mut result = Ok(());
-    for f in frames.iter().rev() {
-        match frame_id(&mut st.frames, side, walker, *f, by_function) {
-            Ok(id) => ids.push(id),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+    let changed = frames.get(..frames.len() - keep).unwrap_or(&[]);
+    fresh.clear();
+    // Until the ids are complete, the memo no longer describes the previous walk.
+    memo.walk = None;
+    for &f in changed.iter().rev() {
+        fresh.push(frame_id(cache, side, names, f, by_function)?);
+    }
+    let stack = match memo.stack {
+        Some(stack) if memo.ids.get(keep..) == Some(&fresh[..]) => stack,
+        _ => {
+            memo.stack = None;
+            memo.ids.truncate(keep);
+            memo.ids.extend_from_slice(fresh);
+            side.interner()
+                .intern_stack(&memo.ids)
+                .map_err(|e| RoundError::Fatal(e.into()))?
+        }
+    };
+    memo.stack = Some(stack);
+    memo.frames.truncate(keep);
+    memo.frames.extend(changed.iter().rev().copied());
+    memo.walk = Some(walk);
+    Ok(stack)
+}
+
+/// The interned identity of the thread of `memo`, interned again only when its kernel id,
+/// name or interpreter changed.
+fn thread_of(
+    memo: &mut ThreadMemo,
+    side: &mut SamplerSide,
+    os_tid: u64,
+    interp_id: i64,
+) -> Result<ThreadId, RoundError> {
+    if let Some(i) = &memo.ident {
+        let same_name = match (&i.name, &memo.name) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        if i.os_tid == os_tid && i.interp_id == interp_id && same_name {
+            return Ok(i.id);
         }
     }
-    let stack = result.and_then(|()| {
-        side.interner()
-            .intern_stack(&ids)
-            .map_err(|e| RoundError::Fatal(e.into()))
-    });
-    st.ids = ids;
-    let thread = side
+    let id = side
         .interner()
         .intern_thread(&ThreadKey {
-            os_tid: inner_tid.map_or(t.thread_id, u64::from),
-            name,
-            interpreter_id: t.interp_id,
+            os_tid,
+            name: memo.name.as_deref(),
+            interpreter_id: interp_id,
         })
         .map_err(|e| RoundError::Fatal(e.into()))?;
-    Ok(Sample {
-        stack: stack?,
-        thread,
-        flags: SampleFlags::empty(),
-        timestamp_ns: 0,
-        weight_ns: 0,
-    })
+    memo.ident = Some(Ident {
+        os_tid,
+        interp_id,
+        name: memo.name.clone(),
+        id,
+    });
+    Ok(id)
 }
 
 /// The interned id of a frame, cached by (code object, line). The walker decodes a code object
 /// once and hands out the same name strings until the object is freed and its address reused
 /// (it then decodes the new one), so comparing string pointers with the walker's cache entry
-/// (a lookup, no reading of the target) tells whether a cached id is still right.
+/// (a lookup, no reading of the target) tells whether a cached id is still right. Called only
+/// for frames that changed since the thread's previous sample.
 fn frame_id(
     cache: &mut FrameCache,
     side: &mut SamplerSide,
-    walker: &mut Walker<ProcessMemory>,
+    names: &mut impl FrameNames,
     f: RawFrame,
     by_function: bool,
 ) -> Result<FrameId, RoundError> {
     // A code object freed since the sample: the round saw a target in mid-change.
-    let info = walker
-        .frame_info(f)
+    let (function, filename) = names
+        .names(f)
         .map_err(|_| RoundError::Transient(ErrorKind::Torn))?;
     let line = if by_function { None } else { f.line };
     let key = (f.code_addr, line);
-    if let Some((function, filename, id)) = cache.get(&key) {
-        if Arc::ptr_eq(function, &info.function) && Arc::ptr_eq(filename, &info.filename) {
+    if let Some((cached_function, cached_filename, id)) = cache.get(&key) {
+        if Arc::ptr_eq(cached_function, &function) && Arc::ptr_eq(cached_filename, &filename) {
             return Ok(*id);
         }
     }
     let id = side
         .interner()
         .intern_frame(&FrameKey {
-            function: &info.function,
-            filename: &info.filename,
+            function: &function,
+            filename: &filename,
             line,
         })
         .map_err(|e| RoundError::Fatal(e.into()))?;
-    cache.insert(key, (info.function, info.filename, id));
+    cache.insert(key, (function, filename, id));
     Ok(id)
 }
 
-/// Re-read `threading` names when a thread appeared, or every [`NAMES_EVERY`].
-fn refresh_names(st: &mut State, target: &Target, stacks: &[RawThread]) {
-    let fresh = stacks
-        .iter()
-        .any(|t| !st.named.contains(&(t.interp_addr, t.thread_id)));
-    let due = st.names_at.is_none_or(|at| at.elapsed() >= NAMES_EVERY);
+/// Re-read `threading` names when a thread appeared (at most every [`NAMES_NEW_EVERY`]), and
+/// every [`NAMES_EVERY`].
+fn refresh_names(st: &mut State, target: &Target, stacks: &[RawThread], now_ns: u64) {
+    let since = st.names_at.map(|at| now_ns.saturating_sub(at));
+    let due = since.is_none_or(|d| d >= NAMES_EVERY.as_nanos() as u64);
     // A new thread that `threading` does not know (e.g. started by C code) must not cause a
-    // lookup every round: new threads are looked up at most every 50 ms.
-    let recent = st
-        .names_at
-        .is_some_and(|at| at.elapsed() < Duration::from_millis(50));
-    if !(due || (fresh && !recent)) {
+    // lookup every round.
+    let recent = since.is_some_and(|d| d < NAMES_NEW_EVERY.as_nanos() as u64);
+    if !(due || (st.names_pending && !recent)) {
         return;
     }
-    st.names_at = Some(Instant::now());
-    st.named = stacks
-        .iter()
-        .map(|t| (t.interp_addr, t.thread_id))
-        .collect();
+    st.names_at = Some(now_ns);
+    st.names_pending = false;
+    st.names_gen += 1;
     let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
     interps.sort_unstable();
     interps.dedup();
@@ -519,35 +750,78 @@ fn refresh_names(st: &mut State, target: &Target, stacks: &[RawThread]) {
             Err(e) => st.warn_once("names", format!("thread names are unavailable: {e}")),
         }
     }
-    let live = &st.named;
+    let live: HashSet<(u64, u64), FxBuild> = stacks
+        .iter()
+        .map(|t| (t.interp_addr, t.thread_id))
+        .collect();
     st.names.retain(|k, _| live.contains(k));
 }
 
-/// Find kernel ids of threads whose interpreter does not record them (≤3.10).
-fn refresh_pthread_tids(st: &mut State, target: &Target, stacks: &[RawThread]) {
-    // A cached id whose task is gone belongs to a dead thread whose ident was reused.
-    let kernel = &st.kernel;
-    st.pthread_tids
-        .retain(|_, host| kernel.state(*host).is_some());
+/// Find kernel ids of threads whose interpreter does not record them (≤3.10), at most every
+/// [`PTHREAD_LOOKUP_EVERY`].
+fn refresh_pthread_tids(st: &mut State, target: &Target, stacks: &[RawThread], now_ns: u64) {
+    let every = PTHREAD_LOOKUP_EVERY.as_nanos() as u64;
+    if st
+        .pthread_at
+        .is_some_and(|at| now_ns.saturating_sub(at) < every)
+    {
+        return;
+    }
+    // A cached id whose task is gone belonged to a thread that exited; its ident may have
+    // been reused by a new thread. Checked as often as new threads are looked up.
+    if !st.pthread_tids.is_empty() {
+        st.pthread_at = Some(now_ns);
+        let kernel = &mut st.kernel;
+        st.pthread_tids
+            .retain(|_, host| kernel.read_state(*host).is_some());
+    }
     let unknown: Vec<u64> = stacks
         .iter()
         .filter(|t| t.native_id.is_none() && !st.pthread_tids.contains_key(&t.thread_id))
         .map(|t| t.thread_id)
         .collect();
-    if unknown.is_empty()
-        || st
-            .pthread_at
-            .is_some_and(|at| at.elapsed() < PTHREAD_LOOKUP_EVERY)
-    {
+    if unknown.is_empty() {
         return;
     }
-    st.pthread_at = Some(Instant::now());
+    st.pthread_at = Some(now_ns);
     match target.native_tids(&unknown) {
         Ok(found) => st.pthread_tids.extend(found),
         Err(e) => st.warn_once(
             "pthreads",
             format!("kernel thread ids are unavailable, so idle threads cannot be told apart: {e}"),
         ),
+    }
+}
+
+/// The calling thread's CPU time, from `/proc/thread-self/schedstat`, whose first field is the
+/// time the thread has run in ns (`se.sum_exec_runtime`, fs/proc/base.c `proc_pid_schedstat`;
+/// the sum `CLOCK_THREAD_CPUTIME_ID` reports). The file, opened on the thread it measures,
+/// stays bound to that thread; each reading is one `pread`.
+struct ThreadCpu {
+    file: Option<File>,
+}
+
+impl ThreadCpu {
+    /// For the calling thread; readings are `None` where the kernel does not offer the file.
+    fn open() -> ThreadCpu {
+        ThreadCpu {
+            file: File::open("/proc/thread-self/schedstat").ok(),
+        }
+    }
+
+    fn read(&mut self) -> Option<Duration> {
+        let mut buf = [0u8; 128];
+        let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+        let ns: u64 = text.split_ascii_whitespace().next()?.parse().ok()?;
+        Some(Duration::from_nanos(ns))
+    }
+
+    /// Store the current reading in `stats` (nothing if there is none).
+    fn publish(&mut self, stats: &SamplerStats) {
+        if let Some(cpu) = self.read() {
+            stats.set_cpu(cpu);
+        }
     }
 }
 
@@ -629,4 +903,369 @@ fn gone_or_fatal(pid: i32, e: RemoteError) -> SamplerError {
         return SamplerError::Attach(AttachError::Exited { pid });
     }
     SamplerError::Attach(crate::attach::exited_or(pid, AttachError::Remote(e)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strobe_aggregate::AggregatorSide;
+
+    /// Code objects by address, counting lookups.
+    #[derive(Default)]
+    struct Codes {
+        names: HashMap<u64, (Arc<str>, Arc<str>)>,
+        lookups: usize,
+    }
+
+    impl Codes {
+        /// (Re)define the code object at `addr`, as the walker does when it decodes one.
+        fn define(&mut self, addr: u64, function: &str) {
+            self.names
+                .insert(addr, (function.into(), Arc::from("/app/x.py")));
+        }
+    }
+
+    impl FrameNames for Codes {
+        fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
+            self.lookups += 1;
+            self.names
+                .get(&f.code_addr)
+                .cloned()
+                .ok_or(WalkError::Corrupt {
+                    what: "code object",
+                    addr: f.code_addr,
+                })
+        }
+    }
+
+    fn frame(code: u64, line: i32) -> RawFrame {
+        RawFrame {
+            code_addr: code,
+            lasti: i64::from(line) * 4,
+            line: Some(line),
+        }
+    }
+
+    fn thread(unchanged: usize, holds_gil: bool) -> RawThread {
+        RawThread {
+            interp_addr: 0x1000,
+            interp_id: 0,
+            tstate_addr: 0x2000,
+            thread_id: 77,
+            native_id: None,
+            holds_gil,
+            frames: 0..0,
+            truncated: false,
+            unchanged,
+        }
+    }
+
+    /// One thread state's memo and everything `stack_of` needs.
+    struct Rig {
+        memo: ThreadMemo,
+        cache: FrameCache,
+        fresh: Vec<FrameId>,
+        side: SamplerSide,
+        _agg: AggregatorSide,
+        codes: Codes,
+        walk: u64,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (side, agg) = strobe_aggregate::pipeline(16);
+            let mut codes = Codes::default();
+            for (addr, name) in [
+                (0x10, "main"),
+                (0x20, "work"),
+                (0x30, "leaf"),
+                (0x40, "other"),
+            ] {
+                codes.define(addr, name);
+            }
+            Rig {
+                memo: ThreadMemo::new((0x1000, 77)),
+                cache: FrameCache::default(),
+                fresh: Vec::new(),
+                side,
+                _agg: agg,
+                codes,
+                walk: 0,
+            }
+        }
+
+        /// A walk of `frames` (innermost first) of which the walker reports `unchanged`
+        /// outermost ones as unchanged: the stack and the code lookups it took.
+        fn sample(&mut self, frames: &[RawFrame], unchanged: usize) -> (StackId, usize) {
+            self.walk += 1;
+            let before = self.codes.lookups;
+            let stack = self
+                .try_sample(frames, unchanged)
+                .unwrap_or_else(|_| panic!("failed"));
+            (stack, self.codes.lookups - before)
+        }
+
+        fn try_sample(&mut self, frames: &[RawFrame], unchanged: usize) -> Result<StackId, ()> {
+            stack_of(
+                &mut self.memo,
+                &mut self.cache,
+                &mut self.fresh,
+                &mut self.side,
+                &mut self.codes,
+                &thread(unchanged, true),
+                frames,
+                self.walk,
+                false,
+            )
+            .map_err(|_| ())
+        }
+
+        /// The stack as (function, line), outermost first.
+        fn resolve(&mut self, stack: StackId) -> Vec<(String, Option<i32>)> {
+            let tables = self.side.interner().tables();
+            tables
+                .stack(stack)
+                .iter()
+                .map(|&id| {
+                    let f = tables.frame(id).unwrap();
+                    (tables.str(f.function).to_string(), f.line)
+                })
+                .collect()
+        }
+
+        fn stacks(&mut self) -> usize {
+            self.side.interner().tables().num_stacks()
+        }
+    }
+
+    fn names(stack: &[(String, Option<i32>)]) -> Vec<&str> {
+        stack.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn a_changed_innermost_frame_reuses_the_outer_ids() {
+        let mut rig = Rig::new();
+        let first = [frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)];
+        let (s1, lookups) = rig.sample(&first, 0);
+        assert_eq!(lookups, 3, "a first sample resolves every frame");
+        assert_eq!(names(&rig.resolve(s1)), ["main", "work", "leaf"]);
+
+        // The leaf moved to another line: only it is looked up.
+        let second = [frame(0x30, 6), frame(0x20, 3), frame(0x10, 1)];
+        let (s2, lookups) = rig.sample(&second, 2);
+        assert_eq!(lookups, 1);
+        assert_ne!(s1, s2);
+        assert_eq!(
+            rig.resolve(s2),
+            [
+                ("main".to_string(), Some(1)),
+                ("work".to_string(), Some(3)),
+                ("leaf".to_string(), Some(6))
+            ]
+        );
+
+        // A different innermost function, one frame deeper.
+        let third = [
+            frame(0x40, 9),
+            frame(0x30, 6),
+            frame(0x20, 3),
+            frame(0x10, 1),
+        ];
+        let (s3, lookups) = rig.sample(&third, 3);
+        assert_eq!(lookups, 1);
+        assert_eq!(names(&rig.resolve(s3)), ["main", "work", "leaf", "other"]);
+    }
+
+    #[test]
+    fn an_unchanged_stack_reuses_its_stack_without_interning() {
+        let mut rig = Rig::new();
+        let frames = [frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)];
+        let (s1, _) = rig.sample(&frames, 0);
+        let stacks = rig.stacks();
+        let (s2, lookups) = rig.sample(&frames, 3);
+        assert_eq!((s2, lookups, rig.stacks()), (s1, 0, stacks));
+
+        // The innermost instruction moved within its line: looked up, same ids, same stack.
+        let mut moved = frames;
+        moved[0].lasti += 2;
+        let (s3, lookups) = rig.sample(&moved, 2);
+        assert_eq!((s3, lookups, rig.stacks()), (s1, 1, stacks));
+    }
+
+    #[test]
+    fn ids_are_only_reused_for_the_walk_right_after_theirs() {
+        let mut rig = Rig::new();
+        let frames = [frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)];
+        rig.sample(&frames, 0);
+        // A walk in between that this memo did not see (the thread was filtered out, or the
+        // round failed): the walker's `unchanged` refers to that walk, not to ours.
+        rig.walk += 1;
+        let (_, lookups) = rig.sample(&frames, 3);
+        assert_eq!(lookups, 3);
+    }
+
+    #[test]
+    fn frames_that_differ_from_the_memo_are_resolved_whatever_the_walker_says() {
+        let mut rig = Rig::new();
+        rig.sample(&[frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)], 0);
+        // The walker claims all three unchanged, but the middle frame is not what we
+        // resolved (it walked the thread twice in one sample): only the outermost is kept.
+        let now = [frame(0x30, 5), frame(0x40, 8), frame(0x10, 1)];
+        let (s, lookups) = rig.sample(&now, 3);
+        assert_eq!(lookups, 2);
+        assert_eq!(names(&rig.resolve(s)), ["main", "other", "leaf"]);
+    }
+
+    #[test]
+    fn a_code_object_replaced_at_the_same_address_is_interned_anew() {
+        let mut rig = Rig::new();
+        let frames = [frame(0x30, 5), frame(0x10, 1)];
+        let (s1, _) = rig.sample(&frames, 0);
+        // The leaf returned, its code object was freed and another one took its address; a
+        // new call to it stands at the same line (so the walker reports it as changed).
+        rig.codes.define(0x30, "reborn");
+        let (s2, lookups) = rig.sample(&frames, 1);
+        assert_eq!(lookups, 1);
+        assert_ne!(s1, s2);
+        assert_eq!(names(&rig.resolve(s2)), ["main", "reborn"]);
+    }
+
+    #[test]
+    fn a_failed_lookup_leaves_no_half_updated_memo() {
+        let mut rig = Rig::new();
+        let (s1, _) = rig.sample(&[frame(0x30, 5), frame(0x10, 1)], 0);
+        rig.walk += 1;
+        assert!(rig
+            .try_sample(&[frame(0x99, 5), frame(0x10, 1)], 1)
+            .is_err());
+        // The next walk cannot build on the failed one; it resolves everything again.
+        let (s2, lookups) = rig.sample(&[frame(0x30, 5), frame(0x10, 1)], 2);
+        assert_eq!((s2, lookups), (s1, 2));
+    }
+
+    #[test]
+    fn thread_identity_is_interned_again_only_when_it_changes() {
+        let mut rig = Rig::new();
+        let threads = |rig: &mut Rig| rig.side.interner().tables().num_threads();
+        let a = thread_of(&mut rig.memo, &mut rig.side, 501, 0).unwrap();
+        assert_eq!(thread_of(&mut rig.memo, &mut rig.side, 501, 0).unwrap(), a);
+        assert_eq!(threads(&mut rig), 1);
+        // Renamed: a name lookup produced a new string.
+        rig.memo.name = Some("worker-1".into());
+        let b = thread_of(&mut rig.memo, &mut rig.side, 501, 0).unwrap();
+        assert_ne!(a, b);
+        // The same name from a later lookup (another allocation) is the same identity.
+        rig.memo.name = Some("worker-1".into());
+        assert_eq!(thread_of(&mut rig.memo, &mut rig.side, 501, 0).unwrap(), b);
+        assert_ne!(thread_of(&mut rig.memo, &mut rig.side, 502, 0).unwrap(), b);
+        assert_eq!(threads(&mut rig), 3);
+    }
+
+    #[test]
+    fn threads_that_exit_are_forgotten_and_reused_thread_states_start_afresh() {
+        let mut memos = HashMap::default();
+        let at = |tstate: u64, ident: u64| RawThread {
+            tstate_addr: tstate,
+            thread_id: ident,
+            ..thread(0, false)
+        };
+        assert!(note_threads(&mut memos, &[at(0xa0, 1), at(0xb0, 2)], 1));
+        memos.get_mut(&0xb0).unwrap().stack = Some(StackId(7));
+        // Nothing new.
+        assert!(!note_threads(&mut memos, &[at(0xa0, 1), at(0xb0, 2)], 2));
+        assert_eq!(memos[&0xb0].stack, Some(StackId(7)));
+        // Thread 1 exited.
+        assert!(!note_threads(&mut memos, &[at(0xb0, 2)], 3));
+        assert_eq!(memos.len(), 1);
+        assert!(!memos.contains_key(&0xa0));
+        // Thread 2 exited and a new thread got its thread state: nothing of 2 is kept.
+        assert!(note_threads(&mut memos, &[at(0xb0, 3)], 4));
+        assert_eq!(memos[&0xb0].owner, (0x1000, 3));
+        assert_eq!(memos[&0xb0].stack, None);
+    }
+
+    /// A thread of this process that sleeps until dropped, and its kernel id.
+    struct Sleeper {
+        tid: u32,
+        wake: Option<std::sync::mpsc::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let (wake, wait) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+                let _ = wait.recv();
+            });
+            Sleeper {
+                tid: tid_rx.recv().unwrap(),
+                wake: Some(wake),
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            drop(self.wake.take());
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    #[test]
+    fn a_gil_holder_is_running_without_a_proc_read() {
+        let mut kernel = KernelThreads::new(std::process::id() as i32);
+        // Whatever state the thread is in (it may still be on its way to sleep), holding the
+        // GIL decides, and nothing is read.
+        let sleeper = Sleeper::start();
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(0, true),
+            false,
+            Some(sleeper.tid),
+            None
+        ));
+        assert_eq!(kernel.reads(), 0);
+        // Without the GIL (or on a free-threaded build) the state is read. The running
+        // thread is this one.
+        let me = nix::unistd::gettid().as_raw() as u32;
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(0, false),
+            false,
+            Some(me),
+            None
+        ));
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(0, true),
+            true,
+            Some(me),
+            None
+        ));
+        assert_eq!(kernel.reads(), 2);
+        // A state read before a freeze is used as it is.
+        assert!(is_idle(
+            &mut kernel,
+            &thread(0, false),
+            false,
+            Some(me),
+            Some(Some('S'))
+        ));
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(0, false),
+            false,
+            None,
+            Some(None)
+        ));
+        // No kernel id: counts as running.
+        assert!(!is_idle(&mut kernel, &thread(0, false), false, None, None));
+        assert_eq!(kernel.reads(), 2);
+    }
 }

@@ -1,37 +1,49 @@
-//! The kernel's view of the target's threads, kept cheap enough to read every sample.
+//! The kernel's view of the target's threads, read only where a sample needs it.
 //!
-//! Whether a thread is idle comes from its scheduler state in `/proc/PID/task/TID/stat`. Opening
-//! that file for every thread on every sample would cost more than the stack walk, so the files
-//! stay open and each sample is one `pread` per thread. The task list (and the map between our
-//! thread ids and the target's, which differ inside a PID namespace) is re-read only when a
-//! walk names a thread we do not know, at most every [`RESCAN_EVERY`].
+//! Whether a thread is idle comes from its scheduler state in `/proc/PID/task/TID/stat`.
+//! Opening that file per read would cost more than the stack walk, so files stay open and a
+//! read is one `pread`. Even that (~1 µs) is paid only for threads whose idle state a sample
+//! needs: the sampler does not read threads that hold the GIL (they run Python; see the
+//! sampler's module documentation) nor tasks that are not Python threads.
+//!
+//! The task list (and the map between our thread ids and the target's, which differ inside a
+//! PID namespace) is re-read only when a walk names a thread we do not know, at most every
+//! [`RESCAN_EVERY`]. A thread found otherwise (≤3.10 interpreters, whose kernel ids come from
+//! the pthread lookup) has its file opened on its first read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
+use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
 use strobe_remote::RemoteError;
 
 /// Least time between two scans of `/proc/PID/task`.
 const RESCAN_EVERY: Duration = Duration::from_millis(50);
-
-#[derive(Debug)]
-struct Task {
-    stat: File,
-    state: Option<char>,
-}
+/// Thread ids remembered as having no readable stat file (between scans); beyond this the set
+/// is emptied, so that bogus ids cannot grow it.
+const MAX_MISSING: usize = 4096;
 
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct KernelThreads {
     pid: i32,
-    /// By our (host) thread id.
-    tasks: HashMap<u32, Task>,
+    /// Open `stat` files by our (host) thread id.
+    tasks: HashMap<u32, File, FxBuild>,
+    /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
+    /// or the id is not one of the target's): not retried on every read.
+    missing: HashSet<u32, FxBuild>,
     /// The target's thread id → ours.
-    inner_to_host: HashMap<u32, u32>,
+    inner_to_host: HashMap<u32, u32, FxBuild>,
+    /// Our thread id → the target's.
+    host_to_inner: HashMap<u32, u32, FxBuild>,
+    /// States of every known thread read by [`KernelThreads::read_all`] (before a freeze).
+    before: HashMap<u32, char, FxBuild>,
     last_scan: Option<Instant>,
+    /// `/proc` reads done (for tests: which decisions needed none).
+    reads: u64,
     buf: Vec<u8>,
 }
 
@@ -39,9 +51,13 @@ impl KernelThreads {
     pub(crate) fn new(pid: i32) -> KernelThreads {
         KernelThreads {
             pid,
-            tasks: HashMap::new(),
-            inner_to_host: HashMap::new(),
+            tasks: HashMap::default(),
+            missing: HashSet::default(),
+            inner_to_host: HashMap::default(),
+            host_to_inner: HashMap::default(),
+            before: HashMap::default(),
             last_scan: None,
+            reads: 0,
             buf: vec![0; 512],
         }
     }
@@ -54,40 +70,102 @@ impl KernelThreads {
         self.last_scan = Some(Instant::now());
         let tids = procfs::tasks(self.pid)?;
         self.tasks.retain(|tid, _| tids.contains(tid));
+        self.missing.clear();
         for tid in tids {
-            if self.tasks.contains_key(&tid) {
-                continue;
-            }
-            let path = procfs::proc_dir(self.pid).join(format!("task/{tid}/stat"));
-            // A thread that exited between the listing and the open is simply not there.
-            if let Ok(stat) = File::open(path) {
-                self.tasks.insert(tid, Task { stat, state: None });
+            if !self.tasks.contains_key(&tid) {
+                self.open(tid);
             }
         }
         // Without NSpid (kernels before 4.1) both views are the same.
         let host_to_inner = procfs::namespaced_tids(self.pid).unwrap_or_default();
-        self.inner_to_host = self
-            .tasks
-            .keys()
-            .map(|&h| (host_to_inner.get(&h).copied().unwrap_or(h), h))
-            .collect();
+        self.inner_to_host.clear();
+        self.host_to_inner.clear();
+        for &h in self.tasks.keys() {
+            let i = host_to_inner.get(&h).copied().unwrap_or(h);
+            self.inner_to_host.insert(i, h);
+            self.host_to_inner.insert(h, i);
+        }
         Ok(())
     }
 
-    /// Read every known thread's state; threads that exited are forgotten.
-    pub(crate) fn read_states(&mut self) {
+    /// Open the `stat` file of our thread `host`; false if it cannot be (remembered until the
+    /// next scan).
+    fn open(&mut self, host: u32) -> bool {
+        if self.missing.contains(&host) {
+            return false;
+        }
+        let path = procfs::proc_dir(self.pid).join(format!("task/{host}/stat"));
+        // A thread that exited between the listing and the open is simply not there.
+        match File::open(path) {
+            Ok(stat) => {
+                self.tasks.insert(host, stat);
+                true
+            }
+            Err(_) => {
+                if self.missing.len() >= MAX_MISSING {
+                    self.missing.clear();
+                }
+                self.missing.insert(host);
+                false
+            }
+        }
+    }
+
+    /// The scheduler state letter of our thread `host`, read now; `None` if the thread is not
+    /// (or no longer) there. A thread found to have exited is forgotten.
+    pub(crate) fn read_state(&mut self, host: u32) -> Option<char> {
+        if !self.tasks.contains_key(&host) && !self.open(host) {
+            return None;
+        }
+        let file = self.tasks.get(&host)?;
+        self.reads += 1;
+        match file.read_at(&mut self.buf, 0) {
+            Ok(n) => std::str::from_utf8(self.buf.get(..n).unwrap_or(&[]))
+                .ok()
+                .and_then(ProcStat::parse)
+                .map(|s| s.state),
+            Err(_) => {
+                self.tasks.remove(&host);
+                None
+            }
+        }
+    }
+
+    /// Read the state of every known thread (before a `--blocking` freeze, when this round's
+    /// GIL holder is not known yet and a frozen thread would read as traced-stopped); see
+    /// [`KernelThreads::state_before`]. Threads found to have exited are forgotten.
+    pub(crate) fn read_all(&mut self) {
+        self.before.clear();
         let buf = &mut self.buf;
-        self.tasks
-            .retain(|_, task| match task.stat.read_at(buf, 0) {
+        let before = &mut self.before;
+        let reads = &mut self.reads;
+        self.tasks.retain(|&host, file| {
+            *reads += 1;
+            match file.read_at(buf, 0) {
                 Ok(n) => {
-                    task.state = std::str::from_utf8(buf.get(..n).unwrap_or(&[]))
+                    let state = std::str::from_utf8(buf.get(..n).unwrap_or(&[]))
                         .ok()
                         .and_then(ProcStat::parse)
                         .map(|s| s.state);
+                    if let Some(state) = state {
+                        before.insert(host, state);
+                    }
                     true
                 }
                 Err(_) => false,
-            });
+            }
+        });
+    }
+
+    /// The state of our thread `host` as [`KernelThreads::read_all`] last read it.
+    pub(crate) fn state_before(&self, host: u32) -> Option<char> {
+        self.before.get(&host).copied()
+    }
+
+    /// `/proc` state reads done so far.
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
     }
 
     /// Our id of the thread the target calls `inner`, if known.
@@ -95,17 +173,9 @@ impl KernelThreads {
         self.inner_to_host.get(&inner).copied()
     }
 
-    /// The target's id of our thread `host`.
+    /// The target's id of our thread `host` (the same id when not known to differ).
     pub(crate) fn inner_of(&self, host: u32) -> u32 {
-        self.inner_to_host
-            .iter()
-            .find(|(_, &h)| h == host)
-            .map_or(host, |(&i, _)| i)
-    }
-
-    /// The scheduler state letter last read for our thread `host`.
-    pub(crate) fn state(&self, host: u32) -> Option<char> {
-        self.tasks.get(&host).and_then(|t| t.state)
+        self.host_to_inner.get(&host).copied().unwrap_or(host)
     }
 }
 
@@ -119,11 +189,35 @@ mod tests {
         let pid = std::process::id() as i32;
         let mut k = KernelThreads::new(pid);
         k.rescan().unwrap();
-        k.read_states();
         let me = pid as u32;
         assert_eq!(k.host_of(me), Some(me));
+        assert_eq!(k.inner_of(me), me);
         // This thread is running while it reads its own state.
         let tid = nix::unistd::gettid().as_raw() as u32;
-        assert_eq!(k.state(tid), Some('R'));
+        assert_eq!(k.read_state(tid), Some('R'));
+        assert_eq!(k.reads(), 1);
+    }
+
+    #[test]
+    fn threads_started_after_the_scan_are_opened_on_first_read() {
+        let pid = std::process::id() as i32;
+        let mut k = KernelThreads::new(pid);
+        k.rescan().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            // Blocks (sleeping in the kernel) until the test has looked at it.
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(k.host_of(tid), None, "not scanned yet");
+        // The thread may still be on its way into recv (running) or already asleep.
+        assert!(matches!(k.read_state(tid), Some('R' | 'S')));
+        drop(done_tx);
+        t.join().unwrap();
+        // An id that is no thread of ours is refused without error, and remembered.
+        assert_eq!(k.read_state(u32::MAX), None);
+        assert!(k.missing.contains(&u32::MAX));
     }
 }

@@ -1,0 +1,189 @@
+//! Idle detection against real interpreters: a busy main thread (it holds the GIL, so the
+//! sampler takes it as running without reading `/proc`) and a thread blocked in `read`
+//! (idle: its state is read). Without `include_idle` only the busy thread is recorded; with it
+//! the blocked thread is recorded and flagged idle, the busy one never.
+//!
+//! Interpreters: pyenv 2.7 and 3.10 (kernel thread ids from the pthread lookup), 3.12
+//! (per-interpreter GIL state) and 3.13; a missing one fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use strobe_aggregate::SampleFlags;
+use strobe_sampler::{start, SamplerConfig, Target};
+
+/// The target. It prints READY once the waiter thread is blocked in its `read` system call
+/// (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64), found by polling `/proc`
+/// (file reads release the GIL, so the waiter gets there), then spins.
+const SCRIPT: &str = r#"import os, sys, threading
+
+def wait_here(fd):
+    os.read(fd, 1)
+
+def busy():
+    n = 0
+    while True:
+        n = (n * 3 + 1) & 0xffff
+
+def in_read(tid):
+    try:
+        with open("/proc/self/task/%s/syscall" % tid) as f:
+            return f.read().split()[0] == "0"
+    except (IOError, OSError, IndexError):
+        return False
+
+def main():
+    r, w = os.pipe()
+    t = threading.Thread(target=wait_here, args=(r,), name="waiter")
+    t.daemon = True
+    t.start()
+    me = str(os.getpid())
+    while True:
+        others = [tid for tid in os.listdir("/proc/self/task") if tid != me]
+        if others and all(in_read(tid) for tid in others):
+            break
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    busy()
+
+main()
+"#;
+
+struct Victim {
+    child: Child,
+    _script: PathBuf,
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self._script);
+    }
+}
+
+fn launch(version: &str) -> Victim {
+    let bin = Path::new("/root/.pyenv/versions").join(version).join("bin");
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    let python = bin.join(format!("python{}", minor.join(".")));
+    assert!(
+        python.exists(),
+        "{} is required for this test and missing",
+        python.display()
+    );
+    let script =
+        std::env::temp_dir().join(format!("strobe-idle-{}-{version}.py", std::process::id()));
+    std::fs::write(&script, SCRIPT).unwrap();
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let victim = Victim {
+        child,
+        _script: script,
+    };
+    assert_eq!(line.trim(), "READY", "{version}: the target said {line:?}");
+    victim
+}
+
+/// Per recorded sample: (innermost function, flags).
+fn record(pid: i32, include_idle: bool, blocking: bool) -> Vec<(String, SampleFlags)> {
+    let target = Target::attach(pid).unwrap();
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
+    let cfg = SamplerConfig {
+        rate_hz: 1000.0,
+        include_idle,
+        blocking,
+        duration: Some(Duration::from_millis(300)),
+        ..SamplerConfig::default()
+    };
+    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
+    assert!(summary.stats.rounds > 0, "{summary:?}");
+    let mut out = Vec::new();
+    while !agg.finished() {
+        let d = agg.drain().unwrap();
+        for s in d.samples {
+            let leaf = d.tables.stack(s.stack).last().copied().unwrap();
+            let f = d.tables.frame(leaf).unwrap();
+            out.push((d.tables.str(f.function).to_string(), s.flags));
+        }
+    }
+    out
+}
+
+fn check(version: &str) {
+    let victim = launch(version);
+    let pid = victim.child.id() as i32;
+
+    let hidden = record(pid, false, false);
+    assert!(!hidden.is_empty(), "{version}: nothing recorded");
+    for (leaf, flags) in &hidden {
+        assert_eq!(
+            leaf, "busy",
+            "{version}: an idle thread was recorded: {hidden:?}"
+        );
+        assert!(!flags.idle(), "{version}");
+    }
+
+    for blocking in [false, true] {
+        let shown = record(pid, true, blocking);
+        let waiter: Vec<_> = shown.iter().filter(|(f, _)| f == "wait_here").collect();
+        let busy: Vec<_> = shown.iter().filter(|(f, _)| f == "busy").collect();
+        assert_eq!(
+            waiter.len() + busy.len(),
+            shown.len(),
+            "{version}: unexpected stacks: {shown:?}"
+        );
+        assert!(
+            !waiter.is_empty() && !busy.is_empty(),
+            "{version} (blocking: {blocking}): {shown:?}"
+        );
+        if blocking {
+            // Each freeze interrupts the waiter's `read`; after the release it restarts the
+            // system call, and on a loaded host it can still be runnable when the next
+            // round reads states: some of its samples may be taken as running.
+            assert!(
+                waiter.iter().any(|(_, flags)| flags.idle()),
+                "{version} (blocking): the blocked thread never idle: {waiter:?}"
+            );
+        } else {
+            assert!(
+                waiter.iter().all(|(_, flags)| flags.idle()),
+                "{version}: the blocked thread not idle: {waiter:?}"
+            );
+        }
+        assert!(
+            busy.iter().all(|(_, flags)| !flags.idle()),
+            "{version} (blocking: {blocking}): the busy thread idle: {busy:?}"
+        );
+    }
+}
+
+#[test]
+fn idle_threads_python_2_7() {
+    check("2.7.18");
+}
+
+#[test]
+fn idle_threads_python_3_10() {
+    check("3.10.13");
+}
+
+#[test]
+fn idle_threads_python_3_12() {
+    check("3.12.1");
+}
+
+#[test]
+fn idle_threads_python_3_13() {
+    check("3.13.0");
+}
