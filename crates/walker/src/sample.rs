@@ -98,7 +98,9 @@ pub struct RawThread {
     /// The stack was deeper than [`MAX_DEPTH`] and was cut there.
     pub truncated: bool,
     /// How many of the outermost frames are the same frames, at the same instructions, as
-    /// the outermost frames of this thread state's previous sample (0 on its first sample).
+    /// the outermost frames of this thread state in the previous sample `sample_into`
+    /// returned successfully (0 on its first sample). Attempts that failed or were retried
+    /// inside `sample_into` never count as the previous sample.
     /// Callers that keep per-thread results may reuse theirs for these frames.
     pub unchanged: usize,
 }
@@ -185,8 +187,13 @@ struct ThreadPlan {
     cframe: u64,
     /// What this thread's frames occupied last time, to copy speculatively.
     regions: Vec<Region>,
-    /// Last sample's frames, innermost first, with their lines.
+    /// The frames of the last sample handed to the caller, innermost first, with their lines:
+    /// what [`RawThread::unchanged`] is counted against.
     memo: Vec<Seen>,
+    /// This attempt's frames; they become `memo` only if the whole sample succeeds, so that a
+    /// retried attempt (the lists changed half-way) never counts `unchanged` against a walk
+    /// the caller did not see.
+    next_memo: Vec<Seen>,
 }
 
 /// A range of target memory to copy speculatively.
@@ -733,6 +740,9 @@ impl<M: RemoteMemory> Walker<M> {
                 self.sample_thread(&ip, j, holder, out)?;
             }
         }
+        for t in &mut self.plan.threads {
+            std::mem::swap(&mut t.memo, &mut t.next_memo);
+        }
         self.plan.since_full = if full {
             0
         } else {
@@ -868,7 +878,7 @@ impl<M: RemoteMemory> Walker<M> {
         let unchanged = self.resolve_thread(j, out)?;
         let t = &mut self.plan.threads[j];
         std::mem::swap(&mut t.regions, &mut self.scratch.regions);
-        std::mem::swap(&mut t.memo, &mut self.scratch.raw);
+        std::mem::swap(&mut t.next_memo, &mut self.scratch.raw);
         out.threads.push(RawThread {
             interp_addr: ip.addr,
             interp_id: ip.id,

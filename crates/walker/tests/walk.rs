@@ -1632,3 +1632,42 @@ fn a_new_interpreter_appears_within_a_full_check_cycle() {
         );
     }
 }
+
+/// `RawThread::unchanged` counts against the last sample the caller received: a sample that
+/// failed half-way (one thread walked, the next one broken) must not become the reference.
+#[test]
+fn unchanged_counts_against_the_last_delivered_sample() {
+    let l = l310();
+    let mut img = Image::new(l);
+    let c: Vec<u64> = (0..3)
+        .map(|i| img.code(&format!("g{i}"), "/u.py", 10 * i + 1, 8))
+        .collect();
+    let a = img.frame_objects(&[(c[0], 2), (c[1], 2)]);
+    let other = img.frame_objects(&[(c[0], 2), (c[2], 3)]);
+    let b = img.frame_objects(&[(c[2], 1)]);
+    let interp = img.interp(0);
+    let ts = img.threads(interp, &[(0x1, 1, a), (0x2, 2, b)]);
+    let roots = img.roots(&[interp]);
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    w.sample_into(&mut raw).unwrap();
+    w.sample_into(&mut raw).unwrap();
+    assert_eq!(raw.threads[0].unchanged, 2);
+    let back = u64::from(l.frame_back.unwrap());
+    // Thread 1 moves to other frames, thread 2's chain becomes a cycle: the sample fails after
+    // thread 1 was walked.
+    edit(&mut img, &live, |img| {
+        img.set_innermost(ts[0], other);
+        img.mem.write_u64(b + back, b);
+    });
+    assert!(w.sample_into(&mut raw).is_err());
+    edit(&mut img, &live, |img| {
+        img.set_innermost(ts[0], a);
+        img.mem.write_u64(b + back, 0);
+    });
+    w.sample_into(&mut raw).unwrap();
+    assert_eq!(
+        raw.threads[0].unchanged, 2,
+        "same frames as the last delivered sample"
+    );
+}
