@@ -159,6 +159,8 @@ struct Counted {
     /// Counting costs a sort and two allocations per read: it is switched off while CPU time
     /// is measured, and the counts come from a separate run of the same loop.
     counting: Cell<bool>,
+    /// The ranges of the last batched read while counting: replayed bare to measure the floor.
+    last_batch: std::cell::RefCell<Vec<(u64, usize)>>,
     calls: Cell<u64>,
     iovecs: Cell<u64>,
     bytes: Cell<u64>,
@@ -187,6 +189,7 @@ impl RemoteMemory for Counted {
         if !self.counting.get() {
             return self.inner.read_batch(reqs, buf);
         }
+        self.last_batch.replace(reqs.to_vec());
         // The same page rule as ProcessMemory::read_batch, to count the iovecs it sends.
         let mut sorted: Vec<(u64, u64)> = reqs
             .iter()
@@ -225,6 +228,7 @@ fn attach(pid: i32) -> Walker<Counted> {
     let mem = Counted {
         inner: mem,
         counting: Cell::new(true),
+        last_batch: Default::default(),
         calls: Cell::new(0),
         iovecs: Cell::new(0),
         bytes: Cell::new(0),
@@ -325,6 +329,9 @@ struct Measured {
     bytes: u64,
     frames_per_sample: f64,
     deepest: usize,
+    /// CPU µs of the sample's own `process_vm_readv` alone: the last batch of the counted
+    /// run, replayed with nothing else around it. What any reader of the same memory pays.
+    floor_us: f64,
 }
 
 impl Measured {
@@ -375,6 +382,17 @@ fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) 
     let wall = t0.elapsed();
     let cpu = thread_cpu() - c0;
     let user = thread_user() - u0;
+    let floor_us = {
+        let reqs = w.memory().last_batch.borrow().clone();
+        let mut buf = vec![0u8; reqs.iter().map(|r| r.1).sum()];
+        let k = (samples / 4).max(1);
+        let c0 = thread_cpu();
+        for _ in 0..k {
+            // A range may have been freed since: the cost is the same either way.
+            let _ = w.memory().inner.read_batch(&reqs, &mut buf);
+        }
+        (thread_cpu() - c0).as_secs_f64() * 1e6 / k as f64
+    };
     w.memory().counting.set(true);
     let scaled = |per: f64| (per * samples as f64).round() as u64;
     Measured {
@@ -388,6 +406,7 @@ fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) 
         bytes: scaled(counts.2),
         frames_per_sample: interner.frames as f64 / samples as f64,
         deepest: interner.deepest,
+        floor_us,
     }
 }
 
@@ -427,16 +446,18 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
         bytes: w.memory().bytes.get(),
         frames_per_sample: frames as f64 / n as f64,
         deepest,
+        floor_us: f64::NAN,
     }
 }
 
 fn print_row(what: &str, m: &Measured) {
     let per = |v: u64| v as f64 / m.samples as f64;
     println!(
-        "{what:<28} {:>9.0} {:>8.2} {:>7.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>6} {:>6}",
+        "{what:<28} {:>9.0} {:>8.2} {:>7.2} {:>8.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>6} {:>6}",
         m.rate(),
         m.cpu_us(),
         m.user.as_secs_f64() * 1e6 / m.samples as f64,
+        m.floor_us,
         per(m.reads),
         per(m.iovecs),
         per(m.bytes) / 1024.0,
@@ -450,11 +471,12 @@ fn throughput() {
     let n: u64 = env_u64("STROBE_BENCH_SAMPLES", 200_000);
     println!("strobe sampling benchmark: {n} samples per row, one sampling thread");
     println!(
-        "{:<28} {:>9} {:>8} {:>7} {:>6} {:>7} {:>8} {:>7} {:>6} {:>6}",
+        "{:<28} {:>9} {:>8} {:>7} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>6}",
         "target / API",
         "samples/s",
         "cpu µs",
         "user µs",
+        "read µs",
         "reads",
         "iovecs",
         "KiB",
