@@ -27,6 +27,8 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo bench -q --bench sampling --no-run 2>/dev/null
 BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
+cargo build -q --release --bin strobe
+STROBE_BIN="$CARGO_TARGET_DIR/release/strobe"
 
 TMP=$(mktemp -d)
 TARGET_PID=
@@ -52,10 +54,15 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
     "$PYSPY" record --pid "$TARGET_PID" --rate "$PYSPY_RATE" --duration "$SECS" --nonblocking \
     --format raw --output "$TMP/pyspy.txt" >"$TMP/pyspy.log" 2>&1 || true
 STROBE=$("$BENCH" attach "$TARGET_PID" "$SECS")
+# And the real command, end to end: sampler, aggregator and raw writer, start-up included.
+/usr/bin/time -f "%e %U %S" -o "$TMP/strobe.time" \
+    "$STROBE_BIN" record --pid "$TARGET_PID" --rate 1000000 --duration "$SECS" --format raw \
+    --output "$TMP/strobe.raw" >"$TMP/strobe.log" 2>&1
 
-python3 - "$TMP/pyspy.txt" "$TMP/pyspy.time" "$STROBE" "$SECS" <<'PYEOF'
-import sys
+python3 - "$TMP/pyspy.txt" "$TMP/pyspy.time" "$STROBE" "$SECS" "$TMP/strobe.log" "$TMP/strobe.time" <<'PYEOF'
+import re, sys
 raw, timing, strobe, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+rec_log, rec_timing = open(sys.argv[5]).read(), sys.argv[6]
 samples = 0
 for line in open(raw):
     stack, _, count = line.rstrip("\n").rpartition(" ")
@@ -71,6 +78,15 @@ s_rate, s_cpu_per = s_samples / s_wall, s_cpu / s_samples
 print(f"{'':8} {'samples':>10} {'wall s':>7} {'samples/s':>11} {'CPU µs/sample':>14}")
 print(f"{'py-spy':8} {samples:>10} {wall:>7.2f} {p_rate:>11.0f} {p_cpu * 1e6:>14.1f}")
 print(f"{'strobe':8} {s_samples:>10} {s_wall:>7.2f} {s_rate:>11.0f} {s_cpu_per * 1e6:>14.2f}")
-print(f"strobe/py-spy samples per second: {s_rate / p_rate:.0f}x")
-print(f"py-spy/strobe CPU per sample:     {p_cpu / s_cpu_per:.0f}x")
+m = re.search(r"recorded ([0-9.]+) s · ([0-9]+) samples", rec_log)
+if not m:
+    sys.exit("strobe record printed no summary:\n" + rec_log)
+r_secs, r_samples = float(m.group(1)), int(m.group(2))
+r_wall, r_user, r_system = map(float, open(rec_timing).read().split()[-3:])
+r_rate, r_cpu = r_samples / r_secs, (r_user + r_system) / r_samples
+print(f"{'record':8} {r_samples:>10} {r_secs:>7.2f} {r_rate:>11.0f} {r_cpu * 1e6:>14.2f}")
+print("(strobe: the benchmark's sampling loop; record: `strobe record --rate 1000000`, whole")
+print(" process CPU including start-up, aggregator and raw writer)")
+print(f"strobe/py-spy samples per second: {s_rate / p_rate:.0f}x (record: {r_rate / p_rate:.0f}x)")
+print(f"py-spy/strobe CPU per sample:     {p_cpu / s_cpu_per:.0f}x (record: {p_cpu / r_cpu:.0f}x)")
 PYEOF

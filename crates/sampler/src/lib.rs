@@ -61,7 +61,8 @@ pub struct SamplerConfig {
     /// Stop every thread of the target (ptrace) for the duration of each read.
     pub blocking: bool,
     /// Keep samples of threads the kernel reports as not running (they are flagged
-    /// [`strobe_aggregate::SampleFlags::IDLE`] either way).
+    /// [`strobe_aggregate::SampleFlags::IDLE`] either way). A thread holding the GIL is taken
+    /// as running without asking the kernel (CPython releases the GIL around blocking calls).
     pub include_idle: bool,
     /// Keep only the thread holding the GIL (ignored on free-threaded builds, which have none).
     pub gil_only: bool,
