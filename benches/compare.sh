@@ -19,7 +19,9 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 DEPTH=${DEPTH:-50}
 SECS=${SECS:-5}
 PYSPY_RATE=${PYSPY_RATE:-2000}
-PYSPY=${PYSPY:-$(command -v py-spy || ls /root/.pyenv/versions/*/bin/py-spy 2>/dev/null | head -1 || true)}
+# pyenv shims only work for the pyenv version that installed the tool: prefer the real binary.
+PYSPY=${PYSPY:-$(ls /root/.pyenv/versions/*/bin/py-spy 2>/dev/null | head -1 || true)}
+PYSPY=${PYSPY:-$(command -v py-spy || true)}
 if [[ -z "$PYSPY" || ! -x "$PYSPY" ]]; then
     echo "py-spy is not installed (pip install py-spy); nothing to compare" >&2
     exit 0
@@ -52,7 +54,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # py-spy first, then strobe, on the same target process.
 /usr/bin/time -f "%e %U %S" -o "$TMP/pyspy.time" \
     "$PYSPY" record --pid "$TARGET_PID" --rate "$PYSPY_RATE" --duration "$SECS" --nonblocking \
-    --format raw --output "$TMP/pyspy.txt" >"$TMP/pyspy.log" 2>&1 || true
+    --format raw --output "$TMP/pyspy.txt" >"$TMP/pyspy.log" 2>&1 || { cat "$TMP/pyspy.log" >&2; true; }
 STROBE=$("$BENCH" attach "$TARGET_PID" "$SECS")
 # And the real command, end to end: sampler, aggregator and raw writer, start-up included.
 /usr/bin/time -f "%e %U %S" -o "$TMP/strobe.time" \
@@ -78,10 +80,10 @@ s_rate, s_cpu_per = s_samples / s_wall, s_cpu / s_samples
 print(f"{'':8} {'samples':>10} {'wall s':>7} {'samples/s':>11} {'CPU µs/sample':>14}")
 print(f"{'py-spy':8} {samples:>10} {wall:>7.2f} {p_rate:>11.0f} {p_cpu * 1e6:>14.1f}")
 print(f"{'strobe':8} {s_samples:>10} {s_wall:>7.2f} {s_rate:>11.0f} {s_cpu_per * 1e6:>14.2f}")
-m = re.search(r"recorded ([0-9.]+) s · ([0-9]+) samples", rec_log)
+m = re.search(r"recorded ([0-9.,]+) s · ([0-9,]+) samples", rec_log)
 if not m:
     sys.exit("strobe record printed no summary:\n" + rec_log)
-r_secs, r_samples = float(m.group(1)), int(m.group(2))
+r_secs, r_samples = float(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))
 r_wall, r_user, r_system = map(float, open(rec_timing).read().split()[-3:])
 r_rate, r_cpu = r_samples / r_secs, (r_user + r_system) / r_samples
 print(f"{'record':8} {r_samples:>10} {r_secs:>7.2f} {r_rate:>11.0f} {r_cpu * 1e6:>14.2f}")
