@@ -383,6 +383,82 @@ pub(crate) struct Shapes {
     /// Bytes of a frame we decode: `iframe_size` (3.11+) or the frame object's prefix up to
     /// `f_lasti` (≤3.10).
     frame_len: Result<usize, WalkError>,
+    /// 3.11+: the interpreter-frame fields at offsets checked once against `frame_len`, for
+    /// the tight loop over frames inside a chunk copy (`None`: use the general path).
+    fast: Option<FastFrame>,
+}
+
+/// Where the fields of a `_PyInterpreterFrame` are, checked to lie within `len` bytes, so that
+/// decoding a frame inside a chunk copy is a handful of loads (the general path re-checks every
+/// offset per frame and builds errors naming each field).
+#[derive(Debug, Clone, Copy)]
+struct FastFrame {
+    len: usize,
+    previous: usize,
+    code: usize,
+    position: usize,
+    owner: Option<usize>,
+    tlbc_index: Option<usize>,
+    stackref_mask: u64,
+    owner_cstack: Option<u8>,
+    owner_interpreter: Option<u8>,
+}
+
+impl FastFrame {
+    fn new(l: &Layout, len: usize) -> Option<FastFrame> {
+        let within = |off: Option<u32>, width: usize| {
+            let off = off? as usize;
+            (off + width <= len).then_some(off)
+        };
+        let owner = match l.iframe_owner {
+            Some(_) => Some(within(l.iframe_owner, 1)?),
+            None => None,
+        };
+        let tlbc_index = match l.iframe_tlbc_index {
+            Some(_) => Some(within(l.iframe_tlbc_index, 4)?),
+            None => None,
+        };
+        Some(FastFrame {
+            len,
+            previous: within(l.iframe_previous, 8)?,
+            code: within(l.iframe_code, 8)?,
+            position: within(l.iframe_instr_ptr, 8)?,
+            owner,
+            tlbc_index,
+            stackref_mask: l.stackref_mask,
+            owner_cstack: l.owner_cstack,
+            owner_interpreter: l.owner_interpreter,
+        })
+    }
+
+    /// The fields of the frame whose copy is `f` (`len` bytes); the same values
+    /// [`decode_iframe`] gives.
+    #[inline]
+    fn decode(&self, f: &[u8]) -> Option<FrameFields> {
+        let f = f.get(..self.len)?;
+        Some(FrameFields {
+            previous: le::u64_at(f, self.previous)?,
+            code: le::u64_at(f, self.code)? & self.stackref_mask,
+            position: le::u64_at(f, self.position)? as i64,
+            owner: match self.owner {
+                Some(o) => Some(*f.get(o)?),
+                None => None,
+            },
+            tlbc_index: match self.tlbc_index {
+                Some(o) => le::i32_at(f, o)?,
+                None => 0,
+            },
+        })
+    }
+
+    /// Frames owned by the C stack or the interpreter are not Python frames
+    /// (Include/internal/pycore_frame.h `_frameowner`).
+    #[inline]
+    fn is_python(&self, fields: &FrameFields) -> bool {
+        let shim = fields.owner.is_some()
+            && (fields.owner == self.owner_cstack || fields.owner == self.owner_interpreter);
+        !shim && fields.code != 0
+    }
 }
 
 impl Shapes {
@@ -424,11 +500,16 @@ impl Shapes {
                 need(l.iframe_size, "interpreter frame size").and_then(|n| struct_len(n, "frame"))
             }
         };
+        let fast = match (&frame_len, l.frame_model) {
+            (Ok(len), FrameModel::CFrame311 | FrameModel::Direct313) => FastFrame::new(l, *len),
+            _ => None,
+        };
         Shapes {
             interp,
             tstate,
             gil,
             frame_len,
+            fast,
         }
     }
 }
@@ -940,6 +1021,7 @@ impl<M: RemoteMemory> Walker<M> {
         let l = &self.layout;
         let objects = l.frame_model == FrameModel::FrameObject;
         let size = self.shapes.frame_len.clone()?;
+        let fast = self.shapes.fast;
         let s = &mut self.scratch;
         s.raw.clear();
         s.regions.clear();
@@ -953,6 +1035,45 @@ impl<M: RemoteMemory> Walker<M> {
         let mut truncated = false;
         let mut addr = innermost;
         while addr != 0 {
+            // The common case on 3.11+: a run of frames inside the chunk copy we are in, decoded
+            // in a tight loop. It stops at the first frame outside that copy (or at the depth
+            // limit), which the general path below then handles.
+            if let (Some(ff), Some(&sp)) = (fast, s.spans[spans.clone()].get(hint)) {
+                if sp.chunk {
+                    let mut end_max = 0u64;
+                    while addr != 0 && s.raw.len() < MAX_DEPTH {
+                        let rel = addr.wrapping_sub(sp.addr);
+                        if rel.saturating_add(size as u64) > sp.len as u64 {
+                            break;
+                        }
+                        let start = sp.off + rel as usize;
+                        let Some(fields) = s.batch.buf.get(start..).and_then(|f| ff.decode(f))
+                        else {
+                            break;
+                        };
+                        steps += 1;
+                        if steps > MAX_FRAME_STEPS || cycle.step(addr) {
+                            return Err(WalkError::Unbounded {
+                                what: "frame",
+                                limit: MAX_DEPTH,
+                            });
+                        }
+                        end_max = end_max.max(addr + size as u64);
+                        if ff.is_python(&fields) {
+                            s.raw.push(Seen {
+                                frame: addr,
+                                fields,
+                                resolved: None,
+                            });
+                        }
+                        addr = fields.previous;
+                    }
+                    if end_max != 0 {
+                        note_chunk_use(l, &s.batch, &mut s.usage, &sp, end_max);
+                        continue;
+                    }
+                }
+            }
             if s.raw.len() >= MAX_DEPTH {
                 truncated = true;
                 break;
