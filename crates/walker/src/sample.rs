@@ -400,8 +400,9 @@ struct FastFrame {
     owner: Option<usize>,
     tlbc_index: Option<usize>,
     stackref_mask: u64,
-    owner_cstack: Option<u8>,
-    owner_interpreter: Option<u8>,
+    /// `FRAME_OWNED_BY_CSTACK` / `FRAME_OWNED_BY_INTERPRETER`, or 256 (matches no byte).
+    owner_cstack: u16,
+    owner_interpreter: u16,
 }
 
 impl FastFrame {
@@ -426,8 +427,8 @@ impl FastFrame {
             owner,
             tlbc_index,
             stackref_mask: l.stackref_mask,
-            owner_cstack: l.owner_cstack,
-            owner_interpreter: l.owner_interpreter,
+            owner_cstack: l.owner_cstack.map_or(256, u16::from),
+            owner_interpreter: l.owner_interpreter.map_or(256, u16::from),
         })
     }
 
@@ -455,9 +456,8 @@ impl FastFrame {
     /// (Include/internal/pycore_frame.h `_frameowner`).
     #[inline]
     fn is_python(&self, fields: &FrameFields) -> bool {
-        let shim = fields.owner.is_some()
-            && (fields.owner == self.owner_cstack || fields.owner == self.owner_interpreter);
-        !shim && fields.code != 0
+        let owner = fields.owner.map_or(256, u16::from);
+        owner != self.owner_cstack && owner != self.owner_interpreter && fields.code != 0
     }
 }
 
