@@ -203,7 +203,15 @@ struct Region {
     len: usize,
     /// A data-stack chunk (the range starts at its header) rather than one frame.
     chunk: bool,
+    /// Samples in a row this frame's range was copied without a frame being found in it.
+    age: u8,
 }
+
+/// A frame's range is still copied for this many samples after its frame was last seen: a
+/// frame that comes and goes (a leaf function called in a loop, whose frame object or C-stack
+/// entry frame is reused at the same address) is then found in the copy instead of costing a
+/// second read every time it reappears.
+const REGION_KEEP_SAMPLES: u8 = 8;
 
 /// A frame as walked, and what it resolved to.
 #[derive(Debug, Clone, Copy)]
@@ -535,6 +543,8 @@ pub(crate) struct Scratch {
     copies: Vec<Span>,
     /// Chunks that may still be copied.
     pending: Vec<PendingChunk>,
+    /// Per speculative copy of the thread being walked: whether a frame was found in it.
+    used: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -551,6 +561,7 @@ struct Span {
     len: usize,
     off: usize,
     chunk: bool,
+    age: u8,
 }
 
 impl Span {
@@ -794,6 +805,7 @@ impl<M: RemoteMemory> Walker<M> {
                     len: r.len,
                     off,
                     chunk: r.chunk,
+                    age: r.age,
                 });
             }
             s.thread_at.push(ThreadAt {
@@ -1028,6 +1040,8 @@ impl<M: RemoteMemory> Walker<M> {
         s.usage.clear();
         s.copies.clear();
         s.pending.clear();
+        s.used.clear();
+        s.used.resize(spans.len(), false);
         let mut seeded = false;
         let mut hint = 0usize;
         let mut cycle = Cycle::new();
@@ -1101,10 +1115,14 @@ impl<M: RemoteMemory> Walker<M> {
                     note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
                 } else {
                     hint = k + 1;
+                    if let Some(u) = s.used.get_mut(k) {
+                        *u = true;
+                    }
                     s.regions.push(Region {
                         addr,
                         len: size,
                         chunk: false,
+                        age: 0,
                     });
                 }
                 sp.off + (addr - sp.addr) as usize
@@ -1135,6 +1153,7 @@ impl<M: RemoteMemory> Walker<M> {
                             addr,
                             len: size,
                             chunk: false,
+                            age: 0,
                         });
                         off
                     }
@@ -1159,6 +1178,17 @@ impl<M: RemoteMemory> Walker<M> {
             }
             addr = fields.previous;
         }
+        for (k, sp) in s.spans[spans.clone()].iter().enumerate() {
+            let used = s.used.get(k).copied().unwrap_or(true);
+            if !sp.chunk && !used && sp.age < REGION_KEEP_SAMPLES {
+                s.regions.push(Region {
+                    addr: sp.addr,
+                    len: sp.len,
+                    chunk: false,
+                    age: sp.age + 1,
+                });
+            }
+        }
         for u in &s.usage {
             let needed = u.end - u.base;
             let mut len = needed.saturating_add(CHUNK_SLACK);
@@ -1172,6 +1202,7 @@ impl<M: RemoteMemory> Walker<M> {
                 addr: u.base,
                 len: len as usize,
                 chunk: true,
+                age: 0,
             });
         }
         Ok(truncated)
@@ -1301,5 +1332,6 @@ fn copy_chunk<M: RemoteMemory>(
         len,
         off,
         chunk: true,
+        age: 0,
     })
 }

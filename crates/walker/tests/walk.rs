@@ -1671,3 +1671,51 @@ fn unchanged_counts_against_the_last_delivered_sample() {
         "same frames as the last delivered sample"
     );
 }
+
+/// A leaf frame that comes and goes (a function called in a loop) keeps its range in the
+/// speculative copy for a while after it left, so that its return costs no second read.
+#[test]
+fn a_frame_that_comes_and_goes_stays_in_the_batched_read() {
+    for l in [l27(), l310()] {
+        let mut img = Image::new(l);
+        let codes: Vec<u64> = (0..10)
+            .map(|i| img.code(&format!("h{i}"), "/leaf.py", 10 * i + 1, 8))
+            .collect();
+        let stack: Vec<(u64, i64)> = codes[..9].iter().map(|&c| (c, 2)).collect();
+        let inner = img.frame_objects(&stack);
+        // The leaf's frame object, reused at the same address by every call (CPython keeps a
+        // zombie frame per code object).
+        let leaf = img.frame_objects(&[(codes[9], 1)]);
+        img.mem
+            .write_u64(leaf + u64::from(l.frame_back.unwrap()), inner);
+        let interp = img.interp(0);
+        let t = img.threads(interp, &[(0x5, 1, inner)])[0];
+        let roots = img.roots(&[interp]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        for round in 0..24 {
+            let now = if round % 2 == 0 { leaf } else { inner };
+            edit(&mut img, &live, |img| img.set_innermost(t, now));
+            live.take_counts();
+            w.sample_into(&mut raw).unwrap();
+            let counts = live.take_counts();
+            assert_eq!(raw.frames.len(), if round % 2 == 0 { 10 } else { 9 });
+            if round >= 2 {
+                assert_eq!(counts, (1, 0), "{:?} round {round}: one read", l.version);
+            }
+        }
+        // Gone for longer than it is kept: its range is dropped, and a return costs one read.
+        for _ in 0..12 {
+            w.sample_into(&mut raw).unwrap();
+        }
+        edit(&mut img, &live, |img| img.set_innermost(t, leaf));
+        live.take_counts();
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(
+            live.take_counts(),
+            (1, 1),
+            "{:?}: dropped after a while",
+            l.version
+        );
+    }
+}
