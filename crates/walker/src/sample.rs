@@ -1054,34 +1054,15 @@ impl<M: RemoteMemory> Walker<M> {
             // limit), which the general path below then handles.
             if let (Some(ff), Some(&sp)) = (fast, s.spans[spans.clone()].get(hint)) {
                 if sp.chunk {
-                    let mut end_max = 0u64;
-                    while addr != 0 && s.raw.len() < MAX_DEPTH {
-                        let rel = addr.wrapping_sub(sp.addr);
-                        if rel.saturating_add(size as u64) > sp.len as u64 {
-                            break;
-                        }
-                        let start = sp.off + rel as usize;
-                        let Some(fields) = s.batch.buf.get(start..).and_then(|f| ff.decode(f))
-                        else {
-                            break;
-                        };
-                        steps += 1;
-                        if steps > MAX_FRAME_STEPS || cycle.step(addr) {
-                            return Err(WalkError::Unbounded {
-                                what: "frame",
-                                limit: MAX_DEPTH,
-                            });
-                        }
-                        end_max = end_max.max(addr + size as u64);
-                        if ff.is_python(&fields) {
-                            s.raw.push(Seen {
-                                frame: addr,
-                                fields,
-                                resolved: None,
-                            });
-                        }
-                        addr = fields.previous;
-                    }
+                    let end_max = fast_run(
+                        &ff,
+                        &s.batch.buf,
+                        &sp,
+                        &mut addr,
+                        &mut s.raw,
+                        &mut steps,
+                        &mut cycle,
+                    )?;
                     if end_max != 0 {
                         note_chunk_use(l, &s.batch, &mut s.usage, &sp, end_max);
                         continue;
@@ -1207,6 +1188,54 @@ impl<M: RemoteMemory> Walker<M> {
         }
         Ok(truncated)
     }
+}
+
+/// The frames of one thread's chain that lie in the chunk copy `sp`, from `*addr` on, decoded in
+/// a tight loop: stops at the first frame outside the copy, at a null `previous`, or at the
+/// depth limit, leaving `*addr` at the frame not taken. Returns the end of the highest frame
+/// taken (0: none). A separate function so that its slices and vectors are distinct
+/// parameters, which lets the compiler keep their lengths and pointers in registers.
+#[allow(clippy::too_many_arguments)]
+fn fast_run(
+    ff: &FastFrame,
+    buf: &[u8],
+    sp: &Span,
+    addr: &mut u64,
+    raw: &mut Vec<Seen>,
+    steps: &mut usize,
+    cycle: &mut Cycle,
+) -> Result<u64, WalkError> {
+    let size = ff.len as u64;
+    let mut end_max = 0u64;
+    let mut at = *addr;
+    while at != 0 && raw.len() < MAX_DEPTH {
+        let rel = at.wrapping_sub(sp.addr);
+        if rel.saturating_add(size) > sp.len as u64 {
+            break;
+        }
+        let Some(fields) = buf.get(sp.off + rel as usize..).and_then(|f| ff.decode(f)) else {
+            break;
+        };
+        *steps += 1;
+        if *steps > MAX_FRAME_STEPS || cycle.step(at) {
+            *addr = at;
+            return Err(WalkError::Unbounded {
+                what: "frame",
+                limit: MAX_DEPTH,
+            });
+        }
+        end_max = end_max.max(at + size);
+        if ff.is_python(&fields) {
+            raw.push(Seen {
+                frame: at,
+                fields,
+                resolved: None,
+            });
+        }
+        at = fields.previous;
+    }
+    *addr = at;
+    Ok(end_max)
 }
 
 /// Record that a frame ending at `end` was found in the chunk copy `sp`.
