@@ -26,42 +26,25 @@ if [[ -z "$PYSPY" || ! -x "$PYSPY" ]]; then
     echo "py-spy is not installed (pip install py-spy); nothing to compare" >&2
     exit 0
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo bench -q --bench sampling --no-run 2>/dev/null
-BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
-cargo build -q --release --bin strobe
-STROBE_BIN="$CARGO_TARGET_DIR/release/strobe"
-
-TMP=$(mktemp -d)
-TARGET_PID=
-cleanup() {
-    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-"$BENCH" script >"$TMP/target.py"
-mkfifo "$TMP/out"
-"$PY" "$TMP/target.py" "$DEPTH" 3600 >"$TMP/out" &
-TARGET_PID=$!
-exec 3<"$TMP/out"
-read -r ready <&3
-[[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_setup
+start_target "$PY" "$DEPTH"
 
 echo "target: $PY, ${DEPTH}-frame stack, pid $TARGET_PID; ${SECS} s per sampler"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine_line
 
 # py-spy first, then strobe, on the same target process.
 /usr/bin/time -f "%e %U %S" -o "$TMP/pyspy.time" \
     "$PYSPY" record --pid "$TARGET_PID" --rate "$PYSPY_RATE" --duration "$SECS" --nonblocking \
     --format raw --output "$TMP/pyspy.txt" >"$TMP/pyspy.log" 2>&1 || { cat "$TMP/pyspy.log" >&2; true; }
-STROBE=$("$BENCH" attach "$TARGET_PID" "$SECS")
+LOOP=$("$BENCH" attach "$TARGET_PID" "$SECS")
 # And the real command, end to end: sampler, aggregator and raw writer, start-up included.
 /usr/bin/time -f "%e %U %S" -o "$TMP/strobe.time" \
-    "$STROBE_BIN" record --pid "$TARGET_PID" --rate 1000000 --duration "$SECS" --format raw \
+    "$STROBE" record --pid "$TARGET_PID" --rate 1000000 --duration "$SECS" --format raw \
     --output "$TMP/strobe.raw" >"$TMP/strobe.log" 2>&1
 
-python3 - "$TMP/pyspy.txt" "$TMP/pyspy.time" "$STROBE" "$SECS" "$TMP/strobe.log" "$TMP/strobe.time" <<'PYEOF'
+python3 - "$TMP/pyspy.txt" "$TMP/pyspy.time" "$LOOP" "$SECS" "$TMP/strobe.log" "$TMP/strobe.time" <<'PYEOF'
 import re, sys
 raw, timing, strobe, secs = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 rec_log, rec_timing = open(sys.argv[5]).read(), sys.argv[6]

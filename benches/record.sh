@@ -24,38 +24,19 @@ VERSIONS=${VERSIONS:-"3.11.7 3.12.1 3.13.0"}
 DEPTHS=${DEPTHS:-"50 200"}
 RATES=${RATES:-"1000000 100"}
 SECS=${SECS:-5}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [[ -z "${STROBE:-}" ]]; then
-    cargo build -q --release --bin strobe
-    STROBE="$CARGO_TARGET_DIR/release/strobe"
-fi
-cargo bench -q --bench sampling --no-run 2>/dev/null
-BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
-
-TMP=$(mktemp -d)
-TARGET_PID=
-cleanup() {
-    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-"$BENCH" script >"$TMP/target.py"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_setup
 
 echo "strobe: $STROBE; ${SECS} s per run"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine_line
 printf '%-8s %6s %8s %10s %11s %14s %14s\n' python depth rate samples samples/s \
     "sampler µs/s." "process µs/s."
 for version in $VERSIONS; do
     PY=$(ls /root/.pyenv/versions/"$version"/bin/python3.[0-9]* 2>/dev/null | grep -v config | head -1)
     [[ -x "$PY" ]] || { echo "no interpreter for $version" >&2; exit 1; }
     for depth in $DEPTHS; do
-        rm -f "$TMP/out"
-        mkfifo "$TMP/out"
-        "$PY" "$TMP/target.py" "$depth" 3600 >"$TMP/out" &
-        TARGET_PID=$!
-        exec 3<"$TMP/out"
-        read -r ready <&3
-        [[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+        start_target "$PY" "$depth"
         for rate in $RATES; do
             /usr/bin/time -f "%U %S" -o "$TMP/time" "$STROBE" record --pid "$TARGET_PID" \
                 --rate "$rate" --duration "$SECS" -o "$TMP/x.raw" 2>"$TMP/log" >/dev/null || {
