@@ -8,10 +8,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use strobe_testkit::Ready;
 
 use strobe_locate::locate;
 use strobe_locate::rootfs::{resolve_in_root, MAX_SYMLINKS};
@@ -115,7 +115,7 @@ fn link_loops_end_with_eloop() {
 }
 
 /// A Python running in the sid chroot, waiting on stdin; killed when dropped.
-struct Chrooted(Child);
+struct Chrooted(Ready);
 
 impl Chrooted {
     fn start(exe: &str) -> Chrooted {
@@ -123,34 +123,21 @@ impl Chrooted {
             Path::new(SID).join("usr/bin").join(exe).exists(),
             "{SID}/usr/bin/{exe} is missing: run .ci/provision.sh"
         );
-        let mut child = Command::new("chroot")
-            .args([
-                SID,
-                exe,
-                "-c",
-                "import sys\nprint('READY', flush=True)\nsys.stdin.read()",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY", "{exe} did not start");
-        Chrooted(child)
+        Chrooted(Ready::start(
+            Command::new("chroot")
+                .args([
+                    SID,
+                    exe,
+                    "-c",
+                    "import sys\nprint('READY', flush=True)\nsys.stdin.read()",
+                ])
+                .stdin(Stdio::piped()),
+            exe,
+        ))
     }
 
     fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-}
-
-impl Drop for Chrooted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.pid()
     }
 }
 

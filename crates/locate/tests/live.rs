@@ -7,11 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use strobe_locate::{locate, LocateError, VersionSource};
 use strobe_remote::{ProcessMemory, RemoteMemory};
+use strobe_testkit::Ready;
 
 const SID: &str = "/var/cache/strobe/sid";
 
@@ -26,7 +26,7 @@ sys.stdin.read()
 "#;
 
 struct Target {
-    child: Child,
+    process: Ready,
     hexversion: u64,
     debug: bool,
     root_addr: u64,
@@ -34,27 +34,16 @@ struct Target {
 
 impl Target {
     fn spawn(mut cmd: Command) -> Target {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut info = None;
-        loop {
-            let mut line = String::new();
-            assert_ne!(out.read_line(&mut line).unwrap(), 0, "{cmd:?} died early");
-            if line.trim() == "READY" {
-                break;
-            }
-            if let Some(rest) = line.trim().strip_prefix("INFO ") {
-                let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
-                info = Some((f[0], f[1] == 1, f[2]));
-            }
-        }
+        let what = format!("{cmd:?}");
+        let process = Ready::start(cmd.stdin(Stdio::piped()), &what);
+        let info = process.preamble.iter().find_map(|line| {
+            let rest = line.trim().strip_prefix("INFO ")?;
+            let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
+            Some((f[0], f[1] == 1, f[2]))
+        });
         let (hexversion, debug, root_addr) = info.expect("no INFO line");
         Target {
-            child,
+            process,
             hexversion,
             debug,
             root_addr,
@@ -75,14 +64,7 @@ impl Target {
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
 

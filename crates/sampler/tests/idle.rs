@@ -8,10 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
+use strobe_testkit::Ready;
 
 use strobe_aggregate::SampleFlags;
 use strobe_sampler::{start, SamplerConfig, Target};
@@ -53,20 +52,7 @@ def main():
 main()
 "#;
 
-struct Victim {
-    child: Child,
-    _script: PathBuf,
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self._script);
-    }
-}
-
-fn launch(version: &str) -> Victim {
+fn launch(version: &str) -> Ready {
     let bin = Path::new("/root/.pyenv/versions").join(version).join("bin");
     let minor: Vec<&str> = version.split('.').take(2).collect();
     let python = bin.join(format!("python{}", minor.join(".")));
@@ -75,24 +61,7 @@ fn launch(version: &str) -> Victim {
         "{} is required for this test and missing",
         python.display()
     );
-    let script =
-        std::env::temp_dir().join(format!("strobe-idle-{}-{version}.py", std::process::id()));
-    std::fs::write(&script, SCRIPT).unwrap();
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let victim = Victim {
-        child,
-        _script: script,
-    };
-    assert_eq!(line.trim(), "READY", "{version}: the target said {line:?}");
-    victim
+    Ready::python_script(python.to_str().unwrap(), "idle", SCRIPT, &[])
 }
 
 /// Per recorded sample: (innermost function, flags).
@@ -122,7 +91,7 @@ fn record(pid: i32, include_idle: bool, blocking: bool) -> Vec<(String, SampleFl
 
 fn check(version: &str) {
     let victim = launch(version);
-    let pid = victim.child.id() as i32;
+    let pid = victim.pid();
 
     let hidden = record(pid, false, false);
     assert!(!hidden.is_empty(), "{version}: nothing recorded");

@@ -2,8 +2,12 @@
 //!
 //! [`ImageMemory`] is a sparse synthetic address space implementing `RemoteMemory`: tests lay
 //! out CPython structures in it exactly as a header says, then run the real walker over it.
+//! [`Ready`] starts a real target process and waits for its `READY` line.
 
 #![warn(missing_docs)]
+
+mod ready;
+pub use ready::Ready;
 
 use std::collections::BTreeMap;
 use strobe_remote::{MemError, RemoteMemory};

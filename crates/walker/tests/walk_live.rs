@@ -7,12 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use strobe_python_abi::{layout_for, Flavour, Layout, Version};
 use strobe_remote::{Freeze, ProcessMemory};
+use strobe_testkit::Ready;
 use strobe_walker::{RawSample, Roots, ThreadStack, Walker};
 
 /// The target. Each statement that must not move once READY is printed shares one line with
@@ -47,16 +47,6 @@ fn mark_line(mark: &str) -> i32 {
         .position(|l| l.ends_with(&format!("# MARK {mark}")))
         .map(|i| i as i32 + 1)
         .unwrap()
-}
-
-/// Kills the target however the test ends.
-struct Target(Child);
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn pyenv(version: &str) -> PathBuf {
@@ -178,23 +168,16 @@ fn sid_launch(exe: &str, debug_build: bool) -> Launch {
 fn check_live(launch: Launch) {
     let version = launch.name.as_str();
     std::fs::write(&launch.script_host, SCRIPT).unwrap();
-    let mut target = Target(
+    let target = Ready::start(
         Command::new(&launch.argv[0])
             .args(&launch.argv[1..])
             .arg(&launch.script_target)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::inherit()),
+        version,
     );
-    let pid = target.0.id();
-    let mut line = String::new();
-    BufReader::new(target.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let fields: Vec<u64> = line
-        .strip_prefix("READY ")
-        .unwrap_or_else(|| panic!("{version}: target said {line:?}"))
+    let pid = target.pid() as u32;
+    let fields: Vec<u64> = target
+        .said
         .split_whitespace()
         .map(|s| s.parse().unwrap())
         .collect();
@@ -464,20 +447,13 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
     ));
     launch.script_target = launch.script_host.to_string_lossy().into_owned();
     std::fs::write(&launch.script_host, CHURN).unwrap();
-    let mut target = Target(
+    let target = Ready::start(
         Command::new(&launch.argv[0])
             .arg(&launch.script_target)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::inherit()),
+        version,
     );
-    let pid = target.0.id();
-    let mut line = String::new();
-    BufReader::new(target.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "READY", "{version}: target said {line:?}");
+    let pid = target.pid() as u32;
     let mem = ProcessMemory::new(pid as i32);
     let bias = load_bias(pid, &launch.elf);
     let runtime = bias + symbol(&launch.elf, "_PyRuntime", true);

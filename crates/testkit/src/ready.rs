@@ -1,0 +1,98 @@
+//! Target processes for live tests: started, waited for until they print `READY`, and killed
+//! and reaped however the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+/// A process started by [`Ready::start`]; killed and reaped (and its script file, if any,
+/// removed) when dropped.
+#[derive(Debug)]
+pub struct Ready {
+    /// The process. Its stdout has been taken: see [`Ready::stdout`].
+    pub child: Child,
+    /// The rest of its output, after the `READY` line.
+    pub stdout: BufReader<ChildStdout>,
+    /// Lines it printed before `READY`.
+    pub preamble: Vec<String>,
+    /// What followed `READY ` on its line (targets may report addresses there).
+    pub said: String,
+    script: Option<PathBuf>,
+}
+
+impl Ready {
+    /// Start `cmd` with stdout piped and read its output up to the line `READY` or
+    /// `READY <words>` (targets announce that they are set up; tests synchronise on it, never
+    /// on sleeps). Panics with `what` and what the process said if it ends before that.
+    pub fn start(cmd: &mut Command, what: &str) -> Ready {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let out = child.stdout.take();
+        let mut ready = Ready {
+            child,
+            stdout: BufReader::new(out.unwrap_or_else(|| panic!("{what}: no stdout"))),
+            preamble: Vec::new(),
+            said: String::new(),
+            script: None,
+        };
+        loop {
+            let mut line = String::new();
+            match ready.stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => panic!(
+                    "{what} ended before READY; it printed: {:?}",
+                    ready.preamble
+                ),
+                Ok(_) => {
+                    let line = line.trim_end();
+                    if line == "READY" {
+                        return ready;
+                    }
+                    if let Some(rest) = line.strip_prefix("READY ") {
+                        ready.said = rest.to_string();
+                        return ready;
+                    }
+                    ready.preamble.push(line.to_string());
+                }
+            }
+        }
+    }
+
+    /// Write `source` to a fresh file named after `name` in the temporary directory and start
+    /// `python` on it with `args`, as [`Ready::start`]; the file is removed on drop.
+    pub fn python_script(python: &str, name: &str, source: &str, args: &[&str]) -> Ready {
+        let script = std::env::temp_dir().join(format!(
+            "strobe-{name}-{}-{}.py",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::write(&script, source)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", script.display()));
+        let mut ready = Ready::start(Command::new(python).arg(&script).args(args), name);
+        ready.script = Some(script);
+        ready
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(script) = &self.script {
+            let _ = std::fs::remove_file(script);
+        }
+    }
+}
+
+/// A number no other call in this process returns, for file names.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
