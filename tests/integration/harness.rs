@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
@@ -16,11 +16,150 @@ pub const SID: &str = "/var/cache/strobe/sid";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT_NAME: &str = "tärget_ü.py";
 
-/// The source of the target script.
-pub fn script_source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/targets")
-        .join(SCRIPT_NAME)
+/// `tests/targets`.
+pub fn targets_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets")
+}
+
+/// A target script copied where the interpreter can reach it.
+pub struct Script {
+    /// Path from here.
+    pub here: PathBuf,
+    /// Path as the target sees it (its `co_filename`).
+    pub in_target: String,
+    /// The command line that runs it (without its arguments).
+    pub command: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Script {
+    /// `tests/targets/NAME`, copied into a fresh directory the interpreter can reach (inside
+    /// the chroot for sid interpreters).
+    pub fn new(interp: &Interp, name: &str) -> Script {
+        Script::with_files(interp, name, &[])
+    }
+
+    /// Same, with more files from `tests/targets` copied beside it (modules it imports).
+    pub fn with_files(interp: &Interp, name: &str, extra: &[&str]) -> Script {
+        let script = Script::place(interp, name);
+        for f in extra {
+            std::fs::copy(targets_dir().join(f), script.here.with_file_name(f)).unwrap();
+        }
+        script
+    }
+
+    /// A command running the script with the environment targets get (see
+    /// [`target_command`]), stdin and stdout piped; arguments may be added.
+    pub fn command(&self) -> Command {
+        let mut cmd = target_command(&self.command[0]);
+        cmd.args(&self.command[1..]);
+        cmd
+    }
+
+    fn place(interp: &Interp, name: &str) -> Script {
+        interp.require();
+        let src = targets_dir().join(name);
+        match interp {
+            Interp::Host(python) => {
+                let dir = TempDir::new();
+                let here = dir.path().join(name);
+                std::fs::copy(&src, &here).unwrap();
+                let in_target = here.to_str().unwrap().to_string();
+                Script {
+                    command: vec![python.to_str().unwrap().into(), in_target.clone()],
+                    here,
+                    in_target,
+                    _dir: dir,
+                }
+            }
+            Interp::Sid(python) => {
+                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
+                let here = dir.path().join(name);
+                std::fs::copy(&src, &here).unwrap();
+                let in_target = format!(
+                    "/tmp/{}/{name}",
+                    dir.path().file_name().unwrap().to_str().unwrap()
+                );
+                Script {
+                    command: vec![
+                        "chroot".into(),
+                        SID.into(),
+                        (*python).into(),
+                        in_target.clone(),
+                    ],
+                    here,
+                    in_target,
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// Line numbers of the `# @line:NAME` markers.
+    pub fn lines(&self) -> HashMap<String, u32> {
+        let text = std::fs::read_to_string(&self.here).unwrap();
+        let mut out = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if let Some(pos) = line.find("# @line:") {
+                out.insert(line[pos + 8..].trim().to_string(), i as u32 + 1);
+            }
+        }
+        out
+    }
+
+    /// `function (file:line)` for marker `mark`.
+    pub fn label(&self, function: &str, mark: &str) -> String {
+        format!("{function} ({}:{})", self.in_target, self.lines()[mark])
+    }
+}
+
+/// A target started by [`Announced::start`]: it prints `READY <pid>` (its own pid: the child
+/// may be `chroot` or `runuser` in front of it). Its stdin closing ends it; killed and reaped
+/// on drop.
+pub struct Announced {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+    pub pid: i32,
+}
+
+impl Announced {
+    /// Start `cmd` (stdin and stdout piped) and wait for its `READY <pid>` line. A target that
+    /// dies first ends the read with EOF, so this never hangs on it.
+    pub fn start(cmd: &mut Command) -> Announced {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("could not start the target");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the target did not start: {line:?}"));
+        Announced {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Close its stdin: the target winds down and exits by itself.
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The strobe binary under test.
@@ -126,7 +265,7 @@ pub struct Target {
     pub script_in_target: String,
     /// The script's path from here (to read its markers).
     pub script_here: PathBuf,
-    _dir: TempDir,
+    _script: Script,
 }
 
 /// Environment for targets: a UTF-8 locale (3.6 otherwise decodes the non-ASCII file name
@@ -155,43 +294,18 @@ impl Target {
 
     /// Same, optionally as another user (via `runuser`; only for host interpreters).
     pub fn start_as(interp: &Interp, user: Option<&str>) -> Target {
-        interp.require();
-        let (dir, script_here, script_in_target, mut cmd) = match interp {
-            Interp::Host(python) => {
-                let dir = TempDir::new();
-                let script = dir.path().join(SCRIPT_NAME);
-                std::fs::copy(script_source(), &script).unwrap();
-                let script_str = script.to_str().unwrap().to_string();
-                let cmd = match user {
-                    Some(user) => {
-                        let mut c = target_command("runuser");
-                        c.args(["-u", user, "--"]).arg(python).arg(&script_str);
-                        c
-                    }
-                    None => {
-                        let mut c = target_command(python.to_str().unwrap());
-                        c.arg(&script_str);
-                        c
-                    }
-                };
-                (dir, script, script_str, cmd)
-            }
-            Interp::Sid(name) => {
+        let script = Script::new(interp, SCRIPT_NAME);
+        let mut cmd = match user {
+            Some(user) => {
                 assert!(
-                    user.is_none(),
+                    matches!(interp, Interp::Host(_)),
                     "runuser is only used with host interpreters"
                 );
-                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
-                let script = dir.path().join(SCRIPT_NAME);
-                std::fs::copy(script_source(), &script).unwrap();
-                let inside = format!(
-                    "/tmp/{}/{SCRIPT_NAME}",
-                    dir.path().file_name().unwrap().to_str().unwrap()
-                );
-                let mut c = target_command("chroot");
-                c.arg(SID).arg(name).arg(&inside);
-                (dir, script, inside, c)
+                let mut c = target_command("runuser");
+                c.args(["-u", user, "--"]).args(&script.command);
+                c
             }
+            None => script.command(),
         };
         let mut child = cmd.spawn().expect("could not start the target");
         let stdout = child.stdout.take().unwrap();
@@ -215,9 +329,9 @@ impl Target {
                 depth: 0,
                 threads: vec![],
             },
-            script_in_target,
-            script_here,
-            _dir: dir,
+            script_in_target: script.in_target.clone(),
+            script_here: script.here.clone(),
+            _script: script,
         };
         let ready = target.next_line();
         assert_eq!(ready, "READY", "the target did not start as expected");

@@ -5,83 +5,14 @@
 //! script's `# @line:` markers predict; and an attached process (the dump target, every thread
 //! blocked on a known line) recorded with `--idle`, checked the same way.
 
-use crate::harness::{expected_stack, markers, strobe_bin, Interp, Target, TempDir, SID};
+use crate::harness::{expected_stack, markers, strobe_bin, Interp, Target, TempDir};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
-/// A target script copied where the interpreter can reach it.
-pub struct Script {
-    /// Path from here.
-    pub here: PathBuf,
-    /// Path as the target sees it (its `co_filename`).
-    pub in_target: String,
-    /// The command line that runs it (without its arguments).
-    pub command: Vec<String>,
-    _dir: TempDir,
-}
-
-impl Script {
-    pub fn new(interp: &Interp, name: &str) -> Script {
-        interp.require();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/targets")
-            .join(name);
-        match interp {
-            Interp::Host(python) => {
-                let dir = TempDir::new();
-                let here = dir.path().join(name);
-                std::fs::copy(&src, &here).unwrap();
-                let in_target = here.to_str().unwrap().to_string();
-                Script {
-                    command: vec![python.to_str().unwrap().into(), in_target.clone()],
-                    here,
-                    in_target,
-                    _dir: dir,
-                }
-            }
-            Interp::Sid(python) => {
-                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
-                let here = dir.path().join(name);
-                std::fs::copy(&src, &here).unwrap();
-                let in_target = format!(
-                    "/tmp/{}/{name}",
-                    dir.path().file_name().unwrap().to_str().unwrap()
-                );
-                Script {
-                    command: vec![
-                        "chroot".into(),
-                        SID.into(),
-                        (*python).into(),
-                        in_target.clone(),
-                    ],
-                    here,
-                    in_target,
-                    _dir: dir,
-                }
-            }
-        }
-    }
-
-    /// Line numbers of the `# @line:NAME` markers.
-    pub fn lines(&self) -> HashMap<String, u32> {
-        let text = std::fs::read_to_string(&self.here).unwrap();
-        let mut out = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if let Some(pos) = line.find("# @line:") {
-                out.insert(line[pos + 8..].trim().to_string(), i as u32 + 1);
-            }
-        }
-        out
-    }
-
-    /// `function (file:line)` for marker `mark`.
-    pub fn label(&self, function: &str, mark: &str) -> String {
-        format!("{function} ({}:{})", self.in_target, self.lines()[mark])
-    }
-}
+pub use crate::harness::Script;
 
 /// Environment like the dump tests use: nothing inherited that changes how Python starts.
 pub fn strobe_cmd(args: &[&str]) -> Command {

@@ -12,13 +12,13 @@
 //! thread-sample over 500 threads at 100 Hz) or a giant allocation from a hostile length would
 //! break it within one run.
 
-use crate::harness::{strobe_bin, Interp, TempDir};
+use crate::harness::{strobe_bin, Announced, Interp, TempDir};
 use crate::record::{parse_collapsed, Parsed, Script};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Peak RSS allowed for strobe (kB); see the module documentation.
@@ -33,9 +33,7 @@ pub fn py312() -> Interp {
 
 /// A running `safety_stress.py` for attach tests; its stdin closing ends it (SECONDS = 0).
 pub struct Stress {
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    process: Announced,
     pub pid: i32,
     pub script: Script,
 }
@@ -44,50 +42,26 @@ impl Stress {
     /// Start `mode` (with `arg`) and wait for its READY line; runs until [`Stress::end`].
     pub fn start(interp: &Interp, mode: &str, seconds: &str, arg: Option<&str>) -> Stress {
         let script = Script::new(interp, SCRIPT);
-        let mut cmd = Command::new(&script.command[0]);
-        cmd.args(&script.command[1..])
-            .args([mode, seconds])
-            .args(arg)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("could not start the target");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        // READY or EOF (a target that died): never hangs.
-        stdout.read_line(&mut line).unwrap();
-        let pid = line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the target did not start: {line:?}"));
+        let process = Announced::start(script.command().args([mode, seconds]).args(arg));
         Stress {
-            child,
-            stdin,
-            stdout,
-            pid,
+            pid: process.pid,
+            process,
             script,
         }
     }
 
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.process.child.try_wait().unwrap().is_none()
+    }
+
     /// Close stdin (the target winds down and exits) and return the rest of its stdout.
     pub fn end(&mut self) -> String {
-        drop(self.stdin.take());
+        self.process.close_stdin();
         let mut rest = String::new();
-        let _ = self.stdout.read_to_string(&mut rest);
-        let _ = self.child.wait();
+        let _ = self.process.stdout.read_to_string(&mut rest);
+        let _ = self.process.child.wait();
         rest
-    }
-}
-
-impl Drop for Stress {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

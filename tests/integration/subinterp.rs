@@ -1,47 +1,15 @@
 //! Sub-interpreters: threads of every interpreter are dumped and labelled with their
 //! interpreter (3.12+, where the standard library can create one).
 
-use crate::harness::{markers, strobe, Interp, TempDir, SID};
+use crate::harness::{markers, strobe, Interp, Script};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn targets_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/targets")
-}
-
 fn check(interp: Interp) {
-    interp.require();
-    let (dir, mut cmd) = match &interp {
-        Interp::Host(python) => {
-            let dir = TempDir::new();
-            let mut c = Command::new(python);
-            c.arg(dir.path().join("subinterp.py"));
-            (dir, c)
-        }
-        Interp::Sid(name) => {
-            let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
-            let inside = format!(
-                "/tmp/{}/subinterp.py",
-                dir.path().file_name().unwrap().to_str().unwrap()
-            );
-            let mut c = Command::new("chroot");
-            c.arg(SID).arg(name).arg(inside);
-            (dir, c)
-        }
-    };
-    for f in ["subinterp.py", "subinterp_code.py"] {
-        std::fs::copy(targets_dir().join(f), dir.path().join(f)).unwrap();
-    }
-    let mut child = cmd
-        .env("LC_ALL", "C.UTF-8")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let script = Script::with_files(&interp, "subinterp.py", &["subinterp_code.py"]);
+    let mut child = script.command().spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -72,7 +40,7 @@ fn check(interp: Interp) {
     let dump: Value = serde_json::from_slice(&out.stdout).unwrap();
     let threads = dump["threads"].as_array().unwrap();
 
-    let marks = markers(&dir.path().join("subinterp_code.py"));
+    let marks = markers(&script.here.with_file_name("subinterp_code.py"));
     let sub: Vec<&Value> = threads
         .iter()
         .filter(|t| t["interpreter_id"].as_i64() != Some(0))

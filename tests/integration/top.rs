@@ -5,13 +5,12 @@
 //! `heavy_work` and 25% in `light_work` (by the wall clock), and with `--until-eof` exits when
 //! its stdin closes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{strobe_bin, Interp, TempDir, SID};
+use crate::harness::{strobe_bin, Announced, Interp, Script, TempDir};
 
 /// Longest wait for anything to appear on screen (debug builds and a loaded machine).
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,73 +25,25 @@ fn script_source() -> PathBuf {
 
 /// A running `top_split.py`; exits when its stdin closes, killed on drop.
 struct SplitTarget {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    process: Announced,
     pid: i32,
-    _dir: TempDir,
+    _script: Script,
 }
 
 impl SplitTarget {
     fn start(interp: &Interp) -> SplitTarget {
-        interp.require();
-        let (dir, mut cmd) = match interp {
-            Interp::Host(python) => {
-                let dir = TempDir::new();
-                let script = dir.path().join(SCRIPT);
-                std::fs::copy(script_source(), &script).unwrap();
-                let mut c = Command::new(python);
-                c.arg(&script);
-                (dir, c)
-            }
-            Interp::Sid(name) => {
-                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
-                std::fs::copy(script_source(), dir.path().join(SCRIPT)).unwrap();
-                let inside = format!(
-                    "/tmp/{}/{SCRIPT}",
-                    dir.path().file_name().unwrap().to_str().unwrap()
-                );
-                let mut c = Command::new("chroot");
-                c.arg(SID).arg(name).arg(inside);
-                (dir, c)
-            }
-        };
-        let mut child = cmd
-            .arg("--until-eof")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("could not start the target");
-        let stdin = child.stdin.take();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        // A READY line or EOF: the script prints nothing else, so this cannot hang on a
-        // target that died (EOF ends the read).
-        out.read_line(&mut line).unwrap();
-        let pid = line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the target did not start: {line:?}"));
+        let script = Script::new(interp, SCRIPT);
+        let process = Announced::start(script.command().arg("--until-eof"));
         SplitTarget {
-            child,
-            stdin,
-            pid,
-            _dir: dir,
+            pid: process.pid,
+            process,
+            _script: script,
         }
     }
 
     /// Close stdin: the target exits by itself.
     fn end(&mut self) {
-        drop(self.stdin.take());
-    }
-}
-
-impl Drop for SplitTarget {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.close_stdin();
     }
 }
 
