@@ -70,6 +70,47 @@ fn blocking_record_interrupted_releases_the_target() {
     target.ping();
 }
 
+/// strobe SIGKILLed while it holds the target frozen (`--blocking`, flat out, so that most of
+/// its time is spent with the target stopped, and the kill lands right after the target was
+/// seen traced): nothing of strobe runs to release it, and it must not matter: the kernel
+/// detaches a dead tracer's tracees, and the target runs on.
+#[test]
+fn strobe_killed_during_a_freeze_leaves_the_target_running() {
+    let mut target = Target::start(&py312());
+    let dir = TempDir::new();
+    for round in 0..3 {
+        let out = dir.path().join(format!("killed-{round}.raw"));
+        let pid = target.pid().to_string();
+        let (mut child, _err, _seen) = spawn_recording(&[
+            "record",
+            "--blocking",
+            "--pid",
+            &pid,
+            "--idle",
+            "--rate",
+            "1000000",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !traced_now(target.pid()) {
+            assert!(Instant::now() < deadline, "strobe never froze the target");
+            std::thread::yield_now();
+        }
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{status}"
+        );
+        // A round trip through the target's main thread: it runs (a stopped target would
+        // leave this waiting until the harness's timeout fails the test).
+        target.ping();
+        assert_not_stopped(target.pid());
+    }
+}
+
 fn traced_now(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
         s.lines()
