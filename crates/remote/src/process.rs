@@ -169,16 +169,44 @@ fn remote_iovec(addr: u64, len: usize) -> Result<nix::libc::iovec, MemError> {
 /// sample allocates nothing in steady state.
 #[derive(Default)]
 struct BatchScratch {
-    /// Requests by address: (address, length, index in the caller's list).
-    order: Vec<(u64, usize, usize)>,
+    /// How the last two distinct request lists were sorted and merged: a sampler sends the
+    /// same list (or alternates between two) sample after sample, and sorting hundreds of
+    /// ranges (one per frame object, ≤3.10) costs more than comparing the list.
+    plans: [MergePlan; 2],
+    /// Which of `plans` was used last.
+    last: usize,
     /// Where each request's bytes go in the caller's buffer.
     offsets: Vec<usize>,
-    /// Merged ranges: (address, length, how many requests).
-    merged: Vec<(u64, u64, usize)>,
     /// Bytes of merged ranges holding more than one request, scattered afterwards.
     copy: Vec<u8>,
     local: Vec<nix::libc::iovec>,
     remote: Vec<nix::libc::iovec>,
+}
+
+/// One request list, sorted and merged.
+#[derive(Default)]
+struct MergePlan {
+    /// The requests as the caller gave them.
+    reqs: Vec<(u64, usize)>,
+    /// Requests by address: (address, length, index in the caller's list).
+    order: Vec<(u64, usize, usize)>,
+    /// Merged ranges: (address, length, how many requests).
+    merged: Vec<(u64, u64, usize)>,
+}
+
+impl MergePlan {
+    fn make(&mut self, reqs: &[(u64, usize)]) {
+        self.reqs.clear();
+        self.reqs.extend_from_slice(reqs);
+        self.order.clear();
+        for (i, &(addr, len)) in reqs.iter().enumerate() {
+            if len > 0 {
+                self.order.push((addr, len, i));
+            }
+        }
+        self.order.sort_unstable_by_key(|r| r.0);
+        coalesce_into(&self.order, &mut self.merged);
+    }
 }
 
 thread_local! {
@@ -227,64 +255,76 @@ impl ProcessMemory {
         buf: &mut [u8],
     ) -> Result<(), MemError> {
         s.offsets.clear();
-        s.order.clear();
         let mut at = 0usize;
-        for (i, &(addr, len)) in reqs.iter().enumerate() {
+        for &(_, len) in reqs {
             s.offsets.push(at);
             at += len;
-            if len > 0 {
-                s.order.push((addr, len, i));
-            }
         }
-        s.order.sort_unstable_by_key(|r| r.0);
-        coalesce_into(&s.order, &mut s.merged);
-        let copy_len: usize = s
-            .merged
+        let k = if s.plans[s.last].reqs == reqs {
+            s.last
+        } else if s.plans[1 - s.last].reqs == reqs {
+            1 - s.last
+        } else {
+            let k = 1 - s.last;
+            s.plans[k].make(reqs);
+            k
+        };
+        s.last = k;
+        let BatchScratch {
+            plans,
+            offsets,
+            copy,
+            local,
+            remote,
+            ..
+        } = s;
+        let MergePlan { order, merged, .. } = &plans[k];
+        let copy_len: usize = merged
             .iter()
             .filter(|m| m.2 > 1)
             .map(|m| m.1 as usize)
             .sum();
-        if s.copy.len() < copy_len {
-            s.copy.resize(copy_len, 0);
+        if copy.len() < copy_len {
+            copy.resize(copy_len, 0);
         }
         // All destination pointers derive from these two, which stay exclusively borrowed
         // until the reads are done; the ranges they describe do not overlap (each request
         // owns its own part of `buf`, each merged copy its own part of `copy`).
         let buf_base = buf.as_mut_ptr();
-        let copy_base = s.copy.as_mut_ptr();
+        let copy_base = copy.as_mut_ptr();
         let mut first = 0;
         let mut spare = 0usize;
         let mut m = 0;
-        while m < s.merged.len() {
-            s.local.clear();
-            s.remote.clear();
-            while m < s.merged.len() && s.local.len() < MAX_IOVECS {
-                let (addr, len, count) = s.merged[m];
+        while m < merged.len() {
+            local.clear();
+            remote.clear();
+            while m < merged.len() && local.len() < MAX_IOVECS {
+                let (addr, len, count) = merged[m];
                 let len = len as usize;
                 let dest = if count == 1 {
-                    let (_, _, to) = s.order[first];
-                    buf_base.wrapping_add(s.offsets[to])
+                    let (_, _, to) = order[first];
+                    buf_base.wrapping_add(offsets[to])
                 } else {
                     let p = copy_base.wrapping_add(spare);
                     spare += len;
                     p
                 };
-                s.local.push(iovec(dest, len));
-                s.remote.push(remote_iovec(addr, len)?);
+                local.push(iovec(dest, len));
+                remote.push(remote_iovec(addr, len)?);
                 first += count;
                 m += 1;
             }
-            self.readv(&s.local, &s.remote)?;
+            self.readv(local, remote)?;
         }
         // Scatter the merged copies back to each request's place.
         let mut base = 0usize;
         let mut first = 0;
-        for &(start, len, count) in &s.merged {
+        for &(start, len, count) in merged {
             if count > 1 {
-                for &(addr, rlen, to) in &s.order[first..first + count] {
+                for &(addr, rlen, to) in &order[first..first + count] {
                     let from = base + (addr - start) as usize;
-                    let dest = s.offsets[to];
-                    buf[dest..dest + rlen].copy_from_slice(&s.copy[from..from + rlen]);
+                    let dest = offsets[to];
+                    buf[dest..dest + rlen].copy_from_slice(&copy[from..from + rlen]);
                 }
                 base += len as usize;
             }
@@ -401,21 +441,22 @@ mod tests {
                 (base + 100, 64),
             ],
         ];
-        for _ in 0..2 {
-            for reqs in shapes {
-                let total = reqs.iter().map(|r| r.1).sum();
-                let mut buf = vec![0u8; total];
-                me().read_batch(reqs, &mut buf).unwrap();
-                let mut at = 0;
-                for &(addr, len) in reqs {
-                    let from = (addr - base) as usize;
-                    assert_eq!(
-                        &buf[at..at + len],
-                        &data[from..from + len],
-                        "{addr:#x}+{len}"
-                    );
-                    at += len;
-                }
+        // Repeats and alternations (plans reused from the cache) as well as three in turn
+        // (every plan made anew).
+        let order = [0, 0, 2, 0, 2, 2, 1, 0, 1, 2, 0, 1];
+        for reqs in order.iter().map(|&i| shapes[i]) {
+            let total = reqs.iter().map(|r| r.1).sum();
+            let mut buf = vec![0u8; total];
+            me().read_batch(reqs, &mut buf).unwrap();
+            let mut at = 0;
+            for &(addr, len) in reqs {
+                let from = (addr - base) as usize;
+                assert_eq!(
+                    &buf[at..at + len],
+                    &data[from..from + len],
+                    "{addr:#x}+{len}"
+                );
+                at += len;
             }
         }
         // A merged range that runs into unmapped memory fails as a whole, naming its start.

@@ -394,6 +394,46 @@ pub(crate) struct Shapes {
     /// 3.11+: the interpreter-frame fields at offsets checked once against `frame_len`, for
     /// the tight loop over frames inside a chunk copy (`None`: use the general path).
     fast: Option<FastFrame>,
+    /// ≤3.10: the same for frame objects, each its own speculative copy.
+    fast_objects: Option<FastObject>,
+}
+
+/// Where `f_back`, `f_code` and `f_lasti` are in a `PyFrameObject` copy of `len` bytes
+/// (checked once), for the tight loop over frame objects found in last sample's copies.
+#[derive(Debug, Clone, Copy)]
+struct FastObject {
+    len: usize,
+    back: usize,
+    code: usize,
+    lasti: usize,
+}
+
+impl FastObject {
+    fn new(l: &Layout, len: usize) -> Option<FastObject> {
+        let within = |off: Option<u32>, width: usize| {
+            let off = off? as usize;
+            (off + width <= len).then_some(off)
+        };
+        Some(FastObject {
+            len,
+            back: within(l.frame_back, 8)?,
+            code: within(l.frame_code, 8)?,
+            lasti: within(l.frame_lasti, 4)?,
+        })
+    }
+
+    /// The same values [`decode_frame_object`] gives.
+    #[inline]
+    fn decode(&self, f: &[u8]) -> Option<FrameFields> {
+        let f = f.get(..self.len)?;
+        Some(FrameFields {
+            previous: le::u64_at(f, self.back)?,
+            code: le::u64_at(f, self.code)?,
+            position: i64::from(le::i32_at(f, self.lasti)?),
+            owner: None,
+            tlbc_index: 0,
+        })
+    }
 }
 
 /// Where the fields of a `_PyInterpreterFrame` are, checked to lie within `len` bytes, so that
@@ -512,12 +552,17 @@ impl Shapes {
             (Ok(len), FrameModel::CFrame311 | FrameModel::Direct313) => FastFrame::new(l, *len),
             _ => None,
         };
+        let fast_objects = match (&frame_len, l.frame_model) {
+            (Ok(len), FrameModel::FrameObject) => FastObject::new(l, *len),
+            _ => None,
+        };
         Shapes {
             interp,
             tstate,
             gil,
             frame_len,
             fast,
+            fast_objects,
         }
     }
 }
@@ -1034,6 +1079,7 @@ impl<M: RemoteMemory> Walker<M> {
         let objects = l.frame_model == FrameModel::FrameObject;
         let size = self.shapes.frame_len.clone()?;
         let fast = self.shapes.fast;
+        let fast_objects = self.shapes.fast_objects;
         let s = &mut self.scratch;
         s.raw.clear();
         s.regions.clear();
@@ -1067,6 +1113,25 @@ impl<M: RemoteMemory> Walker<M> {
                         note_chunk_use(l, &s.batch, &mut s.usage, &sp, end_max);
                         continue;
                     }
+                }
+            }
+            // ≤3.10: a run of frame objects that are, one after the other, exactly where last
+            // sample's copies are (the common case: a stack that did not move).
+            if let Some(fo) = fast_objects {
+                let taken = fast_objects_run(
+                    &fo,
+                    &s.batch.buf,
+                    &s.spans[spans.clone()],
+                    &mut s.used,
+                    &mut hint,
+                    &mut addr,
+                    &mut s.raw,
+                    &mut s.regions,
+                    &mut steps,
+                    &mut cycle,
+                )?;
+                if taken != 0 {
+                    continue;
                 }
             }
             if s.raw.len() >= MAX_DEPTH {
@@ -1236,6 +1301,67 @@ fn fast_run(
     }
     *addr = at;
     Ok(end_max)
+}
+
+/// Frame objects (≤3.10) of one thread's chain from `*addr` on that start exactly at the
+/// speculative copies `spans[*hint]`, `spans[*hint + 1]`, ... (last sample's frames, in walk
+/// order), decoded in a tight loop; each is marked used and remembered for the next sample.
+/// Stops at the first frame elsewhere, at a null `f_back`, or at the depth limit, leaving
+/// `*addr` and `*hint` there. Returns how many frames it took.
+#[allow(clippy::too_many_arguments)]
+fn fast_objects_run(
+    fo: &FastObject,
+    buf: &[u8],
+    spans: &[Span],
+    used: &mut [bool],
+    hint: &mut usize,
+    addr: &mut u64,
+    raw: &mut Vec<Seen>,
+    regions: &mut Vec<Region>,
+    steps: &mut usize,
+    cycle: &mut Cycle,
+) -> Result<usize, WalkError> {
+    let mut taken = 0;
+    let mut at = *addr;
+    while at != 0 && raw.len() < MAX_DEPTH {
+        let k = *hint;
+        let Some(sp) = spans.get(k) else { break };
+        if sp.chunk || sp.addr != at || sp.len < fo.len {
+            break;
+        }
+        let Some(fields) = buf.get(sp.off..).and_then(|f| fo.decode(f)) else {
+            break;
+        };
+        *steps += 1;
+        if *steps > MAX_FRAME_STEPS || cycle.step(at) {
+            *addr = at;
+            return Err(WalkError::Unbounded {
+                what: "frame",
+                limit: MAX_DEPTH,
+            });
+        }
+        if let Some(u) = used.get_mut(k) {
+            *u = true;
+        }
+        regions.push(Region {
+            addr: at,
+            len: fo.len,
+            chunk: false,
+            age: 0,
+        });
+        if fields.code != 0 {
+            raw.push(Seen {
+                frame: at,
+                fields,
+                resolved: None,
+            });
+        }
+        *hint = k + 1;
+        taken += 1;
+        at = fields.previous;
+    }
+    *addr = at;
+    Ok(taken)
 }
 
 /// Record that a frame ending at `end` was found in the chunk copy `sp`.
