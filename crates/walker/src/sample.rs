@@ -33,8 +33,7 @@ use strobe_python_abi::{FrameModel, GilModel, Layout};
 use strobe_remote::{le, MemError, RemoteMemory};
 
 use crate::walk::{
-    decode_frame_object, decode_iframe, need, struct_len, AddrMap, FrameFields, Walker,
-    MAX_CHUNK_COPY, MAX_DEPTH, MAX_THREADS,
+    need, struct_len, AddrMap, FrameFields, Walker, MAX_CHUNK_COPY, MAX_DEPTH, MAX_THREADS,
 };
 use crate::WalkError;
 
@@ -388,60 +387,18 @@ pub(crate) struct Shapes {
     interp: FieldSet,
     tstate: FieldSet,
     gil: FieldSet,
-    /// Bytes of a frame we decode: `iframe_size` (3.11+) or the frame object's prefix up to
-    /// `f_lasti` (≤3.10).
-    frame_len: Result<usize, WalkError>,
-    /// 3.11+: the interpreter-frame fields at offsets checked once against `frame_len`, for
-    /// the tight loop over frames inside a chunk copy (`None`: use the general path).
-    fast: Option<FastFrame>,
-    /// ≤3.10: the same for frame objects, each its own speculative copy.
-    fast_objects: Option<FastObject>,
+    /// How a frame is decoded (or why this layout's frames cannot be).
+    frame: Result<FrameDecoder, WalkError>,
 }
 
-/// Where `f_back`, `f_code` and `f_lasti` are in a `PyFrameObject` copy of `len` bytes
-/// (checked once), for the tight loop over frame objects found in last sample's copies.
+/// Where the fields of a frame are in its copy, resolved from the layout once: decoding a
+/// frame is then a handful of bounds-checked loads. A frame copy is `len` bytes: `iframe_size`
+/// for a `_PyInterpreterFrame` (3.11+), or a `PyFrameObject`'s prefix up to `f_lasti` (≤3.10).
 #[derive(Debug, Clone, Copy)]
-struct FastObject {
+struct FrameDecoder {
     len: usize,
-    back: usize,
-    code: usize,
-    lasti: usize,
-}
-
-impl FastObject {
-    fn new(l: &Layout, len: usize) -> Option<FastObject> {
-        let within = |off: Option<u32>, width: usize| {
-            let off = off? as usize;
-            (off + width <= len).then_some(off)
-        };
-        Some(FastObject {
-            len,
-            back: within(l.frame_back, 8)?,
-            code: within(l.frame_code, 8)?,
-            lasti: within(l.frame_lasti, 4)?,
-        })
-    }
-
-    /// The same values [`decode_frame_object`] gives.
-    #[inline]
-    fn decode(&self, f: &[u8]) -> Option<FrameFields> {
-        let f = f.get(..self.len)?;
-        Some(FrameFields {
-            previous: le::u64_at(f, self.back)?,
-            code: le::u64_at(f, self.code)?,
-            position: i64::from(le::i32_at(f, self.lasti)?),
-            owner: None,
-            tlbc_index: 0,
-        })
-    }
-}
-
-/// Where the fields of a `_PyInterpreterFrame` are, checked to lie within `len` bytes, so that
-/// decoding a frame inside a chunk copy is a handful of loads (the general path re-checks every
-/// offset per frame and builds errors naming each field).
-#[derive(Debug, Clone, Copy)]
-struct FastFrame {
-    len: usize,
+    /// ≤3.10 frame objects: `position` is the `int f_lasti`; no owner, no tag bits.
+    objects: bool,
     previous: usize,
     code: usize,
     position: usize,
@@ -453,42 +410,60 @@ struct FastFrame {
     owner_interpreter: u16,
 }
 
-impl FastFrame {
-    fn new(l: &Layout, len: usize) -> Option<FastFrame> {
-        let within = |off: Option<u32>, width: usize| {
-            let off = off? as usize;
-            (off + width <= len).then_some(off)
-        };
-        let owner = match l.iframe_owner {
-            Some(_) => Some(within(l.iframe_owner, 1)?),
-            None => None,
-        };
-        let tlbc_index = match l.iframe_tlbc_index {
-            Some(_) => Some(within(l.iframe_tlbc_index, 4)?),
-            None => None,
-        };
-        Some(FastFrame {
-            len,
-            previous: within(l.iframe_previous, 8)?,
-            code: within(l.iframe_code, 8)?,
-            position: within(l.iframe_instr_ptr, 8)?,
-            owner,
-            tlbc_index,
-            stackref_mask: l.stackref_mask,
-            owner_cstack: l.owner_cstack.map_or(256, u16::from),
-            owner_interpreter: l.owner_interpreter.map_or(256, u16::from),
-        })
+impl FrameDecoder {
+    fn new(l: &Layout) -> Result<FrameDecoder, WalkError> {
+        let at = |off: Option<u32>, what: &str| need(off, what).map(|o| o as usize);
+        let opt = |off: Option<u32>| off.map(|o| o as usize);
+        match l.frame_model {
+            FrameModel::FrameObject => {
+                let back = need(l.frame_back, "frame.f_back")?;
+                let code = need(l.frame_code, "frame.f_code")?;
+                let lasti = need(l.frame_lasti, "frame.f_lasti")?;
+                let len = (back + 8).max(code + 8).max(lasti + 4);
+                Ok(FrameDecoder {
+                    len: struct_len(len, "frame object")?,
+                    objects: true,
+                    previous: back as usize,
+                    code: code as usize,
+                    position: lasti as usize,
+                    owner: None,
+                    tlbc_index: None,
+                    stackref_mask: u64::MAX,
+                    owner_cstack: 256,
+                    owner_interpreter: 256,
+                })
+            }
+            FrameModel::CFrame311 | FrameModel::Direct313 => Ok(FrameDecoder {
+                len: need(l.iframe_size, "interpreter frame size")
+                    .and_then(|n| struct_len(n, "frame"))?,
+                objects: false,
+                previous: at(l.iframe_previous, "frame.previous")?,
+                // 3.14+: f_executable is a `_PyStackRef` whose low bits are tags
+                // (Include/internal/pycore_stackref.h).
+                code: at(l.iframe_code, "frame.f_executable")?,
+                position: at(l.iframe_instr_ptr, "frame.instr_ptr")?,
+                owner: opt(l.iframe_owner),
+                tlbc_index: opt(l.iframe_tlbc_index),
+                stackref_mask: l.stackref_mask,
+                owner_cstack: l.owner_cstack.map_or(256, u16::from),
+                owner_interpreter: l.owner_interpreter.map_or(256, u16::from),
+            }),
+        }
     }
 
-    /// The fields of the frame whose copy is `f` (`len` bytes); the same values
-    /// [`decode_iframe`] gives.
+    /// The fields of the frame whose copy starts `f`; `None` when `f` is shorter than a frame
+    /// or the layout puts a field past the frame's end.
     #[inline]
     fn decode(&self, f: &[u8]) -> Option<FrameFields> {
         let f = f.get(..self.len)?;
         Some(FrameFields {
             previous: le::u64_at(f, self.previous)?,
             code: le::u64_at(f, self.code)? & self.stackref_mask,
-            position: le::u64_at(f, self.position)? as i64,
+            position: if self.objects {
+                i64::from(le::i32_at(f, self.position)?)
+            } else {
+                le::u64_at(f, self.position)? as i64
+            },
             owner: match self.owner {
                 Some(o) => Some(*f.get(o)?),
                 None => None,
@@ -501,10 +476,11 @@ impl FastFrame {
     }
 
     /// Frames owned by the C stack or the interpreter are not Python frames
-    /// (Include/internal/pycore_frame.h `_frameowner`).
+    /// (Include/internal/pycore_frame.h `_frameowner`), nor are frames without a code object.
     #[inline]
     fn is_python(&self, fields: &FrameFields) -> bool {
-        let owner = fields.owner.map_or(256, u16::from);
+        // No owner byte (frame objects) matches neither constant, absent ones included.
+        let owner = fields.owner.map_or(512, u16::from);
         owner != self.owner_cstack && owner != self.owner_interpreter && fields.code != 0
     }
 }
@@ -536,33 +512,11 @@ impl Shapes {
             w8(l.tstate_prev),
         ]);
         let gil = FieldSet::new(&[l.gil_locked.map(|o| (o, 4)), w8(l.gil_last_holder)]);
-        let frame_len = match l.frame_model {
-            FrameModel::FrameObject => (|| {
-                let back = need(l.frame_back, "frame.f_back")?;
-                let code = need(l.frame_code, "frame.f_code")?;
-                let lasti = need(l.frame_lasti, "frame.f_lasti")?;
-                let len = (back + 8).max(code + 8).max(lasti + 4);
-                struct_len(len, "frame object")
-            })(),
-            FrameModel::CFrame311 | FrameModel::Direct313 => {
-                need(l.iframe_size, "interpreter frame size").and_then(|n| struct_len(n, "frame"))
-            }
-        };
-        let fast = match (&frame_len, l.frame_model) {
-            (Ok(len), FrameModel::CFrame311 | FrameModel::Direct313) => FastFrame::new(l, *len),
-            _ => None,
-        };
-        let fast_objects = match (&frame_len, l.frame_model) {
-            (Ok(len), FrameModel::FrameObject) => FastObject::new(l, *len),
-            _ => None,
-        };
         Shapes {
             interp,
             tstate,
             gil,
-            frame_len,
-            fast,
-            fast_objects,
+            frame: FrameDecoder::new(l),
         }
     }
 }
@@ -1076,10 +1030,9 @@ impl<M: RemoteMemory> Walker<M> {
         chunk: u64,
     ) -> Result<bool, WalkError> {
         let l = &self.layout;
-        let objects = l.frame_model == FrameModel::FrameObject;
-        let size = self.shapes.frame_len.clone()?;
-        let fast = self.shapes.fast;
-        let fast_objects = self.shapes.fast_objects;
+        let dec = self.shapes.frame.clone()?;
+        let objects = dec.objects;
+        let size = dec.len;
         let s = &mut self.scratch;
         s.raw.clear();
         s.regions.clear();
@@ -1098,10 +1051,10 @@ impl<M: RemoteMemory> Walker<M> {
             // The common case on 3.11+: a run of frames inside the chunk copy we are in, decoded
             // in a tight loop. It stops at the first frame outside that copy (or at the depth
             // limit), which the general path below then handles.
-            if let (Some(ff), Some(&sp)) = (fast, s.spans[spans.clone()].get(hint)) {
+            if let (false, Some(&sp)) = (objects, s.spans[spans.clone()].get(hint)) {
                 if sp.chunk {
                     let end_max = fast_run(
-                        &ff,
+                        &dec,
                         &s.batch.buf,
                         &sp,
                         &mut addr,
@@ -1117,9 +1070,9 @@ impl<M: RemoteMemory> Walker<M> {
             }
             // ≤3.10: a run of frame objects that are, one after the other, exactly where last
             // sample's copies are (the common case: a stack that did not move).
-            if let Some(fo) = fast_objects {
+            if objects {
                 let taken = fast_objects_run(
-                    &fo,
+                    &dec,
                     &s.batch.buf,
                     &s.spans[spans.clone()],
                     &mut s.used,
@@ -1205,17 +1158,17 @@ impl<M: RemoteMemory> Walker<M> {
                     }
                 }
             };
-            let bytes = s.batch.bytes(off, size);
-            let fields = if objects {
-                decode_frame_object(l, bytes, addr)?
-            } else {
-                decode_iframe(l, bytes, addr)?
-            };
-            // Frames owned by the C stack or the interpreter are not Python frames
-            // (Include/internal/pycore_frame.h `_frameowner`).
-            let skip = fields.owner.is_some()
-                && (fields.owner == l.owner_cstack || fields.owner == l.owner_interpreter);
-            if !skip && fields.code != 0 {
+            let fields = dec
+                .decode(s.batch.bytes(off, size))
+                .ok_or(WalkError::Corrupt {
+                    what: if objects {
+                        "frame object"
+                    } else {
+                        "interpreter frame"
+                    },
+                    addr,
+                })?;
+            if dec.is_python(&fields) {
                 s.raw.push(Seen {
                     frame: addr,
                     fields,
@@ -1262,7 +1215,7 @@ impl<M: RemoteMemory> Walker<M> {
 /// parameters, which lets the compiler keep their lengths and pointers in registers.
 #[allow(clippy::too_many_arguments)]
 fn fast_run(
-    ff: &FastFrame,
+    ff: &FrameDecoder,
     buf: &[u8],
     sp: &Span,
     addr: &mut u64,
@@ -1310,7 +1263,7 @@ fn fast_run(
 /// `*addr` and `*hint` there. Returns how many frames it took.
 #[allow(clippy::too_many_arguments)]
 fn fast_objects_run(
-    fo: &FastObject,
+    fo: &FrameDecoder,
     buf: &[u8],
     spans: &[Span],
     used: &mut [bool],
@@ -1349,7 +1302,7 @@ fn fast_objects_run(
             chunk: false,
             age: 0,
         });
-        if fields.code != 0 {
+        if fo.is_python(&fields) {
             raw.push(Seen {
                 frame: at,
                 fields,

@@ -570,57 +570,6 @@ impl<M: RemoteMemory> Walker<M> {
     }
 }
 
-/// Decode the fields we use from a copy of a `_PyInterpreterFrame`.
-pub(crate) fn decode_iframe(l: &Layout, buf: &[u8], addr: u64) -> Result<FrameFields, WalkError> {
-    let corrupt = || WalkError::Corrupt {
-        what: "interpreter frame",
-        addr,
-    };
-    let u64_field = |off: Option<u32>, what: &'static str| -> Result<u64, WalkError> {
-        le::u64_at(buf, need(off, what)? as usize).ok_or_else(corrupt)
-    };
-    let owner = match l.iframe_owner {
-        Some(off) => Some(le::u8_at(buf, off as usize).ok_or_else(corrupt)?),
-        None => None,
-    };
-    let tlbc_index = match l.iframe_tlbc_index {
-        Some(off) => le::i32_at(buf, off as usize).ok_or_else(corrupt)?,
-        None => 0,
-    };
-    Ok(FrameFields {
-        previous: u64_field(l.iframe_previous, "frame.previous")?,
-        // 3.14+: f_executable is a `_PyStackRef` whose low bits are tags
-        // (Include/internal/pycore_stackref.h).
-        code: u64_field(l.iframe_code, "frame.f_executable")? & l.stackref_mask,
-        position: u64_field(l.iframe_instr_ptr, "frame.instr_ptr")? as i64,
-        owner,
-        tlbc_index,
-    })
-}
-
-/// Decode `f_back`, `f_code` and `f_lasti` from a copy of a `PyFrameObject` (≤3.10;
-/// Include/frameobject.h, Include/cpython/frameobject.h in 3.9–3.10).
-pub(crate) fn decode_frame_object(
-    l: &Layout,
-    buf: &[u8],
-    addr: u64,
-) -> Result<FrameFields, WalkError> {
-    let corrupt = || WalkError::Corrupt {
-        what: "frame object",
-        addr,
-    };
-    let at = |off: Option<u32>, what: &str| need(off, what).map(|o| o as usize);
-    Ok(FrameFields {
-        previous: le::u64_at(buf, at(l.frame_back, "frame.f_back")?).ok_or_else(corrupt)?,
-        code: le::u64_at(buf, at(l.frame_code, "frame.f_code")?).ok_or_else(corrupt)?,
-        position: i64::from(
-            le::i32_at(buf, at(l.frame_lasti, "frame.f_lasti")?).ok_or_else(corrupt)?,
-        ),
-        owner: None,
-        tlbc_index: 0,
-    })
-}
-
 /// Whether `lasti` (code units) can belong to this code object: from -1 (3.11–3.12
 /// `prev_instr` before the first instruction) to its length. Always true before 3.11.
 fn plausible_lasti(info: &CodeInfo, lasti: i64) -> bool {
