@@ -56,27 +56,6 @@ impl ProcessMemory {
         self.pid
     }
 
-    /// Perform several reads with as few system calls as possible (one per 1024 requests):
-    /// each `(address, buffer)` is filled from the target.
-    ///
-    /// All-or-nothing per call: if any request cannot be filled completely, the error names
-    /// the first such request (its address and length), and the contents of that and later
-    /// buffers are unspecified.
-    pub fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemError> {
-        let mut local = Vec::with_capacity(reqs.len().min(MAX_IOVECS));
-        let mut remote = Vec::with_capacity(reqs.len().min(MAX_IOVECS));
-        for chunk in reqs.chunks_mut(MAX_IOVECS) {
-            local.clear();
-            remote.clear();
-            for (addr, buf) in chunk.iter_mut() {
-                local.push(iovec(buf.as_mut_ptr(), buf.len()));
-                remote.push(remote_iovec(*addr, buf.len())?);
-            }
-            self.readv(&local, &remote)?;
-        }
-        Ok(())
-    }
-
     /// One `process_vm_readv` of at most [`MAX_IOVECS`] ranges: `local[i]` is filled from
     /// `remote[i]`; both describe the same lengths. On a short transfer, the error names the
     /// remote range the transfer stopped in.
@@ -387,37 +366,54 @@ mod tests {
         assert_eq!(me().read_u64(&word as *const u64 as u64).unwrap(), word);
     }
 
-    #[test]
-    fn read_many_fills_every_buffer() {
-        let a = *b"first buffer";
-        let b = [7u32; 100];
-        let c = String::from("third, on the heap");
-        let (mut x, mut y, mut z) = (vec![0u8; a.len()], vec![0u8; 400], vec![0u8; c.len()]);
-        me().read_many(&mut [
-            (a.as_ptr() as u64, &mut x[..]),
-            (b.as_ptr() as u64, &mut y[..]),
-            (c.as_ptr() as u64, &mut z[..]),
-        ])
-        .unwrap();
-        assert_eq!(x, a);
-        assert_eq!(
-            y,
-            b.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()
-        );
-        assert_eq!(z, c.as_bytes());
+    /// Reads `reqs` with `read_batch` and returns each request's bytes.
+    fn batch(reqs: &[(u64, usize)]) -> Result<Vec<Vec<u8>>, MemError> {
+        let mut buf = vec![0u8; reqs.iter().map(|r| r.1).sum()];
+        me().read_batch(reqs, &mut buf)?;
+        let mut at = 0;
+        Ok(reqs
+            .iter()
+            .map(|&(_, len)| {
+                at += len;
+                buf[at - len..at].to_vec()
+            })
+            .collect())
     }
 
     #[test]
-    fn read_many_handles_more_requests_than_one_call_takes() {
-        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
-        let mut out = vec![0u8; data.len()];
-        let mut reqs: Vec<(u64, &mut [u8])> = out
-            .chunks_mut(1)
-            .enumerate()
-            .map(|(i, b)| (data.as_ptr() as u64 + i as u64, b))
+    fn read_batch_fills_every_request_from_stack_and_heap() {
+        let a = *b"first buffer";
+        let b = [7u32; 100];
+        let c = String::from("third, on the heap");
+        let got = batch(&[
+            (a.as_ptr() as u64, a.len()),
+            (b.as_ptr() as u64, 400),
+            (c.as_ptr() as u64, c.len()),
+        ])
+        .unwrap();
+        assert_eq!(got[0], a);
+        assert_eq!(
+            got[1],
+            b.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()
+        );
+        assert_eq!(got[2], c.as_bytes());
+    }
+
+    #[test]
+    fn read_batch_handles_more_ranges_than_one_call_takes() {
+        // 1,100 bytes each on its own page with an untouched page between: no two merge, so
+        // the batch needs more iovecs than one call accepts.
+        let n = MAX_IOVECS + 76;
+        let data: Vec<u8> = (0..n * 2 * PAGE as usize)
+            .map(|i| (i / (2 * PAGE as usize) % 251) as u8)
             .collect();
-        me().read_many(&mut reqs).unwrap();
-        assert_eq!(out, data);
+        let reqs: Vec<(u64, usize)> = (0..n)
+            .map(|i| (data.as_ptr() as u64 + (i * 2) as u64 * PAGE, 1))
+            .collect();
+        let got = batch(&reqs).unwrap();
+        for (i, bytes) in got.iter().enumerate() {
+            assert_eq!(bytes[..], [(i % 251) as u8], "range {i}");
+        }
     }
 
     #[test]
@@ -482,28 +478,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn short_read_names_the_failed_request() {
-        let ok = [1u8; 16];
-        let (mut x, mut y, mut z) = ([0u8; 16], [0u8; 8], [0u8; 4]);
-        let err = me()
-            .read_many(&mut [
-                (ok.as_ptr() as u64, &mut x[..]),
-                (0x20, &mut y[..]),
-                (ok.as_ptr() as u64, &mut z[..]),
-            ])
-            .unwrap_err();
-        assert_eq!(err, MemError::Fault { addr: 0x20, len: 8 });
-        assert_eq!(x, ok);
-    }
-
-    #[test]
-    fn read_across_the_end_of_a_mapping_is_a_fault() {
-        // A readable mapping not directly followed by another readable one: a read
-        // straddling its end is short and must be reported as a fault, not as success.
+    /// The readable mappings' `(start, end)` and whether each is readable, from our maps.
+    fn own_mappings() -> Vec<(u64, u64, bool)> {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let ranges: Vec<(u64, u64, bool)> = maps
-            .lines()
+        maps.lines()
             .map(|line| {
                 let mut f = line.split_whitespace();
                 let (s, e) = f.next().unwrap().split_once('-').unwrap();
@@ -514,7 +492,35 @@ mod tests {
                     readable,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn short_read_names_the_failed_request() {
+        // A readable mapping followed by at least two pages nothing readable covers: a range
+        // at its end reads, one a page further out does not, and they are separate iovecs.
+        let ranges = own_mappings();
+        let end = ranges
+            .iter()
+            .filter(|r| r.2)
+            .map(|r| r.1)
+            .find(|&end| {
+                !ranges
+                    .iter()
+                    .any(|r| r.2 && r.0 < end + 2 * PAGE && r.1 > end)
+            })
+            .unwrap();
+        let bad = end + PAGE;
+        let err = batch(&[(end - 8, 8), (bad, 8)]).unwrap_err();
+        assert_eq!(err, MemError::Fault { addr: bad, len: 8 });
+        batch(&[(end - 8, 8)]).unwrap();
+    }
+
+    #[test]
+    fn read_across_the_end_of_a_mapping_is_a_fault() {
+        // A readable mapping not directly followed by another readable one: a read
+        // straddling its end is short and must be reported as a fault, not as success.
+        let ranges = own_mappings();
         let end = ranges
             .windows(2)
             .find(|w| w[0].2 && (w[1].0 > w[0].1 || !w[1].2))
