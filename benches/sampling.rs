@@ -190,25 +190,13 @@ impl RemoteMemory for Counted {
             return self.inner.read_batch(reqs, buf);
         }
         self.last_batch.replace(reqs.to_vec());
-        // The same page rule as ProcessMemory::read_batch, to count the iovecs it sends.
-        let mut sorted: Vec<(u64, u64)> = reqs
-            .iter()
-            .filter(|r| r.1 > 0)
-            .map(|&(a, l)| (a, a + l as u64))
-            .collect();
-        sorted.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (a, e) in sorted {
-            match merged.last_mut() {
-                Some((_, end)) if a / 4096 <= (*end - 1) / 4096 + 1 => *end = (*end).max(e),
-                _ => merged.push((a, e)),
-            }
-        }
+        // The iovecs ProcessMemory::read_batch sends for these requests.
+        let merged = strobe_remote::merged_ranges(reqs);
         self.calls
             .set(self.calls.get() + merged.len().div_ceil(1024).max(1) as u64);
         self.iovecs.set(self.iovecs.get() + merged.len() as u64);
         self.bytes
-            .set(self.bytes.get() + merged.iter().map(|m| m.1 - m.0).sum::<u64>());
+            .set(self.bytes.get() + merged.iter().map(|m| m.1).sum::<u64>());
         self.inner.read_batch(reqs, buf)
     }
 }

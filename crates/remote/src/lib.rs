@@ -20,5 +20,5 @@ mod pthreads;
 pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
 pub use memory::{le, MemError, RemoteMemory};
-pub use process::ProcessMemory;
+pub use process::{merged_ranges, ProcessMemory};
 pub use pthreads::native_tids_from_pthreads;

@@ -313,6 +313,18 @@ impl ProcessMemory {
     }
 }
 
+/// The ranges `(address, length)` [`ProcessMemory::read_batch`] reads for `reqs`, one iovec
+/// each, after merging requests on shared or neighbouring pages (for callers that report what
+/// a batch costs).
+pub fn merged_ranges(reqs: &[(u64, usize)]) -> Vec<(u64, u64)> {
+    let mut plan = MergePlan::default();
+    plan.make(reqs);
+    plan.merged
+        .iter()
+        .map(|&(addr, len, _)| (addr, len))
+        .collect()
+}
+
 /// Page size for merging reads: mappings begin and end on (at least) 4 KiB boundaries.
 const PAGE: u64 = 4096;
 
@@ -467,6 +479,20 @@ mod tests {
                 len: 16
             }
         );
+    }
+
+    #[test]
+    fn merged_ranges_join_neighbouring_pages_only() {
+        let p = 0x10_0000u64;
+        let ranges = merged_ranges(&[
+            (p + 3 * PAGE, 8),
+            (p + 10, 8),
+            (p + PAGE + 5, 3),
+            (p + 9 * PAGE, 0),
+        ]);
+        // Pages 0 and 1 touch: one range from p + 10 to p + PAGE + 8; page 3 stands alone
+        // (page 2 lies between); the empty request reads nothing.
+        assert_eq!(ranges, [(p + 10, PAGE - 2), (p + 3 * PAGE, 8)]);
     }
 
     #[test]
