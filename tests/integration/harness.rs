@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
+use strobe_testkit::Ready;
 
 /// The sid chroot made by `.ci/provision.sh`.
 pub const SID: &str = "/var/cache/strobe/sid";
@@ -114,51 +115,34 @@ impl Script {
 }
 
 /// A target started by [`Announced::start`]: it prints `READY <pid>` (its own pid: the child
-/// may be `chroot` or `runuser` in front of it). Its stdin closing ends it; killed and reaped
-/// on drop.
+/// may be `chroot` or `runuser` in front of it) as its first line. Its stdin closing ends it;
+/// killed and reaped on drop.
 pub struct Announced {
-    pub child: Child,
-    pub stdin: Option<ChildStdin>,
-    pub stdout: BufReader<ChildStdout>,
+    pub ready: Ready,
     pub pid: i32,
 }
 
 impl Announced {
-    /// Start `cmd` (stdin and stdout piped) and wait for its `READY <pid>` line. A target that
-    /// dies first ends the read with EOF, so this never hangs on it.
+    /// Start `cmd` (stdin piped) and wait for its `READY <pid>` line. A target that dies
+    /// first ends the read with EOF, so this never hangs on it.
     pub fn start(cmd: &mut Command) -> Announced {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("could not start the target");
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let pid = line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the target did not start: {line:?}"));
-        Announced {
-            child,
-            stdin,
-            stdout,
-            pid,
-        }
+        let ready = Ready::start(cmd.stdin(Stdio::piped()), "the target");
+        assert!(
+            ready.preamble.is_empty(),
+            "the target printed {:?} before READY",
+            ready.preamble
+        );
+        let pid = ready
+            .said
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the target did not start: READY {:?}", ready.said));
+        Announced { ready, pid }
     }
 
     /// Close its stdin: the target winds down and exits by itself.
     pub fn close_stdin(&mut self) {
-        drop(self.stdin.take());
-    }
-}
-
-impl Drop for Announced {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.ready.child.stdin.take());
     }
 }
 

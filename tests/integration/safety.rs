@@ -52,15 +52,15 @@ impl Stress {
 
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        self.process.child.try_wait().unwrap().is_none()
+        self.process.ready.child.try_wait().unwrap().is_none()
     }
 
     /// Close stdin (the target winds down and exits) and return the rest of its stdout.
     pub fn end(&mut self) -> String {
         self.process.close_stdin();
         let mut rest = String::new();
-        let _ = self.process.stdout.read_to_string(&mut rest);
-        let _ = self.process.child.wait();
+        let _ = self.process.ready.stdout.read_to_string(&mut rest);
+        let _ = self.process.ready.child.wait();
         rest
     }
 }
