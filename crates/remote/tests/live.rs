@@ -6,66 +6,43 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use strobe_remote::{native_tids_from_pthreads, procfs, Freeze, ProcessMemory, RemoteError};
+use strobe_testkit::Ready;
 
-/// A target process, killed and reaped when dropped.
-struct Target {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// Lines printed before `READY`.
-    preamble: Vec<String>,
-}
+/// A target process serving `ping` lines on stdin, killed and reaped when dropped.
+struct Target(Ready);
 
 impl Target {
     fn spawn(python: &str, script: &str) -> Target {
-        let mut child = Command::new(python)
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {python}: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut preamble = Vec::new();
-        loop {
-            let mut line = String::new();
-            assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "target died early");
-            if line.trim() == "READY" {
-                break;
-            }
-            preamble.push(line.trim().to_string());
-        }
-        Target {
-            child,
-            stdin,
-            stdout,
-            preamble,
-        }
+        Target(Ready::start(
+            Command::new(python)
+                .arg("-c")
+                .arg(script)
+                .stdin(Stdio::piped()),
+            python,
+        ))
     }
 
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.0.pid()
+    }
+
+    /// Lines printed before `READY`.
+    fn preamble(&self) -> &[String] {
+        &self.0.preamble
     }
 
     /// Round trip through the target's main thread: proves it runs.
     fn ping(&mut self) {
-        self.stdin.write_all(b"ping\n").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.0.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"ping\n").unwrap();
+        stdin.flush().unwrap();
         let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
+        self.0.stdout.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "pong");
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -213,7 +190,7 @@ fn exit_of_a_frozen_child_reaches_its_parent() {
         std::thread::yield_now();
     }
     drop(freeze);
-    let status = strobe_remote::try_wait(&mut t.child)
+    let status = strobe_remote::try_wait(&mut t.0.child)
         .unwrap()
         .expect("the child's exit status");
     assert_eq!(status.signal(), Some(9), "{status:?}");
@@ -337,7 +314,7 @@ fn check_pthread_tids(python: &str) {
     let script = format!("{IDENTS}{SERVE}");
     let t = Target::spawn(python, &script);
     let expected: HashMap<u64, u32> = t
-        .preamble
+        .preamble()
         .iter()
         .filter_map(|l| l.strip_prefix("T "))
         .map(|l| {
