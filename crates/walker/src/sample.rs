@@ -186,13 +186,121 @@ struct ThreadPlan {
     cframe: u64,
     /// What this thread's frames occupied last time, to copy speculatively.
     regions: Vec<Region>,
-    /// The frames of the last sample handed to the caller, innermost first, with their lines:
-    /// what [`RawThread::unchanged`] is counted against.
+    /// The frames of the last sample handed to the caller, **outermost first**, with their
+    /// lines: what [`RawThread::unchanged`] is counted against, and what an outer part proven
+    /// unchanged is taken from.
     memo: Vec<Seen>,
-    /// This attempt's frames; they become `memo` only if the whole sample succeeds, so that a
-    /// retried attempt (the lists changed half-way) never counts `unchanged` against a walk
-    /// the caller did not see.
+    /// The frames of `memo` that were reported (those with a code object), outermost first.
+    memo_out: Vec<RawFrame>,
+    /// What the walk behind `memo` read, to prove its outer part unchanged.
+    proof: Proof,
+    /// This attempt's newly walked frames (innermost first) over the `next_keep` outermost
+    /// frames of `memo` it proved unchanged, and what it read. They replace `memo` and
+    /// `proof` only if the whole sample succeeds, so that a retried attempt (the lists changed
+    /// half-way) never counts `unchanged` against a walk the caller did not see.
     next_memo: Vec<Seen>,
+    next_keep: usize,
+    next_proof: Proof,
+}
+
+/// What one thread's walk read, kept so that the next sample can prove the outer part of the
+/// stack unchanged without walking it: the walk's frames below a frame F depend only on the
+/// bytes it read for them, so if every one of those bytes is the same in this sample's copy
+/// as in the last one, the walk from F on would produce the same frames again.
+///
+/// Only simple walks vouch for themselves: every Python frame in a data-stack chunk copy, the
+/// frames of each chunk taken one after the other at falling addresses (so that below a frame,
+/// the walk read only the chunk's prefix up to it, and older chunks), anything else walked
+/// (entry frames on the C stack) listed in `outside`, nothing read outside the batch, nothing
+/// cut at the depth limit.
+#[derive(Debug, Default)]
+struct Proof {
+    valid: bool,
+    /// Chunks in walk order (newest first).
+    chunks: Vec<ChunkRead>,
+    outside: Vec<Outside>,
+}
+
+/// A chunk copy a [`Proof`]'s walk took frames from.
+#[derive(Debug, Clone, Copy)]
+struct ChunkRead {
+    addr: u64,
+    /// Where its copy was in that sample's batch buffer, and the copy's length.
+    off: usize,
+    len: usize,
+    /// How far into the copy the walk read (the end of its highest frame).
+    end: usize,
+    /// Python frames from its first frame on (during the walk: before it).
+    below: usize,
+}
+
+impl Proof {
+    fn reset(&mut self, valid: bool) {
+        self.valid = valid;
+        self.chunks.clear();
+        self.outside.clear();
+    }
+
+    /// The walk takes a frame ending at `end` from the chunk copy `sp`, with `seq` Python
+    /// frames before it; `lowest` is the lowest frame address taken in the current chunk
+    /// (`u64::MAX`: none yet, 0: they did not fall), reset when the walk moves to another.
+    fn chunk(&mut self, sp: &Span, seq: usize, end: u64, lowest: &mut u64) {
+        let rel = usize::try_from(end.saturating_sub(sp.addr)).unwrap_or(usize::MAX);
+        match self.chunks.last_mut() {
+            Some(c) if c.addr == sp.addr => {
+                c.end = c.end.max(rel);
+                return;
+            }
+            _ => {}
+        }
+        if self.chunks.iter().any(|c| c.addr == sp.addr) {
+            // Back in a chunk left before.
+            self.valid = false;
+        }
+        *lowest = u64::MAX;
+        self.chunks.push(ChunkRead {
+            addr: sp.addr,
+            off: sp.off,
+            len: sp.len,
+            end: rel,
+            below: seq,
+        });
+    }
+}
+
+/// A frame of a [`Proof`]'s walk that was not in its chunk.
+#[derive(Debug, Clone, Copy)]
+struct Outside {
+    addr: u64,
+    len: usize,
+    /// Where its bytes were in that sample's batch buffer.
+    off: usize,
+    /// Python frames the walk took after it (during the walk: before it, see `walk_frames`).
+    below: usize,
+}
+
+impl ThreadPlan {
+    /// This attempt's walk becomes the reference for the next sample (the whole sample
+    /// succeeded): `memo` keeps the outer frames the walk proved unchanged and takes the
+    /// newly walked ones on top.
+    fn commit(&mut self) {
+        let keep = self.next_keep.min(self.memo.len());
+        self.memo.truncate(keep);
+        let mut outs = self.memo.last().map_or(0, |f| f.outs);
+        self.memo_out.truncate(outs as usize);
+        for f in self.next_memo.iter().rev() {
+            if let Some((lasti, line)) = f.resolved {
+                outs += 1;
+                self.memo_out.push(RawFrame {
+                    code_addr: f.fields.code,
+                    lasti,
+                    line,
+                });
+            }
+            self.memo.push(Seen { outs, ..*f });
+        }
+        std::mem::swap(&mut self.proof, &mut self.next_proof);
+    }
 }
 
 /// A range of target memory to copy speculatively.
@@ -219,6 +327,9 @@ struct Seen {
     fields: FrameFields,
     /// `None`: its code slot does not hold a code object (not reported).
     resolved: Option<(i64, Option<i32>)>,
+    /// In a memo: how many of the frames up to and including this one (outermost first) were
+    /// reported, i.e. how many of `memo_out` they account for.
+    outs: u32,
 }
 
 impl Seen {
@@ -544,6 +655,13 @@ pub(crate) struct Scratch {
     pending: Vec<PendingChunk>,
     /// Per speculative copy of the thread being walked: whether a frame was found in it.
     used: Vec<bool>,
+    /// The batch buffer of the last sample handed to the caller (the buffers swap roles after
+    /// every such sample): what the memos' proofs point into.
+    prev_buf: Vec<u8>,
+    /// The proof being gathered by the walk of the thread being walked.
+    proof: Proof,
+    /// Frames of delivered samples proven unchanged instead of walked, in all.
+    proven: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -691,6 +809,14 @@ impl<M: RemoteMemory> Walker<M> {
         })
     }
 
+    /// How many frames of the samples [`Walker::sample_into`] delivered were proven unchanged
+    /// since the thread's previous sample (every byte the previous walk read for them is the
+    /// same in this sample's copy) rather than walked: a measure of how much walking the
+    /// comparison saved.
+    pub fn frames_proven(&self) -> u64 {
+        self.scratch.proven
+    }
+
     /// Walk the interpreter and thread lists one read at a time, remembering what is known
     /// about threads that are still there.
     fn rebuild_plan(&mut self) -> Result<(), WalkError> {
@@ -832,9 +958,12 @@ impl<M: RemoteMemory> Walker<M> {
                 self.sample_thread(&ip, j, holder, out)?;
             }
         }
+        let s = &mut self.scratch;
         for t in &mut self.plan.threads {
-            std::mem::swap(&mut t.memo, &mut t.next_memo);
+            s.proven += t.next_keep as u64;
+            t.commit();
         }
+        std::mem::swap(&mut s.batch.buf, &mut s.prev_buf);
         self.plan.since_full = if full {
             0
         } else {
@@ -965,12 +1094,14 @@ impl<M: RemoteMemory> Walker<M> {
                 }
             }
         };
-        let truncated = self.walk_frames(at.spans, innermost, chunk)?;
+        let (truncated, kept) = self.walk_frames(j, at.spans, innermost, chunk)?;
         let start = out.frames.len();
-        let unchanged = self.resolve_thread(j, out)?;
+        let unchanged = self.resolve_thread(j, out, kept)?;
         let t = &mut self.plan.threads[j];
         std::mem::swap(&mut t.regions, &mut self.scratch.regions);
         std::mem::swap(&mut t.next_memo, &mut self.scratch.raw);
+        std::mem::swap(&mut t.next_proof, &mut self.scratch.proof);
+        t.next_keep = kept;
         out.threads.push(RawThread {
             interp_addr: ip.addr,
             interp_id: ip.id,
@@ -986,13 +1117,24 @@ impl<M: RemoteMemory> Walker<M> {
     }
 
     /// Lines for the frames just walked (reusing the previous sample's where the frame did not
-    /// change), appended to `out.frames`. Returns how many outermost frames were unchanged.
-    fn resolve_thread(&mut self, j: usize, out: &mut RawSample) -> Result<usize, WalkError> {
+    /// change), then the `kept` outermost frames of the memo that the walk proved unchanged,
+    /// appended to `out.frames` innermost first. Returns how many outermost frames were
+    /// unchanged.
+    fn resolve_thread(
+        &mut self,
+        j: usize,
+        out: &mut RawSample,
+        kept: usize,
+    ) -> Result<usize, WalkError> {
         let n = self.scratch.raw.len();
-        let memo = &self.plan.threads[j].memo;
+        let tp = &self.plan.threads[j];
+        let memo = &tp.memo;
+        let kept = kept.min(memo.len());
+        // The stack from the bottom is memo[..kept], then the walked frames from the last one
+        // up; those that match the memo's next ones keep their lines too.
         let mut same = 0;
-        while same < n && same < memo.len() {
-            let prev = memo[memo.len() - 1 - same];
+        while same < n && kept + same < memo.len() {
+            let prev = memo[kept + same];
             let now = &mut self.scratch.raw[n - 1 - same];
             if !now.same_as(&prev) {
                 break;
@@ -1000,11 +1142,16 @@ impl<M: RemoteMemory> Walker<M> {
             now.resolved = prev.resolved;
             same += 1;
         }
+        let kept_outs = kept
+            .checked_sub(1)
+            .and_then(|k| memo.get(k))
+            .map_or(0, |f| f.outs as usize);
         for i in 0..n - same {
             let fields = self.scratch.raw[i].fields;
             self.scratch.raw[i].resolved = self.resolve_frame(&fields)?;
         }
-        let mut unchanged = 0;
+        let tp = &self.plan.threads[j];
+        let mut unchanged = kept_outs;
         for (i, f) in self.scratch.raw.iter().enumerate() {
             if let Some((lasti, line)) = f.resolved {
                 out.frames.push(RawFrame {
@@ -1017,22 +1164,28 @@ impl<M: RemoteMemory> Walker<M> {
                 }
             }
         }
+        let outer = tp.memo_out.get(..kept_outs).unwrap_or(&[]);
+        out.frames.extend(outer.iter().rev().copied());
         Ok(unchanged)
     }
 
-    /// Follow one thread's frame chain from `innermost`, filling `scratch.raw` (frames) and
-    /// `scratch.regions` (what to copy next time). Returns whether the stack was cut at
-    /// [`MAX_DEPTH`].
+    /// Follow planned thread `j`'s frame chain from `innermost`, filling `scratch.raw`
+    /// (frames), `scratch.regions` (what to copy next time) and `scratch.proof` (what was
+    /// read). Returns whether the stack was cut at [`MAX_DEPTH`], and how many outermost
+    /// frames of the thread's memo were proven unchanged instead of walked (they continue the
+    /// stack below the frames in `scratch.raw`).
     fn walk_frames(
         &mut self,
+        j: usize,
         spans: Range<usize>,
         innermost: u64,
         chunk: u64,
-    ) -> Result<bool, WalkError> {
+    ) -> Result<(bool, usize), WalkError> {
         let l = &self.layout;
         let dec = self.shapes.frame.clone()?;
         let objects = dec.objects;
         let size = dec.len;
+        let tp = &self.plan.threads[j];
         let s = &mut self.scratch;
         s.raw.clear();
         s.regions.clear();
@@ -1041,6 +1194,14 @@ impl<M: RemoteMemory> Walker<M> {
         s.pending.clear();
         s.used.clear();
         s.used.resize(spans.len(), false);
+        s.proof.reset(!objects);
+        // Where the memo's frames (outermost first, at rising addresses) may meet this walk.
+        let mut meet = Meet {
+            cursor: tp.memo.len(),
+            tries: if tp.proof.valid { MEET_TRIES } else { 0 },
+        };
+        let mut kept = 0usize;
+        let mut lowest = u64::MAX;
         let mut seeded = false;
         let mut hint = 0usize;
         let mut cycle = Cycle::new();
@@ -1050,9 +1211,19 @@ impl<M: RemoteMemory> Walker<M> {
         while addr != 0 {
             // The common case on 3.11+: a run of frames inside the chunk copy we are in, decoded
             // in a tight loop. It stops at the first frame outside that copy (or at the depth
-            // limit), which the general path below then handles.
+            // limit), which the general path below then handles, or where the rest of the
+            // stack is proven the same as in the memo.
             if let (false, Some(&sp)) = (objects, s.spans[spans.clone()].get(hint)) {
                 if sp.chunk {
+                    s.proof.chunk(&sp, s.raw.len(), 0, &mut lowest);
+                    let mut old = Old {
+                        memo: &tp.memo,
+                        proof: &tp.proof,
+                        prev: &s.prev_buf,
+                        buf: &s.batch.buf,
+                        mine: &s.spans[spans.clone()],
+                        meet: &mut meet,
+                    };
                     let end_max = fast_run(
                         &dec,
                         &s.batch.buf,
@@ -1061,9 +1232,16 @@ impl<M: RemoteMemory> Walker<M> {
                         &mut s.raw,
                         &mut steps,
                         &mut cycle,
+                        &mut old,
+                        &mut kept,
+                        &mut lowest,
                     )?;
                     if end_max != 0 {
                         note_chunk_use(l, &s.batch, &mut s.usage, &sp, end_max);
+                        s.proof.chunk(&sp, s.raw.len(), end_max, &mut lowest);
+                        if lowest == 0 {
+                            s.proof.valid = false;
+                        }
                         continue;
                     }
                 }
@@ -1107,11 +1285,18 @@ impl<M: RemoteMemory> Walker<M> {
                 Some(sp) if sp.covers(addr, end) => Some(hint),
                 _ => mine.iter().position(|sp| sp.covers(addr, end)),
             };
+            let mut in_chunk = false;
             let off = if let Some(k) = hit {
                 let sp = mine[k];
                 if sp.chunk {
                     hint = k;
+                    in_chunk = true;
                     note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
+                    s.proof.chunk(&sp, s.raw.len(), end, &mut lowest);
+                    lowest = if addr < lowest { addr } else { 0 };
+                    if lowest == 0 {
+                        s.proof.valid = false;
+                    }
                 } else {
                     hint = k + 1;
                     if let Some(u) = s.used.get_mut(k) {
@@ -1130,6 +1315,7 @@ impl<M: RemoteMemory> Walker<M> {
                 .flatten()
             {
                 note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
+                s.proof.valid = false;
                 sp.off + (addr - sp.addr) as usize
             } else {
                 if !objects && !seeded {
@@ -1144,6 +1330,7 @@ impl<M: RemoteMemory> Walker<M> {
                 match copied {
                     Some(sp) => {
                         note_chunk_use(l, &s.batch, &mut s.usage, &sp, end);
+                        s.proof.valid = false;
                         sp.off + (addr - sp.addr) as usize
                     }
                     None => {
@@ -1168,14 +1355,81 @@ impl<M: RemoteMemory> Walker<M> {
                     },
                     addr,
                 })?;
-            if dec.is_python(&fields) {
+            let python = dec.is_python(&fields);
+            if !in_chunk {
+                if python {
+                    // A generator's frame: the memo's frames would not be in address order.
+                    s.proof.valid = false;
+                } else {
+                    // `below` holds the Python frames before it until the walk is over.
+                    s.proof.outside.push(Outside {
+                        addr,
+                        len: size,
+                        off,
+                        below: s.raw.len(),
+                    });
+                }
+            }
+            if python {
                 s.raw.push(Seen {
                     frame: addr,
                     fields,
                     resolved: None,
+                    outs: 0,
                 });
             }
             addr = fields.previous;
+        }
+        if truncated {
+            s.proof.valid = false;
+        }
+        let total = s.raw.len() + kept;
+        for o in &mut s.proof.outside {
+            o.below = total - o.below;
+        }
+        for c in &mut s.proof.chunks {
+            c.below = total - c.below;
+        }
+        if kept > 0 {
+            // What lies below the meeting point was proven unchanged, not walked: it is used
+            // all the same, and the proof carries it on.
+            let mine = &s.spans[spans.clone()];
+            for c in tp.proof.chunks.iter().filter(|c| c.below < kept) {
+                let Some(sp) = mine.iter().find(|sp| sp.chunk && sp.addr == c.addr) else {
+                    s.proof.valid = false;
+                    continue;
+                };
+                note_chunk_use(l, &s.batch, &mut s.usage, sp, c.addr + c.end as u64);
+                s.proof.chunks.push(ChunkRead {
+                    off: sp.off,
+                    len: sp.len,
+                    ..*c
+                });
+            }
+            for o in tp.proof.outside.iter().filter(|o| o.below < kept) {
+                let end = o.addr.saturating_add(o.len as u64);
+                let Some(k) = mine
+                    .iter()
+                    .position(|sp| !sp.chunk && sp.covers(o.addr, end))
+                else {
+                    // `Old::proves` found every one of them.
+                    s.proof.valid = false;
+                    continue;
+                };
+                if let Some(u) = s.used.get_mut(k) {
+                    *u = true;
+                }
+                s.regions.push(Region {
+                    addr: o.addr,
+                    len: o.len,
+                    chunk: false,
+                    age: 0,
+                });
+                s.proof.outside.push(Outside {
+                    off: mine[k].off + (o.addr - mine[k].addr) as usize,
+                    ..*o
+                });
+            }
         }
         for (k, sp) in s.spans[spans.clone()].iter().enumerate() {
             let used = s.used.get(k).copied().unwrap_or(true);
@@ -1204,7 +1458,111 @@ impl<M: RemoteMemory> Walker<M> {
                 age: 0,
             });
         }
-        Ok(truncated)
+        Ok((truncated, kept))
+    }
+}
+
+/// Tries per walk at proving the rest of a stack unchanged (each costs a comparison of the
+/// chunk prefix below the frame): the first frame met is usually the one, but the innermost
+/// frames may sit at the same addresses with other contents.
+const MEET_TRIES: u8 = 2;
+
+/// Where a walk stands against the memo's frames.
+#[derive(Debug)]
+struct Meet {
+    /// The memo's frames `[..cursor]` are at or below the frame being walked.
+    cursor: usize,
+    tries: u8,
+}
+
+/// The last delivered walk of a thread, as a walk in its chunk copy looks at it.
+struct Old<'a> {
+    /// Outermost first.
+    memo: &'a [Seen],
+    proof: &'a Proof,
+    /// The batch buffer `proof` points into.
+    prev: &'a [u8],
+    /// This sample's batch buffer.
+    buf: &'a [u8],
+    /// This sample's copies for the thread.
+    mine: &'a [Span],
+    meet: &'a mut Meet,
+}
+
+impl Old<'_> {
+    /// The memo's frame at `at`, if it may be where the stack stops changing. Walks go down
+    /// the chunk, so the cursor only ever moves down the memo: O(1) per frame overall.
+    #[inline]
+    fn candidate(&mut self, at: u64) -> Option<usize> {
+        let c = &mut self.meet.cursor;
+        while *c > 0 && self.memo.get(*c - 1).is_some_and(|f| f.frame > at) {
+            *c -= 1;
+        }
+        let m = c.checked_sub(1)?;
+        (self.meet.tries > 0 && self.memo.get(m)?.frame == at).then_some(m)
+    }
+
+    /// Whether the memo's frames `[..=m]` (outermost first; `m` is the frame at `at`, `size`
+    /// bytes) are what walking on from `at` would give, with `depth` frames walked so far:
+    /// every byte that walk read is the same now. Below `at` the proof's walk read only the
+    /// chunk prefix up to the end of the frame at `at` (its frames fell in address) and the
+    /// frames it listed as outside, which must be in this sample's copies.
+    #[cold]
+    #[inline(never)]
+    fn proves(&mut self, m: usize, at: u64, size: usize, sp: &Span, depth: usize) -> bool {
+        self.meet.tries = self.meet.tries.saturating_sub(1);
+        let p = self.proof;
+        if !p.valid || depth + m + 1 > MAX_DEPTH {
+            return false;
+        }
+        // The chunk of `at`: its prefix up to the end of the frame.
+        let Some(n) = (at - sp.addr)
+            .checked_add(size as u64)
+            .and_then(|n| usize::try_from(n).ok())
+        else {
+            return false;
+        };
+        if !p
+            .chunks
+            .iter()
+            .any(|c| c.addr == sp.addr && self.same(c.off, c.len, sp, n))
+        {
+            return false;
+        }
+        // Older chunks the walk went on into: as far as it read them.
+        let older = p.chunks.iter().filter(|c| c.below <= m);
+        if !older.clone().all(|c| {
+            self.mine
+                .iter()
+                .find(|sp| sp.chunk && sp.addr == c.addr)
+                .is_some_and(|sp| self.same(c.off, c.len, sp, c.end))
+        }) {
+            return false;
+        }
+        p.outside.iter().filter(|o| o.below <= m).all(|o| {
+            let end = o.addr.saturating_add(o.len as u64);
+            let Some(sp) = self
+                .mine
+                .iter()
+                .find(|sp| !sp.chunk && sp.covers(o.addr, end))
+            else {
+                return false;
+            };
+            let at = sp.off + (o.addr - sp.addr) as usize;
+            let now = self.buf.get(at..at + o.len);
+            now.is_some() && now == self.prev.get(o.off..o.off + o.len)
+        })
+    }
+
+    /// Whether the first `n` bytes of this sample's copy `sp` are those of the last sample's
+    /// copy of the same address at `off` (`len` long).
+    fn same(&self, off: usize, len: usize, sp: &Span, n: usize) -> bool {
+        if n > len || n > sp.len {
+            return false;
+        }
+        let now = sp.off.checked_add(n).and_then(|e| self.buf.get(sp.off..e));
+        let then = off.checked_add(n).and_then(|e| self.prev.get(off..e));
+        now.is_some() && now == then
     }
 }
 
@@ -1222,6 +1580,9 @@ fn fast_run(
     raw: &mut Vec<Seen>,
     steps: &mut usize,
     cycle: &mut Cycle,
+    old: &mut Old<'_>,
+    kept: &mut usize,
+    lowest: &mut u64,
 ) -> Result<u64, WalkError> {
     let size = ff.len as u64;
     let mut end_max = 0u64;
@@ -1230,6 +1591,14 @@ fn fast_run(
         let rel = at.wrapping_sub(sp.addr);
         if rel.saturating_add(size) > sp.len as u64 {
             break;
+        }
+        if let Some(m) = old.candidate(at) {
+            if at < *lowest && old.proves(m, at, ff.len, sp, raw.len()) {
+                *kept = m + 1;
+                *lowest = at;
+                *addr = 0;
+                return Ok(end_max.max(at + size));
+            }
         }
         let Some(fields) = buf.get(sp.off + rel as usize..).and_then(|f| ff.decode(f)) else {
             break;
@@ -1243,11 +1612,14 @@ fn fast_run(
             });
         }
         end_max = end_max.max(at + size);
+        // Frames below in the chunk must sit lower: 0 marks that they did not.
+        *lowest = if at < *lowest { at } else { 0 };
         if ff.is_python(&fields) {
             raw.push(Seen {
                 frame: at,
                 fields,
                 resolved: None,
+                outs: 0,
             });
         }
         at = fields.previous;
@@ -1307,6 +1679,7 @@ fn fast_objects_run(
                 frame: at,
                 fields,
                 resolved: None,
+                outs: 0,
             });
         }
         *hint = k + 1;

@@ -1719,3 +1719,235 @@ fn a_frame_that_comes_and_goes_stays_in_the_batched_read() {
         );
     }
 }
+
+/// Write `instr` (an instruction index) into the frame at `frame` of code `code`.
+fn set_instr(img: &mut Image, frame: u64, code: u64, instr: u64) {
+    let l = img.l;
+    let ip = img.adaptive(code) + 2 * instr;
+    img.mem
+        .write_u64(frame + u64::from(l.iframe_instr_ptr.unwrap()), ip);
+}
+
+/// A sample whose outer frames are byte for byte what the previous sample's walk read is
+/// proven, not walked; any change below the meeting point (an outer frame's instruction or
+/// code, a frame's link) is still seen, because the proof compares every byte that walk read.
+#[test]
+fn outer_frames_are_proven_unchanged_and_changes_below_are_still_seen() {
+    for l in [l311(), l312(), l313(), l314(), l314t()] {
+        let depth = 30;
+        let (mut img, codes, _, t0, roots) = deep_chunk_image(l, depth, 48);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        // The first sample finds the chunk by reading it directly, the second in the batched
+        // copy: from the third on, a walk has a walk of the same copy to compare with.
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(
+            w.frames_proven(),
+            0,
+            "{:?}: nothing to prove from",
+            l.version
+        );
+        assert_eq!(raw.frames_of(&raw.threads[0]).len(), depth);
+        // Nothing changed: every frame is proven.
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(w.frames_proven(), depth as u64, "{:?}", l.version);
+        assert_eq!(raw.threads[0].unchanged, depth);
+        // The chain, innermost first, as the image has it.
+        let mut chain = Vec::new();
+        let mut f = edit(&mut img, &live, |img| {
+            img.mem
+                .read_u64(match l.frame_model {
+                    FrameModel::CFrame311 => {
+                        img.mem
+                            .read_u64(t0 + u64::from(l.tstate_cframe.unwrap()))
+                            .unwrap()
+                            + u64::from(l.cframe_current_frame.unwrap())
+                    }
+                    _ => t0 + u64::from(l.tstate_current_frame.unwrap()),
+                })
+                .unwrap()
+        });
+        while f != 0 {
+            chain.push(f);
+            f = edit(&mut img, &live, |img| {
+                img.mem
+                    .read_u64(f + u64::from(l.iframe_previous.unwrap()))
+                    .unwrap()
+            });
+        }
+        assert_eq!(chain.len(), depth);
+        // An outer frame (f10, 19 frames below the innermost) moves on, nothing above it does.
+        edit(&mut img, &live, |img| {
+            set_instr(img, chain[19], codes[10], 9)
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(
+            got[0].3[19],
+            ("f10".into(), "/deep.py".into(), Some(110 + 9))
+        );
+        assert_eq!(raw.threads[0].unchanged, 10, "{:?}: f0..f9", l.version);
+        // The same frame now runs another code object.
+        edit(&mut img, &live, |img| {
+            img.mem
+                .write_u64(chain[19] + u64::from(l.iframe_code.unwrap()), codes[3]);
+            set_instr(img, chain[19], codes[3], 1);
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(
+            got[0].3[19],
+            ("f3".into(), "/deep.py".into(), Some(103 + 1))
+        );
+        // Only the innermost frame moves: the 29 below it are proven.
+        let before = w.frames_proven();
+        edit(&mut img, &live, |img| {
+            set_instr(img, chain[0], codes[29], 5)
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3[0].2, Some(129 + 5));
+        assert_eq!(raw.threads[0].unchanged, depth - 1);
+        assert!(
+            w.frames_proven() - before >= depth as u64 - 1,
+            "{:?}: proven {}",
+            l.version,
+            w.frames_proven() - before
+        );
+        // A frame in the middle is unlinked (f14 calls f16 directly now).
+        edit(&mut img, &live, |img| {
+            img.mem
+                .write_u64(chain[14] + u64::from(l.iframe_previous.unwrap()), chain[16])
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), depth - 1);
+        assert!(!got[0].3.iter().any(|f| f.0 == "f14"));
+    }
+}
+
+/// 3.12+: the bottom frame's caller is an entry frame on the C stack (outside the chunk), and
+/// the stack spreads over two chunks. Both are part of what a proof compares: a change in the
+/// older chunk or in the entry frame is seen although the newer chunk did not change.
+#[test]
+fn proofs_cover_older_chunks_and_entry_frames_on_the_c_stack() {
+    for l in [l312(), l313(), l314()] {
+        let mut img = Image::new(l);
+        let codes: Vec<u64> = (0..12)
+            .map(|i| img.code(&format!("g{i}"), "/two.py", 200 + 10 * i, 16))
+            .collect();
+        let cstack = img.mem.alloc(4096);
+        let entry = cstack + 512;
+        let bottom = img.code("bottom", "/two.py", 1, 8);
+        let bottom_frame = img.mem.alloc(256);
+        img.iframe(
+            bottom_frame,
+            IFrame {
+                previous: 0,
+                code: bottom,
+                instr_ptr: img.adaptive(bottom) + 2,
+                owner: 1,
+                tlbc_index: 0,
+            },
+        );
+        img.iframe(
+            entry,
+            IFrame {
+                previous: 0,
+                code: 0,
+                instr_ptr: 0,
+                owner: l.owner_cstack.unwrap(),
+                tlbc_index: 0,
+            },
+        );
+        let older = img.chunk(16 * 1024, 0);
+        let lower: Vec<(u64, i64)> = codes[..6].iter().map(|&c| (c, 1)).collect();
+        let upper: Vec<(u64, i64)> = codes[6..].iter().map(|&c| (c, 2)).collect();
+        let a = img.chunk_frames(older, entry, &lower, 64);
+        let newer = img.chunk(16 * 1024, older);
+        let b = img.chunk_frames(newer, *a.last().unwrap(), &upper, 64);
+        let interp = img.interp(0);
+        let t = img.threads(interp, &[(0x4444, 3, *b.last().unwrap())])[0];
+        img.mem
+            .write_u64(t + u64::from(l.tstate_datastack_chunk.unwrap()), newer);
+        let roots = img.roots(&[interp]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        for _ in 0..3 {
+            sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        }
+        // All 12, or all but the innermost (found before the walk settles in a chunk copy).
+        assert!(w.frames_proven() >= 11, "{:?}", l.version);
+        // A frame in the older chunk moves on.
+        edit(&mut img, &live, |img| set_instr(img, a[2], codes[2], 7));
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3[9].2, Some(220 + 7), "{:?}", l.version);
+        assert_eq!(raw.threads[0].unchanged, 2);
+        // The entry frame now returns into a (generator) frame below it.
+        edit(&mut img, &live, |img| {
+            img.mem
+                .write_u64(entry + u64::from(l.iframe_previous.unwrap()), bottom_frame)
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 13, "{:?}", l.version);
+        assert_eq!(got[0].3[12].0, "bottom");
+        assert_eq!(raw.threads[0].unchanged, 0);
+        // The proof holds again once nothing changes (a frame outside a chunk is a Python
+        // frame now, so the walk no longer vouches for itself: nothing is proven, and nothing
+        // is wrong).
+        let before = w.frames_proven();
+        sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(raw.threads[0].unchanged, 13);
+        assert_eq!(w.frames_proven(), before);
+        edit(&mut img, &live, |img| {
+            set_instr(img, bottom_frame, bottom, 3)
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3[12].2, Some(1 + 3));
+    }
+}
+
+/// Frames of a chunk whose links do not fall in address (not what CPython does, but what
+/// garbage or a torn read may look like): the walk does not vouch for itself, every sample
+/// walks, and an outer change is seen.
+#[test]
+fn frames_out_of_address_order_are_walked_not_proven() {
+    let l = l313();
+    let (mut img, codes, _, t0, roots) = deep_chunk_image(l, 6, 32);
+    // Rewire the chain to f5 → f2 → f3 → f4 → f1 → f0: below f2 the walk goes up the chunk,
+    // so the chunk prefix up to f2 does not hold f3 and f4.
+    let (f2, f3, f4, f5) = edit_chain(&mut img, t0);
+    let f1 = img
+        .mem
+        .read_u64(f2 + u64::from(l.iframe_previous.unwrap()))
+        .unwrap();
+    for (from, to) in [(f5, f2), (f2, f3), (f3, f4), (f4, f1)] {
+        img.mem
+            .write_u64(from + u64::from(l.iframe_previous.unwrap()), to);
+    }
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    for round in 0..5u64 {
+        edit(&mut img, &live, |img| set_instr(img, f4, codes[4], round));
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        let order: Vec<&str> = got[0].3.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(order, ["f5", "f2", "f3", "f4", "f1", "f0"]);
+        assert_eq!(got[0].3[3].2, Some(104 + round as i32), "round {round}");
+    }
+    assert_eq!(w.frames_proven(), 0);
+}
+
+/// Frames f2..f5 of a 6-frame `deep_chunk_image` thread (innermost last).
+fn edit_chain(img: &mut Image, t: u64) -> (u64, u64, u64, u64) {
+    let l = img.l;
+    let mut chain = Vec::new();
+    let mut f = img
+        .mem
+        .read_u64(t + u64::from(l.tstate_current_frame.unwrap()))
+        .unwrap();
+    while f != 0 {
+        chain.push(f);
+        f = img
+            .mem
+            .read_u64(f + u64::from(l.iframe_previous.unwrap()))
+            .unwrap();
+    }
+    (chain[3], chain[2], chain[1], chain[0])
+}

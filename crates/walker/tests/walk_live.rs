@@ -257,6 +257,39 @@ fn check_live(launch: Launch) {
     );
     assert!(stacks.iter().filter(|t| t.holds_gil).count() <= 1);
     assert!(stacks.iter().all(|t| t.interp_id == stacks[0].interp_id));
+
+    // The sampling path on the same, idle, target: from the third sample on (the first two
+    // settle the batched read), 3.11+ proves the unchanged stacks instead of walking them, and
+    // still reports what a walk sees.
+    let mut raw = RawSample::new();
+    for _ in 0..4 {
+        walker.sample_into(&mut raw).unwrap();
+    }
+    let sampled: Vec<(u64, Vec<(u64, Option<i32>)>)> = raw
+        .threads
+        .iter()
+        .map(|t| {
+            let frames = raw.frames_of(t).iter().map(|f| (f.code_addr, f.line));
+            (t.thread_id, frames.collect())
+        })
+        .collect();
+    let walked: Vec<(u64, Vec<(u64, Option<i32>)>)> = stacks
+        .iter()
+        .map(|t| {
+            let frames = t.frames.iter().map(|f| (f.code_addr, f.line));
+            (t.thread_id, frames.collect())
+        })
+        .collect();
+    assert_eq!(sampled, walked, "{version}: sample_into against walk");
+    if (v.major, v.minor) >= (3, 11) {
+        assert!(
+            walker.frames_proven() >= 8,
+            "{version}: {} frames proven",
+            walker.frames_proven()
+        );
+    } else {
+        assert_eq!(walker.frames_proven(), 0);
+    }
     drop(target);
     let _ = std::fs::remove_file(&launch.script_host);
 }
@@ -524,6 +557,13 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
     assert!(max_threads >= 2);
     assert!(failed < 30, "{version}: {failed} of 300 samples failed");
     assert!(deepest > 150, "{version}: deepest stack {deepest}");
+    if minor >= 11 {
+        // Proofs were used on this churn (and agreed with the fresh walks above).
+        assert!(
+            long_lived.frames_proven() > 0,
+            "{version}: no frame was ever proven"
+        );
+    }
     drop(target);
     let _ = std::fs::remove_file(&launch.script_host);
 }
