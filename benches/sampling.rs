@@ -316,6 +316,8 @@ struct Measured {
     iovecs: u64,
     bytes: u64,
     frames_per_sample: f64,
+    /// Frames per sample proven unchanged rather than walked (`Walker::frames_proven`).
+    proven_per_sample: f64,
     deepest: usize,
     /// CPU µs of the sample's own `process_vm_readv` alone: the last batch of the counted
     /// run, replayed with nothing else around it. What any reader of the same memory pays.
@@ -355,6 +357,7 @@ fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) 
     let mut errors = 0;
     let c0 = thread_cpu();
     let u0 = thread_user();
+    let p0 = w.frames_proven();
     let t0 = Instant::now();
     let mut samples = 0;
     while samples < n && until.is_none_or(|u| samples % 256 != 0 || Instant::now() < u) {
@@ -393,6 +396,7 @@ fn measure_sample_into(w: &mut Walker<Counted>, n: u64, until: Option<Instant>) 
         iovecs: scaled(counts.1),
         bytes: scaled(counts.2),
         frames_per_sample: interner.frames as f64 / samples as f64,
+        proven_per_sample: (w.frames_proven() - p0) as f64 / samples as f64,
         deepest: interner.deepest,
         floor_us,
     }
@@ -433,6 +437,7 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
         iovecs: w.memory().iovecs.get(),
         bytes: w.memory().bytes.get(),
         frames_per_sample: frames as f64 / n as f64,
+        proven_per_sample: f64::NAN,
         deepest,
         floor_us: f64::NAN,
     }
@@ -441,7 +446,7 @@ fn measure_walk(w: &mut Walker<Counted>, n: u64) -> Measured {
 fn print_row(what: &str, m: &Measured) {
     let per = |v: u64| v as f64 / m.samples as f64;
     println!(
-        "{what:<28} {:>9.0} {:>8.2} {:>7.2} {:>8.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>6} {:>6}",
+        "{what:<28} {:>9.0} {:>8.2} {:>7.2} {:>8.2} {:>6.2} {:>7.2} {:>8.1} {:>7.1} {:>7.1} {:>6} {:>6}",
         m.rate(),
         m.cpu_us(),
         m.user.as_secs_f64() * 1e6 / m.samples as f64,
@@ -450,6 +455,7 @@ fn print_row(what: &str, m: &Measured) {
         per(m.iovecs),
         per(m.bytes) / 1024.0,
         m.frames_per_sample,
+        m.proven_per_sample,
         m.deepest,
         m.errors,
     );
@@ -459,7 +465,7 @@ fn throughput() {
     let n: u64 = env_u64("STROBE_BENCH_SAMPLES", 200_000);
     println!("strobe sampling benchmark: {n} samples per row, one sampling thread");
     println!(
-        "{:<28} {:>9} {:>8} {:>7} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>6}",
+        "{:<28} {:>9} {:>8} {:>7} {:>8} {:>6} {:>7} {:>8} {:>7} {:>7} {:>6} {:>6}",
         "target / API",
         "samples/s",
         "cpu µs",
@@ -469,6 +475,7 @@ fn throughput() {
         "iovecs",
         "KiB",
         "frames",
+        "proven",
         "depth",
         "errors"
     );

@@ -165,6 +165,9 @@ fn sid_launch(exe: &str, debug_build: bool) -> Launch {
 }
 
 /// Run the script, walk it, check the stacks.
+/// `(thread id, [(code object, line)])`, innermost first.
+type ThreadLines = (u64, Vec<(u64, Option<i32>)>);
+
 fn check_live(launch: Launch) {
     let version = launch.name.as_str();
     std::fs::write(&launch.script_host, SCRIPT).unwrap();
@@ -265,7 +268,7 @@ fn check_live(launch: Launch) {
     for _ in 0..4 {
         walker.sample_into(&mut raw).unwrap();
     }
-    let sampled: Vec<(u64, Vec<(u64, Option<i32>)>)> = raw
+    let sampled: Vec<ThreadLines> = raw
         .threads
         .iter()
         .map(|t| {
@@ -273,7 +276,7 @@ fn check_live(launch: Launch) {
             (t.thread_id, frames.collect())
         })
         .collect();
-    let walked: Vec<(u64, Vec<(u64, Option<i32>)>)> = stacks
+    let walked: Vec<ThreadLines> = stacks
         .iter()
         .map(|t| {
             let frames = t.frames.iter().map(|f| (f.code_addr, f.line));
