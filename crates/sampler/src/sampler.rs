@@ -72,7 +72,7 @@ const FLAT_OUT_HZ: f64 = 20_000.0;
 const MAX_FRAME_CACHE: usize = 1 << 16;
 
 /// (code object address, line) → the names the walker gave it and their interned frame.
-type FrameCache = HashMap<(u64, Option<i32>), (Arc<str>, Arc<str>, FrameId), FxBuild>;
+type FrameCache = HashMap<(u64, Option<i32>), (u64, FrameId), FxBuild>;
 
 /// What one thread state's previous sample resolved to, so that the next sample of the same
 /// stack costs no lookups.
@@ -268,6 +268,8 @@ pub(crate) fn run(
     let mut carried = 0u64;
     // Whether the sampler slept towards the current deadline (else it passed while busy).
     let mut waited = false;
+    // Flat out: when the previous sample was taken (ns since the start).
+    let mut previous_ns = 0u64;
     let mut exit_status: Option<ExitStatus> = None;
     let mut child_checked = Instant::now();
     let mut failures_in_a_row = 0u32;
@@ -284,7 +286,11 @@ pub(crate) fn run(
         if end_ns.is_some_and(|end| now >= end) {
             break EndReason::DurationElapsed;
         }
-        let deadline = clock.next_deadline_ns();
+        let deadline = if flat_out {
+            0
+        } else {
+            clock.next_deadline_ns()
+        };
         if now < deadline {
             let until = end_ns.map_or(deadline, |end| end.min(deadline));
             let wait = until.saturating_sub(now);
@@ -305,10 +311,23 @@ pub(crate) fn run(
             continue;
         }
         waited = false;
-        let tick = clock.tick(now);
-        let intervals = tick.intervals + carried;
-        carried = 0;
-        let weight_ns = (intervals as f64 * clock.mean_ns()).round() as u64;
+        let (intervals, weight_ns) = if flat_out {
+            // Back to back, no deadlines to draw: each sample stands for the time since the
+            // previous one (the weights add up to the recording's wall time exactly), and
+            // for as many requested intervals as fit in it.
+            let gap = now.saturating_sub(previous_ns).max(1);
+            previous_ns = now;
+            let intervals = ((gap as f64 / clock.mean_ns()).round() as u64).max(1);
+            (intervals, gap)
+        } else {
+            let tick = clock.tick(now);
+            let intervals = tick.intervals + carried;
+            carried = 0;
+            (
+                intervals,
+                (intervals as f64 * clock.mean_ns()).round() as u64,
+            )
+        };
         if intervals > 1 {
             stats.late.fetch_add(1, Ordering::Relaxed);
             stats.missed.fetch_add(intervals - 1, Ordering::Relaxed);
@@ -592,11 +611,18 @@ fn is_idle(
 
 /// Names of the code object of a frame: the walker's, a stub in tests.
 trait FrameNames {
-    /// (function, file name); the same `Arc`s as long as the same code object is meant.
+    /// Which decoding of the code object at `code_addr` names are taken from (it changes when
+    /// a freed code object's address is reused); `None` when it is not decoded at the moment.
+    fn code_serial(&mut self, code_addr: u64) -> Option<u64>;
+    /// (function, file name).
     fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError>;
 }
 
 impl<M: RemoteMemory> FrameNames for Walker<M> {
+    fn code_serial(&mut self, code_addr: u64) -> Option<u64> {
+        Walker::code_serial(self, code_addr)
+    }
+
     fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
         let info = self.frame_info(f)?;
         Ok((info.function, info.filename))
@@ -687,10 +713,10 @@ fn thread_of(
 }
 
 /// The interned id of a frame, cached by (code object, line). The walker decodes a code object
-/// once and hands out the same name strings until the object is freed and its address reused
-/// (it then decodes the new one), so comparing string pointers with the walker's cache entry
-/// (a lookup, no reading of the target) tells whether a cached id is still right. Called only
-/// for frames that changed since the thread's previous sample.
+/// once and numbers each decoding (a code object freed and its address reused by another is
+/// decoded afresh, under a new number), so a cached id whose number is the walker's current
+/// one for that address is still right: one lookup on each side, no reading of the target, no
+/// names. Called only for frames that changed since the thread's previous sample.
 fn frame_id(
     cache: &mut FrameCache,
     side: &mut SamplerSide,
@@ -698,17 +724,18 @@ fn frame_id(
     f: RawFrame,
     by_function: bool,
 ) -> Result<FrameId, RoundError> {
+    let line = if by_function { None } else { f.line };
+    let key = (f.code_addr, line);
+    let serial = names.code_serial(f.code_addr);
+    if let (Some(serial), Some(&(cached, id))) = (serial, cache.get(&key)) {
+        if cached == serial {
+            return Ok(id);
+        }
+    }
     // A code object freed since the sample: the round saw a target in mid-change.
     let (function, filename) = names
         .names(f)
         .map_err(|_| RoundError::Transient(ErrorKind::Torn))?;
-    let line = if by_function { None } else { f.line };
-    let key = (f.code_addr, line);
-    if let Some((cached_function, cached_filename, id)) = cache.get(&key) {
-        if Arc::ptr_eq(cached_function, &function) && Arc::ptr_eq(cached_filename, &filename) {
-            return Ok(*id);
-        }
-    }
     let id = side
         .interner()
         .intern_frame(&FrameKey {
@@ -717,7 +744,15 @@ fn frame_id(
             line,
         })
         .map_err(|e| RoundError::Fatal(e.into()))?;
-    cache.insert(key, (function, filename, id));
+    // Decoded now if it was not before.
+    match serial.or_else(|| names.code_serial(f.code_addr)) {
+        Some(serial) => {
+            cache.insert(key, (serial, id));
+        }
+        None => {
+            cache.remove(&key);
+        }
+    }
     Ok(id)
 }
 
@@ -914,10 +949,12 @@ mod tests {
     use super::*;
     use strobe_aggregate::AggregatorSide;
 
-    /// Code objects by address, counting lookups.
+    /// Code objects by address (with the number of their decoding), counting lookups.
     #[derive(Default)]
     struct Codes {
         names: HashMap<u64, (Arc<str>, Arc<str>)>,
+        serials: HashMap<u64, u64>,
+        decoded: u64,
         lookups: usize,
     }
 
@@ -926,12 +963,18 @@ mod tests {
         fn define(&mut self, addr: u64, function: &str) {
             self.names
                 .insert(addr, (function.into(), Arc::from("/app/x.py")));
+            self.decoded += 1;
+            self.serials.insert(addr, self.decoded);
         }
     }
 
     impl FrameNames for Codes {
-        fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
+        fn code_serial(&mut self, code_addr: u64) -> Option<u64> {
             self.lookups += 1;
+            self.serials.get(&code_addr).copied()
+        }
+
+        fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
             self.names
                 .get(&f.code_addr)
                 .cloned()

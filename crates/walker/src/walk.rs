@@ -101,6 +101,8 @@ pub(crate) struct CodeInfo {
     lines: LineMap,
     /// Bytecode length in code units (3.11+, `Py_SIZE(code)`), to catch a recycled address.
     code_units: Option<i64>,
+    /// Which decoding this is (see [`Walker::code_serial`]).
+    serial: u64,
 }
 
 /// What one interpreter frame (3.11+) or frame object (≤3.10) tells us.
@@ -150,6 +152,8 @@ pub struct Walker<M: RemoteMemory> {
     pub(crate) layout: Layout,
     pub(crate) roots: Roots,
     code_cache: AddrMap<u64, Arc<CodeInfo>>,
+    /// Code objects decoded so far: the next one's serial.
+    code_serials: u64,
     /// Type object address → whether its `tp_name` is "code".
     code_types: AddrMap<u64, bool>,
     /// (code address, tlbc index) → start of that thread-local bytecode copy (3.14t).
@@ -175,6 +179,7 @@ impl<M: RemoteMemory> Walker<M> {
             layout,
             roots,
             code_cache: AddrMap::default(),
+            code_serials: 0,
             code_types: AddrMap::default(),
             tlbc_bases: AddrMap::default(),
             seen: HashSet::new(),
@@ -272,6 +277,16 @@ impl<M: RemoteMemory> Walker<M> {
         });
         self.walk_buf = raw;
         result
+    }
+
+    /// Which decoding of the code object at `code_addr` the walker holds, if any: a number
+    /// that differs for every code object decoded, so that a caller who keyed something by a
+    /// code address can tell, with one lookup and no reading of the target, whether
+    /// [`Walker::frame_info`] would still name it the same (a freed code object's address may be
+    /// reused by another, which is then decoded afresh). `None`: not held (the cache was
+    /// full and emptied, say); [`Walker::frame_info`] decodes it again.
+    pub fn code_serial(&self, code_addr: u64) -> Option<u64> {
+        self.code_cache.get(&code_addr).map(|info| info.serial)
     }
 
     /// Name, file and line of a frame from [`Walker::sample_into`].
@@ -487,11 +502,13 @@ impl<M: RemoteMemory> Walker<M> {
         } else {
             self.read_bytes(table_ptr)?
         };
+        self.code_serials += 1;
         let info = Arc::new(CodeInfo {
             function,
             filename,
             lines: LineMap::new(l.line_table, &table, firstlineno),
             code_units,
+            serial: self.code_serials,
         });
         if self.code_cache.len() >= MAX_CODE_CACHE {
             self.code_cache.clear();
