@@ -24,7 +24,8 @@
 //! Slowdown: the target prints how many loop iterations it completes per second of its own
 //! CPU time (so that other load on the host, which deschedules it, does not count); its rate
 //! is compared with no sampling, sampling at 1 kHz and at 10 kHz (paced by a simple deadline
-//! loop here), and flat out. Set `STROBE_BENCH_LOAD=N` to add N busy threads to this process (a
+//! loop here), and flat out, and with the 10 kHz loop waking up without reading (what the
+//! wake-ups alone cost). Set `STROBE_BENCH_LOAD=N` to add N busy threads to this process (a
 //! loaded host).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -559,6 +560,24 @@ fn paced(
     n
 }
 
+/// [`paced`]'s deadline loop at `hz` until `end`, without sampling; returns the wake-ups.
+fn paced_wakeups(hz: f64, end: Instant) -> u64 {
+    let period = Duration::from_secs_f64(1.0 / hz);
+    let mut next = Instant::now();
+    let mut n = 0;
+    while Instant::now() < end {
+        n += 1;
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > period * 10 {
+            next = now;
+        }
+    }
+    n
+}
+
 fn slowdown() {
     let secs = env_u64("STROBE_BENCH_PHASE_SECS", 4) as f64;
     let load = env_u64("STROBE_BENCH_LOAD", 0);
@@ -611,6 +630,13 @@ fn slowdown() {
     let base2 = rates_during(&target, secs, idle);
     let (max, max_hz) = phase(f64::INFINITY);
     let base3 = rates_during(&target, secs, idle);
+    // The same 10 kHz deadline loop reading nothing: what waking up 10,000 times a second
+    // costs the target by itself (on a loaded host each wake-up preempts someone).
+    let mut woken = 0u64;
+    let t0 = Instant::now();
+    let wake = rates_during(&target, secs, |end| woken += paced_wakeups(10_000.0, end));
+    let wake_hz = woken as f64 / t0.elapsed().as_secs_f64();
+    let base4 = rates_during(&target, secs, idle);
     stop.store(true, Ordering::Relaxed);
     for b in burners {
         b.join().unwrap();
@@ -631,6 +657,7 @@ fn slowdown() {
     row("1 kHz", k1_hz, &k1, &base0, &base1);
     row("10 kHz", k10_hz, &k10, &base1, &base2);
     row("flat out", max_hz, &max, &base2, &base3);
+    row("10 kHz wake-ups only", wake_hz, &wake, &base3, &base4);
     println!(
         "(ratio: the target's median rate while sampled / mean of the adjacent unsampled medians)"
     );
