@@ -25,7 +25,8 @@
 //! CPU time (so that other load on the host, which deschedules it, does not count); its rate
 //! is compared with no sampling, sampling at 1 kHz and at 10 kHz (paced by a simple deadline
 //! loop here), and flat out, and with the 10 kHz loop waking up without reading (what the
-//! wake-ups alone cost). Set `STROBE_BENCH_LOAD=N` to add N busy threads to this process (a
+//! wake-ups alone cost); then with strobe's own sampler (`strobe_sampler::start`, as `strobe
+//! record` runs it) at 1 and 10 kHz, keeping off the target's CPUs (the default) and not. Set `STROBE_BENCH_LOAD=N` to add N busy threads to this process (a
 //! loaded host).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -560,6 +561,25 @@ fn paced(
     n
 }
 
+/// strobe's sampler on `pid` at `hz` until `end` (started now, on its own thread, as
+/// `strobe record` runs it), its samples drained and dropped.
+fn run_sampler(pid: i32, hz: f64, placed: bool, end: Instant) -> strobe_sampler::SamplerSummary {
+    let target = strobe_sampler::Target::attach(pid).unwrap();
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
+    let cfg = strobe_sampler::SamplerConfig {
+        rate_hz: hz,
+        duration: Some(end.saturating_duration_since(Instant::now())),
+        keep_off_target_cpus: placed,
+        ..strobe_sampler::SamplerConfig::default()
+    };
+    let handle = strobe_sampler::start(target, None, cfg, side).unwrap();
+    while !agg.finished() {
+        agg.drain().unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    handle.join().unwrap()
+}
+
 /// [`paced`]'s deadline loop at `hz` until `end`, without sampling; returns the wake-ups.
 fn paced_wakeups(hz: f64, end: Instant) -> u64 {
     let period = Duration::from_secs_f64(1.0 / hz);
@@ -637,6 +657,26 @@ fn slowdown() {
     let wake = rates_during(&target, secs, |end| woken += paced_wakeups(10_000.0, end));
     let wake_hz = woken as f64 / t0.elapsed().as_secs_f64();
     let base4 = rates_during(&target, secs, idle);
+    // strobe's own sampler (what `strobe record` runs), which keeps off the target's CPU.
+    let sampler_phase = |hz: f64, placed: bool| {
+        let mut summary = None;
+        let r = rates_during(&target, secs, |end| {
+            if summary.is_none() {
+                summary = Some(run_sampler(target.pid(), hz, placed, end));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        let s = summary.unwrap();
+        (r, s.stats.achieved_hz(), s.placement)
+    };
+    let (s1, s1_hz, s1_place) = sampler_phase(1_000.0, true);
+    let base5 = rates_during(&target, secs, idle);
+    let (s10, s10_hz, s10_place) = sampler_phase(10_000.0, true);
+    let base6 = rates_during(&target, secs, idle);
+    let (u1, u1_hz, _) = sampler_phase(1_000.0, false);
+    let base7 = rates_during(&target, secs, idle);
+    let (u10, u10_hz, _) = sampler_phase(10_000.0, false);
+    let base8 = rates_during(&target, secs, idle);
     stop.store(true, Ordering::Relaxed);
     for b in burners {
         b.join().unwrap();
@@ -658,6 +698,13 @@ fn slowdown() {
     row("10 kHz", k10_hz, &k10, &base1, &base2);
     row("flat out", max_hz, &max, &base2, &base3);
     row("10 kHz wake-ups only", wake_hz, &wake, &base3, &base4);
+    row("strobe sampler 1 kHz", s1_hz, &s1, &base4, &base5);
+    row("strobe sampler 10 kHz", s10_hz, &s10, &base5, &base6);
+    row("  not kept off, 1 kHz", u1_hz, &u1, &base6, &base7);
+    row("  not kept off, 10 kHz", u10_hz, &u10, &base7, &base8);
+    println!(
+        "(strobe sampler: restricted itself to CPUs {s1_place:?} and {s10_place:?} at the end)"
+    );
     println!(
         "(ratio: the target's median rate while sampled / mean of the adjacent unsampled medians)"
     );

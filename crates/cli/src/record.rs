@@ -181,6 +181,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         duration,
         by_function: !raw && args.view.function,
         names: true,
+        ..SamplerConfig::default()
     };
     cfg.validate()?;
     check_writable(&output)?;

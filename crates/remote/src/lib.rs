@@ -13,6 +13,7 @@
 mod error;
 mod freeze;
 mod memory;
+mod priority;
 mod process;
 pub mod procfs;
 mod pthreads;
@@ -20,5 +21,6 @@ mod pthreads;
 pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
 pub use memory::{le, MemError, RemoteMemory};
+pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
 pub use pthreads::native_tids_from_pthreads;

@@ -58,6 +58,8 @@ pub struct ProcStat {
     pub ppid: i32,
     /// Kernel `PF_*` flags.
     pub flags: u64,
+    /// The CPU it last ran on (field 39, `processor`); `None` on a line that stops short.
+    pub processor: Option<u32>,
 }
 
 impl ProcStat {
@@ -74,11 +76,14 @@ impl ProcStat {
         let ppid = rest.next()?.parse().ok()?;
         // Fields 5..8 (pgrp, session, tty_nr, tpgid), then field 9, flags.
         let flags = rest.nth(4)?.parse().ok()?;
+        // Fields 10..38, then field 39, processor.
+        let processor = rest.nth(29).and_then(|p| p.parse().ok());
         Some(ProcStat {
             comm,
             state,
             ppid,
             flags,
+            processor,
         })
     }
 }
@@ -199,6 +204,21 @@ mod tests {
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 1);
         assert_eq!(st.flags, 4194560);
+    }
+
+    #[test]
+    fn stat_parse_reads_the_processor_field() {
+        // Fields 1..52 of a real line, with 7 as field 39 (processor).
+        let line = "4242 (python3) R 1 4242 4242 0 -1 4194560 1237 0 0 0 351 13 0 0 20 0 1 0 \
+                    41770 27279360 2338 18446744073709551615 1 1 0 0 0 0 0 16781312 2 0 0 0 17 \
+                    7 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        let st = ProcStat::parse(line).unwrap();
+        assert_eq!(st.processor, Some(7));
+        // A line cut before field 39 still parses, without it.
+        let short = ProcStat::parse("12 (python) S 1 12 12 0 -1 4194560 1 0").unwrap();
+        assert_eq!(short.processor, None);
+        // The kernel's own lines have one.
+        assert!(stat(std::process::id() as i32).unwrap().processor.is_some());
     }
 
     #[test]

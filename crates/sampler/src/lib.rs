@@ -32,6 +32,7 @@
 
 pub mod attach;
 pub mod clock;
+mod placement;
 mod sampler;
 pub mod signals;
 pub mod snapshot;
@@ -76,6 +77,10 @@ pub struct SamplerConfig {
     pub by_function: bool,
     /// Look up `threading` thread names (cached; refreshed when a new thread appears).
     pub names: bool,
+    /// Keep the sampler thread off the CPUs the target's running threads are on, where that
+    /// leaves a CPU to run on (see the sampler's `placement` module). On by default; off only
+    /// to measure what it saves.
+    pub keep_off_target_cpus: bool,
 }
 
 impl Default for SamplerConfig {
@@ -90,6 +95,7 @@ impl Default for SamplerConfig {
             duration: None,
             by_function: false,
             names: true,
+            keep_off_target_cpus: true,
         }
     }
 }
@@ -316,6 +322,9 @@ pub struct SamplerSummary {
     pub warnings: Vec<String>,
     /// A launched target that was still running when sampling stopped, handed back.
     pub child: Option<Child>,
+    /// The CPUs the sampler thread had restricted itself to at the end, to stay off those
+    /// the target's running threads were on; `None` when it was not restricted.
+    pub placement: Option<Vec<usize>>,
 }
 
 /// Why sampling could not start or had to stop early.

@@ -42,6 +42,7 @@ use strobe_walker::{RawFrame, RawSample, RawThread, WalkError, Walker};
 
 use crate::attach::{AttachError, Target};
 use crate::clock::Clock;
+use crate::placement::{Placement, MAX_PLACED};
 use crate::signals::DeferSignals;
 use crate::threads::KernelThreads;
 use crate::{EndReason, ErrorKind, SamplerConfig, SamplerError, SamplerStats, SamplerSummary};
@@ -68,6 +69,8 @@ const CLEAR_CACHES_AFTER: u32 = 8;
 /// Rates above this sample back to back: the mean interval is then about what a sample costs,
 /// and waiting for each deadline would only add wake-up latency.
 const FLAT_OUT_HZ: f64 = 20_000.0;
+/// The paced sampler thread's nice value (see `run`).
+const SAMPLER_NICE: i32 = -10;
 /// Cached frame ids beyond this are dropped and the cache refilled.
 const MAX_FRAME_CACHE: usize = 1 << 16;
 
@@ -152,6 +155,8 @@ struct State {
     walks: u64,
     /// Frame ids resolved in this sample (scratch).
     fresh: Vec<FrameId>,
+    /// Our ids of the threads the last round found running (for [`Placement`]).
+    running: Vec<u32>,
     /// The walker's output, reused from round to round (no allocation in steady state).
     raw: RawSample,
     warned: HashSet<&'static str>,
@@ -239,6 +244,7 @@ pub(crate) fn run(
         memos: HashMap::default(),
         walks: 0,
         fresh: Vec::new(),
+        running: Vec::new(),
         raw: RawSample::new(),
         warned: HashSet::new(),
         warnings: Vec::new(),
@@ -275,6 +281,15 @@ pub(crate) fn run(
     let mut failures_in_a_row = 0u32;
     let elapsed_ns = || start.elapsed().as_nanos() as u64;
     let mut cpu = ThreadCpu::open();
+    // Off the target's CPUs, where that leaves somewhere to run (see `placement`).
+    let mut placement = Placement::new();
+    if !flat_out {
+        // Paced, the sampler runs a few microseconds per wake-up: favoured by the scheduler,
+        // it takes its CPU as soon as its deadline comes instead of waiting for whatever
+        // runs there to use up its time slice (which made it late on a busy host).
+        // Best effort: without CAP_SYS_NICE the default priority stays.
+        let _ = strobe_remote::set_thread_nice(SAMPLER_NICE);
+    }
     let mut cpu_at = 0u64;
     let cpu_every = CPU_EVERY.as_nanos() as u64;
     let reason = loop {
@@ -358,6 +373,11 @@ pub(crate) fn run(
             Err(RoundError::Fatal(e)) => return Err(e),
         }
         let done_ns = elapsed_ns();
+        if cfg.keep_off_target_cpus && placement.due(done_ns) {
+            let kernel = &mut state.kernel;
+            let running = state.running.iter().take(MAX_PLACED);
+            placement.update(done_ns, running.filter_map(|&h| kernel.read_cpu(h)));
+        }
         stats.elapsed_ns.store(done_ns, Ordering::Relaxed);
         stats.dropped.store(side.dropped(), Ordering::Relaxed);
         if done_ns.saturating_sub(cpu_at) >= cpu_every {
@@ -389,6 +409,7 @@ pub(crate) fn run(
     }
     let child = if exit_status.is_some() { None } else { child };
     Ok(SamplerSummary {
+        placement: placement.current().map(<[usize]>::to_vec),
         stats: stats.snapshot(),
         reason,
         exit_status,
@@ -473,6 +494,7 @@ fn record_threads(
     }
 
     let mut recorded = 0;
+    st.running.clear();
     for t in stacks {
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
@@ -518,6 +540,9 @@ fn record_threads(
             _ => None,
         };
         let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);
+        if let (false, Some(h)) = (idle, host) {
+            st.running.push(h);
+        }
         if idle && !cfg.include_idle {
             continue;
         }

@@ -58,7 +58,7 @@ impl KernelThreads {
             before: HashMap::default(),
             last_scan: None,
             reads: 0,
-            buf: vec![0; 512],
+            buf: vec![0; 1024],
         }
     }
 
@@ -114,6 +114,11 @@ impl KernelThreads {
     /// The scheduler state letter of our thread `host`, read now; `None` if the thread is not
     /// (or no longer) there. A thread found to have exited is forgotten.
     pub(crate) fn read_state(&mut self, host: u32) -> Option<char> {
+        self.read_stat(host).map(|s| s.state)
+    }
+
+    /// The `stat` line of our thread `host`, read now (see [`KernelThreads::read_state`]).
+    fn read_stat(&mut self, host: u32) -> Option<ProcStat> {
         if !self.tasks.contains_key(&host) && !self.open(host) {
             return None;
         }
@@ -122,13 +127,18 @@ impl KernelThreads {
         match file.read_at(&mut self.buf, 0) {
             Ok(n) => std::str::from_utf8(self.buf.get(..n).unwrap_or(&[]))
                 .ok()
-                .and_then(ProcStat::parse)
-                .map(|s| s.state),
+                .and_then(ProcStat::parse),
             Err(_) => {
                 self.tasks.remove(&host);
                 None
             }
         }
+    }
+
+    /// The CPU our thread `host` last ran on, read now; `None` if the thread is not (or no
+    /// longer) there.
+    pub(crate) fn read_cpu(&mut self, host: u32) -> Option<u32> {
+        self.read_stat(host)?.processor
     }
 
     /// Read the state of every known thread (before a `--blocking` freeze, when this round's

@@ -1,0 +1,142 @@
+//! Keeping the sampler thread off the CPUs the target runs on.
+//!
+//! On a host whose CPUs are all busy, every time the sampler wakes up for a sample it
+//! preempts whatever runs on its CPU. When that is the target, the target loses more than the
+//! few microseconds of the sample: its caches and branch predictors are cold when it resumes.
+//! Measured on a 2-vCPU VM with both CPUs busy, waking up 10,000 times a second *without
+//! reading anything* cost the target ~10% of its speed when the sampler shared its CPU, and
+//! nothing measurable when it did not (docs/PERFORMANCE.md, "Target slowdown").
+//!
+//! So every [`PLACE_EVERY_NS`] the sampler reads which CPUs the target's running threads last
+//! ran on (one `pread` of a `stat` file it keeps open, per thread, for at most
+//! [`MAX_PLACED`] threads) and restricts itself to the CPUs it was allowed at the start minus
+//! those. When that leaves none (the target runs everywhere strobe may run), it keeps all of
+//! them. Failing to set the affinity (a restricted container) changes nothing but this.
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+/// How often the target's CPUs are looked at (ns).
+pub(crate) const PLACE_EVERY_NS: u64 = 10_000_000;
+/// Running target threads whose CPU is looked at, at most.
+pub(crate) const MAX_PLACED: usize = 8;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    /// The CPUs this thread could run on at the start, ascending.
+    allowed: Vec<usize>,
+    /// The CPUs it is restricted to now (`None`: all of `allowed`).
+    current: Option<Vec<usize>>,
+    next_ns: u64,
+    busy: Vec<usize>,
+}
+
+impl Placement {
+    /// For the calling thread, as its affinity is now.
+    pub(crate) fn new() -> Placement {
+        let allowed = sched_getaffinity(Pid::from_raw(0))
+            .map(|set| {
+                (0..CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Placement {
+            allowed,
+            current: None,
+            next_ns: 0,
+            busy: Vec::new(),
+        }
+    }
+
+    /// Whether it is time to look at the target's CPUs again.
+    pub(crate) fn due(&self, now_ns: u64) -> bool {
+        now_ns >= self.next_ns
+    }
+
+    /// The target's running threads were last on `cpus`: move off them if that leaves
+    /// somewhere to run.
+    pub(crate) fn update(&mut self, now_ns: u64, cpus: impl IntoIterator<Item = u32>) {
+        self.next_ns = now_ns.saturating_add(PLACE_EVERY_NS);
+        self.busy.clear();
+        self.busy.extend(cpus.into_iter().map(|c| c as usize));
+        let want = avoid(&self.allowed, &self.busy);
+        if want == self.current {
+            return;
+        }
+        let mut set = CpuSet::new();
+        for &c in want.as_deref().unwrap_or(&self.allowed) {
+            // A CPU number beyond the set's size cannot be in `allowed`.
+            let _ = set.set(c);
+        }
+        if sched_setaffinity(Pid::from_raw(0), &set).is_ok() {
+            self.current = want;
+        }
+    }
+
+    /// The CPUs the sampler is restricted to now, if it is.
+    pub(crate) fn current(&self) -> Option<&[usize]> {
+        self.current.as_deref()
+    }
+}
+
+/// `allowed` without `busy`, if that leaves any CPU and differs from `allowed`; else `None`
+/// (run anywhere allowed).
+pub(crate) fn avoid(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
+    let rest: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|c| !busy.contains(c))
+        .collect();
+    (!rest.is_empty() && rest.len() < allowed.len()).then_some(rest)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avoids_busy_cpus_while_some_are_left() {
+        assert_eq!(avoid(&[0, 1, 2, 3], &[1]), Some(vec![0, 2, 3]));
+        assert_eq!(avoid(&[0, 1, 2, 3], &[1, 1, 3]), Some(vec![0, 2]));
+        // Busy CPUs strobe may not run on anyway change nothing.
+        assert_eq!(avoid(&[2, 3], &[0, 1]), None);
+        // Everywhere busy, or nothing busy: anywhere allowed.
+        assert_eq!(avoid(&[0, 1], &[0, 1]), None);
+        assert_eq!(avoid(&[0], &[0]), None);
+        assert_eq!(avoid(&[0, 1], &[]), None);
+    }
+
+    #[test]
+    fn the_thread_moves_off_the_busy_cpu_and_back() {
+        // On its own thread: the affinity set is the calling thread's.
+        std::thread::spawn(|| {
+            let mut p = Placement::new();
+            let allowed = p.allowed.clone();
+            assert!(!allowed.is_empty());
+            let own = |()| {
+                let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
+                (0..CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap())
+                    .collect::<Vec<_>>()
+            };
+            assert!(p.due(0));
+            p.update(0, [allowed[0] as u32]);
+            assert!(!p.due(PLACE_EVERY_NS - 1) && p.due(PLACE_EVERY_NS));
+            if allowed.len() >= 2 {
+                assert_eq!(p.current(), Some(&allowed[1..]));
+                assert_eq!(own(()), allowed[1..]);
+            } else {
+                assert_eq!(p.current(), None);
+            }
+            // The target moved elsewhere, beyond what strobe may use: back to all.
+            p.update(PLACE_EVERY_NS, [u32::MAX]);
+            assert_eq!(p.current(), None);
+            assert_eq!(own(()), allowed);
+        })
+        .join()
+        .unwrap();
+    }
+}
