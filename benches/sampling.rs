@@ -541,13 +541,20 @@ fn paced(
     hz: f64,
     end: Instant,
 ) -> u64 {
+    paced_loop(hz, end, || {
+        if w.sample_into(raw).is_ok() {
+            interner.consume(w, raw);
+        }
+    })
+}
+
+/// A deadline loop calling `each` at `hz` until `end`; returns how many times it did.
+fn paced_loop(hz: f64, end: Instant, mut each: impl FnMut()) -> u64 {
     let period = Duration::from_secs_f64(1.0 / hz);
     let mut next = Instant::now();
     let mut n = 0;
     while Instant::now() < end {
-        if w.sample_into(raw).is_ok() {
-            interner.consume(w, raw);
-        }
+        each();
         n += 1;
         next += period;
         let now = Instant::now();
@@ -578,24 +585,6 @@ fn run_sampler(pid: i32, hz: f64, placed: bool, end: Instant) -> strobe_sampler:
         std::thread::sleep(Duration::from_millis(10));
     }
     handle.join().unwrap()
-}
-
-/// [`paced`]'s deadline loop at `hz` until `end`, without sampling; returns the wake-ups.
-fn paced_wakeups(hz: f64, end: Instant) -> u64 {
-    let period = Duration::from_secs_f64(1.0 / hz);
-    let mut next = Instant::now();
-    let mut n = 0;
-    while Instant::now() < end {
-        n += 1;
-        next += period;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > period * 10 {
-            next = now;
-        }
-    }
-    n
 }
 
 fn slowdown() {
@@ -654,7 +643,9 @@ fn slowdown() {
     // costs the target by itself (on a loaded host each wake-up preempts someone).
     let mut woken = 0u64;
     let t0 = Instant::now();
-    let wake = rates_during(&target, secs, |end| woken += paced_wakeups(10_000.0, end));
+    let wake = rates_during(&target, secs, |end| {
+        woken += paced_loop(10_000.0, end, || {})
+    });
     let wake_hz = woken as f64 / t0.elapsed().as_secs_f64();
     let base4 = rates_during(&target, secs, idle);
     // strobe's own sampler (what `strobe record` runs), which keeps off the target's CPU.

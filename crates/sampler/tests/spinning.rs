@@ -1,0 +1,100 @@
+//! The sampler against a real interpreter (pyenv 3.12) spinning in one thread:
+//! - flat out (a rate above `FLAT_OUT_HZ`), rounds run back to back with no deadlines, and each
+//!   sample weighs exactly the time since the previous round, so the weights add up to the
+//!   recording's wall time;
+//! - paced, it keeps off the CPU the target runs on: with the target pinned to one CPU, the
+//!   sampler ends restricted to every other CPU it may use (waking up on the target's CPU
+//!   would preempt it; see the `placement` module).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use strobe_aggregate::Sample;
+use strobe_sampler::{start, SamplerConfig, SamplerSummary, Target};
+use strobe_testkit::Ready;
+
+const SCRIPT: &str = r#"import sys
+
+def spin():
+    n = 0
+    while True:
+        n = (n * 3 + 1) & 0xffff
+
+sys.stdout.write("READY\n")
+sys.stdout.flush()
+spin()
+"#;
+
+fn spinner(name: &str) -> Ready {
+    let python = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+    assert!(
+        std::path::Path::new(python).exists(),
+        "{python} is required for this test and missing"
+    );
+    Ready::python_script(python, name, SCRIPT, &[])
+}
+
+/// Sample `pid` at `rate_hz` for 300 ms; every sample and the summary.
+fn record(pid: i32, rate_hz: f64) -> (Vec<Sample>, SamplerSummary) {
+    let target = Target::attach(pid).unwrap();
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 20);
+    let cfg = SamplerConfig {
+        rate_hz,
+        duration: Some(Duration::from_millis(300)),
+        ..SamplerConfig::default()
+    };
+    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
+    let mut samples = Vec::new();
+    while !agg.finished() {
+        samples.extend(agg.drain().unwrap().samples);
+    }
+    (samples, summary)
+}
+
+fn cpus(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::count())
+        .filter(|&c| set.is_set(c).unwrap())
+        .collect()
+}
+
+#[test]
+fn flat_out_samples_weigh_the_time_since_the_previous_one() {
+    let victim = spinner("flat-out");
+    let (samples, summary) = record(victim.pid(), 1_000_000.0);
+    assert_eq!(summary.stats.total_errors(), 0, "{summary:?}");
+    assert_eq!(summary.stats.dropped, 0, "{summary:?}");
+    // One Python thread: one sample per round.
+    assert_eq!(samples.len() as u64, summary.stats.rounds, "{summary:?}");
+    assert!(samples.len() > 100, "{} samples", samples.len());
+    let mut previous = 0;
+    for s in &samples {
+        assert!(s.timestamp_ns > previous);
+        assert_eq!(s.weight_ns, s.timestamp_ns - previous, "{s:?}");
+        previous = s.timestamp_ns;
+    }
+    let total: u64 = samples.iter().map(|s| s.weight_ns).sum();
+    assert_eq!(total, samples.last().unwrap().timestamp_ns);
+}
+
+#[test]
+fn the_sampler_keeps_off_the_cpu_the_target_runs_on() {
+    let allowed = cpus(&sched_getaffinity(Pid::from_raw(0)).unwrap());
+    assert!(
+        allowed.len() >= 2,
+        "this test needs two CPUs to choose from, this process may use {allowed:?}"
+    );
+    let victim = spinner("placement");
+    // The spinning (main) thread, on the last CPU we may use.
+    let pinned = *allowed.last().unwrap();
+    let mut one = CpuSet::new();
+    one.set(pinned).unwrap();
+    sched_setaffinity(Pid::from_raw(victim.pid()), &one).unwrap();
+
+    let (samples, summary) = record(victim.pid(), 1000.0);
+    assert!(samples.len() > 50, "{} samples: {summary:?}", samples.len());
+    let others: Vec<usize> = allowed.iter().copied().filter(|&c| c != pinned).collect();
+    assert_eq!(summary.placement, Some(others), "{summary:?}");
+}
