@@ -1,7 +1,7 @@
 //! The sampler against a real interpreter (pyenv 3.12) spinning in one thread:
-//! - flat out (a rate above `FLAT_OUT_HZ`), rounds run back to back with no deadlines, and each
-//!   sample weighs exactly the time since the previous round, so the weights add up to the
-//!   recording's wall time;
+//! - flat out (a rate above `FLAT_OUT_HZ`), rounds run back to back with no deadlines, none is
+//!   late, and each sample weighs exactly the time since the previous round, so the weights add
+//!   up to the recording's wall time;
 //! - paced, it keeps off the CPU the target runs on: with the target pinned to one CPU, the
 //!   sampler ends restricted to every other CPU it may use (waking up on the target's CPU
 //!   would preempt it; see the `placement` module).
@@ -66,6 +66,12 @@ fn flat_out_samples_weigh_the_time_since_the_previous_one() {
     let (samples, summary) = record(victim.pid(), 1_000_000.0);
     assert_eq!(summary.stats.total_errors(), 0, "{summary:?}");
     assert_eq!(summary.stats.dropped, 0, "{summary:?}");
+    // As fast as it can is what was asked: no sample counts as late.
+    assert_eq!(
+        (summary.stats.late, summary.stats.missed),
+        (0, 0),
+        "{summary:?}"
+    );
     // One Python thread: one sample per round.
     assert_eq!(samples.len() as u64, summary.stats.rounds, "{summary:?}");
     assert!(samples.len() > 100, "{} samples", samples.len());
