@@ -1395,7 +1395,7 @@ impl<M: RemoteMemory> Walker<M> {
             // all the same, and the proof carries it on.
             let mine = &s.spans[spans.clone()];
             for c in tp.proof.chunks.iter().filter(|c| c.below < kept) {
-                let Some(sp) = mine.iter().find(|sp| sp.chunk && sp.addr == c.addr) else {
+                let Some(sp) = chunk_copy(mine, c.addr) else {
                     s.proof.valid = false;
                     continue;
                 };
@@ -1407,11 +1407,7 @@ impl<M: RemoteMemory> Walker<M> {
                 });
             }
             for o in tp.proof.outside.iter().filter(|o| o.below < kept) {
-                let end = o.addr.saturating_add(o.len as u64);
-                let Some(k) = mine
-                    .iter()
-                    .position(|sp| !sp.chunk && sp.covers(o.addr, end))
-                else {
+                let Some((k, off)) = frame_copy(mine, o.addr, o.len) else {
                     // `Old::proves` found every one of them.
                     s.proof.valid = false;
                     continue;
@@ -1425,10 +1421,7 @@ impl<M: RemoteMemory> Walker<M> {
                     chunk: false,
                     age: 0,
                 });
-                s.proof.outside.push(Outside {
-                    off: mine[k].off + (o.addr - mine[k].addr) as usize,
-                    ..*o
-                });
+                s.proof.outside.push(Outside { off, ..*o });
             }
         }
         for (k, sp) in s.spans[spans.clone()].iter().enumerate() {
@@ -1460,6 +1453,22 @@ impl<M: RemoteMemory> Walker<M> {
         }
         Ok((truncated, kept))
     }
+}
+
+/// This sample's copy of the chunk at `addr` among one thread's copies `mine`.
+fn chunk_copy(mine: &[Span], addr: u64) -> Option<&Span> {
+    mine.iter().find(|sp| sp.chunk && sp.addr == addr)
+}
+
+/// The copy among `mine` (not a chunk) holding the `len` bytes at `addr`: its index, and where
+/// those bytes are in the batch buffer.
+fn frame_copy(mine: &[Span], addr: u64, len: usize) -> Option<(usize, usize)> {
+    let end = addr.saturating_add(len as u64);
+    let k = mine
+        .iter()
+        .position(|sp| !sp.chunk && sp.covers(addr, end))?;
+    let sp = mine.get(k)?;
+    Some((k, sp.off + (addr - sp.addr) as usize))
 }
 
 /// Tries per walk at proving the rest of a stack unchanged. The innermost frames met first
@@ -1529,44 +1538,33 @@ impl Old<'_> {
         if !p
             .chunks
             .iter()
-            .any(|c| c.addr == sp.addr && self.same(c.off, c.len, sp, n))
+            .any(|c| c.addr == sp.addr && self.same_prefix(c, sp, n))
         {
             return false;
         }
         // Older chunks the walk went on into: as far as it read them.
-        let older = p.chunks.iter().filter(|c| c.below <= m);
-        if !older.clone().all(|c| {
-            self.mine
-                .iter()
-                .find(|sp| sp.chunk && sp.addr == c.addr)
-                .is_some_and(|sp| self.same(c.off, c.len, sp, c.end))
-        }) {
-            return false;
-        }
-        p.outside.iter().filter(|o| o.below <= m).all(|o| {
-            let end = o.addr.saturating_add(o.len as u64);
-            let Some(sp) = self
-                .mine
-                .iter()
-                .find(|sp| !sp.chunk && sp.covers(o.addr, end))
-            else {
-                return false;
-            };
-            let at = sp.off + (o.addr - sp.addr) as usize;
-            let now = self.buf.get(at..at + o.len);
-            now.is_some() && now == self.prev.get(o.off..o.off + o.len)
-        })
+        let older_same = p.chunks.iter().filter(|c| c.below <= m).all(|c| {
+            chunk_copy(self.mine, c.addr).is_some_and(|sp| self.same_prefix(c, sp, c.end))
+        });
+        older_same
+            && p.outside.iter().filter(|o| o.below <= m).all(|o| {
+                frame_copy(self.mine, o.addr, o.len)
+                    .is_some_and(|(_, now)| self.same(now, o.off, o.len))
+            })
     }
 
     /// Whether the first `n` bytes of this sample's copy `sp` are those of the last sample's
-    /// copy of the same address at `off` (`len` long).
-    fn same(&self, off: usize, len: usize, sp: &Span, n: usize) -> bool {
-        if n > len || n > sp.len {
-            return false;
-        }
+    /// copy `c` of the same chunk.
+    fn same_prefix(&self, c: &ChunkRead, sp: &Span, n: usize) -> bool {
+        n <= c.len && n <= sp.len && self.same(sp.off, c.off, n)
+    }
+
+    /// Whether the `n` bytes at `now` in this sample's buffer are those at `then` in the last
+    /// sample's.
+    fn same(&self, now: usize, then: usize, n: usize) -> bool {
         let (Some(now), Some(then)) = (
-            sp.off.checked_add(n).and_then(|e| self.buf.get(sp.off..e)),
-            off.checked_add(n).and_then(|e| self.prev.get(off..e)),
+            now.checked_add(n).and_then(|e| self.buf.get(now..e)),
+            then.checked_add(n).and_then(|e| self.prev.get(then..e)),
         ) else {
             return false;
         };
