@@ -7,8 +7,9 @@ use crate::record::{parse_collapsed, spawn_recording, strobe_cmd, Script};
 use crate::safety::{py312, Stress};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::Read;
-use std::process::{Command, Output};
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Every thread of `pid` is untraced (`TracerPid: 0`) and not in a stopped state (`t`/`T`).
@@ -42,24 +43,10 @@ fn blocking_record_interrupted_releases_the_target() {
     let mut target = Target::start(&py312());
     let dir = TempDir::new();
     let out = dir.path().join("int.txt");
-    let pid = target.pid().to_string();
-    let (mut child, mut err, mut seen) = spawn_recording(&[
-        "record",
-        "--blocking",
-        "--pid",
-        &pid,
-        "--idle",
-        "--rate",
-        "500",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (mut child, mut err, mut seen) = blocking_recording(target.pid(), "500", &out);
     // Let some frozen rounds happen: wait until the target has been traced at least once
     // (bounded), so SIGINT lands while strobe is freezing it over and over.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !traced_now(target.pid()) && Instant::now() < deadline {
-        std::thread::yield_now();
-    }
+    seen_traced(target.pid());
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     err.read_to_string(&mut seen).unwrap();
     let status = child.wait().unwrap();
@@ -80,23 +67,8 @@ fn strobe_killed_during_a_freeze_leaves_the_target_running() {
     let dir = TempDir::new();
     for round in 0..3 {
         let out = dir.path().join(format!("killed-{round}.raw"));
-        let pid = target.pid().to_string();
-        let (mut child, _err, _seen) = spawn_recording(&[
-            "record",
-            "--blocking",
-            "--pid",
-            &pid,
-            "--idle",
-            "--rate",
-            "1000000",
-            "-o",
-            out.to_str().unwrap(),
-        ]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !traced_now(target.pid()) {
-            assert!(Instant::now() < deadline, "strobe never froze the target");
-            std::thread::yield_now();
-        }
+        let (mut child, _err, _seen) = blocking_recording(target.pid(), "1000000", &out);
+        assert!(seen_traced(target.pid()), "strobe never froze the target");
         kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
         let status = child.wait().unwrap();
         assert_eq!(
@@ -109,6 +81,34 @@ fn strobe_killed_during_a_freeze_leaves_the_target_running() {
         target.ping();
         assert_not_stopped(target.pid());
     }
+}
+
+/// `strobe record --blocking --pid PID --idle --rate RATE -o OUT`, started.
+fn blocking_recording(pid: i32, rate: &str, out: &Path) -> (Child, BufReader<ChildStderr>, String) {
+    let pid = pid.to_string();
+    spawn_recording(&[
+        "record",
+        "--blocking",
+        "--pid",
+        &pid,
+        "--idle",
+        "--rate",
+        rate,
+        "-o",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// Whether the target was seen traced (frozen by strobe) within 30 s.
+fn seen_traced(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !traced_now(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
 }
 
 fn traced_now(pid: i32) -> bool {
@@ -127,17 +127,7 @@ fn blocking_record_ends_when_the_target_exits() {
     let dir = TempDir::new();
     let out = dir.path().join("exit.txt");
     let pid = target.pid;
-    let (mut child, mut err, mut seen) = spawn_recording(&[
-        "record",
-        "--blocking",
-        "--pid",
-        &pid.to_string(),
-        "--idle",
-        "--rate",
-        "300",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let (mut child, mut err, mut seen) = blocking_recording(pid, "300", &out);
     target.end();
     err.read_to_string(&mut seen).unwrap();
     assert!(child.wait().unwrap().success(), "{seen}");
