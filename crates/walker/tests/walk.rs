@@ -1754,28 +1754,7 @@ fn outer_frames_are_proven_unchanged_and_changes_below_are_still_seen() {
         assert_eq!(w.frames_proven(), depth as u64, "{:?}", l.version);
         assert_eq!(raw.threads[0].unchanged, depth);
         // The chain, innermost first, as the image has it.
-        let mut chain = Vec::new();
-        let mut f = edit(&mut img, &live, |img| {
-            img.mem
-                .read_u64(match l.frame_model {
-                    FrameModel::CFrame311 => {
-                        img.mem
-                            .read_u64(t0 + u64::from(l.tstate_cframe.unwrap()))
-                            .unwrap()
-                            + u64::from(l.cframe_current_frame.unwrap())
-                    }
-                    _ => t0 + u64::from(l.tstate_current_frame.unwrap()),
-                })
-                .unwrap()
-        });
-        while f != 0 {
-            chain.push(f);
-            f = edit(&mut img, &live, |img| {
-                img.mem
-                    .read_u64(f + u64::from(l.iframe_previous.unwrap()))
-                    .unwrap()
-            });
-        }
+        let chain = edit(&mut img, &live, |img| chain_of(img, t0));
         assert_eq!(chain.len(), depth);
         // An outer frame (f10, 19 frames below the innermost) moves on, nothing above it does.
         edit(&mut img, &live, |img| {
@@ -1913,7 +1892,8 @@ fn frames_out_of_address_order_are_walked_not_proven() {
     let (mut img, codes, _, t0, roots) = deep_chunk_image(l, 6, 32);
     // Rewire the chain to f5 → f2 → f3 → f4 → f1 → f0: below f2 the walk goes up the chunk,
     // so the chunk prefix up to f2 does not hold f3 and f4.
-    let (f2, f3, f4, f5) = edit_chain(&mut img, t0);
+    let chain = chain_of(&img, t0);
+    let (f2, f3, f4, f5) = (chain[3], chain[2], chain[1], chain[0]);
     let f1 = img
         .mem
         .read_u64(f2 + u64::from(l.iframe_previous.unwrap()))
@@ -1934,20 +1914,21 @@ fn frames_out_of_address_order_are_walked_not_proven() {
     assert_eq!(w.frames_proven(), 0);
 }
 
-/// Frames f2..f5 of a 6-frame `deep_chunk_image` thread (innermost last).
-fn edit_chain(img: &mut Image, t: u64) -> (u64, u64, u64, u64) {
+/// The frame chain of thread state `t` (3.11+), innermost first, as the image has it.
+fn chain_of(img: &Image, t: u64) -> Vec<u64> {
     let l = img.l;
+    let read = |at: u64| img.mem.read_u64(at).unwrap();
+    let mut f = match l.frame_model {
+        FrameModel::CFrame311 => read(
+            read(t + u64::from(l.tstate_cframe.unwrap()))
+                + u64::from(l.cframe_current_frame.unwrap()),
+        ),
+        _ => read(t + u64::from(l.tstate_current_frame.unwrap())),
+    };
     let mut chain = Vec::new();
-    let mut f = img
-        .mem
-        .read_u64(t + u64::from(l.tstate_current_frame.unwrap()))
-        .unwrap();
     while f != 0 {
         chain.push(f);
-        f = img
-            .mem
-            .read_u64(f + u64::from(l.iframe_previous.unwrap()))
-            .unwrap();
+        f = read(f + u64::from(l.iframe_previous.unwrap()));
     }
-    (chain[3], chain[2], chain[1], chain[0])
+    chain
 }
