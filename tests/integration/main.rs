@@ -20,5 +20,6 @@ mod safety_lifecycle;
 mod safety_source;
 mod stacks;
 mod subinterp;
+mod subprocesses;
 mod top;
 mod variants;

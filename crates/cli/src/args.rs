@@ -132,6 +132,11 @@ pub struct RecordArgs {
     /// Read the target while it runs (the default).
     #[arg(long, overrides_with = "blocking")]
     pub nonblocking: bool,
+    /// Also sample the target's child processes (and theirs) that run Python, as they start:
+    /// multiprocessing workers, subprocesses, forked servers. Each stack then starts with a
+    /// `process PID` frame naming the process and its command line.
+    #[arg(long)]
+    pub subprocesses: bool,
     /// The command to launch and profile, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -199,6 +204,10 @@ pub struct TopArgs {
     /// target down.
     #[arg(long)]
     pub blocking: bool,
+    /// Also sample the target's child processes (and theirs) that run Python; each stack
+    /// starts with a `process PID` frame.
+    #[arg(long)]
+    pub subprocesses: bool,
     /// The command to launch and watch, after `--`. It is stopped when you quit.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

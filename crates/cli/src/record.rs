@@ -181,6 +181,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         duration,
         by_function: !raw && args.view.function,
         names: true,
+        subprocesses: args.subprocesses,
         ..SamplerConfig::default()
     };
     cfg.validate()?;
@@ -289,6 +290,14 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 handle.stop();
             }
         }
+        let new_processes = stats.take_new_processes();
+        if !new_processes.is_empty() {
+            line.clear();
+            for p in new_processes {
+                eprintln!("strobe: sampling subprocess {} ({})", p.pid, p.command);
+            }
+            last_status = None;
+        }
         if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY) {
             last_status = Some(Instant::now());
             line.draw(&stats.snapshot());
@@ -375,6 +384,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(l) = sampler_cost(&summary.stats) {
         eprintln!("strobe: {l}");
+    }
+    if args.subprocesses {
+        let n = summary.subprocesses_sampled;
+        let s = if n == 1 { "" } else { "es" };
+        eprintln!("strobe: sampled {n} subprocess{s} besides process {pid}");
     }
     if summary.stats.rounds > 0 && counts == 0 {
         eprintln!(

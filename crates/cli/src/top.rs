@@ -43,6 +43,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         gil_only: false,
         by_function: false,
         names: true,
+        subprocesses: args.subprocesses,
         ..Default::default()
     };
     cfg.validate()?;

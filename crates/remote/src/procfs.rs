@@ -58,6 +58,10 @@ pub struct ProcStat {
     pub ppid: i32,
     /// Kernel `PF_*` flags.
     pub flags: u64,
+    /// When the process started, in clock ticks since boot (field 22, `starttime`): with the
+    /// PID, it tells a process from a later one that reuses the PID. `None` on a line that
+    /// stops short.
+    pub start_time: Option<u64>,
     /// The CPU it last ran on (field 39, `processor`); `None` on a line that stops short.
     pub processor: Option<u32>,
 }
@@ -76,13 +80,16 @@ impl ProcStat {
         let ppid = rest.next()?.parse().ok()?;
         // Fields 5..8 (pgrp, session, tty_nr, tpgid), then field 9, flags.
         let flags = rest.nth(4)?.parse().ok()?;
-        // Fields 10..38, then field 39, processor.
-        let processor = rest.nth(29).and_then(|p| p.parse().ok());
+        // Fields 10..21, then field 22, starttime.
+        let start_time = rest.nth(12).and_then(|p| p.parse().ok());
+        // Fields 23..38, then field 39, processor.
+        let processor = rest.nth(16).and_then(|p| p.parse().ok());
         Some(ProcStat {
             comm,
             state,
             ppid,
             flags,
+            start_time,
             processor,
         })
     }
@@ -134,6 +141,73 @@ pub fn tasks(pid: i32) -> Result<Vec<u32>, RemoteError> {
         .collect();
     tids.sort_unstable();
     Ok(tids)
+}
+
+/// The processes `pid`'s threads started (forked or cloned without sharing memory) that have
+/// not exited yet, from `/proc/PID/task/TID/children` (kernels built with
+/// `CONFIG_PROC_CHILDREN`, which every major distribution's are), else from the parent PID of
+/// every process in `/proc`. Ascending; a process or thread that exits while we read is left
+/// out.
+pub fn children(pid: i32) -> Result<Vec<i32>, RemoteError> {
+    let mut out = Vec::new();
+    let mut listed = false;
+    for tid in tasks(pid)? {
+        let path = proc_dir(pid).join(format!("task/{tid}/children"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                listed = true;
+                out.extend(
+                    text.split_ascii_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok())
+                        .take(MAX_TASKS),
+                );
+            }
+            // The thread exited since the listing: it has no children left to list.
+            Err(_) if !proc_dir(pid).join(format!("task/{tid}")).exists() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(RemoteError::from_proc_io(pid, path, e)),
+        }
+    }
+    if !listed && exists(pid) {
+        out = children_by_scan(pid)?;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// [`children`] without `children` files: every process in `/proc` whose parent is `pid`.
+fn children_by_scan(pid: i32) -> Result<Vec<i32>, RemoteError> {
+    let dir = Path::new("/proc");
+    let entries = std::fs::read_dir(dir).map_err(|e| RemoteError::Proc {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    Ok(entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .take(MAX_TASKS)
+        .filter(|&p| stat(p).is_ok_and(|st| st.ppid == pid))
+        .collect())
+}
+
+/// The command line of the process (`/proc/PID/cmdline`), arguments joined by spaces, at most
+/// `max_chars` characters (an ellipsis marks a cut). Empty for a zombie or kernel thread.
+pub fn command_line(pid: i32, max_chars: usize) -> Result<String, RemoteError> {
+    let path = proc_dir(pid).join("cmdline");
+    let bytes = std::fs::read(&path).map_err(|e| RemoteError::from_proc_io(pid, path, e))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut out = String::new();
+    for (i, arg) in text.trim_end_matches('\0').split('\0').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(arg);
+    }
+    if out.chars().count() > max_chars {
+        out = out.chars().take(max_chars.saturating_sub(1)).collect();
+        out.push('…');
+    }
+    Ok(out)
 }
 
 /// The scheduler state letter of each thread (`R`, `S`, `D`, `t`, ...), from
@@ -219,6 +293,48 @@ mod tests {
         assert_eq!(short.processor, None);
         // The kernel's own lines have one.
         assert!(stat(std::process::id() as i32).unwrap().processor.is_some());
+    }
+
+    #[test]
+    fn stat_parse_reads_the_start_time() {
+        let line = "4242 (python3) R 1 4242 4242 0 -1 4194560 1237 0 0 0 351 13 0 0 20 0 1 0 \
+                    41770 27279360 2338 18446744073709551615 1 1 0 0 0 0 0 16781312 2 0 0 0 17 \
+                    7 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        assert_eq!(ProcStat::parse(line).unwrap().start_time, Some(41770));
+        let short = ProcStat::parse("12 (python) S 1 12 12 0 -1 4194560 1 0").unwrap();
+        assert_eq!(short.start_time, None);
+        let me = std::process::id() as i32;
+        assert!(stat(me).unwrap().start_time.is_some());
+    }
+
+    #[test]
+    fn children_and_command_lines_of_real_processes() {
+        use std::io::Read;
+        let me = std::process::id() as i32;
+        // `sh` starts `sleep` and says its PID once it has: then both are there to be found.
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait", "strobe test"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = Vec::new();
+        let mut out = sh.stdout.take().unwrap();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let sleep: i32 = String::from_utf8(line).unwrap().trim().parse().unwrap();
+        let sh_pid = sh.id() as i32;
+        assert!(children(me).unwrap().contains(&sh_pid));
+        assert_eq!(children(sh_pid).unwrap(), vec![sleep]);
+        assert_eq!(children_by_scan(sh_pid).unwrap(), vec![sleep]);
+        assert!(children(sleep).unwrap().is_empty());
+        assert_eq!(command_line(sleep, 100).unwrap(), "sleep 30");
+        assert_eq!(command_line(sleep, 6).unwrap(), "sleep…");
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL);
+        sh.wait().unwrap();
+        assert!(children(sh_pid).is_err() || children(sh_pid).unwrap().is_empty());
     }
 
     #[test]

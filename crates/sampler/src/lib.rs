@@ -32,6 +32,7 @@
 
 pub mod attach;
 pub mod clock;
+mod family;
 mod placement;
 mod sampler;
 pub mod signals;
@@ -40,7 +41,7 @@ mod threads;
 
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,10 @@ pub struct SamplerConfig {
     /// leaves a CPU to run on (see the sampler's `placement` module). On by default; off only
     /// to measure what it saves.
     pub keep_off_target_cpus: bool,
+    /// Also sample the target's descendants that are Python processes, found while sampling
+    /// (see the `family` module); every stack then starts with a `process PID` frame whose
+    /// file name is the process's command line.
+    pub subprocesses: bool,
 }
 
 impl Default for SamplerConfig {
@@ -96,6 +101,7 @@ impl Default for SamplerConfig {
             by_function: false,
             names: true,
             keep_off_target_cpus: true,
+            subprocesses: false,
         }
     }
 }
@@ -164,6 +170,8 @@ pub struct SamplerStats {
     missed: AtomicU64,
     dropped: AtomicU64,
     threads: AtomicU64,
+    /// Descendants read for the first time, not yet taken by [`SamplerStats::take_new_processes`].
+    new_processes: Mutex<Vec<NewProcess>>,
     /// The sampler thread's CPU time in ns, [`CPU_UNKNOWN`] while not measured.
     cpu_ns: AtomicU64,
 }
@@ -183,6 +191,7 @@ impl SamplerStats {
             missed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             threads: AtomicU64::new(0),
+            new_processes: Mutex::new(Vec::new()),
             cpu_ns: AtomicU64::new(CPU_UNKNOWN),
         }
     }
@@ -215,6 +224,22 @@ impl SamplerStats {
         }
     }
 
+    /// The descendants (`--subprocesses`) read for the first time since the last call.
+    pub fn take_new_processes(&self) -> Vec<NewProcess> {
+        match self.new_processes.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn announce(&self, pid: i32, command: String) {
+        let mut v = match self.new_processes.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        v.push(NewProcess { pid, command });
+    }
+
     fn set_cpu(&self, cpu: Duration) {
         let ns = u64::try_from(cpu.as_nanos()).unwrap_or(CPU_UNKNOWN - 1);
         self.cpu_ns
@@ -230,6 +255,15 @@ impl SamplerStats {
         };
         self.errors[i].fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// A descendant process sampled for the first time (`--subprocesses`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProcess {
+    /// Its PID.
+    pub pid: i32,
+    /// Its command line (arguments joined by spaces, cut at 100 characters).
+    pub command: String,
 }
 
 /// Plain copy of [`SamplerStats`].
@@ -325,6 +359,8 @@ pub struct SamplerSummary {
     /// The CPUs the sampler thread had restricted itself to at the end, to stay off those
     /// the target's running threads were on; `None` when it was not restricted.
     pub placement: Option<Vec<usize>>,
+    /// Descendant processes sampled (`--subprocesses`; each counted once).
+    pub subprocesses_sampled: u64,
 }
 
 /// Why sampling could not start or had to stop early.

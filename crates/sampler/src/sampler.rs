@@ -42,6 +42,7 @@ use strobe_walker::{RawFrame, RawSample, RawThread, WalkError, Walker};
 
 use crate::attach::{AttachError, Target};
 use crate::clock::Clock;
+use crate::family::{self, Scout};
 use crate::placement::{Placement, MAX_PLACED};
 use crate::signals::DeferSignals;
 use crate::threads::KernelThreads;
@@ -168,6 +169,9 @@ struct State {
     panic_after: Option<u64>,
     /// The target's auxiliary vector when sampling started (see [`read_auxv`]).
     auxv: Option<Vec<u8>>,
+    /// Under `--subprocesses`, the frame every stack of this process starts with (its PID and
+    /// command line).
+    root_frame: Option<FrameId>,
 }
 
 /// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
@@ -178,6 +182,32 @@ struct State {
 const TEST_PANIC_ENV: &str = "STROBE_TEST_PANIC_AFTER";
 
 impl State {
+    fn new(pid: i32, free_threaded: bool, root_frame: Option<FrameId>) -> State {
+        State {
+            pid,
+            kernel: KernelThreads::new(pid),
+            names: HashMap::default(),
+            names_gen: 1,
+            names_pending: false,
+            names_at: None,
+            pthread_tids: HashMap::default(),
+            pthread_at: None,
+            frames: HashMap::default(),
+            memos: HashMap::default(),
+            walks: 0,
+            fresh: Vec::new(),
+            running: Vec::new(),
+            raw: RawSample::new(),
+            warned: HashSet::new(),
+            warnings: Vec::new(),
+            free_threaded,
+            rounds_started: 0,
+            panic_after: State::test_panic_setting(),
+            auxv: read_auxv(pid),
+            root_frame,
+        }
+    }
+
     /// The test hook's setting; always `None` in release builds, which never read it.
     fn test_panic_setting() -> Option<u64> {
         #[cfg(debug_assertions)]
@@ -210,7 +240,7 @@ impl State {
 }
 
 pub(crate) fn run(
-    mut target: Target,
+    target: Target,
     mut child: Option<Child>,
     cfg: SamplerConfig,
     mut side: SamplerSide,
@@ -231,28 +261,24 @@ pub(crate) fn run(
         .map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(pid.unsigned_abs()) << 32);
     let mut clock = Clock::new(cfg.rate_hz, seed);
-    let mut state = State {
-        pid,
-        kernel: KernelThreads::new(pid),
-        names: HashMap::default(),
-        names_gen: 1,
-        names_pending: false,
-        names_at: None,
-        pthread_tids: HashMap::default(),
-        pthread_at: None,
-        frames: HashMap::default(),
-        memos: HashMap::default(),
-        walks: 0,
-        fresh: Vec::new(),
-        running: Vec::new(),
-        raw: RawSample::new(),
-        warned: HashSet::new(),
-        warnings: Vec::new(),
-        free_threaded: target.free_threaded(),
-        rounds_started: 0,
-        panic_after: State::test_panic_setting(),
-        auxv: read_auxv(pid),
+    let root_frame = if cfg.subprocesses {
+        let command = procfs::command_line(pid, family::LABEL_CHARS).unwrap_or_default();
+        Some(process_frame(&mut side, pid, &command)?)
+    } else {
+        None
     };
+    let free_threaded = target.free_threaded();
+    // `procs[0]` is the target strobe was given; the others are its descendants.
+    let mut procs = vec![Proc {
+        st: State::new(pid, free_threaded, root_frame),
+        target,
+        command: None,
+        failures_in_a_row: 0,
+        read_once: false,
+    }];
+    let mut retired_warnings: Vec<String> = Vec::new();
+    let mut subprocesses_sampled = 0u64;
+    let state = &mut procs[0].st;
     if cfg.gil_only && state.free_threaded {
         state.warn_once(
             "gil",
@@ -278,7 +304,12 @@ pub(crate) fn run(
     let mut previous_ns = 0u64;
     let mut exit_status: Option<ExitStatus> = None;
     let mut child_checked = Instant::now();
-    let mut failures_in_a_row = 0u32;
+    let scout = if cfg.subprocesses {
+        Some(Scout::start(pid).map_err(SamplerError::Spawn)?)
+    } else {
+        None
+    };
+    let mut cpus: Vec<u32> = Vec::with_capacity(MAX_PLACED);
     let elapsed_ns = || start.elapsed().as_nanos() as u64;
     let mut cpu = ThreadCpu::open();
     // Off the target's CPUs, where that leaves somewhere to run (see `placement`).
@@ -347,36 +378,95 @@ pub(crate) fn run(
             stats.late.fetch_add(1, Ordering::Relaxed);
             stats.missed.fetch_add(intervals - 1, Ordering::Relaxed);
         }
-        match round(&mut state, &mut target, &cfg, &mut side, now, weight_ns) {
-            Ok((threads, recorded)) => {
-                failures_in_a_row = 0;
-                stats.rounds.fetch_add(1, Ordering::Relaxed);
-                stats.samples.fetch_add(recorded, Ordering::Relaxed);
-                stats.threads.store(threads, Ordering::Relaxed);
+        if let Some(scout) = &scout {
+            while let Some(f) = scout.next_found() {
+                let frame = process_frame(&mut side, f.pid, &f.command)?;
+                procs.push(Proc {
+                    st: State::new(f.pid, f.target.free_threaded(), Some(frame)),
+                    target: f.target,
+                    command: Some(f.command),
+                    failures_in_a_row: 0,
+                    read_once: false,
+                });
             }
-            Err(RoundError::Gone) => break EndReason::TargetExited,
-            Err(RoundError::Transient(kind)) => {
-                stats.add_error(kind);
-                failures_in_a_row += 1;
-                if failures_in_a_row >= CLEAR_CACHES_AFTER {
-                    // Every round failing may mean the program was replaced (exec): then the
-                    // interpreter we read is gone for good and no round will succeed again.
-                    if program_replaced(pid, state.auxv.as_deref()) {
-                        break EndReason::TargetExeced;
-                    }
-                    failures_in_a_row = 0;
-                    target.walker_mut().clear_caches();
-                    state.frames.clear();
-                    state.memos.clear();
-                }
-            }
-            Err(RoundError::Fatal(e)) => return Err(e),
         }
+        let mut threads = 0;
+        let mut recorded = 0;
+        let mut failed = false;
+        let mut ended = None;
+        let mut i = 0;
+        while let Some(p) = procs.get_mut(i) {
+            let descendant = i > 0;
+            match round(&mut p.st, &mut p.target, &cfg, &mut side, now, weight_ns) {
+                Ok((t, r)) => {
+                    p.failures_in_a_row = 0;
+                    threads += t;
+                    recorded += r;
+                    if descendant && !p.read_once {
+                        subprocesses_sampled += 1;
+                        let command = p.command.clone().unwrap_or_default();
+                        stats.announce(p.st.pid, command);
+                    }
+                    p.read_once = true;
+                }
+                Err(RoundError::Gone) if descendant => {
+                    retire(procs.remove(i), scout.as_ref(), &mut retired_warnings);
+                    continue;
+                }
+                Err(RoundError::Gone) => {
+                    ended = Some(EndReason::TargetExited);
+                    break;
+                }
+                Err(RoundError::Transient(_))
+                    if descendant && program_replaced(p.st.pid, p.st.auxv.as_deref()) =>
+                {
+                    // A descendant that ran `exec`: not a failed read of the program we
+                    // attached to. The scout attaches to its new program, if Python.
+                    retire(procs.remove(i), scout.as_ref(), &mut retired_warnings);
+                    continue;
+                }
+                Err(RoundError::Transient(kind)) => {
+                    stats.add_error(kind);
+                    failed = true;
+                    p.failures_in_a_row += 1;
+                    if p.failures_in_a_row >= CLEAR_CACHES_AFTER {
+                        // Every round failing may mean the program was replaced (exec): then
+                        // the interpreter we read is gone for good and no round will succeed
+                        // again.
+                        if program_replaced(p.st.pid, p.st.auxv.as_deref()) {
+                            ended = Some(EndReason::TargetExeced);
+                            break;
+                        }
+                        p.failures_in_a_row = 0;
+                        p.target.walker_mut().clear_caches();
+                        p.st.frames.clear();
+                        p.st.memos.clear();
+                    }
+                }
+                Err(RoundError::Fatal(e)) => return Err(e),
+            }
+            i += 1;
+        }
+        if let Some(reason) = ended {
+            break reason;
+        }
+        if !failed {
+            stats.rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        stats.samples.fetch_add(recorded, Ordering::Relaxed);
+        stats.threads.store(threads, Ordering::Relaxed);
         let done_ns = elapsed_ns();
         if cfg.keep_off_target_cpus && placement.due(done_ns) {
-            let kernel = &mut state.kernel;
-            let running = state.running.iter().take(MAX_PLACED);
-            placement.update(done_ns, running.filter_map(|&h| kernel.read_cpu(h)));
+            cpus.clear();
+            for p in &mut procs {
+                for &h in &p.st.running {
+                    if cpus.len() >= MAX_PLACED {
+                        break;
+                    }
+                    cpus.extend(p.st.kernel.read_cpu(h));
+                }
+            }
+            placement.update(done_ns, cpus.iter().copied());
         }
         stats.elapsed_ns.store(done_ns, Ordering::Relaxed);
         stats.dropped.store(side.dropped(), Ordering::Relaxed);
@@ -397,6 +487,7 @@ pub(crate) fn run(
     stats.elapsed_ns.store(elapsed_ns(), Ordering::Relaxed);
     stats.dropped.store(side.dropped(), Ordering::Relaxed);
     cpu.publish(stats);
+    drop(scout);
     drop(side);
     if reason == EndReason::TargetExited && exit_status.is_none() {
         if let Some(mut c) = child.take() {
@@ -413,9 +504,56 @@ pub(crate) fn run(
         stats: stats.snapshot(),
         reason,
         exit_status,
-        warnings: state.warnings,
+        warnings: {
+            let mut all = Vec::new();
+            let mut procs = procs.into_iter();
+            if let Some(root) = procs.next() {
+                all = root.st.warnings;
+            }
+            all.append(&mut retired_warnings);
+            for p in procs {
+                retire(p, None, &mut all);
+            }
+            all
+        },
+        subprocesses_sampled,
         child,
     })
+}
+
+/// One process being sampled (see `run`).
+struct Proc {
+    st: State,
+    target: Target,
+    /// A descendant's command line (announced when it is first read).
+    command: Option<String>,
+    failures_in_a_row: u32,
+    read_once: bool,
+}
+
+/// A descendant no longer sampled: its warnings are kept (naming it), and the scout may
+/// attach to its PID again.
+fn retire(p: Proc, scout: Option<&Scout>, warnings: &mut Vec<String>) {
+    let pid = p.st.pid;
+    warnings.extend(
+        p.st.warnings
+            .into_iter()
+            .map(|w| format!("process {pid}: {w}")),
+    );
+    if let Some(s) = scout {
+        s.forget(pid);
+    }
+}
+
+/// The root frame of a process's stacks under `--subprocesses`: `process PID`, with its
+/// command line where a Python frame has its file name.
+fn process_frame(side: &mut SamplerSide, pid: i32, command: &str) -> Result<FrameId, SamplerError> {
+    let function = format!("process {pid}");
+    Ok(side.interner().intern_frame(&FrameKey {
+        function: &function,
+        filename: command,
+        line: None,
+    })?)
 }
 
 /// One sampling round. Returns (Python threads seen, samples recorded).
@@ -566,6 +704,7 @@ fn record_threads(
             frames,
             walk,
             cfg.by_function,
+            st.root_frame,
         )?;
         let thread = thread_of(
             memo,
@@ -667,7 +806,16 @@ fn stack_of(
     frames: &[RawFrame],
     walk: u64,
     by_function: bool,
+    root: Option<FrameId>,
 ) -> Result<StackId, RoundError> {
+    // `memo.ids` starts with `root`, if there is one.
+    let base = usize::from(root.is_some());
+    if root.is_some() && memo.ids.first().copied() != root {
+        memo.ids.clear();
+        memo.ids.extend(root);
+        memo.frames.clear();
+        memo.stack = None;
+    }
     // Outermost frames whose ids are kept: the walker says they are the same frames at the
     // same instructions as in the previous sample it returned (so they still run the same,
     // live code objects: no check that a code object was freed is needed; attempts it retried
@@ -685,10 +833,10 @@ fn stack_of(
         fresh.push(frame_id(cache, side, names, f, by_function)?);
     }
     let stack = match memo.stack {
-        Some(stack) if memo.ids.get(keep..) == Some(&fresh[..]) => stack,
+        Some(stack) if memo.ids.get(base + keep..) == Some(&fresh[..]) => stack,
         _ => {
             memo.stack = None;
-            memo.ids.truncate(keep);
+            memo.ids.truncate(base + keep);
             memo.ids.extend_from_slice(fresh);
             side.interner()
                 .intern_stack(&memo.ids)
@@ -1041,6 +1189,8 @@ mod tests {
         _agg: AggregatorSide,
         codes: Codes,
         walk: u64,
+        /// The `--subprocesses` root frame, if any.
+        root: Option<FrameId>,
     }
 
     impl Rig {
@@ -1063,6 +1213,7 @@ mod tests {
                 _agg: agg,
                 codes,
                 walk: 0,
+                root: None,
             }
         }
 
@@ -1088,6 +1239,7 @@ mod tests {
                 frames,
                 self.walk,
                 false,
+                self.root,
             )
             .map_err(|_| ())
         }
@@ -1146,6 +1298,45 @@ mod tests {
         let (s3, lookups) = rig.sample(&third, 3);
         assert_eq!(lookups, 1);
         assert_eq!(names(&rig.resolve(s3)), ["main", "work", "leaf", "other"]);
+    }
+
+    #[test]
+    fn a_process_root_frame_starts_every_stack_and_ids_are_still_reused() {
+        let mut rig = Rig::new();
+        let root = process_frame(&mut rig.side, 4242, "python app.py").unwrap();
+        rig.root = Some(root);
+        let first = [frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)];
+        let (s1, lookups) = rig.sample(&first, 0);
+        assert_eq!(lookups, 3);
+        assert_eq!(
+            names(&rig.resolve(s1)),
+            ["process 4242", "main", "work", "leaf"]
+        );
+        {
+            let tables = rig.side.interner().tables();
+            let f = tables.frame(root).unwrap();
+            assert_eq!((tables.str(f.filename), f.line), ("python app.py", None));
+        }
+        // Same stack: no lookup, same id, nothing interned.
+        let stacks = rig.stacks();
+        let (s2, lookups) = rig.sample(&first, 3);
+        assert_eq!((s2, lookups, rig.stacks()), (s1, 0, stacks));
+        // The leaf moved: one lookup, the root and the outer frames kept.
+        let second = [frame(0x30, 6), frame(0x20, 3), frame(0x10, 1)];
+        let (s3, lookups) = rig.sample(&second, 2);
+        assert_eq!(lookups, 1);
+        assert_eq!(
+            rig.resolve(s3),
+            [
+                ("process 4242".to_string(), None),
+                ("main".to_string(), Some(1)),
+                ("work".to_string(), Some(3)),
+                ("leaf".to_string(), Some(6))
+            ]
+        );
+        // Fewer frames: the root stays.
+        let (s4, _) = rig.sample(&second[1..], 2);
+        assert_eq!(names(&rig.resolve(s4)), ["process 4242", "main", "work"]);
     }
 
     #[test]

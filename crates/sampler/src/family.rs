@@ -1,0 +1,227 @@
+//! `--subprocesses`: finding the target's descendants and attaching to the Python ones.
+//!
+//! A scout thread lists the root process's descendants (children, their children, ...) every
+//! [`SCAN_EVERY`] from `/proc/PID/task/TID/children`, and attaches to each one it has not
+//! attached to yet. Attaching reads the process's memory map and its interpreter's ELF
+//! symbols, milliseconds of work that would make the sampler late if it did it; the scout
+//! hands each attached [`Target`] to the sampler thread through a channel, which the sampler
+//! drains once per round (one `try_recv` when nothing is new).
+//!
+//! A process that cannot be attached (not Python, like a shell between Python processes, or a
+//! Python still starting up) is tried again on every scan for its first
+//! [`EAGER_TRIES`] tries, then every [`PATIENT_EVERY`]. A process is known by its PID and start
+//! time, so a PID reused by a new process is tried afresh. When the sampler drops a process
+//! (it exited, or replaced its program with `exec`), it tells the scout, which then treats the
+//! PID as new: a `fork` + `exec` child is attached again once it runs its new program.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use strobe_remote::procfs;
+
+use crate::attach::Target;
+
+/// How often the descendants are listed.
+pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// Attach attempts made on every scan before falling back to [`PATIENT_EVERY`] (two seconds'
+/// worth: a Python process is attachable once its interpreter is initialised).
+const EAGER_TRIES: u32 = 20;
+/// After that, how often a process that could not be attached is tried again.
+const PATIENT_EVERY: Duration = Duration::from_secs(1);
+/// Descendants followed at most (a fork bomb must not make the scout's work unbounded).
+const MAX_DESCENDANTS: usize = 4096;
+/// Longest command line kept for a process's root frame.
+pub(crate) const LABEL_CHARS: usize = 100;
+
+/// A newly attached descendant.
+pub(crate) struct Found {
+    pub(crate) pid: i32,
+    pub(crate) target: Target,
+    /// Its command line, as the label of its root frame.
+    pub(crate) command: String,
+}
+
+/// The scout thread (see the module documentation). Dropping it stops the thread.
+pub(crate) struct Scout {
+    found: Receiver<Found>,
+    forget: Sender<i32>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scout {
+    /// Start scouting the descendants of `root`.
+    pub(crate) fn start(root: i32) -> std::io::Result<Scout> {
+        let (found_tx, found) = mpsc::channel();
+        let (forget, forget_rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("strobe-scout".into())
+                .spawn(move || scout(root, &found_tx, &forget_rx, &stop))?
+        };
+        Ok(Scout {
+            found,
+            forget,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next descendant attached since the last call, if any.
+    pub(crate) fn next_found(&self) -> Option<Found> {
+        self.found.try_recv().ok()
+    }
+
+    /// The sampler no longer samples `pid`: if it is still a descendant (it replaced its
+    /// program), attach to it again.
+    pub(crate) fn forget(&self, pid: i32) {
+        let _ = self.forget.send(pid);
+    }
+}
+
+impl Drop for Scout {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the scout knows of one descendant.
+struct Known {
+    start_time: Option<u64>,
+    attached: bool,
+    tries: u32,
+    next_try: Instant,
+}
+
+fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &AtomicBool) {
+    let mut known: HashMap<i32, Known> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(pid) = forget.try_recv() {
+            known.remove(&pid);
+        }
+        let family = descendants(root);
+        known.retain(|pid, _| family.contains(pid));
+        for pid in family {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(st) = procfs::stat(pid) else { continue };
+            if matches!(st.state, 'Z' | 'X' | 'x') {
+                continue;
+            }
+            let now = Instant::now();
+            let k = known.entry(pid).or_insert(Known {
+                start_time: st.start_time,
+                attached: false,
+                tries: 0,
+                next_try: now,
+            });
+            if k.start_time != st.start_time {
+                // The PID now belongs to another process.
+                *k = Known {
+                    start_time: st.start_time,
+                    attached: false,
+                    tries: 0,
+                    next_try: now,
+                };
+            }
+            if k.attached || now < k.next_try {
+                continue;
+            }
+            match Target::attach(pid) {
+                Ok(target) => {
+                    k.attached = true;
+                    let command = procfs::command_line(pid, LABEL_CHARS)
+                        .ok()
+                        .filter(|c| !c.is_empty())
+                        .unwrap_or(st.comm);
+                    let f = Found {
+                        pid,
+                        target,
+                        command,
+                    };
+                    if found.send(f).is_err() {
+                        // The sampler has ended.
+                        return;
+                    }
+                }
+                Err(_) => {
+                    k.tries += 1;
+                    if k.tries >= EAGER_TRIES {
+                        k.next_try = now + PATIENT_EVERY;
+                    }
+                }
+            }
+        }
+        std::thread::park_timeout(SCAN_EVERY);
+    }
+}
+
+/// `root`'s descendants (not `root` itself), breadth first, at most [`MAX_DESCENDANTS`].
+/// Processes that exit while being listed are left out.
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = Vec::new();
+    let mut seen: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut next = 0;
+    let mut parent = root;
+    loop {
+        for c in procfs::children(parent).unwrap_or_default() {
+            if out.len() >= MAX_DESCENDANTS {
+                return out;
+            }
+            // A PID cannot be its own ancestor, but a PID reused while we list could look so.
+            if c != root && seen.insert(c) {
+                out.push(c);
+            }
+        }
+        let Some(&p) = out.get(next) else {
+            return out;
+        };
+        parent = p;
+        next += 1;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn descendants_include_grandchildren() {
+        // sh starts a second sh that starts sleep; the inner one says both PIDs once both
+        // exist (`$$` is the inner shell, `$!` its sleep).
+        let mut outer = Command::new("sh")
+            .args(["-c", "sh -c 'sleep 30 & echo $$ $!; wait' & wait"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(outer.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pids: Vec<i32> = line
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let (inner, sleep) = (pids[0], pids[1]);
+        let found = descendants(outer.id() as i32);
+        assert_eq!(found, vec![inner, sleep]);
+        assert_eq!(descendants(sleep), Vec::<i32>::new());
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL);
+        outer.wait().unwrap();
+    }
+}
