@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use strobe_remote::procfs;
+use strobe_walker::RawSample;
 
 use crate::attach::Target;
 
@@ -139,8 +140,12 @@ fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &Atomic
                 continue;
             }
             match Target::attach(pid) {
-                Ok(target) => {
+                Ok(mut target) => {
                     k.attached = true;
+                    // One walk here decodes the code objects of the process's current
+                    // stacks, which the sampler's first round would otherwise do on its
+                    // clock (making that sample late). Its result is not used.
+                    let _ = target.walker_mut().sample_into(&mut RawSample::new());
                     let command = procfs::command_line(pid, LABEL_CHARS)
                         .ok()
                         .filter(|c| !c.is_empty())
