@@ -57,6 +57,15 @@ impl Script {
         cmd
     }
 
+    /// [`Script::command`] run by `sh -c 'COMMAND; true'`: a shell that stays the parent of
+    /// the interpreter (it does not `exec` it) and never runs Python itself.
+    pub fn command_through_shell(&self) -> Command {
+        let mut cmd = target_command("sh");
+        cmd.arg("-c")
+            .arg(format!("{}; true", self.command.join(" ")));
+        cmd
+    }
+
     fn place(interp: &Interp, name: &str) -> Script {
         interp.require();
         let src = targets_dir().join(name);

@@ -13,35 +13,61 @@ use crate::record::{assert_ok, parse_collapsed, run_strobe, strobe_cmd, Parsed};
 use std::io::{BufRead, BufReader};
 use std::process::{ChildStderr, Stdio};
 
-/// Read strobe's stderr until it has announced a descendant whose command line ends with
-/// `exec-child` and one other descendant. Returns (forked child, exec'd child) and what was
-/// read.
-fn wait_for_children(err: &mut BufReader<ChildStderr>) -> (i32, i32, String) {
-    let mut seen = String::new();
-    let mut forked = None;
+/// What strobe said about the family while recording.
+struct Seen {
+    /// The process strobe was given (its "recording process N" line).
+    root: i32,
+    /// The family's parent, fork child and exec'd child.
+    parent: i32,
+    forked: i32,
+    execd: i32,
+    stderr: String,
+}
+
+/// Read strobe's stderr until it has announced the exec'd child (its command line ends with
+/// `exec-child`) and the fork child (a process other than the one strobe was given, the
+/// exec'd child and their parent).
+fn wait_for_children(err: &mut BufReader<ChildStderr>) -> Seen {
+    let mut stderr = String::new();
+    let mut root = None;
     let mut execd = None;
-    let mut others = Vec::new();
+    let mut announced = Vec::new();
     loop {
         let mut line = String::new();
         let n = err.read_line(&mut line).unwrap();
-        assert!(n > 0, "strobe ended before sampling both children: {seen}");
-        seen.push_str(&line);
-        if let Some(rest) = line.strip_prefix("strobe: sampling subprocess ") {
+        assert!(
+            n > 0,
+            "strobe ended before sampling both children: {stderr}"
+        );
+        stderr.push_str(&line);
+        if let Some(rest) = line.strip_prefix("strobe: recording process ") {
+            root = Some(rest.split(' ').next().unwrap().parse::<i32>().unwrap());
+        }
+        if let Some(rest) = line.strip_prefix("strobe: sampling process ") {
             let (pid, command) = rest.split_once(' ').unwrap();
             let pid: i32 = pid.parse().unwrap();
             if command.trim_end().ends_with("exec-child)") {
                 execd = Some(pid);
-            } else {
-                // The exec'd child is announced under the parent's command line too if strobe
-                // read it between fork and exec: only a PID other than its counts.
-                others.push(pid);
             }
+            // The exec'd child is announced under its parent's command line too if strobe read
+            // it between fork and exec: PIDs are compared, not command lines.
+            announced.push(pid);
         }
-        if let Some(e) = execd {
-            forked = forked.or_else(|| others.iter().copied().find(|&p| p != e));
-            if let Some(f) = forked {
-                return (f, e, seen);
-            }
+        let (Some(root), Some(execd)) = (root, execd) else {
+            continue;
+        };
+        let parent = parent_of(execd);
+        if let Some(&forked) = announced
+            .iter()
+            .find(|&&p| p != root && p != execd && p != parent)
+        {
+            return Seen {
+                root,
+                parent,
+                forked,
+                execd,
+                stderr,
+            };
         }
     }
 }
@@ -146,9 +172,15 @@ pub fn check_attach(interp: &Interp) {
     .spawn()
     .unwrap();
     let mut err = BufReader::new(strobe.stderr.take().unwrap());
-    let (forked, execd, mut seen) = wait_for_children(&mut err);
+    let Seen {
+        root,
+        parent,
+        forked,
+        execd,
+        stderr: mut seen,
+    } = wait_for_children(&mut err);
+    assert_eq!((root, parent), (target.pid, target.pid), "{seen}");
     assert_eq!(parent_of(forked), target.pid, "{seen}");
-    assert_eq!(parent_of(execd), target.pid, "{seen}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(strobe.id() as i32),
         nix::sys::signal::SIGINT,
@@ -170,7 +202,73 @@ pub fn check_attach(interp: &Interp) {
     target.close_stdin();
 }
 
-pub fn check_launch(interp: &Interp) {
+/// `through_shell`: the command is `sh -c 'FAMILY; true'`, so the process strobe starts is a
+/// shell that never runs Python, and the family's parent is its child.
+/// `--pid` of a shell whose child is the family's parent: the shell is not Python, so only
+/// the family is sampled.
+pub fn check_attach_shell(interp: &Interp) {
+    let script = Script::new(interp, "family.py");
+    let mut target = Announced::start(&mut script.command_through_shell());
+    let shell = target.ready.child.id() as i32;
+    assert_eq!(parent_of(target.pid), shell);
+    let dir = TempDir::new();
+    let path = dir.path().join("family.txt");
+    let shell_arg = shell.to_string();
+    let mut strobe = strobe_cmd(&[
+        "record",
+        "--subprocesses",
+        "--pid",
+        &shell_arg,
+        "--idle",
+        // A bound for a broken strobe only (see check_attach).
+        "--duration",
+        "120",
+        "-o",
+        path.to_str().unwrap(),
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(strobe.stderr.take().unwrap());
+    let Seen {
+        root,
+        parent,
+        forked,
+        execd,
+        stderr: mut seen,
+    } = wait_for_children(&mut err);
+    assert_eq!((root, parent), (shell, target.pid), "{seen}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strobe.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let status = strobe.wait().unwrap();
+    let mut rest = String::new();
+    while err.read_line(&mut rest).unwrap() > 0 {}
+    seen.push_str(&rest);
+    assert!(
+        status.success(),
+        "strobe record --subprocesses --pid SHELL: {status}: {seen}"
+    );
+    assert!(
+        seen.contains(&format!("process {shell} is not a Python strobe can read")),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("sampled 3 subprocesses besides process"),
+        "{seen}"
+    );
+    let parsed = parse_collapsed(&path);
+    check_family(&parsed, &script, parent, forked, execd);
+    assert!(
+        under(&parsed, shell).is_empty(),
+        "the shell was sampled: {parsed:#?}"
+    );
+    target.close_stdin();
+}
+
+pub fn check_launch(interp: &Interp, through_shell: bool) {
     let script = Script::new(interp, "family.py");
     let dir = TempDir::new();
     let path = dir.path().join("family.txt");
@@ -185,7 +283,13 @@ pub fn check_launch(interp: &Interp) {
         path.to_str().unwrap(),
         "--",
     ];
-    args.extend(script.command.iter().map(String::as_str));
+    let shell_line = format!("{}; true", script.command.join(" "));
+    if through_shell {
+        // As Script::command_through_shell.
+        args.extend(["sh", "-c", &shell_line]);
+    } else {
+        args.extend(script.command.iter().map(String::as_str));
+    }
     // The launched parent reads strobe's stdin: closing it ends the family.
     let mut strobe = strobe_cmd(&args)
         .stdin(Stdio::piped())
@@ -194,9 +298,19 @@ pub fn check_launch(interp: &Interp) {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(strobe.stderr.take().unwrap());
-    let (forked, execd, mut seen) = wait_for_children(&mut err);
-    let parent = parent_of(forked);
-    assert_eq!(parent_of(execd), parent, "{seen}");
+    let Seen {
+        root,
+        parent,
+        forked,
+        execd,
+        stderr: mut seen,
+    } = wait_for_children(&mut err);
+    assert_eq!(parent_of(forked), parent, "{seen}");
+    if !through_shell {
+        assert_eq!(root, parent, "{seen}");
+    } else {
+        assert_eq!(parent_of(parent), root, "{seen}");
+    }
     drop(strobe.stdin.take());
     let status = strobe.wait().unwrap();
     let mut rest = String::new();
@@ -212,6 +326,12 @@ pub fn check_launch(interp: &Interp) {
         assert!(
             !under(&parsed, pid).is_empty(),
             "nothing recorded under process {pid}: {seen}\n{parsed:#?}"
+        );
+    }
+    if through_shell {
+        assert!(
+            under(&parsed, root).is_empty(),
+            "the shell was sampled: {parsed:#?}"
         );
     }
     // The parent went through `main` (every sample of it is under its root).
@@ -239,7 +359,25 @@ macro_rules! subprocess_tests {
             $(
                 #[test]
                 fn $name() {
-                    check_launch(&$interp);
+                    check_launch(&$interp, false);
+                }
+            )*
+        }
+        mod attach_shell {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    check_attach_shell(&$interp);
+                }
+            )*
+        }
+        mod through_shell {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    check_launch(&$interp, true);
                 }
             )*
         }

@@ -18,6 +18,7 @@ use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
 use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter};
+use strobe_sampler::attach::{AttachError, Target};
 use strobe_sampler::signals::StopSignals;
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
 
@@ -197,37 +198,65 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let start_unix = unix_now();
     let (target, child, target_desc) = match args.pid {
         Some(pid) => {
-            let target = strobe_sampler::Target::attach(pid)?;
-            let exe = target
-                .process()
-                .binary_in_target
-                .rsplit('/')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            (target, None, format!("pid {pid} ({exe})"))
+            let exe = |t: &Target| {
+                t.process()
+                    .binary_in_target
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            match Target::attach(pid) {
+                Ok(target) => {
+                    let desc = format!("pid {pid} ({})", exe(&target));
+                    (Some(target), None, desc)
+                }
+                // A launcher, shell or server whose workers are the Python processes.
+                Err(AttachError::Locate(e)) if args.subprocesses => {
+                    eprintln!(
+                        "strobe: process {pid} is not a Python strobe can read ({e}); \
+                         sampling the Python processes it starts"
+                    );
+                    (None, None, format!("pid {pid}"))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        // With --subprocesses the command may be a shell or launcher: the sampler's scout
+        // attaches to it, or to the Python processes it starts, as they appear.
+        None if args.subprocesses => (
+            None,
+            Some(spawned.ok_or_else(|| anyhow!("the command was not started"))?),
+            launch::display_command(&args.command),
+        ),
         None => match launch::attach(
             spawned.ok_or_else(|| anyhow!("the command was not started"))?,
             signals.receiver(),
         )? {
-            Launched::Attached { child, target } => {
-                (*target, Some(child), launch::display_command(&args.command))
-            }
+            Launched::Attached { child, target } => (
+                Some(*target),
+                Some(child),
+                launch::display_command(&args.command),
+            ),
             Launched::ExitedEarly(status) => {
                 return exited_early(&output, kind, args, status, start_unix);
             }
         },
     };
-    for w in target.warnings() {
+    for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
-    let pid = target.pid();
+    let pid = match (&target, &child, args.pid) {
+        (Some(t), _, _) => t.pid(),
+        (None, Some(c), _) => c.id() as i32,
+        (None, None, Some(pid)) => pid,
+        (None, None, None) => bail!("no process to record"),
+    };
     let child_pid = child.as_ref().map(|c| c.id() as i32);
     let meta = Metadata {
         target: target_desc,
         pid: u32::try_from(pid).ok(),
-        python_version: Some(target.process().version.to_string()),
+        python_version: target.as_ref().map(|t| t.process().version.to_string()),
         strobe_version: env!("CARGO_PKG_VERSION").to_string(),
         rate_requested_hz: args.rate,
         start_unix_ns: start_unix.as_nanos() as u64,
@@ -246,7 +275,10 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     let (side, mut agg) = strobe_aggregate::pipeline(capacity);
     agg.keep_timeline(!raw && kind.wants_timeline());
-    let handle = strobe_sampler::start(target, child, cfg, side)?;
+    let handle = match target {
+        Some(target) => strobe_sampler::start(target, child, cfg, side)?,
+        None => strobe_sampler::start_without_target(pid, child, cfg, side)?,
+    };
     let stats = handle.stats();
     eprintln!(
         "strobe: recording process {pid} at {} Hz into {} ({}); Ctrl-C to stop",
@@ -294,7 +326,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         if !new_processes.is_empty() {
             line.clear();
             for p in new_processes {
-                eprintln!("strobe: sampling subprocess {} ({})", p.pid, p.command);
+                eprintln!("strobe: sampling process {} ({})", p.pid, p.command);
             }
             last_status = None;
         }

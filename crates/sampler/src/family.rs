@@ -9,7 +9,7 @@
 //!
 //! A process that cannot be attached (not Python, like a shell between Python processes, or a
 //! Python still starting up) is tried again on every scan for its first
-//! [`EAGER_TRIES`] tries, then every [`PATIENT_EVERY`]. A process is known by its PID and start
+//! [`EAGER_FOR`], then every [`PATIENT_EVERY`]. A process is known by its PID and start
 //! time, so a PID reused by a new process is tried afresh. When the sampler drops a process
 //! (it exited, or replaced its program with `exec`), it tells the scout, which then treats the
 //! PID as new: a `fork` + `exec` child is attached again once it runs its new program.
@@ -28,9 +28,12 @@ use crate::attach::Target;
 
 /// How often the descendants are listed.
 pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(100);
-/// Attach attempts made on every scan before falling back to [`PATIENT_EVERY`] (two seconds'
-/// worth: a Python process is attachable once its interpreter is initialised).
-const EAGER_TRIES: u32 = 20;
+/// How often while the root process itself is still to be attached (during its first
+/// [`EAGER_FOR`]).
+const ROOT_SCAN_EVERY: Duration = Duration::from_millis(5);
+/// How long after it is first seen a process is tried on every scan, before falling back to
+/// [`PATIENT_EVERY`] (a Python process is attachable once its interpreter is initialised).
+const EAGER_FOR: Duration = Duration::from_secs(2);
 /// After that, how often a process that could not be attached is tried again.
 const PATIENT_EVERY: Duration = Duration::from_secs(1);
 /// Descendants followed at most (a fork bomb must not make the scout's work unbounded).
@@ -55,8 +58,9 @@ pub(crate) struct Scout {
 }
 
 impl Scout {
-    /// Start scouting the descendants of `root`.
-    pub(crate) fn start(root: i32) -> std::io::Result<Scout> {
+    /// Start scouting the descendants of `root`, and `root` itself when `with_root` (it is not
+    /// sampled yet).
+    pub(crate) fn start(root: i32, with_root: bool) -> std::io::Result<Scout> {
         let (found_tx, found) = mpsc::channel();
         let (forget, forget_rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +68,7 @@ impl Scout {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("strobe-scout".into())
-                .spawn(move || scout(root, &found_tx, &forget_rx, &stop))?
+                .spawn(move || scout(root, with_root, &found_tx, &forget_rx, &stop))?
         };
         Ok(Scout {
             found,
@@ -100,17 +104,40 @@ impl Drop for Scout {
 struct Known {
     start_time: Option<u64>,
     attached: bool,
-    tries: u32,
+    first_seen: Instant,
     next_try: Instant,
 }
 
-fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &AtomicBool) {
+impl Known {
+    fn new(start_time: Option<u64>, now: Instant) -> Known {
+        Known {
+            start_time,
+            attached: false,
+            first_seen: now,
+            next_try: now,
+        }
+    }
+}
+
+fn scout(
+    root: i32,
+    with_root: bool,
+    found: &Sender<Found>,
+    forget: &Receiver<i32>,
+    stop: &AtomicBool,
+) {
     let mut known: HashMap<i32, Known> = HashMap::new();
+    // Whether the root is still to be attached (then scans are more frequent, as they were
+    // when the command was attached directly: a short script must not be missed).
+    let mut root_pending = with_root;
     while !stop.load(Ordering::SeqCst) {
         while let Ok(pid) = forget.try_recv() {
             known.remove(&pid);
         }
-        let family = descendants(root);
+        let mut family = descendants(root);
+        if root_pending {
+            family.insert(0, root);
+        }
         known.retain(|pid, _| family.contains(pid));
         for pid in family {
             if stop.load(Ordering::SeqCst) {
@@ -121,20 +148,12 @@ fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &Atomic
                 continue;
             }
             let now = Instant::now();
-            let k = known.entry(pid).or_insert(Known {
-                start_time: st.start_time,
-                attached: false,
-                tries: 0,
-                next_try: now,
-            });
+            let k = known
+                .entry(pid)
+                .or_insert_with(|| Known::new(st.start_time, now));
             if k.start_time != st.start_time {
                 // The PID now belongs to another process.
-                *k = Known {
-                    start_time: st.start_time,
-                    attached: false,
-                    tries: 0,
-                    next_try: now,
-                };
+                *k = Known::new(st.start_time, now);
             }
             if k.attached || now < k.next_try {
                 continue;
@@ -142,6 +161,7 @@ fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &Atomic
             match Target::attach(pid) {
                 Ok(mut target) => {
                     k.attached = true;
+                    root_pending &= pid != root;
                     // One walk here decodes the code objects of the process's current
                     // stacks, which the sampler's first round would otherwise do on its
                     // clock (making that sample late). Its result is not used.
@@ -161,14 +181,17 @@ fn scout(root: i32, found: &Sender<Found>, forget: &Receiver<i32>, stop: &Atomic
                     }
                 }
                 Err(_) => {
-                    k.tries += 1;
-                    if k.tries >= EAGER_TRIES {
+                    if now.duration_since(k.first_seen) >= EAGER_FOR {
                         k.next_try = now + PATIENT_EVERY;
                     }
                 }
             }
         }
-        std::thread::park_timeout(SCAN_EVERY);
+        let eager = root_pending
+            && known
+                .get(&root)
+                .is_some_and(|k| k.first_seen.elapsed() < EAGER_FOR);
+        std::thread::park_timeout(if eager { ROOT_SCAN_EVERY } else { SCAN_EVERY });
     }
 }
 

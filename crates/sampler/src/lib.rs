@@ -413,6 +413,35 @@ pub fn start(
     cfg: SamplerConfig,
     side: SamplerSide,
 ) -> Result<SamplerHandle, SamplerError> {
+    spawn(target.pid(), Some(target), child, cfg, side)
+}
+
+/// Like [`start`], for `cfg.subprocesses` only, when process `pid` is not a Python strobe can
+/// read (a shell or launcher that starts Python processes, or a Python not initialised yet):
+/// its descendants that run Python are sampled, and `pid` itself too if it becomes one.
+/// Sampling ends when `pid` exits, as with [`start`].
+pub fn start_without_target(
+    pid: i32,
+    child: Option<Child>,
+    cfg: SamplerConfig,
+    side: SamplerSide,
+) -> Result<SamplerHandle, SamplerError> {
+    if !cfg.subprocesses {
+        return Err(SamplerError::Config(format!(
+            "process {pid} is not a Python process strobe can read, and only its \
+             subprocesses could be sampled: add --subprocesses"
+        )));
+    }
+    spawn(pid, None, child, cfg, side)
+}
+
+fn spawn(
+    pid: i32,
+    target: Option<Target>,
+    child: Option<Child>,
+    cfg: SamplerConfig,
+    side: SamplerSide,
+) -> Result<SamplerHandle, SamplerError> {
     cfg.validate()?;
     let stats = Arc::new(SamplerStats::new());
     let stop = Arc::new(AtomicBool::new(false));
@@ -421,7 +450,7 @@ pub fn start(
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("strobe-sampler".into())
-            .spawn(move || sampler::run(target, child, cfg, side, &stats, &stop))
+            .spawn(move || sampler::run(pid, target, child, cfg, side, &stats, &stop))
             .map_err(SamplerError::Spawn)?
     };
     Ok(SamplerHandle {

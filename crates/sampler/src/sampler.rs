@@ -240,7 +240,8 @@ impl State {
 }
 
 pub(crate) fn run(
-    target: Target,
+    pid: i32,
+    target: Option<Target>,
     mut child: Option<Child>,
     cfg: SamplerConfig,
     mut side: SamplerSide,
@@ -254,7 +255,6 @@ pub(crate) fn run(
     // Default timer slack (50 µs) would delay every wake-up; we want the deadline.
     let _ = nix::sys::prctl::set_timerslack(1);
 
-    let pid = target.pid();
     let start = stats.start();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -267,30 +267,37 @@ pub(crate) fn run(
     } else {
         None
     };
-    let free_threaded = target.free_threaded();
-    // `procs[0]` is the target strobe was given; the others are its descendants.
-    let mut procs = vec![Proc {
-        st: State::new(pid, free_threaded, root_frame),
-        target,
-        command: None,
-        failures_in_a_row: 0,
-        read_once: false,
-    }];
+    // The process strobe was given, while it is sampled (without `--subprocesses` always;
+    // with it, it may be something else than Python, or not be Python yet: then the scout
+    // attaches to it like to a descendant, if it ever can).
+    let mut root_sampled = target.is_some();
+    let mut procs: Vec<Proc> = target
+        .into_iter()
+        .map(|target| Proc {
+            st: State::new(pid, target.free_threaded(), root_frame),
+            target,
+            command: None,
+            root: true,
+            failures_in_a_row: 0,
+            read_once: false,
+        })
+        .collect();
     let mut retired_warnings: Vec<String> = Vec::new();
     let mut subprocesses_sampled = 0u64;
-    let state = &mut procs[0].st;
-    if cfg.gil_only && state.free_threaded {
-        state.warn_once(
-            "gil",
-            "--gil has no effect: this is a free-threaded interpreter, which has no GIL".into(),
-        );
-    }
-    if let Err(e) = state.kernel.rescan() {
-        match gone_or_fatal(pid, e) {
-            // The target exited between attaching and this first look: the first round sees
-            // it too and ends the recording as a target exit, with a complete output.
-            SamplerError::Attach(AttachError::Exited { .. }) => {}
-            e => return Err(e),
+    if let Some(state) = procs.first_mut().map(|p| &mut p.st) {
+        if cfg.gil_only && state.free_threaded {
+            state.warn_once(
+                "gil",
+                "--gil has no effect: this is a free-threaded interpreter, which has no GIL".into(),
+            );
+        }
+        if let Err(e) = state.kernel.rescan() {
+            match gone_or_fatal(pid, e) {
+                // The target exited between attaching and this first look: the first round
+                // sees it too and ends the recording as a target exit, with a complete output.
+                SamplerError::Attach(AttachError::Exited { .. }) => {}
+                e => return Err(e),
+            }
         }
     }
 
@@ -305,7 +312,7 @@ pub(crate) fn run(
     let mut exit_status: Option<ExitStatus> = None;
     let mut child_checked = Instant::now();
     let scout = if cfg.subprocesses {
-        Some(Scout::start(pid).map_err(SamplerError::Spawn)?)
+        Some(Scout::start(pid, !root_sampled).map_err(SamplerError::Spawn)?)
     } else {
         None
     };
@@ -381,13 +388,21 @@ pub(crate) fn run(
         if let Some(scout) = &scout {
             while let Some(f) = scout.next_found() {
                 let frame = process_frame(&mut side, f.pid, &f.command)?;
-                procs.push(Proc {
+                let root = f.pid == pid;
+                let p = Proc {
                     st: State::new(f.pid, f.target.free_threaded(), Some(frame)),
                     target: f.target,
                     command: Some(f.command),
+                    root,
                     failures_in_a_row: 0,
                     read_once: false,
-                });
+                };
+                if root {
+                    root_sampled = true;
+                    procs.insert(0, p);
+                } else {
+                    procs.push(p);
+                }
             }
         }
         let mut threads = 0;
@@ -396,16 +411,17 @@ pub(crate) fn run(
         let mut ended = None;
         let mut i = 0;
         while let Some(p) = procs.get_mut(i) {
-            let descendant = i > 0;
+            let descendant = !p.root;
             match round(&mut p.st, &mut p.target, &cfg, &mut side, now, weight_ns) {
                 Ok((t, r)) => {
                     p.failures_in_a_row = 0;
                     threads += t;
                     recorded += r;
-                    if descendant && !p.read_once {
-                        subprocesses_sampled += 1;
-                        let command = p.command.clone().unwrap_or_default();
-                        stats.announce(p.st.pid, command);
+                    if !p.read_once {
+                        subprocesses_sampled += u64::from(descendant);
+                        if let Some(command) = &p.command {
+                            stats.announce(p.st.pid, command.clone());
+                        }
                     }
                     p.read_once = true;
                 }
@@ -474,12 +490,20 @@ pub(crate) fn run(
             cpu_at = done_ns;
             cpu.publish(stats);
         }
-        if let Some(c) = child.as_mut() {
-            if child_checked.elapsed() >= CHILD_CHECK_EVERY {
-                child_checked = Instant::now();
-                if let Ok(Some(status)) = strobe_remote::try_wait(c) {
-                    exit_status = Some(status);
-                    break EndReason::TargetExited;
+        if (child.is_some() || !root_sampled) && child_checked.elapsed() >= CHILD_CHECK_EVERY {
+            child_checked = Instant::now();
+            match child.as_mut() {
+                Some(c) => {
+                    if let Ok(Some(status)) = strobe_remote::try_wait(c) {
+                        exit_status = Some(status);
+                        break EndReason::TargetExited;
+                    }
+                }
+                // Not read (not Python): whether it still runs comes from /proc.
+                None => {
+                    if procfs::is_gone_or_exiting(pid) {
+                        break EndReason::TargetExited;
+                    }
                 }
             }
         }
@@ -525,8 +549,10 @@ pub(crate) fn run(
 struct Proc {
     st: State,
     target: Target,
-    /// A descendant's command line (announced when it is first read).
+    /// The command line of a process the scout found (announced when it is first read).
     command: Option<String>,
+    /// The process strobe was given (its exit or `exec` ends sampling).
+    root: bool,
     failures_in_a_row: u32,
     read_once: bool,
 }
