@@ -330,6 +330,9 @@ struct Seen {
     /// In a memo: how many of the frames up to and including this one (outermost first) were
     /// reported, i.e. how many of `memo_out` they account for.
     outs: u32,
+    /// Taken from a data-stack chunk copy (else a generator's or coroutine's frame, in its
+    /// object, or a frame object): only these can be where a walk meets the memo.
+    in_chunk: bool,
 }
 
 impl Seen {
@@ -1357,18 +1360,15 @@ impl<M: RemoteMemory> Walker<M> {
                 })?;
             let python = dec.is_python(&fields);
             if !in_chunk {
-                if python {
-                    // A generator's frame: the memo's frames would not be in address order.
-                    s.proof.valid = false;
-                } else {
-                    // `below` holds the Python frames before it until the walk is over.
-                    s.proof.outside.push(Outside {
-                        addr,
-                        len: size,
-                        off,
-                        below: s.raw.len(),
-                    });
-                }
+                // An entry frame on the C stack, or a generator's or coroutine's frame in its
+                // object: a proof compares it byte for byte. `below` holds the Python frames
+                // before it until the walk is over.
+                s.proof.outside.push(Outside {
+                    addr,
+                    len: size,
+                    off,
+                    below: s.raw.len(),
+                });
             }
             if python {
                 s.raw.push(Seen {
@@ -1376,6 +1376,7 @@ impl<M: RemoteMemory> Walker<M> {
                     fields,
                     resolved: None,
                     outs: 0,
+                    in_chunk,
                 });
             }
             addr = fields.previous;
@@ -1508,7 +1509,14 @@ impl Old<'_> {
     #[inline]
     fn candidate(&mut self, at: u64) -> Option<usize> {
         let c = &mut self.meet.cursor;
-        while *c > 0 && self.memo.get(*c - 1).is_some_and(|f| f.frame > at) {
+        // Frames outside chunks (generators, coroutines) are passed over: the memo's chunk
+        // frames alone fall in address from the innermost, and only they can meet.
+        while *c > 0
+            && self
+                .memo
+                .get(*c - 1)
+                .is_some_and(|f| f.frame > at || !f.in_chunk)
+        {
             *c -= 1;
         }
         let m = c.checked_sub(1)?;
@@ -1629,6 +1637,7 @@ fn fast_run(
                 fields,
                 resolved: None,
                 outs: 0,
+                in_chunk: true,
             });
         }
         at = fields.previous;
@@ -1689,6 +1698,7 @@ fn fast_objects_run(
                 fields,
                 resolved: None,
                 outs: 0,
+                in_chunk: false,
             });
         }
         *hint = k + 1;

@@ -473,16 +473,32 @@ fn shape_of(stacks: &[ThreadStack]) -> Shape {
         .collect()
 }
 
-fn check_churn(version: &str, minor: u8, lib_name: &str) {
+/// A pyenv interpreter running `script` (its own file, named after `tag`), once it said READY,
+/// with what a walker of it needs.
+struct Scripted {
+    target: Ready,
+    mem: ProcessMemory,
+    layout: Layout,
+    roots: Roots,
+    script: PathBuf,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.script);
+    }
+}
+
+fn start_script(version: &str, minor: u8, lib_name: &str, tag: &str, script: &str) -> Scripted {
     let mut launch = pyenv_launch(version, minor, lib_name);
     // Its own script file: the live test of the same version runs concurrently and would
     // otherwise overwrite (and delete) the same path.
     launch.script_host = launch.script_host.with_file_name(format!(
-        "strobe-walk-churn-{}-{version}.py",
+        "strobe-walk-{tag}-{}-{version}.py",
         std::process::id()
     ));
     launch.script_target = launch.script_host.to_string_lossy().into_owned();
-    std::fs::write(&launch.script_host, CHURN).unwrap();
+    std::fs::write(&launch.script_host, script).unwrap();
     let target = Ready::start(
         Command::new(&launch.argv[0])
             .arg(&launch.script_target)
@@ -503,6 +519,18 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
         runtime: Some(runtime),
         ..Roots::default()
     };
+    Scripted {
+        target,
+        mem,
+        layout,
+        roots,
+        script: launch.script_host,
+    }
+}
+
+fn check_churn(version: &str, minor: u8, lib_name: &str) {
+    let run = start_script(version, minor, lib_name, "churn", CHURN);
+    let (pid, mem, layout, roots) = (run.target.pid() as u32, run.mem, run.layout, run.roots);
     let mut long_lived = Walker::new(mem, layout, roots);
     let mut raw = RawSample::new();
     let (mut list_changes, mut deepest, mut max_threads, mut failed) = (0, 0, 0, 0);
@@ -567,8 +595,7 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
             "{version}: no frame was ever proven"
         );
     }
-    drop(target);
-    let _ = std::fs::remove_file(&launch.script_host);
+    drop(run);
 }
 
 #[test]
@@ -589,4 +616,109 @@ fn churn_pyenv_312() {
 #[test]
 fn churn_pyenv_313() {
     check_churn("3.13.0", 13, "libpython3.13.so.1.0");
+}
+
+/// An asyncio program: tasks whose coroutines await each other three deep, the innermost
+/// calling plain functions 30 deep that spin, switching tasks now and then. Coroutine frames
+/// live in their objects, between the event loop's frames and their callees in the data-stack
+/// chunk.
+const ASYNC: &str = r#"import asyncio, sys
+
+def work(depth, n):
+    if depth > 0:
+        return work(depth - 1, n)
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+async def co_inner(k):
+    while True:
+        work(30, 2000 + k)
+        await asyncio.sleep(0)
+
+async def co_middle(k):
+    await co_inner(k)
+
+async def co_outer(k):
+    await co_middle(k)
+
+async def main():
+    tasks = [asyncio.ensure_future(co_outer(k)) for k in range(3)]
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    await asyncio.gather(*tasks)
+
+asyncio.run(main())
+"#;
+
+/// Frozen samples of the asyncio program agree with fresh walks, and the frames below the
+/// coroutines (the event loop's) are proven rather than walked.
+fn check_asyncio(version: &str, minor: u8, lib_name: &str) {
+    let run = start_script(version, minor, lib_name, "asyncio", ASYNC);
+    let (pid, mem, layout, roots) = (run.target.pid() as u32, run.mem, run.layout, run.roots);
+    let mut long_lived = Walker::new(mem, layout, roots);
+    let mut raw = RawSample::new();
+    let mut proven_with_coroutines = 0u64;
+    let mut with_coroutines = 0;
+    for i in 0..200 {
+        let freeze = Freeze::all_threads(pid as i32).unwrap();
+        let fresh = Walker::new(mem, layout, roots).walk();
+        let before = long_lived.frames_proven();
+        let fast = long_lived.sample_into(&mut raw).map(|()| {
+            raw.threads
+                .iter()
+                .map(|t| {
+                    let frames = raw
+                        .frames_of(t)
+                        .iter()
+                        .map(|f| (f.code_addr, f.line))
+                        .collect();
+                    (t.tstate_addr, t.thread_id, t.holds_gil, frames)
+                })
+                .collect::<Shape>()
+        });
+        let proven = long_lived.frames_proven() - before;
+        let names: Vec<String> = raw
+            .threads
+            .first()
+            .map(|t| {
+                raw.frames_of(t)
+                    .iter()
+                    .map(|f| long_lived.frame_info(*f).unwrap().function.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(freeze);
+        assert_eq!(fast, fresh.map(|s| shape_of(&s)), "{version}: sample {i}");
+        if names.iter().any(|n| n == "co_outer") && names.iter().any(|n| n == "work") {
+            with_coroutines += 1;
+            proven_with_coroutines += proven;
+        }
+    }
+    assert!(
+        with_coroutines > 100,
+        "{version}: only {with_coroutines} of 200 samples were inside the coroutines"
+    );
+    // Below `co_outer` lie the event loop's frames (asyncio.run, run_until_complete,
+    // run_forever, _run_once, Handle._run, ...): at least those are proven in most samples.
+    assert!(
+        proven_with_coroutines >= 5 * with_coroutines,
+        "{version}: {proven_with_coroutines} frames proven in {with_coroutines} samples"
+    );
+}
+
+#[test]
+fn asyncio_pyenv_311() {
+    check_asyncio("3.11.7", 11, "libpython3.11.so.1.0");
+}
+
+#[test]
+fn asyncio_pyenv_312() {
+    check_asyncio("3.12.1", 12, "libpython3.12.so.1.0");
+}
+
+#[test]
+fn asyncio_pyenv_313() {
+    check_asyncio("3.13.0", 13, "libpython3.13.so.1.0");
 }
