@@ -455,3 +455,33 @@ fn top_on_a_debug_build_sid_3_15d() {
     assert_eq!(tmux.wait_exit(), 0);
     tmux.assert_restored();
 }
+
+/// `--subprocesses` on a shell that started the family of `tests/targets/family.py`: the
+/// shell is not Python, its descendants are, and each one's waiting function shows up.
+#[test]
+fn top_shows_the_python_subprocesses_of_a_shell_on_3_13() {
+    let interp = Interp::pyenv("3.13.0");
+    let script = Script::new(&interp, "family.py");
+    let mut family = Announced::start(&mut script.command_through_shell());
+    let shell = family.ready.child.id() as i32;
+    let args: Vec<String> = [
+        "top",
+        "--subprocesses",
+        "--idle",
+        "--pid",
+        &shell.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let tmux = Tmux::start(&args);
+    let screen = tmux.wait_for("the three processes' waiting functions", |s| {
+        s.contains("parent_wait") && s.contains("forked_child") && s.contains("exec_child")
+    });
+    assert!(screen.contains("its Python subprocesses"), "{screen}");
+    assert!(screen.contains(&format!("pid {shell}")), "{screen}");
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+    tmux.assert_restored();
+    family.close_stdin();
+}

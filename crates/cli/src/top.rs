@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
+use strobe_sampler::attach::AttachError;
 use strobe_sampler::signals::StopSignals;
-use strobe_sampler::{start, EndReason, SamplerConfig, SamplerHandle, Target};
+use strobe_sampler::{
+    start, start_without_target, EndReason, SamplerConfig, SamplerHandle, Target,
+};
 use strobe_tui::state::{LiveStatus, TargetInfo};
 use strobe_tui::TopOptions;
 
@@ -65,6 +68,16 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let signals = StopSignals::install().context("setting up signal handling")?;
 
     let (target, child, what) = match spawned {
+        // With --subprocesses the command may be a shell or launcher: the sampler's scout
+        // attaches to it, or to the Python processes it starts (as `record` does).
+        Some(child) if args.subprocesses => {
+            let what = format!(
+                "pid {}: {}",
+                child.id(),
+                launch::display_command(&args.command)
+            );
+            (None, Some(child), what)
+        }
         Some(spawned) => match launch::attach(spawned, signals.receiver())? {
             Launched::Attached { child, target } => {
                 let what = format!(
@@ -72,7 +85,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
                     child.id(),
                     launch::display_command(&args.command)
                 );
-                (*target, Some(child), what)
+                (Some(*target), Some(child), what)
             }
             Launched::ExitedEarly(status) => bail!(
                 "the command exited ({status}) before strobe could attach to it; nothing to show"
@@ -80,23 +93,40 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         },
         None => {
             let pid = args.pid.context("no process to watch")?;
-            (Target::attach(pid)?, None, format!("pid {pid}"))
+            match Target::attach(pid) {
+                Ok(target) => (Some(target), None, format!("pid {pid}")),
+                // A launcher or server whose workers are the Python processes.
+                Err(AttachError::Locate(_)) if args.subprocesses => {
+                    (None, None, format!("pid {pid} and its subprocesses"))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
-    let pid = target.pid();
-    for w in target.warnings() {
+    let pid = match (&target, &child, args.pid) {
+        (Some(t), _, _) => t.pid(),
+        (None, Some(c), _) => c.id() as i32,
+        (None, None, Some(pid)) => pid,
+        (None, None, None) => bail!("no process to watch"),
+    };
+    for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
     let info = TargetInfo {
         process: what,
-        python: python_label(&target),
+        python: target
+            .as_ref()
+            .map_or_else(|| "its Python subprocesses".to_string(), python_label),
         rate_hz: args.rate,
     };
     // A few seconds of samples at the requested rate for a handful of threads; the aggregator
     // thread drains it every few ms.
     let capacity = ((args.rate * 16.0) as usize).clamp(4096, 1 << 20);
     let (side, agg) = strobe_aggregate::pipeline(capacity);
-    let sampler = start(target, child, cfg, side)?;
+    let sampler = match target {
+        Some(target) => start(target, child, cfg, side)?,
+        None => start_without_target(pid, child, cfg, side)?,
+    };
     let stats = sampler.stats();
 
     let mut session = Session {
