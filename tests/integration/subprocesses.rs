@@ -121,6 +121,45 @@ fn check_family(parsed: &Parsed, script: &Script, parent: i32, forked: i32, exec
     );
 }
 
+/// `strobe record --subprocesses --idle --pid PID -o PATH`, stopped by SIGINT once both
+/// children were announced; what it said, all of its stderr included.
+fn record_family(pid: i32, path: &std::path::Path) -> Seen {
+    let pid = pid.to_string();
+    let mut strobe = strobe_cmd(&[
+        "record",
+        "--subprocesses",
+        "--pid",
+        &pid,
+        "--idle",
+        // Only so that a strobe that never finds the children ends the test instead of
+        // hanging it; it is stopped by SIGINT long before.
+        "--duration",
+        "120",
+        "-o",
+        path.to_str().unwrap(),
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(strobe.stderr.take().unwrap());
+    let mut seen = wait_for_children(&mut err);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strobe.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let status = strobe.wait().unwrap();
+    let mut rest = String::new();
+    while err.read_line(&mut rest).unwrap() > 0 {}
+    seen.stderr.push_str(&rest);
+    assert!(
+        status.success(),
+        "strobe record --subprocesses --pid {pid}: {status}: {}",
+        seen.stderr
+    );
+    seen
+}
+
 pub fn check_attach(interp: &Interp) {
     let script = Script::new(interp, "family.py");
     let mut target = Announced::start(&mut script.command());
@@ -155,45 +194,15 @@ pub fn check_attach(interp: &Interp) {
     }
 
     let path = dir.path().join("family.txt");
-    let mut strobe = strobe_cmd(&[
-        "record",
-        "--subprocesses",
-        "--pid",
-        &pid,
-        "--idle",
-        // Only so that a strobe that never finds the children ends the test instead of
-        // hanging it; it is stopped by SIGINT long before.
-        "--duration",
-        "120",
-        "-o",
-        path.to_str().unwrap(),
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut err = BufReader::new(strobe.stderr.take().unwrap());
     let Seen {
         root,
         parent,
         forked,
         execd,
-        stderr: mut seen,
-    } = wait_for_children(&mut err);
+        stderr: seen,
+    } = record_family(target.pid, &path);
     assert_eq!((root, parent), (target.pid, target.pid), "{seen}");
     assert_eq!(parent_of(forked), target.pid, "{seen}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strobe.id() as i32),
-        nix::sys::signal::SIGINT,
-    )
-    .unwrap();
-    let status = strobe.wait().unwrap();
-    let mut rest = String::new();
-    while err.read_line(&mut rest).unwrap() > 0 {}
-    seen.push_str(&rest);
-    assert!(
-        status.success(),
-        "strobe record --subprocesses: {status}: {seen}"
-    );
     assert!(
         seen.contains("sampled 2 subprocesses besides process"),
         "{seen}"
@@ -202,8 +211,6 @@ pub fn check_attach(interp: &Interp) {
     target.close_stdin();
 }
 
-/// `through_shell`: the command is `sh -c 'FAMILY; true'`, so the process strobe starts is a
-/// shell that never runs Python, and the family's parent is its child.
 /// `--pid` of a shell whose child is the family's parent: the shell is not Python, so only
 /// the family is sampled.
 pub fn check_attach_shell(interp: &Interp) {
@@ -213,44 +220,14 @@ pub fn check_attach_shell(interp: &Interp) {
     assert_eq!(parent_of(target.pid), shell);
     let dir = TempDir::new();
     let path = dir.path().join("family.txt");
-    let shell_arg = shell.to_string();
-    let mut strobe = strobe_cmd(&[
-        "record",
-        "--subprocesses",
-        "--pid",
-        &shell_arg,
-        "--idle",
-        // A bound for a broken strobe only (see check_attach).
-        "--duration",
-        "120",
-        "-o",
-        path.to_str().unwrap(),
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut err = BufReader::new(strobe.stderr.take().unwrap());
     let Seen {
         root,
         parent,
         forked,
         execd,
-        stderr: mut seen,
-    } = wait_for_children(&mut err);
+        stderr: seen,
+    } = record_family(shell, &path);
     assert_eq!((root, parent), (shell, target.pid), "{seen}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strobe.id() as i32),
-        nix::sys::signal::SIGINT,
-    )
-    .unwrap();
-    let status = strobe.wait().unwrap();
-    let mut rest = String::new();
-    while err.read_line(&mut rest).unwrap() > 0 {}
-    seen.push_str(&rest);
-    assert!(
-        status.success(),
-        "strobe record --subprocesses --pid SHELL: {status}: {seen}"
-    );
     assert!(
         seen.contains(&format!("process {shell} is not a Python strobe can read")),
         "{seen}"
@@ -268,6 +245,8 @@ pub fn check_attach_shell(interp: &Interp) {
     target.close_stdin();
 }
 
+/// `through_shell`: the command is `sh -c 'FAMILY; true'`, so the process strobe starts is a
+/// shell that never runs Python, and the family's parent is its child.
 pub fn check_launch(interp: &Interp, through_shell: bool) {
     let script = Script::new(interp, "family.py");
     let dir = TempDir::new();

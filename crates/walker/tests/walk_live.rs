@@ -528,6 +528,30 @@ fn start_script(version: &str, minor: u8, lib_name: &str, tag: &str, script: &st
     }
 }
 
+/// `sample_into` with `w`, as a [`Shape`]; the names of every frame it resolved must be
+/// available.
+fn sample_shape(
+    w: &mut Walker<ProcessMemory>,
+    raw: &mut RawSample,
+) -> Result<Shape, strobe_walker::WalkError> {
+    w.sample_into(raw)?;
+    Ok(raw
+        .threads
+        .iter()
+        .map(|t| {
+            let frames = raw
+                .frames_of(t)
+                .iter()
+                .map(|f| {
+                    w.frame_info(*f).unwrap();
+                    (f.code_addr, f.line)
+                })
+                .collect();
+            (t.tstate_addr, t.thread_id, t.holds_gil, frames)
+        })
+        .collect())
+}
+
 fn check_churn(version: &str, minor: u8, lib_name: &str) {
     let run = start_script(version, minor, lib_name, "churn", CHURN);
     let (pid, mem, layout, roots) = (run.target.pid() as u32, run.mem, run.layout, run.roots);
@@ -540,23 +564,7 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
         // The same frozen memory through both walkers: the one that remembers (speculative
         // ranges, thread lists, C frames, unchanged frames) must see what a fresh one sees.
         let fresh = Walker::new(mem, layout, roots).walk();
-        let fast = long_lived.sample_into(&mut raw).map(|()| {
-            raw.threads
-                .iter()
-                .map(|t| {
-                    let frames = raw
-                        .frames_of(t)
-                        .iter()
-                        .map(|f| {
-                            // Names of frames the sample resolved are available.
-                            long_lived.frame_info(*f).unwrap();
-                            (f.code_addr, f.line)
-                        })
-                        .collect();
-                    (t.tstate_addr, t.thread_id, t.holds_gil, frames)
-                })
-                .collect::<Shape>()
-        });
+        let fast = sample_shape(&mut long_lived, &mut raw);
         drop(freeze);
         let fresh = fresh.map(|s| shape_of(&s));
         assert_eq!(fast, fresh, "{version}: sample {i}");
@@ -665,19 +673,7 @@ fn check_asyncio(version: &str, minor: u8, lib_name: &str) {
         let freeze = Freeze::all_threads(pid as i32).unwrap();
         let fresh = Walker::new(mem, layout, roots).walk();
         let before = long_lived.frames_proven();
-        let fast = long_lived.sample_into(&mut raw).map(|()| {
-            raw.threads
-                .iter()
-                .map(|t| {
-                    let frames = raw
-                        .frames_of(t)
-                        .iter()
-                        .map(|f| (f.code_addr, f.line))
-                        .collect();
-                    (t.tstate_addr, t.thread_id, t.holds_gil, frames)
-                })
-                .collect::<Shape>()
-        });
+        let fast = sample_shape(&mut long_lived, &mut raw);
         let proven = long_lived.frames_proven() - before;
         let names: Vec<String> = raw
             .threads
