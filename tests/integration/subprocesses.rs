@@ -376,3 +376,73 @@ subprocess_tests! {
     sid_3_15 => Interp::Sid("python3.15");
     sid_3_14_debug => Interp::Sid("python3.14d");
 }
+
+/// A descendant named like Python that strobe cannot read (here `sleep` under the name
+/// `python3.12`, as a stripped build would look) is reported once with the reason, not
+/// silently left out; a shell in between is not.
+#[test]
+fn an_unreadable_python_subprocess_is_reported() {
+    let dir = TempDir::new();
+    let fake = dir.path().join("python3.12");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let mut shell = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} 600; true", fake.display()))
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.txt");
+    let shell_pid = shell.id().to_string();
+    let mut strobe = strobe_cmd(&[
+        "record",
+        "--subprocesses",
+        "--pid",
+        &shell_pid,
+        // A bound for a broken strobe only.
+        "--duration",
+        "120",
+        "-o",
+        out.to_str().unwrap(),
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut err = BufReader::new(strobe.stderr.take().unwrap());
+    let mut seen = String::new();
+    let warning = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+        if line.starts_with("strobe: warning: cannot sample process") {
+            break line;
+        }
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strobe.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let status = strobe.wait().unwrap();
+    let mut rest = String::new();
+    while err.read_line(&mut rest).unwrap() > 0 {}
+    seen.push_str(&rest);
+    let children =
+        std::fs::read_to_string(format!("/proc/{shell_pid}/task/{shell_pid}/children")).unwrap();
+    let sleeper: i32 = children.trim().parse().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sleeper),
+        nix::sys::signal::SIGKILL,
+    );
+    shell.wait().unwrap();
+    assert!(status.success(), "{seen}");
+    assert!(
+        warning.contains(&format!("({} 600)", fake.display()))
+            && warning.contains("does not look like Python"),
+        "{warning}"
+    );
+    assert_eq!(seen.matches("cannot sample process").count(), 1, "{seen}");
+    assert!(
+        seen.contains(&format!("process {shell_pid} is not a Python")),
+        "{seen}"
+    );
+    assert!(seen.contains("sampled 0 subprocesses"), "{seen}");
+}

@@ -326,7 +326,13 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         if !new_processes.is_empty() {
             line.clear();
             for p in new_processes {
-                eprintln!("strobe: sampling process {} ({})", p.pid, p.command);
+                match p.error {
+                    None => eprintln!("strobe: sampling process {} ({})", p.pid, p.command),
+                    Some(e) => eprintln!(
+                        "strobe: warning: cannot sample process {} ({}): {e}",
+                        p.pid, p.command
+                    ),
+                }
             }
             last_status = None;
         }

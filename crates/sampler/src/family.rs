@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use strobe_remote::procfs;
 use strobe_walker::RawSample;
 
-use crate::attach::Target;
+use strobe_locate::LocateError;
+
+use crate::attach::{AttachError, Target};
 
 /// How often the descendants are listed.
 pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(100);
@@ -41,7 +43,20 @@ const MAX_DESCENDANTS: usize = 4096;
 /// Longest command line kept for a process's root frame.
 pub(crate) const LABEL_CHARS: usize = 100;
 
-/// A newly attached descendant.
+/// What the scout found.
+pub(crate) enum Scouted {
+    /// A newly attached process.
+    Attached(Box<Found>),
+    /// A process that looks like Python but could not be attached for [`EAGER_FOR`]
+    /// (permission denied, a version strobe does not know, ...): said once per process.
+    Failed {
+        pid: i32,
+        command: String,
+        error: String,
+    },
+}
+
+/// A newly attached process.
 pub(crate) struct Found {
     pub(crate) pid: i32,
     pub(crate) target: Target,
@@ -51,7 +66,7 @@ pub(crate) struct Found {
 
 /// The scout thread (see the module documentation). Dropping it stops the thread.
 pub(crate) struct Scout {
-    found: Receiver<Found>,
+    found: Receiver<Scouted>,
     forget: Sender<i32>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -78,8 +93,8 @@ impl Scout {
         })
     }
 
-    /// The next descendant attached since the last call, if any.
-    pub(crate) fn next_found(&self) -> Option<Found> {
+    /// The next thing found since the last call, if any.
+    pub(crate) fn next_found(&self) -> Option<Scouted> {
         self.found.try_recv().ok()
     }
 
@@ -104,6 +119,8 @@ impl Drop for Scout {
 struct Known {
     start_time: Option<u64>,
     attached: bool,
+    /// A failure to attach was reported.
+    reported: bool,
     first_seen: Instant,
     next_try: Instant,
 }
@@ -113,6 +130,7 @@ impl Known {
         Known {
             start_time,
             attached: false,
+            reported: false,
             first_seen: now,
             next_try: now,
         }
@@ -122,7 +140,7 @@ impl Known {
 fn scout(
     root: i32,
     with_root: bool,
-    found: &Sender<Found>,
+    found: &Sender<Scouted>,
     forget: &Receiver<i32>,
     stop: &AtomicBool,
 ) {
@@ -166,23 +184,30 @@ fn scout(
                     // stacks, which the sampler's first round would otherwise do on its
                     // clock (making that sample late). Its result is not used.
                     let _ = target.walker_mut().sample_into(&mut RawSample::new());
-                    let command = procfs::command_line(pid, LABEL_CHARS)
-                        .ok()
-                        .filter(|c| !c.is_empty())
-                        .unwrap_or(st.comm);
                     let f = Found {
                         pid,
                         target,
-                        command,
+                        command: command_of(pid, st.comm),
                     };
-                    if found.send(f).is_err() {
+                    if found.send(Scouted::Attached(Box::new(f))).is_err() {
                         // The sampler has ended.
                         return;
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     if now.duration_since(k.first_seen) >= EAGER_FOR {
                         k.next_try = now + PATIENT_EVERY;
+                        if !k.reported && looks_like_python(&e) {
+                            k.reported = true;
+                            let failed = Scouted::Failed {
+                                pid,
+                                command: command_of(pid, st.comm),
+                                error: e.to_string(),
+                            };
+                            if found.send(failed).is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }
@@ -193,6 +218,33 @@ fn scout(
                 .is_some_and(|k| k.first_seen.elapsed() < EAGER_FOR);
         std::thread::park_timeout(if eager { ROOT_SCAN_EVERY } else { SCAN_EVERY });
     }
+}
+
+/// The command line of `pid` for its root frame, else its `comm`.
+fn command_of(pid: i32, comm: String) -> String {
+    procfs::command_line(pid, LABEL_CHARS)
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or(comm)
+}
+
+/// Whether a failure to attach is worth telling the user: the process looks like Python (or
+/// could not be looked at), as opposed to being something else (a shell) or gone. A program
+/// named like Python in which no interpreter was found (a stripped build) counts as Python.
+fn looks_like_python(e: &AttachError) -> bool {
+    if let AttachError::Locate(LocateError::NotPython { name, .. }) = e {
+        return name.contains("python");
+    }
+    !matches!(
+        e,
+        AttachError::Exited { .. }
+            | AttachError::Locate(
+                LocateError::Exited { .. }
+                    | LocateError::Zombie { .. }
+                    | LocateError::NoSuchProcess { .. }
+                    | LocateError::KernelThread { .. }
+            )
+    )
 }
 
 /// `root`'s descendants (not `root` itself), breadth first, at most [`MAX_DESCENDANTS`].

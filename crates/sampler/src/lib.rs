@@ -224,7 +224,8 @@ impl SamplerStats {
         }
     }
 
-    /// The descendants (`--subprocesses`) read for the first time since the last call.
+    /// The processes (`--subprocesses`) read for the first time, or found unreadable, since
+    /// the last call.
     pub fn take_new_processes(&self) -> Vec<NewProcess> {
         match self.new_processes.lock() {
             Ok(mut v) => std::mem::take(&mut *v),
@@ -232,12 +233,12 @@ impl SamplerStats {
         }
     }
 
-    fn announce(&self, pid: i32, command: String) {
+    fn announce(&self, p: NewProcess) {
         let mut v = match self.new_processes.lock() {
             Ok(v) => v,
             Err(poisoned) => poisoned.into_inner(),
         };
-        v.push(NewProcess { pid, command });
+        v.push(p);
     }
 
     fn set_cpu(&self, cpu: Duration) {
@@ -257,13 +258,16 @@ impl SamplerStats {
     }
 }
 
-/// A descendant process sampled for the first time (`--subprocesses`).
+/// A process found under `--subprocesses`: sampled for the first time, or (with `error`)
+/// looking like Python but not attachable for two seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProcess {
     /// Its PID.
     pub pid: i32,
     /// Its command line (arguments joined by spaces, cut at 100 characters).
     pub command: String,
+    /// Why it cannot be sampled.
+    pub error: Option<String>,
 }
 
 /// Plain copy of [`SamplerStats`].

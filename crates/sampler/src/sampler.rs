@@ -42,11 +42,13 @@ use strobe_walker::{RawFrame, RawSample, RawThread, WalkError, Walker};
 
 use crate::attach::{AttachError, Target};
 use crate::clock::Clock;
-use crate::family::{self, Scout};
+use crate::family::{self, Scout, Scouted};
 use crate::placement::{Placement, MAX_PLACED};
 use crate::signals::DeferSignals;
 use crate::threads::KernelThreads;
-use crate::{EndReason, ErrorKind, SamplerConfig, SamplerError, SamplerStats, SamplerSummary};
+use crate::{
+    EndReason, ErrorKind, NewProcess, SamplerConfig, SamplerError, SamplerStats, SamplerSummary,
+};
 
 /// Least time between two looks at `threading`'s thread names (they are re-read when a thread
 /// appears, and at least this often so that renames show up).
@@ -386,7 +388,22 @@ pub(crate) fn run(
             stats.missed.fetch_add(intervals - 1, Ordering::Relaxed);
         }
         if let Some(scout) = &scout {
-            while let Some(f) = scout.next_found() {
+            while let Some(scouted) = scout.next_found() {
+                let f = match scouted {
+                    Scouted::Attached(f) => *f,
+                    Scouted::Failed {
+                        pid,
+                        command,
+                        error,
+                    } => {
+                        stats.announce(NewProcess {
+                            pid,
+                            command,
+                            error: Some(error),
+                        });
+                        continue;
+                    }
+                };
                 let frame = process_frame(&mut side, f.pid, &f.command)?;
                 let root = f.pid == pid;
                 let p = Proc {
@@ -420,7 +437,11 @@ pub(crate) fn run(
                     if !p.read_once {
                         subprocesses_sampled += u64::from(descendant);
                         if let Some(command) = &p.command {
-                            stats.announce(p.st.pid, command.clone());
+                            stats.announce(NewProcess {
+                                pid: p.st.pid,
+                                command: command.clone(),
+                                error: None,
+                            });
                         }
                     }
                     p.read_once = true;
