@@ -1033,11 +1033,7 @@ fn refresh_pthread_tids(st: &mut State, target: &Target, stacks: &[RawThread], n
         st.pthread_tids
             .retain(|_, host| kernel.read_state(*host).is_some());
     }
-    let unknown: Vec<u64> = stacks
-        .iter()
-        .filter(|t| t.native_id.is_none() && !st.pthread_tids.contains_key(&t.thread_id))
-        .map(|t| t.thread_id)
-        .collect();
+    let unknown = pthreads_to_look_up(stacks, &st.pthread_tids);
     if unknown.is_empty() {
         return;
     }
@@ -1049,6 +1045,19 @@ fn refresh_pthread_tids(st: &mut State, target: &Target, stacks: &[RawThread], n
             format!("kernel thread ids are unavailable, so idle threads cannot be told apart: {e}"),
         ),
     }
+}
+
+/// The idents (`pthread_t`) of threads whose kernel id is neither recorded by the interpreter
+/// nor cached. A thread state whose ident is still 0 belongs to a thread being started (the
+/// new thread has not run yet, 3.11+ records its kernel id as soon as it does): there is no
+/// `pthread_t` to read.
+fn pthreads_to_look_up(stacks: &[RawThread], cached: &HashMap<u64, u32, FxBuild>) -> Vec<u64> {
+    stacks
+        .iter()
+        .filter(|t| t.native_id.is_none() && t.thread_id != 0)
+        .filter(|t| !cached.contains_key(&t.thread_id))
+        .map(|t| t.thread_id)
+        .collect()
 }
 
 /// The calling thread's CPU time, from `/proc/thread-self/schedstat`, whose first field is the
@@ -1311,6 +1320,26 @@ mod tests {
 
     fn names(stack: &[(String, Option<i32>)]) -> Vec<&str> {
         stack.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn threads_not_started_yet_are_not_looked_up_by_pthread() {
+        let mut starting = thread(0, false);
+        starting.thread_id = 0;
+        let mut cached_thread = thread(0, false);
+        cached_thread.thread_id = 0x7f00_0000_1000;
+        let mut recorded = thread(0, false);
+        recorded.thread_id = 0x7f00_0000_2000;
+        recorded.native_id = Some(4242);
+        let mut unknown = thread(0, false);
+        unknown.thread_id = 0x7f00_0000_3000;
+        let mut cached = HashMap::default();
+        cached.insert(0x7f00_0000_1000, 77);
+        let stacks = [starting, cached_thread, recorded, unknown];
+        assert_eq!(
+            pthreads_to_look_up(&stacks, &cached),
+            vec![0x7f00_0000_3000]
+        );
     }
 
     #[test]

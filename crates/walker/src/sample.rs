@@ -48,7 +48,7 @@ const MAX_SAMPLE_BYTES: usize = 256 << 20;
 const MAX_FRAME_STEPS: usize = 4 * MAX_DEPTH;
 /// Fields within this many bytes of each other are read as one range.
 const CLUSTER_SPAN: u64 = 512;
-/// Tries per sample when the thread lists change under us or a guess faults.
+/// Tries per sample when the thread lists change under us, a guess faults or a copy is torn.
 const ATTEMPTS: usize = 4;
 /// Samples between two full checks of the interpreter list and each interpreter's fields
 /// (thread-list head, GIL pointer). In between, the thread lists are checked from the thread
@@ -665,6 +665,8 @@ pub(crate) struct Scratch {
     proof: Proof,
     /// Frames of delivered samples proven unchanged instead of walked, in all.
     proven: u64,
+    /// Samples read a second time because the first copy was torn.
+    torn_reads: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -772,6 +774,12 @@ impl Cycle {
 // ---------------------------------------------------------------------------------------------
 // The sample
 
+/// Whether a failed attempt may have read memory the target was changing (worth one more
+/// read), as opposed to a layout strobe cannot read.
+fn torn_read(e: &WalkError) -> bool {
+    e.is_transient()
+}
+
 impl<M: RemoteMemory> Walker<M> {
     /// Sample every thread of every interpreter into `out` (cleared first).
     ///
@@ -791,6 +799,15 @@ impl<M: RemoteMemory> Walker<M> {
             }
             match self.try_sample(out) {
                 Ok(()) => return Ok(()),
+                // What the batch copied was torn: the target pushed, popped or resumed frames
+                // while the kernel copied them (a link to a frame since popped, a cycle
+                // through a generator resumed from elsewhere). Those rounds fall on code that
+                // moves its frames, so dropping them would bias the profile against it; another
+                // read almost always finds the stack settled (the first one does in most cases,
+                // a thread being started or ending can take a few).
+                Err(Retry::Fail(e)) if attempt + 1 < ATTEMPTS && torn_read(&e) => {
+                    self.scratch.torn_reads += 1;
+                }
                 Err(Retry::Stale) => self.plan.ready = false,
                 Err(Retry::Speculation(addr)) => {
                     self.plan.forget_region(addr);
@@ -810,6 +827,12 @@ impl<M: RemoteMemory> Walker<M> {
             what: "thread list (it changed during every attempt to read it)",
             addr: self.interp_head_address()?,
         })
+    }
+
+    /// How many times [`Walker::sample_into`] read the target again because a copy was torn
+    /// (see there).
+    pub fn torn_reads(&self) -> u64 {
+        self.scratch.torn_reads
     }
 
     /// How many frames of the samples [`Walker::sample_into`] delivered were proven unchanged

@@ -1127,6 +1127,9 @@ fn lone_surrogates_become_replacement_characters() {
 // ---------------------------------------------------------------------------------------------
 // The hot path: `sample_into`, its speculative batch and what it remembers between samples.
 
+/// Bytes to return instead of the memory's, by address.
+type Patches = Vec<(u64, Vec<u8>)>;
+
 /// An image the test edits between samples, with ranges it can make unreadable (a freed
 /// chunk), counting batched reads and single reads separately.
 #[derive(Clone, Default)]
@@ -1135,6 +1138,10 @@ struct Live {
     holes: Rc<RefCell<Vec<(u64, u64)>>>,
     batches: Rc<Cell<usize>>,
     singles: Rc<Cell<usize>>,
+    /// Bytes the next `torn_for` batched reads return instead of the memory's, at these
+    /// addresses: a copy torn by the target's writes.
+    torn: Rc<RefCell<Patches>>,
+    torn_for: Rc<Cell<usize>>,
 }
 
 impl Live {
@@ -1172,8 +1179,22 @@ impl RemoteMemory for Live {
             self.mem
                 .borrow()
                 .read_into(addr, &mut buf[off..off + len])?;
+            for (at, bytes) in self
+                .torn
+                .borrow()
+                .iter()
+                .filter(|_| self.torn_for.get() > 0)
+            {
+                for (i, b) in bytes.iter().enumerate() {
+                    let a = at + i as u64;
+                    if a >= addr && a < addr + len as u64 {
+                        buf[off + (a - addr) as usize] = *b;
+                    }
+                }
+            }
             off += len;
         }
+        self.torn_for.set(self.torn_for.get().saturating_sub(1));
         assert_eq!(off, buf.len(), "buffer sized to the requests");
         Ok(())
     }
@@ -1881,6 +1902,57 @@ fn proofs_cover_older_chunks_and_entry_frames_on_the_c_stack() {
         });
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
         assert_eq!(got[0].3[12].2, Some(1 + 3));
+    }
+}
+
+/// A batch copied while the target moved its frames can hold a chain that cannot be (here a
+/// frame linked to one above it: a cycle). The sample is read again (up to four reads in all),
+/// not dropped: rounds that fail this way fall on code that moves its frames, and dropping
+/// them would bias the profile against it.
+#[test]
+fn a_torn_copy_is_read_again_not_lost() {
+    for l in [l311(), l312(), l313(), l314(), l314t()] {
+        let depth = 10;
+        let (mut img, _, _, t0, roots) = deep_chunk_image(l, depth, 48);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        for _ in 0..3 {
+            sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        }
+        let chain = edit(&mut img, &live, |img| chain_of(img, t0));
+        // In the next copy, f2 returns into f7 (innermost first: chain[7] is f2).
+        let link = chain[7] + u64::from(l.iframe_previous.unwrap());
+        *live.torn.borrow_mut() = vec![(link, chain[2].to_le_bytes().to_vec())];
+        live.torn_for.set(1);
+        live.take_counts();
+        let got = flat_sample(&mut w, &mut raw);
+        assert_eq!(live.take_counts(), (2, 0), "{:?}: read twice", l.version);
+        let fresh = Walker::new(live.clone(), l, roots).walk().unwrap();
+        assert_eq!(got, flat_walk(&fresh), "{:?}", l.version);
+        assert_eq!(got[0].3.len(), depth);
+        assert_eq!(w.torn_reads(), 1);
+        // Torn three times in a row: read four times, whole.
+        live.torn_for.set(3);
+        live.take_counts();
+        let got = flat_sample(&mut w, &mut raw);
+        assert_eq!(live.take_counts(), (4, 0), "{:?}", l.version);
+        assert_eq!(got[0].3.len(), depth);
+        assert_eq!(w.torn_reads(), 4);
+        // Torn on every try: the sample fails, and says why, rather than reading on.
+        live.torn_for.set(4);
+        live.take_counts();
+        let err = w.sample_into(&mut raw).unwrap_err();
+        assert!(
+            matches!(err, WalkError::Unbounded { what: "frame", .. }),
+            "{:?}: {err}",
+            l.version
+        );
+        assert!(raw.threads.is_empty());
+        assert_eq!(live.take_counts(), (4, 0));
+        assert_eq!(w.torn_reads(), 7);
+        // And the next sample is whole again.
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), depth);
     }
 }
 
