@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use strobe_remote::procfs;
 
 /// Symbols we look up. `_Py_RefTotal` / `_Py_NegativeRefcount` exist only in `Py_DEBUG`
@@ -44,7 +46,7 @@ pub(crate) struct Load {
 }
 
 /// What we keep of an ELF file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ElfInfo {
     /// The file as we opened it.
     pub path: PathBuf,
@@ -99,6 +101,55 @@ fn same_file(f: &File, m: &Mapping) -> bool {
         .is_ok_and(|md| md.ino() == m.inode && dev_parts(md.dev()) == (m.dev_major, m.dev_minor))
 }
 
+/// A file's identity and version as its metadata gives them (device, inode, size, modification
+/// time): what an analysis is reused for.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// Analyses of the interpreter files opened lately. Attaching to many processes of the same
+/// interpreter (`--subprocesses`: a pool's workers) reads and parses its file once, not once
+/// per process: tens of megabytes and milliseconds each.
+static ANALYZED: Mutex<Vec<(FileKey, ElfInfo)>> = Mutex::new(Vec::new());
+/// Files whose analysis is kept.
+const ANALYZED_FILES: usize = 16;
+/// Analyses reused so far (tests check that reuse happens).
+static REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How many times [`analyze_mapped`] reused an analysis.
+pub fn analyses_reused() -> u64 {
+    REUSED.load(Ordering::Relaxed)
+}
+
+/// The analysis ([`analyze`]) of the file behind mapping `m` of process `pid`, opened as
+/// [`open_mapped_file`] does; reused when the same file (same identity, size and modification time)
+/// was analysed before, for any process.
+pub(crate) fn analyze_mapped(pid: i32, m: &Mapping) -> Result<ElfInfo, LocateError> {
+    let (path, file) = open_mapped_file(pid, m)?;
+    let key = file
+        .metadata()
+        .ok()
+        .map(|md| (md.dev(), md.ino(), md.len(), md.mtime(), md.mtime_nsec()));
+    let lock = || ANALYZED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(key) = key {
+        if let Some((_, info)) = lock().iter().find(|(k, _)| *k == key) {
+            REUSED.fetch_add(1, Ordering::Relaxed);
+            return Ok(ElfInfo {
+                path,
+                ..info.clone()
+            });
+        }
+    }
+    let bytes = read_checked(pid, &path, file)?;
+    let info = analyze(pid, path, &bytes)?;
+    if let Some(key) = key {
+        let mut cache = lock();
+        if cache.len() >= ANALYZED_FILES {
+            cache.remove(0);
+        }
+        cache.push((key, info.clone()));
+    }
+    Ok(info)
+}
+
 /// Open the file behind a mapping of process `pid`, as the same file the target mapped.
 ///
 /// The kernel prints mapping paths relative to *our* root when it can reach the file from
@@ -113,7 +164,7 @@ fn same_file(f: &File, m: &Mapping) -> bool {
 /// `/proc/PID/root` the kernel would follow an absolute symlink of the target's filesystem to
 /// *our* file of that name, so a container could make us read any host file. A host path that
 /// does not match the mapping is never used.
-pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), LocateError> {
+fn open_mapped_file(pid: i32, m: &Mapping) -> Result<(PathBuf, File), LocateError> {
     let path = m.path.as_deref().unwrap_or_default();
     let in_root = resolve_in_root(&procfs::root(pid), path).ok();
     let as_is = PathBuf::from(path);
@@ -131,8 +182,13 @@ pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), L
             path: PathBuf::from(path),
             reason: "the file is not reachable from here (not through /proc/PID/root either)"
                 .into(),
-        })?;
-    let (chosen, file) = chosen;
+        });
+    chosen
+}
+
+/// The whole file behind `file` (opened as `chosen`), bounded by [`MAX_FILE`].
+fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<Vec<u8>, LocateError> {
+    let chosen = chosen.to_path_buf();
     let len = file.metadata().map(|md| md.len()).unwrap_or(0);
     if len > MAX_FILE {
         return Err(LocateError::Elf {
@@ -150,7 +206,7 @@ pub(crate) fn open_mapped(pid: i32, m: &Mapping) -> Result<(PathBuf, Vec<u8>), L
             path: chosen.clone(),
             reason: e.to_string(),
         })?;
-    Ok((chosen, bytes))
+    Ok(bytes)
 }
 
 /// Parse an ELF file's headers, wanted symbols and read-only strings.

@@ -13,6 +13,7 @@ pub mod maps;
 pub mod rootfs;
 pub mod version;
 
+pub use elf::analyses_reused;
 pub use error::LocateError;
 
 use elf::ElfInfo;
@@ -151,13 +152,11 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
     );
 
     for file in candidates {
-        let (path, bytes) = match elf::open_mapped(pid, file.lowest()) {
+        let info = match elf::analyze_mapped(pid, file.lowest()) {
             Ok(x) => x,
             Err(_) if procfs::is_gone_or_exiting(pid) => return Err(LocateError::Exited { pid }),
             Err(e) => return Err(e),
         };
-        let info = elf::analyze(pid, path, &bytes)?;
-        drop(bytes);
         if !info.has_runtime() {
             continue;
         }

@@ -384,3 +384,20 @@ fn stripped_old_libpython_falls_back_to_tstate_current() {
         p.notes[0]
     );
 }
+
+/// Two processes of the same interpreter (a pool's workers, under `--subprocesses`): the
+/// second one's interpreter file is not read and parsed again, and what is found is right for
+/// each (its own addresses, as its own probe says).
+#[test]
+fn a_second_process_of_the_same_interpreter_reuses_the_analysis() {
+    let exe = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+    let first = Target::python(exe);
+    let second = Target::python(exe);
+    let a = check(&first);
+    let before = strobe_locate::analyses_reused();
+    let b = check(&second);
+    // Tests of this binary run in parallel and may reuse analyses too: more, never fewer.
+    assert!(strobe_locate::analyses_reused() > before);
+    assert_eq!(a.binary_in_target, b.binary_in_target);
+    assert_eq!(a.version, b.version);
+}

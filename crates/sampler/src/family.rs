@@ -28,8 +28,10 @@ use strobe_locate::LocateError;
 
 use crate::attach::{AttachError, Target};
 
-/// How often the descendants are listed.
-pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// How often the descendants are listed (a few `/proc` reads per process: ~0.3% of a core
+/// for a root with a handful of threads and workers; a pool's short-lived workers are found
+/// before they are done).
+pub(crate) const SCAN_EVERY: Duration = Duration::from_millis(20);
 /// How often while the root process itself is still to be attached (during its first
 /// [`EAGER_FOR`]).
 const ROOT_SCAN_EVERY: Duration = Duration::from_millis(5);
