@@ -11,7 +11,7 @@
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, parse_collapsed, run_strobe, strobe_cmd, Parsed};
 use std::io::{BufRead, BufReader};
-use std::process::{ChildStderr, Stdio};
+use std::process::{Child, ChildStderr, ExitStatus, Stdio};
 
 /// What strobe said about the family while recording.
 struct Seen {
@@ -121,28 +121,25 @@ fn check_family(parsed: &Parsed, script: &Script, parent: i32, forked: i32, exec
     );
 }
 
-/// `strobe record --subprocesses --idle --pid PID -o PATH`, stopped by SIGINT once both
-/// children were announced; what it said, all of its stderr included.
-fn record_family(pid: i32, path: &std::path::Path) -> Seen {
+/// `strobe record --subprocesses --pid PID EXTRA.. -o PATH`, stderr piped.
+fn start_recording(
+    pid: i32,
+    extra: &[&str],
+    path: &std::path::Path,
+) -> (Child, BufReader<ChildStderr>) {
     let pid = pid.to_string();
-    let mut strobe = strobe_cmd(&[
-        "record",
-        "--subprocesses",
-        "--pid",
-        &pid,
-        "--idle",
-        // Only so that a strobe that never finds the children ends the test instead of
-        // hanging it; it is stopped by SIGINT long before.
-        "--duration",
-        "120",
-        "-o",
-        path.to_str().unwrap(),
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut err = BufReader::new(strobe.stderr.take().unwrap());
-    let mut seen = wait_for_children(&mut err);
+    let mut args = vec!["record", "--subprocesses", "--pid", &pid];
+    args.extend_from_slice(extra);
+    // Only so that a strobe that never gets where the test waits for ends the test instead of
+    // hanging it; it is stopped by SIGINT long before.
+    args.extend(["--duration", "120", "-o", path.to_str().unwrap()]);
+    let mut strobe = strobe_cmd(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let err = BufReader::new(strobe.stderr.take().unwrap());
+    (strobe, err)
+}
+
+/// SIGINT to a recording, then its exit status and the rest of what it said.
+fn interrupt(strobe: &mut Child, err: &mut BufReader<ChildStderr>) -> (ExitStatus, String) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(strobe.id() as i32),
         nix::sys::signal::SIGINT,
@@ -151,6 +148,15 @@ fn record_family(pid: i32, path: &std::path::Path) -> Seen {
     let status = strobe.wait().unwrap();
     let mut rest = String::new();
     while err.read_line(&mut rest).unwrap() > 0 {}
+    (status, rest)
+}
+
+/// `strobe record --subprocesses --idle --pid PID -o PATH`, stopped by SIGINT once both
+/// children were announced; what it said, all of its stderr included.
+fn record_family(pid: i32, path: &std::path::Path) -> Seen {
+    let (mut strobe, mut err) = start_recording(pid, &["--idle"], path);
+    let mut seen = wait_for_children(&mut err);
+    let (status, rest) = interrupt(&mut strobe, &mut err);
     seen.stderr.push_str(&rest);
     assert!(
         status.success(),
@@ -392,21 +398,7 @@ fn an_unreadable_python_subprocess_is_reported() {
         .unwrap();
     let out = dir.path().join("out.txt");
     let shell_pid = shell.id().to_string();
-    let mut strobe = strobe_cmd(&[
-        "record",
-        "--subprocesses",
-        "--pid",
-        &shell_pid,
-        // A bound for a broken strobe only.
-        "--duration",
-        "120",
-        "-o",
-        out.to_str().unwrap(),
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut err = BufReader::new(strobe.stderr.take().unwrap());
+    let (mut strobe, mut err) = start_recording(shell.id() as i32, &[], &out);
     let mut seen = String::new();
     let warning = loop {
         let mut line = String::new();
@@ -416,14 +408,7 @@ fn an_unreadable_python_subprocess_is_reported() {
             break line;
         }
     };
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strobe.id() as i32),
-        nix::sys::signal::SIGINT,
-    )
-    .unwrap();
-    let status = strobe.wait().unwrap();
-    let mut rest = String::new();
-    while err.read_line(&mut rest).unwrap() > 0 {}
+    let (status, rest) = interrupt(&mut strobe, &mut err);
     seen.push_str(&rest);
     let children =
         std::fs::read_to_string(format!("/proc/{shell_pid}/task/{shell_pid}/children")).unwrap();
