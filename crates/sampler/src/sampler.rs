@@ -414,12 +414,8 @@ pub(crate) fn run(
                     failures_in_a_row: 0,
                     read_once: false,
                 };
-                if root {
-                    root_sampled = true;
-                    procs.insert(0, p);
-                } else {
-                    procs.push(p);
-                }
+                root_sampled |= root;
+                procs.push(p);
             }
         }
         let mut threads = 0;
