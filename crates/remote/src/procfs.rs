@@ -329,8 +329,26 @@ mod tests {
         assert_eq!(children(sh_pid).unwrap(), vec![sleep]);
         assert_eq!(children_by_scan(sh_pid).unwrap(), vec![sleep]);
         assert!(children(sleep).unwrap().is_empty());
-        assert_eq!(command_line(sleep, 100).unwrap(), "sleep 30");
-        assert_eq!(command_line(sleep, 6).unwrap(), "sleep…");
+        // Command lines: of a process that says it runs (a process just started by `exec` has
+        // no command line for a moment, until the kernel has laid out its arguments).
+        let code = "import sys; print('up', flush=True); sys.stdin.read()";
+        let mut py = std::process::Command::new("/usr/bin/python3.11")
+            .args(["-c", code, "two words"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut up = [0u8; 3];
+        py.stdout.take().unwrap().read_exact(&mut up).unwrap();
+        assert_eq!(&up, b"up\n");
+        let py_pid = py.id() as i32;
+        assert_eq!(
+            command_line(py_pid, 200).unwrap(),
+            format!("/usr/bin/python3.11 -c {code} two words")
+        );
+        assert_eq!(command_line(py_pid, 9).unwrap(), "/usr/bin…");
+        drop(py.stdin.take());
+        py.wait().unwrap();
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL);
         sh.wait().unwrap();
