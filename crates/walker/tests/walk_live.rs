@@ -642,7 +642,7 @@ def work(depth, n):
 
 async def co_inner(k):
     while True:
-        work(30, 2000 + k)
+        work(30, 20000 + k)
         await asyncio.sleep(0)
 
 async def co_middle(k):
