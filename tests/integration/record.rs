@@ -336,6 +336,21 @@ pub fn check_launch(interp: &Interp) {
     }
 }
 
+/// `strobe record --pid PID --idle --duration 0.3 -o PATH`, which must succeed.
+pub fn record_idle_briefly(pid: &str, path: &Path) {
+    let out = run_strobe(&[
+        "record",
+        "--pid",
+        pid,
+        "--idle",
+        "--duration",
+        "0.3",
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert_ok(&out, "strobe record --pid");
+}
+
 /// Attach to the dump target under `interp` with `--idle`, and check every thread's stack in
 /// collapsed and speedscope output recorded directly.
 pub fn check_attach(interp: &Interp) {
@@ -346,17 +361,7 @@ pub fn check_attach(interp: &Interp) {
     let mut outputs = Vec::new();
     for (format, ext) in [("collapsed", "txt"), ("speedscope", "json")] {
         let path = dir.path().join(format!("attach.{ext}"));
-        let out = run_strobe(&[
-            "record",
-            "--pid",
-            &pid,
-            "--idle",
-            "--duration",
-            "0.3",
-            "-o",
-            path.to_str().unwrap(),
-        ]);
-        assert_ok(&out, "strobe record --pid");
+        record_idle_briefly(&pid, &path);
         outputs.push((format, path));
     }
     for (format, path) in outputs {

@@ -9,7 +9,7 @@
 //! recorded under their roots too.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, parse_collapsed, run_strobe, strobe_cmd, Parsed};
+use crate::record::{parse_collapsed, record_idle_briefly, strobe_cmd, Parsed};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, ExitStatus, Stdio};
 
@@ -174,17 +174,7 @@ pub fn check_attach(interp: &Interp) {
 
     // Without --subprocesses: the parent only, no process roots.
     let plain = dir.path().join("plain.txt");
-    let out = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--idle",
-        "--duration",
-        "0.3",
-        "-o",
-        plain.to_str().unwrap(),
-    ]);
-    assert_ok(&out, "strobe record --pid");
+    record_idle_briefly(&pid, &plain);
     let parsed = parse_collapsed(&plain);
     assert!(
         parsed.has_suffix(&[script.label("parent_wait", "parent")]),
@@ -200,20 +190,16 @@ pub fn check_attach(interp: &Interp) {
     }
 
     let path = dir.path().join("family.txt");
-    let Seen {
-        root,
-        parent,
-        forked,
-        execd,
-        stderr: seen,
-    } = record_family(target.pid, &path);
-    assert_eq!((root, parent), (target.pid, target.pid), "{seen}");
-    assert_eq!(parent_of(forked), target.pid, "{seen}");
+    let seen = record_family(target.pid, &path);
+    let said = &seen.stderr;
+    assert_eq!((seen.root, seen.parent), (target.pid, target.pid), "{said}");
+    assert_eq!(parent_of(seen.forked), target.pid, "{said}");
     assert!(
-        seen.contains("sampled 2 subprocesses besides process"),
-        "{seen}"
+        said.contains("sampled 2 subprocesses besides process"),
+        "{said}"
     );
-    check_family(&parse_collapsed(&path), &script, target.pid, forked, execd);
+    let parsed = parse_collapsed(&path);
+    check_family(&parsed, &script, target.pid, seen.forked, seen.execd);
     target.close_stdin();
 }
 
@@ -226,24 +212,19 @@ pub fn check_attach_shell(interp: &Interp) {
     assert_eq!(parent_of(target.pid), shell);
     let dir = TempDir::new();
     let path = dir.path().join("family.txt");
-    let Seen {
-        root,
-        parent,
-        forked,
-        execd,
-        stderr: seen,
-    } = record_family(shell, &path);
-    assert_eq!((root, parent), (shell, target.pid), "{seen}");
+    let seen = record_family(shell, &path);
+    let said = &seen.stderr;
+    assert_eq!((seen.root, seen.parent), (shell, target.pid), "{said}");
     assert!(
-        seen.contains(&format!("process {shell} is not a Python strobe can read")),
-        "{seen}"
+        said.contains(&format!("process {shell} is not a Python strobe can read")),
+        "{said}"
     );
     assert!(
-        seen.contains("sampled 3 subprocesses besides process"),
-        "{seen}"
+        said.contains("sampled 3 subprocesses besides process"),
+        "{said}"
     );
     let parsed = parse_collapsed(&path);
-    check_family(&parsed, &script, parent, forked, execd);
+    check_family(&parsed, &script, seen.parent, seen.forked, seen.execd);
     assert!(
         under(&parsed, shell).is_empty(),
         "the shell was sampled: {parsed:#?}"

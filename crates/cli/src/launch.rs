@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
-use strobe_sampler::attach::Target;
+use strobe_locate::LocateError;
+use strobe_sampler::attach::{AttachError, Target};
 
 /// How long a launched command may take to become a Python process strobe can read.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +32,32 @@ pub enum Launched {
     },
     /// It exited before strobe could attach (a very short script, or a failure to start).
     ExitedEarly(ExitStatus),
+}
+
+/// `--pid PID`: the attached target. With `subprocesses`, a process that is not a Python
+/// strobe can read (a launcher, shell or server whose workers are the Python processes) is
+/// taken as it is: `Ok(Err(why))`, and its Python descendants are what gets sampled.
+pub fn attach_pid(pid: i32, subprocesses: bool) -> anyhow::Result<Result<Target, LocateError>> {
+    match Target::attach(pid) {
+        Ok(target) => Ok(Ok(target)),
+        Err(AttachError::Locate(e)) if subprocesses => Ok(Err(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The PID of the process a command watches: the attached target's, else the launched
+/// command's, else the one given with `--pid`.
+pub fn root_pid(
+    target: Option<&Target>,
+    child: Option<&Child>,
+    pid: Option<i32>,
+) -> anyhow::Result<i32> {
+    match (target, child, pid) {
+        (Some(t), _, _) => Ok(t.pid()),
+        (None, Some(c), _) => Ok(c.id() as i32),
+        (None, None, Some(pid)) => Ok(pid),
+        (None, None, None) => bail!("no process to watch"),
+    }
 }
 
 /// The command line as one display string (arguments with spaces or quotes are quoted).

@@ -2,7 +2,7 @@
 //!
 //! Flow: check the arguments and that the output can be written (before anything starts, so
 //! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
-//! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start`) → this
+//! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start_process`) → this
 //! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
 //! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]), redraws the status
 //! line, and waits for a stop signal or the end of sampling → final drain → the output is
@@ -18,7 +18,6 @@ use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
 use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter};
-use strobe_sampler::attach::{AttachError, Target};
 use strobe_sampler::signals::StopSignals;
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
 
@@ -197,31 +196,20 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let signals = StopSignals::install().context("setting up signal handling")?;
     let start_unix = unix_now();
     let (target, child, target_desc) = match args.pid {
-        Some(pid) => {
-            let exe = |t: &Target| {
-                t.process()
-                    .binary_in_target
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            };
-            match Target::attach(pid) {
-                Ok(target) => {
-                    let desc = format!("pid {pid} ({})", exe(&target));
-                    (Some(target), None, desc)
-                }
-                // A launcher, shell or server whose workers are the Python processes.
-                Err(AttachError::Locate(e)) if args.subprocesses => {
-                    eprintln!(
-                        "strobe: process {pid} is not a Python strobe can read ({e}); \
-                         sampling the Python processes it starts"
-                    );
-                    (None, None, format!("pid {pid}"))
-                }
-                Err(e) => return Err(e.into()),
+        Some(pid) => match launch::attach_pid(pid, args.subprocesses)? {
+            Ok(target) => {
+                let exe = target.process().binary_in_target.rsplit('/').next();
+                let desc = format!("pid {pid} ({})", exe.unwrap_or(""));
+                (Some(target), None, desc)
             }
-        }
+            Err(e) => {
+                eprintln!(
+                    "strobe: process {pid} is not a Python strobe can read ({e}); \
+                     sampling the Python processes it starts"
+                );
+                (None, None, format!("pid {pid}"))
+            }
+        },
         // With --subprocesses the command may be a shell or launcher: the sampler's scout
         // attaches to it, or to the Python processes it starts, as they appear.
         None if args.subprocesses => (
@@ -246,12 +234,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
-    let pid = match (&target, &child, args.pid) {
-        (Some(t), _, _) => t.pid(),
-        (None, Some(c), _) => c.id() as i32,
-        (None, None, Some(pid)) => pid,
-        (None, None, None) => bail!("no process to record"),
-    };
+    let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
     let child_pid = child.as_ref().map(|c| c.id() as i32);
     let meta = Metadata {
         target: target_desc,
@@ -275,10 +258,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     let (side, mut agg) = strobe_aggregate::pipeline(capacity);
     agg.keep_timeline(!raw && kind.wants_timeline());
-    let handle = match target {
-        Some(target) => strobe_sampler::start(target, child, cfg, side)?,
-        None => strobe_sampler::start_without_target(pid, child, cfg, side)?,
-    };
+    let handle = strobe_sampler::start_process(pid, target, child, cfg, side)?;
     let stats = handle.stats();
     eprintln!(
         "strobe: recording process {pid} at {} Hz into {} ({}); Ctrl-C to stop",

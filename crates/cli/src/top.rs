@@ -1,7 +1,7 @@
 //! `strobe top`: the live terminal view (`strobe-tui`) over the same sampler and pipeline as
 //! `strobe record`.
 //!
-//! Threads: the sampler thread (`strobe_sampler::start`) pushes samples into the pipeline;
+//! Threads: the sampler thread (`strobe_sampler::start_process`) pushes samples into the pipeline;
 //! the TUI's aggregator thread drains it; this (main) thread draws and reads keys. A slow
 //! terminal blocks only the main thread.
 
@@ -12,11 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
-use strobe_sampler::attach::AttachError;
 use strobe_sampler::signals::StopSignals;
-use strobe_sampler::{
-    start, start_without_target, EndReason, SamplerConfig, SamplerHandle, Target,
-};
+use strobe_sampler::{start_process, EndReason, SamplerConfig, SamplerHandle, Target};
 use strobe_tui::state::{LiveStatus, TargetInfo};
 use strobe_tui::TopOptions;
 
@@ -68,47 +65,35 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let signals = StopSignals::install().context("setting up signal handling")?;
 
     let (target, child, what) = match spawned {
-        // With --subprocesses the command may be a shell or launcher: the sampler's scout
-        // attaches to it, or to the Python processes it starts (as `record` does).
-        Some(child) if args.subprocesses => {
+        Some(spawned) => {
             let what = format!(
                 "pid {}: {}",
-                child.id(),
+                spawned.id(),
                 launch::display_command(&args.command)
             );
-            (None, Some(child), what)
-        }
-        Some(spawned) => match launch::attach(spawned, signals.receiver())? {
-            Launched::Attached { child, target } => {
-                let what = format!(
-                    "pid {}: {}",
-                    child.id(),
-                    launch::display_command(&args.command)
-                );
-                (Some(*target), Some(child), what)
+            // With --subprocesses the command may be a shell or launcher: the sampler's scout
+            // attaches to it, or to the Python processes it starts (as `record` does).
+            if args.subprocesses {
+                (None, Some(spawned), what)
+            } else {
+                match launch::attach(spawned, signals.receiver())? {
+                    Launched::Attached { child, target } => (Some(*target), Some(child), what),
+                    Launched::ExitedEarly(status) => bail!(
+                        "the command exited ({status}) before strobe could attach to it; \
+                         nothing to show"
+                    ),
+                }
             }
-            Launched::ExitedEarly(status) => bail!(
-                "the command exited ({status}) before strobe could attach to it; nothing to show"
-            ),
-        },
+        }
         None => {
             let pid = args.pid.context("no process to watch")?;
-            match Target::attach(pid) {
+            match launch::attach_pid(pid, args.subprocesses)? {
                 Ok(target) => (Some(target), None, format!("pid {pid}")),
-                // A launcher or server whose workers are the Python processes.
-                Err(AttachError::Locate(_)) if args.subprocesses => {
-                    (None, None, format!("pid {pid} and its subprocesses"))
-                }
-                Err(e) => return Err(e.into()),
+                Err(_) => (None, None, format!("pid {pid} and its subprocesses")),
             }
         }
     };
-    let pid = match (&target, &child, args.pid) {
-        (Some(t), _, _) => t.pid(),
-        (None, Some(c), _) => c.id() as i32,
-        (None, None, Some(pid)) => pid,
-        (None, None, None) => bail!("no process to watch"),
-    };
+    let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
     for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
@@ -123,10 +108,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // thread drains it every few ms.
     let capacity = ((args.rate * 16.0) as usize).clamp(4096, 1 << 20);
     let (side, agg) = strobe_aggregate::pipeline(capacity);
-    let sampler = match target {
-        Some(target) => start(target, child, cfg, side)?,
-        None => start_without_target(pid, child, cfg, side)?,
-    };
+    let sampler = start_process(pid, target, child, cfg, side)?;
     let stats = sampler.stats();
 
     let mut session = Session {

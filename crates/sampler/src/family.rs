@@ -14,7 +14,7 @@
 //! (it exited, or replaced its program with `exec`), it tells the scout, which then treats the
 //! PID as new: a `fork` + `exec` child is attached again once it runs its new program.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -158,7 +158,8 @@ fn scout(
         if root_pending {
             family.insert(0, root);
         }
-        known.retain(|pid, _| family.contains(pid));
+        let members: HashSet<i32> = family.iter().copied().collect();
+        known.retain(|pid, _| members.contains(pid));
         for pid in family {
             if stop.load(Ordering::SeqCst) {
                 return;
@@ -253,7 +254,7 @@ fn looks_like_python(e: &AttachError) -> bool {
 /// Processes that exit while being listed are left out.
 pub(crate) fn descendants(root: i32) -> Vec<i32> {
     let mut out: Vec<i32> = Vec::new();
-    let mut seen: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    let mut seen: HashSet<i32> = HashSet::new();
     let mut next = 0;
     let mut parent = root;
     loop {

@@ -227,18 +227,18 @@ impl SamplerStats {
     /// The processes (`--subprocesses`) read for the first time, or found unreadable, since
     /// the last call.
     pub fn take_new_processes(&self) -> Vec<NewProcess> {
-        match self.new_processes.lock() {
-            Ok(mut v) => std::mem::take(&mut *v),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *self.new_processes())
     }
 
     fn announce(&self, p: NewProcess) {
-        let mut v = match self.new_processes.lock() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        v.push(p);
+        self.new_processes().push(p);
+    }
+
+    /// The list of processes to announce; a panic while it was held left it usable.
+    fn new_processes(&self) -> std::sync::MutexGuard<'_, Vec<NewProcess>> {
+        self.new_processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn set_cpu(&self, cpu: Duration) {
@@ -417,35 +417,26 @@ pub fn start(
     cfg: SamplerConfig,
     side: SamplerSide,
 ) -> Result<SamplerHandle, SamplerError> {
-    spawn(target.pid(), Some(target), child, cfg, side)
+    start_process(target.pid(), Some(target), child, cfg, side)
 }
 
-/// Like [`start`], for `cfg.subprocesses` only, when process `pid` is not a Python strobe can
-/// read (a shell or launcher that starts Python processes, or a Python not initialised yet):
-/// its descendants that run Python are sampled, and `pid` itself too if it becomes one.
-/// Sampling ends when `pid` exits, as with [`start`].
-pub fn start_without_target(
-    pid: i32,
-    child: Option<Child>,
-    cfg: SamplerConfig,
-    side: SamplerSide,
-) -> Result<SamplerHandle, SamplerError> {
-    if !cfg.subprocesses {
-        return Err(SamplerError::Config(format!(
-            "process {pid} is not a Python process strobe can read, and only its \
-             subprocesses could be sampled: add --subprocesses"
-        )));
-    }
-    spawn(pid, None, child, cfg, side)
-}
-
-fn spawn(
+/// [`start`] for process `pid`, whose `target` is `None` when `pid` is not a Python strobe
+/// can read (a shell or launcher that starts Python processes, or a Python not initialised
+/// yet): allowed with `cfg.subprocesses` only, which samples its descendants that run Python,
+/// and `pid` itself too if it becomes one. Sampling ends when `pid` exits, as with [`start`].
+pub fn start_process(
     pid: i32,
     target: Option<Target>,
     child: Option<Child>,
     cfg: SamplerConfig,
     side: SamplerSide,
 ) -> Result<SamplerHandle, SamplerError> {
+    if target.is_none() && !cfg.subprocesses {
+        return Err(SamplerError::Config(format!(
+            "process {pid} is not a Python process strobe can read, and only its \
+             subprocesses could be sampled: add --subprocesses"
+        )));
+    }
     cfg.validate()?;
     let stats = Arc::new(SamplerStats::new());
     let stop = Arc::new(AtomicBool::new(false));
