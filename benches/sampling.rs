@@ -43,7 +43,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::time::{clock_gettime, ClockId};
-use strobe_remote::{MemError, ProcessMemory, RemoteMemory};
+use strobe_memory::{MemError, RemoteMemory};
+use strobe_remote::ProcessMemory;
 use strobe_walker::{RawSample, Roots, Walker};
 
 /// The target: `<module>` → rec × (depth − 2) → spin, which loops forever calling `leaf`
@@ -571,7 +572,7 @@ fn paced_loop(hz: f64, end: Instant, mut each: impl FnMut()) -> u64 {
 /// strobe's sampler on `pid` at `hz` until `end` (started now, on its own thread, as
 /// `strobe record` runs it), its samples drained and dropped.
 fn run_sampler(pid: i32, hz: f64, placed: bool, end: Instant) -> strobe_sampler::SamplerSummary {
-    let target = strobe_sampler::Target::attach(pid).unwrap();
+    let target = strobe_target::Target::attach(pid).unwrap();
     let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = strobe_sampler::SamplerConfig {
         rate_hz: hz,

@@ -215,11 +215,11 @@ impl Counts {
     /// Per-frame own/total counts, cumulative and since the previous snapshot; starts a new
     /// interval. Costs one pass over the distinct stacks (not the samples), so taking one a
     /// second is cheap.
-    pub fn snapshot(&mut self, tables: &Tables, opts: &SnapshotOptions) -> Snapshot {
+    pub fn breakdown(&mut self, tables: &Tables, opts: &BreakdownOptions) -> Breakdown {
         let interval = frame_stats(&self.interval, tables, opts);
         let cumulative = frame_stats(&self.cumulative, tables, opts);
         self.interval.clear();
-        Snapshot {
+        Breakdown {
             interval_total: interval.1,
             interval: interval.0,
             cumulative_total: cumulative.1,
@@ -230,7 +230,7 @@ impl Counts {
 
 /// What a snapshot covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SnapshotOptions {
+pub struct BreakdownOptions {
     /// Aggregate by function (ignore lines), as `--function`.
     pub by_function: bool,
     /// Only this native thread id.
@@ -258,7 +258,7 @@ pub struct FrameStat {
 /// A snapshot for a `top`-like view. Stats are sorted by total weight, then own weight,
 /// descending (ties broken by name ids so the order is stable).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct Breakdown {
     /// Since the previous snapshot.
     pub interval: Vec<FrameStat>,
     /// Everything matching the filter in the interval.
@@ -272,7 +272,7 @@ pub struct Snapshot {
 fn frame_stats(
     counts: &HashMap<CountKey, Count, FxBuild>,
     tables: &Tables,
-    opts: &SnapshotOptions,
+    opts: &BreakdownOptions,
 ) -> (Vec<FrameStat>, Count) {
     let mut index: HashMap<(StrId, StrId, Option<i32>), usize, FxBuild> = HashMap::default();
     let mut stats: Vec<FrameStat> = Vec::new();

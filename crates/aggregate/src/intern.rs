@@ -91,7 +91,7 @@ pub struct Frame {
 
 /// An interned thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ThreadInfo {
+pub struct Thread {
     /// Native thread id.
     pub os_tid: u64,
     /// Thread name.
@@ -105,7 +105,7 @@ pub struct ThreadInfo {
 pub struct Tables {
     strings: Vec<Box<str>>,
     frames: Vec<Frame>,
-    threads: Vec<ThreadInfo>,
+    threads: Vec<Thread>,
     /// Stack `i` is `stack_frames[stack_starts[i]..stack_starts[i + 1]]`; one flat buffer keeps
     /// a unique stack at one allocation-free append instead of a `Box` each.
     stack_starts: Vec<usize>,
@@ -136,7 +136,7 @@ impl Tables {
     }
 
     /// The thread for `id`, if it exists.
-    pub fn thread(&self, id: ThreadId) -> Option<&ThreadInfo> {
+    pub fn thread(&self, id: ThreadId) -> Option<&Thread> {
         self.threads.get(id.index())
     }
 
@@ -178,7 +178,7 @@ impl Tables {
     }
 
     /// Iterates over `(id, thread)`.
-    pub fn threads(&self) -> impl ExactSizeIterator<Item = (ThreadId, &ThreadInfo)> {
+    pub fn threads(&self) -> impl ExactSizeIterator<Item = (ThreadId, &Thread)> {
         self.threads
             .iter()
             .enumerate()
@@ -198,7 +198,7 @@ impl Tables {
         self.strings.capacity() * std::mem::size_of::<Box<str>>()
             + self.strings.iter().map(|s| s.len()).sum::<usize>()
             + self.frames.capacity() * std::mem::size_of::<Frame>()
-            + self.threads.capacity() * std::mem::size_of::<ThreadInfo>()
+            + self.threads.capacity() * std::mem::size_of::<Thread>()
             + self.stack_starts.capacity() * std::mem::size_of::<usize>()
             + self.stack_frames.capacity() * std::mem::size_of::<FrameId>()
     }
@@ -215,7 +215,7 @@ impl Tables {
         Ok(FrameId(id))
     }
 
-    fn push_thread(&mut self, t: ThreadInfo) -> Result<ThreadId, CapacityError> {
+    fn push_thread(&mut self, t: Thread) -> Result<ThreadId, CapacityError> {
         let id = next_id(self.threads.len(), "threads")?;
         self.threads.push(t);
         Ok(ThreadId(id))
@@ -258,7 +258,7 @@ pub enum Def {
     /// A new frame.
     Frame(Frame),
     /// A new thread.
-    Thread(ThreadInfo),
+    Thread(Thread),
     /// A new stack, outermost frame first.
     Stack(Box<[FrameId]>),
 }
@@ -380,7 +380,7 @@ impl Interner {
             Some(n) => Some(self.intern_str(n)?),
             None => None,
         };
-        let info = ThreadInfo {
+        let info = Thread {
             os_tid: key.os_tid,
             name,
             interpreter_id: key.interpreter_id,
@@ -389,7 +389,7 @@ impl Interner {
     }
 
     /// Interns a thread whose name is already interned in this interner.
-    pub fn intern_thread_info(&mut self, info: ThreadInfo) -> Result<ThreadId, CapacityError> {
+    pub fn intern_thread_info(&mut self, info: Thread) -> Result<ThreadId, CapacityError> {
         let mut h = FxHasher::default();
         h.write_u64(info.os_tid);
         h.write_u64(info.interpreter_id as u64);

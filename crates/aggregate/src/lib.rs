@@ -6,7 +6,7 @@
 //!   frame first) into `Copy` ids ([`FrameId`], [`StackId`], [`ThreadId`], [`StrId`]); a repeated
 //!   stack costs one hash lookup and allocates nothing.
 //! * [`Counts`] counts samples per (thread, stack, flags) with their weights (the wall time a
-//!   sample stands for), and produces [`Snapshot`]s of own/total time per function for a live view.
+//!   sample stands for), and produces [`Breakdown`]s of own/total time per function for a live view.
 //! * [`pipeline()`] connects a sampler thread to an aggregator thread through a bounded lock-free
 //!   queue (see the [`pipeline` module](mod@crate::pipeline) for why the sampler interns).
 //! * [`Profile`] is the aggregated result, with deterministic ids, that output formats read.
@@ -18,13 +18,13 @@ pub mod pipeline;
 mod profile;
 
 pub use counts::{
-    Count, CountKey, Counts, FrameStat, Sample, SampleFilter, SampleFlags, Snapshot,
-    SnapshotOptions,
+    Breakdown, BreakdownOptions, Count, CountKey, Counts, FrameStat, Sample, SampleFilter,
+    SampleFlags,
 };
 pub use hash::{FxBuild, FxHasher};
 pub use intern::{
-    CapacityError, Def, Frame, FrameId, FrameKey, Interner, Marks, StackId, StrId, Tables,
-    ThreadId, ThreadInfo, ThreadKey, MAX_ENTRIES,
+    CapacityError, Def, Frame, FrameId, FrameKey, Interner, Marks, StackId, StrId, Tables, Thread,
+    ThreadId, ThreadKey, MAX_ENTRIES,
 };
 pub use pipeline::{pipeline, Aggregator, AggregatorSide, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
@@ -91,11 +91,11 @@ mod tests {
         )
         .unwrap();
 
-        let by_fn = SnapshotOptions {
+        let by_fn = BreakdownOptions {
             by_function: true,
             ..Default::default()
         };
-        let snap = a.snapshot(&by_fn);
+        let snap = a.breakdown(&by_fn);
         let t = a.tables();
         assert_eq!(
             snap.cumulative_total,
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(snap.interval, snap.cumulative);
 
         // By line, including idle, only the worker thread.
-        let opts = SnapshotOptions {
+        let opts = BreakdownOptions {
             by_function: false,
             os_tid: Some(101),
             filter: SampleFilter {
@@ -142,7 +142,7 @@ mod tests {
             30,
         )
         .unwrap();
-        let snap = a.snapshot(&opts);
+        let snap = a.breakdown(&opts);
         let t = a.tables();
         assert_eq!(snap.cumulative_total.samples, 2);
         assert_eq!(stat(&snap.cumulative, t, "wait", Some(5)).own.weight_ns, 10);
@@ -157,7 +157,7 @@ mod tests {
         );
         assert_eq!(snap.interval.len(), 2);
         // And an empty interval after that.
-        assert_eq!(a.snapshot(&opts).interval_total, Count::default());
+        assert_eq!(a.breakdown(&opts).interval_total, Count::default());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::counts::{Counts, Sample, SampleFlags, Snapshot, SnapshotOptions};
+use crate::counts::{Breakdown, BreakdownOptions, Counts, Sample, SampleFlags};
 use crate::intern::{
     CapacityError, Def, FrameId, FrameKey, Interner, Marks, StackId, Tables, ThreadId, ThreadKey,
 };
@@ -208,8 +208,8 @@ impl AggregatorSide {
     }
 
     /// A snapshot for `top`; starts a new interval.
-    pub fn snapshot(&mut self, opts: &SnapshotOptions) -> Snapshot {
-        self.counts.snapshot(&self.tables, opts)
+    pub fn breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
+        self.counts.breakdown(&self.tables, opts)
     }
 
     /// The profile so far. `meta.dropped` is raised to at least the queue's drop count.
@@ -285,8 +285,8 @@ impl Aggregator {
     }
 
     /// A snapshot for `top`; starts a new interval.
-    pub fn snapshot(&mut self, opts: &SnapshotOptions) -> Snapshot {
-        self.counts.snapshot(self.interner.tables(), opts)
+    pub fn breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
+        self.counts.breakdown(self.interner.tables(), opts)
     }
 
     /// The profile so far.

@@ -1,10 +1,10 @@
 //! `strobe dump`: one look at every thread's stack, printed as text or JSON.
 
 use crate::args::DumpArgs;
-use crate::attach::{SnapshotOptions, Target};
 use crate::output;
 use anyhow::Context;
 use std::io::{self, BufWriter};
+use strobe_target::{SnapshotOptions, Target};
 
 /// Run `strobe dump`.
 pub fn run(args: &DumpArgs) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_locate::LocateError;
-use strobe_sampler::attach::{AttachError, Target};
+use strobe_target::{AttachError, Target};
 
 /// How long a launched command may take to become a Python process strobe can read.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,7 +77,7 @@ pub fn display_command(command: &[OsString]) -> String {
 }
 
 /// Start `command`. Call this before blocking the stop signals
-/// ([`strobe_sampler::signals::StopSignals::install`]): a child inherits its parent thread's
+/// ([`strobe_signals::StopSignals::install`]): a child inherits its parent thread's
 /// signal mask across `exec`, and a Python started with SIGINT/SIGTERM blocked could not be
 /// interrupted or terminated.
 pub fn spawn(command: &[OsString]) -> anyhow::Result<Child> {

@@ -5,9 +5,8 @@
 //! else, 0 when stdout was closed early (`strobe dump ... | head`).
 //!
 //! Module map: [`args`] (clap definitions) → a command module (`dump`, `record`, `convert`,
-//! `diff`) → [`attach`] (open, locate, resolve the layout, walk: everything that touches the
-//! target; it lives in `strobe-sampler`, re-exported here) → [`snapshot`] (the data model) →
-//! [`output`] (text and JSON). `record` also uses `launch` (start a command and attach to it),
+//! `diff`) → `strobe_target` (open, locate, resolve the layout, walk: everything that touches
+//! the target, and the snapshot data model `dump` prints) → [`output`] (text and JSON). `record` also uses `launch` (start a command and attach to it),
 //! the sampler thread of `strobe-sampler`, and `status` (live status line and summary).
 
 #![warn(missing_docs)]
@@ -21,7 +20,6 @@ pub mod output;
 mod record;
 mod status;
 mod top;
-pub use strobe_sampler::{attach, snapshot};
 
 use clap::error::ErrorKind;
 use clap::Parser;

@@ -1,7 +1,7 @@
 //! Rendering a [`Snapshot`] as text or JSON.
 
-use crate::snapshot::{Snapshot, ThreadInfo, ThreadState};
 use std::io::{self, Write};
+use strobe_target::snapshot::{Snapshot, ThreadSnapshot, ThreadState};
 
 /// Write the human-readable form:
 ///
@@ -57,7 +57,7 @@ pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
 
 /// `Thread 12345 "MainThread" (holds GIL, running)`; the id is the kernel thread id, or the
 /// `pthread_t` in hex when the kernel id is unknown.
-fn thread_header(thread: &ThreadInfo, show_interp: bool) -> String {
+fn thread_header(thread: &ThreadSnapshot, show_interp: bool) -> String {
     let id = match thread.native_id {
         Some(tid) => tid.to_string(),
         None => format!("{:#x}", thread.thread_id),
@@ -93,13 +93,13 @@ pub fn write_json<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::snapshot::{FrameInfo, PythonInfo};
+    use strobe_target::snapshot::{FrameSnapshot, PythonInfo};
 
     fn snapshot(interps: &[i64]) -> Snapshot {
         let threads = interps
             .iter()
             .enumerate()
-            .map(|(i, &interp)| ThreadInfo {
+            .map(|(i, &interp)| ThreadSnapshot {
                 thread_id: 0x7f00 + i as u64,
                 native_id: if i == 0 { Some(4242) } else { None },
                 name: if i == 0 {
@@ -115,12 +115,12 @@ mod tests {
                     ThreadState::Idle
                 },
                 frames: vec![
-                    FrameInfo {
+                    FrameSnapshot {
                         function: "grüße".into(),
                         filename: "/t/ü.py".into(),
                         line: Some(7),
                     },
-                    FrameInfo {
+                    FrameSnapshot {
                         function: "<module>".into(),
                         filename: "/t/ü.py".into(),
                         line: None,

@@ -18,8 +18,8 @@ use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
 use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter};
-use strobe_sampler::signals::StopSignals;
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
+use strobe_signals::StopSignals;
 
 use crate::args::{FormatArg, RecordArgs, ViewArgs};
 use crate::launch::{self, Launched};

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
-use strobe_sampler::signals::StopSignals;
-use strobe_sampler::{start_process, EndReason, SamplerConfig, SamplerHandle, Target};
+use strobe_sampler::{start_process, EndReason, SamplerConfig, SamplerHandle};
+use strobe_signals::StopSignals;
+use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
 use strobe_tui::TopOptions;
 

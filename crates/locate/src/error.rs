@@ -1,7 +1,8 @@
 //! [`LocateError`]: why a process's interpreter could not be found.
 
 use std::path::PathBuf;
-use strobe_remote::{MemError, RemoteError};
+use strobe_memory::MemError;
+use strobe_remote::RemoteError;
 
 /// Why [`crate::locate`] failed. Each message is one line meant for the user.
 #[derive(Debug, thiserror::Error)]

@@ -20,8 +20,9 @@ use elf::ElfInfo;
 use maps::Mapping;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use strobe_memory::RemoteMemory;
 use strobe_python_abi::Version;
-use strobe_remote::{procfs, RemoteMemory};
+use strobe_remote::procfs;
 
 /// The writable segments we scan for the `sys.version` buffer are a few hundred KiB in real
 /// interpreters; refuse anything beyond this.

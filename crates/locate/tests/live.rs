@@ -10,7 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use strobe_locate::{locate, LocateError, VersionSource};
-use strobe_remote::{ProcessMemory, RemoteMemory};
+use strobe_memory::RemoteMemory;
+use strobe_remote::ProcessMemory;
 use strobe_testkit::Ready;
 
 const SID: &str = "/var/cache/strobe/sid";

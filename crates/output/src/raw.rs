@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use strobe_aggregate::{
     CapacityError, Count, CountKey, Counts, Frame, FrameId, Interner, Marks, Metadata, Profile,
-    ProfileOptions, Sample, SampleFlags, StackCount, StackId, StrId, Tables, ThreadId, ThreadInfo,
+    ProfileOptions, Sample, SampleFlags, StackCount, StackId, StrId, Tables, Thread, ThreadId,
 };
 
 use crate::Format;
@@ -472,7 +472,7 @@ impl Reader {
                         "thread names an undefined string"
                     ))),
                 };
-                let id = self.interner.intern_thread_info(ThreadInfo {
+                let id = self.interner.intern_thread_info(Thread {
                     os_tid,
                     name,
                     interpreter_id,

@@ -1,7 +1,7 @@
 //! [`RemoteError`]: failures of opening, inspecting or freezing a process, worded for the user.
 
-use crate::memory::MemError;
 use std::path::PathBuf;
+use strobe_memory::MemError;
 
 /// Why a process could not be opened, inspected through `/proc`, or frozen.
 ///
@@ -75,17 +75,6 @@ pub enum RemoteError {
         pid: i32,
         /// How many listing rounds were tried.
         rounds: usize,
-    },
-    /// No offset inside glibc's `struct pthread` held the thread ids of all given threads.
-    #[error(
-        "could not find the thread-id field in the pthread structures of process {pid} \
-         ({threads} threads): native thread ids are unavailable for this target"
-    )]
-    PthreadCalibration {
-        /// The target process.
-        pid: i32,
-        /// How many thread idents were given.
-        threads: usize,
     },
     /// Reading target memory failed.
     #[error(transparent)]

@@ -1,10 +1,10 @@
 //! [`ProcessMemory`]: reading a live process with `process_vm_readv(2)`.
 
 use crate::error::RemoteError;
-use crate::memory::{MemError, RemoteMemory};
 use crate::procfs;
 use nix::errno::Errno;
 use std::cell::RefCell;
+use strobe_memory::{MemError, RemoteMemory};
 
 /// `UIO_MAXIOV` (`include/uapi/linux/uio.h`): the most iovecs one call accepts on each side.
 const MAX_IOVECS: usize = 1024;

@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use strobe_remote::{native_tids_from_pthreads, procfs, Freeze, ProcessMemory, RemoteError};
+use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
 use strobe_testkit::Ready;
 
 /// A target process serving `ping` lines on stdin, killed and reaped when dropped.
@@ -28,11 +27,6 @@ impl Target {
 
     fn pid(&self) -> i32 {
         self.0.pid()
-    }
-
-    /// Lines printed before `READY`.
-    fn preamble(&self) -> &[String] {
-        &self.0.preamble
     }
 
     /// Round trip through the target's main thread: proves it runs.
@@ -281,72 +275,4 @@ fn permission_denied_says_what_to_do() {
             assert!(line.contains(needle), "{needle} missing from: {line}");
         }
     }
-}
-
-/// Threads that report `get_ident()` (the pthread_t) and their kernel thread id.
-const IDENTS: &str = r#"
-import sys, threading, ctypes
-try:
-    from thread import get_ident
-except ImportError:
-    from threading import get_ident
-syscall = ctypes.CDLL(None).syscall
-lock = threading.Lock()
-def report():
-    with lock:
-        sys.stdout.write("T %d %d\n" % (get_ident(), syscall(186)))
-        sys.stdout.flush()
-started = []
-def worker(ev):
-    report()
-    ev.set()
-    threading.Event().wait()
-for _ in range(3):
-    ev = threading.Event()
-    t = threading.Thread(target=worker, args=(ev,))
-    t.daemon = True
-    t.start()
-    ev.wait()
-report()
-"#;
-
-fn check_pthread_tids(python: &str) {
-    let script = format!("{IDENTS}{SERVE}");
-    let t = Target::spawn(python, &script);
-    let expected: HashMap<u64, u32> = t
-        .preamble()
-        .iter()
-        .filter_map(|l| l.strip_prefix("T "))
-        .map(|l| {
-            let (ident, tid) = l.split_once(' ').unwrap();
-            (ident.parse().unwrap(), tid.parse().unwrap())
-        })
-        .collect();
-    assert_eq!(expected.len(), 4);
-    assert!(expected.values().any(|&tid| tid as i32 == t.pid()));
-    let idents: Vec<u64> = expected.keys().copied().collect();
-    let mem = ProcessMemory::open(t.pid()).unwrap();
-    let got = native_tids_from_pthreads(&mem, t.pid(), &idents).unwrap();
-    assert_eq!(got, expected);
-    // A subset without the main thread still calibrates to the same field.
-    let workers: Vec<u64> = expected
-        .iter()
-        .filter(|(_, &tid)| tid as i32 != t.pid())
-        .map(|(&i, _)| i)
-        .collect();
-    let got = native_tids_from_pthreads(&mem, t.pid(), &workers).unwrap();
-    assert_eq!(got.len(), 3);
-    for (ident, tid) in got {
-        assert_eq!(expected[&ident], tid);
-    }
-}
-
-#[test]
-fn pthread_tids_python27() {
-    check_pthread_tids("/root/.pyenv/versions/2.7.18/bin/python2.7");
-}
-
-#[test]
-fn pthread_tids_python36() {
-    check_pthread_tids("/root/.pyenv/versions/3.6.15/bin/python3.6");
 }

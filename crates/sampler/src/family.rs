@@ -26,7 +26,7 @@ use strobe_walker::RawSample;
 
 use strobe_locate::LocateError;
 
-use crate::attach::{AttachError, Target};
+use strobe_target::{AttachError, Target};
 
 /// How often the descendants are listed (a few `/proc` reads per process: ~0.3% of a core
 /// for a root with a handful of threads and workers; a pool's short-lived workers are found

@@ -1,16 +1,13 @@
-//! Attaching to a CPython process and sampling its stacks.
+//! Sampling a CPython process's stacks on a randomized clock.
 //!
-//! * [`attach`]: everything between a PID and a walker ([`Target::attach`]), plus one-off
-//!   [`Target::snapshot`]s (what `strobe dump` prints, in the [`snapshot`] data model).
 //! * [`start`]: a sampler thread that reads every thread's stack on a randomized clock
 //!   ([`clock`]) and pushes interned samples into the aggregator's lock-free pipeline
 //!   ([`strobe_aggregate::pipeline()`]). The caller keeps the aggregator side and drains it
 //!   (`strobe record` writes files from it, `strobe top` draws snapshots of it).
-//! * [`signals`]: SIGINT/SIGTERM/SIGHUP as "stop" messages, and holding them off while a target
-//!   is frozen.
 //!
 //! ```no_run
-//! use strobe_sampler::{attach::Target, start, SamplerConfig};
+//! use strobe_sampler::{start, SamplerConfig};
+//! use strobe_target::Target;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let target = Target::attach(1234)?;
 //! let (side, mut agg) = strobe_aggregate::pipeline(4096);
@@ -30,13 +27,10 @@
 
 #![warn(missing_docs)]
 
-pub mod attach;
 pub mod clock;
 mod family;
 mod placement;
 mod sampler;
-pub mod signals;
-pub mod snapshot;
 mod threads;
 
 use std::process::{Child, ExitStatus};
@@ -45,8 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use attach::{AttachError, Target};
 use strobe_aggregate::{CapacityError, SamplerSide};
+use strobe_target::{AttachError, Target};
 use strobe_walker::WalkError;
 
 /// The highest `--rate` accepted. At this rate every deadline is already due when the previous

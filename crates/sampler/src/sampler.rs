@@ -37,18 +37,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strobe_aggregate::{
     FrameId, FrameKey, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId, ThreadKey,
 };
-use strobe_remote::{procfs, Freeze, MemError, RemoteError, RemoteMemory};
+use strobe_memory::{MemError, RemoteMemory};
+use strobe_remote::{procfs, Freeze, RemoteError};
 use strobe_walker::{RawFrame, RawSample, RawThread, WalkError, Walker};
 
-use crate::attach::{AttachError, Target};
 use crate::clock::Clock;
 use crate::family::{self, Scout, Scouted};
 use crate::placement::{Placement, MAX_PLACED};
-use crate::signals::DeferSignals;
 use crate::threads::KernelThreads;
 use crate::{
     EndReason, ErrorKind, NewProcess, SamplerConfig, SamplerError, SamplerStats, SamplerSummary,
 };
+use strobe_signals::DeferSignals;
+use strobe_target::{AttachError, Target};
 
 /// Least time between two looks at `threading`'s thread names (they are re-read when a thread
 /// appears, and at least this often so that renames show up).
@@ -1165,7 +1166,7 @@ fn gone_or_fatal(pid: i32, e: RemoteError) -> SamplerError {
     if let RemoteError::NoSuchProcess { .. } = e {
         return SamplerError::Attach(AttachError::Exited { pid });
     }
-    SamplerError::Attach(crate::attach::exited_or(pid, AttachError::Remote(e)))
+    SamplerError::Attach(strobe_target::exited_or(pid, AttachError::Remote(e)))
 }
 
 #[cfg(test)]

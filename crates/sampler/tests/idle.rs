@@ -13,7 +13,8 @@ use std::time::Duration;
 use strobe_testkit::Ready;
 
 use strobe_aggregate::SampleFlags;
-use strobe_sampler::{start, SamplerConfig, Target};
+use strobe_sampler::{start, SamplerConfig};
+use strobe_target::Target;
 
 /// The target. It prints READY once the waiter thread is blocked in its `read` system call
 /// (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64), found by polling `/proc`

@@ -13,7 +13,8 @@ use std::time::Duration;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use strobe_aggregate::Sample;
-use strobe_sampler::{start, SamplerConfig, SamplerSummary, Target};
+use strobe_sampler::{start, SamplerConfig, SamplerSummary};
+use strobe_target::Target;
 use strobe_testkit::Ready;
 
 const SCRIPT: &str = r#"import sys

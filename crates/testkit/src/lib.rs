@@ -10,7 +10,7 @@ mod ready;
 pub use ready::Ready;
 
 use std::collections::BTreeMap;
-use strobe_remote::{MemError, RemoteMemory};
+use strobe_memory::{MemError, RemoteMemory};
 
 /// A sparse address space made of non-overlapping regions.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, Count, CountKey, Counts, FrameId, SampleFilter, SampleFlags, SnapshotOptions,
+    AggregatorSide, BreakdownOptions, Count, CountKey, Counts, FrameId, SampleFilter, SampleFlags,
     Tables,
 };
 
@@ -241,7 +241,7 @@ impl Collector {
 
     /// The screen's data for `q`.
     pub fn view(&mut self, q: &Query, now: Instant) -> ViewData {
-        let opts = SnapshotOptions {
+        let opts = BreakdownOptions {
             by_function: q.by_function,
             os_tid: q.os_tid,
             filter: q.filter,
@@ -249,8 +249,8 @@ impl Collector {
         let tables = self.agg.tables();
         // `Counts::snapshot` reports per frame both "since the previous snapshot" and
         // "cumulative"; each of our two counts is asked only for its cumulative side.
-        let cumulative = self.since_reset.snapshot(tables, &opts);
-        let interval = self.last.snapshot(tables, &opts);
+        let cumulative = self.since_reset.breakdown(tables, &opts);
+        let interval = self.last.breakdown(tables, &opts);
 
         let mut index: HashMap<FrameSel, usize> = HashMap::new();
         let mut rows: Vec<Row> = Vec::with_capacity(cumulative.cumulative.len());
@@ -438,7 +438,7 @@ impl Node {
 fn call_tree(
     counts: &Counts,
     tables: &Tables,
-    opts: &SnapshotOptions,
+    opts: &BreakdownOptions,
     focus: &FrameSel,
 ) -> CallTree {
     let sel = |fid: &FrameId| -> Option<FrameSel> {
@@ -480,7 +480,7 @@ fn call_tree(
     tree
 }
 
-fn accepts(opts: &SnapshotOptions, tables: &Tables, k: &CountKey) -> bool {
+fn accepts(opts: &BreakdownOptions, tables: &Tables, k: &CountKey) -> bool {
     if !opts.filter.accepts(k.flags) {
         return false;
     }

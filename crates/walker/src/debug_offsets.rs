@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{DebugOffsetsTable, Flavour, Layout, Version};
-use strobe_remote::{le, RemoteMemory};
 
 use crate::WalkError;
 

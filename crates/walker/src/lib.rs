@@ -15,17 +15,18 @@
 pub mod debug_offsets;
 pub mod layout;
 pub mod linetable;
+pub mod pthreads;
 pub mod sample;
 pub mod strings;
 pub mod threadnames;
 pub mod walk;
 
-use strobe_remote::MemError;
+use strobe_memory::MemError;
 
 pub use sample::{RawFrame, RawSample, RawThread};
+pub use strobe_memory::RemoteMemory;
 pub use strobe_python_abi::{Flavour, Layout, Version};
-pub use strobe_remote::RemoteMemory;
-pub use walk::{Frame, Roots, ThreadStack, Walker};
+pub use walk::{PyFrame, Roots, ThreadStack, Walker};
 
 /// Why a walk failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

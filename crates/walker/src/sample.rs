@@ -29,8 +29,8 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
+use strobe_memory::{le, MemError, RemoteMemory};
 use strobe_python_abi::{FrameModel, GilModel, Layout};
-use strobe_remote::{le, MemError, RemoteMemory};
 
 use crate::walk::{
     need, struct_len, AddrMap, FrameFields, Walker, MAX_CHUNK_COPY, MAX_DEPTH, MAX_THREADS,

@@ -1,8 +1,8 @@
 //! Decoding Python `str` (and 2.7 `str`/bytes) objects from the target.
 
 use crate::WalkError;
+use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{Layout, StringModel};
-use strobe_remote::{le, RemoteMemory};
 
 /// Longest string (in characters) we accept for a name or file name.
 pub const MAX_STRING_CHARS: usize = 16 * 1024;

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 
 use crate::strings::read_string;
 use crate::WalkError;
+use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{DictModel, Layout, StringModel};
-use strobe_remote::{le, RemoteMemory};
 
 /// Most entries we accept in one dict (`sys.modules`, a module's namespace, `_active`,
 /// an instance dict). A larger count means we read garbage.

@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{GilModel, Layout, LineTable, RuntimeModel};
-use strobe_remote::{le, RemoteMemory};
 
 use crate::linetable::LineMap;
 use crate::sample::{Plan, RawFrame, RawSample, Scratch, Shapes};
@@ -61,7 +61,7 @@ pub struct Roots {
 
 /// One Python frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct PyFrame {
     /// Address of the code object (stable key for interning while the code lives).
     pub code_addr: u64,
     /// `co_qualname` where the version has it (3.11+), else `co_name`.
@@ -88,7 +88,7 @@ pub struct ThreadStack {
     /// Whether this thread holds the GIL of its interpreter.
     pub holds_gil: bool,
     /// Frames, innermost first.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<PyFrame>,
     /// The stack was deeper than [`MAX_DEPTH`] and was cut there.
     pub truncated: bool,
 }
@@ -261,7 +261,7 @@ impl<M: RemoteMemory> Walker<M> {
                     .frames_of(t)
                     .iter()
                     .map(|&f| self.frame_info(f))
-                    .collect::<Result<Vec<Frame>, WalkError>>()?;
+                    .collect::<Result<Vec<PyFrame>, WalkError>>()?;
                 out.push(ThreadStack {
                     interp_addr: t.interp_addr,
                     interp_id: t.interp_id,
@@ -295,12 +295,12 @@ impl<M: RemoteMemory> Walker<M> {
     /// callers that intern frames should key them by `(code_addr, line)` and call this only
     /// for keys they have not seen. Fails if the code object is no longer cached and the
     /// address no longer holds a code object (it was freed since the sample).
-    pub fn frame_info(&mut self, f: RawFrame) -> Result<Frame, WalkError> {
+    pub fn frame_info(&mut self, f: RawFrame) -> Result<PyFrame, WalkError> {
         let info = self.code_info(f.code_addr)?.ok_or(WalkError::Corrupt {
             what: "code object",
             addr: f.code_addr,
         })?;
-        Ok(Frame {
+        Ok(PyFrame {
             code_addr: f.code_addr,
             function: info.function.clone(),
             filename: info.filename.clone(),

@@ -9,8 +9,8 @@
 
 mod support;
 
+use strobe_memory::MemError;
 use strobe_python_abi::{debug_offsets_for, layout_for, Flavour, Layout, StringModel};
-use strobe_remote::MemError;
 use strobe_walker::strings::read_string;
 use strobe_walker::threadnames::thread_names;
 use strobe_walker::{WalkError, Walker};

@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use strobe_memory::MemError;
 use strobe_python_abi::{debug_offsets_for, Layout, ALL};
-use strobe_remote::MemError;
 use strobe_walker::layout::resolve;
 use strobe_walker::strings::{read_string, MAX_STRING_CHARS};
 use strobe_walker::threadnames::thread_names;

@@ -7,8 +7,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
+use strobe_memory::RemoteMemory;
 use strobe_python_abi::{layout_for, DictModel, Flavour, Layout, StringModel};
-use strobe_remote::{ProcessMemory, RemoteMemory};
+use strobe_remote::ProcessMemory;
 use strobe_testkit::ImageMemory;
 use strobe_walker::threadnames::thread_names;
 use strobe_walker::WalkError;

@@ -10,10 +10,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use strobe_memory::{MemError, RemoteMemory};
 use strobe_python_abi::{
     layout_for, Flavour, FrameModel, Layout, LineTable, RuntimeModel, StringModel,
 };
-use strobe_remote::{MemError, RemoteMemory};
 use strobe_testkit::ImageMemory;
 use strobe_walker::strings::read_string;
 use strobe_walker::walk::{MAX_DEPTH, MAX_THREADS};

@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use strobe_remote::{MemError, ProcessMemory, RemoteMemory};
+use strobe_memory::{MemError, RemoteMemory};
+use strobe_remote::ProcessMemory;
 
 fn me() -> ProcessMemory {
     ProcessMemory::open(std::process::id() as i32).unwrap()

@@ -9,7 +9,7 @@ pub mod build;
 
 use std::cell::{Cell, RefCell};
 
-use strobe_remote::{MemError, RemoteMemory};
+use strobe_memory::{MemError, RemoteMemory};
 
 /// xorshift64* — tiny, fast and deterministic; good enough to pick mutations.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Native thread ids for Pythons that do not record them (≤3.10).
+//! Kernel thread ids for Pythons that do not record them (≤3.10), from glibc's thread
+//! descriptors.
 //!
 //! Before 3.8 a thread state holds only `thread_id`, the `pthread_t` that
 //! `threading.get_ident()` returns. In glibc a `pthread_t` is the address of the thread's
@@ -6,55 +7,48 @@
 //! glibc build (0x2d0 on current x86-64 glibc, but it has moved between releases and
 //! differs on other architectures and libcs). We find that offset from the target itself:
 //! it is the offset at which every thread's descriptor holds a distinct live thread id.
+//! This module only interprets memory; the caller says which thread ids are alive (from
+//! `/proc`), in the target's own PID namespace, since that is what the descriptors hold.
 
-use crate::error::RemoteError;
-use crate::memory::RemoteMemory;
-use crate::procfs;
 use std::collections::{HashMap, HashSet};
+use strobe_memory::{le, MemError, RemoteMemory};
 
 /// How far into `struct pthread` we look for `tid`; glibc's has always been well within.
 const SEARCH_BYTES: usize = 2048;
 
-/// Map `pthread_t` idents of threads of `pid` to their kernel thread ids (as we see them:
-/// for a target in a container the namespace's ids are translated to ours).
+/// Map `pthread_t` idents to the kernel thread ids their descriptors hold, as the target
+/// sees them (its PID namespace).
 ///
-/// The field offset is calibrated on the idents given: the smallest 4-aligned offset below
-/// 2048 at which every ident's descriptor holds a distinct live thread id of the process,
-/// preferring an offset at which one of them is the main thread (whose id is the PID).
-/// Fails with [`RemoteError::PthreadCalibration`] when no offset fits, e.g. when a thread
-/// exited after its ident was read (the kernel zeroes `tid` at exit); callers can retry
-/// with a fresh list. With a single thread the calibration has only one value to go on and
-/// is correspondingly weaker.
-pub fn native_tids_from_pthreads<M: RemoteMemory>(
+/// `live` holds the target's live thread ids and `main` its main thread's id, both in the
+/// target's namespace. The field offset is calibrated on the idents given: the smallest
+/// 4-aligned offset below 2048 at which every ident's descriptor holds a distinct member of
+/// `live`, preferring an offset at which one of them is `main`. `Ok(None)` when no offset
+/// fits, e.g. when a thread exited after its ident was read (the kernel zeroes `tid` at
+/// exit); callers can retry with a fresh list. With a single thread the calibration has only
+/// one value to go on and is correspondingly weaker.
+pub fn tids_from_descriptors<M: RemoteMemory>(
     mem: &M,
-    pid: i32,
     idents: &[u64],
-) -> Result<HashMap<u64, u32>, RemoteError> {
+    live: &HashSet<u32>,
+    main: u32,
+) -> Result<Option<HashMap<u64, u32>>, MemError> {
     if idents.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Some(HashMap::new()));
     }
-    // The descriptor's ids are in the target's PID namespace; keep the translation.
-    let host_to_ns = procfs::namespaced_tids(pid)?;
-    let main_ns = host_to_ns.get(&(pid as u32)).copied().unwrap_or(pid as u32);
-    let ns_to_host: HashMap<u32, u32> = host_to_ns.into_iter().map(|(h, n)| (n, h)).collect();
     let mut blocks = Vec::with_capacity(idents.len());
     for &ident in idents {
         blocks.push(mem.read_vec(ident, SEARCH_BYTES, SEARCH_BYTES)?);
     }
-    let offset = calibrate(&blocks, &ns_to_host.keys().copied().collect(), main_ns).ok_or(
-        RemoteError::PthreadCalibration {
-            pid,
-            threads: idents.len(),
-        },
-    )?;
-    Ok(idents
-        .iter()
-        .zip(&blocks)
-        .filter_map(|(&ident, block)| {
-            let ns = crate::le::u32_at(block, offset)?;
-            Some((ident, *ns_to_host.get(&ns)?))
-        })
-        .collect())
+    let Some(offset) = calibrate(&blocks, live, main) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        idents
+            .iter()
+            .zip(&blocks)
+            .filter_map(|(&ident, block)| Some((ident, le::u32_at(block, offset)?)))
+            .collect(),
+    ))
 }
 
 /// The offset at which every block holds a distinct member of `live`; among those, the
@@ -64,8 +58,7 @@ fn calibrate(blocks: &[Vec<u8>], live: &HashSet<u32>, main: u32) -> Option<usize
     for off in (0..SEARCH_BYTES).step_by(4) {
         let mut values = HashSet::new();
         let fits = blocks.iter().all(|b| {
-            crate::le::u32_at(b, off)
-                .is_some_and(|v| v != 0 && live.contains(&v) && values.insert(v))
+            le::u32_at(b, off).is_some_and(|v| v != 0 && live.contains(&v) && values.insert(v))
         });
         if fits {
             if values.contains(&main) {

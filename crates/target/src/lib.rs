@@ -1,4 +1,6 @@
-//! Attaching to a target: everything between a PID and a [`Snapshot`].
+//! The target: a Python process strobe has attached to.
+//!
+//! Everything between a PID and a walker, and between a walker and a [`Snapshot`].
 //!
 //! [`Target::attach`] opens the process (`strobe_remote::ProcessMemory`), finds the runtime
 //! (`strobe_locate::locate`), resolves the struct layout (`strobe_walker::layout::resolve`, which
@@ -6,11 +8,16 @@
 //! [`Target::snapshot`] then reads thread states from `/proc`, walks every thread's stack,
 //! and adds names and kernel thread ids.
 
-use crate::signals::DeferSignals;
-use crate::snapshot::{FrameInfo, PythonInfo, Snapshot, ThreadInfo, ThreadState};
-use std::collections::HashMap;
+#![warn(missing_docs)]
+
+pub mod snapshot;
+
+use snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
+use std::collections::{HashMap, HashSet};
 use strobe_locate::{LocateError, PythonProcess};
-use strobe_remote::{procfs, Freeze, MemError, ProcessMemory, RemoteError};
+use strobe_memory::MemError;
+use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
+use strobe_signals::DeferSignals;
 use strobe_walker::walk::{Roots, ThreadStack, Walker};
 use strobe_walker::WalkError;
 
@@ -50,6 +57,17 @@ pub enum AttachError {
         /// What went wrong.
         #[source]
         source: WalkError,
+    },
+    /// No offset inside glibc's `struct pthread` held the thread ids of all given threads.
+    #[error(
+        "could not find the thread-id field in the pthread structures of process {pid} \
+         ({threads} threads): native thread ids are unavailable for this target"
+    )]
+    PthreadCalibration {
+        /// The target process.
+        pid: i32,
+        /// How many thread idents were given.
+        threads: usize,
     },
     /// Signals could not be held off around `--blocking`.
     #[error("could not block signals while the target is frozen: {0}")]
@@ -127,13 +145,33 @@ impl Target {
     }
 
     /// Kernel thread ids (ours) of threads given by ident, for interpreters that do not record
-    /// them (≤3.10).
-    pub fn native_tids(&self, idents: &[u64]) -> Result<HashMap<u64, u32>, RemoteError> {
-        strobe_remote::native_tids_from_pthreads(self.walker.memory(), self.pid(), idents)
+    /// them (≤3.10), from glibc's thread descriptors (`strobe_walker::pthreads`).
+    pub fn native_tids(&self, idents: &[u64]) -> Result<HashMap<u64, u32>, AttachError> {
+        let pid = self.pid();
+        // The descriptors hold ids in the target's PID namespace; translate them to ours.
+        let host_to_ns = procfs::namespaced_tids(pid)?;
+        let main_ns = host_to_ns.get(&(pid as u32)).copied().unwrap_or(pid as u32);
+        let ns_to_host: HashMap<u32, u32> = host_to_ns.into_iter().map(|(h, n)| (n, h)).collect();
+        let live: HashSet<u32> = ns_to_host.keys().copied().collect();
+        let found = strobe_walker::pthreads::tids_from_descriptors(
+            self.walker.memory(),
+            idents,
+            &live,
+            main_ns,
+        )
+        .map_err(RemoteError::Mem)?
+        .ok_or(AttachError::PthreadCalibration {
+            pid,
+            threads: idents.len(),
+        })?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(ident, ns)| Some((ident, *ns_to_host.get(&ns)?)))
+            .collect())
     }
 
     /// The walker, for the sampler's per-sample reads.
-    pub(crate) fn walker_mut(&mut self) -> &mut Walker<ProcessMemory> {
+    pub fn walker_mut(&mut self) -> &mut Walker<ProcessMemory> {
         &mut self.walker
     }
 
@@ -162,7 +200,7 @@ impl Target {
                     (None, Some(&host)) => (Some(kernel.inner_of(host)), Some(host)),
                     (None, None) => (None, None),
                 };
-                ThreadInfo {
+                ThreadSnapshot {
                     thread_id: t.thread_id,
                     native_id,
                     name: names.get(&(t.interp_addr, t.thread_id)).cloned(),
@@ -174,7 +212,7 @@ impl Target {
                     frames: t
                         .frames
                         .iter()
-                        .map(|f| FrameInfo {
+                        .map(|f| FrameSnapshot {
                             function: f.function.to_string(),
                             filename: f.filename.to_string(),
                             line: f.line.and_then(|l| u32::try_from(l).ok()),
@@ -306,7 +344,8 @@ impl KernelThreads {
 }
 
 /// If the target is gone, say so instead of reporting whichever read happened to fail.
-pub(crate) fn exited_or(pid: i32, err: AttachError) -> AttachError {
+/// (Also used by the sampler for errors of its rounds.)
+pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
     let gone = match &err {
         AttachError::Remote(RemoteError::ProcessGone { .. })
         | AttachError::Remote(RemoteError::Mem(MemError::ProcessGone { .. }))

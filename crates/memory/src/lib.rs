@@ -1,4 +1,8 @@
-//! The [`RemoteMemory`] trait and its typed error.
+//! The [`RemoteMemory`] trait, its typed error [`MemError`], and little-endian decoding ([`le`]).
+//!
+//! Everything strobe reads from a target goes through this trait: a live process
+//! (`strobe-remote`), a synthetic image in tests (`strobe-testkit`), later a core file. The crate
+//! has no system dependencies, so the walker, which does no I/O, does not pull any in.
 
 /// Why a read of target memory failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,7 +141,7 @@ impl<T: RemoteMemory + ?Sized> RemoteMemory for &T {
 
 /// Split the first `len` bytes off `buf` for the request at `addr`; a `buf` too short for the
 /// requests is refused like an oversized read.
-pub(crate) fn split_request(
+fn split_request(
     buf: &mut [u8],
     addr: u64,
     len: usize,

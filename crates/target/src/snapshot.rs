@@ -15,7 +15,7 @@ pub struct Snapshot {
     /// The interpreter found in it.
     pub python: PythonInfo,
     /// Threads in the order the interpreter lists them (newest first in CPython).
-    pub threads: Vec<ThreadInfo>,
+    pub threads: Vec<ThreadSnapshot>,
     /// Things worth knowing about how the process was read (also printed to stderr).
     pub warnings: Vec<String>,
 }
@@ -62,7 +62,7 @@ impl ThreadState {
 
 /// One Python thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ThreadInfo {
+pub struct ThreadSnapshot {
     /// `threading.get_ident()`: the thread's `pthread_t`.
     pub thread_id: u64,
     /// The kernel thread id (`threading.get_native_id()`), when it could be determined.
@@ -76,14 +76,14 @@ pub struct ThreadInfo {
     /// On CPU or not.
     pub state: ThreadState,
     /// Python frames, innermost first.
-    pub frames: Vec<FrameInfo>,
+    pub frames: Vec<FrameSnapshot>,
     /// The stack was deeper than strobe follows and was cut (outermost frames missing).
     pub truncated: bool,
 }
 
 /// One Python frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FrameInfo {
+pub struct FrameSnapshot {
     /// Function name (the qualified name on 3.11+, e.g. `Worker.run_job`).
     pub function: String,
     /// `co_filename` of the code object.
