@@ -15,6 +15,8 @@ pub mod args;
 mod convert;
 mod diff;
 mod dump;
+#[cfg(test)]
+mod error_lines;
 mod launch;
 pub mod output;
 mod record;
@@ -84,21 +86,12 @@ fn clap_summary(rendered: &str) -> String {
     text.strip_prefix("error: ").unwrap_or(&text).to_string()
 }
 
-/// The error and its causes as one line. Library errors often repeat their cause in their own
-/// message (`"...: {source}"`), so a cause already contained in the text is not added again.
+/// The error and its causes as one line, `context: error: cause`. Every library error either
+/// prints its cause in its own message or returns it as `source()`, never both (`error_lines`
+/// holds each error kind to that), so each link of the chain adds new text.
 fn error_message(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    one_line(&msg)
+    let links: Vec<String> = e.chain().map(ToString::to_string).collect();
+    one_line(&links.join(": "))
 }
 
 /// Collapse a possibly multi-line message onto one line.
@@ -145,16 +138,9 @@ mod tests {
     }
 
     #[test]
-    fn causes_are_not_repeated() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer failed: {source}")]
-        struct Outer {
-            #[source]
-            source: std::io::Error,
-        }
-        let inner = std::io::Error::other("disk on fire");
-        let e = anyhow::Error::from(Outer { source: inner }).context("dumping");
-        assert_eq!(error_message(&e), "dumping: outer failed: disk on fire");
+    fn causes_follow_their_context() {
+        let e = anyhow::Error::from(std::io::Error::other("disk on fire")).context("dumping");
+        assert_eq!(error_message(&e), "dumping: disk on fire");
         let plain = anyhow::Error::from(std::io::Error::other("x\ny")).context("ctx");
         assert_eq!(error_message(&plain), "ctx: x y");
     }

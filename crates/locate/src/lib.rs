@@ -115,7 +115,7 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
         _ if procfs::is_gone_or_exiting(pid) => LocateError::Exited { pid },
         _ => LocateError::Remote(strobe_remote::RemoteError::Proc {
             path: maps_path.clone(),
-            source: e,
+            error: e,
         }),
     })?;
     let mappings = maps::parse(&text);

@@ -275,12 +275,12 @@ impl Format for RawFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum RawError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        source: io::Error,
+        /// The error (part of the message, so not also the `source()`).
+        error: io::Error,
     },
     /// Wrong magic.
     #[error("not a strobe raw recording (it does not start with {magic:?}); pass a file written by `strobe record --format raw`", magic = "STROBRAW")]
@@ -318,9 +318,9 @@ pub struct RawRecording {
 
 /// Reads a raw recording from a file. See [`read_raw_bytes`].
 pub fn read_raw(path: &Path) -> Result<RawRecording, RawError> {
-    let bytes = std::fs::read(path).map_err(|source| RawError::Io {
+    let bytes = std::fs::read(path).map_err(|error| RawError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     read_raw_bytes(&bytes)
 }

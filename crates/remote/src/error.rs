@@ -45,13 +45,12 @@ pub enum RemoteError {
         pid: i32,
     },
     /// A `/proc` file could not be read for a reason other than the ones above.
-    #[error("could not read {}: {source}", path.display())]
+    #[error("could not read {}: {error}", path.display())]
     Proc {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error. Part of the message, so not also the error's `source()`.
+        error: std::io::Error,
     },
     /// A ptrace request failed unexpectedly.
     #[error("ptrace {op} on thread {tid} of process {pid} failed: {errno}")]
@@ -83,13 +82,13 @@ pub enum RemoteError {
 
 impl RemoteError {
     /// Turn an I/O error on a file under `/proc/PID` into the error a user should see.
-    pub(crate) fn from_proc_io(pid: i32, path: PathBuf, source: std::io::Error) -> Self {
-        match source.kind() {
+    pub(crate) fn from_proc_io(pid: i32, path: PathBuf, error: std::io::Error) -> Self {
+        match error.kind() {
             std::io::ErrorKind::NotFound => RemoteError::NoSuchProcess { pid },
             std::io::ErrorKind::PermissionDenied => RemoteError::PermissionDenied { pid },
             // ESRCH: the process died between opening and reading the file.
-            _ if source.raw_os_error() == Some(libc::ESRCH) => RemoteError::ProcessGone { pid },
-            _ => RemoteError::Proc { path, source },
+            _ if error.raw_os_error() == Some(libc::ESRCH) => RemoteError::ProcessGone { pid },
+            _ => RemoteError::Proc { path, error },
         }
     }
 }

@@ -103,7 +103,7 @@ fn parse_stat_file(pid: i32, path: &Path) -> Result<ProcStat, RemoteError> {
     let text = read_proc(pid, path)?;
     ProcStat::parse(&text).ok_or_else(|| RemoteError::Proc {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat line"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat line"),
     })
 }
 
@@ -179,9 +179,9 @@ pub fn children(pid: i32) -> Result<Vec<i32>, RemoteError> {
 /// [`children`] without `children` files: every process in `/proc` whose parent is `pid`.
 fn children_by_scan(pid: i32) -> Result<Vec<i32>, RemoteError> {
     let dir = Path::new("/proc");
-    let entries = std::fs::read_dir(dir).map_err(|e| RemoteError::Proc {
+    let entries = std::fs::read_dir(dir).map_err(|error| RemoteError::Proc {
         path: dir.to_path_buf(),
-        source: e,
+        error,
     })?;
     Ok(entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())

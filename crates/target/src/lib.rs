@@ -41,22 +41,20 @@ pub enum AttachError {
         pid: i32,
     },
     /// The interpreter's layout could not be determined (e.g. a version strobe does not know).
-    #[error("cannot read process {pid}: {source}")]
+    #[error("cannot read process {pid}: {error}")]
     Layout {
         /// The target.
         pid: i32,
-        /// What went wrong.
-        #[source]
-        source: WalkError,
+        /// What went wrong (part of the message, so not also the `source()`).
+        error: WalkError,
     },
     /// Walking the interpreter's structures failed.
-    #[error("reading the Python stacks of process {pid} failed: {source}")]
+    #[error("reading the Python stacks of process {pid} failed: {error}")]
     Walk {
         /// The target.
         pid: i32,
-        /// What went wrong.
-        #[source]
-        source: WalkError,
+        /// What went wrong (part of the message, so not also the `source()`).
+        error: WalkError,
     },
     /// No offset inside glibc's `struct pthread` held the thread ids of all given threads.
     #[error(
@@ -101,7 +99,7 @@ impl Target {
         let runtime = process.runtime;
         let resolved =
             strobe_walker::layout::resolve(&mem, process.version, process.debug_build, runtime)
-                .map_err(|source| exited_or(pid, AttachError::Layout { pid, source }))?;
+                .map_err(|error| exited_or(pid, AttachError::Layout { pid, error }))?;
         let roots = Roots {
             runtime: process.runtime,
             interp_head: process.interp_head,
@@ -270,7 +268,7 @@ impl Target {
                 {
                     self.walker.clear_caches();
                 }
-                Err(source) => return Err(exited_or(pid, AttachError::Walk { pid, source })),
+                Err(error) => return Err(exited_or(pid, AttachError::Walk { pid, error })),
             }
         };
 
@@ -350,7 +348,7 @@ pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
         AttachError::Remote(RemoteError::ProcessGone { .. })
         | AttachError::Remote(RemoteError::Mem(MemError::ProcessGone { .. }))
         | AttachError::Walk {
-            source: WalkError::Mem(MemError::ProcessGone { .. }),
+            error: WalkError::Mem(MemError::ProcessGone { .. }),
             ..
         } => true,
         AttachError::Remote(RemoteError::NoSuchProcess { .. }) => false,
@@ -382,7 +380,7 @@ mod tests {
         let pid = vanished_pid();
         let fault = AttachError::Walk {
             pid,
-            source: WalkError::Mem(MemError::Fault {
+            error: WalkError::Mem(MemError::Fault {
                 addr: 0x1000,
                 len: 8,
             }),
@@ -406,7 +404,7 @@ mod tests {
         let me = std::process::id() as i32;
         let fault = AttachError::Walk {
             pid: me,
-            source: WalkError::Mem(MemError::Fault {
+            error: WalkError::Mem(MemError::Fault {
                 addr: 0x1000,
                 len: 8,
             }),

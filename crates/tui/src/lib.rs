@@ -41,9 +41,10 @@ pub enum TuiError {
          (over SSH: ssh -t), or use 'strobe record' to write a profile to a file"
     )]
     NotATerminal,
-    /// Setting up or drawing on the terminal failed.
+    /// Setting up or drawing on the terminal failed (the OS error is part of the message, so
+    /// it is not also the `source()`).
     #[error("terminal error: {0}")]
-    Terminal(#[source] std::io::Error),
+    Terminal(std::io::Error),
     /// The aggregator thread stopped.
     #[error(transparent)]
     Collector(#[from] CollectorGone),
