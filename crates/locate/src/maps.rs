@@ -1,8 +1,13 @@
 //! `/proc/PID/maps`, parsed by hand.
 //!
-//! The format is six whitespace-separated columns, the last (path) optional and possibly
-//! containing spaces; a dozen lines of parsing do not justify a dependency, and owning it
-//! lets us keep the device and inode numbers we use to match files.
+//! The format is five whitespace-separated columns and a path, which is optional and is the
+//! rest of the line, spaces included. The `proc-maps` crate (0.5) splits the path at
+//! whitespace and joins the words with one space, so `/opt/my  dir/libpython3.9.so` (two
+//! spaces) or a name ending in a space comes back as another file's path; it also keeps
+//! ` (deleted)` in the path, gives the device as text, fails the whole listing on one odd line,
+//! and only reads `/proc/PID/maps` itself (no parsing of text we hold). A target chooses its
+//! file names, so we keep the path byte for byte, with the device and inode numbers we match
+//! files by.
 
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +123,24 @@ garbage
         assert_eq!((m[2].dev_major, m[2].dev_minor), (0x103, 2));
         assert_eq!(m[3].path.as_deref(), Some("[stack]"));
         assert!(!m[3].is_file());
+    }
+
+    #[test]
+    fn paths_keep_every_space() {
+        // Columns are padded with spaces; the path is everything after them, as the file is
+        // named: runs of spaces and a trailing space included.
+        let text = "7f00-7f10 r--p 00000000 fe:00 7                          \
+                    /tmp/my  dir/libpython3.9.so.1.0 \n\
+                    7f10-7f20 r-xp 00001000 fe:00 8 /tmp/x (deleted) (deleted)\n";
+        let m = parse(text);
+        assert_eq!(
+            m[0].path.as_deref(),
+            Some("/tmp/my  dir/libpython3.9.so.1.0 ")
+        );
+        assert!(!m[0].deleted);
+        // Only the kernel's own suffix is taken off.
+        assert_eq!(m[1].path.as_deref(), Some("/tmp/x (deleted)"));
+        assert!(m[1].deleted);
     }
 
     #[test]

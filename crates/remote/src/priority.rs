@@ -23,16 +23,12 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     }
 }
 
-/// The calling thread's nice value, from `/proc/thread-self/stat` (field 19).
+/// The calling thread's nice value, from `/proc/thread-self/stat`.
 pub fn thread_nice() -> io::Result<i32> {
     let line = std::fs::read_to_string("/proc/thread-self/stat")?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unparsable stat line");
-    let close = line.rfind(')').ok_or_else(bad)?;
-    // After the comm: field 3 (state) is the first; field 19 is the 17th.
-    line.get(close + 1..)
-        .and_then(|rest| rest.split_ascii_whitespace().nth(16))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(bad)
+    crate::procfs::ProcStat::parse(&line)
+        .and_then(|st| st.nice)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat line"))
 }
 
 #[cfg(test)]
