@@ -110,6 +110,13 @@ impl SharedBytes {
     }
 }
 
+impl Default for SharedBytes {
+    /// No bytes.
+    fn default() -> Self {
+        SharedBytes::from_vec(Vec::new())
+    }
+}
+
 impl Deref for SharedBytes {
     type Target = [u8];
 
