@@ -50,7 +50,20 @@ pub struct Unwound {
     pub frames: Vec<UnwoundFrame>,
     /// Why there are no more (`None` before the first unwind).
     pub end: Option<UnwindEnd>,
+    /// The frame pointer the unwind started from when the capture did not have it
+    /// ([`strobe_remote::BlockedThread`]) and it was recovered from the stack; see
+    /// [`Unwinder::unwind`].
+    pub recovered_bp: Option<u64>,
 }
+
+/// How far above the stack pointer a missing frame pointer is looked for.
+const BP_SCAN_BYTES: usize = 16 * 1024;
+/// How many frame-pointer candidates are tried at most.
+const BP_CANDIDATES: usize = 16;
+/// The frame pointer given to the unwinder when it is unknown: a kernel address, so that any
+/// rule that uses it reads outside the copied stack and fails, instead of 0, which ends an
+/// unwind as if the outermost frame had been reached.
+const UNKNOWN_BP: u64 = 0xffff_ffff_ffff_f000;
 
 /// An unwinder for one process's modules, with its rule cache.
 pub struct Unwinder {
@@ -117,7 +130,53 @@ impl Unwinder {
 
     /// Unwind from `regs` over `stack`, the bytes copied from `regs.sp` up, into `out`. Never
     /// reads anything but `stack`.
+    ///
+    /// A capture without the frame pointer (`regs.bp` is `None`: a thread read asleep, from
+    /// `/proc`) unwinds as far as CFI allows without it. Where a frame's CFI computes its
+    /// frame from `rbp` (code built with frame pointers, `-O0`, `alloca`) and no frame below it
+    /// saved `rbp` on the stack, that is not far: then the frame record that frame pushed is
+    /// looked for on the stack (a slot holding a saved `rbp` that points further up the stack,
+    /// or 0, next to a return address into a module), and a candidate is kept only if the
+    /// unwind from it reaches the outermost frame ([`UnwindEnd::Complete`]), which a wrong
+    /// guess does not.
     pub fn unwind(&mut self, regs: &UserRegs, stack: &[u8], out: &mut Unwound) {
+        out.recovered_bp = None;
+        self.unwind_from(regs, stack, out);
+        if regs.bp.is_some() || out.end == Some(UnwindEnd::Complete) {
+            return;
+        }
+        let first = std::mem::take(out);
+        let end = regs.sp.saturating_add(stack.len() as u64);
+        let slots = stack.len().min(BP_SCAN_BYTES) / 8;
+        let mut tried = 0;
+        for slot in 0..slots.saturating_sub(1) {
+            let at = regs.sp + slot as u64 * 8;
+            let (Some(saved), Some(ret)) =
+                (le::u64_at(stack, slot * 8), le::u64_at(stack, slot * 8 + 8))
+            else {
+                break;
+            };
+            if !(saved == 0 || (saved > at && saved < end)) || self.modules.find(ret).is_none() {
+                continue;
+            }
+            tried += 1;
+            let guess = UserRegs {
+                bp: Some(at),
+                ..*regs
+            };
+            self.unwind_from(&guess, stack, out);
+            if out.end == Some(UnwindEnd::Complete) {
+                out.recovered_bp = Some(at);
+                return;
+            }
+            if tried == BP_CANDIDATES {
+                break;
+            }
+        }
+        *out = first;
+    }
+
+    fn unwind_from(&mut self, regs: &UserRegs, stack: &[u8], out: &mut Unwound) {
         out.frames.clear();
         let stack_start = regs.sp;
         let stack_end = stack_start.saturating_add(stack.len() as u64);
@@ -129,7 +188,7 @@ impl Unwinder {
             }
             le::u64_at(stack, (addr - stack_start) as usize).ok_or(())
         };
-        let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp.unwrap_or(0));
+        let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp.unwrap_or(UNKNOWN_BP));
         let mut iter = self
             .inner
             .iter_frames(regs.ip, start, &mut self.cache, &mut read_stack);

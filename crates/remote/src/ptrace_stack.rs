@@ -195,6 +195,11 @@ impl ThreadTracer {
     }
 
     fn gone(&mut self) -> StackError {
+        if self.alive {
+            // A traced thread that exits stays a zombie until its tracer collects it.
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
+            let _ = waitpid(Pid::from_raw(self.tid), Some(flags));
+        }
         self.alive = false;
         StackError::ThreadGone {
             pid: self.pid,
