@@ -144,7 +144,15 @@ impl BlockedThread {
         let Some(state) = self.state()? else {
             return Err(StackError::NotBlocked { pid, tid });
         };
-        copy_stack(pid, tid, state.sp, max_stack, stack)?;
+        if let Err(e) = copy_stack(pid, tid, state.sp, max_stack, stack) {
+            // An exited thread that is not yet reaped (a zombie, e.g. held by a tracer) still
+            // has a `syscall` file, with nothing behind it.
+            return Err(if exited(pid, tid) {
+                StackError::ThreadGone { pid, tid }
+            } else {
+                e
+            });
+        }
         let again = self.state()?;
         let runs_after = self.runs()?;
         if again != Some(state) || runs_after != runs_before {
@@ -189,6 +197,15 @@ impl BlockedThread {
             path: task_file(self.pid, self.tid, name),
             errno: Errno::EINVAL,
         })
+    }
+}
+
+/// Whether the thread is gone or a zombie.
+fn exited(pid: i32, tid: i32) -> bool {
+    match std::fs::read_to_string(task_file(pid, tid, "stat")) {
+        Ok(text) => crate::procfs::ProcStat::parse(&text)
+            .is_some_and(|st| matches!(st.state, 'Z' | 'X' | 'x')),
+        Err(_) => true,
     }
 }
 
