@@ -6,17 +6,33 @@
 //! `/proc`. This crate reads; it does not interpret what it reads. It is the only crate
 //! allowed to contain `unsafe` code: the raw `process_vm_readv` call in `process.rs`, whose
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
-//! slices, i.e. allocations, per call), and `setpriority` in `priority.rs`.
+//! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
+//! `ptrace_stack.rs`, the perf event and its ring buffer in `perf.rs`, and the file mapping
+//! of `map_binary.rs`.
+//!
+//! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
+//! stopped briefly), [`PerfThread`] (the kernel's copy at a sampling interrupt) and
+//! [`BlockedThread`] (a sleeping thread, read without a stop).
 
 #![warn(missing_docs)]
 
 mod error;
 mod freeze;
+mod idle;
+mod map_binary;
+mod perf;
 mod priority;
 mod process;
 pub mod procfs;
+mod ptrace_stack;
+mod stack;
 
 pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
+pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};
+pub use map_binary::SharedBytes;
+pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
+pub use ptrace_stack::{ThreadTracer, TracedCapture};
+pub use stack::{StackError, UserRegs};

@@ -1,0 +1,194 @@
+//! Shared by the live tests: the C chain program built at test time, capture by each method,
+//! and unwinding plus symbolisation of what was captured.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use strobe_native::{Binaries, DebugSearch, ModuleMap, NativeFrame, Symbolizer, Unwinder, Unwound};
+use strobe_remote::{
+    BlockedThread, PerfConfig, PerfThread, ProcessMemory, StackError, ThreadTracer, UserRegs,
+};
+use strobe_testkit::Ready;
+
+/// The C source of the chain program.
+pub const CHAIN_SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/targets/chain.c");
+
+/// A directory of its own under the temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "strobe-native-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run a tool, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compile the chain program with `cc -g <opt>` into `dir`.
+pub fn build_chain(dir: &Path, opt: &str) -> PathBuf {
+    let exe = dir.join("chain");
+    run(Command::new("cc")
+        .args(["-g", opt, "-pthread", "-o"])
+        .arg(&exe)
+        .arg(CHAIN_SOURCE));
+    exe
+}
+
+/// Line numbers of the `/* @name */` markers in the chain's source.
+pub fn markers() -> HashMap<String, u32> {
+    let text = std::fs::read_to_string(CHAIN_SOURCE).unwrap();
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(at) = line.find("/* @") {
+            let name = line[at + 4..].split_whitespace().next().unwrap();
+            out.insert(name.to_string(), i as u32 + 1);
+        }
+    }
+    out
+}
+
+/// A started chain program and the thread that runs the chain.
+pub struct Chain {
+    pub ready: Ready,
+    pub tid: i32,
+}
+
+impl Chain {
+    pub fn start(exe: &Path, mode: &str, thread: bool) -> Chain {
+        let mut cmd = Command::new(exe);
+        cmd.arg(mode).stdin(Stdio::piped());
+        if thread {
+            cmd.arg("thread");
+        }
+        let ready = Ready::start(&mut cmd, "chain program");
+        let tid = ready.said.trim().parse().unwrap();
+        Chain { ready, tid }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.ready.pid()
+    }
+}
+
+/// How a test captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Ptrace,
+    Blocked,
+}
+
+pub const STACK: usize = 128 * 1024;
+
+/// Registers and stack of thread `tid`.
+pub fn capture(pid: i32, tid: i32, how: How) -> (UserRegs, Vec<u8>) {
+    let mut stack = Vec::new();
+    match how {
+        How::Ptrace => {
+            let mut t = ThreadTracer::seize(pid, tid).unwrap();
+            let c = t.capture(STACK, &mut stack).unwrap();
+            (c.regs, stack)
+        }
+        How::Blocked => {
+            let mut t = BlockedThread::open(pid, tid).unwrap();
+            // The target announced READY just before blocking: wait for the kernel to see it
+            // asleep (a state we poll for, not a delay we guess).
+            let since = std::time::Instant::now();
+            loop {
+                match t.capture(STACK, &mut stack) {
+                    Ok(c) => return (c.regs, stack),
+                    Err(e @ (StackError::NotBlocked { .. } | StackError::WokeUp { .. })) => {
+                        assert!(since.elapsed().as_secs() < 10, "never asleep: {e}");
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Everything needed to unwind and symbolise stacks of one process.
+pub struct Native {
+    pub modules: ModuleMap,
+    pub unwinder: Unwinder,
+    pub symbolizer: Symbolizer,
+    pub binaries: Binaries,
+}
+
+impl Native {
+    pub fn new(pid: i32, search: DebugSearch) -> Native {
+        let mem = ProcessMemory::open(pid).unwrap();
+        let mut binaries = Binaries::new(search);
+        let (modules, _problems) = ModuleMap::read(pid, &mem, &mut binaries).unwrap();
+        Native {
+            unwinder: Unwinder::new(&modules),
+            modules,
+            symbolizer: Symbolizer::new(),
+            binaries,
+        }
+    }
+
+    pub fn frames(&mut self, regs: &UserRegs, stack: &[u8]) -> (Vec<NativeFrame>, Unwound) {
+        let mut unwound = Unwound::default();
+        self.unwinder.unwind(regs, stack, &mut unwound);
+        let mut frames = Vec::new();
+        self.symbolizer
+            .symbolize(&self.modules, &unwound, &mut frames);
+        (frames, unwound)
+    }
+}
+
+/// Perf samples of thread `tid` until `want` of them had registers.
+pub fn perf_samples(pid: i32, tid: i32, want: usize) -> Vec<(UserRegs, Vec<u8>)> {
+    let config = PerfConfig {
+        frequency_hz: 1000,
+        ..PerfConfig::default()
+    };
+    let mut p = PerfThread::open(pid, tid, &config).unwrap();
+    let mut out = Vec::new();
+    let since = std::time::Instant::now();
+    while out.len() < want {
+        assert!(since.elapsed().as_secs() < 20, "too few perf samples");
+        p.drain(|s| {
+            if let Some(r) = s.regs {
+                out.push((r, s.stack.to_vec()));
+            }
+        });
+        // Waiting for the kernel to take samples of a thread that spins: the samples are the
+        // condition, polled; the pause only avoids burning the test's CPU meanwhile.
+        std::thread::yield_now();
+    }
+    out
+}
+
+/// Print frames, for assertion messages.
+pub fn show(frames: &[NativeFrame]) -> String {
+    frames
+        .iter()
+        .map(|f| format!("  {}{f}\n", if f.inlined { "(inlined) " } else { "" }))
+        .collect()
+}

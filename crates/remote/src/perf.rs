@@ -1,0 +1,549 @@
+//! [`PerfThread`]: the kernel's own snapshot of a thread's user registers and stack, taken at
+//! a `cpu-clock` sampling interrupt (`perf_event_open(2)` with `PERF_SAMPLE_REGS_USER` and
+//! `PERF_SAMPLE_STACK_USER`), read from the event's ring buffer. The thread is never stopped.
+//!
+//! Everything the kernel defines is encoded and decoded here by hand, little-endian, from
+//! `include/uapi/linux/perf_event.h` and `arch/x86/include/uapi/asm/perf_regs.h` (the `libc`
+//! crate has none of it).
+
+use crate::stack::UserRegs;
+use nix::errno::Errno;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+
+const PERF_SAMPLE_IP: u64 = 1 << 0;
+const PERF_SAMPLE_TID: u64 = 1 << 1;
+const PERF_SAMPLE_TIME: u64 = 1 << 2;
+const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+
+// Bits of the flags word at offset 40 of `perf_event_attr`.
+const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
+const ATTR_EXCLUDE_HV: u64 = 1 << 6;
+const ATTR_USE_CLOCKID: u64 = 1 << 25;
+
+/// `PERF_ATTR_SIZE_VER2`: the attribute up to `clockid`, all we set.
+const ATTR_SIZE: usize = 96;
+
+// `enum perf_event_x86_regs`: the bit of each register in `sample_regs_user`. The kernel
+// writes the selected registers in bit order, so a sample holds bp, sp, ip.
+const REG_BP: u64 = 6;
+const REG_SP: u64 = 7;
+const REG_IP: u64 = 8;
+const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
+
+const PERF_RECORD_LOST: u32 = 2;
+const PERF_RECORD_SAMPLE: u32 = 9;
+
+const PERF_FLAG_FD_CLOEXEC: nix::libc::c_ulong = 8;
+
+// `struct perf_event_mmap_page`: where the ring buffer's positions are.
+const PAGE_DATA_HEAD: usize = 1024;
+const PAGE_DATA_TAIL: usize = 1032;
+const PAGE_DATA_OFFSET: usize = 1040;
+const PAGE_DATA_SIZE: usize = 1048;
+
+/// The kernel bounds a sample's user stack so that the record's size fits its `u16` header
+/// field; asking for more is clamped, so we never ask for more than this.
+pub const MAX_PERF_STACK: u32 = 65_528 - 256;
+
+/// How [`PerfThread`] samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerfConfig {
+    /// Samples per second of the thread's CPU time (`cpu-clock` counts only while it runs).
+    pub frequency_hz: u64,
+    /// Bytes of user stack the kernel copies from the stack pointer at each sample (a multiple
+    /// of 8, at most [`MAX_PERF_STACK`]).
+    pub stack_bytes: u32,
+    /// Pages of ring buffer (a power of two); it must hold the samples taken between two
+    /// drains, each about `stack_bytes` long, or samples are lost (and counted).
+    pub ring_pages: usize,
+    /// Also sample while the thread runs in the kernel (its user registers and stack are
+    /// still the ones recorded). Needs `perf_event_paranoid` ≤ 1 or CAP_PERFMON.
+    pub kernel_time: bool,
+}
+
+impl Default for PerfConfig {
+    fn default() -> Self {
+        PerfConfig {
+            frequency_hz: 100,
+            stack_bytes: 32 * 1024,
+            ring_pages: 64,
+            kernel_time: false,
+        }
+    }
+}
+
+/// Why a perf event could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PerfError {
+    /// The kernel refused the event: a permission matter.
+    #[error(
+        "perf events refused for thread {tid} of process {pid} ({errno}; \
+         kernel.perf_event_paranoid is {paranoid}): run strobe as root or grant it CAP_PERFMON \
+         (sudo setcap cap_perfmon+ep $(which strobe)); as an unprivileged user you may only \
+         sample your own processes, in user space, with perf_event_paranoid at 2 or lower; in a \
+         container add --cap-add PERFMON (and check the seccomp profile allows perf_event_open)"
+    )]
+    Refused {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// `EACCES` or `EPERM`.
+        errno: Errno,
+        /// `/proc/sys/kernel/perf_event_paranoid`, or `unknown`.
+        paranoid: String,
+    },
+    /// This kernel (or virtual machine) has no such event.
+    #[error(
+        "perf events are not available here ({errno}): the kernel lacks \
+         CONFIG_PERF_EVENTS or the cpu-clock event; use ptrace capture instead"
+    )]
+    Unsupported {
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// The thread does not exist (any more).
+    #[error("thread {tid} of process {pid} exited")]
+    ThreadGone {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// Out of file descriptors (one event per sampled thread).
+    #[error(
+        "too many open files opening a perf event per thread ({errno}): raise the limit \
+         (ulimit -n)"
+    )]
+    TooManyFiles {
+        /// `EMFILE` or `ENFILE`.
+        errno: Errno,
+    },
+    /// The ring buffer could not be mapped, usually the locked-memory limit for perf buffers.
+    #[error(
+        "mapping a {kib} KiB perf ring buffer failed ({errno}): the per-user limit is \
+         /proc/sys/kernel/perf_event_mlock_kb (root and CAP_IPC_LOCK are exempt); use fewer \
+         ring pages or smaller stacks"
+    )]
+    Mmap {
+        /// Size asked for.
+        kib: usize,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// The configuration is not one the kernel accepts.
+    #[error("invalid perf sampling configuration: {0}")]
+    Config(&'static str),
+    /// Any other failure of `perf_event_open`.
+    #[error("perf_event_open for thread {tid} of process {pid} failed: {errno}")]
+    Open {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// What the kernel said.
+        errno: Errno,
+    },
+}
+
+/// One sample as the kernel recorded it, borrowed from the ring buffer (or, when it wrapped
+/// around the buffer's end, from a scratch copy).
+#[derive(Debug)]
+pub struct PerfSample<'a> {
+    /// The process.
+    pub pid: u32,
+    /// The thread.
+    pub tid: u32,
+    /// `CLOCK_MONOTONIC` nanoseconds of the interrupt.
+    pub time_ns: u64,
+    /// The user registers, or `None` if the kernel had none to give (the thread was not in
+    /// user context, e.g. exiting).
+    pub regs: Option<UserRegs>,
+    /// The user stack from `regs.sp` up, as much as was there (may be shorter than asked).
+    pub stack: &'a [u8],
+}
+
+/// A `cpu-clock` sampling event on one thread, with its ring buffer mapped.
+///
+/// Drain it with [`PerfThread::drain`] often enough that the ring does not fill (samples that
+/// do not fit are dropped by the kernel and counted in [`PerfThread::lost`]). The fd can be
+/// polled for readability ([`AsFd`]).
+#[derive(Debug)]
+pub struct PerfThread {
+    fd: OwnedFd,
+    pid: i32,
+    tid: i32,
+    /// The whole mapping: the control page, then the data pages.
+    map: *mut u8,
+    map_len: usize,
+    data_offset: usize,
+    data_size: usize,
+    /// Where we have read up to (the kernel's `data_tail` once we publish it).
+    tail: u64,
+    lost: u64,
+    scratch: Vec<u8>,
+}
+
+// SAFETY: the mapping is owned by this value alone (nothing else holds `map`), and the kernel
+// synchronises with us only through the atomics of the control page, so moving the value to
+// another thread is as safe as using it on this one.
+#[allow(unsafe_code)]
+unsafe impl Send for PerfThread {}
+
+impl PerfThread {
+    /// Open a sampling event on thread `tid` of process `pid` and map its ring buffer.
+    pub fn open(pid: i32, tid: i32, config: &PerfConfig) -> Result<PerfThread, PerfError> {
+        if config.stack_bytes & 7 != 0 || config.stack_bytes > MAX_PERF_STACK {
+            return Err(PerfError::Config(
+                "the stack size must be a multiple of 8 and at most 65272 bytes",
+            ));
+        }
+        if !config.ring_pages.is_power_of_two() {
+            return Err(PerfError::Config(
+                "the ring buffer must be a power of two pages",
+            ));
+        }
+        if config.frequency_hz == 0 || config.frequency_hz > 1_000_000 {
+            return Err(PerfError::Config("the frequency must be 1 Hz to 1 MHz"));
+        }
+        let attr = encode_attr(config);
+        let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
+        let page = page_size();
+        let map_len = page * (config.ring_pages + 1);
+        let map = map_ring(&fd, map_len).map_err(|errno| PerfError::Mmap {
+            kib: map_len / 1024,
+            errno,
+        })?;
+        let mut thread = PerfThread {
+            fd,
+            pid,
+            tid,
+            map,
+            map_len,
+            data_offset: page,
+            data_size: page * config.ring_pages,
+            tail: 0,
+            lost: 0,
+            scratch: Vec::new(),
+        };
+        // Kernels since 4.1 say where the data is; older ones put it right after the page.
+        let (offset, size) = (
+            thread.control(PAGE_DATA_OFFSET).load(Ordering::Relaxed),
+            thread.control(PAGE_DATA_SIZE).load(Ordering::Relaxed),
+        );
+        if size != 0 {
+            let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
+                return Err(PerfError::Config("the kernel reported an impossible ring"));
+            };
+            if offset.checked_add(size).is_none_or(|end| end > map_len) || !size.is_power_of_two() {
+                return Err(PerfError::Config("the kernel reported an impossible ring"));
+            }
+            thread.data_offset = offset;
+            thread.data_size = size;
+        }
+        thread.tail = thread.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
+        Ok(thread)
+    }
+
+    /// The process sampled.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The thread sampled.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Samples the kernel dropped because the ring was full, so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Call `f` on every sample recorded since the last drain, oldest first, and give their
+    /// space back to the kernel. Returns how many samples there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&PerfSample<'_>)) -> usize {
+        // Acquire: the record bytes the kernel wrote before publishing `data_head` are visible.
+        let head = self.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
+        let mut count = 0;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while self.tail < head {
+            let mut header = [0u8; 8];
+            self.copy_out(self.tail, &mut header);
+            let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let size = u64::from(u16::from_le_bytes([header[6], header[7]]));
+            if size < 8 || self.tail + size > head {
+                // A record that does not fit what was published: the ring is not what we think.
+                // Skip everything rather than decode garbage.
+                self.tail = head;
+                break;
+            }
+            match kind {
+                PERF_RECORD_SAMPLE => {
+                    if let Some(sample) = self.decode_sample(self.tail, size, &mut scratch) {
+                        f(&sample);
+                        count += 1;
+                    }
+                }
+                PERF_RECORD_LOST => {
+                    // { header; u64 id; u64 lost; }
+                    let mut body = [0u8; 16];
+                    self.copy_out(self.tail + 8, &mut body);
+                    let n = u64::from_le_bytes(body[8..16].try_into().unwrap_or([0; 8]));
+                    self.lost = self.lost.saturating_add(n);
+                }
+                _ => {}
+            }
+            self.tail += size;
+        }
+        self.scratch = scratch;
+        // Release: our reads of the records happen before the kernel may overwrite them.
+        self.control(PAGE_DATA_TAIL)
+            .store(self.tail, Ordering::Release);
+        count
+    }
+
+    /// Decode the sample record of `size` bytes at ring position `pos`.
+    fn decode_sample<'s>(
+        &'s self,
+        pos: u64,
+        size: u64,
+        scratch: &'s mut Vec<u8>,
+    ) -> Option<PerfSample<'s>> {
+        // ip, pid+tid, time, abi, then (if abi != 0) bp, sp, ip, then the stack's size.
+        let mut fixed = [0u8; 8 * 8];
+        let fixed_len = (size as usize - 8).min(fixed.len());
+        self.copy_out(pos + 8, &mut fixed[..fixed_len]);
+        let word = |i: usize| strobe_memory::le::u64_at(&fixed, i * 8);
+        let pid_tid = word(1)?;
+        let time_ns = word(2)?;
+        let abi = word(3)?;
+        let (regs, next) = if abi != 0 {
+            let regs = UserRegs {
+                bp: Some(word(4)?),
+                sp: word(5)?,
+                ip: word(6)?,
+            };
+            (Some(regs), 7)
+        } else {
+            (None, 4)
+        };
+        let stack_size = word(next)?;
+        let data_at = 8 + (next as u64 + 1) * 8;
+        let stack: &[u8] = if stack_size == 0 {
+            &[]
+        } else {
+            // The data is followed by `dyn_size`: how much of it the kernel really filled.
+            if data_at + stack_size + 8 > size {
+                return None;
+            }
+            let mut dyn_size = [0u8; 8];
+            self.copy_out(pos + data_at + stack_size, &mut dyn_size);
+            let filled = u64::from_le_bytes(dyn_size).min(stack_size) as usize;
+            self.borrow_or_copy(pos + data_at, filled, scratch)
+        };
+        Some(PerfSample {
+            pid: pid_tid as u32,
+            tid: (pid_tid >> 32) as u32,
+            time_ns,
+            regs,
+            stack,
+        })
+    }
+
+    /// The `len` bytes at ring position `pos`: borrowed when contiguous, else copied into
+    /// `scratch` (a record may wrap around the end of the ring).
+    fn borrow_or_copy<'s>(&'s self, pos: u64, len: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        let off = (pos % self.data_size as u64) as usize;
+        if off + len <= self.data_size {
+            self.span(off, len)
+        } else {
+            scratch.clear();
+            scratch.resize(len, 0);
+            self.copy_out(pos, scratch);
+            scratch
+        }
+    }
+
+    /// Copy the bytes at ring position `pos` into `out`, across the ring's end if need be.
+    fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let off = (pos % self.data_size as u64) as usize;
+        let first = out.len().min(self.data_size - off);
+        out[..first].copy_from_slice(self.span(off, first));
+        let rest = out.len() - first;
+        if rest > 0 {
+            out[first..].copy_from_slice(self.span(0, rest.min(self.data_size)));
+        }
+    }
+
+    /// The data area's bytes `off..off + len`. Only called for bytes between our tail and the
+    /// head the kernel published, which it does not write until we move the tail past them.
+    #[allow(unsafe_code)]
+    fn span(&self, off: usize, len: usize) -> &[u8] {
+        assert!(
+            off.checked_add(len)
+                .is_some_and(|end| end <= self.data_size),
+            "ring span out of range"
+        );
+        // SAFETY: `data_offset + data_size <= map_len` (checked in `open`), and the assertion
+        // keeps `off + len` inside the data area, so the range is inside our live mapping
+        // (unmapped only in `drop`, which needs `&mut self`, so not while this borrow lives).
+        // The bytes are published records the kernel does not modify until `data_tail` passes
+        // them, which happens only in `drain` after every borrow of them has ended.
+        unsafe { std::slice::from_raw_parts(self.map.add(self.data_offset + off), len) }
+    }
+
+    /// A `u64` field of the control page, as the atomic the kernel treats it as.
+    #[allow(unsafe_code)]
+    fn control(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset & 7 == 0 && offset + 8 <= page_size());
+        // SAFETY: the control page is the first page of our mapping (page-aligned, so the
+        // 8-aligned offset is aligned for `AtomicU64`), and lives until `drop`. The kernel
+        // updates these fields concurrently, which is why they are only accessed atomically.
+        unsafe { &*self.map.add(offset).cast::<AtomicU64>() }
+    }
+}
+
+impl AsFd for PerfThread {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for PerfThread {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `map` and `map_len` are exactly what mmap returned in `open`, unmapped once
+        // here; no borrow of the mapping outlives `&self` methods, so none is live now.
+        unsafe {
+            nix::libc::munmap(self.map.cast(), self.map_len);
+        }
+    }
+}
+
+/// `perf_event_attr` for a `cpu-clock` event sampling registers and stack, as bytes.
+fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
+    let mut a = [0u8; ATTR_SIZE];
+    let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
+    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
+    put(4, &(ATTR_SIZE as u32).to_le_bytes());
+    put(8, &PERF_COUNT_SW_CPU_CLOCK.to_le_bytes());
+    // cpu-clock counts nanoseconds, so a fixed period is an exact sampling interval of the
+    // thread's CPU time (no frequency adjustment by the kernel).
+    let period = (1_000_000_000 / config.frequency_hz).max(1);
+    put(16, &period.to_le_bytes());
+    let sample_type = PERF_SAMPLE_IP
+        | PERF_SAMPLE_TID
+        | PERF_SAMPLE_TIME
+        | PERF_SAMPLE_REGS_USER
+        | PERF_SAMPLE_STACK_USER;
+    put(24, &sample_type.to_le_bytes());
+    let mut flags = ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID;
+    if !config.kernel_time {
+        flags |= ATTR_EXCLUDE_KERNEL;
+    }
+    put(40, &flags.to_le_bytes());
+    put(80, &REGS_MASK.to_le_bytes());
+    put(88, &config.stack_bytes.to_le_bytes());
+    put(92, &nix::libc::CLOCK_MONOTONIC.to_le_bytes());
+    a
+}
+
+/// The raw system call: on thread `tid`, any CPU, no group.
+#[allow(unsafe_code)]
+fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedFd, Errno> {
+    // SAFETY: `attr` is a valid, initialised buffer of ATTR_SIZE bytes whose size field says
+    // ATTR_SIZE, so the kernel reads only inside it; the other arguments are integers.
+    let fd = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            tid as nix::libc::pid_t,
+            -1 as nix::libc::c_int,
+            -1 as nix::libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Map the event's control page and ring, shared and writable (we write `data_tail`).
+#[allow(unsafe_code)]
+fn map_ring(fd: &OwnedFd, len: usize) -> Result<*mut u8, Errno> {
+    // SAFETY: a fresh shared mapping of the perf fd at a kernel-chosen address: it overlaps
+    // nothing of ours, and the pointer is only used within `len` (see `span`, `control`).
+    let p = unsafe {
+        nix::libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+            nix::libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == nix::libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    Ok(p.cast())
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096)
+}
+
+fn open_error(pid: i32, tid: i32, errno: Errno) -> PerfError {
+    match errno {
+        Errno::EACCES | Errno::EPERM => PerfError::Refused {
+            pid,
+            tid,
+            errno,
+            paranoid: std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".to_string()),
+        },
+        Errno::ESRCH => PerfError::ThreadGone { pid, tid },
+        Errno::ENOENT | Errno::ENODEV | Errno::EOPNOTSUPP | Errno::ENOSYS => {
+            PerfError::Unsupported { errno }
+        }
+        Errno::EMFILE | Errno::ENFILE => PerfError::TooManyFiles { errno },
+        errno => PerfError::Open { pid, tid, errno },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_bytes_match_the_kernel_layout() {
+        let a = encode_attr(&PerfConfig {
+            frequency_hz: 1000,
+            stack_bytes: 16384,
+            ring_pages: 8,
+            kernel_time: false,
+        });
+        let u64_at = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
+        assert_eq!(u32::from_le_bytes(a[4..8].try_into().unwrap()), 96);
+        assert_eq!(u64_at(16), 1_000_000, "period in ns");
+        assert_eq!(u64_at(24), 0b11_0000_0000_0111);
+        assert_eq!(u64_at(40), (1 << 5) | (1 << 6) | (1 << 25));
+        assert_eq!(u64_at(80), 0x1c0, "bp, sp, ip");
+        assert_eq!(u32::from_le_bytes(a[88..92].try_into().unwrap()), 16384);
+    }
+}

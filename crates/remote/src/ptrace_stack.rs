@@ -1,0 +1,304 @@
+//! [`ThreadTracer`]: one thread's registers and stack, with only that thread stopped, for as
+//! long as it takes to read them.
+
+use crate::procfs;
+use crate::stack::{copy_stack, task_file, StackError, UserRegs};
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, regset, Event};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// What a capture returns besides the stack bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracedCapture {
+    /// The registers at the stop.
+    pub regs: UserRegs,
+    /// How long the thread was held: from the interrupt request to the resume request
+    /// returning, as seen by strobe (an upper bound of the time the thread could not run).
+    pub stopped_for: Duration,
+}
+
+/// How a thread came to a ptrace stop.
+enum Stopped {
+    /// Our `PTRACE_INTERRUPT`: resume with `PTRACE_CONT`.
+    Interrupt,
+    /// A group-stop (SIGSTOP, ^Z): the process is meant to stay stopped, so it is released
+    /// with `PTRACE_LISTEN`, which leaves it stopped but lets `SIGCONT` wake it.
+    GroupStop,
+}
+
+/// One thread of a process, seized with ptrace (not the process: other threads never stop).
+///
+/// Each [`ThreadTracer::capture`] costs `PTRACE_INTERRUPT`, `waitpid`, `PTRACE_GETREGSET`, one
+/// `process_vm_readv` and `PTRACE_CONT`; the seize is kept from capture to capture.
+///
+/// # Contract
+/// - While seized, a signal sent to the thread stops it until strobe notices (ptrace delivers
+///   signals through the tracer). [`ThreadTracer::capture`] and [`ThreadTracer::service`] hand
+///   such signals on; a sampler calls one of them at least every sampling period, so a signal
+///   is late by at most one period.
+/// - ptrace ties a tracee to the tracing *thread*: create, use and drop the tracer on one
+///   thread (it is neither `Send` nor `Sync`), and do not `waitpid(-1)` elsewhere meanwhile.
+/// - Dropping it detaches the thread, handing on any signal still held.
+#[derive(Debug)]
+pub struct ThreadTracer {
+    pid: i32,
+    tid: i32,
+    /// False once the thread is known to have exited.
+    alive: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl ThreadTracer {
+    /// Seize thread `tid` of process `pid` (no stop yet).
+    pub fn seize(pid: i32, tid: i32) -> Result<ThreadTracer, StackError> {
+        match ptrace::seize(Pid::from_raw(tid), ptrace::Options::empty()) {
+            Ok(()) => Ok(ThreadTracer {
+                pid,
+                tid,
+                alive: true,
+                _not_send: PhantomData,
+            }),
+            Err(Errno::ESRCH) => Err(StackError::ThreadGone { pid, tid }),
+            Err(Errno::EPERM) => Err(refused(pid, tid)),
+            Err(errno) => Err(StackError::Ptrace {
+                op: "PTRACE_SEIZE",
+                pid,
+                tid,
+                errno,
+            }),
+        }
+    }
+
+    /// The thread.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Stop the thread, read its registers and copy up to `max_stack` bytes of its stack from
+    /// the stack pointer into `stack` (less where the stack's mapping ends), and let it go.
+    pub fn capture(
+        &mut self,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+    ) -> Result<TracedCapture, StackError> {
+        let (pid, tid) = (self.pid, self.tid);
+        if !self.alive {
+            return Err(StackError::ThreadGone { pid, tid });
+        }
+        let t = Pid::from_raw(tid);
+        let since = Instant::now();
+        match ptrace::interrupt(t) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Err(self.gone()),
+            Err(errno) => return Err(self.ptrace_error("PTRACE_INTERRUPT", errno)),
+        }
+        let how = self.wait_for_stop()?;
+        let result = read_state(pid, tid, max_stack, stack);
+        self.resume(how)?;
+        let stopped_for = since.elapsed();
+        let regs = match result {
+            Ok(regs) => regs,
+            Err(StackError::ThreadGone { .. }) => return Err(self.gone()),
+            Err(e) => return Err(e),
+        };
+        Ok(TracedCapture { regs, stopped_for })
+    }
+
+    /// Hand on signals that stopped the thread since the last capture, without waiting. Call
+    /// it when a capture is not due, so that signals to the target are not held back.
+    pub fn service(&mut self) -> Result<(), StackError> {
+        if !self.alive {
+            return Err(StackError::ThreadGone {
+                pid: self.pid,
+                tid: self.tid,
+            });
+        }
+        let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
+        loop {
+            match waitpid(Pid::from_raw(self.tid), Some(flags)) {
+                Ok(WaitStatus::StillAlive) => return Ok(()),
+                Ok(WaitStatus::Stopped(_, sig)) => self.cont(Some(sig))?,
+                Ok(WaitStatus::PtraceEvent(_, sig, ev))
+                    if ev == Event::PTRACE_EVENT_STOP as i32 =>
+                {
+                    let how = if sig == Signal::SIGTRAP {
+                        Stopped::Interrupt
+                    } else {
+                        Stopped::GroupStop
+                    };
+                    self.resume(how)?;
+                }
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    return Err(self.gone())
+                }
+                Ok(_) => self.cont(None)?,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(self.ptrace_error("waitpid", errno)),
+            }
+        }
+    }
+
+    /// Wait for the stop our interrupt asked for, handing on signals met on the way.
+    fn wait_for_stop(&mut self) -> Result<Stopped, StackError> {
+        let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
+        loop {
+            match waitpid(Pid::from_raw(self.tid), Some(flags)) {
+                Ok(WaitStatus::PtraceEvent(_, sig, ev))
+                    if ev == Event::PTRACE_EVENT_STOP as i32 =>
+                {
+                    // SIGTRAP: the interrupt. A stop signal: a group-stop, which is as good a
+                    // stop to read the thread in, and must be left in place afterwards.
+                    return Ok(if sig == Signal::SIGTRAP {
+                        Stopped::Interrupt
+                    } else {
+                        Stopped::GroupStop
+                    });
+                }
+                // A signal arrived before the interrupt took effect (signal-delivery-stop).
+                // Deliver it; the interrupt stays pending and stops the thread right after.
+                Ok(WaitStatus::Stopped(_, sig)) => self.cont(Some(sig))?,
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
+                    return Err(self.gone())
+                }
+                // Other ptrace events are not enabled; resume anything unexpected.
+                Ok(WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_)) => {
+                    self.cont(None)?
+                }
+                Ok(WaitStatus::Continued(_) | WaitStatus::StillAlive) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(self.ptrace_error("waitpid", errno)),
+            }
+        }
+    }
+
+    fn resume(&mut self, how: Stopped) -> Result<(), StackError> {
+        match how {
+            Stopped::Interrupt => self.cont(None),
+            Stopped::GroupStop => match listen(self.tid) {
+                Ok(()) => Ok(()),
+                Err(Errno::ESRCH) => Err(self.gone()),
+                Err(errno) => Err(self.ptrace_error("PTRACE_LISTEN", errno)),
+            },
+        }
+    }
+
+    fn cont(&mut self, sig: Option<Signal>) -> Result<(), StackError> {
+        match ptrace::cont(Pid::from_raw(self.tid), sig) {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => Err(self.gone()),
+            Err(errno) => Err(self.ptrace_error("PTRACE_CONT", errno)),
+        }
+    }
+
+    fn gone(&mut self) -> StackError {
+        if self.alive {
+            // A traced thread that exits stays a zombie until its tracer collects it.
+            let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
+            let _ = waitpid(Pid::from_raw(self.tid), Some(flags));
+        }
+        self.alive = false;
+        StackError::ThreadGone {
+            pid: self.pid,
+            tid: self.tid,
+        }
+    }
+
+    fn ptrace_error(&self, op: &'static str, errno: Errno) -> StackError {
+        StackError::Ptrace {
+            op,
+            pid: self.pid,
+            tid: self.tid,
+            errno,
+        }
+    }
+}
+
+impl Drop for ThreadTracer {
+    fn drop(&mut self) {
+        if !self.alive {
+            return;
+        }
+        let t = Pid::from_raw(self.tid);
+        // PTRACE_DETACH needs the tracee in a ptrace stop.
+        if ptrace::interrupt(t).is_err() {
+            return;
+        }
+        // Detaching from a group-stop leaves the thread stopped, as the group-stop wants;
+        // from our interrupt, it runs on.
+        if self.wait_for_stop().is_ok() {
+            let _ = ptrace::detach(t, None);
+        }
+    }
+}
+
+/// Registers and stack of a stopped thread.
+fn read_state(
+    pid: i32,
+    tid: i32,
+    max_stack: usize,
+    stack: &mut Vec<u8>,
+) -> Result<UserRegs, StackError> {
+    let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
+        Ok(r) => r,
+        Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
+        Err(errno) => {
+            return Err(StackError::Ptrace {
+                op: "PTRACE_GETREGSET",
+                pid,
+                tid,
+                errno,
+            })
+        }
+    };
+    let regs = UserRegs {
+        ip: regs.rip,
+        sp: regs.rsp,
+        bp: Some(regs.rbp),
+    };
+    copy_stack(pid, tid, regs.sp, max_stack, stack)?;
+    Ok(regs)
+}
+
+/// `PTRACE_LISTEN`, which `nix` does not wrap.
+#[allow(unsafe_code)]
+fn listen(tid: i32) -> Result<(), Errno> {
+    // SAFETY: PTRACE_LISTEN takes no address or data (both null), so no memory of ours is
+    // read or written; the kernel checks that `tid` is our tracee in a group-stop.
+    let rc = unsafe {
+        nix::libc::ptrace(
+            nix::libc::PTRACE_LISTEN,
+            tid,
+            std::ptr::null_mut::<nix::libc::c_void>(),
+            std::ptr::null_mut::<nix::libc::c_void>(),
+        )
+    };
+    if rc == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The error for a refused `PTRACE_SEIZE`: another tracer, an exiting thread, or permission.
+fn refused(pid: i32, tid: i32) -> StackError {
+    let status = std::fs::read_to_string(task_file(pid, tid, "status")).ok();
+    let tracer = status.as_deref().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("TracerPid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+    });
+    match tracer {
+        Some(tracer) if tracer != 0 && tracer != std::process::id() as i32 => {
+            StackError::AlreadyTraced { pid, tid, tracer }
+        }
+        // The kernel refuses to seize a thread that is already exiting.
+        _ if status.is_none() || procfs::is_gone_or_exiting(pid) => {
+            StackError::ThreadGone { pid, tid }
+        }
+        _ => StackError::PermissionDenied { pid, tid },
+    }
+}

@@ -1,0 +1,176 @@
+//! What the three ways of capturing a thread's native stack have in common: the registers an
+//! unwinder starts from, the copy of the stack, and [`StackError`].
+//!
+//! - [`crate::ThreadTracer`]: the thread alone stopped with ptrace for the few microseconds of
+//!   reading its registers and copying its stack;
+//! - [`crate::PerfThread`]: the kernel's own copy, taken at a `cpu-clock` sampling interrupt,
+//!   the thread never stopped;
+//! - [`crate::BlockedThread`]: a thread asleep in a system call, read without stopping it and
+//!   proven to have stayed asleep while its stack was copied.
+
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+use std::io::IoSliceMut;
+use std::path::PathBuf;
+
+/// The registers an x86-64 unwinder starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserRegs {
+    /// Instruction pointer: where the thread is (for a thread in a system call, the
+    /// instruction after the `syscall`).
+    pub ip: u64,
+    /// Stack pointer: the copied stack starts here.
+    pub sp: u64,
+    /// Frame pointer (`rbp`), or `None` where the capture method does not see it
+    /// ([`crate::BlockedThread`]).
+    pub bp: Option<u64>,
+}
+
+/// Why a thread's stack could not be captured.
+///
+/// Messages are for the person running strobe: each says what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The thread exited (before or during the capture).
+    #[error("thread {tid} of process {pid} exited")]
+    ThreadGone {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// The kernel does not let us trace or read the thread.
+    #[error(
+        "permission denied reading the native stack of thread {tid} of process {pid}: run \
+         strobe as root, or grant it CAP_SYS_PTRACE (sudo setcap cap_sys_ptrace+ep $(which \
+         strobe)); if the target is your own process, check /proc/sys/kernel/yama/ptrace_scope \
+         (0 allows tracing your own processes); in a container add --cap-add SYS_PTRACE"
+    )]
+    PermissionDenied {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// Another tracer (a debugger, another profiler) holds the thread.
+    #[error(
+        "thread {tid} of process {pid} is already traced by process {tracer} (a debugger or \
+         another profiler?): detach it first"
+    )]
+    AlreadyTraced {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// `TracerPid:` of the thread.
+        tracer: i32,
+    },
+    /// A ptrace request failed for another reason.
+    #[error("ptrace {op} on thread {tid} of process {pid} failed: {errno}")]
+    Ptrace {
+        /// The request.
+        op: &'static str,
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// The thread was running, so its stack cannot be read without stopping it (transient:
+    /// [`crate::BlockedThread`] only reads sleeping threads).
+    #[error("thread {tid} of process {pid} is running, not blocked")]
+    NotBlocked {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// The thread ran while its stack was copied, so the copy may be torn (transient).
+    #[error("thread {tid} of process {pid} woke up while its stack was copied")]
+    WokeUp {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+    },
+    /// Nothing of the stack could be read at the stack pointer.
+    #[error("the stack of thread {tid} of process {pid} is unreadable at {sp:#x}: {errno}")]
+    StackUnreadable {
+        /// The process.
+        pid: i32,
+        /// The thread.
+        tid: i32,
+        /// The stack pointer.
+        sp: u64,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// A `/proc` file of the thread could not be read or made sense of.
+    #[error("could not read {}: {errno}", path.display())]
+    Proc {
+        /// The file.
+        path: PathBuf,
+        /// What the kernel said (`EINVAL` for contents we could not parse).
+        errno: Errno,
+    },
+}
+
+impl StackError {
+    /// Whether a later capture of the same thread may succeed (it was running, or woke up, at
+    /// the wrong moment), as opposed to errors that will repeat.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StackError::NotBlocked { .. } | StackError::WokeUp { .. }
+        )
+    }
+}
+
+/// Copy up to `max` bytes of the thread's stack starting at `sp` into `buf` (cleared first),
+/// with one `process_vm_readv`. The copy stops early, without error, where the stack's mapping
+/// ends: a thread's stack is its own mapping, so the bytes after its top are either unmapped,
+/// a guard page, or unrelated, and the unwinder finds the outermost frame well before.
+pub(crate) fn copy_stack(
+    pid: i32,
+    tid: i32,
+    sp: u64,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), StackError> {
+    buf.clear();
+    buf.resize(max, 0);
+    let Ok(base) = usize::try_from(sp) else {
+        return Err(StackError::StackUnreadable {
+            pid,
+            tid,
+            sp,
+            errno: Errno::EFAULT,
+        });
+    };
+    let remote = [RemoteIoVec { base, len: max }];
+    let got = {
+        let mut local = [IoSliceMut::new(buf.as_mut_slice())];
+        process_vm_readv(Pid::from_raw(pid), &mut local, &remote)
+    };
+    match got {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(())
+        }
+        Err(Errno::ESRCH) => Err(StackError::ThreadGone { pid, tid }),
+        Err(Errno::EPERM | Errno::EACCES) => Err(StackError::PermissionDenied { pid, tid }),
+        Err(errno) => Err(StackError::StackUnreadable {
+            pid,
+            tid,
+            sp,
+            errno,
+        }),
+    }
+}
+
+/// `/proc/PID/task/TID/FILE`.
+pub(crate) fn task_file(pid: i32, tid: i32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/task/{tid}/{file}"))
+}
