@@ -11,6 +11,9 @@
 //!   queue (see the [`pipeline` module](mod@crate::pipeline) for why the sampler interns).
 //! * [`Profile`] is the aggregated result, with deterministic ids, that output formats read.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod counts;
 mod hash;
 mod intern;

@@ -9,6 +9,7 @@
 //! the target, and the snapshot data model `dump` prints) → [`output`] (text and JSON). `record` also uses `launch` (start a command and attach to it),
 //! the sampler thread of `strobe-sampler`, and `status` (live status line and summary).
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod args;

@@ -5,6 +5,7 @@
 //! by file names, computes its load bias, resolves the runtime's symbols and establishes the
 //! exact version from the target's memory.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod elf;

@@ -4,6 +4,9 @@
 //! (`strobe-remote`), a synthetic image in tests (`strobe-testkit`), later a core file. The crate
 //! has no system dependencies, so the walker, which does no I/O, does not pull any in.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 /// Why a read of target memory failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemError {

@@ -8,6 +8,9 @@
 //! Files are written with [`write_atomically`] so that a failed write never leaves a partial
 //! output behind.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use std::fmt::Write as _;
 use std::io::{self, Write};
 

@@ -10,6 +10,9 @@
 //! the old mask and the pending signal takes its default action (strobe exits) with the target
 //! already running again.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::sync::mpsc::{self, Receiver};
 
