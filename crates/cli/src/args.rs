@@ -64,7 +64,7 @@ pub struct DumpArgs {
 pub enum FormatArg {
     /// Interactive flamegraph SVG.
     Svg,
-    /// speedscope JSON (https://www.speedscope.app).
+    /// speedscope JSON (opens in www.speedscope.app).
     Speedscope,
     /// Folded stacks, one `frame;frame;frame count` line per stack (flamegraph.pl, inferno).
     Collapsed,

@@ -114,7 +114,7 @@ const ANALYZED_FILES: usize = 16;
 /// Analyses reused so far (tests check that reuse happens).
 static REUSED: AtomicU64 = AtomicU64::new(0);
 
-/// How many times [`analyze_mapped`] reused an analysis.
+/// How many times an ELF analysis was reused instead of redone (per process, all files).
 pub fn analyses_reused() -> u64 {
     REUSED.load(Ordering::Relaxed)
 }

@@ -9,7 +9,7 @@
 //!   is `sample_into` followed by `frame_info` for each frame.
 //!
 //! All structure comes from the [`Layout`]; the only branches are on its named shapes
-//! ([`FrameModel`], [`RuntimeModel`], [`GilModel`], [`LineTable`]). Code objects are decoded
+//! ([`FrameModel`](strobe_python_abi::FrameModel), [`RuntimeModel`], [`GilModel`], [`LineTable`]). Code objects are decoded
 //! once (names, file, line table) and cached by address.
 
 use std::collections::{HashMap, HashSet};
