@@ -1,11 +1,6 @@
 //! pprof: a gzipped `perftools.profiles.Profile` protobuf (google/pprof `proto/profile.proto`),
-//! encoded by hand — the schema is small and stable, and this saves a protoc build step.
-//!
-//! Field numbers used (from profile.proto): Profile{1 sample_type, 2 sample, 4 location,
-//! 5 function, 6 string_table, 9 time_nanos, 10 duration_nanos, 11 period_type, 12 period,
-//! 13 comment, 14 default_sample_type}; ValueType{1 type, 2 unit}; Sample{1 location_id (packed),
-//! 2 value (packed), 3 label}; Label{1 key, 2 str, 3 num}; Location{1 id, 4 line};
-//! Line{1 function_id, 2 line}; Function{1 id, 2 name, 3 system_name, 4 filename}.
+//! encoded by prost from the message declarations in [`proto`] (the part of the schema strobe
+//! writes; declared in Rust, so there is no protoc build step).
 //! Sample values are [samples/count, wall/nanoseconds]; locations are listed leaf first, as
 //! pprof requires. Each thread's samples carry `thread` and `thread_id` labels; under
 //! `--threads` a root frame per thread is added as well, like the other formats.
@@ -47,94 +42,156 @@ impl Strings {
     }
 }
 
-pub(crate) fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// The messages of google/pprof's `proto/profile.proto` that strobe writes, with their field
+/// numbers; prost encodes them (no protoc step: the schema is declared here).
+mod proto {
+    /// `perftools.profiles.Profile`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, packed = "false", tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
     }
-    out.push(v as u8);
-}
 
-fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
+    /// `ValueType`: indices into the string table.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
 
-fn uint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        key(out, field, 0);
-        varint(out, v);
+    /// `Sample`: location ids leaf first, one value per sample type.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    /// `Label`: a string or numeric label on a sample.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+    }
+
+    /// `Location`: one frame (strobe writes no addresses or mappings for Python frames).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+    }
+
+    /// `Line`: a function and a line in it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+    }
+
+    /// `Function`: names and file as string-table indices.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
     }
 }
 
-fn int_field(out: &mut Vec<u8>, field: u32, v: i64) {
-    // int64 is encoded as the two's-complement u64 (not zigzag).
-    uint_field(out, field, v as u64);
-}
-
-fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    key(out, field, 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn packed_field(out: &mut Vec<u8>, field: u32, values: impl Iterator<Item = u64>) {
-    let mut body = Vec::new();
-    for v in values {
-        varint(&mut body, v);
+fn value_type(strings: &mut Strings, ty: &str, unit: &str) -> proto::ValueType {
+    proto::ValueType {
+        r#type: strings.id(ty),
+        unit: strings.id(unit),
     }
-    if !body.is_empty() {
-        bytes_field(out, field, &body);
-    }
-}
-
-fn value_type(strings: &mut Strings, ty: &str, unit: &str) -> Vec<u8> {
-    let mut m = Vec::new();
-    int_field(&mut m, 1, strings.id(ty));
-    int_field(&mut m, 2, strings.id(unit));
-    m
 }
 
 /// Encodes `profile` as an uncompressed profile.proto message.
 pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
     let t = &profile.tables;
     let mut strings = Strings::new();
-    let mut out = Vec::with_capacity(1 << 16);
-
-    let st = value_type(&mut strings, "samples", "count");
-    bytes_field(&mut out, 1, &st);
-    let st = value_type(&mut strings, "wall", "nanoseconds");
-    bytes_field(&mut out, 1, &st);
+    let mut out = proto::Profile {
+        sample_type: vec![
+            value_type(&mut strings, "samples", "count"),
+            value_type(&mut strings, "wall", "nanoseconds"),
+        ],
+        ..Default::default()
+    };
 
     // Functions: one per (name, file); locations: one per frame (a line in a function), ids
     // frame index + 1. Thread root frames get ids after them.
     let mut functions: HashMap<(i64, i64), u64> = HashMap::new();
-    let mut function_msgs: Vec<Vec<u8>> = Vec::new();
-    let mut location_msgs: Vec<Vec<u8>> = Vec::new();
-    let mut add_location =
-        |strings: &mut Strings, name: &str, file: &str, line: Option<i32>| -> u64 {
-            let key = (strings.id(name), strings.id(file));
-            let next = function_msgs.len() as u64 + 1;
-            let fid = *functions.entry(key).or_insert_with(|| {
-                let mut m = Vec::new();
-                uint_field(&mut m, 1, next);
-                int_field(&mut m, 2, key.0);
-                int_field(&mut m, 3, key.0);
-                int_field(&mut m, 4, key.1);
-                function_msgs.push(m);
-                next
+    let mut add_location = |out: &mut proto::Profile,
+                            strings: &mut Strings,
+                            name: &str,
+                            file: &str,
+                            line: Option<i32>|
+     -> u64 {
+        let key = (strings.id(name), strings.id(file));
+        let next = out.function.len() as u64 + 1;
+        let function_id = *functions.entry(key).or_insert_with(|| {
+            out.function.push(proto::Function {
+                id: next,
+                name: key.0,
+                system_name: key.0,
+                filename: key.1,
             });
-            let lid = location_msgs.len() as u64 + 1;
-            let mut line_msg = Vec::new();
-            uint_field(&mut line_msg, 1, fid);
-            int_field(&mut line_msg, 2, i64::from(line.unwrap_or(0)));
-            let mut m = Vec::new();
-            uint_field(&mut m, 1, lid);
-            bytes_field(&mut m, 4, &line_msg);
-            location_msgs.push(m);
-            lid
-        };
+            next
+        });
+        let id = out.location.len() as u64 + 1;
+        out.location.push(proto::Location {
+            id,
+            line: vec![proto::Line {
+                function_id,
+                line: i64::from(line.unwrap_or(0)),
+            }],
+        });
+        id
+    };
     for (_, f) in t.frames() {
-        add_location(&mut strings, t.str(f.function), t.str(f.filename), f.line);
+        add_location(
+            &mut out,
+            &mut strings,
+            t.str(f.function),
+            t.str(f.filename),
+            f.line,
+        );
     }
     let mut thread_roots: HashMap<u32, u64> = HashMap::new();
     let thread_key = strings.id("thread");
@@ -142,47 +199,42 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
     for sc in &profile.stacks {
         let label = profile.thread_label(sc.thread);
         let root = if profile.options.per_thread {
-            Some(
-                *thread_roots
-                    .entry(sc.thread.0)
-                    .or_insert_with(|| add_location(&mut strings, &label, "", None)),
-            )
+            Some(match thread_roots.get(&sc.thread.0) {
+                Some(&id) => id,
+                None => {
+                    let id = add_location(&mut out, &mut strings, &label, "", None);
+                    thread_roots.insert(sc.thread.0, id);
+                    id
+                }
+            })
         } else {
             None
         };
-        let mut m = Vec::new();
         let leaf_first = t.stack(sc.stack).iter().rev().map(|f| u64::from(f.0) + 1);
-        packed_field(&mut m, 1, leaf_first.chain(root));
-        packed_field(
-            &mut m,
-            2,
-            [sc.count.samples, sc.count.weight_ns].into_iter(),
-        );
-        let mut l = Vec::new();
-        int_field(&mut l, 1, thread_key);
-        int_field(&mut l, 2, strings.id(&label));
-        bytes_field(&mut m, 3, &l);
+        let mut labels = vec![proto::Label {
+            key: thread_key,
+            str: strings.id(&label),
+            num: 0,
+        }];
         if let Some(th) = t.thread(sc.thread) {
-            let mut l = Vec::new();
-            int_field(&mut l, 1, thread_id_key);
-            int_field(&mut l, 3, th.os_tid as i64);
-            bytes_field(&mut m, 3, &l);
+            labels.push(proto::Label {
+                key: thread_id_key,
+                str: 0,
+                num: th.os_tid as i64,
+            });
         }
-        bytes_field(&mut out, 2, &m);
-    }
-    for m in &location_msgs {
-        bytes_field(&mut out, 4, m);
-    }
-    for m in &function_msgs {
-        bytes_field(&mut out, 5, m);
+        out.sample.push(proto::Sample {
+            location_id: leaf_first.chain(root).collect(),
+            value: vec![sc.count.samples as i64, sc.count.weight_ns as i64],
+            label: labels,
+        });
     }
     let meta = &profile.meta;
-    int_field(&mut out, 9, meta.start_unix_ns as i64);
-    int_field(&mut out, 10, meta.duration_ns as i64);
-    let pt = value_type(&mut strings, "wall", "nanoseconds");
-    bytes_field(&mut out, 11, &pt);
+    out.time_nanos = meta.start_unix_ns as i64;
+    out.duration_nanos = meta.duration_ns as i64;
+    out.period_type = Some(value_type(&mut strings, "wall", "nanoseconds"));
     if meta.rate_requested_hz > 0.0 {
-        int_field(&mut out, 12, (1e9 / meta.rate_requested_hz).round() as i64);
+        out.period = (1e9 / meta.rate_requested_hz).round() as i64;
     }
     let mut comments = vec![
         format!("target: {}", meta.target),
@@ -195,15 +247,11 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         "errors: {}, dropped: {}",
         meta.errors, meta.dropped
     ));
-    for c in comments {
-        int_field(&mut out, 13, strings.id(&c));
-    }
-    int_field(&mut out, 14, strings.id("wall"));
+    out.comment = comments.iter().map(|c| strings.id(c)).collect();
+    out.default_sample_type = strings.id("wall");
     // The string table goes last: everything above may have added strings.
-    for s in &strings.table {
-        bytes_field(&mut out, 6, s.as_bytes());
-    }
-    out
+    out.string_table = strings.table;
+    prost::Message::encode_to_vec(&out)
 }
 
 impl Format for Pprof {

@@ -65,8 +65,13 @@ pub struct RawStats {
     pub dropped: u64,
 }
 
-fn varint(out: &mut Vec<u8>, v: u64) {
-    crate::pprof::varint(out, v);
+/// LEB128, as protobuf writes it.
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 fn zigzag(v: i64) -> u64 {
