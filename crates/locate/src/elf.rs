@@ -6,12 +6,11 @@ use crate::rootfs::resolve_in_root;
 use goblin::elf::{header, program_header, Elf};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use strobe_remote::procfs;
+use strobe_remote::{procfs, SharedBytes};
 
 /// Symbols we look up. `_Py_RefTotal` / `_Py_NegativeRefcount` exist only in `Py_DEBUG`
 /// builds (`Py_REF_DEBUG`, implied by `Py_DEBUG`, see `Include/object.h`); release builds of
@@ -186,8 +185,10 @@ fn open_mapped_file(pid: i32, m: &Mapping) -> Result<(PathBuf, File), LocateErro
     chosen
 }
 
-/// The whole file behind `file` (opened as `chosen`), bounded by [`MAX_FILE`].
-fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<Vec<u8>, LocateError> {
+/// The whole file behind `file` (opened as `chosen`), mapped read-only (bounded by
+/// [`MAX_FILE`]). A file truncated under the mapping is handled as `SharedBytes` documents
+/// (crates/remote/src/map_binary.rs): the files are binaries the target has mapped and runs.
+fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<SharedBytes, LocateError> {
     let chosen = chosen.to_path_buf();
     let len = file.metadata().map(|md| md.len()).unwrap_or(0);
     if len > MAX_FILE {
@@ -197,16 +198,12 @@ fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<Vec<u8>, LocateEr
             reason: format!("{len} bytes is too large for an interpreter"),
         });
     }
-    // Read from the handle we checked, never by path again; bounded even if the file grows.
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE)
-        .read_to_end(&mut bytes)
-        .map_err(|e| LocateError::Elf {
-            pid,
-            path: chosen.clone(),
-            reason: e.to_string(),
-        })?;
-    Ok(bytes)
+    // Map the handle we checked, never the path again.
+    SharedBytes::map_file(&file).map_err(|e| LocateError::Elf {
+        pid,
+        path: chosen,
+        reason: e.to_string(),
+    })
 }
 
 /// Parse an ELF file's headers, wanted symbols and read-only strings.
