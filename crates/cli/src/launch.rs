@@ -132,9 +132,9 @@ pub fn attach(mut child: Child, signals: &Receiver<Signal>) -> anyhow::Result<La
             let _ = child.wait();
             bail!(
                 "the command (process {pid}) did not become a Python process strobe can read \
-                 within {} s, so it was stopped: {err}. strobe record follows the process it \
-                 starts, not its children: run Python directly, or start the program and use \
-                 --pid",
+                 within {} s, so it was stopped: {err}. Without --subprocesses strobe follows \
+                 only the process it starts: add --subprocesses to sample the Python processes \
+                 it starts, or run Python directly",
                 ATTACH_TIMEOUT.as_secs()
             );
         }
