@@ -18,6 +18,7 @@ mod safety;
 mod safety_input;
 mod safety_lifecycle;
 mod safety_source;
+mod shell;
 mod stacks;
 mod subinterp;
 mod subprocesses;

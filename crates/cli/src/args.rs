@@ -7,9 +7,52 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// strobe: a sampling profiler for CPython 2.7 to 3.15.
+/// Examples shown at the end of `strobe --help`.
+const EXAMPLES: &str = "\
+Examples:
+  strobe record -o app.svg -- python app.py     profile a script into a flamegraph
+  strobe record --pid 1234 --duration 30        profile a running process for 30 s
+  strobe top --pid 1234                         watch where a running process spends its time
+  strobe dump --pid 1234                        print every thread's Python stack now";
+
+const DUMP_EXAMPLES: &str = "\
+Examples:
+  strobe dump --pid 1234                 every thread's stack, innermost frame first
+  strobe dump --pid 1234 --json          the same as one JSON document
+  strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view";
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  strobe record -o app.svg -- python app.py           launch a script, write a flamegraph
+  strobe record --pid 1234 --duration 30              a running process for 30 s
+  strobe record --pid 1234 -o app.pb.gz --rate 250    pprof at 250 samples per second
+  strobe record --subprocesses -- ./run.sh            every Python process a launcher starts";
+
+const CONVERT_EXAMPLES: &str = "\
+Examples:
+  strobe record --pid 1234 -o run.raw              record once, in strobe's own format
+  strobe convert run.raw -o run.svg --idle         then view it in other ways
+  strobe convert run.raw -o run.speedscope.json    or for speedscope";
+
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  strobe diff before.raw after.raw -o diff.svg     red: more time in after.raw, blue: less";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  strobe top --pid 1234                  watch a running process (q quits, ? lists keys)
+  strobe top --lines -- python app.py    launch a script and watch it line by line";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  strobe completions bash > ~/.local/share/bash-completion/completions/strobe
+  strobe completions zsh > ~/.zfunc/_strobe
+  strobe completions fish > ~/.config/fish/completions/strobe.fish";
+
+/// A sampling profiler for CPython 2.7 to 3.15: flamegraphs, a live top view and stack dumps of
+/// running Python processes, without restarting or slowing them.
 #[derive(Debug, Parser)]
-#[command(name = "strobe", version, about, propagate_version = true)]
+#[command(name = "strobe", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -20,17 +63,46 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the current Python stack of every thread of a running process.
+    #[command(after_help = DUMP_EXAMPLES)]
     Dump(DumpArgs),
-    /// Sample a launched command (`strobe record -o out.svg -- python app.py`) or a running
-    /// process (`--pid`) into a flamegraph or another profile format.
+    /// Record where a program spends its time, into a flamegraph or another profile format.
+    ///
+    /// Launches the command given after `--` and samples it until it exits, or samples a
+    /// running process (`--pid`) until Ctrl-C or `--duration`.
+    #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
     /// Turn a raw recording (`--format raw`) into another format.
+    #[command(after_help = CONVERT_EXAMPLES)]
     Convert(ConvertArgs),
-    /// Render a differential flamegraph of two raw recordings.
+    /// Compare two raw recordings in a differential flamegraph.
+    #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
-    /// A live, full-screen view of where a running process (`--pid`) or a launched command
-    /// (`strobe top -- python app.py`) spends its time. Press ? in it for the keys.
+    /// Watch live, full screen, where a running process or a launched command spends its time.
+    ///
+    /// Press ? in it for the keys.
+    #[command(after_help = TOP_EXAMPLES)]
     Top(TopArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+    /// Write man pages for strobe and each of its commands into a directory.
+    Man(ManArgs),
+}
+
+/// `strobe completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+/// `strobe man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Directory to write `strobe.1`, `strobe-record.1`, ... into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// How to find and attach to the target process (shared by every command that reads one).

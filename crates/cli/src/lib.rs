@@ -21,6 +21,7 @@ mod error_lines;
 mod launch;
 pub mod output;
 mod record;
+pub mod shell;
 mod status;
 mod top;
 
@@ -43,6 +44,8 @@ pub fn main() -> ExitCode {
         args::Command::Convert(a) => convert::run(a).map(|()| ExitCode::SUCCESS),
         args::Command::Diff(a) => diff::run(a).map(|()| ExitCode::SUCCESS),
         args::Command::Top(a) => top::run(a),
+        args::Command::Completions(a) => shell::completions(a).map(|()| ExitCode::SUCCESS),
+        args::Command::Man(a) => shell::man_pages(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
