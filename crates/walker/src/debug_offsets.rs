@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{DebugOffsetsTable, Flavour, Layout, Version};
 
-use crate::WalkError;
+use crate::error::WalkError;
 
 /// `_Py_Debug_Cookie` (`pycore_runtime.h` 3.13, `pycore_debug_offsets.h` 3.14+).
 pub const COOKIE: &[u8; 8] = b"xdebugpy";
