@@ -1,18 +1,16 @@
 //! Threads, frames and code objects: the core of a sample.
 //!
 //! Two ways to take a sample:
-//! - [`Walker::sample_into`] (its work is in module [`crate::sample`]) is the hot path: it fills a reused
-//!   [`RawSample`] with `(code address, instruction, line)` per frame, allocation-free and in one
-//!   batched read of the target per sample in steady state. Names and files come from
+//! - [`Walker::sample_into`] (its work is done in module [`crate::sample`]) is the hot path: it
+//!   fills a reused [`RawSample`] with `(code address, instruction, line)` per frame,
+//!   allocation-free and in one batched read of the target per sample in steady state. Names and files come from
 //!   [`Walker::frame_info`], once per code object and line, when the caller first meets them.
 //! - [`Walker::walk`] returns every thread's stack with names resolved ([`ThreadStack`]); it
 //!   is `sample_into` followed by `frame_info` for each frame.
 //!
 //! All structure comes from the [`Layout`]; the only branches are on its named shapes
-//! ([`FrameModel`](strobe_python_abi::FrameModel), [`RuntimeModel`](strobe_python_abi::RuntimeModel),
-//! [`GilModel`](strobe_python_abi::GilModel), [`LineTable`](strobe_python_abi::LineTable)). Code
-//! objects are decoded once (names, file, line table) and cached by address (module
-//! `code`).
+//! (`FrameModel`, `RuntimeModel`, `GilModel`, `LineTable` of `strobe_python_abi`). Code objects
+//! are decoded once (names, file, line table) and cached by address (module `code`).
 
 use std::collections::HashSet;
 use std::sync::Arc;

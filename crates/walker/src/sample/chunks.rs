@@ -245,3 +245,123 @@ fn copy_chunk<M: RemoteMemory>(
         age: 0,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use strobe_python_abi::{layout_for, Flavour};
+    use strobe_testkit::ImageMemory;
+
+    fn copy(addr: u64, len: usize, off: usize, chunk: bool) -> CopiedRange {
+        CopiedRange {
+            addr,
+            len,
+            off,
+            chunk,
+            age: 0,
+        }
+    }
+
+    #[test]
+    fn lookups_tell_chunk_copies_from_frame_copies() {
+        let copies = [
+            copy(0x1000, 0x100, 0, true),
+            copy(0x5000, 0x40, 0x100, false),
+        ];
+        assert_eq!(chunk_copy(&copies, 0x1000).map(|c| c.off), Some(0));
+        assert!(chunk_copy(&copies, 0x5000).is_none());
+        assert!(chunk_copy(&copies, 0x1008).is_none());
+        assert_eq!(frame_copy(&copies, 0x5010, 0x10), Some((1, 0x110)));
+        assert_eq!(frame_copy(&copies, 0x5000, 0x40), Some((1, 0x100)));
+        assert_eq!(frame_copy(&copies, 0x5038, 0x10), None);
+        assert_eq!(frame_copy(&copies, 0x1010, 8), None);
+    }
+
+    /// A 3.12 data-stack chunk at a fresh address whose header says `size` and links to
+    /// `previous`, followed by other mapped memory up to `size + 0x100` bytes.
+    fn chunk(mem: &mut ImageMemory, layout: &Layout, size: u64, previous: u64) -> u64 {
+        let base = mem.alloc(size as usize + 0x100);
+        mem.write_u64(base + u64::from(layout.chunk_size.unwrap()), size);
+        mem.write_u64(base + u64::from(layout.chunk_previous.unwrap()), previous);
+        base
+    }
+
+    #[test]
+    fn a_pending_chunk_is_copied_up_to_the_frame_and_its_previous_chunk_becomes_pending() {
+        let layout = layout_for(3, 12, Flavour::DEFAULT).unwrap();
+        let mut mem = ImageMemory::new();
+        let older = chunk(&mut mem, layout, 0x4000, 0);
+        let current = chunk(&mut mem, layout, 0x4000, older);
+        let mut batch = Batch::default();
+        batch.read(&mem).unwrap();
+        let mut chunks = ThreadChunks::default();
+        chunks.seed(layout, batch.buf(), &[], current);
+        // A frame in neither chunk: nothing to copy.
+        assert!(chunks
+            .copy_pending(&mem, layout, &mut batch, 0x10, 0x50)
+            .is_none());
+        let copied = chunks
+            .copy_pending(&mem, layout, &mut batch, current + 0x100, current + 0x140)
+            .unwrap();
+        assert_eq!(
+            (copied.addr, copied.len, copied.chunk),
+            (current, 0x140, true)
+        );
+        let held = chunks
+            .copy_covering(current + 0x100, current + 0x140)
+            .unwrap();
+        assert_eq!(held.off, copied.off);
+        assert!(chunks
+            .copy_covering(current + 0x100, current + 0x141)
+            .is_none());
+        // The older chunk is pending now.
+        let older_copy = chunks
+            .copy_pending(&mem, layout, &mut batch, older + 0x40, older + 0x80)
+            .unwrap();
+        assert_eq!((older_copy.addr, older_copy.len), (older, 0x80));
+    }
+
+    #[test]
+    fn a_frame_past_a_chunks_end_is_not_copied_from_it() {
+        let layout = layout_for(3, 12, Flavour::DEFAULT).unwrap();
+        let mut mem = ImageMemory::new();
+        let small = chunk(&mut mem, layout, 0x100, 0);
+        let mut batch = Batch::default();
+        let mut chunks = ThreadChunks::default();
+        chunks.seed(layout, batch.buf(), &[], small);
+        // The header says 0x100 bytes: a frame ending at 0x140 is elsewhere (a generator's).
+        assert!(chunks
+            .copy_pending(&mem, layout, &mut batch, small + 0x100, small + 0x140)
+            .is_none());
+        // The chunk stays pending, its size known, for its own frames.
+        let copied = chunks
+            .copy_pending(&mem, layout, &mut batch, small + 0x40, small + 0x80)
+            .unwrap();
+        assert_eq!((copied.addr, copied.len), (small, 0x80));
+    }
+
+    #[test]
+    fn next_regions_reach_past_the_highest_frame_within_the_chunk() {
+        let layout = layout_for(3, 12, Flavour::DEFAULT).unwrap();
+        let size_at = layout.chunk_size.unwrap() as usize;
+        // Two chunk copies in one buffer: one of 16 KiB, one whose header is garbage.
+        let mut buf = vec![0u8; 0x200];
+        buf[size_at..size_at + 8].copy_from_slice(&0x4000u64.to_le_bytes());
+        buf[0x100 + size_at..0x100 + size_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let big = copy(0x10_0000, 0x100, 0, true);
+        let garbage = copy(0x20_0000, 0x100, 0x100, true);
+        let mut chunks = ThreadChunks::default();
+        chunks.note_use(layout, &buf, &big, 0x10_0080);
+        chunks.note_use(layout, &buf, &big, 0x10_00c0);
+        chunks.note_use(layout, &buf, &garbage, 0x20_0040);
+        let mut regions = Vec::new();
+        chunks.push_regions(&mut regions);
+        let lens: Vec<(u64, usize)> = regions.iter().map(|r| (r.addr, r.len)).collect();
+        assert_eq!(
+            lens,
+            [(0x10_0000, 0xc0 + CHUNK_SLACK as usize), (0x20_0000, 0x40)]
+        );
+        assert!(regions.iter().all(|r| r.chunk && r.age == 0));
+    }
+}

@@ -1,7 +1,7 @@
 //! The sampling hot path: [`Walker::sample_into`](crate::walk::Walker::sample_into).
 //!
 //! A sample of a running target costs, in steady state, one batched read of its memory
-//! ([`RemoteMemory::read_batch`](strobe_memory::RemoteMemory::read_batch), one `process_vm_readv` for up to 1024 ranges) and no heap
+//! ([`RemoteMemory::read_batch`], one `process_vm_readv` for up to 1024 ranges) and no heap
 //! allocation. That read takes, in one go:
 //! - the head of the interpreter list, and per interpreter its `next`, thread-list head and GIL
 //!   pointer (plus the GIL's `locked`/`last_holder`, 3.12+), or the process-wide GIL holder;
@@ -27,7 +27,7 @@
 //! the caller how many (outermost) frames that was, so it can skip interning them too.
 
 //!
-//! Modules, leaves first: [`output`] (what the caller gets), `batch` (the one read), `shapes`
+//! Modules, leaves first: `output` (what the caller gets), `batch` (the one read), `shapes`
 //! (which fields of each structure it takes), `chunks` (data-stack chunk copies), `proof`
 //! (proving the outer stack unchanged), `state` (what is kept between samples), `plan` (the
 //! interpreter and thread lists), `frames` (one thread's frame walk), and this module, which
@@ -36,7 +36,7 @@
 mod batch;
 mod chunks;
 mod frames;
-pub mod output;
+mod output;
 mod plan;
 mod proof;
 mod shapes;

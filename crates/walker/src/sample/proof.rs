@@ -174,8 +174,8 @@ impl PreviousWalk<'_> {
     }
 
     /// Whether the memo's frames `[..=index]` (outermost first; `index` is the frame at `at`,
-    /// `size` bytes, in the chunk copy `copy`) are what walking on from `at` would give, with `depth` frames walked so far:
-    /// every byte that walk read is the same now. Below `at` the proof's walk read only the
+    /// `size` bytes, in the chunk copy `copy`) are what walking on from `at` would give, with
+    /// `depth` frames walked so far: every byte that walk read is the same now. Below `at` the proof's walk read only the
     /// chunk prefix up to the end of the frame at `at` (its frames fell in address) and the
     /// frames it listed as outside, which must be in this sample's copies.
     #[cold]
@@ -242,5 +242,185 @@ impl PreviousWalk<'_> {
         // ran last): look at the end first, so that a failing comparison is short.
         let split = n.saturating_sub(SAME_TAIL_FIRST);
         now[split..] == then[split..] && now[..split] == then[..split]
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const CHUNK: u64 = 0x10_0000;
+    const FRAME: usize = 0x40;
+
+    fn chunk_copy_at(off: usize, len: usize) -> CopiedRange {
+        CopiedRange {
+            addr: CHUNK,
+            len,
+            off,
+            chunk: true,
+            age: 0,
+        }
+    }
+
+    fn walked(frame: u64) -> WalkedFrame {
+        WalkedFrame {
+            frame,
+            fields: FrameFields {
+                previous: 0,
+                code: 0x9000,
+                position: 0,
+                owner: None,
+                tlbc_index: 0,
+            },
+            resolved: None,
+            outs: 0,
+            in_chunk: true,
+        }
+    }
+
+    #[test]
+    fn a_proof_records_each_chunk_once_and_fails_on_a_return_to_one() {
+        let mut proof = Proof::default();
+        proof.reset(true);
+        let mut lowest = 0;
+        let first = chunk_copy_at(0, 0x200);
+        proof.chunk(&first, 0, CHUNK + 0x80, &mut lowest);
+        assert_eq!(lowest, u64::MAX);
+        lowest = CHUNK + 0x40;
+        proof.chunk(&first, 2, CHUNK + 0x100, &mut lowest);
+        assert_eq!(lowest, CHUNK + 0x40, "same chunk: not reset");
+        assert_eq!(proof.chunks.len(), 1);
+        assert_eq!((proof.chunks[0].end, proof.chunks[0].below), (0x100, 0));
+        let other = CopiedRange {
+            addr: 0x20_0000,
+            ..first
+        };
+        proof.chunk(&other, 3, 0x20_0040, &mut lowest);
+        assert_eq!(proof.chunks.len(), 2);
+        assert!(proof.valid);
+        proof.chunk(&first, 4, CHUNK + 0x40, &mut lowest);
+        assert!(!proof.valid);
+    }
+
+    /// A previous walk of two frames in one chunk (at 0x80 and 0x40 into it, outermost at
+    /// 0x40) whose copy was `prev` at offset 0.
+    fn previous_walk_proof() -> (Vec<WalkedFrame>, Proof) {
+        let memo = vec![walked(CHUNK + 0x40), walked(CHUNK + 0x80)];
+        let proof = Proof {
+            valid: true,
+            chunks: vec![ChunkRead {
+                addr: CHUNK,
+                off: 0,
+                len: 0x100,
+                end: 0x80 + FRAME,
+                below: 0,
+            }],
+            outside: Vec::new(),
+        };
+        (memo, proof)
+    }
+
+    #[test]
+    fn an_unchanged_chunk_prefix_proves_the_frames_below() {
+        let (memo, proof) = previous_walk_proof();
+        let prev: Vec<u8> = (0..0x100u32).map(|i| i as u8).collect();
+        // This sample's copy sits elsewhere in its buffer; the bytes past the frame changed.
+        let mut buf = vec![0xee; 0x10];
+        buf.extend_from_slice(&prev);
+        buf[0x10 + 0xf0] ^= 1;
+        let copies = [chunk_copy_at(0x10, 0x100)];
+        let mut cursor = MemoCursor {
+            at_or_below: memo.len(),
+            tries_left: MEET_TRIES,
+        };
+        let mut previous = PreviousWalk {
+            memo: &memo,
+            proof: &proof,
+            prev_buf: &prev,
+            buf: &buf,
+            copies: &copies,
+            cursor: &mut cursor,
+        };
+        // A frame above the memo's meets nothing.
+        assert_eq!(previous.candidate(CHUNK + 0xc0), None);
+        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert!(previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
+        assert_eq!(previous.candidate(CHUNK + 0x40), Some(0));
+        assert!(previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
+        // Too deep a stack is not proven.
+        assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], MAX_DEPTH));
+    }
+
+    #[test]
+    fn a_changed_byte_below_the_frame_or_no_tries_left_proves_nothing() {
+        let (memo, proof) = previous_walk_proof();
+        let prev: Vec<u8> = (0..0x100u32).map(|i| i as u8).collect();
+        let mut buf = prev.clone();
+        buf[0x50] ^= 1;
+        let copies = [chunk_copy_at(0, 0x100)];
+        let mut cursor = MemoCursor {
+            at_or_below: memo.len(),
+            tries_left: 2,
+        };
+        let mut previous = PreviousWalk {
+            memo: &memo,
+            proof: &proof,
+            prev_buf: &prev,
+            buf: &buf,
+            copies: &copies,
+            cursor: &mut cursor,
+        };
+        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert!(!previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
+        // The outermost frame ends at 0x80: the changed byte at 0x50 is inside it.
+        assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
+        assert_eq!(previous.cursor.tries_left, 0);
+        assert_eq!(previous.candidate(CHUNK + 0x40), None);
+    }
+
+    #[test]
+    fn frames_outside_the_chunk_must_be_in_this_samples_copies_unchanged() {
+        let (memo, mut proof) = previous_walk_proof();
+        proof.outside.push(Outside {
+            addr: 0x30_0000,
+            len: 0x10,
+            off: 0x100,
+            below: 0,
+        });
+        let mut prev: Vec<u8> = (0..0x100u32).map(|i| i as u8).collect();
+        prev.extend_from_slice(&[7; 0x10]);
+        let mut buf = prev.clone();
+        let frame_elsewhere = CopiedRange {
+            addr: 0x30_0000,
+            len: 0x10,
+            off: 0x100,
+            chunk: false,
+            age: 0,
+        };
+        for (copies, changed, want) in [
+            (vec![chunk_copy_at(0, 0x100), frame_elsewhere], false, true),
+            (vec![chunk_copy_at(0, 0x100), frame_elsewhere], true, false),
+            (vec![chunk_copy_at(0, 0x100)], false, false),
+        ] {
+            buf[0x108] = if changed { 8 } else { 7 };
+            let mut cursor = MemoCursor {
+                at_or_below: memo.len(),
+                tries_left: MEET_TRIES,
+            };
+            let mut previous = PreviousWalk {
+                memo: &memo,
+                proof: &proof,
+                prev_buf: &prev,
+                buf: &buf,
+                copies: &copies,
+                cursor: &mut cursor,
+            };
+            assert_eq!(
+                previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0),
+                want,
+                "{copies:?} changed {changed}"
+            );
+        }
     }
 }
