@@ -350,11 +350,11 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
             scratch.proof.valid = false;
         }
         let total = scratch.frames.len() + kept;
-        for o in &mut scratch.proof.outside {
-            o.below = total - o.below;
+        for outside in &mut scratch.proof.outside {
+            outside.below = total - outside.below;
         }
-        for c in &mut scratch.proof.chunks {
-            c.below = total - c.below;
+        for read in &mut scratch.proof.chunks {
+            read.below = total - read.below;
         }
         if kept > 0 {
             self.carry_proven(kept);
@@ -381,7 +381,7 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
         let previous = &self.thread.proof;
         let scratch = &mut *self.scratch;
         let mine = &scratch.copies[self.copies.clone()];
-        for read in previous.chunks.iter().filter(|c| c.below < kept) {
+        for read in previous.chunks.iter().filter(|read| read.below < kept) {
             let Some(copy) = chunk_copy(mine, read.addr) else {
                 scratch.proof.valid = false;
                 continue;
@@ -398,8 +398,8 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                 ..*read
             });
         }
-        for o in previous.outside.iter().filter(|o| o.below < kept) {
-            let Some((index, off)) = frame_copy(mine, o.addr, o.len) else {
+        for outside in previous.outside.iter().filter(|o| o.below < kept) {
+            let Some((index, off)) = frame_copy(mine, outside.addr, outside.len) else {
                 // `PreviousWalk::proves` found every one of them.
                 scratch.proof.valid = false;
                 continue;
@@ -408,12 +408,12 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                 *used = true;
             }
             scratch.regions.push(Region {
-                addr: o.addr,
-                len: o.len,
+                addr: outside.addr,
+                len: outside.len,
                 chunk: false,
                 age: 0,
             });
-            scratch.proof.outside.push(Outside { off, ..*o });
+            scratch.proof.outside.push(Outside { off, ..*outside });
         }
     }
 }
@@ -452,7 +452,7 @@ fn run_in_chunk(
         }
         let Some(fields) = buf
             .get(copy.off + rel as usize..)
-            .and_then(|f| decoder.decode(f))
+            .and_then(|bytes| decoder.decode(bytes))
         else {
             break;
         };
@@ -500,7 +500,7 @@ fn run_of_objects(
         if copy.chunk || copy.addr != at || copy.len < decoder.len {
             break;
         }
-        let Some(fields) = buf.get(copy.off..).and_then(|f| decoder.decode(f)) else {
+        let Some(fields) = buf.get(copy.off..).and_then(|bytes| decoder.decode(bytes)) else {
             break;
         };
         if let Err(e) = cursor.step(at) {

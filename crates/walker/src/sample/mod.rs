@@ -201,11 +201,11 @@ impl SamplingState {
             return Err(Retry::Stale);
         }
 
-        for i in 0..self.plan.interps.len() {
-            let holder = self.gil_holder(process, i, global_gil_off)?;
-            let interp = self.plan.interps[i].clone();
-            for j in interp.threads.clone() {
-                self.sample_thread(process, code, &interp, j, holder, out)?;
+        for interp_index in 0..self.plan.interps.len() {
+            let holder = self.gil_holder(process, interp_index, global_gil_off)?;
+            let interp = self.plan.interps[interp_index].clone();
+            for thread_index in interp.threads.clone() {
+                self.sample_thread(process, code, &interp, thread_index, holder, out)?;
             }
         }
         let scratch = &mut self.scratch;
@@ -222,21 +222,21 @@ impl SamplingState {
         Ok(())
     }
 
-    /// Walk planned thread `j` of interpreter `interp` and append it to `out`.
+    /// Walk planned thread `thread_index` of interpreter `interp` and append it to `out`.
     fn sample_thread<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
         code: &mut CodeCache,
         interp: &InterpPlan,
-        j: usize,
+        thread_index: usize,
         holder: Option<u64>,
         out: &mut RawSample,
     ) -> Result<(), Retry> {
         let layout = &process.layout;
-        let at = self.scratch.thread_at[j].clone();
-        let tstate = self.plan.threads[j].tstate;
+        let at = self.scratch.thread_at[thread_index].clone();
+        let tstate = self.plan.threads[thread_index].tstate;
         let buf = self.scratch.batch.buf();
-        let field = |k: usize| self.shapes.tstate.u64(buf, at.tstate, k);
+        let field = |field: usize| self.shapes.tstate.u64(buf, at.tstate, field);
         let thread_id = field(T_THREAD_ID).ok_or(WalkError::Corrupt {
             what: "thread state",
             addr: tstate,
@@ -258,22 +258,24 @@ impl SamplingState {
                 let off = need(layout.cframe_current_frame, "cframe.current_frame")?;
                 if frame_ptr == 0 {
                     0
-                } else if let (Some(c), true) =
-                    (at.cframe, frame_ptr == self.plan.threads[j].cframe)
-                {
-                    le::u64_at(buf, c).ok_or(Retry::Stale)?
+                } else if let (Some(current_at), true) = (
+                    at.cframe,
+                    frame_ptr == self.plan.threads[thread_index].cframe,
+                ) {
+                    le::u64_at(buf, current_at).ok_or(Retry::Stale)?
                 } else {
-                    self.plan.threads[j].cframe = frame_ptr;
+                    self.plan.threads[thread_index].cframe = frame_ptr;
                     process
                         .mem
                         .read_u64(frame_ptr.wrapping_add(u64::from(off)))?
                 }
             }
         };
-        let (truncated, kept) = self.walk_frames(process, j, at.copies, innermost, chunk)?;
+        let (truncated, kept) =
+            self.walk_frames(process, thread_index, at.copies, innermost, chunk)?;
         let start = out.frames.len();
-        let unchanged = self.resolve_thread(process, code, j, out, kept)?;
-        let thread = &mut self.plan.threads[j];
+        let unchanged = self.resolve_thread(process, code, thread_index, out, kept)?;
+        let thread = &mut self.plan.threads[thread_index];
         std::mem::swap(&mut thread.regions, &mut self.scratch.regions);
         std::mem::swap(&mut thread.next_memo, &mut self.scratch.frames);
         std::mem::swap(&mut thread.next_proof, &mut self.scratch.proof);
@@ -300,12 +302,12 @@ impl SamplingState {
         &mut self,
         process: &Process<M>,
         code: &mut CodeCache,
-        j: usize,
+        thread_index: usize,
         out: &mut RawSample,
         kept: usize,
     ) -> Result<usize, WalkError> {
         let walked = self.scratch.frames.len();
-        let memo = &self.plan.threads[j].memo;
+        let memo = &self.plan.threads[thread_index].memo;
         let kept = kept.min(memo.len());
         // The stack from the bottom is memo[..kept], then the walked frames from the last one
         // up; those that match the memo's next ones keep their lines too.
@@ -321,25 +323,25 @@ impl SamplingState {
         }
         let kept_outs = kept
             .checked_sub(1)
-            .and_then(|k| memo.get(k))
-            .map_or(0, |f| f.outs as usize);
+            .and_then(|last| memo.get(last))
+            .map_or(0, |frame| frame.outs as usize);
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }
         let mut unchanged = kept_outs;
-        for (i, frame) in self.scratch.frames.iter().enumerate() {
+        for (index, frame) in self.scratch.frames.iter().enumerate() {
             if let Some((lasti, line)) = frame.resolved {
                 out.frames.push(RawFrame {
                     code_addr: frame.fields.code,
                     lasti,
                     line,
                 });
-                if i >= walked - same {
+                if index >= walked - same {
                     unchanged += 1;
                 }
             }
         }
-        let thread = &self.plan.threads[j];
+        let thread = &self.plan.threads[thread_index];
         let outer = thread.memo_out.get(..kept_outs).unwrap_or(&[]);
         out.frames.extend(outer.iter().rev().copied());
         Ok(unchanged)
