@@ -3,8 +3,9 @@
 //! Two ways to take a sample:
 //! - [`Walker::sample_into`] (its work is done in module [`crate::sample`]) is the hot path: it
 //!   fills a reused [`RawSample`] with `(code address, instruction, line)` per frame,
-//!   allocation-free and in one batched read of the target per sample in steady state. Names and files come from
-//!   [`Walker::frame_info`], once per code object and line, when the caller first meets them.
+//!   allocation-free and in one batched read of the target per sample in steady state. Names
+//!   and files come from [`Walker::frame_info`], once per code object and line, when the
+//!   caller first meets them.
 //! - [`Walker::walk`] returns every thread's stack with names resolved ([`ThreadStack`]); it
 //!   is `sample_into` followed by `frame_info` for each frame.
 //!

@@ -175,9 +175,10 @@ impl PreviousWalk<'_> {
 
     /// Whether the memo's frames `[..=index]` (outermost first; `index` is the frame at `at`,
     /// `size` bytes, in the chunk copy `copy`) are what walking on from `at` would give, with
-    /// `depth` frames walked so far: every byte that walk read is the same now. Below `at` the proof's walk read only the
-    /// chunk prefix up to the end of the frame at `at` (its frames fell in address) and the
-    /// frames it listed as outside, which must be in this sample's copies.
+    /// `depth` frames walked so far: every byte that walk read is the same now. Below `at` the
+    /// proof's walk read only the chunk prefix up to the end of the frame at `at` (its frames
+    /// fell in address) and the frames it listed as outside, which must be in this sample's
+    /// copies.
     #[cold]
     #[inline(never)]
     pub(crate) fn proves(
