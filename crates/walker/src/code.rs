@@ -305,3 +305,174 @@ fn plausible_lasti(info: &CodeInfo, lasti: i64) -> bool {
 fn in_bytecode(info: &CodeInfo, instr_ptr: i64, base: u64) -> bool {
     plausible_lasti(info, ((instr_ptr as u64).wrapping_sub(base) as i64) >> 1)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use strobe_python_abi::{layout_for, Flavour, Layout};
+    use strobe_testkit::ImageMemory;
+
+    use crate::process::Roots;
+
+    fn layout() -> Layout {
+        *layout_for(3, 12, Flavour::DEFAULT).unwrap()
+    }
+
+    /// A compact ASCII `str`.
+    fn put_str(mem: &mut ImageMemory, l: &Layout, s: &str) -> u64 {
+        let header = l.unicode_ascii_size.unwrap() as usize;
+        let at = mem.alloc(header + s.len() + 1);
+        mem.write_u64(at + u64::from(l.unicode_length.unwrap()), s.len() as u64);
+        let kind_mask = l.unicode_kind_mask.unwrap();
+        let state = ((1 << kind_mask.trailing_zeros()) & kind_mask)
+            | l.unicode_compact_mask.unwrap()
+            | l.unicode_ascii_mask.unwrap();
+        mem.write_u32(at + u64::from(l.unicode_state.unwrap()), state);
+        mem.write(at + header as u64, s.as_bytes());
+        at
+    }
+
+    fn put_type(mem: &mut ImageMemory, l: &Layout, name: &str) -> u64 {
+        let cname = mem.alloc(name.len() + 1);
+        mem.write(cname, name.as_bytes());
+        let ty = mem.alloc(512);
+        mem.write_u64(ty + u64::from(l.pyvarobject_ob_size) + 8, cname);
+        ty
+    }
+
+    /// Write at `at` a code object `name` of `units` code units whose instruction k is on
+    /// line `first + k` (3.11 location table, one entry per code unit, no columns).
+    fn write_code(
+        mem: &mut ImageMemory,
+        l: &Layout,
+        code_type: u64,
+        at: u64,
+        (name, first, units): (&str, i32, u64),
+    ) {
+        let table: Vec<u8> = (0..units)
+            .flat_map(|k| [0x80 | (13 << 3), if k == 0 { 0 } else { 2 }])
+            .collect();
+        let bytes = mem.alloc(l.bytes_ob_sval as usize + table.len() + 1);
+        mem.write_u64(bytes + u64::from(l.pyvarobject_ob_size), table.len() as u64);
+        mem.write(bytes + u64::from(l.bytes_ob_sval), &table);
+        let name = put_str(mem, l, name);
+        let file = put_str(mem, l, "mod.py");
+        mem.write_u64(at + u64::from(l.pyobject_ob_type), code_type);
+        mem.write_u64(at + u64::from(l.pyvarobject_ob_size), units);
+        mem.write_u64(at + u64::from(l.code_name), name);
+        mem.write_u64(at + u64::from(l.code_qualname.unwrap()), name);
+        mem.write_u64(at + u64::from(l.code_filename), file);
+        mem.write_i32(at + u64::from(l.code_firstlineno), first);
+        mem.write_u64(at + u64::from(l.code_linetable.unwrap()), bytes);
+    }
+
+    /// An image with one code object (`f`, 8 units, first line 10) and one `None`-like object.
+    fn image() -> (Process<ImageMemory>, u64, u64) {
+        let l = layout();
+        let mut mem = ImageMemory::new();
+        let code_type = put_type(&mut mem, &l, "code");
+        let none_type = put_type(&mut mem, &l, "NoneType");
+        let code = mem.alloc(l.code_code_adaptive.unwrap() as usize + 2 * 64);
+        write_code(&mut mem, &l, code_type, code, ("f", 10, 8));
+        let none = mem.alloc(l.pyobject_size as usize);
+        mem.write_u64(none + u64::from(l.pyobject_ob_type), none_type);
+        let process = Process {
+            mem,
+            layout: l,
+            roots: Roots::default(),
+        };
+        (process, code, none)
+    }
+
+    /// A frame of `code` at instruction `k`.
+    fn frame(process: &Process<ImageMemory>, code: u64, k: u64) -> FrameFields {
+        let adaptive = code + u64::from(process.layout.code_code_adaptive.unwrap());
+        FrameFields {
+            previous: 0,
+            code,
+            position: (adaptive + 2 * k) as i64,
+            owner: None,
+            tlbc_index: 0,
+        }
+    }
+
+    #[test]
+    fn a_code_object_is_decoded_once() {
+        let (process, code, _) = image();
+        let mut cache = CodeCache::default();
+        assert_eq!(cache.serial(code), None);
+        let info = cache.code_info(&process, code).unwrap().unwrap();
+        assert_eq!((&*info.function, &*info.filename), ("f", "mod.py"));
+        let serial = cache.serial(code).unwrap();
+        let again = cache.code_info(&process, code).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&info, &again));
+        assert_eq!(cache.serial(code), Some(serial));
+        cache.clear();
+        assert_eq!(cache.serial(code), None);
+        let fresh = cache.code_info(&process, code).unwrap().unwrap();
+        assert_ne!(fresh.serial, serial);
+    }
+
+    #[test]
+    fn an_object_that_is_not_code_has_no_info_and_no_line() {
+        let (process, _, none) = image();
+        let mut cache = CodeCache::default();
+        assert!(cache.code_info(&process, none).unwrap().is_none());
+        assert_eq!(cache.serial(none), None);
+        let raw = frame(&process, none, 0);
+        assert_eq!(cache.resolve_frame(&process, &raw).unwrap(), None);
+    }
+
+    #[test]
+    fn a_frame_resolves_to_its_instruction_and_line() {
+        let (process, code, _) = image();
+        let mut cache = CodeCache::default();
+        for k in 0..8 {
+            let raw = frame(&process, code, k);
+            let got = cache.resolve_frame(&process, &raw).unwrap();
+            assert_eq!(got, Some((k as i64, Some(10 + k as i32))));
+        }
+    }
+
+    #[test]
+    fn a_recycled_code_address_is_decoded_afresh_once_per_sample() {
+        let (mut process, code, _) = image();
+        let mut cache = CodeCache::default();
+        cache.start_sample();
+        let before = cache.code_info(&process, code).unwrap().unwrap().serial;
+        // The code object is freed and another, longer one takes its address.
+        let l = process.layout;
+        let code_type = process
+            .mem
+            .read_u64(code + u64::from(l.pyobject_ob_type))
+            .unwrap();
+        write_code(&mut process.mem, &l, code_type, code, ("g", 100, 64));
+        // Instruction 30 cannot be in the cached 8-unit code object: decoded again.
+        let raw = frame(&process, code, 30);
+        assert_eq!(
+            cache.resolve_frame(&process, &raw).unwrap(),
+            Some((30, Some(130)))
+        );
+        let after = cache.serial(code).unwrap();
+        assert_ne!(after, before);
+        assert_eq!(
+            &*cache.code_info(&process, code).unwrap().unwrap().function,
+            "g"
+        );
+        // Past the end of even the new one: no line, and no second decoding this sample.
+        let raw = frame(&process, code, 1000);
+        assert_eq!(
+            cache.resolve_frame(&process, &raw).unwrap(),
+            Some((1000, None))
+        );
+        assert_eq!(cache.serial(code), Some(after));
+        // Next sample it may be decoded again (it is still implausible, so it is).
+        cache.start_sample();
+        assert_eq!(
+            cache.resolve_frame(&process, &raw).unwrap(),
+            Some((1000, None))
+        );
+        assert_ne!(cache.serial(code), Some(after));
+    }
+}

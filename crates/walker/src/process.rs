@@ -157,3 +157,84 @@ impl<M: RemoteMemory> Process<M> {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use strobe_python_abi::{layout_for, Flavour};
+    use strobe_testkit::ImageMemory;
+
+    /// A 3.12 runtime whose interpreter list holds interpreters with the given ids; returns
+    /// the process and the interpreters' addresses.
+    fn runtime_with(ids: &[i64]) -> (Process<ImageMemory>, Vec<u64>) {
+        let layout = *layout_for(3, 12, Flavour::DEFAULT).unwrap();
+        let mut mem = ImageMemory::new();
+        let interps: Vec<u64> = ids.iter().map(|_| mem.alloc(4096)).collect();
+        for (k, (&at, &id)) in interps.iter().zip(ids).enumerate() {
+            let next = interps.get(k + 1).copied().unwrap_or(0);
+            mem.write_u64(at + u64::from(layout.interp_next), next);
+            mem.write_u64(at + u64::from(layout.interp_id.unwrap()), id as u64);
+        }
+        let runtime = mem.alloc(4096);
+        let head = runtime + u64::from(layout.runtime_interpreters_head.unwrap());
+        mem.write_u64(head, interps.first().copied().unwrap_or(0));
+        let roots = Roots {
+            runtime: Some(runtime),
+            ..Roots::default()
+        };
+        (Process { mem, layout, roots }, interps)
+    }
+
+    #[test]
+    fn the_interpreter_list_is_read_in_order_with_ids() {
+        let (process, interps) = runtime_with(&[0, 3, 7]);
+        let mut seen = HashSet::new();
+        let got = process.interpreters(&mut seen).unwrap();
+        assert_eq!(got, vec![(interps[0], 0), (interps[1], 3), (interps[2], 7)]);
+        let (empty, _) = runtime_with(&[]);
+        assert_eq!(empty.interpreters(&mut seen).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn an_interpreter_list_that_loops_is_unbounded() {
+        let (mut process, interps) = runtime_with(&[0, 1]);
+        let next = u64::from(process.layout.interp_next);
+        process.mem.write_u64(interps[1] + next, interps[0]);
+        let err = process.interpreters(&mut HashSet::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WalkError::Unbounded {
+                    what: "interpreter",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_transient());
+    }
+
+    #[test]
+    fn a_missing_root_is_unsupported_and_says_which() {
+        let (mut process, _) = runtime_with(&[0]);
+        process.roots = Roots::default();
+        let err = process.first_interpreter().unwrap_err();
+        assert!(err.to_string().contains("_PyRuntime"), "{err}");
+        assert!(!err.is_transient());
+        // 3.12 records the GIL per interpreter: no process-wide address.
+        assert_eq!(process.global_gil_address(), None);
+    }
+
+    #[test]
+    fn words_close_together_and_far_apart_are_both_read() {
+        let (mut process, _) = runtime_with(&[]);
+        let base = process.mem.alloc(3 * MAX_FIELD_SPAN);
+        process.mem.write_u64(base + 8, 1);
+        process.mem.write_u64(base + 16, 2);
+        process.mem.write_u64(base + 2 * MAX_FIELD_SPAN as u64, 3);
+        assert_eq!(process.read_words(base, [16, 8]).unwrap(), [2, 1]);
+        let far = 2 * MAX_FIELD_SPAN as u32;
+        assert_eq!(process.read_words(base, [8, far]).unwrap(), [1, 3]);
+    }
+}
