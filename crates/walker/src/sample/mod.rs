@@ -25,7 +25,6 @@
 //! sample keep their line without looking at the code object again; for a thread deep in a
 //! stable call stack that is all but the innermost frame or two. [`RawThread::unchanged`] tells
 //! the caller how many (outermost) frames that was, so it can skip interning them too.
-
 //!
 //! Modules, leaves first: `output` (what the caller gets), `batch` (the one read), `shapes`
 //! (which fields of each structure it takes), `chunks` (data-stack chunk copies), `proof`
