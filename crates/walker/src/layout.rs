@@ -8,7 +8,8 @@
 use strobe_python_abi::{DebugOffsetsTable, Flavour, Layout, Version};
 
 use crate::debug_offsets::{self, DebugOffsets};
-use crate::{RemoteMemory, WalkError};
+use crate::error::WalkError;
+use strobe_memory::RemoteMemory;
 
 /// First minor release with `_Py_DebugOffsets` (CPython 3.13, `pycore_runtime.h`).
 const FIRST_DEBUG_OFFSETS_MINOR: u8 = 13;

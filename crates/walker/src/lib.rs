@@ -9,60 +9,35 @@
 //! [`Walker::sample_into`] once per sample (the allocation-free hot path, module [`sample`]) and
 //! [`Walker::frame_info`] for frames not seen before, or [`Walker::walk`] for every thread's
 //! stack with names resolved.
+//!
+//! Modules depend on each other in one direction only, leaves first: `error`, [`limits`],
+//! `addrmap`, `fields`, `frame` (decoding one frame), [`strings`], [`linetable`], `process`
+//! (memory, layout, roots and the lookups from the roots), `code` (code objects and their
+//! caches), [`sample`] (the sampling state and the hot path), then [`walk`] ([`Walker`], which
+//! owns one of each). [`debug_offsets`], [`layout`], [`threadnames`] and [`pthreads`] stand
+//! apart: they find the layout and name threads.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addrmap;
+mod code;
 pub mod debug_offsets;
+mod error;
+mod fields;
+mod frame;
 pub mod layout;
+pub mod limits;
 pub mod linetable;
+mod process;
 pub mod pthreads;
 pub mod sample;
 pub mod strings;
 pub mod threadnames;
 pub mod walk;
 
-use strobe_memory::MemError;
-
+pub use error::WalkError;
 pub use sample::{RawFrame, RawSample, RawThread};
 pub use strobe_memory::RemoteMemory;
 pub use strobe_python_abi::{Flavour, Layout, Version};
 pub use walk::{PyFrame, Roots, ThreadStack, Walker};
-
-/// Why a walk failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WalkError {
-    /// Reading target memory failed.
-    #[error(transparent)]
-    Mem(#[from] MemError),
-    /// A value read from the target is not plausible (a bound was exceeded, a kind is unknown,
-    /// text does not decode). Usually the target changed while we read it: retry next sample.
-    #[error("implausible {what} at {addr:#x}")]
-    Corrupt {
-        /// What was being decoded.
-        what: &'static str,
-        /// Where.
-        addr: u64,
-    },
-    /// A linked list read from the target loops back on itself or exceeds its bound.
-    #[error("{what} list does not end (cycle or more than {limit} entries)")]
-    Unbounded {
-        /// Which list.
-        what: &'static str,
-        /// The bound.
-        limit: usize,
-    },
-    /// The interpreter's layout is not supported (unknown version, invalid debug offsets).
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-impl WalkError {
-    /// Whether the next sample may succeed (the target was changing under us).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            WalkError::Mem(e) => e.is_transient(),
-            WalkError::Corrupt { .. } | WalkError::Unbounded { .. } => true,
-            WalkError::Unsupported(_) => false,
-        }
-    }
-}

@@ -1,6 +1,6 @@
 //! Decoding Python `str` (and 2.7 `str`/bytes) objects from the target.
 
-use crate::WalkError;
+use crate::error::WalkError;
 use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{Layout, StringModel};
 

@@ -21,8 +21,8 @@
 
 use std::collections::HashMap;
 
+use crate::error::WalkError;
 use crate::strings::read_string;
-use crate::WalkError;
 use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::{DictModel, Layout, StringModel};
 

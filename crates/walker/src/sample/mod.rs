@@ -1,0 +1,348 @@
+//! The sampling hot path: [`Walker::sample_into`](crate::walk::Walker::sample_into).
+//!
+//! A sample of a running target costs, in steady state, one batched read of its memory
+//! ([`RemoteMemory::read_batch`], one `process_vm_readv` for up to 1024 ranges) and no heap
+//! allocation. That read takes, in one go:
+//! - the head of the interpreter list, and per interpreter its `next`, thread-list head and GIL
+//!   pointer (plus the GIL's `locked`/`last_holder`, 3.12+), or the process-wide GIL holder;
+//! - per thread state remembered from the last sample: the fields we use (`next`, `interp`,
+//!   ids, innermost frame, data-stack chunk) and, on 3.11–3.12, the `current_frame` of the
+//!   `_PyCFrame` it pointed at;
+//! - per thread, speculatively, the memory its frames occupied last time: the used part of each
+//!   data-stack chunk (3.11+) plus some slack, frames outside chunks (generators), or every
+//!   frame object (≤3.10).
+//!
+//! Why speculation is safe: bytes copied in this sample's read are the target's bytes at those
+//! addresses *now*, whatever the cache believed they were. A frame is taken from a copy only
+//! when the copy covers the frame's address (reached through this sample's pointers), so a
+//! stale guess costs a miss, never a wrong frame: a miss is read directly (and remembered for
+//! the next sample). The lists themselves are validated: if the interpreter or thread lists
+//! read in the batch differ from the remembered ones (a thread started or exited), the lists
+//! are walked again and the batch is redone. A remembered range that is no longer mapped makes
+//! the batch fail; it is forgotten and the batch redone.
+//!
+//! Frames whose (address, code object, instruction) did not change since the thread's previous
+//! sample keep their line without looking at the code object again; for a thread deep in a
+//! stable call stack that is all but the innermost frame or two. [`RawThread::unchanged`] tells
+//! the caller how many (outermost) frames that was, so it can skip interning them too.
+//!
+//! Modules, leaves first: `output` (what the caller gets), `batch` (the one read), `shapes`
+//! (which fields of each structure it takes), `chunks` (data-stack chunk copies), `proof`
+//! (proving the outer stack unchanged), `state` (what is kept between samples), `plan` (the
+//! interpreter and thread lists), `frames` (one thread's frame walk), and this module, which
+//! runs the attempts of a sample and turns each thread's walk into its part of the output.
+
+mod batch;
+mod chunks;
+mod frames;
+mod output;
+mod plan;
+mod proof;
+mod shapes;
+mod state;
+
+use strobe_memory::{le, MemError, RemoteMemory};
+use strobe_python_abi::{FrameModel, GilModel};
+
+use crate::code::CodeCache;
+use crate::error::WalkError;
+use crate::limits::need;
+use crate::process::Process;
+use crate::sample::batch::CopiedRange;
+use crate::sample::shapes::{T_CHUNK, T_FRAME, T_NATIVE, T_THREAD_ID};
+use crate::sample::state::{InterpPlan, ThreadAt, FULL_CHECK_EVERY};
+
+pub use crate::sample::output::{RawFrame, RawSample, RawThread};
+pub(crate) use crate::sample::state::SamplingState;
+
+/// Tries per sample when the thread lists change under us, a guess faults or a copy is torn.
+const ATTEMPTS: usize = 4;
+
+/// Why an attempt at a sample did not produce one.
+enum Retry {
+    /// The interpreter or thread lists changed: walk them again.
+    Stale,
+    /// A speculative range at this address is no longer readable.
+    Speculation(u64),
+    /// A real failure, reported to the caller.
+    Fail(WalkError),
+}
+
+impl From<WalkError> for Retry {
+    fn from(e: WalkError) -> Retry {
+        Retry::Fail(e)
+    }
+}
+
+impl From<MemError> for Retry {
+    fn from(e: MemError) -> Retry {
+        Retry::Fail(e.into())
+    }
+}
+
+/// Whether a failed attempt may have read memory the target was changing (worth one more
+/// read), as opposed to a layout strobe cannot read.
+fn torn_read(e: &WalkError) -> bool {
+    e.is_transient()
+}
+
+impl SamplingState {
+    /// Sample every thread of every interpreter of `process` into `out` (cleared first),
+    /// decoding code objects met for the first time into `code`. See
+    /// [`Walker::sample_into`](crate::walk::Walker::sample_into).
+    pub(crate) fn sample_into<M: RemoteMemory>(
+        &mut self,
+        process: &Process<M>,
+        code: &mut CodeCache,
+        out: &mut RawSample,
+    ) -> Result<(), WalkError> {
+        code.start_sample();
+        for attempt in 0..ATTEMPTS {
+            out.clear();
+            if !self.plan.ready {
+                self.rebuild_plan(process)?;
+            }
+            match self.try_sample(process, code, out) {
+                Ok(()) => return Ok(()),
+                // What the batch copied was torn: the target pushed, popped or resumed frames
+                // while the kernel copied them (a link to a frame since popped, a cycle
+                // through a generator resumed from elsewhere). Those rounds fall on code that
+                // moves its frames, so dropping them would bias the profile against it; another
+                // read almost always finds the stack settled (the first one does in most cases,
+                // a thread being started or ending can take a few).
+                Err(Retry::Fail(e)) if attempt + 1 < ATTEMPTS && torn_read(&e) => {
+                    self.scratch.torn_reads += 1;
+                }
+                Err(Retry::Stale) => self.plan.ready = false,
+                Err(Retry::Speculation(addr)) => {
+                    self.plan.forget_region(addr);
+                    if attempt > 0 {
+                        self.plan.forget_regions();
+                    }
+                }
+                Err(Retry::Fail(e)) => {
+                    out.clear();
+                    return Err(e);
+                }
+            }
+        }
+        out.clear();
+        self.plan.ready = false;
+        Err(WalkError::Corrupt {
+            what: "thread list (it changed during every attempt to read it)",
+            addr: process.interp_head_address()?,
+        })
+    }
+
+    /// One attempt: the batched read, validation of the lists, then every thread's frames.
+    fn try_sample<M: RemoteMemory>(
+        &mut self,
+        process: &Process<M>,
+        code: &mut CodeCache,
+        out: &mut RawSample,
+    ) -> Result<(), Retry> {
+        let layout = &process.layout;
+        let head_at = process.interp_head_address()?;
+        let global_gil = process.global_gil_address();
+        // Without `prev` links the thread states alone cannot show a new thread.
+        let full = self.plan.since_full >= FULL_CHECK_EVERY || layout.tstate_prev.is_none();
+        let scratch = &mut self.scratch;
+        scratch.batch.clear();
+        scratch.interp_at.clear();
+        scratch.thread_at.clear();
+        scratch.copies.clear();
+        let head_off = full.then(|| scratch.batch.add(head_at, 8));
+        let global_gil_off = global_gil.map(|a| scratch.batch.add(a, 8));
+        for interp in &self.plan.interps {
+            let at = full.then(|| scratch.batch.add_fields(&self.shapes.interp, interp.addr));
+            let gil = (layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
+                .then(|| scratch.batch.add_fields(&self.shapes.gil, interp.gil));
+            scratch.interp_at.push((at, gil));
+        }
+        for thread in &self.plan.threads {
+            let tstate = scratch.batch.add_fields(&self.shapes.tstate, thread.tstate);
+            let cframe = match (layout.frame_model, layout.cframe_current_frame) {
+                (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 => Some(
+                    scratch
+                        .batch
+                        .add(thread.cframe.wrapping_add(u64::from(off)), 8),
+                ),
+                _ => None,
+            };
+            let start = scratch.copies.len();
+            for region in &thread.regions {
+                let off = scratch.batch.add(region.addr, region.len);
+                scratch.copies.push(CopiedRange {
+                    addr: region.addr,
+                    len: region.len,
+                    off,
+                    chunk: region.chunk,
+                    age: region.age,
+                });
+            }
+            scratch.thread_at.push(ThreadAt {
+                tstate,
+                cframe,
+                copies: start..scratch.copies.len(),
+            });
+        }
+        if let Err(e) = scratch.batch.read(&process.mem) {
+            return Err(match e {
+                MemError::Fault { addr, len } => match self.plan.region_in(addr, len) {
+                    Some(region) => Retry::Speculation(region),
+                    // A thread state (or its C frame) that went away: the lists changed.
+                    None => Retry::Stale,
+                },
+                e => Retry::Fail(e.into()),
+            });
+        }
+        if !self.lists_unchanged(layout, head_off) {
+            return Err(Retry::Stale);
+        }
+
+        for interp_index in 0..self.plan.interps.len() {
+            let holder = self.gil_holder(process, interp_index, global_gil_off)?;
+            let interp = self.plan.interps[interp_index].clone();
+            for thread_index in interp.threads.clone() {
+                self.sample_thread(process, code, &interp, thread_index, holder, out)?;
+            }
+        }
+        let scratch = &mut self.scratch;
+        for thread in &mut self.plan.threads {
+            scratch.proven += thread.next_keep as u64;
+            thread.commit();
+        }
+        scratch.batch.swap_buf(&mut scratch.prev_buf);
+        self.plan.since_full = if full {
+            0
+        } else {
+            self.plan.since_full.saturating_add(1)
+        };
+        Ok(())
+    }
+
+    /// Walk planned thread `thread_index` of interpreter `interp` and append it to `out`.
+    fn sample_thread<M: RemoteMemory>(
+        &mut self,
+        process: &Process<M>,
+        code: &mut CodeCache,
+        interp: &InterpPlan,
+        thread_index: usize,
+        holder: Option<u64>,
+        out: &mut RawSample,
+    ) -> Result<(), Retry> {
+        let layout = &process.layout;
+        let at = self.scratch.thread_at[thread_index].clone();
+        let tstate = self.plan.threads[thread_index].tstate;
+        let buf = self.scratch.batch.buf();
+        let field = |field: usize| self.shapes.tstate.u64(buf, at.tstate, field);
+        let thread_id = field(T_THREAD_ID).ok_or(WalkError::Corrupt {
+            what: "thread state",
+            addr: tstate,
+        })?;
+        let native_id = field(T_NATIVE)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&t| t != 0);
+        let frame_ptr = field(T_FRAME).ok_or_else(|| {
+            WalkError::Unsupported(
+                "the interpreter layout lacks the thread state's innermost-frame field, which \
+                 its frame model needs"
+                    .into(),
+            )
+        })?;
+        let chunk = field(T_CHUNK).unwrap_or(0);
+        let innermost = match layout.frame_model {
+            FrameModel::FrameObject | FrameModel::Direct313 => frame_ptr,
+            FrameModel::CFrame311 => {
+                let off = need(layout.cframe_current_frame, "cframe.current_frame")?;
+                if frame_ptr == 0 {
+                    0
+                } else if let (Some(current_at), true) = (
+                    at.cframe,
+                    frame_ptr == self.plan.threads[thread_index].cframe,
+                ) {
+                    le::u64_at(buf, current_at).ok_or(Retry::Stale)?
+                } else {
+                    self.plan.threads[thread_index].cframe = frame_ptr;
+                    process
+                        .mem
+                        .read_u64(frame_ptr.wrapping_add(u64::from(off)))?
+                }
+            }
+        };
+        let (truncated, kept) =
+            self.walk_frames(process, thread_index, at.copies, innermost, chunk)?;
+        let start = out.frames.len();
+        let unchanged = self.resolve_thread(process, code, thread_index, out, kept)?;
+        let thread = &mut self.plan.threads[thread_index];
+        std::mem::swap(&mut thread.regions, &mut self.scratch.regions);
+        std::mem::swap(&mut thread.next_memo, &mut self.scratch.frames);
+        std::mem::swap(&mut thread.next_proof, &mut self.scratch.proof);
+        thread.next_keep = kept;
+        out.threads.push(RawThread {
+            interp_addr: interp.addr,
+            interp_id: interp.id,
+            tstate_addr: tstate,
+            thread_id,
+            native_id,
+            holds_gil: holder == Some(tstate),
+            frames: start..out.frames.len(),
+            truncated,
+            unchanged,
+        });
+        Ok(())
+    }
+
+    /// Lines for the frames just walked (reusing the previous sample's where the frame did not
+    /// change), then the `kept` outermost frames of the memo that the walk proved unchanged,
+    /// appended to `out.frames` innermost first. Returns how many outermost frames were
+    /// unchanged.
+    fn resolve_thread<M: RemoteMemory>(
+        &mut self,
+        process: &Process<M>,
+        code: &mut CodeCache,
+        thread_index: usize,
+        out: &mut RawSample,
+        kept: usize,
+    ) -> Result<usize, WalkError> {
+        let walked = self.scratch.frames.len();
+        let memo = &self.plan.threads[thread_index].memo;
+        let kept = kept.min(memo.len());
+        // The stack from the bottom is memo[..kept], then the walked frames from the last one
+        // up; those that match the memo's next ones keep their lines too.
+        let mut same = 0;
+        while same < walked && kept + same < memo.len() {
+            let before = memo[kept + same];
+            let now = &mut self.scratch.frames[walked - 1 - same];
+            if !now.same_as(&before) {
+                break;
+            }
+            now.resolved = before.resolved;
+            same += 1;
+        }
+        let kept_outs = kept
+            .checked_sub(1)
+            .and_then(|last| memo.get(last))
+            .map_or(0, |frame| frame.outs as usize);
+        for frame in &mut self.scratch.frames[..walked - same] {
+            frame.resolved = code.resolve_frame(process, &frame.fields)?;
+        }
+        let mut unchanged = kept_outs;
+        for (index, frame) in self.scratch.frames.iter().enumerate() {
+            if let Some((lasti, line)) = frame.resolved {
+                out.frames.push(RawFrame {
+                    code_addr: frame.fields.code,
+                    lasti,
+                    line,
+                });
+                if index >= walked - same {
+                    unchanged += 1;
+                }
+            }
+        }
+        let thread = &self.plan.threads[thread_index];
+        let outer = thread.memo_out.get(..kept_outs).unwrap_or(&[]);
+        out.frames.extend(outer.iter().rev().copied());
+        Ok(unchanged)
+    }
+}

@@ -1,0 +1,71 @@
+//! What a sample hands to the caller: frames as `(code address, instruction, line)`, threads,
+//! and the sample that holds them in buffers reused from one sample to the next.
+
+use std::ops::Range;
+
+/// One Python frame of a [`RawSample`]: enough to key it, no strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawFrame {
+    /// Address of the code object. With `line`, a stable key for interning while the code
+    /// object lives; [`Walker::frame_info`](crate::walk::Walker::frame_info) turns it into names.
+    pub code_addr: u64,
+    /// The instruction, in the units [`crate::linetable::LineMap::line`] takes for this
+    /// layout (bytes ≤3.9, code units 3.10+; negative before the first instruction).
+    pub lasti: i64,
+    /// The current line; `None` when the line table has none for the instruction.
+    pub line: Option<i32>,
+}
+
+/// One thread of a [`RawSample`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawThread {
+    /// Address of the thread's `PyInterpreterState`.
+    pub interp_addr: u64,
+    /// The interpreter's id (0 for the main interpreter).
+    pub interp_id: i64,
+    /// Address of the `PyThreadState`: stable while the thread lives.
+    pub tstate_addr: u64,
+    /// `pthread_t`, equal to `threading.get_ident()` in the target.
+    pub thread_id: u64,
+    /// Kernel thread id (3.11+: `native_thread_id`; `None` before, or while unknown).
+    pub native_id: Option<u32>,
+    /// Whether this thread holds the GIL of its interpreter.
+    pub holds_gil: bool,
+    /// This thread's frames in [`RawSample::frames`], innermost first.
+    pub frames: Range<usize>,
+    /// The stack was deeper than [`MAX_DEPTH`](crate::limits::MAX_DEPTH) and was cut there.
+    pub truncated: bool,
+    /// How many of the outermost frames are the same frames, at the same instructions, as
+    /// the outermost frames of this thread state in the previous sample `sample_into`
+    /// returned successfully (0 on its first sample). Attempts that failed or were retried
+    /// inside `sample_into` never count as the previous sample.
+    /// Callers that keep per-thread results may reuse theirs for these frames.
+    pub unchanged: usize,
+}
+
+/// A sample of every thread, in buffers reused from one sample to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawSample {
+    /// Threads, interpreter by interpreter, in each interpreter's list order.
+    pub threads: Vec<RawThread>,
+    /// Frames of all threads; each thread's are the range [`RawThread::frames`].
+    pub frames: Vec<RawFrame>,
+}
+
+impl RawSample {
+    /// An empty sample; buffers grow on the first samples, then stay.
+    pub fn new() -> RawSample {
+        RawSample::default()
+    }
+
+    /// Empty it, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.threads.clear();
+        self.frames.clear();
+    }
+
+    /// The frames of `thread`, innermost first.
+    pub fn frames_of(&self, thread: &RawThread) -> &[RawFrame] {
+        self.frames.get(thread.frames.clone()).unwrap_or(&[])
+    }
+}

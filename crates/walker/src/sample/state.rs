@@ -1,0 +1,205 @@
+//! What sampling remembers from one sample to the next, as one type, [`SamplingState`]: the
+//! plan (interpreters and threads as last seen, and what to copy speculatively for them), the
+//! reused buffers, and the shapes of the structures read.
+
+use std::ops::Range;
+
+use strobe_python_abi::Layout;
+
+use crate::sample::batch::{Batch, CopiedRange, Region};
+use crate::sample::chunks::ThreadChunks;
+use crate::sample::output::RawFrame;
+use crate::sample::proof::{Proof, WalkedFrame};
+use crate::sample::shapes::Shapes;
+
+/// Samples between two full checks of the interpreter list and each interpreter's fields
+/// (thread-list head, GIL pointer). In between, the thread lists are checked from the thread
+/// states alone (`prev`, `next`, `interp`), which the sample reads anyway: a new thread is
+/// linked in at the head, so the head's `prev` stops being NULL; a thread that leaves changes
+/// its neighbours' links. What only the full check sees is an interpreter created or destroyed
+/// (or the last thread of one leaving), so those show up at most this many samples late.
+pub(crate) const FULL_CHECK_EVERY: u32 = 16;
+
+/// Everything [`Walker::sample_into`](crate::walk::Walker::sample_into) keeps between samples.
+#[derive(Debug)]
+pub(crate) struct SamplingState {
+    /// Interpreters and threads as last seen, and what to read speculatively for them.
+    pub(crate) plan: Plan,
+    /// Buffers reused from sample to sample.
+    pub(crate) scratch: Scratch,
+    /// Which fields of each structure a sample reads, grouped into as few reads as possible.
+    pub(crate) shapes: Shapes,
+}
+
+impl SamplingState {
+    /// Nothing known yet about a target with `layout`.
+    pub(crate) fn new(layout: &Layout) -> SamplingState {
+        SamplingState {
+            plan: Plan::default(),
+            scratch: Scratch::default(),
+            shapes: Shapes::new(layout),
+        }
+    }
+
+    /// Forget the interpreters, threads and stacks seen so far.
+    pub(crate) fn forget_plan(&mut self) {
+        self.plan = Plan::default();
+    }
+
+    /// How many times a sample was read again because a copy was torn.
+    pub(crate) fn torn_reads(&self) -> u64 {
+        self.scratch.torn_reads
+    }
+
+    /// How many frames of delivered samples were proven unchanged instead of walked.
+    pub(crate) fn frames_proven(&self) -> u64 {
+        self.scratch.proven
+    }
+}
+
+/// Interpreters and threads as the last sample saw them.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Whether the lists were walked since the plan was last found stale.
+    pub(crate) ready: bool,
+    /// Samples since the last full check of the lists (see [`FULL_CHECK_EVERY`]).
+    pub(crate) since_full: u32,
+    /// Interpreters in list order.
+    pub(crate) interps: Vec<InterpPlan>,
+    /// All threads; each interpreter owns a range.
+    pub(crate) threads: Vec<ThreadPlan>,
+}
+
+impl Plan {
+    /// A speculative region overlapping `[addr, addr + len)` (a failed read may name a range
+    /// merged from several requests).
+    pub(crate) fn region_in(&self, addr: u64, len: usize) -> Option<u64> {
+        let end = addr.saturating_add(len.max(1) as u64);
+        self.threads
+            .iter()
+            .flat_map(|t| &t.regions)
+            .find(|r| r.addr < end && r.addr.saturating_add(r.len as u64) > addr)
+            .map(|r| r.addr)
+    }
+
+    /// Stop copying the region that starts at `addr`.
+    pub(crate) fn forget_region(&mut self, addr: u64) {
+        for t in &mut self.threads {
+            t.regions.retain(|r| r.addr != addr);
+        }
+    }
+
+    /// Stop copying anything speculatively (until walks find frames again).
+    pub(crate) fn forget_regions(&mut self) {
+        for t in &mut self.threads {
+            t.regions.clear();
+        }
+    }
+}
+
+/// One interpreter of the plan.
+#[derive(Debug, Clone)]
+pub(crate) struct InterpPlan {
+    /// Its `PyInterpreterState`.
+    pub(crate) addr: u64,
+    /// Its id.
+    pub(crate) id: i64,
+    /// `interp->ceval.gil` (3.12+), 0 when unknown.
+    pub(crate) gil: u64,
+    /// Its threads in [`Plan::threads`].
+    pub(crate) threads: Range<usize>,
+}
+
+/// One thread of the plan, and its stack as last delivered.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadPlan {
+    /// Its `PyThreadState`.
+    pub(crate) tstate: u64,
+    /// The `_PyCFrame` the thread state pointed at (3.11–3.12), 0 when unknown.
+    pub(crate) cframe: u64,
+    /// What this thread's frames occupied last time, to copy speculatively.
+    pub(crate) regions: Vec<Region>,
+    /// The frames of the last sample handed to the caller, **outermost first**, with their
+    /// lines: what [`RawThread::unchanged`](crate::sample::RawThread::unchanged) is counted
+    /// against, and what an outer part proven unchanged is taken from.
+    pub(crate) memo: Vec<WalkedFrame>,
+    /// The frames of `memo` that were reported (those with a code object), outermost first.
+    pub(crate) memo_out: Vec<RawFrame>,
+    /// What the walk behind `memo` read, to prove its outer part unchanged.
+    pub(crate) proof: Proof,
+    /// This attempt's newly walked frames (innermost first) over the `next_keep` outermost
+    /// frames of `memo` it proved unchanged, and what it read. They replace `memo` and
+    /// `proof` only if the whole sample succeeds, so that a retried attempt (the lists changed
+    /// half-way) never counts `unchanged` against a walk the caller did not see.
+    pub(crate) next_memo: Vec<WalkedFrame>,
+    /// See `next_memo`.
+    pub(crate) next_keep: usize,
+    /// See `next_memo`.
+    pub(crate) next_proof: Proof,
+}
+
+impl ThreadPlan {
+    /// This attempt's walk becomes the reference for the next sample (the whole sample
+    /// succeeded): `memo` keeps the outer frames the walk proved unchanged and takes the
+    /// newly walked ones on top.
+    pub(crate) fn commit(&mut self) {
+        let keep = self.next_keep.min(self.memo.len());
+        self.memo.truncate(keep);
+        let mut outs = self.memo.last().map_or(0, |f| f.outs);
+        self.memo_out.truncate(outs as usize);
+        for walked in self.next_memo.iter().rev() {
+            if let Some((lasti, line)) = walked.resolved {
+                outs += 1;
+                self.memo_out.push(RawFrame {
+                    code_addr: walked.fields.code,
+                    lasti,
+                    line,
+                });
+            }
+            self.memo.push(WalkedFrame { outs, ..*walked });
+        }
+        std::mem::swap(&mut self.proof, &mut self.next_proof);
+    }
+}
+
+/// Buffers reused by every sample.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// This sample's read.
+    pub(crate) batch: Batch,
+    /// Per planned interpreter: where its fields (full checks only) and its GIL's are in the
+    /// batch.
+    pub(crate) interp_at: Vec<(Option<usize>, Option<usize>)>,
+    /// Per planned thread.
+    pub(crate) thread_at: Vec<ThreadAt>,
+    /// Speculative copies of all threads.
+    pub(crate) copies: Vec<CopiedRange>,
+    /// Frames of the thread being walked.
+    pub(crate) frames: Vec<WalkedFrame>,
+    /// Regions of the thread being walked, for its next sample.
+    pub(crate) regions: Vec<Region>,
+    /// Chunks of the thread being walked.
+    pub(crate) chunks: ThreadChunks,
+    /// Per speculative copy of the thread being walked: whether a frame was found in it.
+    pub(crate) copy_used: Vec<bool>,
+    /// The batch buffer of the last sample handed to the caller (the buffers swap roles after
+    /// every such sample): what the memos' proofs point into.
+    pub(crate) prev_buf: Vec<u8>,
+    /// The proof being gathered by the walk of the thread being walked.
+    pub(crate) proof: Proof,
+    /// Frames of delivered samples proven unchanged instead of walked, in all.
+    pub(crate) proven: u64,
+    /// Samples read a second time because the first copy was torn.
+    pub(crate) torn_reads: u64,
+}
+
+/// Where one planned thread's reads are in the batch.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadAt {
+    /// Its thread-state fields.
+    pub(crate) tstate: usize,
+    /// Its `_PyCFrame`'s `current_frame` (3.11–3.12), if read.
+    pub(crate) cframe: Option<usize>,
+    /// Its speculative copies in [`Scratch::copies`].
+    pub(crate) copies: Range<usize>,
+}
