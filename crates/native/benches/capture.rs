@@ -50,6 +50,16 @@ fn main() {
 
     // (c) a sleeping thread read without a stop.
     let mut b = BlockedThread::open(pid, pid).unwrap();
+    // The READY line comes before `time.sleep`: wait until the main thread is in
+    // clock_nanosleep (230), or the loop below measures a thread still on its way there.
+    let since = Instant::now();
+    while b.state().unwrap().is_none_or(|s| s.nr != 230) {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "main thread never slept"
+        );
+        std::thread::yield_now();
+    }
     let (mut running, mut woke) = (0, 0);
     let c0 = cpu();
     for _ in 0..N {
