@@ -3,8 +3,12 @@
 //! asleep in `time.sleep`.
 //!
 //! `cargo bench -p strobe-native --bench capture` (as root). CPU times are strobe's own thread
-//! (`CLOCK_THREAD_CPUTIME_ID`); for perf events, the cost the kernel pays in the target at each
-//! sampling interrupt is its system time while it spins in user space.
+//! (`CLOCK_THREAD_CPUTIME_ID`). What the target pays is measured on a C program spinning on a
+//! counter: increments per nanosecond of the spinning thread's own CPU time (schedstat), so
+//! that a machine shared with other work (which takes the CPU away from the target, not work
+//! out of its nanoseconds) moves it little; the kernel's work at each perf interrupt and at
+//! each ptrace stop and resume, done in the target's context, lowers it. Time spent stopped is
+//! reported apart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -180,18 +184,45 @@ fn sink_address(pid: i32, exe: &std::path::Path) -> u64 {
     base + svma
 }
 
-/// Increments of the counter per second over `secs`, while `during` runs every millisecond
-/// or so (returns how many captures it made).
-fn rate(mem: &ProcessMemory, addr: u64, secs: f64, mut during: impl FnMut() -> u32) -> (f64, u32) {
+/// Nanoseconds the thread has spent on a CPU (`/proc/PID/task/TID/schedstat`, first field).
+fn on_cpu_ns(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// What `rate` measured.
+struct Rate {
+    /// Increments per nanosecond of the target's CPU time.
+    per_cpu_ns: f64,
+    /// Share of the wall time the target was on a CPU.
+    on_cpu: f64,
+    /// Captures or samples `during` reported.
+    captures: u32,
+}
+
+/// The counter's progress over `secs` while `during` runs in a loop (it returns how many
+/// captures it made).
+fn rate(
+    pid: i32,
+    mem: &ProcessMemory,
+    addr: u64,
+    secs: f64,
+    mut during: impl FnMut() -> u32,
+) -> Rate {
     use strobe_memory::RemoteMemory;
     let since = Instant::now();
-    let v0 = mem.read_u64(addr).unwrap();
+    let (v0, t0) = (mem.read_u64(addr).unwrap(), on_cpu_ns(pid));
     let mut captures = 0;
     while since.elapsed().as_secs_f64() < secs {
         captures += during();
     }
-    let v1 = mem.read_u64(addr).unwrap();
-    ((v1 - v0) as f64 / since.elapsed().as_secs_f64(), captures)
+    let (v1, t1) = (mem.read_u64(addr).unwrap(), on_cpu_ns(pid));
+    let wall = since.elapsed().as_secs_f64();
+    Rate {
+        per_cpu_ns: (v1 - v0) as f64 / (t1 - t0) as f64,
+        on_cpu: (t1 - t0) as f64 / 1e9 / wall,
+        captures,
+    }
 }
 
 fn slowdowns() {
@@ -215,12 +246,18 @@ fn slowdowns() {
         std::thread::sleep(d);
         0
     };
-    let (base, _) = rate(&mem, addr, secs, || pause(Duration::from_millis(1)));
-    println!("chain spinning alone: {:.0} M increments/s", base / 1e6);
-    let report = |what: &str, r: f64, n: u32| {
+    let base = rate(pid, &mem, addr, secs, || pause(Duration::from_millis(1)));
+    println!(
+        "chain spinning alone: {:.3} increments per ns of its CPU time, on a CPU {:.0}% of the time",
+        base.per_cpu_ns,
+        base.on_cpu * 100.0
+    );
+    let report = |what: &str, r: Rate, extra: String| {
         println!(
-            "  {what}: {:.2}% slower ({n} captures/samples in {secs} s)",
-            (1.0 - r / base) * 100.0
+            "  {what}: {:.2}% fewer increments per CPU ns, on a CPU {:.0}% of the time, {} captures/samples in {secs} s{extra}",
+            (1.0 - r.per_cpu_ns / base.per_cpu_ns) * 100.0,
+            r.on_cpu * 100.0,
+            r.captures,
         );
     };
     for (hz, stack_bytes) in [
@@ -238,34 +275,40 @@ fn slowdowns() {
         let mut p = PerfThread::open(pid, pid, &config).unwrap();
         p.drain(|_| {});
         let mut drain_cpu = Duration::ZERO;
-        let (r, n) = rate(&mem, addr, secs, || {
+        let r = rate(pid, &mem, addr, secs, || {
             std::thread::sleep(Duration::from_millis(5));
             let c0 = cpu();
             let n = p.drain(|_| {}) as u32;
             drain_cpu += cpu() - c0;
             n
         });
+        let extra = format!(
+            ", drain CPU {} per sample, {} lost",
+            per(drain_cpu, r.captures.max(1)),
+            p.lost()
+        );
         report(
-            &format!(
-                "perf {hz} Hz, {} KiB stacks (drain CPU {} per sample, lost {})",
-                stack_bytes / 1024,
-                per(drain_cpu, n.max(1)),
-                p.lost()
-            ),
+            &format!("perf {hz} Hz, {} KiB stacks", stack_bytes / 1024),
             r,
-            n,
+            extra,
         );
     }
     for hz in [100u64, 1000, 10_000] {
         let mut t = ThreadTracer::seize(pid, pid).unwrap();
         let mut stack = Vec::with_capacity(STACK);
         let period = Duration::from_nanos(1_000_000_000 / hz);
-        let (r, n) = rate(&mem, addr, secs, || {
+        let mut stopped = Duration::ZERO;
+        let r = rate(pid, &mem, addr, secs, || {
             std::thread::sleep(period);
-            t.capture(STACK, &mut stack).unwrap();
+            stopped += t.capture(STACK, &mut stack).unwrap().stopped_for;
             1
         });
-        report(&format!("ptrace {hz} Hz"), r, n);
+        let extra = format!(
+            ", stopped {:.2}% of the wall time ({} per capture)",
+            stopped.as_secs_f64() / secs * 100.0,
+            per(stopped, r.captures.max(1))
+        );
+        report(&format!("ptrace {hz} Hz"), r, extra);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
