@@ -41,7 +41,7 @@ pub use frame::{NativeFrame, SymbolSource, UnwindMethod};
 pub use merge::{
     is_plumbing, merge, EvalShape, KernelBoundary, MergeError, MergedFrame, NativeEnd,
 };
-pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem};
+pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem, PERF_TRAMPOLINES};
 pub use symbolize::Symbolizer;
 pub use unwind::{UnwindEnd, Unwinder, Unwound, UnwoundFrame, DEFAULT_MAX_DEPTH};
 

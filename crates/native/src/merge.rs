@@ -25,12 +25,15 @@
 //!    one the evaluation loop is in, so an extension's function of the same name is kept) that
 //!    only pass a call on to Python code or to a C function: [`is_plumbing`] has the list.
 //!    The 3.12+ `perf` trampolines (`-X perf`) are the frame that calls the loop, not a loop:
-//!    their code in anonymous memory, between a loop and `py_trampoline_evaluator`, is hidden
-//!    with the evaluator.
+//!    hidden with their evaluator (`py_trampoline_evaluator`), whether the module map
+//!    recognised their memory ([`crate::PERF_TRAMPOLINES`]) or they are unnamed anonymous code
+//!    between a loop and the interpreter's frame that called them (the evaluator, or its
+//!    caller where the evaluator tail-calls them). Anonymous code elsewhere (a JIT's) is kept.
 //! 4. Every other native frame is kept where it is, and a thread known to be in the kernel
 //!    gets a [`MergedFrame::Kernel`] frame innermost.
 
 use crate::frame::NativeFrame;
+use crate::modules::PERF_TRAMPOLINES;
 
 /// How the evaluation loop of a CPython version maps to Python frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,17 +344,21 @@ pub fn merge(
                 (ours && is_plumbing(shape, name))
                     || (interpreter.is_some() && name.starts_with("py::"))
             }
-            // A perf trampoline: anonymous code called by the evaluator, calling the loop.
+            // A perf trampoline: recognised by the module map, or anonymous code called by the
+            // interpreter (its evaluator, or whatever called that, when the evaluator tail-calls
+            // the trampoline) that calls the loop.
             None => {
                 interpreter.is_some()
-                    && is_anonymous(frame)
-                    && i > 0
-                    && is_loop(&native[i - 1])
-                    && native.get(i + 1).is_some_and(|outer| {
-                        outer.module.as_ref() == interpreter
-                            && outer.function.as_deref().map(base_name)
-                                == Some("py_trampoline_evaluator")
-                    })
+                    && (frame
+                        .module
+                        .as_ref()
+                        .is_some_and(|m| m.path == PERF_TRAMPOLINES)
+                        || (is_anonymous(frame)
+                            && i > 0
+                            && is_loop(&native[i - 1])
+                            && native
+                                .get(i + 1)
+                                .is_some_and(|outer| outer.module.as_ref() == interpreter)))
             }
         };
         if !hidden {
@@ -604,6 +611,22 @@ mod tests {
             py("_PyEval_EvalFrameDefault"),
             f("[anon]", ""),
             py("py_trampoline_evaluator"),
+            py("PyEval_EvalCode"),
+            py("main"),
+        ];
+        assert_eq!(
+            run(EvalShape::EntryRuns, &native, &[true, true]).unwrap(),
+            ["P0", "call_back", "P1", "main"]
+        );
+        // The evaluator tail-calls the trampoline (3.14): the interpreter frame outside it is
+        // whatever called the evaluator.
+        let native = vec![
+            py("_PyEval_EvalFrameDefault.cold"),
+            f("[anon]", ""),
+            py("_PyFunction_Vectorcall"),
+            f("/usr/lib/_ext.so", "call_back"),
+            py("_PyEval_EvalFrameDefault"),
+            f(PERF_TRAMPOLINES, ""),
             py("PyEval_EvalCode"),
             py("main"),
         ];

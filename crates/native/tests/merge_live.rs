@@ -14,6 +14,7 @@
 
 mod support;
 
+use std::process::Command;
 use strobe_native::{merge, EvalShape, MergedFrame, NativeEnd, NativeFrame, UnwindEnd};
 use strobe_python_abi::{layout_for, Flavour};
 use strobe_testkit::Ready;
@@ -91,8 +92,39 @@ fn base(f: &NativeFrame) -> &str {
         .map_or("?", |n| n.split('.').next().unwrap_or(n))
 }
 
-fn check(python: &str, major: u8, minor: u8) {
-    let layout = layout_for(major, minor, Flavour::DEFAULT).unwrap();
+/// How to start an interpreter: a host path, or a command inside the sid chroot; with extra
+/// interpreter options.
+struct Python<'a> {
+    exe: &'a str,
+    sid: bool,
+    options: &'a [&'a str],
+}
+
+const SID: &str = "/var/cache/strobe/sid";
+const D: Flavour = Flavour::DEFAULT;
+const DEBUG: Flavour = Flavour {
+    free_threaded: false,
+    debug: true,
+};
+
+fn host(exe: &str) -> Python<'_> {
+    Python {
+        exe,
+        sid: false,
+        options: &[],
+    }
+}
+
+fn sid(exe: &str) -> Python<'_> {
+    Python {
+        exe,
+        sid: true,
+        options: &[],
+    }
+}
+
+fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
+    let layout = layout_for(major, minor, flavour).unwrap();
     let mut args = vec![format!("stackref_mask={}", layout.stackref_mask)];
     let fields = [
         ("tstate_cframe", layout.tstate_cframe),
@@ -112,8 +144,23 @@ fn check(python: &str, major: u8, minor: u8) {
     if let Some(shim) = layout.owner_interpreter.or(layout.owner_cstack) {
         args.push(format!("shim={shim}"));
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let target = Ready::python_script(python, "merge-live", SCRIPT, &args);
+    let mut cmd = if python.sid {
+        assert!(
+            std::path::Path::new(SID)
+                .join("usr/bin")
+                .join(python.exe)
+                .exists(),
+            "{SID}/usr/bin/{} is missing: run .ci/provision.sh to create the sid chroot",
+            python.exe
+        );
+        let mut cmd = Command::new("chroot");
+        cmd.arg(SID).arg(python.exe);
+        cmd
+    } else {
+        Command::new(python.exe)
+    };
+    cmd.args(python.options).arg("-c").arg(SCRIPT).args(&args);
+    let target = Ready::start(&mut cmd, python.exe);
     let said: Vec<(String, bool)> = target
         .said
         .split(',')
@@ -154,8 +201,10 @@ fn check(python: &str, major: u8, minor: u8) {
             .iter()
             .position(|f| base(f).contains("qsort"))
             .unwrap_or_else(|| panic!("no qsort\n{context}"));
+        // The loop that evaluates a frame: the number of runs that end before it (a run ends
+        // at an entry frame; up to 3.10 every frame is its own run).
         let compare_loop = match shape {
-            EvalShape::EntryRuns => 0,
+            EvalShape::EntryRuns => usize::from(entries[0]),
             _ => 1,
         };
         assert!(
@@ -228,25 +277,92 @@ fn check(python: &str, major: u8, minor: u8) {
 
 #[test]
 fn pyenv_2_7() {
-    check("/root/.pyenv/versions/2.7.18/bin/python2.7", 2, 7);
+    check(host("/root/.pyenv/versions/2.7.18/bin/python2.7"), 2, 7, D);
 }
 
 #[test]
 fn pyenv_3_10() {
-    check("/root/.pyenv/versions/3.10.13/bin/python3.10", 3, 10);
+    check(
+        host("/root/.pyenv/versions/3.10.13/bin/python3.10"),
+        3,
+        10,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_11() {
-    check("/root/.pyenv/versions/3.11.7/bin/python3.11", 3, 11);
+    check(
+        host("/root/.pyenv/versions/3.11.7/bin/python3.11"),
+        3,
+        11,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_12() {
-    check("/root/.pyenv/versions/3.12.1/bin/python3.12", 3, 12);
+    check(
+        host("/root/.pyenv/versions/3.12.1/bin/python3.12"),
+        3,
+        12,
+        D,
+    );
+}
+
+/// `-X perf`: each Python function is called through a trampoline in anonymous memory, and
+/// every Python frame is its own evaluation loop call (calls between Python functions are not
+/// inlined while a custom frame evaluator is set), each marked as an entry.
+#[test]
+fn pyenv_3_12_perf_trampolines() {
+    let python = Python {
+        options: &["-X", "perf"],
+        ..host("/root/.pyenv/versions/3.12.1/bin/python3.12")
+    };
+    check(python, 3, 12, D);
+}
+
+#[test]
+fn pyenv_3_13_perf_trampolines() {
+    let python = Python {
+        options: &["-X", "perf"],
+        ..host("/root/.pyenv/versions/3.13.0/bin/python3.13")
+    };
+    check(python, 3, 13, D);
+}
+
+#[test]
+fn sid_3_14_perf_trampolines() {
+    let python = Python {
+        options: &["-X", "perf"],
+        ..sid("python3.14")
+    };
+    check(python, 3, 14, D);
 }
 
 #[test]
 fn pyenv_3_13() {
-    check("/root/.pyenv/versions/3.13.0/bin/python3.13", 3, 13);
+    check(
+        host("/root/.pyenv/versions/3.13.0/bin/python3.13"),
+        3,
+        13,
+        D,
+    );
+}
+
+#[test]
+fn sid_3_13_debug() {
+    check(sid("python3.13d"), 3, 13, DEBUG);
+}
+
+#[test]
+fn sid_3_14() {
+    check(sid("python3.14"), 3, 14, D);
+    check(sid("python3.14d"), 3, 14, DEBUG);
+}
+
+#[test]
+fn sid_3_15() {
+    check(sid("python3.15"), 3, 15, D);
+    check(sid("python3.15d"), 3, 15, DEBUG);
 }
