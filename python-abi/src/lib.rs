@@ -362,6 +362,18 @@ pub struct Layout {
     pub long_lv_tag: Option<u32>,
 }
 
+impl Layout {
+    /// The owner value of the shim frame that each evaluation loop call pushes below its first
+    /// Python frame (3.12+): a frame whose `previous` frame has this owner was entered from C.
+    /// `FRAME_OWNED_BY_CSTACK` in 3.12 and 3.13, `FRAME_OWNED_BY_INTERPRETER` from 3.14 (which
+    /// still declares `FRAME_OWNED_BY_CSTACK`, renumbered, but no longer uses it for the shim).
+    /// `None` before 3.12: 3.11 flags the entry frame itself ([`Layout::iframe_is_entry`]),
+    /// and up to 3.10 every frame is its own loop call.
+    pub fn entry_shim_owner(&self) -> Option<u8> {
+        self.owner_interpreter.or(self.owner_cstack)
+    }
+}
+
 /// Where each field of `_Py_DebugOffsets` (3.13+) sits inside that struct, for one version and
 /// flavour, generated from the headers that define it (`pycore_runtime.h` in 3.13,
 /// `pycore_debug_offsets.h` since 3.14).

@@ -185,10 +185,7 @@ fn entries(layout: &Layout, frames: &[Seen]) -> Vec<(String, bool)> {
     }
     // 3.12+: the owner of the shim below an entry frame. 3.14 still declares
     // FRAME_OWNED_BY_CSTACK but marks the shim with FRAME_OWNED_BY_INTERPRETER.
-    let shim = layout
-        .owner_interpreter
-        .or(layout.owner_cstack)
-        .expect("3.12+ has a shim owner");
+    let shim = layout.entry_shim_owner().expect("3.12+ has a shim owner");
     let mut out = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         if python(f.owner) {

@@ -141,7 +141,7 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
         }
     }
     // 3.12+: the owner of the shim frame below an entry frame.
-    if let Some(shim) = layout.owner_interpreter.or(layout.owner_cstack) {
+    if let Some(shim) = layout.entry_shim_owner() {
         args.push(format!("shim={shim}"));
     }
     let mut cmd = if python.sid {
