@@ -105,7 +105,8 @@ pub enum MergeError {
         "{loops} evaluation loop{} on the C stack, {runs} run{} of Python frames: the two \
          stacks do not describe the same instant (the thread was between pushing a frame and \
          evaluating it, or the stacks were read at different times); the sample keeps its \
-         Python frames only",
+         Python frames only. Rare failures are expected; if most samples fail, report it with \
+         the Python version and how the stacks were captured",
         plural(*loops),
         plural(*runs)
     )]
@@ -119,7 +120,8 @@ pub enum MergeError {
     /// Python stack is missing frames.
     #[error(
         "the outermost Python frame is not an entry frame, so the Python stack is incomplete \
-         (cut at the walker's depth limit?); the sample keeps its Python frames only"
+         (cut at the walker's depth limit?); the sample keeps its Python frames only. If \
+         stacks are that deep, raise the depth limit"
     )]
     OpenRun,
 }
