@@ -366,3 +366,9 @@ fn sid_3_15() {
     check(sid("python3.15"), 3, 15, D);
     check(sid("python3.15d"), 3, 15, DEBUG);
 }
+
+/// Debian 12's python3.11: stripped, libpython linked in, no debug file (names from `.dynsym`).
+#[test]
+fn debian_3_11() {
+    check(host("/usr/bin/python3.11"), 3, 11, D);
+}
