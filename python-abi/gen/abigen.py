@@ -327,6 +327,13 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
         ("iframe_code", since((3, 11), f"offsetof(_PyInterpreterFrame, {code_member})")),
         ("iframe_instr_ptr", since((3, 11), f"offsetof(_PyInterpreterFrame, {instr_member})")),
         ("iframe_owner", since((3, 11), "offsetof(_PyInterpreterFrame, owner)")),
+        # 3.11 only: `bool is_entry`, set on the first frame an evaluation loop call runs (the
+        # frame entered from C). 3.12+ mark that boundary with a shim frame instead, whose owner
+        # is FRAME_OWNED_BY_CSTACK (3.12-3.13) or FRAME_OWNED_BY_INTERPRETER (3.14+).
+        (
+            "iframe_is_entry",
+            since((3, 11), "offsetof(_PyInterpreterFrame, is_entry)", until=(3, 11)),
+        ),
         ("iframe_localsplus", since((3, 11), "offsetof(_PyInterpreterFrame, localsplus)")),
         ("iframe_stackpointer", since((3, 14), "offsetof(_PyInterpreterFrame, stackpointer)")),
         (

@@ -8,6 +8,7 @@
 //! A field is `None` when the struct member does not exist in that version. The walker never
 //! branches on version numbers; it branches on the few named shapes below.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod tables;
@@ -256,15 +257,23 @@ pub struct Layout {
     pub iframe_instr_ptr: Option<u32>,
     /// `offsetof(_PyInterpreterFrame, owner)` (a `char`).
     pub iframe_owner: Option<u32>,
+    /// `offsetof(_PyInterpreterFrame, is_entry)` (a `bool`, 3.11 only): true on the first frame
+    /// of an evaluation loop call, the one entered from C. 3.12+ put a shim frame below it
+    /// instead, owned by [`Layout::owner_cstack`] (3.12–3.13) or
+    /// [`Layout::owner_interpreter`] (3.14+).
+    pub iframe_is_entry: Option<u32>,
     /// `offsetof(_PyInterpreterFrame, localsplus)`.
     pub iframe_localsplus: Option<u32>,
     /// `offsetof(_PyInterpreterFrame, stackpointer)` (3.14+).
     pub iframe_stackpointer: Option<u32>,
     /// `offsetof(_PyInterpreterFrame, tlbc_index)` (3.14+ free-threaded).
     pub iframe_tlbc_index: Option<u32>,
-    /// Value of `FRAME_OWNED_BY_CSTACK` (3.12–3.14), if the version has it.
+    /// Value of `FRAME_OWNED_BY_CSTACK` (3.12–3.14), if the version has it. It is the owner of
+    /// the shim frame an evaluation loop call pushes below its first frame in 3.12 and 3.13;
+    /// 3.14 still declares it (renumbered to 4) but no longer uses it for that.
     pub owner_cstack: Option<u8>,
-    /// Value of `FRAME_OWNED_BY_INTERPRETER` (3.14+), if the version has it.
+    /// Value of `FRAME_OWNED_BY_INTERPRETER` (3.14+), if the version has it: the owner of the
+    /// shim frame below the first frame of each evaluation loop call from 3.14 on.
     pub owner_interpreter: Option<u8>,
     /// Mask that clears the tag bits of a `_PyStackRef` (3.14+: `!Py_TAG_BITS` from
     /// `pycore_stackref.h`: `!3`, except `!1` in 3.14t), else all ones (3.13t's
@@ -351,6 +360,18 @@ pub struct Layout {
     pub long_digit: u32,
     /// `offsetof(PyLongObject, long_value.lv_tag)` (3.12+).
     pub long_lv_tag: Option<u32>,
+}
+
+impl Layout {
+    /// The owner value of the shim frame that each evaluation loop call pushes below its first
+    /// Python frame (3.12+): a frame whose `previous` frame has this owner was entered from C.
+    /// `FRAME_OWNED_BY_CSTACK` in 3.12 and 3.13, `FRAME_OWNED_BY_INTERPRETER` from 3.14 (which
+    /// still declares `FRAME_OWNED_BY_CSTACK`, renumbered, but no longer uses it for the shim).
+    /// `None` before 3.12: 3.11 flags the entry frame itself ([`Layout::iframe_is_entry`]),
+    /// and up to 3.10 every frame is its own loop call.
+    pub fn entry_shim_owner(&self) -> Option<u8> {
+        self.owner_interpreter.or(self.owner_cstack)
+    }
 }
 
 /// Where each field of `_Py_DebugOffsets` (3.13+) sits inside that struct, for one version and

@@ -138,6 +138,27 @@ impl Binary {
         })
     }
 
+    /// The code from symbol `start` up to symbol `end` (a template CPython copies at run
+    /// time), from the file section that holds it; `None` if either symbol is missing, the
+    /// range is longer than `limit`, or no section of the file has its bytes.
+    pub(crate) fn code_between(&self, start: &str, end: &str, limit: u64) -> Option<Vec<u8>> {
+        let address = |name: &str| {
+            let labels = self.elf.labels.iter();
+            let debug = self.debug.iter().flat_map(|d| d.labels.iter());
+            labels
+                .chain(debug)
+                .find(|l| &*l.name == name)
+                .map(|l| l.start)
+                .or_else(|| self.symbols.by_name(name).map(|s| s.start))
+        };
+        let (from, to) = (address(start)?, address(end)?);
+        if !(from < to && to - from <= limit) {
+            return None;
+        }
+        // Usually in `.text`; Debian's 3.14 has it in `.rodata` (it is only ever copied).
+        self.elf.bytes_at(from..to).map(<[u8]>::to_vec)
+    }
+
     pub(crate) fn section_svma(&self, name: &str) -> Option<Range<u64>> {
         self.elf.section_svma(name)
     }

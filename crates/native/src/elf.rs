@@ -5,7 +5,7 @@
 use crate::symtab::{SymbolTable, TableSymbol};
 use goblin::elf::program_header::PT_NOTE;
 use goblin::elf::section_header::{SHF_COMPRESSED, SHT_NOBITS, SHT_NOTE};
-use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC};
+use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE};
 use goblin::elf::Elf;
 use std::collections::HashMap;
 use std::io::Read;
@@ -42,7 +42,13 @@ pub(crate) struct ElfFile {
     /// `.gnu_debuglink`: the debug file's name and the CRC-32 of its contents.
     pub debuglink: Option<(String, u32)>,
     pub symbols: Vec<TableSymbol>,
+    /// The untyped symbols (assembler labels) named in [`LABELS`].
+    pub labels: Vec<TableSymbol>,
 }
+
+/// Assembler labels kept from the symbol tables: the bounds of CPython's perf trampoline
+/// template (3.12+, `Python/asm_trampoline.S`, which gives them no type).
+pub(crate) const LABELS: &[&str] = &["_Py_trampoline_func_start", "_Py_trampoline_func_end"];
 
 /// Why bytes are not an ELF file we can use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,15 +116,23 @@ impl ElfFile {
             .and_then(|r| bytes.get(r))
             .and_then(parse_debuglink);
         let mut symbols = Vec::new();
+        let mut labels = Vec::new();
         for (table, strtab) in [(&elf.syms, &elf.strtab), (&elf.dynsyms, &elf.dynstrtab)] {
             for sym in table.iter() {
                 let kind = sym.st_type();
-                if (kind != STT_FUNC && kind != STT_GNU_IFUNC) || sym.st_shndx == 0 {
-                    continue;
-                }
                 let Some(name) = strtab.get_at(sym.st_name).filter(|n| !n.is_empty()) else {
                     continue;
                 };
+                if kind == STT_NOTYPE && sym.st_shndx != 0 && LABELS.contains(&name) {
+                    labels.push(TableSymbol {
+                        start: sym.st_value,
+                        size: 0,
+                        name: name.into(),
+                    });
+                }
+                if (kind != STT_FUNC && kind != STT_GNU_IFUNC) || sym.st_shndx == 0 {
+                    continue;
+                }
                 symbols.push(TableSymbol {
                     start: sym.st_value,
                     size: sym.st_size,
@@ -133,6 +147,7 @@ impl ElfFile {
             build_id,
             debuglink,
             symbols,
+            labels,
         })
     }
 
@@ -159,6 +174,29 @@ impl ElfFile {
     }
 
     /// The stated address range of section `name`.
+    /// The file's bytes at stated addresses `svma`, from the one loaded section with file
+    /// bytes (not compressed) that holds them all. Sections that are not loaded (`.debug_*`,
+    /// `.comment`) state address 0, so their bytes never count as any address's.
+    pub fn bytes_at(&self, svma: Range<u64>) -> Option<&[u8]> {
+        let s = self.sections.values().find(|s| {
+            s.svma.start != 0
+                && !s.compressed
+                && s.file_range.is_some()
+                && s.svma.start <= svma.start
+                && svma.end <= s.svma.end
+        })?;
+        let file = s.file_range.clone()?;
+        let at = file
+            .start
+            .checked_add(usize::try_from(svma.start - s.svma.start).ok()?)?;
+        let len = usize::try_from(svma.end.checked_sub(svma.start)?).ok()?;
+        let end = at.checked_add(len)?;
+        if end > file.end {
+            return None;
+        }
+        self.bytes.get(at..end)
+    }
+
     pub fn section_svma(&self, name: &str) -> Option<Range<u64>> {
         self.sections.get(name).map(|s| s.svma.clone())
     }

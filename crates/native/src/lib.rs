@@ -29,6 +29,7 @@
 mod binary;
 mod elf;
 mod frame;
+mod merge;
 mod modules;
 mod symbolize;
 mod symtab;
@@ -37,7 +38,10 @@ mod unwind;
 pub use binary::{Binaries, Binary, DebugSearch};
 pub use elf::hex as build_id_hex;
 pub use frame::{NativeFrame, SymbolSource, UnwindMethod};
-pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem};
+pub use merge::{
+    is_plumbing, merge, EvalShape, KernelBoundary, MergeError, MergedFrame, NativeEnd,
+};
+pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem, PERF_TRAMPOLINES};
 pub use symbolize::Symbolizer;
 pub use unwind::{UnwindEnd, Unwinder, Unwound, UnwoundFrame, DEFAULT_MAX_DEPTH};
 

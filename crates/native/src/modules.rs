@@ -29,9 +29,18 @@ pub enum ModuleKind {
     File,
     /// The kernel's vDSO, read from the target's memory.
     Vdso,
-    /// Executable memory not backed by a file: JIT code, `perf` trampolines.
+    /// Executable memory not backed by a file: JIT code, or anything not recognised.
     Anonymous,
+    /// CPython's `perf` trampolines (3.12+, `-X perf`): anonymous memory filled with copies of
+    /// the interpreter's `_Py_trampoline_func_start` template, recognised by its bytes.
+    PerfTrampolines,
 }
+
+/// Name of the modules of kind [`ModuleKind::PerfTrampolines`].
+pub const PERF_TRAMPOLINES: &str = "[perf-trampolines]";
+
+/// The longest trampoline template we expect (CPython's is 8 to 16 bytes).
+const TRAMPOLINE_LIMIT: u64 = 64;
 
 /// Name and identity of a module, as frames refer to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +112,8 @@ pub struct Module {
     pub binary: Option<Arc<Binary>>,
     /// Why there is no binary.
     pub problem: Option<ModuleProblem>,
+    /// For [`ModuleKind::PerfTrampolines`]: the template the trampolines are copies of.
+    pub trampoline_template: Option<Vec<u8>>,
 }
 
 impl Module {
@@ -110,7 +121,9 @@ impl Module {
     /// shown for frames without symbols (`addr2line -e FILE 0xoffset` resolves it).
     pub fn svma(&self, avma: u64) -> u64 {
         match self.kind {
-            ModuleKind::Anonymous => avma.wrapping_sub(self.avma.start),
+            ModuleKind::Anonymous | ModuleKind::PerfTrampolines => {
+                avma.wrapping_sub(self.avma.start)
+            }
             _ => avma.wrapping_sub(self.bias),
         }
     }
@@ -188,6 +201,7 @@ impl ModuleMap {
                         bias: 0,
                         binary: None,
                         problem: None,
+                        trampoline_template: None,
                     }),
                 }
             }
@@ -204,6 +218,7 @@ impl ModuleMap {
             modules.push(module);
             problems.extend(problem);
         }
+        mark_trampolines(&mut modules, mem);
         modules.sort_by_key(|m| m.avma.start);
         (ModuleMap { modules }, problems)
     }
@@ -219,6 +234,37 @@ impl ModuleMap {
     /// All modules, by address.
     pub fn modules(&self) -> &[Module] {
         &self.modules
+    }
+}
+
+/// Anonymous modules that start with the interpreter's perf trampoline template become
+/// [`ModuleKind::PerfTrampolines`] (their frames are then unwound by the rule of the template,
+/// which in 3.12 and 3.13 keeps no frame pointer).
+fn mark_trampolines<M: RemoteMemory>(modules: &mut [Module], mem: &M) {
+    let template = modules.iter().find_map(|m| {
+        m.binary.as_ref()?.code_between(
+            "_Py_trampoline_func_start",
+            "_Py_trampoline_func_end",
+            TRAMPOLINE_LIMIT,
+        )
+    });
+    let Some(template) = template else { return };
+    let mut head = vec![0u8; template.len()];
+    for m in modules
+        .iter_mut()
+        .filter(|m| m.kind == ModuleKind::Anonymous)
+    {
+        if m.avma.end - m.avma.start >= template.len() as u64
+            && mem.read_into(m.avma.start, &mut head).is_ok()
+            && head == template
+        {
+            m.kind = ModuleKind::PerfTrampolines;
+            m.id = Arc::new(ModuleId {
+                path: PERF_TRAMPOLINES.to_string(),
+                build_id: None,
+            });
+            m.trampoline_template = Some(template.clone());
+        }
     }
 }
 
@@ -312,6 +358,7 @@ fn file_module<M: RemoteMemory>(
         bias: image.as_ref().map_or(0, |i| i.bias),
         binary: None,
         problem: None,
+        trampoline_template: None,
     };
     let image = match image {
         Ok(i) => i,
@@ -423,6 +470,7 @@ fn vdso_module<M: RemoteMemory>(
         bias: m.start,
         binary: None,
         problem: None,
+        trampoline_template: None,
     };
     let len = m.end - m.start;
     let loaded = if len > MAX_VDSO {

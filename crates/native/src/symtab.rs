@@ -41,6 +41,12 @@ impl SymbolTable {
         SymbolTable::new(all)
     }
 
+    /// The symbol named `name` (a linear search, for the few names looked up once per
+    /// module map).
+    pub fn by_name(&self, name: &str) -> Option<&TableSymbol> {
+        self.symbols.iter().find(|s| &*s.name == name)
+    }
+
     /// Number of symbols.
     pub fn len(&self) -> usize {
         self.symbols.len()

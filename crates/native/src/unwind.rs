@@ -4,8 +4,14 @@
 //! The unwinding itself is framehop's (see the crate docs for why). It does not say which
 //! rule moved each frame, so we keep, per binary, the address ranges its CFI covers
 //! (`Binary::cfi_ranges`) and look the caller's address up there: covered means CFI, not
-//! covered (no module, a JIT or trampoline region, a binary without unwind tables) means
-//! framehop fell back to the frame pointer.
+//! covered (no module, a JIT region, a binary without unwind tables) means framehop fell back
+//! to the frame pointer.
+//!
+//! CPython's `perf` trampolines (3.12+, `-X perf`) are code in anonymous memory with no CFI,
+//! and in 3.12 and 3.13 no frame pointer either (`sub $8,%rsp; call *%rcx`), so neither rule
+//! gets through them. The module map recognises their memory by the interpreter's template
+//! bytes; for those modules we give framehop a generated `.debug_frame` stating the one rule
+//! that holds at the return address of every trampoline.
 
 use crate::frame::UnwindMethod;
 use crate::modules::{ModuleKind, ModuleMap};
@@ -87,6 +93,26 @@ impl Unwinder {
     pub fn new(modules: &ModuleMap) -> Unwinder {
         let mut inner = UnwinderX86_64::new();
         for m in modules.modules() {
+            if m.kind == ModuleKind::PerfTrampolines {
+                let rule = m.trampoline_template.as_deref().and_then(trampoline_rule);
+                if let Some(saves_bp) = rule {
+                    let len = m.avma.end - m.avma.start;
+                    let info = ExplicitModuleSectionInfo {
+                        base_svma: 0,
+                        debug_frame: Some(SharedBytes::from_vec(trampoline_debug_frame(
+                            len, saves_bp,
+                        ))),
+                        ..Default::default()
+                    };
+                    inner.add_module(FhModule::new(
+                        m.id.path.clone(),
+                        m.avma.clone(),
+                        m.avma.start,
+                        info,
+                    ));
+                }
+                continue;
+            }
             let Some(b) = &m.binary else { continue };
             if m.kind == ModuleKind::Anonymous {
                 continue;
@@ -225,8 +251,124 @@ impl Unwinder {
 
 fn covered_by_cfi(modules: &ModuleMap, avma: u64) -> bool {
     modules.find(avma).is_some_and(|m| {
-        m.binary
-            .as_ref()
-            .is_some_and(|b| b.cfi_covers(m.svma(avma)))
+        (m.kind == ModuleKind::PerfTrampolines
+            && m.trampoline_template
+                .as_deref()
+                .and_then(trampoline_rule)
+                .is_some())
+            || m.binary
+                .as_ref()
+                .is_some_and(|b| b.cfi_covers(m.svma(avma)))
     })
+}
+
+/// How a CPython perf trampoline template (x86-64) keeps its frame, if it is one of the two
+/// known ones: `sub $8,%rsp; call *%rcx` (3.12, 3.13: no frame pointer, `Some(false)`) or
+/// `push %rbp; mov %rsp,%rbp; call *%rcx` (3.14: `Some(true)`), either after an optional
+/// `endbr64`. In both, at the return address of the `call` the caller's stack pointer is 16
+/// bytes up and the return address is the last 8 of them.
+fn trampoline_rule(template: &[u8]) -> Option<bool> {
+    const ENDBR64: &[u8] = &[0xf3, 0x0f, 0x1e, 0xfa];
+    const SUB_CALL: &[u8] = &[0x48, 0x83, 0xec, 0x08, 0xff, 0xd1];
+    const PUSH_CALL: &[u8] = &[0x55, 0x48, 0x89, 0xe5, 0xff, 0xd1];
+    let code = template.strip_prefix(ENDBR64).unwrap_or(template);
+    if code.starts_with(SUB_CALL) {
+        Some(false)
+    } else if code.starts_with(PUSH_CALL) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// A `.debug_frame` with one CIE and one FDE covering `len` bytes from relative address 0:
+/// CFA = rsp + 16, return address at CFA - 8, and, if `saves_bp`, rbp at CFA - 16 (else rbp
+/// keeps its value). It is right at the return address of each trampoline's `call`, which is
+/// where every frame of a trampoline but an innermost one is.
+fn trampoline_debug_frame(len: u64, saves_bp: bool) -> Vec<u8> {
+    const DW_CFA_DEF_CFA: u8 = 0x0c;
+    const DW_CFA_OFFSET: u8 = 0x80;
+    const RSP: u8 = 7;
+    const RBP: u8 = 6;
+    const RA: u8 = 16;
+    // CIE: version 1, no augmentation, code alignment 1, data alignment -8 (sleb128 0x78).
+    let mut cie = vec![0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0x78, RA];
+    cie.extend([DW_CFA_DEF_CFA, RSP, 16, DW_CFA_OFFSET | RA, 1]);
+    if saves_bp {
+        cie.extend([DW_CFA_OFFSET | RBP, 2]);
+    }
+    let mut fde = vec![0, 0, 0, 0]; // CIE pointer: offset 0 of the section
+    fde.extend(0u64.to_le_bytes());
+    fde.extend(len.to_le_bytes());
+    let mut out = Vec::new();
+    for mut entry in [cie, fde] {
+        // Entries are padded with DW_CFA_nop to a multiple of the address size.
+        while (entry.len() + 4) % 8 != 0 {
+            entry.push(0);
+        }
+        out.extend((entry.len() as u32).to_le_bytes());
+        out.extend(entry);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gimli::{
+        BaseAddresses, CfaRule, DebugFrame, LittleEndian, RegisterRule, UnwindContext,
+        UnwindSection, X86_64,
+    };
+
+    /// The templates of pyenv's 3.12.1 and 3.13.0 and of Debian's 3.14 (with `endbr64`).
+    #[test]
+    fn trampoline_templates() {
+        let sub = [
+            0x48, 0x83, 0xec, 0x08, 0xff, 0xd1, 0x48, 0x83, 0xc4, 0x08, 0xc3,
+        ];
+        assert_eq!(trampoline_rule(&sub), Some(false));
+        let push = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xff, 0xd1, 0x5d, 0xc3,
+        ];
+        assert_eq!(trampoline_rule(&push), Some(true));
+        assert_eq!(trampoline_rule(&push[4..]), Some(true));
+        // Anything else gets no rule (frame pointers are tried instead).
+        assert_eq!(trampoline_rule(&[0x55, 0xff, 0xd1, 0x5d, 0xc3]), None);
+        assert_eq!(trampoline_rule(&[]), None);
+    }
+
+    /// The generated `.debug_frame` says what its documentation says, read by gimli.
+    #[test]
+    fn trampoline_cfi() {
+        for saves_bp in [false, true] {
+            let data = trampoline_debug_frame(0x1000, saves_bp);
+            let mut section = DebugFrame::new(&data, LittleEndian);
+            section.set_address_size(8);
+            let bases = BaseAddresses::default();
+            let fde = section
+                .fde_for_address(&bases, 0x6, DebugFrame::cie_from_offset)
+                .unwrap();
+            assert_eq!(fde.initial_address(), 0);
+            assert_eq!(fde.len(), 0x1000);
+            let mut ctx = UnwindContext::new();
+            let row = fde
+                .unwind_info_for_address(&section, &bases, &mut ctx, 0xfff)
+                .unwrap();
+            assert_eq!(
+                *row.cfa(),
+                CfaRule::RegisterAndOffset {
+                    register: X86_64::RSP,
+                    offset: 16
+                }
+            );
+            assert_eq!(row.register(X86_64::RA), RegisterRule::Offset(-8));
+            let bp = if saves_bp {
+                RegisterRule::Offset(-16)
+            } else {
+                RegisterRule::Undefined
+            };
+            assert_eq!(row.register(X86_64::RBP), bp);
+        }
+    }
 }

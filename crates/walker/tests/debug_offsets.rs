@@ -155,6 +155,7 @@ fn hand_layout(free_threaded: bool) -> Layout {
         iframe_code: Some(0),
         iframe_instr_ptr: Some(56),
         iframe_owner: Some(70),
+        iframe_is_entry: None,
         iframe_localsplus: Some(72),
         iframe_stackpointer: None,
         iframe_tlbc_index: None,

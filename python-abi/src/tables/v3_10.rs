@@ -61,6 +61,7 @@ pub const LAYOUT: Layout = Layout {
     iframe_code: None,
     iframe_instr_ptr: None,
     iframe_owner: None,
+    iframe_is_entry: None,
     iframe_localsplus: None,
     iframe_stackpointer: None,
     iframe_tlbc_index: None,

@@ -61,6 +61,7 @@ pub const LAYOUT: Layout = Layout {
     iframe_code: Some(32),
     iframe_instr_ptr: Some(56),
     iframe_owner: Some(69),
+    iframe_is_entry: Some(68),
     iframe_localsplus: Some(72),
     iframe_stackpointer: None,
     iframe_tlbc_index: None,

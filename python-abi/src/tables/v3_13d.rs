@@ -62,6 +62,7 @@ pub const LAYOUT: Layout = Layout {
     iframe_code: Some(0),
     iframe_instr_ptr: Some(56),
     iframe_owner: Some(70),
+    iframe_is_entry: None,
     iframe_localsplus: Some(72),
     iframe_stackpointer: None,
     iframe_tlbc_index: None,

@@ -62,6 +62,7 @@ pub const LAYOUT: Layout = Layout {
     iframe_code: Some(0),
     iframe_instr_ptr: Some(56),
     iframe_owner: Some(78),
+    iframe_is_entry: None,
     iframe_localsplus: Some(80),
     iframe_stackpointer: Some(64),
     iframe_tlbc_index: Some(72),

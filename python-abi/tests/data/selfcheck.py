@@ -211,6 +211,17 @@ def frame_checks(arg0):
         else:
             check("iframe_owner", False, "unknown owner %d on the frame chain" % o)
     out("NOTE frame owners bottom-up %s" % list(reversed(owners)))
+    if has("iframe_is_entry"):
+        # 3.11: this frame was called from Python (not an entry); the bottom one was entered
+        # from C (the module by PyEval_EvalCode, a thread by its bootstrap). Stronger checks, with
+        # frames entered from C in the middle of the chain, are in tests/entry_frames.rs.
+        flags = []
+        p = cur
+        while p and len(flags) < 1000:
+            flags.append(u8(p + L["iframe_is_entry"]))
+            p = u64(p + L["iframe_previous"])
+        ok = flags[0] == 0 and flags[-1] == 1 and set(flags) <= set([0, 1])
+        check("iframe_is_entry", ok, flags)
 
 
 def caller_of_frame_checks():
