@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use strobe_python_abi::{layout_for, Flavour, LineTable};
 use strobe_testkit::interpreters::Interpreter;
