@@ -30,6 +30,18 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// The directory `parent/name` exactly (a leftover from an earlier run is removed first),
+    /// for tests that need the same name in two places (inside a chroot and outside it).
+    pub fn named_in(parent: &Path, name: &str) -> TempDir {
+        let dir = parent.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("cannot open up {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.0
