@@ -1,7 +1,7 @@
 //! Shared pieces of the hostile-memory tests (their generator is `strobe_testkit::Rng`): a
 //! mutable address space that counts and bounds reads and can undo mutations cheaply, and a
-//! builder that lays out a complete, valid CPython process image (threads, frames, code objects, strings, the
-//! `threading` dicts, `_Py_DebugOffsets`) for any generated [`Layout`].
+//! builder that lays out a complete, valid CPython process image (threads, frames, code
+//! objects, strings, the `threading` dicts, `_Py_DebugOffsets`) for any generated [`Layout`].
 
 #![allow(dead_code)]
 
