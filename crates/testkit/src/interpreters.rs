@@ -353,6 +353,32 @@ mod tests {
     }
 
     #[test]
+    fn the_provisioning_script_installs_every_registered_interpreter() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/provision.sh");
+        let text = std::fs::read_to_string(&script)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
+        let words: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .collect();
+        for interp in ALL {
+            let wanted = match interp.source {
+                Source::Pyenv(full) => full.to_string(),
+                Source::System(path) => path.to_string(),
+                Source::Sid(_) => {
+                    let (major, minor) = interp.version;
+                    let dbg = if interp.debug { "-dbg" } else { "" };
+                    format!("python{major}.{minor}{dbg}")
+                }
+            };
+            assert!(
+                words.contains(&wanted.as_str()),
+                "{} ({wanted}) is not provisioned by .ci/provision.sh",
+                interp.name
+            );
+        }
+    }
+
+    #[test]
     fn debug_builds_say_so() {
         for interp in ALL {
             let out = interp
