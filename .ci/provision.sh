@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Provision every interpreter the test suite needs, and cache the result on this machine.
 #
-# - pyenv builds (2.7 .. 3.13.0) are part of the machine image; we only verify they are there.
+# - pyenv builds (2.7 .. 3.13.0) are part of the machine image, under $PYENV_ROOT (default
+#   /root/.pyenv); we only verify they are there.
 # - Debian sid's python3.13/3.14/3.15 (+ -dbg, -dev, one -nopie) need a newer glibc than the host,
 #   so they live in a sid chroot under $STROBE_CACHE (default /var/cache/strobe).
-# - Two unprivileged users for the permission-denied tests.
+# - Two unprivileged users for the permission-denied tests, and every host tool a test runs.
+#
+# The interpreter list must match crates/testkit/src/interpreters.rs (the tests' registry).
 #
 # Re-running is cheap: a stamp file records what was installed and the work is skipped when it matches.
 # Prints the chroot path on the last line of stdout.
 set -euo pipefail
 
 CACHE=${STROBE_CACHE:-/var/cache/strobe}
+PYENV_ROOT=${PYENV_ROOT:-/root/.pyenv}
 CHROOT="$CACHE/sid"
 SID_PKGS=(
   python3.13 python3.13-dbg python3.13-dev
@@ -25,26 +29,48 @@ log() { echo "provision: $*" >&2; }
 
 missing=0
 for v in "${PYENV_VERSIONS[@]}"; do
-  if [ ! -x "/root/.pyenv/versions/$v/bin/python${v%.*}" ]; then
-    log "MISSING pyenv interpreter /root/.pyenv/versions/$v (part of the machine image)"
+  if [ ! -x "$PYENV_ROOT/versions/$v/bin/python${v%.*}" ]; then
+    log "MISSING pyenv interpreter $PYENV_ROOT/versions/$v (part of the machine image)"
     missing=1
   fi
 done
 [ -x /usr/bin/python3.11 ] || { log "MISSING /usr/bin/python3.11 (Debian python3.11)"; missing=1; }
 [ "$missing" = 0 ] || { log "required interpreters are missing"; exit 1; }
 
-# Host tools the tests use: debootstrap (the chroot), go (validates pprof output with `go tool
-# pprof`), tmux (drives the terminal UI in tests).
+# Host tools the tests use, each checked by the program the tests run (package in brackets):
+#   debootstrap            makes the sid chroot                       [debootstrap]
+#   go                     validates pprof output (`go tool pprof`)   [golang-go]
+#   tmux                   drives the terminal UI                     [tmux]
+#   /usr/bin/time          peak RSS of strobe runs (GNU time -f %M)   [time]
+#   cc                     builds the C targets (native chains...)   [gcc, libc6-dev]
+#   nm readelf objcopy strip   symbols and stripped copies            [binutils]
+#   script                 a pseudo-terminal for the TUI tests        [bsdutils]
+#   pgrep                  finds processes a test started             [procps]
+#   runuser chroot useradd other users and the chroot                 [util-linux, coreutils, passwd]
+#   python3                host scripts (Debian's python3.11)         [python3]
+HOST_TOOLS=(
+  debootstrap:debootstrap go:golang-go tmux:tmux /usr/bin/time:time cc:gcc
+  nm:binutils readelf:binutils objcopy:binutils strip:binutils script:bsdutils pgrep:procps
+  runuser:util-linux chroot:coreutils useradd:passwd python3:python3
+)
 HOST_PKGS=()
-command -v debootstrap >/dev/null || HOST_PKGS+=(debootstrap)
-command -v go >/dev/null || HOST_PKGS+=(golang-go)
-command -v tmux >/dev/null || HOST_PKGS+=(tmux)
+for entry in "${HOST_TOOLS[@]}"; do
+  tool=${entry%%:*} pkg=${entry#*:}
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    case " ${HOST_PKGS[*]-} " in *" $pkg "*) ;; *) HOST_PKGS+=("$pkg") ;; esac
+  fi
+done
+# cc needs the C library headers to build anything.
+[ -f /usr/include/stdio.h ] || HOST_PKGS+=(libc6-dev)
 if [ "${#HOST_PKGS[@]}" -gt 0 ]; then
   log "installing host packages: ${HOST_PKGS[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${HOST_PKGS[@]}" >&2
 fi
+for entry in "${HOST_TOOLS[@]}"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 || { log "MISSING host tool ${entry%%:*} after install"; exit 1; }
+done
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   log "sid chroot up to date at $CHROOT"

@@ -34,7 +34,6 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -109,7 +108,8 @@ impl Drop for Target {
 
 impl Target {
     fn start(version: &str, exe: &str, depth: usize, period: f64) -> Target {
-        let python = PathBuf::from("/root/.pyenv/versions")
+        let python = strobe_testkit::interpreters::pyenv_root()
+            .join("versions")
             .join(version)
             .join("bin")
             .join(exe);

@@ -7,30 +7,17 @@
 //! fills in must be confirmed by at least one check (a short list of exceptions is documented in
 //! `unverifiable`), so a check that quietly does nothing fails the test.
 //!
-//! Interpreters are the pyenv builds of the machine image, Debian's static /usr/bin/python3.11
-//! and the Debian sid chroot from `.ci/provision.sh`. A missing interpreter fails its test.
+//! Interpreters are every entry of the test registry (`strobe_testkit::interpreters`): the pyenv
+//! builds, Debian's static /usr/bin/python3.11 and the Debian sid chroot from
+//! `.ci/provision.sh`. A missing interpreter fails its test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use strobe_python_abi::{debug_offsets_for, layout_for, Flavour, Layout};
-
-const SID: &str = "/var/cache/strobe/sid";
-
-const DEBUG: Flavour = Flavour {
-    free_threaded: false,
-    debug: true,
-};
-
-enum Where {
-    /// An absolute path on the host.
-    Host(&'static str),
-    /// A command inside the sid chroot.
-    Sid(&'static str),
-}
+use strobe_testkit::interpreters::Interpreter;
 
 /// Splits the `Debug` rendering of a `Layout` into its top-level `name: value` pairs, so new
 /// fields are passed to (and required from) the script without editing this test.
@@ -89,7 +76,12 @@ fn unverifiable(layout: &Layout, has_debug_offsets: bool, stdout: &str) -> BTree
     out
 }
 
-fn run_selfcheck(target: Where, major: u8, minor: u8, flavour: Flavour) {
+fn run_selfcheck(target: &Interpreter) {
+    let (major, minor) = (target.version.0 as u8, target.version.1 as u8);
+    let flavour = Flavour {
+        free_threaded: false,
+        debug: target.debug,
+    };
     let layout = layout_for(major, minor, flavour)
         .unwrap_or_else(|| panic!("no table for {major}.{minor} {flavour:?}"));
     let debug = debug_offsets_for(major, minor, flavour);
@@ -116,27 +108,22 @@ fn run_selfcheck(target: Where, major: u8, minor: u8, flavour: Flavour) {
         args.extend(table.fields.iter().map(|(n, p)| format!("debug:{n}={p}")));
     }
 
-    let (mut cmd, _cleanup) = match target {
-        Where::Host(exe) => {
-            assert!(
-                Path::new(exe).exists(),
-                "{exe} is missing: it is part of the machine image (see .ci/provision.sh)"
-            );
-            let mut cmd = Command::new(exe);
+    let mut cmd = target.command();
+    let _cleanup = match target.chroot() {
+        None => {
             cmd.arg(&script_src);
-            (cmd, None)
+            None
         }
-        Where::Sid(exe) => {
-            let inside = format!("/tmp/strobe-abi-selfcheck-{}-{exe}.py", std::process::id());
-            let outside = PathBuf::from(format!("{SID}{inside}"));
-            assert!(
-                Path::new(SID).join("usr/bin").join(exe).exists(),
-                "{SID}/usr/bin/{exe} is missing: run .ci/provision.sh to create the sid chroot"
+        Some(root) => {
+            let inside = format!(
+                "/tmp/strobe-abi-selfcheck-{}-{}.py",
+                std::process::id(),
+                target.name
             );
+            let outside = root.join(inside.trim_start_matches('/'));
             std::fs::copy(&script_src, &outside).unwrap();
-            let mut cmd = Command::new("chroot");
-            cmd.arg(SID).arg(exe).arg(&inside);
-            (cmd, Some(RemoveOnDrop(outside)))
+            cmd.arg(&inside);
+            Some(RemoveOnDrop(outside))
         }
     };
     let output = cmd.args(&args).output().expect("start the interpreter");
@@ -190,87 +177,11 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-macro_rules! live {
-    ($name:ident, $target:expr, $major:expr, $minor:expr, $flavour:expr) => {
-        #[test]
-        fn $name() {
-            run_selfcheck($target, $major, $minor, $flavour);
-        }
-    };
+// One test per registry entry. pyenv's 3.13.0 is checked against the table generated from
+// sid's newer 3.13 headers, Debian 12's static python3.11 (3.11.2) against the table from
+// pyenv's 3.11.7 headers.
+strobe_testkit::per_interpreter! {
+    fn selfcheck(interp) {
+        run_selfcheck(interp);
+    }
 }
-
-const D: Flavour = Flavour::DEFAULT;
-
-live!(
-    pyenv_2_7,
-    Where::Host("/root/.pyenv/versions/2.7.18/bin/python2.7"),
-    2,
-    7,
-    D
-);
-live!(
-    pyenv_3_6,
-    Where::Host("/root/.pyenv/versions/3.6.15/bin/python3.6"),
-    3,
-    6,
-    D
-);
-live!(
-    pyenv_3_7,
-    Where::Host("/root/.pyenv/versions/3.7.16/bin/python3.7"),
-    3,
-    7,
-    D
-);
-live!(
-    pyenv_3_8,
-    Where::Host("/root/.pyenv/versions/3.8.18/bin/python3.8"),
-    3,
-    8,
-    D
-);
-live!(
-    pyenv_3_9,
-    Where::Host("/root/.pyenv/versions/3.9.18/bin/python3.9"),
-    3,
-    9,
-    D
-);
-live!(
-    pyenv_3_10,
-    Where::Host("/root/.pyenv/versions/3.10.13/bin/python3.10"),
-    3,
-    10,
-    D
-);
-live!(
-    pyenv_3_11,
-    Where::Host("/root/.pyenv/versions/3.11.7/bin/python3.11"),
-    3,
-    11,
-    D
-);
-live!(
-    pyenv_3_12,
-    Where::Host("/root/.pyenv/versions/3.12.1/bin/python3.12"),
-    3,
-    12,
-    D
-);
-// pyenv's 3.13.0 is checked against the table generated from sid's newer 3.13 headers.
-live!(
-    pyenv_3_13_0,
-    Where::Host("/root/.pyenv/versions/3.13.0/bin/python3.13"),
-    3,
-    13,
-    D
-);
-// Debian 12's static python3.11 (3.11.2) against the table from pyenv's 3.11.7 headers.
-live!(debian_3_11, Where::Host("/usr/bin/python3.11"), 3, 11, D);
-live!(sid_3_13, Where::Sid("python3.13"), 3, 13, D);
-live!(sid_3_13d, Where::Sid("python3.13d"), 3, 13, DEBUG);
-live!(sid_3_14_nopie, Where::Sid("python3.14"), 3, 14, D);
-live!(sid_3_14_pie, Where::Sid("python3.14-pie"), 3, 14, D);
-live!(sid_3_14d, Where::Sid("python3.14d"), 3, 14, DEBUG);
-live!(sid_3_15, Where::Sid("python3.15"), 3, 15, D);
-live!(sid_3_15d, Where::Sid("python3.15d"), 3, 15, DEBUG);

@@ -1,30 +1,12 @@
 //! `--blocking`: the target is stopped for the read and running again afterwards.
 
 use crate::harness::{check_dump, dump_json, Interp, Target};
+use strobe_testkit::procfs;
 
-/// Every thread of `pid`: not traced and not in a stop state.
+/// Every thread of `pid`: not traced and not in a stop state; and there are the target's
+/// threads to check.
 fn assert_untraced(pid: i32) {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    let mut n = 0;
-    for task in tasks {
-        let task = task.unwrap().path();
-        let status = std::fs::read_to_string(task.join("status")).unwrap();
-        let field = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_string())
-                .unwrap()
-        };
-        assert_eq!(field("TracerPid:"), "0", "{}: {status}", task.display());
-        let state = field("State:");
-        assert!(
-            !state.starts_with('t') && !state.starts_with('T'),
-            "{} is stopped: {state}",
-            task.display()
-        );
-        n += 1;
-    }
+    let n = procfs::assert_not_stopped(pid);
     assert!(n >= 5, "expected the target's threads, found {n}");
 }
 

@@ -3,6 +3,7 @@
 use crate::harness::{strobe, strobe_bin, Interp, Target, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
+use strobe_testkit::interpreters;
 
 /// The single stderr line of a failed run, checked for shape and exit status.
 fn one_error_line(out: &Output, code: i32) -> String {
@@ -81,10 +82,7 @@ fn not_a_python_process() {
 /// says what to do.
 #[test]
 fn permission_denied() {
-    let target = Target::start_as(
-        &Interp::Host("/usr/bin/python3.11".into()),
-        Some("strobe-a"),
-    );
+    let target = Target::start_as(&Interp::named("debian_3_11"), Some("strobe-a"));
     // The test binary's directory may not be reachable by other users: copy strobe out.
     let dir = TempDir::new();
     let bin = dir.path().join("strobe");
@@ -157,7 +155,8 @@ fn unknown_python_version() {
 #[test]
 fn zombie_target() {
     use nix::sys::wait::{waitid, Id, WaitPidFlag};
-    let child = Command::new("/usr/bin/python3.11")
+    let child = interpreters::debian_3_11()
+        .command()
         .args(["-c", "pass"])
         .stdin(Stdio::null())
         .spawn()
@@ -188,7 +187,8 @@ fn target_exiting_while_read() {
                   print('READY'); sys.stdout.flush()\n\
                   end = time.time() + 0.5\n\
                   while time.time() < end:\n    rec(200)\n";
-    let mut child = Command::new("/root/.pyenv/versions/3.12.1/bin/python3.12")
+    let mut child = interpreters::pyenv_version("3.12.1")
+        .command()
         .args(["-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,16 +3,13 @@
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
+use strobe_testkit::interpreters::{self, Interpreter, Source};
 use strobe_testkit::Ready;
-
-/// The sid chroot made by `.ci/provision.sh`.
-pub const SID: &str = "/var/cache/strobe/sid";
+pub use strobe_testkit::TempDir;
 /// Longest wait for a target's READY line (debug builds start slowly on a loaded machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const SCRIPT_NAME: &str = "tärget_ü.py";
@@ -83,7 +80,8 @@ impl Script {
                 }
             }
             Interp::Sid(python) => {
-                let dir = TempDir::new_in(&Path::new(SID).join("tmp"));
+                let sid = interpreters::sid_root();
+                let dir = TempDir::new_in(&sid.join("tmp"));
                 let here = dir.path().join(name);
                 std::fs::copy(&src, &here).unwrap();
                 let in_target = format!(
@@ -93,7 +91,7 @@ impl Script {
                 Script {
                     command: vec![
                         "chroot".into(),
-                        SID.into(),
+                        sid.to_str().unwrap().into(),
                         (*python).into(),
                         in_target.clone(),
                     ],
@@ -170,15 +168,14 @@ pub enum Interp {
 }
 
 impl Interp {
-    /// A pyenv build, e.g. `pyenv("3.12.1")`.
+    /// A pyenv build of the registry, e.g. `pyenv("3.12.1")`.
     pub fn pyenv(version: &str) -> Interp {
-        let minor = version
-            .rsplit_once('.')
-            .map(|(mm, _)| mm)
-            .unwrap_or(version);
-        Interp::Host(PathBuf::from(format!(
-            "/root/.pyenv/versions/{version}/bin/python{minor}"
-        )))
+        Interp::from(interpreters::pyenv_version(version))
+    }
+
+    /// A registry entry by name, e.g. `named("debian_3_11")`.
+    pub fn named(name: &str) -> Interp {
+        Interp::from(interpreters::get(name))
     }
 
     /// Fail (not skip) when the interpreter is not provisioned.
@@ -190,51 +187,24 @@ impl Interp {
                 p.display()
             ),
             Interp::Sid(name) => {
-                assert!(
-                    Path::new(SID).join("usr/bin/apt-get").is_file(),
-                    "the Debian sid chroot {SID} is missing: run .ci/provision.sh"
-                );
-                let bin = Path::new(SID).join("usr/bin").join(name);
+                let sid = interpreters::require_sid();
+                let bin = sid.join("usr/bin").join(name);
                 assert!(
                     bin.is_file(),
-                    "required interpreter {name} is missing from {SID}: run .ci/provision.sh"
+                    "required interpreter {name} is missing from {}: run .ci/provision.sh",
+                    sid.display()
                 );
             }
         }
     }
 }
 
-/// A directory removed on drop, world-readable so that unprivileged users can use it.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh directory under `parent`.
-    pub fn new_in(parent: &Path) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = parent.join(format!(
-            "strobe-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-
-    /// A fresh directory under the system temp dir.
-    pub fn new() -> TempDir {
-        TempDir::new_in(&std::env::temp_dir())
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl From<&Interpreter> for Interp {
+    fn from(interp: &Interpreter) -> Interp {
+        match interp.source {
+            Source::Sid(program) => Interp::Sid(program),
+            Source::Pyenv(_) | Source::System(_) => Interp::Host(interp.path()),
+        }
     }
 }
 

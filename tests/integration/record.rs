@@ -172,7 +172,8 @@ root = ET.parse(sys.argv[1]).getroot()
 titles = [el.text for el in root.iter() if el.tag.endswith('}title') and el.text]
 sys.stdout.write(json.dumps(titles))
 "#;
-    let out = Command::new("/usr/bin/python3.11")
+    let out = strobe_testkit::interpreters::debian_3_11()
+        .command()
         .args(["-c", script])
         .arg(path)
         .output()
@@ -381,47 +382,17 @@ pub fn check_attach(interp: &Interp) {
     }
 }
 
-macro_rules! record_tests {
-    ($($name:ident => $interp:expr;)*) => {
-        mod launch {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_launch(&$interp);
-                }
-            )*
-        }
-        mod attach {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_attach(&$interp);
-                }
-            )*
-        }
-    };
+// `record` launching the target and attaching to it, once per interpreter of the registry.
+strobe_testkit::per_interpreter! {
+    fn launch(interp) {
+        check_launch(&Interp::from(interp));
+    }
 }
 
-record_tests! {
-    pyenv_2_7_18 => Interp::pyenv("2.7.18");
-    pyenv_3_6_15 => Interp::pyenv("3.6.15");
-    pyenv_3_7_16 => Interp::pyenv("3.7.16");
-    pyenv_3_8_18 => Interp::pyenv("3.8.18");
-    pyenv_3_9_18 => Interp::pyenv("3.9.18");
-    pyenv_3_10_13 => Interp::pyenv("3.10.13");
-    pyenv_3_11_7 => Interp::pyenv("3.11.7");
-    pyenv_3_12_1 => Interp::pyenv("3.12.1");
-    pyenv_3_13_0 => Interp::pyenv("3.13.0");
-    debian_3_11_static => Interp::Host("/usr/bin/python3.11".into());
-    sid_3_13 => Interp::Sid("python3.13");
-    sid_3_14 => Interp::Sid("python3.14");
-    sid_3_14_pie => Interp::Sid("python3.14-pie");
-    sid_3_15 => Interp::Sid("python3.15");
-    sid_3_13_debug => Interp::Sid("python3.13d");
-    sid_3_14_debug => Interp::Sid("python3.14d");
-    sid_3_15_debug => Interp::Sid("python3.15d");
+strobe_testkit::per_interpreter! {
+    fn attach(interp) {
+        check_attach(&Interp::from(interp));
+    }
 }
 
 /// Every format written directly by `record` (not through convert), on one interpreter.

@@ -17,7 +17,7 @@ use crate::record::{parse_collapsed, Parsed, Script};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -499,12 +499,7 @@ fn target_sigkilled_mid_recording_ends_cleanly() {
 
 /// The single child process of `pid` (from /proc/PID/task/*/children).
 pub fn only_child(pid: u32) -> u32 {
-    let mut kids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let path: PathBuf = task.unwrap().path().join("children");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        kids.extend(text.split_whitespace().map(|k| k.parse::<u32>().unwrap()));
-    }
+    let kids = strobe_testkit::procfs::children(pid as i32);
     assert_eq!(kids.len(), 1, "children of {pid}: {kids:?}");
-    kids[0]
+    kids[0] as u32
 }

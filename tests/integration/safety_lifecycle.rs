@@ -13,28 +13,7 @@ use std::process::{Child, ChildStderr, Command, Output};
 use std::time::{Duration, Instant};
 
 /// Every thread of `pid` is untraced (`TracerPid: 0`) and not in a stopped state (`t`/`T`).
-pub fn assert_not_stopped(pid: i32) {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let path = task.unwrap().path().join("status");
-        let Ok(status) = std::fs::read_to_string(&path) else {
-            continue; // a thread that just exited
-        };
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| panic!("no {name} in {}", path.display()))
-        };
-        assert_eq!(field("TracerPid:"), "0", "{} is traced", path.display());
-        let state = field("State:");
-        assert!(
-            !state.starts_with('t') && !state.starts_with('T'),
-            "{} is stopped: {state}",
-            path.display()
-        );
-    }
-}
+pub use strobe_testkit::procfs::assert_not_stopped;
 
 /// `--blocking` record stopped by SIGINT mid-recording: the output is complete, the target is
 /// released (not traced, not stopped) and answers.
@@ -102,21 +81,13 @@ fn blocking_recording(pid: i32, rate: &str, out: &Path) -> (Child, BufReader<Chi
 /// Whether the target was seen traced (frozen by strobe) within 30 s.
 fn seen_traced(pid: i32) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !traced_now(pid) {
+    while !strobe_testkit::procfs::traced(pid) {
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::yield_now();
     }
     true
-}
-
-fn traced_now(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        s.lines()
-            .filter_map(|l| l.strip_prefix("TracerPid:"))
-            .any(|v| v.trim() != "0")
-    })
 }
 
 /// `--blocking` record of a target that exits by itself: attached, strobe ends and says so;

@@ -9,41 +9,16 @@ pub fn check_interpreter(interp: Interp) {
     check_dump(&target, &dump);
 }
 
-macro_rules! interpreter_tests {
-    ($($name:ident => $interp:expr;)*) => {
-        $(
-            #[test]
-            fn $name() {
-                check_interpreter($interp);
-            }
-        )*
-    };
-}
-
-interpreter_tests! {
-    pyenv_2_7_18 => Interp::pyenv("2.7.18");
-    pyenv_3_6_15 => Interp::pyenv("3.6.15");
-    pyenv_3_7_16 => Interp::pyenv("3.7.16");
-    pyenv_3_8_18 => Interp::pyenv("3.8.18");
-    pyenv_3_9_18 => Interp::pyenv("3.9.18");
-    pyenv_3_10_13 => Interp::pyenv("3.10.13");
-    pyenv_3_11_7 => Interp::pyenv("3.11.7");
-    pyenv_3_12_1 => Interp::pyenv("3.12.1");
-    pyenv_3_13_0 => Interp::pyenv("3.13.0");
-    debian_3_11_static => Interp::Host("/usr/bin/python3.11".into());
-    sid_3_13 => Interp::Sid("python3.13");
-    sid_3_14_nopie => Interp::Sid("python3.14");
-    sid_3_14_pie => Interp::Sid("python3.14-pie");
-    sid_3_15 => Interp::Sid("python3.15");
-    sid_3_13_debug => Interp::Sid("python3.13d");
-    sid_3_14_debug => Interp::Sid("python3.14d");
-    sid_3_15_debug => Interp::Sid("python3.15d");
+strobe_testkit::per_interpreter! {
+    fn dump(interp) {
+        check_interpreter(Interp::from(interp));
+    }
 }
 
 /// The text format, once: the process line, thread headers and frame lines.
 #[test]
 fn text_output() {
-    let target = Target::start(&Interp::Host("/usr/bin/python3.11".into()));
+    let target = Target::start(&Interp::named("debian_3_11"));
     let pid = target.pid().to_string();
     let out = strobe(&["dump", "--pid", &pid]);
     let stderr = String::from_utf8_lossy(&out.stderr);

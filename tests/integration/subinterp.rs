@@ -97,27 +97,9 @@ fn check(interp: Interp) {
     assert!(text.contains("sub_block ("), "{text}");
 }
 
-#[test]
-fn subinterpreter_pyenv_3_12() {
-    check(Interp::pyenv("3.12.1"));
-}
-
-#[test]
-fn subinterpreter_pyenv_3_13() {
-    check(Interp::pyenv("3.13.0"));
-}
-
-#[test]
-fn subinterpreter_sid_3_13() {
-    check(Interp::Sid("python3.13"));
-}
-
-#[test]
-fn subinterpreter_sid_3_14() {
-    check(Interp::Sid("python3.14"));
-}
-
-#[test]
-fn subinterpreter_sid_3_15() {
-    check(Interp::Sid("python3.15"));
+// Every registered interpreter with subinterpreters worth walking (3.12+), release builds.
+strobe_testkit::per_interpreter! {
+    fn subinterpreter(interp) for [pyenv_3_12, pyenv_3_13, sid_3_13, sid_3_14, sid_3_15] {
+        check(Interp::from(interp));
+    }
 }

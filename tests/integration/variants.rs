@@ -2,13 +2,14 @@
 
 use crate::harness::{check_dump, dump_json, Interp, Target, TempDir};
 use std::process::Command;
+use strobe_testkit::interpreters;
 
 /// A copy of Debian's static python3.11 under a name that says nothing about Python.
 #[test]
 fn renamed_static_interpreter() {
     let dir = TempDir::new();
     let renamed = dir.path().join("app-server");
-    std::fs::copy("/usr/bin/python3.11", &renamed).unwrap();
+    std::fs::copy(interpreters::debian_3_11().require().path(), &renamed).unwrap();
     let target = Target::start(&Interp::Host(renamed));
     check_dump(&target, &dump_json(target.pid(), &[]));
 }
@@ -54,7 +55,8 @@ fn venv_interpreter() {
 fn venv_copies_interpreter() {
     let dir = TempDir::new();
     let venv = dir.path().join("venv");
-    let status = Command::new("/usr/bin/python3.11")
+    let status = interpreters::debian_3_11()
+        .command()
         .args(["-m", "venv", "--without-pip", "--copies"])
         .arg(&venv)
         .status()
@@ -69,7 +71,8 @@ fn venv_copies_interpreter() {
 /// pyenv 3.12's `libpython3.12.a`, the way an application embedding Python would be.
 #[test]
 fn static_pie_executable() {
-    let base = "/root/.pyenv/versions/3.12.1";
+    let base = interpreters::pyenv_version("3.12.1").require().prefix();
+    let base = base.display();
     let archive = format!("{base}/lib/python3.12/config-3.12-x86_64-linux-gnu/libpython3.12.a");
     assert!(
         std::path::Path::new(&archive).is_file(),

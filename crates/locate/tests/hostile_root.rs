@@ -9,32 +9,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::{symlink, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use strobe_testkit::Ready;
+use std::path::Path;
+use std::process::Stdio;
+use strobe_testkit::interpreters::{self, Interpreter};
+use strobe_testkit::{Ready, TempDir};
 
 use strobe_locate::locate;
 use strobe_locate::rootfs::{resolve_in_root, MAX_SYMLINKS};
 use strobe_remote::{procfs, ProcessMemory};
 
-const SID: &str = "/var/cache/strobe/sid";
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(parent: &Path, tag: &str) -> TempDir {
-        let p = parent.join(format!("strobe-hostile-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory named after this process and `tag` under `parent`: the same name in two
+/// parents (the chroot's /tmp and the host's) is what the link tests need.
+fn tagged_dir(parent: &Path, tag: &str) -> TempDir {
+    TempDir::named_in(
+        parent,
+        &format!("strobe-hostile-{}-{tag}", std::process::id()),
+    )
 }
 
 fn write(p: &Path, text: &str) {
@@ -44,8 +34,8 @@ fn write(p: &Path, text: &str) {
 
 /// A fake target root with links that try to leave it.
 fn fake_root(tag: &str) -> TempDir {
-    let t = TempDir::new(&std::env::temp_dir(), tag);
-    let r = &t.0;
+    let t = tagged_dir(&std::env::temp_dir(), tag);
+    let r = t.path();
     write(&r.join("usr/bin/python3.14"), "inside");
     write(&r.join("etc/hostname"), "inside-hostname");
     symlink("/usr/bin/python3.14", r.join("usr/bin/python3")).unwrap();
@@ -64,7 +54,7 @@ fn read(p: &Path) -> String {
 #[test]
 fn absolute_links_restart_at_the_targets_root() {
     let t = fake_root("abs");
-    let r = &t.0;
+    let r = t.path();
     let got = resolve_in_root(r, "/usr/bin/python3").unwrap();
     assert_eq!(got, r.join("usr/bin/python3.14"));
     assert_eq!(read(&got), "inside");
@@ -82,7 +72,7 @@ fn absolute_links_restart_at_the_targets_root() {
 #[test]
 fn dot_dot_stops_at_the_targets_root() {
     let t = fake_root("dotdot");
-    let r = &t.0;
+    let r = t.path();
     let got = resolve_in_root(r, "/usr/bin/up").unwrap();
     assert_eq!(got, r.join("etc/hostname"));
     assert_eq!(read(&got), "inside-hostname");
@@ -95,10 +85,10 @@ fn dot_dot_stops_at_the_targets_root() {
 #[test]
 fn link_loops_end_with_eloop() {
     let t = fake_root("loop");
-    let err = resolve_in_root(&t.0, "/loop1").unwrap_err();
+    let err = resolve_in_root(t.path(), "/loop1").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(40), "{err}");
     // A chain of exactly MAX_SYMLINKS links still resolves.
-    let r = &t.0;
+    let r = t.path();
     for i in 0..MAX_SYMLINKS {
         let next = if i + 1 == MAX_SYMLINKS {
             "/usr/bin/python3.14".to_string()
@@ -118,21 +108,21 @@ fn link_loops_end_with_eloop() {
 struct Chrooted(Ready);
 
 impl Chrooted {
-    fn start(exe: &str) -> Chrooted {
+    fn start(interp: &Interpreter) -> Chrooted {
         assert!(
-            Path::new(SID).join("usr/bin").join(exe).exists(),
-            "{SID}/usr/bin/{exe} is missing: run .ci/provision.sh"
+            interp.is_sid(),
+            "{} does not run in the chroot",
+            interp.name
         );
         Chrooted(Ready::start(
-            Command::new("chroot")
+            interp
+                .command()
                 .args([
-                    SID,
-                    exe,
                     "-c",
                     "import sys\nprint('READY', flush=True)\nsys.stdin.read()",
                 ])
                 .stdin(Stdio::piped()),
-            exe,
+            interp.name,
         ))
     }
 
@@ -145,15 +135,21 @@ impl Chrooted {
 fn kernel_follows_absolute_links_to_the_host() {
     // The same path holds different files in the chroot and on the host; the chroot also has
     // an absolute link to it.
-    let inside = TempDir::new(&Path::new(SID).join("tmp"), "live");
-    let host = TempDir::new(Path::new("/tmp"), "live");
-    assert_ne!(inside.0, host.0);
-    let name = host.0.file_name().unwrap().to_str().unwrap().to_string();
-    write(&inside.0.join("marker"), "inside");
-    write(&host.0.join("marker"), "host");
-    symlink(format!("/tmp/{name}/marker"), inside.0.join("abs")).unwrap();
+    let inside = tagged_dir(&interpreters::require_sid().join("tmp"), "live");
+    let host = tagged_dir(Path::new("/tmp"), "live");
+    assert_ne!(inside.path(), host.path());
+    let name = host
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    write(&inside.join("marker"), "inside");
+    write(&host.join("marker"), "host");
+    symlink(format!("/tmp/{name}/marker"), inside.join("abs")).unwrap();
 
-    let target = Chrooted::start("python3.14");
+    let target = Chrooted::start(interpreters::get("sid_3_14"));
     let root = procfs::root(target.pid());
     // What the kernel does through the magic link: the absolute link escapes to the host.
     let naive = root.join(format!("tmp/{name}/abs"));
@@ -170,10 +166,11 @@ fn kernel_follows_absolute_links_to_the_host() {
 
 #[test]
 fn locate_opens_the_chroots_own_interpreter() {
-    let target = Chrooted::start("python3.14");
+    let python = interpreters::get("sid_3_14");
+    let target = Chrooted::start(python);
     let mem = ProcessMemory::new(target.pid());
     let found = locate(target.pid(), &mem).unwrap();
-    let want = std::fs::metadata(Path::new(SID).join("usr/bin/python3.14")).unwrap();
+    let want = std::fs::metadata(python.path()).unwrap();
     let got = std::fs::metadata(&found.binary).unwrap();
     assert_eq!(
         (got.dev(), got.ino()),

@@ -12,9 +12,8 @@ use std::process::{Command, Stdio};
 use strobe_locate::{locate, LocateError, VersionSource};
 use strobe_memory::RemoteMemory;
 use strobe_remote::ProcessMemory;
-use strobe_testkit::Ready;
-
-const SID: &str = "/var/cache/strobe/sid";
+use strobe_testkit::interpreters::{self, Interpreter, Source};
+use strobe_testkit::{Ready, TempDir};
 
 const PROBE: &str = r#"
 import sys, ctypes
@@ -57,33 +56,15 @@ impl Target {
         Target::spawn(cmd)
     }
 
-    /// A Debian sid interpreter, run in the chroot (chroot execs it: the PID stays).
-    fn sid(name: &str) -> Target {
-        let mut cmd = Command::new("chroot");
-        cmd.args([SID, name, "-c", PROBE]);
+    /// A registry interpreter (sid's run in the chroot, which execs them: the PID stays).
+    fn interpreter(interp: &Interpreter) -> Target {
+        let mut cmd = interp.command();
+        cmd.arg("-c").arg(PROBE);
         Target::spawn(cmd)
     }
 
     fn pid(&self) -> i32 {
         self.process.pid()
-    }
-}
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("strobe-locate-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -135,139 +116,77 @@ fn check(t: &Target) -> strobe_locate::PythonProcess {
 }
 
 fn pyenv(version: &str) -> PathBuf {
-    let minor: Vec<&str> = version.split('.').take(2).collect();
-    PathBuf::from(format!(
-        "/root/.pyenv/versions/{version}/bin/python{}",
-        minor.join(".")
-    ))
+    interpreters::pyenv_version(version).require().path()
 }
 
-fn check_pyenv(version: &str) {
-    let t = Target::python(pyenv(version));
+/// Every interpreter of the registry, located and checked against what it says, plus what
+/// its kind of build implies about the file that holds the runtime.
+fn check_interpreter(interp: &Interpreter) {
+    let t = Target::interpreter(interp.require());
     let p = check(&t);
-    assert!(
-        p.binary_in_target.contains("/lib/libpython"),
-        "{}",
-        p.binary_in_target
-    );
-    assert_ne!(p.load_bias, 0, "shared libraries are relocated");
-    assert_eq!(p.load_bias % 4096, 0);
+    match interp.source {
+        Source::Pyenv(_) => {
+            assert!(
+                p.binary_in_target.contains("/lib/libpython"),
+                "{}",
+                p.binary_in_target
+            );
+            assert_ne!(p.load_bias, 0, "shared libraries are relocated");
+            assert_eq!(p.load_bias % 4096, 0);
+        }
+        Source::System(path) => {
+            assert_eq!(p.binary_in_target, path);
+            assert_eq!(
+                p.load_bias, 0,
+                "Debian's python3.11 is linked at fixed addresses"
+            );
+            // Opened through the target's root, so that a container's files are the ones we
+            // read.
+            assert_eq!(
+                p.binary,
+                PathBuf::from(format!("/proc/{}/root{path}", t.pid()))
+            );
+        }
+        Source::Sid(_) => {
+            // Maps name the file by its path from here; it is opened as that same file.
+            let root = interpreters::sid_root();
+            assert!(
+                Path::new(&p.binary_in_target).starts_with(&root),
+                "{}",
+                p.binary_in_target
+            );
+            assert!(p.binary_in_target.contains("/usr/bin/python3.1"));
+            // That path does not exist under the target's root (/proc/PID/root/var/cache/...),
+            // so the file is opened as named, after checking it is the mapped inode.
+            assert_eq!(p.binary, PathBuf::from(&p.binary_in_target));
+            if interp.name == "sid_3_14" {
+                // python3.14 is the non-PIE build: linked at fixed addresses, bias 0.
+                assert_eq!(p.load_bias, 0);
+            }
+        }
+    }
 }
 
-#[test]
-fn pyenv_2_7() {
-    check_pyenv("2.7.18");
-}
-#[test]
-fn pyenv_3_6() {
-    check_pyenv("3.6.15");
-}
-#[test]
-fn pyenv_3_7() {
-    check_pyenv("3.7.16");
-}
-#[test]
-fn pyenv_3_8() {
-    check_pyenv("3.8.18");
-}
-#[test]
-fn pyenv_3_9() {
-    check_pyenv("3.9.18");
-}
-#[test]
-fn pyenv_3_10() {
-    check_pyenv("3.10.13");
-}
-#[test]
-fn pyenv_3_11() {
-    check_pyenv("3.11.7");
-}
-#[test]
-fn pyenv_3_12() {
-    check_pyenv("3.12.1");
-}
-#[test]
-fn pyenv_3_13() {
-    check_pyenv("3.13.0");
-}
-
-#[test]
-fn debian_static_3_11() {
-    let t = Target::python("/usr/bin/python3.11");
-    let p = check(&t);
-    assert_eq!(p.binary_in_target, "/usr/bin/python3.11");
-    assert_eq!(
-        p.load_bias, 0,
-        "Debian's python3.11 is linked at fixed addresses"
-    );
-    // Opened through the target's root, so that a container's files are the ones we read.
-    assert_eq!(
-        p.binary,
-        PathBuf::from(format!("/proc/{}/root/usr/bin/python3.11", t.pid()))
-    );
-}
-
-fn check_sid(name: &str) {
-    let t = Target::sid(name);
-    let p = check(&t);
-    // Maps name the file by its path from here; it is opened as that same file.
-    assert!(
-        p.binary_in_target.starts_with(SID),
-        "{}",
-        p.binary_in_target
-    );
-    assert!(p.binary_in_target.contains("/usr/bin/python3.1"));
-    // That path does not exist under the target's root (/proc/PID/root/var/cache/...), so
-    // the file is opened as named, after checking it is the mapped inode.
-    assert_eq!(p.binary, PathBuf::from(&p.binary_in_target));
-}
-
-#[test]
-fn sid_3_13() {
-    check_sid("python3.13");
-}
-#[test]
-fn sid_3_13_debug() {
-    check_sid("python3.13d");
-}
-#[test]
-fn sid_3_14_nopie() {
-    // python3.14 is the non-PIE build: linked at fixed addresses, bias 0.
-    let t = Target::sid("python3.14");
-    let p = check(&t);
-    assert_eq!(p.load_bias, 0);
-}
-#[test]
-fn sid_3_14_pie_package() {
-    check_sid("python3.14-pie");
-}
-#[test]
-fn sid_3_14_debug() {
-    check_sid("python3.14d");
-}
-#[test]
-fn sid_3_15() {
-    check_sid("python3.15");
-}
-#[test]
-fn sid_3_15_debug() {
-    check_sid("python3.15d");
+strobe_testkit::per_interpreter! {
+    fn located(interp) {
+        check_interpreter(interp);
+    }
 }
 
 #[test]
 fn renamed_copies_are_still_python() {
-    let dir = Scratch::new("renamed");
+    let dir = TempDir::new();
     // A static build (the runtime is in the executable) and a shared one (in libpython,
     // found through the copy's RPATH), neither named like Python.
     for (src, name) in [
-        ("/usr/bin/python3.11", "worker"),
-        ("/root/.pyenv/versions/3.12.1/bin/python3.12", "daemon"),
+        (interpreters::debian_3_11().require().path(), "worker"),
+        (pyenv("3.12.1"), "daemon"),
     ] {
-        let copy = dir.0.join(name);
+        let copy = dir.join(name);
         std::fs::copy(src, &copy).unwrap();
         let t = Target::python(&copy);
         let p = check(&t);
-        if src.starts_with("/usr") {
+        if name == "worker" {
             assert_eq!(p.binary_in_target, copy.to_str().unwrap());
         }
     }
@@ -275,9 +194,9 @@ fn renamed_copies_are_still_python() {
 
 #[test]
 fn venvs_are_python() {
-    let dir = Scratch::new("venv");
+    let dir = TempDir::new();
     for base in [PathBuf::from("/usr/bin/python3"), pyenv("3.10.13")] {
-        let venv = dir.0.join(base.file_name().unwrap());
+        let venv = dir.join(base.file_name().unwrap());
         let status = Command::new(&base)
             .args(["-m", "venv", "--without-pip"])
             .arg(&venv)
@@ -359,22 +278,27 @@ fn stripped_old_libpython_falls_back_to_tstate_current() {
     // ≤3.6 keeps the interpreter list head in a static (`interp_head`, Python/pystate.c) that
     // only the full symbol table names. Strip a copy of the library and load it instead of
     // the original (RUNPATH yields to LD_LIBRARY_PATH).
-    let dir = Scratch::new("stripped");
+    let dir = TempDir::new();
     let lib = "libpython3.6m.so.1.0";
     let status = Command::new("strip")
         .arg("--strip-all")
         .arg("-o")
-        .arg(dir.0.join(lib))
-        .arg(format!("/root/.pyenv/versions/3.6.15/lib/{lib}"))
+        .arg(dir.join(lib))
+        .arg(
+            interpreters::pyenv_version("3.6.15")
+                .prefix()
+                .join("lib")
+                .join(lib),
+        )
         .status()
         .unwrap();
     assert!(status.success());
     let mut cmd = Command::new(pyenv("3.6.15"));
-    cmd.env("LD_LIBRARY_PATH", &dir.0).arg("-c").arg(PROBE);
+    cmd.env("LD_LIBRARY_PATH", dir.path()).arg("-c").arg(PROBE);
     let t = Target::spawn(cmd);
     let mem = ProcessMemory::open(t.pid()).unwrap();
     let p = locate(t.pid(), &mem).unwrap();
-    assert_eq!(p.binary_in_target, dir.0.join(lib).to_str().unwrap());
+    assert_eq!(p.binary_in_target, dir.join(lib).to_str().unwrap());
     assert_eq!(p.version.to_hex(), t.hexversion);
     assert_eq!(p.interp_head, None);
     assert_eq!(p.tstate_current, Some(t.root_addr));
@@ -391,9 +315,9 @@ fn stripped_old_libpython_falls_back_to_tstate_current() {
 /// each (its own addresses, as its own probe says).
 #[test]
 fn a_second_process_of_the_same_interpreter_reuses_the_analysis() {
-    let exe = "/root/.pyenv/versions/3.12.1/bin/python3.12";
-    let first = Target::python(exe);
-    let second = Target::python(exe);
+    let exe = pyenv("3.12.1");
+    let first = Target::python(&exe);
+    let second = Target::python(&exe);
     let a = check(&first);
     let before = strobe_locate::analyses_reused();
     let b = check(&second);

@@ -9,19 +9,18 @@ use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
-use strobe_testkit::Ready;
+use strobe_testkit::{interpreters, Ready};
 
 /// A target process serving `ping` lines on stdin, killed and reaped when dropped.
 struct Target(Ready);
 
 impl Target {
-    fn spawn(python: &str, script: &str) -> Target {
+    /// Debian's python3 (the registry's `debian_3_11`) running `script`.
+    fn spawn(script: &str) -> Target {
+        let python = interpreters::debian_3_11();
         Target(Ready::start(
-            Command::new(python)
-                .arg("-c")
-                .arg(script)
-                .stdin(Stdio::piped()),
-            python,
+            python.command().arg("-c").arg(script).stdin(Stdio::piped()),
+            python.name,
         ))
     }
 
@@ -67,7 +66,7 @@ for f in (spin, spin, named):
     threading.Thread(target=f, daemon=True).start()
 {SERVE}"#
     );
-    Target::spawn("/usr/bin/python3", &script)
+    Target::spawn(&script)
 }
 
 fn assert_all_traced(pid: i32, expected: &[u32]) {
@@ -120,7 +119,7 @@ for _ in range(3):
     threading.Thread(target=churn, daemon=True).start()
 {SERVE}"#
     );
-    let mut t = Target::spawn("/usr/bin/python3", &script);
+    let mut t = Target::spawn(&script);
     for _ in 0..20 {
         let freeze = Freeze::all_threads(t.pid()).unwrap();
         assert_all_traced(t.pid(), &freeze.threads());
@@ -170,7 +169,7 @@ fn failed_freeze_releases_the_threads_it_attached() {
 #[test]
 fn exit_of_a_frozen_child_reaches_its_parent() {
     use std::os::unix::process::ExitStatusExt;
-    let mut t = Target::spawn("/usr/bin/python3", SERVE);
+    let mut t = Target::spawn(SERVE);
     let pid = t.pid();
     let freeze = Freeze::all_threads(pid).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();

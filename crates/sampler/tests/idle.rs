@@ -8,9 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
-use strobe_testkit::Ready;
+use strobe_testkit::{Interpreter, Ready};
 
 use strobe_aggregate::SampleFlags;
 use strobe_sampler::{start, SamplerConfig};
@@ -53,15 +52,8 @@ def main():
 main()
 "#;
 
-fn launch(version: &str) -> Ready {
-    let bin = Path::new("/root/.pyenv/versions").join(version).join("bin");
-    let minor: Vec<&str> = version.split('.').take(2).collect();
-    let python = bin.join(format!("python{}", minor.join(".")));
-    assert!(
-        python.exists(),
-        "{} is required for this test and missing",
-        python.display()
-    );
+fn launch(interp: &Interpreter) -> Ready {
+    let python = interp.require().path();
     Ready::python_script(python.to_str().unwrap(), "idle", SCRIPT, &[])
 }
 
@@ -90,8 +82,9 @@ fn record(pid: i32, include_idle: bool, blocking: bool) -> Vec<(String, SampleFl
     out
 }
 
-fn check(version: &str) {
-    let victim = launch(version);
+fn check(interp: &Interpreter) {
+    let version = interp.name;
+    let victim = launch(interp);
     let pid = victim.pid();
 
     let hidden = record(pid, false, false);
@@ -138,22 +131,8 @@ fn check(version: &str) {
     }
 }
 
-#[test]
-fn idle_threads_python_2_7() {
-    check("2.7.18");
-}
-
-#[test]
-fn idle_threads_python_3_10() {
-    check("3.10.13");
-}
-
-#[test]
-fn idle_threads_python_3_12() {
-    check("3.12.1");
-}
-
-#[test]
-fn idle_threads_python_3_13() {
-    check("3.13.0");
+strobe_testkit::per_interpreter! {
+    fn idle_threads(interp) for [pyenv_2_7, pyenv_3_10, pyenv_3_12, pyenv_3_13] {
+        check(interp);
+    }
 }

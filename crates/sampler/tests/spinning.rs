@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use strobe_aggregate::Sample;
 use strobe_sampler::{start, SamplerConfig, SamplerSummary};
 use strobe_target::Target;
-use strobe_testkit::Ready;
+use strobe_testkit::{interpreters, Ready};
 
 const SCRIPT: &str = r#"import sys
 
@@ -30,12 +30,8 @@ spin()
 "#;
 
 fn spinner(name: &str) -> Ready {
-    let python = "/root/.pyenv/versions/3.12.1/bin/python3.12";
-    assert!(
-        std::path::Path::new(python).exists(),
-        "{python} is required for this test and missing"
-    );
-    Ready::python_script(python, name, SCRIPT, &[])
+    let python = interpreters::pyenv_version("3.12.1").require().path();
+    Ready::python_script(python.to_str().unwrap(), name, SCRIPT, &[])
 }
 
 /// Sample `pid` at `rate_hz` for 300 ms; every sample and the summary.

@@ -3,11 +3,24 @@
 //! [`ImageMemory`] is a sparse synthetic address space implementing `RemoteMemory`: tests lay
 //! out CPython structures in it exactly as a header says, then run the real walker over it.
 //! [`Ready`] starts a real target process and waits for its `READY` line.
+//! [`interpreters`] is the one registry of the interpreters live tests run (with
+//! [`per_interpreter!`] stamping one test per interpreter), [`TempDir`] a directory removed on
+//! drop, [`Rng`] the deterministic generator of the property tests, and [`procfs`] what `/proc`
+//! says about a target's threads.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod interpreters;
+pub mod procfs;
 mod ready;
+mod rng;
+mod tempdir;
+
+pub use interpreters::Interpreter;
 pub use ready::Ready;
+pub use rng::Rng;
+pub use tempdir::TempDir;
 
 use std::collections::BTreeMap;
 use strobe_memory::{MemError, RemoteMemory};

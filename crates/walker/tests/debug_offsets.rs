@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
 use strobe_python_abi::{
     DebugOffsetsTable, DictModel, Flavour, FrameModel, GilModel, Layout, LineTable, RuntimeModel,
     StringModel, Version, DEBUG_OFFSETS,
 };
+use strobe_testkit::interpreters::{self, Interpreter};
 use strobe_testkit::ImageMemory;
 use strobe_walker::debug_offsets::{layout_field, overlay_field_names, DebugOffsets};
 use strobe_walker::layout::{resolve, resolve_with, Resolved};
@@ -755,8 +754,6 @@ fn old_versions_use_the_generated_table_with_the_exact_version() {
 // ---------------------------------------------------------------------------------------------
 // Live: the real `_Py_DebugOffsets` of every installed 3.13+ interpreter.
 
-const SID: &str = "/var/cache/strobe/sid";
-
 /// Prints `_PyRuntime`'s address, `sys.hexversion`, whether it is a debug build, and the first
 /// 4 KiB of `_PyRuntime` (far more than `sizeof(_Py_DebugOffsets)`; `_PyRuntime` is hundreds
 /// of KiB) in hex. `ctypes.pythonapi` is `dlopen(NULL)`: it finds the symbol both in a shared
@@ -772,23 +769,9 @@ struct Dump {
     bytes: Vec<u8>,
 }
 
-fn dump(interpreter: &str, chroot: bool) -> Dump {
-    let mut cmd = if chroot {
-        let path = format!("{SID}/usr/bin/{interpreter}");
-        assert!(
-            std::path::Path::new(&path).exists(),
-            "{path} is missing: run .ci/provision.sh to create the sid chroot"
-        );
-        let mut c = Command::new("chroot");
-        c.args([SID, interpreter]);
-        c
-    } else {
-        assert!(
-            std::path::Path::new(interpreter).exists(),
-            "{interpreter} is missing: run .ci/provision.sh"
-        );
-        Command::new(interpreter)
-    };
+fn dump(interp: &Interpreter) -> Dump {
+    let interpreter = interp.name;
+    let mut cmd = interp.command();
     let out = cmd.args(["-c", DUMP]).output().unwrap();
     assert!(
         out.status.success(),
@@ -818,20 +801,17 @@ const KNOWN_DIFFERENCES: &[(u64, &str, u32, u32)] = &[(0x030d_00f0, "tstate_size
 
 #[test]
 fn live_debug_offsets_agree_with_the_generated_tables() {
-    let targets: &[(&str, bool)] = &[
-        ("/root/.pyenv/versions/3.13.0/bin/python3.13", false),
-        ("python3.13", true),
-        ("python3.14", true),
-        ("python3.14-pie", true),
-        ("python3.15", true),
-        ("python3.13d", true),
-        ("python3.14d", true),
-        ("python3.15d", true),
-    ];
+    // Every registered interpreter that has `_Py_DebugOffsets`: pyenv's 3.13.0 and sid's.
+    let targets: Vec<&Interpreter> = interpreters::ALL
+        .iter()
+        .filter(|i| i.version >= (3, 13))
+        .collect();
+    assert!(targets.len() >= 8, "{targets:?}");
     let mut failures = Vec::new();
     let mut known_seen = Vec::new();
-    for &(interpreter, chroot) in targets {
-        let d = dump(interpreter, chroot);
+    for interp in targets {
+        let interpreter = interp.name;
+        let d = dump(interp);
         let mut mem = ImageMemory::new();
         mem.map(d.addr, d.bytes);
         let r = resolve(&mem, d.version, d.debug, Some(d.addr))

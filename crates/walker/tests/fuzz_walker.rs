@@ -42,8 +42,9 @@ use strobe_walker::threadnames::thread_names;
 use strobe_walker::walk::MAX_DEPTH;
 use strobe_walker::{ThreadStack, WalkError, Walker};
 
+use strobe_testkit::Rng;
 use support::build::{build, Built, ExpectedThread};
-use support::{FuzzMemory, Rng, MAX_READ};
+use support::{FuzzMemory, MAX_READ};
 
 /// Total cases over all layouts when `STROBE_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u64 = 750_000;
@@ -182,7 +183,7 @@ fn len_value(rng: &mut Rng, orig: u64) -> u64 {
         9 => orig.wrapping_sub(1),
         10 => orig.wrapping_mul(2),
         11 => orig << rng.below(24),
-        12 => rng.next(),
+        12 => rng.next_u64(),
         13 => rng.below(1 << 16),
         14 => (-(rng.below(1000) as i64)) as u64,
         15 => 1 << rng.below(64),
@@ -218,7 +219,7 @@ impl<'a> Mutator<'a> {
             3 => owner,
             4 => slot,
             5 => 0,
-            6 => rng.next(),
+            6 => rng.next_u64(),
             7 => u64::MAX - rng.below(64),
             8 => rng.below(4096),
             9 => {
@@ -251,8 +252,8 @@ impl<'a> Mutator<'a> {
                 let &(at, len) = rng.pick(&s.data);
                 let at = at + rng.below(len.max(1) as u64);
                 let bytes: Vec<u8> = match rng.below(6) {
-                    0 => vec![rng.next() as u8],
-                    1 => vec![0x80 | rng.next() as u8],
+                    0 => vec![rng.next_u64() as u8],
+                    1 => vec![0x80 | rng.next_u64() as u8],
                     // Lone surrogate / beyond U+10FFFF / all ones.
                     2 => 0xd800u16
                         .wrapping_add(rng.below(0x800) as u16)

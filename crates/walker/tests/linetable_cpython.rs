@@ -7,59 +7,24 @@
 //! and from the Python-level API (`dis.findlinestarts`, `co_lines`, `co_positions`). We decode
 //! the same bytes and must give the same answers, in the units the walker passes.
 //!
-//! A missing interpreter fails the test: run .ci/provision.sh.
+//! One test per interpreter of the test registry (`strobe_testkit::interpreters`); a missing
+//! interpreter fails its test: run .ci/provision.sh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use strobe_python_abi::{layout_for, Flavour, LineTable};
+use strobe_testkit::interpreters::Interpreter;
 use strobe_walker::linetable::LineMap;
 
 const SCRIPT: &str = include_str!("data/linetable/dump_linetables.py");
 
-/// Where an interpreter lives.
-enum Interp {
-    /// An executable on the host.
-    Host(&'static str),
-    /// A `/usr/bin` name inside the Debian sid chroot made by .ci/provision.sh.
-    Sid(&'static str),
-}
-
-fn sid_root() -> PathBuf {
-    let cache = std::env::var_os("STROBE_CACHE").unwrap_or_else(|| "/var/cache/strobe".into());
-    PathBuf::from(cache).join("sid")
-}
-
 /// Run the dump script under `interp` and return its stdout.
-fn dump(interp: &Interp) -> String {
-    let mut cmd = match interp {
-        Interp::Host(path) => {
-            assert!(
-                std::path::Path::new(path).exists(),
-                "interpreter {path} is missing: run .ci/provision.sh to provision the test \
-                 interpreters"
-            );
-            Command::new(path)
-        }
-        Interp::Sid(name) => {
-            let root = sid_root();
-            let exe = root.join("usr/bin").join(name);
-            assert!(
-                exe.exists(),
-                "interpreter {} is missing: run .ci/provision.sh to provision the Debian sid \
-                 chroot (STROBE_CACHE={})",
-                exe.display(),
-                root.parent().unwrap_or(&root).display()
-            );
-            let mut cmd = Command::new("chroot");
-            cmd.arg(&root).arg(name);
-            cmd
-        }
-    };
+fn dump(interp: &Interpreter) -> String {
+    let mut cmd = interp.command();
     let mut child = cmd
         .arg("-")
         .stdin(Stdio::piped())
@@ -114,8 +79,10 @@ struct Seen {
     line_over_255_bytes: usize,
 }
 
-fn check(interp: Interp, major: u8, minor: u8, debug: bool) {
-    let text = dump(&interp);
+fn check(interp: &Interpreter) {
+    let (major, minor) = (interp.version.0 as u8, interp.version.1 as u8);
+    let debug = interp.debug;
+    let text = dump(interp);
     let doc = json::parse(&text);
     let version: Vec<i64> = doc["version"].arr().iter().map(|v| v.int()).collect();
     assert_eq!(
@@ -242,32 +209,10 @@ fn check(interp: Interp, major: u8, minor: u8, debug: bool) {
     }
 }
 
-macro_rules! interpreters {
-    ($($test:ident: $interp:expr, ($major:literal, $minor:literal), debug $debug:literal;)*) => {$(
-        #[test]
-        fn $test() {
-            check($interp, $major, $minor, $debug);
-        }
-    )*};
-}
-
-interpreters! {
-    pyenv_2_7: Interp::Host("/root/.pyenv/versions/2.7.18/bin/python2.7"), (2, 7), debug false;
-    pyenv_3_6: Interp::Host("/root/.pyenv/versions/3.6.15/bin/python3.6"), (3, 6), debug false;
-    pyenv_3_7: Interp::Host("/root/.pyenv/versions/3.7.16/bin/python3.7"), (3, 7), debug false;
-    pyenv_3_8: Interp::Host("/root/.pyenv/versions/3.8.18/bin/python3.8"), (3, 8), debug false;
-    pyenv_3_9: Interp::Host("/root/.pyenv/versions/3.9.18/bin/python3.9"), (3, 9), debug false;
-    pyenv_3_10: Interp::Host("/root/.pyenv/versions/3.10.13/bin/python3.10"), (3, 10), debug false;
-    pyenv_3_11: Interp::Host("/root/.pyenv/versions/3.11.7/bin/python3.11"), (3, 11), debug false;
-    pyenv_3_12: Interp::Host("/root/.pyenv/versions/3.12.1/bin/python3.12"), (3, 12), debug false;
-    pyenv_3_13: Interp::Host("/root/.pyenv/versions/3.13.0/bin/python3.13"), (3, 13), debug false;
-    debian_3_11: Interp::Host("/usr/bin/python3.11"), (3, 11), debug false;
-    sid_3_13: Interp::Sid("python3.13"), (3, 13), debug false;
-    sid_3_14: Interp::Sid("python3.14"), (3, 14), debug false;
-    sid_3_15: Interp::Sid("python3.15"), (3, 15), debug false;
-    sid_3_13_debug: Interp::Sid("python3.13d"), (3, 13), debug true;
-    sid_3_14_debug: Interp::Sid("python3.14d"), (3, 14), debug true;
-    sid_3_15_debug: Interp::Sid("python3.15d"), (3, 15), debug true;
+strobe_testkit::per_interpreter! {
+    fn linetables(interp) {
+        check(interp);
+    }
 }
 
 /// Just enough JSON for the dump: objects, arrays, integers, strings, booleans, null.

@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use strobe_memory::RemoteMemory;
 use strobe_python_abi::{layout_for, DictModel, Flavour, Layout, StringModel};
 use strobe_remote::ProcessMemory;
-use strobe_testkit::ImageMemory;
+use strobe_testkit::{interpreters, ImageMemory};
 use strobe_walker::threadnames::thread_names;
 use strobe_walker::WalkError;
 
@@ -19,8 +18,6 @@ use strobe_walker::WalkError;
 // ------------------------------------------------------------------------------------------------
 
 const TARGET: &str = include_str!("data/threadnames/target.py");
-const SID: &str = "/var/cache/strobe/sid";
-const PROVISION: &str = "run .ci/provision.sh to install the test interpreters";
 
 /// A running target; killed when dropped so a failing assertion leaves nothing behind.
 struct Target {
@@ -43,30 +40,6 @@ struct Report {
     flavour: Flavour,
     interp: u64,
     names: HashMap<u64, String>,
-}
-
-fn pyenv(version: &str) -> Command {
-    let minor = version.rsplit_once('.').unwrap().0;
-    let exe = format!("/root/.pyenv/versions/{version}/bin/python{minor}");
-    assert!(Path::new(&exe).exists(), "{exe} is missing: {PROVISION}");
-    Command::new(exe)
-}
-
-fn host(exe: &str) -> Command {
-    assert!(Path::new(exe).exists(), "{exe} is missing: {PROVISION}");
-    Command::new(exe)
-}
-
-/// An interpreter inside the sid chroot; `chroot` execs it, so the child's PID is Python's.
-fn sid(exe: &str) -> Command {
-    let inside = format!("{SID}/usr/bin/{exe}");
-    assert!(
-        Path::new(&inside).exists(),
-        "{inside} is missing: {PROVISION}"
-    );
-    let mut c = Command::new("chroot");
-    c.args([SID, exe]);
-    c
 }
 
 fn start(mut cmd: Command) -> (Target, Report) {
@@ -143,84 +116,12 @@ fn check(cmd: Command) {
     assert_eq!(got, report.names);
 }
 
-#[test]
-fn pyenv_2_7() {
-    check(pyenv("2.7.18"));
-}
-
-#[test]
-fn pyenv_3_6() {
-    check(pyenv("3.6.15"));
-}
-
-#[test]
-fn pyenv_3_7() {
-    check(pyenv("3.7.16"));
-}
-
-#[test]
-fn pyenv_3_8() {
-    check(pyenv("3.8.18"));
-}
-
-#[test]
-fn pyenv_3_9() {
-    check(pyenv("3.9.18"));
-}
-
-#[test]
-fn pyenv_3_10() {
-    check(pyenv("3.10.13"));
-}
-
-#[test]
-fn pyenv_3_11() {
-    check(pyenv("3.11.7"));
-}
-
-#[test]
-fn pyenv_3_12() {
-    check(pyenv("3.12.1"));
-}
-
-#[test]
-fn pyenv_3_13() {
-    check(pyenv("3.13.0"));
-}
-
-#[test]
-fn debian_static_3_11() {
-    check(host("/usr/bin/python3.11"));
-}
-
-#[test]
-fn sid_3_13() {
-    check(sid("python3.13"));
-}
-
-#[test]
-fn sid_3_14() {
-    check(sid("python3.14"));
-}
-
-#[test]
-fn sid_3_15() {
-    check(sid("python3.15"));
-}
-
-#[test]
-fn sid_3_13_debug() {
-    check(sid("python3.13d"));
-}
-
-#[test]
-fn sid_3_14_debug() {
-    check(sid("python3.14d"));
-}
-
-#[test]
-fn sid_3_15_debug() {
-    check(sid("python3.15d"));
+// Every interpreter of the registry; sid's run through `chroot`, which execs them, so the
+// child's PID is Python's.
+strobe_testkit::per_interpreter! {
+    fn live(interp) {
+        check(interp.command());
+    }
 }
 
 /// A process that never imported `threading` (3.6 does not at startup, and `-S` keeps `site`
@@ -235,7 +136,7 @@ fn threading_never_imported() {
                   (sys.version_info[0], sys.version_info[1], f()))\n\
                   sys.stdout.flush()\n\
                   sys.stdin.read()\n";
-    let mut cmd = pyenv("3.6.15");
+    let mut cmd = interpreters::pyenv_version("3.6.15").command();
     cmd.arg("-S");
     let (target, interp) = {
         // Same protocol as the main target, minus threads.

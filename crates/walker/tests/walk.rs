@@ -308,8 +308,85 @@ impl Image {
         out
     }
 
+    /// Point thread state `tstate` at its data-stack chunk (3.11+).
+    fn set_datastack_chunk(&mut self, tstate: u64, chunk: u64) {
+        let off = Self::off(self.l.tstate_datastack_chunk);
+        self.mem.write_u64(tstate + off, chunk);
+    }
+
+    /// The usual image: one interpreter (id 0) running `threads`, linked in order, and roots
+    /// that lead to it. Returns the interpreter, its thread states and the roots.
+    fn one_interpreter(&mut self, threads: &[Thread]) -> (u64, Vec<u64>, Roots) {
+        let interp = self.interp(0);
+        let specs: Vec<(u64, u32, u64)> = threads
+            .iter()
+            .map(|t| (t.ident, t.native_id, t.innermost))
+            .collect();
+        let ts = self.threads(interp, &specs);
+        for (&t, thread) in ts.iter().zip(threads) {
+            if let Some(chunk) = thread.chunk {
+                self.set_datastack_chunk(t, chunk);
+            }
+        }
+        let roots = self.roots(&[interp]);
+        (interp, ts, roots)
+    }
+
+    /// `_PyInterpreterFrame`s for `(code, instr_ptr, owner)`, outermost first, laid out
+    /// upwards from `chunk`'s data start, each followed by `locals` bytes, each the caller of
+    /// the next. Returns the innermost.
+    fn raw_chunk_frames(&mut self, chunk: u64, specs: &[(u64, u64, u8)], locals: u64) -> u64 {
+        let l = self.l;
+        let data = chunk + Self::off(l.chunk_data);
+        let step = Self::off(l.iframe_size) + locals;
+        let mut prev = 0;
+        for (i, &(code, instr_ptr, owner)) in specs.iter().enumerate() {
+            let at = data + i as u64 * step;
+            self.iframe(
+                at,
+                IFrame {
+                    previous: prev,
+                    code,
+                    instr_ptr,
+                    owner,
+                    tlbc_index: 0,
+                },
+            );
+            prev = at;
+        }
+        prev
+    }
+
     fn walker(self, roots: Roots) -> Walker<Counting> {
         Walker::new(Counting::new(self.mem), self.l, roots)
+    }
+}
+
+/// One thread of [`Image::one_interpreter`].
+#[derive(Clone, Copy)]
+struct Thread {
+    ident: u64,
+    native_id: u32,
+    innermost: u64,
+    /// Its data-stack chunk (3.11+).
+    chunk: Option<u64>,
+}
+
+impl Thread {
+    fn new(ident: u64, native_id: u32, innermost: u64) -> Thread {
+        Thread {
+            ident,
+            native_id,
+            innermost,
+            chunk: None,
+        }
+    }
+
+    fn in_chunk(self, chunk: u64) -> Thread {
+        Thread {
+            chunk: Some(chunk),
+            ..self
+        }
     }
 }
 
@@ -483,9 +560,7 @@ fn frame_objects_310_lines_in_code_units() {
     let main = img.code("<module>", "/app/main.py", 1, 8);
     let work = img.code("work", "/app/lib.py", 40, 8);
     let inner = img.frame_objects(&[(main, 3), (work, 5)]);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x7f00_0000_1000, 4242, inner)]);
-    let roots = img.roots(&[interp]);
+    let (_, ts, roots) = img.one_interpreter(&[Thread::new(0x7f00_0000_1000, 4242, inner)]);
     // _PyRuntime.gilstate.tstate_current is the GIL holder.
     img.mem.write_u64(
         roots.runtime.unwrap() + u64::from(img.l.runtime_tstate_current.unwrap()),
@@ -519,9 +594,10 @@ fn python27_interp_head_current_symbol_and_lnotab_bytes() {
     let f = img.code("handler", "/srv/app.py", 20, 8);
     let inner_a = img.frame_objects(&[(main, 0), (f, 7)]);
     let inner_b = img.frame_objects(&[(main, 2)]);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0xa000, 0, inner_a), (0xb000, 0, inner_b)]);
-    let roots = img.roots(&[interp]);
+    let (interp, ts, roots) = img.one_interpreter(&[
+        Thread::new(0xa000, 0, inner_a),
+        Thread::new(0xb000, 0, inner_b),
+    ]);
     img.mem.write_u64(roots.tstate_current.unwrap(), ts[1]);
     let mut w = img.walker(roots);
     let stacks = w.walk().unwrap();
@@ -552,13 +628,8 @@ fn cframe_311_chunk_is_one_read() {
     let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 7)).collect();
     let chunk = img.chunk(16 * 1024, 0);
     let frames = img.chunk_frames(chunk, 0, &stack, 40);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x1111, 77, *frames.last().unwrap())]);
-    img.mem.write_u64(
-        ts[0] + u64::from(img.l.tstate_datastack_chunk.unwrap()),
-        chunk,
-    );
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) =
+        img.one_interpreter(&[Thread::new(0x1111, 77, *frames.last().unwrap()).in_chunk(chunk)]);
     let mut w = img.walker(roots);
     let first = w.walk().unwrap();
     let t = &first[0];
@@ -584,7 +655,6 @@ fn frames_in_older_chunk_and_generator() {
     // 3.13 default: the innermost frame is a generator's (outside any chunk); its caller is in
     // the current chunk, whose bottom frame's caller is in the previous chunk.
     let mut img = Image::new(l313());
-    let l = img.l;
     let old_code = img.code("outer", "/a.py", 1, 4);
     let mid_code = img.code("middle", "/b.py", 10, 4);
     let gen_code = img.code("gen", "/c.py", 20, 4);
@@ -604,11 +674,7 @@ fn frames_in_older_chunk_and_generator() {
             tlbc_index: 0,
         },
     );
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x2222, 9, gen_frame)]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), cur);
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x2222, 9, gen_frame).in_chunk(cur)]);
     let mut w = img.walker(roots);
     let stacks = w.walk().unwrap();
     assert_eq!(
@@ -624,12 +690,9 @@ fn frames_in_older_chunk_and_generator() {
 #[test]
 fn direct_313_skips_cstack_and_none_frames() {
     let mut img = Image::new(l313());
-    let l = img.l;
     let a = img.code("run", "/x.py", 5, 4);
     let b = img.code("Klass.method", "/x.py", 50, 4);
     let chunk = img.chunk(16 * 1024, 0);
-    let data = chunk + u64::from(l.chunk_data.unwrap());
-    let step = u64::from(l.iframe_size.unwrap()) + 32;
     let none = img.none;
     // Outermost first: a CSTACK entry frame with a wild executable (must not be read), `run`,
     // an entry frame holding None with a THREAD owner (type check), then `Klass.method`.
@@ -639,26 +702,8 @@ fn direct_313_skips_cstack_and_none_frames() {
         (none, 0, 0),
         (b, img.adaptive(b) + 4, 0),
     ];
-    let mut prev = 0;
-    for (i, &(code, ip, owner)) in specs.iter().enumerate() {
-        let at = data + i as u64 * step;
-        img.iframe(
-            at,
-            IFrame {
-                previous: prev,
-                code,
-                instr_ptr: ip,
-                owner,
-                tlbc_index: 0,
-            },
-        );
-        prev = at;
-    }
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x3333, 10, prev)]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
-    let roots = img.roots(&[interp]);
+    let prev = img.raw_chunk_frames(chunk, &specs, 32);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x3333, 10, prev).in_chunk(chunk)]);
     let mut w = img.walker(roots);
     let stacks = w.walk().unwrap();
     assert_eq!(
@@ -682,33 +727,13 @@ fn tagged_executable_314_and_interpreter_owned_frames() {
     let a = img.code("main", "/m.py", 1, 4);
     let b = img.code("leaf", "/m.py", 30, 4);
     let chunk = img.chunk(16 * 1024, 0);
-    let data = chunk + u64::from(l.chunk_data.unwrap());
-    let step = u64::from(l.iframe_size.unwrap()) + 16;
     let specs = [
         (a | 1, img.adaptive(a) + 6, 0u8), // deferred reference tag
         (0xbad0_0000 | 3, 0, l.owner_interpreter.unwrap()),
         (b | 3, img.adaptive(b), 0),
     ];
-    let mut prev = 0;
-    for (i, &(code, ip, owner)) in specs.iter().enumerate() {
-        let at = data + i as u64 * step;
-        img.iframe(
-            at,
-            IFrame {
-                previous: prev,
-                code,
-                instr_ptr: ip,
-                owner,
-                tlbc_index: 0,
-            },
-        );
-        prev = at;
-    }
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x4444, 11, prev)]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
-    let roots = img.roots(&[interp]);
+    let prev = img.raw_chunk_frames(chunk, &specs, 16);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x4444, 11, prev).in_chunk(chunk)]);
     let stacks = img.walker(roots).walk().unwrap();
     assert_eq!(
         names(&stacks[0]),
@@ -760,12 +785,10 @@ fn free_threaded_314t_thread_local_bytecode() {
             tlbc_index: 0,
         },
     );
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0xa, 1, at), (0xb, 2, at_b)]);
-    let dsc = u64::from(l.tstate_datastack_chunk.unwrap());
-    img.mem.write_u64(ts[0] + dsc, chunk);
-    img.mem.write_u64(ts[1] + dsc, chunk_b);
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) = img.one_interpreter(&[
+        Thread::new(0xa, 1, at).in_chunk(chunk),
+        Thread::new(0xb, 2, at_b).in_chunk(chunk_b),
+    ]);
     let mut w = img.walker(roots);
     for _ in 0..2 {
         let stacks = w.walk().unwrap();
@@ -804,9 +827,8 @@ fn two_interpreters_several_threads_one_gil_holder() {
         ],
     );
     let sub_ts = img.threads(sub, &[(0x20, 200, inner[3].1), (0x21, 201, inner[4].1)]);
-    for (t, (chunk, _)) in main_ts.iter().chain(&sub_ts).zip(&inner) {
-        img.mem
-            .write_u64(t + u64::from(l.tstate_datastack_chunk.unwrap()), *chunk);
+    for (&t, &(chunk, _)) in main_ts.iter().chain(&sub_ts).zip(&inner) {
+        img.set_datastack_chunk(t, chunk);
     }
     // Main interpreter's GIL: locked, last holder thread 0x11. Sub-interpreter's own GIL:
     // unlocked, but with a stale last_holder that must not count.
@@ -859,11 +881,7 @@ fn recycled_code_address_is_decoded_again() {
     let code = img.code("old", "/old.py", 1, 4);
     let chunk = img.chunk(4096, 0);
     let frames = img.chunk_frames(chunk, 0, &[(code, 2)], 0);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x1, 1, frames[0])]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x1, 1, frames[0]).in_chunk(chunk)]);
     let adaptive = img.adaptive(code);
     let shared = Rc::new(RefCell::new(img.mem));
     let mut w = Walker::new(Shared(shared.clone()), l, roots);
@@ -896,9 +914,7 @@ fn simple_310() -> (Image, u64, u64, Roots) {
     let mut img = Image::new(l310());
     let code = img.code("f", "/f.py", 1, 4);
     let inner = img.frame_objects(&[(code, 0), (code, 1)]);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x1, 1, inner), (0x2, 2, 0)]);
-    let roots = img.roots(&[interp]);
+    let (_, ts, roots) = img.one_interpreter(&[Thread::new(0x1, 1, inner), Thread::new(0x2, 2, 0)]);
     (img, inner, ts[0], roots)
 }
 
@@ -1017,11 +1033,7 @@ fn chunk_frame_cycle_and_huge_chunk_size() {
         .write_u64(frames[0] + u64::from(l.iframe_previous.unwrap()), frames[1]);
     img.mem
         .write_u64(chunk + u64::from(l.chunk_size.unwrap()), 1 << 40);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x1, 1, frames[1])]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x1, 1, frames[1]).in_chunk(chunk)]);
     let err = img.walker(roots).walk().unwrap_err();
     assert!(
         matches!(err, WalkError::Unbounded { what: "frame", .. }),
@@ -1045,9 +1057,7 @@ fn deep_stack_is_truncated_not_failed() {
         img.mem
             .write_u64(f + u64::from(l.frame_code.unwrap()), code);
     }
-    let interp = img.interp(0);
-    img.threads(interp, &[(0x1, 1, base + (n as u64 - 1) * fsize)]);
-    let roots = img.roots(&[interp]);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x1, 1, base + (n as u64 - 1) * fsize)]);
     let stacks = img.walker(roots).walk().unwrap();
     assert_eq!(stacks[0].frames.len(), MAX_DEPTH);
     assert!(stacks[0].truncated);
@@ -1286,8 +1296,7 @@ fn deep_chunk_image(l: Layout, depth: usize, locals: u64) -> (Image, Vec<u64>, u
     let frames = img.chunk_frames(chunk, 0, &stack, locals);
     let interp = img.interp(0);
     let ts = img.threads(interp, &[(0x1000, 7, *frames.last().unwrap())]);
-    img.mem
-        .write_u64(ts[0] + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+    img.set_datastack_chunk(ts[0], chunk);
     if let Some(gil_off) = l.interp_ceval_gil {
         let gil = img.mem.alloc(256);
         img.mem.write_u64(interp + u64::from(gil_off), gil);
@@ -1337,9 +1346,7 @@ fn steady_state_frame_objects_one_batched_read() {
             .collect();
         let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 2)).collect();
         let inner = img.frame_objects(&stack);
-        let interp = img.interp(0);
-        img.threads(interp, &[(0x77, 1, inner)]);
-        let roots = img.roots(&[interp]);
+        let (_, _, roots) = img.one_interpreter(&[Thread::new(0x77, 1, inner)]);
         let (mut w, live) = live_walker(&mut img, roots);
         let mut raw = RawSample::new();
         let first = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
@@ -1422,8 +1429,7 @@ fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
                 &[(codes[1], 1), (codes[2], 2)],
                 0,
             );
-            img.mem
-                .write_u64(t0 + u64::from(l.tstate_datastack_chunk.unwrap()), c);
+            img.set_datastack_chunk(t0, c);
             set_current(img, t0, *f.last().unwrap());
             c
         });
@@ -1434,8 +1440,7 @@ fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
 
         // 3. It is popped and freed: the speculative copy of it faults.
         edit(&mut img, &live, |img| {
-            img.mem
-                .write_u64(t0 + u64::from(l.tstate_datastack_chunk.unwrap()), chunk);
+            img.set_datastack_chunk(t0, chunk);
             set_current(img, t0, *frames.last().unwrap());
         });
         live.holes.borrow_mut().push((upper, upper + 16 * 1024));
@@ -1474,8 +1479,7 @@ fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
             img.mem.write_u64(t1 + u64::from(l.tstate_interp), interp);
             img.mem
                 .write_u64(t1 + u64::from(l.tstate_thread_id), 0x2000);
-            img.mem
-                .write_u64(t1 + u64::from(l.tstate_datastack_chunk.unwrap()), c);
+            img.set_datastack_chunk(t1, c);
             img.set_innermost(t1, f[0]);
             if let Some(off) = l.tstate_prev {
                 img.mem.write_u64(t0 + u64::from(off), t1);
@@ -1569,9 +1573,8 @@ fn threads_coming_and_going_are_seen_at_the_next_sample() {
                 img.chunk_frames(c, 0, &[(code, 2)], 0)[0]
             }
         };
-        let interp = img.interp(0);
-        let t0 = img.threads(interp, &[(0x10, 1, inner)])[0];
-        let roots = img.roots(&[interp]);
+        let (interp, ts, roots) = img.one_interpreter(&[Thread::new(0x10, 1, inner)]);
+        let t0 = ts[0];
         let (mut w, live) = live_walker(&mut img, roots);
         let mut raw = RawSample::new();
         let idents = |raw: &RawSample| raw.threads.iter().map(|t| t.thread_id).collect::<Vec<_>>();
@@ -1666,9 +1669,7 @@ fn unchanged_counts_against_the_last_delivered_sample() {
     let a = img.frame_objects(&[(c[0], 2), (c[1], 2)]);
     let other = img.frame_objects(&[(c[0], 2), (c[2], 3)]);
     let b = img.frame_objects(&[(c[2], 1)]);
-    let interp = img.interp(0);
-    let ts = img.threads(interp, &[(0x1, 1, a), (0x2, 2, b)]);
-    let roots = img.roots(&[interp]);
+    let (_, ts, roots) = img.one_interpreter(&[Thread::new(0x1, 1, a), Thread::new(0x2, 2, b)]);
     let (mut w, live) = live_walker(&mut img, roots);
     let mut raw = RawSample::new();
     w.sample_into(&mut raw).unwrap();
@@ -1709,9 +1710,8 @@ fn a_frame_that_comes_and_goes_stays_in_the_batched_read() {
         let leaf = img.frame_objects(&[(codes[9], 1)]);
         img.mem
             .write_u64(leaf + u64::from(l.frame_back.unwrap()), inner);
-        let interp = img.interp(0);
-        let t = img.threads(interp, &[(0x5, 1, inner)])[0];
-        let roots = img.roots(&[interp]);
+        let (_, ts, roots) = img.one_interpreter(&[Thread::new(0x5, 1, inner)]);
+        let t = ts[0];
         let (mut w, live) = live_walker(&mut img, roots);
         let mut raw = RawSample::new();
         for round in 0..24 {
@@ -1863,11 +1863,8 @@ fn proofs_cover_older_chunks_and_entry_frames_on_the_c_stack() {
         let a = img.chunk_frames(older, entry, &lower, 64);
         let newer = img.chunk(16 * 1024, older);
         let b = img.chunk_frames(newer, *a.last().unwrap(), &upper, 64);
-        let interp = img.interp(0);
-        let t = img.threads(interp, &[(0x4444, 3, *b.last().unwrap())])[0];
-        img.mem
-            .write_u64(t + u64::from(l.tstate_datastack_chunk.unwrap()), newer);
-        let roots = img.roots(&[interp]);
+        let (_, _, roots) =
+            img.one_interpreter(&[Thread::new(0x4444, 3, *b.last().unwrap()).in_chunk(newer)]);
         let (mut w, live) = live_walker(&mut img, roots);
         let mut raw = RawSample::new();
         for _ in 0..3 {

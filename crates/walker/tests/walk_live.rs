@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use strobe_python_abi::{layout_for, Flavour, Layout, Version};
 use strobe_remote::{Freeze, ProcessMemory};
+use strobe_testkit::interpreters::Interpreter;
 use strobe_testkit::Ready;
 use strobe_walker::{RawSample, Roots, ThreadStack, Walker};
 
@@ -47,16 +48,6 @@ fn mark_line(mark: &str) -> i32 {
         .position(|l| l.ends_with(&format!("# MARK {mark}")))
         .map(|i| i as i32 + 1)
         .unwrap()
-}
-
-fn pyenv(version: &str) -> PathBuf {
-    let root = PathBuf::from("/root/.pyenv/versions").join(version);
-    assert!(
-        root.is_dir(),
-        "interpreter {} is missing: run .ci/provision.sh",
-        root.display()
-    );
-    root
 }
 
 /// Address of `symbol` in `lib` as linked (`nm`; `dynamic` selects the dynamic table).
@@ -120,47 +111,53 @@ struct Launch {
     debug_build: bool,
 }
 
-fn pyenv_launch(version: &str, minor: u8, lib_name: &str) -> Launch {
-    let root = pyenv(version);
-    let major = version.as_bytes()[0] - b'0';
-    let script = std::env::temp_dir().join(format!(
-        "strobe-walk-live-{}-{version}.py",
-        std::process::id()
-    ));
+/// How to start `interp` on the script: pyenv builds keep the runtime in their libpython,
+/// Debian's and sid's link it into the executable; sid interpreters run in the chroot (their
+/// files are reached through the chroot's root).
+fn launch(interp: &Interpreter) -> Launch {
+    interp.require();
+    let (major, minor) = interp.version;
+    let file = format!("strobe-walk-live-{}-{}.py", std::process::id(), interp.name);
+    let (argv, script_host, script_target) = match interp.chroot() {
+        None => {
+            let script = std::env::temp_dir().join(file);
+            (
+                interp.argv(),
+                script.clone(),
+                script.to_string_lossy().into_owned(),
+            )
+        }
+        Some(root) => (
+            vec![
+                "chroot".into(),
+                root.to_string_lossy().into_owned(),
+                interp.path_in_target().to_string_lossy().into_owned(),
+            ],
+            root.join("tmp").join(&file),
+            format!("/tmp/{file}"),
+        ),
+    };
+    let elf = if interp.static_libpython {
+        interp.path()
+    } else {
+        // 3.6 and 3.7 keep the pymalloc ABI flag in the library's name.
+        let abiflags = if (major, minor) == (3, 6) || (major, minor) == (3, 7) {
+            "m"
+        } else {
+            ""
+        };
+        interp
+            .prefix()
+            .join("lib")
+            .join(format!("libpython{major}.{minor}{abiflags}.so.1.0"))
+    };
     Launch {
-        name: version.to_string(),
-        argv: vec![root
-            .join(format!("bin/python{major}.{minor}"))
-            .to_string_lossy()
-            .into_owned()],
-        script_target: script.to_string_lossy().into_owned(),
-        script_host: script,
-        elf: root.join("lib").join(lib_name),
-        debug_build: false,
-    }
-}
-
-/// A sid interpreter, run in the chroot (its files are reached through the chroot's root).
-fn sid_launch(exe: &str, debug_build: bool) -> Launch {
-    let sid = PathBuf::from("/var/cache/strobe/sid");
-    let elf = sid.join("usr/bin").join(exe);
-    assert!(
-        elf.is_file(),
-        "sid interpreter {} is missing: run .ci/provision.sh",
-        elf.display()
-    );
-    let name = format!("strobe-walk-live-{}-{exe}.py", std::process::id());
-    Launch {
-        name: format!("sid {exe}"),
-        argv: vec![
-            "chroot".into(),
-            sid.to_string_lossy().into_owned(),
-            format!("/usr/bin/{exe}"),
-        ],
-        script_host: sid.join("tmp").join(&name),
-        script_target: format!("/tmp/{name}"),
+        name: interp.name.to_string(),
+        argv,
+        script_host,
+        script_target,
         elf,
-        debug_build,
+        debug_build: interp.debug,
     }
 }
 
@@ -309,104 +306,12 @@ fn find(stacks: &[ThreadStack], ident: u64) -> &ThreadStack {
         .unwrap_or_else(|| panic!("no thread {ident:#x} in {stacks:?}"))
 }
 
-#[test]
-fn live_pyenv_27() {
-    check_live(pyenv_launch("2.7.18", 7, "libpython2.7.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_36() {
-    check_live(pyenv_launch("3.6.15", 6, "libpython3.6m.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_37() {
-    check_live(pyenv_launch("3.7.16", 7, "libpython3.7m.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_38() {
-    check_live(pyenv_launch("3.8.18", 8, "libpython3.8.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_39() {
-    check_live(pyenv_launch("3.9.18", 9, "libpython3.9.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_310() {
-    check_live(pyenv_launch("3.10.13", 10, "libpython3.10.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_311() {
-    check_live(pyenv_launch("3.11.7", 11, "libpython3.11.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_312() {
-    check_live(pyenv_launch("3.12.1", 12, "libpython3.12.so.1.0"));
-}
-
-#[test]
-fn live_pyenv_313() {
-    check_live(pyenv_launch("3.13.0", 13, "libpython3.13.so.1.0"));
-}
-
-/// Debian's /usr/bin/python3.11: libpython linked statically into the executable.
-#[test]
-fn live_debian_311_static() {
-    let elf = PathBuf::from("/usr/bin/python3.11");
-    assert!(
-        elf.is_file(),
-        "/usr/bin/python3.11 is missing: run .ci/provision.sh"
-    );
-    let script =
-        std::env::temp_dir().join(format!("strobe-walk-live-{}-deb311.py", std::process::id()));
-    check_live(Launch {
-        name: "debian 3.11".into(),
-        argv: vec![elf.to_string_lossy().into_owned()],
-        script_target: script.to_string_lossy().into_owned(),
-        script_host: script,
-        elf,
-        debug_build: false,
-    });
-}
-
-#[test]
-fn live_sid_313() {
-    check_live(sid_launch("python3.13", false));
-}
-
-#[test]
-fn live_sid_314() {
-    check_live(sid_launch("python3.14", false));
-}
-
-#[test]
-fn live_sid_314_pie() {
-    check_live(sid_launch("python3.14-pie", false));
-}
-
-#[test]
-fn live_sid_315() {
-    check_live(sid_launch("python3.15", false));
-}
-
-#[test]
-fn live_sid_313d() {
-    check_live(sid_launch("python3.13d", true));
-}
-
-#[test]
-fn live_sid_314d() {
-    check_live(sid_launch("python3.14d", true));
-}
-
-#[test]
-fn live_sid_315d() {
-    check_live(sid_launch("python3.15d", true));
+// Every interpreter of the registry: pyenv's (libpython shared), Debian's /usr/bin/python3.11
+// and sid's (libpython linked statically into the executable), release and debug.
+strobe_testkit::per_interpreter! {
+    fn live(interp) {
+        check_live(launch(interp));
+    }
 }
 
 /// A target whose threads and stacks never stop changing: threads start and exit, recursion
@@ -489,8 +394,9 @@ impl Drop for Scripted {
     }
 }
 
-fn start_script(version: &str, minor: u8, lib_name: &str, tag: &str, script: &str) -> Scripted {
-    let mut launch = pyenv_launch(version, minor, lib_name);
+fn start_script(interp: &Interpreter, tag: &str, script: &str) -> Scripted {
+    let version = interp.name;
+    let mut launch = launch(interp);
     // Its own script file: the live test of the same version runs concurrently and would
     // otherwise overwrite (and delete) the same path.
     launch.script_host = launch.script_host.with_file_name(format!(
@@ -501,6 +407,7 @@ fn start_script(version: &str, minor: u8, lib_name: &str, tag: &str, script: &st
     std::fs::write(&launch.script_host, script).unwrap();
     let target = Ready::start(
         Command::new(&launch.argv[0])
+            .args(&launch.argv[1..])
             .arg(&launch.script_target)
             .stderr(Stdio::inherit()),
         version,
@@ -509,8 +416,12 @@ fn start_script(version: &str, minor: u8, lib_name: &str, tag: &str, script: &st
     let mem = ProcessMemory::new(pid as i32);
     let bias = load_bias(pid, &launch.elf);
     let runtime = bias + symbol(&launch.elf, "_PyRuntime", true);
-    let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
-    assert_eq!(parts[1], u64::from(minor));
+    // The exact version resolves the layout: only pyenv builds name it.
+    let full = interp
+        .full_version()
+        .unwrap_or_else(|| panic!("{version}: scripted tests run pyenv builds"));
+    let parts: Vec<u64> = full.split('.').map(|p| p.parse().unwrap()).collect();
+    assert_eq!(parts[1], u64::from(interp.version.1));
     let v = Version::from_hex((parts[0] << 24) | (parts[1] << 16) | (parts[2] << 8) | 0xf0);
     let layout = strobe_walker::layout::resolve(&mem, v, false, Some(runtime))
         .unwrap()
@@ -552,8 +463,9 @@ fn sample_shape(
         .collect())
 }
 
-fn check_churn(version: &str, minor: u8, lib_name: &str) {
-    let run = start_script(version, minor, lib_name, "churn", CHURN);
+fn check_churn(interp: &Interpreter) {
+    let version = interp.name;
+    let run = start_script(interp, "churn", CHURN);
     let (pid, mem, layout, roots) = (run.target.pid() as u32, run.mem, run.layout, run.roots);
     let mut long_lived = Walker::new(mem, layout, roots);
     let mut raw = RawSample::new();
@@ -596,7 +508,7 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
     assert!(max_threads >= 2);
     assert!(failed < 30, "{version}: {failed} of 300 samples failed");
     assert!(deepest > 150, "{version}: deepest stack {deepest}");
-    if minor >= 11 {
+    if interp.version.1 >= 11 {
         // Proofs were used on this churn (and agreed with the fresh walks above).
         assert!(
             long_lived.frames_proven() > 0,
@@ -606,24 +518,10 @@ fn check_churn(version: &str, minor: u8, lib_name: &str) {
     drop(run);
 }
 
-#[test]
-fn churn_pyenv_310() {
-    check_churn("3.10.13", 10, "libpython3.10.so.1.0");
-}
-
-#[test]
-fn churn_pyenv_311() {
-    check_churn("3.11.7", 11, "libpython3.11.so.1.0");
-}
-
-#[test]
-fn churn_pyenv_312() {
-    check_churn("3.12.1", 12, "libpython3.12.so.1.0");
-}
-
-#[test]
-fn churn_pyenv_313() {
-    check_churn("3.13.0", 13, "libpython3.13.so.1.0");
+strobe_testkit::per_interpreter! {
+    fn churn(interp) for [pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13] {
+        check_churn(interp);
+    }
 }
 
 /// An asyncio program: tasks whose coroutines await each other three deep, the innermost
@@ -662,8 +560,9 @@ asyncio.run(main())
 
 /// Frozen samples of the asyncio program agree with fresh walks, and the frames below the
 /// coroutines (the event loop's) are proven rather than walked.
-fn check_asyncio(version: &str, minor: u8, lib_name: &str) {
-    let run = start_script(version, minor, lib_name, "asyncio", ASYNC);
+fn check_asyncio(interp: &Interpreter) {
+    let version = interp.name;
+    let run = start_script(interp, "asyncio", ASYNC);
     let (pid, mem, layout, roots) = (run.target.pid() as u32, run.mem, run.layout, run.roots);
     let mut long_lived = Walker::new(mem, layout, roots);
     let mut raw = RawSample::new();
@@ -704,17 +603,8 @@ fn check_asyncio(version: &str, minor: u8, lib_name: &str) {
     );
 }
 
-#[test]
-fn asyncio_pyenv_311() {
-    check_asyncio("3.11.7", 11, "libpython3.11.so.1.0");
-}
-
-#[test]
-fn asyncio_pyenv_312() {
-    check_asyncio("3.12.1", 12, "libpython3.12.so.1.0");
-}
-
-#[test]
-fn asyncio_pyenv_313() {
-    check_asyncio("3.13.0", 13, "libpython3.13.so.1.0");
+strobe_testkit::per_interpreter! {
+    fn asyncio(interp) for [pyenv_3_11, pyenv_3_12, pyenv_3_13] {
+        check_asyncio(interp);
+    }
 }

@@ -1,7 +1,7 @@
-//! Shared pieces of the hostile-memory tests: a deterministic PRNG, a mutable address space
-//! that counts and bounds reads and can undo mutations cheaply, and a builder that lays out a
-//! complete, valid CPython process image (threads, frames, code objects, strings, the
-//! `threading` dicts, `_Py_DebugOffsets`) for any generated [`Layout`].
+//! Shared pieces of the hostile-memory tests (their generator is `strobe_testkit::Rng`): a
+//! mutable address space that counts and bounds reads and can undo mutations cheaply, and a
+//! builder that lays out a complete, valid CPython process image (threads, frames, code
+//! objects, strings, the `threading` dicts, `_Py_DebugOffsets`) for any generated [`Layout`].
 
 #![allow(dead_code)]
 
@@ -10,46 +10,6 @@ pub mod build;
 use std::cell::{Cell, RefCell};
 
 use strobe_memory::{MemError, RemoteMemory};
-
-/// xorshift64* — tiny, fast and deterministic; good enough to pick mutations.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed` (any value; mixed with splitmix64 so nearby seeds differ).
-    pub fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn index(&mut self, len: usize) -> usize {
-        self.below(len as u64) as usize
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.index(items.len())]
-    }
-}
 
 /// Largest single read the walker may ask for. `read_vec` limits in the walker are all well
 /// below this (the largest is the 6 MiB bound on a 2.7 dict table); a read above it means a

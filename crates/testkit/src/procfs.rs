@@ -1,0 +1,122 @@
+//! What `/proc` says about a process the test started: its threads, their states and tracers,
+//! its children.
+
+use std::path::Path;
+
+/// The thread ids of `pid` (`/proc/PID/task`). Panics when the process is gone.
+pub fn tasks(pid: i32) -> Vec<i32> {
+    let dir = format!("/proc/{pid}/task");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot list {dir}: {e}"));
+    let mut tids: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
+/// `None` when the thread is gone. Panics when a present thread's status lacks the key.
+pub fn status_field(pid: i32, tid: i32, key: &str) -> Option<String> {
+    let path = format!("/proc/{pid}/task/{tid}/status");
+    let status = std::fs::read_to_string(&path).ok()?;
+    let prefix = format!("{key}:");
+    let value = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {key} in {path}: {status}"));
+    Some(value.trim().to_string())
+}
+
+/// Whether any thread of `pid` is traced right now (`TracerPid` not 0).
+pub fn traced(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .filter_map(|l| l.strip_prefix("TracerPid:"))
+            .any(|v| v.trim() != "0")
+    })
+}
+
+/// Asserts that every thread of `pid` is untraced (`TracerPid: 0`) and not in a stopped state
+/// (`t` or `T`); returns how many threads were checked (threads that exit meanwhile are not
+/// counted).
+pub fn assert_not_stopped(pid: i32) -> usize {
+    let mut checked = 0;
+    for tid in tasks(pid) {
+        let (Some(tracer), Some(state)) = (
+            status_field(pid, tid, "TracerPid"),
+            status_field(pid, tid, "State"),
+        ) else {
+            continue; // a thread that just exited
+        };
+        assert_eq!(tracer, "0", "thread {tid} of {pid} is traced");
+        assert!(
+            !state.starts_with('t') && !state.starts_with('T'),
+            "thread {tid} of {pid} is stopped: {state}"
+        );
+        checked += 1;
+    }
+    checked
+}
+
+/// The child processes of `pid`, from `/proc/PID/task/*/children`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut kids = Vec::new();
+    for tid in tasks(pid) {
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|k| k.parse::<i32>().ok()),
+        );
+    }
+    kids
+}
+
+/// The parent of `pid` (field 4 of `/proc/PID/stat`). Panics when the process is gone.
+pub fn parent(pid: i32) -> i32 {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let after = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .unwrap_or_else(|| panic!("malformed {path}: {stat}"));
+    after
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("malformed {path}: {stat}"))
+}
+
+/// Whether `/proc/PID` exists (a zombie still counts).
+pub fn exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_seen_as_it_is() {
+        let me = std::process::id() as i32;
+        assert!(tasks(me).contains(&me));
+        assert_eq!(
+            status_field(me, me, "Pid").as_deref(),
+            Some(me.to_string().as_str())
+        );
+        assert!(!traced(me), "the test process itself is traced");
+        assert!(assert_not_stopped(me) >= 1);
+        assert!(exists(me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let kid = child.id() as i32;
+        assert!(children(me).contains(&kid));
+        assert_eq!(parent(kid), me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!children(me).contains(&kid));
+    }
+}
