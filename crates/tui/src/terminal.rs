@@ -6,8 +6,12 @@
 //! readable on the normal screen. Terminating signals are the caller's to turn into a quit
 //! request (see [`crate::run`]'s `quit_requested`), so that a `kill` also goes through the
 //! guard.
+//!
+//! When the terminal is gone (it hung up: see [`crate::keys`]), [`TerminalGuard::abandon`]
+//! turns every later write into nothing, so that neither the restore nor ratatui's own drop
+//! writes to a terminal that is no longer there.
 
-use std::io::{self, IsTerminal, Stdout};
+use std::io::{self, IsTerminal, Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -24,6 +28,31 @@ use crate::TuiError;
 /// Whether the terminal is currently in `top`'s mode (shared with the panic hook).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
+/// Set once the terminal is gone: [`TtyOut`] then writes nothing.
+static GONE: AtomicBool = AtomicBool::new(false);
+
+/// Standard output while it is the terminal `top` draws on; writes nothing once the terminal
+/// is gone.
+#[derive(Debug)]
+pub struct TtyOut(Stdout);
+
+impl Write for TtyOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if GONE.load(Ordering::SeqCst) {
+            Ok(buf.len())
+        } else {
+            self.0.write(buf)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if GONE.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            self.0.flush()
+        }
+    }
+}
 
 /// Fails with [`TuiError::NotATerminal`] unless standard output is a terminal. Checked before
 /// attaching, so that `strobe top > file` fails at once and clearly. (Keys are read from
@@ -39,7 +68,7 @@ pub fn check_terminal() -> Result<(), TuiError> {
 /// The terminal in raw mode on the alternate screen, restored on drop.
 pub struct TerminalGuard {
     /// The ratatui terminal to draw on.
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: Terminal<CrosstermBackend<TtyOut>>,
 }
 
 impl std::fmt::Debug for TerminalGuard {
@@ -57,7 +86,7 @@ impl TerminalGuard {
         ACTIVE.store(true, Ordering::SeqCst);
         // From here on, an error drops nothing yet: restore by hand.
         let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
-            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+            .and_then(|()| Terminal::new(CrosstermBackend::new(TtyOut(io::stdout()))));
         match entered {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
@@ -65,6 +94,15 @@ impl TerminalGuard {
                 Err(TuiError::Terminal(e))
             }
         }
+    }
+}
+
+impl TerminalGuard {
+    /// The terminal is gone: from now on nothing is written to it, and nothing is restored
+    /// (there is no terminal left to restore).
+    pub fn abandon(&mut self) {
+        GONE.store(true, Ordering::SeqCst);
+        ACTIVE.store(false, Ordering::SeqCst);
     }
 }
 
