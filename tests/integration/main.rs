@@ -22,4 +22,5 @@ mod stacks;
 mod subinterp;
 mod subprocesses;
 mod top;
+mod top_hangup;
 mod variants;
