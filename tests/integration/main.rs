@@ -11,6 +11,7 @@
 mod harness;
 
 mod blocking;
+mod container;
 mod errors;
 mod record;
 mod record_stop;

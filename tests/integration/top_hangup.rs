@@ -29,15 +29,16 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// takes a few ms of CPU.
 const MAX_TICKS_AFTER_HANGUP: u64 = 100;
 
-/// `strobe top ARGS` on the slave side of a fresh 100×30 pseudo-terminal.
-struct OnPty {
+/// `strobe top ARGS` on the slave side of a fresh 100×30 pseudo-terminal (also used by
+/// `container.rs`).
+pub struct OnPty {
     strobe: Child,
     master: Option<PtyMaster>,
     screen: Vec<u8>,
 }
 
 impl OnPty {
-    fn start(args: &[String]) -> OnPty {
+    pub fn start(args: &[String]) -> OnPty {
         // Opened close-on-exec (openpty(3) is not), so that no process started meanwhile,
         // strobe included, holds the master open and keeps the terminal alive.
         let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
@@ -77,7 +78,7 @@ impl OnPty {
     }
 
     /// Reads what strobe draws until `what` appears in it.
-    fn wait_for(&mut self, what: &str) {
+    pub fn wait_for(&mut self, what: &str) {
         let master = self.master.as_ref().unwrap();
         let deadline = Instant::now() + SCREEN_TIMEOUT;
         while Instant::now() < deadline {
@@ -103,10 +104,31 @@ impl OnPty {
         );
     }
 
+    /// Types `keys`, then reads the screen until strobe exits (a strobe blocked on a full
+    /// terminal could not read the keys); returns its exit code.
+    pub fn type_and_wait_exit(&mut self, keys: &str) -> Option<i32> {
+        let master = self.master.as_ref().unwrap();
+        nix::unistd::write(master, keys.as_bytes()).unwrap();
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.strobe.try_wait().unwrap() {
+                return status.code();
+            }
+            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(20u16)).unwrap() > 0 {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = nix::unistd::read(master, &mut buf) {
+                    self.screen.extend_from_slice(&buf[..n]);
+                }
+            }
+        }
+        panic!("strobe did not exit within {EXIT_TIMEOUT:?} of typing {keys:?}");
+    }
+
     /// Closes the master side: the terminal is gone. Returns strobe's exit code, its stderr,
     /// and the CPU ticks it used from the hang-up to its exit (read from its zombie before
     /// reaping it).
-    fn hang_up(&mut self) -> (Option<i32>, String, u64) {
+    pub fn hang_up(&mut self) -> (Option<i32>, String, u64) {
         let pid = self.strobe.id() as i32;
         let before = cpu_ticks(pid).expect("strobe runs before the hang-up");
         drop(self.master.take());
