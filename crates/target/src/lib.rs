@@ -8,6 +8,7 @@
 //! [`Target::snapshot`] then reads thread states from `/proc`, walks every thread's stack,
 //! and adds names and kernel thread ids.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod snapshot;

@@ -13,6 +13,7 @@
 //!
 //! [`run`] ties them together in the event loop.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod data;
