@@ -117,7 +117,7 @@ pub fn run(
                 .terminal
                 .draw(|f| view::render(f, &state, &mut scratch))
             {
-                if terminal_gone(&e) {
+                if terminal::is_gone(&e) {
                     guard.abandon();
                     return Ok(Ending::TerminalGone(Gone::WriteError(e)));
                 }
@@ -132,6 +132,11 @@ pub fn run(
             }
         }
         if quit_requested() {
+            // A SIGHUP comes with a terminal that hangs up: leave that one alone too.
+            if let Ok(Input::Gone(gone)) = reader.wait(Duration::ZERO) {
+                guard.abandon();
+                return Ok(Ending::TerminalGone(gone));
+            }
             return Ok(Ending::Quit);
         }
         let wait = next_tick
@@ -186,10 +191,4 @@ pub fn run(
             }
         }
     }
-}
-
-/// Whether a failed write means the terminal is gone: a hung-up terminal fails writes with
-/// `EIO`, and one whose device went away with `ENXIO`.
-fn terminal_gone(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == nix::libc::EIO || code == nix::libc::ENXIO)
 }

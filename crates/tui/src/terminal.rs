@@ -39,19 +39,31 @@ pub struct TtyOut(Stdout);
 impl Write for TtyOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if GONE.load(Ordering::SeqCst) {
-            Ok(buf.len())
-        } else {
-            self.0.write(buf)
+            return Ok(buf.len());
         }
+        self.0.write(buf).inspect_err(note_gone)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if GONE.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            self.0.flush()
+            return Ok(());
         }
+        self.0.flush().inspect_err(note_gone)
     }
+}
+
+/// A write error that means the terminal is gone is reported once; later writes (the restore,
+/// ratatui's drop) then write nothing.
+fn note_gone(e: &io::Error) {
+    if is_gone(e) {
+        GONE.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether a failed write means the terminal is gone: a hung-up terminal fails writes with
+/// `EIO`, and one whose device went away with `ENXIO`.
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == nix::libc::EIO || code == nix::libc::ENXIO)
 }
 
 /// Fails with [`TuiError::NotATerminal`] unless standard output is a terminal. Checked before
@@ -115,7 +127,7 @@ impl Drop for TerminalGuard {
 /// Leaves raw mode and the alternate screen and shows the cursor, once (later calls do
 /// nothing). Errors are ignored: there is no better terminal to report them on.
 fn restore() {
-    if ACTIVE.swap(false, Ordering::SeqCst) {
+    if ACTIVE.swap(false, Ordering::SeqCst) && !GONE.load(Ordering::SeqCst) {
         let _ = disable_raw_mode();
         let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
     }
