@@ -39,6 +39,13 @@ pub struct OnPty {
 
 impl OnPty {
     pub fn start(args: &[String]) -> OnPty {
+        OnPty::start_in_session(args, false)
+    }
+
+    /// [`OnPty::start`]; with `controlling`, the terminal is strobe's controlling terminal
+    /// (`setsid --ctty`), so that its hang-up also sends strobe SIGHUP, as when an SSH
+    /// session drops under a shell that runs strobe in the foreground.
+    pub fn start_in_session(args: &[String], controlling: bool) -> OnPty {
         // Opened close-on-exec (openpty(3) is not), so that no process started meanwhile,
         // strobe included, holds the master open and keeps the terminal alive.
         let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
@@ -60,9 +67,13 @@ impl OnPty {
             .status()
             .unwrap();
         assert!(status.success(), "stty on {slave_path}: {status}");
-        // setsid: a new session without a controlling terminal, so the hang-up sends strobe
-        // no SIGHUP; stderr to a pipe, to read strobe's last words.
-        let strobe = Command::new("setsid")
+        // setsid: a new session, without a controlling terminal unless asked (then the
+        // hang-up sends strobe SIGHUP too); stderr to a pipe, to read strobe's last words.
+        let mut setsid = Command::new("setsid");
+        if controlling {
+            setsid.arg("--ctty");
+        }
+        let strobe = setsid
             .arg(strobe_bin())
             .args(args)
             .stdin(open_slave())
@@ -257,5 +268,22 @@ fn a_hung_up_terminal_ends_top_and_stops_the_command_it_launched() {
         !Path::new(&format!("/proc/{}", children[0])).exists(),
         "the launched command {} still runs after top ended",
         children[0]
+    );
+}
+
+#[test]
+fn a_hung_up_controlling_terminal_ends_top_the_same_way_with_sighup() {
+    let python = Interp::pyenv("3.12.1");
+    let script = Script::new(&python, "top_split.py");
+    let target = Announced::start(script.command().arg("--until-eof"));
+    let args = ["top".into(), "--pid".into(), target.pid.to_string()];
+    let mut pty = OnPty::start_in_session(&args, true);
+    pty.wait_for("heavy_work");
+    let (code, stderr, ticks) = pty.hang_up();
+    assert_ended_for_the_hang_up(code, &stderr, ticks);
+    assert!(
+        matches!(process_state(target.pid), Some(s) if s != 'Z'),
+        "the --pid target {} is still running after top ended",
+        target.pid
     );
 }
