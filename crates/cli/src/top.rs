@@ -158,7 +158,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             // is ignored (eprintln! would panic on it).
             let _ = writeln!(
                 std::io::stderr(),
-                "strobe: error: top stopped: {gone}; run it again from a terminal{}",
+                "strobe: error: top stopped: {gone}; start it again from a terminal, or use \
+                 'strobe record' to profile without one{}",
                 match finish {
                     Ok(()) => String::new(),
                     Err(e) => format!(" (and stopping the command failed: {e:#})"),
