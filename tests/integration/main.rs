@@ -11,6 +11,7 @@
 mod harness;
 
 mod blocking;
+mod container;
 mod errors;
 mod record;
 mod record_stop;
@@ -23,4 +24,5 @@ mod stacks;
 mod subinterp;
 mod subprocesses;
 mod top;
+mod top_hangup;
 mod variants;

@@ -56,11 +56,17 @@ pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
 }
 
 /// `Thread 12345 "MainThread" (holds GIL, running)`; the id is the kernel thread id, or the
-/// `pthread_t` in hex when the kernel id is unknown.
+/// `pthread_t` in hex when the kernel id is unknown. For a target in another PID namespace (a
+/// container) the id is strobe's (the host's, as `top -H` shows it) followed by the target's:
+/// `Thread 12345 (7 in its PID namespace) ...`.
 fn thread_header(thread: &ThreadSnapshot, show_interp: bool) -> String {
-    let id = match thread.native_id {
-        Some(tid) => tid.to_string(),
-        None => format!("{:#x}", thread.thread_id),
+    let id = match (thread.host_native_id, thread.native_id) {
+        (Some(host), Some(inner)) if host != inner => {
+            format!("{host} ({inner} in its PID namespace)")
+        }
+        (_, Some(tid)) => tid.to_string(),
+        (Some(host), None) => host.to_string(),
+        (None, None) => format!("{:#x}", thread.thread_id),
     };
     let mut header = format!("Thread {id}");
     if let Some(name) = &thread.name {
@@ -102,6 +108,7 @@ mod tests {
             .map(|(i, &interp)| ThreadSnapshot {
                 thread_id: 0x7f00 + i as u64,
                 native_id: if i == 0 { Some(4242) } else { None },
+                host_native_id: if i == 0 { Some(4242) } else { None },
                 name: if i == 0 {
                     Some("Main\"Thread".into())
                 } else {
@@ -179,6 +186,18 @@ mod tests {
     }
 
     #[test]
+    fn text_shows_both_ids_of_a_thread_in_a_pid_namespace() {
+        let mut snap = snapshot(&[0, 0]);
+        snap.threads[0].native_id = Some(7);
+        snap.threads[0].host_native_id = Some(4242);
+        let out = text(&snap);
+        assert!(
+            out.contains(r#"Thread 4242 (7 in its PID namespace) "Main\"Thread" (holds GIL"#),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn json_field_names_are_stable() {
         let mut buf = Vec::new();
         write_json(&mut buf, &snapshot(&[0])).unwrap();
@@ -189,6 +208,7 @@ mod tests {
         let t = &v["threads"][0];
         assert_eq!(t["thread_id"], 0x7f00);
         assert_eq!(t["native_id"], 4242);
+        assert_eq!(t["host_native_id"], 4242);
         assert_eq!(t["name"], "Main\"Thread");
         assert_eq!(t["interpreter_id"], 0);
         assert_eq!(t["holds_gil"], true);

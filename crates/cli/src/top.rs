@@ -5,6 +5,7 @@
 //! the TUI's aggregator thread drains it; this (main) thread draws and reads keys. A slow
 //! terminal blocks only the main thread.
 
+use std::io::Write;
 use std::process::{Child, ExitCode};
 use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use strobe_sampler::{start_process, EndReason, SamplerConfig, SamplerHandle};
 use strobe_signals::StopSignals;
 use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
-use strobe_tui::TopOptions;
+use strobe_tui::{Ending, TopOptions};
 
 use crate::args::TopArgs;
 use crate::launch::{self, Launched};
@@ -145,10 +146,28 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             Err(TryRecvError::Disconnected) => false,
         },
     );
+    // Whatever ended the view, a launched command is stopped as on `q`; a --pid target runs on.
     let finish = session.finish();
-    ui?;
-    finish?;
-    Ok(ExitCode::SUCCESS)
+    match ui? {
+        Ending::Quit => {
+            finish?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ending::TerminalGone(gone) => {
+            // Standard error may be the terminal that is gone, or a log file: a failed write
+            // is ignored (eprintln! would panic on it).
+            let _ = writeln!(
+                std::io::stderr(),
+                "strobe: error: top stopped: {gone}; start it again from a terminal, or use \
+                 'strobe record' to profile without one{}",
+                match finish {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (and stopping the command failed: {e:#})"),
+                }
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `3.12.1`, `3.14.0 debug`, `3.13.1 free-threaded`.

@@ -8,6 +8,7 @@
 //! [`Target::snapshot`] then reads thread states from `/proc`, walks every thread's stack,
 //! and adds names and kernel thread ids.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod snapshot;
@@ -193,14 +194,22 @@ impl Target {
             .map(|t| {
                 // The interpreter records ids as the target sees them (3.11+); the pthread
                 // lookup (≤3.10) yields ours. Report the target's view, look states up by ours.
-                let (native_id, host_tid) = match (t.native_id, host_tids.get(&t.thread_id)) {
-                    (Some(inner), _) => (Some(inner), kernel.host_of(inner)),
-                    (None, Some(&host)) => (Some(kernel.inner_of(host)), Some(host)),
-                    (None, None) => (None, None),
-                };
+                let (native_id, host_tid, host_native_id) =
+                    match (t.native_id, host_tids.get(&t.thread_id)) {
+                        (Some(inner), _) => (
+                            Some(inner),
+                            kernel.host_of(inner),
+                            kernel.host_of_known(inner),
+                        ),
+                        (None, Some(&host)) => {
+                            (Some(kernel.inner_of(host)), Some(host), Some(host))
+                        }
+                        (None, None) => (None, None, None),
+                    };
                 ThreadSnapshot {
                     thread_id: t.thread_id,
                     native_id,
+                    host_native_id,
                     name: names.get(&(t.interp_addr, t.thread_id)).cloned(),
                     interpreter_id: t.interp_id,
                     holds_gil: (!free_threaded).then_some(t.holds_gil),
@@ -330,6 +339,21 @@ impl KernelThreads {
 
     fn inner_of(&self, host: u32) -> u32 {
         self.host_to_inner.get(&host).copied().unwrap_or(host)
+    }
+
+    /// Our id of the thread the target calls `inner`, only if it is known for sure: found in
+    /// the task list, or the target shares our PID namespace (every id the same both ways).
+    fn host_of_known(&self, inner: u32) -> Option<u32> {
+        self.host_to_inner
+            .iter()
+            .find(|(_, &i)| i == inner)
+            .map(|(&h, _)| h)
+            .or_else(|| {
+                self.host_to_inner
+                    .iter()
+                    .all(|(h, i)| h == i)
+                    .then_some(inner)
+            })
     }
 
     fn host_of(&self, inner: u32) -> Option<u32> {

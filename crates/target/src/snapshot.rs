@@ -65,8 +65,12 @@ impl ThreadState {
 pub struct ThreadSnapshot {
     /// `threading.get_ident()`: the thread's `pthread_t`.
     pub thread_id: u64,
-    /// The kernel thread id (`threading.get_native_id()`), when it could be determined.
+    /// The kernel thread id (`threading.get_native_id()`), as the target sees it, when it could
+    /// be determined.
     pub native_id: Option<u32>,
+    /// The same thread's id as strobe sees it (`top -H`, `/proc/PID/task/TID` on this side):
+    /// it differs from `native_id` when the target runs in another PID namespace (a container).
+    pub host_native_id: Option<u32>,
     /// The `threading.Thread` name, when known.
     pub name: Option<String>,
     /// The interpreter the thread belongs to (0 is the main interpreter).

@@ -6,26 +6,29 @@
 //!   never waits on the terminal);
 //! * [`state`]: the user's choices (sort, filter, thread, grouping, pause, refresh) and the
 //!   last data; pure logic, unit-tested without a terminal;
+//! * [`keys`]: reads keys from the terminal, and notices when the terminal is gone;
 //! * [`input`]: keys to [`state::Action`]s;
 //! * [`view`]: draws a [`state::State`] with ratatui (tested on ratatui's `TestBackend`);
 //! * [`terminal`]: the guard that restores the terminal on drop, on panic and on signals.
 //!
 //! [`run`] ties them together in the event loop.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod input;
+pub mod keys;
 pub mod state;
 pub mod terminal;
 pub mod view;
 
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event};
 use strobe_aggregate::{AggregatorSide, SampleFilter};
 
 use crate::data::CollectorGone;
+use crate::keys::{Gone, Input, KeyReader};
 use crate::state::{Effect, LiveStatus, State, TargetInfo};
 pub use crate::terminal::{check_terminal, TerminalGuard};
 
@@ -50,6 +53,16 @@ pub enum TuiError {
     Collector(#[from] CollectorGone),
 }
 
+/// How `top` ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// The user quit, or `quit_requested` said so; the terminal is restored.
+    Quit,
+    /// The terminal went away (hung up, end of input, or reading or writing it failed).
+    /// Nothing more was written to it, and it was not restored.
+    TerminalGone(Gone),
+}
+
 /// How `top` starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopOptions {
@@ -71,7 +84,8 @@ impl Default for TopOptions {
     }
 }
 
-/// Runs the live view until the user quits or `quit_requested` returns true.
+/// Runs the live view until the user quits, `quit_requested` returns true or the terminal
+/// goes away (see [`Ending`]).
 ///
 /// `agg` is the aggregator end of the pipeline whose sampler end the sampler thread feeds;
 /// `status` is polled (about ten times a second) for the sampler's errors and its end (the
@@ -83,8 +97,9 @@ pub fn run(
     options: TopOptions,
     mut status: impl FnMut() -> LiveStatus,
     mut quit_requested: impl FnMut() -> bool,
-) -> Result<(), TuiError> {
+) -> Result<Ending, TuiError> {
     check_terminal()?;
+    let mut reader = KeyReader::open().map_err(TuiError::Terminal)?;
     let collector = data::spawn(agg).map_err(TuiError::Terminal)?;
     let mut guard = TerminalGuard::enter()?;
     let mut state = State::new(info, options.by_function, options.filter, options.refresh);
@@ -95,12 +110,19 @@ pub fn run(
     // After the sampler ends, one last interval is closed and then the data stays.
     let mut final_interval_taken = false;
     let mut dirty = true;
+    let mut size = guard.terminal.size().ok();
     loop {
         if dirty {
-            guard
+            if let Err(e) = guard
                 .terminal
                 .draw(|f| view::render(f, &state, &mut scratch))
-                .map_err(TuiError::Terminal)?;
+            {
+                if terminal::is_gone(&e) {
+                    guard.abandon();
+                    return Ok(Ending::TerminalGone(Gone::WriteError(e)));
+                }
+                return Err(TuiError::Terminal(e));
+            }
             dirty = false;
             // Debug builds only: lets the integration tests prove that a panic in the view
             // still restores the terminal (tests/integration/top.rs).
@@ -110,33 +132,47 @@ pub fn run(
             }
         }
         if quit_requested() {
-            break;
+            // A SIGHUP comes with a terminal that hangs up: leave that one alone too.
+            if let Ok(Input::Gone(gone)) = reader.wait(Duration::ZERO) {
+                guard.abandon();
+                return Ok(Ending::TerminalGone(gone));
+            }
+            return Ok(Ending::Quit);
         }
         let wait = next_tick
             .saturating_duration_since(Instant::now())
             .min(POLL);
-        if event::poll(wait).map_err(TuiError::Terminal)? {
-            match event::read().map_err(TuiError::Terminal)? {
-                Event::Key(key) => {
-                    if let Some(action) = input::action(&state.mode, key) {
-                        match state.apply(action) {
-                            Effect::Quit => break,
-                            Effect::Redraw => {}
-                            Effect::Refetch => {
-                                state.set_data(collector.view(false, state.query())?);
-                            }
-                            Effect::Reset => {
-                                collector.reset()?;
-                                state.set_data(collector.view(false, state.query())?);
-                            }
-                        }
-                        // A changed refresh interval takes effect now.
-                        next_tick = next_tick.min(Instant::now() + state.refresh);
-                        dirty = true;
-                    }
+        let keys = match reader.wait(wait).map_err(TuiError::Terminal)? {
+            Input::Keys(keys) => keys,
+            Input::Gone(gone) => {
+                guard.abandon();
+                return Ok(Ending::TerminalGone(gone));
+            }
+        };
+        for key in keys {
+            let Some(action) = input::action(&state.mode, key) else {
+                continue;
+            };
+            match state.apply(action) {
+                Effect::Quit => return Ok(Ending::Quit),
+                Effect::Redraw => {}
+                Effect::Refetch => {
+                    state.set_data(collector.view(false, state.query())?);
                 }
-                Event::Resize(..) => dirty = true,
-                _ => {}
+                Effect::Reset => {
+                    collector.reset()?;
+                    state.set_data(collector.view(false, state.query())?);
+                }
+            }
+            // A changed refresh interval takes effect now.
+            next_tick = next_tick.min(Instant::now() + state.refresh);
+            dirty = true;
+        }
+        // The terminal's size, checked as often as the loop wakes (no SIGWINCH handler).
+        if let Ok(now_size) = guard.terminal.size() {
+            if Some(now_size) != size {
+                size = Some(now_size);
+                dirty = true;
             }
         }
         let now = Instant::now();
@@ -155,6 +191,4 @@ pub fn run(
             }
         }
     }
-    drop(guard);
-    Ok(())
 }

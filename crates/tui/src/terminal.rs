@@ -6,8 +6,12 @@
 //! readable on the normal screen. Terminating signals are the caller's to turn into a quit
 //! request (see [`crate::run`]'s `quit_requested`), so that a `kill` also goes through the
 //! guard.
+//!
+//! When the terminal is gone (it hung up: see [`crate::keys`]), [`TerminalGuard::abandon`]
+//! turns every later write into nothing, so that neither the restore nor ratatui's own drop
+//! writes to a terminal that is no longer there.
 
-use std::io::{self, IsTerminal, Stdout};
+use std::io::{self, IsTerminal, Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -24,6 +28,43 @@ use crate::TuiError;
 /// Whether the terminal is currently in `top`'s mode (shared with the panic hook).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static HOOK: Once = Once::new();
+/// Set once the terminal is gone: [`TtyOut`] then writes nothing.
+static GONE: AtomicBool = AtomicBool::new(false);
+
+/// Standard output while it is the terminal `top` draws on; writes nothing once the terminal
+/// is gone.
+#[derive(Debug)]
+pub struct TtyOut(Stdout);
+
+impl Write for TtyOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if GONE.load(Ordering::SeqCst) {
+            return Ok(buf.len());
+        }
+        self.0.write(buf).inspect_err(note_gone)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if GONE.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.0.flush().inspect_err(note_gone)
+    }
+}
+
+/// A write error that means the terminal is gone is reported once; later writes (the restore,
+/// ratatui's drop) then write nothing.
+fn note_gone(e: &io::Error) {
+    if is_gone(e) {
+        GONE.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether a failed write means the terminal is gone: a hung-up terminal fails writes with
+/// `EIO`, and one whose device went away with `ENXIO`.
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == nix::libc::EIO || code == nix::libc::ENXIO)
+}
 
 /// Fails with [`TuiError::NotATerminal`] unless standard output is a terminal. Checked before
 /// attaching, so that `strobe top > file` fails at once and clearly. (Keys are read from
@@ -39,7 +80,7 @@ pub fn check_terminal() -> Result<(), TuiError> {
 /// The terminal in raw mode on the alternate screen, restored on drop.
 pub struct TerminalGuard {
     /// The ratatui terminal to draw on.
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    pub terminal: Terminal<CrosstermBackend<TtyOut>>,
 }
 
 impl std::fmt::Debug for TerminalGuard {
@@ -57,7 +98,7 @@ impl TerminalGuard {
         ACTIVE.store(true, Ordering::SeqCst);
         // From here on, an error drops nothing yet: restore by hand.
         let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
-            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+            .and_then(|()| Terminal::new(CrosstermBackend::new(TtyOut(io::stdout()))));
         match entered {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
@@ -65,6 +106,15 @@ impl TerminalGuard {
                 Err(TuiError::Terminal(e))
             }
         }
+    }
+}
+
+impl TerminalGuard {
+    /// The terminal is gone: from now on nothing is written to it, and nothing is restored
+    /// (there is no terminal left to restore).
+    pub fn abandon(&mut self) {
+        GONE.store(true, Ordering::SeqCst);
+        ACTIVE.store(false, Ordering::SeqCst);
     }
 }
 
@@ -77,7 +127,7 @@ impl Drop for TerminalGuard {
 /// Leaves raw mode and the alternate screen and shows the cursor, once (later calls do
 /// nothing). Errors are ignored: there is no better terminal to report them on.
 fn restore() {
-    if ACTIVE.swap(false, Ordering::SeqCst) {
+    if ACTIVE.swap(false, Ordering::SeqCst) && !GONE.load(Ordering::SeqCst) {
         let _ = disable_raw_mode();
         let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
     }

@@ -1,0 +1,115 @@
+//! The collector on a thread of its own: it drains the sampler's queue every few ms whatever
+//! the terminal does, and answers the event loop's requests for views.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use strobe_aggregate::AggregatorSide;
+
+use super::{Collector, Query, ViewData};
+
+/// How long the collector thread waits for a request before draining the queue again. The
+/// sampler's queue holds about a second of samples, so this is far from dropping any.
+const DRAIN_PERIOD: Duration = Duration::from_millis(25);
+
+/// A request to the collector thread.
+#[derive(Debug)]
+enum Request {
+    View {
+        advance: bool,
+        query: Query,
+        reply: SyncSender<ViewData>,
+    },
+    Reset,
+}
+
+/// The UI thread's handle on a collector running on its own thread. Dropping it stops the
+/// thread.
+#[derive(Debug)]
+pub struct CollectorHandle {
+    tx: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The collector thread went away (it only does so if it panicked).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the aggregator thread of strobe top stopped unexpectedly")]
+pub struct CollectorGone;
+
+/// Runs a [`Collector`] on its own thread: it drains the pipeline every few milliseconds, so
+/// the sampler's queue never fills while the UI thread waits on the terminal.
+pub fn spawn(agg: AggregatorSide) -> std::io::Result<CollectorHandle> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("strobe-top-aggregator".into())
+        .spawn(move || collector_loop(Collector::new(agg), rx))?;
+    Ok(CollectorHandle {
+        tx: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+fn collector_loop(mut c: Collector, rx: Receiver<Request>) {
+    loop {
+        match rx.recv_timeout(DRAIN_PERIOD) {
+            Ok(Request::View {
+                advance,
+                query,
+                reply,
+            }) => {
+                c.pump();
+                let now = Instant::now();
+                if advance {
+                    c.advance(now);
+                }
+                // The UI may have given up waiting; nothing to do then.
+                let _ = reply.send(c.view(&query, now));
+            }
+            Ok(Request::Reset) => {
+                c.pump();
+                c.reset(Instant::now());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                c.pump();
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+impl CollectorHandle {
+    /// The view for `query`; `advance` closes the interval first.
+    pub fn view(&self, advance: bool, query: Query) -> Result<ViewData, CollectorGone> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.tx
+            .as_ref()
+            .ok_or(CollectorGone)?
+            .send(Request::View {
+                advance,
+                query,
+                reply,
+            })
+            .map_err(|_| CollectorGone)?;
+        rx.recv().map_err(|_| CollectorGone)
+    }
+
+    /// Forget the counts so far.
+    pub fn reset(&self) -> Result<(), CollectorGone> {
+        self.tx
+            .as_ref()
+            .ok_or(CollectorGone)?
+            .send(Request::Reset)
+            .map_err(|_| CollectorGone)
+    }
+}
+
+impl Drop for CollectorHandle {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            // A panic in the collector was already reported by the panic hook.
+            let _ = t.join();
+        }
+    }
+}
