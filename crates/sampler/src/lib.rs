@@ -28,10 +28,19 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+mod failure;
 mod family;
+mod lifecycle;
+mod memo;
+mod names;
+mod pacing;
 mod placement;
+mod processes;
+mod round;
 mod sampler;
+mod selfcost;
 mod threads;
+mod view;
 
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -239,6 +248,14 @@ impl SamplerStats {
         let ns = u64::try_from(cpu.as_nanos()).unwrap_or(CPU_UNKNOWN - 1);
         self.cpu_ns
             .store(ns.min(CPU_UNKNOWN - 1), Ordering::Relaxed);
+    }
+
+    /// Count a round that stands for `intervals` deadlines: late if more than one.
+    fn add_late(&self, intervals: u64) {
+        if intervals > 1 {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            self.missed.fetch_add(intervals - 1, Ordering::Relaxed);
+        }
     }
 
     fn add_error(&self, kind: ErrorKind) {
