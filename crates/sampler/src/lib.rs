@@ -173,7 +173,8 @@ pub struct SamplerStats {
     missed: AtomicU64,
     dropped: AtomicU64,
     threads: AtomicU64,
-    /// Descendants read for the first time, not yet taken by [`SamplerStats::take_new_processes`].
+    /// Processes found by the scout whose first sample was recorded (or that cannot be
+    /// sampled), not yet taken by [`SamplerStats::take_new_processes`].
     new_processes: Mutex<Vec<NewProcess>>,
     /// The sampler thread's CPU time in ns, [`CPU_UNKNOWN`] while not measured.
     cpu_ns: AtomicU64,
@@ -227,8 +228,9 @@ impl SamplerStats {
         }
     }
 
-    /// The processes (`--subprocesses`) read for the first time, or found unreadable, since
-    /// the last call.
+    /// The processes (`--subprocesses`) whose first sample was recorded, or found unreadable,
+    /// since the last call. A process is announced once samples of it exist, so a caller that
+    /// waits for its announcement finds it in the profile.
     pub fn take_new_processes(&self) -> Vec<NewProcess> {
         std::mem::take(&mut *self.new_processes())
     }
@@ -269,7 +271,7 @@ impl SamplerStats {
     }
 }
 
-/// A process found under `--subprocesses`: sampled for the first time, or (with `error`)
+/// A process found under `--subprocesses`: its first sample recorded, or (with `error`)
 /// looking like Python but not attachable for two seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProcess {
@@ -374,7 +376,8 @@ pub struct SamplerSummary {
     /// The CPUs the sampler thread had restricted itself to at the end, to stay off those
     /// the target's running threads were on; `None` when it was not restricted.
     pub placement: Option<Vec<usize>>,
-    /// Descendant processes sampled (`--subprocesses`; each counted once).
+    /// Descendant processes with at least one recorded sample (`--subprocesses`; each counted
+    /// once per program it ran).
     pub subprocesses_sampled: u64,
 }
 

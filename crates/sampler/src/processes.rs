@@ -201,7 +201,7 @@ impl Processes {
                     p.failures_in_a_row = 0;
                     threads += found.threads;
                     recorded += found.recorded;
-                    if !p.recorded_once {
+                    if !p.recorded_once && found.recorded > 0 {
                         p.recorded_once = true;
                         self.subprocesses_sampled += u64::from(descendant);
                         if let Some(command) = &p.command {
