@@ -34,7 +34,7 @@ pub(crate) fn walk_error(pid: i32, e: WalkError) -> RoundError {
     if e.is_transient() {
         RoundError::Transient(kind)
     } else {
-        RoundError::Fatal(SamplerError::Walk { pid, source: e })
+        RoundError::Fatal(SamplerError::Walk { pid, error: e })
     }
 }
 

@@ -391,13 +391,12 @@ pub enum SamplerError {
     #[error(transparent)]
     Attach(#[from] AttachError),
     /// The interpreter's structures cannot be read by this strobe.
-    #[error("reading the Python stacks of process {pid} failed: {source}")]
+    #[error("reading the Python stacks of process {pid} failed: {error}")]
     Walk {
         /// The target.
         pid: i32,
-        /// What went wrong.
-        #[source]
-        source: WalkError,
+        /// What went wrong (part of the message, so not also the `source()`).
+        error: WalkError,
     },
     /// The profile outgrew its id space.
     #[error(transparent)]
