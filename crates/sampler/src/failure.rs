@@ -6,8 +6,9 @@ use strobe_remote::RemoteError;
 use strobe_target::AttachError;
 use strobe_walker::WalkError;
 
+use crate::error::SamplerError;
 use crate::lifecycle::target_gone;
-use crate::{ErrorKind, SamplerError};
+use crate::stats::ErrorKind;
 
 /// Why a round produced no samples.
 #[derive(Debug)]

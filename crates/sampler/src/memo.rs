@@ -16,8 +16,9 @@ use strobe_aggregate::{FrameId, FrameKey, FxBuild, SamplerSide, StackId, ThreadI
 use strobe_memory::RemoteMemory;
 use strobe_walker::{RawFrame, RawThread, WalkError, Walker};
 
+use crate::error::SamplerError;
 use crate::failure::RoundError;
-use crate::{ErrorKind, SamplerError};
+use crate::stats::ErrorKind;
 
 /// Cached frame ids beyond this are dropped and the cache refilled.
 pub(crate) const MAX_FRAME_CACHE: usize = 1 << 16;

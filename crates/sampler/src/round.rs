@@ -25,11 +25,11 @@ use strobe_walker::{RawSample, RawThread};
 
 use strobe_target::Target;
 
+use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
 use crate::threads::KernelThreads;
 use crate::view::ProcessView;
-use crate::SamplerConfig;
 
 /// What a round of one process found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

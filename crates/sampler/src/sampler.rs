@@ -12,12 +12,15 @@ use strobe_aggregate::SamplerSide;
 use strobe_signals::DeferSignals;
 use strobe_target::Target;
 
+use crate::config::SamplerConfig;
+use crate::error::SamplerError;
 use crate::lifecycle::RootWatch;
 use crate::pacing::{self, Pace, Pacer};
 use crate::placement::{Placement, MAX_PLACED};
 use crate::processes::{Processes, RoundOutcome};
 use crate::selfcost::SelfCost;
-use crate::{EndReason, SamplerConfig, SamplerError, SamplerStats, SamplerSummary};
+use crate::stats::SamplerStats;
+use crate::summary::{EndReason, SamplerSummary};
 
 /// Sample root `pid` (read through `target` if it can be) and, under `cfg.subprocesses`, its
 /// descendants, into `side`, until `stop` is set or sampling ends by itself.
@@ -79,25 +82,19 @@ pub(crate) fn run(
                     failed,
                 } => (threads, recorded, failed),
             };
-        if !failed {
-            stats.rounds.fetch_add(1, Ordering::Relaxed);
-        }
-        stats.samples.fetch_add(recorded, Ordering::Relaxed);
-        stats.threads.store(threads, Ordering::Relaxed);
+        stats.end_round(failed, recorded, threads);
         let done_ns = elapsed_ns();
         if cfg.keep_off_target_cpus && placement.due(done_ns) {
             processes.running_cpus(&mut cpus);
             placement.update(done_ns, cpus.iter().copied());
         }
-        stats.elapsed_ns.store(done_ns, Ordering::Relaxed);
-        stats.dropped.store(side.dropped(), Ordering::Relaxed);
+        stats.set_progress(done_ns, side.dropped());
         cost.publish_if_due(done_ns, stats);
         if root.exited(processes.root_read()) {
             break EndReason::TargetExited;
         }
     };
-    stats.elapsed_ns.store(elapsed_ns(), Ordering::Relaxed);
-    stats.dropped.store(side.dropped(), Ordering::Relaxed);
+    stats.set_progress(elapsed_ns(), side.dropped());
     cost.publish(stats);
     let (warnings, subprocesses_sampled) = processes.finish();
     drop(side);

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use crate::SamplerStats;
+use crate::stats::SamplerStats;
 
 /// How often the sampler thread's CPU time is published in the stats (a `/proc` read).
 const CPU_EVERY: Duration = Duration::from_millis(250);
