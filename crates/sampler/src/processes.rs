@@ -2,9 +2,10 @@
 //! read) and, under `--subprocesses`, the descendants the scout ([`crate::family`]) hands over.
 //!
 //! A round reads each of them in turn. The failure policy:
-//! * a descendant that exited, or whose read fails after it replaced its program (`exec`), is
-//!   *retired*: dropped without counting an error, its warnings kept under its PID, and
-//!   forgotten by the scout, which attaches to its new program if that is Python;
+//! * a descendant that exited, or replaced its program (`exec`: its read fails, or a check
+//!   every [`EXEC_CHECK_EVERY_NS`] finds its auxiliary vector changed), is *retired*: dropped
+//!   without counting an error, its warnings kept under its PID, and forgotten by the scout,
+//!   which attaches to its new program if that is Python;
 //! * the root's exit or `exec` ends sampling;
 //! * other failures are counted per kind; after [`CLEAR_CACHES_AFTER`] in a row the process's
 //!   caches are dropped, in case a stale entry is what keeps failing.
@@ -18,18 +19,26 @@ use strobe_aggregate::SamplerSide;
 use strobe_remote::procfs;
 use strobe_target::{AttachError, Target};
 
+use crate::config::SamplerConfig;
+use crate::error::SamplerError;
 use crate::failure::{gone_or_fatal, RoundError};
 use crate::family::{self, Scout, Scouted};
-use crate::lifecycle::program_replaced;
+use crate::lifecycle::{program_replaced, read_auxv};
 use crate::memo::process_frame;
 use crate::placement::MAX_PLACED;
 use crate::round::round;
+use crate::stats::{NewProcess, SamplerStats};
+use crate::summary::EndReason;
 use crate::view::ProcessView;
-use crate::{EndReason, NewProcess, SamplerConfig, SamplerError, SamplerStats};
 
 /// After this many failed rounds in a row, the walker's code-object cache is dropped, in case
 /// a stale entry is what keeps failing.
 const CLEAR_CACHES_AFTER: u32 = 8;
+/// How often a descendant whose reads succeed is checked for having replaced its program (one
+/// read of its auxiliary vector): an interpreter that is not position-independent and `exec`s
+/// itself has its new runtime at the old addresses, so reads do not fail and would go on under
+/// the old program's command line, and the scout would never attach to the new one.
+const EXEC_CHECK_EVERY_NS: u64 = 50_000_000;
 
 /// One process being sampled.
 struct Proc {
@@ -42,6 +51,8 @@ struct Proc {
     failures_in_a_row: u32,
     /// Whether a sample of it was recorded (then it was announced and counted).
     recorded_once: bool,
+    /// When it was last checked for an `exec` (ns since the start; descendants only).
+    exec_checked_ns: u64,
 }
 
 /// What a round of every process found.
@@ -94,12 +105,13 @@ impl Processes {
         let mut procs: Vec<Proc> = target
             .into_iter()
             .map(|target| Proc {
-                view: ProcessView::new(pid, target.free_threaded(), root_frame),
+                view: ProcessView::new(pid, target.free_threaded(), root_frame, read_auxv(pid)),
                 target,
                 command: None,
                 root: true,
                 failures_in_a_row: 0,
                 recorded_once: false,
+                exec_checked_ns: 0,
             })
             .collect();
         if let Some(view) = procs.first_mut().map(|p| &mut p.view) {
@@ -169,12 +181,13 @@ impl Processes {
             let frame = process_frame(side, f.pid, &f.command)?;
             let root = f.pid == self.root_pid;
             self.procs.push(Proc {
-                view: ProcessView::new(f.pid, f.target.free_threaded(), Some(frame)),
+                view: ProcessView::new(f.pid, f.target.free_threaded(), Some(frame), f.auxv),
                 target: f.target,
                 command: Some(f.command),
                 root,
                 failures_in_a_row: 0,
                 recorded_once: false,
+                exec_checked_ns: 0,
             });
             self.root_read |= root;
         }
@@ -196,6 +209,13 @@ impl Processes {
         let mut i = 0;
         while let Some(p) = self.procs.get_mut(i) {
             let descendant = !p.root;
+            if descendant && now_ns.saturating_sub(p.exec_checked_ns) >= EXEC_CHECK_EVERY_NS {
+                p.exec_checked_ns = now_ns;
+                if program_replaced(p.view.pid, p.view.auxv.as_deref()) {
+                    self.retire(i);
+                    continue;
+                }
+            }
             match round(&mut p.view, &mut p.target, cfg, side, now_ns, weight_ns) {
                 Ok(found) => {
                     p.failures_in_a_row = 0;

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use strobe_aggregate::FrameId;
 use strobe_walker::RawSample;
 
-use crate::lifecycle::read_auxv;
 use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
 use crate::threads::KernelThreads;
@@ -45,7 +44,8 @@ pub(crate) struct ProcessView {
     /// Debug builds only: panic in the round after this many (see
     /// [`ProcessView::test_panic`]).
     panic_after: Option<u64>,
-    /// The process's auxiliary vector when sampling started (see [`read_auxv`]).
+    /// The process's auxiliary vector before it was attached (see
+    /// `lifecycle::read_auxv`): another one means it replaced its program.
     pub(crate) auxv: Option<Vec<u8>>,
     /// Under `--subprocesses`, the frame every stack of this process starts with (its PID and
     /// command line).
@@ -53,7 +53,13 @@ pub(crate) struct ProcessView {
 }
 
 impl ProcessView {
-    pub(crate) fn new(pid: i32, free_threaded: bool, root_frame: Option<FrameId>) -> ProcessView {
+    /// For process `pid`, whose auxiliary vector `auxv` was read before it was attached.
+    pub(crate) fn new(
+        pid: i32,
+        free_threaded: bool,
+        root_frame: Option<FrameId>,
+        auxv: Option<Vec<u8>>,
+    ) -> ProcessView {
         ProcessView {
             pid,
             kernel: KernelThreads::new(pid),
@@ -70,7 +76,7 @@ impl ProcessView {
             free_threaded,
             rounds_started: 0,
             panic_after: ProcessView::test_panic_setting(),
-            auxv: read_auxv(pid),
+            auxv,
             root_frame,
         }
     }

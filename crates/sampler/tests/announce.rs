@@ -6,9 +6,16 @@
 //! interpreter) that is blocked in `read`: idle. Without `include_idle` the child is read every
 //! round (the rounds see both processes' threads) but never recorded, so it is never announced
 //! nor counted. With `include_idle` it is announced, and by then its samples are in the queue.
+//!
+//! A descendant that `exec`s its own interpreter again is announced again, with its new
+//! command line, and counted once per program: with Debian's /usr/bin/python3.11, which is not
+//! position-independent, the new runtime is at the old addresses and reads of it through the
+//! old attachment do not fail, so only the check of its auxiliary vector tells.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strobe_aggregate::AggregatorSide;
@@ -61,7 +68,7 @@ struct Recording {
 }
 
 /// Record `pid` and its descendants until `done` says so (given what was announced so far and
-/// the live counters); a bound of 60 s ends a sampler that never gets there.
+/// the live counters); a bound of 30 s ends a sampler that never gets there.
 fn record(
     pid: i32,
     include_idle: bool,
@@ -73,7 +80,7 @@ fn record(
         rate_hz: 1000.0,
         include_idle,
         subprocesses: true,
-        duration: Some(Duration::from_secs(60)),
+        duration: Some(Duration::from_secs(30)),
         ..SamplerConfig::default()
     };
     let handle = start(target, None, cfg, side).unwrap();
@@ -163,4 +170,81 @@ fn a_subprocess_is_announced_with_its_first_recorded_sample() {
         "announced but not recorded: {:?}",
         shown.roots
     );
+}
+
+/// The target of the `exec` test, run as `SCRIPT` (the parent), `SCRIPT child` and
+/// `SCRIPT after-exec`. The parent prints `READY <child pid>` once the child runs, and on a
+/// line of its stdin tells the child to `exec` the interpreter again.
+const EXEC_SCRIPT: &str = r#"import os, subprocess, sys
+
+def before_exec():
+    sys.stdout.write("r")
+    sys.stdout.flush()
+    sys.stdin.readline()
+
+def after_exec():
+    sys.stdin.readline()
+
+if sys.argv[1:] == ["child"]:
+    before_exec()
+    os.execv(sys.executable, [sys.executable, __file__, "after-exec"])
+elif sys.argv[1:] == ["after-exec"]:
+    after_exec()
+else:
+    child = subprocess.Popen([sys.executable, __file__, "child"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+    child.stdout.read(1)
+    sys.stdout.write("READY %d\n" % child.pid)
+    sys.stdout.flush()
+    sys.stdin.readline()
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+    sys.stdin.readline()
+"#;
+
+#[test]
+fn a_subprocess_that_execs_its_interpreter_again_is_announced_again() {
+    let python = "/usr/bin/python3.11";
+    assert!(
+        std::path::Path::new(python).exists(),
+        "{python} is required for this test and missing"
+    );
+    let script = std::env::temp_dir().join(format!("strobe-exec-again-{}.py", std::process::id()));
+    std::fs::write(&script, EXEC_SCRIPT).unwrap();
+    let mut family = Ready::start(
+        Command::new(python).arg(&script).stdin(Stdio::piped()),
+        "exec-again",
+    );
+    let mut stdin = family.child.stdin.take().unwrap();
+    let pid = family.pid();
+    let child: i32 = family.said.parse().unwrap();
+    let of_child = |announced: &[NewProcess], ending: &str| {
+        announced
+            .iter()
+            .any(|p| p.pid == child && p.command.ends_with(ending))
+    };
+    let mut told = false;
+    let seen = record(pid, true, |announced, _| {
+        if !told && of_child(announced, " child") {
+            // Sampled as it was started: now it replaces its program.
+            stdin.write_all(b"go\n").unwrap();
+            stdin.flush().unwrap();
+            told = true;
+        }
+        of_child(announced, " after-exec")
+    });
+    drop(stdin);
+    drop(family);
+    let _ = std::fs::remove_file(&script);
+    assert!(told, "the child was never announced: {:?}", seen.announced);
+    assert!(
+        of_child(&seen.announced, " after-exec"),
+        "the child's new program was never announced: {:?}",
+        seen.announced
+    );
+    // Once per program: the one it was started with and the one it ran next (and maybe the
+    // parent's, if the scout read the child between its fork and its first exec).
+    let programs = seen.announced.iter().filter(|p| p.pid == child).count() as u64;
+    assert!(programs >= 2, "{:?}", seen.announced);
+    assert_eq!(seen.summary.subprocesses_sampled, programs);
 }
