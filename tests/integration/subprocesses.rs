@@ -40,11 +40,13 @@ fn wait_for_children(err: &mut BufReader<ChildStderr>, parent_announced: bool) -
     loop {
         let mut line = String::new();
         let n = err.read_line(&mut line).unwrap();
-        assert!(
-            n > 0,
-            "strobe ended before sampling both children: {stderr}"
-        );
         stderr.push_str(&line);
+        // Its summary, not only the end of its stderr: launched processes that outlive strobe
+        // hold the pipe open.
+        assert!(
+            n > 0 && !line.starts_with("strobe: recorded "),
+            "strobe ended before announcing the family: {stderr}"
+        );
         if let Some(rest) = line.strip_prefix("strobe: recording process ") {
             root = Some(rest.split(' ').next().unwrap().parse::<i32>().unwrap());
         }
