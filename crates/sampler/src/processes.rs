@@ -217,11 +217,11 @@ impl Processes {
                 }
             }
             match round(&mut p.view, &mut p.target, cfg, side, now_ns, weight_ns) {
-                Ok(found) => {
+                Ok(counts) => {
                     p.failures_in_a_row = 0;
-                    threads += found.threads;
-                    recorded += found.recorded;
-                    if !p.recorded_once && found.recorded > 0 {
+                    threads += counts.threads;
+                    recorded += counts.recorded;
+                    if !p.recorded_once && counts.recorded > 0 {
                         p.recorded_once = true;
                         self.subprocesses_sampled += u64::from(descendant);
                         if let Some(command) = &p.command {

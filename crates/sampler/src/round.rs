@@ -33,7 +33,7 @@ use crate::view::ProcessView;
 
 /// What a round of one process found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Found {
+pub(crate) struct Counts {
     /// Python threads seen (before filters).
     pub(crate) threads: u64,
     /// Samples recorded (pushed to the aggregator).
@@ -48,7 +48,7 @@ pub(crate) fn round(
     side: &mut SamplerSide,
     now_ns: u64,
     weight_ns: u64,
-) -> Result<Found, RoundError> {
+) -> Result<Counts, RoundError> {
     let pid = st.pid;
     st.walks += 1;
     if cfg.blocking {
@@ -82,7 +82,7 @@ fn record_threads(
     raw: &RawSample,
     now_ns: u64,
     weight_ns: u64,
-) -> Result<Found, RoundError> {
+) -> Result<Counts, RoundError> {
     let pid = st.pid;
     let stacks = &raw.threads;
     let walk = st.walks;
@@ -209,7 +209,7 @@ fn record_threads(
         });
         recorded += 1;
     }
-    Ok(Found {
+    Ok(Counts {
         threads: stacks.len() as u64,
         recorded,
     })
