@@ -7,6 +7,10 @@
 //! where that process waits; without `--subprocesses` the same recording has no child and no
 //! process roots. Launched: the children start after the recording, and must be found and
 //! recorded under their roots too.
+//!
+//! strobe says `sampling process PID` once a sample of that process is recorded, so the tests
+//! end the family (or the recording) only after every process they look for in the output was
+//! announced: each announcement proves samples of it exist.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{parse_collapsed, record_idle_briefly, strobe_cmd, Parsed};
@@ -25,9 +29,10 @@ struct Seen {
 }
 
 /// Read strobe's stderr until it has announced the exec'd child (its command line ends with
-/// `exec-child`) and the fork child (a process other than the one strobe was given, the
-/// exec'd child and their parent).
-fn wait_for_children(err: &mut BufReader<ChildStderr>) -> Seen {
+/// `exec-child`), the fork child (a process other than the one strobe was given, the exec'd
+/// child and their parent) and, with `parent_announced`, their parent (which is not announced
+/// when it is the Python process strobe was given and attached to at the start).
+fn wait_for_children(err: &mut BufReader<ChildStderr>, parent_announced: bool) -> Seen {
     let mut stderr = String::new();
     let mut root = None;
     let mut execd = None;
@@ -35,11 +40,13 @@ fn wait_for_children(err: &mut BufReader<ChildStderr>) -> Seen {
     loop {
         let mut line = String::new();
         let n = err.read_line(&mut line).unwrap();
-        assert!(
-            n > 0,
-            "strobe ended before sampling both children: {stderr}"
-        );
         stderr.push_str(&line);
+        // Its summary, not only the end of its stderr: launched processes that outlive strobe
+        // hold the pipe open.
+        assert!(
+            n > 0 && !line.starts_with("strobe: recorded "),
+            "strobe ended before announcing the family: {stderr}"
+        );
         if let Some(rest) = line.strip_prefix("strobe: recording process ") {
             root = Some(rest.split(' ').next().unwrap().parse::<i32>().unwrap());
         }
@@ -57,6 +64,9 @@ fn wait_for_children(err: &mut BufReader<ChildStderr>) -> Seen {
             continue;
         };
         let parent = parent_of(execd);
+        if parent_announced && !announced.contains(&parent) {
+            continue;
+        }
         if let Some(&forked) = announced
             .iter()
             .find(|&&p| p != root && p != execd && p != parent)
@@ -152,10 +162,11 @@ fn interrupt(strobe: &mut Child, err: &mut BufReader<ChildStderr>) -> (ExitStatu
 }
 
 /// `strobe record --subprocesses --idle --pid PID -o PATH`, stopped by SIGINT once both
-/// children were announced; what it said, all of its stderr included.
-fn record_family(pid: i32, path: &std::path::Path) -> Seen {
+/// children (and, with `parent_announced`, their parent) were announced; what it said, all of
+/// its stderr included.
+fn record_family(pid: i32, path: &std::path::Path, parent_announced: bool) -> Seen {
     let (mut strobe, mut err) = start_recording(pid, &["--idle"], path);
-    let mut seen = wait_for_children(&mut err);
+    let mut seen = wait_for_children(&mut err, parent_announced);
     let (status, rest) = interrupt(&mut strobe, &mut err);
     seen.stderr.push_str(&rest);
     assert!(
@@ -190,7 +201,9 @@ pub fn check_attach(interp: &Interp) {
     }
 
     let path = dir.path().join("family.txt");
-    let seen = record_family(target.pid, &path);
+    // The parent is the Python strobe attaches to, so it is not announced: it is read first in
+    // every round, including those that recorded the children's first samples.
+    let seen = record_family(target.pid, &path, false);
     let said = &seen.stderr;
     assert_eq!((seen.root, seen.parent), (target.pid, target.pid), "{said}");
     assert_eq!(parent_of(seen.forked), target.pid, "{said}");
@@ -212,7 +225,7 @@ pub fn check_attach_shell(interp: &Interp) {
     assert_eq!(parent_of(target.pid), shell);
     let dir = TempDir::new();
     let path = dir.path().join("family.txt");
-    let seen = record_family(shell, &path);
+    let seen = record_family(shell, &path, true);
     let said = &seen.stderr;
     assert_eq!((seen.root, seen.parent), (shell, target.pid), "{said}");
     assert!(
@@ -270,7 +283,7 @@ pub fn check_launch(interp: &Interp, through_shell: bool) {
         forked,
         execd,
         stderr: mut seen,
-    } = wait_for_children(&mut err);
+    } = wait_for_children(&mut err, true);
     assert_eq!(parent_of(forked), parent, "{seen}");
     if !through_shell {
         assert_eq!(root, parent, "{seen}");

@@ -28,6 +28,8 @@ use strobe_locate::LocateError;
 
 use strobe_target::{AttachError, Target};
 
+use crate::lifecycle::read_auxv;
+
 /// How often the descendants are listed (a few `/proc` reads per process: ~0.3% of a core
 /// for a root with a handful of threads and workers; a pool's short-lived workers are found
 /// before they are done).
@@ -64,6 +66,9 @@ pub(crate) struct Found {
     pub(crate) target: Target,
     /// Its command line, as the label of its root frame.
     pub(crate) command: String,
+    /// Its auxiliary vector read before attaching (see `lifecycle::read_auxv`): a later
+    /// `exec` changes it, even one that happened while attaching.
+    pub(crate) auxv: Option<Vec<u8>>,
 }
 
 /// The scout thread (see the module documentation). Dropping it stops the thread.
@@ -179,6 +184,7 @@ fn scout(
             if k.attached || now < k.next_try {
                 continue;
             }
+            let auxv = read_auxv(pid);
             match Target::attach(pid) {
                 Ok(mut target) => {
                     k.attached = true;
@@ -191,6 +197,7 @@ fn scout(
                         pid,
                         target,
                         command: command_of(pid, st.comm),
+                        auxv,
                     };
                     if found.send(Scouted::Attached(Box::new(f))).is_err() {
                         // The sampler has ended.

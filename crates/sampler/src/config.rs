@@ -1,0 +1,106 @@
+//! What to sample and how often: [`SamplerConfig`] and the accepted rates.
+
+use std::time::Duration;
+
+use crate::error::SamplerError;
+
+/// The highest `--rate` accepted. At this rate every deadline is already due when the previous
+/// sample ends, so the sampler runs flat out and reports the rate it achieved.
+pub const MAX_RATE_HZ: f64 = 1_000_000.0;
+/// The lowest `--rate` accepted.
+pub const MIN_RATE_HZ: f64 = 0.01;
+
+/// What to sample and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerConfig {
+    /// Mean samples per second ([`MIN_RATE_HZ`]..=[`MAX_RATE_HZ`]).
+    pub rate_hz: f64,
+    /// Stop every thread of the target (ptrace) for the duration of each read.
+    pub blocking: bool,
+    /// Keep samples of threads the kernel reports as not running (they are flagged
+    /// [`strobe_aggregate::SampleFlags::IDLE`] either way). A thread holding the GIL is taken
+    /// as running without asking the kernel (CPython releases the GIL around blocking calls).
+    pub include_idle: bool,
+    /// Keep only the thread holding the GIL (ignored on free-threaded builds, which have none).
+    pub gil_only: bool,
+    /// Keep only these kernel thread ids (the target's or ours; empty: all threads).
+    pub tids: Vec<u32>,
+    /// Keep only threads with these `threading` names (empty: all threads).
+    pub thread_names: Vec<String>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Intern frames without line numbers (one frame per function).
+    pub by_function: bool,
+    /// Look up `threading` thread names (cached; refreshed when a new thread appears).
+    pub names: bool,
+    /// Keep the sampler thread off the CPUs the target's running threads are on, where that
+    /// leaves a CPU to run on (see the sampler's `placement` module). On by default; off only
+    /// to measure what it saves.
+    pub keep_off_target_cpus: bool,
+    /// Also sample the target's descendants that are Python processes, found while sampling
+    /// (see the `family` module); every stack then starts with a `process PID` frame whose
+    /// file name is the process's command line.
+    pub subprocesses: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            rate_hz: 100.0,
+            blocking: false,
+            include_idle: false,
+            gil_only: false,
+            tids: Vec::new(),
+            thread_names: Vec::new(),
+            duration: None,
+            by_function: false,
+            names: true,
+            keep_off_target_cpus: true,
+            subprocesses: false,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Check the values a user can get wrong; the message says what is accepted.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        if !(self.rate_hz.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&self.rate_hz)) {
+            return Err(SamplerError::Config(format!(
+                "--rate {} is out of range: give samples per second between {MIN_RATE_HZ} and \
+                 {MAX_RATE_HZ} (the maximum means as fast as possible)",
+                self.rate_hz
+            )));
+        }
+        if self.duration.is_some_and(|d| d.is_zero()) {
+            return Err(SamplerError::Config(
+                "--duration must be more than 0 seconds".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_outside_the_range_are_refused_with_the_range() {
+        for bad in [0.0, -5.0, f64::NAN, f64::INFINITY, 1e6 + 1.0, 0.001] {
+            let cfg = SamplerConfig {
+                rate_hz: bad,
+                ..Default::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains("between 0.01 and 1000000"), "{e}");
+        }
+        for good in [0.01, 100.0, 1e6] {
+            let cfg = SamplerConfig {
+                rate_hz: good,
+                ..Default::default()
+            };
+            cfg.validate().unwrap();
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! When to take the next round, and what it stands for: waiting for the clock's deadlines
+//! (see [`crate::clock`]), skipping those that passed while the sampler was busy and carrying
+//! them in the next round's weight, or, above [`FLAT_OUT_HZ`], sampling back to back.
+
+use std::time::Duration;
+
+use crate::clock::Clock;
+
+/// Waits shorter than this (ns) are spun rather than slept: sleeping and being woken costs
+/// the sampler more CPU than that here, and overshoots (at high rates most waits are this
+/// short; at 100 Hz almost none is).
+const SPIN_BELOW_NS: u64 = 10_000;
+/// Rates above this sample back to back: the mean interval is then about what a sample costs,
+/// and waiting for each deadline would only add wake-up latency.
+const FLAT_OUT_HZ: f64 = 20_000.0;
+/// The paced sampler thread's nice value (see [`Pacer::favour_thread`]).
+const SAMPLER_NICE: i32 = -10;
+
+/// What to do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// The configured duration has elapsed.
+    Ended,
+    /// Wait this many ns (or less: woken by a stop), then ask again.
+    Wait(u64),
+    /// A deadline passed while the sampler was busy; it was skipped. Ask again.
+    Skipped,
+    /// Take a round now.
+    Round {
+        /// Deadlines it consumed: 1 when on time, more when late.
+        intervals: u64,
+        /// The wall time each of its samples stands for, in ns.
+        weight_ns: u64,
+    },
+}
+
+/// See the module documentation. Times are ns since sampling started.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    clock: Clock,
+    /// Above [`FLAT_OUT_HZ`]: rounds back to back, no deadlines.
+    flat_out: bool,
+    /// When sampling ends, if it does by itself.
+    end_ns: Option<u64>,
+    /// Deadlines skipped since the last round (they passed while the sampler was busy).
+    carried: u64,
+    /// Whether the sampler waited for the current deadline (else it passed while busy).
+    waited: bool,
+    /// Flat out: when the previous round was taken.
+    previous_ns: u64,
+}
+
+impl Pacer {
+    /// For `rate_hz` rounds a second, for `duration` if given; `seed` draws the intervals.
+    pub(crate) fn new(rate_hz: f64, duration: Option<Duration>, seed: u64) -> Pacer {
+        Pacer {
+            clock: Clock::new(rate_hz, seed),
+            flat_out: rate_hz > FLAT_OUT_HZ,
+            end_ns: duration.map(|d| d.as_nanos() as u64),
+            carried: 0,
+            waited: false,
+            previous_ns: 0,
+        }
+    }
+
+    /// Paced, ask the scheduler to favour the calling thread: it runs a few microseconds per
+    /// wake-up, and favoured it takes its CPU as soon as its deadline comes instead of waiting
+    /// for whatever runs there to use up its time slice (which made it late on a busy host).
+    /// Best effort: without CAP_SYS_NICE the default priority stays.
+    pub(crate) fn favour_thread(&self) {
+        if !self.flat_out {
+            let _ = strobe_remote::set_thread_nice(SAMPLER_NICE);
+        }
+    }
+
+    /// What to do at `now_ns`.
+    pub(crate) fn pace(&mut self, now_ns: u64) -> Pace {
+        if self.end_ns.is_some_and(|end| now_ns >= end) {
+            return Pace::Ended;
+        }
+        if self.flat_out {
+            // Back to back, no deadlines to draw: each round stands for the time since the
+            // previous one (the weights add up to the recording's wall time exactly). Not
+            // late: sampling as fast as it can is what was asked; the summary reports the
+            // rate achieved against the rate requested.
+            let gap = now_ns.saturating_sub(self.previous_ns).max(1);
+            self.previous_ns = now_ns;
+            return Pace::Round {
+                intervals: 1,
+                weight_ns: gap,
+            };
+        }
+        let deadline = self.clock.next_deadline_ns();
+        if now_ns < deadline {
+            let until = self.end_ns.map_or(deadline, |end| end.min(deadline));
+            self.waited = true;
+            return Pace::Wait(until.saturating_sub(now_ns));
+        }
+        if !self.waited {
+            // Passed while we were busy: sampling now would be at a time set by our own cost.
+            self.carried += self.clock.skip(now_ns);
+            return Pace::Skipped;
+        }
+        self.waited = false;
+        let intervals = self.clock.tick(now_ns).intervals + self.carried;
+        self.carried = 0;
+        Pace::Round {
+            intervals,
+            weight_ns: (intervals as f64 * self.clock.mean_ns()).round() as u64,
+        }
+    }
+}
+
+/// Wait `ns` on the calling thread: spun when too short to sleep, else parked (woken early by
+/// an unpark from `SamplerHandle::stop`; a spurious wake-up only makes the wait shorter).
+pub(crate) fn wait(ns: u64) {
+    if ns < SPIN_BELOW_NS {
+        // Too short to sleep: a park and its wake-up cost more than the wait itself and would
+        // overshoot the deadline. Spin on the clock instead.
+        std::hint::spin_loop();
+    } else {
+        std::thread::park_timeout(Duration::from_nanos(ns));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_that_passed_unwaited_is_carried_by_the_next_round() {
+        let mut p = Pacer::new(1000.0, None, 7);
+        let first = p.clock.next_deadline_ns();
+        assert_eq!(p.pace(0), Pace::Wait(first));
+        // Woken at the deadline: a round for one interval.
+        assert_eq!(
+            p.pace(first),
+            Pace::Round {
+                intervals: 1,
+                weight_ns: 1_000_000
+            }
+        );
+        // The round took long enough for the next deadline (and maybe more) to pass.
+        let late = p.clock.next_deadline_ns() + 1;
+        assert_eq!(p.pace(late), Pace::Skipped);
+        let next = p.clock.next_deadline_ns();
+        assert!(matches!(p.pace(late), Pace::Wait(ns) if ns == next - late));
+        match p.pace(next) {
+            Pace::Round {
+                intervals,
+                weight_ns,
+            } => {
+                assert!(intervals >= 2, "{intervals}");
+                assert_eq!(weight_ns, intervals * 1_000_000);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flat_out_rounds_weigh_the_time_since_the_previous_one() {
+        let mut p = Pacer::new(1e6, Some(Duration::from_micros(10)), 1);
+        assert_eq!(
+            p.pace(3_000),
+            Pace::Round {
+                intervals: 1,
+                weight_ns: 3_000
+            }
+        );
+        assert_eq!(
+            p.pace(3_000),
+            Pace::Round {
+                intervals: 1,
+                weight_ns: 1
+            }
+        );
+        assert_eq!(p.pace(10_000), Pace::Ended);
+    }
+
+    #[test]
+    fn waits_stop_at_the_end_of_the_duration() {
+        let mut p = Pacer::new(0.01, Some(Duration::from_millis(5)), 3);
+        assert_eq!(p.pace(1_000_000), Pace::Wait(4_000_000));
+        assert_eq!(p.pace(5_000_000), Pace::Ended);
+    }
+}

@@ -1,0 +1,328 @@
+//! One sampling round of one process: walk every thread's stack (frozen under `--blocking`),
+//! filter, flag, intern and push one sample per thread kept.
+//!
+//! # Idle threads
+//! A thread is *idle* when the kernel does not report it running (`R` in
+//! `/proc/PID/task/TID/stat`): it waits in a system call, sleeps, or is stopped. Idle samples
+//! are dropped unless `--idle` is given, and flagged [`SampleFlags::IDLE`] either way (the
+//! raw format keeps the flag for `convert`, and `strobe top` toggles idle threads with it).
+//!
+//! A thread that holds the GIL is taken to be running, without reading `/proc`: CPython
+//! releases the GIL around every blocking call it makes (`Py_BEGIN_ALLOW_THREADS` in
+//! Include/ceval.h, used by sleep, I/O, lock waits, `select`), so a GIL holder is running
+//! Python code or C code called from it. The exceptions are C extensions that block while
+//! holding the GIL; they stop every other Python thread too, and are shown as running, which
+//! is where the time goes. Free-threaded builds have no GIL: every thread's state is read.
+//! Other threads are read one `pread` each, only when their idle state decides something:
+//! not for threads already filtered out (`--tids`, `--threads`, `--gil`), and not for
+//! tasks that are not Python threads. Under `--blocking` every known thread's state is read
+//! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
+//! holder is not known yet), as the freeze itself touches every thread anyway.
+
+use strobe_aggregate::{Sample, SampleFlags, SamplerSide};
+use strobe_remote::Freeze;
+use strobe_walker::{RawSample, RawThread};
+
+use strobe_target::Target;
+
+use crate::config::SamplerConfig;
+use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
+use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
+use crate::threads::KernelThreads;
+use crate::view::ProcessView;
+
+/// What a round of one process found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// Python threads seen (before filters).
+    pub(crate) threads: u64,
+    /// Samples recorded (pushed to the aggregator).
+    pub(crate) recorded: u64,
+}
+
+/// One sampling round of the process of `st`, read through `target`.
+pub(crate) fn round(
+    st: &mut ProcessView,
+    target: &mut Target,
+    cfg: &SamplerConfig,
+    side: &mut SamplerSide,
+    now_ns: u64,
+    weight_ns: u64,
+) -> Result<Counts, RoundError> {
+    let pid = st.pid;
+    st.walks += 1;
+    if cfg.blocking {
+        // Scheduler states first: once frozen, every thread reads as traced-stopped.
+        st.kernel.read_all();
+    }
+    let mut raw = std::mem::take(&mut st.raw);
+    st.rounds_started += 1;
+    let walked = if cfg.blocking {
+        let _freeze = Freeze::all_threads(pid).map_err(|e| freeze_error(pid, e))?;
+        // A panic here unwinds through `_freeze`, whose drop releases the target.
+        st.test_panic();
+        target.walker_mut().sample_into(&mut raw)
+    } else {
+        st.test_panic();
+        target.walker_mut().sample_into(&mut raw)
+    };
+    let result = walked
+        .map_err(|e| walk_error(pid, e))
+        .and_then(|()| record_threads(st, target, cfg, side, &raw, now_ns, weight_ns));
+    st.raw = raw;
+    result
+}
+
+/// Filter, flag, intern and push the threads of one sample.
+fn record_threads(
+    st: &mut ProcessView,
+    target: &mut Target,
+    cfg: &SamplerConfig,
+    side: &mut SamplerSide,
+    raw: &RawSample,
+    now_ns: u64,
+    weight_ns: u64,
+) -> Result<Counts, RoundError> {
+    let pid = st.pid;
+    let stacks = &raw.threads;
+    let walk = st.walks;
+
+    if note_threads(&mut st.memos, stacks, walk) {
+        st.names.thread_appeared();
+    }
+    // Whether a thread has a kernel id we cannot place, or none at all (≤3.10).
+    let mut unknown_tid = false;
+    let mut no_tid = false;
+    for t in stacks {
+        match t.native_id {
+            Some(n) => unknown_tid |= st.kernel.host_of(n).is_none(),
+            None => no_tid = true,
+        }
+    }
+    if unknown_tid {
+        // A thread we have not seen: list the tasks again (rate-limited inside).
+        st.kernel.rescan().map_err(|e| proc_error(pid, e))?;
+    }
+    if cfg.names || !cfg.thread_names.is_empty() {
+        if let Some(e) = st.names.refresh(target, stacks, now_ns) {
+            st.warn_once("names", format!("thread names are unavailable: {e}"));
+        }
+    }
+    if no_tid {
+        if let Some(e) = st.pthreads.refresh(&mut st.kernel, target, stacks, now_ns) {
+            st.warn_once(
+                "pthreads",
+                format!(
+                    "kernel thread ids are unavailable, so idle threads cannot be told apart: {e}"
+                ),
+            );
+        }
+    }
+
+    let mut recorded = 0;
+    st.running.clear();
+    for t in stacks {
+        let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
+            continue;
+        };
+        let host = match t.native_id {
+            Some(inner) => st.kernel.host_of(inner),
+            None => st.pthreads.get(t.thread_id),
+        };
+        let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
+        if !cfg.tids.is_empty()
+            && !cfg
+                .tids
+                .iter()
+                .any(|&x| Some(x) == inner || Some(x) == host)
+        {
+            continue;
+        }
+        if memo.names_gen != st.names.generation() {
+            memo.name = st.names.get(t.interp_addr, t.thread_id).cloned();
+            memo.names_gen = st.names.generation();
+        }
+        if !cfg.thread_names.is_empty()
+            && !memo
+                .name
+                .as_deref()
+                .is_some_and(|n| cfg.thread_names.iter().any(|w| w == n))
+        {
+            continue;
+        }
+        // A free-threaded build has no GIL: every thread runs as if it held one.
+        let holds_gil = t.holds_gil || st.free_threaded;
+        if cfg.gil_only && !holds_gil {
+            continue;
+        }
+        let frames = raw.frames_of(t);
+        if frames.is_empty() {
+            continue;
+        }
+        // Under `--blocking`, the state read before the freeze; a thread not known then
+        // (new since the last scan of the task list) is read now, after the release.
+        let pre_state = match host {
+            Some(h) if cfg.blocking => st.kernel.state_before(h).map(Some),
+            _ => None,
+        };
+        let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);
+        if let (false, Some(h)) = (idle, host) {
+            st.running.push(h);
+        }
+        if idle && !cfg.include_idle {
+            continue;
+        }
+        let mut flags = SampleFlags::empty();
+        if idle {
+            flags = flags.with(SampleFlags::IDLE);
+        }
+        if holds_gil {
+            flags = flags.with(SampleFlags::HOLDS_GIL);
+        }
+        if st.frames.len() > MAX_FRAME_CACHE {
+            st.frames.clear();
+        }
+        let stack = stack_of(
+            memo,
+            &mut st.frames,
+            &mut st.fresh,
+            side,
+            target.walker_mut(),
+            t,
+            frames,
+            walk,
+            cfg.by_function,
+            st.root_frame,
+        )?;
+        let thread = thread_of(
+            memo,
+            side,
+            inner.map_or(t.thread_id, u64::from),
+            t.interp_id,
+        )?;
+        side.push(Sample {
+            stack,
+            thread,
+            flags,
+            timestamp_ns: now_ns,
+            weight_ns,
+        });
+        recorded += 1;
+    }
+    Ok(Counts {
+        threads: stacks.len() as u64,
+        recorded,
+    })
+}
+
+/// Whether thread `t` is idle (see the module documentation). `pre_state` is its state read
+/// before a `--blocking` freeze, if it was; otherwise it is read now, unless the thread holds
+/// the GIL. An unknown state (no kernel id, or the thread just exited) counts as running:
+/// better shown than hidden.
+fn is_idle(
+    kernel: &mut KernelThreads,
+    t: &RawThread,
+    free_threaded: bool,
+    host: Option<u32>,
+    pre_state: Option<Option<char>>,
+) -> bool {
+    if t.holds_gil && !free_threaded {
+        return false;
+    }
+    let state = match pre_state {
+        Some(state) => state,
+        None => host.and_then(|h| kernel.read_state(h)),
+    };
+    state.is_some_and(|s| s != 'R')
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn thread(holds_gil: bool) -> RawThread {
+        RawThread {
+            interp_addr: 0x1000,
+            interp_id: 0,
+            tstate_addr: 0x2000,
+            thread_id: 77,
+            native_id: None,
+            holds_gil,
+            frames: 0..0,
+            truncated: false,
+            unchanged: 0,
+        }
+    }
+
+    struct Sleeper {
+        tid: u32,
+        wake: Option<std::sync::mpsc::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+            let (wake, wait) = std::sync::mpsc::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+                let _ = wait.recv();
+            });
+            Sleeper {
+                tid: tid_rx.recv().unwrap(),
+                wake: Some(wake),
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            drop(self.wake.take());
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    #[test]
+    fn a_gil_holder_is_running_without_a_proc_read() {
+        let mut kernel = KernelThreads::new(std::process::id() as i32);
+        // Whatever state the thread is in (it may still be on its way to sleep), holding the
+        // GIL decides, and nothing is read.
+        let sleeper = Sleeper::start();
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(true),
+            false,
+            Some(sleeper.tid),
+            None
+        ));
+        assert_eq!(kernel.reads(), 0);
+        // Without the GIL (or on a free-threaded build) the state is read. The running
+        // thread is this one.
+        let me = nix::unistd::gettid().as_raw() as u32;
+        assert!(!is_idle(&mut kernel, &thread(false), false, Some(me), None));
+        assert!(!is_idle(&mut kernel, &thread(true), true, Some(me), None));
+        assert_eq!(kernel.reads(), 2);
+        // A state read before a freeze is used as it is.
+        assert!(is_idle(
+            &mut kernel,
+            &thread(false),
+            false,
+            Some(me),
+            Some(Some('S'))
+        ));
+        assert!(!is_idle(
+            &mut kernel,
+            &thread(false),
+            false,
+            None,
+            Some(None)
+        ));
+        // No kernel id: counts as running.
+        assert!(!is_idle(&mut kernel, &thread(false), false, None, None));
+        assert_eq!(kernel.reads(), 2);
+    }
+}

@@ -1,0 +1,280 @@
+//! The counters the sampler thread keeps and any thread reads ([`SamplerStats`], copied as
+//! [`StatsSnapshot`]), and the processes it announces ([`NewProcess`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Kinds of failed sampling rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A read faulted: memory was freed or remapped while we read it.
+    Read,
+    /// A value read was implausible or a list did not end: the target changed mid-read.
+    Torn,
+    /// Freezing the target (`--blocking`) failed for a round.
+    Freeze,
+    /// Reading `/proc` failed.
+    Proc,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Read,
+        ErrorKind::Torn,
+        ErrorKind::Freeze,
+        ErrorKind::Proc,
+    ];
+
+    /// A short description for summaries.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::Read => "memory read failed",
+            ErrorKind::Torn => "target changed while being read",
+            ErrorKind::Freeze => "could not freeze the target",
+            ErrorKind::Proc => "/proc read failed",
+        }
+    }
+}
+
+/// Live counters, updated by the sampler thread, readable from any thread at any time.
+#[derive(Debug)]
+pub struct SamplerStats {
+    start: Instant,
+    elapsed_ns: AtomicU64,
+    rounds: AtomicU64,
+    samples: AtomicU64,
+    errors: [AtomicU64; 4],
+    late: AtomicU64,
+    missed: AtomicU64,
+    dropped: AtomicU64,
+    threads: AtomicU64,
+    /// Processes found by the scout whose first sample was recorded (or that cannot be
+    /// sampled), not yet taken by [`SamplerStats::take_new_processes`].
+    new_processes: Mutex<Vec<NewProcess>>,
+    /// The sampler thread's CPU time in ns, [`CPU_UNKNOWN`] while not measured.
+    cpu_ns: AtomicU64,
+}
+
+/// [`SamplerStats::cpu_ns`] when the sampler thread's CPU time cannot be measured.
+const CPU_UNKNOWN: u64 = u64::MAX;
+
+impl SamplerStats {
+    pub(crate) fn new() -> SamplerStats {
+        SamplerStats {
+            start: Instant::now(),
+            elapsed_ns: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            errors: Default::default(),
+            late: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            threads: AtomicU64::new(0),
+            new_processes: Mutex::new(Vec::new()),
+            cpu_ns: AtomicU64::new(CPU_UNKNOWN),
+        }
+    }
+
+    /// When sampling started; sample timestamps are ns since then.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// A consistent-enough copy of the counters (each is read atomically).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            elapsed: Duration::from_nanos(r(&self.elapsed_ns)),
+            rounds: r(&self.rounds),
+            samples: r(&self.samples),
+            errors: [
+                r(&self.errors[0]),
+                r(&self.errors[1]),
+                r(&self.errors[2]),
+                r(&self.errors[3]),
+            ],
+            late: r(&self.late),
+            missed: r(&self.missed),
+            dropped: r(&self.dropped),
+            threads: r(&self.threads),
+            cpu: Some(r(&self.cpu_ns))
+                .filter(|&ns| ns != CPU_UNKNOWN)
+                .map(Duration::from_nanos),
+        }
+    }
+
+    /// The processes (`--subprocesses`) whose first sample was recorded, or found unreadable,
+    /// since the last call. A process is announced once samples of it exist, so a caller that
+    /// waits for its announcement finds it in the profile.
+    pub fn take_new_processes(&self) -> Vec<NewProcess> {
+        std::mem::take(&mut *self.new_processes())
+    }
+
+    /// Announce `p` (see [`SamplerStats::take_new_processes`]).
+    pub(crate) fn announce(&self, p: NewProcess) {
+        self.new_processes().push(p);
+    }
+
+    /// The list of processes to announce; a panic while it was held left it usable.
+    fn new_processes(&self) -> std::sync::MutexGuard<'_, Vec<NewProcess>> {
+        self.new_processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publish the sampler thread's CPU time.
+    pub(crate) fn set_cpu(&self, cpu: Duration) {
+        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(CPU_UNKNOWN - 1);
+        self.cpu_ns
+            .store(ns.min(CPU_UNKNOWN - 1), Ordering::Relaxed);
+    }
+
+    /// Count a round that stands for `intervals` deadlines: late if more than one.
+    pub(crate) fn add_late(&self, intervals: u64) {
+        if intervals > 1 {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            self.missed.fetch_add(intervals - 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a round that ended (with `failed`, one that is counted in the errors instead):
+    /// `recorded` samples, `threads` Python threads seen.
+    pub(crate) fn end_round(&self, failed: bool, recorded: u64, threads: u64) {
+        if !failed {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        self.samples.fetch_add(recorded, Ordering::Relaxed);
+        self.threads.store(threads, Ordering::Relaxed);
+    }
+
+    /// Publish the time since the start of sampling and the samples dropped so far.
+    pub(crate) fn set_progress(&self, elapsed_ns: u64, dropped: u64) {
+        self.elapsed_ns.store(elapsed_ns, Ordering::Relaxed);
+        self.dropped.store(dropped, Ordering::Relaxed);
+    }
+
+    /// Count a failed round.
+    pub(crate) fn add_error(&self, kind: ErrorKind) {
+        let i = match kind {
+            ErrorKind::Read => 0,
+            ErrorKind::Torn => 1,
+            ErrorKind::Freeze => 2,
+            ErrorKind::Proc => 3,
+        };
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A process found under `--subprocesses`: its first sample recorded, or (with `error`)
+/// looking like Python but not attachable for two seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProcess {
+    /// Its PID.
+    pub pid: i32,
+    /// Its command line (arguments joined by spaces, cut at 100 characters).
+    pub command: String,
+    /// Why it cannot be sampled.
+    pub error: Option<String>,
+}
+
+/// Plain copy of [`SamplerStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// Time from the start of sampling to the last round (or now, while running).
+    pub elapsed: Duration,
+    /// Sampling rounds completed (each reads every thread once).
+    pub rounds: u64,
+    /// Thread stacks recorded (after filters).
+    pub samples: u64,
+    /// Failed rounds per [`ErrorKind`] (in [`ErrorKind::ALL`] order).
+    pub errors: [u64; 4],
+    /// Rounds taken after more than one deadline had passed (the sampler fell behind); each is
+    /// weighted by every interval it stands for.
+    pub late: u64,
+    /// Deadlines that passed without a round of their own (absorbed by late rounds).
+    pub missed: u64,
+    /// Samples the aggregator's queue had no room for.
+    pub dropped: u64,
+    /// Python threads seen in the last round (before filters).
+    pub threads: u64,
+    /// CPU time (user + system) the sampler thread has used, updated every few milliseconds
+    /// and at the end; `None` where the kernel does not report it. This is strobe's own cost
+    /// of sampling: the stack reads, `/proc` reads and interning, not the aggregator's work.
+    pub cpu: Option<Duration>,
+}
+
+impl StatsSnapshot {
+    /// Failed rounds of every kind.
+    pub fn total_errors(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Failed rounds of one kind.
+    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
+        let i = ErrorKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.errors.get(i).copied().unwrap_or(0)
+    }
+
+    /// Rounds per second actually achieved (completed and failed rounds over elapsed time).
+    pub fn achieved_hz(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (self.rounds + self.total_errors()) as f64 / secs
+    }
+
+    /// The sampler thread's CPU time per completed round (the "samples" of the summary).
+    /// Failed rounds cost CPU too and are charged to the completed ones, so this never
+    /// flatters. `None` before the first round or where CPU time is not measured.
+    pub fn cpu_per_round(&self) -> Option<Duration> {
+        let cpu = self.cpu?;
+        (self.rounds > 0)
+            .then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(self.rounds)) as u64))
+    }
+
+    /// The sampler thread's CPU time over the elapsed time: 1.0 is one core kept busy.
+    pub fn cpu_share(&self) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64();
+        (secs > 0.0).then_some(self.cpu?.as_secs_f64() / secs)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn achieved_rate_counts_failed_rounds_too() {
+        let s = StatsSnapshot {
+            elapsed: Duration::from_secs(2),
+            rounds: 150,
+            errors: [10, 20, 0, 20],
+            ..Default::default()
+        };
+        assert_eq!(s.total_errors(), 50);
+        assert_eq!(s.errors_of(ErrorKind::Torn), 20);
+        assert!((s.achieved_hz() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_is_charged_to_completed_rounds() {
+        let mut s = StatsSnapshot {
+            elapsed: Duration::from_secs(2),
+            rounds: 1000,
+            errors: [0, 0, 0, 1000],
+            ..Default::default()
+        };
+        assert_eq!(s.cpu_per_round(), None, "not measured");
+        assert_eq!(s.cpu_share(), None);
+        s.cpu = Some(Duration::from_millis(5));
+        // 5 ms over the 1,000 completed rounds (the failed ones are not divided into it).
+        assert_eq!(s.cpu_per_round(), Some(Duration::from_micros(5)));
+        assert!((s.cpu_share().unwrap() - 0.0025).abs() < 1e-12);
+        s.rounds = 0;
+        assert_eq!(s.cpu_per_round(), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! [`ProcessView`]: what the sampler knows of one process between rounds.
+
+use std::collections::{HashMap, HashSet};
+
+use strobe_aggregate::FrameId;
+use strobe_walker::RawSample;
+
+use crate::memo::{FrameCache, Memos};
+use crate::names::{PthreadTids, ThreadNames};
+use crate::threads::KernelThreads;
+
+/// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
+/// sampler thread panic in round N + 1 (inside the freeze under `--blocking`). The integration
+/// tests use it to prove that a panic loses none of the samples already aggregated, is
+/// reported, and leaves no target stopped (tests/integration/safety_lifecycle.rs).
+#[cfg(debug_assertions)]
+const TEST_PANIC_ENV: &str = "STROBE_TEST_PANIC_AFTER";
+
+/// What the sampler knows of one process between rounds: its kernel threads, their names,
+/// what each thread's previous sample resolved to, and the caveats found so far.
+pub(crate) struct ProcessView {
+    pub(crate) pid: i32,
+    pub(crate) kernel: KernelThreads,
+    pub(crate) names: ThreadNames,
+    pub(crate) pthreads: PthreadTids,
+    /// (code object, line) → frame id, valid while the walker hands out the same name strings.
+    pub(crate) frames: FrameCache,
+    /// Per thread state (by address): what its last sample resolved to.
+    pub(crate) memos: Memos,
+    /// Walks started so far (failed ones too): the walker's `RawThread::unchanged` refers to
+    /// the previous walk, so a memo is only reused by the walk right after its own.
+    pub(crate) walks: u64,
+    /// Frame ids resolved in this sample (scratch).
+    pub(crate) fresh: Vec<FrameId>,
+    /// Our ids of the threads the last round found running (for the sampler's placement).
+    pub(crate) running: Vec<u32>,
+    /// The walker's output, reused from round to round (no allocation in steady state).
+    pub(crate) raw: RawSample,
+    warned: HashSet<&'static str>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) free_threaded: bool,
+    /// Rounds started so far (for [`ProcessView::test_panic`]).
+    pub(crate) rounds_started: u64,
+    /// Debug builds only: panic in the round after this many (see
+    /// [`ProcessView::test_panic`]).
+    panic_after: Option<u64>,
+    /// The process's auxiliary vector before it was attached (see
+    /// `lifecycle::read_auxv`): another one means it replaced its program.
+    pub(crate) auxv: Option<Vec<u8>>,
+    /// Under `--subprocesses`, the frame every stack of this process starts with (its PID and
+    /// command line).
+    pub(crate) root_frame: Option<FrameId>,
+}
+
+impl ProcessView {
+    /// For process `pid`, whose auxiliary vector `auxv` was read before it was attached.
+    pub(crate) fn new(
+        pid: i32,
+        free_threaded: bool,
+        root_frame: Option<FrameId>,
+        auxv: Option<Vec<u8>>,
+    ) -> ProcessView {
+        ProcessView {
+            pid,
+            kernel: KernelThreads::new(pid),
+            names: ThreadNames::new(),
+            pthreads: PthreadTids::default(),
+            frames: HashMap::default(),
+            memos: HashMap::default(),
+            walks: 0,
+            fresh: Vec::new(),
+            running: Vec::new(),
+            raw: RawSample::new(),
+            warned: HashSet::new(),
+            warnings: Vec::new(),
+            free_threaded,
+            rounds_started: 0,
+            panic_after: ProcessView::test_panic_setting(),
+            auxv,
+            root_frame,
+        }
+    }
+
+    /// The test hook's setting; always `None` in release builds, which never read it.
+    fn test_panic_setting() -> Option<u64> {
+        #[cfg(debug_assertions)]
+        {
+            std::env::var(TEST_PANIC_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+        }
+        #[cfg(not(debug_assertions))]
+        {
+            None
+        }
+    }
+
+    /// Panic if the test hook asks for it in this round (see `STROBE_TEST_PANIC_AFTER`).
+    pub(crate) fn test_panic(&self) {
+        if self.panic_after.is_some_and(|n| self.rounds_started > n) {
+            panic!(
+                "test panic requested in sampling round {}",
+                self.rounds_started
+            );
+        }
+    }
+
+    /// Keep `msg` for the summary, unless a warning under `key` was kept already.
+    pub(crate) fn warn_once(&mut self, key: &'static str, msg: String) {
+        if self.warned.insert(key) {
+            self.warnings.push(msg);
+        }
+    }
+}
