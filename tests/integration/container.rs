@@ -215,6 +215,38 @@ fn record_keeps_running_and_idle_threads_apart_on_sid_3_13() {
     let all = parse_collapsed(&all);
     assert!(has_function(&all, "heavy_work"), "{all:#?}");
     assert!(has_function(&all, "wait_for_eof"), "{all:#?}");
+
+    // Threads are named by the host's id (what `top -H` on the host shows), not the container's.
+    let ids = thread_ids(target.host_pid);
+    let threads = dir.path().join("threads.txt");
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "1",
+        "--idle",
+        "--threads",
+        "-o",
+        threads.to_str().unwrap(),
+    ];
+    assert_ok(
+        &run_strobe(&args),
+        "strobe record --threads --pid (container)",
+    );
+    let threads = parse_collapsed(&threads);
+    for (host, inner) in &ids {
+        let host_label = format!("thread {host} (");
+        let inner_label = format!("thread {inner} (");
+        assert!(
+            threads.labels.iter().any(|l| l.starts_with(&host_label)),
+            "no root frame for thread {host} (host id): {threads:#?}"
+        );
+        assert!(
+            !threads.labels.iter().any(|l| l.starts_with(&inner_label)),
+            "thread {host} is named by its container id {inner}: {threads:#?}"
+        );
+    }
 }
 
 #[test]

@@ -197,7 +197,7 @@ fn record_threads(
         let thread = thread_of(
             memo,
             side,
-            inner.map_or(t.thread_id, u64::from),
+            host.or(inner).map_or(t.thread_id, u64::from),
             t.interp_id,
         )?;
         side.push(Sample {
