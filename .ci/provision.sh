@@ -68,6 +68,12 @@ if [ "${#HOST_PKGS[@]}" -gt 0 ]; then
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${HOST_PKGS[@]}" >&2
 fi
+
+# Rust tools .ci/run uses: cargo-machete (unused dependencies). Installed once per machine.
+if ! command -v cargo-machete >/dev/null; then
+  log "installing cargo-machete"
+  cargo install cargo-machete --locked --version 0.9.2 >&2
+fi
 for entry in "${HOST_TOOLS[@]}"; do
   command -v "${entry%%:*}" >/dev/null 2>&1 || { log "MISSING host tool ${entry%%:*} after install"; exit 1; }
 done
