@@ -13,17 +13,9 @@ use crate::harness::{dump_json, strobe, targets_dir, Announced, TempDir};
 use crate::record::{assert_ok, parse_collapsed, run_strobe, strobe_cmd, Parsed};
 use crate::top_hangup::OnPty;
 
-/// The Debian sid chroot made by `.ci/provision.sh`: `$STROBE_CACHE/sid`
-/// (`/var/cache/strobe/sid` by default).
+/// The Debian sid chroot made by `.ci/provision.sh`, from the test registry.
 fn sid_root() -> PathBuf {
-    let cache = std::env::var_os("STROBE_CACHE").unwrap_or_else(|| "/var/cache/strobe".into());
-    let root = Path::new(&cache).join("sid");
-    assert!(
-        root.join("usr/bin/apt-get").is_file(),
-        "the Debian sid chroot {} is missing: run .ci/provision.sh",
-        root.display()
-    );
-    root
+    strobe_testkit::interpreters::require_sid()
 }
 
 /// A script of `tests/targets` running in a container: `unshare` (ours, on the host) forks the

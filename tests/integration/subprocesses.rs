@@ -94,9 +94,7 @@ fn under(parsed: &Parsed, pid: i32) -> Vec<(Vec<String>, String)> {
 }
 
 fn parent_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split(' ').nth(1).unwrap().parse().unwrap()
+    strobe_testkit::procfs::parent(pid)
 }
 
 /// Every process of the family stood at its waiting line in some sample, under its own root.
@@ -322,59 +320,30 @@ pub fn check_launch(interp: &Interp, through_shell: bool) {
     );
 }
 
-macro_rules! subprocess_tests {
-    ($($name:ident => $interp:expr;)*) => {
-        mod attach {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_attach(&$interp);
-                }
-            )*
-        }
-        mod launch {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_launch(&$interp, false);
-                }
-            )*
-        }
-        mod attach_shell {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_attach_shell(&$interp);
-                }
-            )*
-        }
-        mod through_shell {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    check_launch(&$interp, true);
-                }
-            )*
-        }
-    };
+// The family tests run on a spread of the registry's interpreters (every frame model, a
+// static libpython, the chroot, a debug build); each of the four ways is its own module.
+strobe_testkit::per_interpreter! {
+    fn attach(interp) for [pyenv_2_7, pyenv_3_6, pyenv_3_8, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11, sid_3_14, sid_3_15, sid_3_14_debug] {
+        check_attach(&Interp::from(interp));
+    }
 }
 
-subprocess_tests! {
-    pyenv_2_7_18 => Interp::pyenv("2.7.18");
-    pyenv_3_6_15 => Interp::pyenv("3.6.15");
-    pyenv_3_8_18 => Interp::pyenv("3.8.18");
-    pyenv_3_10_13 => Interp::pyenv("3.10.13");
-    pyenv_3_11_7 => Interp::pyenv("3.11.7");
-    pyenv_3_12_1 => Interp::pyenv("3.12.1");
-    pyenv_3_13_0 => Interp::pyenv("3.13.0");
-    debian_3_11_static => Interp::Host("/usr/bin/python3.11".into());
-    sid_3_14 => Interp::Sid("python3.14");
-    sid_3_15 => Interp::Sid("python3.15");
-    sid_3_14_debug => Interp::Sid("python3.14d");
+strobe_testkit::per_interpreter! {
+    fn launch(interp) for [pyenv_2_7, pyenv_3_6, pyenv_3_8, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11, sid_3_14, sid_3_15, sid_3_14_debug] {
+        check_launch(&Interp::from(interp), false);
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn attach_shell(interp) for [pyenv_2_7, pyenv_3_6, pyenv_3_8, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11, sid_3_14, sid_3_15, sid_3_14_debug] {
+        check_attach_shell(&Interp::from(interp));
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn through_shell(interp) for [pyenv_2_7, pyenv_3_6, pyenv_3_8, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11, sid_3_14, sid_3_15, sid_3_14_debug] {
+        check_launch(&Interp::from(interp), true);
+    }
 }
 
 /// A descendant named like Python that strobe cannot read (here `sleep` under the name

@@ -57,7 +57,13 @@ sys.stdout.flush()
 spin()
 "#;
 
-const PYTHON: &str = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+/// The family's interpreter (pyenv 3.12, from the test registry).
+fn python() -> String {
+    let python = strobe_testkit::interpreters::get("pyenv_3_12")
+        .require()
+        .path();
+    python.to_string_lossy().into_owned()
+}
 
 /// What a recording of the family saw.
 struct Recording {
@@ -121,10 +127,10 @@ fn drain(agg: &mut AggregatorSide, roots: &mut Vec<String>) {
 #[test]
 fn a_subprocess_is_announced_with_its_first_recorded_sample() {
     assert!(
-        std::path::Path::new(PYTHON).exists(),
-        "{PYTHON} is required for this test and missing"
+        std::path::Path::new(&python()).exists(),
+        "the registry's pyenv 3.12 is required for this test and missing"
     );
-    let family = Ready::python_script(PYTHON, "announce", SCRIPT, &[]);
+    let family = Ready::python_script(&python(), "announce", SCRIPT, &[]);
     let pid = family.pid();
     let child: i32 = family.said.parse().unwrap();
     let parent_root = format!("process {pid}");
@@ -204,11 +210,8 @@ else:
 
 #[test]
 fn a_subprocess_that_execs_its_interpreter_again_is_announced_again() {
-    let python = "/usr/bin/python3.11";
-    assert!(
-        std::path::Path::new(python).exists(),
-        "{python} is required for this test and missing"
-    );
+    let python = strobe_testkit::interpreters::debian_3_11().require().path();
+    let python = python.to_str().unwrap();
     let script = std::env::temp_dir().join(format!("strobe-exec-again-{}.py", std::process::id()));
     std::fs::write(&script, EXEC_SCRIPT).unwrap();
     let mut family = Ready::start(

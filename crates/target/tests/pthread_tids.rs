@@ -42,14 +42,15 @@ print("READY"); sys.stdout.flush()
 sys.stdin.read()
 "#;
 
-fn check_pthread_tids(python: &str) {
+fn check_pthread_tids(name: &str) {
+    let python = strobe_testkit::interpreters::get(name).require().path();
     let script = format!("{IDENTS}{SERVE}");
     let t = Ready::start(
-        Command::new(python)
+        Command::new(&python)
             .arg("-c")
             .arg(&script)
             .stdin(Stdio::piped()),
-        python,
+        name,
     );
     let expected: HashMap<u64, u32> = t
         .preamble
@@ -80,10 +81,10 @@ fn check_pthread_tids(python: &str) {
 
 #[test]
 fn pthread_tids_python27() {
-    check_pthread_tids("/root/.pyenv/versions/2.7.18/bin/python2.7");
+    check_pthread_tids("pyenv_2_7");
 }
 
 #[test]
 fn pthread_tids_python36() {
-    check_pthread_tids("/root/.pyenv/versions/3.6.15/bin/python3.6");
+    check_pthread_tids("pyenv_3_6");
 }
