@@ -561,8 +561,8 @@ fn pprof_decodes_back() {
 fn pprof_loads_in_go_tool_pprof() {
     // `.ci/provision.sh` installs go; a missing one is a failure, not a skip.
     let go = which("go").expect("`go` is not installed: run .ci/provision.sh (installs golang-go)");
-    let dir = std::env::temp_dir().join(format!("strobe-pprof-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = strobe_testkit::TempDir::new();
+    let dir = tmp.path();
     let file = dir.join("profile.pb.gz");
     let p = profile(ProfileOptions::default());
     write_atomically(&file, |w| Pprof.write(&p, w)).unwrap();
@@ -575,7 +575,7 @@ fn pprof_loads_in_go_tool_pprof() {
             "-sample_index=wall",
         ])
         .arg(&file)
-        .env("HOME", &dir)
+        .env("HOME", dir)
         .env("GOCACHE", dir.join("gocache"))
         .output()
         .unwrap();
@@ -594,7 +594,6 @@ fn pprof_loads_in_go_tool_pprof() {
         "{stdout}\n{stderr}"
     );
     assert!(stdout.contains("Total samples = 86ms"), "{stdout}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn which(cmd: &str) -> Result<PathBuf, ()> {
