@@ -7,7 +7,7 @@ use crate::stats::StatsSnapshot;
 /// Why sampling ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
-    /// [`SamplerHandle::stop`] was called.
+    /// [`SamplerHandle::stop`](crate::SamplerHandle::stop) was called.
     Stopped,
     /// The configured duration elapsed.
     DurationElapsed,
@@ -25,7 +25,7 @@ pub struct SamplerSummary {
     pub stats: StatsSnapshot,
     /// Why it ended.
     pub reason: EndReason,
-    /// The exit status of a launched target that exited (see [`start`]'s `child`).
+    /// The exit status of a launched target that exited (see [`start`](crate::start)'s `child`).
     pub exit_status: Option<ExitStatus>,
     /// Caveats found while sampling (each reported once).
     pub warnings: Vec<String>,

@@ -1,9 +1,9 @@
 //! What the view shows, computed from the aggregator's counts.
 //!
 //! [`Collector`] owns the aggregator's end of the sampling pipeline. It folds every drained
-//! sample into two [`Counts`]: one since the start (or the last reset) and one for the interval
+//! sample into two [`Counts`](strobe_aggregate::Counts): one since the start (or the last reset) and one for the interval
 //! in progress. [`Collector::advance`] closes the interval, and [`Collector::view`] turns both
-//! into owned [`ViewData`] with the aggregator's own [`Counts::breakdown`] (own/total per
+//! into owned [`ViewData`] with the aggregator's own [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) (own/total per
 //! function or line), so the view can be regrouped or refiltered at any moment without losing
 //! the interval it shows. Nothing here touches a terminal; [`spawn`] runs a collector on its own
 //! thread so that a slow terminal never delays draining the sampler's queue.
