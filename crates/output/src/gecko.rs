@@ -289,6 +289,11 @@ impl Format for Gecko {
             millis(meta.start_unix_ns),
         );
         json::push_str(&mut s, &format!("strobe: {}", meta.target));
+        let _ = write!(
+            s,
+            ",\"profilingStartTime\":0,\"profilingEndTime\":{},\"symbolicationNotSupported\":true,\"usesOnlyOneStackType\":true,\"sourceCodeIsNotOnSearchfox\":true,\"keepProfileThreadOrder\":true",
+            millis(meta.duration_ns)
+        );
         s.push_str(",\"importedFrom\":");
         json::push_str(&mut s, &format!("strobe {}", meta.strobe_version));
         s.push_str(",\"arguments\":");

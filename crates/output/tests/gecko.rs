@@ -6,7 +6,8 @@
 //! - top level: `meta` (object), `libs` (array), `threads` (array), `shared.stringArray`
 //!   (array of strings; every string index below points into it).
 //! - `meta`: `preprocessedProfileVersion` = 56, `interval` (ms, = 1000 / rate), `startTime` (ms
-//!   since the epoch), `product` (string), `categories` (array of `{name, color,
+//!   since the epoch), `profilingEndTime` (ms after `startTime`), `symbolicationNotSupported`,
+//!   `sourceCodeIsNotOnSearchfox`, `keepProfileThreadOrder` (imported-profile switches), `product` (string), `categories` (array of `{name, color,
 //!   subcategories}` with a known colour name, subcategories non-empty, and at least one `grey`
 //!   category: the default one), `markerSchema` = [], `extra` (sections of `{label, entries:
 //!   [{label, format, value}]}`) carrying Python version, rate, errors, dropped, strobe version.
@@ -405,6 +406,11 @@ fn metadata_carries_the_recording() {
     assert_eq!(get("Dropped"), 1);
     assert_eq!(get("Recorded by"), "strobe 0.1.0");
     assert_eq!(meta["strobe"]["synthetic_timeline"], false);
+    // Options for imported profiles: nothing to symbolicate, no Searchfox, our thread order.
+    assert_eq!(meta["symbolicationNotSupported"], true);
+    assert_eq!(meta["sourceCodeIsNotOnSearchfox"], true);
+    assert_eq!(meta["keepProfileThreadOrder"], true);
+    assert_eq!(meta["profilingEndTime"].as_f64().unwrap(), 100.0);
     let cats: Vec<(&str, &str)> = arr(meta, "categories")
         .iter()
         .map(|c| (c["name"].as_str().unwrap(), c["color"].as_str().unwrap()))
