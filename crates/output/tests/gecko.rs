@@ -7,10 +7,11 @@
 //!   (array of strings; every string index below points into it).
 //! - `meta`: `preprocessedProfileVersion` = 56, `interval` (ms, = 1000 / rate), `startTime` (ms
 //!   since the epoch), `profilingEndTime` (ms after `startTime`), `symbolicationNotSupported`,
-//!   `sourceCodeIsNotOnSearchfox`, `keepProfileThreadOrder` (imported-profile switches), `product` (string), `categories` (array of `{name, color,
-//!   subcategories}` with a known colour name, subcategories non-empty, and at least one `grey`
-//!   category: the default one), `markerSchema` = [], `extra` (sections of `{label, entries:
-//!   [{label, format, value}]}`) carrying Python version, rate, errors, dropped, strobe version.
+//!   `sourceCodeIsNotOnSearchfox`, `keepProfileThreadOrder` (imported-profile switches),
+//!   `product` (string), `categories` (array of `{name, color, subcategories}` with a known
+//!   colour name, subcategories non-empty, and at least one `grey` category: the default one),
+//!   `markerSchema` = [], `extra` (sections of `{label, entries: [{label, format, value}]}`)
+//!   carrying Python version, rate, errors, dropped, strobe version.
 //! - every thread: `name` (string), `processType` (string), `pid` (string), `tid` (number),
 //!   `isMainThread` (bool), `processStartupTime` (number), `registerTime` (number),
 //!   `pausedRanges` (array), and the tables below, each with every column an array of exactly
