@@ -151,6 +151,77 @@ pub fn parse_speedscope(path: &Path) -> Parsed {
     p
 }
 
+/// The Firefox Profiler's processed profile (version 56): every index in range, stack prefixes
+/// before their stacks, sample times non-decreasing per thread, tracks named `name (tid)`;
+/// stacks rebuilt from the stack, frame and func tables with the shared string array.
+pub fn parse_gecko(path: &Path) -> Parsed {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(v["meta"]["preprocessedProfileVersion"], 56);
+    assert!(v["meta"]["interval"].as_f64().unwrap() > 0.0);
+    let ncat = v["meta"]["categories"].as_array().unwrap().len();
+    let strings: Vec<&str> = v["shared"]["stringArray"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let ix = |x: &Value| x.as_u64().unwrap() as usize;
+    let mut p = Parsed::default();
+    for th in v["threads"].as_array().unwrap() {
+        let tid = th["tid"].as_u64().unwrap();
+        let name = th["name"].as_str().unwrap();
+        assert!(name.ends_with(&format!(" ({tid})")), "track name {name}");
+        assert!(th["pid"].is_string());
+        let (stacks, frames, funcs, samples) = (
+            &th["stackTable"],
+            &th["frameTable"],
+            &th["funcTable"],
+            &th["samples"],
+        );
+        let nframe = ix(&frames["length"]);
+        let mut labels = Vec::new();
+        for f in 0..nframe {
+            assert!(ix(&frames["category"][f]) < ncat);
+            let func = ix(&frames["func"][f]);
+            assert!(func < ix(&funcs["length"]));
+            let fname = strings[ix(&funcs["name"][func])];
+            let file = strings[ix(&funcs["fileName"][func])];
+            labels.push(match frames["line"][f].as_u64() {
+                Some(l) => format!("{fname} ({file}:{l})"),
+                None => format!("{fname} ({file})"),
+            });
+        }
+        p.labels.extend(labels.iter().cloned());
+        let nstack = ix(&stacks["length"]);
+        let mut paths: Vec<Vec<String>> = Vec::with_capacity(nstack);
+        for s in 0..nstack {
+            let frame = ix(&stacks["frame"][s]);
+            assert!(frame < nframe);
+            let mut path = match stacks["prefix"][s].as_u64() {
+                Some(pre) => {
+                    assert!((pre as usize) < s, "stack {s}: prefix {pre} comes later");
+                    paths[pre as usize].clone()
+                }
+                None => Vec::new(),
+            };
+            path.push(labels[frame].clone());
+            paths.push(path);
+        }
+        let n = ix(&samples["length"]);
+        let mut last = f64::NEG_INFINITY;
+        for i in 0..n {
+            let t = samples["time"][i].as_f64().unwrap();
+            assert!(t >= last, "{name}: sample times go back");
+            last = t;
+            let stack = ix(&samples["stack"][i]);
+            assert!(stack < nstack);
+            p.stacks
+                .push((paths[stack].clone(), samples["weight"][i].as_f64().unwrap()));
+        }
+    }
+    p
+}
+
 pub fn parse_chrome(path: &Path) -> Parsed {
     let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let mut p = Parsed::default();
@@ -241,6 +312,7 @@ pub fn convert_all(raw: &Path, dir: &Path, extra: &[&str]) -> Vec<(&'static str,
         ("collapsed", "txt"),
         ("speedscope", "json"),
         ("chrome", "trace.json"),
+        ("gecko", "gecko.json"),
         ("svg", "svg"),
         ("pprof", "pb.gz"),
         ("raw", "raw"),
@@ -260,6 +332,7 @@ pub fn convert_all(raw: &Path, dir: &Path, extra: &[&str]) -> Vec<(&'static str,
             "collapsed" => parse_collapsed(&path),
             "speedscope" => parse_speedscope(&path),
             "chrome" => parse_chrome(&path),
+            "gecko" => parse_gecko(&path),
             "svg" => parse_svg(&path),
             "pprof" => parse_pprof(&path),
             _ => {
@@ -286,7 +359,7 @@ pub fn convert_all(raw: &Path, dir: &Path, extra: &[&str]) -> Vec<(&'static str,
 /// format has stacks, else its frames as labels (pprof: function names).
 pub fn check_stack(format: &str, parsed: &Parsed, stack: &[String]) {
     match format {
-        "collapsed" | "speedscope" | "raw" => assert!(
+        "collapsed" | "speedscope" | "gecko" | "raw" => assert!(
             parsed.has_suffix(stack),
             "{format}: no stack ends with {stack:#?}; stacks: {:#?}",
             parsed.stacks
@@ -353,14 +426,18 @@ pub fn record_idle_briefly(pid: &str, path: &Path) {
 }
 
 /// Attach to the dump target under `interp` with `--idle`, and check every thread's stack in
-/// collapsed and speedscope output recorded directly.
+/// collapsed, speedscope and gecko output recorded directly.
 pub fn check_attach(interp: &Interp) {
     let target = Target::start(interp);
     let marks = markers(&target.script_here);
     let dir = TempDir::new();
     let pid = target.pid().to_string();
     let mut outputs = Vec::new();
-    for (format, ext) in [("collapsed", "txt"), ("speedscope", "json")] {
+    for (format, ext) in [
+        ("collapsed", "txt"),
+        ("speedscope", "json"),
+        ("gecko", "gecko.json"),
+    ] {
         let path = dir.path().join(format!("attach.{ext}"));
         record_idle_briefly(&pid, &path);
         outputs.push((format, path));
@@ -368,6 +445,7 @@ pub fn check_attach(interp: &Interp) {
     for (format, path) in outputs {
         let parsed = match format {
             "collapsed" => parse_collapsed(&path),
+            "gecko" => parse_gecko(&path),
             _ => parse_speedscope(&path),
         };
         for (name, _, _) in &target.info.threads {
@@ -410,10 +488,11 @@ fn every_format_directly() {
         ("collapsed", "out.txt"),
         ("speedscope", "out.speedscope.json"),
         ("chrome", "out.trace.json"),
+        ("gecko", "out.gecko.json"),
         ("svg", "out.svg"),
         ("pprof", "out.pb.gz"),
     ];
-    // Run the recordings in parallel: each target runs 1.5 s (attaching to five starting
+    // Run the recordings in parallel: each target runs 1.5 s (attaching to six starting
     // interpreters at once on a small machine takes a while with a debug build of strobe).
     let children: Vec<_> = formats
         .iter()
@@ -445,6 +524,7 @@ fn every_format_directly() {
             "collapsed" => parse_collapsed(&path),
             "speedscope" => parse_speedscope(&path),
             "chrome" => parse_chrome(&path),
+            "gecko" => parse_gecko(&path),
             "svg" => parse_svg(&path),
             _ => parse_pprof(&path),
         };

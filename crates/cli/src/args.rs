@@ -144,6 +144,8 @@ pub enum FormatArg {
     Chrome,
     /// gzipped pprof protobuf (`go tool pprof`).
     Pprof,
+    /// Firefox Profiler JSON (opens in profiler.firefox.com): a track per thread.
+    Gecko,
     /// strobe's own recording, streamed while recording; convert it later.
     Raw,
 }
@@ -173,8 +175,8 @@ pub struct RecordArgs {
     #[arg(long, short, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
     pub pid: Option<i32>,
     /// Output file. The format comes from --format, else from the extension (.svg, .json or
-    /// .speedscope.json, .trace.json, .txt/.folded/.collapsed, .pb.gz/.pprof, .raw/.strobe),
-    /// else svg. Default: strobe-PID-TIME.svg (or the format's extension).
+    /// .speedscope.json, .trace.json, .gecko.json, .txt/.folded/.collapsed, .pb.gz/.pprof,
+    /// .raw/.strobe), else svg. Default: strobe-PID-TIME.svg (or the format's extension).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Output format.

@@ -42,6 +42,7 @@ pub(crate) fn format_for(path: &Path, arg: Option<FormatArg>) -> FormatKind {
             FormatArg::Collapsed => FormatKind::Collapsed,
             FormatArg::Chrome => FormatKind::Chrome,
             FormatArg::Pprof => FormatKind::Pprof,
+            FormatArg::Gecko => FormatKind::Gecko,
             FormatArg::Raw => FormatKind::Raw,
         };
     }
@@ -52,6 +53,8 @@ pub(crate) fn format_for(path: &Path, arg: Option<FormatArg>) -> FormatKind {
     let ends = |exts: &[&str]| exts.iter().any(|e| name.ends_with(e));
     if ends(&[".trace.json", ".chrome.json"]) {
         FormatKind::Chrome
+    } else if ends(&[".gecko.json"]) {
+        FormatKind::Gecko
     } else if ends(&[".json"]) {
         FormatKind::Speedscope
     } else if ends(&[".txt", ".folded", ".collapsed"]) {
@@ -561,6 +564,8 @@ mod tests {
         assert_eq!(f("out.json"), FormatKind::Speedscope);
         assert_eq!(f("out.speedscope.json"), FormatKind::Speedscope);
         assert_eq!(f("out.trace.json"), FormatKind::Chrome);
+        assert_eq!(f("out.gecko.json"), FormatKind::Gecko);
+        assert_eq!(f("OUT.Gecko.JSON"), FormatKind::Gecko);
         assert_eq!(f("out.txt"), FormatKind::Collapsed);
         assert_eq!(f("out.folded"), FormatKind::Collapsed);
         assert_eq!(f("out.pb.gz"), FormatKind::Pprof);

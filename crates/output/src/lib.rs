@@ -20,6 +20,7 @@ use strobe_aggregate::{FrameId, ThreadId};
 mod atomic;
 mod chrome;
 mod collapsed;
+mod gecko;
 mod json;
 mod pprof;
 pub mod raw;
@@ -29,6 +30,7 @@ mod svg;
 pub use atomic::write_atomically;
 pub use chrome::Chrome;
 pub use collapsed::Collapsed;
+pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
 pub use raw::{read_raw, read_raw_bytes, RawError, RawRecording, RawStats, RawWriter};
 pub use speedscope::Speedscope;
@@ -53,18 +55,21 @@ pub enum FormatKind {
     Chrome,
     /// gzipped pprof protobuf.
     Pprof,
+    /// Firefox Profiler processed-profile JSON.
+    Gecko,
     /// strobe's raw recording.
     Raw,
 }
 
 impl FormatKind {
     /// Every format, in `--help` order.
-    pub const ALL: [FormatKind; 6] = [
+    pub const ALL: [FormatKind; 7] = [
         FormatKind::Svg,
         FormatKind::Speedscope,
         FormatKind::Collapsed,
         FormatKind::Chrome,
         FormatKind::Pprof,
+        FormatKind::Gecko,
         FormatKind::Raw,
     ];
 
@@ -76,6 +81,7 @@ impl FormatKind {
             FormatKind::Collapsed => "collapsed",
             FormatKind::Chrome => "chrome",
             FormatKind::Pprof => "pprof",
+            FormatKind::Gecko => "gecko",
             FormatKind::Raw => "raw",
         }
     }
@@ -93,6 +99,7 @@ impl FormatKind {
             FormatKind::Collapsed => "txt",
             FormatKind::Chrome => "trace.json",
             FormatKind::Pprof => "pb.gz",
+            FormatKind::Gecko => "gecko.json",
             FormatKind::Raw => "strobe",
         }
     }
@@ -102,7 +109,7 @@ impl FormatKind {
     pub fn wants_timeline(self) -> bool {
         matches!(
             self,
-            FormatKind::Chrome | FormatKind::Speedscope | FormatKind::Raw
+            FormatKind::Chrome | FormatKind::Speedscope | FormatKind::Gecko | FormatKind::Raw
         )
     }
 
@@ -114,6 +121,7 @@ impl FormatKind {
             FormatKind::Collapsed => Box::new(Collapsed::default()),
             FormatKind::Chrome => Box::new(Chrome),
             FormatKind::Pprof => Box::new(Pprof),
+            FormatKind::Gecko => Box::new(Gecko),
             FormatKind::Raw => Box::new(raw::RawFormat),
         }
     }
