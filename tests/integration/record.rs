@@ -8,7 +8,7 @@
 use crate::harness::{expected_stack, markers, strobe_bin, Interp, Target, TempDir};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
@@ -66,6 +66,47 @@ pub fn spawn_recording(args: &[&str]) -> (Child, BufReader<ChildStderr>, String)
         if line.starts_with("strobe: recording process") {
             return (child, err, seen);
         }
+    }
+}
+
+/// Run `strobe ARGS`, whose command is `record_work.py stdin:SECONDS`, and start the target's
+/// busy part only once strobe says it is recording (the target inherits strobe's stdin): the
+/// busy part is then sampled however long attaching took on a loaded machine.
+pub fn record_launched_work(args: &[&str]) -> Output {
+    let mut child = strobe_cmd(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("could not run strobe");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.starts_with("strobe: recording process") {
+            stdin.write_all(b"go\n").unwrap();
+            break;
+        }
+    }
+    drop(stdin);
+    err.read_to_string(&mut seen).unwrap();
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    Output {
+        status,
+        stdout,
+        stderr: seen.into_bytes(),
     }
 }
 
@@ -384,8 +425,8 @@ pub fn check_launch(interp: &Interp) {
     let mut args = vec!["record", "-o", raw.to_str().unwrap(), "--rate", "200", "--"];
     let cmd: Vec<&str> = script.command.iter().map(String::as_str).collect();
     args.extend_from_slice(&cmd);
-    args.push("0.8");
-    let out = run_strobe(&args);
+    args.push("stdin:0.8");
+    let out = record_launched_work(&args);
     let stderr = assert_ok(&out, "strobe record (launch)");
     assert!(
         stderr.contains("the command exited with status 0"),
@@ -492,8 +533,8 @@ fn every_format_directly() {
         ("svg", "out.svg"),
         ("pprof", "out.pb.gz"),
     ];
-    // Run the recordings in parallel: each target runs 1.5 s (attaching to six starting
-    // interpreters at once on a small machine takes a while with a debug build of strobe).
+    // Run the recordings in parallel, each target busy for 0.8 s of its own CPU time once its
+    // strobe is recording.
     let children: Vec<_> = formats
         .iter()
         .map(|(_, file)| {
@@ -505,17 +546,15 @@ fn every_format_directly() {
                 "--".into(),
             ];
             args.extend(script.command.iter().cloned());
-            args.push("1.5".into());
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            strobe_cmd(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            args.push("stdin:0.8".into());
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                record_launched_work(&args)
+            })
         })
         .collect();
     for ((format, file), child) in formats.iter().zip(children) {
-        let out = child.wait_with_output().unwrap();
+        let out = child.join().unwrap();
         let stderr = assert_ok(&out, &format!("record {format}"));
         // The format came from the extension.
         assert!(stderr.contains(&format!("({format})")), "{stderr}");

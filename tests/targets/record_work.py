@@ -4,23 +4,34 @@
 Usage: record_work.py SECONDS [EXIT_CODE]. Valid on Python 2.7 and every 3.x. The busy loop is
 one line, so every sample of it has the same line; lines carry `# @line:NAME` markers that the
 tests read (never hard-coded). Prints READY once the busy part starts; exits with EXIT_CODE.
+
+`record_work.py stdin:SECONDS` waits (asleep) for a line on stdin and then stays busy for SECONDS
+of its own CPU time, however loaded the machine: a test that launches it under strobe sends the
+line once strobe says it is recording, so the busy part is always sampled.
 """
 import sys
 import time
 
-clock = getattr(time, "perf_counter", time.time)
+wall = getattr(time, "perf_counter", time.time)
+# The process's CPU time, as a builtin (a Python function would add a frame above `hot`).
+cpu = getattr(time, "process_time", None) or time.clock
 
 
-def hot(end):
+def hot(clock, end):
     while clock() < end: pass  # @line:hot
 
 
 def main():
-    seconds = float(sys.argv[1])
+    arg = sys.argv[1]
     code = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    if arg.startswith("stdin:"):
+        sys.stdin.readline()
+        clock, seconds = cpu, float(arg[len("stdin:"):])
+    else:
+        clock, seconds = wall, float(arg)
     sys.stdout.write("READY\n")
     sys.stdout.flush()
-    hot(clock() + seconds)  # @line:main
+    hot(clock, clock() + seconds)  # @line:main
     sys.stdout.flush()
     sys.exit(code)
 
