@@ -52,6 +52,8 @@ impl fmt::Debug for NativeState {
 struct Captured {
     regs: UserRegs,
     kernel: Option<KernelBoundary>,
+    /// Read asleep, without a stop.
+    asleep: bool,
 }
 
 /// What the native half of one thread gave.
@@ -61,6 +63,8 @@ pub(crate) struct ThreadNative {
     pub(crate) python: Option<ThreadStack>,
     /// The merged stack, or why there is none.
     pub(crate) merged: Result<Vec<FrameSnapshot>, String>,
+    /// The thread was read asleep, without a stop.
+    asleep: bool,
 }
 
 impl NativeState {
@@ -94,6 +98,10 @@ impl NativeState {
     /// Capture thread `tid` (ours) of `pid`, read the Python stacks at the same instant with
     /// `walker`, and merge the thread whose `pthread_t` is `ident` in interpreter `interp`.
     /// `missing_symbols` collects modules whose frames had no symbol at all.
+    ///
+    /// A sleeping thread is read without a stop first; that capture has no frame pointer
+    /// register (the kernel does not report it for a blocked thread), so if its stack then
+    /// does not merge, the thread is captured once more, stopped, with all its registers.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn thread<M: RemoteMemory>(
         &mut self,
@@ -105,8 +113,48 @@ impl NativeState {
         walker: &mut Walker<M>,
         missing_symbols: &mut BTreeSet<String>,
     ) -> ThreadNative {
+        let first = self.thread_once(
+            pid,
+            tid,
+            ident,
+            interp,
+            shape,
+            walker,
+            missing_symbols,
+            true,
+        );
+        if first.merged.is_err() && first.asleep {
+            self.thread_once(
+                pid,
+                tid,
+                ident,
+                interp,
+                shape,
+                walker,
+                missing_symbols,
+                false,
+            )
+        } else {
+            first
+        }
+    }
+
+    /// One capture and merge of [`NativeState::thread`]; `may_sleep`: a sleeping thread may
+    /// be read without a stop.
+    #[allow(clippy::too_many_arguments)]
+    fn thread_once<M: RemoteMemory>(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        ident: u64,
+        interp: i64,
+        shape: EvalShape,
+        walker: &mut Walker<M>,
+        missing_symbols: &mut BTreeSet<String>,
+        may_sleep: bool,
+    ) -> ThreadNative {
         let mut walked = None;
-        let captured = capture(pid, tid, &mut self.stack, || {
+        let captured = capture(pid, tid, &mut self.stack, may_sleep, || {
             walked = Some(walker.walk());
         });
         let captured = match captured {
@@ -115,6 +163,7 @@ impl NativeState {
                 return ThreadNative {
                     python: None,
                     merged: Err(e.to_string()),
+                    asleep: false,
                 }
             }
         };
@@ -126,6 +175,7 @@ impl NativeState {
                 return ThreadNative {
                     python: None,
                     merged: Err(python_failed(&e)),
+                    asleep: captured.asleep,
                 }
             }
             None => None,
@@ -138,6 +188,7 @@ impl NativeState {
                              native stack was taken (it ended or started meanwhile)"
                         .to_string(),
                 ),
+                asleep: captured.asleep,
             };
         };
         self.unwinder
@@ -200,6 +251,7 @@ impl NativeState {
         ThreadNative {
             python: Some(python),
             merged,
+            asleep: captured.asleep,
         }
     }
 }
@@ -253,10 +305,16 @@ fn capture(
     pid: i32,
     tid: i32,
     stack: &mut Vec<u8>,
+    may_sleep: bool,
     mut during: impl FnMut(),
 ) -> Result<Captured, StackError> {
     // Asleep: no stop at all, if the run count proves it slept through the Python read.
-    if let (Some(before), Ok(mut blocked)) = (run_count(pid, tid), BlockedThread::open(pid, tid)) {
+    let blocked = if may_sleep {
+        run_count(pid, tid).zip(BlockedThread::open(pid, tid).ok())
+    } else {
+        None
+    };
+    if let Some((before, mut blocked)) = blocked {
         if let Ok(c) = blocked.capture(STACK_BYTES, stack) {
             during();
             if run_count(pid, tid) == Some(before) {
@@ -265,6 +323,7 @@ fn capture(
                     kernel: Some(KernelBoundary {
                         syscall: u64::try_from(c.state.nr).ok(),
                     }),
+                    asleep: true,
                 });
             }
         }
@@ -274,5 +333,6 @@ fn capture(
     Ok(Captured {
         regs: c.regs,
         kernel: None,
+        asleep: false,
     })
 }

@@ -1,0 +1,264 @@
+//! `strobe dump --native` against real interpreters: native and Python frames interleaved in
+//! call order, asserted exactly where the stack is known.
+//!
+//! `native_qsort.py`: Python calls libc's `qsort` through ctypes, whose comparison (Python)
+//! blocks reading stdin, while a second thread sleeps in `time.sleep`.
+
+use crate::harness::{strobe, Announced, Interp, Script};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Longest wait for the target's threads to be asleep in the kernel.
+const ASLEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Interpreter plumbing that must not be left in a merged stack.
+const PLUMBING: &[&str] = &[
+    "_PyEval_",
+    "PyEval_",
+    "PyObject_Call",
+    "_PyObject_",
+    "_PyFunction_",
+];
+
+/// Wait until every thread of `pid` is blocked in a system call (its `syscall` file no longer
+/// says `running`): a state polled, so the dump sees the stacks the script set up.
+fn wait_all_asleep(pid: i32) {
+    let since = Instant::now();
+    loop {
+        let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let asleep = tasks.iter().all(|t| {
+            std::fs::read_to_string(t.join("syscall"))
+                .map(|s| !s.starts_with("running"))
+                .unwrap_or(false)
+        });
+        if asleep && tasks.len() >= 2 {
+            return;
+        }
+        assert!(
+            since.elapsed() < ASLEEP_TIMEOUT,
+            "the target's threads never all blocked"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// `strobe dump --native --json`, parsed, with its stderr.
+fn dump_native(pid: i32) -> (Value, String) {
+    let pid = pid.to_string();
+    let out = strobe(&["dump", "--pid", &pid, "--native", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "strobe failed: {stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+fn kind(f: &Value) -> &str {
+    f["kind"].as_str().unwrap()
+}
+
+fn function(f: &Value) -> &str {
+    f["function"].as_str().unwrap()
+}
+
+/// The file name of a native frame's module.
+fn module(f: &Value) -> &str {
+    let m = f["module"].as_str().unwrap_or("?");
+    m.rsplit('/').next().unwrap_or(m)
+}
+
+fn show(frames: &[Value]) -> String {
+    frames
+        .iter()
+        .map(|f| {
+            format!(
+                "  {:7} {} ({}) {}:{}\n",
+                kind(f),
+                function(f),
+                module(f),
+                f["filename"].as_str().unwrap_or(""),
+                f["line"]
+            )
+        })
+        .collect()
+}
+
+/// The merged stack of the thread that runs `python_function` (innermost Python frame).
+fn thread_running<'a>(dump: &'a Value, python_function: &str) -> &'a [Value] {
+    let threads = dump["threads"].as_array().unwrap();
+    threads
+        .iter()
+        .map(|t| t["frames"].as_array().unwrap().as_slice())
+        .find(|frames| {
+            frames
+                .iter()
+                .find(|f| kind(f) == "python")
+                .is_some_and(|f| function(f) == python_function)
+        })
+        .unwrap_or_else(|| panic!("no thread in {python_function}: {dump:#}"))
+}
+
+/// Where the native frames start: after the `[syscall]` frame of a thread read asleep (a
+/// thread read while stopped, when its unstopped read did not merge, has none: the stop took
+/// it out of the kernel).
+fn kernel_top(frames: &[Value], context: &str) -> usize {
+    if kind(&frames[0]) == "kernel" {
+        assert_eq!(function(&frames[0]), "[syscall]", "{context}");
+        assert!(frames[1..].iter().all(|f| kind(f) != "kernel"), "{context}");
+        1
+    } else {
+        0
+    }
+}
+
+fn check_qsort(interp: Interp) {
+    let script = Script::new(&interp, "native_qsort.py");
+    let target = Announced::start(&mut script.command());
+    let pid = target.pid;
+    wait_all_asleep(pid);
+    let (dump, stderr) = dump_native(pid);
+    let lines = script.lines();
+    let file = script.in_target.as_str();
+    for t in dump["threads"].as_array().unwrap() {
+        assert!(
+            t.get("native_error").is_none(),
+            "{}\n{stderr}",
+            t["native_error"]
+        );
+    }
+
+    // The main thread: [syscall], libc's read, the Python frames (compare and wait_here one
+    // after the other), qsort from libc between compare and sort, and no plumbing.
+    let frames = thread_running(&dump, "wait_here");
+    let context = format!("{}{stderr}", show(frames));
+    let top = kernel_top(frames, &context);
+    // libc's read wrapper innermost, or under glibc's own unexported helpers (2.41's
+    // syscall cancellation), which a stripped libc shows as libc.so.6+offset.
+    let first_python = frames.iter().position(|f| kind(f) == "python").unwrap();
+    assert!(
+        frames[top..first_python]
+            .iter()
+            .take_while(|f| module(f).starts_with("libc"))
+            .any(|f| function(f).contains("read")),
+        "libc's read is the innermost named frame\n{context}"
+    );
+    let python: Vec<(usize, &str, u64)> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| kind(f) == "python")
+        .map(|(i, f)| (i, function(f), f["line"].as_u64().unwrap()))
+        .collect();
+    for f in frames.iter().filter(|f| kind(f) == "python") {
+        assert_eq!(f["filename"], file, "{context}");
+    }
+    let names: Vec<(&str, u64)> = python.iter().map(|&(_, n, l)| (n, l)).collect();
+    assert_eq!(
+        names,
+        [
+            ("wait_here", u64::from(lines["read"])),
+            ("compare", u64::from(lines["compare"])),
+            ("sort", u64::from(lines["qsort"])),
+            ("<module>", u64::from(lines["module"])),
+        ],
+        "{context}"
+    );
+    assert_eq!(python[1].0, python[0].0 + 1, "{context}");
+    let qsort: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| kind(f) == "native" && function(f).contains("qsort"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(qsort.len(), 1, "one qsort frame\n{context}");
+    assert!(
+        python[1].0 < qsort[0] && qsort[0] < python[2].0,
+        "{context}"
+    );
+    assert!(module(&frames[qsort[0]]).starts_with("libc"), "{context}");
+    // Between the innermost native frames and wait_here: only the read's callers.
+    assert!(
+        frames[top..python[0].0].iter().all(|f| kind(f) == "native"),
+        "{context}"
+    );
+    for f in frames.iter().filter(|f| kind(f) == "native") {
+        for p in PLUMBING {
+            assert!(
+                !function(f).starts_with(p),
+                "{} left\n{context}",
+                function(f)
+            );
+        }
+    }
+
+    // The sleeping thread: [syscall], C frames of the sleep, then `sleeper` at its line.
+    let frames = thread_running(&dump, "sleeper");
+    let context = format!("{}{stderr}", show(frames));
+    let top = kernel_top(frames, &context);
+    let first_python = frames.iter().position(|f| kind(f) == "python").unwrap();
+    assert!(first_python >= 2, "C frames under time.sleep\n{context}");
+    assert!(
+        frames[top..first_python]
+            .iter()
+            .all(|f| kind(f) == "native"),
+        "{context}"
+    );
+    let wrapper = frames[top..first_python]
+        .iter()
+        .take_while(|f| module(f).starts_with("libc"))
+        .find(|f| {
+            ["sleep", "select", "poll"]
+                .iter()
+                .any(|s| function(f).contains(s))
+        });
+    assert!(
+        wrapper.is_some(),
+        "the innermost named frame is libc's sleeping call\n{context}"
+    );
+    assert_eq!(function(&frames[first_python]), "sleeper", "{context}");
+    assert_eq!(
+        frames[first_python]["line"].as_u64(),
+        Some(u64::from(lines["sleep"])),
+        "{context}"
+    );
+    drop(target);
+}
+
+strobe_testkit::per_interpreter! {
+    fn qsort(interp) {
+        check_qsort(Interp::from(interp));
+    }
+}
+
+/// The text form marks native and kernel frames apart from Python ones.
+#[test]
+fn text_marks_native_frames() {
+    let interp = Interp::pyenv("3.12.1");
+    let script = Script::new(&interp, "native_qsort.py");
+    let target = Announced::start(&mut script.command());
+    wait_all_asleep(target.pid);
+    let out = strobe(&["dump", "--pid", &target.pid.to_string(), "--native"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = script.lines();
+    let file = &script.in_target;
+    let at = |want: &str| {
+        text.lines()
+            .position(|l| l == want || l.starts_with(want))
+            .unwrap_or_else(|| panic!("no line {want:?} in:\n{text}"))
+    };
+    let wait_here = at(&format!("    wait_here ({file}:{})", lines["read"]));
+    let compare = at(&format!("    compare ({file}:{})", lines["compare"]));
+    assert_eq!(compare, wait_here + 1, "{text}");
+    let sort = at(&format!("    sort ({file}:{})", lines["qsort"]));
+    let qsort = text
+        .lines()
+        .position(|l| l.starts_with("  [native] ") && l.contains("qsort") && l.contains("(libc"))
+        .unwrap_or_else(|| panic!("no qsort line in:\n{text}"));
+    assert!(compare < qsort && qsort < sort, "{text}");
+    assert!(text.contains("\n  [kernel] [syscall]\n"), "{text}");
+}
