@@ -3,10 +3,16 @@
 //!
 //! `native_qsort.py`: Python calls libc's `qsort` through ctypes, whose comparison (Python)
 //! blocks reading stdin, while a second thread sleeps in `time.sleep`.
+//! `native_ext_recurse.py`: Python calls a C extension (`native_ext.c`, built here with `cc`
+//! against the interpreter's own headers) that calls back into Python, three levels deep;
+//! with DWARF, with symbols only (`strip -g`) and with none (`strip`).
 
 use crate::harness::{strobe, Announced, Interp, Script};
 use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use strobe_testkit::interpreters::Interpreter;
 
 /// Longest wait for the target's threads to be asleep in the kernel.
 const ASLEEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -22,7 +28,7 @@ const PLUMBING: &[&str] = &[
 
 /// Wait until every thread of `pid` is blocked in a system call (its `syscall` file no longer
 /// says `running`): a state polled, so the dump sees the stacks the script set up.
-fn wait_all_asleep(pid: i32) {
+fn wait_all_asleep(pid: i32, threads: usize) {
     let since = Instant::now();
     loop {
         let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -34,7 +40,7 @@ fn wait_all_asleep(pid: i32) {
                 .map(|s| !s.starts_with("running"))
                 .unwrap_or(false)
         });
-        if asleep && tasks.len() >= 2 {
+        if asleep && tasks.len() >= threads {
             return;
         }
         assert!(
@@ -116,7 +122,7 @@ fn check_qsort(interp: Interp) {
     let script = Script::new(&interp, "native_qsort.py");
     let target = Announced::start(&mut script.command());
     let pid = target.pid;
-    wait_all_asleep(pid);
+    wait_all_asleep(pid, 2);
     let (dump, stderr) = dump_native(pid);
     let lines = script.lines();
     let file = script.in_target.as_str();
@@ -236,7 +242,7 @@ fn text_marks_native_frames() {
     let interp = Interp::pyenv("3.12.1");
     let script = Script::new(&interp, "native_qsort.py");
     let target = Announced::start(&mut script.command());
-    wait_all_asleep(target.pid);
+    wait_all_asleep(target.pid, 2);
     let out = strobe(&["dump", "--pid", &target.pid.to_string(), "--native"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -261,4 +267,159 @@ fn text_marks_native_frames() {
         .unwrap_or_else(|| panic!("no qsort line in:\n{text}"));
     assert!(compare < qsort && qsort < sort, "{text}");
     assert!(text.contains("\n  [kernel] [syscall]\n"), "{text}");
+}
+
+/// How much of the extension's symbol information is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strip {
+    /// Built with `-g`: names, files and lines.
+    None,
+    /// `strip -g`: symbol table only.
+    Debug,
+    /// `strip`: no symbols at all (its unwind tables stay).
+    All,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Build `native_ext.c` into `dir` as `native_ext.so` for `interp`, with its own headers.
+fn build_extension(interp: &Interpreter, dir: &Path, strip: Strip) {
+    let include = run(interp.command().args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['include'])",
+    ]));
+    let include = include.trim();
+    let mut cc = Command::new("cc");
+    cc.args(["-shared", "-fPIC", "-g", "-O0", "-o"])
+        .arg(dir.join("native_ext.so"))
+        .arg(crate::harness::targets_dir().join("native_ext.c"));
+    match interp.chroot() {
+        Some(root) => {
+            // Debian's pyconfig.h includes <x86_64-linux-gnu/python3.x/pyconfig.h>: the
+            // chroot's /usr/include after ours, so the host's C library headers win.
+            cc.arg("-I")
+                .arg(root.join(include.trim_start_matches('/')))
+                .arg("-idirafter")
+                .arg(root.join("usr/include"));
+        }
+        None => {
+            cc.arg("-I").arg(include);
+        }
+    }
+    run(&mut cc);
+    let so = dir.join("native_ext.so");
+    match strip {
+        Strip::None => {}
+        Strip::Debug => {
+            run(Command::new("strip").arg("-g").arg(&so));
+        }
+        Strip::All => {
+            run(Command::new("strip").arg(&so));
+        }
+    }
+}
+
+/// Line of the `/* @c:NAME */` marker in `native_ext.c`.
+fn c_line(name: &str) -> u64 {
+    let text = std::fs::read_to_string(crate::harness::targets_dir().join("native_ext.c")).unwrap();
+    let mark = format!("/* @c:{name} */");
+    text.lines().position(|l| l.contains(&mark)).unwrap() as u64 + 1
+}
+
+fn check_extension(interp: &Interpreter, strip: Strip) {
+    let script = Script::new(&Interp::from(interp), "native_ext_recurse.py");
+    build_extension(interp, script.here.parent().unwrap(), strip);
+    let target = Announced::start(&mut script.command());
+    wait_all_asleep(target.pid, 1);
+    let (dump, stderr) = dump_native(target.pid);
+    let frames = thread_running(&dump, "wait_here");
+    let context = format!("{strip:?}\n{}{stderr}", show(frames));
+    assert!(
+        dump["threads"][0].get("native_error").is_none(),
+        "{}\n{context}",
+        dump["threads"][0]["native_error"]
+    );
+    let lines = script.lines();
+    let call = c_line("call");
+    // The Python frames and the extension's, in order: nothing else of either in between.
+    let ours: Vec<String> = frames
+        .iter()
+        .filter(|f| kind(f) == "python" || module(f) == "native_ext.so")
+        .map(|f| match kind(f) {
+            "python" => format!("py {} {}", function(f), f["line"]),
+            _ => {
+                let file = f["filename"].as_str().unwrap();
+                let file = file.rsplit('/').next().unwrap();
+                match strip {
+                    Strip::None => format!("c {} {file}:{}", function(f), f["line"]),
+                    Strip::Debug => {
+                        assert!(f["symbol_offset"].is_u64(), "{context}");
+                        format!("c {} {file}:{}", function(f), f["line"])
+                    }
+                    Strip::All => {
+                        let offset = f["module_offset"].as_u64().unwrap();
+                        assert_eq!(
+                            function(f),
+                            format!("native_ext.so+{offset:#x}"),
+                            "{context}"
+                        );
+                        format!("c module+offset {file}:{}", f["line"])
+                    }
+                }
+            }
+        })
+        .collect();
+    let c = match strip {
+        Strip::None => format!("c descend native_ext.c:{call}"),
+        Strip::Debug => "c descend :null".to_string(),
+        Strip::All => "c module+offset :null".to_string(),
+    };
+    let py = |name: &str, mark: &str| format!("py {name} {}", lines[mark]);
+    let want = [
+        py("wait_here", "read"),
+        py("step", "leaf"),
+        c.clone(),
+        py("step", "step"),
+        c.clone(),
+        py("step", "step"),
+        c,
+        py("<module>", "module"),
+    ];
+    assert_eq!(ours, want, "{context}");
+    for f in frames.iter().filter(|f| kind(f) == "native") {
+        for p in PLUMBING {
+            assert!(
+                !function(f).starts_with(p),
+                "{} left\n{context}",
+                function(f)
+            );
+        }
+    }
+    if strip == Strip::All {
+        assert!(
+            stderr.contains("native_ext.so") && stderr.contains("module+offset"),
+            "one line says which module has no symbols: {stderr}"
+        );
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn extension(interp) {
+        check_extension(interp, Strip::None);
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn extension_stripped(interp) for [pyenv_2_7, pyenv_3_12, debian_3_11, sid_3_14, sid_3_15_debug] {
+        check_extension(interp, Strip::Debug);
+        check_extension(interp, Strip::All);
+    }
 }
