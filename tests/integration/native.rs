@@ -423,3 +423,67 @@ strobe_testkit::per_interpreter! {
         check_extension(interp, Strip::All);
     }
 }
+
+/// Wait until thread `pid` of `pid` runs (its `syscall` file says `running`).
+fn wait_running(pid: i32) {
+    let since = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall"))
+        .unwrap()
+        .starts_with("running")
+    {
+        assert!(since.elapsed() < ASLEEP_TIMEOUT, "the target never ran");
+        std::thread::yield_now();
+    }
+}
+
+/// A running thread is stopped alone and read during the stop: its merged stack is the
+/// builtin's C frames over the Python line that called it, with no kernel frame.
+fn check_running(interp: Interp) {
+    let script = Script::new(&interp, "native_spin.py");
+    let target = Announced::start(&mut script.command());
+    wait_running(target.pid);
+    let (dump, stderr) = dump_native(target.pid);
+    let frames = thread_running(&dump, "spin");
+    let context = format!("{}{stderr}", show(frames));
+    assert!(
+        dump["threads"][0].get("native_error").is_none(),
+        "{}\n{context}",
+        dump["threads"][0]["native_error"]
+    );
+    let lines = script.lines();
+    let python: Vec<(usize, String)> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| kind(f) == "python")
+        .map(|(i, f)| (i, format!("{} {}", function(f), f["line"])))
+        .collect();
+    let names: Vec<&str> = python.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("spin {}", lines["sum"]),
+            format!("<module> {}", lines["module"])
+        ],
+        "{context}"
+    );
+    assert!(frames.iter().all(|f| kind(f) != "kernel"), "{context}");
+    // The builtin runs above spin: named, or (Debian's stripped python3.11, whose static
+    // functions have no symbol) as offsets into the interpreter binary.
+    let above = &frames[..python[0].0];
+    assert!(!above.is_empty(), "{context}");
+    assert!(
+        above.iter().any(|f| function(f).contains("builtin_sum"))
+            || above.iter().all(|f| {
+                let offset = f["module_offset"].as_u64().unwrap();
+                module(f).starts_with("python")
+                    && function(f) == format!("{}+{offset:#x}", module(f))
+            }),
+        "the builtin runs above spin\n{context}"
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn running(interp) {
+        check_running(Interp::from(interp));
+    }
+}
