@@ -2,7 +2,8 @@
 //! call order, asserted exactly where the stack is known.
 //!
 //! `native_qsort.py`: Python calls libc's `qsort` through ctypes, whose comparison (Python)
-//! blocks reading stdin, while a second thread sleeps in `time.sleep`.
+//! blocks reading stdin, while a second thread sleeps in `time.sleep` and a third waits on a
+//! lock.
 //! `native_ext_recurse.py`: Python calls a C extension (`native_ext.c`, built here with `cc`
 //! against the interpreter's own headers) that calls back into Python, three levels deep;
 //! with DWARF, with symbols only (`strip -g`) and with none (`strip`).
@@ -122,7 +123,7 @@ fn check_qsort(interp: Interp) {
     let script = Script::new(&interp, "native_qsort.py");
     let target = Announced::start(&mut script.command());
     let pid = target.pid;
-    wait_all_asleep(pid, 2);
+    wait_all_asleep(pid, 3);
     let (dump, stderr) = dump_native(pid);
     let lines = script.lines();
     let file = script.in_target.as_str();
@@ -132,6 +133,18 @@ fn check_qsort(interp: Interp) {
             "{}\n{stderr}",
             t["native_error"]
         );
+        // No interpreter plumbing left in any thread.
+        let frames = t["frames"].as_array().unwrap();
+        for f in frames.iter().filter(|f| kind(f) == "native") {
+            for p in PLUMBING {
+                assert!(
+                    !function(f).starts_with(p),
+                    "{} left\n{}{stderr}",
+                    function(f),
+                    show(frames)
+                );
+            }
+        }
     }
 
     // The main thread: [syscall], libc's read, the Python frames (compare and wait_here one
@@ -227,6 +240,25 @@ fn check_qsort(interp: Interp) {
         Some(u64::from(lines["sleep"])),
         "{context}"
     );
+
+    // The thread waiting on a lock: libc's wait innermost, the interpreter's lock acquisition
+    // under it, then `waiter` at its line.
+    let frames = thread_running(&dump, "waiter");
+    let context = format!("{}{stderr}", show(frames));
+    let top = kernel_top(frames, &context);
+    let first_python = frames.iter().position(|f| kind(f) == "python").unwrap();
+    let natives = &frames[top..first_python];
+    assert!(natives.iter().all(|f| kind(f) == "native"), "{context}");
+    assert!(module(&natives[0]).starts_with("libc"), "{context}");
+    assert!(
+        natives.iter().any(|f| function(f).contains("acquire")),
+        "the interpreter's lock acquisition\n{context}"
+    );
+    assert_eq!(
+        frames[first_python]["line"].as_u64(),
+        Some(u64::from(lines["acquire"])),
+        "{context}"
+    );
     drop(target);
 }
 
@@ -242,7 +274,7 @@ fn text_marks_native_frames() {
     let interp = Interp::pyenv("3.12.1");
     let script = Script::new(&interp, "native_qsort.py");
     let target = Announced::start(&mut script.command());
-    wait_all_asleep(target.pid, 2);
+    wait_all_asleep(target.pid, 3);
     let out = strobe(&["dump", "--pid", &target.pid.to_string(), "--native"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

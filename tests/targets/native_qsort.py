@@ -1,5 +1,6 @@
 # strobe dump --native target (tests/integration/native.rs): Python -> ctypes -> libc qsort ->
-# Python comparison, blocked reading stdin; and a thread blocked in time.sleep.
+# Python comparison, blocked reading stdin; a thread blocked in time.sleep, and one waiting on
+# a lock that is never released.
 # Prints "READY <pid>" first; runs on 2.7 and 3.x. Closing stdin ends it.
 import ctypes
 import os
@@ -15,6 +16,16 @@ started = threading.Event()
 def sleeper():
     started.set()
     time.sleep(100000)  # @line:sleep
+
+
+held = threading.Lock()
+held.acquire()
+waiting = threading.Event()
+
+
+def waiter():
+    waiting.set()
+    held.acquire()  # @line:acquire
 
 
 def wait_here():
@@ -38,4 +49,8 @@ t = threading.Thread(target=sleeper, name="sleeper")
 t.daemon = True
 t.start()
 started.wait()
+w = threading.Thread(target=waiter, name="waiter")
+w.daemon = True
+w.start()
+waiting.wait()
 sort()  # @line:module
