@@ -13,6 +13,7 @@ mod harness;
 mod blocking;
 mod container;
 mod errors;
+mod native;
 mod record;
 mod record_stop;
 mod safety;

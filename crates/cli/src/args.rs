@@ -19,7 +19,8 @@ const DUMP_EXAMPLES: &str = "\
 Examples:
   strobe dump --pid 1234                 every thread's stack, innermost frame first
   strobe dump --pid 1234 --json          the same as one JSON document
-  strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view";
+  strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view
+  strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones";
 
 const RECORD_EXAMPLES: &str = "\
 Examples:
@@ -129,6 +130,11 @@ pub struct DumpArgs {
     /// Do not look up `threading` thread names (saves reading the interpreter's module table).
     #[arg(long)]
     pub no_names: bool,
+    /// Also show native frames (C, C++, Rust, libc, the system call a thread sleeps in),
+    /// interleaved with the Python frames in call order. Needs ptrace permission (root or
+    /// CAP_SYS_PTRACE); a running thread is stopped alone for a few microseconds
+    #[arg(long)]
+    pub native: bool,
 }
 
 /// The output formats of `record` and `convert`.

@@ -12,6 +12,7 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
     let snap = target.snapshot(SnapshotOptions {
         names: !args.no_names,
         blocking: args.target.blocking,
+        native: args.native,
     })?;
     for warning in &snap.warnings {
         eprintln!("strobe: warning: {warning}");

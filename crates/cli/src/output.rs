@@ -1,7 +1,7 @@
 //! Rendering a [`Snapshot`] as text or JSON.
 
 use std::io::{self, Write};
-use strobe_target::snapshot::{Snapshot, ThreadSnapshot, ThreadState};
+use strobe_target::snapshot::{FrameKind, FrameSnapshot, Snapshot, ThreadSnapshot, ThreadState};
 
 /// Write the human-readable form:
 ///
@@ -10,6 +10,16 @@ use strobe_target::snapshot::{Snapshot, ThreadSnapshot, ThreadState};
 ///
 /// Thread 124 "worker" (idle)
 ///     run_job (/srv/app.py:12)
+/// ```
+///
+/// With native frames, those are marked so they stand apart from Python's:
+///
+/// ```text
+/// Thread 125 (idle)
+///   [kernel] [syscall]
+///   [native] __GI___libc_read (libc.so.6) [../sysdeps/unix/sysv/linux/read.c:26]
+///     wait_here (/srv/app.py:7)
+///   [native] msort_with_tmp+0x2e1 (libc.so.6)
 /// ```
 ///
 /// The interpreter id is shown only when threads of more than one interpreter are present.
@@ -41,18 +51,49 @@ pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
             writeln!(out, "    (no Python frames)")?;
         }
         for frame in &thread.frames {
-            match frame.line {
-                Some(line) => {
-                    writeln!(out, "    {} ({}:{})", frame.function, frame.filename, line)?
-                }
-                None => writeln!(out, "    {} ({})", frame.function, frame.filename)?,
-            }
+            writeln!(out, "{}", frame_line(frame))?;
+        }
+        if let Some(why) = &thread.native_error {
+            writeln!(out, "    (no native frames: {why})")?;
         }
         if thread.truncated {
             writeln!(out, "    ... (deeper frames not shown)")?;
         }
     }
     out.flush()
+}
+
+/// One frame's line: `    function (file:line)` for Python; native and kernel frames are
+/// prefixed `  [native] ` / `  [kernel] ` and show `symbol (module) [file:line]`.
+fn frame_line(frame: &FrameSnapshot) -> String {
+    match frame.kind {
+        FrameKind::Python => match frame.line {
+            Some(line) => format!("    {} ({}:{})", frame.function, frame.filename, line),
+            None => format!("    {} ({})", frame.function, frame.filename),
+        },
+        FrameKind::Kernel => format!("  [kernel] {}", frame.function),
+        FrameKind::Native => {
+            let mut text = format!("  [native] {}", frame.function);
+            let info = frame.native.as_ref();
+            if let Some(off) = info.and_then(|n| n.symbol_offset) {
+                text.push_str(&format!("+{off:#x}"));
+            }
+            if let Some(module) = info.and_then(|n| n.module.as_deref()) {
+                let short = module.rsplit('/').next().unwrap_or(module);
+                text.push_str(&format!(" ({short})"));
+            }
+            if !frame.filename.is_empty() {
+                match frame.line {
+                    Some(line) => text.push_str(&format!(" [{}:{line}]", frame.filename)),
+                    None => text.push_str(&format!(" [{}]", frame.filename)),
+                }
+            }
+            if info.is_some_and(|n| n.inlined) {
+                text.push_str(" (inlined)");
+            }
+            text
+        }
+    }
 }
 
 /// `Thread 12345 "MainThread" (holds GIL, running)`; the id is the kernel thread id, or the
@@ -99,7 +140,7 @@ pub fn write_json<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use strobe_target::snapshot::{FrameSnapshot, PythonInfo};
+    use strobe_target::snapshot::{NativeFrameInfo, PythonInfo};
 
     fn snapshot(interps: &[i64]) -> Snapshot {
         let threads = interps
@@ -122,18 +163,11 @@ mod tests {
                     ThreadState::Idle
                 },
                 frames: vec![
-                    FrameSnapshot {
-                        function: "grüße".into(),
-                        filename: "/t/ü.py".into(),
-                        line: Some(7),
-                    },
-                    FrameSnapshot {
-                        function: "<module>".into(),
-                        filename: "/t/ü.py".into(),
-                        line: None,
-                    },
+                    FrameSnapshot::python("grüße".into(), "/t/ü.py".into(), Some(7)),
+                    FrameSnapshot::python("<module>".into(), "/t/ü.py".into(), None),
                 ],
                 truncated: false,
+                native_error: None,
             })
             .collect();
         Snapshot {
@@ -217,5 +251,59 @@ mod tests {
         assert_eq!(t["frames"][0]["filename"], "/t/ü.py");
         assert_eq!(t["frames"][0]["line"], 7);
         assert!(t["frames"][1]["line"].is_null());
+        assert_eq!(t["frames"][0]["kind"], "python");
+        assert!(t["frames"][0].get("module").is_none());
+        assert!(t.get("native_error").is_none());
+    }
+
+    #[test]
+    fn native_frames_are_marked_in_text_and_typed_in_json() {
+        let mut snap = snapshot(&[0]);
+        let native = |function: &str, file: &str, line, offset| FrameSnapshot {
+            function: function.into(),
+            filename: file.into(),
+            line,
+            kind: FrameKind::Native,
+            native: Some(NativeFrameInfo {
+                module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+                module_offset: 0x1234,
+                symbol_offset: offset,
+                inlined: false,
+            }),
+        };
+        snap.threads[0].frames.insert(
+            0,
+            FrameSnapshot {
+                function: "[syscall]".into(),
+                filename: String::new(),
+                line: None,
+                kind: FrameKind::Kernel,
+                native: None,
+            },
+        );
+        snap.threads[0]
+            .frames
+            .insert(1, native("read", "read.c", Some(26), None));
+        snap.threads[0]
+            .frames
+            .push(native("qsort_r", "", None, Some(0x2e)));
+        let out = text(&snap);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[3], "  [kernel] [syscall]");
+        assert_eq!(lines[4], "  [native] read (libc.so.6) [read.c:26]");
+        assert_eq!(lines[5], "    grüße (/t/ü.py:7)");
+        assert_eq!(lines[7], "  [native] qsort_r+0x2e (libc.so.6)");
+        let mut buf = Vec::new();
+        write_json(&mut buf, &snap).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let frames = &v["threads"][0]["frames"];
+        assert_eq!(frames[0]["kind"], "kernel");
+        assert_eq!(frames[1]["kind"], "native");
+        assert_eq!(frames[1]["module"], "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(frames[1]["module_offset"], 0x1234);
+        assert_eq!(frames[1]["line"], 26);
+        assert_eq!(frames[1]["inlined"], false);
+        assert_eq!(frames[4]["symbol_offset"], 0x2e);
+        assert_eq!(frames[2]["kind"], "python");
     }
 }

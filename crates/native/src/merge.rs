@@ -252,6 +252,8 @@ pub fn is_plumbing(shape: EvalShape, name: &str) -> bool {
         "slot_mp_",
         "slot_am_",
         "_TAIL_CALL_",
+        // 3.15: ceval.c's helpers that make a call from the loop with instrumentation.
+        "_Py_VectorCallInstrumentation",
     ];
     if name.starts_with("py::") {
         return true;
@@ -386,6 +388,22 @@ mod tests {
     use std::sync::Arc;
 
     const LIBPYTHON: &str = "/usr/lib/libpython3.so";
+
+    #[test]
+    fn call_helpers_of_each_version_are_plumbing() {
+        let shape = EvalShape::EntryRuns;
+        for name in [
+            "_Py_VectorCallInstrumentation_StackRefSteal",
+            "_Py_VectorCallInstrumentation_StackRefSteal.constprop.0",
+            "_PyFunction_Vectorcall",
+            "PyObject_Call",
+        ] {
+            assert!(is_plumbing(shape, name), "{name}");
+        }
+        for name in ["_thread_lock_acquire", "list_sort", "PyObject_RichCompare"] {
+            assert!(!is_plumbing(shape, name), "{name}");
+        }
+    }
 
     fn module(path: &str) -> Arc<ModuleId> {
         Arc::new(ModuleId {

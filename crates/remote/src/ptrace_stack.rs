@@ -85,6 +85,18 @@ impl ThreadTracer {
         max_stack: usize,
         stack: &mut Vec<u8>,
     ) -> Result<TracedCapture, StackError> {
+        self.capture_with(max_stack, stack, || ()).map(|(c, ())| c)
+    }
+
+    /// [`ThreadTracer::capture`], and `during` called while the thread is still stopped
+    /// (after its registers and stack were read): to read what belongs to the same instant,
+    /// such as the thread's Python frames. Keep `during` short: the thread waits for it.
+    pub fn capture_with<R>(
+        &mut self,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+        during: impl FnOnce() -> R,
+    ) -> Result<(TracedCapture, R), StackError> {
         let (pid, tid) = (self.pid, self.tid);
         if !self.alive {
             return Err(StackError::ThreadGone { pid, tid });
@@ -98,6 +110,7 @@ impl ThreadTracer {
         }
         let how = self.wait_for_stop()?;
         let result = read_state(pid, tid, max_stack, stack);
+        let also = during();
         self.resume(how)?;
         let stopped_for = since.elapsed();
         let regs = match result {
@@ -105,7 +118,7 @@ impl ThreadTracer {
             Err(StackError::ThreadGone { .. }) => return Err(self.gone()),
             Err(e) => return Err(e),
         };
-        Ok(TracedCapture { regs, stopped_for })
+        Ok((TracedCapture { regs, stopped_for }, also))
     }
 
     /// Hand on signals that stopped the thread since the last capture, without waiting. Call

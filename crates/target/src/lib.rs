@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod native;
 pub mod snapshot;
 
+use native::NativeState;
 use snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use strobe_locate::{LocateError, PythonProcess};
 use strobe_memory::MemError;
 use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
@@ -80,6 +82,10 @@ pub struct SnapshotOptions {
     pub names: bool,
     /// Stop the target with ptrace for the duration of the read.
     pub blocking: bool,
+    /// Add native frames: each thread's native stack, merged with its Python frames read at
+    /// the same instant (a sleeping thread is not stopped; a running one is stopped alone,
+    /// briefly). Done after a `blocking` read, which it then replaces thread by thread.
+    pub native: bool,
 }
 
 /// An attached target process.
@@ -90,6 +96,8 @@ pub struct Target {
     warnings: Vec<String>,
     from_debug_offsets: bool,
     executable: Option<String>,
+    /// Modules, unwind rules and symbols, from the first snapshot with native frames on.
+    native: Option<NativeState>,
 }
 
 impl Target {
@@ -115,6 +123,7 @@ impl Target {
             from_debug_offsets: resolved.from_debug_offsets,
             executable,
             process,
+            native: None,
         })
     }
 
@@ -216,19 +225,17 @@ impl Target {
                     state: ThreadState::from_proc_state(
                         host_tid.and_then(|tid| kernel.states.get(&tid).copied()),
                     ),
-                    frames: t
-                        .frames
-                        .iter()
-                        .map(|f| FrameSnapshot {
-                            function: f.function.to_string(),
-                            filename: f.filename.to_string(),
-                            line: f.line.and_then(|l| u32::try_from(l).ok()),
-                        })
-                        .collect(),
+                    frames: python_frames(&t.frames),
                     truncated: t.truncated,
+                    native_error: None,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut threads = threads;
+        let mut warnings = self.warnings.clone();
+        if opts.native {
+            self.add_native(&mut threads, &mut warnings);
+        }
         let layout = self.walker.layout();
         Ok(Snapshot {
             pid,
@@ -245,8 +252,81 @@ impl Target {
                 },
             },
             threads,
-            warnings: self.warnings.clone(),
+            warnings,
         })
+    }
+
+    /// Replace each thread's frames with its merged native and Python stack, or note why not
+    /// (the Python frames then stay). Lines for the user go to `warnings`.
+    fn add_native(&mut self, threads: &mut [ThreadSnapshot], warnings: &mut Vec<String>) {
+        let pid = self.pid();
+        if self.native.is_none() {
+            match NativeState::new(pid, self.walker.memory(), &mut self.warnings) {
+                Ok(state) => self.native = Some(state),
+                Err(e) => {
+                    let line = format!("native frames are unavailable: {e}");
+                    warnings.push(line.clone());
+                    for t in threads.iter_mut() {
+                        t.native_error = Some(line.clone());
+                    }
+                    return;
+                }
+            }
+            // The module problems just found.
+            *warnings = self.warnings.clone();
+        }
+        let Some(state) = self.native.as_mut() else {
+            return;
+        };
+        let version = &self.process.version;
+        let shape = strobe_native::EvalShape::for_version(version.major, version.minor);
+        let mut missing_symbols = BTreeSet::new();
+        let mut failures: Vec<String> = Vec::new();
+        for t in threads.iter_mut() {
+            let Some(tid) = t.host_native_id.and_then(|h| i32::try_from(h).ok()) else {
+                t.native_error = Some(
+                    "the thread's kernel id is unknown, so its native stack cannot be read"
+                        .to_string(),
+                );
+                continue;
+            };
+            let got = state.thread(
+                pid,
+                tid,
+                t.thread_id,
+                t.interpreter_id,
+                shape,
+                &mut self.walker,
+                &mut missing_symbols,
+            );
+            if let Some(python) = &got.python {
+                t.frames = python_frames(&python.frames);
+                t.truncated = python.truncated;
+            }
+            match got.merged {
+                Ok(frames) => t.frames = frames,
+                Err(why) => {
+                    failures.push(format!("thread {tid}: {why}"));
+                    t.native_error = Some(why);
+                }
+            }
+        }
+        // One line per distinct reason, not one per thread.
+        failures.sort();
+        failures.dedup();
+        for f in failures {
+            warnings.push(format!(
+                "native frames are missing (Python frames shown alone) for {f}"
+            ));
+        }
+        if !missing_symbols.is_empty() {
+            let list: Vec<String> = missing_symbols.into_iter().collect();
+            warnings.push(format!(
+                "frames without a symbol in {} (stripped): shown as module+offset; install \
+                 their debug symbols (Debian: the -dbgsym packages) or use unstripped builds",
+                list.join(", ")
+            ));
+        }
     }
 
     /// Walk the stacks, then (optionally) the names, and kernel ids where the interpreter does
@@ -315,6 +395,20 @@ impl Target {
         }
         Ok((stacks, names, tids))
     }
+}
+
+/// The snapshot's form of a walker's Python frames.
+fn python_frames(frames: &[strobe_walker::walk::PyFrame]) -> Vec<FrameSnapshot> {
+    frames
+        .iter()
+        .map(|f| {
+            FrameSnapshot::python(
+                f.function.to_string(),
+                f.filename.to_string(),
+                f.line.and_then(|l| u32::try_from(l).ok()),
+            )
+        })
+        .collect()
 }
 
 /// The kernel's view of the target's threads.

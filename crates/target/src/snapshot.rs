@@ -83,15 +83,67 @@ pub struct ThreadSnapshot {
     pub frames: Vec<FrameSnapshot>,
     /// The stack was deeper than strobe follows and was cut (outermost frames missing).
     pub truncated: bool,
+    /// With native frames asked for: why this thread has none (its native stack could not be
+    /// captured, unwound or merged with its Python frames, which are then shown alone).
+    /// Absent from the JSON when native frames were not asked for or are there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_error: Option<String>,
 }
 
-/// One Python frame.
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    /// A Python function's frame.
+    Python,
+    /// A native (C, C++, Rust...) function's frame.
+    Native,
+    /// The thread is in the kernel (innermost only): `function` is `[syscall]`.
+    Kernel,
+}
+
+/// One frame: a Python frame, or (with native frames asked for) a native or kernel one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FrameSnapshot {
-    /// Function name (the qualified name on 3.11+, e.g. `Worker.run_job`).
+    /// Function name: for Python frames the qualified name on 3.11+ (e.g. `Worker.run_job`);
+    /// for native frames the symbol (demangled), or `module+0xoffset` when the binary has no
+    /// symbols.
     pub function: String,
-    /// `co_filename` of the code object.
+    /// Python frames: `co_filename` of the code object; native frames: the source file from
+    /// DWARF, or empty when the binary has none.
     pub filename: String,
-    /// Current line, when the line table yields one.
+    /// Current line, when the line table (Python) or DWARF (native) yields one.
     pub line: Option<u32>,
+    /// Python, native or kernel.
+    pub kind: FrameKind,
+    /// Native frames only: where the code is.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub native: Option<NativeFrameInfo>,
+}
+
+impl FrameSnapshot {
+    /// A Python frame.
+    pub fn python(function: String, filename: String, line: Option<u32>) -> FrameSnapshot {
+        FrameSnapshot {
+            function,
+            filename,
+            line,
+            kind: FrameKind::Python,
+            native: None,
+        }
+    }
+}
+
+/// Where a native frame's code is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NativeFrameInfo {
+    /// The shared object or executable, as the target names it (`[vdso]`, `[anon]` for
+    /// anonymous executable memory); `None` when no mapping holds the address.
+    pub module: Option<String>,
+    /// The address as an offset the module's file states it (`module+0xoffset`).
+    pub module_offset: u64,
+    /// Offset into the function's symbol, when a symbol table (not DWARF) named it.
+    pub symbol_offset: Option<u64>,
+    /// The function was inlined into the next frame's (they share an address).
+    pub inlined: bool,
 }

@@ -394,6 +394,7 @@ mod tests {
             position: (adaptive + 2 * k) as i64,
             owner: None,
             tlbc_index: 0,
+            is_entry: false,
         }
     }
 

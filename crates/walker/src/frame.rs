@@ -22,6 +22,24 @@ pub(crate) struct FrameFields {
     pub(crate) owner: Option<u8>,
     /// Which thread-local bytecode copy the frame executes (3.14 free-threaded), else 0.
     pub(crate) tlbc_index: i32,
+    /// 3.11's `is_entry` byte: the frame was pushed by its own evaluation loop call (it was
+    /// called from C). Always false in other versions (see [`EntryRule`]).
+    pub(crate) is_entry: bool,
+}
+
+/// How a layout tells which Python frames an evaluation loop call was entered with: what the
+/// native merge needs to pair each `_PyEval_EvalFrameDefault` on the C stack with its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryRule {
+    /// ≤3.10: every frame is evaluated by a loop call of its own.
+    EveryFrame,
+    /// 3.11: the frame's own `is_entry` byte ([`FrameFields::is_entry`]).
+    Flag,
+    /// 3.12+: the loop call pushes a shim frame (owned by the C stack, or by the interpreter
+    /// from 3.14) below its first Python frame, so a frame is an entry when its `previous`
+    /// is not the next Python frame of the chain (the walk skips shims), and the outermost
+    /// Python frame always is.
+    ShimBelow,
 }
 
 /// Where the fields of a frame are in its copy, resolved from the layout once: decoding a
@@ -42,6 +60,10 @@ pub(crate) struct FrameDecoder {
     /// `FRAME_OWNED_BY_CSTACK` / `FRAME_OWNED_BY_INTERPRETER`, or 256 (matches no byte).
     owner_cstack: u16,
     owner_interpreter: u16,
+    /// Where 3.11's `is_entry` byte is.
+    is_entry: Option<usize>,
+    /// How entry frames are told apart in this layout.
+    pub(crate) entry_rule: EntryRule,
 }
 
 impl FrameDecoder {
@@ -66,6 +88,8 @@ impl FrameDecoder {
                     stackref_mask: u64::MAX,
                     owner_cstack: 256,
                     owner_interpreter: 256,
+                    is_entry: None,
+                    entry_rule: EntryRule::EveryFrame,
                 })
             }
             FrameModel::CFrame311 | FrameModel::Direct313 => Ok(FrameDecoder {
@@ -82,6 +106,12 @@ impl FrameDecoder {
                 stackref_mask: layout.stackref_mask,
                 owner_cstack: layout.owner_cstack.map_or(256, u16::from),
                 owner_interpreter: layout.owner_interpreter.map_or(256, u16::from),
+                is_entry: opt(layout.iframe_is_entry),
+                entry_rule: if layout.iframe_is_entry.is_some() {
+                    EntryRule::Flag
+                } else {
+                    EntryRule::ShimBelow
+                },
             }),
         }
     }
@@ -107,6 +137,10 @@ impl FrameDecoder {
             tlbc_index: match self.tlbc_index {
                 Some(o) => le::i32_at(frame, o)?,
                 None => 0,
+            },
+            is_entry: match self.is_entry {
+                Some(o) => *frame.get(o)? != 0,
+                None => false,
             },
         })
     }
@@ -158,8 +192,10 @@ mod tests {
                 position: -1,
                 owner: None,
                 tlbc_index: 0,
+                is_entry: false,
             }
         );
+        assert_eq!(decoder.entry_rule, EntryRule::EveryFrame);
         assert!(decoder.is_python(&fields));
         assert!(!decoder.is_python(&FrameFields { code: 0, ..fields }));
         assert_eq!(decoder.decode(&frame[..decoder.len - 1]), None);

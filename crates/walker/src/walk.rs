@@ -40,6 +40,8 @@ pub struct PyFrame {
     pub filename: Arc<str>,
     /// Current line; `None` when the line table has no line for the instruction.
     pub line: Option<i32>,
+    /// An evaluation loop call was entered with this frame (see [`RawSample::entries`]).
+    pub entry: bool,
 }
 
 /// The Python stack of one thread.
@@ -153,10 +155,16 @@ impl<M: RemoteMemory> Walker<M> {
         let result = self.sample_into(&mut raw).and_then(|()| {
             let mut out = Vec::with_capacity(raw.threads.len());
             for t in &raw.threads {
+                let entries = raw.entries_of(t);
                 let frames = raw
                     .frames_of(t)
                     .iter()
-                    .map(|&f| self.frame_info(f))
+                    .enumerate()
+                    .map(|(i, &f)| {
+                        let mut frame = self.frame_info(f)?;
+                        frame.entry = entries.get(i).copied().unwrap_or(false);
+                        Ok(frame)
+                    })
                     .collect::<Result<Vec<PyFrame>, WalkError>>()?;
                 out.push(ThreadStack {
                     interp_addr: t.interp_addr,
@@ -185,7 +193,8 @@ impl<M: RemoteMemory> Walker<M> {
         self.code.serial(code_addr)
     }
 
-    /// Name, file and line of a frame from [`Walker::sample_into`].
+    /// Name, file and line of a frame from [`Walker::sample_into`] (its `entry` is false:
+    /// take it from [`RawSample::entries`]).
     ///
     /// The code object was decoded when the sample first met it, so this is a cache lookup;
     /// callers that intern frames should key them by `(code_addr, line)` and call this only
@@ -204,6 +213,7 @@ impl<M: RemoteMemory> Walker<M> {
             function: info.function.clone(),
             filename: info.filename.clone(),
             line: f.line,
+            entry: false,
         })
     }
 }

@@ -1226,20 +1226,29 @@ fn edit<T>(img: &mut Image, live: &Live, f: impl FnOnce(&mut Image) -> T) -> T {
 }
 
 /// `(tstate, thread id, GIL, frames)` with names, from `sample_into` + `frame_info`.
-type Flat = Vec<(u64, u64, bool, Vec<(String, String, Option<i32>)>)>;
+/// Per thread: thread state, ident, GIL, and frames as (function, file, line, entry).
+type Flat = Vec<(u64, u64, bool, Vec<(String, String, Option<i32>, bool)>)>;
 
 fn flat_sample(w: &mut Walker<Live>, raw: &mut RawSample) -> Flat {
     w.sample_into(raw).unwrap();
     let mut out = Vec::new();
     for t in &raw.threads {
+        let entries = raw.entries_of(t);
+        assert_eq!(entries.len(), raw.frames_of(t).len());
         let frames = raw
             .frames_of(t)
             .iter()
-            .map(|&f| {
+            .zip(entries)
+            .map(|(&f, &entry)| {
                 let info = w.frame_info(f).unwrap();
                 assert_eq!(info.line, f.line);
                 assert_eq!(info.code_addr, f.code_addr);
-                (info.function.to_string(), info.filename.to_string(), f.line)
+                (
+                    info.function.to_string(),
+                    info.filename.to_string(),
+                    f.line,
+                    entry,
+                )
             })
             .collect();
         out.push((t.tstate_addr, t.thread_id, t.holds_gil, frames));
@@ -1247,10 +1256,29 @@ fn flat_sample(w: &mut Walker<Live>, raw: &mut RawSample) -> Flat {
     out
 }
 
+/// A frame of a [`Flat`] without its entry flag.
+fn no_entry(f: &(String, String, Option<i32>, bool)) -> (String, String, Option<i32>) {
+    (f.0.clone(), f.1.clone(), f.2)
+}
+
 fn flat_walk(stacks: &[ThreadStack]) -> Flat {
     stacks
         .iter()
-        .map(|t| (t.tstate_addr, t.thread_id, t.holds_gil, names(t)))
+        .map(|t| {
+            let frames = t
+                .frames
+                .iter()
+                .map(|f| {
+                    (
+                        f.function.to_string(),
+                        f.filename.to_string(),
+                        f.line,
+                        f.entry,
+                    )
+                })
+                .collect();
+            (t.tstate_addr, t.thread_id, t.holds_gil, frames)
+        })
         .collect()
 }
 
@@ -1385,7 +1413,10 @@ fn unchanged_counts_outer_frames_and_lines_follow_the_instruction() {
     });
     assert_ne!(inner_frame, 0);
     let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
-    assert_eq!(got[0].3[0], ("f9".into(), "/deep.py".into(), Some(109 + 7)));
+    assert_eq!(
+        no_entry(&got[0].3[0]),
+        ("f9".into(), "/deep.py".into(), Some(109 + 7))
+    );
     assert_eq!(raw.threads[0].unchanged, 9);
     assert_eq!(raw.frames_of(&raw.threads[0])[0].lasti, 7);
 }
@@ -1466,7 +1497,10 @@ fn stack_and_thread_changes_between_samples_match_a_fresh_walk() {
             set_current(img, t0, gen_frame);
         });
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
-        assert_eq!(got[0].3[0], ("f5".into(), "/deep.py".into(), Some(109)));
+        assert_eq!(
+            no_entry(&got[0].3[0]),
+            ("f5".into(), "/deep.py".into(), Some(109))
+        );
         steady(&mut w, &mut raw, "a generator frame");
 
         // 5. A thread starts (linked at the head, as CPython does) and one exits.
@@ -1783,7 +1817,7 @@ fn outer_frames_are_proven_unchanged_and_changes_below_are_still_seen() {
         });
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
         assert_eq!(
-            got[0].3[19],
+            no_entry(&got[0].3[19]),
             ("f10".into(), "/deep.py".into(), Some(110 + 9))
         );
         assert_eq!(raw.threads[0].unchanged, 10, "{:?}: f0..f9", l.version);
@@ -1795,7 +1829,7 @@ fn outer_frames_are_proven_unchanged_and_changes_below_are_still_seen() {
         });
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
         assert_eq!(
-            got[0].3[19],
+            no_entry(&got[0].3[19]),
             ("f3".into(), "/deep.py".into(), Some(103 + 1))
         );
         // Only the innermost frame moves: the 29 below it are proven.
@@ -1987,7 +2021,10 @@ fn frames_below_a_coroutine_frame_are_proven_and_its_changes_seen() {
         for _ in 0..3 {
             let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
             assert_eq!(got[0].3.len(), depth + 1);
-            assert_eq!(got[0].3[5], ("co".into(), "/co.py".into(), Some(503)));
+            assert_eq!(
+                no_entry(&got[0].3[5]),
+                ("co".into(), "/co.py".into(), Some(503))
+            );
         }
         let proven = w.frames_proven();
         assert!(proven >= depth as u64, "{:?}: proven {proven}", l.version);
@@ -2006,7 +2043,7 @@ fn frames_below_a_coroutine_frame_are_proven_and_its_changes_seen() {
         edit(&mut img, &live, |img| set_instr(img, co, co_code, 7));
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
         assert_eq!(
-            got[0].3[5],
+            no_entry(&got[0].3[5]),
             ("co".into(), "/co.py".into(), Some(507)),
             "{:?}",
             l.version
@@ -2081,4 +2118,110 @@ fn chain_of(img: &Image, t: u64) -> Vec<u64> {
         f = read(f + u64::from(l.iframe_previous.unwrap()));
     }
     chain
+}
+
+fn entries(t: &ThreadStack) -> Vec<bool> {
+    t.frames.iter().map(|f| f.entry).collect()
+}
+
+/// Up to 3.10 every frame is evaluated by its own `PyEval_EvalFrameEx` call: every frame is
+/// an entry.
+#[test]
+fn entry_flags_frame_objects_every_frame() {
+    for l in [l27(), l310()] {
+        let mut img = Image::new(l);
+        let a = img.code("a", "/e.py", 1, 8);
+        let b = img.code("b", "/e.py", 10, 8);
+        let c = img.code("c", "/e.py", 20, 8);
+        let inner = img.frame_objects(&[(a, 1), (b, 2), (c, 3)]);
+        let (_, _, roots) = img.one_interpreter(&[Thread::new(0x10, 1, inner)]);
+        let stacks = img.walker(roots).walk().unwrap();
+        assert_eq!(entries(&stacks[0]), [true, true, true], "{:?}", l.version);
+    }
+}
+
+/// 3.11: the frame's own `is_entry` byte, as the frame says it (not guessed from its place).
+#[test]
+fn entry_flags_311_from_is_entry() {
+    let l = l311();
+    let mut img = Image::new(l);
+    let codes: Vec<u64> = (0..4)
+        .map(|i| img.code(&format!("g{i}"), "/e.py", 10 * i + 1, 8))
+        .collect();
+    let chunk = img.chunk(16 * 1024, 0);
+    let stack: Vec<(u64, i64)> = codes.iter().map(|&c| (c, 1)).collect();
+    let frames = img.chunk_frames(chunk, 0, &stack, 16);
+    // Outermost first: g0 entry (the thread's first), g1 not, g2 entry (called from C), g3 not.
+    let at = u64::from(l.iframe_is_entry.unwrap());
+    img.mem.write_u8(frames[0] + at, 1);
+    img.mem.write_u8(frames[2] + at, 1);
+    let (_, _, roots) = img.one_interpreter(&[Thread::new(0x11, 2, frames[3]).in_chunk(chunk)]);
+    let mut w = img.walker(roots);
+    let stacks = w.walk().unwrap();
+    // Innermost first.
+    assert_eq!(entries(&stacks[0]), [false, true, false, true]);
+    // The same from a sample that proves the outer frames unchanged.
+    let mut raw = RawSample::new();
+    for _ in 0..3 {
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(raw.entries_of(&raw.threads[0]), [false, true, false, true]);
+    }
+}
+
+/// 3.12+: each evaluation loop call pushes a shim frame (owned by the C stack; by the
+/// interpreter from 3.14) on the C stack below its first Python frame; that frame, and the
+/// outermost, are entries. The shims are not reported, and memoised samples agree.
+#[test]
+fn entry_flags_312_and_later_from_the_shim_below() {
+    for l in [l312(), l313(), l314(), l314t()] {
+        let mut img = Image::new(l);
+        let shim_owner = l.entry_shim_owner().unwrap();
+        let codes: Vec<u64> = (0..4)
+            .map(|i| img.code(&format!("h{i}"), "/e.py", 10 * i + 1, 8))
+            .collect();
+        let cstack = img.mem.alloc(4096);
+        let shims = [cstack + 256, cstack + 1024];
+        let chunk = img.chunk(16 * 1024, 0);
+        // Outermost first: shim0 <- h0 <- h1 <- shim1 <- h2 <- h3.
+        let low = img.chunk_frames(chunk, shims[0], &[(codes[0], 1), (codes[1], 1)], 16);
+        let data_used = u64::from(l.iframe_size.unwrap()) * 2 + 32;
+        let high = img.chunk_frames(
+            chunk + data_used + 64,
+            shims[1],
+            &[(codes[2], 1), (codes[3], 1)],
+            16,
+        );
+        for (shim, previous) in [(shims[0], 0), (shims[1], low[1])] {
+            img.iframe(
+                shim,
+                IFrame {
+                    previous,
+                    code: 0,
+                    instr_ptr: 0,
+                    owner: shim_owner,
+                    tlbc_index: 0,
+                },
+            );
+        }
+        let (_, _, roots) = img.one_interpreter(&[Thread::new(0x12, 3, high[1]).in_chunk(chunk)]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let stacks = Walker::new(live.clone(), l, roots).walk().unwrap();
+        let names: Vec<&str> = stacks[0].frames.iter().map(|f| &*f.function).collect();
+        assert_eq!(names, ["h3", "h2", "h1", "h0"], "{:?}", l.version);
+        assert_eq!(
+            entries(&stacks[0]),
+            [false, true, false, true],
+            "{:?}",
+            l.version
+        );
+        let mut raw = RawSample::new();
+        for _ in 0..3 {
+            sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        }
+        // The innermost frame moves: the outer ones are proven, their flags kept.
+        edit(&mut img, &live, |img| set_instr(img, high[1], codes[3], 3));
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        let flags: Vec<bool> = got[0].3.iter().map(|f| f.3).collect();
+        assert_eq!(flags, [false, true, false, true], "{:?}", l.version);
+    }
 }

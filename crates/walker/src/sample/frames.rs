@@ -250,6 +250,7 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                     resolved: None,
                     outs: 0,
                     in_chunk,
+                    entry: false,
                 });
             }
             self.cursor.addr = fields.previous;
@@ -470,6 +471,7 @@ fn run_in_chunk(
                 resolved: None,
                 outs: 0,
                 in_chunk: true,
+                entry: false,
             });
         }
         at = fields.previous;
@@ -523,6 +525,7 @@ fn run_of_objects(
                 resolved: None,
                 outs: 0,
                 in_chunk: false,
+                entry: false,
             });
         }
         cursor.hint = index + 1;

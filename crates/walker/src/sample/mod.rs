@@ -46,6 +46,7 @@ use strobe_python_abi::{FrameModel, GilModel};
 
 use crate::code::CodeCache;
 use crate::error::WalkError;
+use crate::frame::EntryRule;
 use crate::limits::need;
 use crate::process::Process;
 use crate::sample::batch::CopiedRange;
@@ -327,6 +328,30 @@ impl SamplingState {
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }
+        // Entry flags, from bytes the walk decoded: the frame's own flag (3.11), or whether
+        // its `previous` skips to something that is not the next Python frame (a shim, 3.12+).
+        // The next frame after the walked ones is the innermost of the memo's kept frames.
+        let rule = self
+            .shapes
+            .frame
+            .as_ref()
+            .map_or(EntryRule::EveryFrame, |decoder| decoder.entry_rule);
+        let below_walked = kept
+            .checked_sub(1)
+            .and_then(|i| memo.get(i))
+            .map(|f| f.frame);
+        for index in 0..walked {
+            let next = match self.scratch.frames.get(index + 1) {
+                Some(f) => Some(f.frame),
+                None => below_walked,
+            };
+            let frame = &mut self.scratch.frames[index];
+            frame.entry = match rule {
+                EntryRule::EveryFrame => true,
+                EntryRule::Flag => frame.fields.is_entry,
+                EntryRule::ShimBelow => next != Some(frame.fields.previous),
+            };
+        }
         let mut unchanged = kept_outs;
         for (index, frame) in self.scratch.frames.iter().enumerate() {
             if let Some((lasti, line)) = frame.resolved {
@@ -335,6 +360,7 @@ impl SamplingState {
                     lasti,
                     line,
                 });
+                out.entries.push(frame.entry);
                 if index >= walked - same {
                     unchanged += 1;
                 }
@@ -343,6 +369,15 @@ impl SamplingState {
         let thread = &self.plan.threads[thread_index];
         let outer = thread.memo_out.get(..kept_outs).unwrap_or(&[]);
         out.frames.extend(outer.iter().rev().copied());
+        // The memo's reported frames are `memo_out`, in the same (outermost first) order.
+        let kept_memo = thread.memo.get(..kept).unwrap_or(&[]);
+        out.entries.extend(
+            kept_memo
+                .iter()
+                .rev()
+                .filter(|f| f.resolved.is_some())
+                .map(|f| f.entry),
+        );
         Ok(unchanged)
     }
 }

@@ -50,6 +50,12 @@ pub struct RawSample {
     pub threads: Vec<RawThread>,
     /// Frames of all threads; each thread's are the range [`RawThread::frames`].
     pub frames: Vec<RawFrame>,
+    /// Parallel to `frames`: whether an evaluation loop call of the interpreter
+    /// (`_PyEval_EvalFrameDefault`) was entered with the frame, i.e. the frame was called from
+    /// C and is the outermost of the frames one loop call runs. Up to 3.10 every frame is; 3.11
+    /// flags it (`is_entry`); 3.12+ pushes a shim frame below it. What the native merge pairs
+    /// evaluation loops on the C stack with.
+    pub entries: Vec<bool>,
 }
 
 impl RawSample {
@@ -62,10 +68,16 @@ impl RawSample {
     pub fn clear(&mut self) {
         self.threads.clear();
         self.frames.clear();
+        self.entries.clear();
     }
 
     /// The frames of `thread`, innermost first.
     pub fn frames_of(&self, thread: &RawThread) -> &[RawFrame] {
         self.frames.get(thread.frames.clone()).unwrap_or(&[])
+    }
+
+    /// The entry flags of `thread`'s frames (see [`RawSample::entries`]), innermost first.
+    pub fn entries_of(&self, thread: &RawThread) -> &[bool] {
+        self.entries.get(thread.frames.clone()).unwrap_or(&[])
     }
 }

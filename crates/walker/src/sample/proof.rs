@@ -22,6 +22,9 @@ pub(crate) struct WalkedFrame {
     /// Taken from a data-stack chunk copy (else a generator's or coroutine's frame, in its
     /// object, or a frame object): only these can be where a walk meets the memo.
     pub(crate) in_chunk: bool,
+    /// An evaluation loop call was entered with this frame (see [`crate::frame::EntryRule`]);
+    /// set when the thread's frames are resolved.
+    pub(crate) entry: bool,
 }
 
 impl WalkedFrame {
@@ -273,10 +276,12 @@ mod tests {
                 position: 0,
                 owner: None,
                 tlbc_index: 0,
+                is_entry: false,
             },
             resolved: None,
             outs: 0,
             in_chunk: true,
+            entry: false,
         }
     }
 
