@@ -20,6 +20,12 @@ use strobe_remote::{
 };
 use strobe_testkit::Ready;
 
+/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
+fn registry_path(name: &str) -> &'static str {
+    let path = strobe_testkit::interpreters::get(name).require().path();
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
+}
+
 const SCRIPT: &str = r#"
 import threading, time, sys
 def spin():
@@ -46,7 +52,7 @@ fn per(total: Duration, n: u32) -> String {
 }
 
 fn main() {
-    let py = "/root/.pyenv/versions/3.12.1/bin/python3.12";
+    let py = registry_path("pyenv_3_12");
     let target = Ready::python_script(py, "native-bench", SCRIPT, &[]);
     let pid = target.pid();
     let spinner: i32 = target.said.parse().unwrap();

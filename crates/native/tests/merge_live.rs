@@ -20,6 +20,18 @@ use strobe_python_abi::{layout_for, Flavour};
 use strobe_testkit::Ready;
 use support::*;
 
+/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
+fn registry_path(name: &str) -> &'static str {
+    let path = strobe_testkit::interpreters::get(name).require().path();
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
+}
+
+/// The sid chroot made by `.ci/provision.sh` (`$STROBE_CACHE/sid`).
+fn sid_root() -> &'static str {
+    let root = strobe_testkit::interpreters::require_sid();
+    Box::leak(root.to_string_lossy().into_owned().into_boxed_str())
+}
+
 /// Prints `READY name:entry,...` for its Python frames (innermost first) and blocks in `read`
 /// inside a comparison function that `qsort` called. Runs on 2.7 and 3.x.
 const SCRIPT: &str = r#"
@@ -100,7 +112,6 @@ struct Python<'a> {
     options: &'a [&'a str],
 }
 
-const SID: &str = "/var/cache/strobe/sid";
 const D: Flavour = Flavour::DEFAULT;
 const DEBUG: Flavour = Flavour {
     free_threaded: false,
@@ -146,15 +157,16 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
     }
     let mut cmd = if python.sid {
         assert!(
-            std::path::Path::new(SID)
+            std::path::Path::new(sid_root())
                 .join("usr/bin")
                 .join(python.exe)
                 .exists(),
-            "{SID}/usr/bin/{} is missing: run .ci/provision.sh to create the sid chroot",
+            "{}/usr/bin/{} is missing: run .ci/provision.sh to create the sid chroot",
+            sid_root(),
             python.exe
         );
         let mut cmd = Command::new("chroot");
-        cmd.arg(SID).arg(python.exe);
+        cmd.arg(sid_root()).arg(python.exe);
         cmd
     } else {
         Command::new(python.exe)
@@ -277,37 +289,22 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
 
 #[test]
 fn pyenv_2_7() {
-    check(host("/root/.pyenv/versions/2.7.18/bin/python2.7"), 2, 7, D);
+    check(host(registry_path("pyenv_2_7")), 2, 7, D);
 }
 
 #[test]
 fn pyenv_3_10() {
-    check(
-        host("/root/.pyenv/versions/3.10.13/bin/python3.10"),
-        3,
-        10,
-        D,
-    );
+    check(host(registry_path("pyenv_3_10")), 3, 10, D);
 }
 
 #[test]
 fn pyenv_3_11() {
-    check(
-        host("/root/.pyenv/versions/3.11.7/bin/python3.11"),
-        3,
-        11,
-        D,
-    );
+    check(host(registry_path("pyenv_3_11")), 3, 11, D);
 }
 
 #[test]
 fn pyenv_3_12() {
-    check(
-        host("/root/.pyenv/versions/3.12.1/bin/python3.12"),
-        3,
-        12,
-        D,
-    );
+    check(host(registry_path("pyenv_3_12")), 3, 12, D);
 }
 
 /// `-X perf`: each Python function is called through a trampoline in anonymous memory, and
@@ -317,7 +314,7 @@ fn pyenv_3_12() {
 fn pyenv_3_12_perf_trampolines() {
     let python = Python {
         options: &["-X", "perf"],
-        ..host("/root/.pyenv/versions/3.12.1/bin/python3.12")
+        ..host(registry_path("pyenv_3_12"))
     };
     check(python, 3, 12, D);
 }
@@ -326,7 +323,7 @@ fn pyenv_3_12_perf_trampolines() {
 fn pyenv_3_13_perf_trampolines() {
     let python = Python {
         options: &["-X", "perf"],
-        ..host("/root/.pyenv/versions/3.13.0/bin/python3.13")
+        ..host(registry_path("pyenv_3_13"))
     };
     check(python, 3, 13, D);
 }
@@ -342,12 +339,7 @@ fn sid_3_14_perf_trampolines() {
 
 #[test]
 fn pyenv_3_13() {
-    check(
-        host("/root/.pyenv/versions/3.13.0/bin/python3.13"),
-        3,
-        13,
-        D,
-    );
+    check(host(registry_path("pyenv_3_13")), 3, 13, D);
 }
 
 #[test]
@@ -370,5 +362,5 @@ fn sid_3_15() {
 /// Debian 12's python3.11: stripped, libpython linked in, no debug file (names from `.dynsym`).
 #[test]
 fn debian_3_11() {
-    check(host("/usr/bin/python3.11"), 3, 11, D);
+    check(host(registry_path("debian_3_11")), 3, 11, D);
 }
