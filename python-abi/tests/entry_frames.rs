@@ -16,18 +16,6 @@ use std::process::Command;
 
 use strobe_python_abi::{layout_for, Flavour, Layout};
 
-/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
-fn registry_path(name: &str) -> &'static str {
-    let path = strobe_testkit::interpreters::get(name).require().path();
-    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
-}
-
-/// The sid chroot made by `.ci/provision.sh` (`$STROBE_CACHE/sid`).
-fn sid_root() -> &'static str {
-    let root = strobe_testkit::interpreters::require_sid();
-    Box::leak(root.to_string_lossy().into_owned().into_boxed_str())
-}
-
 /// Prints one line per place: `NAME code:owner:is_entry ...`, innermost frame first, starting
 /// at the caller of `chain` (code is a name from NAMES or `?`; is_entry is -1 when the version
 /// has no such member).
@@ -134,12 +122,16 @@ fn run(target: Where, layout: &Layout) -> Vec<(String, Vec<Seen>)> {
         }
         Where::Sid(exe) => {
             assert!(
-                Path::new(sid_root()).join("usr/bin").join(exe).exists(),
+                Path::new(strobe_testkit::interpreters::require_sid_str())
+                    .join("usr/bin")
+                    .join(exe)
+                    .exists(),
                 "{}/usr/bin/{exe} is missing: run .ci/provision.sh to create the sid chroot",
-                sid_root()
+                strobe_testkit::interpreters::require_sid_str()
             );
             let mut cmd = Command::new("chroot");
-            cmd.arg(sid_root()).arg(exe);
+            cmd.arg(strobe_testkit::interpreters::require_sid_str())
+                .arg(exe);
             cmd
         }
     };
@@ -244,22 +236,44 @@ const DEBUG: Flavour = Flavour {
 
 #[test]
 fn pyenv_3_11_is_entry() {
-    check(Where::Host(registry_path("pyenv_3_11")), 3, 11, D);
+    check(
+        Where::Host(strobe_testkit::interpreters::require_path_str("pyenv_3_11")),
+        3,
+        11,
+        D,
+    );
 }
 
 #[test]
 fn debian_3_11_is_entry() {
-    check(Where::Host(registry_path("debian_3_11")), 3, 11, D);
+    check(
+        Where::Host(strobe_testkit::interpreters::require_path_str(
+            "debian_3_11",
+        )),
+        3,
+        11,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_12_cstack_shim() {
-    check(Where::Host(registry_path("pyenv_3_12")), 3, 12, D);
+    check(
+        Where::Host(strobe_testkit::interpreters::require_path_str("pyenv_3_12")),
+        3,
+        12,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_13_cstack_shim() {
-    check(Where::Host(registry_path("pyenv_3_13")), 3, 13, D);
+    check(
+        Where::Host(strobe_testkit::interpreters::require_path_str("pyenv_3_13")),
+        3,
+        13,
+        D,
+    );
 }
 
 #[test]

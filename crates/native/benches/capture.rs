@@ -20,12 +20,6 @@ use strobe_remote::{
 };
 use strobe_testkit::Ready;
 
-/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
-fn registry_path(name: &str) -> &'static str {
-    let path = strobe_testkit::interpreters::get(name).require().path();
-    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
-}
-
 const SCRIPT: &str = r#"
 import threading, time, sys
 def spin():
@@ -52,7 +46,7 @@ fn per(total: Duration, n: u32) -> String {
 }
 
 fn main() {
-    let py = registry_path("pyenv_3_12");
+    let py = strobe_testkit::interpreters::require_path_str("pyenv_3_12");
     let target = Ready::python_script(py, "native-bench", SCRIPT, &[]);
     let pid = target.pid();
     let spinner: i32 = target.said.parse().unwrap();

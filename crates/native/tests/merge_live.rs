@@ -20,18 +20,6 @@ use strobe_python_abi::{layout_for, Flavour};
 use strobe_testkit::Ready;
 use support::*;
 
-/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
-fn registry_path(name: &str) -> &'static str {
-    let path = strobe_testkit::interpreters::get(name).require().path();
-    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
-}
-
-/// The sid chroot made by `.ci/provision.sh` (`$STROBE_CACHE/sid`).
-fn sid_root() -> &'static str {
-    let root = strobe_testkit::interpreters::require_sid();
-    Box::leak(root.to_string_lossy().into_owned().into_boxed_str())
-}
-
 /// Prints `READY name:entry,...` for its Python frames (innermost first) and blocks in `read`
 /// inside a comparison function that `qsort` called. Runs on 2.7 and 3.x.
 const SCRIPT: &str = r#"
@@ -157,16 +145,17 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
     }
     let mut cmd = if python.sid {
         assert!(
-            std::path::Path::new(sid_root())
+            std::path::Path::new(strobe_testkit::interpreters::require_sid_str())
                 .join("usr/bin")
                 .join(python.exe)
                 .exists(),
             "{}/usr/bin/{} is missing: run .ci/provision.sh to create the sid chroot",
-            sid_root(),
+            strobe_testkit::interpreters::require_sid_str(),
             python.exe
         );
         let mut cmd = Command::new("chroot");
-        cmd.arg(sid_root()).arg(python.exe);
+        cmd.arg(strobe_testkit::interpreters::require_sid_str())
+            .arg(python.exe);
         cmd
     } else {
         Command::new(python.exe)
@@ -289,22 +278,42 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
 
 #[test]
 fn pyenv_2_7() {
-    check(host(registry_path("pyenv_2_7")), 2, 7, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str("pyenv_2_7")),
+        2,
+        7,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_10() {
-    check(host(registry_path("pyenv_3_10")), 3, 10, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str("pyenv_3_10")),
+        3,
+        10,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_11() {
-    check(host(registry_path("pyenv_3_11")), 3, 11, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str("pyenv_3_11")),
+        3,
+        11,
+        D,
+    );
 }
 
 #[test]
 fn pyenv_3_12() {
-    check(host(registry_path("pyenv_3_12")), 3, 12, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str("pyenv_3_12")),
+        3,
+        12,
+        D,
+    );
 }
 
 /// `-X perf`: each Python function is called through a trampoline in anonymous memory, and
@@ -314,7 +323,7 @@ fn pyenv_3_12() {
 fn pyenv_3_12_perf_trampolines() {
     let python = Python {
         options: &["-X", "perf"],
-        ..host(registry_path("pyenv_3_12"))
+        ..host(strobe_testkit::interpreters::require_path_str("pyenv_3_12"))
     };
     check(python, 3, 12, D);
 }
@@ -323,7 +332,7 @@ fn pyenv_3_12_perf_trampolines() {
 fn pyenv_3_13_perf_trampolines() {
     let python = Python {
         options: &["-X", "perf"],
-        ..host(registry_path("pyenv_3_13"))
+        ..host(strobe_testkit::interpreters::require_path_str("pyenv_3_13"))
     };
     check(python, 3, 13, D);
 }
@@ -339,7 +348,12 @@ fn sid_3_14_perf_trampolines() {
 
 #[test]
 fn pyenv_3_13() {
-    check(host(registry_path("pyenv_3_13")), 3, 13, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str("pyenv_3_13")),
+        3,
+        13,
+        D,
+    );
 }
 
 #[test]
@@ -362,5 +376,12 @@ fn sid_3_15() {
 /// Debian 12's python3.11: stripped, libpython linked in, no debug file (names from `.dynsym`).
 #[test]
 fn debian_3_11() {
-    check(host(registry_path("debian_3_11")), 3, 11, D);
+    check(
+        host(strobe_testkit::interpreters::require_path_str(
+            "debian_3_11",
+        )),
+        3,
+        11,
+        D,
+    );
 }

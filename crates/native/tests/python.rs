@@ -10,18 +10,6 @@ use strobe_native::{DebugSearch, NativeFrame, SymbolSource, UnwindEnd};
 use strobe_testkit::Ready;
 use support::*;
 
-/// The path of registry interpreter `name` (crates/testkit), as the `&str` these tests pass around.
-fn registry_path(name: &str) -> &'static str {
-    let path = strobe_testkit::interpreters::get(name).require().path();
-    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
-}
-
-/// The sid chroot made by `.ci/provision.sh` (`$STROBE_CACHE/sid`).
-fn sid_root() -> &'static str {
-    let root = strobe_testkit::interpreters::require_sid();
-    Box::leak(root.to_string_lossy().into_owned().into_boxed_str())
-}
-
 const SCRIPT: &str = r#"
 import threading, time, sys
 lock = threading.Lock()
@@ -106,7 +94,7 @@ fn check(pid: i32, thread: i32, search: DebugSearch, expect: &Expect<'_>) -> Vec
 
 #[test]
 fn pyenv_312_sleep_and_lock() {
-    let py = registry_path("pyenv_3_12");
+    let py = strobe_testkit::interpreters::require_path_str("pyenv_3_12");
     let target = Ready::python_script(py, "native-312", SCRIPT, &[]);
     let thread: i32 = target.said.parse().unwrap();
     // pyenv's `main` calls Py_BytesMain as a tail call, so `main` has no frame of its own.
@@ -130,7 +118,7 @@ fn pyenv_312_sleep_and_lock() {
 
 #[test]
 fn sid_chroot_314_sleep_and_lock() {
-    let root = sid_root();
+    let root = strobe_testkit::interpreters::require_sid_str();
     let script = std::env::temp_dir().join(format!("strobe-native-sid-{}.py", std::process::id()));
     // The script must be inside the chroot to be run there.
     let inside = format!("/tmp/{}", script.file_name().unwrap().to_str().unwrap());

@@ -109,6 +109,20 @@ pub fn sid_root() -> PathBuf {
     strobe_cache().join("sid")
 }
 
+/// [`require_sid`] as a `&'static str`, for tests that build command lines and messages from it.
+pub fn require_sid_str() -> &'static str {
+    leak(require_sid())
+}
+
+/// The path of the registry interpreter called `name`, required to exist, as a `&'static str`.
+pub fn require_path_str(name: &str) -> &'static str {
+    leak(get(name).require().path())
+}
+
+fn leak(path: PathBuf) -> &'static str {
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
+}
+
 /// Panics unless the sid chroot is provisioned (its `apt-get` is there).
 pub fn require_sid() -> PathBuf {
     let root = sid_root();
