@@ -237,12 +237,17 @@ fn split_is_plausible(screen: &str) -> bool {
     };
     // Columns: %Own %Total (last interval) OwnTime TotalTime (since start).
     let (h, l) = (heavy[2], light[2]);
-    if h + l < 3.0 {
+    if h + l < 5.0 {
         return false;
     }
+    // 5 s at 100 Hz is ~500 samples: a standard error of 0.02 on an idle machine. On a loaded
+    // one (the suite plus a busy loop on the other CPU) the sampler misses deadlines and the
+    // next sample carries their weight, so fewer, heavier samples decide the split and the
+    // error grows; the bounds allow for that while still failing a sampler that aliases with
+    // the 40 ms cycle (which would put the split near 0 or 1).
     let share = h / (h + l);
     assert!(
-        (0.62..=0.88).contains(&share),
+        (0.58..=0.90).contains(&share),
         "heavy_work has {share:.2} of the time, expected about 0.75:\n{screen}"
     );
     // The last interval alone (about 100 samples) is noisier.

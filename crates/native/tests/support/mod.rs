@@ -119,6 +119,12 @@ pub fn capture(pid: i32, tid: i32, how: How) -> (UserRegs, Vec<u8>) {
             let since = std::time::Instant::now();
             loop {
                 match t.capture(STACK, &mut stack) {
+                    // Still finishing the READY line (asleep in `write`, e.g. waiting for the
+                    // pipe under load): not yet the blocking call the test is about.
+                    Ok(_) if in_write(pid, tid) => {
+                        assert!(since.elapsed().as_secs() < 10, "never left write(2)");
+                        std::thread::yield_now();
+                    }
                     Ok(c) => return (c.regs, stack),
                     Err(e @ (StackError::NotBlocked { .. } | StackError::WokeUp { .. })) => {
                         assert!(since.elapsed().as_secs() < 10, "never asleep: {e}");
@@ -129,6 +135,14 @@ pub fn capture(pid: i32, tid: i32, how: How) -> (UserRegs, Vec<u8>) {
             }
         }
     }
+}
+
+/// Whether thread `tid` is in `write(2)` or `writev(2)` (x86-64 numbers 1 and 20), per
+/// `/proc/PID/task/TID/syscall`.
+fn in_write(pid: i32, tid: i32) -> bool {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    matches!(text.split_whitespace().next(), Some("1") | Some("20"))
 }
 
 /// Everything needed to unwind and symbolise stacks of one process.
