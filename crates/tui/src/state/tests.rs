@@ -1,0 +1,204 @@
+//! Unit tests of the parent module.
+
+use super::*;
+
+fn c(ms: u64) -> Count {
+    Count {
+        samples: ms / 10,
+        weight_ns: ms * 1_000_000,
+    }
+}
+
+fn row(f: &str, io: u64, it: u64, co: u64, ct: u64) -> Row {
+    Row {
+        key: FrameSel {
+            function: f.into(),
+            filename: format!("/app/{f}.py"),
+            line: None,
+        },
+        interval_own: c(io),
+        interval_total: c(it),
+        cumulative_own: c(co),
+        cumulative_total: c(ct),
+    }
+}
+
+fn state() -> State {
+    let mut s = State::new(
+        TargetInfo::default(),
+        true,
+        SampleFilter::default(),
+        Duration::from_secs(1),
+    );
+    s.set_data(ViewData {
+        rows: vec![
+            row("alpha", 10, 100, 900, 950),
+            row("beta", 60, 60, 100, 100),
+            row("gamma", 30, 90, 0, 1000),
+        ],
+        threads: vec![
+            ThreadRow {
+                os_tid: 7,
+                name: Some("MainThread".into()),
+                samples: 1,
+                idle_samples: 0,
+            },
+            ThreadRow {
+                os_tid: 9,
+                name: None,
+                samples: 1,
+                idle_samples: 1,
+            },
+        ],
+        ..Default::default()
+    });
+    s
+}
+
+fn names(s: &State) -> Vec<&str> {
+    s.visible().map(|r| r.key.function.as_str()).collect()
+}
+
+#[test]
+fn sorting_by_each_column_and_reversing() {
+    let mut s = state();
+    assert_eq!(names(&s), ["beta", "gamma", "alpha"], "default: %Own");
+    s.apply(Action::Sort(SortKey::TotalInterval));
+    assert_eq!(names(&s), ["alpha", "gamma", "beta"]);
+    s.apply(Action::Sort(SortKey::OwnCumulative));
+    assert_eq!(names(&s), ["alpha", "beta", "gamma"]);
+    s.apply(Action::Sort(SortKey::TotalCumulative));
+    assert_eq!(names(&s), ["gamma", "alpha", "beta"]);
+    s.apply(Action::Sort(SortKey::TotalCumulative));
+    assert_eq!(names(&s), ["beta", "alpha", "gamma"], "same key reverses");
+    s.apply(Action::Sort(SortKey::Name));
+    assert_eq!(names(&s), ["alpha", "beta", "gamma"]);
+    s.apply(Action::SortStep(1));
+    assert_eq!(s.sort, SortKey::OwnInterval, "wraps around");
+    s.apply(Action::SortStep(-1));
+    assert_eq!(s.sort, SortKey::Name);
+}
+
+#[test]
+fn filter_matches_function_or_file_and_cancel_clears() {
+    let mut s = state();
+    s.apply(Action::FilterStart);
+    assert_eq!(s.mode, Mode::Filter);
+    for ch in "AM".chars() {
+        s.apply(Action::FilterChar(ch));
+    }
+    assert_eq!(names(&s), ["gamma"], "case-insensitive, live");
+    s.apply(Action::FilterBackspace);
+    s.apply(Action::FilterChar('l'));
+    assert_eq!(names(&s), ["alpha"]);
+    s.apply(Action::FilterAccept);
+    assert_eq!((s.mode.clone(), s.filter.as_str()), (Mode::Table, "Al"));
+    s.apply(Action::FilterStart);
+    s.apply(Action::FilterCancel);
+    assert_eq!(s.visible_len(), 3);
+    s.apply(Action::FilterStart);
+    s.apply(Action::FilterChar('/'));
+    s.apply(Action::FilterChar('b'));
+    assert_eq!(names(&s), ["beta"], "file names match too");
+}
+
+#[test]
+fn cursor_follows_its_row_across_refreshes() {
+    let mut s = state();
+    s.apply(Action::Move(1));
+    assert_eq!(s.selected.as_ref().unwrap().function, "gamma");
+    // New data where gamma moved to the top.
+    let mut d = s.data.clone();
+    d.rows[2].interval_own = c(500);
+    s.set_data(d);
+    assert_eq!(s.cursor, 0);
+    s.apply(Action::End);
+    assert_eq!(s.cursor, 2);
+    s.apply(Action::Move(10));
+    assert_eq!(s.cursor, 2, "clamped");
+    s.apply(Action::Home);
+    s.apply(Action::Move(-3));
+    assert_eq!(s.cursor, 0);
+    // The selected row disappears: the cursor stays in range.
+    s.apply(Action::End);
+    let mut d = s.data.clone();
+    d.rows.truncate(1);
+    s.set_data(d);
+    assert_eq!(s.cursor, 0);
+    assert_eq!(s.selected.as_ref().unwrap().function, "alpha");
+}
+
+#[test]
+fn options_change_the_query() {
+    let mut s = state();
+    assert_eq!(s.apply(Action::ToggleIdle), Effect::Refetch);
+    assert!(s.query().filter.include_idle);
+    assert_eq!(s.apply(Action::ToggleGil), Effect::Refetch);
+    assert!(s.query().filter.gil_only);
+    assert_eq!(s.apply(Action::ToggleLines), Effect::Refetch);
+    assert!(!s.query().by_function);
+    assert_eq!(s.apply(Action::Reset), Effect::Reset);
+    assert_eq!(s.apply(Action::TogglePause), Effect::Redraw);
+    assert!(s.paused);
+    assert_eq!(s.apply(Action::Quit), Effect::Quit);
+}
+
+#[test]
+fn choosing_a_thread() {
+    let mut s = state();
+    s.apply(Action::ThreadsOpen);
+    assert_eq!(s.mode, Mode::Threads(0));
+    s.apply(Action::Move(5));
+    assert_eq!(s.mode, Mode::Threads(2), "clamped to the last thread");
+    assert_eq!(s.apply(Action::ThreadsChoose), Effect::Refetch);
+    assert_eq!(s.query().os_tid, Some(9));
+    assert_eq!(s.thread_label(), "thread 9");
+    s.apply(Action::ThreadsOpen);
+    assert_eq!(s.mode, Mode::Threads(2), "opens on the current choice");
+    s.apply(Action::Move(-1));
+    s.apply(Action::ThreadsChoose);
+    assert_eq!(s.thread_label(), "thread 7 (MainThread)");
+    s.apply(Action::ThreadsOpen);
+    s.apply(Action::Home);
+    s.apply(Action::ThreadsChoose);
+    assert_eq!(s.query().os_tid, None);
+}
+
+#[test]
+fn refresh_interval_steps_and_clamps() {
+    let mut s = state();
+    s.apply(Action::RefreshStep(1));
+    assert_eq!(s.refresh, Duration::from_secs(2));
+    for _ in 0..20 {
+        s.apply(Action::RefreshStep(-1));
+    }
+    assert_eq!(s.refresh, Duration::from_millis(250));
+    for _ in 0..20 {
+        s.apply(Action::RefreshStep(1));
+    }
+    assert_eq!(s.refresh, Duration::from_secs(30));
+}
+
+#[test]
+fn tree_focuses_the_selected_row_and_back_closes_it() {
+    let mut s = state();
+    assert_eq!(s.query().focus, None);
+    assert_eq!(s.apply(Action::TreeOpen), Effect::Refetch);
+    assert_eq!(s.mode, Mode::Tree(0));
+    assert_eq!(s.query().focus.unwrap().function, "beta");
+    s.apply(Action::Move(3));
+    assert_eq!(s.mode, Mode::Tree(3));
+    s.apply(Action::Back);
+    assert_eq!(s.mode, Mode::Table);
+    assert_eq!(s.query().focus, None);
+    s.apply(Action::Help);
+    assert_eq!(s.mode, Mode::Help);
+    s.apply(Action::Help);
+    assert_eq!(s.mode, Mode::Table);
+}
+
+#[test]
+fn percentages() {
+    assert_eq!(percent(c(25), c(100)), 25.0);
+    assert_eq!(percent(c(25), Count::default()), 0.0);
+}
