@@ -290,15 +290,14 @@ impl Target {
                 );
                 continue;
             };
-            let got = state.thread(
+            let which = native::NativeThread {
                 pid,
                 tid,
-                t.thread_id,
-                t.interpreter_id,
+                ident: t.thread_id,
+                interp: t.interpreter_id,
                 shape,
-                &mut self.walker,
-                &mut missing_symbols,
-            );
+            };
+            let got = state.thread(which, &mut self.walker, &mut missing_symbols);
             if let Some(python) = &got.python {
                 t.frames = python_frames(&python.frames);
                 t.truncated = python.truncated;

@@ -67,6 +67,17 @@ pub(crate) struct ThreadNative {
     asleep: bool,
 }
 
+/// Which thread [`NativeState::thread`] reads: thread `tid` (ours) of `pid`, known to the
+/// interpreter as `pthread_t` `ident` in interpreter `interp`, merged by `shape`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NativeThread {
+    pub(crate) pid: i32,
+    pub(crate) tid: i32,
+    pub(crate) ident: u64,
+    pub(crate) interp: i64,
+    pub(crate) shape: EvalShape,
+}
+
 impl NativeState {
     /// Read the target's modules. Problems with single modules (unreachable, replaced or
     /// unreadable files) become `warnings`; their frames are still shown by module+offset.
@@ -95,45 +106,22 @@ impl NativeState {
         })
     }
 
-    /// Capture thread `tid` (ours) of `pid`, read the Python stacks at the same instant with
-    /// `walker`, and merge the thread whose `pthread_t` is `ident` in interpreter `interp`.
+    /// Capture the thread `which` names, read the Python stacks at the same instant with
+    /// `walker`, and merge that thread's native and Python frames.
     /// `missing_symbols` collects modules whose frames had no symbol at all.
     ///
     /// A sleeping thread is read without a stop first; that capture has no frame pointer
     /// register (the kernel does not report it for a blocked thread), so if its stack then
     /// does not merge, the thread is captured once more, stopped, with all its registers.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn thread<M: RemoteMemory>(
         &mut self,
-        pid: i32,
-        tid: i32,
-        ident: u64,
-        interp: i64,
-        shape: EvalShape,
+        which: NativeThread,
         walker: &mut Walker<M>,
         missing_symbols: &mut BTreeSet<String>,
     ) -> ThreadNative {
-        let first = self.thread_once(
-            pid,
-            tid,
-            ident,
-            interp,
-            shape,
-            walker,
-            missing_symbols,
-            true,
-        );
+        let first = self.thread_once(which, walker, missing_symbols, true);
         if first.merged.is_err() && first.asleep {
-            self.thread_once(
-                pid,
-                tid,
-                ident,
-                interp,
-                shape,
-                walker,
-                missing_symbols,
-                false,
-            )
+            self.thread_once(which, walker, missing_symbols, false)
         } else {
             first
         }
@@ -141,18 +129,20 @@ impl NativeState {
 
     /// One capture and merge of [`NativeState::thread`]; `may_sleep`: a sleeping thread may
     /// be read without a stop.
-    #[allow(clippy::too_many_arguments)]
     fn thread_once<M: RemoteMemory>(
         &mut self,
-        pid: i32,
-        tid: i32,
-        ident: u64,
-        interp: i64,
-        shape: EvalShape,
+        which: NativeThread,
         walker: &mut Walker<M>,
         missing_symbols: &mut BTreeSet<String>,
         may_sleep: bool,
     ) -> ThreadNative {
+        let NativeThread {
+            pid,
+            tid,
+            ident,
+            interp,
+            shape,
+        } = which;
         let mut walked = None;
         let captured = capture(pid, tid, &mut self.stack, may_sleep, || {
             walked = Some(walker.walk());
