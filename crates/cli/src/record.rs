@@ -239,20 +239,18 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     }
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
     let child_pid = child.as_ref().map(|c| c.id() as i32);
-    let meta = Metadata {
+    let mut meta = Metadata {
         target: target_desc,
         pid: u32::try_from(pid).ok(),
         python_version: target.as_ref().map(|t| t.process().version.to_string()),
         strobe_version: env!("CARGO_PKG_VERSION").to_string(),
         rate_requested_hz: args.rate,
-        start_unix_ns: start_unix.as_nanos() as u64,
         ..Metadata::default()
     };
 
-    let mut raw_writer = if raw {
-        let file =
-            File::create(&output).with_context(|| format!("cannot write {}", output.display()))?;
-        Some(RawWriter::new(file, &meta).with_context(|| format!("writing {}", output.display()))?)
+    // Created before sampling starts, so that an unwritable path fails at once.
+    let raw_file = if raw {
+        Some(File::create(&output).with_context(|| format!("cannot write {}", output.display()))?)
     } else {
         None
     };
@@ -263,6 +261,17 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     agg.keep_timeline(!raw && kind.wants_timeline());
     let handle = strobe_sampler::start_process(pid, target, child, cfg, side)?;
     let stats = handle.stats();
+    // Sample timestamps count from the sampler's start, so the profile starts there too (not
+    // when strobe began launching or attaching): start + timestamp is when a sample was taken.
+    meta.start_unix_ns = stats.start_unix_ns();
+    let mut raw_writer = match raw_file.map(|file| RawWriter::new(file, &meta)).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            handle.stop();
+            let _ = handle.join();
+            return Err(e).with_context(|| format!("writing {}", output.display()));
+        }
+    };
     eprintln!(
         "strobe: recording process {pid} at {} Hz into {} ({}); Ctrl-C to stop",
         args.rate,
@@ -354,7 +363,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s.stats,
         Err(_) => stats.snapshot(),
     };
-    let mut meta = meta;
     meta.duration_ns = final_stats.elapsed.as_nanos() as u64;
     meta.errors = final_stats.total_errors();
     meta.dropped = final_stats.dropped;

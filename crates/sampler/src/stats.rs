@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Kinds of failed sampling rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,8 @@ impl ErrorKind {
 #[derive(Debug)]
 pub struct SamplerStats {
     start: Instant,
+    /// The wall-clock time of `start`, ns since the Unix epoch (0 if the clock is before it).
+    start_unix_ns: u64,
     elapsed_ns: AtomicU64,
     rounds: AtomicU64,
     samples: AtomicU64,
@@ -62,8 +64,14 @@ const CPU_UNKNOWN: u64 = u64::MAX;
 
 impl SamplerStats {
     pub(crate) fn new() -> SamplerStats {
+        // Read together, so that `start_unix_ns + timestamp_ns` is a sample's wall-clock time.
+        let start = Instant::now();
+        let start_unix_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         SamplerStats {
-            start: Instant::now(),
+            start,
+            start_unix_ns,
             elapsed_ns: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             samples: AtomicU64::new(0),
@@ -80,6 +88,12 @@ impl SamplerStats {
     /// When sampling started; sample timestamps are ns since then.
     pub fn start(&self) -> Instant {
         self.start
+    }
+
+    /// The wall-clock time of [`SamplerStats::start`], ns since the Unix epoch: what a
+    /// profile's start time is, so that its sample timestamps are wall-clock times too.
+    pub fn start_unix_ns(&self) -> u64 {
+        self.start_unix_ns
     }
 
     /// A consistent-enough copy of the counters (each is read atomically).
