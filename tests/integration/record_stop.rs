@@ -187,37 +187,69 @@ fn sigkill_leaves_a_convertible_raw_file() {
     assert!(after.has_suffix(&[leaf]), "{after:?}");
 }
 
-/// Whether each sample in a speedscope recording (time order: one profile, the timeline) was
-/// in `burst_a` (true) or `burst_b` (false); other samples are left out.
-fn burst_sequence(path: &Path) -> Vec<bool> {
-    let p = parse_speedscope(path);
-    p.stacks
-        .iter()
-        .filter_map(
-            |(stack, _)| match stack.last().map(|l| l.split(" (").next().unwrap()) {
-                Some("burst_a") => Some(true),
-                Some("burst_b") => Some(false),
-                _ => None,
-            },
-        )
+/// A gecko recording's samples: (wall-clock time in Unix seconds, leaf function name), for
+/// every thread. Its `meta.startTime` is the sampler's start, so start + sample time is when
+/// the sample was taken.
+fn gecko_leaves(path: &Path) -> Vec<(f64, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let start_ms = v["meta"]["startTime"].as_f64().unwrap();
+    let strings = v["shared"]["stringArray"].as_array().unwrap();
+    let ix = |x: &serde_json::Value| x.as_u64().unwrap() as usize;
+    let mut out = Vec::new();
+    for th in v["threads"].as_array().unwrap() {
+        let (stacks, frames, funcs, samples) = (
+            &th["stackTable"],
+            &th["frameTable"],
+            &th["funcTable"],
+            &th["samples"],
+        );
+        for i in 0..ix(&samples["length"]) {
+            let frame = ix(&stacks["frame"][ix(&samples["stack"][i])]);
+            let func = ix(&frames["func"][frame]);
+            let name = strings[ix(&funcs["name"][func])].as_str().unwrap();
+            let t = (start_ms + samples["time"][i].as_f64().unwrap()) / 1e3;
+            out.push((t, name.to_string()));
+        }
+    }
+    out
+}
+
+/// What `record_bursts.py` ran: (Unix seconds, "a" | "b" | "end") at each burst's start and
+/// at the end, in time order.
+fn burst_timeline(path: &Path) -> Vec<(f64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').unwrap();
+            (at.parse().unwrap(), what.to_string())
+        })
         .collect()
 }
 
-/// A target alternating 3 ms / 1 ms bursts is attributed in proportion to the time it really
-/// spent in each (75% / 25% on an idle machine; the target measures and reports it).
+/// Sampling a target that alternates 3 ms / 1 ms bursts on a fixed 4 ms schedule: the samples
+/// fall at random phases of the schedule (no aliasing), and each one shows the function the
+/// target was really in at that moment (which, with the first, makes every function's share
+/// of samples its share of the time).
 ///
-/// Sample times from a Poisson process make the samples in each state independent Poisson
-/// counts, so given n samples the count in `burst_a` is Binomial(n, p), p the measured share:
-/// the tolerance is 5 standard deviations, 5·sqrt(p(1-p)/n). A sampler locked to the 4 ms
-/// cycle would be 25 points or more off, far outside the tolerance (which is asserted to be
-/// small enough to tell).
+/// Phase: sample times from a Poisson process put independent Poisson counts in disjoint sets
+/// of time, so given n samples in the target's run, the number whose time falls in the first
+/// 3 ms of a 4 ms cycle is Binomial(n, 0.75), whatever the machine's load does to the target:
+/// the tolerance is 5 standard deviations. A sampler locked to the cycle, or to the kernel's
+/// 4 ms scheduler tick (late wake-ups on a busy machine), is 25 points or more off, far
+/// outside it (the tolerance is asserted to be small enough to tell). Truth: the target logs
+/// when each burst really started; a sample more than 200 µs from any burst's start must name
+/// that burst's function (nearer to one, the read can straddle the switch). Both compare the
+/// target's wall clock with the profile's, so they also prove the profile's start time and
+/// timestamps are true wall-clock times.
 fn check_aliasing(rate: u32) {
     // Long enough for a few hundred samples at the lowest rate, even when a loaded machine
     // (the whole suite on two cores) leaves the debug-built sampler a third of its deadlines.
     let seconds = if rate < 200 { 6.0 } else { 4.0 };
     let script = Script::new(&Interp::pyenv("3.12.1"), "record_bursts.py");
     let dir = TempDir::new();
-    let path = dir.path().join("bursts.json");
+    let path = dir.path().join("bursts.gecko.json");
+    let timeline_path = dir.path().join("timeline.txt");
     let rate_s = rate.to_string();
     let mut args = vec![
         "record",
@@ -231,20 +263,25 @@ fn check_aliasing(rate: u32) {
     args.extend(script.command.iter().map(String::as_str));
     let secs = seconds.to_string();
     args.push(&secs);
+    args.push(timeline_path.to_str().unwrap());
     let out = run_strobe(&args);
     assert_ok(&out, "record bursts");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let split: Vec<f64> = stdout
+    let origin: f64 = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("SPLIT "))
-        .unwrap_or_else(|| panic!("the target did not report its split: {stdout}"))
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
-    let truth = split[0] / (split[0] + split[1]);
+        .find_map(|l| l.strip_prefix("ORIGIN "))
+        .unwrap_or_else(|| panic!("the target did not report its origin: {stdout}"))
+        .parse()
+        .unwrap();
+    let timeline = burst_timeline(&timeline_path);
+    let end = timeline.last().unwrap().0;
+    assert_eq!(timeline.last().unwrap().1, "end");
 
-    let seq = burst_sequence(&path);
-    let n = seq.len() as f64;
+    let in_run: Vec<(f64, String)> = gecko_leaves(&path)
+        .into_iter()
+        .filter(|(t, _)| (origin..end).contains(t))
+        .collect();
+    let n = in_run.len() as f64;
     // Enough samples for the tolerance to be meaningful, and a fair part of what the rate
     // promises: deadlines that pass while the (debug-built) sampler is busy are skipped, and
     // other tests share the machine.
@@ -252,17 +289,54 @@ fn check_aliasing(rate: u32) {
         n >= 200.0 && n >= 0.2 * f64::from(rate) * seconds,
         "only {n} samples at {rate} Hz over {seconds} s"
     );
-    let share = seq.iter().filter(|&&a| a).count() as f64 / n;
-    let binomial = (truth * (1.0 - truth) / n).sqrt();
-    let tolerance = 5.0 * binomial;
+
+    const CYCLE: f64 = 0.004;
+    const A_PART: f64 = 0.003;
+    let p = A_PART / CYCLE;
+    let in_a_phase = in_run
+        .iter()
+        .filter(|(t, _)| (t - origin).rem_euclid(CYCLE) < A_PART)
+        .count() as f64;
+    let share = in_a_phase / n;
+    let tolerance = 5.0 * (p * (1.0 - p) / n).sqrt();
     assert!(
         tolerance < 0.15,
         "{rate} Hz: tolerance {tolerance:.3} too wide to detect aliasing"
     );
     assert!(
-        (share - truth).abs() <= tolerance,
-        "{rate} Hz: burst_a has {share:.3} of {n} samples, the target spent {truth:.3} of its \
-         time there (± {tolerance:.3})"
+        (share - p).abs() <= tolerance,
+        "{rate} Hz: {share:.3} of {n} samples fall in the first 3 ms of the 4 ms cycle, \
+         expected {p} ± {tolerance:.3}"
+    );
+
+    // Each sample against what the target was really running.
+    const MARGIN: f64 = 200e-6;
+    let (mut checked, mut wrong) = (0u32, Vec::new());
+    for (t, leaf) in &in_run {
+        let next = timeline.partition_point(|(at, _)| at <= t);
+        if next == 0 || next == timeline.len() {
+            continue;
+        }
+        let (started, what) = &timeline[next - 1];
+        if t - started < MARGIN || timeline[next].0 - t < MARGIN {
+            continue;
+        }
+        let expected = if what == "a" { "burst_a" } else { "burst_b" };
+        checked += 1;
+        if leaf != expected {
+            wrong.push(format!("{:.6} {leaf} (in {expected})", t - origin));
+        }
+    }
+    assert!(
+        checked as f64 >= 0.5 * n,
+        "{rate} Hz: only {checked} of {n} samples away from a burst switch"
+    );
+    assert!(
+        wrong.len() as f64 <= 0.02 * f64::from(checked),
+        "{rate} Hz: {} of {checked} samples name another function than the target was \
+         running: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
     );
 }
 
