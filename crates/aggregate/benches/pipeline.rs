@@ -87,11 +87,7 @@ fn keys(w: &Workload) -> Vec<Vec<FrameKey<'_>>> {
         .iter()
         .map(|s| {
             s.iter()
-                .map(|&(n, f, line)| FrameKey {
-                    function: &w.names[n],
-                    filename: &w.files[f],
-                    line: Some(line),
-                })
+                .map(|&(n, f, line)| FrameKey::python(&w.names[n], &w.files[f], Some(line)))
                 .collect()
         })
         .collect()

@@ -3,7 +3,7 @@
 use hashbrown::HashMap;
 
 use crate::hash::FxBuild;
-use crate::intern::{FrameId, StackId, StrId, Tables, ThreadId};
+use crate::intern::{FrameId, FrameKind, StackId, StrId, Tables, ThreadId};
 
 /// Per-sample state bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -248,6 +248,10 @@ pub struct FrameStat {
     pub filename: StrId,
     /// Line, or `None` when aggregating by function.
     pub line: Option<i32>,
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// Native frames: the shared object.
+    pub module: Option<StrId>,
     /// Samples where this was the innermost frame.
     pub own: Count,
     /// Samples where this appeared anywhere in the stack (counted once per sample, even when
@@ -274,7 +278,7 @@ fn frame_stats(
     tables: &Tables,
     opts: &BreakdownOptions,
 ) -> (Vec<FrameStat>, Count) {
-    let mut index: HashMap<(StrId, StrId, Option<i32>), usize, FxBuild> = HashMap::default();
+    let mut index: HashMap<StatKey, usize, FxBuild> = HashMap::default();
     let mut stats: Vec<FrameStat> = Vec::new();
     // seen[i] == generation when stat i was already credited for the current stack: recursion
     // must not count a sample twice in `total`.
@@ -322,21 +326,26 @@ fn frame_stats(
     (stats, total)
 }
 
+/// What tells one [`FrameStat`] from another.
+type StatKey = (StrId, StrId, Option<i32>, FrameKind, Option<StrId>);
+
 fn stat_index(
     fid: FrameId,
     tables: &Tables,
     by_function: bool,
-    index: &mut HashMap<(StrId, StrId, Option<i32>), usize, FxBuild>,
+    index: &mut HashMap<StatKey, usize, FxBuild>,
     stats: &mut Vec<FrameStat>,
 ) -> Option<usize> {
     let f = tables.frame(fid)?;
     let line = if by_function { None } else { f.line };
-    let key = (f.function, f.filename, line);
+    let key = (f.function, f.filename, line, f.kind, f.module);
     Some(*index.entry(key).or_insert_with(|| {
         stats.push(FrameStat {
             function: f.function,
             filename: f.filename,
             line,
+            kind: f.kind,
+            module: f.module,
             own: Count::default(),
             total: Count::default(),
         });

@@ -56,15 +56,75 @@ id_type!(
     ThreadId
 );
 
+/// What a frame is, so that viewers can tell (and colour) them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum FrameKind {
+    /// A Python function's frame.
+    #[default]
+    Python,
+    /// A native (C, C++, Rust, ...) function's frame, under `--native`.
+    Native,
+    /// The kernel boundary (`[syscall]`): the thread was in a system call.
+    Kernel,
+}
+
+impl FrameKind {
+    /// The kind's code in file formats (`raw`): 0, 1, 2.
+    pub fn code(self) -> u8 {
+        match self {
+            FrameKind::Python => 0,
+            FrameKind::Native => 1,
+            FrameKind::Kernel => 2,
+        }
+    }
+
+    /// The kind of [`FrameKind::code`] `c`.
+    pub fn from_code(c: u8) -> Option<FrameKind> {
+        match c {
+            0 => Some(FrameKind::Python),
+            1 => Some(FrameKind::Native),
+            2 => Some(FrameKind::Kernel),
+            _ => None,
+        }
+    }
+
+    /// `python`, `native` or `kernel`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Python => "python",
+            FrameKind::Native => "native",
+            FrameKind::Kernel => "kernel",
+        }
+    }
+}
+
 /// A frame as the walker sees it, borrowed; the key for [`Interner::intern_frame`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameKey<'a> {
-    /// Qualified name where the interpreter has one (`co_qualname`, 3.11+), else `co_name`.
+    /// Python: the qualified name where the interpreter has one (`co_qualname`, 3.11+), else
+    /// `co_name`. Native: the symbol (demangled), or `module+0xoffset` without one.
     pub function: &'a str,
-    /// `co_filename`.
+    /// Python: `co_filename`. Native: the source file from DWARF, or empty.
     pub filename: &'a str,
     /// Line being executed; `None` when unknown or when aggregating by function.
     pub line: Option<i32>,
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// Native frames: the path of the shared object (or executable) the code is in.
+    pub module: Option<&'a str>,
+}
+
+impl<'a> FrameKey<'a> {
+    /// A Python frame.
+    pub fn python(function: &'a str, filename: &'a str, line: Option<i32>) -> FrameKey<'a> {
+        FrameKey {
+            function,
+            filename,
+            line,
+            kind: FrameKind::Python,
+            module: None,
+        }
+    }
 }
 
 /// A thread identity as the walker sees it, borrowed.
@@ -78,7 +138,7 @@ pub struct ThreadKey<'a> {
     pub interpreter_id: i64,
 }
 
-/// An interned frame.
+/// An interned frame (see [`FrameKey`] for what each field holds per kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// Function name.
@@ -87,6 +147,23 @@ pub struct Frame {
     pub filename: StrId,
     /// Line, if known.
     pub line: Option<i32>,
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// Native frames: the shared object's path.
+    pub module: Option<StrId>,
+}
+
+impl Frame {
+    /// A Python frame of interned strings.
+    pub fn python(function: StrId, filename: StrId, line: Option<i32>) -> Frame {
+        Frame {
+            function,
+            filename,
+            line,
+            kind: FrameKind::Python,
+            module: None,
+        }
+    }
 }
 
 /// An interned thread.
@@ -335,29 +412,37 @@ impl Interner {
 
     /// Interns a frame. A frame seen before costs one hash of its two names and one comparison.
     pub fn intern_frame(&mut self, key: &FrameKey<'_>) -> Result<FrameId, CapacityError> {
-        let hash = frame_hash(key.function, key.filename, key.line);
+        let hash = frame_hash(key);
         if let Some(id) = self.find_frame_hashed(hash, key) {
             return Ok(id);
         }
         let function = self.intern_str(key.function)?;
         let filename = self.intern_str(key.filename)?;
+        let module = match key.module {
+            Some(m) => Some(self.intern_str(m)?),
+            None => None,
+        };
         self.insert_frame(
             hash,
             Frame {
                 function,
                 filename,
                 line: key.line,
+                kind: key.kind,
+                module,
             },
         )
     }
 
     /// Interns a frame whose strings are already interned in this interner.
     pub fn intern_frame_ids(&mut self, frame: Frame) -> Result<FrameId, CapacityError> {
-        let hash = frame_hash(
-            self.tables.str(frame.function),
-            self.tables.str(frame.filename),
-            frame.line,
-        );
+        let hash = frame_hash(&FrameKey {
+            function: self.tables.str(frame.function),
+            filename: self.tables.str(frame.filename),
+            line: frame.line,
+            kind: frame.kind,
+            module: frame.module.map(|m| self.tables.str(m)),
+        });
         let frames = &self.tables.frames;
         if let Some(&(_, id)) = self.frame_index.find(hash, |&(eh, id)| {
             eh == hash && frames.get(id.index()) == Some(&frame)
@@ -441,7 +526,7 @@ impl Interner {
 
     /// Looks a frame up without interning it.
     pub fn find_frame(&self, key: &FrameKey<'_>) -> Option<FrameId> {
-        let hash = frame_hash(key.function, key.filename, key.line);
+        let hash = frame_hash(key);
         self.find_frame_hashed(hash, key)
     }
 
@@ -481,11 +566,17 @@ impl Interner {
 }
 
 #[inline]
-fn frame_hash(function: &str, filename: &str, line: Option<i32>) -> u64 {
+fn frame_hash(key: &FrameKey<'_>) -> u64 {
     let mut h = FxHasher::default();
-    hash_str(&mut h, function);
-    hash_str(&mut h, filename);
-    hash_line(&mut h, line);
+    hash_str(&mut h, key.function);
+    hash_str(&mut h, key.filename);
+    hash_line(&mut h, key.line);
+    if key.kind != FrameKind::Python {
+        h.write_u8(key.kind.code());
+        if let Some(m) = key.module {
+            hash_str(&mut h, m);
+        }
+    }
     h.finish()
 }
 
@@ -503,11 +594,7 @@ mod tests {
     use super::*;
 
     fn fk<'a>(function: &'a str, filename: &'a str, line: i32) -> FrameKey<'a> {
-        FrameKey {
-            function,
-            filename,
-            line: Some(line),
-        }
+        FrameKey::python(function, filename, Some(line))
     }
 
     #[test]
@@ -520,11 +607,7 @@ mod tests {
         // Same names, other line: another frame; no line: yet another.
         let a2 = i.intern_frame(&fk("f", "a.py", 2)).unwrap();
         let a0 = i
-            .intern_frame(&FrameKey {
-                function: "f",
-                filename: "a.py",
-                line: None,
-            })
+            .intern_frame(&FrameKey::python("f", "a.py", None))
             .unwrap();
         assert!(a2 != a && a0 != a && a0 != a2);
         // Strings are shared between frames.

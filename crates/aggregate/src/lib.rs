@@ -26,8 +26,8 @@ pub use counts::{
 };
 pub use hash::{FxBuild, FxHasher};
 pub use intern::{
-    CapacityError, Def, Frame, FrameId, FrameKey, Interner, Marks, StackId, StrId, Tables, Thread,
-    ThreadId, ThreadKey, MAX_ENTRIES,
+    CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks, StackId, StrId,
+    Tables, Thread, ThreadId, ThreadKey, MAX_ENTRIES,
 };
 pub use pipeline::{pipeline, Aggregator, AggregatorSide, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
@@ -49,11 +49,7 @@ mod tests {
     };
 
     fn fk(function: &'static str, line: i32) -> FrameKey<'static> {
-        FrameKey {
-            function,
-            filename: "app.py",
-            line: Some(line),
-        }
+        FrameKey::python(function, "app.py", Some(line))
     }
 
     fn stat<'a>(
@@ -256,11 +252,7 @@ mod tests {
                 let frames: Vec<FrameKey<'_>> = names[..depth]
                     .iter()
                     .enumerate()
-                    .map(|(i, name)| FrameKey {
-                        function: name,
-                        filename: "x.py",
-                        line: Some(i as i32),
-                    })
+                    .map(|(i, name)| FrameKey::python(name, "x.py", Some(i as i32)))
                     .collect();
                 if sampler
                     .record(&MAIN, &frames, SampleFlags::empty(), n, 1)
@@ -306,10 +298,8 @@ mod tests {
             let frames: Vec<FrameKey<'_>> = names[..depth]
                 .iter()
                 .enumerate()
-                .map(|(i, f)| FrameKey {
-                    function: f,
-                    filename: "/srv/app/module.py",
-                    line: Some(i as i32 + (n % 3) as i32),
+                .map(|(i, f)| {
+                    FrameKey::python(f, "/srv/app/module.py", Some(i as i32 + (n % 3) as i32))
                 })
                 .collect();
             a.record(&MAIN, &frames, SampleFlags::empty(), n, 1000)

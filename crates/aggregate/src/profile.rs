@@ -117,10 +117,16 @@ impl Profile {
                         let function = out.intern_str(src.str(f.function))?;
                         let filename = out.intern_str(src.str(f.filename))?;
                         let line = if options.by_function { None } else { f.line };
+                        let module = match f.module {
+                            Some(m) => Some(out.intern_str(src.str(m))?),
+                            None => None,
+                        };
                         frames_buf.push(out.intern_frame_ids(Frame {
                             function,
                             filename,
                             line,
+                            kind: f.kind,
+                            module,
                         })?);
                     }
                     let s = if frames_buf.is_empty() {

@@ -133,17 +133,23 @@ impl Format for Chrome {
                         .as_str(),
                     None => "\"<unknown frame>\"",
                 };
+                let frame = t.frame(e.frame);
                 let _ = write!(
                     s,
-                    ",\n{{\"ph\":\"X\",\"cat\":\"python\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},\"name\":{label}",
+                    ",\n{{\"ph\":\"X\",\"cat\":\"{}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},\"name\":{label}",
+                    frame.map_or("python", |f| f.kind.name()),
                     json::micros(e.start_ns),
                     json::micros(e.end_ns - e.start_ns),
                 );
-                if let Some(f) = t.frame(e.frame) {
+                if let Some(f) = frame {
                     s.push_str(",\"args\":{\"file\":");
                     json::push_str(&mut s, t.str(f.filename));
                     if let Some(line) = f.line {
                         let _ = write!(s, ",\"line\":{line}");
+                    }
+                    if let Some(m) = f.module {
+                        s.push_str(",\"module\":");
+                        json::push_str(&mut s, t.str(m));
                     }
                     s.push('}');
                 }

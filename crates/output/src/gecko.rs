@@ -11,16 +11,18 @@
 //! end per thread, one sample each weighted by its sample count, and `meta.extra` says so.
 //!
 //! Frames carry their line (`frameTable.line`), functions their file (`funcTable.fileName`).
-//! Categories colour Python frames, native frames, GC and idle samples apart: the leaf frame of
-//! an idle sample is in the Idle category, so the sample is too.
+//! Categories colour Python frames, native (and kernel) frames, GC and idle samples apart: the
+//! leaf frame of an idle sample is in the Idle category, so the sample is too. A native
+//! function is named with its shared object (`qsort (libc.so.6)`), its file is the DWARF
+//! source file where there is one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use strobe_aggregate::{FrameId, Profile, SampleFlags, StrId, ThreadId};
+use strobe_aggregate::{FrameId, FrameKind, Profile, SampleFlags, StrId, ThreadId};
 
-use crate::{json, Format};
+use crate::{json, module_name, Format};
 
 /// The `gecko` format (Firefox Profiler).
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +38,7 @@ enum Category {
     Other = 0,
     /// Python frames.
     Python = 1,
-    /// Native (C) frames, once the walker reports them.
+    /// Native (C, C++, Rust) and kernel frames (`--native`).
     Native = 2,
     /// Garbage collection, once the walker reports it.
     Gc = 3,
@@ -74,13 +76,15 @@ impl Category {
         }
     }
 
-    /// The category of a frame: the leaf of an idle sample is Idle, every other frame Python
-    /// (frames do not say yet whether they are native or GC; when they do, this is the place).
-    fn of(is_leaf: bool, flags: SampleFlags) -> Category {
+    /// The category of a frame: the leaf of an idle sample is Idle, native and kernel frames
+    /// Native, every other frame Python.
+    fn of(is_leaf: bool, flags: SampleFlags, kind: FrameKind) -> Category {
         if is_leaf && flags.idle() {
             Category::Idle
-        } else {
+        } else if kind == FrameKind::Python {
             Category::Python
+        } else {
+            Category::Native
         }
     }
 }
@@ -107,7 +111,7 @@ impl Strings {
 /// One thread's tables, built as its samples are added.
 #[derive(Default)]
 struct ThreadTables {
-    func_index: HashMap<(StrId, StrId), usize>,
+    func_index: HashMap<(StrId, StrId, Option<StrId>), usize>,
     func_name: Vec<usize>,
     func_file: Vec<usize>,
     frame_index: HashMap<(FrameId, Category), usize>,
@@ -134,26 +138,36 @@ impl ThreadTables {
         let t = &profile.tables;
         let mut prefix: Option<usize> = None;
         for (depth, &fid) in frames.iter().enumerate() {
-            let category = Category::of(depth + 1 == frames.len(), flags);
+            let kind = t.frame(fid).map_or(FrameKind::Python, |f| f.kind);
+            let category = Category::of(depth + 1 == frames.len(), flags, kind);
             let frame = match self.frame_index.get(&(fid, category)) {
                 Some(&i) => i,
                 None => {
-                    let (name, file, line) = match t.frame(fid) {
-                        Some(f) => (f.function, f.filename, f.line),
-                        None => (StrId(u32::MAX), StrId(u32::MAX), None),
+                    let (name, file, module, line) = match t.frame(fid) {
+                        Some(f) => (f.function, f.filename, f.module, f.line),
+                        None => (StrId(u32::MAX), StrId(u32::MAX), None, None),
                     };
-                    let func = match self.func_index.get(&(name, file)) {
+                    let func = match self.func_index.get(&(name, file, module)) {
                         Some(&i) => i,
                         None => {
                             let i = self.func_name.len();
                             let (n, f) = if name.0 == u32::MAX {
                                 (strings.get("<unknown frame>"), strings.get(""))
                             } else {
-                                (strings.get(t.str(name)), strings.get(t.str(file)))
+                                // A native function is named with its shared object.
+                                let n = match module {
+                                    Some(m) => strings.get(&format!(
+                                        "{} ({})",
+                                        t.str(name),
+                                        module_name(t.str(m))
+                                    )),
+                                    None => strings.get(t.str(name)),
+                                };
+                                (n, strings.get(t.str(file)))
                             };
                             self.func_name.push(n);
                             self.func_file.push(f);
-                            self.func_index.insert((name, file), i);
+                            self.func_index.insert((name, file, module), i);
                             i
                         }
                     };

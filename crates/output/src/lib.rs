@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 pub use strobe_aggregate::Profile;
-use strobe_aggregate::{FrameId, ThreadId};
+use strobe_aggregate::{FrameId, FrameKind, ThreadId};
 
 mod atomic;
 mod chrome;
@@ -155,8 +155,11 @@ impl Value {
     }
 }
 
-/// `function (file:line)`, or `function (file)` without a line: the frame label every text
-/// format uses (unescaped; each format escapes it).
+/// The frame label every text format uses (unescaped; each format escapes it):
+/// - Python: `function (file:line)`, or `function (file)` without a line;
+/// - native: `function (module)` with the shared object's file name, then ` [file:line]` where
+///   DWARF gave a source location (`function` is `module+0xoffset` without a symbol);
+/// - kernel: `[syscall]`.
 pub fn frame_label(profile: &Profile, id: FrameId) -> String {
     let t = &profile.tables;
     let Some(f) = t.frame(id) else {
@@ -164,13 +167,36 @@ pub fn frame_label(profile: &Profile, id: FrameId) -> String {
     };
     let mut s = String::with_capacity(64);
     s.push_str(t.str(f.function));
-    s.push_str(" (");
-    s.push_str(t.str(f.filename));
-    if let Some(line) = f.line {
-        let _ = write!(s, ":{line}");
+    match f.kind {
+        FrameKind::Python => {
+            s.push_str(" (");
+            s.push_str(t.str(f.filename));
+            if let Some(line) = f.line {
+                let _ = write!(s, ":{line}");
+            }
+            s.push(')');
+        }
+        FrameKind::Native => {
+            if let Some(m) = f.module {
+                let _ = write!(s, " ({})", module_name(t.str(m)));
+            }
+            let file = t.str(f.filename);
+            if !file.is_empty() {
+                let _ = write!(s, " [{file}");
+                if let Some(line) = f.line {
+                    let _ = write!(s, ":{line}");
+                }
+                s.push(']');
+            }
+        }
+        FrameKind::Kernel => {}
     }
-    s.push(')');
     s
+}
+
+/// The file name of a module path: `libc.so.6` for `/usr/lib/x86_64-linux-gnu/libc.so.6`.
+pub fn module_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// The root-frame label for a thread under `--threads`.

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use strobe_aggregate::Profile;
+use strobe_aggregate::{FrameKind, Profile};
 
 use crate::Format;
 
@@ -185,13 +185,13 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         id
     };
     for (_, f) in t.frames() {
-        add_location(
-            &mut out,
-            &mut strings,
-            t.str(f.function),
-            t.str(f.filename),
-            f.line,
-        );
+        // Native and kernel frames: the function's file is the shared object (pprof's views
+        // group by it); a DWARF source line would point into a file pprof does not name.
+        let (file, line) = match f.kind {
+            FrameKind::Python => (t.str(f.filename), f.line),
+            FrameKind::Native | FrameKind::Kernel => (f.module.map_or("", |m| t.str(m)), None),
+        };
+        add_location(&mut out, &mut strings, t.str(f.function), file, line);
     }
     let mut thread_roots: HashMap<u32, u64> = HashMap::new();
     let thread_key = strings.id("thread");

@@ -1,6 +1,6 @@
 //! strobe's raw recording: written while recording, readable after a crash.
 //!
-//! # Layout (version 1)
+//! # Layout (version 2; version 1 is version 2 without record 9, and is read too)
 //!
 //! ```text
 //! header:  "STROBRAW"  u16 LE version  u16 LE reserved (0)
@@ -15,6 +15,9 @@
 //!   6 SAMPLE    stack id, thread id, u8 flags, zigzag(timestamp − previous timestamp), weight ns
 //!   7 STATS     duration ns, errors, dropped   (cumulative: the last one wins)
 //!   8 AGGREGATE stack id, thread id, u8 flags, samples, weight ns   (a pre-counted stack)
+//!   9 KFRAME    u8 kind (1 native, 2 kernel), function str id, file str id, line as in FRAME,
+//!               module (0 = none, else str id + 1)   (a frame that is not Python's; frame ids
+//!               are shared with FRAME)
 //! ```
 //!
 //! Ids are implicit (each definition takes the next id of its kind) and file-local. A chunk holds
@@ -29,8 +32,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use strobe_aggregate::{
-    CapacityError, Count, CountKey, Counts, Frame, FrameId, Interner, Marks, Metadata, Profile,
-    ProfileOptions, Sample, SampleFlags, StackCount, StackId, StrId, Tables, Thread, ThreadId,
+    CapacityError, Count, CountKey, Counts, Frame, FrameId, FrameKind, Interner, Marks, Metadata,
+    Profile, ProfileOptions, Sample, SampleFlags, StackCount, StackId, StrId, Tables, Thread,
+    ThreadId,
 };
 
 use crate::Format;
@@ -38,7 +42,9 @@ use crate::Format;
 /// The file magic.
 pub const MAGIC: &[u8; 8] = b"STROBRAW";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 12;
 const CHUNK_HEADER_LEN: usize = 8;
 /// A chunk longer than this is treated as corrupt (the writer stays far below it).
@@ -53,6 +59,7 @@ const STACK: u8 = 5;
 const SAMPLE: u8 = 6;
 const STATS: u8 = 7;
 const AGGREGATE: u8 = 8;
+const KFRAME: u8 = 9;
 
 /// Run statistics recorded alongside samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,10 +152,18 @@ impl<W: Write> RawWriter<W> {
             let Some(f) = tables.frame(FrameId(i as u32)) else {
                 continue;
             };
-            b.push(FRAME);
+            if f.kind == FrameKind::Python {
+                b.push(FRAME);
+            } else {
+                b.push(KFRAME);
+                b.push(f.kind.code());
+            }
             varint(b, u64::from(f.function.0));
             varint(b, u64::from(f.filename.0));
             varint(b, f.line.map_or(0, |l| zigzag(i64::from(l)) + 1));
+            if f.kind != FrameKind::Python {
+                varint(b, f.module.map_or(0, |m| u64::from(m.0) + 1));
+            }
         }
         for i in self.marks.threads..tables.num_threads() {
             let Some(t) = tables.thread(ThreadId(i as u32)) else {
@@ -294,7 +309,7 @@ pub enum RawError {
     #[error("the recording is only {0} bytes long, shorter than the {HEADER_LEN}-byte header: the recorder was stopped before it wrote anything")]
     TruncatedHeader(usize),
     /// Written by a newer strobe.
-    #[error("raw format version {0} is not supported by this strobe (it reads version {VERSION}); convert it with the strobe version that recorded it")]
+    #[error("raw format version {0} is not supported by this strobe (it reads versions {OLDEST_VERSION} to {VERSION}); convert it with the strobe version that recorded it")]
     UnsupportedVersion(u16),
     /// A chunk passed its checksum but does not decode: a bug or a crafted file.
     #[error("corrupt raw recording at byte {offset}: {what}")]
@@ -419,7 +434,8 @@ impl Reader {
                 }
             };
         }
-        match dec!(c.u8()) {
+        let tag = dec!(c.u8());
+        match tag {
             META => {
                 let n = dec!(c.varint());
                 for _ in 0..n {
@@ -442,7 +458,12 @@ impl Reader {
                 let id = self.interner.intern_str(&s)?;
                 self.strs.push(id);
             }
-            FRAME => {
+            FRAME | KFRAME => {
+                let kind = if tag == KFRAME {
+                    dec!(FrameKind::from_code(dec!(c.u8())).ok_or("unknown frame kind"))
+                } else {
+                    FrameKind::Python
+                };
                 let function = dec!(get(
                     &self.strs,
                     dec!(c.varint()),
@@ -459,10 +480,23 @@ impl Reader {
                         i32::try_from(unzigzag(v - 1)).map_err(|_| "line out of range")
                     )),
                 };
+                let module = match kind {
+                    FrameKind::Python => None,
+                    _ => match dec!(c.varint()) {
+                        0 => None,
+                        m => Some(dec!(get(
+                            &self.strs,
+                            m - 1,
+                            "frame names an undefined string"
+                        ))),
+                    },
+                };
                 let id = self.interner.intern_frame_ids(Frame {
                     function,
                     filename,
                     line,
+                    kind,
+                    module,
                 })?;
                 self.frames.push(id);
             }
@@ -582,7 +616,7 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
         return Err(RawError::NotRaw);
     }
     let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(RawError::UnsupportedVersion(version));
     }
     let mut r = Reader::default();

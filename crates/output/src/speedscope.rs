@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use strobe_aggregate::{Profile, StackId, ThreadId};
+use strobe_aggregate::{FrameKind, Profile, StackId, ThreadId};
 
 use crate::json;
 use crate::Format;
@@ -33,11 +33,31 @@ impl Format for Speedscope {
                 s.push(',');
             }
             s.push_str("\n{\"name\":");
-            json::push_str(&mut s, t.str(f.function));
-            s.push_str(",\"file\":");
-            json::push_str(&mut s, t.str(f.filename));
-            if let Some(line) = f.line {
-                let _ = write!(s, ",\"line\":{line}");
+            match f.kind {
+                FrameKind::Python => {
+                    json::push_str(&mut s, t.str(f.function));
+                    s.push_str(",\"file\":");
+                    json::push_str(&mut s, t.str(f.filename));
+                    if let Some(line) = f.line {
+                        let _ = write!(s, ",\"line\":{line}");
+                    }
+                }
+                // The file is the shared object (what speedscope groups and colours by); a
+                // source location from DWARF goes in the name.
+                FrameKind::Native | FrameKind::Kernel => {
+                    let mut name = t.str(f.function).to_string();
+                    let file = t.str(f.filename);
+                    if !file.is_empty() {
+                        let _ = write!(name, " [{file}");
+                        if let Some(line) = f.line {
+                            let _ = write!(name, ":{line}");
+                        }
+                        name.push(']');
+                    }
+                    json::push_str(&mut s, &name);
+                    s.push_str(",\"file\":");
+                    json::push_str(&mut s, f.module.map_or("", |m| t.str(m)));
+                }
             }
             s.push('}');
         }

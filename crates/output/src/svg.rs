@@ -8,12 +8,59 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use inferno::flamegraph::color::{MultiPalette, Palette};
+use inferno::flamegraph::color::{Color, MultiPalette, Palette, PaletteMap};
 use inferno::flamegraph::{self, Options};
-use strobe_aggregate::Profile;
+use strobe_aggregate::{FrameId, FrameKind, Profile};
 
-use crate::collapsed::folded;
-use crate::{Format, Value};
+use crate::collapsed::{escape, folded};
+use crate::{frame_label, Format, Value};
+
+/// Native frames are drawn in blues, kernel frames in orange, so that they stand apart from
+/// the Python frames (reds for application code, yellow for the standard library, aqua for
+/// site-packages: inferno's Python palette).
+fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
+    // A stable variation per name, so that neighbouring frames can be told apart.
+    let h = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let v = (h % 40) as u8;
+    match kind {
+        FrameKind::Python => None,
+        FrameKind::Native => Some(Color {
+            r: 70 + v,
+            g: 130 + v,
+            b: 215,
+        }),
+        FrameKind::Kernel => Some(Color {
+            r: 235,
+            g: 140 + v / 2,
+            b: 40,
+        }),
+    }
+}
+
+/// The colours of the profile's native and kernel frames, by the name inferno sees.
+fn kind_palette(profiles: &[&Profile]) -> PaletteMap {
+    let mut map = PaletteMap::default();
+    for p in profiles {
+        for i in 0..p.tables.num_frames() {
+            let id = FrameId(i as u32);
+            let Some(f) = p.tables.frame(id) else {
+                continue;
+            };
+            if f.kind == FrameKind::Python {
+                continue;
+            }
+            let mut name = String::new();
+            escape(&frame_label(p, id), &mut name);
+            let name = printable(&name);
+            if let Some(c) = kind_colour(f.kind, &name) {
+                map.insert(name, c);
+            }
+        }
+    }
+    map
+}
 
 /// The `svg` format: an interactive flamegraph.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +116,9 @@ impl Format for Svg {
                 (v > 0).then(|| format!("{stack} {v}"))
             })
             .collect();
+        let mut palette = kind_palette(&[profile]);
         let mut opts = options(profile, self.value, self.title.as_deref());
+        opts.palette_map = Some(&mut palette);
         if lines.is_empty() {
             return empty_svg(&opts.title, "No samples were recorded.", out);
         }

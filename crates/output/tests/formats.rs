@@ -8,7 +8,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use strobe_aggregate::{
-    Aggregator, FrameKey, Metadata, Profile, ProfileOptions, SampleFilter, SampleFlags, ThreadKey,
+    Aggregator, FrameKey, FrameKind, Metadata, Profile, ProfileOptions, SampleFilter, SampleFlags,
+    ThreadKey,
 };
 use strobe_output::{
     read_raw_bytes, write_atomically, write_diff_svg, Chrome, Collapsed, DiffSvg, Format,
@@ -43,7 +44,26 @@ fn meta(target: &str) -> Metadata {
     }
 }
 
-/// Two threads, repeated stacks, recursion, an idle sample, hostile names, a late sample.
+const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+
+/// A native frame.
+fn native<'a>(
+    function: &'a str,
+    filename: &'a str,
+    line: Option<i32>,
+    module: &'a str,
+) -> FrameKey<'a> {
+    FrameKey {
+        function,
+        filename,
+        line,
+        kind: FrameKind::Native,
+        module: Some(module),
+    }
+}
+
+/// Two threads, repeated stacks, recursion, an idle sample, hostile names, a late sample, a
+/// stack with native and kernel frames.
 fn aggregator() -> Aggregator {
     let names = hostile_names();
     let mut a = Aggregator::new();
@@ -58,11 +78,7 @@ fn aggregator() -> Aggregator {
         name: Some("worker <b>"),
         interpreter_id: 0,
     };
-    let f = |function: &'static str, line| FrameKey {
-        function,
-        filename: "/app/main.py",
-        line: Some(line),
-    };
+    let f = |function: &'static str, line| FrameKey::python(function, "/app/main.py", Some(line));
     let gil = SampleFlags::HOLDS_GIL;
     let mut t = 0u64;
     let mut rec =
@@ -99,15 +115,30 @@ fn aggregator() -> Aggregator {
         gil,
         10_000_000,
     );
-    for n in &names {
-        let frames = [
+    // Under `--native`: Python frames called from C called from Python, down to a system call.
+    rec(
+        &mut a,
+        &main,
+        &[
             f("<module>", 1),
+            f("main", 13),
+            native("qsort", "", None, LIBC),
+            f("compare", 30),
+            native("recurse", "/src/chain.c", Some(42), "/opt/ext/libchain.so"),
+            native("libchain.so+0x1f00", "", None, "/opt/ext/libchain.so"),
             FrameKey {
-                function: n,
-                filename: n,
-                line: Some(7),
+                function: "[syscall]",
+                filename: "",
+                line: None,
+                kind: FrameKind::Kernel,
+                module: None,
             },
-        ];
+        ],
+        gil,
+        10_000_000,
+    );
+    for n in &names {
+        let frames = [f("<module>", 1), FrameKey::python(n, n, Some(7))];
         rec(&mut a, &worker, &frames, SampleFlags::empty(), 1_000_000);
     }
     rec(
@@ -234,7 +265,7 @@ fn speedscope_golden_and_schema() {
     }
     assert_eq!(
         total,
-        4 * 10_000_000 + 30_000_000 + 10_000_000 + 6 * 1_000_000
+        4 * 10_000_000 + 30_000_000 + 10_000_000 + 10_000_000 + 6 * 1_000_000
     );
 
     // Also valid with no samples at all.
@@ -271,12 +302,19 @@ fn chrome_golden_and_structure() {
             open.push((s, e));
         }
     }
-    // MainThread's <module> frame is one continuous activation of 4*10+30+10 ms.
+    // MainThread's <module> frame is one continuous activation of 4*10+30+10+10 ms.
     let module = x
         .iter()
         .find(|e| e["tid"] == 100 && e["name"].as_str().unwrap().starts_with("<module>"))
         .unwrap();
-    assert_eq!(module["dur"].as_f64().unwrap(), 80_000.0);
+    assert_eq!(module["dur"].as_f64().unwrap(), 90_000.0);
+    // Native and kernel frames say so, with their shared object.
+    let qsort = x.iter().find(|e| e["name"] == "qsort (libc.so.6)").unwrap();
+    assert_eq!(qsort["cat"], "native");
+    assert_eq!(qsort["args"]["module"], LIBC);
+    assert!(x
+        .iter()
+        .any(|e| e["name"] == "[syscall]" && e["cat"] == "kernel"));
     let names: Vec<&str> = x.iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert!(names.iter().any(|n| n.starts_with(SCRIPT)));
     assert!(events
@@ -315,6 +353,61 @@ fn assert_safe_svg(svg: &str) {
         !doc.descendants().any(|n| n.has_tag_name("b")),
         "injected element"
     );
+}
+
+/// The fill colour of each frame of a flamegraph SVG, by the start of its title.
+fn svg_fills(svg: &str) -> Vec<(String, String)> {
+    let doc = roxmltree::Document::parse_with_options(svg, xml_opts()).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("g"))
+        .filter_map(|g| {
+            let title = g.children().find(|c| c.has_tag_name("title"))?.text()?;
+            let fill = g
+                .children()
+                .find(|c| c.has_tag_name("rect"))?
+                .attribute("fill")?;
+            Some((title.to_string(), fill.to_string()))
+        })
+        .collect()
+}
+
+/// `rgb(r,g,b)` → (r, g, b).
+fn rgb(fill: &str) -> (u8, u8, u8) {
+    let v: Vec<u8> = fill
+        .trim_start_matches("rgb(")
+        .trim_end_matches(')')
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+#[test]
+fn svg_colours_native_and_kernel_frames_apart() {
+    let p = profile(ProfileOptions::default());
+    let svg = String::from_utf8(render(&Svg::default(), &p)).unwrap();
+    let fills = svg_fills(&svg);
+    let fill_of = |prefix: &str| {
+        let (_, f) = fills
+            .iter()
+            .find(|(t, _)| t.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no frame {prefix}: {fills:?}"));
+        rgb(f)
+    };
+    for native in [
+        "qsort (libc.so.6)",
+        "recurse (libchain.so) [/src/chain.c:42]",
+    ] {
+        let (r, g, b) = fill_of(native);
+        assert!(b > r && b > g, "{native} is not blue: {r},{g},{b}");
+    }
+    let (r, g, b) = fill_of("[syscall]");
+    assert!(r > g && g > b, "[syscall] is not orange: {r},{g},{b}");
+    // Python frames keep inferno's Python palette (reds, yellows, aqua): never the blues.
+    for python in ["compare (/app/main.py:30)", "main (/app/main.py:13)"] {
+        let (r, _, b) = fill_of(python);
+        assert!(r > b, "{python}: {r},{b}");
+    }
 }
 
 #[test]
@@ -360,16 +453,8 @@ fn diff_svg_marks_growth() {
         interpreter_id: 0,
     };
     let slow = [
-        FrameKey {
-            function: "<module>",
-            filename: "/app/main.py",
-            line: Some(1),
-        },
-        FrameKey {
-            function: "slow_new_path",
-            filename: "/app/main.py",
-            line: Some(99),
-        },
+        FrameKey::python("<module>", "/app/main.py", Some(1)),
+        FrameKey::python("slow_new_path", "/app/main.py", Some(99)),
     ];
     for i in 0..20 {
         a.record(
@@ -593,7 +678,9 @@ fn pprof_loads_in_go_tool_pprof() {
         first.trim_start().starts_with("70ms") && first.ends_with(" work"),
         "{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("Total samples = 86ms"), "{stdout}");
+    assert!(stdout.contains("Total samples = 96ms"), "{stdout}");
+    // The native stack's leaf: the kernel boundary.
+    assert!(stdout.contains("10ms 10.42%  [syscall]"), "{stdout}");
 }
 
 fn which(cmd: &str) -> Result<PathBuf, ()> {

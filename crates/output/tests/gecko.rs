@@ -66,11 +66,7 @@ fn profile(timeline: bool) -> Profile {
         name: None,
         interpreter_id: 0,
     };
-    let f = |function: &'static str, line| FrameKey {
-        function,
-        filename: "/app/main.py",
-        line: Some(line),
-    };
+    let f = |function: &'static str, line| FrameKey::python(function, "/app/main.py", Some(line));
     let gil = SampleFlags::HOLDS_GIL;
     let samples: Vec<(&ThreadKey<'_>, Vec<FrameKey<'_>>, SampleFlags, u64, u64)> = vec![
         (
@@ -104,14 +100,7 @@ fn profile(timeline: bool) -> Profile {
         ),
         (
             &other,
-            vec![
-                f("run", 5),
-                FrameKey {
-                    function: HOSTILE,
-                    filename: HOSTILE,
-                    line: None,
-                },
-            ],
+            vec![f("run", 5), FrameKey::python(HOSTILE, HOSTILE, None)],
             SampleFlags::empty(),
             13_000_000,
             4_000_000,

@@ -81,11 +81,9 @@ pub(crate) fn process_frame(
     command: &str,
 ) -> Result<FrameId, SamplerError> {
     let function = format!("process {pid}");
-    Ok(side.interner().intern_frame(&FrameKey {
-        function: &function,
-        filename: command,
-        line: None,
-    })?)
+    Ok(side
+        .interner()
+        .intern_frame(&FrameKey::python(&function, command, None))?)
 }
 
 /// Give every thread of this walk a memo (a new one if its thread state now belongs to
@@ -250,11 +248,7 @@ fn frame_id(
         .map_err(|_| RoundError::Transient(ErrorKind::Torn))?;
     let id = side
         .interner()
-        .intern_frame(&FrameKey {
-            function: &function,
-            filename: &filename,
-            line,
-        })
+        .intern_frame(&FrameKey::python(&function, &filename, line))
         .map_err(|e| RoundError::Fatal(e.into()))?;
     // Decoded now if it was not before.
     match serial.or_else(|| names.code_serial(f.code_addr)) {

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use strobe_aggregate::{Count, SampleFilter};
+use strobe_aggregate::{Count, FrameKind, SampleFilter};
 
 pub mod collector;
 pub mod thread;
@@ -28,19 +28,51 @@ pub use thread::{spawn, CollectorGone, CollectorHandle};
 pub struct FrameSel {
     /// Function name.
     pub function: String,
-    /// File name.
+    /// File name (for native frames, the source file from DWARF, or empty).
     pub filename: String,
     /// Line, `None` when grouping by function.
     pub line: Option<i32>,
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// Native frames: the shared object's path.
+    pub module: Option<String>,
 }
 
 impl FrameSel {
-    /// `function (file:line)` with the file shortened to its last component.
+    /// A Python function (or line).
+    pub fn python(function: &str, filename: &str, line: Option<i32>) -> FrameSel {
+        FrameSel {
+            function: function.to_string(),
+            filename: filename.to_string(),
+            line,
+            kind: FrameKind::Python,
+            module: None,
+        }
+    }
+
+    /// Python: `function (file:line)` with the file shortened to its last component. Native:
+    /// `function (shared object)`, then `[file:line]` where DWARF gave one. Kernel: `[syscall]`.
     pub fn label(&self) -> String {
         let file = short_file(&self.filename);
-        match self.line {
-            Some(l) => format!("{} ({file}:{l})", self.function),
-            None => format!("{} ({file})", self.function),
+        match self.kind {
+            FrameKind::Python => match self.line {
+                Some(l) => format!("{} ({file}:{l})", self.function),
+                None => format!("{} ({file})", self.function),
+            },
+            FrameKind::Native => {
+                let mut s = self.function.clone();
+                if let Some(m) = &self.module {
+                    s.push_str(&format!(" ({})", short_file(m)));
+                }
+                if !file.is_empty() {
+                    match self.line {
+                        Some(l) => s.push_str(&format!(" [{file}:{l}]")),
+                        None => s.push_str(&format!(" [{file}]")),
+                    }
+                }
+                s
+            }
+            FrameKind::Kernel => self.function.clone(),
         }
     }
 }

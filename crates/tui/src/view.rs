@@ -398,11 +398,7 @@ mod tests {
     }
 
     fn key(f: &str, line: Option<i32>) -> FrameSel {
-        FrameSel {
-            function: f.into(),
-            filename: "/srv/app/work.py".into(),
-            line,
-        }
+        FrameSel::python(f, "/srv/app/work.py", line)
     }
 
     fn state() -> State {

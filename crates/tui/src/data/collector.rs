@@ -109,6 +109,8 @@ impl Collector {
                 function: tables.str(st.function).to_string(),
                 filename: tables.str(st.filename).to_string(),
                 line: st.line,
+                kind: st.kind,
+                module: st.module.map(|m| tables.str(m).to_string()),
             };
             index.insert(key.clone(), rows.len());
             rows.push(Row {
@@ -124,6 +126,8 @@ impl Collector {
                 function: tables.str(st.function).to_string(),
                 filename: tables.str(st.filename).to_string(),
                 line: st.line,
+                kind: st.kind,
+                module: st.module.map(|m| tables.str(m).to_string()),
             };
             // The last interval is part of "since reset", so the row exists; a row is added
             // anyway rather than trusting that.

@@ -19,11 +19,7 @@ const WORKER: ThreadKey<'static> = ThreadKey {
 };
 
 fn fk(function: &'static str, line: i32) -> FrameKey<'static> {
-    FrameKey {
-        function,
-        filename: "/app/x.py",
-        line: Some(line),
-    }
+    FrameKey::python(function, "/app/x.py", Some(line))
 }
 
 fn push(
@@ -152,11 +148,7 @@ fn call_tree_of_a_recursive_function() {
     );
     push(&mut s, &MAIN, &[fk("main", 1), fk("other", 1)], none, 6);
     c.pump();
-    let focus = FrameSel {
-        function: "f".into(),
-        filename: "/app/x.py".into(),
-        line: None,
-    };
+    let focus = FrameSel::python("f", "/app/x.py", None);
     let q = Query {
         focus: Some(focus),
         ..by_fn()

@@ -68,6 +68,8 @@ pub(super) fn call_tree(
             function: tables.str(f.function).to_string(),
             filename: tables.str(f.filename).to_string(),
             line: if opts.by_function { None } else { f.line },
+            kind: f.kind,
+            module: f.module.map(|m| tables.str(m).to_string()),
         })
     };
     let mut callers = Node::default();

@@ -11,11 +11,7 @@ fn c(ms: u64) -> Count {
 
 fn row(f: &str, io: u64, it: u64, co: u64, ct: u64) -> Row {
     Row {
-        key: FrameSel {
-            function: f.into(),
-            filename: format!("/app/{f}.py"),
-            line: None,
-        },
+        key: FrameSel::python(f, &format!("/app/{f}.py"), None),
         interval_own: c(io),
         interval_total: c(it),
         cumulative_own: c(co),
