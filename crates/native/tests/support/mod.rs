@@ -86,7 +86,28 @@ impl Chain {
         }
         let ready = Ready::start(&mut cmd, "chain program");
         let tid = ready.said.trim().parse().unwrap();
-        Chain { ready, tid }
+        let chain = Chain { ready, tid };
+        // READY is printed just before the chain blocks: wait until the kernel shows it in
+        // the blocking call the mode is about (a state polled, not a delay guessed), so that
+        // no capture, stopped or not, catches it still finishing the READY line in write(2).
+        let calls: &[&str] = match mode {
+            // nanosleep, clock_nanosleep (x86-64).
+            "sleep" => &["35", "230"],
+            // read.
+            "read" => &["0"],
+            _ => &[],
+        };
+        if !calls.is_empty() {
+            let since = std::time::Instant::now();
+            while !in_syscall(chain.pid(), tid, calls) {
+                assert!(
+                    since.elapsed().as_secs() < 10,
+                    "the chain never blocked in {mode}"
+                );
+                std::thread::yield_now();
+            }
+        }
+        chain
     }
 
     pub fn pid(&self) -> i32 {
@@ -119,12 +140,6 @@ pub fn capture(pid: i32, tid: i32, how: How) -> (UserRegs, Vec<u8>) {
             let since = std::time::Instant::now();
             loop {
                 match t.capture(STACK, &mut stack) {
-                    // Still finishing the READY line (asleep in `write`, e.g. waiting for the
-                    // pipe under load): not yet the blocking call the test is about.
-                    Ok(_) if in_write(pid, tid) => {
-                        assert!(since.elapsed().as_secs() < 10, "never left write(2)");
-                        std::thread::yield_now();
-                    }
                     Ok(c) => return (c.regs, stack),
                     Err(e @ (StackError::NotBlocked { .. } | StackError::WokeUp { .. })) => {
                         assert!(since.elapsed().as_secs() < 10, "never asleep: {e}");
@@ -137,12 +152,14 @@ pub fn capture(pid: i32, tid: i32, how: How) -> (UserRegs, Vec<u8>) {
     }
 }
 
-/// Whether thread `tid` is in `write(2)` or `writev(2)` (x86-64 numbers 1 and 20), per
+/// Whether thread `tid` is blocked in one of the system calls numbered `calls`, per
 /// `/proc/PID/task/TID/syscall`.
-fn in_write(pid: i32, tid: i32) -> bool {
+fn in_syscall(pid: i32, tid: i32, calls: &[&str]) -> bool {
     let path = format!("/proc/{pid}/task/{tid}/syscall");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    matches!(text.split_whitespace().next(), Some("1") | Some("20"))
+    text.split_whitespace()
+        .next()
+        .is_some_and(|nr| calls.contains(&nr))
 }
 
 /// Everything needed to unwind and symbolise stacks of one process.
