@@ -106,6 +106,13 @@ impl Binary {
             .or(Some(&self.elf).filter(|e| e.has_dwarf()))
     }
 
+    /// Parse the DWARF context now (it is otherwise parsed on the first symbol looked up in
+    /// this binary): decompressing and indexing a large debug file takes a while, better spent
+    /// before sampling starts than in the middle of its first samples.
+    pub fn preload(&self) {
+        let _ = self.dwarf();
+    }
+
     /// The DWARF context, parsed on first use.
     pub(crate) fn dwarf(&self) -> Option<&Mutex<addr2line::Context<DwarfReader>>> {
         self.dwarf

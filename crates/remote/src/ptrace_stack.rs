@@ -19,6 +19,9 @@ pub struct TracedCapture {
     /// How long the thread was held: from the interrupt request to the resume request
     /// returning, as seen by strobe (an upper bound of the time the thread could not run).
     pub stopped_for: Duration,
+    /// The system call the thread was in when it was stopped (`orig_rax`, which is -1 for a
+    /// thread stopped in user space), if it was in one.
+    pub syscall: Option<u64>,
 }
 
 /// How a thread came to a ptrace stop.
@@ -113,12 +116,19 @@ impl ThreadTracer {
         let also = during();
         self.resume(how)?;
         let stopped_for = since.elapsed();
-        let regs = match result {
-            Ok(regs) => regs,
+        let (regs, syscall) = match result {
+            Ok(got) => got,
             Err(StackError::ThreadGone { .. }) => return Err(self.gone()),
             Err(e) => return Err(e),
         };
-        Ok((TracedCapture { regs, stopped_for }, also))
+        Ok((
+            TracedCapture {
+                regs,
+                stopped_for,
+                syscall,
+            },
+            also,
+        ))
     }
 
     /// Hand on signals that stopped the thread since the last capture, without waiting. Call
@@ -248,13 +258,13 @@ impl Drop for ThreadTracer {
     }
 }
 
-/// Registers and stack of a stopped thread.
+/// Registers and stack of a stopped thread, and the system call it was in, if any.
 fn read_state(
     pid: i32,
     tid: i32,
     max_stack: usize,
     stack: &mut Vec<u8>,
-) -> Result<UserRegs, StackError> {
+) -> Result<(UserRegs, Option<u64>), StackError> {
     let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
         Ok(r) => r,
         Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
@@ -267,13 +277,16 @@ fn read_state(
             })
         }
     };
+    // A thread stopped inside a system call keeps its number in `orig_rax`; one stopped in
+    // user space has -1 there.
+    let syscall = u64::try_from(regs.orig_rax as i64).ok();
     let regs = UserRegs {
         ip: regs.rip,
         sp: regs.rsp,
         bp: Some(regs.rbp),
     };
     copy_stack(pid, tid, regs.sp, max_stack, stack)?;
-    Ok(regs)
+    Ok((regs, syscall))
 }
 
 /// `PTRACE_LISTEN`, which `nix` does not wrap.

@@ -72,7 +72,15 @@ fn run(
     entries: &[bool],
 ) -> Result<Vec<String>, MergeError> {
     let mut out = Vec::new();
-    merge(shape, native, NativeEnd::Complete, entries, None, &mut out)?;
+    merge(
+        shape,
+        native,
+        NativeEnd::Complete,
+        entries,
+        None,
+        false,
+        &mut out,
+    )?;
     Ok(render(native, &out))
 }
 
@@ -338,6 +346,7 @@ fn native_thread() {
         NativeEnd::Complete,
         &[],
         kernel,
+        false,
         &mut out,
     )
     .unwrap();
@@ -375,6 +384,64 @@ fn mismatches_are_errors() {
     );
 }
 
+/// Rule 5: a loop call caught entering (or leaving) its first frame has no run; at one
+/// instant it can only be the innermost call, which is hidden; otherwise it is a mismatch.
+#[test]
+fn a_loop_call_entering_its_frame_is_hidden_only_at_one_instant() {
+    let native = vec![
+        py("_PyEval_EvalFrameDefault"),
+        py("_PyEval_Vector"),
+        f("/usr/lib/libffi.so.8", "ffi_closure_unix64_inner"),
+        f("/usr/lib/libc.so.6", "qsort"),
+        py("_PyEval_EvalFrameDefault"),
+        py("main"),
+    ];
+    let mut out = Vec::new();
+    // One run (sort_forever) for two loop calls: the inner one is starting `compare`.
+    for shape in [EvalShape::EntryRuns, EvalShape::FramePerCall] {
+        merge(
+            shape,
+            &native,
+            NativeEnd::Complete,
+            &[true],
+            None,
+            true,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            render(&native, &out),
+            ["ffi_closure_unix64_inner", "qsort", "P0", "main"],
+            "{shape:?}"
+        );
+        assert_eq!(
+            merge(
+                shape,
+                &native,
+                NativeEnd::Complete,
+                &[true],
+                None,
+                false,
+                &mut out
+            ),
+            Err(MergeError::Mismatch { loops: 2, runs: 1 })
+        );
+    }
+    // Two loops more than runs is never a single call in its prologue.
+    assert_eq!(
+        merge(
+            EvalShape::EntryRuns,
+            &native,
+            NativeEnd::Complete,
+            &[],
+            None,
+            true,
+            &mut out
+        ),
+        Err(MergeError::Mismatch { loops: 2, runs: 0 })
+    );
+}
+
 /// A native stack cut short keeps the innermost loops' runs in place and the rest after a
 /// marker; a complete one with too few loops is an error.
 #[test]
@@ -392,6 +459,7 @@ fn truncated_native_stack() {
         NativeEnd::Truncated,
         &[true, false, true],
         None,
+        false,
         &mut out,
     )
     .unwrap();
@@ -406,6 +474,7 @@ fn truncated_native_stack() {
         NativeEnd::Truncated,
         &[],
         None,
+        false,
         &mut out,
     );
     assert_eq!(e, Err(MergeError::Mismatch { loops: 1, runs: 0 }));
