@@ -14,6 +14,7 @@ mod blocking;
 mod container;
 mod errors;
 mod native;
+mod native_record;
 mod record;
 mod record_stop;
 mod safety;

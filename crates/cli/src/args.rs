@@ -27,7 +27,8 @@ Examples:
   strobe record -o app.svg -- python app.py           launch a script, write a flamegraph
   strobe record --pid 1234 --duration 30              a running process for 30 s
   strobe record --pid 1234 -o app.pb.gz --rate 250    pprof at 250 samples per second
-  strobe record --subprocesses -- ./run.sh            every Python process a launcher starts";
+  strobe record --subprocesses -- ./run.sh            every Python process a launcher starts
+  strobe record --native -o app.svg -- python app.py  C, C++ and Rust frames under the Python ones";
 
 const CONVERT_EXAMPLES: &str = "\
 Examples:
@@ -42,7 +43,8 @@ Examples:
 const TOP_EXAMPLES: &str = "\
 Examples:
   strobe top --pid 1234                  watch a running process (q quits, ? lists keys)
-  strobe top --lines -- python app.py    launch a script and watch it line by line";
+  strobe top --lines -- python app.py    launch a script and watch it line by line
+  strobe top --native --pid 1234         native functions (numpy, zlib, locks) get rows too";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
@@ -217,6 +219,11 @@ pub struct RecordArgs {
     /// `process PID` frame naming the process and its command line.
     #[arg(long)]
     pub subprocesses: bool,
+    /// Also record native frames (C, C++, Rust, libc, the system call a thread waits in),
+    /// interleaved with the Python frames in call order. Needs ptrace permission (root or
+    /// CAP_SYS_PTRACE); each running thread is stopped alone for a few microseconds per sample
+    #[arg(long, conflicts_with = "blocking")]
+    pub native: bool,
     /// The command to launch and profile, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -288,6 +295,10 @@ pub struct TopArgs {
     /// starts with a `process PID` frame.
     #[arg(long)]
     pub subprocesses: bool,
+    /// Also show native frames (C, C++, Rust, libc, system calls) under the Python ones.
+    /// Needs ptrace permission; each running thread is stopped alone briefly per sample
+    #[arg(long, conflicts_with = "blocking")]
+    pub native: bool,
     /// The command to launch and watch, after `--`. It is stopped when you quit.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -153,6 +153,21 @@ pub fn attach(mut child: Child, signals: &Receiver<Signal>) -> anyhow::Result<La
     }
 }
 
+/// Under `--native`: read the target's modules and its interpreter's symbols before sampling
+/// starts (the first sample would otherwise pay for it), and say what will be missing. Native
+/// frames that cannot be had at all are said once; the Python frames still come.
+pub fn prepare_native(target: Option<&mut strobe_target::Target>) {
+    let Some(target) = target else { return };
+    match target.enable_native() {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("strobe: warning: {w}");
+            }
+        }
+        Err(e) => eprintln!("strobe: warning: {e}; recording Python frames only"),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -185,6 +185,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         by_function: !raw && args.view.function,
         names: true,
         subprocesses: args.subprocesses,
+        native: args.native,
         ..SamplerConfig::default()
     };
     cfg.validate()?;
@@ -198,7 +199,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     };
     let signals = StopSignals::install().context("setting up signal handling")?;
     let start_unix = unix_now();
-    let (target, child, target_desc) = match args.pid {
+    let (mut target, child, target_desc) = match args.pid {
         Some(pid) => match launch::attach_pid(pid, args.subprocesses)? {
             Ok(target) => {
                 let exe = target.process().binary_in_target.rsplit('/').next();
@@ -238,6 +239,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         eprintln!("strobe: warning: {w}");
     }
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
+    if args.native {
+        launch::prepare_native(target.as_mut());
+    }
     let child_pid = child.as_ref().map(|c| c.id() as i32);
     let mut meta = Metadata {
         target: target_desc,
@@ -393,7 +397,13 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             // Sampling failed (or the sampler thread panicked; the join caught it): what was
             // counted so far is still summarised and written before the error is reported.
             let counts = agg.counts().total().samples;
-            for l in status::summary(&final_stats, args.rate, counts) {
+            for l in status::summary(&final_stats, args.rate, counts)
+                .into_iter()
+                .chain(status::native_summary(
+                    &final_stats,
+                    &stats.native_failures(),
+                ))
+            {
                 eprintln!("strobe: {l}");
             }
             if let Some(l) = sampler_cost(&final_stats) {
@@ -408,7 +418,13 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         eprintln!("strobe: warning: {w}");
     }
     let counts = agg.counts().total().samples;
-    for l in status::summary(&summary.stats, args.rate, counts) {
+    for l in status::summary(&summary.stats, args.rate, counts)
+        .into_iter()
+        .chain(status::native_summary(
+            &summary.stats,
+            &stats.native_failures(),
+        ))
+    {
         eprintln!("strobe: {l}");
     }
     if let Some(l) = sampler_cost(&summary.stats) {

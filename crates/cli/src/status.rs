@@ -79,8 +79,8 @@ pub fn summary(s: &StatsSnapshot, rate_requested: f64, stacks: u64) -> Vec<Strin
     }
     if s.late > 0 {
         lines.push(format!(
-            "{} samples were late (the sampler fell behind); each is weighted by the {} \
-             intervals it stands for in total",
+            "{} samples were late (the sampler fell behind, or a busy machine woke it late); \
+             each is weighted by the {} intervals it stands for in total",
             thousands(s.late),
             thousands(s.late + s.missed)
         ));
@@ -89,6 +89,36 @@ pub fn summary(s: &StatsSnapshot, rate_requested: f64, stacks: u64) -> Vec<Strin
         lines.push(format!(
             "{} samples were dropped because the aggregator fell behind",
             thousands(s.dropped)
+        ));
+    }
+    lines
+}
+
+/// Under `--native`: how many samples have their native stack, and why the others do not.
+/// `failures` is [`strobe_sampler::SamplerStats::native_failures`].
+pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<String> {
+    let all = s.native_merged + s.native_failed;
+    if all == 0 {
+        return Vec::new();
+    }
+    let pct = |n: u64| 100.0 * n as f64 / all as f64;
+    let mut lines = vec![format!(
+        "native stacks merged for {} of {} samples ({:.2}%)",
+        thousands(s.native_merged),
+        thousands(all),
+        pct(s.native_merged)
+    )];
+    if s.native_failed > 0 {
+        let reasons: Vec<String> = failures
+            .iter()
+            .map(|(why, n)| format!("{why} ({})", thousands(*n)))
+            .collect();
+        lines.push(format!(
+            "native merge failed for {} samples ({:.2}%), recorded with their Python frames \
+             only: {}",
+            thousands(s.native_failed),
+            pct(s.native_failed),
+            reasons.join("; ")
         ));
     }
     lines

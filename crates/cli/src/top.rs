@@ -46,6 +46,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         by_function: false,
         names: true,
         subprocesses: args.subprocesses,
+        native: args.native,
         ..Default::default()
     };
     cfg.validate()?;
@@ -66,7 +67,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // sampler's, the aggregator's).
     let signals = StopSignals::install().context("setting up signal handling")?;
 
-    let (target, child, what) = match spawned {
+    let (mut target, child, what) = match spawned {
         Some(spawned) => {
             let what = format!(
                 "pid {}: {}",
@@ -98,6 +99,9 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
     for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
+    }
+    if args.native {
+        launch::prepare_native(target.as_mut());
     }
     let info = TargetInfo {
         process: what,

@@ -220,6 +220,7 @@ fn check(python: Python<'_>, major: u8, minor: u8, flavour: Flavour) {
             NativeEnd::Complete,
             &entries,
             None,
+            true,
             &mut merged,
         )
         .unwrap_or_else(|e| panic!("{e}\n{context}"));

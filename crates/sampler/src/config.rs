@@ -41,6 +41,9 @@ pub struct SamplerConfig {
     /// (see the `family` module); every stack then starts with a `process PID` frame whose
     /// file name is the process's command line.
     pub subprocesses: bool,
+    /// Each sampled thread's native stack too, merged with its Python frames (see the
+    /// `native` module): a running thread is stopped alone for each of its samples.
+    pub native: bool,
 }
 
 impl Default for SamplerConfig {
@@ -57,6 +60,7 @@ impl Default for SamplerConfig {
             names: true,
             keep_off_target_cpus: true,
             subprocesses: false,
+            native: false,
         }
     }
 }

@@ -36,6 +36,7 @@ mod family;
 mod lifecycle;
 mod memo;
 mod names;
+mod native;
 mod pacing;
 mod placement;
 mod processes;

@@ -227,7 +227,7 @@ pub(crate) fn thread_of(
 /// decoded afresh, under a new number), so a cached id whose number is the walker's current
 /// one for that address is still right: one lookup on each side, no reading of the target, no
 /// names. Called only for frames that changed since the thread's previous sample.
-fn frame_id(
+pub(crate) fn frame_id(
     cache: &mut FrameCache,
     side: &mut SamplerSide,
     names: &mut impl FrameNames,

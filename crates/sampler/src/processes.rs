@@ -216,7 +216,15 @@ impl Processes {
                     continue;
                 }
             }
-            match round(&mut p.view, &mut p.target, cfg, side, now_ns, weight_ns) {
+            match round(
+                &mut p.view,
+                &mut p.target,
+                cfg,
+                side,
+                now_ns,
+                weight_ns,
+                stats,
+            ) {
                 Ok(counts) => {
                     p.failures_in_a_row = 0;
                     threads += counts.threads;

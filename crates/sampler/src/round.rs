@@ -28,6 +28,8 @@ use strobe_target::Target;
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
+use crate::native::{NativeMode, NativeOutcome, NativeTarget};
+use crate::stats::SamplerStats;
 use crate::threads::KernelThreads;
 use crate::view::ProcessView;
 
@@ -48,8 +50,21 @@ pub(crate) fn round(
     side: &mut SamplerSide,
     now_ns: u64,
     weight_ns: u64,
+    stats: &SamplerStats,
 ) -> Result<Counts, RoundError> {
     let pid = st.pid;
+    if cfg.native && st.native.mode == NativeMode::Off {
+        match target.enable_native() {
+            Ok(warnings) => {
+                st.warnings.extend(warnings);
+                st.native.mode = NativeMode::On;
+            }
+            Err(e) => {
+                st.warn_once("native", e);
+                st.native.mode = NativeMode::Unavailable;
+            }
+        }
+    }
     st.walks += 1;
     if cfg.blocking {
         // Scheduler states first: once frozen, every thread reads as traced-stopped.
@@ -66,11 +81,19 @@ pub(crate) fn round(
         st.test_panic();
         target.walker_mut().sample_into(&mut raw)
     };
-    let result = walked
-        .map_err(|e| walk_error(pid, e))
-        .and_then(|()| record_threads(st, target, cfg, side, &raw, now_ns, weight_ns));
+    let result = walked.map_err(|e| walk_error(pid, e)).and_then(|()| {
+        let when = When { now_ns, weight_ns };
+        record_threads(st, target, cfg, side, &raw, when, stats)
+    });
     st.raw = raw;
     result
+}
+
+/// When a round's samples were taken, and the wall time each stands for.
+#[derive(Debug, Clone, Copy)]
+struct When {
+    now_ns: u64,
+    weight_ns: u64,
 }
 
 /// Filter, flag, intern and push the threads of one sample.
@@ -80,9 +103,10 @@ fn record_threads(
     cfg: &SamplerConfig,
     side: &mut SamplerSide,
     raw: &RawSample,
-    now_ns: u64,
-    weight_ns: u64,
+    when: When,
+    stats: &SamplerStats,
 ) -> Result<Counts, RoundError> {
+    let When { now_ns, weight_ns } = when;
     let pid = st.pid;
     let stacks = &raw.threads;
     let walk = st.walks;
@@ -182,18 +206,44 @@ fn record_threads(
         if st.frames.len() > MAX_FRAME_CACHE {
             st.frames.clear();
         }
-        let stack = stack_of(
-            memo,
-            &mut st.frames,
-            &mut st.fresh,
-            side,
-            target.walker_mut(),
-            t,
-            frames,
-            walk,
-            cfg.by_function,
-            st.root_frame,
-        )?;
+        let merged = if st.native.mode == NativeMode::On {
+            // The capture reads every Python stack again: a walk (see the `native` module).
+            st.walks += 1;
+            let which = NativeTarget {
+                thread: t,
+                host_tid: host,
+                idle,
+                by_function: cfg.by_function,
+                root: st.root_frame,
+            };
+            match st.native.stack(target, side, &mut st.frames, which)? {
+                NativeOutcome::Merged(stack) => {
+                    stats.add_native_merged();
+                    Some(stack)
+                }
+                NativeOutcome::Failed(why) => {
+                    stats.add_native_failure(&why);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let stack = match merged {
+            Some(stack) => stack,
+            None => stack_of(
+                memo,
+                &mut st.frames,
+                &mut st.fresh,
+                side,
+                target.walker_mut(),
+                t,
+                frames,
+                walk,
+                cfg.by_function,
+                st.root_frame,
+            )?,
+        };
         let thread = thread_of(
             memo,
             side,

@@ -57,7 +57,16 @@ pub struct SamplerStats {
     new_processes: Mutex<Vec<NewProcess>>,
     /// The sampler thread's CPU time in ns, [`CPU_UNKNOWN`] while not measured.
     cpu_ns: AtomicU64,
+    /// `--native`: samples recorded with their merged native stack.
+    native_merged: AtomicU64,
+    /// `--native`: samples recorded with their Python frames alone, and why (by reason).
+    native_failures: Mutex<Vec<(String, u64)>>,
 }
+
+/// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
+const MAX_NATIVE_REASONS: usize = 16;
+/// The reason counted for failures beyond [`MAX_NATIVE_REASONS`] distinct ones.
+const OTHER_REASONS: &str = "other reasons";
 
 /// [`SamplerStats::cpu_ns`] when the sampler thread's CPU time cannot be measured.
 const CPU_UNKNOWN: u64 = u64::MAX;
@@ -82,6 +91,8 @@ impl SamplerStats {
             threads: AtomicU64::new(0),
             new_processes: Mutex::new(Vec::new()),
             cpu_ns: AtomicU64::new(CPU_UNKNOWN),
+            native_merged: AtomicU64::new(0),
+            native_failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -116,7 +127,42 @@ impl SamplerStats {
             cpu: Some(r(&self.cpu_ns))
                 .filter(|&ns| ns != CPU_UNKNOWN)
                 .map(Duration::from_nanos),
+            native_merged: r(&self.native_merged),
+            native_failed: self.native_failures().iter().map(|(_, n)| n).sum(),
         }
+    }
+
+    /// `--native`: count a sample recorded with its merged native stack.
+    pub(crate) fn add_native_merged(&self) {
+        self.native_merged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `--native`: count a sample recorded without its native stack, because of `why`.
+    pub(crate) fn add_native_failure(&self, why: &str) {
+        let mut list = self.lock_native_failures();
+        if let Some(entry) = list.iter_mut().find(|(w, _)| w == why) {
+            entry.1 += 1;
+        } else if list.len() < MAX_NATIVE_REASONS {
+            list.push((why.to_string(), 1));
+        } else if let Some(entry) = list.iter_mut().find(|(w, _)| w == OTHER_REASONS) {
+            entry.1 += 1;
+        } else {
+            list.push((OTHER_REASONS.to_string(), 1));
+        }
+    }
+
+    /// `--native`: the reasons samples were recorded without their native stack, with how
+    /// many each, most frequent first.
+    pub fn native_failures(&self) -> Vec<(String, u64)> {
+        let mut list = self.lock_native_failures().clone();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    }
+
+    fn lock_native_failures(&self) -> std::sync::MutexGuard<'_, Vec<(String, u64)>> {
+        self.native_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The processes (`--subprocesses`) whose first sample was recorded, or found unreadable,
@@ -217,6 +263,11 @@ pub struct StatsSnapshot {
     /// and at the end; `None` where the kernel does not report it. This is strobe's own cost
     /// of sampling: the stack reads, `/proc` reads and interning, not the aggregator's work.
     pub cpu: Option<Duration>,
+    /// `--native`: samples recorded with their merged native stack.
+    pub native_merged: u64,
+    /// `--native`: samples recorded with their Python frames alone (the native stack could
+    /// not be taken or merged; see [`SamplerStats::native_failures`] for why).
+    pub native_failed: u64,
 }
 
 impl StatsSnapshot {

@@ -7,6 +7,7 @@ use strobe_walker::RawSample;
 
 use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
+use crate::native::NativeView;
 use crate::threads::KernelThreads;
 
 /// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
@@ -50,6 +51,8 @@ pub(crate) struct ProcessView {
     /// Under `--subprocesses`, the frame every stack of this process starts with (its PID and
     /// command line).
     pub(crate) root_frame: Option<FrameId>,
+    /// Native stacks (`--native`).
+    pub(crate) native: NativeView,
 }
 
 impl ProcessView {
@@ -78,6 +81,7 @@ impl ProcessView {
             panic_after: ProcessView::test_panic_setting(),
             auxv,
             root_frame,
+            native: NativeView::new(),
         }
     }
 

@@ -14,6 +14,7 @@
 mod native;
 pub mod snapshot;
 
+pub use native::NativeStack;
 use native::NativeState;
 use snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -22,7 +23,7 @@ use strobe_memory::MemError;
 use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
 use strobe_signals::DeferSignals;
 use strobe_walker::walk::{Roots, ThreadStack, Walker};
-use strobe_walker::WalkError;
+use strobe_walker::{RawSample, WalkError};
 
 /// How often a snapshot of a running (not frozen) target is retried when the target changed
 /// under the reader. Each attempt takes well under a millisecond.
@@ -254,6 +255,49 @@ impl Target {
             threads,
             warnings,
         })
+    }
+
+    /// Make native stacks available to [`Target::native_sample`]: read the target's module
+    /// list (once). Gives the lines the user should see (modules whose frames will lack
+    /// symbols), or why native stacks cannot be had at all.
+    pub fn enable_native(&mut self) -> Result<Vec<String>, String> {
+        if self.native.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut warnings = Vec::new();
+        let state = NativeState::new(self.pid(), self.walker.memory(), &mut warnings)
+            .map_err(|e| format!("native frames are unavailable: {e}"))?;
+        self.native = Some(state);
+        Ok(warnings)
+    }
+
+    /// One native sample of the thread with kernel id `tid` (as seen from here), known to the
+    /// interpreter as `ident` in interpreter `interp`: its native stack and, at the same
+    /// instant, the process's Python stacks into `raw` (see [`native::NativeStack`] for what
+    /// the result indexes). `may_sleep`: the thread was seen idle, so it may be read without
+    /// a stop. Also hands back the walker, to name the Python frames. Errors are the reason
+    /// the stack could not be merged; [`Target::enable_native`] must have succeeded.
+    pub fn native_sample(
+        &mut self,
+        tid: i32,
+        ident: u64,
+        interp: i64,
+        may_sleep: bool,
+        raw: &mut RawSample,
+    ) -> Result<(NativeStack<'_>, &mut Walker<ProcessMemory>), String> {
+        let version = &self.process.version;
+        let which = native::NativeThread {
+            pid: self.process.pid,
+            tid,
+            ident,
+            interp,
+            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
+        };
+        let Some(state) = self.native.as_mut() else {
+            return Err("native frames were not enabled".to_string());
+        };
+        let stack = state.sample_thread(which, may_sleep, &mut self.walker, raw)?;
+        Ok((stack, &mut self.walker))
     }
 
     /// Replace each thread's frames with its merged native and Python stack, or note why not

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use strobe_memory::RemoteMemory;
 use strobe_native::{
@@ -22,20 +23,39 @@ use strobe_native::{
 };
 use strobe_remote::{BlockedThread, StackError, ThreadTracer, UserRegs};
 use strobe_walker::walk::{ThreadStack, Walker};
-use strobe_walker::WalkError;
+use strobe_walker::{RawSample, WalkError};
 
 use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
 /// Bytes of stack copied from the stack pointer up.
 const STACK_BYTES: usize = 256 * 1024;
+/// The module list is read again when a sampled stack has an address outside every module
+/// (a library loaded since, such as an extension imported late), at most this often.
+const MODULES_REREAD_EVERY: Duration = Duration::from_secs(1);
+
+/// One thread's merged stack, as [`NativeState::sample_thread`] leaves it: innermost first,
+/// each [`MergedFrame::Python`] an index into the thread's frames in the [`RawSample`] read at
+/// the instant of the capture, each [`MergedFrame::Native`] into `native`.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeStack<'a> {
+    /// The merged frames, innermost first.
+    pub merged: &'a [MergedFrame],
+    /// The native frames `merged` refers to.
+    pub native: &'a [NativeFrame],
+    /// The index of the thread in the `RawSample`'s threads.
+    pub thread: usize,
+}
 
 /// The target's modules, unwinder and symbol caches, built on the first native snapshot.
 pub(crate) struct NativeState {
     modules: ModuleMap,
     unwinder: Unwinder,
     symbolizer: Symbolizer,
-    /// Kept so that binaries stay parsed and mapped for the next snapshot.
-    _binaries: Binaries,
+    /// Kept so that binaries stay parsed and mapped for the next snapshot, and for a reread
+    /// of the module list ([`NativeState::refresh_modules`]).
+    binaries: Binaries,
+    /// When the module list was last read.
+    modules_read: Instant,
     stack: Vec<u8>,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
@@ -89,6 +109,19 @@ impl NativeState {
         let mut binaries = Binaries::new(DebugSearch::default());
         let (modules, problems) =
             ModuleMap::read(pid, mem, &mut binaries).map_err(|e| e.to_string())?;
+        // Every Python stack runs through the interpreter and libc: their symbols are needed
+        // by the first sample, so they are read now rather than during it.
+        for m in modules.modules() {
+            let name = m.id.short_name();
+            if name.starts_with("python")
+                || name.starts_with("libpython")
+                || name.starts_with("libc.so")
+            {
+                if let Some(b) = &m.binary {
+                    b.preload();
+                }
+            }
+        }
         for problem in problems {
             warnings.push(format!(
                 "native frames of a module are shown without symbols: {problem}"
@@ -98,7 +131,8 @@ impl NativeState {
             unwinder: Unwinder::new(&modules),
             modules,
             symbolizer: Symbolizer::new(),
-            _binaries: binaries,
+            binaries,
+            modules_read: Instant::now(),
             stack: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
@@ -206,6 +240,7 @@ impl NativeState {
             end,
             &entries,
             captured.kernel,
+            true,
             &mut self.merged,
         );
         let merged = match merged {
@@ -242,6 +277,138 @@ impl NativeState {
             python: Some(python),
             merged,
             asleep: captured.asleep,
+        }
+    }
+}
+
+impl NativeState {
+    /// The sampler's capture of one thread: registers and native stack of `which` and, at the
+    /// same instant, every Python stack of the process into `raw` (one batched read); unwound,
+    /// symbolised and merged with that thread's Python frames. A thread known to be idle
+    /// (`may_sleep`) is read without a stop where its run count proves it slept throughout;
+    /// a running thread is stopped alone for the capture and the read. Errors are the reason
+    /// the stack could not be merged, for the summary.
+    pub(crate) fn sample_thread<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        may_sleep: bool,
+        walker: &mut Walker<M>,
+        raw: &mut RawSample,
+    ) -> Result<NativeStack<'_>, String> {
+        let first = self.sample_once(which, may_sleep, walker, raw);
+        let thread = match first {
+            // Read asleep without the frame pointer register: try once more, stopped.
+            Err(Retry::Stopped(_)) => self.sample_once(which, false, walker, raw),
+            other => other,
+        }
+        .map_err(Retry::into_reason)?;
+        Ok(NativeStack {
+            merged: &self.merged,
+            native: &self.frames,
+            thread,
+        })
+    }
+
+    fn sample_once<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        may_sleep: bool,
+        walker: &mut Walker<M>,
+        raw: &mut RawSample,
+    ) -> Result<usize, Retry> {
+        let mut walked = None;
+        let captured = capture(which.pid, which.tid, &mut self.stack, may_sleep, || {
+            walked = Some(walker.sample_into(raw));
+        })
+        .map_err(|e| Retry::Final(e.to_string()))?;
+        match walked {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Retry::Final(python_failed(&e))),
+            None => {
+                return Err(Retry::Final(
+                    "the Python frames were not read during the capture".to_string(),
+                ))
+            }
+        }
+        let Some(index) = raw
+            .threads
+            .iter()
+            .position(|t| t.thread_id == which.ident && t.interp_id == which.interp)
+        else {
+            return Err(Retry::Final(
+                "the thread's Python frames were not found at the instant its native stack \
+                 was taken (it ended or started meanwhile)"
+                    .to_string(),
+            ));
+        };
+        self.unwinder
+            .unwind(&captured.regs, &self.stack, &mut self.unwound);
+        self.frames.clear();
+        self.symbolizer
+            .symbolize(&self.modules, &self.unwound, &mut self.frames);
+        let end = match self.unwound.end {
+            Some(UnwindEnd::Complete) => NativeEnd::Complete,
+            _ => NativeEnd::Truncated,
+        };
+        let merged = merge(
+            which.shape,
+            &self.frames,
+            end,
+            raw.entries_of(&raw.threads[index]),
+            captured.kernel,
+            true,
+            &mut self.merged,
+        );
+        if let Err(e) = merged {
+            let why = match &self.unwound.end {
+                Some(UnwindEnd::Stopped(why)) => {
+                    format!("{e} (the native unwind stopped early: {why})")
+                }
+                _ => e.to_string(),
+            };
+            let unmapped = self.frames.iter().any(|f| f.module.is_none());
+            if unmapped {
+                self.refresh_modules(which.pid, walker.memory());
+            }
+            return Err(if captured.asleep {
+                Retry::Stopped(why)
+            } else {
+                Retry::Final(why)
+            });
+        }
+        if self.frames.iter().any(|f| f.module.is_none()) {
+            // Merged, but with code the module list does not know: read it again, so the
+            // next samples name it.
+            self.refresh_modules(which.pid, walker.memory());
+        }
+        Ok(index)
+    }
+
+    /// Read the module list again (rate-limited), keeping parsed binaries and symbols.
+    fn refresh_modules<M: RemoteMemory>(&mut self, pid: i32, mem: &M) {
+        if self.modules_read.elapsed() < MODULES_REREAD_EVERY {
+            return;
+        }
+        self.modules_read = Instant::now();
+        if let Ok((modules, _)) = ModuleMap::read(pid, mem, &mut self.binaries) {
+            self.unwinder = Unwinder::new(&modules);
+            self.modules = modules;
+        }
+    }
+}
+
+/// Why [`NativeState::sample_once`] failed, and whether a stopped capture may do better.
+enum Retry {
+    /// Read asleep (no frame pointer register): a stopped capture may merge.
+    Stopped(String),
+    /// The reason, for the summary.
+    Final(String),
+}
+
+impl Retry {
+    fn into_reason(self) -> String {
+        match self {
+            Retry::Stopped(why) | Retry::Final(why) => why,
         }
     }
 }
@@ -322,7 +489,8 @@ fn capture(
     let (c, ()) = tracer.capture_with(STACK_BYTES, stack, during)?;
     Ok(Captured {
         regs: c.regs,
-        kernel: None,
+        // Stopped inside a system call (asleep, but not provably through the Python read).
+        kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
         asleep: false,
     })
 }

@@ -1,0 +1,232 @@
+//! `strobe record --native` against real interpreters: merged native and Python stacks through
+//! the sampler, the raw format, `convert` and the formats that name shared objects.
+//!
+//! `native_busy.py`: threads sort with libc's `qsort` through ctypes, comparing in Python, for
+//! ever (Python -> C -> Python while running, the GIL wait in the kernel while not); the main
+//! thread blocks reading stdin.
+
+use crate::harness::{strobe, Announced, Interp, Script, TempDir};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Interpreter plumbing that must not be left in a merged stack: the evaluation loop of every
+/// version, and functions that only pass a call on (exact names; `_PyObject_Malloc` and the
+/// like do real work and stay).
+const PLUMBING: &[&str] = &[
+    "_PyEval_EvalFrameDefault",
+    "PyEval_EvalFrameEx",
+    "_PyEval_Vector",
+    "_PyEval_EvalCode",
+    "_PyEval_EvalCodeWithName",
+    "_PyFunction_Vectorcall",
+    "_PyObject_MakeTpCall",
+    "PyObject_Call",
+    "cfunction_call",
+    "function_code_fastcall",
+];
+
+/// Run strobe, assert it succeeded, return its stderr.
+fn run_ok(args: &[&str]) -> String {
+    let out = strobe(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "strobe {args:?} failed: {stderr}");
+    stderr
+}
+
+/// A collapsed file: stack (frames outermost first) → count.
+fn collapsed(path: &std::path::Path) -> BTreeMap<Vec<String>, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        let frames = stack.split(';').map(str::to_string).collect();
+        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
+    }
+    out
+}
+
+/// `native stacks merged for X of Y samples` from strobe's summary: (X, Y).
+fn merged_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("strobe: native stacks merged for "))
+        .unwrap_or_else(|| panic!("no native summary in\n{stderr}"));
+    let num = |s: &str| s.replace(',', "").parse::<u64>().unwrap();
+    let mut words = line.split_whitespace();
+    let merged = num(words.next().unwrap());
+    assert_eq!(words.next(), Some("of"), "{line}");
+    (merged, num(words.next().unwrap()))
+}
+
+/// The function name a collapsed label starts with.
+fn function(label: &str) -> &str {
+    label.split(" (").next().unwrap_or(label)
+}
+
+/// Record the sorters of `native_busy.py` with `--native --idle` into a raw file, convert it
+/// to collapsed and speedscope, and check the merged stacks: Python's `sort_forever` calls
+/// libc's `qsort`, which calls Python's `compare`; the main thread blocked in `os.read` ends
+/// in libc and `[syscall]`; no interpreter plumbing anywhere; and the merges succeed.
+fn check_busy(interp: Interp) {
+    let script = Script::new(&interp, "native_busy.py");
+    let mut target = Announced::start(script.command().arg("2"));
+    let dir = TempDir::new();
+    let raw = dir.path().join("busy.raw");
+    let pid = target.pid.to_string();
+    let stderr = run_ok(&[
+        "record",
+        "--native",
+        "--idle",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "1.5",
+        "-o",
+        raw.to_str().unwrap(),
+    ]);
+    target.close_stdin();
+    let (merged, all) = merged_counts(&stderr);
+    assert!(all >= 20, "only {all} samples\n{stderr}");
+    // A few merges may fail where a capture meets a thread between pushing a Python frame and
+    // evaluating it; the bound of the issue (1%) is checked at 1 kHz below, this is a sanity
+    // check that the merge works on this interpreter at all.
+    assert!(
+        merged * 20 >= all * 19,
+        "{merged} of {all} merged\n{stderr}"
+    );
+
+    let txt = dir.path().join("busy.txt");
+    run_ok(&[
+        "convert",
+        "--idle",
+        raw.to_str().unwrap(),
+        "-o",
+        txt.to_str().unwrap(),
+    ]);
+    let stacks = collapsed(&txt);
+    let all_text: String = stacks
+        .keys()
+        .map(|s| s.join(";"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let lines = script.lines();
+    let file = script.in_target.as_str();
+    let sort_label = format!("sort_forever ({file}:{})", lines["qsort"]);
+    let compare_label = format!("compare ({file}:{})", lines["compare"]);
+    let main_label = format!("<module> ({file}:{})", lines["main"]);
+
+    for stack in stacks.keys() {
+        for f in stack {
+            for p in PLUMBING {
+                assert!(
+                    function(f).trim_end_matches(".cold") != *p,
+                    "{f} left in\n{}",
+                    stack.join("\n  ")
+                );
+            }
+        }
+    }
+    // Python -> qsort in libc -> Python, in that order, in the sorters' stacks.
+    let through_qsort: u64 = stacks
+        .iter()
+        .filter(|(s, _)| {
+            let at = |pred: &dyn Fn(&String) -> bool| s.iter().position(pred);
+            let sort = at(&|f| *f == sort_label);
+            let qsort = at(&|f| function(f).contains("qsort") && f.contains("(libc"));
+            let compare = at(&|f| *f == compare_label);
+            matches!((sort, qsort, compare), (Some(a), Some(b), Some(c)) if a < b && b < c)
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        through_qsort > 0,
+        "no stack goes sort_forever -> qsort (libc) -> compare:\n{all_text}\n{stderr}"
+    );
+    // The main thread, blocked in os.read: its Python frame, then only native frames down to
+    // the kernel. (A sample whose merge failed has its Python frames only, outermost first:
+    // those are the few the bound above allows, and are left out here.)
+    let main: Vec<&Vec<String>> = stacks
+        .keys()
+        .filter(|s| s.contains(&main_label) && !s[0].contains(".py:"))
+        .collect();
+    assert!(!main.is_empty(), "no merged main thread stack:\n{all_text}");
+    for s in &main {
+        assert_eq!(s.last().map(String::as_str), Some("[syscall]"), "{s:?}");
+        let at = s.iter().position(|f| *f == main_label).unwrap();
+        let below = &s[at + 1..s.len() - 1];
+        assert!(!below.is_empty(), "{s:?}");
+        assert!(
+            below.iter().all(|f| !f.contains(".py:")),
+            "only native frames under the read: {s:?}"
+        );
+    }
+
+    // speedscope: a native frame's file is its shared object.
+    let json = dir.path().join("busy.speedscope.json");
+    run_ok(&[
+        "convert",
+        raw.to_str().unwrap(),
+        "-o",
+        json.to_str().unwrap(),
+    ]);
+    let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let frames = v["shared"]["frames"].as_array().unwrap();
+    assert!(
+        frames.iter().any(|f| {
+            f["name"].as_str().unwrap().contains("qsort")
+                && f["file"].as_str().unwrap().contains("libc")
+                && f["file"].as_str().unwrap().starts_with('/')
+        }),
+        "no qsort frame with libc's path as its file"
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn busy(interp) {
+        check_busy(Interp::from(interp));
+    }
+}
+
+/// At 1 kHz on a target with four running threads and a blocked one, at most 1% of the
+/// samples fail to merge (each failure is counted, never guessed; the summary gives the
+/// reasons).
+fn check_merge_rate(interp: Interp) {
+    let script = Script::new(&interp, "native_busy.py");
+    let mut target = Announced::start(script.command().arg("4"));
+    let dir = TempDir::new();
+    let out = dir.path().join("rate.txt");
+    let pid = target.pid.to_string();
+    let stderr = run_ok(&[
+        "record",
+        "--native",
+        "--idle",
+        "--pid",
+        &pid,
+        "--rate",
+        "1000",
+        "--duration",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    target.close_stdin();
+    let (merged, all) = merged_counts(&stderr);
+    assert!(all >= 500, "only {all} samples\n{stderr}");
+    assert!(
+        (all - merged) * 100 <= all,
+        "{} of {all} samples failed to merge\n{stderr}",
+        all - merged
+    );
+}
+
+#[test]
+fn merge_failures_at_1_khz_are_at_most_1_percent() {
+    check_merge_rate(Interp::pyenv("3.12.1"));
+}
+
+#[test]
+fn merge_failures_at_1_khz_are_at_most_1_percent_on_3_14() {
+    check_merge_rate(Interp::named("sid_3_14"));
+}
