@@ -490,3 +490,22 @@ fn top_shows_the_python_subprocesses_of_a_shell_on_3_13() {
     tmux.assert_restored();
     family.close_stdin();
 }
+
+/// `--native`: native functions get their own rows, named with their shared object, and
+/// the kernel boundary its own (`native_busy.py`'s threads sort with libc's `qsort` and wait
+/// for the GIL).
+#[test]
+fn top_native_shows_native_functions_on_3_12() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
+    let target = Announced::start(script.command().arg("2"));
+    let mut args = top_args(target.pid);
+    args.push("--native".into());
+    let tmux = Tmux::start(&args);
+    tmux.wait_for("rows of libc and libpython functions", |s| {
+        s.lines().any(|l| l.contains(" (libc.so.6)"))
+            && s.lines().any(|l| l.contains(" (libpython3.12.so.1.0)"))
+    });
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+    tmux.assert_restored();
+}
