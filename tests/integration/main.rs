@@ -17,6 +17,7 @@ mod native;
 mod native_record;
 mod record;
 mod record_stop;
+mod record_summary;
 mod safety;
 mod safety_input;
 mod safety_lifecycle;

@@ -202,6 +202,12 @@ impl AggregatorSide {
         &self.counts
     }
 
+    /// The counts, to take a [`Counts::breakdown`] of (which starts a new interval), with the
+    /// tables their ids refer to.
+    pub fn counts_and_tables(&mut self) -> (&mut Counts, &Tables) {
+        (&mut self.counts, &self.tables)
+    }
+
     /// Samples dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -219,6 +219,16 @@ pub struct RecordArgs {
     /// `process PID` frame naming the process and its command line.
     #[arg(long)]
     pub subprocesses: bool,
+    /// After writing the file, print the ten functions with the most own time and the ten
+    /// with the most total time (the default when stderr is a terminal)
+    #[arg(long, overrides_with = "no_summary")]
+    pub summary: bool,
+    /// Do not print that table
+    #[arg(long, overrides_with = "summary")]
+    pub no_summary: bool,
+    /// Print nothing on stderr but errors: no status line, summary or warnings
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Also record native frames (C, C++, Rust, libc, the system call a thread waits in),
     /// interleaved with the Python frames in call order. Needs ptrace permission (root or
     /// CAP_SYS_PTRACE); each running thread is stopped alone for a few microseconds per sample

@@ -161,10 +161,10 @@ pub fn prepare_native(target: Option<&mut strobe_target::Target>) {
     match target.enable_native() {
         Ok(warnings) => {
             for w in warnings {
-                eprintln!("strobe: warning: {w}");
+                say!("strobe: warning: {w}");
             }
         }
-        Err(e) => eprintln!("strobe: warning: {e}; recording Python frames only"),
+        Err(e) => say!("strobe: warning: {e}; recording Python frames only"),
     }
 }
 

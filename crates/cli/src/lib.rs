@@ -12,6 +12,25 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `record --quiet`: informational and warning lines are not printed (errors still are).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Whether `--quiet` was given.
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `eprintln!` for everything but errors: silent under `--quiet`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !$crate::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 pub mod args;
 mod convert;
 mod diff;
@@ -21,6 +40,7 @@ mod error_lines;
 mod launch;
 pub mod output;
 mod record;
+mod report;
 pub mod shell;
 mod status;
 mod top;

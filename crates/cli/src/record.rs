@@ -9,6 +9,7 @@
 //! written (atomically, except raw, which was streamed) → summary.
 
 use std::fs::{File, OpenOptions};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::sync::mpsc::RecvTimeoutError;
@@ -23,6 +24,7 @@ use strobe_signals::StopSignals;
 
 use crate::args::{FormatArg, RecordArgs, ViewArgs};
 use crate::launch::{self, Launched};
+use crate::report;
 use crate::status::{self, StatusLine};
 
 /// The raw file is flushed at least this often while recording (the format promises every
@@ -148,6 +150,7 @@ fn default_output(args: &RecordArgs, kind: FormatKind) -> PathBuf {
 
 /// Run `strobe record`.
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    crate::QUIET.store(args.quiet, std::sync::atomic::Ordering::Relaxed);
     // Everything the user can get wrong is checked before anything starts.
     match (args.pid, args.command.is_empty()) {
         (Some(_), false) => bail!("give either --pid or a command after '--', not both"),
@@ -207,7 +210,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 (Some(target), None, desc)
             }
             Err(e) => {
-                eprintln!(
+                say!(
                     "strobe: process {pid} is not a Python strobe can read ({e}); \
                      sampling the Python processes it starts"
                 );
@@ -236,7 +239,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         },
     };
     for w in target.iter().flat_map(|t| t.warnings()) {
-        eprintln!("strobe: warning: {w}");
+        say!("strobe: warning: {w}");
     }
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
     if args.native {
@@ -276,14 +279,14 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             return Err(e).with_context(|| format!("writing {}", output.display()));
         }
     };
-    eprintln!(
+    say!(
         "strobe: recording process {pid} at {} Hz into {} ({}); Ctrl-C to stop",
         args.rate,
         output.display(),
         kind.name()
     );
 
-    let mut line = StatusLine::new();
+    let mut line = StatusLine::new(!args.quiet);
     let mut last_flush = Instant::now();
     let mut last_status: Option<Instant> = None;
     let mut stopped_by: Option<Signal> = None;
@@ -323,10 +326,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             line.clear();
             for p in new_processes {
                 match p.error {
-                    None => eprintln!("strobe: sampling process {} ({})", p.pid, p.command),
-                    Some(e) => eprintln!(
+                    None => say!("strobe: sampling process {} ({})", p.pid, p.command),
+                    Some(e) => say!(
                         "strobe: warning: cannot sample process {} ({}): {e}",
-                        p.pid, p.command
+                        p.pid,
+                        p.command
                     ),
                 }
             }
@@ -389,7 +393,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     };
 
     if let Some(sig) = stopped_by {
-        eprintln!("strobe: stopped by {sig}");
+        say!("strobe: stopped by {sig}");
     }
     let summary = match result {
         Ok(s) => s,
@@ -404,18 +408,18 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     &stats.native_failures(),
                 ))
             {
-                eprintln!("strobe: {l}");
+                say!("strobe: {l}");
             }
             if let Some(l) = sampler_cost(&final_stats) {
-                eprintln!("strobe: {l}");
+                say!("strobe: {l}");
             }
             write_result?;
-            eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+            say!("strobe: wrote {} ({})", output.display(), kind.name());
             return Err(e.into());
         }
     };
     for w in &summary.warnings {
-        eprintln!("strobe: warning: {w}");
+        say!("strobe: warning: {w}");
     }
     let counts = agg.counts().total().samples;
     for l in status::summary(&summary.stats, args.rate, counts)
@@ -425,29 +429,37 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             &stats.native_failures(),
         ))
     {
-        eprintln!("strobe: {l}");
+        say!("strobe: {l}");
     }
     if let Some(l) = sampler_cost(&summary.stats) {
-        eprintln!("strobe: {l}");
+        say!("strobe: {l}");
     }
     if args.subprocesses {
         let n = summary.subprocesses_sampled;
         let s = if n == 1 { "" } else { "es" };
-        eprintln!("strobe: sampled {n} subprocess{s} besides process {pid}");
+        say!("strobe: sampled {n} subprocess{s} besides process {pid}");
     }
     if summary.stats.rounds > 0 && counts == 0 {
-        eprintln!(
+        say!(
             "strobe: warning: no stacks were recorded: every thread was idle or filtered out \
              (--idle includes idle threads)"
         );
     }
     write_result?;
-    eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+    say!("strobe: wrote {} ({})", output.display(), kind.name());
+    let table = args.summary || (!args.no_summary && std::io::stderr().is_terminal());
+    if table && !args.quiet {
+        let filter = profile_options(&args.view).filter;
+        let (counts, tables) = agg.counts_and_tables();
+        for l in report::top_functions(counts, tables, filter) {
+            eprintln!("strobe: {l}");
+        }
+    }
     match summary.reason {
         EndReason::TargetExited if summary.exit_status.is_none() => {
-            eprintln!("strobe: process {pid} exited")
+            say!("strobe: process {pid} exited")
         }
-        EndReason::TargetExeced => eprintln!(
+        EndReason::TargetExeced => say!(
             "strobe: process {pid} replaced its program (exec), so its Python interpreter is \
              gone; the recording ended there"
         ),
@@ -459,7 +471,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         // the terminal), so its exit is waited for and reported.
         (None, Some(c)) if stopped_by.is_some() => wait_for_command(c),
         (None, Some(c)) => {
-            eprintln!("strobe: the command (process {}) is still running", c.id());
+            say!("strobe: the command (process {}) is still running", c.id());
             None
         }
         (None, None) => None,
@@ -502,7 +514,7 @@ fn wait_for_command(mut child: std::process::Child) -> Option<ExitStatus> {
         // A polling cadence while the command winds down, not synchronisation.
         std::thread::sleep(Duration::from_millis(10));
     }
-    eprintln!(
+    say!(
         "strobe: waiting for the command (process {}) to exit; Ctrl-C again to leave it",
         child.id()
     );
@@ -522,7 +534,7 @@ fn exited_early(
     status: ExitStatus,
     start_unix: Duration,
 ) -> anyhow::Result<ExitCode> {
-    eprintln!(
+    say!(
         "strobe: warning: the command exited before strobe could attach to it; nothing was recorded"
     );
     let meta = Metadata {
@@ -534,7 +546,7 @@ fn exited_early(
     };
     let profile = strobe_aggregate::Aggregator::new().profile(meta, profile_options(&args.view))?;
     write_profile(output, kind, &profile)?;
-    eprintln!("strobe: wrote {} ({})", output.display(), kind.name());
+    say!("strobe: wrote {} ({})", output.display(), kind.name());
     Ok(report_exit(status))
 }
 
@@ -543,11 +555,11 @@ fn exited_early(
 fn report_exit(status: ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
-        eprintln!("strobe: the command exited with status {code}");
+        say!("strobe: the command exited with status {code}");
         ExitCode::from(code.clamp(0, 255) as u8)
     } else if let Some(sig) = status.signal() {
         let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
-        eprintln!("strobe: the command was killed by {name}");
+        say!("strobe: the command was killed by {name}");
         ExitCode::from((128 + sig).clamp(0, 255) as u8)
     } else {
         ExitCode::SUCCESS

@@ -12,10 +12,10 @@ pub struct StatusLine {
 }
 
 impl StatusLine {
-    /// A status line that draws only if stderr is a terminal.
-    pub fn new() -> StatusLine {
+    /// A status line that draws only if `wanted` and stderr is a terminal.
+    pub fn new(wanted: bool) -> StatusLine {
         StatusLine {
-            enabled: std::io::stderr().is_terminal(),
+            enabled: wanted && std::io::stderr().is_terminal(),
             drawn: false,
         }
     }

@@ -1,0 +1,138 @@
+//! The end of `strobe record`: the table of the functions with the most own and total time
+//! (`--summary`, the default on a terminal), and `--quiet`.
+//!
+//! The target, `tests/targets/top_split.py`, alternates `heavy_work` (30 ms) and `light_work`
+//! (10 ms) on its main thread.
+
+use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::record::{assert_ok, run_strobe};
+use std::collections::BTreeMap;
+
+/// Rows of the table titled `title`: function → (%own, %total).
+fn table(stderr: &str, title: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut rows = BTreeMap::new();
+    let mut lines = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("strobe: {title}")));
+    assert!(lines.next().is_some(), "no table {title:?} in\n{stderr}");
+    assert!(lines.next().is_some_and(|l| l.contains("%own")), "{stderr}");
+    for l in lines {
+        let Some(row) = l.strip_prefix("strobe:   ") else {
+            break;
+        };
+        let mut cols = row.split_whitespace();
+        let (Some(own), Some(total)) = (cols.next(), cols.next()) else {
+            break;
+        };
+        let (Ok(own), Ok(total)) = (own.parse(), total.parse()) else {
+            break;
+        };
+        rows.insert(cols.collect::<Vec<_>>().join(" "), (own, total));
+    }
+    assert!(!rows.is_empty() && rows.len() <= 10, "{rows:?}\n{stderr}");
+    rows
+}
+
+/// Share of the wall time each leaf function has in a collapsed file (values are µs).
+fn leaf_shares(path: &std::path::Path) -> BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut by_leaf: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    for line in text.lines() {
+        let (stack, v) = line.rsplit_once(' ').unwrap();
+        let v: u64 = v.parse().unwrap();
+        let leaf = stack.rsplit(';').next().unwrap();
+        let name = leaf.split(" (").next().unwrap().to_string();
+        *by_leaf.entry(name).or_insert(0) += v;
+        total += v;
+    }
+    by_leaf
+        .into_iter()
+        .map(|(k, v)| (k, 100.0 * v as f64 / total as f64))
+        .collect()
+}
+
+/// The table says what the written profile says: the own share of `heavy_work` and
+/// `light_work` equals their share of the profile's leaf time (to the table's rounding), and
+/// `<module>`, which runs them both, has 100% total time and no own time.
+#[test]
+fn the_summary_table_matches_the_profile() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
+    let mut target = Announced::start(script.command().arg("--until-eof"));
+    let dir = TempDir::new();
+    let out = dir.path().join("split.txt");
+    let pid = target.pid.to_string();
+    let run = run_strobe(&[
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "2",
+        "--function",
+        "--summary",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = assert_ok(&run, "record --summary");
+    target.close_stdin();
+    let own = table(&stderr, "most own time");
+    let total = table(&stderr, "most total time");
+    let shares = leaf_shares(&out);
+    for f in ["heavy_work", "light_work"] {
+        let key = format!("{f} (top_split.py)");
+        let (o, _) = own[&key];
+        assert!(
+            (o - shares[f]).abs() <= 0.051,
+            "{f}: table {o}, profile {}\n{stderr}",
+            shares[f]
+        );
+    }
+    assert!(
+        own["heavy_work (top_split.py)"] > own["light_work (top_split.py)"],
+        "{stderr}"
+    );
+    assert_eq!(total["<module> (top_split.py)"], (0.0, 100.0), "{stderr}");
+}
+
+/// Without a terminal the table is not printed unless asked for; `--quiet` prints nothing at
+/// all on success, and still reports an error.
+#[test]
+fn quiet_and_no_table_without_a_terminal() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
+    let mut target = Announced::start(script.command().arg("--until-eof"));
+    let dir = TempDir::new();
+    let out = dir.path().join("split.svg");
+    let pid = target.pid.to_string();
+    let plain = run_strobe(&[
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "0.5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = assert_ok(&plain, "record");
+    assert!(stderr.contains("strobe: wrote"), "{stderr}");
+    assert!(!stderr.contains("most own time"), "{stderr}");
+    let quiet = run_strobe(&[
+        "record",
+        "--quiet",
+        "--pid",
+        &pid,
+        "--duration",
+        "0.5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = assert_ok(&quiet, "record --quiet");
+    assert_eq!(stderr, "", "--quiet printed something");
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    target.close_stdin();
+    let failed = run_strobe(&["record", "--quiet", "--pid", "999999999", "-o", "x.svg"]);
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("strobe: error"),
+        "{failed:?}"
+    );
+}
