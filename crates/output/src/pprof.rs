@@ -1,9 +1,14 @@
 //! pprof: a gzipped `perftools.profiles.Profile` protobuf (google/pprof `proto/profile.proto`),
 //! encoded by prost from the message declarations in [`proto`] (the part of the schema strobe
 //! writes; declared in Rust, so there is no protoc build step).
-//! Sample values are [samples/count, wall/nanoseconds]; locations are listed leaf first, as
-//! pprof requires. Each thread's samples carry `thread` and `thread_id` labels; under
-//! `--threads` a root frame per thread is added as well, like the other formats.
+//! Sample values are [samples/count, wall/nanoseconds] and the period type wall/nanoseconds
+//! (what continuous-profiling servers such as Grafana Pyroscope and Parca index a wall-clock
+//! profile by); locations are listed leaf first, as pprof requires. Each sample carries the
+//! labels `thread` (strobe's thread label), `thread_id` (kernel id, numeric), `thread_name`
+//! (the `threading` name, when known) and `pid` (numeric); the command line, pid, Python
+//! version and error counts are comments. Native frames are in a mapping per binary, named by
+//! its path (no addresses are kept). Under `--threads` a root frame per thread is added as
+//! well, like the other formats.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -52,6 +57,8 @@ mod proto {
         pub sample_type: Vec<ValueType>,
         #[prost(message, repeated, tag = "2")]
         pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
         #[prost(message, repeated, tag = "4")]
         pub location: Vec<Location>,
         #[prost(message, repeated, tag = "5")]
@@ -103,11 +110,27 @@ mod proto {
         pub num: i64,
     }
 
-    /// `Location`: one frame (strobe writes no addresses or mappings for Python frames).
+    /// `Mapping`: one binary native frames are in. strobe keeps no addresses, so only its
+    /// file is given, and it is marked symbolized (pprof must not try to symbolize it again).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+    }
+
+    /// `Location`: one frame (no addresses; native frames name their binary's mapping).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Location {
         #[prost(uint64, tag = "1")]
         pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
         #[prost(message, repeated, tag = "4")]
         pub line: Vec<Line>,
     }
@@ -161,7 +184,8 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
                             strings: &mut Strings,
                             name: &str,
                             file: &str,
-                            line: Option<i32>|
+                            line: Option<i32>,
+                            mapping_id: u64|
      -> u64 {
         let key = (strings.id(name), strings.id(file));
         let next = out.function.len() as u64 + 1;
@@ -177,6 +201,7 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         let id = out.location.len() as u64 + 1;
         out.location.push(proto::Location {
             id,
+            mapping_id,
             line: vec![proto::Line {
                 function_id,
                 line: i64::from(line.unwrap_or(0)),
@@ -184,6 +209,8 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         });
         id
     };
+    // One mapping per binary that native frames are in, ids from 1.
+    let mut mappings: HashMap<i64, u64> = HashMap::new();
     for (_, f) in t.frames() {
         // Native and kernel frames: the function's file is the shared object (pprof's views
         // group by it); a DWARF source line would point into a file pprof does not name.
@@ -191,18 +218,44 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
             FrameKind::Python => (t.str(f.filename), f.line),
             FrameKind::Native | FrameKind::Kernel => (f.module.map_or("", |m| t.str(m)), None),
         };
-        add_location(&mut out, &mut strings, t.str(f.function), file, line);
+        let mapping_id = match f.module {
+            Some(m) if f.kind == FrameKind::Native => {
+                let filename = strings.id(t.str(m));
+                let next = out.mapping.len() as u64 + 1;
+                *mappings.entry(filename).or_insert_with(|| {
+                    out.mapping.push(proto::Mapping {
+                        id: next,
+                        filename,
+                        has_functions: true,
+                        has_filenames: true,
+                    });
+                    next
+                })
+            }
+            _ => 0,
+        };
+        add_location(
+            &mut out,
+            &mut strings,
+            t.str(f.function),
+            file,
+            line,
+            mapping_id,
+        );
     }
     let mut thread_roots: HashMap<u32, u64> = HashMap::new();
     let thread_key = strings.id("thread");
     let thread_id_key = strings.id("thread_id");
+    let thread_name_key = strings.id("thread_name");
+    let pid_key = strings.id("pid");
+    let meta = &profile.meta;
     for sc in &profile.stacks {
         let label = profile.thread_label(sc.thread);
         let root = if profile.options.per_thread {
             Some(match thread_roots.get(&sc.thread.0) {
                 Some(&id) => id,
                 None => {
-                    let id = add_location(&mut out, &mut strings, &label, "", None);
+                    let id = add_location(&mut out, &mut strings, &label, "", None, 0);
                     thread_roots.insert(sc.thread.0, id);
                     id
                 }
@@ -222,6 +275,20 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
                 str: 0,
                 num: th.os_tid as i64,
             });
+            if let Some(name) = th.name {
+                labels.push(proto::Label {
+                    key: thread_name_key,
+                    str: strings.id(t.str(name)),
+                    num: 0,
+                });
+            }
+        }
+        if let Some(pid) = meta.pid {
+            labels.push(proto::Label {
+                key: pid_key,
+                str: 0,
+                num: i64::from(pid),
+            });
         }
         out.sample.push(proto::Sample {
             location_id: leaf_first.chain(root).collect(),
@@ -229,7 +296,6 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
             label: labels,
         });
     }
-    let meta = &profile.meta;
     out.time_nanos = meta.start_unix_ns as i64;
     out.duration_nanos = meta.duration_ns as i64;
     out.period_type = Some(value_type(&mut strings, "wall", "nanoseconds"));
@@ -238,6 +304,11 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
     }
     let mut comments = vec![
         format!("target: {}", meta.target),
+        format!(
+            "pid: {}",
+            meta.pid
+                .map_or_else(|| "unknown".to_string(), |p| p.to_string())
+        ),
         format!("profiler: strobe {}", meta.strobe_version),
     ];
     if let Some(v) = &meta.python_version {

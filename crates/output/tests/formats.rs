@@ -683,6 +683,66 @@ fn pprof_loads_in_go_tool_pprof() {
     assert!(stdout.contains("10ms 10.42%  [syscall]"), "{stdout}");
 }
 
+/// `go tool pprof ARGS profile.pb.gz` on the test profile: stdout.
+fn go_pprof(args: &[&str]) -> String {
+    let go = which("go").expect("`go` is not installed: run .ci/provision.sh (installs golang-go)");
+    let tmp = strobe_testkit::TempDir::new();
+    let dir = tmp.path();
+    let file = dir.join("profile.pb.gz");
+    let p = profile(ProfileOptions::default());
+    write_atomically(&file, |w| Pprof.write(&p, w)).unwrap();
+    let out = std::process::Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(&file)
+        .env("HOME", dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed: {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What continuous-profiling servers index on, read back by pprof itself: thread name, id and
+/// pid labels (`-tags`, `-tagfocus`), lines (`-lines`), and a mapping per native binary.
+#[test]
+fn pprof_labels_lines_and_mappings_for_the_fleet() {
+    let tags = go_pprof(&["-tags", "-sample_index=wall"]);
+    for want in [
+        "thread_name",
+        "MainThread",
+        "worker <b>",
+        "thread_id",
+        "pid",
+        "4242",
+    ] {
+        assert!(tags.contains(want), "{want} missing from -tags:\n{tags}");
+    }
+    // Only MainThread's samples: 4 x 10 + 30 + 10 + 10 ms.
+    let main = go_pprof(&[
+        "-top",
+        "-sample_index=wall",
+        "-tagfocus=thread_name=MainThread",
+    ]);
+    assert!(main.contains("Total samples = 96ms"), "{main}");
+    assert!(main.contains("Showing nodes accounting for 90ms"), "{main}");
+    let lines = go_pprof(&["-top", "-lines", "-sample_index=wall", "-nodecount=100"]);
+    assert!(lines.contains("work /app/main.py:20"), "{lines}");
+    assert!(lines.contains("work /app/main.py:21"), "{lines}");
+    let raw = go_pprof(&["-raw"]);
+    let mappings = raw
+        .split("Mappings")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no mappings:\n{raw}"));
+    for binary in [LIBC, "/opt/ext/libchain.so"] {
+        assert!(mappings.contains(binary), "{binary} has no mapping:\n{raw}");
+    }
+}
+
 fn which(cmd: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .and_then(|paths| {
