@@ -95,6 +95,17 @@ else
   echo "$WANT" > "$STAMP"
 fi
 
+# numpy for the native-frames test of a BLAS kernel (tests/integration/native_record.rs), in a
+# virtual environment of pyenv's 3.12.1, from the Python package registry; pinned, made once.
+NUMPY_VENV="$CACHE/venv-numpy-3.12"
+NUMPY_VERSION=2.1.3
+if ! "$NUMPY_VENV/bin/python" -c "import numpy, sys; sys.exit(numpy.__version__ != '$NUMPY_VERSION')" 2>/dev/null; then
+  log "making $NUMPY_VENV with numpy $NUMPY_VERSION"
+  rm -rf "$NUMPY_VENV"
+  "$PYENV_ROOT/versions/3.12.1/bin/python3.12" -m venv "$NUMPY_VENV"
+  "$NUMPY_VENV/bin/pip" install -q --disable-pip-version-check "numpy==$NUMPY_VERSION" >&2
+fi
+
 for u in strobe-a strobe-b; do
   id "$u" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$u"
 done

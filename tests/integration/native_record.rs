@@ -230,3 +230,58 @@ fn merge_failures_at_1_khz_are_at_most_1_percent() {
 fn merge_failures_at_1_khz_are_at_most_1_percent_on_3_14() {
     check_merge_rate(Interp::named("sid_3_14"));
 }
+
+/// A numpy matrix multiply (numpy from the Python package registry, in the venv
+/// `.ci/provision.sh` makes): the BLAS kernel of numpy's bundled OpenBLAS runs under the
+/// Python line that multiplies, through numpy's own C frames, in most samples.
+#[test]
+fn numpy_matmul_shows_the_blas_kernel_under_the_python_line() {
+    let python = strobe_testkit::interpreters::numpy_python();
+    let script = Script::new(&Interp::Host(python), "native_numpy.py");
+    let target = Announced::start(&mut script.command());
+    let dir = TempDir::new();
+    let out = dir.path().join("numpy.txt");
+    let pid = target.pid.to_string();
+    let stderr = run_ok(&[
+        "record",
+        "--native",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "1.5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stacks = collapsed(&out);
+    let lines = script.lines();
+    let matmul = format!("multiply ({}:{})", script.in_target, lines["matmul"]);
+    let (mut under_line, mut blas) = (0u64, 0u64);
+    for (stack, n) in &stacks {
+        let Some(at) = stack.iter().position(|f| *f == matmul) else {
+            continue;
+        };
+        under_line += n;
+        let below = &stack[at + 1..];
+        let numpy = below.iter().position(|f| f.contains("(_multiarray_umath"));
+        let kernel = below
+            .iter()
+            .position(|f| f.contains("gemm") && f.contains("(libscipy_openblas"));
+        if matches!((numpy, kernel), (Some(a), Some(b)) if a < b) {
+            blas += n;
+        }
+    }
+    let text: Vec<String> = stacks.keys().map(|s| s.join(";")).collect();
+    assert!(
+        under_line > 0,
+        "no sample under {matmul}:\n{}\n{stderr}",
+        text.join("\n")
+    );
+    assert!(
+        blas * 2 >= under_line,
+        "only {blas} of {under_line} (weighted) samples under {matmul} reach numpy and then \
+         OpenBLAS's gemm:\n{}\n{stderr}",
+        text.join("\n")
+    );
+}

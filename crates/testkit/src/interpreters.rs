@@ -104,6 +104,18 @@ pub fn strobe_cache() -> PathBuf {
         .map_or_else(|| PathBuf::from("/var/cache/strobe"), PathBuf::from)
 }
 
+/// The pyenv 3.12.1 virtual environment with numpy that `.ci/provision.sh` makes
+/// (`$STROBE_CACHE/venv-numpy-3.12`): its `python`, asserted to be there.
+pub fn numpy_python() -> PathBuf {
+    let python = strobe_cache().join("venv-numpy-3.12/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run .ci/provision.sh (it makes the numpy test environment)",
+        python.display()
+    );
+    python
+}
+
 /// The Debian sid chroot made by `.ci/provision.sh`: `$STROBE_CACHE/sid`.
 pub fn sid_root() -> PathBuf {
     strobe_cache().join("sid")
