@@ -43,14 +43,15 @@ done
 #   tmux                   drives the terminal UI                     [tmux]
 #   /usr/bin/time          peak RSS of strobe runs (GNU time -f %M)   [time]
 #   cc                     builds the C targets (native chains...)   [gcc, libc6-dev]
-#   nm readelf objcopy strip   symbols and stripped copies            [binutils]
+#   nm readelf objcopy strip objdump   symbols, stripped copies, glibc versions [binutils]
 #   script                 a pseudo-terminal for the TUI tests        [bsdutils]
 #   pgrep                  finds processes a test started             [procps]
 #   runuser chroot useradd other users and the chroot                 [util-linux, coreutils, passwd]
 #   python3                host scripts (Debian's python3.11)         [python3]
 HOST_TOOLS=(
   debootstrap:debootstrap go:golang-go tmux:tmux /usr/bin/time:time cc:gcc
-  nm:binutils readelf:binutils objcopy:binutils strip:binutils script:bsdutils pgrep:procps
+  nm:binutils readelf:binutils objcopy:binutils strip:binutils objdump:binutils
+  script:bsdutils pgrep:procps
   runuser:util-linux chroot:coreutils useradd:passwd python3:python3
 )
 HOST_PKGS=()
@@ -104,6 +105,16 @@ if ! "$NUMPY_VENV/bin/python" -c "import numpy, sys; sys.exit(numpy.__version__ 
   rm -rf "$NUMPY_VENV"
   "$PYENV_ROOT/versions/3.12.1/bin/python3.12" -m venv "$NUMPY_VENV"
   "$NUMPY_VENV/bin/pip" install -q --disable-pip-version-check "numpy==$NUMPY_VERSION" >&2
+fi
+
+# maturin and zig for packaging/build-wheel.sh (the wheel test), from the Python package
+# registry; the script checks the versions and remakes the environment if they differ.
+PACKAGING_VENV="$CACHE/packaging-venv"
+if ! "$PACKAGING_VENV/bin/maturin" --version 2>/dev/null | grep -qx "maturin 1.9.6"; then
+  log "making $PACKAGING_VENV with maturin and ziglang"
+  rm -rf "$PACKAGING_VENV"
+  "$PYENV_ROOT/versions/3.12.1/bin/python3.12" -m venv "$PACKAGING_VENV"
+  "$PACKAGING_VENV/bin/pip" install -q --disable-pip-version-check maturin==1.9.6 ziglang==0.13.0 >&2
 fi
 
 for u in strobe-a strobe-b; do

@@ -29,3 +29,4 @@ mod subprocesses;
 mod top;
 mod top_hangup;
 mod variants;
+mod wheel;
