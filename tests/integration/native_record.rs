@@ -285,3 +285,53 @@ fn numpy_matmul_shows_the_blas_kernel_under_the_python_line() {
         text.join("\n")
     );
 }
+
+/// A target whose threads another tool already traces (a debugger, another profiler): strobe's
+/// ptrace is refused, so running threads are read from perf events instead, said once in a
+/// warning; idle ones are still read asleep; stacks through qsort still merge.
+#[test]
+fn a_target_traced_by_another_tool_is_read_through_perf_events() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
+    let mut target = Announced::start(script.command().arg("2"));
+    let holder = Script::new(&Interp::pyenv("3.12.1"), "ptrace_holder.py");
+    let pid = target.pid.to_string();
+    let mut held = Announced::start(holder.command().arg(&pid));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0"),
+        "the target is not traced:\n{status}"
+    );
+    let dir = TempDir::new();
+    let out = dir.path().join("traced.txt");
+    let stderr = run_ok(&[
+        "record",
+        "--native",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    held.close_stdin();
+    target.close_stdin();
+    let warned = stderr
+        .lines()
+        .filter(|l| l.contains("come from perf events instead of a ptrace stop"))
+        .count();
+    assert_eq!(warned, 1, "{stderr}");
+    assert!(stderr.contains("already traced by process"), "{stderr}");
+    let (merged, all) = merged_counts(&stderr);
+    assert!(merged > 0 && all >= 20, "{merged} of {all}\n{stderr}");
+    let stacks = collapsed(&out);
+    assert!(
+        stacks.keys().any(|s| s
+            .iter()
+            .any(|f| function(f).contains("qsort") && f.contains("(libc"))),
+        "no merged stack through qsort:\n{stderr}"
+    );
+}

@@ -86,6 +86,9 @@ pub(crate) fn round(
         record_threads(st, target, cfg, side, &raw, when, stats)
     });
     st.raw = raw;
+    if st.native.mode == NativeMode::On {
+        st.warnings.extend(target.take_native_warnings());
+    }
     result
 }
 

@@ -300,6 +300,15 @@ impl Target {
         Ok((stack, &mut self.walker))
     }
 
+    /// Lines for the user from native captures since the last call: a change of capture
+    /// method (perf events where ptrace is refused), said once.
+    pub fn take_native_warnings(&mut self) -> Vec<String> {
+        self.native
+            .as_mut()
+            .map(NativeState::take_warnings)
+            .unwrap_or_default()
+    }
+
     /// Replace each thread's frames with its merged native and Python stack, or note why not
     /// (the Python frames then stay). Lines for the user go to `warnings`.
     fn add_native(&mut self, threads: &mut [ThreadSnapshot], warnings: &mut Vec<String>) {
@@ -354,6 +363,7 @@ impl Target {
                 }
             }
         }
+        warnings.extend(state.take_warnings());
         // One line per distinct reason, not one per thread.
         failures.sort();
         failures.dedup();

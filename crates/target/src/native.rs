@@ -18,17 +18,18 @@ use std::time::{Duration, Instant};
 
 use strobe_memory::RemoteMemory;
 use strobe_native::{
-    merge, Binaries, DebugSearch, EvalShape, KernelBoundary, MergedFrame, ModuleMap, NativeEnd,
-    NativeFrame, SymbolSource, Symbolizer, UnwindEnd, Unwinder, Unwound,
+    merge, Binaries, DebugSearch, EvalShape, MergedFrame, ModuleMap, NativeEnd, NativeFrame,
+    SymbolSource, Symbolizer, UnwindEnd, Unwinder, Unwound,
 };
-use strobe_remote::{BlockedThread, StackError, ThreadTracer, UserRegs};
 use strobe_walker::walk::{ThreadStack, Walker};
 use strobe_walker::{RawSample, WalkError};
 
 use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
-/// Bytes of stack copied from the stack pointer up.
-const STACK_BYTES: usize = 256 * 1024;
+mod capture;
+
+use capture::Capturer;
+
 /// The module list is read again when a sampled stack has an address outside every module
 /// (a library loaded since, such as an extension imported late), at most this often.
 const MODULES_REREAD_EVERY: Duration = Duration::from_secs(1);
@@ -56,7 +57,7 @@ pub(crate) struct NativeState {
     binaries: Binaries,
     /// When the module list was last read.
     modules_read: Instant,
-    stack: Vec<u8>,
+    capturer: Capturer,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
@@ -66,14 +67,6 @@ impl fmt::Debug for NativeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NativeState").finish_non_exhaustive()
     }
-}
-
-/// One thread's capture: registers, where it was in the kernel, and how it was taken.
-struct Captured {
-    regs: UserRegs,
-    kernel: Option<KernelBoundary>,
-    /// Read asleep, without a stop.
-    asleep: bool,
 }
 
 /// What the native half of one thread gave.
@@ -133,7 +126,7 @@ impl NativeState {
             symbolizer: Symbolizer::new(),
             binaries,
             modules_read: Instant::now(),
-            stack: Vec::new(),
+            capturer: Capturer::default(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -178,7 +171,7 @@ impl NativeState {
             shape,
         } = which;
         let mut walked = None;
-        let captured = capture(pid, tid, &mut self.stack, may_sleep, || {
+        let captured = self.capturer.capture(pid, tid, may_sleep, || {
             walked = Some(walker.walk());
         });
         let captured = match captured {
@@ -186,7 +179,7 @@ impl NativeState {
             Err(e) => {
                 return ThreadNative {
                     python: None,
-                    merged: Err(e.to_string()),
+                    merged: Err(e),
                     asleep: false,
                 }
             }
@@ -216,7 +209,7 @@ impl NativeState {
             };
         };
         self.unwinder
-            .unwind(&captured.regs, &self.stack, &mut self.unwound);
+            .unwind(&captured.regs, &self.capturer.stack, &mut self.unwound);
         self.frames.clear();
         self.symbolizer
             .symbolize(&self.modules, &self.unwound, &mut self.frames);
@@ -240,7 +233,7 @@ impl NativeState {
             end,
             &entries,
             captured.kernel,
-            true,
+            captured.same_instant,
             &mut self.merged,
         );
         let merged = match merged {
@@ -317,10 +310,12 @@ impl NativeState {
         raw: &mut RawSample,
     ) -> Result<usize, Retry> {
         let mut walked = None;
-        let captured = capture(which.pid, which.tid, &mut self.stack, may_sleep, || {
-            walked = Some(walker.sample_into(raw));
-        })
-        .map_err(|e| Retry::Final(e.to_string()))?;
+        let captured = self
+            .capturer
+            .capture(which.pid, which.tid, may_sleep, || {
+                walked = Some(walker.sample_into(raw));
+            })
+            .map_err(Retry::Final)?;
         match walked {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Retry::Final(python_failed(&e))),
@@ -342,7 +337,7 @@ impl NativeState {
             ));
         };
         self.unwinder
-            .unwind(&captured.regs, &self.stack, &mut self.unwound);
+            .unwind(&captured.regs, &self.capturer.stack, &mut self.unwound);
         self.frames.clear();
         self.symbolizer
             .symbolize(&self.modules, &self.unwound, &mut self.frames);
@@ -356,7 +351,7 @@ impl NativeState {
             end,
             raw.entries_of(&raw.threads[index]),
             captured.kernel,
-            true,
+            captured.same_instant,
             &mut self.merged,
         );
         if let Err(e) = merged {
@@ -382,6 +377,12 @@ impl NativeState {
             self.refresh_modules(which.pid, walker.memory());
         }
         Ok(index)
+    }
+
+    /// Lines for the user from the captures since the last call (a change of capture method,
+    /// said once).
+    pub(crate) fn take_warnings(&mut self) -> Vec<String> {
+        self.capturer.take_warnings()
     }
 
     /// Read the module list again (rate-limited), keeping parsed binaries and symbols.
@@ -448,49 +449,4 @@ fn native_frame(f: &NativeFrame) -> FrameSnapshot {
             inlined: f.inlined,
         }),
     }
-}
-
-/// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.
-fn run_count(pid: i32, tid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    text.split_ascii_whitespace().nth(2)?.parse().ok()
-}
-
-/// Registers and stack of thread `tid` into `stack`, with `during` run at the same instant:
-/// while the thread provably sleeps, or else while it is stopped.
-fn capture(
-    pid: i32,
-    tid: i32,
-    stack: &mut Vec<u8>,
-    may_sleep: bool,
-    mut during: impl FnMut(),
-) -> Result<Captured, StackError> {
-    // Asleep: no stop at all, if the run count proves it slept through the Python read.
-    let blocked = if may_sleep {
-        run_count(pid, tid).zip(BlockedThread::open(pid, tid).ok())
-    } else {
-        None
-    };
-    if let Some((before, mut blocked)) = blocked {
-        if let Ok(c) = blocked.capture(STACK_BYTES, stack) {
-            during();
-            if run_count(pid, tid) == Some(before) {
-                return Ok(Captured {
-                    regs: c.regs,
-                    kernel: Some(KernelBoundary {
-                        syscall: u64::try_from(c.state.nr).ok(),
-                    }),
-                    asleep: true,
-                });
-            }
-        }
-    }
-    let mut tracer = ThreadTracer::seize(pid, tid)?;
-    let (c, ()) = tracer.capture_with(STACK_BYTES, stack, during)?;
-    Ok(Captured {
-        regs: c.regs,
-        // Stopped inside a system call (asleep, but not provably through the Python read).
-        kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
-        asleep: false,
-    })
 }
