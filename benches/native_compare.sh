@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# `record --native`, strobe against py-spy, on the same targets in the same run: the profiler's
+# CPU per sample, samples per second flat out, and the slowdown it inflicts on the target.
+#
+#   benches/native_compare.sh                   # 1 and 50 threads; 100, 1000, 10000 Hz, max; 5 s
+#   THREADS="1" RATES="100" SECS=3 benches/native_compare.sh
+#
+# The target (benches/native_target.py) runs THREADS threads calling zlib.crc32 in a loop and
+# prints its iterations per second every 0.25 s. Per (threads, rate): the target's rate alone
+# for SECS, then under py-spy (`record --native --rate R --duration SECS`), then under strobe
+# (`record --native --rate R --duration SECS`), each compared with the rate alone measured just
+# before it. CPU is user + system of the profiler's process (/usr/bin/time), start-up included;
+# samples are what each wrote (py-spy's raw counts, strobe's summary). Rate `max` is as fast as
+# each can: strobe's --rate 1000000 (back to back), py-spy's --rate 100000. py-spy comes from the
+# Python package registry into $STROBE_CACHE/bench-venv (made here if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+THREADS=${THREADS:-"1 50"}
+RATES=${RATES:-"100 1000 10000 max"}
+SECS=${SECS:-5}
+PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+CACHE=${STROBE_CACHE:-/var/cache/strobe}
+VENV="$CACHE/bench-venv"
+PYSPY_VERSION=0.4.1
+if ! "$VENV/bin/py-spy" --version 2>/dev/null | grep -q "$PYSPY_VERSION"; then
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "py-spy==$PYSPY_VERSION" >&2
+fi
+PYSPY="$VENV/bin/py-spy"
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_setup
+
+echo "strobe: $STROBE; py-spy $("$PYSPY" --version | cut -d' ' -f2); $PY; ${SECS} s per run"
+machine_line
+
+# mean_rate FILE FROM_LINE: the mean of the RATE lines after line FROM_LINE of FILE.
+mean_rate() {
+    tail -n +"$(($2 + 1))" "$1" | awk '/^RATE/ { s += $2; n++ } END { if (n) printf "%.1f", s / n; else print 0 }'
+}
+lines() { wc -l <"$1"; }
+
+printf '%-7s %6s %-7s %9s %10s %12s %13s %9s %9s\n' threads rate tool samples samples/s "CPU µs/smp" "sampler µs/s" merged% slowdown
+for threads in $THREADS; do
+    "$PY" benches/native_target.py "$threads" >"$TMP/rates" &
+    TARGET_PID=$!
+    while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
+    for rate in $RATES; do
+        for tool in py-spy strobe; do
+            start=$(lines "$TMP/rates"); sleep "$SECS"; alone=$(mean_rate "$TMP/rates" "$start")
+            start=$(lines "$TMP/rates")
+            r=$rate
+            [[ $rate == max && $tool == py-spy ]] && r=100000
+            [[ $rate == max && $tool == strobe ]] && r=1000000
+            if [[ $tool == py-spy ]]; then
+                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$PYSPY" record --native --pid "$TARGET_PID" \
+                    --rate "$r" --duration "$SECS" --format raw --output "$TMP/out.txt" \
+                    >"$TMP/log" 2>&1 || true
+                samples=$(awk '{ n += $NF } END { print n + 0 }' "$TMP/out.txt" 2>/dev/null || echo 0)
+                merged=-
+                steady=-
+            else
+                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$STROBE" record --native --pid "$TARGET_PID" \
+                    --rate "$r" --duration "$SECS" -o "$TMP/out.txt" >"$TMP/log" 2>&1 || true
+                read -r samples all < <(sed -n 's/.*native stacks merged for \([0-9,]*\) of \([0-9,]*\) samples.*/\1 \2/p' "$TMP/log" | tr -d ,)
+                merged=$(awk -v m="${samples:-0}" -v a="${all:-0}" 'BEGIN { if (a) printf "%.2f", 100 * m / a; else print "-" }')
+                samples=${all:-0}
+                steady=$(sed -n 's/.*sampler used \([0-9.]*\) µs of CPU per sample.*/\1/p' "$TMP/log")
+                steady=${steady:--}
+            fi
+            under=$(mean_rate "$TMP/rates" "$start")
+            read -r wall user sys <"$TMP/time"
+            awk -v t="$threads" -v r="$rate" -v tool="$tool" -v n="$samples" -v w="$wall" \
+                -v u="$user" -v s="$sys" -v m="$merged" -v a="$alone" -v b="$under" -v st="$steady" 'BEGIN {
+                    printf "%-7s %6s %-7s %9d %10.0f %12.1f %13s %9s %8.1f%%\n", t, r, tool, n,
+                        (w > 0 ? n / w : 0), (n > 0 ? (u + s) * 1e6 / n : 0), st, m,
+                        (a > 0 ? 100 * (a - b) / a : 0) }'
+        done
+    done
+    kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
+done
