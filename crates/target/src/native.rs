@@ -34,9 +34,10 @@ use capture::Capturer;
 /// (a library loaded since, such as an extension imported late), at most this often.
 const MODULES_REREAD_EVERY: Duration = Duration::from_secs(1);
 
-/// One thread's merged stack, as [`NativeState::sample_thread`] leaves it: innermost first,
-/// each [`MergedFrame::Python`] an index into the thread's frames in the [`RawSample`] read at
-/// the instant of the capture, each [`MergedFrame::Native`] into `native`.
+/// One thread's merged stack, as [`Target::native_sample`](crate::Target::native_sample) gives
+/// it: innermost first, each [`MergedFrame::Python`] an index into the thread's frames in the
+/// [`RawSample`] read at the instant of the capture, each [`MergedFrame::Native`] into
+/// `native`.
 #[derive(Debug, Clone, Copy)]
 pub struct NativeStack<'a> {
     /// The merged frames, innermost first.
