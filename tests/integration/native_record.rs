@@ -33,6 +33,18 @@ fn run_ok(args: &[&str]) -> String {
     stderr
 }
 
+/// `strobe record --native [--idle] --pid PID --rate RATE --duration SECS -o OUT`, asserted to
+/// succeed; its stderr.
+fn record_native(pid: &str, idle: bool, rate: &str, secs: &str, out: &std::path::Path) -> String {
+    let mut args = vec!["record", "--native"];
+    if idle {
+        args.push("--idle");
+    }
+    args.extend(["--pid", pid, "--rate", rate, "--duration", secs]);
+    args.extend(["-o", out.to_str().unwrap()]);
+    run_ok(&args)
+}
+
 /// A collapsed file: stack (frames outermost first) → count.
 fn collapsed(path: &std::path::Path) -> BTreeMap<Vec<String>, u64> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -73,19 +85,7 @@ fn check_busy(interp: Interp) {
     let dir = TempDir::new();
     let raw = dir.path().join("busy.raw");
     let pid = target.pid.to_string();
-    let stderr = run_ok(&[
-        "record",
-        "--native",
-        "--idle",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "1.5",
-        "-o",
-        raw.to_str().unwrap(),
-    ]);
+    let stderr = record_native(&pid, true, "200", "1.5", &raw);
     target.close_stdin();
     let (merged, all) = merged_counts(&stderr);
     assert!(all >= 20, "only {all} samples\n{stderr}");
@@ -198,19 +198,7 @@ fn check_merge_rate(interp: Interp) {
     let dir = TempDir::new();
     let out = dir.path().join("rate.txt");
     let pid = target.pid.to_string();
-    let stderr = run_ok(&[
-        "record",
-        "--native",
-        "--idle",
-        "--pid",
-        &pid,
-        "--rate",
-        "1000",
-        "--duration",
-        "3",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = record_native(&pid, true, "1000", "3", &out);
     target.close_stdin();
     let (merged, all) = merged_counts(&stderr);
     assert!(all >= 500, "only {all} samples\n{stderr}");
@@ -242,18 +230,7 @@ fn numpy_matmul_shows_the_blas_kernel_under_the_python_line() {
     let dir = TempDir::new();
     let out = dir.path().join("numpy.txt");
     let pid = target.pid.to_string();
-    let stderr = run_ok(&[
-        "record",
-        "--native",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "1.5",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = record_native(&pid, false, "200", "1.5", &out);
     let stacks = collapsed(&out);
     let lines = script.lines();
     let matmul = format!("multiply ({}:{})", script.in_target, lines["matmul"]);
@@ -305,18 +282,7 @@ fn a_target_traced_by_another_tool_is_read_through_perf_events() {
     );
     let dir = TempDir::new();
     let out = dir.path().join("traced.txt");
-    let stderr = run_ok(&[
-        "record",
-        "--native",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "2",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = record_native(&pid, false, "200", "2", &out);
     held.close_stdin();
     target.close_stdin();
     let warned = stderr

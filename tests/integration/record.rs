@@ -73,7 +73,12 @@ pub fn spawn_recording(args: &[&str]) -> (Child, BufReader<ChildStderr>, String)
 /// busy part only once strobe says it is recording (the target inherits strobe's stdin): the
 /// busy part is then sampled however long attaching took on a loaded machine.
 pub fn record_launched_work(args: &[&str]) -> Output {
-    let mut child = strobe_cmd(args)
+    launched_work(&mut strobe_cmd(args))
+}
+
+/// [`record_launched_work`] with any strobe command line (another strobe binary, say).
+pub fn launched_work(cmd: &mut Command) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

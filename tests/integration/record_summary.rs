@@ -8,6 +8,21 @@ use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, run_strobe};
 use std::collections::BTreeMap;
 
+/// `top_split.py` under pyenv's 3.12, running until its stdin closes.
+fn split_target() -> (Script, Announced) {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
+    let target = Announced::start(script.command().arg("--until-eof"));
+    (script, target)
+}
+
+/// `strobe record --pid PID --duration SECS EXTRA... -o OUT`.
+fn record(pid: &str, secs: &str, extra: &[&str], out: &std::path::Path) -> std::process::Output {
+    let mut args = vec!["record", "--pid", pid, "--duration", secs];
+    args.extend_from_slice(extra);
+    args.extend(["-o", out.to_str().unwrap()]);
+    run_strobe(&args)
+}
+
 /// Rows of the table titled `title`: function → (%own, %total).
 fn table(stderr: &str, title: &str) -> BTreeMap<String, (f64, f64)> {
     let mut rows = BTreeMap::new();
@@ -57,22 +72,11 @@ fn leaf_shares(path: &std::path::Path) -> BTreeMap<String, f64> {
 /// `<module>`, which runs them both, has 100% total time and no own time.
 #[test]
 fn the_summary_table_matches_the_profile() {
-    let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
-    let mut target = Announced::start(script.command().arg("--until-eof"));
+    let (_script, mut target) = split_target();
     let dir = TempDir::new();
     let out = dir.path().join("split.txt");
     let pid = target.pid.to_string();
-    let run = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--duration",
-        "2",
-        "--function",
-        "--summary",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let run = record(&pid, "2", &["--function", "--summary"], &out);
     let stderr = assert_ok(&run, "record --summary");
     target.close_stdin();
     let own = table(&stderr, "most own time");
@@ -98,33 +102,15 @@ fn the_summary_table_matches_the_profile() {
 /// all on success, and still reports an error.
 #[test]
 fn quiet_and_no_table_without_a_terminal() {
-    let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
-    let mut target = Announced::start(script.command().arg("--until-eof"));
+    let (_script, mut target) = split_target();
     let dir = TempDir::new();
     let out = dir.path().join("split.svg");
     let pid = target.pid.to_string();
-    let plain = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--duration",
-        "0.5",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let plain = record(&pid, "0.5", &[], &out);
     let stderr = assert_ok(&plain, "record");
     assert!(stderr.contains("strobe: wrote"), "{stderr}");
     assert!(!stderr.contains("most own time"), "{stderr}");
-    let quiet = run_strobe(&[
-        "record",
-        "--quiet",
-        "--pid",
-        &pid,
-        "--duration",
-        "0.5",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let quiet = record(&pid, "0.5", &["--quiet"], &out);
     let stderr = assert_ok(&quiet, "record --quiet");
     assert_eq!(stderr, "", "--quiet printed something");
     assert!(std::fs::metadata(&out).unwrap().len() > 0);

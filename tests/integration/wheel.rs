@@ -3,9 +3,9 @@
 //! binary needs nothing newer than glibc 2.17 (manylinux2014), like py-spy's wheels.
 
 use crate::harness::{Interp, Script, TempDir};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::record::launched_work;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -72,36 +72,17 @@ fn the_wheel_installs_with_pip_and_records() {
     // its `hot` line once it reads a line, sent when strobe says it is recording.
     let script = Script::new(&Interp::pyenv("3.12.1"), "record_work.py");
     let out = dir.path().join("work.txt");
-    let mut child = Command::new(&strobe)
-        .arg("record")
+    let mut cmd = Command::new(&strobe);
+    cmd.arg("record")
         .arg("-o")
         .arg(&out)
         .arg("--")
         .arg(venv.join("bin/python"))
         .arg(&script.in_target)
-        .arg("stdin:0.5")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        said.push_str(&line);
-        if line.starts_with("strobe: recording process") {
-            stdin.write_all(b"go\n").unwrap();
-            break;
-        }
-    }
-    drop(stdin);
-    err.read_to_string(&mut said).unwrap();
-    assert!(child.wait().unwrap().success(), "{said}");
+        .arg("stdin:0.5");
+    let recorded = launched_work(&mut cmd);
+    let said = String::from_utf8_lossy(&recorded.stderr);
+    assert!(recorded.status.success(), "{said}");
     let hot = script.label("hot", "hot");
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(

@@ -180,18 +180,22 @@ pub fn frame_label(profile: &Profile, id: FrameId) -> String {
             if let Some(m) = f.module {
                 let _ = write!(s, " ({})", module_name(t.str(m)));
             }
-            let file = t.str(f.filename);
-            if !file.is_empty() {
-                let _ = write!(s, " [{file}");
-                if let Some(line) = f.line {
-                    let _ = write!(s, ":{line}");
-                }
-                s.push(']');
-            }
+            push_source(&mut s, t.str(f.filename), f.line);
         }
         FrameKind::Kernel => {}
     }
     s
+}
+
+/// ` [file:line]` (or ` [file]`) after a native frame's name, where DWARF gave a file.
+pub(crate) fn push_source(s: &mut String, file: &str, line: Option<i32>) {
+    if !file.is_empty() {
+        let _ = write!(s, " [{file}");
+        if let Some(line) = line {
+            let _ = write!(s, ":{line}");
+        }
+        s.push(']');
+    }
 }
 
 /// The file name of a module path: `libc.so.6` for `/usr/lib/x86_64-linux-gnu/libc.so.6`.

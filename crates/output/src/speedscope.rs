@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use strobe_aggregate::{FrameKind, Profile, StackId, ThreadId};
 
 use crate::json;
-use crate::Format;
+use crate::{push_source, Format};
 
 /// The `speedscope` format.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,14 +46,7 @@ impl Format for Speedscope {
                 // source location from DWARF goes in the name.
                 FrameKind::Native | FrameKind::Kernel => {
                     let mut name = t.str(f.function).to_string();
-                    let file = t.str(f.filename);
-                    if !file.is_empty() {
-                        let _ = write!(name, " [{file}");
-                        if let Some(line) = f.line {
-                            let _ = write!(name, ":{line}");
-                        }
-                        name.push(']');
-                    }
+                    push_source(&mut name, t.str(f.filename), f.line);
                     json::push_str(&mut s, &name);
                     s.push_str(",\"file\":");
                     json::push_str(&mut s, f.module.map_or("", |m| t.str(m)));

@@ -645,28 +645,7 @@ fn pprof_decodes_back() {
 #[test]
 fn pprof_loads_in_go_tool_pprof() {
     // `.ci/provision.sh` installs go; a missing one is a failure, not a skip.
-    let go = which("go").expect("`go` is not installed: run .ci/provision.sh (installs golang-go)");
-    let tmp = strobe_testkit::TempDir::new();
-    let dir = tmp.path();
-    let file = dir.join("profile.pb.gz");
-    let p = profile(ProfileOptions::default());
-    write_atomically(&file, |w| Pprof.write(&p, w)).unwrap();
-    let out = std::process::Command::new(go)
-        .args([
-            "tool",
-            "pprof",
-            "-top",
-            "-nodecount=100",
-            "-sample_index=wall",
-        ])
-        .arg(&file)
-        .env("HOME", dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "go tool pprof failed: {stderr}");
+    let stdout = go_pprof(&["-top", "-nodecount=100", "-sample_index=wall"]);
     assert!(stdout.contains("Type: wall"), "{stdout}");
     // The heaviest leaf is work: lines 20 and 21 together, 50 + 20 ms, flat and cumulative.
     let first = stdout
@@ -676,7 +655,7 @@ fn pprof_loads_in_go_tool_pprof() {
         .unwrap_or("");
     assert!(
         first.trim_start().starts_with("70ms") && first.ends_with(" work"),
-        "{stdout}\n{stderr}"
+        "{stdout}"
     );
     assert!(stdout.contains("Total samples = 96ms"), "{stdout}");
     // The native stack's leaf: the kernel boundary.
