@@ -16,6 +16,7 @@ mod errors;
 mod native;
 mod native_record;
 mod record;
+mod record_modes;
 mod record_stop;
 mod record_summary;
 mod safety;

@@ -161,11 +161,16 @@ pub enum FormatArg {
 /// How samples are grouped and filtered in the output (shared by `record` and `convert`).
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
+    /// Which samples count: `cpu` (threads the kernel reports running; the default), `wall`
+    /// (every thread, idle ones included; as --idle), `gil` (the thread holding the GIL; as
+    /// --gil)
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["idle", "gil"])]
+    pub mode: Option<ModeArg>,
     /// Include idle threads (waiting on I/O, locks, sleep); by default only threads the kernel
-    /// reports as running are shown.
+    /// reports as running are shown. The same as --mode wall.
     #[arg(long)]
     pub idle: bool,
-    /// Only samples of the thread holding the GIL.
+    /// Only samples of the thread holding the GIL. The same as --mode gil.
     #[arg(long)]
     pub gil: bool,
     /// Give every thread its own root frame, named after it.
@@ -174,6 +179,29 @@ pub struct ViewArgs {
     /// Aggregate by function instead of by line.
     #[arg(long)]
     pub function: bool,
+}
+
+/// `--mode`: which samples count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Threads the kernel reports as running (the default).
+    Cpu,
+    /// Every thread, idle ones included (wall-clock time).
+    Wall,
+    /// Only the thread holding the GIL.
+    Gil,
+}
+
+impl ViewArgs {
+    /// Whether idle samples count (`--mode wall` or `--idle`).
+    pub fn include_idle(&self) -> bool {
+        self.idle || self.mode == Some(ModeArg::Wall)
+    }
+
+    /// Whether only the GIL holder's samples count (`--mode gil` or `--gil`).
+    pub fn gil_only(&self) -> bool {
+        self.gil || self.mode == Some(ModeArg::Gil)
+    }
 }
 
 /// `strobe record`.
@@ -288,6 +316,10 @@ pub struct TopArgs {
     /// Seconds between screen refreshes (+ and - change it while running).
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub refresh: f64,
+    /// Start in this mode: `cpu` (running threads), `wall` (idle ones too; as --idle), `gil`
+    /// (the GIL holder; as --gil)
+    #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["idle", "gil"])]
+    pub mode: Option<ModeArg>,
     /// Start with idle threads shown (i toggles).
     #[arg(long)]
     pub idle: bool,

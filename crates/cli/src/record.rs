@@ -74,8 +74,8 @@ pub(crate) fn format_for(path: &Path, arg: Option<FormatArg>) -> FormatKind {
 pub(crate) fn profile_options(view: &ViewArgs) -> ProfileOptions {
     ProfileOptions {
         filter: SampleFilter {
-            include_idle: view.idle,
-            gil_only: view.gil,
+            include_idle: view.include_idle(),
+            gil_only: view.gil_only(),
         },
         per_thread: view.threads,
         by_function: view.function,
@@ -180,8 +180,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         rate_hz: args.rate,
         blocking: args.blocking,
         // A raw recording keeps everything, so that `convert` can choose later.
-        include_idle: raw || args.view.idle,
-        gil_only: !raw && args.view.gil,
+        include_idle: raw || args.view.include_idle(),
+        gil_only: !raw && args.view.gil_only(),
         tids: args.tids.clone(),
         thread_names: args.thread_names.clone(),
         duration,

@@ -19,7 +19,7 @@ use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
 use strobe_tui::{Ending, TopOptions};
 
-use crate::args::TopArgs;
+use crate::args::{ModeArg, TopArgs};
 use crate::launch::{self, Launched};
 
 /// How long a launched command gets to exit after SIGTERM when the user quits, before SIGKILL.
@@ -126,8 +126,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let options = TopOptions {
         by_function: !args.lines,
         filter: SampleFilter {
-            include_idle: args.idle,
-            gil_only: args.gil,
+            include_idle: args.idle || args.mode == Some(ModeArg::Wall),
+            gil_only: args.gil || args.mode == Some(ModeArg::Gil),
         },
         refresh: Duration::from_secs_f64(args.refresh),
     };
