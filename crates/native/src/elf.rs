@@ -133,9 +133,21 @@ impl ElfFile {
                 if (kind != STT_FUNC && kind != STT_GNU_IFUNC) || sym.st_shndx == 0 {
                     continue;
                 }
+                // A symbol without a size (assembly: `_init`, `_start`, trampolines) covers up
+                // to the next symbol, but never past its own section: the `.plt` stubs after
+                // `.init` are not part of `_init`.
+                let size = if sym.st_size != 0 {
+                    sym.st_size
+                } else {
+                    elf.section_headers
+                        .get(sym.st_shndx)
+                        .map(|sh| sh.sh_addr.saturating_add(sh.sh_size))
+                        .filter(|&end| end > sym.st_value)
+                        .map_or(0, |end| end - sym.st_value)
+                };
                 symbols.push(TableSymbol {
                     start: sym.st_value,
-                    size: sym.st_size,
+                    size,
                     name: name.into(),
                 });
             }
@@ -277,6 +289,43 @@ mod tests {
         );
         assert_eq!(build_id_in_notes(&notes[..20]), None, "truncated");
         assert_eq!(hex(&[0xab, 0x01]), "ab01");
+    }
+
+    /// `_init` has no size (it is assembly in crti.o) and the `.plt` stubs follow `.init`:
+    /// an address in a stub is not `_init+offset`.
+    #[test]
+    fn unsized_symbols_end_with_their_section() {
+        let dir = strobe_testkit::TempDir::new();
+        let src = dir.path().join("plt.c");
+        std::fs::write(
+            &src,
+            "#include <stdio.h>\nint main(void) { puts(\"x\"); return 0; }\n",
+        )
+        .unwrap();
+        let exe = dir.path().join("plt");
+        let built = std::process::Command::new("cc")
+            .arg("-O0")
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(built.success(), "cc failed (run .ci/provision.sh)");
+        let elf = ElfFile::parse(SharedBytes::from_vec(std::fs::read(&exe).unwrap())).unwrap();
+        let table = elf.symbol_table();
+        let init = elf.section_svma(".init").unwrap();
+        let (sym, _) = table.lookup(init.start).unwrap();
+        assert_eq!(&*sym.name, "_init");
+        let plt = elf
+            .section_svma(".plt.sec")
+            .or_else(|| elf.section_svma(".plt"))
+            .unwrap();
+        assert!(plt.start >= init.end);
+        for at in [plt.start, plt.start + 4, plt.end - 1] {
+            if let Some((sym, off)) = table.lookup(at) {
+                assert_ne!(&*sym.name, "_init", "{at:#x} is _init+{off:#x}");
+            }
+        }
     }
 
     #[test]
