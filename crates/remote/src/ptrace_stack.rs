@@ -131,6 +131,53 @@ impl ThreadTracer {
         ))
     }
 
+    /// [`ThreadTracer::capture_with`] for a one-off capture: the thread is detached from the
+    /// capture's own stop instead of being resumed and stopped a second time to detach (as
+    /// dropping the tracer does), so it is stopped once, not twice. From a group-stop it stays
+    /// stopped, as the group-stop wants.
+    pub fn capture_once<R>(
+        mut self,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+        during: impl FnOnce() -> R,
+    ) -> Result<(TracedCapture, R), StackError> {
+        let (pid, tid) = (self.pid, self.tid);
+        if !self.alive {
+            return Err(StackError::ThreadGone { pid, tid });
+        }
+        let t = Pid::from_raw(tid);
+        let since = Instant::now();
+        match ptrace::interrupt(t) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Err(self.gone()),
+            Err(errno) => return Err(self.ptrace_error("PTRACE_INTERRUPT", errno)),
+        }
+        self.wait_for_stop()?;
+        let result = read_state(pid, tid, max_stack, stack);
+        let also = during();
+        let detached = ptrace::detach(t, None);
+        let stopped_for = since.elapsed();
+        match detached {
+            // Detached: nothing is left for `Drop` to undo.
+            Ok(()) => self.alive = false,
+            Err(Errno::ESRCH) => return Err(self.gone()),
+            Err(errno) => return Err(self.ptrace_error("PTRACE_DETACH", errno)),
+        }
+        let (regs, syscall) = match result {
+            Ok(got) => got,
+            Err(StackError::ThreadGone { .. }) => return Err(StackError::ThreadGone { pid, tid }),
+            Err(e) => return Err(e),
+        };
+        Ok((
+            TracedCapture {
+                regs,
+                stopped_for,
+                syscall,
+            },
+            also,
+        ))
+    }
+
     /// Hand on signals that stopped the thread since the last capture, without waiting. Call
     /// it when a capture is not due, so that signals to the target are not held back.
     pub fn service(&mut self) -> Result<(), StackError> {

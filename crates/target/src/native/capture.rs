@@ -93,9 +93,9 @@ impl Capturer {
         }
         if self.perf_instead.is_none() {
             match ThreadTracer::seize(pid, tid) {
-                Ok(mut tracer) => {
+                Ok(tracer) => {
                     let (c, ()) = tracer
-                        .capture_with(STACK_BYTES, &mut self.stack, during)
+                        .capture_once(STACK_BYTES, &mut self.stack, during)
                         .map_err(|e| e.to_string())?;
                     return Ok(Captured {
                         regs: c.regs,
