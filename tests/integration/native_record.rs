@@ -301,3 +301,49 @@ fn a_target_traced_by_another_tool_is_read_through_perf_events() {
         "no merged stack through qsort:\n{stderr}"
     );
 }
+
+/// `--blocking --native`: every thread's native stack is read during the round's
+/// whole-process freeze, with the Python frames of the same freeze: one instant for the
+/// process, so every merge succeeds.
+#[test]
+fn blocking_native_reads_every_thread_in_the_freeze() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
+    let mut target = Announced::start(script.command().arg("2"));
+    let dir = TempDir::new();
+    let out = dir.path().join("frozen.txt");
+    let pid = target.pid.to_string();
+    let stderr = run_ok(&[
+        "record",
+        "--native",
+        "--blocking",
+        "--idle",
+        "--pid",
+        &pid,
+        "--rate",
+        "100",
+        "--duration",
+        "1.5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    target.close_stdin();
+    let (merged, all) = merged_counts(&stderr);
+    assert!(all >= 20 && merged == all, "{merged} of {all}\n{stderr}");
+    let stacks = collapsed(&out);
+    let file = script.in_target.as_str();
+    let compare = format!("compare ({file}:{})", script.lines()["compare"]);
+    assert!(
+        stacks
+            .keys()
+            .any(|s| s.iter().any(|f| function(f).contains("qsort")) && s.contains(&compare)),
+        "no stack through qsort into compare:\n{stderr}"
+    );
+    let main = format!("<module> ({file}:{})", script.lines()["main"]);
+    assert!(
+        stacks
+            .keys()
+            .filter(|s| s.contains(&main))
+            .all(|s| s.last().map(String::as_str) == Some("[syscall]")),
+        "the blocked main thread ends in the kernel"
+    );
+}

@@ -260,7 +260,8 @@ pub struct RecordArgs {
     /// Also record native frames (C, C++, Rust, libc, the system call a thread waits in),
     /// interleaved with the Python frames in call order. Needs ptrace permission (root or
     /// CAP_SYS_PTRACE); each running thread is stopped alone for a few microseconds per sample
-    #[arg(long, conflicts_with = "blocking")]
+    /// (with --blocking, every thread's native stack is read during the whole-process stop)
+    #[arg(long)]
     pub native: bool,
     /// The command to launch and profile, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
@@ -339,7 +340,7 @@ pub struct TopArgs {
     pub subprocesses: bool,
     /// Also show native frames (C, C++, Rust, libc, system calls) under the Python ones.
     /// Needs ptrace permission; each running thread is stopped alone briefly per sample
-    #[arg(long, conflicts_with = "blocking")]
+    #[arg(long)]
     pub native: bool,
     /// The command to launch and watch, after `--`. It is stopped when you quit.
     #[arg(last = true, value_name = "COMMAND")]

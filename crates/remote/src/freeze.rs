@@ -144,6 +144,21 @@ impl Freeze {
         v
     }
 
+    /// Registers and up to `max_stack` bytes of stack (from the stack pointer) of frozen
+    /// thread `tid`, and the system call it was stopped in, if any: a native capture of the
+    /// whole process's one instant, with no further stop.
+    pub fn capture(
+        &self,
+        tid: i32,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+    ) -> Result<(crate::UserRegs, Option<u64>), crate::StackError> {
+        if !self.threads.iter().any(|a| a.tid == tid && a.stopped) {
+            return Err(crate::StackError::ThreadGone { pid: self.pid, tid });
+        }
+        crate::ptrace_stack::read_state(self.pid, tid, max_stack, stack)
+    }
+
     fn attach(&mut self, tid: i32) -> Result<(), RemoteError> {
         let pid = self.pid;
         let t = Pid::from_raw(tid);

@@ -306,7 +306,7 @@ impl Drop for ThreadTracer {
 }
 
 /// Registers and stack of a stopped thread, and the system call it was in, if any.
-fn read_state(
+pub(crate) fn read_state(
     pid: i32,
     tid: i32,
     max_stack: usize,

@@ -13,10 +13,13 @@
 //! ([`crate::view::ProcessView::walks`]): the per-thread memos of [`crate::memo`] are valid
 //! only from one walk to the next.
 
-use strobe_aggregate::{FrameId, FrameKey, FrameKind, SamplerSide, StackId};
+use std::collections::HashMap;
+
+use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
 use strobe_native::{MergedFrame, NativeFrame};
-use strobe_target::Target;
-use strobe_walker::{RawSample, RawThread};
+use strobe_remote::{Freeze, ProcessMemory};
+use strobe_target::{NativeStack, Target};
+use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 
 use crate::failure::RoundError;
 use crate::memo::{frame_id, FrameCache};
@@ -40,9 +43,12 @@ pub(crate) struct NativeView {
     raw: RawSample,
     /// The merged stack's frame ids, outermost first (scratch).
     ids: Vec<FrameId>,
+    /// `--blocking`: each thread state's stack from the latest freeze.
+    frozen: HashMap<u64, NativeOutcome, FxBuild>,
 }
 
 /// What [`NativeView::stack`] gave for a thread.
+#[derive(Debug)]
 pub(crate) enum NativeOutcome {
     /// The merged stack, interned.
     Merged(StackId),
@@ -71,6 +77,7 @@ impl NativeView {
             mode: NativeMode::Off,
             raw: RawSample::new(),
             ids: Vec::new(),
+            frozen: HashMap::default(),
         }
     }
 
@@ -88,57 +95,126 @@ impl NativeView {
             ));
         };
         let t = which.thread;
-        let (stack, walker) =
+        let (stack, index, walker) =
             match target.native_sample(tid, t.thread_id, t.interp_id, which.idle, &mut self.raw) {
                 Ok(got) => got,
                 Err(why) => return Ok(NativeOutcome::Failed(why)),
             };
-        let Some(thread) = self.raw.threads.get(stack.thread) else {
+        let Some(thread) = self.raw.threads.get(index) else {
             return Ok(NativeOutcome::Failed(
                 "the thread vanished from the read".into(),
             ));
         };
         let python = self.raw.frames_of(thread);
-        self.ids.clear();
-        self.ids.extend(which.root);
-        for m in stack.merged.iter().rev() {
-            let id = match *m {
-                MergedFrame::Python(i) => match python.get(i) {
-                    Some(&f) => frame_id(cache, side, walker, f, which.by_function)?,
-                    None => {
-                        return Ok(NativeOutcome::Failed(
-                            "the merge named a Python frame the read does not have".into(),
-                        ))
-                    }
-                },
-                MergedFrame::Native(i) => match stack.native.get(i) {
-                    Some(f) => intern_native(side, f, which.by_function)?,
-                    None => {
-                        return Ok(NativeOutcome::Failed(
-                            "the merge named a native frame the unwind does not have".into(),
-                        ))
-                    }
-                },
-                MergedFrame::Kernel(_) => {
-                    intern(side, "[syscall]", "", None, FrameKind::Kernel, None)?
-                }
-                MergedFrame::Truncated => intern(
-                    side,
-                    "[native stack cut short: outer frames unknown]",
-                    "",
-                    None,
-                    FrameKind::Native,
-                    None,
-                )?,
-            };
-            self.ids.push(id);
-        }
-        let stack = side
-            .interner()
-            .intern_stack(&self.ids)
-            .map_err(|e| RoundError::Fatal(e.into()))?;
-        Ok(NativeOutcome::Merged(stack))
+        intern_merged(&mut self.ids, side, cache, walker, stack, python, which)
     }
+
+    /// `--blocking`: while `freeze` holds the process, take every thread's native stack and
+    /// merge it with the Python frames of the round's walk `raw`, read during the same freeze;
+    /// kept by thread state for [`NativeView::take_frozen`]. `hosts` gives each thread's
+    /// kernel id as seen from here, where known.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn capture_frozen(
+        &mut self,
+        target: &mut Target,
+        side: &mut SamplerSide,
+        cache: &mut FrameCache,
+        freeze: &Freeze,
+        raw: &RawSample,
+        hosts: &[Option<u32>],
+        by_function: bool,
+        root: Option<FrameId>,
+    ) -> Result<(), RoundError> {
+        self.frozen.clear();
+        for (t, host) in raw.threads.iter().zip(hosts) {
+            let which = NativeTarget {
+                thread: t,
+                host_tid: *host,
+                idle: false,
+                by_function,
+                root,
+            };
+            let outcome = match host.and_then(|h| i32::try_from(h).ok()) {
+                None => NativeOutcome::Failed(
+                    "the thread's kernel id is unknown, so its native stack cannot be read".into(),
+                ),
+                Some(tid) => {
+                    let entries = raw.entries_of(t);
+                    match target.native_frozen(freeze, tid, t.thread_id, t.interp_id, entries) {
+                        Ok((stack, walker)) => intern_merged(
+                            &mut self.ids,
+                            side,
+                            cache,
+                            walker,
+                            stack,
+                            raw.frames_of(t),
+                            which,
+                        )?,
+                        Err(why) => NativeOutcome::Failed(why),
+                    }
+                }
+            };
+            self.frozen.insert(t.tstate_addr, outcome);
+        }
+        Ok(())
+    }
+
+    /// What [`NativeView::capture_frozen`] found for the thread state at `tstate`.
+    pub(crate) fn take_frozen(&mut self, tstate: u64) -> NativeOutcome {
+        self.frozen.remove(&tstate).unwrap_or_else(|| {
+            NativeOutcome::Failed("the thread was not in the frozen process's read".into())
+        })
+    }
+}
+
+/// Intern a merged stack, outermost first after `which.root`; `python` are the thread's
+/// Python frames the merge indexes.
+fn intern_merged(
+    ids: &mut Vec<FrameId>,
+    side: &mut SamplerSide,
+    cache: &mut FrameCache,
+    walker: &mut Walker<ProcessMemory>,
+    stack: NativeStack<'_>,
+    python: &[RawFrame],
+    which: NativeTarget<'_>,
+) -> Result<NativeOutcome, RoundError> {
+    ids.clear();
+    ids.extend(which.root);
+    for m in stack.merged.iter().rev() {
+        let id = match *m {
+            MergedFrame::Python(i) => match python.get(i) {
+                Some(&f) => frame_id(cache, side, walker, f, which.by_function)?,
+                None => {
+                    return Ok(NativeOutcome::Failed(
+                        "the merge named a Python frame the read does not have".into(),
+                    ))
+                }
+            },
+            MergedFrame::Native(i) => match stack.native.get(i) {
+                Some(f) => intern_native(side, f, which.by_function)?,
+                None => {
+                    return Ok(NativeOutcome::Failed(
+                        "the merge named a native frame the unwind does not have".into(),
+                    ))
+                }
+            },
+            MergedFrame::Kernel(_) => intern(side, "[syscall]", "", None, FrameKind::Kernel, None)?,
+            MergedFrame::Truncated => intern(
+                side,
+                "[native stack cut short: outer frames unknown]",
+                "",
+                None,
+                FrameKind::Native,
+                None,
+            )?,
+        };
+        ids.push(id);
+    }
+    let stack = side
+        .interner()
+        .intern_stack(ids)
+        .map_err(|e| RoundError::Fatal(e.into()))?;
+    Ok(NativeOutcome::Merged(stack))
 }
 
 /// A native frame as interned: its symbol (or `module+0xoffset`), DWARF file and line, and its

@@ -73,10 +73,44 @@ pub(crate) fn round(
     let mut raw = std::mem::take(&mut st.raw);
     st.rounds_started += 1;
     let walked = if cfg.blocking {
-        let _freeze = Freeze::all_threads(pid).map_err(|e| freeze_error(pid, e))?;
-        // A panic here unwinds through `_freeze`, whose drop releases the target.
+        let freeze = match Freeze::all_threads(pid) {
+            Ok(f) => f,
+            Err(e) => {
+                st.raw = raw;
+                return Err(freeze_error(pid, e));
+            }
+        };
+        // A panic here unwinds through `freeze`, whose drop releases the target.
         st.test_panic();
-        target.walker_mut().sample_into(&mut raw)
+        let walked = target.walker_mut().sample_into(&mut raw);
+        if walked.is_ok() && st.native.mode == NativeMode::On {
+            // Every thread's native stack from the same freeze: one instant for the process.
+            let hosts: Vec<Option<u32>> = raw
+                .threads
+                .iter()
+                .map(|t| match t.native_id {
+                    Some(n) => st.kernel.host_of(n),
+                    None => st.pthreads.get(t.thread_id),
+                })
+                .collect();
+            let captured = st.native.capture_frozen(
+                target,
+                side,
+                &mut st.frames,
+                &freeze,
+                &raw,
+                &hosts,
+                cfg.by_function,
+                st.root_frame,
+            );
+            if let Err(e) = captured {
+                drop(freeze);
+                st.raw = raw;
+                return Err(e);
+            }
+        }
+        drop(freeze);
+        walked
     } else {
         st.test_panic();
         target.walker_mut().sample_into(&mut raw)
@@ -210,16 +244,23 @@ fn record_threads(
             st.frames.clear();
         }
         let merged = if st.native.mode == NativeMode::On {
-            // The capture reads every Python stack again: a walk (see the `native` module).
-            st.walks += 1;
-            let which = NativeTarget {
-                thread: t,
-                host_tid: host,
-                idle,
-                by_function: cfg.by_function,
-                root: st.root_frame,
+            let outcome = if cfg.blocking {
+                // Taken during the round's freeze.
+                st.native.take_frozen(t.tstate_addr)
+            } else {
+                // The capture reads every Python stack again: a walk (see the `native`
+                // module).
+                st.walks += 1;
+                let which = NativeTarget {
+                    thread: t,
+                    host_tid: host,
+                    idle,
+                    by_function: cfg.by_function,
+                    root: st.root_frame,
+                };
+                st.native.stack(target, side, &mut st.frames, which)?
             };
-            match st.native.stack(target, side, &mut st.frames, which)? {
+            match outcome {
                 NativeOutcome::Merged(stack) => {
                     stats.add_native_merged();
                     Some(stack)

@@ -274,7 +274,7 @@ impl Target {
     /// One native sample of the thread with kernel id `tid` (as seen from here), known to the
     /// interpreter as `ident` in interpreter `interp`: its native stack and, at the same
     /// instant, the process's Python stacks into `raw` (see [`native::NativeStack`] for what
-    /// the result indexes). `may_sleep`: the thread was seen idle, so it may be read without
+    /// the result indexes; the `usize` is the thread's index in `raw.threads`). `may_sleep`: the thread was seen idle, so it may be read without
     /// a stop. Also hands back the walker, to name the Python frames. Errors are the reason
     /// the stack could not be merged; [`Target::enable_native`] must have succeeded.
     pub fn native_sample(
@@ -284,6 +284,34 @@ impl Target {
         interp: i64,
         may_sleep: bool,
         raw: &mut RawSample,
+    ) -> Result<(NativeStack<'_>, usize, &mut Walker<ProcessMemory>), String> {
+        let version = &self.process.version;
+        let which = native::NativeThread {
+            pid: self.process.pid,
+            tid,
+            ident,
+            interp,
+            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
+        };
+        let Some(state) = self.native.as_mut() else {
+            return Err("native frames were not enabled".to_string());
+        };
+        let (stack, thread) = state.sample_thread(which, may_sleep, &mut self.walker, raw)?;
+        Ok((stack, thread, &mut self.walker))
+    }
+
+    /// `--blocking --native`: the native stack of thread `tid` (as seen from here, known to
+    /// the interpreter as `ident` in interpreter `interp`) of this process, which `freeze`
+    /// holds stopped, merged with the Python frames whose entry flags are `entries`, read
+    /// during the same freeze. Also hands back the walker, to name the Python frames.
+    /// [`Target::enable_native`] must have succeeded.
+    pub fn native_frozen(
+        &mut self,
+        freeze: &strobe_remote::Freeze,
+        tid: i32,
+        ident: u64,
+        interp: i64,
+        entries: &[bool],
     ) -> Result<(NativeStack<'_>, &mut Walker<ProcessMemory>), String> {
         let version = &self.process.version;
         let which = native::NativeThread {
@@ -296,7 +324,7 @@ impl Target {
         let Some(state) = self.native.as_mut() else {
             return Err("native frames were not enabled".to_string());
         };
-        let stack = state.sample_thread(which, may_sleep, &mut self.walker, raw)?;
+        let stack = state.frozen_thread(which, freeze, entries, self.walker.memory())?;
         Ok((stack, &mut self.walker))
     }
 

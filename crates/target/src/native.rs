@@ -28,7 +28,8 @@ use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
 mod capture;
 
-use capture::Capturer;
+use capture::{Captured, Capturer};
+use strobe_remote::Freeze;
 
 /// The module list is read again when a sampled stack has an address outside every module
 /// (a library loaded since, such as an extension imported late), at most this often.
@@ -44,8 +45,6 @@ pub struct NativeStack<'a> {
     pub merged: &'a [MergedFrame],
     /// The native frames `merged` refers to.
     pub native: &'a [NativeFrame],
-    /// The index of the thread in the `RawSample`'s threads.
-    pub thread: usize,
 }
 
 /// The target's modules, unwinder and symbol caches, built on the first native snapshot.
@@ -288,7 +287,7 @@ impl NativeState {
         may_sleep: bool,
         walker: &mut Walker<M>,
         raw: &mut RawSample,
-    ) -> Result<NativeStack<'_>, String> {
+    ) -> Result<(NativeStack<'_>, usize), String> {
         let first = self.sample_once(which, may_sleep, walker, raw);
         let thread = match first {
             // Read asleep without the frame pointer register: try once more, stopped.
@@ -296,11 +295,13 @@ impl NativeState {
             other => other,
         }
         .map_err(Retry::into_reason)?;
-        Ok(NativeStack {
-            merged: &self.merged,
-            native: &self.frames,
+        Ok((
+            NativeStack {
+                merged: &self.merged,
+                native: &self.frames,
+            },
             thread,
-        })
+        ))
     }
 
     fn sample_once<M: RemoteMemory>(
@@ -337,6 +338,32 @@ impl NativeState {
                     .to_string(),
             ));
         };
+        let merged = self.unwind_and_merge(
+            which,
+            &captured,
+            raw.entries_of(&raw.threads[index]),
+            walker.memory(),
+        );
+        if let Err(why) = merged {
+            return Err(if captured.asleep {
+                Retry::Stopped(why)
+            } else {
+                Retry::Final(why)
+            });
+        }
+        Ok(index)
+    }
+
+    /// Unwind, symbolise and merge the capture in [`Capturer::stack`] with the Python frames
+    /// whose entry flags are `entries`, into `self.merged` and `self.frames`; the reason if
+    /// they do not merge. Code outside every known module makes the module list be read again.
+    fn unwind_and_merge<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        captured: &Captured,
+        entries: &[bool],
+        mem: &M,
+    ) -> Result<(), String> {
         self.unwinder
             .unwind(&captured.regs, &self.capturer.stack, &mut self.unwound);
         self.frames.clear();
@@ -350,34 +377,48 @@ impl NativeState {
             which.shape,
             &self.frames,
             end,
-            raw.entries_of(&raw.threads[index]),
+            entries,
             captured.kernel,
             captured.same_instant,
             &mut self.merged,
         );
-        if let Err(e) = merged {
-            let why = match &self.unwound.end {
-                Some(UnwindEnd::Stopped(why)) => {
-                    format!("{e} (the native unwind stopped early: {why})")
-                }
-                _ => e.to_string(),
-            };
-            let unmapped = self.frames.iter().any(|f| f.module.is_none());
-            if unmapped {
-                self.refresh_modules(which.pid, walker.memory());
-            }
-            return Err(if captured.asleep {
-                Retry::Stopped(why)
-            } else {
-                Retry::Final(why)
-            });
-        }
         if self.frames.iter().any(|f| f.module.is_none()) {
-            // Merged, but with code the module list does not know: read it again, so the
-            // next samples name it.
-            self.refresh_modules(which.pid, walker.memory());
+            // Code the module list does not know (a library loaded since): read it again, so
+            // the next samples name it.
+            self.refresh_modules(which.pid, mem);
         }
-        Ok(index)
+        merged.map_err(|e| match &self.unwound.end {
+            Some(UnwindEnd::Stopped(why)) => {
+                format!("{e} (the native unwind stopped early: {why})")
+            }
+            _ => e.to_string(),
+        })
+    }
+
+    /// The native stack of thread `which.tid` of a process `freeze` holds stopped, merged with
+    /// the Python frames whose entry flags are `entries`, read during the same freeze: one
+    /// instant for the whole process (`--blocking`), no further stop.
+    pub(crate) fn frozen_thread<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        freeze: &Freeze,
+        entries: &[bool],
+        mem: &M,
+    ) -> Result<NativeStack<'_>, String> {
+        let (regs, syscall) = freeze
+            .capture(which.tid, capture::STACK_BYTES, &mut self.capturer.stack)
+            .map_err(|e| e.to_string())?;
+        let captured = Captured {
+            regs,
+            kernel: syscall.map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
+            asleep: false,
+            same_instant: true,
+        };
+        self.unwind_and_merge(which, &captured, entries, mem)?;
+        Ok(NativeStack {
+            merged: &self.merged,
+            native: &self.frames,
+        })
     }
 
     /// Lines for the user from the captures since the last call (a change of capture method,

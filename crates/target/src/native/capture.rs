@@ -17,7 +17,7 @@ use strobe_native::KernelBoundary;
 use strobe_remote::{BlockedThread, PerfConfig, PerfThread, StackError, ThreadTracer, UserRegs};
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep).
-const STACK_BYTES: usize = 256 * 1024;
+pub(crate) const STACK_BYTES: usize = 256 * 1024;
 /// perf events: samples per second of a thread's CPU time, and stack bytes per sample. The
 /// latest sample is what a capture uses, so it is at most one period (4 ms) older than the
 /// capture while the thread runs.
