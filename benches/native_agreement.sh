@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Do `record --native` stacks (each running thread stopped alone) describe the program as
+# whole-process snapshots do (`record --native --blocking`: every thread read in one freeze)?
+#
+#   benches/native_agreement.sh            # benches/native_target.py, 1 and 4 threads, 10 s
+#   THREADS="4" SECS=5 benches/native_agreement.sh
+#
+# Per thread count, one target, recorded by both for SECS at 200 Hz with --function (stacks
+# of functions; lines vary within a function between any two recordings). Agreement is
+# 1 - the total variation distance between the two recordings' distributions of whole
+# stacks by wall time: 100% when each stack has the same share in both. Two recordings of the
+# same steady program differ by sampling noise alone, so the same figure for two
+# non-blocking recordings is printed beside it as the floor to read it against.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-"1 4"}
+SECS=${SECS:-10}
+PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_setup
+echo "strobe: $STROBE; $PY; ${SECS} s per recording at 200 Hz"
+machine_line
+agreement() {
+    python3 - "$1" "$2" <<'PYEOF'
+import sys
+def load(path):
+    d = {}
+    for line in open(path):
+        stack, _, v = line.rstrip("\n").rpartition(" ")
+        d[stack] = d.get(stack, 0) + int(v)
+    total = sum(d.values()) or 1
+    return {k: v / total for k, v in d.items()}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+tvd = 0.5 * sum(abs(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b))
+print("%.1f%%" % (100 * (1 - tvd)))
+PYEOF
+}
+printf '%-8s %22s %24s\n' threads "default vs --blocking" "default vs default"
+for threads in $THREADS; do
+    "$PY" benches/native_target.py "$threads" >"$TMP/rates" &
+    TARGET_PID=$!
+    while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
+    for run in a b; do
+        "$STROBE" record --native --function --pid "$TARGET_PID" --rate 200 --duration "$SECS" \
+            -o "$TMP/$run.txt" >/dev/null 2>&1
+    done
+    "$STROBE" record --native --blocking --function --pid "$TARGET_PID" --rate 200 \
+        --duration "$SECS" -o "$TMP/frozen.txt" >/dev/null 2>&1
+    printf '%-8s %22s %24s\n' "$threads" "$(agreement "$TMP/a.txt" "$TMP/frozen.txt")" \
+        "$(agreement "$TMP/a.txt" "$TMP/b.txt")"
+    kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
+done
