@@ -7,7 +7,7 @@
 #
 # The target (benches/native_target.py) runs THREADS threads calling zlib.crc32 in a loop and
 # prints its iterations per second every 0.25 s. Per (threads, rate): the target's rate alone
-# for SECS, then under py-spy (`record --native --rate R --duration SECS`), then under strobe
+# for SECS, then under py-spy (`record --native --rate R`, stopped by SIGINT after SECS), then under strobe
 # (`record --native --rate R --duration SECS`), each compared with the rate alone measured just
 # before it. CPU is user + system of the profiler's process (/usr/bin/time), start-up included;
 # samples are what each wrote (py-spy's raw counts, strobe's summary). Rate `max` is as fast as
@@ -55,9 +55,12 @@ for threads in $THREADS; do
             [[ $rate == max && $tool == py-spy ]] && r=100000
             [[ $rate == max && $tool == strobe ]] && r=1000000
             if [[ $tool == py-spy ]]; then
-                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$PYSPY" record --native --pid "$TARGET_PID" \
-                    --rate "$r" --duration "$SECS" --format raw --output "$TMP/out.txt" \
-                    >"$TMP/log" 2>&1 || true
+                # py-spy's --duration counts samples (duration x rate), so above the rate it
+                # reaches it would run for much longer: it is stopped after SECS with SIGINT,
+                # on which it writes what it has.
+                /usr/bin/time -f "%e %U %S" -o "$TMP/time" timeout -s INT "$SECS" \
+                    "$PYSPY" record --native --pid "$TARGET_PID" --rate "$r" --format raw \
+                    --output "$TMP/out.txt" >"$TMP/log" 2>&1 || true
                 samples=$(awk '{ n += $NF } END { print n + 0 }' "$TMP/out.txt" 2>/dev/null || echo 0)
                 merged=-
                 steady=-
