@@ -74,7 +74,8 @@ for threads in $THREADS; do
                 steady=${steady:--}
             fi
             under=$(mean_rate "$TMP/rates" "$start")
-            read -r wall user sys <"$TMP/time"
+            # The last line: GNU time first notes a non-zero exit (py-spy stopped by SIGINT).
+            read -r wall user sys < <(tail -1 "$TMP/time")
             awk -v t="$threads" -v r="$rate" -v tool="$tool" -v n="$samples" -v w="$wall" \
                 -v u="$user" -v s="$sys" -v m="$merged" -v a="$alone" -v b="$under" -v st="$steady" 'BEGIN {
                     printf "%-7s %6s %-7s %9d %10.0f %12.1f %13s %9s %8.1f%%\n", t, r, tool, n,
