@@ -24,6 +24,15 @@ pub struct TracedCapture {
     pub syscall: Option<u64>,
 }
 
+/// How a capture lets the thread go.
+#[derive(Clone, Copy)]
+enum Release {
+    /// Resume it, still traced (the tracer is kept for more captures).
+    Resume,
+    /// Detach from it (a one-off capture).
+    Detach,
+}
+
 /// How a thread came to a ptrace stop.
 enum Stopped {
     /// Our `PTRACE_INTERRUPT`: resume with `PTRACE_CONT`.
@@ -100,6 +109,30 @@ impl ThreadTracer {
         stack: &mut Vec<u8>,
         during: impl FnOnce() -> R,
     ) -> Result<(TracedCapture, R), StackError> {
+        self.stopped_capture(max_stack, stack, during, Release::Resume)
+    }
+
+    /// [`ThreadTracer::capture_with`] for a one-off capture: the thread is detached from the
+    /// capture's own stop instead of being resumed and stopped a second time to detach (as
+    /// dropping the tracer does), so it is stopped once, not twice. From a group-stop it stays
+    /// stopped, as the group-stop wants.
+    pub fn capture_once<R>(
+        mut self,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+        during: impl FnOnce() -> R,
+    ) -> Result<(TracedCapture, R), StackError> {
+        self.stopped_capture(max_stack, stack, during, Release::Detach)
+    }
+
+    /// Stop the thread, read it, run `during`, and let it go as `release` says.
+    fn stopped_capture<R>(
+        &mut self,
+        max_stack: usize,
+        stack: &mut Vec<u8>,
+        during: impl FnOnce() -> R,
+        release: Release,
+    ) -> Result<(TracedCapture, R), StackError> {
         let (pid, tid) = (self.pid, self.tid);
         if !self.alive {
             return Err(StackError::ThreadGone { pid, tid });
@@ -114,58 +147,19 @@ impl ThreadTracer {
         let how = self.wait_for_stop()?;
         let result = read_state(pid, tid, max_stack, stack);
         let also = during();
-        self.resume(how)?;
+        match release {
+            Release::Resume => self.resume(how)?,
+            Release::Detach => match ptrace::detach(t, None) {
+                // Detached: nothing is left for `Drop` to undo.
+                Ok(()) => self.alive = false,
+                Err(Errno::ESRCH) => return Err(self.gone()),
+                Err(errno) => return Err(self.ptrace_error("PTRACE_DETACH", errno)),
+            },
+        }
         let stopped_for = since.elapsed();
         let (regs, syscall) = match result {
             Ok(got) => got,
             Err(StackError::ThreadGone { .. }) => return Err(self.gone()),
-            Err(e) => return Err(e),
-        };
-        Ok((
-            TracedCapture {
-                regs,
-                stopped_for,
-                syscall,
-            },
-            also,
-        ))
-    }
-
-    /// [`ThreadTracer::capture_with`] for a one-off capture: the thread is detached from the
-    /// capture's own stop instead of being resumed and stopped a second time to detach (as
-    /// dropping the tracer does), so it is stopped once, not twice. From a group-stop it stays
-    /// stopped, as the group-stop wants.
-    pub fn capture_once<R>(
-        mut self,
-        max_stack: usize,
-        stack: &mut Vec<u8>,
-        during: impl FnOnce() -> R,
-    ) -> Result<(TracedCapture, R), StackError> {
-        let (pid, tid) = (self.pid, self.tid);
-        if !self.alive {
-            return Err(StackError::ThreadGone { pid, tid });
-        }
-        let t = Pid::from_raw(tid);
-        let since = Instant::now();
-        match ptrace::interrupt(t) {
-            Ok(()) => {}
-            Err(Errno::ESRCH) => return Err(self.gone()),
-            Err(errno) => return Err(self.ptrace_error("PTRACE_INTERRUPT", errno)),
-        }
-        self.wait_for_stop()?;
-        let result = read_state(pid, tid, max_stack, stack);
-        let also = during();
-        let detached = ptrace::detach(t, None);
-        let stopped_for = since.elapsed();
-        match detached {
-            // Detached: nothing is left for `Drop` to undo.
-            Ok(()) => self.alive = false,
-            Err(Errno::ESRCH) => return Err(self.gone()),
-            Err(errno) => return Err(self.ptrace_error("PTRACE_DETACH", errno)),
-        }
-        let (regs, syscall) = match result {
-            Ok(got) => got,
-            Err(StackError::ThreadGone { .. }) => return Err(StackError::ThreadGone { pid, tid }),
             Err(e) => return Err(e),
         };
         Ok((

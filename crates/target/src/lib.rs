@@ -285,14 +285,7 @@ impl Target {
         may_sleep: bool,
         raw: &mut RawSample,
     ) -> Result<(NativeStack<'_>, usize, &mut Walker<ProcessMemory>), String> {
-        let version = &self.process.version;
-        let which = native::NativeThread {
-            pid: self.process.pid,
-            tid,
-            ident,
-            interp,
-            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
-        };
+        let which = self.native_thread(tid, ident, interp);
         let Some(state) = self.native.as_mut() else {
             return Err("native frames were not enabled".to_string());
         };
@@ -313,19 +306,24 @@ impl Target {
         interp: i64,
         entries: &[bool],
     ) -> Result<(NativeStack<'_>, &mut Walker<ProcessMemory>), String> {
-        let version = &self.process.version;
-        let which = native::NativeThread {
-            pid: self.process.pid,
-            tid,
-            ident,
-            interp,
-            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
-        };
+        let which = self.native_thread(tid, ident, interp);
         let Some(state) = self.native.as_mut() else {
             return Err("native frames were not enabled".to_string());
         };
         let stack = state.frozen_thread(which, freeze, entries, self.walker.memory())?;
         Ok((stack, &mut self.walker))
+    }
+
+    /// Thread `tid` (ours), `ident` in interpreter `interp`, as the native reader names it.
+    fn native_thread(&self, tid: i32, ident: u64, interp: i64) -> native::NativeThread {
+        let version = &self.process.version;
+        native::NativeThread {
+            pid: self.process.pid,
+            tid,
+            ident,
+            interp,
+            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
+        }
     }
 
     /// Lines for the user from native captures since the last call: a change of capture
