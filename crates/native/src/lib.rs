@@ -40,6 +40,7 @@ pub use elf::hex as build_id_hex;
 pub use frame::{NativeFrame, SymbolSource, UnwindMethod};
 pub use merge::{
     is_plumbing, merge, EvalShape, KernelBoundary, MergeError, MergedFrame, NativeEnd,
+    KERNEL_FRAME, TRUNCATED_FRAME,
 };
 pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem, PERF_TRAMPOLINES};
 pub use symbolize::Symbolizer;

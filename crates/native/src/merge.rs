@@ -76,6 +76,11 @@ impl EvalShape {
     }
 }
 
+/// The name a [`MergedFrame::Kernel`] frame is shown by.
+pub const KERNEL_FRAME: &str = "[syscall]";
+/// The name a [`MergedFrame::Truncated`] marker is shown by.
+pub const TRUNCATED_FRAME: &str = "[native stack cut short: outer frames unknown]";
+
 /// Where the thread was in the kernel when it was captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelBoundary {

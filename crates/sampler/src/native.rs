@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
-use strobe_native::{MergedFrame, NativeFrame};
+use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
 use strobe_remote::{Freeze, ProcessMemory};
 use strobe_target::{NativeStack, Target};
 use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
@@ -198,15 +198,12 @@ fn intern_merged(
                     ))
                 }
             },
-            MergedFrame::Kernel(_) => intern(side, "[syscall]", "", None, FrameKind::Kernel, None)?,
-            MergedFrame::Truncated => intern(
-                side,
-                "[native stack cut short: outer frames unknown]",
-                "",
-                None,
-                FrameKind::Native,
-                None,
-            )?,
+            MergedFrame::Kernel(_) => {
+                intern(side, KERNEL_FRAME, "", None, FrameKind::Kernel, None)?
+            }
+            MergedFrame::Truncated => {
+                intern(side, TRUNCATED_FRAME, "", None, FrameKind::Native, None)?
+            }
         };
         ids.push(id);
     }

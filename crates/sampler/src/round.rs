@@ -85,14 +85,7 @@ pub(crate) fn round(
         let walked = target.walker_mut().sample_into(&mut raw);
         if walked.is_ok() && st.native.mode == NativeMode::On {
             // Every thread's native stack from the same freeze: one instant for the process.
-            let hosts: Vec<Option<u32>> = raw
-                .threads
-                .iter()
-                .map(|t| match t.native_id {
-                    Some(n) => st.kernel.host_of(n),
-                    None => st.pthreads.get(t.thread_id),
-                })
-                .collect();
+            let hosts: Vec<Option<u32>> = raw.threads.iter().map(|t| st.host_tid(t)).collect();
             let captured = st.native.capture_frozen(
                 target,
                 side,
@@ -104,12 +97,11 @@ pub(crate) fn round(
                 st.root_frame,
             );
             if let Err(e) = captured {
-                drop(freeze);
+                // `freeze` is released on the way out.
                 st.raw = raw;
                 return Err(e);
             }
         }
-        drop(freeze);
         walked
     } else {
         st.test_panic();
@@ -183,12 +175,9 @@ fn record_threads(
     let mut recorded = 0;
     st.running.clear();
     for t in stacks {
+        let host = st.host_tid(t);
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
-        };
-        let host = match t.native_id {
-            Some(inner) => st.kernel.host_of(inner),
-            None => st.pthreads.get(t.thread_id),
         };
         let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
         if !cfg.tids.is_empty()

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use strobe_aggregate::FrameId;
-use strobe_walker::RawSample;
+use strobe_walker::{RawSample, RawThread};
 
 use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
@@ -106,6 +106,15 @@ impl ProcessView {
                 "test panic requested in sampling round {}",
                 self.rounds_started
             );
+        }
+    }
+
+    /// Thread `t`'s kernel id as seen from here: from its native id (3.11+) through the
+    /// PID namespace translation, or from glibc's thread descriptors (≤3.10), where known.
+    pub(crate) fn host_tid(&self, t: &RawThread) -> Option<u32> {
+        match t.native_id {
+            Some(inner) => self.kernel.host_of(inner),
+            None => self.pthreads.get(t.thread_id),
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use strobe_memory::RemoteMemory;
 use strobe_native::{
     merge, Binaries, DebugSearch, EvalShape, MergedFrame, ModuleMap, NativeEnd, NativeFrame,
-    SymbolSource, Symbolizer, UnwindEnd, Unwinder, Unwound,
+    SymbolSource, Symbolizer, UnwindEnd, Unwinder, Unwound, KERNEL_FRAME, TRUNCATED_FRAME,
 };
 use strobe_walker::walk::{ThreadStack, Walker};
 use strobe_walker::{RawSample, WalkError};
@@ -168,7 +168,7 @@ impl NativeState {
             tid,
             ident,
             interp,
-            shape,
+            ..
         } = which;
         let mut walked = None;
         let captured = self.capturer.capture(pid, tid, may_sleep, || {
@@ -208,11 +208,8 @@ impl NativeState {
                 asleep: captured.asleep,
             };
         };
-        self.unwinder
-            .unwind(&captured.regs, &self.capturer.stack, &mut self.unwound);
-        self.frames.clear();
-        self.symbolizer
-            .symbolize(&self.modules, &self.unwound, &mut self.frames);
+        let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
+        let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
         for f in &self.frames {
             if f.source == SymbolSource::None {
                 if let Some(m) = &f.module {
@@ -222,20 +219,6 @@ impl NativeState {
                 }
             }
         }
-        let end = match self.unwound.end {
-            Some(UnwindEnd::Complete) => NativeEnd::Complete,
-            _ => NativeEnd::Truncated,
-        };
-        let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
-        let merged = merge(
-            shape,
-            &self.frames,
-            end,
-            &entries,
-            captured.kernel,
-            captured.same_instant,
-            &mut self.merged,
-        );
         let merged = match merged {
             Ok(()) => Ok(self
                 .merged
@@ -244,14 +227,14 @@ impl NativeState {
                     MergedFrame::Python(i) => python_frame(&python, i),
                     MergedFrame::Native(i) => native_frame(&self.frames[i]),
                     MergedFrame::Kernel(_) => FrameSnapshot {
-                        function: "[syscall]".to_string(),
+                        function: KERNEL_FRAME.to_string(),
                         filename: String::new(),
                         line: None,
                         kind: FrameKind::Kernel,
                         native: None,
                     },
                     MergedFrame::Truncated => FrameSnapshot {
-                        function: "[native stack cut short: outer frames unknown]".to_string(),
+                        function: TRUNCATED_FRAME.to_string(),
                         filename: String::new(),
                         line: None,
                         kind: FrameKind::Native,
@@ -259,12 +242,7 @@ impl NativeState {
                     },
                 })
                 .collect()),
-            Err(e) => Err(match &self.unwound.end {
-                Some(UnwindEnd::Stopped(why)) => {
-                    format!("{e} (the native unwind stopped early: {why})")
-                }
-                _ => e.to_string(),
-            }),
+            Err(why) => Err(why),
         };
         ThreadNative {
             python: Some(python),
