@@ -13,11 +13,19 @@
 //! Python code or C code called from it. The exceptions are C extensions that block while
 //! holding the GIL; they stop every other Python thread too, and are shown as running, which
 //! is where the time goes. Free-threaded builds have no GIL: every thread's state is read.
-//! Other threads are read one `pread` each, only when their idle state decides something:
+//! Other threads' states come from the kernel (a memory read each once a thread is watched,
+//! see [`crate::threads`]), only when their idle state decides something:
 //! not for threads already filtered out (`--tids`, `--threads`, `--gil`), and not for
 //! tasks that are not Python threads. Under `--blocking` every known thread's state is read
 //! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
 //! holder is not known yet), as the freeze itself touches every thread anyway.
+//!
+//! When idle samples are dropped (no `--idle`, no raw recording, neither `--native` nor
+//! `--blocking`), the states are looked up *before* the read, and the stacks of idle threads
+//! that do not hold the GIL are not copied at all ([`Walker::sample_wanted_into`]): at
+//! ordinary rates most threads of a service sleep, and their stacks were most of the read.
+//!
+//! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
 use strobe_aggregate::{Sample, SampleFlags, SamplerSide};
 use strobe_remote::Freeze;
