@@ -25,12 +25,11 @@ use crate::error::WalkError;
 use crate::frame::FrameDecoder;
 use crate::limits::{need, struct_len, MAX_DEPTH, MAX_STRUCT};
 use crate::strings::read_string;
-use crate::value::{Kind, Value, ValueReader};
+use crate::value::{Kind, Value, ValueReader, MAX_TOTAL_READS};
 
-/// Most slots (locals, cells and frees together) of one frame we accept.
-pub const MAX_SLOTS: usize = 1 << 16;
-/// Most locals shown for one frame.
-pub const MAX_LOCALS_SHOWN: usize = 1024;
+/// Most slots (locals, cells and frees together) of one frame we read; a code object with
+/// more (none that a person wrote) has its frames' locals reported as unavailable.
+pub const MAX_SLOTS: usize = 1024;
 /// Most code objects whose names one reader remembers.
 const MAX_CODES: usize = 4096;
 
@@ -142,6 +141,7 @@ pub fn thread_frames<M: RemoteMemory + ?Sized>(
             what: "frame",
             addr,
         })?;
+        values.allow_reads(32);
         if decoder.is_python(&fields) && values.type_of(fields.code)?.kind == Kind::Code {
             out.push(FrameRef {
                 addr,
@@ -177,14 +177,23 @@ impl<'a, M: RemoteMemory + ?Sized> LocalsReader<'a, M> {
     /// cell variables, free variables). Fails only when the frame or its code object cannot be
     /// read; a value that cannot be read is `<unreadable>` in its [`Value`].
     pub fn frame_locals(&mut self, frame: FrameRef) -> Result<Vec<Local>, WalkError> {
+        if self.values.memory().total_spent() {
+            return Err(WalkError::Unsupported(format!(
+                "strobe's budget of {MAX_TOTAL_READS} reads for the locals of one dump is spent"
+            )));
+        }
         let code = self.code_slots(frame.code)?;
         let layout = self.values.layout();
         let base = match layout.frame_model {
             FrameModel::FrameObject => need(layout.frame_localsplus, "frame.f_localsplus")?,
             _ => need(layout.iframe_localsplus, "frame.localsplus")?,
         };
-        let mem = self.values.memory();
-        let raw = mem.read_vec(field(frame.addr, base), code.slots * 8, MAX_SLOTS * 8)?;
+        self.values.allow_reads(1);
+        let raw = self.values.memory().read_vec(
+            field(frame.addr, base),
+            code.slots * 8,
+            MAX_SLOTS * 8,
+        )?;
         let mask = layout.stackref_mask;
         let slot = |i: usize| le::u64_at(&raw, i * 8).map_or(0, |v| v & mask);
         let mut out = Vec::with_capacity(code.shown.len());
@@ -192,6 +201,7 @@ impl<'a, M: RemoteMemory + ?Sized> LocalsReader<'a, M> {
             let mut obj = slot(s.index);
             if s.deref && obj != 0 {
                 // Before MAKE_CELL (3.11+) the slot may still hold the plain value.
+                self.values.allow_reads(32);
                 match self.values.type_of(obj) {
                     Ok(t) if t.kind == Kind::Cell => {
                         obj = self.values.cell_contents(obj).unwrap_or(u64::MAX);
@@ -231,14 +241,19 @@ impl<'a, M: RemoteMemory + ?Sized> LocalsReader<'a, M> {
 
     fn decode_code(&mut self, addr: u64) -> Result<CodeSlots, WalkError> {
         let l = *self.values.layout();
-        let mem = self.values.memory();
+        // The object, its type, three name tuples, the kinds and two reads per name.
+        self.values.allow_reads(16 + 2 * MAX_SLOTS as u32);
         if self.values.type_of(addr)?.kind != Kind::Code {
             return Err(WalkError::Corrupt {
                 what: "code object",
                 addr,
             });
         }
-        let code = mem.read_vec(addr, struct_len(l.code_size, "code object")?, MAX_STRUCT)?;
+        let code = self.values.memory().read_vec(
+            addr,
+            struct_len(l.code_size, "code object")?,
+            MAX_STRUCT,
+        )?;
         let bad = || WalkError::Corrupt {
             what: "code object",
             addr,
@@ -378,7 +393,6 @@ impl<'a, M: RemoteMemory + ?Sized> LocalsReader<'a, M> {
                 }
             }
         }
-        shown.truncate(MAX_LOCALS_SHOWN);
         Ok(CodeSlots { slots, shown })
     }
 }

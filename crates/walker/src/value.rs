@@ -18,11 +18,12 @@
 //! the General Punctuation block, surrogates, private-use characters and noncharacters. An
 //! unassigned code point is shown as itself (Python would escape it).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use strobe_memory::{le, RemoteMemory};
+use strobe_memory::{le, MemError, RemoteMemory};
 use strobe_python_abi::{Layout, StringModel};
 
 use crate::error::WalkError;
@@ -44,8 +45,14 @@ pub const MAX_REPR: usize = 2000;
 pub const MAX_OBJECTS: usize = 200;
 /// Longest type name read (`tp_name`).
 pub const MAX_TYPE_NAME: usize = 200;
-/// Most hash-table slots scanned for the first items of one `dict` or `set`.
-pub const MAX_SCAN_SLOTS: usize = 1 << 16;
+/// Most hash-table slots scanned for the first items of one `dict` or `set` (a table whose
+/// first live items lie further shows fewer, and `...`).
+pub const MAX_SCAN_SLOTS: usize = 1 << 12;
+/// Most reads of the target for one value (its repr stops with `...` past them).
+pub const MAX_VALUE_READS: u32 = 2000;
+/// Most reads of the target by one reader (one snapshot): what a hostile target can cost at
+/// most, about a second and a half of reads. Past it, values are `...` and frames fail.
+pub const MAX_TOTAL_READS: u64 = 1_000_000;
 /// Most type objects remembered by one reader.
 const MAX_TYPES: usize = 4096;
 /// Largest length of a container or text we believe (2^40): larger means garbage.
@@ -118,11 +125,57 @@ struct Ctx {
     path: Vec<u64>,
 }
 
+/// The target's memory with a count of reads: at most [`MAX_VALUE_READS`] for the value
+/// being read and [`MAX_TOTAL_READS`] in all; past either, reads fail before reaching the
+/// target. Every read of a [`ValueReader`] goes through it, so no object graph, however
+/// large or cyclic, costs more than that.
+#[derive(Debug)]
+pub struct Budgeted<'a, M: RemoteMemory + ?Sized> {
+    inner: &'a M,
+    value_left: Cell<u32>,
+    total_left: Cell<u64>,
+}
+
+impl<M: RemoteMemory + ?Sized> Budgeted<'_, M> {
+    /// Whether the reads of the current value, or of the whole reader, are spent.
+    pub fn spent(&self) -> bool {
+        self.value_left.get() == 0 || self.total_left.get() == 0
+    }
+
+    /// Whether the reads of the whole reader are spent.
+    pub fn total_spent(&self) -> bool {
+        self.total_left.get() == 0
+    }
+
+    fn start_value(&self) {
+        self.value_left.set(MAX_VALUE_READS);
+    }
+
+    fn start_with(&self, reads: u32) {
+        self.value_left.set(reads);
+    }
+}
+
+impl<M: RemoteMemory + ?Sized> RemoteMemory for Budgeted<'_, M> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        if self.spent() {
+            return Err(MemError::TooLarge {
+                addr,
+                len: buf.len(),
+                limit: 0,
+            });
+        }
+        self.value_left.set(self.value_left.get() - 1);
+        self.total_left.set(self.total_left.get() - 1);
+        self.inner.read_into(addr, buf)
+    }
+}
+
 /// Reads object reprs from a target (see the module documentation). Keep one per snapshot:
-/// it remembers type objects.
+/// it remembers type objects and counts its reads.
 #[derive(Debug)]
 pub struct ValueReader<'a, M: RemoteMemory + ?Sized> {
-    mem: &'a M,
+    mem: Budgeted<'a, M>,
     layout: &'a Layout,
     types: HashMap<u64, TypeInfo>,
 }
@@ -131,15 +184,24 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
     /// A reader of objects in `mem` laid out as `layout` says.
     pub fn new(mem: &'a M, layout: &'a Layout) -> Self {
         ValueReader {
-            mem,
+            mem: Budgeted {
+                inner: mem,
+                value_left: Cell::new(MAX_VALUE_READS),
+                total_left: Cell::new(MAX_TOTAL_READS),
+            },
             layout,
             types: HashMap::new(),
         }
     }
 
-    /// The memory read.
-    pub fn memory(&self) -> &'a M {
-        self.mem
+    /// The memory read, through the reader's count of reads.
+    pub fn memory(&self) -> &Budgeted<'a, M> {
+        &self.mem
+    }
+
+    /// Allow `reads` more reads before the next value (e.g. for decoding a code object).
+    pub(crate) fn allow_reads(&self, reads: u32) {
+        self.mem.start_with(reads);
     }
 
     /// The layout in use.
@@ -149,6 +211,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
 
     /// The repr of the object at `obj`. Never fails: what cannot be read is `<unreadable>`.
     pub fn repr(&mut self, obj: u64) -> Value {
+        self.mem.start_value();
         let Ok(ty) = self.type_of(obj) else {
             return Value::unreadable();
         };
@@ -183,7 +246,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         let l = self.layout;
         let flags = self.mem.read_u64(field(ty, l.type_flags))?;
         let name_ptr = self.mem.read_u64(field(ty, l.type_name))?;
-        let name = read_c_string(self.mem, name_ptr, MAX_TYPE_NAME)?;
+        let name = read_c_string(&self.mem, name_ptr, MAX_TYPE_NAME)?;
         let heap = flags & u64::from(l.tpflags_heaptype) != 0;
         let python2 = l.string_model == StringModel::Bytes27;
         let kind = if heap {
@@ -270,7 +333,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
     /// Append the repr of `obj` (at nesting `depth`) to `ctx`; a failure shows as
     /// `<unreadable>` in its place.
     fn write(&mut self, obj: u64, ctx: &mut Ctx, depth: usize) {
-        if ctx.objects >= MAX_OBJECTS || ctx.out.len() >= MAX_REPR {
+        if ctx.objects >= MAX_OBJECTS || ctx.out.len() >= MAX_REPR || self.mem.spent() {
             ctx.out.push_str("...");
             ctx.truncated = true;
             return;
@@ -638,17 +701,17 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
                     .checked_add(1)
                     .filter(|s| s.is_power_of_two())
                     .ok_or(corrupt("dict ma_mask", dict))?;
-                scan_slots(self.mem, keys, slots, 24, want, |c| {
+                scan_slots(&self.mem, keys, slots, 24, want, |c| {
                     let k = le::u64_at(c, 8)?;
                     let v = le::u64_at(c, 16)?;
                     (k != 0 && v != 0).then_some((k, v))
                 })?
             }
             _ => {
-                let reader = crate::threadnames::DictKeys::new(self.mem, l);
+                let reader = crate::threadnames::DictKeys::new(&self.mem, l);
                 let e = reader.entries(keys)?;
                 if values == 0 {
-                    scan_slots(self.mem, e.addr, e.count as u64, e.stride, want, |c| {
+                    scan_slots(&self.mem, e.addr, e.count as u64, e.stride, want, |c| {
                         let k = le::u64_at(c, e.key)?;
                         let v = le::u64_at(c, e.value)?;
                         (k != 0 && v != 0).then_some((k, v))
@@ -688,7 +751,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         let want = max.min(used as usize);
         // Free slots have a NULL key; deleted ones the `dummy` key with hash -1, a hash no
         // real object has (CPython turns -1 into -2).
-        let items = scan_slots(self.mem, table, slots, stride, want, |c| {
+        let items = scan_slots(&self.mem, table, slots, stride, want, |c| {
             let k = le::u64_at(c, key_at)?;
             let h = le::u64_at(c, hash_at)?;
             (k != 0 && h != u64::MAX).then_some((k, 0))
@@ -707,7 +770,7 @@ fn scan_slots<M: RemoteMemory + ?Sized>(
     want: usize,
     live: impl Fn(&[u8]) -> Option<(u64, u64)>,
 ) -> Result<Vec<(u64, u64)>, WalkError> {
-    const CHUNK: u64 = 64;
+    const CHUNK: u64 = 256;
     let slots = slots.min(MAX_SCAN_SLOTS as u64);
     let mut out = Vec::new();
     let mut at = 0u64;
