@@ -795,8 +795,8 @@ fn scan_slots<M: RemoteMemory + ?Sized>(
 }
 
 /// A NUL-terminated C string of at most `max` bytes, read in 16-byte aligned pieces (an aligned
-/// piece never crosses a page, so a name at the end of a mapping is still read), decoded
-/// lossily.
+/// piece never crosses a page, so a name at the end of a mapping is still read; a piece that
+/// fails anyway is read byte by byte), decoded lossily.
 pub(crate) fn read_c_string<M: RemoteMemory + ?Sized>(
     mem: &M,
     addr: u64,
@@ -810,7 +810,16 @@ pub(crate) fn read_c_string<M: RemoteMemory + ?Sized>(
     while out.len() < max {
         let piece = (16 - (at % 16)) as usize;
         let mut buf = [0u8; 16];
-        mem.read_into(at, &mut buf[..piece])?;
+        if mem.read_into(at, &mut buf[..piece]).is_err() {
+            // Memory that is not mapped by pages (a synthetic image, a core file's segment
+            // ending mid-page): byte by byte, up to the NUL.
+            for (i, b) in buf[..piece].iter_mut().enumerate() {
+                *b = mem.read_u8(at.wrapping_add(i as u64))?;
+                if *b == 0 {
+                    break;
+                }
+            }
+        }
         if let Some(end) = buf[..piece].iter().position(|&b| b == 0) {
             out.extend_from_slice(&buf[..end]);
             return Ok(String::from_utf8_lossy(&out).into_owned());
