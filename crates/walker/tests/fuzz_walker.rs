@@ -9,17 +9,23 @@
 //! `layout::resolve` (3.13+: the layout then comes from the mutated `_Py_DebugOffsets`, as in
 //! production), `Walker::walk` (a fresh walker on even cases; on odd cases one long-lived
 //! walker per batch, whose caches see the image change under it like a live target's),
-//! `threadnames::thread_names` and `strings::read_string`, and undoes the mutations.
+//! `threadnames::thread_names`, `strings::read_string`, the `dump --locals` readers
+//! (`locals::thread_frames` and `LocalsReader::frame_locals` on the thread whose leaf frame
+//! holds locals of every kind, `ValueReader::repr` on one value or object), and undoes the
+//! mutations.
 //!
 //! Bounds checked on every call:
-//! - reads: at most [`READ_BUDGET`] per call (the memory refuses further reads and the case
-//!   fails): this is how a walk that does not end is caught without hanging the test;
+//! - reads: at most [`READ_BUDGET`] per call ([`VALUE_READ_BUDGET`] for the locals readers;
+//!   the memory refuses further reads and the case fails): this is how a walk that does not
+//!   end is caught without hanging the test;
+//! - locals and reprs: at most `MAX_SLOTS` locals per frame, reprs within `MAX_REPR` (plus
+//!   the last item) and type names within their bound;
 //! - read size: no single read above [`MAX_READ`] (16 MiB);
 //! - wall clock: a watchdog aborts the run, naming the case, if a worker makes no progress for
 //!   [`STALL`] (a loop that does not read memory).
 //!
 //! Cases: `STROBE_FUZZ_CASES` (total over all layouts, default [`DEFAULT_CASES`] = 750,000,
-//! 35–50 s in a debug build on this 2-core machine; 1,000,000 take 46–67 s), `STROBE_FUZZ_SEED` (default fixed, so CI
+//! about 70 s in a debug build on this 2-core machine with the locals readers included), `STROBE_FUZZ_SEED` (default fixed, so CI
 //! runs are reproducible), `STROBE_FUZZ_ONLY` (substring of a layout name such as `3.14t`).
 //! A failure prints the layout, case number and the mutations applied; rerun with the same
 //! seed and `STROBE_FUZZ_ONLY` to reproduce it.
