@@ -285,3 +285,34 @@ fn no_locals_without_the_flag() {
         );
     }
 }
+
+/// The locals of each Python frame, by function, from a dump.
+fn locals_by_frame(dump: &Value) -> Vec<(String, Value)> {
+    dump["threads"][0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "python")
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap().to_string(),
+                f["locals"].clone(),
+            )
+        })
+        .collect()
+}
+
+strobe_testkit::per_interpreter! {
+    /// `--blocking` (read inside the freeze) and `--native` (Python frames merged with native
+    /// ones) give every Python frame the same locals as a plain `--locals` dump.
+    fn with_blocking_and_native(interp) for [pyenv_2_7, pyenv_3_10, pyenv_3_12, sid_3_14] {
+        let script = Script::new(&Interp::from(interp), "locals.py");
+        let target = Announced::start(&mut script.command());
+        let plain = locals_by_frame(&dump_json(target.pid, &["--locals"]));
+        assert!(plain.iter().any(|(f, l)| f == "innermost" && l.as_array().is_some_and(|a| a.len() > 20)));
+        for extra in [&["--locals", "--blocking"][..], &["--locals", "--native"][..]] {
+            let other = locals_by_frame(&dump_json(target.pid, extra));
+            assert_eq!(other, plain, "{extra:?}");
+        }
+    }
+}
