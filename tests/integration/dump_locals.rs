@@ -35,7 +35,7 @@ fn ids(script: &Script) -> std::collections::HashMap<String, String> {
 }
 
 /// `innermost`'s locals, from the assignments in `tests/targets/locals.py`.
-fn innermost(py2: bool, obj: &str, evil: &str) -> Vec<Want> {
+fn innermost(py2: bool, obj: &str, evil: &str, weird: &str) -> Vec<Want> {
     let big = "1606938044258990275541962092341162602522202993782792835301376";
     let huge = format!("-1{}... (501 digits)", "0".repeat(99));
     let megabyte = format!(
@@ -113,6 +113,12 @@ fn innermost(py2: bool, obj: &str, evil: &str) -> Vec<Want> {
             "Hostile",
             &format!("<Hostile object at {evil}>"),
         ),
+        want(
+            "weird",
+            "local",
+            r"We\x0aird",
+            &format!(r"<We\x0aird object at {weird}>"),
+        ),
         unbound("got", "local"),
         unbound("later", "local"),
     ]
@@ -161,7 +167,7 @@ fn expected_frames(
     vec![
         (
             "innermost".to_string(),
-            innermost(py2, &ids["obj"], &ids["evil"]),
+            innermost(py2, &ids["obj"], &ids["evil"], &ids["weird"]),
         ),
         (
             middle.to_string(),

@@ -2,7 +2,7 @@
 # strobe dump --locals target (tests/integration/dump_locals.rs): frames whose arguments, locals,
 # cell and free variables hold known values of every kind strobe shows, blocked reading stdin.
 #
-# Writes "obj <hex id> evil <hex id> closure <hex id>" to locals_ids.txt beside this file, then
+# Writes "obj <hex id> evil <hex id> weird <hex id> closure <hex id>" to locals_ids.txt beside this file, then
 # prints "READY <pid>". Runs on 2.7 and 3.x (unicode names on 3.x only). A byte on stdin ends
 # it; the byte "r" first calls repr() on the Hostile object, whose `__repr__` creates the file
 # "pwned" beside this file and prints a line: strobe must never run it.
@@ -30,9 +30,14 @@ class Plain(object):
     pass
 
 
-def announce(obj, evil):
+# A class whose name would break a line of text output.
+Weird = type("We\nird", (object,), {})
+
+
+def announce(obj, evil, weird):
     with open(os.path.join(HERE, "locals_ids.txt"), "w") as f:
-        f.write("obj %x evil %x closure %x\n" % (id(obj), id(evil), IDS["closure"]))
+        f.write("obj %x evil %x weird %x closure %x\n"
+                % (id(obj), id(evil), id(weird), IDS["closure"]))
     sys.stdout.write("READY %d\n" % os.getpid())
     sys.stdout.flush()
 
@@ -62,7 +67,8 @@ def innermost(n, flag, *rest, **options):
     empty = set()
     obj = Plain()
     evil = Hostile()
-    announce(obj, evil)
+    weird = Weird()
+    announce(obj, evil, weird)
     got = os.read(0, 1)  # @line:innermost
     later = 1
     if got == b"r":

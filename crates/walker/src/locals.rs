@@ -25,7 +25,7 @@ use crate::error::WalkError;
 use crate::frame::FrameDecoder;
 use crate::limits::{need, struct_len, MAX_DEPTH, MAX_STRUCT};
 use crate::strings::read_string;
-use crate::value::{Kind, Value, ValueReader, MAX_TOTAL_READS};
+use crate::value::{escape_controls, Kind, Value, ValueReader, MAX_TOTAL_READS};
 
 /// Most slots (locals, cells and frees together) of one frame we read; a code object with
 /// more (none that a person wrote) has its frames' locals reported as unavailable.
@@ -70,7 +70,7 @@ impl LocalKind {
 /// One argument or local variable of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Local {
-    /// Its name.
+    /// Its name (control characters escaped as `\xNN`).
     pub name: String,
     /// What it is.
     pub kind: LocalKind,
@@ -274,14 +274,17 @@ impl<'a, M: RemoteMemory + ?Sized> LocalsReader<'a, M> {
             }
             + usize::from(flags & l.code_flag_varargs != 0)
             + usize::from(flags & l.code_flag_varkeywords != 0);
-        let names_of =
-            |values: &mut ValueReader<'a, M>, tuple: u64| -> Result<Vec<String>, WalkError> {
-                values
-                    .tuple_items(tuple, MAX_SLOTS)?
-                    .into_iter()
-                    .map(|n| read_string(values.memory(), values.layout(), n))
-                    .collect()
-            };
+        let names_of = |values: &mut ValueReader<'a, M>,
+                        tuple: u64|
+         -> Result<Vec<String>, WalkError> {
+            values
+                .tuple_items(tuple, MAX_SLOTS)?
+                .into_iter()
+                .map(|n| {
+                    read_string(values.memory(), values.layout(), n).map(|s| escape_controls(&s))
+                })
+                .collect()
+        };
         let mut shown = Vec::new();
         let slots;
         match (l.code_localsplusnames, l.code_localspluskinds) {

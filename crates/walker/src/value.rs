@@ -246,7 +246,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         let l = self.layout;
         let flags = self.mem.read_u64(field(ty, l.type_flags))?;
         let name_ptr = self.mem.read_u64(field(ty, l.type_name))?;
-        let name = read_c_string(&self.mem, name_ptr, MAX_TYPE_NAME)?;
+        let name = escape_controls(&read_c_string(&self.mem, name_ptr, MAX_TYPE_NAME)?);
         let heap = flags & u64::from(l.tpflags_heaptype) != 0;
         let python2 = l.string_model == StringModel::Bytes27;
         let kind = if heap {
@@ -831,6 +831,22 @@ pub(crate) fn read_c_string<M: RemoteMemory + ?Sized>(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `text` with control characters (C0, DEL, C1) written as `\xNN`: a name from the target
+/// (`type("a\nb", (), {})` makes a class whose name holds a newline) must not break the line
+/// it is printed on.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        let c = u32::from(ch);
+        if c < 0x20 || (0x7f..0xa0).contains(&c) {
+            let _ = write!(out, "\\x{c:02x}");
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// Decimal text of the magnitude whose `bits`-bit digits are `digits`, least significant first.
 fn to_decimal(digits: &[u32], bits: u32) -> String {
     // Base 10^9 limbs, least significant first: multiply by 2^bits and add each digit.
@@ -1075,6 +1091,12 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(float_repr(v), want, "{v:e}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(escape_controls("a\nb\x7f\u{85}é"), "a\\x0ab\\x7f\\x85é");
+        assert_eq!(escape_controls("Plain"), "Plain");
     }
 
     #[test]
