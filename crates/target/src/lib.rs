@@ -258,6 +258,17 @@ impl Target {
             for ((thread, read), python) in threads.iter_mut().zip(locals).zip(&python) {
                 attach_locals(thread, std::mem::take(read), python);
             }
+            let changed = threads
+                .iter()
+                .flat_map(|t| &t.frames)
+                .filter(|f| f.locals_error.as_deref() == Some(STACK_CHANGED))
+                .count();
+            if changed > 0 {
+                warnings.push(format!(
+                    "the locals of {changed} frame(s) are missing: their threads ran on while \
+                     strobe read them; --blocking stops the process for an exact view"
+                ));
+            }
         }
         let layout = self.walker.layout();
         Ok(Snapshot {
@@ -502,8 +513,9 @@ impl Target {
     }
 
     /// The locals of every frame of `stacks`, thread by thread, frame by frame. A thread's
-    /// frames are found again from its thread state and must be the walked ones (same code
-    /// objects in the same order), else the stack changed in between and its frames say so.
+    /// frames are found again from its thread state and paired with the walked ones by code
+    /// object: all of them when nothing changed in between; otherwise, on a running target,
+    /// the outermost frames that are still the same, the others saying the stack changed.
     fn read_locals(&self, stacks: &[ThreadStack]) -> Vec<Vec<FrameLocals>> {
         let mem = self.walker.memory();
         let layout = self.walker.layout();
@@ -516,26 +528,45 @@ impl Target {
                     Ok(refs) => refs,
                     Err(e) => return vec![Err(format!("locals are unavailable: {e}")); n],
                 };
-                let same = refs.len() >= n
-                    && refs
-                        .iter()
-                        .zip(&t.frames)
-                        .all(|(r, f)| r.code == f.code_addr);
-                if !same {
-                    return vec![Err(STACK_CHANGED.to_string()); n];
-                }
-                refs[..n]
-                    .iter()
-                    .map(|&r| {
-                        reader
+                let pairs = pair_frames(&t.frames, &refs);
+                pairs
+                    .into_iter()
+                    .map(|r| match r {
+                        Some(r) => reader
                             .frame_locals(r)
                             .map(|locals| locals.into_iter().map(local_snapshot).collect())
-                            .map_err(|e| format!("locals are unavailable: {e}"))
+                            .map_err(|e| format!("locals are unavailable: {e}")),
+                        None => Err(STACK_CHANGED.to_string()),
                     })
                     .collect()
             })
             .collect()
     }
+}
+
+/// For each walked frame, the frame found again that runs the same code object: every frame
+/// when the innermost frames agree (the usual case, and always inside a freeze), else the
+/// frames of the common outermost part (what a running thread did not return from).
+fn pair_frames(
+    walked: &[strobe_walker::walk::PyFrame],
+    found: &[strobe_walker::locals::FrameRef],
+) -> Vec<Option<strobe_walker::locals::FrameRef>> {
+    let n = walked.len();
+    if found.len() >= n && found.iter().zip(walked).all(|(r, f)| r.code == f.code_addr) {
+        return found[..n].iter().copied().map(Some).collect();
+    }
+    let mut out = vec![None; n];
+    for (slot, (f, r)) in out
+        .iter_mut()
+        .rev()
+        .zip(walked.iter().rev().zip(found.iter().rev()))
+    {
+        if f.code_addr != r.code {
+            break;
+        }
+        *slot = Some(*r);
+    }
+    out
 }
 
 /// One frame's locals, or why they could not be read.
@@ -681,6 +712,55 @@ pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use strobe_walker::locals::FrameRef;
+    use strobe_walker::walk::PyFrame;
+
+    fn walked(codes: &[u64]) -> Vec<PyFrame> {
+        codes
+            .iter()
+            .map(|&code_addr| PyFrame {
+                code_addr,
+                function: "f".into(),
+                filename: "f.py".into(),
+                line: None,
+                entry: false,
+            })
+            .collect()
+    }
+
+    fn found(codes: &[u64]) -> Vec<FrameRef> {
+        codes
+            .iter()
+            .map(|&code| FrameRef {
+                addr: code * 16,
+                code,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_found_again_pair_with_the_walked_ones_by_code() {
+        let same = pair_frames(&walked(&[3, 2, 1]), &found(&[3, 2, 1]));
+        assert_eq!(
+            same,
+            found(&[3, 2, 1]).into_iter().map(Some).collect::<Vec<_>>()
+        );
+        // A running thread returned from 3 and called 4: only the outer frames pair.
+        let moved = pair_frames(&walked(&[3, 2, 1]), &found(&[4, 2, 1]));
+        assert_eq!(
+            moved,
+            vec![None, Some(found(&[2])[0]), Some(found(&[1])[0])]
+        );
+        // It called deeper: the walked frames are still the outer ones.
+        let deeper = pair_frames(&walked(&[2, 1]), &found(&[5, 2, 1]));
+        assert_eq!(deeper, vec![Some(found(&[2])[0]), Some(found(&[1])[0])]);
+        // Nothing in common.
+        assert_eq!(
+            pair_frames(&walked(&[2, 1]), &found(&[7])),
+            vec![None, None]
+        );
+        assert_eq!(pair_frames(&walked(&[]), &found(&[7])), vec![]);
+    }
 
     /// A PID no process can have: PIDs are always below `pid_max`.
     fn vanished_pid() -> i32 {
