@@ -25,7 +25,8 @@
 //!   [`STALL`] (a loop that does not read memory).
 //!
 //! Cases: `STROBE_FUZZ_CASES` (total over all layouts, default [`DEFAULT_CASES`] = 750,000,
-//! about 70 s in a debug build on this 2-core machine with the locals readers included), `STROBE_FUZZ_SEED` (default fixed, so CI
+//! 70 s in a debug build on this 2-core machine with the locals readers included, 200 s when
+//! the machine is shared), `STROBE_FUZZ_SEED` (default fixed, so CI
 //! runs are reproducible), `STROBE_FUZZ_ONLY` (substring of a layout name such as `3.14t`).
 //! A failure prints the layout, case number and the mutations applied; rerun with the same
 //! seed and `STROBE_FUZZ_ONLY` to reproduce it.
