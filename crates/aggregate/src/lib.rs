@@ -29,7 +29,7 @@ pub use intern::{
     CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks, StackId, StrId,
     Tables, Thread, ThreadId, ThreadKey, MAX_ENTRIES,
 };
-pub use pipeline::{pipeline, Aggregator, AggregatorSide, Drained, SamplerSide};
+pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
 
 #[cfg(test)]

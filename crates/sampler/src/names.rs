@@ -191,6 +191,7 @@ mod tests {
             frames: 0..0,
             truncated: false,
             unchanged: 0,
+            walked: true,
         }
     }
 

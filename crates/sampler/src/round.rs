@@ -103,6 +103,19 @@ pub(crate) fn round(
             }
         }
         walked
+    } else if skips_idle_frames(cfg, st) {
+        st.test_panic();
+        // Idle threads are dropped: not copying their stacks makes the read smaller. Their
+        // state comes from the kernel's switch records (see `threads`), so asking costs a
+        // memory read each; a thread not seen before is always read.
+        let ProcessView { memos, kernel, .. } = &mut *st;
+        let mut wanted = |tstate: u64| match memos.get(&tstate).and_then(|m| m.host) {
+            Some(host) => kernel.read_state(host).is_none_or(|s| s == 'R'),
+            None => true,
+        };
+        target
+            .walker_mut()
+            .sample_wanted_into(&mut raw, &mut wanted)
     } else {
         st.test_panic();
         target.walker_mut().sample_into(&mut raw)
@@ -116,6 +129,13 @@ pub(crate) fn round(
         st.warnings.extend(target.take_native_warnings());
     }
     result
+}
+
+/// Whether this round reads only the frames of threads not known to be idle (plus the GIL
+/// holder's): when idle samples are dropped anyway, and no native stack or freeze needs every
+/// thread's frames.
+fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
+    !cfg.include_idle && !cfg.blocking && st.native.mode != NativeMode::On
 }
 
 /// When a round's samples were taken, and the wall time each stands for.
@@ -179,6 +199,11 @@ fn record_threads(
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
         };
+        memo.host = host;
+        if !t.walked {
+            // Idle before the read (see `skips_idle_frames`), and without the GIL.
+            continue;
+        }
         let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
         if !cfg.tids.is_empty()
             && !cfg
@@ -335,6 +360,7 @@ mod tests {
             frames: 0..0,
             truncated: false,
             unchanged: 0,
+            walked: true,
         }
     }
 
