@@ -20,7 +20,8 @@ Examples:
   strobe dump --pid 1234                 every thread's stack, innermost frame first
   strobe dump --pid 1234 --json          the same as one JSON document
   strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view
-  strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones";
+  strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones
+  strobe dump --pid 1234 --locals        each frame's arguments and local variables too";
 
 const RECORD_EXAMPLES: &str = "\
 Examples:
@@ -137,6 +138,10 @@ pub struct DumpArgs {
     /// CAP_SYS_PTRACE); a running thread is stopped alone for a few microseconds
     #[arg(long)]
     pub native: bool,
+    /// Also show each Python frame's arguments and local variables (cell and free variables
+    /// too), as bounded reprs read from the target's memory without running its code
+    #[arg(long)]
+    pub locals: bool,
 }
 
 /// The output formats of `record` and `convert`.

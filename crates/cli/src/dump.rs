@@ -13,6 +13,7 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
         names: !args.no_names,
         blocking: args.target.blocking,
         native: args.native,
+        locals: args.locals,
     })?;
     for warning in &snap.warnings {
         eprintln!("strobe: warning: {warning}");

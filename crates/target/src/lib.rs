@@ -16,12 +16,16 @@ pub mod snapshot;
 
 pub use native::NativeStack;
 use native::NativeState;
-use snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
+use snapshot::{
+    FrameKind, FrameSnapshot, LocalKind, LocalSnapshot, PythonInfo, Snapshot, ThreadSnapshot,
+    ThreadState,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use strobe_locate::{LocateError, PythonProcess};
 use strobe_memory::MemError;
 use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
 use strobe_signals::DeferSignals;
+use strobe_walker::locals::LocalsReader;
 use strobe_walker::walk::{Roots, ThreadStack, Walker};
 use strobe_walker::{RawSample, WalkError};
 
@@ -87,6 +91,9 @@ pub struct SnapshotOptions {
     /// the same instant (a sleeping thread is not stopped; a running one is stopped alone,
     /// briefly). Done after a `blocking` read, which it then replaces thread by thread.
     pub native: bool,
+    /// Add each Python frame's arguments and local variables (`FrameSnapshot::locals`), read
+    /// right after the stacks (during the freeze with `blocking`).
+    pub locals: bool,
 }
 
 /// An attached target process.
@@ -189,7 +196,7 @@ impl Target {
         let pid = self.pid();
         // Scheduler states are taken first: once frozen, every thread reads as traced-stopped.
         let kernel = KernelThreads::read(pid)?;
-        let (stacks, names, host_tids) = if opts.blocking {
+        let (stacks, names, host_tids, mut locals) = if opts.blocking {
             // Order matters: signals are deferred before the freeze and restored after the
             // freeze guard has resumed the target (locals drop in reverse order).
             let _signals = DeferSignals::new().map_err(AttachError::Signals)?;
@@ -234,8 +241,34 @@ impl Target {
             .collect::<Vec<_>>();
         let mut threads = threads;
         let mut warnings = self.warnings.clone();
+        // The Python frames the locals were read for, before native frames replace them.
+        let python: Vec<Vec<(String, String)>> = threads
+            .iter()
+            .map(|t| {
+                t.frames
+                    .iter()
+                    .map(|f| (f.function.clone(), f.filename.clone()))
+                    .collect()
+            })
+            .collect();
         if opts.native {
             self.add_native(&mut threads, &mut warnings);
+        }
+        if let Some(locals) = locals.as_mut() {
+            for ((thread, read), python) in threads.iter_mut().zip(locals).zip(&python) {
+                attach_locals(thread, std::mem::take(read), python);
+            }
+            let changed = threads
+                .iter()
+                .flat_map(|t| &t.frames)
+                .filter(|f| f.locals_error.as_deref() == Some(STACK_CHANGED))
+                .count();
+            if changed > 0 {
+                warnings.push(format!(
+                    "the locals of {changed} frame(s) are missing: their threads ran on while \
+                     strobe read them; --blocking stops the process for an exact view"
+                ));
+            }
         }
         let layout = self.walker.layout();
         Ok(Snapshot {
@@ -419,6 +452,7 @@ impl Target {
             Vec<ThreadStack>,
             HashMap<(u64, u64), String>,
             HashMap<u64, u32>,
+            Option<Vec<Vec<FrameLocals>>>,
         ),
         AttachError,
     > {
@@ -439,6 +473,9 @@ impl Target {
                 Err(error) => return Err(exited_or(pid, AttachError::Walk { pid, error })),
             }
         };
+        // Right after the stacks, before the slower lookups below: on a running target the
+        // frames are then most likely still the ones just walked (each is checked).
+        let locals = opts.locals.then(|| self.read_locals(&stacks));
 
         let mut names = HashMap::new();
         if opts.names {
@@ -472,7 +509,120 @@ impl Target {
                 )),
             }
         }
-        Ok((stacks, names, tids))
+        Ok((stacks, names, tids, locals))
+    }
+
+    /// The locals of every frame of `stacks`, thread by thread, frame by frame. A thread's
+    /// frames are found again from its thread state and paired with the walked ones by code
+    /// object: all of them when nothing changed in between; otherwise, on a running target,
+    /// the outermost frames that are still the same, the others saying the stack changed.
+    fn read_locals(&self, stacks: &[ThreadStack]) -> Vec<Vec<FrameLocals>> {
+        let mem = self.walker.memory();
+        let layout = self.walker.layout();
+        let mut reader = LocalsReader::new(mem, layout);
+        stacks
+            .iter()
+            .map(|t| {
+                let n = t.frames.len();
+                let refs = match strobe_walker::locals::thread_frames(mem, layout, t.tstate_addr) {
+                    Ok(refs) => refs,
+                    Err(e) => return vec![Err(format!("locals are unavailable: {e}")); n],
+                };
+                let pairs = pair_frames(&t.frames, &refs);
+                pairs
+                    .into_iter()
+                    .map(|r| match r {
+                        Some(r) => reader
+                            .frame_locals(r)
+                            .map(|locals| locals.into_iter().map(local_snapshot).collect())
+                            .map_err(|e| format!("locals are unavailable: {e}")),
+                        None => Err(STACK_CHANGED.to_string()),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// For each walked frame, the frame found again that runs the same code object: every frame
+/// when the innermost frames agree (the usual case, and always inside a freeze), else the
+/// frames of the common outermost part (what a running thread did not return from).
+fn pair_frames(
+    walked: &[strobe_walker::walk::PyFrame],
+    found: &[strobe_walker::locals::FrameRef],
+) -> Vec<Option<strobe_walker::locals::FrameRef>> {
+    let n = walked.len();
+    if found.len() >= n && found.iter().zip(walked).all(|(r, f)| r.code == f.code_addr) {
+        return found[..n].iter().copied().map(Some).collect();
+    }
+    let mut out = vec![None; n];
+    for (slot, (f, r)) in out
+        .iter_mut()
+        .rev()
+        .zip(walked.iter().rev().zip(found.iter().rev()))
+    {
+        if f.code_addr != r.code {
+            break;
+        }
+        *slot = Some(*r);
+    }
+    out
+}
+
+/// One frame's locals, or why they could not be read.
+type FrameLocals = Result<Vec<LocalSnapshot>, String>;
+
+const STACK_CHANGED: &str =
+    "the stack changed while its locals were read (--blocking reads it at one instant)";
+
+/// Put the locals read for a thread's Python frames (`python`: their function and file, in
+/// order) onto its frames, which native frames may have replaced since: the Python frames
+/// among them must be the same ones.
+fn attach_locals(thread: &mut ThreadSnapshot, read: Vec<FrameLocals>, python: &[(String, String)]) {
+    let now: Vec<&mut FrameSnapshot> = thread
+        .frames
+        .iter_mut()
+        .filter(|f| f.kind == FrameKind::Python)
+        .collect();
+    let same = now.len() == python.len()
+        && now
+            .iter()
+            .zip(python)
+            .all(|(f, (function, file))| f.function == *function && f.filename == *file);
+    for (frame, locals) in now.into_iter().zip(read) {
+        match locals {
+            Ok(locals) if same => frame.locals = Some(locals),
+            Ok(_) => frame.locals_error = Some(STACK_CHANGED.to_string()),
+            Err(why) => frame.locals_error = Some(why),
+        }
+    }
+}
+
+/// The snapshot's form of a walker's local.
+fn local_snapshot(l: strobe_walker::locals::Local) -> LocalSnapshot {
+    let kind = match l.kind {
+        strobe_walker::locals::LocalKind::Arg => LocalKind::Arg,
+        strobe_walker::locals::LocalKind::Local => LocalKind::Local,
+        strobe_walker::locals::LocalKind::Cell => LocalKind::Cell,
+        strobe_walker::locals::LocalKind::Free => LocalKind::Free,
+    };
+    match l.value {
+        Some(v) => LocalSnapshot {
+            name: l.name,
+            kind,
+            type_name: v.type_name,
+            repr: v.repr,
+            truncated: v.truncated,
+            unbound: false,
+        },
+        None => LocalSnapshot {
+            name: l.name,
+            kind,
+            type_name: None,
+            repr: "<unbound>".to_string(),
+            truncated: false,
+            unbound: true,
+        },
     }
 }
 
@@ -562,6 +712,55 @@ pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use strobe_walker::locals::FrameRef;
+    use strobe_walker::walk::PyFrame;
+
+    fn walked(codes: &[u64]) -> Vec<PyFrame> {
+        codes
+            .iter()
+            .map(|&code_addr| PyFrame {
+                code_addr,
+                function: "f".into(),
+                filename: "f.py".into(),
+                line: None,
+                entry: false,
+            })
+            .collect()
+    }
+
+    fn found(codes: &[u64]) -> Vec<FrameRef> {
+        codes
+            .iter()
+            .map(|&code| FrameRef {
+                addr: code * 16,
+                code,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_found_again_pair_with_the_walked_ones_by_code() {
+        let same = pair_frames(&walked(&[3, 2, 1]), &found(&[3, 2, 1]));
+        assert_eq!(
+            same,
+            found(&[3, 2, 1]).into_iter().map(Some).collect::<Vec<_>>()
+        );
+        // A running thread returned from 3 and called 4: only the outer frames pair.
+        let moved = pair_frames(&walked(&[3, 2, 1]), &found(&[4, 2, 1]));
+        assert_eq!(
+            moved,
+            vec![None, Some(found(&[2])[0]), Some(found(&[1])[0])]
+        );
+        // It called deeper: the walked frames are still the outer ones.
+        let deeper = pair_frames(&walked(&[2, 1]), &found(&[5, 2, 1]));
+        assert_eq!(deeper, vec![Some(found(&[2])[0]), Some(found(&[1])[0])]);
+        // Nothing in common.
+        assert_eq!(
+            pair_frames(&walked(&[2, 1]), &found(&[7])),
+            vec![None, None]
+        );
+        assert_eq!(pair_frames(&walked(&[]), &found(&[7])), vec![]);
+    }
 
     /// A PID no process can have: PIDs are always below `pid_max`.
     fn vanished_pid() -> i32 {

@@ -232,6 +232,8 @@ impl NativeState {
                         line: None,
                         kind: FrameKind::Kernel,
                         native: None,
+                        locals: None,
+                        locals_error: None,
                     },
                     MergedFrame::Truncated => FrameSnapshot {
                         function: TRUNCATED_FRAME.to_string(),
@@ -239,6 +241,8 @@ impl NativeState {
                         line: None,
                         kind: FrameKind::Native,
                         native: None,
+                        locals: None,
+                        locals_error: None,
                     },
                 })
                 .collect()),
@@ -468,5 +472,7 @@ fn native_frame(f: &NativeFrame) -> FrameSnapshot {
             symbol_offset: f.function_offset,
             inlined: f.inlined,
         }),
+        locals: None,
+        locals_error: None,
     }
 }
