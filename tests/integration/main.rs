@@ -12,6 +12,7 @@ mod harness;
 
 mod blocking;
 mod container;
+mod dump_core;
 mod errors;
 mod native;
 mod native_record;

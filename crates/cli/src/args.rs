@@ -124,14 +124,20 @@ pub struct TargetArgs {
 
 /// What `strobe dump` reads: a running process, or a core file.
 #[derive(Debug, Clone, Args)]
-#[group(id = "dump_source", required = true, multiple = false, args = ["pid", "core"])]
 pub struct DumpTargetArgs {
     /// Process id of the running Python program.
-    #[arg(long, short, value_name = "PID", value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(
+        long,
+        short,
+        value_name = "PID",
+        value_parser = clap::value_parser!(i32).range(1..),
+        required_unless_present = "core",
+        conflicts_with_all = ["core", "executable", "sysroot"]
+    )]
     pub pid: Option<i32>,
     /// Stop the target (ptrace) while reading it, for a consistent view. The target is always
     /// resumed before strobe exits.
-    #[arg(long, requires = "pid")]
+    #[arg(long, conflicts_with = "core")]
     pub blocking: bool,
     /// An ELF core file of a Python process (written by the kernel, or by gdb's gcore) to read
     /// instead of a running process.

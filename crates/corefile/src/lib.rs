@@ -168,6 +168,8 @@ pub struct Core {
 /// `AT_PHDR`, `AT_ENTRY` in the auxiliary vector (`include/uapi/linux/auxvec.h`).
 const AT_PHDR: u64 = 3;
 const AT_ENTRY: u64 = 9;
+/// The first page of an ELF file: where its headers, and usually its build-id note, are.
+const PAGE: u64 = 4096;
 
 impl Core {
     /// Map the core at `path` and read its headers and notes; open the files it names.
@@ -335,20 +337,33 @@ impl Core {
         Ok(())
     }
 
-    /// The build-ids (core's, file's, in hex) when the file's build-id note lies in a page the
-    /// core holds for file `index` and differs from it.
+    /// The build-ids (core's, file's, in hex) when the core holds the first page of file
+    /// `index` (the kernel and gcore keep ELF headers) with a build-id note in it, and the
+    /// file's differs.
     fn build_id_mismatch(&self, index: usize, file: &[u8]) -> Option<(String, String)> {
-        let (id, off) = elf::build_id(file)?;
+        let in_core = self.core_build_id(index)?;
+        let (id, _) = elf::build_id(file).unwrap_or_default();
+        let shown = |id: &[u8]| {
+            if id.is_empty() {
+                "none".to_string()
+            } else {
+                hex(id)
+            }
+        };
+        (in_core != id).then(|| (shown(&in_core), shown(&id)))
+    }
+
+    /// The build-id in the core's copy of the first page of file `index`.
+    fn core_build_id(&self, index: usize) -> Option<Vec<u8>> {
         let (m, _) = self
             .mappings
             .iter()
-            .find(|(m, i)| *i == index && off >= m.offset && off - m.offset < m.end - m.start)?;
-        let addr = m.start.checked_add(off - m.offset)?;
-        let mut in_core = vec![0u8; id.len()];
-        if !self.read_dumped(addr, &mut in_core) || in_core == id {
+            .find(|(m, i)| *i == index && m.offset == 0)?;
+        let mut page = vec![0u8; (m.end - m.start).min(PAGE) as usize];
+        if !self.read_dumped(m.start, &mut page) {
             return None;
         }
-        Some((hex(&in_core), hex(&id)))
+        elf::build_id(&page).map(|(id, _)| id)
     }
 
     /// The core file's path.
@@ -408,6 +423,16 @@ impl Core {
     pub fn holds(&self, addr: u64, len: usize) -> bool {
         let mut buf = vec![0u8; len.min(1 << 20)];
         self.read_dumped(addr, &mut buf)
+    }
+
+    /// Whether the core lacks thread `t`'s stack: no bytes, or only zeros, where its stack
+    /// pointer points (a live stack there holds return addresses and saved registers). gdb
+    /// 13's `gcore` writes zeros for a whole 1 MiB chunk it fails to read, which happens on
+    /// thread stacks whose guard pages glibc 2.41+ installs inside the mapping
+    /// (`MADV_GUARD_INSTALL`): the kernel's cores have them.
+    pub fn stack_missing(&self, t: &CoreThread) -> bool {
+        let mut top = [0u8; 64];
+        !self.read_dumped(t.rsp, &mut top) || top.iter().all(|&b| b == 0)
     }
 
     fn segment_at(&self, addr: u64) -> Option<&Segment> {

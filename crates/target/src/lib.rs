@@ -208,6 +208,16 @@ impl Target {
         };
         let process = strobe_locate::locate_in(pid, &*core, &mappings, core.executable(), &open)
             .map_err(core_err)?;
+        // The interpreter's state must be in the core itself: the file's initial bytes
+        // there would read as an interpreter that never started.
+        if let Some(root) = process.runtime.or(process.interp_head) {
+            if !core.holds(root, 8) {
+                return Err(AttachError::CoreWalk {
+                    core: path.to_path_buf(),
+                    error: WalkError::Mem(MemError::Fault { addr: root, len: 8 }),
+                });
+            }
+        }
         let resolved = strobe_walker::layout::resolve(
             &*core,
             process.version,
@@ -225,6 +235,22 @@ impl Target {
         };
         let mut warnings = process.notes.clone();
         warnings.extend(resolved.warnings);
+        let no_stack: Vec<String> = core
+            .threads()
+            .iter()
+            .filter(|t| core.stack_missing(t))
+            .map(|t| t.tid.to_string())
+            .collect();
+        if !no_stack.is_empty() {
+            warnings.push(format!(
+                "the core holds no stack memory for thread{} {} (only zeros at the stack \
+                 pointer): Python frames kept on the C stack (3.11+) are missing, so stacks \
+                 may end early; gdb's gcore writes such cores for processes with glibc 2.41+ \
+                 (guard pages inside thread stacks): use a core written by the kernel",
+                if no_stack.len() == 1 { "" } else { "s" },
+                no_stack.join(", ")
+            ));
+        }
         Ok(Target {
             walker: Walker::new(
                 TargetMemory::Core(Arc::clone(&core)),
