@@ -168,6 +168,8 @@ pub struct Core {
 /// `AT_PHDR`, `AT_ENTRY` in the auxiliary vector (`include/uapi/linux/auxvec.h`).
 const AT_PHDR: u64 = 3;
 const AT_ENTRY: u64 = 9;
+/// Most files opened for one core (a process maps a few hundred at most).
+const MAX_FILES: usize = 4096;
 /// The first page of an ELF file: where its headers, and usually its build-id note, are.
 const PAGE: u64 = 4096;
 
@@ -305,7 +307,19 @@ impl Core {
                 (None, None) => Ok(PathBuf::from(&file.path)),
             };
             let opened = here.and_then(|p| {
+                if i >= MAX_FILES {
+                    return Err(format!("more than {MAX_FILES} files named: not opened"));
+                }
+                // Regular files only: opening a FIFO a hostile core names would block.
+                let regular =
+                    |md: std::io::Result<std::fs::Metadata>| md.is_ok_and(|m| m.is_file());
+                if !regular(std::fs::metadata(&p)) {
+                    return Err(format!("{} is not a regular file", p.display()));
+                }
                 let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if !regular(f.metadata()) {
+                    return Err(format!("{} is not a regular file", p.display()));
+                }
                 let b = SharedBytes::map_file(&f).map_err(|e| format!("{}: {e}", p.display()))?;
                 Ok((p, b))
             });
