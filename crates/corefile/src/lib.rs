@@ -134,6 +134,8 @@ pub struct CoreOptions<'a> {
 /// A `PT_LOAD` segment.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
+    /// `PF_X` set.
+    exec: bool,
     vaddr: u64,
     memsz: u64,
     offset: u64,
@@ -162,6 +164,7 @@ pub struct Core {
     files: Vec<NamedFile>,
     /// Index into `files` of the executable.
     executable: Option<usize>,
+    sysroot: Option<PathBuf>,
     warnings: Vec<String>,
 }
 
@@ -228,6 +231,7 @@ impl Core {
                         return Err(truncated(end, "memory segments"));
                     }
                     segments.push(Segment {
+                        exec: ph.flags & 1 != 0,
                         vaddr: ph.vaddr,
                         memsz: ph.memsz,
                         offset: ph.offset,
@@ -260,6 +264,7 @@ impl Core {
             mappings: Vec::new(),
             files: Vec::new(),
             executable: None,
+            sysroot: opts.sysroot.map(Path::to_path_buf),
             warnings: Vec::new(),
         };
         core.open_files(opts)?;
@@ -406,6 +411,37 @@ impl Core {
     /// The file mappings (`NT_FILE`), in address order.
     pub fn mappings(&self) -> impl Iterator<Item = &FileMapping> {
         self.mappings.iter().map(|(m, _)| m)
+    }
+
+    /// The `--sysroot` the core's files are looked up in.
+    pub fn sysroot(&self) -> Option<&Path> {
+        self.sysroot.as_deref()
+    }
+
+    /// Whether the file mapping `m` (one of [`Core::mappings`]) held code: the core's segment
+    /// there says so (`PF_X`; the kernel writes a segment for every mapping), else (gcore
+    /// leaves code mappings out) the file's own `PT_LOAD` holding the mapped offset does.
+    pub fn mapping_executable(&self, m: &FileMapping) -> bool {
+        if let Some(s) = self.segment_at(m.start) {
+            return s.exec;
+        }
+        let Some((_, index)) = self.mappings.iter().find(|(x, _)| x == m) else {
+            return false;
+        };
+        let Some(Ok((_, bytes))) = self.files.get(*index).map(|f| f.opened.as_ref()) else {
+            return false;
+        };
+        let Ok(h) = elf::header(bytes) else {
+            return false;
+        };
+        elf::program_headers(bytes, &h).is_ok_and(|phdrs| {
+            phdrs.iter().any(|ph| {
+                ph.p_type == elf::PT_LOAD
+                    && ph.flags & 1 != 0
+                    && ph.offset & !(PAGE - 1) <= m.offset
+                    && m.offset < ph.offset.saturating_add(ph.filesz)
+            })
+        })
     }
 
     /// The executable's path as the core names it.

@@ -26,6 +26,7 @@ const REGS: usize = 27;
 /// Register indices in `user_regs_struct`: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx
 /// rsi rdi orig_rax rip cs eflags rsp ...
 const REG_RBP: usize = 4;
+const REG_ORIG_RAX: usize = 15;
 const REG_RIP: usize = 16;
 const REG_RSP: usize = 19;
 /// `pr_pid` and `pr_fname[16]` in `struct elf_prpsinfo` (x86-64).
@@ -43,6 +44,8 @@ pub struct CoreThread {
     pub rsp: u64,
     /// Frame pointer.
     pub rbp: u64,
+    /// The system call the thread was in (`orig_rax`), if any.
+    pub syscall: Option<u64>,
 }
 
 /// A file mapping from `NT_FILE`.
@@ -113,6 +116,8 @@ fn prstatus(desc: &[u8]) -> Option<CoreThread> {
         rip: reg(REG_RIP)?,
         rsp: reg(REG_RSP)?,
         rbp: reg(REG_RBP)?,
+        // -1 outside a system call (arch/x86/include/asm/syscall.h).
+        syscall: reg(REG_ORIG_RAX).filter(|&nr| (nr as i64) >= 0),
     })
 }
 

@@ -516,15 +516,11 @@ impl Target {
     /// (the Python frames then stay). Lines for the user go to `warnings`.
     fn add_native(&mut self, threads: &mut [ThreadSnapshot], warnings: &mut Vec<String>) {
         let pid = self.pid();
-        if self.core.is_some() {
-            let line = "native frames of a core file are not supported yet: Python frames are \
-                        shown alone"
-                .to_string();
-            warnings.push(line.clone());
-            for t in threads.iter_mut() {
-                t.native_error = Some(line.clone());
-            }
-            return;
+        let core = self.core.clone();
+        if let (Some(core), None) = (&core, &self.native) {
+            let state = NativeState::for_core(core, self.walker.memory(), &mut self.warnings);
+            self.native = Some(state);
+            *warnings = self.warnings.clone();
         }
         if self.native.is_none() {
             match NativeState::new(pid, self.walker.memory(), &mut self.warnings) {
@@ -563,7 +559,19 @@ impl Target {
                 interp: t.interpreter_id,
                 shape,
             };
-            let got = state.thread(which, &mut self.walker, &mut missing_symbols);
+            let got = match &core {
+                Some(core) => match core.threads().iter().find(|c| c.tid as i32 == tid) {
+                    Some(regs) => {
+                        state.core_thread(which, regs, &mut self.walker, &mut missing_symbols)
+                    }
+                    None => {
+                        t.native_error =
+                            Some(format!("the core has no registers for thread {tid}"));
+                        continue;
+                    }
+                },
+                None => state.thread(which, &mut self.walker, &mut missing_symbols),
+            };
             if let Some(python) = &got.python {
                 t.frames = python_frames(&python.frames);
                 t.truncated = python.truncated;
