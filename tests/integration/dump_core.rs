@@ -201,6 +201,12 @@ strobe_testkit::per_interpreter! {
         let extra: Vec<&str> = root.iter().flat_map(|r| ["--sysroot", *r]).collect();
         let dumped = dump_core_json(&core, &extra);
         assert_same_as_live(&live, &dumped, root);
+        if root.is_some() {
+            // Without --sysroot the chroot's files are not found from here.
+            let line = dump_core_error(&["--core", core.to_str().unwrap()]);
+            assert!(line.contains("pass --sysroot"), "{line}");
+            assert!(line.contains("No such file"), "{line}");
+        }
     }
 }
 
@@ -309,4 +315,24 @@ strobe_testkit::per_interpreter! {
         assert!(frames(&dumped, "native") > 0, "no native frames: {dumped:#}");
         assert_same_as_live(&live, &dumped, root);
     }
+}
+
+/// The executable the core names is gone (a deployment replaced it): the dump says which file
+/// is missing and what to pass, and with `--executable` (the same build elsewhere) it is the
+/// dump of the live process.
+#[test]
+fn dump_core_executable_moved_away() {
+    let dir = TempDir::new();
+    let moved = dir.join("python3.11-old");
+    std::fs::copy("/usr/bin/python3.11", &moved).unwrap();
+    let target = Target::start(&Interp::Host(moved.clone()));
+    let live = dump_json(target.pid(), &[]);
+    let core = gcore(target.pid(), dir.path());
+    drop(target);
+    std::fs::remove_file(&moved).unwrap();
+    let line = dump_core_error(&["--core", core.to_str().unwrap()]);
+    assert!(line.contains(moved.to_str().unwrap()), "{line}");
+    assert!(line.contains("--executable"), "{line}");
+    let dumped = dump_core_json(&core, &["--executable", "/usr/bin/python3.11"]);
+    assert_same_as_live(&live, &dumped, None);
 }

@@ -316,13 +316,12 @@ impl Core {
                     return Err(format!("more than {MAX_FILES} files named: not opened"));
                 }
                 // Regular files only: opening a FIFO a hostile core names would block.
-                let regular =
-                    |md: std::io::Result<std::fs::Metadata>| md.is_ok_and(|m| m.is_file());
-                if !regular(std::fs::metadata(&p)) {
+                let md = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if !md.is_file() {
                     return Err(format!("{} is not a regular file", p.display()));
                 }
                 let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if !regular(f.metadata()) {
+                if !f.metadata().is_ok_and(|m| m.is_file()) {
                     return Err(format!("{} is not a regular file", p.display()));
                 }
                 let b = SharedBytes::map_file(&f).map_err(|e| format!("{}: {e}", p.display()))?;
