@@ -336,3 +336,32 @@ fn dump_core_executable_moved_away() {
     let dumped = dump_core_json(&core, &["--executable", "/usr/bin/python3.11"]);
     assert_same_as_live(&live, &dumped, None);
 }
+
+/// A core is read without `/proc`: its process is gone, and another may have its id. Every
+/// file strobe opens or examines is traced; only its own `/proc/self` (the C library's start-up)
+/// may appear.
+#[test]
+fn dump_core_reads_nothing_from_proc() {
+    require_plain_core_pattern();
+    let dir = TempDir::new();
+    let mut target = Target::start_dumpable(&Interp::pyenv("3.9.18"), dir.path());
+    assert!(target.abort_and_wait().core_dumped());
+    let core = only_file(dir.path());
+    let log = dir.join("strace.log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=%file,%process", "-o"])
+        .arg(&log)
+        .arg(crate::harness::strobe_bin())
+        .args(["dump", "--native", "--core"])
+        .arg(&core)
+        .output()
+        .expect("strace is missing: run .ci/provision.sh");
+    assert!(out.status.success(), "{out:?}");
+    let trace = std::fs::read_to_string(&log).unwrap();
+    assert!(trace.contains(core.to_str().unwrap()), "the trace misses the core: {trace}");
+    let proc: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"/proc/") && !l.contains("\"/proc/self/"))
+        .collect();
+    assert!(proc.is_empty(), "strobe looked in /proc: {proc:#?}");
+}
