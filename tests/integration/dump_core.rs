@@ -358,7 +358,10 @@ fn dump_core_reads_nothing_from_proc() {
         .expect("strace is missing: run .ci/provision.sh");
     assert!(out.status.success(), "{out:?}");
     let trace = std::fs::read_to_string(&log).unwrap();
-    assert!(trace.contains(core.to_str().unwrap()), "the trace misses the core: {trace}");
+    assert!(
+        trace.contains(core.to_str().unwrap()),
+        "the trace misses the core: {trace}"
+    );
     let proc: Vec<&str> = trace
         .lines()
         .filter(|l| l.contains("\"/proc/") && !l.contains("\"/proc/self/"))

@@ -197,11 +197,11 @@ impl Core {
             what,
         };
         let header = elf::header(&bytes).map_err(|p| match p {
-            elf::ElfProblem::NotElf64 if bytes.len() < 64 && bytes.starts_with(b"\x7fELF") => {
-                truncated(64, "file header")
-            }
+            _ if bytes.len() < 64 && bytes.starts_with(b"\x7fELF") => truncated(64, "file header"),
             elf::ElfProblem::NotElf64 => not_core("not a 64-bit little-endian ELF file".into()),
-            elf::ElfProblem::OutOfFile(what) => not_core(format!("{what} lie outside the file")),
+            elf::ElfProblem::OutOfFile(what) => {
+                not_core(format!("{what} extend past the end of the file"))
+            }
         })?;
         if header.e_type != elf::ET_CORE {
             return Err(not_core(format!(
