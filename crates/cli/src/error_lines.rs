@@ -340,6 +340,7 @@ fn attach_errors() -> Vec<(AttachError, &'static str)> {
             AttachError::CoreWalk {
                 core: PathBuf::from("core.7"),
                 error: error.clone(),
+                unusable: String::new(),
             },
             detail,
         ));
@@ -354,6 +355,17 @@ fn attach_errors() -> Vec<(AttachError, &'static str)> {
             d,
         )
     }));
+    all.push((
+        AttachError::CoreWalk {
+            core: PathBuf::from("core.7"),
+            error: WalkError::Mem(MemError::Fault {
+                addr: 0x1000,
+                len: 8,
+            }),
+            unusable: "/lib/libx.so: No such file or directory".into(),
+        },
+        "could not be used: /lib/libx.so",
+    ));
     all.extend(
         core_errors()
             .into_iter()

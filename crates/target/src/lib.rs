@@ -94,12 +94,20 @@ pub enum AttachError {
         error: LocateError,
     },
     /// The interpreter's layout or stacks could not be read from a core file.
-    #[error("core file {}: {error}{}", core.display(), missing_memory_hint(error))]
+    #[error(
+        "core file {}: {error}{}{}",
+        core.display(),
+        missing_memory_hint(error),
+        unusable_files(unusable)
+    )]
     CoreWalk {
         /// The core file.
         core: PathBuf,
         /// What went wrong (part of the message, so not also the `source()`).
         error: WalkError,
+        /// When a read fell outside the core: the files it names that could not be used
+        /// (missing, or another build), one line each joined by `; `; else empty.
+        unusable: String,
     },
     /// Signals could not be held off around `--blocking`.
     #[error("could not block signals while the target is frozen: {0}")]
@@ -212,10 +220,8 @@ impl Target {
         // there would read as an interpreter that never started.
         if let Some(root) = process.runtime.or(process.interp_head) {
             if !core.holds(root, 8) {
-                return Err(AttachError::CoreWalk {
-                    core: path.to_path_buf(),
-                    error: WalkError::Mem(MemError::Fault { addr: root, len: 8 }),
-                });
+                let error = WalkError::Mem(MemError::Fault { addr: root, len: 8 });
+                return Err(core_walk(&core, error));
             }
         }
         let resolved = strobe_walker::layout::resolve(
@@ -224,10 +230,7 @@ impl Target {
             process.debug_build,
             process.runtime,
         )
-        .map_err(|error| AttachError::CoreWalk {
-            core: path.to_path_buf(),
-            error,
-        })?;
+        .map_err(|error| core_walk(&core, error))?;
         let roots = Roots {
             runtime: process.runtime,
             interp_head: process.interp_head,
@@ -276,10 +279,7 @@ impl Target {
     fn exited_or(&self, err: AttachError) -> AttachError {
         match (&self.core, err) {
             (Some(core), AttachError::Walk { error, .. } | AttachError::Layout { error, .. }) => {
-                AttachError::CoreWalk {
-                    core: core.path().to_path_buf(),
-                    error,
-                }
+                core_walk(core, error)
             }
             (Some(_), err) => err,
             (None, err) => exited_or(self.pid(), err),
@@ -743,6 +743,29 @@ impl KernelThreads {
             .find(|(_, &i)| i == inner)
             .map(|(&h, _)| h)
             .or(Some(inner))
+    }
+}
+
+/// A walk error on `core`, with the files it names that could not be used when a read fell
+/// outside it.
+fn core_walk(core: &Core, error: WalkError) -> AttachError {
+    let unusable = match error {
+        WalkError::Mem(MemError::Fault { .. }) => core.file_problems().join("; "),
+        _ => String::new(),
+    };
+    AttachError::CoreWalk {
+        core: core.path().to_path_buf(),
+        error,
+        unusable,
+    }
+}
+
+/// The tail of a [`AttachError::CoreWalk`] message naming unusable files.
+fn unusable_files(unusable: &str) -> String {
+    if unusable.is_empty() {
+        String::new()
+    } else {
+        format!("; files the core names that could not be used: {unusable}")
     }
 }
 
