@@ -9,9 +9,11 @@
 //! (a truncated case writes a shorter copy). A watchdog aborts the run, naming the case, if
 //! one case takes longer than [`STALL`].
 //!
-//! Cases: `STROBE_FUZZ_CASES` (default [`DEFAULT_CASES`]; the walker's own fuzzing covers
-//! hostile memory in depth, this covers the core's structure), `STROBE_FUZZ_SEED` (default
-//! fixed, so CI runs are reproducible). A failure prints the case number and its mutations.
+//! Cases: `STROBE_FUZZ_CORE_CASES` (default [`DEFAULT_CASES`]; not `STROBE_FUZZ_CASES`, which
+//! counts the walker's far cheaper memory images: a case here opens a core and parses
+//! libpython's symbols, ~25 ms; the walker's fuzzing covers hostile memory in depth, this
+//! covers the core's structure), `STROBE_FUZZ_SEED` (default fixed, so CI runs are
+//! reproducible). A failure prints the case number and its mutations.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use strobe_target::{CoreOptions, SnapshotOptions, Target};
 use strobe_testkit::{interpreters, Ready, Rng, TempDir};
 
-/// Cases when `STROBE_FUZZ_CASES` is not set: about 25 s in a debug build on this 2-core
+/// Cases when `STROBE_FUZZ_CORE_CASES` is not set: about 25 s in a debug build on this 2-core
 /// machine (3,000 cases took 91 s: each opens the core and parses libpython's symbols anew).
 const DEFAULT_CASES: u64 = 800;
 /// One case that takes longer than this is a hang.
@@ -160,7 +162,7 @@ fn hostile_core_files_end_in_a_value_or_an_error() {
     let file = OpenOptions::new().write(true).open(&work).unwrap();
     let cut = dir.join("cut");
 
-    let cases = env_u64("STROBE_FUZZ_CASES", DEFAULT_CASES);
+    let cases = env_u64("STROBE_FUZZ_CORE_CASES", DEFAULT_CASES);
     let mut rng = Rng::new(env_u64("STROBE_FUZZ_SEED", 0xc0_7e_f1_1e));
     let current = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
