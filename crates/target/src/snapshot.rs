@@ -8,9 +8,10 @@ use serde::Serialize;
 /// The state of every Python thread of a process at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    /// Target process id.
+    /// Target process id (of a core file: the dumped process's).
     pub pid: i32,
-    /// The process's executable (`/proc/PID/exe`), if readable.
+    /// The process's executable (`/proc/PID/exe`), if readable; of a core file, as the core
+    /// names it.
     pub executable: Option<String>,
     /// The interpreter found in it.
     pub python: PythonInfo,
@@ -45,7 +46,8 @@ pub enum ThreadState {
     Running,
     /// Sleeping, waiting or stopped.
     Idle,
-    /// No kernel thread id, or the task vanished.
+    /// No kernel thread id, the task vanished, or the thread was read from a core file
+    /// (which records no scheduler state).
     Unknown,
 }
 
