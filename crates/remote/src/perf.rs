@@ -231,18 +231,11 @@ impl PerfThread {
             lost: 0,
             scratch: Vec::new(),
         };
-        // Kernels since 4.1 say where the data is; older ones put it right after the page.
-        let (offset, size) = (
-            thread.control(PAGE_DATA_OFFSET).load(Ordering::Relaxed),
-            thread.control(PAGE_DATA_SIZE).load(Ordering::Relaxed),
-        );
-        if size != 0 {
-            let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            };
-            if offset.checked_add(size).is_none_or(|end| end > map_len) || !size.is_power_of_two() {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            }
+        if let Some((offset, size)) = data_area(
+            thread.control(PAGE_DATA_OFFSET),
+            thread.control(PAGE_DATA_SIZE),
+            map_len,
+        )? {
             thread.data_offset = offset;
             thread.data_size = size;
         }
@@ -424,6 +417,31 @@ impl Drop for PerfThread {
             nix::libc::munmap(self.map.cast(), self.map_len);
         }
     }
+}
+
+/// Where the ring's data area is, from the control page's `data_offset` and `data_size`:
+/// `None` on kernels before 4.1, which leave them 0 and put the data right after the page.
+/// Checked to lie inside the `map_len` bytes mapped, 8-aligned, and a power of two long.
+pub(crate) fn data_area(
+    offset: &AtomicU64,
+    size: &AtomicU64,
+    map_len: usize,
+) -> Result<Option<(usize, usize)>, PerfError> {
+    let (offset, size) = (offset.load(Ordering::Relaxed), size.load(Ordering::Relaxed));
+    if size == 0 {
+        return Ok(None);
+    }
+    let impossible = PerfError::Config("the kernel reported an impossible ring");
+    let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
+        return Err(impossible);
+    };
+    if offset.checked_add(size).is_none_or(|end| end > map_len)
+        || !size.is_power_of_two()
+        || !offset.is_multiple_of(8)
+    {
+        return Err(impossible);
+    }
+    Ok(Some((offset, size)))
 }
 
 /// `perf_event_attr` for a `cpu-clock` event sampling registers and stack, as bytes.

@@ -25,7 +25,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::perf::{
-    map_ring, open_error, page_size, perf_event_open, PerfError, ATTR_EXCLUDE_HV,
+    data_area, map_ring, open_error, page_size, perf_event_open, PerfError, ATTR_EXCLUDE_HV,
     ATTR_EXCLUDE_KERNEL, ATTR_SIZE, PAGE_DATA_HEAD, PAGE_DATA_OFFSET, PAGE_DATA_SIZE,
     PERF_TYPE_SOFTWARE,
 };
@@ -99,20 +99,12 @@ impl SwitchWatch {
             data_offset: page,
             data_size: page,
         };
-        // Kernels since 4.1 say where the data is; older ones put it right after the page.
-        let (offset, size) = (
-            watch.control(PAGE_DATA_OFFSET).load(Ordering::Relaxed),
-            watch.control(PAGE_DATA_SIZE).load(Ordering::Relaxed),
-        );
-        if size != 0 {
-            let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            };
-            if offset.checked_add(size).is_none_or(|end| end > map_len)
-                || !size.is_power_of_two()
-                || !offset.is_multiple_of(8)
-                || size < RECORD_BYTES as usize
-            {
+        if let Some((offset, size)) = data_area(
+            watch.control(PAGE_DATA_OFFSET),
+            watch.control(PAGE_DATA_SIZE),
+            map_len,
+        )? {
+            if size < RECORD_BYTES as usize {
                 return Err(PerfError::Config("the kernel reported an impossible ring"));
             }
             watch.data_offset = offset;

@@ -259,6 +259,19 @@ impl SamplingState {
         })?;
         let chunk = field(T_CHUNK).unwrap_or(0);
         let holds_gil = holder == Some(tstate);
+        // What the thread is; as reported when it is not walked (no frames).
+        let base = RawThread {
+            interp_addr: interp.addr,
+            interp_id: interp.id,
+            tstate_addr: tstate,
+            thread_id,
+            native_id,
+            holds_gil,
+            frames: 0..0,
+            truncated: false,
+            unchanged: 0,
+            walked: false,
+        };
         if !at.wanted && !holds_gil {
             // Not walked: the next walk of this thread starts afresh (nothing of this
             // sample's copy can prove its frames unchanged later).
@@ -268,16 +281,8 @@ impl SamplingState {
             thread.next_proof.reset(false);
             let start = out.frames.len();
             out.threads.push(RawThread {
-                interp_addr: interp.addr,
-                interp_id: interp.id,
-                tstate_addr: tstate,
-                thread_id,
-                native_id,
-                holds_gil,
                 frames: start..start,
-                truncated: false,
-                unchanged: 0,
-                walked: false,
+                ..base
             });
             return Ok(());
         }
@@ -310,16 +315,11 @@ impl SamplingState {
         std::mem::swap(&mut thread.next_proof, &mut self.scratch.proof);
         thread.next_keep = kept;
         out.threads.push(RawThread {
-            interp_addr: interp.addr,
-            interp_id: interp.id,
-            tstate_addr: tstate,
-            thread_id,
-            native_id,
-            holds_gil,
             frames: start..out.frames.len(),
             truncated,
             unchanged,
             walked: true,
+            ..base
         });
         Ok(())
     }
