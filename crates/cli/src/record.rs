@@ -260,6 +260,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         say!("strobe: warning: {w}");
     }
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
+    // After the launch: the command keeps the limits it was given.
+    launch::raise_open_files_limit();
     if args.native {
         launch::prepare_native(target.as_mut());
     }

@@ -97,6 +97,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
+    // After the launch: the command keeps the limits it was given.
+    launch::raise_open_files_limit();
     for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
