@@ -143,7 +143,7 @@ pub(crate) fn round(
 /// holder's): when idle samples are dropped anyway, and no native stack or freeze needs every
 /// thread's frames.
 fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
-    !cfg.include_idle && !cfg.blocking && st.native.mode != NativeMode::On
+    !cfg.include_idle_now() && !cfg.blocking && st.native.mode != NativeMode::On
 }
 
 /// When a round's samples were taken, and the wall time each stands for.
@@ -202,16 +202,13 @@ fn record_threads(
 
     let mut recorded = 0;
     st.running.clear();
+    let include_idle = cfg.include_idle_now();
     for t in stacks {
         let host = st.host_tid(t);
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
         };
         memo.host = host;
-        if !t.walked {
-            // Idle before the read (see `skips_idle_frames`), and without the GIL.
-            continue;
-        }
         let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
         if !cfg.tids.is_empty()
             && !cfg
@@ -238,6 +235,32 @@ fn record_threads(
         if cfg.gil_only && !holds_gil {
             continue;
         }
+        if !t.walked {
+            // Idle before the read (see `skips_idle_frames`), and without the GIL. Under a
+            // live switch (top) the thread is still counted, idle and with no frames, so that
+            // the view's idle share and thread list stay whole while idle stacks are hidden.
+            if cfg.idle_switch.is_some() {
+                let bare: &[_] = match &st.root_frame {
+                    Some(root) => std::slice::from_ref(root),
+                    None => &[],
+                };
+                let stack = side
+                    .interner()
+                    .intern_stack(bare)
+                    .map_err(|e| RoundError::Fatal(e.into()))?;
+                let os_tid = host.or(inner).map_or(t.thread_id, u64::from);
+                let thread = thread_of(memo, side, os_tid, t.interp_id)?;
+                side.push(Sample {
+                    stack,
+                    thread,
+                    flags: SampleFlags::empty().with(SampleFlags::IDLE),
+                    timestamp_ns: now_ns,
+                    weight_ns,
+                });
+                recorded += 1;
+            }
+            continue;
+        }
         let frames = raw.frames_of(t);
         if frames.is_empty() {
             continue;
@@ -252,7 +275,7 @@ fn record_threads(
         if let (false, Some(h)) = (idle, host) {
             st.running.push(h);
         }
-        if idle && !cfg.include_idle {
+        if idle && !include_idle {
             continue;
         }
         let mut flags = SampleFlags::empty();
