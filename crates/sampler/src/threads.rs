@@ -234,6 +234,12 @@ impl KernelThreads {
         }
     }
 
+    /// Whether our thread `host` still exists, asked of `/proc` (a switch watch cannot tell:
+    /// the last record of a thread that exited stays).
+    pub(crate) fn alive(&mut self, host: u32) -> bool {
+        self.read_stat(host).is_some()
+    }
+
     /// The CPU our thread `host` last ran on, read now; `None` if the thread is not (or no
     /// longer) there.
     pub(crate) fn read_cpu(&mut self, host: u32) -> Option<u32> {
@@ -387,7 +393,19 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(k.preads(), preads);
+        assert!(k.alive(tid));
         drop(end_tx);
         t.join().unwrap();
+        // Gone (once the kernel has reaped it, which may follow the join by a moment): the
+        // watch would keep its last record; `/proc` knows.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while k.alive(tid) {
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} still alive after its join"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(k.read_state(tid), None);
     }
 }
