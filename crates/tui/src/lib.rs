@@ -183,8 +183,12 @@ pub fn run(
         let now = Instant::now();
         let st = status();
         if st != state.status {
+            // The achieved rate moves with every poll: it is shown at the next refresh, not
+            // redrawn ten times a second (a full redraw is most of the view's CPU). Errors and
+            // the end of sampling are shown at once.
+            let urgent = st.errors != state.status.errors || st.ended != state.status.ended;
             state.status = st;
-            dirty = true;
+            dirty |= urgent;
         }
         if now >= next_tick {
             next_tick = now + state.refresh;
