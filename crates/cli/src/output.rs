@@ -1,7 +1,11 @@
 //! Rendering a [`Snapshot`] as text or JSON.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use strobe_target::snapshot::{FrameKind, FrameSnapshot, Snapshot, ThreadSnapshot, ThreadState};
+use strobe_target::snapshot::{
+    AsyncDump, FrameKind, FrameSnapshot, LoopSnapshot, Snapshot, TaskSnapshot, ThreadSnapshot,
+    ThreadState,
+};
 
 /// Write the human-readable form:
 ///
@@ -159,6 +163,160 @@ pub fn write_json<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, snap).map_err(io::Error::from)?;
     writeln!(out)?;
     out.flush()
+}
+
+/// Write `dump --async` as one pretty-printed JSON document followed by a newline.
+pub fn write_async_json<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, dump).map_err(io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// Write `dump --async` as text: per event loop, its tasks as a tree of who awaits whom (a
+/// task under the task that awaits it, as `python -m asyncio pstree` draws it), each with its
+/// coroutine stack innermost first and what it waits on:
+///
+/// ```text
+/// Event loop 0x7f.. (_UnixSelectorEventLoop), running in thread 1401
+/// └── Task 'main' (running) [0x7f..]
+///       main (/srv/app.py:30)
+///     └── Task 'sleeper' (pending) [0x7f..]
+///           sleep (/usr/lib/python3.14/asyncio/tasks.py:718)
+///           sleeper (/srv/app.py:12)
+///           waits on <_asyncio.Future object at 0x7f..>
+/// ```
+///
+/// A task awaited by several tasks is drawn in full under the first, and named under the
+/// others. Cycles of tasks awaiting each other are listed at the end.
+pub fn write_async_text<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<()> {
+    let exe = dump
+        .executable
+        .as_deref()
+        .unwrap_or(dump.python.binary.as_str());
+    writeln!(
+        out,
+        "Process {}: {} (CPython {})",
+        dump.pid, exe, dump.python.version
+    )?;
+    let names: HashMap<&str, &str> = dump
+        .asyncio
+        .loops
+        .iter()
+        .flat_map(|l| &l.tasks)
+        .map(|t| (t.id.as_str(), t.name.as_str()))
+        .collect();
+    if dump.asyncio.loops.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "No event loop is running and no asyncio task exists.")?;
+    }
+    for l in &dump.asyncio.loops {
+        writeln!(out)?;
+        let mut header = format!("Event loop {}", l.id);
+        if let Some(t) = &l.type_name {
+            header.push_str(&format!(" ({t})"));
+        }
+        match l.running_in_thread {
+            Some(thread) => header.push_str(&format!(", running in thread {thread}")),
+            None => header.push_str(", not running"),
+        }
+        writeln!(out, "{header}")?;
+        if l.tasks.is_empty() {
+            writeln!(out, "    (no tasks)")?;
+        }
+        let ids: HashSet<&str> = l.tasks.iter().map(|t| t.id.as_str()).collect();
+        let is_root = |t: &TaskSnapshot| !t.awaited_by.iter().any(|p| ids.contains(p.as_str()));
+        let mut drawn = HashSet::new();
+        let roots: Vec<&TaskSnapshot> = l.tasks.iter().filter(|t| is_root(t)).collect();
+        let n = roots.len();
+        for (i, t) in roots.into_iter().enumerate() {
+            write_task(out, l, t, "", i + 1 == n, &mut drawn, &names)?;
+        }
+        // Tasks reachable from no root: they await each other in a circle.
+        let rest: Vec<&TaskSnapshot> = l
+            .tasks
+            .iter()
+            .filter(|t| !drawn.contains(t.id.as_str()))
+            .collect();
+        let n = rest.len();
+        for (i, t) in rest.into_iter().enumerate() {
+            if !drawn.contains(t.id.as_str()) {
+                write_task(out, l, t, "", i + 1 == n, &mut drawn, &names)?;
+            }
+        }
+    }
+    if !dump.asyncio.cycles.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Cycles (tasks awaiting each other, a deadlock):")?;
+        for c in &dump.asyncio.cycles {
+            let mut names: Vec<String> = c
+                .iter()
+                .map(|id| format!("'{}'", names.get(id.as_str()).copied().unwrap_or(id)))
+                .collect();
+            if let Some(first) = names.first().cloned() {
+                names.push(first);
+            }
+            writeln!(out, "    {}", names.join(" -> "))?;
+        }
+    }
+    out.flush()
+}
+
+/// One task, its stack, and below it the tasks it awaits (those naming it in their
+/// `awaited_by`).
+fn write_task<'a, W: Write>(
+    out: &mut W,
+    l: &'a LoopSnapshot,
+    t: &'a TaskSnapshot,
+    prefix: &str,
+    last: bool,
+    drawn: &mut HashSet<&'a str>,
+    names: &HashMap<&str, &str>,
+) -> io::Result<()> {
+    let branch = if last { "└── " } else { "├── " };
+    let again = !drawn.insert(t.id.as_str());
+    if again {
+        return writeln!(
+            out,
+            "{prefix}{branch}Task '{}' [{}] (shown above)",
+            t.name, t.id
+        );
+    }
+    writeln!(
+        out,
+        "{prefix}{branch}Task '{}' ({}) [{}]",
+        t.name, t.state, t.id
+    )?;
+    let inner = format!("{prefix}{}", if last { "    " } else { "│   " });
+    if let Some(why) = &t.error {
+        writeln!(out, "{inner}  (unreadable: {why})")?;
+    }
+    for f in t.stack.iter().rev() {
+        let line = f.line.map_or("?".to_string(), |n| n.to_string());
+        writeln!(out, "{inner}  {} ({}:{})", f.function, f.filename, line)?;
+    }
+    if t.stack_truncated {
+        writeln!(out, "{inner}  ... (longer chain of awaits not shown)")?;
+    }
+    if let Some(w) = t.waiter.as_ref().or(t.awaits.as_ref()) {
+        match w.task.as_deref() {
+            Some(id) => writeln!(
+                out,
+                "{inner}  waits on Task '{}' [{id}]",
+                names.get(id).copied().unwrap_or(id)
+            )?,
+            None => writeln!(out, "{inner}  waits on {}", w.repr)?,
+        }
+    }
+    let children: Vec<&TaskSnapshot> = l
+        .tasks
+        .iter()
+        .filter(|c| c.awaited_by.contains(&t.id))
+        .collect();
+    let n = children.len();
+    for (i, c) in children.into_iter().enumerate() {
+        write_task(out, l, c, &inner, i + 1 == n, drawn, names)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

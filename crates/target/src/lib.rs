@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod asyncio;
 mod memory;
 mod native;
 pub mod snapshot;
@@ -113,6 +114,9 @@ pub enum AttachError {
         /// (missing, or another build), one line each joined by `; `; else empty.
         unusable: String,
     },
+    /// `dump --async` could not read the asyncio tasks (the message says why and what to do).
+    #[error("{0}")]
+    Async(String),
     /// Signals could not be held off around `--blocking`.
     #[error("could not block signals while the target is frozen: {0}")]
     Signals(nix::Error),
