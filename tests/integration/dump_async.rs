@@ -256,3 +256,51 @@ strobe_testkit::per_interpreter! {
         }
     }
 }
+
+strobe_testkit::per_interpreter! {
+    /// Two tasks awaiting each other (`tests/targets/asyncio_cycle.py`): the cycle is reported
+    /// in JSON and text, and the tree still draws both tasks once.
+    fn dump_async_cycle(interp) for [sid_3_14, sid_3_15] {
+        let script = Script::new(&Interp::from(interp), "asyncio_cycle.py");
+        let target = Announced::start(&mut script.command());
+        let dump = dump(target.pid, &[]);
+        let tasks = dump["async"]["loops"][0]["tasks"].as_array().unwrap();
+        let id_of = |name: &str| {
+            tasks.iter().find(|t| t["name"] == name).unwrap()["id"].as_str().unwrap().to_string()
+        };
+        let (ping, pong) = (id_of("ping"), id_of("pong"));
+        let mut want = vec![ping.clone(), pong.clone()];
+        want.sort_by_key(|id| u64::from_str_radix(id.trim_start_matches("0x"), 16).unwrap());
+        let cycles: Vec<Vec<String>> = serde_json::from_value(dump["async"]["cycles"].clone()).unwrap();
+        assert_eq!(cycles, vec![want.clone()], "{dump}");
+        let lines = script.lines();
+        for (name, other, mark) in [("ping", &pong, "ping"), ("pong", &ping, "pong")] {
+            let t = tasks.iter().find(|t| t["name"] == name).unwrap();
+            assert_eq!(t["awaits"]["task"], other.as_str(), "{t}");
+            assert_eq!(t["stack"][0]["line"], lines[mark], "{t}");
+            assert_eq!(t["awaited_by"], serde_json::json!([other]), "{t}");
+        }
+
+        let pid = target.pid.to_string();
+        let out = strobe(&["dump", "--pid", &pid, "--async"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let names = |id: &str| if id == ping { "'ping'" } else { "'pong'" };
+        let cycle_line = format!(
+            "    {} -> {} -> {}",
+            names(&want[0]),
+            names(&want[1]),
+            names(&want[0])
+        );
+        let tail: Vec<&str> = text.lines().rev().take(2).collect();
+        assert_eq!(
+            tail,
+            vec![cycle_line.as_str(), "Cycles (tasks awaiting each other, a deadlock):"],
+            "{text}"
+        );
+        let first = names(&want[0]);
+        let drawn = text.lines().filter(|l| l.contains(&format!("── Task {first} ("))).count();
+        assert_eq!(drawn, 1, "{text}");
+        assert!(text.contains("(shown above)"), "{text}");
+    }
+}

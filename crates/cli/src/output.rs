@@ -3,8 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use strobe_target::snapshot::{
-    AsyncDump, FrameKind, FrameSnapshot, LoopSnapshot, Snapshot, TaskSnapshot, ThreadSnapshot,
-    ThreadState,
+    AsyncDump, FrameKind, FrameSnapshot, Snapshot, TaskSnapshot, ThreadSnapshot, ThreadState,
 };
 
 /// Write the human-readable form:
@@ -225,23 +224,30 @@ pub fn write_async_text<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<(
         }
         let ids: HashSet<&str> = l.tasks.iter().map(|t| t.id.as_str()).collect();
         let is_root = |t: &TaskSnapshot| !t.awaited_by.iter().any(|p| ids.contains(p.as_str()));
-        let mut drawn = HashSet::new();
-        let roots: Vec<&TaskSnapshot> = l.tasks.iter().filter(|t| is_root(t)).collect();
-        let n = roots.len();
-        for (i, t) in roots.into_iter().enumerate() {
-            write_task(out, l, t, "", i + 1 == n, &mut drawn, &names)?;
-        }
-        // Tasks reachable from no root: they await each other in a circle.
-        let rest: Vec<&TaskSnapshot> = l
-            .tasks
-            .iter()
-            .filter(|t| !drawn.contains(t.id.as_str()))
-            .collect();
-        let n = rest.len();
-        for (i, t) in rest.into_iter().enumerate() {
-            if !drawn.contains(t.id.as_str()) {
-                write_task(out, l, t, "", i + 1 == n, &mut drawn, &names)?;
+        // Top level: the tasks nobody awaits, then one task of each group awaited only from
+        // inside itself (a cycle), so that every task is drawn.
+        let mut top: Vec<&TaskSnapshot> = l.tasks.iter().filter(|t| is_root(t)).collect();
+        // The tasks each task awaits: those naming it in their `awaited_by`.
+        let mut children: Children = HashMap::new();
+        for t in &l.tasks {
+            for p in &t.awaited_by {
+                children.entry(p.as_str()).or_default().push(t);
             }
+        }
+        let mut reached: HashSet<&str> = HashSet::new();
+        for t in &top {
+            reach(&children, t, &mut reached);
+        }
+        for t in &l.tasks {
+            if !reached.contains(t.id.as_str()) {
+                reach(&children, t, &mut reached);
+                top.push(t);
+            }
+        }
+        let mut drawn = HashSet::new();
+        let n = top.len();
+        for (i, t) in top.into_iter().enumerate() {
+            write_task(out, &children, t, "", i + 1 == n, &mut drawn, &names)?;
         }
     }
     if !dump.asyncio.cycles.is_empty() {
@@ -265,7 +271,7 @@ pub fn write_async_text<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<(
 /// `awaited_by`).
 fn write_task<'a, W: Write>(
     out: &mut W,
-    l: &'a LoopSnapshot,
+    children: &Children<'a>,
     t: &'a TaskSnapshot,
     prefix: &str,
     last: bool,
@@ -307,17 +313,35 @@ fn write_task<'a, W: Write>(
             None => writeln!(out, "{inner}  waits on {}", w.repr)?,
         }
     }
-    let children: Vec<&TaskSnapshot> = l
-        .tasks
-        .iter()
-        .filter(|c| c.awaited_by.contains(&t.id))
-        .collect();
-    let n = children.len();
-    for (i, c) in children.into_iter().enumerate() {
-        write_task(out, l, c, &inner, i + 1 == n, drawn, names)?;
+    let below = children
+        .get(t.id.as_str())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !below.is_empty() && inner.chars().count() / 4 >= MAX_TREE_DEPTH {
+        return writeln!(out, "{inner}... (tasks awaited deeper not shown)");
+    }
+    let n = below.len();
+    for (i, c) in below.iter().enumerate() {
+        write_task(out, children, c, &inner, i + 1 == n, drawn, names)?;
     }
     Ok(())
 }
+
+/// Mark `t` and every task below it (awaited by it, transitively) as reached.
+fn reach<'a>(children: &Children<'a>, t: &'a TaskSnapshot, reached: &mut HashSet<&'a str>) {
+    let mut todo = vec![t];
+    while let Some(t) = todo.pop() {
+        if reached.insert(t.id.as_str()) {
+            todo.extend(children.get(t.id.as_str()).into_iter().flatten());
+        }
+    }
+}
+
+/// The tasks each task (by id) awaits.
+type Children<'a> = HashMap<&'a str, Vec<&'a TaskSnapshot>>;
+
+/// Deepest level of the task tree drawn (a chain of tasks each awaiting the next).
+const MAX_TREE_DEPTH: usize = 100;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
