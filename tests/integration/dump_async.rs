@@ -304,3 +304,67 @@ strobe_testkit::per_interpreter! {
         assert!(text.contains("(shown above)"), "{text}");
     }
 }
+
+/// A loop's running thread, and its tasks as (name, innermost function).
+type LoopTasks = (Option<u64>, Vec<(String, String)>);
+
+strobe_testkit::per_interpreter! {
+    /// Three event loops (`tests/targets/asyncio_threads.py`): the main thread's, another
+    /// thread's, and one whose thread has exited (its task lives on in the interpreter's list):
+    /// each loop with its own tasks and the thread running it.
+    fn dump_async_threads(interp) for [sid_3_14, sid_3_15] {
+        let script = Script::new(&Interp::from(interp), "asyncio_threads.py");
+        let target = Announced::start(&mut script.command());
+        let ids = std::fs::read_to_string(script.here.with_file_name("asyncio_threads_ids.txt"))
+            .unwrap();
+        let ids: Vec<u64> = ids.split_whitespace().map(|w| w.parse().unwrap()).collect();
+        let lines = script.lines();
+        for extra in [&[][..], &["--blocking"][..]] {
+            let dump = dump(target.pid, extra);
+            let loops = dump["async"]["loops"].as_array().unwrap();
+            // Each loop: the thread running it, and its tasks (name, innermost function).
+            let got: Vec<LoopTasks> = loops
+                .iter()
+                .map(|l| {
+                    let tasks = l["tasks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| {
+                            let stack = t["stack"].as_array().unwrap();
+                            let last = stack.last().unwrap()["function"].as_str().unwrap();
+                            (t["name"].as_str().unwrap().to_string(), last.to_string())
+                        })
+                        .collect();
+                    (l["running_in_thread"].as_u64(), tasks)
+                })
+                .collect();
+            let owned = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+                v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            };
+            let mut want = vec![
+                (Some(ids[0]), owned(&[("Task-1", "main"), ("main-waiter", "waiter")])),
+                (Some(ids[1]), owned(&[("Task-2", "worker_main"), ("worker", "sleep")])),
+                (None, owned(&[("orphan", "orphan")])),
+            ];
+            let mut got_sorted = got.clone();
+            got_sorted.sort();
+            want.sort();
+            assert_eq!(got_sorted, want, "{dump}");
+            // Lines of the suspended tasks of both running loops.
+            let find = |name: &str| {
+                loops
+                    .iter()
+                    .flat_map(|l| l["tasks"].as_array().unwrap())
+                    .find(|t| t["name"] == name)
+                    .unwrap()
+                    .clone()
+            };
+            assert_eq!(find("worker")["stack"][0]["line"], lines["worker"]);
+            assert_eq!(find("main-waiter")["stack"][0]["line"], lines["main_waiter"]);
+            let orphan = find("orphan");
+            assert_eq!(orphan["state"], "pending", "{orphan}");
+            assert!(orphan["awaits"].is_null(), "a coroutine never started awaits nothing: {orphan}");
+        }
+    }
+}
