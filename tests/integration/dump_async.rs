@@ -368,3 +368,30 @@ strobe_testkit::per_interpreter! {
         }
     }
 }
+
+strobe_testkit::per_interpreter! {
+    /// A process that never imported asyncio (`tests/targets/locals.py`) has no tasks: 3.14
+    /// has not loaded its `_asyncio` module (a warning says so), 3.15 has it built in with
+    /// empty lists.
+    fn dump_async_without_asyncio(interp) for [sid_3_14, sid_3_15] {
+        let script = Script::new(&Interp::from(interp), "locals.py");
+        let target = Announced::start(&mut script.command());
+        let dump = dump(target.pid, &[]);
+        assert_eq!(dump["async"]["loops"], serde_json::json!([]), "{dump}");
+        assert_eq!(dump["async"]["cycles"], serde_json::json!([]), "{dump}");
+        let not_loaded = dump["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("has not loaded the _asyncio module"));
+        assert_eq!(not_loaded, interp.version == (3, 14), "{dump}");
+        let pid = target.pid.to_string();
+        let out = strobe(&["dump", "--pid", &pid, "--async"]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.ends_with("\nNo event loop is running and no asyncio task exists.\n"),
+            "{text}"
+        );
+    }
+}

@@ -86,26 +86,71 @@ impl Target {
         } else {
             (None, None)
         };
-        let offsets = self.asyncio_offsets().map_err(read_err)?;
-        let stacks = self
-            .walker
-            .walk()
-            .map_err(|error| self.exited_or(AttachError::Walk { pid, error }))?;
-        let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
-        interps.sort_unstable();
-        interps.dedup();
-        let tstates: Vec<u64> = stacks.iter().map(|t| t.tstate_addr).collect();
-        let thread_of: HashMap<u64, u64> = stacks
-            .iter()
-            .map(|t| (t.tstate_addr, t.thread_id))
-            .collect();
-        let state = reader::read_tasks(&mut self.walker, &offsets, &interps, &tstates)
-            .map_err(|error| self.exited_or(AttachError::Walk { pid, error }))?;
         let mut warnings = self.warnings.clone();
+        let Some(offsets) = self.asyncio_offsets().map_err(read_err)? else {
+            warnings.push(
+                "the process has not loaded the _asyncio module: it has no asyncio tasks"
+                    .to_string(),
+            );
+            return Ok(AsyncDump {
+                pid,
+                executable: self.executable.clone(),
+                python: self.python_info(),
+                asyncio: AsyncSnapshot {
+                    loops: Vec::new(),
+                    cycles: Vec::new(),
+                },
+                warnings,
+            });
+        };
+        // A running target may change under the reader: retry a few times, as `snapshot` does.
+        let attempts = if blocking {
+            1
+        } else {
+            crate::TRANSIENT_ATTEMPTS
+        };
+        let mut attempt = 0;
+        let (state, thread_of) = loop {
+            attempt += 1;
+            let read = self.walker.walk().and_then(|stacks| {
+                let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
+                interps.sort_unstable();
+                interps.dedup();
+                let tstates: Vec<u64> = stacks.iter().map(|t| t.tstate_addr).collect();
+                let thread_of: HashMap<u64, u64> = stacks
+                    .iter()
+                    .map(|t| (t.tstate_addr, t.thread_id))
+                    .collect();
+                reader::read_tasks(&mut self.walker, &offsets, &interps, &tstates)
+                    .map(|state| (state, thread_of))
+            });
+            match read {
+                Ok(got) => break got,
+                Err(e)
+                    if e.is_transient()
+                        && attempt < attempts
+                        && !strobe_remote::procfs::is_gone_or_exiting(pid) =>
+                {
+                    self.walker.clear_caches();
+                }
+                Err(error) => return Err(self.exited_or(AttachError::Walk { pid, error })),
+            }
+        };
         warnings.extend(state.errors.iter().cloned());
+        let loop_types = self.loop_types(&state);
+        Ok(AsyncDump {
+            pid,
+            executable: self.executable.clone(),
+            python: self.python_info(),
+            asyncio: model(&state, &thread_of, &loop_types),
+            warnings,
+        })
+    }
+
+    fn python_info(&self) -> PythonInfo {
         let layout = self.walker.layout();
-        let python = PythonInfo {
-            version: version.to_string(),
+        PythonInfo {
+            version: self.process.version.to_string(),
             binary: self.process.binary_in_target.clone(),
             debug_build: layout.flavour.debug,
             free_threaded: layout.flavour.free_threaded,
@@ -114,15 +159,7 @@ impl Target {
             } else {
                 "tables"
             },
-        };
-        let loop_types = self.loop_types(&state);
-        Ok(AsyncDump {
-            pid,
-            executable: self.executable.clone(),
-            python,
-            asyncio: model(&state, &thread_of, &loop_types),
-            warnings,
-        })
+        }
     }
 
     /// The type name of each loop object, for the headers.
@@ -146,7 +183,9 @@ impl Target {
     }
 
     /// The target's `_Py_AsyncioModuleDebugOffsets`, found in the files it mapped.
-    fn asyncio_offsets(&self) -> Result<AsyncioOffsets, String> {
+    /// `None`: no `_asyncio` module is loaded (the interpreter lacks the section and no
+    /// `_asyncio*.so` is mapped).
+    fn asyncio_offsets(&self) -> Result<Option<AsyncioOffsets>, String> {
         let pid = self.pid();
         let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .map_err(|e| format!("cannot read /proc/{pid}/maps: {e}"))?;
@@ -171,6 +210,7 @@ impl Target {
                 candidates.push((path, None));
             }
         }
+        let modules = candidates.len() - 1;
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let mut tried = Vec::new();
         for (path, bias) in candidates {
@@ -191,15 +231,19 @@ impl Target {
                         .read_vec(addr, ASYNCIO_DEBUG_LEN, ASYNCIO_DEBUG_LEN)
                         .map_err(|e| format!("reading {SECTION} of {path}: {e}"))?;
                     return AsyncioOffsets::decode(&bytes, self.walker.layout())
+                        .map(Some)
                         .map_err(|e| e.to_string());
                 }
                 Ok(None) => tried.push(path.to_string()),
                 Err(e) => tried.push(format!("{path} ({e})")),
             }
         }
+        if modules == 0 {
+            return Ok(None);
+        }
         Err(format!(
-            "no {SECTION} section in the interpreter or an _asyncio module it loaded (looked \
-             in {}): the process has not imported asyncio, or its build lacks the section",
+            "no {SECTION} section in the interpreter or the _asyncio module it loaded (looked \
+             in {}): this build of CPython does not describe its asyncio tasks",
             tried.join(", ")
         ))
     }

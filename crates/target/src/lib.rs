@@ -43,7 +43,7 @@ use strobe_walker::{RawSample, WalkError};
 
 /// How often a snapshot of a running (not frozen) target is retried when the target changed
 /// under the reader. Each attempt takes well under a millisecond.
-const TRANSIENT_ATTEMPTS: usize = 5;
+pub(crate) const TRANSIENT_ATTEMPTS: usize = 5;
 
 /// Why attaching to or reading a target failed. Every message is meant for the user.
 #[derive(Debug, thiserror::Error)]

@@ -290,7 +290,8 @@ pub struct AsyncState {
 }
 
 /// Read every task of the threads `tstates` (and of interpreters `interps`) of the target
-/// `walker` reads.
+/// `walker` reads. A list, thread or task that cannot be read is reported in
+/// [`AsyncState::errors`] or the task's `error`; the others are still read.
 pub fn read_tasks<M: RemoteMemory>(
     walker: &mut Walker<M>,
     offsets: &AsyncioOffsets,
@@ -322,8 +323,19 @@ pub fn read_tasks<M: RemoteMemory>(
     }
     let mut running = HashSet::new();
     for &t in tstates {
-        let loop_addr = mem.read_u64(t.wrapping_add(offsets.tstate_running_loop))?;
-        let task = mem.read_u64(t.wrapping_add(offsets.tstate_running_task))?;
+        let read = |off: u64| mem.read_u64(t.wrapping_add(off));
+        let (loop_addr, task) = match (
+            read(offsets.tstate_running_loop),
+            read(offsets.tstate_running_task),
+        ) {
+            (Ok(l), Ok(t)) => (l, t),
+            (Err(e), _) | (_, Err(e)) => {
+                out.errors.push(format!(
+                    "the running loop of a thread could not be read: {e}"
+                ));
+                continue;
+            }
+        };
         if task != 0 {
             running.insert(task);
         }
