@@ -568,4 +568,99 @@ mod tests {
         assert_eq!(frames[4]["symbol_offset"], 0x2e);
         assert_eq!(frames[2]["kind"], "python");
     }
+
+    fn task(id: u64, name: &str, awaited_by: &[u64]) -> TaskSnapshot {
+        TaskSnapshot {
+            id: format!("{id:#x}"),
+            name: name.to_string(),
+            state: "pending",
+            stack: vec![strobe_target::snapshot::CoroFrameSnapshot {
+                function: format!("{name}_fn"),
+                filename: "/app.py".to_string(),
+                line: Some(7),
+            }],
+            stack_truncated: false,
+            awaits: None,
+            waiter: None,
+            awaited_by: awaited_by.iter().map(|a| format!("{a:#x}")).collect(),
+            error: None,
+        }
+    }
+
+    fn async_dump(tasks: Vec<TaskSnapshot>) -> AsyncDump {
+        AsyncDump {
+            pid: 9,
+            executable: None,
+            python: snapshot(&[0]).python,
+            asyncio: strobe_target::snapshot::AsyncSnapshot {
+                loops: vec![strobe_target::snapshot::LoopSnapshot {
+                    id: "0x10".to_string(),
+                    type_name: None,
+                    running_in_thread: None,
+                    tasks,
+                }],
+                cycles: Vec::new(),
+            },
+            warnings: Vec::new(),
+        }
+    }
+
+    fn async_text(dump: &AsyncDump) -> String {
+        let mut out = Vec::new();
+        write_async_text(&mut out, dump).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_task_awaited_by_two_is_drawn_once_and_named_again() {
+        // a awaits c, b awaits c: c in full under a, named under b.
+        let dump = async_dump(vec![
+            task(1, "a", &[]),
+            task(2, "b", &[]),
+            task(3, "c", &[1, 2]),
+        ]);
+        let text = async_text(&dump);
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "Event loop 0x10, not running",
+                "├── Task 'a' (pending) [0x1]",
+                "│     a_fn (/app.py:7)",
+                "│   └── Task 'c' (pending) [0x3]",
+                "│         c_fn (/app.py:7)",
+                "└── Task 'b' (pending) [0x2]",
+                "      b_fn (/app.py:7)",
+                "    └── Task 'c' [0x3] (shown above)",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_long_chain_of_tasks_is_cut_at_the_depth_bound() {
+        // Task i awaits task i+1: a chain of 300, drawn 100 deep.
+        let tasks: Vec<TaskSnapshot> = (1..=300u64)
+            .map(|i| {
+                let by: Vec<u64> = if i == 1 { vec![] } else { vec![i - 1] };
+                task(i, &format!("t{i}"), &by)
+            })
+            .collect();
+        let text = async_text(&async_dump(tasks));
+        let drawn = text.lines().filter(|l| l.contains("── Task '")).count();
+        assert_eq!(drawn, MAX_TREE_DEPTH, "{text}");
+        assert!(
+            text.contains("... (tasks awaited deeper not shown)"),
+            "{text}"
+        );
+        // JSON keeps every task.
+        let mut out = Vec::new();
+        write_async_json(&mut out, &async_dump(vec![task(1, "a", &[])])).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["async"]["loops"][0]["tasks"][0]["name"], "a");
+        assert!(v["async"]["loops"][0]["tasks"][0]
+            .get("stack_truncated")
+            .is_none());
+        assert!(v["async"]["loops"][0]["tasks"][0].get("error").is_none());
+    }
 }

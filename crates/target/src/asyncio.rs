@@ -386,7 +386,9 @@ fn model(
 }
 
 /// The cycles of the "awaits" graph (task → the tasks in its `awaited_by` are its parents):
-/// each as the task ids along it, found once (starting at its smallest address).
+/// each as the task ids along it, starting at its lowest address. Every group of tasks
+/// awaiting each other in a circle yields at least one cycle; cycles that share tasks with one
+/// already found may not be listed separately (the search visits each task once).
 fn cycles(state: &reader::AsyncState) -> Vec<Vec<String>> {
     let parents: HashMap<u64, Vec<u64>> = state
         .tasks
@@ -431,4 +433,55 @@ fn cycles(state: &reader::AsyncState) -> Vec<Vec<String>> {
         .into_iter()
         .map(|c| c.into_iter().map(hex).collect())
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strobe_walker::asyncio::{Task, TaskState};
+
+    fn task(addr: u64, awaited_by: &[u64]) -> Task {
+        Task {
+            addr,
+            name: format!("t{addr}"),
+            state: TaskState::Pending,
+            loop_addr: 0x100,
+            stack: Vec::new(),
+            stack_truncated: false,
+            awaits: None,
+            waiter: None,
+            awaited_by: awaited_by.to_vec(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_once_from_their_lowest_task() {
+        // 3 -> 2 -> 1 -> 3 (each awaited by the next), 4 awaits itself, 5 and 6 form no cycle
+        // (6 awaited by 5 and by an unknown future 0x99).
+        let state = reader::AsyncState {
+            tasks: vec![
+                task(1, &[2]),
+                task(2, &[3]),
+                task(3, &[1]),
+                task(4, &[4]),
+                task(5, &[]),
+                task(6, &[5, 0x99]),
+            ],
+            running: Vec::new(),
+            errors: Vec::new(),
+        };
+        assert_eq!(
+            cycles(&state),
+            vec![
+                vec!["0x1".to_string(), "0x2".to_string(), "0x3".to_string()],
+                vec!["0x4".to_string()],
+            ]
+        );
+        let snap = model(&state, &HashMap::new(), &HashMap::new());
+        assert_eq!(snap.loops.len(), 1);
+        assert_eq!(snap.loops[0].tasks.len(), 6);
+        assert_eq!(snap.loops[0].running_in_thread, None);
+    }
 }
