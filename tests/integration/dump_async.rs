@@ -395,3 +395,30 @@ strobe_testkit::per_interpreter! {
         );
     }
 }
+
+strobe_testkit::per_interpreter! {
+    /// A task running right now (`tests/targets/asyncio_running.py`: busy in its coroutine) is
+    /// `running`, at a line of its loop; the others stay `pending`.
+    fn dump_async_running(interp) for [sid_3_14, sid_3_15] {
+        let script = Script::new(&Interp::from(interp), "asyncio_running.py");
+        let target = Announced::start(&mut script.command());
+        let lines = script.lines();
+        let dump = dump(target.pid, &["--blocking"]);
+        let tasks = dump["async"]["loops"][0]["tasks"].as_array().unwrap();
+        let find = |name: &str| tasks.iter().find(|t| t["name"] == name).unwrap();
+        let spinner = find("spinner");
+        assert_eq!(spinner["state"], "running", "{spinner}");
+        let stack = spinner["stack"].as_array().unwrap();
+        assert_eq!(stack.len(), 1, "a running coroutine awaits nothing: {spinner}");
+        assert_eq!(stack[0]["function"], "spinner");
+        let line = stack[0]["line"].as_u64().unwrap();
+        assert!(
+            line == u64::from(lines["spin"]) || line == u64::from(lines["spin_body"]),
+            "{spinner}"
+        );
+        assert!(spinner["awaits"].is_null() && spinner["waiter"].is_null(), "{spinner}");
+        assert_eq!(find("idle")["state"], "pending");
+        assert_eq!(find("idle")["stack"][0]["line"], lines["idle"]);
+        assert_eq!(find("Task-1")["state"], "pending");
+    }
+}
