@@ -78,14 +78,6 @@ impl Target {
             .into());
         }
         let read_err = |why: String| AttachError::from(AsyncError::Read { pid, why });
-        let (_signals, _freeze) = if blocking {
-            let s = strobe_signals::DeferSignals::new().map_err(AttachError::Signals)?;
-            let f = strobe_remote::Freeze::all_threads(pid)
-                .map_err(|e| crate::exited_or(pid, e.into()))?;
-            (Some(s), Some(f))
-        } else {
-            (None, None)
-        };
         let mut warnings = self.warnings.clone();
         let Some(offsets) = self.asyncio_offsets().map_err(read_err)? else {
             warnings.push(
@@ -102,6 +94,16 @@ impl Target {
                 },
                 warnings,
             });
+        };
+        // The files are read before the freeze, which then lasts only for the memory reads.
+        // Order matters: signals are deferred before the freeze and restored after it ends.
+        let (_signals, _freeze) = if blocking {
+            let s = strobe_signals::DeferSignals::new().map_err(AttachError::Signals)?;
+            let f = strobe_remote::Freeze::all_threads(pid)
+                .map_err(|e| crate::exited_or(pid, e.into()))?;
+            (Some(s), Some(f))
+        } else {
+            (None, None)
         };
         // A running target may change under the reader: retry a few times, as `snapshot` does.
         let attempts = if blocking {
