@@ -179,6 +179,12 @@ fn check_json(interp: &Interpreter, script: &Script, pid: i32, dump: &Value) {
             }
         }
         assert_eq!(t["waiter"]["id"], awaits["id"], "{t}");
+        // The delay of asyncio.sleep, read from its frame's locals.
+        let sleeping = matches!(w.name, "sleeper" | "tg-leaf");
+        match t.get("sleep") {
+            Some(delay) => assert!(sleeping && delay == "3600", "{t}"),
+            None => assert!(!sleeping, "{t}"),
+        }
     }
 }
 
@@ -216,6 +222,10 @@ fn check_text(script: &Script, pid: i32) {
     assert!(
         text.contains("    │     waits on Task 'child' [0x"),
         "parent's waiter in:\n{text}"
+    );
+    assert!(
+        text.contains("    │     waits on asyncio.sleep(3600): <_asyncio.Future object at 0x"),
+        "sleeper's waiter in:\n{text}"
     );
     assert!(text.starts_with(&format!("Process {pid}: ")), "{text}");
     assert!(text.contains("Event loop 0x"), "{text}");

@@ -310,7 +310,12 @@ fn write_task<'a, W: Write>(
                 "{inner}  waits on Task '{}' [{id}]",
                 names.get(id).copied().unwrap_or(id)
             )?,
-            None => writeln!(out, "{inner}  waits on {}", w.repr)?,
+            None => match &t.sleep {
+                Some(delay) => {
+                    writeln!(out, "{inner}  waits on asyncio.sleep({delay}): {}", w.repr)?
+                }
+                None => writeln!(out, "{inner}  waits on {}", w.repr)?,
+            },
         }
     }
     let below = children
@@ -583,6 +588,7 @@ mod tests {
             awaits: None,
             waiter: None,
             awaited_by: awaited_by.iter().map(|a| format!("{a:#x}")).collect(),
+            sleep: None,
             error: None,
         }
     }

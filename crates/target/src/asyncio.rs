@@ -140,13 +140,39 @@ impl Target {
         };
         warnings.extend(state.errors.iter().cloned());
         let loop_types = self.loop_types(&state);
+        let sleeps = self.sleep_delays(&state);
         Ok(AsyncDump {
             pid,
             executable: self.executable.clone(),
             python: self.python_info(),
-            asyncio: model(&state, &thread_of, &loop_types),
+            asyncio: model(&state, &thread_of, &loop_types, &sleeps),
             warnings,
         })
+    }
+
+    /// The delay of each task sleeping in `asyncio.sleep` (its innermost coroutine), read from
+    /// that frame's locals.
+    fn sleep_delays(&self, state: &reader::AsyncState) -> HashMap<u64, String> {
+        let layout = *self.walker.layout();
+        let mut locals = strobe_walker::locals::LocalsReader::new(self.walker.memory(), &layout);
+        let mut out = HashMap::new();
+        for t in &state.tasks {
+            let Some(f) = t.stack.last() else {
+                continue;
+            };
+            if f.function != "sleep" || !f.filename.ends_with("asyncio/tasks.py") {
+                continue;
+            }
+            let delay = locals.frame_locals(f.frame).ok().and_then(|ls| {
+                ls.into_iter()
+                    .find(|l| l.name == "delay")
+                    .and_then(|l| l.value)
+            });
+            if let Some(v) = delay {
+                out.insert(t.addr, v.repr);
+            }
+        }
+        out
     }
 
     fn python_info(&self) -> PythonInfo {
@@ -335,6 +361,7 @@ fn model(
     state: &reader::AsyncState,
     thread_of: &HashMap<u64, u64>,
     loop_types: &HashMap<u64, String>,
+    sleeps: &HashMap<u64, String>,
 ) -> AsyncSnapshot {
     let ids: HashSet<u64> = state.tasks.iter().map(|t| t.addr).collect();
     let mut loops: Vec<LoopSnapshot> = Vec::new();
@@ -378,6 +405,7 @@ fn model(
             awaits: t.awaits.as_ref().map(|a| awaited_snapshot(a, &ids)),
             waiter: t.waiter.as_ref().map(|a| awaited_snapshot(a, &ids)),
             awaited_by: t.awaited_by.iter().map(|&a| hex(a)).collect(),
+            sleep: sleeps.get(&t.addr).cloned(),
             error: t.error.clone(),
         });
     }
@@ -481,7 +509,7 @@ mod tests {
                 vec!["0x4".to_string()],
             ]
         );
-        let snap = model(&state, &HashMap::new(), &HashMap::new());
+        let snap = model(&state, &HashMap::new(), &HashMap::new(), &HashMap::new());
         assert_eq!(snap.loops.len(), 1);
         assert_eq!(snap.loops[0].tasks.len(), 6);
         assert_eq!(snap.loops[0].running_in_thread, None);

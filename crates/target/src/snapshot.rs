@@ -268,6 +268,9 @@ pub struct TaskSnapshot {
     pub waiter: Option<AwaitedSnapshot>,
     /// Ids of the tasks (or futures) awaiting this one: its parents in the tree.
     pub awaited_by: Vec<String>,
+    /// When the task is in `asyncio.sleep`: the repr of the delay it was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
     /// What could not be read of this task.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -231,6 +231,9 @@ pub struct CoroFrame {
     pub filename: String,
     /// The line it will resume at (or runs, for a running task).
     pub line: Option<i32>,
+    /// The frame (inside the coroutine object) and its code object: what
+    /// [`crate::locals::LocalsReader::frame_locals`] reads the coroutine's locals from.
+    pub frame: crate::locals::FrameRef,
 }
 
 /// An object something waits on.
@@ -563,6 +566,10 @@ fn coro_chain<M: RemoteMemory>(
                 function: info.function.to_string(),
                 filename: info.filename.to_string(),
                 line,
+                frame: crate::locals::FrameRef {
+                    addr: frame,
+                    code: fields.code,
+                },
             });
         }
         let state = values.memory().read_u8(obj.wrapping_add(gen.frame_state))? as i8;

@@ -221,17 +221,7 @@ fn the_image_reads_back_exactly() {
         let state = read(&mem, l, &img).unwrap();
         assert!(state.errors.is_empty(), "{:?}", state.errors);
         assert_eq!(state.tasks.len(), 3);
-        let (function, filename, line) = img.frame.clone();
-        let frame = |n: usize| {
-            vec![
-                strobe_walker::asyncio::CoroFrame {
-                    function: function.clone(),
-                    filename: filename.clone(),
-                    line,
-                };
-                n
-            ]
-        };
+        let frame = |n: usize| vec![img.frame.clone(); n];
         for (i, t) in state.tasks.iter().enumerate() {
             assert_eq!(t.addr, img.tasks[i]);
             assert_eq!(t.error, None, "{t:?}");
@@ -243,7 +233,16 @@ fn the_image_reads_back_exactly() {
                     TaskState::Pending
                 }
             );
-            assert_eq!(t.stack, frame(if i == 2 { 2 } else { 1 }), "{t:?}");
+            let stack: Vec<(String, String, Option<i32>)> = t
+                .stack
+                .iter()
+                .map(|f| (f.function.clone(), f.filename.clone(), f.line))
+                .collect();
+            assert_eq!(stack, frame(if i == 2 { 2 } else { 1 }), "{t:?}");
+            // Each frame is the one inside its coroutine, running the image's leaf code.
+            for f in &t.stack {
+                assert_eq!(f.frame.code, img.built.leaf_code, "{t:?}");
+            }
             let awaits = t.awaits.as_ref().unwrap();
             assert_eq!(awaits.addr, img.future, "{t:?}");
             assert_eq!(awaits.value.type_name.as_deref(), Some("_asyncio.Future"));
