@@ -46,7 +46,7 @@ use crate::walk::Walker;
 
 /// Bytes of `_Py_AsyncioModuleDebugOffsets` (13 `uint64_t`, 3.14 and 3.15).
 pub const ASYNCIO_DEBUG_LEN: usize = 13 * 8;
-/// Most tasks read from one list.
+/// Most tasks read (all lists of a process together).
 pub const MAX_TASKS: usize = 100_000;
 /// Deepest chain of awaiting coroutines followed for one task.
 pub const MAX_AWAIT_DEPTH: usize = 256;
@@ -383,11 +383,10 @@ fn list_tasks<M: RemoteMemory + ?Sized>(
     out: &mut Vec<u64>,
 ) -> Result<(), WalkError> {
     let mut node = mem.read_u64(head)?;
-    let mut n = 0;
     // An empty list is a head pointing at itself; a never-initialised one is NULL.
     while node != head && node != 0 {
-        n += 1;
-        if n > MAX_TASKS {
+        // The bound is on all lists together.
+        if out.len() >= MAX_TASKS {
             return Err(WalkError::Unbounded {
                 what: "asyncio task",
                 limit: MAX_TASKS,
