@@ -2,7 +2,7 @@
 //! over corrupted copies of it: the image must read back exactly, and every corrupted case must
 //! end with a value or a typed error: no panic, no endless loop, no giant read.
 //!
-//! The image is the fuzz walker's image of each 3.14+ layout (`support::build`: code objects,
+//! The image is the fuzz walker's image of each 3.14+ layout (free-threaded ones included) (`support::build`: code objects,
 //! strings, frames) plus what asyncio adds, built here: a thread's task list (the asyncio
 //! fields of a thread state), three tasks (`outer` awaited by nobody, `inner` awaited by
 //! `outer`, `leaf` awaited by `inner`), their coroutines (whose frames are copies of a frame of
@@ -70,13 +70,26 @@ impl Extra {
     }
 }
 
-/// The section bytes of 3.14 and 3.15 (task offsets as in Debian sid's builds), with the thread
-/// fields placed in our small thread area.
-fn offsets_bytes() -> Vec<u8> {
+/// The section bytes of 3.14 and 3.15 (task offsets as in Debian sid's builds; free-threaded
+/// builds move every task member by the 16 bytes their object header adds, and end the task
+/// with `task_tid`), with the thread fields placed in our small thread area.
+fn offsets_bytes(l: &Layout) -> Vec<u8> {
+    let d = u64::from(l.pyobject_size) - 16;
+    let tid = if l.flavour.free_threaded { 8 } else { 0 };
     let words: [u64; 13] = [
-        0xa8, 0x88, 0x60, 0x6c, 0x6d, 0x80, 0x98, // task
-        0x100, 0x10, // interpreter: size, tasks head
-        0x100, 0x00, 0x08, 0x20, // thread: size, running loop, running task, tasks head
+        0xa8 + d + tid,
+        0x88 + d,
+        0x60 + d,
+        0x6c + d,
+        0x6d + d,
+        0x80 + d,
+        0x98 + d, // task
+        0x100,
+        0x10, // interpreter: size, tasks head
+        0x100,
+        0x00,
+        0x08,
+        0x20, // thread: size, running loop, running task, tasks head
     ];
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
@@ -97,7 +110,7 @@ fn image(l: &Layout) -> Image {
         l,
         debug_offsets_for(l.version.major, l.version.minor, l.flavour),
     );
-    let o = AsyncioOffsets::decode(&offsets_bytes(), l).unwrap();
+    let o = AsyncioOffsets::decode(&offsets_bytes(l), l).unwrap();
     // The leaf frame of the image: what each coroutine's frame is a copy of.
     let mem = FuzzMemory::new(built.regions.clone());
     mem.reset_reads(READ_BUDGET);
@@ -207,8 +220,7 @@ fn read(mem: &FuzzMemory, l: &Layout, img: &Image) -> Result<AsyncState, strobe_
 }
 
 fn layouts() -> impl Iterator<Item = &'static Layout> {
-    ALL.iter()
-        .filter(|l| l.gen_iframe.is_some() && !l.flavour.free_threaded)
+    ALL.iter().filter(|l| l.gen_iframe.is_some())
 }
 
 #[test]
