@@ -462,6 +462,15 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
         ("unicode27_length", "offsetof(PyUnicodeObject, length)" if py2 else None),
         ("unicode27_str", "offsetof(PyUnicodeObject, str)" if py2 else None),
         ("unicode27_char_size", "sizeof(Py_UNICODE)" if py2 else None),
+        # PyGenObject: pycore_interpframe_structs.h (3.14+); frame states: pycore_frame.h.
+        # Only 3.14+ (`strobe dump --async` reads tasks from _Py_AsyncioModuleDebugOffsets).
+        ("gen_iframe", since((3, 14), "offsetof(PyGenObject, gi_iframe)")),
+        ("gen_frame_state", since((3, 14), "offsetof(PyGenObject, gi_frame_state)")),
+        ("frame_suspended_yield_from", since((3, 14), enum_value("FRAME_SUSPENDED_YIELD_FROM"))),
+        (
+            "frame_suspended_yield_from_locked",
+            since((3, 14), enum_value("FRAME_SUSPENDED_YIELD_FROM_LOCKED")),
+        ),
     ]
 
 
@@ -672,6 +681,12 @@ U8_FIELDS = {
     "co_fast_free",
 }
 
+# Enum values that may be negative (pycore_frame.h frame states in 3.14).
+I8_FIELDS = {
+    "frame_suspended_yield_from",
+    "frame_suspended_yield_from_locked",
+}
+
 
 def layout_lines(p: Probed) -> list[str]:
     """`name: value` pairs of the Layout literal (no indentation)."""
@@ -700,6 +715,11 @@ def layout_lines(p: Probed) -> list[str]:
             lines.append(f"{name}: None,")
         else:
             val = vals[name]
+            if name in I8_FIELDS:
+                # The probe prints every value as unsigned long long: undo the wrap.
+                val = val - (1 << 64) if val >= 1 << 63 else val
+                if not -128 <= val <= 127:
+                    raise GenError(f"{hs.module}: {name} = {val} does not fit an i8")
             if name in U8_FIELDS and val > 0xFF:
                 raise GenError(f"{hs.module}: {name} = {val} does not fit a u8")
             lines.append(f"{name}: Some({val})," if name in optional else f"{name}: {val},")

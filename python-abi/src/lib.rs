@@ -435,6 +435,20 @@ pub struct Layout {
     pub unicode27_str: Option<u32>,
     /// `sizeof(Py_UNICODE)` (2.7 only: 2 on UCS-2 builds, 4 on UCS-4 builds).
     pub unicode27_char_size: Option<u32>,
+
+    // --- PyGenObject / coroutines (3.14+, `strobe dump --async`) -----------------------------
+    /// `offsetof(PyGenObject, gi_iframe)`: the generator's or coroutine's own
+    /// `_PyInterpreterFrame`, embedded in the object (pycore_interpframe_structs.h).
+    pub gen_iframe: Option<u32>,
+    /// `offsetof(PyGenObject, gi_frame_state)` (an `int8_t`, values below).
+    pub gen_frame_state: Option<u32>,
+    /// Value of `FRAME_SUSPENDED_YIELD_FROM` (pycore_frame.h; -1 in 3.14, 2 in 3.15): the
+    /// generator is suspended in `yield from` / `await`, the awaited object on top of its
+    /// frame's stack (`_PyGen_yf`).
+    pub frame_suspended_yield_from: Option<i8>,
+    /// Value of `FRAME_SUSPENDED_YIELD_FROM_LOCKED` (3.15+), the same state while another
+    /// thread inspects it.
+    pub frame_suspended_yield_from_locked: Option<i8>,
 }
 
 impl Layout {

@@ -73,6 +73,9 @@ fn unverifiable(layout: &Layout, has_debug_offsets: bool, stdout: &str) -> BTree
     // Only one of the two entry-frame owners shows up on a given version's frame chain; the
     // script fails on any owner value it does not know, and `check` below requires one of them.
     out.extend(["owner_cstack", "owner_interpreter"]);
+    // A generator is in FRAME_SUSPENDED_YIELD_FROM_LOCKED (3.15+) only while another thread
+    // inspects it; the value is the header's, next to FRAME_SUSPENDED_YIELD_FROM (checked).
+    out.insert("frame_suspended_yield_from_locked");
     out
 }
 

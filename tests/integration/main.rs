@@ -12,6 +12,7 @@ mod harness;
 
 mod blocking;
 mod container;
+mod dump_async;
 mod dump_core;
 mod dump_locals;
 mod errors;

@@ -22,6 +22,7 @@ Examples:
   strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view
   strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones
   strobe dump --pid 1234 --locals        each frame's arguments and local variables too
+  strobe dump --pid 1234 --async         asyncio tasks: who awaits whom, coroutine stacks
   strobe dump --core core.1234           the stacks of a crashed (or gcore'd) process
   strobe dump --core core.1234 --sysroot /srv/chroot   a core of a process that ran in a chroot";
 
@@ -175,6 +176,11 @@ pub struct DumpArgs {
     /// too), as bounded reprs read from the target's memory without running its code
     #[arg(long)]
     pub locals: bool,
+    /// Show the asyncio tasks instead of the threads: for every event loop, its tasks as a
+    /// tree of who awaits whom, each suspended task's coroutine stack and what it waits on
+    /// (CPython 3.14+, live processes)
+    #[arg(long = "async", conflicts_with_all = ["native", "locals", "core"])]
+    pub asyncio: bool,
 }
 
 /// The output formats of `record` and `convert`.

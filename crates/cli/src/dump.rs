@@ -20,6 +20,19 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
         // clap's group requires one of the two.
         (None, None) => anyhow::bail!("give --pid or --core"),
     };
+    if args.asyncio {
+        let dump = target.async_snapshot(args.target.blocking)?;
+        for warning in &dump.warnings {
+            eprintln!("strobe: warning: {warning}");
+        }
+        let mut out = BufWriter::new(io::stdout().lock());
+        return if args.json {
+            output::write_async_json(&mut out, &dump)
+        } else {
+            output::write_async_text(&mut out, &dump)
+        }
+        .context("writing to stdout");
+    }
     let snap = target.snapshot(SnapshotOptions {
         names: !args.no_names,
         blocking: args.target.blocking,

@@ -317,6 +317,10 @@ fn attach_errors() -> Vec<(AttachError, &'static str)> {
             "3 threads",
         ),
         (AttachError::Signals(nix::errno::Errno::EINVAL), "EINVAL"),
+        (
+            AttachError::Async("--async needs CPython 3.14 or newer".to_string()),
+            "3.14",
+        ),
     ];
     all.extend(
         remote_errors()
@@ -455,13 +459,14 @@ fn attach_kind(e: &AttachError) -> usize {
         AttachError::Core(_) => 7,
         AttachError::CoreLocate { .. } => 8,
         AttachError::CoreWalk { .. } => 9,
+        AttachError::Async(_) => 10,
     }
 }
 
 #[test]
 fn attach_errors_read_once() {
     let all = attach_errors();
-    covers(all.iter().map(|(e, _)| attach_kind(e)), 10);
+    covers(all.iter().map(|(e, _)| attach_kind(e)), 11);
     for (e, detail) in all {
         check(e, detail);
     }

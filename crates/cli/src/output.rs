@@ -1,7 +1,10 @@
 //! Rendering a [`Snapshot`] as text or JSON.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use strobe_target::snapshot::{FrameKind, FrameSnapshot, Snapshot, ThreadSnapshot, ThreadState};
+use strobe_target::snapshot::{
+    AsyncDump, FrameKind, FrameSnapshot, Snapshot, TaskSnapshot, ThreadSnapshot, ThreadState,
+};
 
 /// Write the human-readable form:
 ///
@@ -160,6 +163,190 @@ pub fn write_json<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
     writeln!(out)?;
     out.flush()
 }
+
+/// Write `dump --async` as one pretty-printed JSON document followed by a newline.
+pub fn write_async_json<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, dump).map_err(io::Error::from)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// Write `dump --async` as text: per event loop, its tasks as a tree of who awaits whom (a
+/// task under the task that awaits it, as `python -m asyncio pstree` draws it), each with its
+/// coroutine stack innermost first and what it waits on:
+///
+/// ```text
+/// Event loop 0x7f.. (_UnixSelectorEventLoop), running in thread 1401
+/// └── Task 'main' (running) [0x7f..]
+///       main (/srv/app.py:30)
+///     └── Task 'sleeper' (pending) [0x7f..]
+///           sleep (/usr/lib/python3.14/asyncio/tasks.py:718)
+///           sleeper (/srv/app.py:12)
+///           waits on <_asyncio.Future object at 0x7f..>
+/// ```
+///
+/// A task awaited by several tasks is drawn in full under the first, and named under the
+/// others. Cycles of tasks awaiting each other are listed at the end.
+pub fn write_async_text<W: Write>(out: &mut W, dump: &AsyncDump) -> io::Result<()> {
+    let exe = dump
+        .executable
+        .as_deref()
+        .unwrap_or(dump.python.binary.as_str());
+    writeln!(
+        out,
+        "Process {}: {} (CPython {})",
+        dump.pid, exe, dump.python.version
+    )?;
+    let names: HashMap<&str, &str> = dump
+        .asyncio
+        .loops
+        .iter()
+        .flat_map(|l| &l.tasks)
+        .map(|t| (t.id.as_str(), t.name.as_str()))
+        .collect();
+    if dump.asyncio.loops.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "No event loop is running and no asyncio task exists.")?;
+    }
+    for l in &dump.asyncio.loops {
+        writeln!(out)?;
+        let mut header = format!("Event loop {}", l.id);
+        if let Some(t) = &l.type_name {
+            header.push_str(&format!(" ({t})"));
+        }
+        match l.running_in_thread {
+            Some(thread) => header.push_str(&format!(", running in thread {thread}")),
+            None => header.push_str(", not running"),
+        }
+        writeln!(out, "{header}")?;
+        if l.tasks.is_empty() {
+            writeln!(out, "    (no tasks)")?;
+        }
+        let ids: HashSet<&str> = l.tasks.iter().map(|t| t.id.as_str()).collect();
+        let is_root = |t: &TaskSnapshot| !t.awaited_by.iter().any(|p| ids.contains(p.as_str()));
+        // Top level: the tasks nobody awaits, then one task of each group awaited only from
+        // inside itself (a cycle), so that every task is drawn.
+        let mut top: Vec<&TaskSnapshot> = l.tasks.iter().filter(|t| is_root(t)).collect();
+        // The tasks each task awaits: those naming it in their `awaited_by`.
+        let mut children: Children = HashMap::new();
+        for t in &l.tasks {
+            for p in &t.awaited_by {
+                children.entry(p.as_str()).or_default().push(t);
+            }
+        }
+        let mut reached: HashSet<&str> = HashSet::new();
+        for t in &top {
+            reach(&children, t, &mut reached);
+        }
+        for t in &l.tasks {
+            if !reached.contains(t.id.as_str()) {
+                reach(&children, t, &mut reached);
+                top.push(t);
+            }
+        }
+        let mut drawn = HashSet::new();
+        let n = top.len();
+        for (i, t) in top.into_iter().enumerate() {
+            write_task(out, &children, t, "", i + 1 == n, &mut drawn, &names)?;
+        }
+    }
+    if !dump.asyncio.cycles.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Cycles (tasks awaiting each other, a deadlock):")?;
+        for c in &dump.asyncio.cycles {
+            let mut names: Vec<String> = c
+                .iter()
+                .map(|id| format!("'{}'", names.get(id.as_str()).copied().unwrap_or(id)))
+                .collect();
+            if let Some(first) = names.first().cloned() {
+                names.push(first);
+            }
+            writeln!(out, "    {}", names.join(" -> "))?;
+        }
+    }
+    out.flush()
+}
+
+/// One task, its stack, and below it the tasks it awaits (those naming it in their
+/// `awaited_by`).
+fn write_task<'a, W: Write>(
+    out: &mut W,
+    children: &Children<'a>,
+    t: &'a TaskSnapshot,
+    prefix: &str,
+    last: bool,
+    drawn: &mut HashSet<&'a str>,
+    names: &HashMap<&str, &str>,
+) -> io::Result<()> {
+    let branch = if last { "└── " } else { "├── " };
+    let again = !drawn.insert(t.id.as_str());
+    if again {
+        return writeln!(
+            out,
+            "{prefix}{branch}Task '{}' [{}] (shown above)",
+            t.name, t.id
+        );
+    }
+    writeln!(
+        out,
+        "{prefix}{branch}Task '{}' ({}) [{}]",
+        t.name, t.state, t.id
+    )?;
+    let inner = format!("{prefix}{}", if last { "    " } else { "│   " });
+    if let Some(why) = &t.error {
+        writeln!(out, "{inner}  (unreadable: {why})")?;
+    }
+    for f in t.stack.iter().rev() {
+        let line = f.line.map_or("?".to_string(), |n| n.to_string());
+        writeln!(out, "{inner}  {} ({}:{})", f.function, f.filename, line)?;
+    }
+    if t.stack_truncated {
+        writeln!(out, "{inner}  ... (longer chain of awaits not shown)")?;
+    }
+    if let Some(w) = t.waiter.as_ref().or(t.awaits.as_ref()) {
+        match w.task.as_deref() {
+            Some(id) => writeln!(
+                out,
+                "{inner}  waits on Task '{}' [{id}]",
+                names.get(id).copied().unwrap_or(id)
+            )?,
+            None => match &t.sleep {
+                Some(delay) => {
+                    writeln!(out, "{inner}  waits on asyncio.sleep({delay}): {}", w.repr)?
+                }
+                None => writeln!(out, "{inner}  waits on {}", w.repr)?,
+            },
+        }
+    }
+    let below = children
+        .get(t.id.as_str())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !below.is_empty() && inner.chars().count() / 4 >= MAX_TREE_DEPTH {
+        return writeln!(out, "{inner}... (tasks awaited deeper not shown)");
+    }
+    let n = below.len();
+    for (i, c) in below.iter().enumerate() {
+        write_task(out, children, c, &inner, i + 1 == n, drawn, names)?;
+    }
+    Ok(())
+}
+
+/// Mark `t` and every task below it (awaited by it, transitively) as reached.
+fn reach<'a>(children: &Children<'a>, t: &'a TaskSnapshot, reached: &mut HashSet<&'a str>) {
+    let mut todo = vec![t];
+    while let Some(t) = todo.pop() {
+        if reached.insert(t.id.as_str()) {
+            todo.extend(children.get(t.id.as_str()).into_iter().flatten());
+        }
+    }
+}
+
+/// The tasks each task (by id) awaits.
+type Children<'a> = HashMap<&'a str, Vec<&'a TaskSnapshot>>;
+
+/// Deepest level of the task tree drawn (a chain of tasks each awaiting the next).
+const MAX_TREE_DEPTH: usize = 100;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -385,5 +572,101 @@ mod tests {
         assert_eq!(frames[1]["inlined"], false);
         assert_eq!(frames[4]["symbol_offset"], 0x2e);
         assert_eq!(frames[2]["kind"], "python");
+    }
+
+    fn task(id: u64, name: &str, awaited_by: &[u64]) -> TaskSnapshot {
+        TaskSnapshot {
+            id: format!("{id:#x}"),
+            name: name.to_string(),
+            state: "pending",
+            stack: vec![strobe_target::snapshot::CoroFrameSnapshot {
+                function: format!("{name}_fn"),
+                filename: "/app.py".to_string(),
+                line: Some(7),
+            }],
+            stack_truncated: false,
+            awaits: None,
+            waiter: None,
+            awaited_by: awaited_by.iter().map(|a| format!("{a:#x}")).collect(),
+            sleep: None,
+            error: None,
+        }
+    }
+
+    fn async_dump(tasks: Vec<TaskSnapshot>) -> AsyncDump {
+        AsyncDump {
+            pid: 9,
+            executable: None,
+            python: snapshot(&[0]).python,
+            asyncio: strobe_target::snapshot::AsyncSnapshot {
+                loops: vec![strobe_target::snapshot::LoopSnapshot {
+                    id: "0x10".to_string(),
+                    type_name: None,
+                    running_in_thread: None,
+                    tasks,
+                }],
+                cycles: Vec::new(),
+            },
+            warnings: Vec::new(),
+        }
+    }
+
+    fn async_text(dump: &AsyncDump) -> String {
+        let mut out = Vec::new();
+        write_async_text(&mut out, dump).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_task_awaited_by_two_is_drawn_once_and_named_again() {
+        // a awaits c, b awaits c: c in full under a, named under b.
+        let dump = async_dump(vec![
+            task(1, "a", &[]),
+            task(2, "b", &[]),
+            task(3, "c", &[1, 2]),
+        ]);
+        let text = async_text(&dump);
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "Event loop 0x10, not running",
+                "├── Task 'a' (pending) [0x1]",
+                "│     a_fn (/app.py:7)",
+                "│   └── Task 'c' (pending) [0x3]",
+                "│         c_fn (/app.py:7)",
+                "└── Task 'b' (pending) [0x2]",
+                "      b_fn (/app.py:7)",
+                "    └── Task 'c' [0x3] (shown above)",
+            ],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_long_chain_of_tasks_is_cut_at_the_depth_bound() {
+        // Task i awaits task i+1: a chain of 300, drawn 100 deep.
+        let tasks: Vec<TaskSnapshot> = (1..=300u64)
+            .map(|i| {
+                let by: Vec<u64> = if i == 1 { vec![] } else { vec![i - 1] };
+                task(i, &format!("t{i}"), &by)
+            })
+            .collect();
+        let text = async_text(&async_dump(tasks));
+        let drawn = text.lines().filter(|l| l.contains("── Task '")).count();
+        assert_eq!(drawn, MAX_TREE_DEPTH, "{text}");
+        assert!(
+            text.contains("... (tasks awaited deeper not shown)"),
+            "{text}"
+        );
+        // JSON keeps every task.
+        let mut out = Vec::new();
+        write_async_json(&mut out, &async_dump(vec![task(1, "a", &[])])).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["async"]["loops"][0]["tasks"][0]["name"], "a");
+        assert!(v["async"]["loops"][0]["tasks"][0]
+            .get("stack_truncated")
+            .is_none());
+        assert!(v["async"]["loops"][0]["tasks"][0].get("error").is_none());
     }
 }

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod asyncio;
 mod memory;
 mod native;
 pub mod snapshot;
@@ -42,7 +43,7 @@ use strobe_walker::{RawSample, WalkError};
 
 /// How often a snapshot of a running (not frozen) target is retried when the target changed
 /// under the reader. Each attempt takes well under a millisecond.
-const TRANSIENT_ATTEMPTS: usize = 5;
+pub(crate) const TRANSIENT_ATTEMPTS: usize = 5;
 
 /// Why attaching to or reading a target failed. Every message is meant for the user.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,9 @@ pub enum AttachError {
         /// (missing, or another build), one line each joined by `; `; else empty.
         unusable: String,
     },
+    /// `dump --async` could not read the asyncio tasks (the message says why and what to do).
+    #[error("{0}")]
+    Async(String),
     /// Signals could not be held off around `--blocking`.
     #[error("could not block signals while the target is frozen: {0}")]
     Signals(nix::Error),

@@ -206,3 +206,97 @@ pub struct NativeFrameInfo {
     /// The function was inlined into the next frame's (they share an address).
     pub inlined: bool,
 }
+
+/// What `strobe dump --async` found: the process, and its asyncio tasks by event loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AsyncDump {
+    /// Target process id.
+    pub pid: i32,
+    /// `/proc/PID/exe` of the target, when readable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// The interpreter.
+    pub python: PythonInfo,
+    /// The event loops and their tasks.
+    #[serde(rename = "async")]
+    pub asyncio: AsyncSnapshot,
+    /// Caveats about this read.
+    pub warnings: Vec<String>,
+}
+
+/// Every event loop of a process with its tasks, and the cycles of the await graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AsyncSnapshot {
+    /// Event loops: those running in a thread first, then any other loop a task belongs to.
+    pub loops: Vec<LoopSnapshot>,
+    /// Tasks that await each other in a circle, each cycle as task ids (a deadlock).
+    pub cycles: Vec<Vec<String>>,
+}
+
+/// One event loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoopSnapshot {
+    /// The loop object's address, as hex.
+    pub id: String,
+    /// The loop's type (`_UnixSelectorEventLoop`...).
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// The thread (`threading.get_ident()`) running it now, if any.
+    pub running_in_thread: Option<u64>,
+    /// Its tasks, in the order the interpreter lists them (creation order per thread).
+    pub tasks: Vec<TaskSnapshot>,
+}
+
+/// One asyncio task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskSnapshot {
+    /// The task object's address, as hex: what `awaited_by` and `cycles` refer to.
+    pub id: String,
+    /// `task.get_name()`.
+    pub name: String,
+    /// `pending`, `running` (some thread runs it now), `cancelled`, `finished` or `unknown`.
+    pub state: &'static str,
+    /// The coroutine stack, outermost first: the task's coroutine, then each coroutine it
+    /// awaits, with the line each will resume at.
+    pub stack: Vec<CoroFrameSnapshot>,
+    /// The chain of awaits was longer than strobe follows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stack_truncated: bool,
+    /// What the innermost coroutine awaits (a future, a task...).
+    pub awaits: Option<AwaitedSnapshot>,
+    /// The future the task waits on (`task._fut_waiter`).
+    pub waiter: Option<AwaitedSnapshot>,
+    /// Ids of the tasks (or futures) awaiting this one: its parents in the tree.
+    pub awaited_by: Vec<String>,
+    /// When the task is in `asyncio.sleep`: the repr of the delay it was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<String>,
+    /// What could not be read of this task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One frame of a coroutine stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CoroFrameSnapshot {
+    /// `co_qualname`.
+    pub function: String,
+    /// `co_filename`.
+    pub filename: String,
+    /// The line the coroutine will resume at.
+    pub line: Option<u32>,
+}
+
+/// An object a task waits on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AwaitedSnapshot {
+    /// Its address, as hex.
+    pub id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// Its repr (bounded, read without running code).
+    pub repr: String,
+    /// When it is a task of the dump: its id.
+    pub task: Option<String>,
+}

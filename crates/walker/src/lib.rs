@@ -16,12 +16,14 @@
 //! caches), [`sample`] (the sampling state and the hot path), then [`walk`] ([`Walker`], which
 //! owns one of each). [`debug_offsets`], [`layout`], [`threadnames`] and [`pthreads`] stand
 //! apart: they find the layout and name threads. [`value`] (bounded reprs of objects) and
-//! [`locals`] (a frame's arguments and local variables) serve `dump --locals`.
+//! [`locals`] (a frame's arguments and local variables) serve `dump --locals`; [`asyncio`]
+//! (tasks, their coroutine stacks and who awaits whom) serves `dump --async`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod addrmap;
+pub mod asyncio;
 mod code;
 pub mod debug_offsets;
 mod error;

@@ -727,6 +727,16 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         Ok((used, items))
     }
 
+    /// The first `max` keys of a set, in table order (`dump --async`: a task's waiters).
+    pub(crate) fn set_keys(&self, set: u64, max: usize) -> Result<Vec<u64>, WalkError> {
+        Ok(self
+            .set_items(set, max)?
+            .1
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
     /// `used` and the first `max` keys of a set, in table order (as Python iterates it).
     fn set_items(&self, set: u64, max: usize) -> Result<(u64, Vec<(u64, u64)>), WalkError> {
         let l = self.layout;

@@ -107,6 +107,12 @@ impl<M: RemoteMemory> Walker<M> {
         self.process.roots
     }
 
+    /// The process and the code cache, borrowed together (for readers of other structures
+    /// that name frames, like [`crate::asyncio`]).
+    pub(crate) fn parts_mut(&mut self) -> (&Process<M>, &mut CodeCache) {
+        (&self.process, &mut self.code)
+    }
+
     /// Forget every cached code object and everything remembered about threads and stacks
     /// (e.g. after the target reloaded modules, or after repeated failed samples).
     pub fn clear_caches(&mut self) {

@@ -140,4 +140,8 @@ pub const LAYOUT: Layout = Layout {
     unicode27_length: Some(16),
     unicode27_str: Some(24),
     unicode27_char_size: Some(4),
+    gen_iframe: None,
+    gen_frame_state: None,
+    frame_suspended_yield_from: None,
+    frame_suspended_yield_from_locked: None,
 };

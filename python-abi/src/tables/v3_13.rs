@@ -141,6 +141,10 @@ pub const LAYOUT: Layout = Layout {
     unicode27_length: None,
     unicode27_str: None,
     unicode27_char_size: None,
+    gen_iframe: None,
+    gen_frame_state: None,
+    frame_suspended_yield_from: None,
+    frame_suspended_yield_from_locked: None,
 };
 
 /// Positions of the members of `_Py_DebugOffsets` in CPython 3.13 (default build).

@@ -141,6 +141,10 @@ pub const LAYOUT: Layout = Layout {
     unicode27_length: None,
     unicode27_str: None,
     unicode27_char_size: None,
+    gen_iframe: Some(88),
+    gen_frame_state: Some(83),
+    frame_suspended_yield_from: Some(2),
+    frame_suspended_yield_from_locked: Some(3),
 };
 
 /// Positions of the members of `_Py_DebugOffsets` in CPython 3.15 (free-threaded build).

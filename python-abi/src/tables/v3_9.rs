@@ -140,4 +140,8 @@ pub const LAYOUT: Layout = Layout {
     unicode27_length: None,
     unicode27_str: None,
     unicode27_char_size: None,
+    gen_iframe: None,
+    gen_frame_state: None,
+    frame_suspended_yield_from: None,
+    frame_suspended_yield_from_locked: None,
 };

@@ -567,6 +567,27 @@ DEBUG_MAP = [
 ]
 
 
+def check_generators():
+    # 3.14+ (`strobe dump --async`): a generator suspended in `yield from` (what an `await`
+    # compiles to) embeds its frame at gi_iframe and is in state FRAME_SUSPENDED_YIELD_FROM; the
+    # generator it delegates to is merely suspended. Source text: 2.7 cannot parse `yield from`.
+    if not has("gen_iframe"):
+        return
+    ns = {}
+    exec("def leaf():\n    yield 1\ndef outer():\n    yield from leaf()\n", ns)
+    g = ns["outer"]()
+    next(g)
+    inner = g.gi_yieldfrom
+    for gen in (g, inner):
+        code = u64(id(gen) + L["gen_iframe"] + L["iframe_code"]) & MASK
+        check("gen_iframe", code == id(gen.gi_code), (code, id(gen.gi_code)))
+    state = ctypes.c_int8.from_address(id(g) + L["gen_frame_state"]).value
+    inner_state = ctypes.c_int8.from_address(id(inner) + L["gen_frame_state"]).value
+    want = L["frame_suspended_yield_from"]
+    check("gen_frame_state", state != inner_state, (state, inner_state))
+    check("frame_suspended_yield_from", state == want, (state, want))
+
+
 def check_debug_offsets():
     if not DBG:
         return
@@ -614,6 +635,7 @@ def main():
         check_strings()
         check_dicts()
         check_values()
+        check_generators()
         check_debug_offsets()
     finally:
         done.set()

@@ -117,6 +117,7 @@ const LONG: &str = "long_object.size";
 const BYTES: &str = "bytes_object.size";
 const UNICODE: &str = "unicode_object.size";
 const ASCII: &str = "unicode_object.asciiobject_size";
+const GEN: &str = "gen_object.size";
 
 /// Every `_Py_DebugOffsets` member we use. Sizes come before the offsets they bound. Member
 /// widths are those of the C members (3.13–3.15 headers): pointers, `Py_ssize_t`, `unsigned
@@ -308,6 +309,14 @@ pub(super) static FIELDS: &[Field] = &[
     f(req!(set_used), "set_object.used", off(SET, 8)),
     f(req!(set_mask), "set_object.mask", off(SET, 8)),
     f(req!(set_table), "set_object.table", off(SET, 8)),
+    // Coroutines (`dump --async`, 3.14+): the embedded frame and the `int8_t` state.
+    f(None, GEN, size(MAX_SMALL_SIZE)),
+    f(opt!(gen_iframe), "gen_object.gi_iframe", off(GEN, 8)),
+    f(
+        opt!(gen_frame_state),
+        "gen_object.gi_frame_state",
+        off(GEN, 1),
+    ),
 ];
 
 /// The value of a `Layout` field that `_Py_DebugOffsets` can provide, by name (as listed in

@@ -1086,6 +1086,12 @@ fn debug_values(l: &Layout) -> Vec<(&'static str, u64)> {
     if let Some(sp) = l.iframe_stackpointer {
         v.push(("interpreter_frame.stackpointer", u64::from(sp)));
     }
+    if let (Some(iframe), Some(state)) = (l.gen_iframe, l.gen_frame_state) {
+        // PyGenObject (3.14+): the frame is its last member.
+        v.push(("gen_object.size", u64::from(iframe) + 80));
+        v.push(("gen_object.gi_iframe", u64::from(iframe)));
+        v.push(("gen_object.gi_frame_state", u64::from(state)));
+    }
     if let Some(compact) = l.unicode_compact_size {
         v.push((
             "unicode_object.compactunicodeobject_size",

@@ -1,0 +1,34 @@
+# strobe dump --async target (tests/integration/dump_async.rs): the task "spinner" is running
+# (busy in its own coroutine, never yielding) while the task "idle" waits on a future.
+# Prints "READY <pid>" from inside the spinner; a reader thread ends it when stdin closes.
+import asyncio
+import os
+import sys
+import threading
+
+
+def watch_stdin():
+    sys.stdin.read()
+    os._exit(0)
+
+
+async def idle():
+    await asyncio.get_running_loop().create_future()  # @line:idle
+
+
+async def spinner():
+    await asyncio.sleep(0)
+    sys.stdout.write("READY %d\n" % os.getpid())
+    sys.stdout.flush()
+    n = 0
+    while True:  # @line:spin
+        n += 1  # @line:spin_body
+
+
+async def main():
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    asyncio.create_task(idle(), name="idle")
+    await asyncio.create_task(spinner(), name="spinner")
+
+
+asyncio.run(main())
