@@ -135,6 +135,12 @@ def shapes(v: tuple[int, int]) -> dict[str, str]:
         gil = "RuntimeTstateCurrent"
     else:
         gil = "InterpGilPointer"
+    if v <= (3, 6):
+        gc = "StaticSymbol"
+    elif v <= (3, 8):
+        gc = "Runtime"
+    else:
+        gc = "Interp"
     return {
         "frame_model": frame,
         "line_table": lines,
@@ -142,6 +148,7 @@ def shapes(v: tuple[int, int]) -> dict[str, str]:
         "dict_model": dict_,
         "runtime_model": "InterpHead" if v <= (3, 6) else "PyRuntime37",
         "gil_model": gil,
+        "gc_model": gc,
     }
 
 
@@ -152,6 +159,7 @@ SHAPE_TYPES = {
     "dict_model": "DictModel",
     "runtime_model": "RuntimeModel",
     "gil_model": "GilModel",
+    "gc_model": "GcModel",
 }
 
 
@@ -300,6 +308,15 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
         # struct _gil_runtime_state: internal/gil.h (3.7), pycore_gil.h (3.8+).
         ("gil_locked", since((3, 7), "offsetof(struct _gil_runtime_state, locked)")),
         ("gil_last_holder", since((3, 7), "offsetof(struct _gil_runtime_state, last_holder)")),
+        # The collector's `collecting` flag: a static in gcmodule.c (<=3.6); `_PyRuntime.gc`
+        # (internal/mem.h 3.7, pycore_pymem.h 3.8); `interp->gc` (pycore_gc.h 3.9-3.13,
+        # pycore_interp_structs.h 3.14+).
+        (
+            "gc_collecting",
+            "offsetof(_PyRuntimeState, gc.collecting)"
+            if (3, 7) <= v <= (3, 8)
+            else since((3, 9), "offsetof(PyInterpreterState, gc.collecting)"),
+        ),
         # PyThreadState: pystate.h (<=3.7), cpython/pystate.h (3.8+).
         ("tstate_size", "sizeof(PyThreadState)"),
         ("tstate_next", "offsetof(PyThreadState, next)"),
@@ -756,7 +773,7 @@ def header_line(hs: HeaderSet) -> str:
 def rust_file(p: Probed) -> str:
     hs = p.hs
     flav = "free-threaded" if hs.free_threaded else "debug" if hs.debug else "default"
-    uses = ["DictModel", "Flavour", "FrameModel", "GilModel", "Layout", "LineTable"]
+    uses = ["DictModel", "Flavour", "FrameModel", "GcModel", "GilModel", "Layout", "LineTable"]
     uses += ["RuntimeModel", "StringModel", "Version"]
     if p.debug_members:
         uses.append("DebugOffsetsTable")

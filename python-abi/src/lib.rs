@@ -154,6 +154,21 @@ pub enum GilModel {
     InterpGilPointer,
 }
 
+/// Where the cyclic garbage collector's `collecting` flag (an `int`, non-zero while a collection
+/// runs) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GcModel {
+    /// ≤3.6: the `collecting` static of `Modules/gcmodule.c`, found in the symbol table of an
+    /// unstripped build (not exported).
+    StaticSymbol,
+    /// 3.7–3.8: `_PyRuntime.gc.collecting` (offset [`Layout::gc_collecting`] in
+    /// `_PyRuntimeState`).
+    Runtime,
+    /// 3.9+: `interp->gc.collecting` (offset [`Layout::gc_collecting`] in
+    /// `PyInterpreterState`), one collector per interpreter.
+    Interp,
+}
+
 /// Byte offsets and sizes for one CPython version and flavour.
 ///
 /// Offsets are relative to the start of the named struct. `None`: the member does not exist.
@@ -176,6 +191,8 @@ pub struct Layout {
     pub runtime_model: RuntimeModel,
     /// GIL-holder shape.
     pub gil_model: GilModel,
+    /// Where the collector's `collecting` flag is.
+    pub gc_model: GcModel,
 
     // --- PyObject / PyVarObject -------------------------------------------------------------
     /// `sizeof(PyObject)` (16, or 32 free-threaded).
@@ -206,6 +223,10 @@ pub struct Layout {
     pub gil_locked: Option<u32>,
     /// `offsetof(struct _gil_runtime_state, last_holder)` (3.7+).
     pub gil_last_holder: Option<u32>,
+    /// The collector's `collecting` flag (an `int`), per [`Layout::gc_model`]:
+    /// `offsetof(_PyRuntimeState, gc.collecting)` (3.7–3.8), `offsetof(PyInterpreterState,
+    /// gc.collecting)` (3.9+); `None` ≤3.6, where it is a static.
+    pub gc_collecting: Option<u32>,
 
     // --- PyThreadState ------------------------------------------------------------------------
     /// `sizeof(PyThreadState)` (public part; 3.13+ allocate a larger `_PyThreadStateImpl`).

@@ -334,6 +334,9 @@ fn struct_values(layout: &Layout, free_threaded: bool) -> Vec<(&'static str, u64
             "unicode_object.asciiobject_size",
             o(layout.unicode_ascii_size),
         ),
+        // `struct _gc_runtime_state` at `interpreter_state.gc` (7408 above).
+        ("gc.size", 1024),
+        ("gc.collecting", o(layout.gc_collecting) - 7408),
     ];
     if let Some(cached) = layout.heaptype_cached_keys {
         v.push(("heap_type_object.ht_cached_keys", u64::from(cached)));

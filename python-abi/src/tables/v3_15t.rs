@@ -5,6 +5,7 @@ use crate::DebugOffsetsTable;
 use crate::DictModel;
 use crate::Flavour;
 use crate::FrameModel;
+use crate::GcModel;
 use crate::GilModel;
 use crate::Layout;
 use crate::LineTable;
@@ -31,6 +32,7 @@ pub const LAYOUT: Layout = Layout {
     dict_model: DictModel::Compact311,
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::InterpGilPointer,
+    gc_model: GcModel::Interp,
     pyobject_size: 32,
     pyobject_ob_type: 24,
     pyvarobject_ob_size: 32,
@@ -43,6 +45,7 @@ pub const LAYOUT: Layout = Layout {
     interp_ceval_gil: Some(16),
     gil_locked: Some(24),
     gil_last_holder: Some(16),
+    gc_collecting: Some(7512),
     tstate_size: 888,
     tstate_next: 8,
     tstate_interp: 16,

@@ -4,6 +4,7 @@
 use crate::DictModel;
 use crate::Flavour;
 use crate::FrameModel;
+use crate::GcModel;
 use crate::GilModel;
 use crate::Layout;
 use crate::LineTable;
@@ -30,6 +31,7 @@ pub const LAYOUT: Layout = Layout {
     dict_model: DictModel::Compact36,
     runtime_model: RuntimeModel::InterpHead,
     gil_model: GilModel::CurrentSymbol,
+    gc_model: GcModel::StaticSymbol,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -42,6 +44,7 @@ pub const LAYOUT: Layout = Layout {
     interp_ceval_gil: None,
     gil_locked: None,
     gil_last_holder: None,
+    gc_collecting: None,
     tstate_size: 2272,
     tstate_next: 8,
     tstate_interp: 16,

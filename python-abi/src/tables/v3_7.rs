@@ -4,6 +4,7 @@
 use crate::DictModel;
 use crate::Flavour;
 use crate::FrameModel;
+use crate::GcModel;
 use crate::GilModel;
 use crate::Layout;
 use crate::LineTable;
@@ -30,6 +31,7 @@ pub const LAYOUT: Layout = Layout {
     dict_model: DictModel::Compact36,
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::RuntimeTstateCurrent,
+    gc_model: GcModel::Runtime,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -42,6 +44,7 @@ pub const LAYOUT: Layout = Layout {
     interp_ceval_gil: None,
     gil_locked: Some(16),
     gil_last_holder: Some(8),
+    gc_collecting: Some(632),
     tstate_size: 280,
     tstate_next: 8,
     tstate_interp: 16,

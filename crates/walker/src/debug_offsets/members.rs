@@ -25,6 +25,9 @@ pub(super) enum Kind {
     OffsetIfFreeThreaded { within: &'static str, width: u64 },
     /// A member of the interpreter's embedded `_gil`, rebased onto `struct _gil_runtime_state`.
     GilMember { width: u64 },
+    /// A member of `struct _gc_runtime_state` (offset within it, bounded by `gc.size`), moved
+    /// onto `PyInterpreterState` by adding `interpreter_state.gc`.
+    GcMember { width: u64 },
 }
 
 /// One `_Py_DebugOffsets` member we use, and the `Layout` field it provides (none for the sizes
@@ -118,6 +121,8 @@ const BYTES: &str = "bytes_object.size";
 const UNICODE: &str = "unicode_object.size";
 const ASCII: &str = "unicode_object.asciiobject_size";
 const GEN: &str = "gen_object.size";
+/// `sizeof(struct _gc_runtime_state)`.
+pub(super) const GC: &str = "gc.size";
 
 /// Every `_Py_DebugOffsets` member we use. Sizes come before the offsets they bound. Member
 /// widths are those of the C members (3.13–3.15 headers): pointers, `Py_ssize_t`, `unsigned
@@ -141,6 +146,7 @@ pub(super) static FIELDS: &[Field] = &[
     f(None, LONG, size(MAX_SMALL_SIZE)),
     f(None, BYTES, size(MAX_SMALL_SIZE)),
     f(None, UNICODE, size(MAX_SMALL_SIZE)),
+    f(None, GC, size(MAX_SMALL_SIZE)),
     f(opt!(unicode_ascii_size), ASCII, within(UNICODE)),
     f(
         opt!(unicode_compact_size),
@@ -187,6 +193,12 @@ pub(super) static FIELDS: &[Field] = &[
         opt!(gil_last_holder),
         "interpreter_state.gil_runtime_state_holder",
         Kind::GilMember { width: 8 },
+    ),
+    // The collector's state, embedded in PyInterpreterState (`interpreter_state.gc`).
+    f(
+        opt!(gc_collecting),
+        "gc.collecting",
+        Kind::GcMember { width: 4 },
     ),
     // PyThreadState.
     f(req!(tstate_next), "thread_state.next", off(TSTATE, 8)),

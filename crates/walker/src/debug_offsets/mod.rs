@@ -377,6 +377,26 @@ impl DebugOffsets {
                     }
                     raw - gil
                 }
+                Kind::GcMember { width } => {
+                    // `gc.*` are offsets within `struct _gc_runtime_state`, which the
+                    // interpreter embeds at `interpreter_state.gc` (pycore_debug_offsets.h:
+                    // `.gc = offsetof(PyInterpreterState, gc)`); our Layout wants them
+                    // relative to PyInterpreterState.
+                    let base_name = "interpreter_state.gc";
+                    let gc = self.get(base_name).ok_or_else(|| {
+                        self.invalid(format!("{} is present but {base_name} is not", f.source))
+                    })?;
+                    self.check_fits(f.source, raw, width, members::GC, &checked_sizes)?;
+                    let gc_size = self.limit(members::GC, &checked_sizes)?;
+                    self.check_fits(
+                        base_name,
+                        gc,
+                        gc_size,
+                        "interpreter_state.size",
+                        &checked_sizes,
+                    )?;
+                    gc + raw
+                }
             };
             let value = u32::try_from(value)
                 .map_err(|_| self.invalid(format!("{} = {value} overflows", f.source)))?;

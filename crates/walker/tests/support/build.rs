@@ -1079,6 +1079,9 @@ fn debug_values(l: &Layout) -> Vec<(&'static str, u64)> {
         ("unicode_object.state", o(l.unicode_state)),
         ("unicode_object.length", o(l.unicode_length)),
         ("unicode_object.asciiobject_size", o(l.unicode_ascii_size)),
+        // `struct _gc_runtime_state` at `interpreter_state.gc` (7408 above).
+        ("gc.size", 1024),
+        ("gc.collecting", o(l.gc_collecting) - 7408),
     ];
     if let Some(cached) = l.heaptype_cached_keys {
         v.push(("heap_type_object.ht_cached_keys", u64::from(cached)));
