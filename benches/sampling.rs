@@ -214,6 +214,7 @@ fn attach(pid: i32) -> Walker<Counted> {
         runtime: process.runtime,
         interp_head: process.interp_head,
         tstate_current: process.tstate_current,
+        gc_collecting: process.gc_collecting,
     };
     let mem = Counted {
         inner: mem,

@@ -22,6 +22,8 @@ pub(crate) const WANTED: &[&str] = &[
     "_PyThreadState_Current",
     "_Py_RefTotal",
     "_Py_NegativeRefcount",
+    // ≤3.6: the collector's flag, a static of Modules/gcmodule.c (`.symtab` only).
+    "collecting",
 ];
 
 /// Larger files are not interpreters; refusing them bounds what a strange mapping costs.

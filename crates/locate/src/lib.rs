@@ -63,6 +63,9 @@ pub struct PythonProcess {
     pub interp_head: Option<u64>,
     /// Address of the `_PyThreadState_Current` variable (≤3.6).
     pub tstate_current: Option<u64>,
+    /// Address of the collector's `collecting` static (≤3.6, unstripped builds only; from 3.7
+    /// it is a field of `_PyRuntime` or of each interpreter).
+    pub gc_collecting: Option<u64>,
     /// The build has `Py_DEBUG` symbols.
     pub debug_build: bool,
     /// Caveats worth showing the user (e.g. a fallback that was taken).
@@ -245,6 +248,8 @@ fn describe<M: RemoteMemory>(
         runtime,
         interp_head,
         tstate_current,
+        // The name is generic: only trusted where no `_PyRuntime` holds the flag.
+        gc_collecting: addr("collecting").filter(|_| runtime.is_none()),
         debug_build: info.sym("_Py_RefTotal").is_some()
             || info.sym("_Py_NegativeRefcount").is_some(),
         notes,

@@ -187,6 +187,7 @@ mod tests {
             thread_id: ident,
             native_id,
             holds_gil: false,
+            gc: false,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

@@ -165,6 +165,7 @@ impl Target {
             runtime: process.runtime,
             interp_head: process.interp_head,
             tstate_current: process.tstate_current,
+            gc_collecting: process.gc_collecting,
         };
         let executable = procfs::exe(pid).ok().map(|p| p.display().to_string());
         let mut warnings = process.notes.clone();
@@ -246,6 +247,7 @@ impl Target {
             runtime: process.runtime,
             interp_head: process.interp_head,
             tstate_current: process.tstate_current,
+            gc_collecting: process.gc_collecting,
         };
         let mut warnings = process.notes.clone();
         warnings.extend(resolved.warnings);

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use strobe_memory::{le, RemoteMemory};
-use strobe_python_abi::{GilModel, Layout, RuntimeModel};
+use strobe_python_abi::{GcModel, GilModel, Layout, RuntimeModel};
 
 use crate::error::WalkError;
 use crate::limits::MAX_INTERPRETERS;
@@ -21,6 +21,10 @@ pub struct Roots {
     pub interp_head: Option<u64>,
     /// Address of the `_PyThreadState_Current` variable (≤3.6): the GIL holder.
     pub tstate_current: Option<u64>,
+    /// Address of the collector's `collecting` static (≤3.6, [`GcModel::StaticSymbol`]).
+    ///
+    /// [`GcModel::StaticSymbol`]: strobe_python_abi::GcModel::StaticSymbol
+    pub gc_collecting: Option<u64>,
 }
 
 /// The memory, layout and roots of one target process.
@@ -118,6 +122,34 @@ impl<M: RemoteMemory> Process<M> {
                 .zip(self.layout.runtime_tstate_current)
                 .map(|(r, off)| r.wrapping_add(u64::from(off))),
             GilModel::InterpGilPointer => None,
+        }
+    }
+
+    /// Where the collector's `collecting` flag is once per process (≤3.8): `None` when it is
+    /// recorded per interpreter ([`Process::interp_gc_address`]) or its root is unknown.
+    pub(crate) fn global_gc_address(&self) -> Option<u64> {
+        match self.layout.gc_model {
+            // Modules/gcmodule.c (≤3.6): `static int collecting`.
+            GcModel::StaticSymbol => self.roots.gc_collecting,
+            // Include/internal/mem.h (3.7), pycore_pymem.h (3.8): `_PyRuntime.gc.collecting`.
+            GcModel::Runtime => self
+                .roots
+                .runtime
+                .zip(self.layout.gc_collecting)
+                .map(|(r, off)| r.wrapping_add(u64::from(off))),
+            GcModel::Interp => None,
+        }
+    }
+
+    /// Where interpreter `interp`'s collector flag is (3.9+: `interp->gc.collecting`,
+    /// pycore_gc.h / pycore_interp_structs.h); `None` where it is once per process.
+    pub(crate) fn interp_gc_address(&self, interp: u64) -> Option<u64> {
+        match self.layout.gc_model {
+            GcModel::Interp => self
+                .layout
+                .gc_collecting
+                .map(|off| interp.wrapping_add(u64::from(off))),
+            GcModel::StaticSymbol | GcModel::Runtime => None,
         }
     }
 

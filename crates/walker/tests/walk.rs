@@ -1104,6 +1104,7 @@ fn garbage_image_never_panics() {
                 runtime: Some(base),
                 interp_head: Some(base + 8),
                 tstate_current: Some(base + 16),
+                gc_collecting: Some(base + 24),
             };
             let _ = Walker::new(&mem, l, roots).walk();
         }

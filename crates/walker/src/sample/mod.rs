@@ -152,15 +152,23 @@ impl SamplingState {
         let scratch = &mut self.scratch;
         scratch.batch.clear();
         scratch.interp_at.clear();
+        scratch.gc_at.clear();
         scratch.thread_at.clear();
         scratch.copies.clear();
         let head_off = full.then(|| scratch.batch.add(head_at, 8));
         let global_gil_off = global_gil.map(|a| scratch.batch.add(a, 8));
+        // The collector's flag (an `int`), once per process or per interpreter: one more
+        // range of the same read.
+        let global_gc_off = process.global_gc_address().map(|a| scratch.batch.add(a, 4));
         for interp in &self.plan.interps {
             let at = full.then(|| scratch.batch.add_fields(&self.shapes.interp, interp.addr));
             let gil = (layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
                 .then(|| scratch.batch.add_fields(&self.shapes.gil, interp.gil));
             scratch.interp_at.push((at, gil));
+            let gc = process
+                .interp_gc_address(interp.addr)
+                .map(|a| scratch.batch.add(a, 4));
+            scratch.gc_at.push(gc);
         }
         for thread in &self.plan.threads {
             let tstate = scratch.batch.add_fields(&self.shapes.tstate, thread.tstate);
@@ -209,9 +217,20 @@ impl SamplingState {
 
         for interp_index in 0..self.plan.interps.len() {
             let holder = self.gil_holder(process, interp_index, global_gil_off)?;
+            let collecting = self.scratch.gc_at[interp_index]
+                .or(global_gc_off)
+                .and_then(|off| le::i32_at(self.scratch.batch.buf(), off))
+                .is_some_and(|flag| flag != 0);
             let interp = self.plan.interps[interp_index].clone();
             for thread_index in interp.threads.clone() {
-                self.sample_thread(process, code, &interp, thread_index, holder, out)?;
+                self.sample_thread(
+                    process,
+                    code,
+                    &interp,
+                    thread_index,
+                    (holder, collecting),
+                    out,
+                )?;
             }
         }
         let scratch = &mut self.scratch;
@@ -229,13 +248,14 @@ impl SamplingState {
     }
 
     /// Walk planned thread `thread_index` of interpreter `interp` and append it to `out`.
+    /// `gil` is the interpreter's GIL holder and whether its collector is running.
     fn sample_thread<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
         code: &mut CodeCache,
         interp: &InterpPlan,
         thread_index: usize,
-        holder: Option<u64>,
+        (holder, collecting): (Option<u64>, bool),
         out: &mut RawSample,
     ) -> Result<(), Retry> {
         let layout = &process.layout;
@@ -259,6 +279,10 @@ impl SamplingState {
         })?;
         let chunk = field(T_CHUNK).unwrap_or(0);
         let holds_gil = holder == Some(tstate);
+        // The collector runs with the GIL held, on the thread that triggered it: the holder
+        // is the collecting thread. Without a known holder (a free-threaded build), no thread
+        // is said to collect.
+        let gc = collecting && holds_gil;
         // What the thread is; as reported when it is not walked (no frames).
         let base = RawThread {
             interp_addr: interp.addr,
@@ -267,6 +291,7 @@ impl SamplingState {
             thread_id,
             native_id,
             holds_gil,
+            gc,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

@@ -31,6 +31,12 @@ pub struct RawThread {
     pub native_id: Option<u32>,
     /// Whether this thread holds the GIL of its interpreter.
     pub holds_gil: bool,
+    /// Whether this thread is running the cyclic garbage collector: its interpreter's
+    /// collector flag (`collecting`) is set and it holds the GIL, which the collector keeps
+    /// while it runs. Always `false` where the holder is unknown (free-threaded builds) or the
+    /// flag cannot be found (a stripped ≤3.6 interpreter). Its frames are those of the Python
+    /// code that triggered the collection (a `gc.collect()` call or an allocation).
+    pub gc: bool,
     /// This thread's frames in [`RawSample::frames`], innermost first.
     pub frames: Range<usize>,
     /// The stack was deeper than [`MAX_DEPTH`](crate::limits::MAX_DEPTH) and was cut there.

@@ -170,6 +170,9 @@ pub(crate) struct Scratch {
     /// Per planned interpreter: where its fields (full checks only) and its GIL's are in the
     /// batch.
     pub(crate) interp_at: Vec<(Option<usize>, Option<usize>)>,
+    /// Per planned interpreter: where its collector flag is in the batch (3.9+; every
+    /// sample, it is not one of the fields checked only on full checks).
+    pub(crate) gc_at: Vec<Option<usize>>,
     /// Per planned thread.
     pub(crate) thread_at: Vec<ThreadAt>,
     /// Speculative copies of all threads.
