@@ -59,6 +59,9 @@ pub struct ThreadStack {
     pub native_id: Option<u32>,
     /// Whether this thread holds the GIL of its interpreter.
     pub holds_gil: bool,
+    /// Whether this thread is running the cyclic garbage collector (see
+    /// [`RawThread::gc`](crate::RawThread::gc)).
+    pub gc: bool,
     /// Frames, innermost first.
     pub frames: Vec<PyFrame>,
     /// The stack was deeper than [`MAX_DEPTH`] and was cut there.
@@ -193,6 +196,7 @@ impl<M: RemoteMemory> Walker<M> {
                     thread_id: t.thread_id,
                     native_id: t.native_id,
                     holds_gil: t.holds_gil,
+                    gc: t.gc,
                     frames,
                     truncated: t.truncated,
                 });

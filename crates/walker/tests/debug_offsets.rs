@@ -559,6 +559,20 @@ fn corrupted_images_are_refused_with_the_failing_field() {
     let msg = unsupported(resolve_313(&mem));
     assert!(msg.contains("gil_runtime_state_locked"), "{msg}");
 
+    // The collector flag must lie inside `struct _gc_runtime_state`, and that inside the
+    // interpreter.
+    let mut mem = image(t, &base, 0x030d_00f0, false);
+    set(&mut mem, t, "gc.collecting", 1022);
+    let msg = unsupported(resolve_313(&mem));
+    assert!(
+        msg.contains("gc.collecting = 1022") && msg.contains("gc.size = 1024"),
+        "{msg}"
+    );
+    let mut mem = image(t, &base, 0x030d_00f0, false);
+    set(&mut mem, t, "interpreter_state.gc", 199_500);
+    let msg = unsupported(resolve_313(&mem));
+    assert!(msg.contains("interpreter_state.gc = 199500"), "{msg}");
+
     let mut mem = image(t, &base, 0x030d_00f0, false);
     set(&mut mem, t, "free_threaded", 7);
     let msg = unsupported(resolve_313(&mem));

@@ -110,6 +110,7 @@ fn as_expected(stacks: &[ThreadStack]) -> Vec<ExpectedThread> {
             thread_id: t.thread_id,
             native_id: t.native_id,
             holds_gil: t.holds_gil,
+            gc: t.gc,
             frames: frames_of(t),
         })
         .collect()

@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use strobe_memory::{MemError, RemoteMemory};
 use strobe_python_abi::{
-    layout_for, Flavour, FrameModel, Layout, LineTable, RuntimeModel, StringModel,
+    layout_for, Flavour, FrameModel, GcModel, GilModel, Layout, LineTable, RuntimeModel,
+    StringModel,
 };
 use strobe_testkit::ImageMemory;
 use strobe_walker::strings::read_string;
@@ -148,7 +149,13 @@ impl Image {
         let head = interps.first().copied().unwrap_or(0);
         match l.runtime_model {
             RuntimeModel::PyRuntime37 => {
-                let runtime = self.mem.alloc(1024);
+                let fields = [
+                    l.runtime_interpreters_head,
+                    l.runtime_tstate_current,
+                    l.gc_collecting.filter(|_| l.gc_model == GcModel::Runtime),
+                ];
+                let size = fields.iter().flatten().max().unwrap() + 8;
+                let runtime = self.mem.alloc(size as usize);
                 self.mem
                     .write_u64(runtime + Self::off(l.runtime_interpreters_head), head);
                 Roots {
@@ -176,6 +183,8 @@ impl Image {
             Some(l.interp_tstate_head),
             l.interp_id,
             l.interp_ceval_gil,
+            // The collector's flag, read every sample (3.9+: in the interpreter).
+            l.gc_collecting.filter(|_| l.gc_model == GcModel::Interp),
         ];
         let size = fields.iter().flatten().max().unwrap() + 8;
         let i = self.mem.alloc(size as usize);
@@ -2268,5 +2277,137 @@ fn entry_flags_312_and_later_from_the_shim_below() {
         let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
         let flags: Vec<bool> = got[0].3.iter().map(|f| f.3).collect();
         assert_eq!(flags, [false, true, false, true], "{:?}", l.version);
+    }
+}
+
+/// Where `l`'s collector flag is in an image: the `collecting` static (≤3.6, in `roots`), the
+/// runtime's (3.7–3.8) or the interpreter's (3.9+).
+fn collector_flag(img: &mut Image, interp: u64, roots: &mut Roots) -> u64 {
+    let l = img.l;
+    let off = || {
+        u64::from(
+            l.gc_collecting
+                .expect("a 3.7+ layout has the flag's offset"),
+        )
+    };
+    match l.gc_model {
+        GcModel::StaticSymbol => {
+            let at = img.mem.alloc(8);
+            roots.gc_collecting = Some(at);
+            at
+        }
+        GcModel::Runtime => roots.runtime.unwrap() + off(),
+        GcModel::Interp => interp + off(),
+    }
+}
+
+/// Make `holder` the GIL holder (or nobody, with 0), as `l` records it.
+fn set_gil_holder(img: &mut Image, interp: u64, roots: Roots, holder: u64) {
+    let l = img.l;
+    match l.gil_model {
+        GilModel::CurrentSymbol => img.mem.write_u64(roots.tstate_current.unwrap(), holder),
+        GilModel::RuntimeTstateCurrent => img.mem.write_u64(
+            roots.runtime.unwrap() + u64::from(l.runtime_tstate_current.unwrap()),
+            holder,
+        ),
+        GilModel::InterpGilPointer => {
+            let ptr_at = interp + u64::from(l.interp_ceval_gil.unwrap());
+            let mut gil = img.mem.read_u64(ptr_at).unwrap();
+            if gil == 0 {
+                gil = img.mem.alloc(256);
+                img.mem.write_u64(ptr_at, gil);
+            }
+            img.mem.write_i32(
+                gil + u64::from(l.gil_locked.unwrap()),
+                i32::from(holder != 0),
+            );
+            img.mem
+                .write_u64(gil + u64::from(l.gil_last_holder.unwrap()), holder);
+        }
+    }
+}
+
+#[test]
+fn the_collector_flag_marks_the_gil_holder_within_the_one_batched_read() {
+    for l in [
+        l27(),
+        layout(3, 6, false),
+        layout(3, 7, false),
+        layout(3, 8, false),
+        layout(3, 9, false),
+        l310(),
+        l311(),
+        l312(),
+        l313(),
+        l314(),
+    ] {
+        let mut img = Image::new(l);
+        let code = img.code("allocate", "/gc.py", 1, 4);
+        let mut threads = Vec::new();
+        for (ident, tid) in [(0x10, 100), (0x11, 101)] {
+            let thread = if l.frame_model == FrameModel::FrameObject {
+                Thread::new(ident, tid, img.frame_objects(&[(code, 1)]))
+            } else {
+                let chunk = img.chunk(4096, 0);
+                let f = img.chunk_frames(chunk, 0, &[(code, 1)], 0);
+                Thread::new(ident, tid, f[0]).in_chunk(chunk)
+            };
+            threads.push(thread);
+        }
+        let (interp, ts, mut roots) = img.one_interpreter(&threads);
+        let flag = collector_flag(&mut img, interp, &mut roots);
+        set_gil_holder(&mut img, interp, roots, ts[1]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let mut sample = |w: &mut Walker<Live>| -> Vec<(u64, bool, bool)> {
+            w.sample_into(&mut raw).unwrap();
+            raw.threads
+                .iter()
+                .map(|t| (t.thread_id, t.holds_gil, t.gc))
+                .collect()
+        };
+        let v = l.version;
+        // Not collecting.
+        let quiet = vec![(0x10, false, false), (0x11, true, false)];
+        assert_eq!(sample(&mut w), quiet, "{v:?}");
+        assert_eq!(sample(&mut w), quiet, "{v:?}");
+        // Collecting: the GIL holder is the thread running the collector. Reading the flag
+        // costs no read of its own.
+        edit(&mut img, &live, |img| img.mem.write_i32(flag, 1));
+        live.take_counts();
+        let collecting = vec![(0x10, false, false), (0x11, true, true)];
+        assert_eq!(sample(&mut w), collecting, "{v:?}");
+        assert_eq!(live.take_counts(), (1, 0), "{v:?}: one batched read");
+        // The flag set but nobody holding the GIL (a finaliser that released it, or a
+        // free-threaded build): no thread is said to collect.
+        edit(&mut img, &live, |img| set_gil_holder(img, interp, roots, 0));
+        assert_eq!(
+            sample(&mut w),
+            vec![(0x10, false, false), (0x11, false, false)],
+            "{v:?}"
+        );
+        // The other thread collects next.
+        edit(&mut img, &live, |img| {
+            set_gil_holder(img, interp, roots, ts[0])
+        });
+        assert_eq!(
+            sample(&mut w),
+            vec![(0x10, true, true), (0x11, false, false)],
+            "{v:?}"
+        );
+        // Done.
+        edit(&mut img, &live, |img| img.mem.write_i32(flag, 0));
+        assert_eq!(
+            sample(&mut w),
+            vec![(0x10, true, false), (0x11, false, false)],
+            "{v:?}"
+        );
+        // walk() says the same.
+        edit(&mut img, &live, |img| img.mem.write_i32(flag, 1));
+        let stacks = w.walk().unwrap();
+        assert!(
+            by_ident(&stacks)[&0x10].gc && !by_ident(&stacks)[&0x11].gc,
+            "{v:?}"
+        );
     }
 }

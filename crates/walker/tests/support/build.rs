@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use strobe_python_abi::{
-    DebugOffsetsTable, DictModel, FrameModel, GilModel, Layout, LineTable, RuntimeModel,
+    DebugOffsetsTable, DictModel, FrameModel, GcModel, GilModel, Layout, LineTable, RuntimeModel,
     StringModel,
 };
 use strobe_walker::Roots;
@@ -59,6 +59,9 @@ pub struct ExpectedThread {
     pub thread_id: u64,
     pub native_id: Option<u32>,
     pub holds_gil: bool,
+    /// Running the collector: the image's collector flag is set and thread A, the GIL holder,
+    /// is the one collecting.
+    pub gc: bool,
     /// `(function, file, line)`, innermost first.
     pub frames: Vec<(String, String, Option<i32>)>,
 }
@@ -753,6 +756,7 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
         l.interp_id,
         Some(l.interp_modules),
         l.interp_ceval_gil,
+        l.gc_collecting.filter(|_| l.gc_model == GcModel::Interp),
     ]
     .iter()
     .flatten()
@@ -832,6 +836,7 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
             let len = [
                 l.runtime_interpreters_head,
                 l.runtime_tstate_current,
+                l.gc_collecting.filter(|_| l.gc_model == GcModel::Runtime),
                 Some(dbg_size),
             ]
             .iter()
@@ -862,10 +867,21 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
             Roots {
                 interp_head: Some(head),
                 tstate_current: Some(current),
+                gc_collecting: Some(b.s.alloc(8)),
                 ..Roots::default()
             }
         }
     };
+    // The collector runs (on the GIL holder, thread A): the main interpreter's flag (3.9+),
+    // the runtime's (3.7–3.8) or the static (≤3.6); the subinterpreter's stays clear.
+    let collecting_at = match l.gc_model {
+        GcModel::Interp => Some(main + o(l.gc_collecting)),
+        GcModel::Runtime => runtime.map(|r| r + o(l.gc_collecting)),
+        GcModel::StaticSymbol => roots.gc_collecting,
+    };
+    if let Some(at) = collecting_at {
+        b.s.len(at, 1, 4);
+    }
 
     // threading._active: {ident: Thread}.
     let name_attr = if py2 { "_Thread__name" } else { "_name" };
@@ -960,6 +976,7 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
             thread_id: idents[i],
             native_id: l.tstate_native_thread_id.map(|_| tids[i]),
             holds_gil: i == 0,
+            gc: i == 0,
             frames: stacks[i].frames.clone(),
         })
         .collect();
