@@ -66,15 +66,19 @@ pub enum FrameKind {
     Native,
     /// The kernel boundary (`[syscall]`): the thread was in a system call.
     Kernel,
+    /// Interpreter activity that is not a Python function: `<GC>`, the cyclic garbage
+    /// collector running on top of the Python frame that triggered it.
+    Interpreter,
 }
 
 impl FrameKind {
-    /// The kind's code in file formats (`raw`): 0, 1, 2.
+    /// The kind's code in file formats (`raw`): 0, 1, 2, 3.
     pub fn code(self) -> u8 {
         match self {
             FrameKind::Python => 0,
             FrameKind::Native => 1,
             FrameKind::Kernel => 2,
+            FrameKind::Interpreter => 3,
         }
     }
 
@@ -84,16 +88,18 @@ impl FrameKind {
             0 => Some(FrameKind::Python),
             1 => Some(FrameKind::Native),
             2 => Some(FrameKind::Kernel),
+            3 => Some(FrameKind::Interpreter),
             _ => None,
         }
     }
 
-    /// `python`, `native` or `kernel`.
+    /// `python`, `native`, `kernel` or `interpreter`.
     pub fn name(self) -> &'static str {
         match self {
             FrameKind::Python => "python",
             FrameKind::Native => "native",
             FrameKind::Kernel => "kernel",
+            FrameKind::Interpreter => "interpreter",
         }
     }
 }
@@ -114,7 +120,22 @@ pub struct FrameKey<'a> {
     pub module: Option<&'a str>,
 }
 
+/// The function name of the frame put on top of a thread's stack while it runs the cyclic
+/// garbage collector ([`FrameKey::gc`]).
+pub const GC_FRAME: &str = "<GC>";
+
 impl<'a> FrameKey<'a> {
+    /// The `<GC>` frame: the thread is running the cyclic garbage collector.
+    pub fn gc() -> FrameKey<'static> {
+        FrameKey {
+            function: GC_FRAME,
+            filename: "",
+            line: None,
+            kind: FrameKind::Interpreter,
+            module: None,
+        }
+    }
+
     /// A Python frame.
     pub fn python(function: &'a str, filename: &'a str, line: Option<i32>) -> FrameKey<'a> {
         FrameKey {

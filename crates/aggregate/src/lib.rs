@@ -27,7 +27,7 @@ pub use counts::{
 pub use hash::{FxBuild, FxHasher};
 pub use intern::{
     CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks, StackId, StrId,
-    Tables, Thread, ThreadId, ThreadKey, MAX_ENTRIES,
+    Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
 };
 pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};

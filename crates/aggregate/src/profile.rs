@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use crate::counts::{Count, CountKey, Counts, Sample, SampleFilter, SampleFlags};
-use crate::intern::{CapacityError, Frame, Interner, StackId, Tables, ThreadId};
+use crate::intern::{CapacityError, Frame, FrameKind, Interner, StackId, Tables, ThreadId};
 
 /// What was recorded, from what, and how well.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -37,6 +37,9 @@ pub struct ProfileOptions {
     pub per_thread: bool,
     /// `--function`: frames are functions, not lines.
     pub by_function: bool,
+    /// `--no-gc`: `<GC>` frames ([`FrameKind::Interpreter`]) are left out; their samples count
+    /// for the frame below.
+    pub hide_gc: bool,
 }
 
 impl ProfileOptions {
@@ -45,6 +48,7 @@ impl ProfileOptions {
         filter: SampleFilter::ALL,
         per_thread: false,
         by_function: false,
+        hide_gc: false,
     };
 }
 
@@ -114,6 +118,9 @@ impl Profile {
                     frames_buf.clear();
                     for fid in src.stack(k.stack) {
                         let Some(f) = src.frame(*fid) else { continue };
+                        if options.hide_gc && f.kind == FrameKind::Interpreter {
+                            continue;
+                        }
                         let function = out.intern_str(src.str(f.function))?;
                         let filename = out.intern_str(src.str(f.filename))?;
                         let line = if options.by_function { None } else { f.line };

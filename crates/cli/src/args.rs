@@ -223,6 +223,10 @@ pub struct ViewArgs {
     /// Aggregate by function instead of by line.
     #[arg(long)]
     pub function: bool,
+    /// Leave out the `<GC>` frames that mark samples taken while the thread ran the cyclic
+    /// garbage collector; those samples count for the Python line that triggered it.
+    #[arg(long)]
+    pub no_gc: bool,
 }
 
 /// `--mode`: which samples count.
@@ -374,6 +378,10 @@ pub struct TopArgs {
     /// Start with lines instead of functions (l toggles).
     #[arg(long)]
     pub lines: bool,
+    /// Leave out the `<GC>` frames that mark samples taken while the thread ran the cyclic
+    /// garbage collector; those samples count for the Python line that triggered it.
+    #[arg(long)]
+    pub no_gc: bool,
     /// Stop the target (ptrace) during each sample, for exactly consistent stacks. Slows the
     /// target down.
     #[arg(long)]

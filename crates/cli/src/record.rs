@@ -97,6 +97,7 @@ pub(crate) fn profile_options(view: &ViewArgs) -> ProfileOptions {
         },
         per_thread: view.threads,
         by_function: view.function,
+        hide_gc: view.no_gc,
     }
 }
 

@@ -73,7 +73,7 @@ fn label(t: &Tables, s: &FrameStat) -> String {
             Some(m) => format!("{function} ({})", short(t.str(m))),
             None => function.to_string(),
         },
-        FrameKind::Kernel => function.to_string(),
+        FrameKind::Kernel | FrameKind::Interpreter => function.to_string(),
     }
 }
 

@@ -52,6 +52,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         names: true,
         subprocesses: args.subprocesses,
         native: args.native,
+        gc_frames: !args.no_gc,
         ..Default::default()
     };
     cfg.validate()?;

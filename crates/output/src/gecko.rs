@@ -40,7 +40,7 @@ enum Category {
     Python = 1,
     /// Native (C, C++, Rust) and kernel frames (`--native`).
     Native = 2,
-    /// Garbage collection, once the walker reports it.
+    /// Garbage collection: the `<GC>` frame ([`FrameKind::Interpreter`]).
     Gc = 3,
     /// The leaf of samples of threads that were not running.
     Idle = 4,
@@ -76,13 +76,15 @@ impl Category {
         }
     }
 
-    /// The category of a frame: the leaf of an idle sample is Idle, native and kernel frames
-    /// Native, every other frame Python.
+    /// The category of a frame: the leaf of an idle sample is Idle, `<GC>` GC, native and
+    /// kernel frames Native, every other frame Python.
     fn of(is_leaf: bool, flags: SampleFlags, kind: FrameKind) -> Category {
         if is_leaf && flags.idle() {
             Category::Idle
         } else if kind == FrameKind::Python {
             Category::Python
+        } else if kind == FrameKind::Interpreter {
+            Category::Gc
         } else {
             Category::Native
         }

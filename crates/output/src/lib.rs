@@ -159,7 +159,8 @@ impl Value {
 /// - Python: `function (file:line)`, or `function (file)` without a line;
 /// - native: `function (module)` with the shared object's file name, then ` [file:line]` where
 ///   DWARF gave a source location (`function` is `module+0xoffset` without a symbol);
-/// - kernel: `[syscall]`.
+/// - kernel: `[syscall]`;
+/// - interpreter: `<GC>`.
 pub fn frame_label(profile: &Profile, id: FrameId) -> String {
     let t = &profile.tables;
     let Some(f) = t.frame(id) else {
@@ -182,7 +183,7 @@ pub fn frame_label(profile: &Profile, id: FrameId) -> String {
             }
             push_source(&mut s, t.str(f.filename), f.line);
         }
-        FrameKind::Kernel => {}
+        FrameKind::Kernel | FrameKind::Interpreter => {}
     }
     s
 }

@@ -15,7 +15,7 @@ use strobe_aggregate::{FrameId, FrameKind, Profile};
 use crate::collapsed::{escape, folded};
 use crate::{frame_label, Format, Value};
 
-/// Native frames are drawn in blues, kernel frames in orange, so that they stand apart from
+/// Native frames are drawn in blues, kernel frames in orange, `<GC>` in grey, so that they stand apart from
 /// the Python frames (reds for application code, yellow for the standard library, aqua for
 /// site-packages: inferno's Python palette).
 fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
@@ -35,6 +35,12 @@ fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
             r: 235,
             g: 140 + v / 2,
             b: 40,
+        }),
+        // `<GC>`: grey, time the interpreter spent on itself.
+        FrameKind::Interpreter => Some(Color {
+            r: 150,
+            g: 150,
+            b: 160,
         }),
     }
 }

@@ -209,6 +209,7 @@ fn collapsed_golden_and_escaping() {
         },
         per_thread: true,
         by_function: true,
+        hide_gc: false,
     };
     let out = render(
         &Collapsed {
@@ -871,4 +872,97 @@ fn gil_filter_keeps_only_holders() {
     .unwrap();
     assert!(text.contains("work"));
     assert!(!text.contains("alert"), "worker never held the GIL: {text}");
+}
+
+/// A thread in the collector: `<GC>` on top of the line that triggered it, 3 samples of 5
+/// (10 ms each; collapsed counts µs).
+fn gc_aggregator() -> Aggregator {
+    let mut a = Aggregator::new();
+    a.counts_mut().keep_timeline(true);
+    let main = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let f = |function: &'static str, line| FrameKey::python(function, "/app/gc.py", Some(line));
+    for i in 0..5u64 {
+        let mut frames = vec![f("<module>", 1), f("allocate", 10)];
+        if i % 2 == 0 {
+            frames.push(FrameKey::gc());
+        }
+        a.record(
+            &main,
+            &frames,
+            SampleFlags::HOLDS_GIL,
+            (i + 1) * 10_000_000,
+            10_000_000,
+        )
+        .unwrap();
+    }
+    a
+}
+
+#[test]
+fn gc_frames_survive_raw_and_every_format_and_no_gc_drops_only_them() {
+    let a = gc_aggregator();
+    let mut w = RawWriter::new(Vec::new(), &meta("python gc.py")).unwrap();
+    w.append(a.tables(), a.counts().timeline()).unwrap();
+    let bytes = w.finish().unwrap();
+    assert_eq!(&bytes[8..10], &3u16.to_le_bytes(), "raw format version 3");
+    let r = read_raw_bytes(&bytes).unwrap();
+    let gc_frames: Vec<_> = r
+        .profile
+        .tables
+        .frames()
+        .filter(|(_, f)| f.kind == FrameKind::Interpreter)
+        .map(|(_, f)| r.profile.tables.str(f.function).to_string())
+        .collect();
+    assert_eq!(gc_frames, vec!["<GC>".to_string()]);
+
+    let with = r.profile.with_options(ProfileOptions::default()).unwrap();
+    let collapsed = String::from_utf8(render(&Collapsed::default(), &with)).unwrap();
+    assert_eq!(
+        collapsed,
+        "<module> (/app/gc.py:1);allocate (/app/gc.py:10) 20000\n\
+         <module> (/app/gc.py:1);allocate (/app/gc.py:10);<GC> 30000\n"
+    );
+    for kind in FormatKind::ALL {
+        let out = match kind {
+            FormatKind::Pprof => pprof_bytes(&with),
+            _ => render(&*kind.writer(), &with),
+        };
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            ["<GC>", "&lt;GC&gt;", "\\u003cGC\\u003e"]
+                .iter()
+                .any(|s| text.contains(s)),
+            "{kind:?} lost the <GC> frame"
+        );
+    }
+
+    // --no-gc: the same samples, on the line below.
+    let without = r
+        .profile
+        .with_options(ProfileOptions {
+            hide_gc: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let collapsed = String::from_utf8(render(&Collapsed::default(), &without)).unwrap();
+    assert_eq!(
+        collapsed,
+        "<module> (/app/gc.py:1);allocate (/app/gc.py:10) 50000\n"
+    );
+    assert_eq!(without.total(), with.total());
+    for kind in FormatKind::ALL {
+        let out = match kind {
+            FormatKind::Pprof => pprof_bytes(&without),
+            _ => render(&*kind.writer(), &without),
+        };
+        assert!(
+            !String::from_utf8_lossy(&out).contains("GC&gt;")
+                && !String::from_utf8_lossy(&out).contains("<GC>"),
+            "{kind:?}"
+        );
+    }
 }

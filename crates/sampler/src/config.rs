@@ -49,6 +49,10 @@ pub struct SamplerConfig {
     /// Each sampled thread's native stack too, merged with its Python frames (see the
     /// `native` module): a running thread is stopped alone for each of its samples.
     pub native: bool,
+    /// Put a `<GC>` frame on top of the stack of a thread running the cyclic garbage
+    /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
+    /// (`record` keeps it and leaves it out when writing, so a raw recording has it).
+    pub gc_frames: bool,
 }
 
 impl Default for SamplerConfig {
@@ -67,6 +71,7 @@ impl Default for SamplerConfig {
             keep_off_target_cpus: true,
             subprocesses: false,
             native: false,
+            gc_frames: true,
         }
     }
 }

@@ -133,6 +133,26 @@ impl<M: RemoteMemory> FrameNames for Walker<M> {
     }
 }
 
+/// The stack [`stack_of`] just interned for `memo` with the `<GC>` frame on top: the thread was
+/// running the cyclic garbage collector ([`RawThread::gc`]). Costs two lookups, only in samples
+/// taken during a collection.
+pub(crate) fn gc_stack(
+    memo: &ThreadMemo,
+    fresh: &mut Vec<FrameId>,
+    side: &mut SamplerSide,
+) -> Result<StackId, RoundError> {
+    let gc = side
+        .interner()
+        .intern_frame(&FrameKey::gc())
+        .map_err(|e| RoundError::Fatal(e.into()))?;
+    fresh.clear();
+    fresh.extend_from_slice(&memo.ids);
+    fresh.push(gc);
+    side.interner()
+        .intern_stack(fresh)
+        .map_err(|e| RoundError::Fatal(e.into()))
+}
+
 /// The interned stack of `frames` (innermost first), reusing what `memo` kept from this
 /// thread state's previous sample where the walker vouches for it.
 #[allow(clippy::too_many_arguments)]
@@ -323,6 +343,7 @@ mod tests {
             thread_id: 77,
             native_id: None,
             holds_gil,
+            gc: false,
             frames: 0..0,
             truncated: false,
             unchanged,

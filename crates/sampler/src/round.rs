@@ -35,7 +35,7 @@ use strobe_target::Target;
 
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
-use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
+use crate::memo::{gc_stack, note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
 use crate::native::{NativeMode, NativeOutcome, NativeTarget};
 use crate::stats::SamplerStats;
 use crate::threads::KernelThreads;
@@ -320,6 +320,22 @@ fn record_threads(
         };
         let stack = match merged {
             Some(stack) => stack,
+            // The collector's samples get `<GC>` on top of the line that triggered it.
+            None if t.gc && cfg.gc_frames => {
+                stack_of(
+                    memo,
+                    &mut st.frames,
+                    &mut st.fresh,
+                    side,
+                    target.walker_mut(),
+                    t,
+                    frames,
+                    walk,
+                    cfg.by_function,
+                    st.root_frame,
+                )?;
+                gc_stack(memo, &mut st.fresh, side)?
+            }
             None => stack_of(
                 memo,
                 &mut st.frames,
@@ -388,6 +404,7 @@ mod tests {
             thread_id: 77,
             native_id: None,
             holds_gil,
+            gc: false,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

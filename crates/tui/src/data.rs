@@ -72,7 +72,7 @@ impl FrameSel {
                 }
                 s
             }
-            FrameKind::Kernel => self.function.clone(),
+            FrameKind::Kernel | FrameKind::Interpreter => self.function.clone(),
         }
     }
 }
