@@ -1,0 +1,132 @@
+//! `<GC>` frames: `strobe record` on a target that spends nearly all its time in `gc.collect()`
+//! on a large heap of live reference cycles (`tests/targets/gc_heap.py collect`) shows the
+//! collector as `<GC>` on top of the line that called it; `convert --no-gc` leaves those frames
+//! out and keeps every sample; a target that never collects shows none. On every interpreter.
+
+use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::record::{assert_ok, run_strobe};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A collapsed file: stack (frames outermost first) → weight.
+fn collapsed(path: &Path) -> BTreeMap<Vec<String>, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        let frames = stack.split(';').map(str::to_string).collect();
+        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
+    }
+    out
+}
+
+fn convert(raw: &Path, out: &Path, extra: &[&str]) -> BTreeMap<Vec<String>, u64> {
+    let mut args = vec![
+        "convert",
+        raw.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    assert_ok(&run_strobe(&args), "convert");
+    collapsed(out)
+}
+
+fn check_gc(interp: Interp) {
+    let dir = TempDir::new();
+    let script = Script::new(&interp, "gc_heap.py");
+    let collect = script.label("collect_forever", "collect");
+
+    // Collecting.
+    let mut target = Announced::start(script.command().arg("collect"));
+    let raw = dir.path().join("gc.raw");
+    let pid = target.pid.to_string();
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "1.5",
+    ];
+    let rec_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["-o", raw.to_str().unwrap()])
+        .collect();
+    assert_ok(&run_strobe(&rec_args), "record");
+    target.close_stdin();
+    let with = convert(&raw, &dir.path().join("with.txt"), &[]);
+    let total: u64 = with.values().sum();
+    assert!(total > 0, "no samples");
+    let mut in_gc = 0;
+    for (stack, weight) in &with {
+        if let Some(at) = stack.iter().position(|f| f == "<GC>") {
+            // `<GC>` only ever on top, right above the line that called gc.collect().
+            assert_eq!(at + 1, stack.len(), "<GC> not on top: {stack:?}");
+            assert_eq!(stack[at - 1], collect, "{stack:?}");
+            in_gc += weight;
+        }
+    }
+    // The target does nothing but collect: most of its time is the collector.
+    assert!(
+        in_gc * 4 >= total * 3,
+        "<GC> in {in_gc} of {total}: {with:#?}"
+    );
+
+    // --no-gc: the same samples, the collector's on the calling line.
+    let without = convert(&raw, &dir.path().join("without.txt"), &["--no-gc"]);
+    assert!(
+        without
+            .keys()
+            .all(|s| !s.iter().any(|f| f.contains("<GC>"))),
+        "{without:#?}"
+    );
+    assert_eq!(without.values().sum::<u64>(), total);
+    let on_line: u64 = without
+        .iter()
+        .filter(|(s, _)| s.last() == Some(&collect))
+        .map(|(_, w)| w)
+        .sum();
+    let was_on_line: u64 = with
+        .iter()
+        .filter(|(s, _)| s.last() == Some(&collect) || s.iter().any(|f| f == "<GC>"))
+        .map(|(_, w)| w)
+        .sum();
+    assert_eq!(on_line, was_on_line);
+
+    // Never collecting (gc disabled, no cycles): no `<GC>`, and the samples are there.
+    let mut plain = Announced::start(script.command().arg("plain"));
+    let out = dir.path().join("plain.txt");
+    let pid = plain.pid.to_string();
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "0.5",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    assert_ok(&run_strobe(&args), "record");
+    plain.close_stdin();
+    let stacks = collapsed(&out);
+    let spin = script.label("spin_forever", "spin");
+    assert!(
+        stacks.keys().any(|s| s.last() == Some(&spin)),
+        "{stacks:#?}"
+    );
+    assert!(
+        stacks.keys().all(|s| !s.iter().any(|f| f.contains("<GC>"))),
+        "{stacks:#?}"
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn gc_frames(interp) {
+        check_gc(Interp::from(interp));
+    }
+}
