@@ -179,6 +179,9 @@ pub struct ViewData {
     pub gil_share: Option<f64>,
     /// Share of those samples that were idle.
     pub idle_share: Option<f64>,
+    /// Share of those samples taken while the thread ran the cyclic garbage collector (a
+    /// `<GC>` frame on top).
+    pub gc_share: Option<f64>,
     /// The call tree, when the query had a focus.
     pub tree: Option<CallTree>,
     /// The sampler is gone and everything it sent was counted.

@@ -69,6 +69,10 @@ fn render_header(f: &mut Frame<'_>, area: Rect, s: &State) {
         share(d.gil_share),
         share(d.idle_share),
     );
+    // The collector's share, once it has been seen (GC frames can be left out with --no-gc).
+    if let Some(gc) = d.gc_share.filter(|&g| g > 0.0) {
+        stats.push_str(&format!("  GC {}", share(Some(gc))));
+    }
     if d.dropped > 0 {
         stats.push_str(&format!("  dropped {}", d.dropped));
     }
@@ -440,6 +444,7 @@ mod tests {
             active_threads: 1,
             gil_share: Some(1.0),
             idle_share: Some(0.0),
+            gc_share: None,
             ..Default::default()
         });
         s
@@ -484,6 +489,23 @@ functions · all threads · idle hidden · refresh 1s · sort %Own▼
         );
         assert_eq!(screen.lines().count(), 24);
         assert!(screen.lines().all(|l| l.chars().count() <= 80));
+    }
+
+    #[test]
+    fn the_header_shows_the_gc_share_once_the_collector_ran() {
+        let mut s = state();
+        let mut d = s.data.clone();
+        d.gc_share = Some(0.3);
+        s.set_data(d);
+        let screen = draw(&s, 80, 24);
+        assert!(
+            screen
+                .lines()
+                .nth(1)
+                .unwrap()
+                .ends_with("GIL 100%  idle 0%  GC 30%"),
+            "{screen}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, BreakdownOptions, Count, CountKey, Counts, SampleFlags, Tables,
+    AggregatorSide, BreakdownOptions, Count, CountKey, Counts, FrameKind, SampleFlags, Tables,
 };
 
 use super::tree::call_tree;
@@ -168,6 +168,7 @@ impl Collector {
             active_threads: shares.threads,
             gil_share: shares.gil,
             idle_share: shares.idle,
+            gc_share: shares.gc,
             tree,
             finished: self.agg.finished(),
             error: self.error.clone(),
@@ -179,10 +180,11 @@ struct Shares {
     threads: usize,
     gil: Option<f64>,
     idle: Option<f64>,
+    gc: Option<f64>,
 }
 
 fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
-    let (mut all, mut gil, mut idle) = (0u64, 0u64, 0u64);
+    let (mut all, mut gil, mut idle, mut gc) = (0u64, 0u64, 0u64, 0u64);
     let mut seen = Vec::new();
     for (k, c) in counts.iter() {
         if let Some(tid) = os_tid {
@@ -200,12 +202,18 @@ fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
         if k.flags.idle() {
             idle += c.samples;
         }
+        // `<GC>` is only ever the innermost frame.
+        let innermost = tables.stack(k.stack).last().and_then(|&f| tables.frame(f));
+        if innermost.is_some_and(|f| f.kind == FrameKind::Interpreter) {
+            gc += c.samples;
+        }
     }
     let share = |n: u64| (all > 0).then(|| n as f64 / all as f64);
     Shares {
         threads: seen.len(),
         gil: share(gil),
         idle: share(idle),
+        gc: share(gc),
     }
 }
 

@@ -5,7 +5,7 @@
 use super::*;
 use std::time::{Duration, Instant};
 use strobe_aggregate::SampleFlags;
-use strobe_aggregate::{pipeline, FrameKey, SamplerSide, ThreadKey};
+use strobe_aggregate::{pipeline, FrameKey, FrameKind, SamplerSide, ThreadKey};
 
 const MAIN: ThreadKey<'static> = ThreadKey {
     os_tid: 10,
@@ -209,4 +209,30 @@ fn collector_thread_serves_views_until_dropped() {
     assert_eq!(v.samples_received + v.dropped, 2_000);
     h.reset().unwrap();
     assert!(h.view(false, by_fn()).unwrap().rows.is_empty());
+}
+
+#[test]
+fn gc_share_counts_samples_with_gc_on_top_and_gc_is_a_row() {
+    let (mut s, agg) = pipeline(1024);
+    let mut c = Collector::new(agg);
+    let t0 = Instant::now();
+    let gil = SampleFlags::HOLDS_GIL;
+    push(
+        &mut s,
+        &MAIN,
+        &[fk("main", 1), fk("alloc", 5), FrameKey::gc()],
+        gil,
+        30,
+    );
+    push(&mut s, &MAIN, &[fk("main", 1), fk("alloc", 5)], gil, 70);
+    assert_eq!(c.pump(), 100);
+    c.advance(t0 + Duration::from_secs(1));
+    let v = c.view(&by_fn(), t0 + Duration::from_secs(1));
+    assert_eq!(v.gc_share, Some(0.3));
+    let gc = row(&v, "<GC>");
+    assert_eq!(gc.key.kind, FrameKind::Interpreter);
+    assert_eq!(gc.key.label(), "<GC>");
+    assert_eq!(gc.interval_own.samples, 30);
+    assert_eq!(row(&v, "alloc").interval_own.samples, 70);
+    assert_eq!(row(&v, "alloc").interval_total.samples, 100);
 }
