@@ -1,7 +1,8 @@
 //! `<GC>` frames: `strobe record` on a target that spends nearly all its time in `gc.collect()`
 //! on a large heap of live reference cycles (`tests/targets/gc_heap.py collect`) shows the
 //! collector as `<GC>` on top of the line that called it; `convert --no-gc` leaves those frames
-//! out and keeps every sample; a target that never collects shows none. On every interpreter.
+//! out and keeps every sample; automatic collections show on top of the allocating function;
+//! a target that never collects shows none. On every interpreter.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, run_strobe};
@@ -95,6 +96,41 @@ fn check_gc(interp: Interp) {
         .map(|(_, w)| w)
         .sum();
     assert_eq!(on_line, was_on_line);
+
+    // Automatic collections, triggered by the allocations of `allocate_forever`: `<GC>` on top
+    // of that function (at whichever of its lines the collection started).
+    let mut auto = Announced::start(script.command().arg("auto"));
+    let out = dir.path().join("auto.txt");
+    let pid = auto.pid.to_string();
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    assert_ok(&run_strobe(&args), "record");
+    auto.close_stdin();
+    let stacks = collapsed(&out);
+    let allocate = format!("allocate_forever ({}:", script.in_target);
+    let total: u64 = stacks.values().sum();
+    let mut in_gc = 0;
+    for (stack, weight) in &stacks {
+        if let Some(at) = stack.iter().position(|f| f == "<GC>") {
+            assert_eq!(at + 1, stack.len(), "<GC> not on top: {stack:?}");
+            assert!(stack[at - 1].starts_with(&allocate), "{stack:?}");
+            in_gc += weight;
+        }
+    }
+    // Measured: 40–70% of the time in the collector; 5% leaves room for a loaded machine.
+    assert!(
+        in_gc * 20 >= total,
+        "<GC> in {in_gc} of {total}: {stacks:#?}"
+    );
 
     // Never collecting (gc disabled, no cycles): no `<GC>`, and the samples are there.
     let mut plain = Announced::start(script.command().arg("plain"));

@@ -3,6 +3,9 @@
 # gc_heap.py collect: builds a large heap of reference cycles that stay alive, then calls
 #   gc.collect() from one line for ever: almost all of its time is the collector traversing
 #   that heap, on top of the `collect_forever` frame at the `collect` marker.
+# gc_heap.py auto: the collector enabled, never called: `allocate_forever` makes reference
+#   cycles that become garbage at once, at the `allocate` marker, so the automatic collections
+#   run on top of it.
 # gc_heap.py plain: the collector disabled, no cycles; it spins in `spin_forever` at the
 #   `spin` marker, so no sample may show `<GC>`.
 #
@@ -33,6 +36,12 @@ def collect_forever():
         gc.collect()  # @line:collect
 
 
+def allocate_forever():
+    while True:
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # @line:allocate
+
+
 def spin_forever():
     x = 0
     while True:
@@ -48,6 +57,8 @@ mode = sys.argv[1]
 if mode == "collect":
     heap = build_heap(200000)
     work = collect_forever
+elif mode == "auto":
+    work = allocate_forever
 else:
     gc.disable()
     work = spin_forever
