@@ -237,6 +237,9 @@ pub struct BreakdownOptions {
     pub os_tid: Option<u64>,
     /// Which samples count.
     pub filter: SampleFilter,
+    /// `--no-gc`: leave out `<GC>` frames ([`FrameKind::Interpreter`]), so their samples are
+    /// the own time of the frame below.
+    pub hide_gc: bool,
 }
 
 /// Own and total counts for one function (or function and line).
@@ -296,7 +299,18 @@ fn frame_stats(
         }
         total.add(*count);
         generation = generation.wrapping_add(1);
-        let frames = tables.stack(key.stack);
+        let mut frames = tables.stack(key.stack);
+        if opts.hide_gc {
+            // `<GC>` is only ever the innermost frame.
+            if let Some((last, below)) = frames.split_last() {
+                if tables
+                    .frame(*last)
+                    .is_some_and(|f| f.kind == FrameKind::Interpreter)
+                {
+                    frames = below;
+                }
+            }
+        }
         for (depth, fid) in frames.iter().enumerate() {
             let Some(i) = stat_index(*fid, tables, opts.by_function, &mut index, &mut stats) else {
                 continue;

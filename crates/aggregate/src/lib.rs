@@ -132,6 +132,7 @@ mod tests {
                 include_idle: true,
                 gil_only: false,
             },
+            hide_gc: false,
         };
         a.record(
             &WORKER,
@@ -157,6 +158,62 @@ mod tests {
         assert_eq!(snap.interval.len(), 2);
         // And an empty interval after that.
         assert_eq!(a.breakdown(&opts).interval_total, Count::default());
+    }
+
+    #[test]
+    fn no_gc_moves_the_collectors_samples_to_the_frame_below() {
+        let mut a = Aggregator::new();
+        let gil = SampleFlags::HOLDS_GIL;
+        for t in 0..3 {
+            a.record(
+                &MAIN,
+                &[fk("main", 1), fk("alloc", 5), FrameKey::gc()],
+                gil,
+                t,
+                10,
+            )
+            .unwrap();
+        }
+        a.record(&MAIN, &[fk("main", 1), fk("alloc", 5)], gil, 3, 10)
+            .unwrap();
+        let t = a.tables().clone();
+
+        // Kept: `<GC>` is an interpreter frame with the collector's own time.
+        let with = a.breakdown(&BreakdownOptions::default());
+        let gc = stat(&with.cumulative, &t, GC_FRAME, None);
+        assert_eq!(gc.kind, FrameKind::Interpreter);
+        assert_eq!(gc.own.samples, 3);
+        assert_eq!(stat(&with.cumulative, &t, "alloc", Some(5)).own.samples, 1);
+        let p = a
+            .profile(Metadata::default(), ProfileOptions::default())
+            .unwrap();
+        assert_eq!(p.stacks.len(), 2);
+
+        // Left out: the same samples, all on `alloc`.
+        let without = a.breakdown(&BreakdownOptions {
+            hide_gc: true,
+            ..Default::default()
+        });
+        assert!(without
+            .cumulative
+            .iter()
+            .all(|s| s.kind != FrameKind::Interpreter));
+        assert_eq!(without.cumulative_total, with.cumulative_total);
+        let alloc = stat(&without.cumulative, &t, "alloc", Some(5));
+        assert_eq!((alloc.own.samples, alloc.total.samples), (4, 4));
+        let q = a
+            .profile(
+                Metadata::default(),
+                ProfileOptions {
+                    hide_gc: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(q.total(), p.total());
+        assert_eq!(q.stacks.len(), 1);
+        assert_eq!(q.stacks[0].count.samples, 4);
+        assert!(q.tables.frames().all(|(_, f)| f.kind == FrameKind::Python));
     }
 
     #[test]

@@ -478,9 +478,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     say!("strobe: wrote {} ({})", output.display(), kind.name());
     let table = args.summary || (!args.no_summary && std::io::stderr().is_terminal());
     if table && !args.quiet {
-        let filter = profile_options(&args.view).filter;
+        let opts = profile_options(&args.view);
         let (counts, tables) = agg.counts_and_tables();
-        for l in report::top_functions(counts, tables, filter) {
+        for l in report::top_functions(counts, tables, opts.filter, opts.hide_gc) {
             eprintln!("strobe: {l}");
         }
     }

@@ -13,6 +13,7 @@ pub(crate) fn top_functions(
     counts: &mut Counts,
     tables: &Tables,
     filter: SampleFilter,
+    hide_gc: bool,
 ) -> Vec<String> {
     let b = counts.breakdown(
         tables,
@@ -20,6 +21,7 @@ pub(crate) fn top_functions(
             by_function: true,
             os_tid: None,
             filter,
+            hide_gc,
         },
     );
     let total = b.cumulative_total;
@@ -120,7 +122,7 @@ mod tests {
         )
         .unwrap();
         let tables = a.tables().clone();
-        let lines = top_functions(a.counts_mut(), &tables, SampleFilter::default());
+        let lines = top_functions(a.counts_mut(), &tables, SampleFilter::default(), false);
         assert_eq!(
             lines,
             [

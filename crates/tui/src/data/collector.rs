@@ -95,6 +95,8 @@ impl Collector {
             by_function: q.by_function,
             os_tid: q.os_tid,
             filter: q.filter,
+            // `top --no-gc` leaves the frames out in the sampler.
+            hide_gc: false,
         };
         let tables = self.agg.tables();
         // `Counts::snapshot` reports per frame both "since the previous snapshot" and
