@@ -135,6 +135,32 @@ def check_threads():
         check("gil_last_holder", u64(gil + L["gil_last_holder"]) == tstate)
 
 
+def check_gc():
+    # The collector's `collecting` flag: 0 now, 1 inside a collection (gc.callbacks, 3.3+, run
+    # during it). In `_PyRuntime` (GcModel::Runtime, 3.7-3.8) or the interpreter (3.9+).
+    if not has("gc_collecting"):
+        return
+    import gc
+
+    if SHAPE.get("gc_model", "").endswith("Runtime"):
+        base = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    else:
+        base = PyInterpreterState_Head()
+    at = base + L["gc_collecting"]
+    seen = []
+
+    def callback(phase, info):
+        seen.append((phase, i32(at)))
+
+    idle = i32(at)
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+    check("gc_collecting", idle == 0 and seen == [("start", 1), ("stop", 1)], (idle, seen))
+
+
 # --- frames ---------------------------------------------------------------------------------
 
 
@@ -614,6 +640,11 @@ def check_debug_offsets():
         if field in L and gil + name in DBG:
             delta = live(gil + name) - live(gil)
             check(field, delta == L[field], (delta, L[field]))
+    # The collector flag is relative to `struct _gc_runtime_state` there, to the interpreter in
+    # the table.
+    if "gc_collecting" in L and "gc.collecting" in DBG:
+        got = live("interpreter_state.gc") + live("gc.collecting")
+        check("gc_collecting", got == L["gc_collecting"], (got, L["gc_collecting"]))
 
 
 def main():
@@ -629,6 +660,7 @@ def main():
     ready.wait()
     try:
         check_threads()
+        check_gc()
         caller_of_frame_checks()
         check_code()
         check_objects()
