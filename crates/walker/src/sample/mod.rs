@@ -248,7 +248,7 @@ impl SamplingState {
     }
 
     /// Walk planned thread `thread_index` of interpreter `interp` and append it to `out`.
-    /// `gil` is the interpreter's GIL holder and whether its collector is running.
+    /// `(holder, collecting)`: the interpreter's GIL holder, and whether its collector runs.
     fn sample_thread<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
