@@ -69,7 +69,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the current Python stack of every thread of a running process.
+    /// Print the current Python stack of every thread of a running process (or of a core file).
     #[command(after_help = DUMP_EXAMPLES)]
     Dump(DumpArgs),
     /// Record where a program spends its time, into a flamegraph or another profile format.
