@@ -23,7 +23,7 @@
 # After `peers_setup`: $STROBE, $PYSPY (may be empty), $AUSTIN (path inside the chroot; may be
 # empty), $PY315 (python3.15 in the chroot, or empty), $BTMP (a directory inside the chroot) and
 # $BTMP_IN (the same as the chroot sees it). Targets started with `start_chroot_target` are
-# killed on exit.
+# killed on exit; $BTMP is removed unless KEEP is set.
 
 CACHE=${STROBE_CACHE:-/var/cache/strobe}
 SID=${SID:-$CACHE/sid}
@@ -65,7 +65,11 @@ peers_cleanup() {
     done
     [[ -n "${NS_HOLDER:-}" ]] && kill "$NS_HOLDER" 2>/dev/null
     [[ -n "${NS_PID:-}" ]] && kill "$NS_PID" 2>/dev/null
-    rm -rf "$BTMP"
+    if [[ -n "${KEEP:-}" ]]; then
+        echo "kept $BTMP" >&2
+    else
+        rm -rf "$BTMP"
+    fi
 }
 
 # A Python on the host that can make a venv, for provisioning.
