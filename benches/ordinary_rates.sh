@@ -150,8 +150,8 @@ def rounds(tool, name, threads):
     path = f"{tmp}/{name}"
     err = open(f"{path}.err", errors="replace").read()
     if tool.startswith("strobe"):
-        m = re.search(r"recorded [\d.]+ s · (\d+) samples", err)
-        return int(m.group(1)) if m else None, next(
+        m = re.search(r"recorded [\d.]+ s · ([\d,]+) samples", err)
+        return int(m.group(1).replace(",", "")) if m else None, next(
             (l for l in err.splitlines() if "sampler used" in l), "").replace("strobe: ", "")
     if tool == "py-spy":
         m = re.search(r"Samples: (\d+)", err + open(f"{path}.out", errors="replace").read())
@@ -185,12 +185,16 @@ def cell(c):
     if c is None:
         return "–"
     cpu, wall, n = c
-    per = f" ({cpu / n * 1e6:.0f} µs per round)" if n else ""
+    per = f" ({cpu / n * 1e6:.0f} µs per round, {n / secs:.0f} Hz)" if n else ""
     return f"{100 * cpu / wall:.1f}%{per}"
 def ratio(a, b):
+    """Of CPU % of a core, and of µs per round."""
     if a is None or b is None or b[0] == 0:
         return "–"
-    return f"{(a[0] / a[1]) / (b[0] / b[1]):.1f}x"
+    out = f"{(a[0] / a[1]) / (b[0] / b[1]):.1f}x"
+    if a[2] and b[2]:
+        out += f" ({(a[0] / a[2]) / (b[0] / b[2]):.1f}x per round)"
+    return out
 for target in LABEL:
     for rate in sorted({k[1] for k in cells if k[0] == target}, key=int):
         c = {t: cells.get((target, rate, t)) for t in tools}
@@ -199,7 +203,9 @@ for target in LABEL:
               + f" | {ratio(c['py-spy'], c['strobe-3.14'])} | {ratio(c['austin'], c['strobe-3.14'])}"
               + f" | {ratio(c['cpython-3.15'], c['strobe-3.15'])} |")
 print()
-print("CPU as % of one core over the command's wall time (start-up included); µs per round = CPU / rounds.")
+print("CPU as % of one core over the command's wall time (start-up included); µs per round = CPU /")
+print(f"rounds; Hz = rounds achieved per second of the {secs:.0f} s asked for. Ratios: peer over strobe on")
+print("the same target, of CPU % and (in parentheses) of CPU per round.")
 for n in notes:
     print("strobe's summary,", n)
 PYEOF
