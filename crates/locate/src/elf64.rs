@@ -17,8 +17,16 @@ use std::ops::Range;
 
 /// `e_type` of an executable linked at fixed addresses (`ET_EXEC`, elf(5)).
 pub(crate) const ET_EXEC: u16 = 2;
-/// `p_type` of a loadable segment.
+/// `p_type`s: a loadable segment; the dynamic section.
 const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+/// `d_tag`s of the dynamic section we read (elf(5)).
+const DT_NULL: u64 = 0;
+const DT_HASH: u64 = 4;
+const DT_STRTAB: u64 = 5;
+const DT_SYMTAB: u64 = 6;
+const DT_STRSZ: u64 = 10;
+const DT_GNU_HASH: u64 = 0x6fff_fef5;
 /// `p_flags` bit: the segment is writable.
 const PF_W: u32 = 2;
 /// `sh_type`s we look at.
@@ -166,22 +174,28 @@ impl<'a> Elf64<'a> {
         self.e_type
     }
 
-    /// The `PT_LOAD` segments, in file order.
-    pub fn loads(&self) -> Result<Vec<Segment>, Malformed> {
+    /// Where each program header starts in the file.
+    fn program_headers(&self) -> Result<std::iter::StepBy<Range<usize>>, Malformed> {
         let b = self.bytes;
         let phoff = u64_at(b, 0x20).unwrap_or(0);
         let phentsize = usize::from(u16_at(b, 0x36).unwrap_or(0));
         let phnum = usize::from(u16_at(b, 0x38).unwrap_or(0));
         if phnum == 0 {
-            return Ok(Vec::new());
+            return Ok((0..0).step_by(1));
         }
         if phentsize < PHDR_SIZE {
             return Err(format!("program header size {phentsize} is too small"));
         }
         let all = range_in(phoff, (phnum * phentsize) as u64, b.len())
             .ok_or("the program headers lie outside the file")?;
-        Ok(all
-            .step_by(phentsize)
+        Ok(all.step_by(phentsize))
+    }
+
+    /// The `PT_LOAD` segments, in file order.
+    pub fn loads(&self) -> Result<Vec<Segment>, Malformed> {
+        let b = self.bytes;
+        Ok(self
+            .program_headers()?
             .filter(|&at| u32_at(b, at) == Some(PT_LOAD))
             .map(|at| {
                 let get64 = |o| u64_at(b, at + o).unwrap_or(0);
@@ -194,6 +208,59 @@ impl<'a> Elf64<'a> {
                 }
             })
             .collect())
+    }
+
+    /// The file offset of link-time address `vaddr`, through the `PT_LOAD` segment holding it.
+    fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        let b = self.bytes;
+        self.program_headers().ok()?.find_map(|at| {
+            let get64 = |o| u64_at(b, at + o);
+            let (offset, start, filesz) = (get64(8)?, get64(16)?, get64(32)?);
+            (u32_at(b, at)? == PT_LOAD && vaddr >= start && vaddr - start < filesz)
+                .then(|| offset + (vaddr - start))
+        })
+    }
+
+    /// `.dynsym` and its hash tables (GNU, System V) as the dynamic section (`PT_DYNAMIC`)
+    /// locates them: for files whose section headers were removed (`sstrip`), which the
+    /// dynamic linker does not need. The table's length is not recorded there; it is the
+    /// System V table's `nchain`, or the end of the GNU table's last chain.
+    #[allow(clippy::type_complexity)]
+    fn dynamic_table(&self) -> Option<(SymbolTable<'a>, Option<&'a [u8]>, Option<&'a [u8]>)> {
+        let b = self.bytes;
+        let dynamic = self
+            .program_headers()
+            .ok()?
+            .find(|&at| u32_at(b, at) == Some(PT_DYNAMIC))?;
+        let range = range_in(u64_at(b, dynamic + 8)?, u64_at(b, dynamic + 32)?, b.len())?;
+        let (mut symtab, mut strtab, mut strsz, mut gnu, mut sysv) = (None, None, None, None, None);
+        for at in range.step_by(16) {
+            let (tag, value) = (u64_at(b, at)?, u64_at(b, at + 8)?);
+            match tag {
+                DT_NULL => break,
+                DT_SYMTAB => symtab = Some(value),
+                DT_STRTAB => strtab = Some(value),
+                DT_STRSZ => strsz = Some(value),
+                DT_GNU_HASH => gnu = Some(value),
+                DT_HASH => sysv = Some(value),
+                _ => {}
+            }
+        }
+        let from = |vaddr: u64| -> Option<&'a [u8]> {
+            b.get(usize::try_from(self.file_offset(vaddr)?).ok()?..)
+        };
+        let strings = from(strtab?)?;
+        let strings = strings.get(..usize::try_from(strsz?).ok()?)?;
+        let gnu = gnu.and_then(from);
+        let sysv = sysv.and_then(from);
+        let count = match (sysv, gnu) {
+            (Some(h), _) => u32_at(h, 4)? as usize,
+            (None, Some(h)) => gnu_symbol_count(h)?,
+            (None, None) => return None,
+        };
+        let entries = from(symtab?)?;
+        let entries = entries.get(..count.checked_mul(SYM_SIZE)?)?;
+        Some((SymbolTable { entries, strings }, gnu, sysv))
     }
 
     /// The bytes of section `s` (none for `SHT_NOBITS` or one outside the file).
@@ -240,15 +307,24 @@ impl<'a> Elf64<'a> {
         search_symtab: impl Fn(&[Option<Symbol>]) -> bool,
     ) -> Vec<Option<Symbol>> {
         let mut found = vec![None; wanted.len()];
-        if let Some((index, dynsym)) = self.table(SHT_DYNSYM) {
-            let hashed = self.hash_for(index, SHT_GNU_HASH).and_then(|h| {
+        let dynsym = match self.table(SHT_DYNSYM) {
+            Some((index, table)) => Some((
+                table,
+                self.hash_for(index, SHT_GNU_HASH),
+                self.hash_for(index, SHT_HASH),
+            )),
+            None if self.sections.is_empty() => self.dynamic_table(),
+            None => None,
+        };
+        if let Some((dynsym, gnu, sysv)) = dynsym {
+            let hashed = gnu.and_then(|h| {
                 wanted
                     .iter()
                     .map(|name| dynsym.gnu_lookup(h, name.as_bytes()))
                     .collect::<Option<Vec<_>>>()
             });
             let hashed = hashed.or_else(|| {
-                let h = self.hash_for(index, SHT_HASH)?;
+                let h = sysv?;
                 wanted
                     .iter()
                     .map(|name| dynsym.sysv_lookup(h, name.as_bytes()))
@@ -274,6 +350,35 @@ impl<'a> Elf64<'a> {
             .iter()
             .find(|s| s.kind == kind && s.link as usize == table)?;
         self.data(s)
+    }
+}
+
+/// How many symbols a `.gnu.hash` table covers: one past the end of the chain that starts
+/// at the highest bucket (chains are laid out in symbol order). `None` if malformed.
+fn gnu_symbol_count(table: &[u8]) -> Option<usize> {
+    let nbuckets = u32_at(table, 0)? as usize;
+    let symoffset = u32_at(table, 4)? as usize;
+    let bloom_size = u32_at(table, 8)? as usize;
+    let buckets_at = 16usize.checked_add(bloom_size.checked_mul(8)?)?;
+    let chains_at = buckets_at.checked_add(nbuckets.checked_mul(4)?)?;
+    let mut last = symoffset;
+    for b in 0..nbuckets {
+        last = last.max(u32_at(table, buckets_at + b * 4)? as usize);
+    }
+    if last < symoffset {
+        return None;
+    }
+    // The chain from `last` ends at the first hash with its low bit set.
+    let mut index = last;
+    loop {
+        let hash = u32_at(
+            table,
+            chains_at.checked_add((index - symoffset).checked_mul(4)?)?,
+        )?;
+        if hash & 1 != 0 {
+            return index.checked_add(1);
+        }
+        index += 1;
     }
 }
 
@@ -468,6 +573,25 @@ mod tests {
         assert_eq!(hashed, scanned);
         assert!(hashed[0].is_some() && hashed[1].is_some() && hashed[3].is_some());
         assert!(hashed[2].is_none());
+    }
+
+    #[test]
+    fn files_without_section_headers_are_read_through_the_dynamic_section() {
+        // What `sstrip` leaves: no section headers at all (e_shoff, e_shnum, e_shstrndx zero).
+        for path in [
+            "/root/.pyenv/versions/3.12.1/lib/libpython3.12.so.1.0",
+            "/usr/bin/python3.11",
+        ] {
+            let bytes = std::fs::read(path).unwrap();
+            let want = Elf64::parse(&bytes).unwrap().symbols(WANTED, |_| false);
+            let mut stripped = bytes.clone();
+            stripped[0x28..0x30].fill(0);
+            stripped[0x3c..0x40].fill(0);
+            let elf = Elf64::parse(&stripped).unwrap();
+            assert!(elf.sections.is_empty());
+            assert_eq!(elf.symbols(WANTED, |_| false), want, "{path}");
+            assert!(want[0].is_some() && want[3].is_some(), "{path}");
+        }
     }
 
     #[test]
