@@ -48,11 +48,15 @@ done
 #   pgrep                  finds processes a test started             [procps]
 #   runuser chroot useradd other users and the chroot                 [util-linux, coreutils, passwd]
 #   python3                host scripts (Debian's python3.11)         [python3]
+#   gcore                  core files of live targets (dump --core)    [gdb]
+#   prlimit                a core size limit for one target           [util-linux]
+#   strace                 proves dump --core stays out of /proc      [strace]
 HOST_TOOLS=(
   debootstrap:debootstrap go:golang-go tmux:tmux /usr/bin/time:time cc:gcc
   nm:binutils readelf:binutils objcopy:binutils strip:binutils objdump:binutils
   script:bsdutils pgrep:procps
   runuser:util-linux chroot:coreutils useradd:passwd python3:python3
+  gcore:gdb prlimit:util-linux strace:strace
 )
 HOST_PKGS=()
 for entry in "${HOST_TOOLS[@]}"; do

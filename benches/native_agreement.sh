@@ -4,8 +4,9 @@
 #
 #   benches/native_agreement.sh            # benches/native_target.py, 1 and 4 threads, 10 s
 #   THREADS="4" SECS=5 benches/native_agreement.sh
+#   RATE=1000 SECS=60 benches/native_agreement.sh   # more samples: a lower noise floor
 #
-# Per thread count, one target, recorded by both for SECS at 200 Hz with --function (stacks
+# Per thread count, one target, recorded by both for SECS at RATE (default 200 Hz) with --function (stacks
 # of functions; lines vary within a function between any two recordings). Agreement is
 # 1 - the total variation distance between the two recordings' distributions of whole
 # stacks by wall time: 100% when each stack has the same share in both. Two recordings of the
@@ -15,11 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-"1 4"}
 SECS=${SECS:-10}
+RATE=${RATE:-200}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 bench_setup
-echo "strobe: $STROBE; $PY; ${SECS} s per recording at 200 Hz"
+echo "strobe: $STROBE; $PY; ${SECS} s per recording at ${RATE} Hz"
 machine_line
 agreement() {
     python3 - "$1" "$2" <<'PYEOF'
@@ -42,10 +44,10 @@ for threads in $THREADS; do
     TARGET_PID=$!
     while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
     for run in a b; do
-        "$STROBE" record --native --function --pid "$TARGET_PID" --rate 200 --duration "$SECS" \
+        "$STROBE" record --native --function --pid "$TARGET_PID" --rate "$RATE" --duration "$SECS" \
             -o "$TMP/$run.txt" >/dev/null 2>&1
     done
-    "$STROBE" record --native --blocking --function --pid "$TARGET_PID" --rate 200 \
+    "$STROBE" record --native --blocking --function --pid "$TARGET_PID" --rate "$RATE" \
         --duration "$SECS" -o "$TMP/frozen.txt" >/dev/null 2>&1
     printf '%-8s %22s %24s\n' "$threads" "$(agreement "$TMP/a.txt" "$TMP/frozen.txt")" \
         "$(agreement "$TMP/a.txt" "$TMP/b.txt")"

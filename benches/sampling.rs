@@ -744,6 +744,36 @@ fn attach_mode(pid: i32, secs: f64) {
     );
 }
 
+/// The floor of a paced sampler: a thread that waits for each deadline at `rate` the way the
+/// sampler does (timer slack 1 ns, `park_timeout` to the deadline) and does nothing else.
+/// Prints `wake rate_hz=R wakes=N cpu_us_per_wake=X`: what any sampler that sleeps between
+/// samples pays per round on this machine before it reads a byte (on the 2-vCPU test VM most of
+/// it is the kernel switching the idle CPU back to the thread).
+fn wake_floor(rate: f64, secs: f64) {
+    let _ = nix::sys::prctl::set_timerslack(1);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let cpu0 = thread_cpu();
+    let mut wakes = 0u64;
+    let mut deadline = start;
+    while start.elapsed().as_secs_f64() < secs {
+        deadline += period;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        wakes += 1;
+    }
+    let cpu = thread_cpu() - cpu0;
+    println!(
+        "wake rate_hz={rate} wakes={wakes} cpu_us_per_wake={:.2}",
+        cpu.as_secs_f64() * 1e6 / wakes.max(1) as f64
+    );
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -771,6 +801,16 @@ fn main() {
             let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
             attach_mode(pid, secs);
         }
-        Some(other) => panic!("unknown mode {other:?}: throughput, slowdown or attach PID SECONDS"),
+        Some("wake") => {
+            let rate: f64 = args
+                .get(1)
+                .and_then(|r| r.parse().ok())
+                .expect("wake RATE_HZ SECONDS");
+            let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+            wake_floor(rate, secs);
+        }
+        Some(other) => panic!(
+            "unknown mode {other:?}: throughput, slowdown, attach PID SECONDS or wake RATE SECONDS"
+        ),
     }
 }

@@ -162,6 +162,8 @@ def includes(hs: HeaderSet) -> list[str]:
     """Headers the probe includes, in an order in which they compile."""
     v = hs.minor
     out = ["Python.h"]
+    if v < (3, 0):
+        out += ["longintrepr.h"]
     if v < (3, 11):
         out += ["code.h", "frameobject.h"]
     if v == (3, 7):
@@ -407,6 +409,59 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
             else "offsetof(PyLongObject, ob_digit)",
         ),
         ("long_lv_tag", since((3, 12), "offsetof(PyLongObject, long_value.lv_tag)")),
+        # --- values of locals (`dump --locals`) ---------------------------------------------
+        # PyCodeObject: code.h (<=3.7), cpython/code.h (3.8+). `co_argcount` counts positional
+        # arguments (positional-only included, 3.8+); keyword-only ones are separate (3.0+).
+        ("code_argcount", "offsetof(PyCodeObject, co_argcount)"),
+        ("code_kwonlyargcount", since((3, 0), "offsetof(PyCodeObject, co_kwonlyargcount)")),
+        ("code_nlocals", "offsetof(PyCodeObject, co_nlocals)"),
+        ("code_flags", "offsetof(PyCodeObject, co_flags)"),
+        ("code_flag_varargs", "CO_VARARGS"),
+        ("code_flag_varkeywords", "CO_VARKEYWORDS"),
+        # <=3.10: names in three tuples; the frame's f_localsplus holds locals, cells, frees.
+        ("code_varnames", since((2, 0), "offsetof(PyCodeObject, co_varnames)", until=(3, 10))),
+        ("code_cellvars", since((2, 0), "offsetof(PyCodeObject, co_cellvars)", until=(3, 10))),
+        ("code_freevars", since((2, 0), "offsetof(PyCodeObject, co_freevars)", until=(3, 10))),
+        # 3.11+: one tuple of names and a bytes object of kinds (pycore_code.h CO_FAST_*).
+        ("code_localsplusnames", since((3, 11), "offsetof(PyCodeObject, co_localsplusnames)")),
+        ("code_localspluskinds", since((3, 11), "offsetof(PyCodeObject, co_localspluskinds)")),
+        ("code_nlocalsplus", since((3, 11), "offsetof(PyCodeObject, co_nlocalsplus)")),
+        ("co_fast_hidden", since((3, 12), "CO_FAST_HIDDEN")),
+        ("co_fast_local", since((3, 11), "CO_FAST_LOCAL")),
+        ("co_fast_cell", since((3, 11), "CO_FAST_CELL")),
+        ("co_fast_free", since((3, 11), "CO_FAST_FREE")),
+        # PyFrameObject (frameobject.h <=3.9, cpython/frameobject.h 3.10).
+        (
+            "frame_localsplus",
+            since((2, 0), "offsetof(PyFrameObject, f_localsplus)", until=(3, 10)),
+        ),
+        # cellobject.h (cpython/cellobject.h 3.11+).
+        ("cell_ob_ref", "offsetof(PyCellObject, ob_ref)"),
+        # floatobject.h (cpython/floatobject.h 3.11+).
+        ("float_ob_fval", "offsetof(PyFloatObject, ob_fval)"),
+        # tupleobject.h / listobject.h (cpython/ 3.8+).
+        ("tuple_ob_item", "offsetof(PyTupleObject, ob_item)"),
+        ("list_ob_item", "offsetof(PyListObject, ob_item)"),
+        ("list_allocated", "offsetof(PyListObject, allocated)"),
+        # setobject.h (cpython/setobject.h 3.11+); 2.7's setentry puts the hash first.
+        ("set_used", "offsetof(PySetObject, used)"),
+        ("set_mask", "offsetof(PySetObject, mask)"),
+        ("set_table", "offsetof(PySetObject, table)"),
+        ("setentry_size", "sizeof(setentry)"),
+        ("setentry_key", "offsetof(setentry, key)"),
+        ("setentry_hash", "offsetof(setentry, hash)"),
+        # object.h (cpython/object.h 3.8+).
+        ("type_name", "offsetof(PyTypeObject, tp_name)"),
+        ("tpflags_heaptype", "Py_TPFLAGS_HEAPTYPE"),
+        # longintrepr.h (cpython/longintrepr.h 3.11+): digit width.
+        ("long_digit_bits", "PyLong_SHIFT"),
+        ("long_digit_size", "sizeof(digit)"),
+        # 2.7: `long` is PyLongObject (longintrepr.h); `int` is PyIntObject (long_digit above).
+        ("long27_digit", "offsetof(PyLongObject, ob_digit)" if py2 else None),
+        # 2.7 unicodeobject.h: PyUnicodeObject {length, Py_UNICODE *str, ...}, UCS2 or UCS4.
+        ("unicode27_length", "offsetof(PyUnicodeObject, length)" if py2 else None),
+        ("unicode27_str", "offsetof(PyUnicodeObject, str)" if py2 else None),
+        ("unicode27_char_size", "sizeof(Py_UNICODE)" if py2 else None),
     ]
 
 
@@ -608,7 +663,14 @@ def probe(hs: HeaderSet) -> Probed:
 
 # --- Rust output -------------------------------------------------------------------------------
 
-U8_FIELDS = {"owner_cstack", "owner_interpreter"}
+U8_FIELDS = {
+    "owner_cstack",
+    "owner_interpreter",
+    "co_fast_hidden",
+    "co_fast_local",
+    "co_fast_cell",
+    "co_fast_free",
+}
 
 
 def layout_lines(p: Probed) -> list[str]:

@@ -360,6 +360,81 @@ pub struct Layout {
     pub long_digit: u32,
     /// `offsetof(PyLongObject, long_value.lv_tag)` (3.12+).
     pub long_lv_tag: Option<u32>,
+
+    // --- values of locals (`dump --locals`) ---------------------------------------------------
+    /// `offsetof(PyCodeObject, co_argcount)` (an `int`; positional-only included, 3.8+).
+    pub code_argcount: u32,
+    /// `offsetof(PyCodeObject, co_kwonlyargcount)` (3.0+, an `int`).
+    pub code_kwonlyargcount: Option<u32>,
+    /// `offsetof(PyCodeObject, co_nlocals)` (an `int`).
+    pub code_nlocals: u32,
+    /// `offsetof(PyCodeObject, co_flags)` (an `int`).
+    pub code_flags: u32,
+    /// `CO_VARARGS`: the code takes `*args`.
+    pub code_flag_varargs: u32,
+    /// `CO_VARKEYWORDS`: the code takes `**kwargs`.
+    pub code_flag_varkeywords: u32,
+    /// `offsetof(PyCodeObject, co_varnames)` (≤3.10, a tuple of `str`).
+    pub code_varnames: Option<u32>,
+    /// `offsetof(PyCodeObject, co_cellvars)` (≤3.10, a tuple of `str`).
+    pub code_cellvars: Option<u32>,
+    /// `offsetof(PyCodeObject, co_freevars)` (≤3.10, a tuple of `str`).
+    pub code_freevars: Option<u32>,
+    /// `offsetof(PyCodeObject, co_localsplusnames)` (3.11+, a tuple of `str`).
+    pub code_localsplusnames: Option<u32>,
+    /// `offsetof(PyCodeObject, co_localspluskinds)` (3.11+, a `bytes` of `CO_FAST_*` kinds).
+    pub code_localspluskinds: Option<u32>,
+    /// `offsetof(PyCodeObject, co_nlocalsplus)` (3.11+, an `int`).
+    pub code_nlocalsplus: Option<u32>,
+    /// `CO_FAST_HIDDEN` (3.12+): a slot of an inlined comprehension.
+    pub co_fast_hidden: Option<u8>,
+    /// `CO_FAST_LOCAL` (3.11+).
+    pub co_fast_local: Option<u8>,
+    /// `CO_FAST_CELL` (3.11+): the slot holds a cell once the frame started.
+    pub co_fast_cell: Option<u8>,
+    /// `CO_FAST_FREE` (3.11+): the slot holds a cell of the enclosing function.
+    pub co_fast_free: Option<u8>,
+    /// `offsetof(PyFrameObject, f_localsplus)` (≤3.10): locals, then cells, then frees.
+    pub frame_localsplus: Option<u32>,
+    /// `offsetof(PyCellObject, ob_ref)`.
+    pub cell_ob_ref: u32,
+    /// `offsetof(PyFloatObject, ob_fval)` (a `double`).
+    pub float_ob_fval: u32,
+    /// `offsetof(PyTupleObject, ob_item)`: the items, inline.
+    pub tuple_ob_item: u32,
+    /// `offsetof(PyListObject, ob_item)`: pointer to the items.
+    pub list_ob_item: u32,
+    /// `offsetof(PyListObject, allocated)`.
+    pub list_allocated: u32,
+    /// `offsetof(PySetObject, used)`.
+    pub set_used: u32,
+    /// `offsetof(PySetObject, mask)`.
+    pub set_mask: u32,
+    /// `offsetof(PySetObject, table)`.
+    pub set_table: u32,
+    /// `sizeof(setentry)`.
+    pub setentry_size: u32,
+    /// `offsetof(setentry, key)`.
+    pub setentry_key: u32,
+    /// `offsetof(setentry, hash)`.
+    pub setentry_hash: u32,
+    /// `offsetof(PyTypeObject, tp_name)` (a `const char *`).
+    pub type_name: u32,
+    /// `Py_TPFLAGS_HEAPTYPE`: the type was made by a `class` statement (or `type()`), so its
+    /// name says nothing about its layout.
+    pub tpflags_heaptype: u32,
+    /// `PyLong_SHIFT`: bits per digit of an arbitrary-precision int (30 on our builds).
+    pub long_digit_bits: u32,
+    /// `sizeof(digit)`.
+    pub long_digit_size: u32,
+    /// `offsetof(PyLongObject, ob_digit)` of 2.7's `long` (2.7 only).
+    pub long27_digit: Option<u32>,
+    /// `offsetof(PyUnicodeObject, length)` (2.7 only).
+    pub unicode27_length: Option<u32>,
+    /// `offsetof(PyUnicodeObject, str)` (2.7 only: pointer to the `Py_UNICODE` text).
+    pub unicode27_str: Option<u32>,
+    /// `sizeof(Py_UNICODE)` (2.7 only: 2 on UCS-2 builds, 4 on UCS-4 builds).
+    pub unicode27_char_size: Option<u32>,
 }
 
 impl Layout {

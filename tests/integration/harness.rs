@@ -255,10 +255,48 @@ impl Target {
         Target::start_as(interp, None)
     }
 
+    /// Same, able to dump core: run through `prlimit --core=unlimited` (the limit of the
+    /// target alone) with `dir` (from here; inside the sid chroot for sid interpreters) as its
+    /// working directory, where a relative `core_pattern` (the kernel's default, `core`) puts
+    /// its core. `chroot` changes to `/`, so sid targets change directory in a shell first.
+    pub fn start_dumpable(interp: &Interp, dir: &Path) -> Target {
+        let script = Script::new(interp, SCRIPT_NAME);
+        let mut cmd = target_command("prlimit");
+        cmd.arg("--core=unlimited:unlimited").arg("--");
+        match interp {
+            Interp::Host(_) => {
+                cmd.args(&script.command).current_dir(dir);
+            }
+            Interp::Sid(_) => {
+                let sid = interpreters::sid_root();
+                let inside = Path::new("/").join(dir.strip_prefix(&sid).unwrap());
+                let (chroot, rest) = script.command.split_at(2);
+                cmd.args(chroot)
+                    .args(["/bin/sh", "-c", "cd \"$0\" && exec \"$@\""])
+                    .arg(inside)
+                    .args(rest);
+            }
+        }
+        Target::spawn(cmd, script)
+    }
+
+    /// Send SIGABRT (whose default action dumps core) and wait until the target has exited,
+    /// its core written.
+    pub fn abort_and_wait(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.info.pid),
+            nix::sys::signal::Signal::SIGABRT,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        self.info.pid = 0;
+        status
+    }
+
     /// Same, optionally as another user (via `runuser`; only for host interpreters).
     pub fn start_as(interp: &Interp, user: Option<&str>) -> Target {
         let script = Script::new(interp, SCRIPT_NAME);
-        let mut cmd = match user {
+        let cmd = match user {
             Some(user) => {
                 assert!(
                     matches!(interp, Interp::Host(_)),
@@ -270,6 +308,10 @@ impl Target {
             }
             None => script.command(),
         };
+        Target::spawn(cmd, script)
+    }
+
+    fn spawn(mut cmd: Command, script: Script) -> Target {
         let mut child = cmd.spawn().expect("could not start the target");
         let stdout = child.stdout.take().unwrap();
         let stdin = child.stdin.take();

@@ -12,6 +12,8 @@ mod harness;
 
 mod blocking;
 mod container;
+mod dump_core;
+mod dump_locals;
 mod errors;
 mod native;
 mod native_record;

@@ -683,3 +683,40 @@ fn bad_input_is_refused_before_anything_starts() {
         );
     }
 }
+
+/// A launched command keeps the open-files limit it was given, while strobe raises its own
+/// soft limit to the hard one (it keeps descriptors per thread it watches).
+#[test]
+fn a_launched_command_keeps_its_open_files_limit() {
+    let python = strobe_testkit::interpreters::pyenv_version("3.12.1")
+        .require()
+        .path();
+    let dir = TempDir::new();
+    let out = dir.path().join("limits.txt");
+    let script = format!(
+        "import os, resource, time\n\
+         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]\n\
+         def strobes():\n\
+         \x20   with open('/proc/%d/limits' % os.getppid()) as f:\n\
+         \x20       return [l for l in f if l.startswith('Max open files')][0].split()[3]\n\
+         # strobe raises its limit once it has attached: wait for that (at most 20 s).\n\
+         deadline = time.time() + 20\n\
+         while strobes() != '4096' and time.time() < deadline:\n\
+         \x20   time.sleep(0.01)\n\
+         open({out:?}, 'w').write('%d %s' % (soft, strobes()))\n",
+        out = out.to_str().unwrap()
+    );
+    let status = std::process::Command::new("prlimit")
+        .arg("--nofile=512:4096")
+        .arg(strobe_bin())
+        .args(["record", "-q", "--rate", "100", "-o"])
+        .arg(dir.path().join("p.collapsed"))
+        .arg("--")
+        .arg(python)
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, "512 4096", "the command's soft limit, then strobe's");
+}

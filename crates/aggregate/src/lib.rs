@@ -29,7 +29,7 @@ pub use intern::{
     CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks, StackId, StrId,
     Tables, Thread, ThreadId, ThreadKey, MAX_ENTRIES,
 };
-pub use pipeline::{pipeline, Aggregator, AggregatorSide, Drained, SamplerSide};
+pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
 
 #[cfg(test)]
@@ -287,6 +287,52 @@ mod tests {
             .profile(Metadata::default(), ProfileOptions::default())
             .unwrap();
         assert_eq!(p.meta.dropped, dropped);
+    }
+
+    #[test]
+    fn the_doorbell_wakes_a_parked_aggregator_when_the_queue_fills_and_when_sampling_ends() {
+        use std::time::{Duration, Instant};
+        let (mut sampler, mut agg) = pipeline(64);
+        agg.wake_this_thread();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<usize>();
+        let producer = std::thread::spawn(move || {
+            // Each message: push that many samples (0: end sampling).
+            while let Ok(n) = go_rx.recv() {
+                if n == 0 {
+                    break;
+                }
+                for i in 0..n as u64 {
+                    let frames = [FrameKey::python("f", "x.py", Some(1))];
+                    sampler
+                        .record(&MAIN, &frames, SampleFlags::empty(), i, 1)
+                        .unwrap();
+                }
+            }
+            drop(sampler);
+        });
+        // Parked for a minute at a time, the aggregator must be woken long before: the
+        // queue reaching a quarter of its 64 places rings (a few samples do not), then the end.
+        let started = Instant::now();
+        go_tx.send(3).unwrap();
+        go_tx.send(20).unwrap();
+        let mut drained = 0;
+        while drained < 16 {
+            std::thread::park_timeout(Duration::from_secs(60));
+            drained += agg.drain().unwrap().samples.len();
+        }
+        go_tx.send(0).unwrap();
+        while !agg.sampler_gone() {
+            std::thread::park_timeout(Duration::from_secs(60));
+        }
+        producer.join().unwrap();
+        while !agg.finished() {
+            drained += agg.drain().unwrap().samples.len();
+        }
+        assert_eq!(drained, 23);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the aggregator slept through the doorbell"
+        );
     }
 
     #[test]

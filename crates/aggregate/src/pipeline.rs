@@ -17,14 +17,22 @@
 //!   definition after popping a batch, so a sample's ids are always defined by the time
 //!   anything looks them up.
 //!
+//! The aggregator thread sleeps between drains for as long as it likes (a quarter or half
+//! second: at ordinary rates every wake-up of any strobe thread costs more CPU than the sample
+//! itself). A [`Doorbell`] wakes it early: the sampler rings it when the queue is a quarter
+//! full, when it has news for the aggregator's thread ([`SamplerSide::ring`]) and when it
+//! ends (its side is dropped). A ring is one `unpark` at most per drain: the bell stays rung
+//! until the aggregator drains.
+//!
 //! The aggregator thread keeps a mirror of the tables (the price is holding each distinct
 //! string/frame/stack twice, a few hundred bytes per distinct stack) and the [`Counts`]; it is
 //! the one place snapshots and profiles are taken from, and the place a raw-file writer is fed
 //! from ([`Drained`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
 
@@ -40,9 +48,12 @@ pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
     let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
     let (tx, rx) = mpsc::channel();
     let dropped = Arc::new(AtomicU64::new(0));
+    let bell = Arc::new(Doorbell::default());
     (
         SamplerSide {
             interner: Interner::new(),
+            bell: Arc::clone(&bell),
+            mark: (capacity / 4).max(1),
             queue: Arc::clone(&queue),
             defs: tx,
             published: Marks::default(),
@@ -57,14 +68,50 @@ pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
             dropped,
             batch: Vec::new(),
             sampler_gone: false,
+            bell,
         },
     )
+}
+
+/// Wakes the aggregator's thread early (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    /// The thread to unpark; none until the aggregator says which ([`AggregatorSide::wake`]).
+    thread: Mutex<Option<Thread>>,
+    /// Rung since the aggregator last drained.
+    rung: AtomicBool,
+    /// The sampler's side was dropped: nothing more will be sent.
+    ended: AtomicBool,
+}
+
+impl Doorbell {
+    /// Unparks the aggregator's thread unless the bell was rung since its last drain.
+    pub fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+    }
+
+    /// Unparks the aggregator's thread, rung or not.
+    fn wake(&self) {
+        if let Some(t) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            t.unpark();
+        }
+    }
 }
 
 /// The sampler thread's end. See the module documentation.
 #[derive(Debug)]
 pub struct SamplerSide {
     interner: Interner,
+    bell: Arc<Doorbell>,
+    /// Queue length at which the bell is rung.
+    mark: usize,
     queue: Arc<ArrayQueue<Sample>>,
     defs: Sender<Def>,
     published: Marks,
@@ -89,7 +136,12 @@ impl SamplerSide {
                 .definitions_since(&mut self.published, |d| drop(tx.send(d)));
         }
         match self.queue.push(sample) {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.queue.len() >= self.mark {
+                    self.bell.ring();
+                }
+                true
+            }
             Err(_) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 false
@@ -122,6 +174,20 @@ impl SamplerSide {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Wakes the aggregator's thread (once until it drains): something it reports changed.
+    pub fn ring(&self) {
+        self.bell.ring();
+    }
+}
+
+impl Drop for SamplerSide {
+    /// The end of sampling is news the aggregator should not sleep through.
+    fn drop(&mut self) {
+        // Everything this side sent is queued already (definitions before their samples).
+        self.bell.ended.store(true, Ordering::Release);
+        self.bell.wake();
+    }
 }
 
 /// The aggregator thread's end. See the module documentation.
@@ -134,6 +200,7 @@ pub struct AggregatorSide {
     dropped: Arc<AtomicU64>,
     batch: Vec<Sample>,
     sampler_gone: bool,
+    bell: Arc<Doorbell>,
 }
 
 /// The result of [`AggregatorSide::drain`]: the samples just counted, and the tables that
@@ -150,6 +217,8 @@ impl AggregatorSide {
     /// Pops what is queued now (at most one queue's worth, so a fast sampler cannot starve the
     /// caller), applies pending definitions and counts the samples.
     pub fn drain(&mut self) -> Result<Drained<'_>, CapacityError> {
+        // Before the pops: a push after them rings again.
+        self.bell.rung.store(false, Ordering::Release);
         self.batch.clear();
         let limit = self.queue.capacity();
         while self.batch.len() < limit {
@@ -185,6 +254,26 @@ impl AggregatorSide {
     /// True once the sampler side was dropped and everything it sent has been drained.
     pub fn finished(&self) -> bool {
         self.sampler_gone && self.queue.is_empty()
+    }
+
+    /// True once the sampler side was dropped: sampling has ended, and what it sent is queued.
+    pub fn sampler_gone(&self) -> bool {
+        self.sampler_gone || self.bell.ended.load(Ordering::Acquire)
+    }
+
+    /// The calling thread is the one the sampler's [`Doorbell`] unparks: it may then sleep
+    /// between drains with `std::thread::park_timeout` as long as it likes.
+    pub fn wake_this_thread(&self) {
+        *self
+            .bell
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current());
+    }
+
+    /// The bell, for others with news for this thread (a signal handler's thread).
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        Arc::clone(&self.bell)
     }
 
     /// Also keep the time-ordered samples (for the Chrome trace format).

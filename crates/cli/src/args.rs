@@ -20,7 +20,10 @@ Examples:
   strobe dump --pid 1234                 every thread's stack, innermost frame first
   strobe dump --pid 1234 --json          the same as one JSON document
   strobe dump --pid 1234 --blocking      stop the process while reading, for an exact view
-  strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones";
+  strobe dump --pid 1234 --native        C/C++/Rust frames too, interleaved with the Python ones
+  strobe dump --pid 1234 --locals        each frame's arguments and local variables too
+  strobe dump --core core.1234           the stacks of a crashed (or gcore'd) process
+  strobe dump --core core.1234 --sysroot /srv/chroot   a core of a process that ran in a chroot";
 
 const RECORD_EXAMPLES: &str = "\
 Examples:
@@ -120,12 +123,43 @@ pub struct TargetArgs {
     pub blocking: bool,
 }
 
+/// What `strobe dump` reads: a running process, or a core file.
+#[derive(Debug, Clone, Args)]
+pub struct DumpTargetArgs {
+    /// Process id of the running Python program.
+    #[arg(
+        long,
+        short,
+        value_name = "PID",
+        value_parser = clap::value_parser!(i32).range(1..),
+        required_unless_present = "core",
+        conflicts_with_all = ["core", "executable", "sysroot"]
+    )]
+    pub pid: Option<i32>,
+    /// Stop the target (ptrace) while reading it, for a consistent view. The target is always
+    /// resumed before strobe exits.
+    #[arg(long, conflicts_with = "core")]
+    pub blocking: bool,
+    /// An ELF core file of a Python process (written by the kernel, or by gdb's gcore) to read
+    /// instead of a running process.
+    #[arg(long, value_name = "CORE")]
+    pub core: Option<PathBuf>,
+    /// With --core: the executable the process ran, when it is no longer at the path the
+    /// core names (checked against the core's build-id).
+    #[arg(long, value_name = "PATH", requires = "core")]
+    pub executable: Option<PathBuf>,
+    /// With --core: the root directory the process ran in (a chroot, a container's root
+    /// filesystem); the files the core names are looked up inside it.
+    #[arg(long, value_name = "DIR", requires = "core")]
+    pub sysroot: Option<PathBuf>,
+}
+
 /// `strobe dump`.
 #[derive(Debug, Clone, Args)]
 pub struct DumpArgs {
-    /// The target process.
+    /// The target process or core file.
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub target: DumpTargetArgs,
     /// Print one JSON document instead of text (field reference: README, "JSON output").
     #[arg(long)]
     pub json: bool,
@@ -137,6 +171,10 @@ pub struct DumpArgs {
     /// CAP_SYS_PTRACE); a running thread is stopped alone for a few microseconds
     #[arg(long)]
     pub native: bool,
+    /// Also show each Python frame's arguments and local variables (cell and free variables
+    /// too), as bounded reprs read from the target's memory without running its code
+    #[arg(long)]
+    pub locals: bool,
 }
 
 /// The output formats of `record` and `convert`.

@@ -18,7 +18,7 @@ use strobe_memory::MemError;
 use strobe_output::RawError;
 use strobe_remote::RemoteError;
 use strobe_sampler::SamplerError;
-use strobe_target::AttachError;
+use strobe_target::{AttachError, CoreError};
 use strobe_tui::data::CollectorGone;
 use strobe_tui::TuiError;
 use strobe_walker::WalkError;
@@ -336,9 +336,111 @@ fn attach_errors() -> Vec<(AttachError, &'static str)> {
             },
             detail,
         ));
+        all.push((
+            AttachError::CoreWalk {
+                core: PathBuf::from("core.7"),
+                error: error.clone(),
+                unusable: String::new(),
+            },
+            detail,
+        ));
         all.push((AttachError::Walk { pid: 7, error }, detail));
     }
+    all.extend(locate_errors().into_iter().map(|(error, d)| {
+        (
+            AttachError::CoreLocate {
+                core: PathBuf::from("core.7"),
+                error,
+            },
+            d,
+        )
+    }));
+    all.push((
+        AttachError::CoreWalk {
+            core: PathBuf::from("core.7"),
+            error: WalkError::Mem(MemError::Fault {
+                addr: 0x1000,
+                len: 8,
+            }),
+            unusable: "/lib/libx.so: No such file or directory".into(),
+        },
+        "could not be used: /lib/libx.so",
+    ));
+    all.extend(
+        core_errors()
+            .into_iter()
+            .map(|(e, d)| (AttachError::Core(e), d)),
+    );
     all
+}
+
+fn core_errors() -> Vec<(CoreError, &'static str)> {
+    let core = || PathBuf::from("core.7");
+    vec![
+        (
+            CoreError::Open {
+                path: core(),
+                error: eio(),
+            },
+            EIO_TEXT,
+        ),
+        (
+            CoreError::NotCore {
+                path: core(),
+                what: "its ELF type is 2".into(),
+            },
+            "ELF type is 2",
+        ),
+        (
+            CoreError::Architecture {
+                path: core(),
+                machine: 183,
+            },
+            "183",
+        ),
+        (
+            CoreError::Truncated {
+                path: core(),
+                size: 10,
+                needed: 20,
+                what: "notes",
+            },
+            "truncated",
+        ),
+        (CoreError::NoThreads { path: core() }, "NT_PRSTATUS"),
+        (
+            CoreError::WrongExecutable {
+                core: core(),
+                executable: PathBuf::from("/usr/bin/python3"),
+                core_path: "/usr/bin/python3.11".into(),
+                core_id: "aa".into(),
+                file_id: "bb".into(),
+            },
+            "build-id aa",
+        ),
+        (CoreError::NoExecutable { path: core() }, "--executable"),
+    ]
+}
+
+fn core_kind(e: &CoreError) -> usize {
+    match e {
+        CoreError::Open { .. } => 0,
+        CoreError::NotCore { .. } => 1,
+        CoreError::Architecture { .. } => 2,
+        CoreError::Truncated { .. } => 3,
+        CoreError::NoThreads { .. } => 4,
+        CoreError::WrongExecutable { .. } => 5,
+        CoreError::NoExecutable { .. } => 6,
+    }
+}
+
+#[test]
+fn core_errors_read_once() {
+    let all = core_errors();
+    covers(all.iter().map(|(e, _)| core_kind(e)), 7);
+    for (e, detail) in all {
+        check(e, detail);
+    }
 }
 
 fn attach_kind(e: &AttachError) -> usize {
@@ -350,13 +452,16 @@ fn attach_kind(e: &AttachError) -> usize {
         AttachError::Walk { .. } => 4,
         AttachError::PthreadCalibration { .. } => 5,
         AttachError::Signals(_) => 6,
+        AttachError::Core(_) => 7,
+        AttachError::CoreLocate { .. } => 8,
+        AttachError::CoreWalk { .. } => 9,
     }
 }
 
 #[test]
 fn attach_errors_read_once() {
     let all = attach_errors();
-    covers(all.iter().map(|(e, _)| attach_kind(e)), 7);
+    covers(all.iter().map(|(e, _)| attach_kind(e)), 10);
     for (e, detail) in all {
         check(e, detail);
     }

@@ -153,6 +153,20 @@ pub fn attach(mut child: Child, signals: &Receiver<Signal>) -> anyhow::Result<La
     }
 }
 
+/// Raise this process's soft limit on open files to its hard limit. The sampler keeps two
+/// descriptors per thread it watches (its `stat` file and a context-switch watch) and more under
+/// `--native`; a 1,024 soft limit is reached by a few hundred threads. Called once a launched
+/// command has started, so that it keeps the limits it was given. Best effort: where the limit
+/// cannot be raised, watches beyond it fall back to `/proc` reads.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 /// Under `--native`: read the target's modules and its interpreter's symbols before sampling
 /// starts (the first sample would otherwise pay for it), and say what will be missing. Native
 /// frames that cannot be had at all are said once; the Python frames still come.

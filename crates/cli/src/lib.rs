@@ -154,6 +154,16 @@ mod tests {
     }
 
     #[test]
+    fn dump_reads_a_pid_or_a_core() {
+        let parse = |a: &[&str]| args::Cli::try_parse_from([&["strobe", "dump"], a].concat());
+        assert!(parse(&["--core", "c", "--sysroot", "/r", "--executable", "/e"]).is_ok());
+        assert!(parse(&["--core", "c", "--pid", "7"]).is_err());
+        assert!(parse(&["--pid", "7", "--sysroot", "/r"]).is_err());
+        assert!(parse(&["--core", "c", "--blocking"]).is_err());
+        assert!(parse(&["--pid", "7", "--blocking"]).is_ok());
+    }
+
+    #[test]
     fn broken_pipe_is_recognised_through_context() {
         let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         let e = anyhow::Error::from(io).context("writing the dump");

@@ -52,6 +52,7 @@ pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
         }
         for frame in &thread.frames {
             writeln!(out, "{}", frame_line(frame))?;
+            write_locals(out, frame)?;
         }
         if let Some(why) = &thread.native_error {
             writeln!(out, "    (no native frames: {why})")?;
@@ -61,6 +62,30 @@ pub fn write_text<W: Write>(out: &mut W, snap: &Snapshot) -> io::Result<()> {
         }
     }
     out.flush()
+}
+
+/// A Python frame's locals (`dump --locals`), one per line under the frame:
+///
+/// ```text
+///     handle (/srv/app.py:12)
+///         request (arg) = <Request object at 0x7f3a2c1b2d30>
+///         retries (local) = 3
+///         body (local) = <unbound>
+/// ```
+fn write_locals<W: Write>(out: &mut W, frame: &FrameSnapshot) -> io::Result<()> {
+    if let Some(why) = &frame.locals_error {
+        writeln!(out, "        ({why})")?;
+    }
+    for local in frame.locals.iter().flatten() {
+        writeln!(
+            out,
+            "        {} ({}) = {}",
+            local.name,
+            local.kind.as_str(),
+            local.repr
+        )?;
+    }
+    Ok(())
 }
 
 /// One frame's line: `    function (file:line)` for Python; native and kernel frames are
@@ -257,6 +282,57 @@ mod tests {
     }
 
     #[test]
+    fn locals_are_listed_under_their_frame_in_text_and_json() {
+        use strobe_target::snapshot::{LocalKind, LocalSnapshot};
+        let mut snap = snapshot(&[0]);
+        let local = |name: &str, kind, ty: Option<&str>, repr: &str| LocalSnapshot {
+            name: name.into(),
+            kind,
+            type_name: ty.map(str::to_string),
+            repr: repr.into(),
+            truncated: false,
+            unbound: ty.is_none(),
+        };
+        snap.threads[0].frames[0].locals = Some(vec![
+            local("n", LocalKind::Arg, Some("int"), "3"),
+            local("später", LocalKind::Local, None, "<unbound>"),
+            local("seen", LocalKind::Cell, Some("set"), "{1, 2}"),
+        ]);
+        snap.threads[0].frames[1].locals_error = Some("locals are unavailable: x".into());
+        let out = text(&snap);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[3], "    grüße (/t/ü.py:7)");
+        assert_eq!(lines[4], "        n (arg) = 3");
+        assert_eq!(lines[5], "        später (local) = <unbound>");
+        assert_eq!(lines[6], "        seen (cell) = {1, 2}");
+        assert_eq!(lines[7], "    <module> (/t/ü.py)");
+        assert_eq!(lines[8], "        (locals are unavailable: x)");
+        let mut buf = Vec::new();
+        write_json(&mut buf, &snap).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let frames = &v["threads"][0]["frames"];
+        let n = &frames[0]["locals"][0];
+        assert_eq!(n["name"], "n");
+        assert_eq!(n["kind"], "arg");
+        assert_eq!(n["type"], "int");
+        assert_eq!(n["repr"], "3");
+        assert_eq!(n["truncated"], false);
+        assert_eq!(n["unbound"], false);
+        assert!(frames[0]["locals"][1]["type"].is_null());
+        assert_eq!(frames[0]["locals"][1]["unbound"], true);
+        assert_eq!(frames[0]["locals"][2]["kind"], "cell");
+        assert!(frames[1].get("locals").is_none());
+        assert_eq!(frames[1]["locals_error"], "locals are unavailable: x");
+        // Without --locals neither field appears.
+        let plain = snapshot(&[0]);
+        let mut buf = Vec::new();
+        write_json(&mut buf, &plain).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert!(v["threads"][0]["frames"][0].get("locals").is_none());
+        assert!(v["threads"][0]["frames"][0].get("locals_error").is_none());
+    }
+
+    #[test]
     fn native_frames_are_marked_in_text_and_typed_in_json() {
         let mut snap = snapshot(&[0]);
         let native = |function: &str, file: &str, line, offset| FrameSnapshot {
@@ -270,6 +346,8 @@ mod tests {
                 symbol_offset: offset,
                 inlined: false,
             }),
+            locals: None,
+            locals_error: None,
         };
         snap.threads[0].frames.insert(
             0,
@@ -279,6 +357,8 @@ mod tests {
                 line: None,
                 kind: FrameKind::Kernel,
                 native: None,
+                locals: None,
+                locals_error: None,
             },
         );
         snap.threads[0]

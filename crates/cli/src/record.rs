@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
@@ -30,10 +30,28 @@ use crate::status::{self, StatusLine};
 /// The raw file is flushed at least this often while recording (the format promises every
 /// second; a kill loses at most this much).
 const RAW_FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// How often the aggregator drains the queue when nothing else wakes it.
-const DRAIN_EVERY: Duration = Duration::from_millis(5);
+/// The longest the aggregator sleeps when nothing wakes it (the sampler's doorbell rings when
+/// the queue is a quarter full or sampling ends; a stop signal unparks it too).
+const DRAIN_EVERY: Duration = Duration::from_millis(500);
 /// How often the status line is redrawn.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// How long the aggregator may sleep at `now`: until the raw file's next flush (`last_flush`,
+/// if there is a raw file), the status line's next redraw (`last_status`, if it is drawn), and
+/// at most [`DRAIN_EVERY`]. At ordinary rates every wake-up costs more CPU than a sample, so
+/// the queue is drained seldom; the doorbell and the signal thread unpark it early.
+fn aggregator_wait(
+    now: Instant,
+    last_flush: Option<Instant>,
+    last_status: Option<Instant>,
+) -> Duration {
+    let until = |last: Option<Instant>, every: Duration| {
+        last.map_or(DRAIN_EVERY, |t| (t + every).saturating_duration_since(now))
+    };
+    DRAIN_EVERY
+        .min(until(last_flush, RAW_FLUSH_EVERY))
+        .min(until(last_status, STATUS_EVERY))
+}
 
 /// The format for `path`: `--format` if given, else by extension, else svg.
 pub(crate) fn format_for(path: &Path, arg: Option<FormatArg>) -> FormatKind {
@@ -242,6 +260,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         say!("strobe: warning: {w}");
     }
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
+    // After the launch: the command keeps the limits it was given.
+    launch::raise_open_files_limit();
     if args.native {
         launch::prepare_native(target.as_mut());
     }
@@ -266,6 +286,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     let (side, mut agg) = strobe_aggregate::pipeline(capacity);
     agg.keep_timeline(!raw && kind.wants_timeline());
+    // This thread sleeps until there is something to do (see `aggregator_wait`).
+    agg.wake_this_thread();
+    signals.unpark_this_thread_on_signal();
     let handle = strobe_sampler::start_process(pid, target, child, cfg, side)?;
     let stats = handle.stats();
     // Sample timestamps count from the sampler's start, so the profile starts there too (not
@@ -297,7 +320,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         dropped: s.dropped,
     };
     loop {
-        let finished = handle.is_finished();
+        // Once the sampler's side is gone everything it sent is queued; the thread is ending.
+        let finished = handle.is_finished() || agg.sampler_gone();
         let drained = agg.drain()?;
         if let Some(w) = raw_writer.as_mut() {
             if write_error.is_none() {
@@ -343,7 +367,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         if finished {
             break;
         }
-        match signals.receiver().recv_timeout(DRAIN_EVERY) {
+        match signals.receiver().try_recv() {
             Ok(sig) => {
                 stopped_by = Some(sig);
                 handle.stop();
@@ -353,7 +377,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(cpid), sig);
                 }
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                let flush = raw_writer.as_ref().map(|_| last_flush);
+                let status = line.active().then_some(last_status).flatten();
+                std::thread::park_timeout(aggregator_wait(Instant::now(), flush, status));
+            }
         }
     }
     line.clear();

@@ -20,6 +20,11 @@ impl StatusLine {
         }
     }
 
+    /// Whether the line is drawn at all (standard error is a terminal, and not `--quiet`).
+    pub fn active(&self) -> bool {
+        self.enabled
+    }
+
     /// Redraw with the current figures.
     pub fn draw(&mut self, s: &StatsSnapshot) {
         if !self.enabled {

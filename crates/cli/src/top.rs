@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
-use strobe_sampler::{start_process, EndReason, SamplerConfig, SamplerHandle};
+use strobe_sampler::{start_process, EndReason, IdleSwitch, SamplerConfig, SamplerHandle};
 use strobe_signals::StopSignals;
 use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
@@ -36,12 +36,17 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             args.refresh
         );
     }
+    // Idle threads are sampled while the view shows them (`i`): hidden, their stacks are not
+    // read at all, which is most of a round's read in a service whose threads mostly wait.
+    let show_idle = args.idle || args.mode == Some(ModeArg::Wall);
+    let idle_switch = IdleSwitch::new(show_idle);
     let cfg = SamplerConfig {
         rate_hz: args.rate,
         blocking: args.blocking,
-        // Everything is sampled and flagged; the view filters idle/GIL and groups by function
+        // Everything else is sampled and flagged; the view filters GIL and groups by function
         // or line as the user toggles, without restarting the sampler.
-        include_idle: true,
+        include_idle: show_idle,
+        idle_switch: Some(idle_switch.clone()),
         gil_only: false,
         by_function: false,
         names: true,
@@ -97,6 +102,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let pid = launch::root_pid(target.as_ref(), child.as_ref(), args.pid)?;
+    // After the launch: the command keeps the limits it was given.
+    launch::raise_open_files_limit();
     for w in target.iter().flat_map(|t| t.warnings()) {
         eprintln!("strobe: warning: {w}");
     }
@@ -126,7 +133,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let options = TopOptions {
         by_function: !args.lines,
         filter: SampleFilter {
-            include_idle: args.idle || args.mode == Some(ModeArg::Wall),
+            include_idle: show_idle,
             gil_only: args.gil || args.mode == Some(ModeArg::Gil),
         },
         refresh: Duration::from_secs_f64(args.refresh),
@@ -149,6 +156,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             Err(TryRecvError::Empty) => false,
             Err(TryRecvError::Disconnected) => false,
         },
+        |shown| idle_switch.set(shown),
     );
     // Whatever ended the view, a launched command is stopped as on `q`; a --pid target runs on.
     let finish = session.finish();

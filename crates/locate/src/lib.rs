@@ -12,11 +12,13 @@ mod elf;
 mod elf64;
 mod error;
 pub mod maps;
+mod offline;
 pub mod rootfs;
 pub mod version;
 
 pub use elf::analyses_reused;
 pub use error::LocateError;
+pub use offline::{locate_in, OpenMapped};
 
 use elf::ElfInfo;
 use maps::Mapping;

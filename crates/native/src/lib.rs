@@ -42,7 +42,9 @@ pub use merge::{
     is_plumbing, merge, EvalShape, KernelBoundary, MergeError, MergedFrame, NativeEnd,
     KERNEL_FRAME, TRUNCATED_FRAME,
 };
-pub use modules::{Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem, PERF_TRAMPOLINES};
+pub use modules::{
+    FileFinder, Module, ModuleId, ModuleKind, ModuleMap, ModuleProblem, PERF_TRAMPOLINES,
+};
 pub use symbolize::Symbolizer;
 pub use unwind::{UnwindEnd, Unwinder, Unwound, UnwoundFrame, DEFAULT_MAX_DEPTH};
 

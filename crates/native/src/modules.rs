@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use strobe_locate::maps::Mapping;
 use strobe_memory::{le, RemoteMemory};
@@ -162,6 +162,32 @@ impl ModuleMap {
         binaries: &mut Binaries,
     ) -> (ModuleMap, Vec<ModuleProblem>) {
         let roots = vec![procfs::root(pid), PathBuf::from("/")];
+        ModuleMap::build(maps, mem, binaries, &roots, Files::Process(pid))
+    }
+
+    /// The modules of a process that no longer runs (a core file): `maps` are its file
+    /// mappings (`exec` set where the code is), `find` gives the path from here of the file
+    /// a mapping names (already checked to be the one the process had, where that could be
+    /// checked), `root` is where its separate debug files are looked up (`--sysroot`, or `/`).
+    /// Nothing is read from `/proc`.
+    pub fn from_core_mappings<M: RemoteMemory>(
+        maps: &[Mapping],
+        mem: &M,
+        binaries: &mut Binaries,
+        root: &Path,
+        find: &FileFinder<'_>,
+    ) -> (ModuleMap, Vec<ModuleProblem>) {
+        let roots = vec![root.to_path_buf()];
+        ModuleMap::build(maps, mem, binaries, &roots, Files::Given(find))
+    }
+
+    fn build<M: RemoteMemory>(
+        maps: &[Mapping],
+        mem: &M,
+        binaries: &mut Binaries,
+        roots: &[PathBuf],
+        files_from: Files<'_>,
+    ) -> (ModuleMap, Vec<ModuleProblem>) {
         let mut modules = Vec::new();
         let mut problems = Vec::new();
         // Files: every executable mapping of a file, with the same file's offset-0 mapping,
@@ -185,7 +211,7 @@ impl ModuleMap {
             } else if m.exec {
                 match m.path.as_deref() {
                     Some("[vdso]") => {
-                        let (module, problem) = vdso_module(m, mem, binaries, &roots);
+                        let (module, problem) = vdso_module(m, mem, binaries, roots);
                         modules.push(module);
                         problems.extend(problem);
                     }
@@ -214,7 +240,7 @@ impl ModuleMap {
             };
             let avma = first.start..last.end;
             let (module, problem) =
-                file_module(pid, key.3, maps_of_file, avma, mem, binaries, &roots);
+                file_module(files_from, key.3, maps_of_file, avma, mem, binaries, roots);
             modules.push(module);
             problems.extend(problem);
         }
@@ -334,8 +360,20 @@ fn image_in_memory<M: RemoteMemory>(mem: &M, start: u64, len: u64) -> Result<Mem
     Ok(MemoryImage { bias, build_id })
 }
 
+/// Gives the path from here of the file a core names (see [`ModuleMap::from_core_mappings`]).
+pub type FileFinder<'a> = dyn Fn(&str) -> Option<PathBuf> + 'a;
+
+/// Where the files behind mappings are opened from.
+#[derive(Clone, Copy)]
+enum Files<'a> {
+    /// A live process's: through `/proc/PID/root`, as named, `/proc/PID/map_files`.
+    Process(i32),
+    /// A core's: as the caller finds them.
+    Given(&'a FileFinder<'a>),
+}
+
 fn file_module<M: RemoteMemory>(
-    pid: i32,
+    files_from: Files<'_>,
     path: &str,
     maps_of_file: &[&Mapping],
     avma: Range<u64>,
@@ -374,13 +412,22 @@ fn file_module<M: RemoteMemory>(
     let first = maps_of_file[0];
     let mut replaced = None;
     let mut last_error = None;
-    for (candidate, file) in candidates(pid, first, path) {
+    let found = match files_from {
+        Files::Process(pid) => candidates(pid, first, path),
+        Files::Given(find) => find(path)
+            .and_then(|p| File::open(&p).ok().map(|f| (p, f)))
+            .into_iter()
+            .collect(),
+    };
+    for (candidate, file) in found {
         // Without a build-id in memory, only the very file the target mapped will do.
-        if image.build_id.is_none()
-            && !same_file(&file, first)
-            && !candidate.starts_with(map_files(pid))
-        {
-            continue;
+        if let Files::Process(pid) = files_from {
+            if image.build_id.is_none()
+                && !same_file(&file, first)
+                && !candidate.starts_with(map_files(pid))
+            {
+                continue;
+            }
         }
         match binaries.load_file(&file, &candidate, image.build_id.as_deref(), roots, path) {
             Ok(b) if b.build_id() == image.build_id.as_deref() => {

@@ -7,7 +7,7 @@
 //! allowed to contain `unsafe` code: the raw `process_vm_readv` call in `process.rs`, whose
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
 //! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
-//! `ptrace_stack.rs`, the perf event and its ring buffer in `perf.rs`, and the file mapping
+//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` and `switches.rs`, and the file mapping
 //! of `map_binary.rs`.
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
@@ -26,6 +26,7 @@ mod process;
 pub mod procfs;
 mod ptrace_stack;
 mod stack;
+mod switches;
 
 pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
@@ -36,3 +37,4 @@ pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
 pub use ptrace_stack::{ThreadTracer, TracedCapture};
 pub use stack::{StackError, UserRegs};
+pub use switches::{LastSwitch, SwitchWatch};

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const PERF_TYPE_SOFTWARE: u32 = 1;
+pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 
 const PERF_SAMPLE_IP: u64 = 1 << 0;
@@ -21,12 +21,12 @@ const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
 const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 
 // Bits of the flags word at offset 40 of `perf_event_attr`.
-const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
-const ATTR_EXCLUDE_HV: u64 = 1 << 6;
+pub(crate) const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
+pub(crate) const ATTR_EXCLUDE_HV: u64 = 1 << 6;
 const ATTR_USE_CLOCKID: u64 = 1 << 25;
 
 /// `PERF_ATTR_SIZE_VER2`: the attribute up to `clockid`, all we set.
-const ATTR_SIZE: usize = 96;
+pub(crate) const ATTR_SIZE: usize = 96;
 
 // `enum perf_event_x86_regs`: the bit of each register in `sample_regs_user`. The kernel
 // writes the selected registers in bit order, so a sample holds bp, sp, ip.
@@ -41,10 +41,10 @@ const PERF_RECORD_SAMPLE: u32 = 9;
 const PERF_FLAG_FD_CLOEXEC: nix::libc::c_ulong = 8;
 
 // `struct perf_event_mmap_page`: where the ring buffer's positions are.
-const PAGE_DATA_HEAD: usize = 1024;
+pub(crate) const PAGE_DATA_HEAD: usize = 1024;
 const PAGE_DATA_TAIL: usize = 1032;
-const PAGE_DATA_OFFSET: usize = 1040;
-const PAGE_DATA_SIZE: usize = 1048;
+pub(crate) const PAGE_DATA_OFFSET: usize = 1040;
+pub(crate) const PAGE_DATA_SIZE: usize = 1048;
 
 /// The kernel bounds a sample's user stack so that the record's size fits its `u16` header
 /// field; asking for more is clamped, so we never ask for more than this.
@@ -215,7 +215,7 @@ impl PerfThread {
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         let page = page_size();
         let map_len = page * (config.ring_pages + 1);
-        let map = map_ring(&fd, map_len).map_err(|errno| PerfError::Mmap {
+        let map = map_ring(&fd, map_len, true).map_err(|errno| PerfError::Mmap {
             kib: map_len / 1024,
             errno,
         })?;
@@ -231,18 +231,11 @@ impl PerfThread {
             lost: 0,
             scratch: Vec::new(),
         };
-        // Kernels since 4.1 say where the data is; older ones put it right after the page.
-        let (offset, size) = (
-            thread.control(PAGE_DATA_OFFSET).load(Ordering::Relaxed),
-            thread.control(PAGE_DATA_SIZE).load(Ordering::Relaxed),
-        );
-        if size != 0 {
-            let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            };
-            if offset.checked_add(size).is_none_or(|end| end > map_len) || !size.is_power_of_two() {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            }
+        if let Some((offset, size)) = data_area(
+            thread.control(PAGE_DATA_OFFSET),
+            thread.control(PAGE_DATA_SIZE),
+            map_len,
+        )? {
             thread.data_offset = offset;
             thread.data_size = size;
         }
@@ -426,6 +419,31 @@ impl Drop for PerfThread {
     }
 }
 
+/// Where the ring's data area is, from the control page's `data_offset` and `data_size`:
+/// `None` on kernels before 4.1, which leave them 0 and put the data right after the page.
+/// Checked to lie inside the `map_len` bytes mapped, 8-aligned, and a power of two long.
+pub(crate) fn data_area(
+    offset: &AtomicU64,
+    size: &AtomicU64,
+    map_len: usize,
+) -> Result<Option<(usize, usize)>, PerfError> {
+    let (offset, size) = (offset.load(Ordering::Relaxed), size.load(Ordering::Relaxed));
+    if size == 0 {
+        return Ok(None);
+    }
+    let impossible = PerfError::Config("the kernel reported an impossible ring");
+    let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
+        return Err(impossible);
+    };
+    if offset.checked_add(size).is_none_or(|end| end > map_len)
+        || !size.is_power_of_two()
+        || !offset.is_multiple_of(8)
+    {
+        return Err(impossible);
+    }
+    Ok(Some((offset, size)))
+}
+
 /// `perf_event_attr` for a `cpu-clock` event sampling registers and stack, as bytes.
 fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
     let mut a = [0u8; ATTR_SIZE];
@@ -456,7 +474,7 @@ fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
 
 /// The raw system call: on thread `tid`, any CPU, no group.
 #[allow(unsafe_code)]
-fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedFd, Errno> {
+pub(crate) fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: `attr` is a valid, initialised buffer of ATTR_SIZE bytes whose size field says
     // ATTR_SIZE, so the kernel reads only inside it; the other arguments are integers.
     let fd = unsafe {
@@ -477,16 +495,22 @@ fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Map the event's control page and ring, shared and writable (we write `data_tail`).
+/// Map the event's control page and ring, shared; writable when we write `data_tail`, else
+/// read-only, which makes the ring one the kernel overwrites (the newest records are kept).
 #[allow(unsafe_code)]
-fn map_ring(fd: &OwnedFd, len: usize) -> Result<*mut u8, Errno> {
+pub(crate) fn map_ring(fd: &OwnedFd, len: usize, writable: bool) -> Result<*mut u8, Errno> {
+    let prot = if writable {
+        nix::libc::PROT_READ | nix::libc::PROT_WRITE
+    } else {
+        nix::libc::PROT_READ
+    };
     // SAFETY: a fresh shared mapping of the perf fd at a kernel-chosen address: it overlaps
     // nothing of ours, and the pointer is only used within `len` (see `span`, `control`).
     let p = unsafe {
         nix::libc::mmap(
             std::ptr::null_mut(),
             len,
-            nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+            prot,
             nix::libc::MAP_SHARED,
             fd.as_raw_fd(),
             0,
@@ -498,7 +522,7 @@ fn map_ring(fd: &OwnedFd, len: usize) -> Result<*mut u8, Errno> {
     Ok(p.cast())
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -506,7 +530,7 @@ fn page_size() -> usize {
         .unwrap_or(4096)
 }
 
-fn open_error(pid: i32, tid: i32, errno: Errno) -> PerfError {
+pub(crate) fn open_error(pid: i32, tid: i32, errno: Errno) -> PerfError {
     match errno {
         Errno::EACCES | Errno::EPERM => PerfError::Refused {
             pid,

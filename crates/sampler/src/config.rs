@@ -1,5 +1,7 @@
 //! What to sample and how often: [`SamplerConfig`] and the accepted rates.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::SamplerError;
@@ -21,6 +23,9 @@ pub struct SamplerConfig {
     /// [`strobe_aggregate::SampleFlags::IDLE`] either way). A thread holding the GIL is taken
     /// as running without asking the kernel (CPython releases the GIL around blocking calls).
     pub include_idle: bool,
+    /// When set, decides [`SamplerConfig::include_idle`] live, round by round (strobe top's
+    /// `i` key): while it is off, idle samples are dropped and idle threads' stacks not read.
+    pub idle_switch: Option<IdleSwitch>,
     /// Keep only the thread holding the GIL (ignored on free-threaded builds, which have none).
     pub gil_only: bool,
     /// Keep only these kernel thread ids (the target's or ours; empty: all threads).
@@ -52,6 +57,7 @@ impl Default for SamplerConfig {
             rate_hz: 100.0,
             blocking: false,
             include_idle: false,
+            idle_switch: None,
             gil_only: false,
             tids: Vec::new(),
             thread_names: Vec::new(),
@@ -65,7 +71,43 @@ impl Default for SamplerConfig {
     }
 }
 
+/// A live on/off switch shared between a sampler and its user (see
+/// [`SamplerConfig::idle_switch`]). Clones share the switch; two switches are equal when they
+/// are the same switch.
+#[derive(Debug, Clone, Default)]
+pub struct IdleSwitch(Arc<AtomicBool>);
+
+impl IdleSwitch {
+    /// A switch, on or off.
+    pub fn new(on: bool) -> IdleSwitch {
+        IdleSwitch(Arc::new(AtomicBool::new(on)))
+    }
+
+    /// Turn it on or off; the sampler's next round follows.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether it is on.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl PartialEq for IdleSwitch {
+    fn eq(&self, other: &IdleSwitch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl SamplerConfig {
+    /// Whether idle samples are kept this round: the switch if there is one.
+    pub(crate) fn include_idle_now(&self) -> bool {
+        self.idle_switch
+            .as_ref()
+            .map_or(self.include_idle, IdleSwitch::get)
+    }
+
     /// Check the values a user can get wrong; the message says what is accepted.
     pub fn validate(&self) -> Result<(), SamplerError> {
         if !(self.rate_hz.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&self.rate_hz)) {

@@ -53,6 +53,9 @@ pub(crate) struct ThreadMemo {
     pub(crate) name: Option<Arc<str>>,
     /// See `name`.
     pub(crate) names_gen: u64,
+    /// Our kernel id of the thread, as last seen: whose run state decides, before the next
+    /// round's read, whether its frames are wanted.
+    pub(crate) host: Option<u32>,
 }
 
 impl ThreadMemo {
@@ -323,6 +326,7 @@ mod tests {
             frames: 0..0,
             truncated: false,
             unchanged,
+            walked: true,
         }
     }
 

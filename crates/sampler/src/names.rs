@@ -144,8 +144,7 @@ impl PthreadTids {
         // been reused by a new thread. Checked as often as new threads are looked up.
         if !self.tids.is_empty() {
             self.at = Some(now_ns);
-            self.tids
-                .retain(|_, host| kernel.read_state(*host).is_some());
+            self.tids.retain(|_, host| kernel.alive(*host));
         }
         let unknown = pthreads_to_look_up(stacks, &self.tids);
         if unknown.is_empty() {
@@ -191,6 +190,7 @@ mod tests {
             frames: 0..0,
             truncated: false,
             unchanged: 0,
+            walked: true,
         }
     }
 

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 
 use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
 use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
-use strobe_remote::{Freeze, ProcessMemory};
+use strobe_remote::Freeze;
+use strobe_target::TargetMemory;
 use strobe_target::{NativeStack, Target};
 use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 
@@ -173,7 +174,7 @@ fn intern_merged(
     ids: &mut Vec<FrameId>,
     side: &mut SamplerSide,
     cache: &mut FrameCache,
-    walker: &mut Walker<ProcessMemory>,
+    walker: &mut Walker<TargetMemory>,
     stack: NativeStack<'_>,
     python: &[RawFrame],
     which: NativeTarget<'_>,

@@ -17,7 +17,7 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 /// How often the target's CPUs are looked at (ns).
-pub(crate) const PLACE_EVERY_NS: u64 = 10_000_000;
+pub(crate) const PLACE_EVERY_NS: u64 = 100_000_000;
 /// Running target threads whose CPU is looked at, at most.
 pub(crate) const MAX_PLACED: usize = 8;
 

@@ -175,6 +175,8 @@ impl Processes {
                         command,
                         error: Some(error),
                     });
+                    // News for the aggregator's thread, which prints it.
+                    side.ring();
                     continue;
                 }
             };
@@ -238,6 +240,7 @@ impl Processes {
                                 command: command.clone(),
                                 error: None,
                             });
+                            side.ring();
                         }
                     }
                 }

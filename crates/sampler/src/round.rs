@@ -13,11 +13,19 @@
 //! Python code or C code called from it. The exceptions are C extensions that block while
 //! holding the GIL; they stop every other Python thread too, and are shown as running, which
 //! is where the time goes. Free-threaded builds have no GIL: every thread's state is read.
-//! Other threads are read one `pread` each, only when their idle state decides something:
+//! Other threads' states come from the kernel (a memory read each once a thread is watched,
+//! see [`crate::threads`]), only when their idle state decides something:
 //! not for threads already filtered out (`--tids`, `--threads`, `--gil`), and not for
 //! tasks that are not Python threads. Under `--blocking` every known thread's state is read
 //! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
 //! holder is not known yet), as the freeze itself touches every thread anyway.
+//!
+//! When idle samples are dropped (no `--idle`, no raw recording, neither `--native` nor
+//! `--blocking`), the states are looked up *before* the read, and the stacks of idle threads
+//! that do not hold the GIL are not copied at all ([`Walker::sample_wanted_into`]): at
+//! ordinary rates most threads of a service sleep, and their stacks were most of the read.
+//!
+//! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
 use strobe_aggregate::{Sample, SampleFlags, SamplerSide};
 use strobe_remote::Freeze;
@@ -103,6 +111,19 @@ pub(crate) fn round(
             }
         }
         walked
+    } else if skips_idle_frames(cfg, st) {
+        st.test_panic();
+        // Idle threads are dropped: not copying their stacks makes the read smaller. Their
+        // state comes from the kernel's switch records (see `threads`), so asking costs a
+        // memory read each; a thread not seen before is always read.
+        let ProcessView { memos, kernel, .. } = &mut *st;
+        let mut wanted = |tstate: u64| match memos.get(&tstate).and_then(|m| m.host) {
+            Some(host) => kernel.read_state(host).is_none_or(|s| s == 'R'),
+            None => true,
+        };
+        target
+            .walker_mut()
+            .sample_wanted_into(&mut raw, &mut wanted)
     } else {
         st.test_panic();
         target.walker_mut().sample_into(&mut raw)
@@ -116,6 +137,13 @@ pub(crate) fn round(
         st.warnings.extend(target.take_native_warnings());
     }
     result
+}
+
+/// Whether this round reads only the frames of threads not known to be idle (plus the GIL
+/// holder's): when idle samples are dropped anyway, and no native stack or freeze needs every
+/// thread's frames.
+fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
+    !cfg.include_idle_now() && !cfg.blocking && st.native.mode != NativeMode::On
 }
 
 /// When a round's samples were taken, and the wall time each stands for.
@@ -174,11 +202,13 @@ fn record_threads(
 
     let mut recorded = 0;
     st.running.clear();
+    let include_idle = cfg.include_idle_now();
     for t in stacks {
         let host = st.host_tid(t);
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
         };
+        memo.host = host;
         let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
         if !cfg.tids.is_empty()
             && !cfg
@@ -205,6 +235,32 @@ fn record_threads(
         if cfg.gil_only && !holds_gil {
             continue;
         }
+        if !t.walked {
+            // Idle before the read (see `skips_idle_frames`), and without the GIL. Under a
+            // live switch (top) the thread is still counted, idle and with no frames, so that
+            // the view's idle share and thread list stay whole while idle stacks are hidden.
+            if cfg.idle_switch.is_some() {
+                let bare: &[_] = match &st.root_frame {
+                    Some(root) => std::slice::from_ref(root),
+                    None => &[],
+                };
+                let stack = side
+                    .interner()
+                    .intern_stack(bare)
+                    .map_err(|e| RoundError::Fatal(e.into()))?;
+                let os_tid = host.or(inner).map_or(t.thread_id, u64::from);
+                let thread = thread_of(memo, side, os_tid, t.interp_id)?;
+                side.push(Sample {
+                    stack,
+                    thread,
+                    flags: SampleFlags::empty().with(SampleFlags::IDLE),
+                    timestamp_ns: now_ns,
+                    weight_ns,
+                });
+                recorded += 1;
+            }
+            continue;
+        }
         let frames = raw.frames_of(t);
         if frames.is_empty() {
             continue;
@@ -219,7 +275,7 @@ fn record_threads(
         if let (false, Some(h)) = (idle, host) {
             st.running.push(h);
         }
-        if idle && !cfg.include_idle {
+        if idle && !include_idle {
             continue;
         }
         let mut flags = SampleFlags::empty();
@@ -335,6 +391,7 @@ mod tests {
             frames: 0..0,
             truncated: false,
             unchanged: 0,
+            walked: true,
         }
     }
 

@@ -1,10 +1,15 @@
 //! The kernel's view of the target's threads, read only where a sample needs it.
 //!
-//! Whether a thread is idle comes from its scheduler state in `/proc/PID/task/TID/stat`.
-//! Opening that file per read would cost more than the stack walk, so files stay open and a
-//! read is one `pread`. Even that (~1 µs) is paid only for threads whose idle state a sample
-//! needs: the sampler does not read threads that hold the GIL (they run Python; see the
-//! sampler's module documentation) nor tasks that are not Python threads.
+//! Whether a thread is idle comes from its scheduler state. The first time a thread's state is
+//! needed it is read from `/proc/PID/task/TID/stat` (kept open), and a [`SwitchWatch`] is set
+//! on the thread: from then on the kernel records each context switch of the thread in memory
+//! we map, and a state costs one memory read instead of a `pread` (~1.3 µs, more than the
+//! stack walk at ordinary rates). Where perf events are refused (an unprivileged user with a
+//! strict `perf_event_paranoid`, a seccomp profile, a file-descriptor limit, more than
+//! [`MAX_WATCHES`] threads), or a watch cannot tell, the `pread` is the answer. Either way
+//! a state is looked up only for threads whose idle state a sample needs: the sampler does not
+//! read threads that hold the GIL (they run Python; see the sampler's module documentation)
+//! nor tasks that are not Python threads.
 //!
 //! The task list (and the map between our thread ids and the target's, which differ inside a
 //! PID namespace) is re-read only when a walk names a thread we do not know, at most every
@@ -18,20 +23,45 @@ use std::time::{Duration, Instant};
 
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
-use strobe_remote::RemoteError;
+use strobe_remote::{RemoteError, SwitchWatch};
 
 /// Least time between two scans of `/proc/PID/task`.
 const RESCAN_EVERY: Duration = Duration::from_millis(50);
 /// Thread ids remembered as having no readable stat file (between scans); beyond this the set
 /// is emptied, so that bogus ids cannot grow it.
 const MAX_MISSING: usize = 4096;
+/// Threads watched through perf events (one descriptor and two pages each); further threads
+/// are read through `/proc`.
+pub(crate) const MAX_WATCHES: usize = 512;
 
+/// One thread's open files.
+#[derive(Debug)]
+struct Task {
+    stat: File,
+    watch: Watch,
+}
+
+/// A thread's switch watch, and the state read when it was set.
+#[derive(Debug)]
+enum Watch {
+    /// Not tried yet (the thread's state was never needed).
+    Untried,
+    /// Not available for this thread: `/proc` it is.
+    Off,
+    /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch.
+    On { watch: SwitchWatch, opened: char },
+}
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct KernelThreads {
     pid: i32,
-    /// Open `stat` files by our (host) thread id.
-    tasks: HashMap<u32, File, FxBuild>,
+    /// Open `stat` files and switch watches by our (host) thread id.
+    tasks: HashMap<u32, Task, FxBuild>,
+    /// Whether switch watches are tried (false once the kernel refused one for a reason
+    /// that holds for every thread).
+    watching: bool,
+    /// Switch watches set.
+    watches: usize,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
     /// or the id is not one of the target's): not retried on every read.
     missing: HashSet<u32, FxBuild>,
@@ -42,8 +72,10 @@ pub(crate) struct KernelThreads {
     /// States of every known thread read by [`KernelThreads::read_all`] (before a freeze).
     before: HashMap<u32, char, FxBuild>,
     last_scan: Option<Instant>,
-    /// `/proc` reads done (for tests: which decisions needed none).
+    /// State lookups done, either way (for tests: which decisions needed none).
     reads: u64,
+    /// Of those, `pread`s of a `stat` file.
+    preads: u64,
     buf: Vec<u8>,
 }
 
@@ -52,12 +84,15 @@ impl KernelThreads {
         KernelThreads {
             pid,
             tasks: HashMap::default(),
+            watching: true,
+            watches: 0,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
             before: HashMap::default(),
             last_scan: None,
             reads: 0,
+            preads: 0,
             buf: vec![0; 1024],
         }
     }
@@ -69,7 +104,14 @@ impl KernelThreads {
         }
         self.last_scan = Some(Instant::now());
         let tids = procfs::tasks(self.pid)?;
-        self.tasks.retain(|tid, _| tids.contains(tid));
+        let watches = &mut self.watches;
+        self.tasks.retain(|tid, task| {
+            let keep = tids.contains(tid);
+            if !keep && matches!(task.watch, Watch::On { .. }) {
+                *watches -= 1;
+            }
+            keep
+        });
         self.missing.clear();
         for tid in tids {
             if !self.tasks.contains_key(&tid) {
@@ -98,7 +140,8 @@ impl KernelThreads {
         // A thread that exited between the listing and the open is simply not there.
         match File::open(path) {
             Ok(stat) => {
-                self.tasks.insert(host, stat);
+                let watch = Watch::Untried;
+                self.tasks.insert(host, Task { stat, watch });
                 true
             }
             Err(_) => {
@@ -114,7 +157,56 @@ impl KernelThreads {
     /// The scheduler state letter of our thread `host`, read now; `None` if the thread is not
     /// (or no longer) there. A thread found to have exited is forgotten.
     pub(crate) fn read_state(&mut self, host: u32) -> Option<char> {
+        if !self.tasks.contains_key(&host) && !self.open(host) {
+            return None;
+        }
+        let task = self.tasks.get(&host)?;
+        match &task.watch {
+            Watch::On { watch, opened } => {
+                // `None`: the kernel kept writing while we read; `/proc` answers.
+                if let Some(last) = watch.last() {
+                    self.reads += 1;
+                    return Some(match last.running() {
+                        Some(true) => 'R',
+                        // Not running: which of sleeping, waiting or stopped is not recorded.
+                        Some(false) => 'S',
+                        None => *opened,
+                    });
+                }
+            }
+            Watch::Off => {}
+            Watch::Untried => {
+                if self.watching && self.watches < MAX_WATCHES {
+                    return self.start_watch(host);
+                }
+            }
+        }
         self.read_stat(host).map(|s| s.state)
+    }
+
+    /// Set a switch watch on our thread `host` and read its state from `/proc` (after the
+    /// watch is set, so no switch falls between the two).
+    fn start_watch(&mut self, host: u32) -> Option<char> {
+        let opened = SwitchWatch::open(self.pid, i32::try_from(host).ok()?);
+        let state = self.read_stat(host).map(|s| s.state);
+        let task = self.tasks.get_mut(&host)?;
+        task.watch = match (opened, state) {
+            (Ok(watch), Some(opened)) => {
+                self.watches += 1;
+                Watch::On { watch, opened }
+            }
+            (Ok(_), None) => Watch::Off,
+            (Err(e), _) => {
+                // Refused for a reason that holds for every thread (permissions, no perf
+                // events, no descriptors or locked memory left): stop trying.
+                use strobe_remote::PerfError;
+                if !matches!(e, PerfError::ThreadGone { .. }) {
+                    self.watching = false;
+                }
+                Watch::Off
+            }
+        };
+        state
     }
 
     /// The `stat` line of our thread `host`, read now (see [`KernelThreads::read_state`]).
@@ -122,17 +214,30 @@ impl KernelThreads {
         if !self.tasks.contains_key(&host) && !self.open(host) {
             return None;
         }
-        let file = self.tasks.get(&host)?;
+        let file = &self.tasks.get(&host)?.stat;
         self.reads += 1;
+        self.preads += 1;
         match file.read_at(&mut self.buf, 0) {
             Ok(n) => std::str::from_utf8(self.buf.get(..n).unwrap_or(&[]))
                 .ok()
                 .and_then(ProcStat::parse),
             Err(_) => {
-                self.tasks.remove(&host);
+                if let Some(Task {
+                    watch: Watch::On { .. },
+                    ..
+                }) = self.tasks.remove(&host)
+                {
+                    self.watches -= 1;
+                }
                 None
             }
         }
+    }
+
+    /// Whether our thread `host` still exists, asked of `/proc` (a switch watch cannot tell:
+    /// the last record of a thread that exited stays).
+    pub(crate) fn alive(&mut self, host: u32) -> bool {
+        self.read_stat(host).is_some()
     }
 
     /// The CPU our thread `host` last ran on, read now; `None` if the thread is not (or no
@@ -149,9 +254,12 @@ impl KernelThreads {
         let buf = &mut self.buf;
         let before = &mut self.before;
         let reads = &mut self.reads;
-        self.tasks.retain(|&host, file| {
+        let preads = &mut self.preads;
+        let watches = &mut self.watches;
+        self.tasks.retain(|&host, task| {
             *reads += 1;
-            match file.read_at(buf, 0) {
+            *preads += 1;
+            match task.stat.read_at(buf, 0) {
                 Ok(n) => {
                     let state = std::str::from_utf8(buf.get(..n).unwrap_or(&[]))
                         .ok()
@@ -162,7 +270,12 @@ impl KernelThreads {
                     }
                     true
                 }
-                Err(_) => false,
+                Err(_) => {
+                    if matches!(task.watch, Watch::On { .. }) {
+                        *watches -= 1;
+                    }
+                    false
+                }
             }
         });
     }
@@ -172,10 +285,16 @@ impl KernelThreads {
         self.before.get(&host).copied()
     }
 
-    /// `/proc` state reads done so far.
+    /// State lookups done so far, through `/proc` or a switch watch.
     #[cfg(test)]
     pub(crate) fn reads(&self) -> u64 {
         self.reads
+    }
+
+    /// Of those, `/proc` reads.
+    #[cfg(test)]
+    pub(crate) fn preads(&self) -> u64 {
+        self.preads
     }
 
     /// Our id of the thread the target calls `inner`, if known.
@@ -229,5 +348,64 @@ mod tests {
         // An id that is no thread of ours is refused without error, and remembered.
         assert_eq!(k.read_state(u32::MAX), None);
         assert!(k.missing.contains(&u32::MAX));
+    }
+
+    #[test]
+    fn states_after_the_first_come_from_the_switch_watch() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let pid = std::process::id() as i32;
+        let mut k = KernelThreads::new(pid);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let spin = Arc::new(AtomicBool::new(true));
+        let spinning = Arc::clone(&spin);
+        let t = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+            while spinning.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            let _ = end_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The first lookup reads /proc (and sets the watch); wait until it says asleep.
+        while k.read_state(tid) != Some('S') {
+            std::thread::yield_now();
+        }
+        let preads = k.preads();
+        assert!(preads >= 1);
+        if k.watches == 0 {
+            // Perf events refused here: every lookup is a /proc read, which is the fallback.
+            assert!(!k.watching);
+            return;
+        }
+        assert_eq!(k.read_state(tid), Some('S'));
+        go_tx.send(()).unwrap();
+        // Running (or preempted: runnable) once it spins, and asleep again after: all from
+        // the watch, with no further /proc read.
+        while k.read_state(tid) != Some('R') {
+            std::thread::yield_now();
+        }
+        spin.store(false, Ordering::Relaxed);
+        while k.read_state(tid) != Some('S') {
+            std::thread::yield_now();
+        }
+        assert_eq!(k.preads(), preads);
+        assert!(k.alive(tid));
+        drop(end_tx);
+        t.join().unwrap();
+        // Gone (once the kernel has reaped it, which may follow the join by a moment): the
+        // watch would keep its last record; `/proc` knows.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while k.alive(tid) {
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} still alive after its join"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(k.read_state(tid), None);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use strobe_testkit::{Interpreter, Ready};
 
 use strobe_aggregate::SampleFlags;
-use strobe_sampler::{start, SamplerConfig};
+use strobe_sampler::{start, IdleSwitch, SamplerConfig};
 use strobe_target::Target;
 
 /// The target. It prints READY once the waiter thread is blocked in its `read` system call
@@ -134,5 +134,69 @@ fn check(interp: &Interpreter) {
 strobe_testkit::per_interpreter! {
     fn idle_threads(interp) for [pyenv_2_7, pyenv_3_10, pyenv_3_12, pyenv_3_13] {
         check(interp);
+    }
+}
+
+/// Per recorded sample under a live idle switch: (innermost function, or `None` for a sample
+/// with no frames, flags).
+fn record_switched(pid: i32, on: bool) -> Vec<(Option<String>, SampleFlags)> {
+    let target = Target::attach(pid).unwrap();
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
+    let cfg = SamplerConfig {
+        rate_hz: 1000.0,
+        idle_switch: Some(IdleSwitch::new(on)),
+        duration: Some(Duration::from_millis(300)),
+        ..SamplerConfig::default()
+    };
+    start(target, None, cfg, side).unwrap().join().unwrap();
+    let mut out = Vec::new();
+    while !agg.finished() {
+        let d = agg.drain().unwrap();
+        for s in d.samples {
+            let leaf = d.tables.stack(s.stack).last().map(|&leaf| {
+                let f = d.tables.frame(leaf).unwrap();
+                d.tables.str(f.function).to_string()
+            });
+            out.push((leaf, s.flags));
+        }
+    }
+    out
+}
+
+/// `strobe top`'s switch: off, the blocked thread is counted idle with no frames (its stack is
+/// not read); on, it is sampled with its stack, as `include_idle` does.
+fn check_switch(interp: &Interpreter) {
+    let version = interp.name;
+    let victim = launch(interp);
+    let pid = victim.pid();
+    let off = record_switched(pid, false);
+    let busy = off
+        .iter()
+        .filter(|(f, _)| f.as_deref() == Some("busy"))
+        .count();
+    let bare: Vec<_> = off.iter().filter(|(f, _)| f.is_none()).collect();
+    assert!(busy > 0, "{version}: {off:?}");
+    assert!(
+        !bare.is_empty(),
+        "{version}: the idle thread was not counted: {off:?}"
+    );
+    assert_eq!(busy + bare.len(), off.len(), "{version}: {off:?}");
+    assert!(
+        bare.iter().all(|(_, flags)| flags.idle()),
+        "{version}: {bare:?}"
+    );
+    let on = record_switched(pid, true);
+    let waiter: Vec<_> = on
+        .iter()
+        .filter(|(f, _)| f.as_deref() == Some("wait_here"))
+        .collect();
+    assert!(!waiter.is_empty(), "{version}: {on:?}");
+    assert!(waiter.iter().all(|(_, flags)| flags.idle()), "{version}");
+    assert!(on.iter().all(|(f, _)| f.is_some()), "{version}: {on:?}");
+}
+
+strobe_testkit::per_interpreter! {
+    fn idle_switch(interp) for [pyenv_2_7, pyenv_3_12, pyenv_3_13] {
+        check_switch(interp);
     }
 }

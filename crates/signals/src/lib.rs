@@ -15,6 +15,8 @@
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::Thread;
 
 /// The signals that end a recording: Ctrl-C, `kill`, and the terminal going away.
 pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -35,6 +37,7 @@ pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::
 #[derive(Debug)]
 pub struct StopSignals {
     rx: Receiver<Signal>,
+    wake: Arc<Mutex<Option<Thread>>>,
 }
 
 impl StopSignals {
@@ -46,6 +49,8 @@ impl StopSignals {
         }
         set.thread_block()?;
         let (tx, rx) = mpsc::channel();
+        let wake: Arc<Mutex<Option<Thread>>> = Arc::default();
+        let waker = Arc::clone(&wake);
         std::thread::Builder::new()
             .name("strobe-signals".into())
             .spawn(move || {
@@ -58,10 +63,23 @@ impl StopSignals {
                     }
                     // The receiver may be gone while strobe finishes; nothing to tell then.
                     let _ = tx.send(sig);
+                    if let Some(t) = waker
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                    {
+                        t.unpark();
+                    }
                 }
             })
             .map_err(|_| nix::Error::EAGAIN)?;
-        Ok(StopSignals { rx })
+        Ok(StopSignals { rx, wake })
+    }
+
+    /// After a signal is sent to [`StopSignals::receiver`], the calling thread is unparked, so
+    /// that it can wait with `std::thread::park_timeout` for a signal or other news at once.
+    pub fn unpark_this_thread_on_signal(&self) {
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current());
     }
 
     /// Where the first signal arrives.

@@ -7,21 +7,36 @@
 //! prefers the target's own `_Py_DebugOffsets` on 3.13+) and builds a walker. Each
 //! [`Target::snapshot`] then reads thread states from `/proc`, walks every thread's stack,
 //! and adds names and kernel thread ids.
+//!
+//! [`Target::open_core`] does the same for a core file (`strobe_corefile::Core`): the walker
+//! reads the core through the same [`strobe_memory::RemoteMemory`] trait ([`TargetMemory`]),
+//! the threads come from the core's notes, and nothing is read from `/proc`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod memory;
 mod native;
 pub mod snapshot;
 
+pub use memory::TargetMemory;
+pub use strobe_corefile::{CoreError, CoreOptions};
+
 pub use native::NativeStack;
 use native::NativeState;
-use snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
+use snapshot::{
+    FrameKind, FrameSnapshot, LocalKind, LocalSnapshot, PythonInfo, Snapshot, ThreadSnapshot,
+    ThreadState,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strobe_corefile::Core;
 use strobe_locate::{LocateError, PythonProcess};
 use strobe_memory::MemError;
 use strobe_remote::{procfs, Freeze, ProcessMemory, RemoteError};
 use strobe_signals::DeferSignals;
+use strobe_walker::locals::LocalsReader;
 use strobe_walker::walk::{Roots, ThreadStack, Walker};
 use strobe_walker::{RawSample, WalkError};
 
@@ -71,6 +86,33 @@ pub enum AttachError {
         /// How many thread idents were given.
         threads: usize,
     },
+    /// The core file cannot be read.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The interpreter could not be found in a core file.
+    #[error("core file {}: {error}", core.display())]
+    CoreLocate {
+        /// The core file.
+        core: PathBuf,
+        /// What went wrong (part of the message, so not also the `source()`).
+        error: LocateError,
+    },
+    /// The interpreter's layout or stacks could not be read from a core file.
+    #[error(
+        "core file {}: {error}{}{}",
+        core.display(),
+        missing_memory_hint(error),
+        unusable_files(unusable)
+    )]
+    CoreWalk {
+        /// The core file.
+        core: PathBuf,
+        /// What went wrong (part of the message, so not also the `source()`).
+        error: WalkError,
+        /// When a read fell outside the core: the files it names that could not be used
+        /// (missing, or another build), one line each joined by `; `; else empty.
+        unusable: String,
+    },
     /// Signals could not be held off around `--blocking`.
     #[error("could not block signals while the target is frozen: {0}")]
     Signals(nix::Error),
@@ -87,13 +129,18 @@ pub struct SnapshotOptions {
     /// the same instant (a sleeping thread is not stopped; a running one is stopped alone,
     /// briefly). Done after a `blocking` read, which it then replaces thread by thread.
     pub native: bool,
+    /// Add each Python frame's arguments and local variables (`FrameSnapshot::locals`), read
+    /// right after the stacks (during the freeze with `blocking`).
+    pub locals: bool,
 }
 
 /// An attached target process.
 #[derive(Debug)]
 pub struct Target {
     process: PythonProcess,
-    walker: Walker<ProcessMemory>,
+    walker: Walker<TargetMemory>,
+    /// The core file, when the target is one (else a live process).
+    core: Option<Arc<Core>>,
     warnings: Vec<String>,
     from_debug_offsets: bool,
     executable: Option<String>,
@@ -119,13 +166,131 @@ impl Target {
         let mut warnings = process.notes.clone();
         warnings.extend(resolved.warnings);
         Ok(Target {
-            walker: Walker::new(mem, resolved.layout, roots),
+            walker: Walker::new(TargetMemory::Process(mem), resolved.layout, roots),
+            core: None,
             warnings,
             from_debug_offsets: resolved.from_debug_offsets,
             executable,
             process,
             native: None,
         })
+    }
+
+    /// Open the core file at `path`, find its interpreter and prepare to walk it. The files
+    /// the core names are found as `opts` says (`--executable`, `--sysroot`).
+    pub fn open_core(path: &Path, opts: CoreOptions<'_>) -> Result<Target, AttachError> {
+        let core = Arc::new(Core::open(path, opts)?);
+        let pid = i32::try_from(core.pid()).unwrap_or(0);
+        // The core's file mappings, as `/proc/PID/maps` would have listed them; each file gets
+        // its own made-up inode, since only the name identifies a file in a core.
+        let mut names: Vec<&str> = Vec::new();
+        let mappings: Vec<strobe_locate::maps::Mapping> = core
+            .mappings()
+            .map(|m| {
+                let inode = match names.iter().position(|n| *n == m.path) {
+                    Some(i) => i + 1,
+                    None => {
+                        names.push(&m.path);
+                        names.len()
+                    }
+                };
+                strobe_locate::maps::Mapping {
+                    start: m.start,
+                    end: m.end,
+                    read: true,
+                    write: false,
+                    exec: false,
+                    offset: m.offset,
+                    dev_major: 0,
+                    dev_minor: 0,
+                    inode: inode as u64,
+                    path: Some(m.path.clone()),
+                    deleted: m.deleted,
+                }
+            })
+            .collect();
+        let open = |m: &strobe_locate::maps::Mapping| {
+            let named = m.path.as_deref().unwrap_or_default();
+            core.file(named).map_err(|reason| LocateError::Elf {
+                pid,
+                path: PathBuf::from(named),
+                reason: format!("{reason}; pass --sysroot or --executable to say where it is"),
+            })
+        };
+        let core_err = |error| AttachError::CoreLocate {
+            core: path.to_path_buf(),
+            error,
+        };
+        let process = strobe_locate::locate_in(pid, &*core, &mappings, core.executable(), &open)
+            .map_err(core_err)?;
+        // The interpreter's state must be in the core itself: the file's initial bytes
+        // there would read as an interpreter that never started.
+        if let Some(root) = process.runtime.or(process.interp_head) {
+            if !core.holds(root, 8) {
+                let error = WalkError::Mem(MemError::Fault { addr: root, len: 8 });
+                return Err(core_walk(&core, error));
+            }
+        }
+        let resolved = strobe_walker::layout::resolve(
+            &*core,
+            process.version,
+            process.debug_build,
+            process.runtime,
+        )
+        .map_err(|error| core_walk(&core, error))?;
+        let roots = Roots {
+            runtime: process.runtime,
+            interp_head: process.interp_head,
+            tstate_current: process.tstate_current,
+        };
+        let mut warnings = process.notes.clone();
+        warnings.extend(resolved.warnings);
+        let no_stack: Vec<String> = core
+            .threads()
+            .iter()
+            .filter(|t| core.stack_missing(t))
+            .map(|t| t.tid.to_string())
+            .collect();
+        if !no_stack.is_empty() {
+            warnings.push(format!(
+                "the core holds no stack memory for thread{} {} (only zeros at the stack \
+                 pointer): Python frames kept on the C stack (3.11+) are missing, so stacks \
+                 may end early; gdb's gcore writes such cores for processes with glibc 2.41+ \
+                 (guard pages inside thread stacks): use a core written by the kernel",
+                if no_stack.len() == 1 { "" } else { "s" },
+                no_stack.join(", ")
+            ));
+        }
+        Ok(Target {
+            walker: Walker::new(
+                TargetMemory::Core(Arc::clone(&core)),
+                resolved.layout,
+                roots,
+            ),
+            executable: core.executable().map(str::to_string),
+            core: Some(core),
+            warnings,
+            from_debug_offsets: resolved.from_debug_offsets,
+            process,
+            native: None,
+        })
+    }
+
+    /// The core file, when the target is one.
+    pub fn core(&self) -> Option<&Core> {
+        self.core.as_deref()
+    }
+
+    /// `err`, or that the process exited if it did (never for a core: its process is gone,
+    /// and another may have its id).
+    fn exited_or(&self, err: AttachError) -> AttachError {
+        match (&self.core, err) {
+            (Some(core), AttachError::Walk { error, .. } | AttachError::Layout { error, .. }) => {
+                core_walk(core, error)
+            }
+            (Some(_), err) => err,
+            (None, err) => exited_or(self.pid(), err),
+        }
     }
 
     /// The target's PID.
@@ -157,6 +322,21 @@ impl Target {
     /// them (≤3.10), from glibc's thread descriptors (`strobe_walker::pthreads`).
     pub fn native_tids(&self, idents: &[u64]) -> Result<HashMap<u64, u32>, AttachError> {
         let pid = self.pid();
+        if let Some(core) = &self.core {
+            // The core's thread ids are the process's own; there is no other view of them.
+            let live: HashSet<u32> = core.threads().iter().map(|t| t.tid).collect();
+            return strobe_walker::pthreads::tids_from_descriptors(
+                self.walker.memory(),
+                idents,
+                &live,
+                core.pid(),
+            )
+            .map_err(RemoteError::Mem)?
+            .ok_or(AttachError::PthreadCalibration {
+                pid,
+                threads: idents.len(),
+            });
+        }
         // The descriptors hold ids in the target's PID namespace; translate them to ours.
         let host_to_ns = procfs::namespaced_tids(pid)?;
         let main_ns = host_to_ns.get(&(pid as u32)).copied().unwrap_or(pid as u32);
@@ -180,7 +360,7 @@ impl Target {
     }
 
     /// The walker, for the sampler's per-sample reads.
-    pub fn walker_mut(&mut self) -> &mut Walker<ProcessMemory> {
+    pub fn walker_mut(&mut self) -> &mut Walker<TargetMemory> {
         &mut self.walker
     }
 
@@ -188,8 +368,12 @@ impl Target {
     pub fn snapshot(&mut self, opts: SnapshotOptions) -> Result<Snapshot, AttachError> {
         let pid = self.pid();
         // Scheduler states are taken first: once frozen, every thread reads as traced-stopped.
-        let kernel = KernelThreads::read(pid)?;
-        let (stacks, names, host_tids) = if opts.blocking {
+        // A core has no scheduler states, and its thread ids are the only ones there are.
+        let kernel = match &self.core {
+            Some(core) => KernelThreads::of_core(core),
+            None => KernelThreads::read(pid)?,
+        };
+        let (stacks, names, host_tids, mut locals) = if opts.blocking && self.core.is_none() {
             // Order matters: signals are deferred before the freeze and restored after the
             // freeze guard has resumed the target (locals drop in reverse order).
             let _signals = DeferSignals::new().map_err(AttachError::Signals)?;
@@ -234,8 +418,34 @@ impl Target {
             .collect::<Vec<_>>();
         let mut threads = threads;
         let mut warnings = self.warnings.clone();
+        // The Python frames the locals were read for, before native frames replace them.
+        let python: Vec<Vec<(String, String)>> = threads
+            .iter()
+            .map(|t| {
+                t.frames
+                    .iter()
+                    .map(|f| (f.function.clone(), f.filename.clone()))
+                    .collect()
+            })
+            .collect();
         if opts.native {
             self.add_native(&mut threads, &mut warnings);
+        }
+        if let Some(locals) = locals.as_mut() {
+            for ((thread, read), python) in threads.iter_mut().zip(locals).zip(&python) {
+                attach_locals(thread, std::mem::take(read), python);
+            }
+            let changed = threads
+                .iter()
+                .flat_map(|t| &t.frames)
+                .filter(|f| f.locals_error.as_deref() == Some(STACK_CHANGED))
+                .count();
+            if changed > 0 {
+                warnings.push(format!(
+                    "the locals of {changed} frame(s) are missing: their threads ran on while \
+                     strobe read them; --blocking stops the process for an exact view"
+                ));
+            }
         }
         let layout = self.walker.layout();
         Ok(Snapshot {
@@ -284,7 +494,7 @@ impl Target {
         interp: i64,
         may_sleep: bool,
         raw: &mut RawSample,
-    ) -> Result<(NativeStack<'_>, usize, &mut Walker<ProcessMemory>), String> {
+    ) -> Result<(NativeStack<'_>, usize, &mut Walker<TargetMemory>), String> {
         let which = self.native_thread(tid, ident, interp);
         let Some(state) = self.native.as_mut() else {
             return Err("native frames were not enabled".to_string());
@@ -305,7 +515,7 @@ impl Target {
         ident: u64,
         interp: i64,
         entries: &[bool],
-    ) -> Result<(NativeStack<'_>, &mut Walker<ProcessMemory>), String> {
+    ) -> Result<(NativeStack<'_>, &mut Walker<TargetMemory>), String> {
         let which = self.native_thread(tid, ident, interp);
         let Some(state) = self.native.as_mut() else {
             return Err("native frames were not enabled".to_string());
@@ -339,6 +549,12 @@ impl Target {
     /// (the Python frames then stay). Lines for the user go to `warnings`.
     fn add_native(&mut self, threads: &mut [ThreadSnapshot], warnings: &mut Vec<String>) {
         let pid = self.pid();
+        let core = self.core.clone();
+        if let (Some(core), None) = (&core, &self.native) {
+            let state = NativeState::for_core(core, self.walker.memory(), &mut self.warnings);
+            self.native = Some(state);
+            *warnings = self.warnings.clone();
+        }
         if self.native.is_none() {
             match NativeState::new(pid, self.walker.memory(), &mut self.warnings) {
                 Ok(state) => self.native = Some(state),
@@ -376,7 +592,19 @@ impl Target {
                 interp: t.interpreter_id,
                 shape,
             };
-            let got = state.thread(which, &mut self.walker, &mut missing_symbols);
+            let got = match &core {
+                Some(core) => match core.threads().iter().find(|c| c.tid as i32 == tid) {
+                    Some(regs) => {
+                        state.core_thread(which, regs, &mut self.walker, &mut missing_symbols)
+                    }
+                    None => {
+                        t.native_error =
+                            Some(format!("the core has no registers for thread {tid}"));
+                        continue;
+                    }
+                },
+                None => state.thread(which, &mut self.walker, &mut missing_symbols),
+            };
             if let Some(python) = &got.python {
                 t.frames = python_frames(&python.frames);
                 t.truncated = python.truncated;
@@ -419,11 +647,17 @@ impl Target {
             Vec<ThreadStack>,
             HashMap<(u64, u64), String>,
             HashMap<u64, u32>,
+            Option<Vec<Vec<FrameLocals>>>,
         ),
         AttachError,
     > {
         let pid = self.pid();
-        let attempts = if opts.blocking { 1 } else { TRANSIENT_ATTEMPTS };
+        // A frozen process or a core does not change under the reader: one attempt.
+        let attempts = if opts.blocking || self.core.is_some() {
+            1
+        } else {
+            TRANSIENT_ATTEMPTS
+        };
         let mut attempt = 0;
         let stacks = loop {
             attempt += 1;
@@ -436,9 +670,12 @@ impl Target {
                 {
                     self.walker.clear_caches();
                 }
-                Err(error) => return Err(exited_or(pid, AttachError::Walk { pid, error })),
+                Err(error) => return Err(self.exited_or(AttachError::Walk { pid, error })),
             }
         };
+        // Right after the stacks, before the slower lookups below: on a running target the
+        // frames are then most likely still the ones just walked (each is checked).
+        let locals = opts.locals.then(|| self.read_locals(&stacks));
 
         let mut names = HashMap::new();
         if opts.names {
@@ -472,7 +709,120 @@ impl Target {
                 )),
             }
         }
-        Ok((stacks, names, tids))
+        Ok((stacks, names, tids, locals))
+    }
+
+    /// The locals of every frame of `stacks`, thread by thread, frame by frame. A thread's
+    /// frames are found again from its thread state and paired with the walked ones by code
+    /// object: all of them when nothing changed in between; otherwise, on a running target,
+    /// the outermost frames that are still the same, the others saying the stack changed.
+    fn read_locals(&self, stacks: &[ThreadStack]) -> Vec<Vec<FrameLocals>> {
+        let mem = self.walker.memory();
+        let layout = self.walker.layout();
+        let mut reader = LocalsReader::new(mem, layout);
+        stacks
+            .iter()
+            .map(|t| {
+                let n = t.frames.len();
+                let refs = match strobe_walker::locals::thread_frames(mem, layout, t.tstate_addr) {
+                    Ok(refs) => refs,
+                    Err(e) => return vec![Err(format!("locals are unavailable: {e}")); n],
+                };
+                let pairs = pair_frames(&t.frames, &refs);
+                pairs
+                    .into_iter()
+                    .map(|r| match r {
+                        Some(r) => reader
+                            .frame_locals(r)
+                            .map(|locals| locals.into_iter().map(local_snapshot).collect())
+                            .map_err(|e| format!("locals are unavailable: {e}")),
+                        None => Err(STACK_CHANGED.to_string()),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// For each walked frame, the frame found again that runs the same code object: every frame
+/// when the innermost frames agree (the usual case, and always inside a freeze), else the
+/// frames of the common outermost part (what a running thread did not return from).
+fn pair_frames(
+    walked: &[strobe_walker::walk::PyFrame],
+    found: &[strobe_walker::locals::FrameRef],
+) -> Vec<Option<strobe_walker::locals::FrameRef>> {
+    let n = walked.len();
+    if found.len() >= n && found.iter().zip(walked).all(|(r, f)| r.code == f.code_addr) {
+        return found[..n].iter().copied().map(Some).collect();
+    }
+    let mut out = vec![None; n];
+    for (slot, (f, r)) in out
+        .iter_mut()
+        .rev()
+        .zip(walked.iter().rev().zip(found.iter().rev()))
+    {
+        if f.code_addr != r.code {
+            break;
+        }
+        *slot = Some(*r);
+    }
+    out
+}
+
+/// One frame's locals, or why they could not be read.
+type FrameLocals = Result<Vec<LocalSnapshot>, String>;
+
+const STACK_CHANGED: &str =
+    "the stack changed while its locals were read (--blocking reads it at one instant)";
+
+/// Put the locals read for a thread's Python frames (`python`: their function and file, in
+/// order) onto its frames, which native frames may have replaced since: the Python frames
+/// among them must be the same ones.
+fn attach_locals(thread: &mut ThreadSnapshot, read: Vec<FrameLocals>, python: &[(String, String)]) {
+    let now: Vec<&mut FrameSnapshot> = thread
+        .frames
+        .iter_mut()
+        .filter(|f| f.kind == FrameKind::Python)
+        .collect();
+    let same = now.len() == python.len()
+        && now
+            .iter()
+            .zip(python)
+            .all(|(f, (function, file))| f.function == *function && f.filename == *file);
+    for (frame, locals) in now.into_iter().zip(read) {
+        match locals {
+            Ok(locals) if same => frame.locals = Some(locals),
+            Ok(_) => frame.locals_error = Some(STACK_CHANGED.to_string()),
+            Err(why) => frame.locals_error = Some(why),
+        }
+    }
+}
+
+/// The snapshot's form of a walker's local.
+fn local_snapshot(l: strobe_walker::locals::Local) -> LocalSnapshot {
+    let kind = match l.kind {
+        strobe_walker::locals::LocalKind::Arg => LocalKind::Arg,
+        strobe_walker::locals::LocalKind::Local => LocalKind::Local,
+        strobe_walker::locals::LocalKind::Cell => LocalKind::Cell,
+        strobe_walker::locals::LocalKind::Free => LocalKind::Free,
+    };
+    match l.value {
+        Some(v) => LocalSnapshot {
+            name: l.name,
+            kind,
+            type_name: v.type_name,
+            repr: v.repr,
+            truncated: v.truncated,
+            unbound: false,
+        },
+        None => LocalSnapshot {
+            name: l.name,
+            kind,
+            type_name: None,
+            repr: "<unbound>".to_string(),
+            truncated: false,
+            unbound: true,
+        },
     }
 }
 
@@ -510,6 +860,14 @@ impl KernelThreads {
         })
     }
 
+    /// A core's threads: no scheduler states, every id the same both ways.
+    fn of_core(core: &Core) -> KernelThreads {
+        KernelThreads {
+            states: HashMap::new(),
+            host_to_inner: core.threads().iter().map(|t| (t.tid, t.tid)).collect(),
+        }
+    }
+
     fn inner_of(&self, host: u32) -> u32 {
         self.host_to_inner.get(&host).copied().unwrap_or(host)
     }
@@ -538,6 +896,42 @@ impl KernelThreads {
     }
 }
 
+/// A walk error on `core`, with the files it names that could not be used when a read fell
+/// outside it.
+fn core_walk(core: &Core, error: WalkError) -> AttachError {
+    let unusable = match error {
+        WalkError::Mem(MemError::Fault { .. }) => core.file_problems().join("; "),
+        _ => String::new(),
+    };
+    AttachError::CoreWalk {
+        core: core.path().to_path_buf(),
+        error,
+        unusable,
+    }
+}
+
+/// The tail of a [`AttachError::CoreWalk`] message naming unusable files.
+fn unusable_files(unusable: &str) -> String {
+    if unusable.is_empty() {
+        String::new()
+    } else {
+        format!("; files the core names that could not be used: {unusable}")
+    }
+}
+
+/// What to add to a walk error on a core: a read outside the core's memory means the core
+/// lacks the interpreter's memory.
+fn missing_memory_hint(error: &WalkError) -> &'static str {
+    match error {
+        WalkError::Mem(MemError::Fault { .. }) => {
+            " (the core does not hold the interpreter's memory there: it was written without \
+             the process's data pages (see coredump_filter in core(5)), or it does not belong \
+             to the executable and libraries found for it)"
+        }
+        _ => "",
+    }
+}
+
 /// If the target is gone, say so instead of reporting whichever read happened to fail.
 /// (Also used by the sampler for errors of its rounds.)
 pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
@@ -562,6 +956,55 @@ pub fn exited_or(pid: i32, err: AttachError) -> AttachError {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use strobe_walker::locals::FrameRef;
+    use strobe_walker::walk::PyFrame;
+
+    fn walked(codes: &[u64]) -> Vec<PyFrame> {
+        codes
+            .iter()
+            .map(|&code_addr| PyFrame {
+                code_addr,
+                function: "f".into(),
+                filename: "f.py".into(),
+                line: None,
+                entry: false,
+            })
+            .collect()
+    }
+
+    fn found(codes: &[u64]) -> Vec<FrameRef> {
+        codes
+            .iter()
+            .map(|&code| FrameRef {
+                addr: code * 16,
+                code,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_found_again_pair_with_the_walked_ones_by_code() {
+        let same = pair_frames(&walked(&[3, 2, 1]), &found(&[3, 2, 1]));
+        assert_eq!(
+            same,
+            found(&[3, 2, 1]).into_iter().map(Some).collect::<Vec<_>>()
+        );
+        // A running thread returned from 3 and called 4: only the outer frames pair.
+        let moved = pair_frames(&walked(&[3, 2, 1]), &found(&[4, 2, 1]));
+        assert_eq!(
+            moved,
+            vec![None, Some(found(&[2])[0]), Some(found(&[1])[0])]
+        );
+        // It called deeper: the walked frames are still the outer ones.
+        let deeper = pair_frames(&walked(&[2, 1]), &found(&[5, 2, 1]));
+        assert_eq!(deeper, vec![Some(found(&[2])[0]), Some(found(&[1])[0])]);
+        // Nothing in common.
+        assert_eq!(
+            pair_frames(&walked(&[2, 1]), &found(&[7])),
+            vec![None, None]
+        );
+        assert_eq!(pair_frames(&walked(&[]), &found(&[7])), vec![]);
+    }
 
     /// A PID no process can have: PIDs are always below `pid_max`.
     fn vanished_pid() -> i32 {

@@ -14,13 +14,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use strobe_corefile::{Core, CoreThread};
+use strobe_locate::maps::Mapping;
 use strobe_memory::RemoteMemory;
 use strobe_native::{
     merge, Binaries, DebugSearch, EvalShape, MergedFrame, ModuleMap, NativeEnd, NativeFrame,
     SymbolSource, Symbolizer, UnwindEnd, Unwinder, Unwound, KERNEL_FRAME, TRUNCATED_FRAME,
 };
+use strobe_remote::UserRegs;
 use strobe_walker::walk::{ThreadStack, Walker};
 use strobe_walker::{RawSample, WalkError};
 
@@ -61,6 +65,8 @@ pub(crate) struct NativeState {
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
+    /// The modules of a core file: they never change, and there is no `/proc` to reread.
+    of_core: bool,
 }
 
 impl fmt::Debug for NativeState {
@@ -130,7 +136,127 @@ impl NativeState {
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
+            of_core: false,
         })
+    }
+
+    /// The modules of the process a core file holds: its `NT_FILE` mappings, the files found
+    /// as the core found them (`--sysroot`, `--executable`). Problems with single modules
+    /// become `warnings`.
+    pub(crate) fn for_core<M: RemoteMemory>(
+        core: &Core,
+        mem: &M,
+        warnings: &mut Vec<String>,
+    ) -> NativeState {
+        let mut names: Vec<&str> = Vec::new();
+        let maps: Vec<Mapping> = core
+            .mappings()
+            .map(|m| {
+                let inode = match names.iter().position(|n| *n == m.path) {
+                    Some(i) => i + 1,
+                    None => {
+                        names.push(&m.path);
+                        names.len()
+                    }
+                };
+                Mapping {
+                    start: m.start,
+                    end: m.end,
+                    read: true,
+                    write: false,
+                    exec: core.mapping_executable(m),
+                    offset: m.offset,
+                    dev_major: 0,
+                    dev_minor: 0,
+                    inode: inode as u64,
+                    path: Some(m.path.clone()),
+                    deleted: m.deleted,
+                }
+            })
+            .collect();
+        let mut binaries = Binaries::new(DebugSearch::default());
+        let find = |path: &str| core.file(path).ok().map(|(p, _)| p);
+        let root = core.sysroot().unwrap_or(Path::new("/"));
+        let (modules, problems) =
+            ModuleMap::from_core_mappings(&maps, mem, &mut binaries, root, &find);
+        for problem in problems {
+            warnings.push(format!(
+                "native frames of a module are shown without symbols: {problem}"
+            ));
+        }
+        NativeState {
+            unwinder: Unwinder::new(&modules),
+            modules,
+            symbolizer: Symbolizer::new(),
+            binaries,
+            modules_read: Instant::now(),
+            capturer: Capturer::default(),
+            unwound: Unwound::default(),
+            frames: Vec::new(),
+            merged: Vec::new(),
+            of_core: true,
+        }
+    }
+
+    /// Thread `which` of a core file, whose registers the core gives in `regs`: its native
+    /// stack (read from the core) unwound, symbolised and merged with its Python frames.
+    pub(crate) fn core_thread<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        regs: &CoreThread,
+        walker: &mut Walker<M>,
+        missing_symbols: &mut BTreeSet<String>,
+    ) -> ThreadNative {
+        let failed = |why: String| ThreadNative {
+            python: None,
+            merged: Err(why),
+            asleep: false,
+        };
+        // The stack from the stack pointer up, page by page, as far as the core holds it.
+        let stack = &mut self.capturer.stack;
+        stack.clear();
+        let mut page = [0u8; 4096];
+        let mut at = regs.rsp;
+        while stack.len() < capture::STACK_BYTES {
+            let len = (4096 - (at % 4096)) as usize;
+            if walker.memory().read_into(at, &mut page[..len]).is_err() {
+                break;
+            }
+            stack.extend_from_slice(&page[..len]);
+            at += len as u64;
+        }
+        if stack.is_empty() {
+            return failed("the core does not hold the thread's stack".to_string());
+        }
+        let python = match walker.walk() {
+            Ok(stacks) => stacks
+                .into_iter()
+                .find(|t| t.thread_id == which.ident && t.interp_id == which.interp),
+            Err(e) => return failed(python_failed(&e)),
+        };
+        let Some(python) = python else {
+            return failed("the thread's Python frames were not found".to_string());
+        };
+        let captured = Captured {
+            regs: UserRegs {
+                ip: regs.rip,
+                sp: regs.rsp,
+                bp: Some(regs.rbp),
+            },
+            kernel: regs
+                .syscall
+                .map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
+            asleep: false,
+            same_instant: true,
+        };
+        let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
+        let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
+        self.note_missing_symbols(missing_symbols);
+        ThreadNative {
+            merged: merged.map(|()| self.merged_frames(&python)),
+            python: Some(python),
+            asleep: false,
+        }
     }
 
     /// Capture the thread `which` names, read the Python stacks at the same instant with
@@ -210,40 +336,8 @@ impl NativeState {
         };
         let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
         let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
-        for f in &self.frames {
-            if f.source == SymbolSource::None {
-                if let Some(m) = &f.module {
-                    if m.path != "[anon]" {
-                        missing_symbols.insert(m.path.clone());
-                    }
-                }
-            }
-        }
-        let merged = match merged {
-            Ok(()) => Ok(self
-                .merged
-                .iter()
-                .map(|m| match *m {
-                    MergedFrame::Python(i) => python_frame(&python, i),
-                    MergedFrame::Native(i) => native_frame(&self.frames[i]),
-                    MergedFrame::Kernel(_) => FrameSnapshot {
-                        function: KERNEL_FRAME.to_string(),
-                        filename: String::new(),
-                        line: None,
-                        kind: FrameKind::Kernel,
-                        native: None,
-                    },
-                    MergedFrame::Truncated => FrameSnapshot {
-                        function: TRUNCATED_FRAME.to_string(),
-                        filename: String::new(),
-                        line: None,
-                        kind: FrameKind::Native,
-                        native: None,
-                    },
-                })
-                .collect()),
-            Err(why) => Err(why),
-        };
+        self.note_missing_symbols(missing_symbols);
+        let merged = merged.map(|()| self.merged_frames(&python));
         ThreadNative {
             python: Some(python),
             merged,
@@ -253,6 +347,48 @@ impl NativeState {
 }
 
 impl NativeState {
+    /// Add the modules of the last unwound frames that had no symbol at all.
+    fn note_missing_symbols(&self, missing_symbols: &mut BTreeSet<String>) {
+        for f in &self.frames {
+            if f.source == SymbolSource::None {
+                if let Some(m) = &f.module {
+                    if m.path != "[anon]" {
+                        missing_symbols.insert(m.path.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last merge as snapshot frames, Python frames taken from `python`.
+    fn merged_frames(&self, python: &ThreadStack) -> Vec<FrameSnapshot> {
+        self.merged
+            .iter()
+            .map(|m| match *m {
+                MergedFrame::Python(i) => python_frame(python, i),
+                MergedFrame::Native(i) => native_frame(&self.frames[i]),
+                MergedFrame::Kernel(_) => FrameSnapshot {
+                    function: KERNEL_FRAME.to_string(),
+                    filename: String::new(),
+                    line: None,
+                    kind: FrameKind::Kernel,
+                    native: None,
+                    locals: None,
+                    locals_error: None,
+                },
+                MergedFrame::Truncated => FrameSnapshot {
+                    function: TRUNCATED_FRAME.to_string(),
+                    filename: String::new(),
+                    line: None,
+                    kind: FrameKind::Native,
+                    native: None,
+                    locals: None,
+                    locals_error: None,
+                },
+            })
+            .collect()
+    }
+
     /// The sampler's capture of one thread: registers and native stack of `which` and, at the
     /// same instant, every Python stack of the process into `raw` (one batched read); unwound,
     /// symbolised and merged with that thread's Python frames. A thread known to be idle
@@ -360,7 +496,7 @@ impl NativeState {
             captured.same_instant,
             &mut self.merged,
         );
-        if self.frames.iter().any(|f| f.module.is_none()) {
+        if !self.of_core && self.frames.iter().any(|f| f.module.is_none()) {
             // Code the module list does not know (a library loaded since): read it again, so
             // the next samples name it.
             self.refresh_modules(which.pid, mem);
@@ -468,5 +604,7 @@ fn native_frame(f: &NativeFrame) -> FrameSnapshot {
             symbol_offset: f.function_offset,
             inlined: f.inlined,
         }),
+        locals: None,
+        locals_error: None,
     }
 }

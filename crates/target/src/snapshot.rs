@@ -8,9 +8,10 @@ use serde::Serialize;
 /// The state of every Python thread of a process at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    /// Target process id.
+    /// Target process id (of a core file: the dumped process's).
     pub pid: i32,
-    /// The process's executable (`/proc/PID/exe`), if readable.
+    /// The process's executable (`/proc/PID/exe`), if readable; of a core file, as the core
+    /// names it.
     pub executable: Option<String>,
     /// The interpreter found in it.
     pub python: PythonInfo,
@@ -45,7 +46,8 @@ pub enum ThreadState {
     Running,
     /// Sleeping, waiting or stopped.
     Idle,
-    /// No kernel thread id, or the task vanished.
+    /// No kernel thread id, the task vanished, or the thread was read from a core file
+    /// (which records no scheduler state).
     Unknown,
 }
 
@@ -119,6 +121,14 @@ pub struct FrameSnapshot {
     /// Native frames only: where the code is.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub native: Option<NativeFrameInfo>,
+    /// With locals asked for (`dump --locals`), Python frames only: the frame's arguments and
+    /// local variables (cell and free variables too), in the code object's order. Absent from
+    /// the JSON otherwise, and when they could not be read (`locals_error` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locals: Option<Vec<LocalSnapshot>>,
+    /// With locals asked for: why this Python frame's locals could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locals_error: Option<String>,
 }
 
 impl FrameSnapshot {
@@ -130,8 +140,57 @@ impl FrameSnapshot {
             line,
             kind: FrameKind::Python,
             native: None,
+            locals: None,
+            locals_error: None,
         }
     }
+}
+
+/// What a local variable is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalKind {
+    /// A parameter (positional, keyword-only, `*args`, `**kwargs`).
+    Arg,
+    /// A local variable.
+    Local,
+    /// A local variable inner functions refer to (its value is the cell's contents).
+    Cell,
+    /// A variable of an enclosing function (its value is the cell's contents).
+    Free,
+}
+
+impl LocalKind {
+    /// `arg`, `local`, `cell` or `free`, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalKind::Arg => "arg",
+            LocalKind::Local => "local",
+            LocalKind::Cell => "cell",
+            LocalKind::Free => "free",
+        }
+    }
+}
+
+/// One argument or local variable of a Python frame, read without running the target's code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalSnapshot {
+    /// The variable's name.
+    pub name: String,
+    /// Argument, local, cell or free variable.
+    pub kind: LocalKind,
+    /// The value's type (`tp_name`: `int`, `list`, a class name); `None` when unbound or when
+    /// the object's type could not be read.
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// A bounded repr: Python's for `None`, `bool`, `int`, `float`, `str`, `bytes`, `tuple`,
+    /// `list`, `dict`, `set`, `frozenset`; `<ClassName object at 0x...>` for other objects;
+    /// `<unreadable>` for an object that could not be read; `<unbound>` when unbound.
+    pub repr: String,
+    /// The repr leaves something out (items, characters, digits, nesting).
+    pub truncated: bool,
+    /// The variable has no value (not assigned yet, or deleted).
+    pub unbound: bool,
 }
 
 /// Where a native frame's code is.

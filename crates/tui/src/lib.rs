@@ -90,19 +90,23 @@ impl Default for TopOptions {
 /// `agg` is the aggregator end of the pipeline whose sampler end the sampler thread feeds;
 /// `status` is polled (about ten times a second) for the sampler's errors and its end (the
 /// view then says so and keeps the last data until the user quits); `quit_requested` is polled
-/// as often, e.g. for a SIGTERM collected by the caller.
+/// as often, e.g. for a SIGTERM collected by the caller. `idle_shown` is told whether idle
+/// threads are shown, at the start and whenever the view refetches (the `i` key), so that the
+/// sampler reads idle threads' stacks only while they are shown.
 pub fn run(
     agg: AggregatorSide,
     info: TargetInfo,
     options: TopOptions,
     mut status: impl FnMut() -> LiveStatus,
     mut quit_requested: impl FnMut() -> bool,
+    mut idle_shown: impl FnMut(bool),
 ) -> Result<Ending, TuiError> {
     check_terminal()?;
     let mut reader = KeyReader::open().map_err(TuiError::Terminal)?;
     let collector = data::spawn(agg).map_err(TuiError::Terminal)?;
     let mut guard = TerminalGuard::enter()?;
     let mut state = State::new(info, options.by_function, options.filter, options.refresh);
+    idle_shown(state.include_idle);
     let mut scratch = view::Scratch::default();
     state.status = status();
     state.set_data(collector.view(false, state.query())?);
@@ -157,6 +161,7 @@ pub fn run(
                 Effect::Quit => return Ok(Ending::Quit),
                 Effect::Redraw => {}
                 Effect::Refetch => {
+                    idle_shown(state.include_idle);
                     state.set_data(collector.view(false, state.query())?);
                 }
                 Effect::Reset => {
@@ -178,8 +183,12 @@ pub fn run(
         let now = Instant::now();
         let st = status();
         if st != state.status {
+            // The achieved rate moves with every poll: it is shown at the next refresh, not
+            // redrawn ten times a second (a full redraw is most of the view's CPU). Errors and
+            // the end of sampling are shown at once.
+            let urgent = st.errors != state.status.errors || st.ended != state.status.ended;
             state.status = st;
-            dirty = true;
+            dirty |= urgent;
         }
         if now >= next_tick {
             next_tick = now + state.refresh;

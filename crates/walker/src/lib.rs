@@ -15,7 +15,8 @@
 //! (memory, layout, roots and the lookups from the roots), `code` (code objects and their
 //! caches), [`sample`] (the sampling state and the hot path), then [`walk`] ([`Walker`], which
 //! owns one of each). [`debug_offsets`], [`layout`], [`threadnames`] and [`pthreads`] stand
-//! apart: they find the layout and name threads.
+//! apart: they find the layout and name threads. [`value`] (bounded reprs of objects) and
+//! [`locals`] (a frame's arguments and local variables) serve `dump --locals`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,11 +30,13 @@ mod frame;
 pub mod layout;
 pub mod limits;
 pub mod linetable;
+pub mod locals;
 mod process;
 pub mod pthreads;
 pub mod sample;
 pub mod strings;
 pub mod threadnames;
+pub mod value;
 pub mod walk;
 
 pub use error::WalkError;

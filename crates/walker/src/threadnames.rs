@@ -185,17 +185,41 @@ enum Kind {
 }
 
 /// The parts of a dict-keys object we need to walk its entries.
-struct Entries {
+pub(crate) struct Entries {
     /// Address of entry 0.
-    addr: u64,
+    pub(crate) addr: u64,
     /// Number of entries to look at.
-    count: usize,
+    pub(crate) count: usize,
     /// Bytes per entry.
-    stride: usize,
+    pub(crate) stride: usize,
     /// Offset of `me_key` in an entry.
-    key: usize,
+    pub(crate) key: usize,
     /// Offset of `me_value` in an entry.
-    value: usize,
+    pub(crate) value: usize,
+}
+
+/// The dict-keys decoding of this module, for the value reader (`crate::value`): where the
+/// entries of a `PyDictKeysObject` are (3.6+), and the pairs of a split table.
+pub(crate) struct DictKeys<'a, M: RemoteMemory + ?Sized>(Reader<'a, M>);
+
+impl<'a, M: RemoteMemory + ?Sized> DictKeys<'a, M> {
+    pub(crate) fn new(mem: &'a M, layout: &'a Layout) -> Self {
+        DictKeys(Reader::new(mem, layout))
+    }
+
+    /// Where the entries of the keys object at `keys` are (3.6+ dict models).
+    pub(crate) fn entries(&self, keys: u64) -> Result<Entries, WalkError> {
+        self.0.dict_entries(keys)
+    }
+
+    /// The live pairs of a split table whose values are at `values`.
+    pub(crate) fn split_items(
+        &self,
+        e: &Entries,
+        values: u64,
+    ) -> Result<Vec<(u64, u64)>, WalkError> {
+        self.0.split_items(e, values)
+    }
 }
 
 struct Reader<'a, M: RemoteMemory + ?Sized> {

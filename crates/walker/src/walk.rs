@@ -129,7 +129,21 @@ impl<M: RemoteMemory> Walker<M> {
     /// Errors are those of [`Walker::walk`]; `out` is empty after one.
     pub fn sample_into(&mut self, out: &mut RawSample) -> Result<(), WalkError> {
         self.sampling
-            .sample_into(&self.process, &mut self.code, out)
+            .sample_into(&self.process, &mut self.code, out, &mut |_| true)
+    }
+
+    /// [`Walker::sample_into`], reading the frames only of threads `wanted` says yes to (by
+    /// thread-state address), and of whichever thread holds the GIL. The others are in
+    /// `out.threads` with [`RawThread::walked`](crate::RawThread::walked) false and no frames; not copying their stacks
+    /// makes the read smaller. A sampler that drops idle threads asks the kernel which those
+    /// are first.
+    pub fn sample_wanted_into(
+        &mut self,
+        out: &mut RawSample,
+        wanted: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(), WalkError> {
+        self.sampling
+            .sample_into(&self.process, &mut self.code, out, wanted)
     }
 
     /// How many times [`Walker::sample_into`] read the target again because a copy was torn

@@ -197,6 +197,16 @@ fn hand_layout(free_threaded: bool) -> Layout {
         heaptype_cached_keys: Some(896 + o),
         long_digit: 24 + o,
         long_lv_tag: Some(16 + o),
+        // The members `dump --locals` reads: as generated for 3.13 of this flavour.
+        ..*strobe_python_abi::layout_for(
+            3,
+            13,
+            Flavour {
+                free_threaded,
+                debug: false,
+            },
+        )
+        .expect("generated 3.13 layout")
     }
 }
 
@@ -290,6 +300,25 @@ fn struct_values(layout: &Layout, free_threaded: bool) -> Vec<(&'static str, u64
         ("heap_type_object.size", 1024),
         ("tuple_object.size", 64),
         ("tuple_object.ob_size", r(layout.pyvarobject_ob_size)),
+        ("tuple_object.ob_item", r(layout.tuple_ob_item)),
+        ("list_object.size", 64),
+        ("list_object.ob_item", r(layout.list_ob_item)),
+        ("float_object.size", 64),
+        ("float_object.ob_fval", r(layout.float_ob_fval)),
+        ("set_object.size", 256),
+        ("set_object.used", r(layout.set_used)),
+        ("set_object.mask", r(layout.set_mask)),
+        ("set_object.table", r(layout.set_table)),
+        ("type_object.tp_name", r(layout.type_name)),
+        ("code_object.argcount", r(layout.code_argcount)),
+        (
+            "code_object.localsplusnames",
+            o(layout.code_localsplusnames),
+        ),
+        (
+            "code_object.localspluskinds",
+            o(layout.code_localspluskinds),
+        ),
         ("dict_object.size", 128),
         ("dict_object.ma_keys", r(layout.dict_ma_keys)),
         ("dict_object.ma_values", r(layout.dict_ma_values)),

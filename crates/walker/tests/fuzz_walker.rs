@@ -9,17 +9,24 @@
 //! `layout::resolve` (3.13+: the layout then comes from the mutated `_Py_DebugOffsets`, as in
 //! production), `Walker::walk` (a fresh walker on even cases; on odd cases one long-lived
 //! walker per batch, whose caches see the image change under it like a live target's),
-//! `threadnames::thread_names` and `strings::read_string`, and undoes the mutations.
+//! `threadnames::thread_names`, `strings::read_string`, the `dump --locals` readers
+//! (`locals::thread_frames` and `LocalsReader::frame_locals` on the thread whose leaf frame
+//! holds locals of every kind, `ValueReader::repr` on one value or object), and undoes the
+//! mutations.
 //!
 //! Bounds checked on every call:
-//! - reads: at most [`READ_BUDGET`] per call (the memory refuses further reads and the case
-//!   fails): this is how a walk that does not end is caught without hanging the test;
+//! - reads: at most [`READ_BUDGET`] per call ([`VALUE_READ_BUDGET`] for the locals readers;
+//!   the memory refuses further reads and the case fails): this is how a walk that does not
+//!   end is caught without hanging the test;
+//! - locals and reprs: at most `MAX_SLOTS` locals per frame, reprs within `MAX_REPR` (plus
+//!   the last item) and type names within their bound;
 //! - read size: no single read above [`MAX_READ`] (16 MiB);
 //! - wall clock: a watchdog aborts the run, naming the case, if a worker makes no progress for
 //!   [`STALL`] (a loop that does not read memory).
 //!
 //! Cases: `STROBE_FUZZ_CASES` (total over all layouts, default [`DEFAULT_CASES`] = 750,000,
-//! 35–50 s in a debug build on this 2-core machine; 1,000,000 take 46–67 s), `STROBE_FUZZ_SEED` (default fixed, so CI
+//! 70 s in a debug build on this 2-core machine with the locals readers included, 200 s when
+//! the machine is shared), `STROBE_FUZZ_SEED` (default fixed, so CI
 //! runs are reproducible), `STROBE_FUZZ_ONLY` (substring of a layout name such as `3.14t`).
 //! A failure prints the layout, case number and the mutations applied; rerun with the same
 //! seed and `STROBE_FUZZ_ONLY` to reproduce it.
@@ -37,8 +44,10 @@ use std::time::{Duration, Instant};
 use strobe_memory::MemError;
 use strobe_python_abi::{debug_offsets_for, Layout, ALL};
 use strobe_walker::layout::resolve;
+use strobe_walker::locals::{thread_frames, FrameRef, LocalsReader, MAX_SLOTS};
 use strobe_walker::strings::{read_string, MAX_STRING_CHARS};
 use strobe_walker::threadnames::thread_names;
+use strobe_walker::value::{Value, ValueReader, MAX_REPR, MAX_TEXT};
 use strobe_walker::walk::MAX_DEPTH;
 use strobe_walker::{ThreadStack, WalkError, Walker};
 
@@ -55,6 +64,11 @@ const DEFAULT_CASES: u64 = 750_000;
 /// but on these images of ~150 regions every list ends or repeats long before this bound; a
 /// call that reaches it is treated as a loop that does not end.
 const READ_BUDGET: u64 = 2_000;
+
+/// Most reads one call of the value or locals readers may make on a fuzzed image. Their own
+/// bounds (`MAX_VALUE_READS` per value, `MAX_SLOTS` per frame) keep a call far below this;
+/// unmutated, reading the leaf frame's locals needs about 120.
+const VALUE_READ_BUDGET: u64 = 100_000;
 
 /// A worker that makes no progress for this long is stuck in a loop that does not read.
 const STALL: Duration = Duration::from_secs(30);
@@ -146,6 +160,34 @@ fn baseline_images_read_back_exactly() {
         for (addr, text) in &b.slots.strings {
             assert_eq!(&read_string(&mem, l, *addr).unwrap(), text, "{name}");
         }
+
+        // Values and the leaf frame's locals (`dump --locals`).
+        mem.reset_reads(VALUE_READ_BUDGET);
+        let mut values = ValueReader::new(&mem, l);
+        for (addr, want) in &b.values {
+            let v = values.repr(*addr);
+            assert_eq!(&v.repr, want, "{name}: value at {addr:#x}");
+            assert!(!v.truncated, "{name}: {want}");
+        }
+        let frames =
+            thread_frames(&mem, l, b.leaf_tstate).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(frames.len(), 3, "{name}: {frames:?}");
+        assert_eq!(
+            frames[0],
+            FrameRef {
+                addr: b.leaf_frame,
+                code: b.leaf_code
+            },
+            "{name}"
+        );
+        let locals = LocalsReader::new(&mem, l)
+            .frame_locals(frames[0])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: Vec<(String, &'static str, Option<String>)> = locals
+            .into_iter()
+            .map(|l| (l.name, l.kind.as_str(), l.value.map(|v| v.repr)))
+            .collect();
+        assert_eq!(got, b.leaf_locals, "{name}: leaf locals");
     }
 }
 
@@ -343,6 +385,7 @@ struct Stats {
     walk_frames: u64,
     names_ok: u64,
     string_ok: u64,
+    locals_ok: u64,
     errors: BTreeMap<(&'static str, &'static str), u64>,
     max_reads: BTreeMap<&'static str, u64>,
 }
@@ -355,6 +398,7 @@ impl Stats {
         self.walk_frames += o.walk_frames;
         self.names_ok += o.names_ok;
         self.string_ok += o.string_ok;
+        self.locals_ok += o.locals_ok;
         for (k, v) in &o.errors {
             *self.errors.entry(*k).or_default() += v;
         }
@@ -488,6 +532,60 @@ fn run_case(
         }
         Ok(_) => stats.string_ok += 1,
         Err(e) => stats.error("read_string", &e),
+    }
+
+    // `dump --locals`: the leaf thread's frames and their locals, and one value.
+    mem.reset_reads(VALUE_READ_BUDGET);
+    let frames = thread_frames(mem, &layout, b.leaf_tstate);
+    bounded(mem, "thread_frames", stats)?;
+    match frames {
+        Ok(frames) => {
+            if frames.len() > MAX_DEPTH {
+                return Err(format!("{} frames for locals", frames.len()));
+            }
+            let mut reader = LocalsReader::new(mem, &layout);
+            for &f in frames.iter().take(4) {
+                mem.reset_reads(VALUE_READ_BUDGET);
+                let locals = reader.frame_locals(f);
+                bounded(mem, "frame_locals", stats)?;
+                match locals {
+                    Ok(locals) => {
+                        stats.locals_ok += 1;
+                        if locals.len() > MAX_SLOTS {
+                            return Err(format!("{} locals in a frame", locals.len()));
+                        }
+                        for l in &locals {
+                            check_value(l.value.as_ref())?;
+                        }
+                    }
+                    Err(e) => stats.error("frame_locals", &e),
+                }
+            }
+        }
+        Err(e) => stats.error("thread_frames", &e),
+    }
+    let addr = if rng.chance(70) {
+        rng.pick(&b.values).0
+    } else {
+        *rng.pick(&b.slots.objects)
+    };
+    mem.reset_reads(VALUE_READ_BUDGET);
+    let value = ValueReader::new(mem, &layout).repr(addr);
+    bounded(mem, "repr", stats)?;
+    check_value(Some(&value))?;
+    Ok(())
+}
+
+/// A repr stays within its bounds: `MAX_REPR` bytes, plus the last item written before the
+/// bound was noticed (at most a text preview of `MAX_TEXT` characters, escaped) and the
+/// length suffix.
+fn check_value(v: Option<&Value>) -> Result<(), String> {
+    let Some(v) = v else { return Ok(()) };
+    if v.repr.len() > MAX_REPR + 12 * MAX_TEXT + 64 {
+        return Err(format!("a repr of {} bytes", v.repr.len()));
+    }
+    if v.type_name.as_ref().is_some_and(|t| t.len() > 4 * 200) {
+        return Err("a type name longer than its bound".into());
     }
     Ok(())
 }
@@ -679,17 +777,18 @@ fn fuzz_hostile_images() {
         per.entry(*layout).or_default().merge(s);
     }
     let mut sum = Stats::default();
-    eprintln!("layout   cases  resolved  walk_ok  names_ok  string_ok  frames");
+    eprintln!("layout   cases  resolved  walk_ok  names_ok  string_ok  frames  locals_ok");
     for (layout, s) in &per {
         eprintln!(
-            "{:<6} {:>7} {:>9} {:>8} {:>9} {:>10} {:>7}",
+            "{:<6} {:>7} {:>9} {:>8} {:>9} {:>10} {:>7} {:>10}",
             layout_name(&ALL[*layout]),
             s.cases,
             s.resolved,
             s.walk_ok,
             s.names_ok,
             s.string_ok,
-            s.walk_frames
+            s.walk_frames,
+            s.locals_ok
         );
         sum.merge(s);
     }

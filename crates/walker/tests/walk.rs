@@ -1366,6 +1366,50 @@ fn steady_state_sample_is_one_batched_read() {
 }
 
 #[test]
+fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
+    for l in [l311(), l312(), l313(), l314()] {
+        let (mut img, codes, _, t0, roots) = deep_chunk_image(l, 50, 48);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let first = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        let holds_gil = first[0].2;
+        live.take_counts();
+        let mut asked = Vec::new();
+        w.sample_wanted_into(&mut raw, &mut |tstate| {
+            asked.push(tstate);
+            false
+        })
+        .unwrap();
+        assert_eq!(asked, vec![t0], "{:?}", l.version);
+        let (batches, singles) = live.take_counts();
+        assert_eq!(batches, 1, "{:?}", l.version);
+        let t = &raw.threads[0];
+        assert_eq!((t.tstate_addr, t.holds_gil), (t0, holds_gil));
+        if holds_gil {
+            // The GIL holder runs Python: its frames are read whatever the caller said (not
+            // copied in the batch, so read on their own).
+            assert!(t.walked);
+            assert!(singles > 0);
+            assert_eq!(raw.frames_of(t).len(), 50);
+            assert_eq!(t.unchanged, 50);
+            continue;
+        }
+        assert!(!t.walked, "{:?}", l.version);
+        assert_eq!(singles, 0, "{:?}: nothing but the batch", l.version);
+        assert!(raw.frames_of(t).is_empty());
+        assert_eq!(t.unchanged, 0);
+        // Wanted again: the whole stack, as a fresh walk has it, walked afresh (nothing is
+        // counted unchanged across the sample that skipped it), then steady again.
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3.len(), 50);
+        assert_eq!(raw.threads[0].unchanged, 0);
+        assert_eq!(raw.frames_of(&raw.threads[0])[0].code_addr, codes[49]);
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(raw.threads[0].unchanged, 50);
+    }
+}
+
+#[test]
 fn steady_state_frame_objects_one_batched_read() {
     for l in [l27(), l310()] {
         let mut img = Image::new(l);

@@ -155,6 +155,8 @@ def frame_checks(arg0):
         check("tstate_frame", cur == id(here))
         check("frame_back", u64(cur + L["frame_back"]) == id(here.f_back))
         check("frame_code", u64(cur + L["frame_code"]) == id(code))
+        # f_localsplus starts with the locals, arguments first.
+        check("frame_localsplus", u64(cur + L["frame_localsplus"]) == id(arg0))
         # The caller is suspended in its call, so its f_lasti is stable; 3.10 stores code units
         # and reports bytes.
         back = here.f_back
@@ -380,6 +382,129 @@ def check_dicts():
         check("dict_ma_keys", ok)
 
 
+# --- values of locals (`dump --locals`) ---------------------------------------------------------
+
+
+def _outer(a, b, *args, **kw):
+    x = 1
+
+    def inner():
+        return a + x
+
+    return inner
+
+
+def _comprehension():
+    y = [q for q in range(3)]
+    return y
+
+
+def _obj(addr):
+    return ctypes.cast(addr, ctypes.py_object).value
+
+
+def check_values():
+    import inspect
+    import struct
+
+    code = _outer.__code__
+    c = id(code)
+    check("code_argcount", i32(c + L["code_argcount"]) == code.co_argcount == 2)
+    if has("code_kwonlyargcount"):
+        check("code_kwonlyargcount", i32(c + L["code_kwonlyargcount"]) == code.co_kwonlyargcount)
+    check("code_nlocals", i32(c + L["code_nlocals"]) == code.co_nlocals)
+    check("code_flags", i32(c + L["code_flags"]) == code.co_flags)
+    plain = _comprehension.__code__.co_flags
+    check("code_flag_varargs", L["code_flag_varargs"] == inspect.CO_VARARGS
+          and code.co_flags & L["code_flag_varargs"] and not plain & L["code_flag_varargs"])
+    check("code_flag_varkeywords", L["code_flag_varkeywords"] == inspect.CO_VARKEYWORDS
+          and code.co_flags & L["code_flag_varkeywords"]
+          and not plain & L["code_flag_varkeywords"])
+    for field in ("code_varnames", "code_cellvars", "code_freevars"):
+        if has(field):
+            attr = getattr(code, "co_" + field[len("code_"):])
+            check(field, u64(c + L[field]) == id(attr), field)
+    inner = _outer(1, 2).__code__
+    if has("code_freevars"):
+        check("code_freevars", u64(id(inner) + L["code_freevars"]) == id(inner.co_freevars))
+    if has("code_localsplusnames"):
+        for co, cells in ((code, ("a", "x")), (inner, ())):
+            names = _obj(u64(id(co) + L["code_localsplusnames"]))
+            want = co.co_varnames + tuple(
+                n for n in co.co_cellvars if n not in co.co_varnames) + co.co_freevars
+            check("code_localsplusnames", names == want, (names, want))
+            check("code_nlocalsplus", i32(id(co) + L["code_nlocalsplus"]) == len(names))
+            kinds = bytearray(_obj(u64(id(co) + L["code_localspluskinds"])))
+            check("code_localspluskinds", len(kinds) == len(names), kinds)
+            for name, k in zip(names, kinds):
+                local = name in co.co_varnames
+                cell = name in co.co_cellvars
+                free = name in co.co_freevars
+                check("co_fast_local", bool(k & L["co_fast_local"]) == local, (name, k))
+                check("co_fast_cell", bool(k & L["co_fast_cell"]) == cell, (name, k))
+                check("co_fast_free", bool(k & L["co_fast_free"]) == free, (name, k))
+        if has("co_fast_hidden"):
+            # An inlined comprehension in a class body: its variable is a hidden fast local of
+            # the class body's code (a function's comprehension variables are plain locals).
+            module = compile("class C:\n    y = [q for q in range(3)]\n", "<hidden>", "exec")
+            co = [k for k in module.co_consts if hasattr(k, "co_code")][0]
+            names = _obj(u64(id(co) + L["code_localsplusnames"]))
+            kinds = bytearray(_obj(u64(id(co) + L["code_localspluskinds"])))
+            hidden = [n for n, k in zip(names, kinds) if k & L["co_fast_hidden"]]
+            check("co_fast_hidden", "q" in hidden, (names, kinds))
+    cell = _outer(1, 2).__closure__[0]
+    check("cell_ob_ref", u64(id(cell) + L["cell_ob_ref"]) == id(cell.cell_contents))
+    f = 1.5
+    got = struct.unpack("<d", mem(id(f) + L["float_ob_fval"], 8))[0]
+    check("float_ob_fval", got == f, got)
+    t = (object(), object())
+    check("tuple_ob_item", u64(id(t) + L["tuple_ob_item"] + 8) == id(t[1]))
+    lst = [object(), object(), object()]
+    items = u64(id(lst) + L["list_ob_item"])
+    check("list_ob_item", u64(items + 16) == id(lst[2]))
+    check("list_allocated", len(lst) <= i64(id(lst) + L["list_allocated"]) <= 64)
+    members = [1000 + i for i in range(6)]
+    st = set(members)
+    check("set_used", i64(id(st) + L["set_used"]) == 6)
+    mask = i64(id(st) + L["set_mask"])
+    table = u64(id(st) + L["set_table"])
+    size = L["setentry_size"]
+    entries = [(u64(table + i * size + L["setentry_key"]),
+                i64(table + i * size + L["setentry_hash"])) for i in range(mask + 1)]
+    live = dict((k, h) for k, h in entries if k)
+    ok = mask + 1 >= 8 and (mask + 1) & mask == 0 and set(map(id, members)) == set(live)
+    check("set_mask", ok, mask)
+    check("set_table", ok)
+    check("setentry_size", ok and size >= 16, size)
+    check("setentry_key", ok)
+    check("setentry_hash", ok and all(live[id(m)] == hash(m) for m in members))
+    check("type_name", ctypes.string_at(u64(id(int) + L["type_name"])) == b"int")
+
+    class Heap(object):
+        pass
+
+    def flags(ty):
+        return u64(id(ty) + L["type_flags"])
+
+    heap = L["tpflags_heaptype"]
+    check("tpflags_heaptype", flags(Heap) & heap and not flags(int) & heap, heap)
+    info = sys.long_info if PY2 else sys.int_info
+    check("long_digit_bits", L["long_digit_bits"] == info.bits_per_digit)
+    check("long_digit_size", L["long_digit_size"] == info.sizeof_digit)
+    if has("long27_digit"):
+        n = long(2) ** 40 + 5  # noqa: F821 (Python 2 only)
+        got = u32(id(n) + L["long27_digit"])
+        check("long27_digit", got == 5 and i64(id(n) + L["pyvarobject_ob_size"]) == 2, got)
+    if has("unicode27_str"):
+        u = u"h\xe9llo\u4e2d"
+        width = L["unicode27_char_size"]
+        check("unicode27_char_size", width == (4 if sys.maxunicode > 0xFFFF else 2), width)
+        check("unicode27_length", i64(id(u) + L["unicode27_length"]) == len(u))
+        data = u64(id(u) + L["unicode27_str"])
+        codec = "utf-32-le" if width == 4 else "utf-16-le"
+        check("unicode27_str", mem(data, len(u) * width) == u.encode(codec))
+
+
 # --- _Py_DebugOffsets (3.13+): the interpreter's own description of itself -------------------
 
 DEBUG_MAP = [
@@ -429,6 +554,16 @@ DEBUG_MAP = [
     ("unicode_length", "unicode_object.length"),
     ("unicode_ascii_size", "unicode_object.asciiobject_size"),
     ("unicode_compact_size", "unicode_object.compactunicodeobject_size"),
+    ("code_argcount", "code_object.argcount"),
+    ("code_localsplusnames", "code_object.localsplusnames"),
+    ("code_localspluskinds", "code_object.localspluskinds"),
+    ("tuple_ob_item", "tuple_object.ob_item"),
+    ("list_ob_item", "list_object.ob_item"),
+    ("float_ob_fval", "float_object.ob_fval"),
+    ("type_name", "type_object.tp_name"),
+    ("set_used", "set_object.used"),
+    ("set_mask", "set_object.mask"),
+    ("set_table", "set_object.table"),
 ]
 
 
@@ -478,6 +613,7 @@ def main():
         check_objects()
         check_strings()
         check_dicts()
+        check_values()
         check_debug_offsets()
     finally:
         done.set()

@@ -1,7 +1,10 @@
-//! The collector on a thread of its own: it drains the sampler's queue every few ms whatever
-//! the terminal does, and answers the event loop's requests for views.
+//! The collector on a thread of its own: it drains the sampler's queue whatever the terminal
+//! does, and answers the event loop's requests for views. It sleeps (`park_timeout`) until a
+//! request comes (the handle unparks it), the sampler's doorbell rings (the queue is a quarter
+//! full, or sampling ended), or [`DRAIN_PERIOD`] has passed: at ordinary rates a wake-up costs
+//! more CPU than a sample, so it wakes seldom.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -9,9 +12,9 @@ use strobe_aggregate::AggregatorSide;
 
 use super::{Collector, Query, ViewData};
 
-/// How long the collector thread waits for a request before draining the queue again. The
-/// sampler's queue holds about a second of samples, so this is far from dropping any.
-const DRAIN_PERIOD: Duration = Duration::from_millis(25);
+/// The longest the collector thread sleeps between drains. The sampler's queue holds seconds
+/// of samples, and its doorbell rings at a quarter full, so this is far from dropping any.
+const DRAIN_PERIOD: Duration = Duration::from_millis(250);
 
 /// A request to the collector thread.
 #[derive(Debug)]
@@ -43,7 +46,10 @@ pub fn spawn(agg: AggregatorSide) -> std::io::Result<CollectorHandle> {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("strobe-top-aggregator".into())
-        .spawn(move || collector_loop(Collector::new(agg), rx))?;
+        .spawn(move || {
+            agg.wake_this_thread();
+            collector_loop(Collector::new(agg), rx)
+        })?;
     Ok(CollectorHandle {
         tx: Some(tx),
         thread: Some(thread),
@@ -52,7 +58,7 @@ pub fn spawn(agg: AggregatorSide) -> std::io::Result<CollectorHandle> {
 
 fn collector_loop(mut c: Collector, rx: Receiver<Request>) {
     loop {
-        match rx.recv_timeout(DRAIN_PERIOD) {
+        match rx.try_recv() {
             Ok(Request::View {
                 advance,
                 query,
@@ -70,37 +76,43 @@ fn collector_loop(mut c: Collector, rx: Receiver<Request>) {
                 c.pump();
                 c.reset(Instant::now());
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Err(TryRecvError::Empty) => {
                 c.pump();
+                std::thread::park_timeout(DRAIN_PERIOD);
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(TryRecvError::Disconnected) => return,
         }
     }
 }
 
 impl CollectorHandle {
-    /// The view for `query`; `advance` closes the interval first.
-    pub fn view(&self, advance: bool, query: Query) -> Result<ViewData, CollectorGone> {
-        let (reply, rx) = mpsc::sync_channel(1);
+    /// Sends `request` and wakes the collector thread for it.
+    fn send(&self, request: Request) -> Result<(), CollectorGone> {
         self.tx
             .as_ref()
             .ok_or(CollectorGone)?
-            .send(Request::View {
-                advance,
-                query,
-                reply,
-            })
+            .send(request)
             .map_err(|_| CollectorGone)?;
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+        Ok(())
+    }
+
+    /// The view for `query`; `advance` closes the interval first.
+    pub fn view(&self, advance: bool, query: Query) -> Result<ViewData, CollectorGone> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.send(Request::View {
+            advance,
+            query,
+            reply,
+        })?;
         rx.recv().map_err(|_| CollectorGone)
     }
 
     /// Forget the counts so far.
     pub fn reset(&self) -> Result<(), CollectorGone> {
-        self.tx
-            .as_ref()
-            .ok_or(CollectorGone)?
-            .send(Request::Reset)
-            .map_err(|_| CollectorGone)
+        self.send(Request::Reset)
     }
 }
 
@@ -108,6 +120,7 @@ impl Drop for CollectorHandle {
     fn drop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             // A panic in the collector was already reported by the panic hook.
             let _ = t.join();
         }

@@ -110,6 +110,9 @@ const TYPE: &str = "type_object.size";
 const HEAPTYPE: &str = "heap_type_object.size";
 const TUPLE: &str = "tuple_object.size";
 const DICT: &str = "dict_object.size";
+const LIST: &str = "list_object.size";
+const FLOAT: &str = "float_object.size";
+const SET: &str = "set_object.size";
 const LONG: &str = "long_object.size";
 const BYTES: &str = "bytes_object.size";
 const UNICODE: &str = "unicode_object.size";
@@ -131,6 +134,9 @@ pub(super) static FIELDS: &[Field] = &[
     f(None, HEAPTYPE, size(MAX_SMALL_SIZE)),
     f(None, TUPLE, size(MAX_SMALL_SIZE)),
     f(None, DICT, size(MAX_SMALL_SIZE)),
+    f(None, LIST, size(MAX_SMALL_SIZE)),
+    f(None, FLOAT, size(MAX_SMALL_SIZE)),
+    f(None, SET, size(MAX_SMALL_SIZE)),
     f(None, LONG, size(MAX_SMALL_SIZE)),
     f(None, BYTES, size(MAX_SMALL_SIZE)),
     f(None, UNICODE, size(MAX_SMALL_SIZE)),
@@ -282,6 +288,26 @@ pub(super) static FIELDS: &[Field] = &[
     f(req!(bytes_ob_sval), "bytes_object.ob_sval", off(BYTES, 1)),
     f(opt!(unicode_state), "unicode_object.state", off(ASCII, 4)),
     f(opt!(unicode_length), "unicode_object.length", off(ASCII, 8)),
+    // Values of locals (`dump --locals`): code objects' names and kinds, containers, floats,
+    // type names (sets since 3.14).
+    f(req!(code_argcount), "code_object.argcount", off(CODE, 4)),
+    f(
+        opt!(code_localsplusnames),
+        "code_object.localsplusnames",
+        off(CODE, 8),
+    ),
+    f(
+        opt!(code_localspluskinds),
+        "code_object.localspluskinds",
+        off(CODE, 8),
+    ),
+    f(req!(tuple_ob_item), "tuple_object.ob_item", off(TUPLE, 8)),
+    f(req!(list_ob_item), "list_object.ob_item", off(LIST, 8)),
+    f(req!(float_ob_fval), "float_object.ob_fval", off(FLOAT, 8)),
+    f(req!(type_name), "type_object.tp_name", off(TYPE, 8)),
+    f(req!(set_used), "set_object.used", off(SET, 8)),
+    f(req!(set_mask), "set_object.mask", off(SET, 8)),
+    f(req!(set_table), "set_object.table", off(SET, 8)),
 ];
 
 /// The value of a `Layout` field that `_Py_DebugOffsets` can provide, by name (as listed in

@@ -96,6 +96,7 @@ impl SamplingState {
         process: &Process<M>,
         code: &mut CodeCache,
         out: &mut RawSample,
+        wanted: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), WalkError> {
         code.start_sample();
         for attempt in 0..ATTEMPTS {
@@ -103,7 +104,7 @@ impl SamplingState {
             if !self.plan.ready {
                 self.rebuild_plan(process)?;
             }
-            match self.try_sample(process, code, out) {
+            match self.try_sample(process, code, out, wanted) {
                 Ok(()) => return Ok(()),
                 // What the batch copied was torn: the target pushed, popped or resumed frames
                 // while the kernel copied them (a link to a frame since popped, a cycle
@@ -141,6 +142,7 @@ impl SamplingState {
         process: &Process<M>,
         code: &mut CodeCache,
         out: &mut RawSample,
+        wanted: &mut dyn FnMut(u64) -> bool,
     ) -> Result<(), Retry> {
         let layout = &process.layout;
         let head_at = process.interp_head_address()?;
@@ -171,7 +173,10 @@ impl SamplingState {
                 _ => None,
             };
             let start = scratch.copies.len();
-            for region in &thread.regions {
+            // A thread whose frames are not wanted costs its thread-state fields only; its
+            // regions stay remembered for when it is wanted again.
+            let wanted = wanted(thread.tstate);
+            for region in thread.regions.iter().filter(|_| wanted) {
                 let off = scratch.batch.add(region.addr, region.len);
                 scratch.copies.push(CopiedRange {
                     addr: region.addr,
@@ -185,6 +190,7 @@ impl SamplingState {
                 tstate,
                 cframe,
                 copies: start..scratch.copies.len(),
+                wanted,
             });
         }
         if let Err(e) = scratch.batch.read(&process.mem) {
@@ -252,6 +258,34 @@ impl SamplingState {
             )
         })?;
         let chunk = field(T_CHUNK).unwrap_or(0);
+        let holds_gil = holder == Some(tstate);
+        // What the thread is; as reported when it is not walked (no frames).
+        let base = RawThread {
+            interp_addr: interp.addr,
+            interp_id: interp.id,
+            tstate_addr: tstate,
+            thread_id,
+            native_id,
+            holds_gil,
+            frames: 0..0,
+            truncated: false,
+            unchanged: 0,
+            walked: false,
+        };
+        if !at.wanted && !holds_gil {
+            // Not walked: the next walk of this thread starts afresh (nothing of this
+            // sample's copy can prove its frames unchanged later).
+            let thread = &mut self.plan.threads[thread_index];
+            thread.next_memo.clear();
+            thread.next_keep = 0;
+            thread.next_proof.reset(false);
+            let start = out.frames.len();
+            out.threads.push(RawThread {
+                frames: start..start,
+                ..base
+            });
+            return Ok(());
+        }
         let innermost = match layout.frame_model {
             FrameModel::FrameObject | FrameModel::Direct313 => frame_ptr,
             FrameModel::CFrame311 => {
@@ -281,15 +315,11 @@ impl SamplingState {
         std::mem::swap(&mut thread.next_proof, &mut self.scratch.proof);
         thread.next_keep = kept;
         out.threads.push(RawThread {
-            interp_addr: interp.addr,
-            interp_id: interp.id,
-            tstate_addr: tstate,
-            thread_id,
-            native_id,
-            holds_gil: holder == Some(tstate),
             frames: start..out.frames.len(),
             truncated,
             unchanged,
+            walked: true,
+            ..base
         });
         Ok(())
     }

@@ -41,6 +41,10 @@ pub struct RawThread {
     /// inside `sample_into` never count as the previous sample.
     /// Callers that keep per-thread results may reuse theirs for these frames.
     pub unchanged: usize,
+    /// Whether its frames were read. `false` only for a thread the caller of
+    /// [`Walker::sample_wanted_into`](crate::walk::Walker::sample_wanted_into) did not want
+    /// and that does not hold the GIL: `frames` is empty and `unchanged` 0.
+    pub walked: bool,
 }
 
 /// A sample of every thread, in buffers reused from one sample to the next.

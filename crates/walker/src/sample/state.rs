@@ -202,4 +202,6 @@ pub(crate) struct ThreadAt {
     pub(crate) cframe: Option<usize>,
     /// Its speculative copies in [`Scratch::copies`].
     pub(crate) copies: Range<usize>,
+    /// Whether the caller wants its frames (else they are read only if it holds the GIL).
+    pub(crate) wanted: bool,
 }

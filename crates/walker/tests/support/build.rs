@@ -76,6 +76,14 @@ pub struct Built {
     pub threads: Vec<ExpectedThread>,
     pub names: HashMap<u64, String>,
     pub slots: Slots,
+    /// Objects of every kind the value reader decodes, with their repr.
+    pub values: Vec<(u64, String)>,
+    /// Thread A's thread state, whose innermost frame (`leaf_frame`, running `leaf_code`) has
+    /// the locals `leaf_locals`: `(name, kind, repr)`, repr `None` when unbound.
+    pub leaf_tstate: u64,
+    pub leaf_frame: u64,
+    pub leaf_code: u64,
+    pub leaf_locals: Vec<(String, &'static str, Option<String>)>,
 }
 
 /// A bump-allocated set of regions with gaps between them (reads past an end fault).
@@ -143,6 +151,8 @@ fn o(v: Option<u32>) -> u64 {
 
 /// Instruction index each code object's frame is at, and thus its line (first + k).
 const UNITS: usize = 16;
+/// Local slots of the leaf frame (thread A's innermost).
+const LEAF_SLOTS: u64 = 7;
 
 impl Builder {
     fn new(l: Layout) -> Builder {
@@ -394,6 +404,103 @@ impl Builder {
         c
     }
 
+    /// A tuple of `items`.
+    fn tuple(&mut self, items: &[u64]) -> u64 {
+        let l = self.l;
+        let ty = self.builtin("tuple");
+        let t = self.obj(ty, l.tuple_ob_item as usize + 8 * items.len().max(1));
+        self.s
+            .len(t + u64::from(l.pyvarobject_ob_size), items.len() as u64, 8);
+        for (i, &item) in items.iter().enumerate() {
+            self.s
+                .ptr(t, t + u64::from(l.tuple_ob_item) + 8 * i as u64, item);
+        }
+        t
+    }
+
+    /// A list of `items`, then itself when `with_self`.
+    fn list(&mut self, items: &[u64], with_self: bool) -> u64 {
+        let l = self.l;
+        let ty = self.builtin("list");
+        let lst = self.obj(ty, l.list_allocated as usize + 8);
+        let n = items.len() + usize::from(with_self);
+        let array = self.s.alloc(8 * (n + 1));
+        self.s.slots.objects.push(array);
+        for (i, &item) in items.iter().enumerate() {
+            self.s.ptr(array, array + 8 * i as u64, item);
+        }
+        if with_self {
+            self.s.ptr(array, array + 8 * items.len() as u64, lst);
+        }
+        self.s
+            .len(lst + u64::from(l.pyvarobject_ob_size), n as u64, 8);
+        self.s
+            .len(lst + u64::from(l.list_allocated), n as u64 + 1, 8);
+        self.s.ptr(lst, lst + u64::from(l.list_ob_item), array);
+        lst
+    }
+
+    fn float(&mut self, v: f64) -> u64 {
+        let l = self.l;
+        let ty = self.builtin("float");
+        let f = self.obj(ty, l.float_ob_fval as usize + 8);
+        self.s
+            .data(f + u64::from(l.float_ob_fval), &v.to_bits().to_le_bytes());
+        f
+    }
+
+    /// A set of `(key, hash)` entries in the first slots of an 8-slot table.
+    fn set(&mut self, entries: &[(u64, u64)]) -> u64 {
+        let l = self.l;
+        let ty = self.builtin("set");
+        let st = self.obj(ty, l.set_table as usize + 8);
+        let size = u64::from(l.setentry_size);
+        let table = self.s.alloc(8 * size as usize);
+        self.s.slots.objects.push(table);
+        for (i, &(key, hash)) in entries.iter().enumerate() {
+            let e = table + size * i as u64;
+            self.s.ptr(table, e + u64::from(l.setentry_key), key);
+            self.s.len(e + u64::from(l.setentry_hash), hash, 8);
+        }
+        self.s
+            .len(st + u64::from(l.set_used), entries.len() as u64, 8);
+        self.s.len(st + u64::from(l.set_mask), 7, 8);
+        self.s.ptr(st, st + u64::from(l.set_table), table);
+        st
+    }
+
+    /// Give `code` the argument count, flags and local names of a function whose first
+    /// `args` names are its parameters.
+    fn locals(&mut self, code: u64, names: &[&str], args: u32) {
+        let l = self.l;
+        self.s
+            .len(code + u64::from(l.code_argcount), u64::from(args), 4);
+        if let Some(off) = l.code_kwonlyargcount {
+            self.s.len(code + u64::from(off), 0, 4);
+        }
+        self.s.len(code + u64::from(l.code_flags), 0, 4);
+        self.s
+            .len(code + u64::from(l.code_nlocals), names.len() as u64, 4);
+        let strs: Vec<u64> = names.iter().map(|n| self.str(n)).collect();
+        let tuple = self.tuple(&strs);
+        match (l.code_localsplusnames, l.code_localspluskinds) {
+            (Some(names_off), Some(kinds_off)) => {
+                self.s.ptr(code, code + u64::from(names_off), tuple);
+                let kinds = vec![l.co_fast_local.unwrap(); names.len()];
+                let kinds = self.bytes(&kinds);
+                self.s.ptr(code, code + u64::from(kinds_off), kinds);
+                let n = l.code_nlocalsplus.unwrap();
+                self.s.len(code + u64::from(n), names.len() as u64, 4);
+            }
+            _ => {
+                let empty = self.tuple(&[]);
+                self.s.ptr(code, code + o(l.code_varnames), tuple);
+                self.s.ptr(code, code + o(l.code_cellvars), empty);
+                self.s.ptr(code, code + o(l.code_freevars), empty);
+            }
+        }
+    }
+
     fn adaptive(&self, code: u64) -> u64 {
         code + o(self.l.code_code_adaptive)
     }
@@ -408,7 +515,8 @@ impl Builder {
                 .iter()
                 .map(|f| o(*f) + 8)
                 .max()
-                .unwrap();
+                .unwrap()
+                .max(o(l.frame_localsplus) + 8 * LEAF_SLOTS);
             let f = self.obj(ty, size as usize);
             self.s.ptr(f, f + o(l.frame_back), back);
             self.s.ptr(f, f + o(l.frame_code), code);
@@ -469,6 +577,41 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
     let c_leaf = b.code("leaf☃", "/app/deep/\u{1f600}.py", 100);
     let c_gen = b.code("gen\u{1f40d}", "/app/gen.py", 200);
 
+    // Values of every kind the value reader decodes, and the leaf's locals holding them.
+    let v_int = b.int(7);
+    let v_str = b.str("hello");
+    let v_float = b.float(2.5);
+    let v_tuple = b.tuple(&[v_int, v_str]);
+    let v_list = b.list(&[v_int, v_str], true);
+    let k = b.str("k");
+    let v_dict = b.dict(&[(k, v_int)]);
+    let v_set = b.set(&[(v_int, 7)]);
+    let plain_ty = b.ty("Plain", u64::from(l.tpflags_heaptype), 32, 0);
+    let v_plain = b.obj(plain_ty, 32);
+    let values = vec![
+        (b.none, "None".to_string()),
+        (v_int, "7".to_string()),
+        (v_str, "'hello'".to_string()),
+        (v_float, "2.5".to_string()),
+        (v_tuple, "(7, 'hello')".to_string()),
+        (v_list, "[7, 'hello', [...]]".to_string()),
+        (v_dict, "{'k': 7}".to_string()),
+        (v_set, if py2 { "set([7])" } else { "{7}" }.to_string()),
+        (v_plain, format!("<Plain object at {v_plain:#x}>")),
+    ];
+    let leaf_names = ["n", "s", "lst", "d", "st", "p", "gone"];
+    b.locals(c_leaf, &leaf_names, 1);
+    let leaf_slots = [v_int, v_str, v_list, v_dict, v_set, v_plain, 0];
+    let leaf_locals: Vec<(String, &'static str, Option<String>)> = leaf_names
+        .iter()
+        .zip(leaf_slots)
+        .enumerate()
+        .map(|(i, (name, slot))| {
+            let repr = values.iter().find(|v| v.0 == slot).map(|v| v.1.clone());
+            (name.to_string(), if i == 0 { "arg" } else { "local" }, repr)
+        })
+        .collect();
+
     let line = |first: i32, k: i64| Some(first + k as i32);
     let fr =
         |f: &str, file: &str, first: i32, k: i64| (f.to_string(), file.to_string(), line(first, k));
@@ -487,6 +630,9 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
     let (stack_a, stack_b, stack_d) = match l.frame_model {
         FrameModel::FrameObject => {
             let a = b.frame_objects(&[(c_main, 3), (c_work, 5), (c_leaf, 7)]);
+            for (i, &v) in leaf_slots.iter().enumerate() {
+                b.s.ptr(a, a + o(l.frame_localsplus) + 8 * i as u64, v);
+            }
             let bb = b.frame_objects(&[(c_main, 2), (c_gen, 9)]);
             let d = b.frame_objects(&[(c_main, 0)]);
             (
@@ -556,6 +702,11 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
             };
             let tagged_leaf = b.tagged(c_leaf);
             b.iframe(gen, f_work, tagged_leaf, leaf_ip, 0, tlbc);
+            for (i, &v) in leaf_slots.iter().enumerate() {
+                // 3.14+ slots are tagged stack references too.
+                let v = if v == 0 { 0 } else { b.tagged(v) };
+                b.s.ptr(gen, gen + o(l.iframe_localsplus) + 8 * i as u64, v);
+            }
             // Thread B: one chunk, two frames.
             let chunk_b = b.chunk(4096, 0);
             let f1 = chunk_b + o(l.chunk_data);
@@ -829,6 +980,11 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
         threads: expected,
         names,
         slots,
+        values,
+        leaf_tstate: tstates[0],
+        leaf_frame: stack_a.innermost,
+        leaf_code: c_leaf,
+        leaf_locals,
     }
 }
 
@@ -898,6 +1054,19 @@ fn debug_values(l: &Layout) -> Vec<(&'static str, u64)> {
         ("heap_type_object.size", 1024),
         ("tuple_object.size", 64),
         ("tuple_object.ob_size", r(l.pyvarobject_ob_size)),
+        ("tuple_object.ob_item", r(l.tuple_ob_item)),
+        ("list_object.size", 64),
+        ("list_object.ob_item", r(l.list_ob_item)),
+        ("float_object.size", 64),
+        ("float_object.ob_fval", r(l.float_ob_fval)),
+        ("set_object.size", 256),
+        ("set_object.used", r(l.set_used)),
+        ("set_object.mask", r(l.set_mask)),
+        ("set_object.table", r(l.set_table)),
+        ("type_object.tp_name", r(l.type_name)),
+        ("code_object.argcount", r(l.code_argcount)),
+        ("code_object.localsplusnames", o(l.code_localsplusnames)),
+        ("code_object.localspluskinds", o(l.code_localspluskinds)),
         ("dict_object.size", 128),
         ("dict_object.ma_keys", r(l.dict_ma_keys)),
         ("dict_object.ma_values", r(l.dict_ma_values)),
