@@ -6,7 +6,8 @@
 //! libpython that was most of what `strobe dump` spent. Here a symbol of `.dynsym` is found
 //! through the file's own hash table (`.gnu.hash`, else `.hash`), which touches a few
 //! entries; only names it does not export are searched for in `.symtab`, comparing names as
-//! bytes where they lie. Nothing is copied and no string is decoded.
+//! bytes where they lie. Nothing is copied and no string is decoded. A file without section
+//! headers (`sstrip`) is read through its dynamic section (`PT_DYNAMIC`) instead.
 //!
 //! Only 64-bit little-endian files are read: strobe reads 64-bit targets only (its structure
 //! layouts are those of 64-bit builds). Every offset, size and count read from the file is
