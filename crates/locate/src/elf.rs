@@ -1,11 +1,11 @@
 //! Opening a target's mapped ELF files from our side and extracting what we need from them.
 
+use crate::elf64::{Elf64, ET_EXEC};
 use crate::error::LocateError;
 use crate::maps::Mapping;
 use crate::rootfs::resolve_in_root;
-use goblin::elf::{header, program_header, Elf};
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,22 +29,10 @@ pub(crate) const WANTED: &[&str] = &[
 /// Larger files are not interpreters; refusing them bounds what a strange mapping costs.
 const MAX_FILE: u64 = 1 << 30;
 
-/// A symbol's link-time value and size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sym {
-    pub value: u64,
-    pub size: u64,
-}
-
 /// A `PT_LOAD` program header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Load {
-    pub vaddr: u64,
-    pub offset: u64,
-    pub memsz: u64,
-    pub align: u64,
-    pub writable: bool,
-}
+pub(crate) use crate::elf64::Segment as Load;
+/// A symbol's link-time value and size.
+pub(crate) use crate::elf64::Symbol as Sym;
 
 /// What we keep of an ELF file.
 #[derive(Debug, Clone)]
@@ -56,13 +44,23 @@ pub(crate) struct ElfInfo {
     pub loads: Vec<Load>,
     /// The [`WANTED`] symbols present, from `.dynsym` or `.symtab`.
     pub syms: HashMap<&'static str, Sym>,
-    /// Versions found as strings in `.rodata`.
-    pub rodata_versions: Vec<strobe_python_abi::Version>,
+    /// The file's `.rodata`, searched for a version string only when the target's memory
+    /// does not tell the version (`ElfInfo::rodata_versions`): scanning the megabytes of
+    /// a libpython's `.rodata` cost more than the rest of an attach.
+    pub rodata: Option<SharedBytes>,
 }
 
 impl ElfInfo {
     pub fn sym(&self, name: &str) -> Option<Sym> {
         self.syms.get(name).copied()
+    }
+
+    /// Versions found as strings in `.rodata`.
+    pub fn rodata_versions(&self) -> Vec<strobe_python_abi::Version> {
+        self.rodata
+            .as_deref()
+            .map(crate::version::in_rodata)
+            .unwrap_or_default()
     }
 
     /// Holds an interpreter runtime we know how to find.
@@ -96,10 +94,17 @@ fn dev_parts(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
-/// Whether the open file `f` is the file behind mapping `m` (same device and inode).
-fn same_file(f: &File, m: &Mapping) -> bool {
-    f.metadata()
-        .is_ok_and(|md| md.ino() == m.inode && dev_parts(md.dev()) == (m.dev_major, m.dev_minor))
+/// Whether metadata `md` is that of the file behind mapping `m` (same device and inode).
+fn same_file(md: &Metadata, m: &Mapping) -> bool {
+    md.ino() == m.inode && dev_parts(md.dev()) == (m.dev_major, m.dev_minor)
+}
+
+/// A file opened to be read: the path it was opened by, the handle, and its metadata taken
+/// once (identity, size, modification time).
+struct Opened {
+    path: PathBuf,
+    file: File,
+    metadata: Option<Metadata>,
 }
 
 /// A file's identity and version as its metadata gives them (device, inode, size, modification
@@ -124,10 +129,13 @@ pub fn analyses_reused() -> u64 {
 /// [`open_mapped_file`] does; reused when the same file (same identity, size and modification time)
 /// was analysed before, for any process.
 pub(crate) fn analyze_mapped(pid: i32, m: &Mapping) -> Result<ElfInfo, LocateError> {
-    let (path, file) = open_mapped_file(pid, m)?;
-    let key = file
-        .metadata()
-        .ok()
+    let Opened {
+        path,
+        file,
+        metadata,
+    } = open_mapped_file(pid, m)?;
+    let key = metadata
+        .as_ref()
         .map(|md| (md.dev(), md.ino(), md.len(), md.mtime(), md.mtime_nsec()));
     let lock = || ANALYZED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(key) = key {
@@ -139,7 +147,8 @@ pub(crate) fn analyze_mapped(pid: i32, m: &Mapping) -> Result<ElfInfo, LocateErr
             });
         }
     }
-    let bytes = read_checked(pid, &path, file)?;
+    let len = metadata.as_ref().map_or(0, Metadata::len);
+    let bytes = read_checked(pid, &path, &file, len)?;
     let info = analyze(pid, path, &bytes)?;
     if let Some(key) = key {
         let mut cache = lock();
@@ -165,17 +174,23 @@ pub(crate) fn analyze_mapped(pid: i32, m: &Mapping) -> Result<ElfInfo, LocateErr
 /// `/proc/PID/root` the kernel would follow an absolute symlink of the target's filesystem to
 /// *our* file of that name, so a container could make us read any host file. A host path that
 /// does not match the mapping is never used.
-fn open_mapped_file(pid: i32, m: &Mapping) -> Result<(PathBuf, File), LocateError> {
+fn open_mapped_file(pid: i32, m: &Mapping) -> Result<Opened, LocateError> {
     let path = m.path.as_deref().unwrap_or_default();
     let in_root = resolve_in_root(&procfs::root(pid), path).ok();
     let as_is = PathBuf::from(path);
     let map_file = procfs::proc_dir(pid).join(format!("map_files/{:x}-{:x}", m.start, m.end));
-    let open = |p: &PathBuf| File::open(p).ok().map(|f| (p.clone(), f));
+    let open = |p: &PathBuf| {
+        File::open(p).ok().map(|file| Opened {
+            path: p.clone(),
+            metadata: file.metadata().ok(),
+            file,
+        })
+    };
     let chosen = in_root
         .iter()
         .chain([&as_is])
         .filter_map(open)
-        .find(|(_, f)| same_file(f, m))
+        .find(|o| o.metadata.as_ref().is_some_and(|md| same_file(md, m)))
         .or_else(|| open(&map_file))
         .or_else(|| in_root.as_ref().and_then(open))
         .ok_or_else(|| LocateError::Elf {
@@ -187,12 +202,17 @@ fn open_mapped_file(pid: i32, m: &Mapping) -> Result<(PathBuf, File), LocateErro
     chosen
 }
 
-/// The whole file behind `file` (opened as `chosen`), mapped read-only (bounded by
-/// [`MAX_FILE`]). A file truncated under the mapping is handled as `SharedBytes` documents
-/// (crates/remote/src/map_binary.rs): the files are binaries the target has mapped and runs.
-fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<SharedBytes, LocateError> {
+/// The whole file behind `file` (opened as `chosen`, `len` bytes long), mapped read-only
+/// (bounded by [`MAX_FILE`]). A file truncated under the mapping is handled as `SharedBytes`
+/// documents (crates/remote/src/map_binary.rs): the files are binaries the target has mapped
+/// and runs. Only the pages read are ever loaded.
+fn read_checked(
+    pid: i32,
+    chosen: &Path,
+    file: &File,
+    len: u64,
+) -> Result<SharedBytes, LocateError> {
     let chosen = chosen.to_path_buf();
-    let len = file.metadata().map(|md| md.len()).unwrap_or(0);
     if len > MAX_FILE {
         return Err(LocateError::Elf {
             pid,
@@ -201,68 +221,54 @@ fn read_checked(pid: i32, chosen: &Path, file: File) -> Result<SharedBytes, Loca
         });
     }
     // Map the handle we checked, never the path again.
-    SharedBytes::map_file(&file).map_err(|e| LocateError::Elf {
+    SharedBytes::map_file(file).map_err(|e| LocateError::Elf {
         pid,
         path: chosen,
         reason: e.to_string(),
     })
 }
 
-/// Parse an ELF file's headers, wanted symbols and read-only strings.
-pub(crate) fn analyze(pid: i32, path: PathBuf, bytes: &[u8]) -> Result<ElfInfo, LocateError> {
-    let elf = Elf::parse(bytes).map_err(|e| LocateError::Elf {
+/// Read an ELF file's header, loadable segments and wanted symbols (see `elf64.rs` for how
+/// little of the file that touches), and note where its `.rodata` is.
+pub(crate) fn analyze(
+    pid: i32,
+    path: PathBuf,
+    bytes: &SharedBytes,
+) -> Result<ElfInfo, LocateError> {
+    let malformed = |reason: String| LocateError::Elf {
         pid,
         path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let loads = elf
-        .program_headers
-        .iter()
-        .filter(|ph| ph.p_type == program_header::PT_LOAD)
-        .map(|ph| Load {
-            vaddr: ph.p_vaddr,
-            offset: ph.p_offset,
-            memsz: ph.p_memsz,
-            align: ph.p_align,
-            writable: ph.p_flags & program_header::PF_W != 0,
-        })
-        .collect();
-    let mut syms = HashMap::new();
+        reason,
+    };
+    let elf = Elf64::parse(bytes).map_err(malformed)?;
+    let loads = elf.loads().map_err(malformed)?;
     // .dynsym first: exported symbols are what the interpreter's ABI promises. .symtab adds
-    // statics such as `interp_head` in unstripped builds.
-    for (table, strtab) in [(&elf.dynsyms, &elf.dynstrtab), (&elf.syms, &elf.strtab)] {
-        for sym in table.iter() {
-            if sym.st_value == 0 || sym.st_shndx == 0 {
-                continue; // undefined (imported)
-            }
-            let Some(name) = strtab.get_at(sym.st_name) else {
-                continue;
-            };
-            if let Some(&wanted) = WANTED.iter().find(|w| **w == name) {
-                syms.entry(wanted).or_insert(Sym {
-                    value: sym.st_value,
-                    size: sym.st_size,
-                });
-            }
-        }
-    }
-    let rodata_versions = elf
-        .section_headers
+    // statics such as `interp_head` (≤3.6) in unstripped builds. Every other name we want is
+    // exported API (PyAPI_DATA / PyAPI_FUNC) wherever it exists, so where .dynsym has
+    // `_PyRuntime` (3.7+, exported) .symtab has nothing more for us: checked against pyenv's
+    // 2.7–3.13, Debian's 3.11 and sid's 3.13–3.15 and their debug builds. An executable that
+    // does not export its symbols (an application embedding a static libpython without
+    // --export-dynamic) has no `_PyRuntime` in .dynsym, so .symtab is searched.
+    let found = elf.symbols(WANTED, |found| {
+        WANTED
+            .iter()
+            .zip(found)
+            .any(|(&name, sym)| name == "_PyRuntime" && sym.is_none())
+    });
+    let syms = WANTED
         .iter()
-        .filter(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(".rodata"))
-        .filter_map(|sh| {
-            let start = usize::try_from(sh.sh_offset).ok()?;
-            let end = start.checked_add(usize::try_from(sh.sh_size).ok()?)?;
-            bytes.get(start..end)
-        })
-        .flat_map(crate::version::in_rodata)
+        .zip(found)
+        .filter_map(|(&name, sym)| Some((name, sym?)))
         .collect();
+    let rodata = elf
+        .section_range(".rodata")
+        .and_then(|range| bytes.slice(range));
     Ok(ElfInfo {
         path,
-        fixed: elf.header.e_type == header::ET_EXEC,
+        fixed: elf.e_type() == ET_EXEC,
         loads,
         syms,
-        rodata_versions,
+        rodata,
     })
 }
 
@@ -300,7 +306,7 @@ mod tests {
             fixed,
             loads,
             syms: HashMap::new(),
-            rodata_versions: vec![],
+            rodata: None,
         }
     }
 
@@ -348,10 +354,10 @@ mod tests {
     fn finds_py_version_in_a_real_libpython() {
         // pyenv's libpython3.9 keeps PY_VERSION only as the tail of its install prefix.
         let path = PathBuf::from("/root/.pyenv/versions/3.9.18/lib/libpython3.9.so.1.0");
-        let bytes = std::fs::read(&path).unwrap();
+        let bytes = SharedBytes::map_file(&File::open(&path).unwrap()).unwrap();
         let info = analyze(0, path, &bytes).unwrap();
         assert_eq!(
-            info.rodata_versions,
+            info.rodata_versions(),
             vec![crate::version::parse("3.9.18").unwrap()]
         );
         assert!(!info.fixed);

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod elf;
+mod elf64;
 mod error;
 pub mod maps;
 mod offline;
@@ -26,6 +27,12 @@ use std::path::PathBuf;
 use strobe_memory::RemoteMemory;
 use strobe_python_abi::Version;
 use strobe_remote::procfs;
+
+/// `PF_KTHREAD` and `PF_EXITING` from the kernel's `include/linux/sched.h`, in the `flags`
+/// field of `/proc/PID/stat`: a kernel thread; a process that has begun exiting (as
+/// `strobe_remote::procfs` reads them, here from the one stat line `locate` reads).
+const PF_KTHREAD: u64 = 0x0020_0000;
+const PF_EXITING: u64 = 0x0000_0004;
 
 /// The writable segments we scan for the `sys.version` buffer are a few hundred KiB in real
 /// interpreters; refuse anything beyond this.
@@ -102,19 +109,6 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
     if !procfs::exists(pid) {
         return Err(LocateError::NoSuchProcess { pid });
     }
-    let stat = procfs::stat(pid).map_err(|e| LocateError::from_remote(pid, e))?;
-    if procfs::is_kernel_thread(pid).map_err(|e| LocateError::from_remote(pid, e))? {
-        return Err(LocateError::KernelThread {
-            pid,
-            comm: stat.comm,
-        });
-    }
-    if procfs::is_zombie(pid).map_err(|e| LocateError::from_remote(pid, e))? {
-        return Err(LocateError::Zombie {
-            pid,
-            comm: stat.comm,
-        });
-    }
     let maps_path = procfs::proc_dir(pid).join("maps");
     let text = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => LocateError::PermissionDenied { pid },
@@ -124,9 +118,25 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
             error: e,
         }),
     })?;
+    // One read of the stat line, after the maps (kernel threads and zombies have readable,
+    // empty ones): it names the process and tells a kernel thread, a zombie, or a process
+    // that began exiting while its maps were read, from a Python process.
+    let stat = procfs::stat(pid).map_err(|e| LocateError::from_remote(pid, e))?;
+    if stat.flags & PF_KTHREAD != 0 {
+        return Err(LocateError::KernelThread {
+            pid,
+            comm: stat.comm,
+        });
+    }
+    if matches!(stat.state, 'Z' | 'X' | 'x') {
+        return Err(LocateError::Zombie {
+            pid,
+            comm: stat.comm,
+        });
+    }
     let mappings = maps::parse(&text);
     // A user-space process always has mappings; none means its memory was torn down on exit.
-    if mappings.is_empty() || procfs::is_gone_or_exiting(pid) {
+    if mappings.is_empty() || stat.flags & PF_EXITING != 0 {
         return Err(LocateError::Exited { pid });
     }
     let files = group_files(&mappings);
@@ -310,18 +320,21 @@ fn exact_version<M: RemoteMemory>(
             }
         }
     }
-    for (found, source) in [
-        (&in_memory, VersionSource::VersionBuffer),
-        (&info.rodata_versions, VersionSource::ElfString),
-    ] {
-        let fitting: Vec<Version> = found
-            .iter()
-            .copied()
-            .filter(|&v| plausible(v, info, lib_minor))
-            .collect();
-        if let [v] = fitting[..] {
-            return Ok((v, source));
-        }
+    let fits = |found: &[Version]| match found
+        .iter()
+        .filter(|&&v| plausible(v, info, lib_minor))
+        .collect::<Vec<_>>()[..]
+    {
+        [&v] => Some(v),
+        _ => None,
+    };
+    if let Some(v) = fits(&in_memory) {
+        return Ok((v, VersionSource::VersionBuffer));
+    }
+    // Last, the file's read-only strings: only read when memory did not tell.
+    let in_rodata = info.rodata_versions();
+    if let Some(v) = fits(&in_rodata) {
+        return Ok((v, VersionSource::ElfString));
     }
     let list = |vs: &[Version]| {
         if vs.is_empty() {
@@ -340,7 +353,7 @@ fn exact_version<M: RemoteMemory>(
         "no Py_Version symbol; sys.version strings in memory: {}; version strings in .rodata: \
          {}{expected}",
         list(&in_memory),
-        list(&info.rodata_versions)
+        list(&in_rodata)
     )))
 }
 
