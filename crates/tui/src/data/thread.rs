@@ -1,7 +1,7 @@
 //! The collector on a thread of its own: it drains the sampler's queue whatever the terminal
 //! does, and answers the event loop's requests for views. It sleeps (`park_timeout`) until a
 //! request comes (the handle unparks it), the sampler's doorbell rings (the queue is a quarter
-//! full, or sampling ended), or [`DRAIN_PERIOD`] has passed: at ordinary rates a wake-up costs
+//! full, or sampling ended), or `DRAIN_PERIOD` has passed: at ordinary rates a wake-up costs
 //! more CPU than a sample, so it wakes seldom.
 
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
