@@ -38,6 +38,9 @@ pub(crate) struct CodeInfo {
     lines: LineMap,
     /// Bytecode length in code units (3.11+, `Py_SIZE(code)`), to catch a recycled address.
     code_units: Option<i64>,
+    /// `(co_name or co_qualname, co_filename, co_firstlineno)` as decoded: what
+    /// [`CodeCache::check_identity`] compares to catch a recycled address before 3.11.
+    identity: (u64, u64, i32),
     /// Which decoding this is (see [`CodeCache::serial`]).
     serial: u64,
 }
@@ -56,7 +59,16 @@ pub(crate) struct CodeCache {
     tlbc_bases: AddrMap<(u64, i32), u64>,
     /// Code addresses decoded afresh during the current sample.
     refreshed: HashSet<u64>,
+    /// Samples started so far.
+    samples: u64,
+    /// Code address → the frame address last seen running it, and the sample that was in
+    /// (see [`CodeCache::check_identity`]).
+    checked: AddrMap<u64, (u64, u64)>,
 }
+
+/// A frame met again at the same address with the same code within this many samples is not
+/// checked again (a function called in a loop reuses its frame object).
+const RECHECK_AFTER_SAMPLES: u64 = 16;
 
 impl CodeCache {
     /// Forget every decoded code object and what was learnt decoding them.
@@ -64,11 +76,13 @@ impl CodeCache {
         self.decoded.clear();
         self.code_types.clear();
         self.tlbc_bases.clear();
+        self.checked.clear();
     }
 
     /// A new sample starts: any code object may be decoded afresh once more.
     #[inline]
     pub(crate) fn start_sample(&mut self) {
+        self.samples += 1;
         if !self.refreshed.is_empty() {
             self.refreshed.clear();
         }
@@ -235,6 +249,7 @@ impl CodeCache {
             filename,
             lines: LineMap::new(l.line_table, &table, firstlineno),
             code_units,
+            identity: (name_ptr, filename_ptr, firstlineno),
             serial: self.serials,
         });
         if self.decoded.len() >= MAX_CODE_CACHE {
@@ -243,6 +258,57 @@ impl CodeCache {
         }
         self.decoded.insert(addr, info.clone());
         Ok(Some(info))
+    }
+
+    /// Before 3.11 nothing in a frame tells a code object from another one later allocated at
+    /// the same address (3.11+ frames are checked against the bytecode length, see
+    /// `resolve_frame`). Code objects are freed all the time while a program starts (a
+    /// module's body runs once), so a cached decoding can name a function that no longer
+    /// exists. Call this for frame `frame` running code `addr` that the previous sample did
+    /// not have: if the code object no longer has the name, file and first line it was decoded
+    /// with, the decoding is dropped and the next lookup decodes it afresh. One read, at most
+    /// once per address and sample, and not for the same frame met again with the same code
+    /// within [`RECHECK_AFTER_SAMPLES`] samples (a function called in a loop); nothing on 3.11+.
+    pub(crate) fn check_identity<M: RemoteMemory>(
+        &mut self,
+        process: &Process<M>,
+        addr: u64,
+        frame: u64,
+    ) {
+        let l = &process.layout;
+        if l.line_table == LineTable::Location311 {
+            return;
+        }
+        let now = self.samples;
+        let recent = self
+            .checked
+            .get(&addr)
+            .is_some_and(|&(f, at)| f == frame && now.saturating_sub(at) <= RECHECK_AFTER_SAMPLES);
+        if self.checked.len() >= MAX_CODE_CACHE {
+            self.checked.clear();
+        }
+        self.checked.insert(addr, (frame, now));
+        let Some(info) = self.decoded.get(&addr) else {
+            return;
+        };
+        if recent || !self.refreshed.insert(addr) {
+            return;
+        }
+        let name_off = l.code_qualname.unwrap_or(l.code_name);
+        let same = struct_len(l.code_size, "code object")
+            .ok()
+            .and_then(|len| process.mem.read_vec(addr, len, MAX_STRUCT).ok())
+            .and_then(|code| {
+                Some((
+                    le::u64_at(&code, name_off as usize)?,
+                    le::u64_at(&code, l.code_filename as usize)?,
+                    le::i32_at(&code, l.code_firstlineno as usize)?,
+                ))
+            })
+            .is_some_and(|now| now == info.identity);
+        if !same {
+            self.decoded.remove(&addr);
+        }
     }
 
     /// The payload of a `bytes` object (`str` on 2.7), bounded by [`MAX_LINETABLE_BYTES`].

@@ -1420,6 +1420,42 @@ fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
 }
 
 #[test]
+fn a_code_address_reused_by_another_code_object_is_decoded_again_before_3_11() {
+    for l in [l27(), l310()] {
+        let mut img = Image::new(l);
+        let outer = img.code("outer", "/app.py", 10, 8);
+        let startup = img.code("startup", "/site.py", 100, 8);
+        let main = img.code("main", "/app.py", 200, 8);
+        let inner = img.frame_objects(&[(outer, 1), (startup, 2)]);
+        let (_, threads, roots) = img.one_interpreter(&[Thread::new(0x77, 1, inner)]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(got[0].3[0].0, "startup", "{:?}", l.version);
+        // `startup` is freed and a new code object, `main`, is allocated at its address; a new
+        // frame runs it.
+        edit(&mut img, &live, |img| {
+            let size = u64::from(l.code_size);
+            let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
+            img.mem.write(startup, &bytes);
+            let frame = img.frame_objects(&[(outer, 1), (startup, 3)]);
+            img.set_innermost(threads[0], frame);
+        });
+        let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+        assert_eq!(
+            no_entry(&got[0].3[0]),
+            ("main".into(), "/app.py".into(), Some(203)),
+            "{:?}",
+            l.version
+        );
+        // Steady again: the same frame at another instruction costs no identity read.
+        live.take_counts();
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(live.take_counts(), (1, 0), "{:?}", l.version);
+    }
+}
+
+#[test]
 fn steady_state_frame_objects_one_batched_read() {
     for l in [l27(), l310()] {
         let mut img = Image::new(l);

@@ -380,6 +380,19 @@ impl SamplingState {
             .checked_sub(1)
             .and_then(|last| memo.get(last))
             .map_or(0, |frame| frame.outs as usize);
+        // A frame the previous sample did not have may run a code object freed and reallocated
+        // at an address decoded before (≤3.10 cannot tell otherwise; see
+        // `CodeCache::check_identity`). The innermost changed frame is usually the same frame
+        // at another instruction: not new.
+        let moved = memo.get(kept + same).copied();
+        for (index, frame) in self.scratch.frames[..walked - same].iter().enumerate() {
+            let same_frame = index + 1 == walked - same
+                && moved
+                    .is_some_and(|m| m.frame == frame.frame && m.fields.code == frame.fields.code);
+            if !same_frame {
+                code.check_identity(process, frame.fields.code, frame.frame);
+            }
+        }
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }
