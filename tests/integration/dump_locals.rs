@@ -211,6 +211,8 @@ fn check(interp: &strobe_testkit::interpreters::Interpreter) {
     let qualified = interp.version >= (3, 11);
     let script = Script::new(&Interp::from(interp), "locals.py");
     let target = Announced::start(&mut script.command());
+    // READY is printed just before the main thread blocks in read(2): dump it there.
+    target.wait_until_blocked();
     let ids = ids(&script);
     let pid = target.pid.to_string();
     let expected = expected_frames(py2, qualified, &ids);
@@ -283,6 +285,8 @@ fn no_locals_without_the_flag() {
     let interp = strobe_testkit::interpreters::get("pyenv_3_12");
     let script = Script::new(&Interp::from(interp), "locals.py");
     let target = Announced::start(&mut script.command());
+    // READY is printed just before the main thread blocks in read(2): dump it there.
+    target.wait_until_blocked();
     let dump = dump_json(target.pid, &[]);
     for f in dump["threads"][0]["frames"].as_array().unwrap() {
         assert!(
@@ -314,6 +318,8 @@ strobe_testkit::per_interpreter! {
     fn with_blocking_and_native(interp) for [pyenv_2_7, pyenv_3_10, pyenv_3_12, sid_3_14] {
         let script = Script::new(&Interp::from(interp), "locals.py");
         let target = Announced::start(&mut script.command());
+        // READY is printed just before the main thread blocks in read(2): dump it there.
+        target.wait_until_blocked();
         let plain = locals_by_frame(&dump_json(target.pid, &["--locals"]));
         assert!(plain.iter().any(|(f, l)| f == "innermost" && l.as_array().is_some_and(|a| a.len() > 20)));
         for extra in [&["--locals", "--blocking"][..], &["--locals", "--native"][..]] {

@@ -147,6 +147,12 @@ impl Announced {
         Announced { ready, pid }
     }
 
+    /// Wait until all its threads sleep in system calls, its main thread in `read(2)` (see
+    /// [`wait_until_blocked`]); for targets that print READY just before blocking there.
+    pub fn wait_until_blocked(&self) {
+        wait_until_blocked(self.pid);
+    }
+
     /// Close its stdin: the target winds down and exits by itself.
     pub fn close_stdin(&mut self) {
         drop(self.ready.child.stdin.take());
@@ -367,46 +373,9 @@ impl Target {
         target
     }
 
-    /// Wait until every thread of the target is asleep in a system call, the main thread in
-    /// `read(2)` of its stdin. The target prints READY (or `pong`) just before the main thread
-    /// blocks, and a strobe that attaches within a millisecond would otherwise find that thread
-    /// still on its way there: running, not idle. Polls the kernel's view of each thread
-    /// (`/proc/PID/task/TID/syscall`, `stat`) rather than sleeping for a guessed time.
+    /// See [`wait_until_blocked`].
     fn wait_until_blocked(&self) {
-        /// `read` on x86-64 (asm/unistd_64.h).
-        const SYS_READ: i64 = 0;
-        let pid = self.info.pid;
-        let deadline = std::time::Instant::now() + READY_TIMEOUT;
-        let mut last = String::new();
-        loop {
-            let mut all = true;
-            last.clear();
-            for tid in strobe_testkit::procfs::tasks(pid) {
-                let dir = format!("/proc/{pid}/task/{tid}");
-                let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
-                let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
-                let state = stat
-                    .rfind(')')
-                    .and_then(|i| stat[i + 1..].split_whitespace().next());
-                let nr = syscall
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse::<i64>().ok());
-                let asleep = state == Some("S") && nr.is_some_and(|n| n >= 0);
-                let blocked = asleep && (tid != pid || nr == Some(SYS_READ));
-                all &= blocked;
-                last.push_str(&format!("{tid}: {:?} {}; ", state, syscall.trim()));
-            }
-            if all {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the target's threads did not all block within {READY_TIMEOUT:?}: {last}"
-            );
-            // A poll, not a guess: the loop ends as soon as the kernel says so.
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_blocked(self.info.pid);
     }
 
     /// The next line the target prints, failing after [`READY_TIMEOUT`].
@@ -609,5 +578,46 @@ pub fn check_dump(target: &Target, dump: &Value) {
         } else {
             assert!(rest.is_empty(), "unexpected outer frames in {ctx}");
         }
+    }
+}
+
+/// Wait until every thread of the target is asleep in a system call, the main thread in
+/// `read(2)` of its stdin. The target prints READY (or `pong`) just before the main thread
+/// blocks, and a strobe that attaches within a millisecond would otherwise find that thread
+/// still on its way there: running, not idle. Polls the kernel's view of each thread
+/// (`/proc/PID/task/TID/syscall`, `stat`) rather than sleeping for a guessed time.
+pub fn wait_until_blocked(pid: i32) {
+    /// `read` on x86-64 (asm/unistd_64.h).
+    const SYS_READ: i64 = 0;
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let mut last = String::new();
+    loop {
+        let mut all = true;
+        last.clear();
+        for tid in strobe_testkit::procfs::tasks(pid) {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
+            let nr = syscall
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<i64>().ok());
+            let asleep = state == Some("S") && nr.is_some_and(|n| n >= 0);
+            let blocked = asleep && (tid != pid || nr == Some(SYS_READ));
+            all &= blocked;
+            last.push_str(&format!("{tid}: {:?} {}; ", state, syscall.trim()));
+        }
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target's threads did not all block within {READY_TIMEOUT:?}: {last}"
+        );
+        // A poll, not a guess: the loop ends as soon as the kernel says so.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
