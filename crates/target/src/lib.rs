@@ -26,8 +26,7 @@ pub use strobe_corefile::{CoreError, CoreOptions};
 pub use native::NativeStack;
 use native::NativeState;
 use snapshot::{
-    FrameKind, FrameSnapshot, LocalKind, LocalSnapshot, PythonInfo, Snapshot, ThreadSnapshot,
-    ThreadState,
+    FrameKind, FrameSnapshot, LocalSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -806,12 +805,7 @@ fn attach_locals(thread: &mut ThreadSnapshot, read: Vec<FrameLocals>, python: &[
 
 /// The snapshot's form of a walker's local.
 fn local_snapshot(l: strobe_walker::locals::Local) -> LocalSnapshot {
-    let kind = match l.kind {
-        strobe_walker::locals::LocalKind::Arg => LocalKind::Arg,
-        strobe_walker::locals::LocalKind::Local => LocalKind::Local,
-        strobe_walker::locals::LocalKind::Cell => LocalKind::Cell,
-        strobe_walker::locals::LocalKind::Free => LocalKind::Free,
-    };
+    let kind = l.kind;
     match l.value {
         Some(v) => LocalSnapshot {
             name: l.name,

@@ -146,30 +146,12 @@ impl FrameSnapshot {
     }
 }
 
-/// What a local variable is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LocalKind {
-    /// A parameter (positional, keyword-only, `*args`, `**kwargs`).
-    Arg,
-    /// A local variable.
-    Local,
-    /// A local variable inner functions refer to (its value is the cell's contents).
-    Cell,
-    /// A variable of an enclosing function (its value is the cell's contents).
-    Free,
-}
+/// What a local variable is: the walker's kind, written in JSON as `arg`, `local`, `cell` or
+/// `free`.
+pub use strobe_walker::locals::LocalKind;
 
-impl LocalKind {
-    /// `arg`, `local`, `cell` or `free`, as in the JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LocalKind::Arg => "arg",
-            LocalKind::Local => "local",
-            LocalKind::Cell => "cell",
-            LocalKind::Free => "free",
-        }
-    }
+fn local_kind<S: serde::Serializer>(kind: &LocalKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.as_str())
 }
 
 /// One argument or local variable of a Python frame, read without running the target's code.
@@ -178,6 +160,7 @@ pub struct LocalSnapshot {
     /// The variable's name.
     pub name: String,
     /// Argument, local, cell or free variable.
+    #[serde(serialize_with = "local_kind")]
     pub kind: LocalKind,
     /// The value's type (`tp_name`: `int`, `list`, a class name); `None` when unbound or when
     /// the object's type could not be read.
