@@ -60,8 +60,6 @@ pub(crate) struct KernelThreads {
     /// Whether switch watches are tried (false once the kernel refused one for a reason
     /// that holds for every thread).
     watching: bool,
-    /// Switch watches set.
-    watches: usize,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
     /// or the id is not one of the target's): not retried on every read.
     missing: HashSet<u32, FxBuild>,
@@ -85,7 +83,6 @@ impl KernelThreads {
             pid,
             tasks: HashMap::default(),
             watching: true,
-            watches: 0,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
@@ -104,14 +101,7 @@ impl KernelThreads {
         }
         self.last_scan = Some(Instant::now());
         let tids = procfs::tasks(self.pid)?;
-        let watches = &mut self.watches;
-        self.tasks.retain(|tid, task| {
-            let keep = tids.contains(tid);
-            if !keep && matches!(task.watch, Watch::On { .. }) {
-                *watches -= 1;
-            }
-            keep
-        });
+        self.tasks.retain(|tid, _| tids.contains(tid));
         self.missing.clear();
         for tid in tids {
             if !self.tasks.contains_key(&tid) {
@@ -176,7 +166,7 @@ impl KernelThreads {
             }
             Watch::Off => {}
             Watch::Untried => {
-                if self.watching && self.watches < MAX_WATCHES {
+                if self.watching && self.watches() < MAX_WATCHES {
                     return self.start_watch(host);
                 }
             }
@@ -191,10 +181,7 @@ impl KernelThreads {
         let state = self.read_stat(host).map(|s| s.state);
         let task = self.tasks.get_mut(&host)?;
         task.watch = match (opened, state) {
-            (Ok(watch), Some(opened)) => {
-                self.watches += 1;
-                Watch::On { watch, opened }
-            }
+            (Ok(watch), Some(opened)) => Watch::On { watch, opened },
             (Ok(_), None) => Watch::Off,
             (Err(e), _) => {
                 // Refused for a reason that holds for every thread (permissions, no perf
@@ -207,6 +194,14 @@ impl KernelThreads {
             }
         };
         state
+    }
+
+    /// Switch watches set (counted when a new one is considered: once per thread).
+    fn watches(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.watch, Watch::On { .. }))
+            .count()
     }
 
     /// The `stat` line of our thread `host`, read now (see [`KernelThreads::read_state`]).
@@ -222,13 +217,7 @@ impl KernelThreads {
                 .ok()
                 .and_then(ProcStat::parse),
             Err(_) => {
-                if let Some(Task {
-                    watch: Watch::On { .. },
-                    ..
-                }) = self.tasks.remove(&host)
-                {
-                    self.watches -= 1;
-                }
+                self.tasks.remove(&host);
                 None
             }
         }
@@ -255,7 +244,6 @@ impl KernelThreads {
         let before = &mut self.before;
         let reads = &mut self.reads;
         let preads = &mut self.preads;
-        let watches = &mut self.watches;
         self.tasks.retain(|&host, task| {
             *reads += 1;
             *preads += 1;
@@ -270,12 +258,7 @@ impl KernelThreads {
                     }
                     true
                 }
-                Err(_) => {
-                    if matches!(task.watch, Watch::On { .. }) {
-                        *watches -= 1;
-                    }
-                    false
-                }
+                Err(_) => false,
             }
         });
     }
@@ -376,7 +359,7 @@ mod tests {
         }
         let preads = k.preads();
         assert!(preads >= 1);
-        if k.watches == 0 {
+        if k.watches() == 0 {
             // Perf events refused here: every lookup is a /proc read, which is the fallback.
             assert!(!k.watching);
             return;
