@@ -141,6 +141,14 @@ def shapes(v: tuple[int, int]) -> dict[str, str]:
         gc = "Runtime"
     else:
         gc = "Interp"
+    if v <= (3, 6):
+        exc = "ThreadTypes"
+    elif v <= (3, 10):
+        exc = "StackTypes"
+    elif v == (3, 11):
+        exc = "StackValues311"
+    else:
+        exc = "StackValues"
     return {
         "frame_model": frame,
         "line_table": lines,
@@ -149,6 +157,7 @@ def shapes(v: tuple[int, int]) -> dict[str, str]:
         "runtime_model": "InterpHead" if v <= (3, 6) else "PyRuntime37",
         "gil_model": gil,
         "gc_model": gc,
+        "exc_model": exc,
     }
 
 
@@ -160,6 +169,7 @@ SHAPE_TYPES = {
     "runtime_model": "RuntimeModel",
     "gil_model": "GilModel",
     "gc_model": "GcModel",
+    "exc_model": "ExcModel",
 }
 
 
@@ -336,6 +346,31 @@ def field_exprs(hs: HeaderSet, declared) -> list[tuple[str, str | None]]:
         ("tstate_thread_id", "offsetof(PyThreadState, thread_id)"),
         ("tstate_native_thread_id", since((3, 11), "offsetof(PyThreadState, native_thread_id)")),
         ("tstate_datastack_chunk", since((3, 11), "offsetof(PyThreadState, datastack_chunk)")),
+        # Exception state: the raised exception (`curexc_type` <=3.11, `current_exception`
+        # 3.12+) and the handled one (`exc_type` <=3.6; 3.7+ a stack of _PyErr_StackItem from
+        # `exc_info` down to the thread's own `exc_state`, cpython/pystate.h; items hold the
+        # type until 3.10 and the instance from 3.11).
+        (
+            "tstate_curexc_type",
+            since((2, 0), "offsetof(PyThreadState, curexc_type)", until=(3, 11)),
+        ),
+        (
+            "tstate_current_exception",
+            since((3, 12), "offsetof(PyThreadState, current_exception)"),
+        ),
+        ("tstate_exc_type", since((2, 0), "offsetof(PyThreadState, exc_type)", until=(3, 6))),
+        ("tstate_exc_state", since((3, 7), "offsetof(PyThreadState, exc_state)")),
+        ("tstate_exc_info", since((3, 7), "offsetof(PyThreadState, exc_info)")),
+        (
+            "stackitem_exc",
+            since(
+                (3, 7),
+                "offsetof(_PyErr_StackItem, exc_type)"
+                if v <= (3, 10)
+                else "offsetof(_PyErr_StackItem, exc_value)",
+            ),
+        ),
+        ("stackitem_previous", since((3, 7), "offsetof(_PyErr_StackItem, previous_item)")),
         # PyFrameObject: frameobject.h (<=3.9), cpython/frameobject.h (3.10).
         ("frame_back", since((2, 0), "offsetof(PyFrameObject, f_back)", until=(3, 10))),
         ("frame_code", since((2, 0), "offsetof(PyFrameObject, f_code)", until=(3, 10))),
@@ -773,8 +808,8 @@ def header_line(hs: HeaderSet) -> str:
 def rust_file(p: Probed) -> str:
     hs = p.hs
     flav = "free-threaded" if hs.free_threaded else "debug" if hs.debug else "default"
-    uses = ["DictModel", "Flavour", "FrameModel", "GcModel", "GilModel", "Layout", "LineTable"]
-    uses += ["RuntimeModel", "StringModel", "Version"]
+    uses = ["DictModel", "ExcModel", "Flavour", "FrameModel", "GcModel", "GilModel", "Layout"]
+    uses += ["LineTable", "RuntimeModel", "StringModel", "Version"]
     if p.debug_members:
         uses.append("DebugOffsetsTable")
     uses.sort()

@@ -169,6 +169,27 @@ pub enum GcModel {
     Interp,
 }
 
+/// Where a thread's exception state is: the exception it is handling (inside an `except` or
+/// `finally` block) and the one being raised (propagating through its frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExcModel {
+    /// ≤3.6: the handled exception's type is `tstate->exc_type` ([`Layout::tstate_exc_type`]);
+    /// the raised one's is `tstate->curexc_type` ([`Layout::tstate_curexc_type`]). Both are type
+    /// objects.
+    ThreadTypes,
+    /// 3.7–3.10: `tstate->exc_info` points to a linked stack of `_PyErr_StackItem` (one per
+    /// running generator, the thread's own `exc_state` at the bottom); the handled exception is
+    /// the first item whose `exc_type` ([`Layout::stackitem_exc`]) is neither NULL nor `None`.
+    /// The raised one is `curexc_type`. Type objects.
+    StackTypes,
+    /// 3.11: as [`ExcModel::StackTypes`], but each item holds the exception instance
+    /// (`exc_value`); the raised exception is still `curexc_type`, a type object.
+    StackValues311,
+    /// 3.12+: items hold instances (`exc_value`), and the raised exception is the instance
+    /// `tstate->current_exception` ([`Layout::tstate_current_exception`]).
+    StackValues,
+}
+
 /// Byte offsets and sizes for one CPython version and flavour.
 ///
 /// Offsets are relative to the start of the named struct. `None`: the member does not exist.
@@ -193,6 +214,8 @@ pub struct Layout {
     pub gil_model: GilModel,
     /// Where the collector's `collecting` flag is.
     pub gc_model: GcModel,
+    /// Where a thread's exception state is.
+    pub exc_model: ExcModel,
 
     // --- PyObject / PyVarObject -------------------------------------------------------------
     /// `sizeof(PyObject)` (16, or 32 free-threaded).
@@ -255,6 +278,21 @@ pub struct Layout {
     pub tstate_native_thread_id: Option<u32>,
     /// `offsetof(PyThreadState, datastack_chunk)` (3.11+).
     pub tstate_datastack_chunk: Option<u32>,
+    /// `offsetof(PyThreadState, curexc_type)` (≤3.11): the type of the exception being raised.
+    pub tstate_curexc_type: Option<u32>,
+    /// `offsetof(PyThreadState, current_exception)` (3.12+): the exception being raised.
+    pub tstate_current_exception: Option<u32>,
+    /// `offsetof(PyThreadState, exc_type)` (≤3.6): the type of the exception being handled.
+    pub tstate_exc_type: Option<u32>,
+    /// `offsetof(PyThreadState, exc_state)` (3.7+): the bottom `_PyErr_StackItem`, the
+    /// thread's own.
+    pub tstate_exc_state: Option<u32>,
+    /// `offsetof(PyThreadState, exc_info)` (3.7+): the top `_PyErr_StackItem *`.
+    pub tstate_exc_info: Option<u32>,
+    /// `offsetof(_PyErr_StackItem, exc_type)` (3.7–3.10) / `exc_value` (3.11+).
+    pub stackitem_exc: Option<u32>,
+    /// `offsetof(_PyErr_StackItem, previous_item)` (3.7+).
+    pub stackitem_previous: Option<u32>,
 
     // --- PyFrameObject (≤3.10) ----------------------------------------------------------------
     /// `offsetof(PyFrameObject, f_back)`.

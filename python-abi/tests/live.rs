@@ -76,6 +76,13 @@ fn unverifiable(layout: &Layout, has_debug_offsets: bool, stdout: &str) -> BTree
     // A generator is in FRAME_SUSPENDED_YIELD_FROM_LOCKED (3.15+) only while another thread
     // inspects it; the value is the header's, next to FRAME_SUSPENDED_YIELD_FROM (checked).
     out.insert("frame_suspended_yield_from_locked");
+    // The exception being raised is set only while C code propagates it: CPython moves it into
+    // the handler (or saves it around any hook, trace function or `__del__`) before Python code
+    // runs again, so a script never sees it set. Confirmed against `_Py_DebugOffsets` where the
+    // interpreter lists it (3.15+).
+    if !stdout.contains("PASS tstate_current_exception") {
+        out.extend(["tstate_curexc_type", "tstate_current_exception"]);
+    }
     out
 }
 

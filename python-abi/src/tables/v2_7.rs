@@ -2,6 +2,7 @@
 //! CPython 2.7 (default build) layout.
 
 use crate::DictModel;
+use crate::ExcModel;
 use crate::Flavour;
 use crate::FrameModel;
 use crate::GcModel;
@@ -32,6 +33,7 @@ pub const LAYOUT: Layout = Layout {
     runtime_model: RuntimeModel::InterpHead,
     gil_model: GilModel::CurrentSymbol,
     gc_model: GcModel::StaticSymbol,
+    exc_model: ExcModel::ThreadTypes,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -56,6 +58,13 @@ pub const LAYOUT: Layout = Layout {
     tstate_thread_id: 144,
     tstate_native_thread_id: None,
     tstate_datastack_chunk: None,
+    tstate_curexc_type: Some(72),
+    tstate_current_exception: None,
+    tstate_exc_type: Some(96),
+    tstate_exc_state: None,
+    tstate_exc_info: None,
+    stackitem_exc: None,
+    stackitem_previous: None,
     frame_back: Some(24),
     frame_code: Some(32),
     frame_lasti: Some(120),

@@ -2,6 +2,7 @@
 //! CPython 3.11 (default build) layout.
 
 use crate::DictModel;
+use crate::ExcModel;
 use crate::Flavour;
 use crate::FrameModel;
 use crate::GcModel;
@@ -32,6 +33,7 @@ pub const LAYOUT: Layout = Layout {
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::RuntimeTstateCurrent,
     gc_model: GcModel::Interp,
+    exc_model: ExcModel::StackValues311,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -56,6 +58,13 @@ pub const LAYOUT: Layout = Layout {
     tstate_thread_id: 152,
     tstate_native_thread_id: Some(160),
     tstate_datastack_chunk: Some(296),
+    tstate_curexc_type: Some(96),
+    tstate_current_exception: None,
+    tstate_exc_type: None,
+    tstate_exc_state: Some(320),
+    tstate_exc_info: Some(120),
+    stackitem_exc: Some(0),
+    stackitem_previous: Some(8),
     frame_back: None,
     frame_code: None,
     frame_lasti: None,

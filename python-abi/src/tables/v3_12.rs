@@ -2,6 +2,7 @@
 //! CPython 3.12 (default build) layout.
 
 use crate::DictModel;
+use crate::ExcModel;
 use crate::Flavour;
 use crate::FrameModel;
 use crate::GcModel;
@@ -32,6 +33,7 @@ pub const LAYOUT: Layout = Layout {
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::InterpGilPointer,
     gc_model: GcModel::Interp,
+    exc_model: ExcModel::StackValues,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -56,6 +58,13 @@ pub const LAYOUT: Layout = Layout {
     tstate_thread_id: 136,
     tstate_native_thread_id: Some(144),
     tstate_datastack_chunk: Some(232),
+    tstate_curexc_type: None,
+    tstate_current_exception: Some(96),
+    tstate_exc_type: None,
+    tstate_exc_state: Some(256),
+    tstate_exc_info: Some(104),
+    stackitem_exc: Some(0),
+    stackitem_previous: Some(8),
     frame_back: None,
     frame_code: None,
     frame_lasti: None,

@@ -3,6 +3,7 @@
 
 use crate::DebugOffsetsTable;
 use crate::DictModel;
+use crate::ExcModel;
 use crate::Flavour;
 use crate::FrameModel;
 use crate::GcModel;
@@ -33,6 +34,7 @@ pub const LAYOUT: Layout = Layout {
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::InterpGilPointer,
     gc_model: GcModel::Interp,
+    exc_model: ExcModel::StackValues,
     pyobject_size: 32,
     pyobject_ob_type: 24,
     pyvarobject_ob_size: 32,
@@ -57,6 +59,13 @@ pub const LAYOUT: Layout = Layout {
     tstate_thread_id: 152,
     tstate_native_thread_id: Some(160),
     tstate_datastack_chunk: Some(232),
+    tstate_curexc_type: None,
+    tstate_current_exception: Some(112),
+    tstate_exc_type: None,
+    tstate_exc_state: Some(256),
+    tstate_exc_info: Some(120),
+    stackitem_exc: Some(0),
+    stackitem_previous: Some(8),
     frame_back: None,
     frame_code: None,
     frame_lasti: None,

@@ -2,6 +2,7 @@
 //! CPython 3.7 (default build) layout.
 
 use crate::DictModel;
+use crate::ExcModel;
 use crate::Flavour;
 use crate::FrameModel;
 use crate::GcModel;
@@ -32,6 +33,7 @@ pub const LAYOUT: Layout = Layout {
     runtime_model: RuntimeModel::PyRuntime37,
     gil_model: GilModel::RuntimeTstateCurrent,
     gc_model: GcModel::Runtime,
+    exc_model: ExcModel::StackTypes,
     pyobject_size: 16,
     pyobject_ob_type: 8,
     pyvarobject_ob_size: 16,
@@ -56,6 +58,13 @@ pub const LAYOUT: Layout = Layout {
     tstate_thread_id: 176,
     tstate_native_thread_id: None,
     tstate_datastack_chunk: None,
+    tstate_curexc_type: Some(88),
+    tstate_current_exception: None,
+    tstate_exc_type: None,
+    tstate_exc_state: Some(112),
+    tstate_exc_info: Some(144),
+    stackitem_exc: Some(0),
+    stackitem_previous: Some(24),
     frame_back: Some(24),
     frame_code: Some(32),
     frame_lasti: Some(104),

@@ -531,6 +531,37 @@ def check_values():
         check("unicode27_str", mem(data, len(u) * width) == u.encode(codec))
 
 
+# --- exceptions (`--mode exception`) ----------------------------------------------------------
+
+
+def check_exceptions():
+    # The exception being handled: inside an `except` block it is `exc_type` (<=3.6), or the
+    # thread's own `_PyErr_StackItem` that `exc_info` points to holds it (its type until 3.10,
+    # the instance from 3.11); inside a generator, `exc_info` points to the generator's item,
+    # whose `previous_item` is the thread's own.
+    tstate = PyThreadState_Get()
+    try:
+        raise ValueError("selfcheck")
+    except ValueError as e:
+        held = id(ValueError) if SHAPE["exc_model"] in ("ThreadTypes", "StackTypes") else id(e)
+        if has("tstate_exc_type"):
+            check("tstate_exc_type", u64(tstate + L["tstate_exc_type"]) == held)
+            return
+        own = tstate + L["tstate_exc_state"]
+        top = u64(tstate + L["tstate_exc_info"])
+        check("tstate_exc_info", top == own, (top, own))
+        check("tstate_exc_state", top == own, (top, own))
+        check("stackitem_exc", u64(own + L["stackitem_exc"]) == held)
+
+    def gen():
+        # Read while it runs: a generator unlinks its item when it yields.
+        top = u64(tstate + L["tstate_exc_info"])
+        yield top, u64(top + L["stackitem_previous"])
+
+    item, previous = next(gen())
+    check("stackitem_previous", item != own and previous == own, (item, previous, own))
+
+
 # --- _Py_DebugOffsets (3.13+): the interpreter's own description of itself -------------------
 
 DEBUG_MAP = [
@@ -548,6 +579,8 @@ DEBUG_MAP = [
     ("tstate_thread_id", "thread_state.thread_id"),
     ("tstate_native_thread_id", "thread_state.native_thread_id"),
     ("tstate_datastack_chunk", "thread_state.datastack_chunk"),
+    ("tstate_current_exception", "thread_state.current_exception"),
+    ("tstate_exc_state", "thread_state.exc_state"),
     ("iframe_size", "interpreter_frame.size"),
     ("iframe_previous", "interpreter_frame.previous"),
     ("iframe_code", "interpreter_frame.executable"),
@@ -668,6 +701,7 @@ def main():
         check_dicts()
         check_values()
         check_generators()
+        check_exceptions()
         check_debug_offsets()
     finally:
         done.set()
