@@ -9,6 +9,7 @@ use strobe_python_abi::LineTable;
 
 use crate::addrmap::AddrMap;
 use crate::error::WalkError;
+use crate::exception::ExceptionTypes;
 use crate::frame::FrameFields;
 use crate::limits::{need, struct_len, MAX_LINETABLE_BYTES, MAX_STRUCT};
 use crate::linetable::LineMap;
@@ -64,6 +65,8 @@ pub(crate) struct CodeCache {
     /// Code address → the frame address last seen running it, and the sample that was in
     /// (see [`CodeCache::check_identity`]).
     checked: AddrMap<u64, (u64, u64)>,
+    /// Exception types met in thread states, and where `None` is.
+    pub(crate) exceptions: ExceptionTypes,
 }
 
 /// A frame met again at the same address with the same code within this many samples is not

@@ -27,6 +27,7 @@ pub mod asyncio;
 mod code;
 pub mod debug_offsets;
 mod error;
+mod exception;
 mod fields;
 mod frame;
 pub mod layout;
@@ -42,6 +43,7 @@ pub mod value;
 pub mod walk;
 
 pub use error::WalkError;
+pub use exception::RawException;
 pub use sample::{RawFrame, RawSample, RawThread};
 pub use strobe_memory::RemoteMemory;
 pub use strobe_python_abi::{Flavour, Layout, Version};

@@ -217,6 +217,13 @@ impl<M: RemoteMemory> Walker<M> {
         self.code.serial(code_addr)
     }
 
+    /// The name (`tp_name`) of an exception type a sample reported in
+    /// [`RawThread::exception`](crate::RawThread::exception); `None` if it is no longer held
+    /// (the cache was full and emptied since).
+    pub fn exception_name(&self, type_addr: u64) -> Option<Arc<str>> {
+        self.code.exceptions.name(type_addr)
+    }
+
     /// Name, file and line of a frame from [`Walker::sample_into`] (its `entry` is false:
     /// take it from [`RawSample::entries`]).
     ///

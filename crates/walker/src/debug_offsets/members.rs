@@ -224,6 +224,17 @@ pub(super) static FIELDS: &[Field] = &[
         "thread_state.datastack_chunk",
         off(TSTATE, 8),
     ),
+    // 3.15+: the raised exception and the thread's own `_PyErr_StackItem` (two pointers).
+    f(
+        opt!(tstate_current_exception),
+        "thread_state.current_exception",
+        off(TSTATE, 8),
+    ),
+    f(
+        opt!(tstate_exc_state),
+        "thread_state.exc_state",
+        off(TSTATE, 16),
+    ),
     // _PyInterpreterFrame.
     f(
         opt!(iframe_previous),

@@ -46,11 +46,14 @@ use strobe_python_abi::{FrameModel, GilModel};
 
 use crate::code::CodeCache;
 use crate::error::WalkError;
+use crate::exception::ExcFields;
 use crate::frame::EntryRule;
 use crate::limits::need;
 use crate::process::Process;
 use crate::sample::batch::CopiedRange;
-use crate::sample::shapes::{T_CHUNK, T_FRAME, T_NATIVE, T_THREAD_ID};
+use crate::sample::shapes::{
+    T_CHUNK, T_EXC_BOTTOM, T_EXC_HANDLED, T_EXC_RAISED, T_FRAME, T_NATIVE, T_THREAD_ID,
+};
 use crate::sample::state::{InterpPlan, ThreadAt, FULL_CHECK_EVERY};
 
 pub use crate::sample::output::{RawFrame, RawSample, RawThread};
@@ -283,6 +286,16 @@ impl SamplingState {
         // is the collecting thread. Without a known holder (a free-threaded build), no thread
         // is said to collect.
         let gc = collecting && holds_gil;
+        let exc = ExcFields {
+            raised: field(T_EXC_RAISED).unwrap_or(0),
+            handled: field(T_EXC_HANDLED).unwrap_or(0),
+            bottom: field(T_EXC_BOTTOM).unwrap_or(0),
+        };
+        let exception = if exc.raised == 0 && exc.handled == 0 {
+            None
+        } else {
+            code.exceptions.of_thread(process, tstate, exc)
+        };
         // What the thread is; as reported when it is not walked (no frames).
         let base = RawThread {
             interp_addr: interp.addr,
@@ -292,6 +305,7 @@ impl SamplingState {
             native_id,
             holds_gil,
             gc,
+            exception,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

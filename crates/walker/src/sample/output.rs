@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use crate::exception::RawException;
+
 /// One Python frame of a [`RawSample`]: enough to key it, no strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RawFrame {
@@ -37,6 +39,9 @@ pub struct RawThread {
     /// flag cannot be found (a stripped ≤3.6 interpreter). Its frames are those of the Python
     /// code that triggered the collection (a `gc.collect()` call or an allocation).
     pub gc: bool,
+    /// The exception the thread is raising or handling (inside an `except` or `finally`
+    /// block), read from its thread state; `None` when there is none or it could not be read.
+    pub exception: Option<RawException>,
     /// This thread's frames in [`RawSample::frames`], innermost first.
     pub frames: Range<usize>,
     /// The stack was deeper than [`MAX_DEPTH`](crate::limits::MAX_DEPTH) and was cut there.

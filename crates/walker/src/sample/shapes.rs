@@ -1,6 +1,6 @@
 //! Which fields of each structure a sample reads, from the layout.
 
-use strobe_python_abi::{FrameModel, GilModel, Layout};
+use strobe_python_abi::{ExcModel, FrameModel, GilModel, Layout};
 
 use crate::error::WalkError;
 use crate::fields::FieldSet;
@@ -17,6 +17,13 @@ pub(crate) const T_NATIVE: usize = 3;
 pub(crate) const T_FRAME: usize = 4;
 pub(crate) const T_CHUNK: usize = 5;
 pub(crate) const T_PREV: usize = 6;
+/// The exception being raised: `curexc_type` (≤3.11) or `current_exception` (3.12+).
+pub(crate) const T_EXC_RAISED: usize = 7;
+/// The exception being handled: `exc_type` (≤3.6) or the `exc_info` pointer (3.7+).
+pub(crate) const T_EXC_HANDLED: usize = 8;
+/// The thread's own `_PyErr_StackItem`'s exception (`exc_state.exc_type`/`exc_value`, 3.7+):
+/// what `exc_info` points at outside generators, so most samples need no further read.
+pub(crate) const T_EXC_BOTTOM: usize = 9;
 pub(crate) const G_LOCKED: usize = 0;
 pub(crate) const G_HOLDER: usize = 1;
 
@@ -59,6 +66,17 @@ impl Shapes {
             w8(frame),
             w8(layout.tstate_datastack_chunk),
             w8(layout.tstate_prev),
+            w8(layout
+                .tstate_curexc_type
+                .or(layout.tstate_current_exception)),
+            w8(match layout.exc_model {
+                ExcModel::ThreadTypes => layout.tstate_exc_type,
+                _ => layout.tstate_exc_info,
+            }),
+            w8(layout
+                .tstate_exc_state
+                .zip(layout.stackitem_exc)
+                .map(|(state, exc)| state + exc)),
         ]);
         let gil = FieldSet::new(&[
             layout.gil_locked.map(|o| (o, 4)),
