@@ -14,8 +14,11 @@ impl SampleFlags {
     pub const IDLE: SampleFlags = SampleFlags(1);
     /// The thread held the GIL when sampled.
     pub const HOLDS_GIL: SampleFlags = SampleFlags(2);
+    /// The thread was raising or handling an exception (inside an `except` or `finally`
+    /// block, or an exception propagating through its frames).
+    pub const EXCEPTION: SampleFlags = SampleFlags(4);
     /// Every bit that has a meaning; others are dropped when reading files.
-    pub const KNOWN: SampleFlags = SampleFlags(3);
+    pub const KNOWN: SampleFlags = SampleFlags(7);
 
     /// No flags.
     pub const fn empty() -> SampleFlags {
@@ -41,6 +44,11 @@ impl SampleFlags {
     /// The GIL bit.
     pub const fn holds_gil(self) -> bool {
         self.contains(SampleFlags::HOLDS_GIL)
+    }
+
+    /// The exception bit.
+    pub const fn exception(self) -> bool {
+        self.contains(SampleFlags::EXCEPTION)
     }
 }
 
@@ -109,6 +117,8 @@ pub struct SampleFilter {
     pub include_idle: bool,
     /// Only samples of the thread holding the GIL (`--gil`).
     pub gil_only: bool,
+    /// Only samples of threads raising or handling an exception (`--mode exception`).
+    pub exception_only: bool,
 }
 
 impl SampleFilter {
@@ -116,12 +126,15 @@ impl SampleFilter {
     pub const ALL: SampleFilter = SampleFilter {
         include_idle: true,
         gil_only: false,
+        exception_only: false,
     };
 
     /// Whether a sample with `flags` passes.
     #[inline]
     pub fn accepts(&self, flags: SampleFlags) -> bool {
-        (self.include_idle || !flags.idle()) && (!self.gil_only || flags.holds_gil())
+        (self.include_idle || !flags.idle())
+            && (!self.gil_only || flags.holds_gil())
+            && (!self.exception_only || flags.exception())
     }
 }
 
@@ -240,6 +253,9 @@ pub struct BreakdownOptions {
     /// `--no-gc`: leave out `<GC>` frames ([`FrameKind::Interpreter`]), so their samples are
     /// the own time of the frame below.
     pub hide_gc: bool,
+    /// Leave out `<raise T>` frames ([`FrameKind::Exception`]), as every mode but `--mode
+    /// exception` does.
+    pub hide_exceptions: bool,
 }
 
 /// Own and total counts for one function (or function and line).
@@ -300,16 +316,17 @@ fn frame_stats(
         total.add(*count);
         generation = generation.wrapping_add(1);
         let mut frames = tables.stack(key.stack);
-        if opts.hide_gc {
-            // `<GC>` is only ever the innermost frame.
-            if let Some((last, below)) = frames.split_last() {
-                if tables
-                    .frame(*last)
-                    .is_some_and(|f| f.kind == FrameKind::Interpreter)
-                {
-                    frames = below;
-                }
+        // `<GC>` and `<raise T>` are only ever the innermost frames (`<GC>` on top).
+        while let Some((last, below)) = frames.split_last() {
+            let hidden = tables.frame(*last).is_some_and(|f| match f.kind {
+                FrameKind::Interpreter => opts.hide_gc,
+                FrameKind::Exception => opts.hide_exceptions,
+                FrameKind::Python | FrameKind::Native | FrameKind::Kernel => false,
+            });
+            if !hidden {
+                break;
             }
+            frames = below;
         }
         for (depth, fid) in frames.iter().enumerate() {
             let Some(i) = stat_index(*fid, tables, opts.by_function, &mut index, &mut stats) else {

@@ -69,16 +69,20 @@ pub enum FrameKind {
     /// Interpreter activity that is not a Python function: `<GC>`, the cyclic garbage
     /// collector running on top of the Python frame that triggered it.
     Interpreter,
+    /// The exception the thread was raising or handling (`<raise ValueError>`), on top of its
+    /// Python frames; shown by `--mode exception`.
+    Exception,
 }
 
 impl FrameKind {
-    /// The kind's code in file formats (`raw`): 0, 1, 2, 3.
+    /// The kind's code in file formats (`raw`): 0, 1, 2, 3, 4.
     pub fn code(self) -> u8 {
         match self {
             FrameKind::Python => 0,
             FrameKind::Native => 1,
             FrameKind::Kernel => 2,
             FrameKind::Interpreter => 3,
+            FrameKind::Exception => 4,
         }
     }
 
@@ -89,17 +93,19 @@ impl FrameKind {
             1 => Some(FrameKind::Native),
             2 => Some(FrameKind::Kernel),
             3 => Some(FrameKind::Interpreter),
+            4 => Some(FrameKind::Exception),
             _ => None,
         }
     }
 
-    /// `python`, `native`, `kernel` or `interpreter`.
+    /// `python`, `native`, `kernel`, `interpreter` or `exception`.
     pub fn name(self) -> &'static str {
         match self {
             FrameKind::Python => "python",
             FrameKind::Native => "native",
             FrameKind::Kernel => "kernel",
             FrameKind::Interpreter => "interpreter",
+            FrameKind::Exception => "exception",
         }
     }
 }
@@ -124,6 +130,12 @@ pub struct FrameKey<'a> {
 /// garbage collector ([`FrameKey::gc`]).
 pub const GC_FRAME: &str = "<GC>";
 
+/// The function name of the [`FrameKind::Exception`] frame for an exception of type
+/// `type_name`: `<raise ValueError>`.
+pub fn exception_label(type_name: &str) -> String {
+    format!("<raise {type_name}>")
+}
+
 impl<'a> FrameKey<'a> {
     /// The `<GC>` frame: the thread is running the cyclic garbage collector.
     pub fn gc() -> FrameKey<'static> {
@@ -132,6 +144,18 @@ impl<'a> FrameKey<'a> {
             filename: "",
             line: None,
             kind: FrameKind::Interpreter,
+            module: None,
+        }
+    }
+
+    /// The frame for an exception being raised or handled: `label` is
+    /// [`exception_label`]`(type name)`.
+    pub fn exception(label: &'a str) -> FrameKey<'a> {
+        FrameKey {
+            function: label,
+            filename: "",
+            line: None,
+            kind: FrameKind::Exception,
             module: None,
         }
     }

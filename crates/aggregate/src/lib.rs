@@ -26,8 +26,8 @@ pub use counts::{
 };
 pub use hash::{FxBuild, FxHasher};
 pub use intern::{
-    CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks, StackId, StrId,
-    Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
+    exception_label, CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks,
+    StackId, StrId, Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
 };
 pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
@@ -131,8 +131,10 @@ mod tests {
             filter: SampleFilter {
                 include_idle: true,
                 gil_only: false,
+                exception_only: false,
             },
             hide_gc: false,
+            hide_exceptions: false,
         };
         a.record(
             &WORKER,
@@ -266,6 +268,7 @@ mod tests {
             filter: SampleFilter {
                 include_idle: false,
                 gil_only: true,
+                exception_only: false,
             },
             ..Default::default()
         };

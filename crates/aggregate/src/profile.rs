@@ -40,6 +40,9 @@ pub struct ProfileOptions {
     /// `--no-gc`: `<GC>` frames ([`FrameKind::Interpreter`]) are left out; their samples count
     /// for the frame below.
     pub hide_gc: bool,
+    /// `<raise T>` frames ([`FrameKind::Exception`]) are left out; their samples count for the
+    /// frame below. Every mode but `--mode exception` leaves them out.
+    pub hide_exceptions: bool,
 }
 
 impl ProfileOptions {
@@ -49,7 +52,17 @@ impl ProfileOptions {
         per_thread: false,
         by_function: false,
         hide_gc: false,
+        hide_exceptions: false,
     };
+
+    /// Whether frames of `kind` are left out.
+    pub fn hides(&self, kind: FrameKind) -> bool {
+        match kind {
+            FrameKind::Interpreter => self.hide_gc,
+            FrameKind::Exception => self.hide_exceptions,
+            FrameKind::Python | FrameKind::Native | FrameKind::Kernel => false,
+        }
+    }
 }
 
 /// The count for one (thread, stack, flags).
@@ -118,7 +131,7 @@ impl Profile {
                     frames_buf.clear();
                     for fid in src.stack(k.stack) {
                         let Some(f) = src.frame(*fid) else { continue };
-                        if options.hide_gc && f.kind == FrameKind::Interpreter {
+                        if options.hides(f.kind) {
                             continue;
                         }
                         let function = out.intern_str(src.str(f.function))?;

@@ -44,15 +44,19 @@ enum Category {
     Gc = 3,
     /// The leaf of samples of threads that were not running.
     Idle = 4,
+    /// An exception being raised or handled: the `<raise T>` frame
+    /// ([`FrameKind::Exception`]).
+    Exception = 5,
 }
 
 impl Category {
-    const ALL: [Category; 5] = [
+    const ALL: [Category; 6] = [
         Category::Other,
         Category::Python,
         Category::Native,
         Category::Gc,
         Category::Idle,
+        Category::Exception,
     ];
 
     fn name(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Category {
             Category::Native => "Native",
             Category::Gc => "GC",
             Category::Idle => "Idle",
+            Category::Exception => "Exception",
         }
     }
 
@@ -73,11 +78,12 @@ impl Category {
             Category::Native => "orange",
             Category::Gc => "yellow",
             Category::Idle => "transparent",
+            Category::Exception => "red",
         }
     }
 
-    /// The category of a frame: the leaf of an idle sample is Idle, `<GC>` GC, native and
-    /// kernel frames Native, every other frame Python.
+    /// The category of a frame: the leaf of an idle sample is Idle, `<GC>` GC, `<raise T>`
+    /// Exception, native and kernel frames Native, every other frame Python.
     fn of(is_leaf: bool, flags: SampleFlags, kind: FrameKind) -> Category {
         if is_leaf && flags.idle() {
             Category::Idle
@@ -85,6 +91,8 @@ impl Category {
             Category::Python
         } else if kind == FrameKind::Interpreter {
             Category::Gc
+        } else if kind == FrameKind::Exception {
+            Category::Exception
         } else {
             Category::Native
         }

@@ -216,9 +216,10 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         // group by it); a DWARF source line would point into a file pprof does not name.
         let (file, line) = match f.kind {
             FrameKind::Python => (t.str(f.filename), f.line),
-            FrameKind::Native | FrameKind::Kernel | FrameKind::Interpreter => {
-                (f.module.map_or("", |m| t.str(m)), None)
-            }
+            FrameKind::Native
+            | FrameKind::Kernel
+            | FrameKind::Interpreter
+            | FrameKind::Exception => (f.module.map_or("", |m| t.str(m)), None),
         };
         let mapping_id = match f.module {
             Some(m) if f.kind == FrameKind::Native => {

@@ -1,7 +1,7 @@
 //! strobe's raw recording: written while recording, readable after a crash.
 //!
-//! # Layout (version 3; version 2 is version 3 without frame kind 3, version 1 is version 2
-//! without record 9, and both are read too)
+//! # Layout (version 4; version 3 is version 4 without frame kind 4 and flag 4, version 2 is
+//! version 3 without frame kind 3, version 1 is version 2 without record 9; all are read too)
 //!
 //! ```text
 //! header:  "STROBRAW"  u16 LE version  u16 LE reserved (0)
@@ -14,9 +14,11 @@
 //!   4 THREAD    os tid, zigzag(interpreter id), name (0 = none, else str id + 1)
 //!   5 STACK     depth, depth × frame id, outermost first
 //!   6 SAMPLE    stack id, thread id, u8 flags, zigzag(timestamp − previous timestamp), weight ns
+//!               (flags: 1 idle, 2 holds the GIL, 4 raising or handling an exception)
 //!   7 STATS     duration ns, errors, dropped   (cumulative: the last one wins)
 //!   8 AGGREGATE stack id, thread id, u8 flags, samples, weight ns   (a pre-counted stack)
-//!   9 KFRAME    u8 kind (1 native, 2 kernel, 3 interpreter: `<GC>`), function str id, file str id, line as in FRAME,
+//!   9 KFRAME    u8 kind (1 native, 2 kernel, 3 interpreter: `<GC>`, 4 exception: `<raise T>`),
+//!               function str id, file str id, line as in FRAME,
 //!               module (0 = none, else str id + 1)   (a frame that is not Python's; frame ids
 //!               are shared with FRAME)
 //! ```
@@ -43,7 +45,7 @@ use crate::Format;
 /// The file magic.
 pub const MAGIC: &[u8; 8] = b"STROBRAW";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest format version this code reads.
 pub const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 12;

@@ -44,7 +44,10 @@ impl Format for Speedscope {
                 }
                 // The file is the shared object (what speedscope groups and colours by); a
                 // source location from DWARF goes in the name.
-                FrameKind::Native | FrameKind::Kernel | FrameKind::Interpreter => {
+                FrameKind::Native
+                | FrameKind::Kernel
+                | FrameKind::Interpreter
+                | FrameKind::Exception => {
                     let mut name = t.str(f.function).to_string();
                     push_source(&mut name, t.str(f.filename), f.line);
                     json::push_str(&mut s, &name);

@@ -42,6 +42,12 @@ fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
             g: 150,
             b: 160,
         }),
+        // `<raise T>`: red, time spent raising or handling an exception.
+        FrameKind::Exception => Some(Color {
+            r: 220,
+            g: 40 + v,
+            b: 40 + v,
+        }),
     }
 }
 

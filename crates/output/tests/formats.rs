@@ -206,10 +206,12 @@ fn collapsed_golden_and_escaping() {
         filter: SampleFilter {
             include_idle: true,
             gil_only: false,
+            exception_only: false,
         },
         per_thread: true,
         by_function: true,
         hide_gc: false,
+        hide_exceptions: false,
     };
     let out = render(
         &Collapsed {
@@ -860,6 +862,7 @@ fn gil_filter_keeps_only_holders() {
         filter: SampleFilter {
             include_idle: false,
             gil_only: true,
+            exception_only: false,
         },
         ..Default::default()
     };
@@ -908,7 +911,7 @@ fn gc_frames_survive_raw_and_every_format_and_no_gc_drops_only_them() {
     let mut w = RawWriter::new(Vec::new(), &meta("python gc.py")).unwrap();
     w.append(a.tables(), a.counts().timeline()).unwrap();
     let bytes = w.finish().unwrap();
-    assert_eq!(&bytes[8..10], &3u16.to_le_bytes(), "raw format version 3");
+    assert_eq!(&bytes[8..10], &4u16.to_le_bytes(), "raw format version 4");
     let r = read_raw_bytes(&bytes).unwrap();
     let gc_frames: Vec<_> = r
         .profile
@@ -965,4 +968,91 @@ fn gc_frames_survive_raw_and_every_format_and_no_gc_drops_only_them() {
             "{kind:?}"
         );
     }
+}
+
+/// A thread that handles `ValueError` in 2 samples of 5: the flag set, `<raise ValueError>` on
+/// top of the handling line.
+fn exception_aggregator() -> Aggregator {
+    let mut a = Aggregator::new();
+    a.counts_mut().keep_timeline(true);
+    let main = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let f = |function: &'static str, line| FrameKey::python(function, "/app/exc.py", Some(line));
+    let label = strobe_aggregate::exception_label("ValueError");
+    for i in 0..5u64 {
+        let (frames, flags) = if i % 3 == 1 {
+            (
+                vec![
+                    f("<module>", 1),
+                    f("handle", 20),
+                    FrameKey::exception(&label),
+                ],
+                SampleFlags::HOLDS_GIL.with(SampleFlags::EXCEPTION),
+            )
+        } else {
+            (
+                vec![f("<module>", 1), f("work", 10)],
+                SampleFlags::HOLDS_GIL,
+            )
+        };
+        a.record(&main, &frames, flags, (i + 1) * 10_000_000, 10_000_000)
+            .unwrap();
+    }
+    a
+}
+
+#[test]
+fn exception_frames_and_flags_survive_raw_and_the_exception_filter_keeps_only_them() {
+    let a = exception_aggregator();
+    let mut w = RawWriter::new(Vec::new(), &meta("python exc.py")).unwrap();
+    w.append(a.tables(), a.counts().timeline()).unwrap();
+    let bytes = w.finish().unwrap();
+    let r = read_raw_bytes(&bytes).unwrap();
+
+    // `--mode exception`: only the two samples in the except block, with the frame.
+    let only = r
+        .profile
+        .with_options(ProfileOptions {
+            filter: SampleFilter {
+                include_idle: false,
+                gil_only: false,
+                exception_only: true,
+            },
+            ..Default::default()
+        })
+        .unwrap();
+    let collapsed = String::from_utf8(render(&Collapsed::default(), &only)).unwrap();
+    assert_eq!(
+        collapsed,
+        "<module> (/app/exc.py:1);handle (/app/exc.py:20);<raise ValueError> 20000\n"
+    );
+    for kind in FormatKind::ALL {
+        let out = match kind {
+            FormatKind::Pprof => pprof_bytes(&only),
+            _ => render(&*kind.writer(), &only),
+        };
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("raise ValueError"),
+            "{kind:?} lost the <raise ValueError> frame"
+        );
+    }
+
+    // Other modes: every sample, the frame left out (its samples are the line's own).
+    let cpu = r
+        .profile
+        .with_options(ProfileOptions {
+            hide_exceptions: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let collapsed = String::from_utf8(render(&Collapsed::default(), &cpu)).unwrap();
+    assert_eq!(
+        collapsed,
+        "<module> (/app/exc.py:1);handle (/app/exc.py:20) 20000\n\
+         <module> (/app/exc.py:1);work (/app/exc.py:10) 30000\n"
+    );
 }
