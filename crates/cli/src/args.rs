@@ -207,7 +207,8 @@ pub enum FormatArg {
 pub struct ViewArgs {
     /// Which samples count: `cpu` (threads the kernel reports running; the default), `wall`
     /// (every thread, idle ones included; as --idle), `gil` (the thread holding the GIL; as
-    /// --gil)
+    /// --gil), `exception` (running threads raising or handling an exception, the exception's
+    /// type shown as a `<raise T>` frame)
     #[arg(long, value_enum, value_name = "MODE", conflicts_with_all = ["idle", "gil"])]
     pub mode: Option<ModeArg>,
     /// Include idle threads (waiting on I/O, locks, sleep); by default only threads the kernel
@@ -238,6 +239,10 @@ pub enum ModeArg {
     Wall,
     /// Only the thread holding the GIL.
     Gil,
+    /// Only running threads that are raising or handling an exception (inside an `except` or
+    /// `finally` block, or an exception propagating), with the exception's type as a
+    /// `<raise ValueError>` frame on top.
+    Exception,
 }
 
 impl ViewArgs {
@@ -249,6 +254,11 @@ impl ViewArgs {
     /// Whether only the GIL holder's samples count (`--mode gil` or `--gil`).
     pub fn gil_only(&self) -> bool {
         self.gil || self.mode == Some(ModeArg::Gil)
+    }
+
+    /// Whether only samples in an exception count (`--mode exception`).
+    pub fn exception_only(&self) -> bool {
+        self.mode == Some(ModeArg::Exception)
     }
 }
 

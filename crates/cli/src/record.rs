@@ -94,10 +94,12 @@ pub(crate) fn profile_options(view: &ViewArgs) -> ProfileOptions {
         filter: SampleFilter {
             include_idle: view.include_idle(),
             gil_only: view.gil_only(),
+            exception_only: view.exception_only(),
         },
         per_thread: view.threads,
         by_function: view.function,
         hide_gc: view.no_gc,
+        hide_exceptions: !view.exception_only(),
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) fn top_functions(
             os_tid: None,
             filter,
             hide_gc,
+            hide_exceptions: !filter.exception_only,
         },
     );
     let total = b.cumulative_total;
@@ -75,7 +76,7 @@ fn label(t: &Tables, s: &FrameStat) -> String {
             Some(m) => format!("{function} ({})", short(t.str(m))),
             None => function.to_string(),
         },
-        FrameKind::Kernel | FrameKind::Interpreter => function.to_string(),
+        FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception => function.to_string(),
     }
 }
 

@@ -136,6 +136,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         filter: SampleFilter {
             include_idle: show_idle,
             gil_only: args.gil || args.mode == Some(ModeArg::Gil),
+            exception_only: args.mode == Some(ModeArg::Exception),
         },
         refresh: Duration::from_secs_f64(args.refresh),
     };

@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use strobe_aggregate::{FrameId, FrameKey, FxBuild, SamplerSide, StackId, ThreadId, ThreadKey};
+use strobe_aggregate::{
+    exception_label, FrameId, FrameKey, FxBuild, SamplerSide, StackId, ThreadId, ThreadKey,
+};
 use strobe_memory::RemoteMemory;
 use strobe_walker::{RawFrame, RawThread, WalkError, Walker};
 
@@ -133,24 +135,56 @@ impl<M: RemoteMemory> FrameNames for Walker<M> {
     }
 }
 
-/// The stack [`stack_of`] just interned for `memo` with the `<GC>` frame on top: the thread was
-/// running the cyclic garbage collector ([`RawThread::gc`]). Costs two lookups, only in samples
-/// taken during a collection.
-pub(crate) fn gc_stack(
+/// The stack [`stack_of`] just interned for `memo` with frames that are not Python's on top:
+/// the exception the thread raises or handles (`<raise T>`, [`RawThread::exception`]), then
+/// `<GC>` if it runs the cyclic garbage collector ([`RawThread::gc`]). Costs a lookup per frame
+/// and one for the stack, only in samples that have them.
+pub(crate) fn topped_stack(
     memo: &ThreadMemo,
     fresh: &mut Vec<FrameId>,
     side: &mut SamplerSide,
+    exception: Option<FrameId>,
+    gc: bool,
 ) -> Result<StackId, RoundError> {
-    let gc = side
-        .interner()
-        .intern_frame(&FrameKey::gc())
-        .map_err(|e| RoundError::Fatal(e.into()))?;
     fresh.clear();
     fresh.extend_from_slice(&memo.ids);
-    fresh.push(gc);
+    fresh.extend(exception);
+    if gc {
+        let gc = side
+            .interner()
+            .intern_frame(&FrameKey::gc())
+            .map_err(|e| RoundError::Fatal(e.into()))?;
+        fresh.push(gc);
+    }
     side.interner()
         .intern_stack(fresh)
         .map_err(|e| RoundError::Fatal(e.into()))
+}
+
+/// The `<raise T>` frame for exception type `type_addr` (cached per type in `cache`), or
+/// `None` when the walker no longer holds the type's name (its cache was emptied since the
+/// sample: the sample keeps its exception flag, without the frame).
+pub(crate) fn exception_frame<M: RemoteMemory>(
+    cache: &mut HashMap<u64, FrameId, FxBuild>,
+    walker: &Walker<M>,
+    side: &mut SamplerSide,
+    type_addr: u64,
+) -> Result<Option<FrameId>, RoundError> {
+    if let Some(&id) = cache.get(&type_addr) {
+        return Ok(Some(id));
+    }
+    let Some(name) = walker.exception_name(type_addr) else {
+        return Ok(None);
+    };
+    let id = side
+        .interner()
+        .intern_frame(&FrameKey::exception(&exception_label(&name)))
+        .map_err(|e| RoundError::Fatal(e.into()))?;
+    if cache.len() >= MAX_FRAME_CACHE {
+        cache.clear();
+    }
+    cache.insert(type_addr, id);
+    Ok(Some(id))
 }
 
 /// The interned stack of `frames` (innermost first), reusing what `memo` kept from this
@@ -344,6 +378,7 @@ mod tests {
             native_id: None,
             holds_gil,
             gc: false,
+            exception: None,
             frames: 0..0,
             truncated: false,
             unchanged,

@@ -188,6 +188,7 @@ mod tests {
             native_id,
             holds_gil: false,
             gc: false,
+            exception: None,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

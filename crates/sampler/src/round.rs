@@ -35,7 +35,9 @@ use strobe_target::Target;
 
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
-use crate::memo::{gc_stack, note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
+use crate::memo::{
+    exception_frame, note_threads, stack_of, thread_of, topped_stack, MAX_FRAME_CACHE,
+};
 use crate::native::{NativeMode, NativeOutcome, NativeTarget};
 use crate::stats::SamplerStats;
 use crate::threads::KernelThreads;
@@ -285,6 +287,9 @@ fn record_threads(
         if holds_gil {
             flags = flags.with(SampleFlags::HOLDS_GIL);
         }
+        if t.exception.is_some() {
+            flags = flags.with(SampleFlags::EXCEPTION);
+        }
         if st.frames.len() > MAX_FRAME_CACHE {
             st.frames.clear();
         }
@@ -320,8 +325,9 @@ fn record_threads(
         };
         let stack = match merged {
             Some(stack) => stack,
-            // The collector's samples get `<GC>` on top of the line that triggered it.
-            None if t.gc && cfg.gc_frames => {
+            // `<raise T>` on top of the frames of a thread raising or handling an exception,
+            // and `<GC>` on top of the line that triggered a collection.
+            None if t.exception.is_some() || (t.gc && cfg.gc_frames) => {
                 stack_of(
                     memo,
                     &mut st.frames,
@@ -334,7 +340,16 @@ fn record_threads(
                     cfg.by_function,
                     st.root_frame,
                 )?;
-                gc_stack(memo, &mut st.fresh, side)?
+                let exception = match t.exception {
+                    Some(e) => exception_frame(
+                        &mut st.exception_frames,
+                        target.walker_mut(),
+                        side,
+                        e.type_addr,
+                    )?,
+                    None => None,
+                };
+                topped_stack(memo, &mut st.fresh, side, exception, t.gc && cfg.gc_frames)?
             }
             None => stack_of(
                 memo,
@@ -405,6 +420,7 @@ mod tests {
             native_id: None,
             holds_gil,
             gc: false,
+            exception: None,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use strobe_aggregate::FrameId;
+use strobe_aggregate::{FrameId, FxBuild};
 use strobe_walker::{RawSample, RawThread};
 
 use crate::memo::{FrameCache, Memos};
@@ -26,6 +26,8 @@ pub(crate) struct ProcessView {
     pub(crate) pthreads: PthreadTids,
     /// (code object, line) → frame id, valid while the walker hands out the same name strings.
     pub(crate) frames: FrameCache,
+    /// Exception type address → its `<raise T>` frame id.
+    pub(crate) exception_frames: HashMap<u64, FrameId, FxBuild>,
     /// Per thread state (by address): what its last sample resolved to.
     pub(crate) memos: Memos,
     /// Walks started so far (failed ones too): the walker's `RawThread::unchanged` refers to
@@ -69,6 +71,7 @@ impl ProcessView {
             names: ThreadNames::new(),
             pthreads: PthreadTids::default(),
             frames: HashMap::default(),
+            exception_frames: HashMap::default(),
             memos: HashMap::default(),
             walks: 0,
             fresh: Vec::new(),

@@ -72,7 +72,9 @@ impl FrameSel {
                 }
                 s
             }
-            FrameKind::Kernel | FrameKind::Interpreter => self.function.clone(),
+            FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception => {
+                self.function.clone()
+            }
         }
     }
 }
@@ -182,6 +184,8 @@ pub struct ViewData {
     /// Share of those samples taken while the thread ran the cyclic garbage collector (a
     /// `<GC>` frame on top).
     pub gc_share: Option<f64>,
+    /// Share of those samples taken while the thread raised or handled an exception.
+    pub exception_share: Option<f64>,
     /// The call tree, when the query had a focus.
     pub tree: Option<CallTree>,
     /// The sampler is gone and everything it sent was counted.

@@ -83,6 +83,7 @@ fn table_key(code: KeyCode) -> Option<Action> {
         '-' | '_' => Action::RefreshStep(-1),
         'i' => Action::ToggleIdle,
         'g' => Action::ToggleGil,
+        'm' => Action::CycleMode,
         'l' => Action::ToggleLines,
         'h' => Action::Help,
         _ => return None,
@@ -105,6 +106,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("l", "show functions or lines"),
     ("i", "show or hide idle threads' samples"),
     ("g", "count only samples of the thread holding the GIL"),
+    (
+        "m",
+        "next mode: cpu (running threads), wall (idle too), gil, exception (threads raising or handling one, with a <raise T> frame)",
+    ),
     ("p, space", "pause / resume the display (sampling goes on)"),
     ("r", "reset the counters"),
     ("+ -", "refresh less / more often"),

@@ -122,6 +122,8 @@ pub enum Action {
     ToggleIdle,
     /// Count only samples holding the GIL, or all.
     ToggleGil,
+    /// The next mode: cpu, wall, gil, exception.
+    CycleMode,
     /// Functions or lines.
     ToggleLines,
     /// Open the call tree of the selected row.
@@ -200,6 +202,8 @@ pub struct State {
     pub include_idle: bool,
     /// Only GIL-holding samples.
     pub gil_only: bool,
+    /// Only samples of threads raising or handling an exception (`<raise T>` frames shown).
+    pub exception_only: bool,
     /// The display is frozen.
     pub paused: bool,
     /// Time between refreshes.
@@ -234,6 +238,7 @@ impl State {
             os_tid: None,
             include_idle: filter.include_idle,
             gil_only: filter.gil_only,
+            exception_only: filter.exception_only,
             paused: false,
             refresh,
             cursor: 0,
@@ -251,6 +256,7 @@ impl State {
             filter: SampleFilter {
                 include_idle: self.include_idle,
                 gil_only: self.gil_only,
+                exception_only: self.exception_only,
             },
             focus: match self.mode {
                 Mode::Tree(_) => self.focus.clone(),
@@ -426,6 +432,20 @@ impl State {
             }
             Action::ToggleGil => {
                 self.gil_only = !self.gil_only;
+                return Effect::Refetch;
+            }
+            Action::CycleMode => {
+                // cpu → wall → gil → exception → cpu, each as `--mode` sets it.
+                let (idle, gil, exception) =
+                    match (self.include_idle, self.gil_only, self.exception_only) {
+                        (_, _, true) => (false, false, false),
+                        (_, true, false) => (false, false, true),
+                        (true, false, false) => (false, true, false),
+                        (false, false, false) => (true, false, false),
+                    };
+                self.include_idle = idle;
+                self.gil_only = gil;
+                self.exception_only = exception;
                 return Effect::Refetch;
             }
             Action::ToggleLines => {

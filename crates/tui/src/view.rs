@@ -73,16 +73,25 @@ fn render_header(f: &mut Frame<'_>, area: Rect, s: &State) {
     if let Some(gc) = d.gc_share.filter(|&g| g > 0.0) {
         stats.push_str(&format!("  GC {}", share(Some(gc))));
     }
+    // Threads raising or handling an exception, once one has been seen.
+    if let Some(e) = d.exception_share.filter(|&e| e > 0.0) {
+        stats.push_str(&format!("  exc {}", share(Some(e))));
+    }
     if d.dropped > 0 {
         stats.push_str(&format!("  dropped {}", d.dropped));
     }
     let sort = format!("{}{}", s.sort.label(), if s.descending { "▼" } else { "▲" });
     let mut settings = format!(
-        "{} · {} · idle {} · {}refresh {} · sort {}",
+        "{} · {} · idle {} · {}{}refresh {} · sort {}",
         if s.by_function { "functions" } else { "lines" },
         s.thread_label(),
         if s.include_idle { "shown" } else { "hidden" },
         if s.gil_only { "GIL only · " } else { "" },
+        if s.exception_only {
+            "exceptions only · "
+        } else {
+            ""
+        },
         secs(s.refresh.as_secs_f64()),
         sort,
     );
@@ -445,6 +454,7 @@ mod tests {
             gil_share: Some(1.0),
             idle_share: Some(0.0),
             gc_share: None,
+            exception_share: None,
             ..Default::default()
         });
         s

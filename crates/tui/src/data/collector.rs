@@ -97,6 +97,8 @@ impl Collector {
             filter: q.filter,
             // `top --no-gc` leaves the frames out in the sampler.
             hide_gc: false,
+            // `<raise T>` frames only where every sample has one.
+            hide_exceptions: !q.filter.exception_only,
         };
         let tables = self.agg.tables();
         // `Counts::snapshot` reports per frame both "since the previous snapshot" and
@@ -171,6 +173,7 @@ impl Collector {
             gil_share: shares.gil,
             idle_share: shares.idle,
             gc_share: shares.gc,
+            exception_share: shares.exception,
             tree,
             finished: self.agg.finished(),
             error: self.error.clone(),
@@ -183,10 +186,11 @@ struct Shares {
     gil: Option<f64>,
     idle: Option<f64>,
     gc: Option<f64>,
+    exception: Option<f64>,
 }
 
 fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
-    let (mut all, mut gil, mut idle, mut gc) = (0u64, 0u64, 0u64, 0u64);
+    let (mut all, mut gil, mut idle, mut gc, mut exception) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut seen = Vec::new();
     for (k, c) in counts.iter() {
         if let Some(tid) = os_tid {
@@ -204,6 +208,9 @@ fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
         if k.flags.idle() {
             idle += c.samples;
         }
+        if k.flags.exception() {
+            exception += c.samples;
+        }
         // `<GC>` is only ever the innermost frame.
         let innermost = tables.stack(k.stack).last().and_then(|&f| tables.frame(f));
         if innermost.is_some_and(|f| f.kind == FrameKind::Interpreter) {
@@ -216,6 +223,7 @@ fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
         gil: share(gil),
         idle: share(idle),
         gc: share(gc),
+        exception: share(exception),
     }
 }
 
