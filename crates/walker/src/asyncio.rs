@@ -32,7 +32,7 @@
 //! Nothing is trusted: every list, chain and set is bounded, and a task that cannot be read
 //! gets an error in its entry while the others go on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use strobe_memory::{le, RemoteMemory};
 use strobe_python_abi::Layout;
@@ -525,12 +525,65 @@ fn coro_chain<M: RemoteMemory>(
     first: u64,
     task: &mut Task,
 ) -> Result<(), WalkError> {
+    let stack = &mut task.stack;
+    let end = follow_coroutines(
+        values,
+        code,
+        process,
+        gen,
+        first,
+        &mut |code, frame, raw| {
+            if let Some(info) = code.code_info(process, raw.code_addr)? {
+                stack.push(CoroFrame {
+                    function: info.function.to_string(),
+                    filename: info.filename.to_string(),
+                    line: raw.line,
+                    frame: crate::locals::FrameRef {
+                        addr: frame,
+                        code: raw.code_addr,
+                    },
+                });
+            }
+            Ok(())
+        },
+    )?;
+    match end {
+        ChainEnd::Awaits(obj) => task.awaits = Some(awaited(values, obj)),
+        ChainEnd::TooDeep => task.stack_truncated = true,
+        ChainEnd::Running => {}
+    }
+    Ok(())
+}
+
+/// Where a chain of coroutines ends.
+enum ChainEnd {
+    /// The innermost coroutine is not suspended in an `await` (it runs, or has not started).
+    Running,
+    /// It awaits this object (a future, a task, anything not a coroutine).
+    Awaits(u64),
+    /// Deeper than [`MAX_AWAIT_DEPTH`], or a cycle.
+    TooDeep,
+}
+
+/// Follow coroutine `first` and what each awaits, calling `on_frame` with each coroutine's
+/// frame (address and, as a sample reports it, code and position), outermost first.
+fn follow_coroutines<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    code: &mut crate::code::CodeCache,
+    process: &crate::process::Process<M>,
+    gen: &Gen,
+    first: u64,
+    on_frame: &mut dyn FnMut(
+        &mut crate::code::CodeCache,
+        u64,
+        crate::RawFrame,
+    ) -> Result<(), WalkError>,
+) -> Result<ChainEnd, WalkError> {
     let mut obj = first;
     let mut seen = HashSet::new();
     loop {
         if !seen.insert(obj) || seen.len() > MAX_AWAIT_DEPTH {
-            task.stack_truncated = true;
-            return Ok(());
+            return Ok(ChainEnd::TooDeep);
         }
         values.allow_reads(64);
         let ty = values.type_of(obj)?;
@@ -542,12 +595,10 @@ fn coro_chain<M: RemoteMemory>(
                     .memory()
                     .read_u64(obj.wrapping_add(u64::from(process.layout.pyobject_size)))?;
                 if fut != 0 {
-                    task.awaits = Some(awaited(values, fut));
-                    return Ok(());
+                    return Ok(ChainEnd::Awaits(fut));
                 }
             }
-            task.awaits = Some(awaited(values, obj));
-            return Ok(());
+            return Ok(ChainEnd::Awaits(obj));
         }
         let frame = obj.wrapping_add(gen.iframe);
         let bytes = values
@@ -557,23 +608,17 @@ fn coro_chain<M: RemoteMemory>(
             what: "coroutine frame",
             addr: frame,
         })?;
-        if let Some(info) = code.code_info(process, fields.code)? {
-            let line = code
-                .resolve_frame(process, &fields)?
-                .and_then(|(_, line)| line);
-            task.stack.push(CoroFrame {
-                function: info.function.to_string(),
-                filename: info.filename.to_string(),
+        if let Some((lasti, line)) = code.resolve_frame(process, &fields)? {
+            let raw = crate::RawFrame {
+                code_addr: fields.code,
+                lasti,
                 line,
-                frame: crate::locals::FrameRef {
-                    addr: frame,
-                    code: fields.code,
-                },
-            });
+            };
+            on_frame(code, frame, raw)?;
         }
         let state = values.memory().read_u8(obj.wrapping_add(gen.frame_state))? as i8;
         if !gen.yield_from.contains(&Some(state)) {
-            return Ok(());
+            return Ok(ChainEnd::Running);
         }
         let sp = values
             .memory()
@@ -592,9 +637,207 @@ fn coro_chain<M: RemoteMemory>(
             obj = values.memory().read_u64(sp - 16)? & gen.mask;
         }
         if obj == 0 {
-            return Ok(());
+            return Ok(ChainEnd::Running);
         }
     }
+}
+
+// --- task-aware stacks (`record --async`, `top --async`) -----------------------------------
+
+/// Most tasks followed up an await chain for one sample.
+pub const MAX_CHAIN: usize = 32;
+
+/// One task of a chain, for task-aware stacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// The task object.
+    pub task: u64,
+    /// Its name (`Task-N` for an unnamed task).
+    pub name: String,
+    /// Its coroutine frames where it is suspended, outermost first (empty for the running
+    /// task of a thread, whose frames are on the thread's own stack).
+    pub frames: Vec<crate::RawFrame>,
+}
+
+/// A task and the tasks awaiting it, innermost first: `links[0]` is the task itself, then the
+/// task that awaits it, and so on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskChain {
+    /// The code object of the first task's own coroutine (the outermost of its frames).
+    pub coro_code: u64,
+    /// The tasks.
+    pub links: Vec<ChainLink>,
+    /// The chain went on past [`MAX_CHAIN`] tasks, or looped.
+    pub truncated: bool,
+}
+
+/// Reads task chains for samples: the running task of a thread and the tasks awaiting it, or
+/// every suspended task. Task names are kept per (task, name object).
+#[derive(Debug, Default)]
+pub struct ChainReader {
+    names: HashMap<(u64, u64), String>,
+}
+
+/// Names kept at most; past it the cache starts again.
+const MAX_NAMES: usize = 4096;
+
+impl ChainReader {
+    /// A reader with nothing cached.
+    pub fn new() -> ChainReader {
+        ChainReader::default()
+    }
+
+    /// The running task of thread state `tstate` and the tasks awaiting it; `None` when the
+    /// thread runs no task.
+    pub fn running<M: RemoteMemory>(
+        &mut self,
+        walker: &mut Walker<M>,
+        offsets: &AsyncioOffsets,
+        tstate: u64,
+    ) -> Result<Option<TaskChain>, WalkError> {
+        let task = walker
+            .memory()
+            .read_u64(tstate.wrapping_add(offsets.tstate_running_task))?;
+        if task == 0 {
+            return Ok(None);
+        }
+        self.chain(walker, offsets, task, false).map(Some)
+    }
+
+    /// The chain of `task`: with its own suspended frames when `suspended`, without them for
+    /// a running task.
+    pub fn chain<M: RemoteMemory>(
+        &mut self,
+        walker: &mut Walker<M>,
+        offsets: &AsyncioOffsets,
+        task: u64,
+        suspended: bool,
+    ) -> Result<TaskChain, WalkError> {
+        let (process, code) = walker.parts_mut();
+        let gen = Gen::new(&process.layout)?;
+        let mut values = ValueReader::new(&process.mem, &process.layout);
+        let mut out = TaskChain::default();
+        let mut seen = HashSet::new();
+        let mut addr = task;
+        while addr != 0 {
+            if out.links.len() >= MAX_CHAIN || !seen.insert(addr) {
+                out.truncated = true;
+                break;
+            }
+            values.allow_reads(64);
+            let t = values.memory().read_vec(
+                addr,
+                offsets.task_size as usize,
+                MAX_TASK_SIZE as usize,
+            )?;
+            let bad = WalkError::Corrupt {
+                what: "asyncio task",
+                addr,
+            };
+            let u64_at = |off: u64| le::u64_at(&t, off as usize).ok_or(bad.clone());
+            if t.get(offsets.task_is_task as usize) != Some(&1) {
+                // Awaited by a plain future (gather's): the chain of tasks ends there.
+                break;
+            }
+            let name_obj = u64_at(offsets.task_name)?;
+            let name = match self.names.get(&(addr, name_obj)) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = task_name(&mut values, name_obj);
+                    if self.names.len() >= MAX_NAMES {
+                        self.names.clear();
+                    }
+                    self.names.insert((addr, name_obj), n.clone());
+                    n
+                }
+            };
+            let coro = u64_at(offsets.task_coro)?;
+            let mut frames = Vec::new();
+            if out.links.is_empty() && coro != 0 {
+                out.coro_code = coro_code(&values, &gen, coro)?;
+            }
+            if (suspended || !out.links.is_empty()) && coro != 0 {
+                follow_coroutines(&mut values, code, process, &gen, coro, &mut |_, _, raw| {
+                    frames.push(raw);
+                    Ok(())
+                })?;
+            }
+            out.links.push(ChainLink {
+                task: addr,
+                name,
+                frames,
+            });
+            // The first task awaiting this one (a set of them keeps its own order).
+            let by = u64_at(offsets.task_awaited_by)?;
+            addr = if by != 0 && t.get(offsets.task_awaited_by_is_set as usize) == Some(&1) {
+                values.allow_reads(64 + 2 * MAX_AWAITED_BY as u32);
+                values
+                    .set_keys(by, MAX_AWAITED_BY)?
+                    .into_iter()
+                    .min()
+                    .unwrap_or(0)
+            } else {
+                by
+            };
+        }
+        Ok(out)
+    }
+
+    /// Every task on the lists of `tstates` (then of `interps`) that is pending and not in
+    /// `running`, at most `max` of them, with the thread state whose list holds it (0 for an
+    /// interpreter's list).
+    pub fn suspended<M: RemoteMemory>(
+        &mut self,
+        walker: &mut Walker<M>,
+        offsets: &AsyncioOffsets,
+        tstates: &[u64],
+        running: &HashSet<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, u64)>, WalkError> {
+        let mem = walker.memory();
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for &t in tstates {
+            let mut addrs = Vec::new();
+            list_tasks(
+                mem,
+                offsets,
+                t.wrapping_add(offsets.tstate_tasks_head),
+                &mut seen,
+                &mut addrs,
+            )?;
+            for task in addrs {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                if running.contains(&task) {
+                    continue;
+                }
+                let state = mem.read_u32(task.wrapping_add(offsets.fut_state))? as i32;
+                if state == 0 {
+                    out.push((t, task));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The code object of coroutine `coro`'s frame.
+fn coro_code<M: RemoteMemory>(
+    values: &ValueReader<'_, M>,
+    gen: &Gen,
+    coro: u64,
+) -> Result<u64, WalkError> {
+    let frame = coro.wrapping_add(gen.iframe);
+    let bytes = values
+        .memory()
+        .read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
+    let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
+        what: "coroutine frame",
+        addr: frame,
+    })?;
+    Ok(fields.code)
 }
 
 #[cfg(test)]
