@@ -321,7 +321,9 @@ fn frame_stats(
             let hidden = tables.frame(*last).is_some_and(|f| match f.kind {
                 FrameKind::Interpreter => opts.hide_gc,
                 FrameKind::Exception => opts.hide_exceptions,
-                FrameKind::Python | FrameKind::Native | FrameKind::Kernel => false,
+                FrameKind::Python | FrameKind::Native | FrameKind::Kernel | FrameKind::Task => {
+                    false
+                }
             });
             if !hidden {
                 break;

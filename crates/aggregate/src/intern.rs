@@ -72,10 +72,13 @@ pub enum FrameKind {
     /// The exception the thread was raising or handling (`<raise ValueError>`), on top of its
     /// Python frames; shown by `--mode exception`.
     Exception,
+    /// An asyncio task (`<task NAME>`) in a task-aware stack (`--async`): the frames above it
+    /// are that task's coroutines, the frames below belong to the tasks awaiting it.
+    Task,
 }
 
 impl FrameKind {
-    /// The kind's code in file formats (`raw`): 0, 1, 2, 3, 4.
+    /// The kind's code in file formats (`raw`): 0, 1, 2, 3, 4, 5.
     pub fn code(self) -> u8 {
         match self {
             FrameKind::Python => 0,
@@ -83,6 +86,7 @@ impl FrameKind {
             FrameKind::Kernel => 2,
             FrameKind::Interpreter => 3,
             FrameKind::Exception => 4,
+            FrameKind::Task => 5,
         }
     }
 
@@ -94,11 +98,12 @@ impl FrameKind {
             2 => Some(FrameKind::Kernel),
             3 => Some(FrameKind::Interpreter),
             4 => Some(FrameKind::Exception),
+            5 => Some(FrameKind::Task),
             _ => None,
         }
     }
 
-    /// `python`, `native`, `kernel`, `interpreter` or `exception`.
+    /// `python`, `native`, `kernel`, `interpreter`, `exception` or `task`.
     pub fn name(self) -> &'static str {
         match self {
             FrameKind::Python => "python",
@@ -106,6 +111,7 @@ impl FrameKind {
             FrameKind::Kernel => "kernel",
             FrameKind::Interpreter => "interpreter",
             FrameKind::Exception => "exception",
+            FrameKind::Task => "task",
         }
     }
 }
@@ -136,6 +142,11 @@ pub fn exception_label(type_name: &str) -> String {
     format!("<raise {type_name}>")
 }
 
+/// The function name of the [`FrameKind::Task`] frame of a task named `name`: `<task NAME>`.
+pub fn task_label(name: &str) -> String {
+    format!("<task {name}>")
+}
+
 impl<'a> FrameKey<'a> {
     /// The `<GC>` frame: the thread is running the cyclic garbage collector.
     pub fn gc() -> FrameKey<'static> {
@@ -156,6 +167,17 @@ impl<'a> FrameKey<'a> {
             filename: "",
             line: None,
             kind: FrameKind::Exception,
+            module: None,
+        }
+    }
+
+    /// The frame for an asyncio task: `label` is [`task_label`]`(task name)`.
+    pub fn task(label: &'a str) -> FrameKey<'a> {
+        FrameKey {
+            function: label,
+            filename: "",
+            line: None,
+            kind: FrameKind::Task,
             module: None,
         }
     }

@@ -26,8 +26,8 @@ pub use counts::{
 };
 pub use hash::{FxBuild, FxHasher};
 pub use intern::{
-    exception_label, CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner, Marks,
-    StackId, StrId, Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
+    exception_label, task_label, CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner,
+    Marks, StackId, StrId, Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
 };
 pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};

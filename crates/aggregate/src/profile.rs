@@ -60,7 +60,7 @@ impl ProfileOptions {
         match kind {
             FrameKind::Interpreter => self.hide_gc,
             FrameKind::Exception => self.hide_exceptions,
-            FrameKind::Python | FrameKind::Native | FrameKind::Kernel => false,
+            FrameKind::Python | FrameKind::Native | FrameKind::Kernel | FrameKind::Task => false,
         }
     }
 }

@@ -76,7 +76,9 @@ fn label(t: &Tables, s: &FrameStat) -> String {
             Some(m) => format!("{function} ({})", short(t.str(m))),
             None => function.to_string(),
         },
-        FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception => function.to_string(),
+        FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {
+            function.to_string()
+        }
     }
 }
 

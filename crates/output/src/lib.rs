@@ -183,7 +183,7 @@ pub fn frame_label(profile: &Profile, id: FrameId) -> String {
             }
             push_source(&mut s, t.str(f.filename), f.line);
         }
-        FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception => {}
+        FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {}
     }
     s
 }

@@ -219,7 +219,8 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
             FrameKind::Native
             | FrameKind::Kernel
             | FrameKind::Interpreter
-            | FrameKind::Exception => (f.module.map_or("", |m| t.str(m)), None),
+            | FrameKind::Exception
+            | FrameKind::Task => (f.module.map_or("", |m| t.str(m)), None),
         };
         let mapping_id = match f.module {
             Some(m) if f.kind == FrameKind::Native => {

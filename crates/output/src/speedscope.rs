@@ -47,7 +47,8 @@ impl Format for Speedscope {
                 FrameKind::Native
                 | FrameKind::Kernel
                 | FrameKind::Interpreter
-                | FrameKind::Exception => {
+                | FrameKind::Exception
+                | FrameKind::Task => {
                     let mut name = t.str(f.function).to_string();
                     push_source(&mut name, t.str(f.filename), f.line);
                     json::push_str(&mut s, &name);

@@ -48,6 +48,12 @@ fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
             g: 40 + v,
             b: 40 + v,
         }),
+        // `<task NAME>`: purple, where a task's own frames start.
+        FrameKind::Task => Some(Color {
+            r: 150 + v,
+            g: 90,
+            b: 200,
+        }),
     }
 }
 

@@ -72,7 +72,7 @@ impl FrameSel {
                 }
                 s
             }
-            FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception => {
+            FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {
                 self.function.clone()
             }
         }
