@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
-use strobe_sampler::{start_process, EndReason, IdleSwitch, SamplerConfig, SamplerHandle};
+use strobe_sampler::{start_process, EndReason, LiveSwitch, SamplerConfig, SamplerHandle};
 use strobe_signals::StopSignals;
 use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
@@ -39,7 +39,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // Idle threads are sampled while the view shows them (`i`): hidden, their stacks are not
     // read at all, which is most of a round's read in a service whose threads mostly wait.
     let show_idle = args.idle || args.mode == Some(ModeArg::Wall);
-    let idle_switch = IdleSwitch::new(show_idle);
+    let idle_switch = LiveSwitch::new(show_idle);
     let cfg = SamplerConfig {
         rate_hz: args.rate,
         blocking: args.blocking,

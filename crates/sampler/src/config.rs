@@ -25,7 +25,7 @@ pub struct SamplerConfig {
     pub include_idle: bool,
     /// When set, decides [`SamplerConfig::include_idle`] live, round by round (strobe top's
     /// `i` key): while it is off, idle samples are dropped and idle threads' stacks not read.
-    pub idle_switch: Option<IdleSwitch>,
+    pub idle_switch: Option<LiveSwitch>,
     /// Keep only the thread holding the GIL (ignored on free-threaded builds, which have none).
     pub gil_only: bool,
     /// Keep only these kernel thread ids (the target's or ours; empty: all threads).
@@ -53,6 +53,14 @@ pub struct SamplerConfig {
     /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
     /// (`record` keeps it and leaves it out when writing, so a raw recording has it).
     pub gc_frames: bool,
+    /// Task-aware stacks (`--async`, CPython 3.14+): a thread running an asyncio task is
+    /// sampled as the task's coroutine frames under a `<task NAME>` frame, under the tasks
+    /// awaiting it (each with its own frames where it waits), instead of under the event
+    /// loop's frames; with idle samples kept, each suspended task is sampled too, at its
+    /// `await`.
+    pub async_stacks: bool,
+    /// When set, decides [`SamplerConfig::async_stacks`] live (strobe top's `a` key).
+    pub async_switch: Option<LiveSwitch>,
 }
 
 impl Default for SamplerConfig {
@@ -72,20 +80,22 @@ impl Default for SamplerConfig {
             subprocesses: false,
             native: false,
             gc_frames: true,
+            async_stacks: false,
+            async_switch: None,
         }
     }
 }
 
 /// A live on/off switch shared between a sampler and its user (see
-/// [`SamplerConfig::idle_switch`]). Clones share the switch; two switches are equal when they
+/// [`SamplerConfig::idle_switch`], [`SamplerConfig::async_switch`]). Clones share the switch; two switches are equal when they
 /// are the same switch.
 #[derive(Debug, Clone, Default)]
-pub struct IdleSwitch(Arc<AtomicBool>);
+pub struct LiveSwitch(Arc<AtomicBool>);
 
-impl IdleSwitch {
+impl LiveSwitch {
     /// A switch, on or off.
-    pub fn new(on: bool) -> IdleSwitch {
-        IdleSwitch(Arc::new(AtomicBool::new(on)))
+    pub fn new(on: bool) -> LiveSwitch {
+        LiveSwitch(Arc::new(AtomicBool::new(on)))
     }
 
     /// Turn it on or off; the sampler's next round follows.
@@ -99,8 +109,8 @@ impl IdleSwitch {
     }
 }
 
-impl PartialEq for IdleSwitch {
-    fn eq(&self, other: &IdleSwitch) -> bool {
+impl PartialEq for LiveSwitch {
+    fn eq(&self, other: &LiveSwitch) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
@@ -110,7 +120,14 @@ impl SamplerConfig {
     pub(crate) fn include_idle_now(&self) -> bool {
         self.idle_switch
             .as_ref()
-            .map_or(self.include_idle, IdleSwitch::get)
+            .map_or(self.include_idle, LiveSwitch::get)
+    }
+
+    /// Whether stacks are task-aware this round: the switch if there is one.
+    pub(crate) fn async_now(&self) -> bool {
+        self.async_switch
+            .as_ref()
+            .map_or(self.async_stacks, LiveSwitch::get)
     }
 
     /// Check the values a user can get wrong; the message says what is accepted.

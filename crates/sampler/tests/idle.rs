@@ -12,7 +12,7 @@ use std::time::Duration;
 use strobe_testkit::{Interpreter, Ready};
 
 use strobe_aggregate::SampleFlags;
-use strobe_sampler::{start, IdleSwitch, SamplerConfig};
+use strobe_sampler::{start, LiveSwitch, SamplerConfig};
 use strobe_target::Target;
 
 /// The target. It prints READY once the waiter thread is blocked in its `read` system call
@@ -144,7 +144,7 @@ fn record_switched(pid: i32, on: bool) -> Vec<(Option<String>, SampleFlags)> {
     let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
-        idle_switch: Some(IdleSwitch::new(on)),
+        idle_switch: Some(LiveSwitch::new(on)),
         duration: Some(Duration::from_millis(300)),
         ..SamplerConfig::default()
     };
