@@ -33,14 +33,10 @@ fn convert(raw: &Path, out: &Path, extra: &[&str]) -> BTreeMap<Vec<String>, u64>
     collapsed(out)
 }
 
-fn check_gc(interp: Interp) {
-    let dir = TempDir::new();
-    let script = Script::new(&interp, "gc_heap.py");
-    let collect = script.label("collect_forever", "collect");
-
-    // Collecting.
-    let mut target = Announced::start(script.command().arg("collect"));
-    let raw = dir.path().join("gc.raw");
+/// Start `gc_heap.py MODE`, record it at 200 Hz for `duration` seconds into `out` (the format
+/// its extension names), then let it end.
+fn record(script: &Script, mode: &str, duration: &str, out: &Path) {
+    let mut target = Announced::start(script.command().arg(mode));
     let pid = target.pid.to_string();
     let args = [
         "record",
@@ -49,15 +45,22 @@ fn check_gc(interp: Interp) {
         "--rate",
         "200",
         "--duration",
-        "1.5",
+        duration,
+        "-o",
+        out.to_str().unwrap(),
     ];
-    let rec_args: Vec<&str> = args
-        .iter()
-        .copied()
-        .chain(["-o", raw.to_str().unwrap()])
-        .collect();
-    assert_ok(&run_strobe(&rec_args), "record");
+    assert_ok(&run_strobe(&args), "record");
     target.close_stdin();
+}
+
+fn check_gc(interp: Interp) {
+    let dir = TempDir::new();
+    let script = Script::new(&interp, "gc_heap.py");
+    let collect = script.label("collect_forever", "collect");
+
+    // Collecting.
+    let raw = dir.path().join("gc.raw");
+    record(&script, "collect", "1.5", &raw);
     let with = convert(&raw, &dir.path().join("with.txt"), &[]);
     let total: u64 = with.values().sum();
     assert!(total > 0, "no samples");
@@ -99,22 +102,8 @@ fn check_gc(interp: Interp) {
 
     // Automatic collections, triggered by the allocations of `allocate_forever`: `<GC>` on top
     // of that function (at whichever of its lines the collection started).
-    let mut auto = Announced::start(script.command().arg("auto"));
     let out = dir.path().join("auto.txt");
-    let pid = auto.pid.to_string();
-    let args = [
-        "record",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "1",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    assert_ok(&run_strobe(&args), "record");
-    auto.close_stdin();
+    record(&script, "auto", "1", &out);
     let stacks = collapsed(&out);
     let allocate = format!("allocate_forever ({}:", script.in_target);
     let total: u64 = stacks.values().sum();
@@ -133,22 +122,8 @@ fn check_gc(interp: Interp) {
     );
 
     // Never collecting (gc disabled, no cycles): no `<GC>`, and the samples are there.
-    let mut plain = Announced::start(script.command().arg("plain"));
     let out = dir.path().join("plain.txt");
-    let pid = plain.pid.to_string();
-    let args = [
-        "record",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "0.5",
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    assert_ok(&run_strobe(&args), "record");
-    plain.close_stdin();
+    record(&script, "plain", "0.5", &out);
     let stacks = collapsed(&out);
     let spin = script.label("spin_forever", "spin");
     assert!(

@@ -228,7 +228,7 @@ fn read_checked(
     })
 }
 
-/// Read an ELF file's header, loadable segments and wanted symbols (see `elf64.rs` for how
+/// Read an ELF file's header, loadable segments and wanted symbols (see `elf64/` for how
 /// little of the file that touches), and note where its `.rodata` is.
 pub(crate) fn analyze(
     pid: i32,

@@ -16,8 +16,7 @@ use strobe_walker::asyncio::{self as reader, AsyncioOffsets, Awaited, ASYNCIO_DE
 use strobe_walker::RemoteMemory;
 
 use crate::snapshot::{
-    AsyncDump, AsyncSnapshot, AwaitedSnapshot, CoroFrameSnapshot, LoopSnapshot, PythonInfo,
-    TaskSnapshot,
+    AsyncDump, AsyncSnapshot, AwaitedSnapshot, CoroFrameSnapshot, LoopSnapshot, TaskSnapshot,
 };
 use crate::{AttachError, Target};
 
@@ -173,21 +172,6 @@ impl Target {
             }
         }
         out
-    }
-
-    fn python_info(&self) -> PythonInfo {
-        let layout = self.walker.layout();
-        PythonInfo {
-            version: self.process.version.to_string(),
-            binary: self.process.binary_in_target.clone(),
-            debug_build: layout.flavour.debug,
-            free_threaded: layout.flavour.free_threaded,
-            layout_source: if self.from_debug_offsets {
-                "debug_offsets"
-            } else {
-                "tables"
-            },
-        }
     }
 
     /// The type name of each loop object, for the headers.

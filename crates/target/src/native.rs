@@ -18,7 +18,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strobe_corefile::{Core, CoreThread};
-use strobe_locate::maps::Mapping;
 use strobe_memory::RemoteMemory;
 use strobe_native::{
     merge, Binaries, DebugSearch, EvalShape, MergedFrame, ModuleMap, NativeEnd, NativeFrame,
@@ -148,32 +147,7 @@ impl NativeState {
         mem: &M,
         warnings: &mut Vec<String>,
     ) -> NativeState {
-        let mut names: Vec<&str> = Vec::new();
-        let maps: Vec<Mapping> = core
-            .mappings()
-            .map(|m| {
-                let inode = match names.iter().position(|n| *n == m.path) {
-                    Some(i) => i + 1,
-                    None => {
-                        names.push(&m.path);
-                        names.len()
-                    }
-                };
-                Mapping {
-                    start: m.start,
-                    end: m.end,
-                    read: true,
-                    write: false,
-                    exec: core.mapping_executable(m),
-                    offset: m.offset,
-                    dev_major: 0,
-                    dev_minor: 0,
-                    inode: inode as u64,
-                    path: Some(m.path.clone()),
-                    deleted: m.deleted,
-                }
-            })
-            .collect();
+        let maps = crate::attach::core_mappings(core, |m| core.mapping_executable(m));
         let mut binaries = Binaries::new(DebugSearch::default());
         let find = |path: &str| core.file(path).ok().map(|(p, _)| p);
         let root = core.sysroot().unwrap_or(Path::new("/"));
