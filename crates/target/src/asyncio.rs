@@ -194,6 +194,28 @@ impl Target {
         out
     }
 
+    /// For task-aware stacks (`record --async`): the target's asyncio description, `Ok(None)`
+    /// while no `_asyncio` module is loaded (look again later: a program imports asyncio when
+    /// it starts using it). An error when the interpreter predates the description or its
+    /// files cannot be read.
+    pub fn task_offsets(&self) -> Result<Option<AsyncioOffsets>, String> {
+        let pid = self.pid();
+        let version = self.process.version;
+        let error = if self.core.is_some() {
+            AsyncError::Core
+        } else if (version.major, version.minor) < (3, FIRST_MINOR) {
+            AsyncError::Unsupported {
+                pid,
+                version: version.to_string(),
+            }
+        } else {
+            return self
+                .asyncio_offsets()
+                .map_err(|why| AsyncError::Read { pid, why }.to_string());
+        };
+        Err(error.to_string())
+    }
+
     /// The target's `_Py_AsyncioModuleDebugOffsets`, found in the files it mapped.
     /// `None`: no `_asyncio` module is loaded (the interpreter lacks the section and no
     /// `_asyncio*.so` is mapped).
