@@ -45,6 +45,7 @@ mod sampler;
 mod selfcost;
 mod stats;
 mod summary;
+mod tasks;
 mod threads;
 mod view;
 

@@ -40,6 +40,7 @@ use crate::memo::{
 };
 use crate::native::{NativeMode, NativeOutcome, NativeTarget};
 use crate::stats::SamplerStats;
+use crate::tasks::Frames as TaskFrames;
 use crate::threads::KernelThreads;
 use crate::view::ProcessView;
 
@@ -205,6 +206,17 @@ fn record_threads(
     let mut recorded = 0;
     st.running.clear();
     let include_idle = cfg.include_idle_now();
+    // Task-aware stacks: the target's asyncio description, once it has one.
+    let tasks = if cfg.async_now() {
+        st.tasks.start_round();
+        let (offsets, warning) = st.tasks.offsets(target, now_ns);
+        if let Some(w) = warning {
+            st.warn_once("tasks", w);
+        }
+        offsets
+    } else {
+        None
+    };
     for t in stacks {
         let host = st.host_tid(t);
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
@@ -323,7 +335,22 @@ fn record_threads(
         } else {
             None
         };
-        let stack = match merged {
+        let tasked = match (&merged, &tasks) {
+            (None, Some(offsets)) => st.tasks.running_stack(
+                target,
+                side,
+                offsets,
+                t.tstate_addr,
+                frames,
+                &mut TaskFrames {
+                    cache: &mut st.frames,
+                    by_function: cfg.by_function,
+                    root: st.root_frame,
+                },
+            )?,
+            _ => None,
+        };
+        let stack = match merged.or(tasked) {
             Some(stack) => stack,
             // `<raise T>` on top of the frames of a thread raising or handling an exception,
             // and `<GC>` on top of the line that triggered a collection.
@@ -370,6 +397,9 @@ fn record_threads(
             host.or(inner).map_or(t.thread_id, u64::from),
             t.interp_id,
         )?;
+        if tasks.is_some() {
+            st.tasks.threads.push((t.tstate_addr, thread));
+        }
         side.push(Sample {
             stack,
             thread,
@@ -378,6 +408,20 @@ fn record_threads(
             weight_ns,
         });
         recorded += 1;
+    }
+    if let (Some(offsets), true) = (&tasks, include_idle) {
+        recorded += st.tasks.suspended_samples(
+            target,
+            side,
+            offsets,
+            &mut TaskFrames {
+                cache: &mut st.frames,
+                by_function: cfg.by_function,
+                root: st.root_frame,
+            },
+            now_ns,
+            weight_ns,
+        )?;
     }
     Ok(Counts {
         threads: stacks.len() as u64,

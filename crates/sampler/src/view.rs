@@ -8,6 +8,7 @@ use strobe_walker::{RawSample, RawThread};
 use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
 use crate::native::NativeView;
+use crate::tasks::TaskView;
 use crate::threads::KernelThreads;
 
 /// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
@@ -55,6 +56,8 @@ pub(crate) struct ProcessView {
     pub(crate) root_frame: Option<FrameId>,
     /// Native stacks (`--native`).
     pub(crate) native: NativeView,
+    /// Task-aware stacks (`--async`).
+    pub(crate) tasks: TaskView,
 }
 
 impl ProcessView {
@@ -85,6 +88,7 @@ impl ProcessView {
             auxv,
             root_frame,
             native: NativeView::new(),
+            tasks: TaskView::default(),
         }
     }
 

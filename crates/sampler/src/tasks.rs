@@ -1,0 +1,223 @@
+//! Task-aware stacks (`--async`, CPython 3.14+).
+//!
+//! A thread running an asyncio task is sampled as the tasks that await it, outermost first,
+//! each as a `<task NAME>` frame followed by the frames of its coroutines where it waits, then
+//! the running task's `<task NAME>` and its frames from the thread's own stack (everything
+//! above its outermost coroutine frame). The event loop's frames under the running task are
+//! left out, so a profile groups time by task chain. When idle samples are kept, every
+//! pending task that is not running is sampled too (at most [`MAX_SUSPENDED`] a round), as
+//! an idle sample of the thread whose task list holds it, at the `await` it waits in.
+//!
+//! The target's description of its tasks (`_Py_AsyncioModuleDebugOffsets`) is looked for when
+//! sampling starts and then once a second until the program has imported asyncio. A chain
+//! that cannot be read leaves the thread's sample as it would be without `--async`.
+
+use std::collections::{HashMap, HashSet};
+
+use strobe_aggregate::{
+    task_label, FrameId, FrameKey, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId,
+};
+use strobe_target::Target;
+use strobe_walker::asyncio::{AsyncioOffsets, ChainReader, TaskChain};
+use strobe_walker::RawFrame;
+
+use crate::failure::RoundError;
+use crate::memo::{frame_id, FrameCache};
+
+/// Most suspended tasks sampled in one round.
+pub(crate) const MAX_SUSPENDED: usize = 64;
+
+/// How often to look again for a target's asyncio description while it has none.
+const LOOK_EVERY_NS: u64 = 1_000_000_000;
+
+/// Task-aware sampling state of one process.
+#[derive(Debug, Default)]
+pub(crate) struct TaskView {
+    offsets: Option<AsyncioOffsets>,
+    /// When to look for the description next (ns on the sampler's clock).
+    next_look_ns: u64,
+    /// Set once looking failed for good (the version predates it): the reason, for one
+    /// warning.
+    unavailable: bool,
+    reader: ChainReader,
+    /// `<task NAME>` frames by name.
+    frames: HashMap<String, FrameId, FxBuild>,
+    /// Tasks running this round, and who ran them: the thread state and our thread id.
+    pub(crate) running: HashSet<u64>,
+    pub(crate) threads: Vec<(u64, ThreadId)>,
+    fresh: Vec<FrameId>,
+}
+
+/// Where a task-aware stack's frames come from.
+pub(crate) struct Frames<'a> {
+    /// Frame ids by (code object, line).
+    pub(crate) cache: &'a mut FrameCache,
+    /// Aggregate by function.
+    pub(crate) by_function: bool,
+    /// The frame every stack of this process starts with, if any.
+    pub(crate) root: Option<FrameId>,
+}
+
+impl TaskView {
+    /// A new round starts.
+    pub(crate) fn start_round(&mut self) {
+        self.running.clear();
+        self.threads.clear();
+    }
+
+    /// The target's description, looked for now if it is time; a reason to warn about once
+    /// when it cannot be had at all.
+    pub(crate) fn offsets(
+        &mut self,
+        target: &Target,
+        now_ns: u64,
+    ) -> (Option<AsyncioOffsets>, Option<String>) {
+        if self.offsets.is_some() || self.unavailable || now_ns < self.next_look_ns {
+            return (self.offsets, None);
+        }
+        self.next_look_ns = now_ns.saturating_add(LOOK_EVERY_NS);
+        match target.task_offsets() {
+            Ok(found) => {
+                self.offsets = found;
+                (found, None)
+            }
+            Err(why) => {
+                self.unavailable = true;
+                (
+                    None,
+                    Some(format!("task-aware stacks are unavailable: {why}")),
+                )
+            }
+        }
+    }
+
+    /// The task-aware stack of a thread whose frames (innermost first) are `frames`, or
+    /// `None` when it runs no task or its chain cannot be read or placed on its stack.
+    pub(crate) fn running_stack(
+        &mut self,
+        target: &mut Target,
+        side: &mut SamplerSide,
+        offsets: &AsyncioOffsets,
+        tstate: u64,
+        frames: &[RawFrame],
+        how: &mut Frames<'_>,
+    ) -> Result<Option<StackId>, RoundError> {
+        let chain = match self.reader.running(target.walker_mut(), offsets, tstate) {
+            Ok(Some(chain)) => chain,
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        if let Some(first) = chain.links.first() {
+            self.running.insert(first.task);
+        }
+        // The running task's own frames: from its outermost coroutine frame up.
+        let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code) else {
+            return Ok(None);
+        };
+        let own = frames.get(..=split).unwrap_or(&[]);
+        self.stack(target, side, &chain, own, how).map(Some)
+    }
+
+    /// Samples of the pending tasks not running this round (see the module documentation).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn suspended_samples(
+        &mut self,
+        target: &mut Target,
+        side: &mut SamplerSide,
+        offsets: &AsyncioOffsets,
+        how: &mut Frames<'_>,
+        timestamp_ns: u64,
+        weight_ns: u64,
+    ) -> Result<u64, RoundError> {
+        let tstates: Vec<u64> = self.threads.iter().map(|&(t, _)| t).collect();
+        let Ok(tasks) = self.reader.suspended(
+            target.walker_mut(),
+            offsets,
+            &tstates,
+            &self.running,
+            MAX_SUSPENDED,
+        ) else {
+            return Ok(0);
+        };
+        let mut pushed = 0;
+        for (tstate, task) in tasks {
+            let Some(&(_, thread)) = self.threads.iter().find(|&&(t, _)| t == tstate) else {
+                continue;
+            };
+            let Ok(chain) = self.reader.chain(target.walker_mut(), offsets, task, true) else {
+                continue;
+            };
+            let stack = self.stack(target, side, &chain, &[], how)?;
+            side.push(Sample {
+                stack,
+                thread,
+                flags: SampleFlags::empty().with(SampleFlags::IDLE),
+                timestamp_ns,
+                weight_ns,
+            });
+            pushed += 1;
+        }
+        Ok(pushed)
+    }
+
+    /// Intern the stack of `chain`: the outermost task first, each `<task NAME>` then its
+    /// frames; the first task's frames are `own` (innermost first) when it runs, its
+    /// suspended frames otherwise.
+    fn stack(
+        &mut self,
+        target: &mut Target,
+        side: &mut SamplerSide,
+        chain: &TaskChain,
+        own: &[RawFrame],
+        how: &mut Frames<'_>,
+    ) -> Result<StackId, RoundError> {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.clear();
+        fresh.extend(how.root);
+        for (i, link) in chain.links.iter().enumerate().rev() {
+            fresh.push(self.task_frame(side, &link.name)?);
+            if i == 0 && !own.is_empty() {
+                for &f in own.iter().rev() {
+                    fresh.push(frame_id(
+                        how.cache,
+                        side,
+                        target.walker_mut(),
+                        f,
+                        how.by_function,
+                    )?);
+                }
+            } else {
+                for &f in &link.frames {
+                    fresh.push(frame_id(
+                        how.cache,
+                        side,
+                        target.walker_mut(),
+                        f,
+                        how.by_function,
+                    )?);
+                }
+            }
+        }
+        let stack = side
+            .interner()
+            .intern_stack(&fresh)
+            .map_err(|e| RoundError::Fatal(e.into()));
+        self.fresh = fresh;
+        stack
+    }
+
+    /// The `<task NAME>` frame of a task named `name`.
+    fn task_frame(&mut self, side: &mut SamplerSide, name: &str) -> Result<FrameId, RoundError> {
+        if let Some(&id) = self.frames.get(name) {
+            return Ok(id);
+        }
+        let id = side
+            .interner()
+            .intern_frame(&FrameKey::task(&task_label(name)))
+            .map_err(|e| RoundError::Fatal(e.into()))?;
+        if self.frames.len() >= 4096 {
+            self.frames.clear();
+        }
+        self.frames.insert(name.to_string(), id);
+        Ok(id)
+    }
+}
