@@ -315,6 +315,12 @@ pub struct RecordArgs {
     /// Print nothing on stderr but errors: no status line, summary or warnings
     #[arg(long, short)]
     pub quiet: bool,
+    /// Task-aware stacks (CPython 3.14+): a thread running an asyncio task is recorded as the
+    /// task's coroutine frames under a `<task NAME>` frame, under the tasks awaiting it (each at
+    /// its `await`), instead of under the event loop's frames; with idle samples kept (--mode
+    /// wall, raw recordings), every waiting task is sampled too, at the line it waits on
+    #[arg(long = "async")]
+    pub async_stacks: bool,
     /// Also record native frames (C, C++, Rust, libc, the system call a thread waits in),
     /// interleaved with the Python frames in call order. Needs ptrace permission (root or
     /// CAP_SYS_PTRACE); each running thread is stopped alone for a few microseconds per sample
@@ -400,6 +406,10 @@ pub struct TopArgs {
     /// starts with a `process PID` frame.
     #[arg(long)]
     pub subprocesses: bool,
+    /// Start with task-aware stacks (CPython 3.14+; `a` toggles): asyncio tasks under the
+    /// tasks awaiting them instead of under the event loop's frames
+    #[arg(long = "async")]
+    pub async_stacks: bool,
     /// Also show native frames (C, C++, Rust, libc, system calls) under the Python ones.
     /// Needs ptrace permission; each running thread is stopped alone briefly per sample
     #[arg(long)]

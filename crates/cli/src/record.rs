@@ -210,6 +210,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         names: true,
         subprocesses: args.subprocesses,
         native: args.native,
+        async_stacks: args.async_stacks,
         ..SamplerConfig::default()
     };
     cfg.validate()?;

@@ -40,6 +40,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // read at all, which is most of a round's read in a service whose threads mostly wait.
     let show_idle = args.idle || args.mode == Some(ModeArg::Wall);
     let idle_switch = LiveSwitch::new(show_idle);
+    let async_switch = LiveSwitch::new(args.async_stacks);
     let cfg = SamplerConfig {
         rate_hz: args.rate,
         blocking: args.blocking,
@@ -53,6 +54,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         subprocesses: args.subprocesses,
         native: args.native,
         gc_frames: !args.no_gc,
+        async_switch: Some(async_switch.clone()),
         ..Default::default()
     };
     cfg.validate()?;
@@ -139,6 +141,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             exception_only: args.mode == Some(ModeArg::Exception),
         },
         refresh: Duration::from_secs_f64(args.refresh),
+        async_stacks: args.async_stacks,
     };
     let ui = strobe_tui::run(
         agg,
@@ -158,7 +161,10 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
             Err(TryRecvError::Empty) => false,
             Err(TryRecvError::Disconnected) => false,
         },
-        |shown| idle_switch.set(shown),
+        |shown| {
+            idle_switch.set(shown.idle);
+            async_switch.set(shown.tasks);
+        },
     );
     // Whatever ended the view, a launched command is stopped as on `q`; a --pid target runs on.
     let finish = session.finish();

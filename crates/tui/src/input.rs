@@ -84,6 +84,7 @@ fn table_key(code: KeyCode) -> Option<Action> {
         'i' => Action::ToggleIdle,
         'g' => Action::ToggleGil,
         'm' => Action::CycleMode,
+        'a' => Action::ToggleAsync,
         'l' => Action::ToggleLines,
         'h' => Action::Help,
         _ => return None,
@@ -106,6 +107,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("l", "show functions or lines"),
     ("i", "show or hide idle threads' samples"),
     ("g", "count only samples of the thread holding the GIL"),
+    (
+        "a",
+        "task-aware stacks: asyncio tasks under the tasks awaiting them (CPython 3.14+; counts restart)",
+    ),
     (
         "m",
         "next mode: cpu (running threads), wall (idle too), gil, exception (threads raising or handling one, with a <raise T> frame)",

@@ -63,6 +63,15 @@ pub enum Ending {
     TerminalGone(Gone),
 }
 
+/// What the view shows, for the sampler to follow (see [`run`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shown {
+    /// Idle threads are shown.
+    pub idle: bool,
+    /// Stacks are task-aware (`--async`).
+    pub tasks: bool,
+}
+
 /// How `top` starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopOptions {
@@ -70,6 +79,8 @@ pub struct TopOptions {
     pub by_function: bool,
     /// Idle / GIL filter to start with.
     pub filter: SampleFilter,
+    /// Task-aware stacks to start with (`a` toggles).
+    pub async_stacks: bool,
     /// Time between refreshes.
     pub refresh: Duration,
 }
@@ -80,6 +91,7 @@ impl Default for TopOptions {
             by_function: true,
             filter: SampleFilter::default(),
             refresh: Duration::from_secs(1),
+            async_stacks: false,
         }
     }
 }
@@ -90,23 +102,25 @@ impl Default for TopOptions {
 /// `agg` is the aggregator end of the pipeline whose sampler end the sampler thread feeds;
 /// `status` is polled (about ten times a second) for the sampler's errors and its end (the
 /// view then says so and keeps the last data until the user quits); `quit_requested` is polled
-/// as often, e.g. for a SIGTERM collected by the caller. `idle_shown` is told whether idle
-/// threads are shown, at the start and whenever the view refetches (the `i` key), so that the
-/// sampler reads idle threads' stacks only while they are shown.
+/// as often, e.g. for a SIGTERM collected by the caller. `shown` is told whether idle threads
+/// are shown and whether stacks are task-aware, at the start and whenever the view refetches
+/// (the `i`, `m` and `a` keys), so that the sampler reads idle threads' stacks only while they
+/// are shown, and builds the stacks the view wants.
 pub fn run(
     agg: AggregatorSide,
     info: TargetInfo,
     options: TopOptions,
     mut status: impl FnMut() -> LiveStatus,
     mut quit_requested: impl FnMut() -> bool,
-    mut idle_shown: impl FnMut(bool),
+    mut shown: impl FnMut(Shown),
 ) -> Result<Ending, TuiError> {
     check_terminal()?;
     let mut reader = KeyReader::open().map_err(TuiError::Terminal)?;
     let collector = data::spawn(agg).map_err(TuiError::Terminal)?;
     let mut guard = TerminalGuard::enter()?;
     let mut state = State::new(info, options.by_function, options.filter, options.refresh);
-    idle_shown(state.include_idle);
+    state.async_stacks = options.async_stacks;
+    shown(state.shown());
     let mut scratch = view::Scratch::default();
     state.status = status();
     state.set_data(collector.view(false, state.query())?);
@@ -161,10 +175,11 @@ pub fn run(
                 Effect::Quit => return Ok(Ending::Quit),
                 Effect::Redraw => {}
                 Effect::Refetch => {
-                    idle_shown(state.include_idle);
+                    shown(state.shown());
                     state.set_data(collector.view(false, state.query())?);
                 }
                 Effect::Reset => {
+                    shown(state.shown());
                     collector.reset()?;
                     state.set_data(collector.view(false, state.query())?);
                 }

@@ -124,6 +124,8 @@ pub enum Action {
     ToggleGil,
     /// The next mode: cpu, wall, gil, exception.
     CycleMode,
+    /// Task-aware stacks on or off.
+    ToggleAsync,
     /// Functions or lines.
     ToggleLines,
     /// Open the call tree of the selected row.
@@ -204,6 +206,8 @@ pub struct State {
     pub gil_only: bool,
     /// Only samples of threads raising or handling an exception (`<raise T>` frames shown).
     pub exception_only: bool,
+    /// Task-aware stacks (`a`).
+    pub async_stacks: bool,
     /// The display is frozen.
     pub paused: bool,
     /// Time between refreshes.
@@ -239,12 +243,21 @@ impl State {
             include_idle: filter.include_idle,
             gil_only: filter.gil_only,
             exception_only: filter.exception_only,
+            async_stacks: false,
             paused: false,
             refresh,
             cursor: 0,
             selected: None,
             focus: None,
             visible: Vec::new(),
+        }
+    }
+
+    /// What the sampler should follow.
+    pub fn shown(&self) -> crate::Shown {
+        crate::Shown {
+            idle: self.include_idle,
+            tasks: self.async_stacks,
         }
     }
 
@@ -433,6 +446,11 @@ impl State {
             Action::ToggleGil => {
                 self.gil_only = !self.gil_only;
                 return Effect::Refetch;
+            }
+            Action::ToggleAsync => {
+                // Stacks of the other kind would mix with these: start counting afresh.
+                self.async_stacks = !self.async_stacks;
+                return Effect::Reset;
             }
             Action::CycleMode => {
                 // cpu → wall → gil → exception → cpu, each as `--mode` sets it.

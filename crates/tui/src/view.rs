@@ -87,10 +87,11 @@ fn render_header(f: &mut Frame<'_>, area: Rect, s: &State) {
         s.thread_label(),
         if s.include_idle { "shown" } else { "hidden" },
         if s.gil_only { "GIL only · " } else { "" },
-        if s.exception_only {
-            "exceptions only · "
-        } else {
-            ""
+        match (s.exception_only, s.async_stacks) {
+            (true, true) => "exceptions only · tasks · ",
+            (true, false) => "exceptions only · ",
+            (false, true) => "tasks · ",
+            (false, false) => "",
         },
         secs(s.refresh.as_secs_f64()),
         sort,
