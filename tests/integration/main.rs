@@ -19,6 +19,7 @@ mod errors;
 mod native;
 mod native_record;
 mod record;
+mod record_async;
 mod record_exceptions;
 mod record_gc;
 mod record_modes;

@@ -1,0 +1,213 @@
+//! `record --async` (task-aware stacks, CPython 3.14+) against `tests/targets/asyncio_shares.py`:
+//! three busy tasks with known shares of the work, one of them ("gamma") doing its share
+//! through a task it awaits ("inner"), and a task sleeping throughout. Every running sample's
+//! stack is the chain of tasks, each `<task NAME>` followed by its frames (gamma's at the line
+//! that awaits inner), with no event-loop frames while a task runs; each task's share of the samples is within 4
+//! standard errors of the share the target measured; under `--mode wall` the sleeping task is
+//! sampled at its `await`. Before 3.14, one warning and the usual stacks.
+
+use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::record::{assert_ok, run_strobe};
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::Path;
+
+/// A collapsed file: stack (frames outermost first) → weight (µs).
+fn collapsed(path: &Path) -> BTreeMap<Vec<String>, u64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        let frames = stack.split(';').map(str::to_string).collect();
+        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
+    }
+    out
+}
+
+/// The innermost `<task NAME>` of a stack of frame names.
+fn running_task<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> Option<&'a str> {
+    names
+        .rev()
+        .find_map(|f| f.strip_prefix("<task ").and_then(|t| t.strip_suffix('>')))
+}
+
+fn check_async(interp: Interp) {
+    let dir = TempDir::new();
+    let script = Script::new(&interp, "asyncio_shares.py");
+    let mut target = Announced::start(&mut script.command());
+    let raw = dir.path().join("tasks.raw");
+    let pid = target.pid.to_string();
+    let rec = run_strobe(&[
+        "record",
+        "--pid",
+        &pid,
+        "--rate",
+        "200",
+        "--duration",
+        "3",
+        "--async",
+        "-o",
+        raw.to_str().unwrap(),
+    ]);
+    assert_ok(&rec, "record");
+    target.close_stdin();
+    let mut line = String::new();
+    target.ready.stdout.read_line(&mut line).unwrap();
+    let mut spent: HashMap<&str, f64> = HashMap::new();
+    for word in line.split_whitespace().skip(1) {
+        let (name, secs) = word.split_once('=').unwrap();
+        let name = match name {
+            "alpha" => "alpha",
+            "beta" => "beta",
+            _ => "inner",
+        };
+        spent.insert(name, secs.parse().unwrap());
+    }
+    assert!(line.starts_with("SHARES ") && spent.len() == 3, "{line:?}");
+    let all_spent: f64 = spent.values().sum();
+
+    let convert = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "convert",
+            raw.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&run_strobe(&args), "convert");
+        out
+    };
+
+    // The chains, with lines: alpha and beta under the main task (which gathers them), inner
+    // under gamma, at the line where gamma awaits it; no event-loop frames while a task runs.
+    let cpu = collapsed(&convert("cpu.txt", &[]));
+    let main = script.label("main", "main");
+    let gamma = script.label("gamma", "gamma");
+    // A running task's frames may be at any of their lines; a waiting one's at its await.
+    let busy = format!("busy ({}:", script.in_target);
+    let inner = format!("inner_turn ({}:", script.in_target);
+    let mut seen = HashMap::new();
+    for (stack, weight) in &cpu {
+        let names: Vec<&str> = stack.iter().map(String::as_str).collect();
+        // Between task steps (the loop polling, scheduling) the thread's own stack.
+        let Some(task) = running_task(names.iter().copied()) else {
+            continue;
+        };
+        assert!(
+            !names.iter().any(|f| f.contains("asyncio/")),
+            "event-loop frames in a task-aware stack: {names:?}"
+        );
+        let (waiting, running): (Vec<&str>, &str) = match task {
+            "alpha" | "beta" => (vec!["<task Task-1>", &main, names[2]], &busy),
+            "inner" => (
+                vec![
+                    "<task Task-1>",
+                    &main,
+                    "<task gamma>",
+                    &gamma,
+                    "<task inner>",
+                ],
+                &inner,
+            ),
+            other => panic!("a sample of task {other}: {names:?}"),
+        };
+        assert_eq!(&names[..waiting.len()], &waiting[..], "{names:?}");
+        assert_eq!(
+            names[2],
+            format!("<task {}>", if task == "inner" { "gamma" } else { task })
+        );
+        assert!(
+            names
+                .get(waiting.len())
+                .is_some_and(|f| f.starts_with(running)),
+            "{names:?}"
+        );
+        *seen.entry(task).or_insert(0u64) += weight;
+    }
+    for task in ["alpha", "beta", "inner"] {
+        assert!(
+            seen.contains_key(task),
+            "no samples of task {task}: {cpu:#?}"
+        );
+    }
+
+    // Each task's share against what the target measured, with the standard error of a
+    // weighted proportion (samples weighted by the intervals they stand for; speedscope keeps
+    // every sample's weight). 4 standard errors: see record_exceptions.rs.
+    let json = convert("cpu.speedscope.json", &[]);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let frames = doc["shared"]["frames"].as_array().unwrap();
+    let mut samples: Vec<(Option<String>, f64)> = Vec::new();
+    for profile in doc["profiles"].as_array().unwrap() {
+        let stacks = profile["samples"].as_array().unwrap();
+        let weights = profile["weights"].as_array().unwrap();
+        for (stack, w) in stacks.iter().zip(weights) {
+            let names = stack.as_array().unwrap().iter().map(|i| {
+                frames[i.as_u64().unwrap() as usize]["name"]
+                    .as_str()
+                    .unwrap()
+            });
+            samples.push((running_task(names).map(str::to_string), w.as_f64().unwrap()));
+        }
+    }
+    let total: f64 = samples.iter().map(|(_, w)| w).sum();
+    for task in ["alpha", "beta", "inner"] {
+        let truth = spent[task] / all_spent;
+        let x = |t: &Option<String>| if t.as_deref() == Some(task) { 1.0 } else { 0.0 };
+        let share: f64 = samples.iter().map(|(t, w)| w * x(t)).sum::<f64>() / total;
+        let var: f64 = samples
+            .iter()
+            .map(|(t, w)| w * w * (x(t) - share).powi(2))
+            .sum::<f64>();
+        let se = var.sqrt() / total;
+        let z = (share - truth) / se;
+        assert!(
+            z.abs() <= 4.0,
+            "task {task}: share {share:.3} of {} samples, the target measured {truth:.3} \
+             (standard error {se:.3}, z {z:.2})",
+            samples.len()
+        );
+    }
+
+    // Wall mode: the sleeping task, at its await.
+    let wall = collapsed(&convert("wall.txt", &["--mode", "wall"]));
+    let sleeper = script.label("sleeper", "sleeper");
+    assert!(
+        wall.keys()
+            .any(|s| s.len() >= 2 && s[0] == "<task sleeper>" && s[1] == sleeper),
+        "no sample of the sleeping task at {sleeper}: {wall:#?}"
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn record_async(interp) for [sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15, sid_3_15_debug] {
+        check_async(Interp::from(interp));
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    /// Before 3.14 `--async` says why it does nothing and records the usual stacks.
+    fn record_async_before_3_14(interp) for [pyenv_3_13, sid_3_13] {
+        let dir = TempDir::new();
+        let script = Script::new(&Interp::from(interp), "asyncio_shares.py");
+        let mut target = Announced::start(&mut script.command());
+        let out = dir.path().join("plain.txt");
+        let pid = target.pid.to_string();
+        let rec = run_strobe(&[
+            "record", "--pid", &pid, "--duration", "0.5", "--async", "-o", out.to_str().unwrap(),
+        ]);
+        assert_ok(&rec, "record");
+        target.close_stdin();
+        let stderr = String::from_utf8_lossy(&rec.stderr);
+        assert!(
+            stderr.contains("task-aware stacks are unavailable") && stderr.contains("3.14"),
+            "{stderr}"
+        );
+        let stacks = collapsed(&out);
+        let burn = script.label("burn", "burn");
+        assert!(stacks.keys().any(|s| s.last() == Some(&burn)), "{stacks:#?}");
+        assert!(stacks.keys().all(|s| !s.iter().any(|f| f.starts_with("<task "))), "{stacks:#?}");
+    }
+}

@@ -1,0 +1,73 @@
+# strobe record --async target (tests/integration/record_async.rs), CPython 3.14+.
+#
+# One event loop runs three busy tasks that take turns: "alpha" burns 1 unit of CPU per turn,
+# "beta" 2 units, and "gamma" 3 units, gamma's burning done by the task "inner" that gamma
+# awaits for each turn (a chain of awaits: gamma -> inner). A fourth task, "sleeper", waits
+# in asyncio.sleep the whole time. Every task times its own burning. Prints "READY <pid>";
+# closing stdin makes it print "SHARES alpha=S beta=S inner=S" (seconds) and exit.
+import asyncio
+import os
+import sys
+import threading
+import time
+
+UNIT = 20000
+spent = {"alpha": 0.0, "beta": 0.0, "inner": 0.0}
+done = threading.Event()
+
+
+def burn(units):
+    x = 0
+    for _ in range(units * UNIT):
+        x = (x * 7 + 1) & 0xFFFF  # @line:burn
+    return x
+
+
+async def work(name, units):
+    t0 = time.perf_counter()
+    burn(units)  # @line:work
+    spent[name] += time.perf_counter() - t0
+
+
+async def busy(name, units):
+    while not done.is_set():
+        await work(name, units)  # @line:busy
+        await asyncio.sleep(0)
+
+
+async def inner_turn():
+    await work("inner", 3)  # @line:inner
+
+
+async def gamma():
+    while not done.is_set():
+        await asyncio.create_task(inner_turn(), name="inner")  # @line:gamma
+        await asyncio.sleep(0)
+
+
+async def sleeper():
+    await asyncio.sleep(3600)  # @line:sleeper
+
+
+def watch_stdin():
+    os.read(0, 1)
+    done.set()
+
+
+async def main():
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    asyncio.create_task(sleeper(), name="sleeper")
+    tasks = [
+        asyncio.create_task(busy("alpha", 1), name="alpha"),
+        asyncio.create_task(busy("beta", 2), name="beta"),
+        asyncio.create_task(gamma(), name="gamma"),
+    ]
+    await asyncio.sleep(0)
+    sys.stdout.write("READY %d\n" % os.getpid())
+    sys.stdout.flush()
+    await asyncio.gather(*tasks)  # @line:main
+
+
+asyncio.run(main())
+sys.stdout.write("SHARES alpha=%f beta=%f inner=%f\n" % (spent["alpha"], spent["beta"], spent["inner"]))
+sys.stdout.flush()
