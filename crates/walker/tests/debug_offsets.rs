@@ -272,6 +272,11 @@ fn struct_values(layout: &Layout, free_threaded: bool) -> Vec<(&'static str, u64
             "thread_state.datastack_chunk",
             o(layout.tstate_datastack_chunk),
         ),
+        (
+            "thread_state.current_exception",
+            o(layout.tstate_current_exception),
+        ),
+        ("thread_state.exc_state", o(layout.tstate_exc_state)),
         ("thread_state.status", 32),
         ("interpreter_frame.size", o(layout.iframe_size)),
         ("interpreter_frame.previous", o(layout.iframe_previous)),

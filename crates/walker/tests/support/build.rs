@@ -1046,6 +1046,11 @@ fn debug_values(l: &Layout) -> Vec<(&'static str, u64)> {
             o(l.tstate_native_thread_id),
         ),
         ("thread_state.datastack_chunk", o(l.tstate_datastack_chunk)),
+        (
+            "thread_state.current_exception",
+            o(l.tstate_current_exception),
+        ),
+        ("thread_state.exc_state", o(l.tstate_exc_state)),
         ("thread_state.status", 32),
         ("interpreter_frame.size", o(l.iframe_size)),
         ("interpreter_frame.previous", o(l.iframe_previous)),
