@@ -47,4 +47,4 @@ pub use exception::RawException;
 pub use sample::{RawFrame, RawSample, RawThread};
 pub use strobe_memory::RemoteMemory;
 pub use strobe_python_abi::{Flavour, Layout, Version};
-pub use walk::{PyFrame, Roots, ThreadStack, Walker};
+pub use walk::{PyFrame, Roots, ThreadException, ThreadStack, Walker};

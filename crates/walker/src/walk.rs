@@ -44,6 +44,16 @@ pub struct PyFrame {
     pub entry: bool,
 }
 
+/// An exception a thread is raising or handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadException {
+    /// The type's name (`ValueError`).
+    pub type_name: Arc<str>,
+    /// `true`: being raised (propagating through the frames); `false`: being handled (inside
+    /// an `except` or `finally` block).
+    pub raised: bool,
+}
+
 /// The Python stack of one thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadStack {
@@ -62,6 +72,9 @@ pub struct ThreadStack {
     /// Whether this thread is running the cyclic garbage collector (see
     /// [`RawThread::gc`](crate::RawThread::gc)).
     pub gc: bool,
+    /// The exception the thread is raising or handling, if any (see
+    /// [`RawThread::exception`](crate::RawThread::exception)).
+    pub exception: Option<ThreadException>,
     /// Frames, innermost first.
     pub frames: Vec<PyFrame>,
     /// The stack was deeper than [`MAX_DEPTH`] and was cut there.
@@ -197,6 +210,12 @@ impl<M: RemoteMemory> Walker<M> {
                     native_id: t.native_id,
                     holds_gil: t.holds_gil,
                     gc: t.gc,
+                    exception: t.exception.and_then(|e| {
+                        Some(ThreadException {
+                            type_name: self.exception_name(e.type_addr)?,
+                            raised: e.raised,
+                        })
+                    }),
                     frames,
                     truncated: t.truncated,
                 });

@@ -111,6 +111,10 @@ fn as_expected(stacks: &[ThreadStack]) -> Vec<ExpectedThread> {
             native_id: t.native_id,
             holds_gil: t.holds_gil,
             gc: t.gc,
+            exception: t
+                .exception
+                .as_ref()
+                .map(|e| (e.type_name.to_string(), e.raised)),
             frames: frames_of(t),
         })
         .collect()

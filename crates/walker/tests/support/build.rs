@@ -62,6 +62,9 @@ pub struct ExpectedThread {
     /// Running the collector: the image's collector flag is set and thread A, the GIL holder,
     /// is the one collecting.
     pub gc: bool,
+    /// `(type name, raised)`: thread B handles a `ValueError`, thread D raises a `TypeError`;
+    /// thread C's own exception item holds `None` (≤3.6: its `exc_type` does).
+    pub exception: Option<(String, bool)>,
     /// `(function, file, line)`, innermost first.
     pub frames: Vec<(String, String, Option<i32>)>,
 }
@@ -814,6 +817,45 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
         if let Some(off) = l.tstate_datastack_chunk {
             b.s.ptr(t, t + u64::from(off), st.chunk);
         }
+        // 3.7+: `exc_info` points at the thread's own item.
+        if let (Some(info), Some(state)) = (l.tstate_exc_info, l.tstate_exc_state) {
+            b.s.ptr(t, t + u64::from(info), t + u64::from(state));
+        }
+    }
+    // Exceptions: B handles a ValueError, C's item holds None, D raises a TypeError (types
+    // until 3.10 hold the type itself, later ones an instance; the raised one is a type
+    // until 3.11).
+    let metatype = b.ty("type", 0, 0, 0);
+    let exc_type = |b: &mut Builder, name: &str| {
+        let ty = b.ty(name, 0, 0, 0);
+        b.s.ptr(ty, ty + u64::from(l.pyobject_ob_type), metatype);
+        ty
+    };
+    let value_error = exc_type(&mut b, "ValueError");
+    let type_error = exc_type(&mut b, "builtins.TypeError");
+    let instances = l.exc_model == strobe_python_abi::ExcModel::StackValues
+        || l.exc_model == strobe_python_abi::ExcModel::StackValues311;
+    let handled = if instances {
+        b.obj(value_error, 64)
+    } else {
+        value_error
+    };
+    let handled_at = match (l.tstate_exc_type, l.tstate_exc_state, l.stackitem_exc) {
+        (Some(off), _, _) => Some(u64::from(off)),
+        (None, Some(state), Some(exc)) => Some(u64::from(state) + u64::from(exc)),
+        _ => None,
+    };
+    if let Some(at) = handled_at {
+        b.s.ptr(tstates[1], tstates[1] + at, handled);
+        b.s.ptr(tstates[2], tstates[2] + at, b.none);
+    }
+    let raised = if l.tstate_current_exception.is_some() {
+        b.obj(type_error, 64)
+    } else {
+        type_error
+    };
+    if let Some(off) = l.tstate_curexc_type.or(l.tstate_current_exception) {
+        b.s.ptr(tstates[3], tstates[3] + u64::from(off), raised);
     }
     b.s.ptr(main, main + u64::from(l.interp_tstate_head), tstates[0]);
     b.s.ptr(sub, sub + u64::from(l.interp_tstate_head), tstates[3]);
@@ -977,6 +1019,11 @@ pub fn build(l: &Layout, positions: Option<&DebugOffsetsTable>) -> Built {
             native_id: l.tstate_native_thread_id.map(|_| tids[i]),
             holds_gil: i == 0,
             gc: i == 0,
+            exception: match i {
+                1 => Some(("ValueError".to_string(), false)),
+                3 => Some(("TypeError".to_string(), true)),
+                _ => None,
+            },
             frames: stacks[i].frames.clone(),
         })
         .collect();
