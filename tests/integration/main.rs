@@ -14,6 +14,7 @@ mod blocking;
 mod container;
 mod dump_async;
 mod dump_core;
+mod dump_exceptions;
 mod dump_locals;
 mod errors;
 mod native;

@@ -150,6 +150,11 @@ fn thread_header(thread: &ThreadSnapshot, show_interp: bool) -> String {
         ThreadState::Idle => "idle",
         ThreadState::Unknown => "state unknown",
     });
+    let exception = thread
+        .exception
+        .as_ref()
+        .map(|e| format!("{} {}", e.state, e.type_name));
+    flags.extend(exception.as_deref());
     header.push_str(&format!(" ({})", flags.join(", ")));
     if show_interp {
         header.push_str(&format!(" [interpreter {}]", thread.interpreter_id));
@@ -380,6 +385,7 @@ mod tests {
                 ],
                 truncated: false,
                 native_error: None,
+                exception: None,
             })
             .collect();
         Snapshot {
@@ -441,6 +447,26 @@ mod tests {
             out.contains(r#"Thread 4242 (7 in its PID namespace) "Main\"Thread" (holds GIL"#),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_thread_in_an_exception_says_which_in_text_and_json() {
+        let mut snap = snapshot(&[0, 0]);
+        snap.threads[1].exception = Some(strobe_target::snapshot::ExceptionSnapshot {
+            type_name: "KeyError".into(),
+            state: "handling",
+        });
+        let out = text(&snap);
+        assert!(
+            out.contains("Thread 0x7f01 (idle, handling KeyError)"),
+            "{out}"
+        );
+        let mut buf = Vec::new();
+        write_json(&mut buf, &snap).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["threads"][1]["exception"]["type"], "KeyError");
+        assert_eq!(v["threads"][1]["exception"]["state"], "handling");
+        assert!(v["threads"][0].get("exception").is_none());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use strobe_walker::walk::ThreadStack;
 use crate::error::{exited_or, AttachError};
 use crate::locals::{attach_locals, FrameLocals, STACK_CHANGED};
 use crate::native::{self, NativeState};
-use crate::snapshot::{FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState};
+use crate::snapshot::{
+    ExceptionSnapshot, FrameSnapshot, PythonInfo, Snapshot, ThreadSnapshot, ThreadState,
+};
 use crate::threads::KernelThreads;
 use crate::{SnapshotOptions, Target, TRANSIENT_ATTEMPTS};
 
@@ -65,6 +67,10 @@ impl Target {
                     frames: python_frames(&t.frames),
                     truncated: t.truncated,
                     native_error: None,
+                    exception: t.exception.as_ref().map(|e| ExceptionSnapshot {
+                        type_name: e.type_name.to_string(),
+                        state: if e.raised { "raising" } else { "handling" },
+                    }),
                 }
             })
             .collect::<Vec<_>>();

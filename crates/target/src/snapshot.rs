@@ -90,6 +90,21 @@ pub struct ThreadSnapshot {
     /// Absent from the JSON when native frames were not asked for or are there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub native_error: Option<String>,
+    /// The exception the thread is handling (inside an `except` or `finally` block) or
+    /// raising; absent from the JSON when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<ExceptionSnapshot>,
+}
+
+/// An exception a thread is handling or raising.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExceptionSnapshot {
+    /// The type's name (`KeyError`).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `handling` (inside an `except` or `finally` block) or `raising` (propagating through
+    /// the thread's frames).
+    pub state: &'static str,
 }
 
 /// What a frame is.
