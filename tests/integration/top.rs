@@ -509,3 +509,46 @@ fn top_native_shows_native_functions_on_3_12() {
     assert_eq!(tmux.wait_exit(), 0);
     tmux.assert_restored();
 }
+
+/// `m` cycles the mode to `exception`: only the samples handling the target's ValueError
+/// remain, under a `<raise ValueError>` row, and the header shows their share.
+#[test]
+fn top_mode_key_reaches_exception_mode_on_3_12() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "exceptions.py");
+    let target = Announced::start(&mut script.command());
+    let tmux = Tmux::start(&top_args(target.pid));
+    tmux.wait_for("the exception share", |s| {
+        s.contains(" exc ") && s.contains("plain")
+    });
+    // cpu → wall → gil → exception.
+    tmux.literal("mmm");
+    let screen = tmux.wait_for("exception mode", |s| {
+        s.contains("exceptions only") && s.contains("<raise ValueError>")
+    });
+    assert!(
+        !table_order(&screen).iter().any(|f| f == "plain"),
+        "{screen}"
+    );
+    tmux.literal("m");
+    tmux.wait_for("cpu mode again", |s| {
+        !s.contains("exceptions only") && !s.contains("<raise ValueError>") && s.contains("plain")
+    });
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+}
+
+/// `a` turns task-aware stacks on: the asyncio target's tasks become rows.
+#[test]
+fn top_async_key_shows_tasks_on_sid_3_14() {
+    let script = Script::new(&Interp::Sid("python3.14"), "asyncio_shares.py");
+    let target = Announced::start(&mut script.command());
+    let tmux = Tmux::start(&top_args(target.pid));
+    tmux.wait_for("the busy coroutines", |s| s.contains("burn"));
+    assert!(!tmux.screen().contains("<task "));
+    tmux.literal("a");
+    tmux.wait_for("task rows", |s| {
+        s.contains("tasks ·") && s.contains("<task alpha>") && s.contains("<task inner>")
+    });
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+}
