@@ -11,8 +11,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod asyncio_legacy;
 mod tables;
 
+pub use asyncio_legacy::{
+    asyncio_legacy_for, AsyncioLegacy, CoroFrameModel, RunningLoopModel, ASYNCIO_LEGACY,
+};
 pub use tables::{ALL, DEBUG_OFFSETS};
 
 /// A CPython version as `PY_VERSION_HEX` describes it.
