@@ -106,6 +106,14 @@ async def main():
     check("task_fut_waiter", u64(t + A["task_fut_waiter"]) == id(task._fut_waiter) == id(fut))
     check("task_coro", u64(t + A["task_coro"]) == id(coro))
     check("task_name", u64(t + A["task_name"]) == id(task.get_name()))
+    # An unnamed task: its name, or (3.12+) the int N of the name "Task-N" until asked for it.
+    unnamed = asyncio.ensure_future(asyncio.sleep(0))
+    held = ctypes.cast(u64(id(unnamed) + A["task_name"]), ctypes.py_object).value
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(held))
+    name = unnamed.get_name()
+    ok = held == name if type(held) is str else "Task-%d" % held == name
+    check("task_name", ok, (held, name))
+    await unnamed
 
     # What the innermost coroutine awaits: an _asyncio.FutureIter over the future.
     innermost = coro.cr_await

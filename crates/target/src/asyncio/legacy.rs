@@ -77,8 +77,7 @@ impl Target {
         let state = match found {
             LegacyTasks::NotLoaded => {
                 warnings.push(
-                    "the process has not imported asyncio's _asyncio module: it has no asyncio \
-                     tasks"
+                    "the process has not loaded the _asyncio module: it has no asyncio tasks"
                         .to_string(),
                 );
                 return Ok(AsyncDump {
