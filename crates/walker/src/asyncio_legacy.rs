@@ -52,8 +52,10 @@ use crate::walk::Walker;
 const MAX_SET_SLOTS: u64 = 1 << 18;
 /// Slots read at a time.
 const SET_CHUNK: u64 = 1 << 12;
-/// Most children of one `gather()` read.
+/// Most children of one `gather()` (or tasks of one `TaskGroup`) read.
 const MAX_CHILDREN: usize = 4096;
+/// Most `gather()`s and `TaskGroup`s whose tasks are read for one dump.
+pub const MAX_GROUPS: usize = 1024;
 /// Largest value stack (slots) of a coroutine frame we believe.
 const MAX_STACK_SLOTS: i64 = 1 << 16;
 /// The `_asyncio.Task` type's `tp_name`.
@@ -211,7 +213,7 @@ pub fn read_tasks<M: RemoteMemory>(
         }
         tasks.push(task);
     }
-    let links = link(&mut names, &mut values, layout, &mut tasks);
+    let links = link(&mut names, &mut values, layout, &mut tasks, &mut out.errors);
     out.tasks = tree_order(tasks, &links);
     Ok(LegacyTasks::Read(out))
 }
@@ -624,26 +626,46 @@ fn link<M: RemoteMemory + ?Sized>(
     values: &mut ValueReader<'_, M>,
     layout: &Layout,
     tasks: &mut [Task],
+    errors: &mut Vec<String>,
 ) -> Vec<(u64, u64)> {
     let index: HashMap<u64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
     let mut links: Vec<(u64, u64)> = Vec::new();
+    let mut groups = 0usize;
+    let mut skipped = 0usize;
     for t in tasks.iter() {
         let mut targets: Vec<u64> = Vec::new();
-        for a in t.awaits.iter().chain(t.waiter.iter()) {
+        // `_fut_waiter` is usually what the coroutine awaits: look at it once.
+        let waiter = t
+            .waiter
+            .as_ref()
+            .filter(|w| t.awaits.as_ref().is_none_or(|a| a.addr != w.addr));
+        for a in t.awaits.iter().chain(waiter) {
             if index.contains_key(&a.addr) {
                 targets.push(a.addr);
             } else if a.value.type_name.as_deref() == Some("_GatheringFuture") {
+                if groups >= MAX_GROUPS {
+                    skipped += 1;
+                    continue;
+                }
+                groups += 1;
                 if let Ok(Some(children)) = names.attr(a.addr, "_children") {
                     targets.extend(list_items(values, layout, children, MAX_CHILDREN));
                 }
             }
         }
-        for f in &t.stack {
-            if matches!(
+        // The innermost TaskGroup exit on the stack (`__aexit__` and 3.13's `_aexit` have
+        // the same `self`).
+        let group = t.stack.iter().rev().find(|f| {
+            matches!(
                 f.function.as_str(),
                 "TaskGroup.__aexit__" | "TaskGroup._aexit"
             ) && f.filename.ends_with("taskgroups.py")
-            {
+        });
+        if let Some(f) = group {
+            if groups >= MAX_GROUPS {
+                skipped += 1;
+            } else {
+                groups += 1;
                 if let Some(members) = taskgroup_tasks(names, values, layout, f.frame.addr) {
                     targets.extend(members);
                 }
@@ -655,6 +677,12 @@ fn link<M: RemoteMemory + ?Sized>(
                 links.push((t.addr, target));
             }
         }
+    }
+    if skipped > 0 {
+        errors.push(format!(
+            "{skipped} gather()s or TaskGroups beyond the first {MAX_GROUPS} were not followed: \
+             the tasks they wait for show as roots"
+        ));
     }
     let mut kept = Vec::with_capacity(links.len());
     for (parent, child) in links {
