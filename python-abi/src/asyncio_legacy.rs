@@ -279,3 +279,25 @@ pub fn asyncio_legacy_for(
     }
     ASYNCIO_LEGACY.iter().find(|t| t.minor == minor)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_table_per_minor_from_3_8_to_3_13_and_none_elsewhere() {
+        let minors: Vec<u8> = ASYNCIO_LEGACY.iter().map(|t| t.minor).collect();
+        assert_eq!(minors, [8, 9, 10, 11, 12, 13]);
+        for minor in 8..=13 {
+            assert_eq!(
+                asyncio_legacy_for(3, minor, false).map(|t| t.minor),
+                Some(minor)
+            );
+            // Free-threaded builds have other object headers: no table.
+            assert!(asyncio_legacy_for(3, minor, true).is_none());
+        }
+        for (major, minor) in [(2, 7), (3, 6), (3, 7), (3, 14), (3, 15)] {
+            assert!(asyncio_legacy_for(major, minor, false).is_none());
+        }
+    }
+}
