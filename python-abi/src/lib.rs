@@ -5,14 +5,22 @@
 //! (`offsetof` probes compiled against each header set). Do not edit the tables by hand:
 //! regenerate them (see `docs/NEW_PYTHON_VERSION.md`).
 //!
+//! One table is written by hand, because its structs are in no installed header:
+//! [`AsyncioLegacy`] (`src/asyncio_legacy.rs`), the `_asyncio` task objects of 3.8–3.13 for
+//! `dump --async`, each value confirmed on real interpreters by `tests/live_asyncio.rs`.
+//!
 //! A field is `None` when the struct member does not exist in that version. The walker never
 //! branches on version numbers; it branches on the few named shapes below.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod asyncio_legacy;
 mod tables;
 
+pub use asyncio_legacy::{
+    asyncio_legacy_for, AsyncioLegacy, CoroFrameModel, RunningLoopModel, ASYNCIO_LEGACY,
+};
 pub use tables::{ALL, DEBUG_OFFSETS};
 
 /// A CPython version as `PY_VERSION_HEX` describes it.

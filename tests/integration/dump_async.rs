@@ -1,8 +1,10 @@
 //! `strobe dump --async` against `tests/targets/asyncio_tree.py`: one event loop whose tasks form
 //! a known tree (a gather of four tasks; one awaits another task, one sleeps, one waits on a
-//! queue, one holds a TaskGroup with a sleeping child). Checked exactly, in JSON and in text: the
-//! tree of who awaits whom, every task's coroutine stack with its lines, what each waits on.
-//! Interpreters before 3.14 get one error line naming the versions `--async` supports.
+//! queue, one holds a TaskGroup with a sleeping child; before 3.11, no TaskGroup). Checked
+//! exactly, in JSON and in text: the tree of who awaits whom, every task's coroutine stack with
+//! its lines, what each waits on. 3.14+ read the `_asyncio` module's own description, 3.8–3.13
+//! python-abi's tables (the links derived, not recorded); interpreters before 3.8 get one error
+//! line naming the versions `--async` supports.
 
 use crate::harness::{strobe, Announced, Interp, Script};
 use serde_json::Value;
@@ -27,10 +29,21 @@ struct Want {
     awaits: &'static str,
 }
 
-fn expected() -> Vec<Want> {
+/// The tree of `asyncio_tree.py` on CPython 3.`minor` (`aexit`: its `TaskGroup.__aexit__`
+/// awaits in `TaskGroup._aexit`, as from 3.13.1).
+fn expected(minor: u32, aexit: bool) -> Vec<Want> {
     use At::{Ours, Stdlib};
     let future = "_asyncio.Future";
-    vec![
+    // Code objects have a qualified name from 3.11 on.
+    let queue_get = if minor >= 11 { "Queue.get" } else { "get" };
+    let mut group_stack = vec![
+        ("grouper", Ours("grouper")),
+        ("TaskGroup.__aexit__", Stdlib("asyncio/taskgroups.py")),
+    ];
+    if aexit {
+        group_stack.push(("TaskGroup._aexit", Stdlib("asyncio/taskgroups.py")));
+    }
+    let mut want = vec![
         Want {
             name: "Task-1",
             parent: None,
@@ -51,7 +64,7 @@ fn expected() -> Vec<Want> {
             parent: Some("Task-1"),
             stack: vec![
                 ("consumer", Ours("consumer")),
-                ("Queue.get", Stdlib("asyncio/queues.py")),
+                (queue_get, Stdlib("asyncio/queues.py")),
             ],
             awaits: future,
         },
@@ -62,19 +75,20 @@ fn expected() -> Vec<Want> {
             awaits: "task:child",
         },
         Want {
-            name: "grouper",
-            parent: Some("Task-1"),
-            stack: vec![
-                ("grouper", Ours("grouper")),
-                ("TaskGroup.__aexit__", Stdlib("asyncio/taskgroups.py")),
-                ("TaskGroup._aexit", Stdlib("asyncio/taskgroups.py")),
-            ],
-            awaits: future,
-        },
-        Want {
             name: "child",
             parent: Some("parent"),
             stack: vec![("child_fn", Ours("child"))],
+            awaits: future,
+        },
+    ];
+    if minor < 11 {
+        return want;
+    }
+    want.extend([
+        Want {
+            name: "grouper",
+            parent: Some("Task-1"),
+            stack: group_stack,
             awaits: future,
         },
         Want {
@@ -86,7 +100,22 @@ fn expected() -> Vec<Want> {
             ],
             awaits: future,
         },
-    ]
+    ]);
+    want
+}
+
+/// Whether the interpreter's `TaskGroup` has `_aexit` (3.13.1 moved `__aexit__`'s body there).
+fn has_aexit(interp: &Interpreter) -> bool {
+    let out = interp
+        .command()
+        .args([
+            "-c",
+            "import asyncio; print(hasattr(getattr(asyncio, 'TaskGroup', None), '_aexit'))",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
 }
 
 /// A file the target names, as we can open it.
@@ -124,7 +153,7 @@ fn check_json(interp: &Interpreter, script: &Script, pid: i32, dump: &Value) {
         .iter()
         .map(|t| (t["id"].as_str().unwrap(), t["name"].as_str().unwrap()))
         .collect();
-    let want = expected();
+    let want = expected(interp.version.1, has_aexit(interp));
     let mut got_names: Vec<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
     let mut want_names: Vec<&str> = want.iter().map(|w| w.name).collect();
     got_names.sort_unstable();
@@ -189,7 +218,8 @@ fn check_json(interp: &Interpreter, script: &Script, pid: i32, dump: &Value) {
 }
 
 /// The text form: the tree drawn as `python -m asyncio pstree` does, stacks under each task.
-fn check_text(script: &Script, pid: i32) {
+fn check_text(interp: &Interpreter, script: &Script, pid: i32) {
+    let group = interp.version.1 >= 11;
     let pid = pid.to_string();
     let out = strobe(&["dump", "--pid", &pid, "--async"]);
     assert!(out.status.success(), "{out:?}");
@@ -199,30 +229,49 @@ fn check_text(script: &Script, pid: i32) {
         .filter(|l| l.contains("── Task '"))
         .map(|l| l.split(" [0x").next().unwrap().to_string())
         .collect();
-    let want = [
-        "└── Task 'Task-1' (pending)",
-        "    ├── Task 'sleeper' (pending)",
-        "    ├── Task 'consumer' (pending)",
-        "    ├── Task 'parent' (pending)",
-        "    │   └── Task 'child' (pending)",
-        "    └── Task 'grouper' (pending)",
-        "        └── Task 'tg-leaf' (pending)",
-    ];
+    let want: &[&str] = if group {
+        &[
+            "└── Task 'Task-1' (pending)",
+            "    ├── Task 'sleeper' (pending)",
+            "    ├── Task 'consumer' (pending)",
+            "    ├── Task 'parent' (pending)",
+            "    │   └── Task 'child' (pending)",
+            "    └── Task 'grouper' (pending)",
+            "        └── Task 'tg-leaf' (pending)",
+        ]
+    } else {
+        &[
+            "└── Task 'Task-1' (pending)",
+            "    ├── Task 'sleeper' (pending)",
+            "    ├── Task 'consumer' (pending)",
+            "    └── Task 'parent' (pending)",
+            "        └── Task 'child' (pending)",
+        ]
+    };
     assert_eq!(tree, want, "{text}");
     let lines = script.lines();
-    for (prefix, function, mark) in [
+    let mut stacks = vec![
         ("      ", "main", "main"),
         ("    │     ", "sleeper", "sleeper"),
-        ("    │         ", "child_fn", "child"),
-        ("              ", "tg_leaf", "tg_leaf"),
-    ] {
+    ];
+    if group {
+        stacks.extend([
+            ("    │         ", "child_fn", "child"),
+            ("              ", "tg_leaf", "tg_leaf"),
+        ]);
+    } else {
+        stacks.push(("              ", "child_fn", "child"));
+    }
+    for (prefix, function, mark) in stacks {
         let want = format!("{prefix}{function} ({}:{})", script.in_target, lines[mark]);
         assert!(text.lines().any(|l| l == want), "no {want:?} in:\n{text}");
     }
-    assert!(
-        text.contains("    │     waits on Task 'child' [0x"),
-        "parent's waiter in:\n{text}"
-    );
+    let parent_waits = if group {
+        "    │     waits on Task 'child' [0x"
+    } else {
+        "          waits on Task 'child' [0x"
+    };
+    assert!(text.contains(parent_waits), "parent's waiter in:\n{text}");
     assert!(
         text.contains("    │     waits on asyncio.sleep(3600): <_asyncio.Future object at 0x"),
         "sleeper's waiter in:\n{text}"
@@ -232,21 +281,25 @@ fn check_text(script: &Script, pid: i32) {
 }
 
 strobe_testkit::per_interpreter! {
-    fn dump_async(interp) for [sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15, sid_3_15_debug] {
+    fn dump_async(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11,
+        sid_3_13, sid_3_13_debug, sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15,
+        sid_3_15_debug
+    ] {
         let script = Script::new(&Interp::from(interp), "asyncio_tree.py");
         let target = Announced::start(&mut script.command());
         check_json(interp, &script, target.pid, &dump(target.pid, &[]));
-        check_text(&script, target.pid);
+        check_text(interp, &script, target.pid);
         // Frozen for the read: the same tasks.
         check_json(interp, &script, target.pid, &dump(target.pid, &["--blocking"]));
     }
 }
 
 strobe_testkit::per_interpreter! {
-    /// Before 3.14 the `_asyncio` module does not describe itself: one error line says which
-    /// versions `--async` supports.
-    fn dump_async_before_3_14(interp) for [pyenv_3_13, sid_3_13, debian_3_11] {
-        let script = Script::new(&Interp::from(interp), "asyncio_tree.py");
+    /// Before 3.8 (tasks without names, no table): one error line says which versions
+    /// `--async` supports. The target need not use asyncio: the version alone decides.
+    fn dump_async_before_3_8(interp) for [pyenv_2_7, pyenv_3_6, pyenv_3_7] {
+        let script = Script::new(&Interp::from(interp), "locals.py");
         let target = Announced::start(&mut script.command());
         let pid = target.pid.to_string();
         for extra in [&[][..], &["--json"][..]] {
@@ -257,8 +310,8 @@ strobe_testkit::per_interpreter! {
             assert!(out.stdout.is_empty(), "{out:?}");
             let stderr = String::from_utf8(out.stderr).unwrap();
             let want = format!(
-                "strobe: error: --async needs CPython 3.14 or newer (the _asyncio module \
-                 describes its tasks from 3.14 on); process {pid} runs CPython {}.{}.",
+                "strobe: error: --async needs CPython 3.8 or newer (strobe reads the _asyncio \
+                 module's C tasks from 3.8 on); process {pid} runs CPython {}.{}.",
                 interp.version.0, interp.version.1
             );
             assert!(stderr.starts_with(&want), "{stderr}");
@@ -270,7 +323,9 @@ strobe_testkit::per_interpreter! {
 strobe_testkit::per_interpreter! {
     /// Two tasks awaiting each other (`tests/targets/asyncio_cycle.py`): the cycle is reported
     /// in JSON and text, and the tree still draws both tasks once.
-    fn dump_async_cycle(interp) for [sid_3_14, sid_3_15] {
+    fn dump_async_cycle(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, sid_3_13, sid_3_14, sid_3_15
+    ] {
         let script = Script::new(&Interp::from(interp), "asyncio_cycle.py");
         let target = Announced::start(&mut script.command());
         let dump = dump(target.pid, &[]);
@@ -322,7 +377,9 @@ strobe_testkit::per_interpreter! {
     /// Three event loops (`tests/targets/asyncio_threads.py`): the main thread's, another
     /// thread's, and one whose thread has exited (its task lives on in the interpreter's list):
     /// each loop with its own tasks and the thread running it.
-    fn dump_async_threads(interp) for [sid_3_14, sid_3_15] {
+    fn dump_async_threads(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, sid_3_13, sid_3_14, sid_3_15
+    ] {
         let script = Script::new(&Interp::from(interp), "asyncio_threads.py");
         let target = Announced::start(&mut script.command());
         let ids = std::fs::read_to_string(script.here.with_file_name("asyncio_threads_ids.txt"))
@@ -380,10 +437,12 @@ strobe_testkit::per_interpreter! {
 }
 
 strobe_testkit::per_interpreter! {
-    /// A process that never imported asyncio (`tests/targets/locals.py`) has no tasks: 3.14
-    /// has not loaded its `_asyncio` module (a warning says so), 3.15 has it built in with
-    /// empty lists.
-    fn dump_async_without_asyncio(interp) for [sid_3_14, sid_3_15] {
+    /// A process that never imported asyncio (`tests/targets/locals.py`) has no tasks: up to
+    /// 3.14 it has not loaded its `_asyncio` module (a warning says so), 3.15 has it built in
+    /// with empty lists.
+    fn dump_async_without_asyncio(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, sid_3_13, sid_3_14, sid_3_15
+    ] {
         let script = Script::new(&Interp::from(interp), "locals.py");
         let target = Announced::start(&mut script.command());
         let dump = dump(target.pid, &[]);
@@ -394,7 +453,8 @@ strobe_testkit::per_interpreter! {
             .unwrap()
             .iter()
             .any(|w| w.as_str().unwrap().contains("has not loaded the _asyncio module"));
-        assert_eq!(not_loaded, interp.version == (3, 14), "{dump}");
+        // 3.15 builds it in; before, it is an extension module imported with asyncio.
+        assert_eq!(not_loaded, interp.version != (3, 15), "{dump}");
         let pid = target.pid.to_string();
         let out = strobe(&["dump", "--pid", &pid, "--async"]);
         assert!(out.status.success(), "{out:?}");
@@ -409,7 +469,9 @@ strobe_testkit::per_interpreter! {
 strobe_testkit::per_interpreter! {
     /// A task running right now (`tests/targets/asyncio_running.py`: busy in its coroutine) is
     /// `running`, at a line of its loop; the others stay `pending`.
-    fn dump_async_running(interp) for [sid_3_14, sid_3_15] {
+    fn dump_async_running(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, sid_3_13, sid_3_14, sid_3_15
+    ] {
         let script = Script::new(&Interp::from(interp), "asyncio_running.py");
         let target = Announced::start(&mut script.command());
         let lines = script.lines();

@@ -6,7 +6,7 @@
 #   ├── consumer         an empty asyncio.Queue
 #   ├── parent           awaits the task child
 #   │   └── child        a future nobody completes
-#   └── grouper          a TaskGroup (3.11+)
+#   └── grouper          a TaskGroup (3.11+; before 3.11 neither grouper nor tg-leaf exists)
 #       └── tg-leaf      asyncio.sleep(3600)
 #
 # Prints "READY <pid>" once every task is suspended (from a loop callback scheduled by the last
@@ -15,7 +15,8 @@ import asyncio
 import os
 import sys
 
-TASKS = 6  # the tasks below main that count themselves
+HAS_TASKGROUP = hasattr(asyncio, "TaskGroup")  # 3.11+
+TASKS = 6 if HAS_TASKGROUP else 4  # the tasks below main that count themselves
 started = 0
 
 
@@ -68,12 +69,14 @@ async def grouper():
 async def main():
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), lambda: os._exit(0))
-    gathered = asyncio.gather(
+    children = [
         asyncio.create_task(sleeper(), name="sleeper"),
         asyncio.create_task(consumer(), name="consumer"),
         asyncio.create_task(parent(), name="parent"),
-        asyncio.create_task(grouper(), name="grouper"),
-    )
+    ]
+    if HAS_TASKGROUP:
+        children.append(asyncio.create_task(grouper(), name="grouper"))
+    gathered = asyncio.gather(*children)
     await gathered  # @line:main
 
 

@@ -178,7 +178,7 @@ pub struct DumpArgs {
     pub locals: bool,
     /// Show the asyncio tasks instead of the threads: for every event loop, its tasks as a
     /// tree of who awaits whom, each suspended task's coroutine stack and what it waits on
-    /// (CPython 3.14+, live processes)
+    /// (CPython 3.8+, live processes)
     #[arg(long = "async", conflicts_with_all = ["native", "locals", "core"])]
     pub asyncio: bool,
 }

@@ -7,6 +7,8 @@
 //! section is found in the file the target mapped (opened through `/proc/PID/root`) and read
 //! from the target's memory at its run-time address.
 
+mod legacy;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -26,16 +28,29 @@ const SECTION: &str = ".AsyncioDebug";
 const MAX_FILE: u64 = 1 << 30;
 /// First minor release with `_Py_AsyncioModuleDebugOffsets`.
 const FIRST_MINOR: u8 = 14;
+/// First minor release whose tasks strobe reads without it (`legacy`).
+const FIRST_LEGACY_MINOR: u8 = 8;
 
 /// Why `dump --async` cannot read a target's tasks. Every message is meant for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum AsyncError {
-    /// The interpreter predates the description strobe reads.
+    /// The interpreter predates the task objects strobe reads.
     #[error(
-        "--async needs CPython 3.14 or newer (the _asyncio module describes its tasks from \
-         3.14 on); process {pid} runs CPython {version}"
+        "--async needs CPython 3.8 or newer (strobe reads the _asyncio module's C tasks from \
+         3.8 on); process {pid} runs CPython {version}"
     )]
     Unsupported {
+        /// The target.
+        pid: i32,
+        /// Its version.
+        version: String,
+    },
+    /// A 3.8–3.13 build whose `_asyncio` layout strobe has no table for (free-threaded).
+    #[error(
+        "--async does not know the _asyncio task layout of this build (free-threaded CPython \
+         before 3.14); process {pid} runs CPython {version}"
+    )]
+    UnsupportedBuild {
         /// The target.
         pid: i32,
         /// Its version.
@@ -69,12 +84,15 @@ impl Target {
         if self.core.is_some() {
             return Err(AsyncError::Core.into());
         }
-        if (version.major, version.minor) < (3, FIRST_MINOR) {
+        if (version.major, version.minor) < (3, FIRST_LEGACY_MINOR) {
             return Err(AsyncError::Unsupported {
                 pid,
                 version: version.to_string(),
             }
             .into());
+        }
+        if (version.major, version.minor) < (3, FIRST_MINOR) {
+            return self.async_snapshot_legacy(blocking);
         }
         let read_err = |why: String| AttachError::from(AsyncError::Read { pid, why });
         let mut warnings = self.warnings.clone();
@@ -201,19 +219,19 @@ impl Target {
     pub fn task_offsets(&self) -> Result<Option<AsyncioOffsets>, String> {
         let pid = self.pid();
         let version = self.process.version;
-        let error = if self.core.is_some() {
-            AsyncError::Core
-        } else if (version.major, version.minor) < (3, FIRST_MINOR) {
-            AsyncError::Unsupported {
-                pid,
-                version: version.to_string(),
-            }
-        } else {
-            return self
-                .asyncio_offsets()
-                .map_err(|why| AsyncError::Read { pid, why }.to_string());
-        };
-        Err(error.to_string())
+        if self.core.is_some() {
+            return Err(AsyncError::Core.to_string());
+        }
+        if (version.major, version.minor) < (3, FIRST_MINOR) {
+            // Earlier versions keep no running task per thread and no awaited-by links that
+            // a sample could follow cheaply (`dump --async` derives them once, from every task).
+            return Err(format!(
+                "they need CPython 3.14 or newer (the thread state's running task and the \
+                 tasks' awaited-by links appear in 3.14); process {pid} runs CPython {version}"
+            ));
+        }
+        self.asyncio_offsets()
+            .map_err(|why| AsyncError::Read { pid, why }.to_string())
     }
 
     /// The target's `_Py_AsyncioModuleDebugOffsets`, found in the files it mapped.

@@ -24,6 +24,7 @@
 
 mod addrmap;
 pub mod asyncio;
+pub mod asyncio_legacy;
 mod code;
 pub mod debug_offsets;
 mod error;

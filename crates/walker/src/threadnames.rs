@@ -222,6 +222,72 @@ impl<'a, M: RemoteMemory + ?Sized> DictKeys<'a, M> {
     }
 }
 
+/// Objects reached by name, for `dump --async` before 3.14 ([`crate::asyncio_legacy`]): a
+/// module's namespace, a dict's `str` keys, an instance's attributes, with this module's bounds.
+pub(crate) struct Names<'a, M: RemoteMemory + ?Sized>(Reader<'a, M>);
+
+impl<'a, M: RemoteMemory + ?Sized> Names<'a, M> {
+    pub(crate) fn new(mem: &'a M, layout: &'a Layout) -> Self {
+        Names(Reader::new(mem, layout))
+    }
+
+    /// The memory read.
+    pub(crate) fn memory(&self) -> &'a M {
+        self.0.mem
+    }
+
+    /// The namespace dict of module `name` in `sys.modules` of the interpreter at `interp`;
+    /// `None` when it is not imported.
+    pub(crate) fn module_dict(
+        &mut self,
+        interp: u64,
+        name: &str,
+    ) -> Result<Option<u64>, WalkError> {
+        let r = &mut self.0;
+        let modules = r
+            .mem
+            .read_u64(field(interp, u64::from(r.layout.interp_modules)))?;
+        if modules == 0 || r.kind_of(modules)? != Kind::Dict {
+            return Ok(None);
+        }
+        let Some(module) = r.dict_get_str(modules, name)? else {
+            return Ok(None);
+        };
+        if r.kind_of(module)? != Kind::Module {
+            return Ok(None);
+        }
+        let namespace = r
+            .mem
+            .read_u64(field(module, u64::from(r.layout.module_dict)))?;
+        if namespace == 0 || r.kind_of(namespace)? != Kind::Dict {
+            return Ok(None);
+        }
+        Ok(Some(namespace))
+    }
+
+    /// The value under the `str` key `key` of a dict (`None` if `dict` is no dict).
+    pub(crate) fn get(&mut self, dict: u64, key: &str) -> Result<Option<u64>, WalkError> {
+        if dict == 0 || self.0.kind_of(dict)? != Kind::Dict {
+            return Ok(None);
+        }
+        self.0.dict_get_str(dict, key)
+    }
+
+    /// The instance attribute `name` of `obj` (from its `__dict__` or managed values).
+    pub(crate) fn attr(&mut self, obj: u64, name: &str) -> Result<Option<u64>, WalkError> {
+        let items = self.0.instance_items(obj)?;
+        self.0.find_str(&items, name)
+    }
+
+    /// Every `(key, value)` pair of a dict (`None` if `dict` is no dict).
+    pub(crate) fn items(&mut self, dict: u64) -> Result<Option<Vec<(u64, u64)>>, WalkError> {
+        if dict == 0 || self.0.kind_of(dict)? != Kind::Dict {
+            return Ok(None);
+        }
+        self.0.dict_items(dict).map(Some)
+    }
+}
+
 struct Reader<'a, M: RemoteMemory + ?Sized> {
     mem: &'a M,
     layout: &'a Layout,

@@ -1,0 +1,791 @@
+//! asyncio tasks of a CPython 3.8–3.13 target (`strobe dump --async`), for which the
+//! `_asyncio` module does not describe itself (3.14+: [`crate::asyncio`]).
+//!
+//! Where the tasks are: before 3.14 no thread or interpreter state lists them. The `_asyncio`
+//! C module keeps them in Python containers it also exposes as module attributes
+//! (`sys.modules["_asyncio"]`): a `weakref.WeakSet` (`_all_tasks` 3.8–3.11,
+//! `_scheduled_tasks` 3.12–3.13; its `data` attribute is a `set` of weak references, whose
+//! `wr_object` is the task), a `set` of tasks running eagerly (`_eager_tasks`, 3.12–3.13), and
+//! `_current_tasks`, a dict mapping each loop to the task it runs right now. A thread's running
+//! loop is in its thread-state dict (3.8–3.12) or right after its `PyThreadState` (3.13).
+//!
+//! How the objects are laid out: python-abi's [`AsyncioLegacy`] tables (hand-written from
+//! Modules/_asynciomodule.c, confirmed on real interpreters). The table is proven against the
+//! target before any task is read: `_asyncio.Task`'s `tp_basicsize` must be the table's
+//! `sizeof(TaskObj)`, and only objects of exactly that type are read as tasks (subclasses of
+//! `Task` and the pure-Python `_PyTask` are counted and left out).
+//!
+//! A coroutine's frame is a `PyFrameObject` at `gi_frame` (≤3.10) or embedded at `gi_iframe`
+//! (3.11+); what it awaits is CPython's `_PyGen_yf` ([`CoroFrameModel`]). The chain is followed
+//! as for 3.14: a coroutine (or generator) is followed, an `_asyncio.FutureIter` gives its
+//! future, anything else ends it.
+//!
+//! Who awaits whom is not recorded before 3.14 (3.14's `task_awaited_by`); it is derived: a
+//! task awaiting (innermost `await`, or `_fut_waiter`) another task is its parent; a task
+//! awaiting a `gather()` (`_GatheringFuture`) is the parent of the gathered tasks (its
+//! `_children`); a task inside `TaskGroup.__aexit__` is the parent of the group's tasks (the
+//! `TaskGroup` is that frame's `self`, its tasks the `_tasks` set). Other ways of waiting on a
+//! task (`asyncio.wait`, `as_completed`, a callback) leave no link a reader can follow.
+//!
+//! Nothing is trusted: every set, dict, list and chain is bounded, and a task that cannot be
+//! read gets an error in its entry while the others go on.
+
+use std::collections::{HashMap, HashSet};
+
+use strobe_memory::{le, RemoteMemory};
+pub use strobe_python_abi::{asyncio_legacy_for, AsyncioLegacy};
+use strobe_python_abi::{CoroFrameModel, Layout, RunningLoopModel};
+
+use crate::asyncio::{AsyncState, Awaited, CoroFrame, RunningLoop, Task, TaskState};
+use crate::asyncio::{MAX_AWAITED_BY, MAX_AWAIT_DEPTH, MAX_TASKS};
+use crate::code::CodeCache;
+use crate::error::WalkError;
+use crate::frame::FrameDecoder;
+use crate::limits::MAX_STRUCT;
+use crate::process::Process;
+use crate::strings::read_string;
+use crate::threadnames::Names;
+use crate::value::{read_c_string, Kind, ValueReader};
+use crate::walk::Walker;
+
+/// Most slots of a `set` table we scan (a set of [`MAX_TASKS`] entries has fewer).
+const MAX_SET_SLOTS: u64 = 1 << 18;
+/// Slots read at a time.
+const SET_CHUNK: u64 = 1 << 12;
+/// Most children of one `gather()` (or tasks of one `TaskGroup`) read.
+const MAX_CHILDREN: usize = 4096;
+/// Most `gather()`s and `TaskGroup`s whose tasks are read for one dump.
+pub const MAX_GROUPS: usize = 1024;
+/// Largest value stack (slots) of a coroutine frame we believe.
+const MAX_STACK_SLOTS: i64 = 1 << 16;
+/// The `_asyncio.Task` type's `tp_name`.
+const TASK_TYPE: &str = "_asyncio.Task";
+
+/// What [`read_tasks`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyTasks {
+    /// No interpreter of the process has imported `_asyncio`.
+    NotLoaded,
+    /// The tasks.
+    Read(AsyncState),
+}
+
+/// Read every asyncio task of the interpreters `interps` (threads `tstates`) of a 3.8–3.13
+/// target, with `table` for its version. Refused with [`WalkError::Unsupported`] when the
+/// target's `_asyncio.Task` does not have the table's size.
+pub fn read_tasks<M: RemoteMemory>(
+    walker: &mut Walker<M>,
+    table: &AsyncioLegacy,
+    interps: &[u64],
+    tstates: &[u64],
+) -> Result<LegacyTasks, WalkError> {
+    let (process, code) = walker.parts_mut();
+    let layout = &process.layout;
+    let mem = &process.mem;
+    let mut names = Names::new(mem, layout);
+    let mut values = ValueReader::new(mem, layout);
+    let mut out = AsyncState::default();
+    let mut addrs: Vec<u64> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut others = 0usize;
+    let mut current: HashMap<u64, u64> = HashMap::new();
+    let mut loaded = false;
+    let mut task_types = HashSet::new();
+    for &interp in interps {
+        let Some(module) = names.module_dict(interp, "_asyncio")? else {
+            continue;
+        };
+        loaded = true;
+        let task_type = task_type(&mut names, &mut values, table, module)?;
+        task_types.insert(task_type);
+        // Candidates from every container, then kept if their type is exactly the task type.
+        let mut candidates: Vec<u64> = Vec::new();
+        for &attr in table.weak_sets {
+            let Some(weak) = names.get(module, attr)? else {
+                continue;
+            };
+            let read = names.attr(weak, "data").and_then(|data| {
+                let refs = match data {
+                    Some(d) => set_members(mem, layout, d, MAX_TASKS)?,
+                    None => Vec::new(),
+                };
+                for r in refs {
+                    let obj = mem.read_u64(r.wrapping_add(u64::from(table.weakref_object)))?;
+                    // A dead reference points at None: neither a task nor counted.
+                    if obj != 0 && !is_none(&mut values, obj) {
+                        candidates.push(obj);
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = read {
+                out.errors.push(format!(
+                    "_asyncio.{attr} (the tasks) could not be read whole: {e}"
+                ));
+            }
+        }
+        for &attr in table.sets {
+            let Some(set) = names.get(module, attr)? else {
+                continue;
+            };
+            match set_members(mem, layout, set, MAX_TASKS) {
+                Ok(tasks) => candidates.extend(tasks),
+                Err(e) => out.errors.push(format!(
+                    "_asyncio.{attr} (tasks running eagerly) could not be read whole: {e}"
+                )),
+            }
+        }
+        for obj in candidates {
+            if ob_type(mem, layout, obj)? != task_type {
+                others += 1;
+            } else if seen.insert(obj) {
+                if addrs.len() >= MAX_TASKS {
+                    return Err(WalkError::Unbounded {
+                        what: "asyncio task",
+                        limit: MAX_TASKS,
+                    });
+                }
+                addrs.push(obj);
+            }
+        }
+        if let Some(dict) = names.get(module, table.current_tasks)? {
+            match names.items(dict) {
+                Ok(items) => current.extend(items.unwrap_or_default()),
+                Err(e) => out.errors.push(format!(
+                    "_asyncio.{} (the running tasks) could not be read: {e}",
+                    table.current_tasks
+                )),
+            }
+        }
+    }
+    if !loaded {
+        return Ok(LegacyTasks::NotLoaded);
+    }
+    // Running tasks are also in the sets; add them in case a set could not be read.
+    let running: HashSet<u64> = current.values().copied().filter(|&t| t != 0).collect();
+    for &t in &running {
+        if seen.insert(t)
+            && addrs.len() < MAX_TASKS
+            && ob_type(mem, layout, t).is_ok_and(|ty| task_types.contains(&ty))
+        {
+            addrs.push(t);
+        }
+    }
+    if others > 0 {
+        out.errors.push(format!(
+            "{others} task(s) of other classes (subclasses of asyncio.Task, or pure-Python \
+             tasks) are not shown: strobe reads _asyncio.Task objects only"
+        ));
+    }
+    for &t in tstates {
+        match running_loop(&mut names, layout, table, t) {
+            Ok(0) => {}
+            Ok(loop_addr) => out.running.push(RunningLoop {
+                tstate: t,
+                loop_addr,
+                task: current.get(&loop_addr).copied().unwrap_or(0),
+            }),
+            Err(e) => out.errors.push(format!(
+                "the running loop of a thread could not be read: {e}"
+            )),
+        }
+    }
+    let gen = Gen::new(layout, table)?;
+    let mut tasks = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let mut task = Task {
+            addr,
+            name: String::new(),
+            state: TaskState::Unknown(-1),
+            loop_addr: 0,
+            stack: Vec::new(),
+            stack_truncated: false,
+            awaits: None,
+            waiter: None,
+            awaited_by: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = read_task(&mut values, code, process, &gen, table, &mut task) {
+            task.error = Some(e.to_string());
+        }
+        if running.contains(&addr) && task.state == TaskState::Pending {
+            task.state = TaskState::Running;
+        }
+        tasks.push(task);
+    }
+    let links = link(&mut names, &mut values, layout, &mut tasks, &mut out.errors);
+    out.tasks = tree_order(tasks, &links);
+    Ok(LegacyTasks::Read(out))
+}
+
+/// The `_asyncio.Task` type of the module whose namespace is `module`, proven to have the
+/// table's size.
+fn task_type<M: RemoteMemory + ?Sized>(
+    names: &mut Names<'_, M>,
+    values: &mut ValueReader<'_, M>,
+    table: &AsyncioLegacy,
+    module: u64,
+) -> Result<u64, WalkError> {
+    let refuse = |why: String| {
+        WalkError::Unsupported(format!(
+            "the target's _asyncio module does not match the task layout strobe knows for \
+             CPython 3.{} ({why})",
+            table.minor
+        ))
+    };
+    let ty = names
+        .get(module, "Task")?
+        .ok_or_else(|| refuse("it has no Task".to_string()))?;
+    values.allow_reads(64);
+    let layout = values.layout();
+    let name_ptr = values
+        .memory()
+        .read_u64(ty.wrapping_add(u64::from(layout.type_name)))?;
+    let name = read_c_string(values.memory(), name_ptr, 64)?;
+    if name != TASK_TYPE {
+        return Err(refuse(format!("its Task type is named {name:?}")));
+    }
+    let size = values
+        .memory()
+        .read_u64(ty.wrapping_add(u64::from(layout.type_basicsize)))?;
+    if size != u64::from(table.task_size) {
+        return Err(refuse(format!(
+            "sizeof(TaskObj) is {size}, not {}",
+            table.task_size
+        )));
+    }
+    Ok(ty)
+}
+
+fn ob_type<M: RemoteMemory + ?Sized>(mem: &M, layout: &Layout, obj: u64) -> Result<u64, WalkError> {
+    Ok(mem.read_u64(obj.wrapping_add(u64::from(layout.pyobject_ob_type)))?)
+}
+
+fn is_none<M: RemoteMemory + ?Sized>(values: &mut ValueReader<'_, M>, obj: u64) -> bool {
+    values.allow_reads(16);
+    values.type_of(obj).is_ok_and(|t| t.kind == Kind::NoneType)
+}
+
+/// The keys of the `set` at `set`, at most `max`, scanning at most [`MAX_SET_SLOTS`] slots.
+fn set_members<M: RemoteMemory + ?Sized>(
+    mem: &M,
+    l: &Layout,
+    set: u64,
+    max: usize,
+) -> Result<Vec<u64>, WalkError> {
+    let corrupt = WalkError::Corrupt {
+        what: "set",
+        addr: set,
+    };
+    let used = mem.read_u64(set.wrapping_add(u64::from(l.set_used)))?;
+    if used > max as u64 {
+        return Err(WalkError::Unbounded {
+            what: "asyncio task",
+            limit: max,
+        });
+    }
+    let mask = mem.read_u64(set.wrapping_add(u64::from(l.set_mask)))?;
+    let table = mem.read_u64(set.wrapping_add(u64::from(l.set_table)))?;
+    let slots = mask
+        .checked_add(1)
+        .filter(|s| s.is_power_of_two() && *s <= MAX_SET_SLOTS)
+        .ok_or(corrupt.clone())?;
+    let stride = u64::from(l.setentry_size);
+    if stride == 0 || stride > 64 {
+        return Err(corrupt);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < slots && (out.len() as u64) < used {
+        let n = SET_CHUNK.min(slots - at);
+        let bytes = mem.read_vec(
+            table.wrapping_add(at * stride),
+            (n * stride) as usize,
+            (SET_CHUNK * stride) as usize,
+        )?;
+        for c in bytes.chunks_exact(stride as usize) {
+            let key = le::u64_at(c, l.setentry_key as usize).unwrap_or(0);
+            let hash = le::u64_at(c, l.setentry_hash as usize).unwrap_or(u64::MAX);
+            // Free slots have a NULL key, deleted ones the dummy key with hash -1.
+            if key != 0 && hash != u64::MAX && (out.len() as u64) < used {
+                out.push(key);
+            }
+        }
+        at += n;
+    }
+    Ok(out)
+}
+
+/// The loop running in the thread whose state is at `tstate` (0: none).
+fn running_loop<M: RemoteMemory + ?Sized>(
+    names: &mut Names<'_, M>,
+    layout: &Layout,
+    table: &AsyncioLegacy,
+    tstate: u64,
+) -> Result<u64, WalkError> {
+    let mem = names.memory();
+    match table.running_loop {
+        RunningLoopModel::AfterThreadState => {
+            Ok(mem.read_u64(tstate.wrapping_add(u64::from(layout.tstate_size)))?)
+        }
+        RunningLoopModel::ThreadDict {
+            tstate_dict,
+            holder_loop,
+        } => {
+            let dict = mem.read_u64(tstate.wrapping_add(u64::from(tstate_dict)))?;
+            let Some(held) = names.get(dict, "__asyncio_running_event_loop__")? else {
+                return Ok(0);
+            };
+            match holder_loop {
+                Some(off) => Ok(names.memory().read_u64(held.wrapping_add(u64::from(off)))?),
+                None => Ok(held),
+            }
+        }
+    }
+}
+
+/// Where a coroutine's frame and state are, for this version.
+struct Gen {
+    decoder: FrameDecoder,
+    model: CoroFrameModel,
+    /// `_PyInterpreterFrame.localsplus` (3.11+).
+    localsplus: u64,
+    /// `PyFrameObject.f_lasti` (≤3.10).
+    lasti: u64,
+    bytes_sval: u64,
+}
+
+impl Gen {
+    fn new(l: &Layout, table: &AsyncioLegacy) -> Result<Gen, WalkError> {
+        let decoder = FrameDecoder::new(l)?;
+        let missing = |what: &str| {
+            WalkError::Unsupported(format!(
+                "the interpreter layout lacks {what}, which reading coroutines needs"
+            ))
+        };
+        let (localsplus, lasti) = match table.coro {
+            CoroFrameModel::Embedded311 { .. } => (
+                l.iframe_localsplus
+                    .ok_or_else(|| missing("frame.localsplus"))?,
+                0,
+            ),
+            _ => (0, l.frame_lasti.ok_or_else(|| missing("frame.f_lasti"))?),
+        };
+        Ok(Gen {
+            decoder,
+            model: table.coro,
+            localsplus: u64::from(localsplus),
+            lasti: u64::from(lasti),
+            bytes_sval: u64::from(l.bytes_ob_sval),
+        })
+    }
+
+    /// The coroutine's frame: embedded (3.11+) or its frame object (≤3.10, 0 once finished).
+    fn frame<M: RemoteMemory + ?Sized>(&self, mem: &M, coro: u64) -> Result<u64, WalkError> {
+        Ok(match self.model {
+            CoroFrameModel::Embedded311 { gi_iframe, .. } => {
+                coro.wrapping_add(u64::from(gi_iframe))
+            }
+            CoroFrameModel::StackTop38 { gi_frame, .. }
+            | CoroFrameModel::StackDepth310 { gi_frame, .. } => {
+                mem.read_u64(coro.wrapping_add(u64::from(gi_frame)))?
+            }
+        })
+    }
+
+    /// What the coroutine at `coro` (frame at `frame`, `position` its `f_lasti` or instruction
+    /// pointer) awaits: CPython's `_PyGen_yf`. 0: it is not suspended in an `await`.
+    fn awaited<M: RemoteMemory + ?Sized>(
+        &self,
+        mem: &M,
+        coro: u64,
+        frame: u64,
+        code: u64,
+        position: i64,
+    ) -> Result<u64, WalkError> {
+        let bad = WalkError::Corrupt {
+            what: "coroutine stack",
+            addr: frame,
+        };
+        let slot = |base: u64, index: i64| -> Result<u64, WalkError> {
+            if !(0..MAX_STACK_SLOTS).contains(&index) {
+                return Err(bad.clone());
+            }
+            Ok(mem.read_u64(base.wrapping_add(8 * index as u64))?)
+        };
+        // ≤3.10: the instruction after f_lasti is YIELD_FROM.
+        let next_is = |at: i64, op: u8| -> Result<bool, WalkError> {
+            if !(0..1 << 30).contains(&at) {
+                return Ok(false);
+            }
+            let co_code = match self.model {
+                CoroFrameModel::StackTop38 { co_code, .. }
+                | CoroFrameModel::StackDepth310 { co_code, .. } => co_code,
+                CoroFrameModel::Embedded311 { .. } => return Ok(false),
+            };
+            let bytes = mem.read_u64(code.wrapping_add(u64::from(co_code)))?;
+            let len = mem.read_u64(bytes.wrapping_add(16))?;
+            if at as u64 >= len {
+                return Ok(false);
+            }
+            Ok(mem.read_u8(bytes.wrapping_add(self.bytes_sval).wrapping_add(at as u64))? == op)
+        };
+        match self.model {
+            CoroFrameModel::StackTop38 {
+                f_stacktop,
+                yield_from,
+                ..
+            } => {
+                let top = mem.read_u64(frame.wrapping_add(u64::from(f_stacktop)))?;
+                if top == 0 || position < 0 || !next_is(position + 2, yield_from)? {
+                    return Ok(0);
+                }
+                let lasti_slot = frame.wrapping_add(self.lasti);
+                if top <= lasti_slot || top - lasti_slot > 8 * MAX_STACK_SLOTS as u64 {
+                    return Err(bad);
+                }
+                Ok(mem.read_u64(top - 8)?)
+            }
+            CoroFrameModel::StackDepth310 {
+                f_valuestack,
+                f_stackdepth,
+                f_state,
+                suspended,
+                yield_from,
+                ..
+            } => {
+                let state = mem.read_u8(frame.wrapping_add(u64::from(f_state)))? as i8;
+                if state != suspended || position < 0 || !next_is((position + 1) * 2, yield_from)? {
+                    return Ok(0);
+                }
+                let stack = mem.read_u64(frame.wrapping_add(u64::from(f_valuestack)))?;
+                let depth =
+                    i64::from(mem.read_u32(frame.wrapping_add(u64::from(f_stackdepth)))? as i32);
+                slot(stack, depth - 1)
+            }
+            CoroFrameModel::Embedded311 {
+                gi_frame_state,
+                stacktop,
+                suspended_yield_from,
+                resume_ops,
+                ..
+            } => {
+                let state = mem.read_u8(coro.wrapping_add(u64::from(gi_frame_state)))? as i8;
+                if state != suspended_yield_from {
+                    return Ok(0);
+                }
+                if !resume_ops.is_empty() {
+                    // 3.11, 3.12: `prev_instr[1]` is RESUME with an argument of 2 or more
+                    // after an `await` (`yield from`), 1 after a bare `yield`.
+                    let mut unit = [0u8; 2];
+                    mem.read_into((position as u64).wrapping_add(2), &mut unit)?;
+                    if !resume_ops.contains(&unit[0]) || unit[1] < 2 {
+                        return Ok(0);
+                    }
+                }
+                let top = i64::from(mem.read_u32(frame.wrapping_add(u64::from(stacktop)))? as i32);
+                slot(frame.wrapping_add(self.localsplus), top - 1)
+            }
+        }
+    }
+}
+
+fn read_task<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    code: &mut CodeCache,
+    process: &Process<M>,
+    gen: &Gen,
+    o: &AsyncioLegacy,
+    task: &mut Task,
+) -> Result<(), WalkError> {
+    values.allow_reads(64);
+    let t = values
+        .memory()
+        .read_vec(task.addr, o.task_size as usize, MAX_STRUCT)?;
+    let bad = WalkError::Corrupt {
+        what: "asyncio task",
+        addr: task.addr,
+    };
+    let u64_at = |off: u32| le::u64_at(&t, off as usize).ok_or(bad.clone());
+    task.loop_addr = u64_at(o.fut_loop)?;
+    task.state = match le::i32_at(&t, o.fut_state as usize).ok_or(bad.clone())? {
+        0 => TaskState::Pending,
+        1 => TaskState::Cancelled,
+        2 => TaskState::Finished,
+        n => TaskState::Unknown(n),
+    };
+    let name = u64_at(o.task_name)?;
+    task.name = task_name(values, name);
+    let waiter = u64_at(o.task_fut_waiter)?;
+    if waiter != 0 {
+        task.waiter = Some(awaited(values, o, waiter));
+    }
+    let coro = u64_at(o.task_coro)?;
+    if coro != 0 {
+        coro_chain(values, code, process, gen, o, coro, task)?;
+    }
+    Ok(())
+}
+
+/// A task's name: its `str`, or `Task-N` for the counter 3.12+ keep until asked.
+fn task_name<M: RemoteMemory>(values: &mut ValueReader<'_, M>, name: u64) -> String {
+    values.allow_reads(64);
+    match values.type_of(name).map(|t| t.kind) {
+        Ok(Kind::Str) => read_string(values.memory(), values.layout(), name)
+            .unwrap_or_else(|_| crate::value::UNREADABLE.to_string()),
+        Ok(Kind::Int) => format!("Task-{}", values.repr(name).repr),
+        _ => values.repr(name).repr,
+    }
+}
+
+/// An awaited object; an `_asyncio.FutureIter` stands for its future.
+fn awaited<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    o: &AsyncioLegacy,
+    addr: u64,
+) -> Awaited {
+    values.allow_reads(64);
+    let mut addr = addr;
+    if let Ok(t) = values.type_of(addr) {
+        if &*t.name == "_asyncio.FutureIter" || &*t.name == "FutureIter" {
+            if let Ok(fut) = values
+                .memory()
+                .read_u64(addr.wrapping_add(u64::from(o.future_iter_future)))
+            {
+                if fut != 0 {
+                    addr = fut;
+                }
+            }
+        }
+    }
+    Awaited {
+        addr,
+        value: values.repr(addr),
+    }
+}
+
+/// Follow the task's coroutine and what each coroutine awaits.
+fn coro_chain<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    code: &mut CodeCache,
+    process: &Process<M>,
+    gen: &Gen,
+    o: &AsyncioLegacy,
+    first: u64,
+    task: &mut Task,
+) -> Result<(), WalkError> {
+    let mem = &process.mem;
+    let mut obj = first;
+    let mut seen = HashSet::new();
+    loop {
+        if !seen.insert(obj) || seen.len() > MAX_AWAIT_DEPTH {
+            task.stack_truncated = true;
+            return Ok(());
+        }
+        values.allow_reads(64);
+        let ty = values.type_of(obj)?;
+        if !matches!(&*ty.name, "coroutine" | "generator") {
+            task.awaits = Some(awaited(values, o, obj));
+            return Ok(());
+        }
+        let frame = gen.frame(mem, obj)?;
+        if frame == 0 {
+            // ≤3.10: a finished coroutine has no frame.
+            return Ok(());
+        }
+        let bytes = mem.read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
+        let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
+            what: "coroutine frame",
+            addr: frame,
+        })?;
+        if let Some(info) = code.code_info(process, fields.code)? {
+            let line = code
+                .resolve_frame(process, &fields)?
+                .and_then(|(_, line)| line);
+            task.stack.push(CoroFrame {
+                function: info.function.to_string(),
+                filename: info.filename.to_string(),
+                line,
+                frame: crate::locals::FrameRef {
+                    addr: frame,
+                    code: fields.code,
+                },
+            });
+        }
+        obj = gen.awaited(mem, obj, frame, fields.code, fields.position)?;
+        if obj == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Fill in `awaited_by` (see the module documentation for what links are seen); the links as
+/// `(parent, child)` task addresses, each parent's children in the order it reached them.
+fn link<M: RemoteMemory + ?Sized>(
+    names: &mut Names<'_, M>,
+    values: &mut ValueReader<'_, M>,
+    layout: &Layout,
+    tasks: &mut [Task],
+    errors: &mut Vec<String>,
+) -> Vec<(u64, u64)> {
+    let index: HashMap<u64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
+    let mut links: Vec<(u64, u64)> = Vec::new();
+    let mut groups = 0usize;
+    let mut skipped = 0usize;
+    for t in tasks.iter() {
+        let mut targets: Vec<u64> = Vec::new();
+        // `_fut_waiter` is usually what the coroutine awaits: look at it once.
+        let waiter = t
+            .waiter
+            .as_ref()
+            .filter(|w| t.awaits.as_ref().is_none_or(|a| a.addr != w.addr));
+        for a in t.awaits.iter().chain(waiter) {
+            if index.contains_key(&a.addr) {
+                targets.push(a.addr);
+            } else if a.value.type_name.as_deref() == Some("_GatheringFuture") {
+                if groups >= MAX_GROUPS {
+                    skipped += 1;
+                    continue;
+                }
+                groups += 1;
+                if let Ok(Some(children)) = names.attr(a.addr, "_children") {
+                    targets.extend(list_items(values, layout, children, MAX_CHILDREN));
+                }
+            }
+        }
+        // The innermost TaskGroup exit on the stack (`__aexit__` and 3.13's `_aexit` have
+        // the same `self`).
+        let group = t.stack.iter().rev().find(|f| {
+            matches!(
+                f.function.as_str(),
+                "TaskGroup.__aexit__" | "TaskGroup._aexit"
+            ) && f.filename.ends_with("taskgroups.py")
+        });
+        if let Some(f) = group {
+            if groups >= MAX_GROUPS {
+                skipped += 1;
+            } else {
+                groups += 1;
+                if let Some(members) = taskgroup_tasks(names, values, layout, f.frame.addr) {
+                    targets.extend(members);
+                }
+            }
+        }
+        let mut once = HashSet::new();
+        for target in targets {
+            if target != t.addr && index.contains_key(&target) && once.insert(target) {
+                links.push((t.addr, target));
+            }
+        }
+    }
+    if skipped > 0 {
+        errors.push(format!(
+            "{skipped} gather()s or TaskGroups beyond the first {MAX_GROUPS} were not followed: \
+             the tasks they wait for show as roots"
+        ));
+    }
+    let mut kept = Vec::with_capacity(links.len());
+    for (parent, child) in links {
+        if let Some(&c) = index.get(&child) {
+            let by = &mut tasks[c].awaited_by;
+            if by.len() < MAX_AWAITED_BY {
+                by.push(parent);
+                kept.push((parent, child));
+            }
+        }
+    }
+    kept
+}
+
+/// The items of a `list` (at most `max`); empty if it is not one or cannot be read.
+fn list_items<M: RemoteMemory + ?Sized>(
+    values: &mut ValueReader<'_, M>,
+    l: &Layout,
+    list: u64,
+    max: usize,
+) -> Vec<u64> {
+    values.allow_reads(16);
+    if !values.type_of(list).is_ok_and(|t| t.kind == Kind::List) {
+        return Vec::new();
+    }
+    let mem = values.memory();
+    let read = || -> Result<Vec<u64>, WalkError> {
+        let n = mem.read_u64(list.wrapping_add(u64::from(l.pyvarobject_ob_size)))?;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or(WalkError::Corrupt {
+                what: "list size",
+                addr: list,
+            })?;
+        let items = mem.read_u64(list.wrapping_add(u64::from(l.list_ob_item)))?;
+        let bytes = mem.read_vec(items, n * 8, max * 8)?;
+        Ok(bytes
+            .chunks_exact(8)
+            .filter_map(|c| le::u64_at(c, 0))
+            .collect())
+    };
+    read().unwrap_or_default()
+}
+
+/// The tasks of the `TaskGroup` that is `self` (the first slot) of the frame at `frame`
+/// (`TaskGroup.__aexit__` or `._aexit`, 3.11+).
+fn taskgroup_tasks<M: RemoteMemory + ?Sized>(
+    names: &mut Names<'_, M>,
+    values: &mut ValueReader<'_, M>,
+    l: &Layout,
+    frame: u64,
+) -> Option<Vec<u64>> {
+    let localsplus = l.iframe_localsplus?;
+    values.allow_reads(16);
+    let this = values
+        .memory()
+        .read_u64(frame.wrapping_add(u64::from(localsplus)))
+        .ok()?;
+    if this == 0 || values.type_of(this).ok()?.name.as_ref() != "TaskGroup" {
+        return None;
+    }
+    let set = names.attr(this, "_tasks").ok()??;
+    values.allow_reads(16);
+    if values.type_of(set).ok()?.kind != Kind::Set {
+        return None;
+    }
+    set_members(names.memory(), l, set, MAX_CHILDREN).ok()
+}
+
+/// The tasks in the order the tree is drawn: each root (a task no task awaits), by address,
+/// followed depth-first by the tasks it awaits in the order it reached them (a `gather()`'s
+/// children in argument order); tasks only reachable through a cycle last, by address.
+fn tree_order(tasks: Vec<Task>, links: &[(u64, u64)]) -> Vec<Task> {
+    let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+    for &(parent, child) in links {
+        children.entry(parent).or_default().push(child);
+    }
+    let mut roots: Vec<u64> = tasks
+        .iter()
+        .filter(|t| t.awaited_by.is_empty())
+        .map(|t| t.addr)
+        .collect();
+    roots.sort_unstable();
+    let mut rest: Vec<u64> = tasks.iter().map(|t| t.addr).collect();
+    rest.sort_unstable();
+    let mut order: Vec<u64> = Vec::with_capacity(tasks.len());
+    let mut done: HashSet<u64> = HashSet::new();
+    for start in roots.into_iter().chain(rest) {
+        let mut stack = vec![start];
+        while let Some(a) = stack.pop() {
+            if !done.insert(a) {
+                continue;
+            }
+            order.push(a);
+            if let Some(cs) = children.get(&a) {
+                stack.extend(cs.iter().rev().filter(|c| !done.contains(c)));
+            }
+        }
+    }
+    let mut by_addr: HashMap<u64, Task> = tasks.into_iter().map(|t| (t.addr, t)).collect();
+    order
+        .into_iter()
+        .filter_map(|a| by_addr.remove(&a))
+        .collect()
+}
