@@ -16,6 +16,7 @@ mod dump_async;
 mod dump_core;
 mod dump_locals;
 mod errors;
+mod gecko_profiler;
 mod native;
 mod native_record;
 mod record;
