@@ -10,8 +10,8 @@ of its own CPU time, however loaded the machine: a test that launches it under s
 line once strobe says it is recording, so the busy part is always sampled.
 
 After the busy part it prints `FIRST_LINES <module>=N main=N hot=N`: each code object's
-`co_firstlineno` as the interpreter has it (a module's differs between versions: its first
-statement's line up to 3.7, the docstring's first line in 3.8 and 3.9, 1 from 3.10).
+`co_firstlineno` as the interpreter has it (a module's differs between versions: the line its
+docstring ends on up to 3.7, the line it starts on in 3.8 and 3.9, 1 from 3.10).
 """
 import sys
 import time
