@@ -7,9 +7,9 @@
 //! labels `thread` (strobe's thread label), `thread_id` (kernel id, numeric), `thread_name`
 //! (the `threading` name, when known) and `pid` (numeric); the command line, pid, Python
 //! version and error counts are comments. A Python function's `start_line` is its
-//! `co_firstlineno` (0 where unknown: native frames, recordings older than raw version 4). Native frames are in a mapping per binary, named by
-//! its path (no addresses are kept). Under `--threads` a root frame per thread is added as
-//! well, like the other formats.
+//! `co_firstlineno` (0 where unknown: native frames, recordings older than raw version 4).
+//! Native frames are in a mapping per binary, named by its path (no addresses are kept). Under
+//! `--threads` a root frame per thread is added as well, like the other formats.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
