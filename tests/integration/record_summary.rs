@@ -148,7 +148,8 @@ fn the_summary_table_matches_a_split_the_target_measured() {
     let own = table(&stderr, "most own time");
     let total = table(&stderr, "most total time");
     let n = table_samples(&stderr, "most own time");
-    assert!(n >= 200, "only {n} samples in 4 s at 100 Hz\n{stderr}");
+    // Fewer samples (a busy machine) widen the band: at 50 it is about ±12 points.
+    assert!(n >= 50, "only {n} samples in 4 s at 100 Hz\n{stderr}");
     for f in ["heavy", "light"] {
         let p = spent[f] / spent["total"];
         let se = (p * (1.0 - p) / n as f64).sqrt();
