@@ -115,22 +115,26 @@ fn the_summary_table_matches_the_profile() {
 }
 
 /// The table against the truth: `summary_split.py` measures, with its own clock, the share of
-/// its time spent in `heavy` and in `light` (about 3:1). Each function's own percentage in the
-/// table must lie within two binomial standard errors, `sqrt(p(1-p)/n)` with `n` the table's
-/// sample count, of the target's share `p` (plus 0.05 for the table's rounding to one
-/// decimal). At 100 Hz samples are ~10 ms apart, several of the target's random-length rounds,
-/// so they are close to independent draws. The target's window (READY to the end of its
-/// stdin) holds the recording's; the split is the same throughout, so its shares are the
-/// recording's. Two standard errors is a 95% band: by chance alone about one run in twenty
+/// its wall time spent in `heavy` and in `light` (about 3:1). Each function's own percentage in
+/// the table must lie within two binomial standard errors, `sqrt(p(1-p)/n)`, of the target's
+/// share `p` (plus 0.05 for the table's rounding to one decimal). The table weighs each sample
+/// by the time it stands for, and a late sample stands for several intervals, so `n` is the
+/// samples' effective number, `(Σw)²/Σw²` over their weights (Kish's; the sample count when
+/// none is late), read from the same recording's timeline. Samples are 40 ms apart (25 Hz):
+/// many of the target's random-length rounds of ~2 ms even when a busy machine gives it a
+/// fraction of a CPU (at 100 Hz, consecutive samples of a starved target often fell in the
+/// same call, and the spread was well beyond binomial). The target's window (READY to the
+/// end of its stdin) holds the recording's; the split is the same throughout, so its shares are
+/// the recording's. Two standard errors is a 95% band: by chance alone about one run in twenty
 /// falls outside it.
 #[test]
 fn the_summary_table_matches_a_split_the_target_measured() {
     let script = Script::new(&Interp::pyenv("3.12.1"), "summary_split.py");
     let mut target = Announced::start(&mut script.command());
     let dir = TempDir::new();
-    let out = dir.path().join("split.txt");
+    let out = dir.path().join("split.speedscope.json");
     let pid = target.pid.to_string();
-    let run = record(&pid, "4", &["--summary"], &out);
+    let run = record(&pid, "8", &["--rate", "25", "--summary"], &out);
     target.close_stdin();
     let stderr = assert_ok(&run, "record --summary");
     let mut said = String::new();
@@ -148,22 +152,44 @@ fn the_summary_table_matches_a_split_the_target_measured() {
     let own = table(&stderr, "most own time");
     let total = table(&stderr, "most total time");
     let n = table_samples(&stderr, "most own time");
-    // Fewer samples (a busy machine) widen the band: at 50 it is about ±12 points.
-    assert!(n >= 50, "only {n} samples in 4 s at 100 Hz\n{stderr}");
+    let weights = sample_weights(&out);
+    assert_eq!(
+        weights.len() as u64,
+        n,
+        "the timeline and the table disagree"
+    );
+    let n_eff = weights.iter().sum::<f64>().powi(2) / weights.iter().map(|w| w * w).sum::<f64>();
+    // Fewer samples (a busy machine) widen the band: at 40 it is about ±14 points.
+    assert!(
+        n_eff >= 40.0,
+        "only {n_eff:.0} effective samples ({n} in all) in 8 s at 25 Hz\n{stderr}"
+    );
     for f in ["heavy", "light"] {
         let p = spent[f] / spent["total"];
-        let se = (p * (1.0 - p) / n as f64).sqrt();
+        let se = (p * (1.0 - p) / n_eff).sqrt();
         let (o, _) = own[&format!("{f} (summary_split.py)")];
         assert!(
             (o / 100.0 - p).abs() <= 2.0 * se + 0.0005,
             "{f}: the table says {o}% own time, the target measured {:.2}% \
-             (2 standard errors: {:.2} points, n = {n})\n{stderr}\n{said}",
+             (2 standard errors: {:.2} points, {n_eff:.0} effective samples of {n})\n{stderr}\n{said}",
             100.0 * p,
             200.0 * se
         );
     }
     // Every sample is inside main(), which only runs the loop.
     assert_eq!(total["main (summary_split.py)"].1, 100.0, "{stderr}");
+}
+
+/// Every sample's weight in a speedscope file (one profile per thread; here one thread).
+fn sample_weights(path: &std::path::Path) -> Vec<f64> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["weights"].as_array().unwrap().iter())
+        .map(|w| w.as_f64().unwrap())
+        .collect()
 }
 
 /// Without a terminal the table is not printed unless asked for; `--quiet` prints nothing at
