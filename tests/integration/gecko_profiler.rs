@@ -179,7 +179,7 @@ fn a_recording_loads_in_the_firefox_profilers_own_loader() {
         .unwrap();
     let main_name = &threads.iter().find(|(h, _)| *h == main).unwrap().1;
     let in_file = written.iter().find(|(n, _)| n == main_name).unwrap().1;
-    assert!(in_file >= 50, "only {in_file} samples written: {written:?}");
+    assert!(in_file >= 20, "only {in_file} samples written: {written:?}");
     assert_eq!(total, in_file, "the profiler lost samples: {samples:#}");
     assert_eq!(
         categories(&samples),
