@@ -51,12 +51,14 @@ done
 #   gcore                  core files of live targets (dump --core)    [gdb]
 #   prlimit                a core size limit for one target           [util-linux]
 #   strace                 proves dump --core stays out of /proc      [strace]
+#   node npm               the Firefox Profiler's own loader (gecko)  [nodejs, npm]
 HOST_TOOLS=(
   debootstrap:debootstrap go:golang-go tmux:tmux /usr/bin/time:time cc:gcc
   nm:binutils readelf:binutils objcopy:binutils strip:binutils objdump:binutils
   script:bsdutils pgrep:procps
   runuser:util-linux chroot:coreutils useradd:passwd python3:python3
   gcore:gdb prlimit:util-linux strace:strace
+  node:nodejs npm:npm
 )
 HOST_PKGS=()
 for entry in "${HOST_TOOLS[@]}"; do
@@ -119,6 +121,27 @@ if ! "$PACKAGING_VENV/bin/maturin" --version 2>/dev/null | grep -qx "maturin 1.9
   rm -rf "$PACKAGING_VENV"
   "$PYENV_ROOT/versions/3.12.1/bin/python3.12" -m venv "$PACKAGING_VENV"
   "$PACKAGING_VENV/bin/pip" install -q --disable-pip-version-check maturin==1.9.6 ziglang==0.13.0 >&2
+fi
+
+# The Firefox Profiler's profile loader for Node (@firefox-devtools/profiler-cli: the profiler's
+# own import, upgrade and processing code, bundled), for the gecko test
+# (tests/integration/gecko_profiler.rs), from the npm registry; pinned, its tarball checked
+# against the registry's published integrity, unpacked once. It asks for Node >= 24 and runs on
+# the machine's Node 20; an older node fails here.
+PROFILER_CLI_VERSION=0.10.0
+PROFILER_CLI_INTEGRITY=sha512-f9fqdHh7B6ddQIYrwrEs4FE5D8BMOsXSorYF4NRFfwPaGikVBlhorBxHT7zrb6WMgJgKQYHC9kazkRjbItLx8Q==
+PROFILER_CLI="$CACHE/profiler-cli-$PROFILER_CLI_VERSION"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || { log "node $(node --version) is too old for profiler-cli (20 or newer)"; exit 1; }
+if [ ! -f "$PROFILER_CLI/package/dist/profiler-cli.js" ]; then
+  log "fetching @firefox-devtools/profiler-cli $PROFILER_CLI_VERSION into $PROFILER_CLI"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@firefox-devtools/profiler-cli@$PROFILER_CLI_VERSION" >&2)
+  got=$(python3 -c 'import base64, hashlib, sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tmp/firefox-devtools-profiler-cli-$PROFILER_CLI_VERSION.tgz")
+  [ "$got" = "$PROFILER_CLI_INTEGRITY" ] || { log "profiler-cli tarball integrity $got, expected $PROFILER_CLI_INTEGRITY"; exit 1; }
+  rm -rf "$PROFILER_CLI" && mkdir -p "$PROFILER_CLI"
+  tar xzf "$tmp/firefox-devtools-profiler-cli-$PROFILER_CLI_VERSION.tgz" -C "$PROFILER_CLI"
+  rm -rf "$tmp"
 fi
 
 for u in strobe-a strobe-b; do

@@ -17,6 +17,7 @@ mod dump_core;
 mod dump_exceptions;
 mod dump_locals;
 mod errors;
+mod gecko_profiler;
 mod native;
 mod native_record;
 mod record;

@@ -121,6 +121,8 @@ pub fn launched_work(cmd: &mut Command) -> Output {
 pub struct Parsed {
     pub stacks: Vec<(Vec<String>, f64)>,
     pub labels: HashSet<String>,
+    /// pprof only: each frame's label with its function's start line (`s=` of `-raw`).
+    pub start_lines: HashSet<(String, i64)>,
 }
 
 impl Parsed {
@@ -311,8 +313,9 @@ sys.stdout.write(json.dumps(titles))
     p
 }
 
-/// `go tool pprof -raw`: one label per location line (`N: 0x0 M=1 NAME FILE:LINE s=0`; pprof
-/// moves names in angle brackets, like `<module>`, into `s=0(<module>)`).
+/// `go tool pprof -raw`: one label per location line (`N: 0x0 M=1 NAME FILE:LINE s=START`, START
+/// the function's start line; pprof moves names in angle brackets, like `<module>`, into
+/// `s=START(<module>)`).
 pub fn parse_pprof(path: &Path) -> Parsed {
     let out = Command::new("go")
         .args(["tool", "pprof", "-raw"])
@@ -336,17 +339,27 @@ pub fn parse_pprof(path: &Path) -> Parsed {
             break;
         };
         let rest = rest.trim_end();
-        let (main, sys) = match rest.rsplit_once(" s=0") {
-            Some((m, s)) => (m, s.trim_start_matches('(').trim_end_matches(')')),
-            None => (rest, ""),
-        };
+        let (main, start) = rest
+            .rsplit_once(" s=")
+            .unwrap_or_else(|| panic!("no start line in {line:?}"));
+        let digits = start
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(start.len());
+        let start_line: i64 = start[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad start line in {line:?}"));
+        let sys = start[digits..]
+            .trim_start_matches('(')
+            .trim_end_matches(')');
         let (name, file_line) = main.rsplit_once(' ').unwrap_or(("", main));
         let name = if name.trim().is_empty() {
             sys
         } else {
             name.trim()
         };
-        p.labels.insert(format!("{name} ({file_line})"));
+        let label = format!("{name} ({file_line})");
+        p.start_lines.insert((label.clone(), start_line));
+        p.labels.insert(label);
     }
     p
 }
@@ -422,6 +435,21 @@ pub fn check_stack(format: &str, parsed: &Parsed, stack: &[String]) {
     }
 }
 
+/// `record_work.py`'s `FIRST_LINES <module>=N main=N hot=N` line: function → first line.
+pub fn first_lines(stdout: &[u8]) -> std::collections::HashMap<String, i64> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("FIRST_LINES "))
+        .unwrap_or_else(|| panic!("the target did not print its first lines: {text}"));
+    line.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
 /// Launch `record_work.py` under `interp` as a raw recording, then check every format.
 pub fn check_launch(interp: &Interp) {
     let script = Script::new(interp, "record_work.py");
@@ -442,8 +470,29 @@ pub fn check_launch(interp: &Interp) {
         script.label("main", "main"),
         script.label("hot", "hot"),
     ];
+    // The target's own word for each function's first line (`co_firstlineno`); `main` and
+    // `hot` start at their `def` lines.
+    let firsts = first_lines(&out.stdout);
+    let lines = script.lines();
+    assert_eq!(firsts["main"], i64::from(lines["def_main"]));
+    assert_eq!(firsts["hot"], i64::from(lines["def_hot"]));
     for (format, parsed) in convert_all(&raw, dir.path(), &[]) {
         check_stack(format, &parsed, &want);
+        if format == "pprof" {
+            // pprof's Function.start_line, as `go tool pprof -raw` shows it (`s=`).
+            let want_starts = [
+                (want[0].clone(), firsts["<module>"]),
+                (want[1].clone(), firsts["main"]),
+                (want[2].clone(), firsts["hot"]),
+            ];
+            for w in &want_starts {
+                assert!(
+                    parsed.start_lines.contains(w),
+                    "pprof: no frame {w:?} (label, start line): {:?}",
+                    parsed.start_lines
+                );
+            }
+        }
         if format == "collapsed" {
             // The busy line is where the script spends its time: well over half of it (the
             // rest is interpreter start-up and exit).

@@ -130,6 +130,9 @@ pub struct FrameKey<'a> {
     pub kind: FrameKind,
     /// Native frames: the path of the shared object (or executable) the code is in.
     pub module: Option<&'a str>,
+    /// The function's first line (Python: `co_firstlineno`, the `def` line or its first
+    /// decorator); `None` when unknown (native frames, recordings older than raw version 4).
+    pub first_line: Option<i32>,
 }
 
 /// The function name of the frame put on top of a thread's stack while it runs the cyclic
@@ -156,6 +159,7 @@ impl<'a> FrameKey<'a> {
             line: None,
             kind: FrameKind::Interpreter,
             module: None,
+            first_line: None,
         }
     }
 
@@ -168,6 +172,7 @@ impl<'a> FrameKey<'a> {
             line: None,
             kind: FrameKind::Exception,
             module: None,
+            first_line: None,
         }
     }
 
@@ -179,10 +184,11 @@ impl<'a> FrameKey<'a> {
             line: None,
             kind: FrameKind::Task,
             module: None,
+            first_line: None,
         }
     }
 
-    /// A Python frame.
+    /// A Python frame (first line unknown; see [`FrameKey::with_first_line`]).
     pub fn python(function: &'a str, filename: &'a str, line: Option<i32>) -> FrameKey<'a> {
         FrameKey {
             function,
@@ -190,7 +196,13 @@ impl<'a> FrameKey<'a> {
             line,
             kind: FrameKind::Python,
             module: None,
+            first_line: None,
         }
+    }
+
+    /// The same frame with the function's first line.
+    pub fn with_first_line(self, first_line: Option<i32>) -> FrameKey<'a> {
+        FrameKey { first_line, ..self }
     }
 }
 
@@ -218,10 +230,12 @@ pub struct Frame {
     pub kind: FrameKind,
     /// Native frames: the shared object's path.
     pub module: Option<StrId>,
+    /// The function's first line, if known.
+    pub first_line: Option<i32>,
 }
 
 impl Frame {
-    /// A Python frame of interned strings.
+    /// A Python frame of interned strings (first line unknown).
     pub fn python(function: StrId, filename: StrId, line: Option<i32>) -> Frame {
         Frame {
             function,
@@ -229,6 +243,7 @@ impl Frame {
             line,
             kind: FrameKind::Python,
             module: None,
+            first_line: None,
         }
     }
 }
@@ -497,6 +512,7 @@ impl Interner {
                 line: key.line,
                 kind: key.kind,
                 module,
+                first_line: key.first_line,
             },
         )
     }
@@ -509,6 +525,7 @@ impl Interner {
             line: frame.line,
             kind: frame.kind,
             module: frame.module.map(|m| self.tables.str(m)),
+            first_line: frame.first_line,
         });
         let frames = &self.tables.frames;
         if let Some(&(_, id)) = self.frame_index.find(hash, |&(eh, id)| {
@@ -605,8 +622,11 @@ impl Interner {
                 eh == hash
                     && t.frames.get(id.index()).is_some_and(|f| {
                         f.line == key.line
+                            && f.first_line == key.first_line
+                            && f.kind == key.kind
                             && t.str(f.function) == key.function
                             && t.str(f.filename) == key.filename
+                            && f.module.map(|m| t.str(m)) == key.module
                     })
             })
             .map(|&(_, id)| id)
@@ -638,6 +658,7 @@ fn frame_hash(key: &FrameKey<'_>) -> u64 {
     hash_str(&mut h, key.function);
     hash_str(&mut h, key.filename);
     hash_line(&mut h, key.line);
+    hash_line(&mut h, key.first_line);
     if key.kind != FrameKind::Python {
         h.write_u8(key.kind.code());
         if let Some(m) = key.module {
@@ -692,6 +713,29 @@ mod tests {
         assert_eq!(i.tables().num_stacks(), 4);
         assert_eq!(i.find_frame(&fk("g", "a.py", 2)), Some(b));
         assert_eq!(i.find_frame(&fk("g", "a.py", 3)), None);
+    }
+
+    #[test]
+    fn the_first_line_is_part_of_a_frame() {
+        let mut i = Interner::new();
+        // Two functions of one name in one file (say, `inner` defined in two places).
+        let a = i
+            .intern_frame(&fk("inner", "a.py", 7).with_first_line(Some(5)))
+            .unwrap();
+        let b = i
+            .intern_frame(&fk("inner", "a.py", 7).with_first_line(Some(6)))
+            .unwrap();
+        let unknown = i.intern_frame(&fk("inner", "a.py", 7)).unwrap();
+        assert!(a != b && a != unknown && b != unknown);
+        assert_eq!(i.tables().frame(a).unwrap().first_line, Some(5));
+        assert_eq!(i.tables().frame(unknown).unwrap().first_line, None);
+        assert_eq!(
+            i.find_frame(&fk("inner", "a.py", 7).with_first_line(Some(6))),
+            Some(b)
+        );
+        // Replayed from ids (the raw reader's path), it is the same frame.
+        let frame = *i.tables().frame(b).unwrap();
+        assert_eq!(i.intern_frame_ids(frame).unwrap(), b);
     }
 
     #[test]

@@ -147,6 +147,7 @@ impl Profile {
                             line,
                             kind: f.kind,
                             module,
+                            first_line: f.first_line,
                         })?);
                     }
                     let s = if frames_buf.is_empty() {

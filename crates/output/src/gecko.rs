@@ -10,7 +10,8 @@
 //! (`weight`, `weightType: "samples"`). Without a timeline the aggregated stacks are laid end to
 //! end per thread, one sample each weighted by its sample count, and `meta.extra` says so.
 //!
-//! Frames carry their line (`frameTable.line`), functions their file (`funcTable.fileName`).
+//! Frames carry their line (`frameTable.line`), functions their file (`funcTable.fileName`)
+//! and first line (`funcTable.lineNumber`, `null` where unknown).
 //! Categories colour Python frames, native (and kernel) frames, GC and idle samples apart: the
 //! leaf frame of an idle sample is in the Idle category, so the sample is too. A native
 //! function is named with its shared object (`qsort (libc.so.6)`), its file is the DWARF
@@ -121,9 +122,11 @@ impl Strings {
 /// One thread's tables, built as its samples are added.
 #[derive(Default)]
 struct ThreadTables {
-    func_index: HashMap<(StrId, StrId, Option<StrId>), usize>,
+    func_index: HashMap<(StrId, StrId, Option<StrId>, Option<i32>), usize>,
     func_name: Vec<usize>,
     func_file: Vec<usize>,
+    /// The function's first line (`funcTable.lineNumber`).
+    func_line: Vec<Option<i32>>,
     frame_index: HashMap<(FrameId, Category), usize>,
     frame_func: Vec<usize>,
     frame_category: Vec<Category>,
@@ -153,11 +156,12 @@ impl ThreadTables {
             let frame = match self.frame_index.get(&(fid, category)) {
                 Some(&i) => i,
                 None => {
-                    let (name, file, module, line) = match t.frame(fid) {
-                        Some(f) => (f.function, f.filename, f.module, f.line),
-                        None => (StrId(u32::MAX), StrId(u32::MAX), None, None),
+                    let (name, file, module, line, first_line) = match t.frame(fid) {
+                        Some(f) => (f.function, f.filename, f.module, f.line, f.first_line),
+                        None => (StrId(u32::MAX), StrId(u32::MAX), None, None, None),
                     };
-                    let func = match self.func_index.get(&(name, file, module)) {
+                    let func_key = (name, file, module, first_line);
+                    let func = match self.func_index.get(&func_key) {
                         Some(&i) => i,
                         None => {
                             let i = self.func_name.len();
@@ -177,7 +181,8 @@ impl ThreadTables {
                             };
                             self.func_name.push(n);
                             self.func_file.push(f);
-                            self.func_index.insert((name, file, module), i);
+                            self.func_line.push(first_line);
+                            self.func_index.insert(func_key, i);
                             i
                         }
                     };
@@ -461,7 +466,7 @@ impl Format for Gecko {
                 let _ = write!(s, "{x}");
             });
             s.push_str(",\"lineNumber\":");
-            push_list(&mut s, 0..nfn, |s, _| s.push_str("null"));
+            push_list(&mut s, &tt.func_line, |s, x| push_opt(s, *x));
             s.push_str(",\"columnNumber\":");
             push_list(&mut s, 0..nfn, |s, _| s.push_str("null"));
             let _ = write!(s, ",\"length\":{nfn}}},");

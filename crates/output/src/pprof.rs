@@ -6,9 +6,10 @@
 //! profile by); locations are listed leaf first, as pprof requires. Each sample carries the
 //! labels `thread` (strobe's thread label), `thread_id` (kernel id, numeric), `thread_name`
 //! (the `threading` name, when known) and `pid` (numeric); the command line, pid, Python
-//! version and error counts are comments. Native frames are in a mapping per binary, named by
-//! its path (no addresses are kept). Under `--threads` a root frame per thread is added as
-//! well, like the other formats.
+//! version and error counts are comments. A Python function's `start_line` is its
+//! `co_firstlineno` (0 where unknown: native frames, recordings older than raw version 4).
+//! Native frames are in a mapping per binary, named by its path (no addresses are kept). Under
+//! `--threads` a root frame per thread is added as well, like the other formats.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -155,6 +156,9 @@ mod proto {
         pub system_name: i64,
         #[prost(int64, tag = "4")]
         pub filename: i64,
+        /// The function's first line; 0 when unknown.
+        #[prost(int64, tag = "5")]
+        pub start_line: i64,
     }
 }
 
@@ -177,17 +181,22 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
         ..Default::default()
     };
 
-    // Functions: one per (name, file); locations: one per frame (a line in a function), ids
-    // frame index + 1. Thread root frames get ids after them.
-    let mut functions: HashMap<(i64, i64), u64> = HashMap::new();
+    // Functions: one per (name, file, first line); locations: one per frame (a line in a
+    // function), ids frame index + 1. Thread root frames get ids after them.
+    let mut functions: HashMap<(i64, i64, i64), u64> = HashMap::new();
     let mut add_location = |out: &mut proto::Profile,
                             strings: &mut Strings,
                             name: &str,
                             file: &str,
                             line: Option<i32>,
+                            first_line: Option<i32>,
                             mapping_id: u64|
      -> u64 {
-        let key = (strings.id(name), strings.id(file));
+        let key = (
+            strings.id(name),
+            strings.id(file),
+            i64::from(first_line.unwrap_or(0)),
+        );
         let next = out.function.len() as u64 + 1;
         let function_id = *functions.entry(key).or_insert_with(|| {
             out.function.push(proto::Function {
@@ -195,6 +204,7 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
                 name: key.0,
                 system_name: key.0,
                 filename: key.1,
+                start_line: key.2,
             });
             next
         });
@@ -214,13 +224,13 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
     for (_, f) in t.frames() {
         // Native and kernel frames: the function's file is the shared object (pprof's views
         // group by it); a DWARF source line would point into a file pprof does not name.
-        let (file, line) = match f.kind {
-            FrameKind::Python => (t.str(f.filename), f.line),
+        let (file, line, first_line) = match f.kind {
+            FrameKind::Python => (t.str(f.filename), f.line, f.first_line),
             FrameKind::Native
             | FrameKind::Kernel
             | FrameKind::Interpreter
             | FrameKind::Exception
-            | FrameKind::Task => (f.module.map_or("", |m| t.str(m)), None),
+            | FrameKind::Task => (f.module.map_or("", |m| t.str(m)), None, None),
         };
         let mapping_id = match f.module {
             Some(m) if f.kind == FrameKind::Native => {
@@ -244,6 +254,7 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
             t.str(f.function),
             file,
             line,
+            first_line,
             mapping_id,
         );
     }
@@ -259,7 +270,7 @@ pub(crate) fn encode(profile: &Profile) -> Vec<u8> {
             Some(match thread_roots.get(&sc.thread.0) {
                 Some(&id) => id,
                 None => {
-                    let id = add_location(&mut out, &mut strings, &label, "", None, 0);
+                    let id = add_location(&mut out, &mut strings, &label, "", None, None, 0);
                     thread_roots.insert(sc.thread.0, id);
                     id
                 }

@@ -1,7 +1,10 @@
 //! strobe's raw recording: written while recording, readable after a crash.
 //!
-//! # Layout (version 4; version 3 is version 4 without frame kind 4 and flag 4, version 2 is
-//! version 3 without frame kind 3, version 1 is version 2 without record 9; all are read too)
+//! # Layout (version 4)
+//!
+//! Older versions are read too: version 3 is version 4 without the first line ending FRAME and
+//! KFRAME (its frames have no first line), frame kinds 4 and 5 and sample flag 4; version 2 is
+//! version 3 without frame kind 3; version 1 is version 2 without record 9.
 //!
 //! ```text
 //! header:  "STROBRAW"  u16 LE version  u16 LE reserved (0)
@@ -10,17 +13,18 @@
 //! record:  u8 tag, then fields; integers are LEB128 varints, strings are varint length + UTF-8
 //!   1 META      varint n, n × (key string, value string)
 //!   2 STR       string                         (defines the next string id)
-//!   3 FRAME     function str id, file str id, line (0 = none, else zigzag(line) + 1)
+//!   3 FRAME     function str id, file str id, line (0 = none, else zigzag(line) + 1),
+//!               the function's first line (as line)
 //!   4 THREAD    os tid, zigzag(interpreter id), name (0 = none, else str id + 1)
 //!   5 STACK     depth, depth × frame id, outermost first
 //!   6 SAMPLE    stack id, thread id, u8 flags, zigzag(timestamp − previous timestamp), weight ns
 //!               (flags: 1 idle, 2 holds the GIL, 4 raising or handling an exception)
 //!   7 STATS     duration ns, errors, dropped   (cumulative: the last one wins)
 //!   8 AGGREGATE stack id, thread id, u8 flags, samples, weight ns   (a pre-counted stack)
-//!   9 KFRAME    u8 kind (1 native, 2 kernel, 3 interpreter: `<GC>`, 4 exception: `<raise T>`),
-//!               function str id, file str id, line as in FRAME,
-//!               module (0 = none, else str id + 1)   (a frame that is not Python's; frame ids
-//!               are shared with FRAME)
+//!   9 KFRAME    u8 kind (1 native, 2 kernel, 3 interpreter: `<GC>`, 4 exception: `<raise T>`,
+//!               5 task: `<task NAME>`), function str id, file str id, line as in FRAME,
+//!               module (0 = none, else str id + 1), first line as in FRAME   (a frame that
+//!               is not Python's; frame ids are shared with FRAME)
 //! ```
 //!
 //! Ids are implicit (each definition takes the next id of its kind) and file-local. A chunk holds
@@ -46,6 +50,8 @@ use crate::Format;
 pub const MAGIC: &[u8; 8] = b"STROBRAW";
 /// The format version this code writes and reads.
 pub const VERSION: u16 = 4;
+/// The first format version whose frames carry their function's first line.
+const FIRST_LINE_VERSION: u16 = 4;
 /// The oldest format version this code reads.
 pub const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 12;
@@ -90,6 +96,11 @@ fn zigzag(v: i64) -> u64 {
 
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A line as FRAME stores it: 0 for none, else zigzag(line) + 1.
+fn line_code(line: Option<i32>) -> u64 {
+    line.map_or(0, |l| zigzag(i64::from(l)) + 1)
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -163,10 +174,11 @@ impl<W: Write> RawWriter<W> {
             }
             varint(b, u64::from(f.function.0));
             varint(b, u64::from(f.filename.0));
-            varint(b, f.line.map_or(0, |l| zigzag(i64::from(l)) + 1));
+            varint(b, line_code(f.line));
             if f.kind != FrameKind::Python {
                 varint(b, f.module.map_or(0, |m| u64::from(m.0) + 1));
             }
+            varint(b, line_code(f.first_line));
         }
         for i in self.marks.threads..tables.num_threads() {
             let Some(t) = tables.thread(ThreadId(i as u32)) else {
@@ -392,6 +404,16 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Dec<String> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
     }
+
+    /// A line as [`line_code`] stored it.
+    fn line(&mut self) -> Dec<Option<i32>> {
+        match self.varint()? {
+            0 => Ok(None),
+            v => i32::try_from(unzigzag(v - 1))
+                .map(Some)
+                .map_err(|_| "line out of range"),
+        }
+    }
 }
 
 fn get<T: Copy>(v: &[T], id: u64, what: &'static str) -> Dec<T> {
@@ -403,6 +425,8 @@ fn get<T: Copy>(v: &[T], id: u64, what: &'static str) -> Dec<T> {
 
 #[derive(Default)]
 struct Reader {
+    /// The file's format version.
+    version: u16,
     interner: Interner,
     counts: Counts,
     strs: Vec<StrId>,
@@ -477,12 +501,7 @@ impl Reader {
                     dec!(c.varint()),
                     "frame names an undefined string"
                 ));
-                let line = match dec!(c.varint()) {
-                    0 => None,
-                    v => Some(dec!(
-                        i32::try_from(unzigzag(v - 1)).map_err(|_| "line out of range")
-                    )),
-                };
+                let line = dec!(c.line());
                 let module = match kind {
                     FrameKind::Python => None,
                     _ => match dec!(c.varint()) {
@@ -494,12 +513,18 @@ impl Reader {
                         ))),
                     },
                 };
+                let first_line = if self.version >= FIRST_LINE_VERSION {
+                    dec!(c.line())
+                } else {
+                    None
+                };
                 let id = self.interner.intern_frame_ids(Frame {
                     function,
                     filename,
                     line,
                     kind,
                     module,
+                    first_line,
                 })?;
                 self.frames.push(id);
             }
@@ -622,7 +647,10 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
     if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(RawError::UnsupportedVersion(version));
     }
-    let mut r = Reader::default();
+    let mut r = Reader {
+        version,
+        ..Reader::default()
+    };
     r.counts.keep_timeline(true);
     let mut pos = HEADER_LEN;
     let mut chunks = 0;
@@ -665,4 +693,120 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
         chunks,
         ignored_bytes: bytes.len() - pos,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A recording as strobe 0.1 wrote it at raw format version 3 (before first lines): one
+    /// Python frame, one native frame, one thread, one stack, one sample; made by hand.
+    fn version_3_file() -> Vec<u8> {
+        let mut payload = Vec::new();
+        for s in ["work", "/app/x.py", "/lib/libc.so.6", "qsort", ""] {
+            payload.push(STR);
+            string(&mut payload, s);
+        }
+        // FRAME work /app/x.py:12, no first-line field.
+        payload.extend_from_slice(&[FRAME, 0, 1, (zigzag(12) + 1) as u8]);
+        // KFRAME native qsort, no file, no line, module /lib/libc.so.6 (id 2 + 1).
+        payload.extend_from_slice(&[KFRAME, 1, 3, 4, 0, 3]);
+        payload.extend_from_slice(&[THREAD, 7, 0, 0]);
+        payload.extend_from_slice(&[STACK, 2, 0, 1]);
+        payload.push(SAMPLE);
+        payload.extend_from_slice(&[0, 0, 0]);
+        varint(&mut payload, zigzag(5_000_000));
+        varint(&mut payload, 5_000_000);
+        let mut file = Vec::new();
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&3u16.to_le_bytes());
+        file.extend_from_slice(&0u16.to_le_bytes());
+        file.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        file.extend_from_slice(&payload);
+        file
+    }
+
+    #[test]
+    fn a_version_3_recording_reads_with_no_first_lines() {
+        let r = read_raw_bytes(&version_3_file()).unwrap();
+        assert_eq!(r.ignored_bytes, 0);
+        let t = &r.profile.tables;
+        let frames: Vec<_> = t
+            .frames()
+            .map(|(_, f)| {
+                (
+                    t.str(f.function),
+                    t.str(f.filename),
+                    f.line,
+                    f.kind,
+                    f.module.map(|m| t.str(m)),
+                    f.first_line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                ("work", "/app/x.py", Some(12), FrameKind::Python, None, None),
+                (
+                    "qsort",
+                    "",
+                    None,
+                    FrameKind::Native,
+                    Some("/lib/libc.so.6"),
+                    None
+                ),
+            ]
+        );
+        assert_eq!(r.profile.total().samples, 1);
+    }
+
+    #[test]
+    fn version_4_frames_keep_their_first_lines() {
+        let mut i = Interner::new();
+        let py = i
+            .intern_frame(
+                &strobe_aggregate::FrameKey::python("work", "/app/x.py", Some(12))
+                    .with_first_line(Some(10)),
+            )
+            .unwrap();
+        let native = i
+            .intern_frame(&strobe_aggregate::FrameKey {
+                function: "qsort",
+                filename: "",
+                line: None,
+                kind: FrameKind::Native,
+                module: Some("/lib/libc.so.6"),
+                first_line: Some(40),
+            })
+            .unwrap();
+        let stack = i.intern_stack(&[py, native]).unwrap();
+        let thread = i
+            .intern_thread(&strobe_aggregate::ThreadKey {
+                os_tid: 7,
+                name: None,
+                interpreter_id: 0,
+            })
+            .unwrap();
+        let mut w = RawWriter::new(Vec::new(), &Metadata::default()).unwrap();
+        w.append(
+            i.tables(),
+            &[Sample {
+                stack,
+                thread,
+                flags: SampleFlags::default(),
+                timestamp_ns: 5_000_000,
+                weight_ns: 5_000_000,
+            }],
+        )
+        .unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(&bytes[8..10], &VERSION.to_le_bytes());
+        let r = read_raw_bytes(&bytes).unwrap();
+        let t = &r.profile.tables;
+        let firsts: Vec<_> = t.frames().map(|(_, f)| f.first_line).collect();
+        assert_eq!(firsts, [Some(10), Some(40)]);
+    }
 }

@@ -38,7 +38,9 @@ impl Format for Speedscope {
                     json::push_str(&mut s, t.str(f.function));
                     s.push_str(",\"file\":");
                     json::push_str(&mut s, t.str(f.filename));
-                    if let Some(line) = f.line {
+                    // The line running; aggregated by function (no line), the function's
+                    // first line, where speedscope shows a function's location.
+                    if let Some(line) = f.line.or(f.first_line) {
                         let _ = write!(s, ",\"line\":{line}");
                     }
                 }

@@ -59,6 +59,7 @@ fn native<'a>(
         line,
         kind: FrameKind::Native,
         module: Some(module),
+        first_line: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn aggregator() -> Aggregator {
                 line: None,
                 kind: FrameKind::Kernel,
                 module: None,
+                first_line: None,
             },
         ],
         gil,
@@ -1055,4 +1057,145 @@ fn exception_frames_and_flags_survive_raw_and_the_exception_filter_keeps_only_th
         "<module> (/app/exc.py:1);handle (/app/exc.py:20) 20000\n\
          <module> (/app/exc.py:1);work (/app/exc.py:10) 30000\n"
     );
+}
+
+/// A function's first line (`co_firstlineno`) survives the raw format and reaches pprof's
+/// `Function.start_line` (field 5), gecko's `funcTable.lineNumber` and, aggregated by function,
+/// speedscope's frame `line`; two functions of one name and file but other first lines stay two.
+#[test]
+fn first_lines_reach_pprof_gecko_and_speedscope() {
+    let mut a = Aggregator::new();
+    a.counts_mut().keep_timeline(true);
+    let main = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let f = |function: &'static str, line, first| {
+        FrameKey::python(function, "/app/first.py", Some(line)).with_first_line(Some(first))
+    };
+    let stacks = [
+        vec![f("<module>", 30, 1), f("main", 25, 20), f("inner", 8, 6)],
+        vec![f("<module>", 30, 1), f("main", 26, 20), f("inner", 14, 12)],
+        vec![
+            f("<module>", 30, 1),
+            f("main", 26, 20),
+            native("qsort", "", None, LIBC),
+        ],
+    ];
+    for (i, s) in stacks.iter().enumerate() {
+        a.record(
+            &main,
+            s,
+            SampleFlags::HOLDS_GIL,
+            (i as u64 + 1) * 10_000_000,
+            10_000_000,
+        )
+        .unwrap();
+    }
+    let mut w = RawWriter::new(Vec::new(), &meta("python first.py")).unwrap();
+    w.append(a.tables(), a.counts().timeline()).unwrap();
+    let raw = read_raw_bytes(&w.finish().unwrap()).unwrap();
+    let t = &raw.profile.tables;
+    let mut firsts: Vec<(String, Option<i32>, Option<i32>)> = t
+        .frames()
+        .map(|(_, f)| (t.str(f.function).to_string(), f.line, f.first_line))
+        .collect();
+    firsts.sort();
+    assert_eq!(
+        firsts,
+        [
+            ("<module>".to_string(), Some(30), Some(1)),
+            ("inner".to_string(), Some(8), Some(6)),
+            ("inner".to_string(), Some(14), Some(12)),
+            ("main".to_string(), Some(25), Some(20)),
+            ("main".to_string(), Some(26), Some(20)),
+            ("qsort".to_string(), None, None),
+        ]
+    );
+    let p = raw.profile.with_options(ProfileOptions::default()).unwrap();
+
+    // pprof: (name, start_line) of every Function.
+    let body = pprof_bytes(&p);
+    let top = fields(&body);
+    let strings: Vec<String> = get_bytes(&top, 6)
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    let mut functions: Vec<(String, u64)> = get_bytes(&top, 5)
+        .iter()
+        .map(|f| {
+            let f = fields(f);
+            (
+                strings[get_varint(&f, 2) as usize].clone(),
+                get_varint(&f, 5),
+            )
+        })
+        .collect();
+    functions.sort();
+    assert_eq!(
+        functions,
+        [
+            ("<module>".to_string(), 1),
+            ("inner".to_string(), 6),
+            ("inner".to_string(), 12),
+            ("main".to_string(), 20),
+            ("qsort".to_string(), 0),
+        ]
+    );
+
+    // gecko: funcTable.lineNumber, null for the native function.
+    let v: serde_json::Value = serde_json::from_slice(&render(&strobe_output::Gecko, &p)).unwrap();
+    let names = v["shared"]["stringArray"].as_array().unwrap();
+    let ft = &v["threads"][0]["funcTable"];
+    let mut gecko: Vec<(String, Option<u64>)> = ft["name"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(ft["lineNumber"].as_array().unwrap())
+        .map(|(n, l)| {
+            (
+                names[n.as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                l.as_u64(),
+            )
+        })
+        .collect();
+    gecko.sort();
+    assert_eq!(
+        gecko,
+        [
+            ("<module>".to_string(), Some(1)),
+            ("inner".to_string(), Some(6)),
+            ("inner".to_string(), Some(12)),
+            ("main".to_string(), Some(20)),
+            ("qsort (libc.so.6)".to_string(), None),
+        ]
+    );
+
+    // speedscope: the running line per frame; by function, the function's first line.
+    let by_function = raw
+        .profile
+        .with_options(ProfileOptions {
+            by_function: true,
+            ..Default::default()
+        })
+        .unwrap();
+    for (profile, want) in [
+        (&p, vec![8, 14, 25, 26, 30]),
+        (&by_function, vec![1, 6, 12, 20]),
+    ] {
+        let v: serde_json::Value = serde_json::from_slice(&render(&Speedscope, profile)).unwrap();
+        let mut lines: Vec<u64> = v["shared"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["name"] != "qsort")
+            .map(|f| f["line"].as_u64().unwrap())
+            .collect();
+        lines.sort_unstable();
+        assert_eq!(lines, want);
+    }
 }

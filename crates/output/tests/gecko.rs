@@ -24,7 +24,8 @@
 //!   `meta.categories`), `subcategory` (0), `func` (index into funcTable), `nativeSymbol`,
 //!   `innerWindowID`, `line` (number or null), `column`.
 //! - `funcTable`: `name` and `fileName` (string indexes), `isJS`, `relevantForJS` (bools),
-//!   `resource` (-1 or an index into resourceTable), `lineNumber`, `columnNumber`.
+//!   `resource` (-1 or an index into resourceTable), `lineNumber` (the function's first line:
+//!   a positive number, or null where unknown), `columnNumber`.
 //! - `markers`, `resourceTable`, `nativeSymbols`: present with their columns.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -235,6 +236,8 @@ fn validate(doc: &Value) -> Vec<(String, Vec<ReadSample>)> {
             assert!(funcs["isJS"][i].is_boolean() && funcs["relevantForJS"][i].is_boolean());
             let r = funcs["resource"][i].as_i64().unwrap();
             assert!(r == -1 || (0..nres as i64).contains(&r));
+            let first = &funcs["lineNumber"][i];
+            assert!(first.is_null() || first.as_i64().is_some_and(|l| l > 0));
         }
         let (frames, nframe) = table(
             th,

@@ -115,13 +115,16 @@ pub(crate) fn note_threads(memos: &mut Memos, stacks: &[RawThread], walk: u64) -
     new
 }
 
+/// What names a Python frame's function: (function, file name, the function's first line).
+pub(crate) type CodeNames = (Arc<str>, Arc<str>, Option<i32>);
+
 /// Names of the code object of a frame: the walker's, a stub in tests.
 pub(crate) trait FrameNames {
     /// Which decoding of the code object at `code_addr` names are taken from (it changes when
     /// a freed code object's address is reused); `None` when it is not decoded at the moment.
     fn code_serial(&mut self, code_addr: u64) -> Option<u64>;
-    /// (function, file name).
-    fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError>;
+    /// (function, file name, the function's first line).
+    fn names(&mut self, f: RawFrame) -> Result<CodeNames, WalkError>;
 }
 
 impl<M: RemoteMemory> FrameNames for Walker<M> {
@@ -129,9 +132,9 @@ impl<M: RemoteMemory> FrameNames for Walker<M> {
         Walker::code_serial(self, code_addr)
     }
 
-    fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
+    fn names(&mut self, f: RawFrame) -> Result<CodeNames, WalkError> {
         let info = self.frame_info(f)?;
-        Ok((info.function, info.filename))
+        Ok((info.function, info.filename, Some(info.first_line)))
     }
 }
 
@@ -300,12 +303,12 @@ pub(crate) fn frame_id(
         }
     }
     // A code object freed since the sample: the round saw a target in mid-change.
-    let (function, filename) = names
+    let (function, filename, first_line) = names
         .names(f)
         .map_err(|_| RoundError::Transient(ErrorKind::Torn))?;
     let id = side
         .interner()
-        .intern_frame(&FrameKey::python(&function, &filename, line))
+        .intern_frame(&FrameKey::python(&function, &filename, line).with_first_line(first_line))
         .map_err(|e| RoundError::Fatal(e.into()))?;
     // Decoded now if it was not before.
     match serial.or_else(|| names.code_serial(f.code_addr)) {
@@ -328,7 +331,7 @@ mod tests {
     /// Code objects by address (with the number of their decoding), counting lookups.
     #[derive(Default)]
     struct Codes {
-        names: HashMap<u64, (Arc<str>, Arc<str>)>,
+        names: HashMap<u64, CodeNames>,
         serials: HashMap<u64, u64>,
         decoded: u64,
         lookups: usize,
@@ -338,7 +341,7 @@ mod tests {
         /// (Re)define the code object at `addr`, as the walker does when it decodes one.
         fn define(&mut self, addr: u64, function: &str) {
             self.names
-                .insert(addr, (function.into(), Arc::from("/app/x.py")));
+                .insert(addr, (function.into(), Arc::from("/app/x.py"), Some(1)));
             self.decoded += 1;
             self.serials.insert(addr, self.decoded);
         }
@@ -350,7 +353,7 @@ mod tests {
             self.serials.get(&code_addr).copied()
         }
 
-        fn names(&mut self, f: RawFrame) -> Result<(Arc<str>, Arc<str>), WalkError> {
+        fn names(&mut self, f: RawFrame) -> Result<CodeNames, WalkError> {
             self.names
                 .get(&f.code_addr)
                 .cloned()

@@ -254,6 +254,9 @@ fn intern(
             line,
             kind,
             module,
+            // DWARF has the subprogram's `DW_AT_decl_line`, but addr2line does not hand it
+            // out; finding it would mean a second walk of the unit's entries per function.
+            first_line: None,
         })
         .map_err(|e| RoundError::Fatal(e.into()))
 }

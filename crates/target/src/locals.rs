@@ -132,6 +132,7 @@ mod tests {
                 function: "f".into(),
                 filename: "f.py".into(),
                 line: None,
+                first_line: 1,
                 entry: false,
             })
             .collect()

@@ -73,6 +73,13 @@ pub(crate) struct CodeCache {
 /// checked again (a function called in a loop reuses its frame object).
 const RECHECK_AFTER_SAMPLES: u64 = 16;
 
+impl CodeInfo {
+    /// `co_firstlineno`.
+    pub(crate) fn first_line(&self) -> i32 {
+        self.lines.firstlineno()
+    }
+}
+
 impl CodeCache {
     /// Forget every decoded code object and what was learnt decoding them.
     pub(crate) fn clear(&mut self) {

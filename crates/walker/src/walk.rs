@@ -40,6 +40,8 @@ pub struct PyFrame {
     pub filename: Arc<str>,
     /// Current line; `None` when the line table has no line for the instruction.
     pub line: Option<i32>,
+    /// The function's first line: `co_firstlineno` (its `def` line, or its first decorator's).
+    pub first_line: i32,
     /// An evaluation loop call was entered with this frame (see [`RawSample::entries`]).
     pub entry: bool,
 }
@@ -263,6 +265,7 @@ impl<M: RemoteMemory> Walker<M> {
             function: info.function.clone(),
             filename: info.filename.clone(),
             line: f.line,
+            first_line: info.first_line(),
             entry: false,
         })
     }
