@@ -39,11 +39,12 @@ median() {
     python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.0f}')" "$@"
 }
 
-# start CMD...: start a target that prints READY <pid>; TARGET_PID is its pid.
+# start CMD...: start a target that prints READY <pid>; TARGET_PID is its pid. Its stdin is a
+# FIFO this script holds open (fd 5), so a target that ends on EOF runs until we exit.
 start() {
     rm -f "$TMP/ready"
     mkfifo "$TMP/ready"
-    "$@" >"$TMP/ready" &
+    "$@" <"$TMP/stdin" >"$TMP/ready" &
     exec 4<"$TMP/ready"
     local word pid
     read -r word pid <&4
@@ -56,11 +57,10 @@ stop() {
     TARGET_PID=
 }
 
+mkfifo "$TMP/stdin"
+exec 5<>"$TMP/stdin"
 printf '%-12s %-28s %12s %8s\n' target variant "samples/s" ratio
-# A target that reads stdin to learn when to stop: give it one that never ends.
-exec 5< <(sleep infinity)
-
-start "$PY" tests/targets/exceptions.py <&5
+start "$PY" tests/targets/exceptions.py
 declare -a new=() exc=() old=()
 for _ in $(seq "$RUNS"); do
     new+=("$(hz "$STROBE")")
@@ -82,7 +82,7 @@ m=$(median "${exc[@]}")
 printf '%-12s %-28s %12s %8s\n' exceptions "--mode exception" "$m" "$(python3 -c "print(f'{$m / $plain:.2f}')")"
 
 cp tests/targets/asyncio_shares.py "$SID/tmp/strobe-bench-asyncio.py"
-start chroot "$SID" python3.14 /tmp/strobe-bench-asyncio.py <&5
+start chroot "$SID" python3.14 /tmp/strobe-bench-asyncio.py
 declare -a plain_a=() tasks=()
 for _ in $(seq "$RUNS"); do
     plain_a+=("$(hz "$STROBE")")

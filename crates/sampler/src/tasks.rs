@@ -102,19 +102,26 @@ impl TaskView {
         frames: &[RawFrame],
         how: &mut Frames<'_>,
     ) -> Result<Option<StackId>, RoundError> {
-        let chain = match self.reader.running(target.walker_mut(), offsets, tstate) {
+        let TaskView {
+            reader,
+            frames: task_frames,
+            fresh,
+            running,
+            ..
+        } = self;
+        let chain = match reader.running(target.walker_mut(), offsets, tstate) {
             Ok(Some(chain)) => chain,
             Ok(None) | Err(_) => return Ok(None),
         };
         if let Some(first) = chain.links.first() {
-            self.running.insert(first.task);
+            running.insert(first.task);
         }
         // The running task's own frames: from its outermost coroutine frame up.
         let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code) else {
             return Ok(None);
         };
         let own = frames.get(..=split).unwrap_or(&[]);
-        self.stack(target, side, &chain, own, how).map(Some)
+        build_stack(task_frames, fresh, target, side, chain, own, how).map(Some)
     }
 
     /// Samples of the pending tasks not running this round (see the module documentation).
@@ -146,7 +153,15 @@ impl TaskView {
             let Ok(chain) = self.reader.chain(target.walker_mut(), offsets, task, true) else {
                 continue;
             };
-            let stack = self.stack(target, side, &chain, &[], how)?;
+            let stack = build_stack(
+                &mut self.frames,
+                &mut self.fresh,
+                target,
+                side,
+                &chain,
+                &[],
+                how,
+            )?;
             side.push(Sample {
                 stack,
                 thread,
@@ -158,66 +173,68 @@ impl TaskView {
         }
         Ok(pushed)
     }
+}
 
-    /// Intern the stack of `chain`: the outermost task first, each `<task NAME>` then its
-    /// frames; the first task's frames are `own` (innermost first) when it runs, its
-    /// suspended frames otherwise.
-    fn stack(
-        &mut self,
-        target: &mut Target,
-        side: &mut SamplerSide,
-        chain: &TaskChain,
-        own: &[RawFrame],
-        how: &mut Frames<'_>,
-    ) -> Result<StackId, RoundError> {
-        let mut fresh = std::mem::take(&mut self.fresh);
-        fresh.clear();
-        fresh.extend(how.root);
-        for (i, link) in chain.links.iter().enumerate().rev() {
-            fresh.push(self.task_frame(side, &link.name)?);
-            if i == 0 && !own.is_empty() {
-                for &f in own.iter().rev() {
-                    fresh.push(frame_id(
-                        how.cache,
-                        side,
-                        target.walker_mut(),
-                        f,
-                        how.by_function,
-                    )?);
-                }
-            } else {
-                for &f in &link.frames {
-                    fresh.push(frame_id(
-                        how.cache,
-                        side,
-                        target.walker_mut(),
-                        f,
-                        how.by_function,
-                    )?);
-                }
+/// Intern the stack of `chain`: the outermost task first, each `<task NAME>` then its
+/// frames; the first task's frames are `own` (innermost first) when it runs, its
+/// suspended frames otherwise.
+#[allow(clippy::too_many_arguments)]
+fn build_stack(
+    task_frames: &mut HashMap<String, FrameId, FxBuild>,
+    fresh: &mut Vec<FrameId>,
+    target: &mut Target,
+    side: &mut SamplerSide,
+    chain: &TaskChain,
+    own: &[RawFrame],
+    how: &mut Frames<'_>,
+) -> Result<StackId, RoundError> {
+    fresh.clear();
+    fresh.extend(how.root);
+    for (i, link) in chain.links.iter().enumerate().rev() {
+        fresh.push(task_frame(task_frames, side, &link.name)?);
+        if i == 0 && !own.is_empty() {
+            for &f in own.iter().rev() {
+                fresh.push(frame_id(
+                    how.cache,
+                    side,
+                    target.walker_mut(),
+                    f,
+                    how.by_function,
+                )?);
+            }
+        } else {
+            for &f in &link.frames {
+                fresh.push(frame_id(
+                    how.cache,
+                    side,
+                    target.walker_mut(),
+                    f,
+                    how.by_function,
+                )?);
             }
         }
-        let stack = side
-            .interner()
-            .intern_stack(&fresh)
-            .map_err(|e| RoundError::Fatal(e.into()));
-        self.fresh = fresh;
-        stack
     }
+    side.interner()
+        .intern_stack(fresh)
+        .map_err(|e| RoundError::Fatal(e.into()))
+}
 
-    /// The `<task NAME>` frame of a task named `name`.
-    fn task_frame(&mut self, side: &mut SamplerSide, name: &str) -> Result<FrameId, RoundError> {
-        if let Some(&id) = self.frames.get(name) {
-            return Ok(id);
-        }
-        let id = side
-            .interner()
-            .intern_frame(&FrameKey::task(&task_label(name)))
-            .map_err(|e| RoundError::Fatal(e.into()))?;
-        if self.frames.len() >= 4096 {
-            self.frames.clear();
-        }
-        self.frames.insert(name.to_string(), id);
-        Ok(id)
+/// The `<task NAME>` frame of a task named `name`.
+fn task_frame(
+    frames: &mut HashMap<String, FrameId, FxBuild>,
+    side: &mut SamplerSide,
+    name: &str,
+) -> Result<FrameId, RoundError> {
+    if let Some(&id) = frames.get(name) {
+        return Ok(id);
     }
+    let id = side
+        .interner()
+        .intern_frame(&FrameKey::task(&task_label(name)))
+        .map_err(|e| RoundError::Fatal(e.into()))?;
+    if frames.len() >= 4096 {
+        frames.clear();
+    }
+    frames.insert(name.to_string(), id);
+    Ok(id)
 }

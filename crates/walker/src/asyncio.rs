@@ -676,7 +676,16 @@ pub struct TaskChain {
 #[derive(Debug, Default)]
 pub struct ChainReader {
     names: HashMap<(u64, u64), String>,
+    /// Chains of running tasks by (task, coroutine, name object), with how often each was
+    /// reused since it was read.
+    chains: HashMap<(u64, u64, u64), (TaskChain, u32)>,
 }
+
+/// A running task's chain is reused this many times before it is read again.
+pub const CHAIN_REUSES: u32 = 64;
+
+/// Running tasks whose chains are kept at most.
+const MAX_CHAINS: usize = 1024;
 
 /// Names kept at most; past it the cache starts again.
 const MAX_NAMES: usize = 4096;
@@ -689,19 +698,45 @@ impl ChainReader {
 
     /// The running task of thread state `tstate` and the tasks awaiting it; `None` when the
     /// thread runs no task.
+    ///
+    /// While a task is pending, every task awaiting it is suspended at the same `await` (it
+    /// cannot resume before the task it awaits is done), so the chain above a running task is
+    /// kept per (task, coroutine, name object) and read again only every
+    /// [`CHAIN_REUSES`]th time (a new waiter may start awaiting the task meanwhile): a sample
+    /// whose running task was seen running before costs two reads, the thread state's running
+    /// task and the task's own fields.
     pub fn running<M: RemoteMemory>(
         &mut self,
         walker: &mut Walker<M>,
         offsets: &AsyncioOffsets,
         tstate: u64,
-    ) -> Result<Option<TaskChain>, WalkError> {
-        let task = walker
-            .memory()
-            .read_u64(tstate.wrapping_add(offsets.tstate_running_task))?;
+    ) -> Result<Option<&TaskChain>, WalkError> {
+        let mem = walker.memory();
+        let task = mem.read_u64(tstate.wrapping_add(offsets.tstate_running_task))?;
         if task == 0 {
             return Ok(None);
         }
-        self.chain(walker, offsets, task, false).map(Some)
+        let mut t = [0u8; MAX_TASK_SIZE as usize];
+        let size = (offsets.task_size as usize).min(t.len());
+        let t = &mut t[..size];
+        mem.read_into(task, t)?;
+        let field = |off: u64| le::u64_at(t, off as usize).unwrap_or(0);
+        let key = (task, field(offsets.task_coro), field(offsets.task_name));
+        let fresh = match self.chains.get_mut(&key) {
+            Some((_, uses)) if *uses < CHAIN_REUSES => {
+                *uses += 1;
+                false
+            }
+            _ => true,
+        };
+        if fresh {
+            let chain = self.chain(walker, offsets, task, false)?;
+            if self.chains.len() >= MAX_CHAINS {
+                self.chains.clear();
+            }
+            self.chains.insert(key, (chain, 0));
+        }
+        Ok(self.chains.get(&key).map(|(chain, _)| chain))
     }
 
     /// The chain of `task`: with its own suspended frames when `suspended`, without them for
