@@ -5,8 +5,10 @@
 //! the running task's `<task NAME>` and its frames from the thread's own stack (everything
 //! above its outermost coroutine frame). The event loop's frames under the running task are
 //! left out, so a profile groups time by task chain. When idle samples are kept, every
-//! pending task that is not running is sampled too (at most [`MAX_SUSPENDED`] a round), as
-//! an idle sample of the thread whose task list holds it, at the `await` it waits in.
+//! pending task that is not running is sampled too (at most [`MAX_SUSPENDED`] a round, and in
+//! at most one round per millisecond, each such sample standing for the rounds since the
+//! previous one), as an idle sample of the thread whose task list holds it, at the `await` it
+//! waits in.
 //!
 //! The target's description of its tasks (`_Py_AsyncioModuleDebugOffsets`) is looked for when
 //! sampling starts and then once a second until the program has imported asyncio. A chain
@@ -27,6 +29,11 @@ use crate::memo::{frame_id, FrameCache};
 /// Most suspended tasks sampled in one round.
 pub(crate) const MAX_SUSPENDED: usize = 64;
 
+/// Waiting tasks are sampled at most once per this many ns (each of those samples then stands
+/// for the time since the previous pass): reading every pending task's coroutines is the
+/// costly part of task-aware sampling, and flat out it would be done 100,000 times a second.
+const SUSPENDED_EVERY_NS: u64 = 1_000_000;
+
 /// How often to look again for a target's asyncio description while it has none.
 const LOOK_EVERY_NS: u64 = 1_000_000_000;
 
@@ -46,6 +53,9 @@ pub(crate) struct TaskView {
     pub(crate) running: HashSet<u64>,
     pub(crate) threads: Vec<(u64, ThreadId)>,
     fresh: Vec<FrameId>,
+    /// When waiting tasks were last sampled, and the wall time of the rounds since.
+    suspended_at_ns: Option<u64>,
+    suspended_weight_ns: u64,
 }
 
 /// Where a task-aware stack's frames come from.
@@ -135,6 +145,15 @@ impl TaskView {
         timestamp_ns: u64,
         weight_ns: u64,
     ) -> Result<u64, RoundError> {
+        self.suspended_weight_ns = self.suspended_weight_ns.saturating_add(weight_ns);
+        if self
+            .suspended_at_ns
+            .is_some_and(|at| timestamp_ns.saturating_sub(at) < SUSPENDED_EVERY_NS)
+        {
+            return Ok(0);
+        }
+        let weight_ns = std::mem::take(&mut self.suspended_weight_ns);
+        self.suspended_at_ns = Some(timestamp_ns);
         let tstates: Vec<u64> = self.threads.iter().map(|&(t, _)| t).collect();
         let Ok(tasks) = self.reader.suspended(
             target.walker_mut(),
