@@ -20,6 +20,7 @@ mod errors;
 mod gecko_profiler;
 mod native;
 mod native_record;
+mod profiles;
 mod record;
 mod record_async;
 mod record_exceptions;

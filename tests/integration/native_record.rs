@@ -6,8 +6,8 @@
 //! thread blocks reading stdin.
 
 use crate::harness::{strobe, Announced, Interp, Script, TempDir};
+use crate::profiles::collapsed;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// Interpreter plumbing that must not be left in a merged stack: the evaluation loop of every
 /// version, and functions that only pass a call on (exact names; `_PyObject_Malloc` and the
@@ -43,18 +43,6 @@ fn record_native(pid: &str, idle: bool, rate: &str, secs: &str, out: &std::path:
     args.extend(["--pid", pid, "--rate", rate, "--duration", secs]);
     args.extend(["-o", out.to_str().unwrap()]);
     run_ok(&args)
-}
-
-/// A collapsed file: stack (frames outermost first) → count.
-fn collapsed(path: &std::path::Path) -> BTreeMap<Vec<String>, u64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let (stack, count) = line.rsplit_once(' ').unwrap();
-        let frames = stack.split(';').map(str::to_string).collect();
-        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
-    }
-    out
 }
 
 /// `native stacks merged for X of Y samples` from strobe's summary: (X, Y).

@@ -7,22 +7,10 @@
 //! sampled at its `await`. Before 3.14, one warning and the usual stacks.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::profiles::{collapsed, speedscope_samples, weighted_se, weighted_share};
 use crate::record::{assert_ok, run_strobe};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::BufRead;
-use std::path::Path;
-
-/// A collapsed file: stack (frames outermost first) → weight (µs).
-fn collapsed(path: &Path) -> BTreeMap<Vec<String>, u64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let (stack, count) = line.rsplit_once(' ').unwrap();
-        let frames = stack.split(';').map(str::to_string).collect();
-        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
-    }
-    out
-}
 
 /// The innermost `<task NAME>` of a stack of frame names.
 fn running_task<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> Option<&'a str> {
@@ -100,8 +88,11 @@ fn check_async(interp: Interp) {
             names[0].starts_with("<task "),
             "event-loop frames under a task-aware stack: {names:?}"
         );
+        // gamma runs too, between turns of inner (its loop, creating the task).
+        let gamma_running = format!("gamma ({}:", script.in_target);
         let (waiting, running): (Vec<&str>, &str) = match task {
             "alpha" | "beta" => (vec!["<task Task-1>", &main, names[2]], &busy),
+            "gamma" => (vec!["<task Task-1>", &main, "<task gamma>"], &gamma_running),
             "inner" => (
                 vec![
                     "<task Task-1>",
@@ -117,7 +108,8 @@ fn check_async(interp: Interp) {
         assert_eq!(&names[..waiting.len()], &waiting[..], "{names:?}");
         assert_eq!(
             names[2],
-            format!("<task {}>", if task == "inner" { "gamma" } else { task })
+            format!("<task {}>", if task == "inner" { "gamma" } else { task }),
+            "{names:?}"
         );
         assert!(
             names
@@ -137,33 +129,12 @@ fn check_async(interp: Interp) {
     // Each task's share against what the target measured, with the standard error of a
     // weighted proportion (samples weighted by the intervals they stand for; speedscope keeps
     // every sample's weight). 4 standard errors: see record_exceptions.rs.
-    let json = convert("cpu.speedscope.json", &[]);
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let frames = doc["shared"]["frames"].as_array().unwrap();
-    let mut samples: Vec<(Option<String>, f64)> = Vec::new();
-    for profile in doc["profiles"].as_array().unwrap() {
-        let stacks = profile["samples"].as_array().unwrap();
-        let weights = profile["weights"].as_array().unwrap();
-        for (stack, w) in stacks.iter().zip(weights) {
-            let names = stack.as_array().unwrap().iter().map(|i| {
-                frames[i.as_u64().unwrap() as usize]["name"]
-                    .as_str()
-                    .unwrap()
-            });
-            samples.push((running_task(names).map(str::to_string), w.as_f64().unwrap()));
-        }
-    }
-    let total: f64 = samples.iter().map(|(_, w)| w).sum();
+    let samples = speedscope_samples(&convert("cpu.speedscope.json", &[]));
     for task in ["alpha", "beta", "inner"] {
         let truth = spent[task] / all_spent;
-        let x = |t: &Option<String>| if t.as_deref() == Some(task) { 1.0 } else { 0.0 };
-        let share: f64 = samples.iter().map(|(t, w)| w * x(t)).sum::<f64>() / total;
-        let var: f64 = samples
-            .iter()
-            .map(|(t, w)| w * w * (x(t) - share).powi(2))
-            .sum::<f64>();
-        let se = var.sqrt() / total;
+        let is_task = |s: &[String]| running_task(s.iter().map(String::as_str)) == Some(task);
+        let share = weighted_share(&samples, is_task);
+        let se = weighted_se(&samples, is_task, share);
         let z = (share - truth) / se;
         assert!(
             z.abs() <= 4.0,

@@ -7,22 +7,9 @@
 //! lost. On every interpreter.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::profiles::{collapsed, speedscope_samples, weighted_se};
 use crate::record::{assert_ok, run_strobe};
-use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::Path;
-
-/// A collapsed file: stack (frames outermost first) → weight (µs).
-fn collapsed(path: &Path) -> BTreeMap<Vec<String>, u64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let (stack, count) = line.rsplit_once(' ').unwrap();
-        let frames = stack.split(';').map(str::to_string).collect();
-        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
-    }
-    out
-}
 
 /// The function name of a collapsed frame (`name (file)` with `--function`).
 fn function(frame: &str) -> &str {
@@ -125,35 +112,14 @@ fn check_exceptions(interp: Interp) {
         ]),
         "convert",
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let frames = doc["shared"]["frames"].as_array().unwrap();
-    let handler = |i: &serde_json::Value| {
-        frames[i.as_u64().unwrap() as usize]["name"].as_str() == Some("handling")
-    };
-    let (mut sum_w, mut sum_w2_dev) = (0.0, 0.0);
-    let mut samples = 0usize;
-    for profile in doc["profiles"].as_array().unwrap() {
-        let stacks = profile["samples"].as_array().unwrap();
-        let weights = profile["weights"].as_array().unwrap();
-        for (stack, w) in stacks.iter().zip(weights) {
-            let w = w.as_f64().unwrap();
-            let x = if stack.as_array().unwrap().iter().any(handler) {
-                1.0
-            } else {
-                0.0
-            };
-            sum_w += w;
-            sum_w2_dev += w * w * (x - share) * (x - share);
-            samples += 1;
-        }
-    }
-    let se = sum_w2_dev.sqrt() / sum_w;
+    let samples = speedscope_samples(&json);
+    let se = weighted_se(&samples, |s| s.iter().any(|f| f == "handling"), share);
     let z = (share - truth) / se;
     assert!(
         z.abs() <= 4.0,
-        "exception share {share:.3} of {samples} samples, the target measured {truth:.3} \
-         (standard error {se:.3}, z {z:.2})"
+        "exception share {share:.3} of {} samples, the target measured {truth:.3} \
+         (standard error {se:.3}, z {z:.2})",
+        samples.len()
     );
 }
 

@@ -5,21 +5,10 @@
 //! a target that never collects shows none. On every interpreter.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::profiles::collapsed;
 use crate::record::{assert_ok, run_strobe};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// A collapsed file: stack (frames outermost first) → weight.
-fn collapsed(path: &Path) -> BTreeMap<Vec<String>, u64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let (stack, count) = line.rsplit_once(' ').unwrap();
-        let frames = stack.split(';').map(str::to_string).collect();
-        *out.entry(frames).or_insert(0) += count.parse::<u64>().unwrap();
-    }
-    out
-}
 
 fn convert(raw: &Path, out: &Path, extra: &[&str]) -> BTreeMap<Vec<String>, u64> {
     let mut args = vec![

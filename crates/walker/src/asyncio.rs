@@ -600,14 +600,7 @@ fn follow_coroutines<M: RemoteMemory>(
             }
             return Ok(ChainEnd::Awaits(obj));
         }
-        let frame = obj.wrapping_add(gen.iframe);
-        let bytes = values
-            .memory()
-            .read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
-        let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
-            what: "coroutine frame",
-            addr: frame,
-        })?;
+        let (frame, fields) = coro_frame(values, gen, obj)?;
         if let Some((lasti, line)) = code.resolve_frame(process, &fields)? {
             let raw = crate::RawFrame {
                 code_addr: fields.code,
@@ -864,6 +857,15 @@ fn coro_code<M: RemoteMemory>(
     gen: &Gen,
     coro: u64,
 ) -> Result<u64, WalkError> {
+    coro_frame(values, gen, coro).map(|(_, fields)| fields.code)
+}
+
+/// The frame embedded in coroutine `coro`: its address and decoded fields.
+fn coro_frame<M: RemoteMemory>(
+    values: &ValueReader<'_, M>,
+    gen: &Gen,
+    coro: u64,
+) -> Result<(u64, crate::frame::FrameFields), WalkError> {
     let frame = coro.wrapping_add(gen.iframe);
     let bytes = values
         .memory()
@@ -872,7 +874,7 @@ fn coro_code<M: RemoteMemory>(
         what: "coroutine frame",
         addr: frame,
     })?;
-    Ok(fields.code)
+    Ok((frame, fields))
 }
 
 #[cfg(test)]
