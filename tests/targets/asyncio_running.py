@@ -18,11 +18,13 @@ async def idle():
 
 async def spinner():
     await asyncio.sleep(0)
-    sys.stdout.write("READY %d\n" % os.getpid())
-    sys.stdout.flush()
     n = 0
     while True:  # @line:spin
         n += 1  # @line:spin_body
+        # READY from inside the loop, so that a dump right after it finds the task here.
+        if n == 1000:  # @line:spin_check
+            sys.stdout.write("READY %d\n" % os.getpid())  # @line:spin_ready
+            sys.stdout.flush()  # @line:spin_flush
 
 
 async def main():
