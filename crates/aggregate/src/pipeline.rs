@@ -25,9 +25,20 @@
 //! until the aggregator drains.
 //!
 //! The aggregator thread keeps a mirror of the tables (the price is holding each distinct
-//! string/frame/stack twice, a few hundred bytes per distinct stack) and the [`Counts`]; it is
-//! the one place snapshots and profiles are taken from, and the place a raw-file writer is fed
-//! from ([`Drained`]).
+//! string/frame/stack twice) and the [`Counts`]; it is the one place snapshots and profiles are
+//! taken from, and the place a raw-file writer is fed from ([`Drained`]).
+//!
+//! # Streaming: bounded stack tables
+//!
+//! A profile needs every distinct stack until the end, but a recording streamed to a file
+//! (`record --format raw`) does not: [`pipeline_streamed`] gives the sampler's interner a stack
+//! budget ([`Interner::set_stack_budget`]) and keeps no counts per stack on the aggregator's
+//! side, only the total and [`FunctionTotals`] for the summary. The sampler calls
+//! [`SamplerSide::collect_stacks`] between rounds; stacks it forgets are forgotten by the mirror
+//! too ([`Def::ForgetStacks`]), but only once every sample pushed before the news has been
+//! drained and handed out: each definition is sent with the number of samples pushed before it,
+//! and the aggregator applies a forget at the start of the first drain after it has popped that
+//! many. So the mirror holds every stack a drained sample names, until the next drain.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -36,7 +47,9 @@ use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::counts::{Breakdown, BreakdownOptions, Counts, Sample, SampleFlags};
+use std::collections::VecDeque;
+
+use crate::counts::{Breakdown, BreakdownOptions, Counts, FunctionTotals, Sample, SampleFlags};
 use crate::intern::{
     CapacityError, Def, FrameId, FrameKey, Interner, Marks, StackId, Tables, ThreadId, ThreadKey,
 };
@@ -45,13 +58,42 @@ use crate::profile::{Metadata, Profile, ProfileOptions};
 /// Creates a connected sampler/aggregator pair whose queue holds `capacity` samples
 /// (at least 1). A second of samples at the maximum rate is a comfortable size.
 pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
+    pipeline_with(capacity, None, None)
+}
+
+/// A pipeline for a recording streamed as it is taken (see the module documentation): the
+/// sampler's stack table holds about `stack_budget` bytes of stacks, and the aggregator counts
+/// only the total and the functions' own and total time by `summary` (its
+/// [`AggregatorSide::function_breakdown`]), so that memory does not grow with distinct stacks.
+pub fn pipeline_streamed(
+    capacity: usize,
+    stack_budget: usize,
+    summary: BreakdownOptions,
+) -> (SamplerSide, AggregatorSide) {
+    pipeline_with(
+        capacity,
+        Some(stack_budget),
+        Some(FunctionTotals::new(summary)),
+    )
+}
+
+fn pipeline_with(
+    capacity: usize,
+    stack_budget: Option<usize>,
+    totals: Option<FunctionTotals>,
+) -> (SamplerSide, AggregatorSide) {
+    let mut interner = Interner::new();
+    interner.set_stack_budget(stack_budget);
+    let mut counts = Counts::new();
+    counts.keep_per_key(totals.is_none());
     let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
     let (tx, rx) = mpsc::channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let bell = Arc::new(Doorbell::default());
     (
         SamplerSide {
-            interner: Interner::new(),
+            interner,
+            pushed: 0,
             bell: Arc::clone(&bell),
             mark: (capacity / 4).max(1),
             queue: Arc::clone(&queue),
@@ -62,7 +104,10 @@ pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
         },
         AggregatorSide {
             tables: Tables::default(),
-            counts: Counts::new(),
+            counts,
+            totals,
+            popped: 0,
+            forgets: VecDeque::new(),
             queue,
             defs: rx,
             dropped,
@@ -113,7 +158,10 @@ pub struct SamplerSide {
     /// Queue length at which the bell is rung.
     mark: usize,
     queue: Arc<ArrayQueue<Sample>>,
-    defs: Sender<Def>,
+    /// Definitions, each with the number of samples pushed before it.
+    defs: Sender<(u64, Def)>,
+    /// Samples pushed (not dropped) so far.
+    pushed: u64,
     published: Marks,
     dropped: Arc<AtomicU64>,
     frames: Vec<FrameId>,
@@ -131,12 +179,14 @@ impl SamplerSide {
     pub fn push(&mut self, sample: Sample) -> bool {
         if Marks::of(self.interner.tables()) != self.published {
             let tx = &self.defs;
+            let pushed = self.pushed;
             // A send only fails once the aggregator is gone; its samples are then lost anyway.
             self.interner
-                .definitions_since(&mut self.published, |d| drop(tx.send(d)));
+                .definitions_since(&mut self.published, |d| drop(tx.send((pushed, d))));
         }
         match self.queue.push(sample) {
             Ok(()) => {
+                self.pushed += 1;
                 if self.queue.len() >= self.mark {
                     self.bell.ring();
                 }
@@ -175,6 +225,14 @@ impl SamplerSide {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Lets the interner forget stacks not seen lately, if it has a budget and used its
+    /// current half ([`Interner::collect_stacks`]); the mirror follows after the samples pushed
+    /// so far are drained. Call it where every stack id interned so far has been pushed or
+    /// given up (between sampling rounds). Returns whether a new generation was started.
+    pub fn collect_stacks(&mut self) -> bool {
+        self.interner.collect_stacks()
+    }
+
     /// Wakes the aggregator's thread (once until it drains): something it reports changed.
     pub fn ring(&self) {
         self.bell.ring();
@@ -195,8 +253,14 @@ impl Drop for SamplerSide {
 pub struct AggregatorSide {
     tables: Tables,
     counts: Counts,
+    /// Streaming: the functions' times, counted sample by sample (no counts per stack).
+    totals: Option<FunctionTotals>,
+    /// Samples popped so far.
+    popped: u64,
+    /// Forgets received, each with the number of samples pushed before it was sent.
+    forgets: VecDeque<(u64, StackId)>,
     queue: Arc<ArrayQueue<Sample>>,
-    defs: Receiver<Def>,
+    defs: Receiver<(u64, Def)>,
     dropped: Arc<AtomicU64>,
     batch: Vec<Sample>,
     sampler_gone: bool,
@@ -217,6 +281,14 @@ impl AggregatorSide {
     /// Pops what is queued now (at most one queue's worth, so a fast sampler cannot starve the
     /// caller), applies pending definitions and counts the samples.
     pub fn drain(&mut self) -> Result<Drained<'_>, CapacityError> {
+        // Every sample pushed before these forgets was handed out by an earlier drain.
+        while let Some(&(after, below)) = self.forgets.front() {
+            if after > self.popped {
+                break;
+            }
+            self.tables.forget_stacks_below(below);
+            self.forgets.pop_front();
+        }
         // Before the pops: a push after them rings again.
         self.bell.rung.store(false, Ordering::Release);
         self.batch.clear();
@@ -227,10 +299,14 @@ impl AggregatorSide {
                 None => break,
             }
         }
+        self.popped += self.batch.len() as u64;
         // After the pops: every definition a popped sample needs was sent before it was pushed.
         self.apply_definitions()?;
         for s in &self.batch {
             self.counts.add(s);
+            if let Some(t) = &mut self.totals {
+                t.add(&self.tables, s);
+            }
         }
         Ok(Drained {
             samples: &self.batch,
@@ -241,7 +317,8 @@ impl AggregatorSide {
     fn apply_definitions(&mut self) -> Result<(), CapacityError> {
         loop {
             match self.defs.try_recv() {
-                Ok(d) => self.tables.apply(d)?,
+                Ok((after, Def::ForgetStacks(below))) => self.forgets.push_back((after, below)),
+                Ok((_, d)) => self.tables.apply(d)?,
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => {
                     self.sampler_gone = true;
@@ -305,6 +382,28 @@ impl AggregatorSide {
     /// A snapshot for `top`; starts a new interval.
     pub fn breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
         self.counts.breakdown(&self.tables, opts)
+    }
+
+    /// The functions' own and total time so far (cumulative): of a streamed pipeline, as
+    /// counted by the options it was made with ([`pipeline_streamed`]); otherwise from the
+    /// counts by `opts` (a new interval starts, as for [`AggregatorSide::breakdown`]).
+    pub fn function_breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
+        match &self.totals {
+            Some(t) => t.breakdown(),
+            None => self.counts.breakdown(&self.tables, opts),
+        }
+    }
+
+    /// Whether this is a streamed pipeline ([`pipeline_streamed`]): it keeps no counts per stack
+    /// and its tables forget stacks, so it cannot make a [`Profile`].
+    pub fn streamed(&self) -> bool {
+        self.totals.is_some()
+    }
+
+    /// Also keep counts since the previous breakdown (the default; `top`'s interval). A
+    /// recording that never asks for one saves half the memory its counts take.
+    pub fn keep_interval(&mut self, keep: bool) {
+        self.counts.keep_interval(keep);
     }
 
     /// The profile so far. `meta.dropped` is raised to at least the queue's drop count.
