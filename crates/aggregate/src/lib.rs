@@ -32,6 +32,7 @@ pub use intern::{
 };
 pub use pipeline::{
     pipeline, pipeline_streamed, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide,
+    SAMPLER_STACK_BUDGET,
 };
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
 
@@ -461,6 +462,50 @@ mod tests {
             by_name(&streamed, agg.tables()),
             by_name(&full, reference.tables())
         );
+    }
+
+    #[test]
+    fn a_profile_pipeline_whose_sampler_forgets_stacks_counts_each_distinct_stack_once() {
+        let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+        let (mut sampler, mut agg) = pipeline(1 << 16);
+        agg.keep_timeline(true);
+        // About 10 stacks a generation: the sampler defines most stacks several times.
+        sampler.set_stack_budget(Some(2 * 10 * (STACK_BYTES + 48)));
+        let mut reference = Aggregator::new();
+        reference.counts_mut().keep_timeline(true);
+        for n in 0..20_000u64 {
+            // Paths repeat every 3,000 samples: each comes back long after it was forgotten.
+            let frames = path(&names, n % 3_000);
+            assert!(sampler
+                .record(&MAIN, &frames, SampleFlags::empty(), n, 1 + n % 3)
+                .unwrap());
+            reference
+                .record(&MAIN, &frames, SampleFlags::empty(), n, 1 + n % 3)
+                .unwrap();
+            sampler.collect_stacks();
+            if n % 1000 == 999 {
+                agg.drain().unwrap();
+            }
+        }
+        let defined = sampler.interner().tables().num_stacks();
+        drop(sampler);
+        while !agg.finished() {
+            agg.drain().unwrap();
+        }
+        assert!(defined > 15_000, "{defined} stacks defined by the sampler");
+        assert_eq!(
+            agg.tables().num_stacks(),
+            reference.tables().num_stacks(),
+            "each distinct stack once"
+        );
+        assert_eq!(agg.counts().len(), reference.counts().len());
+        for opts in [ProfileOptions::EVERYTHING, ProfileOptions::default()] {
+            let a = agg.profile(Metadata::default(), opts).unwrap();
+            let b = reference.profile(Metadata::default(), opts).unwrap();
+            assert_eq!(a.stacks, b.stacks);
+            assert_eq!(a.timeline, b.timeline);
+            assert_eq!(format!("{:?}", a.tables), format!("{:?}", b.tables));
+        }
     }
 
     #[test]
