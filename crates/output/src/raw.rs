@@ -342,6 +342,9 @@ pub struct RawRecording {
     pub chunks: usize,
     /// Bytes at the end that were ignored (a chunk torn by a crash, or damaged).
     pub ignored_bytes: usize,
+    /// Stack definitions read: more than the profile's distinct stacks when the recorder
+    /// forgot stacks and defined them again.
+    pub stack_definitions: usize,
 }
 
 /// Reads a raw recording from a file. See [`read_raw_bytes`].
@@ -669,5 +672,6 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
         profile,
         chunks,
         ignored_bytes: bytes.len() - pos,
+        stack_definitions: r.stacks.len(),
     })
 }
