@@ -336,6 +336,9 @@ struct StatsAcc {
     // seen[i] == generation when stat i was already credited for the current stack: recursion
     // must not count a sample twice in `total`.
     seen: Vec<u32>,
+    /// The stat of each frame id, once looked up (`u32::MAX`: not yet); frames are never
+    /// forgotten, and the options do not change, so a frame's stat does not either.
+    by_frame: Vec<u32>,
     total: Count,
     generation: u32,
 }
@@ -366,14 +369,28 @@ impl StatsAcc {
             }
         }
         for (depth, fid) in frames.iter().enumerate() {
-            let Some(i) = stat_index(
-                *fid,
-                tables,
-                opts.by_function,
-                &mut self.index,
-                &mut self.stats,
-            ) else {
-                continue;
+            let i = match self.by_frame.get(fid.index()) {
+                Some(&i) if i != u32::MAX => i as usize,
+                _ => {
+                    let Some(i) = stat_index(
+                        *fid,
+                        tables,
+                        opts.by_function,
+                        &mut self.index,
+                        &mut self.stats,
+                    ) else {
+                        continue;
+                    };
+                    if self.by_frame.len() <= fid.index() {
+                        self.by_frame.resize(fid.index() + 1, u32::MAX);
+                    }
+                    if let (Some(slot), Ok(v)) =
+                        (self.by_frame.get_mut(fid.index()), u32::try_from(i))
+                    {
+                        *slot = v;
+                    }
+                    i
+                }
             };
             if self.seen.len() < self.stats.len() {
                 self.seen.resize(self.stats.len(), 0);
