@@ -512,7 +512,8 @@ impl Interner {
         let Some(budget) = self.stack_budget else {
             return false;
         };
-        if self.current_bytes < budget / 2 {
+        // An empty generation is never ended, whatever the budget (0 included).
+        if self.current_bytes == 0 || self.current_bytes < budget / 2 {
             return false;
         }
         let keep = StackId(self.current_stacks as u32);
@@ -817,6 +818,9 @@ mod tests {
         assert!(i.collect_stacks());
         assert_eq!(i.tables().first_stack(), StackId(0));
         assert!(!i.collect_stacks(), "the new generation is empty");
+        i.set_stack_budget(Some(0));
+        assert!(!i.collect_stacks(), "not even with no budget at all");
+        i.set_stack_budget(Some(2 * 4 * per_stack));
         assert!(!i.is_current(hot));
         // ...and the hot stack, found in the previous generation, moves to the current one.
         let hot2 = i.intern_stack(&stack(0)).unwrap();
