@@ -29,7 +29,8 @@
 # threads, CPython's from its summary ("Captured N samples").
 #
 # --memory: instead, strobe record at 1 kHz on the paths target (python3.14) for MEMORY_SECS
-# (default 600), its resident set read from /proc/PID/status every MEMORY_EVERY seconds (10).
+# (default 600), its resident set read from /proc/PID/status every MEMORY_EVERY seconds (10),
+# recording MEMORY_FORMAT (raw; e.g. collapsed for a profile, which keeps every distinct stack).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,11 +68,12 @@ threads_of() {
 if [[ -n "$MEMORY" ]]; then
     MEMORY_SECS=${MEMORY_SECS:-600}
     MEMORY_EVERY=${MEMORY_EVERY:-10}
+    MEMORY_FORMAT=${MEMORY_FORMAT:-raw}
     start_chroot_target /usr/bin/python3.14 paths_target.py
-    echo "strobe record --rate 1000 for ${MEMORY_SECS} s on benches/paths_target.py (python3.14, pid $TARGET_PID)"
+    echo "strobe record --rate 1000 --format $MEMORY_FORMAT for ${MEMORY_SECS} s on benches/paths_target.py (python3.14, pid $TARGET_PID)"
     machine_line
-    "$STROBE" record --pid "$TARGET_PID" --rate 1000 --duration "$MEMORY_SECS" --format raw \
-        -o "$BTMP/memory.raw" >"$BTMP/memory.log" 2>&1 &
+    "$STROBE" record --pid "$TARGET_PID" --rate 1000 --duration "$MEMORY_SECS" \
+        --format "$MEMORY_FORMAT" -o "$BTMP/memory.$MEMORY_FORMAT" >"$BTMP/memory.log" 2>&1 &
     REC=$!
     echo "| seconds | RSS KiB |"
     echo "|---|---|"
@@ -83,7 +85,10 @@ if [[ -n "$MEMORY" ]]; then
     done
     wait "$REC" || true
     grep -E "recorded|sampler used" "$BTMP/memory.log" || cat "$BTMP/memory.log"
-    echo "raw file: $(du -k "$BTMP/memory.raw" | cut -f1) KiB"
+    echo "$MEMORY_FORMAT file: $(du -k "$BTMP/memory.$MEMORY_FORMAT" | cut -f1) KiB"
+    if [[ "$MEMORY_FORMAT" == collapsed ]]; then
+        echo "distinct stacks (lines): $(wc -l <"$BTMP/memory.collapsed")"
+    fi
     exit 0
 fi
 

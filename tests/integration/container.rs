@@ -152,6 +152,8 @@ fn dump_shows_the_host_and_container_thread_ids_on_sid_3_14() {
     assert_eq!(ids.len(), 2, "MainThread and eof-waiter: {ids:?}");
     assert!(ids.iter().all(|(h, n)| h != n), "{ids:?}");
 
+    // The waiter starts reading just after READY: wait until the kernel has it asleep.
+    crate::harness::wait_until_others_blocked(pid);
     let dump = dump_json(pid, &[]);
     assert_eq!(dump["pid"], pid);
     let threads = dump["threads"].as_array().unwrap();

@@ -587,6 +587,16 @@ pub fn check_dump(target: &Target, dump: &Value) {
 /// still on its way there: running, not idle. Polls the kernel's view of each thread
 /// (`/proc/PID/task/TID/syscall`, `stat`) rather than sleeping for a guessed time.
 pub fn wait_until_blocked(pid: i32) {
+    wait_blocked(pid, true);
+}
+
+/// Wait until every thread but the main one sleeps in a system call (for targets whose main
+/// thread stays busy).
+pub fn wait_until_others_blocked(pid: i32) {
+    wait_blocked(pid, false);
+}
+
+fn wait_blocked(pid: i32, main_too: bool) {
     /// `read` on x86-64 (asm/unistd_64.h).
     const SYS_READ: i64 = 0;
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
@@ -606,7 +616,11 @@ pub fn wait_until_blocked(pid: i32) {
                 .next()
                 .and_then(|n| n.parse::<i64>().ok());
             let asleep = state == Some("S") && nr.is_some_and(|n| n >= 0);
-            let blocked = asleep && (tid != pid || nr == Some(SYS_READ));
+            let blocked = if tid == pid {
+                !main_too || (asleep && nr == Some(SYS_READ))
+            } else {
+                asleep
+            };
             all &= blocked;
             last.push_str(&format!("{tid}: {:?} {}; ", state, syscall.trim()));
         }

@@ -218,3 +218,75 @@ fn quiet_and_no_table_without_a_terminal() {
         "{failed:?}"
     );
 }
+
+/// `record --format raw` through a stack table far too small for the target's stacks
+/// (`tests/targets/record_paths.py`: random paths through eight functions), so that stacks are
+/// forgotten and defined again all the time: the file reads back with more stack definitions
+/// than distinct stacks, and says what the summary table, counted live while the tables
+/// forgot, says.
+#[test]
+fn a_raw_recording_through_a_tiny_stack_table_matches_its_summary() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let dir = TempDir::new();
+    let out = dir.path().join("paths.raw");
+    let pid = target.pid.to_string();
+    let extra = [
+        "--rate",
+        "1000",
+        "--summary",
+        "--format",
+        "raw",
+        "--stack-table-bytes",
+        "3000",
+    ];
+    let run = record(&pid, "2", &extra, &out);
+    let stderr = assert_ok(&run, "record --format raw --stack-table-bytes 3000");
+    target.close_stdin();
+    let r = strobe_output::read_raw(&out).unwrap();
+    assert_eq!(r.ignored_bytes, 0);
+    let p = &r.profile;
+    let t = &p.tables;
+    let busy: Vec<_> = p.stacks.iter().filter(|s| !s.flags.idle()).collect();
+    let samples: u64 = busy.iter().map(|s| s.count.samples).sum();
+    assert!(samples >= 200, "{samples} samples\n{stderr}");
+    assert!(
+        r.stack_definitions > t.num_stacks(),
+        "{} definitions of {} stacks: nothing was defined again",
+        r.stack_definitions,
+        t.num_stacks()
+    );
+    // Own and total share of the busy wall time per function, from the file.
+    let mut own: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    let weight: u64 = busy.iter().map(|s| s.count.weight_ns).sum();
+    for s in &busy {
+        let names: Vec<String> = t
+            .stack(s.stack)
+            .iter()
+            .map(|f| {
+                let f = t.frame(*f).unwrap();
+                let file = t.str(f.filename).rsplit('/').next().unwrap().to_string();
+                format!("{} ({file})", t.str(f.function))
+            })
+            .collect();
+        *own.entry(names.last().unwrap().clone()).or_default() += s.count.weight_ns;
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        for n in distinct {
+            *total.entry(n.clone()).or_default() += s.count.weight_ns;
+        }
+    }
+    let pct = |m: &BTreeMap<String, u64>, k: &str| {
+        100.0 * m.get(k).copied().unwrap_or(0) as f64 / weight as f64
+    };
+    for title in ["most own time", "most total time"] {
+        for (f, (o, tot)) in table(&stderr, title) {
+            assert!(
+                (o - pct(&own, &f)).abs() <= 0.051 && (tot - pct(&total, &f)).abs() <= 0.051,
+                "{f}: table {o}/{tot}, file {}/{}\n{stderr}",
+                pct(&own, &f),
+                pct(&total, &f)
+            );
+        }
+    }
+}

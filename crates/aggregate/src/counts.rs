@@ -143,18 +143,55 @@ impl SampleFilter {
 ///
 /// Memory grows with the number of distinct keys, not with samples, unless the timeline is kept
 /// (see [`Counts::keep_timeline`]), which costs 32 bytes per sample.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Counts {
     cumulative: HashMap<CountKey, Count, FxBuild>,
     interval: HashMap<CountKey, Count, FxBuild>,
     timeline: Option<Vec<Sample>>,
     total: Count,
+    /// Whether counts are kept per key at all (else only the total and the timeline).
+    per_key: bool,
+    /// Whether the interval since the last breakdown is kept.
+    keep_interval: bool,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            cumulative: HashMap::default(),
+            interval: HashMap::default(),
+            timeline: None,
+            total: Count::default(),
+            per_key: true,
+            keep_interval: true,
+        }
+    }
 }
 
 impl Counts {
     /// Empty counts, no timeline.
     pub fn new() -> Counts {
         Counts::default()
+    }
+
+    /// Keep counts since the previous [`Counts::breakdown`] too (the default; a live view's
+    /// interval). Without them a breakdown's interval is empty, and each distinct key costs half.
+    pub fn keep_interval(&mut self, keep: bool) {
+        self.keep_interval = keep;
+        if !keep {
+            self.interval = HashMap::default();
+        }
+    }
+
+    /// Keep counts per (thread, stack, flags) (the default). Without them only the total (and
+    /// the timeline, if kept) is counted: for a recording streamed to a file, whose stacks the
+    /// tables may forget.
+    pub fn keep_per_key(&mut self, keep: bool) {
+        self.per_key = keep;
+        if !keep {
+            self.cumulative = HashMap::default();
+            self.interval = HashMap::default();
+        }
     }
 
     /// Also keep every sample in order (needed for the Chrome trace format, which shows time).
@@ -175,18 +212,21 @@ impl Counts {
             flags: s.flags,
         };
         let c = Count::one(s.weight_ns);
-        self.cumulative.entry(key).or_default().add(c);
-        self.interval.entry(key).or_default().add(c);
-        self.total.add(c);
+        self.add_count(key, c);
         if let Some(t) = &mut self.timeline {
             t.push(*s);
         }
     }
 
     /// Adds an already-aggregated count (e.g. when merging).
+    #[inline]
     pub fn add_count(&mut self, key: CountKey, c: Count) {
-        self.cumulative.entry(key).or_default().add(c);
-        self.interval.entry(key).or_default().add(c);
+        if self.per_key {
+            self.cumulative.entry(key).or_default().add(c);
+            if self.keep_interval {
+                self.interval.entry(key).or_default().add(c);
+            }
+        }
         self.total.add(c);
     }
 
@@ -297,24 +337,41 @@ fn frame_stats(
     tables: &Tables,
     opts: &BreakdownOptions,
 ) -> (Vec<FrameStat>, Count) {
-    let mut index: HashMap<StatKey, usize, FxBuild> = HashMap::default();
-    let mut stats: Vec<FrameStat> = Vec::new();
+    let mut acc = StatsAcc::default();
+    for (key, count) in counts {
+        acc.add(tables, opts, key, *count);
+    }
+    acc.sorted()
+}
+
+/// Own and total counts per function (or line) being summed up, stack by stack.
+#[derive(Debug, Clone, Default)]
+struct StatsAcc {
+    index: HashMap<StatKey, usize, FxBuild>,
+    stats: Vec<FrameStat>,
     // seen[i] == generation when stat i was already credited for the current stack: recursion
     // must not count a sample twice in `total`.
-    let mut seen: Vec<u32> = Vec::new();
-    let mut total = Count::default();
-    let mut generation = 0u32;
-    for (key, count) in counts {
+    seen: Vec<u32>,
+    /// The stat of each frame id, once looked up (`u32::MAX`: not yet); frames are never
+    /// forgotten, and the options do not change, so a frame's stat does not either.
+    by_frame: Vec<u32>,
+    total: Count,
+    generation: u32,
+}
+
+impl StatsAcc {
+    /// Adds `count` of `key`'s stack, if `opts` keeps it.
+    fn add(&mut self, tables: &Tables, opts: &BreakdownOptions, key: &CountKey, count: Count) {
         if !opts.filter.accepts(key.flags) {
-            continue;
+            return;
         }
         if let Some(tid) = opts.os_tid {
             if tables.thread(key.thread).map(|t| t.os_tid) != Some(tid) {
-                continue;
+                return;
             }
         }
-        total.add(*count);
-        generation = generation.wrapping_add(1);
+        self.total.add(count);
+        self.generation = self.generation.wrapping_add(1);
         let mut frames = tables.stack(key.stack);
         // `<GC>` and `<raise T>` are only ever the innermost frames (`<GC>` on top).
         while let Some((last, below)) = frames.split_last() {
@@ -331,32 +388,105 @@ fn frame_stats(
             frames = below;
         }
         for (depth, fid) in frames.iter().enumerate() {
-            let Some(i) = stat_index(*fid, tables, opts.by_function, &mut index, &mut stats) else {
-                continue;
+            let i = match self.by_frame.get(fid.index()) {
+                Some(&i) if i != u32::MAX => i as usize,
+                _ => {
+                    let Some(i) = stat_index(
+                        *fid,
+                        tables,
+                        opts.by_function,
+                        &mut self.index,
+                        &mut self.stats,
+                    ) else {
+                        continue;
+                    };
+                    if self.by_frame.len() <= fid.index() {
+                        self.by_frame.resize(fid.index() + 1, u32::MAX);
+                    }
+                    if let (Some(slot), Ok(v)) =
+                        (self.by_frame.get_mut(fid.index()), u32::try_from(i))
+                    {
+                        *slot = v;
+                    }
+                    i
+                }
             };
-            if seen.len() < stats.len() {
-                seen.resize(stats.len(), 0);
+            if self.seen.len() < self.stats.len() {
+                self.seen.resize(self.stats.len(), 0);
             }
-            if let (Some(mark), Some(stat)) = (seen.get_mut(i), stats.get_mut(i)) {
-                if *mark != generation {
-                    *mark = generation;
-                    stat.total.add(*count);
+            if let (Some(mark), Some(stat)) = (self.seen.get_mut(i), self.stats.get_mut(i)) {
+                if *mark != self.generation {
+                    *mark = self.generation;
+                    stat.total.add(count);
                 }
                 if depth + 1 == frames.len() {
-                    stat.own.add(*count);
+                    stat.own.add(count);
                 }
             }
         }
     }
-    stats.sort_by(|a, b| {
-        b.total
-            .weight_ns
-            .cmp(&a.total.weight_ns)
-            .then(b.own.weight_ns.cmp(&a.own.weight_ns))
-            .then(b.total.samples.cmp(&a.total.samples))
-            .then((a.function, a.filename, a.line).cmp(&(b.function, b.filename, b.line)))
-    });
-    (stats, total)
+
+    /// The stats, sorted as a [`Breakdown`]'s, and the total.
+    fn sorted(self) -> (Vec<FrameStat>, Count) {
+        let mut stats = self.stats;
+        stats.sort_by(|a, b| {
+            b.total
+                .weight_ns
+                .cmp(&a.total.weight_ns)
+                .then(b.own.weight_ns.cmp(&a.own.weight_ns))
+                .then(b.total.samples.cmp(&a.total.samples))
+                .then((a.function, a.filename, a.line).cmp(&(b.function, b.filename, b.line)))
+        });
+        (stats, self.total)
+    }
+}
+
+/// Own and total time per function (or line) summed sample by sample, for a recording whose
+/// stacks are not all kept until the end (a raw file is streamed while the tables forget
+/// stacks): each sample's stack is credited while it is still held. Costs one lookup per frame
+/// of each sample and memory per distinct function, not per stack.
+#[derive(Debug, Clone, Default)]
+pub struct FunctionTotals {
+    opts: BreakdownOptions,
+    acc: StatsAcc,
+}
+
+impl FunctionTotals {
+    /// Nothing counted yet; samples will be grouped and filtered by `opts`.
+    pub fn new(opts: BreakdownOptions) -> FunctionTotals {
+        FunctionTotals {
+            opts,
+            acc: StatsAcc::default(),
+        }
+    }
+
+    /// The options samples are counted with.
+    pub fn options(&self) -> &BreakdownOptions {
+        &self.opts
+    }
+
+    /// Counts one sample, whose stack `tables` holds.
+    #[inline]
+    pub fn add(&mut self, tables: &Tables, s: &Sample) {
+        let key = CountKey {
+            thread: s.thread,
+            stack: s.stack,
+            flags: s.flags,
+        };
+        self.acc
+            .add(tables, &self.opts, &key, Count::one(s.weight_ns));
+    }
+
+    /// Everything counted, as a breakdown whose interval is empty.
+    pub fn breakdown(&self) -> Breakdown {
+        let (cumulative, cumulative_total) = self.acc.clone().sorted();
+        Breakdown {
+            interval: Vec::new(),
+            interval_total: Count::default(),
+            cumulative,
+            cumulative_total,
+        }
+    }
 }
 
 /// What tells one [`FrameStat`] from another.

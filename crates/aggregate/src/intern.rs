@@ -4,6 +4,17 @@
 //! replaying new entries in order (that is how the aggregator thread mirrors the sampler's
 //! interner, and how the raw format streams definitions). Lookups hash the borrowed key and
 //! compare against the stored entry, so a hit allocates nothing.
+//!
+//! Stacks alone may be forgotten, when the interner is given a budget
+//! ([`Interner::set_stack_budget`]): a target that makes a new stack nearly every sample would
+//! otherwise grow the table for the whole run. Stacks live in two generations, each a contiguous
+//! range of ids: new stacks go to the current one; a stack found in the previous one is copied
+//! into the current one under a new id. When the current generation has used half the budget,
+//! [`Interner::collect_stacks`] forgets the previous one (every stack not seen since the
+//! generation before began) and starts a new current one. Ids are never reused: a stack that
+//! comes back after being forgotten gets a new id, defined again for mirrors and raw files, so
+//! a reader that interns by content sees the same stack. What is held is always the ids from
+//! [`Tables::first_stack`] to [`Tables::num_stacks`].
 
 use std::hash::Hasher;
 
@@ -265,9 +276,12 @@ pub struct Tables {
     strings: Vec<Box<str>>,
     frames: Vec<Frame>,
     threads: Vec<Thread>,
-    /// Stack `i` is `stack_frames[stack_starts[i]..stack_starts[i + 1]]`; one flat buffer keeps
-    /// a unique stack at one allocation-free append instead of a `Box` each.
-    stack_starts: Vec<usize>,
+    /// The id of the first stack held: those below it were forgotten.
+    first_stack: usize,
+    /// Stack `first_stack + i` is `stack_frames[stack_starts[i]..stack_starts[i + 1]]`; one flat
+    /// buffer keeps a unique stack at one allocation-free append instead of a `Box` each (and
+    /// at 4 bytes an offset: a stack costs 4 bytes plus 4 a frame).
+    stack_starts: Vec<u32>,
     stack_frames: Vec<FrameId>,
 }
 
@@ -277,6 +291,7 @@ impl Default for Tables {
             strings: Vec::new(),
             frames: Vec::new(),
             threads: Vec::new(),
+            first_stack: 0,
             stack_starts: vec![0],
             stack_frames: Vec::new(),
         }
@@ -299,13 +314,30 @@ impl Tables {
         self.threads.get(id.index())
     }
 
-    /// The frames of stack `id`, outermost first; empty if the id is unknown.
+    /// The frames of stack `id`, outermost first; empty if the id is unknown or forgotten.
     pub fn stack(&self, id: StackId) -> &[FrameId] {
-        let i = id.index();
+        let Some(i) = id.index().checked_sub(self.first_stack) else {
+            return &[];
+        };
         match (self.stack_starts.get(i), self.stack_starts.get(i + 1)) {
-            (Some(&a), Some(&b)) => self.stack_frames.get(a..b).unwrap_or(&[]),
+            (Some(&a), Some(&b)) => self.stack_frames.get(a as usize..b as usize).unwrap_or(&[]),
             _ => &[],
         }
+    }
+
+    /// Whether stack `id` is held (defined and not forgotten).
+    pub fn holds_stack(&self, id: StackId) -> bool {
+        (self.first_stack..self.num_stacks()).contains(&id.index())
+    }
+
+    /// The first stack id held: every id below it was forgotten (0 when nothing was).
+    pub fn first_stack(&self) -> StackId {
+        StackId(self.first_stack as u32)
+    }
+
+    /// Number of stacks held (ids [`Tables::first_stack`] to [`Tables::num_stacks`]).
+    pub fn held_stacks(&self) -> usize {
+        self.stack_starts.len() - 1
     }
 
     /// Number of interned strings.
@@ -323,9 +355,10 @@ impl Tables {
         self.threads.len()
     }
 
-    /// Number of interned stacks.
+    /// Number of stack ids given out: the next stack's id. Without forgetting, the number of
+    /// stacks held.
     pub fn num_stacks(&self) -> usize {
-        self.stack_starts.len() - 1
+        self.first_stack + self.stack_starts.len() - 1
     }
 
     /// Iterates over `(id, frame)`.
@@ -358,8 +391,27 @@ impl Tables {
             + self.strings.iter().map(|s| s.len()).sum::<usize>()
             + self.frames.capacity() * std::mem::size_of::<Frame>()
             + self.threads.capacity() * std::mem::size_of::<Thread>()
-            + self.stack_starts.capacity() * std::mem::size_of::<usize>()
+            + self.stack_starts.capacity() * std::mem::size_of::<u32>()
             + self.stack_frames.capacity() * std::mem::size_of::<FrameId>()
+    }
+
+    /// Forgets every stack whose id is below `below` (see the module documentation); ids not
+    /// given out yet are not affected. Costs a move of the stacks kept.
+    pub fn forget_stacks_below(&mut self, below: StackId) {
+        let k = below
+            .index()
+            .saturating_sub(self.first_stack)
+            .min(self.held_stacks());
+        if k == 0 {
+            return;
+        }
+        let cut = self.stack_starts.get(k).copied().unwrap_or(0);
+        self.stack_frames.drain(..cut as usize);
+        self.stack_starts.drain(..k);
+        for s in &mut self.stack_starts {
+            *s -= cut;
+        }
+        self.first_stack += k;
     }
 
     fn push_string(&mut self, s: Box<str>) -> Result<StrId, CapacityError> {
@@ -386,7 +438,15 @@ impl Tables {
     ) -> Result<StackId, CapacityError> {
         let id = next_id(self.num_stacks(), "stacks")?;
         self.stack_frames.extend(frames);
-        self.stack_starts.push(self.stack_frames.len());
+        let end = match u32::try_from(self.stack_frames.len()) {
+            Ok(end) => end,
+            Err(_) => {
+                let start = self.stack_starts.last().copied().unwrap_or(0);
+                self.stack_frames.truncate(start as usize);
+                return Err(CapacityError("frames in stacks"));
+            }
+        };
+        self.stack_starts.push(end);
         Ok(StackId(id))
     }
 
@@ -398,6 +458,10 @@ impl Tables {
             Def::Frame(f) => self.push_frame(f).map(drop),
             Def::Thread(t) => self.push_thread(t).map(drop),
             Def::Stack(frames) => self.push_stack(frames.iter().copied()).map(drop),
+            Def::ForgetStacks(below) => {
+                self.forget_stacks_below(below);
+                Ok(())
+            }
         }
     }
 }
@@ -418,8 +482,10 @@ pub enum Def {
     Frame(Frame),
     /// A new thread.
     Thread(Thread),
-    /// A new stack, outermost frame first.
+    /// A new stack, outermost frame first (empty for one forgotten before it was sent).
     Stack(Box<[FrameId]>),
+    /// The stacks below this id were forgotten: no sample sent after this refers to them.
+    ForgetStacks(StackId),
 }
 
 /// How many entries of each table a consumer has already seen.
@@ -433,6 +499,8 @@ pub struct Marks {
     pub threads: usize,
     /// Stacks seen.
     pub stacks: usize,
+    /// The first stack held when last seen ([`Tables::first_stack`]).
+    pub first_stack: usize,
 }
 
 impl Marks {
@@ -443,6 +511,7 @@ impl Marks {
             frames: tables.num_frames(),
             threads: tables.num_threads(),
             stacks: tables.num_stacks(),
+            first_stack: tables.first_stack,
         }
     }
 }
@@ -457,7 +526,17 @@ pub struct Interner {
     thread_index: HashTable<(u64, ThreadId)>,
     stack_index: HashTable<(u64, StackId)>,
     scratch: Vec<FrameId>,
+    /// Bytes the stacks of a generation may take, if stacks are forgotten.
+    stack_budget: Option<usize>,
+    /// The first id of the current generation (0, and nothing is forgotten, without a budget).
+    current_stacks: usize,
+    /// Bytes the current generation takes ([`STACK_BYTES`] a stack and 4 a frame).
+    current_bytes: usize,
 }
+
+/// What a stack costs the interner besides 4 bytes per frame: its offset in the frame buffer
+/// and its entry in the hash index (16 bytes, at most 7/8 full).
+pub const STACK_BYTES: usize = 4 + 16 * 8 / 7;
 
 impl Interner {
     /// An empty interner.
@@ -468,6 +547,42 @@ impl Interner {
     /// The id → definition tables.
     pub fn tables(&self) -> &Tables {
         &self.tables
+    }
+
+    /// Bounds the stacks held to about `bytes` (two generations of `bytes / 2`; see the module
+    /// documentation), or lifts the bound (`None`, the default: every stack is kept). Stacks are
+    /// only forgotten in [`Interner::collect_stacks`].
+    pub fn set_stack_budget(&mut self, bytes: Option<usize>) {
+        self.stack_budget = bytes;
+    }
+
+    /// Whether stack `id` is in the current generation: an id that is not may be forgotten at
+    /// the next [`Interner::collect_stacks`], so a caller keeping ids between samples interns
+    /// the stack again ([`Interner::intern_stack`] moves it into the current generation).
+    /// Always true without a budget.
+    #[inline]
+    pub fn is_current(&self, id: StackId) -> bool {
+        id.index() >= self.current_stacks
+    }
+
+    /// If the current generation has used its half of the budget: forgets the previous one and
+    /// starts a new current one. Returns whether a new generation was started. Call it where no stack
+    /// id interned since the last call is still waiting to be used (between sampling rounds):
+    /// an id is only forgotten by the second call after it was interned or found.
+    pub fn collect_stacks(&mut self) -> bool {
+        let Some(budget) = self.stack_budget else {
+            return false;
+        };
+        // An empty generation is never ended, whatever the budget (0 included).
+        if self.current_bytes == 0 || self.current_bytes < budget / 2 {
+            return false;
+        }
+        let keep = StackId(self.current_stacks as u32);
+        self.tables.forget_stacks_below(keep);
+        self.stack_index.retain(|&mut (_, id)| id >= keep);
+        self.current_stacks = self.tables.num_stacks();
+        self.current_bytes = 0;
+        true
     }
 
     /// Gives up the tables (e.g. to put them in a [`crate::Profile`]).
@@ -577,19 +692,28 @@ impl Interner {
     }
 
     /// Interns a stack given outermost frame first. A stack seen before costs one hash over the
-    /// ids and one slice comparison; nothing is allocated.
+    /// ids and one slice comparison; nothing is allocated. A stack of the previous generation
+    /// is copied into the current one under a new id.
     pub fn intern_stack(&mut self, frames: &[FrameId]) -> Result<StackId, CapacityError> {
         let mut h = FxHasher::default();
         hash_u32s(&mut h, frames.iter().map(|f| f.0));
         let hash = h.finish();
         let t = &self.tables;
-        if let Some(&(_, id)) = self
+        let current = self.current_stacks;
+        if let Some(entry) = self
             .stack_index
-            .find(hash, |&(eh, id)| eh == hash && t.stack(id) == frames)
+            .find_mut(hash, |&(eh, id)| eh == hash && t.stack(id) == frames)
         {
+            if entry.1.index() >= current {
+                return Ok(entry.1);
+            }
+            let id = self.tables.push_stack(frames.iter().copied())?;
+            entry.1 = id;
+            self.current_bytes += STACK_BYTES + 4 * frames.len();
             return Ok(id);
         }
         let id = self.tables.push_stack(frames.iter().copied())?;
+        self.current_bytes += STACK_BYTES + 4 * frames.len();
         self.stack_index
             .insert_unique(hash, (hash, id), |&(eh, _)| eh);
         Ok(id)
@@ -633,7 +757,9 @@ impl Interner {
     }
 
     /// Calls `send` with every entry added since `marks` (strings, then frames, threads and
-    /// stacks, so that every entry only refers to entries sent before it) and advances `marks`.
+    /// stacks, so that every entry only refers to entries sent before it; a stack forgotten
+    /// before it was sent is sent empty, to keep the ids in step), then, if stacks were
+    /// forgotten since, [`Def::ForgetStacks`], and advances `marks`.
     pub fn definitions_since(&self, marks: &mut Marks, mut send: impl FnMut(Def)) {
         let t = &self.tables;
         for s in t.strings.get(marks.strings..).unwrap_or(&[]) {
@@ -647,6 +773,9 @@ impl Interner {
         }
         for i in marks.stacks..t.num_stacks() {
             send(Def::Stack(t.stack(StackId(i as u32)).into()));
+        }
+        if t.first_stack > marks.first_stack {
+            send(Def::ForgetStacks(t.first_stack()));
         }
         *marks = Marks::of(t);
     }
@@ -761,6 +890,77 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_forgets_stacks_not_seen_for_a_generation_and_never_reuses_ids() {
+        let mut i = Interner::new();
+        let f: Vec<FrameId> = (0..40)
+            .map(|n| i.intern_frame(&fk("f", "a.py", n)).unwrap())
+            .collect();
+        // Each stack of 3 frames costs STACK_BYTES + 12 bytes: 4 of them fill a generation.
+        let per_stack = STACK_BYTES + 12;
+        i.set_stack_budget(Some(2 * 4 * per_stack));
+        let stack = |n: usize| [f[0], f[1 + n % 39], f[1 + n / 39]];
+        let hot = i.intern_stack(&stack(0)).unwrap();
+        let mut ids = vec![hot];
+        for n in 1..4 {
+            ids.push(i.intern_stack(&stack(n)).unwrap());
+        }
+        // The current generation is full: a new one starts, nothing is forgotten yet...
+        assert!(i.collect_stacks());
+        assert_eq!(i.tables().first_stack(), StackId(0));
+        assert!(!i.collect_stacks(), "the new generation is empty");
+        i.set_stack_budget(Some(0));
+        assert!(!i.collect_stacks(), "not even with no budget at all");
+        i.set_stack_budget(Some(2 * 4 * per_stack));
+        assert!(!i.is_current(hot));
+        // ...and the hot stack, found in the previous generation, moves to the current one.
+        let hot2 = i.intern_stack(&stack(0)).unwrap();
+        assert!(hot2 > hot && i.is_current(hot2));
+        assert_eq!(i.tables().stack(hot2), &stack(0));
+        for n in 4..7 {
+            ids.push(i.intern_stack(&stack(n)).unwrap());
+        }
+        assert!(i.collect_stacks());
+        // Generation 0 is gone; the hot stack survived in its new place.
+        assert_eq!(i.tables().first_stack(), StackId(4));
+        assert!(!i.tables().holds_stack(ids[1]));
+        assert_eq!(i.tables().stack(ids[1]), &[] as &[FrameId]);
+        assert_eq!(i.tables().stack(hot2), &stack(0));
+        // Still in the previous generation: seen again, it moves again.
+        let hot3 = i.intern_stack(&stack(0)).unwrap();
+        assert!(hot3 > hot2 && i.is_current(hot3));
+        assert_eq!(i.intern_stack(&stack(0)).unwrap(), hot3);
+        // A forgotten stack that comes back gets a new id, never an old one.
+        let back = i.intern_stack(&stack(1)).unwrap();
+        assert!(back.index() >= i.tables().num_stacks() - 1 && back != ids[1]);
+        assert_eq!(i.tables().stack(back), &stack(1));
+
+        // Many stacks later, what is held stays within two generations.
+        let mut max_held = 0;
+        for n in 7..5000 {
+            let s = i.intern_stack(&stack(n % 1500)).unwrap();
+            assert_eq!(i.tables().stack(s), &stack(n % 1500));
+            i.collect_stacks();
+            max_held = max_held.max(i.tables().held_stacks());
+        }
+        assert!(max_held <= 2 * 4 + 1, "{max_held} stacks held");
+        assert!(i.tables().num_stacks() > 4000);
+    }
+
+    #[test]
+    fn without_a_budget_nothing_is_forgotten() {
+        let mut i = Interner::new();
+        let f = i.intern_frame(&fk("f", "a.py", 1)).unwrap();
+        let a = i.intern_stack(&[f]).unwrap();
+        for n in 0..100 {
+            i.intern_stack(&vec![f; n + 2]).unwrap();
+            assert!(!i.collect_stacks());
+        }
+        assert!(i.is_current(a));
+        assert_eq!(i.intern_stack(&[f]).unwrap(), a);
+        assert_eq!(i.tables().held_stacks(), 101);
+    }
+
+    #[test]
     fn mirror_replays_definitions() {
         let mut i = Interner::new();
         let mut mirror = Tables::default();
@@ -782,5 +982,32 @@ mod tests {
         assert_eq!(mirror.str(mirror.thread(t).unwrap().name.unwrap()), "Main");
         assert_eq!(mirror.str(mirror.frame(g).unwrap().filename), "b.py");
         assert_eq!(Marks::of(&mirror), Marks::of(i.tables()));
+
+        // With forgetting, including stacks forgotten before they were ever sent.
+        i.set_stack_budget(Some(1));
+        let mut defs = Vec::new();
+        for n in 0..6 {
+            i.intern_stack(&vec![g; n + 3]).unwrap();
+            i.collect_stacks();
+            if n % 3 == 2 {
+                i.definitions_since(&mut marks, |d| defs.push(d));
+            }
+        }
+        assert!(defs.iter().any(|d| matches!(d, Def::ForgetStacks(_))));
+        assert!(
+            defs.contains(&Def::Stack(Box::new([]))),
+            "a stack never sent"
+        );
+        for d in defs {
+            mirror.apply(d).unwrap();
+        }
+        assert_eq!(Marks::of(&mirror), Marks::of(i.tables()));
+        let held = i.tables().first_stack().index()..i.tables().num_stacks();
+        assert!(!held.is_empty());
+        for id in held {
+            let id = StackId(id as u32);
+            assert_eq!(mirror.stack(id), i.tables().stack(id));
+            assert!(!mirror.stack(id).is_empty());
+        }
     }
 }

@@ -21,15 +21,19 @@ pub mod pipeline;
 mod profile;
 
 pub use counts::{
-    Breakdown, BreakdownOptions, Count, CountKey, Counts, FrameStat, Sample, SampleFilter,
-    SampleFlags,
+    Breakdown, BreakdownOptions, Count, CountKey, Counts, FrameStat, FunctionTotals, Sample,
+    SampleFilter, SampleFlags,
 };
 pub use hash::{FxBuild, FxHasher};
+pub use intern::STACK_BYTES;
 pub use intern::{
     exception_label, task_label, CapacityError, Def, Frame, FrameId, FrameKey, FrameKind, Interner,
     Marks, StackId, StrId, Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
 };
-pub use pipeline::{pipeline, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide};
+pub use pipeline::{
+    pipeline, pipeline_streamed, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide,
+    SAMPLER_STACK_BUDGET,
+};
 pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
 
 #[cfg(test)]
@@ -347,6 +351,164 @@ mod tests {
             .profile(Metadata::default(), ProfileOptions::default())
             .unwrap();
         assert_eq!(p.meta.dropped, dropped);
+    }
+
+    /// Sample `n` of the streamed tests: a path through 16 functions, 1 to 24 deep, and every
+    /// fifth sample the same short stack (a hot stack that must survive forgetting).
+    fn path(names: &[String], n: u64) -> Vec<FrameKey<'_>> {
+        if n.is_multiple_of(5) {
+            return vec![fk("main", 1), fk("hot", 2)];
+        }
+        let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let depth = 1 + (x % 24) as usize;
+        (0..depth)
+            .map(|i| {
+                x = x.rotate_left(7).wrapping_mul(31).wrapping_add(i as u64);
+                let f = (x % 16) as usize;
+                FrameKey::python(&names[f], "paths.py", Some(f as i32 * 3 + 1))
+            })
+            .collect()
+    }
+
+    fn resolve(t: &Tables, s: StackId) -> Vec<(String, Option<i32>)> {
+        t.stack(s)
+            .iter()
+            .map(|id| {
+                let f = t.frame(*id).unwrap();
+                (t.str(f.function).to_string(), f.line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_pipeline_forgets_stacks_yet_every_drained_sample_resolves() {
+        let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+        let opts = BreakdownOptions {
+            by_function: true,
+            ..Default::default()
+        };
+        // About 20 stacks a generation.
+        let (mut sampler, mut agg) = pipeline_streamed(256, 2 * 20 * (STACK_BYTES + 48), opts);
+        let n_samples = 30_000u64;
+        let producer = std::thread::spawn(move || {
+            let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+            let mut collections = 0;
+            for n in 0..n_samples {
+                sampler
+                    .record(&MAIN, &path(&names, n), SampleFlags::empty(), n, 1)
+                    .unwrap();
+                // Rounds of one to three samples.
+                if n % 3 != 1 && sampler.collect_stacks() {
+                    collections += 1;
+                }
+            }
+            (collections, sampler.dropped())
+        });
+        let mut reference = Aggregator::new();
+        let mut seen = 0u64;
+        let mut max_held = 0;
+        loop {
+            let d = agg.drain().unwrap();
+            for s in d.samples {
+                // The sample's stack is held and is the stack sample `n` was taken with.
+                let expect = reference
+                    .record(
+                        &MAIN,
+                        &path(&names, s.timestamp_ns),
+                        s.flags,
+                        s.timestamp_ns,
+                        1,
+                    )
+                    .unwrap();
+                assert_eq!(
+                    resolve(d.tables, s.stack),
+                    resolve(reference.tables(), expect.stack),
+                    "sample {}",
+                    s.timestamp_ns
+                );
+            }
+            seen += d.samples.len() as u64;
+            max_held = max_held.max(d.tables.held_stacks());
+            if agg.finished() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let (collections, dropped) = producer.join().unwrap();
+        assert_eq!(seen + dropped, n_samples);
+        assert!(collections > 100, "{collections} generations");
+        assert!(
+            agg.tables().first_stack().index() > 1000,
+            "stacks were forgotten"
+        );
+        // The mirror holds two of the sampler's generations (at most ~47 stacks each, plus a
+        // round's 3) and the stacks of samples not handed out yet: a batch, a full queue
+        // behind it, and the dropped ones.
+        assert!(
+            max_held as u64 <= 2 * 50 + 1 + 2 * 256 + 3 + dropped,
+            "{max_held} stacks held, {dropped} dropped"
+        );
+        // No counts per stack; the total and the functions' times as counted in full.
+        assert!(agg.streamed());
+        assert_eq!(agg.counts().len(), 0);
+        assert_eq!(agg.counts().total().samples, seen);
+        let full = reference.breakdown(&opts);
+        let streamed = agg.function_breakdown(&opts);
+        assert_eq!(streamed.cumulative_total, full.cumulative_total);
+        let by_name = |b: &Breakdown, t: &Tables| -> Vec<(String, Count, Count)> {
+            b.cumulative
+                .iter()
+                .map(|s| (t.str(s.function).to_string(), s.own, s.total))
+                .collect()
+        };
+        assert_eq!(
+            by_name(&streamed, agg.tables()),
+            by_name(&full, reference.tables())
+        );
+    }
+
+    #[test]
+    fn a_profile_pipeline_whose_sampler_forgets_stacks_counts_each_distinct_stack_once() {
+        let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+        let (mut sampler, mut agg) = pipeline(1 << 16);
+        agg.keep_timeline(true);
+        // About 10 stacks a generation: the sampler defines most stacks several times.
+        sampler.set_stack_budget(Some(2 * 10 * (STACK_BYTES + 48)));
+        let mut reference = Aggregator::new();
+        reference.counts_mut().keep_timeline(true);
+        for n in 0..20_000u64 {
+            // Paths repeat every 3,000 samples: each comes back long after it was forgotten.
+            let frames = path(&names, n % 3_000);
+            assert!(sampler
+                .record(&MAIN, &frames, SampleFlags::empty(), n, 1 + n % 3)
+                .unwrap());
+            reference
+                .record(&MAIN, &frames, SampleFlags::empty(), n, 1 + n % 3)
+                .unwrap();
+            sampler.collect_stacks();
+            if n % 1000 == 999 {
+                agg.drain().unwrap();
+            }
+        }
+        let defined = sampler.interner().tables().num_stacks();
+        drop(sampler);
+        while !agg.finished() {
+            agg.drain().unwrap();
+        }
+        assert!(defined > 15_000, "{defined} stacks defined by the sampler");
+        assert_eq!(
+            agg.tables().num_stacks(),
+            reference.tables().num_stacks(),
+            "each distinct stack once"
+        );
+        assert_eq!(agg.counts().len(), reference.counts().len());
+        for opts in [ProfileOptions::EVERYTHING, ProfileOptions::default()] {
+            let a = agg.profile(Metadata::default(), opts).unwrap();
+            let b = reference.profile(Metadata::default(), opts).unwrap();
+            assert_eq!(a.stacks, b.stacks);
+            assert_eq!(a.timeline, b.timeline);
+            assert_eq!(format!("{:?}", a.tables), format!("{:?}", b.tables));
+        }
     }
 
     #[test]

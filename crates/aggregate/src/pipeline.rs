@@ -24,10 +24,27 @@
 //! ends (its side is dropped). A ring is one `unpark` at most per drain: the bell stays rung
 //! until the aggregator drains.
 //!
-//! The aggregator thread keeps a mirror of the tables (the price is holding each distinct
-//! string/frame/stack twice, a few hundred bytes per distinct stack) and the [`Counts`]; it is
-//! the one place snapshots and profiles are taken from, and the place a raw-file writer is fed
-//! from ([`Drained`]).
+//! The aggregator thread keeps a mirror of the tables and the [`Counts`]; it is the one place
+//! snapshots and profiles are taken from, and the place a raw-file writer is fed from
+//! ([`Drained`]). The sampler's own stack table is bounded ([`SAMPLER_STACK_BUDGET`]; it only
+//! needs the stacks it sees again soon, to find their ids), so it may forget a stack and define
+//! it again under a new id: the aggregator interns the stacks it receives by content and
+//! translates the sampler's ids into its own as it drains, so it holds each distinct stack once
+//! and its ids are those of distinct stacks.
+//!
+//! # Streaming: bounded stack tables
+//!
+//! A profile needs every distinct stack until the end, but a recording streamed to a file
+//! (`record --format raw`) does not: [`pipeline_streamed`] gives the sampler's interner the
+//! stack budget of the whole pipeline ([`Interner::set_stack_budget`]) and keeps no counts per
+//! stack on the aggregator's side, only the total and [`FunctionTotals`] for the summary; its
+//! mirror is a copy of the sampler's tables, ids untranslated (what a raw file needs). The
+//! sampler calls [`SamplerSide::collect_stacks`] between rounds; stacks it forgets are
+//! forgotten by the mirror too ([`Def::ForgetStacks`]; a [`pipeline()`]'s aggregator forgets
+//! only the translations), but only once every sample pushed before the news has been drained
+//! and handed out: each definition is sent with the number of samples pushed before it,
+//! and the aggregator applies a forget at the start of the first drain after it has popped that
+//! many. So the mirror holds every stack a drained sample names, until the next drain.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -36,7 +53,9 @@ use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::counts::{Breakdown, BreakdownOptions, Counts, Sample, SampleFlags};
+use std::collections::VecDeque;
+
+use crate::counts::{Breakdown, BreakdownOptions, Counts, FunctionTotals, Sample, SampleFlags};
 use crate::intern::{
     CapacityError, Def, FrameId, FrameKey, Interner, Marks, StackId, Tables, ThreadId, ThreadKey,
 };
@@ -45,13 +64,55 @@ use crate::profile::{Metadata, Profile, ProfileOptions};
 /// Creates a connected sampler/aggregator pair whose queue holds `capacity` samples
 /// (at least 1). A second of samples at the maximum rate is a comfortable size.
 pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
+    pipeline_with(capacity, Some(SAMPLER_STACK_BUDGET), None)
+}
+
+/// The stack budget of the sampler's interner in a [`pipeline()`]: the aggregator keeps every
+/// stack, so the sampler need not (see the module documentation).
+pub const SAMPLER_STACK_BUDGET: usize = 2 << 20;
+
+/// A pipeline for a recording streamed as it is taken (see the module documentation): the
+/// sampler's stack table holds about `stack_budget` bytes of stacks, and the aggregator counts
+/// only the total and the functions' own and total time by `summary` (its
+/// [`AggregatorSide::function_breakdown`]), so that memory does not grow with distinct stacks.
+pub fn pipeline_streamed(
+    capacity: usize,
+    stack_budget: usize,
+    summary: BreakdownOptions,
+) -> (SamplerSide, AggregatorSide) {
+    pipeline_with(
+        capacity,
+        Some(stack_budget),
+        Some(FunctionTotals::new(summary)),
+    )
+}
+
+fn pipeline_with(
+    capacity: usize,
+    stack_budget: Option<usize>,
+    totals: Option<FunctionTotals>,
+) -> (SamplerSide, AggregatorSide) {
+    let mut interner = Interner::new();
+    interner.set_stack_budget(stack_budget);
+    let mut counts = Counts::new();
+    counts.keep_per_key(totals.is_none());
+    let mirror = if totals.is_some() {
+        Mirror::Same(Tables::default())
+    } else {
+        Mirror::Canonical {
+            interner: Box::default(),
+            base: 0,
+            remap: VecDeque::new(),
+        }
+    };
     let queue = Arc::new(ArrayQueue::new(capacity.max(1)));
     let (tx, rx) = mpsc::channel();
     let dropped = Arc::new(AtomicU64::new(0));
     let bell = Arc::new(Doorbell::default());
     (
         SamplerSide {
-            interner: Interner::new(),
+            interner,
+            pushed: 0,
             bell: Arc::clone(&bell),
             mark: (capacity / 4).max(1),
             queue: Arc::clone(&queue),
@@ -61,8 +122,11 @@ pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
             frames: Vec::new(),
         },
         AggregatorSide {
-            tables: Tables::default(),
-            counts: Counts::new(),
+            mirror,
+            counts,
+            totals,
+            popped: 0,
+            forgets: VecDeque::new(),
             queue,
             defs: rx,
             dropped,
@@ -113,7 +177,10 @@ pub struct SamplerSide {
     /// Queue length at which the bell is rung.
     mark: usize,
     queue: Arc<ArrayQueue<Sample>>,
-    defs: Sender<Def>,
+    /// Definitions, each with the number of samples pushed before it.
+    defs: Sender<(u64, Def)>,
+    /// Samples pushed (not dropped) so far.
+    pushed: u64,
     published: Marks,
     dropped: Arc<AtomicU64>,
     frames: Vec<FrameId>,
@@ -131,12 +198,14 @@ impl SamplerSide {
     pub fn push(&mut self, sample: Sample) -> bool {
         if Marks::of(self.interner.tables()) != self.published {
             let tx = &self.defs;
+            let pushed = self.pushed;
             // A send only fails once the aggregator is gone; its samples are then lost anyway.
             self.interner
-                .definitions_since(&mut self.published, |d| drop(tx.send(d)));
+                .definitions_since(&mut self.published, |d| drop(tx.send((pushed, d))));
         }
         match self.queue.push(sample) {
             Ok(()) => {
+                self.pushed += 1;
                 if self.queue.len() >= self.mark {
                     self.bell.ring();
                 }
@@ -175,6 +244,21 @@ impl SamplerSide {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Changes the stack budget of the sampler's interner ([`Interner::set_stack_budget`]).
+    /// Of a [`pipeline()`], whose aggregator keeps every stack, any budget gives the same
+    /// profile (tests use tiny ones); of a [`pipeline_streamed`] it is what the mirror holds.
+    pub fn set_stack_budget(&mut self, bytes: Option<usize>) {
+        self.interner.set_stack_budget(bytes);
+    }
+
+    /// Lets the interner forget stacks not seen lately, if it has a budget and used its
+    /// current half ([`Interner::collect_stacks`]); the mirror follows after the samples pushed
+    /// so far are drained. Call it where every stack id interned so far has been pushed or
+    /// given up (between sampling rounds). Returns whether a new generation was started.
+    pub fn collect_stacks(&mut self) -> bool {
+        self.interner.collect_stacks()
+    }
+
     /// Wakes the aggregator's thread (once until it drains): something it reports changed.
     pub fn ring(&self) {
         self.bell.ring();
@@ -193,10 +277,16 @@ impl Drop for SamplerSide {
 /// The aggregator thread's end. See the module documentation.
 #[derive(Debug)]
 pub struct AggregatorSide {
-    tables: Tables,
+    mirror: Mirror,
     counts: Counts,
+    /// Streaming: the functions' times, counted sample by sample (no counts per stack).
+    totals: Option<FunctionTotals>,
+    /// Samples popped so far.
+    popped: u64,
+    /// Forgets received, each with the number of samples pushed before it was sent.
+    forgets: VecDeque<(u64, StackId)>,
     queue: Arc<ArrayQueue<Sample>>,
-    defs: Receiver<Def>,
+    defs: Receiver<(u64, Def)>,
     dropped: Arc<AtomicU64>,
     batch: Vec<Sample>,
     sampler_gone: bool,
@@ -217,6 +307,14 @@ impl AggregatorSide {
     /// Pops what is queued now (at most one queue's worth, so a fast sampler cannot starve the
     /// caller), applies pending definitions and counts the samples.
     pub fn drain(&mut self) -> Result<Drained<'_>, CapacityError> {
+        // Every sample pushed before these forgets was handed out by an earlier drain.
+        while let Some(&(after, below)) = self.forgets.front() {
+            if after > self.popped {
+                break;
+            }
+            self.mirror.forget_stacks_below(below);
+            self.forgets.pop_front();
+        }
         // Before the pops: a push after them rings again.
         self.bell.rung.store(false, Ordering::Release);
         self.batch.clear();
@@ -227,21 +325,27 @@ impl AggregatorSide {
                 None => break,
             }
         }
+        self.popped += self.batch.len() as u64;
         // After the pops: every definition a popped sample needs was sent before it was pushed.
         self.apply_definitions()?;
-        for s in &self.batch {
+        for s in &mut self.batch {
+            self.mirror.map(s);
             self.counts.add(s);
+            if let Some(t) = &mut self.totals {
+                t.add(self.mirror.tables(), s);
+            }
         }
         Ok(Drained {
             samples: &self.batch,
-            tables: &self.tables,
+            tables: self.mirror.tables(),
         })
     }
 
     fn apply_definitions(&mut self) -> Result<(), CapacityError> {
         loop {
             match self.defs.try_recv() {
-                Ok(d) => self.tables.apply(d)?,
+                Ok((after, Def::ForgetStacks(below))) => self.forgets.push_back((after, below)),
+                Ok((_, d)) => self.mirror.apply(d)?,
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => {
                     self.sampler_gone = true;
@@ -283,7 +387,7 @@ impl AggregatorSide {
 
     /// The mirrored tables.
     pub fn tables(&self) -> &Tables {
-        &self.tables
+        self.mirror.tables()
     }
 
     /// The counts.
@@ -294,7 +398,7 @@ impl AggregatorSide {
     /// The counts, to take a [`Counts::breakdown`] of (which starts a new interval), with the
     /// tables their ids refer to.
     pub fn counts_and_tables(&mut self) -> (&mut Counts, &Tables) {
-        (&mut self.counts, &self.tables)
+        (&mut self.counts, self.mirror.tables())
     }
 
     /// Samples dropped because the queue was full.
@@ -304,7 +408,29 @@ impl AggregatorSide {
 
     /// A snapshot for `top`; starts a new interval.
     pub fn breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
-        self.counts.breakdown(&self.tables, opts)
+        self.counts.breakdown(self.mirror.tables(), opts)
+    }
+
+    /// The functions' own and total time so far (cumulative): of a streamed pipeline, as
+    /// counted by the options it was made with ([`pipeline_streamed`]); otherwise from the
+    /// counts by `opts` (a new interval starts, as for [`AggregatorSide::breakdown`]).
+    pub fn function_breakdown(&mut self, opts: &BreakdownOptions) -> Breakdown {
+        match &self.totals {
+            Some(t) => t.breakdown(),
+            None => self.counts.breakdown(self.mirror.tables(), opts),
+        }
+    }
+
+    /// Whether this is a streamed pipeline ([`pipeline_streamed`]): it keeps no counts per stack
+    /// and its tables forget stacks, so it cannot make a [`Profile`].
+    pub fn streamed(&self) -> bool {
+        self.totals.is_some()
+    }
+
+    /// Also keep counts since the previous breakdown (the default; `top`'s interval). A
+    /// recording that never asks for one saves half the memory its counts take.
+    pub fn keep_interval(&mut self, keep: bool) {
+        self.counts.keep_interval(keep);
     }
 
     /// The profile so far. `meta.dropped` is raised to at least the queue's drop count.
@@ -314,7 +440,76 @@ impl AggregatorSide {
         options: ProfileOptions,
     ) -> Result<Profile, CapacityError> {
         meta.dropped = meta.dropped.max(self.dropped());
-        Profile::from_counts(meta, &self.tables, &self.counts, options)
+        Profile::from_counts(meta, self.mirror.tables(), &self.counts, options)
+    }
+}
+
+/// The aggregator's copy of the sampler's tables.
+#[derive(Debug)]
+enum Mirror {
+    /// Streamed: the sampler's tables as they are, forgetting the stacks it forgets, so that
+    /// its ids need no translation (a raw writer writes them as they are).
+    Same(Tables),
+    /// Every stack kept: the sampler's strings, frames and threads as they are (it never
+    /// forgets those, nor defines one twice), its stacks interned again by content, since it
+    /// may define one again under a new id. `remap[i]` is the id here of the sampler's stack
+    /// `base + i`, for the sampler's stacks samples may still name.
+    Canonical {
+        interner: Box<Interner>,
+        base: usize,
+        remap: VecDeque<StackId>,
+    },
+}
+
+impl Mirror {
+    fn tables(&self) -> &Tables {
+        match self {
+            Mirror::Same(t) => t,
+            Mirror::Canonical { interner, .. } => interner.tables(),
+        }
+    }
+
+    /// Applies a definition other than [`Def::ForgetStacks`].
+    fn apply(&mut self, def: Def) -> Result<(), CapacityError> {
+        let (interner, remap) = match self {
+            Mirror::Same(t) => return t.apply(def),
+            Mirror::Canonical {
+                interner, remap, ..
+            } => (interner, remap),
+        };
+        match def {
+            Def::Str(s) => drop(interner.intern_str(&s)?),
+            Def::Frame(f) => drop(interner.intern_frame_ids(f)?),
+            Def::Thread(t) => drop(interner.intern_thread_info(t)?),
+            Def::Stack(frames) => remap.push_back(interner.intern_stack(&frames)?),
+            Def::ForgetStacks(below) => self.forget_stacks_below(below),
+        }
+        Ok(())
+    }
+
+    fn forget_stacks_below(&mut self, below: StackId) {
+        match self {
+            Mirror::Same(t) => t.forget_stacks_below(below),
+            Mirror::Canonical { base, remap, .. } => {
+                let k = below.index().saturating_sub(*base).min(remap.len());
+                remap.drain(..k);
+                *base += k;
+            }
+        }
+    }
+
+    /// Gives `s` this mirror's id of its stack.
+    #[inline]
+    fn map(&self, s: &mut Sample) {
+        if let Mirror::Canonical { base, remap, .. } = self {
+            s.stack = s
+                .stack
+                .index()
+                .checked_sub(*base)
+                .and_then(|i| remap.get(i).copied())
+                // Never: the sampler defines a stack before a sample names it.
+                .unwrap_or(StackId(u32::MAX));
+        }
     }
 }
 

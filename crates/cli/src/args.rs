@@ -262,6 +262,11 @@ impl ViewArgs {
     }
 }
 
+/// `--stack-table-bytes`' default: 2 MiB of stacks (two generations of 1 MiB, about 15,000
+/// stacks of 12 frames each), in the sampler's table and again, without its index, in the
+/// aggregator's mirror.
+pub const DEFAULT_STACK_TABLE_BYTES: usize = 2 << 20;
+
 /// `strobe record`.
 #[derive(Debug, Clone, Args)]
 pub struct RecordArgs {
@@ -327,6 +332,11 @@ pub struct RecordArgs {
     /// (with --blocking, every thread's native stack is read during the whole-process stop)
     #[arg(long)]
     pub native: bool,
+    /// With `--format raw`: bytes of stacks the sampler's table holds before it forgets stacks
+    /// not seen lately (a forgotten stack that comes back is written again). For tests; the
+    /// default keeps memory flat on targets that make a new stack every sample.
+    #[arg(long, hide = true, default_value_t = DEFAULT_STACK_TABLE_BYTES)]
+    pub stack_table_bytes: usize,
     /// The command to launch and profile, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -286,10 +286,19 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         None
     };
 
+    let view = profile_options(&args.view);
+    let summary_options = report::summary_options(view.filter, view.hide_gc);
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
-    let (side, mut agg) = strobe_aggregate::pipeline(capacity);
+    // A raw file is streamed: the tables forget stacks not seen lately and no counts are kept
+    // per stack, so memory does not grow with distinct stacks. A profile needs them all.
+    let (side, mut agg) = if raw {
+        strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options)
+    } else {
+        strobe_aggregate::pipeline(capacity)
+    };
     agg.keep_timeline(!raw && kind.wants_timeline());
+    agg.keep_interval(false);
     // This thread sleeps until there is something to do (see `aggregator_wait`).
     agg.wake_this_thread();
     signals.unpark_this_thread_on_signal();
@@ -481,9 +490,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     say!("strobe: wrote {} ({})", output.display(), kind.name());
     let table = args.summary || (!args.no_summary && std::io::stderr().is_terminal());
     if table && !args.quiet {
-        let opts = profile_options(&args.view);
-        let (counts, tables) = agg.counts_and_tables();
-        for l in report::top_functions(counts, tables, opts.filter, opts.hide_gc) {
+        let b = agg.function_breakdown(&summary_options);
+        for l in report::top_functions(&b, agg.tables()) {
             eprintln!("strobe: {l}");
         }
     }

@@ -1,30 +1,27 @@
 //! The table that ends `strobe record` on a terminal: the functions with the most own time and
 //! the most total time, so the answer is on screen before anyone opens the file.
 
-use strobe_aggregate::{BreakdownOptions, Counts, FrameKind, FrameStat, SampleFilter, Tables};
+use strobe_aggregate::{Breakdown, BreakdownOptions, FrameKind, FrameStat, SampleFilter, Tables};
 
 /// Rows per table.
 const ROWS: usize = 10;
 
-/// The two tables as lines (without the `strobe: ` prefix), over the samples `filter` keeps,
-/// by function. Percentages are of the wall time those samples stand for. Empty when nothing
+/// What the tables count: by function, the samples `filter` keeps, `<GC>` left out with
+/// `hide_gc`, `<raise T>` left out unless only exception samples are kept.
+pub(crate) fn summary_options(filter: SampleFilter, hide_gc: bool) -> BreakdownOptions {
+    BreakdownOptions {
+        by_function: true,
+        os_tid: None,
+        filter,
+        hide_gc,
+        hide_exceptions: !filter.exception_only,
+    }
+}
+
+/// The two tables as lines (without the `strobe: ` prefix), from a breakdown by
+/// [`summary_options`]. Percentages are of the wall time those samples stand for. Empty when nothing
 /// was recorded.
-pub(crate) fn top_functions(
-    counts: &mut Counts,
-    tables: &Tables,
-    filter: SampleFilter,
-    hide_gc: bool,
-) -> Vec<String> {
-    let b = counts.breakdown(
-        tables,
-        &BreakdownOptions {
-            by_function: true,
-            os_tid: None,
-            filter,
-            hide_gc,
-            hide_exceptions: !filter.exception_only,
-        },
-    );
+pub(crate) fn top_functions(b: &Breakdown, tables: &Tables) -> Vec<String> {
     let total = b.cumulative_total;
     if total.weight_ns == 0 {
         return Vec::new();
@@ -86,11 +83,15 @@ fn label(t: &Tables, s: &FrameStat) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use strobe_aggregate::{Aggregator, FrameKey, SampleFlags, ThreadKey};
+    use strobe_aggregate::{Aggregator, FrameKey, FunctionTotals, Sample, SampleFlags, ThreadKey};
 
     #[test]
     fn own_and_total_tables_in_percent_of_wall_time() {
         let mut a = Aggregator::new();
+        // The same samples counted as a streamed recording counts them, one by one.
+        let opts = summary_options(SampleFilter::default(), false);
+        let mut streamed = FunctionTotals::new(opts);
+        let mut samples: Vec<Sample> = Vec::new();
         let t = ThreadKey {
             os_tid: 1,
             name: None,
@@ -98,34 +99,44 @@ mod tests {
         };
         let f = |name, line| FrameKey::python(name, "/srv/app/main.py", Some(line));
         for i in 0..3 {
+            samples.push(
+                a.record(
+                    &t,
+                    &[f("main", 1), f("heavy", 10 + i)],
+                    SampleFlags::HOLDS_GIL,
+                    i as u64,
+                    10,
+                )
+                .unwrap(),
+            );
+        }
+        samples.push(
             a.record(
                 &t,
-                &[f("main", 1), f("heavy", 10 + i)],
+                &[f("main", 2), f("light", 20)],
                 SampleFlags::HOLDS_GIL,
-                i as u64,
+                9,
                 10,
             )
-            .unwrap();
-        }
-        a.record(
-            &t,
-            &[f("main", 2), f("light", 20)],
-            SampleFlags::HOLDS_GIL,
-            9,
-            10,
-        )
-        .unwrap();
+            .unwrap(),
+        );
         // Idle samples are left out with the default filter.
-        a.record(
-            &t,
-            &[f("main", 3), f("wait", 30)],
-            SampleFlags::IDLE,
-            10,
-            10,
-        )
-        .unwrap();
+        samples.push(
+            a.record(
+                &t,
+                &[f("main", 3), f("wait", 30)],
+                SampleFlags::IDLE,
+                10,
+                10,
+            )
+            .unwrap(),
+        );
         let tables = a.tables().clone();
-        let lines = top_functions(a.counts_mut(), &tables, SampleFilter::default(), false);
+        for s in &samples {
+            streamed.add(&tables, s);
+        }
+        let lines = top_functions(&a.counts_mut().breakdown(&tables, &opts), &tables);
+        assert_eq!(top_functions(&streamed.breakdown(), &tables), lines);
         assert_eq!(
             lines,
             [

@@ -28,7 +28,13 @@
 //! ```
 //!
 //! Ids are implicit (each definition takes the next id of its kind) and file-local. A chunk holds
-//! the definitions its samples need, so a chunk is self-contained given the chunks before it. The
+//! the definitions its samples need, so a chunk is self-contained given the chunks before it.
+//! The same frames may be defined as several stacks: `record` forgets stacks not seen lately
+//! (its stack table is bounded, see `strobe_aggregate::pipeline_streamed`), and one that comes
+//! back is defined again under a new id; a stack forgotten before it was written is defined
+//! empty, to keep the ids in step, and no sample names it. The reader interns stacks by
+//! content, so such a file reads as one with each stack defined once (versions 1 to 3 all allow
+//! this: a reader of any of them reads it). The
 //! writer emits a chunk at every [`RawWriter::flush`] (the recorder calls it at least once a
 //! second) and whenever its buffer passes 1 MiB; a killed recorder leaves at most a torn last
 //! chunk, which the reader detects by its length or checksum and skips, reporting the bytes it
@@ -155,7 +161,8 @@ impl<W: Write> RawWriter<W> {
         Ok(w)
     }
 
-    /// Emits definitions for table entries new since the last call.
+    /// Emits definitions for table entries new since the last call (a stack `tables` no longer
+    /// holds is written empty: see the module documentation).
     fn definitions(&mut self, tables: &Tables) {
         let b = &mut self.buf;
         for i in self.marks.strings..tables.num_strings() {
@@ -349,6 +356,9 @@ pub struct RawRecording {
     pub chunks: usize,
     /// Bytes at the end that were ignored (a chunk torn by a crash, or damaged).
     pub ignored_bytes: usize,
+    /// Stack definitions read: more than the profile's distinct stacks when the recorder
+    /// forgot stacks and defined them again.
+    pub stack_definitions: usize,
 }
 
 /// Reads a raw recording from a file. See [`read_raw_bytes`].
@@ -692,6 +702,7 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
         profile,
         chunks,
         ignored_bytes: bytes.len() - pos,
+        stack_definitions: r.stacks.len(),
     })
 }
 

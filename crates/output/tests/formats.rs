@@ -1199,3 +1199,123 @@ fn first_lines_reach_pprof_gecko_and_speedscope() {
         assert_eq!(lines, want);
     }
 }
+
+/// Sample `n` of a many-stacks stream: a path through 16 functions, 1 to 24 deep, on one of two
+/// threads; every seventh sample the same short idle stack (a hot stack that comes back).
+fn many_stacks_sample(names: &[String], n: u64) -> (ThreadKey<'static>, Vec<FrameKey<'_>>) {
+    let thread = ThreadKey {
+        os_tid: 100 + n % 2,
+        name: None,
+        interpreter_id: 0,
+    };
+    if n.is_multiple_of(7) {
+        let f = |name, line| FrameKey::python(name, "/srv/app/main.py", Some(line));
+        return (thread, vec![f("main", 1), f("wait", 2)]);
+    }
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let depth = 1 + (x % 24) as usize;
+    let frames = (0..depth)
+        .map(|i| {
+            x = x.rotate_left(9).wrapping_mul(31).wrapping_add(i as u64);
+            let f = (x % 16) as usize;
+            FrameKey::python(&names[f], "/srv/app/paths.py", Some(f as i32 * 4 + 1))
+        })
+        .collect();
+    (thread, frames)
+}
+
+#[test]
+fn raw_recorded_with_a_tiny_stack_table_converts_to_exactly_the_profile_without_one() {
+    use strobe_aggregate::{pipeline_streamed, BreakdownOptions, STACK_BYTES};
+    let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
+    // About 8 stacks a generation: nearly every stack is forgotten and some come back.
+    let budget = 2 * 8 * (STACK_BYTES + 48);
+    let (mut sampler, mut agg) = pipeline_streamed(64, budget, BreakdownOptions::default());
+    let mut w = RawWriter::new(Vec::new(), &meta("python paths.py")).unwrap();
+    let mut reference = Aggregator::new();
+    reference.counts_mut().keep_timeline(true);
+    let flags = |n: u64| {
+        if n.is_multiple_of(3) {
+            SampleFlags::HOLDS_GIL
+        } else {
+            SampleFlags::IDLE
+        }
+    };
+    let mut n = 0u64;
+    // Rounds of 1 to 4 samples; the writer drains after 1 to 5 rounds, so forgets reach the
+    // aggregator with samples older than them still queued.
+    for round in 0..3_000u64 {
+        for _ in 0..1 + round % 4 {
+            let (thread, frames) = many_stacks_sample(&names, n);
+            assert!(sampler
+                .record(&thread, &frames, flags(n), n * 1000, 1000 + n % 5)
+                .unwrap());
+            reference
+                .record(&thread, &frames, flags(n), n * 1000, 1000 + n % 5)
+                .unwrap();
+            n += 1;
+        }
+        sampler.collect_stacks();
+        if round % 5 == round % 3 {
+            let d = agg.drain().unwrap();
+            w.append(d.tables, d.samples).unwrap();
+            if round % 7 == 0 {
+                w.flush().unwrap();
+            }
+        }
+    }
+    drop(sampler);
+    while !agg.finished() {
+        let d = agg.drain().unwrap();
+        w.append(d.tables, d.samples).unwrap();
+    }
+    assert_eq!(agg.counts().total().samples, n);
+    let redefined = agg.tables().num_stacks();
+    let bytes = w.finish().unwrap();
+    let r = read_raw_bytes(&bytes).unwrap();
+    assert_eq!(r.ignored_bytes, 0);
+    let without = reference
+        .profile(r.profile.meta.clone(), ProfileOptions::EVERYTHING)
+        .unwrap();
+    // Stacks were forgotten and defined again: more stack ids than distinct stacks.
+    assert!(agg.tables().first_stack().index() > 1000);
+    assert!(
+        redefined > reference.tables().num_stacks() + 100,
+        "{redefined} ids for {} stacks",
+        reference.tables().num_stacks()
+    );
+    assert_eq!(r.profile.stacks, without.stacks);
+    assert_eq!(r.profile.timeline, without.timeline);
+    assert_eq!(
+        format!("{:?}", r.profile.tables),
+        format!("{:?}", without.tables)
+    );
+    for opts in [
+        ProfileOptions::default(),
+        ProfileOptions {
+            per_thread: true,
+            by_function: true,
+            filter: SampleFilter {
+                include_idle: true,
+                gil_only: true,
+                exception_only: false,
+            },
+            hide_gc: false,
+            hide_exceptions: false,
+        },
+    ] {
+        let converted = r.profile.with_options(opts).unwrap();
+        let live = reference.profile(r.profile.meta.clone(), opts).unwrap();
+        for kind in [
+            FormatKind::Collapsed,
+            FormatKind::Speedscope,
+            FormatKind::Pprof,
+        ] {
+            assert_eq!(
+                render(&*kind.writer(), &converted),
+                render(&*kind.writer(), &live),
+                "{kind:?}"
+            );
+        }
+    }
+}

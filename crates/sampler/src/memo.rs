@@ -230,7 +230,14 @@ pub(crate) fn stack_of(
         fresh.push(frame_id(cache, side, names, f, by_function)?);
     }
     let stack = match memo.stack {
-        Some(stack) if memo.ids.get(base + keep..) == Some(&fresh[..]) => stack,
+        // A stack of the interner's previous generation is interned again (moved into the
+        // current one), or a bounded table would forget it while this memo still used it.
+        Some(stack)
+            if memo.ids.get(base + keep..) == Some(&fresh[..])
+                && side.interner().is_current(stack) =>
+        {
+            stack
+        }
         _ => {
             memo.stack = None;
             memo.ids.truncate(base + keep);
@@ -562,6 +569,36 @@ mod tests {
         moved[0].lasti += 2;
         let (s3, lookups) = rig.sample(&moved, 2);
         assert_eq!((s3, lookups, rig.stacks()), (s1, 1, stacks));
+    }
+
+    #[test]
+    fn with_a_bounded_stack_table_an_unchanged_stack_moves_to_the_current_generation() {
+        let mut rig = Rig::new();
+        let (side, agg) = strobe_aggregate::pipeline_streamed(
+            16,
+            1,
+            strobe_aggregate::BreakdownOptions::default(),
+        );
+        (rig.side, rig._agg) = (side, agg);
+        let frames = [frame(0x30, 5), frame(0x20, 3), frame(0x10, 1)];
+        let (s1, _) = rig.sample(&frames, 0);
+        let (s2, lookups) = rig.sample(&frames, 3);
+        assert_eq!((s2, lookups), (s1, 0), "same generation: the memo's id");
+        // A budget of one byte: every collection starts a new generation.
+        assert!(rig.side.collect_stacks());
+        let (s3, lookups) = rig.sample(&frames, 3);
+        assert_eq!(lookups, 0, "no frame is looked up again");
+        assert_ne!(s3, s1, "interned again, into the current generation");
+        assert!(rig.side.interner().is_current(s3));
+        // Two more collections forget s1's generation; s3 moved on before that.
+        assert!(rig.side.collect_stacks());
+        let (s4, _) = rig.sample(&frames, 3);
+        assert!(rig.side.collect_stacks());
+        assert!(!rig.side.interner().tables().holds_stack(s1));
+        let (s5, _) = rig.sample(&frames, 3);
+        assert!(rig.side.interner().tables().holds_stack(s5));
+        assert_eq!(names(&rig.resolve(s5)), ["main", "work", "leaf"]);
+        assert!(s5 > s4 && s4 > s3);
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub(crate) fn run(
                 } => (threads, recorded, failed),
             };
         stats.end_round(failed, recorded, threads);
+        // Every stack of the round is pushed: a bounded stack table may forget old ones now.
+        side.collect_stacks();
         let done_ns = elapsed_ns();
         if cfg.keep_off_target_cpus && placement.due(done_ns) {
             processes.running_cpus(&mut cpus);
