@@ -27,6 +27,9 @@ fn check(interp: Interp) {
     let info: Value = serde_json::from_str(&next()).unwrap();
     let pid = info["pid"].as_i64().unwrap();
     let code_in_target = info["code"].as_str().unwrap().to_string();
+    // READY follows the sub-interpreter's write, not yet its read: wait until the kernel has
+    // every thread asleep (seen once: the sub-interpreter still on the line of its write).
+    crate::harness::wait_until_blocked(pid as i32);
 
     let out = strobe(&["dump", "--pid", &pid.to_string(), "--json"]);
     let text = strobe(&["dump", "--pid", &pid.to_string()]);
