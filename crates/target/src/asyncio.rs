@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use goblin::elf::{program_header, Elf};
 use strobe_locate::maps::{self, Mapping};
 use strobe_walker::asyncio::{self as reader, AsyncioOffsets, Awaited, ASYNCIO_DEBUG_LEN};
-use strobe_walker::RemoteMemory;
+use strobe_walker::walk::Walker;
+use strobe_walker::{RemoteMemory, WalkError};
 
 use crate::snapshot::{
     AsyncDump, AsyncSnapshot, AwaitedSnapshot, CoroFrameSnapshot, LoopSnapshot, TaskSnapshot,
 };
-use crate::{AttachError, Target};
+use crate::{AttachError, Target, TargetMemory};
 
 /// The section CPython 3.14+ puts `_Py_AsyncioModuleDebugOffsets` in.
 const SECTION: &str = ".AsyncioDebug";
@@ -113,48 +114,11 @@ impl Target {
             });
         };
         // The files are read before the freeze, which then lasts only for the memory reads.
-        // Order matters: signals are deferred before the freeze and restored after it ends.
-        let (_signals, _freeze) = if blocking {
-            let s = strobe_signals::DeferSignals::new().map_err(AttachError::Signals)?;
-            let f = strobe_remote::Freeze::all_threads(pid)
-                .map_err(|e| crate::exited_or(pid, e.into()))?;
-            (Some(s), Some(f))
-        } else {
-            (None, None)
-        };
-        // A running target may change under the reader: retry a few times, as `snapshot` does.
-        let attempts = if blocking {
-            1
-        } else {
-            crate::TRANSIENT_ATTEMPTS
-        };
-        let mut attempt = 0;
-        let (state, thread_of) = loop {
-            attempt += 1;
-            let read = self.walker.walk().and_then(|stacks| {
-                let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
-                interps.sort_unstable();
-                interps.dedup();
-                let tstates: Vec<u64> = stacks.iter().map(|t| t.tstate_addr).collect();
-                let thread_of: HashMap<u64, u64> = stacks
-                    .iter()
-                    .map(|t| (t.tstate_addr, t.thread_id))
-                    .collect();
-                reader::read_tasks(&mut self.walker, &offsets, &interps, &tstates)
-                    .map(|state| (state, thread_of))
-            });
-            match read {
-                Ok(got) => break got,
-                Err(e)
-                    if e.is_transient()
-                        && attempt < attempts
-                        && !strobe_remote::procfs::is_gone_or_exiting(pid) =>
-                {
-                    self.walker.clear_caches();
-                }
-                Err(error) => return Err(self.exited_or(AttachError::Walk { pid, error })),
-            }
-        };
+        let (state, thread_of) = self.read_threads_then(
+            blocking,
+            |walker, interps, tstates| reader::read_tasks(walker, &offsets, interps, tstates),
+            |target, error| target.exited_or(AttachError::Walk { pid, error }),
+        )?;
         warnings.extend(state.errors.iter().cloned());
         let loop_types = self.loop_types(&state);
         let sleeps = self.sleep_delays(&state);
@@ -168,6 +132,59 @@ impl Target {
     }
 
     /// The delay of each task sleeping in `asyncio.sleep` (its innermost coroutine), read from
+    /// Walk every thread once (the whole target frozen for it when `blocking`), then `read`
+    /// with the interpreters and thread states found; a running target that changes under the
+    /// reader is read again a few times, as `snapshot` does. Also returns each thread state's
+    /// ident. A failure that retrying does not cure is `fail`'s to report.
+    pub(super) fn read_threads_then<T>(
+        &mut self,
+        blocking: bool,
+        mut read: impl FnMut(&mut Walker<TargetMemory>, &[u64], &[u64]) -> Result<T, WalkError>,
+        fail: impl FnOnce(&Target, WalkError) -> AttachError,
+    ) -> Result<(T, HashMap<u64, u64>), AttachError> {
+        let pid = self.pid();
+        // Order matters: signals are deferred before the freeze and restored after it ends.
+        let (_signals, _freeze) = if blocking {
+            let s = strobe_signals::DeferSignals::new().map_err(AttachError::Signals)?;
+            let f = strobe_remote::Freeze::all_threads(pid)
+                .map_err(|e| crate::exited_or(pid, e.into()))?;
+            (Some(s), Some(f))
+        } else {
+            (None, None)
+        };
+        let attempts = if blocking {
+            1
+        } else {
+            crate::TRANSIENT_ATTEMPTS
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let got = self.walker.walk().and_then(|stacks| {
+                let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
+                interps.sort_unstable();
+                interps.dedup();
+                let tstates: Vec<u64> = stacks.iter().map(|t| t.tstate_addr).collect();
+                let thread_of: HashMap<u64, u64> = stacks
+                    .iter()
+                    .map(|t| (t.tstate_addr, t.thread_id))
+                    .collect();
+                read(&mut self.walker, &interps, &tstates).map(|found| (found, thread_of))
+            });
+            match got {
+                Ok(got) => return Ok(got),
+                Err(e)
+                    if e.is_transient()
+                        && attempt < attempts
+                        && !strobe_remote::procfs::is_gone_or_exiting(pid) =>
+                {
+                    self.walker.clear_caches();
+                }
+                Err(error) => return Err(fail(self, error)),
+            }
+        }
+    }
+
     /// that frame's locals.
     fn sleep_delays(&self, state: &reader::AsyncState) -> HashMap<u64, String> {
         let layout = *self.walker.layout();

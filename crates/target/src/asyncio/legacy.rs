@@ -4,8 +4,6 @@
 //! [`AsyncDump`] as for 3.14+, so text and JSON look alike; what differs (links derived, not
 //! recorded) is said in the README.
 
-use std::collections::HashMap;
-
 use strobe_walker::asyncio_legacy::{self as reader, asyncio_legacy_for, LegacyTasks};
 
 use super::{model, AsyncError};
@@ -30,49 +28,14 @@ impl Target {
             }
             .into());
         };
-        let (_signals, _freeze) = if blocking {
-            let s = strobe_signals::DeferSignals::new().map_err(AttachError::Signals)?;
-            let f = strobe_remote::Freeze::all_threads(pid)
-                .map_err(|e| crate::exited_or(pid, e.into()))?;
-            (Some(s), Some(f))
-        } else {
-            (None, None)
-        };
-        let attempts = if blocking {
-            1
-        } else {
-            crate::TRANSIENT_ATTEMPTS
-        };
-        let mut attempt = 0;
-        let (found, thread_of) = loop {
-            attempt += 1;
-            let read = self.walker.walk().and_then(|stacks| {
-                let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
-                interps.sort_unstable();
-                interps.dedup();
-                let tstates: Vec<u64> = stacks.iter().map(|t| t.tstate_addr).collect();
-                let thread_of: HashMap<u64, u64> = stacks
-                    .iter()
-                    .map(|t| (t.tstate_addr, t.thread_id))
-                    .collect();
-                reader::read_tasks(&mut self.walker, table, &interps, &tstates)
-                    .map(|found| (found, thread_of))
-            });
-            match read {
-                Ok(got) => break got,
-                Err(e)
-                    if e.is_transient()
-                        && attempt < attempts
-                        && !strobe_remote::procfs::is_gone_or_exiting(pid) =>
-                {
-                    self.walker.clear_caches();
-                }
-                Err(strobe_walker::WalkError::Unsupported(why)) => {
-                    return Err(AsyncError::Read { pid, why }.into());
-                }
-                Err(error) => return Err(self.exited_or(AttachError::Walk { pid, error })),
-            }
-        };
+        let (found, thread_of) = self.read_threads_then(
+            blocking,
+            |walker, interps, tstates| reader::read_tasks(walker, table, interps, tstates),
+            |target, error| match error {
+                strobe_walker::WalkError::Unsupported(why) => AsyncError::Read { pid, why }.into(),
+                error => target.exited_or(AttachError::Walk { pid, error }),
+            },
+        )?;
         let mut warnings = self.warnings.clone();
         let state = match found {
             LegacyTasks::NotLoaded => {
