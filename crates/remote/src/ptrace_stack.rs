@@ -330,6 +330,55 @@ pub(crate) fn read_state(
     Ok((regs, syscall))
 }
 
+/// What a stopped thread's registers say about the system call it was stopped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSyscall {
+    /// The call's number (`orig_rax`).
+    pub nr: u64,
+    /// Its return value as it stands at the stop (`rax`): the result of a call that completed,
+    /// or the code of one interrupted in its sleep (see [`StopSyscall::interrupted_wait`]).
+    pub ret: i64,
+}
+
+/// Return values of a system call that a stop interrupted while it slept: the kernel restarts
+/// the call when the thread resumes (`-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`,
+/// `-ERESTART_RESTARTBLOCK`: include/linux/errno.h), or lets it fail with `-EINTR` (calls that
+/// are never restarted, such as `epoll_wait`: signal(7)). The code stays in `rax` from the
+/// interruption until the thread next runs through its signal handling on its way back to
+/// user space, which rewrites `rax` for the restart.
+const INTERRUPTED_WAIT: [i64; 5] = [-4, -512, -513, -514, -516];
+
+impl StopSyscall {
+    /// Whether the call was asleep when the stop came (or had been interrupted by an earlier
+    /// stop and not run since): the thread was waiting, not running.
+    pub fn interrupted_wait(self) -> bool {
+        INTERRUPTED_WAIT.contains(&self.ret)
+    }
+}
+
+/// The system call thread `tid` of `pid` (in a ptrace stop) was stopped in, if any.
+pub(crate) fn stop_syscall(pid: i32, tid: i32) -> Result<Option<StopSyscall>, StackError> {
+    let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
+        Ok(r) => r,
+        Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
+        Err(errno) => {
+            return Err(StackError::Ptrace {
+                op: "PTRACE_GETREGSET",
+                pid,
+                tid,
+                errno,
+            })
+        }
+    };
+    // -1 in `orig_rax`: stopped in user space (or entered the kernel other than by a call).
+    Ok(u64::try_from(regs.orig_rax as i64)
+        .ok()
+        .map(|nr| StopSyscall {
+            nr,
+            ret: regs.rax as i64,
+        }))
+}
+
 /// `PTRACE_LISTEN`, which `nix` does not wrap.
 #[allow(unsafe_code)]
 fn listen(tid: i32) -> Result<(), Errno> {

@@ -20,6 +20,30 @@
 //! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
 //! holder is not known yet), as the freeze itself touches every thread anyway.
 //!
+//! # Waits the freeze interrupted (`--blocking`)
+//! `R` before the freeze is not enough to call a thread running under `--blocking`, because
+//! the previous round's freeze woke every waiting thread: stopping a thread asleep in a system
+//! call (a futex wait for the GIL or a lock, `clock_nanosleep`, `read`) interrupts the call,
+//! and when the freeze lets go the thread is runnable (`R`) until it has had a CPU long enough
+//! to restart the call and sleep again. Where the CPUs are busy that can take longer than a
+//! round: measured on 2 vCPUs with four threads computing (`benches/native_target.py 4`,
+//! 200 Hz), the main thread asleep in `clock_nanosleep` read `R` before half the freezes, every
+//! time still in the call the previous freeze had interrupted, and 13% of the CPU-mode samples
+//! ended in `[syscall]`, against 0.4% without `--blocking`. Such a thread was waiting, and is
+//! runnable only because of us.
+//!
+//! The freeze itself says so: a thread stopped while asleep in a system call carries the
+//! interrupted call's code in its return register (`-ERESTART…` or `-EINTR`, see
+//! [`strobe_remote::StopSyscall::interrupted_wait`]), and keeps it until it next runs through
+//! its way back to user space, which is exactly the case of a thread woken by the previous
+//! freeze that has not run since. So after the walk, every Python thread that `/proc` called
+//! running (and that does not hold the GIL) is asked of the freeze, one register read each, and
+//! one stopped in an interrupted wait is idle for the round. A thread stopped in user space, or
+//! at the end of a call that completed (a `futex` wake it made, or a wait the program itself
+//! ended), keeps `R`: it was running, or runnable for its own reasons. Without `--blocking`
+//! nothing of ours wakes a thread a round found asleep (idle threads are read without a stop,
+//! see `native`), so the question does not arise there.
+//!
 //! When idle samples are dropped (no `--idle`, no raw recording, neither `--native` nor
 //! `--blocking`), the states are looked up *before* the read, and the stacks of idle threads
 //! that do not hold the GIL are not copied at all ([`Walker::sample_wanted_into`]): at
@@ -94,6 +118,9 @@ pub(crate) fn round(
         // A panic here unwinds through `freeze`, whose drop releases the target.
         st.test_panic();
         let walked = target.walker_mut().sample_into(&mut raw);
+        if walked.is_ok() {
+            note_waits(st, &freeze, &raw);
+        }
         if walked.is_ok() && st.native.mode == NativeMode::On {
             // Every thread's native stack from the same freeze: one instant for the process.
             let hosts: Vec<Option<u32>> = raw.threads.iter().map(|t| st.host_tid(t)).collect();
@@ -140,6 +167,34 @@ pub(crate) fn round(
         st.warnings.extend(target.take_native_warnings());
     }
     result
+}
+
+/// Under `--blocking`: every Python thread that `/proc` said was running just before the freeze
+/// (or that it did not list), and that does not hold the GIL, is asked of the freeze whether
+/// it was stopped asleep in a system call; if so its state for this round is that sleep (see
+/// "Waits the freeze interrupted" in the module documentation). One register read per such
+/// thread; threads already known idle, and the GIL holder, cost nothing.
+fn note_waits(st: &mut ProcessView, freeze: &Freeze, raw: &RawSample) {
+    for t in &raw.threads {
+        if t.holds_gil && !st.free_threaded {
+            continue;
+        }
+        let Some(host) = st.host_tid(t) else {
+            continue;
+        };
+        if st.kernel.state_before(host).is_some_and(|s| s != 'R') {
+            continue;
+        }
+        let Ok(tid) = i32::try_from(host) else {
+            continue;
+        };
+        // A thread that cannot be read (it exited meanwhile) keeps the state `/proc` gave.
+        if let Ok(Some(call)) = freeze.stop_syscall(tid) {
+            if call.interrupted_wait() {
+                st.kernel.asleep_at_freeze(host);
+            }
+        }
+    }
 }
 
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL

@@ -263,7 +263,16 @@ impl KernelThreads {
         });
     }
 
-    /// The state of our thread `host` as [`KernelThreads::read_all`] last read it.
+    /// Record that the latest freeze stopped our thread `host` asleep in a system call (the
+    /// call's return value was one of an interrupted wait): its state for the round is `S`,
+    /// whatever [`KernelThreads::read_all`] read just before the freeze.
+    pub(crate) fn asleep_at_freeze(&mut self, host: u32) {
+        self.before.insert(host, 'S');
+    }
+
+    /// The state of our thread `host` at the latest freeze: as [`KernelThreads::read_all`] read
+    /// it just before, or `S` if the freeze found it asleep in a system call
+    /// ([`KernelThreads::asleep_at_freeze`]).
     pub(crate) fn state_before(&self, host: u32) -> Option<char> {
         self.before.get(&host).copied()
     }
