@@ -137,6 +137,13 @@ impl SwitchWatch {
         None
     }
 
+    /// Where the kernel is in the ring: the bytes of records written since the watch was
+    /// opened. It moves exactly when the thread is switched in or out, so two equal positions
+    /// mean the thread has not been on a CPU in between (nor left one).
+    pub fn position(&self) -> u64 {
+        self.control(PAGE_DATA_HEAD).load(Ordering::Acquire)
+    }
+
     /// A `u64` field of the control page, as the atomic the kernel treats it as.
     #[allow(unsafe_code)]
     fn control(&self, offset: usize) -> &AtomicU64 {
