@@ -418,3 +418,22 @@ fn refused(pid: i32, tid: i32) -> StackError {
         _ => StackError::PermissionDenied { pid, tid },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_waits_are_told_from_completed_calls() {
+        let call = |ret| StopSyscall { nr: 202, ret };
+        // -EINTR, -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK.
+        for ret in [-4, -512, -513, -514, -516] {
+            assert!(call(ret).interrupted_wait(), "{ret}");
+        }
+        // A wait that was woken (0), timed out (-ETIMEDOUT), found the value changed
+        // (-EAGAIN), a wake that woke one thread (1), or an error of another kind.
+        for ret in [0, -110, -11, 1, -14, -515] {
+            assert!(!call(ret).interrupted_wait(), "{ret}");
+        }
+    }
+}

@@ -274,8 +274,13 @@ mod tests {
             w.last(),
             Some(LastSwitch::Blocked | LastSwitch::None)
         ));
+        // Asleep, it is neither switched in nor out: the position stays.
+        let asleep_at = w.position();
+        assert_eq!(state(), 'S');
+        assert_eq!(w.position(), asleep_at);
         go_tx.send(()).unwrap();
         spinning_rx.recv().unwrap();
+        assert!(w.position() > asleep_at, "it ran, so it was switched in");
         // It has run since (it sent), so it was switched in; spinning it stays running or is
         // preempted, never blocked.
         let seen = w.last().unwrap();
