@@ -13,9 +13,9 @@
 # same steady program differ by sampling noise alone, so the same figure for two
 # non-blocking recordings is printed beside it as the floor to read it against. The last two
 # columns leave out samples taken in a system call (stacks ending in `[syscall]`): where the
-# two modes disagree on which threads are idle, that is where it shows (before strobe knew a
-# thread woken by the previous freeze from its wait as idle, 15% of the --blocking samples
-# with four threads, 0.4% of the default ones; see crates/sampler/src/round.rs).
+# two modes disagree on which threads are idle, that is where it shows (until --blocking knew
+# threads woken by the previous freeze, or woken and not yet on a CPU, as waiting: 15% of its
+# samples with four threads; see "Idle under --blocking" in crates/sampler/src/round.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-"1 4"}
