@@ -90,10 +90,12 @@ fn weight_of(stacks: &std::collections::BTreeMap<Vec<String>, u64>, name: &str) 
 /// freeze caught in the instruction between our release and its restarted call: the bound of
 /// 1% of the busy threads' weight is far above that and far below what the bug gave. With
 /// `--idle` every waiter is there, in about half the busy weight (two busy threads, one waiter
-/// each, every round). And the busy threads are never idle, though each freeze switches them
-/// out too, and one stopped while it computed may still wait for the CPU at the next round:
-/// without `--idle` they weigh as much as with it (at least 90%: 99-105% measured, 74-86% when
-/// such a thread was taken from its switch watch as waiting). Both without and with `--native`.
+/// each, every round). Both without and with `--native`.
+///
+/// (That a thread the previous freeze stopped while it computed stays running until it has had
+/// a CPU again is not asserted here: busy threads also wait for the GIL now and then, more
+/// under load, so their weight without `--idle` is no steady measure of it; measured by hand,
+/// 99-105% of their `--idle` weight with it, 74-86% without it, on a quiet machine.)
 #[test]
 fn blocking_record_leaves_freeze_woken_waiters_idle() {
     let script = Script::new(&Interp::pyenv("3.12.1"), "blocking_waiters.py");
@@ -112,8 +114,6 @@ fn blocking_record_leaves_freeze_woken_waiters_idle() {
     let pid = target.pid.to_string();
     let busy = format!("crunch ({}", script.in_target);
     for native in [false, true] {
-        // Busy weight without `--idle`, to compare with the one with it.
-        let mut running_busy = 0;
         for idle in [false, true] {
             let out = dir.path().join(format!("waiters-{native}-{idle}.txt"));
             let mut args = vec!["record", "--blocking", "--function"];
@@ -141,15 +141,6 @@ fn blocking_record_leaves_freeze_woken_waiters_idle() {
             let text = text.join("\n");
             // 200 Hz for 2 s, two busy threads: ~4 s of busy weight; at least a quarter of it.
             assert!(busy_weight >= 1_000_000, "{args:?}: {text}\n{stderr}");
-            if idle {
-                assert!(
-                    running_busy * 10 >= busy_weight * 9,
-                    "{args:?}: the busy threads counted running for {running_busy} µs, \
-                     against {busy_weight} µs with --idle"
-                );
-            } else {
-                running_busy = busy_weight;
-            }
             for waiter in WAITERS {
                 let w = weight_of(&stacks, waiter);
                 if idle {

@@ -1,10 +1,10 @@
 # strobe record --blocking target (tests/integration/blocking.rs): BUSY threads (argv[1],
-# default 2) computing crc32 in C for ever (zlib releases the GIL over 64 KiB, so they share
-# the CPU with no GIL in the way), and three threads that only wait, each in its own system
-# call: one sleeps (time.sleep: clock_nanosleep), one waits on a lock the main thread holds
-# (a futex), and the main thread reads stdin. The whole process is pinned to one CPU, which
-# the busy threads keep saturated: a thread woken from its wait by a freeze then waits for
-# the CPU, typically longer than a sampling interval, on any machine.
+# default 2) computing crc32 over 32 MiB in C for ever (zlib releases the GIL for each call of
+# ~10 ms, so they share the CPU and hardly ever wait for the GIL), and three threads that only
+# wait, each in its own system call: one sleeps (time.sleep: clock_nanosleep), one waits on a
+# lock the main thread holds (a futex), and the main thread reads stdin. The whole process is
+# pinned to one CPU, which the busy threads keep saturated: a thread woken from its wait by a
+# freeze then waits for the CPU, typically longer than a sampling interval, on any machine.
 #
 # Prints "READY <pid>" once every thread has started, then "WAITERS <tid> <tid> <tid>" (the
 # waiting threads' kernel ids: sleeper, lock waiter, main). Closing stdin ends it. 3.8+.
@@ -15,7 +15,7 @@ import time
 import zlib
 
 BUSY = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-DATA = os.urandom(64 * 1024)
+DATA = bytes(32 << 20)  # ~10 ms of crc32 per call: the GIL is rarely wanted
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # inherited by every thread below
 held = threading.Lock()
 held.acquire()
