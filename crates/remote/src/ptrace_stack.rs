@@ -338,6 +338,11 @@ pub struct StopSyscall {
     /// Its return value as it stands at the stop (`rax`): the result of a call that completed,
     /// or the code of one interrupted in its sleep (see [`StopSyscall::interrupted_wait`]).
     pub ret: i64,
+    /// The kernel has already set the interrupted call up to be made again (`rip` back on the
+    /// `syscall` instruction, `rax` the call's number or `restart_syscall`'s), and the thread
+    /// has not made it yet: it ran through its signal handling after an earlier stop, and was
+    /// preempted before reaching user space.
+    pub restart_pending: bool,
 }
 
 /// Return values of a system call that a stop interrupted while it slept: the kernel restarts
@@ -349,10 +354,11 @@ pub struct StopSyscall {
 const INTERRUPTED_WAIT: [i64; 5] = [-4, -512, -513, -514, -516];
 
 impl StopSyscall {
-    /// Whether the call was asleep when the stop came (or had been interrupted by an earlier
-    /// stop and not run since): the thread was waiting, not running.
+    /// Whether the call was asleep when the stop came, or had been interrupted by an earlier
+    /// stop and not made again since (its code still in `rax`, or its restart pending): the
+    /// thread was waiting, not running.
     pub fn interrupted_wait(self) -> bool {
-        INTERRUPTED_WAIT.contains(&self.ret)
+        INTERRUPTED_WAIT.contains(&self.ret) || self.restart_pending
     }
 }
 
@@ -371,13 +377,26 @@ pub(crate) fn stop_syscall(pid: i32, tid: i32) -> Result<Option<StopSyscall>, St
         }
     };
     // -1 in `orig_rax`: stopped in user space (or entered the kernel other than by a call).
-    Ok(u64::try_from(regs.orig_rax as i64)
-        .ok()
-        .map(|nr| StopSyscall {
-            nr,
-            ret: regs.rax as i64,
-        }))
+    let Ok(nr) = u64::try_from(regs.orig_rax as i64) else {
+        return Ok(None);
+    };
+    // A restart set up (arch/x86/kernel/signal.c, `arch_do_signal_or_restart`): `rax` back to
+    // the call's number (or `restart_syscall`'s) and `rip` 2 bytes back, on the `syscall`
+    // instruction. A call that completed with its own number as result has `rip` after it.
+    let restart_pending = (regs.rax == regs.orig_rax || regs.rax == NR_RESTART_SYSCALL)
+        && ptrace::read(Pid::from_raw(tid), regs.rip as ptrace::AddressType)
+            .is_ok_and(|word| (word as u64) & 0xffff == SYSCALL_INSTRUCTION);
+    Ok(Some(StopSyscall {
+        nr,
+        ret: regs.rax as i64,
+        restart_pending,
+    }))
 }
+
+/// `restart_syscall` on x86-64 (asm/unistd_64.h).
+const NR_RESTART_SYSCALL: u64 = 219;
+/// The `syscall` instruction (`0f 05`), as the low 16 bits of a little-endian word read at it.
+const SYSCALL_INSTRUCTION: u64 = 0x050f;
 
 /// `PTRACE_LISTEN`, which `nix` does not wrap.
 #[allow(unsafe_code)]
@@ -425,7 +444,11 @@ mod tests {
 
     #[test]
     fn interrupted_waits_are_told_from_completed_calls() {
-        let call = |ret| StopSyscall { nr: 202, ret };
+        let call = |ret| StopSyscall {
+            nr: 202,
+            ret,
+            restart_pending: false,
+        };
         // -EINTR, -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK.
         for ret in [-4, -512, -513, -514, -516] {
             assert!(call(ret).interrupted_wait(), "{ret}");
@@ -435,5 +458,11 @@ mod tests {
         for ret in [0, -110, -11, 1, -14, -515] {
             assert!(!call(ret).interrupted_wait(), "{ret}");
         }
+        // Set up to be made again, not made yet.
+        let pending = StopSyscall {
+            restart_pending: true,
+            ..call(202)
+        };
+        assert!(pending.interrupted_wait());
     }
 }

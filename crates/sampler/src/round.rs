@@ -36,7 +36,10 @@
 //!   while asleep in a call carries the interrupted call's code in its return register
 //!   (`-ERESTART…` or `-EINTR`, see [`strobe_remote::StopSyscall::interrupted_wait`]) until it
 //!   next runs through its way back to user space, which is exactly the case of a thread woken
-//!   by the previous freeze that has not run since. So after the walk, every Python thread
+//!   by the previous freeze that has not run since; one preempted on that way, after the kernel
+//!   set the call up again, has `rip` on the `syscall` instruction and the call's number back
+//!   in `rax` (seen once in the freeze log above: `clock_nanosleep` with `rax` 230; queued for
+//!   a busy CPU, such a thread would read as running round after round). So after the walk, every Python thread
 //!   still taken to be running (and not holding the GIL) is asked of the freeze, one register
 //!   read each, and one stopped in an interrupted wait is idle for the round.
 //! - *`R` in `/proc` is not "running" as the rest of strobe means it.* `/proc` says `R` as soon
