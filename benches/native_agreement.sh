@@ -12,9 +12,10 @@
 # stacks by wall time: 100% when each stack has the same share in both. Two recordings of the
 # same steady program differ by sampling noise alone, so the same figure for two
 # non-blocking recordings is printed beside it as the floor to read it against. The last two
-# columns leave out samples taken in a system call: under --blocking, a thread woken from a
-# wait by the freeze reads as running for the next sample (README, --idle), so waiting
-# threads' `[syscall]` stacks enter the --blocking recording in CPU mode and not the other.
+# columns leave out samples taken in a system call (stacks ending in `[syscall]`): where the
+# two modes disagree on which threads are idle, that is where it shows (until --blocking knew
+# threads woken by the previous freeze, or woken and not yet on a CPU, as waiting: 15% of its
+# samples with four threads; see "Idle under --blocking" in crates/sampler/src/round.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-"1 4"}

@@ -159,6 +159,15 @@ impl Freeze {
         crate::ptrace_stack::read_state(self.pid, tid, max_stack, stack)
     }
 
+    /// The system call frozen thread `tid` was stopped in, if any (one register read, no
+    /// stack): whether it was asleep in it is [`crate::StopSyscall::interrupted_wait`].
+    pub fn stop_syscall(&self, tid: i32) -> Result<Option<crate::StopSyscall>, crate::StackError> {
+        if !self.threads.iter().any(|a| a.tid == tid && a.stopped) {
+            return Err(crate::StackError::ThreadGone { pid: self.pid, tid });
+        }
+        crate::ptrace_stack::stop_syscall(self.pid, tid)
+    }
+
     fn attach(&mut self, tid: i32) -> Result<(), RemoteError> {
         let pid = self.pid;
         let t = Pid::from_raw(tid);

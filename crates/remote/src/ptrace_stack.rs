@@ -330,6 +330,74 @@ pub(crate) fn read_state(
     Ok((regs, syscall))
 }
 
+/// What a stopped thread's registers say about the system call it was stopped in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSyscall {
+    /// The call's number (`orig_rax`).
+    pub nr: u64,
+    /// Its return value as it stands at the stop (`rax`): the result of a call that completed,
+    /// or the code of one interrupted in its sleep (see [`StopSyscall::interrupted_wait`]).
+    pub ret: i64,
+    /// The kernel has already set the interrupted call up to be made again (`rip` back on the
+    /// `syscall` instruction, `rax` the call's number or `restart_syscall`'s), and the thread
+    /// has not made it yet: it ran through its signal handling after an earlier stop, and was
+    /// preempted before reaching user space.
+    pub restart_pending: bool,
+}
+
+/// Return values of a system call that a stop interrupted while it slept: the kernel restarts
+/// the call when the thread resumes (`-ERESTARTSYS`, `-ERESTARTNOINTR`, `-ERESTARTNOHAND`,
+/// `-ERESTART_RESTARTBLOCK`: include/linux/errno.h), or lets it fail with `-EINTR` (calls that
+/// are never restarted, such as `epoll_wait`: signal(7)). The code stays in `rax` from the
+/// interruption until the thread next runs through its signal handling on its way back to
+/// user space, which rewrites `rax` for the restart.
+const INTERRUPTED_WAIT: [i64; 5] = [-4, -512, -513, -514, -516];
+
+impl StopSyscall {
+    /// Whether the call was asleep when the stop came, or had been interrupted by an earlier
+    /// stop and not made again since (its code still in `rax`, or its restart pending): the
+    /// thread was waiting, not running.
+    pub fn interrupted_wait(self) -> bool {
+        INTERRUPTED_WAIT.contains(&self.ret) || self.restart_pending
+    }
+}
+
+/// The system call thread `tid` of `pid` (in a ptrace stop) was stopped in, if any.
+pub(crate) fn stop_syscall(pid: i32, tid: i32) -> Result<Option<StopSyscall>, StackError> {
+    let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
+        Ok(r) => r,
+        Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
+        Err(errno) => {
+            return Err(StackError::Ptrace {
+                op: "PTRACE_GETREGSET",
+                pid,
+                tid,
+                errno,
+            })
+        }
+    };
+    // -1 in `orig_rax`: stopped in user space (or entered the kernel other than by a call).
+    let Ok(nr) = u64::try_from(regs.orig_rax as i64) else {
+        return Ok(None);
+    };
+    // A restart set up (arch/x86/kernel/signal.c, `arch_do_signal_or_restart`): `rax` back to
+    // the call's number (or `restart_syscall`'s) and `rip` 2 bytes back, on the `syscall`
+    // instruction. A call that completed with its own number as result has `rip` after it.
+    let restart_pending = (regs.rax == regs.orig_rax || regs.rax == NR_RESTART_SYSCALL)
+        && ptrace::read(Pid::from_raw(tid), regs.rip as ptrace::AddressType)
+            .is_ok_and(|word| (word as u64) & 0xffff == SYSCALL_INSTRUCTION);
+    Ok(Some(StopSyscall {
+        nr,
+        ret: regs.rax as i64,
+        restart_pending,
+    }))
+}
+
+/// `restart_syscall` on x86-64 (asm/unistd_64.h).
+const NR_RESTART_SYSCALL: u64 = 219;
+/// The `syscall` instruction (`0f 05`), as the low 16 bits of a little-endian word read at it.
+const SYSCALL_INSTRUCTION: u64 = 0x050f;
+
 /// `PTRACE_LISTEN`, which `nix` does not wrap.
 #[allow(unsafe_code)]
 fn listen(tid: i32) -> Result<(), Errno> {
@@ -367,5 +435,34 @@ fn refused(pid: i32, tid: i32) -> StackError {
             StackError::ThreadGone { pid, tid }
         }
         _ => StackError::PermissionDenied { pid, tid },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_waits_are_told_from_completed_calls() {
+        let call = |ret| StopSyscall {
+            nr: 202,
+            ret,
+            restart_pending: false,
+        };
+        // -EINTR, -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK.
+        for ret in [-4, -512, -513, -514, -516] {
+            assert!(call(ret).interrupted_wait(), "{ret}");
+        }
+        // A wait that was woken (0), timed out (-ETIMEDOUT), found the value changed
+        // (-EAGAIN), a wake that woke one thread (1), or an error of another kind.
+        for ret in [0, -110, -11, 1, -14, -515] {
+            assert!(!call(ret).interrupted_wait(), "{ret}");
+        }
+        // Set up to be made again, not made yet.
+        let pending = StopSyscall {
+            restart_pending: true,
+            ..call(202)
+        };
+        assert!(pending.interrupted_wait());
     }
 }

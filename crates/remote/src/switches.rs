@@ -137,6 +137,13 @@ impl SwitchWatch {
         None
     }
 
+    /// Where the kernel is in the ring: the bytes of records written since the watch was
+    /// opened. It moves exactly when the thread is switched in or out, so two equal positions
+    /// mean the thread has not been on a CPU in between (nor left one).
+    pub fn position(&self) -> u64 {
+        self.control(PAGE_DATA_HEAD).load(Ordering::Acquire)
+    }
+
     /// A `u64` field of the control page, as the atomic the kernel treats it as.
     #[allow(unsafe_code)]
     fn control(&self, offset: usize) -> &AtomicU64 {
@@ -267,8 +274,13 @@ mod tests {
             w.last(),
             Some(LastSwitch::Blocked | LastSwitch::None)
         ));
+        // Asleep, it is neither switched in nor out: the position stays.
+        let asleep_at = w.position();
+        assert_eq!(state(), 'S');
+        assert_eq!(w.position(), asleep_at);
         go_tx.send(()).unwrap();
         spinning_rx.recv().unwrap();
+        assert!(w.position() > asleep_at, "it ran, so it was switched in");
         // It has run since (it sent), so it was switched in; spinning it stays running or is
         // preempted, never blocked.
         let seen = w.last().unwrap();

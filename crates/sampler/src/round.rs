@@ -20,6 +20,45 @@
 //! before the target is frozen (a frozen thread reads as traced-stopped; this round's GIL
 //! holder is not known yet), as the freeze itself touches every thread anyway.
 //!
+//! # Idle under `--blocking`: what our own freezes change
+//! Every freeze stops every thread, and a thread's scheduler state just before the next
+//! freeze is partly our doing. Two things make it differ from what the program was doing,
+//! measured on 2 vCPUs with four threads computing (`benches/native_target.py 4`, 200 Hz,
+//! logging each thread's `/proc` state, switch-watch state and registers at the freeze):
+//!
+//! - *A wait the previous freeze interrupted.* Stopping a thread asleep in a system call (a
+//!   futex wait for the GIL or a lock, `clock_nanosleep`, `read`) interrupts the call; when the
+//!   freeze lets go the thread is runnable (`R`) until it has had a CPU long enough to restart
+//!   the call and sleep again, which on busy CPUs takes longer than a round. The main thread
+//!   asleep in `clock_nanosleep` read `R` before half the freezes, every time still in the
+//!   call the previous freeze had interrupted: 13% of the CPU-mode samples ended in
+//!   `[syscall]`, against 0.4% without `--blocking`. The freeze itself tells: a thread stopped
+//!   while asleep in a call carries the interrupted call's code in its return register
+//!   (`-ERESTART…` or `-EINTR`, see [`strobe_remote::StopSyscall::interrupted_wait`]) until it
+//!   next runs through its way back to user space, which is exactly the case of a thread woken
+//!   by the previous freeze that has not run since; one preempted on that way, after the kernel
+//!   set the call up again, has `rip` on the `syscall` instruction and the call's number back
+//!   in `rax` (seen once in the freeze log above: `clock_nanosleep` with `rax` 230; queued for
+//!   a busy CPU, such a thread would read as running round after round). So after the walk, every Python thread
+//!   still taken to be running (and not holding the GIL) is asked of the freeze, one register
+//!   read each, and one stopped in an interrupted wait is idle for the round.
+//! - *`R` in `/proc` is not "running" as the rest of strobe means it.* `/proc` says `R` as soon
+//!   as a thread is woken, before it has a CPU; without `--blocking` the state comes from the
+//!   thread's switch watch (see [`crate::threads`]), where a woken thread still waits until it
+//!   is switched in. GIL waiters woken by the GIL's release and still queued for a CPU were
+//!   8% of the `--blocking` samples (stopped at the end of their `futex` wait), and idle in the
+//!   default mode. So the states before the freeze are read as without it, from the watch
+//!   ([`KernelThreads::read_all`]), with one correction the freeze makes necessary: the freeze
+//!   switches every thread out, and a thread that has not had a CPU since the previous freeze
+//!   let it go (its watch has not moved since) is in the state that freeze found it in; a
+//!   thread computing when it was stopped, still queued for a CPU to carry on, is running.
+//!
+//! A thread stopped in user space, or at the end of a call that completed after it had a CPU
+//! (a `futex` wake it made), keeps `R`. Without `--blocking` nothing of ours wakes a thread a
+//! round found asleep (idle threads are read without a stop, see `native`).
+//!
+//! [`KernelThreads::read_all`]: crate::threads::KernelThreads::read_all
+//!
 //! When idle samples are dropped (no `--idle`, no raw recording, neither `--native` nor
 //! `--blocking`), the states are looked up *before* the read, and the stacks of idle threads
 //! that do not hold the GIL are not copied at all ([`Walker::sample_wanted_into`]): at
@@ -95,6 +134,9 @@ pub(crate) fn round(
         // A panic here unwinds through `freeze`, whose drop releases the target.
         st.test_panic();
         let walked = target.walker_mut().sample_into(&mut raw);
+        if walked.is_ok() {
+            note_freeze(st, &freeze, &raw);
+        }
         if walked.is_ok() && st.native.mode == NativeMode::On {
             // Every thread's native stack from the same freeze: one instant for the process.
             let hosts: Vec<Option<u32>> = raw.threads.iter().map(|t| st.host_tid(t)).collect();
@@ -141,6 +183,36 @@ pub(crate) fn round(
         st.warnings.extend(target.take_native_warnings());
     }
     result
+}
+
+/// Under `--blocking`, while the process is frozen: remember where each Python thread's switch
+/// watch is, and ask the freeze, of every one taken as running before it (or not known then)
+/// that does not hold the GIL, whether it was stopped asleep in a system call; if so its state
+/// for this round is that sleep (see "Idle under `--blocking`" in the module documentation).
+/// One register read per such thread; threads already known idle, and the GIL holder, cost
+/// nothing.
+fn note_freeze(st: &mut ProcessView, freeze: &Freeze, raw: &RawSample) {
+    for t in &raw.threads {
+        let Some(host) = st.host_tid(t) else {
+            continue;
+        };
+        st.kernel.note_frozen(host);
+        if t.holds_gil && !st.free_threaded {
+            continue;
+        }
+        if st.kernel.state_before(host).is_some_and(|s| s != 'R') {
+            continue;
+        }
+        let Ok(tid) = i32::try_from(host) else {
+            continue;
+        };
+        // A thread that cannot be read (it exited meanwhile) keeps the state `/proc` gave.
+        if let Ok(Some(call)) = freeze.stop_syscall(tid) {
+            if call.interrupted_wait() {
+                st.kernel.asleep_at_freeze(host);
+            }
+        }
+    }
 }
 
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL
@@ -288,6 +360,9 @@ fn record_threads(
             _ => None,
         };
         let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);
+        if let (true, Some(h)) = (cfg.blocking, host) {
+            st.kernel.decided_at_freeze(h, idle);
+        }
         if let (false, Some(h)) = (idle, host) {
             st.running.push(h);
         }

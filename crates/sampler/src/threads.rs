@@ -51,6 +51,15 @@ enum Watch {
     /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch.
     On { watch: SwitchWatch, opened: char },
 }
+/// A thread as the latest `--blocking` freeze left it (see [`KernelThreads::read_all`]).
+#[derive(Debug, Clone, Copy)]
+struct AtFreeze {
+    /// Its switch watch's position while it was frozen.
+    position: u64,
+    /// The state the round decided for it (`R` running, `S` idle), once decided.
+    state: Option<char>,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct KernelThreads {
@@ -69,6 +78,8 @@ pub(crate) struct KernelThreads {
     host_to_inner: HashMap<u32, u32, FxBuild>,
     /// States of every known thread read by [`KernelThreads::read_all`] (before a freeze).
     before: HashMap<u32, char, FxBuild>,
+    /// Watched threads as the latest freeze left them, by host id.
+    at_freeze: HashMap<u32, AtFreeze, FxBuild>,
     last_scan: Option<Instant>,
     /// State lookups done, either way (for tests: which decisions needed none).
     reads: u64,
@@ -87,6 +98,7 @@ impl KernelThreads {
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
             before: HashMap::default(),
+            at_freeze: HashMap::default(),
             last_scan: None,
             reads: 0,
             preads: 0,
@@ -235,35 +247,68 @@ impl KernelThreads {
         self.read_stat(host)?.processor
     }
 
-    /// Read the state of every known thread (before a `--blocking` freeze, when this round's
-    /// GIL holder is not known yet and a frozen thread would read as traced-stopped); see
+    /// The state of every known thread before a `--blocking` freeze (when this round's GIL
+    /// holder is not known yet and a frozen thread would read as traced-stopped); see
     /// [`KernelThreads::state_before`]. Threads found to have exited are forgotten.
+    ///
+    /// Each state is looked up as [`KernelThreads::read_state`] does (the switch watch, else
+    /// `/proc`), so that `R` means what it means without `--blocking`: on a CPU, or preempted
+    /// from one; a thread woken from a wait but not yet given a CPU is still waiting. Every
+    /// freeze switches every thread out, though, and one that has not had a CPU since the
+    /// previous freeze let it go (its watch has not moved since, see
+    /// [`KernelThreads::note_frozen`]) is in the state that freeze found it in, whatever the
+    /// switch out into our stop says: a thread computing when we stopped it, still waiting for
+    /// a CPU to carry on, is running.
     pub(crate) fn read_all(&mut self) {
         self.before.clear();
-        let buf = &mut self.buf;
-        let before = &mut self.before;
-        let reads = &mut self.reads;
-        let preads = &mut self.preads;
-        self.tasks.retain(|&host, task| {
-            *reads += 1;
-            *preads += 1;
-            match task.stat.read_at(buf, 0) {
-                Ok(n) => {
-                    let state = std::str::from_utf8(buf.get(..n).unwrap_or(&[]))
-                        .ok()
-                        .and_then(ProcStat::parse)
-                        .map(|s| s.state);
-                    if let Some(state) = state {
-                        before.insert(host, state);
-                    }
-                    true
-                }
-                Err(_) => false,
+        let at_freeze = std::mem::take(&mut self.at_freeze);
+        let hosts: Vec<u32> = self.tasks.keys().copied().collect();
+        for host in hosts {
+            let carried = at_freeze.get(&host).and_then(|f| {
+                let moved = self.position(host) != Some(f.position);
+                f.state.filter(|_| !moved)
+            });
+            if let Some(state) = carried.or_else(|| self.read_state(host)) {
+                self.before.insert(host, state);
             }
-        });
+        }
     }
 
-    /// The state of our thread `host` as [`KernelThreads::read_all`] last read it.
+    /// The position of our thread `host`'s switch watch, if it has one.
+    fn position(&self, host: u32) -> Option<u64> {
+        match &self.tasks.get(&host)?.watch {
+            Watch::On { watch, .. } => Some(watch.position()),
+            _ => None,
+        }
+    }
+
+    /// While the process is frozen: remember where our thread `host`'s switch watch is (see
+    /// [`KernelThreads::read_all`]). Nothing for a thread without a watch.
+    pub(crate) fn note_frozen(&mut self, host: u32) {
+        if let Some(position) = self.position(host) {
+            let state = None;
+            self.at_freeze.insert(host, AtFreeze { position, state });
+        }
+    }
+
+    /// The state the round decided for our thread `host` at the latest freeze (after
+    /// [`KernelThreads::note_frozen`]).
+    pub(crate) fn decided_at_freeze(&mut self, host: u32, idle: bool) {
+        if let Some(f) = self.at_freeze.get_mut(&host) {
+            f.state = Some(if idle { 'S' } else { 'R' });
+        }
+    }
+
+    /// Record that the latest freeze stopped our thread `host` asleep in a system call (the
+    /// call's return value was one of an interrupted wait): its state for the round is `S`,
+    /// whatever [`KernelThreads::read_all`] read just before the freeze.
+    pub(crate) fn asleep_at_freeze(&mut self, host: u32) {
+        self.before.insert(host, 'S');
+    }
+
+    /// The state of our thread `host` at the latest freeze: as [`KernelThreads::read_all`] read
+    /// it just before, or `S` if the freeze found it asleep in a system call
+    /// ([`KernelThreads::asleep_at_freeze`]).
     pub(crate) fn state_before(&self, host: u32) -> Option<char> {
         self.before.get(&host).copied()
     }
