@@ -1,10 +1,11 @@
-//! `record --async` (task-aware stacks, CPython 3.14+) against `tests/targets/asyncio_shares.py`:
+//! `record --async` (task-aware stacks: CPython 3.14+ from the thread states, 3.8–3.13 from a
+//! cached task graph) against `tests/targets/asyncio_shares.py`:
 //! three busy tasks with known shares of the work, one of them ("gamma") doing its share
 //! through a task it awaits ("inner"), and a task sleeping throughout. Every running sample's
 //! stack is the chain of tasks, each `<task NAME>` followed by its frames (gamma's at the line
 //! that awaits inner), with no event-loop frames while a task runs; each task's share of the samples is within 4
 //! standard errors of the share the target measured; under `--mode wall` the sleeping task is
-//! sampled at its `await`. Before 3.14, one warning and the usual stacks.
+//! sampled at its `await`. Before 3.8, one warning and the usual stacks.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::profiles::{collapsed, speedscope_samples, weighted_se, weighted_share};
@@ -155,14 +156,18 @@ fn check_async(interp: Interp) {
 }
 
 strobe_testkit::per_interpreter! {
-    fn record_async(interp) for [sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15, sid_3_15_debug] {
+    fn record_async(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11,
+        sid_3_13, sid_3_13_debug, sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15,
+        sid_3_15_debug,
+    ] {
         check_async(Interp::from(interp));
     }
 }
 
 strobe_testkit::per_interpreter! {
-    /// Before 3.14 `--async` says why it does nothing and records the usual stacks.
-    fn record_async_before_3_14(interp) for [pyenv_3_13, sid_3_13] {
+    /// Before 3.8 `--async` says why it does nothing and records the usual stacks.
+    fn record_async_before_3_8(interp) for [pyenv_3_7] {
         let dir = TempDir::new();
         let script = Script::new(&Interp::from(interp), "asyncio_shares.py");
         let mut target = Announced::start(&mut script.command());
@@ -175,7 +180,7 @@ strobe_testkit::per_interpreter! {
         target.close_stdin();
         let stderr = String::from_utf8_lossy(&rec.stderr);
         assert!(
-            stderr.contains("task-aware stacks are unavailable") && stderr.contains("3.14"),
+            stderr.contains("task-aware stacks are unavailable: they need CPython 3.8 or newer"),
             "{stderr}"
         );
         let stacks = collapsed(&out);

@@ -32,7 +32,7 @@ pub(crate) const MAX_SUSPENDED: usize = 64;
 /// Waiting tasks are sampled at most once per this many ns (each of those samples then stands
 /// for the time since the previous pass): reading every pending task's coroutines is the
 /// costly part of task-aware sampling, and flat out it would be done 100,000 times a second.
-const SUSPENDED_EVERY_NS: u64 = 1_000_000;
+pub(crate) const SUSPENDED_EVERY_NS: u64 = 1_000_000;
 
 /// How often to look again for a target's asyncio description while it has none.
 const LOOK_EVERY_NS: u64 = 1_000_000_000;
@@ -198,7 +198,7 @@ impl TaskView {
 /// frames; the first task's frames are `own` (innermost first) when it runs, its
 /// suspended frames otherwise.
 #[allow(clippy::too_many_arguments)]
-fn build_stack(
+pub(crate) fn build_stack(
     task_frames: &mut HashMap<String, FrameId, FxBuild>,
     fresh: &mut Vec<FrameId>,
     target: &mut Target,

@@ -30,8 +30,11 @@
 //! Nothing is trusted: every set, dict, list and chain is bounded, and a task that cannot be
 //! read gets an error in its entry while the others go on.
 
+mod chains;
+
 use std::collections::{HashMap, HashSet};
 
+pub use chains::{LegacyChains, Rebuilt, Running, MAX_SCAN};
 use strobe_memory::{le, RemoteMemory};
 pub use strobe_python_abi::{asyncio_legacy_for, AsyncioLegacy};
 use strobe_python_abi::{CoroFrameModel, Layout, RunningLoopModel};
@@ -574,47 +577,90 @@ fn coro_chain<M: RemoteMemory>(
     first: u64,
     task: &mut Task,
 ) -> Result<(), WalkError> {
+    let stack = &mut task.stack;
+    let end = follow(
+        values,
+        code,
+        process,
+        gen,
+        first,
+        &mut |code, frame, raw| {
+            if let Some(info) = code.code_info(process, raw.code_addr)? {
+                stack.push(CoroFrame {
+                    function: info.function.to_string(),
+                    filename: info.filename.to_string(),
+                    line: raw.line,
+                    frame: crate::locals::FrameRef {
+                        addr: frame,
+                        code: raw.code_addr,
+                    },
+                });
+            }
+            Ok(())
+        },
+    )?;
+    match end {
+        Followed::Done => {}
+        Followed::Truncated => task.stack_truncated = true,
+        Followed::Awaits(obj) => task.awaits = Some(awaited(values, o, obj)),
+    }
+    Ok(())
+}
+
+/// Where [`follow`] stopped.
+enum Followed {
+    /// The innermost coroutine awaits nothing (it runs, or is finished).
+    Done,
+    /// The chain looped or went past [`MAX_AWAIT_DEPTH`].
+    Truncated,
+    /// The innermost coroutine awaits this object (not a coroutine or generator).
+    Awaits(u64),
+}
+
+/// Follow coroutine `first` and what each coroutine awaits, calling `on_frame` with each
+/// coroutine's frame whose code object decodes (its address, and as a sample reports it: code,
+/// position and line), outermost first.
+fn follow<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    code: &mut CodeCache,
+    process: &Process<M>,
+    gen: &Gen,
+    first: u64,
+    on_frame: &mut dyn FnMut(&mut CodeCache, u64, crate::RawFrame) -> Result<(), WalkError>,
+) -> Result<Followed, WalkError> {
     let mem = &process.mem;
     let mut obj = first;
     let mut seen = HashSet::new();
     loop {
         if !seen.insert(obj) || seen.len() > MAX_AWAIT_DEPTH {
-            task.stack_truncated = true;
-            return Ok(());
+            return Ok(Followed::Truncated);
         }
         values.allow_reads(64);
         let ty = values.type_of(obj)?;
         if !matches!(&*ty.name, "coroutine" | "generator") {
-            task.awaits = Some(awaited(values, o, obj));
-            return Ok(());
+            return Ok(Followed::Awaits(obj));
         }
         let frame = gen.frame(mem, obj)?;
         if frame == 0 {
             // ≤3.10: a finished coroutine has no frame.
-            return Ok(());
+            return Ok(Followed::Done);
         }
         let bytes = mem.read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
         let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
             what: "coroutine frame",
             addr: frame,
         })?;
-        if let Some(info) = code.code_info(process, fields.code)? {
-            let line = code
-                .resolve_frame(process, &fields)?
-                .and_then(|(_, line)| line);
-            task.stack.push(CoroFrame {
-                function: info.function.to_string(),
-                filename: info.filename.to_string(),
+        if let Some((lasti, line)) = code.resolve_frame(process, &fields)? {
+            let raw = crate::RawFrame {
+                code_addr: fields.code,
+                lasti,
                 line,
-                frame: crate::locals::FrameRef {
-                    addr: frame,
-                    code: fields.code,
-                },
-            });
+            };
+            on_frame(code, frame, raw)?;
         }
         obj = gen.awaited(mem, obj, frame, fields.code, fields.position)?;
         if obj == 0 {
-            return Ok(());
+            return Ok(Followed::Done);
         }
     }
 }
