@@ -9,8 +9,9 @@
 //! the `_current_tasks` dict. The sampler rebuilds it now and then ([`LegacyChains::rebuild`]).
 //!
 //! Per sample ([`LegacyChains::running`]) only the thread's own facts are read: the entries of
-//! `_current_tasks` (the dict's keys object, its header and its entries: three reads) give the
-//! task its loop runs now; the task object (one read) must be of exactly the `Task` type,
+//! `_current_tasks` (the dict's keys object, then its entries: two reads while the dict keeps
+//! its keys object, three when it changed) give the task its loop runs now; the task object
+//! (one read) must be of exactly the `Task` type,
 //! pending and on that loop. Its chain is kept per (task, coroutine, name object) until the
 //! next rebuild: while a task is pending, every task awaiting it stays suspended at the same
 //! `await`. A chain is built from the graph's links, each awaiting task proven pending and its
@@ -26,6 +27,7 @@ use strobe_memory::{le, RemoteMemory};
 
 use super::{follow, list_items, read_tasks, task_name, task_type, Followed, Gen, LegacyTasks};
 use super::{AsyncioLegacy, MAX_CHILDREN};
+use crate::addrmap::AddrMap;
 use crate::asyncio::{ChainLink, TaskChain, TaskState, MAX_CHAIN};
 use crate::error::WalkError;
 use crate::threadnames::{DictKeys, Names, MAX_DICT_ENTRIES};
@@ -65,7 +67,7 @@ struct Graph {
     /// The pending tasks, in the dump's tree order.
     order: Vec<u64>,
     /// Running loops by thread state, and threads by loop.
-    loops: HashMap<u64, ThreadLoop>,
+    loops: AddrMap<u64, ThreadLoop>,
     threads_of_loop: HashMap<u64, u64>,
     /// `_asyncio.Task` of each interpreter that imported it.
     task_types: HashSet<u64>,
@@ -101,8 +103,10 @@ pub enum Rebuilt {
 pub struct LegacyChains {
     graph: Graph,
     /// Chains by (task, coroutine, name object), kept until the next rebuild.
-    chains: HashMap<(u64, u64, u64), TaskChain>,
+    chains: AddrMap<(u64, u64, u64), TaskChain>,
     names: HashMap<(u64, u64), String>,
+    /// Where each `_current_tasks` dict's entries are, by dict.
+    geometry: AddrMap<u64, Option<Geometry>>,
 }
 
 /// The fields of a task object a chain needs.
@@ -129,6 +133,7 @@ impl LegacyChains {
         threads: &[(u64, u64)],
     ) -> Result<Rebuilt, WalkError> {
         self.chains.clear();
+        self.geometry.clear();
         self.graph = Graph::default();
         let mut interps: Vec<u64> = threads.iter().map(|&(i, _)| i).collect();
         interps.sort_unstable();
@@ -196,7 +201,14 @@ impl LegacyChains {
             return Ok(Running::None);
         };
         let (process, _) = walker.parts_mut();
-        let task = current_task(&process.mem, &process.layout, tl.current, tl.loop_addr)?;
+        let geometry = self.geometry.entry(tl.current).or_default();
+        let task = current_task(
+            &process.mem,
+            &process.layout,
+            geometry,
+            tl.current,
+            tl.loop_addr,
+        )?;
         if task == 0 {
             return Ok(Running::None);
         }
@@ -261,7 +273,14 @@ impl LegacyChains {
             let runs = match now_running.get(&loop_addr) {
                 Some(&t) => t,
                 None => {
-                    let t = current_task(&process.mem, &process.layout, tl.current, loop_addr)?;
+                    let geometry = self.geometry.entry(tl.current).or_default();
+                    let t = current_task(
+                        &process.mem,
+                        &process.layout,
+                        geometry,
+                        tl.current,
+                        loop_addr,
+                    )?;
                     now_running.insert(loop_addr, t);
                     t
                 }
@@ -452,11 +471,25 @@ impl LegacyChains {
     }
 }
 
-/// The value of key `loop_addr` in the dict at `dict` (`_current_tasks`), 0 if absent: the
-/// dict's keys object, its header and its entries, three reads.
+/// Where the entries of a `_current_tasks` keys object are, kept while the dict keeps it.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    keys: u64,
+    addr: u64,
+    capacity: usize,
+    stride: usize,
+    key: usize,
+    value: usize,
+}
+
+/// The value of key `loop_addr` in the dict at `dict` (`_current_tasks`), 0 if absent. The
+/// dict's keys object is read (one read), and while it is the one of `geometry` (a dict keeps
+/// its keys object until it grows or shrinks) every entry it has room for is read at once
+/// (one read: deleted and unused entries have a NULL key); otherwise its header first.
 fn current_task<M: RemoteMemory>(
     mem: &M,
     layout: &crate::Layout,
+    geometry: &mut Option<Geometry>,
     dict: u64,
     loop_addr: u64,
 ) -> Result<u64, WalkError> {
@@ -464,11 +497,26 @@ fn current_task<M: RemoteMemory>(
     if keys == 0 {
         return Ok(0);
     }
-    let e = DictKeys::new(mem, layout).entries(keys)?;
-    let bytes = mem.read_vec(e.addr, e.count * e.stride, MAX_DICT_ENTRIES * 24)?;
+    let g = match *geometry {
+        Some(g) if g.keys == keys => g,
+        _ => {
+            let e = DictKeys::new(mem, layout).entries(keys)?;
+            let g = Geometry {
+                keys,
+                addr: e.addr,
+                capacity: e.capacity.min(MAX_DICT_ENTRIES),
+                stride: e.stride,
+                key: e.key,
+                value: e.value,
+            };
+            *geometry = Some(g);
+            g
+        }
+    };
+    let bytes = mem.read_vec(g.addr, g.capacity * g.stride, MAX_DICT_ENTRIES * 24)?;
     Ok(bytes
-        .chunks_exact(e.stride)
-        .find(|c| le::u64_at(c, e.key) == Some(loop_addr))
-        .and_then(|c| le::u64_at(c, e.value))
+        .chunks_exact(g.stride)
+        .find(|c| le::u64_at(c, g.key) == Some(loop_addr))
+        .and_then(|c| le::u64_at(c, g.value))
         .unwrap_or(0))
 }
