@@ -1,4 +1,5 @@
-//! Task-aware stacks (`--async`, CPython 3.14+).
+//! Task-aware stacks (`--async`, CPython 3.14+; 3.8–3.13 in [`crate::tasks_legacy`], which
+//! builds its stacks with [`build_stack`]).
 //!
 //! A thread running an asyncio task is sampled as the tasks that await it, outermost first,
 //! each as a `<task NAME>` frame followed by the frames of its coroutines where it waits, then
