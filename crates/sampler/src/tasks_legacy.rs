@@ -6,7 +6,8 @@
 //! than the sample. So the task graph (every pending task, who awaits it, each thread's running
 //! loop; read by the same reader as `dump --async`) is cached and read again every
 //! [`REBUILD_EVERY_NS`], or sooner (at most every [`REBUILD_SOONEST_NS`]) when a sample finds
-//! a running task whose chain the graph cannot prove. Each sample reads only the thread's loop
+//! a running task whose chain the graph cannot prove; both intervals grow to
+//! [`REBUILD_COST_FACTOR`] times what the last read took (a program with thousands of tasks). Each sample reads only the thread's loop
 //! entry in `_current_tasks` and the running task; its chain is kept until the next rebuild.
 //! A sample whose chain cannot be proven keeps the thread's own stack, as on 3.14. Waiting
 //! tasks (idle samples kept) are the graph's, at their current `await`, rate-limited as on
@@ -14,6 +15,7 @@
 //! and a thread that started its loop since then has task-aware stacks after it.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use strobe_aggregate::{FrameId, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId};
 use strobe_target::Target;
@@ -31,6 +33,11 @@ pub(crate) const REBUILD_EVERY_NS: u64 = 100_000_000;
 /// ... and at most this often when a sample asks for it (ns).
 pub(crate) const REBUILD_SOONEST_NS: u64 = 10_000_000;
 
+/// Both intervals are at least this many times what the last read of the graph took, so that
+/// reading a large graph (it costs reads per task and per coroutine) takes at most a small
+/// share of the sampler's time.
+const REBUILD_COST_FACTOR: u64 = 20;
+
 /// Task-aware sampling state of one 3.8–3.13 process.
 #[derive(Debug, Default)]
 pub(crate) struct LegacyTaskView {
@@ -39,8 +46,9 @@ pub(crate) struct LegacyTaskView {
     /// Refused for good (the target's `_asyncio` does not match the table).
     refused: bool,
     reader: LegacyChains,
-    /// When the graph was last read (ns on the sampler's clock).
+    /// When the graph was last read (ns on the sampler's clock), and what reading it took.
     built_ns: Option<u64>,
+    cost_ns: u64,
     /// This round's (interpreter, thread state) pairs, for a rebuild.
     threads: Vec<(u64, u64)>,
     /// Tasks running this round.
@@ -77,13 +85,18 @@ impl LegacyTaskView {
         self.threads.clear();
         self.threads
             .extend(stacks.iter().map(|t| (t.interp_addr, t.tstate_addr)));
-        let due = self
-            .built_ns
-            .is_none_or(|at| now_ns.saturating_sub(at) >= REBUILD_EVERY_NS);
+        let due = self.due(now_ns, REBUILD_EVERY_NS);
         if due {
             self.rebuild(target, now_ns);
         }
         self.warning.take()
+    }
+
+    /// Whether the graph is older than `every` ns (or the cost-scaled interval).
+    fn due(&self, now_ns: u64, every: u64) -> bool {
+        let every = every.max(self.cost_ns.saturating_mul(REBUILD_COST_FACTOR));
+        self.built_ns
+            .is_none_or(|at| now_ns.saturating_sub(at) >= every)
     }
 
     /// Read the graph again; false when the target was refused.
@@ -92,10 +105,12 @@ impl LegacyTaskView {
             return false;
         };
         self.built_ns = Some(now_ns);
-        match self
+        let started = Instant::now();
+        let read = self
             .reader
-            .rebuild(target.walker_mut(), table, &self.threads)
-        {
+            .rebuild(target.walker_mut(), table, &self.threads);
+        self.cost_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match read {
             Ok(Rebuilt::Read { errors, .. }) => {
                 if let Some(e) = errors.first() {
                     self.warning.get_or_insert((
@@ -133,14 +148,10 @@ impl LegacyTaskView {
         };
         let mut retried = false;
         loop {
+            let may_rebuild = !retried && self.due(now_ns, REBUILD_SOONEST_NS);
             let chain = match self.reader.running(target.walker_mut(), table, tstate) {
                 Ok(Running::Chain(chain)) => chain,
-                Ok(Running::Unknown)
-                    if !retried
-                        && self
-                            .built_ns
-                            .is_none_or(|at| now_ns.saturating_sub(at) >= REBUILD_SOONEST_NS) =>
-                {
+                Ok(Running::Unknown) if may_rebuild => {
                     retried = true;
                     if !self.rebuild(target, now_ns) {
                         // Refused: the warning comes with the next round's start.
