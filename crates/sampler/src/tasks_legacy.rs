@@ -64,13 +64,13 @@ pub(crate) struct LegacyTaskView {
 
 impl LegacyTaskView {
     /// Whether this view serves the target: CPython 3.8–3.13 with an asyncio table for its
-    /// build, and not refused.
+    /// build (also once refused: it then records plain stacks, having warned).
     pub(crate) fn serves(&mut self, target: &Target) -> bool {
         let table = *self.table.get_or_insert_with(|| {
             let v = target.process().version;
             asyncio_legacy_for(v.major, v.minor, target.free_threaded())
         });
-        table.is_some() && !self.refused
+        table.is_some()
     }
 
     /// A round starts with the walked threads `stacks`: read the graph again if it is time.
@@ -99,9 +99,14 @@ impl LegacyTaskView {
             .is_none_or(|at| now_ns.saturating_sub(at) >= every)
     }
 
+    /// The table, unless the target was refused.
+    fn table(&self) -> Option<&'static AsyncioLegacy> {
+        self.table.flatten().filter(|_| !self.refused)
+    }
+
     /// Read the graph again; false when the target was refused.
     fn rebuild(&mut self, target: &mut Target, now_ns: u64) -> bool {
-        let Some(table) = self.table.flatten() else {
+        let Some(table) = self.table() else {
             return false;
         };
         self.built_ns = Some(now_ns);
@@ -143,7 +148,7 @@ impl LegacyTaskView {
         how: &mut Frames<'_>,
         now_ns: u64,
     ) -> Result<Option<StackId>, RoundError> {
-        let Some(table) = self.table.flatten() else {
+        let Some(table) = self.table() else {
             return Ok(None);
         };
         let mut retried = false;
@@ -193,7 +198,7 @@ impl LegacyTaskView {
         timestamp_ns: u64,
         weight_ns: u64,
     ) -> Result<u64, RoundError> {
-        let Some(table) = self.table.flatten() else {
+        let Some(table) = self.table() else {
             return Ok(0);
         };
         self.suspended_weight_ns = self.suspended_weight_ns.saturating_add(weight_ns);
