@@ -189,3 +189,73 @@ strobe_testkit::per_interpreter! {
         assert!(stacks.keys().all(|s| !s.iter().any(|f| f.starts_with("<task "))), "{stacks:#?}");
     }
 }
+
+strobe_testkit::per_interpreter! {
+    /// Every task of `tests/targets/asyncio_tree.py` (all suspended: a `gather()`, a task
+    /// awaiting a task, a `TaskGroup` from 3.11) is sampled in wall mode under the chain of tasks
+    /// awaiting it, each at its marked line: on 3.14+ from the tasks' own links, before from
+    /// the cached task graph.
+    fn record_async_tree(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11,
+        sid_3_13, sid_3_13_debug, sid_3_14, sid_3_15,
+    ] {
+        let dir = TempDir::new();
+        let script = Script::new(&Interp::from(interp), "asyncio_tree.py");
+        let target = Announced::start(&mut script.command());
+        let raw = dir.path().join("tree.raw");
+        let pid = target.pid.to_string();
+        let rec = run_strobe(&[
+            "record", "--pid", &pid, "--rate", "200", "--duration", "1", "--async", "-o",
+            raw.to_str().unwrap(),
+        ]);
+        assert_ok(&rec, "record");
+        let out = dir.path().join("wall.txt");
+        assert_ok(
+            &run_strobe(&[
+                "convert", raw.to_str().unwrap(), "--mode", "wall", "-o", out.to_str().unwrap(),
+            ]),
+            "convert",
+        );
+        let wall = collapsed(&out);
+        let main = ["<task Task-1>".to_string(), script.label("main", "main")];
+        let task = |name: &str| format!("<task {name}>");
+        let mut want: Vec<Vec<String>> = vec![
+            vec![task("sleeper"), script.label("sleeper", "sleeper")],
+            vec![task("consumer"), script.label("consumer", "consumer")],
+            vec![task("parent"), script.label("parent", "parent")],
+            vec![
+                task("parent"),
+                script.label("parent", "parent"),
+                task("child"),
+                script.label("child_fn", "child"),
+            ],
+        ];
+        if interp.version >= (3, 11) {
+            want.push(vec![task("grouper"), script.label("grouper", "grouper")]);
+        }
+        for tail in want {
+            let prefix: Vec<String> = main.iter().cloned().chain(tail).collect();
+            assert!(
+                wall.keys().any(|s| s.starts_with(&prefix)),
+                "no sample under {prefix:?}: {wall:#?}"
+            );
+        }
+        if interp.version >= (3, 11) {
+            // tg-leaf under grouper's `TaskGroup.__aexit__` (and `_aexit` from 3.13.1).
+            let leaf = script.label("tg_leaf", "tg_leaf");
+            let grouper = script.label("grouper", "grouper");
+            assert!(
+                wall.keys().any(|s| {
+                    s.starts_with(&main)
+                        && s.get(2).is_some_and(|f| f == "<task grouper>")
+                        && s.get(3) == Some(&grouper)
+                        && s.iter().position(|f| f == "<task tg-leaf>").is_some_and(|i| {
+                            s[4..i].iter().all(|f| f.starts_with("TaskGroup."))
+                                && s.get(i + 1) == Some(&leaf)
+                        })
+                }),
+                "no sample of tg-leaf under grouper: {wall:#?}"
+            );
+        }
+    }
+}
