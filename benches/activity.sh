@@ -84,17 +84,25 @@ printf '%-12s %-28s %12s %8s\n' exceptions "--mode exception" "$m" "$(python3 -c
 
 cp tests/targets/asyncio_shares.py "$SID/tmp/strobe-bench-asyncio.py"
 start chroot "$SID" python3.14 /tmp/strobe-bench-asyncio.py
-declare -a plain_a=() tasks=()
+declare -a plain_a=() tasks=() old_a=()
 for _ in $(seq "$RUNS"); do
     plain_a+=("$(hz "$STROBE")")
     tasks+=("$(hz "$STROBE" --async)")
+    [[ -n "$OLD" ]] && old_a+=("$(hz "$OLD")")
 done
 stop
 rm -f "$SID/tmp/strobe-bench-asyncio.py"
 p=$(median "${plain_a[@]}")
 t=$(median "${tasks[@]}")
-printf '%-12s %-28s %12s %8s\n' asyncio plain "$p" 1.00
-printf '%-12s %-28s %12s %8s\n' asyncio "--async" "$t" "$(python3 -c "print(f'{$t / $p:.2f}')")"
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+if [[ -n "$OLD" ]]; then
+    o=$(median "${old_a[@]}")
+    printf '%-12s %-28s %12s %8s\n' asyncio "plain (OLD, no tracking)" "$o" 1.00
+    printf '%-12s %-28s %12s %8s\n' asyncio "tracking (this build)" "$p" "$(ratio "$p" "$o")"
+    printf '%-12s %-28s %12s %8s\n' asyncio "--async" "$t" "$(ratio "$t" "$o")"
+fi
+printf '%-12s %-28s %12s %8s\n' asyncio "plain (this build)" "$p" 1.00
+printf '%-12s %-28s %12s %8s\n' asyncio "--async" "$t" "$(ratio "$t" "$p")"
 
 start "$PY" tests/targets/asyncio_shares.py
 declare -a plain_l=() tasks_l=()
@@ -106,4 +114,4 @@ stop
 p=$(median "${plain_l[@]}")
 t=$(median "${tasks_l[@]}")
 printf '%-12s %-28s %12s %8s\n' "asyncio-3.12" plain "$p" 1.00
-printf '%-12s %-28s %12s %8s\n' "asyncio-3.12" "--async" "$t" "$(python3 -c "print(f'{$t / $p:.2f}')")"
+printf '%-12s %-28s %12s %8s\n' "asyncio-3.12" "--async" "$t" "$(ratio "$t" "$p")"

@@ -46,7 +46,7 @@ fn record_native(pid: &str, idle: bool, rate: &str, secs: &str, out: &std::path:
 }
 
 /// `native stacks merged for X of Y samples` from strobe's summary: (X, Y).
-fn merged_counts(stderr: &str) -> (u64, u64) {
+pub(crate) fn merged_counts(stderr: &str) -> (u64, u64) {
     let line = stderr
         .lines()
         .find_map(|l| l.strip_prefix("strobe: native stacks merged for "))

@@ -4,11 +4,14 @@
 //! with `--mode exception`, keeps only the handling samples, each with `<raise ValueError>` on
 //! top, and their share of all running samples is within 4 standard errors of the share the
 //! target measured; converted in the default mode, no `<raise T>` frame shows and no sample is
-//! lost. On every interpreter.
+//! lost. On every interpreter. The same frame tops merged native stacks (`--native`) and
+//! task-aware stacks (`--async`, 3.14+).
 
 use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::native_record::merged_counts;
 use crate::profiles::{collapsed, speedscope_samples, weighted_se};
 use crate::record::{assert_ok, run_strobe};
+use std::collections::BTreeMap;
 use std::io::BufRead;
 
 /// The function name of a collapsed frame (`name (file)` with `--function`).
@@ -127,4 +130,85 @@ strobe_testkit::per_interpreter! {
     fn exception_mode(interp) {
         check_exceptions(Interp::from(interp));
     }
+}
+
+/// `strobe record --mode exception EXTRA...` of `file` under `interp` for 2 s at 200 Hz into
+/// collapsed stacks, each asserted to end in `<raise ValueError>`: the script, the stacks, and
+/// strobe's stderr.
+fn exception_stacks(
+    interp: Interp,
+    file: &str,
+    extra: &[&str],
+) -> (Script, BTreeMap<Vec<String>, u64>, String) {
+    let dir = TempDir::new();
+    let script = Script::new(&interp, file);
+    let mut target = Announced::start(&mut script.command());
+    let out = dir.path().join("exc.txt");
+    let pid = target.pid.to_string();
+    let mut args = vec!["record", "--mode", "exception", "--pid", &pid];
+    args.extend_from_slice(&["--rate", "200", "--duration", "2", "-o"]);
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    let rec = run_strobe(&args);
+    assert_ok(&rec, "record");
+    target.close_stdin();
+    let stderr = String::from_utf8_lossy(&rec.stderr).into_owned();
+    let stacks = collapsed(&out);
+    assert!(!stacks.is_empty(), "{stderr}");
+    for stack in stacks.keys() {
+        assert_eq!(
+            stack.last().map(String::as_str),
+            Some("<raise ValueError>"),
+            "{stacks:#?}"
+        );
+    }
+    (script, stacks, stderr)
+}
+
+/// `--native --mode exception`: the merged native stacks of the handling samples carry
+/// `<raise ValueError>` on top too (a merged stack is not built from the Python frames alone,
+/// so it needs the frame added on its own).
+#[test]
+fn native_stacks_carry_the_exception() {
+    let (_, _, stderr) = exception_stacks(
+        Interp::pyenv("3.12.1"),
+        "exceptions.py",
+        &["--native", "--function"],
+    );
+    let (merged, all) = merged_counts(&stderr);
+    assert!(
+        merged > 0 && merged * 10 >= all * 9,
+        "{merged} of {all}\n{stderr}"
+    );
+}
+
+/// `--async --mode exception` (3.14+): the running task's stack, under its `<task NAME>`, ends
+/// in `<raise ValueError>` while it handles one; the task that does not never shows.
+#[test]
+fn task_stacks_carry_the_exception() {
+    let (script, stacks, _) = exception_stacks(
+        Interp::Sid("python3.14"),
+        "async_exceptions.py",
+        &["--async"],
+    );
+    let caught = script.label("thrower", "caught");
+    let in_task: u64 = stacks
+        .iter()
+        .filter(|(s, _)| {
+            let at = |name: &str| s.iter().position(|f| f == name);
+            matches!(
+                (at("<task thrower>"), at(&caught)),
+                (Some(task), Some(line)) if task < line
+            )
+        })
+        .map(|(_, w)| w)
+        .sum();
+    let all: u64 = stacks.values().sum();
+    assert!(
+        stacks.keys().all(|s| !s.iter().any(|f| f == "<task calm>")),
+        "{stacks:#?}"
+    );
+    // Nearly all of them through the task's chain (a sample whose chain could not be read
+    // keeps the thread's own stack).
+    assert!(in_task > 0 && in_task * 10 >= all * 9, "{stacks:#?}");
 }

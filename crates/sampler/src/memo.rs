@@ -138,27 +138,55 @@ impl<M: RemoteMemory> FrameNames for Walker<M> {
     }
 }
 
-/// The stack [`stack_of`] just interned for `memo` with frames that are not Python's on top:
-/// the exception the thread raises or handles (`<raise T>`, [`RawThread::exception`]), then
-/// `<GC>` if it runs the cyclic garbage collector ([`RawThread::gc`]). Costs a lookup per frame
-/// and one for the stack, only in samples that have them.
-pub(crate) fn topped_stack(
-    memo: &ThreadMemo,
-    fresh: &mut Vec<FrameId>,
+/// The frames that are not Python's to put on top of a thread's stack: the exception it
+/// raises or handles (`<raise T>`, [`RawThread::exception`]), then `<GC>` if it runs the
+/// cyclic garbage collector ([`RawThread::gc`]). Empty (no allocation) for most samples.
+pub(crate) fn top_frames(
     side: &mut SamplerSide,
     exception: Option<FrameId>,
     gc: bool,
-) -> Result<StackId, RoundError> {
-    fresh.clear();
-    fresh.extend_from_slice(&memo.ids);
-    fresh.extend(exception);
+) -> Result<Vec<FrameId>, RoundError> {
+    let mut top = Vec::new();
+    top.extend(exception);
     if gc {
         let gc = side
             .interner()
             .intern_frame(&FrameKey::gc())
             .map_err(|e| RoundError::Fatal(e.into()))?;
-        fresh.push(gc);
+        top.push(gc);
     }
+    Ok(top)
+}
+
+/// The stack [`stack_of`] just interned for `memo` with `top` ([`top_frames`]) on it. Costs a
+/// lookup for the stack, only in samples that have such frames.
+pub(crate) fn topped_stack(
+    memo: &ThreadMemo,
+    fresh: &mut Vec<FrameId>,
+    side: &mut SamplerSide,
+    top: &[FrameId],
+) -> Result<StackId, RoundError> {
+    fresh.clear();
+    fresh.extend_from_slice(&memo.ids);
+    fresh.extend_from_slice(top);
+    side.interner()
+        .intern_stack(fresh)
+        .map_err(|e| RoundError::Fatal(e.into()))
+}
+
+/// Stack `base` (just interned: a merged native stack) with `top` on it.
+pub(crate) fn on_top(
+    fresh: &mut Vec<FrameId>,
+    side: &mut SamplerSide,
+    base: StackId,
+    top: &[FrameId],
+) -> Result<StackId, RoundError> {
+    if top.is_empty() || !side.interner().tables().holds_stack(base) {
+        return Ok(base);
+    }
+    fresh.clear();
+    fresh.extend_from_slice(side.interner().tables().stack(base));
+    fresh.extend_from_slice(top);
     side.interner()
         .intern_stack(fresh)
         .map_err(|e| RoundError::Fatal(e.into()))
@@ -389,6 +417,7 @@ mod tests {
             holds_gil,
             gc: false,
             exception: None,
+            running_task: None,
             frames: 0..0,
             truncated: false,
             unchanged,

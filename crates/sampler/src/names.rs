@@ -189,6 +189,7 @@ mod tests {
             holds_gil: false,
             gc: false,
             exception: None,
+            running_task: None,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

@@ -36,7 +36,8 @@ use strobe_target::Target;
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{
-    exception_frame, note_threads, stack_of, thread_of, topped_stack, MAX_FRAME_CACHE,
+    exception_frame, note_threads, on_top, stack_of, thread_of, top_frames, topped_stack,
+    MAX_FRAME_CACHE,
 };
 use crate::native::{NativeMode, NativeOutcome, NativeTarget};
 use crate::stats::SamplerStats;
@@ -223,6 +224,7 @@ fn record_threads(
         }
         offsets
     } else {
+        st.tasks.stop_watching(target);
         None
     };
     for t in stacks {
@@ -343,13 +345,27 @@ fn record_threads(
         } else {
             None
         };
+        // What goes on top of the Python frames: `<raise T>` for a thread raising or handling
+        // an exception, `<GC>` over the line that triggered a collection.
+        let exception = match t.exception {
+            Some(e) => exception_frame(
+                &mut st.exception_frames,
+                target.walker_mut(),
+                side,
+                e.type_addr,
+            )?,
+            None => None,
+        };
+        let gc = t.gc && cfg.gc_frames;
+        let top = top_frames(side, exception, gc)?;
         let tasked = match (&merged, &tasks) {
             (None, Some(offsets)) => st.tasks.running_stack(
                 target,
                 side,
                 offsets,
-                t.tstate_addr,
+                t,
                 frames,
+                &top,
                 &mut TaskFrames {
                     cache: &mut st.frames,
                     by_function: cfg.by_function,
@@ -361,6 +377,7 @@ fn record_threads(
                 side,
                 t.tstate_addr,
                 frames,
+                &top,
                 &mut TaskFrames {
                     cache: &mut st.frames,
                     by_function: cfg.by_function,
@@ -370,11 +387,10 @@ fn record_threads(
             )?,
             _ => None,
         };
-        let stack = match merged.or(tasked) {
-            Some(stack) => stack,
-            // `<raise T>` on top of the frames of a thread raising or handling an exception,
-            // and `<GC>` on top of the line that triggered a collection.
-            None if t.exception.is_some() || (t.gc && cfg.gc_frames) => {
+        let stack = match (merged, tasked) {
+            (_, Some(stack)) => stack,
+            (Some(stack), None) => on_top(&mut st.fresh, side, stack, &top)?,
+            (None, None) if !top.is_empty() => {
                 stack_of(
                     memo,
                     &mut st.frames,
@@ -387,18 +403,9 @@ fn record_threads(
                     cfg.by_function,
                     st.root_frame,
                 )?;
-                let exception = match t.exception {
-                    Some(e) => exception_frame(
-                        &mut st.exception_frames,
-                        target.walker_mut(),
-                        side,
-                        e.type_addr,
-                    )?,
-                    None => None,
-                };
-                topped_stack(memo, &mut st.fresh, side, exception, t.gc && cfg.gc_frames)?
+                topped_stack(memo, &mut st.fresh, side, &top)?
             }
-            None => stack_of(
+            (None, None) => stack_of(
                 memo,
                 &mut st.frames,
                 &mut st.fresh,
@@ -499,6 +506,7 @@ mod tests {
             holds_gil,
             gc: false,
             exception: None,
+            running_task: None,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

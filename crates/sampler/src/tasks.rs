@@ -22,7 +22,7 @@ use strobe_aggregate::{
 };
 use strobe_target::Target;
 use strobe_walker::asyncio::{AsyncioOffsets, ChainReader, TaskChain};
-use strobe_walker::RawFrame;
+use strobe_walker::{RawFrame, RawThread};
 
 use crate::failure::RoundError;
 use crate::memo::{frame_id, FrameCache};
@@ -34,6 +34,9 @@ pub(crate) const MAX_SUSPENDED: usize = 64;
 /// for the time since the previous pass): reading every pending task's coroutines is the
 /// costly part of task-aware sampling, and flat out it would be done 100,000 times a second.
 pub(crate) const SUSPENDED_EVERY_NS: u64 = 1_000_000;
+
+/// Threads whose previous running task is remembered at most.
+const MAX_THREADS: usize = 4096;
 
 /// How often to look again for a target's asyncio description while it has none.
 const LOOK_EVERY_NS: u64 = 1_000_000_000;
@@ -53,6 +56,10 @@ pub(crate) struct TaskView {
     /// Tasks running this round, and who ran them: the thread state and our thread id.
     pub(crate) running: HashSet<u64>,
     pub(crate) threads: Vec<(u64, ThreadId)>,
+    /// Per thread state, the running task its previous sample read (0: none).
+    last: HashMap<u64, u64, FxBuild>,
+    /// Whether the walker reads the running task with every sample.
+    watching: bool,
     fresh: Vec<FrameId>,
     /// When waiting tasks were last sampled, and the wall time of the rounds since.
     suspended_at_ns: Option<u64>,
@@ -70,6 +77,16 @@ pub(crate) struct Frames<'a> {
 }
 
 impl TaskView {
+    /// Task-aware stacks are off (`top` toggled them): the sample stops reading the running
+    /// task.
+    pub(crate) fn stop_watching(&mut self, target: &mut Target) {
+        if self.watching {
+            target.walker_mut().watch_running_task(None);
+            self.watching = false;
+            self.last.clear();
+        }
+    }
+
     /// A new round starts.
     pub(crate) fn start_round(&mut self) {
         self.running.clear();
@@ -80,9 +97,16 @@ impl TaskView {
     /// when it cannot be had at all.
     pub(crate) fn offsets(
         &mut self,
-        target: &Target,
+        target: &mut Target,
         now_ns: u64,
     ) -> (Option<AsyncioOffsets>, Option<String>) {
+        if let (Some(offsets), false) = (self.offsets, self.watching) {
+            // The running task comes with each sample's read from the next one on.
+            target
+                .walker_mut()
+                .watch_running_task(Some(offsets.tstate_running_task));
+            self.watching = true;
+        }
         if self.offsets.is_some() || self.unavailable || now_ns < self.next_look_ns {
             return (self.offsets, None);
         }
@@ -102,15 +126,18 @@ impl TaskView {
         }
     }
 
-    /// The task-aware stack of a thread whose frames (innermost first) are `frames`, or
-    /// `None` when it runs no task or its chain cannot be read or placed on its stack.
+    /// The task-aware stack of thread `t`, whose frames (innermost first) are `frames`, with
+    /// `top` on top of the running task's frames, or `None` when it runs no task or its chain
+    /// cannot be read or placed on its stack.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn running_stack(
         &mut self,
         target: &mut Target,
         side: &mut SamplerSide,
         offsets: &AsyncioOffsets,
-        tstate: u64,
+        t: &RawThread,
         frames: &[RawFrame],
+        top: &[FrameId],
         how: &mut Frames<'_>,
     ) -> Result<Option<StackId>, RoundError> {
         let TaskView {
@@ -118,21 +145,54 @@ impl TaskView {
             frames: task_frames,
             fresh,
             running,
+            last,
             ..
         } = self;
-        let chain = match reader.running(target.walker_mut(), offsets, tstate) {
-            Ok(Some(chain)) => chain,
-            Ok(None) | Err(_) => return Ok(None),
+        let previous = last.get(&t.tstate_addr).copied();
+        if last.len() >= MAX_THREADS {
+            last.clear();
+        }
+        last.insert(t.tstate_addr, t.running_task.unwrap_or(0));
+        // The same task as in this thread's previous sample, with its coroutine's frame
+        // proven unchanged since (see `ChainReader::reusable`): its chain needs no read.
+        let first_unchanged = frames.len().saturating_sub(t.unchanged);
+        let reused = match (t.running_task, previous) {
+            (Some(task), Some(before)) if task != 0 && task == before => {
+                reader.reusable(task).and_then(|chain| {
+                    frames
+                        .iter()
+                        .rposition(|f| f.code_addr == chain.coro_code)
+                        .filter(|&split| split >= first_unchanged)
+                        .map(|split| (chain, split))
+                })
+            }
+            _ => None,
+        };
+        let (chain, split) = match reused {
+            Some(found) => found,
+            None => {
+                let chain = match reader.running(
+                    target.walker_mut(),
+                    offsets,
+                    t.tstate_addr,
+                    t.running_task,
+                ) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) | Err(_) => return Ok(None),
+                };
+                // The running task's own frames: from its outermost coroutine frame up.
+                let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code)
+                else {
+                    return Ok(None);
+                };
+                (chain, split)
+            }
         };
         if let Some(first) = chain.links.first() {
             running.insert(first.task);
         }
-        // The running task's own frames: from its outermost coroutine frame up.
-        let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code) else {
-            return Ok(None);
-        };
         let own = frames.get(..=split).unwrap_or(&[]);
-        build_stack(task_frames, fresh, target, side, chain, own, how).map(Some)
+        build_stack(task_frames, fresh, target, side, chain, own, top, how).map(Some)
     }
 
     /// Samples of the pending tasks not running this round (see the module documentation).
@@ -155,6 +215,7 @@ impl TaskView {
         }
         let weight_ns = std::mem::take(&mut self.suspended_weight_ns);
         self.suspended_at_ns = Some(timestamp_ns);
+        self.reader.forget_heap_types();
         let tstates: Vec<u64> = self.threads.iter().map(|&(t, _)| t).collect();
         let Ok(tasks) = self.reader.suspended(
             target.walker_mut(),
@@ -180,6 +241,7 @@ impl TaskView {
                 side,
                 &chain,
                 &[],
+                &[],
                 how,
             )?;
             side.push(Sample {
@@ -196,8 +258,8 @@ impl TaskView {
 }
 
 /// Intern the stack of `chain`: the outermost task first, each `<task NAME>` then its
-/// frames; the first task's frames are `own` (innermost first) when it runs, its
-/// suspended frames otherwise.
+/// frames; the first task's frames are `own` (innermost first) when it runs, then `top`
+/// (`<raise T>`, `<GC>`), its suspended frames otherwise.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_stack(
     task_frames: &mut HashMap<String, FrameId, FxBuild>,
@@ -206,6 +268,7 @@ pub(crate) fn build_stack(
     side: &mut SamplerSide,
     chain: &TaskChain,
     own: &[RawFrame],
+    top: &[FrameId],
     how: &mut Frames<'_>,
 ) -> Result<StackId, RoundError> {
     fresh.clear();
@@ -222,6 +285,7 @@ pub(crate) fn build_stack(
                     how.by_function,
                 )?);
             }
+            fresh.extend_from_slice(top);
         } else {
             for &f in &link.frames {
                 fresh.push(frame_id(

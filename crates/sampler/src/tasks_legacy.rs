@@ -137,7 +137,8 @@ impl LegacyTaskView {
     }
 
     /// The task-aware stack of thread state `tstate`, whose frames (innermost first) are
-    /// `frames`, or `None` when it runs no task or its chain cannot be proven.
+    /// `frames`, with `top` (`<raise T>`, `<GC>`) on top of the running task's frames, or
+    /// `None` when it runs no task or its chain cannot be proven.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn running_stack(
         &mut self,
@@ -145,6 +146,7 @@ impl LegacyTaskView {
         side: &mut SamplerSide,
         tstate: u64,
         frames: &[RawFrame],
+        top: &[FrameId],
         how: &mut Frames<'_>,
         now_ns: u64,
     ) -> Result<Option<StackId>, RoundError> {
@@ -181,6 +183,7 @@ impl LegacyTaskView {
                 side,
                 chain,
                 own,
+                top,
                 how,
             )
             .map(Some);
@@ -227,6 +230,7 @@ impl LegacyTaskView {
                 target,
                 side,
                 &chain,
+                &[],
                 &[],
                 how,
             )?;

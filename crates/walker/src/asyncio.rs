@@ -41,6 +41,7 @@ use crate::error::WalkError;
 use crate::frame::FrameDecoder;
 use crate::limits::MAX_STRUCT;
 use crate::strings::read_string;
+use crate::value::Types;
 use crate::value::{Kind, Value, ValueReader};
 use crate::walk::Walker;
 
@@ -417,6 +418,14 @@ struct Gen {
 }
 
 impl Gen {
+    /// Bytes from the generator's `gi_frame_state` to the end of its frame's fixed part or of
+    /// its `stackpointer`, whichever is later (`gi_frame_state` comes before `gi_iframe`;
+    /// checked by [`Gen::new`]).
+    fn span_len(&self) -> usize {
+        let frame_end = (self.decoder.len as u64).max(self.stackpointer + 8);
+        (self.iframe - self.frame_state + frame_end) as usize
+    }
+
     fn new(l: &Layout) -> Result<Gen, WalkError> {
         let missing = |what: &str| {
             WalkError::Unsupported(format!(
@@ -424,10 +433,18 @@ impl Gen {
                  (CPython 3.14 or newer)"
             ))
         };
+        let iframe = u64::from(l.gen_iframe.ok_or_else(|| missing("gi_iframe"))?);
+        let frame_state = u64::from(l.gen_frame_state.ok_or_else(|| missing("gi_frame_state"))?);
+        if frame_state >= iframe {
+            return Err(WalkError::Unsupported(format!(
+                "the generator's gi_frame_state (offset {frame_state}) does not come before \
+                 its frame (offset {iframe}), as in every CPython that strobe reads coroutines of"
+            )));
+        }
         Ok(Gen {
             decoder: FrameDecoder::new(l)?,
-            iframe: u64::from(l.gen_iframe.ok_or_else(|| missing("gi_iframe"))?),
-            frame_state: u64::from(l.gen_frame_state.ok_or_else(|| missing("gi_frame_state"))?),
+            iframe,
+            frame_state,
             stackpointer: u64::from(
                 l.iframe_stackpointer
                     .ok_or_else(|| missing("frame.stackpointer"))?,
@@ -600,7 +617,21 @@ fn follow_coroutines<M: RemoteMemory>(
             }
             return Ok(ChainEnd::Awaits(obj));
         }
-        let (frame, fields) = coro_frame(values, gen, obj)?;
+        // The generator's state and its frame, with the frame's stack pointer, in one read.
+        let frame = obj.wrapping_add(gen.iframe);
+        let span = gen.span_len();
+        let bytes =
+            values
+                .memory()
+                .read_vec(obj.wrapping_add(gen.frame_state), span, MAX_STRUCT)?;
+        let in_frame = (gen.iframe - gen.frame_state) as usize;
+        let fields = bytes
+            .get(in_frame..)
+            .and_then(|b| gen.decoder.decode(b))
+            .ok_or(WalkError::Corrupt {
+                what: "coroutine frame",
+                addr: frame,
+            })?;
         if let Some((lasti, line)) = code.resolve_frame(process, &fields)? {
             let raw = crate::RawFrame {
                 code_addr: fields.code,
@@ -609,13 +640,15 @@ fn follow_coroutines<M: RemoteMemory>(
             };
             on_frame(code, frame, raw)?;
         }
-        let state = values.memory().read_u8(obj.wrapping_add(gen.frame_state))? as i8;
+        let state = bytes.first().copied().unwrap_or(0) as i8;
         if !gen.yield_from.contains(&Some(state)) {
             return Ok(ChainEnd::Running);
         }
-        let sp = values
-            .memory()
-            .read_u64(frame.wrapping_add(gen.stackpointer))?;
+        let sp =
+            le::u64_at(&bytes, in_frame + gen.stackpointer as usize).ok_or(WalkError::Corrupt {
+                what: "coroutine frame",
+                addr: frame,
+            })?;
         let base = frame.wrapping_add(gen.localsplus);
         if sp <= base || sp - base > MAX_FRAME_STACK || sp % 8 != 0 {
             return Err(WalkError::Corrupt {
@@ -672,6 +705,10 @@ pub struct ChainReader {
     /// Chains of running tasks by (task, coroutine, name object), with how often each was
     /// reused since it was read.
     chains: HashMap<(u64, u64, u64), (TaskChain, u32)>,
+    /// The key of the chain last returned per running task.
+    last: HashMap<u64, (u64, u64, u64)>,
+    /// Types learnt while reading chains (see [`ChainReader::forget_heap_types`]).
+    types: Types,
 }
 
 /// A running task's chain is reused this many times before it is read again.
@@ -690,22 +727,27 @@ impl ChainReader {
     }
 
     /// The running task of thread state `tstate` and the tasks awaiting it; `None` when the
-    /// thread runs no task.
+    /// thread runs no task. `task` is the thread state's running task when the sample read it
+    /// already ([`Walker::watch_running_task`]); otherwise it is read here.
     ///
     /// While a task is pending, every task awaiting it is suspended at the same `await` (it
     /// cannot resume before the task it awaits is done), so the chain above a running task is
     /// kept per (task, coroutine, name object) and read again only every
     /// [`CHAIN_REUSES`]th time (a new waiter may start awaiting the task meanwhile): a sample
-    /// whose running task was seen running before costs two reads, the thread state's running
-    /// task and the task's own fields.
+    /// whose running task was seen running before costs one read, the task's own fields (see
+    /// [`ChainReader::reusable`] for when even that is skipped).
     pub fn running<M: RemoteMemory>(
         &mut self,
         walker: &mut Walker<M>,
         offsets: &AsyncioOffsets,
         tstate: u64,
+        task: Option<u64>,
     ) -> Result<Option<&TaskChain>, WalkError> {
         let mem = walker.memory();
-        let task = mem.read_u64(tstate.wrapping_add(offsets.tstate_running_task))?;
+        let task = match task {
+            Some(task) => task,
+            None => mem.read_u64(tstate.wrapping_add(offsets.tstate_running_task))?,
+        };
         if task == 0 {
             return Ok(None);
         }
@@ -723,13 +765,33 @@ impl ChainReader {
             _ => true,
         };
         if fresh {
+            self.forget_heap_types();
             let chain = self.chain(walker, offsets, task, false)?;
             if self.chains.len() >= MAX_CHAINS {
                 self.chains.clear();
+                self.last.clear();
             }
             self.chains.insert(key, (chain, 0));
         }
+        self.last.insert(task, key);
         Ok(self.chains.get(&key).map(|(chain, _)| chain))
+    }
+
+    /// The chain [`ChainReader::running`] last returned for running task `task`, counted as
+    /// one more use of it, if it has uses left: for a caller that proved, from the sample
+    /// alone, that the same task object is still running the same coroutine (the thread
+    /// state's running task is the same address, and the coroutine's frame is among the
+    /// outermost frames the walker proved unchanged, byte for byte, since the previous sample).
+    /// Such a sample costs no read at all.
+    pub fn reusable(&mut self, task: u64) -> Option<&TaskChain> {
+        let key = self.last.get(&task)?;
+        match self.chains.get_mut(key) {
+            Some((chain, uses)) if *uses < CHAIN_REUSES => {
+                *uses += 1;
+                Some(chain)
+            }
+            _ => None,
+        }
     }
 
     /// The chain of `task`: with its own suspended frames when `suspended`, without them for
@@ -743,7 +805,32 @@ impl ChainReader {
     ) -> Result<TaskChain, WalkError> {
         let (process, code) = walker.parts_mut();
         let gen = Gen::new(&process.layout)?;
-        let mut values = ValueReader::new(&process.mem, &process.layout);
+        let types = std::mem::take(&mut self.types);
+        let mut values = ValueReader::with_types(&process.mem, &process.layout, types);
+        let result = self.chain_with(&mut values, code, process, &gen, offsets, task, suspended);
+        self.types = values.into_types();
+        result
+    }
+
+    /// Forget the heap types learnt (a class can be freed and another allocated at its
+    /// address); static types (`coroutine`, `generator`, `FutureIter`) are kept for good.
+    /// Called at the start of each pass over the suspended tasks and of each chain read.
+    pub fn forget_heap_types(&mut self) {
+        self.types.retain(|_, info| !info.heap);
+    }
+
+    /// [`ChainReader::chain`] with the reader to read values through.
+    #[allow(clippy::too_many_arguments)]
+    fn chain_with<M: RemoteMemory>(
+        &mut self,
+        values: &mut ValueReader<'_, M>,
+        code: &mut crate::code::CodeCache,
+        process: &crate::process::Process<M>,
+        gen: &Gen,
+        offsets: &AsyncioOffsets,
+        task: u64,
+        suspended: bool,
+    ) -> Result<TaskChain, WalkError> {
         let mut out = TaskChain::default();
         let mut seen = HashSet::new();
         let mut addr = task;
@@ -771,7 +858,7 @@ impl ChainReader {
             let name = match self.names.get(&(addr, name_obj)) {
                 Some(n) => n.clone(),
                 None => {
-                    let n = task_name(&mut values, name_obj);
+                    let n = task_name(values, name_obj);
                     if self.names.len() >= MAX_NAMES {
                         self.names.clear();
                     }
@@ -782,10 +869,10 @@ impl ChainReader {
             let coro = u64_at(offsets.task_coro)?;
             let mut frames = Vec::new();
             if out.links.is_empty() && coro != 0 {
-                out.coro_code = coro_code(&values, &gen, coro)?;
+                out.coro_code = coro_code(values, gen, coro)?;
             }
             if (suspended || !out.links.is_empty()) && coro != 0 {
-                follow_coroutines(&mut values, code, process, &gen, coro, &mut |_, _, raw| {
+                follow_coroutines(values, code, process, gen, coro, &mut |_, _, raw| {
                     frames.push(raw);
                     Ok(())
                 })?;

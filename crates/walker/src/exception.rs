@@ -10,13 +10,17 @@
 //!
 //! The thread state's fields come with the sample's batched read; outside generators
 //! `exc_info` points at the thread's own item, which that read holds too, so a thread that is
-//! not in an exception costs nothing more. A thread that is costs one read of the instance's
-//! type (3.11+), and one per generator item above its own; type names are read once per type.
+//! not in an exception costs nothing more. Inside generators and coroutines (every asyncio
+//! task's stack) `exc_info` points at the innermost running generator's item, and the chain
+//! goes through one item per generator down to the thread's own: the items a thread's previous
+//! sample visited are copied by the next sample's batched read, so a thread whose generators
+//! did not change costs nothing more either. A thread in an exception costs one read of the
+//! instance's type (3.11+); type names are read once per type.
 
 use std::sync::Arc;
 
-use strobe_memory::RemoteMemory;
-use strobe_python_abi::ExcModel;
+use strobe_memory::{le, RemoteMemory};
+use strobe_python_abi::{ExcModel, Layout};
 
 use crate::addrmap::AddrMap;
 use crate::process::Process;
@@ -26,6 +30,12 @@ use crate::value::{escape_controls, read_c_string};
 /// resumed inside each other; CPython's recursion limit bounds real ones, a cycle in corrupt
 /// memory must not loop).
 const MAX_ITEMS: usize = 64;
+
+/// Items outside the thread state remembered per thread, to copy with the next sample's read.
+pub(crate) const MAX_REMEMBERED: usize = 16;
+
+/// Largest `_PyErr_StackItem` read (four pointers ≤3.10, two from 3.11).
+const MAX_ITEM_LEN: usize = 64;
 
 /// Type names held at most; past it the cache starts again.
 const MAX_TYPES: usize = 4096;
@@ -54,6 +64,34 @@ pub(crate) struct ExcFields {
     pub(crate) bottom: u64,
 }
 
+/// The bytes of a `_PyErr_StackItem` of `layout` that a sample reads: from its start to the
+/// end of the later of its exception and `previous_item` fields.
+pub(crate) fn item_len(layout: &Layout) -> Option<usize> {
+    let exc = layout.stackitem_exc? as usize;
+    let prev = layout.stackitem_previous? as usize;
+    let len = exc.max(prev) + 8;
+    (len <= MAX_ITEM_LEN).then_some(len)
+}
+
+/// The `_PyErr_StackItem`s a sample's batched read copied for one thread (those its previous
+/// sample visited), and the ones this sample visits, for the next.
+pub(crate) struct ItemCopies<'a> {
+    /// The batch buffer.
+    pub(crate) buf: &'a [u8],
+    /// (item address, offset of its copy in `buf`).
+    pub(crate) copies: &'a [(u64, usize)],
+    /// Items visited, in order (at most [`MAX_REMEMBERED`]).
+    pub(crate) visited: &'a mut Vec<u64>,
+}
+
+impl ItemCopies<'_> {
+    /// This sample's copy of the `len` bytes of the item at `addr`, if it has one.
+    fn copied(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let &(_, off) = self.copies.iter().find(|&&(a, _)| a == addr)?;
+        self.buf.get(off..off.checked_add(len)?)
+    }
+}
+
 /// What was learnt about exception objects: where `None` is, and type names by address.
 #[derive(Debug, Default)]
 pub(crate) struct ExceptionTypes {
@@ -77,6 +115,7 @@ impl ExceptionTypes {
         process: &Process<M>,
         tstate: u64,
         fields: ExcFields,
+        items: &mut ItemCopies<'_>,
     ) -> Option<RawException> {
         let layout = &process.layout;
         let instances = matches!(layout.exc_model, ExcModel::StackValues);
@@ -90,9 +129,11 @@ impl ExceptionTypes {
         }
         let (handled, instances) = match layout.exc_model {
             ExcModel::ThreadTypes => (fields.handled, false),
-            ExcModel::StackTypes => return self.top_of_stack(process, tstate, fields, false),
+            ExcModel::StackTypes => {
+                return self.top_of_stack(process, tstate, fields, false, items)
+            }
             ExcModel::StackValues311 | ExcModel::StackValues => {
-                return self.top_of_stack(process, tstate, fields, true)
+                return self.top_of_stack(process, tstate, fields, true, items)
             }
         };
         if handled == 0 {
@@ -105,19 +146,24 @@ impl ExceptionTypes {
         })
     }
 
-    /// 3.7+: the first item from `exc_info` down whose exception is set.
+    /// 3.7+: the first item from `exc_info` down whose exception is set. Items outside the
+    /// thread state (a running generator's or coroutine's) are taken from `items`' copies
+    /// when it has them, read otherwise, and listed in `items.visited` either way.
     fn top_of_stack<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
         tstate: u64,
         fields: ExcFields,
         instances: bool,
+        items: &mut ItemCopies<'_>,
     ) -> Option<RawException> {
         let layout = &process.layout;
-        let exc_off = u64::from(layout.stackitem_exc?);
-        let prev_off = u64::from(layout.stackitem_previous?);
+        let exc_off = layout.stackitem_exc? as usize;
+        let prev_off = layout.stackitem_previous? as usize;
+        let len = item_len(layout)?;
         let own = tstate.wrapping_add(u64::from(layout.tstate_exc_state?));
         let mut item = fields.handled;
+        let mut bytes = [0u8; MAX_ITEM_LEN];
         for _ in 0..MAX_ITEMS {
             if item == 0 {
                 return None;
@@ -126,9 +172,15 @@ impl ExceptionTypes {
                 // The thread's own item is the bottom of the stack.
                 (fields.bottom, 0)
             } else {
-                let exc = process.mem.read_u64(item.wrapping_add(exc_off)).ok()?;
-                let previous = process.mem.read_u64(item.wrapping_add(prev_off)).ok()?;
-                (exc, previous)
+                let bytes = &mut bytes[..len];
+                match items.copied(item, len) {
+                    Some(copy) => bytes.copy_from_slice(copy),
+                    None => process.mem.read_into(item, bytes).ok()?,
+                }
+                if items.visited.len() < MAX_REMEMBERED {
+                    items.visited.push(item);
+                }
+                (le::u64_at(bytes, exc_off)?, le::u64_at(bytes, prev_off)?)
             };
             if exc != 0 {
                 if let Some(type_addr) = self.type_of(process, exc, instances) {

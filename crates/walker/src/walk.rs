@@ -170,6 +170,15 @@ impl<M: RemoteMemory> Walker<M> {
             .sample_into(&self.process, &mut self.code, out, wanted)
     }
 
+    /// Read the word at `offset` past each thread state with every sample, as
+    /// [`RawThread::running_task`](crate::RawThread::running_task) (`None`: stop). Task-aware
+    /// stacks ask for `asyncio_running_task` (3.14+), which lies past the `PyThreadState` the
+    /// layout describes, in the `_PyThreadStateImpl` that holds it: one more range of the
+    /// sample's batched read instead of a read of its own.
+    pub fn watch_running_task(&mut self, offset: Option<u64>) {
+        self.sampling.task_word = offset;
+    }
+
     /// How many times [`Walker::sample_into`] read the target again because a copy was torn
     /// (the target moved its frames while they were copied).
     pub fn torn_reads(&self) -> u64 {

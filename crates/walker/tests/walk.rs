@@ -1376,6 +1376,89 @@ fn steady_state_sample_is_one_batched_read() {
 }
 
 #[test]
+fn exception_items_of_generators_come_with_the_batch() {
+    // Inside coroutines, `exc_info` points at the innermost coroutine's item and the chain
+    // goes down through each coroutine's item to the thread's own. The items a sample visited
+    // are copied by the next sample's one read, and what they hold then is what it reports.
+    for l in [l311(), l312(), l313(), l314()] {
+        let (mut img, _, _, t0, roots) = deep_chunk_image(l, 5, 16);
+        let exc_off = u64::from(l.stackitem_exc.unwrap());
+        let prev_off = u64::from(l.stackitem_previous.unwrap());
+        let own = t0 + u64::from(l.tstate_exc_state.unwrap());
+        let value_error = put_type(&mut img.mem, &l, "ValueError");
+        let instance = img.mem.alloc(64);
+        img.mem
+            .write_u64(instance + u64::from(l.pyobject_ob_type), value_error);
+        // The outer coroutine handles a ValueError; the inner one handles nothing.
+        let outer = img.mem.alloc(64);
+        img.mem.write_u64(outer + exc_off, instance);
+        img.mem.write_u64(outer + prev_off, own);
+        let inner = img.mem.alloc(64);
+        img.mem.write_u64(inner + exc_off, img.none);
+        img.mem.write_u64(inner + prev_off, outer);
+        img.mem
+            .write_u64(t0 + u64::from(l.tstate_exc_info.unwrap()), inner);
+        let none = img.none;
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let handled = |w: &Walker<Live>, raw: &RawSample| {
+            raw.threads[0]
+                .exception
+                .map(|e| (w.exception_name(e.type_addr).unwrap().to_string(), e.raised))
+        };
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(handled(&w, &raw), Some(("ValueError".into(), false)));
+        let (_, singles) = live.take_counts();
+        assert!(
+            singles >= 2,
+            "{:?}: the items are read the first time",
+            l.version
+        );
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(handled(&w, &raw), Some(("ValueError".into(), false)));
+        assert_eq!(
+            live.take_counts(),
+            (1, 1),
+            "{:?}: one batched read with the items, one read of the instance's type",
+            l.version
+        );
+        // The outer coroutine's exception is cleared: the next sample sees it in its copy.
+        edit(&mut img, &live, |img| {
+            img.mem.write_u64(outer + exc_off, none)
+        });
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(raw.threads[0].exception, None, "{:?}", l.version);
+        assert_eq!(live.take_counts(), (1, 0), "{:?}", l.version);
+        // A third coroutine resumed on top, handling the same ValueError: its item is read
+        // once, then copied too.
+        let third = edit(&mut img, &live, |img| {
+            let third = img.mem.alloc(64);
+            img.mem.write_u64(third + exc_off, instance);
+            img.mem.write_u64(third + prev_off, inner);
+            img.mem
+                .write_u64(t0 + u64::from(l.tstate_exc_info.unwrap()), third);
+            third
+        });
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(handled(&w, &raw), Some(("ValueError".into(), false)));
+        assert_eq!(live.take_counts(), (1, 2), "{:?}", l.version);
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(live.take_counts(), (1, 1), "{:?}", l.version);
+        // Its memory goes away (the coroutine was freed): the sample is read again without
+        // the copy, and the thread state's pointer decides.
+        edit(&mut img, &live, |img| {
+            img.mem
+                .write_u64(t0 + u64::from(l.tstate_exc_info.unwrap()), own);
+        });
+        live.holes.borrow_mut().push((third, third + 64));
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(raw.threads[0].exception, None, "{:?}", l.version);
+        w.sample_into(&mut raw).unwrap();
+        assert_eq!(live.take_counts().1, 0, "{:?}", l.version);
+    }
+}
+
+#[test]
 fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
     for l in [l311(), l312(), l313(), l314()] {
         let (mut img, codes, _, t0, roots) = deep_chunk_image(l, 50, 48);

@@ -46,7 +46,7 @@ use strobe_python_abi::{FrameModel, GilModel};
 
 use crate::code::CodeCache;
 use crate::error::WalkError;
-use crate::exception::ExcFields;
+use crate::exception::{item_len, ExcFields, ItemCopies};
 use crate::frame::EntryRule;
 use crate::limits::need;
 use crate::process::Process;
@@ -158,11 +158,13 @@ impl SamplingState {
         scratch.gc_at.clear();
         scratch.thread_at.clear();
         scratch.copies.clear();
+        scratch.exc_copies.clear();
         let head_off = full.then(|| scratch.batch.add(head_at, 8));
         let global_gil_off = global_gil.map(|a| scratch.batch.add(a, 8));
         // The collector's flag (an `int`), once per process or per interpreter: one more
         // range of the same read.
         let global_gc_off = process.global_gc_address().map(|a| scratch.batch.add(a, 4));
+        let item_len = item_len(layout);
         for interp in &self.plan.interps {
             let at = full.then(|| scratch.batch.add_fields(&self.shapes.interp, interp.addr));
             let gil = (layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
@@ -197,10 +199,22 @@ impl SamplingState {
                     age: region.age,
                 });
             }
+            let exc_start = scratch.exc_copies.len();
+            if let Some(len) = item_len {
+                for &item in &thread.exc_items {
+                    let off = scratch.batch.add(item, len);
+                    scratch.exc_copies.push((item, off));
+                }
+            }
+            let task = self
+                .task_word
+                .map(|off| scratch.batch.add(thread.tstate.wrapping_add(off), 8));
             scratch.thread_at.push(ThreadAt {
                 tstate,
                 cframe,
                 copies: start..scratch.copies.len(),
+                exc: exc_start..scratch.exc_copies.len(),
+                task,
                 wanted,
             });
         }
@@ -291,10 +305,22 @@ impl SamplingState {
             handled: field(T_EXC_HANDLED).unwrap_or(0),
             bottom: field(T_EXC_BOTTOM).unwrap_or(0),
         };
+        let running_task = at.task.and_then(|off| le::u64_at(buf, off));
+        let thread = &mut self.plan.threads[thread_index];
         let exception = if exc.raised == 0 && exc.handled == 0 {
+            thread.exc_items.clear();
             None
         } else {
-            code.exceptions.of_thread(process, tstate, exc)
+            let mut visited = std::mem::take(&mut thread.exc_items);
+            visited.clear();
+            let mut items = ItemCopies {
+                buf,
+                copies: self.scratch.exc_copies.get(at.exc.clone()).unwrap_or(&[]),
+                visited: &mut visited,
+            };
+            let found = code.exceptions.of_thread(process, tstate, exc, &mut items);
+            self.plan.threads[thread_index].exc_items = visited;
+            found
         };
         // What the thread is; as reported when it is not walked (no frames).
         let base = RawThread {
@@ -306,6 +332,7 @@ impl SamplingState {
             holds_gil,
             gc,
             exception,
+            running_task,
             frames: 0..0,
             truncated: false,
             unchanged: 0,

@@ -42,6 +42,10 @@ pub struct RawThread {
     /// The exception the thread is raising or handling (inside an `except` or `finally`
     /// block), read from its thread state; `None` when there is none or it could not be read.
     pub exception: Option<RawException>,
+    /// The asyncio task the thread runs (`asyncio_running_task` of its thread state, 3.14+; 0
+    /// for none), read with the sample when
+    /// [`Walker::watch_running_task`](crate::walk::Walker::watch_running_task) asked for it.
+    pub running_task: Option<u64>,
     /// This thread's frames in [`RawSample::frames`], innermost first.
     pub frames: Range<usize>,
     /// The stack was deeper than [`MAX_DEPTH`](crate::limits::MAX_DEPTH) and was cut there.

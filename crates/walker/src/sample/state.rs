@@ -29,6 +29,9 @@ pub(crate) struct SamplingState {
     pub(crate) scratch: Scratch,
     /// Which fields of each structure a sample reads, grouped into as few reads as possible.
     pub(crate) shapes: Shapes,
+    /// Offset of a word past the thread state's fields to read with each thread (the running
+    /// asyncio task, 3.14+), if asked for.
+    pub(crate) task_word: Option<u64>,
 }
 
 impl SamplingState {
@@ -38,6 +41,7 @@ impl SamplingState {
             plan: Plan::default(),
             scratch: Scratch::default(),
             shapes: Shapes::new(layout),
+            task_word: None,
         }
     }
 
@@ -75,17 +79,28 @@ impl Plan {
     /// merged from several requests).
     pub(crate) fn region_in(&self, addr: u64, len: usize) -> Option<u64> {
         let end = addr.saturating_add(len.max(1) as u64);
+        let overlaps =
+            |start: u64, len: usize| start < end && start.saturating_add(len as u64) > addr;
         self.threads
             .iter()
             .flat_map(|t| &t.regions)
-            .find(|r| r.addr < end && r.addr.saturating_add(r.len as u64) > addr)
+            .find(|r| overlaps(r.addr, r.len))
             .map(|r| r.addr)
+            .or_else(|| {
+                // An exception item: its length is at most 64 bytes.
+                self.threads
+                    .iter()
+                    .flat_map(|t| &t.exc_items)
+                    .find(|&&item| overlaps(item, 64))
+                    .copied()
+            })
     }
 
     /// Stop copying the region that starts at `addr`.
     pub(crate) fn forget_region(&mut self, addr: u64) {
         for t in &mut self.threads {
             t.regions.retain(|r| r.addr != addr);
+            t.exc_items.retain(|&item| item != addr);
         }
     }
 
@@ -93,6 +108,7 @@ impl Plan {
     pub(crate) fn forget_regions(&mut self) {
         for t in &mut self.threads {
             t.regions.clear();
+            t.exc_items.clear();
         }
     }
 }
@@ -119,6 +135,9 @@ pub(crate) struct ThreadPlan {
     pub(crate) cframe: u64,
     /// What this thread's frames occupied last time, to copy speculatively.
     pub(crate) regions: Vec<Region>,
+    /// The `_PyErr_StackItem`s outside its thread state (generators', coroutines') that its
+    /// last sample visited, to copy speculatively.
+    pub(crate) exc_items: Vec<u64>,
     /// The frames of the last sample handed to the caller, **outermost first**, with their
     /// lines: what [`RawThread::unchanged`](crate::sample::RawThread::unchanged) is counted
     /// against, and what an outer part proven unchanged is taken from.
@@ -177,6 +196,8 @@ pub(crate) struct Scratch {
     pub(crate) thread_at: Vec<ThreadAt>,
     /// Speculative copies of all threads.
     pub(crate) copies: Vec<CopiedRange>,
+    /// Speculative copies of exception items of all threads: (item, offset in the batch).
+    pub(crate) exc_copies: Vec<(u64, usize)>,
     /// Frames of the thread being walked.
     pub(crate) frames: Vec<WalkedFrame>,
     /// Regions of the thread being walked, for its next sample.
@@ -205,6 +226,10 @@ pub(crate) struct ThreadAt {
     pub(crate) cframe: Option<usize>,
     /// Its speculative copies in [`Scratch::copies`].
     pub(crate) copies: Range<usize>,
+    /// Its exception items' copies in [`Scratch::exc_copies`].
+    pub(crate) exc: Range<usize>,
+    /// Its running-task word ([`SamplingState::task_word`]), if read.
+    pub(crate) task: Option<usize>,
     /// Whether the caller wants its frames (else they are read only if it holds the GIL).
     pub(crate) wanted: bool,
 }

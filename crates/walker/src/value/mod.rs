@@ -122,7 +122,13 @@ pub(crate) enum Kind {
 pub(crate) struct TypeInfo {
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
+    /// A heap type (a class, or a module's type since 3.12), which can be freed and another
+    /// allocated at its address; a static type lives as long as the interpreter.
+    pub(crate) heap: bool,
 }
+
+/// Types by address, as [`ValueReader::type_of`] learnt them; see [`ValueReader::with_types`].
+pub(crate) type Types = HashMap<u64, TypeInfo>;
 
 /// Where one repr is being built.
 struct Ctx {
@@ -213,6 +219,19 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         }
     }
 
+    /// A reader that starts knowing `types` (what an earlier reader of the same process
+    /// learnt; hand back with [`ValueReader::into_types`]).
+    pub(crate) fn with_types(mem: &'a M, layout: &'a Layout, types: Types) -> Self {
+        let mut reader = ValueReader::new(mem, layout);
+        reader.types = types;
+        reader
+    }
+
+    /// The types learnt, to start another reader of the same process with.
+    pub(crate) fn into_types(self) -> Types {
+        self.types
+    }
+
     /// The memory read, through the reader's count of reads.
     pub fn memory(&self) -> &Budgeted<'a, M> {
         &self.mem
@@ -294,6 +313,7 @@ impl<'a, M: RemoteMemory + ?Sized> ValueReader<'a, M> {
         let info = TypeInfo {
             name: name.into(),
             kind,
+            heap,
         };
         if self.types.len() >= MAX_TYPES {
             self.types.clear();
