@@ -375,7 +375,8 @@ fn record_threads(
             (None, None) if legacy => st.legacy_tasks.running_stack(
                 target,
                 side,
-                t.tstate_addr,
+                t,
+                walk,
                 frames,
                 &top,
                 &mut TaskFrames {

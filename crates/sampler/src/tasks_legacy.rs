@@ -7,8 +7,12 @@
 //! loop; read by the same reader as `dump --async`) is cached and read again every
 //! [`REBUILD_EVERY_NS`], or sooner (at most every [`REBUILD_SOONEST_NS`]) when a sample finds
 //! a running task whose chain the graph cannot prove; both intervals grow to
-//! [`REBUILD_COST_FACTOR`] times what the last read took (a program with thousands of tasks). Each sample reads only the thread's loop
-//! entry in `_current_tasks` and the running task; its chain is kept until the next rebuild.
+//! [`REBUILD_COST_FACTOR`] times what the last read took (a program with thousands of tasks).
+//! Each sample reads only the thread's loop entry in `_current_tasks` and the running task;
+//! its chain is kept until the next rebuild. A sample whose running task's coroutine frame the
+//! walker proved unchanged since the thread's previous sample reuses that sample's chain
+//! without any read (the same coroutine runs, so the same task), at most `CHAIN_REUSES` times
+//! in a row, as 3.14's path does.
 //! A sample whose chain cannot be proven keeps the thread's own stack, as on 3.14. Waiting
 //! tasks (idle samples kept) are the graph's, at their current `await`, rate-limited as on
 //! 3.14; a task created since the last rebuild is sampled waiting only after the next one,
@@ -19,6 +23,7 @@ use std::time::Instant;
 
 use strobe_aggregate::{FrameId, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId};
 use strobe_target::Target;
+use strobe_walker::asyncio::CHAIN_REUSES;
 use strobe_walker::asyncio_legacy::{
     asyncio_legacy_for, AsyncioLegacy, LegacyChains, Rebuilt, Running,
 };
@@ -38,6 +43,9 @@ pub(crate) const REBUILD_SOONEST_NS: u64 = 10_000_000;
 /// share of the sampler's time.
 const REBUILD_COST_FACTOR: u64 = 20;
 
+/// Threads whose last chain is remembered at most.
+const MAX_THREADS: usize = 4096;
+
 /// Task-aware sampling state of one 3.8–3.13 process.
 #[derive(Debug, Default)]
 pub(crate) struct LegacyTaskView {
@@ -53,6 +61,9 @@ pub(crate) struct LegacyTaskView {
     threads: Vec<(u64, u64)>,
     /// Tasks running this round.
     running: HashSet<u64>,
+    /// Per thread state: the walk whose sample read its chain, and the samples since that
+    /// reused it.
+    last: HashMap<u64, (u64, u32), FxBuild>,
     /// `<task NAME>` frames by name.
     frames: HashMap<String, FrameId, FxBuild>,
     fresh: Vec<FrameId>,
@@ -136,15 +147,16 @@ impl LegacyTaskView {
         }
     }
 
-    /// The task-aware stack of thread state `tstate`, whose frames (innermost first) are
-    /// `frames`, with `top` (`<raise T>`, `<GC>`) on top of the running task's frames, or
-    /// `None` when it runs no task or its chain cannot be proven.
+    /// The task-aware stack of thread `t`, whose frames (innermost first) are `frames`, in
+    /// the round's walk number `walk`, with `top` (`<raise T>`, `<GC>`) on top of the running
+    /// task's frames, or `None` when it runs no task or its chain cannot be proven.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn running_stack(
         &mut self,
         target: &mut Target,
         side: &mut SamplerSide,
-        tstate: u64,
+        t: &RawThread,
+        walk: u64,
         frames: &[RawFrame],
         top: &[FrameId],
         how: &mut Frames<'_>,
@@ -153,6 +165,41 @@ impl LegacyTaskView {
         let Some(table) = self.table() else {
             return Ok(None);
         };
+        let tstate = t.tstate_addr;
+        // The chain of the thread's previous sample (the walk just before this one), with its
+        // running task's coroutine frame proven unchanged since: the same coroutine still
+        // runs, so the same task, whose chain holds while it is pending. At most
+        // `CHAIN_REUSES` times in a row, then read again.
+        let previous = self.last.remove(&tstate);
+        let first_unchanged = frames.len().saturating_sub(t.unchanged);
+        if let Some((_, uses)) =
+            previous.filter(|&(at, uses)| at.saturating_add(1) == walk && uses < CHAIN_REUSES)
+        {
+            if let Some(chain) = self.reader.reusable(tstate) {
+                let split = frames
+                    .iter()
+                    .rposition(|f| f.code_addr == chain.coro_code)
+                    .filter(|&split| split >= first_unchanged);
+                if let Some(split) = split {
+                    if let Some(first) = chain.links.first() {
+                        self.running.insert(first.task);
+                    }
+                    self.last.insert(tstate, (walk, uses + 1));
+                    let own = frames.get(..=split).unwrap_or(&[]);
+                    return build_stack(
+                        &mut self.frames,
+                        &mut self.fresh,
+                        target,
+                        side,
+                        chain,
+                        own,
+                        top,
+                        how,
+                    )
+                    .map(Some);
+                }
+            }
+        }
         let mut retried = false;
         loop {
             let may_rebuild = !retried && self.due(now_ns, REBUILD_SOONEST_NS);
@@ -175,6 +222,10 @@ impl LegacyTaskView {
             let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code) else {
                 return Ok(None);
             };
+            if self.last.len() >= MAX_THREADS {
+                self.last.clear();
+            }
+            self.last.insert(tstate, (walk, 0));
             let own = frames.get(..=split).unwrap_or(&[]);
             return build_stack(
                 &mut self.frames,

@@ -107,6 +107,8 @@ pub struct LegacyChains {
     names: HashMap<(u64, u64), String>,
     /// Where each `_current_tasks` dict's entries are, by dict.
     geometry: AddrMap<u64, Option<Geometry>>,
+    /// Per thread state, the key of the chain [`LegacyChains::running`] last returned.
+    last: AddrMap<u64, (u64, u64, u64)>,
 }
 
 /// The fields of a task object a chain needs.
@@ -134,6 +136,7 @@ impl LegacyChains {
     ) -> Result<Rebuilt, WalkError> {
         self.chains.clear();
         self.geometry.clear();
+        self.last.clear();
         self.graph = Graph::default();
         let mut interps: Vec<u64> = threads.iter().map(|&(i, _)| i).collect();
         interps.sort_unstable();
@@ -235,7 +238,20 @@ impl LegacyChains {
             }
             self.chains.insert(key, chain);
         }
+        if self.last.len() >= MAX_CACHED {
+            self.last.clear();
+        }
+        self.last.insert(tstate, key);
         Ok(self.chains.get(&key).map_or(Running::None, Running::Chain))
+    }
+
+    /// The chain [`LegacyChains::running`] last returned for thread state `tstate`, if the
+    /// graph has not been read since: for a caller that proved from the sample alone that the
+    /// same coroutine still runs (its frame among the outermost frames the walker proved
+    /// unchanged, byte for byte, since the thread's previous sample, which read this chain).
+    /// Such a sample costs no read at all.
+    pub fn reusable(&self, tstate: u64) -> Option<&TaskChain> {
+        self.chains.get(self.last.get(&tstate)?)
     }
 
     /// Chains of the graph's pending tasks that are not in `running` and not running now, at
