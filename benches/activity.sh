@@ -10,7 +10,8 @@
 #   is OLD, a strobe built before exception tracking (e.g. `git worktree add /tmp/old cfddf54`
 #   and a release build there); without OLD that row is skipped. Also `--mode exception`.
 # - asyncio: tests/targets/asyncio_shares.py under the sid chroot's python3.14 (three tasks
-#   taking turns, chains of awaits): `record` with and without `--async`.
+#   taking turns, chains of awaits): `record` with and without `--async`; then the same
+#   target under PY (pyenv 3.12.1: task chains from the cached task graph of 3.8–3.13).
 # Each run: `strobe record --rate 1000000 --duration SECS --format raw`, whose summary gives
 # the rate achieved. Runs alternate between the variants so that load falls on all alike;
 # the median of RUNS is reported, with the ratio to plain.
@@ -102,3 +103,15 @@ if [[ -n "$OLD" ]]; then
 fi
 printf '%-12s %-28s %12s %8s\n' asyncio "plain (this build)" "$p" 1.00
 printf '%-12s %-28s %12s %8s\n' asyncio "--async" "$t" "$(ratio "$t" "$p")"
+
+start "$PY" tests/targets/asyncio_shares.py
+declare -a plain_l=() tasks_l=()
+for _ in $(seq "$RUNS"); do
+    plain_l+=("$(hz "$STROBE")")
+    tasks_l+=("$(hz "$STROBE" --async)")
+done
+stop
+p=$(median "${plain_l[@]}")
+t=$(median "${tasks_l[@]}")
+printf '%-12s %-28s %12s %8s\n' "asyncio-3.12" plain "$p" 1.00
+printf '%-12s %-28s %12s %8s\n' "asyncio-3.12" "--async" "$t" "$(ratio "$t" "$p")"

@@ -1,10 +1,11 @@
-//! `record --async` (task-aware stacks, CPython 3.14+) against `tests/targets/asyncio_shares.py`:
+//! `record --async` (task-aware stacks: CPython 3.14+ from the thread states, 3.8–3.13 from a
+//! cached task graph) against `tests/targets/asyncio_shares.py`:
 //! three busy tasks with known shares of the work, one of them ("gamma") doing its share
 //! through a task it awaits ("inner"), and a task sleeping throughout. Every running sample's
 //! stack is the chain of tasks, each `<task NAME>` followed by its frames (gamma's at the line
 //! that awaits inner), with no event-loop frames while a task runs; each task's share of the samples is within 4
 //! standard errors of the share the target measured; under `--mode wall` the sleeping task is
-//! sampled at its `await`. Before 3.14, one warning and the usual stacks.
+//! sampled at its `await`. Before 3.8, one warning and the usual stacks.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::profiles::{collapsed, speedscope_samples, weighted_se, weighted_share};
@@ -155,14 +156,18 @@ fn check_async(interp: Interp) {
 }
 
 strobe_testkit::per_interpreter! {
-    fn record_async(interp) for [sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15, sid_3_15_debug] {
+    fn record_async(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11,
+        sid_3_13, sid_3_13_debug, sid_3_14, sid_3_14_debug, sid_3_14_pie, sid_3_15,
+        sid_3_15_debug,
+    ] {
         check_async(Interp::from(interp));
     }
 }
 
 strobe_testkit::per_interpreter! {
-    /// Before 3.14 `--async` says why it does nothing and records the usual stacks.
-    fn record_async_before_3_14(interp) for [pyenv_3_13, sid_3_13] {
+    /// Before 3.8 `--async` says why it does nothing and records the usual stacks.
+    fn record_async_before_3_8(interp) for [pyenv_3_7] {
         let dir = TempDir::new();
         let script = Script::new(&Interp::from(interp), "asyncio_shares.py");
         let mut target = Announced::start(&mut script.command());
@@ -175,12 +180,82 @@ strobe_testkit::per_interpreter! {
         target.close_stdin();
         let stderr = String::from_utf8_lossy(&rec.stderr);
         assert!(
-            stderr.contains("task-aware stacks are unavailable") && stderr.contains("3.14"),
+            stderr.contains("task-aware stacks are unavailable: they need CPython 3.8 or newer"),
             "{stderr}"
         );
         let stacks = collapsed(&out);
         let burn = script.label("burn", "burn");
         assert!(stacks.keys().any(|s| s.last() == Some(&burn)), "{stacks:#?}");
         assert!(stacks.keys().all(|s| !s.iter().any(|f| f.starts_with("<task "))), "{stacks:#?}");
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    /// Every task of `tests/targets/asyncio_tree.py` (all suspended: a `gather()`, a task
+    /// awaiting a task, a `TaskGroup` from 3.11) is sampled in wall mode under the chain of tasks
+    /// awaiting it, each at its marked line: on 3.14+ from the tasks' own links, before from
+    /// the cached task graph.
+    fn record_async_tree(interp) for [
+        pyenv_3_8, pyenv_3_9, pyenv_3_10, pyenv_3_11, pyenv_3_12, pyenv_3_13, debian_3_11,
+        sid_3_13, sid_3_13_debug, sid_3_14, sid_3_15,
+    ] {
+        let dir = TempDir::new();
+        let script = Script::new(&Interp::from(interp), "asyncio_tree.py");
+        let target = Announced::start(&mut script.command());
+        let raw = dir.path().join("tree.raw");
+        let pid = target.pid.to_string();
+        let rec = run_strobe(&[
+            "record", "--pid", &pid, "--rate", "200", "--duration", "1", "--async", "-o",
+            raw.to_str().unwrap(),
+        ]);
+        assert_ok(&rec, "record");
+        let out = dir.path().join("wall.txt");
+        assert_ok(
+            &run_strobe(&[
+                "convert", raw.to_str().unwrap(), "--mode", "wall", "-o", out.to_str().unwrap(),
+            ]),
+            "convert",
+        );
+        let wall = collapsed(&out);
+        let main = ["<task Task-1>".to_string(), script.label("main", "main")];
+        let task = |name: &str| format!("<task {name}>");
+        let mut want: Vec<Vec<String>> = vec![
+            vec![task("sleeper"), script.label("sleeper", "sleeper")],
+            vec![task("consumer"), script.label("consumer", "consumer")],
+            vec![task("parent"), script.label("parent", "parent")],
+            vec![
+                task("parent"),
+                script.label("parent", "parent"),
+                task("child"),
+                script.label("child_fn", "child"),
+            ],
+        ];
+        if interp.version >= (3, 11) {
+            want.push(vec![task("grouper"), script.label("grouper", "grouper")]);
+        }
+        for tail in want {
+            let prefix: Vec<String> = main.iter().cloned().chain(tail).collect();
+            assert!(
+                wall.keys().any(|s| s.starts_with(&prefix)),
+                "no sample under {prefix:?}: {wall:#?}"
+            );
+        }
+        if interp.version >= (3, 11) {
+            // tg-leaf under grouper's `TaskGroup.__aexit__` (and `_aexit` from 3.13.1).
+            let leaf = script.label("tg_leaf", "tg_leaf");
+            let grouper = script.label("grouper", "grouper");
+            assert!(
+                wall.keys().any(|s| {
+                    s.starts_with(&main)
+                        && s.get(2).is_some_and(|f| f == "<task grouper>")
+                        && s.get(3) == Some(&grouper)
+                        && s.iter().position(|f| f == "<task tg-leaf>").is_some_and(|i| {
+                            s[4..i].iter().all(|f| f.starts_with("TaskGroup."))
+                                && s.get(i + 1) == Some(&leaf)
+                        })
+                }),
+                "no sample of tg-leaf under grouper: {wall:#?}"
+            );
+        }
     }
 }

@@ -540,7 +540,17 @@ fn top_mode_key_reaches_exception_mode_on_3_12() {
 /// `a` turns task-aware stacks on: the asyncio target's tasks become rows.
 #[test]
 fn top_async_key_shows_tasks_on_sid_3_14() {
-    let script = Script::new(&Interp::Sid("python3.14"), "asyncio_shares.py");
+    async_key_shows_tasks(Interp::Sid("python3.14"));
+}
+
+/// The same before 3.14 (the cached task graph of `tasks_legacy.rs`).
+#[test]
+fn top_async_key_shows_tasks_on_pyenv_3_12() {
+    async_key_shows_tasks(Interp::pyenv("3.12.1"));
+}
+
+fn async_key_shows_tasks(interp: Interp) {
+    let script = Script::new(&interp, "asyncio_shares.py");
     let target = Announced::start(&mut script.command());
     let tmux = Tmux::start(&top_args(target.pid));
     tmux.wait_for("the busy coroutines", |s| s.contains("burn"));

@@ -1,4 +1,5 @@
-# strobe record --async target (tests/integration/record_async.rs), CPython 3.14+.
+# strobe record --async target (tests/integration/record_async.rs), CPython 3.7+ (3.7: tasks
+# without names, for the test that --async warns and records plain stacks).
 #
 # One event loop runs three busy tasks that take turns: "alpha" burns 1 unit of CPU per turn,
 # "beta" 2 units, and "gamma" 3 units, gamma's burning done by the task "inner" that gamma
@@ -41,12 +42,18 @@ async def inner_turn():
 
 async def gamma():
     while not done.is_set():
-        await asyncio.create_task(inner_turn(), name="inner")  # @line:gamma
+        await spawn(inner_turn(), "inner")  # @line:gamma
         await asyncio.sleep(0)
 
 
 async def sleeper():
     await asyncio.sleep(3600)  # @line:sleeper
+
+
+def spawn(coro, name):
+    if sys.version_info < (3, 8):
+        return asyncio.ensure_future(coro)
+    return asyncio.create_task(coro, name=name)
 
 
 def watch_stdin():
@@ -56,11 +63,11 @@ def watch_stdin():
 
 async def main():
     threading.Thread(target=watch_stdin, daemon=True).start()
-    asyncio.create_task(sleeper(), name="sleeper")
+    spawn(sleeper(), "sleeper")
     tasks = [
-        asyncio.create_task(busy("alpha", 1), name="alpha"),
-        asyncio.create_task(busy("beta", 2), name="beta"),
-        asyncio.create_task(gamma(), name="gamma"),
+        spawn(busy("alpha", 1), "alpha"),
+        spawn(busy("beta", 2), "beta"),
+        spawn(gamma(), "gamma"),
     ]
     await asyncio.sleep(0)
     sys.stdout.write("READY %d\n" % os.getpid())

@@ -320,7 +320,7 @@ pub struct RecordArgs {
     /// Print nothing on stderr but errors: no status line, summary or warnings
     #[arg(long, short)]
     pub quiet: bool,
-    /// Task-aware stacks (CPython 3.14+): a thread running an asyncio task is recorded as the
+    /// Task-aware stacks (CPython 3.8+): a thread running an asyncio task is recorded as the
     /// task's coroutine frames under a `<task NAME>` frame, under the tasks awaiting it (each at
     /// its `await`), instead of under the event loop's frames; with idle samples kept (--mode
     /// wall, raw recordings), every waiting task is sampled too, at the line it waits on
@@ -416,7 +416,7 @@ pub struct TopArgs {
     /// starts with a `process PID` frame.
     #[arg(long)]
     pub subprocesses: bool,
-    /// Start with task-aware stacks (CPython 3.14+; `a` toggles): asyncio tasks under the
+    /// Start with task-aware stacks (CPython 3.8+; `a` toggles): asyncio tasks under the
     /// tasks awaiting them instead of under the event loop's frames
     #[arg(long = "async")]
     pub async_stacks: bool,

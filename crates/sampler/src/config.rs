@@ -53,7 +53,7 @@ pub struct SamplerConfig {
     /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
     /// (`record` keeps it and leaves it out when writing, so a raw recording has it).
     pub gc_frames: bool,
-    /// Task-aware stacks (`--async`, CPython 3.14+): a thread running an asyncio task is
+    /// Task-aware stacks (`--async`, CPython 3.8+): a thread running an asyncio task is
     /// sampled as the task's coroutine frames under a `<task NAME>` frame, under the tasks
     /// awaiting it (each with its own frames where it waits), instead of under the event
     /// loop's frames; with idle samples kept, each suspended task is sampled too, at its

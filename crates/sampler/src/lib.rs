@@ -46,6 +46,7 @@ mod selfcost;
 mod stats;
 mod summary;
 mod tasks;
+mod tasks_legacy;
 mod threads;
 mod view;
 

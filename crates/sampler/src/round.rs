@@ -280,7 +280,15 @@ fn record_threads(
     st.running.clear();
     let include_idle = cfg.include_idle_now();
     // Task-aware stacks: the target's asyncio description, once it has one.
-    let tasks = if cfg.async_now() {
+    // Before 3.14, from a cached task graph (`tasks_legacy.rs`).
+    let legacy = cfg.async_now() && st.legacy_tasks.serves(target);
+    if legacy {
+        st.tasks.start_round();
+        if let Some((key, w)) = st.legacy_tasks.start_round(target, stacks, now_ns) {
+            st.warn_once(key, w);
+        }
+    }
+    let tasks = if cfg.async_now() && !legacy {
         st.tasks.start_round();
         let (offsets, warning) = st.tasks.offsets(target, now_ns);
         if let Some(w) = warning {
@@ -439,6 +447,20 @@ fn record_threads(
                     root: st.root_frame,
                 },
             )?,
+            (None, None) if legacy => st.legacy_tasks.running_stack(
+                target,
+                side,
+                t,
+                walk,
+                frames,
+                &top,
+                &mut TaskFrames {
+                    cache: &mut st.frames,
+                    by_function: cfg.by_function,
+                    root: st.root_frame,
+                },
+                now_ns,
+            )?,
             _ => None,
         };
         let stack = match (merged, tasked) {
@@ -478,7 +500,7 @@ fn record_threads(
             host.or(inner).map_or(t.thread_id, u64::from),
             t.interp_id,
         )?;
-        if tasks.is_some() {
+        if tasks.is_some() || legacy {
             st.tasks.threads.push((t.tstate_addr, thread));
         }
         side.push(Sample {
@@ -495,6 +517,20 @@ fn record_threads(
             target,
             side,
             offsets,
+            &mut TaskFrames {
+                cache: &mut st.frames,
+                by_function: cfg.by_function,
+                root: st.root_frame,
+            },
+            now_ns,
+            weight_ns,
+        )?;
+    }
+    if legacy && include_idle {
+        recorded += st.legacy_tasks.suspended_samples(
+            target,
+            side,
+            &st.tasks.threads,
             &mut TaskFrames {
                 cache: &mut st.frames,
                 by_function: cfg.by_function,

@@ -1,4 +1,5 @@
-//! Task-aware stacks (`--async`, CPython 3.14+).
+//! Task-aware stacks (`--async`, CPython 3.14+; 3.8–3.13 in [`crate::tasks_legacy`], which
+//! builds its stacks with [`build_stack`]).
 //!
 //! A thread running an asyncio task is sampled as the tasks that await it, outermost first,
 //! each as a `<task NAME>` frame followed by the frames of its coroutines where it waits, then
@@ -32,7 +33,7 @@ pub(crate) const MAX_SUSPENDED: usize = 64;
 /// Waiting tasks are sampled at most once per this many ns (each of those samples then stands
 /// for the time since the previous pass): reading every pending task's coroutines is the
 /// costly part of task-aware sampling, and flat out it would be done 100,000 times a second.
-const SUSPENDED_EVERY_NS: u64 = 1_000_000;
+pub(crate) const SUSPENDED_EVERY_NS: u64 = 1_000_000;
 
 /// Threads whose previous running task is remembered at most.
 const MAX_THREADS: usize = 4096;
@@ -260,7 +261,7 @@ impl TaskView {
 /// frames; the first task's frames are `own` (innermost first) when it runs, then `top`
 /// (`<raise T>`, `<GC>`), its suspended frames otherwise.
 #[allow(clippy::too_many_arguments)]
-fn build_stack(
+pub(crate) fn build_stack(
     task_frames: &mut HashMap<String, FrameId, FxBuild>,
     fresh: &mut Vec<FrameId>,
     target: &mut Target,

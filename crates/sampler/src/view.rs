@@ -9,6 +9,7 @@ use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
 use crate::native::NativeView;
 use crate::tasks::TaskView;
+use crate::tasks_legacy::LegacyTaskView;
 use crate::threads::KernelThreads;
 
 /// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
@@ -58,6 +59,8 @@ pub(crate) struct ProcessView {
     pub(crate) native: NativeView,
     /// Task-aware stacks (`--async`).
     pub(crate) tasks: TaskView,
+    /// Task-aware stacks before 3.14.
+    pub(crate) legacy_tasks: LegacyTaskView,
 }
 
 impl ProcessView {
@@ -89,6 +92,7 @@ impl ProcessView {
             root_frame,
             native: NativeView::new(),
             tasks: TaskView::default(),
+            legacy_tasks: LegacyTaskView::default(),
         }
     }
 

@@ -240,12 +240,17 @@ impl Target {
             return Err(AsyncError::Core.to_string());
         }
         if (version.major, version.minor) < (3, FIRST_MINOR) {
-            // Earlier versions keep no running task per thread and no awaited-by links that
-            // a sample could follow cheaply (`dump --async` derives them once, from every task).
-            return Err(format!(
-                "they need CPython 3.14 or newer (the thread state's running task and the \
-                 tasks' awaited-by links appear in 3.14); process {pid} runs CPython {version}"
-            ));
+            // 3.8–3.13 default and debug builds are sampled from a cached task graph (the
+            // sampler's `tasks_legacy`), which does not ask for this description; what is
+            // left has no task layout strobe knows.
+            return Err(if (version.major, version.minor) < (3, 8) {
+                format!("they need CPython 3.8 or newer; process {pid} runs CPython {version}")
+            } else {
+                format!(
+                    "before CPython 3.14 they are not available for free-threaded builds; \
+                     process {pid} runs CPython {version}"
+                )
+            });
         }
         self.asyncio_offsets()
             .map_err(|why| AsyncError::Read { pid, why }.to_string())

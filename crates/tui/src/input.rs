@@ -109,7 +109,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("g", "count only samples of the thread holding the GIL"),
     (
         "a",
-        "task-aware stacks: asyncio tasks under the tasks awaiting them (CPython 3.14+; counts restart)",
+        "task-aware stacks: asyncio tasks under the tasks awaiting them (CPython 3.8+; counts restart)",
     ),
     (
         "m",

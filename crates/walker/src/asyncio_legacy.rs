@@ -30,14 +30,18 @@
 //! Nothing is trusted: every set, dict, list and chain is bounded, and a task that cannot be
 //! read gets an error in its entry while the others go on.
 
+mod chains;
+mod links;
+
 use std::collections::{HashMap, HashSet};
 
+pub use chains::{LegacyChains, Rebuilt, Running, MAX_SCAN};
 use strobe_memory::{le, RemoteMemory};
 pub use strobe_python_abi::{asyncio_legacy_for, AsyncioLegacy};
 use strobe_python_abi::{CoroFrameModel, Layout, RunningLoopModel};
 
 use crate::asyncio::{AsyncState, Awaited, CoroFrame, RunningLoop, Task, TaskState};
-use crate::asyncio::{MAX_AWAITED_BY, MAX_AWAIT_DEPTH, MAX_TASKS};
+use crate::asyncio::{MAX_AWAIT_DEPTH, MAX_TASKS};
 use crate::code::CodeCache;
 use crate::error::WalkError;
 use crate::frame::FrameDecoder;
@@ -47,6 +51,7 @@ use crate::strings::read_string;
 use crate::threadnames::Names;
 use crate::value::{read_c_string, Kind, ValueReader};
 use crate::walk::Walker;
+use links::{link, list_items, tree_order};
 
 /// Most slots of a `set` table we scan (a set of [`MAX_TASKS`] entries has fewer).
 const MAX_SET_SLOTS: u64 = 1 << 18;
@@ -574,218 +579,90 @@ fn coro_chain<M: RemoteMemory>(
     first: u64,
     task: &mut Task,
 ) -> Result<(), WalkError> {
+    let stack = &mut task.stack;
+    let end = follow(
+        values,
+        code,
+        process,
+        gen,
+        first,
+        &mut |code, frame, raw| {
+            if let Some(info) = code.code_info(process, raw.code_addr)? {
+                stack.push(CoroFrame {
+                    function: info.function.to_string(),
+                    filename: info.filename.to_string(),
+                    line: raw.line,
+                    frame: crate::locals::FrameRef {
+                        addr: frame,
+                        code: raw.code_addr,
+                    },
+                });
+            }
+            Ok(())
+        },
+    )?;
+    match end {
+        Followed::Done => {}
+        Followed::Truncated => task.stack_truncated = true,
+        Followed::Awaits(obj) => task.awaits = Some(awaited(values, o, obj)),
+    }
+    Ok(())
+}
+
+/// Where [`follow`] stopped.
+enum Followed {
+    /// The innermost coroutine awaits nothing (it runs, or is finished).
+    Done,
+    /// The chain looped or went past [`MAX_AWAIT_DEPTH`].
+    Truncated,
+    /// The innermost coroutine awaits this object (not a coroutine or generator).
+    Awaits(u64),
+}
+
+/// Follow coroutine `first` and what each coroutine awaits, calling `on_frame` with each
+/// coroutine's frame whose code object decodes (its address, and as a sample reports it: code,
+/// position and line), outermost first.
+fn follow<M: RemoteMemory>(
+    values: &mut ValueReader<'_, M>,
+    code: &mut CodeCache,
+    process: &Process<M>,
+    gen: &Gen,
+    first: u64,
+    on_frame: &mut dyn FnMut(&mut CodeCache, u64, crate::RawFrame) -> Result<(), WalkError>,
+) -> Result<Followed, WalkError> {
     let mem = &process.mem;
     let mut obj = first;
     let mut seen = HashSet::new();
     loop {
         if !seen.insert(obj) || seen.len() > MAX_AWAIT_DEPTH {
-            task.stack_truncated = true;
-            return Ok(());
+            return Ok(Followed::Truncated);
         }
         values.allow_reads(64);
         let ty = values.type_of(obj)?;
         if !matches!(&*ty.name, "coroutine" | "generator") {
-            task.awaits = Some(awaited(values, o, obj));
-            return Ok(());
+            return Ok(Followed::Awaits(obj));
         }
         let frame = gen.frame(mem, obj)?;
         if frame == 0 {
             // ≤3.10: a finished coroutine has no frame.
-            return Ok(());
+            return Ok(Followed::Done);
         }
         let bytes = mem.read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
         let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
             what: "coroutine frame",
             addr: frame,
         })?;
-        if let Some(info) = code.code_info(process, fields.code)? {
-            let line = code
-                .resolve_frame(process, &fields)?
-                .and_then(|(_, line)| line);
-            task.stack.push(CoroFrame {
-                function: info.function.to_string(),
-                filename: info.filename.to_string(),
+        if let Some((lasti, line)) = code.resolve_frame(process, &fields)? {
+            let raw = crate::RawFrame {
+                code_addr: fields.code,
+                lasti,
                 line,
-                frame: crate::locals::FrameRef {
-                    addr: frame,
-                    code: fields.code,
-                },
-            });
+            };
+            on_frame(code, frame, raw)?;
         }
         obj = gen.awaited(mem, obj, frame, fields.code, fields.position)?;
         if obj == 0 {
-            return Ok(());
+            return Ok(Followed::Done);
         }
     }
-}
-
-/// Fill in `awaited_by` (see the module documentation for what links are seen); the links as
-/// `(parent, child)` task addresses, each parent's children in the order it reached them.
-fn link<M: RemoteMemory + ?Sized>(
-    names: &mut Names<'_, M>,
-    values: &mut ValueReader<'_, M>,
-    layout: &Layout,
-    tasks: &mut [Task],
-    errors: &mut Vec<String>,
-) -> Vec<(u64, u64)> {
-    let index: HashMap<u64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
-    let mut links: Vec<(u64, u64)> = Vec::new();
-    let mut groups = 0usize;
-    let mut skipped = 0usize;
-    for t in tasks.iter() {
-        let mut targets: Vec<u64> = Vec::new();
-        // `_fut_waiter` is usually what the coroutine awaits: look at it once.
-        let waiter = t
-            .waiter
-            .as_ref()
-            .filter(|w| t.awaits.as_ref().is_none_or(|a| a.addr != w.addr));
-        for a in t.awaits.iter().chain(waiter) {
-            if index.contains_key(&a.addr) {
-                targets.push(a.addr);
-            } else if a.value.type_name.as_deref() == Some("_GatheringFuture") {
-                if groups >= MAX_GROUPS {
-                    skipped += 1;
-                    continue;
-                }
-                groups += 1;
-                if let Ok(Some(children)) = names.attr(a.addr, "_children") {
-                    targets.extend(list_items(values, layout, children, MAX_CHILDREN));
-                }
-            }
-        }
-        // The innermost TaskGroup exit on the stack (`__aexit__` and 3.13's `_aexit` have
-        // the same `self`).
-        let group = t.stack.iter().rev().find(|f| {
-            matches!(
-                f.function.as_str(),
-                "TaskGroup.__aexit__" | "TaskGroup._aexit"
-            ) && f.filename.ends_with("taskgroups.py")
-        });
-        if let Some(f) = group {
-            if groups >= MAX_GROUPS {
-                skipped += 1;
-            } else {
-                groups += 1;
-                if let Some(members) = taskgroup_tasks(names, values, layout, f.frame.addr) {
-                    targets.extend(members);
-                }
-            }
-        }
-        let mut once = HashSet::new();
-        for target in targets {
-            if target != t.addr && index.contains_key(&target) && once.insert(target) {
-                links.push((t.addr, target));
-            }
-        }
-    }
-    if skipped > 0 {
-        errors.push(format!(
-            "{skipped} gather()s or TaskGroups beyond the first {MAX_GROUPS} were not followed: \
-             the tasks they wait for show as roots"
-        ));
-    }
-    let mut kept = Vec::with_capacity(links.len());
-    for (parent, child) in links {
-        if let Some(&c) = index.get(&child) {
-            let by = &mut tasks[c].awaited_by;
-            if by.len() < MAX_AWAITED_BY {
-                by.push(parent);
-                kept.push((parent, child));
-            }
-        }
-    }
-    kept
-}
-
-/// The items of a `list` (at most `max`); empty if it is not one or cannot be read.
-fn list_items<M: RemoteMemory + ?Sized>(
-    values: &mut ValueReader<'_, M>,
-    l: &Layout,
-    list: u64,
-    max: usize,
-) -> Vec<u64> {
-    values.allow_reads(16);
-    if !values.type_of(list).is_ok_and(|t| t.kind == Kind::List) {
-        return Vec::new();
-    }
-    let mem = values.memory();
-    let read = || -> Result<Vec<u64>, WalkError> {
-        let n = mem.read_u64(list.wrapping_add(u64::from(l.pyvarobject_ob_size)))?;
-        let n = usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= max)
-            .ok_or(WalkError::Corrupt {
-                what: "list size",
-                addr: list,
-            })?;
-        let items = mem.read_u64(list.wrapping_add(u64::from(l.list_ob_item)))?;
-        let bytes = mem.read_vec(items, n * 8, max * 8)?;
-        Ok(bytes
-            .chunks_exact(8)
-            .filter_map(|c| le::u64_at(c, 0))
-            .collect())
-    };
-    read().unwrap_or_default()
-}
-
-/// The tasks of the `TaskGroup` that is `self` (the first slot) of the frame at `frame`
-/// (`TaskGroup.__aexit__` or `._aexit`, 3.11+).
-fn taskgroup_tasks<M: RemoteMemory + ?Sized>(
-    names: &mut Names<'_, M>,
-    values: &mut ValueReader<'_, M>,
-    l: &Layout,
-    frame: u64,
-) -> Option<Vec<u64>> {
-    let localsplus = l.iframe_localsplus?;
-    values.allow_reads(16);
-    let this = values
-        .memory()
-        .read_u64(frame.wrapping_add(u64::from(localsplus)))
-        .ok()?;
-    if this == 0 || values.type_of(this).ok()?.name.as_ref() != "TaskGroup" {
-        return None;
-    }
-    let set = names.attr(this, "_tasks").ok()??;
-    values.allow_reads(16);
-    if values.type_of(set).ok()?.kind != Kind::Set {
-        return None;
-    }
-    set_members(names.memory(), l, set, MAX_CHILDREN).ok()
-}
-
-/// The tasks in the order the tree is drawn: each root (a task no task awaits), by address,
-/// followed depth-first by the tasks it awaits in the order it reached them (a `gather()`'s
-/// children in argument order); tasks only reachable through a cycle last, by address.
-fn tree_order(tasks: Vec<Task>, links: &[(u64, u64)]) -> Vec<Task> {
-    let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
-    for &(parent, child) in links {
-        children.entry(parent).or_default().push(child);
-    }
-    let mut roots: Vec<u64> = tasks
-        .iter()
-        .filter(|t| t.awaited_by.is_empty())
-        .map(|t| t.addr)
-        .collect();
-    roots.sort_unstable();
-    let mut rest: Vec<u64> = tasks.iter().map(|t| t.addr).collect();
-    rest.sort_unstable();
-    let mut order: Vec<u64> = Vec::with_capacity(tasks.len());
-    let mut done: HashSet<u64> = HashSet::new();
-    for start in roots.into_iter().chain(rest) {
-        let mut stack = vec![start];
-        while let Some(a) = stack.pop() {
-            if !done.insert(a) {
-                continue;
-            }
-            order.push(a);
-            if let Some(cs) = children.get(&a) {
-                stack.extend(cs.iter().rev().filter(|c| !done.contains(c)));
-            }
-        }
-    }
-    let mut by_addr: HashMap<u64, Task> = tasks.into_iter().map(|t| (t.addr, t)).collect();
-    order
-        .into_iter()
-        .filter_map(|a| by_addr.remove(&a))
-        .collect()
 }

@@ -30,6 +30,9 @@ pub(crate) struct Entries {
     pub(crate) addr: u64,
     /// Number of entries to look at.
     pub(crate) count: usize,
+    /// Entries the object has room for (`USABLE_FRACTION` of its slots; every slot of a 2.7
+    /// table): past `count` they are zeroed until used.
+    pub(crate) capacity: usize,
     /// Bytes per entry.
     pub(crate) stride: usize,
     /// Offset of `me_key` in an entry.
@@ -104,6 +107,7 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         let entries = Entries {
             addr: table,
             count: slots,
+            capacity: slots,
             stride: 24,
             key: 8,
             value: 16,
@@ -176,6 +180,8 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         Ok(Entries {
             addr: field(keys, indices as u64 + index_bytes),
             count,
+            // `USABLE_FRACTION` (Objects/dictobject.c): entries are allocated for 2/3 of the slots.
+            capacity: (slots as usize * 2 / 3).max(count),
             stride,
             key,
             value,

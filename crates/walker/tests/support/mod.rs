@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod asyncio_legacy;
 pub mod build;
 
 use std::cell::{Cell, RefCell};
