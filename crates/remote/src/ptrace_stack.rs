@@ -9,7 +9,57 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How long a capture polls for the interrupted thread's stop before sleeping until it comes.
+///
+/// The thread stops a few microseconds after `PTRACE_INTERRUPT` when it has a CPU; a tracer
+/// that sleeps in `waitpid` meanwhile is woken only after that, and waking an idle vCPU costs
+/// 15–25 µs here (docs/PERFORMANCE.md), all of it time the thread spends stopped. Polling
+/// sees the stop at once, but is wasted CPU when the thread cannot run (a busy machine). So
+/// the limit follows what stops took lately: twice the last one seen while polling (at least
+/// [`SPIN_MIN`]); after a stop that outlasted the limit, half the limit, down to none; with
+/// none, a stop seen by sleeping that came within [`SPIN_MAX`] / 2 starts polling again.
+/// Shared by every tracer of this process: the captures of a sampler are made one after the
+/// other by one thread.
+struct Spin {
+    limit_ns: AtomicU64,
+}
+
+/// Least polling once polling pays.
+const SPIN_MIN: Duration = Duration::from_micros(20);
+/// Most polling.
+const SPIN_MAX: Duration = Duration::from_micros(200);
+
+static SPIN: Spin = Spin {
+    limit_ns: AtomicU64::new(SPIN_MIN.as_nanos() as u64),
+};
+
+impl Spin {
+    fn limit(&self) -> Duration {
+        Duration::from_nanos(self.limit_ns.load(Ordering::Relaxed))
+    }
+
+    /// A stop came `took` after the interrupt, with `spin` as the limit.
+    fn learn(&self, took: Duration, spin: Duration) {
+        let next = if took < spin {
+            (took * 2).clamp(SPIN_MIN, SPIN_MAX)
+        } else if spin.is_zero() {
+            if took <= SPIN_MAX / 2 {
+                (took * 2).clamp(SPIN_MIN, SPIN_MAX)
+            } else {
+                Duration::ZERO
+            }
+        } else if spin / 2 < SPIN_MIN {
+            Duration::ZERO
+        } else {
+            spin / 2
+        };
+        self.limit_ns
+            .store(next.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
 
 /// What a capture returns besides the stack bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,8 +258,27 @@ impl ThreadTracer {
 
     /// Wait for the stop our interrupt asked for, handing on signals met on the way.
     fn wait_for_stop(&mut self) -> Result<Stopped, StackError> {
-        let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
+        let since = Instant::now();
+        let spin = SPIN.limit();
+        let stopped = self.wait_for_stop_spinning(since, spin);
+        SPIN.learn(since.elapsed(), spin);
+        stopped
+    }
+
+    /// [`ThreadTracer::wait_for_stop`]: polls until `spin` has passed since `since`, then
+    /// sleeps in `waitpid`.
+    fn wait_for_stop_spinning(
+        &mut self,
+        since: Instant,
+        spin: Duration,
+    ) -> Result<Stopped, StackError> {
+        let blocking = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD;
         loop {
+            let flags = if since.elapsed() < spin {
+                blocking | WaitPidFlag::WNOHANG
+            } else {
+                blocking
+            };
             match waitpid(Pid::from_raw(self.tid), Some(flags)) {
                 Ok(WaitStatus::PtraceEvent(_, sig, ev))
                     if ev == Event::PTRACE_EVENT_STOP as i32 =>
@@ -232,7 +301,8 @@ impl ThreadTracer {
                 Ok(WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_)) => {
                     self.cont(None)?
                 }
-                Ok(WaitStatus::Continued(_) | WaitStatus::StillAlive) => continue,
+                Ok(WaitStatus::StillAlive) => std::hint::spin_loop(),
+                Ok(WaitStatus::Continued(_)) => continue,
                 Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(self.ptrace_error("waitpid", errno)),
             }
@@ -464,5 +534,31 @@ mod tests {
             ..call(202)
         };
         assert!(pending.interrupted_wait());
+    }
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    fn after(limit: Duration, took: Duration) -> Duration {
+        let spin = Spin {
+            limit_ns: AtomicU64::new(limit.as_nanos() as u64),
+        };
+        spin.learn(took, limit);
+        spin.limit()
+    }
+
+    #[test]
+    fn polling_follows_the_stops_seen_and_backs_off_when_they_outlast_it() {
+        // Seen while polling: twice that, within [SPIN_MIN, SPIN_MAX].
+        assert_eq!(after(us(40), us(5)), SPIN_MIN);
+        assert_eq!(after(us(40), us(30)), us(60));
+        assert_eq!(after(us(200), us(150)), SPIN_MAX);
+        // Outlasted: halved, then none once below the least.
+        assert_eq!(after(us(100), us(300)), us(50));
+        assert_eq!(after(us(30), us(300)), Duration::ZERO);
+        // Not polling: a quick stop starts it again, a slow one does not.
+        assert_eq!(after(Duration::ZERO, us(40)), us(80));
+        assert_eq!(after(Duration::ZERO, SPIN_MAX), Duration::ZERO);
     }
 }
