@@ -14,8 +14,9 @@
 //! task's stack) `exc_info` points at the innermost running generator's item, and the chain
 //! goes through one item per generator down to the thread's own: the items a thread's previous
 //! sample visited are copied by the next sample's batched read, so a thread whose generators
-//! did not change costs nothing more either. A thread in an exception costs one read of the
-//! instance's type (3.11+); type names are read once per type.
+//! did not change costs nothing more either. A thread in an exception needs its instance's type
+//! (3.11+): read once, then copied by the next samples' batch while the thread handles the
+//! same instance; type names are read once per type.
 
 use std::sync::Arc;
 
@@ -82,6 +83,11 @@ pub(crate) struct ItemCopies<'a> {
     pub(crate) copies: &'a [(u64, usize)],
     /// Items visited, in order (at most [`MAX_REMEMBERED`]).
     pub(crate) visited: &'a mut Vec<u64>,
+    /// The exception instance whose type the previous sample read, and where this sample's
+    /// batch copied its `ob_type`.
+    pub(crate) type_word: Option<(u64, usize)>,
+    /// The instance whose type this sample read (0: none), for the next.
+    pub(crate) instance: &'a mut u64,
 }
 
 impl ItemCopies<'_> {
@@ -120,7 +126,7 @@ impl ExceptionTypes {
         let layout = &process.layout;
         let instances = matches!(layout.exc_model, ExcModel::StackValues);
         if fields.raised != 0 {
-            if let Some(type_addr) = self.type_of(process, fields.raised, instances) {
+            if let Some(type_addr) = self.type_of(process, fields.raised, instances, items) {
                 return Some(RawException {
                     type_addr,
                     raised: true,
@@ -139,7 +145,7 @@ impl ExceptionTypes {
         if handled == 0 {
             return None;
         }
-        let type_addr = self.type_of(process, handled, instances)?;
+        let type_addr = self.type_of(process, handled, instances, items)?;
         Some(RawException {
             type_addr,
             raised: false,
@@ -183,7 +189,7 @@ impl ExceptionTypes {
                 (le::u64_at(bytes, exc_off)?, le::u64_at(bytes, prev_off)?)
             };
             if exc != 0 {
-                if let Some(type_addr) = self.type_of(process, exc, instances) {
+                if let Some(type_addr) = self.type_of(process, exc, instances, items) {
                     return Some(RawException {
                         type_addr,
                         raised: false,
@@ -202,6 +208,7 @@ impl ExceptionTypes {
         process: &Process<M>,
         obj: u64,
         instance: bool,
+        items: &mut ItemCopies<'_>,
     ) -> Option<u64> {
         if self.none == Some(obj) {
             return None;
@@ -210,10 +217,17 @@ impl ExceptionTypes {
             return Some(obj);
         }
         let layout = &process.layout;
-        let ob_type = process
-            .mem
-            .read_u64(obj.wrapping_add(u64::from(layout.pyobject_ob_type)))
-            .ok()?;
+        let ob_type = match items.type_word {
+            // The same instance as the thread's previous sample: its type came with the batch.
+            Some((at, off)) if at == obj => le::u64_at(items.buf, off)?,
+            _ => process
+                .mem
+                .read_u64(obj.wrapping_add(u64::from(layout.pyobject_ob_type)))
+                .ok()?,
+        };
+        if instance {
+            *items.instance = obj;
+        }
         if instance && self.names.contains_key(&ob_type) {
             return Some(ob_type);
         }

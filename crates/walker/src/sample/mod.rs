@@ -206,6 +206,14 @@ impl SamplingState {
                     scratch.exc_copies.push((item, off));
                 }
             }
+            let exc_type = (thread.exc_instance != 0).then(|| {
+                scratch.batch.add(
+                    thread
+                        .exc_instance
+                        .wrapping_add(u64::from(layout.pyobject_ob_type)),
+                    8,
+                )
+            });
             let task = self
                 .task_word
                 .map(|off| scratch.batch.add(thread.tstate.wrapping_add(off), 8));
@@ -214,6 +222,7 @@ impl SamplingState {
                 cframe,
                 copies: start..scratch.copies.len(),
                 exc: exc_start..scratch.exc_copies.len(),
+                exc_type,
                 task,
                 wanted,
             });
@@ -309,17 +318,23 @@ impl SamplingState {
         let thread = &mut self.plan.threads[thread_index];
         let exception = if exc.raised == 0 && exc.handled == 0 {
             thread.exc_items.clear();
+            thread.exc_instance = 0;
             None
         } else {
             let mut visited = std::mem::take(&mut thread.exc_items);
             visited.clear();
+            let mut instance = 0;
             let mut items = ItemCopies {
                 buf,
                 copies: self.scratch.exc_copies.get(at.exc.clone()).unwrap_or(&[]),
                 visited: &mut visited,
+                type_word: at.exc_type.map(|off| (thread.exc_instance, off)),
+                instance: &mut instance,
             };
             let found = code.exceptions.of_thread(process, tstate, exc, &mut items);
-            self.plan.threads[thread_index].exc_items = visited;
+            let thread = &mut self.plan.threads[thread_index];
+            thread.exc_items = visited;
+            thread.exc_instance = instance;
             found
         };
         // What the thread is; as reported when it is not walked (no frames).

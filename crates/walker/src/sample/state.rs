@@ -87,11 +87,11 @@ impl Plan {
             .find(|r| overlaps(r.addr, r.len))
             .map(|r| r.addr)
             .or_else(|| {
-                // An exception item: its length is at most 64 bytes.
+                // An exception item (at most 64 bytes), or an instance's header.
                 self.threads
                     .iter()
-                    .flat_map(|t| &t.exc_items)
-                    .find(|&&item| overlaps(item, 64))
+                    .flat_map(|t| t.exc_items.iter().chain([&t.exc_instance]))
+                    .find(|&&at| at != 0 && overlaps(at, 64))
                     .copied()
             })
     }
@@ -101,6 +101,9 @@ impl Plan {
         for t in &mut self.threads {
             t.regions.retain(|r| r.addr != addr);
             t.exc_items.retain(|&item| item != addr);
+            if t.exc_instance == addr {
+                t.exc_instance = 0;
+            }
         }
     }
 
@@ -109,6 +112,7 @@ impl Plan {
         for t in &mut self.threads {
             t.regions.clear();
             t.exc_items.clear();
+            t.exc_instance = 0;
         }
     }
 }
@@ -138,6 +142,9 @@ pub(crate) struct ThreadPlan {
     /// The `_PyErr_StackItem`s outside its thread state (generators', coroutines') that its
     /// last sample visited, to copy speculatively.
     pub(crate) exc_items: Vec<u64>,
+    /// The exception instance whose type its last sample read (0: none), to copy that
+    /// instance's `ob_type` speculatively.
+    pub(crate) exc_instance: u64,
     /// The frames of the last sample handed to the caller, **outermost first**, with their
     /// lines: what [`RawThread::unchanged`](crate::sample::RawThread::unchanged) is counted
     /// against, and what an outer part proven unchanged is taken from.
@@ -228,6 +235,8 @@ pub(crate) struct ThreadAt {
     pub(crate) copies: Range<usize>,
     /// Its exception items' copies in [`Scratch::exc_copies`].
     pub(crate) exc: Range<usize>,
+    /// Its exception instance's `ob_type` ([`ThreadPlan::exc_instance`]), if read.
+    pub(crate) exc_type: Option<usize>,
     /// Its running-task word ([`SamplingState::task_word`]), if read.
     pub(crate) task: Option<usize>,
     /// Whether the caller wants its frames (else they are read only if it holds the GIL).
