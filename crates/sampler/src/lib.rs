@@ -48,6 +48,7 @@ mod summary;
 mod tasks;
 mod tasks_legacy;
 mod threads;
+mod topping;
 mod view;
 
 use std::process::Child;

@@ -74,14 +74,12 @@ use strobe_target::Target;
 
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
-use crate::memo::{
-    exception_frame, note_threads, on_top, stack_of, thread_of, top_frames, topped_stack,
-    MAX_FRAME_CACHE,
-};
+use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
 use crate::native::{NativeMode, NativeOutcome, NativeTarget};
 use crate::stats::SamplerStats;
 use crate::tasks::Frames as TaskFrames;
 use crate::threads::KernelThreads;
+use crate::topping::{exception_frame, on_top, top_frames, topped_stack};
 use crate::view::ProcessView;
 
 /// What a round of one process found.
