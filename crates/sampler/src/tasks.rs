@@ -234,27 +234,45 @@ impl TaskView {
             let Ok(chain) = self.reader.chain(target.walker_mut(), offsets, task, true) else {
                 continue;
             };
-            let stack = build_stack(
+            let at = (timestamp_ns, weight_ns);
+            push_waiting(
                 &mut self.frames,
                 &mut self.fresh,
                 target,
                 side,
                 &chain,
-                &[],
-                &[],
-                how,
-            )?;
-            side.push(Sample {
-                stack,
                 thread,
-                flags: SampleFlags::empty().with(SampleFlags::IDLE),
-                timestamp_ns,
-                weight_ns,
-            });
+                how,
+                at,
+            )?;
             pushed += 1;
         }
         Ok(pushed)
     }
+}
+
+/// Push an idle sample of `thread` for the waiting task of `chain`, at its `await`; `at`: the
+/// sample's timestamp and weight (ns).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_waiting(
+    task_frames: &mut HashMap<String, FrameId, FxBuild>,
+    fresh: &mut Vec<FrameId>,
+    target: &mut Target,
+    side: &mut SamplerSide,
+    chain: &TaskChain,
+    thread: ThreadId,
+    how: &mut Frames<'_>,
+    (timestamp_ns, weight_ns): (u64, u64),
+) -> Result<(), RoundError> {
+    let stack = build_stack(task_frames, fresh, target, side, chain, &[], &[], how)?;
+    side.push(Sample {
+        stack,
+        thread,
+        flags: SampleFlags::empty().with(SampleFlags::IDLE),
+        timestamp_ns,
+        weight_ns,
+    });
+    Ok(())
 }
 
 /// Intern the stack of `chain`: the outermost task first, each `<task NAME>` then its

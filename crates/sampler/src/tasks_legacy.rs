@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use strobe_aggregate::{FrameId, FxBuild, Sample, SampleFlags, SamplerSide, StackId, ThreadId};
+use strobe_aggregate::{FrameId, FxBuild, SamplerSide, StackId, ThreadId};
 use strobe_target::Target;
 use strobe_walker::asyncio::CHAIN_REUSES;
 use strobe_walker::asyncio_legacy::{
@@ -30,7 +30,7 @@ use strobe_walker::asyncio_legacy::{
 use strobe_walker::{RawFrame, RawThread, WalkError};
 
 use crate::failure::RoundError;
-use crate::tasks::{build_stack, Frames, MAX_SUSPENDED, SUSPENDED_EVERY_NS};
+use crate::tasks::{build_stack, push_waiting, Frames, MAX_SUSPENDED, SUSPENDED_EVERY_NS};
 
 /// The task graph is read again at least this often (ns).
 pub(crate) const REBUILD_EVERY_NS: u64 = 100_000_000;
@@ -275,23 +275,17 @@ impl LegacyTaskView {
             let Some(&(_, thread)) = threads.iter().find(|&&(t, _)| t == tstate) else {
                 continue;
             };
-            let stack = build_stack(
+            let at = (timestamp_ns, weight_ns);
+            push_waiting(
                 &mut self.frames,
                 &mut self.fresh,
                 target,
                 side,
                 &chain,
-                &[],
-                &[],
-                how,
-            )?;
-            side.push(Sample {
-                stack,
                 thread,
-                flags: SampleFlags::empty().with(SampleFlags::IDLE),
-                timestamp_ns,
-                weight_ns,
-            });
+                how,
+                at,
+            )?;
             pushed += 1;
         }
         Ok(pushed)

@@ -40,7 +40,7 @@ use strobe_memory::{le, RemoteMemory};
 pub use strobe_python_abi::{asyncio_legacy_for, AsyncioLegacy};
 use strobe_python_abi::{CoroFrameModel, Layout, RunningLoopModel};
 
-use crate::asyncio::{AsyncState, Awaited, CoroFrame, RunningLoop, Task, TaskState};
+use crate::asyncio::{push_coro_frame, AsyncState, Awaited, RunningLoop, Task, TaskState};
 use crate::asyncio::{MAX_AWAIT_DEPTH, MAX_TASKS};
 use crate::code::CodeCache;
 use crate::error::WalkError;
@@ -586,20 +586,7 @@ fn coro_chain<M: RemoteMemory>(
         process,
         gen,
         first,
-        &mut |code, frame, raw| {
-            if let Some(info) = code.code_info(process, raw.code_addr)? {
-                stack.push(CoroFrame {
-                    function: info.function.to_string(),
-                    filename: info.filename.to_string(),
-                    line: raw.line,
-                    frame: crate::locals::FrameRef {
-                        addr: frame,
-                        code: raw.code_addr,
-                    },
-                });
-            }
-            Ok(())
-        },
+        &mut |code, frame, raw| push_coro_frame(code, process, stack, frame, raw),
     )?;
     match end {
         Followed::Done => {}

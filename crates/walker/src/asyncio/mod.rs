@@ -538,6 +538,29 @@ fn awaited<M: RemoteMemory>(values: &mut ValueReader<'_, M>, addr: u64) -> Await
     }
 }
 
+/// Put coroutine frame `raw` (at `frame`) on `stack` as `dump --async` shows it: named, with
+/// its line and what `--locals` needs to read it.
+pub(crate) fn push_coro_frame<M: RemoteMemory>(
+    code: &mut crate::code::CodeCache,
+    process: &crate::process::Process<M>,
+    stack: &mut Vec<CoroFrame>,
+    frame: u64,
+    raw: crate::RawFrame,
+) -> Result<(), WalkError> {
+    if let Some(info) = code.code_info(process, raw.code_addr)? {
+        stack.push(CoroFrame {
+            function: info.function.to_string(),
+            filename: info.filename.to_string(),
+            line: raw.line,
+            frame: crate::locals::FrameRef {
+                addr: frame,
+                code: raw.code_addr,
+            },
+        });
+    }
+    Ok(())
+}
+
 /// Follow the task's coroutine and what each coroutine awaits.
 fn coro_chain<M: RemoteMemory>(
     values: &mut ValueReader<'_, M>,
@@ -554,20 +577,7 @@ fn coro_chain<M: RemoteMemory>(
         process,
         gen,
         first,
-        &mut |code, frame, raw| {
-            if let Some(info) = code.code_info(process, raw.code_addr)? {
-                stack.push(CoroFrame {
-                    function: info.function.to_string(),
-                    filename: info.filename.to_string(),
-                    line: raw.line,
-                    frame: crate::locals::FrameRef {
-                        addr: frame,
-                        code: raw.code_addr,
-                    },
-                });
-            }
-            Ok(())
-        },
+        &mut |code, frame, raw| push_coro_frame(code, process, stack, frame, raw),
     )?;
     match end {
         ChainEnd::Awaits(obj) => task.awaits = Some(awaited(values, obj)),
