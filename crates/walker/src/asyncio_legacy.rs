@@ -198,25 +198,9 @@ pub fn read_tasks<M: RemoteMemory>(
     let gen = Gen::new(layout, table)?;
     let mut tasks = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let mut task = Task {
-            addr,
-            name: String::new(),
-            state: TaskState::Unknown(-1),
-            loop_addr: 0,
-            stack: Vec::new(),
-            stack_truncated: false,
-            awaits: None,
-            waiter: None,
-            awaited_by: Vec::new(),
-            error: None,
-        };
-        if let Err(e) = read_task(&mut values, code, process, &gen, table, &mut task) {
-            task.error = Some(e.to_string());
-        }
-        if running.contains(&addr) && task.state == TaskState::Pending {
-            task.state = TaskState::Running;
-        }
-        tasks.push(task);
+        tasks.push(Task::read_with(addr, &running, |task| {
+            read_task(&mut values, code, process, &gen, table, task)
+        }));
     }
     let links = link(&mut names, &mut values, layout, &mut tasks, &mut out.errors);
     out.tasks = tree_order(tasks, &links);

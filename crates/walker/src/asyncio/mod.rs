@@ -276,6 +276,36 @@ pub struct Task {
     pub error: Option<String>,
 }
 
+impl Task {
+    /// Task `addr` as `read` fills it in: what could not be read goes into its `error`, and a
+    /// pending task in `running` (some thread's running task) is `Running`.
+    pub(crate) fn read_with(
+        addr: u64,
+        running: &HashSet<u64>,
+        read: impl FnOnce(&mut Task) -> Result<(), WalkError>,
+    ) -> Task {
+        let mut task = Task {
+            addr,
+            name: String::new(),
+            state: TaskState::Unknown(-1),
+            loop_addr: 0,
+            stack: Vec::new(),
+            stack_truncated: false,
+            awaits: None,
+            waiter: None,
+            awaited_by: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = read(&mut task) {
+            task.error = Some(e.to_string());
+        }
+        if running.contains(&addr) && task.state == TaskState::Pending {
+            task.state = TaskState::Running;
+        }
+        task
+    }
+}
+
 /// The running loop and task of one thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningLoop {
@@ -357,25 +387,9 @@ pub fn read_tasks<M: RemoteMemory>(
         }
     }
     for addr in addrs {
-        let mut task = Task {
-            addr,
-            name: String::new(),
-            state: TaskState::Unknown(-1),
-            loop_addr: 0,
-            stack: Vec::new(),
-            stack_truncated: false,
-            awaits: None,
-            waiter: None,
-            awaited_by: Vec::new(),
-            error: None,
-        };
-        if let Err(e) = read_task(&mut values, code, process, &gen, offsets, &mut task) {
-            task.error = Some(e.to_string());
-        }
-        if running.contains(&addr) && task.state == TaskState::Pending {
-            task.state = TaskState::Running;
-        }
-        out.tasks.push(task);
+        out.tasks.push(Task::read_with(addr, &running, |task| {
+            read_task(&mut values, code, process, &gen, offsets, task)
+        }));
     }
     Ok(out)
 }
