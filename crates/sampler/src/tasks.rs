@@ -159,16 +159,12 @@ impl TaskView {
         let reused = match (t.running_task, previous) {
             (Some(task), Some(before)) if task != 0 && task == before => {
                 reader.reusable(task).and_then(|chain| {
-                    frames
-                        .iter()
-                        .rposition(|f| f.code_addr == chain.coro_code)
-                        .filter(|&split| split >= first_unchanged)
-                        .map(|split| (chain, split))
+                    own_frames(frames, chain.coro_code, first_unchanged).map(|own| (chain, own))
                 })
             }
             _ => None,
         };
-        let (chain, split) = match reused {
+        let (chain, own) = match reused {
             Some(found) => found,
             None => {
                 let chain = match reader.running(
@@ -180,18 +176,15 @@ impl TaskView {
                     Ok(Some(chain)) => chain,
                     Ok(None) | Err(_) => return Ok(None),
                 };
-                // The running task's own frames: from its outermost coroutine frame up.
-                let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code)
-                else {
+                let Some(own) = own_frames(frames, chain.coro_code, 0) else {
                     return Ok(None);
                 };
-                (chain, split)
+                (chain, own)
             }
         };
         if let Some(first) = chain.links.first() {
             running.insert(first.task);
         }
-        let own = frames.get(..=split).unwrap_or(&[]);
         build_stack(task_frames, fresh, target, side, chain, own, top, how).map(Some)
     }
 
@@ -249,6 +242,14 @@ impl TaskView {
         }
         Ok(pushed)
     }
+}
+
+/// The running task's own frames among a thread's `frames` (innermost first): from the
+/// outermost frame running its coroutine's code object `coro_code` up, provided that frame is at
+/// index `from` or above (a reused chain: the first of the frames proven unchanged; else 0).
+pub(crate) fn own_frames(frames: &[RawFrame], coro_code: u64, from: usize) -> Option<&[RawFrame]> {
+    let split = frames.iter().rposition(|f| f.code_addr == coro_code)?;
+    (split >= from).then(|| frames.get(..=split)).flatten()
 }
 
 /// Push an idle sample of `thread` for the waiting task of `chain`, at its `await`; `at`: the

@@ -30,7 +30,9 @@ use strobe_walker::asyncio_legacy::{
 use strobe_walker::{RawFrame, RawThread, WalkError};
 
 use crate::failure::RoundError;
-use crate::tasks::{build_stack, push_waiting, Frames, MAX_SUSPENDED, SUSPENDED_EVERY_NS};
+use crate::tasks::{
+    build_stack, own_frames, push_waiting, Frames, MAX_SUSPENDED, SUSPENDED_EVERY_NS,
+};
 
 /// The task graph is read again at least this often (ns).
 pub(crate) const REBUILD_EVERY_NS: u64 = 100_000_000;
@@ -176,16 +178,11 @@ impl LegacyTaskView {
             previous.filter(|&(at, uses)| at.saturating_add(1) == walk && uses < CHAIN_REUSES)
         {
             if let Some(chain) = self.reader.reusable(tstate) {
-                let split = frames
-                    .iter()
-                    .rposition(|f| f.code_addr == chain.coro_code)
-                    .filter(|&split| split >= first_unchanged);
-                if let Some(split) = split {
+                if let Some(own) = own_frames(frames, chain.coro_code, first_unchanged) {
                     if let Some(first) = chain.links.first() {
                         self.running.insert(first.task);
                     }
                     self.last.insert(tstate, (walk, uses + 1));
-                    let own = frames.get(..=split).unwrap_or(&[]);
                     return build_stack(
                         &mut self.frames,
                         &mut self.fresh,
@@ -218,15 +215,13 @@ impl LegacyTaskView {
             if let Some(first) = chain.links.first() {
                 self.running.insert(first.task);
             }
-            // The running task's own frames: from its outermost coroutine frame up.
-            let Some(split) = frames.iter().rposition(|f| f.code_addr == chain.coro_code) else {
+            let Some(own) = own_frames(frames, chain.coro_code, 0) else {
                 return Ok(None);
             };
             if self.last.len() >= MAX_THREADS {
                 self.last.clear();
             }
             self.last.insert(tstate, (walk, 0));
-            let own = frames.get(..=split).unwrap_or(&[]);
             return build_stack(
                 &mut self.frames,
                 &mut self.fresh,
