@@ -96,22 +96,8 @@ impl Target {
             return self.async_snapshot_legacy(blocking);
         }
         let read_err = |why: String| AttachError::from(AsyncError::Read { pid, why });
-        let mut warnings = self.warnings.clone();
         let Some(offsets) = self.asyncio_offsets().map_err(read_err)? else {
-            warnings.push(
-                "the process has not loaded the _asyncio module: it has no asyncio tasks"
-                    .to_string(),
-            );
-            return Ok(AsyncDump {
-                pid,
-                executable: self.executable.clone(),
-                python: self.python_info(),
-                asyncio: AsyncSnapshot {
-                    loops: Vec::new(),
-                    cycles: Vec::new(),
-                },
-                warnings,
-            });
+            return Ok(self.no_asyncio_dump());
         };
         // The files are read before the freeze, which then lasts only for the memory reads.
         let (state, thread_of) = self.read_threads_then(
@@ -119,16 +105,44 @@ impl Target {
             |walker, interps, tstates| reader::read_tasks(walker, &offsets, interps, tstates),
             |target, error| target.exited_or(AttachError::Walk { pid, error }),
         )?;
-        warnings.extend(state.errors.iter().cloned());
-        let loop_types = self.loop_types(&state);
-        let sleeps = self.sleep_delays(&state);
-        Ok(AsyncDump {
-            pid,
+        Ok(self.tasks_dump(&state, &thread_of))
+    }
+
+    /// The dump of a process that has not loaded `_asyncio`: no tasks, and a warning saying so.
+    pub(super) fn no_asyncio_dump(&self) -> AsyncDump {
+        let mut warnings = self.warnings.clone();
+        warnings.push(
+            "the process has not loaded the _asyncio module: it has no asyncio tasks".to_string(),
+        );
+        AsyncDump {
+            pid: self.pid(),
             executable: self.executable.clone(),
             python: self.python_info(),
-            asyncio: model(&state, &thread_of, &loop_types, &sleeps),
+            asyncio: AsyncSnapshot {
+                loops: Vec::new(),
+                cycles: Vec::new(),
+            },
             warnings,
-        })
+        }
+    }
+
+    /// The dump of the tasks read (either reader's), with the reads' errors as warnings.
+    pub(super) fn tasks_dump(
+        &mut self,
+        state: &reader::AsyncState,
+        thread_of: &HashMap<u64, u64>,
+    ) -> AsyncDump {
+        let mut warnings = self.warnings.clone();
+        warnings.extend(state.errors.iter().cloned());
+        let loop_types = self.loop_types(state);
+        let sleeps = self.sleep_delays(state);
+        AsyncDump {
+            pid: self.pid(),
+            executable: self.executable.clone(),
+            python: self.python_info(),
+            asyncio: model(state, thread_of, &loop_types, &sleeps),
+            warnings,
+        }
     }
 
     /// The delay of each task sleeping in `asyncio.sleep` (its innermost coroutine), read from

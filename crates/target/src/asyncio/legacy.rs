@@ -6,8 +6,8 @@
 
 use strobe_walker::asyncio_legacy::{self as reader, asyncio_legacy_for, LegacyTasks};
 
-use super::{model, AsyncError};
-use crate::snapshot::{AsyncDump, AsyncSnapshot};
+use super::AsyncError;
+use crate::snapshot::AsyncDump;
 use crate::{AttachError, Target};
 
 impl Target {
@@ -36,35 +36,9 @@ impl Target {
                 error => target.exited_or(AttachError::Walk { pid, error }),
             },
         )?;
-        let mut warnings = self.warnings.clone();
-        let state = match found {
-            LegacyTasks::NotLoaded => {
-                warnings.push(
-                    "the process has not loaded the _asyncio module: it has no asyncio tasks"
-                        .to_string(),
-                );
-                return Ok(AsyncDump {
-                    pid,
-                    executable: self.executable.clone(),
-                    python: self.python_info(),
-                    asyncio: AsyncSnapshot {
-                        loops: Vec::new(),
-                        cycles: Vec::new(),
-                    },
-                    warnings,
-                });
-            }
-            LegacyTasks::Read(state) => state,
-        };
-        warnings.extend(state.errors.iter().cloned());
-        let loop_types = self.loop_types(&state);
-        let sleeps = self.sleep_delays(&state);
-        Ok(AsyncDump {
-            pid,
-            executable: self.executable.clone(),
-            python: self.python_info(),
-            asyncio: model(&state, &thread_of, &loop_types, &sleeps),
-            warnings,
-        })
+        match found {
+            LegacyTasks::NotLoaded => Ok(self.no_asyncio_dump()),
+            LegacyTasks::Read(state) => Ok(self.tasks_dump(&state, &thread_of)),
+        }
     }
 }
