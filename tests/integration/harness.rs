@@ -157,6 +157,17 @@ impl Announced {
     pub fn close_stdin(&mut self) {
         drop(self.ready.child.stdin.take());
     }
+
+    /// Close its stdin and return the line it prints as it ends (its own account of the run).
+    pub fn last_word(&mut self) -> String {
+        self.close_stdin();
+        let mut line = String::new();
+        self.ready
+            .stdout
+            .read_line(&mut line)
+            .expect("reading the target's last line");
+        line
+    }
 }
 
 /// The strobe binary under test.

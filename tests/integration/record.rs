@@ -44,6 +44,26 @@ pub fn assert_ok(out: &Output, what: &str) -> String {
     stderr
 }
 
+/// `strobe record --pid PID ARGS... -o OUT`, which must succeed; returns its stderr.
+pub fn record_pid(pid: i32, args: &[&str], out: &Path) -> String {
+    let pid = pid.to_string();
+    let mut all = vec!["record", "--pid", &pid];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", out.to_str().unwrap()]);
+    assert_ok(&run_strobe(&all), "record")
+}
+
+/// `strobe convert RAW ARGS... -o OUT` (the format OUT's extension names), which must succeed;
+/// returns OUT.
+pub fn convert_to(raw: &Path, args: &[&str], out: impl AsRef<Path>) -> std::path::PathBuf {
+    let out = out.as_ref();
+    let mut all = vec!["convert", raw.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", out.to_str().unwrap()]);
+    assert_ok(&run_strobe(&all), "convert");
+    out.to_path_buf()
+}
+
 /// Start strobe with stderr piped, and wait for its "recording" line (sampling has started).
 /// The child is handed back to the caller, who waits for it.
 #[allow(clippy::zombie_processes)]

@@ -9,9 +9,8 @@
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::profiles::{collapsed, speedscope_samples, weighted_se, weighted_share};
-use crate::record::{assert_ok, run_strobe};
+use crate::record::{assert_ok, convert_to, record_pid, run_strobe};
 use std::collections::HashMap;
-use std::io::BufRead;
 
 /// The innermost `<task NAME>` of a stack of frame names.
 fn running_task<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> Option<&'a str> {
@@ -25,23 +24,12 @@ fn check_async(interp: Interp) {
     let script = Script::new(&interp, "asyncio_shares.py");
     let mut target = Announced::start(&mut script.command());
     let raw = dir.path().join("tasks.raw");
-    let pid = target.pid.to_string();
-    let rec = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "3",
-        "--async",
-        "-o",
-        raw.to_str().unwrap(),
-    ]);
-    assert_ok(&rec, "record");
-    target.close_stdin();
-    let mut line = String::new();
-    target.ready.stdout.read_line(&mut line).unwrap();
+    record_pid(
+        target.pid,
+        &["--rate", "200", "--duration", "3", "--async"],
+        &raw,
+    );
+    let line = target.last_word();
     let mut spent: HashMap<&str, f64> = HashMap::new();
     for word in line.split_whitespace().skip(1) {
         let (name, secs) = word.split_once('=').unwrap();
@@ -55,18 +43,7 @@ fn check_async(interp: Interp) {
     assert!(line.starts_with("SHARES ") && spent.len() == 3, "{line:?}");
     let all_spent: f64 = spent.values().sum();
 
-    let convert = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "convert",
-            raw.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        assert_ok(&run_strobe(&args), "convert");
-        out
-    };
+    let convert = |name: &str, extra: &[&str]| convert_to(&raw, extra, dir.path().join(name));
 
     // The chains, with lines: alpha and beta under the main task (which gathers them), inner
     // under gamma, at the line where gamma awaits it; no event-loop frames while a task runs.
@@ -203,19 +180,8 @@ strobe_testkit::per_interpreter! {
         let script = Script::new(&Interp::from(interp), "asyncio_tree.py");
         let target = Announced::start(&mut script.command());
         let raw = dir.path().join("tree.raw");
-        let pid = target.pid.to_string();
-        let rec = run_strobe(&[
-            "record", "--pid", &pid, "--rate", "200", "--duration", "1", "--async", "-o",
-            raw.to_str().unwrap(),
-        ]);
-        assert_ok(&rec, "record");
-        let out = dir.path().join("wall.txt");
-        assert_ok(
-            &run_strobe(&[
-                "convert", raw.to_str().unwrap(), "--mode", "wall", "-o", out.to_str().unwrap(),
-            ]),
-            "convert",
-        );
+        record_pid(target.pid, &["--rate", "200", "--duration", "1", "--async"], &raw);
+        let out = convert_to(&raw, &["--mode", "wall"], dir.path().join("wall.txt"));
         let wall = collapsed(&out);
         let main = ["<task Task-1>".to_string(), script.label("main", "main")];
         let task = |name: &str| format!("<task {name}>");

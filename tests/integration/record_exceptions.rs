@@ -10,9 +10,8 @@
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::native_record::merged_counts;
 use crate::profiles::{collapsed, speedscope_samples, weighted_se};
-use crate::record::{assert_ok, run_strobe};
+use crate::record::{convert_to, record_pid};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 
 /// The function name of a collapsed frame (`name (file)` with `--function`).
 fn function(frame: &str) -> &str {
@@ -24,22 +23,8 @@ fn check_exceptions(interp: Interp) {
     let script = Script::new(&interp, "exceptions.py");
     let mut target = Announced::start(&mut script.command());
     let raw = dir.path().join("exc.raw");
-    let pid = target.pid.to_string();
-    let rec = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        "3",
-        "-o",
-        raw.to_str().unwrap(),
-    ]);
-    assert_ok(&rec, "record");
-    target.close_stdin();
-    let mut line = String::new();
-    target.ready.stdout.read_line(&mut line).unwrap();
+    record_pid(target.pid, &["--rate", "200", "--duration", "3"], &raw);
+    let line = target.last_word();
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words.first(), Some(&"SHARE"), "the target said {line:?}");
     let handling: f64 = words[1].parse().unwrap();
@@ -47,17 +32,8 @@ fn check_exceptions(interp: Interp) {
     let truth = handling / both;
 
     let convert = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "convert",
-            raw.to_str().unwrap(),
-            "--function",
-            "-o",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        assert_ok(&run_strobe(&args), "convert");
-        collapsed(&out)
+        let args = [&["--function"], extra].concat();
+        collapsed(&convert_to(&raw, &args, dir.path().join(name)))
     };
     let exc = convert("exc.txt", &["--mode", "exception"]);
     let cpu = convert("cpu.txt", &[]);
@@ -105,16 +81,7 @@ fn check_exceptions(interp: Interp) {
     // bound is 4 (a wrong reader is far outside it: the truth is about a third).
     let all_weight: u64 = cpu.values().sum();
     let share = exc_weight as f64 / all_weight as f64;
-    let json = dir.path().join("cpu.speedscope.json");
-    assert_ok(
-        &run_strobe(&[
-            "convert",
-            raw.to_str().unwrap(),
-            "-o",
-            json.to_str().unwrap(),
-        ]),
-        "convert",
-    );
+    let json = convert_to(&raw, &[], dir.path().join("cpu.speedscope.json"));
     let samples = speedscope_samples(&json);
     let se = weighted_se(&samples, |s| s.iter().any(|f| f == "handling"), share);
     let z = (share - truth) / se;
@@ -144,15 +111,13 @@ fn exception_stacks(
     let script = Script::new(&interp, file);
     let mut target = Announced::start(&mut script.command());
     let out = dir.path().join("exc.txt");
-    let pid = target.pid.to_string();
-    let mut args = vec!["record", "--mode", "exception", "--pid", &pid];
-    args.extend_from_slice(&["--rate", "200", "--duration", "2", "-o"]);
-    args.push(out.to_str().unwrap());
-    args.extend_from_slice(extra);
-    let rec = run_strobe(&args);
-    assert_ok(&rec, "record");
+    let args = [
+        &["--mode", "exception", "--rate", "200", "--duration", "2"],
+        extra,
+    ]
+    .concat();
+    let stderr = record_pid(target.pid, &args, &out);
     target.close_stdin();
-    let stderr = String::from_utf8_lossy(&rec.stderr).into_owned();
     let stacks = collapsed(&out);
     assert!(!stacks.is_empty(), "{stderr}");
     for stack in stacks.keys() {

@@ -6,39 +6,19 @@
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::profiles::collapsed;
-use crate::record::{assert_ok, run_strobe};
+use crate::record::{convert_to, record_pid};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 fn convert(raw: &Path, out: &Path, extra: &[&str]) -> BTreeMap<Vec<String>, u64> {
-    let mut args = vec![
-        "convert",
-        raw.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    assert_ok(&run_strobe(&args), "convert");
-    collapsed(out)
+    collapsed(&convert_to(raw, extra, out))
 }
 
 /// Start `gc_heap.py MODE`, record it at 200 Hz for `duration` seconds into `out` (the format
 /// its extension names), then let it end.
 fn record(script: &Script, mode: &str, duration: &str, out: &Path) {
     let mut target = Announced::start(script.command().arg(mode));
-    let pid = target.pid.to_string();
-    let args = [
-        "record",
-        "--pid",
-        &pid,
-        "--rate",
-        "200",
-        "--duration",
-        duration,
-        "-o",
-        out.to_str().unwrap(),
-    ];
-    assert_ok(&run_strobe(&args), "record");
+    record_pid(target.pid, &["--rate", "200", "--duration", duration], out);
     target.close_stdin();
 }
 

@@ -2,7 +2,7 @@
 //! gives the same profile.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, run_strobe};
+use crate::record::{convert_to, record_pid, run_strobe};
 
 #[test]
 fn modes_and_their_old_flags_give_the_same_profile() {
@@ -11,29 +11,10 @@ fn modes_and_their_old_flags_give_the_same_profile() {
     let mut target = Announced::start(script.command().arg("2"));
     let dir = TempDir::new();
     let raw = dir.path().join("all.raw");
-    let pid = target.pid.to_string();
-    let rec = run_strobe(&[
-        "record",
-        "--pid",
-        &pid,
-        "--duration",
-        "1",
-        "-o",
-        raw.to_str().unwrap(),
-    ]);
-    assert_ok(&rec, "record raw");
+    record_pid(target.pid, &["--duration", "1"], &raw);
     target.close_stdin();
     let convert = |flags: &[&str], name: &str| -> String {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "convert",
-            raw.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(flags);
-        assert_ok(&run_strobe(&args), "convert");
-        std::fs::read_to_string(&out).unwrap()
+        std::fs::read_to_string(convert_to(&raw, flags, dir.path().join(name))).unwrap()
     };
     let cpu = convert(&["--mode", "cpu"], "cpu.txt");
     assert_eq!(cpu, convert(&[], "default.txt"));
