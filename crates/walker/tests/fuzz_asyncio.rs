@@ -287,27 +287,10 @@ fn corrupted_images_end_with_a_value_or_an_error() {
         let img = image(l);
         let mem = FuzzMemory::new(img.regions.clone());
         // Our regions: where the asyncio structures are.
-        let ours: Vec<(u64, usize)> = (0..mem.region_count())
-            .map(|i| mem.region(i))
-            .filter(|&(b, _)| b >= BASE)
-            .collect();
+        let ours = mem.regions_from(BASE);
         let mut rng = Rng::new(seed ^ u64::from(l.version.minor));
         for case in 0..per {
-            let mut applied = Vec::new();
-            for _ in 0..1 + rng.below(4) {
-                let (base, len) = ours[rng.below(ours.len() as u64) as usize];
-                let off = rng.below(len as u64 / 8) * 8;
-                let v = match rng.below(6) {
-                    0 => 0,
-                    1 => u64::MAX - rng.below(64),
-                    2 => base + rng.below(len as u64),
-                    3 => img.tasks[rng.below(3) as usize] + rng.below(256),
-                    4 => rng.next_u64(),
-                    _ => rng.below(1 << 16),
-                };
-                mem.poke_u64(base + off, v);
-                applied.push((base + off, v));
-            }
+            let applied = mem.poke_words(&mut rng, &ours, &img.tasks[..3]);
             mem.reset_reads(READ_BUDGET);
             let got = catch_unwind(AssertUnwindSafe(|| read(&mem, l, &img)));
             let name = format!("{}.{}", l.version.major, l.version.minor);

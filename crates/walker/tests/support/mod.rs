@@ -103,6 +103,43 @@ impl FuzzMemory {
         self.regions.borrow().len()
     }
 
+    /// The regions at or above `base` at least one word long: where a test's own structures
+    /// are, for [`FuzzMemory::poke_words`].
+    pub fn regions_from(&self, base: u64) -> Vec<(u64, usize)> {
+        (0..self.region_count())
+            .map(|i| self.region(i))
+            .filter(|&(b, len)| b >= base && len >= 8)
+            .collect()
+    }
+
+    /// One fuzz case's mutation: 1–4 aligned words of `ours` overwritten with values a
+    /// corrupted or racing target could hold (null, near the top of the address space, an
+    /// address inside the region, near one of `near`, random, small); returns what was
+    /// written where.
+    pub fn poke_words(
+        &self,
+        rng: &mut strobe_testkit::Rng,
+        ours: &[(u64, usize)],
+        near: &[u64],
+    ) -> Vec<(u64, u64)> {
+        let mut applied = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let (base, len) = ours[rng.below(ours.len() as u64) as usize];
+            let off = rng.below(len as u64 / 8) * 8;
+            let v = match rng.below(6) {
+                0 => 0,
+                1 => u64::MAX - rng.below(64),
+                2 => base + rng.below(len as u64),
+                3 => near[rng.below(near.len() as u64) as usize] + rng.below(256),
+                4 => rng.next_u64(),
+                _ => rng.below(1 << 16),
+            };
+            self.poke_u64(base + off, v);
+            applied.push((base + off, v));
+        }
+        applied
+    }
+
     /// `(base, current length)` of region `i`.
     pub fn region(&self, i: usize) -> (u64, usize) {
         let r = &self.regions.borrow()[i];
