@@ -14,10 +14,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use strobe_python_abi::{debug_offsets_for, layout_for, Flavour, Layout};
 use strobe_testkit::interpreters::Interpreter;
+
+mod support;
+use support::{run_check_script, Checked};
 
 /// Splits the `Debug` rendering of a `Layout` into its top-level `name: value` pairs, so new
 /// fields are passed to (and required from) the script without editing this test.
@@ -95,7 +97,6 @@ fn run_selfcheck(target: &Interpreter) {
     let layout = layout_for(major, minor, flavour)
         .unwrap_or_else(|| panic!("no table for {major}.{minor} {flavour:?}"));
     let debug = debug_offsets_for(major, minor, flavour);
-    let script_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/selfcheck.py");
 
     let mut args: Vec<String> = Vec::new();
     let mut filled = BTreeSet::new();
@@ -118,45 +119,11 @@ fn run_selfcheck(target: &Interpreter) {
         args.extend(table.fields.iter().map(|(n, p)| format!("debug:{n}={p}")));
     }
 
-    let mut cmd = target.command();
-    let _cleanup = match target.chroot() {
-        None => {
-            cmd.arg(&script_src);
-            None
-        }
-        Some(root) => {
-            let inside = format!(
-                "/tmp/strobe-abi-selfcheck-{}-{}.py",
-                std::process::id(),
-                target.name
-            );
-            let outside = root.join(inside.trim_start_matches('/'));
-            std::fs::copy(&script_src, &outside).unwrap();
-            cmd.arg(&inside);
-            Some(RemoveOnDrop(outside))
-        }
-    };
-    let output = cmd.args(&args).output().expect("start the interpreter");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        output.status.success(),
-        "selfcheck exited {}\n{context}",
-        output.status
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("DONE ")),
-        "no DONE line\n{context}"
-    );
-
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failures.is_empty(), "{}\n{context}", failures.join("\n"));
-
-    let passed: BTreeSet<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("PASS "))
-        .collect();
+    let Checked {
+        passed,
+        stdout,
+        context,
+    } = run_check_script(target, "selfcheck.py", "selfcheck", &args);
     let exempt = unverifiable(layout, debug.is_some(), &stdout);
     let unconfirmed: Vec<&String> = filled
         .iter()
@@ -176,14 +143,6 @@ fn run_selfcheck(target: &Interpreter) {
         for name in ["debug:cookie", "debug:version", "debug:free_threaded"] {
             assert!(passed.contains(name), "{name} not checked\n{context}");
         }
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 

@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
 use strobe_python_abi::{
     asyncio_legacy_for, layout_for, CoroFrameModel, Flavour, RunningLoopModel,
 };
 use strobe_testkit::interpreters::Interpreter;
+
+mod support;
+use support::{run_check_script, Checked};
 
 fn run(target: &Interpreter) {
     let (major, minor) = (target.version.0 as u8, target.version.1 as u8);
@@ -119,49 +119,14 @@ fn run(target: &Interpreter) {
             helpers.push("tstate_size");
         }
     }
-    let script_src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/selfcheck_asyncio.py");
-    let mut cmd = target.command();
-    let _cleanup = match target.chroot() {
-        None => {
-            cmd.arg(&script_src);
-            None
-        }
-        Some(root) => {
-            let inside = format!(
-                "/tmp/strobe-abi-asyncio-{}-{}.py",
-                std::process::id(),
-                target.name
-            );
-            let outside = root.join(inside.trim_start_matches('/'));
-            std::fs::copy(&script_src, &outside).unwrap();
-            cmd.arg(&inside);
-            Some(RemoveOnDrop(outside))
-        }
-    };
-    cmd.args(args.iter().map(|(k, v)| format!("{k}={v}")));
-    let output = cmd.output().expect("start the interpreter");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        output.status.success(),
-        "exited {}\n{context}",
-        output.status
-    );
-    assert!(
-        stdout.lines().any(|l| l.starts_with("DONE ")),
-        "no DONE\n{context}"
-    );
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(failures.is_empty(), "{}\n{context}", failures.join("\n"));
-    let passed: BTreeSet<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("PASS "))
-        .collect();
+    let strings: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let Checked {
+        passed, context, ..
+    } = run_check_script(target, "selfcheck_asyncio.py", "asyncio", &strings);
     let unconfirmed: Vec<&str> = args
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !passed.contains(k) && !helpers.contains(k))
+        .filter(|k| !passed.contains(*k) && !helpers.contains(k))
         .collect();
     assert!(
         unconfirmed.is_empty(),
@@ -183,14 +148,6 @@ fn tstate_size_313(target: &Interpreter) -> u32 {
         304
     } else {
         layout_for(3, 13, Flavour::DEFAULT).unwrap().tstate_size
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
