@@ -77,6 +77,9 @@ pub struct PythonProcess {
     pub debug_build: bool,
     /// Caveats worth showing the user (e.g. a fallback that was taken).
     pub notes: Vec<String>,
+    /// The target's executable as `/proc/PID/exe` named it while the interpreter was looked
+    /// for; `None` for a core file, or when the link could not be read.
+    pub executable: Option<PathBuf>,
 }
 
 /// One file mapped into the target, with its mappings in address order.
@@ -118,6 +121,16 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
             error: e,
         }),
     })?;
+    locate_with_maps(pid, mem, &text)
+}
+
+/// [`locate`], given the text of the process's `/proc/PID/maps` as just read by the caller
+/// (`ProcessMemory::open_with_maps` reads it to check access): attaching reads it once.
+pub fn locate_with_maps<M: RemoteMemory>(
+    pid: i32,
+    mem: &M,
+    text: &str,
+) -> Result<PythonProcess, LocateError> {
     // One read of the stat line, after the maps (kernel threads and zombies have readable,
     // empty ones): it names the process and tells a kernel thread, a zombie, or a process
     // that began exiting while its maps were read, from a Python process.
@@ -134,7 +147,7 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
             comm: stat.comm,
         });
     }
-    let mappings = maps::parse(&text);
+    let mappings = maps::parse(text);
     // A user-space process always has mappings; none means its memory was torn down on exit.
     if mappings.is_empty() || stat.flags & PF_EXITING != 0 {
         return Err(LocateError::Exited { pid });
@@ -177,7 +190,9 @@ pub fn locate<M: RemoteMemory>(pid: i32, mem: &M) -> Result<PythonProcess, Locat
         if !info.has_runtime() {
             continue;
         }
-        return describe(pid, mem, file, info);
+        let mut found = describe(pid, mem, file, info)?;
+        found.executable = exe_path;
+        return Ok(found);
     }
     if procfs::is_gone_or_exiting(pid) {
         return Err(LocateError::Exited { pid });
@@ -263,6 +278,7 @@ fn describe<M: RemoteMemory>(
         debug_build: info.sym("_Py_RefTotal").is_some()
             || info.sym("_Py_NegativeRefcount").is_some(),
         notes,
+        executable: None,
     })
 }
 

@@ -28,6 +28,13 @@ impl ProcessMemory {
     /// (one real read of its first readable mapping), so that the user gets the
     /// "no process" / "permission denied" message up front instead of at the first sample.
     pub fn open(pid: i32) -> Result<Self, RemoteError> {
+        Self::open_with_maps(pid).map(|(mem, _)| mem)
+    }
+
+    /// [`ProcessMemory::open`], also returning the text of `/proc/PID/maps` it read to find a
+    /// readable address, so that a caller that needs the maps too (attaching: finding the
+    /// interpreter) does not read them a second time.
+    pub fn open_with_maps(pid: i32) -> Result<(Self, String), RemoteError> {
         if !procfs::exists(pid) {
             return Err(RemoteError::NoSuchProcess { pid });
         }
@@ -40,11 +47,11 @@ impl ProcessMemory {
         let Some(addr) = first_readable_address(&maps) else {
             // No user mappings: a kernel thread or a zombie. Nothing to read, but nothing
             // refused either; callers that care check procfs::is_kernel_thread / is_zombie.
-            return Ok(mem);
+            return Ok((mem, maps));
         };
         let mut probe = [0u8; 1];
         match mem.read_into(addr, &mut probe) {
-            Ok(()) | Err(MemError::Fault { .. }) => Ok(mem),
+            Ok(()) | Err(MemError::Fault { .. }) => Ok((mem, maps)),
             Err(MemError::PermissionDenied { pid }) => Err(RemoteError::PermissionDenied { pid }),
             Err(MemError::ProcessGone { pid }) => Err(RemoteError::ProcessGone { pid }),
             Err(e) => Err(e.into()),

@@ -8,7 +8,7 @@ use strobe_corefile::{Core, CoreOptions, FileMapping};
 use strobe_locate::maps::Mapping;
 use strobe_locate::LocateError;
 use strobe_memory::MemError;
-use strobe_remote::{procfs, ProcessMemory};
+use strobe_remote::ProcessMemory;
 use strobe_walker::walk::{Roots, Walker};
 use strobe_walker::WalkError;
 
@@ -18,8 +18,10 @@ use crate::{Target, TargetMemory};
 impl Target {
     /// Open `pid`, find its interpreter and prepare to walk it.
     pub fn attach(pid: i32) -> Result<Target, AttachError> {
-        let mem = ProcessMemory::open(pid)?;
-        let process = strobe_locate::locate(pid, &mem).map_err(|e| exited_or(pid, e.into()))?;
+        // The maps read to check access are the ones the interpreter is looked for in.
+        let (mem, maps) = ProcessMemory::open_with_maps(pid)?;
+        let process = strobe_locate::locate_with_maps(pid, &mem, &maps)
+            .map_err(|e| exited_or(pid, e.into()))?;
         let runtime = process.runtime;
         let resolved =
             strobe_walker::layout::resolve(&mem, process.version, process.debug_build, runtime)
@@ -30,7 +32,7 @@ impl Target {
             tstate_current: process.tstate_current,
             gc_collecting: process.gc_collecting,
         };
-        let executable = procfs::exe(pid).ok().map(|p| p.display().to_string());
+        let executable = process.executable.as_ref().map(|p| p.display().to_string());
         let mut warnings = process.notes.clone();
         warnings.extend(resolved.warnings);
         Ok(Target {

@@ -28,13 +28,15 @@
 //!
 //! Modules, leaves first: `output` (what the caller gets), `batch` (the one read), `shapes`
 //! (which fields of each structure it takes), `chunks` (data-stack chunk copies), `proof`
-//! (proving the outer stack unchanged), `state` (what is kept between samples), `plan` (the
+//! (proving the outer stack unchanged), `outer` (the reported frames kept for the next
+//! sample), `state` (what is kept between samples), `plan` (the
 //! interpreter and thread lists), `frames` (one thread's frame walk), and this module, which
 //! runs the attempts of a sample and turns each thread's walk into its part of the output.
 
 mod batch;
 mod chunks;
 mod frames;
+mod outer;
 mod output;
 mod plan;
 mod proof;
@@ -490,18 +492,12 @@ impl SamplingState {
                 }
             }
         }
-        let thread = &self.plan.threads[thread_index];
-        let outer = thread.memo_out.get(..kept_outs).unwrap_or(&[]);
-        out.frames.extend(outer.iter().rev().copied());
-        // The memo's reported frames are `memo_out`, in the same (outermost first) order.
-        let kept_memo = thread.memo.get(..kept).unwrap_or(&[]);
-        out.entries.extend(
-            kept_memo
-                .iter()
-                .rev()
-                .filter(|f| f.resolved.is_some())
-                .map(|f| f.entry),
-        );
+        // The memo's reported frames, innermost first as the sample lists them.
+        let (outer, entries) = self.plan.threads[thread_index]
+            .memo_out
+            .outermost(kept_outs);
+        out.frames.extend_from_slice(outer);
+        out.entries.extend_from_slice(entries);
         Ok(unchanged)
     }
 }

@@ -128,7 +128,8 @@ pub(crate) struct Outside {
 /// bytes compared first; a try that succeeds compares the whole prefix once.
 pub(crate) const MEET_TRIES: u8 = 4;
 
-/// Bytes at the end of a chunk prefix compared before the rest (see `PreviousWalk::same`).
+/// Bytes at the end of a chunk prefix compared before the rest (see `PreviousWalk::same`),
+/// after the met frame's own bytes where the walk meets the memo.
 const SAME_TAIL_FIRST: usize = 512;
 
 /// Where a walk stands against the memo's frames.
@@ -204,10 +205,12 @@ impl PreviousWalk<'_> {
         else {
             return false;
         };
+        // The met frame ends the prefix: it is what most often changed (the instruction of
+        // a frame that ran since), so its bytes go first and a failing try stops there.
         if !proof
             .chunks
             .iter()
-            .any(|read| read.addr == copy.addr && self.same_prefix(read, copy, prefix))
+            .any(|read| read.addr == copy.addr && self.same_prefix(read, copy, prefix, size))
         {
             return false;
         }
@@ -218,34 +221,37 @@ impl PreviousWalk<'_> {
             .filter(|read| read.below <= index)
             .all(|read| {
                 chunk_copy(self.copies, read.addr)
-                    .is_some_and(|now| self.same_prefix(read, now, read.end))
+                    .is_some_and(|now| self.same_prefix(read, now, read.end, 0))
             });
         older_same
             && proof.outside.iter().filter(|o| o.below <= index).all(|o| {
                 frame_copy(self.copies, o.addr, o.len)
-                    .is_some_and(|(_, now)| self.same(now, o.off, o.len))
+                    .is_some_and(|(_, now)| self.same(now, o.off, o.len, o.len))
             })
     }
 
     /// Whether the first `n` bytes of this sample's copy `now` are those of the last sample's
-    /// copy `then` of the same chunk.
-    fn same_prefix(&self, then: &ChunkRead, now: &CopiedRange, n: usize) -> bool {
-        n <= then.len && n <= now.len && self.same(now.off, then.off, n)
+    /// copy `then` of the same chunk, the last `first` of them compared first.
+    fn same_prefix(&self, then: &ChunkRead, now: &CopiedRange, n: usize, first: usize) -> bool {
+        n <= then.len && n <= now.len && self.same(now.off, then.off, n, first)
     }
 
     /// Whether the `n` bytes at `now` in this sample's buffer are those at `then` in the last
-    /// sample's.
-    fn same(&self, now: usize, then: usize, n: usize) -> bool {
+    /// sample's, the last `first` of them compared first.
+    fn same(&self, now: usize, then: usize, n: usize, first: usize) -> bool {
         let (Some(now), Some(then)) = (
             now.checked_add(n).and_then(|e| self.buf.get(now..e)),
             then.checked_add(n).and_then(|e| self.prev_buf.get(then..e)),
         ) else {
             return false;
         };
-        // The innermost frames change most (their locals, the instruction of the frame that
-        // ran last): look at the end first, so that a failing comparison is short.
-        let split = n.saturating_sub(SAME_TAIL_FIRST);
-        now[split..] == then[split..] && now[..split] == then[..split]
+        // The innermost frames change most (the instruction of the frame that ran last, the
+        // locals of its caller): look at the end first, so that a failing comparison is short.
+        let met = n.saturating_sub(first);
+        let tail = met.saturating_sub(SAME_TAIL_FIRST);
+        now[met..] == then[met..]
+            && now[tail..met] == then[tail..met]
+            && now[..tail] == then[..tail]
     }
 }
 

@@ -8,6 +8,7 @@ use strobe_python_abi::Layout;
 
 use crate::sample::batch::{Batch, CopiedRange, Region};
 use crate::sample::chunks::ThreadChunks;
+use crate::sample::outer::OuterFrames;
 use crate::sample::output::RawFrame;
 use crate::sample::proof::{Proof, WalkedFrame};
 use crate::sample::shapes::Shapes;
@@ -149,8 +150,9 @@ pub(crate) struct ThreadPlan {
     /// lines: what [`RawThread::unchanged`](crate::sample::RawThread::unchanged) is counted
     /// against, and what an outer part proven unchanged is taken from.
     pub(crate) memo: Vec<WalkedFrame>,
-    /// The frames of `memo` that were reported (those with a code object), outermost first.
-    pub(crate) memo_out: Vec<RawFrame>,
+    /// The frames of `memo` that were reported (those with a code object) and their entry
+    /// flags, innermost first, so that the outermost ones go into a sample with two copies.
+    pub(crate) memo_out: OuterFrames,
     /// What the walk behind `memo` read, to prove its outer part unchanged.
     pub(crate) proof: Proof,
     /// This attempt's newly walked frames (innermost first) over the `next_keep` outermost
@@ -172,15 +174,18 @@ impl ThreadPlan {
         let keep = self.next_keep.min(self.memo.len());
         self.memo.truncate(keep);
         let mut outs = self.memo.last().map_or(0, |f| f.outs);
-        self.memo_out.truncate(outs as usize);
+        self.memo_out.keep_outer(outs as usize);
         for walked in self.next_memo.iter().rev() {
             if let Some((lasti, line)) = walked.resolved {
                 outs += 1;
-                self.memo_out.push(RawFrame {
-                    code_addr: walked.fields.code,
-                    lasti,
-                    line,
-                });
+                self.memo_out.push_inner(
+                    RawFrame {
+                        code_addr: walked.fields.code,
+                        lasti,
+                        line,
+                    },
+                    walked.entry,
+                );
             }
             self.memo.push(WalkedFrame { outs, ..*walked });
         }
