@@ -49,6 +49,11 @@ pub const SPILL_BYTES_ENV: &str = "STROBE_SPILL_BYTES";
 pub const DEFAULT_SPILL_BYTES: usize = 4 << 20;
 /// What one map entry costs besides its text (node share, `String` and `Count`).
 const ENTRY_OVERHEAD: usize = 64;
+/// How many runs of one size are merged into one bigger run (and so the most runs a merge
+/// reads at once, each through a [`RUN_BUFFER`]-byte buffer, per size).
+const FAN_IN: usize = 16;
+/// The read buffer of each run being merged.
+const RUN_BUFFER: usize = 16 << 10;
 /// Separates frames in svg keys: below every character of an escaped label.
 const TREE_SEP: char = '\u{1}';
 
@@ -143,7 +148,11 @@ struct Spool {
     bytes: usize,
     budget: usize,
     dir: SpillDir,
-    runs: Vec<PathBuf>,
+    /// Sorted runs on disk, each with its level (a run of level `n + 1` is [`FAN_IN`] runs of
+    /// level `n` merged), levels never increasing along the list.
+    runs: Vec<(u32, PathBuf)>,
+    /// Run files written so far (for their names).
+    written: usize,
 }
 
 impl Spool {
@@ -160,23 +169,50 @@ impl Spool {
         Ok(())
     }
 
-    fn spill(&mut self) -> io::Result<()> {
+    fn next_run_path(&mut self) -> io::Result<PathBuf> {
         let dir = self.dir.path()?;
-        let path = dir.join(format!("run-{}", self.runs.len()));
+        self.written += 1;
+        Ok(dir.join(format!("run-{}", self.written)))
+    }
+
+    fn spill(&mut self) -> io::Result<()> {
+        let path = self.next_run_path()?;
         let write = |path: &Path| -> io::Result<()> {
             let mut w = BufWriter::new(File::create(path)?);
             for (k, c) in &self.map {
-                put_varint(&mut w, k.len() as u64)?;
-                w.write_all(k.as_bytes())?;
-                put_varint(&mut w, c.samples)?;
-                put_varint(&mut w, c.weight_ns)?;
+                put_entry(&mut w, k, *c)?;
             }
             w.flush()
         };
         write(&path).map_err(|e| spill_error(&path, e))?;
-        self.runs.push(path);
+        self.runs.push((0, path));
         self.map.clear();
         self.bytes = 0;
+        // FAN_IN runs of one level become one of the next, so a merge never reads more than
+        // FAN_IN runs per level at once and each line is rewritten once per level.
+        while self.runs.len() >= FAN_IN {
+            let tail = &self.runs[self.runs.len() - FAN_IN..];
+            let level = tail[0].0;
+            if tail.iter().any(|(l, _)| *l != level) {
+                break;
+            }
+            let inputs: Vec<PathBuf> = tail.iter().map(|(_, p)| p.clone()).collect();
+            let path = self.next_run_path()?;
+            let merge = |path: &Path| -> io::Result<()> {
+                let mut m = Merge::open(&inputs)?;
+                let mut w = BufWriter::new(File::create(path)?);
+                while let Some((k, c)) = m.next()? {
+                    put_entry(&mut w, &k, c)?;
+                }
+                w.flush()
+            };
+            merge(&path).map_err(|e| spill_error(&path, e))?;
+            for p in &inputs {
+                let _ = fs::remove_file(p);
+            }
+            self.runs.truncate(self.runs.len() - FAN_IN);
+            self.runs.push((level + 1, path));
+        }
         Ok(())
     }
 
@@ -193,19 +229,16 @@ impl Spool {
         if self.runs.is_empty() {
             return Ok(Entries::Memory(self.map.iter()));
         }
-        let mut m = Merge {
-            readers: Vec::with_capacity(self.runs.len()),
-            heads: Vec::with_capacity(self.runs.len()),
-            heap: BinaryHeap::new(),
-        };
-        for (i, p) in self.runs.iter().enumerate() {
-            let f = File::open(p).map_err(|e| spill_error(p, e))?;
-            m.readers.push(BufReader::with_capacity(64 << 10, f));
-            m.heads.push(Count::default());
-            m.refill(i)?;
-        }
-        Ok(Entries::Merge(m))
+        let paths: Vec<PathBuf> = self.runs.iter().map(|(_, p)| p.clone()).collect();
+        Ok(Entries::Merge(Merge::open(&paths)?))
     }
+}
+
+fn put_entry(w: &mut impl Write, key: &str, c: Count) -> io::Result<()> {
+    put_varint(w, key.len() as u64)?;
+    w.write_all(key.as_bytes())?;
+    put_varint(w, c.samples)?;
+    put_varint(w, c.weight_ns)
 }
 
 enum Entries<'a> {
@@ -231,6 +264,21 @@ struct Merge {
 }
 
 impl Merge {
+    fn open(paths: &[PathBuf]) -> io::Result<Merge> {
+        let mut m = Merge {
+            readers: Vec::with_capacity(paths.len()),
+            heads: Vec::with_capacity(paths.len()),
+            heap: BinaryHeap::new(),
+        };
+        for (i, p) in paths.iter().enumerate() {
+            let f = File::open(p).map_err(|e| spill_error(p, e))?;
+            m.readers.push(BufReader::with_capacity(RUN_BUFFER, f));
+            m.heads.push(Count::default());
+            m.refill(i)?;
+        }
+        Ok(m)
+    }
+
     fn refill(&mut self, i: usize) -> io::Result<()> {
         let r = &mut self.readers[i];
         let Some(len) = get_varint(r)? else {
@@ -324,6 +372,7 @@ impl FoldedRecorder {
                     dir: None,
                 },
                 runs: Vec::new(),
+                written: 0,
             },
             line: String::new(),
         }
@@ -398,7 +447,7 @@ impl FoldedRecorder {
 
     /// How many sorted runs were spilled to disk so far.
     pub fn spilled_runs(&self) -> usize {
-        self.spool.runs.len()
+        self.spool.written
     }
 
     /// Writes the profile, with `meta`, in the recorder's format (default options).
