@@ -462,6 +462,16 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 .and_then(|p| write_profile(&output, kind, &p)),
         },
     };
+    if let Some(n) = folded
+        .as_ref()
+        .map(FoldedRecorder::spilled_runs)
+        .filter(|n| *n > 0)
+    {
+        say!(
+            "strobe: the distinct stacks outgrew the memory budget: {n} sorted runs were spilled \
+             to disk and merged into the output"
+        );
+    }
     // The spill files go now, whatever happened.
     drop(folded);
 
