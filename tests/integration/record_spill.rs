@@ -2,7 +2,8 @@
 //! are spilled to disk as sorted runs and merged (`STROBE_SPILL_BYTES=1` forces a spill at
 //! every new distinct stack). The target takes random paths (`tests/targets/record_paths.py`),
 //! so there are many distinct stacks; the output is complete (the collapsed file says what the
-//! summary table, counted live, says), sorted and merged, and no spill file is left.
+//! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
+//! of a raw recording writes the same bytes spilled or not.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, parse_svg, strobe_cmd};
@@ -117,5 +118,46 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
         .collect();
     assert!(paths.len() >= 8, "{:?}", parsed.labels);
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+
+    // convert folds a raw recording the same way: spilled at every line or not at all, the
+    // same bytes.
+    let raw = dir.path().join("paths.raw");
+    let run = strobe_cmd(&[
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "1",
+        "--rate",
+        "1000",
+        "--format",
+        "raw",
+        "-o",
+        raw.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_ok(&run, "record --format raw");
     target.close_stdin();
+    for file in ["c.txt", "c.svg"] {
+        let mut outs = Vec::new();
+        for budget in ["1", "1000000000"] {
+            let out = dir.path().join(format!("{budget}.{file}"));
+            let run = strobe_cmd(&[
+                "convert",
+                raw.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--threads",
+            ])
+            .env("STROBE_SPILL_BYTES", budget)
+            .output()
+            .unwrap();
+            assert_ok(&run, "convert");
+            outs.push(std::fs::read(&out).unwrap());
+        }
+        assert!(outs[0] == outs[1], "{file}: spilled and in-memory differ");
+        assert!(outs[0].len() > 1000, "{file}: {} bytes", outs[0].len());
+        assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+    }
 }

@@ -33,7 +33,9 @@ pub use chrome::Chrome;
 pub use collapsed::Collapsed;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
-pub use raw::{read_raw, read_raw_bytes, RawError, RawRecording, RawStats, RawWriter};
+pub use raw::{
+    read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
+};
 pub use speedscope::Speedscope;
 pub use spill::{FoldedRecorder, SPILL_BYTES_ENV};
 pub use svg::{write_diff_svg, DiffSvg, Svg};

@@ -380,7 +380,13 @@ impl FoldedRecorder {
 
     /// Counts one sample, whose ids `tables` define.
     pub fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
-        if !self.options.filter.accepts(s.flags) {
+        self.add_count(tables, s, Count::one(s.weight_ns))
+    }
+
+    /// Counts `count` for the thread, stack and flags of `s` (its time fields are not read),
+    /// whose ids `tables` define: a profile's [`StackCount`](strobe_aggregate::StackCount).
+    pub fn add_count(&mut self, tables: &Tables, s: &Sample, count: Count) -> io::Result<()> {
+        if !self.options.filter.accepts(s.flags) || count.is_zero() {
             return Ok(());
         }
         let sep = if self.svg { TREE_SEP } else { ';' };
@@ -431,10 +437,9 @@ impl FoldedRecorder {
             // An empty stack (every frame hidden) is not in a profile.
             Ok(())
         } else {
-            let c = Count::one(s.weight_ns);
-            self.total.add(c);
-            *self.per_thread.entry(s.thread).or_default() += 1;
-            self.spool.add(&line, c)
+            self.total.add(count);
+            *self.per_thread.entry(s.thread).or_default() += count.samples;
+            self.spool.add(&line, count)
         };
         self.line = line;
         result
@@ -733,6 +738,43 @@ mod tests {
                     assert!(left.is_empty(), "spill files left behind: {left:?}");
                     fs::remove_dir(&dir).unwrap();
                 }
+            }
+        }
+    }
+
+    /// What `convert` does: a profile of everything (as a raw file reads back), its counts per
+    /// stack folded with the view's options.
+    #[test]
+    fn counts_of_a_profile_of_everything_fold_as_the_filtered_profile_writes() {
+        let (agg, _) = samples();
+        let all = agg.profile(meta(), ProfileOptions::EVERYTHING).unwrap();
+        for options in [
+            ProfileOptions::default(),
+            ProfileOptions {
+                filter: SampleFilter::ALL,
+                per_thread: true,
+                by_function: true,
+                ..ProfileOptions::default()
+            },
+        ] {
+            let profile = agg.profile(meta(), options).unwrap();
+            for kind in [FormatKind::Collapsed, FormatKind::Svg] {
+                let mut want = Vec::new();
+                kind.writer().write(&profile, &mut want).unwrap();
+                let mut r = FoldedRecorder::new(kind, options, &std::env::temp_dir(), 1 << 30);
+                for sc in &all.stacks {
+                    let s = Sample {
+                        stack: sc.stack,
+                        thread: sc.thread,
+                        flags: sc.flags,
+                        timestamp_ns: 0,
+                        weight_ns: 0,
+                    };
+                    r.add_count(&all.tables, &s, sc.count).unwrap();
+                }
+                let mut got = Vec::new();
+                r.write(&meta(), &mut got).unwrap();
+                assert!(got == want, "{kind:?} {options:?}");
             }
         }
     }
