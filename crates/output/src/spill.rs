@@ -523,13 +523,24 @@ struct Node {
     /// Its total so far.
     sum: u64,
     /// The lines of its subtree so far, narrow children already collapsed.
-    lines: Vec<(String, u64)>,
+    lines: Vec<Line>,
 }
 
-/// Replaces the subtree of every node narrower than inferno draws by one line for the node.
+/// A line for inferno: frames joined by `;`, and its value.
+struct Line {
+    text: String,
+    value: u64,
+    /// For a line standing for a run of narrow siblings: how many nodes are open above them.
+    run_at: Option<usize>,
+}
+
+/// Replaces the subtree of every node narrower than inferno draws by one line for the node,
+/// and runs of such siblings (adjacent, with nothing wide between them) by one line while the
+/// run stays narrower than that: it takes the first one's place and their width, and is not
+/// drawn either. inferno never looks at the name of a frame it does not draw.
 struct Pruner {
     open: Vec<Node>,
-    out: Vec<(String, u64)>,
+    out: Vec<Line>,
     minwidth_time: f64,
 }
 
@@ -557,12 +568,17 @@ impl Pruner {
             n.sum += v;
         }
         if let Some(n) = self.open.last_mut() {
-            n.lines.push((frames.join(";"), v));
+            n.lines.push(Line {
+                text: frames.join(";"),
+                value: v,
+                run_at: None,
+            });
         }
     }
 
     fn close(&mut self) {
         let Some(n) = self.open.pop() else { return };
+        let level = self.open.len();
         let narrow = (n.sum as f64) < self.minwidth_time;
         let path = if narrow {
             let mut path = String::new();
@@ -575,12 +591,25 @@ impl Pruner {
         } else {
             None
         };
+        let minwidth_time = self.minwidth_time;
         let dest = match self.open.last_mut() {
             Some(parent) => &mut parent.lines,
             None => &mut self.out,
         };
         match path {
-            Some(p) => dest.push((p, n.sum)),
+            Some(text) => match dest.last_mut() {
+                Some(last)
+                    if last.run_at == Some(level)
+                        && ((last.value + n.sum) as f64) < minwidth_time =>
+                {
+                    last.value += n.sum;
+                }
+                _ => dest.push(Line {
+                    text,
+                    value: n.sum,
+                    run_at: Some(level),
+                }),
+            },
             None => dest.extend(n.lines),
         }
     }
@@ -591,7 +620,7 @@ impl Pruner {
         }
         self.out
             .into_iter()
-            .map(|(s, v)| format!("{s} {v}"))
+            .map(|l| format!("{} {}", l.text, l.value))
             .collect()
     }
 }
