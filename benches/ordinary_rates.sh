@@ -123,19 +123,24 @@ if [[ -n "$MEMORY" ]]; then
     start_chroot_target /usr/bin/python3.14 paths_target.py
     echo "strobe record --rate 1000 --format $MEMORY_FORMAT for ${MEMORY_SECS} s on benches/paths_target.py (python3.14, pid $TARGET_PID)"
     machine_line
-    "$STROBE" record --pid "$TARGET_PID" --rate 1000 --duration "$MEMORY_SECS" \
-        --format "$MEMORY_FORMAT" -o "$BTMP/memory.$MEMORY_FORMAT" >"$BTMP/memory.log" 2>&1 &
+    /usr/bin/time -v -o "$BTMP/memory.time" "$STROBE" record --pid "$TARGET_PID" --rate 1000 \
+        --duration "$MEMORY_SECS" --format "$MEMORY_FORMAT" -o "$BTMP/memory.$MEMORY_FORMAT" \
+        >"$BTMP/memory.log" 2>&1 &
     REC=$!
     echo "| seconds | RSS KiB |"
     echo "|---|---|"
     start=$SECONDS
+    rec=
     while kill -0 "$REC" 2>/dev/null; do
-        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$REC/status" 2>/dev/null || true)
+        # strobe is the child of /usr/bin/time.
+        [[ -z "$rec" ]] && rec=$(pgrep -P "$REC" | head -1)
+        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/${rec:-$REC}/status" 2>/dev/null || true)
         [[ -n "$rss" ]] && echo "| $((SECONDS - start)) | $rss |"
         sleep "$MEMORY_EVERY"
     done
     wait "$REC" || true
     grep -E "recorded|sampler used" "$BTMP/memory.log" || cat "$BTMP/memory.log"
+    echo "peak RSS (writing the output included): $(awk '/Maximum resident set size/ {print $NF}' "$BTMP/memory.time") KiB"
     echo "$MEMORY_FORMAT file: $(du -k "$BTMP/memory.$MEMORY_FORMAT" | cut -f1) KiB"
     if [[ "$MEMORY_FORMAT" == collapsed ]]; then
         echo "distinct stacks (lines): $(wc -l <"$BTMP/memory.collapsed")"

@@ -4,9 +4,10 @@
 //! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
 //! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start_process`) → this
 //! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
-//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]), redraws the status
-//! line, and waits for a stop signal or the end of sampling → final drain → the output is
-//! written (atomically, except raw, which was streamed) → summary.
+//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or folds them into
+//! lines (collapsed and svg: [`FoldedRecorder`], which spills sorted runs to disk past a memory
+//! budget), redraws the status line, and waits for a stop signal or the end of sampling →
+//! final drain → the output is written (atomically, except raw, which was streamed) → summary.
 
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;

@@ -46,7 +46,7 @@ use crate::{label_of, Collapsed, FormatKind, Svg};
 /// `1` spills at every new line).
 pub const SPILL_BYTES_ENV: &str = "STROBE_SPILL_BYTES";
 /// How many bytes of distinct folded lines are kept in memory before they are spilled.
-pub const DEFAULT_SPILL_BYTES: usize = 4 << 20;
+pub const DEFAULT_SPILL_BYTES: usize = 2 << 20;
 /// What one map entry costs besides its text (node share, `String` and `Count`).
 const ENTRY_OVERHEAD: usize = 64;
 /// How many runs of one size are merged into one bigger run (and so the most runs a merge
