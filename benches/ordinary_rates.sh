@@ -133,7 +133,7 @@ if [[ -n "$MEMORY" ]]; then
     rec=
     while kill -0 "$REC" 2>/dev/null; do
         # strobe is the child of /usr/bin/time.
-        [[ -z "$rec" ]] && rec=$(pgrep -P "$REC" | head -1)
+        if [[ -z "$rec" ]]; then rec=$(pgrep -P "$REC" | head -1 || true); fi
         rss=$(awk '/^VmRSS:/ {print $2}' "/proc/${rec:-$REC}/status" 2>/dev/null || true)
         [[ -n "$rss" ]] && echo "| $((SECONDS - start)) | $rss |"
         sleep "$MEMORY_EVERY"
