@@ -513,6 +513,13 @@ impl FoldedRecorder {
             }
         }
         let lines = p.finish();
+        if std::env::var_os("STROBE_SPILL_DEBUG").is_some() {
+            let bytes: usize = lines.iter().map(String::len).sum();
+            eprintln!(
+                "strobe: debug: {} lines to inferno, {bytes} bytes",
+                lines.len()
+            );
+        }
         flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
     }
 }
@@ -522,7 +529,11 @@ struct Node {
     name: String,
     /// Its total so far.
     sum: u64,
-    /// The lines of its subtree so far, narrow children already collapsed.
+    /// Its own line's value, plus the narrow children that came before any wide one.
+    own: u64,
+    /// Whether a child wide enough to draw was closed.
+    wide_child: bool,
+    /// The lines of its children's subtrees after the first wide one, narrow ones collapsed.
     lines: Vec<Line>,
 }
 
@@ -534,10 +545,16 @@ struct Line {
     run_at: Option<usize>,
 }
 
-/// Replaces the subtree of every node narrower than inferno draws by one line for the node,
-/// and runs of such siblings (adjacent, with nothing wide between them) by one line while the
-/// run stays narrower than that: it takes the first one's place and their width, and is not
-/// drawn either. inferno never looks at the name of a frame it does not draw.
+/// Gives inferno only the lines that shape what it draws:
+/// - the subtree of a node narrower than inferno draws becomes one line for the node;
+/// - narrow children that come before a node's first wide child become part of the node's
+///   own line (its own time comes first in its range: inferno sorts `a;b 5` before `a;b;c 3`;
+///   nothing of theirs was drawn, and the next child starts where it did);
+/// - runs of narrow siblings after that (adjacent, nothing wide between them) become one line
+///   while the run stays narrower than inferno draws: it takes the first one's place and their
+///   width, and is not drawn either.
+///
+/// inferno never looks at the name of a frame it does not draw.
 struct Pruner {
     open: Vec<Node>,
     out: Vec<Line>,
@@ -561,6 +578,8 @@ impl Pruner {
             self.open.push(Node {
                 name: (*f).to_owned(),
                 sum: 0,
+                own: 0,
+                wide_child: false,
                 lines: Vec::new(),
             });
         }
@@ -568,11 +587,7 @@ impl Pruner {
             n.sum += v;
         }
         if let Some(n) = self.open.last_mut() {
-            n.lines.push(Line {
-                text: frames.join(";"),
-                value: v,
-                run_at: None,
-            });
+            n.own += v;
         }
     }
 
@@ -580,24 +595,29 @@ impl Pruner {
         let Some(n) = self.open.pop() else { return };
         let level = self.open.len();
         let narrow = (n.sum as f64) < self.minwidth_time;
-        let path = if narrow {
+        let path = |open: &[Node]| {
             let mut path = String::new();
-            for o in &self.open {
+            for o in open {
                 path.push_str(&o.name);
                 path.push(';');
             }
             path.push_str(&n.name);
-            Some(path)
-        } else {
-            None
+            path
         };
-        let minwidth_time = self.minwidth_time;
-        let dest = match self.open.last_mut() {
-            Some(parent) => &mut parent.lines,
-            None => &mut self.out,
-        };
-        match path {
-            Some(text) => match dest.last_mut() {
+        if narrow {
+            if let Some(parent) = self.open.last_mut() {
+                if !parent.wide_child {
+                    parent.own += n.sum;
+                    return;
+                }
+            }
+            let text = path(&self.open);
+            let minwidth_time = self.minwidth_time;
+            let dest = match self.open.last_mut() {
+                Some(parent) => &mut parent.lines,
+                None => &mut self.out,
+            };
+            match dest.last_mut() {
                 Some(last)
                     if last.run_at == Some(level)
                         && ((last.value + n.sum) as f64) < minwidth_time =>
@@ -609,9 +629,23 @@ impl Pruner {
                     value: n.sum,
                     run_at: Some(level),
                 }),
-            },
-            None => dest.extend(n.lines),
+            }
+            return;
         }
+        let own = (n.own > 0).then(|| Line {
+            text: path(&self.open),
+            value: n.own,
+            run_at: None,
+        });
+        let dest = match self.open.last_mut() {
+            Some(parent) => {
+                parent.wide_child = true;
+                &mut parent.lines
+            }
+            None => &mut self.out,
+        };
+        dest.extend(own);
+        dest.extend(n.lines);
     }
 
     fn finish(mut self) -> Vec<String> {
