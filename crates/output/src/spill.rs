@@ -513,13 +513,6 @@ impl FoldedRecorder {
             }
         }
         let lines = p.finish();
-        if std::env::var_os("STROBE_SPILL_DEBUG").is_some() {
-            let bytes: usize = lines.iter().map(String::len).sum();
-            eprintln!(
-                "strobe: debug: {} lines to inferno, {bytes} bytes",
-                lines.len()
-            );
-        }
         flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
     }
 }
