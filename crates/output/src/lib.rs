@@ -37,7 +37,7 @@ pub use raw::{
     read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
 };
 pub use speedscope::Speedscope;
-pub use spill::{FoldedRecorder, SPILL_BYTES_ENV};
+pub use spill::{FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.

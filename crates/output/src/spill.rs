@@ -12,7 +12,8 @@
 //!   pruned first. inferno leaves out every rectangle narrower than `min_width` percent of the
 //!   total, and a node is never wider than its parent, so the whole subtree of a node narrower
 //!   than that can be replaced by one line naming the node with the subtree's total: the node
-//!   keeps its place and width and is still not drawn, and nothing under it was drawn. For svg
+//!   keeps its place and width and is still not drawn, and nothing under it was drawn (and
+//!   such lines are merged further: see [`Pruner`]). For svg
 //!   the map's keys separate frames with a character that sorts below any a label can hold
 //!   (labels are escaped: no control characters), so a node's subtree is contiguous in the
 //!   stream; a first pass sums the total (inferno's) and a second prunes. The picture is
@@ -46,7 +47,7 @@ use crate::{label_of, Collapsed, FormatKind, Svg};
 /// `1` spills at every new line).
 pub const SPILL_BYTES_ENV: &str = "STROBE_SPILL_BYTES";
 /// How many bytes of distinct folded lines are kept in memory before they are spilled.
-pub const DEFAULT_SPILL_BYTES: usize = 2 << 20;
+pub const DEFAULT_SPILL_BYTES: usize = 1 << 20;
 /// What one map entry costs besides its text (node share, `String` and `Count`).
 const ENTRY_OVERHEAD: usize = 64;
 /// How many runs of one size are merged into one bigger run (and so the most runs a merge
