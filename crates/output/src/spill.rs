@@ -491,9 +491,12 @@ impl FoldedRecorder {
         opts.palette_map = Some(&mut palette);
         // inferno's total: the sum of the lines' values.
         let mut time = 0u64;
-        let mut e = self.spool.entries()?;
-        while let Some((_, c)) = e.next()? {
-            time += svg.value.of(c);
+        {
+            // Its readers and buffers go before the second pass.
+            let mut e = self.spool.entries()?;
+            while let Some((_, c)) = e.next()? {
+                time += svg.value.of(c);
+            }
         }
         if time == 0 {
             return empty_svg(&opts.title, "No samples were recorded.", out);
