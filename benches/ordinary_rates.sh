@@ -6,6 +6,7 @@
 #   benches/ordinary_rates.sh                       # SECS=10 per sampler, rates 100 and 1000
 #   SECS=3 RATES=1000 TARGETS=paths benches/ordinary_rates.sh
 #   MEMORY_SECS=600 benches/ordinary_rates.sh --memory   # RSS of strobe record at 1 kHz
+#   BEFORE=/work/before-strobe benches/ordinary_rates.sh --memory-peak   # peak RSS per format
 #
 # Targets (benches/*.py, each printing READY):
 # - threads: benches/threads_target.py, 1 busy thread + 7 sleeping/waiting threads;
@@ -31,6 +32,16 @@
 # --memory: instead, strobe record at 1 kHz on the paths target (python3.14) for MEMORY_SECS
 # (default 600), its resident set read from /proc/PID/status every MEMORY_EVERY seconds (10),
 # recording MEMORY_FORMAT (raw; e.g. collapsed for a profile, which keeps every distinct stack).
+#
+# --memory-peak: instead, strobe record flat out (--rate 1000000) on the paths target (python3.14)
+# until PEAK_SAMPLES samples (default 3.2 million, an hour at 1 kHz; the duration is estimated
+# from a short first run), once per format of PEAK_FORMATS (default "svg collapsed raw pprof
+# speedscope") and per binary ($BEFORE, if set, then $STROBE, alternating, PEAK_ROUNDS rounds,
+# default 1), each under /usr/bin/time -v: its peak resident set (including writing the
+# output), samples, distinct stacks. Flat out, consecutive samples share more stacks than at
+# 1 kHz, so there are fewer distinct stacks than an hour at 1 kHz has: the count is printed.
+# STROBE_SPILL_BYTES (the folded formats' memory budget, see crates/output/src/spill.rs) is
+# passed through when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +50,8 @@ RATES=${RATES:-"100 1000"}
 TARGETS=${TARGETS:-"threads paths"}
 MEMORY=
 [[ "${1:-}" == --memory ]] && MEMORY=1
+PEAK=
+[[ "${1:-}" == --memory-peak ]] && PEAK=1
 # shellcheck source=benches/peers.sh
 . benches/peers.sh
 peers_setup
@@ -65,6 +78,44 @@ threads_of() {
     echo "${#tasks[@]}"
 }
 
+if [[ -n "$PEAK" ]]; then
+    PEAK_SAMPLES=${PEAK_SAMPLES:-3200000}
+    PEAK_FORMATS=${PEAK_FORMATS:-"svg collapsed raw pprof speedscope"}
+    PEAK_ROUNDS=${PEAK_ROUNDS:-1}
+    start_chroot_target /usr/bin/python3.14 paths_target.py
+    machine_line
+    # How fast flat out is here, now: 3 s of raw.
+    "$STROBE" record --pid "$TARGET_PID" --rate 1000000 --duration 3 --format raw \
+        -o "$BTMP/probe.raw" --no-summary >"$BTMP/probe.log" 2>&1
+    rate=$(sed -n 's/.* samples · \([0-9.]*\) Hz.*/\1/p' "$BTMP/probe.log" | head -1)
+    secs=$(python3 -c "print(max(5, round($PEAK_SAMPLES / $rate)))")
+    echo "flat out: $rate samples/s here, so ${secs} s per recording for ~$PEAK_SAMPLES samples (paths target, python3.14, pid $TARGET_PID)"
+    echo "| format | binary | peak RSS MiB | wall s | samples | distinct stacks (collapsed lines) | load |"
+    echo "|---|---|---|---|---|---|---|"
+    bins=("$STROBE")
+    [[ -n "${BEFORE:-}" ]] && bins=("$BEFORE" "$STROBE")
+    declare -A EXT=([svg]=svg [collapsed]=txt [raw]=raw [pprof]=pb.gz [speedscope]=json [chrome]=trace.json [gecko]=gecko.json)
+    for ((round = 1; round <= PEAK_ROUNDS; round++)); do
+        for format in $PEAK_FORMATS; do
+            for bin in "${bins[@]}"; do
+                name=$([[ "$bin" == "${BEFORE:-}" ]] && echo before || echo after)
+                out="$BTMP/peak.$name.${EXT[$format]}"
+                /usr/bin/time -v "$bin" record --pid "$TARGET_PID" --rate 1000000 \
+                    --duration "$secs" --format "$format" -o "$out" --no-summary \
+                    >"$BTMP/peak.log" 2>&1 || true
+                rss=$(awk '/Maximum resident set size/ {printf "%.1f", $NF / 1024}' "$BTMP/peak.log")
+                wall=$(awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s}' "$BTMP/peak.log")
+                samples=$(sed -n 's/.*recorded [0-9.]* s · \([0-9,]*\) samples.*/\1/p' "$BTMP/peak.log" | head -1)
+                lines=-
+                [[ "$format" == collapsed ]] && lines=$(wc -l <"$out")
+                echo "| $format | $name | $rss | $wall | $samples | $lines | $(cut -d' ' -f1-3 /proc/loadavg) |"
+                rm -f "$out"
+            done
+        done
+    done
+    exit 0
+fi
+
 if [[ -n "$MEMORY" ]]; then
     MEMORY_SECS=${MEMORY_SECS:-600}
     MEMORY_EVERY=${MEMORY_EVERY:-10}
@@ -72,19 +123,24 @@ if [[ -n "$MEMORY" ]]; then
     start_chroot_target /usr/bin/python3.14 paths_target.py
     echo "strobe record --rate 1000 --format $MEMORY_FORMAT for ${MEMORY_SECS} s on benches/paths_target.py (python3.14, pid $TARGET_PID)"
     machine_line
-    "$STROBE" record --pid "$TARGET_PID" --rate 1000 --duration "$MEMORY_SECS" \
-        --format "$MEMORY_FORMAT" -o "$BTMP/memory.$MEMORY_FORMAT" >"$BTMP/memory.log" 2>&1 &
+    /usr/bin/time -v -o "$BTMP/memory.time" "$STROBE" record --pid "$TARGET_PID" --rate 1000 \
+        --duration "$MEMORY_SECS" --format "$MEMORY_FORMAT" -o "$BTMP/memory.$MEMORY_FORMAT" \
+        >"$BTMP/memory.log" 2>&1 &
     REC=$!
     echo "| seconds | RSS KiB |"
     echo "|---|---|"
     start=$SECONDS
+    rec=
     while kill -0 "$REC" 2>/dev/null; do
-        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$REC/status" 2>/dev/null || true)
+        # strobe is the child of /usr/bin/time.
+        if [[ -z "$rec" ]]; then rec=$(pgrep -P "$REC" | head -1 || true); fi
+        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/${rec:-$REC}/status" 2>/dev/null || true)
         [[ -n "$rss" ]] && echo "| $((SECONDS - start)) | $rss |"
         sleep "$MEMORY_EVERY"
     done
     wait "$REC" || true
     grep -E "recorded|sampler used" "$BTMP/memory.log" || cat "$BTMP/memory.log"
+    echo "peak RSS (writing the output included): $(awk '/Maximum resident set size/ {print $NF}' "$BTMP/memory.time") KiB"
     echo "$MEMORY_FORMAT file: $(du -k "$BTMP/memory.$MEMORY_FORMAT" | cut -f1) KiB"
     if [[ "$MEMORY_FORMAT" == collapsed ]]; then
         echo "distinct stacks (lines): $(wc -l <"$BTMP/memory.collapsed")"

@@ -26,6 +26,7 @@ mod record_async;
 mod record_exceptions;
 mod record_gc;
 mod record_modes;
+mod record_spill;
 mod record_stop;
 mod record_summary;
 mod safety;

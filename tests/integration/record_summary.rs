@@ -27,7 +27,7 @@ fn record(pid: &str, secs: &str, extra: &[&str], out: &std::path::Path) -> std::
 }
 
 /// Rows of the table titled `title`: function → (%own, %total).
-fn table(stderr: &str, title: &str) -> BTreeMap<String, (f64, f64)> {
+pub(crate) fn table(stderr: &str, title: &str) -> BTreeMap<String, (f64, f64)> {
     let mut rows = BTreeMap::new();
     let mut lines = stderr
         .lines()

@@ -34,7 +34,7 @@ pub use pipeline::{
     pipeline, pipeline_streamed, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide,
     SAMPLER_STACK_BUDGET,
 };
-pub use profile::{Metadata, Profile, ProfileOptions, StackCount};
+pub use profile::{thread_label_in, Metadata, Profile, ProfileOptions, StackCount};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -294,19 +294,24 @@ impl Profile {
 
     /// A human-readable label for a thread: `"thread 1234 (MainThread)"`.
     pub fn thread_label(&self, id: ThreadId) -> String {
-        match self.tables.thread(id) {
-            Some(t) => {
-                let mut s = format!("thread {}", t.os_tid);
-                if let Some(n) = t.name {
-                    s.push_str(&format!(" ({})", self.tables.str(n)));
-                }
-                if t.interpreter_id != 0 {
-                    s.push_str(&format!(" [interpreter {}]", t.interpreter_id));
-                }
-                s
+        thread_label_in(&self.tables, id)
+    }
+}
+
+/// [`Profile::thread_label`] of thread `id` of tables `t`.
+pub fn thread_label_in(tables: &Tables, id: ThreadId) -> String {
+    match tables.thread(id) {
+        Some(t) => {
+            let mut s = format!("thread {}", t.os_tid);
+            if let Some(n) = t.name {
+                s.push_str(&format!(" ({})", tables.str(n)));
             }
-            None => format!("thread #{}", id.0),
+            if t.interpreter_id != 0 {
+                s.push_str(&format!(" [interpreter {}]", t.interpreter_id));
+            }
+            s
         }
+        None => format!("thread #{}", id.0),
     }
 }
 

@@ -2,7 +2,8 @@
 //! now (a raw recording keeps every sample, idle ones included, by line).
 
 use anyhow::Context;
-use strobe_output::read_raw;
+use strobe_aggregate::Sample;
+use strobe_output::{read_raw, read_raw_counts, write_atomically, FoldedRecorder};
 
 use crate::args::ConvertArgs;
 use crate::record::{check_writable, format_for, profile_options, write_profile};
@@ -11,7 +12,13 @@ use crate::record::{check_writable, format_for, profile_options, write_profile};
 pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let kind = format_for(&args.output, args.format);
     check_writable(&args.output)?;
-    let rec = read_raw(&args.input)?;
+    let folded = FoldedRecorder::supports(kind);
+    // collapsed and svg need no timeline, and are folded in bounded memory (as `record` does).
+    let rec = if folded {
+        read_raw_counts(&args.input)?
+    } else {
+        read_raw(&args.input)?
+    };
     if rec.ignored_bytes > 0 {
         eprintln!(
             "strobe: warning: the last {} bytes of {} are an incomplete chunk (the recorder was \
@@ -19,6 +26,36 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
             rec.ignored_bytes,
             args.input.display()
         );
+    }
+    if folded {
+        let dir = match args.output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let p = &rec.profile;
+        let view = profile_options(&args.view);
+        let mut f = FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env());
+        let write = |f: &mut FoldedRecorder| -> std::io::Result<()> {
+            for sc in &p.stacks {
+                let s = Sample {
+                    stack: sc.stack,
+                    thread: sc.thread,
+                    flags: sc.flags,
+                    timestamp_ns: 0,
+                    weight_ns: 0,
+                };
+                f.add_count(&p.tables, &s, sc.count)?;
+            }
+            write_atomically(&args.output, |w| f.write(&p.meta, w))
+        };
+        write(&mut f).with_context(|| format!("writing {}", args.output.display()))?;
+        eprintln!(
+            "strobe: wrote {} ({}, {} samples)",
+            args.output.display(),
+            kind.name(),
+            f.total().samples
+        );
+        return Ok(());
     }
     let profile = rec
         .profile

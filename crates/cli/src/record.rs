@@ -4,9 +4,10 @@
 //! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
 //! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start_process`) → this
 //! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
-//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]), redraws the status
-//! line, and waits for a stop signal or the end of sampling → final drain → the output is
-//! written (atomically, except raw, which was streamed) → summary.
+//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or folds them into
+//! lines (collapsed and svg: [`FoldedRecorder`], which spills sorted runs to disk past a memory
+//! budget), redraws the status line, and waits for a stop signal or the end of sampling →
+//! final drain → the output is written (atomically, except raw, which was streamed) → summary.
 
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
-use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter};
+use strobe_output::{write_atomically, FoldedRecorder, FormatKind, RawStats, RawWriter};
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
 use strobe_signals::StopSignals;
 
@@ -288,11 +289,21 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 
     let view = profile_options(&args.view);
     let summary_options = report::summary_options(view.filter, view.hide_gc);
+    // collapsed and svg are folded sample by sample as they are drained, in bounded memory
+    // (spilling sorted runs next to the output past a budget; see strobe_output's `spill`).
+    let mut folded = FoldedRecorder::supports(kind).then(|| {
+        let dir = match output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env())
+    });
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     // A raw file is streamed: the tables forget stacks not seen lately and no counts are kept
-    // per stack, so memory does not grow with distinct stacks. A profile needs them all.
-    let (side, mut agg) = if raw {
+    // per stack, so memory does not grow with distinct stacks; so are the folded formats. The
+    // other formats need every stack in a profile.
+    let (side, mut agg) = if raw || folded.is_some() {
         strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options)
     } else {
         strobe_aggregate::pipeline(capacity)
@@ -336,6 +347,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         // Once the sampler's side is gone everything it sent is queued; the thread is ending.
         let finished = handle.is_finished() || agg.sampler_gone();
         let drained = agg.drain()?;
+        if let (Some(f), None) = (folded.as_mut(), write_error.as_ref()) {
+            if let Err(e) = fold(f, &drained) {
+                write_error = Some(e.into());
+            }
+        }
         if let Some(w) = raw_writer.as_mut() {
             if write_error.is_none() {
                 if let Err(e) = w.append(drained.tables, drained.samples) {
@@ -402,6 +418,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Whatever was queued before the sampler ended.
     while !agg.finished() {
         let drained = agg.drain()?;
+        if let (Some(f), None) = (folded.as_mut(), write_error.as_ref()) {
+            if let Err(e) = fold(f, &drained) {
+                write_error = Some(e.into());
+            }
+        }
         if let (Some(w), None) = (raw_writer.as_mut(), write_error.as_ref()) {
             if let Err(e) = w.append(drained.tables, drained.samples) {
                 write_error = Some(e.into());
@@ -417,21 +438,43 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     meta.dropped = final_stats.dropped;
 
     // The output is written even when sampling failed: what was recorded is kept.
-    let write_result = match raw_writer {
-        Some(mut w) => match write_error {
+    let write_result = match (raw_writer, folded.as_mut()) {
+        (_, Some(f)) => match write_error {
             Some(e) => Err(e),
             None => {
-                w.record_stats(&raw_stats(&final_stats));
-                w.finish()
-                    .map(drop)
+                meta.dropped = meta.dropped.max(agg.dropped());
+                write_atomically(&output, |w| f.write(&meta, w))
                     .with_context(|| format!("writing {}", output.display()))
             }
         },
-        None => agg
-            .profile(meta.clone(), profile_options(&args.view))
-            .map_err(anyhow::Error::from)
-            .and_then(|p| write_profile(&output, kind, &p)),
+        (raw_writer, None) => match raw_writer {
+            Some(mut w) => match write_error {
+                Some(e) => Err(e),
+                None => {
+                    w.record_stats(&raw_stats(&final_stats));
+                    w.finish()
+                        .map(drop)
+                        .with_context(|| format!("writing {}", output.display()))
+                }
+            },
+            None => agg
+                .profile(meta.clone(), profile_options(&args.view))
+                .map_err(anyhow::Error::from)
+                .and_then(|p| write_profile(&output, kind, &p)),
+        },
     };
+    if let Some(n) = folded
+        .as_ref()
+        .map(FoldedRecorder::spilled_runs)
+        .filter(|n| *n > 0)
+    {
+        say!(
+            "strobe: the distinct stacks outgrew the memory budget: {n} sorted runs were spilled \
+             to disk and merged into the output"
+        );
+    }
+    // The spill files go now, whatever happened.
+    drop(folded);
 
     if let Some(sig) = stopped_by {
         say!("strobe: stopped by {sig}");
@@ -520,6 +563,14 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         Some(status) => report_exit(status),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Folds the samples of one drain.
+fn fold(f: &mut FoldedRecorder, d: &strobe_aggregate::Drained<'_>) -> std::io::Result<()> {
+    for s in d.samples {
+        f.add(d.tables, s)?;
+    }
+    Ok(())
 }
 
 /// strobe's own cost of sampling: the sampler thread's CPU time per sample (round) and as a

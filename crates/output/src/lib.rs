@@ -25,6 +25,7 @@ mod json;
 mod pprof;
 pub mod raw;
 mod speedscope;
+mod spill;
 mod svg;
 
 pub use atomic::write_atomically;
@@ -32,8 +33,11 @@ pub use chrome::Chrome;
 pub use collapsed::Collapsed;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
-pub use raw::{read_raw, read_raw_bytes, RawError, RawRecording, RawStats, RawWriter};
+pub use raw::{
+    read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
+};
 pub use speedscope::Speedscope;
+pub use spill::{FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.
@@ -163,16 +167,26 @@ impl Value {
 /// - interpreter: `<GC>`.
 pub fn frame_label(profile: &Profile, id: FrameId) -> String {
     let t = &profile.tables;
-    let Some(f) = t.frame(id) else {
-        return String::from("<unknown frame>");
-    };
+    match t.frame(id) {
+        Some(f) => label_of(t, f, f.line),
+        None => String::from("<unknown frame>"),
+    }
+}
+
+/// [`frame_label`] of frame `f` of tables `t`, with `line` in place of its own (`None` for
+/// `--function`).
+pub(crate) fn label_of(
+    t: &strobe_aggregate::Tables,
+    f: &strobe_aggregate::Frame,
+    line: Option<i32>,
+) -> String {
     let mut s = String::with_capacity(64);
     s.push_str(t.str(f.function));
     match f.kind {
         FrameKind::Python => {
             s.push_str(" (");
             s.push_str(t.str(f.filename));
-            if let Some(line) = f.line {
+            if let Some(line) = line {
                 let _ = write!(s, ":{line}");
             }
             s.push(')');
@@ -181,7 +195,7 @@ pub fn frame_label(profile: &Profile, id: FrameId) -> String {
             if let Some(m) = f.module {
                 let _ = write!(s, " ({})", module_name(t.str(m)));
             }
-            push_source(&mut s, t.str(f.filename), f.line);
+            push_source(&mut s, t.str(f.filename), line);
         }
         FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {}
     }

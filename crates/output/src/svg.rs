@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 use inferno::flamegraph::color::{Color, MultiPalette, Palette, PaletteMap};
 use inferno::flamegraph::{self, Options};
-use strobe_aggregate::{FrameId, FrameKind, Profile};
+use strobe_aggregate::{Count, FrameId, FrameKind, Metadata, Profile};
 
 use crate::collapsed::{escape, folded};
 use crate::{frame_label, Format, Value};
@@ -18,7 +18,7 @@ use crate::{frame_label, Format, Value};
 /// Native frames are drawn in blues, kernel frames in orange, `<GC>` in grey, so that they stand apart from
 /// the Python frames (reds for application code, yellow for the standard library, aqua for
 /// site-packages: inferno's Python palette).
-fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
+pub(crate) fn kind_colour(kind: FrameKind, label: &str) -> Option<Color> {
     // A stable variation per name, so that neighbouring frames can be told apart.
     let h = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -90,10 +90,27 @@ pub struct Svg {
 }
 
 fn options(profile: &Profile, value: Value, title: Option<&str>) -> Options<'static> {
+    options_for(
+        &profile.meta,
+        profile.total(),
+        profile.rate_achieved_hz(),
+        value,
+        title,
+    )
+}
+
+/// inferno's options for a profile of `meta` that counted `total` at `rate_achieved_hz`.
+pub(crate) fn options_for(
+    meta: &Metadata,
+    total: Count,
+    rate_achieved_hz: f64,
+    value: Value,
+    title: Option<&str>,
+) -> Options<'static> {
     let mut o = Options::default();
-    let title = title.map_or_else(|| format!("strobe: {}", profile.meta.target), str::to_owned);
+    let title = title.map_or_else(|| format!("strobe: {}", meta.target), str::to_owned);
     o.title = printable(&title);
-    o.subtitle = Some(printable(&subtitle(profile)));
+    o.subtitle = Some(printable(&subtitle(meta, total, rate_achieved_hz)));
     o.count_name = value.unit_name().to_owned();
     o.colors = Palette::Multi(MultiPalette::Python);
     // Colour by hash of the name: the same input gives the same picture (diffable, golden-testable).
@@ -101,9 +118,7 @@ fn options(profile: &Profile, value: Value, title: Option<&str>) -> Options<'sta
     o
 }
 
-fn subtitle(p: &Profile) -> String {
-    let m = &p.meta;
-    let total = p.total();
+fn subtitle(m: &Metadata, total: Count, rate_achieved_hz: f64) -> String {
     let mut s = String::new();
     if let Some(v) = &m.python_version {
         let _ = write!(s, "Python {v} · ");
@@ -114,7 +129,7 @@ fn subtitle(p: &Profile) -> String {
         total.samples,
         m.duration_ns as f64 / 1e9,
         m.rate_requested_hz,
-        p.rate_achieved_hz()
+        rate_achieved_hz
     );
     if m.errors > 0 {
         let _ = write!(s, " · {} sampling errors", m.errors);
@@ -211,7 +226,7 @@ pub fn write_diff_svg(
 /// quick-xml escapes markup characters but passes control characters through, and XML 1.0
 /// cannot contain most of them at all: replace them. (Frame names reach inferno already escaped
 /// by the folded format, which spells control characters out.)
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '\u{fffd}' } else { c })
         .collect()
@@ -234,7 +249,7 @@ fn xml_escape(s: &str) -> String {
     o
 }
 
-fn empty_svg(title: &str, message: &str, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn empty_svg(title: &str, message: &str, out: &mut dyn Write) -> io::Result<()> {
     write!(
         out,
         concat!(

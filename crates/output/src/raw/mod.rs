@@ -51,7 +51,7 @@ mod reader;
 mod tests;
 mod writer;
 
-pub use reader::{read_raw, read_raw_bytes, RawError, RawRecording};
+pub use reader::{read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording};
 pub(crate) use writer::RawFormat;
 pub use writer::RawWriter;
 

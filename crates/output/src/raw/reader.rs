@@ -71,6 +71,16 @@ pub fn read_raw(path: &Path) -> Result<RawRecording, RawError> {
     read_raw_bytes(&bytes)
 }
 
+/// [`read_raw`] without the timeline (the profile's `timeline` is empty): for formats that
+/// only need the counts per stack, 32 bytes per sample less.
+pub fn read_raw_counts(path: &Path) -> Result<RawRecording, RawError> {
+    let bytes = std::fs::read(path).map_err(|error| RawError::Io {
+        path: path.to_owned(),
+        error,
+    })?;
+    read_raw_bytes_with(&bytes, false)
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
@@ -343,6 +353,10 @@ impl Reader {
 /// [`RawRecording::ignored_bytes`]); fails only when the header is missing or wrong, or when a
 /// chunk with a valid checksum does not decode.
 pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
+    read_raw_bytes_with(bytes, true)
+}
+
+fn read_raw_bytes_with(bytes: &[u8], timeline: bool) -> Result<RawRecording, RawError> {
     let Some(header) = bytes.get(..HEADER_LEN) else {
         let n = bytes.len().min(MAGIC.len());
         return Err(if bytes.get(..n) == MAGIC.get(..n) {
@@ -362,7 +376,7 @@ pub fn read_raw_bytes(bytes: &[u8]) -> Result<RawRecording, RawError> {
         version,
         ..Reader::default()
     };
-    r.counts.keep_timeline(true);
+    r.counts.keep_timeline(timeline);
     let mut pos = HEADER_LEN;
     let mut chunks = 0;
     while let Some(h) = bytes.get(pos..pos + CHUNK_HEADER_LEN) {

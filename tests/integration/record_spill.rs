@@ -1,0 +1,163 @@
+//! `strobe record` of the folded formats (collapsed, svg) past the memory budget: the stacks
+//! are spilled to disk as sorted runs and merged (`STROBE_SPILL_BYTES=1` forces a spill at
+//! every new distinct stack). The target takes random paths (`tests/targets/record_paths.py`),
+//! so there are many distinct stacks; the output is complete (the collapsed file says what the
+//! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
+//! of a raw recording writes the same bytes spilled or not.
+
+use crate::harness::{Announced, Interp, Script, TempDir};
+use crate::record::{assert_ok, parse_svg, strobe_cmd};
+use crate::record_summary::table;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn record_spilled(pid: &str, out: &Path) -> String {
+    let args = [
+        "record",
+        "--pid",
+        pid,
+        "--duration",
+        "1.5",
+        "--rate",
+        "1000",
+        "--summary",
+        "--stack-table-bytes",
+        "3000",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let run = strobe_cmd(&args)
+        .env("STROBE_SPILL_BYTES", "1")
+        .output()
+        .unwrap();
+    let stderr = assert_ok(&run, "record with STROBE_SPILL_BYTES=1");
+    assert!(
+        stderr.contains("sorted runs were spilled to disk"),
+        "no spill: {stderr}"
+    );
+    stderr
+}
+
+fn spill_files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".strobe-spill"))
+        .collect()
+}
+
+/// `p3 (/tmp/x/record_paths.py:27)` → `p3 (record_paths.py)`, as the summary table names it.
+fn function_of(label: &str) -> String {
+    let (name, rest) = label.split_once(" (").unwrap();
+    let file = rest.trim_end_matches(')');
+    let file = file.rsplit_once(':').map_or(file, |(f, _)| f);
+    format!("{name} ({})", file.rsplit('/').next().unwrap())
+}
+
+#[test]
+fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+
+    let collapsed = dir.path().join("paths.txt");
+    let stderr = record_spilled(&pid, &collapsed);
+    let text = std::fs::read_to_string(&collapsed).unwrap();
+    let lines: Vec<(&str, u64)> = text
+        .lines()
+        .map(|l| {
+            let (s, v) = l.rsplit_once(' ').unwrap();
+            (s, v.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        lines.len() >= 50,
+        "{} distinct stacks:\n{text}",
+        lines.len()
+    );
+    assert!(
+        lines.windows(2).all(|w| w[0].0 < w[1].0),
+        "lines not sorted and merged:\n{text}"
+    );
+    // Own and total time per function from the file against the live summary table. Each line's
+    // µs are rounded (±0.5 µs) and the table's percentages too (±0.05).
+    let weight: u64 = lines.iter().map(|(_, v)| v).sum();
+    let slack = 0.051 + 100.0 * 0.5 * lines.len() as f64 / weight as f64;
+    let mut own: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    for (stack, v) in &lines {
+        let names: Vec<String> = stack.split(';').map(function_of).collect();
+        *own.entry(names.last().unwrap().clone()).or_default() += v;
+        for n in names.iter().collect::<BTreeSet<_>>() {
+            *total.entry(n.clone()).or_default() += v;
+        }
+    }
+    let pct = |m: &BTreeMap<String, u64>, k: &str| {
+        100.0 * m.get(k).copied().unwrap_or(0) as f64 / weight as f64
+    };
+    for title in ["most own time", "most total time"] {
+        for (f, (o, t)) in table(&stderr, title) {
+            assert!(
+                (o - pct(&own, &f)).abs() <= slack && (t - pct(&total, &f)).abs() <= slack,
+                "{f}: table {o}/{t}, file {}/{} (slack {slack})\n{stderr}",
+                pct(&own, &f),
+                pct(&total, &f)
+            );
+        }
+    }
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+
+    let svg = dir.path().join("paths.svg");
+    record_spilled(&pid, &svg);
+    let parsed = parse_svg(&svg);
+    let paths: Vec<&String> = parsed
+        .labels
+        .iter()
+        .filter(|l| l.contains("record_paths.py"))
+        .collect();
+    assert!(paths.len() >= 8, "{:?}", parsed.labels);
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+
+    // convert folds a raw recording the same way: spilled at every line or not at all, the
+    // same bytes.
+    let raw = dir.path().join("paths.raw");
+    let run = strobe_cmd(&[
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "1",
+        "--rate",
+        "1000",
+        "--format",
+        "raw",
+        "-o",
+        raw.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert_ok(&run, "record --format raw");
+    target.close_stdin();
+    for file in ["c.txt", "c.svg"] {
+        let mut outs = Vec::new();
+        for budget in ["1", "1000000000"] {
+            let out = dir.path().join(format!("{budget}.{file}"));
+            let run = strobe_cmd(&[
+                "convert",
+                raw.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--threads",
+            ])
+            .env("STROBE_SPILL_BYTES", budget)
+            .output()
+            .unwrap();
+            assert_ok(&run, "convert");
+            outs.push(std::fs::read(&out).unwrap());
+        }
+        assert!(outs[0] == outs[1], "{file}: spilled and in-memory differ");
+        assert!(outs[0].len() > 1000, "{file}: {} bytes", outs[0].len());
+        assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+    }
+}
