@@ -11,13 +11,18 @@
 //!   instant, and the merge does not take the liberties one instant allows.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use strobe_native::KernelBoundary;
-use strobe_remote::{BlockedThread, PerfConfig, PerfThread, StackError, ThreadTracer, UserRegs};
+use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
+use strobe_remote::{
+    BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer, UserRegs,
+};
 
-/// Bytes of stack copied from the stack pointer up (ptrace and asleep).
+/// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
+/// thread's stack was unwound to its outermost frame, only up to there ([`Capturer::span`]).
 pub(crate) const STACK_BYTES: usize = 256 * 1024;
+/// Threads whose stack reach is remembered, at most (more, and the list starts again).
+const MAX_REACHES: usize = 4096;
 /// perf events: samples per second of a thread's CPU time, and stack bytes per sample. The
 /// latest sample is what a capture uses, so it is at most one period (4 ms) older than the
 /// capture while the thread runs.
@@ -29,6 +34,13 @@ const PERF: PerfConfig = PerfConfig {
 };
 /// A perf sample older than this is not the thread's present: it has not run since.
 const PERF_FRESH: Duration = Duration::from_millis(50);
+/// Threads stay seized between the sampler's captures only while it hands on their signals
+/// ([`Capturer::service`]) at least this often: a signal to a seized thread stops it until
+/// then. Slower samplers seize and detach each capture.
+const HOLD_MAX_GAP: Duration = Duration::from_millis(20);
+/// A seized thread not captured for this long is let go (it went idle, or is no longer
+/// sampled), so that it is not held from other tracers for nothing.
+const HOLD_UNUSED: Duration = Duration::from_secs(1);
 
 /// One thread's capture.
 pub(crate) struct Captured {
@@ -38,6 +50,10 @@ pub(crate) struct Captured {
     pub(crate) asleep: bool,
     /// The native stack and the Python read are of one instant (not a perf snapshot).
     pub(crate) same_instant: bool,
+    /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
+    /// does not complete may need the whole stack (the thread id was reused, or it runs on
+    /// another stack).
+    pub(crate) bounded: bool,
 }
 
 /// A thread's perf event and its latest snapshot: (time, registers, stack).
@@ -56,18 +72,37 @@ pub(crate) struct Capturer {
     /// refused.
     perf_instead: Option<String>,
     perf: HashMap<i32, PerfState>,
+    /// Threads kept seized between the sampler's captures, by thread id (see
+    /// [`Capturer::service`]).
+    held: HashMap<i32, Held>,
+    /// When [`Capturer::service`] was last called, and whether the calls come often enough
+    /// to keep threads seized ([`HOLD_MAX_GAP`]).
+    serviced: Option<Instant>,
+    hold: bool,
+    /// Per thread, one past the highest stack address its last complete unwind read.
+    reach: HashMap<i32, u64>,
     /// Lines for the user, taken by [`Capturer::take_warnings`].
     warnings: Vec<String>,
 }
 
+/// A thread kept seized between captures, and when it was last captured.
+struct Held {
+    tracer: ThreadTracer,
+    used: Instant,
+}
+
 impl Capturer {
     /// Registers and stack of thread `tid` of `pid` into [`Capturer::stack`], with `during`
-    /// run at the same instant if possible. `may_sleep`: try reading it asleep first.
+    /// run at the same instant if possible. `may_sleep`: try reading it asleep first. `keep`:
+    /// the caller calls [`Capturer::service`] every round (the sampler), so a thread that is
+    /// stopped for the capture may stay seized for the next one, saving the seize and the
+    /// detach of each capture.
     pub(crate) fn capture(
         &mut self,
         pid: i32,
         tid: i32,
         may_sleep: bool,
+        keep: bool,
         mut during: impl FnMut(),
     ) -> Result<Captured, String> {
         // Asleep: no stop at all, if the run count proves it slept through the Python read.
@@ -76,8 +111,9 @@ impl Capturer {
         } else {
             None
         };
+        let span = self.span(tid);
         if let Some((before, mut blocked)) = blocked {
-            if let Ok(c) = blocked.capture(STACK_BYTES, &mut self.stack) {
+            if let Ok(c) = blocked.capture(span, &mut self.stack) {
                 during();
                 if run_count(pid, tid) == Some(before) {
                     return Ok(Captured {
@@ -87,15 +123,19 @@ impl Capturer {
                         }),
                         asleep: true,
                         same_instant: true,
+                        bounded: span.bytes_from(c.regs.sp) < span.max,
                     });
                 }
             }
+        }
+        if keep && self.hold && self.perf_instead.is_none() {
+            return self.capture_held(pid, tid, during);
         }
         if self.perf_instead.is_none() {
             match ThreadTracer::seize(pid, tid) {
                 Ok(tracer) => {
                     let (c, ()) = tracer
-                        .capture_once(STACK_BYTES, &mut self.stack, during)
+                        .capture_once(span, &mut self.stack, during)
                         .map_err(|e| e.to_string())?;
                     return Ok(Captured {
                         regs: c.regs,
@@ -104,23 +144,92 @@ impl Capturer {
                         kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
                         asleep: false,
                         same_instant: true,
+                        bounded: span.bytes_from(c.regs.sp) < span.max,
                     });
                 }
-                Err(
-                    e @ (StackError::AlreadyTraced { .. } | StackError::PermissionDenied { .. }),
-                ) => {
-                    self.warnings.push(format!(
-                        "native stacks of running threads come from perf events instead of a \
-                         ptrace stop: {e}. The kernel's snapshot is a few milliseconds older than \
-                         the Python frames read with it, so more of these samples fail to merge \
-                         (they keep their Python frames; the summary counts them)"
-                    ));
-                    self.perf_instead = Some(e.to_string());
-                }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => self.seize_refused(e)?,
             }
         }
         self.capture_perf(pid, tid, during)
+    }
+
+    /// A refused seize: from now on running threads come from perf events, said once; other
+    /// errors are the capture's.
+    fn seize_refused(&mut self, e: StackError) -> Result<(), String> {
+        match e {
+            StackError::AlreadyTraced { .. } | StackError::PermissionDenied { .. } => {
+                self.warnings.push(format!(
+                    "native stacks of running threads come from perf events instead of a \
+                     ptrace stop: {e}. The kernel's snapshot is a few milliseconds older than \
+                     the Python frames read with it, so more of these samples fail to merge \
+                     (they keep their Python frames; the summary counts them)"
+                ));
+                self.perf_instead = Some(e.to_string());
+                Ok(())
+            }
+            e => Err(e.to_string()),
+        }
+    }
+
+    /// [`Capturer::capture`] of a thread kept seized: seized on its first capture, then only
+    /// stopped and resumed.
+    fn capture_held(
+        &mut self,
+        pid: i32,
+        tid: i32,
+        mut during: impl FnMut(),
+    ) -> Result<Captured, String> {
+        let held = match self.held.entry(tid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => match ThreadTracer::seize(pid, tid) {
+                Ok(tracer) => v.insert(Held {
+                    tracer,
+                    used: Instant::now(),
+                }),
+                Err(e) => {
+                    self.seize_refused(e)?;
+                    return self.capture_perf(pid, tid, during);
+                }
+            },
+        };
+        held.used = Instant::now();
+        let span = StackSpan {
+            max: STACK_BYTES,
+            end: self.reach.get(&tid).copied(),
+        };
+        match held.tracer.capture_with(span, &mut self.stack, &mut during) {
+            Ok((c, ())) => Ok(Captured {
+                regs: c.regs,
+                kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
+                asleep: false,
+                same_instant: true,
+                bounded: span.bytes_from(c.regs.sp) < span.max,
+            }),
+            Err(e) => {
+                // Gone, or in a state we cannot use: let it go (detached if still there).
+                self.held.remove(&tid);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Hand on the signals that stopped the threads kept seized since the last call, collect
+    /// the ones that exited, and let go of those not captured lately. The sampler calls it
+    /// every round; while the calls come less often than [`HOLD_MAX_GAP`], no thread is kept
+    /// seized (a signal would wait for the next round).
+    pub(crate) fn service(&mut self) {
+        let now = Instant::now();
+        self.hold = self
+            .serviced
+            .is_some_and(|last| now.duration_since(last) <= HOLD_MAX_GAP);
+        self.serviced = Some(now);
+        if !self.hold {
+            self.held.clear();
+            return;
+        }
+        self.held.retain(|_, held| {
+            now.duration_since(held.used) < HOLD_UNUSED && held.tracer.service().is_ok()
+        });
     }
 
     /// The latest perf snapshot of thread `tid`, then `during`.
@@ -177,7 +286,31 @@ impl Capturer {
             kernel: None,
             asleep: false,
             same_instant: false,
+            bounded: false,
         })
+    }
+
+    /// How much of thread `tid`'s stack a capture copies: up to the reach of its last
+    /// complete unwind, if there was one.
+    pub(crate) fn span(&self, tid: i32) -> StackSpan {
+        StackSpan {
+            max: STACK_BYTES,
+            end: self.reach.get(&tid).copied(),
+        }
+    }
+
+    /// Remember how far up thread `tid`'s stack `unwound` read, if it reached the outermost
+    /// frame and its stack `merged` with the Python frames; else forget it, so that the next
+    /// capture copies all it can.
+    pub(crate) fn learn_reach(&mut self, tid: i32, unwound: &Unwound, merged: bool) {
+        if merged && unwound.end == Some(UnwindEnd::Complete) && unwound.reach != 0 {
+            if self.reach.len() >= MAX_REACHES && !self.reach.contains_key(&tid) {
+                self.reach.clear();
+            }
+            self.reach.insert(tid, unwound.reach);
+        } else {
+            self.reach.remove(&tid);
+        }
     }
 
     /// Lines for the user since the last call (said once each).
