@@ -1,9 +1,11 @@
-//! `strobe record --native` keeps the running threads it samples seized between samples (one
-//! `PTRACE_SEIZE` per thread, not per sample). What a seized thread must still do, against a
-//! real interpreter (`native_held.py`, pyenv 3.12.1): receive its signals (handlers, an
-//! interval timer, SIGCHLD of its children), stop and continue with the process under
-//! `kill -STOP`/`kill -CONT`, run on untraced when strobe is killed, and start and exit
-//! threads, each collected once it exited.
+//! What a target must still do while `strobe record --native` stops its running threads for
+//! each sample (ptrace), against a real interpreter (`native_held.py`, pyenv 3.12.1): receive
+//! its signals (handlers, an interval timer, SIGCHLD of its children), stop and continue with
+//! the process under `kill -STOP`/`kill -CONT`, run on untraced when strobe is killed, start
+//! and exit threads (each collected once it exited), and, launched by strobe, exit with its
+//! status. (A version that kept the threads seized between samples failed the launched case:
+//! a SIGALRM it held until its next round reached the target after Python had reset its
+//! handler at exit.)
 
 use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
@@ -205,6 +207,37 @@ fn threads_that_start_and_exit_while_recorded_natively_are_collected() {
     let status = target.ready.child.wait().unwrap();
     assert!(status.success(), "the target ended with {status}");
     let stderr = finished(strobe);
+    let (merged, all) = merged_counts(&stderr);
+    assert!(merged > 0, "{merged} of {all}\n{stderr}");
+}
+
+/// `strobe record --native -- python ...`: strobe is both the target's parent and the tracer
+/// of its busy main thread, and checks every 10 ms whether the child exited. That check must
+/// not take a ptrace stop of the main thread (a signal's) for an exit: the target gets all
+/// its signals, finishes, and its exit status is strobe's.
+#[test]
+fn a_launched_target_recorded_natively_gets_its_signals_and_exits() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "native_held.py");
+    let dir = crate::harness::TempDir::new();
+    let out = dir.path().join("launched.txt");
+    let mut args = vec!["record", "--native", "--rate", "1000", "--duration", "120"];
+    args.extend(["-o", out.to_str().unwrap(), "--"]);
+    args.extend(script.command.iter().map(String::as_str));
+    args.push("signals");
+    let run = Command::new(strobe_bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("could not run strobe");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let done = stdout
+        .lines()
+        .find(|l| l.starts_with("DONE "))
+        .unwrap_or_else(|| panic!("the target said {stdout:?}\n{stderr}"));
+    assert_eq!(field(done, "usr1"), 200, "{done}");
+    assert_eq!(field(done, "children_ok"), 20, "{done}");
     let (merged, all) = merged_counts(&stderr);
     assert!(merged > 0, "{merged} of {all}\n{stderr}");
 }

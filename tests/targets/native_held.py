@@ -1,5 +1,5 @@
 # Targets of tests/integration/native_held.rs: a busy process whose running threads strobe's
-# `record --native` keeps seized between samples, doing what a seized thread must still do.
+# `record --native` stops for each sample, doing what such a thread must still do.
 # Prints "READY <pid>" first; each mode waits until strobe traces one of its threads (its
 # TracerPid in /proc) before it starts, so the work happens while it is recorded.
 #

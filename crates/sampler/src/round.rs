@@ -114,10 +114,6 @@ pub(crate) fn round(
             }
         }
     }
-    if st.native.mode == NativeMode::On && !cfg.blocking {
-        // Signals to threads kept seized since the previous round's native samples.
-        target.native_service();
-    }
     st.walks += 1;
     if cfg.blocking {
         // Scheduler states first: once frozen, every thread reads as traced-stopped.

@@ -272,7 +272,7 @@ impl NativeState {
             ..
         } = which;
         let mut walked = None;
-        let captured = self.capturer.capture(pid, tid, may_sleep, false, || {
+        let captured = self.capturer.capture(pid, tid, may_sleep, || {
             walked = Some(walker.walk());
         });
         let captured = match captured {
@@ -405,7 +405,7 @@ impl NativeState {
         let mut walked = None;
         let captured = self
             .capturer
-            .capture(which.pid, which.tid, may_sleep, true, || {
+            .capture(which.pid, which.tid, may_sleep, || {
                 walked = Some(walker.sample_into(raw));
             })
             .map_err(Retry::Final)?;
@@ -522,12 +522,6 @@ impl NativeState {
             merged: &self.merged,
             native: &self.frames,
         })
-    }
-
-    /// Between the sampler's rounds: hand on signals to the threads kept seized across
-    /// samples, collect those that exited, let go of those no longer sampled.
-    pub(crate) fn service(&mut self) {
-        self.capturer.service();
     }
 
     /// Lines for the user from the captures since the last call (a change of capture method,

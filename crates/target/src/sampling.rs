@@ -83,17 +83,6 @@ impl Target {
         }
     }
 
-    /// Once per sampling round under `--native`: hand on the signals that stopped threads
-    /// kept seized between native samples, collect the threads that exited, and let go of
-    /// those no longer sampled. A signal to a seized thread waits for this call, so it must
-    /// come at least every sampling period; threads are kept seized only while it comes at
-    /// least every 20 ms.
-    pub fn native_service(&mut self) {
-        if let Some(state) = self.native.as_mut() {
-            state.service();
-        }
-    }
-
     /// Lines for the user from native captures since the last call: a change of capture
     /// method (perf events where ptrace is refused), said once.
     pub fn take_native_warnings(&mut self) -> Vec<String> {

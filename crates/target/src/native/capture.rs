@@ -11,7 +11,7 @@
 //!   instant, and the merge does not take the liberties one instant allows.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 use strobe_remote::{
@@ -34,13 +34,6 @@ const PERF: PerfConfig = PerfConfig {
 };
 /// A perf sample older than this is not the thread's present: it has not run since.
 const PERF_FRESH: Duration = Duration::from_millis(50);
-/// Threads stay seized between the sampler's captures only while it hands on their signals
-/// ([`Capturer::service`]) at least this often: a signal to a seized thread stops it until
-/// then. Slower samplers seize and detach each capture.
-const HOLD_MAX_GAP: Duration = Duration::from_millis(20);
-/// A seized thread not captured for this long is let go (it went idle, or is no longer
-/// sampled), so that it is not held from other tracers for nothing.
-const HOLD_UNUSED: Duration = Duration::from_secs(1);
 
 /// One thread's capture.
 pub(crate) struct Captured {
@@ -72,37 +65,20 @@ pub(crate) struct Capturer {
     /// refused.
     perf_instead: Option<String>,
     perf: HashMap<i32, PerfState>,
-    /// Threads kept seized between the sampler's captures, by thread id (see
-    /// [`Capturer::service`]).
-    held: HashMap<i32, Held>,
-    /// When [`Capturer::service`] was last called, and whether the calls come often enough
-    /// to keep threads seized ([`HOLD_MAX_GAP`]).
-    serviced: Option<Instant>,
-    hold: bool,
     /// Per thread, one past the highest stack address its last complete unwind read.
     reach: HashMap<i32, u64>,
     /// Lines for the user, taken by [`Capturer::take_warnings`].
     warnings: Vec<String>,
 }
 
-/// A thread kept seized between captures, and when it was last captured.
-struct Held {
-    tracer: ThreadTracer,
-    used: Instant,
-}
-
 impl Capturer {
     /// Registers and stack of thread `tid` of `pid` into [`Capturer::stack`], with `during`
-    /// run at the same instant if possible. `may_sleep`: try reading it asleep first. `keep`:
-    /// the caller calls [`Capturer::service`] every round (the sampler), so a thread that is
-    /// stopped for the capture may stay seized for the next one, saving the seize and the
-    /// detach of each capture.
+    /// run at the same instant if possible. `may_sleep`: try reading it asleep first.
     pub(crate) fn capture(
         &mut self,
         pid: i32,
         tid: i32,
         may_sleep: bool,
-        keep: bool,
         mut during: impl FnMut(),
     ) -> Result<Captured, String> {
         // Asleep: no stop at all, if the run count proves it slept through the Python read.
@@ -127,9 +103,6 @@ impl Capturer {
                     });
                 }
             }
-        }
-        if keep && self.hold && self.perf_instead.is_none() {
-            return self.capture_held(pid, tid, during);
         }
         if self.perf_instead.is_none() {
             match ThreadTracer::seize(pid, tid) {
@@ -169,67 +142,6 @@ impl Capturer {
             }
             e => Err(e.to_string()),
         }
-    }
-
-    /// [`Capturer::capture`] of a thread kept seized: seized on its first capture, then only
-    /// stopped and resumed.
-    fn capture_held(
-        &mut self,
-        pid: i32,
-        tid: i32,
-        mut during: impl FnMut(),
-    ) -> Result<Captured, String> {
-        let held = match self.held.entry(tid) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => match ThreadTracer::seize(pid, tid) {
-                Ok(tracer) => v.insert(Held {
-                    tracer,
-                    used: Instant::now(),
-                }),
-                Err(e) => {
-                    self.seize_refused(e)?;
-                    return self.capture_perf(pid, tid, during);
-                }
-            },
-        };
-        held.used = Instant::now();
-        let span = StackSpan {
-            max: STACK_BYTES,
-            end: self.reach.get(&tid).copied(),
-        };
-        match held.tracer.capture_with(span, &mut self.stack, &mut during) {
-            Ok((c, ())) => Ok(Captured {
-                regs: c.regs,
-                kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
-                asleep: false,
-                same_instant: true,
-                bounded: span.bytes_from(c.regs.sp) < span.max,
-            }),
-            Err(e) => {
-                // Gone, or in a state we cannot use: let it go (detached if still there).
-                self.held.remove(&tid);
-                Err(e.to_string())
-            }
-        }
-    }
-
-    /// Hand on the signals that stopped the threads kept seized since the last call, collect
-    /// the ones that exited, and let go of those not captured lately. The sampler calls it
-    /// every round; while the calls come less often than [`HOLD_MAX_GAP`], no thread is kept
-    /// seized (a signal would wait for the next round).
-    pub(crate) fn service(&mut self) {
-        let now = Instant::now();
-        self.hold = self
-            .serviced
-            .is_some_and(|last| now.duration_since(last) <= HOLD_MAX_GAP);
-        self.serviced = Some(now);
-        if !self.hold {
-            self.held.clear();
-            return;
-        }
-        self.held.retain(|_, held| {
-            now.duration_since(held.used) < HOLD_UNUSED && held.tracer.service().is_ok()
-        });
     }
 
     /// The latest perf snapshot of thread `tid`, then `during`.
