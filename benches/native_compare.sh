@@ -4,6 +4,12 @@
 #
 #   benches/native_compare.sh                   # 1 and 50 threads; 100, 1000, 10000 Hz, max; 5 s
 #   THREADS="1" RATES="100" SECS=3 benches/native_compare.sh
+#   STROBES="before=/path/to/old/strobe after=target/release/strobe" ROUNDS=3 benches/native_compare.sh
+#   PYSPY=/path/to/py-spy benches/native_compare.sh   # a py-spy already installed
+#
+# STROBES names several strobe builds (LABEL=BINARY, default: this tree's release build as
+# `strobe`); each (threads, rate) runs py-spy then every build in turn, ROUNDS times
+# (default 1), so that before/after and the peer share the same minutes of a shared machine.
 #
 # The target (benches/native_target.py) runs THREADS threads calling zlib.crc32 in a loop and
 # prints its iterations per second every 0.25 s. Per (threads, rate): the target's rate alone
@@ -23,17 +29,21 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 CACHE=${STROBE_CACHE:-/var/cache/strobe}
 VENV="$CACHE/bench-venv"
 PYSPY_VERSION=0.4.1
-if ! "$VENV/bin/py-spy" --version 2>/dev/null | grep -q "$PYSPY_VERSION"; then
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "py-spy==$PYSPY_VERSION" >&2
+if [[ -z "${PYSPY:-}" ]]; then
+    if ! "$VENV/bin/py-spy" --version 2>/dev/null | grep -q "$PYSPY_VERSION"; then
+        rm -rf "$VENV"
+        "$PY" -m venv "$VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check "py-spy==$PYSPY_VERSION" >&2
+    fi
+    PYSPY="$VENV/bin/py-spy"
 fi
-PYSPY="$VENV/bin/py-spy"
+ROUNDS=${ROUNDS:-1}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 bench_setup
+STROBES=${STROBES:-"strobe=$STROBE"}
 
-echo "strobe: $STROBE; py-spy $("$PYSPY" --version | cut -d' ' -f2); $PY; ${SECS} s per run"
+echo "strobe: $STROBES; py-spy $("$PYSPY" --version | cut -d' ' -f2); $PY; ${SECS} s per run"
 machine_line
 
 # mean_rate FILE FROM_LINE: the mean of the RATE lines after line FROM_LINE of FILE.
@@ -42,18 +52,21 @@ mean_rate() {
 }
 lines() { wc -l <"$1"; }
 
-printf '%-7s %6s %-7s %9s %10s %12s %13s %9s %9s\n' threads rate tool samples samples/s "CPU µs/smp" "sampler µs/s" merged% slowdown
+printf '%-7s %6s %-7s %9s %10s %12s %13s %9s %9s %5s\n' threads rate tool samples samples/s "CPU µs/smp" "sampler µs/s" merged% slowdown load
 for threads in $THREADS; do
     "$PY" benches/native_target.py "$threads" >"$TMP/rates" &
     TARGET_PID=$!
     while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
     for rate in $RATES; do
-        for tool in py-spy strobe; do
+      for _ in $(seq "$ROUNDS"); do
+        for tool in py-spy $STROBES; do
+            bin=${tool#*=}
+            tool=${tool%%=*}
             start=$(lines "$TMP/rates"); sleep "$SECS"; alone=$(mean_rate "$TMP/rates" "$start")
             start=$(lines "$TMP/rates")
             r=$rate
             [[ $rate == max && $tool == py-spy ]] && r=100000
-            [[ $rate == max && $tool == strobe ]] && r=1000000
+            [[ $rate == max && $tool != py-spy ]] && r=1000000
             if [[ $tool == py-spy ]]; then
                 # py-spy's --duration counts samples (duration x rate), so above the rate it
                 # reaches it would run for much longer: it is stopped after SECS with SIGINT,
@@ -65,7 +78,7 @@ for threads in $THREADS; do
                 merged=-
                 steady=-
             else
-                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$STROBE" record --native --pid "$TARGET_PID" \
+                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$bin" record --native --pid "$TARGET_PID" \
                     --rate "$r" --duration "$SECS" -o "$TMP/out.txt" >"$TMP/log" 2>&1 || true
                 read -r samples all < <(sed -n 's/.*native stacks merged for \([0-9,]*\) of \([0-9,]*\) samples.*/\1 \2/p' "$TMP/log" | tr -d ,)
                 merged=$(awk -v m="${samples:-0}" -v a="${all:-0}" 'BEGIN { if (a) printf "%.2f", 100 * m / a; else print "-" }')
@@ -76,12 +89,15 @@ for threads in $THREADS; do
             under=$(mean_rate "$TMP/rates" "$start")
             # The last line: GNU time first notes a non-zero exit (py-spy stopped by SIGINT).
             read -r wall user sys < <(tail -1 "$TMP/time")
+            load=$(cut -d' ' -f1 /proc/loadavg)
             awk -v t="$threads" -v r="$rate" -v tool="$tool" -v n="$samples" -v w="$wall" \
-                -v u="$user" -v s="$sys" -v m="$merged" -v a="$alone" -v b="$under" -v st="$steady" 'BEGIN {
-                    printf "%-7s %6s %-7s %9d %10.0f %12.1f %13s %9s %8.1f%%\n", t, r, tool, n,
+                -v u="$user" -v s="$sys" -v m="$merged" -v a="$alone" -v b="$under" -v st="$steady" \
+                -v l="$load" 'BEGIN {
+                    printf "%-7s %6s %-7s %9d %10.0f %12.1f %13s %9s %8.1f%% %5s\n", t, r, tool, n,
                         (w > 0 ? n / w : 0), (n > 0 ? (u + s) * 1e6 / n : 0), st, m,
-                        (a > 0 ? 100 * (a - b) / a : 0) }'
+                        (a > 0 ? 100 * (a - b) / a : 0), l }'
         done
+      done
     done
     kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
 done

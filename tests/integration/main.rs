@@ -19,6 +19,7 @@ mod dump_locals;
 mod errors;
 mod gecko_profiler;
 mod native;
+mod native_held;
 mod native_record;
 mod profiles;
 mod record;

@@ -60,6 +60,11 @@ pub struct Unwound {
     /// ([`strobe_remote::BlockedThread`]) and it was recovered from the stack; see
     /// [`Unwinder::unwind`].
     pub recovered_bp: Option<u64>,
+    /// One past the highest stack address the unwind read (0 if it read none): a complete
+    /// unwind needs the stack copied only up to here, and so, the outermost frames staying
+    /// where they are, does the next unwind of the same thread (see
+    /// [`strobe_remote::StackSpan`]).
+    pub reach: u64,
 }
 
 /// How far above the stack pointer a missing frame pointer is looked for.
@@ -207,11 +212,13 @@ impl Unwinder {
         let stack_start = regs.sp;
         let stack_end = stack_start.saturating_add(stack.len() as u64);
         let mut exhausted = false;
+        let mut reach = 0u64;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             if addr < stack_start || addr.saturating_add(8) > stack_end {
                 exhausted = true;
                 return Err(());
             }
+            reach = reach.max(addr + 8);
             le::u64_at(stack, (addr - stack_start) as usize).ok_or(())
         };
         let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp.unwrap_or(UNKNOWN_BP));
@@ -242,6 +249,7 @@ impl Unwinder {
                 Err(e) => break UnwindEnd::Stopped(e.to_string()),
             }
         };
+        out.reach = reach;
         out.end = Some(match end {
             UnwindEnd::Stopped(_) if exhausted => UnwindEnd::StackExhausted,
             end => end,

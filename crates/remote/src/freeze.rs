@@ -6,7 +6,7 @@ use crate::procfs;
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, Event};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -24,7 +24,7 @@ const MAX_ROUNDS: usize = 64;
 /// one that reaps it, and the status belongs to whoever waits for the child: see [`try_wait`].
 static REAPED_LEADERS: Mutex<Vec<(i32, i32)>> = Mutex::new(Vec::new());
 
-fn remember_leader_exit(status: WaitStatus) {
+pub(crate) fn remember_leader_exit(status: WaitStatus) {
     let (pid, raw) = match status {
         WaitStatus::Exited(pid, code) => (pid, (code & 0xff) << 8),
         WaitStatus::Signaled(pid, sig, core) => (pid, sig as i32 | if core { 0x80 } else { 0 }),
@@ -35,10 +35,21 @@ fn remember_leader_exit(status: WaitStatus) {
     reaped.push((pid.as_raw(), raw));
 }
 
-/// `child.try_wait()`, also when a [`Freeze`] on this process already reaped the child while
-/// waiting for it to stop (then the kernel reports no child, and the status it collected is
-/// returned instead).
+/// `child.try_wait()`, also when a [`Freeze`] or a [`crate::ThreadTracer`] on this process
+/// already reaped the child while waiting for it to stop (then the kernel reports no child, and
+/// the status it collected is returned instead), and without taking a ptrace stop of the
+/// child's main thread for an exit: the wait first looks without collecting (`WNOWAIT`), and
+/// collects only an exit. A traced thread's stops are reported to any wait of its tracer
+/// (whatever the flags), so a plain wait here would swallow a stop that a tracer kept across
+/// samples is owed, and leave the thread stopped.
 pub fn try_wait(child: &mut Child) -> std::io::Result<Option<ExitStatus>> {
+    let pid = Pid::from_raw(child.id() as i32);
+    let peek = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(pid), peek) {
+        // Not exited (or only a ptrace stop to report): leave that to the tracer.
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => {}
+        Ok(_) => return Ok(None),
+    }
     match child.try_wait() {
         Err(e) if e.raw_os_error() == Some(Errno::ECHILD as i32) => {
             let pid = child.id() as i32;
@@ -150,13 +161,13 @@ impl Freeze {
     pub fn capture(
         &self,
         tid: i32,
-        max_stack: usize,
+        max_stack: impl Into<crate::StackSpan>,
         stack: &mut Vec<u8>,
     ) -> Result<(crate::UserRegs, Option<u64>), crate::StackError> {
         if !self.threads.iter().any(|a| a.tid == tid && a.stopped) {
             return Err(crate::StackError::ThreadGone { pid: self.pid, tid });
         }
-        crate::ptrace_stack::read_state(self.pid, tid, max_stack, stack)
+        crate::ptrace_stack::read_state(self.pid, tid, max_stack.into(), stack)
     }
 
     /// The system call frozen thread `tid` was stopped in, if any (one register read, no

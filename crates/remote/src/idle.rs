@@ -7,7 +7,7 @@
 //! scheduler's count of the times the thread was put on a CPU (`schedstat`'s third field),
 //! equal before the first look and after the copy, with the same `syscall` line both times.
 
-use crate::stack::{copy_stack, task_file, StackError, UserRegs};
+use crate::stack::{copy_stack, task_file, StackError, StackSpan, UserRegs};
 use nix::errno::Errno;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -136,7 +136,7 @@ impl BlockedThread {
     /// the stack was copied (both transient: try again, or use another method).
     pub fn capture(
         &mut self,
-        max_stack: usize,
+        max_stack: impl Into<StackSpan>,
         stack: &mut Vec<u8>,
     ) -> Result<BlockedCapture, StackError> {
         let (pid, tid) = (self.pid, self.tid);
@@ -144,7 +144,7 @@ impl BlockedThread {
         let Some(state) = self.state()? else {
             return Err(StackError::NotBlocked { pid, tid });
         };
-        if let Err(e) = copy_stack(pid, tid, state.sp, max_stack, stack) {
+        if let Err(e) = copy_stack(pid, tid, state.sp, max_stack.into(), stack) {
             // An exited thread that is not yet reaped (a zombie, e.g. held by a tracer) still
             // has a `syscall` file, with nothing behind it.
             return Err(if exited(pid, tid) {

@@ -36,5 +36,5 @@ pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
 pub use ptrace_stack::{StopSyscall, ThreadTracer, TracedCapture};
-pub use stack::{StackError, UserRegs};
+pub use stack::{StackError, StackSpan, UserRegs};
 pub use switches::{LastSwitch, SwitchWatch};

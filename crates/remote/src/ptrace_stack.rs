@@ -2,13 +2,12 @@
 //! long as it takes to read them.
 
 use crate::procfs;
-use crate::stack::{copy_stack, task_file, StackError, UserRegs};
+use crate::stack::{copy_stack, task_file, StackError, StackSpan, UserRegs};
 use nix::errno::Errno;
 use nix::sys::ptrace::{self, regset, Event};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,17 +100,27 @@ enum Stopped {
 /// - While seized, a signal sent to the thread stops it until strobe notices (ptrace delivers
 ///   signals through the tracer). [`ThreadTracer::capture`] and [`ThreadTracer::service`] hand
 ///   such signals on; a sampler calls one of them at least every sampling period, so a signal
-///   is late by at most one period.
-/// - ptrace ties a tracee to the tracing *thread*: create, use and drop the tracer on one
-///   thread (it is neither `Send` nor `Sync`), and do not `waitpid(-1)` elsewhere meanwhile.
-/// - Dropping it detaches the thread, handing on any signal still held.
+///   is late by at most one period. A group-stop (SIGSTOP, ^Z) is left in place
+///   (`PTRACE_LISTEN`), and `SIGCONT` ends it as without strobe.
+/// - While seized, no other tracer can attach to the thread (a debugger or another profiler
+///   is refused with `EPERM` until the tracer is dropped).
+/// - ptrace ties a tracee to the tracing *thread*, the one that called
+///   [`ThreadTracer::seize`]: only that thread can use the tracer. The tracer may be moved
+///   to another thread (so that what holds it can be), but there its calls fail and its drop
+///   cannot detach; the kernel detaches the thread when the seizing thread exits, and when
+///   strobe dies. Do not `waitpid(-1)` or `waitpid` the target without `WNOWAIT` on the seizing
+///   thread meanwhile (see [`crate::try_wait`]): that could consume the stops the tracer waits
+///   for.
+/// - Dropping it (on the seizing thread) detaches the thread, handing on any signal still
+///   held.
 #[derive(Debug)]
 pub struct ThreadTracer {
     pid: i32,
     tid: i32,
     /// False once the thread is known to have exited.
     alive: bool,
-    _not_send: PhantomData<*const ()>,
+    /// The thread of strobe that seized it: the only one the kernel lets use it.
+    owner: i32,
 }
 
 impl ThreadTracer {
@@ -122,7 +131,7 @@ impl ThreadTracer {
                 pid,
                 tid,
                 alive: true,
-                _not_send: PhantomData,
+                owner: nix::unistd::gettid().as_raw(),
             }),
             Err(Errno::ESRCH) => Err(StackError::ThreadGone { pid, tid }),
             Err(Errno::EPERM) => Err(refused(pid, tid)),
@@ -140,11 +149,12 @@ impl ThreadTracer {
         self.tid
     }
 
-    /// Stop the thread, read its registers and copy up to `max_stack` bytes of its stack from
-    /// the stack pointer into `stack` (less where the stack's mapping ends), and let it go.
+    /// Stop the thread, read its registers and copy its stack from the stack pointer into
+    /// `stack` (as much as `span` says: a byte count, or a [`StackSpan`]; less where the
+    /// readable memory ends), and let it go.
     pub fn capture(
         &mut self,
-        max_stack: usize,
+        max_stack: impl Into<StackSpan>,
         stack: &mut Vec<u8>,
     ) -> Result<TracedCapture, StackError> {
         self.capture_with(max_stack, stack, || ()).map(|(c, ())| c)
@@ -155,11 +165,11 @@ impl ThreadTracer {
     /// such as the thread's Python frames. Keep `during` short: the thread waits for it.
     pub fn capture_with<R>(
         &mut self,
-        max_stack: usize,
+        max_stack: impl Into<StackSpan>,
         stack: &mut Vec<u8>,
         during: impl FnOnce() -> R,
     ) -> Result<(TracedCapture, R), StackError> {
-        self.stopped_capture(max_stack, stack, during, Release::Resume)
+        self.stopped_capture(max_stack.into(), stack, during, Release::Resume)
     }
 
     /// [`ThreadTracer::capture_with`] for a one-off capture: the thread is detached from the
@@ -168,17 +178,17 @@ impl ThreadTracer {
     /// stopped, as the group-stop wants.
     pub fn capture_once<R>(
         mut self,
-        max_stack: usize,
+        max_stack: impl Into<StackSpan>,
         stack: &mut Vec<u8>,
         during: impl FnOnce() -> R,
     ) -> Result<(TracedCapture, R), StackError> {
-        self.stopped_capture(max_stack, stack, during, Release::Detach)
+        self.stopped_capture(max_stack.into(), stack, during, Release::Detach)
     }
 
     /// Stop the thread, read it, run `during`, and let it go as `release` says.
     fn stopped_capture<R>(
         &mut self,
-        max_stack: usize,
+        max_stack: StackSpan,
         stack: &mut Vec<u8>,
         during: impl FnOnce() -> R,
         release: Release,
@@ -187,6 +197,7 @@ impl ThreadTracer {
         if !self.alive {
             return Err(StackError::ThreadGone { pid, tid });
         }
+        self.check_owner("PTRACE_INTERRUPT")?;
         let t = Pid::from_raw(tid);
         let since = Instant::now();
         match ptrace::interrupt(t) {
@@ -231,6 +242,7 @@ impl ThreadTracer {
                 tid: self.tid,
             });
         }
+        self.check_owner("waitpid")?;
         let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
         loop {
             match waitpid(Pid::from_raw(self.tid), Some(flags)) {
@@ -246,9 +258,10 @@ impl ThreadTracer {
                     };
                     self.resume(how)?;
                 }
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                    return Err(self.gone())
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Err(self.reaped(status))
                 }
+                Err(Errno::ECHILD) => return Err(self.gone()),
                 Ok(_) => self.cont(None)?,
                 Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(self.ptrace_error("waitpid", errno)),
@@ -294,9 +307,10 @@ impl ThreadTracer {
                 // A signal arrived before the interrupt took effect (signal-delivery-stop).
                 // Deliver it; the interrupt stays pending and stops the thread right after.
                 Ok(WaitStatus::Stopped(_, sig)) => self.cont(Some(sig))?,
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                    return Err(self.gone())
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    return Err(self.reaped(status))
                 }
+                Err(Errno::ECHILD) => return Err(self.gone()),
                 // Other ptrace events are not enabled; resume anything unexpected.
                 Ok(WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_)) => {
                     self.cont(None)?
@@ -332,12 +346,42 @@ impl ThreadTracer {
         if self.alive {
             // A traced thread that exits stays a zombie until its tracer collects it.
             let flags = WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD | WaitPidFlag::WNOHANG;
-            let _ = waitpid(Pid::from_raw(self.tid), Some(flags));
+            if let Ok(status) = waitpid(Pid::from_raw(self.tid), Some(flags)) {
+                self.note_exit(status);
+            }
         }
         self.alive = false;
         StackError::ThreadGone {
             pid: self.pid,
             tid: self.tid,
+        }
+    }
+
+    /// The thread's exit, as a wait of ours collected it.
+    fn reaped(&mut self, status: WaitStatus) -> StackError {
+        self.note_exit(status);
+        self.alive = false;
+        StackError::ThreadGone {
+            pid: self.pid,
+            tid: self.tid,
+        }
+    }
+
+    /// When strobe both started the target and traces its main thread, our wait may be the
+    /// one that collects the process's exit: its status is kept for [`crate::try_wait`].
+    fn note_exit(&self, status: WaitStatus) {
+        if self.tid == self.pid {
+            crate::freeze::remember_leader_exit(status);
+        }
+    }
+
+    /// Calls from a thread other than the one that seized fail in the kernel (`ESRCH`, read
+    /// as the thread being gone): said plainly instead.
+    fn check_owner(&self, op: &'static str) -> Result<(), StackError> {
+        if nix::unistd::gettid().as_raw() == self.owner {
+            Ok(())
+        } else {
+            Err(self.ptrace_error(op, Errno::EPERM))
         }
     }
 
@@ -353,12 +397,16 @@ impl ThreadTracer {
 
 impl Drop for ThreadTracer {
     fn drop(&mut self) {
-        if !self.alive {
+        // On another thread than the seizing one nothing can be done: the kernel detaches
+        // the thread when the seizing thread exits.
+        if !self.alive || self.check_owner("PTRACE_DETACH").is_err() {
             return;
         }
         let t = Pid::from_raw(self.tid);
         // PTRACE_DETACH needs the tracee in a ptrace stop.
         if ptrace::interrupt(t).is_err() {
+            // Exited: collect the zombie, which only its tracer can.
+            let _ = self.gone();
             return;
         }
         // Detaching from a group-stop leaves the thread stopped, as the group-stop wants;
@@ -373,7 +421,7 @@ impl Drop for ThreadTracer {
 pub(crate) fn read_state(
     pid: i32,
     tid: i32,
-    max_stack: usize,
+    max_stack: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Result<(UserRegs, Option<u64>), StackError> {
     let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {

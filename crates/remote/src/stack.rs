@@ -24,6 +24,37 @@ pub struct UserRegs {
     pub bp: Option<u64>,
 }
 
+/// How much of a thread's stack a capture copies, from the stack pointer up: at most `max`
+/// bytes, and not past `end` where that is known. An unwind needs the stack only up to its
+/// outermost frame (`start_thread`, `_start`), which stays where it is for the thread's life,
+/// so the highest address one unwind of the thread read bounds the next copy; without it the
+/// copy runs on to `max` or to the first unreadable page, which for a thread's stack is often
+/// far past its top (the mappings above it are readable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackSpan {
+    /// At most this many bytes.
+    pub max: usize,
+    /// Not past this address, where known; ignored unless it lies above the stack pointer and
+    /// within `max` bytes of it.
+    pub end: Option<u64>,
+}
+
+impl StackSpan {
+    /// How many bytes to copy from stack pointer `sp`.
+    pub fn bytes_from(&self, sp: u64) -> usize {
+        match self.end {
+            Some(end) if end > sp && end - sp <= self.max as u64 => (end - sp) as usize,
+            _ => self.max,
+        }
+    }
+}
+
+impl From<usize> for StackSpan {
+    fn from(max: usize) -> StackSpan {
+        StackSpan { max, end: None }
+    }
+}
+
 /// Why a thread's stack could not be captured.
 ///
 /// Messages are for the person running strobe: each says what happened and what to do.
@@ -125,17 +156,18 @@ impl StackError {
     }
 }
 
-/// Copy up to `max` bytes of the thread's stack starting at `sp` into `buf` (cleared first),
-/// with one `process_vm_readv`. The copy stops early, without error, where the stack's mapping
-/// ends: a thread's stack is its own mapping, so the bytes after its top are either unmapped,
-/// a guard page, or unrelated, and the unwinder finds the outermost frame well before.
+/// Copy the thread's stack starting at `sp` into `buf` (cleared first), as much as `span`
+/// says, with one `process_vm_readv`. The copy stops early, without error, at the first page
+/// that cannot be read (an unmapped gap or a guard page above the stack's top; a readable
+/// mapping right above it is copied too, up to the span).
 pub(crate) fn copy_stack(
     pid: i32,
     tid: i32,
     sp: u64,
-    max: usize,
+    span: StackSpan,
     buf: &mut Vec<u8>,
 ) -> Result<(), StackError> {
+    let max = span.bytes_from(sp);
     // Read straight into spare capacity: zeroing `max` bytes first (256 KiB for a native
     // sample) cost more than the copy, which stops at the stack's top, usually far sooner.
     buf.clear();

@@ -222,6 +222,7 @@ impl NativeState {
                 .map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
             same_instant: true,
+            bounded: false,
         };
         let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
         let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
@@ -380,6 +381,8 @@ impl NativeState {
         let thread = match first {
             // Read asleep without the frame pointer register: try once more, stopped.
             Err(Retry::Stopped(_)) => self.sample_once(which, false, walker, raw),
+            // The copy cut at the thread's earlier reach was too short: once more, whole.
+            Err(Retry::Whole(_)) => self.sample_once(which, may_sleep, walker, raw),
             other => other,
         }
         .map_err(Retry::into_reason)?;
@@ -433,11 +436,15 @@ impl NativeState {
             walker.memory(),
         );
         if let Err(why) = merged {
-            return Err(if captured.asleep {
-                Retry::Stopped(why)
-            } else {
-                Retry::Final(why)
-            });
+            return Err(
+                if captured.bounded && self.unwound.end != Some(UnwindEnd::Complete) {
+                    Retry::Whole(why)
+                } else if captured.asleep {
+                    Retry::Stopped(why)
+                } else {
+                    Retry::Final(why)
+                },
+            );
         }
         Ok(index)
     }
@@ -470,6 +477,12 @@ impl NativeState {
             captured.same_instant,
             &mut self.merged,
         );
+        if !self.of_core {
+            // Only a stack that merged is trusted to show where the thread's outermost frames
+            // are (an unwind from a guessed frame pointer may complete through garbage).
+            self.capturer
+                .learn_reach(which.tid, &self.unwound, merged.is_ok());
+        }
         if !self.of_core && self.frames.iter().any(|f| f.module.is_none()) {
             // Code the module list does not know (a library loaded since): read it again, so
             // the next samples name it.
@@ -493,14 +506,16 @@ impl NativeState {
         entries: &[bool],
         mem: &M,
     ) -> Result<NativeStack<'_>, String> {
+        let span = self.capturer.span(which.tid);
         let (regs, syscall) = freeze
-            .capture(which.tid, capture::STACK_BYTES, &mut self.capturer.stack)
+            .capture(which.tid, span, &mut self.capturer.stack)
             .map_err(|e| e.to_string())?;
         let captured = Captured {
             regs,
             kernel: syscall.map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
             same_instant: true,
+            bounded: span.bytes_from(regs.sp) < span.max,
         };
         self.unwind_and_merge(which, &captured, entries, mem)?;
         Ok(NativeStack {
@@ -532,6 +547,9 @@ impl NativeState {
 enum Retry {
     /// Read asleep (no frame pointer register): a stopped capture may merge.
     Stopped(String),
+    /// The stack copy was cut at the reach of the thread's earlier unwind and the unwind did
+    /// not complete: a capture that copies all it can may merge.
+    Whole(String),
     /// The reason, for the summary.
     Final(String),
 }
@@ -539,7 +557,7 @@ enum Retry {
 impl Retry {
     fn into_reason(self) -> String {
         match self {
-            Retry::Stopped(why) | Retry::Final(why) => why,
+            Retry::Stopped(why) | Retry::Whole(why) | Retry::Final(why) => why,
         }
     }
 }

@@ -13,11 +13,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use strobe_native::KernelBoundary;
-use strobe_remote::{BlockedThread, PerfConfig, PerfThread, StackError, ThreadTracer, UserRegs};
+use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
+use strobe_remote::{
+    BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer, UserRegs,
+};
 
-/// Bytes of stack copied from the stack pointer up (ptrace and asleep).
+/// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
+/// thread's stack was unwound to its outermost frame, only up to there ([`Capturer::span`]).
 pub(crate) const STACK_BYTES: usize = 256 * 1024;
+/// Threads whose stack reach is remembered, at most (more, and the list starts again).
+const MAX_REACHES: usize = 4096;
 /// perf events: samples per second of a thread's CPU time, and stack bytes per sample. The
 /// latest sample is what a capture uses, so it is at most one period (4 ms) older than the
 /// capture while the thread runs.
@@ -38,6 +43,10 @@ pub(crate) struct Captured {
     pub(crate) asleep: bool,
     /// The native stack and the Python read are of one instant (not a perf snapshot).
     pub(crate) same_instant: bool,
+    /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
+    /// does not complete may need the whole stack (the thread id was reused, or it runs on
+    /// another stack).
+    pub(crate) bounded: bool,
 }
 
 /// A thread's perf event and its latest snapshot: (time, registers, stack).
@@ -56,6 +65,8 @@ pub(crate) struct Capturer {
     /// refused.
     perf_instead: Option<String>,
     perf: HashMap<i32, PerfState>,
+    /// Per thread, one past the highest stack address its last complete unwind read.
+    reach: HashMap<i32, u64>,
     /// Lines for the user, taken by [`Capturer::take_warnings`].
     warnings: Vec<String>,
 }
@@ -76,8 +87,9 @@ impl Capturer {
         } else {
             None
         };
+        let span = self.span(tid);
         if let Some((before, mut blocked)) = blocked {
-            if let Ok(c) = blocked.capture(STACK_BYTES, &mut self.stack) {
+            if let Ok(c) = blocked.capture(span, &mut self.stack) {
                 during();
                 if run_count(pid, tid) == Some(before) {
                     return Ok(Captured {
@@ -87,6 +99,7 @@ impl Capturer {
                         }),
                         asleep: true,
                         same_instant: true,
+                        bounded: span.bytes_from(c.regs.sp) < span.max,
                     });
                 }
             }
@@ -95,7 +108,7 @@ impl Capturer {
             match ThreadTracer::seize(pid, tid) {
                 Ok(tracer) => {
                     let (c, ()) = tracer
-                        .capture_once(STACK_BYTES, &mut self.stack, during)
+                        .capture_once(span, &mut self.stack, during)
                         .map_err(|e| e.to_string())?;
                     return Ok(Captured {
                         regs: c.regs,
@@ -104,23 +117,31 @@ impl Capturer {
                         kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
                         asleep: false,
                         same_instant: true,
+                        bounded: span.bytes_from(c.regs.sp) < span.max,
                     });
                 }
-                Err(
-                    e @ (StackError::AlreadyTraced { .. } | StackError::PermissionDenied { .. }),
-                ) => {
-                    self.warnings.push(format!(
-                        "native stacks of running threads come from perf events instead of a \
-                         ptrace stop: {e}. The kernel's snapshot is a few milliseconds older than \
-                         the Python frames read with it, so more of these samples fail to merge \
-                         (they keep their Python frames; the summary counts them)"
-                    ));
-                    self.perf_instead = Some(e.to_string());
-                }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => self.seize_refused(e)?,
             }
         }
         self.capture_perf(pid, tid, during)
+    }
+
+    /// A refused seize: from now on running threads come from perf events, said once; other
+    /// errors are the capture's.
+    fn seize_refused(&mut self, e: StackError) -> Result<(), String> {
+        match e {
+            StackError::AlreadyTraced { .. } | StackError::PermissionDenied { .. } => {
+                self.warnings.push(format!(
+                    "native stacks of running threads come from perf events instead of a \
+                     ptrace stop: {e}. The kernel's snapshot is a few milliseconds older than \
+                     the Python frames read with it, so more of these samples fail to merge \
+                     (they keep their Python frames; the summary counts them)"
+                ));
+                self.perf_instead = Some(e.to_string());
+                Ok(())
+            }
+            e => Err(e.to_string()),
+        }
     }
 
     /// The latest perf snapshot of thread `tid`, then `during`.
@@ -177,7 +198,31 @@ impl Capturer {
             kernel: None,
             asleep: false,
             same_instant: false,
+            bounded: false,
         })
+    }
+
+    /// How much of thread `tid`'s stack a capture copies: up to the reach of its last
+    /// complete unwind, if there was one.
+    pub(crate) fn span(&self, tid: i32) -> StackSpan {
+        StackSpan {
+            max: STACK_BYTES,
+            end: self.reach.get(&tid).copied(),
+        }
+    }
+
+    /// Remember how far up thread `tid`'s stack `unwound` read, if it reached the outermost
+    /// frame and its stack `merged` with the Python frames; else forget it, so that the next
+    /// capture copies all it can.
+    pub(crate) fn learn_reach(&mut self, tid: i32, unwound: &Unwound, merged: bool) {
+        if merged && unwound.end == Some(UnwindEnd::Complete) && unwound.reach != 0 {
+            if self.reach.len() >= MAX_REACHES && !self.reach.contains_key(&tid) {
+                self.reach.clear();
+            }
+            self.reach.insert(tid, unwound.reach);
+        } else {
+            self.reach.remove(&tid);
+        }
     }
 
     /// Lines for the user since the last call (said once each).
