@@ -38,6 +38,15 @@ fn finished(strobe: Child) -> String {
 }
 
 /// The target's next line.
+/// The target exits successfully, and the recording ends with merged native stacks.
+fn both_end_well(mut target: Announced, strobe: Child) {
+    let status = target.ready.child.wait().unwrap();
+    assert!(status.success(), "the target ended with {status}");
+    let stderr = finished(strobe);
+    let (merged, all) = merged_counts(&stderr);
+    assert!(merged > 0, "{merged} of {all}\n{stderr}");
+}
+
 fn next_line(target: &mut Announced) -> String {
     let mut line = String::new();
     target.ready.stdout.read_line(&mut line).unwrap();
@@ -129,11 +138,7 @@ fn a_target_recorded_natively_gets_its_signals() {
     assert!(field(&done, "alarms") > 0, "{done}");
     assert!(field(&done, "chld") > 0, "{done}");
     assert_eq!(field(&done, "children_ok"), 20, "{done}");
-    let status = target.ready.child.wait().unwrap();
-    assert!(status.success(), "the target ended with {status}");
-    let stderr = finished(strobe);
-    let (merged, all) = merged_counts(&stderr);
-    assert!(merged > 0, "{merged} of {all}\n{stderr}");
+    both_end_well(target, strobe);
 }
 
 #[test]
@@ -163,11 +168,7 @@ fn a_target_recorded_natively_stops_and_continues() {
         assert_alive(&mut target);
     }
     target.close_stdin();
-    let status = target.ready.child.wait().unwrap();
-    assert!(status.success(), "the target ended with {status}");
-    let stderr = finished(strobe);
-    let (merged, all) = merged_counts(&stderr);
-    assert!(merged > 0, "{merged} of {all}\n{stderr}");
+    both_end_well(target, strobe);
 }
 
 #[test]
@@ -204,11 +205,7 @@ fn threads_that_start_and_exit_while_recorded_natively_are_collected() {
     assert!(field(&done, "threads") >= 400, "{done}");
     // Every exited thread was collected: only the main thread is left.
     assert_eq!(field(&done, "tasks"), 1, "{done}");
-    let status = target.ready.child.wait().unwrap();
-    assert!(status.success(), "the target ended with {status}");
-    let stderr = finished(strobe);
-    let (merged, all) = merged_counts(&stderr);
-    assert!(merged > 0, "{merged} of {all}\n{stderr}");
+    both_end_well(target, strobe);
 }
 
 /// `strobe record --native -- python ...`: strobe is both the target's parent and the tracer
