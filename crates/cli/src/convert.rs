@@ -2,7 +2,6 @@
 //! now (a raw recording keeps every sample, idle ones included, by line).
 
 use anyhow::Context;
-use strobe_aggregate::Sample;
 use strobe_output::{read_raw, read_raw_counts, write_atomically, FoldedRecorder};
 
 use crate::args::ConvertArgs;
@@ -36,16 +35,7 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
         let view = profile_options(&args.view);
         let mut f = FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env());
         let write = |f: &mut FoldedRecorder| -> std::io::Result<()> {
-            for sc in &p.stacks {
-                let s = Sample {
-                    stack: sc.stack,
-                    thread: sc.thread,
-                    flags: sc.flags,
-                    timestamp_ns: 0,
-                    weight_ns: 0,
-                };
-                f.add_count(&p.tables, &s, sc.count)?;
-            }
+            f.add_profile(p)?;
             write_atomically(&args.output, |w| f.write(&p.meta, w))
         };
         write(&mut f).with_context(|| format!("writing {}", args.output.display()))?;

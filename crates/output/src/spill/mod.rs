@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
 use strobe_aggregate::{
-    thread_label_in, Count, FrameKind, Metadata, ProfileOptions, Sample, Tables, ThreadId,
+    thread_label_in, Count, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables, ThreadId,
 };
 
 use crate::collapsed::escape;
@@ -382,6 +382,22 @@ impl FoldedRecorder {
     /// Counts one sample, whose ids `tables` define.
     pub fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
         self.add_count(tables, s, Count::one(s.weight_ns))
+    }
+
+    /// Counts every stack of `profile` (what `convert` folds: a profile of everything, whose
+    /// counts this recorder's options then filter and label).
+    pub fn add_profile(&mut self, profile: &Profile) -> io::Result<()> {
+        for sc in &profile.stacks {
+            let s = Sample {
+                stack: sc.stack,
+                thread: sc.thread,
+                flags: sc.flags,
+                timestamp_ns: 0,
+                weight_ns: 0,
+            };
+            self.add_count(&profile.tables, &s, sc.count)?;
+        }
+        Ok(())
     }
 
     /// Counts `count` for the thread, stack and flags of `s` (its time fields are not read),

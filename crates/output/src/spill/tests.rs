@@ -161,16 +161,7 @@ fn counts_of_a_profile_of_everything_fold_as_the_filtered_profile_writes() {
             let mut want = Vec::new();
             kind.writer().write(&profile, &mut want).unwrap();
             let mut r = FoldedRecorder::new(kind, options, &std::env::temp_dir(), 1 << 30);
-            for sc in &all.stacks {
-                let s = Sample {
-                    stack: sc.stack,
-                    thread: sc.thread,
-                    flags: sc.flags,
-                    timestamp_ns: 0,
-                    weight_ns: 0,
-                };
-                r.add_count(&all.tables, &s, sc.count).unwrap();
-            }
+            r.add_profile(&all).unwrap();
             let mut got = Vec::new();
             r.write(&meta(), &mut got).unwrap();
             assert!(got == want, "{kind:?} {options:?}");
