@@ -280,6 +280,35 @@ pub fn namespaced_tids(pid: i32) -> Result<HashMap<u32, u32>, RemoteError> {
     Ok(map)
 }
 
+/// Scheduler state letter by thread id.
+pub type ThreadStates = HashMap<u32, char>;
+/// The target's own thread id (in its PID namespace) by ours.
+pub type NamespacedTids = HashMap<u32, u32>;
+
+/// [`thread_states`] and [`namespaced_tids`] together from one listing of `task/` and one
+/// `status` file per thread (its `State:` line is the `stat` file's state letter), for a
+/// snapshot that needs both.
+pub fn thread_states_and_tids(pid: i32) -> Result<(ThreadStates, NamespacedTids), RemoteError> {
+    let (mut states, mut inner) = (HashMap::new(), HashMap::new());
+    for tid in tasks(pid)? {
+        let path = proc_dir(pid).join(format!("task/{tid}/status"));
+        let text = match read_proc(pid, &path) {
+            Ok(t) => t,
+            Err(RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(state) = status_field(&text, "State").and_then(|v| v.chars().next()) {
+            states.insert(tid, state);
+        }
+        let ns = status_field(&text, "NSpid")
+            .and_then(|v| v.split_ascii_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(tid);
+        inner.insert(tid, ns);
+    }
+    Ok((states, inner))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

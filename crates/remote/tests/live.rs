@@ -82,6 +82,21 @@ fn assert_all_traced(pid: i32, expected: &[u32]) {
     }
 }
 
+/// The combined reader says what the two separate ones say, on a process with threads in
+/// every state (two spinning, one waiting, one named to confuse a `stat` parser).
+#[test]
+fn states_and_tids_read_together_match_the_separate_reads() {
+    let mut t = spinning_target();
+    let pid = t.pid();
+    let freeze = Freeze::all_threads(pid).unwrap();
+    let (states, inner) = procfs::thread_states_and_tids(pid).unwrap();
+    assert_eq!(states, procfs::thread_states(pid).unwrap());
+    assert_eq!(inner, procfs::namespaced_tids(pid).unwrap());
+    assert_eq!(states.len(), 4);
+    drop(freeze);
+    t.ping();
+}
+
 #[test]
 fn freeze_stops_every_thread_and_drop_releases_them() {
     let mut t = spinning_target();

@@ -70,9 +70,10 @@ pub(crate) struct KernelThreads {
 
 impl KernelThreads {
     pub(crate) fn read(pid: i32) -> Result<KernelThreads, AttachError> {
-        let states = procfs::thread_states(pid).map_err(|e| exited_or(pid, e.into()))?;
-        // Without NSpid (kernels before 4.1) both views are the same.
-        let host_to_inner = procfs::namespaced_tids(pid).unwrap_or_default();
+        // One listing of the threads and one `status` file each (without NSpid, kernels
+        // before 4.1, both views of the ids are the same).
+        let (states, host_to_inner) =
+            procfs::thread_states_and_tids(pid).map_err(|e| exited_or(pid, e.into()))?;
         Ok(KernelThreads {
             states,
             host_to_inner,
