@@ -81,13 +81,6 @@ fn check_async(interp: Interp) {
                 ],
                 &inner,
             ),
-            // The main task prints READY just before it awaits the gather: on a loaded
-            // machine the first samples can find it still running there, on its own.
-            "Task-1" => {
-                let main_running = format!("main ({}:", script.in_target);
-                assert!(names[1].starts_with(&main_running), "{names:?}");
-                continue;
-            }
             other => panic!("a sample of task {other}: {names:?}"),
         };
         assert_eq!(&names[..waiting.len()], &waiting[..], "{names:?}");
