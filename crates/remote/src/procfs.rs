@@ -250,6 +250,15 @@ fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// Thread `tid`'s id in the innermost PID namespace, from its `status` text: the last
+/// `NSpid` field. Kernels before 4.1 have no NSpid line: then there is only one view, `tid`.
+fn inner_tid(status: &str, tid: u32) -> u32 {
+    status_field(status, "NSpid")
+        .and_then(|v| v.split_ascii_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tid)
+}
+
 /// The PID of the process tracing `pid` (`TracerPid:`), if any.
 pub fn tracer_pid(pid: i32) -> Result<Option<i32>, RemoteError> {
     let text = read_proc(pid, &proc_dir(pid).join("status"))?;
@@ -270,12 +279,7 @@ pub fn namespaced_tids(pid: i32) -> Result<HashMap<u32, u32>, RemoteError> {
             Err(RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. }) => continue,
             Err(e) => return Err(e),
         };
-        // Kernels before 4.1 have no NSpid line: then there is only one namespace view.
-        let inner = status_field(&text, "NSpid")
-            .and_then(|v| v.split_ascii_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(tid);
-        map.insert(tid, inner);
+        map.insert(tid, inner_tid(&text, tid));
     }
     Ok(map)
 }
@@ -300,11 +304,7 @@ pub fn thread_states_and_tids(pid: i32) -> Result<(ThreadStates, NamespacedTids)
         if let Some(state) = status_field(&text, "State").and_then(|v| v.chars().next()) {
             states.insert(tid, state);
         }
-        let ns = status_field(&text, "NSpid")
-            .and_then(|v| v.split_ascii_whitespace().last())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(tid);
-        inner.insert(tid, ns);
+        inner.insert(tid, inner_tid(&text, tid));
     }
     Ok((states, inner))
 }
