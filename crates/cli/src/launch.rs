@@ -1,4 +1,4 @@
-//! `strobe record -- COMMAND`: start the command and attach to it once it is Python.
+//! `strobe record -- COMMAND`: start the command, attach to it once it is Python, and at the end wait for it and pass on how it ended.
 //!
 //! Right after `fork` the child is still strobe, and right after `exec` a shared-libpython
 //! interpreter has not mapped libpython yet, so attaching is retried until it succeeds, the
@@ -6,7 +6,7 @@
 //! cadence (a few ms, growing), not synchronisation: each attempt checks the real state.
 
 use std::ffi::OsString;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,50 @@ pub fn prepare_native(target: Option<&mut strobe_target::Target>) {
             }
         }
         Err(e) => say!("strobe: warning: {e}; recording Python frames only"),
+    }
+}
+
+/// How long a command that should have received Ctrl-C from the terminal gets to exit before
+/// strobe passes SIGINT on itself (it was sent to strobe alone, e.g. with `kill -INT`).
+const SIGINT_GRACE: Duration = Duration::from_secs(1);
+
+/// Wait for a launched command that was told to stop. Safe here: the sampler thread, which
+/// might hold ptrace stops, has ended. Another Ctrl-C exits strobe at once.
+pub fn wait_for_command(mut child: Child) -> Option<ExitStatus> {
+    let since = Instant::now();
+    while since.elapsed() < SIGINT_GRACE {
+        match strobe_remote::try_wait(&mut child) {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        // A polling cadence while the command winds down, not synchronisation.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say!(
+        "strobe: waiting for the command (process {}) to exit; Ctrl-C again to leave it",
+        child.id()
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    );
+    child.wait().ok()
+}
+
+/// Print how the command ended and turn it into strobe's exit status (like `time` and `perf
+/// record` do): its exit code, or 128 + the signal that killed it.
+pub fn report_exit(status: ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        say!("strobe: the command exited with status {code}");
+        ExitCode::from(code.clamp(0, 255) as u8)
+    } else if let Some(sig) = status.signal() {
+        let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+        say!("strobe: the command was killed by {name}");
+        ExitCode::from((128 + sig).clamp(0, 255) as u8)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -552,7 +552,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         (Some(status), _) => Some(status),
         // The whole run was asked to end: the command got the signal too (passed on, or from
         // the terminal), so its exit is waited for and reported.
-        (None, Some(c)) if stopped_by.is_some() => wait_for_command(c),
+        (None, Some(c)) if stopped_by.is_some() => launch::wait_for_command(c),
         (None, Some(c)) => {
             say!("strobe: the command (process {}) is still running", c.id());
             None
@@ -560,7 +560,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         (None, None) => None,
     };
     Ok(match exit_status {
-        Some(status) => report_exit(status),
+        Some(status) => launch::report_exit(status),
         None => ExitCode::SUCCESS,
     })
 }
@@ -588,34 +588,6 @@ fn sampler_cost(s: &StatsSnapshot) -> Option<String> {
     ))
 }
 
-/// How long a command that should have received Ctrl-C from the terminal gets to exit before
-/// strobe passes SIGINT on itself (it was sent to strobe alone, e.g. with `kill -INT`).
-const SIGINT_GRACE: Duration = Duration::from_secs(1);
-
-/// Wait for a launched command that was told to stop. Safe here: the sampler thread, which
-/// might hold ptrace stops, has ended. Another Ctrl-C exits strobe at once.
-fn wait_for_command(mut child: std::process::Child) -> Option<ExitStatus> {
-    let since = Instant::now();
-    while since.elapsed() < SIGINT_GRACE {
-        match strobe_remote::try_wait(&mut child) {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) => {}
-            Err(_) => return None,
-        }
-        // A polling cadence while the command winds down, not synchronisation.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    say!(
-        "strobe: waiting for the command (process {}) to exit; Ctrl-C again to leave it",
-        child.id()
-    );
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGINT,
-    );
-    child.wait().ok()
-}
-
 /// The launched command ended before strobe could attach: an empty profile is still written
 /// (the user asked for a file), and the command's status is passed on.
 fn exited_early(
@@ -638,23 +610,7 @@ fn exited_early(
     let profile = strobe_aggregate::Aggregator::new().profile(meta, profile_options(&args.view))?;
     write_profile(output, kind, &profile)?;
     say!("strobe: wrote {} ({})", output.display(), kind.name());
-    Ok(report_exit(status))
-}
-
-/// Print how the command ended and turn it into strobe's exit status (like `time` and `perf
-/// record` do): its exit code, or 128 + the signal that killed it.
-fn report_exit(status: ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        say!("strobe: the command exited with status {code}");
-        ExitCode::from(code.clamp(0, 255) as u8)
-    } else if let Some(sig) = status.signal() {
-        let name = Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
-        say!("strobe: the command was killed by {name}");
-        ExitCode::from((128 + sig).clamp(0, 255) as u8)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(launch::report_exit(status))
 }
 
 #[cfg(test)]
