@@ -71,6 +71,28 @@ pub fn markers() -> HashMap<String, u32> {
     out
 }
 
+/// `nm -S`: (address, size) of each of `names` in `exe`.
+pub fn nm(exe: &Path, names: &[&str]) -> Vec<(u64, u64)> {
+    let out = Command::new("nm").arg("-S").arg(exe).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    names
+        .iter()
+        .map(|name| {
+            text.lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    (f.len() == 4 && f[3] == *name).then(|| {
+                        (
+                            u64::from_str_radix(f[0], 16).unwrap(),
+                            u64::from_str_radix(f[1], 16).unwrap(),
+                        )
+                    })
+                })
+                .unwrap_or_else(|| panic!("{name} not in nm output"))
+        })
+        .collect()
+}
+
 /// A started chain program and the thread that runs the chain.
 pub struct Chain {
     pub ready: Ready,
@@ -97,6 +119,9 @@ impl Chain {
             "read" => &["0"],
             _ => &[],
         };
+        if mode == "spin" {
+            chain.wait_for_spin(exe);
+        }
         if !calls.is_empty() {
             let since = std::time::Instant::now();
             while !in_syscall(chain.pid(), tid, calls) {
@@ -112,6 +137,37 @@ impl Chain {
 
     pub fn pid(&self) -> i32 {
         self.ready.pid()
+    }
+
+    /// Waits until the spin loop's counter (`sink`) has counted: the chain is then in its loop
+    /// for good, past READY's `printf` and `fflush`, whose tail a capture could otherwise catch.
+    fn wait_for_spin(&self, exe: &Path) {
+        let [(offset, _)] = nm(exe, &["sink"])[..] else {
+            unreachable!()
+        };
+        let exe = std::fs::canonicalize(exe).unwrap();
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid())).unwrap();
+        // The executable is position independent: its first mapping (file offset 0) is where
+        // the addresses `nm` gives count from.
+        let base = maps
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 6 && Path::new(f[5]) == exe && u64::from_str_radix(f[2], 16) == Ok(0))
+                    .then(|| u64::from_str_radix(f[0].split('-').next().unwrap(), 16).unwrap())
+            })
+            .expect("the chain program's first mapping");
+        let mem = ProcessMemory::open(self.pid()).unwrap();
+        let since = std::time::Instant::now();
+        loop {
+            let mut word = [0u8; 8];
+            strobe_memory::RemoteMemory::read_into(&mem, base + offset, &mut word).unwrap();
+            if u64::from_le_bytes(word) != 0 {
+                return;
+            }
+            assert!(since.elapsed().as_secs() < 10, "the chain never spun");
+            std::thread::yield_now();
+        }
     }
 }
 
