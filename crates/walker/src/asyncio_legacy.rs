@@ -40,7 +40,9 @@ use strobe_memory::{le, RemoteMemory};
 pub use strobe_python_abi::{asyncio_legacy_for, AsyncioLegacy};
 use strobe_python_abi::{CoroFrameModel, Layout, RunningLoopModel};
 
-use crate::asyncio::{push_coro_frame, AsyncState, Awaited, RunningLoop, Task, TaskState};
+use crate::asyncio::{
+    push_coro_frame, AsyncState, Awaited, ChainEnd, RunningLoop, Task, TaskState,
+};
 use crate::asyncio::{MAX_AWAIT_DEPTH, MAX_TASKS};
 use crate::code::CodeCache;
 use crate::error::WalkError;
@@ -572,22 +574,8 @@ fn coro_chain<M: RemoteMemory>(
         first,
         &mut |code, frame, raw| push_coro_frame(code, process, stack, frame, raw),
     )?;
-    match end {
-        Followed::Done => {}
-        Followed::Truncated => task.stack_truncated = true,
-        Followed::Awaits(obj) => task.awaits = Some(awaited(values, o, obj)),
-    }
+    end.record(task, |obj| awaited(values, o, obj));
     Ok(())
-}
-
-/// Where [`follow`] stopped.
-enum Followed {
-    /// The innermost coroutine awaits nothing (it runs, or is finished).
-    Done,
-    /// The chain looped or went past [`MAX_AWAIT_DEPTH`].
-    Truncated,
-    /// The innermost coroutine awaits this object (not a coroutine or generator).
-    Awaits(u64),
 }
 
 /// Follow coroutine `first` and what each coroutine awaits, calling `on_frame` with each
@@ -600,23 +588,23 @@ fn follow<M: RemoteMemory>(
     gen: &Gen,
     first: u64,
     on_frame: &mut dyn FnMut(&mut CodeCache, u64, crate::RawFrame) -> Result<(), WalkError>,
-) -> Result<Followed, WalkError> {
+) -> Result<ChainEnd, WalkError> {
     let mem = &process.mem;
     let mut obj = first;
     let mut seen = HashSet::new();
     loop {
         if !seen.insert(obj) || seen.len() > MAX_AWAIT_DEPTH {
-            return Ok(Followed::Truncated);
+            return Ok(ChainEnd::TooDeep);
         }
         values.allow_reads(64);
         let ty = values.type_of(obj)?;
         if !matches!(&*ty.name, "coroutine" | "generator") {
-            return Ok(Followed::Awaits(obj));
+            return Ok(ChainEnd::Awaits(obj));
         }
         let frame = gen.frame(mem, obj)?;
         if frame == 0 {
             // ≤3.10: a finished coroutine has no frame.
-            return Ok(Followed::Done);
+            return Ok(ChainEnd::Running);
         }
         let bytes = mem.read_vec(frame, gen.decoder.len, MAX_STRUCT)?;
         let fields = gen.decoder.decode(&bytes).ok_or(WalkError::Corrupt {
@@ -633,7 +621,7 @@ fn follow<M: RemoteMemory>(
         }
         obj = gen.awaited(mem, obj, frame, fields.code, fields.position)?;
         if obj == 0 {
-            return Ok(Followed::Done);
+            return Ok(ChainEnd::Running);
         }
     }
 }

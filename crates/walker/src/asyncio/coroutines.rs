@@ -58,22 +58,31 @@ pub(super) fn coro_chain<M: RemoteMemory>(
         first,
         &mut |code, frame, raw| push_coro_frame(code, process, stack, frame, raw),
     )?;
-    match end {
-        ChainEnd::Awaits(obj) => task.awaits = Some(awaited(values, obj)),
-        ChainEnd::TooDeep => task.stack_truncated = true,
-        ChainEnd::Running => {}
-    }
+    end.record(task, |obj| awaited(values, obj));
     Ok(())
 }
 
 /// Where a chain of coroutines ends.
-pub(super) enum ChainEnd {
-    /// The innermost coroutine is not suspended in an `await` (it runs, or has not started).
+pub(crate) enum ChainEnd {
+    /// The innermost coroutine is not suspended in an `await` (it runs, has not started, or
+    /// has finished).
     Running,
     /// It awaits this object (a future, a task, anything not a coroutine).
     Awaits(u64),
     /// Deeper than [`MAX_AWAIT_DEPTH`], or a cycle.
     TooDeep,
+}
+
+impl ChainEnd {
+    /// Records in `task` where its chain ended: what it awaits (as `awaited` describes the
+    /// object), or that its stack was cut.
+    pub(crate) fn record(self, task: &mut Task, awaited: impl FnOnce(u64) -> Awaited) {
+        match self {
+            ChainEnd::Awaits(obj) => task.awaits = Some(awaited(obj)),
+            ChainEnd::TooDeep => task.stack_truncated = true,
+            ChainEnd::Running => {}
+        }
+    }
 }
 
 /// Follow coroutine `first` and what each awaits, calling `on_frame` with each coroutine's

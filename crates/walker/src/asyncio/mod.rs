@@ -50,8 +50,8 @@ use crate::walk::Walker;
 mod chain;
 mod coroutines;
 pub use chain::{ChainLink, ChainReader, TaskChain, CHAIN_REUSES, MAX_CHAIN};
-pub(crate) use coroutines::push_coro_frame;
 use coroutines::{awaited, coro_chain, follow_coroutines};
+pub(crate) use coroutines::{push_coro_frame, ChainEnd};
 
 /// Bytes of `_Py_AsyncioModuleDebugOffsets` (13 `uint64_t`, 3.14 and 3.15).
 pub const ASYNCIO_DEBUG_LEN: usize = 13 * 8;

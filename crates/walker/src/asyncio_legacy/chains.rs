@@ -25,9 +25,10 @@ use std::collections::{HashMap, HashSet};
 
 use strobe_memory::{le, RemoteMemory};
 
-use super::{follow, list_items, read_tasks, task_name, task_type, Followed, Gen, LegacyTasks};
+use super::{follow, list_items, read_tasks, task_name, task_type, Gen, LegacyTasks};
 use super::{AsyncioLegacy, MAX_CHILDREN};
 use crate::addrmap::AddrMap;
+use crate::asyncio::ChainEnd;
 use crate::asyncio::{ChainLink, TaskChain, TaskState, MAX_CHAIN};
 use crate::error::WalkError;
 use crate::threadnames::{DictKeys, Names, MAX_DICT_ENTRIES};
@@ -440,7 +441,7 @@ impl LegacyChains {
                         Ok(())
                     },
                 )?;
-                if matches!(end, Followed::Truncated) {
+                if matches!(end, ChainEnd::TooDeep) {
                     out.truncated = true;
                 }
             }
