@@ -36,7 +36,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
 use strobe_aggregate::{
-    thread_label_in, Count, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables, ThreadId,
+    thread_label_in, Count, CountKey, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables,
+    ThreadId,
 };
 
 use crate::collapsed::escape;
@@ -381,39 +382,39 @@ impl FoldedRecorder {
 
     /// Counts one sample, whose ids `tables` define.
     pub fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
-        self.add_count(tables, s, Count::one(s.weight_ns))
+        self.add_count(tables, s.key(), Count::one(s.weight_ns))
     }
 
-    /// Counts every stack of `profile` (what `convert` folds: a profile of everything, whose
-    /// counts this recorder's options then filter and label).
+    /// Counts every stack of `profile` (a profile of everything, whose counts this recorder's
+    /// options then filter and label, folds as the profile's samples would: `convert` folded
+    /// raw recordings this way before it streamed them; tests compare the two).
     pub fn add_profile(&mut self, profile: &Profile) -> io::Result<()> {
         for sc in &profile.stacks {
-            let s = Sample {
-                stack: sc.stack,
+            let key = CountKey {
                 thread: sc.thread,
+                stack: sc.stack,
                 flags: sc.flags,
-                timestamp_ns: 0,
-                weight_ns: 0,
             };
-            self.add_count(&profile.tables, &s, sc.count)?;
+            self.add_count(&profile.tables, key, sc.count)?;
         }
         Ok(())
     }
 
-    /// Counts `count` for the thread, stack and flags of `s` (its time fields are not read),
-    /// whose ids `tables` define: a profile's [`StackCount`](strobe_aggregate::StackCount).
-    pub fn add_count(&mut self, tables: &Tables, s: &Sample, count: Count) -> io::Result<()> {
-        if !self.options.filter.accepts(s.flags) || count.is_zero() {
+    /// Counts `count` for the thread, stack and flags of `key`, whose ids `tables` define: a
+    /// profile's [`StackCount`](strobe_aggregate::StackCount), or a raw recording's
+    /// [`RawEvent`](crate::RawEvent).
+    pub fn add_count(&mut self, tables: &Tables, key: CountKey, count: Count) -> io::Result<()> {
+        if !self.options.filter.accepts(key.flags) || count.is_zero() {
             return Ok(());
         }
         let sep = if self.svg { TREE_SEP } else { ';' };
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         if self.options.per_thread {
-            escape(&thread_label_in(tables, s.thread), &mut line);
+            escape(&thread_label_in(tables, key.thread), &mut line);
         }
         let mut frames = 0usize;
-        for fid in tables.stack(s.stack) {
+        for fid in tables.stack(key.stack) {
             let Some(f) = tables.frame(*fid) else {
                 continue;
             };
@@ -455,7 +456,7 @@ impl FoldedRecorder {
             Ok(())
         } else {
             self.total.add(count);
-            *self.per_thread.entry(s.thread).or_default() += count.samples;
+            *self.per_thread.entry(key.thread).or_default() += count.samples;
             self.spool.add(&line, count)
         };
         self.line = line;

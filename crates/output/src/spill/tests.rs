@@ -141,8 +141,9 @@ fn spilled_output_is_byte_identical_to_the_profile_writers() {
     }
 }
 
-/// What `convert` does: a profile of everything (as a raw file reads back), its counts per
-/// stack folded with the view's options.
+/// A profile of everything (as a raw file reads back), its counts per stack folded with the
+/// view's options (what `convert` did before it streamed raw files: the reference the streamed
+/// folding is compared with in `raw/tests.rs`).
 #[test]
 fn counts_of_a_profile_of_everything_fold_as_the_filtered_profile_writes() {
     let (agg, _) = samples();
