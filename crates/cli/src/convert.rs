@@ -7,7 +7,7 @@ use anyhow::Context;
 use strobe_output::{read_raw, write_atomically, FoldedRecorder, FormatKind, RawStream};
 
 use crate::args::ConvertArgs;
-use crate::out_dir::output_dir;
+use crate::out_dir::{output_dir, remove_stale_spills};
 use crate::record::{check_writable, format_for, profile_options, write_profile};
 
 /// Run `strobe convert`.
@@ -41,6 +41,7 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
 /// Returns the samples written.
 fn fold(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<u64> {
     let dir = output_dir(&args.output);
+    remove_stale_spills(&dir);
     let view = profile_options(&args.view);
     let mut f = FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env());
     let mut raw = RawStream::open(&args.input)?;

@@ -25,7 +25,7 @@ use strobe_signals::StopSignals;
 
 use crate::args::{FormatArg, RecordArgs, ViewArgs};
 use crate::launch::{self, Launched};
-use crate::out_dir::output_dir;
+use crate::out_dir::{output_dir, remove_stale_spills};
 use crate::report;
 use crate::status::{self, StatusLine};
 
@@ -290,6 +290,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // collapsed and svg are folded sample by sample as they are drained, in bounded memory
     // (spilling sorted runs next to the output past a budget; see strobe_output's `spill`).
     let dir = output_dir(&output);
+    remove_stale_spills(&dir);
     let mut folded = FoldedRecorder::supports(kind)
         .then(|| FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env()));
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.

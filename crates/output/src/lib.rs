@@ -38,7 +38,7 @@ pub use raw::{
     RawStream, RawWriter,
 };
 pub use speedscope::Speedscope;
-pub use spill::{FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+pub use spill::{remove_stale_spill_dirs, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.

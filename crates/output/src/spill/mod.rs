@@ -22,16 +22,16 @@
 //!   sorts below `;` (a space, say), inferno's plain text sort can separate the node's lines.
 //!
 //! Spill files live in a directory `.strobe-spill-PID-N` created on the first spill and removed
-//! when the recorder is dropped (success, error, or a stop signal: strobe handles those and
-//! returns normally). The budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests
-//! and benchmarks).
+//! when the recorder is dropped (success, error, or a first stop signal: strobe handles those
+//! and returns normally), or, at a second stop signal, by the exit (see the `dir` submodule);
+//! one left by a killed strobe is removed by the next run ([`remove_stale_spill_dirs`]). The
+//! budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests and benchmarks).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
@@ -40,6 +40,7 @@ use strobe_aggregate::{
     ThreadId,
 };
 
+use self::dir::{spill_error, SpillDir};
 use crate::collapsed::escape;
 use crate::svg::{empty_svg, kind_colour, options_for, printable};
 use crate::{label_of, Collapsed, FormatKind, Svg};
@@ -58,51 +59,6 @@ const FAN_IN: usize = 16;
 const RUN_BUFFER: usize = 16 << 10;
 /// Separates frames in svg keys: below every character of an escaped label.
 const TREE_SEP: char = '\u{1}';
-
-static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory for spill files, created when first needed, removed with everything in it when
-/// dropped.
-#[derive(Debug)]
-struct SpillDir {
-    parent: PathBuf,
-    dir: Option<PathBuf>,
-}
-
-impl SpillDir {
-    fn path(&mut self) -> io::Result<PathBuf> {
-        if let Some(d) = &self.dir {
-            return Ok(d.clone());
-        }
-        let n = SPILL_DIRS.fetch_add(1, Ordering::Relaxed);
-        let d = self
-            .parent
-            .join(format!(".strobe-spill-{}-{n}", std::process::id()));
-        fs::create_dir(&d).map_err(|e| spill_error(&d, e))?;
-        self.dir = Some(d.clone());
-        Ok(d)
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        if let Some(d) = &self.dir {
-            let _ = fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// An I/O error while spilling, saying where and what to do.
-fn spill_error(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "cannot spill the profile's stacks to {}: {e}; free space there, or record with \
-             --format raw (a few bytes per sample) and convert later",
-            path.display()
-        ),
-    )
-}
 
 fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
     let mut buf = [0u8; 10];
@@ -369,10 +325,7 @@ impl FoldedRecorder {
                 map: BTreeMap::new(),
                 bytes: 0,
                 budget,
-                dir: SpillDir {
-                    parent: dir.to_owned(),
-                    dir: None,
-                },
+                dir: SpillDir::new(dir),
                 runs: Vec::new(),
                 written: 0,
             },
@@ -673,6 +626,9 @@ impl Pruner {
     }
 }
 
+mod dir;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+pub use dir::remove_stale_spill_dirs;
