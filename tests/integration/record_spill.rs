@@ -14,6 +14,8 @@ use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use strobe_aggregate::ProfileOptions;
+use strobe_output::{read_raw, FormatKind, RawStream};
 
 fn record_spilled(pid: &str, out: &Path) -> String {
     let args = [
@@ -123,8 +125,9 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
     assert!(paths.len() >= 8, "{:?}", parsed.labels);
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 
-    // convert folds a raw recording the same way: spilled at every line or not at all, the
-    // same bytes.
+    // convert streams a raw recording into the same folding: spilled at every line or not at
+    // all, the same bytes, and those of the profile's writer. The recorder's stack table is
+    // tiny, so it forgets stacks and says so (FORGET records) and the stream drops them.
     let raw = dir.path().join("paths.raw");
     let run = strobe_cmd(&[
         "record",
@@ -134,6 +137,8 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
         "1",
         "--rate",
         "1000",
+        "--stack-table-bytes",
+        "3000",
         "--format",
         "raw",
         "-o",
@@ -143,7 +148,31 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
     .unwrap();
     assert_ok(&run, "record --format raw");
     target.close_stdin();
+    let mut stream = RawStream::open(&raw).unwrap();
+    while stream.next_event().unwrap().is_some() {}
+    let forgotten = stream.tables().first_stack().index();
+    assert!(
+        forgotten > 0 && stream.tables().held_stacks() < stream.stack_definitions(),
+        "{forgotten} stacks forgotten, {} held of {}",
+        stream.tables().held_stacks(),
+        stream.stack_definitions()
+    );
+    let profile = read_raw(&raw)
+        .unwrap()
+        .profile
+        .with_options(ProfileOptions {
+            per_thread: true,
+            ..ProfileOptions::default()
+        })
+        .unwrap();
     for file in ["c.txt", "c.svg"] {
+        let mut want = Vec::new();
+        let kind = if file.ends_with("svg") {
+            FormatKind::Svg
+        } else {
+            FormatKind::Collapsed
+        };
+        kind.writer().write(&profile, &mut want).unwrap();
         let mut outs = Vec::new();
         for budget in ["1", "1000000000"] {
             let out = dir.path().join(format!("{budget}.{file}"));
@@ -161,6 +190,10 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
             outs.push(std::fs::read(&out).unwrap());
         }
         assert!(outs[0] == outs[1], "{file}: spilled and in-memory differ");
+        assert!(
+            outs[0] == want,
+            "{file}: streamed and the profile's writer differ"
+        );
         assert!(outs[0].len() > 1000, "{file}: {} bytes", outs[0].len());
         assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
     }

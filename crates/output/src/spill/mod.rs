@@ -36,8 +36,7 @@ use std::path::{Path, PathBuf};
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
 use strobe_aggregate::{
-    thread_label_in, Count, CountKey, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables,
-    ThreadId,
+    thread_label_in, Count, CountKey, FrameKind, Metadata, ProfileOptions, Sample, Tables, ThreadId,
 };
 
 use self::dir::{spill_error, SpillDir};
@@ -339,9 +338,10 @@ impl FoldedRecorder {
     }
 
     /// Counts every stack of `profile` (a profile of everything, whose counts this recorder's
-    /// options then filter and label, folds as the profile's samples would: `convert` folded
-    /// raw recordings this way before it streamed them; tests compare the two).
-    pub fn add_profile(&mut self, profile: &Profile) -> io::Result<()> {
+    /// options then filter and label, folds as the profile's samples would): how `convert`
+    /// folded raw recordings before it streamed them, kept as the tests' reference.
+    #[cfg(test)]
+    pub(crate) fn add_profile(&mut self, profile: &strobe_aggregate::Profile) -> io::Result<()> {
         for sc in &profile.stacks {
             let key = CountKey {
                 thread: sc.thread,
