@@ -76,7 +76,8 @@ fn owner(name: &str) -> Option<u32> {
 
 /// Removes the spill directories in `dir` whose process is gone (a strobe that was killed
 /// while it had spilled), and returns them. One whose removal fails is left out (and left for
-/// the next run); an unreadable `dir` is the error.
+/// the next run); an unreadable `dir` is the error. "Gone" means no `/proc/PID` here: a strobe
+/// in another PID namespace spilling into the same directory would look gone too.
 pub fn remove_stale_spill_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
