@@ -66,9 +66,14 @@ pub fn convert_to(raw: &Path, args: &[&str], out: impl AsRef<Path>) -> std::path
 
 /// Start strobe with stderr piped, and wait for its "recording" line (sampling has started).
 /// The child is handed back to the caller, who waits for it.
-#[allow(clippy::zombie_processes)]
 pub fn spawn_recording(args: &[&str]) -> (Child, BufReader<ChildStderr>, String) {
-    let mut child = strobe_cmd(args)
+    spawn_recording_with(&mut strobe_cmd(args))
+}
+
+/// [`spawn_recording`] with any strobe command line (an environment variable set, say).
+#[allow(clippy::zombie_processes)]
+pub fn spawn_recording_with(cmd: &mut Command) -> (Child, BufReader<ChildStderr>, String) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,13 +3,19 @@
 //! every new distinct stack). The target takes random paths (`tests/targets/record_paths.py`),
 //! so there are many distinct stacks; the output is complete (the collapsed file says what the
 //! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
-//! of a raw recording writes the same bytes spilled or not.
+//! of a raw recording writes the same bytes spilled or not; and no spill directory outlives a
+//! second stop signal, nor, past the next `record`, a SIGKILL.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, parse_svg, strobe_cmd};
+use crate::record::{assert_ok, parse_svg, spawn_recording_with, strobe_cmd};
 use crate::record_summary::table;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::{Duration, Instant};
+use strobe_aggregate::ProfileOptions;
+use strobe_output::{read_raw, FormatKind, RawStream};
 
 fn record_spilled(pid: &str, out: &Path) -> String {
     let args = [
@@ -119,8 +125,9 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
     assert!(paths.len() >= 8, "{:?}", parsed.labels);
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 
-    // convert folds a raw recording the same way: spilled at every line or not at all, the
-    // same bytes.
+    // convert streams a raw recording into the same folding: spilled at every line or not at
+    // all, the same bytes, and those of the profile's writer. The recorder's stack table is
+    // tiny, so it forgets stacks and says so (FORGET records) and the stream drops them.
     let raw = dir.path().join("paths.raw");
     let run = strobe_cmd(&[
         "record",
@@ -130,6 +137,8 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
         "1",
         "--rate",
         "1000",
+        "--stack-table-bytes",
+        "3000",
         "--format",
         "raw",
         "-o",
@@ -139,7 +148,31 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
     .unwrap();
     assert_ok(&run, "record --format raw");
     target.close_stdin();
+    let mut stream = RawStream::open(&raw).unwrap();
+    while stream.next_event().unwrap().is_some() {}
+    let forgotten = stream.tables().first_stack().index();
+    assert!(
+        forgotten > 0 && stream.tables().held_stacks() < stream.stack_definitions(),
+        "{forgotten} stacks forgotten, {} held of {}",
+        stream.tables().held_stacks(),
+        stream.stack_definitions()
+    );
+    let profile = read_raw(&raw)
+        .unwrap()
+        .profile
+        .with_options(ProfileOptions {
+            per_thread: true,
+            ..ProfileOptions::default()
+        })
+        .unwrap();
     for file in ["c.txt", "c.svg"] {
+        let mut want = Vec::new();
+        let kind = if file.ends_with("svg") {
+            FormatKind::Svg
+        } else {
+            FormatKind::Collapsed
+        };
+        kind.writer().write(&profile, &mut want).unwrap();
         let mut outs = Vec::new();
         for budget in ["1", "1000000000"] {
             let out = dir.path().join(format!("{budget}.{file}"));
@@ -157,7 +190,89 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
             outs.push(std::fs::read(&out).unwrap());
         }
         assert!(outs[0] == outs[1], "{file}: spilled and in-memory differ");
+        assert!(
+            outs[0] == want,
+            "{file}: streamed and the profile's writer differ"
+        );
         assert!(outs[0].len() > 1000, "{file}: {} bytes", outs[0].len());
         assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
     }
+}
+
+/// Start `strobe record` of `pid` into `out` spilling at every new line, and wait until its
+/// spill directory exists; returns the child and the directory's name.
+fn spilling(pid: &str, out: &Path) -> (std::process::Child, String) {
+    let (child, _err, _seen) = spawn_recording_with(
+        strobe_cmd(&[
+            "record",
+            "--pid",
+            pid,
+            "--rate",
+            "1000",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .env("STROBE_SPILL_BYTES", "1"),
+    );
+    let dir = out.parent().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A poll, not a guess: it ends as soon as the first spill made the directory.
+        if let [name] = spill_files_in(dir).as_slice() {
+            return (child, name.clone());
+        }
+        assert!(Instant::now() < deadline, "no spill directory in {dir:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A second stop signal exits at once (128 + its number) without writing the output, and
+/// removes the spill directory first; a SIGKILLed recording leaves its directory, which the
+/// next `record` writing to the same directory removes, saying so.
+#[test]
+fn no_spill_directory_outlives_a_second_stop_signal_or_a_sigkill() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+
+    let out = dir.path().join("twice.txt");
+    let (mut child, _) = spilling(&pid, &out);
+    let strobe = Pid::from_raw(child.id() as i32);
+    // Two different signals are both delivered (two SIGINTs could merge into one pending):
+    // SIGINT asks to stop and write, SIGTERM, the second, to exit at once.
+    kill(strobe, Signal::SIGINT).unwrap();
+    kill(strobe, Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + Signal::SIGTERM as i32),
+        "{status}"
+    );
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+
+    let out = dir.path().join("killed.txt");
+    let (mut child, stale) = spilling(&pid, &out);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    assert_eq!(spill_files_in(dir.path()), std::slice::from_ref(&stale));
+    let next = dir.path().join("next.txt");
+    let args = [
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "0.2",
+        "-o",
+        next.to_str().unwrap(),
+    ];
+    let stderr = assert_ok(&strobe_cmd(&args).output().unwrap(), "the next record");
+    target.close_stdin();
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("spill")).collect();
+    let removed = format!(
+        "strobe: removed a spill directory left by a strobe that was killed: {}",
+        dir.path().join(&stale).display()
+    );
+    assert_eq!(said, [removed.as_str()], "{stderr}");
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 }

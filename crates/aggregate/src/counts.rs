@@ -68,6 +68,18 @@ pub struct Sample {
     pub weight_ns: u64,
 }
 
+impl Sample {
+    /// The key it is counted under.
+    #[inline]
+    pub fn key(&self) -> CountKey {
+        CountKey {
+            thread: self.thread,
+            stack: self.stack,
+            flags: self.flags,
+        }
+    }
+}
+
 /// A number of samples and the wall time they stand for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Count {
@@ -206,13 +218,7 @@ impl Counts {
     /// Counts one sample: two hash-map increments (and a push when the timeline is kept).
     #[inline]
     pub fn add(&mut self, s: &Sample) {
-        let key = CountKey {
-            thread: s.thread,
-            stack: s.stack,
-            flags: s.flags,
-        };
-        let c = Count::one(s.weight_ns);
-        self.add_count(key, c);
+        self.add_count(s.key(), Count::one(s.weight_ns));
         if let Some(t) = &mut self.timeline {
             t.push(*s);
         }
@@ -468,13 +474,8 @@ impl FunctionTotals {
     /// Counts one sample, whose stack `tables` holds.
     #[inline]
     pub fn add(&mut self, tables: &Tables, s: &Sample) {
-        let key = CountKey {
-            thread: s.thread,
-            stack: s.stack,
-            flags: s.flags,
-        };
         self.acc
-            .add(tables, &self.opts, &key, Count::one(s.weight_ns));
+            .add(tables, &self.opts, &s.key(), Count::one(s.weight_ns));
     }
 
     /// Everything counted, as a breakdown whose interval is empty.

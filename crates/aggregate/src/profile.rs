@@ -199,12 +199,7 @@ impl Profile {
             if !options.filter.accepts(s.flags) {
                 continue;
             }
-            let k = CountKey {
-                thread: s.thread,
-                stack: s.stack,
-                flags: s.flags,
-            };
-            if let Some((thread, stack)) = map_key(&k, &mut out)? {
+            if let Some((thread, stack)) = map_key(&s.key(), &mut out)? {
                 new_timeline.push(Sample {
                     thread,
                     stack,

@@ -38,6 +38,7 @@ mod dump;
 #[cfg(test)]
 mod error_lines;
 mod launch;
+mod out_dir;
 pub mod output;
 mod record;
 mod report;

@@ -25,6 +25,7 @@ use strobe_signals::StopSignals;
 
 use crate::args::{FormatArg, RecordArgs, ViewArgs};
 use crate::launch::{self, Launched};
+use crate::out_dir::{output_dir, remove_stale_spills};
 use crate::report;
 use crate::status::{self, StatusLine};
 
@@ -113,10 +114,7 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
         return Err(cannot("it is a directory".into()));
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = output_dir(path);
     if !dir.is_dir() {
         return Err(cannot(format!(
             "the directory {} does not exist",
@@ -291,13 +289,10 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let summary_options = report::summary_options(view.filter, view.hide_gc);
     // collapsed and svg are folded sample by sample as they are drained, in bounded memory
     // (spilling sorted runs next to the output past a budget; see strobe_output's `spill`).
-    let mut folded = FoldedRecorder::supports(kind).then(|| {
-        let dir = match output.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env())
-    });
+    let dir = output_dir(&output);
+    remove_stale_spills(&dir);
+    let mut folded = FoldedRecorder::supports(kind)
+        .then(|| FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env()));
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     // A raw file is streamed: the tables forget stacks not seen lately and no counts are kept

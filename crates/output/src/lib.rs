@@ -34,10 +34,11 @@ pub use collapsed::Collapsed;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
 pub use raw::{
-    read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
+    read_raw, read_raw_bytes, read_raw_counts, RawError, RawEvent, RawRecording, RawStats,
+    RawStream, RawWriter,
 };
 pub use speedscope::Speedscope;
-pub use spill::{FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+pub use spill::{remove_stale_spill_dirs, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.

@@ -913,7 +913,7 @@ fn gc_frames_survive_raw_and_every_format_and_no_gc_drops_only_them() {
     let mut w = RawWriter::new(Vec::new(), &meta("python gc.py")).unwrap();
     w.append(a.tables(), a.counts().timeline()).unwrap();
     let bytes = w.finish().unwrap();
-    assert_eq!(&bytes[8..10], &4u16.to_le_bytes(), "raw format version 4");
+    assert_eq!(&bytes[8..10], &5u16.to_le_bytes(), "raw format version 5");
     let r = read_raw_bytes(&bytes).unwrap();
     let gc_frames: Vec<_> = r
         .profile

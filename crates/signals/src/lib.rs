@@ -9,11 +9,16 @@
 //! one that arrives stays pending, the `Freeze` guard detaches, then [`DeferSignals`] restores
 //! the old mask and the pending signal takes its default action (strobe exits) with the target
 //! already running again.
+//!
+//! A second stop signal exits at once (see [`StopSignals`]), skipping every destructor: the
+//! directories registered with [`create_dir_removed_on_exit`] (the folded formats' spill
+//! directories) are removed first, so that nothing is left behind.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
@@ -28,8 +33,9 @@ pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::
 /// it starts afterwards (threads inherit the mask; call it before starting any), then starts
 /// a thread that collects them with `sigwait`. The first signal is sent on
 /// [`StopSignals::receiver`]; a second one means the user does not want to wait for the
-/// output to be written, and exits at once with status 128 + signal number. A target frozen
-/// by `--blocking` at that moment is released by the kernel when strobe exits.
+/// output to be written, and exits at once with status 128 + signal number, after removing the
+/// directories registered with [`create_dir_removed_on_exit`]. A target frozen by
+/// `--blocking` at that moment is released by the kernel when strobe exits.
 ///
 /// Child processes inherit the signal mask across `exec` (Rust's `Command` does not reset it),
 /// so start any child *before* installing this, or it runs with these signals blocked and
@@ -59,7 +65,7 @@ impl StopSignals {
                 while let Ok(sig) = set.wait() {
                     seen += 1;
                     if seen > 1 {
-                        std::process::exit(128 + sig as i32);
+                        exit_now(128 + sig as i32);
                     }
                     // The receiver may be gone while strobe finishes; nothing to tell then.
                     let _ = tx.send(sig);
@@ -86,6 +92,47 @@ impl StopSignals {
     pub fn receiver(&self) -> &Receiver<Signal> {
         &self.rx
     }
+}
+
+/// Directories to remove before exiting at a second stop signal.
+static REMOVE_ON_EXIT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Creates the directory `path` and registers it to be removed, with everything in it, should
+/// strobe exit at a second stop signal; [`remove_registered_dir`] removes it and the
+/// registration. The directory is created under the registry's lock, which an exit holds to the
+/// end, so it is either removed by the exit or never created.
+pub fn create_dir_removed_on_exit(path: &Path) -> std::io::Result<()> {
+    let mut dirs = REMOVE_ON_EXIT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    std::fs::create_dir(path)?;
+    dirs.push(path.to_owned());
+    Ok(())
+}
+
+/// Removes a directory made by [`create_dir_removed_on_exit`], with everything in it, and then
+/// its registration (so that an exit in between removes what is left of it).
+pub fn remove_registered_dir(path: &Path) -> std::io::Result<()> {
+    let removed = std::fs::remove_dir_all(path);
+    REMOVE_ON_EXIT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|d| d != path);
+    removed
+}
+
+/// Removes the registered directories and exits with `code`, holding the registry's lock so
+/// that no directory is registered meanwhile. A file being created in one of them at that
+/// very moment can keep it from being removed.
+fn exit_now(code: i32) -> ! {
+    let dirs = REMOVE_ON_EXIT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for d in dirs.iter() {
+        // Nothing more can be done about a failure: strobe is exiting.
+        let _ = std::fs::remove_dir_all(d);
+    }
+    std::process::exit(code)
 }
 
 /// Guard: the terminating signals are blocked on this thread until it drops.
@@ -133,6 +180,19 @@ impl Drop for DeferSignals {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registered_directories_are_created_and_removed_with_their_registration() {
+        let dir = std::env::temp_dir().join(format!("strobe-signals-{}", std::process::id()));
+        let registered = || REMOVE_ON_EXIT.lock().unwrap().contains(&dir);
+        create_dir_removed_on_exit(&dir).unwrap();
+        assert!(dir.is_dir() && registered());
+        std::fs::write(dir.join("run-1"), b"x").unwrap();
+        // An existing directory is an error, and not registered twice.
+        assert!(create_dir_removed_on_exit(&dir).is_err());
+        remove_registered_dir(&dir).unwrap();
+        assert!(!dir.exists() && !registered());
+    }
 
     #[test]
     fn blocks_then_restores() {

@@ -1,10 +1,11 @@
 //! strobe's raw recording: written while recording, readable after a crash.
 //!
-//! # Layout (version 4)
+//! # Layout (version 5)
 //!
-//! Older versions are read too: version 3 is version 4 without the first line ending FRAME and
-//! KFRAME (its frames have no first line), frame kinds 4 and 5 and sample flag 4; version 2 is
-//! version 3 without frame kind 3; version 1 is version 2 without record 9.
+//! Older versions are read too: version 4 is version 5 without record 10 (FORGET); version 3 is
+//! version 4 without the first line ending FRAME and KFRAME (its frames have no first line),
+//! frame kinds 4 and 5 and sample flag 4; version 2 is version 3 without frame kind 3; version 1
+//! is version 2 without record 9.
 //!
 //! ```text
 //! header:  "STROBRAW"  u16 LE version  u16 LE reserved (0)
@@ -25,6 +26,8 @@
 //!               5 task: `<task NAME>`), function str id, file str id, line as in FRAME,
 //!               module (0 = none, else str id + 1), first line as in FRAME   (a frame that
 //!               is not Python's; frame ids are shared with FRAME)
+//!  10 FORGET    stack id: every stack whose id is below it is forgotten (no later record
+//!               names one); never lower than an earlier FORGET's
 //! ```
 //!
 //! Ids are implicit (each definition takes the next id of its kind) and file-local. A chunk holds
@@ -32,35 +35,50 @@
 //! The same frames may be defined as several stacks: `record` forgets stacks not seen lately
 //! (its stack table is bounded, see `strobe_aggregate::pipeline_streamed`), and one that comes
 //! back is defined again under a new id; a stack forgotten before it was written is defined
-//! empty, to keep the ids in step, and no sample names it. The reader interns stacks by
-//! content, so such a file reads as one with each stack defined once (versions 1 to 3 all allow
-//! this: a reader of any of them reads it). The
+//! empty, to keep the ids in step, and no sample names it. The writer says what it forgot with
+//! a FORGET record (it learns of it from the tables it is handed: their first held stack
+//! moved), before the first sample after it, so a reader need hold only the stacks not
+//! forgotten: [`RawStream`] does, and so reads in memory bounded by the recorder's stack table
+//! and the file's distinct frames, whatever the file's length. [`read_raw`] interns stacks by
+//! content instead (it builds a whole profile), so such a file reads as one with each stack
+//! defined once (versions 1 to 4 all allow this: a reader of any of them reads it, FORGET
+//! aside). The
 //! writer emits a chunk at every [`RawWriter::flush`] (the recorder calls it at least once a
 //! second) and whenever its buffer passes 1 MiB; a killed recorder leaves at most a torn last
 //! chunk, which the reader detects by its length or checksum and skips, reporting the bytes it
 //! ignored. No fsync: a `write` has reached the kernel, which survives the recorder being killed;
 //! power loss is out of scope.
 //!
-//! The writer ([`RawWriter`], and `strobe convert --format raw`) is in the `writer` submodule,
-//! the reader ([`read_raw`], [`read_raw_bytes`]) in `reader`; the format's constants and
-//! encodings, shared by both, are here.
+//! The writer ([`RawWriter`], and `strobe convert --format raw`) is in the `writer` submodule.
+//! Reading is in layers: `records` reads the file a chunk at a time, checks each chunk and
+//! decodes its records one by one, checking every id against the definitions before it; on
+//! top of it `stream` ([`RawStream`]) keeps the tables so far and yields samples and counts in
+//! file order, and `reader` ([`read_raw`], [`read_raw_bytes`], [`read_raw_counts`]) builds a
+//! [`Profile`](strobe_aggregate::Profile). The format's constants and encodings, shared by
+//! all, are here.
 
 mod reader;
+mod records;
+mod stream;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 mod writer;
 
-pub use reader::{read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording};
+pub use reader::{read_raw, read_raw_bytes, read_raw_counts, RawRecording};
+pub use records::RawError;
+pub use stream::{RawEvent, RawStream};
 pub(crate) use writer::RawFormat;
 pub use writer::RawWriter;
 
 /// The file magic.
 pub const MAGIC: &[u8; 8] = b"STROBRAW";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The first format version whose frames carry their function's first line.
 const FIRST_LINE_VERSION: u16 = 4;
+/// The first format version with FORGET records.
+const FORGET_VERSION: u16 = 5;
 /// The oldest format version this code reads.
 pub const OLDEST_VERSION: u16 = 1;
 const HEADER_LEN: usize = 12;
@@ -78,6 +96,7 @@ const SAMPLE: u8 = 6;
 const STATS: u8 = 7;
 const AGGREGATE: u8 = 8;
 const KFRAME: u8 = 9;
+const FORGET: u8 = 10;
 
 /// Run statistics recorded alongside samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

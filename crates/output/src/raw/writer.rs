@@ -9,8 +9,8 @@ use strobe_aggregate::{
 };
 
 use super::{
-    line_code, string, varint, zigzag, RawStats, AGGREGATE, CHUNK_HEADER_LEN, FLUSH_AT, FRAME,
-    HEADER_LEN, KFRAME, MAGIC, META, SAMPLE, STACK, STATS, STR, THREAD, VERSION,
+    line_code, string, varint, zigzag, RawStats, AGGREGATE, CHUNK_HEADER_LEN, FLUSH_AT, FORGET,
+    FRAME, HEADER_LEN, KFRAME, MAGIC, META, SAMPLE, STACK, STATS, STR, THREAD, VERSION,
 };
 use crate::Format;
 
@@ -62,7 +62,8 @@ impl<W: Write> RawWriter<W> {
     }
 
     /// Emits definitions for table entries new since the last call (a stack `tables` no longer
-    /// holds is written empty: see the module documentation).
+    /// holds is written empty: see the module documentation), and a FORGET when `tables` forgot
+    /// stacks since.
     fn definitions(&mut self, tables: &Tables) {
         let b = &mut self.buf;
         for i in self.marks.strings..tables.num_strings() {
@@ -103,6 +104,11 @@ impl<W: Write> RawWriter<W> {
             for f in frames {
                 varint(b, u64::from(f.0));
             }
+        }
+        let first = tables.first_stack();
+        if first.index() > self.marks.first_stack {
+            b.push(FORGET);
+            varint(b, u64::from(first.0));
         }
         self.marks = Marks::of(tables);
     }

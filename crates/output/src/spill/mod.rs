@@ -22,23 +22,24 @@
 //!   sorts below `;` (a space, say), inferno's plain text sort can separate the node's lines.
 //!
 //! Spill files live in a directory `.strobe-spill-PID-N` created on the first spill and removed
-//! when the recorder is dropped (success, error, or a stop signal: strobe handles those and
-//! returns normally). The budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests
-//! and benchmarks).
+//! when the recorder is dropped (success, error, or a first stop signal: strobe handles those
+//! and returns normally), or, at a second stop signal, by the exit (see the `dir` submodule);
+//! one left by a killed strobe is removed by the next run ([`remove_stale_spill_dirs`]). The
+//! budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests and benchmarks).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
 use strobe_aggregate::{
-    thread_label_in, Count, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables, ThreadId,
+    thread_label_in, Count, CountKey, FrameKind, Metadata, ProfileOptions, Sample, Tables, ThreadId,
 };
 
+use self::dir::{spill_error, SpillDir};
 use crate::collapsed::escape;
 use crate::svg::{empty_svg, kind_colour, options_for, printable};
 use crate::{label_of, Collapsed, FormatKind, Svg};
@@ -57,51 +58,6 @@ const FAN_IN: usize = 16;
 const RUN_BUFFER: usize = 16 << 10;
 /// Separates frames in svg keys: below every character of an escaped label.
 const TREE_SEP: char = '\u{1}';
-
-static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory for spill files, created when first needed, removed with everything in it when
-/// dropped.
-#[derive(Debug)]
-struct SpillDir {
-    parent: PathBuf,
-    dir: Option<PathBuf>,
-}
-
-impl SpillDir {
-    fn path(&mut self) -> io::Result<PathBuf> {
-        if let Some(d) = &self.dir {
-            return Ok(d.clone());
-        }
-        let n = SPILL_DIRS.fetch_add(1, Ordering::Relaxed);
-        let d = self
-            .parent
-            .join(format!(".strobe-spill-{}-{n}", std::process::id()));
-        fs::create_dir(&d).map_err(|e| spill_error(&d, e))?;
-        self.dir = Some(d.clone());
-        Ok(d)
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        if let Some(d) = &self.dir {
-            let _ = fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// An I/O error while spilling, saying where and what to do.
-fn spill_error(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "cannot spill the profile's stacks to {}: {e}; free space there, or record with \
-             --format raw (a few bytes per sample) and convert later",
-            path.display()
-        ),
-    )
-}
 
 fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
     let mut buf = [0u8; 10];
@@ -368,10 +324,7 @@ impl FoldedRecorder {
                 map: BTreeMap::new(),
                 bytes: 0,
                 budget,
-                dir: SpillDir {
-                    parent: dir.to_owned(),
-                    dir: None,
-                },
+                dir: SpillDir::new(dir),
                 runs: Vec::new(),
                 written: 0,
             },
@@ -381,39 +334,40 @@ impl FoldedRecorder {
 
     /// Counts one sample, whose ids `tables` define.
     pub fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
-        self.add_count(tables, s, Count::one(s.weight_ns))
+        self.add_count(tables, s.key(), Count::one(s.weight_ns))
     }
 
-    /// Counts every stack of `profile` (what `convert` folds: a profile of everything, whose
-    /// counts this recorder's options then filter and label).
-    pub fn add_profile(&mut self, profile: &Profile) -> io::Result<()> {
+    /// Counts every stack of `profile` (a profile of everything, whose counts this recorder's
+    /// options then filter and label, folds as the profile's samples would): how `convert`
+    /// folded raw recordings before it streamed them, kept as the tests' reference.
+    #[cfg(test)]
+    pub(crate) fn add_profile(&mut self, profile: &strobe_aggregate::Profile) -> io::Result<()> {
         for sc in &profile.stacks {
-            let s = Sample {
-                stack: sc.stack,
+            let key = CountKey {
                 thread: sc.thread,
+                stack: sc.stack,
                 flags: sc.flags,
-                timestamp_ns: 0,
-                weight_ns: 0,
             };
-            self.add_count(&profile.tables, &s, sc.count)?;
+            self.add_count(&profile.tables, key, sc.count)?;
         }
         Ok(())
     }
 
-    /// Counts `count` for the thread, stack and flags of `s` (its time fields are not read),
-    /// whose ids `tables` define: a profile's [`StackCount`](strobe_aggregate::StackCount).
-    pub fn add_count(&mut self, tables: &Tables, s: &Sample, count: Count) -> io::Result<()> {
-        if !self.options.filter.accepts(s.flags) || count.is_zero() {
+    /// Counts `count` for the thread, stack and flags of `key`, whose ids `tables` define: a
+    /// profile's [`StackCount`](strobe_aggregate::StackCount), or a raw recording's
+    /// [`RawEvent`](crate::RawEvent).
+    pub fn add_count(&mut self, tables: &Tables, key: CountKey, count: Count) -> io::Result<()> {
+        if !self.options.filter.accepts(key.flags) || count.is_zero() {
             return Ok(());
         }
         let sep = if self.svg { TREE_SEP } else { ';' };
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         if self.options.per_thread {
-            escape(&thread_label_in(tables, s.thread), &mut line);
+            escape(&thread_label_in(tables, key.thread), &mut line);
         }
         let mut frames = 0usize;
-        for fid in tables.stack(s.stack) {
+        for fid in tables.stack(key.stack) {
             let Some(f) = tables.frame(*fid) else {
                 continue;
             };
@@ -455,7 +409,7 @@ impl FoldedRecorder {
             Ok(())
         } else {
             self.total.add(count);
-            *self.per_thread.entry(s.thread).or_default() += count.samples;
+            *self.per_thread.entry(key.thread).or_default() += count.samples;
             self.spool.add(&line, count)
         };
         self.line = line;
@@ -672,6 +626,9 @@ impl Pruner {
     }
 }
 
+mod dir;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+pub use dir::remove_stale_spill_dirs;

@@ -1,5 +1,9 @@
 use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use strobe_aggregate::{Aggregator, FrameKey, SampleFilter, SampleFlags, ThreadKey};
+
+/// Numbers the tests' output directories.
+static TEST_DIRS: AtomicUsize = AtomicUsize::new(0);
 
 /// Many distinct stacks of very different weights (random paths through 16 functions,
 /// some hot ones), two threads, idle samples, `<GC>` and native frames.
@@ -85,7 +89,7 @@ fn spilled(
     let dir = std::env::temp_dir().join(format!(
         "strobe-spill-test-{}-{}",
         std::process::id(),
-        SPILL_DIRS.fetch_add(1, Ordering::Relaxed)
+        TEST_DIRS.fetch_add(1, Ordering::Relaxed)
     ));
     fs::create_dir_all(&dir).unwrap();
     let mut r = FoldedRecorder::new(kind, options, &dir, budget);
@@ -141,8 +145,9 @@ fn spilled_output_is_byte_identical_to_the_profile_writers() {
     }
 }
 
-/// What `convert` does: a profile of everything (as a raw file reads back), its counts per
-/// stack folded with the view's options.
+/// A profile of everything (as a raw file reads back), its counts per stack folded with the
+/// view's options (what `convert` did before it streamed raw files: the reference the streamed
+/// folding is compared with in `raw/tests.rs`).
 #[test]
 fn counts_of_a_profile_of_everything_fold_as_the_filtered_profile_writes() {
     let (agg, _) = samples();
