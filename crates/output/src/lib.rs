@@ -22,6 +22,8 @@ mod chrome;
 mod collapsed;
 mod gecko;
 mod json;
+#[cfg(test)]
+mod paths_stream;
 mod pprof;
 pub mod raw;
 mod speedscope;

@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../src/paths_stream.rs"]
+mod paths_stream;
+
+use paths_stream::{path_frames, two_threads};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -1203,25 +1207,11 @@ fn first_lines_reach_pprof_gecko_and_speedscope() {
 /// Sample `n` of a many-stacks stream: a path through 16 functions, 1 to 24 deep, on one of two
 /// threads; every seventh sample the same short idle stack (a hot stack that comes back).
 fn many_stacks_sample(names: &[String], n: u64) -> (ThreadKey<'static>, Vec<FrameKey<'_>>) {
-    let thread = ThreadKey {
-        os_tid: 100 + n % 2,
-        name: None,
-        interpreter_id: 0,
-    };
     if n.is_multiple_of(7) {
         let f = |name, line| FrameKey::python(name, "/srv/app/main.py", Some(line));
-        return (thread, vec![f("main", 1), f("wait", 2)]);
+        return (two_threads(n), vec![f("main", 1), f("wait", 2)]);
     }
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let depth = 1 + (x % 24) as usize;
-    let frames = (0..depth)
-        .map(|i| {
-            x = x.rotate_left(9).wrapping_mul(31).wrapping_add(i as u64);
-            let f = (x % 16) as usize;
-            FrameKey::python(&names[f], "/srv/app/paths.py", Some(f as i32 * 4 + 1))
-        })
-        .collect();
-    (thread, frames)
+    (two_threads(n), path_frames(names, n, 24))
 }
 
 #[test]

@@ -7,6 +7,7 @@ use strobe_aggregate::{
 };
 
 use super::*;
+use crate::paths_stream::{path_frames, two_threads};
 use crate::{FoldedRecorder, FormatKind};
 
 /// Writes a recording by hand, record by record, at any format version.
@@ -443,26 +444,6 @@ fn forget_records_are_checked() {
     assert_eq!(corrupt(&e.file), "unknown record type");
 }
 
-/// Random paths through 16 functions, 1 to 12 deep, on two threads: a new stack nearly
-/// every sample.
-fn path_sample(names: &[String], n: u64) -> (ThreadKey<'static>, Vec<FrameKey<'_>>) {
-    let thread = ThreadKey {
-        os_tid: 100 + n % 2,
-        name: None,
-        interpreter_id: 0,
-    };
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let depth = 1 + (x % 12) as usize;
-    let frames = (0..depth)
-        .map(|i| {
-            x = x.rotate_left(9).wrapping_mul(31).wrapping_add(i as u64);
-            let f = (x % 16) as usize;
-            FrameKey::python(&names[f], "/srv/app/paths.py", Some(f as i32 * 4 + 1))
-        })
-        .collect();
-    (thread, frames)
-}
-
 /// The frames of `stack` in `tables`, by content.
 fn frames_of(tables: &Tables, stack: StackId) -> Vec<(String, Option<i32>)> {
     tables
@@ -491,7 +472,7 @@ fn a_recorder_with_a_tiny_stack_table_writes_forgets_and_the_stream_holds_no_mor
         w.append(d.tables, d.samples).unwrap();
     };
     for n in 0..6_000u64 {
-        let (thread, frames) = path_sample(&names, n);
+        let (thread, frames) = (two_threads(n), path_frames(&names, n, 12));
         let flags = SampleFlags::HOLDS_GIL;
         assert!(sampler.record(&thread, &frames, flags, n, 1).unwrap());
         sampler.collect_stacks();
