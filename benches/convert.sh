@@ -23,25 +23,10 @@ cd "$(dirname "$0")/.."
 SECS=${SECS:-60}
 ROUNDS=${ROUNDS:-1}
 [[ -n "${BEFORE:-}" && -x "$BEFORE" ]] || { echo "set BEFORE to an older strobe binary" >&2; exit 1; }
-if [[ -z "${STROBE:-}" ]]; then
-    cargo build -q --release --bin strobe
-    STROBE=${CARGO_TARGET_DIR:-target}/release/strobe
-fi
 PY=/root/.pyenv/versions/3.12.1/bin/python3.12
-TMP=$(mktemp -d)
-TARGET_PID=
-cleanup() {
-    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-mkfifo "$TMP/ready"
-"$PY" benches/paths_target.py >"$TMP/ready" &
-TARGET_PID=$!
-exec 3<"$TMP/ready"
-read -r ready <&3
-[[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+source benches/lib.sh
+bench_tmp
+start_script "$PY" benches/paths_target.py
 
 # record BUILD FILE: SECS flat out, raw.
 record() {

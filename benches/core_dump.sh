@@ -16,16 +16,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 GIB=${GIB:-1}
 RUNS=${RUNS:-20}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build -q --release --bin strobe
-STROBE="$CARGO_TARGET_DIR/release/strobe"
-TMP=$(mktemp -d)
-TARGET_PID=
-cleanup() {
-    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+source benches/lib.sh
+bench_tmp
 
 cat >"$TMP/big.py" <<PYEOF
 import sys, threading

@@ -1,22 +1,27 @@
-# Shared by benches/record.sh and benches/compare.sh (sourced, not run): release builds of
-# strobe and the sampling benchmark, a temporary directory that is removed on exit together
-# with the target process, and the benchmark's target script in it.
+# Shared by the bench scripts (sourced, not run): a release build of strobe, a temporary
+# directory that is removed on exit together with the target process, target scripts started
+# and waited for, and the sampling benchmark with its target script.
 #
-# After `bench_setup`: $STROBE (strobe binary; kept if already set), $BENCH (benchmark binary),
-# $TMP (directory), $TMP/target.py. Set $TARGET_PID to have the target killed on exit, and use
-# `start_target PY DEPTH` to start one and wait for its READY line.
+# After `bench_tmp`: $STROBE (strobe binary; kept if already set) and $TMP (directory). Set
+# $TARGET_PID to have the target killed on exit; `start_script PY SCRIPT ARGS...` starts one
+# and waits for its READY line. `bench_setup` is `bench_tmp` plus $BENCH (benchmark binary)
+# and $TMP/target.py, started at a given depth by `start_target PY DEPTH`.
 
-bench_setup() {
+bench_tmp() {
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
     if [[ -z "${STROBE:-}" ]]; then
         cargo build -q --release --bin strobe
         STROBE="$CARGO_TARGET_DIR/release/strobe"
     fi
-    cargo bench -q --bench sampling --no-run 2>/dev/null
-    BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
     TMP=$(mktemp -d)
     TARGET_PID=
     trap bench_cleanup EXIT
+}
+
+bench_setup() {
+    bench_tmp
+    cargo bench -q --bench sampling --no-run 2>/dev/null
+    BENCH=$(ls -t "$CARGO_TARGET_DIR"/release/deps/sampling-* | grep -v '\.d$' | head -1)
     "$BENCH" script >"$TMP/target.py"
 }
 
@@ -25,16 +30,22 @@ bench_cleanup() {
     rm -rf "$TMP"
 }
 
-# start_target PY DEPTH: the target spinning at a DEPTH-frame stack, READY read from fd 3.
-start_target() {
+# start_script PY SCRIPT ARGS...: the target script running (its pid in $TARGET_PID), once
+# it said READY; the rest of its output can be read from fd 3.
+start_script() {
     rm -f "$TMP/out"
     mkfifo "$TMP/out"
-    "$1" "$TMP/target.py" "$2" 3600 >"$TMP/out" &
+    "$@" >"$TMP/out" &
     TARGET_PID=$!
     exec 3<"$TMP/out"
     local ready
     read -r ready <&3
     [[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+}
+
+# start_target PY DEPTH: the benchmark's target spinning at a DEPTH-frame stack.
+start_target() {
+    start_script "$1" "$TMP/target.py" "$2" 3600
 }
 
 # machine_line: one line describing this machine and its load, for the report.

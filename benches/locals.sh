@@ -15,24 +15,9 @@ cd "$(dirname "$0")/.."
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 DEPTH=${DEPTH:-50}
 RUNS=${RUNS:-30}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [[ -z "${STROBE:-}" ]]; then
-    cargo build -q --release --bin strobe
-    STROBE="$CARGO_TARGET_DIR/release/strobe"
-fi
-TMP=$(mktemp -d)
-TARGET_PID=
-cleanup() {
-    [[ -n "$TARGET_PID" ]] && kill "$TARGET_PID" 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-mkfifo "$TMP/out"
-"$PY" benches/locals_target.py "$DEPTH" >"$TMP/out" &
-TARGET_PID=$!
-exec 3<"$TMP/out"
-read -r ready <&3
-[[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+source benches/lib.sh
+bench_tmp
+start_script "$PY" benches/locals_target.py "$DEPTH"
 
 frames=$("$STROBE" dump --pid "$TARGET_PID" | grep -c ' (.*benches/locals_target.py:')
 locals=$("$STROBE" dump --pid "$TARGET_PID" --locals | grep -c '^        [a-z]* (\(arg\|local\)) = ')
