@@ -3,13 +3,16 @@
 //! every new distinct stack). The target takes random paths (`tests/targets/record_paths.py`),
 //! so there are many distinct stacks; the output is complete (the collapsed file says what the
 //! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
-//! of a raw recording writes the same bytes spilled or not.
+//! of a raw recording writes the same bytes spilled or not. pprof, spilled at every new stack
+//! (its counts in a spool file), has the shares the live summary has, and `go tool pprof` reads
+//! it.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, parse_svg, strobe_cmd};
 use crate::record_summary::table;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 
 fn record_spilled(pid: &str, out: &Path) -> String {
     let args = [
@@ -31,10 +34,7 @@ fn record_spilled(pid: &str, out: &Path) -> String {
         .output()
         .unwrap();
     let stderr = assert_ok(&run, "record with STROBE_SPILL_BYTES=1");
-    assert!(
-        stderr.contains("sorted runs were spilled to disk"),
-        "no spill: {stderr}"
-    );
+    assert!(stderr.contains("spilled to disk"), "no spill: {stderr}");
     stderr
 }
 
@@ -160,4 +160,72 @@ fn folded_formats_spilled_to_disk_are_complete_and_leave_nothing_behind() {
         assert!(outs[0].len() > 1000, "{file}: {} bytes", outs[0].len());
         assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
     }
+}
+
+/// `go tool pprof -top` of `path` by wall time: per function name, (flat %, cum %).
+fn pprof_top(path: &Path) -> BTreeMap<String, (f64, f64)> {
+    let out = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=wall",
+            "-nodecount=100000",
+            "-nodefraction=0",
+        ])
+        .arg(path)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("go is required to check pprof output: run .ci/provision.sh");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof rejected the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pct = |s: &str| s.trim_end_matches('%').parse::<f64>().ok();
+    let mut rows = BTreeMap::new();
+    for l in text.lines() {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.len() < 6 {
+            continue;
+        }
+        if let (Some(flat), Some(cum)) = (pct(cols[1]), pct(cols[4])) {
+            rows.insert(cols[5..].join(" "), (flat, cum));
+        }
+    }
+    assert!(!rows.is_empty(), "no rows in\n{text}");
+    rows
+}
+
+#[test]
+fn pprof_spilled_to_disk_has_the_live_shares() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+    let path = dir.path().join("paths.pb.gz");
+    let stderr = record_spilled(&pid, &path);
+    target.close_stdin();
+    let top = pprof_top(&path);
+    // The table's percentages are rounded to 0.1, pprof's to 0.01.
+    let slack = 0.05 + 0.005 + 1e-9;
+    for title in ["most own time", "most total time"] {
+        for (f, (o, t)) in table(&stderr, title) {
+            let name = f.split_once(" (").map_or(f.as_str(), |(n, _)| n);
+            // pprof shows a name in angle brackets, like `<module>`, as `<unknown>`.
+            let name = if name.starts_with('<') {
+                "<unknown>"
+            } else {
+                name
+            };
+            let (flat, cum) = top.get(name).copied().unwrap_or((0.0, 0.0));
+            assert!(
+                (o - flat).abs() <= slack && (t - cum).abs() <= slack,
+                "{f}: table {o}/{t}, pprof {flat}/{cum}\n{stderr}\n{top:?}"
+            );
+        }
+    }
+    assert!(top.len() >= 8, "{top:?}");
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 }

@@ -26,18 +26,24 @@ mod pprof;
 pub mod raw;
 mod speedscope;
 mod spill;
+mod stream;
 mod svg;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_samples;
 
 pub use atomic::write_atomically;
 pub use chrome::Chrome;
 pub use collapsed::Collapsed;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
+pub(crate) use pprof::PprofRecorder;
 pub use raw::{
     read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
 };
 pub use speedscope::Speedscope;
-pub use spill::{FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+pub use spill::{budget_from_env, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+pub use stream::{recorder, Recorder};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.

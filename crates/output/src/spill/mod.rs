@@ -23,7 +23,7 @@
 //!
 //! Spill files live in a directory `.strobe-spill-PID-N` created on the first spill and removed
 //! when the recorder is dropped (success, error, or a stop signal: strobe handles those and
-//! returns normally). The budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests
+//! returns normally): [`dir`], which the other streamed writers (`crate::stream`) share. The budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests
 //! and benchmarks).
 
 use std::cmp::Reverse;
@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use inferno::flamegraph::color::{Color, PaletteMap};
 use inferno::flamegraph::{self};
@@ -39,7 +38,13 @@ use strobe_aggregate::{
     thread_label_in, Count, FrameKind, Metadata, Profile, ProfileOptions, Sample, Tables, ThreadId,
 };
 
+pub use dir::budget_from_env;
+#[cfg(test)]
+pub(crate) use dir::SPILL_DIRS;
+pub(crate) use dir::{get_varint, put_varint, spill_error, SpillDir, SpoolFile};
+
 use crate::collapsed::escape;
+use crate::stream::Recorder;
 use crate::svg::{empty_svg, kind_colour, options_for, printable};
 use crate::{label_of, Collapsed, FormatKind, Svg};
 
@@ -57,90 +62,6 @@ const FAN_IN: usize = 16;
 const RUN_BUFFER: usize = 16 << 10;
 /// Separates frames in svg keys: below every character of an escaped label.
 const TREE_SEP: char = '\u{1}';
-
-static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory for spill files, created when first needed, removed with everything in it when
-/// dropped.
-#[derive(Debug)]
-struct SpillDir {
-    parent: PathBuf,
-    dir: Option<PathBuf>,
-}
-
-impl SpillDir {
-    fn path(&mut self) -> io::Result<PathBuf> {
-        if let Some(d) = &self.dir {
-            return Ok(d.clone());
-        }
-        let n = SPILL_DIRS.fetch_add(1, Ordering::Relaxed);
-        let d = self
-            .parent
-            .join(format!(".strobe-spill-{}-{n}", std::process::id()));
-        fs::create_dir(&d).map_err(|e| spill_error(&d, e))?;
-        self.dir = Some(d.clone());
-        Ok(d)
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        if let Some(d) = &self.dir {
-            let _ = fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// An I/O error while spilling, saying where and what to do.
-fn spill_error(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!(
-            "cannot spill the profile's stacks to {}: {e}; free space there, or record with \
-             --format raw (a few bytes per sample) and convert later",
-            path.display()
-        ),
-    )
-}
-
-fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    buf[n] = v as u8;
-    w.write_all(&buf[..=n])
-}
-
-/// A varint, or `None` at a clean end of file.
-fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
-    let mut v = 0u64;
-    let mut shift = 0;
-    let mut b = [0u8; 1];
-    loop {
-        if r.read(&mut b)? == 0 {
-            return if shift == 0 {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        v |= u64::from(b[0] & 0x7f) << shift;
-        if b[0] & 0x80 == 0 {
-            return Ok(Some(v));
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "corrupt spill file",
-            ));
-        }
-    }
-}
 
 /// Distinct lines with their counts: a sorted map, spilled as sorted runs past a budget.
 #[derive(Debug)]
@@ -171,9 +92,8 @@ impl Spool {
     }
 
     fn next_run_path(&mut self) -> io::Result<PathBuf> {
-        let dir = self.dir.path()?;
         self.written += 1;
-        Ok(dir.join(format!("run-{}", self.written)))
+        self.dir.next_path("run")
     }
 
     fn spill(&mut self) -> io::Result<()> {
@@ -343,10 +263,7 @@ impl FoldedRecorder {
 
     /// The spill budget: [`SPILL_BYTES_ENV`] if set to a number, else [`DEFAULT_SPILL_BYTES`].
     pub fn budget_from_env() -> usize {
-        std::env::var(SPILL_BYTES_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_SPILL_BYTES)
+        budget_from_env()
     }
 
     /// A recorder of `kind` (one [`FoldedRecorder::supports`]) with `options`, spilling to a
@@ -368,10 +285,7 @@ impl FoldedRecorder {
                 map: BTreeMap::new(),
                 bytes: 0,
                 budget,
-                dir: SpillDir {
-                    parent: dir.to_owned(),
-                    dir: None,
-                },
+                dir: SpillDir::new(dir),
                 runs: Vec::new(),
                 written: 0,
             },
@@ -537,6 +451,26 @@ impl FoldedRecorder {
     }
 }
 
+impl Recorder for FoldedRecorder {
+    fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
+        FoldedRecorder::add(self, tables, s)
+    }
+
+    fn write(&mut self, meta: &Metadata, out: &mut dyn Write) -> io::Result<()> {
+        FoldedRecorder::write(self, meta, out)
+    }
+
+    fn spill_note(&self) -> Option<String> {
+        let n = self.spilled_runs();
+        (n > 0).then(|| {
+            format!(
+                "the distinct stacks outgrew the memory budget: {n} sorted runs were spilled \
+                 to disk and merged into the output"
+            )
+        })
+    }
+}
+
 /// An open node of the flamegraph's tree while lines stream by in tree order.
 struct Node {
     name: String,
@@ -672,6 +606,7 @@ impl Pruner {
     }
 }
 
+mod dir;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

@@ -1,0 +1,173 @@
+//! Where every streamed writer spills: a directory `.strobe-spill-PID-N` beside the output,
+//! created on the first spill and removed with everything in it when dropped (success, error,
+//! or a stop signal: strobe handles those and returns normally); append-only spool files in it;
+//! and the varints their records are written with.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+
+pub(crate) static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// The spill budget: [`SPILL_BYTES_ENV`] if set to a number, else [`DEFAULT_SPILL_BYTES`].
+pub fn budget_from_env() -> usize {
+    std::env::var(SPILL_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_SPILL_BYTES)
+}
+
+/// A directory for spill files, created when first needed, removed with everything in it when
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct SpillDir {
+    parent: PathBuf,
+    dir: Option<PathBuf>,
+    /// Files named so far (for their names).
+    files: usize,
+}
+
+impl SpillDir {
+    /// A spill directory to be created in `parent` when first needed.
+    pub(crate) fn new(parent: &Path) -> SpillDir {
+        SpillDir {
+            parent: parent.to_owned(),
+            dir: None,
+            files: 0,
+        }
+    }
+
+    fn path(&mut self) -> io::Result<PathBuf> {
+        if let Some(d) = &self.dir {
+            return Ok(d.clone());
+        }
+        let n = SPILL_DIRS.fetch_add(1, Ordering::Relaxed);
+        let d = self
+            .parent
+            .join(format!(".strobe-spill-{}-{n}", std::process::id()));
+        fs::create_dir(&d).map_err(|e| spill_error(&d, e))?;
+        self.dir = Some(d.clone());
+        Ok(d)
+    }
+
+    /// A new file name in the directory (`prefix-N`), creating the directory if needed.
+    pub(crate) fn next_path(&mut self, prefix: &str) -> io::Result<PathBuf> {
+        let dir = self.path()?;
+        self.files += 1;
+        Ok(dir.join(format!("{prefix}-{}", self.files)))
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dir {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// An I/O error while spilling, saying where and what to do.
+pub(crate) fn spill_error(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot spill the profile's stacks to {}: {e}; free space there, or record with \
+             --format raw (a few bytes per sample) and convert later",
+            path.display()
+        ),
+    )
+}
+
+/// An append-only file in a [`SpillDir`], copied into the output at the end.
+#[derive(Debug)]
+pub(crate) struct SpoolFile {
+    path: PathBuf,
+    w: BufWriter<File>,
+    len: u64,
+}
+
+impl SpoolFile {
+    /// A new empty spool file in `dir`.
+    pub(crate) fn create(dir: &mut SpillDir, prefix: &str) -> io::Result<SpoolFile> {
+        let path = dir.next_path(prefix)?;
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| spill_error(&path, e))?;
+        Ok(SpoolFile {
+            path,
+            w: BufWriter::with_capacity(16 << 10, f),
+            len: 0,
+        })
+    }
+
+    /// Appends `bytes`.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w
+            .write_all(bytes)
+            .map_err(|e| spill_error(&self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Copies everything written to `out` (once: appending after it is not supported).
+    pub(crate) fn copy_to(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let path = self.path.clone();
+        let at = |e: io::Error| spill_error(&path, e);
+        self.w.flush().map_err(at)?;
+        let f = self.w.get_mut();
+        f.rewind().map_err(at)?;
+        let mut r = BufReader::with_capacity(64 << 10, f.take(self.len));
+        io::copy(&mut r, out)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    w.write_all(&buf[..=n])
+}
+
+/// A varint, or `None` at a clean end of file.
+pub(crate) fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    let mut b = [0u8; 1];
+    loop {
+        if r.read(&mut b)? == 0 {
+            return if shift == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        v |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(v));
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt spill file",
+            ));
+        }
+    }
+}
