@@ -5,7 +5,7 @@
 //! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
 //! of a raw recording writes the same bytes spilled or not. pprof, spilled at every new stack
 //! (its counts in a spool file), has the shares the live summary has, and `go tool pprof` reads
-//! it.
+//! it. So does speedscope, whose samples are spooled per thread.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, parse_svg, strobe_cmd};
@@ -227,5 +227,68 @@ fn pprof_spilled_to_disk_has_the_live_shares() {
         }
     }
     assert!(top.len() >= 8, "{top:?}");
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn speedscope_spilled_to_disk_has_the_live_shares() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+    let path = dir.path().join("paths.speedscope.json");
+    let stderr = record_spilled(&pid, &path);
+    target.close_stdin();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let frames: Vec<String> = v["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let file = f["file"].as_str().unwrap();
+            let name = f["name"].as_str().unwrap();
+            format!("{name} ({})", file.rsplit('/').next().unwrap())
+        })
+        .collect();
+    let mut own: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    let mut weight = 0u64;
+    let mut n = 0;
+    for p in v["profiles"].as_array().unwrap() {
+        let samples = p["samples"].as_array().unwrap();
+        let weights = p["weights"].as_array().unwrap();
+        assert_eq!(samples.len(), weights.len());
+        for (s, w) in samples.iter().zip(weights) {
+            let w = w.as_u64().unwrap();
+            let names: Vec<&String> = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| &frames[usize::try_from(i.as_u64().unwrap()).unwrap()])
+                .collect();
+            *own.entry(names.last().unwrap().to_string()).or_default() += w;
+            for f in names.iter().collect::<BTreeSet<_>>() {
+                *total.entry(f.to_string()).or_default() += w;
+            }
+            weight += w;
+            n += 1;
+        }
+    }
+    assert!(n > 500, "{n} samples");
+    let pct = |m: &BTreeMap<String, u64>, k: &str| {
+        100.0 * m.get(k).copied().unwrap_or(0) as f64 / weight as f64
+    };
+    // The table's percentages are rounded to 0.1; the file's weights are exact.
+    let slack = 0.05 + 1e-9;
+    for title in ["most own time", "most total time"] {
+        for (f, (o, t)) in table(&stderr, title) {
+            assert!(
+                (o - pct(&own, &f)).abs() <= slack && (t - pct(&total, &f)).abs() <= slack,
+                "{f}: table {o}/{t}, file {}/{}\n{stderr}",
+                pct(&own, &f),
+                pct(&total, &f)
+            );
+        }
+    }
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 }

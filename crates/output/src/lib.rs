@@ -34,6 +34,7 @@ mod test_samples;
 
 pub use atomic::write_atomically;
 pub use chrome::Chrome;
+pub(crate) use chrome::ChromeRecorder;
 pub use collapsed::Collapsed;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
@@ -42,6 +43,7 @@ pub use raw::{
     read_raw, read_raw_bytes, read_raw_counts, RawError, RawRecording, RawStats, RawWriter,
 };
 pub use speedscope::Speedscope;
+pub(crate) use speedscope::SpeedscopeRecorder;
 pub use spill::{budget_from_env, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 pub use stream::{recorder, Recorder};
 pub use svg::{write_diff_svg, DiffSvg, Svg};

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use strobe_aggregate::{Frame, FrameId, Metadata, ProfileOptions, Sample, StackId, Tables};
 
-use crate::{FoldedRecorder, FormatKind, PprofRecorder};
+use crate::{ChromeRecorder, FoldedRecorder, FormatKind, PprofRecorder, SpeedscopeRecorder};
 
 /// A profile written from a stream of samples.
 pub trait Recorder {
@@ -47,7 +47,9 @@ pub fn recorder(
             Some(Box::new(FoldedRecorder::new(kind, options, dir, budget)))
         }
         FormatKind::Pprof => Some(Box::new(PprofRecorder::new(options, pid, dir, budget))),
-        FormatKind::Speedscope | FormatKind::Chrome | FormatKind::Gecko | FormatKind::Raw => None,
+        FormatKind::Speedscope => Some(Box::new(SpeedscopeRecorder::new(options, dir, budget))),
+        FormatKind::Chrome => Some(Box::new(ChromeRecorder::new(options, pid, dir, budget))),
+        FormatKind::Gecko | FormatKind::Raw => None,
     }
 }
 

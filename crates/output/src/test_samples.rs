@@ -94,6 +94,7 @@ pub(crate) fn samples() -> (Aggregator, Vec<Sample>) {
         },
     ];
     let mut agg = Aggregator::new();
+    agg.counts_mut().keep_timeline(true);
     let mut out = Vec::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for i in 0..6000u64 {

@@ -133,6 +133,82 @@ impl SpoolFile {
     }
 }
 
+/// Byte streams appended to by index, held in memory until together they pass a budget, then
+/// appended to a [`SpoolFile`] each (and emptied in memory).
+#[derive(Debug)]
+pub(crate) struct Spools {
+    dir: SpillDir,
+    budget: usize,
+    in_memory: usize,
+    spools: Vec<(Vec<u8>, Option<SpoolFile>)>,
+    spills: usize,
+}
+
+impl Spools {
+    /// Spools spilling to a directory created in `parent` past `budget` bytes in memory.
+    pub(crate) fn new(parent: &Path, budget: usize) -> Spools {
+        Spools {
+            dir: SpillDir::new(parent),
+            budget,
+            in_memory: 0,
+            spools: Vec::new(),
+            spills: 0,
+        }
+    }
+
+    /// Appends `bytes` to spool `i`.
+    pub(crate) fn append(&mut self, i: usize, bytes: &[u8]) -> io::Result<()> {
+        if self.spools.len() <= i {
+            self.spools.resize_with(i + 1, || (Vec::new(), None));
+        }
+        self.spools[i].0.extend_from_slice(bytes);
+        self.in_memory += bytes.len();
+        if self.in_memory > self.budget {
+            for (mem, file) in &mut self.spools {
+                if mem.is_empty() {
+                    continue;
+                }
+                let f = match file {
+                    Some(f) => f,
+                    None => file.insert(SpoolFile::create(&mut self.dir, "spool")?),
+                };
+                f.write(mem)?;
+                *mem = Vec::new();
+            }
+            self.in_memory = 0;
+            self.spills += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies everything appended to spool `i` to `out` (once).
+    pub(crate) fn copy_to(&mut self, i: usize, out: &mut dyn Write) -> io::Result<()> {
+        let Some((mem, file)) = self.spools.get_mut(i) else {
+            return Ok(());
+        };
+        if let Some(f) = file {
+            f.copy_to(out)?;
+        }
+        out.write_all(mem)
+    }
+
+    /// What was spilled, in a sentence, if anything was.
+    pub(crate) fn spill_note(&self) -> Option<String> {
+        let bytes: u64 = self
+            .spools
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().map(SpoolFile::len))
+            .sum();
+        (self.spills > 0).then(|| {
+            format!(
+                "the samples outgrew the memory budget: {bytes} bytes were spilled to disk (in \
+                 {} goes) and copied into the output",
+                self.spills
+            )
+        })
+    }
+}
+
 pub(crate) fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
     let mut buf = [0u8; 10];
     let mut n = 0;

@@ -41,7 +41,7 @@ use strobe_aggregate::{
 pub use dir::budget_from_env;
 #[cfg(test)]
 pub(crate) use dir::SPILL_DIRS;
-pub(crate) use dir::{get_varint, put_varint, spill_error, SpillDir, SpoolFile};
+pub(crate) use dir::{get_varint, put_varint, spill_error, SpillDir, SpoolFile, Spools};
 
 use crate::collapsed::escape;
 use crate::stream::Recorder;
