@@ -142,14 +142,13 @@ fn push_thread(s: &mut String, pid: u32, tid: u64, label: &str) {
     s.push_str("}}");
 }
 
-/// The fields of an event that come from its frame (`f` of tables `t`, if known): category,
+/// What an event takes from its frame (`f` of tables `t`, if known): its category, and its
 /// name and arguments.
-fn frame_fields(t: &Tables, f: Option<&Frame>) -> String {
-    let mut s = String::new();
+fn frame_fields(t: &Tables, f: Option<&Frame>) -> (&'static str, String) {
     let Some(f) = f else {
-        return String::from("\"cat\":\"python\",\"name\":\"<unknown frame>\"");
+        return ("python", String::from("\"name\":\"<unknown frame>\""));
     };
-    let _ = write!(s, "\"cat\":\"{}\",\"name\":", f.kind.name());
+    let mut s = String::from("\"name\":");
     json::push_str(&mut s, &label_of(t, f, f.line));
     s.push_str(",\"args\":{\"file\":");
     json::push_str(&mut s, t.str(f.filename));
@@ -161,16 +160,25 @@ fn frame_fields(t: &Tables, f: Option<&Frame>) -> String {
         json::push_str(&mut s, t.str(m));
     }
     s.push('}');
-    s
+    (f.kind.name(), s)
 }
 
-/// A complete event of thread `tid` from `start_ns` to `end_ns`, with its frame's `fields`.
-fn push_event(s: &mut String, pid: u32, tid: u64, start_ns: u64, end_ns: u64, fields: &str) {
+/// A complete event of thread `tid` from `start_ns` to `end_ns`, with its frame's fields.
+fn push_event(
+    s: &mut String,
+    pid: u32,
+    tid: u64,
+    start_ns: u64,
+    end_ns: u64,
+    fields: &(&str, String),
+) {
     let _ = write!(
         s,
-        ",\n{{\"ph\":\"X\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},{fields}}}",
+        ",\n{{\"ph\":\"X\",\"cat\":\"{}\",\"pid\":{pid},\"tid\":{tid},\"ts\":{},\"dur\":{},{}}}",
+        fields.0,
         json::micros(start_ns),
         json::micros(end_ns - start_ns),
+        fields.1,
     );
 }
 
@@ -204,17 +212,21 @@ impl Format for Chrome {
         }
 
         let pid = profile.meta.pid.unwrap_or(0);
-        let mut fields: Vec<Option<String>> = vec![None; t.num_frames()];
+        let mut fields: Vec<Option<(&str, String)>> = vec![None; t.num_frames()];
         let mut s = String::with_capacity(1 << 16);
         push_header(&mut s, &profile.meta, synthetic);
         for (thread, samples) in &per_thread {
             let tid = t.thread(*thread).map_or(u64::from(thread.0), |i| i.os_tid);
             push_thread(&mut s, pid, tid, &profile.thread_label(*thread));
             for e in thread_events(samples) {
+                let unknown;
                 let f = match fields.get_mut(e.frame.index()) {
-                    Some(Some(l)) => l.as_str(),
-                    Some(slot) => slot.insert(frame_fields(t, t.frame(e.frame))).as_str(),
-                    None => "\"cat\":\"python\",\"name\":\"<unknown frame>\"",
+                    Some(Some(f)) => &*f,
+                    Some(slot) => &*slot.insert(frame_fields(t, t.frame(e.frame))),
+                    None => {
+                        unknown = frame_fields(t, None);
+                        &unknown
+                    }
                 };
                 push_event(&mut s, pid, tid, e.start_ns, e.end_ns, f);
                 if s.len() > 1 << 20 {

@@ -34,7 +34,7 @@ pub(crate) struct ChromeRecorder {
     pid: u32,
     frames: FrameMap,
     /// Each frame's event fields, by number.
-    fields: Vec<String>,
+    fields: Vec<(&'static str, String)>,
     threads: Vec<Thread>,
     thread_of: HashMap<ThreadId, usize>,
     spools: Spools,
@@ -43,9 +43,16 @@ pub(crate) struct ChromeRecorder {
 }
 
 /// Appends the event `e` of thread `tid` to `text`.
-fn event_text(text: &mut String, pid: u32, tid: u64, fields: &[String], e: &Event<u32>) {
-    let f = fields.get(e.frame as usize).map_or("", String::as_str);
-    push_event(text, pid, tid, e.start_ns, e.end_ns, f);
+fn event_text(
+    text: &mut String,
+    pid: u32,
+    tid: u64,
+    fields: &[(&'static str, String)],
+    e: &Event<u32>,
+) {
+    if let Some(f) = fields.get(e.frame as usize) {
+        push_event(text, pid, tid, e.start_ns, e.end_ns, f);
+    }
 }
 
 impl ChromeRecorder {
