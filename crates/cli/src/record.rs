@@ -4,9 +4,9 @@
 //! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
 //! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start_process`) → this
 //! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
-//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or feeds them to a
-//! streamed writer (collapsed, svg and pprof: [`strobe_output::recorder`], which spills to disk
-//! past a memory budget), redraws the status line, and waits for a stop signal or the end of sampling →
+//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or feeds them to the
+//! format's streamed writer ([`strobe_output::recorder`], which spills to disk past a memory
+//! budget), redraws the status line, and waits for a stop signal or the end of sampling →
 //! final drain → the output is written (atomically, except raw, which was streamed) → summary.
 
 use std::fs::{File, OpenOptions};
@@ -289,7 +289,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 
     let view = profile_options(&args.view);
     let summary_options = report::summary_options(view.filter, view.hide_gc);
-    // collapsed, svg and pprof are written sample by sample as they are drained, in memory
+    // Every format but raw is written sample by sample as the samples are drained, in memory
     // bounded by distinct frames (spilling next to the output past a budget; see
     // strobe_output's `stream`).
     let spill_dir = match output.parent() {
@@ -305,15 +305,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     );
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
-    // A raw file is streamed: the tables forget stacks not seen lately and no counts are kept
-    // per stack, so memory does not grow with distinct stacks; so are the streamed formats.
-    // The others need every stack in a profile.
-    let (side, mut agg) = if raw || streamed.is_some() {
-        strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options)
-    } else {
-        strobe_aggregate::pipeline(capacity)
-    };
-    agg.keep_timeline(!raw && streamed.is_none() && kind.wants_timeline());
+    // Every format is streamed: the tables forget stacks not seen lately and no counts are
+    // kept per stack, so memory does not grow with distinct stacks (nor with samples: no
+    // timeline is kept).
+    let (side, mut agg) =
+        strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options);
     agg.keep_interval(false);
     // This thread sleeps until there is something to do (see `aggregator_wait`).
     agg.wake_this_thread();
@@ -452,21 +448,16 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("writing {}", output.display()))
             }
         },
-        (raw_writer, None) => match raw_writer {
-            Some(mut w) => match write_error {
-                Some(e) => Err(e),
-                None => {
-                    w.record_stats(&raw_stats(&final_stats));
-                    w.finish()
-                        .map(drop)
-                        .with_context(|| format!("writing {}", output.display()))
-                }
-            },
-            None => agg
-                .profile(meta.clone(), profile_options(&args.view))
-                .map_err(anyhow::Error::from)
-                .and_then(|p| write_profile(&output, kind, &p)),
+        (Some(mut w), None) => match write_error {
+            Some(e) => Err(e),
+            None => {
+                w.record_stats(&raw_stats(&final_stats));
+                w.finish()
+                    .map(drop)
+                    .with_context(|| format!("writing {}", output.display()))
+            }
         },
+        (None, None) => Err(anyhow!("no writer for the {} format", kind.name())),
     };
     if let Some(note) = streamed.as_ref().and_then(|f| f.spill_note()) {
         say!("strobe: {note}");

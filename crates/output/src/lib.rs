@@ -36,6 +36,7 @@ pub use atomic::write_atomically;
 pub use chrome::Chrome;
 pub(crate) use chrome::ChromeRecorder;
 pub use collapsed::Collapsed;
+pub(crate) use gecko::GeckoRecorder;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
 pub(crate) use pprof::PprofRecorder;

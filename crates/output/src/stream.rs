@@ -18,7 +18,9 @@ use std::path::Path;
 
 use strobe_aggregate::{Frame, FrameId, Metadata, ProfileOptions, Sample, StackId, Tables};
 
-use crate::{ChromeRecorder, FoldedRecorder, FormatKind, PprofRecorder, SpeedscopeRecorder};
+use crate::{
+    ChromeRecorder, FoldedRecorder, FormatKind, GeckoRecorder, PprofRecorder, SpeedscopeRecorder,
+};
 
 /// A profile written from a stream of samples.
 pub trait Recorder {
@@ -33,8 +35,7 @@ pub trait Recorder {
 }
 
 /// A recorder of `kind` with `options` for samples of process `pid`, spilling to a directory
-/// it creates in `dir` past `budget` bytes; `None` for formats only written from a whole
-/// profile.
+/// it creates in `dir` past `budget` bytes; `None` for raw (streamed by `RawWriter`).
 pub fn recorder(
     kind: FormatKind,
     options: ProfileOptions,
@@ -49,7 +50,8 @@ pub fn recorder(
         FormatKind::Pprof => Some(Box::new(PprofRecorder::new(options, pid, dir, budget))),
         FormatKind::Speedscope => Some(Box::new(SpeedscopeRecorder::new(options, dir, budget))),
         FormatKind::Chrome => Some(Box::new(ChromeRecorder::new(options, pid, dir, budget))),
-        FormatKind::Gecko | FormatKind::Raw => None,
+        FormatKind::Gecko => Some(Box::new(GeckoRecorder::new(options, dir, budget))),
+        FormatKind::Raw => None,
     }
 }
 

@@ -16,14 +16,25 @@
 //! leaf frame of an idle sample is in the Idle category, so the sample is too. A native
 //! function is named with its shared object (`qsort (libc.so.6)`), its file is the DWARF
 //! source file where there is one.
+//!
+//! [`GeckoRecorder`] writes the same from a stream of samples (see `stream.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use strobe_aggregate::{FrameId, FrameKind, Profile, SampleFlags, StrId, ThreadId};
+use strobe_aggregate::{
+    Frame, FrameId, FrameKind, Metadata, Profile, SampleFlags, StrId, Tables, ThreadId,
+};
 
 use crate::{json, module_name, Format};
+
+mod stream;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+pub(crate) use stream::GeckoRecorder;
 
 /// The `gecko` format (Firefox Profiler).
 #[derive(Debug, Clone, Copy, Default)]
@@ -119,18 +130,75 @@ impl Strings {
     }
 }
 
-/// One thread's tables, built as its samples are added.
+/// One thread's functions and frames (as many as distinct frames, times categories).
 #[derive(Default)]
-struct ThreadTables {
+struct FuncFrames {
     func_index: HashMap<(StrId, StrId, Option<StrId>, Option<i32>), usize>,
     func_name: Vec<usize>,
     func_file: Vec<usize>,
     /// The function's first line (`funcTable.lineNumber`).
     func_line: Vec<Option<i32>>,
-    frame_index: HashMap<(FrameId, Category), usize>,
+    frame_index: HashMap<(u32, Category), usize>,
     frame_func: Vec<usize>,
     frame_category: Vec<Category>,
     frame_line: Vec<Option<i32>>,
+}
+
+impl FuncFrames {
+    /// The frame table index of the frame numbered `key` (frame `f` of tables `t`, if known)
+    /// in `category`.
+    fn frame(
+        &mut self,
+        strings: &mut Strings,
+        t: &Tables,
+        key: u32,
+        f: Option<&Frame>,
+        category: Category,
+    ) -> usize {
+        if let Some(&i) = self.frame_index.get(&(key, category)) {
+            return i;
+        }
+        let (name, file, module, line, first_line) = match f {
+            Some(f) => (f.function, f.filename, f.module, f.line, f.first_line),
+            None => (StrId(u32::MAX), StrId(u32::MAX), None, None, None),
+        };
+        let func_key = (name, file, module, first_line);
+        let func = match self.func_index.get(&func_key) {
+            Some(&i) => i,
+            None => {
+                let i = self.func_name.len();
+                let (n, f) = if name.0 == u32::MAX {
+                    (strings.get("<unknown frame>"), strings.get(""))
+                } else {
+                    // A native function is named with its shared object.
+                    let n = match module {
+                        Some(m) => {
+                            strings.get(&format!("{} ({})", t.str(name), module_name(t.str(m))))
+                        }
+                        None => strings.get(t.str(name)),
+                    };
+                    (n, strings.get(t.str(file)))
+                };
+                self.func_name.push(n);
+                self.func_file.push(f);
+                self.func_line.push(first_line);
+                self.func_index.insert(func_key, i);
+                i
+            }
+        };
+        let i = self.frame_func.len();
+        self.frame_func.push(func);
+        self.frame_category.push(category);
+        self.frame_line.push(line);
+        self.frame_index.insert((key, category), i);
+        i
+    }
+}
+
+/// One thread's tables, built as its samples are added.
+#[derive(Default)]
+struct ThreadTables {
+    ff: FuncFrames,
     stack_index: HashMap<(Option<usize>, usize), usize>,
     stack_frame: Vec<usize>,
     stack_prefix: Vec<Option<usize>>,
@@ -151,49 +219,10 @@ impl ThreadTables {
         let t = &profile.tables;
         let mut prefix: Option<usize> = None;
         for (depth, &fid) in frames.iter().enumerate() {
-            let kind = t.frame(fid).map_or(FrameKind::Python, |f| f.kind);
+            let f = t.frame(fid);
+            let kind = f.map_or(FrameKind::Python, |f| f.kind);
             let category = Category::of(depth + 1 == frames.len(), flags, kind);
-            let frame = match self.frame_index.get(&(fid, category)) {
-                Some(&i) => i,
-                None => {
-                    let (name, file, module, line, first_line) = match t.frame(fid) {
-                        Some(f) => (f.function, f.filename, f.module, f.line, f.first_line),
-                        None => (StrId(u32::MAX), StrId(u32::MAX), None, None, None),
-                    };
-                    let func_key = (name, file, module, first_line);
-                    let func = match self.func_index.get(&func_key) {
-                        Some(&i) => i,
-                        None => {
-                            let i = self.func_name.len();
-                            let (n, f) = if name.0 == u32::MAX {
-                                (strings.get("<unknown frame>"), strings.get(""))
-                            } else {
-                                // A native function is named with its shared object.
-                                let n = match module {
-                                    Some(m) => strings.get(&format!(
-                                        "{} ({})",
-                                        t.str(name),
-                                        module_name(t.str(m))
-                                    )),
-                                    None => strings.get(t.str(name)),
-                                };
-                                (n, strings.get(t.str(file)))
-                            };
-                            self.func_name.push(n);
-                            self.func_file.push(f);
-                            self.func_line.push(first_line);
-                            self.func_index.insert(func_key, i);
-                            i
-                        }
-                    };
-                    let i = self.frame_func.len();
-                    self.frame_func.push(func);
-                    self.frame_category.push(category);
-                    self.frame_line.push(line);
-                    self.frame_index.insert((fid, category), i);
-                    i
-                }
-            };
+            let frame = self.ff.frame(strings, t, fid.0, f, category);
             let stack = *self.stack_index.entry((prefix, frame)).or_insert_with(|| {
                 self.stack_frame.push(frame);
                 self.stack_prefix.push(prefix);
@@ -212,18 +241,9 @@ fn millis(ns: u64) -> String {
     format!("{}.{:06}", ns / 1_000_000, ns % 1_000_000)
 }
 
-fn push_list<T>(
-    s: &mut String,
-    items: impl IntoIterator<Item = T>,
-    mut f: impl FnMut(&mut String, T),
-) {
+fn push_list<T>(s: &mut String, items: impl IntoIterator<Item = T>, f: impl FnMut(&mut String, T)) {
     s.push('[');
-    for (i, x) in items.into_iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        f(s, x);
-    }
+    push_items(s, items, f);
     s.push(']');
 }
 
@@ -237,10 +257,10 @@ fn push_opt(s: &mut String, x: Option<impl std::fmt::Display>) {
 }
 
 /// `name (tid)`, `Thread (tid)` without a name, plus the interpreter when not the main one.
-fn track_name(profile: &Profile, id: ThreadId) -> String {
-    match profile.tables.thread(id) {
+fn track_name(t: &Tables, id: ThreadId) -> String {
+    match t.thread(id) {
         Some(th) => {
-            let name = th.name.map_or("Thread", |n| profile.tables.str(n));
+            let name = th.name.map_or("Thread", |n| t.str(n));
             let mut s = format!("{name} ({})", th.os_tid);
             if th.interpreter_id != 0 {
                 let _ = write!(s, " [interpreter {}]", th.interpreter_id);
@@ -251,8 +271,242 @@ fn track_name(profile: &Profile, id: ThreadId) -> String {
     }
 }
 
+/// The thread marked as the main one: the one whose id is the process's, else the first.
+fn main_tid(pid: u32, tids: impl Iterator<Item = u64> + Clone) -> Option<u64> {
+    let mut all = tids.clone();
+    tids.into_iter()
+        .find(|&tid| tid == u64::from(pid))
+        .or_else(|| all.next())
+}
+
+/// Everything before the threads.
+fn push_meta(s: &mut String, meta: &Metadata, synthetic: bool) {
+    let interval_ms = if meta.rate_requested_hz > 0.0 {
+        1000.0 / meta.rate_requested_hz
+    } else {
+        10.0
+    };
+    s.push_str("{\"meta\":{");
+    let _ = write!(
+        s,
+        "\"version\":27,\"preprocessedProfileVersion\":{PROCESSED_PROFILE_VERSION},\"interval\":{},\"startTime\":{},\"processType\":0,\"stackwalk\":0,\"debug\":false,\"symbolicated\":true,\"product\":",
+        json::number(interval_ms),
+        millis(meta.start_unix_ns),
+    );
+    json::push_str(s, &format!("strobe: {}", meta.target));
+    let _ = write!(
+        s,
+        ",\"profilingStartTime\":0,\"profilingEndTime\":{},\"symbolicationNotSupported\":true,\"usesOnlyOneStackType\":true,\"sourceCodeIsNotOnSearchfox\":true,\"keepProfileThreadOrder\":true",
+        millis(meta.duration_ns)
+    );
+    s.push_str(",\"importedFrom\":");
+    json::push_str(s, &format!("strobe {}", meta.strobe_version));
+    s.push_str(",\"arguments\":");
+    json::push_str(s, &meta.target);
+    s.push_str(",\"categories\":");
+    push_list(s, Category::ALL, |s, c| {
+        s.push_str("{\"name\":");
+        json::push_str(s, c.name());
+        s.push_str(",\"color\":");
+        json::push_str(s, c.color());
+        s.push_str(",\"subcategories\":[\"Other\"]}");
+    });
+    s.push_str(",\"markerSchema\":[],\"extra\":[{\"label\":\"Recording\",\"entries\":[");
+    let mut entries: Vec<(&str, &str, String)> = vec![
+        ("Target", "string", json::string(&meta.target)),
+        (
+            "Python version",
+            "string",
+            json::string(meta.python_version.as_deref().unwrap_or("unknown")),
+        ),
+        (
+            "Requested rate (Hz)",
+            "string",
+            json::string(&json::number(meta.rate_requested_hz)),
+        ),
+        ("Duration", "milliseconds", millis(meta.duration_ns)),
+        ("Errors", "integer", meta.errors.to_string()),
+        ("Dropped", "integer", meta.dropped.to_string()),
+        (
+            "Recorded by",
+            "string",
+            json::string(&format!("strobe {}", meta.strobe_version)),
+        ),
+    ];
+    if synthetic {
+        entries.push((
+            "Timeline",
+            "string",
+            json::string("synthetic: aggregated stacks laid end to end"),
+        ));
+    }
+    for (i, (label, format, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str("{\"label\":");
+        json::push_str(s, label);
+        let _ = write!(s, ",\"format\":\"{format}\",\"value\":{value}}}");
+    }
+    s.push_str("]}],\"strobe\":{\"target\":");
+    json::push_str(s, &meta.target);
+    s.push_str(",\"python_version\":");
+    match &meta.python_version {
+        Some(v) => json::push_str(s, v),
+        None => s.push_str("null"),
+    }
+    let _ = write!(
+        s,
+        ",\"rate_requested_hz\":{},\"errors\":{},\"dropped\":{},\"synthetic_timeline\":{synthetic},\"strobe_version\":",
+        json::number(meta.rate_requested_hz),
+        meta.errors,
+        meta.dropped
+    );
+    json::push_str(s, &meta.strobe_version);
+    s.push_str("}},\n\"libs\":[],\"counters\":[],\n\"threads\":[");
+}
+
+/// After the threads: the shared string table.
+fn push_end(s: &mut String, strings: &Strings) {
+    s.push_str("],\n\"shared\":{\"stringArray\":");
+    push_list(s, &strings.list, |s, x| json::push_str(s, x));
+    s.push_str("}}\n");
+}
+
+/// The lists of a thread that grow with its samples, written by the caller as JSON array
+/// bodies.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    SampleStack = 0,
+    SampleTime = 1,
+    SampleWeight = 2,
+    StackFrame = 3,
+    StackPrefix = 4,
+}
+
+/// How a thread is shown.
+struct ThreadHead<'a> {
+    name: &'a str,
+    tid: u64,
+    is_main: bool,
+    samples: usize,
+    stacks: usize,
+}
+
+/// Thread `head` with functions and frames `ff`; `list` writes each [`List`]'s elements.
+fn write_thread(
+    out: &mut dyn Write,
+    meta: &Metadata,
+    head: &ThreadHead<'_>,
+    ff: &FuncFrames,
+    list: &mut dyn FnMut(List, &mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let pid = meta.pid.unwrap_or(0);
+    let mut s = String::with_capacity(4096);
+    s.push_str("\n{\"name\":");
+    json::push_str(&mut s, head.name);
+    s.push_str(",\"processName\":");
+    json::push_str(&mut s, &meta.target);
+    let _ = write!(
+        s,
+        ",\"processType\":\"default\",\"processStartupTime\":0,\"processShutdownTime\":null,\"registerTime\":0,\"unregisterTime\":null,\"pausedRanges\":[],\"isMainThread\":{},\"pid\":\"{pid}\",\"tid\":{},",
+        head.is_main, head.tid
+    );
+    s.push_str("\n\"samples\":{\"stack\":[");
+    out.write_all(s.as_bytes())?;
+    list(List::SampleStack, out)?;
+    out.write_all(b"],\"time\":[")?;
+    list(List::SampleTime, out)?;
+    out.write_all(b"],\"weight\":[")?;
+    list(List::SampleWeight, out)?;
+    s.clear();
+    let _ = write!(
+        s,
+        "],\"weightType\":\"samples\",\"length\":{}}},",
+        head.samples
+    );
+    s.push_str("\n\"markers\":{\"data\":[],\"name\":[],\"startTime\":[],\"endTime\":[],\"phase\":[],\"category\":[],\"length\":0},");
+    s.push_str("\n\"stackTable\":{\"frame\":[");
+    out.write_all(s.as_bytes())?;
+    list(List::StackFrame, out)?;
+    out.write_all(b"],\"prefix\":[")?;
+    list(List::StackPrefix, out)?;
+    s.clear();
+    let _ = write!(s, "],\"length\":{}}},", head.stacks);
+    push_func_frames(&mut s, ff);
+    s.push_str(
+        "\n\"resourceTable\":{\"lib\":[],\"name\":[],\"host\":[],\"type\":[],\"length\":0},",
+    );
+    s.push_str("\n\"nativeSymbols\":{\"libIndex\":[],\"address\":[],\"name\":[],\"functionSize\":[],\"length\":0}}");
+    out.write_all(s.as_bytes())
+}
+
+/// A thread's `frameTable` and `funcTable`.
+fn push_func_frames(s: &mut String, ff: &FuncFrames) {
+    let nf = ff.frame_func.len();
+    s.push_str("\n\"frameTable\":{\"address\":");
+    push_list(s, 0..nf, |s, _| s.push_str("-1"));
+    s.push_str(",\"inlineDepth\":");
+    push_list(s, 0..nf, |s, _| s.push('0'));
+    s.push_str(",\"category\":");
+    push_list(s, &ff.frame_category, |s, c| {
+        let _ = write!(s, "{}", *c as u8);
+    });
+    s.push_str(",\"subcategory\":");
+    push_list(s, 0..nf, |s, _| s.push('0'));
+    s.push_str(",\"func\":");
+    push_list(s, &ff.frame_func, |s, x| {
+        let _ = write!(s, "{x}");
+    });
+    s.push_str(",\"nativeSymbol\":");
+    push_list(s, 0..nf, |s, _| s.push_str("null"));
+    s.push_str(",\"innerWindowID\":");
+    push_list(s, 0..nf, |s, _| s.push('0'));
+    s.push_str(",\"line\":");
+    push_list(s, &ff.frame_line, |s, x| push_opt(s, *x));
+    s.push_str(",\"column\":");
+    push_list(s, 0..nf, |s, _| s.push_str("null"));
+    let _ = write!(s, ",\"length\":{nf}}},");
+    let nfn = ff.func_name.len();
+    s.push_str("\n\"funcTable\":{\"name\":");
+    push_list(s, &ff.func_name, |s, x| {
+        let _ = write!(s, "{x}");
+    });
+    s.push_str(",\"isJS\":");
+    push_list(s, 0..nfn, |s, _| s.push_str("true"));
+    s.push_str(",\"relevantForJS\":");
+    push_list(s, 0..nfn, |s, _| s.push_str("false"));
+    s.push_str(",\"resource\":");
+    push_list(s, 0..nfn, |s, _| s.push_str("-1"));
+    s.push_str(",\"fileName\":");
+    push_list(s, &ff.func_file, |s, x| {
+        let _ = write!(s, "{x}");
+    });
+    s.push_str(",\"lineNumber\":");
+    push_list(s, &ff.func_line, |s, x| push_opt(s, *x));
+    s.push_str(",\"columnNumber\":");
+    push_list(s, 0..nfn, |s, _| s.push_str("null"));
+    let _ = write!(s, ",\"length\":{nfn}}},");
+}
+
+/// The elements of `items`, comma-separated, each written by `f`.
+fn push_items<T>(
+    s: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut f: impl FnMut(&mut String, T),
+) {
+    for (i, x) in items.into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        f(s, x);
+    }
+}
+
 impl Format for Gecko {
     fn write(&self, profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
+        let mut out = io::BufWriter::with_capacity(64 << 10, out);
+        let out: &mut dyn Write = &mut out;
         let t = &profile.tables;
         let meta = &profile.meta;
         let synthetic = profile.timeline.is_empty();
@@ -293,193 +547,50 @@ impl Format for Gecko {
         }
 
         let pid = meta.pid.unwrap_or(0);
-        let main_tid = threads
+        let tids = threads
             .keys()
-            .filter_map(|id| t.thread(*id).map(|th| th.os_tid))
-            .find(|&tid| tid == u64::from(pid))
-            .or_else(|| {
-                threads
-                    .keys()
-                    .next()
-                    .and_then(|id| t.thread(*id).map(|th| th.os_tid))
-            });
-        let interval_ms = if meta.rate_requested_hz > 0.0 {
-            1000.0 / meta.rate_requested_hz
-        } else {
-            10.0
-        };
-
+            .filter_map(|id| t.thread(*id).map(|th| th.os_tid));
+        let main_tid = main_tid(pid, tids);
         let mut s = String::with_capacity(1 << 16);
-        s.push_str("{\"meta\":{");
-        let _ = write!(
-            s,
-            "\"version\":27,\"preprocessedProfileVersion\":{PROCESSED_PROFILE_VERSION},\"interval\":{},\"startTime\":{},\"processType\":0,\"stackwalk\":0,\"debug\":false,\"symbolicated\":true,\"product\":",
-            json::number(interval_ms),
-            millis(meta.start_unix_ns),
-        );
-        json::push_str(&mut s, &format!("strobe: {}", meta.target));
-        let _ = write!(
-            s,
-            ",\"profilingStartTime\":0,\"profilingEndTime\":{},\"symbolicationNotSupported\":true,\"usesOnlyOneStackType\":true,\"sourceCodeIsNotOnSearchfox\":true,\"keepProfileThreadOrder\":true",
-            millis(meta.duration_ns)
-        );
-        s.push_str(",\"importedFrom\":");
-        json::push_str(&mut s, &format!("strobe {}", meta.strobe_version));
-        s.push_str(",\"arguments\":");
-        json::push_str(&mut s, &meta.target);
-        s.push_str(",\"categories\":");
-        push_list(&mut s, Category::ALL, |s, c| {
-            s.push_str("{\"name\":");
-            json::push_str(s, c.name());
-            s.push_str(",\"color\":");
-            json::push_str(s, c.color());
-            s.push_str(",\"subcategories\":[\"Other\"]}");
-        });
-        s.push_str(",\"markerSchema\":[],\"extra\":[{\"label\":\"Recording\",\"entries\":[");
-        let mut entries: Vec<(&str, &str, String)> = vec![
-            ("Target", "string", json::string(&meta.target)),
-            (
-                "Python version",
-                "string",
-                json::string(meta.python_version.as_deref().unwrap_or("unknown")),
-            ),
-            (
-                "Requested rate (Hz)",
-                "string",
-                json::string(&json::number(meta.rate_requested_hz)),
-            ),
-            ("Duration", "milliseconds", millis(meta.duration_ns)),
-            ("Errors", "integer", meta.errors.to_string()),
-            ("Dropped", "integer", meta.dropped.to_string()),
-            (
-                "Recorded by",
-                "string",
-                json::string(&format!("strobe {}", meta.strobe_version)),
-            ),
-        ];
-        if synthetic {
-            entries.push((
-                "Timeline",
-                "string",
-                json::string("synthetic: aggregated stacks laid end to end"),
-            ));
-        }
-        for (i, (label, format, value)) in entries.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str("{\"label\":");
-            json::push_str(&mut s, label);
-            let _ = write!(s, ",\"format\":\"{format}\",\"value\":{value}}}");
-        }
-        s.push_str("]}],\"strobe\":{\"target\":");
-        json::push_str(&mut s, &meta.target);
-        s.push_str(",\"python_version\":");
-        match &meta.python_version {
-            Some(v) => json::push_str(&mut s, v),
-            None => s.push_str("null"),
-        }
-        let _ = write!(
-            s,
-            ",\"rate_requested_hz\":{},\"errors\":{},\"dropped\":{},\"synthetic_timeline\":{synthetic},\"strobe_version\":",
-            json::number(meta.rate_requested_hz),
-            meta.errors,
-            meta.dropped
-        );
-        json::push_str(&mut s, &meta.strobe_version);
-        s.push_str("}},\n\"libs\":[],\"counters\":[],\n\"threads\":[");
-
+        push_meta(&mut s, meta, synthetic);
+        out.write_all(s.as_bytes())?;
         for (ti, (id, tt)) in threads.iter().enumerate() {
             if ti > 0 {
-                s.push(',');
+                out.write_all(b",")?;
             }
             let tid = t.thread(*id).map_or(u64::from(id.0), |th| th.os_tid);
-            s.push_str("\n{\"name\":");
-            json::push_str(&mut s, &track_name(profile, *id));
-            s.push_str(",\"processName\":");
-            json::push_str(&mut s, &meta.target);
-            let _ = write!(
-                s,
-                ",\"processType\":\"default\",\"processStartupTime\":0,\"processShutdownTime\":null,\"registerTime\":0,\"unregisterTime\":null,\"pausedRanges\":[],\"isMainThread\":{},\"pid\":\"{pid}\",\"tid\":{tid},",
-                Some(tid) == main_tid
-            );
-            s.push_str("\n\"samples\":{\"stack\":");
-            push_list(&mut s, &tt.samples, |s, x| {
-                let _ = write!(s, "{}", x.1);
-            });
-            s.push_str(",\"time\":");
-            push_list(&mut s, &tt.samples, |s, x| s.push_str(&millis(x.0)));
-            s.push_str(",\"weight\":");
-            push_list(&mut s, &tt.samples, |s, x| {
-                let _ = write!(s, "{}", x.2);
-            });
-            let _ = write!(
-                s,
-                ",\"weightType\":\"samples\",\"length\":{}}},",
-                tt.samples.len()
-            );
-            s.push_str("\n\"markers\":{\"data\":[],\"name\":[],\"startTime\":[],\"endTime\":[],\"phase\":[],\"category\":[],\"length\":0},");
-            s.push_str("\n\"stackTable\":{\"frame\":");
-            push_list(&mut s, &tt.stack_frame, |s, x| {
-                let _ = write!(s, "{x}");
-            });
-            s.push_str(",\"prefix\":");
-            push_list(&mut s, &tt.stack_prefix, |s, x| push_opt(s, *x));
-            let _ = write!(s, ",\"length\":{}}},", tt.stack_frame.len());
-            let nf = tt.frame_func.len();
-            s.push_str("\n\"frameTable\":{\"address\":");
-            push_list(&mut s, 0..nf, |s, _| s.push_str("-1"));
-            s.push_str(",\"inlineDepth\":");
-            push_list(&mut s, 0..nf, |s, _| s.push('0'));
-            s.push_str(",\"category\":");
-            push_list(&mut s, &tt.frame_category, |s, c| {
-                let _ = write!(s, "{}", *c as u8);
-            });
-            s.push_str(",\"subcategory\":");
-            push_list(&mut s, 0..nf, |s, _| s.push('0'));
-            s.push_str(",\"func\":");
-            push_list(&mut s, &tt.frame_func, |s, x| {
-                let _ = write!(s, "{x}");
-            });
-            s.push_str(",\"nativeSymbol\":");
-            push_list(&mut s, 0..nf, |s, _| s.push_str("null"));
-            s.push_str(",\"innerWindowID\":");
-            push_list(&mut s, 0..nf, |s, _| s.push('0'));
-            s.push_str(",\"line\":");
-            push_list(&mut s, &tt.frame_line, |s, x| push_opt(s, *x));
-            s.push_str(",\"column\":");
-            push_list(&mut s, 0..nf, |s, _| s.push_str("null"));
-            let _ = write!(s, ",\"length\":{nf}}},");
-            let nfn = tt.func_name.len();
-            s.push_str("\n\"funcTable\":{\"name\":");
-            push_list(&mut s, &tt.func_name, |s, x| {
-                let _ = write!(s, "{x}");
-            });
-            s.push_str(",\"isJS\":");
-            push_list(&mut s, 0..nfn, |s, _| s.push_str("true"));
-            s.push_str(",\"relevantForJS\":");
-            push_list(&mut s, 0..nfn, |s, _| s.push_str("false"));
-            s.push_str(",\"resource\":");
-            push_list(&mut s, 0..nfn, |s, _| s.push_str("-1"));
-            s.push_str(",\"fileName\":");
-            push_list(&mut s, &tt.func_file, |s, x| {
-                let _ = write!(s, "{x}");
-            });
-            s.push_str(",\"lineNumber\":");
-            push_list(&mut s, &tt.func_line, |s, x| push_opt(s, *x));
-            s.push_str(",\"columnNumber\":");
-            push_list(&mut s, 0..nfn, |s, _| s.push_str("null"));
-            let _ = write!(s, ",\"length\":{nfn}}},");
-            s.push_str("\n\"resourceTable\":{\"lib\":[],\"name\":[],\"host\":[],\"type\":[],\"length\":0},");
-            s.push_str("\n\"nativeSymbols\":{\"libIndex\":[],\"address\":[],\"name\":[],\"functionSize\":[],\"length\":0}}");
-            if s.len() > 1 << 20 {
-                out.write_all(s.as_bytes())?;
-                s.clear();
-            }
+            let head = ThreadHead {
+                name: &track_name(t, *id),
+                tid,
+                is_main: Some(tid) == main_tid,
+                samples: tt.samples.len(),
+                stacks: tt.stack_frame.len(),
+            };
+            write_thread(out, meta, &head, &tt.ff, &mut |which, out| {
+                let mut s = String::new();
+                match which {
+                    List::SampleStack => push_items(&mut s, &tt.samples, |s, x| {
+                        let _ = write!(s, "{}", x.1);
+                    }),
+                    List::SampleTime => {
+                        push_items(&mut s, &tt.samples, |s, x| s.push_str(&millis(x.0)))
+                    }
+                    List::SampleWeight => push_items(&mut s, &tt.samples, |s, x| {
+                        let _ = write!(s, "{}", x.2);
+                    }),
+                    List::StackFrame => push_items(&mut s, &tt.stack_frame, |s, x| {
+                        let _ = write!(s, "{x}");
+                    }),
+                    List::StackPrefix => {
+                        push_items(&mut s, &tt.stack_prefix, |s, x| push_opt(s, *x))
+                    }
+                }
+                out.write_all(s.as_bytes())
+            })?;
         }
-        s.push_str("],\n\"shared\":{\"stringArray\":");
-        push_list(&mut s, &strings.list, |s, x| json::push_str(s, x));
-        s.push_str("}}\n");
-        out.write_all(s.as_bytes())
+        s.clear();
+        push_end(&mut s, &strings);
+        out.write_all(s.as_bytes())?;
+        out.flush()
     }
 }
