@@ -81,6 +81,9 @@ pub(crate) fn spill_error(path: &Path, e: io::Error) -> io::Error {
     )
 }
 
+/// The write buffer of each [`SpoolFile`].
+const SPOOL_BUFFER: usize = 8 << 10;
+
 /// An append-only file in a [`SpillDir`], copied into the output at the end.
 #[derive(Debug)]
 pub(crate) struct SpoolFile {
@@ -101,7 +104,7 @@ impl SpoolFile {
             .map_err(|e| spill_error(&path, e))?;
         Ok(SpoolFile {
             path,
-            w: BufWriter::with_capacity(16 << 10, f),
+            w: BufWriter::with_capacity(SPOOL_BUFFER, f),
             len: 0,
         })
     }
@@ -134,7 +137,8 @@ impl SpoolFile {
 }
 
 /// Byte streams appended to by index, held in memory until together they pass a budget, then
-/// appended to a [`SpoolFile`] each (and emptied in memory).
+/// each moved to a [`SpoolFile`], which the stream's later bytes go to directly (through its
+/// buffer).
 #[derive(Debug)]
 pub(crate) struct Spools {
     dir: SpillDir,
@@ -161,7 +165,13 @@ impl Spools {
         if self.spools.len() <= i {
             self.spools.resize_with(i + 1, || (Vec::new(), None));
         }
-        self.spools[i].0.extend_from_slice(bytes);
+        let (mem, file) = &mut self.spools[i];
+        if let Some(f) = file {
+            // Spilled before: on to the file (through its buffer), so that memory is not
+            // allocated and freed again in budget-sized blocks.
+            return f.write(bytes);
+        }
+        mem.extend_from_slice(bytes);
         self.in_memory += bytes.len();
         if self.in_memory > self.budget {
             for (mem, file) in &mut self.spools {
