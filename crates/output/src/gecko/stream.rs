@@ -21,8 +21,9 @@ use super::{
 use crate::spill::Spools;
 use crate::stream::{FrameMap, Recorder};
 
-/// How many bytes one cached stack table entry is reckoned to cost.
-const CACHE_ENTRY_BYTES: usize = 64;
+/// Bytes of the spill budget per cached stack table entry: an entry costs ~40 bytes in the
+/// map, whose table doubles as it grows (1 MiB: 4,096 entries).
+const CACHE_ENTRY_BYTES: usize = 256;
 /// The fewest entries the cache may hold whatever the budget.
 const MIN_CACHE: usize = 16;
 /// The number of [`List`]s, each a spool per thread.
