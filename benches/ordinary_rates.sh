@@ -40,7 +40,7 @@
 # default 1), each under /usr/bin/time -v: its peak resident set (including writing the
 # output), samples, distinct stacks. Flat out, consecutive samples share more stacks than at
 # 1 kHz, so there are fewer distinct stacks than an hour at 1 kHz has: the count is printed.
-# STROBE_SPILL_BYTES (the folded formats' memory budget, see crates/output/src/spill.rs) is
+# STROBE_SPILL_BYTES (the folded formats' memory budget, see crates/output/src/spill/mod.rs and stream.rs) is
 # passed through when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."

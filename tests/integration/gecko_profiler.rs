@@ -8,10 +8,10 @@
 //! alternating `heavy_work` (30 ms) and `light_work` (10 ms), and `eof-waiter` asleep in
 //! `read(2)`. Recorded with `--idle`, both are tracks. The test fails if the profiler refuses
 //! the file, or shows other threads, or fewer samples than strobe wrote, or not the functions and
-//! categories the target has.
+//! categories the target has. The same once more spilled to disk at every sample.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, run_strobe};
+use crate::record::{assert_ok, strobe_cmd};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,12 +123,24 @@ fn categories(samples: &Value) -> Vec<(String, u64)> {
 
 #[test]
 fn a_recording_loads_in_the_firefox_profilers_own_loader() {
+    recording_loads(None);
+}
+
+/// Spilled at every sample, with a stack cache of a few entries: stack table entries are made
+/// again (duplicates), which the loader takes.
+#[test]
+fn a_recording_spilled_to_disk_loads_the_same() {
+    recording_loads(Some("1"));
+}
+
+/// Records with the spill budget `spill` (`STROBE_SPILL_BYTES`, if given) and loads the file.
+fn recording_loads(spill: Option<&str>) {
     let script = Script::new(&Interp::pyenv("3.12.1"), "top_split.py");
     let mut target = Announced::start(script.command().arg("--until-eof"));
     let dir = TempDir::new();
     let file = dir.path().join("split.gecko.json");
     let pid = target.pid.to_string();
-    let run = run_strobe(&[
+    let mut cmd = strobe_cmd(&[
         "record",
         "--pid",
         &pid,
@@ -138,6 +150,10 @@ fn a_recording_loads_in_the_firefox_profilers_own_loader() {
         "-o",
         file.to_str().unwrap(),
     ]);
+    if let Some(budget) = spill {
+        cmd.env("STROBE_SPILL_BYTES", budget);
+    }
+    let run = cmd.output().unwrap();
     target.close_stdin();
     assert_ok(&run, "record --idle to .gecko.json");
     let written = samples_in_file(&file);

@@ -4,7 +4,9 @@
 //! so there are many distinct stacks; the output is complete (the collapsed file says what the
 //! summary table, counted live, says), sorted and merged, and no spill file is left; `convert`
 //! of a raw recording writes the same bytes spilled or not; and no spill directory outlives a
-//! second stop signal, nor, past the next `record`, a SIGKILL.
+//! second stop signal, nor, past the next `record`, a SIGKILL. pprof, spilled at every new
+//! stack (its counts in a spool file), has the shares the live summary has, and `go tool pprof`
+//! reads it. So does speedscope, whose samples are spooled per thread.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, parse_svg, spawn_recording_with, strobe_cmd};
@@ -13,6 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use strobe_aggregate::ProfileOptions;
 use strobe_output::{read_raw, FormatKind, RawStream};
@@ -37,10 +40,7 @@ fn record_spilled(pid: &str, out: &Path) -> String {
         .output()
         .unwrap();
     let stderr = assert_ok(&run, "record with STROBE_SPILL_BYTES=1");
-    assert!(
-        stderr.contains("sorted runs were spilled to disk"),
-        "no spill: {stderr}"
-    );
+    assert!(stderr.contains("spilled to disk"), "no spill: {stderr}");
     stderr
 }
 
@@ -274,5 +274,136 @@ fn no_spill_directory_outlives_a_second_stop_signal_or_a_sigkill() {
         dir.path().join(&stale).display()
     );
     assert_eq!(said, [removed.as_str()], "{stderr}");
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+}
+
+/// `go tool pprof -top` of `path` by wall time: per function name, (flat %, cum %).
+fn pprof_top(path: &Path) -> BTreeMap<String, (f64, f64)> {
+    let out = Command::new("go")
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=wall",
+            "-nodecount=100000",
+            "-nodefraction=0",
+        ])
+        .arg(path)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("go is required to check pprof output: run .ci/provision.sh");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof rejected the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pct = |s: &str| s.trim_end_matches('%').parse::<f64>().ok();
+    let mut rows = BTreeMap::new();
+    for l in text.lines() {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.len() < 6 {
+            continue;
+        }
+        if let (Some(flat), Some(cum)) = (pct(cols[1]), pct(cols[4])) {
+            rows.insert(cols[5..].join(" "), (flat, cum));
+        }
+    }
+    assert!(!rows.is_empty(), "no rows in\n{text}");
+    rows
+}
+
+#[test]
+fn pprof_spilled_to_disk_has_the_live_shares() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+    let path = dir.path().join("paths.pb.gz");
+    let stderr = record_spilled(&pid, &path);
+    target.close_stdin();
+    let top = pprof_top(&path);
+    // The table's percentages are rounded to 0.1, pprof's to 0.01.
+    let slack = 0.05 + 0.005 + 1e-9;
+    for title in ["most own time", "most total time"] {
+        for (f, (o, t)) in table(&stderr, title) {
+            let name = f.split_once(" (").map_or(f.as_str(), |(n, _)| n);
+            // pprof shows a name in angle brackets, like `<module>`, as `<unknown>`.
+            let name = if name.starts_with('<') {
+                "<unknown>"
+            } else {
+                name
+            };
+            let (flat, cum) = top.get(name).copied().unwrap_or((0.0, 0.0));
+            assert!(
+                (o - flat).abs() <= slack && (t - cum).abs() <= slack,
+                "{f}: table {o}/{t}, pprof {flat}/{cum}\n{stderr}\n{top:?}"
+            );
+        }
+    }
+    assert!(top.len() >= 8, "{top:?}");
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn speedscope_spilled_to_disk_has_the_live_shares() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+    let path = dir.path().join("paths.speedscope.json");
+    let stderr = record_spilled(&pid, &path);
+    target.close_stdin();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let frames: Vec<String> = v["shared"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let file = f["file"].as_str().unwrap();
+            let name = f["name"].as_str().unwrap();
+            format!("{name} ({})", file.rsplit('/').next().unwrap())
+        })
+        .collect();
+    let mut own: BTreeMap<String, u64> = BTreeMap::new();
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
+    let mut weight = 0u64;
+    let mut n = 0;
+    for p in v["profiles"].as_array().unwrap() {
+        let samples = p["samples"].as_array().unwrap();
+        let weights = p["weights"].as_array().unwrap();
+        assert_eq!(samples.len(), weights.len());
+        for (s, w) in samples.iter().zip(weights) {
+            let w = w.as_u64().unwrap();
+            let names: Vec<&String> = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| &frames[usize::try_from(i.as_u64().unwrap()).unwrap()])
+                .collect();
+            *own.entry(names.last().unwrap().to_string()).or_default() += w;
+            for f in names.iter().collect::<BTreeSet<_>>() {
+                *total.entry(f.to_string()).or_default() += w;
+            }
+            weight += w;
+            n += 1;
+        }
+    }
+    assert!(n > 500, "{n} samples");
+    let pct = |m: &BTreeMap<String, u64>, k: &str| {
+        100.0 * m.get(k).copied().unwrap_or(0) as f64 / weight as f64
+    };
+    // The table's percentages are rounded to 0.1; the file's weights are exact.
+    let slack = 0.05 + 1e-9;
+    for title in ["most own time", "most total time"] {
+        for (f, (o, t)) in table(&stderr, title) {
+            assert!(
+                (o - pct(&own, &f)).abs() <= slack && (t - pct(&total, &f)).abs() <= slack,
+                "{f}: table {o}/{t}, file {}/{}\n{stderr}",
+                pct(&own, &f),
+                pct(&total, &f)
+            );
+        }
+    }
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 }

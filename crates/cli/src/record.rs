@@ -4,8 +4,8 @@
 //! bad input leaves no file behind) → block the stop signals ([`StopSignals`]) → launch and
 //! attach, or attach to `--pid` → start the sampler thread (`strobe_sampler::start_process`) → this
 //! thread is the aggregator: it drains the pipeline every few ms, streams samples into the raw
-//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or folds them into
-//! lines (collapsed and svg: [`FoldedRecorder`], which spills sorted runs to disk past a memory
+//! file (for `--format raw`, flushed at least every [`RAW_FLUSH_EVERY`]) or feeds them to the
+//! format's streamed writer ([`strobe_output::recorder`], which spills to disk past a memory
 //! budget), redraws the status line, and waits for a stop signal or the end of sampling →
 //! final drain → the output is written (atomically, except raw, which was streamed) → summary.
 
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
-use strobe_output::{write_atomically, FoldedRecorder, FormatKind, RawStats, RawWriter};
+use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter, Recorder};
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
 use strobe_signals::StopSignals;
 
@@ -287,23 +287,20 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 
     let view = profile_options(&args.view);
     let summary_options = report::summary_options(view.filter, view.hide_gc);
-    // collapsed and svg are folded sample by sample as they are drained, in bounded memory
-    // (spilling sorted runs next to the output past a budget; see strobe_output's `spill`).
+    // Every format but raw is written sample by sample as the samples are drained, in memory
+    // bounded by distinct frames (spilling next to the output past a budget; see
+    // strobe_output's `stream`).
     let dir = output_dir(&output);
     remove_stale_spills(&dir);
-    let mut folded = FoldedRecorder::supports(kind)
-        .then(|| FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env()));
+    let mut streamed =
+        strobe_output::recorder(kind, view, meta.pid, &dir, strobe_output::budget_from_env());
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
-    // A raw file is streamed: the tables forget stacks not seen lately and no counts are kept
-    // per stack, so memory does not grow with distinct stacks; so are the folded formats. The
-    // other formats need every stack in a profile.
-    let (side, mut agg) = if raw || folded.is_some() {
-        strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options)
-    } else {
-        strobe_aggregate::pipeline(capacity)
-    };
-    agg.keep_timeline(!raw && kind.wants_timeline());
+    // Every format is streamed: the tables forget stacks not seen lately and no counts are
+    // kept per stack, so memory does not grow with distinct stacks (nor with samples: no
+    // timeline is kept).
+    let (side, mut agg) =
+        strobe_aggregate::pipeline_streamed(capacity, args.stack_table_bytes, summary_options);
     agg.keep_interval(false);
     // This thread sleeps until there is something to do (see `aggregator_wait`).
     agg.wake_this_thread();
@@ -342,8 +339,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         // Once the sampler's side is gone everything it sent is queued; the thread is ending.
         let finished = handle.is_finished() || agg.sampler_gone();
         let drained = agg.drain()?;
-        if let (Some(f), None) = (folded.as_mut(), write_error.as_ref()) {
-            if let Err(e) = fold(f, &drained) {
+        if let (Some(f), None) = (streamed.as_mut(), write_error.as_ref()) {
+            if let Err(e) = feed(f.as_mut(), &drained) {
                 write_error = Some(e.into());
             }
         }
@@ -413,8 +410,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Whatever was queued before the sampler ended.
     while !agg.finished() {
         let drained = agg.drain()?;
-        if let (Some(f), None) = (folded.as_mut(), write_error.as_ref()) {
-            if let Err(e) = fold(f, &drained) {
+        if let (Some(f), None) = (streamed.as_mut(), write_error.as_ref()) {
+            if let Err(e) = feed(f.as_mut(), &drained) {
                 write_error = Some(e.into());
             }
         }
@@ -433,7 +430,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     meta.dropped = final_stats.dropped;
 
     // The output is written even when sampling failed: what was recorded is kept.
-    let write_result = match (raw_writer, folded.as_mut()) {
+    let write_result = match (raw_writer, streamed.as_mut()) {
         (_, Some(f)) => match write_error {
             Some(e) => Err(e),
             None => {
@@ -442,34 +439,22 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("writing {}", output.display()))
             }
         },
-        (raw_writer, None) => match raw_writer {
-            Some(mut w) => match write_error {
-                Some(e) => Err(e),
-                None => {
-                    w.record_stats(&raw_stats(&final_stats));
-                    w.finish()
-                        .map(drop)
-                        .with_context(|| format!("writing {}", output.display()))
-                }
-            },
-            None => agg
-                .profile(meta.clone(), profile_options(&args.view))
-                .map_err(anyhow::Error::from)
-                .and_then(|p| write_profile(&output, kind, &p)),
+        (Some(mut w), None) => match write_error {
+            Some(e) => Err(e),
+            None => {
+                w.record_stats(&raw_stats(&final_stats));
+                w.finish()
+                    .map(drop)
+                    .with_context(|| format!("writing {}", output.display()))
+            }
         },
+        (None, None) => Err(anyhow!("no writer for the {} format", kind.name())),
     };
-    if let Some(n) = folded
-        .as_ref()
-        .map(FoldedRecorder::spilled_runs)
-        .filter(|n| *n > 0)
-    {
-        say!(
-            "strobe: the distinct stacks outgrew the memory budget: {n} sorted runs were spilled \
-             to disk and merged into the output"
-        );
+    if let Some(note) = streamed.as_ref().and_then(|f| f.spill_note()) {
+        say!("strobe: {note}");
     }
     // The spill files go now, whatever happened.
-    drop(folded);
+    drop(streamed);
 
     if let Some(sig) = stopped_by {
         say!("strobe: stopped by {sig}");
@@ -560,8 +545,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Folds the samples of one drain.
-fn fold(f: &mut FoldedRecorder, d: &strobe_aggregate::Drained<'_>) -> std::io::Result<()> {
+/// Feeds the samples of one drain to a streamed writer.
+fn feed(f: &mut dyn Recorder, d: &strobe_aggregate::Drained<'_>) -> std::io::Result<()> {
     for s in d.samples {
         f.add(d.tables, s)?;
     }

@@ -28,19 +28,30 @@ mod pprof;
 pub mod raw;
 mod speedscope;
 mod spill;
+mod stream;
 mod svg;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod test_samples;
 
 pub use atomic::write_atomically;
 pub use chrome::Chrome;
+pub(crate) use chrome::ChromeRecorder;
 pub use collapsed::Collapsed;
+pub(crate) use gecko::GeckoRecorder;
 pub use gecko::{Gecko, PROCESSED_PROFILE_VERSION};
 pub use pprof::Pprof;
+pub(crate) use pprof::PprofRecorder;
 pub use raw::{
     read_raw, read_raw_bytes, read_raw_counts, RawError, RawEvent, RawRecording, RawStats,
     RawStream, RawWriter,
 };
 pub use speedscope::Speedscope;
-pub use spill::{remove_stale_spill_dirs, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+pub(crate) use speedscope::SpeedscopeRecorder;
+pub use spill::{
+    budget_from_env, remove_stale_spill_dirs, FoldedRecorder, DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV,
+};
+pub use stream::{recorder, Recorder};
 pub use svg::{write_diff_svg, DiffSvg, Svg};
 
 /// An output format: turns a whole profile into bytes.

@@ -1,39 +1,53 @@
-//! The spill directory, `.strobe-spill-PID-N` next to the output: created on the first spill,
-//! removed when the recorder is dropped, or by a second stop signal's exit (it is registered
-//! with `strobe_signals`); one left by a strobe that was killed (SIGKILL cannot be caught) is
-//! removed by the next `record` or `convert` writing to the same directory
-//! ([`remove_stale_spill_dirs`]).
+//! Where every streamed writer spills: a directory `.strobe-spill-PID-N` beside the output,
+//! created on the first spill and removed with everything in it when dropped (success, error,
+//! or a first stop signal: strobe handles those and returns normally), or by a second stop
+//! signal's exit (it is registered with `strobe_signals`); one left by a strobe that was killed
+//! (SIGKILL cannot be caught) is removed by the next `record` or `convert` writing to the same
+//! directory ([`remove_stale_spill_dirs`]). Also: append-only spool files in it, and the varints
+//! their records are written with.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strobe_signals::{create_dir_removed_on_exit, remove_registered_dir};
 
+use super::{DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
+
 const PREFIX: &str = ".strobe-spill-";
 
-static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SPILL_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+/// The spill budget: [`SPILL_BYTES_ENV`] if set to a number, else [`DEFAULT_SPILL_BYTES`].
+pub fn budget_from_env() -> usize {
+    std::env::var(SPILL_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_SPILL_BYTES)
+}
 
 /// A directory for spill files, created when first needed, removed with everything in it when
 /// dropped.
 #[derive(Debug)]
-pub(super) struct SpillDir {
+pub(crate) struct SpillDir {
     parent: PathBuf,
     dir: Option<PathBuf>,
+    /// Files named so far (for their names).
+    files: usize,
 }
 
 impl SpillDir {
-    /// A spill directory in `parent`, not created yet.
-    pub(super) fn new(parent: &Path) -> SpillDir {
+    /// A spill directory to be created in `parent` when first needed.
+    pub(crate) fn new(parent: &Path) -> SpillDir {
         SpillDir {
             parent: parent.to_owned(),
             dir: None,
+            files: 0,
         }
     }
 
-    /// The directory, created now if it was not yet.
-    pub(super) fn path(&mut self) -> io::Result<PathBuf> {
+    fn path(&mut self) -> io::Result<PathBuf> {
         if let Some(d) = &self.dir {
             return Ok(d.clone());
         }
@@ -44,6 +58,13 @@ impl SpillDir {
         create_dir_removed_on_exit(&d).map_err(|e| spill_error(&d, e))?;
         self.dir = Some(d.clone());
         Ok(d)
+    }
+
+    /// A new file name in the directory (`prefix-N`), creating the directory if needed.
+    pub(crate) fn next_path(&mut self, prefix: &str) -> io::Result<PathBuf> {
+        let dir = self.path()?;
+        self.files += 1;
+        Ok(dir.join(format!("{prefix}-{}", self.files)))
     }
 }
 
@@ -56,7 +77,7 @@ impl Drop for SpillDir {
 }
 
 /// An I/O error while spilling, saying where and what to do.
-pub(super) fn spill_error(path: &Path, e: io::Error) -> io::Error {
+pub(crate) fn spill_error(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(
         e.kind(),
         format!(
@@ -65,6 +86,183 @@ pub(super) fn spill_error(path: &Path, e: io::Error) -> io::Error {
             path.display()
         ),
     )
+}
+
+/// The write buffer of each [`SpoolFile`].
+const SPOOL_BUFFER: usize = 8 << 10;
+
+/// An append-only file in a [`SpillDir`], copied into the output at the end.
+#[derive(Debug)]
+pub(crate) struct SpoolFile {
+    path: PathBuf,
+    w: BufWriter<File>,
+    len: u64,
+}
+
+impl SpoolFile {
+    /// A new empty spool file in `dir`.
+    pub(crate) fn create(dir: &mut SpillDir, prefix: &str) -> io::Result<SpoolFile> {
+        let path = dir.next_path(prefix)?;
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| spill_error(&path, e))?;
+        Ok(SpoolFile {
+            path,
+            w: BufWriter::with_capacity(SPOOL_BUFFER, f),
+            len: 0,
+        })
+    }
+
+    /// Appends `bytes`.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w
+            .write_all(bytes)
+            .map_err(|e| spill_error(&self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Copies everything written to `out` (once: appending after it is not supported).
+    pub(crate) fn copy_to(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let path = self.path.clone();
+        let at = |e: io::Error| spill_error(&path, e);
+        self.w.flush().map_err(at)?;
+        let f = self.w.get_mut();
+        f.rewind().map_err(at)?;
+        let mut r = BufReader::with_capacity(64 << 10, f.take(self.len));
+        io::copy(&mut r, out)?;
+        Ok(())
+    }
+}
+
+/// Byte streams appended to by index, held in memory until together they pass a budget, then
+/// each moved to a [`SpoolFile`], which the stream's later bytes go to directly (through its
+/// buffer).
+#[derive(Debug)]
+pub(crate) struct Spools {
+    dir: SpillDir,
+    budget: usize,
+    in_memory: usize,
+    spools: Vec<(Vec<u8>, Option<SpoolFile>)>,
+    spills: usize,
+}
+
+impl Spools {
+    /// Spools spilling to a directory created in `parent` past `budget` bytes in memory.
+    pub(crate) fn new(parent: &Path, budget: usize) -> Spools {
+        Spools {
+            dir: SpillDir::new(parent),
+            budget,
+            in_memory: 0,
+            spools: Vec::new(),
+            spills: 0,
+        }
+    }
+
+    /// Appends `bytes` to spool `i`.
+    pub(crate) fn append(&mut self, i: usize, bytes: &[u8]) -> io::Result<()> {
+        if self.spools.len() <= i {
+            self.spools.resize_with(i + 1, || (Vec::new(), None));
+        }
+        let (mem, file) = &mut self.spools[i];
+        if let Some(f) = file {
+            // Spilled before: on to the file (through its buffer), so that memory is not
+            // allocated and freed again in budget-sized blocks.
+            return f.write(bytes);
+        }
+        mem.extend_from_slice(bytes);
+        self.in_memory += bytes.len();
+        if self.in_memory > self.budget {
+            for (mem, file) in &mut self.spools {
+                if mem.is_empty() {
+                    continue;
+                }
+                let f = match file {
+                    Some(f) => f,
+                    None => file.insert(SpoolFile::create(&mut self.dir, "spool")?),
+                };
+                f.write(mem)?;
+                *mem = Vec::new();
+            }
+            self.in_memory = 0;
+            self.spills += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies everything appended to spool `i` to `out` (once).
+    pub(crate) fn copy_to(&mut self, i: usize, out: &mut dyn Write) -> io::Result<()> {
+        let Some((mem, file)) = self.spools.get_mut(i) else {
+            return Ok(());
+        };
+        if let Some(f) = file {
+            f.copy_to(out)?;
+        }
+        out.write_all(mem)
+    }
+
+    /// What was spilled, in a sentence, if anything was.
+    pub(crate) fn spill_note(&self) -> Option<String> {
+        let bytes: u64 = self
+            .spools
+            .iter()
+            .filter_map(|(_, f)| f.as_ref().map(SpoolFile::len))
+            .sum();
+        (self.spills > 0).then(|| {
+            format!(
+                "the samples outgrew the memory budget: {bytes} bytes were spilled to disk (in \
+                 {} goes) and copied into the output",
+                self.spills
+            )
+        })
+    }
+}
+
+pub(crate) fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    w.write_all(&buf[..=n])
+}
+
+/// A varint, or `None` at a clean end of file.
+pub(crate) fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    let mut b = [0u8; 1];
+    loop {
+        if r.read(&mut b)? == 0 {
+            return if shift == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        v |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(v));
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt spill file",
+            ));
+        }
+    }
 }
 
 /// The process id in a spill directory's name (`.strobe-spill-PID-N`).

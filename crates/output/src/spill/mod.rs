@@ -23,9 +23,10 @@
 //!
 //! Spill files live in a directory `.strobe-spill-PID-N` created on the first spill and removed
 //! when the recorder is dropped (success, error, or a first stop signal: strobe handles those
-//! and returns normally), or, at a second stop signal, by the exit (see the `dir` submodule);
-//! one left by a killed strobe is removed by the next run ([`remove_stale_spill_dirs`]). The
-//! budget is [`DEFAULT_SPILL_BYTES`], or [`SPILL_BYTES_ENV`] (for tests and benchmarks).
+//! and returns normally), or, at a second stop signal, by the exit: [`dir`], which the other
+//! streamed writers (`crate::stream`) share; one left by a killed strobe is removed by the next
+//! run ([`remove_stale_spill_dirs`]). The budget is [`DEFAULT_SPILL_BYTES`], or
+//! [`SPILL_BYTES_ENV`] (for tests and benchmarks).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -39,8 +40,13 @@ use strobe_aggregate::{
     thread_label_in, Count, CountKey, FrameKind, Metadata, ProfileOptions, Sample, Tables, ThreadId,
 };
 
-use self::dir::{spill_error, SpillDir};
+pub use dir::budget_from_env;
+#[cfg(test)]
+pub(crate) use dir::SPILL_DIRS;
+pub(crate) use dir::{get_varint, put_varint, spill_error, SpillDir, SpoolFile, Spools};
+
 use crate::collapsed::escape;
+use crate::stream::Recorder;
 use crate::svg::{empty_svg, kind_colour, options_for, printable};
 use crate::{label_of, Collapsed, FormatKind, Svg};
 
@@ -58,45 +64,6 @@ const FAN_IN: usize = 16;
 const RUN_BUFFER: usize = 16 << 10;
 /// Separates frames in svg keys: below every character of an escaped label.
 const TREE_SEP: char = '\u{1}';
-
-fn put_varint(w: &mut impl Write, mut v: u64) -> io::Result<()> {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    buf[n] = v as u8;
-    w.write_all(&buf[..=n])
-}
-
-/// A varint, or `None` at a clean end of file.
-fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
-    let mut v = 0u64;
-    let mut shift = 0;
-    let mut b = [0u8; 1];
-    loop {
-        if r.read(&mut b)? == 0 {
-            return if shift == 0 {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        v |= u64::from(b[0] & 0x7f) << shift;
-        if b[0] & 0x80 == 0 {
-            return Ok(Some(v));
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "corrupt spill file",
-            ));
-        }
-    }
-}
 
 /// Distinct lines with their counts: a sorted map, spilled as sorted runs past a budget.
 #[derive(Debug)]
@@ -127,9 +94,8 @@ impl Spool {
     }
 
     fn next_run_path(&mut self) -> io::Result<PathBuf> {
-        let dir = self.dir.path()?;
         self.written += 1;
-        Ok(dir.join(format!("run-{}", self.written)))
+        self.dir.next_path("run")
     }
 
     fn spill(&mut self) -> io::Result<()> {
@@ -299,10 +265,7 @@ impl FoldedRecorder {
 
     /// The spill budget: [`SPILL_BYTES_ENV`] if set to a number, else [`DEFAULT_SPILL_BYTES`].
     pub fn budget_from_env() -> usize {
-        std::env::var(SPILL_BYTES_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(DEFAULT_SPILL_BYTES)
+        budget_from_env()
     }
 
     /// A recorder of `kind` (one [`FoldedRecorder::supports`]) with `options`, spilling to a
@@ -488,6 +451,26 @@ impl FoldedRecorder {
         }
         let lines = p.finish();
         flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
+    }
+}
+
+impl Recorder for FoldedRecorder {
+    fn add(&mut self, tables: &Tables, s: &Sample) -> io::Result<()> {
+        FoldedRecorder::add(self, tables, s)
+    }
+
+    fn write(&mut self, meta: &Metadata, out: &mut dyn Write) -> io::Result<()> {
+        FoldedRecorder::write(self, meta, out)
+    }
+
+    fn spill_note(&self) -> Option<String> {
+        let n = self.spilled_runs();
+        (n > 0).then(|| {
+            format!(
+                "the distinct stacks outgrew the memory budget: {n} sorted runs were spilled \
+                 to disk and merged into the output"
+            )
+        })
     }
 }
 

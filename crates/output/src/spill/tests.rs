@@ -1,83 +1,7 @@
 use super::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use strobe_aggregate::{Aggregator, FrameKey, SampleFilter, SampleFlags, ThreadKey};
+use strobe_aggregate::{Aggregator, SampleFilter};
 
-/// Numbers the tests' output directories.
-static TEST_DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// Many distinct stacks of very different weights (random paths through 16 functions,
-/// some hot ones), two threads, idle samples, `<GC>` and native frames.
-fn samples() -> (Aggregator, Vec<Sample>) {
-    let names: Vec<String> = (0..16).map(|i| format!("f{i}")).collect();
-    let threads = [
-        ThreadKey {
-            os_tid: 7,
-            name: Some("MainThread"),
-            interpreter_id: 0,
-        },
-        ThreadKey {
-            os_tid: 8,
-            name: Some("worker; x"),
-            interpreter_id: 0,
-        },
-    ];
-    let mut agg = Aggregator::new();
-    let mut out = Vec::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..6000u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let hot = i.is_multiple_of(3);
-        let depth = if hot { 3 } else { 2 + (x % 9) as usize };
-        let mut frames = vec![FrameKey::python("main", "app.py", Some(1))];
-        for d in 1..depth {
-            let n = if hot {
-                d
-            } else {
-                ((x >> (4 * d)) % 16) as usize
-            };
-            frames.push(FrameKey::python(
-                &names[n],
-                "app.py",
-                Some(10 + (x >> (3 * d) & 3) as i32),
-            ));
-        }
-        if x.is_multiple_of(11) {
-            frames.push(FrameKey::gc());
-        }
-        if x.is_multiple_of(13) {
-            frames.push(FrameKey {
-                function: "memcpy",
-                filename: "",
-                line: None,
-                kind: FrameKind::Native,
-                module: Some("/lib/libc.so.6"),
-                first_line: None,
-            });
-        }
-        let flags = if x.is_multiple_of(7) {
-            SampleFlags::IDLE
-        } else {
-            SampleFlags::HOLDS_GIL
-        };
-        let t = &threads[x.is_multiple_of(5) as usize];
-        // Hot stacks weigh so much that most others are narrower than inferno draws.
-        let weight = if hot { 1_000_000 } else { 1000 + x % 3000 };
-        out.push(agg.record(t, &frames, flags, i * 1000, weight).unwrap());
-    }
-    (agg, out)
-}
-
-fn meta() -> Metadata {
-    Metadata {
-        target: "python app.py".into(),
-        python_version: Some("3.12.1".into()),
-        rate_requested_hz: 1000.0,
-        duration_ns: 6_000_000,
-        ..Metadata::default()
-    }
-}
+use crate::test_samples::{meta, record_with, samples, BUDGETS, OPTION_SETS};
 
 fn spilled(
     kind: FormatKind,
@@ -85,48 +9,25 @@ fn spilled(
     budget: usize,
     agg: &Aggregator,
     samples: &[Sample],
-) -> (Vec<u8>, usize, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "strobe-spill-test-{}-{}",
-        std::process::id(),
-        TEST_DIRS.fetch_add(1, Ordering::Relaxed)
-    ));
-    fs::create_dir_all(&dir).unwrap();
-    let mut r = FoldedRecorder::new(kind, options, &dir, budget);
-    for s in samples {
-        r.add(agg.tables(), s).unwrap();
-    }
-    let mut out = Vec::new();
-    r.write(&meta(), &mut out).unwrap();
-    let runs = r.spilled_runs();
-    drop(r);
-    (out, runs, dir)
+) -> (Vec<u8>, usize) {
+    record_with(
+        |dir| FoldedRecorder::new(kind, options, dir, budget),
+        agg,
+        samples,
+        FoldedRecorder::spilled_runs,
+    )
 }
 
 #[test]
 fn spilled_output_is_byte_identical_to_the_profile_writers() {
     let (agg, samples) = samples();
-    let option_sets = [
-        ProfileOptions::default(),
-        ProfileOptions {
-            filter: SampleFilter::ALL,
-            per_thread: true,
-            ..ProfileOptions::default()
-        },
-        ProfileOptions {
-            by_function: true,
-            hide_gc: true,
-            hide_exceptions: true,
-            ..ProfileOptions::default()
-        },
-    ];
-    for options in option_sets {
+    for options in OPTION_SETS {
         let profile = agg.profile(meta(), options).unwrap();
         for kind in [FormatKind::Collapsed, FormatKind::Svg] {
             let mut want = Vec::new();
             kind.writer().write(&profile, &mut want).unwrap();
-            for budget in [1, 4096, usize::MAX] {
-                let (got, runs, dir) = spilled(kind, options, budget, &agg, &samples);
+            for budget in BUDGETS {
+                let (got, runs) = spilled(kind, options, budget, &agg, &samples);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want),
@@ -137,9 +38,6 @@ fn spilled_output_is_byte_identical_to_the_profile_writers() {
                 } else {
                     assert!(runs > 1, "{runs} runs at budget {budget}");
                 }
-                let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
-                assert!(left.is_empty(), "spill files left behind: {left:?}");
-                fs::remove_dir(&dir).unwrap();
             }
         }
     }
