@@ -1,9 +1,9 @@
-//! One thread's registers and native stack, with the Python read run at the same instant
-//! where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
+//! Threads' registers and native stacks, with one Python read run at the same instant as all
+//! of them where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
-//! - otherwise the thread is stopped alone ([`ThreadTracer`]) and the Python read runs inside
-//!   the stop;
+//! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
+//!   the same capture ([`capture_together`]), and the Python read runs inside the stops;
 //! - where ptrace is refused (the thread is already traced by a debugger or another profiler,
 //!   or the kernel does not allow it), running threads are taken from the kernel's snapshot at
 //!   a `cpu-clock` interrupt instead ([`PerfThread`]), said once in a warning. That snapshot
