@@ -6,6 +6,11 @@
 #   THREADS="4" SECS=5 benches/native_agreement.sh
 #   RATE=1000 SECS=60 benches/native_agreement.sh   # more samples: a lower noise floor
 #   DIFF=10 benches/native_agreement.sh   # and the 10 stacks whose shares differ most
+#   STROBES="before=/path/to/old/strobe after=target/release/strobe" ROUNDS=4 benches/native_agreement.sh
+#
+# STROBES names several strobe builds (LABEL=BINARY, default: this tree's release build as
+# `strobe`); every round records with each build in turn (its a, --blocking, b) against the
+# same target, so that the builds share the same minutes of a shared machine; one row each.
 #
 # Per thread count, one target, recorded by both for SECS at RATE (default 200 Hz) in ROUNDS
 # interleaved parts (default a, --blocking, default b), with --function (stacks
@@ -30,7 +35,8 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 bench_setup
-echo "strobe: $STROBE; $PY; ${SECS} s per recording at ${RATE} Hz"
+STROBES=${STROBES:-"strobe=$STROBE"}
+echo "strobe: $STROBES; $PY; ${SECS} s per recording at ${RATE} Hz, $ROUNDS rounds"
 machine_line
 # agreement A B [running]: 1 - total variation distance of the two files' stack shares; with
 # `running`, samples whose innermost frame is `[syscall]` are left out of both first.
@@ -71,34 +77,46 @@ for k in rows[: int(sys.argv[3])]:
           ";".join(frames[:1] + ["..."] + frames[-4:]) if len(frames) > 5 else k))
 PYEOF
 }
-printf '%-8s %22s %24s %30s\n' threads "default vs --blocking" "default vs default" \
-    "same, not in a system call"
-printf '%-8s %11s %10s\n' "" "(a)" "(b)"
+printf '%-8s %-8s %22s %24s %30s %6s\n' threads build "default vs --blocking" "default vs default" \
+    "same, not in a system call" load
+printf '%-8s %-8s %11s %10s\n' "" "" "(a)" "(b)"
 for threads in $THREADS; do
     "$PY" benches/native_target.py "$threads" >"$TMP/rates" &
     TARGET_PID=$!
     while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
-    : >"$TMP/a.txt"; : >"$TMP/b.txt"; : >"$TMP/frozen.txt"
-    # Interleaved: ROUNDS times (default, --blocking, default), so every comparison is between
-    # recordings made minutes apart at most and the drift of the program's GIL hand-offs with
-    # the machine's load falls on both sides alike.
+    for build in $STROBES; do
+        label=${build%%=*}
+        : >"$TMP/$label.a.txt"; : >"$TMP/$label.b.txt"; : >"$TMP/$label.frozen.txt"
+    done
+    # Interleaved: ROUNDS times (default, --blocking, default) per build, so every comparison is
+    # between recordings made minutes apart at most and the drift of the program's GIL hand-offs
+    # with the machine's load falls on both sides (and on every build) alike.
     for _ in $(seq "$ROUNDS"); do
-        for run in a frozen b; do
-            blocking=()
-            [ "$run" = frozen ] && blocking=(--blocking)
-            "$STROBE" record --native "${blocking[@]}" --function --pid "$TARGET_PID" \
-                --rate "$RATE" --duration "$SEG" -o "$TMP/seg.txt" >/dev/null 2>&1
-            cat "$TMP/seg.txt" >>"$TMP/$run.txt"
+        for build in $STROBES; do
+            label=${build%%=*}
+            bin=${build#*=}
+            for run in a frozen b; do
+                blocking=()
+                [ "$run" = frozen ] && blocking=(--blocking)
+                "$bin" record --native "${blocking[@]}" --function --pid "$TARGET_PID" \
+                    --rate "$RATE" --duration "$SEG" -o "$TMP/seg.txt" >/dev/null 2>&1
+                cat "$TMP/seg.txt" >>"$TMP/$label.$run.txt"
+            done
         done
     done
-    printf '%-8s %11s %10s %24s %15s %14s\n' "$threads" \
-        "$(agreement "$TMP/a.txt" "$TMP/frozen.txt")" "$(agreement "$TMP/b.txt" "$TMP/frozen.txt")" \
-        "$(agreement "$TMP/a.txt" "$TMP/b.txt")" \
-        "$(agreement "$TMP/a.txt" "$TMP/frozen.txt" running)" \
-        "$(agreement "$TMP/a.txt" "$TMP/b.txt" running)"
-    if [ "${DIFF:-0}" -gt 0 ]; then
-        cat "$TMP/a.txt" "$TMP/b.txt" >"$TMP/default.txt"
-        differences "$TMP/default.txt" "$TMP/frozen.txt" "$DIFF"
-    fi
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    for build in $STROBES; do
+        label=${build%%=*}
+        a=$TMP/$label.a.txt; b=$TMP/$label.b.txt; frozen=$TMP/$label.frozen.txt
+        printf '%-8s %-8s %11s %10s %24s %15s %14s %6s\n' "$threads" "$label" \
+            "$(agreement "$a" "$frozen")" "$(agreement "$b" "$frozen")" \
+            "$(agreement "$a" "$b")" \
+            "$(agreement "$a" "$frozen" running)" \
+            "$(agreement "$a" "$b" running)" "$load"
+        if [ "${DIFF:-0}" -gt 0 ]; then
+            cat "$a" "$b" >"$TMP/default.txt"
+            differences "$TMP/default.txt" "$frozen" "$DIFF"
+        fi
+    done
     kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
 done

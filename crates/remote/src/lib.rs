@@ -11,7 +11,7 @@
 //! of `map_binary.rs`.
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
-//! stopped briefly), [`PerfThread`] (the kernel's copy at a sampling interrupt) and
+//! stopped briefly, or a round's running threads stopped together: [`capture_together`]), [`PerfThread`] (the kernel's copy at a sampling interrupt) and
 //! [`BlockedThread`] (a sleeping thread, read without a stop).
 
 #![warn(missing_docs)]
@@ -35,6 +35,6 @@ pub use map_binary::SharedBytes;
 pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
-pub use ptrace_stack::{StopSyscall, ThreadTracer, TracedCapture};
+pub use ptrace_stack::{capture_together, StopSyscall, ThreadTracer, Together, TracedCapture};
 pub use stack::{StackError, StackSpan, UserRegs};
 pub use switches::{LastSwitch, SwitchWatch};

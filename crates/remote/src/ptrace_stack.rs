@@ -11,6 +11,10 @@ use nix::unistd::Pid;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod group;
+
+pub use group::{capture_together, Together};
+
 /// How long a capture polls for the interrupted thread's stop before sleeping until it comes.
 ///
 /// The thread stops a few microseconds after `PTRACE_INTERRUPT` when it has a CPU; a tracer
@@ -75,7 +79,7 @@ pub struct TracedCapture {
 
 /// How a capture lets the thread go.
 #[derive(Clone, Copy)]
-enum Release {
+pub(crate) enum Release {
     /// Resume it, still traced (the tracer is kept for more captures).
     Resume,
     /// Detach from it (a one-off capture).
@@ -83,6 +87,7 @@ enum Release {
 }
 
 /// How a thread came to a ptrace stop.
+#[derive(Clone, Copy)]
 enum Stopped {
     /// Our `PTRACE_INTERRUPT`: resume with `PTRACE_CONT`.
     Interrupt,
@@ -185,7 +190,8 @@ impl ThreadTracer {
         self.stopped_capture(max_stack.into(), stack, during, Release::Detach)
     }
 
-    /// Stop the thread, read it, run `during`, and let it go as `release` says.
+    /// Stop the thread, read it, run `during`, and let it go as `release` says: a group of
+    /// one (see [`group`]).
     fn stopped_capture<R>(
         &mut self,
         max_stack: StackSpan,
@@ -193,44 +199,41 @@ impl ThreadTracer {
         during: impl FnOnce() -> R,
         release: Release,
     ) -> Result<(TracedCapture, R), StackError> {
-        let (pid, tid) = (self.pid, self.tid);
+        let mut one = Together::new(self, max_stack, stack);
+        let also = group::stop_read_release(std::slice::from_mut(&mut one), during, release);
+        Ok((one.take_result()?, also))
+    }
+
+    /// Ask the thread to stop (`PTRACE_INTERRUPT`), without waiting for the stop.
+    fn interrupt(&mut self) -> Result<(), StackError> {
         if !self.alive {
-            return Err(StackError::ThreadGone { pid, tid });
+            return Err(StackError::ThreadGone {
+                pid: self.pid,
+                tid: self.tid,
+            });
         }
         self.check_owner("PTRACE_INTERRUPT")?;
-        let t = Pid::from_raw(tid);
-        let since = Instant::now();
-        match ptrace::interrupt(t) {
-            Ok(()) => {}
-            Err(Errno::ESRCH) => return Err(self.gone()),
-            Err(errno) => return Err(self.ptrace_error("PTRACE_INTERRUPT", errno)),
+        match ptrace::interrupt(Pid::from_raw(self.tid)) {
+            Ok(()) => Ok(()),
+            Err(Errno::ESRCH) => Err(self.gone()),
+            Err(errno) => Err(self.ptrace_error("PTRACE_INTERRUPT", errno)),
         }
-        let how = self.wait_for_stop()?;
-        let result = read_state(pid, tid, max_stack, stack);
-        let also = during();
+    }
+
+    /// Let the thread go from its stop `how`, as `release` says.
+    fn release(&mut self, how: Stopped, release: Release) -> Result<(), StackError> {
         match release {
-            Release::Resume => self.resume(how)?,
-            Release::Detach => match ptrace::detach(t, None) {
+            Release::Resume => self.resume(how),
+            Release::Detach => match ptrace::detach(Pid::from_raw(self.tid), None) {
                 // Detached: nothing is left for `Drop` to undo.
-                Ok(()) => self.alive = false,
-                Err(Errno::ESRCH) => return Err(self.gone()),
-                Err(errno) => return Err(self.ptrace_error("PTRACE_DETACH", errno)),
+                Ok(()) => {
+                    self.alive = false;
+                    Ok(())
+                }
+                Err(Errno::ESRCH) => Err(self.gone()),
+                Err(errno) => Err(self.ptrace_error("PTRACE_DETACH", errno)),
             },
         }
-        let stopped_for = since.elapsed();
-        let (regs, syscall) = match result {
-            Ok(got) => got,
-            Err(StackError::ThreadGone { .. }) => return Err(self.gone()),
-            Err(e) => return Err(e),
-        };
-        Ok((
-            TracedCapture {
-                regs,
-                stopped_for,
-                syscall,
-            },
-            also,
-        ))
     }
 
     /// Hand on signals that stopped the thread since the last capture, without waiting. Call

@@ -1,15 +1,17 @@
-//! Native stacks under `--native`: one thread's native frames and Python frames, taken at the
-//! same instant by the target (`strobe_target::Target::native_sample`), merged and interned
+//! Native stacks under `--native`: each kept thread's native frames and Python frames, taken at
+//! the same instant by the target (`strobe_target::Target::native_round`), merged and interned
 //! as one stack.
 //!
-//! Per thread kept by a round, after the round's own walk has decided that it is kept (filters,
-//! idle state): the target captures that thread alone (read without a stop if it was idle and
-//! provably still asleep, else stopped alone) and reads every Python stack of the process
-//! during the capture, so the merged stack is of one instant. A thread whose stack cannot be
-//! merged keeps the Python stack of the round's walk, and the reason is counted for the
-//! summary ([`crate::stats::SamplerStats::native_failures`]): never a guessed merge.
+//! Once the round's own walk has decided which threads are kept (filters, idle state: see
+//! `admit`), the target captures them all at once: threads the round found idle and that
+//! provably sleep through the read are read without a stop, every other kept thread is
+//! stopped, all of them together, and the Python stacks of the kept threads (only theirs) are
+//! read once during the stops, so every merged stack is of one instant and no sampled thread
+//! waits on a lock another stopped one holds. A thread whose stack cannot be merged keeps the
+//! Python stack of the round's walk, and the reason is counted for the summary
+//! ([`crate::stats::SamplerStats::native_failures`]): never a guessed merge.
 //!
-//! Every native capture is a walk of the walker, so the round counts it
+//! A round's native capture is a walk of the walker, so the round counts it
 //! ([`crate::view::ProcessView::walks`]): the per-thread memos of [`crate::memo`] are valid
 //! only from one walk to the next.
 
@@ -18,10 +20,10 @@ use std::collections::HashMap;
 use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
 use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
 use strobe_remote::Freeze;
-use strobe_target::TargetMemory;
-use strobe_target::{NativeStack, Target};
+use strobe_target::{NativeRequest, NativeResult, NativeStack, Target, TargetMemory};
 use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 
+use crate::admit::Kept;
 use crate::failure::RoundError;
 use crate::memo::{frame_id, FrameCache};
 
@@ -44,11 +46,14 @@ pub(crate) struct NativeView {
     raw: RawSample,
     /// The merged stack's frame ids, outermost first (scratch).
     ids: Vec<FrameId>,
-    /// `--blocking`: each thread state's stack from the latest freeze.
-    frozen: HashMap<u64, NativeOutcome, FxBuild>,
+    /// Each thread state's stack from the latest round (its capture, or its freeze under
+    /// `--blocking`).
+    outcomes: HashMap<u64, NativeOutcome, FxBuild>,
+    /// The latest round's threads to capture (scratch).
+    requests: Vec<NativeRequest>,
 }
 
-/// What [`NativeView::stack`] gave for a thread.
+/// What a round's native capture gave for a thread.
 #[derive(Debug)]
 pub(crate) enum NativeOutcome {
     /// The merged stack, interned.
@@ -57,20 +62,28 @@ pub(crate) enum NativeOutcome {
     Failed(String),
 }
 
-/// Which thread to capture, and how.
+/// The threads a round captures: `kept`, indexing the round's read `threads`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct NativeTarget<'a> {
-    /// The thread as the round's walk saw it.
-    pub(crate) thread: &'a RawThread,
-    /// Its kernel id as seen from strobe, if known.
-    pub(crate) host_tid: Option<u32>,
-    /// The round found it idle: it may be read without a stop.
-    pub(crate) idle: bool,
+pub(crate) struct NativeRound<'a> {
+    pub(crate) threads: &'a [RawThread],
+    pub(crate) kept: &'a [Kept],
     /// Intern Python frames without lines (`--function`); native frames too.
     pub(crate) by_function: bool,
     /// The process's root frame under `--subprocesses`.
     pub(crate) root: Option<FrameId>,
 }
+
+/// How a merged stack is interned.
+#[derive(Debug, Clone, Copy)]
+struct Interning {
+    /// Python frames without lines (`--function`); native frames too.
+    by_function: bool,
+    /// The process's root frame under `--subprocesses`, outermost.
+    root: Option<FrameId>,
+}
+
+/// Why a thread without a kernel id has no native stack.
+const NO_TID: &str = "the thread's kernel id is unknown, so its native stack cannot be read";
 
 impl NativeView {
     pub(crate) fn new() -> NativeView {
@@ -78,41 +91,71 @@ impl NativeView {
             mode: NativeMode::Off,
             raw: RawSample::new(),
             ids: Vec::new(),
-            frozen: HashMap::default(),
+            outcomes: HashMap::default(),
+            requests: Vec::new(),
         }
     }
 
-    /// Capture, merge and intern the stack of `which`.
-    pub(crate) fn stack(
+    /// Capture, merge and intern the stacks of the round's kept threads `round.kept`, all
+    /// together (see the module documentation); kept by thread state for
+    /// [`NativeView::take`].
+    pub(crate) fn capture_round(
         &mut self,
         target: &mut Target,
         side: &mut SamplerSide,
         cache: &mut FrameCache,
-        which: NativeTarget<'_>,
-    ) -> Result<NativeOutcome, RoundError> {
-        let Some(tid) = which.host_tid.and_then(|h| i32::try_from(h).ok()) else {
-            return Ok(NativeOutcome::Failed(
-                "the thread's kernel id is unknown, so its native stack cannot be read".into(),
-            ));
-        };
-        let t = which.thread;
-        let (stack, index, walker) =
-            match target.native_sample(tid, t.thread_id, t.interp_id, which.idle, &mut self.raw) {
-                Ok(got) => got,
-                Err(why) => return Ok(NativeOutcome::Failed(why)),
+        round: NativeRound<'_>,
+    ) -> Result<(), RoundError> {
+        self.outcomes.clear();
+        self.requests.clear();
+        for k in round.kept {
+            let t = &round.threads[k.index];
+            match k.host.and_then(|h| i32::try_from(h).ok()) {
+                Some(tid) => self.requests.push(NativeRequest {
+                    tid,
+                    ident: t.thread_id,
+                    interp: t.interp_id,
+                    tstate: t.tstate_addr,
+                    may_sleep: k.idle,
+                }),
+                None => {
+                    self.outcomes
+                        .insert(t.tstate_addr, NativeOutcome::Failed(NO_TID.into()));
+                }
+            }
+        }
+        let NativeView {
+            requests,
+            outcomes,
+            ids,
+            raw,
+            ..
+        } = self;
+        let mut each = |i: usize,
+                        got: NativeResult<'_>,
+                        raw: &RawSample,
+                        walker: &mut Walker<TargetMemory>| {
+            let r = &requests[i];
+            let outcome = match got {
+                Ok((stack, index)) => {
+                    let which = Interning {
+                        by_function: round.by_function,
+                        root: round.root,
+                    };
+                    let python = raw.threads.get(index).map_or(&[][..], |t| raw.frames_of(t));
+                    intern_merged(ids, side, cache, walker, stack, python, which)?
+                }
+                Err(why) => NativeOutcome::Failed(why),
             };
-        let Some(thread) = self.raw.threads.get(index) else {
-            return Ok(NativeOutcome::Failed(
-                "the thread vanished from the read".into(),
-            ));
+            outcomes.insert(r.tstate, outcome);
+            Ok::<(), RoundError>(())
         };
-        let python = self.raw.frames_of(thread);
-        intern_merged(&mut self.ids, side, cache, walker, stack, python, which)
+        target.native_round(requests, raw, &mut each)
     }
 
     /// `--blocking`: while `freeze` holds the process, take every thread's native stack and
     /// merge it with the Python frames of the round's walk `raw`, read during the same freeze;
-    /// kept by thread state for [`NativeView::take_frozen`]. `hosts` gives each thread's
+    /// kept by thread state for [`NativeView::take`]. `hosts` gives each thread's
     /// kernel id as seen from here, where known.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn capture_frozen(
@@ -126,19 +169,11 @@ impl NativeView {
         by_function: bool,
         root: Option<FrameId>,
     ) -> Result<(), RoundError> {
-        self.frozen.clear();
+        self.outcomes.clear();
+        let which = Interning { by_function, root };
         for (t, host) in raw.threads.iter().zip(hosts) {
-            let which = NativeTarget {
-                thread: t,
-                host_tid: *host,
-                idle: false,
-                by_function,
-                root,
-            };
             let outcome = match host.and_then(|h| i32::try_from(h).ok()) {
-                None => NativeOutcome::Failed(
-                    "the thread's kernel id is unknown, so its native stack cannot be read".into(),
-                ),
+                None => NativeOutcome::Failed(NO_TID.into()),
                 Some(tid) => {
                     let entries = raw.entries_of(t);
                     match target.native_frozen(freeze, tid, t.thread_id, t.interp_id, entries) {
@@ -155,15 +190,16 @@ impl NativeView {
                     }
                 }
             };
-            self.frozen.insert(t.tstate_addr, outcome);
+            self.outcomes.insert(t.tstate_addr, outcome);
         }
         Ok(())
     }
 
-    /// What [`NativeView::capture_frozen`] found for the thread state at `tstate`.
-    pub(crate) fn take_frozen(&mut self, tstate: u64) -> NativeOutcome {
-        self.frozen.remove(&tstate).unwrap_or_else(|| {
-            NativeOutcome::Failed("the thread was not in the frozen process's read".into())
+    /// What the round's [`NativeView::capture_round`] or [`NativeView::capture_frozen`] found
+    /// for the thread state at `tstate`.
+    pub(crate) fn take(&mut self, tstate: u64) -> NativeOutcome {
+        self.outcomes.remove(&tstate).unwrap_or_else(|| {
+            NativeOutcome::Failed("the thread was not in the round's native capture".into())
         })
     }
 }
@@ -177,7 +213,7 @@ fn intern_merged(
     walker: &mut Walker<TargetMemory>,
     stack: NativeStack<'_>,
     python: &[RawFrame],
-    which: NativeTarget<'_>,
+    which: Interning,
 ) -> Result<NativeOutcome, RoundError> {
     ids.clear();
     ids.extend(which.root);

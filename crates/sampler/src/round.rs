@@ -66,19 +66,19 @@
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
-use strobe_aggregate::{Sample, SampleFlags, SamplerSide};
+use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
-use strobe_walker::{RawSample, RawThread};
+use strobe_walker::RawSample;
 
 use strobe_target::Target;
 
+use crate::admit::{admit, Admit, Kept};
 use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
-use crate::native::{NativeMode, NativeOutcome, NativeTarget};
+use crate::native::{NativeMode, NativeOutcome, NativeRound};
 use crate::stats::SamplerStats;
 use crate::tasks::Frames as TaskFrames;
-use crate::threads::KernelThreads;
 use crate::topping::{exception_frame, on_top, top_frames, topped_stack};
 use crate::view::ProcessView;
 
@@ -222,9 +222,9 @@ fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
 
 /// When a round's samples were taken, and the wall time each stands for.
 #[derive(Debug, Clone, Copy)]
-struct When {
-    now_ns: u64,
-    weight_ns: u64,
+pub(crate) struct When {
+    pub(crate) now_ns: u64,
+    pub(crate) weight_ns: u64,
 }
 
 /// Filter, flag, intern and push the threads of one sample.
@@ -297,115 +297,51 @@ fn record_threads(
         st.tasks.stop_watching(target);
         None
     };
-    for t in stacks {
-        let host = st.host_tid(t);
+    // Which threads are sampled, and how, for all of them first: the native capture takes the
+    // round's kept threads together.
+    st.kept.clear();
+    for index in 0..stacks.len() {
+        match admit(st, cfg, side, raw, index, when)? {
+            Admit::Skip => {}
+            Admit::Bare => recorded += 1,
+            Admit::Keep(k) => st.kept.push(k),
+        }
+    }
+    if st.native.mode == NativeMode::On && !cfg.blocking && !st.kept.is_empty() {
+        if st.frames.len() > MAX_FRAME_CACHE {
+            st.frames.clear();
+        }
+        // The capture reads the kept threads' Python stacks again: a walk (see the `native`
+        // module).
+        st.walks += 1;
+        let round = NativeRound {
+            threads: stacks,
+            kept: &st.kept,
+            by_function: cfg.by_function,
+            root: st.root_frame,
+        };
+        st.native
+            .capture_round(target, side, &mut st.frames, round)?;
+    }
+    for k in 0..st.kept.len() {
+        let Kept {
+            index,
+            host,
+            inner,
+            flags,
+            ..
+        } = st.kept[k];
+        let t = &stacks[index];
+        let frames = raw.frames_of(t);
         let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
             continue;
         };
-        memo.host = host;
-        let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
-        if !cfg.tids.is_empty()
-            && !cfg
-                .tids
-                .iter()
-                .any(|&x| Some(x) == inner || Some(x) == host)
-        {
-            continue;
-        }
-        if memo.names_gen != st.names.generation() {
-            memo.name = st.names.get(t.interp_addr, t.thread_id).cloned();
-            memo.names_gen = st.names.generation();
-        }
-        if !cfg.thread_names.is_empty()
-            && !memo
-                .name
-                .as_deref()
-                .is_some_and(|n| cfg.thread_names.iter().any(|w| w == n))
-        {
-            continue;
-        }
-        // A free-threaded build has no GIL: every thread runs as if it held one.
-        let holds_gil = t.holds_gil || st.free_threaded;
-        if cfg.gil_only && !holds_gil {
-            continue;
-        }
-        if !t.walked {
-            // Idle before the read (see `skips_idle_frames`), and without the GIL. Under a
-            // live switch (top) the thread is still counted, idle and with no frames, so that
-            // the view's idle share and thread list stay whole while idle stacks are hidden.
-            if cfg.idle_switch.is_some() {
-                let bare: &[_] = match &st.root_frame {
-                    Some(root) => std::slice::from_ref(root),
-                    None => &[],
-                };
-                let stack = side
-                    .interner()
-                    .intern_stack(bare)
-                    .map_err(|e| RoundError::Fatal(e.into()))?;
-                let os_tid = host.or(inner).map_or(t.thread_id, u64::from);
-                let thread = thread_of(memo, side, os_tid, t.interp_id)?;
-                side.push(Sample {
-                    stack,
-                    thread,
-                    flags: SampleFlags::empty().with(SampleFlags::IDLE),
-                    timestamp_ns: now_ns,
-                    weight_ns,
-                });
-                recorded += 1;
-            }
-            continue;
-        }
-        let frames = raw.frames_of(t);
-        if frames.is_empty() {
-            continue;
-        }
-        // Under `--blocking`, the state read before the freeze; a thread not known then
-        // (new since the last scan of the task list) is read now, after the release.
-        let pre_state = match host {
-            Some(h) if cfg.blocking => st.kernel.state_before(h).map(Some),
-            _ => None,
-        };
-        let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);
-        if let (true, Some(h)) = (cfg.blocking, host) {
-            st.kernel.decided_at_freeze(h, idle);
-        }
-        if let (false, Some(h)) = (idle, host) {
-            st.running.push(h);
-        }
-        if idle && !include_idle {
-            continue;
-        }
-        let mut flags = SampleFlags::empty();
-        if idle {
-            flags = flags.with(SampleFlags::IDLE);
-        }
-        if holds_gil {
-            flags = flags.with(SampleFlags::HOLDS_GIL);
-        }
-        if t.exception.is_some() {
-            flags = flags.with(SampleFlags::EXCEPTION);
-        }
         if st.frames.len() > MAX_FRAME_CACHE {
             st.frames.clear();
         }
         let merged = if st.native.mode == NativeMode::On {
-            let outcome = if cfg.blocking {
-                // Taken during the round's freeze.
-                st.native.take_frozen(t.tstate_addr)
-            } else {
-                // The capture reads every Python stack again: a walk (see the `native`
-                // module).
-                st.walks += 1;
-                let which = NativeTarget {
-                    thread: t,
-                    host_tid: host,
-                    idle,
-                    by_function: cfg.by_function,
-                    root: st.root_frame,
-                };
-                st.native.stack(target, side, &mut st.frames, which)?
-            };
-            match outcome {
+            // Taken during the round's freeze (`--blocking`), or by the round's capture above.
+            match st.native.take(t.tstate_addr) {
                 NativeOutcome::Merged(stack) => {
                     stats.add_native_merged();
                     Some(stack)
@@ -542,120 +478,4 @@ fn record_threads(
         threads: stacks.len() as u64,
         recorded,
     })
-}
-
-/// Whether thread `t` is idle (see the module documentation). `pre_state` is its state read
-/// before a `--blocking` freeze, if it was; otherwise it is read now, unless the thread holds
-/// the GIL. An unknown state (no kernel id, or the thread just exited) counts as running:
-/// better shown than hidden.
-fn is_idle(
-    kernel: &mut KernelThreads,
-    t: &RawThread,
-    free_threaded: bool,
-    host: Option<u32>,
-    pre_state: Option<Option<char>>,
-) -> bool {
-    if t.holds_gil && !free_threaded {
-        return false;
-    }
-    let state = match pre_state {
-        Some(state) => state,
-        None => host.and_then(|h| kernel.read_state(h)),
-    };
-    state.is_some_and(|s| s != 'R')
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn thread(holds_gil: bool) -> RawThread {
-        RawThread {
-            interp_addr: 0x1000,
-            interp_id: 0,
-            tstate_addr: 0x2000,
-            thread_id: 77,
-            native_id: None,
-            holds_gil,
-            gc: false,
-            exception: None,
-            running_task: None,
-            frames: 0..0,
-            truncated: false,
-            unchanged: 0,
-            walked: true,
-        }
-    }
-
-    struct Sleeper {
-        tid: u32,
-        wake: Option<std::sync::mpsc::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    }
-
-    impl Sleeper {
-        fn start() -> Sleeper {
-            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-            let (wake, wait) = std::sync::mpsc::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
-                let _ = wait.recv();
-            });
-            Sleeper {
-                tid: tid_rx.recv().unwrap(),
-                wake: Some(wake),
-                thread: Some(thread),
-            }
-        }
-    }
-
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            drop(self.wake.take());
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-        }
-    }
-
-    #[test]
-    fn a_gil_holder_is_running_without_a_proc_read() {
-        let mut kernel = KernelThreads::new(std::process::id() as i32);
-        // Whatever state the thread is in (it may still be on its way to sleep), holding the
-        // GIL decides, and nothing is read.
-        let sleeper = Sleeper::start();
-        assert!(!is_idle(
-            &mut kernel,
-            &thread(true),
-            false,
-            Some(sleeper.tid),
-            None
-        ));
-        assert_eq!(kernel.reads(), 0);
-        // Without the GIL (or on a free-threaded build) the state is read. The running
-        // thread is this one.
-        let me = nix::unistd::gettid().as_raw() as u32;
-        assert!(!is_idle(&mut kernel, &thread(false), false, Some(me), None));
-        assert!(!is_idle(&mut kernel, &thread(true), true, Some(me), None));
-        assert_eq!(kernel.reads(), 2);
-        // A state read before a freeze is used as it is.
-        assert!(is_idle(
-            &mut kernel,
-            &thread(false),
-            false,
-            Some(me),
-            Some(Some('S'))
-        ));
-        assert!(!is_idle(
-            &mut kernel,
-            &thread(false),
-            false,
-            None,
-            Some(None)
-        ));
-        // No kernel id: counts as running.
-        assert!(!is_idle(&mut kernel, &thread(false), false, None, None));
-        assert_eq!(kernel.reads(), 2);
-    }
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use strobe_aggregate::{FrameId, FxBuild};
 use strobe_walker::{RawSample, RawThread};
 
+use crate::admit::Kept;
 use crate::memo::{FrameCache, Memos};
 use crate::names::{PthreadTids, ThreadNames};
 use crate::native::NativeView;
@@ -57,6 +58,8 @@ pub(crate) struct ProcessView {
     pub(crate) root_frame: Option<FrameId>,
     /// Native stacks (`--native`).
     pub(crate) native: NativeView,
+    /// The threads the current round samples (scratch).
+    pub(crate) kept: Vec<Kept>,
     /// Task-aware stacks (`--async`).
     pub(crate) tasks: TaskView,
     /// Task-aware stacks before 3.14.
@@ -91,6 +94,7 @@ impl ProcessView {
             auxv,
             root_frame,
             native: NativeView::new(),
+            kept: Vec::new(),
             tasks: TaskView::default(),
             legacy_tasks: LegacyTaskView::default(),
         }

@@ -39,8 +39,8 @@ pub use error::{exited_or, AttachError};
 pub use memory::TargetMemory;
 pub use strobe_corefile::{CoreError, CoreOptions};
 
-pub use native::NativeStack;
 use native::NativeState;
+pub use native::{EachNative, NativeRequest, NativeResult, NativeStack};
 use std::sync::Arc;
 use strobe_corefile::Core;
 use strobe_locate::PythonProcess;

@@ -6,8 +6,9 @@
 //!   Python frames are read while it still sleeps, proven by its scheduler run count
 //!   (`/proc/PID/task/TID/schedstat`) being the same before the native capture and after
 //!   the Python read;
-//! - otherwise only that thread is stopped ([`ThreadTracer`]), and its Python frames are read
-//!   during the stop.
+//! - otherwise the thread is stopped ([`ThreadTracer`]), and its Python frames are read during
+//!   the stop; the sampler's rounds stop all the running threads they keep together and read
+//!   their Python frames once during the stops (`sample.rs`).
 //!
 //! The module map, unwind rules and symbols are kept in the [`Target`](crate::Target), so a
 //! second snapshot reuses them.
@@ -25,23 +26,26 @@ use strobe_native::{
 };
 use strobe_remote::UserRegs;
 use strobe_walker::walk::{ThreadStack, Walker};
-use strobe_walker::{RawSample, WalkError};
+use strobe_walker::WalkError;
 
 use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
 mod capture;
+mod sample;
 
-use capture::{Captured, Capturer};
+use capture::{Captured, Capturer, Slot};
+pub(crate) use sample::RoundOf;
+pub use sample::{EachNative, NativeRequest, NativeResult};
 use strobe_remote::Freeze;
 
 /// The module list is read again when a sampled stack has an address outside every module
 /// (a library loaded since, such as an extension imported late), at most this often.
 const MODULES_REREAD_EVERY: Duration = Duration::from_secs(1);
 
-/// One thread's merged stack, as [`Target::native_sample`](crate::Target::native_sample) gives
+/// One thread's merged stack, as [`Target::native_round`](crate::Target::native_round) gives
 /// it: innermost first, each [`MergedFrame::Python`] an index into the thread's frames in the
-/// [`RawSample`] read at the instant of the capture, each [`MergedFrame::Native`] into
-/// `native`.
+/// [`strobe_walker::RawSample`] read at the instant of the capture, each
+/// [`MergedFrame::Native`] into `native`.
 #[derive(Debug, Clone, Copy)]
 pub struct NativeStack<'a> {
     /// The merged frames, innermost first.
@@ -61,6 +65,8 @@ pub(crate) struct NativeState {
     /// When the module list was last read.
     modules_read: Instant,
     capturer: Capturer,
+    /// The threads of the sampler's latest round capture, with their stack buffers.
+    slots: Vec<Slot>,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
@@ -132,6 +138,7 @@ impl NativeState {
             binaries,
             modules_read: Instant::now(),
             capturer: Capturer::default(),
+            slots: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -165,6 +172,7 @@ impl NativeState {
             binaries,
             modules_read: Instant::now(),
             capturer: Capturer::default(),
+            slots: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -225,7 +233,7 @@ impl NativeState {
             bounded: false,
         };
         let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
-        let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
+        let merged = self.merge_captured(which, &captured, &entries, walker.memory());
         self.note_missing_symbols(missing_symbols);
         ThreadNative {
             merged: merged.map(|()| self.merged_frames(&python)),
@@ -310,7 +318,7 @@ impl NativeState {
             };
         };
         let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
-        let merged = self.unwind_and_merge(which, &captured, &entries, walker.memory());
+        let merged = self.merge_captured(which, &captured, &entries, walker.memory());
         self.note_missing_symbols(missing_symbols);
         let merged = merged.map(|()| self.merged_frames(&python));
         ThreadNative {
@@ -364,103 +372,34 @@ impl NativeState {
             .collect()
     }
 
-    /// The sampler's capture of one thread: registers and native stack of `which` and, at the
-    /// same instant, every Python stack of the process into `raw` (one batched read); unwound,
-    /// symbolised and merged with that thread's Python frames. A thread known to be idle
-    /// (`may_sleep`) is read without a stop where its run count proves it slept throughout;
-    /// a running thread is stopped alone for the capture and the read. Errors are the reason
-    /// the stack could not be merged, for the summary.
-    pub(crate) fn sample_thread<M: RemoteMemory>(
-        &mut self,
-        which: NativeThread,
-        may_sleep: bool,
-        walker: &mut Walker<M>,
-        raw: &mut RawSample,
-    ) -> Result<(NativeStack<'_>, usize), String> {
-        let first = self.sample_once(which, may_sleep, walker, raw);
-        let thread = match first {
-            // Read asleep without the frame pointer register: try once more, stopped.
-            Err(Retry::Stopped(_)) => self.sample_once(which, false, walker, raw),
-            // The copy cut at the thread's earlier reach was too short: once more, whole.
-            Err(Retry::Whole(_)) => self.sample_once(which, may_sleep, walker, raw),
-            other => other,
-        }
-        .map_err(Retry::into_reason)?;
-        Ok((
-            NativeStack {
-                merged: &self.merged,
-                native: &self.frames,
-            },
-            thread,
-        ))
-    }
-
-    fn sample_once<M: RemoteMemory>(
-        &mut self,
-        which: NativeThread,
-        may_sleep: bool,
-        walker: &mut Walker<M>,
-        raw: &mut RawSample,
-    ) -> Result<usize, Retry> {
-        let mut walked = None;
-        let captured = self
-            .capturer
-            .capture(which.pid, which.tid, may_sleep, || {
-                walked = Some(walker.sample_into(raw));
-            })
-            .map_err(Retry::Final)?;
-        match walked {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Retry::Final(python_failed(&e))),
-            None => {
-                return Err(Retry::Final(
-                    "the Python frames were not read during the capture".to_string(),
-                ))
-            }
-        }
-        let Some(index) = raw
-            .threads
-            .iter()
-            .position(|t| t.thread_id == which.ident && t.interp_id == which.interp)
-        else {
-            return Err(Retry::Final(
-                "the thread's Python frames were not found at the instant its native stack \
-                 was taken (it ended or started meanwhile)"
-                    .to_string(),
-            ));
-        };
-        let merged = self.unwind_and_merge(
-            which,
-            &captured,
-            raw.entries_of(&raw.threads[index]),
-            walker.memory(),
-        );
-        if let Err(why) = merged {
-            return Err(
-                if captured.bounded && self.unwound.end != Some(UnwindEnd::Complete) {
-                    Retry::Whole(why)
-                } else if captured.asleep {
-                    Retry::Stopped(why)
-                } else {
-                    Retry::Final(why)
-                },
-            );
-        }
-        Ok(index)
-    }
-
-    /// Unwind, symbolise and merge the capture in [`Capturer::stack`] with the Python frames
-    /// whose entry flags are `entries`, into `self.merged` and `self.frames`; the reason if
-    /// they do not merge. Code outside every known module makes the module list be read again.
-    fn unwind_and_merge<M: RemoteMemory>(
+    /// [`NativeState::unwind_and_merge`] of the capture in [`Capturer::stack`].
+    fn merge_captured<M: RemoteMemory>(
         &mut self,
         which: NativeThread,
         captured: &Captured,
         entries: &[bool],
         mem: &M,
     ) -> Result<(), String> {
+        let stack = std::mem::take(&mut self.capturer.stack);
+        let merged = self.unwind_and_merge(which, captured, &stack, entries, mem);
+        self.capturer.stack = stack;
+        merged
+    }
+
+    /// Unwind, symbolise and merge the capture `captured`, whose stack bytes are `stack`, with
+    /// the Python frames whose entry flags are `entries`, into `self.merged` and
+    /// `self.frames`; the reason if they do not merge. Code outside every known module makes
+    /// the module list be read again.
+    fn unwind_and_merge<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        captured: &Captured,
+        stack: &[u8],
+        entries: &[bool],
+        mem: &M,
+    ) -> Result<(), String> {
         self.unwinder
-            .unwind(&captured.regs, &self.capturer.stack, &mut self.unwound);
+            .unwind(&captured.regs, stack, &mut self.unwound);
         self.frames.clear();
         self.symbolizer
             .symbolize(&self.modules, &self.unwound, &mut self.frames);
@@ -517,7 +456,7 @@ impl NativeState {
             same_instant: true,
             bounded: span.bytes_from(regs.sp) < span.max,
         };
-        self.unwind_and_merge(which, &captured, entries, mem)?;
+        self.merge_captured(which, &captured, entries, mem)?;
         Ok(NativeStack {
             merged: &self.merged,
             native: &self.frames,
@@ -543,26 +482,7 @@ impl NativeState {
     }
 }
 
-/// Why [`NativeState::sample_once`] failed, and whether a stopped capture may do better.
-enum Retry {
-    /// Read asleep (no frame pointer register): a stopped capture may merge.
-    Stopped(String),
-    /// The stack copy was cut at the reach of the thread's earlier unwind and the unwind did
-    /// not complete: a capture that copies all it can may merge.
-    Whole(String),
-    /// The reason, for the summary.
-    Final(String),
-}
-
-impl Retry {
-    fn into_reason(self) -> String {
-        match self {
-            Retry::Stopped(why) | Retry::Whole(why) | Retry::Final(why) => why,
-        }
-    }
-}
-
-fn python_failed(e: &WalkError) -> String {
+pub(crate) fn python_failed(e: &WalkError) -> String {
     format!("reading the Python frames at the instant of the native capture failed: {e}")
 }
 

@@ -1,11 +1,11 @@
-//! What the sampler calls on a [`Target`]: the walker for its rounds, and one thread's native
-//! stack merged with the Python frames read at the same instant (`record --native`,
+//! What the sampler calls on a [`Target`]: the walker for its rounds, and a round's native
+//! stacks merged with the Python frames read at the same instant (`record --native`,
 //! `top --native`).
 
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
-use crate::native::{self, NativeStack, NativeState};
+use crate::native::{self, EachNative, NativeRequest, NativeStack, NativeState};
 use crate::{Target, TargetMemory};
 
 impl Target {
@@ -14,7 +14,7 @@ impl Target {
         &mut self.walker
     }
 
-    /// Make native stacks available to [`Target::native_sample`]: read the target's module
+    /// Make native stacks available to [`Target::native_round`]: read the target's module
     /// list (once). Gives the lines the user should see (modules whose frames will lack
     /// symbols), or why native stacks cannot be had at all.
     pub fn enable_native(&mut self) -> Result<Vec<String>, String> {
@@ -28,26 +28,33 @@ impl Target {
         Ok(warnings)
     }
 
-    /// One native sample of the thread with kernel id `tid` (as seen from here), known to the
-    /// interpreter as `ident` in interpreter `interp`: its native stack and, at the same
-    /// instant, the process's Python stacks into `raw` (see [`native::NativeStack`] for what
-    /// the result indexes; the `usize` is the thread's index in `raw.threads`). `may_sleep`: the thread was seen idle, so it may be read without
-    /// a stop. Also hands back the walker, to name the Python frames. Errors are the reason
-    /// the stack could not be merged; [`Target::enable_native`] must have succeeded.
-    pub fn native_sample(
+    /// One round's native samples of the threads `wanted`: their native stacks and, at the
+    /// same instant, their Python stacks into `raw` (only theirs are read). Threads that may
+    /// sleep and provably sleep through the read are not stopped; the others are stopped all
+    /// together for the read. `each` gets every thread's result by its index in `wanted`
+    /// (see [`native::NativeStack`] for what a result indexes), with the read and the walker,
+    /// to name the Python frames; errors in a result are the reason the stack could not be
+    /// merged. An error of `each` ends the round. [`Target::enable_native`] must have
+    /// succeeded, else every thread gets that reason.
+    pub fn native_round<E>(
         &mut self,
-        tid: i32,
-        ident: u64,
-        interp: i64,
-        may_sleep: bool,
+        wanted: &[NativeRequest],
         raw: &mut RawSample,
-    ) -> Result<(NativeStack<'_>, usize, &mut Walker<TargetMemory>), String> {
-        let which = self.native_thread(tid, ident, interp);
-        let Some(state) = self.native.as_mut() else {
-            return Err("native frames were not enabled".to_string());
+        each: &mut EachNative<'_, TargetMemory, E>,
+    ) -> Result<(), E> {
+        let version = &self.process.version;
+        let of = native::RoundOf {
+            pid: self.process.pid,
+            shape: strobe_native::EvalShape::for_version(version.major, version.minor),
         };
-        let (stack, thread) = state.sample_thread(which, may_sleep, &mut self.walker, raw)?;
-        Ok((stack, thread, &mut self.walker))
+        let Some(state) = self.native.as_mut() else {
+            for i in 0..wanted.len() {
+                let none = Err("native frames were not enabled".to_string());
+                each(i, none, raw, &mut self.walker)?;
+            }
+            return Ok(());
+        };
+        state.sample_round(of, wanted, &mut self.walker, raw, each)
     }
 
     /// `--blocking --native`: the native stack of thread `tid` (as seen from here, known to

@@ -1,9 +1,9 @@
-//! One thread's registers and native stack, with the Python read run at the same instant
-//! where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
+//! Threads' registers and native stacks, with one Python read run at the same instant as all
+//! of them where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
-//! - otherwise the thread is stopped alone ([`ThreadTracer`]) and the Python read runs inside
-//!   the stop;
+//! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
+//!   the same capture ([`capture_together`]), and the Python read runs inside the stops;
 //! - where ptrace is refused (the thread is already traced by a debugger or another profiler,
 //!   or the kernel does not allow it), running threads are taken from the kernel's snapshot at
 //!   a `cpu-clock` interrupt instead ([`PerfThread`]), said once in a warning. That snapshot
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 use strobe_remote::{
-    BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer, UserRegs,
+    capture_together, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer,
+    Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -36,6 +37,7 @@ const PERF: PerfConfig = PerfConfig {
 const PERF_FRESH: Duration = Duration::from_millis(50);
 
 /// One thread's capture.
+#[derive(Clone, Copy)]
 pub(crate) struct Captured {
     pub(crate) regs: UserRegs,
     pub(crate) kernel: Option<KernelBoundary>,
@@ -71,6 +73,56 @@ pub(crate) struct Capturer {
     warnings: Vec<String>,
 }
 
+/// One thread of [`Capturer::capture_many`]: which, how it may be read, its stack buffer
+/// (kept from round to round), and what the capture gave.
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub(crate) tid: i32,
+    /// It may be read asleep, without a stop.
+    pub(crate) may_sleep: bool,
+    /// The stack bytes of its capture, from its stack pointer up.
+    pub(crate) stack: Vec<u8>,
+    /// What the capture gave; `None` before it.
+    pub(crate) got: Option<Result<Captured, Miss>>,
+    way: Way,
+}
+
+impl Slot {
+    /// Thread `tid`, to be read asleep if it is and `may_sleep`.
+    pub(crate) fn set(&mut self, tid: i32, may_sleep: bool) {
+        self.tid = tid;
+        self.may_sleep = may_sleep;
+        self.got = None;
+        self.way = Way::Undecided;
+    }
+}
+
+/// Why a thread of [`Capturer::capture_many`] has no capture.
+pub(crate) enum Miss {
+    /// Read asleep, but it ran before the Python read ended: capture it again, stopped.
+    Woke,
+    /// The reason, for the summary.
+    Failed(String),
+}
+
+/// How a slot's thread is being captured.
+#[derive(Default)]
+enum Way {
+    #[default]
+    Undecided,
+    /// Read asleep (its stack is copied); run count before the copy.
+    Asleep {
+        before: u64,
+        regs: UserRegs,
+        syscall: i64,
+        span: StackSpan,
+    },
+    /// Seized, to be stopped with the others.
+    Stop(ThreadTracer, StackSpan),
+    /// Done: `got` says how.
+    Done,
+}
+
 impl Capturer {
     /// Registers and stack of thread `tid` of `pid` into [`Capturer::stack`], with `during`
     /// run at the same instant if possible. `may_sleep`: try reading it asleep first.
@@ -81,36 +133,54 @@ impl Capturer {
         may_sleep: bool,
         mut during: impl FnMut(),
     ) -> Result<Captured, String> {
-        // Asleep: no stop at all, if the run count proves it slept through the Python read.
-        let blocked = if may_sleep {
-            run_count(pid, tid).zip(BlockedThread::open(pid, tid).ok())
-        } else {
-            None
+        let mut slot = Slot {
+            stack: std::mem::take(&mut self.stack),
+            ..Slot::default()
         };
-        let span = self.span(tid);
-        if let Some((before, mut blocked)) = blocked {
-            if let Ok(c) = blocked.capture(span, &mut self.stack) {
-                during();
-                if run_count(pid, tid) == Some(before) {
-                    return Ok(Captured {
-                        regs: c.regs,
-                        kernel: Some(KernelBoundary {
-                            syscall: u64::try_from(c.state.nr).ok(),
-                        }),
-                        asleep: true,
-                        same_instant: true,
-                        bounded: span.bytes_from(c.regs.sp) < span.max,
-                    });
-                }
-            }
+        slot.set(tid, may_sleep);
+        self.capture_many(pid, std::slice::from_mut(&mut slot), &mut during);
+        if let Some(Err(Miss::Woke)) = slot.got {
+            // It ran during the Python read: stopped this time.
+            slot.set(tid, false);
+            self.capture_many(pid, std::slice::from_mut(&mut slot), &mut during);
         }
-        if self.perf_instead.is_none() {
-            match ThreadTracer::seize(pid, tid) {
-                Ok(tracer) => {
-                    let (c, ()) = tracer
-                        .capture_once(span, &mut self.stack, during)
-                        .map_err(|e| e.to_string())?;
-                    return Ok(Captured {
+        self.stack = std::mem::take(&mut slot.stack);
+        match slot.got {
+            Some(Ok(c)) => Ok(c),
+            Some(Err(Miss::Failed(why))) => Err(why),
+            Some(Err(Miss::Woke)) | None => Err("the thread could not be captured".into()),
+        }
+    }
+
+    /// Registers and stack of every thread of `slots` (threads of `pid`), with `during` run
+    /// once at the same instant as all of them: threads that may sleep and provably sleep
+    /// through `during` are read without a stop; every other thread is stopped, all of them
+    /// together, and `during` runs while they are (or, where ptrace is refused, they come from
+    /// their latest perf snapshots). Each slot's outcome is in [`Slot::got`].
+    pub(crate) fn capture_many(&mut self, pid: i32, slots: &mut [Slot], during: impl FnOnce()) {
+        for slot in slots.iter_mut() {
+            let span = self.span(slot.tid);
+            slot.way = match self.asleep(pid, slot, span) {
+                Some(way) => way,
+                None => self.stoppable(pid, slot, span),
+            };
+        }
+        let mut group: Vec<Together<'_>> = slots
+            .iter_mut()
+            .filter_map(|s| match &mut s.way {
+                Way::Stop(tracer, span) => Some(Together::new(tracer, *span, &mut s.stack)),
+                _ => None,
+            })
+            .collect();
+        capture_together(&mut group, during);
+        let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
+        drop(group);
+        let mut results = results.drain(..);
+        for slot in slots.iter_mut() {
+            let way = std::mem::replace(&mut slot.way, Way::Done);
+            slot.got = match way {
+                Way::Stop(_, span) => results.next().map(|r| match r {
+                    Ok(c) => Ok(Captured {
                         regs: c.regs,
                         // Stopped inside a system call (asleep, but not provably through the
                         // Python read).
@@ -118,12 +188,65 @@ impl Capturer {
                         asleep: false,
                         same_instant: true,
                         bounded: span.bytes_from(c.regs.sp) < span.max,
-                    });
+                    }),
+                    Err(e) => Err(Miss::Failed(e.to_string())),
+                }),
+                Way::Asleep {
+                    before,
+                    regs,
+                    syscall,
+                    span,
+                } if run_count(pid, slot.tid) == Some(before) => Some(Ok(Captured {
+                    regs,
+                    kernel: Some(KernelBoundary {
+                        syscall: u64::try_from(syscall).ok(),
+                    }),
+                    asleep: true,
+                    same_instant: true,
+                    bounded: span.bytes_from(regs.sp) < span.max,
+                })),
+                Way::Asleep { .. } => Some(Err(Miss::Woke)),
+                Way::Undecided | Way::Done => slot.got.take(),
+            };
+        }
+    }
+
+    /// Slot `slot`'s thread read asleep, if it may be and is (its run count taken first, to
+    /// be compared after the Python read).
+    fn asleep(&mut self, pid: i32, slot: &mut Slot, span: StackSpan) -> Option<Way> {
+        if !slot.may_sleep {
+            return None;
+        }
+        let before = run_count(pid, slot.tid)?;
+        let mut blocked = BlockedThread::open(pid, slot.tid).ok()?;
+        let c = blocked.capture(span, &mut slot.stack).ok()?;
+        Some(Way::Asleep {
+            before,
+            regs: c.regs,
+            syscall: c.state.nr,
+            span,
+        })
+    }
+
+    /// Slot `slot`'s thread seized to be stopped, or, where ptrace is refused, its latest
+    /// perf snapshot; the slot's outcome if neither can be had.
+    fn stoppable(&mut self, pid: i32, slot: &mut Slot, span: StackSpan) -> Way {
+        if self.perf_instead.is_none() {
+            match ThreadTracer::seize(pid, slot.tid) {
+                Ok(tracer) => return Way::Stop(tracer, span),
+                Err(e) => {
+                    if let Err(why) = self.seize_refused(e) {
+                        slot.got = Some(Err(Miss::Failed(why)));
+                        return Way::Done;
+                    }
                 }
-                Err(e) => self.seize_refused(e)?,
             }
         }
-        self.capture_perf(pid, tid, during)
+        slot.got = Some(
+            self.perf_snapshot(pid, slot.tid, &mut slot.stack)
+                .map_err(Miss::Failed),
+        );
+        Way::Done
     }
 
     /// A refused seize: from now on running threads come from perf events, said once; other
@@ -144,13 +267,8 @@ impl Capturer {
         }
     }
 
-    /// The latest perf snapshot of thread `tid`, then `during`.
-    fn capture_perf(
-        &mut self,
-        pid: i32,
-        tid: i32,
-        mut during: impl FnMut(),
-    ) -> Result<Captured, String> {
+    /// The latest perf snapshot of thread `tid`, its stack into `out`.
+    fn perf_snapshot(&mut self, pid: i32, tid: i32, out: &mut Vec<u8>) -> Result<Captured, String> {
         let state = match self.perf.entry(tid) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -190,9 +308,8 @@ impl Capturer {
             );
         }
         let regs = *regs;
-        self.stack.clear();
-        self.stack.extend_from_slice(stack);
-        during();
+        out.clear();
+        out.extend_from_slice(stack);
         Ok(Captured {
             regs,
             kernel: None,

@@ -1,0 +1,227 @@
+//! The sampler's native captures: the threads a round keeps, captured together.
+//!
+//! Threads the round found idle and that provably sleep through the Python read are read
+//! without a stop; every other one is stopped, all of them at once
+//! ([`strobe_remote::capture_together`]), and the Python stacks of these threads only are read
+//! once while they are stopped ([`Walker::sample_wanted_into`]). Stopping them one after the
+//! other made the later ones wait on what a stopped one held (the GIL, its mutex), and the
+//! samples then showed those waits (docs/PERFORMANCE.md, "Native stacks").
+//!
+//! A capture that does not merge is taken again where another capture may do better, as for a
+//! single thread: read asleep without the frame pointer register → stopped; the copy cut at
+//! the thread's earlier reach and the unwind incomplete → whole. The retries of a round are
+//! captured together too, once.
+
+use strobe_memory::RemoteMemory;
+use strobe_native::{EvalShape, UnwindEnd};
+use strobe_walker::walk::Walker;
+use strobe_walker::RawSample;
+
+use super::capture::{Miss, Slot};
+use super::{python_failed, NativeStack, NativeState, NativeThread};
+
+/// One thread of a round's native capture ([`crate::Target::native_round`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NativeRequest {
+    /// Its kernel id as seen from strobe.
+    pub tid: i32,
+    /// Its `pthread_t`, as the interpreter knows it.
+    pub ident: u64,
+    /// The id of its interpreter.
+    pub interp: i64,
+    /// The address of its thread state: the Python read copies only the requested threads'.
+    pub tstate: u64,
+    /// The round found it idle: it may be read without a stop.
+    pub may_sleep: bool,
+}
+
+/// What a round's capture gave one thread: its merged stack and the index of its Python
+/// frames in the read's `threads`, or the reason it has none (for the summary).
+pub type NativeResult<'a> = Result<(NativeStack<'a>, usize), String>;
+
+/// Called once per requested thread (by index), with the Python read its result indexes and
+/// the walker (to name the Python frames).
+pub type EachNative<'e, M, E> =
+    dyn FnMut(usize, NativeResult<'_>, &RawSample, &mut Walker<M>) -> Result<(), E> + 'e;
+
+/// Why a thread's capture did not merge, and whether another capture may do better.
+enum Retry {
+    /// Read asleep (no frame pointer register), or it woke during the read: stopped, it may.
+    Stopped(String),
+    /// The stack copy was cut at the reach of the thread's earlier unwind and the unwind did
+    /// not complete: a capture that copies all it can may merge.
+    Whole(String),
+    /// The reason, for the summary.
+    Final(String),
+}
+
+impl Retry {
+    fn into_reason(self) -> String {
+        match self {
+            Retry::Stopped(why) | Retry::Whole(why) | Retry::Final(why) => why,
+        }
+    }
+}
+
+/// The process a round samples.
+#[derive(Clone, Copy)]
+pub(crate) struct RoundOf {
+    pub(crate) pid: i32,
+    pub(crate) shape: EvalShape,
+}
+
+impl NativeState {
+    /// Capture the threads `wanted` of the process `of` together, read their Python stacks at
+    /// the same instant into `raw` (only theirs), and merge each thread's frames; `each` gets
+    /// every thread's result in turn (a retried thread after the others, from the retries'
+    /// read). An error of `each` ends the round.
+    pub(crate) fn sample_round<M: RemoteMemory, E>(
+        &mut self,
+        of: RoundOf,
+        wanted: &[NativeRequest],
+        walker: &mut Walker<M>,
+        raw: &mut RawSample,
+        each: &mut EachNative<'_, M, E>,
+    ) -> Result<(), E> {
+        let members: Vec<(usize, bool)> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.may_sleep))
+            .collect();
+        let mut retries = Vec::new();
+        let round = Batch {
+            of,
+            wanted,
+            members: &members,
+        };
+        self.batch(round, walker, raw, each, Some(&mut retries))?;
+        if retries.is_empty() {
+            return Ok(());
+        }
+        let again = Batch {
+            members: &retries,
+            ..round
+        };
+        self.batch(again, walker, raw, each, None)
+    }
+
+    /// One capture of `b.members` together, and the merge of each; a thread another capture
+    /// may do better for goes to `retries` (with whether it may be read asleep then) if there
+    /// are to be retries, else its reason to `each`.
+    fn batch<M: RemoteMemory, E>(
+        &mut self,
+        b: Batch<'_>,
+        walker: &mut Walker<M>,
+        raw: &mut RawSample,
+        each: &mut EachNative<'_, M, E>,
+        mut retries: Option<&mut Vec<(usize, bool)>>,
+    ) -> Result<(), E> {
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.len() < b.members.len() {
+            slots.resize_with(b.members.len(), Slot::default);
+        }
+        let slots_used = &mut slots[..b.members.len()];
+        for (slot, &(i, may_sleep)) in slots_used.iter_mut().zip(b.members) {
+            slot.set(b.wanted[i].tid, may_sleep);
+        }
+        let mut walked = None;
+        let mut want = |tstate: u64| (b.members.iter()).any(|&(i, _)| b.wanted[i].tstate == tstate);
+        self.capturer.capture_many(b.of.pid, slots_used, || {
+            walked = Some(walker.sample_wanted_into(raw, &mut want));
+        });
+        let read = match walked {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(python_failed(&e)),
+            None => Err("the Python frames were not read during the capture".to_string()),
+        };
+        let mut result = Ok(());
+        for (slot, &(i, may_sleep)) in slots_used.iter().zip(b.members) {
+            let r = &b.wanted[i];
+            let which = NativeThread {
+                pid: b.of.pid,
+                tid: r.tid,
+                ident: r.ident,
+                interp: r.interp,
+                shape: b.of.shape,
+            };
+            let merged = self.merge_slot(which, slot, &read, walker.memory(), raw);
+            let merged = match (merged, retries.as_deref_mut()) {
+                (Err(Retry::Stopped(_)), Some(retries)) => {
+                    retries.push((i, false));
+                    continue;
+                }
+                (Err(Retry::Whole(_)), Some(retries)) => {
+                    retries.push((i, may_sleep));
+                    continue;
+                }
+                (merged, _) => merged.map_err(Retry::into_reason),
+            };
+            let stack = merged.map(|index| {
+                let stack = NativeStack {
+                    merged: &self.merged,
+                    native: &self.frames,
+                };
+                (stack, index)
+            });
+            if let Err(e) = each(i, stack, raw, walker) {
+                result = Err(e);
+                break;
+            }
+        }
+        self.slots = slots;
+        result
+    }
+
+    /// Merge the capture of `slot` with the Python frames of `which` in `raw` (read as `read`
+    /// says); the index of those frames in `raw.threads`.
+    fn merge_slot<M: RemoteMemory>(
+        &mut self,
+        which: NativeThread,
+        slot: &Slot,
+        read: &Result<(), String>,
+        mem: &M,
+        raw: &RawSample,
+    ) -> Result<usize, Retry> {
+        let captured = match &slot.got {
+            Some(Ok(c)) => *c,
+            Some(Err(Miss::Woke)) => {
+                return Err(Retry::Stopped(
+                    "the thread ran while it was read asleep".to_string(),
+                ))
+            }
+            Some(Err(Miss::Failed(why))) => return Err(Retry::Final(why.clone())),
+            None => return Err(Retry::Final("the thread was not captured".to_string())),
+        };
+        read.clone().map_err(Retry::Final)?;
+        let Some(index) = raw
+            .threads
+            .iter()
+            .position(|t| t.thread_id == which.ident && t.interp_id == which.interp)
+        else {
+            return Err(Retry::Final(
+                "the thread's Python frames were not found at the instant its native stack \
+                 was taken (it ended or started meanwhile)"
+                    .to_string(),
+            ));
+        };
+        let entries = raw.entries_of(&raw.threads[index]);
+        let merged = self.unwind_and_merge(which, &captured, &slot.stack, entries, mem);
+        match merged {
+            Ok(()) => Ok(index),
+            Err(why) if captured.bounded && self.unwound.end != Some(UnwindEnd::Complete) => {
+                Err(Retry::Whole(why))
+            }
+            Err(why) if captured.asleep => Err(Retry::Stopped(why)),
+            Err(why) => Err(Retry::Final(why)),
+        }
+    }
+}
+
+/// Which threads one capture of [`NativeState::sample_round`] takes: `members` as (index into
+/// `wanted`, may be read asleep).
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    of: RoundOf,
+    wanted: &'a [NativeRequest],
+    members: &'a [(usize, bool)],
+}

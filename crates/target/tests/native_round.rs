@@ -1,0 +1,176 @@
+//! A sampler round's native capture (`Target::native_round`) on a real interpreter: two threads
+//! spinning in C (called through ctypes, the GIL released) and one asleep, captured in one
+//! round. Each merged stack has the C function under the Python function that called it, the
+//! sleeping thread's ends in its system call, and the Python read inside the capture copied
+//! only the requested threads' stacks (not the main thread's).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use strobe_native::MergedFrame;
+use strobe_target::{NativeRequest, Target};
+use strobe_testkit::{Ready, TempDir};
+use strobe_walker::RawSample;
+
+const SPIN_C: &str = r#"
+void spin_here(volatile unsigned long *counter) {
+    for (;;) (*counter)++;
+}
+"#;
+
+/// Two spinners and a sleeper; prints their `get_ident()` values.
+const SCRIPT: &str = r#"
+import ctypes, sys, threading
+lib = ctypes.CDLL(sys.argv[1])
+counters = [ctypes.c_ulong(0), ctypes.c_ulong(0)]
+def spinner(i):
+    lib.spin_here(ctypes.byref(counters[i]))
+def sleeper():
+    threading.Event().wait()
+threads = [threading.Thread(target=spinner, args=(0,), daemon=True),
+           threading.Thread(target=spinner, args=(1,), daemon=True),
+           threading.Thread(target=sleeper, daemon=True)]
+for t in threads:
+    t.start()
+while counters[0].value == 0 or counters[1].value == 0:
+    pass
+print("READY %d %d %d" % tuple(t.ident for t in threads))
+sys.stdout.flush()
+sys.stdin.read()
+"#;
+
+#[test]
+fn a_round_captures_its_threads_together_and_reads_only_theirs() {
+    let dir = TempDir::new();
+    let lib = dir.path().join("libspin.so");
+    let src = dir.path().join("spin.c");
+    std::fs::write(&src, SPIN_C).unwrap();
+    let out = Command::new("cc")
+        .args(["-g", "-O1", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = strobe_testkit::interpreters::get("pyenv_3_12")
+        .require()
+        .path();
+    let t = Ready::start(
+        Command::new(&python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(&lib)
+            .stdin(Stdio::piped()),
+        "spinners",
+    );
+    let idents: Vec<u64> = t
+        .said
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let mut target = Target::attach(t.pid()).unwrap();
+    target.enable_native().unwrap();
+    let mut raw = RawSample::new();
+    target.walker_mut().sample_into(&mut raw).unwrap();
+    let by_ident: HashMap<u64, _> = raw.threads.iter().map(|t| (t.thread_id, t)).collect();
+    let request = |ident: u64, may_sleep: bool| {
+        let t = by_ident[&ident];
+        NativeRequest {
+            tid: t.native_id.unwrap() as i32,
+            ident,
+            interp: t.interp_id,
+            tstate: t.tstate_addr,
+            may_sleep,
+        }
+    };
+    let wanted = [
+        request(idents[0], false),
+        request(idents[1], false),
+        request(idents[2], true),
+    ];
+    let main_tstate = raw
+        .threads
+        .iter()
+        .find(|t| !idents.contains(&t.thread_id))
+        .unwrap()
+        .tstate_addr;
+
+    let mut read = RawSample::new();
+    let mut got: HashMap<usize, (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut each =
+        |i: usize,
+         result: strobe_target::NativeResult<'_>,
+         raw: &RawSample,
+         walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>| {
+            let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
+            let frames = raw.frames_of(&raw.threads[index]);
+            let mut kinds = Vec::new();
+            let mut names = Vec::new();
+            for m in stack.merged {
+                match *m {
+                    MergedFrame::Python(p) => {
+                        kinds.push("python".to_string());
+                        names.push(walker.frame_info(frames[p]).unwrap().function.to_string());
+                    }
+                    MergedFrame::Native(n) => {
+                        kinds.push("native".to_string());
+                        names.push(
+                            stack.native[n]
+                                .function
+                                .as_deref()
+                                .unwrap_or("?")
+                                .to_string(),
+                        );
+                    }
+                    MergedFrame::Kernel(_) => {
+                        kinds.push("kernel".to_string());
+                        names.push("[syscall]".to_string());
+                    }
+                    MergedFrame::Truncated => {
+                        kinds.push("truncated".to_string());
+                        names.push("...".to_string());
+                    }
+                }
+            }
+            got.insert(i, (kinds, names));
+            Ok::<(), ()>(())
+        };
+    target.native_round(&wanted, &mut read, &mut each).unwrap();
+
+    assert_eq!(got.len(), 3);
+    for spinner in [0, 1] {
+        let (kinds, names) = &got[&spinner];
+        // Innermost first: the C loop, then (past ctypes' and libffi's frames) the Python
+        // function that called it.
+        assert_eq!(names[0], "spin_here", "{names:?}");
+        assert_eq!(kinds[0], "native");
+        let python = kinds.iter().position(|k| k == "python").unwrap();
+        assert_eq!(names[python], "spinner", "{names:?}");
+    }
+    let (kinds, names) = &got[&2];
+    assert_eq!(kinds[0], "kernel", "{names:?}");
+    assert!(names.iter().any(|n| n == "sleeper"), "{names:?}");
+    // Only the requested threads' stacks were copied inside the capture.
+    let main = read
+        .threads
+        .iter()
+        .find(|t| t.tstate_addr == main_tstate)
+        .unwrap();
+    assert!(
+        !main.walked || main.holds_gil,
+        "the main thread's stack was read"
+    );
+    for w in &wanted {
+        let t = read
+            .threads
+            .iter()
+            .find(|t| t.tstate_addr == w.tstate)
+            .unwrap();
+        assert!(t.walked && !read.frames_of(t).is_empty());
+    }
+}
