@@ -40,7 +40,12 @@ fn record_spilled(pid: &str, out: &Path) -> String {
         .output()
         .unwrap();
     let stderr = assert_ok(&run, "record with STROBE_SPILL_BYTES=1");
-    assert!(stderr.contains("spilled to disk"), "no spill: {stderr}");
+    // raw is streamed to its file: nothing to spill.
+    let raw = out.extension().is_some_and(|e| e == "raw");
+    assert!(
+        raw || stderr.contains("spilled to disk"),
+        "no spill: {stderr}"
+    );
     stderr
 }
 
@@ -322,11 +327,18 @@ fn pprof_spilled_to_disk_has_the_live_shares() {
     let path = dir.path().join("paths.pb.gz");
     let stderr = record_spilled(&pid, &path);
     target.close_stdin();
-    let top = pprof_top(&path);
+    assert_pprof_shares(&path, &stderr);
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+}
+
+/// `go tool pprof` reads `path`, and its shares by function are the ones of the summary table
+/// in `stderr` (a recording's, counted live).
+fn assert_pprof_shares(path: &Path, stderr: &str) {
+    let top = pprof_top(path);
     // The table's percentages are rounded to 0.1, pprof's to 0.01.
     let slack = 0.05 + 0.005 + 1e-9;
     for title in ["most own time", "most total time"] {
-        for (f, (o, t)) in table(&stderr, title) {
+        for (f, (o, t)) in table(stderr, title) {
             let name = f.split_once(" (").map_or(f.as_str(), |(n, _)| n);
             // pprof shows a name in angle brackets, like `<module>`, as `<unknown>`.
             let name = if name.starts_with('<') {
@@ -342,7 +354,6 @@ fn pprof_spilled_to_disk_has_the_live_shares() {
         }
     }
     assert!(top.len() >= 8, "{top:?}");
-    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -354,7 +365,14 @@ fn speedscope_spilled_to_disk_has_the_live_shares() {
     let path = dir.path().join("paths.speedscope.json");
     let stderr = record_spilled(&pid, &path);
     target.close_stdin();
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_speedscope_shares(&path, &stderr);
+    assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());
+}
+
+/// `path` is speedscope JSON whose shares by function, from its samples' weights, are the ones
+/// of the summary table in `stderr` (a recording's, counted live).
+fn assert_speedscope_shares(path: &Path, stderr: &str) {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let frames: Vec<String> = v["shared"]["frames"]
         .as_array()
         .unwrap()
@@ -396,13 +414,42 @@ fn speedscope_spilled_to_disk_has_the_live_shares() {
     // The table's percentages are rounded to 0.1; the file's weights are exact.
     let slack = 0.05 + 1e-9;
     for title in ["most own time", "most total time"] {
-        for (f, (o, t)) in table(&stderr, title) {
+        for (f, (o, t)) in table(stderr, title) {
             assert!(
                 (o - pct(&own, &f)).abs() <= slack && (t - pct(&total, &f)).abs() <= slack,
                 "{f}: table {o}/{t}, file {}/{}\n{stderr}",
                 pct(&own, &f),
                 pct(&total, &f)
             );
+        }
+    }
+}
+
+/// `convert` writes pprof and speedscope from a raw file as a stream (spilling at every new
+/// stack here): the files have the shares the recording's live summary had.
+#[test]
+fn convert_streams_pprof_and_speedscope_from_raw_with_the_live_shares() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "record_paths.py");
+    let mut target = Announced::start(&mut script.command());
+    let pid = target.pid.to_string();
+    let dir = TempDir::new();
+    let raw = dir.path().join("paths.raw");
+    let stderr = record_spilled(&pid, &raw);
+    target.close_stdin();
+    let input = raw.to_str().unwrap();
+    for name in ["paths.pb.gz", "paths.speedscope.json"] {
+        let out = dir.path().join(name);
+        let run = strobe_cmd(&["convert", input, "-o", out.to_str().unwrap()])
+            .env("STROBE_SPILL_BYTES", "1")
+            .output()
+            .unwrap();
+        let said = assert_ok(&run, "convert with STROBE_SPILL_BYTES=1");
+        // Streamed: written through the format's spilling writer, not from a whole profile.
+        assert!(said.contains("spilled to disk"), "no spill: {said}");
+        if name.ends_with(".pb.gz") {
+            assert_pprof_shares(&out, &stderr);
+        } else {
+            assert_speedscope_shares(&out, &stderr);
         }
     }
     assert_eq!(spill_files_in(dir.path()), Vec::<String>::new());

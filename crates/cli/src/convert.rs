@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use strobe_output::{read_raw, write_atomically, FoldedRecorder, FormatKind, RawStream};
+use strobe_aggregate::{ProfileOptions, Sample, Tables};
+use strobe_output::{
+    budget_from_env, read_raw, recorder, write_atomically, FoldedRecorder, FormatKind, RawEvent,
+    RawStream, Recorder,
+};
 
 use crate::args::ConvertArgs;
 use crate::out_dir::{output_dir, remove_stale_spills};
@@ -14,17 +18,25 @@ use crate::record::{check_writable, format_for, profile_options, write_profile};
 pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let kind = format_for(&args.output, args.format);
     check_writable(&args.output)?;
-    let samples = if FoldedRecorder::supports(kind) {
-        fold(args, kind)?
+    let streamed = if FoldedRecorder::supports(kind) {
+        Some(fold(args, kind)?)
+    } else if kind == FormatKind::Raw {
+        None
     } else {
-        let rec = read_raw(&args.input)?;
-        warn_ignored(&args.input, rec.ignored_bytes);
-        let profile = rec
-            .profile
-            .with_options(profile_options(&args.view))
-            .with_context(|| format!("converting {}", args.input.display()))?;
-        write_profile(&args.output, kind, &profile)?;
-        profile.total().samples
+        stream(args, kind)?
+    };
+    let samples = match streamed {
+        Some(samples) => samples,
+        None => {
+            let rec = read_raw(&args.input)?;
+            warn_ignored(&args.input, rec.ignored_bytes);
+            let profile = rec
+                .profile
+                .with_options(profile_options(&args.view))
+                .with_context(|| format!("converting {}", args.input.display()))?;
+            write_profile(&args.output, kind, &profile)?;
+            profile.total().samples
+        }
     };
     eprintln!(
         "strobe: wrote {} ({}, {samples} samples)",
@@ -43,7 +55,7 @@ fn fold(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<u64> {
     let dir = output_dir(&args.output);
     remove_stale_spills(&dir);
     let view = profile_options(&args.view);
-    let mut f = FoldedRecorder::new(kind, view, &dir, FoldedRecorder::budget_from_env());
+    let mut f = FoldedRecorder::new(kind, view, &dir, budget_from_env());
     let mut raw = RawStream::open(&args.input)?;
     let writing = || format!("writing {}", args.output.display());
     while let Some((tables, event)) = raw.next_event()? {
@@ -54,6 +66,64 @@ fn fold(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<u64> {
     let meta = raw.metadata();
     write_atomically(&args.output, |w| f.write(&meta, w)).with_context(writing)?;
     Ok(f.total().samples)
+}
+
+/// pprof, speedscope, chrome and gecko: each sample goes to the format's streamed writer as it
+/// is read, as `record` does ([`strobe_output::recorder`], spilling past its budget), in
+/// memory bounded as [`fold`]'s. Returns the samples written, or `None` for a recording of
+/// pre-counted stacks (one converted from a profile without a timeline), which only a whole
+/// profile can write in these formats.
+fn stream(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<Option<u64>> {
+    let dir = output_dir(&args.output);
+    remove_stale_spills(&dir);
+    let view = profile_options(&args.view);
+    let mut raw = RawStream::open(&args.input)?;
+    let writing = || format!("writing {}", args.output.display());
+    let mut writer: Option<Box<dyn Recorder>> = None;
+    let mut samples = 0;
+    loop {
+        let sample = match raw.next_event()? {
+            None => break,
+            Some((_, RawEvent::Sample(s))) => s,
+            Some((_, RawEvent::Aggregate(..))) => return Ok(None),
+        };
+        // Made at the first sample: the process id is in the metadata read by then.
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(
+                recorder(kind, view, raw.metadata().pid, &dir, budget_from_env())
+                    .ok_or_else(|| anyhow::anyhow!("{} is not streamed", kind.name()))?,
+            ),
+        };
+        let tables = raw.tables();
+        w.add(tables, &sample).with_context(writing)?;
+        if shown(&view, tables, &sample) {
+            samples += 1;
+        }
+    }
+    warn_ignored(&args.input, raw.ignored_bytes());
+    let meta = raw.metadata();
+    let mut w = match writer {
+        Some(w) => w,
+        // No samples: the writer of an empty profile.
+        None => recorder(kind, view, meta.pid, &dir, budget_from_env())
+            .ok_or_else(|| anyhow::anyhow!("{} is not streamed", kind.name()))?,
+    };
+    write_atomically(&args.output, |out| w.write(&meta, out)).with_context(writing)?;
+    if let Some(note) = w.spill_note() {
+        eprintln!("strobe: {note}");
+    }
+    Ok(Some(samples))
+}
+
+/// Whether `s` is in a profile with options `view`: its flags pass the filter, and a frame of
+/// its stack is shown (a stack whose every frame is hidden is left out).
+fn shown(view: &ProfileOptions, tables: &Tables, s: &Sample) -> bool {
+    view.filter.accepts(s.flags)
+        && tables
+            .stack(s.stack)
+            .iter()
+            .any(|&f| tables.frame(f).is_some_and(|f| !view.hides(f.kind)))
 }
 
 /// Says that the end of `input` was an incomplete chunk, if it was.
