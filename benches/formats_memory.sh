@@ -24,21 +24,8 @@ SLOW_SECS=${SLOW_SECS:-120}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-if [[ -z "${STROBE:-}" ]]; then
-    cargo build -q --release --bin strobe
-    STROBE="$CARGO_TARGET_DIR/release/strobe"
-fi
-TMP=$(mktemp -d)
-TARGET_PID=
-trap bench_cleanup EXIT
-
-mkfifo "$TMP/out"
-"$PY" benches/paths_target.py >"$TMP/out" &
-TARGET_PID=$!
-exec 3<"$TMP/out"
-read -r ready <&3
-[[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+bench_tmp
+start_script "$PY" benches/paths_target.py
 machine_line
 echo "target: $PY benches/paths_target.py, pid $TARGET_PID"
 

@@ -338,22 +338,28 @@ sys.stdout.write(json.dumps(titles))
     p
 }
 
-/// `go tool pprof -raw`: one label per location line (`N: 0x0 M=1 NAME FILE:LINE s=START`, START
-/// the function's start line; pprof moves names in angle brackets, like `<module>`, into
-/// `s=START(<module>)`).
-pub fn parse_pprof(path: &Path) -> Parsed {
+/// What `go tool pprof ARGS PATH` prints, asserting that it read the file.
+pub fn go_pprof(args: &[&str], path: &Path) -> String {
     let out = Command::new("go")
-        .args(["tool", "pprof", "-raw"])
+        .args(["tool", "pprof"])
+        .args(args)
         .arg(path)
         .env("HOME", std::env::temp_dir())
         .output()
         .expect("go is required to check pprof output: run .ci/provision.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "go tool pprof rejected the file: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `go tool pprof -raw`: one label per location line (`N: 0x0 M=1 NAME FILE:LINE s=START`, START
+/// the function's start line; pprof moves names in angle brackets, like `<module>`, into
+/// `s=START(<module>)`).
+pub fn parse_pprof(path: &Path) -> Parsed {
+    let text = go_pprof(&["-raw"], path);
     let mut p = Parsed::default();
     let locations = text
         .split_once("\nLocations\n")

@@ -9,13 +9,12 @@
 //! reads it. So does speedscope, whose samples are spooled per thread.
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, parse_svg, spawn_recording_with, strobe_cmd};
+use crate::record::{assert_ok, go_pprof, parse_svg, spawn_recording_with, strobe_cmd};
 use crate::record_summary::table;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use strobe_aggregate::ProfileOptions;
 use strobe_output::{read_raw, FormatKind, RawStream};
@@ -284,24 +283,14 @@ fn no_spill_directory_outlives_a_second_stop_signal_or_a_sigkill() {
 
 /// `go tool pprof -top` of `path` by wall time: per function name, (flat %, cum %).
 fn pprof_top(path: &Path) -> BTreeMap<String, (f64, f64)> {
-    let out = Command::new("go")
-        .args([
-            "tool",
-            "pprof",
+    let text = go_pprof(
+        &[
             "-top",
             "-sample_index=wall",
             "-nodecount=100000",
             "-nodefraction=0",
-        ])
-        .arg(path)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("go is required to check pprof output: run .ci/provision.sh");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof rejected the file: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        path,
     );
     let pct = |s: &str| s.trim_end_matches('%').parse::<f64>().ok();
     let mut rows = BTreeMap::new();

@@ -328,18 +328,12 @@ mod tests {
     fn thread(unchanged: usize, holds_gil: bool) -> RawThread {
         RawThread {
             interp_addr: 0x1000,
-            interp_id: 0,
             tstate_addr: 0x2000,
             thread_id: 77,
-            native_id: None,
             holds_gil,
-            gc: false,
-            exception: None,
-            running_task: None,
-            frames: 0..0,
-            truncated: false,
             unchanged,
             walked: true,
+            ..RawThread::default()
         }
     }
 

@@ -182,18 +182,11 @@ mod tests {
     fn thread(ident: u64, native_id: Option<u32>) -> RawThread {
         RawThread {
             interp_addr: 0x1000,
-            interp_id: 0,
             tstate_addr: 0x2000,
             thread_id: ident,
             native_id,
-            holds_gil: false,
-            gc: false,
-            exception: None,
-            running_task: None,
-            frames: 0..0,
-            truncated: false,
-            unchanged: 0,
             walked: true,
+            ..RawThread::default()
         }
     }
 

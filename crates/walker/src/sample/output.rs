@@ -18,8 +18,9 @@ pub struct RawFrame {
     pub line: Option<i32>,
 }
 
-/// One thread of a [`RawSample`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thread of a [`RawSample`]. The default is a thread of no frames, everything zero, false
+/// or absent (for building one in tests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RawThread {
     /// Address of the thread's `PyInterpreterState`.
     pub interp_addr: u64,
