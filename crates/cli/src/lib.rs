@@ -43,6 +43,7 @@ pub mod output;
 mod record;
 mod report;
 pub mod shell;
+mod sink;
 mod status;
 mod top;
 

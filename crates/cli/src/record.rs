@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
-use strobe_output::{write_atomically, FormatKind, RawStats, RawWriter, Recorder};
+use strobe_output::{write_atomically, FormatKind, RawStats};
 use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
 use strobe_signals::StopSignals;
 
@@ -27,11 +27,12 @@ use crate::args::{FormatArg, RecordArgs, ViewArgs};
 use crate::launch::{self, Launched};
 use crate::out_dir::{output_dir, remove_stale_spills};
 use crate::report;
+use crate::sink::Sink;
 use crate::status::{self, StatusLine};
 
 /// The raw file is flushed at least this often while recording (the format promises every
 /// second; a kill loses at most this much).
-const RAW_FLUSH_EVERY: Duration = Duration::from_millis(500);
+pub(crate) const RAW_FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// The longest the aggregator sleeps when nothing wakes it (the sampler's doorbell rings when
 /// the queue is a quarter full or sampling ends; a stop signal unparks it too).
 const DRAIN_EVERY: Duration = Duration::from_millis(500);
@@ -292,7 +293,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // strobe_output's `stream`).
     let dir = output_dir(&output);
     remove_stale_spills(&dir);
-    let mut streamed =
+    let streamed =
         strobe_output::recorder(kind, view, meta.pid, &dir, strobe_output::budget_from_env());
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
@@ -310,8 +311,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Sample timestamps count from the sampler's start, so the profile starts there too (not
     // when strobe began launching or attaching): start + timestamp is when a sample was taken.
     meta.start_unix_ns = stats.start_unix_ns();
-    let mut raw_writer = match raw_file.map(|file| RawWriter::new(file, &meta)).transpose() {
-        Ok(w) => w,
+    let mut sink = match Sink::new(raw_file, streamed, &meta) {
+        Ok(sink) => sink,
         Err(e) => {
             handle.stop();
             let _ = handle.join();
@@ -326,7 +327,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut line = StatusLine::new(!args.quiet);
-    let mut last_flush = Instant::now();
     let mut last_status: Option<Instant> = None;
     let mut stopped_by: Option<Signal> = None;
     let mut write_error: Option<anyhow::Error> = None;
@@ -339,23 +339,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         // Once the sampler's side is gone everything it sent is queued; the thread is ending.
         let finished = handle.is_finished() || agg.sampler_gone();
         let drained = agg.drain()?;
-        if let (Some(f), None) = (streamed.as_mut(), write_error.as_ref()) {
-            if let Err(e) = feed(f.as_mut(), &drained) {
+        if write_error.is_none() {
+            let taken = sink.take(&drained);
+            if let Err(e) = taken.and_then(|()| sink.flush_if_due(|| raw_stats(&stats.snapshot())))
+            {
                 write_error = Some(e.into());
-            }
-        }
-        if let Some(w) = raw_writer.as_mut() {
-            if write_error.is_none() {
-                if let Err(e) = w.append(drained.tables, drained.samples) {
-                    write_error = Some(e.into());
-                }
-            }
-            if write_error.is_none() && last_flush.elapsed() >= RAW_FLUSH_EVERY {
-                last_flush = Instant::now();
-                w.record_stats(&raw_stats(&stats.snapshot()));
-                if let Err(e) = w.flush() {
-                    write_error = Some(e.into());
-                }
             }
         }
         if let Some(e) = write_error.as_ref() {
@@ -399,7 +387,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
-                let flush = raw_writer.as_ref().map(|_| last_flush);
+                let flush = sink.last_flush();
                 let status = line.active().then_some(last_status).flatten();
                 std::thread::park_timeout(aggregator_wait(Instant::now(), flush, status));
             }
@@ -410,13 +398,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // Whatever was queued before the sampler ended.
     while !agg.finished() {
         let drained = agg.drain()?;
-        if let (Some(f), None) = (streamed.as_mut(), write_error.as_ref()) {
-            if let Err(e) = feed(f.as_mut(), &drained) {
-                write_error = Some(e.into());
-            }
-        }
-        if let (Some(w), None) = (raw_writer.as_mut(), write_error.as_ref()) {
-            if let Err(e) = w.append(drained.tables, drained.samples) {
+        if write_error.is_none() {
+            if let Err(e) = sink.take(&drained) {
                 write_error = Some(e.into());
             }
         }
@@ -430,31 +413,13 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     meta.dropped = final_stats.dropped;
 
     // The output is written even when sampling failed: what was recorded is kept.
-    let write_result = match (raw_writer, streamed.as_mut()) {
-        (_, Some(f)) => match write_error {
-            Some(e) => Err(e),
-            None => {
-                meta.dropped = meta.dropped.max(agg.dropped());
-                write_atomically(&output, |w| f.write(&meta, w))
-                    .with_context(|| format!("writing {}", output.display()))
-            }
-        },
-        (Some(mut w), None) => match write_error {
-            Some(e) => Err(e),
-            None => {
-                w.record_stats(&raw_stats(&final_stats));
-                w.finish()
-                    .map(drop)
-                    .with_context(|| format!("writing {}", output.display()))
-            }
-        },
-        (None, None) => Err(anyhow!("no writer for the {} format", kind.name())),
-    };
-    if let Some(note) = streamed.as_ref().and_then(|f| f.spill_note()) {
-        say!("strobe: {note}");
-    }
-    // The spill files go now, whatever happened.
-    drop(streamed);
+    let write_result = sink.finish(
+        write_error,
+        &mut meta,
+        raw_stats(&final_stats),
+        agg.dropped(),
+        &output,
+    );
 
     if let Some(sig) = stopped_by {
         say!("strobe: stopped by {sig}");
@@ -543,14 +508,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         Some(status) => launch::report_exit(status),
         None => ExitCode::SUCCESS,
     })
-}
-
-/// Feeds the samples of one drain to a streamed writer.
-fn feed(f: &mut dyn Recorder, d: &strobe_aggregate::Drained<'_>) -> std::io::Result<()> {
-    for s in d.samples {
-        f.add(d.tables, s)?;
-    }
-    Ok(())
 }
 
 /// strobe's own cost of sampling: the sampler thread's CPU time per sample (round) and as a
