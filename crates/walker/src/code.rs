@@ -40,7 +40,7 @@ pub(crate) struct CodeInfo {
     /// Bytecode length in code units (3.11+, `Py_SIZE(code)`), to catch a recycled address.
     code_units: Option<i64>,
     /// `(co_name or co_qualname, co_filename, co_firstlineno)` as decoded: what
-    /// [`CodeCache::check_identity`] compares to catch a recycled address before 3.11.
+    /// [`CodeCache::check_identity`] compares to catch a recycled address.
     identity: (u64, u64, i32),
     /// Which decoding this is (see [`CodeCache::serial`]).
     serial: u64,
@@ -270,11 +270,13 @@ impl CodeCache {
         Ok(Some(info))
     }
 
-    /// Before 3.11 nothing in a frame tells a code object from another one later allocated at
-    /// the same address (3.11+ frames are checked against the bytecode length, see
-    /// `resolve_frame`). Code objects are freed all the time while a program starts (a
-    /// module's body runs once), so a cached decoding can name a function that no longer
-    /// exists. Call this for frame `frame` running code `addr` that the previous sample did
+    /// Nothing in a frame tells a code object from another one later allocated at the same
+    /// address: before 3.11 at all, and from 3.11 only when the new code's instruction falls
+    /// past the old one's bytecode (`resolve_frame`), which a short code object reusing a
+    /// longer one's address does not (a launched script's `<module>` reusing a start-up
+    /// module's was named `<module> (<frozen site>:73)` for the whole run). Code objects are
+    /// freed all the time while a program starts (a module's body runs once), so a cached
+    /// decoding can name a function that no longer exists. Call this for frame `frame` running code `addr` that the previous sample did
     /// not have: if the code object no longer has the name, file and first line it was decoded
     /// with, the decoding is dropped and the next lookup decodes it afresh. One read, at most
     /// once per address and sample, and not for the same frame met again with the same code
@@ -286,9 +288,6 @@ impl CodeCache {
         frame: u64,
     ) {
         let l = &process.layout;
-        if l.line_table == LineTable::Location311 {
-            return;
-        }
         let now = self.samples;
         let recent = self
             .checked

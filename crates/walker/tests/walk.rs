@@ -1550,6 +1550,40 @@ fn a_code_address_reused_by_another_code_object_is_decoded_again_before_3_11() {
     }
 }
 
+/// 3.11+ catches a recycled code address by the frame's instruction falling past the cached
+/// code's bytecode; a code object no longer than the freed one at its address passes that, so
+/// a frame the previous sample did not have is checked as before 3.11.
+#[test]
+fn a_code_address_reused_by_a_code_object_as_long_is_decoded_again_on_3_12() {
+    let l = l312();
+    let mut img = Image::new(l);
+    let outer = img.code("outer", "/app.py", 10, 8);
+    let startup = img.code("startup", "/site.py", 100, 8);
+    let main = img.code("main", "/app.py", 200, 8);
+    let chunk = img.chunk(4096, 0);
+    let frames = img.chunk_frames(chunk, 0, &[(outer, 1), (startup, 2)], 0);
+    let (_, threads, roots) =
+        img.one_interpreter(&[Thread::new(0x77, 1, frames[1]).in_chunk(chunk)]);
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+    assert_eq!(got[0].3[0].0, "startup");
+    // `startup` is freed and `main`, as long, is allocated at its address; a new frame (at
+    // another place in the chunk) runs it.
+    edit(&mut img, &live, |img| {
+        let size = u64::from(l.code_size);
+        let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
+        img.mem.write(startup, &bytes);
+        let moved = img.chunk_frames(chunk, 0, &[(outer, 1), (startup, 3)], 64);
+        img.set_innermost(threads[0], moved[1]);
+    });
+    let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+    assert_eq!(
+        no_entry(&got[0].3[0]),
+        ("main".into(), "/app.py".into(), Some(203))
+    );
+}
+
 #[test]
 fn steady_state_frame_objects_one_batched_read() {
     for l in [l27(), l310()] {

@@ -439,8 +439,7 @@ impl SamplingState {
             .and_then(|last| memo.get(last))
             .map_or(0, |frame| frame.outs as usize);
         // A frame the previous sample did not have may run a code object freed and reallocated
-        // at an address decoded before (≤3.10 cannot tell otherwise; see
-        // `CodeCache::check_identity`). The innermost changed frame is usually the same frame
+        // at an address decoded before (see `CodeCache::check_identity`). The innermost changed frame is usually the same frame
         // at another instruction: not new.
         let moved = memo.get(kept + same).copied();
         for (index, frame) in self.scratch.frames[..walked - same].iter().enumerate() {
