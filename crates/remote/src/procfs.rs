@@ -271,17 +271,8 @@ pub fn tracer_pid(pid: i32) -> Result<Option<i32>, RemoteError> {
 /// sees it (the innermost PID namespace, last entry of `NSpid:`). They differ when the
 /// target runs in a container; the values the target stores in memory are the latter.
 pub fn namespaced_tids(pid: i32) -> Result<HashMap<u32, u32>, RemoteError> {
-    let mut map = HashMap::new();
-    for tid in tasks(pid)? {
-        let path = proc_dir(pid).join(format!("task/{tid}/status"));
-        let text = match read_proc(pid, &path) {
-            Ok(t) => t,
-            Err(RemoteError::NoSuchProcess { .. } | RemoteError::ProcessGone { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        map.insert(tid, inner_tid(&text, tid));
-    }
-    Ok(map)
+    // The same reads as the combined reader's (one `status` file per thread).
+    Ok(thread_states_and_tids(pid)?.1)
 }
 
 /// Scheduler state letter by thread id.
