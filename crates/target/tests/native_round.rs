@@ -19,7 +19,8 @@ void spin_here(volatile unsigned long *counter) {
 }
 "#;
 
-/// Two spinners and a sleeper; prints their `get_ident()` values.
+/// Two spinners and a sleeper; once both spinners count and the sleeper waits in `futex`,
+/// prints their `get_ident()` values.
 const SCRIPT: &str = r#"
 import ctypes, sys, threading
 lib = ctypes.CDLL(sys.argv[1])
@@ -34,6 +35,15 @@ threads = [threading.Thread(target=spinner, args=(0,), daemon=True),
 for t in threads:
     t.start()
 while counters[0].value == 0 or counters[1].value == 0:
+    pass
+def blocked(tid):
+    # In `futex` (202 on x86-64): the sleeper's wait has begun (reading releases the GIL).
+    try:
+        with open("/proc/self/task/%d/syscall" % tid) as f:
+            return f.read().split()[0] == "202"
+    except (OSError, IndexError):
+        return False
+while not blocked(threads[2].native_id):
     pass
 print("READY %d %d %d" % tuple(t.ident for t in threads))
 sys.stdout.flush()
