@@ -6,6 +6,7 @@
 //! the output's temporary file (the output is only ever renamed into place, whole) are removed
 //! first ([`strobe_signals::exit_at_stop_signal`]).
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -25,7 +26,10 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     check_writable(&args.output)?;
     let output = args.output.display().to_string();
     strobe_signals::exit_at_stop_signal(move |sig| {
-        eprintln!(
+        // Not `eprintln!`, which panics when stderr fails (a terminal gone at SIGHUP): the
+        // exit must come.
+        let _ = writeln!(
+            std::io::stderr(),
             "strobe: convert interrupted by {}: stopped at once, leaving no spill files and no \
              partial {output}",
             sig.as_str()
