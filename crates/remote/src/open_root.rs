@@ -101,4 +101,21 @@ mod tests {
         assert_eq!(read(open(&up)), "inside");
         std::fs::remove_dir_all(&base).unwrap();
     }
+
+    /// A FIFO planted at a path opens at once (without `O_NONBLOCK` the open would wait for
+    /// a writer, forever).
+    #[test]
+    fn a_fifo_opens_without_waiting_for_a_writer() {
+        let root = std::env::temp_dir().join(format!("strobe-open-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let dir = File::open(&root).unwrap();
+        let f = open_in_root(&dir, Path::new("/fifo")).unwrap().unwrap();
+        assert!(!f.metadata().unwrap().is_file());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
