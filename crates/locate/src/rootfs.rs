@@ -24,15 +24,15 @@ use std::path::{Component, Path, PathBuf};
 /// Every component is resolved inside `root` by the kernel (`openat2` with `RESOLVE_IN_ROOT`,
 /// no magic links, and `O_NONBLOCK`, so that a FIFO planted there cannot block the open). Where
 /// the kernel has no `openat2` (`ENOSYS`: before Linux 5.6, or hidden by a seccomp filter), the
-/// path is [`resolve_in_root`]'s and the file is opened through it, as before `openat2` was
-/// used: a link swapped in between the two is followed.
+/// path is [`resolve_in_root`]'s and the file is opened through it (non-blocking too), as
+/// before `openat2` was used: a link swapped in between the two is followed.
 pub fn open_in_root(root: &Path, path: &str) -> io::Result<(PathBuf, File)> {
     let dir = File::open(root)?;
     match strobe_remote::open_in_root(&dir, Path::new(path))? {
         Some(file) => Ok((root.join(path.trim_start_matches('/')), file)),
         None => {
             let resolved = resolve_in_root(root, path)?;
-            let file = File::open(&resolved)?;
+            let file = strobe_remote::open_nonblocking(&resolved)?;
             Ok((resolved, file))
         }
     }

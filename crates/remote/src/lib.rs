@@ -33,7 +33,7 @@ pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
 pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};
 pub use map_binary::SharedBytes;
-pub use open_root::open_in_root;
+pub use open_root::{open_in_root, open_nonblocking};
 pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};

@@ -68,6 +68,16 @@ pub fn open_in_root(root: &File, path: &Path) -> io::Result<Option<File>> {
     Ok(Some(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
 }
 
+/// Opens `path` read-only and non-blocking, as [`open_in_root`] does (a FIFO opens at once),
+/// for the path a caller resolved itself where `openat2` is missing.
+pub fn open_nonblocking(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
