@@ -18,7 +18,9 @@
 # for collapsed and svg (`strobe convert FILE -o OUT.txt|OUT.svg`, default options). Reported:
 # peak RSS (MiB), elapsed (s), and `cmp` of before's and after's output of before's file (and
 # its lines: for collapsed, the distinct stacks by line).
-# STROBE_SPILL_BYTES (the folded formats' budget) is passed through when set.
+# STROBE_SPILL_BYTES (the folded formats' budget) is passed through when set. OLD_RECORDER, if
+# set, is the build that records before's file instead of $BEFORE (e.g. a build writing format
+# 4, to compare two builds reading an old file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +39,7 @@ record() {
         -o "$2"
     echo "$(basename "$2"): $(du -m "$2" | cut -f1) MiB, load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
-record "$BEFORE" "$TMP/before.raw"
+record "${OLD_RECORDER:-$BEFORE}" "$TMP/before.raw"
 record "$STROBE" "$TMP/after.raw"
 kill "$TARGET_PID"
 TARGET_PID=

@@ -12,6 +12,7 @@ mod harness;
 
 mod blocking;
 mod container;
+mod convert_stop;
 mod dump_async;
 mod dump_core;
 mod dump_exceptions;

@@ -1,6 +1,12 @@
 //! `strobe convert`: a raw recording into another format, with the grouping and filters chosen
 //! now (a raw recording keeps every sample, idle ones included, by line).
+//!
+//! A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends it at once with status 128 + signal number, as
+//! `record`'s second one does: there is nothing worth finishing, and the spill directory and
+//! the output's temporary file (the output is only ever renamed into place, whole) are removed
+//! first ([`strobe_signals::exit_at_stop_signal`]).
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -18,6 +24,18 @@ use crate::record::{check_writable, format_for, profile_options, write_profile};
 pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let kind = format_for(&args.output, args.format);
     check_writable(&args.output)?;
+    let output = args.output.display().to_string();
+    strobe_signals::exit_at_stop_signal(move |sig| {
+        // Not `eprintln!`, which panics when stderr fails (a terminal gone at SIGHUP): the
+        // exit must come.
+        let _ = writeln!(
+            std::io::stderr(),
+            "strobe: convert interrupted by {}: stopped at once, leaving no spill files and no \
+             partial {output}",
+            sig.as_str()
+        );
+    })
+    .context("setting up signal handling")?;
     let streamed = if FoldedRecorder::supports(kind) {
         Some(fold(args, kind)?)
     } else if kind == FormatKind::Raw {

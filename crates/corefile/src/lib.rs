@@ -10,7 +10,7 @@
 //! - Nothing is read from `/proc`: the process is gone.
 //!
 //! Paths in `NT_FILE` are the dumped process's: `--sysroot` (a chroot, a container's root)
-//! resolves them like [`strobe_locate::rootfs::resolve_in_root`], and `--executable` replaces
+//! opens them inside it with [`strobe_locate::rootfs::open_in_root`], and `--executable` replaces
 //! the executable's.
 //!
 //! The core is mapped, not read: opening a 1 GB core touches its headers and notes only, and a
@@ -305,28 +305,19 @@ impl Core {
         }
         for (i, file) in files.iter_mut().enumerate() {
             let given = opts.executable.filter(|_| self.executable == Some(i));
-            let here = match (given, opts.sysroot) {
-                (Some(exe), _) => Ok(exe.to_path_buf()),
-                (None, Some(root)) => strobe_locate::rootfs::resolve_in_root(root, &file.path)
-                    .map_err(|e| format!("not found under {}: {e}", root.display())),
-                (None, None) => Ok(PathBuf::from(&file.path)),
+            let opened = if i >= MAX_FILES {
+                Err(format!("more than {MAX_FILES} files named: not opened"))
+            } else {
+                match (given, opts.sysroot) {
+                    (Some(exe), _) => open_regular(exe.to_path_buf()),
+                    // Inside the sysroot by the kernel (`openat2`, non-blocking: a FIFO opens
+                    // and is refused below), so that no link there leads out of it.
+                    (None, Some(root)) => strobe_locate::rootfs::open_in_root(root, &file.path)
+                        .map_err(|e| format!("not found under {}: {e}", root.display()))
+                        .and_then(|(p, f)| map_regular(p, &f)),
+                    (None, None) => open_regular(PathBuf::from(&file.path)),
+                }
             };
-            let opened = here.and_then(|p| {
-                if i >= MAX_FILES {
-                    return Err(format!("more than {MAX_FILES} files named: not opened"));
-                }
-                // Regular files only: opening a FIFO a hostile core names would block.
-                let md = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if !md.is_file() {
-                    return Err(format!("{} is not a regular file", p.display()));
-                }
-                let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                if !f.metadata().is_ok_and(|m| m.is_file()) {
-                    return Err(format!("{} is not a regular file", p.display()));
-                }
-                let b = SharedBytes::map_file(&f).map_err(|e| format!("{}: {e}", p.display()))?;
-                Ok((p, b))
-            });
             let opened = match opened {
                 Ok((p, b)) => match self.build_id_mismatch(i, &b) {
                     None => Ok((p, b)),
@@ -574,6 +565,26 @@ impl RemoteMemory for Core {
         }
         Ok(())
     }
+}
+
+/// The regular file at `p` (a path named on our side), opened and mapped. Regular files only:
+/// opening a FIFO a hostile core names would block, so the path is checked first.
+fn open_regular(p: PathBuf) -> Result<(PathBuf, SharedBytes), String> {
+    let md = std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if !md.is_file() {
+        return Err(format!("{} is not a regular file", p.display()));
+    }
+    let f = File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    map_regular(p, &f)
+}
+
+/// `f` (opened as `p`) mapped, if it is a regular file.
+fn map_regular(p: PathBuf, f: &File) -> Result<(PathBuf, SharedBytes), String> {
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(format!("{} is not a regular file", p.display()));
+    }
+    let b = SharedBytes::map_file(f).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok((p, b))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -3,7 +3,7 @@
 use crate::elf64::{Elf64, ET_EXEC};
 use crate::error::LocateError;
 use crate::maps::Mapping;
-use crate::rootfs::resolve_in_root;
+use crate::rootfs::open_in_root;
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -170,36 +170,34 @@ pub(crate) fn analyze_mapped(pid: i32, m: &Mapping) -> Result<ElfInfo, LocateErr
 /// last the path inside the target's root even if it does not match (overlay filesystems
 /// report other device numbers).
 ///
-/// Paths inside the target's root are resolved with [`resolve_in_root`]: through
-/// `/proc/PID/root` the kernel would follow an absolute symlink of the target's filesystem to
-/// *our* file of that name, so a container could make us read any host file. A host path that
+/// Paths inside the target's root are opened with [`open_in_root`]: through `/proc/PID/root`
+/// the kernel would follow an absolute symlink of the target's filesystem to *our* file of
+/// that name, so a container could make us read any host file. A host path that
 /// does not match the mapping is never used.
 fn open_mapped_file(pid: i32, m: &Mapping) -> Result<Opened, LocateError> {
     let path = m.path.as_deref().unwrap_or_default();
-    let in_root = resolve_in_root(&procfs::root(pid), path).ok();
-    let as_is = PathBuf::from(path);
-    let map_file = procfs::proc_dir(pid).join(format!("map_files/{:x}-{:x}", m.start, m.end));
-    let open = |p: &PathBuf| {
-        File::open(p).ok().map(|file| Opened {
-            path: p.clone(),
-            metadata: file.metadata().ok(),
-            file,
-        })
+    let opened = |(path, file): (PathBuf, File)| Opened {
+        path,
+        metadata: file.metadata().ok(),
+        file,
     };
-    let chosen = in_root
-        .iter()
-        .chain([&as_is])
-        .filter_map(open)
-        .find(|o| o.metadata.as_ref().is_some_and(|md| same_file(md, m)))
-        .or_else(|| open(&map_file))
-        .or_else(|| in_root.as_ref().and_then(open))
+    let matches = |o: &Opened| o.metadata.as_ref().is_some_and(|md| same_file(md, m));
+    let mut in_root = open_in_root(&procfs::root(pid), path).ok().map(opened);
+    if let Some(o) = in_root.take_if(|o| matches(o)) {
+        return Ok(o);
+    }
+    let map_file = procfs::proc_dir(pid).join(format!("map_files/{:x}-{:x}", m.start, m.end));
+    let open = |p: PathBuf| File::open(&p).ok().map(|file| opened((p, file)));
+    open(PathBuf::from(path))
+        .filter(matches)
+        .or_else(|| open(map_file))
+        .or(in_root)
         .ok_or_else(|| LocateError::Elf {
             pid,
             path: PathBuf::from(path),
             reason: "the file is not reachable from here (not through /proc/PID/root either)"
                 .into(),
-        });
-    chosen
+        })
 }
 
 /// The whole file behind `file` (opened as `chosen`, `len` bytes long), mapped read-only

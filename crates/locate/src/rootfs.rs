@@ -8,10 +8,35 @@
 //! running as root, at any file of the host. [`resolve_in_root`] walks the path one component
 //! at a time the way the kernel's `RESOLVE_IN_ROOT` (`openat2(2)`) does: absolute link targets
 //! restart at the target's root and `..` stops there.
+//!
+//! A file is opened inside a root with [`open_in_root`]: by the kernel itself in one call
+//! (`openat2` with `RESOLVE_IN_ROOT`, [`strobe_remote::open_in_root`]), which leaves no window
+//! between the check and the open, and only where the kernel has no `openat2` (`ENOSYS`) by
+//! [`resolve_in_root`] and an open of its result.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+
+/// `path` (absolute, as the target names it) opened read-only inside `root` (`/proc/PID/root`,
+/// or a core's `--sysroot`), with a path to show for it: `root` joined with `path` as named.
+/// Every component is resolved inside `root` by the kernel (`openat2` with `RESOLVE_IN_ROOT`,
+/// no magic links, and `O_NONBLOCK`, so that a FIFO planted there cannot block the open). Where
+/// the kernel has no `openat2` (`ENOSYS`: before Linux 5.6, or hidden by a seccomp filter), the
+/// path is [`resolve_in_root`]'s and the file is opened through it (non-blocking too), as
+/// before `openat2` was used: a link swapped in between the two is followed.
+pub fn open_in_root(root: &Path, path: &str) -> io::Result<(PathBuf, File)> {
+    let dir = File::open(root)?;
+    match strobe_remote::open_in_root(&dir, Path::new(path))? {
+        Some(file) => Ok((root.join(path.trim_start_matches('/')), file)),
+        None => {
+            let resolved = resolve_in_root(root, path)?;
+            let file = strobe_remote::open_nonblocking(&resolved)?;
+            Ok((resolved, file))
+        }
+    }
+}
 
 /// `MAXSYMLINKS` of Linux path resolution (`include/linux/namei.h`): more links than this in
 /// one lookup is `ELOOP`.

@@ -3,11 +3,13 @@
 //!
 //! The kernel does *not* do this for us: through `/proc/PID/root` an absolute symlink of the
 //! target resolves against our root (checked by `kernel_follows_absolute_links_to_the_host`
-//! with a real chrooted process). `strobe_locate::rootfs::resolve_in_root` resolves inside the
-//! target's root, and `locate` opens mapped files through it.
+//! with a real chrooted process). `strobe_locate::rootfs::open_in_root` opens inside the
+//! target's root (the kernel's `openat2` with `RESOLVE_IN_ROOT`, or where it is missing
+//! `resolve_in_root`), and `locate` opens mapped files through it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Read;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 use std::process::Stdio;
@@ -15,7 +17,7 @@ use strobe_testkit::interpreters::{self, Interpreter};
 use strobe_testkit::{Ready, TempDir};
 
 use strobe_locate::locate;
-use strobe_locate::rootfs::{resolve_in_root, MAX_SYMLINKS};
+use strobe_locate::rootfs::{open_in_root, resolve_in_root, MAX_SYMLINKS};
 use strobe_remote::{procfs, ProcessMemory};
 
 /// A directory named after this process and `tag` under `parent`: the same name in two
@@ -158,7 +160,13 @@ fn kernel_follows_absolute_links_to_the_host() {
         "host",
         "the kernel resolved the link inside the target's root: this test's premise changed"
     );
-    // What strobe does.
+    // What strobe does: the kernel resolving inside the root (openat2), and the walk it falls
+    // back to without openat2.
+    let (shown, mut file) = open_in_root(&root, &format!("/tmp/{name}/abs")).unwrap();
+    assert_eq!(shown, root.join(format!("tmp/{name}/abs")));
+    let mut text = String::new();
+    file.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "inside");
     let got = resolve_in_root(&root, &format!("/tmp/{name}/abs")).unwrap();
     assert_eq!(got, root.join(format!("tmp/{name}/marker")));
     assert_eq!(read(&got), "inside");

@@ -358,10 +358,7 @@ fn find_debug_file(
     }
     for root in roots {
         for candidate in &candidates {
-            let Some(path) = resolve(root, candidate) else {
-                continue;
-            };
-            let Ok(file) = File::open(&path) else {
+            let Some((path, file)) = open_under(root, candidate) else {
                 continue;
             };
             let Ok(bytes) = SharedBytes::map_file(&file) else {
@@ -386,12 +383,12 @@ fn find_debug_file(
     None
 }
 
-/// `path` inside `root`: through [`strobe_locate::rootfs::resolve_in_root`] for a target's
+/// `path` opened inside `root`: with [`strobe_locate::rootfs::open_in_root`] for a target's
 /// root (so its symlinks cannot lead out of it), as it is for our own root `/`.
-fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
+fn open_under(root: &Path, path: &str) -> Option<(PathBuf, File)> {
     if root == Path::new("/") {
-        Some(PathBuf::from(path))
+        File::open(path).ok().map(|f| (PathBuf::from(path), f))
     } else {
-        strobe_locate::rootfs::resolve_in_root(root, path).ok()
+        strobe_locate::rootfs::open_in_root(root, path).ok()
     }
 }

@@ -469,24 +469,17 @@ fn map_files(pid: i32) -> PathBuf {
 /// target's root whatever it is (overlay filesystems show other device numbers; the build-id
 /// check decides).
 fn candidates(pid: i32, m: &Mapping, path: &str) -> Vec<(PathBuf, File)> {
-    let in_root = strobe_locate::rootfs::resolve_in_root(&procfs::root(pid), path).ok();
-    let as_is = PathBuf::from(path);
+    let open = |p: PathBuf| File::open(&p).ok().map(|f| (p, f));
     let by_map = map_files(pid).join(format!("{:x}-{:x}", m.start, m.end));
-    let open = |p: &PathBuf| File::open(p).ok().map(|f| (p.clone(), f));
+    if m.deleted {
+        return open(by_map).into_iter().collect();
+    }
+    let mut in_root = strobe_locate::rootfs::open_in_root(&procfs::root(pid), path).ok();
     let mut out: Vec<(PathBuf, File)> = Vec::new();
-    if !m.deleted {
-        for p in in_root.iter().chain([&as_is]) {
-            if let Some((p, f)) = open(p) {
-                if same_file(&f, m) {
-                    out.push((p, f));
-                }
-            }
-        }
-    }
-    out.extend(open(&by_map));
-    if !m.deleted {
-        out.extend(in_root.as_ref().and_then(open));
-    }
+    out.extend(in_root.take_if(|(_, f)| same_file(f, m)));
+    out.extend(open(PathBuf::from(path)).filter(|(_, f)| same_file(f, m)));
+    out.extend(open(by_map));
+    out.extend(in_root);
     out
 }
 

@@ -1,11 +1,13 @@
 //! Writing output files so that readers see either the old file or the complete new one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use strobe_signals::{create_removed_on_exit, remove_registered, rename_registered};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -15,7 +17,8 @@ const ATTEMPTS: u32 = 16;
 /// Writes `path` through `write`: into a new temp file in the same directory (created with
 /// `O_CREAT | O_EXCL`, so a symlink planted at the temp name is never followed), then fsync and
 /// rename over `path`. If `write` or any step fails, the temp file is removed and `path` is left
-/// as it was.
+/// as it was. The temp file is registered with `strobe_signals` until it is renamed, so that a
+/// stop signal's exit at once removes it too.
 pub fn write_atomically<F>(path: &Path, write: F) -> io::Result<()>
 where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -37,7 +40,7 @@ where
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)?;
+        rename_registered(&tmp, path)?;
         // Make the rename itself durable; failure here does not undo a complete file.
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
@@ -45,7 +48,7 @@ where
         Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = remove_registered(&tmp);
     }
     result
 }
@@ -70,12 +73,14 @@ fn create_temp_at(dir: &Path, name: &str, nanos: u32) -> io::Result<(PathBuf, Fi
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = temp_name(dir, name, nanos, n);
         // create_new = O_CREAT|O_EXCL: fails on any existing entry, including a symlink.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-        {
+        let open = |tmp: &Path| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(tmp)
+        };
+        match create_removed_on_exit(&tmp, open) {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
             Err(e) => {
@@ -93,6 +98,7 @@ fn create_temp_at(dir: &Path, name: &str, nanos: u32) -> io::Result<(PathBuf, Fi
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn tempdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(

@@ -1,6 +1,7 @@
 //! A stream of stacks that are nearly all new: random paths through 16 functions, as the
 //! many-stacks benchmark target makes them. Shared by the raw reader's unit tests and the
-//! format tests (`tests/formats.rs` includes this file as a module of its own).
+//! format tests (`tests/formats.rs` includes this file as a module of its own), and the
+//! integration test of a stopped `convert` (`tests/integration/convert_stop.rs`, likewise).
 
 use strobe_aggregate::{FrameKey, ThreadKey};
 

@@ -7,8 +7,8 @@
 //! allowed to contain `unsafe` code: the raw `process_vm_readv` call in `process.rs`, whose
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
 //! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
-//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` and `switches.rs`, and the file mapping
-//! of `map_binary.rs`.
+//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` and `switches.rs`, the file mapping
+//! of `map_binary.rs`, and `openat2` in `open_root.rs` (a target's file opened inside its root).
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
 //! stopped briefly, or a round's running threads stopped together: [`capture_together`]), [`PerfThread`] (the kernel's copy at a sampling interrupt) and
@@ -20,6 +20,7 @@ mod error;
 mod freeze;
 mod idle;
 mod map_binary;
+mod open_root;
 mod perf;
 mod priority;
 mod process;
@@ -32,6 +33,7 @@ pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
 pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};
 pub use map_binary::SharedBytes;
+pub use open_root::{open_in_root, open_nonblocking};
 pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};

@@ -10,6 +10,8 @@
 mod legacy;
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use goblin::elf::{program_header, Elf};
@@ -283,7 +285,6 @@ impl Target {
             self.process.binary_in_target.as_str(),
             Some(self.process.load_bias),
         )];
-        let binary = self.process.binary.clone();
         let mut seen = HashSet::new();
         for m in &mappings {
             let Some(path) = m.path.as_deref() else {
@@ -302,16 +303,11 @@ impl Target {
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         let mut tried = Vec::new();
         for (path, bias) in candidates {
-            let host = if bias.is_some() {
-                Some(binary.clone())
-            } else {
-                host_path(pid, &root, path, &mappings)
-            };
-            let Some(host) = host else {
+            let Some(host) = host_file(pid, &root, path, &mappings) else {
                 tried.push(format!("{path} (not reachable from here)"));
                 continue;
             };
-            match section_in(&host, path, bias, &mappings) {
+            match section_in(host, path, bias, &mappings) {
                 Ok(Some(addr)) => {
                     let bytes = self
                         .walker
@@ -340,16 +336,19 @@ impl Target {
 /// The run-time address of the [`SECTION`] of the target's file `path`, if it has one.
 /// `bias`: the file's load bias when known; else computed from its mappings.
 fn section_in(
-    host: &Path,
+    host: File,
     path: &str,
     bias: Option<u64>,
     mappings: &[Mapping],
 ) -> Result<Option<u64>, String> {
-    let len = std::fs::metadata(host).map_err(|e| e.to_string())?.len();
+    let len = host.metadata().map_err(|e| e.to_string())?.len();
     if len > MAX_FILE {
         return Err(format!("larger than {MAX_FILE} bytes"));
     }
-    let bytes = std::fs::read(host).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    host.take(MAX_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
     let elf = Elf::parse(&bytes).map_err(|e| e.to_string())?;
     let Some(sh) = elf
         .section_headers
@@ -389,18 +388,23 @@ fn section_in(
     Ok(Some(sh.sh_addr.wrapping_add(bias)))
 }
 
-/// The target's file `path` as we can open it: through the target's root, as named (a
-/// target chrooted under our root names our paths), or through `/proc/PID/map_files`; the
-/// first whose inode is the mapping's.
-fn host_path(pid: i32, root: &Path, path: &str, mappings: &[Mapping]) -> Option<PathBuf> {
+/// The target's file `path`, opened: inside the target's root
+/// ([`strobe_locate::rootfs::open_in_root`]), as named (a target chrooted under our root names
+/// our paths), or through `/proc/PID/map_files`; the first whose inode is the mapping's.
+fn host_file(pid: i32, root: &Path, path: &str, mappings: &[Mapping]) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let m = mappings.iter().find(|m| m.path.as_deref() == Some(path))?;
-    let in_root = strobe_locate::rootfs::resolve_in_root(root, path).ok();
+    let in_root = strobe_locate::rootfs::open_in_root(root, path)
+        .ok()
+        .map(|(_, f)| f);
     let map_file = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
-    in_root
-        .into_iter()
-        .chain([PathBuf::from(path), map_file])
-        .find(|p| std::fs::metadata(p).is_ok_and(|md| md.ino() == m.inode))
+    let mapped = |f: &File| f.metadata().is_ok_and(|md| md.ino() == m.inode);
+    in_root.filter(mapped).or_else(|| {
+        [PathBuf::from(path), map_file]
+            .into_iter()
+            .filter_map(|p| File::open(p).ok())
+            .find(mapped)
+    })
 }
 
 fn hex(addr: u64) -> String {

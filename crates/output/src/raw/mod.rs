@@ -53,10 +53,12 @@
 //! Reading is in layers: `records` reads the file a chunk at a time, checks each chunk and
 //! decodes its records one by one, checking every id against the definitions before it; on
 //! top of it `stream` ([`RawStream`]) keeps the tables so far and yields samples and counts in
-//! file order, and `reader` ([`read_raw`], [`read_raw_bytes`], [`read_raw_counts`]) builds a
+//! file order (for a file of version 4 or older, after a first pass, `plan`, that finds when
+//! each stack was last named, so that it too holds only the stacks still to be named), and `reader` ([`read_raw`], [`read_raw_bytes`], [`read_raw_counts`]) builds a
 //! [`Profile`](strobe_aggregate::Profile). The format's constants and encodings, shared by
 //! all, are here.
 
+mod plan;
 mod reader;
 mod records;
 mod stream;

@@ -246,6 +246,11 @@ impl<R: Read> Records<R> {
         meta
     }
 
+    /// The file's format version.
+    pub(super) fn version(&self) -> u16 {
+        self.version
+    }
+
     /// Complete chunks read so far.
     pub(super) fn chunks(&self) -> usize {
         self.chunks

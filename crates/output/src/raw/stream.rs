@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use strobe_aggregate::{Count, CountKey, Def, Metadata, Sample, Tables};
 
+use super::plan::ForgetPlan;
 use super::reader::open;
 use super::records::{RawError, Record, Records};
+use super::FORGET_VERSION;
 
 /// What a raw recording counts, one record at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,34 +47,65 @@ impl RawEvent {
 /// file order with the tables so far, whose ids are the file's. The tables hold every string,
 /// frame and thread (bounded by the program's distinct frames) and only the stacks not
 /// forgotten (the FORGET records of format version 5: see the module documentation), so
-/// memory does not grow with the recording's length; a file of an older version, which does
-/// not say what it forgot, holds every stack it defines. Chunks are read and checked one at a
-/// time; a torn or damaged tail ends the stream cleanly ([`RawStream::ignored_bytes`]), a
-/// chunk that passed its checksum but does not decode is an error.
+/// memory does not grow with the recording's length. A file of an older version does not say
+/// what it forgot: one that can be read twice (a regular file, or bytes) is read once first to
+/// find out (`plan.rs`: 4 bytes a chunk), and the stream then stops at the end the first pass
+/// found; one that cannot (a pipe) holds every stack it defines. Chunks are read and checked
+/// one at a time; a torn or damaged tail ends the stream cleanly ([`RawStream::ignored_bytes`]),
+/// a chunk that passed its checksum but does not decode is an error.
 pub struct RawStream<R> {
     records: Records<R>,
     tables: Tables,
+    /// For a file of version 4 or older read twice: when to forget which stacks.
+    plan: Option<ForgetPlan>,
+    /// Chunks entered so far, and whether the stream went past the plan's last one.
+    entered: usize,
+    past_plan: bool,
 }
 
 impl RawStream<BufReader<File>> {
-    /// Opens the recording at `path` and reads its header.
+    /// Opens the recording at `path` and reads its header (and, for a regular file of version
+    /// 4 or older, the whole file once: see the type documentation).
     pub fn open(path: &Path) -> Result<RawStream<BufReader<File>>, RawError> {
-        Ok(RawStream::new(open(path)?))
+        let records = open(path)?;
+        let twice = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+        let plan = if records.version() < FORGET_VERSION && twice {
+            Some(ForgetPlan::scan(open(path)?)?)
+        } else {
+            None
+        };
+        Ok(RawStream::new(records, plan))
     }
 }
 
 impl<'a> RawStream<&'a [u8]> {
-    /// A recording in memory; reads its header.
+    /// A recording in memory; reads its header (and, for version 4 or older, the whole
+    /// recording once: see the type documentation).
     pub fn from_bytes(bytes: &'a [u8]) -> Result<RawStream<&'a [u8]>, RawError> {
-        Ok(RawStream::new(Records::new(bytes, PathBuf::new())?))
+        let records = Records::new(bytes, PathBuf::new())?;
+        let plan = if records.version() < FORGET_VERSION {
+            Some(ForgetPlan::scan(Records::new(bytes, PathBuf::new())?)?)
+        } else {
+            None
+        };
+        Ok(RawStream::new(records, plan))
     }
 }
 
+/// What a record read by [`RawStream::next_event`] is, once it no longer borrows the reader.
+enum Item {
+    Event(RawEvent),
+    Def(Def),
+}
+
 impl<R: Read> RawStream<R> {
-    fn new(records: Records<R>) -> RawStream<R> {
+    fn new(records: Records<R>, plan: Option<ForgetPlan>) -> RawStream<R> {
         RawStream {
             records,
             tables: Tables::default(),
+            plan,
+            entered: 0,
+            past_plan: false,
         }
     }
 
@@ -80,20 +113,34 @@ impl<R: Read> RawStream<R> {
     /// complete chunk.
     pub fn next_event(&mut self) -> Result<Option<(&Tables, RawEvent)>, RawError> {
         loop {
-            let def = match self.records.next()? {
+            if self.past_plan {
+                return Ok(None);
+            }
+            let read = match self.records.next()? {
                 None => return Ok(None),
-                Some(Record::Sample(s)) => return Ok(Some((&self.tables, RawEvent::Sample(s)))),
-                Some(Record::Aggregate(k, c)) => {
-                    return Ok(Some((&self.tables, RawEvent::Aggregate(k, c))))
-                }
-                Some(Record::Str(s)) => Def::Str(s.into()),
-                Some(Record::Frame(f)) => Def::Frame(f),
-                Some(Record::Thread(t)) => Def::Thread(t),
-                Some(Record::Stack(frames)) => Def::Stack(frames.into()),
-                Some(Record::Forget(below)) => Def::ForgetStacks(below),
+                Some(Record::Sample(s)) => Item::Event(RawEvent::Sample(s)),
+                Some(Record::Aggregate(k, c)) => Item::Event(RawEvent::Aggregate(k, c)),
+                Some(Record::Str(s)) => Item::Def(Def::Str(s.into())),
+                Some(Record::Frame(f)) => Item::Def(Def::Frame(f)),
+                Some(Record::Thread(t)) => Item::Def(Def::Thread(t)),
+                Some(Record::Stack(frames)) => Item::Def(Def::Stack(frames.into())),
+                Some(Record::Forget(below)) => Item::Def(Def::ForgetStacks(below)),
             };
-            // The file's ids are the tables' ids: every definition is applied, in order.
-            self.tables.apply(def)?;
+            if let Some(plan) = &self.plan {
+                let chunks = self.records.chunks();
+                if chunks > self.entered {
+                    self.entered = chunks;
+                    if !plan.enter_chunk(chunks - 1, &mut self.tables) {
+                        self.past_plan = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            match read {
+                Item::Event(e) => return Ok(Some((&self.tables, e))),
+                // The file's ids are the tables' ids: every definition is applied, in order.
+                Item::Def(def) => self.tables.apply(def)?,
+            }
         }
     }
 
@@ -110,13 +157,19 @@ impl<R: Read> RawStream<R> {
 
     /// Complete chunks read so far.
     pub fn chunks(&self) -> usize {
-        self.records.chunks()
+        match &self.plan {
+            Some(plan) if self.past_plan => plan.chunks(),
+            _ => self.records.chunks(),
+        }
     }
 
     /// Bytes at the end that were ignored (a chunk torn by a crash, or damaged): known once
     /// [`RawStream::next_event`] returned `None`.
     pub fn ignored_bytes(&self) -> usize {
-        self.records.ignored_bytes()
+        match &self.plan {
+            Some(plan) if self.past_plan => plan.ignored_bytes(),
+            _ => self.records.ignored_bytes(),
+        }
     }
 
     /// Stack definitions read so far (a stack the recorder forgot and met again is defined

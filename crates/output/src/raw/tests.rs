@@ -386,23 +386,127 @@ fn every_version_folds_streamed_exactly_as_its_profile_whole_or_torn() {
 
 #[test]
 fn a_stream_holds_only_the_stacks_not_forgotten() {
-    for version in [4, 5] {
+    for version in OLDEST_VERSION..=VERSION {
         let (bytes, _) = recording(version);
         let mut s = RawStream::from_bytes(&bytes).unwrap();
         while s.next_event().unwrap().is_some() {}
         let t = s.tables();
         assert_eq!(s.stack_definitions(), 7);
         assert_eq!(t.num_stacks(), 7);
-        // Version 5 said stacks 0 to 5 were forgotten; version 4 cannot say so.
-        let held = if version >= FORGET_VERSION { 1 } else { 7 };
-        assert_eq!(t.held_stacks(), held, "version {version}");
-        assert_eq!(t.stack(StackId(0)).is_empty(), version >= FORGET_VERSION);
+        // Version 5 said stacks 0 to 5 were forgotten; the first pass over an older version
+        // found that no record of the last two chunks names them.
+        assert_eq!(t.held_stacks(), 1, "version {version}");
+        assert!(t.stack(StackId(0)).is_empty());
         assert_eq!(t.stack(StackId(6)).len(), 3);
         assert_eq!(
             (t.num_frames(), t.num_threads(), t.num_strings()),
             (8, 2, 11)
         );
     }
+}
+
+/// A version 4 recording of `n` samples in chunks of 10, each sample a new stack that only it
+/// names, but for stack 0, which samples name again `back` samples on, once (a stack a
+/// recorder forgot is defined again: these are the ids of the stacks it held).
+fn old_recording_of_short_lived_stacks(n: u64, back: u64) -> Vec<u8> {
+    let mut e = Enc::new(4);
+    e.meta(&[("pid", "1")]);
+    e.end_chunk();
+    e.strs(&["main", "/app/x.py", "f", "g"]);
+    e.frame(FrameKind::Python, 0, 1, Some(1), 0);
+    e.frame(FrameKind::Python, 2, 1, Some(2), 0);
+    e.frame(FrameKind::Python, 3, 1, Some(3), 0);
+    e.record(THREAD, &[7, 0, 0]);
+    for i in 0..n {
+        e.stack(&[0, 1 + i % 2, 2 - i % 2]);
+        e.sample(i, 0, SampleFlags::HOLDS_GIL.0, 1_000_000, 1_000_000);
+        if i == back {
+            e.sample(0, 0, 0, 1_000_000, 1_000_000);
+        }
+        if i % 10 == 9 {
+            e.end_chunk();
+        }
+    }
+    e.end_chunk();
+    e.file
+}
+
+#[test]
+fn an_old_recording_read_twice_holds_only_the_stacks_still_to_be_named() {
+    for back in [0, 55] {
+        let bytes = old_recording_of_short_lived_stacks(200, back);
+        let mut s = RawStream::from_bytes(&bytes).unwrap();
+        let mut most = 0;
+        while let Some((tables, _)) = s.next_event().unwrap() {
+            most = most.max(tables.held_stacks());
+        }
+        assert_eq!(s.stack_definitions(), 200);
+        // A chunk's 10 stacks, and those of the chunks back to the one naming stack 0 again.
+        assert!(
+            most <= 10 * (back as usize / 10 + 1),
+            "back {back}: {most} held"
+        );
+        for options in option_sets() {
+            for kind in [FormatKind::Collapsed, FormatKind::Svg] {
+                assert!(
+                    fold_streamed(&bytes, kind, options, 1) == fold_profile(&bytes, kind, options),
+                    "back {back}, {kind:?}, {options:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_old_recording_on_disk_is_read_twice_and_from_a_pipe_once() {
+    let bytes = old_recording_of_short_lived_stacks(200, 0);
+    let path = std::env::temp_dir().join(format!("strobe-raw-v4-{}.raw", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let most_held = |mut s: RawStream<_>| {
+        let mut most = 0;
+        while let Some((tables, _)) = s.next_event().unwrap() {
+            most = most.max(tables.held_stacks());
+        }
+        most
+    };
+    assert!(most_held(RawStream::open(&path).unwrap()) <= 10);
+    // A pipe cannot be read twice: every stack stays.
+    let mut cat = std::process::Command::new("cat")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = cat.stdout.take().unwrap();
+    let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&out));
+    assert_eq!(
+        most_held(RawStream::open(std::path::Path::new(&fd)).unwrap()),
+        200
+    );
+    assert!(cat.wait().unwrap().success());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn an_old_recording_that_grows_between_the_passes_is_read_to_where_the_first_ended() {
+    let (whole, last) = recording(4);
+    let path = std::env::temp_dir().join(format!("strobe-raw-grow-{}.raw", std::process::id()));
+    std::fs::write(&path, &whole[..last]).unwrap();
+    let mut s = RawStream::open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &whole[last..]).unwrap();
+    let mut events = 0;
+    while s.next_event().unwrap().is_some() {
+        events += 1;
+    }
+    let short = read_raw_bytes(&whole[..last]).unwrap();
+    assert_eq!(
+        (events, s.chunks(), s.ignored_bytes()),
+        (11, short.chunks, 0)
+    );
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// `recording(5)` up to its third chunk, then a chunk of `records`.

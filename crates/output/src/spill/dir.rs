@@ -11,7 +11,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strobe_signals::{create_dir_removed_on_exit, remove_registered_dir};
+use strobe_signals::{create_dir_removed_on_exit, create_in_registered_dir, remove_registered};
 
 use super::{DEFAULT_SPILL_BYTES, SPILL_BYTES_ENV};
 
@@ -60,18 +60,31 @@ impl SpillDir {
         Ok(d)
     }
 
-    /// A new file name in the directory (`prefix-N`), creating the directory if needed.
-    pub(crate) fn next_path(&mut self, prefix: &str) -> io::Result<PathBuf> {
+    /// A new file in the directory (`prefix-N`, open for reading and writing), creating the
+    /// directory if needed. Created under `strobe_signals`' lock, so that a stop signal's exit
+    /// removing the directory meanwhile cannot be kept from it by a file it did not see.
+    pub(crate) fn create_file(&mut self, prefix: &str) -> io::Result<(PathBuf, File)> {
         let dir = self.path()?;
         self.files += 1;
-        Ok(dir.join(format!("{prefix}-{}", self.files)))
+        let path = dir.join(format!("{prefix}-{}", self.files));
+        let open = || {
+            File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+        };
+        match create_in_registered_dir(open) {
+            Ok(f) => Ok((path, f)),
+            Err(e) => Err(spill_error(&path, e)),
+        }
     }
 }
 
 impl Drop for SpillDir {
     fn drop(&mut self) {
         if let Some(d) = &self.dir {
-            let _ = remove_registered_dir(d);
+            let _ = remove_registered(d);
         }
     }
 }
@@ -102,13 +115,7 @@ pub(crate) struct SpoolFile {
 impl SpoolFile {
     /// A new empty spool file in `dir`.
     pub(crate) fn create(dir: &mut SpillDir, prefix: &str) -> io::Result<SpoolFile> {
-        let path = dir.next_path(prefix)?;
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| spill_error(&path, e))?;
+        let (path, f) = dir.create_file(prefix)?;
         Ok(SpoolFile {
             path,
             w: BufWriter::with_capacity(SPOOL_BUFFER, f),

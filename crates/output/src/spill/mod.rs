@@ -93,21 +93,21 @@ impl Spool {
         Ok(())
     }
 
-    fn next_run_path(&mut self) -> io::Result<PathBuf> {
+    fn next_run(&mut self) -> io::Result<(PathBuf, File)> {
         self.written += 1;
-        self.dir.next_path("run")
+        self.dir.create_file("run")
     }
 
     fn spill(&mut self) -> io::Result<()> {
-        let path = self.next_run_path()?;
-        let write = |path: &Path| -> io::Result<()> {
-            let mut w = BufWriter::new(File::create(path)?);
+        let (path, file) = self.next_run()?;
+        let write = |file: File| -> io::Result<()> {
+            let mut w = BufWriter::new(file);
             for (k, c) in &self.map {
                 put_entry(&mut w, k, *c)?;
             }
             w.flush()
         };
-        write(&path).map_err(|e| spill_error(&path, e))?;
+        write(file).map_err(|e| spill_error(&path, e))?;
         self.runs.push((0, path));
         self.map.clear();
         self.bytes = 0;
@@ -120,16 +120,16 @@ impl Spool {
                 break;
             }
             let inputs: Vec<PathBuf> = tail.iter().map(|(_, p)| p.clone()).collect();
-            let path = self.next_run_path()?;
-            let merge = |path: &Path| -> io::Result<()> {
+            let (path, file) = self.next_run()?;
+            let merge = |file: File| -> io::Result<()> {
                 let mut m = Merge::open(&inputs)?;
-                let mut w = BufWriter::new(File::create(path)?);
+                let mut w = BufWriter::new(file);
                 while let Some((k, c)) = m.next()? {
                     put_entry(&mut w, &k, c)?;
                 }
                 w.flush()
             };
-            merge(&path).map_err(|e| spill_error(&path, e))?;
+            merge(file).map_err(|e| spill_error(&path, e))?;
             for p in &inputs {
                 let _ = fs::remove_file(p);
             }
