@@ -80,6 +80,9 @@ pub(crate) struct KernelThreads {
     before: HashMap<u32, char, FxBuild>,
     /// Watched threads as the latest freeze left them, by host id.
     at_freeze: HashMap<u32, AtFreeze, FxBuild>,
+    /// Watched threads a native capture stopped while they ran, by host id: their switch
+    /// watch's position after the stop (see [`KernelThreads::stopped_running`]).
+    stopped: HashMap<u32, u64, FxBuild>,
     last_scan: Option<Instant>,
     /// State lookups done, either way (for tests: which decisions needed none).
     reads: u64,
@@ -99,6 +102,7 @@ impl KernelThreads {
             host_to_inner: HashMap::default(),
             before: HashMap::default(),
             at_freeze: HashMap::default(),
+            stopped: HashMap::default(),
             last_scan: None,
             reads: 0,
             preads: 0,
@@ -114,6 +118,8 @@ impl KernelThreads {
         self.last_scan = Some(Instant::now());
         let tids = procfs::tasks(self.pid)?;
         self.tasks.retain(|tid, _| tids.contains(tid));
+        let tasks = &self.tasks;
+        self.stopped.retain(|tid, _| tasks.contains_key(tid));
         self.missing.clear();
         for tid in tids {
             if !self.tasks.contains_key(&tid) {
@@ -161,6 +167,14 @@ impl KernelThreads {
     pub(crate) fn read_state(&mut self, host: u32) -> Option<char> {
         if !self.tasks.contains_key(&host) && !self.open(host) {
             return None;
+        }
+        if let Some(at) = self.stopped.remove(&host) {
+            if self.position(host) == Some(at) {
+                // Not on a CPU since our stop let it go: still running, as the stop found it.
+                self.stopped.insert(host, at);
+                self.reads += 1;
+                return Some('R');
+            }
         }
         let task = self.tasks.get(&host)?;
         match &task.watch {
@@ -271,6 +285,17 @@ impl KernelThreads {
             if let Some(state) = carried.or_else(|| self.read_state(host)) {
                 self.before.insert(host, state);
             }
+        }
+    }
+
+    /// A native capture has just stopped our thread `host` outside a system call (running, or
+    /// preempted from a CPU) and let it go. The stop switched it out as a wait does, and on a
+    /// busy machine it can wait longer than a round for a CPU to carry on: until its switch
+    /// watch moves (it gets a CPU), it is running, whatever the switch out into our stop says.
+    /// Nothing for a thread without a watch (`/proc` says `R` for it as soon as it is let go).
+    pub(crate) fn stopped_running(&mut self, host: u32) {
+        if let Some(position) = self.position(host) {
+            self.stopped.insert(host, position);
         }
     }
 

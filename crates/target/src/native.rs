@@ -67,6 +67,9 @@ pub(crate) struct NativeState {
     capturer: Capturer,
     /// The threads of the sampler's latest round capture, with their stack buffers.
     slots: Vec<Slot>,
+    /// The threads the latest round capture stopped outside a system call (see
+    /// [`crate::Target::native_stopped_running`]).
+    pub(crate) stopped_running: Vec<i32>,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
@@ -139,6 +142,7 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
+            stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -173,6 +177,7 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
+            stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),

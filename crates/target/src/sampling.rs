@@ -57,6 +57,17 @@ impl Target {
         state.sample_round(of, wanted, &mut self.walker, raw, each)
     }
 
+    /// The threads (as seen from here) that the latest [`Target::native_round`] stopped
+    /// outside a system call: they were running, or runnable after a preemption, when the
+    /// stop came. The stop switched them out as a wait would, and until they next get a CPU
+    /// the kernel's record of their switches says so: a caller that reads thread states from
+    /// that record should take them as running until then.
+    pub fn native_stopped_running(&self) -> &[i32] {
+        self.native
+            .as_ref()
+            .map_or(&[][..], |state| state.stopped_running.as_slice())
+    }
+
     /// `--blocking --native`: the native stack of thread `tid` (as seen from here, known to
     /// the interpreter as `ident` in interpreter `interp`) of this process, which `freeze`
     /// holds stopped, merged with the Python frames whose entry flags are `entries`, read

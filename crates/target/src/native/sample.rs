@@ -83,6 +83,7 @@ impl NativeState {
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
     ) -> Result<(), E> {
+        self.stopped_running.clear();
         let members: Vec<(usize, bool)> = wanted
             .iter()
             .enumerate()
@@ -129,6 +130,11 @@ impl NativeState {
         self.capturer.capture_many(b.of.pid, slots_used, || {
             walked = Some(walker.sample_wanted_into(raw, &mut want));
         });
+        // Stopped in user space: running, or preempted from a CPU, when the stop came.
+        let running = slots_used.iter().filter(|slot| {
+            matches!(&slot.got, Some(Ok(c)) if !c.asleep && c.same_instant && c.kernel.is_none())
+        });
+        self.stopped_running.extend(running.map(|slot| slot.tid));
         let read = match walked {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(python_failed(&e)),

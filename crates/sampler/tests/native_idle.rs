@@ -1,0 +1,144 @@
+//! `--native` without `--blocking` stops the round's running threads; a thread it stopped
+//! while computing is still running in the next round even if it has not had a CPU since
+//! (see the `round` module documentation, "Idle under `--native`").
+//!
+//! The target's worker calls `zlib.crc32` in a loop (C code that releases the GIL), and never
+//! sleeps: the main thread waits in `read` before the worker says READY, so nobody else wants
+//! the GIL. The target is pinned to one CPU, and a thread of this test spins on the same CPU,
+//! so that a worker our stop switched out waits behind it for its CPU, often past the next
+//! round (as on a busy machine). Every sample of the worker must be running.
+//!
+//! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+use strobe_aggregate::SampleFlags;
+use strobe_sampler::{start, SamplerConfig};
+use strobe_target::Target;
+use strobe_testkit::{Interpreter, Ready};
+
+/// The target: pinned to the CPU given as argv[1]; its worker prints READY once the main
+/// thread waits in `read` (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64),
+/// then computes.
+const SCRIPT: &str = r#"import os, sys, threading, zlib
+
+os.sched_setaffinity(0, {int(sys.argv[1])})
+DATA = os.urandom(1 << 16)
+MAIN = str(threading.get_native_id())
+
+def in_read():
+    with open("/proc/self/task/%s/syscall" % MAIN) as f:
+        return f.read().split()[0] == "0"
+
+def work():
+    while not in_read():
+        pass
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    while True:
+        zlib.crc32(DATA)
+
+t = threading.Thread(target=work, name="worker")
+t.daemon = True
+t.start()
+r, w = os.pipe()
+os.read(r, 1)
+"#;
+
+/// A thread of ours spinning on CPU `cpu` until dropped.
+struct Hog {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hog {
+    fn on(cpu: usize) -> Hog {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut one = CpuSet::new();
+            one.set(cpu).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+            pinned_tx.send(()).unwrap();
+            while !flag.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        pinned_rx.recv().unwrap();
+        Hog {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn check(interp: &Interpreter) {
+    let version = interp.name;
+    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let cpu = (0..CpuSet::count())
+        .rev()
+        .find(|&c| allowed.is_set(c).unwrap())
+        .unwrap();
+    let python = interp.require().path();
+    let arg = cpu.to_string();
+    let victim = Ready::python_script(
+        python.to_str().unwrap(),
+        "native-idle",
+        SCRIPT,
+        &[arg.as_str()],
+    );
+    let pid = victim.pid();
+    let worker: u32 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .find(|&tid: &u32| tid != pid as u32)
+        .unwrap();
+
+    let hog = Hog::on(cpu);
+    let target = Target::attach(pid).unwrap();
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
+    let cfg = SamplerConfig {
+        rate_hz: 1000.0,
+        native: true,
+        include_idle: true,
+        tids: vec![worker],
+        duration: Some(Duration::from_secs(3)),
+        ..SamplerConfig::default()
+    };
+    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
+    drop(hog);
+    let mut flags: Vec<SampleFlags> = Vec::new();
+    while !agg.finished() {
+        flags.extend(agg.drain().unwrap().samples.iter().map(|s| s.flags));
+    }
+    assert!(flags.len() >= 20, "{version}: {summary:?}");
+    let idle = flags.iter().filter(|f| f.idle()).count();
+    assert_eq!(
+        idle,
+        0,
+        "{version}: the computing worker was taken as idle in {idle} of {} samples",
+        flags.len()
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn a_thread_our_stop_switched_out_is_still_running(interp) for [pyenv_3_12, pyenv_3_13] {
+        check(interp);
+    }
+}
