@@ -1158,6 +1158,8 @@ struct Live {
     holes: Rc<RefCell<Vec<(u64, u64)>>>,
     batches: Rc<Cell<usize>>,
     singles: Rc<Cell<usize>>,
+    /// The ranges of the latest batched read.
+    last_batch: Rc<RefCell<Vec<(u64, usize)>>>,
     /// Bytes the next `torn_for` batched reads return instead of the memory's, at these
     /// addresses: a copy torn by the target's writes.
     torn: Rc<RefCell<Patches>>,
@@ -1193,6 +1195,7 @@ impl RemoteMemory for Live {
 
     fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
         self.batches.set(self.batches.get() + 1);
+        *self.last_batch.borrow_mut() = reqs.to_vec();
         let mut off = 0;
         for &(addr, len) in reqs {
             self.check(addr, len)?;
@@ -1501,6 +1504,17 @@ fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
         }
         assert!(!t.walked, "{:?}", l.version);
         assert_eq!(singles, 0, "{:?}: nothing but the batch", l.version);
+        if let (Some(cframe_at), Some(current)) = (l.tstate_cframe, l.cframe_current_frame) {
+            // 3.11-3.12: not even the C frame's word is read (one range less to pin).
+            let cframe = live.mem.borrow().read_u64(t0 + u64::from(cframe_at)).unwrap();
+            let word = cframe + u64::from(current);
+            let batch = live.last_batch.borrow();
+            assert!(
+                !batch.iter().any(|&(a, n)| a <= word && word < a + n as u64),
+                "{:?}: {batch:x?}",
+                l.version
+            );
+        }
         assert!(raw.frames_of(t).is_empty());
         assert_eq!(t.unchanged, 0);
         // Wanted again: the whole stack, as a fresh walk has it, walked afresh (nothing is

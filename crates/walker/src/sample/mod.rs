@@ -179,8 +179,13 @@ impl SamplingState {
         }
         for thread in &self.plan.threads {
             let tstate = scratch.batch.add_fields(&self.shapes.tstate, thread.tstate);
+            // A thread whose frames are not wanted costs its thread-state fields only (not
+            // its C frame's word, which is one more range to pin: should it hold the GIL after
+            // all, its walk reads the word alone); its regions stay remembered for when it is
+            // wanted again.
+            let wanted = wanted(thread.tstate);
             let cframe = match (layout.frame_model, layout.cframe_current_frame) {
-                (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 => Some(
+                (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 && wanted => Some(
                     scratch
                         .batch
                         .add(thread.cframe.wrapping_add(u64::from(off)), 8),
@@ -188,9 +193,6 @@ impl SamplingState {
                 _ => None,
             };
             let start = scratch.copies.len();
-            // A thread whose frames are not wanted costs its thread-state fields only; its
-            // regions stay remembered for when it is wanted again.
-            let wanted = wanted(thread.tstate);
             for region in thread.regions.iter().filter(|_| wanted) {
                 let off = scratch.batch.add(region.addr, region.len);
                 scratch.copies.push(CopiedRange {
