@@ -1598,6 +1598,48 @@ fn a_code_address_reused_by_a_code_object_as_long_is_decoded_again_on_3_12() {
     );
 }
 
+/// The code objects of a sample's new frames are checked together, in one batched read
+/// besides the sample's own (not one read each), and a recycled one among them is still caught.
+#[test]
+fn the_code_objects_of_new_frames_are_checked_in_one_batched_read() {
+    let l = l312();
+    let mut img = Image::new(l);
+    let outer = img.code("outer", "/app.py", 10, 8);
+    let a = img.code("a", "/app.py", 20, 8);
+    let b = img.code("b", "/app.py", 30, 8);
+    let startup = img.code("startup", "/site.py", 100, 8);
+    let main = img.code("main", "/app.py", 200, 8);
+    let chunk = img.chunk(4096, 0);
+    let stack = |ip| [(outer, 1), (a, ip), (b, ip), (startup, ip)];
+    let frames = img.chunk_frames(chunk, 0, &stack(2), 0);
+    let (_, threads, roots) =
+        img.one_interpreter(&[Thread::new(0x77, 1, frames[3]).in_chunk(chunk)]);
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+    assert_eq!(got[0].3[0].0, "startup");
+    // Every frame moves (a new call path: none is the previous sample's), and `startup` is
+    // freed and `main`, as long, allocated at its address.
+    edit(&mut img, &live, |img| {
+        let size = u64::from(l.code_size);
+        let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
+        img.mem.write(startup, &bytes);
+        let moved = img.chunk_frames(chunk, 0, &stack(3), 64);
+        img.set_innermost(threads[0], moved[3]);
+    });
+    live.take_counts();
+    let got = flat_sample(&mut w, &mut raw);
+    assert_eq!(live.take_counts().0, 2, "the sample's batch and the code objects'");
+    let names: Vec<&str> = got[0].3.iter().map(|f| &*f.0).collect();
+    assert_eq!(names, ["main", "b", "a", "outer"]);
+    assert_eq!(
+        no_entry(&got[0].3[0]),
+        ("main".into(), "/app.py".into(), Some(203))
+    );
+    let fresh = Walker::new(live.clone(), l, roots).walk().unwrap();
+    assert_eq!(got, flat_walk(&fresh));
+}
+
 #[test]
 fn steady_state_frame_objects_one_batched_read() {
     for l in [l27(), l310()] {

@@ -441,17 +441,21 @@ impl SamplingState {
             .and_then(|last| memo.get(last))
             .map_or(0, |frame| frame.outs as usize);
         // A frame the previous sample did not have may run a code object freed and reallocated
-        // at an address decoded before (see `CodeCache::check_identity`). The innermost changed frame is usually the same frame
+        // at an address decoded before (see `CodeCache::check_identities`). The innermost changed frame is usually the same frame
         // at another instruction: not new.
         let moved = memo.get(kept + same).copied();
-        for (index, frame) in self.scratch.frames[..walked - same].iter().enumerate() {
-            let same_frame = index + 1 == walked - same
-                && moved
-                    .is_some_and(|m| m.frame == frame.frame && m.fields.code == frame.fields.code);
-            if !same_frame {
-                code.check_identity(process, frame.fields.code, frame.frame);
-            }
-        }
+        let new_frames = self.scratch.frames[..walked - same]
+            .iter()
+            .enumerate()
+            .filter(|&(index, frame)| {
+                let same_frame = index + 1 == walked - same
+                    && moved.is_some_and(|m| {
+                        m.frame == frame.frame && m.fields.code == frame.fields.code
+                    });
+                !same_frame
+            })
+            .map(|(_, frame)| (frame.fields.code, frame.frame));
+        code.check_identities(process, new_frames);
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }
