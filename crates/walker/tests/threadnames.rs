@@ -670,3 +670,70 @@ fn scribbled_tables_never_panic() {
         }
     }
 }
+
+/// Counts the reads made through it: a batched read counts once.
+struct Counting<'a> {
+    mem: &'a ImageMemory,
+    reads: std::cell::Cell<usize>,
+}
+
+impl RemoteMemory for Counting<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), strobe_memory::MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_into(addr, buf)
+    }
+
+    fn read_batch(
+        &self,
+        reqs: &[(u64, usize)],
+        buf: &mut [u8],
+    ) -> Result<(), strobe_memory::MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_batch(reqs, buf)
+    }
+}
+
+/// A `sys.modules` of many modules, `threading` last: its keys' types and lengths are read in
+/// one batch, not two reads a key; a key that cannot be read makes the lookup fail as it did
+/// key by key.
+#[test]
+fn a_dict_is_searched_with_its_keys_read_together() {
+    const MODULES: usize = 200;
+    let mut img = Img::new(3, 12, Flavour::DEFAULT);
+    let k_name = img.s("_name");
+    let v = img.s("x");
+    let t = img.thread_dictoffset(&[(k_name, v)]);
+    let ident = img.int(42);
+    let active = img.dict_kind(&[(ident, t)], true);
+    let k_active = img.s("_active");
+    let ns = img.dict(&[(k_active, active)]);
+    let threading = img.module(ns);
+    let other = img.dict(&[]);
+    let mut entries: Vec<(u64, u64)> = (0..MODULES)
+        .map(|i| (img.s(&format!("m{i}")), img.module(other)))
+        .collect();
+    let k_threading = img.s("threading");
+    entries.push((k_threading, threading));
+    let modules = img.dict(&entries);
+    let interp = img.interp(modules);
+    let counting = Counting {
+        mem: &img.m,
+        reads: std::cell::Cell::new(0),
+    };
+    let expected = HashMap::from([(42, "x".to_string())]);
+    assert_eq!(thread_names(&counting, img.l, interp), Ok(expected));
+    assert!(
+        counting.reads.get() < MODULES,
+        "{} reads for {MODULES} modules",
+        counting.reads.get()
+    );
+
+    // A key whose memory is gone: the batch fails, and so does the key-by-key search.
+    entries.insert(5, (0xdead_0000, other));
+    let modules = img.dict(&entries);
+    let interp = img.interp(modules);
+    assert!(matches!(
+        thread_names(&img.m, img.l, interp),
+        Err(WalkError::Mem(_))
+    ));
+}
