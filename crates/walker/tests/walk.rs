@@ -1506,7 +1506,11 @@ fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
         assert_eq!(singles, 0, "{:?}: nothing but the batch", l.version);
         if let (Some(cframe_at), Some(current)) = (l.tstate_cframe, l.cframe_current_frame) {
             // 3.11-3.12: not even the C frame's word is read (one range less to pin).
-            let cframe = live.mem.borrow().read_u64(t0 + u64::from(cframe_at)).unwrap();
+            let cframe = live
+                .mem
+                .borrow()
+                .read_u64(t0 + u64::from(cframe_at))
+                .unwrap();
             let word = cframe + u64::from(current);
             let batch = live.last_batch.borrow();
             assert!(
@@ -1629,7 +1633,11 @@ fn the_code_objects_of_new_frames_are_checked_in_one_batched_read() {
     });
     live.take_counts();
     let got = flat_sample(&mut w, &mut raw);
-    assert_eq!(live.take_counts().0, 2, "the sample's batch and the code objects'");
+    assert_eq!(
+        live.take_counts().0,
+        2,
+        "the sample's batch and the code objects'"
+    );
     let names: Vec<&str> = got[0].3.iter().map(|f| &*f.0).collect();
     assert_eq!(names, ["main", "b", "a", "outer"]);
     assert_eq!(
