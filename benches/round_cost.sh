@@ -18,6 +18,9 @@
 #   thread: sampler, aggregator, signals) per round, from /proc/PID/task/*/schedstat between 2 s
 #   after the start and 1 s before the end, so start-up and the final write are not counted.
 # - with OLD set, the same for another strobe binary (before/after a change, same run).
+# - with TOP=1, also `strobe top` at its defaults but the rate (idle threads hidden, 1 s
+#   refresh), run in a detached tmux session of 200x50 for the same steady window: every thread
+#   of the process (sampler, aggregator, the view) per round.
 # Runs alternate floor, strobe, old, so that load from elsewhere falls on all of them alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,7 @@ SECS=${SECS:-6}
 RATES=${RATES:-"100 1000"}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 OLD=${OLD:-}
+TOP=${TOP:-}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 bench_setup
@@ -54,8 +58,24 @@ per_round() {
     python3 -c "print(f'{($b - $a) / 1e3 / (($SECS - 3) * $rate):.1f}')"
 }
 
+# per_round_top STROBE RATE: the same for `strobe top` in a detached tmux session.
+per_round_top() {
+    local bin=$1 rate=$2 session="round-cost-$$" pid a b
+    tmux new-session -d -s "$session" -x 200 -y 50 \
+        "exec $bin top --pid $TARGET_PID --rate $rate"
+    pid=$(tmux list-panes -t "$session" -F '#{pane_pid}')
+    sleep 2
+    a=$(cpu_ns "$pid")
+    sleep $((SECS - 3))
+    b=$(cpu_ns "$pid")
+    tmux kill-session -t "$session"
+    python3 -c "print(f'{($b - $a) / 1e3 / (($SECS - 3) * $rate):.1f}')"
+}
+
 printf '%-8s %6s %10s %12s %12s' target rate "floor µs" "collapsed µs" "raw µs"
 [[ -n "$OLD" ]] && printf ' %14s %14s' "old collapsed" "old raw"
+[[ -n "$TOP" ]] && printf ' %8s' "top µs"
+[[ -n "$TOP" && -n "$OLD" ]] && printf ' %8s' "old top"
 printf '   (CPU per round)\n'
 for name in threads paths; do
     rm -f "$TMP/out"
@@ -72,6 +92,10 @@ for name in threads paths; do
         printf '%-8s %6s %10s %12s %12s' "$name" "$rate" "$floor" "$collapsed" "$raw"
         if [[ -n "$OLD" ]]; then
             printf ' %14s %14s' "$(per_round "$OLD" collapsed "$rate")" "$(per_round "$OLD" raw "$rate")"
+        fi
+        if [[ -n "$TOP" ]]; then
+            printf ' %8s' "$(per_round_top "$STROBE" "$rate")"
+            [[ -n "$OLD" ]] && printf ' %8s' "$(per_round_top "$OLD" "$rate")"
         fi
         printf '\n'
     done

@@ -333,6 +333,16 @@ fn top_shows_the_split_sorts_filters_and_quits_cleanly_on_3_12() {
     tmux.wait_for("the help", |s| s.contains("reset the counters"));
     tmux.keys(&["Escape"]);
 
+    // A wider terminal shows the whole-run columns too, and a narrower one hides them again,
+    // without a key pressed (the size is read at every wake-up of the view).
+    assert!(!tmux.screen().contains("%OwnAll"));
+    tmux.tmux(&["resize-window", "-t", "top", "-x", "140"]);
+    tmux.wait_for("the wide columns", |s| s.contains("%OwnAll"));
+    tmux.tmux(&["resize-window", "-t", "top", "-x", "100"]);
+    tmux.wait_for("the narrow columns", |s| {
+        s.contains("TotalTime") && !s.contains("%OwnAll")
+    });
+
     tmux.literal("q");
     assert_eq!(tmux.wait_exit(), 0);
     tmux.assert_restored();

@@ -128,7 +128,7 @@ pub fn run(
     // After the sampler ends, one last interval is closed and then the data stays.
     let mut final_interval_taken = false;
     let mut dirty = true;
-    let mut size = guard.terminal.size().ok();
+    let mut size = guard.size().ok();
     loop {
         if dirty {
             if let Err(e) = guard
@@ -189,7 +189,7 @@ pub fn run(
             dirty = true;
         }
         // The terminal's size, checked as often as the loop wakes (no SIGWINCH handler).
-        if let Ok(now_size) = guard.terminal.size() {
+        if let Ok(now_size) = guard.size() {
             if Some(now_size) != size {
                 size = Some(now_size);
                 dirty = true;

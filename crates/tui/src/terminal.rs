@@ -11,6 +11,7 @@
 //! turns every later write into nothing, so that neither the restore nor ratatui's own drop
 //! writes to a terminal that is no longer there.
 
+use std::fs::File;
 use std::io::{self, IsTerminal, Stdout, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
@@ -21,6 +22,7 @@ use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Size;
 use ratatui::Terminal;
 
 use crate::TuiError;
@@ -81,6 +83,8 @@ pub fn check_terminal() -> Result<(), TuiError> {
 pub struct TerminalGuard {
     /// The ratatui terminal to draw on.
     pub terminal: Terminal<CrosstermBackend<TtyOut>>,
+    /// The controlling terminal, kept open for its size (see [`TerminalGuard::size`]).
+    tty: Option<File>,
 }
 
 impl std::fmt::Debug for TerminalGuard {
@@ -100,7 +104,10 @@ impl TerminalGuard {
         let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
             .and_then(|()| Terminal::new(CrosstermBackend::new(TtyOut(io::stdout()))));
         match entered {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok(TerminalGuard {
+                terminal,
+                tty: File::open("/dev/tty").ok(),
+            }),
             Err(e) => {
                 restore();
                 Err(TuiError::Terminal(e))
@@ -110,6 +117,20 @@ impl TerminalGuard {
 }
 
 impl TerminalGuard {
+    /// The terminal's size now, as [`Terminal::size`] reads it (the controlling terminal's,
+    /// else standard output's), from the `/dev/tty` opened by [`TerminalGuard::enter`]:
+    /// crossterm opens and closes `/dev/tty` on every call, which costs tens of µs, and the
+    /// event loop asks at every wake-up.
+    pub fn size(&mut self) -> io::Result<Size> {
+        match &self.tty {
+            Some(tty) => match rustix::termios::tcgetwinsize(tty) {
+                Ok(w) => Ok(Size::new(w.ws_col, w.ws_row)),
+                Err(_) => self.terminal.size(),
+            },
+            None => self.terminal.size(),
+        }
+    }
+
     /// The terminal is gone: from now on nothing is written to it, and nothing is restored
     /// (there is no terminal left to restore).
     pub fn abandon(&mut self) {

@@ -40,7 +40,7 @@ pub(crate) struct CodeInfo {
     /// Bytecode length in code units (3.11+, `Py_SIZE(code)`), to catch a recycled address.
     code_units: Option<i64>,
     /// `(co_name or co_qualname, co_filename, co_firstlineno)` as decoded: what
-    /// [`CodeCache::check_identity`] compares to catch a recycled address.
+    /// [`CodeCache::check_identities`] compares to catch a recycled address.
     identity: (u64, u64, i32),
     /// Which decoding this is (see [`CodeCache::serial`]).
     serial: u64,
@@ -63,8 +63,13 @@ pub(crate) struct CodeCache {
     /// Samples started so far.
     samples: u64,
     /// Code address → the frame address last seen running it, and the sample that was in
-    /// (see [`CodeCache::check_identity`]).
+    /// (see [`CodeCache::check_identities`]).
     checked: AddrMap<u64, (u64, u64)>,
+    /// Code objects whose identity this sample's thread checks, and their copies (kept between
+    /// calls for their capacity; see [`CodeCache::check_identities`]).
+    due_reqs: Vec<(u64, usize)>,
+    due_ids: Vec<(u64, u64, i32)>,
+    due_buf: Vec<u8>,
     /// Exception types met in thread states, and where `None` is.
     pub(crate) exceptions: ExceptionTypes,
 }
@@ -276,18 +281,76 @@ impl CodeCache {
     /// longer one's address does not (a launched script's `<module>` reusing a start-up
     /// module's was named `<module> (<frozen site>:73)` for the whole run). Code objects are
     /// freed all the time while a program starts (a module's body runs once), so a cached
-    /// decoding can name a function that no longer exists. Call this for frame `frame` running code `addr` that the previous sample did
-    /// not have: if the code object no longer has the name, file and first line it was decoded
-    /// with, the decoding is dropped and the next lookup decodes it afresh. One read, at most
-    /// once per address and sample, and not for the same frame met again with the same code
-    /// within [`RECHECK_AFTER_SAMPLES`] samples (a function called in a loop); nothing on 3.11+.
-    pub(crate) fn check_identity<M: RemoteMemory>(
+    /// decoding can name a function that no longer exists. Call this with the `(code, frame)`
+    /// pairs of the frames of a thread that the previous sample did not have: every code
+    /// object that no longer has the name, file and first line it was decoded with has its
+    /// decoding dropped, and the next lookup decodes it afresh. A code address is read at most
+    /// once per sample, and not for the same frame met again with the same code within
+    /// [`RECHECK_AFTER_SAMPLES`] samples (a function called in a loop); the code objects due
+    /// are read together, in one batched read (each on its own if that read fails, so that
+    /// one freed code object does not count against the others).
+    pub(crate) fn check_identities<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
-        addr: u64,
-        frame: u64,
+        frames: impl Iterator<Item = (u64, u64)>,
     ) {
         let l = &process.layout;
+        let Ok(len) = struct_len(l.code_size, "code object") else {
+            // Nothing can be compared: every decoding due is dropped, as a failed read does.
+            for (addr, frame) in frames {
+                if self.identity_due(addr, frame).is_some() {
+                    self.decoded.remove(&addr);
+                }
+            }
+            return;
+        };
+        let (mut reqs, mut ids) = (
+            std::mem::take(&mut self.due_reqs),
+            std::mem::take(&mut self.due_ids),
+        );
+        reqs.clear();
+        ids.clear();
+        for (addr, frame) in frames {
+            if let Some(identity) = self.identity_due(addr, frame) {
+                reqs.push((addr, len));
+                ids.push(identity);
+            }
+        }
+        let name_off = l.code_qualname.unwrap_or(l.code_name) as usize;
+        let identity_of = |code: &[u8]| {
+            Some((
+                le::u64_at(code, name_off)?,
+                le::u64_at(code, l.code_filename as usize)?,
+                le::i32_at(code, l.code_firstlineno as usize)?,
+            ))
+        };
+        let mut buf = std::mem::take(&mut self.due_buf);
+        buf.clear();
+        buf.resize(len * reqs.len(), 0);
+        let batched = reqs.len() > 1 && process.mem.read_batch(&reqs, &mut buf).is_ok();
+        for (i, (&(addr, _), &identity)) in reqs.iter().zip(&ids).enumerate() {
+            let same = if batched {
+                buf.get(i * len..(i + 1) * len).and_then(identity_of)
+            } else {
+                process
+                    .mem
+                    .read_vec(addr, len, MAX_STRUCT)
+                    .ok()
+                    .and_then(|code| identity_of(&code))
+            }
+            .is_some_and(|now| now == identity);
+            if !same {
+                self.decoded.remove(&addr);
+            }
+        }
+        self.due_reqs = reqs;
+        self.due_ids = ids;
+        self.due_buf = buf;
+    }
+
+    /// Whether code `addr`, met running frame `frame`, is to be checked now (see
+    /// [`CodeCache::check_identities`]), and the identity it was decoded with if so.
+    fn identity_due(&mut self, addr: u64, frame: u64) -> Option<(u64, u64, i32)> {
         let now = self.samples;
         let recent = self
             .checked
@@ -297,27 +360,11 @@ impl CodeCache {
             self.checked.clear();
         }
         self.checked.insert(addr, (frame, now));
-        let Some(info) = self.decoded.get(&addr) else {
-            return;
-        };
+        let identity = self.decoded.get(&addr)?.identity;
         if recent || !self.refreshed.insert(addr) {
-            return;
+            return None;
         }
-        let name_off = l.code_qualname.unwrap_or(l.code_name);
-        let same = struct_len(l.code_size, "code object")
-            .ok()
-            .and_then(|len| process.mem.read_vec(addr, len, MAX_STRUCT).ok())
-            .and_then(|code| {
-                Some((
-                    le::u64_at(&code, name_off as usize)?,
-                    le::u64_at(&code, l.code_filename as usize)?,
-                    le::i32_at(&code, l.code_firstlineno as usize)?,
-                ))
-            })
-            .is_some_and(|now| now == info.identity);
-        if !same {
-            self.decoded.remove(&addr);
-        }
+        Some(identity)
     }
 
     /// The payload of a `bytes` object (`str` on 2.7), bounded by [`MAX_LINETABLE_BYTES`].

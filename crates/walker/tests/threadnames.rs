@@ -1,172 +1,15 @@
-//! `threadnames::thread_names` against real interpreters (every version we support) and
-//! against synthetic memory images (free-threaded shapes, corrupt tables, wrong types).
+//! `threadnames::thread_names` against synthetic memory images (free-threaded shapes, corrupt
+//! tables, wrong types, what a lookup reads); against real interpreters in
+//! `threadnames_live.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
 
 use strobe_memory::RemoteMemory;
 use strobe_python_abi::{layout_for, DictModel, Flavour, Layout, StringModel};
-use strobe_remote::ProcessMemory;
-use strobe_testkit::{interpreters, ImageMemory};
+use strobe_testkit::ImageMemory;
 use strobe_walker::threadnames::thread_names;
 use strobe_walker::WalkError;
-
-// ------------------------------------------------------------------------------------------------
-// Real interpreters
-// ------------------------------------------------------------------------------------------------
-
-const TARGET: &str = include_str!("data/threadnames/target.py");
-
-/// A running target; killed when dropped so a failing assertion leaves nothing behind.
-struct Target {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What the target says about itself.
-struct Report {
-    major: u8,
-    minor: u8,
-    flavour: Flavour,
-    interp: u64,
-    names: HashMap<u64, String>,
-}
-
-fn start(mut cmd: Command) -> (Target, Report) {
-    cmd.args(["-c", TARGET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("start the target interpreter");
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().unwrap();
-    let mut target = Target { child, stdin };
-    let mut report = Report {
-        major: 0,
-        minor: 0,
-        flavour: Flavour::DEFAULT,
-        interp: 0,
-        names: HashMap::new(),
-    };
-    let mut ready = false;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let words: Vec<&str> = line.split(' ').collect();
-        match words[..] {
-            ["VERSION", major, minor, debug, ft] => {
-                report.major = major.parse().unwrap();
-                report.minor = minor.parse().unwrap();
-                report.flavour = Flavour {
-                    debug: debug == "1",
-                    free_threaded: ft == "1",
-                };
-            }
-            ["INTERP", addr] => report.interp = addr.parse().unwrap(),
-            ["THREAD", ident, hex] => {
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect();
-                let name = String::from_utf8(bytes).unwrap();
-                report.names.insert(ident.parse().unwrap(), name);
-            }
-            ["READY"] => {
-                ready = true;
-                break;
-            }
-            _ => panic!("unexpected line from target: {line:?}"),
-        }
-    }
-    assert!(ready, "target exited before READY (see its stderr above)");
-    // Keep the pipe open: the target blocks on stdin until the test is done.
-    let _ = target.stdin.as_mut().unwrap().flush();
-    (target, report)
-}
-
-fn layout(report: &Report) -> &'static Layout {
-    layout_for(report.major, report.minor, report.flavour).unwrap_or_else(|| {
-        panic!(
-            "no generated layout for {}.{} {:?} in python-abi",
-            report.major, report.minor, report.flavour
-        )
-    })
-}
-
-fn check(cmd: Command) {
-    let (target, report) = start(cmd);
-    // The target's own view must be rich enough to mean something: main thread, the seven
-    // threads it started, a default name and a non-ASCII one.
-    assert_eq!(report.names.len(), 8, "target reported {:?}", report.names);
-    assert!(report.names.values().any(|n| n == "MainThread"));
-    assert!(report.names.values().any(|n| n.starts_with("Thread-")));
-    assert!(report.names.values().any(|n| n == "w\u{f6}rker-1"));
-    let layout = layout(&report);
-    let mem = ProcessMemory::new(target.child.id() as i32);
-    let got = thread_names(&mem, layout, report.interp).unwrap();
-    assert_eq!(got, report.names);
-}
-
-// Every interpreter of the registry; sid's run through `chroot`, which execs them, so the
-// child's PID is Python's.
-strobe_testkit::per_interpreter! {
-    fn live(interp) {
-        check(interp.command());
-    }
-}
-
-/// A process that never imported `threading` (3.6 does not at startup, and `-S` keeps `site`
-/// out) has no names, which is not an error.
-#[test]
-fn threading_never_imported() {
-    let script = "import sys, ctypes\n\
-                  assert 'threading' not in sys.modules\n\
-                  f = ctypes.pythonapi.PyInterpreterState_Head\n\
-                  f.restype = ctypes.c_void_p\n\
-                  sys.stdout.write('VERSION %d %d 0 0\\nINTERP %d\\nREADY\\n' % \
-                  (sys.version_info[0], sys.version_info[1], f()))\n\
-                  sys.stdout.flush()\n\
-                  sys.stdin.read()\n";
-    let mut cmd = interpreters::pyenv_version("3.6.15").command();
-    cmd.arg("-S");
-    let (target, interp) = {
-        // Same protocol as the main target, minus threads.
-        cmd.args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().unwrap();
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let target = Target { child, stdin };
-        let mut interp = 0;
-        let mut ready = false;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            if let Some(a) = line.strip_prefix("INTERP ") {
-                interp = a.parse().unwrap();
-            }
-            if line == "READY" {
-                ready = true;
-                break;
-            }
-        }
-        assert!(ready, "target exited before READY (see its stderr above)");
-        (target, interp)
-    };
-    let layout = layout_for(3, 6, Flavour::DEFAULT).expect("3.6 layout");
-    let mem = ProcessMemory::new(target.child.id() as i32);
-    assert_eq!(thread_names(&mem, layout, interp), Ok(HashMap::new()));
-}
 
 // ------------------------------------------------------------------------------------------------
 // Synthetic images
@@ -669,4 +512,71 @@ fn scribbled_tables_never_panic() {
             let _ = thread_names(&m, l, interp);
         }
     }
+}
+
+/// Counts the reads made through it: a batched read counts once.
+struct Counting<'a> {
+    mem: &'a ImageMemory,
+    reads: std::cell::Cell<usize>,
+}
+
+impl RemoteMemory for Counting<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), strobe_memory::MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_into(addr, buf)
+    }
+
+    fn read_batch(
+        &self,
+        reqs: &[(u64, usize)],
+        buf: &mut [u8],
+    ) -> Result<(), strobe_memory::MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_batch(reqs, buf)
+    }
+}
+
+/// A `sys.modules` of many modules, `threading` last: its keys' types and lengths are read in
+/// one batch, not two reads a key; a key that cannot be read makes the lookup fail as it did
+/// key by key.
+#[test]
+fn a_dict_is_searched_with_its_keys_read_together() {
+    const MODULES: usize = 200;
+    let mut img = Img::new(3, 12, Flavour::DEFAULT);
+    let k_name = img.s("_name");
+    let v = img.s("x");
+    let t = img.thread_dictoffset(&[(k_name, v)]);
+    let ident = img.int(42);
+    let active = img.dict_kind(&[(ident, t)], true);
+    let k_active = img.s("_active");
+    let ns = img.dict(&[(k_active, active)]);
+    let threading = img.module(ns);
+    let other = img.dict(&[]);
+    let mut entries: Vec<(u64, u64)> = (0..MODULES)
+        .map(|i| (img.s(&format!("m{i}")), img.module(other)))
+        .collect();
+    let k_threading = img.s("threading");
+    entries.push((k_threading, threading));
+    let modules = img.dict(&entries);
+    let interp = img.interp(modules);
+    let counting = Counting {
+        mem: &img.m,
+        reads: std::cell::Cell::new(0),
+    };
+    let expected = HashMap::from([(42, "x".to_string())]);
+    assert_eq!(thread_names(&counting, img.l, interp), Ok(expected));
+    assert!(
+        counting.reads.get() < MODULES,
+        "{} reads for {MODULES} modules",
+        counting.reads.get()
+    );
+
+    // A key whose memory is gone: the batch fails, and so does the key-by-key search.
+    entries.insert(5, (0xdead_0000, other));
+    let modules = img.dict(&entries);
+    let interp = img.interp(modules);
+    assert!(matches!(
+        thread_names(&img.m, img.l, interp),
+        Err(WalkError::Mem(_))
+    ));
 }

@@ -1158,6 +1158,8 @@ struct Live {
     holes: Rc<RefCell<Vec<(u64, u64)>>>,
     batches: Rc<Cell<usize>>,
     singles: Rc<Cell<usize>>,
+    /// The ranges of the latest batched read.
+    last_batch: Rc<RefCell<Vec<(u64, usize)>>>,
     /// Bytes the next `torn_for` batched reads return instead of the memory's, at these
     /// addresses: a copy torn by the target's writes.
     torn: Rc<RefCell<Patches>>,
@@ -1193,6 +1195,7 @@ impl RemoteMemory for Live {
 
     fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
         self.batches.set(self.batches.get() + 1);
+        *self.last_batch.borrow_mut() = reqs.to_vec();
         let mut off = 0;
         for &(addr, len) in reqs {
             self.check(addr, len)?;
@@ -1501,6 +1504,21 @@ fn unwanted_threads_are_not_walked_unless_they_hold_the_gil() {
         }
         assert!(!t.walked, "{:?}", l.version);
         assert_eq!(singles, 0, "{:?}: nothing but the batch", l.version);
+        if let (Some(cframe_at), Some(current)) = (l.tstate_cframe, l.cframe_current_frame) {
+            // 3.11-3.12: not even the C frame's word is read (one range less to pin).
+            let cframe = live
+                .mem
+                .borrow()
+                .read_u64(t0 + u64::from(cframe_at))
+                .unwrap();
+            let word = cframe + u64::from(current);
+            let batch = live.last_batch.borrow();
+            assert!(
+                !batch.iter().any(|&(a, n)| a <= word && word < a + n as u64),
+                "{:?}: {batch:x?}",
+                l.version
+            );
+        }
         assert!(raw.frames_of(t).is_empty());
         assert_eq!(t.unchanged, 0);
         // Wanted again: the whole stack, as a fresh walk has it, walked afresh (nothing is
@@ -1582,6 +1600,52 @@ fn a_code_address_reused_by_a_code_object_as_long_is_decoded_again_on_3_12() {
         no_entry(&got[0].3[0]),
         ("main".into(), "/app.py".into(), Some(203))
     );
+}
+
+/// The code objects of a sample's new frames are checked together, in one batched read
+/// besides the sample's own (not one read each), and a recycled one among them is still caught.
+#[test]
+fn the_code_objects_of_new_frames_are_checked_in_one_batched_read() {
+    let l = l312();
+    let mut img = Image::new(l);
+    let outer = img.code("outer", "/app.py", 10, 8);
+    let a = img.code("a", "/app.py", 20, 8);
+    let b = img.code("b", "/app.py", 30, 8);
+    let startup = img.code("startup", "/site.py", 100, 8);
+    let main = img.code("main", "/app.py", 200, 8);
+    let chunk = img.chunk(4096, 0);
+    let stack = |ip| [(outer, 1), (a, ip), (b, ip), (startup, ip)];
+    let frames = img.chunk_frames(chunk, 0, &stack(2), 0);
+    let (_, threads, roots) =
+        img.one_interpreter(&[Thread::new(0x77, 1, frames[3]).in_chunk(chunk)]);
+    let (mut w, live) = live_walker(&mut img, roots);
+    let mut raw = RawSample::new();
+    let got = sample_matches_fresh(&mut w, &live, l, roots, &mut raw);
+    assert_eq!(got[0].3[0].0, "startup");
+    // Every frame moves (a new call path: none is the previous sample's), and `startup` is
+    // freed and `main`, as long, allocated at its address.
+    edit(&mut img, &live, |img| {
+        let size = u64::from(l.code_size);
+        let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
+        img.mem.write(startup, &bytes);
+        let moved = img.chunk_frames(chunk, 0, &stack(3), 64);
+        img.set_innermost(threads[0], moved[3]);
+    });
+    live.take_counts();
+    let got = flat_sample(&mut w, &mut raw);
+    assert_eq!(
+        live.take_counts().0,
+        2,
+        "the sample's batch and the code objects'"
+    );
+    let names: Vec<&str> = got[0].3.iter().map(|f| &*f.0).collect();
+    assert_eq!(names, ["main", "b", "a", "outer"]);
+    assert_eq!(
+        no_entry(&got[0].3[0]),
+        ("main".into(), "/app.py".into(), Some(203))
+    );
+    let fresh = Walker::new(live.clone(), l, roots).walk().unwrap();
+    assert_eq!(got, flat_walk(&fresh));
 }
 
 #[test]

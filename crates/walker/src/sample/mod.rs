@@ -179,8 +179,13 @@ impl SamplingState {
         }
         for thread in &self.plan.threads {
             let tstate = scratch.batch.add_fields(&self.shapes.tstate, thread.tstate);
+            // A thread whose frames are not wanted costs its thread-state fields only (not
+            // its C frame's word, which is one more range to pin: should it hold the GIL after
+            // all, its walk reads the word alone); its regions stay remembered for when it is
+            // wanted again.
+            let wanted = wanted(thread.tstate);
             let cframe = match (layout.frame_model, layout.cframe_current_frame) {
-                (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 => Some(
+                (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 && wanted => Some(
                     scratch
                         .batch
                         .add(thread.cframe.wrapping_add(u64::from(off)), 8),
@@ -188,9 +193,6 @@ impl SamplingState {
                 _ => None,
             };
             let start = scratch.copies.len();
-            // A thread whose frames are not wanted costs its thread-state fields only; its
-            // regions stay remembered for when it is wanted again.
-            let wanted = wanted(thread.tstate);
             for region in thread.regions.iter().filter(|_| wanted) {
                 let off = scratch.batch.add(region.addr, region.len);
                 scratch.copies.push(CopiedRange {
@@ -439,17 +441,21 @@ impl SamplingState {
             .and_then(|last| memo.get(last))
             .map_or(0, |frame| frame.outs as usize);
         // A frame the previous sample did not have may run a code object freed and reallocated
-        // at an address decoded before (see `CodeCache::check_identity`). The innermost changed frame is usually the same frame
+        // at an address decoded before (see `CodeCache::check_identities`). The innermost changed frame is usually the same frame
         // at another instruction: not new.
         let moved = memo.get(kept + same).copied();
-        for (index, frame) in self.scratch.frames[..walked - same].iter().enumerate() {
-            let same_frame = index + 1 == walked - same
-                && moved
-                    .is_some_and(|m| m.frame == frame.frame && m.fields.code == frame.fields.code);
-            if !same_frame {
-                code.check_identity(process, frame.fields.code, frame.frame);
-            }
-        }
+        let new_frames = self.scratch.frames[..walked - same]
+            .iter()
+            .enumerate()
+            .filter(|&(index, frame)| {
+                let same_frame = index + 1 == walked - same
+                    && moved.is_some_and(|m| {
+                        m.frame == frame.frame && m.fields.code == frame.fields.code
+                    });
+                !same_frame
+            })
+            .map(|(_, frame)| (frame.fields.code, frame.frame));
+        code.check_identities(process, new_frames);
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }

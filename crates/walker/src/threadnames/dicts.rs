@@ -247,11 +247,35 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         self.find_str(&items, needle)
     }
 
+    /// The value of the first of `items` whose key is the `str` `needle`. The keys' headers
+    /// (type and length) are read together, in one batched read, so that a dict of `n` keys
+    /// costs one read and the text of the candidates of the right length instead of `2n`
+    /// reads; where that read fails (a key freed meanwhile), key by key as before.
     pub(super) fn find_str(
         &mut self,
         items: &[(u64, u64)],
         needle: &str,
     ) -> Result<Option<u64>, WalkError> {
+        let (len_off, want) = self.str_length(needle)?;
+        let type_off = self.layout.pyobject_ob_type as usize;
+        let header = type_off.max(len_off) + 8;
+        let reqs: Vec<(u64, usize)> = items.iter().map(|&(key, _)| (key, header)).collect();
+        let mut buf = vec![0u8; header * items.len()];
+        if items.len() > 1 && self.mem.read_batch(&reqs, &mut buf).is_ok() {
+            for (&(key, value), head) in items.iter().zip(buf.chunks_exact(header)) {
+                let (Some(ty), Some(len)) = (le::u64_at(head, type_off), le::u64_at(head, len_off))
+                else {
+                    continue;
+                };
+                if self.kind_of_type(ty)? == Kind::Str
+                    && len == want as u64
+                    && read_string(self.mem, self.layout, key)? == needle
+                {
+                    return Ok(Some(value));
+                }
+            }
+            return Ok(None);
+        }
         for &(key, value) in items {
             if self.str_equals(key, needle)? {
                 return Ok(Some(value));
@@ -260,12 +284,8 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
         Ok(None)
     }
 
-    /// Whether `obj` is a `str` whose text is `needle`. Reads the length first so that only
-    /// candidates of the right length are decoded.
-    fn str_equals(&mut self, obj: u64, needle: &str) -> Result<bool, WalkError> {
-        if self.kind_of(obj)? != Kind::Str {
-            return Ok(false);
-        }
+    /// Where a `str`'s length is, and the length `needle` has there.
+    fn str_length(&self, needle: &str) -> Result<(usize, usize), WalkError> {
         let (len_off, want) = match self.layout.string_model {
             // 2.7 `PyStringObject.ob_size` counts bytes.
             StringModel::Bytes27 => (self.layout.pyvarobject_ob_size, needle.len()),
@@ -279,7 +299,17 @@ impl<'a, M: RemoteMemory + ?Sized> Reader<'a, M> {
                 }
             },
         };
-        let len = self.mem.read_u64(field(obj, u64::from(len_off)))?;
+        Ok((len_off as usize, want))
+    }
+
+    /// Whether `obj` is a `str` whose text is `needle`. Reads the length first so that only
+    /// candidates of the right length are decoded.
+    fn str_equals(&mut self, obj: u64, needle: &str) -> Result<bool, WalkError> {
+        if self.kind_of(obj)? != Kind::Str {
+            return Ok(false);
+        }
+        let (len_off, want) = self.str_length(needle)?;
+        let len = self.mem.read_u64(field(obj, len_off as u64))?;
         if len != want as u64 {
             return Ok(false);
         }
