@@ -123,7 +123,10 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // A few seconds of samples at the requested rate for a handful of threads; the aggregator
     // thread drains it every few ms.
     let capacity = ((args.rate * 16.0) as usize).clamp(4096, 1 << 20);
-    let (side, agg) = strobe_aggregate::pipeline(capacity);
+    // The stack tables forget stacks not seen lately, as a streamed recording's: the view folds
+    // each sample per frame as it drains it (memory grows with distinct frames, not stacks).
+    let (side, agg) =
+        strobe_aggregate::pipeline_live(capacity, strobe_aggregate::SAMPLER_STACK_BUDGET);
     let sampler = start_process(pid, target, child, cfg, side)?;
     let stats = sampler.stats();
 
