@@ -441,8 +441,8 @@ impl AggregatorSide {
         matches!(self.mirror, Mirror::Same(_))
     }
 
-    /// Also keep counts since the previous breakdown (the default; `top`'s interval). A
-    /// recording that never asks for one saves half the memory its counts take.
+    /// Also keep counts since the previous breakdown (the default). A recording that never
+    /// asks for one saves half the memory its counts take.
     pub fn keep_interval(&mut self, keep: bool) {
         self.counts.keep_interval(keep);
     }

@@ -19,7 +19,7 @@ type Key = (ThreadId, SampleFlags, Box<[FrameId]>);
 const STACK_OVERHEAD: usize = std::mem::size_of::<(Key, Count)>() + 16;
 
 /// The budget `strobe top` gives its kept stacks.
-pub const KEPT_STACK_BYTES: usize = 2 << 20;
+pub const KEPT_STACK_BYTES: usize = 1 << 20;
 
 /// The heaviest stacks within a budget. See the module documentation.
 #[derive(Debug, Clone)]
