@@ -5,12 +5,14 @@
 #
 #   BEFORE=/tmp/strobe-before benches/top_memory.sh
 #   SECS=600 RATE=1000 EVERY=10 BEFORE=... benches/top_memory.sh
+#   EXTRA=/tmp/strobe-variant BEFORE=... benches/top_memory.sh    (a third build, same run)
 #
 # One target (PY, default pyenv 3.12.1); both builds watch it at once, each `strobe top --pid
 # --rate RATE` (default 1000) in its own detached tmux session (top needs a terminal), for SECS
 # seconds (default 300). VmRSS of each strobe is read from /proc/PID/status every EVERY seconds
 # (default 10), with the load average; the table is one row per reading, in MiB. At the end,
-# each strobe's CPU time (user + system, /proc/PID/stat).
+# each strobe's CPU time (user + system, /proc/PID/stat) and the first lines of its screen
+# (samples and achieved rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,7 @@ command -v tmux >/dev/null || { echo "top_memory.sh needs tmux" >&2; exit 1; }
 . benches/lib.sh
 bench_tmp
 stop_sessions() {
-    for name in before after; do
+    for name in before after extra; do
         tmux kill-session -t "top-memory-$name-$$" 2>/dev/null || true
     done
     bench_cleanup
@@ -60,17 +62,28 @@ rss() {
     awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo gone
 }
 
-before=$(watch before "$BEFORE")
-after=$(watch after "$STROBE")
+names=(before after)
+pids=("$(watch before "$BEFORE")" "$(watch after "$STROBE")")
+if [[ -n "${EXTRA:-}" ]]; then
+    names+=(extra)
+    pids+=("$(watch extra "$EXTRA")")
+fi
 echo
-echo "| s | before MiB | after MiB | load |"
-echo "|---|---|---|---|"
+echo "| s | $(printf '%s MiB | ' "${names[@]}")load |"
+echo "|---|$(printf -- '---|%.0s' "${names[@]}")---|"
 start=$SECONDS
 while :; do
     t=$((SECONDS - start))
-    echo "| $t | $(rss "$before") | $(rss "$after") | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    row="| $t |"
+    for pid in "${pids[@]}"; do
+        row+=" $(rss "$pid") |"
+    done
+    echo "$row $(cut -d' ' -f1-3 /proc/loadavg) |"
     ((t >= SECS)) && break
     sleep "$EVERY"
 done
 echo
-echo "CPU seconds of strobe top over the run: before $(cpu "$before"), after $(cpu "$after")"
+for i in "${!names[@]}"; do
+    echo "${names[$i]}: $(cpu "${pids[$i]}") CPU seconds; its header at the end:"
+    tmux capture-pane -p -t "top-memory-${names[$i]}-$$" | head -3
+done
