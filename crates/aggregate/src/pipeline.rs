@@ -45,6 +45,10 @@
 //! and handed out: each definition is sent with the number of samples pushed before it,
 //! and the aggregator applies a forget at the start of the first drain after it has popped that
 //! many. So the mirror holds every stack a drained sample names, until the next drain.
+//!
+//! A live view (`strobe top`) takes the same bounded tables without the summary
+//! ([`pipeline_live`]): it folds each sample per frame as it drains it
+//! ([`FrameFold`](crate::FrameFold)), while the stack is still held.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
