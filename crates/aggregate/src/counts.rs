@@ -3,7 +3,7 @@
 use hashbrown::HashMap;
 
 use crate::hash::FxBuild;
-use crate::intern::{FrameId, FrameKind, StackId, StrId, Tables, ThreadId};
+use crate::intern::{Frame, FrameId, FrameKind, StackId, StrId, Tables, ThreadId};
 
 /// Per-sample state bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -378,21 +378,12 @@ impl StatsAcc {
         }
         self.total.add(count);
         self.generation = self.generation.wrapping_add(1);
-        let mut frames = tables.stack(key.stack);
-        // `<GC>` and `<raise T>` are only ever the innermost frames (`<GC>` on top).
-        while let Some((last, below)) = frames.split_last() {
-            let hidden = tables.frame(*last).is_some_and(|f| match f.kind {
-                FrameKind::Interpreter => opts.hide_gc,
-                FrameKind::Exception => opts.hide_exceptions,
-                FrameKind::Python | FrameKind::Native | FrameKind::Kernel | FrameKind::Task => {
-                    false
-                }
-            });
-            if !hidden {
-                break;
-            }
-            frames = below;
-        }
+        let frames = visible_frames(
+            tables,
+            tables.stack(key.stack),
+            opts.hide_gc,
+            opts.hide_exceptions,
+        );
         for (depth, fid) in frames.iter().enumerate() {
             let i = match self.by_frame.get(fid.index()) {
                 Some(&i) if i != u32::MAX => i as usize,
@@ -435,14 +426,7 @@ impl StatsAcc {
     /// The stats, sorted as a [`Breakdown`]'s, and the total.
     fn sorted(self) -> (Vec<FrameStat>, Count) {
         let mut stats = self.stats;
-        stats.sort_by(|a, b| {
-            b.total
-                .weight_ns
-                .cmp(&a.total.weight_ns)
-                .then(b.own.weight_ns.cmp(&a.own.weight_ns))
-                .then(b.total.samples.cmp(&a.total.samples))
-                .then((a.function, a.filename, a.line).cmp(&(b.function, b.filename, b.line)))
-        });
+        sort_stats(&mut stats);
         (stats, self.total)
     }
 }
@@ -491,7 +475,48 @@ impl FunctionTotals {
 }
 
 /// What tells one [`FrameStat`] from another.
-type StatKey = (StrId, StrId, Option<i32>, FrameKind, Option<StrId>);
+pub(crate) type StatKey = (StrId, StrId, Option<i32>, FrameKind, Option<StrId>);
+
+/// The key of frame `f`'s stat: by function, its line is left out.
+pub(crate) fn stat_key(f: &Frame, by_function: bool) -> StatKey {
+    let line = if by_function { None } else { f.line };
+    (f.function, f.filename, line, f.kind, f.module)
+}
+
+/// Sorts stats as a [`Breakdown`]'s: by total weight, then own weight, then total samples,
+/// descending, ties broken by name ids so that the order is stable.
+pub(crate) fn sort_stats(stats: &mut [FrameStat]) {
+    stats.sort_by(|a, b| {
+        b.total
+            .weight_ns
+            .cmp(&a.total.weight_ns)
+            .then(b.own.weight_ns.cmp(&a.own.weight_ns))
+            .then(b.total.samples.cmp(&a.total.samples))
+            .then((a.function, a.filename, a.line).cmp(&(b.function, b.filename, b.line)))
+    });
+}
+
+/// `frames` without the innermost frames a view leaves out: `<GC>` under `hide_gc`, `<raise
+/// T>` under `hide_exceptions` (they are only ever the innermost frames, `<GC>` on top).
+pub(crate) fn visible_frames<'a>(
+    tables: &Tables,
+    mut frames: &'a [FrameId],
+    hide_gc: bool,
+    hide_exceptions: bool,
+) -> &'a [FrameId] {
+    while let Some((last, below)) = frames.split_last() {
+        let hidden = tables.frame(*last).is_some_and(|f| match f.kind {
+            FrameKind::Interpreter => hide_gc,
+            FrameKind::Exception => hide_exceptions,
+            FrameKind::Python | FrameKind::Native | FrameKind::Kernel | FrameKind::Task => false,
+        });
+        if !hidden {
+            break;
+        }
+        frames = below;
+    }
+    frames
+}
 
 fn stat_index(
     fid: FrameId,
@@ -501,13 +526,12 @@ fn stat_index(
     stats: &mut Vec<FrameStat>,
 ) -> Option<usize> {
     let f = tables.frame(fid)?;
-    let line = if by_function { None } else { f.line };
-    let key = (f.function, f.filename, line, f.kind, f.module);
+    let key = stat_key(f, by_function);
     Some(*index.entry(key).or_insert_with(|| {
         stats.push(FrameStat {
             function: f.function,
             filename: f.filename,
-            line,
+            line: key.2,
             kind: f.kind,
             module: f.module,
             own: Count::default(),

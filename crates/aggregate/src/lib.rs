@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 mod counts;
+mod fold;
 mod hash;
 mod intern;
 pub mod pipeline;
@@ -24,6 +25,7 @@ pub use counts::{
     Breakdown, BreakdownOptions, Count, CountKey, Counts, FrameStat, FunctionTotals, Sample,
     SampleFilter, SampleFlags,
 };
+pub use fold::FrameFold;
 pub use hash::{FxBuild, FxHasher};
 pub use intern::STACK_BYTES;
 pub use intern::{
@@ -31,8 +33,8 @@ pub use intern::{
     Marks, StackId, StrId, Tables, Thread, ThreadId, ThreadKey, GC_FRAME, MAX_ENTRIES,
 };
 pub use pipeline::{
-    pipeline, pipeline_streamed, Aggregator, AggregatorSide, Doorbell, Drained, SamplerSide,
-    SAMPLER_STACK_BUDGET,
+    pipeline, pipeline_live, pipeline_streamed, Aggregator, AggregatorSide, Doorbell, Drained,
+    SamplerSide, SAMPLER_STACK_BUDGET,
 };
 pub use profile::{thread_label_in, Metadata, Profile, ProfileOptions, StackCount};
 

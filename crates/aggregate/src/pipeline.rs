@@ -45,6 +45,10 @@
 //! and handed out: each definition is sent with the number of samples pushed before it,
 //! and the aggregator applies a forget at the start of the first drain after it has popped that
 //! many. So the mirror holds every stack a drained sample names, until the next drain.
+//!
+//! A live view (`strobe top`) takes the same bounded tables without the summary
+//! ([`pipeline_live`]): it folds each sample per frame as it drains it
+//! ([`FrameFold`](crate::FrameFold)), while the stack is still held.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -64,7 +68,7 @@ use crate::profile::{Metadata, Profile, ProfileOptions};
 /// Creates a connected sampler/aggregator pair whose queue holds `capacity` samples
 /// (at least 1). A second of samples at the maximum rate is a comfortable size.
 pub fn pipeline(capacity: usize) -> (SamplerSide, AggregatorSide) {
-    pipeline_with(capacity, Some(SAMPLER_STACK_BUDGET), None)
+    pipeline_with(capacity, Some(SAMPLER_STACK_BUDGET), None, false)
 }
 
 /// The stack budget of the sampler's interner in a [`pipeline()`]: the aggregator keeps every
@@ -84,19 +88,32 @@ pub fn pipeline_streamed(
         capacity,
         Some(stack_budget),
         Some(FunctionTotals::new(summary)),
+        true,
     )
+}
+
+/// A pipeline for a live view that folds each sample as it drains it (`strobe top`, with
+/// [`FrameFold`](crate::FrameFold)): bounded stack tables as [`pipeline_streamed`]'s (the
+/// sampler's stack table holds about `stack_budget` bytes of stacks, and the mirror forgets the
+/// stacks it forgets once the samples naming them were drained), and no counts per stack, only
+/// the total. Like a streamed pipeline's, it cannot make a [`Profile`].
+pub fn pipeline_live(capacity: usize, stack_budget: usize) -> (SamplerSide, AggregatorSide) {
+    let (sampler, mut agg) = pipeline_with(capacity, Some(stack_budget), None, true);
+    agg.counts.keep_per_key(false);
+    (sampler, agg)
 }
 
 fn pipeline_with(
     capacity: usize,
     stack_budget: Option<usize>,
     totals: Option<FunctionTotals>,
+    forget: bool,
 ) -> (SamplerSide, AggregatorSide) {
     let mut interner = Interner::new();
     interner.set_stack_budget(stack_budget);
     let mut counts = Counts::new();
     counts.keep_per_key(totals.is_none());
-    let mirror = if totals.is_some() {
+    let mirror = if forget {
         Mirror::Same(Tables::default())
     } else {
         Mirror::Canonical {
@@ -421,14 +438,15 @@ impl AggregatorSide {
         }
     }
 
-    /// Whether this is a streamed pipeline ([`pipeline_streamed`]): it keeps no counts per stack
-    /// and its tables forget stacks, so it cannot make a [`Profile`].
+    /// Whether this is a streamed or live pipeline ([`pipeline_streamed`], [`pipeline_live`]):
+    /// it keeps no counts per stack and its tables forget stacks, so it cannot make a
+    /// [`Profile`].
     pub fn streamed(&self) -> bool {
-        self.totals.is_some()
+        matches!(self.mirror, Mirror::Same(_))
     }
 
-    /// Also keep counts since the previous breakdown (the default; `top`'s interval). A
-    /// recording that never asks for one saves half the memory its counts take.
+    /// Also keep counts since the previous breakdown (the default). A recording that never
+    /// asks for one saves half the memory its counts take.
     pub fn keep_interval(&mut self, keep: bool) {
         self.counts.keep_interval(keep);
     }

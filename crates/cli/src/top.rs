@@ -26,6 +26,12 @@ use crate::launch::{self, Launched};
 const CHILD_GRACE: Duration = Duration::from_secs(2);
 const CHILD_POLL: Duration = Duration::from_millis(10);
 
+/// The stack budget of `top`'s pipeline (the sampler's table, and the mirror's copy of it):
+/// half a recording's, which keeps `top --rate 1000` on a program making a new stack every
+/// sample under 15 MB (docs/PERFORMANCE.md, "Memory: `strobe top`"). A stack not seen within
+/// about 7,000 new ones (12 frames each) is interned again when it comes back.
+const TOP_STACK_BUDGET: usize = 1 << 20;
+
 /// Run `strobe top`.
 pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // Before attaching or launching anything: `strobe top > file` is a usage mistake.
@@ -123,7 +129,9 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     // A few seconds of samples at the requested rate for a handful of threads; the aggregator
     // thread drains it every few ms.
     let capacity = ((args.rate * 16.0) as usize).clamp(4096, 1 << 20);
-    let (side, agg) = strobe_aggregate::pipeline(capacity);
+    // The stack tables forget stacks not seen lately, as a streamed recording's: the view folds
+    // each sample per frame as it drains it (memory grows with distinct frames, not stacks).
+    let (side, agg) = strobe_aggregate::pipeline_live(capacity, TOP_STACK_BUDGET);
     let sampler = start_process(pid, target, child, cfg, side)?;
     let stats = sampler.stats();
 

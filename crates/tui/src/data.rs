@@ -1,26 +1,35 @@
 //! What the view shows, computed from the aggregator's counts.
 //!
-//! [`Collector`] owns the aggregator's end of the sampling pipeline. It folds every drained
-//! sample into two [`Counts`](strobe_aggregate::Counts): one since the start (or the last reset) and one for the interval
-//! in progress. [`Collector::advance`] closes the interval, and [`Collector::view`] turns both
-//! into owned [`ViewData`] with the aggregator's own [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) (own/total per
-//! function or line), so the view can be regrouped or refiltered at any moment without losing
-//! the interval it shows. Nothing here touches a terminal; [`spawn`] runs a collector on its own
-//! thread so that a slow terminal never delays draining the sampler's queue.
+//! [`Collector`] owns the aggregator's end of the sampling pipeline (a
+//! [`pipeline_live`](strobe_aggregate::pipeline_live), whose tables forget stacks). It folds
+//! every drained sample, while its stack is still held, into a
+//! [`FrameFold`](strobe_aggregate::FrameFold) of the interval in progress (own/total per thread,
+//! flags and function or line: memory grows with distinct frames, not stacks) and into the
+//! heaviest stacks kept for the call tree ([`KeptStacks`]). [`Collector::advance`] closes the
+//! interval and adds it to the fold since the start (or the last reset), and
+//! [`Collector::view`] turns the folds into owned [`ViewData`]
+//! ([`FrameFold::breakdown_of`](strobe_aggregate::FrameFold::breakdown_of) gives what
+//! [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) would for the same samples), so
+//! the view can be regrouped or refiltered at any moment without losing the interval it shows.
+//! Nothing here touches a terminal; [`spawn`] runs a collector on its own thread so that a slow
+//! terminal never delays draining the sampler's queue.
 //!
 //! The parts: this module holds the view's data model; [`collector`] folds samples into counts
-//! and computes views from them; [`tree`] builds the call tree of one function; [`thread`]
-//! runs a collector on its own thread and serves views to the event loop.
+//! and computes views from them; [`kept`] keeps the heaviest whole stacks within a budget, from
+//! which [`tree`] builds the call tree of one function; [`thread`] runs a collector on its own
+//! thread and serves views to the event loop.
 
 use std::time::Duration;
 
 use strobe_aggregate::{Count, FrameKind, SampleFilter};
 
 pub mod collector;
+pub mod kept;
 pub mod thread;
 pub mod tree;
 
 pub use collector::Collector;
+pub use kept::{KeptStacks, KEPT_STACK_BYTES};
 pub use thread::{spawn, CollectorGone, CollectorHandle};
 
 /// One function (or function and line), the key of a table row.
@@ -142,8 +151,11 @@ pub struct TreeLine {
 pub struct CallTree {
     /// The focused frame.
     pub focus: Option<FrameSel>,
-    /// Samples with the focused frame on the stack.
+    /// Samples with the focused frame on the stack (exact: the function table's count).
     pub total: Count,
+    /// Of those, the samples whose stacks were not kept ([`KeptStacks`]): the paths shown
+    /// account for `total` less this, which is a line of its own under the focus.
+    pub unkept: Count,
     /// All samples under the filter.
     pub grand_total: Count,
     /// Inverted tree: the focused frame, then its callers, then theirs.
@@ -196,3 +208,5 @@ pub struct ViewData {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;

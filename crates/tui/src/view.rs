@@ -10,6 +10,7 @@ use ratatui::widgets::{
 use ratatui::Frame;
 use strobe_aggregate::Count;
 
+use crate::data::tree::UNKEPT_LABEL;
 use crate::data::Row;
 use crate::input::HELP;
 use crate::state::{percent, Mode, SortKey, State};
@@ -217,6 +218,17 @@ fn render_tree(f: &mut Frame<'_>, area: Rect, s: &State, offset: usize) {
         ),
         Style::new().bold(),
     ))];
+    if !tree.unkept.is_zero() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{:.1}% of its samples are on rarer stacks not kept in memory: the line {} \
+                 holds them, under the heaviest paths",
+                percent(tree.unkept, tree.total),
+                UNKEPT_LABEL
+            ),
+            Style::new().dim(),
+        )));
+    }
     if tree.callers.is_empty() {
         lines.push(Line::from("no samples of it under the current filters"));
     } else {
@@ -600,6 +612,7 @@ functions · all threads · idle hidden · refresh 1s · sort %Own▼
             focus: Some(key("heavy", None)),
             total: c(9_000),
             grand_total: c(12_000),
+            unkept: Count::default(),
             callers: vec![
                 TreeLine {
                     depth: 0,
@@ -626,6 +639,27 @@ functions · all threads · idle hidden · refresh 1s · sort %Own▼
         );
         assert!(
             screen.contains("100.0%    └ <module> (work.py)"),
+            "{screen}"
+        );
+        // Stacks let go: said once at the top, and one line of their own.
+        let mut d = s.data.clone();
+        if let Some(t) = &mut d.tree {
+            t.unkept = c(900);
+            let line = |depth, label: &str| TreeLine {
+                depth,
+                label: label.into(),
+                count: c(900),
+            };
+            t.callers.insert(1, line(1, UNKEPT_LABEL));
+        }
+        s.set_data(d);
+        let screen = draw(&s, 160, 24);
+        assert!(
+            screen.contains("10.0% of its samples are on rarer stacks"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("10.0%    └ (rarer paths, stacks not kept)"),
             "{screen}"
         );
     }

@@ -1,13 +1,16 @@
-//! [`Collector`]: the aggregator's end of the pipeline, the counts of the whole run and of the
-//! interval in progress, and the [`ViewData`] computed from them.
+//! [`Collector`]: the aggregator's end of the pipeline, the counts (folded per frame) of the
+//! whole run and of the interval in progress, the stacks kept for the call tree, and the
+//! [`ViewData`] computed from them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, BreakdownOptions, Count, CountKey, Counts, FrameKind, SampleFlags, Tables,
+    AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, SampleFlags, Tables,
+    ThreadId,
 };
 
+use super::kept::{KeptStacks, KEPT_STACK_BYTES};
 use super::tree::call_tree;
 use super::{FrameSel, Query, Row, ThreadRow, ViewData};
 
@@ -15,9 +18,14 @@ use super::{FrameSel, Query, Row, ThreadRow, ViewData};
 #[derive(Debug)]
 pub struct Collector {
     agg: AggregatorSide,
-    since_reset: Counts,
-    current: Counts,
-    last: Counts,
+    /// Everything since the start (or reset) up to the last [`Collector::advance`].
+    closed: FrameFold,
+    /// The interval in progress.
+    current: FrameFold,
+    /// The last closed interval.
+    last: FrameFold,
+    /// The heaviest stacks since the start (or reset), for the call tree.
+    kept: KeptStacks,
     interval_start: Instant,
     last_interval: Duration,
     reset_at: Instant,
@@ -26,14 +34,21 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector over `agg`, with the clock starting now.
+    /// A collector over `agg`, with the clock starting now, keeping stacks for the call tree
+    /// within [`KEPT_STACK_BYTES`].
     pub fn new(agg: AggregatorSide) -> Collector {
+        Collector::with_budget(agg, KEPT_STACK_BYTES)
+    }
+
+    /// A collector whose kept stacks take about `budget` bytes at most.
+    pub fn with_budget(agg: AggregatorSide, budget: usize) -> Collector {
         let now = Instant::now();
         Collector {
             agg,
-            since_reset: Counts::new(),
-            current: Counts::new(),
-            last: Counts::new(),
+            closed: fold(),
+            current: fold(),
+            last: fold(),
+            kept: KeptStacks::new(budget),
             interval_start: now,
             last_interval: Duration::ZERO,
             reset_at: now,
@@ -51,9 +66,10 @@ impl Collector {
                     if d.samples.is_empty() {
                         break;
                     }
+                    // The tables hold every drained sample's stack until the next drain.
                     for s in d.samples {
-                        self.since_reset.add(s);
-                        self.current.add(s);
+                        self.current.add(d.tables, s);
+                        self.kept.add(d.tables, s);
                     }
                     n += d.samples.len();
                 }
@@ -69,16 +85,18 @@ impl Collector {
 
     /// Closes the interval in progress: it becomes "the last interval".
     pub fn advance(&mut self, now: Instant) {
-        self.last = std::mem::take(&mut self.current);
+        self.closed.merge(&self.current);
+        self.last = std::mem::replace(&mut self.current, fold());
         self.last_interval = now.saturating_duration_since(self.interval_start);
         self.interval_start = now;
     }
 
     /// Forgets everything counted so far (the received-samples counter stays).
     pub fn reset(&mut self, now: Instant) {
-        self.since_reset = Counts::new();
-        self.current = Counts::new();
-        self.last = Counts::new();
+        self.closed = fold();
+        self.current = fold();
+        self.last = fold();
+        self.kept = KeptStacks::new(self.kept.budget());
         self.last_interval = Duration::ZERO;
         self.interval_start = now;
         self.reset_at = now;
@@ -87,6 +105,11 @@ impl Collector {
     /// Whether the sampler is gone and its samples were all counted.
     pub fn finished(&self) -> bool {
         self.agg.finished()
+    }
+
+    /// The stacks kept for the call tree.
+    pub fn kept(&self) -> &KeptStacks {
+        &self.kept
     }
 
     /// The screen's data for `q`.
@@ -101,21 +124,21 @@ impl Collector {
             hide_exceptions: !q.filter.exception_only,
         };
         let tables = self.agg.tables();
-        // `Counts::snapshot` reports per frame both "since the previous snapshot" and
-        // "cumulative"; each of our two counts is asked only for its cumulative side.
-        let cumulative = self.since_reset.breakdown(tables, &opts);
-        let interval = self.last.breakdown(tables, &opts);
+        let since_reset = [&self.closed, &self.current];
+        let (cumulative, cumulative_total) = FrameFold::breakdown_of(&since_reset, tables, &opts);
+        let (interval, interval_total) = FrameFold::breakdown_of(&[&self.last], tables, &opts);
 
+        let sel = |st: &FrameStat| FrameSel {
+            function: tables.str(st.function).to_string(),
+            filename: tables.str(st.filename).to_string(),
+            line: st.line,
+            kind: st.kind,
+            module: st.module.map(|m| tables.str(m).to_string()),
+        };
         let mut index: HashMap<FrameSel, usize> = HashMap::new();
-        let mut rows: Vec<Row> = Vec::with_capacity(cumulative.cumulative.len());
-        for st in &cumulative.cumulative {
-            let key = FrameSel {
-                function: tables.str(st.function).to_string(),
-                filename: tables.str(st.filename).to_string(),
-                line: st.line,
-                kind: st.kind,
-                module: st.module.map(|m| tables.str(m).to_string()),
-            };
+        let mut rows: Vec<Row> = Vec::with_capacity(cumulative.len());
+        for st in &cumulative {
+            let key = sel(st);
             index.insert(key.clone(), rows.len());
             rows.push(Row {
                 key,
@@ -125,14 +148,8 @@ impl Collector {
                 cumulative_total: st.total,
             });
         }
-        for st in &interval.cumulative {
-            let key = FrameSel {
-                function: tables.str(st.function).to_string(),
-                filename: tables.str(st.filename).to_string(),
-                line: st.line,
-                kind: st.kind,
-                module: st.module.map(|m| tables.str(m).to_string()),
-            };
+        for st in &interval {
+            let key = sel(st);
             // The last interval is part of "since reset", so the row exists; a row is added
             // anyway rather than trusting that.
             let i = match index.get(&key) {
@@ -154,21 +171,24 @@ impl Collector {
             }
         }
 
-        let tree = q
-            .focus
-            .as_ref()
-            .map(|f| call_tree(&self.since_reset, tables, &opts, f));
+        let tree = q.focus.as_ref().map(|f| {
+            let exact = index
+                .get(f)
+                .and_then(|&i| rows.get(i))
+                .map(|r| r.cumulative_total);
+            call_tree(&self.kept, tables, &opts, f, exact, cumulative_total)
+        });
         let shares = shares(&self.last, tables, q.os_tid);
         ViewData {
             rows,
-            interval_total: interval.cumulative_total,
-            cumulative_total: cumulative.cumulative_total,
+            interval_total,
+            cumulative_total,
             interval_wall: self.last_interval,
             cumulative_wall: now.saturating_duration_since(self.reset_at),
             rate_hz: rate_hz(&self.last, self.last_interval),
             samples_received: self.received,
             dropped: self.agg.dropped(),
-            threads: threads(&self.since_reset, tables),
+            threads: threads(&since_reset, tables),
             active_threads: shares.threads,
             gil_share: shares.gil,
             idle_share: shares.idle,
@@ -181,6 +201,11 @@ impl Collector {
     }
 }
 
+/// An empty fold of `top`'s (`<GC>` frames are left out in the sampler, under `--no-gc`).
+fn fold() -> FrameFold {
+    FrameFold::new(false)
+}
+
 struct Shares {
     threads: usize,
     gil: Option<f64>,
@@ -189,32 +214,35 @@ struct Shares {
     exception: Option<f64>,
 }
 
-fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
+fn shares(fold: &FrameFold, tables: &Tables, os_tid: Option<u64>) -> Shares {
     let (mut all, mut gil, mut idle, mut gc, mut exception) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let chosen = |thread: ThreadId| {
+        os_tid.is_none_or(|tid| tables.thread(thread).map(|t| t.os_tid) == Some(tid))
+    };
     let mut seen = Vec::new();
-    for (k, c) in counts.iter() {
-        if let Some(tid) = os_tid {
-            if tables.thread(k.thread).map(|t| t.os_tid) != Some(tid) {
-                continue;
-            }
+    for (thread, flags, c) in fold.samples() {
+        if !chosen(thread) {
+            continue;
         }
-        if !seen.contains(&k.thread) {
-            seen.push(k.thread);
+        if !seen.contains(&thread) {
+            seen.push(thread);
         }
         all += c.samples;
-        if k.flags.holds_gil() {
+        if flags.holds_gil() {
             gil += c.samples;
         }
-        if k.flags.idle() {
+        if flags.idle() {
             idle += c.samples;
         }
-        if k.flags.exception() {
+        if flags.exception() {
             exception += c.samples;
         }
-        // `<GC>` is only ever the innermost frame.
-        let innermost = tables.stack(k.stack).last().and_then(|&f| tables.frame(f));
-        if innermost.is_some_and(|f| f.kind == FrameKind::Interpreter) {
-            gc += c.samples;
+    }
+    // `<GC>` is only ever the innermost frame: its own count, exception frames shown (they
+    // are below it).
+    for (thread, _, st) in fold.frames(false, false) {
+        if st.kind == FrameKind::Interpreter && chosen(thread) {
+            gc += st.own.samples;
         }
     }
     let share = |n: u64| (all > 0).then(|| n as f64 / all as f64);
@@ -229,22 +257,22 @@ fn shares(counts: &Counts, tables: &Tables, os_tid: Option<u64>) -> Shares {
 
 /// Sampling rounds per second: every round samples every thread once, so the busiest thread's
 /// count is the number of rounds (several threads would otherwise overstate the rate).
-fn rate_hz(counts: &Counts, wall: Duration) -> f64 {
+fn rate_hz(fold: &FrameFold, wall: Duration) -> f64 {
     if wall.is_zero() {
         return 0.0;
     }
-    let mut per_thread: HashMap<u32, u64> = HashMap::new();
-    for (k, c) in counts.iter() {
-        *per_thread.entry(k.thread.0).or_default() += c.samples;
+    let mut per_thread: HashMap<ThreadId, u64> = HashMap::new();
+    for (thread, _, c) in fold.samples() {
+        *per_thread.entry(thread).or_default() += c.samples;
     }
     let rounds = per_thread.values().copied().max().unwrap_or(0);
     rounds as f64 / wall.as_secs_f64()
 }
 
-fn threads(counts: &Counts, tables: &Tables) -> Vec<ThreadRow> {
+fn threads(folds: &[&FrameFold], tables: &Tables) -> Vec<ThreadRow> {
     let mut by_tid: HashMap<u64, ThreadRow> = HashMap::new();
-    for (k, c) in counts.iter() {
-        let Some(t) = tables.thread(k.thread) else {
+    for (thread, flags, c) in folds.iter().flat_map(|f| f.samples()) {
+        let Some(t) = tables.thread(thread) else {
             continue;
         };
         let row = by_tid.entry(t.os_tid).or_insert_with(|| ThreadRow {
@@ -258,7 +286,7 @@ fn threads(counts: &Counts, tables: &Tables) -> Vec<ThreadRow> {
             row.name = Some(tables.str(n).to_string());
         }
         row.samples += c.samples;
-        if k.flags.contains(SampleFlags::IDLE) {
+        if flags.contains(SampleFlags::IDLE) {
             row.idle_samples += c.samples;
         }
     }
@@ -267,13 +295,18 @@ fn threads(counts: &Counts, tables: &Tables) -> Vec<ThreadRow> {
     v
 }
 
-/// Whether the sample counted under `k` passes the idle/GIL filter and the thread choice.
-pub(super) fn accepts(opts: &BreakdownOptions, tables: &Tables, k: &CountKey) -> bool {
-    if !opts.filter.accepts(k.flags) {
+/// Whether samples of `thread` with `flags` pass the idle/GIL filter and the thread choice.
+pub(super) fn accepts(
+    opts: &BreakdownOptions,
+    tables: &Tables,
+    thread: ThreadId,
+    flags: SampleFlags,
+) -> bool {
+    if !opts.filter.accepts(flags) {
         return false;
     }
     match opts.os_tid {
-        Some(tid) => tables.thread(k.thread).map(|t| t.os_tid) == Some(tid),
+        Some(tid) => tables.thread(thread).map(|t| t.os_tid) == Some(tid),
         None => true,
     }
 }

@@ -1,11 +1,14 @@
 //! The call tree of one function: its callers above it and its callees below it, each a tree
-//! of the paths that led to it or away from it, with their sample counts.
+//! of the paths that led to it or away from it, with their sample counts, built from the
+//! stacks kept since the start (or reset) ([`KeptStacks`]). Its total is the function table's
+//! (exact); what the kept stacks miss of it is one line of its own.
 
 use std::collections::HashMap;
 
-use strobe_aggregate::{BreakdownOptions, Count, Counts, FrameId, Tables};
+use strobe_aggregate::{BreakdownOptions, Count, FrameId, Tables};
 
 use super::collector::accepts;
+use super::kept::KeptStacks;
 use super::{CallTree, FrameSel, TreeLine};
 
 /// A call tree stops at this depth (deeper stacks are cut, not dropped: their time stays in the
@@ -14,6 +17,9 @@ const MAX_TREE_DEPTH: usize = 48;
 
 /// A call tree never has more lines than this; the smallest branches are left out.
 const MAX_TREE_LINES: usize = 400;
+
+/// The line for the samples whose stacks were not kept ([`KeptStacks`]).
+pub const UNKEPT_LABEL: &str = "(rarer paths, stacks not kept)";
 
 /// A node of a call tree under construction.
 #[derive(Default)]
@@ -32,8 +38,16 @@ impl Node {
         }
     }
 
-    /// Depth-first, biggest child first, at most `budget` lines.
-    fn flatten(&self, label: String, depth: usize, out: &mut Vec<TreeLine>, budget: usize) {
+    /// Depth-first, biggest child first, at most `budget` lines; `unkept` (at the root only:
+    /// the samples of stacks not kept) is a line of its own among the root's children.
+    fn flatten(
+        &self,
+        label: String,
+        depth: usize,
+        out: &mut Vec<TreeLine>,
+        budget: usize,
+        unkept: Count,
+    ) {
         if out.len() >= budget {
             return;
         }
@@ -42,6 +56,13 @@ impl Node {
             label,
             count: self.count,
         });
+        if !unkept.is_zero() {
+            out.push(TreeLine {
+                depth: depth + 1,
+                label: UNKEPT_LABEL.to_string(),
+                count: unkept,
+            });
+        }
         let mut kids: Vec<(&FrameSel, &Node)> = self.children.iter().collect();
         kids.sort_by(|a, b| {
             b.1.count
@@ -50,17 +71,23 @@ impl Node {
                 .then_with(|| a.0.label().cmp(&b.0.label()))
         });
         for (k, n) in kids {
-            n.flatten(k.label(), depth + 1, out, budget);
+            n.flatten(k.label(), depth + 1, out, budget, Count::default());
         }
     }
 }
 
-/// The call tree of `focus` in `counts`, over the samples `opts` accepts.
+/// The call tree of `focus` from the stacks `kept`, over the samples `opts` accepts. `total`
+/// and `grand_total` are the exact counts (from the function table) of samples with the focus
+/// on their stack (`None` when the table has no row of it: the kept stacks' count is used) and
+/// of all samples under the filters: what the kept stacks miss of `total` is shown as one line
+/// of its own under the focus, in both directions.
 pub(super) fn call_tree(
-    counts: &Counts,
+    kept: &KeptStacks,
     tables: &Tables,
     opts: &BreakdownOptions,
     focus: &FrameSel,
+    total: Option<Count>,
+    grand_total: Count,
 ) -> CallTree {
     let sel = |fid: &FrameId| -> Option<FrameSel> {
         let f = tables.frame(*fid)?;
@@ -74,13 +101,11 @@ pub(super) fn call_tree(
     };
     let mut callers = Node::default();
     let mut callees = Node::default();
-    let mut grand_total = Count::default();
-    for (k, c) in counts.iter() {
-        if !accepts(opts, tables, &k) {
+    for (thread, flags, stack, c) in kept.iter() {
+        if !accepts(opts, tables, thread, flags) {
             continue;
         }
-        grand_total.add(c);
-        let frames: Vec<FrameSel> = tables.stack(k.stack).iter().filter_map(sel).collect();
+        let frames: Vec<FrameSel> = stack.iter().filter_map(sel).collect();
         // The outermost occurrence: with recursion, the paths below it include the inner ones,
         // and the sample is counted once.
         let Some(at) = frames.iter().position(|f| f == focus) else {
@@ -89,16 +114,28 @@ pub(super) fn call_tree(
         callers.insert(frames.iter().take(at).rev().cloned(), c);
         callees.insert(frames.iter().skip(at + 1).cloned(), c);
     }
+    let total = total.unwrap_or(callers.count);
+    // Never negative: every kept sample is counted in the table too.
+    let unkept = Count {
+        samples: total.samples.saturating_sub(callers.count.samples),
+        weight_ns: total.weight_ns.saturating_sub(callers.count.weight_ns),
+    };
     let mut tree = CallTree {
         focus: Some(focus.clone()),
-        total: callers.count,
+        total,
         grand_total,
+        unkept,
         callers: Vec::new(),
         callees: Vec::new(),
     };
-    if !callers.count.is_zero() {
-        callers.flatten(focus.label(), 0, &mut tree.callers, MAX_TREE_LINES / 2);
-        callees.flatten(focus.label(), 0, &mut tree.callees, MAX_TREE_LINES / 2);
+    if !total.is_zero() {
+        for (node, lines) in [
+            (&mut callers, &mut tree.callers),
+            (&mut callees, &mut tree.callees),
+        ] {
+            node.count = total;
+            node.flatten(focus.label(), 0, lines, MAX_TREE_LINES / 2, unkept);
+        }
     }
     tree
 }
