@@ -21,6 +21,23 @@ mod intern;
 pub mod pipeline;
 mod profile;
 
+/// The two threads of the unit tests' sample streams.
+#[cfg(test)]
+mod test_threads {
+    use crate::ThreadKey;
+
+    pub(crate) const MAIN: ThreadKey<'static> = ThreadKey {
+        os_tid: 100,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    pub(crate) const WORKER: ThreadKey<'static> = ThreadKey {
+        os_tid: 101,
+        name: Some("worker"),
+        interpreter_id: 0,
+    };
+}
+
 pub use counts::{
     Breakdown, BreakdownOptions, Count, CountKey, Counts, FrameStat, FunctionTotals, Sample,
     SampleFilter, SampleFlags,
@@ -43,16 +60,7 @@ pub use profile::{thread_label_in, Metadata, Profile, ProfileOptions, StackCount
 mod tests {
     use super::*;
 
-    const MAIN: ThreadKey<'static> = ThreadKey {
-        os_tid: 100,
-        name: Some("MainThread"),
-        interpreter_id: 0,
-    };
-    const WORKER: ThreadKey<'static> = ThreadKey {
-        os_tid: 101,
-        name: Some("worker"),
-        interpreter_id: 0,
-    };
+    use crate::test_threads::{MAIN, WORKER};
 
     fn fk(function: &'static str, line: i32) -> FrameKey<'static> {
         FrameKey::python(function, "app.py", Some(line))

@@ -1238,6 +1238,13 @@ fn edit<T>(img: &mut Image, live: &Live, f: impl FnOnce(&mut Image) -> T) -> T {
     out
 }
 
+/// Code object `new` allocated where `freed` was: `new`'s bytes copied over `freed`'s.
+fn recycle_code(img: &mut Image, new: u64, freed: u64) {
+    let size = img.l.code_size as usize;
+    let bytes = img.mem.read_vec(new, size, 1 << 20).unwrap();
+    img.mem.write(freed, &bytes);
+}
+
 /// `(tstate, thread id, GIL, frames)` with names, from `sample_into` + `frame_info`.
 /// Per thread: thread state, ident, GIL, and frames as (function, file, line, entry).
 type Flat = Vec<(u64, u64, bool, Vec<(String, String, Option<i32>, bool)>)>;
@@ -1548,9 +1555,7 @@ fn a_code_address_reused_by_another_code_object_is_decoded_again_before_3_11() {
         // `startup` is freed and a new code object, `main`, is allocated at its address; a new
         // frame runs it.
         edit(&mut img, &live, |img| {
-            let size = u64::from(l.code_size);
-            let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
-            img.mem.write(startup, &bytes);
+            recycle_code(img, main, startup);
             let frame = img.frame_objects(&[(outer, 1), (startup, 3)]);
             img.set_innermost(threads[0], frame);
         });
@@ -1589,9 +1594,7 @@ fn a_code_address_reused_by_a_code_object_as_long_is_decoded_again_on_3_12() {
     // `startup` is freed and `main`, as long, is allocated at its address; a new frame (at
     // another place in the chunk) runs it.
     edit(&mut img, &live, |img| {
-        let size = u64::from(l.code_size);
-        let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
-        img.mem.write(startup, &bytes);
+        recycle_code(img, main, startup);
         let moved = img.chunk_frames(chunk, 0, &[(outer, 1), (startup, 3)], 64);
         img.set_innermost(threads[0], moved[1]);
     });
@@ -1625,9 +1628,7 @@ fn the_code_objects_of_new_frames_are_checked_in_one_batched_read() {
     // Every frame moves (a new call path: none is the previous sample's), and `startup` is
     // freed and `main`, as long, allocated at its address.
     edit(&mut img, &live, |img| {
-        let size = u64::from(l.code_size);
-        let bytes = img.mem.read_vec(main, size as usize, 1 << 20).unwrap();
-        img.mem.write(startup, &bytes);
+        recycle_code(img, main, startup);
         let moved = img.chunk_frames(chunk, 0, &stack(3), 64);
         img.set_innermost(threads[0], moved[3]);
     });

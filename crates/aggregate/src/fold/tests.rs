@@ -7,16 +7,7 @@ use crate::counts::SampleFilter;
 use crate::intern::{FrameKey, FrameKind, ThreadKey, STACK_BYTES};
 use crate::pipeline::{pipeline_live, Aggregator};
 
-const MAIN: ThreadKey<'static> = ThreadKey {
-    os_tid: 100,
-    name: Some("MainThread"),
-    interpreter_id: 0,
-};
-const WORKER: ThreadKey<'static> = ThreadKey {
-    os_tid: 101,
-    name: Some("worker"),
-    interpreter_id: 0,
-};
+use crate::test_threads::{MAIN, WORKER};
 
 /// A deterministic stream of samples (xorshift), with recursion, a function on two lines, one
 /// line under two frame ids, a native frame without a line (its by-line and by-function keys are the same), `<raise T>`
