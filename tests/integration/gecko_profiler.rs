@@ -208,10 +208,12 @@ fn recording_loads(spill: Option<&str>) {
         of("heavy_work") > of("light_work") && of("light_work") > 0,
         "{own:?}"
     );
+    // `main` itself runs only between the calls and, on a loaded machine, in the moment
+    // between printing READY and the first call, where a first sample can find it.
     assert_eq!(
-        of("heavy_work") + of("light_work"),
+        of("heavy_work") + of("light_work") + of("main"),
         total,
-        "samples outside the two functions: {own:?}"
+        "samples outside the two functions and main: {own:?}"
     );
 
     // The waiter: asleep in read(2) throughout, so idle, and the profiler says so.
