@@ -10,11 +10,12 @@
 //! directory is asserted then, not waited for.
 
 use crate::record::strobe_cmd;
+use crate::record_spill::spill_files_in;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use strobe_aggregate::{Aggregator, Metadata, SampleFlags};
 use strobe_output::RawWriter;
 use strobe_testkit::TempDir;
@@ -54,6 +55,18 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// Converts to `out` a recording fed through a pipe, stops it with `sig` once it has spilled,
 /// and checks what it leaves.
+/// All `child`'s standard error says (until it closes it).
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 fn stopped_mid_spill(out: &Path, sig: Signal) {
     let dir = out.parent().unwrap();
     let mut child = strobe_cmd(&["convert", "/dev/stdin", "-o", out.to_str().unwrap()])
@@ -82,24 +95,13 @@ fn stopped_mid_spill(out: &Path, sig: Signal) {
         if n % 1000 == 999 {
             // A failed write here means convert stopped early: its stderr says why.
             if let Err(e) = w.flush() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("convert stopped reading ({e}): {err}");
+                panic!("convert stopped reading ({e}): {}", stderr_of(&mut child));
             }
         }
         n += 1;
     }
-    let spill: Vec<String> = entries(dir)
-        .into_iter()
-        .filter(|e| e.starts_with(".strobe-spill-"))
-        .collect();
     assert_eq!(
-        spill.len(),
+        spill_files_in(dir).len(),
         1,
         "{sig}: no spill directory after {n} samples"
     );
@@ -107,13 +109,7 @@ fn stopped_mid_spill(out: &Path, sig: Signal) {
 
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
     let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(status.code(), Some(128 + sig as i32), "{status}: {err}");
     let said = format!(
         "strobe: convert interrupted by {}: stopped at once, leaving no spill files and no \

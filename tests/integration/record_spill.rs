@@ -48,7 +48,8 @@ fn record_spilled(pid: &str, out: &Path) -> String {
     stderr
 }
 
-fn spill_files_in(dir: &Path) -> Vec<String> {
+/// The spill directories and files (`.strobe-spill…`) in `dir`.
+pub(crate) fn spill_files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -204,6 +204,15 @@ impl Img {
         m
     }
 
+    /// `threading._active` of one thread, ident 42, named "x" (in its instance dict).
+    fn active_x42(&mut self) -> u64 {
+        let k_name = self.s("_name");
+        let v = self.s("x");
+        let t = self.thread_dictoffset(&[(k_name, v)]);
+        let ident = self.int(42);
+        self.dict_kind(&[(ident, t)], true)
+    }
+
     /// An interpreter state whose `sys.modules` holds `threading` with `_active = active`.
     fn interp_with_active(&mut self, active: u64) -> u64 {
         let k_active = self.s("_active");
@@ -399,11 +408,7 @@ fn assert_corrupt(r: Result<HashMap<u64, String>, WalkError>, what: &str) {
 /// Build the usual chain on 3.12 and return (image, interp, the sys.modules dict).
 fn chain_3_12() -> (Img, u64, u64) {
     let mut img = Img::new(3, 12, Flavour::DEFAULT);
-    let k_name = img.s("_name");
-    let v = img.s("x");
-    let t = img.thread_dictoffset(&[(k_name, v)]);
-    let ident = img.int(42);
-    let active = img.dict_kind(&[(ident, t)], true);
+    let active = img.active_x42();
     let interp = img.interp_with_active(active);
     let modules = img
         .m
@@ -484,11 +489,7 @@ fn corrupt_compact36_and_table27_sizes_are_errors() {
 fn scribbled_tables_never_panic() {
     for (major, minor) in [(2, 7), (3, 8), (3, 12), (3, 13)] {
         let mut img = Img::new(major, minor, Flavour::DEFAULT);
-        let k_name = img.s("_name");
-        let v = img.s("x");
-        let t = img.thread_dictoffset(&[(k_name, v)]);
-        let ident = img.int(42);
-        let active = img.dict_kind(&[(ident, t)], true);
+        let active = img.active_x42();
         let interp = img.interp_with_active(active);
         assert_eq!(img.run(interp), Ok(HashMap::from([(42, "x".to_string())])));
         let l = img.l;
@@ -543,11 +544,7 @@ impl RemoteMemory for Counting<'_> {
 fn a_dict_is_searched_with_its_keys_read_together() {
     const MODULES: usize = 200;
     let mut img = Img::new(3, 12, Flavour::DEFAULT);
-    let k_name = img.s("_name");
-    let v = img.s("x");
-    let t = img.thread_dictoffset(&[(k_name, v)]);
-    let ident = img.int(42);
-    let active = img.dict_kind(&[(ident, t)], true);
+    let active = img.active_x42();
     let k_active = img.s("_active");
     let ns = img.dict(&[(k_active, active)]);
     let threading = img.module(ns);
