@@ -17,8 +17,10 @@
 # (`record --native --rate R --duration SECS`), each compared with the rate alone measured just
 # before it. CPU is user + system of the profiler's process (/usr/bin/time), start-up included;
 # samples are what each wrote (py-spy's raw counts, strobe's summary). Rate `max` is as fast as
-# each can: strobe's --rate 1000000 (back to back), py-spy's --rate 100000. py-spy comes from the
-# Python package registry into $STROBE_CACHE/bench-venv (made here if missing).
+# each can: strobe's --rate 1000000 (back to back), py-spy's --rate 100000. py-spy (the newest
+# release, $PYSPY_VERSION, default 0.4.3: faster than 0.4.1, which earlier runs used) comes from
+# the Python package registry into $STROBE_CACHE/py-spy-VERSION, the venv benches/peers.sh uses
+# (made here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +29,8 @@ RATES=${RATES:-"100 1000 10000 max"}
 SECS=${SECS:-5}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 CACHE=${STROBE_CACHE:-/var/cache/strobe}
-VENV="$CACHE/bench-venv"
-PYSPY_VERSION=0.4.1
+PYSPY_VERSION=${PYSPY_VERSION:-0.4.3}
+VENV="$CACHE/py-spy-$PYSPY_VERSION"
 if [[ -z "${PYSPY:-}" ]]; then
     if ! "$VENV/bin/py-spy" --version 2>/dev/null | grep -q "$PYSPY_VERSION"; then
         rm -rf "$VENV"

@@ -4,8 +4,8 @@
 # the sid chroot, where every peer can read them.
 #
 # Peers:
-# - py-spy $PYSPY_VERSION, in its own venv ($CACHE/py-spy-VERSION; 0.4.1, which
-#   benches/native_compare.sh pins in $CACHE/bench-venv, cannot read 3.14 or 3.15 targets);
+# - py-spy $PYSPY_VERSION, in its own venv ($CACHE/py-spy-VERSION, shared with
+#   benches/native_compare.sh; 0.4.1 cannot read 3.14 or 3.15 targets);
 # - Austin: the `austin` binary of PyPI's austin-dist wheel, unpacked into the chroot
 #   ($SID/opt/strobe-bench/), since it needs sid's newer glibc;
 # - CPython 3.15's own sampler, `python3.15 -m profiling.sampling`, in the chroot (it reads
