@@ -1,15 +1,18 @@
-//! `--value micros|samples`: one raw recording converted both ways. The sample counts add up
-//! to the sample count `record`'s summary gave, and each folded stack's µs are its samples'
-//! weights, as the recording itself holds them.
+//! Samples' weights: `--value micros|samples` (one raw recording converted both ways: the
+//! sample counts add up to the sample count `record`'s summary gave, and each folded stack's µs
+//! are its samples' weights, as the recording itself holds them), and the summary's effective
+//! sample size when a late sample weighs much more than the others.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use strobe_aggregate::ProfileOptions;
-use strobe_output::{read_raw, Collapsed, Format, Value};
+use strobe_output::{read_raw, Collapsed, Format, RawEvent, RawStream, Value};
 
 use crate::harness::{Announced, Interp, Script, TempDir};
-use crate::record::{assert_ok, record_pid, run_strobe};
+use crate::record::{assert_ok, record_pid, run_strobe, spawn_recording};
 
 /// A collapsed file's lines: stack → value.
 fn folded(text: &str) -> BTreeMap<String, u64> {
@@ -115,4 +118,78 @@ fn value_samples_counts_samples_and_micros_weighs_them() {
     assert_eq!(svg_total(&svg, "samples"), n);
     let (svg, _) = convert(&raw, &[], &d("w.svg"));
     assert_eq!(svg_total(&svg, "µs"), sum);
+}
+
+#[test]
+fn a_sample_made_late_is_reported_with_the_effective_sample_size() {
+    let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
+    let mut target = Announced::start(script.command().arg("1"));
+    let dir = TempDir::new();
+    let raw = dir.path().join("late.raw");
+    let pid = target.pid.to_string();
+    let (mut strobe, mut err, mut stderr) = spawn_recording(&[
+        "record",
+        "--pid",
+        &pid,
+        "--rate",
+        "1000",
+        "--duration",
+        "2",
+        "-o",
+        raw.to_str().unwrap(),
+    ]);
+    // strobe is recording: stopped for 300 ms (the stimulus, not a wait for anything), its
+    // first round after carries every deadline that passed meanwhile.
+    let strobe_pid = Pid::from_raw(i32::try_from(strobe.id()).unwrap());
+    kill(strobe_pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill(strobe_pid, Signal::SIGCONT).unwrap();
+    std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
+    assert!(strobe.wait().unwrap().success(), "{stderr}");
+    target.close_stdin();
+
+    // Kish's effective sample size of the recording's weights (in ms, as the sampler sums them).
+    let mut stream = RawStream::open(&raw).unwrap();
+    let (mut n, mut sum, mut squares, mut heaviest) = (0u64, 0f64, 0f64, 0u64);
+    while let Some((_, event)) = stream.next_event().unwrap() {
+        let RawEvent::Sample(s) = event else {
+            panic!("a recording holds samples: {event:?}")
+        };
+        let w = s.weight_ns as f64 / 1e6;
+        (n, sum, squares) = (n + 1, sum + w, squares + w * w);
+        heaviest = heaviest.max(s.weight_ns);
+    }
+    assert!(
+        heaviest >= 250_000_000,
+        "no sample stands for the stop: {heaviest} ns"
+    );
+    let effective = (sum * sum / squares).round() as u64;
+    assert!(
+        (effective as f64) < 0.9 * n as f64,
+        "{effective} of {n}\n{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" samples were late "))
+        .unwrap_or_else(|| panic!("no late line in\n{stderr}"));
+    // "..., so the profile's shares are only as precise as K equally weighted samples would
+    // make them, of the N thread samples recorded (...)"
+    let number_after = |what: &str| -> u64 {
+        let rest = line
+            .split_once(what)
+            .unwrap_or_else(|| panic!("{what} in {line}"))
+            .1;
+        let digits = rest.split(' ').next().unwrap().replace(',', "");
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("{what} in {line}"))
+    };
+    assert_eq!(number_after(" of the "), n, "{line}");
+    // The sums are added per round by the sampler and per sample here: equal to within the
+    // last bits, so the rounded sizes may differ by one.
+    let said = number_after("shares are only as precise as ");
+    assert!(
+        said.abs_diff(effective) <= 1,
+        "expected {effective} in {line}"
+    );
 }
