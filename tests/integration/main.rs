@@ -31,6 +31,7 @@ mod record_modes;
 mod record_spill;
 mod record_stop;
 mod record_summary;
+mod record_value;
 mod safety;
 mod safety_input;
 mod safety_lifecycle;

@@ -228,6 +228,32 @@ pub struct ViewArgs {
     /// garbage collector; those samples count for the Python line that triggered it.
     #[arg(long)]
     pub no_gc: bool,
+    /// What the numbers of collapsed stacks and flamegraph widths (svg, and diff) count:
+    /// `micros` (wall time in µs; each sample weighted by the time it stands for, more than
+    /// one interval when the sampler was late; the default) or `samples` (plain sample counts,
+    /// each sample counting 1). pprof always carries both; speedscope, chrome and gecko lay
+    /// samples out in time and are not affected
+    #[arg(long, value_enum, value_name = "VALUE", default_value_t = ValueArg::Micros)]
+    pub value: ValueArg,
+}
+
+/// `--value`: what the numbers count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValueArg {
+    /// Wall time in microseconds (samples weighted by the time they stand for).
+    Micros,
+    /// Plain sample counts.
+    Samples,
+}
+
+impl ValueArg {
+    /// The output crate's value.
+    pub fn value(self) -> strobe_output::Value {
+        match self {
+            ValueArg::Micros => strobe_output::Value::Micros,
+            ValueArg::Samples => strobe_output::Value::Samples,
+        }
+    }
 }
 
 /// `--mode`: which samples count.

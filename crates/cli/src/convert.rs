@@ -52,7 +52,7 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
                 .profile
                 .with_options(profile_options(&args.view))
                 .with_context(|| format!("converting {}", args.input.display()))?;
-            write_profile(&args.output, kind, &profile)?;
+            write_profile(&args.output, kind, args.view.value.value(), &profile)?;
             profile.total().samples
         }
     };
@@ -73,7 +73,8 @@ fn fold(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<u64> {
     let dir = output_dir(&args.output);
     remove_stale_spills(&dir);
     let view = profile_options(&args.view);
-    let mut f = FoldedRecorder::new(kind, view, &dir, budget_from_env());
+    let mut f = FoldedRecorder::new(kind, view, &dir, budget_from_env())
+        .with_value(args.view.value.value());
     let mut raw = RawStream::open(&args.input)?;
     let writing = || format!("writing {}", args.output.display());
     while let Some((tables, event)) = raw.next_event()? {
@@ -95,6 +96,7 @@ fn stream(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<Option<u64>> {
     let dir = output_dir(&args.output);
     remove_stale_spills(&dir);
     let view = profile_options(&args.view);
+    let value = args.view.value.value();
     let mut raw = RawStream::open(&args.input)?;
     let writing = || format!("writing {}", args.output.display());
     let mut writer: Option<Box<dyn Recorder>> = None;
@@ -109,8 +111,15 @@ fn stream(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<Option<u64>> {
         let w = match &mut writer {
             Some(w) => w,
             None => writer.insert(
-                recorder(kind, view, raw.metadata().pid, &dir, budget_from_env())
-                    .ok_or_else(|| anyhow::anyhow!("{} is not streamed", kind.name()))?,
+                recorder(
+                    kind,
+                    view,
+                    value,
+                    raw.metadata().pid,
+                    &dir,
+                    budget_from_env(),
+                )
+                .ok_or_else(|| anyhow::anyhow!("{} is not streamed", kind.name()))?,
             ),
         };
         let tables = raw.tables();
@@ -124,7 +133,7 @@ fn stream(args: &ConvertArgs, kind: FormatKind) -> anyhow::Result<Option<u64>> {
     let mut w = match writer {
         Some(w) => w,
         // No samples: the writer of an empty profile.
-        None => recorder(kind, view, meta.pid, &dir, budget_from_env())
+        None => recorder(kind, view, value, meta.pid, &dir, budget_from_env())
             .ok_or_else(|| anyhow::anyhow!("{} is not streamed", kind.name()))?,
     };
     write_atomically(&args.output, |out| w.write(&meta, out)).with_context(writing)?;

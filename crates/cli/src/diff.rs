@@ -28,7 +28,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<()> {
     let new = read(&args.new)?;
     let svg = DiffSvg {
         normalize: !args.no_normalize,
-        ..DiffSvg::default()
+        value: args.view.value.value(),
     };
     write_atomically(&args.output, |w| write_diff_svg(&base, &new, &svg, w))
         .with_context(|| format!("writing {}", args.output.display()))?;

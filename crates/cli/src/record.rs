@@ -142,9 +142,10 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
 pub(crate) fn write_profile(
     path: &Path,
     kind: FormatKind,
+    value: strobe_output::Value,
     profile: &strobe_aggregate::Profile,
 ) -> anyhow::Result<()> {
-    write_atomically(path, |w| kind.writer().write(profile, w))
+    write_atomically(path, |w| kind.writer_of(value).write(profile, w))
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -293,8 +294,14 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // strobe_output's `stream`).
     let dir = output_dir(&output);
     remove_stale_spills(&dir);
-    let streamed =
-        strobe_output::recorder(kind, view, meta.pid, &dir, strobe_output::budget_from_env());
+    let streamed = strobe_output::recorder(
+        kind,
+        view,
+        args.view.value.value(),
+        meta.pid,
+        &dir,
+        strobe_output::budget_from_env(),
+    );
     // A quarter second of samples at the requested rate for a few threads; bounded both ways.
     let capacity = ((args.rate * 0.25 * 8.0) as usize).clamp(4096, 1 << 16);
     // Every format is streamed: the tables forget stacks not seen lately and no counts are
@@ -545,7 +552,7 @@ fn exited_early(
         ..Metadata::default()
     };
     let profile = strobe_aggregate::Aggregator::new().profile(meta, profile_options(&args.view))?;
-    write_profile(output, kind, &profile)?;
+    write_profile(output, kind, args.view.value.value(), &profile)?;
     say!("strobe: wrote {} ({})", output.display(), kind.name());
     Ok(launch::report_exit(status))
 }

@@ -82,12 +82,19 @@ pub fn summary(s: &StatsSnapshot, rate_requested: f64, stacks: u64) -> Vec<Strin
             kinds.join(", ")
         ));
     }
+    let precision = imprecision(s);
     if s.late > 0 {
         lines.push(format!(
             "{} samples were late (the sampler fell behind, or a busy machine woke it late); \
-             each is weighted by the {} intervals it stands for in total",
+             each is weighted by the {} intervals it stands for in total{}",
             thousands(s.late),
-            thousands(s.late + s.missed)
+            thousands(s.late + s.missed),
+            precision.map_or(String::new(), |p| format!(", so {p}"))
+        ));
+    } else if let Some(p) = precision {
+        // Sampling flat out: each sample stands for the time since the previous one.
+        lines.push(format!(
+            "the samples' weights differ (the time each stands for), so {p}"
         ));
     }
     if s.dropped > 0 {
@@ -97,6 +104,24 @@ pub fn summary(s: &StatsSnapshot, rate_requested: f64, stacks: u64) -> Vec<Strin
         ));
     }
     lines
+}
+
+/// Below this share of the samples recorded, the effective sample size is reported.
+const IMPRECISE: f64 = 0.9;
+
+/// When the samples' weights make the profile's shares notably less precise than their number
+/// would (Kish's effective sample size under [`IMPRECISE`] of the samples): says so, and what
+/// to do about it.
+fn imprecision(s: &StatsSnapshot) -> Option<String> {
+    ((s.effective_samples as f64) < IMPRECISE * s.samples as f64).then(|| {
+        format!(
+            "the profile's shares are only as precise as {} equally weighted samples would make \
+             them, of the {} thread samples recorded (on a busy machine, a lower --rate keeps \
+             samples on time; --value samples counts them unweighted)",
+            thousands(s.effective_samples),
+            thousands(s.samples)
+        )
+    })
 }
 
 /// Under `--native`: how many samples have their native stack, and why the others do not.
@@ -177,5 +202,52 @@ mod tests {
         assert!(lines[2].contains("3 samples were late"), "{lines:?}");
         assert!(lines[2].contains("8 intervals"), "{lines:?}");
         assert!(lines[3].contains("2 samples were dropped"), "{lines:?}");
+    }
+
+    #[test]
+    fn the_effective_sample_size_is_reported_when_notably_below_the_count() {
+        let mut s = StatsSnapshot {
+            elapsed: Duration::from_secs(10),
+            rounds: 1000,
+            samples: 3000,
+            effective_samples: 2701,
+            late: 3,
+            missed: 5,
+            ..Default::default()
+        };
+        // 90% and above: the late line as before, nothing about precision.
+        let lines = summary(&s, 100.0, 3000);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[1].ends_with("8 intervals it stands for in total"),
+            "{lines:?}"
+        );
+        // Below 90%: on the same line, with what to do.
+        s.effective_samples = 445;
+        let lines = summary(&s, 100.0, 3000);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[1],
+            "3 samples were late (the sampler fell behind, or a busy machine woke it late); each \
+             is weighted by the 8 intervals it stands for in total, so the profile's shares are \
+             only as precise as 445 equally weighted samples would make them, of the 3,000 \
+             thread samples recorded (on a busy machine, a lower --rate keeps samples on time; \
+             --value samples counts them unweighted)"
+        );
+        // Unequal weights without late samples (sampling flat out): a line of its own.
+        s.late = 0;
+        s.missed = 0;
+        let lines = summary(&s, 1e6, 3000);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[1].starts_with(
+                "the samples' weights differ (the time each stands for), so \
+                 the profile's shares are only as precise as 445 "
+            ),
+            "{lines:?}"
+        );
+        // No samples: nothing to say.
+        let empty = StatsSnapshot::default();
+        assert_eq!(summary(&empty, 100.0, 0).len(), 1);
     }
 }

@@ -20,6 +20,7 @@ use strobe_aggregate::{Frame, FrameId, Metadata, ProfileOptions, Sample, StackId
 
 use crate::{
     ChromeRecorder, FoldedRecorder, FormatKind, GeckoRecorder, PprofRecorder, SpeedscopeRecorder,
+    Value,
 };
 
 /// A profile written from a stream of samples.
@@ -34,19 +35,21 @@ pub trait Recorder {
     fn spill_note(&self) -> Option<String>;
 }
 
-/// A recorder of `kind` with `options` for samples of process `pid`, spilling to a directory
-/// it creates in `dir` past `budget` bytes; `None` for raw (streamed by `RawWriter`).
+/// A recorder of `kind` with `options` for samples of process `pid`, its numbers counting
+/// `value` where [`FormatKind::takes_value`], spilling to a directory it creates in `dir` past
+/// `budget` bytes; `None` for raw (streamed by `RawWriter`).
 pub fn recorder(
     kind: FormatKind,
     options: ProfileOptions,
+    value: Value,
     pid: Option<u32>,
     dir: &Path,
     budget: usize,
 ) -> Option<Box<dyn Recorder>> {
     match kind {
-        FormatKind::Collapsed | FormatKind::Svg => {
-            Some(Box::new(FoldedRecorder::new(kind, options, dir, budget)))
-        }
+        FormatKind::Collapsed | FormatKind::Svg => Some(Box::new(
+            FoldedRecorder::new(kind, options, dir, budget).with_value(value),
+        )),
         FormatKind::Pprof => Some(Box::new(PprofRecorder::new(options, pid, dir, budget))),
         FormatKind::Speedscope => Some(Box::new(SpeedscopeRecorder::new(options, dir, budget))),
         FormatKind::Chrome => Some(Box::new(ChromeRecorder::new(options, pid, dir, budget))),

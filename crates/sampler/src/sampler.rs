@@ -82,7 +82,7 @@ pub(crate) fn run(
                     failed,
                 } => (threads, recorded, failed),
             };
-        stats.end_round(failed, recorded, threads);
+        stats.end_round(failed, recorded, threads, weight_ns);
         // Every stack of the round is pushed: a bounded stack table may forget old ones now.
         side.collect_stacks();
         let done_ns = elapsed_ns();

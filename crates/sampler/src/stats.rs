@@ -50,6 +50,9 @@ pub struct SamplerStats {
     errors: [AtomicU64; 4],
     late: AtomicU64,
     missed: AtomicU64,
+    /// Σ w and Σ w² over the samples recorded, w a sample's weight in ms, as `f64` bits
+    /// (written by the sampler thread alone): the effective sample size's sums.
+    weights: [AtomicU64; 2],
     dropped: AtomicU64,
     threads: AtomicU64,
     /// Processes found by the scout whose first sample was recorded (or that cannot be
@@ -87,6 +90,7 @@ impl SamplerStats {
             errors: Default::default(),
             late: AtomicU64::new(0),
             missed: AtomicU64::new(0),
+            weights: [AtomicU64::new(0), AtomicU64::new(0)],
             dropped: AtomicU64::new(0),
             threads: AtomicU64::new(0),
             new_processes: Mutex::new(Vec::new()),
@@ -122,6 +126,10 @@ impl SamplerStats {
             ],
             late: r(&self.late),
             missed: r(&self.missed),
+            effective_samples: effective(
+                f64::from_bits(r(&self.weights[0])),
+                f64::from_bits(r(&self.weights[1])),
+            ),
             dropped: r(&self.dropped),
             threads: r(&self.threads),
             cpu: Some(r(&self.cpu_ns))
@@ -200,12 +208,20 @@ impl SamplerStats {
     }
 
     /// Count a round that ended (with `failed`, one that is counted in the errors instead):
-    /// `recorded` samples, `threads` Python threads seen.
-    pub(crate) fn end_round(&self, failed: bool, recorded: u64, threads: u64) {
+    /// `recorded` samples of `weight_ns` each, `threads` Python threads seen. Called by the
+    /// sampler thread alone (the weight sums are read, added to and stored, not swapped).
+    pub(crate) fn end_round(&self, failed: bool, recorded: u64, threads: u64, weight_ns: u64) {
         if !failed {
             self.rounds.fetch_add(1, Ordering::Relaxed);
         }
         self.samples.fetch_add(recorded, Ordering::Relaxed);
+        if recorded > 0 {
+            let (n, w) = (recorded as f64, weight_ns as f64 / 1e6);
+            for (sum, add) in self.weights.iter().zip([n * w, n * w * w]) {
+                let now = f64::from_bits(sum.load(Ordering::Relaxed)) + add;
+                sum.store(now.to_bits(), Ordering::Relaxed);
+            }
+        }
         self.threads.store(threads, Ordering::Relaxed);
     }
 
@@ -224,6 +240,18 @@ impl SamplerStats {
             ErrorKind::Proc => 3,
         };
         self.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Kish's effective sample size, (Σw)² / Σw², from `sum` = Σw and `squares` = Σw² (0 without
+/// samples): how many equally weighted samples would estimate shares as precisely as the
+/// weighted ones do. Equal weights give the sample count; one heavy sample makes it small.
+fn effective(sum: f64, squares: f64) -> u64 {
+    if squares > 0.0 {
+        // Rounded, not floored: equal weights must give back the count despite rounding.
+        (sum * sum / squares).round() as u64
+    } else {
+        0
     }
 }
 
@@ -255,6 +283,10 @@ pub struct StatsSnapshot {
     pub late: u64,
     /// Deadlines that passed without a round of their own (absorbed by late rounds).
     pub missed: u64,
+    /// Kish's effective sample size of the recorded samples' weights, (Σw)² / Σw²: the number
+    /// of equally weighted samples that would make the profile's shares as precise as they
+    /// are. [`StatsSnapshot::samples`] when no sample was late, fewer when some were.
+    pub effective_samples: u64,
     /// Samples the aggregator's queue had no room for.
     pub dropped: u64,
     /// Python threads seen in the last round (before filters).
@@ -323,6 +355,27 @@ mod tests {
         assert_eq!(s.total_errors(), 50);
         assert_eq!(s.errors_of(ErrorKind::Torn), 20);
         assert!((s.achieved_hz() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_effective_sample_size_is_kish_s_over_the_recorded_samples() {
+        let stats = SamplerStats::new();
+        assert_eq!(stats.snapshot().effective_samples, 0, "no samples yet");
+        // 1,000 rounds of 3 samples at 1 ms: as precise as their number.
+        for _ in 0..1000 {
+            stats.end_round(false, 3, 3, 1_000_000);
+        }
+        let s = stats.snapshot();
+        assert_eq!((s.samples, s.effective_samples), (3000, 3000));
+        // A round with no sample weighs nothing; a failed round's samples count.
+        stats.end_round(false, 0, 3, 500_000_000);
+        stats.end_round(true, 1, 3, 1_000_000);
+        assert_eq!(stats.snapshot().effective_samples, 3001);
+        // One late round of 2 samples standing for 100 ms each:
+        // (3001 + 200)² / (3001 + 2 · 100²) = 10,246,401 / 23,001 = 445.48.
+        stats.end_round(false, 2, 2, 100_000_000);
+        let s = stats.snapshot();
+        assert_eq!((s.samples, s.effective_samples), (3003, 445));
     }
 
     #[test]

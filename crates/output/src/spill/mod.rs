@@ -48,7 +48,7 @@ pub(crate) use dir::{get_varint, put_varint, spill_error, SpillDir, SpoolFile, S
 use crate::collapsed::escape;
 use crate::stream::Recorder;
 use crate::svg::{empty_svg, kind_colour, options_for, printable};
-use crate::{label_of, Collapsed, FormatKind, Svg};
+use crate::{label_of, FormatKind, Svg, Value};
 
 /// The environment variable that sets the spill budget in bytes (for tests and benchmarks:
 /// `1` spills at every new line).
@@ -245,6 +245,8 @@ impl Merge {
 #[derive(Debug)]
 pub struct FoldedRecorder {
     svg: bool,
+    /// What the numbers count.
+    value: Value,
     options: ProfileOptions,
     /// Escaped labels by frame id (frames are never forgotten).
     labels: Vec<Option<String>>,
@@ -278,6 +280,7 @@ impl FoldedRecorder {
     ) -> FoldedRecorder {
         FoldedRecorder {
             svg: kind == FormatKind::Svg,
+            value: Value::default(),
             options,
             labels: Vec::new(),
             palette: Vec::new(),
@@ -293,6 +296,12 @@ impl FoldedRecorder {
             },
             line: String::new(),
         }
+    }
+
+    /// The same recorder, its numbers counting `value` (wall time by default).
+    pub fn with_value(mut self, value: Value) -> FoldedRecorder {
+        self.value = value;
+        self
     }
 
     /// Counts one sample, whose ids `tables` define.
@@ -389,7 +398,8 @@ impl FoldedRecorder {
         self.spool.written
     }
 
-    /// Writes the profile, with `meta`, in the recorder's format (default options).
+    /// Writes the profile, with `meta`, in the recorder's format (default options but the
+    /// value).
     pub fn write(&mut self, meta: &Metadata, out: &mut dyn Write) -> io::Result<()> {
         self.spool.finish()?;
         let rate = if meta.duration_ns == 0 {
@@ -401,7 +411,7 @@ impl FoldedRecorder {
         if self.svg {
             self.write_svg(meta, rate, out)
         } else {
-            let value = Collapsed::default().value;
+            let value = self.value;
             let mut w = BufWriter::new(out);
             let mut e = self.spool.entries()?;
             while let Some((k, c)) = e.next()? {
@@ -415,7 +425,10 @@ impl FoldedRecorder {
     }
 
     fn write_svg(&self, meta: &Metadata, rate: f64, out: &mut dyn Write) -> io::Result<()> {
-        let svg = Svg::default();
+        let svg = Svg {
+            value: self.value,
+            title: None,
+        };
         let mut palette = PaletteMap::default();
         for (name, c) in &self.palette {
             palette.insert(name, *c);

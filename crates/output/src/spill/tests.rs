@@ -4,14 +4,14 @@ use strobe_aggregate::{Aggregator, SampleFilter};
 use crate::test_samples::{meta, record_with, samples, BUDGETS, OPTION_SETS};
 
 fn spilled(
-    kind: FormatKind,
+    (kind, value): (FormatKind, Value),
     options: ProfileOptions,
     budget: usize,
     agg: &Aggregator,
     samples: &[Sample],
 ) -> (Vec<u8>, usize) {
     record_with(
-        |dir| FoldedRecorder::new(kind, options, dir, budget),
+        |dir| FoldedRecorder::new(kind, options, dir, budget).with_value(value),
         agg,
         samples,
         FoldedRecorder::spilled_runs,
@@ -23,15 +23,27 @@ fn spilled_output_is_byte_identical_to_the_profile_writers() {
     let (agg, samples) = samples();
     for options in OPTION_SETS {
         let profile = agg.profile(meta(), options).unwrap();
-        for kind in [FormatKind::Collapsed, FormatKind::Svg] {
+        let kinds = [FormatKind::Collapsed, FormatKind::Svg];
+        for (kind, value) in kinds
+            .into_iter()
+            .flat_map(|k| [(k, Value::Micros), (k, Value::Samples)])
+        {
             let mut want = Vec::new();
-            kind.writer().write(&profile, &mut want).unwrap();
+            kind.writer_of(value).write(&profile, &mut want).unwrap();
+            if (kind, value) == (FormatKind::Collapsed, Value::Samples) {
+                let text = String::from_utf8(want.clone()).unwrap();
+                let sum: u64 = text
+                    .lines()
+                    .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+                    .sum();
+                assert_eq!(sum, profile.total().samples, "{options:?}");
+            }
             for budget in BUDGETS {
-                let (got, runs) = spilled(kind, options, budget, &agg, &samples);
+                let (got, runs) = spilled((kind, value), options, budget, &agg, &samples);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want),
-                    "{kind:?} {options:?} budget {budget}"
+                    "{kind:?} {value:?} {options:?} budget {budget}"
                 );
                 if budget == usize::MAX {
                     assert_eq!(runs, 0);
