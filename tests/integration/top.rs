@@ -155,6 +155,25 @@ impl Tmux {
         }
     }
 
+    /// Sends SIGTERM to strobe (the pane runs `sh run.sh`; strobe is its child).
+    fn sigterm_strobe(&self) {
+        let shell = self.format("#{pane_pid}");
+        let out = Command::new("pgrep")
+            .args(["-P", &shell, "-x", "strobe"])
+            .output()
+            .unwrap();
+        let strobe: i32 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(strobe),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
     /// strobe's exit status, once the run script has written it.
     fn wait_exit(&self) -> i32 {
         let path = self.dir.path().join("exit");
@@ -334,7 +353,7 @@ fn top_shows_the_split_sorts_filters_and_quits_cleanly_on_3_12() {
     tmux.keys(&["Escape"]);
 
     // A wider terminal shows the whole-run columns too, and a narrower one hides them again,
-    // without a key pressed (the size is read at every wake-up of the view).
+    // without a key pressed (the view wakes for the resize signal).
     assert!(!tmux.screen().contains("%OwnAll"));
     tmux.tmux(&["resize-window", "-t", "top", "-x", "140"]);
     tmux.wait_for("the wide columns", |s| s.contains("%OwnAll"));
@@ -403,22 +422,33 @@ fn sigterm_quits_top_and_restores_the_terminal() {
     let target = SplitTarget::start(&Interp::pyenv("3.12.1"));
     let tmux = Tmux::start(&top_args(target.pid));
     tmux.wait_for("the table", |s| s.contains("heavy_work"));
-    // The pane runs `sh run.sh`; strobe is its child.
-    let shell = tmux.format("#{pane_pid}");
-    let out = Command::new("pgrep")
-        .args(["-P", &shell, "-x", "strobe"])
-        .output()
-        .unwrap();
-    let strobe: i32 = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strobe),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    tmux.sigterm_strobe();
+    assert_eq!(tmux.wait_exit(), 0);
+    tmux.assert_restored();
+}
+
+/// With an hour between refreshes the view wakes only for news: the target's exit, a key, a
+/// resize and a stop signal must each reach it by themselves (nothing else would wake it).
+#[test]
+fn top_wakes_for_the_target_exit_a_resize_and_sigterm_between_refreshes() {
+    let mut target = SplitTarget::start(&Interp::pyenv("3.12.1"));
+    let mut args = top_args(target.pid);
+    args.extend(["--refresh".to_string(), "3600".to_string()]);
+    let tmux = Tmux::start(&args);
+    tmux.wait_for("the view", |s| s.contains("waiting for samples"));
+    target.end();
+    tmux.wait_for("the exit message", |s| {
+        s.contains(&format!("process {} exited", target.pid))
+    });
+    // `l` refetches the counts so far: the table appears, 100 columns wide.
+    tmux.literal("l");
+    tmux.wait_for("the table by line", |s| {
+        s.contains("heavy_work (top_split.py:")
+    });
+    assert!(!tmux.screen().contains("%OwnAll"));
+    tmux.tmux(&["resize-window", "-t", "top", "-x", "140"]);
+    tmux.wait_for("the wide columns", |s| s.contains("%OwnAll"));
+    tmux.sigterm_strobe();
     assert_eq!(tmux.wait_exit(), 0);
     tmux.assert_restored();
 }

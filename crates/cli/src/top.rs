@@ -78,8 +78,13 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         Some(_) => None,
     };
     // Blocks SIGINT/SIGTERM/SIGHUP in this thread and the threads started after it (the
-    // sampler's, the aggregator's).
+    // sampler's, the aggregator's), and SIGWINCH, which the view reads from a signalfd.
+    strobe_tui::block_resize_signal().context("setting up signal handling")?;
     let signals = StopSignals::install().context("setting up signal handling")?;
+    // The view sleeps until it has something to do: a stop signal rings its bell.
+    let bell = strobe_tui::ViewBell::new().context("setting up the view")?;
+    let ringer = bell.ringer();
+    signals.call_on_signal(move || ringer.ring());
 
     let (mut target, child, what) = match spawned {
         Some(spawned) => {
@@ -155,8 +160,9 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         agg,
         info,
         options,
-        || {
-            session.poll();
+        bell,
+        |sampling_over| {
+            session.poll(sampling_over);
             let st = stats.snapshot();
             LiveStatus {
                 errors: st.total_errors(),
@@ -222,9 +228,10 @@ struct Session {
 }
 
 impl Session {
-    /// If the sampler ended, collect its summary and say why.
-    fn poll(&mut self) {
-        if self.sampler.as_ref().is_some_and(|s| s.is_finished()) {
+    /// If the sampler ended, or `over` says that it is ending (its side of the pipeline is
+    /// gone, so its thread is returning), collect its summary and say why.
+    fn poll(&mut self, over: bool) {
+        if over || self.sampler.as_ref().is_some_and(|s| s.is_finished()) {
             if let Some(s) = self.sampler.take() {
                 self.collect(s);
             }

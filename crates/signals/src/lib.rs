@@ -44,14 +44,31 @@ pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::
 #[derive(Debug)]
 pub struct StopSignals {
     rx: Receiver<Signal>,
-    wake: Arc<Mutex<Option<Thread>>>,
+    wake: Arc<Mutex<Option<Wake>>>,
+}
+
+/// Who is told that a signal was sent to the receiver.
+enum Wake {
+    /// A thread waiting in `park_timeout`.
+    Unpark(Thread),
+    /// A call (e.g. ringing a bell a `poll` waits on).
+    Call(Box<dyn Fn() + Send>),
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wake::Unpark(t) => f.debug_tuple("Unpark").field(t).finish(),
+            Wake::Call(_) => f.write_str("Call"),
+        }
+    }
 }
 
 impl StopSignals {
     /// See the type documentation.
     pub fn install() -> Result<StopSignals, nix::Error> {
         let (tx, rx) = mpsc::channel();
-        let wake: Arc<Mutex<Option<Thread>>> = Arc::default();
+        let wake: Arc<Mutex<Option<Wake>>> = Arc::default();
         let waker = Arc::clone(&wake);
         let mut seen = 0;
         wait_for_stop_signals(move |sig| {
@@ -61,12 +78,14 @@ impl StopSignals {
             }
             // The receiver may be gone while strobe finishes; nothing to tell then.
             let _ = tx.send(sig);
-            if let Some(t) = waker
+            match waker
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
             {
-                t.unpark();
+                Some(Wake::Unpark(t)) => t.unpark(),
+                Some(Wake::Call(f)) => f(),
+                None => {}
             }
         })?;
         Ok(StopSignals { rx, wake })
@@ -75,7 +94,18 @@ impl StopSignals {
     /// After a signal is sent to [`StopSignals::receiver`], the calling thread is unparked, so
     /// that it can wait with `std::thread::park_timeout` for a signal or other news at once.
     pub fn unpark_this_thread_on_signal(&self) {
-        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current());
+        self.wake_with(Wake::Unpark(std::thread::current()));
+    }
+
+    /// After a signal is sent to [`StopSignals::receiver`], `f` is called (on the thread that
+    /// collects the signals), e.g. to wake a thread waiting in `poll`. Replaces
+    /// [`StopSignals::unpark_this_thread_on_signal`] and an earlier call.
+    pub fn call_on_signal(&self, f: impl Fn() + Send + 'static) {
+        self.wake_with(Wake::Call(Box::new(f)));
+    }
+
+    fn wake_with(&self, wake: Wake) {
+        *self.wake.lock().unwrap_or_else(PoisonError::into_inner) = Some(wake);
     }
 
     /// Where the first signal arrives.

@@ -94,18 +94,25 @@ impl KeyReader {
         }
     }
 
-    /// Waits up to `timeout` for input and returns the keys read, or that the terminal is gone.
-    /// Fails only if `poll` itself fails.
-    pub fn wait(&mut self, timeout: Duration) -> io::Result<Input> {
+    /// Waits up to `timeout` (at most about a minute) for input, or for one of `also` to be
+    /// readable, and returns the keys read (none if it was one of `also`, or the time ran out),
+    /// or that the terminal is gone. Fails only if `poll` itself fails.
+    pub fn wait(&mut self, timeout: Duration, also: &[BorrowedFd<'_>]) -> io::Result<Input> {
         let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let fd = self.fd();
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(self.fd())
+            .chain(also.iter().copied())
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
         match poll(&mut fds, PollTimeout::from(millis)) {
             Ok(0) | Err(Errno::EINTR) => return Ok(Input::Keys(Vec::new())),
             Ok(_) => {}
             Err(e) => return Err(e.into()),
         }
-        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        let revents = fds
+            .first()
+            .and_then(PollFd::revents)
+            .unwrap_or(PollFlags::empty());
+        drop(fds);
         if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
             return Ok(Input::Gone(Gone::HungUp));
         }

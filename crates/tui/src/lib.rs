@@ -9,7 +9,8 @@
 //! * [`keys`]: reads keys from the terminal, and notices when the terminal is gone;
 //! * [`input`]: keys to [`state::Action`]s;
 //! * [`view`]: draws a [`state::State`] with ratatui (tested on ratatui's `TestBackend`);
-//! * [`terminal`]: the guard that restores the terminal on drop, on panic and on signals.
+//! * [`terminal`]: the guard that restores the terminal on drop, on panic and on signals;
+//! * [`wake`]: what wakes the event loop besides a key (a bell other threads ring, a resize).
 //!
 //! [`run`] ties them together in the event loop.
 
@@ -22,7 +23,10 @@ pub mod keys;
 pub mod state;
 pub mod terminal;
 pub mod view;
+pub mod wake;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{AggregatorSide, SampleFilter};
@@ -31,9 +35,8 @@ use crate::data::CollectorGone;
 use crate::keys::{Gone, Input, KeyReader};
 use crate::state::{Effect, LiveStatus, State, TargetInfo};
 pub use crate::terminal::{check_terminal, TerminalGuard};
-
-/// The event loop wakes at least this often, to notice signals and the sampler's status.
-const POLL: Duration = Duration::from_millis(100);
+use crate::wake::Resizes;
+pub use crate::wake::{block_resize_signal, Ringer, ViewBell};
 
 /// Why `top` could not run. Each message says what to do instead.
 #[derive(Debug, thiserror::Error)]
@@ -99,30 +102,45 @@ impl Default for TopOptions {
 /// Runs the live view until the user quits, `quit_requested` returns true or the terminal
 /// goes away (see [`Ending`]).
 ///
+/// The loop sleeps until a key, a resize (see [`block_resize_signal`]), the next refresh or a
+/// ring of `bell`, and only then looks at anything else: whoever has news for it rings the
+/// bell's [`Ringer`] (the caller, on a stop signal; the aggregator thread, when sampling ends).
 /// `agg` is the aggregator end of the pipeline whose sampler end the sampler thread feeds;
-/// `status` is polled (about ten times a second) for the sampler's errors and its end (the
-/// view then says so and keeps the last data until the user quits); `quit_requested` is polled
-/// as often, e.g. for a SIGTERM collected by the caller. `shown` is told whether idle threads
-/// are shown and whether stacks are task-aware, at the start and whenever the view refetches
-/// (the `i`, `m` and `a` keys), so that the sampler reads idle threads' stacks only while they
-/// are shown, and builds the stacks the view wants.
+/// `status` is asked at each wake-up for the sampler's errors and its end (the view then says
+/// so and keeps the last data until the user quits), told whether sampling has ended (the
+/// sampler's side of the pipeline is gone, so its thread is ending: join it);
+/// `quit_requested` is asked at each wake-up, e.g. for a SIGTERM collected by the caller.
+/// `shown` is told whether idle threads are shown and whether stacks are task-aware, at the
+/// start and whenever the view refetches (the `i`, `m` and `a` keys), so that the sampler reads
+/// idle threads' stacks only while they are shown, and builds the stacks the view wants.
 pub fn run(
     agg: AggregatorSide,
     info: TargetInfo,
     options: TopOptions,
-    mut status: impl FnMut() -> LiveStatus,
+    bell: ViewBell,
+    mut status: impl FnMut(bool) -> LiveStatus,
     mut quit_requested: impl FnMut() -> bool,
     mut shown: impl FnMut(Shown),
 ) -> Result<Ending, TuiError> {
     check_terminal()?;
     let mut reader = KeyReader::open().map_err(TuiError::Terminal)?;
-    let collector = data::spawn(agg).map_err(TuiError::Terminal)?;
+    let resizes = Resizes::open();
+    let sampling_over = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let over = Arc::clone(&sampling_over);
+        let ringer = bell.ringer();
+        data::spawn(agg, move || {
+            over.store(true, Ordering::SeqCst);
+            ringer.ring();
+        })
+        .map_err(TuiError::Terminal)?
+    };
     let mut guard = TerminalGuard::enter()?;
     let mut state = State::new(info, options.by_function, options.filter, options.refresh);
     state.async_stacks = options.async_stacks;
     shown(state.shown());
     let mut scratch = view::Scratch::default();
-    state.status = status();
+    state.status = status(false);
     state.set_data(collector.view(false, state.query())?);
     let mut next_tick = Instant::now() + state.refresh;
     // After the sampler ends, one last interval is closed and then the data stays.
@@ -149,18 +167,31 @@ pub fn run(
                 panic!("test panic requested by STROBE_TEST_PANIC_IN_TOP");
             }
         }
+        // Rings up to here are looked at below; a later one wakes the wait.
+        bell.clear();
         if quit_requested() {
             // A SIGHUP comes with a terminal that hangs up: leave that one alone too.
-            if let Ok(Input::Gone(gone)) = reader.wait(Duration::ZERO) {
+            if let Ok(Input::Gone(gone)) = reader.wait(Duration::ZERO, &[]) {
                 guard.abandon();
                 return Ok(Ending::TerminalGone(gone));
             }
             return Ok(Ending::Quit);
         }
-        let wait = next_tick
-            .saturating_duration_since(Instant::now())
-            .min(POLL);
-        let keys = match reader.wait(wait).map_err(TuiError::Terminal)? {
+        let st = status(sampling_over.load(Ordering::SeqCst));
+        if st != state.status {
+            // The achieved rate moves all the time: it is shown at the next refresh, not
+            // redrawn at every wake-up. Errors and the end of sampling are shown at once.
+            let urgent = st.errors != state.status.errors || st.ended != state.status.ended;
+            state.status = st;
+            if urgent {
+                dirty = true;
+                continue;
+            }
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let mut also = vec![bell.fd()];
+        also.extend(resizes.fd());
+        let keys = match reader.wait(wait, &also).map_err(TuiError::Terminal)? {
             Input::Keys(keys) => keys,
             Input::Gone(gone) => {
                 guard.abandon();
@@ -188,24 +219,20 @@ pub fn run(
             next_tick = next_tick.min(Instant::now() + state.refresh);
             dirty = true;
         }
-        // The terminal's size, checked as often as the loop wakes (no SIGWINCH handler).
-        if let Ok(now_size) = guard.size() {
-            if Some(now_size) != size {
-                size = Some(now_size);
-                dirty = true;
+        let now = Instant::now();
+        let tick = now >= next_tick;
+        // The terminal's size: read when it signals a resize, and at each refresh (in case the
+        // signal could not be caught).
+        if resizes.take() || tick {
+            if let Ok(now_size) = guard.size() {
+                if Some(now_size) != size {
+                    size = Some(now_size);
+                    guard.resize(now_size).map_err(TuiError::Terminal)?;
+                    dirty = true;
+                }
             }
         }
-        let now = Instant::now();
-        let st = status();
-        if st != state.status {
-            // The achieved rate moves with every poll: it is shown at the next refresh, not
-            // redrawn ten times a second (a full redraw is most of the view's CPU). Errors and
-            // the end of sampling are shown at once.
-            let urgent = st.errors != state.status.errors || st.ended != state.status.ended;
-            state.status = st;
-            dirty |= urgent;
-        }
-        if now >= next_tick {
+        if tick {
             next_tick = now + state.refresh;
             let ended = state.status.ended.is_some();
             if !state.paused && !final_interval_taken {

@@ -21,9 +21,9 @@ use crossterm::execute;
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
-use ratatui::backend::CrosstermBackend;
-use ratatui::layout::Size;
-use ratatui::Terminal;
+use ratatui::backend::{Backend, CrosstermBackend};
+use ratatui::layout::{Position, Rect, Size};
+use ratatui::{Terminal, TerminalOptions, Viewport};
 
 use crate::TuiError;
 
@@ -101,13 +101,25 @@ impl TerminalGuard {
         enable_raw_mode().map_err(TuiError::Terminal)?;
         ACTIVE.store(true, Ordering::SeqCst);
         // From here on, an error drops nothing yet: restore by hand.
-        let entered = execute!(io::stdout(), EnterAlternateScreen, Hide)
-            .and_then(|()| Terminal::new(CrosstermBackend::new(TtyOut(io::stdout()))));
+        let tty = File::open("/dev/tty").ok();
+        let entered = execute!(io::stdout(), EnterAlternateScreen, Hide).and_then(|()| {
+            let backend = CrosstermBackend::new(TtyOut(io::stdout()));
+            let size = match &tty {
+                Some(tty) => tty_size(tty).map_or_else(|| backend.size(), Ok),
+                None => backend.size(),
+            }?;
+            // A fixed viewport: ratatui does not ask the size at every draw (through
+            // crossterm, which opens and closes `/dev/tty` each time); the event loop resizes
+            // it when the size changes (`TerminalGuard::resize`).
+            Terminal::with_options(
+                backend,
+                TerminalOptions {
+                    viewport: Viewport::Fixed(Rect::from((Position::ORIGIN, size))),
+                },
+            )
+        });
         match entered {
-            Ok(terminal) => Ok(TerminalGuard {
-                terminal,
-                tty: File::open("/dev/tty").ok(),
-            }),
+            Ok(terminal) => Ok(TerminalGuard { terminal, tty }),
             Err(e) => {
                 restore();
                 Err(TuiError::Terminal(e))
@@ -122,13 +134,15 @@ impl TerminalGuard {
     /// crossterm opens and closes `/dev/tty` on every call, which costs tens of µs, and the
     /// event loop asks at every wake-up.
     pub fn size(&mut self) -> io::Result<Size> {
-        match &self.tty {
-            Some(tty) => match rustix::termios::tcgetwinsize(tty) {
-                Ok(w) => Ok(Size::new(w.ws_col, w.ws_row)),
-                Err(_) => self.terminal.size(),
-            },
+        match self.tty.as_ref().and_then(tty_size) {
+            Some(size) => Ok(size),
             None => self.terminal.size(),
         }
+    }
+
+    /// Draws at `size` from now on (the next draw repaints everything).
+    pub fn resize(&mut self, size: Size) -> io::Result<()> {
+        self.terminal.resize(Rect::from((Position::ORIGIN, size)))
     }
 
     /// The terminal is gone: from now on nothing is written to it, and nothing is restored
@@ -143,6 +157,13 @@ impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
     }
+}
+
+/// The size of the terminal `tty` is, if it says.
+fn tty_size(tty: &File) -> Option<Size> {
+    rustix::termios::tcgetwinsize(tty)
+        .ok()
+        .map(|w| Size::new(w.ws_col, w.ws_row))
 }
 
 /// Leaves raw mode and the alternate screen and shows the cursor, once (later calls do

@@ -107,6 +107,11 @@ impl Collector {
         self.agg.finished()
     }
 
+    /// Whether sampling has ended: the sampler dropped its side, and what it sent is queued.
+    pub fn sampler_gone(&self) -> bool {
+        self.agg.sampler_gone()
+    }
+
     /// The stacks kept for the call tree.
     pub fn kept(&self) -> &KeptStacks {
         &self.kept

@@ -8,15 +8,22 @@
 //! of the stacks let go is accounted in [`KeptStacks::let_go`]. A target with fewer distinct
 //! stacks than the budget holds keeps them all, and its call trees are exact.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
+use hashbrown::HashTable;
 use strobe_aggregate::{Count, FrameId, FxBuild, Sample, SampleFlags, Tables, ThreadId};
 
-/// What a kept stack is counted under: its thread, its flags and its frames, outermost first.
-type Key = (ThreadId, SampleFlags, Box<[FrameId]>);
+/// A kept stack: its thread, its flags, its frames (outermost first) and its count.
+#[derive(Debug, Clone)]
+struct Kept {
+    thread: ThreadId,
+    flags: SampleFlags,
+    frames: Box<[FrameId]>,
+    count: Count,
+}
 
-/// Bytes a kept stack takes besides its frames (its key, count and hash-table slot).
-const STACK_OVERHEAD: usize = std::mem::size_of::<(Key, Count)>() + 16;
+/// Bytes a kept stack takes besides its frames (its entry and hash-table slot).
+const STACK_OVERHEAD: usize = std::mem::size_of::<Kept>() + 16;
 
 /// The budget `strobe top` gives its kept stacks: about 4,800 stacks of 12 frames, 2,400 kept
 /// after the lightest are let go.
@@ -27,9 +34,14 @@ pub const KEPT_STACK_BYTES: usize = 512 << 10;
 pub struct KeptStacks {
     budget: usize,
     bytes: usize,
-    counts: HashMap<Key, Count, FxBuild>,
+    /// The kept stacks, found by the hash of their thread, flags and frames
+    /// ([`hash_of`]), so that a sample's stack is looked up by its borrowed frames.
+    counts: HashTable<Kept>,
     let_go: Count,
     let_go_stacks: u64,
+    /// Frame lists copied so far (one per stack kept: a sample whose stack is kept copies
+    /// nothing).
+    copies: u64,
 }
 
 impl KeptStacks {
@@ -38,9 +50,10 @@ impl KeptStacks {
         KeptStacks {
             budget,
             bytes: 0,
-            counts: HashMap::default(),
+            counts: HashTable::new(),
             let_go: Count::default(),
             let_go_stacks: 0,
+            copies: 0,
         }
     }
 
@@ -52,39 +65,49 @@ impl KeptStacks {
             &[]
         };
         let c = Count::one(s.weight_ns);
-        // A lookup by borrowed content would need the raw-entry API; the copy made for a miss
-        // is the one kept, and a hit (the common case on a steady program) frees it at once.
-        let key: Key = (s.thread, s.flags, frames.into());
-        if let Some(kept) = self.counts.get_mut(&key) {
-            kept.add(c);
+        let hash = hash_of(s.thread, s.flags, frames);
+        let same = |k: &Kept| k.thread == s.thread && k.flags == s.flags && *k.frames == *frames;
+        if let Some(kept) = self.counts.find_mut(hash, same) {
+            kept.count.add(c);
             return;
         }
-        self.bytes += bytes_of(&key);
-        self.counts.insert(key, c);
+        let kept = Kept {
+            thread: s.thread,
+            flags: s.flags,
+            frames: frames.into(),
+            count: c,
+        };
+        self.copies += 1;
+        self.bytes += bytes_of(&kept);
+        self.insert(hash, kept);
         if self.bytes > self.budget {
             self.let_go_lightest();
         }
     }
 
+    fn insert(&mut self, hash: u64, kept: Kept) {
+        self.counts
+            .insert_unique(hash, kept, |k| hash_of(k.thread, k.flags, &k.frames));
+    }
+
     /// Lets the lightest stacks go until they take half the budget at most.
     fn let_go_lightest(&mut self) {
-        let mut by_weight: Vec<(Count, usize, Key)> = self
-            .counts
-            .drain()
-            .map(|(k, c)| (c, bytes_of(&k), k))
-            .collect();
+        let mut by_weight: Vec<Kept> = self.counts.drain().collect();
         by_weight.sort_by(|a, b| {
-            b.0.weight_ns
-                .cmp(&a.0.weight_ns)
-                .then(b.0.samples.cmp(&a.0.samples))
+            b.count
+                .weight_ns
+                .cmp(&a.count.weight_ns)
+                .then(b.count.samples.cmp(&a.count.samples))
         });
         self.bytes = 0;
-        for (c, bytes, k) in by_weight {
+        for k in by_weight {
+            let bytes = bytes_of(&k);
             if self.bytes + bytes <= self.budget / 2 {
                 self.bytes += bytes;
-                self.counts.insert(k, c);
+                let hash = hash_of(k.thread, k.flags, &k.frames);
+                self.insert(hash, k);
             } else {
-                self.let_go.add(c);
+                self.let_go.add(k.count);
                 self.let_go_stacks += 1;
             }
         }
@@ -94,7 +117,7 @@ impl KeptStacks {
     pub fn iter(&self) -> impl Iterator<Item = (ThreadId, SampleFlags, &[FrameId], Count)> + '_ {
         self.counts
             .iter()
-            .map(|((t, f, s), c)| (*t, *f, &s[..], *c))
+            .map(|k| (k.thread, k.flags, &k.frames[..], k.count))
     }
 
     /// The samples of the stacks let go so far (they count in the function table, not in the
@@ -128,8 +151,20 @@ impl KeptStacks {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// How many frame lists were copied so far: one for each stack kept (again after being
+    /// let go), none for a sample whose stack is already kept.
+    pub fn copies(&self) -> u64 {
+        self.copies
+    }
 }
 
-fn bytes_of(key: &Key) -> usize {
-    STACK_OVERHEAD + std::mem::size_of_val(&key.2[..])
+/// The hash a stack is found by, computed the same from a sample's borrowed frames as from a
+/// kept copy.
+fn hash_of(thread: ThreadId, flags: SampleFlags, frames: &[FrameId]) -> u64 {
+    FxBuild.hash_one((thread, flags, frames))
+}
+
+fn bytes_of(kept: &Kept) -> usize {
+    STACK_OVERHEAD + std::mem::size_of_val(&kept.frames[..])
 }

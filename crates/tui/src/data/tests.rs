@@ -185,7 +185,8 @@ fn call_tree_of_a_recursive_function() {
 #[test]
 fn collector_thread_serves_views_until_dropped() {
     let (mut s, agg) = pipeline(16);
-    let h = spawn(agg).unwrap();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let h = spawn(agg, move || end_tx.send(()).unwrap()).unwrap();
     // More than the queue holds: the thread has to keep draining while we push.
     let mut pushed = 0u64;
     for i in 0..2_000u64 {
@@ -198,7 +199,10 @@ fn collector_thread_serves_views_until_dropped() {
             std::thread::yield_now();
         }
     }
+    assert!(end_rx.try_recv().is_err(), "sampling has not ended yet");
     drop(s);
+    // The thread says at once that sampling ended (woken by the sampler's doorbell).
+    end_rx.recv().unwrap();
     let v = loop {
         let v = h.view(true, by_fn()).unwrap();
         if v.finished {

@@ -107,6 +107,27 @@ fn kept_stacks_never_let_go_under_a_large_budget() {
     assert_eq!(with_hot(c.kept()).samples, 1000);
 }
 
+#[test]
+fn a_sample_whose_stack_is_kept_copies_no_frames() {
+    let (mut s, agg) = pipeline_live(64, 1 << 20);
+    let mut c = Collector::with_budget(agg, KEPT_STACK_BYTES);
+    for i in 0..1000 {
+        let (frames, flags, w) = path(i % 5);
+        assert!(s.record(&MAIN, &frames, flags, i, w).unwrap());
+        if i % 32 == 31 {
+            c.pump();
+        }
+    }
+    c.pump();
+    // Five stacks, each copied once when first seen, each counted 200 times.
+    assert_eq!(c.kept().len(), 5);
+    assert_eq!(c.kept().copies(), 5);
+    let mut weights: Vec<u64> = c.kept().iter().map(|(.., n)| n.weight_ns).collect();
+    weights.sort_unstable();
+    assert_eq!(weights, [200, 200, 400, 400, 600]);
+    assert!(c.kept().iter().all(|(.., n)| n.samples == 200));
+}
+
 /// The samples of the kept stacks with `hot` on them.
 fn with_hot(kept: &KeptStacks) -> Count {
     let mut n = Count::default();
@@ -130,6 +151,11 @@ fn kept_stacks_let_the_lightest_go_within_a_small_budget() {
     let let_go = c.kept().let_go();
     assert!(let_go.samples > 0, "the budget was passed");
     assert!(c.kept().len() > 100, "{} kept", c.kept().len());
+    // Each stack was copied once each time it came to be kept: it is kept now, or was let go.
+    assert_eq!(
+        c.kept().copies(),
+        c.kept().len() as u64 + c.kept().let_go_stacks()
+    );
     // Every sample is either in a kept stack or accounted as let go.
     assert_eq!(kept.samples + let_go.samples, 20_000);
     assert_eq!(

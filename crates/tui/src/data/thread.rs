@@ -1,20 +1,17 @@
 //! The collector on a thread of its own: it drains the sampler's queue whatever the terminal
-//! does, and answers the event loop's requests for views. It sleeps (`park_timeout`) until a
-//! request comes (the handle unparks it), the sampler's doorbell rings (the queue is a quarter
-//! full, or sampling ended), or `DRAIN_PERIOD` has passed: at ordinary rates a wake-up costs
-//! more CPU than a sample, so it wakes seldom.
+//! does, and answers the event loop's requests for views. It sleeps (`park`) until a request
+//! comes (the handle unparks it) or the sampler's doorbell rings (the queue is a quarter full,
+//! or sampling ended): at ordinary rates a wake-up costs more CPU than a sample, so it drains
+//! when the view needs the counts (once a refresh) or the queue needs room, not on a clock.
+//! When sampling ends it says so at once (`on_end`), so that the view need not poll for it.
 
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use strobe_aggregate::AggregatorSide;
 
 use super::{Collector, Query, ViewData};
-
-/// The longest the collector thread sleeps between drains. The sampler's queue holds seconds
-/// of samples, and its doorbell rings at a quarter full, so this is far from dropping any.
-const DRAIN_PERIOD: Duration = Duration::from_millis(250);
 
 /// A request to the collector thread.
 #[derive(Debug)]
@@ -40,15 +37,20 @@ pub struct CollectorHandle {
 #[error("the aggregator thread of strobe top stopped unexpectedly")]
 pub struct CollectorGone;
 
-/// Runs a [`Collector`] on its own thread: it drains the pipeline every few milliseconds, so
-/// the sampler's queue never fills while the UI thread waits on the terminal.
-pub fn spawn(agg: AggregatorSide) -> std::io::Result<CollectorHandle> {
+/// Runs a [`Collector`] on its own thread: it drains the pipeline when asked for a view and
+/// whenever the sampler's doorbell rings, so the sampler's queue never fills while the UI
+/// thread waits on the terminal. `on_end` is called once, on that thread, as soon as it finds
+/// that sampling has ended.
+pub fn spawn(
+    agg: AggregatorSide,
+    on_end: impl FnOnce() + Send + 'static,
+) -> std::io::Result<CollectorHandle> {
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("strobe-top-aggregator".into())
         .spawn(move || {
             agg.wake_this_thread();
-            collector_loop(Collector::new(agg), rx)
+            collector_loop(Collector::new(agg), rx, on_end)
         })?;
     Ok(CollectorHandle {
         tx: Some(tx),
@@ -56,8 +58,14 @@ pub fn spawn(agg: AggregatorSide) -> std::io::Result<CollectorHandle> {
     })
 }
 
-fn collector_loop(mut c: Collector, rx: Receiver<Request>) {
+fn collector_loop(mut c: Collector, rx: Receiver<Request>, on_end: impl FnOnce()) {
+    let mut on_end = Some(on_end);
     loop {
+        if c.sampler_gone() {
+            if let Some(f) = on_end.take() {
+                f();
+            }
+        }
         match rx.try_recv() {
             Ok(Request::View {
                 advance,
@@ -78,7 +86,10 @@ fn collector_loop(mut c: Collector, rx: Receiver<Request>) {
             }
             Err(TryRecvError::Empty) => {
                 c.pump();
-                std::thread::park_timeout(DRAIN_PERIOD);
+                // The end of sampling rings the doorbell: say so before sleeping.
+                if !(on_end.is_some() && c.sampler_gone()) {
+                    std::thread::park();
+                }
             }
             Err(TryRecvError::Disconnected) => return,
         }
