@@ -2,6 +2,8 @@
 //! stacks merged with the Python frames read at the same instant (`record --native`,
 //! `top --native`).
 
+use std::time::Instant;
+
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
@@ -40,6 +42,7 @@ impl Target {
         &mut self,
         wanted: &[NativeRequest],
         raw: &mut RawSample,
+        read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
         let version = &self.process.version;
@@ -54,7 +57,7 @@ impl Target {
             }
             return Ok(());
         };
-        state.sample_round(of, wanted, &mut self.walker, raw, each)
+        state.sample_round(of, wanted, read_at, &mut self.walker, raw, each)
     }
 
     /// The threads (as seen from here) that the latest [`Target::native_round`] stopped
