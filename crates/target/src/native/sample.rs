@@ -28,7 +28,7 @@
 //! VM gives no cache events to count). So the stops of a capture come at least
 //! [`READ_TO_STOP`] after the read before them (the round's walk, or for its retries the read
 //! inside the first stops), spinning the rest if needed: 10 µs was enough in the release
-//! build, 20 µs leaves a margin (the debug build's test failed once in five runs at 10 µs).
+//! build, 20 µs leaves a margin (the debug build's test failed once in four runs at 10 µs).
 
 use std::time::{Duration, Instant};
 
