@@ -37,7 +37,10 @@ impl Target {
     /// (see [`native::NativeStack`] for what a result indexes), with the read and the walker,
     /// to name the Python frames; errors in a result are the reason the stack could not be
     /// merged. An error of `each` ends the round. [`Target::enable_native`] must have
-    /// succeeded, else every thread gets that reason.
+    /// succeeded, else every thread gets that reason. `read_at`: when the caller last read
+    /// the target (its walk); the stops come no sooner than 20 µs after it, since a stop
+    /// right after our read lands where the read slowed the target down (see "Stops after
+    /// our own read" in `native/sample.rs`).
     pub fn native_round<E>(
         &mut self,
         wanted: &[NativeRequest],
