@@ -46,7 +46,9 @@ pub(crate) fn admit(
     index: usize,
     when: When,
 ) -> Result<Admit, RoundError> {
-    let When { now_ns, weight_ns } = when;
+    let When {
+        now_ns, weight_ns, ..
+    } = when;
     let include_idle = cfg.include_idle_now();
     let t = &raw.threads[index];
     let host = st.host_tid(t);

@@ -16,6 +16,7 @@
 //! only from one walk to the next.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
 use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
@@ -71,6 +72,8 @@ pub(crate) struct NativeRound<'a> {
     pub(crate) by_function: bool,
     /// The process's root frame under `--subprocesses`.
     pub(crate) root: Option<FrameId>,
+    /// When the round's walk had read the target (its stops keep their distance from it).
+    pub(crate) read_at: Instant,
 }
 
 /// How a merged stack is interned.
@@ -150,7 +153,7 @@ impl NativeView {
             outcomes.insert(r.tstate, outcome);
             Ok::<(), RoundError>(())
         };
-        target.native_round(requests, raw, &mut each)
+        target.native_round(requests, raw, round.read_at, &mut each)
     }
 
     /// `--blocking`: while `freeze` holds the process, take every thread's native stack and

@@ -80,6 +80,8 @@
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
+use std::time::Instant;
+
 use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
 use strobe_walker::RawSample;
@@ -186,8 +188,15 @@ pub(crate) fn round(
         st.test_panic();
         target.walker_mut().sample_into(&mut raw)
     };
+    // The end of the round's read of the target: under `--native` its stops keep their
+    // distance from it (see "Stops after our own read" in `strobe_target`'s `native/sample.rs`).
+    let read_at = Instant::now();
     let result = walked.map_err(|e| walk_error(pid, e)).and_then(|()| {
-        let when = When { now_ns, weight_ns };
+        let when = When {
+            now_ns,
+            weight_ns,
+            read_at,
+        };
         record_threads(st, target, cfg, side, &raw, when, stats)
     });
     st.raw = raw;
@@ -239,6 +248,8 @@ fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
 pub(crate) struct When {
     pub(crate) now_ns: u64,
     pub(crate) weight_ns: u64,
+    /// When the round's walk had read the target.
+    pub(crate) read_at: Instant,
 }
 
 /// Filter, flag, intern and push the threads of one sample.
@@ -251,7 +262,11 @@ fn record_threads(
     when: When,
     stats: &SamplerStats,
 ) -> Result<Counts, RoundError> {
-    let When { now_ns, weight_ns } = when;
+    let When {
+        now_ns,
+        weight_ns,
+        read_at,
+    } = when;
     let pid = st.pid;
     let stacks = &raw.threads;
     let walk = st.walks;
@@ -333,6 +348,7 @@ fn record_threads(
             kept: &st.kept,
             by_function: cfg.by_function,
             root: st.root_frame,
+            read_at,
         };
         st.native
             .capture_round(target, side, &mut st.frames, round)?;

@@ -2,6 +2,8 @@
 //! stacks merged with the Python frames read at the same instant (`record --native`,
 //! `top --native`).
 
+use std::time::Instant;
+
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
@@ -35,11 +37,15 @@ impl Target {
     /// (see [`native::NativeStack`] for what a result indexes), with the read and the walker,
     /// to name the Python frames; errors in a result are the reason the stack could not be
     /// merged. An error of `each` ends the round. [`Target::enable_native`] must have
-    /// succeeded, else every thread gets that reason.
+    /// succeeded, else every thread gets that reason. `read_at`: when the caller last read
+    /// the target (its walk); the stops come no sooner than 20 µs after it, since a stop
+    /// right after our read lands where the read slowed the target down (see "Stops after
+    /// our own read" in `native/sample.rs`).
     pub fn native_round<E>(
         &mut self,
         wanted: &[NativeRequest],
         raw: &mut RawSample,
+        read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
         let version = &self.process.version;
@@ -54,7 +60,7 @@ impl Target {
             }
             return Ok(());
         };
-        state.sample_round(of, wanted, &mut self.walker, raw, each)
+        state.sample_round(of, wanted, read_at, &mut self.walker, raw, each)
     }
 
     /// The threads (as seen from here) that the latest [`Target::native_round`] stopped

@@ -150,7 +150,9 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
             got.insert(i, (kinds, names));
             Ok::<(), ()>(())
         };
-    target.native_round(&wanted, &mut read, &mut each).unwrap();
+    target
+        .native_round(&wanted, &mut read, std::time::Instant::now(), &mut each)
+        .unwrap();
 
     assert_eq!(got.len(), 3);
     for spinner in [0, 1] {

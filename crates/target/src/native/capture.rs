@@ -11,7 +11,7 @@
 //!   instant, and the merge does not take the liberties one instant allows.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 use strobe_remote::{
@@ -138,11 +138,11 @@ impl Capturer {
             ..Slot::default()
         };
         slot.set(tid, may_sleep);
-        self.capture_many(pid, std::slice::from_mut(&mut slot), &mut during);
+        self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
         if let Some(Err(Miss::Woke)) = slot.got {
             // It ran during the Python read: stopped this time.
             slot.set(tid, false);
-            self.capture_many(pid, std::slice::from_mut(&mut slot), &mut during);
+            self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
         }
         self.stack = std::mem::take(&mut slot.stack);
         match slot.got {
@@ -156,8 +156,15 @@ impl Capturer {
     /// once at the same instant as all of them: threads that may sleep and provably sleep
     /// through `during` are read without a stop; every other thread is stopped, all of them
     /// together, and `during` runs while they are (or, where ptrace is refused, they come from
-    /// their latest perf snapshots). Each slot's outcome is in [`Slot::got`].
-    pub(crate) fn capture_many(&mut self, pid: i32, slots: &mut [Slot], during: impl FnOnce()) {
+    /// their latest perf snapshots). Each slot's outcome is in [`Slot::got`]. The stops come
+    /// no sooner than `not_before` (see "Stops after our own read" in `sample.rs`).
+    pub(crate) fn capture_many(
+        &mut self,
+        pid: i32,
+        slots: &mut [Slot],
+        not_before: Option<Instant>,
+        during: impl FnOnce(),
+    ) {
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
             slot.way = match self.asleep(pid, slot, span) {
@@ -172,6 +179,9 @@ impl Capturer {
                 _ => None,
             })
             .collect();
+        if let Some(at) = not_before.filter(|_| !group.is_empty()) {
+            spin_until(at);
+        }
         capture_together(&mut group, during);
         let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
         drop(group);
@@ -352,4 +362,12 @@ impl Capturer {
 fn run_count(pid: i32, tid: i32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
     text.split_ascii_whitespace().nth(2)?.parse().ok()
+}
+
+/// Wait, spinning, until `at` (a few microseconds at most: a sleep would take longer to come
+/// back than that).
+fn spin_until(at: Instant) {
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
 }

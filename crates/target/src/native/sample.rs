@@ -11,6 +11,26 @@
 //! single thread: read asleep without the frame pointer register → stopped; the copy cut at
 //! the thread's earlier reach and the unwind incomplete → whole. The retries of a round are
 //! captured together too, once.
+//!
+//! # Stops after our own read
+//! A round reads the target (its walk: the interpreter, the GIL's state, the thread states and
+//! stacks) just before it stops the running threads, and a stop that comes within a few
+//! microseconds of that read lands where the read has just slowed the target down. On the
+//! 2-vCPU test VM, a worker taking the GIL back after `zlib.crc32` (`take_gil`, its mutex's
+//! lock and unlock) was found there in 2.1% of the stops sent less than 5 µs after the walk,
+//! against 0.3–0.5% of those sent later, of `perf record -e cpu-clock` of the worker, and of
+//! `--blocking` (which reads only inside its freeze); a 20 µs wait before the stops took the
+//! share to 0.4–0.6%, and the same wait followed by a second read put it back at 1.8–2.3%
+//! (docs/PERFORMANCE.md, "Issue 12: stops that land where our own read slowed the target").
+//! Our reading the cache lines the worker is about to write with locked instructions (the
+//! GIL's mutexes and state) makes those instructions wait for the lines to come back, and an
+//! interrupt that arrives then is taken there (an inference from where the stops land: the
+//! VM gives no cache events to count). So the stops of a capture come at least
+//! [`READ_TO_STOP`] after the read before them (the round's walk, or for its retries the read
+//! inside the first stops), spinning the rest if needed: 10 µs was enough in the release
+//! build, 20 µs leaves a margin (the debug build's test failed once in four runs at 10 µs).
+
+use std::time::{Duration, Instant};
 
 use strobe_memory::RemoteMemory;
 use strobe_native::{EvalShape, UnwindEnd};
@@ -19,6 +39,10 @@ use strobe_walker::RawSample;
 
 use super::capture::{Miss, Slot};
 use super::{python_failed, NativeStack, NativeState, NativeThread};
+
+/// The least time between a read of the target and the stops that follow it (see "Stops
+/// after our own read" in the module documentation).
+pub(crate) const READ_TO_STOP: Duration = Duration::from_micros(20);
 
 /// One thread of a round's native capture ([`crate::Target::native_round`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +98,13 @@ impl NativeState {
     /// Capture the threads `wanted` of the process `of` together, read their Python stacks at
     /// the same instant into `raw` (only theirs), and merge each thread's frames; `each` gets
     /// every thread's result in turn (a retried thread after the others, from the retries'
-    /// read). An error of `each` ends the round.
+    /// read). An error of `each` ends the round. `read_at`: when the round last read the
+    /// target (the stops keep [`READ_TO_STOP`] from it).
     pub(crate) fn sample_round<M: RemoteMemory, E>(
         &mut self,
         of: RoundOf,
         wanted: &[NativeRequest],
+        read_at: Instant,
         walker: &mut Walker<M>,
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
@@ -94,21 +120,23 @@ impl NativeState {
             of,
             wanted,
             members: &members,
+            read_at,
         };
-        self.batch(round, walker, raw, each, Some(&mut retries))?;
+        let read_at = self.batch(round, walker, raw, each, Some(&mut retries))?;
         if retries.is_empty() {
             return Ok(());
         }
         let again = Batch {
             members: &retries,
+            read_at,
             ..round
         };
-        self.batch(again, walker, raw, each, None)
+        self.batch(again, walker, raw, each, None).map(|_| ())
     }
 
     /// One capture of `b.members` together, and the merge of each; a thread another capture
     /// may do better for goes to `retries` (with whether it may be read asleep then) if there
-    /// are to be retries, else its reason to `each`.
+    /// are to be retries, else its reason to `each`. When its Python read ended.
     fn batch<M: RemoteMemory, E>(
         &mut self,
         b: Batch<'_>,
@@ -116,7 +144,7 @@ impl NativeState {
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
         mut retries: Option<&mut Vec<(usize, bool)>>,
-    ) -> Result<(), E> {
+    ) -> Result<Instant, E> {
         let mut slots = std::mem::take(&mut self.slots);
         if slots.len() < b.members.len() {
             slots.resize_with(b.members.len(), Slot::default);
@@ -127,9 +155,12 @@ impl NativeState {
         }
         let mut walked = None;
         let mut want = |tstate: u64| (b.members.iter()).any(|&(i, _)| b.wanted[i].tstate == tstate);
-        self.capturer.capture_many(b.of.pid, slots_used, || {
-            walked = Some(walker.sample_wanted_into(raw, &mut want));
-        });
+        let not_before = b.read_at + READ_TO_STOP;
+        self.capturer
+            .capture_many(b.of.pid, slots_used, Some(not_before), || {
+                walked = Some(walker.sample_wanted_into(raw, &mut want));
+            });
+        let read_at = Instant::now();
         // Stopped in user space: running, or preempted from a CPU, when the stop came.
         let running = slots_used.iter().filter(|slot| {
             matches!(&slot.got, Some(Ok(c)) if !c.asleep && c.same_instant && c.kernel.is_none())
@@ -175,7 +206,7 @@ impl NativeState {
             }
         }
         self.slots = slots;
-        result
+        result.map(|()| read_at)
     }
 
     /// Merge the capture of `slot` with the Python frames of `which` in `raw` (read as `read`
@@ -230,4 +261,6 @@ struct Batch<'a> {
     of: RoundOf,
     wanted: &'a [NativeRequest],
     members: &'a [(usize, bool)],
+    /// When the target was last read before this capture.
+    read_at: Instant,
 }
