@@ -3,13 +3,16 @@
 //!
 //! Names are re-read when a thread appears (at most every [`NAMES_NEW_EVERY`]) and at least
 //! every [`NAMES_EVERY`], so that renames show up. Each lookup starts a new *generation*: a
-//! thread's memo takes its name from the cache again only when the generation changed.
+//! thread's memo takes its name from the cache again only when the generation changed. A
+//! lookup costs one batched read when nothing changed: each interpreter's
+//! [`ThreadNameCache`] reads again what the last lookup read and walks only what changed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use strobe_aggregate::FxBuild;
+use strobe_walker::threadnames::ThreadNameCache;
 use strobe_walker::RawThread;
 
 use strobe_target::Target;
@@ -36,6 +39,9 @@ pub(crate) struct ThreadNames {
     pending: bool,
     /// When names were last looked up (ns since the start).
     at: Option<u64>,
+    /// Per interpreter, what the last lookup read: a lookup reads it again in one batch and
+    /// walks only what changed.
+    caches: HashMap<u64, ThreadNameCache, FxBuild>,
 }
 
 impl ThreadNames {
@@ -45,6 +51,7 @@ impl ThreadNames {
             generation: 1,
             pending: false,
             at: None,
+            caches: HashMap::default(),
         }
     }
 
@@ -68,7 +75,7 @@ impl ThreadNames {
     /// will not go away by itself (a transient one is retried at the next refresh).
     pub(crate) fn refresh(
         &mut self,
-        target: &Target,
+        target: &mut Target,
         stacks: &[RawThread],
         now_ns: u64,
     ) -> Option<String> {
@@ -87,8 +94,11 @@ impl ThreadNames {
         let mut interps: Vec<u64> = stacks.iter().map(|t| t.interp_addr).collect();
         interps.sort_unstable();
         interps.dedup();
-        for interp in interps {
-            match target.thread_names(interp) {
+        self.caches.retain(|i, _| interps.binary_search(i).is_ok());
+        let walker = target.walker_mut();
+        for &interp in &interps {
+            let cache = self.caches.entry(interp).or_default();
+            match cache.lookup(walker.memory(), walker.layout(), interp) {
                 Ok(found) => {
                     for (ident, name) in found {
                         let key = (interp, ident);

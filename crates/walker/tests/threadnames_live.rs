@@ -2,14 +2,17 @@
 //! that never imported `threading` (synthetic images are in `threadnames.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use strobe_memory::{MemError, RemoteMemory};
 
 use strobe_python_abi::{layout_for, Flavour, Layout};
 use strobe_remote::ProcessMemory;
 use strobe_testkit::interpreters;
-use strobe_walker::threadnames::thread_names;
+use strobe_walker::threadnames::{thread_names, ThreadNameCache};
 // ------------------------------------------------------------------------------------------------
 // Real interpreters
 // ------------------------------------------------------------------------------------------------
@@ -20,6 +23,7 @@ const TARGET: &str = include_str!("data/threadnames/target.py");
 struct Target {
     child: Child,
     stdin: Option<ChildStdin>,
+    lines: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 impl Drop for Target {
@@ -47,7 +51,7 @@ fn start(mut cmd: Command) -> (Target, Report) {
     let mut child = cmd.spawn().expect("start the target interpreter");
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().unwrap();
-    let mut target = Target { child, stdin };
+    let mut lines = BufReader::new(stdout).lines();
     let mut report = Report {
         major: 0,
         minor: 0,
@@ -56,7 +60,7 @@ fn start(mut cmd: Command) -> (Target, Report) {
         names: HashMap::new(),
     };
     let mut ready = false;
-    for line in BufReader::new(stdout).lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         let words: Vec<&str> = line.split(' ').collect();
         match words[..] {
@@ -70,12 +74,7 @@ fn start(mut cmd: Command) -> (Target, Report) {
             }
             ["INTERP", addr] => report.interp = addr.parse().unwrap(),
             ["THREAD", ident, hex] => {
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                    .collect();
-                let name = String::from_utf8(bytes).unwrap();
-                report.names.insert(ident.parse().unwrap(), name);
+                report.names.insert(ident.parse().unwrap(), unhex(hex));
             }
             ["READY"] => {
                 ready = true;
@@ -85,9 +84,64 @@ fn start(mut cmd: Command) -> (Target, Report) {
         }
     }
     assert!(ready, "target exited before READY (see its stderr above)");
-    // Keep the pipe open: the target blocks on stdin until the test is done.
-    let _ = target.stdin.as_mut().unwrap().flush();
+    // Keep the pipes open: the target follows commands on stdin until the test is done.
+    let target = Target {
+        child,
+        stdin,
+        lines: Some(lines),
+    };
     (target, report)
+}
+
+fn unhex(hex: &str) -> String {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Target {
+    /// Send one command (see target.py) and wait for its OK; the THREAD line a `start`
+    /// prints comes back as `(ident, name)`.
+    fn command(&mut self, line: &str) -> Option<(u64, String)> {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut thread = None;
+        for reply in self.lines.as_mut().unwrap() {
+            let reply = reply.unwrap();
+            let words: Vec<&str> = reply.split(' ').collect();
+            match words[..] {
+                ["OK"] => return thread,
+                ["THREAD", ident, hex] => thread = Some((ident.parse().unwrap(), unhex(hex))),
+                _ => panic!("unexpected reply to {line:?}: {reply:?}"),
+            }
+        }
+        panic!("target exited after {line:?} (see its stderr above)");
+    }
+}
+
+/// Counts the reads made through it: a batched read counts once.
+struct Counting<'a> {
+    mem: &'a ProcessMemory,
+    reads: Cell<usize>,
+}
+
+impl RemoteMemory for Counting<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_into(addr, buf)
+    }
+
+    fn read_batch(&self, reqs: &[(u64, usize)], buf: &mut [u8]) -> Result<(), MemError> {
+        self.reads.set(self.reads.get() + 1);
+        self.mem.read_batch(reqs, buf)
+    }
 }
 
 fn layout(report: &Report) -> &'static Layout {
@@ -111,6 +165,51 @@ fn check(cmd: Command) {
     let mem = ProcessMemory::new(target.child.id() as i32);
     let got = thread_names(&mem, layout, report.interp).unwrap();
     assert_eq!(got, report.names);
+    cached(target, &report, &mem, layout);
+}
+
+/// What a [`ThreadNameCache`] gives while the threads change: the same names as the target,
+/// one read when nothing changed, a renamed thread's new name, a new thread's name, an ended
+/// thread gone, each at the next lookup.
+fn cached(mut target: Target, report: &Report, mem: &ProcessMemory, layout: &Layout) {
+    let counting = Counting {
+        mem,
+        reads: Cell::new(0),
+    };
+    let mut cache = ThreadNameCache::new();
+    let mut want = report.names.clone();
+    assert_eq!(
+        cache.lookup(&counting, layout, report.interp),
+        Ok(want.clone())
+    );
+    counting.reads.set(0);
+    assert_eq!(
+        cache.lookup(&counting, layout, report.interp),
+        Ok(want.clone())
+    );
+    assert_eq!(
+        counting.reads.get(),
+        1,
+        "reads of a lookup that found no change"
+    );
+
+    let new_name = "renamed again \u{e9}";
+    target.command(&format!("rename {}", hex(new_name)));
+    let renamed = want
+        .values_mut()
+        .find(|n| n.starts_with("renamed-"))
+        .expect("the renamed thread");
+    *renamed = new_name.to_string();
+    assert_eq!(cache.lookup(mem, layout, report.interp), Ok(want.clone()));
+
+    let (ident, name) = target.command(&format!("start {}", hex("late"))).unwrap();
+    assert_eq!(name, "late");
+    want.insert(ident, name);
+    assert_eq!(cache.lookup(mem, layout, report.interp), Ok(want.clone()));
+
+    target.command("end");
+    want.remove(&ident);
+    assert_eq!(cache.lookup(mem, layout, report.interp), Ok(want));
 }
 
 // Every interpreter of the registry; sid's run through `chroot`, which execs them, so the
@@ -144,7 +243,11 @@ fn threading_never_imported() {
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
-        let target = Target { child, stdin };
+        let target = Target {
+            child,
+            stdin,
+            lines: None,
+        };
         let mut interp = 0;
         let mut ready = false;
         for line in BufReader::new(stdout).lines() {

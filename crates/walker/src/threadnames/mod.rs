@@ -13,9 +13,11 @@
 //!
 //! Costs: a lookup scans every entry of the dict, reading the type and length of every key
 //! in one batched read (key by key if that read fails) and the text only where the length
-//! matches; each thread's ident, attributes and name are still read one by one, so resolving
-//! names costs some tens of small reads per thread (~200 for 8 threads of a small program).
-//! Call it when a new thread ident shows up, not on every sample.
+//! matches; each thread's ident, attributes and name are read one by one, so resolving names
+//! costs some tens of small reads per thread (~200 for 8 threads of a small program). A
+//! [`ThreadNameCache`] (`cache.rs`) keeps what each part of a lookup read, and its next lookup
+//! reads all of it again in one batched read and walks only the parts that changed: one read
+//! when no thread started, ended or was renamed.
 //!
 //! Only `_active` is read: it holds every running thread (main, started, and `_DummyThread`s
 //! for threads `threading` did not start). Threads still in `_limbo` have no ident yet.
@@ -23,8 +25,9 @@
 //! The reading is split by what is read: `dicts` walks dict tables (every layout from 2.7's
 //! open table to 3.11+'s compact keys kinds) and matches `str` keys, `ints` decodes the `int`
 //! keys of `_active` into idents, and `instances` finds an instance's attributes wherever its
-//! version keeps them. This module holds the entry point ([`thread_names`]), the reader they
-//! share and the crate-internal views of it used elsewhere in the walker.
+//! version keeps them. This module holds the entry points ([`thread_names`], and
+//! [`ThreadNameCache`] in `cache`), the reader they share and the crate-internal views of it
+//! used elsewhere in the walker.
 
 use std::collections::HashMap;
 
@@ -32,9 +35,12 @@ use crate::error::WalkError;
 use strobe_memory::RemoteMemory;
 use strobe_python_abi::{Layout, StringModel};
 
+mod cache;
 mod dicts;
 mod instances;
 mod ints;
+
+pub use cache::ThreadNameCache;
 
 pub(crate) use dicts::DictKeys;
 use instances::{object_dict_model, ObjectDictModel};
@@ -57,43 +63,57 @@ pub fn thread_names<M: RemoteMemory + ?Sized>(
 ) -> Result<HashMap<u64, String>, WalkError> {
     let mut reader = Reader::new(mem, layout);
     let mut names = HashMap::new();
-
-    let modules = mem.read_u64(field(interp_addr, u64::from(layout.interp_modules)))?;
-    if modules == 0 {
-        // Interpreter still starting or already finalising.
-        return Ok(names);
-    }
-    if reader.kind_of(modules)? != Kind::Dict {
-        return Err(WalkError::Corrupt {
-            what: "sys.modules (not a dict)",
-            addr: modules,
-        });
-    }
-    let Some(module) = reader.dict_get_str(modules, "threading")? else {
-        return Ok(names);
-    };
-    if reader.kind_of(module)? != Kind::Module {
-        return Ok(names);
-    }
-    let namespace = mem.read_u64(field(module, u64::from(layout.module_dict)))?;
-    if namespace == 0 || reader.kind_of(namespace)? != Kind::Dict {
-        return Ok(names);
-    }
-    let Some(active) = reader.dict_get_str(namespace, "_active")? else {
-        return Ok(names);
-    };
-    if reader.kind_of(active)? != Kind::Dict {
-        return Ok(names);
-    }
-    for (key, thread) in reader.dict_items(active)? {
-        let Some(ident) = reader.read_ident(key)? else {
-            continue;
-        };
-        if let Some(name) = reader.thread_name(thread)? {
+    for (key, thread) in reader.active_items(interp_addr)?.unwrap_or_default() {
+        if let Some((ident, name)) = reader.active_entry(key, thread)? {
             names.insert(ident, name);
         }
     }
     Ok(names)
+}
+
+impl<M: RemoteMemory + ?Sized> Reader<'_, M> {
+    /// The `(ident, Thread)` pairs of `threading._active` of the interpreter at `interp_addr`;
+    /// `None` when there is no such dict (`threading` not imported, or blocked).
+    fn active_items(&mut self, interp_addr: u64) -> Result<Option<Vec<(u64, u64)>>, WalkError> {
+        let (mem, layout) = (self.mem, self.layout);
+        let modules = mem.read_u64(field(interp_addr, u64::from(layout.interp_modules)))?;
+        if modules == 0 {
+            // Interpreter still starting or already finalising.
+            return Ok(None);
+        }
+        if self.kind_of(modules)? != Kind::Dict {
+            return Err(WalkError::Corrupt {
+                what: "sys.modules (not a dict)",
+                addr: modules,
+            });
+        }
+        let Some(module) = self.dict_get_str(modules, "threading")? else {
+            return Ok(None);
+        };
+        if self.kind_of(module)? != Kind::Module {
+            return Ok(None);
+        }
+        let namespace = mem.read_u64(field(module, u64::from(layout.module_dict)))?;
+        if namespace == 0 || self.kind_of(namespace)? != Kind::Dict {
+            return Ok(None);
+        }
+        let Some(active) = self.dict_get_str(namespace, "_active")? else {
+            return Ok(None);
+        };
+        if self.kind_of(active)? != Kind::Dict {
+            return Ok(None);
+        }
+        self.dict_items(active).map(Some)
+    }
+
+    /// The ident and name of one `(key, Thread)` pair of `_active`; `None` when the key is
+    /// not an int or the thread has no `str` name.
+    fn active_entry(&mut self, key: u64, thread: u64) -> Result<Option<(u64, String)>, WalkError> {
+        let Some(ident) = self.read_ident(key)? else {
+            return Ok(None);
+        };
+        Ok(self.thread_name(thread)?.map(|name| (ident, name)))
+    }
 }
 
 /// The few object types we need to tell apart, by `tp_name`.

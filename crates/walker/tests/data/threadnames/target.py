@@ -8,7 +8,11 @@
 #   INTERP <address of the main PyInterpreterState>
 #   THREAD <ident> <hex of the UTF-8 name>      (one per thread in threading.enumerate())
 #   READY
-# and blocks until stdin is closed.
+# then follows commands on stdin until it is closed, answering each with OK:
+#   rename <hex of UTF-8>   renames the renamed thread
+#   start <hex of UTF-8>    starts a thread of that name (first printing THREAD for it)
+#   end                     ends the thread started last, and waits until it has
+
 import binascii
 import ctypes
 import sys
@@ -95,5 +99,32 @@ for t in threading.enumerate():
 out.append("READY")
 sys.stdout.write("\n".join(out) + "\n")
 sys.stdout.flush()
-sys.stdin.read()
+
+late = []
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    words = line.split()
+    if words[0] == "rename":
+        renamed.name = native(binascii.unhexlify(words[1]).decode("utf-8"))
+    elif words[0] == "start":
+        late_stop = threading.Event()
+        ev = threading.Event()
+        t = threading.Thread(target=lambda: (ev.set(), late_stop.wait()))
+        t.name = native(binascii.unhexlify(words[1]).decode("utf-8"))
+        t.daemon = True
+        t.start()
+        ev.wait()
+        late.append((t, late_stop))
+        sys.stdout.write("THREAD %d %s\n" % (t.ident, hex_utf8(t.name)))
+    elif words[0] == "end":
+        t, late_stop = late.pop()
+        late_stop.set()
+        t.join()
+        # The thread leaves _active under this lock (2.7 after waking join()).
+        with threading._active_limbo_lock:
+            assert t.ident not in threading._active
+    sys.stdout.write("OK\n")
+    sys.stdout.flush()
 stop.set()
