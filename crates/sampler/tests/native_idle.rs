@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use strobe_aggregate::SampleFlags;
 use strobe_sampler::{start, SamplerConfig};
 use strobe_target::Target;
-use strobe_testkit::{Interpreter, Ready};
+use strobe_testkit::{procfs, Interpreter, Ready};
 
 /// The target: pinned to the CPU given as argv[1]; its worker prints READY once the main
 /// thread waits in `read` (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64),
@@ -104,11 +104,7 @@ fn check(interp: &Interpreter) {
         &[arg.as_str()],
     );
     let pid = victim.pid();
-    let worker: u32 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-        .find(|&tid: &u32| tid != pid as u32)
-        .unwrap();
+    let worker = procfs::other_thread(pid);
 
     let hog = Hog::on(cpu);
     let target = Target::attach(pid).unwrap();

@@ -19,7 +19,7 @@ use std::time::Duration;
 use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::{start, SamplerConfig};
 use strobe_target::Target;
-use strobe_testkit::{interpreters, Ready};
+use strobe_testkit::{interpreters, procfs, Ready};
 
 /// The worker releases the GIL around each `crc32` of 64 KiB; the main thread waits in `read`,
 /// so nobody else wants the GIL.
@@ -73,11 +73,7 @@ fn stops_do_not_land_where_our_read_slowed_the_target() {
     let python = interpreters::pyenv_version("3.12.1").require().path();
     let victim = Ready::python_script(python.to_str().unwrap(), "read-to-stop", SCRIPT, &[]);
     let pid = victim.pid();
-    let worker: u32 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-        .find(|&tid: &u32| tid != pid as u32)
-        .unwrap();
+    let worker = procfs::other_thread(pid);
 
     let (n_stop, k_stop) = record(pid, worker, false, 10);
     let (n_frozen, k_frozen) = record(pid, worker, true, 10);

@@ -14,6 +14,16 @@ pub fn tasks(pid: i32) -> Vec<i32> {
     tids
 }
 
+/// A thread of `pid` other than its main thread: the one a test's target started, when it
+/// started one. Panics when there is none.
+pub fn other_thread(pid: i32) -> u32 {
+    let tid = tasks(pid)
+        .into_iter()
+        .find(|&t| t != pid)
+        .unwrap_or_else(|| panic!("process {pid} has no thread but its main one"));
+    u32::try_from(tid).unwrap_or_else(|_| panic!("thread id {tid} is negative"))
+}
+
 /// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
 /// `None` when the thread is gone. Panics when a present thread's status lacks the key.
 pub fn status_field(pid: i32, tid: i32, key: &str) -> Option<String> {
