@@ -6,7 +6,7 @@
 //! * [`ViewBell`]: one end of a socket pair in the loop's poll set; its [`Ringer`] (any thread)
 //!   writes a byte to the other end, once until the loop has looked. The collector thread rings
 //!   it when sampling ends, and `strobe top` when a stop signal arrives.
-//! * [`Resizes`]: a `signalfd` for `SIGWINCH`, which must be blocked in every thread for it to
+//! * `Resizes`: a `signalfd` for `SIGWINCH`, which must be blocked in every thread for it to
 //!   see the signal ([`block_resize_signal`], called before any thread starts). Without it the
 //!   size is still read at each refresh.
 
