@@ -73,10 +73,13 @@
 //!
 //! [`KernelThreads::read_all`]: crate::threads::KernelThreads::read_all
 //!
-//! When idle samples are dropped (no `--idle`, no raw recording, neither `--native` nor
-//! `--blocking`), the states are looked up *before* the read, and the stacks of idle threads
-//! that do not hold the GIL are not copied at all ([`Walker::sample_wanted_into`]): at
-//! ordinary rates most threads of a service sleep, and their stacks were most of the read.
+//! When idle samples are dropped (no `--idle`, no raw recording, no `--blocking`), the states
+//! are looked up *before* the read, and the stacks of idle threads that do not hold the GIL
+//! are not copied at all ([`Walker::sample_wanted_into`]): at ordinary rates most threads of a
+//! service sleep, and their stacks were most of the read. Under `--native` as well (the
+//! capture reads the kept threads' stacks once more, inside their stops): a thread our previous
+//! capture stopped in user space is running until its watch moves (above), so the look before
+//! the read no longer drops a thread that capture has just let go.
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
@@ -171,7 +174,7 @@ pub(crate) fn round(
             }
         }
         walked
-    } else if skips_idle_frames(cfg, st) {
+    } else if skips_idle_frames(cfg) {
         st.test_panic();
         // Idle threads are dropped: not copying their stacks makes the read smaller. Their
         // state comes from the kernel's switch records (see `threads`), so asking costs a
@@ -237,10 +240,10 @@ fn note_freeze(st: &mut ProcessView, freeze: &Freeze, raw: &RawSample) {
 }
 
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL
-/// holder's): when idle samples are dropped anyway, and no native stack or freeze needs every
-/// thread's frames.
-fn skips_idle_frames(cfg: &SamplerConfig, st: &ProcessView) -> bool {
-    !cfg.include_idle_now() && !cfg.blocking && st.native.mode != NativeMode::On
+/// holder's): when idle samples are dropped anyway, and no freeze needs every thread's frames.
+/// Under `--native` too: the native capture reads the kept threads' frames again itself.
+fn skips_idle_frames(cfg: &SamplerConfig) -> bool {
+    !cfg.include_idle_now() && !cfg.blocking
 }
 
 /// When a round's samples were taken, and the wall time each stands for.
