@@ -136,15 +136,10 @@ impl FormatKind {
         self.writer_of(Value::default())
     }
 
-    /// Whether [`Value`] decides the format's numbers: the folded formats. pprof has both
-    /// (samples/count and wall/nanoseconds, a viewer picks one); speedscope, chrome and gecko
-    /// lay samples out in time, each as long as the wall time it stands for.
-    pub fn takes_value(self) -> bool {
-        matches!(self, FormatKind::Collapsed | FormatKind::Svg)
-    }
-
     /// The writer for this format with default options, its numbers counting `value` where
-    /// [`FormatKind::takes_value`].
+    /// `value` decides them: the folded formats (collapsed, svg). pprof has both (samples/count
+    /// and wall/nanoseconds, a viewer picks one); speedscope, chrome and gecko lay samples out
+    /// in time, each as long as the wall time it stands for.
     pub fn writer_of(self, value: Value) -> Box<dyn Format> {
         match self {
             FormatKind::Svg => Box::new(Svg { value, title: None }),
@@ -171,7 +166,7 @@ pub enum Value {
 
 impl Value {
     /// The number `c` counts for.
-    pub fn of(self, c: strobe_aggregate::Count) -> u64 {
+    fn of(self, c: strobe_aggregate::Count) -> u64 {
         match self {
             // Round to nearest; a stack that was sampled keeps at least 1 so it stays visible.
             Value::Micros => ((c.weight_ns + 500) / 1000).max(u64::from(c.samples > 0)),

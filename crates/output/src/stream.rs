@@ -36,8 +36,8 @@ pub trait Recorder {
 }
 
 /// A recorder of `kind` with `options` for samples of process `pid`, its numbers counting
-/// `value` where [`FormatKind::takes_value`], spilling to a directory it creates in `dir` past
-/// `budget` bytes; `None` for raw (streamed by `RawWriter`).
+/// `value` where that decides them (see [`FormatKind::writer_of`]), spilling to a directory it
+/// creates in `dir` past `budget` bytes; `None` for raw (streamed by `RawWriter`).
 pub fn recorder(
     kind: FormatKind,
     options: ProfileOptions,
