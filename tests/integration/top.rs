@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{strobe_bin, Announced, Interp, Script, TempDir};
+use strobe_testkit::procfs;
 
 /// Longest wait for anything to appear on screen (debug builds and a loaded machine).
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -155,23 +156,52 @@ impl Tmux {
         }
     }
 
-    /// Sends SIGTERM to strobe (the pane runs `sh run.sh`; strobe is its child).
-    fn sigterm_strobe(&self) {
+    /// strobe's process id (the pane runs `sh run.sh`; strobe is its child).
+    fn strobe_pid(&self) -> i32 {
         let shell = self.format("#{pane_pid}");
         let out = Command::new("pgrep")
             .args(["-P", &shell, "-x", "strobe"])
             .output()
             .unwrap();
-        let strobe: i32 = String::from_utf8(out.stdout)
+        String::from_utf8(out.stdout)
             .unwrap()
             .trim()
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Sends SIGTERM to strobe.
+    fn sigterm_strobe(&self) {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(strobe),
+            nix::unistd::Pid::from_raw(self.strobe_pid()),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
+    }
+
+    /// Waits until strobe's sampler thread has run `rounds` times (its scheduler time slices,
+    /// `/proc/PID/task/TID/schedstat`: one per round, as it sleeps between rounds), so that
+    /// the target has been sampled that often whatever the view shows.
+    fn wait_for_rounds(&self, rounds: u64) {
+        let pid = self.strobe_pid();
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let ran = procfs::tasks(pid).into_iter().find_map(|tid| {
+                let task = format!("/proc/{pid}/task/{tid}");
+                let comm = std::fs::read_to_string(format!("{task}/comm")).ok()?;
+                (comm.trim() == "strobe-sampler").then_some(())?;
+                let stat = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
+                stat.split_whitespace().nth(2)?.parse::<u64>().ok()
+            });
+            if ran.is_some_and(|n| n >= rounds) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {rounds} sampler rounds ({ran:?} so far)"
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     /// strobe's exit status, once the run script has written it.
@@ -436,6 +466,9 @@ fn top_wakes_for_the_target_exit_a_resize_and_sigterm_between_refreshes() {
     args.extend(["--refresh".to_string(), "3600".to_string()]);
     let tmux = Tmux::start(&args);
     tmux.wait_for("the view", |s| s.contains("waiting for samples"));
+    // Sampled long enough that heavy_work (75% of its time) is in the counts `l` fetches
+    // below, however few rounds a loaded machine allows before the target ends.
+    tmux.wait_for_rounds(100);
     target.end();
     tmux.wait_for("the exit message", |s| {
         s.contains(&format!("process {} exited", target.pid))
