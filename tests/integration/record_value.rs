@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use strobe_aggregate::ProfileOptions;
 use strobe_output::{read_raw, Collapsed, Format, RawEvent, RawStream, Value};
+use strobe_testkit::procfs;
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::{assert_ok, record_pid, run_strobe, spawn_recording};
@@ -120,6 +122,23 @@ fn value_samples_counts_samples_and_micros_weighs_them() {
     assert_eq!(svg_total(&svg, "µs"), sum);
 }
 
+/// Waits until strobe `pid`'s sampler thread has run at least `runs` times (it runs once per
+/// round, at least); returns the count seen.
+fn wait_for_sampler_runs(pid: i32, runs: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ran = procfs::times_run(pid, "strobe-sampler");
+        if let Some(n) = ran.filter(|&n| n >= runs) {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strobe's sampler ran {ran:?} times, not {runs}, in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_sample_made_late_is_reported_with_the_effective_sample_size() {
     let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
@@ -133,17 +152,19 @@ fn a_sample_made_late_is_reported_with_the_effective_sample_size() {
         &pid,
         "--rate",
         "1000",
-        "--duration",
-        "2",
         "-o",
         raw.to_str().unwrap(),
     ]);
-    // strobe is recording: stopped for 300 ms (the stimulus, not a wait for anything), its
-    // first round after carries every deadline that passed meanwhile.
-    let strobe_pid = Pid::from_raw(i32::try_from(strobe.id()).unwrap());
-    kill(strobe_pid, Signal::SIGSTOP).unwrap();
+    let strobe_pid = i32::try_from(strobe.id()).unwrap();
+    // Stopped for 300 ms (the stimulus, not a wait for anything) once its sampler runs its
+    // rounds, and ended only after it has run more: its first round after the stop carries
+    // every deadline that passed meanwhile, whatever the machine's load made of the timing.
+    let ran = wait_for_sampler_runs(strobe_pid, 20);
+    kill(Pid::from_raw(strobe_pid), Signal::SIGSTOP).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    kill(strobe_pid, Signal::SIGCONT).unwrap();
+    kill(Pid::from_raw(strobe_pid), Signal::SIGCONT).unwrap();
+    wait_for_sampler_runs(strobe_pid, ran + 50);
+    kill(Pid::from_raw(strobe_pid), Signal::SIGINT).unwrap();
     std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
     assert!(strobe.wait().unwrap().success(), "{stderr}");
     target.close_stdin();

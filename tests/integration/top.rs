@@ -186,13 +186,7 @@ impl Tmux {
         let pid = self.strobe_pid();
         let deadline = Instant::now() + SCREEN_TIMEOUT;
         loop {
-            let ran = procfs::tasks(pid).into_iter().find_map(|tid| {
-                let task = format!("/proc/{pid}/task/{tid}");
-                let comm = std::fs::read_to_string(format!("{task}/comm")).ok()?;
-                (comm.trim() == "strobe-sampler").then_some(())?;
-                let stat = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
-                stat.split_whitespace().nth(2)?.parse::<u64>().ok()
-            });
+            let ran = procfs::times_run(pid, "strobe-sampler");
             if ran.is_some_and(|n| n >= rounds) {
                 return;
             }

@@ -24,6 +24,20 @@ pub fn other_thread(pid: i32) -> u32 {
     u32::try_from(tid).unwrap_or_else(|_| panic!("thread id {tid} is negative"))
 }
 
+/// How many times the thread of `pid` named `comm` has been given a CPU (the third field of
+/// `/proc/PID/task/TID/schedstat`), or `None` when there is no such thread. A thread that
+/// sleeps between rounds of work (strobe's `strobe-sampler`) runs once per round, so this
+/// counts its rounds, at least: what a test waits on to know work was done.
+pub fn times_run(pid: i32, comm: &str) -> Option<u64> {
+    tasks(pid).into_iter().find_map(|tid| {
+        let task = format!("/proc/{pid}/task/{tid}");
+        let name = std::fs::read_to_string(format!("{task}/comm")).ok()?;
+        (name.trim() == comm).then_some(())?;
+        let stat = std::fs::read_to_string(format!("{task}/schedstat")).ok()?;
+        stat.split_whitespace().nth(2)?.parse().ok()
+    })
+}
+
 /// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
 /// `None` when the thread is gone. Panics when a present thread's status lacks the key.
 pub fn status_field(pid: i32, tid: i32, key: &str) -> Option<String> {
