@@ -40,6 +40,7 @@ mod shell;
 mod stacks;
 mod subinterp;
 mod subprocesses;
+mod thread_rename;
 mod top;
 mod top_hangup;
 mod variants;

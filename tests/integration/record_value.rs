@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -124,19 +124,8 @@ fn value_samples_counts_samples_and_micros_weighs_them() {
 
 /// Waits until strobe `pid`'s sampler thread has run at least `runs` times (it runs once per
 /// round, at least); returns the count seen.
-fn wait_for_sampler_runs(pid: i32, runs: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ran = procfs::times_run(pid, "strobe-sampler");
-        if let Some(n) = ran.filter(|&n| n >= runs) {
-            return n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "strobe's sampler ran {ran:?} times, not {runs}, in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for_sampler_runs(pid: i32, runs: u64) -> u64 {
+    procfs::wait_for_runs(pid, "strobe-sampler", runs, Duration::from_secs(60))
 }
 
 #[test]

@@ -183,19 +183,7 @@ impl Tmux {
     /// `/proc/PID/task/TID/schedstat`: one per round, as it sleeps between rounds), so that
     /// the target has been sampled that often whatever the view shows.
     fn wait_for_rounds(&self, rounds: u64) {
-        let pid = self.strobe_pid();
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
-        loop {
-            let ran = procfs::times_run(pid, "strobe-sampler");
-            if ran.is_some_and(|n| n >= rounds) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {rounds} sampler rounds ({ran:?} so far)"
-            );
-            std::thread::sleep(POLL);
-        }
+        procfs::wait_for_runs(self.strobe_pid(), "strobe-sampler", rounds, SCREEN_TIMEOUT);
     }
 
     /// strobe's exit status, once the run script has written it.

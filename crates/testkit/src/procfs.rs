@@ -38,6 +38,23 @@ pub fn times_run(pid: i32, comm: &str) -> Option<u64> {
     })
 }
 
+/// Waits until the thread of `pid` named `comm` has been given a CPU at least `runs` times
+/// ([`times_run`]); returns the count seen. Panics after `timeout`, naming what it saw.
+pub fn wait_for_runs(pid: i32, comm: &str, runs: u64, timeout: std::time::Duration) -> u64 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let ran = times_run(pid, comm);
+        if let Some(n) = ran.filter(|&n| n >= runs) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {comm} of {pid} ran {ran:?} times, not {runs}, in {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
 /// `None` when the thread is gone. Panics when a present thread's status lacks the key.
 pub fn status_field(pid: i32, tid: i32, key: &str) -> Option<String> {
