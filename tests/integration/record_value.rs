@@ -4,7 +4,9 @@
 //! sample size when a late sample weighs much more than the others.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
+use std::process::Child;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -128,6 +130,16 @@ pub fn wait_for_sampler_runs(pid: i32, runs: u64) -> u64 {
     procfs::wait_for_runs(pid, "strobe-sampler", runs, Duration::from_secs(60))
 }
 
+/// Ends the recording `strobe` (SIGINT) once its sampler has run `runs` times, and reads the
+/// rest of its stderr into `stderr`; fails unless it exits successfully.
+pub fn end_after_runs(strobe: &mut Child, err: &mut impl Read, stderr: &mut String, runs: u64) {
+    let pid = i32::try_from(strobe.id()).unwrap();
+    wait_for_sampler_runs(pid, runs);
+    kill(Pid::from_raw(pid), Signal::SIGINT).unwrap();
+    err.read_to_string(stderr).unwrap();
+    assert!(strobe.wait().unwrap().success(), "{stderr}");
+}
+
 #[test]
 fn a_sample_made_late_is_reported_with_the_effective_sample_size() {
     let script = Script::new(&Interp::pyenv("3.12.1"), "native_busy.py");
@@ -152,10 +164,7 @@ fn a_sample_made_late_is_reported_with_the_effective_sample_size() {
     kill(Pid::from_raw(strobe_pid), Signal::SIGSTOP).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     kill(Pid::from_raw(strobe_pid), Signal::SIGCONT).unwrap();
-    wait_for_sampler_runs(strobe_pid, ran + 50);
-    kill(Pid::from_raw(strobe_pid), Signal::SIGINT).unwrap();
-    std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
-    assert!(strobe.wait().unwrap().success(), "{stderr}");
+    end_after_runs(&mut strobe, &mut err, &mut stderr, ran + 50);
     target.close_stdin();
 
     // Kish's effective sample size of the recording's weights (in ms, as the sampler sums them).

@@ -5,13 +5,11 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use strobe_output::{RawEvent, RawStream};
 
 use crate::harness::{Announced, Interp, Script, TempDir};
 use crate::record::spawn_recording;
-use crate::record_value::wait_for_sampler_runs;
+use crate::record_value::{end_after_runs, wait_for_sampler_runs};
 
 /// The target's next stdout line, which must start with `word`.
 fn expect_line(target: &mut Announced, word: &str) -> String {
@@ -43,10 +41,7 @@ strobe_testkit::per_interpreter! {
         expect_line(&mut target, "RENAMED ");
         expect_line(&mut target, "LATER");
         let ran = wait_for_sampler_runs(strobe_pid, 0);
-        wait_for_sampler_runs(strobe_pid, ran + 20);
-        kill(Pid::from_raw(strobe_pid), Signal::SIGINT).unwrap();
-        std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
-        assert!(strobe.wait().unwrap().success(), "{stderr}");
+        end_after_runs(&mut strobe, &mut err, &mut stderr, ran + 20);
         target.close_stdin();
 
         // The worker's samples in time order: (timestamp, kernel id, name).
