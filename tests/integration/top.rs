@@ -447,7 +447,8 @@ fn top_wakes_for_the_target_exit_a_resize_and_sigterm_between_refreshes() {
     let mut args = top_args(target.pid);
     args.extend(["--refresh".to_string(), "3600".to_string()]);
     let tmux = Tmux::start(&args);
-    tmux.wait_for("the view", |s| s.contains("waiting for samples"));
+    // The first draw: before any sample, or (a loaded machine) after the first few.
+    tmux.wait_for("the view", |s| s.starts_with("strobe top  pid "));
     // Sampled long enough that heavy_work (75% of its time) is in the counts `l` fetches
     // below, however few rounds a loaded machine allows before the target ends.
     tmux.wait_for_rounds(100);
