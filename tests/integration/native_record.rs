@@ -7,6 +7,8 @@
 
 use crate::harness::{strobe, Announced, Interp, Script, TempDir};
 use crate::profiles::collapsed;
+use crate::record::spawn_recording;
+use crate::record_value::end_after_runs;
 use serde_json::Value;
 
 /// Interpreter plumbing that must not be left in a merged stack: the evaluation loop of every
@@ -186,7 +188,21 @@ fn check_merge_rate(interp: Interp) {
     let dir = TempDir::new();
     let out = dir.path().join("rate.txt");
     let pid = target.pid.to_string();
-    let stderr = record_native(&pid, true, "1000", "3", &out);
+    // Ended after the sampler has run 1,500 times (a round wakes it at most a few times: its
+    // deadline, and the waits for the stopped threads), not after a duration: a loaded
+    // machine gives the debug build few rounds a second.
+    let (mut strobe, mut err, mut stderr) = spawn_recording(&[
+        "record",
+        "--native",
+        "--idle",
+        "--pid",
+        &pid,
+        "--rate",
+        "1000",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    end_after_runs(&mut strobe, &mut err, &mut stderr, 1500);
     target.close_stdin();
     let (merged, all) = merged_counts(&stderr);
     assert!(all >= 500, "only {all} samples\n{stderr}");
