@@ -186,13 +186,13 @@ impl KernelThreads {
         if !self.tasks.contains_key(&host) && !self.open(host) {
             return None;
         }
-        if let Some(at) = self.stopped.remove(&host) {
+        if let Some(&at) = self.stopped.get(&host) {
             if self.position(host) == Some(at) {
                 // Not on a CPU since our stop let it go: still running, as the stop found it.
-                self.stopped.insert(host, at);
                 self.reads += 1;
                 return Some('R');
             }
+            self.stopped.remove(&host);
         }
         let task = self.tasks.get(&host)?;
         match &task.watch {
