@@ -151,6 +151,19 @@ impl SwitchWatch {
         None
     }
 
+    /// Load the cache lines [`SwitchWatch::last`] will read (the position, and the newest
+    /// record unless it was decoded at this position already), without decoding anything: a
+    /// caller about to look up many watches touches them all first, so that their misses
+    /// overlap instead of coming one after another.
+    pub fn touch(&self) {
+        let head = self.position();
+        let decoded = self.decoded.get().is_some_and(|(at, _)| at == head);
+        if head != 0 && head.is_multiple_of(RECORD_BYTES) && !decoded {
+            let at = (head - RECORD_BYTES) % self.data_size as u64;
+            std::hint::black_box(self.record(at as usize).load(Ordering::Relaxed));
+        }
+    }
+
     /// Where the kernel is in the ring: the bytes of records written since the watch was
     /// opened. It moves exactly when the thread is switched in or out, so two equal positions
     /// mean the thread has not been on a CPU in between (nor left one).

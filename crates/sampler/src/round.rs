@@ -181,6 +181,7 @@ pub(crate) fn round(
         // state comes from the kernel's switch records (see `threads`), so asking costs a
         // memory read each; a thread not seen before is always read.
         let ProcessView { memos, kernel, .. } = &mut *st;
+        kernel.touch_watches();
         let mut wanted = |tstate: u64| match memos.get(&tstate).and_then(|m| m.host) {
             Some(host) => kernel.state_in_round(host).is_none_or(|s| s == 'R'),
             None => true,

@@ -242,6 +242,16 @@ impl KernelThreads {
         Some(state)
     }
 
+    /// Touch every switch watch's lines in one pass (see [`SwitchWatch::touch`]), before a
+    /// round looks its threads up one by one.
+    pub(crate) fn touch_watches(&self) {
+        for task in self.tasks.values() {
+            if let Watch::On { watch, .. } = &task.watch {
+                watch.touch();
+            }
+        }
+    }
+
     /// Set a switch watch on our thread `host` and read its state from `/proc` (after the
     /// watch is set, so no switch falls between the two).
     fn start_watch(&mut self, host: u32) -> Option<char> {
