@@ -136,7 +136,7 @@ impl ThreadTracer {
                 pid,
                 tid,
                 alive: true,
-                owner: nix::unistd::gettid().as_raw(),
+                owner: own_tid(),
             }),
             Err(Errno::ESRCH) => Err(StackError::ThreadGone { pid, tid }),
             Err(Errno::EPERM) => Err(refused(pid, tid)),
@@ -381,7 +381,7 @@ impl ThreadTracer {
     /// Calls from a thread other than the one that seized fail in the kernel (`ESRCH`, read
     /// as the thread being gone): said plainly instead.
     fn check_owner(&self, op: &'static str) -> Result<(), StackError> {
-        if nix::unistd::gettid().as_raw() == self.owner {
+        if own_tid() == self.owner {
             Ok(())
         } else {
             Err(self.ptrace_error(op, Errno::EPERM))
@@ -396,6 +396,17 @@ impl ThreadTracer {
             errno,
         }
     }
+}
+
+thread_local! {
+    /// This thread's kernel id, asked once: [`ThreadTracer::check_owner`] runs before every
+    /// stop and wait of a capture (several per sampling round), and `gettid` is a system call.
+    static OWN_TID: i32 = nix::unistd::gettid().as_raw();
+}
+
+/// The kernel id of the calling thread (see [`OWN_TID`]).
+fn own_tid() -> i32 {
+    OWN_TID.with(|t| *t)
 }
 
 impl Drop for ThreadTracer {

@@ -21,6 +21,7 @@
 //! otherwise (sleep, wait, stop) is not. Before the first switch after opening there is no
 //! record, and the caller keeps the state it read from `/proc` at opening.
 
+use std::cell::Cell;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,6 +75,11 @@ pub struct SwitchWatch {
     map_len: usize,
     data_offset: usize,
     data_size: usize,
+    /// The last record decoded, and the ring's position it was the newest record at: while
+    /// the position stays, so does the newest record, and [`SwitchWatch::last`] reads only
+    /// the control page (a thread that has not switched since the previous round costs one
+    /// cache line, not two on two pages).
+    decoded: Cell<Option<(u64, LastSwitch)>>,
 }
 
 // SAFETY: the mapping is owned by this value alone, and the kernel synchronises with us only
@@ -98,6 +104,7 @@ impl SwitchWatch {
             map_len,
             data_offset: page,
             data_size: page,
+            decoded: Cell::new(None),
         };
         if let Some((offset, size)) = data_area(
             watch.control(PAGE_DATA_OFFSET),
@@ -125,6 +132,11 @@ impl SwitchWatch {
             if !before.is_multiple_of(RECORD_BYTES) {
                 return None;
             }
+            if let Some((position, last)) = self.decoded.get() {
+                if position == before {
+                    return Some(last);
+                }
+            }
             let at = (before - RECORD_BYTES) % self.data_size as u64;
             let header = self.record(at as usize).load(Ordering::Acquire);
             let after = head.load(Ordering::Acquire);
@@ -132,9 +144,24 @@ impl SwitchWatch {
                 before = after;
                 continue;
             }
-            return decode(header);
+            let last = decode(header)?;
+            self.decoded.set(Some((before, last)));
+            return Some(last);
         }
         None
+    }
+
+    /// Load the cache lines [`SwitchWatch::last`] will read (the position, and the newest
+    /// record unless it was decoded at this position already), without decoding anything: a
+    /// caller about to look up many watches touches them all first, so that their misses
+    /// overlap instead of coming one after another.
+    pub fn touch(&self) {
+        let head = self.position();
+        let decoded = self.decoded.get().is_some_and(|(at, _)| at == head);
+        if head != 0 && head.is_multiple_of(RECORD_BYTES) && !decoded {
+            let at = (head - RECORD_BYTES) % self.data_size as u64;
+            std::hint::black_box(self.record(at as usize).load(Ordering::Relaxed));
+        }
     }
 
     /// Where the kernel is in the ring: the bytes of records written since the watch was

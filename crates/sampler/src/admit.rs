@@ -162,7 +162,7 @@ fn is_idle(
     }
     let state = match pre_state {
         Some(state) => state,
-        None => host.and_then(|h| kernel.read_state(h)),
+        None => host.and_then(|h| kernel.state_in_round(h)),
     };
     state.is_some_and(|s| s != 'R')
 }
@@ -231,8 +231,13 @@ mod tests {
         // Without the GIL (or on a free-threaded build) the state is read. The running
         // thread is this one.
         let me = nix::unistd::gettid().as_raw() as u32;
+        kernel.start_round();
         assert!(!is_idle(&mut kernel, &thread(false), false, Some(me), None));
+        kernel.start_round();
         assert!(!is_idle(&mut kernel, &thread(true), true, Some(me), None));
+        assert_eq!(kernel.reads(), 2);
+        // Asked again in the same round: the round's answer, not another lookup.
+        assert!(!is_idle(&mut kernel, &thread(false), false, Some(me), None));
         assert_eq!(kernel.reads(), 2);
         // A state read before a freeze is used as it is.
         assert!(is_idle(

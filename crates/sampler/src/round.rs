@@ -140,6 +140,7 @@ pub(crate) fn round(
     }
     let mut raw = std::mem::take(&mut st.raw);
     st.rounds_started += 1;
+    st.kernel.start_round();
     let walked = if cfg.blocking {
         let freeze = match Freeze::all_threads(pid) {
             Ok(f) => f,
@@ -180,8 +181,9 @@ pub(crate) fn round(
         // state comes from the kernel's switch records (see `threads`), so asking costs a
         // memory read each; a thread not seen before is always read.
         let ProcessView { memos, kernel, .. } = &mut *st;
+        kernel.touch_watches();
         let mut wanted = |tstate: u64| match memos.get(&tstate).and_then(|m| m.host) {
-            Some(host) => kernel.read_state(host).is_none_or(|s| s == 'R'),
+            Some(host) => kernel.state_in_round(host).is_none_or(|s| s == 'R'),
             None => true,
         };
         target

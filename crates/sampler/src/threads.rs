@@ -11,6 +11,10 @@
 //! read threads that hold the GIL (they run Python; see the sampler's module documentation)
 //! nor tasks that are not Python threads.
 //!
+//! A round looks each thread up once ([`KernelThreads::state_in_round`]): its look before the
+//! read (which threads' frames to copy) and its decision after (which samples to keep) share
+//! the answer.
+//!
 //! The task list (and the map between our thread ids and the target's, which differ inside a
 //! PID namespace) is re-read only when a walk names a thread we do not know, at most every
 //! [`RESCAN_EVERY`]. A thread found otherwise (≤3.10 interpreters, whose kernel ids come from
@@ -39,6 +43,9 @@ pub(crate) const MAX_WATCHES: usize = 512;
 struct Task {
     stat: File,
     watch: Watch,
+    /// Its state as first looked up in a round, and that round (see
+    /// [`KernelThreads::state_in_round`]).
+    in_round: Option<(u64, char)>,
 }
 
 /// A thread's switch watch, and the state read when it was set.
@@ -84,6 +91,8 @@ pub(crate) struct KernelThreads {
     /// watch's position after the stop (see [`KernelThreads::stopped_running`]).
     stopped: HashMap<u32, u64, FxBuild>,
     last_scan: Option<Instant>,
+    /// The sampling round under way (see [`KernelThreads::start_round`]).
+    round: u64,
     /// State lookups done, either way (for tests: which decisions needed none).
     reads: u64,
     /// Of those, `pread`s of a `stat` file.
@@ -104,6 +113,7 @@ impl KernelThreads {
             at_freeze: HashMap::default(),
             stopped: HashMap::default(),
             last_scan: None,
+            round: 0,
             reads: 0,
             preads: 0,
             buf: vec![0; 1024],
@@ -149,7 +159,15 @@ impl KernelThreads {
         match File::open(path) {
             Ok(stat) => {
                 let watch = Watch::Untried;
-                self.tasks.insert(host, Task { stat, watch });
+                let in_round = None;
+                self.tasks.insert(
+                    host,
+                    Task {
+                        stat,
+                        watch,
+                        in_round,
+                    },
+                );
                 true
             }
             Err(_) => {
@@ -168,13 +186,13 @@ impl KernelThreads {
         if !self.tasks.contains_key(&host) && !self.open(host) {
             return None;
         }
-        if let Some(at) = self.stopped.remove(&host) {
+        if let Some(&at) = self.stopped.get(&host) {
             if self.position(host) == Some(at) {
                 // Not on a CPU since our stop let it go: still running, as the stop found it.
-                self.stopped.insert(host, at);
                 self.reads += 1;
                 return Some('R');
             }
+            self.stopped.remove(&host);
         }
         let task = self.tasks.get(&host)?;
         match &task.watch {
@@ -198,6 +216,40 @@ impl KernelThreads {
             }
         }
         self.read_stat(host).map(|s| s.state)
+    }
+
+    /// A sampling round begins: [`KernelThreads::state_in_round`] looks each thread up again.
+    pub(crate) fn start_round(&mut self) {
+        self.round += 1;
+    }
+
+    /// The state of our thread `host` in this round: looked up as [`KernelThreads::read_state`]
+    /// does the first time the round asks, and the same answer after that. A round asks twice
+    /// of each thread it samples (before its read, to skip idle threads' frames, and after, to
+    /// decide what it keeps); the second lookup cost a switch watch's cache lines again, per
+    /// thread, for an answer a few microseconds newer that the read had not followed anyway.
+    pub(crate) fn state_in_round(&mut self, host: u32) -> Option<char> {
+        let round = self.round;
+        if let Some((r, state)) = self.tasks.get(&host).and_then(|t| t.in_round) {
+            if r == round {
+                return Some(state);
+            }
+        }
+        let state = self.read_state(host)?;
+        if let Some(task) = self.tasks.get_mut(&host) {
+            task.in_round = Some((round, state));
+        }
+        Some(state)
+    }
+
+    /// Touch every switch watch's lines in one pass (see [`SwitchWatch::touch`]), before a
+    /// round looks its threads up one by one.
+    pub(crate) fn touch_watches(&self) {
+        for task in self.tasks.values() {
+            if let Watch::On { watch, .. } = &task.watch {
+                watch.touch();
+            }
+        }
     }
 
     /// Set a switch watch on our thread `host` and read its state from `/proc` (after the
