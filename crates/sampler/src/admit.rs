@@ -55,6 +55,9 @@ pub(crate) fn admit(
     let Some(memo) = st.memos.get_mut(&t.tstate_addr) else {
         return Ok(Admit::Skip);
     };
+    // Stopped before the round's read because the kernel said it ran (see "Stop first, read
+    // after" in `round`): running at the stop, whatever the stop did to its state since.
+    let stopped_first = memo.stopped_in == st.rounds_started && memo.host == host;
     memo.host = host;
     let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
     if !cfg.tids.is_empty()
@@ -112,9 +115,11 @@ pub(crate) fn admit(
         return Ok(Admit::Skip);
     }
     // Under `--blocking`, the state read before the freeze; a thread not known then
-    // (new since the last scan of the task list) is read now, after the release.
+    // (new since the last scan of the task list) is read now, after the release. Stopped
+    // before the read (`--native`), running.
     let pre_state = match host {
         Some(h) if cfg.blocking => st.kernel.state_before(h).map(Some),
+        Some(_) if stopped_first => Some(Some('R')),
         _ => None,
     };
     let idle = is_idle(&mut st.kernel, t, st.free_threaded, host, pre_state);

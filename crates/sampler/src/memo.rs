@@ -56,6 +56,9 @@ pub(crate) struct ThreadMemo {
     /// Our kernel id of the thread, as last seen: whose run state decides, before the next
     /// round's read, whether its frames are wanted.
     pub(crate) host: Option<u32>,
+    /// The round (`ProcessView::rounds_started`) whose native capture stopped `host` before
+    /// the round's read (see "Stop first, read after" in `round`); 0 if none did.
+    pub(crate) stopped_in: u64,
 }
 
 impl ThreadMemo {

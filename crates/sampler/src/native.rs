@@ -2,6 +2,11 @@
 //! the same instant by the target (`strobe_target::Target::native_round`), merged and interned
 //! as one stack.
 //!
+//! In CPU mode the round stops the threads the kernel says run before its read, and reads
+//! inside those stops (`round::stop_first`, "Stop first, read after" in `strobe_target`'s
+//! `native/sample.rs`): a kept thread stopped there is merged with its frames in the round's
+//! read, and only the kept threads that were not stopped are captured as follows.
+//!
 //! Once the round's own walk has decided which threads are kept (filters, idle state: see
 //! `admit`), the target captures them all at once: threads the round found idle and that
 //! provably sleep through the read are read without a stop, every other kept thread is
@@ -52,6 +57,8 @@ pub(crate) struct NativeView {
     outcomes: HashMap<u64, NativeOutcome, FxBuild>,
     /// The latest round's threads to capture (scratch).
     requests: Vec<NativeRequest>,
+    /// The threads a round stops before its read (scratch, see `round::stop_first`).
+    pub(crate) stop: Vec<i32>,
 }
 
 /// What a round's native capture gave for a thread.
@@ -74,6 +81,9 @@ pub(crate) struct NativeRound<'a> {
     pub(crate) root: Option<FrameId>,
     /// When the round's walk had read the target (its stops keep their distance from it).
     pub(crate) read_at: Instant,
+    /// The round's read, if it was taken inside the stops of `Target::native_stop_first`:
+    /// the threads stopped there are merged with their frames in it.
+    pub(crate) first: Option<&'a RawSample>,
 }
 
 /// How a merged stack is interned.
@@ -96,6 +106,7 @@ impl NativeView {
             ids: Vec::new(),
             outcomes: HashMap::default(),
             requests: Vec::new(),
+            stop: Vec::new(),
         }
     }
 
@@ -153,7 +164,12 @@ impl NativeView {
             outcomes.insert(r.tstate, outcome);
             Ok::<(), RoundError>(())
         };
-        target.native_round(requests, raw, round.read_at, &mut each)
+        match round.first {
+            Some(first) => {
+                target.native_round_after(requests, first, raw, round.read_at, &mut each)
+            }
+            None => target.native_round(requests, raw, round.read_at, &mut each),
+        }
     }
 
     /// `--blocking`: while `freeze` holds the process, take every thread's native stack and

@@ -76,10 +76,24 @@
 //! When idle samples are dropped (no `--idle`, no raw recording, no `--blocking`), the states
 //! are looked up *before* the read, and the stacks of idle threads that do not hold the GIL
 //! are not copied at all ([`Walker::sample_wanted_into`]): at ordinary rates most threads of a
-//! service sleep, and their stacks were most of the read. Under `--native` as well (the
-//! capture reads the kept threads' stacks once more, inside their stops): a thread our previous
-//! capture stopped in user space is running until its watch moves (above), so the look before
-//! the read no longer drops a thread that capture has just let go.
+//! service sleep, and their stacks were most of the read. Under `--native` as well: a thread
+//! our previous capture stopped in user space is running until its watch moves (above), so the
+//! look before the read no longer drops a thread that capture has just let go.
+//!
+//! # Stop first, read after (`--native`, idle samples dropped)
+//! The look before the read names the threads a CPU-mode `--native` round samples: the
+//! previous round's Python threads (their memos' kernel ids) the kernel says run, within
+//! `--tids` and `--threads`. [`stop_first`] stops them together and takes the round's read
+//! inside the stops: the thread list, the GIL, exceptions and GC flags, and the frames of the
+//! stopped threads, of threads not seen before and of the GIL holder. A thread stopped there
+//! counts as running for the round ([`ThreadMemo::stopped_in`]): it was when the stop came,
+//! whatever our stop did to its state since. Its native stack is merged with its frames in the
+//! round's read (see `native`); a kept thread that was not stopped (new, woken since the look,
+//! a GIL holder the kernel took as asleep) is captured after the read, as in wall mode. So no
+//! read of ours comes just before the stops (see "Stops after our own read" in
+//! `strobe_target`'s `native/sample.rs`), and the kept threads' frames are read once.
+//!
+//! [`ThreadMemo::stopped_in`]: crate::memo::ThreadMemo::stopped_in
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
@@ -87,7 +101,7 @@ use std::time::Instant;
 
 use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
-use strobe_walker::RawSample;
+use strobe_walker::{RawSample, WalkError};
 
 use strobe_target::Target;
 
@@ -139,6 +153,8 @@ pub(crate) fn round(
         st.kernel.read_all();
     }
     let mut raw = std::mem::take(&mut st.raw);
+    // When the round's read of the target ended, if it was taken inside stops.
+    let mut read_at = None;
     st.rounds_started += 1;
     st.kernel.start_round();
     let walked = if cfg.blocking {
@@ -175,6 +191,11 @@ pub(crate) fn round(
             }
         }
         walked
+    } else if skips_idle_frames(cfg) && st.native.mode == NativeMode::On {
+        st.test_panic();
+        let (walked, at) = stop_first(st, target, cfg, &mut raw);
+        read_at = Some(at);
+        walked
     } else if skips_idle_frames(cfg) {
         st.test_panic();
         // Idle threads are dropped: not copying their stacks makes the read smaller. Their
@@ -195,12 +216,14 @@ pub(crate) fn round(
     };
     // The end of the round's read of the target: under `--native` its stops keep their
     // distance from it (see "Stops after our own read" in `strobe_target`'s `native/sample.rs`).
-    let read_at = Instant::now();
+    let stopped_first = read_at.is_some();
+    let read_at = read_at.unwrap_or_else(Instant::now);
     let result = walked.map_err(|e| walk_error(pid, e)).and_then(|()| {
         let when = When {
             now_ns,
             weight_ns,
             read_at,
+            stopped_first,
         };
         record_threads(st, target, cfg, side, &raw, when, stats)
     });
@@ -241,6 +264,76 @@ fn note_freeze(st: &mut ProcessView, freeze: &Freeze, raw: &RawSample) {
     }
 }
 
+/// The read of a CPU-mode `--native` round, inside the stops of the threads it will sample
+/// (see "Stop first, read after" in the module documentation): the Python threads of the
+/// previous round the kernel says run (within `--tids` and `--threads`), stopped together;
+/// the read copies the frames of those, of threads not seen before, and of the GIL holder.
+/// When the read ended.
+fn stop_first(
+    st: &mut ProcessView,
+    target: &mut Target,
+    cfg: &SamplerConfig,
+    raw: &mut RawSample,
+) -> (Result<(), WalkError>, Instant) {
+    let round = st.rounds_started;
+    let ProcessView {
+        memos,
+        kernel,
+        native,
+        ..
+    } = &mut *st;
+    native.stop.clear();
+    for memo in memos.values_mut() {
+        let Some(host) = memo.host else {
+            continue;
+        };
+        let tids = &cfg.tids;
+        if !tids.is_empty()
+            && !tids
+                .iter()
+                .any(|&x| x == host || x == kernel.inner_of(host))
+        {
+            continue;
+        }
+        let names = &cfg.thread_names;
+        if !names.is_empty()
+            && !memo
+                .name
+                .as_deref()
+                .is_some_and(|n| names.iter().any(|w| w == n))
+        {
+            continue;
+        }
+        if kernel.read_state(host).is_none_or(|s| s == 'R') {
+            if let Ok(tid) = i32::try_from(host) {
+                memo.stopped_in = round;
+                native.stop.push(tid);
+            }
+        }
+    }
+    let mut walked = Ok(());
+    let mut wanted = |tstate: u64| {
+        memos
+            .get(&tstate)
+            .is_none_or(|m| m.host.is_none() || m.stopped_in == round)
+    };
+    let read_at = target.native_stop_first(&native.stop, &mut |walker| {
+        walked = walker.sample_wanted_into(raw, &mut wanted);
+    });
+    note_stopped_running(st, target);
+    (walked, read_at)
+}
+
+/// The threads the latest native capture stopped in user space are running until their
+/// switch watches move (see "Idle under `--native`" in the module documentation).
+fn note_stopped_running(st: &mut ProcessView, target: &Target) {
+    for &tid in target.native_stopped_running() {
+        if let Ok(host) = u32::try_from(tid) {
+            st.kernel.stopped_running(host);
+        }
+    }
+}
+
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL
 /// holder's): when idle samples are dropped anyway, and no freeze needs every thread's frames.
 /// Under `--native` too: the native capture reads the kept threads' frames again itself.
@@ -255,6 +348,8 @@ pub(crate) struct When {
     pub(crate) weight_ns: u64,
     /// When the round's walk had read the target.
     pub(crate) read_at: Instant,
+    /// The walk was read inside the stops of a native capture ([`stop_first`]).
+    pub(crate) stopped_first: bool,
 }
 
 /// Filter, flag, intern and push the threads of one sample.
@@ -271,6 +366,7 @@ fn record_threads(
         now_ns,
         weight_ns,
         read_at,
+        stopped_first,
     } = when;
     let pid = st.pid;
     let stacks = &raw.threads;
@@ -354,14 +450,11 @@ fn record_threads(
             by_function: cfg.by_function,
             root: st.root_frame,
             read_at,
+            first: stopped_first.then_some(raw),
         };
         st.native
             .capture_round(target, side, &mut st.frames, round)?;
-        for &tid in target.native_stopped_running() {
-            if let Ok(host) = u32::try_from(tid) {
-                st.kernel.stopped_running(host);
-            }
-        }
+        note_stopped_running(st, target);
     }
     for k in 0..st.kept.len() {
         let Kept {

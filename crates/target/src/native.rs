@@ -67,6 +67,12 @@ pub(crate) struct NativeState {
     capturer: Capturer,
     /// The threads of the sampler's latest round capture, with their stack buffers.
     slots: Vec<Slot>,
+    /// The threads the round's [`NativeState::stop_first`] stopped, sorted by thread id, with
+    /// their stack buffers; how many of them, until the round's `sample_round` takes them.
+    first: Vec<Slot>,
+    first_count: Option<usize>,
+    /// When the latest capture's read of the target ended.
+    last_read: Option<Instant>,
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
@@ -142,6 +148,9 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
+            first: Vec::new(),
+            first_count: None,
+            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
@@ -177,6 +186,9 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
+            first: Vec::new(),
+            first_count: None,
+            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),

@@ -48,6 +48,57 @@ impl Target {
         read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
+        self.native_round_with(wanted, None, raw, read_at, each)
+    }
+
+    /// The first half of a round that stops first and reads after: stop the threads `tids`
+    /// (as seen from here) together, and run `read`, the round's read of the target, while
+    /// they are stopped. The stops come no sooner than 20 µs after the latest read of a
+    /// native capture (the previous round's: see "Stops after our own read" in
+    /// `native/sample.rs`). Gives when `read` ended. The round then decides which threads
+    /// it keeps from that read and hands them to [`Target::native_round_after`], which merges
+    /// the stopped ones' captures with their frames in the same read. Without
+    /// [`Target::enable_native`], `read` runs without stops.
+    pub fn native_stop_first(
+        &mut self,
+        tids: &[i32],
+        read: &mut dyn FnMut(&mut Walker<TargetMemory>),
+    ) -> Instant {
+        let pid = self.process.pid;
+        match self.native.as_mut() {
+            Some(state) => state.stop_first(pid, tids, &mut self.walker, read),
+            None => {
+                read(&mut self.walker);
+                Instant::now()
+            }
+        }
+    }
+
+    /// [`Target::native_round`] after [`Target::native_stop_first`], whose read is `first`:
+    /// a thread of `wanted` that was stopped there is merged with its Python frames in `first`
+    /// (`each` gets `first` with its result); the others (not stopped, or whose capture needs
+    /// another) are captured as [`Target::native_round`] does, their frames read into `raw`.
+    pub fn native_round_after<E>(
+        &mut self,
+        wanted: &[NativeRequest],
+        first: &RawSample,
+        raw: &mut RawSample,
+        read_at: Instant,
+        each: &mut EachNative<'_, TargetMemory, E>,
+    ) -> Result<(), E> {
+        self.native_round_with(wanted, Some(first), raw, read_at, each)
+    }
+
+    /// [`Target::native_round`], after a [`Target::native_stop_first`] whose read is `first`
+    /// if given.
+    fn native_round_with<E>(
+        &mut self,
+        wanted: &[NativeRequest],
+        first: Option<&RawSample>,
+        raw: &mut RawSample,
+        read_at: Instant,
+        each: &mut EachNative<'_, TargetMemory, E>,
+    ) -> Result<(), E> {
         let version = &self.process.version;
         let of = native::RoundOf {
             pid: self.process.pid,
@@ -60,11 +111,11 @@ impl Target {
             }
             return Ok(());
         };
-        state.sample_round(of, wanted, read_at, &mut self.walker, raw, each)
+        state.sample_round(of, wanted, first, read_at, &mut self.walker, raw, each)
     }
 
-    /// The threads (as seen from here) that the latest [`Target::native_round`] stopped
-    /// outside a system call: they were running, or runnable after a preemption, when the
+    /// The threads (as seen from here) that the latest [`Target::native_stop_first`] or
+    /// [`Target::native_round`] (or `_after`) stopped outside a system call: they were running, or runnable after a preemption, when the
     /// stop came. The stop switched them out as a wait would, and until they next get a CPU
     /// the kernel's record of their switches says so: a caller that reads thread states from
     /// that record should take them as running until then.

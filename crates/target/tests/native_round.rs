@@ -2,7 +2,10 @@
 //! spinning in C (called through ctypes, the GIL released) and one asleep, captured in one
 //! round. Each merged stack has the C function under the Python function that called it, the
 //! sleeping thread's ends in its system call, and the Python read inside the capture copied
-//! only the requested threads' stacks (not the main thread's).
+//! only the requested threads' stacks (not the main thread's). And a round that stops first
+//! (`Target::native_stop_first`, then `Target::native_round_after`): a thread stopped before
+//! the read is merged with its frames in that read, without a capture of its own, and only a
+//! kept thread that was not stopped is captured again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,8 +53,9 @@ sys.stdout.flush()
 sys.stdin.read()
 "#;
 
-#[test]
-fn a_round_captures_its_threads_together_and_reads_only_theirs() {
+/// The target started (its library's directory kept), attached with native stacks enabled, a
+/// first read of it, and requests for its spinner, spinner and sleeper (which may sleep).
+fn start() -> (TempDir, Ready, Target, RawSample, [NativeRequest; 3]) {
     let dir = TempDir::new();
     let lib = dir.path().join("libspin.so");
     let src = dir.path().join("spin.c");
@@ -103,51 +107,71 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
         request(idents[1], false),
         request(idents[2], true),
     ];
+    (dir, t, target, raw, wanted)
+}
+
+/// A merged stack as [`named`] gives it: (kinds, names), innermost first.
+type Named = (Vec<String>, Vec<String>);
+
+/// A merged stack's frames innermost first, as (kind, name) lists; its Python frames are those
+/// of `raw.threads[index]`.
+fn named(
+    stack: strobe_target::NativeStack<'_>,
+    raw: &RawSample,
+    index: usize,
+    walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>,
+) -> Named {
+    let frames = raw.frames_of(&raw.threads[index]);
+    let mut kinds = Vec::new();
+    let mut names = Vec::new();
+    for m in stack.merged {
+        match *m {
+            MergedFrame::Python(p) => {
+                kinds.push("python".to_string());
+                names.push(walker.frame_info(frames[p]).unwrap().function.to_string());
+            }
+            MergedFrame::Native(n) => {
+                kinds.push("native".to_string());
+                names.push(
+                    stack.native[n]
+                        .function
+                        .as_deref()
+                        .unwrap_or("?")
+                        .to_string(),
+                );
+            }
+            MergedFrame::Kernel(_) => {
+                kinds.push("kernel".to_string());
+                names.push("[syscall]".to_string());
+            }
+            MergedFrame::Truncated => {
+                kinds.push("truncated".to_string());
+                names.push("...".to_string());
+            }
+        }
+    }
+    (kinds, names)
+}
+
+#[test]
+fn a_round_captures_its_threads_together_and_reads_only_theirs() {
+    let (_dir, _t, mut target, raw, wanted) = start();
     let main_tstate = raw
         .threads
         .iter()
-        .find(|t| !idents.contains(&t.thread_id))
+        .find(|t| wanted.iter().all(|w| w.tstate != t.tstate_addr))
         .unwrap()
         .tstate_addr;
 
     let mut read = RawSample::new();
-    let mut got: HashMap<usize, (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut got: HashMap<usize, Named> = HashMap::new();
     let mut each =
         |i: usize,
          result: strobe_target::NativeResult<'_>,
          raw: &RawSample,
          walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>| {
             let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
-            let frames = raw.frames_of(&raw.threads[index]);
-            let mut kinds = Vec::new();
-            let mut names = Vec::new();
-            for m in stack.merged {
-                match *m {
-                    MergedFrame::Python(p) => {
-                        kinds.push("python".to_string());
-                        names.push(walker.frame_info(frames[p]).unwrap().function.to_string());
-                    }
-                    MergedFrame::Native(n) => {
-                        kinds.push("native".to_string());
-                        names.push(
-                            stack.native[n]
-                                .function
-                                .as_deref()
-                                .unwrap_or("?")
-                                .to_string(),
-                        );
-                    }
-                    MergedFrame::Kernel(_) => {
-                        kinds.push("kernel".to_string());
-                        names.push("[syscall]".to_string());
-                    }
-                    MergedFrame::Truncated => {
-                        kinds.push("truncated".to_string());
-                        names.push("...".to_string());
-                    }
-                }
-            }
-            got.insert(i, (kinds, names));
+            got.insert(i, named(stack, raw, index, walker));
             Ok::<(), ()>(())
         };
     target
@@ -185,4 +209,59 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
             .unwrap();
         assert!(t.walked && !read.frames_of(t).is_empty());
     }
+}
+
+#[test]
+fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
+    let (_dir, _t, mut target, _, wanted) = start();
+    let (stopped, later) = (wanted[0], wanted[1]);
+    // Spinner 0 stopped, and the round's whole read taken inside its stop.
+    let mut first = RawSample::new();
+    let mut walked = Ok(());
+    let read_at = target.native_stop_first(&[stopped.tid], &mut |walker| {
+        walked = walker.sample_into(&mut first);
+    });
+    walked.unwrap();
+    // Stopped spinning in user space: running when the stop came.
+    assert_eq!(target.native_stopped_running(), &[stopped.tid]);
+
+    let mut read = RawSample::new();
+    // Per request: whether its frames are those of the first read, and its stack.
+    let mut got: HashMap<usize, (bool, Named)> = HashMap::new();
+    let mut each =
+        |i: usize,
+         result: strobe_target::NativeResult<'_>,
+         raw: &RawSample,
+         walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>| {
+            let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
+            let in_first = std::ptr::eq(raw, &first);
+            got.insert(i, (in_first, named(stack, raw, index, walker)));
+            Ok::<(), ()>(())
+        };
+    target
+        .native_round_after(&[stopped, later], &first, &mut read, read_at, &mut each)
+        .unwrap();
+
+    assert_eq!(got.len(), 2);
+    for (i, from_first) in [(0, true), (1, false)] {
+        let (in_first, (kinds, names)) = &got[&i];
+        assert_eq!(*in_first, from_first, "spinner {i}");
+        assert_eq!(names[0], "spin_here", "{names:?}");
+        assert_eq!(kinds[0], "native");
+        let python = kinds.iter().position(|k| k == "python").unwrap();
+        assert_eq!(names[python], "spinner", "{names:?}");
+    }
+    // The later capture read the frames of the thread it captured, and not again those of the
+    // thread stopped first.
+    let of = |tstate: u64| {
+        read.threads
+            .iter()
+            .find(|t| t.tstate_addr == tstate)
+            .unwrap()
+    };
+    let again = of(stopped.tstate);
+    assert!(!again.walked || again.holds_gil, "spinner 0 was read again");
+    assert!(of(later.tstate).walked);
+    // Only the later capture's stop is left in the list.
+    assert_eq!(target.native_stopped_running(), &[later.tid]);
 }

@@ -12,6 +12,17 @@
 //! the thread's earlier reach and the unwind incomplete → whole. The retries of a round are
 //! captured together too, once.
 //!
+//! # Stop first, read after
+//! In CPU mode the sampler knows which threads to stop before it reads anything: the previous
+//! round's Python threads the kernel says run. [`NativeState::stop_first`] stops those together
+//! and runs the round's own read (every thread's state, the GIL, the frames of the stopped and
+//! of new threads) inside the stops; the round then decides what it keeps from that read, and
+//! [`NativeState::sample_round`] merges each kept thread stopped there with its frames in the
+//! same read, capturing only the kept threads that were not stopped (new, woken, a GIL holder
+//! the kernel took as asleep) as the wall-mode rounds capture theirs. So the round's read no
+//! longer comes just before its stops, and the kept threads' frames are read once instead of
+//! twice.
+//!
 //! # Stops after our own read
 //! A round reads the target (its walk: the interpreter, the GIL's state, the thread states and
 //! stacks) just before it stops the running threads, and a stop that comes within a few
@@ -26,9 +37,12 @@
 //! GIL's mutexes and state) makes those instructions wait for the lines to come back, and an
 //! interrupt that arrives then is taken there (an inference from where the stops land: the
 //! VM gives no cache events to count). So the stops of a capture come at least
-//! [`READ_TO_STOP`] after the read before them (the round's walk, or for its retries the read
-//! inside the first stops), spinning the rest if needed: 10 µs was enough in the release
-//! build, 20 µs leaves a margin (the debug build's test failed once in four runs at 10 µs).
+//! [`READ_TO_STOP`] after the read before them, spinning the rest if needed: 10 µs was enough
+//! in the release build, 20 µs leaves a margin (the debug build's test failed once in four
+//! runs at 10 µs). The read before them is the latest read of a capture
+//! ([`NativeState::stop_first`]'s of the previous round, or the read inside the round's first
+//! stops for its later captures), or, in wall mode, the round's walk; stopping first, only
+//! rounds run back to back come that close.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +55,8 @@ use super::capture::{Miss, Slot};
 use super::{python_failed, NativeStack, NativeState, NativeThread};
 
 /// The least time between a read of the target and the stops that follow it (see "Stops
-/// after our own read" in the module documentation).
+/// after our own read" in the module documentation): the latest read of a capture, or the
+/// round's walk where it came before the stops.
 pub(crate) const READ_TO_STOP: Duration = Duration::from_micros(20);
 
 /// One thread of a round's native capture ([`crate::Target::native_round`]).
@@ -95,48 +110,123 @@ pub(crate) struct RoundOf {
 }
 
 impl NativeState {
+    /// Stop the threads `tids` of process `pid` together and run `read` (the round's read of
+    /// the target) while they are stopped: the round's first capture, taken before the round
+    /// knows which threads it keeps (see "Stop first, read after" in the module
+    /// documentation). The stops come [`READ_TO_STOP`] after the latest read of a capture
+    /// (the previous round's), spinning the rest if needed. The captures wait in the state
+    /// for the round's [`NativeState::sample_round`]. When `read` ended.
+    pub(crate) fn stop_first<M: RemoteMemory>(
+        &mut self,
+        pid: i32,
+        tids: &[i32],
+        walker: &mut Walker<M>,
+        read: &mut dyn FnMut(&mut Walker<M>),
+    ) -> Instant {
+        self.stopped_running.clear();
+        let mut first = std::mem::take(&mut self.first);
+        if first.len() < tids.len() {
+            first.resize_with(tids.len(), Slot::default);
+        }
+        let used = &mut first[..tids.len()];
+        for (slot, &tid) in used.iter_mut().zip(tids) {
+            slot.set(tid, false);
+        }
+        let not_before = self.last_read.map(|at| at + READ_TO_STOP);
+        self.capturer
+            .capture_many(pid, used, not_before, || read(walker));
+        let read_at = Instant::now();
+        self.last_read = Some(read_at);
+        self.note_stopped_running(used);
+        // By thread id, for `sample_round` to find each kept thread's.
+        used.sort_unstable_by_key(|slot| slot.tid);
+        self.first = first;
+        self.first_count = Some(tids.len());
+        read_at
+    }
+
     /// Capture the threads `wanted` of the process `of` together, read their Python stacks at
     /// the same instant into `raw` (only theirs), and merge each thread's frames; `each` gets
     /// every thread's result in turn (a retried thread after the others, from the retries'
     /// read). An error of `each` ends the round. `read_at`: when the round last read the
     /// target (the stops keep [`READ_TO_STOP`] from it).
+    ///
+    /// After [`NativeState::stop_first`], whose read is `first`: a thread it stopped is merged
+    /// with its frames there, without a capture of its own; only the others are captured
+    /// (a thread the first read found running that was not stopped: new, or woken).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sample_round<M: RemoteMemory, E>(
         &mut self,
         of: RoundOf,
         wanted: &[NativeRequest],
+        first: Option<&RawSample>,
         read_at: Instant,
         walker: &mut Walker<M>,
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
     ) -> Result<(), E> {
         self.stopped_running.clear();
-        let members: Vec<(usize, bool)> = wanted
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i, r.may_sleep))
-            .collect();
+        let first_count = self.first_count.take();
+        let mut members = Vec::new();
         let mut retries = Vec::new();
         let round = Batch {
             of,
             wanted,
-            members: &members,
-            read_at,
+            members: &[],
+            read_at: self.last_read.map_or(read_at, |last| last.max(read_at)),
         };
-        let read_at = self.batch(round, walker, raw, each, Some(&mut retries))?;
+        match (first, first_count) {
+            (Some(first), Some(n)) => {
+                let slots = std::mem::take(&mut self.first);
+                let stopped = slots.get(..n).unwrap_or(&[]);
+                let mut result = Ok(());
+                for (i, r) in wanted.iter().enumerate() {
+                    let Ok(at) = stopped.binary_search_by_key(&r.tid, |slot| slot.tid) else {
+                        members.push((i, r.may_sleep));
+                        continue;
+                    };
+                    let slot = &stopped[at];
+                    let settled = self.settle(
+                        round,
+                        (i, false),
+                        slot,
+                        &Ok(()),
+                        first,
+                        walker,
+                        each,
+                        Some(&mut retries),
+                    );
+                    if let Err(e) = settled {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                self.first = slots;
+                result?;
+            }
+            _ => members.extend(wanted.iter().enumerate().map(|(i, r)| (i, r.may_sleep))),
+        }
+        if !members.is_empty() {
+            let rest = Batch {
+                members: &members,
+                ..round
+            };
+            self.batch(rest, walker, raw, each, Some(&mut retries))?;
+        }
         if retries.is_empty() {
             return Ok(());
         }
         let again = Batch {
             members: &retries,
-            read_at,
+            read_at: self.last_read.unwrap_or(round.read_at),
             ..round
         };
-        self.batch(again, walker, raw, each, None).map(|_| ())
+        self.batch(again, walker, raw, each, None)
     }
 
     /// One capture of `b.members` together, and the merge of each; a thread another capture
     /// may do better for goes to `retries` (with whether it may be read asleep then) if there
-    /// are to be retries, else its reason to `each`. When its Python read ended.
+    /// are to be retries, else its reason to `each`.
     fn batch<M: RemoteMemory, E>(
         &mut self,
         b: Batch<'_>,
@@ -144,7 +234,7 @@ impl NativeState {
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
         mut retries: Option<&mut Vec<(usize, bool)>>,
-    ) -> Result<Instant, E> {
+    ) -> Result<(), E> {
         let mut slots = std::mem::take(&mut self.slots);
         if slots.len() < b.members.len() {
             slots.resize_with(b.members.len(), Slot::default);
@@ -160,53 +250,76 @@ impl NativeState {
             .capture_many(b.of.pid, slots_used, Some(not_before), || {
                 walked = Some(walker.sample_wanted_into(raw, &mut want));
             });
-        let read_at = Instant::now();
-        // Stopped in user space: running, or preempted from a CPU, when the stop came.
-        let running = slots_used.iter().filter(|slot| {
-            matches!(&slot.got, Some(Ok(c)) if !c.asleep && c.same_instant && c.kernel.is_none())
-        });
-        self.stopped_running.extend(running.map(|slot| slot.tid));
+        self.last_read = Some(Instant::now());
+        self.note_stopped_running(slots_used);
         let read = match walked {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(python_failed(&e)),
             None => Err("the Python frames were not read during the capture".to_string()),
         };
         let mut result = Ok(());
-        for (slot, &(i, may_sleep)) in slots_used.iter().zip(b.members) {
-            let r = &b.wanted[i];
-            let which = NativeThread {
-                pid: b.of.pid,
-                tid: r.tid,
-                ident: r.ident,
-                interp: r.interp,
-                shape: b.of.shape,
-            };
-            let merged = self.merge_slot(which, slot, &read, walker.memory(), raw);
-            let merged = match (merged, retries.as_deref_mut()) {
-                (Err(Retry::Stopped(_)), Some(retries)) => {
-                    retries.push((i, false));
-                    continue;
-                }
-                (Err(Retry::Whole(_)), Some(retries)) => {
-                    retries.push((i, may_sleep));
-                    continue;
-                }
-                (merged, _) => merged.map_err(Retry::into_reason),
-            };
-            let stack = merged.map(|index| {
-                let stack = NativeStack {
-                    merged: &self.merged,
-                    native: &self.frames,
-                };
-                (stack, index)
-            });
-            if let Err(e) = each(i, stack, raw, walker) {
+        for (slot, &member) in slots_used.iter().zip(b.members) {
+            let retries = retries.as_deref_mut();
+            if let Err(e) = self.settle(b, member, slot, &read, raw, walker, each, retries) {
                 result = Err(e);
                 break;
             }
         }
         self.slots = slots;
-        result.map(|()| read_at)
+        result
+    }
+    /// Merge `slot`'s capture of thread `b.wanted[i]` with its Python frames in `raw` (read as
+    /// `read` says) and hand the result to `each`; or, where another capture may do better and
+    /// there are to be `retries`, put it there (with whether it may be read asleep then).
+    #[allow(clippy::too_many_arguments)]
+    fn settle<M: RemoteMemory, E>(
+        &mut self,
+        b: Batch<'_>,
+        (i, may_sleep): (usize, bool),
+        slot: &Slot,
+        read: &Result<(), String>,
+        raw: &RawSample,
+        walker: &mut Walker<M>,
+        each: &mut EachNative<'_, M, E>,
+        retries: Option<&mut Vec<(usize, bool)>>,
+    ) -> Result<(), E> {
+        let r = &b.wanted[i];
+        let which = NativeThread {
+            pid: b.of.pid,
+            tid: r.tid,
+            ident: r.ident,
+            interp: r.interp,
+            shape: b.of.shape,
+        };
+        let merged = self.merge_slot(which, slot, read, walker.memory(), raw);
+        let merged = match (merged, retries) {
+            (Err(Retry::Stopped(_)), Some(retries)) => {
+                retries.push((i, false));
+                return Ok(());
+            }
+            (Err(Retry::Whole(_)), Some(retries)) => {
+                retries.push((i, may_sleep));
+                return Ok(());
+            }
+            (merged, _) => merged.map_err(Retry::into_reason),
+        };
+        let stack = merged.map(|index| {
+            let stack = NativeStack {
+                merged: &self.merged,
+                native: &self.frames,
+            };
+            (stack, index)
+        });
+        each(i, stack, raw, walker)
+    }
+
+    /// Note the threads of `slots` a capture stopped in user space: running, or preempted
+    /// from a CPU, when the stop came (see [`crate::Target::native_stopped_running`]).
+    fn note_stopped_running(&mut self, slots: &[Slot]) {
+        let running = slots.iter().filter(|slot| {
+            matches!(&slot.got, Some(Ok(c)) if !c.asleep && c.same_instant && c.kernel.is_none())
+        });
+        self.stopped_running.extend(running.map(|slot| slot.tid));
     }
 
     /// Merge the capture of `slot` with the Python frames of `which` in `raw` (read as `read`
