@@ -5,12 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
-
 use strobe_aggregate::{FrameKind, Sample, Tables};
-use strobe_sampler::{start, SamplerConfig};
+use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::{interpreters, Ready};
+
+mod support;
+use support::sample_until;
 
 const SCRIPT: &str = r#"import gc, sys
 
@@ -32,38 +33,17 @@ sys.stdout.flush()
 collect_forever()
 "#;
 
-/// Sample `pid` at 200 Hz until at least [`SAMPLES`] samples came (however few rounds a
-/// loaded machine allows per second); every sample and the tables they refer to.
+/// Sample `pid` at 200 Hz until at least 40 samples came; every sample and the tables they
+/// refer to.
 fn record(pid: i32, gc_frames: bool) -> (Vec<Sample>, Tables) {
-    let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 200.0,
         gc_frames,
         ..SamplerConfig::default()
     };
-    let handle = start(target, None, cfg, side).unwrap();
-    let mut samples = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while samples.len() < SAMPLES {
-        assert!(
-            Instant::now() < deadline,
-            "{} samples in 60 s",
-            samples.len()
-        );
-        samples.extend(agg.drain().unwrap().samples);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    handle.stop();
-    handle.join().unwrap();
-    while !agg.finished() {
-        samples.extend(agg.drain().unwrap().samples);
-    }
-    (samples, agg.tables().clone())
+    let (samples, tables, _) = sample_until(Target::attach(pid).unwrap(), cfg, 40);
+    (samples, tables)
 }
-
-/// Samples taken of each configuration.
-const SAMPLES: usize = 40;
 
 /// The innermost frame of a sample: (kind, function).
 fn leaf(t: &Tables, s: &Sample) -> (FrameKind, String) {

@@ -8,12 +8,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
 use strobe_testkit::{Interpreter, Ready};
 
 use strobe_aggregate::SampleFlags;
-use strobe_sampler::{start, LiveSwitch, SamplerConfig};
+use strobe_sampler::{LiveSwitch, SamplerConfig};
 use strobe_target::Target;
+
+mod support;
+use support::sample_until;
 
 /// The target. It prints READY once the waiter thread is blocked in its `read` system call
 /// (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64), found by polling `/proc`
@@ -65,27 +67,20 @@ fn launch(interp: &Interpreter) -> Ready {
 
 /// Per recorded sample: (innermost function, flags).
 fn record(pid: i32, include_idle: bool, blocking: bool) -> Vec<(String, SampleFlags)> {
-    let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         include_idle,
         blocking,
-        duration: Some(Duration::from_millis(300)),
         ..SamplerConfig::default()
     };
-    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
-    assert!(summary.stats.rounds > 0, "{summary:?}");
-    let mut out = Vec::new();
-    while !agg.finished() {
-        let d = agg.drain().unwrap();
-        for s in d.samples {
-            let leaf = d.tables.stack(s.stack).last().copied().unwrap();
-            let f = d.tables.frame(leaf).unwrap();
-            out.push((d.tables.str(f.function).to_string(), s.flags));
-        }
-    }
-    out
+    let (samples, t, _) = sample_until(Target::attach(pid).unwrap(), cfg, 60);
+    samples
+        .iter()
+        .map(|s| {
+            let leaf = t.stack(s.stack).last().copied().unwrap();
+            (t.str(t.frame(leaf).unwrap().function).to_string(), s.flags)
+        })
+        .collect()
 }
 
 fn check(interp: &Interpreter) {
@@ -146,27 +141,22 @@ strobe_testkit::per_interpreter! {
 /// Per recorded sample under a live idle switch: (innermost function, or `None` for a sample
 /// with no frames, flags).
 fn record_switched(pid: i32, on: bool) -> Vec<(Option<String>, SampleFlags)> {
-    let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         idle_switch: Some(LiveSwitch::new(on)),
-        duration: Some(Duration::from_millis(300)),
         ..SamplerConfig::default()
     };
-    start(target, None, cfg, side).unwrap().join().unwrap();
-    let mut out = Vec::new();
-    while !agg.finished() {
-        let d = agg.drain().unwrap();
-        for s in d.samples {
-            let leaf = d.tables.stack(s.stack).last().map(|&leaf| {
-                let f = d.tables.frame(leaf).unwrap();
-                d.tables.str(f.function).to_string()
-            });
-            out.push((leaf, s.flags));
-        }
-    }
-    out
+    let (samples, t, _) = sample_until(Target::attach(pid).unwrap(), cfg, 60);
+    samples
+        .iter()
+        .map(|s| {
+            let leaf = t
+                .stack(s.stack)
+                .last()
+                .map(|&leaf| t.str(t.frame(leaf).unwrap().function).to_string());
+            (leaf, s.flags)
+        })
+        .collect()
 }
 
 /// `strobe top`'s switch: off, the blocked thread is counted idle with no frames (its stack is

@@ -14,14 +14,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 use strobe_aggregate::SampleFlags;
-use strobe_sampler::{start, SamplerConfig};
+use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::{procfs, Interpreter, Ready};
+
+mod support;
+use support::sample_until;
 
 /// The target: pinned to the CPU given as argv[1]; its worker prints READY once the main
 /// thread waits in `read` (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64),
@@ -107,23 +109,16 @@ fn check(interp: &Interpreter) {
     let worker = procfs::other_thread(pid);
 
     let hog = Hog::on(cpu);
-    let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         native: true,
         include_idle: true,
         tids: vec![worker],
-        duration: Some(Duration::from_secs(3)),
         ..SamplerConfig::default()
     };
-    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
+    let (samples, _, _) = sample_until(Target::attach(pid).unwrap(), cfg, 40);
     drop(hog);
-    let mut flags: Vec<SampleFlags> = Vec::new();
-    while !agg.finished() {
-        flags.extend(agg.drain().unwrap().samples.iter().map(|s| s.flags));
-    }
-    assert!(flags.len() >= 20, "{version}: {summary:?}");
+    let flags: Vec<SampleFlags> = samples.iter().map(|s| s.flags).collect();
     let idle = flags.iter().filter(|f| f.idle()).count();
     assert_eq!(
         idle,
