@@ -191,7 +191,10 @@ pub(crate) fn round(
             }
         }
         walked
-    } else if skips_idle_frames(cfg) && st.native.mode == NativeMode::On {
+    } else if skips_idle_frames(cfg) && st.native.mode == NativeMode::On && !cfg.gil_only {
+        // (Under `--gil` the one thread kept, the GIL holder, is known only from the read:
+        // stopping every running thread first would stop threads only to drop them, so that
+        // round reads first and captures the holder after, below.)
         st.test_panic();
         let (walked, at) = stop_first(st, target, cfg, &mut raw);
         read_at = Some(at);
