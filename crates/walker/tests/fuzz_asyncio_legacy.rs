@@ -460,3 +460,42 @@ fn unreadable_gather_children_give_no_chain_that_ends_early() {
         assert!(!whole, "{v}");
     }
 }
+
+/// What CI saw too (`<task inner>` at the root): the graph was read while a task had not yet
+/// suspended on the task it awaits (`outer` without its coroutine nor `_fut_waiter`, as
+/// between `create_task`/`gather()` and its `await`), so it showed `mid` awaited by none. When
+/// `mid` runs, `outer` waits on the `gather()` holding it: the chain goes on to `outer`, found
+/// from the tasks' `_fut_waiter` at that moment, instead of ending at `mid`.
+#[test]
+fn a_task_read_before_its_awaiter_suspended_is_not_a_root() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let [outer, mid, _] = img.tasks;
+        mem.poke_u64(outer + u64::from(img.table.task_coro), 0);
+        mem.poke_u64(outer + u64::from(img.table.task_fut_waiter), 0);
+        mem.reset_reads(READ_BUDGET);
+        let mut w = Walker::new(&mem, *l, img.built.roots);
+        let mut chains = LegacyChains::new();
+        let built = chains.rebuild(&mut w, img.table, &[(img.interp, img.tstate)]);
+        assert!(
+            matches!(
+                built,
+                Ok(Rebuilt::Read {
+                    tasks: 3,
+                    whole: true,
+                    ..
+                })
+            ),
+            "3.{}: {built:?}",
+            l.version.minor
+        );
+        // outer now waits in the gather.
+        mem.restore();
+        let chain = match chains.running(&mut w, img.table, img.tstate) {
+            Ok(Running::Chain(c)) => c.links.iter().map(|k| k.task).collect::<Vec<u64>>(),
+            other => panic!("3.{}: {other:?}", l.version.minor),
+        };
+        assert_eq!(chain, [mid, outer], "3.{}", l.version.minor);
+    }
+}

@@ -23,7 +23,11 @@
 //! by none only when the graph is whole (every task container, task, `gather()` and
 //! `TaskGroup` read: `read_graph`); in a graph read while the target changed a set
 //! beyond what `asyncio_legacy/sets.rs` can follow, or with a task that could not be read, such a task
-//! may have an awaiter the read missed, and the answer is [`Running::Unknown`] as well.
+//! may have an awaiter the read missed, and the answer is [`Running::Unknown`] as well. In a
+//! whole graph too, a task shown awaited by none may have an awaiter now (the graph was read
+//! before its awaiter suspended on it, or its node is of an earlier task at the same address):
+//! a running task's chain asks the tasks' `_fut_waiter` and `gather()`s, as for a new task,
+//! before it ends at such a task (waiting tasks' chains take the graph's word).
 
 use std::collections::{HashMap, HashSet};
 
@@ -35,6 +39,7 @@ use crate::addrmap::AddrMap;
 use crate::asyncio::ChainEnd;
 use crate::asyncio::{ChainLink, TaskChain, TaskState, MAX_CHAIN};
 use crate::error::WalkError;
+use crate::process::Process;
 use crate::threadnames::{DictKeys, Names, MAX_DICT_ENTRIES};
 use crate::value::ValueReader;
 use crate::walk::Walker;
@@ -239,7 +244,7 @@ impl LegacyChains {
         if !self.chains.contains_key(&key) {
             let parent = match self.graph.tasks.get(&task) {
                 Some(node) => node.parents.first().copied(),
-                None => match self.find_parent(walker, table, task)? {
+                None => match self.find_parent(walker.parts_mut().0, table, task)? {
                     Some(p) => Some(p),
                     None => return Ok(Running::Unknown),
                 },
@@ -363,17 +368,14 @@ impl LegacyChains {
     /// whose children include `task`.
     fn find_parent<M: RemoteMemory>(
         &self,
-        walker: &mut Walker<M>,
+        process: &Process<M>,
         table: &AsyncioLegacy,
         task: u64,
     ) -> Result<Option<u64>, WalkError> {
-        let (process, _) = walker.parts_mut();
         let mem = &process.mem;
         let mut futures: Vec<(u64, u64)> = Vec::new();
-        for &p in self.graph.order.iter().take(MAX_SCAN) {
-            let Ok(w) = mem.read_u64(p.wrapping_add(u64::from(table.task_fut_waiter))) else {
-                continue;
-            };
+        let scan: Vec<u64> = self.graph.order.iter().take(MAX_SCAN).copied().collect();
+        for (p, w) in fut_waiters(mem, table, &scan) {
             if w == task {
                 return Ok(Some(p));
             }
@@ -414,6 +416,9 @@ impl LegacyChains {
         parent: Option<u64>,
         suspended: bool,
     ) -> Result<Built, WalkError> {
+        // A running task's chain is proven to its root; the waiting ones are drawn as the
+        // graph has them.
+        let verify_root = !suspended;
         let (process, code) = walker.parts_mut();
         let gen = Gen::new(&process.layout, table)?;
         let mut values = ValueReader::new(&process.mem, &process.layout);
@@ -498,8 +503,15 @@ impl LegacyChains {
             };
             match next {
                 Some(p) => addr = p,
-                None if self.graph.whole => break,
-                None => return Ok(Built::Unproven),
+                None if !self.graph.whole => return Ok(Built::Unproven),
+                // The graph's word that no task awaits it may be out of date (read before its
+                // awaiter suspended on it, or about an earlier task at the same address): the
+                // tasks awaiting it now, if any, are looked for first.
+                None if verify_root => match self.find_parent(process, table, addr)? {
+                    Some(p) => addr = p,
+                    None => break,
+                },
+                None => break,
             }
         }
         Ok(Built::Chain(out))
@@ -514,6 +526,25 @@ enum Built {
     Gone,
     /// It would end at a task awaited by none in a graph that is not whole.
     Unproven,
+}
+
+/// The `_fut_waiter` of each task of `tasks` that could be read: in one read of them all, or
+/// one by one when that fails (a task freed since the graph was read).
+fn fut_waiters<M: RemoteMemory>(mem: &M, table: &AsyncioLegacy, tasks: &[u64]) -> Vec<(u64, u64)> {
+    let at = |p: u64| p.wrapping_add(u64::from(table.task_fut_waiter));
+    let reqs: Vec<(u64, usize)> = tasks.iter().map(|&p| (at(p), 8)).collect();
+    let mut buf = vec![0u8; 8 * reqs.len()];
+    if mem.read_batch(&reqs, &mut buf).is_ok() {
+        return tasks
+            .iter()
+            .zip(buf.chunks_exact(8))
+            .filter_map(|(&p, w)| Some((p, le::u64_at(w, 0)?)))
+            .collect();
+    }
+    tasks
+        .iter()
+        .filter_map(|&p| Some((p, mem.read_u64(at(p)).ok()?)))
+        .collect()
 }
 
 /// Where the entries of a `_current_tasks` keys object are, kept while the dict keeps it.
