@@ -13,7 +13,9 @@
 //! walker proved unchanged since the thread's previous sample reuses that sample's chain
 //! without any read (the same coroutine runs, so the same task), at most `CHAIN_REUSES` times
 //! in a row, as 3.14's path does.
-//! A sample whose chain cannot be proven keeps the thread's own stack, as on 3.14. Waiting
+//! A sample whose chain cannot be proven keeps the thread's own stack, as on 3.14; that
+//! includes a chain ending at a task awaited by none in a graph that was not read whole (see
+//! [`LegacyChains`]: the read may have missed its awaiter). Waiting
 //! tasks (idle samples kept) are the graph's, at their current `await`, rate-limited as on
 //! 3.14; a task created since the last rebuild is sampled waiting only after the next one,
 //! and a thread that started its loop since then has task-aware stacks after it.

@@ -32,6 +32,7 @@
 
 mod chains;
 mod links;
+mod sets;
 
 use std::collections::{HashMap, HashSet};
 
@@ -54,11 +55,8 @@ use crate::threadnames::Names;
 use crate::value::{read_c_string, Kind, ValueReader};
 use crate::walk::Walker;
 use links::{link, list_items, tree_order};
+use sets::set_members;
 
-/// Most slots of a `set` table we scan (a set of [`MAX_TASKS`] entries has fewer).
-const MAX_SET_SLOTS: u64 = 1 << 18;
-/// Slots read at a time.
-const SET_CHUNK: u64 = 1 << 12;
 /// Most children of one `gather()` (or tasks of one `TaskGroup`) read.
 const MAX_CHILDREN: usize = 4096;
 /// Most `gather()`s and `TaskGroup`s whose tasks are read for one dump.
@@ -86,6 +84,20 @@ pub fn read_tasks<M: RemoteMemory>(
     interps: &[u64],
     tstates: &[u64],
 ) -> Result<LegacyTasks, WalkError> {
+    read_graph(walker, table, interps, tstates).map(|(tasks, _)| tasks)
+}
+
+/// [`read_tasks`], and whether every link was read: false when a task container could not be
+/// read whole, a task could not be read, or the tasks of a `gather()` or `TaskGroup` a task
+/// awaits could not be read, so that a task shown awaited by none may have an awaiter the
+/// read missed. (Tasks of other classes are left out either way; see the module
+/// documentation.)
+pub(super) fn read_graph<M: RemoteMemory>(
+    walker: &mut Walker<M>,
+    table: &AsyncioLegacy,
+    interps: &[u64],
+    tstates: &[u64],
+) -> Result<(LegacyTasks, bool), WalkError> {
     let (process, code) = walker.parts_mut();
     let layout = &process.layout;
     let mem = &process.mem;
@@ -97,6 +109,7 @@ pub fn read_tasks<M: RemoteMemory>(
     let mut others = 0usize;
     let mut current: HashMap<u64, u64> = HashMap::new();
     let mut loaded = false;
+    let mut whole = true;
     let mut task_types = HashSet::new();
     for &interp in interps {
         let Some(module) = names.module_dict(interp, "_asyncio")? else {
@@ -126,6 +139,7 @@ pub fn read_tasks<M: RemoteMemory>(
                 Ok(())
             });
             if let Err(e) = read {
+                whole = false;
                 out.errors.push(format!(
                     "_asyncio.{attr} (the tasks) could not be read whole: {e}"
                 ));
@@ -137,9 +151,12 @@ pub fn read_tasks<M: RemoteMemory>(
             };
             match set_members(mem, layout, set, MAX_TASKS) {
                 Ok(tasks) => candidates.extend(tasks),
-                Err(e) => out.errors.push(format!(
-                    "_asyncio.{attr} (tasks running eagerly) could not be read whole: {e}"
-                )),
+                Err(e) => {
+                    whole = false;
+                    out.errors.push(format!(
+                        "_asyncio.{attr} (tasks running eagerly) could not be read whole: {e}"
+                    ));
+                }
             }
         }
         for obj in candidates {
@@ -166,7 +183,7 @@ pub fn read_tasks<M: RemoteMemory>(
         }
     }
     if !loaded {
-        return Ok(LegacyTasks::NotLoaded);
+        return Ok((LegacyTasks::NotLoaded, true));
     }
     // Running tasks are also in the sets; add them in case a set could not be read.
     let running: HashSet<u64> = current.values().copied().filter(|&t| t != 0).collect();
@@ -204,9 +221,10 @@ pub fn read_tasks<M: RemoteMemory>(
             read_task(&mut values, code, process, &gen, table, task)
         }));
     }
-    let links = link(&mut names, &mut values, layout, &mut tasks, &mut out.errors);
+    whole &= tasks.iter().all(|t| t.error.is_none());
+    let (links, linked) = link(&mut names, &mut values, layout, &mut tasks, &mut out.errors);
     out.tasks = tree_order(tasks, &links);
-    Ok(LegacyTasks::Read(out))
+    Ok((LegacyTasks::Read(out), whole && linked))
 }
 
 /// The `_asyncio.Task` type of the module whose namespace is `module`, proven to have the
@@ -255,56 +273,6 @@ fn ob_type<M: RemoteMemory + ?Sized>(mem: &M, layout: &Layout, obj: u64) -> Resu
 fn is_none<M: RemoteMemory + ?Sized>(values: &mut ValueReader<'_, M>, obj: u64) -> bool {
     values.allow_reads(16);
     values.type_of(obj).is_ok_and(|t| t.kind == Kind::NoneType)
-}
-
-/// The keys of the `set` at `set`, at most `max`, scanning at most [`MAX_SET_SLOTS`] slots.
-fn set_members<M: RemoteMemory + ?Sized>(
-    mem: &M,
-    l: &Layout,
-    set: u64,
-    max: usize,
-) -> Result<Vec<u64>, WalkError> {
-    let corrupt = WalkError::Corrupt {
-        what: "set",
-        addr: set,
-    };
-    let used = mem.read_u64(set.wrapping_add(u64::from(l.set_used)))?;
-    if used > max as u64 {
-        return Err(WalkError::Unbounded {
-            what: "asyncio task",
-            limit: max,
-        });
-    }
-    let mask = mem.read_u64(set.wrapping_add(u64::from(l.set_mask)))?;
-    let table = mem.read_u64(set.wrapping_add(u64::from(l.set_table)))?;
-    let slots = mask
-        .checked_add(1)
-        .filter(|s| s.is_power_of_two() && *s <= MAX_SET_SLOTS)
-        .ok_or(corrupt.clone())?;
-    let stride = u64::from(l.setentry_size);
-    if stride == 0 || stride > 64 {
-        return Err(corrupt);
-    }
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < slots && (out.len() as u64) < used {
-        let n = SET_CHUNK.min(slots - at);
-        let bytes = mem.read_vec(
-            table.wrapping_add(at * stride),
-            (n * stride) as usize,
-            (SET_CHUNK * stride) as usize,
-        )?;
-        for c in bytes.chunks_exact(stride as usize) {
-            let key = le::u64_at(c, l.setentry_key as usize).unwrap_or(0);
-            let hash = le::u64_at(c, l.setentry_hash as usize).unwrap_or(u64::MAX);
-            // Free slots have a NULL key, deleted ones the dummy key with hash -1.
-            if key != 0 && hash != u64::MAX && (out.len() as u64) < used {
-                out.push(key);
-            }
-        }
-        at += n;
-    }
-    Ok(out)
 }
 
 /// The loop running in the thread whose state is at `tstate` (0: none).

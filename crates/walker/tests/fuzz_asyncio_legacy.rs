@@ -15,7 +15,11 @@
 //!
 //! The same image through the sampler's reader (`LegacyChains`, `record --async`): the running
 //! task's chain and the waiting tasks' chains read back exactly, and corrupted copies end
-//! within the same bounds.
+//! within the same bounds. The image changing while it is read (`Racing`): a task added to
+//! the task set right after its header was read does not hide the parent of the running task
+//! (issue: `record --async` showed a gathered task as a root), and when the set changes during
+//! every read, or a `gather()`'s tasks cannot be read, the running task gets no chain rather
+//! than one that ends at it.
 //!
 //! Cases: `STROBE_FUZZ_CASES` / 50 (default 20,000 in all), `STROBE_FUZZ_SEED`.
 
@@ -23,8 +27,10 @@
 
 mod support;
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use strobe_memory::{MemError, RemoteMemory};
 use strobe_python_abi::{asyncio_legacy_for, Layout, ALL};
 use strobe_testkit::Rng;
 use strobe_walker::asyncio::{AsyncState, TaskState};
@@ -294,5 +300,202 @@ fn corrupted_images_end_with_a_value_or_an_error() {
             }
             mem.restore();
         }
+    }
+}
+
+/// Memory that changes as the target would between two of our reads: after each read that
+/// covers `at` (at most `times` of them), `change` runs on the image.
+struct Racing<'a> {
+    mem: &'a FuzzMemory,
+    at: u64,
+    times: Cell<u32>,
+    change: &'a dyn Fn(&FuzzMemory),
+}
+
+impl RemoteMemory for Racing<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let read = self.mem.read_into(addr, buf);
+        let covers = addr <= self.at && self.at < addr + buf.len() as u64;
+        if covers && self.times.get() > 0 {
+            self.times.set(self.times.get() - 1);
+            (self.change)(self.mem);
+        }
+        read
+    }
+}
+
+/// The chain `LegacyChains` gives the running task (`mid`) after a rebuild through `mem`, and
+/// whether the rebuild called its graph whole.
+fn running_chain(
+    l: &'static Layout,
+    img: &Image,
+    mem: &Racing<'_>,
+) -> (Result<Vec<u64>, String>, bool) {
+    let mut w = Walker::new(mem, *l, img.built.roots);
+    let mut chains = LegacyChains::new();
+    let whole = match chains.rebuild(&mut w, img.table, &[(img.interp, img.tstate)]) {
+        Ok(Rebuilt::Read { whole, .. }) => whole,
+        other => panic!("3.{}: {other:?}", l.version.minor),
+    };
+    let chain = match chains.running(&mut w, img.table, img.tstate) {
+        Ok(Running::Chain(c)) => Ok(c.links.iter().map(|k| k.task).collect()),
+        other => Err(format!("{other:?}")),
+    };
+    (chain, whole)
+}
+
+/// Slot `i` of the task set's table: its key and hash addresses.
+fn slot(mem: &FuzzMemory, l: &Layout, img: &Image, i: u64) -> (u64, u64) {
+    let table = mem.peek_u64(img.data + u64::from(l.set_table)).unwrap();
+    let e = table + i * u64::from(l.setentry_size);
+    (
+        e + u64::from(l.setentry_key),
+        e + u64::from(l.setentry_hash),
+    )
+}
+
+/// What CI saw on 3.11 under load (a gathered task sampled as a root): the task set's `used`
+/// is read, then the target adds a reference (a new task) into a free slot before the
+/// parent's, which sits last. Scanning stopped after `used` members and missed the parent, so
+/// the running task, gathered by it, had a chain of its own. The set is read again when its
+/// header changed, and every slot is scanned.
+#[test]
+fn a_task_added_while_the_set_is_read_does_not_hide_the_parent() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let [outer, mid, _] = img.tasks;
+        // outer's reference (slot 0) moves to the last slot.
+        let mask = mem.peek_u64(img.data + u64::from(l.set_mask)).unwrap();
+        let (key0, hash0) = slot(&mem, l, &img, 0);
+        let (key_last, hash_last) = slot(&mem, l, &img, mask);
+        mem.poke_u64(key_last, mem.peek_u64(key0).unwrap());
+        mem.poke_u64(hash_last, 1);
+        mem.poke_u64(key0, 0);
+        mem.poke_u64(hash0, 0);
+        let used_at = img.data + u64::from(l.set_used);
+        let add = |m: &FuzzMemory| {
+            let (key1, hash1) = slot(m, l, &img, 1);
+            m.poke_u64(key1, img.spare_ref);
+            m.poke_u64(hash1, 1);
+            for at in [used_at - 8, used_at] {
+                m.poke_u64(at, m.peek_u64(at).unwrap() + 1);
+            }
+        };
+        let racing = Racing {
+            mem: &mem,
+            at: used_at,
+            times: Cell::new(1),
+            change: &add,
+        };
+        mem.reset_reads(READ_BUDGET);
+        let (chain, whole) = running_chain(l, &img, &racing);
+        assert_eq!(
+            racing.times.get(),
+            0,
+            "3.{}: the set was not read",
+            l.version.minor
+        );
+        assert_eq!(chain, Ok(vec![mid, outer]), "3.{}", l.version.minor);
+        assert!(whole, "3.{}", l.version.minor);
+    }
+}
+
+/// A task set that changes during every read is not read whole: the graph is not either, and
+/// the running task, whose parent only that set holds, gets no chain (the sampler keeps the
+/// thread's own stack) rather than one that ends at it; the dump says what was not read.
+#[test]
+fn a_set_changing_during_every_read_gives_no_chain_that_ends_early() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let used_at = img.data + u64::from(l.set_used);
+        let grow = |m: &FuzzMemory| {
+            m.poke_u64(used_at, m.peek_u64(used_at).unwrap() + 1);
+        };
+        let racing = Racing {
+            mem: &mem,
+            at: used_at,
+            times: Cell::new(u32::MAX),
+            change: &grow,
+        };
+        mem.reset_reads(READ_BUDGET);
+        let (chain, whole) = running_chain(l, &img, &racing);
+        let v = format!("3.{}", l.version.minor);
+        assert_eq!(chain, Err("Ok(Unknown)".to_string()), "{v}");
+        assert!(!whole, "{v}");
+        mem.reset_reads(READ_BUDGET);
+        let mut w = Walker::new(&racing, *l, img.built.roots);
+        let state = tasks_of(read_tasks(&mut w, img.table, &[img.interp], &[img.tstate]).unwrap());
+        assert!(
+            state
+                .errors
+                .iter()
+                .any(|e| e.contains("could not be read whole")
+                    && e.contains("it changed during every read")),
+            "{v}: {:?}",
+            state.errors
+        );
+    }
+}
+
+/// A `gather()` whose `_children` cannot be read leaves its tasks without their parent: the
+/// graph is not whole, and the running task (gathered) gets no chain.
+#[test]
+fn unreadable_gather_children_give_no_chain_that_ends_early() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        mem.poke_u64(img.children + u64::from(l.pyobject_ob_type), 0);
+        let racing = Racing {
+            mem: &mem,
+            at: 0,
+            times: Cell::new(0),
+            change: &|_| {},
+        };
+        mem.reset_reads(READ_BUDGET);
+        let (chain, whole) = running_chain(l, &img, &racing);
+        let v = format!("3.{}", l.version.minor);
+        assert_eq!(chain, Err("Ok(Unknown)".to_string()), "{v}");
+        assert!(!whole, "{v}");
+    }
+}
+
+/// What CI saw too (`<task inner>` at the root): the graph was read while a task had not yet
+/// suspended on the task it awaits (`outer` without its coroutine nor `_fut_waiter`, as
+/// between `create_task`/`gather()` and its `await`), so it showed `mid` awaited by none. When
+/// `mid` runs, `outer` waits on the `gather()` holding it: the chain goes on to `outer`, found
+/// from the tasks' `_fut_waiter` at that moment, instead of ending at `mid`.
+#[test]
+fn a_task_read_before_its_awaiter_suspended_is_not_a_root() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let [outer, mid, _] = img.tasks;
+        mem.poke_u64(outer + u64::from(img.table.task_coro), 0);
+        mem.poke_u64(outer + u64::from(img.table.task_fut_waiter), 0);
+        mem.reset_reads(READ_BUDGET);
+        let mut w = Walker::new(&mem, *l, img.built.roots);
+        let mut chains = LegacyChains::new();
+        let built = chains.rebuild(&mut w, img.table, &[(img.interp, img.tstate)]);
+        assert!(
+            matches!(
+                built,
+                Ok(Rebuilt::Read {
+                    tasks: 3,
+                    whole: true,
+                    ..
+                })
+            ),
+            "3.{}: {built:?}",
+            l.version.minor
+        );
+        // outer now waits in the gather.
+        mem.restore();
+        let chain = match chains.running(&mut w, img.table, img.tstate) {
+            Ok(Running::Chain(c)) => c.links.iter().map(|k| k.task).collect::<Vec<u64>>(),
+            other => panic!("3.{}: {other:?}", l.version.minor),
+        };
+        assert_eq!(chain, [mid, outer], "3.{}", l.version.minor);
     }
 }

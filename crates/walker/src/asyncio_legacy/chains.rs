@@ -19,18 +19,27 @@
 //! since) gets its parent from the graph's tasks whose `_fut_waiter` is it, or a `gather()`
 //! holding it ([`MAX_SCAN`] tasks looked at); when none is found the answer is
 //! [`Running::Unknown`]: the caller may rebuild and ask again, and otherwise the sample keeps
-//! the thread's own stack. A chain is never guessed.
+//! the thread's own stack. A chain is never guessed: it ends at a task the graph shows awaited
+//! by none only when the graph is whole (every task container, task, `gather()` and
+//! `TaskGroup` read: `read_graph`); in a graph read while the target changed a set
+//! beyond what `asyncio_legacy/sets.rs` can follow, or with a task that could not be read, such a task
+//! may have an awaiter the read missed, and the answer is [`Running::Unknown`] as well. In a
+//! whole graph too, a task shown awaited by none may have an awaiter now (the graph was read
+//! before its awaiter suspended on it, or its node is of an earlier task at the same address):
+//! a running task's chain asks the tasks' `_fut_waiter` and `gather()`s, as for a new task,
+//! before it ends at such a task (waiting tasks' chains take the graph's word).
 
 use std::collections::{HashMap, HashSet};
 
 use strobe_memory::{le, RemoteMemory};
 
-use super::{follow, list_items, read_tasks, task_name, task_type, Gen, LegacyTasks};
+use super::{follow, list_items, read_graph, task_name, task_type, Gen, LegacyTasks};
 use super::{AsyncioLegacy, MAX_CHILDREN};
 use crate::addrmap::AddrMap;
 use crate::asyncio::ChainEnd;
 use crate::asyncio::{ChainLink, TaskChain, TaskState, MAX_CHAIN};
 use crate::error::WalkError;
+use crate::process::Process;
 use crate::threadnames::{DictKeys, Names, MAX_DICT_ENTRIES};
 use crate::value::ValueReader;
 use crate::walk::Walker;
@@ -72,6 +81,9 @@ struct Graph {
     threads_of_loop: HashMap<u64, u64>,
     /// `_asyncio.Task` of each interpreter that imported it.
     task_types: HashSet<u64>,
+    /// Every link was read (`read_graph`): a task awaited by none is a root. When
+    /// not, such a task may have an awaiter the read missed, and no chain ends at it.
+    whole: bool,
 }
 
 /// The running task of a thread, as [`LegacyChains::running`] found it.
@@ -81,7 +93,8 @@ pub enum Running<'a> {
     None,
     /// The task and the tasks awaiting it.
     Chain(&'a TaskChain),
-    /// It runs a task the graph does not know and no known task awaits: a rebuild may tell.
+    /// It runs a task the graph does not know and no known task awaits, or its chain would end
+    /// at a task awaited by none in a graph that is not whole: a rebuild may tell.
     Unknown,
 }
 
@@ -94,6 +107,9 @@ pub enum Rebuilt {
     Read {
         /// Pending tasks in the graph.
         tasks: usize,
+        /// Every link was read; when not, chains that would end at a task awaited by none are
+        /// not given ([`Running::Unknown`]).
+        whole: bool,
         /// The reader's warnings (containers that could not be read whole, ...).
         errors: Vec<String>,
     },
@@ -143,9 +159,9 @@ impl LegacyChains {
         interps.sort_unstable();
         interps.dedup();
         let tstates: Vec<u64> = threads.iter().map(|&(_, t)| t).collect();
-        let state = match read_tasks(walker, table, &interps, &tstates)? {
-            LegacyTasks::NotLoaded => return Ok(Rebuilt::NotLoaded),
-            LegacyTasks::Read(state) => state,
+        let (state, whole) = match read_graph(walker, table, &interps, &tstates)? {
+            (LegacyTasks::NotLoaded, _) => return Ok(Rebuilt::NotLoaded),
+            (LegacyTasks::Read(state), whole) => (state, whole),
         };
         let (process, _) = walker.parts_mut();
         let mut names = Names::new(&process.mem, &process.layout);
@@ -163,6 +179,7 @@ impl LegacyChains {
             }
         }
         let g = &mut self.graph;
+        g.whole = whole;
         for r in &state.running {
             let interp = threads.iter().find(|&&(_, t)| t == r.tstate).map(|p| p.0);
             if let Some(&dict) = interp.and_then(|i| current.get(&i)) {
@@ -190,6 +207,7 @@ impl LegacyChains {
         }
         Ok(Rebuilt::Read {
             tasks: g.order.len(),
+            whole,
             errors: state.errors,
         })
     }
@@ -226,13 +244,15 @@ impl LegacyChains {
         if !self.chains.contains_key(&key) {
             let parent = match self.graph.tasks.get(&task) {
                 Some(node) => node.parents.first().copied(),
-                None => match self.find_parent(walker, table, task)? {
+                None => match self.find_parent(walker.parts_mut().0, table, task)? {
                     Some(p) => Some(p),
                     None => return Ok(Running::Unknown),
                 },
             };
-            let Some(chain) = self.build(walker, table, task, &f, parent, false)? else {
-                return Ok(Running::None);
+            let chain = match self.build(walker, table, task, &f, parent, false)? {
+                Built::Chain(chain) => chain,
+                Built::Gone => return Ok(Running::None),
+                Built::Unproven => return Ok(Running::Unknown),
             };
             if self.chains.len() >= MAX_CACHED {
                 self.chains.clear();
@@ -308,7 +328,7 @@ impl LegacyChains {
             let Some(f) = self.task_fields(&process.mem, &process.layout, table, task)? else {
                 continue;
             };
-            if let Ok(Some(chain)) = self.build(walker, table, task, &f, parent, true) {
+            if let Ok(Built::Chain(chain)) = self.build(walker, table, task, &f, parent, true) {
                 out.push((tstate, chain));
             }
         }
@@ -348,17 +368,14 @@ impl LegacyChains {
     /// whose children include `task`.
     fn find_parent<M: RemoteMemory>(
         &self,
-        walker: &mut Walker<M>,
+        process: &Process<M>,
         table: &AsyncioLegacy,
         task: u64,
     ) -> Result<Option<u64>, WalkError> {
-        let (process, _) = walker.parts_mut();
         let mem = &process.mem;
         let mut futures: Vec<(u64, u64)> = Vec::new();
-        for &p in self.graph.order.iter().take(MAX_SCAN) {
-            let Ok(w) = mem.read_u64(p.wrapping_add(u64::from(table.task_fut_waiter))) else {
-                continue;
-            };
+        let scan: Vec<u64> = self.graph.order.iter().take(MAX_SCAN).copied().collect();
+        for (p, w) in fut_waiters(mem, table, &scan) {
             if w == task {
                 return Ok(Some(p));
             }
@@ -377,7 +394,8 @@ impl LegacyChains {
                 continue;
             }
             if let Ok(Some(children)) = names.attr(w, "_children") {
-                if list_items(&mut values, &process.layout, children, MAX_CHILDREN).contains(&task)
+                if list_items(&mut values, &process.layout, children, MAX_CHILDREN)
+                    .is_some_and(|c| c.contains(&task))
                 {
                     return Ok(Some(p));
                 }
@@ -386,8 +404,9 @@ impl LegacyChains {
         Ok(None)
     }
 
-    /// The chain of `task` (fields `f`) awaited by `parent`: `None` when a task on it is no
-    /// longer pending. With `suspended`, the task's own frames too.
+    /// The chain of `task` (fields `f`) awaited by `parent` (`None`: by no task of the
+    /// graph), up to a task awaited by none, which must be a root: [`Built::Unproven`] when the
+    /// graph is not whole. With `suspended`, the task's own frames too.
     fn build<M: RemoteMemory>(
         &mut self,
         walker: &mut Walker<M>,
@@ -396,7 +415,10 @@ impl LegacyChains {
         f: &TaskFields,
         parent: Option<u64>,
         suspended: bool,
-    ) -> Result<Option<TaskChain>, WalkError> {
+    ) -> Result<Built, WalkError> {
+        // A running task's chain is proven to its root; the waiting ones are drawn as the
+        // graph has them.
+        let verify_root = !suspended;
         let (process, code) = walker.parts_mut();
         let gen = Gen::new(&process.layout, table)?;
         let mut values = ValueReader::new(&process.mem, &process.layout);
@@ -413,7 +435,7 @@ impl LegacyChains {
                 Some(f) => f,
                 None => match self.task_fields(&process.mem, &process.layout, table, addr)? {
                     Some(f) => f,
-                    None => return Ok(None),
+                    None => return Ok(Built::Gone),
                 },
             };
             let name = match self.names.get(&(addr, f.name)) {
@@ -447,11 +469,11 @@ impl LegacyChains {
             }
             if own {
                 if f.coro == 0 {
-                    return Ok(None);
+                    return Ok(Built::Gone);
                 }
                 let frame = gen.frame(&process.mem, f.coro)?;
                 if frame == 0 {
-                    return Ok(None);
+                    return Ok(Built::Gone);
                 }
                 let bytes =
                     process
@@ -481,11 +503,48 @@ impl LegacyChains {
             };
             match next {
                 Some(p) => addr = p,
+                None if !self.graph.whole => return Ok(Built::Unproven),
+                // The graph's word that no task awaits it may be out of date (read before its
+                // awaiter suspended on it, or about an earlier task at the same address): the
+                // tasks awaiting it now, if any, are looked for first.
+                None if verify_root => match self.find_parent(process, table, addr)? {
+                    Some(p) => addr = p,
+                    None => break,
+                },
                 None => break,
             }
         }
-        Ok(Some(out))
+        Ok(Built::Chain(out))
     }
+}
+
+/// What [`LegacyChains::build`] found.
+enum Built {
+    /// The chain, up to a task awaited by none.
+    Chain(TaskChain),
+    /// A task on it is no longer pending (or the running one has no frame).
+    Gone,
+    /// It would end at a task awaited by none in a graph that is not whole.
+    Unproven,
+}
+
+/// The `_fut_waiter` of each task of `tasks` that could be read: in one read of them all, or
+/// one by one when that fails (a task freed since the graph was read).
+fn fut_waiters<M: RemoteMemory>(mem: &M, table: &AsyncioLegacy, tasks: &[u64]) -> Vec<(u64, u64)> {
+    let at = |p: u64| p.wrapping_add(u64::from(table.task_fut_waiter));
+    let reqs: Vec<(u64, usize)> = tasks.iter().map(|&p| (at(p), 8)).collect();
+    let mut buf = vec![0u8; 8 * reqs.len()];
+    if mem.read_batch(&reqs, &mut buf).is_ok() {
+        return tasks
+            .iter()
+            .zip(buf.chunks_exact(8))
+            .filter_map(|(&p, w)| Some((p, le::u64_at(w, 0)?)))
+            .collect();
+    }
+    tasks
+        .iter()
+        .filter_map(|&p| Some((p, mem.read_u64(at(p)).ok()?)))
+        .collect()
 }
 
 /// Where the entries of a `_current_tasks` keys object are, kept while the dict keeps it.

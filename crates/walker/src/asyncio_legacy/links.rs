@@ -13,18 +13,21 @@ use crate::threadnames::Names;
 use crate::value::{Kind, ValueReader};
 
 /// Fill in `awaited_by` (see the module documentation for what links are seen); the links as
-/// `(parent, child)` task addresses, each parent's children in the order it reached them.
+/// `(parent, child)` task addresses, each parent's children in the order it reached them, and
+/// whether the tasks of every `gather()` and `TaskGroup` awaited were read (false: a task
+/// awaited through one of them may show as awaited by none).
 pub(super) fn link<M: RemoteMemory + ?Sized>(
     names: &mut Names<'_, M>,
     values: &mut ValueReader<'_, M>,
     layout: &Layout,
     tasks: &mut [Task],
     errors: &mut Vec<String>,
-) -> Vec<(u64, u64)> {
+) -> (Vec<(u64, u64)>, bool) {
     let index: HashMap<u64, usize> = tasks.iter().enumerate().map(|(i, t)| (t.addr, i)).collect();
     let mut links: Vec<(u64, u64)> = Vec::new();
     let mut groups = 0usize;
     let mut skipped = 0usize;
+    let mut unread = 0usize;
     for t in tasks.iter() {
         let mut targets: Vec<u64> = Vec::new();
         // `_fut_waiter` is usually what the coroutine awaits: look at it once.
@@ -41,8 +44,10 @@ pub(super) fn link<M: RemoteMemory + ?Sized>(
                     continue;
                 }
                 groups += 1;
-                if let Ok(Some(children)) = names.attr(a.addr, "_children") {
-                    targets.extend(list_items(values, layout, children, MAX_CHILDREN));
+                let children = names.attr(a.addr, "_children").ok().flatten();
+                match children.and_then(|c| list_items(values, layout, c, MAX_CHILDREN)) {
+                    Some(children) => targets.extend(children),
+                    None => unread += 1,
                 }
             }
         }
@@ -59,8 +64,9 @@ pub(super) fn link<M: RemoteMemory + ?Sized>(
                 skipped += 1;
             } else {
                 groups += 1;
-                if let Some(members) = taskgroup_tasks(names, values, layout, f.frame.addr) {
-                    targets.extend(members);
+                match taskgroup_tasks(names, values, layout, f.frame.addr) {
+                    Some(members) => targets.extend(members),
+                    None => unread += 1,
                 }
             }
         }
@@ -77,6 +83,12 @@ pub(super) fn link<M: RemoteMemory + ?Sized>(
              the tasks they wait for show as roots"
         ));
     }
+    if unread > 0 {
+        errors.push(format!(
+            "the tasks of {unread} gather()s or TaskGroups could not be read: the tasks they \
+             wait for show as roots"
+        ));
+    }
     let mut kept = Vec::with_capacity(links.len());
     for (parent, child) in links {
         if let Some(&c) = index.get(&child) {
@@ -87,19 +99,19 @@ pub(super) fn link<M: RemoteMemory + ?Sized>(
             }
         }
     }
-    kept
+    (kept, skipped == 0 && unread == 0)
 }
 
-/// The items of a `list` (at most `max`); empty if it is not one or cannot be read.
+/// The items of a `list` (at most `max`); `None` if it is not one or cannot be read.
 pub(super) fn list_items<M: RemoteMemory + ?Sized>(
     values: &mut ValueReader<'_, M>,
     l: &Layout,
     list: u64,
     max: usize,
-) -> Vec<u64> {
+) -> Option<Vec<u64>> {
     values.allow_reads(16);
     if !values.type_of(list).is_ok_and(|t| t.kind == Kind::List) {
-        return Vec::new();
+        return None;
     }
     let mem = values.memory();
     let read = || -> Result<Vec<u64>, WalkError> {
@@ -118,7 +130,7 @@ pub(super) fn list_items<M: RemoteMemory + ?Sized>(
             .filter_map(|c| le::u64_at(c, 0))
             .collect())
     };
-    read().unwrap_or_default()
+    read().ok()
 }
 
 /// The tasks of the `TaskGroup` that is `self` (the first slot) of the frame at `frame`

@@ -182,7 +182,13 @@ pub struct Image {
     /// outer, mid, leaf.
     pub tasks: [u64; 3],
     pub gathering: u64,
+    /// The gather's `_children` list.
+    pub children: u64,
     pub future: u64,
+    /// The task `WeakSet`'s `data` set.
+    pub data: u64,
+    /// A weak reference (to a `Future`) in no set, for a test to add while the set is read.
+    pub spare_ref: u64,
     pub the_loop: u64,
     pub task_type: u64,
     pub frame: (String, String, Option<i32>),
@@ -379,6 +385,9 @@ pub fn image(l: &'static Layout) -> Image {
         refs.push(r);
     }
     let data = x.set(&refs);
+    let spare_ref = x.object(weakref_t, 64);
+    let spare = x.object(fut_t, 256);
+    x.u64(spare_ref + u64::from(table.weakref_object), spare);
     let weak = x.instance("WeakSet", &[("_pending_removals", none), ("data", data)]);
     let current = x.dict(&[(the_loop, mid)]);
     let mut ns = vec![(x.s("Task"), task_t), (x.s(table.current_tasks), current)];
@@ -429,7 +438,10 @@ pub fn image(l: &'static Layout) -> Image {
         interp,
         tasks,
         gathering,
+        children,
         future,
+        data,
+        spare_ref,
         the_loop,
         task_type: task_t,
         frame: frame_info,
