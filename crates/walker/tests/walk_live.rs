@@ -555,7 +555,14 @@ def work(depth, n):
         total += i * i
     return total
 
+announced = []
+
 async def co_inner(k):
+    if not announced:
+        # READY once a task runs its coroutines (not before the loop has started them).
+        announced.append(k)
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
     while True:
         work(30, 20000 + k)
         await asyncio.sleep(0)
@@ -568,8 +575,6 @@ async def co_outer(k):
 
 async def main():
     tasks = [asyncio.ensure_future(co_outer(k)) for k in range(3)]
-    sys.stdout.write("READY\n")
-    sys.stdout.flush()
     await asyncio.gather(*tasks)
 
 asyncio.run(main())
