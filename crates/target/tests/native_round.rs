@@ -153,6 +153,29 @@ fn named(
     (kinds, names)
 }
 
+/// Per request index of a capture: whether its frames are those of a read given beforehand
+/// (the one taken inside the first stops), and its stack.
+type Got = HashMap<usize, (bool, Named)>;
+
+/// The callback of a capture that fills `got`; `first` is the read taken beforehand, if any.
+fn collect<'a>(
+    got: &'a mut Got,
+    first: Option<&'a RawSample>,
+) -> impl FnMut(
+    usize,
+    strobe_target::NativeResult<'_>,
+    &RawSample,
+    &mut strobe_walker::Walker<strobe_target::TargetMemory>,
+) -> Result<(), ()>
+       + 'a {
+    move |i, result, raw, walker| {
+        let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
+        let in_first = first.is_some_and(|f| std::ptr::eq(raw, f));
+        got.insert(i, (in_first, named(stack, raw, index, walker)));
+        Ok(())
+    }
+}
+
 #[test]
 fn a_round_captures_its_threads_together_and_reads_only_theirs() {
     let (_dir, _t, mut target, raw, wanted) = start();
@@ -164,23 +187,16 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
         .tstate_addr;
 
     let mut read = RawSample::new();
-    let mut got: HashMap<usize, Named> = HashMap::new();
-    let mut each =
-        |i: usize,
-         result: strobe_target::NativeResult<'_>,
-         raw: &RawSample,
-         walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>| {
-            let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
-            got.insert(i, named(stack, raw, index, walker));
-            Ok::<(), ()>(())
-        };
+    let mut got = Got::new();
+    let mut each = collect(&mut got, None);
     target
         .native_round(&wanted, &mut read, std::time::Instant::now(), &mut each)
         .unwrap();
+    drop(each);
 
     assert_eq!(got.len(), 3);
     for spinner in [0, 1] {
-        let (kinds, names) = &got[&spinner];
+        let (_, (kinds, names)) = &got[&spinner];
         // Innermost first: the C loop, then (past ctypes' and libffi's frames) the Python
         // function that called it.
         assert_eq!(names[0], "spin_here", "{names:?}");
@@ -188,7 +204,7 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
         let python = kinds.iter().position(|k| k == "python").unwrap();
         assert_eq!(names[python], "spinner", "{names:?}");
     }
-    let (kinds, names) = &got[&2];
+    let (_, (kinds, names)) = &got[&2];
     assert_eq!(kinds[0], "kernel", "{names:?}");
     assert!(names.iter().any(|n| n == "sleeper"), "{names:?}");
     // Only the requested threads' stacks were copied inside the capture.
@@ -227,20 +243,12 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
 
     let mut read = RawSample::new();
     // Per request: whether its frames are those of the first read, and its stack.
-    let mut got: HashMap<usize, (bool, Named)> = HashMap::new();
-    let mut each =
-        |i: usize,
-         result: strobe_target::NativeResult<'_>,
-         raw: &RawSample,
-         walker: &mut strobe_walker::Walker<strobe_target::TargetMemory>| {
-            let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
-            let in_first = std::ptr::eq(raw, &first);
-            got.insert(i, (in_first, named(stack, raw, index, walker)));
-            Ok::<(), ()>(())
-        };
+    let mut got = Got::new();
+    let mut each = collect(&mut got, Some(&first));
     target
         .native_round_after(&[stopped, later], &first, &mut read, read_at, &mut each)
         .unwrap();
+    drop(each);
 
     assert_eq!(got.len(), 2);
     for (i, from_first) in [(0, true), (1, false)] {
