@@ -55,6 +55,40 @@ pub fn wait_for_runs(pid: i32, comm: &str, runs: u64, timeout: std::time::Durati
     }
 }
 
+/// Waits until every thread of `pid` sleeps in a system call (state `S` with a system call
+/// in progress, `/proc/PID/task/TID/{stat,syscall}`): nothing of the process runs, so its
+/// memory holds still. Panics after `timeout`, naming what each thread was doing.
+pub fn wait_all_asleep(pid: i32, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut last = String::new();
+        let mut all = true;
+        for tid in tasks(pid) {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+            let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
+            let in_call = syscall
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<i64>().ok())
+                .is_some_and(|n| n >= 0);
+            all &= state == Some("S") && in_call;
+            last.push_str(&format!("{tid}: {state:?} {}; ", syscall.trim()));
+        }
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the threads of {pid} did not all sleep within {timeout:?}: {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
 /// `None` when the thread is gone. Panics when a present thread's status lacks the key.
 pub fn status_field(pid: i32, tid: i32, key: &str) -> Option<String> {

@@ -178,6 +178,12 @@ fn cached(mut target: Target, report: &Report, mem: &ProcessMemory, layout: &Lay
     };
     let mut cache = ThreadNameCache::new();
     let mut want = report.names.clone();
+    // Nothing of the target runs during the two lookups (a thread still on its way to its
+    // wait, on a loaded machine, changes bytes the second lookup compares).
+    strobe_testkit::procfs::wait_all_asleep(
+        target.child.id() as i32,
+        std::time::Duration::from_secs(60),
+    );
     assert_eq!(
         cache.lookup(&counting, layout, report.interp),
         Ok(want.clone())
