@@ -60,24 +60,14 @@ pub(crate) fn admit(
     let stopped_first = memo.stopped_in == st.rounds_started && memo.host == host;
     memo.host = host;
     let inner = t.native_id.or_else(|| host.map(|h| st.kernel.inner_of(h)));
-    if !cfg.tids.is_empty()
-        && !cfg
-            .tids
-            .iter()
-            .any(|&x| Some(x) == inner || Some(x) == host)
-    {
+    if !cfg.wants_tid(host, || inner) {
         return Ok(Admit::Skip);
     }
     if memo.names_gen != st.names.generation() {
         memo.name = st.names.get(t.interp_addr, t.thread_id).cloned();
         memo.names_gen = st.names.generation();
     }
-    if !cfg.thread_names.is_empty()
-        && !memo
-            .name
-            .as_deref()
-            .is_some_and(|n| cfg.thread_names.iter().any(|w| w == n))
-    {
+    if !cfg.wants_name(memo.name.as_deref()) {
         return Ok(Admit::Skip);
     }
     // A free-threaded build has no GIL: every thread runs as if it held one.

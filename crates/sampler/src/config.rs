@@ -116,6 +116,25 @@ impl PartialEq for LiveSwitch {
 }
 
 impl SamplerConfig {
+    /// Whether `--tid` lets a thread through: no `--tid` given, or one naming it by either of
+    /// its kernel ids (ours, `host`, or the one inside its PID namespace, `inner`, asked for
+    /// only when a `--tid` was given).
+    pub(crate) fn wants_tid(&self, host: Option<u32>, inner: impl FnOnce() -> Option<u32>) -> bool {
+        if self.tids.is_empty() {
+            return true;
+        }
+        let inner = inner();
+        self.tids
+            .iter()
+            .any(|&x| Some(x) == inner || Some(x) == host)
+    }
+
+    /// Whether `--thread-name` lets a thread named `name` through.
+    pub(crate) fn wants_name(&self, name: Option<&str>) -> bool {
+        self.thread_names.is_empty()
+            || name.is_some_and(|n| self.thread_names.iter().any(|w| w == n))
+    }
+
     /// Whether idle samples are kept this round: the switch if there is one.
     pub(crate) fn include_idle_now(&self) -> bool {
         self.idle_switch

@@ -290,24 +290,13 @@ fn stop_first(
         let Some(host) = memo.host else {
             continue;
         };
-        let tids = &cfg.tids;
-        if !tids.is_empty()
-            && !tids
-                .iter()
-                .any(|&x| x == host || x == kernel.inner_of(host))
+        if !cfg.wants_tid(Some(host), || Some(kernel.inner_of(host)))
+            || !cfg.wants_name(memo.name.as_deref())
         {
             continue;
         }
-        let names = &cfg.thread_names;
-        if !names.is_empty()
-            && !memo
-                .name
-                .as_deref()
-                .is_some_and(|n| names.iter().any(|w| w == n))
-        {
-            continue;
-        }
-        if kernel.read_state(host).is_none_or(|s| s == 'R') {
+        // The round's one look at the thread: `admit` asks again and gets the same answer.
+        if kernel.state_in_round(host).is_none_or(|s| s == 'R') {
             if let Ok(tid) = i32::try_from(host) {
                 memo.stopped_in = round;
                 native.stop.push(tid);
