@@ -3,7 +3,7 @@
 use crate::harness::{check_dump, dump_json, strobe, Announced, Interp, Script, Target, TempDir};
 use crate::profiles::collapsed;
 use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strobe_testkit::procfs;
 
 /// Every thread of `pid`: not traced and not in a stop state; and there are the target's
@@ -40,31 +40,10 @@ fn blocking_dump_in_chroot_resumes_target() {
 /// Wait until each of `tids` (threads of `pid`) sleeps in a system call, as the kernel reports
 /// it (`S` in `stat`, a call number in `syscall`); polls, never guesses a delay.
 fn wait_asleep(pid: i32, tids: &[i32]) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut last = String::new();
-        let asleep = tids.iter().all(|tid| {
-            let dir = format!("/proc/{pid}/task/{tid}");
-            let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
-            let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next())
-                .unwrap_or("?")
-                .to_string();
-            let nr = syscall
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<i64>().ok());
-            last.push_str(&format!("{tid}: {state} {}; ", syscall.trim()));
-            state == "S" && nr.is_some_and(|n| n >= 0)
-        });
-        if asleep {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not all asleep: {last}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    procfs::wait_threads(pid, Duration::from_secs(120), "asleep", |now| {
+        tids.iter()
+            .all(|tid| now.iter().any(|t| t.tid == *tid && t.asleep()))
+    });
 }
 
 /// The waiting functions of `blocking_waiters.py`, by their names in a `--function` stack.

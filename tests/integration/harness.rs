@@ -610,39 +610,15 @@ pub fn wait_until_others_blocked(pid: i32) {
 fn wait_blocked(pid: i32, main_too: bool) {
     /// `read` on x86-64 (asm/unistd_64.h).
     const SYS_READ: i64 = 0;
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    let mut last = String::new();
-    loop {
-        let mut all = true;
-        last.clear();
-        for tid in strobe_testkit::procfs::tasks(pid) {
-            let dir = format!("/proc/{pid}/task/{tid}");
-            let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next());
-            let nr = syscall
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<i64>().ok());
-            let asleep = state == Some("S") && nr.is_some_and(|n| n >= 0);
-            let blocked = if tid == pid {
-                !main_too || (asleep && nr == Some(SYS_READ))
-            } else {
-                asleep
-            };
-            all &= blocked;
-            last.push_str(&format!("{tid}: {:?} {}; ", state, syscall.trim()));
-        }
-        if all {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the target's threads did not all block within {READY_TIMEOUT:?}: {last}"
-        );
-        // A poll, not a guess: the loop ends as soon as the kernel says so.
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let what = if main_too {
+        "all asleep, the main thread in read(2)"
+    } else {
+        "all but the main thread asleep"
+    };
+    strobe_testkit::procfs::wait_threads(pid, READY_TIMEOUT, what, |threads| {
+        threads.iter().all(|t| match t.tid == pid {
+            true => !main_too || (t.asleep() && t.syscall == Some(SYS_READ)),
+            false => t.asleep(),
+        })
+    });
 }

@@ -27,29 +27,14 @@ const PLUMBING: &[&str] = &[
     "_PyFunction_",
 ];
 
-/// Wait until every thread of `pid` is blocked in a system call (its `syscall` file no longer
-/// says `running`): a state polled, so the dump sees the stacks the script set up.
+/// Wait until the target has at least `threads` threads, every one blocked in a system call
+/// (its `syscall` file no longer says `running`): a state polled, so the dump sees the stacks
+/// the script set up.
 fn wait_all_asleep(pid: i32, threads: usize) {
-    let since = Instant::now();
-    loop {
-        let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        let asleep = tasks.iter().all(|t| {
-            std::fs::read_to_string(t.join("syscall"))
-                .map(|s| !s.starts_with("running"))
-                .unwrap_or(false)
-        });
-        if asleep && tasks.len() >= threads {
-            return;
-        }
-        assert!(
-            since.elapsed() < ASLEEP_TIMEOUT,
-            "the target's threads never all blocked"
-        );
-        std::thread::yield_now();
-    }
+    let what = format!("{threads} threads, all in a system call");
+    strobe_testkit::procfs::wait_threads(pid, ASLEEP_TIMEOUT, &what, |now| {
+        now.len() >= threads && now.iter().all(|t| t.syscall.is_some())
+    });
 }
 
 /// `strobe dump --native --json`, parsed, with its stderr.

@@ -55,38 +55,79 @@ pub fn wait_for_runs(pid: i32, comm: &str, runs: u64, timeout: std::time::Durati
     }
 }
 
-/// Waits until every thread of `pid` sleeps in a system call (state `S` with a system call
-/// in progress, `/proc/PID/task/TID/{stat,syscall}`): nothing of the process runs, so its
-/// memory holds still. Panics after `timeout`, naming what each thread was doing.
-pub fn wait_all_asleep(pid: i32, timeout: std::time::Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let mut last = String::new();
-        let mut all = true;
-        for tid in tasks(pid) {
+/// What the kernel says one thread of a process is doing right now
+/// (`/proc/PID/task/TID/{stat,syscall}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadNow {
+    /// The thread id.
+    pub tid: i32,
+    /// The state letter of `stat` (`R`, `S`, `D`, `t`, ...), `None` when it could not be read.
+    pub state: Option<char>,
+    /// The system call in progress (`syscall`'s first field), `None` when the thread is in
+    /// user space (`running`) or the file could not be read.
+    pub syscall: Option<i64>,
+}
+
+impl ThreadNow {
+    /// Asleep in a system call: state `S` with a call in progress. Nothing of it runs, so
+    /// its stack and the memory only it writes hold still.
+    pub fn asleep(&self) -> bool {
+        self.state == Some('S') && self.syscall.is_some_and(|n| n >= 0)
+    }
+}
+
+/// Every thread of `pid`, as [`ThreadNow`], by thread id.
+pub fn threads_now(pid: i32) -> Vec<ThreadNow> {
+    tasks(pid)
+        .into_iter()
+        .map(|tid| {
             let dir = format!("/proc/{pid}/task/{tid}");
             let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
             let syscall = std::fs::read_to_string(format!("{dir}/syscall")).unwrap_or_default();
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next());
-            let in_call = syscall
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<i64>().ok())
-                .is_some_and(|n| n >= 0);
-            all &= state == Some("S") && in_call;
-            last.push_str(&format!("{tid}: {state:?} {}; ", syscall.trim()));
-        }
-        if all {
+            ThreadNow {
+                tid,
+                state: stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next())
+                    .and_then(|s| s.chars().next()),
+                syscall: syscall
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<i64>().ok()),
+            }
+        })
+        .collect()
+}
+
+/// Waits until `done` holds for the threads of `pid` ([`threads_now`], polled every
+/// millisecond: the wait ends as soon as the kernel says so). Panics after `timeout`, saying
+/// `what` was awaited and what each thread was doing.
+pub fn wait_threads(
+    pid: i32,
+    timeout: std::time::Duration,
+    what: &str,
+    done: impl Fn(&[ThreadNow]) -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = threads_now(pid);
+        if done(&now) {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the threads of {pid} did not all sleep within {timeout:?}: {last}"
+            "the threads of {pid}: not {what} within {timeout:?}: {now:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// Waits until every thread of `pid` sleeps in a system call ([`ThreadNow::asleep`]): nothing
+/// of the process runs, so its memory holds still. Panics after `timeout`.
+pub fn wait_all_asleep(pid: i32, timeout: std::time::Duration) {
+    wait_threads(pid, timeout, "all asleep", |threads| {
+        threads.iter().all(ThreadNow::asleep)
+    });
 }
 
 /// The value of `key` (`"State"`, `"TracerPid"`, ...) in `/proc/PID/task/TID/status`, or
