@@ -22,7 +22,7 @@ use std::process::Command;
 use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
-use strobe_testkit::{Interpreter, Ready, TempDir};
+use strobe_testkit::{run_ok as run, Interpreter, Ready, TempDir};
 
 mod support;
 use support::sample_until;
@@ -115,16 +115,6 @@ sys.stdout.flush()
 r, w = os.pipe()
 os.read(r, 1)
 "#;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// Build the extension into `dir` with `interp`'s headers.
 fn build(interp: &Interpreter, dir: &Path) {
