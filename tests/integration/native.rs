@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use strobe_testkit::interpreters::Interpreter;
+use strobe_testkit::run_ok as run;
 
 /// Longest wait for the target's threads to be asleep in the kernel.
 const ASLEEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -295,16 +296,6 @@ enum Strip {
     Debug,
     /// `strip`: no symbols at all (its unwind tables stay).
     All,
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Build `native_ext.c` into `dir` as `native_ext.so` for `interp`, with its own headers.

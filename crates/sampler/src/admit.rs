@@ -101,7 +101,8 @@ pub(crate) fn admit(
         }
         return Ok(Admit::Skip);
     }
-    if raw.frames_of(t).is_empty() {
+    memo.frameless = raw.frames_of(t).is_empty();
+    if memo.frameless {
         return Ok(Admit::Skip);
     }
     // Under `--blocking`, the state read before the freeze; a thread not known then

@@ -59,6 +59,12 @@ pub(crate) struct ThreadMemo {
     /// The round (`ProcessView::rounds_started`) whose native capture stopped `host` before
     /// the round's read (see "Stop first, read after" in `round`); 0 if none did.
     pub(crate) stopped_in: u64,
+    /// The round whose read inside those stops copies its frames: the rounds it was stopped
+    /// in, and those it was found running in but not stopped, as `frameless`.
+    pub(crate) read_in: u64,
+    /// The latest read of its frames found none (a thread state held by C code between
+    /// calls into Python): a stop before the next round's read would likely be for nothing.
+    pub(crate) frameless: bool,
 }
 
 impl ThreadMemo {

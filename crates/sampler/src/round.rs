@@ -93,6 +93,14 @@
 //! read of ours comes just before the stops (see "Stops after our own read" in
 //! `strobe_target`'s `native/sample.rs`), and the kept threads' frames are read once.
 //!
+//! A thread state whose frames the latest read found empty ([`ThreadMemo::frameless`]: C
+//! code holding a thread state between calls into Python) gives no sample, so it is read
+//! inside the stops but not stopped; if it has frames by then, it is captured after the read
+//! like a thread woken since. Stops that end in no sample anyway (a thread back in C since
+//! the previous read, one that ended) are counted in the stats (`native_stops_unused`).
+//!
+//! [`ThreadMemo::frameless`]: crate::memo::ThreadMemo::frameless
+//!
 //! [`ThreadMemo::stopped_in`]: crate::memo::ThreadMemo::stopped_in
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
@@ -101,7 +109,7 @@ use std::time::Instant;
 
 use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
-use strobe_walker::{RawSample, WalkError};
+use strobe_walker::{RawSample, RawThread, WalkError};
 
 use strobe_target::Target;
 
@@ -297,6 +305,12 @@ fn stop_first(
         }
         // The round's one look at the thread: `admit` asks again and gets the same answer.
         if kernel.state_in_round(host).is_none_or(|s| s == 'R') {
+            memo.read_in = round;
+            // A thread state without frames at the last read is read, not stopped: if it
+            // has frames now, the round captures it after the read, as a thread woken since.
+            if memo.frameless {
+                continue;
+            }
             if let Ok(tid) = i32::try_from(host) {
                 memo.stopped_in = round;
                 native.stop.push(tid);
@@ -307,7 +321,7 @@ fn stop_first(
     let mut wanted = |tstate: u64| {
         memos
             .get(&tstate)
-            .is_none_or(|m| m.host.is_none() || m.stopped_in == round)
+            .is_none_or(|m| m.host.is_none() || m.read_in == round)
     };
     let read_at = target.native_stop_first(&native.stop, &mut |walker| {
         walked = walker.sample_wanted_into(raw, &mut wanted);
@@ -324,6 +338,20 @@ fn note_stopped_running(st: &mut ProcessView, target: &Target) {
             st.kernel.stopped_running(host);
         }
     }
+}
+
+/// Count the threads [`stop_first`] stopped that the round does not keep: stops that end in
+/// no sample (a thread state without frames, a thread that ended meanwhile).
+fn count_unused_stops(st: &ProcessView, stacks: &[RawThread], stats: &SamplerStats) {
+    let round = st.rounds_started;
+    let kept = st.kept.iter().filter(|k| {
+        let memo = stacks
+            .get(k.index)
+            .and_then(|t| st.memos.get(&t.tstate_addr));
+        memo.is_some_and(|m| m.stopped_in == round)
+    });
+    let unused = st.native.stop.len().saturating_sub(kept.count());
+    stats.add_native_stops_unused(unused as u64);
 }
 
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL
@@ -428,6 +456,9 @@ fn record_threads(
             Admit::Bare => recorded += 1,
             Admit::Keep(k) => st.kept.push(k),
         }
+    }
+    if stopped_first {
+        count_unused_stops(st, stacks, stats);
     }
     if st.native.mode == NativeMode::On && !cfg.blocking && !st.kept.is_empty() {
         if st.frames.len() > MAX_FRAME_CACHE {

@@ -64,6 +64,8 @@ pub struct SamplerStats {
     native_merged: AtomicU64,
     /// `--native`: samples recorded with their Python frames alone, and why (by reason).
     native_failures: Mutex<Vec<(String, u64)>>,
+    /// `--native`: threads stopped before a round's read that the round did not sample.
+    native_stops_unused: AtomicU64,
 }
 
 /// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
@@ -97,6 +99,7 @@ impl SamplerStats {
             cpu_ns: AtomicU64::new(CPU_UNKNOWN),
             native_merged: AtomicU64::new(0),
             native_failures: Mutex::new(Vec::new()),
+            native_stops_unused: AtomicU64::new(0),
         }
     }
 
@@ -137,12 +140,18 @@ impl SamplerStats {
                 .map(Duration::from_nanos),
             native_merged: r(&self.native_merged),
             native_failed: self.native_failures().iter().map(|(_, n)| n).sum(),
+            native_stops_unused: r(&self.native_stops_unused),
         }
     }
 
     /// `--native`: count a sample recorded with its merged native stack.
     pub(crate) fn add_native_merged(&self) {
         self.native_merged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `--native`: count `n` threads stopped before a round's read that it did not sample.
+    pub(crate) fn add_native_stops_unused(&self, n: u64) {
+        self.native_stops_unused.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `--native`: count a sample recorded without its native stack, because of `why`.
@@ -300,6 +309,9 @@ pub struct StatsSnapshot {
     /// `--native`: samples recorded with their Python frames alone (the native stack could
     /// not be taken or merged; see [`SamplerStats::native_failures`] for why).
     pub native_failed: u64,
+    /// `--native`, CPU mode: threads stopped before a round's read (see "Stop first, read
+    /// after" in `round`) that the round then did not sample: stops that ended in no sample.
+    pub native_stops_unused: u64,
 }
 
 impl StatsSnapshot {

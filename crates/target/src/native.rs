@@ -65,11 +65,13 @@ pub(crate) struct NativeState {
     /// When the module list was last read.
     modules_read: Instant,
     capturer: Capturer,
-    /// The threads of the sampler's latest round capture, with their stack buffers.
+    /// The threads of the sampler's latest round captures, with their stack buffers (one
+    /// pool for the round's phases): first the threads the round's
+    /// [`NativeState::stop_first`] stopped, sorted by thread id, then those of its later
+    /// captures.
     slots: Vec<Slot>,
-    /// The threads the round's [`NativeState::stop_first`] stopped, sorted by thread id, with
-    /// their stack buffers; how many of them, until the round's `sample_round` takes them.
-    first: Vec<Slot>,
+    /// How many threads [`NativeState::stop_first`] stopped, until the round's
+    /// `sample_round` takes them.
     first_count: Option<usize>,
     /// When the latest capture's read of the target ended.
     last_read: Option<Instant>,
@@ -148,7 +150,6 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
-            first: Vec::new(),
             first_count: None,
             last_read: None,
             stopped_running: Vec::new(),
@@ -186,7 +187,6 @@ impl NativeState {
             modules_read: Instant::now(),
             capturer: Capturer::default(),
             slots: Vec::new(),
-            first: Vec::new(),
             first_count: None,
             last_read: None,
             stopped_running: Vec::new(),

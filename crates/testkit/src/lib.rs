@@ -6,7 +6,7 @@
 //! [`interpreters`] is the one registry of the interpreters live tests run (with
 //! [`per_interpreter!`] stamping one test per interpreter), [`TempDir`] a directory removed on
 //! drop, [`Rng`] the deterministic generator of the property tests, and [`procfs`] what `/proc`
-//! says about a target's threads.
+//! says about a target's threads; [`run_ok`] runs a tool a test needs.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -24,6 +24,18 @@ pub use tempdir::TempDir;
 
 use std::collections::BTreeMap;
 use strobe_memory::{MemError, RemoteMemory};
+
+/// Run `cmd` to its end and return what it wrote to stdout; panics, with its stderr, if it
+/// cannot be started or fails (a compiler or a tool a test needs).
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// A sparse address space made of non-overlapping regions.
 #[derive(Debug, Clone, Default)]

@@ -124,7 +124,8 @@ impl NativeState {
         read: &mut dyn FnMut(&mut Walker<M>),
     ) -> Instant {
         self.stopped_running.clear();
-        let mut first = std::mem::take(&mut self.first);
+        // The round's slots: the later captures of the round take the ones after these.
+        let mut first = std::mem::take(&mut self.slots);
         if first.len() < tids.len() {
             first.resize_with(tids.len(), Slot::default);
         }
@@ -140,7 +141,7 @@ impl NativeState {
         self.note_stopped_running(used);
         // By thread id, for `sample_round` to find each kept thread's.
         used.sort_unstable_by_key(|slot| slot.tid);
-        self.first = first;
+        self.slots = first;
         self.first_count = Some(tids.len());
         read_at
     }
@@ -169,15 +170,19 @@ impl NativeState {
         let first_count = self.first_count.take();
         let mut members = Vec::new();
         let mut retries = Vec::new();
-        let round = Batch {
+        let mut round = Batch {
             of,
             wanted,
             members: &[],
+            first_slot: 0,
             read_at: self.last_read.map_or(read_at, |last| last.max(read_at)),
         };
         match (first, first_count) {
             (Some(first), Some(n)) => {
-                let slots = std::mem::take(&mut self.first);
+                // The later capture takes the slots after these: one stack buffer per thread
+                // of the round, not one per phase.
+                round.first_slot = n;
+                let slots = std::mem::take(&mut self.slots);
                 let stopped = slots.get(..n).unwrap_or(&[]);
                 let mut result = Ok(());
                 for (i, r) in wanted.iter().enumerate() {
@@ -201,7 +206,7 @@ impl NativeState {
                         break;
                     }
                 }
-                self.first = slots;
+                self.slots = slots;
                 result?;
             }
             _ => members.extend(wanted.iter().enumerate().map(|(i, r)| (i, r.may_sleep))),
@@ -216,8 +221,10 @@ impl NativeState {
         if retries.is_empty() {
             return Ok(());
         }
+        // The captures above are merged: their slots are free again.
         let again = Batch {
             members: &retries,
+            first_slot: 0,
             read_at: self.last_read.unwrap_or(round.read_at),
             ..round
         };
@@ -236,10 +243,11 @@ impl NativeState {
         mut retries: Option<&mut Vec<(usize, bool)>>,
     ) -> Result<(), E> {
         let mut slots = std::mem::take(&mut self.slots);
-        if slots.len() < b.members.len() {
-            slots.resize_with(b.members.len(), Slot::default);
+        let end = b.first_slot + b.members.len();
+        if slots.len() < end {
+            slots.resize_with(end, Slot::default);
         }
-        let slots_used = &mut slots[..b.members.len()];
+        let slots_used = &mut slots[b.first_slot..end];
         for (slot, &(i, may_sleep)) in slots_used.iter_mut().zip(b.members) {
             slot.set(b.wanted[i].tid, may_sleep);
         }
@@ -374,6 +382,9 @@ struct Batch<'a> {
     of: RoundOf,
     wanted: &'a [NativeRequest],
     members: &'a [(usize, bool)],
+    /// The first of [`NativeState`]'s slots this capture uses (those before it hold the
+    /// round's stop-first captures, still to be merged).
+    first_slot: usize,
     /// When the target was last read before this capture.
     read_at: Instant,
 }
