@@ -438,6 +438,13 @@ pub(crate) fn read_state(
     max_stack: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Result<(UserRegs, Option<u64>), StackError> {
+    let (regs, syscall) = read_regs(pid, tid)?;
+    copy_stack(pid, tid, regs.sp, max_stack, stack)?;
+    Ok((regs, syscall))
+}
+
+/// Registers of a stopped thread, and the system call it was in, if any.
+pub(crate) fn read_regs(pid: i32, tid: i32) -> Result<(UserRegs, Option<u64>), StackError> {
     let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
         Ok(r) => r,
         Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
@@ -458,7 +465,6 @@ pub(crate) fn read_state(
         sp: regs.rsp,
         bp: Some(regs.rbp),
     };
-    copy_stack(pid, tid, regs.sp, max_stack, stack)?;
     Ok((regs, syscall))
 }
 

@@ -218,7 +218,232 @@ pub(crate) fn copy_stack(
     }
 }
 
+/// One stack of [`copy_stacks`]: whose, from where, how much, into what, and how it went.
+pub(crate) struct StackCopy<'a> {
+    pub(crate) tid: i32,
+    pub(crate) sp: u64,
+    pub(crate) span: StackSpan,
+    pub(crate) buf: &'a mut Vec<u8>,
+    /// The copy's outcome (as [`copy_stack`]'s); `Ok` before the copy.
+    pub(crate) result: Result<(), StackError>,
+}
+
+/// Most stacks one [`copy_stacks`] call reads together (far below the kernel's `IOV_MAX`).
+const MAX_STACKS_TOGETHER: usize = 64;
+
+/// [`copy_stack`] for several threads of process `pid` with one `process_vm_readv` (one
+/// iovec each) instead of one call per thread: the stacks of threads stopped together. Each
+/// copy ends as its own call would have: the kernel copies the iovecs in turn and stops at
+/// the first page it cannot read, so a stack cut short there is the same copy, and the stacks
+/// after it (not reached) are then copied one call each. A call that copies nothing (the
+/// process exited, the first stack unreadable at its stack pointer) falls back to one call
+/// per stack too, so that each thread gets its own error.
+pub(crate) fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
+    if copies.len() < 2 || copies.len() > MAX_STACKS_TOGETHER {
+        copy_each(pid, copies);
+        return;
+    }
+    let mut local = [iovec_empty(); MAX_STACKS_TOGETHER];
+    let mut remote = [iovec_empty(); MAX_STACKS_TOGETHER];
+    for (i, c) in copies.iter_mut().enumerate() {
+        let max = c.span.bytes_from(c.sp);
+        let Ok(base) = usize::try_from(c.sp) else {
+            copy_each(pid, copies);
+            return;
+        };
+        // Into spare capacity, as `copy_stack` does.
+        c.buf.clear();
+        c.buf.reserve(max);
+        local[i] = nix::libc::iovec {
+            iov_base: c.buf.as_mut_ptr().cast(),
+            iov_len: max,
+        };
+        remote[i] = nix::libc::iovec {
+            iov_base: base as *mut nix::libc::c_void,
+            iov_len: max,
+        };
+    }
+    let n = copies.len();
+    // SAFETY: each `local[i]` points at the spare capacity of `copies[i].buf`, at least
+    // `iov_len` bytes (reserved above, the buffer empty), and no two overlap (distinct
+    // vectors, borrowed exclusively through `copies` for the whole call); the kernel writes
+    // at most `iov_len` bytes into each. `remote` holds only addresses in the target, which the
+    // kernel validates. `n` <= MAX_STACKS_TOGETHER, the arrays' length.
+    #[allow(unsafe_code)]
+    let got = unsafe {
+        nix::libc::process_vm_readv(
+            pid,
+            local.as_ptr(),
+            n as nix::libc::c_ulong,
+            remote.as_ptr(),
+            n as nix::libc::c_ulong,
+            0,
+        )
+    };
+    let Ok(mut left) = usize::try_from(got) else {
+        copy_each(pid, copies);
+        return;
+    };
+    if left == 0 {
+        copy_each(pid, copies);
+        return;
+    }
+    for i in 0..n {
+        let max = local[i].iov_len;
+        let len = left.min(max);
+        left -= len;
+        // SAFETY: the kernel wrote the first `len` bytes of this iovec (the iovecs are filled
+        // in order, each fully before the next), and `len` <= `max` <= the capacity.
+        #[allow(unsafe_code)]
+        unsafe {
+            copies[i].buf.set_len(len);
+        }
+        if len == 0 && max > 0 {
+            // Not reached (the previous stack ended the call on a page boundary): this one
+            // and the rest on their own, so that an unreadable one gets its error.
+            copy_each(pid, &mut copies[i..]);
+            return;
+        }
+        copies[i].result = Ok(());
+        if len < max {
+            // Cut at an unreadable page: the kernel stopped there, the rest were not read.
+            copy_each(pid, &mut copies[i + 1..]);
+            return;
+        }
+    }
+}
+
+/// [`copy_stack`] for each of `copies`, one call each.
+fn copy_each(pid: i32, copies: &mut [StackCopy<'_>]) {
+    for c in copies {
+        c.result = copy_stack(pid, c.tid, c.sp, c.span, c.buf);
+    }
+}
+
+fn iovec_empty() -> nix::libc::iovec {
+    nix::libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
 /// `/proc/PID/task/TID/FILE`.
 pub(crate) fn task_file(pid: i32, tid: i32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/task/{tid}/{file}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Three pages of our own memory, the middle one unreadable, filled with a pattern.
+    struct Pages {
+        base: *mut u8,
+    }
+
+    const PAGE: usize = 4096;
+
+    impl Pages {
+        #[allow(unsafe_code)]
+        fn new() -> Pages {
+            // SAFETY: a fresh anonymous private mapping of three pages, not aliased by
+            // anything; the middle page is then made inaccessible, the others are written
+            // only within the mapping.
+            unsafe {
+                let base = nix::libc::mmap(
+                    std::ptr::null_mut(),
+                    3 * PAGE,
+                    nix::libc::PROT_READ | nix::libc::PROT_WRITE,
+                    nix::libc::MAP_PRIVATE | nix::libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                assert_ne!(base, nix::libc::MAP_FAILED);
+                let base = base.cast::<u8>();
+                for i in 0..3 * PAGE {
+                    *base.add(i) = (i % 251) as u8;
+                }
+                let middle = base.add(PAGE).cast();
+                assert_eq!(nix::libc::mprotect(middle, PAGE, nix::libc::PROT_NONE), 0);
+                Pages { base }
+            }
+        }
+
+        fn at(&self, off: usize) -> u64 {
+            self.base as u64 + off as u64
+        }
+    }
+
+    impl Drop for Pages {
+        #[allow(unsafe_code)]
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, unmapped once.
+            unsafe {
+                nix::libc::munmap(self.base.cast(), 3 * PAGE);
+            }
+        }
+    }
+
+    fn pattern(off: usize, len: usize) -> Vec<u8> {
+        (off..off + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Copies of (offset in the pages, bytes) into fresh buffers; each one's result and bytes.
+    fn copy(pages: &Pages, wanted: &[(usize, usize)]) -> Vec<Result<Vec<u8>, String>> {
+        let pid = std::process::id() as i32;
+        let mut bufs: Vec<Vec<u8>> = wanted.iter().map(|_| vec![0xee; 7]).collect();
+        let mut copies: Vec<StackCopy<'_>> = (wanted.iter().zip(bufs.iter_mut()))
+            .map(|(&(off, max), buf)| StackCopy {
+                tid: pid,
+                sp: pages.at(off),
+                span: StackSpan::from(max),
+                buf,
+                result: Ok(()),
+            })
+            .collect();
+        copy_stacks(pid, &mut copies);
+        let results: Vec<_> = copies.into_iter().map(|c| c.result).collect();
+        (results.into_iter().zip(bufs))
+            .map(|(r, buf)| r.map(|()| buf).map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn stacks_copied_together_end_as_copies_of_their_own() {
+        let pages = Pages::new();
+        // Whole; cut at the unreadable page; whole again after it (the kernel's call stopped at
+        // the cut, so this one must be copied on its own); unreadable at its stack pointer.
+        let got = copy(
+            &pages,
+            &[
+                (100, 500),
+                (PAGE - 300, 1000),
+                (2 * PAGE + 10, 200),
+                (PAGE + 8, 64),
+            ],
+        );
+        assert_eq!(got[0].as_deref(), Ok(&pattern(100, 500)[..]));
+        assert_eq!(got[1].as_deref(), Ok(&pattern(PAGE - 300, 300)[..]));
+        assert_eq!(got[2].as_deref(), Ok(&pattern(2 * PAGE + 10, 200)[..]));
+        assert!(
+            got[3].as_ref().is_err_and(|e| e.contains("unreadable")),
+            "{got:?}"
+        );
+
+        // A stack that ends on the page boundary, then one the call does not reach: the
+        // second gets its own error, the third its bytes.
+        let got = copy(&pages, &[(PAGE - 64, 64), (PAGE + 8, 64), (2 * PAGE, 100)]);
+        assert_eq!(got[0].as_deref(), Ok(&pattern(PAGE - 64, 64)[..]));
+        assert!(
+            got[1].as_ref().is_err_and(|e| e.contains("unreadable")),
+            "{got:?}"
+        );
+        assert_eq!(got[2].as_deref(), Ok(&pattern(2 * PAGE, 100)[..]));
+
+        // Nothing copied at all (the first one unreadable): each on its own.
+        let got = copy(&pages, &[(PAGE + 100, 64), (0, 4096)]);
+        assert!(got[0].is_err(), "{got:?}");
+        assert_eq!(got[1].as_deref(), Ok(&pattern(0, 4096)[..]));
+    }
 }

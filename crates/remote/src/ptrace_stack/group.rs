@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use super::{read_state, Release, Stopped, ThreadTracer, TracedCapture, SPIN};
-use crate::stack::{StackError, StackSpan, UserRegs};
+use super::{read_regs, Release, Stopped, ThreadTracer, TracedCapture, SPIN};
+use crate::stack::{copy_stack, copy_stacks, StackCopy, StackError, StackSpan, UserRegs};
 
 /// One thread of [`capture_together`]: its tracer, how much of its stack to copy and where to,
 /// and, after the capture, what it gave ([`Together::take_result`]).
@@ -98,9 +98,9 @@ pub(super) fn stop_read_release<R>(
         SPIN.learn(since.elapsed(), spin);
     }
     for t in threads.iter_mut().filter(|t| t.stopped.is_some()) {
-        let (pid, tid) = (t.tracer.pid, t.tracer.tid);
-        t.read = Some(read_state(pid, tid, t.span, t.stack));
+        t.read = Some(read_regs(t.tracer.pid, t.tracer.tid));
     }
+    copy_group_stacks(threads);
     let also = during();
     for t in threads.iter_mut() {
         let Some(how) = t.stopped.take() else {
@@ -112,6 +112,48 @@ pub(super) fn stop_read_release<R>(
         t.result = Some(released.and_then(|()| finish(t.tracer, read, stopped_for)));
     }
     also
+}
+
+/// The stacks of the threads whose registers were read, copied while all of them are
+/// stopped: with one `process_vm_readv` for the whole group ([`copy_stacks`]) where they are
+/// threads of one process, instead of one call per thread. A thread whose copy failed has
+/// that error as its read.
+fn copy_group_stacks(threads: &mut [Together<'_>]) {
+    let Some(pid) = threads.first().map(|t| t.tracer.pid) else {
+        return;
+    };
+    if threads.iter().any(|t| t.tracer.pid != pid) {
+        for t in threads.iter_mut() {
+            if let Some(Ok((regs, _))) = &t.read {
+                let (pid, tid, sp) = (t.tracer.pid, t.tracer.tid, regs.sp);
+                if let Err(e) = copy_stack(pid, tid, sp, t.span, t.stack) {
+                    t.read = Some(Err(e));
+                }
+            }
+        }
+        return;
+    }
+    let mut whose = Vec::with_capacity(threads.len());
+    let mut copies = Vec::with_capacity(threads.len());
+    for (i, t) in threads.iter_mut().enumerate() {
+        if let Some(Ok((regs, _))) = &t.read {
+            copies.push(StackCopy {
+                tid: t.tracer.tid,
+                sp: regs.sp,
+                span: t.span,
+                buf: &mut *t.stack,
+                result: Ok(()),
+            });
+            whose.push(i);
+        }
+    }
+    copy_stacks(pid, &mut copies);
+    let failed: Vec<(usize, StackError)> = (copies.into_iter().zip(whose))
+        .filter_map(|(c, i)| c.result.err().map(|e| (i, e)))
+        .collect();
+    for (i, e) in failed {
+        threads[i].read = Some(Err(e));
+    }
 }
 
 /// A released thread's capture from what its stop gave.
