@@ -71,8 +71,6 @@ pub(crate) struct NativeState {
     /// their stack buffers; how many of them, until the round's `sample_round` takes them.
     first: Vec<Slot>,
     first_count: Option<usize>,
-    /// When the latest capture's read of the target ended.
-    last_read: Option<Instant>,
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
@@ -150,7 +148,6 @@ impl NativeState {
             slots: Vec::new(),
             first: Vec::new(),
             first_count: None,
-            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
@@ -188,7 +185,6 @@ impl NativeState {
             slots: Vec::new(),
             first: Vec::new(),
             first_count: None,
-            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
