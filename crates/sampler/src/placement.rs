@@ -21,8 +21,8 @@
 //! again. On a virtual machine each of those is an exit to the hypervisor. Measured on the
 //! 2-vCPU test VM (docs/PERFORMANCE.md, "Issue 12: the sampler on the stopped thread's CPU"):
 //! a bare stop, read and release of a spinning thread cost the tracer 21 µs of CPU from the
-//! other CPU and 3 µs from the same one. Only when the running threads are all on one CPU:
-//! spread over several, the sampler keeps off them as without native stacks.
+//! other CPU and 3 µs from the same one. Only when one thread runs: with several, the sampler
+//! keeps off their CPUs as without native stacks.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -38,7 +38,7 @@ pub(crate) const MAX_PLACED: usize = 8;
 pub(crate) enum Aim {
     /// Off the CPUs the target's running threads are on, where that leaves one.
     Avoid,
-    /// Onto the CPU of the target's running threads, when they are all on one (`--native`).
+    /// Onto the CPU of the target's running thread, when one runs (`--native`).
     Join,
 }
 
@@ -79,7 +79,7 @@ impl Placement {
     }
 
     /// The target's running threads were last on `cpus`: move off them if that leaves
-    /// somewhere to run, or onto the one they are all on ([`Aim`]).
+    /// somewhere to run, or onto the one CPU of a single running thread ([`Aim`]).
     pub(crate) fn update(&mut self, now_ns: u64, cpus: impl IntoIterator<Item = u32>) {
         self.next_ns = now_ns.saturating_add(PLACE_EVERY_NS);
         self.busy.clear();
@@ -118,15 +118,13 @@ pub(crate) fn avoid(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
     (!rest.is_empty() && rest.len() < allowed.len()).then_some(rest)
 }
 
-/// The one CPU all of `busy` are on, if strobe may run there and that restricts `allowed`;
-/// `busy` spread over several CPUs: [`avoid`] them (the sampler would be pinned to one busy CPU
-/// for the stops of a fraction of the threads, and wait there behind the others: measured with
+/// The CPU of the one running thread `busy` holds, if strobe may run there and that restricts
+/// `allowed`; several running threads: [`avoid`] their CPUs (pinned to one busy CPU, the sampler
+/// stops only some of them from there and waits behind the others for that CPU: measured with
 /// 50 threads on 2 vCPUs, fewer samples at more CPU each than off them).
 pub(crate) fn join(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
-    match busy.split_first() {
-        Some((&one, rest)) if rest.iter().all(|&c| c == one) => {
-            (allowed.len() > 1 && allowed.contains(&one)).then(|| vec![one])
-        }
+    match busy {
+        &[one] => (allowed.len() > 1 && allowed.contains(&one)).then(|| vec![one]),
         _ => avoid(allowed, busy),
     }
 }
@@ -149,15 +147,14 @@ mod tests {
     }
 
     #[test]
-    fn joins_the_cpu_the_running_threads_are_on_if_they_share_one() {
+    fn joins_the_cpu_of_the_one_running_thread() {
         assert_eq!(join(&[0, 1, 2, 3], &[2]), Some(vec![2]));
-        assert_eq!(join(&[0, 1, 2, 3], &[3, 3, 3]), Some(vec![3]));
-        // On several CPUs: off them, as without native stacks.
+        // Several running threads: off their CPUs, as without native stacks.
+        assert_eq!(join(&[0, 1, 2, 3], &[3, 3]), Some(vec![0, 1, 2]));
         assert_eq!(join(&[0, 1, 2, 3], &[3, 1, 3]), Some(vec![0, 2]));
         assert_eq!(join(&[0, 1], &[0, 1]), None);
-        // A CPU strobe may not run on: off the busy ones, if that restricts anything.
-        assert_eq!(join(&[2, 3], &[0, 0]), None);
-        assert_eq!(join(&[2, 3], &[0, 3]), Some(vec![2]));
+        // A CPU strobe may not run on.
+        assert_eq!(join(&[2, 3], &[0]), None);
         // Nothing running, or one CPU allowed: anywhere allowed.
         assert_eq!(join(&[0, 1], &[]), None);
         assert_eq!(join(&[0], &[0]), None);
