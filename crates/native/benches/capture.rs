@@ -103,6 +103,9 @@ fn main() {
         );
     }
 
+    // (a) again, from the spinner's own CPU and from another (the sampler's `placement`).
+    by_placement(pid, spinner, &mut stack);
+
     // (b) perf events, and (a) at the same rates, on the C chain spinning: the work it gets
     // done per second (its counter, read from its memory) with and without sampling.
     slowdowns();
@@ -162,6 +165,48 @@ fn main() {
             per(c3 - c2, N)
         );
     }
+}
+
+/// ptrace captures of the running thread `spinner`, pinned to one CPU, by this thread pinned
+/// to the same CPU and to another, alternated: strobe's CPU and the wall time per capture, and
+/// how long the thread was stopped. From another CPU every step of a stop is a wake-up across
+/// CPUs (an exit to the hypervisor on a VM); see the sampler's `placement` module.
+fn by_placement(pid: i32, spinner: i32, stack: &mut Vec<u8>) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let all = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&c| all.is_set(c).unwrap())
+        .collect();
+    if cpus.len() < 2 {
+        println!("ptrace by placement: this process may use one CPU only, not measured");
+        return;
+    }
+    let only = |c: usize| {
+        let mut set = CpuSet::new();
+        set.set(c).unwrap();
+        set
+    };
+    sched_setaffinity(Pid::from_raw(spinner), &only(cpus[0])).unwrap();
+    let mut t = ThreadTracer::seize(pid, spinner).unwrap();
+    for (what, on) in [("its own", cpus[0]), ("another", cpus[1])].repeat(2) {
+        sched_setaffinity(Pid::from_raw(0), &only(on)).unwrap();
+        let mut stopped = Duration::ZERO;
+        let (c0, w0) = (cpu(), Instant::now());
+        for _ in 0..N {
+            stopped += t.capture(STACK, stack).unwrap().stopped_for;
+        }
+        let (c1, w1) = (cpu(), Instant::now());
+        println!(
+            "ptrace, running thread, strobe on {what} CPU: CPU {} per capture, {} wall, thread stopped {} on average",
+            per(c1 - c0, N),
+            per(w1 - w0, N),
+            per(stopped, N)
+        );
+    }
+    drop(t);
+    sched_setaffinity(Pid::from_raw(0), &all).unwrap();
+    sched_setaffinity(Pid::from_raw(spinner), &all).unwrap();
 }
 
 /// The chain program's `sink` counter: its address in the running target.

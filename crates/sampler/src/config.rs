@@ -39,8 +39,9 @@ pub struct SamplerConfig {
     /// Look up `threading` thread names (cached; refreshed when a new thread appears).
     pub names: bool,
     /// Keep the sampler thread off the CPUs the target's running threads are on, where that
-    /// leaves a CPU to run on (see the sampler's `placement` module). On by default; off only
-    /// to measure what it saves.
+    /// leaves a CPU to run on; with [`SamplerConfig::native`], on the CPU they are on instead
+    /// (see the sampler's `placement` module). On by default; off only to measure what it
+    /// saves.
     pub keep_off_target_cpus: bool,
     /// Also sample the target's descendants that are Python processes, found while sampling
     /// (see the `family` module); every stack then starts with a `process PID` frame whose

@@ -12,6 +12,17 @@
 //! [`MAX_PLACED`] threads) and restricts itself to the CPUs it was allowed at the start minus
 //! those. When that leaves none (the target runs everywhere strobe may run), it keeps all of
 //! them. Failing to set the affinity (a restricted container) changes nothing but this.
+//!
+//! Under `--native` it is the other way round ([`Aim::Join`]): the sampler moves onto the CPU
+//! of the target's running threads. A native sample stops the thread it reads (ptrace), so
+//! the target does not run while the sampler works on its CPU anyway, and every step of a stop
+//! made from another CPU is a wake-up across CPUs: the interrupt kicks the target's CPU, the
+//! target's stop wakes the sampler's (idle) CPU, the release wakes the target's CPU, now idle,
+//! again. On a virtual machine each of those is an exit to the hypervisor. Measured on the
+//! 2-vCPU test VM (docs/PERFORMANCE.md, "Issue 12: the sampler on the stopped thread's CPU"):
+//! a bare stop, read and release of a spinning thread cost the tracer 21 µs of CPU from the
+//! other CPU and 3 µs from the same one. Only when one thread runs: with several, the sampler
+//! keeps off their CPUs as without native stacks.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -21,9 +32,20 @@ pub(crate) const PLACE_EVERY_NS: u64 = 100_000_000;
 /// Running target threads whose CPU is looked at, at most.
 pub(crate) const MAX_PLACED: usize = 8;
 
+/// Whether the sampler keeps off the target's CPUs or joins them (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Aim {
+    /// Off the CPUs the target's running threads are on, where that leaves one.
+    Avoid,
+    /// Onto the CPU of the target's running thread, when one runs (`--native`).
+    Join,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Placement {
+    aim: Aim,
     /// The CPUs this thread could run on at the start, ascending.
     allowed: Vec<usize>,
     /// The CPUs it is restricted to now (`None`: all of `allowed`).
@@ -34,7 +56,7 @@ pub(crate) struct Placement {
 
 impl Placement {
     /// For the calling thread, as its affinity is now.
-    pub(crate) fn new() -> Placement {
+    pub(crate) fn new(aim: Aim) -> Placement {
         let allowed = sched_getaffinity(Pid::from_raw(0))
             .map(|set| {
                 (0..CpuSet::count())
@@ -43,6 +65,7 @@ impl Placement {
             })
             .unwrap_or_default();
         Placement {
+            aim,
             allowed,
             current: None,
             next_ns: 0,
@@ -56,12 +79,15 @@ impl Placement {
     }
 
     /// The target's running threads were last on `cpus`: move off them if that leaves
-    /// somewhere to run.
+    /// somewhere to run, or onto the one CPU of a single running thread ([`Aim`]).
     pub(crate) fn update(&mut self, now_ns: u64, cpus: impl IntoIterator<Item = u32>) {
         self.next_ns = now_ns.saturating_add(PLACE_EVERY_NS);
         self.busy.clear();
         self.busy.extend(cpus.into_iter().map(|c| c as usize));
-        let want = avoid(&self.allowed, &self.busy);
+        let want = match self.aim {
+            Aim::Avoid => avoid(&self.allowed, &self.busy),
+            Aim::Join => join(&self.allowed, &self.busy),
+        };
         if want == self.current {
             return;
         }
@@ -92,6 +118,17 @@ pub(crate) fn avoid(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
     (!rest.is_empty() && rest.len() < allowed.len()).then_some(rest)
 }
 
+/// The CPU of the one running thread `busy` holds, if strobe may run there and that restricts
+/// `allowed`; several running threads: [`avoid`] their CPUs (pinned to one busy CPU, the sampler
+/// stops only some of them from there and waits behind the others for that CPU: measured with
+/// 50 threads on 2 vCPUs, fewer samples at more CPU each than off them).
+pub(crate) fn join(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
+    match busy {
+        &[one] => (allowed.len() > 1 && allowed.contains(&one)).then(|| vec![one]),
+        _ => avoid(allowed, busy),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -110,10 +147,24 @@ mod tests {
     }
 
     #[test]
+    fn joins_the_cpu_of_the_one_running_thread() {
+        assert_eq!(join(&[0, 1, 2, 3], &[2]), Some(vec![2]));
+        // Several running threads: off their CPUs, as without native stacks.
+        assert_eq!(join(&[0, 1, 2, 3], &[3, 3]), Some(vec![0, 1, 2]));
+        assert_eq!(join(&[0, 1, 2, 3], &[3, 1, 3]), Some(vec![0, 2]));
+        assert_eq!(join(&[0, 1], &[0, 1]), None);
+        // A CPU strobe may not run on.
+        assert_eq!(join(&[2, 3], &[0]), None);
+        // Nothing running, or one CPU allowed: anywhere allowed.
+        assert_eq!(join(&[0, 1], &[]), None);
+        assert_eq!(join(&[0], &[0]), None);
+    }
+
+    #[test]
     fn the_thread_moves_off_the_busy_cpu_and_back() {
         // On its own thread: the affinity set is the calling thread's.
         std::thread::spawn(|| {
-            let mut p = Placement::new();
+            let mut p = Placement::new(Aim::Avoid);
             let allowed = p.allowed.clone();
             assert!(!allowed.is_empty());
             let own = |()| {

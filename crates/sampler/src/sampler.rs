@@ -16,7 +16,7 @@ use crate::config::SamplerConfig;
 use crate::error::SamplerError;
 use crate::lifecycle::RootWatch;
 use crate::pacing::{self, Pace, Pacer};
-use crate::placement::{Placement, MAX_PLACED};
+use crate::placement::{Aim, Placement, MAX_PLACED};
 use crate::processes::{Processes, RoundOutcome};
 use crate::selfcost::SelfCost;
 use crate::stats::SamplerStats;
@@ -51,8 +51,9 @@ pub(crate) fn run(
     let mut root = RootWatch::new(pid, child);
     let mut cpus: Vec<u32> = Vec::with_capacity(MAX_PLACED);
     let mut cost = SelfCost::new();
-    // Off the target's CPUs, where that leaves somewhere to run (see `placement`).
-    let mut placement = Placement::new();
+    // Off the target's CPUs, where that leaves somewhere to run; with native stacks, onto
+    // the CPU of the threads a round stops (see `placement`).
+    let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
     pacer.favour_thread();
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
