@@ -165,7 +165,9 @@ impl NativeView {
             Ok::<(), RoundError>(())
         };
         match round.first {
-            Some(first) => target.native_round_after(requests, first, raw, &mut each),
+            Some(first) => {
+                target.native_round_after(requests, first, raw, round.read_at, &mut each)
+            }
             None => target.native_round(requests, raw, round.read_at, &mut each),
         }
     }

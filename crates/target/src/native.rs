@@ -73,6 +73,8 @@ pub(crate) struct NativeState {
     /// How many threads [`NativeState::stop_first`] stopped, until the round's
     /// `sample_round` takes them.
     first_count: Option<usize>,
+    /// When the latest capture's read of the target ended.
+    last_read: Option<Instant>,
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
@@ -149,6 +151,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
@@ -185,6 +188,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),

@@ -48,7 +48,7 @@ impl Target {
         read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
-        self.native_round_with(wanted, None, raw, Some(read_at), each)
+        self.native_round_with(wanted, None, raw, read_at, each)
     }
 
     /// The first half of a round that stops first and reads after: stop the threads `tids`
@@ -77,16 +77,16 @@ impl Target {
     /// [`Target::native_round`] after [`Target::native_stop_first`], whose read is `first`:
     /// a thread of `wanted` that was stopped there is merged with its Python frames in `first`
     /// (`each` gets `first` with its result); the others (not stopped, or whose capture needs
-    /// another) are captured as [`Target::native_round`] does, their frames read into `raw`,
-    /// with no wait after `first`'s read, which was made inside stops.
+    /// another) are captured as [`Target::native_round`] does, their frames read into `raw`.
     pub fn native_round_after<E>(
         &mut self,
         wanted: &[NativeRequest],
         first: &RawSample,
         raw: &mut RawSample,
+        read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
-        self.native_round_with(wanted, Some(first), raw, None, each)
+        self.native_round_with(wanted, Some(first), raw, read_at, each)
     }
 
     /// [`Target::native_round`], after a [`Target::native_stop_first`] whose read is `first`
@@ -96,7 +96,7 @@ impl Target {
         wanted: &[NativeRequest],
         first: Option<&RawSample>,
         raw: &mut RawSample,
-        read_at: Option<Instant>,
+        read_at: Instant,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
         let version = &self.process.version;

@@ -234,7 +234,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     // Spinner 0 stopped, and the round's whole read taken inside its stop.
     let mut first = RawSample::new();
     let mut walked = Ok(());
-    target.native_stop_first(&[stopped.tid], &mut |walker| {
+    let read_at = target.native_stop_first(&[stopped.tid], &mut |walker| {
         walked = walker.sample_into(&mut first);
     });
     walked.unwrap();
@@ -246,7 +246,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     let mut got = Got::new();
     let mut each = collect(&mut got, Some(&first));
     target
-        .native_round_after(&[stopped, later], &first, &mut read, &mut each)
+        .native_round_after(&[stopped, later], &first, &mut read, read_at, &mut each)
         .unwrap();
     drop(each);
 

@@ -37,17 +37,12 @@
 //! GIL's mutexes and state) makes those instructions wait for the lines to come back, and an
 //! interrupt that arrives then is taken there (an inference from where the stops land: the
 //! VM gives no cache events to count). So the stops of a capture come at least
-//! [`READ_TO_STOP`] after a read made while the threads ran (in wall mode, the round's walk),
-//! spinning the rest if needed: 10 µs was enough in the release build, 20 µs leaves a margin
-//! (the debug build's test failed once in four runs at 10 µs).
-//!
-//! A read made inside stops (every read of a capture: [`NativeState::stop_first`]'s, and the
-//! read inside a round's first stops before its later captures) is not followed by that wait.
-//! Measured flat out, where rounds come back to back, the wait after such a read changed
-//! nothing in where the stops land: 0.46–0.51% of the worker's samples in `take_gil` and
-//! `drop_gil` without it, 0.49–0.54% with it, the sampler on another CPU than the worker;
-//! 0.01–0.70% without it, 0.23–1.13% with it, on the worker's CPU (docs/PERFORMANCE.md,
-//! "Issue 12: the sampler on the stopped thread's CPU"). So stopping first, no round waits.
+//! [`READ_TO_STOP`] after the read before them, spinning the rest if needed: 10 µs was enough
+//! in the release build, 20 µs leaves a margin (the debug build's test failed once in four
+//! runs at 10 µs). The read before them is the latest read of a capture
+//! ([`NativeState::stop_first`]'s of the previous round, or the read inside the round's first
+//! stops for its later captures), or, in wall mode, the round's walk; stopping first, only
+//! rounds run back to back come that close.
 
 use std::time::{Duration, Instant};
 
@@ -118,9 +113,9 @@ impl NativeState {
     /// Stop the threads `tids` of process `pid` together and run `read` (the round's read of
     /// the target) while they are stopped: the round's first capture, taken before the round
     /// knows which threads it keeps (see "Stop first, read after" in the module
-    /// documentation). The stops do not wait after the previous round's read, which was
-    /// made inside stops (see "Stops after our own read"). The captures wait in the state for
-    /// the round's [`NativeState::sample_round`]. When `read` ended.
+    /// documentation). The stops come [`READ_TO_STOP`] after the latest read of a capture
+    /// (the previous round's), spinning the rest if needed. The captures wait in the state
+    /// for the round's [`NativeState::sample_round`]. When `read` ended.
     pub(crate) fn stop_first<M: RemoteMemory>(
         &mut self,
         pid: i32,
@@ -138,8 +133,11 @@ impl NativeState {
         for (slot, &tid) in used.iter_mut().zip(tids) {
             slot.set(tid, false);
         }
-        self.capturer.capture_many(pid, used, None, || read(walker));
+        let not_before = self.last_read.map(|at| at + READ_TO_STOP);
+        self.capturer
+            .capture_many(pid, used, not_before, || read(walker));
         let read_at = Instant::now();
+        self.last_read = Some(read_at);
         self.note_stopped_running(used);
         // By thread id, for `sample_round` to find each kept thread's.
         used.sort_unstable_by_key(|slot| slot.tid);
@@ -152,19 +150,18 @@ impl NativeState {
     /// the same instant into `raw` (only theirs), and merge each thread's frames; `each` gets
     /// every thread's result in turn (a retried thread after the others, from the retries'
     /// read). An error of `each` ends the round. `read_at`: when the round last read the
-    /// target while its threads ran (its walk: the stops keep [`READ_TO_STOP`] from it).
+    /// target (the stops keep [`READ_TO_STOP`] from it).
     ///
     /// After [`NativeState::stop_first`], whose read is `first`: a thread it stopped is merged
     /// with its frames there, without a capture of its own; only the others are captured
-    /// (a thread the first read found running that was not stopped: new, or woken), with no
-    /// wait (that read was made inside stops).
+    /// (a thread the first read found running that was not stopped: new, or woken).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn sample_round<M: RemoteMemory, E>(
         &mut self,
         of: RoundOf,
         wanted: &[NativeRequest],
         first: Option<&RawSample>,
-        read_at: Option<Instant>,
+        read_at: Instant,
         walker: &mut Walker<M>,
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
@@ -178,7 +175,7 @@ impl NativeState {
             wanted,
             members: &[],
             first_slot: 0,
-            read_at,
+            read_at: self.last_read.map_or(read_at, |last| last.max(read_at)),
         };
         match (first, first_count) {
             (Some(first), Some(n)) => {
@@ -228,6 +225,7 @@ impl NativeState {
         let again = Batch {
             members: &retries,
             first_slot: 0,
+            read_at: self.last_read.unwrap_or(round.read_at),
             ..round
         };
         self.batch(again, walker, raw, each, None)
@@ -255,11 +253,12 @@ impl NativeState {
         }
         let mut walked = None;
         let mut want = |tstate: u64| (b.members.iter()).any(|&(i, _)| b.wanted[i].tstate == tstate);
-        let not_before = b.read_at.map(|at| at + READ_TO_STOP);
+        let not_before = b.read_at + READ_TO_STOP;
         self.capturer
-            .capture_many(b.of.pid, slots_used, not_before, || {
+            .capture_many(b.of.pid, slots_used, Some(not_before), || {
                 walked = Some(walker.sample_wanted_into(raw, &mut want));
             });
+        self.last_read = Some(Instant::now());
         self.note_stopped_running(slots_used);
         let read = match walked {
             Some(Ok(())) => Ok(()),
@@ -386,7 +385,6 @@ struct Batch<'a> {
     /// The first of [`NativeState`]'s slots this capture uses (those before it hold the
     /// round's stop-first captures, still to be merged).
     first_slot: usize,
-    /// When the target was last read while the threads ran, if that read may be close (the
-    /// stops keep [`READ_TO_STOP`] from it).
-    read_at: Option<Instant>,
+    /// When the target was last read before this capture.
+    read_at: Instant,
 }
