@@ -19,9 +19,10 @@
 //! made from another CPU is a wake-up across CPUs: the interrupt kicks the target's CPU, the
 //! target's stop wakes the sampler's (idle) CPU, the release wakes the target's CPU, now idle,
 //! again. On a virtual machine each of those is an exit to the hypervisor. Measured on the
-//! 2-vCPU test VM (docs/PERFORMANCE.md, "Issue 12: the sampler on the stopped thread's CPU"):
-//! a bare stop, read and release of a spinning thread cost the tracer 21 µs of CPU from the
-//! other CPU and 3 µs from the same one. Only when one thread runs: with several, the sampler
+//! 2-vCPU test VM (docs/PERFORMANCE.md, "Issue 12: the sampler on the stopped thread's CPU";
+//! `cargo bench -p strobe-native --bench capture`, on a machine loaded by other work): a
+//! capture of a spinning thread cost 15 µs of CPU from its own CPU and 25–27 µs from the
+//! other, and held the thread 27 µs against 106–129 µs. Only when one thread runs: with several, the sampler
 //! keeps off their CPUs as without native stacks.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
