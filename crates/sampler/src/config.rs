@@ -39,8 +39,8 @@ pub struct SamplerConfig {
     /// Look up `threading` thread names (cached; refreshed when a new thread appears).
     pub names: bool,
     /// Keep the sampler thread off the CPUs the target's running threads are on, where that
-    /// leaves a CPU to run on; with [`SamplerConfig::native`], on the CPU they are on instead
-    /// (see the sampler's `placement` module). On by default; off only to measure what it
+    /// leaves a CPU to run on; with [`SamplerConfig::native`] and a single running thread, on
+    /// that thread's CPU instead (see the sampler's `placement` module). On by default; off only to measure what it
     /// saves.
     pub keep_off_target_cpus: bool,
     /// Also sample the target's descendants that are Python processes, found while sampling

@@ -13,8 +13,8 @@
 //! those. When that leaves none (the target runs everywhere strobe may run), it keeps all of
 //! them. Failing to set the affinity (a restricted container) changes nothing but this.
 //!
-//! Under `--native` it is the other way round ([`Aim::Join`]): the sampler moves onto the CPU
-//! of the target's running threads. A native sample stops the thread it reads (ptrace), so
+//! Under `--native`, while one of the target's threads runs, it is the other way round
+//! ([`Aim::Join`]): the sampler moves onto that thread's CPU. A native sample stops the thread it reads (ptrace), so
 //! the target does not run while the sampler works on its CPU anyway, and every step of a stop
 //! made from another CPU is a wake-up across CPUs: the interrupt kicks the target's CPU, the
 //! target's stop wakes the sampler's (idle) CPU, the release wakes the target's CPU, now idle,
@@ -22,8 +22,8 @@
 //! 2-vCPU test VM (docs/PERFORMANCE.md, "Issue 12: the sampler on the stopped thread's CPU";
 //! `cargo bench -p strobe-native --bench capture`, on a machine loaded by other work): a
 //! capture of a spinning thread cost 15 µs of CPU from its own CPU and 25–27 µs from the
-//! other, and held the thread 27 µs against 106–129 µs. Only when one thread runs: with several, the sampler
-//! keeps off their CPUs as without native stacks.
+//! other, and held the thread 27 µs against 106–129 µs. With several running threads the
+//! sampler keeps off their CPUs as without native stacks (see [`join`]).
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;

@@ -51,8 +51,8 @@ pub(crate) fn run(
     let mut root = RootWatch::new(pid, child);
     let mut cpus: Vec<u32> = Vec::with_capacity(MAX_PLACED);
     let mut cost = SelfCost::new();
-    // Off the target's CPUs, where that leaves somewhere to run; with native stacks, onto
-    // the CPU of the threads a round stops (see `placement`).
+    // Off the target's CPUs, where that leaves somewhere to run; with native stacks and one
+    // running thread, onto that thread's CPU (see `placement`).
     let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
     pacer.favour_thread();
     let reason = loop {
