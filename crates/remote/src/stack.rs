@@ -280,14 +280,13 @@ pub(crate) fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
             0,
         )
     };
-    let Ok(mut left) = usize::try_from(got) else {
-        copy_each(pid, copies);
-        return;
+    let mut left = match usize::try_from(got) {
+        Ok(copied) if copied > 0 => copied,
+        _ => {
+            copy_each(pid, copies);
+            return;
+        }
     };
-    if left == 0 {
-        copy_each(pid, copies);
-        return;
-    }
     for i in 0..n {
         let max = local[i].iov_len;
         let len = left.min(max);
