@@ -159,13 +159,12 @@ impl KernelThreads {
         match File::open(path) {
             Ok(stat) => {
                 let watch = Watch::Untried;
-                let in_round = None;
                 self.tasks.insert(
                     host,
                     Task {
                         stat,
                         watch,
-                        in_round,
+                        in_round: None,
                     },
                 );
                 true
