@@ -40,7 +40,7 @@ start_script() {
     exec 3<"$TMP/out"
     local ready
     read -r ready <&3
-    [[ "$ready" == READY ]] || { echo "target said: $ready" >&2; exit 1; }
+    [[ "$ready" == READY* ]] || { echo "target said: $ready" >&2; exit 1; }
 }
 
 # start_target PY DEPTH: the benchmark's target spinning at a DEPTH-frame stack.
