@@ -23,6 +23,8 @@ pub(crate) struct Kept {
     pub(crate) inner: Option<u32>,
     /// The round found it idle.
     pub(crate) idle: bool,
+    /// The round's first native stops stopped it (see "Stop first, read after" in `round`).
+    pub(crate) stopped_first: bool,
     pub(crate) flags: SampleFlags,
 }
 
@@ -138,6 +140,7 @@ pub(crate) fn admit(
         host,
         inner,
         idle,
+        stopped_first,
         flags,
     }))
 }

@@ -109,7 +109,7 @@ use std::time::Instant;
 
 use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
-use strobe_walker::{RawSample, RawThread, WalkError};
+use strobe_walker::{RawSample, WalkError};
 
 use strobe_target::Target;
 
@@ -342,15 +342,9 @@ fn note_stopped_running(st: &mut ProcessView, target: &Target) {
 
 /// Count the threads [`stop_first`] stopped that the round does not keep: stops that end in
 /// no sample (a thread state without frames, a thread that ended meanwhile).
-fn count_unused_stops(st: &ProcessView, stacks: &[RawThread], stats: &SamplerStats) {
-    let round = st.rounds_started;
-    let kept = st.kept.iter().filter(|k| {
-        let memo = stacks
-            .get(k.index)
-            .and_then(|t| st.memos.get(&t.tstate_addr));
-        memo.is_some_and(|m| m.stopped_in == round)
-    });
-    let unused = st.native.stop.len().saturating_sub(kept.count());
+fn count_unused_stops(st: &ProcessView, stats: &SamplerStats) {
+    let kept = st.kept.iter().filter(|k| k.stopped_first).count();
+    let unused = st.native.stop.len().saturating_sub(kept);
     stats.add_native_stops_unused(unused as u64);
 }
 
@@ -458,7 +452,7 @@ fn record_threads(
         }
     }
     if stopped_first {
-        count_unused_stops(st, stacks, stats);
+        count_unused_stops(st, stats);
     }
     if st.native.mode == NativeMode::On && !cfg.blocking && !st.kept.is_empty() {
         if st.frames.len() > MAX_FRAME_CACHE {
