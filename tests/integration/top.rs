@@ -469,6 +469,27 @@ fn top_wakes_for_the_target_exit_a_resize_and_sigterm_between_refreshes() {
     tmux.assert_restored();
 }
 
+/// A failed round is news too: with an hour between refreshes, the status line counts the
+/// first one at once (the sampler rings the view). Every round after the 300th fails, through
+/// a debug-build-only hook, so that the first draw comes before any failure.
+#[test]
+fn top_shows_a_failed_round_at_once_between_refreshes() {
+    let target = SplitTarget::start(&Interp::pyenv("3.12.1"));
+    let mut args = top_args(target.pid);
+    args.extend(["--refresh".to_string(), "3600".to_string()]);
+    let tmux = Tmux::start_env(&["STROBE_TEST_FAIL_AFTER=300"], &args);
+    let errors = |screen: &str| -> Option<u64> {
+        let after = screen.split("  errors ").nth(1)?;
+        after.split_whitespace().next()?.parse().ok()
+    };
+    let first = tmux.wait_for("the view", |s| s.starts_with("strobe top  pid "));
+    assert_eq!(errors(&first), Some(0), "{first}");
+    tmux.wait_for("the failed rounds", |s| errors(s).is_some_and(|n| n > 0));
+    tmux.literal("q");
+    assert_eq!(tmux.wait_exit(), 0);
+    tmux.assert_restored();
+}
+
 #[test]
 fn top_without_a_terminal_is_one_clear_error() {
     let out = Command::new(strobe_bin())

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::SampleFilter;
-use strobe_sampler::{start_process, EndReason, LiveSwitch, SamplerConfig, SamplerHandle};
+use strobe_sampler::{
+    start_process, EndReason, ErrorBell, LiveSwitch, SamplerConfig, SamplerHandle,
+};
 use strobe_signals::StopSignals;
 use strobe_target::Target;
 use strobe_tui::state::{LiveStatus, TargetInfo};
@@ -85,6 +87,13 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let bell = strobe_tui::ViewBell::new().context("setting up the view")?;
     let ringer = bell.ringer();
     signals.call_on_signal(move || ringer.ring());
+    // And so does the sampler's first failed round of each kind: the status line shows it at
+    // once, not at the next refresh.
+    let ringer = bell.ringer();
+    let cfg = SamplerConfig {
+        error_bell: Some(ErrorBell::new(move || ringer.ring())),
+        ..cfg
+    };
 
     let (mut target, child, what) = match spawned {
         Some(spawned) => {

@@ -62,6 +62,9 @@ pub struct SamplerConfig {
     pub async_stacks: bool,
     /// When set, decides [`SamplerConfig::async_stacks`] live (strobe top's `a` key).
     pub async_switch: Option<LiveSwitch>,
+    /// When set, rung by the sampler thread at the first failed round of each kind, for a
+    /// live view to show it at once (strobe top's status line) instead of at its next refresh.
+    pub error_bell: Option<ErrorBell>,
 }
 
 impl Default for SamplerConfig {
@@ -83,6 +86,7 @@ impl Default for SamplerConfig {
             gc_frames: true,
             async_stacks: false,
             async_switch: None,
+            error_bell: None,
         }
     }
 }
@@ -107,6 +111,35 @@ impl LiveSwitch {
     /// Whether it is on.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What the sampler thread calls to tell its user something at once (see
+/// [`SamplerConfig::error_bell`]). Clones share the call; two bells are equal when they are
+/// the same bell.
+#[derive(Clone)]
+pub struct ErrorBell(Arc<dyn Fn() + Send + Sync>);
+
+impl ErrorBell {
+    /// A bell that calls `ring` when rung (on the sampler thread: it must not block).
+    pub fn new(ring: impl Fn() + Send + Sync + 'static) -> ErrorBell {
+        ErrorBell(Arc::new(ring))
+    }
+
+    pub(crate) fn ring(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ErrorBell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorBell")
+    }
+}
+
+impl PartialEq for ErrorBell {
+    fn eq(&self, other: &ErrorBell) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

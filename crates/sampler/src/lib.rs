@@ -60,7 +60,7 @@ use std::thread::JoinHandle;
 use strobe_aggregate::SamplerSide;
 use strobe_target::Target;
 
-pub use config::{LiveSwitch, SamplerConfig, MAX_RATE_HZ, MIN_RATE_HZ};
+pub use config::{ErrorBell, LiveSwitch, SamplerConfig, MAX_RATE_HZ, MIN_RATE_HZ};
 pub use error::SamplerError;
 pub use stats::{ErrorKind, NewProcess, SamplerStats, StatsSnapshot};
 pub use summary::{EndReason, SamplerSummary};

@@ -258,7 +258,11 @@ impl Processes {
                     continue;
                 }
                 Err(RoundError::Transient(kind)) => {
-                    stats.add_error(kind);
+                    if stats.add_error(kind) {
+                        if let Some(bell) = &cfg.error_bell {
+                            bell.ring();
+                        }
+                    }
                     failed = true;
                     p.failures_in_a_row += 1;
                     if p.failures_in_a_row >= CLEAR_CACHES_AFTER {

@@ -118,7 +118,7 @@ use crate::config::SamplerConfig;
 use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
 use crate::native::{NativeMode, NativeOutcome, NativeRound};
-use crate::stats::SamplerStats;
+use crate::stats::{ErrorKind, SamplerStats};
 use crate::tasks::Frames as TaskFrames;
 use crate::topping::{exception_frame, on_top, top_frames, topped_stack};
 use crate::view::ProcessView;
@@ -164,6 +164,10 @@ pub(crate) fn round(
     // When the round's read of the target ended, if it was taken inside stops.
     let mut read_at = None;
     st.rounds_started += 1;
+    if st.test_fails() {
+        st.raw = raw;
+        return Err(RoundError::Transient(ErrorKind::Read));
+    }
     st.kernel.start_round();
     let walked = if cfg.blocking {
         let freeze = match Freeze::all_threads(pid) {

@@ -240,15 +240,15 @@ impl SamplerStats {
         self.dropped.store(dropped, Ordering::Relaxed);
     }
 
-    /// Count a failed round.
-    pub(crate) fn add_error(&self, kind: ErrorKind) {
+    /// Count a failed round; whether it is the first of its kind.
+    pub(crate) fn add_error(&self, kind: ErrorKind) -> bool {
         let i = match kind {
             ErrorKind::Read => 0,
             ErrorKind::Torn => 1,
             ErrorKind::Freeze => 2,
             ErrorKind::Proc => 3,
         };
-        self.errors[i].fetch_add(1, Ordering::Relaxed);
+        self.errors[i].fetch_add(1, Ordering::Relaxed) == 0
     }
 }
 

@@ -17,8 +17,12 @@ use crate::threads::KernelThreads;
 /// sampler thread panic in round N + 1 (inside the freeze under `--blocking`). The integration
 /// tests use it to prove that a panic loses none of the samples already aggregated, is
 /// reported, and leaves no target stopped (tests/integration/safety_lifecycle.rs).
-#[cfg(debug_assertions)]
 const TEST_PANIC_ENV: &str = "STROBE_TEST_PANIC_AFTER";
+
+/// Environment variable read by debug builds only: `STROBE_TEST_FAIL_AFTER=N` makes every
+/// round after the first N fail as a failed memory read does, so that the integration tests
+/// can see how failed rounds are reported (tests/integration/top.rs).
+const TEST_FAIL_ENV: &str = "STROBE_TEST_FAIL_AFTER";
 
 /// What the sampler knows of one process between rounds: its kernel threads, their names,
 /// what each thread's previous sample resolved to, and the caveats found so far.
@@ -50,6 +54,8 @@ pub(crate) struct ProcessView {
     /// Debug builds only: panic in the round after this many (see
     /// [`ProcessView::test_panic`]).
     panic_after: Option<u64>,
+    /// Debug builds only: fail every round after this many (see `STROBE_TEST_FAIL_AFTER`).
+    fail_after: Option<u64>,
     /// The process's auxiliary vector before it was attached (see
     /// `lifecycle::read_auxv`): another one means it replaced its program.
     pub(crate) auxv: Option<Vec<u8>>,
@@ -90,27 +96,14 @@ impl ProcessView {
             warnings: Vec::new(),
             free_threaded,
             rounds_started: 0,
-            panic_after: ProcessView::test_panic_setting(),
+            panic_after: test_setting(TEST_PANIC_ENV),
+            fail_after: test_setting(TEST_FAIL_ENV),
             auxv,
             root_frame,
             native: NativeView::new(),
             kept: Vec::new(),
             tasks: TaskView::default(),
             legacy_tasks: LegacyTaskView::default(),
-        }
-    }
-
-    /// The test hook's setting; always `None` in release builds, which never read it.
-    fn test_panic_setting() -> Option<u64> {
-        #[cfg(debug_assertions)]
-        {
-            std::env::var(TEST_PANIC_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-        }
-        #[cfg(not(debug_assertions))]
-        {
-            None
         }
     }
 
@@ -122,6 +115,11 @@ impl ProcessView {
                 self.rounds_started
             );
         }
+    }
+
+    /// Whether the test hook asks this round to fail (see `STROBE_TEST_FAIL_AFTER`).
+    pub(crate) fn test_fails(&self) -> bool {
+        self.fail_after.is_some_and(|n| self.rounds_started > n)
     }
 
     /// Thread `t`'s kernel id as seen from here: from its native id (3.11+) through the
@@ -138,5 +136,15 @@ impl ProcessView {
         if self.warned.insert(key) {
             self.warnings.push(msg);
         }
+    }
+}
+
+/// A test hook's setting, from the environment variable named; always `None` in release
+/// builds, which never read it.
+fn test_setting(name: &str) -> Option<u64> {
+    if cfg!(debug_assertions) {
+        std::env::var(name).ok().and_then(|v| v.parse().ok())
+    } else {
+        None
     }
 }
