@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::{read_regs, Release, Stopped, ThreadTracer, TracedCapture, SPIN};
-use crate::stack::{copy_stack, copy_stacks, StackCopy, StackError, StackSpan, UserRegs};
+use crate::stack::{copy_stacks, StackCopy, StackError, StackSpan, UserRegs};
 
 /// One thread of [`capture_together`]: its tracer, how much of its stack to copy and where to,
 /// and, after the capture, what it gave ([`Together::take_result`]).
@@ -115,44 +115,34 @@ pub(super) fn stop_read_release<R>(
 }
 
 /// The stacks of the threads whose registers were read, copied while all of them are
-/// stopped: with one `process_vm_readv` for the whole group ([`copy_stacks`]) where they are
-/// threads of one process, instead of one call per thread. A thread whose copy failed has
-/// that error as its read.
+/// stopped: with one `process_vm_readv` per process of the group ([`copy_stacks`]) instead of
+/// one call per thread. A thread whose copy failed has that error as its read.
 fn copy_group_stacks(threads: &mut [Together<'_>]) {
-    let Some(pid) = threads.first().map(|t| t.tracer.pid) else {
-        return;
-    };
-    if threads.iter().any(|t| t.tracer.pid != pid) {
-        for t in threads.iter_mut() {
-            if let Some(Ok((regs, _))) = &t.read {
-                let (pid, tid, sp) = (t.tracer.pid, t.tracer.tid, regs.sp);
-                if let Err(e) = copy_stack(pid, tid, sp, t.span, t.stack) {
-                    t.read = Some(Err(e));
-                }
+    let mut pids: Vec<i32> = threads.iter().map(|t| t.tracer.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        let mut whose = Vec::with_capacity(threads.len());
+        let mut copies = Vec::with_capacity(threads.len());
+        for (i, t) in threads.iter_mut().enumerate() {
+            if let (true, Some(Ok((regs, _)))) = (t.tracer.pid == pid, &t.read) {
+                copies.push(StackCopy {
+                    tid: t.tracer.tid,
+                    sp: regs.sp,
+                    span: t.span,
+                    buf: &mut *t.stack,
+                    result: Ok(()),
+                });
+                whose.push(i);
             }
         }
-        return;
-    }
-    let mut whose = Vec::with_capacity(threads.len());
-    let mut copies = Vec::with_capacity(threads.len());
-    for (i, t) in threads.iter_mut().enumerate() {
-        if let Some(Ok((regs, _))) = &t.read {
-            copies.push(StackCopy {
-                tid: t.tracer.tid,
-                sp: regs.sp,
-                span: t.span,
-                buf: &mut *t.stack,
-                result: Ok(()),
-            });
-            whose.push(i);
+        copy_stacks(pid, &mut copies);
+        let failed: Vec<(usize, StackError)> = (copies.into_iter().zip(whose))
+            .filter_map(|(c, i)| c.result.err().map(|e| (i, e)))
+            .collect();
+        for (i, e) in failed {
+            threads[i].read = Some(Err(e));
         }
-    }
-    copy_stacks(pid, &mut copies);
-    let failed: Vec<(usize, StackError)> = (copies.into_iter().zip(whose))
-        .filter_map(|(c, i)| c.result.err().map(|e| (i, e)))
-        .collect();
-    for (i, e) in failed {
-        threads[i].read = Some(Err(e));
     }
 }
 
