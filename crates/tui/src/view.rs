@@ -22,7 +22,22 @@ pub const WIDE: u16 = 120;
 /// position (so moving the cursor up does not jump the page).
 #[derive(Debug, Default)]
 pub struct Scratch {
-    table: TableState,
+    /// The first row shown (an index into the filtered rows).
+    first: usize,
+}
+
+/// The first row to show of `len` in `height` lines, the cursor at `cursor` and the first row
+/// shown before at `first`: the window moves as little as it must to show the cursor, and never
+/// leaves lines empty at the bottom that rows could fill.
+fn window(first: usize, cursor: usize, height: usize, len: usize) -> usize {
+    let first = first.min(len.saturating_sub(height));
+    if cursor < first {
+        cursor
+    } else if height > 0 && cursor >= first + height {
+        cursor + 1 - height
+    } else {
+        first
+    }
 }
 
 /// Draws one frame.
@@ -171,13 +186,18 @@ fn render_table(f: &mut Frame<'_>, area: Rect, s: &State, scratch: &mut Scratch)
     header.push(format!("Function (file){}", arrow(Name)));
     let header =
         TableRow::new(header.into_iter().map(Cell::from)).style(Style::new().reversed().bold());
-    let rows = s.visible().map(|r| table_row(r, s, wide, &titles));
+    // Only the rows that fit are built (a program has thousands of functions, each row nine
+    // formatted strings): the window is kept here, and the table is given just those rows.
+    let height = usize::from(area.height.saturating_sub(1));
+    scratch.first = window(scratch.first, s.cursor, height, s.visible_len());
+    let rows =
+        (s.visible().skip(scratch.first).take(height)).map(|r| table_row(r, s, wide, &titles));
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    scratch.table.select(Some(s.cursor));
-    f.render_stateful_widget(table, area, &mut scratch.table);
+    let mut shown = TableState::default().with_selected(s.cursor.checked_sub(scratch.first));
+    f.render_stateful_widget(table, area, &mut shown);
 }
 
 fn table_row<'a>(r: &'a Row, s: &State, wide: bool, titles: &[(String, usize)]) -> TableRow<'a> {
@@ -512,6 +532,95 @@ functions · all threads · idle hidden · refresh 1s · sort %Own▼
         );
         assert_eq!(screen.lines().count(), 24);
         assert!(screen.lines().all(|l| l.chars().count() <= 80));
+    }
+
+    /// A table of `n` functions `f0000`, `f0001`, ... in that order (by %Own).
+    fn long_state(n: u64) -> State {
+        let mut s = state();
+        let mut d = s.data.clone();
+        d.rows = (0..n)
+            .map(|i| Row {
+                key: key(&format!("f{i:04}"), None),
+                interval_own: c(10 * (n - i)),
+                interval_total: c(10 * (n - i)),
+                cumulative_own: c(10),
+                cumulative_total: c(10),
+            })
+            .collect();
+        s.set_data(d);
+        s
+    }
+
+    /// The functions the table shows, top to bottom, and the one highlighted, drawn at 80×24
+    /// with `scratch` kept from the previous draw.
+    fn table_rows(s: &State, scratch: &mut Scratch) -> (Vec<String>, Option<String>) {
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| render(f, s, scratch)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let mut names = Vec::new();
+        let mut highlighted = None;
+        // Four header lines and the table's own, then the rows, then the footer.
+        for y in 5..23 {
+            let line: String = (0..80).map(|x| buf[(x, y)].symbol()).collect();
+            let Some(name) = line.split_whitespace().find(|w| w.starts_with('f')) else {
+                continue;
+            };
+            if buf[(0, y)].modifier.contains(Modifier::REVERSED) {
+                highlighted = Some(name.to_string());
+            }
+            names.push(name.to_string());
+        }
+        (names, highlighted)
+    }
+
+    fn names(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+        range.map(|i| format!("f{i:04}")).collect()
+    }
+
+    #[test]
+    fn a_long_table_scrolls_as_little_as_the_cursor_needs() {
+        let mut s = long_state(1000);
+        let mut scratch = Scratch::default();
+        // 18 rows fit at 80×24.
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(0..=17), Some("f0000".into()))
+        );
+        s.apply(Action::Move(500));
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(483..=500), Some("f0500".into()))
+        );
+        // Up within the page: the page stays.
+        s.apply(Action::Move(-10));
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(483..=500), Some("f0490".into()))
+        );
+        // Up past its top: the page follows by as much.
+        s.apply(Action::Move(-10));
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(480..=497), Some("f0480".into()))
+        );
+        s.apply(Action::End);
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(982..=999), Some("f0999".into()))
+        );
+        // Fewer rows than before (a filter, a refresh): the page is refilled from below.
+        let mut shorter = long_state(990);
+        shorter.apply(Action::End);
+        shorter.apply(Action::Move(-15));
+        assert_eq!(
+            table_rows(&shorter, &mut scratch),
+            (names(972..=989), Some("f0974".into()))
+        );
+        s.apply(Action::Home);
+        assert_eq!(
+            table_rows(&s, &mut scratch),
+            (names(0..=17), Some("f0000".into()))
+        );
     }
 
     #[test]
