@@ -523,7 +523,9 @@ impl State {
 }
 
 fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
-    let name = |r: &Row| (r.key.function.clone(), r.key.filename.clone(), r.key.line);
+    fn name(r: &Row) -> (&str, &str, Option<i32>) {
+        (&r.key.function, &r.key.filename, r.key.line)
+    }
     let primary = match sort {
         SortKey::Name => name(a).cmp(&name(b)),
         k => k.value(a).cmp(&k.value(b)),
