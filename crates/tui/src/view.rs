@@ -581,46 +581,29 @@ functions · all threads · idle hidden · refresh 1s · sort %Own▼
     fn a_long_table_scrolls_as_little_as_the_cursor_needs() {
         let mut s = long_state(1000);
         let mut scratch = Scratch::default();
-        // 18 rows fit at 80×24.
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(0..=17), Some("f0000".into()))
-        );
+        // The rows shown (18 fit at 80×24) and the one highlighted.
+        let mut check = |s: &State, shown: std::ops::RangeInclusive<u32>, cursor: u32| {
+            let expected = (names(shown), Some(format!("f{cursor:04}")));
+            assert_eq!(table_rows(s, &mut scratch), expected);
+        };
+        check(&s, 0..=17, 0);
         s.apply(Action::Move(500));
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(483..=500), Some("f0500".into()))
-        );
+        check(&s, 483..=500, 500);
         // Up within the page: the page stays.
         s.apply(Action::Move(-10));
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(483..=500), Some("f0490".into()))
-        );
+        check(&s, 483..=500, 490);
         // Up past its top: the page follows by as much.
         s.apply(Action::Move(-10));
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(480..=497), Some("f0480".into()))
-        );
+        check(&s, 480..=497, 480);
         s.apply(Action::End);
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(982..=999), Some("f0999".into()))
-        );
+        check(&s, 982..=999, 999);
         // Fewer rows than before (a filter, a refresh): the page is refilled from below.
         let mut shorter = long_state(990);
         shorter.apply(Action::End);
         shorter.apply(Action::Move(-15));
-        assert_eq!(
-            table_rows(&shorter, &mut scratch),
-            (names(972..=989), Some("f0974".into()))
-        );
+        check(&shorter, 972..=989, 974);
         s.apply(Action::Home);
-        assert_eq!(
-            table_rows(&s, &mut scratch),
-            (names(0..=17), Some("f0000".into()))
-        );
+        check(&s, 0..=17, 0);
     }
 
     #[test]
