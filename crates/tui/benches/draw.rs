@@ -1,4 +1,5 @@
-//! What one redraw of `strobe top`'s table costs, by the number of rows the data has.
+//! What one refresh of `strobe top` costs, by the number of rows the data has: the aggregator
+//! thread's view of its counts, and the redraw of the table.
 //!
 //! `cargo bench -p strobe-tui --bench draw` renders the view of a program with 16, 500 and
 //! 5,000 functions (or lines) into an in-memory 200×50 terminal, the size `top`'s CPU
@@ -14,8 +15,10 @@ use nix::time::{clock_gettime, ClockId};
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use strobe_aggregate::{Count, SampleFilter};
-use strobe_tui::data::{FrameSel, Row, ViewData};
+use std::time::Instant;
+
+use strobe_aggregate::{pipeline, Count, FrameKey, SampleFilter, SampleFlags, ThreadKey};
+use strobe_tui::data::{Collector, FrameSel, Query, Row, ViewData};
 use strobe_tui::state::{State, TargetInfo};
 use strobe_tui::view::{render, Scratch};
 
@@ -55,7 +58,52 @@ fn cpu_now() -> Duration {
         .expect("thread CPU clock")
 }
 
+/// The aggregator's side of a refresh: a collector that counted samples through `rows`
+/// functions (two-frame stacks, each function under one of 40 callers), asked for the view
+/// of the last interval and since the start, as `top` asks once a refresh.
+fn collector_view(rows: usize) -> Duration {
+    let names: Vec<String> = (0..rows).map(|i| format!("method_{i}")).collect();
+    let callers: Vec<String> = (0..40).map(|i| format!("handler_{i}")).collect();
+    let (mut side, agg) = pipeline(1 << 16);
+    let mut collector = Collector::new(agg);
+    let thread = ThreadKey {
+        os_tid: 10,
+        name: Some("MainThread"),
+        interpreter_id: 0,
+    };
+    let query = Query {
+        by_function: true,
+        ..Default::default()
+    };
+    let rounds = 50;
+    let mut spent = Duration::ZERO;
+    for round in 0..rounds {
+        for i in 0..rows.max(1000) {
+            let f = i % rows;
+            let frames = [
+                FrameKey::python(&callers[f % 40], "/srv/app/handlers.py", Some(1)),
+                FrameKey::python(&names[f], "/srv/app/pkg/module.py", Some(f as i32)),
+            ];
+            side.record(&thread, &frames, SampleFlags::empty(), i as u64, 10_000_000)
+                .expect("record");
+        }
+        collector.pump();
+        let start = cpu_now();
+        collector.advance(Instant::now());
+        let view = collector.view(&query, Instant::now());
+        spent += cpu_now().saturating_sub(start);
+        assert!(view.rows.len() >= rows.min(1000) || round == 0);
+    }
+    spent / rounds
+}
+
 fn main() {
+    for rows in [16, 500, 5000] {
+        println!(
+            "{rows:>5} rows: {:>7.1} µs of CPU for the aggregator's view",
+            collector_view(rows).as_secs_f64() * 1e6
+        );
+    }
     for rows in [16, 500, 5000] {
         let mut state = State::new(
             TargetInfo {

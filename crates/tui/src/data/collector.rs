@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, SampleFlags, Tables,
-    ThreadId,
+    AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, FxBuild, SampleFlags,
+    Tables, ThreadId,
 };
 
 use super::kept::{KeptStacks, KEPT_STACK_BYTES};
@@ -140,13 +140,15 @@ impl Collector {
             kind: st.kind,
             module: st.module.map(|m| tables.str(m).to_string()),
         };
-        let mut index: HashMap<FrameSel, usize> = HashMap::new();
+        // Rows found again by the interned ids of their names: no string is copied or hashed
+        // for that, and each row's names are copied once, into its key.
+        let ids = |st: &FrameStat| (st.function, st.filename, st.line, st.kind, st.module);
+        let mut index = HashMap::with_capacity_and_hasher(cumulative.len(), FxBuild);
         let mut rows: Vec<Row> = Vec::with_capacity(cumulative.len());
         for st in &cumulative {
-            let key = sel(st);
-            index.insert(key.clone(), rows.len());
+            index.insert(ids(st), rows.len());
             rows.push(Row {
-                key,
+                key: sel(st),
                 interval_own: Count::default(),
                 interval_total: Count::default(),
                 cumulative_own: st.own,
@@ -154,22 +156,18 @@ impl Collector {
             });
         }
         for st in &interval {
-            let key = sel(st);
             // The last interval is part of "since reset", so the row exists; a row is added
             // anyway rather than trusting that.
-            let i = match index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    rows.push(Row {
-                        key,
-                        interval_own: Count::default(),
-                        interval_total: Count::default(),
-                        cumulative_own: Count::default(),
-                        cumulative_total: Count::default(),
-                    });
-                    rows.len() - 1
-                }
-            };
+            let i = *index.entry(ids(st)).or_insert_with(|| {
+                rows.push(Row {
+                    key: sel(st),
+                    interval_own: Count::default(),
+                    interval_total: Count::default(),
+                    cumulative_own: Count::default(),
+                    cumulative_total: Count::default(),
+                });
+                rows.len() - 1
+            });
             if let Some(r) = rows.get_mut(i) {
                 r.interval_own = st.own;
                 r.interval_total = st.total;
@@ -177,9 +175,9 @@ impl Collector {
         }
 
         let tree = q.focus.as_ref().map(|f| {
-            let exact = index
-                .get(f)
-                .and_then(|&i| rows.get(i))
+            let exact = rows
+                .iter()
+                .find(|r| &r.key == f)
                 .map(|r| r.cumulative_total);
             call_tree(&self.kept, tables, &opts, f, exact, cumulative_total)
         });
