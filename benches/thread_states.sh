@@ -4,9 +4,11 @@
 #
 #   STROBES="before=/path/to/old/strobe after=target/release/strobe" benches/thread_states.sh
 #   THREADS=50 RATES="100 1000" SECS=5 ROUNDS=2 benches/thread_states.sh
+#   TARGET=sleepers benches/thread_states.sh
 #
 # The target is benches/native_target.py THREADS (default 50: threads calling zlib.crc32 in a
-# loop). Per round (ROUNDS, default 2), rate (RATES, default "100 1000") and build, in turn so
+# loop), or with TARGET=sleepers benches/threads_target.py with THREADS - 8 more sleepers
+# (THREADS threads of which one runs Python, the main one, and the rest sleep or wait). Per round (ROUNDS, default 2), rate (RATES, default "100 1000") and build, in turn so
 # that the builds share the same minutes of a shared machine:
 # - `record --format collapsed` (the default CPU mode: idle samples dropped) for SECS: the
 #   summary's rounds (its "samples") and the sampler thread's CPU per round (its self-cost
@@ -27,9 +29,15 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 bench_tmp
 STROBES=${STROBES:-"strobe=$STROBE"}
 
-echo "strobe: $STROBES; $PY; native_target.py $THREADS; ${SECS} s per run"
+TARGET=${TARGET:-native}
+case $TARGET in
+native) target=(benches/native_target.py "$THREADS") ;;
+sleepers) target=(benches/threads_target.py "$((THREADS - 8))") ;;
+*) echo "TARGET is native or sleepers" >&2; exit 2 ;;
+esac
+echo "strobe: $STROBES; $PY; ${target[*]}; ${SECS} s per run"
 machine_line
-"$PY" benches/native_target.py "$THREADS" >"$TMP/rates" &
+"$PY" "${target[@]}" >"$TMP/rates" &
 TARGET_PID=$!
 while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
 
