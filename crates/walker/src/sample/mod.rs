@@ -374,6 +374,7 @@ impl SamplingState {
             let (thread_id, native_id) = self.plan.threads[thread_index].ids;
             self.skip_walk(thread_index);
             let start = out.frames.len();
+            // Not walked, no exception or task known, `state_read` false.
             out.threads.push(RawThread {
                 interp_addr: interp.addr,
                 interp_id: interp.id,
@@ -382,13 +383,8 @@ impl SamplingState {
                 native_id,
                 holds_gil,
                 gc: collecting && holds_gil,
-                exception: None,
-                running_task: None,
                 frames: start..start,
-                truncated: false,
-                unchanged: 0,
-                walked: false,
-                state_read: false,
+                ..RawThread::default()
             });
             return Ok(());
         };
