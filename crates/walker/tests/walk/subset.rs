@@ -425,3 +425,84 @@ fn ids_not_settled_are_read_every_sample() {
         }
     }
 }
+
+/// Two interpreters, each with its own list head and (3.12+) its own GIL: a sample wanting a
+/// thread of the main interpreter reads the subinterpreter's head, sees its head thread leave
+/// and a new one come, and walks its GIL holder although it was not wanted.
+#[test]
+fn a_subinterpreter_is_checked_by_its_own_head_and_its_gil_holder_walked() {
+    for l in [l312(), l313(), l314()] {
+        let mut img = Image::new(l);
+        let code = img.code("w", "/w.py", 1, 8);
+        let mut frame = || {
+            let c = img.chunk(4096, 0);
+            img.chunk_frames(c, 0, &[(code, 2)], 0)[0]
+        };
+        let specs = |base: u64, frames: &[u64]| -> Vec<(u64, u32, u64)> {
+            (0..frames.len() as u64)
+                .map(|k| (base + k, (base + k) as u32, frames[k as usize]))
+                .collect()
+        };
+        let main_frames: Vec<u64> = (0..4).map(|_| frame()).collect();
+        let sub_frames: Vec<u64> = (0..5).map(|_| frame()).collect();
+        let main = img.interp(0);
+        let sub = img.interp(1);
+        let main_ts = img.threads(main, &specs(0x100, &main_frames));
+        let sub_ts = img.threads(sub, &specs(0x200, &sub_frames));
+        let roots = img.roots(&[main, sub]);
+        set_gil_holder(&mut img, main, roots, 0);
+        set_gil_holder(&mut img, sub, roots, sub_ts[3]);
+        let (mut w, live) = live_walker(&mut img, roots);
+        let mut raw = RawSample::new();
+        let want = main_ts[2];
+        let sample = |w: &mut Walker<Live>, raw: &mut RawSample| {
+            w.sample_wanted_into(raw, &mut |t| t == want).unwrap();
+            raw.threads
+                .iter()
+                .map(|t| (t.thread_id, t.state_read, t.walked, t.holds_gil))
+                .collect::<Vec<_>>()
+        };
+        sample(&mut w, &mut raw);
+        let got = sample(&mut w, &mut raw);
+        // Main: head, and the wanted thread with its neighbours; sub: its head, and its GIL
+        // holder read after the batch and walked.
+        let read: Vec<bool> = got.iter().map(|t| t.1).collect();
+        assert_eq!(
+            read,
+            [true, true, true, true, true, false, false, true, false],
+            "{:?}",
+            l.version
+        );
+        assert_eq!(got[7], (0x203, true, true, true), "{:?}", l.version);
+        assert!(got[2].2 && !got[0].2, "{:?}", l.version);
+        // The subinterpreter's head leaves and a new thread comes in its place at the head
+        // (a freed head keeps NULL in `prev`): seen at the next sample.
+        edit(&mut img, &live, |img| {
+            let prev = u64::from(l.tstate_prev.unwrap());
+            let next = u64::from(l.tstate_next);
+            let head_at = sub + u64::from(l.interp_tstate_head);
+            img.mem.write_u64(head_at, sub_ts[1]);
+            img.mem.write_u64(sub_ts[1] + prev, 0);
+            let t = img.mem.alloc(l.tstate_size as usize);
+            img.mem.write_u64(t + next, sub_ts[1]);
+            img.mem.write_u64(t + u64::from(l.tstate_interp), sub);
+            img.mem.write_u64(t + u64::from(l.tstate_thread_id), 0x2ff);
+            img.mem
+                .write_u64(t + u64::from(l.tstate_native_thread_id.unwrap()), 0x2ff);
+            img.set_innermost(t, sub_frames[0]);
+            img.mem.write_u64(sub_ts[1] + prev, t);
+            img.mem.write_u64(head_at, t);
+        });
+        let got = sample(&mut w, &mut raw);
+        let idents: Vec<u64> = got.iter().map(|t| t.0).collect();
+        assert_eq!(
+            idents,
+            [0x100, 0x101, 0x102, 0x103, 0x2ff, 0x201, 0x202, 0x203, 0x204],
+            "{:?}",
+            l.version
+        );
+        let fresh = Walker::new(live.clone(), l, roots).walk().unwrap();
+        let fresh: Vec<u64> = fresh.iter().map(|t| t.thread_id).collect();
+        assert_eq!(idents, fresh, "{:?}", l.version);
+    }
+}
