@@ -1,11 +1,12 @@
 """A benchmark target: one busy thread and seven that sleep or wait.
 
-    python threads_target.py
+    python threads_target.py [SLEEPERS]
 
 The main thread spins in Python code for ever; three threads sleep in time.sleep(), two wait on
 an Event, one on a Queue and one on a Lock, each a few frames deep. Prints READY once every
 thread is started. Used by benches/ordinary_rates.sh ("1 busy thread + 7 sleeping/waiting
-threads").
+threads"). With SLEEPERS, that many more threads sleep in time.sleep() (benches/thread_states.sh:
+many threads of which few run).
 """
 import sys
 import threading
@@ -61,7 +62,8 @@ def busy():
 
 def main():
     LOCK.acquire()
-    works = [sleeper] * 3 + [event_waiter] * 2 + [queue_waiter, lock_waiter]
+    extra = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    works = [sleeper] * (3 + extra) + [event_waiter] * 2 + [queue_waiter, lock_waiter]
     for i, work in enumerate(works):
         started = threading.Event()
         t = threading.Thread(target=nested, args=(work, started, 3 + i), name="waiter-%d" % i)

@@ -80,6 +80,20 @@
 //! our previous capture stopped in user space is running until its watch moves (above), so the
 //! look before the read no longer drops a thread that capture has just let go.
 //!
+//! Between the walker's full checks such a read also leaves out the thread states of most
+//! unwanted threads ([`RawThread::state_read`] false: see "Thread states read only where they
+//! matter" in the walker's `sample` module): each comes with its ids as last read, no
+//! exception and no running task. That is all a round uses of a thread it did not walk: its
+//! memo (kept by [`note_threads`], keyed by state address, interpreter and thread id), its
+//! kernel id (for the next round's look), its name, and under a live idle switch (`top`) a
+//! bare idle sample; exceptions, tasks and frames are taken of walked threads only. One that
+//! ended meanwhile stays listed, unwalked, until the walker's next full check (at most 16
+//! rounds), or until a look finds no state for its kernel id, which makes it wanted and so
+//! read. `--idle`, raw recordings, `--blocking` and wall mode want every thread: every state
+//! is read, as before.
+//!
+//! [`RawThread::state_read`]: strobe_walker::RawThread::state_read
+//!
 //! # Stop first, read after (`--native`, idle samples dropped)
 //! The look before the read names the threads a CPU-mode `--native` round samples: the
 //! previous round's Python threads (their memos' kernel ids) the kernel says run, within

@@ -5,9 +5,9 @@
 //! allocation. That read takes, in one go:
 //! - the head of the interpreter list, and per interpreter its `next`, thread-list head and GIL
 //!   pointer (plus the GIL's `locked`/`last_holder`, 3.12+), or the process-wide GIL holder;
-//! - per thread state remembered from the last sample: the fields we use (`next`, `interp`,
-//!   ids, innermost frame, data-stack chunk) and, on 3.11–3.12, the `current_frame` of the
-//!   `_PyCFrame` it pointed at;
+//! - per thread state remembered from the last sample (all of them, or those that matter: see
+//!   below): the fields we use (`next`, `interp`, ids, innermost frame, data-stack chunk) and,
+//!   on 3.11–3.12, the `current_frame` of the `_PyCFrame` it pointed at;
 //! - per thread, speculatively, the memory its frames occupied last time: the used part of each
 //!   data-stack chunk (3.11+) plus some slack, frames outside chunks (generators), or every
 //!   frame object (≤3.10).
@@ -21,6 +21,40 @@
 //! are walked again and the batch is redone. A remembered range that is no longer mapped makes
 //! the batch fail; it is forgotten and the batch redone.
 //!
+//! # Thread states read only where they matter
+//! A caller of [`Walker::sample_wanted_into`](crate::walk::Walker::sample_wanted_into) wants
+//! the frames of a few threads (those the kernel says run); the others' thread states, ~1.2 KB
+//! apart, were most of the read on a target with many threads. So between two full checks
+//! (every [`FULL_CHECK_EVERY`] samples, where everything is read) and when some thread is not
+//! wanted, a sample reads the thread states of:
+//! - each interpreter's first thread (the list's head), and its thread-list head word
+//!   (`interp->threads.head`, 8 bytes);
+//! - each thread that is wanted, or whose ids are not settled (0, or shared with another
+//!   planned state: a state preallocated for a thread being started has 0 (3.12+) or its
+//!   creator's ids (≤3.11) until the thread binds it), and its two neighbours in the plan;
+//! - after the batch, the GIL holder's, if it is none of those (its frames are always read).
+//!
+//! The plan holds for them when: every interpreter's head word is the plan's first thread;
+//! every state read has the plan's `next`, `prev` and `interp` (so the head's `prev` is NULL,
+//! and a wanted thread's neighbours point back at it). Anything else is a stale plan, as when
+//! every state is read. Why that is enough, knowing that a freed state may keep its old bytes:
+//! - *A thread added* is linked in at the head, so the head word changes. The head's own
+//!   `prev` is not enough: a head that left keeps `prev` NULL in its freed memory, and threads
+//!   added after it write the new head's `prev`. The head word also shows an interpreter's last
+//!   thread leaving, which only a full check saw when every state was read.
+//! - *A thread read that left*: its removal wrote its neighbours' links (`prev->next`,
+//!   `next->prev`, or the head word), which are read. A neighbour that left too wrote the
+//!   links of the states around it: of a wanted thread and its neighbours, whichever left last
+//!   has a link the plan does not have, or the head word moved.
+//! - *A freed state reused* by a new thread is linked in at the head (above); reused for
+//!   anything else, its links are not the plan's.
+//!
+//! What is not seen until the next full check: a thread whose state was not read leaving. It
+//! is reported meanwhile with its ids as last read and
+//! [`RawThread::state_read`](crate::sample::RawThread::state_read) `false` (as are the other
+//! unread threads), and as soon as a caller wants it, its state and its neighbours' are read.
+//! 2.7 has no `prev` links: every state is read every sample.
+//!
 //! Frames whose (address, code object, instruction) did not change since the thread's previous
 //! sample keep their line without looking at the code object again; for a thread deep in a
 //! stable call stack that is all but the innermost frame or two. [`RawThread::unchanged`] tells
@@ -30,7 +64,8 @@
 //! (which fields of each structure it takes), `chunks` (data-stack chunk copies), `proof`
 //! (proving the outer stack unchanged), `outer` (the reported frames kept for the next
 //! sample), `state` (what is kept between samples), `plan` (the
-//! interpreter and thread lists), `frames` (one thread's frame walk), and this module, which
+//! interpreter and thread lists), `subset` (which thread states a sample reads), `frames`
+//! (one thread's frame walk), and this module, which
 //! runs the attempts of a sample and turns each thread's walk into its part of the output.
 
 mod batch;
@@ -42,6 +77,7 @@ mod plan;
 mod proof;
 mod shapes;
 mod state;
+mod subset;
 
 use strobe_memory::{le, MemError, RemoteMemory};
 use strobe_python_abi::{FrameModel, GilModel};
@@ -53,9 +89,7 @@ use crate::frame::EntryRule;
 use crate::limits::need;
 use crate::process::Process;
 use crate::sample::batch::CopiedRange;
-use crate::sample::shapes::{
-    T_CHUNK, T_EXC_BOTTOM, T_EXC_HANDLED, T_EXC_RAISED, T_FRAME, T_NATIVE, T_THREAD_ID,
-};
+use crate::sample::shapes::{T_CHUNK, T_EXC_BOTTOM, T_EXC_HANDLED, T_EXC_RAISED, T_FRAME};
 use crate::sample::state::{InterpPlan, ThreadAt, FULL_CHECK_EVERY};
 
 pub use crate::sample::output::{RawFrame, RawSample, RawThread};
@@ -154,8 +188,14 @@ impl SamplingState {
         let global_gil = process.global_gil_address();
         // Without `prev` links the thread states alone cannot show a new thread.
         let full = self.plan.since_full >= FULL_CHECK_EVERY || layout.tstate_prev.is_none();
+        self.scratch.wanted.clear();
+        for thread in &self.plan.threads {
+            self.scratch.wanted.push(wanted(thread.tstate));
+        }
+        let subset = self.choose_states(layout, full);
         let scratch = &mut self.scratch;
         scratch.batch.clear();
+        scratch.head_at.clear();
         scratch.interp_at.clear();
         scratch.gc_at.clear();
         scratch.thread_at.clear();
@@ -172,18 +212,44 @@ impl SamplingState {
             let gil = (layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
                 .then(|| scratch.batch.add_fields(&self.shapes.gil, interp.gil));
             scratch.interp_at.push((at, gil));
+            // Some thread states unread: the list's head tells a thread added, or the head
+            // leaving, which no state read may show.
+            let head = subset.then(|| {
+                scratch.batch.add(
+                    interp
+                        .addr
+                        .wrapping_add(u64::from(layout.interp_tstate_head)),
+                    8,
+                )
+            });
+            scratch.head_at.push(head);
             let gc = process
                 .interp_gc_address(interp.addr)
                 .map(|a| scratch.batch.add(a, 4));
             scratch.gc_at.push(gc);
         }
-        for thread in &self.plan.threads {
+        for (j, thread) in self.plan.threads.iter().enumerate() {
+            if !scratch.read[j] {
+                // Neither its state nor anything else of it: should it hold the GIL, its
+                // state is read on its own after the batch.
+                let (copies, exc) = (scratch.copies.len(), scratch.exc_copies.len());
+                scratch.thread_at.push(ThreadAt {
+                    tstate: None,
+                    cframe: None,
+                    copies: copies..copies,
+                    exc: exc..exc,
+                    exc_type: None,
+                    task: None,
+                    wanted: false,
+                });
+                continue;
+            }
             let tstate = scratch.batch.add_fields(&self.shapes.tstate, thread.tstate);
             // A thread whose frames are not wanted costs its thread-state fields only (not
             // its C frame's word, which is one more range to pin: should it hold the GIL after
             // all, its walk reads the word alone); its regions stay remembered for when it is
             // wanted again.
-            let wanted = wanted(thread.tstate);
+            let wanted = scratch.wanted[j];
             let cframe = match (layout.frame_model, layout.cframe_current_frame) {
                 (FrameModel::CFrame311, Some(off)) if thread.cframe != 0 && wanted => Some(
                     scratch
@@ -222,7 +288,7 @@ impl SamplingState {
                 .task_word
                 .map(|off| scratch.batch.add(thread.tstate.wrapping_add(off), 8));
             scratch.thread_at.push(ThreadAt {
-                tstate,
+                tstate: Some(tstate),
                 cframe,
                 copies: start..scratch.copies.len(),
                 exc: exc_start..scratch.exc_copies.len(),
@@ -252,6 +318,15 @@ impl SamplingState {
                 .and_then(|off| le::i32_at(self.scratch.batch.buf(), off))
                 .is_some_and(|flag| flag != 0);
             let interp = self.plan.interps[interp_index].clone();
+            // The GIL holder runs Python: its frames are read whether wanted or not, and so
+            // its state, if the batch left it out.
+            let unread_holder = interp.threads.clone().find(|&j| {
+                Some(self.plan.threads[j].tstate) == holder
+                    && self.scratch.thread_at[j].tstate.is_none()
+            });
+            if let Some(j) = unread_holder {
+                self.fetch_state(process, interp_index, j)?;
+            }
             for thread_index in interp.threads.clone() {
                 self.sample_thread(
                     process,
@@ -269,6 +344,7 @@ impl SamplingState {
             thread.commit();
         }
         scratch.batch.swap_buf(&mut scratch.prev_buf);
+        self.settle_ids(layout);
         self.plan.since_full = if full {
             0
         } else {
@@ -291,15 +367,34 @@ impl SamplingState {
         let layout = &process.layout;
         let at = self.scratch.thread_at[thread_index].clone();
         let tstate = self.plan.threads[thread_index].tstate;
-        let buf = self.scratch.batch.buf();
-        let field = |field: usize| self.shapes.tstate.u64(buf, at.tstate, field);
-        let thread_id = field(T_THREAD_ID).ok_or(WalkError::Corrupt {
+        let holds_gil = holder == Some(tstate);
+        let Some(tstate_at) = at.tstate else {
+            // Not read (nor the GIL holder, whose state is read after the batch): its ids as
+            // last read, nothing that changes while it lives.
+            let (thread_id, native_id) = self.plan.threads[thread_index].ids;
+            self.skip_walk(thread_index);
+            let start = out.frames.len();
+            // Not walked, no exception or task known, `state_read` false.
+            out.threads.push(RawThread {
+                interp_addr: interp.addr,
+                interp_id: interp.id,
+                tstate_addr: tstate,
+                thread_id,
+                native_id,
+                holds_gil,
+                gc: collecting && holds_gil,
+                frames: start..start,
+                ..RawThread::default()
+            });
+            return Ok(());
+        };
+        let (thread_id, native_id) = self.ids_at(tstate_at).ok_or(WalkError::Corrupt {
             what: "thread state",
             addr: tstate,
         })?;
-        let native_id = field(T_NATIVE)
-            .and_then(|v| u32::try_from(v).ok())
-            .filter(|&t| t != 0);
+        self.note_ids(thread_index, (thread_id, native_id));
+        let buf = self.scratch.batch.buf();
+        let field = |field: usize| self.shapes.tstate.u64(buf, tstate_at, field);
         let frame_ptr = field(T_FRAME).ok_or_else(|| {
             WalkError::Unsupported(
                 "the interpreter layout lacks the thread state's innermost-frame field, which \
@@ -308,7 +403,6 @@ impl SamplingState {
             )
         })?;
         let chunk = field(T_CHUNK).unwrap_or(0);
-        let holds_gil = holder == Some(tstate);
         // The collector runs with the GIL held, on the thread that triggered it: the holder
         // is the collecting thread. Without a known holder (a free-threaded build), no thread
         // is said to collect.
@@ -356,14 +450,10 @@ impl SamplingState {
             truncated: false,
             unchanged: 0,
             walked: false,
+            state_read: true,
         };
         if !at.wanted && !holds_gil {
-            // Not walked: the next walk of this thread starts afresh (nothing of this
-            // sample's copy can prove its frames unchanged later).
-            let thread = &mut self.plan.threads[thread_index];
-            thread.next_memo.clear();
-            thread.next_keep = 0;
-            thread.next_proof.reset(false);
+            self.skip_walk(thread_index);
             let start = out.frames.len();
             out.threads.push(RawThread {
                 frames: start..start,
@@ -407,6 +497,15 @@ impl SamplingState {
             ..base
         });
         Ok(())
+    }
+
+    /// Planned thread `thread_index` is not walked this sample: its next walk starts afresh
+    /// (nothing of this sample's copy can prove its frames unchanged later).
+    fn skip_walk(&mut self, thread_index: usize) {
+        let thread = &mut self.plan.threads[thread_index];
+        thread.next_memo.clear();
+        thread.next_keep = 0;
+        thread.next_proof.reset(false);
     }
 
     /// Lines for the frames just walked (reusing the previous sample's where the frame did not

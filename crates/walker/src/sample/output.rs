@@ -61,6 +61,16 @@ pub struct RawThread {
     /// [`Walker::sample_wanted_into`](crate::walk::Walker::sample_wanted_into) did not want
     /// and that does not hold the GIL: `frames` is empty and `unchanged` 0.
     pub walked: bool,
+    /// Whether its thread state was read in this sample. `false` only for a thread that was
+    /// not walked (see `walked`) and whose state the sample did not need to prove the thread
+    /// lists unchanged, between two full checks (see "Thread states read only where they
+    /// matter" in the module documentation of `strobe_walker::sample`). Such a thread's
+    /// `thread_id` and `native_id` are as last read (within the last 16 samples, and only ids
+    /// no longer 0 nor shared with another thread state: ids that no longer change while the
+    /// thread lives); `exception` and `running_task` are `None` (not known); `holds_gil` and
+    /// `gc` are `false` (a GIL holder's state is always read); and the thread may have ended
+    /// since (seen at the next full check, or as soon as it is wanted).
+    pub state_read: bool,
 }
 
 /// A sample of every thread, in buffers reused from one sample to the next.

@@ -96,11 +96,16 @@ impl SamplingState {
         // The lists were just read link by link; the first sample checks them in full anyway.
         plan.since_full = FULL_CHECK_EVERY;
         self.plan = plan;
+        // New threads' ids are not known yet; a thread that left may have shared ids.
+        self.scratch.ids_changed = true;
         Ok(())
     }
 
     /// Whether the lists read in this batch are the remembered ones. `head_off` is where the
     /// interpreter-list head is in the batch on a full check (interpreter fields were read too).
+    /// Thread states left unread this attempt are not checked; each interpreter's thread-list
+    /// head is, when some are (see "Thread states read only where they matter" in the module
+    /// documentation of `sample`).
     pub(crate) fn lists_unchanged(&self, layout: &Layout, head_off: Option<usize>) -> bool {
         let scratch = &self.scratch;
         let plan = &self.plan;
@@ -113,41 +118,56 @@ impl SamplingState {
         }
         let has_prev = layout.tstate_prev.is_some();
         for (i, interp) in plan.interps.iter().enumerate() {
+            let first = plan
+                .threads
+                .get(interp.threads.clone())
+                .and_then(|t| t.first())
+                .map_or(0, |t| t.tstate);
             if let (Some(at), _) = scratch.interp_at[i] {
                 let next = self.shapes.interp.u64(buf, at, I_NEXT);
                 if next != Some(plan.interps.get(i + 1).map_or(0, |n| n.addr)) {
                     return false;
                 }
-                let first = plan
-                    .threads
-                    .get(interp.threads.clone())
-                    .and_then(|t| t.first());
-                if self.shapes.interp.u64(buf, at, I_TSTATES) != Some(first.map_or(0, |t| t.tstate))
-                {
+                if self.shapes.interp.u64(buf, at, I_TSTATES) != Some(first) {
+                    return false;
+                }
+            }
+            if let Some(Some(at)) = scratch.head_at.get(i) {
+                if le::u64_at(buf, *at) != Some(first) {
                     return false;
                 }
             }
             for j in interp.threads.clone() {
-                let at = scratch.thread_at[j].tstate;
-                let want_next = if j + 1 < interp.threads.end {
-                    plan.threads[j + 1].tstate
-                } else {
-                    0
+                let Some(at) = scratch.thread_at[j].tstate else {
+                    continue;
                 };
-                let want_prev = if j > interp.threads.start {
-                    plan.threads[j - 1].tstate
-                } else {
-                    0
-                };
-                if self.shapes.tstate.u64(buf, at, T_NEXT) != Some(want_next)
-                    || self.shapes.tstate.u64(buf, at, T_INTERP) != Some(interp.addr)
-                    || (has_prev && self.shapes.tstate.u64(buf, at, T_PREV) != Some(want_prev))
-                {
+                if !self.links_as_planned(at, i, j, has_prev) {
                     return false;
                 }
             }
         }
         true
+    }
+
+    /// Whether the thread state of planned thread `j` of interpreter `i`, read at `at` in the
+    /// batch, has the plan's `next`, `prev` (`has_prev`) and `interp`.
+    pub(crate) fn links_as_planned(&self, at: usize, i: usize, j: usize, has_prev: bool) -> bool {
+        let plan = &self.plan;
+        let threads = plan.interps[i].threads.clone();
+        let buf = self.scratch.batch.buf();
+        let want_next = if j + 1 < threads.end {
+            plan.threads[j + 1].tstate
+        } else {
+            0
+        };
+        let want_prev = if j > threads.start {
+            plan.threads[j - 1].tstate
+        } else {
+            0
+        };
+        self.shapes.tstate.u64(buf, at, T_NEXT) == Some(want_next)
+            && self.shapes.tstate.u64(buf, at, T_INTERP) == Some(plan.interps[i].addr)
+            && (!has_prev || self.shapes.tstate.u64(buf, at, T_PREV) == Some(want_prev))
     }
 
     /// The GIL holder of planned interpreter `i`.

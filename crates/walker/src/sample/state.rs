@@ -13,12 +13,16 @@ use crate::sample::output::RawFrame;
 use crate::sample::proof::{Proof, WalkedFrame};
 use crate::sample::shapes::Shapes;
 
-/// Samples between two full checks of the interpreter list and each interpreter's fields
-/// (thread-list head, GIL pointer). In between, the thread lists are checked from the thread
-/// states alone (`prev`, `next`, `interp`), which the sample reads anyway: a new thread is
-/// linked in at the head, so the head's `prev` stops being NULL; a thread that leaves changes
-/// its neighbours' links. What only the full check sees is an interpreter created or destroyed
-/// (or the last thread of one leaving), so those show up at most this many samples late.
+/// Samples between two full checks of the interpreter list, each interpreter's fields
+/// (thread-list head, GIL pointer) and every thread state. In between, the thread lists are
+/// checked from the thread states a sample reads (`prev`, `next`, `interp`): every state when
+/// every thread is wanted (a new thread is linked in at the head, so the head's `prev` stops
+/// being NULL; a thread that leaves changes its neighbours' links), else only those of the
+/// threads that matter with their neighbours, and each interpreter's thread-list head (see
+/// "Thread states read only where they matter" in the module documentation of `sample`).
+/// What only the full check sees is an interpreter created or destroyed (or, when every
+/// state is read, the last thread of one leaving), and a thread no sample wanted leaving, so
+/// those show up at most this many samples late.
 pub(crate) const FULL_CHECK_EVERY: u32 = 16;
 
 /// Everything [`Walker::sample_into`](crate::walk::Walker::sample_into) keeps between samples.
@@ -164,6 +168,14 @@ pub(crate) struct ThreadPlan {
     pub(crate) next_keep: usize,
     /// See `next_memo`.
     pub(crate) next_proof: Proof,
+    /// Its thread id and kernel thread id as last read (what a sample that does not read its
+    /// state reports).
+    pub(crate) ids: (u64, Option<u32>),
+    /// Whether those ids are final, so that its state may be left unread between full checks:
+    /// the thread id is not 0, the kernel id is known (where the layout has one), and no other
+    /// planned thread state has the same thread id. A state preallocated for a thread being
+    /// started has 0 (3.12+) or its creator's ids (≤3.11) until the thread binds it.
+    pub(crate) settled: bool,
 }
 
 impl ThreadPlan {
@@ -206,6 +218,18 @@ pub(crate) struct Scratch {
     pub(crate) gc_at: Vec<Option<usize>>,
     /// Per planned thread.
     pub(crate) thread_at: Vec<ThreadAt>,
+    /// Per planned thread: whether the caller wants its frames.
+    pub(crate) wanted: Vec<bool>,
+    /// Per planned thread: whether this attempt reads its thread state.
+    pub(crate) read: Vec<bool>,
+    /// Per planned interpreter: where its thread-list head is in the batch, when this attempt
+    /// leaves some thread states unread.
+    pub(crate) head_at: Vec<Option<usize>>,
+    /// A thread's ids changed (or the plan was rebuilt) since [`ThreadPlan::settled`] was last
+    /// worked out.
+    pub(crate) ids_changed: bool,
+    /// Thread ids and plan indices, to find duplicates.
+    pub(crate) by_id: Vec<(u64, usize)>,
     /// Speculative copies of all threads.
     pub(crate) copies: Vec<CopiedRange>,
     /// Speculative copies of exception items of all threads: (item, offset in the batch).
@@ -232,8 +256,8 @@ pub(crate) struct Scratch {
 /// Where one planned thread's reads are in the batch.
 #[derive(Debug, Clone)]
 pub(crate) struct ThreadAt {
-    /// Its thread-state fields.
-    pub(crate) tstate: usize,
+    /// Its thread-state fields; `None` when this attempt does not read its state.
+    pub(crate) tstate: Option<usize>,
     /// Its `_PyCFrame`'s `current_frame` (3.11–3.12), if read.
     pub(crate) cframe: Option<usize>,
     /// Its speculative copies in [`Scratch::copies`].
