@@ -7,7 +7,8 @@
 //! allowed to contain `unsafe` code: the raw `process_vm_readv` call in `process.rs`, whose
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
 //! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
-//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` and `switches.rs`, the file mapping
+//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` (and a tracepoint
+//! filter's `ioctl` in `perf/trigger.rs`) and `switches.rs`, the file mapping
 //! of `map_binary.rs`, and `openat2` in `open_root.rs` (a target's file opened inside its root).
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
@@ -34,7 +35,10 @@ pub use freeze::{try_wait, Freeze};
 pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};
 pub use map_binary::SharedBytes;
 pub use open_root::{open_in_root, open_nonblocking};
-pub use perf::{PerfConfig, PerfError, PerfSample, PerfThread, MAX_PERF_STACK};
+pub use perf::{
+    tracepoint_id, PerfConfig, PerfError, PerfSample, PerfThread, PerfTrigger, MAX_PERF_STACK,
+    STILL_RUNNABLE_FILTER,
+};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
 pub use ptrace_stack::{capture_together, StopSyscall, ThreadTracer, Together, TracedCapture};

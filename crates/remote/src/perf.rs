@@ -1,6 +1,8 @@
 //! [`PerfThread`]: the kernel's own snapshot of a thread's user registers and stack, taken at
-//! a `cpu-clock` sampling interrupt (`perf_event_open(2)` with `PERF_SAMPLE_REGS_USER` and
-//! `PERF_SAMPLE_STACK_USER`), read from the event's ring buffer. The thread is never stopped.
+//! a `cpu-clock` sampling interrupt, or at the thread's switches out of its CPU
+//! ([`PerfTrigger`], in `perf/trigger.rs`), with `perf_event_open(2)`'s
+//! `PERF_SAMPLE_REGS_USER` and `PERF_SAMPLE_STACK_USER`, read from the event's ring buffer.
+//! The thread is never stopped.
 //!
 //! Everything the kernel defines is encoded and decoded here by hand, little-endian, from
 //! `include/uapi/linux/perf_event.h` and `arch/x86/include/uapi/asm/perf_regs.h` (the `libc`
@@ -11,8 +13,14 @@ use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod layout;
+mod trigger;
+
+pub(crate) use layout::SampleLayout;
+
+pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
+
 pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 
 const PERF_SAMPLE_IP: u64 = 1 << 0;
 const PERF_SAMPLE_TID: u64 = 1 << 1;
@@ -36,7 +44,7 @@ const REG_IP: u64 = 8;
 const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
 const PERF_RECORD_LOST: u32 = 2;
-const PERF_RECORD_SAMPLE: u32 = 9;
+pub(crate) const PERF_RECORD_SAMPLE: u32 = 9;
 
 const PERF_FLAG_FD_CLOEXEC: nix::libc::c_ulong = 8;
 
@@ -139,6 +147,25 @@ pub enum PerfError {
     /// The configuration is not one the kernel accepts.
     #[error("invalid perf sampling configuration: {0}")]
     Config(&'static str),
+    /// A tracepoint could not be found in tracefs.
+    #[error(
+        "tracepoint {name} not found ({errno}): mount tracefs (mount -t tracefs nodev \
+         /sys/kernel/tracing) or use the software context-switch event"
+    )]
+    Tracepoint {
+        /// `category:name`.
+        name: String,
+        /// What reading its id gave.
+        errno: Errno,
+    },
+    /// The kernel refused a tracepoint filter.
+    #[error("the kernel refused the tracepoint filter `{filter}` ({errno})")]
+    Filter {
+        /// The filter.
+        filter: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
     /// Any other failure of `perf_event_open`.
     #[error("perf_event_open for thread {tid} of process {pid} failed: {errno}")]
     Open {
@@ -196,8 +223,20 @@ pub struct PerfThread {
 unsafe impl Send for PerfThread {}
 
 impl PerfThread {
-    /// Open a sampling event on thread `tid` of process `pid` and map its ring buffer.
+    /// Open a `cpu-clock` sampling event on thread `tid` of process `pid` and map its ring
+    /// buffer.
     pub fn open(pid: i32, tid: i32, config: &PerfConfig) -> Result<PerfThread, PerfError> {
+        PerfThread::open_on(pid, tid, config, &PerfTrigger::CpuClock)
+    }
+
+    /// [`PerfThread::open`] with samples taken at `trigger` (`config.frequency_hz` applies to
+    /// [`PerfTrigger::CpuClock`] alone, `config.kernel_time` is implied by the others).
+    pub fn open_on(
+        pid: i32,
+        tid: i32,
+        config: &PerfConfig,
+        trigger: &PerfTrigger,
+    ) -> Result<PerfThread, PerfError> {
         if config.stack_bytes & 7 != 0 || config.stack_bytes > MAX_PERF_STACK {
             return Err(PerfError::Config(
                 "the stack size must be a multiple of 8 and at most 65272 bytes",
@@ -211,8 +250,9 @@ impl PerfThread {
         if config.frequency_hz == 0 || config.frequency_hz > 1_000_000 {
             return Err(PerfError::Config("the frequency must be 1 Hz to 1 MHz"));
         }
-        let attr = encode_attr(config);
+        let attr = encode_attr(config, trigger);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
+        trigger.apply_filter(&fd)?;
         let page = page_size();
         let map_len = page * (config.ring_pages + 1);
         let map = map_ring(&fd, map_len, true).map_err(|errno| PerfError::Mmap {
@@ -308,43 +348,17 @@ impl PerfThread {
         size: u64,
         scratch: &'s mut Vec<u8>,
     ) -> Option<PerfSample<'s>> {
-        // ip, pid+tid, time, abi, then (if abi != 0) bp, sp, ip, then the stack's size.
-        let mut fixed = [0u8; 8 * 8];
-        let fixed_len = (size as usize - 8).min(fixed.len());
-        self.copy_out(pos + 8, &mut fixed[..fixed_len]);
-        let word = |i: usize| strobe_memory::le::u64_at(&fixed, i * 8);
-        let pid_tid = word(1)?;
-        let time_ns = word(2)?;
-        let abi = word(3)?;
-        let (regs, next) = if abi != 0 {
-            let regs = UserRegs {
-                bp: Some(word(4)?),
-                sp: word(5)?,
-                ip: word(6)?,
-            };
-            (Some(regs), 7)
-        } else {
-            (None, 4)
-        };
-        let stack_size = word(next)?;
-        let data_at = 8 + (next as u64 + 1) * 8;
-        let stack: &[u8] = if stack_size == 0 {
+        let layout = SampleLayout::decode(size, |at, out| self.copy_out(pos + at, out))?;
+        let stack: &[u8] = if layout.stack_len == 0 {
             &[]
         } else {
-            // The data is followed by `dyn_size`: how much of it the kernel really filled.
-            if data_at + stack_size + 8 > size {
-                return None;
-            }
-            let mut dyn_size = [0u8; 8];
-            self.copy_out(pos + data_at + stack_size, &mut dyn_size);
-            let filled = u64::from_le_bytes(dyn_size).min(stack_size) as usize;
-            self.borrow_or_copy(pos + data_at, filled, scratch)
+            self.borrow_or_copy(pos + layout.stack_at, layout.stack_len, scratch)
         };
         Some(PerfSample {
-            pid: pid_tid as u32,
-            tid: (pid_tid >> 32) as u32,
-            time_ns,
-            regs,
+            pid: layout.pid,
+            tid: layout.tid,
+            time_ns: layout.time_ns,
+            regs: layout.regs,
             stack,
         })
     }
@@ -444,16 +458,20 @@ pub(crate) fn data_area(
     Ok(Some((offset, size)))
 }
 
-/// `perf_event_attr` for a `cpu-clock` event sampling registers and stack, as bytes.
-fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
+/// `perf_event_attr` for an event sampling registers and stack at `trigger`, as bytes.
+pub(crate) fn encode_attr(config: &PerfConfig, trigger: &PerfTrigger) -> [u8; ATTR_SIZE] {
     let mut a = [0u8; ATTR_SIZE];
     let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
-    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
+    let (kind, event) = trigger.event();
+    put(0, &kind.to_le_bytes());
     put(4, &(ATTR_SIZE as u32).to_le_bytes());
-    put(8, &PERF_COUNT_SW_CPU_CLOCK.to_le_bytes());
+    put(8, &event.to_le_bytes());
     // cpu-clock counts nanoseconds, so a fixed period is an exact sampling interval of the
-    // thread's CPU time (no frequency adjustment by the kernel).
-    let period = (1_000_000_000 / config.frequency_hz).max(1);
+    // thread's CPU time (no frequency adjustment by the kernel); the others sample each hit.
+    let period = match trigger {
+        PerfTrigger::CpuClock => (1_000_000_000 / config.frequency_hz).max(1),
+        _ => 1,
+    };
     put(16, &period.to_le_bytes());
     let sample_type = PERF_SAMPLE_IP
         | PERF_SAMPLE_TID
@@ -462,7 +480,7 @@ fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
         | PERF_SAMPLE_STACK_USER;
     put(24, &sample_type.to_le_bytes());
     let mut flags = ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID;
-    if !config.kernel_time {
+    if !config.kernel_time && !trigger.in_kernel() {
         flags |= ATTR_EXCLUDE_KERNEL;
     }
     put(40, &flags.to_le_bytes());
@@ -556,12 +574,15 @@ mod tests {
 
     #[test]
     fn attr_bytes_match_the_kernel_layout() {
-        let a = encode_attr(&PerfConfig {
-            frequency_hz: 1000,
-            stack_bytes: 16384,
-            ring_pages: 8,
-            kernel_time: false,
-        });
+        let a = encode_attr(
+            &PerfConfig {
+                frequency_hz: 1000,
+                stack_bytes: 16384,
+                ring_pages: 8,
+                kernel_time: false,
+            },
+            &PerfTrigger::CpuClock,
+        );
         let u64_at = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
         assert_eq!(u32::from_le_bytes(a[4..8].try_into().unwrap()), 96);
         assert_eq!(u64_at(16), 1_000_000, "period in ns");
@@ -569,5 +590,36 @@ mod tests {
         assert_eq!(u64_at(40), (1 << 5) | (1 << 6) | (1 << 25));
         assert_eq!(u64_at(80), 0x1c0, "bp, sp, ip");
         assert_eq!(u32::from_le_bytes(a[88..92].try_into().unwrap()), 16384);
+    }
+
+    #[test]
+    fn switch_triggers_sample_every_hit_counting_kernel_time() {
+        let config = PerfConfig::default();
+        let u64_at =
+            |a: &[u8; ATTR_SIZE], o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
+        let sw = encode_attr(&config, &PerfTrigger::SwitchOut);
+        assert_eq!(
+            u32::from_le_bytes(sw[0..4].try_into().unwrap()),
+            1,
+            "software"
+        );
+        assert_eq!(u64_at(&sw, 8), 3, "PERF_COUNT_SW_CONTEXT_SWITCHES");
+        assert_eq!(u64_at(&sw, 16), 1, "every switch");
+        assert_eq!(u64_at(&sw, 40), (1 << 6) | (1 << 25), "kernel not excluded");
+        let tp = encode_attr(
+            &config,
+            &PerfTrigger::Tracepoint {
+                id: 321,
+                filter: None,
+            },
+        );
+        assert_eq!(
+            u32::from_le_bytes(tp[0..4].try_into().unwrap()),
+            2,
+            "tracepoint"
+        );
+        assert_eq!(u64_at(&tp, 8), 321);
+        assert_eq!(u64_at(&tp, 16), 1);
+        assert_eq!(u64_at(&tp, 40) & (1 << 5), 0);
     }
 }
