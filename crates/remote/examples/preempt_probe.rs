@@ -188,6 +188,8 @@ struct Verdicts {
     overflowed: u64,
     /// Checks whose copies differed above the thread pointer (not stack).
     differ_above_tp: u64,
+    /// Checks of a thread preempted in a system call.
+    in_syscall: u64,
     /// Bytes compared, over the checks whose stacks agreed.
     compared_bytes: u64,
     /// Record age at the stop, ns, summed.
@@ -277,12 +279,14 @@ fn verify(pid: i32, secs: Duration, drained: bool) {
                 v.no_record += 1;
                 continue;
             };
-            let Some((got, fs_base)) = stop_and_read(tids[i], &watches[i], before, &mut stack)
+            let Some((got, fs_base, syscall)) =
+                stop_and_read(tids[i], &watches[i], before, &mut stack)
             else {
                 v.raced += 1;
                 continue;
             };
             v.checked += 1;
+            v.in_syscall += u64::from(syscall.is_some());
             v.age_ns += monotonic_ns().saturating_sub(rec.time_ns);
             let regs_equal = got == rec.regs;
             // The stack proper ends below the thread pointer: above it are glibc's `struct
@@ -325,12 +329,13 @@ fn verify(pid: i32, secs: Duration, drained: bool) {
         loadavg(),
     );
     println!(
-        "  checked {}: registers equal {}, registers and stack below the thread pointer equal {} \
-         (bytes above it differed in {}) (mean {} bytes compared, \
+        "  checked {} ({} in a system call): registers equal {}, registers and stack below the \
+         thread pointer equal {} (bytes above it differed in {}) (mean {} bytes compared, \
          record {:.0} µs old at the stop); preempted with no record {}, watch moved while \
          draining {}, switched in before the stop request {}, drains that found records \
          dropped {}",
         v.checked,
+        v.in_syscall,
         v.regs_equal,
         v.stack_equal,
         v.differ_above_tp,
@@ -349,13 +354,14 @@ fn verify(pid: i32, secs: Duration, drained: bool) {
 /// Ask seized thread `tid` to stop; if its watch is still at `at` once asked (it has not been
 /// switched in since it was preempted, so it will stop before running any user code), wait
 /// for the stop and read its registers and stack into `stack`. Resumed either way.
-/// Also returns the thread pointer (`fs_base`: glibc's `struct pthread`, TLS below it).
+/// Also returns the thread pointer (`fs_base`: glibc's `struct pthread`, TLS below it) and
+/// the system call the thread was preempted in, if any (`orig_rax`).
 fn stop_and_read(
     tid: i32,
     watch: &SwitchWatch,
     at: u64,
     stack: &mut Vec<u8>,
-) -> Option<(UserRegs, u64)> {
+) -> Option<(UserRegs, u64, Option<u64>)> {
     let t = Pid::from_raw(tid);
     ptrace::interrupt(t).unwrap();
     let still = watch.position() == at;
@@ -384,7 +390,8 @@ fn stop_and_read(
             sp: r.rsp,
             bp: Some(r.rbp),
         };
-        (regs, r.fs_base)
+        let syscall = (r.orig_rax as i64 >= 0).then_some(r.orig_rax);
+        (regs, r.fs_base, syscall)
     });
     ptrace::cont(t, None).unwrap();
     regs
