@@ -7,8 +7,8 @@
 //! allowed to contain `unsafe` code: the raw `process_vm_readv` call in `process.rs`, whose
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
 //! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
-//! `ptrace_stack.rs`, the perf events and their ring buffers in `perf.rs` (and a tracepoint
-//! filter's `ioctl` in `perf/trigger.rs`), `switches.rs` and `preempt.rs`, the file mapping
+//! `ptrace_stack.rs`, the perf events in `perf.rs` (their mapped ring buffers in `perf/ring.rs`,
+//! a tracepoint filter's `ioctl` in `perf/trigger.rs`), the file mapping
 //! of `map_binary.rs`, and `openat2` in `open_root.rs` (a target's file opened inside its root).
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread

@@ -10,13 +10,15 @@
 
 use crate::stack::UserRegs;
 use nix::errno::Errno;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 
 mod layout;
+mod ring;
 mod trigger;
 
 pub(crate) use layout::SampleLayout;
+pub(crate) use ring::Ring;
 
 pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
 
@@ -205,22 +207,12 @@ pub struct PerfThread {
     fd: OwnedFd,
     pid: i32,
     tid: i32,
-    /// The whole mapping: the control page, then the data pages.
-    map: *mut u8,
-    map_len: usize,
-    data_offset: usize,
-    data_size: usize,
+    ring: Ring,
     /// Where we have read up to (the kernel's `data_tail` once we publish it).
     tail: u64,
     lost: u64,
     scratch: Vec<u8>,
 }
-
-// SAFETY: the mapping is owned by this value alone (nothing else holds `map`), and the kernel
-// synchronises with us only through the atomics of the control page, so moving the value to
-// another thread is as safe as using it on this one.
-#[allow(unsafe_code)]
-unsafe impl Send for PerfThread {}
 
 impl PerfThread {
     /// Open a `cpu-clock` sampling event on thread `tid` of process `pid` and map its ring
@@ -253,34 +245,17 @@ impl PerfThread {
         let attr = encode_attr(config, trigger);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         trigger.apply_filter(&fd)?;
-        let page = page_size();
-        let map_len = page * (config.ring_pages + 1);
-        let map = map_ring(&fd, map_len, true).map_err(|errno| PerfError::Mmap {
-            kib: map_len / 1024,
-            errno,
-        })?;
-        let mut thread = PerfThread {
+        let ring = Ring::map(&fd, config.ring_pages, true)?;
+        let tail = ring.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
+        Ok(PerfThread {
             fd,
             pid,
             tid,
-            map,
-            map_len,
-            data_offset: page,
-            data_size: page * config.ring_pages,
-            tail: 0,
+            ring,
+            tail,
             lost: 0,
             scratch: Vec::new(),
-        };
-        if let Some((offset, size)) = data_area(
-            thread.control(PAGE_DATA_OFFSET),
-            thread.control(PAGE_DATA_SIZE),
-            map_len,
-        )? {
-            thread.data_offset = offset;
-            thread.data_size = size;
-        }
-        thread.tail = thread.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
-        Ok(thread)
+        })
     }
 
     /// The process sampled.
@@ -302,7 +277,7 @@ impl PerfThread {
     /// space back to the kernel. Returns how many samples there were.
     pub fn drain(&mut self, mut f: impl FnMut(&PerfSample<'_>)) -> usize {
         // Acquire: the record bytes the kernel wrote before publishing `data_head` are visible.
-        let head = self.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
+        let head = self.ring.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
         let mut count = 0;
         let mut scratch = std::mem::take(&mut self.scratch);
         while self.tail < head {
@@ -336,7 +311,8 @@ impl PerfThread {
         }
         self.scratch = scratch;
         // Release: our reads of the records happen before the kernel may overwrite them.
-        self.control(PAGE_DATA_TAIL)
+        self.ring
+            .control(PAGE_DATA_TAIL)
             .store(self.tail, Ordering::Release);
         count
     }
@@ -366,8 +342,9 @@ impl PerfThread {
     /// The `len` bytes at ring position `pos`: borrowed when contiguous, else copied into
     /// `scratch` (a record may wrap around the end of the ring).
     fn borrow_or_copy<'s>(&'s self, pos: u64, len: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
-        let off = (pos % self.data_size as u64) as usize;
-        if off + len <= self.data_size {
+        let size = self.ring.data_size();
+        let off = (pos % size as u64) as usize;
+        if off + len <= size {
             self.span(off, len)
         } else {
             scratch.clear();
@@ -379,12 +356,13 @@ impl PerfThread {
 
     /// Copy the bytes at ring position `pos` into `out`, across the ring's end if need be.
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
-        let off = (pos % self.data_size as u64) as usize;
-        let first = out.len().min(self.data_size - off);
+        let size = self.ring.data_size();
+        let off = (pos % size as u64) as usize;
+        let first = out.len().min(size - off);
         out[..first].copy_from_slice(self.span(off, first));
         let rest = out.len() - first;
         if rest > 0 {
-            out[first..].copy_from_slice(self.span(0, rest.min(self.data_size)));
+            out[first..].copy_from_slice(self.span(0, rest.min(size)));
         }
     }
 
@@ -392,27 +370,10 @@ impl PerfThread {
     /// head the kernel published, which it does not write until we move the tail past them.
     #[allow(unsafe_code)]
     fn span(&self, off: usize, len: usize) -> &[u8] {
-        assert!(
-            off.checked_add(len)
-                .is_some_and(|end| end <= self.data_size),
-            "ring span out of range"
-        );
-        // SAFETY: `data_offset + data_size <= map_len` (checked in `open`), and the assertion
-        // keeps `off + len` inside the data area, so the range is inside our live mapping
-        // (unmapped only in `drop`, which needs `&mut self`, so not while this borrow lives).
-        // The bytes are published records the kernel does not modify until `data_tail` passes
-        // them, which happens only in `drain` after every borrow of them has ended.
-        unsafe { std::slice::from_raw_parts(self.map.add(self.data_offset + off), len) }
-    }
-
-    /// A `u64` field of the control page, as the atomic the kernel treats it as.
-    #[allow(unsafe_code)]
-    fn control(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset & 7 == 0 && offset + 8 <= page_size());
-        // SAFETY: the control page is the first page of our mapping (page-aligned, so the
-        // 8-aligned offset is aligned for `AtomicU64`), and lives until `drop`. The kernel
-        // updates these fields concurrently, which is why they are only accessed atomically.
-        unsafe { &*self.map.add(offset).cast::<AtomicU64>() }
+        // SAFETY: the bytes are published records the kernel does not modify until
+        // `data_tail` passes them, which happens only in `drain` after every borrow of them
+        // (tied to `&self`) has ended.
+        unsafe { self.ring.span(off, len) }
     }
 }
 
@@ -420,42 +381,6 @@ impl AsFd for PerfThread {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-impl Drop for PerfThread {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: `map` and `map_len` are exactly what mmap returned in `open`, unmapped once
-        // here; no borrow of the mapping outlives `&self` methods, so none is live now.
-        unsafe {
-            nix::libc::munmap(self.map.cast(), self.map_len);
-        }
-    }
-}
-
-/// Where the ring's data area is, from the control page's `data_offset` and `data_size`:
-/// `None` on kernels before 4.1, which leave them 0 and put the data right after the page.
-/// Checked to lie inside the `map_len` bytes mapped, 8-aligned, and a power of two long.
-pub(crate) fn data_area(
-    offset: &AtomicU64,
-    size: &AtomicU64,
-    map_len: usize,
-) -> Result<Option<(usize, usize)>, PerfError> {
-    let (offset, size) = (offset.load(Ordering::Relaxed), size.load(Ordering::Relaxed));
-    if size == 0 {
-        return Ok(None);
-    }
-    let impossible = PerfError::Config("the kernel reported an impossible ring");
-    let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
-        return Err(impossible);
-    };
-    if offset.checked_add(size).is_none_or(|end| end > map_len)
-        || !size.is_power_of_two()
-        || !offset.is_multiple_of(8)
-    {
-        return Err(impossible);
-    }
-    Ok(Some((offset, size)))
 }
 
 /// `perf_event_attr` for an event sampling registers and stack at `trigger`, as bytes.
@@ -511,33 +436,6 @@ pub(crate) fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedF
     let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Map the event's control page and ring, shared; writable when we write `data_tail`, else
-/// read-only, which makes the ring one the kernel overwrites (the newest records are kept).
-#[allow(unsafe_code)]
-pub(crate) fn map_ring(fd: &OwnedFd, len: usize, writable: bool) -> Result<*mut u8, Errno> {
-    let prot = if writable {
-        nix::libc::PROT_READ | nix::libc::PROT_WRITE
-    } else {
-        nix::libc::PROT_READ
-    };
-    // SAFETY: a fresh shared mapping of the perf fd at a kernel-chosen address: it overlaps
-    // nothing of ours, and the pointer is only used within `len` (see `span`, `control`).
-    let p = unsafe {
-        nix::libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            nix::libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == nix::libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    Ok(p.cast())
 }
 
 pub(crate) fn page_size() -> usize {

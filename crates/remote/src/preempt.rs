@@ -20,12 +20,11 @@
 //! concurrent write overwrites; [`PreemptWatch::newest`] also checks `data_head` did not move).
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, Ordering};
 
 use crate::perf::{
-    data_area, encode_attr, map_ring, open_error, page_size, perf_event_open, PerfConfig,
-    PerfError, PerfTrigger, SampleLayout, PAGE_DATA_HEAD, PAGE_DATA_OFFSET, PAGE_DATA_SIZE,
-    PERF_RECORD_SAMPLE,
+    encode_attr, open_error, page_size, perf_event_open, PerfConfig, PerfError, PerfTrigger, Ring,
+    SampleLayout, PAGE_DATA_HEAD, PERF_RECORD_SAMPLE,
 };
 use crate::stack::{StackSpan, UserRegs};
 
@@ -50,18 +49,9 @@ pub struct Preemption {
 pub struct PreemptWatch {
     _fd: OwnedFd,
     tid: i32,
-    /// The whole mapping: the control page, then the data pages.
-    map: *mut u8,
-    map_len: usize,
-    data_offset: usize,
-    data_size: usize,
+    /// Two records' worth of pages, written backward and overwritten.
+    ring: Ring,
 }
-
-// SAFETY: the mapping is owned by this value alone, and the kernel synchronises with us only
-// through atomics (the control page's `data_head`, and the records read as atomics), so moving
-// the value to another thread is as safe as using it on this one.
-#[allow(unsafe_code)]
-unsafe impl Send for PreemptWatch {}
 
 impl PreemptWatch {
     /// Watch thread `tid` of process `pid`, keeping `stack_bytes` (a multiple of 8, at most
@@ -96,28 +86,8 @@ impl PreemptWatch {
         attr[40..48].copy_from_slice(&flags.to_le_bytes());
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         trigger.apply_filter(&fd)?;
-        let map_len = page * (ring_pages + 1);
-        let map = map_ring(&fd, map_len, false).map_err(|errno| PerfError::Mmap {
-            kib: map_len / 1024,
-            errno,
-        })?;
-        let mut watch = PreemptWatch {
-            _fd: fd,
-            tid,
-            map,
-            map_len,
-            data_offset: page,
-            data_size: page * ring_pages,
-        };
-        if let Some((offset, size)) = data_area(
-            watch.control(PAGE_DATA_OFFSET),
-            watch.control(PAGE_DATA_SIZE),
-            map_len,
-        )? {
-            watch.data_offset = offset;
-            watch.data_size = size;
-        }
-        Ok(watch)
+        let ring = Ring::map(&fd, ring_pages, false)?;
+        Ok(PreemptWatch { _fd: fd, tid, ring })
     }
 
     /// The thread's newest preemption record: its registers, with its user stack copied into
@@ -126,7 +96,7 @@ impl PreemptWatch {
     /// thread with registers, or the kernel wrote another while it was read. Whether it is
     /// the thread's state *now* is for the caller to prove (see the module documentation).
     pub fn newest(&self, span: impl Into<StackSpan>, stack: &mut Vec<u8>) -> Option<Preemption> {
-        let head_at = self.control(PAGE_DATA_HEAD);
+        let head_at = self.ring.control(PAGE_DATA_HEAD);
         let head = head_at.load(Ordering::Acquire);
         if head == 0 || !head.is_multiple_of(8) {
             return None;
@@ -135,7 +105,7 @@ impl PreemptWatch {
         let size = header >> 48;
         if header & 0xffff_ffff != u64::from(PERF_RECORD_SAMPLE)
             || size < 8
-            || size > self.data_size as u64
+            || size > self.ring.data_size() as u64
         {
             return None;
         }
@@ -166,44 +136,8 @@ impl PreemptWatch {
 
     /// The 8 bytes at ring position `pos` (a multiple of 8).
     fn word(&self, pos: u64) -> u64 {
-        let at = (pos % self.data_size as u64) as usize;
-        self.record_word(at).load(Ordering::Relaxed)
-    }
-
-    /// A `u64` field of the control page, as the atomic the kernel treats it as.
-    #[allow(unsafe_code)]
-    fn control(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset & 7 == 0 && offset + 8 <= page_size());
-        // SAFETY: the control page is the first page of our mapping (page-aligned, so the
-        // 8-aligned offset is aligned for `AtomicU64`), and lives until `drop`. The kernel
-        // updates these fields concurrently, which is why they are only accessed atomically.
-        unsafe { &*self.map.add(offset).cast::<AtomicU64>() }
-    }
-
-    /// The 8 bytes at `at` in the data area, read as an atomic (the kernel may overwrite them).
-    #[allow(unsafe_code)]
-    fn record_word(&self, at: usize) -> &AtomicU64 {
-        assert!(
-            at.is_multiple_of(8) && at + 8 <= self.data_size,
-            "word outside the ring"
-        );
-        // SAFETY: `data_offset + data_size <= map_len` and `data_offset % 8 == 0` (checked in
-        // `open`, the mapping is page-aligned), and the assertion keeps the 8 aligned bytes
-        // inside the data area of our live mapping (unmapped only in `drop`, which needs
-        // `&mut self`). The kernel writes there concurrently; reading as an atomic makes that
-        // a race on values, not undefined behaviour, and `newest` discards torn reads.
-        unsafe { &*self.map.add(self.data_offset + at).cast::<AtomicU64>() }
-    }
-}
-
-impl Drop for PreemptWatch {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: `map` and `map_len` are exactly what mmap returned in `open`, unmapped once
-        // here; no borrow of the mapping outlives `&self` methods, so none is live now.
-        unsafe {
-            nix::libc::munmap(self.map.cast(), self.map_len);
-        }
+        let at = (pos % self.ring.data_size() as u64) as usize;
+        self.ring.word(at).load(Ordering::Relaxed)
     }
 }
 
@@ -214,7 +148,7 @@ mod tests {
     use crate::{LastSwitch, SwitchWatch};
     use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
     use nix::unistd::Pid;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::{mpsc, Arc};
 
     const MAGIC: u64 = 0x5354_524f_4245_2131;
