@@ -1,6 +1,8 @@
 //! [`PerfThread`]: the kernel's own snapshot of a thread's user registers and stack, taken at
-//! a `cpu-clock` sampling interrupt (`perf_event_open(2)` with `PERF_SAMPLE_REGS_USER` and
-//! `PERF_SAMPLE_STACK_USER`), read from the event's ring buffer. The thread is never stopped.
+//! a `cpu-clock` sampling interrupt, or at the thread's switches out of its CPU
+//! ([`PerfTrigger`], in `perf/trigger.rs`), with `perf_event_open(2)`'s
+//! `PERF_SAMPLE_REGS_USER` and `PERF_SAMPLE_STACK_USER`, read from the event's ring buffer.
+//! The thread is never stopped.
 //!
 //! Everything the kernel defines is encoded and decoded here by hand, little-endian, from
 //! `include/uapi/linux/perf_event.h` and `arch/x86/include/uapi/asm/perf_regs.h` (the `libc`
@@ -8,11 +10,19 @@
 
 use crate::stack::UserRegs;
 use nix::errno::Errno;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+mod layout;
+mod ring;
+mod trigger;
+
+pub(crate) use layout::SampleLayout;
+pub(crate) use ring::Ring;
+
+pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
 
 pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
-const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 
 const PERF_SAMPLE_IP: u64 = 1 << 0;
 const PERF_SAMPLE_TID: u64 = 1 << 1;
@@ -36,7 +46,7 @@ const REG_IP: u64 = 8;
 const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
 const PERF_RECORD_LOST: u32 = 2;
-const PERF_RECORD_SAMPLE: u32 = 9;
+pub(crate) const PERF_RECORD_SAMPLE: u32 = 9;
 
 const PERF_FLAG_FD_CLOEXEC: nix::libc::c_ulong = 8;
 
@@ -139,6 +149,25 @@ pub enum PerfError {
     /// The configuration is not one the kernel accepts.
     #[error("invalid perf sampling configuration: {0}")]
     Config(&'static str),
+    /// A tracepoint could not be found in tracefs.
+    #[error(
+        "tracepoint {name} not found ({errno}): mount tracefs (mount -t tracefs nodev \
+         /sys/kernel/tracing) or use the software context-switch event"
+    )]
+    Tracepoint {
+        /// `category:name`.
+        name: String,
+        /// What reading its id gave.
+        errno: Errno,
+    },
+    /// The kernel refused a tracepoint filter.
+    #[error("the kernel refused the tracepoint filter `{filter}` ({errno})")]
+    Filter {
+        /// The filter.
+        filter: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
     /// Any other failure of `perf_event_open`.
     #[error("perf_event_open for thread {tid} of process {pid} failed: {errno}")]
     Open {
@@ -178,26 +207,28 @@ pub struct PerfThread {
     fd: OwnedFd,
     pid: i32,
     tid: i32,
-    /// The whole mapping: the control page, then the data pages.
-    map: *mut u8,
-    map_len: usize,
-    data_offset: usize,
-    data_size: usize,
+    ring: Ring,
     /// Where we have read up to (the kernel's `data_tail` once we publish it).
     tail: u64,
     lost: u64,
     scratch: Vec<u8>,
 }
 
-// SAFETY: the mapping is owned by this value alone (nothing else holds `map`), and the kernel
-// synchronises with us only through the atomics of the control page, so moving the value to
-// another thread is as safe as using it on this one.
-#[allow(unsafe_code)]
-unsafe impl Send for PerfThread {}
-
 impl PerfThread {
-    /// Open a sampling event on thread `tid` of process `pid` and map its ring buffer.
+    /// Open a `cpu-clock` sampling event on thread `tid` of process `pid` and map its ring
+    /// buffer.
     pub fn open(pid: i32, tid: i32, config: &PerfConfig) -> Result<PerfThread, PerfError> {
+        PerfThread::open_on(pid, tid, config, &PerfTrigger::CpuClock)
+    }
+
+    /// [`PerfThread::open`] with samples taken at `trigger` (`config.frequency_hz` applies to
+    /// [`PerfTrigger::CpuClock`] alone, `config.kernel_time` is implied by the others).
+    pub fn open_on(
+        pid: i32,
+        tid: i32,
+        config: &PerfConfig,
+        trigger: &PerfTrigger,
+    ) -> Result<PerfThread, PerfError> {
         if config.stack_bytes & 7 != 0 || config.stack_bytes > MAX_PERF_STACK {
             return Err(PerfError::Config(
                 "the stack size must be a multiple of 8 and at most 65272 bytes",
@@ -211,36 +242,20 @@ impl PerfThread {
         if config.frequency_hz == 0 || config.frequency_hz > 1_000_000 {
             return Err(PerfError::Config("the frequency must be 1 Hz to 1 MHz"));
         }
-        let attr = encode_attr(config);
+        let attr = encode_attr(config, trigger);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
-        let page = page_size();
-        let map_len = page * (config.ring_pages + 1);
-        let map = map_ring(&fd, map_len, true).map_err(|errno| PerfError::Mmap {
-            kib: map_len / 1024,
-            errno,
-        })?;
-        let mut thread = PerfThread {
+        trigger.apply_filter(&fd)?;
+        let ring = Ring::map(&fd, config.ring_pages, true)?;
+        let tail = ring.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
+        Ok(PerfThread {
             fd,
             pid,
             tid,
-            map,
-            map_len,
-            data_offset: page,
-            data_size: page * config.ring_pages,
-            tail: 0,
+            ring,
+            tail,
             lost: 0,
             scratch: Vec::new(),
-        };
-        if let Some((offset, size)) = data_area(
-            thread.control(PAGE_DATA_OFFSET),
-            thread.control(PAGE_DATA_SIZE),
-            map_len,
-        )? {
-            thread.data_offset = offset;
-            thread.data_size = size;
-        }
-        thread.tail = thread.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
-        Ok(thread)
+        })
     }
 
     /// The process sampled.
@@ -262,7 +277,7 @@ impl PerfThread {
     /// space back to the kernel. Returns how many samples there were.
     pub fn drain(&mut self, mut f: impl FnMut(&PerfSample<'_>)) -> usize {
         // Acquire: the record bytes the kernel wrote before publishing `data_head` are visible.
-        let head = self.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
+        let head = self.ring.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
         let mut count = 0;
         let mut scratch = std::mem::take(&mut self.scratch);
         while self.tail < head {
@@ -296,7 +311,8 @@ impl PerfThread {
         }
         self.scratch = scratch;
         // Release: our reads of the records happen before the kernel may overwrite them.
-        self.control(PAGE_DATA_TAIL)
+        self.ring
+            .control(PAGE_DATA_TAIL)
             .store(self.tail, Ordering::Release);
         count
     }
@@ -308,43 +324,17 @@ impl PerfThread {
         size: u64,
         scratch: &'s mut Vec<u8>,
     ) -> Option<PerfSample<'s>> {
-        // ip, pid+tid, time, abi, then (if abi != 0) bp, sp, ip, then the stack's size.
-        let mut fixed = [0u8; 8 * 8];
-        let fixed_len = (size as usize - 8).min(fixed.len());
-        self.copy_out(pos + 8, &mut fixed[..fixed_len]);
-        let word = |i: usize| strobe_memory::le::u64_at(&fixed, i * 8);
-        let pid_tid = word(1)?;
-        let time_ns = word(2)?;
-        let abi = word(3)?;
-        let (regs, next) = if abi != 0 {
-            let regs = UserRegs {
-                bp: Some(word(4)?),
-                sp: word(5)?,
-                ip: word(6)?,
-            };
-            (Some(regs), 7)
-        } else {
-            (None, 4)
-        };
-        let stack_size = word(next)?;
-        let data_at = 8 + (next as u64 + 1) * 8;
-        let stack: &[u8] = if stack_size == 0 {
+        let layout = SampleLayout::decode(size, |at, out| self.copy_out(pos + at, out))?;
+        let stack: &[u8] = if layout.stack_len == 0 {
             &[]
         } else {
-            // The data is followed by `dyn_size`: how much of it the kernel really filled.
-            if data_at + stack_size + 8 > size {
-                return None;
-            }
-            let mut dyn_size = [0u8; 8];
-            self.copy_out(pos + data_at + stack_size, &mut dyn_size);
-            let filled = u64::from_le_bytes(dyn_size).min(stack_size) as usize;
-            self.borrow_or_copy(pos + data_at, filled, scratch)
+            self.borrow_or_copy(pos + layout.stack_at, layout.stack_len, scratch)
         };
         Some(PerfSample {
-            pid: pid_tid as u32,
-            tid: (pid_tid >> 32) as u32,
-            time_ns,
-            regs,
+            pid: layout.pid,
+            tid: layout.tid,
+            time_ns: layout.time_ns,
+            regs: layout.regs,
             stack,
         })
     }
@@ -352,8 +342,9 @@ impl PerfThread {
     /// The `len` bytes at ring position `pos`: borrowed when contiguous, else copied into
     /// `scratch` (a record may wrap around the end of the ring).
     fn borrow_or_copy<'s>(&'s self, pos: u64, len: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
-        let off = (pos % self.data_size as u64) as usize;
-        if off + len <= self.data_size {
+        let size = self.ring.data_size();
+        let off = (pos % size as u64) as usize;
+        if off + len <= size {
             self.span(off, len)
         } else {
             scratch.clear();
@@ -365,12 +356,13 @@ impl PerfThread {
 
     /// Copy the bytes at ring position `pos` into `out`, across the ring's end if need be.
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
-        let off = (pos % self.data_size as u64) as usize;
-        let first = out.len().min(self.data_size - off);
+        let size = self.ring.data_size();
+        let off = (pos % size as u64) as usize;
+        let first = out.len().min(size - off);
         out[..first].copy_from_slice(self.span(off, first));
         let rest = out.len() - first;
         if rest > 0 {
-            out[first..].copy_from_slice(self.span(0, rest.min(self.data_size)));
+            out[first..].copy_from_slice(self.span(0, rest.min(size)));
         }
     }
 
@@ -378,27 +370,10 @@ impl PerfThread {
     /// head the kernel published, which it does not write until we move the tail past them.
     #[allow(unsafe_code)]
     fn span(&self, off: usize, len: usize) -> &[u8] {
-        assert!(
-            off.checked_add(len)
-                .is_some_and(|end| end <= self.data_size),
-            "ring span out of range"
-        );
-        // SAFETY: `data_offset + data_size <= map_len` (checked in `open`), and the assertion
-        // keeps `off + len` inside the data area, so the range is inside our live mapping
-        // (unmapped only in `drop`, which needs `&mut self`, so not while this borrow lives).
-        // The bytes are published records the kernel does not modify until `data_tail` passes
-        // them, which happens only in `drain` after every borrow of them has ended.
-        unsafe { std::slice::from_raw_parts(self.map.add(self.data_offset + off), len) }
-    }
-
-    /// A `u64` field of the control page, as the atomic the kernel treats it as.
-    #[allow(unsafe_code)]
-    fn control(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset & 7 == 0 && offset + 8 <= page_size());
-        // SAFETY: the control page is the first page of our mapping (page-aligned, so the
-        // 8-aligned offset is aligned for `AtomicU64`), and lives until `drop`. The kernel
-        // updates these fields concurrently, which is why they are only accessed atomically.
-        unsafe { &*self.map.add(offset).cast::<AtomicU64>() }
+        // SAFETY: the bytes are published records the kernel does not modify until
+        // `data_tail` passes them, which happens only in `drain` after every borrow of them
+        // (tied to `&self`) has ended.
+        unsafe { self.ring.span(off, len) }
     }
 }
 
@@ -408,52 +383,20 @@ impl AsFd for PerfThread {
     }
 }
 
-impl Drop for PerfThread {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: `map` and `map_len` are exactly what mmap returned in `open`, unmapped once
-        // here; no borrow of the mapping outlives `&self` methods, so none is live now.
-        unsafe {
-            nix::libc::munmap(self.map.cast(), self.map_len);
-        }
-    }
-}
-
-/// Where the ring's data area is, from the control page's `data_offset` and `data_size`:
-/// `None` on kernels before 4.1, which leave them 0 and put the data right after the page.
-/// Checked to lie inside the `map_len` bytes mapped, 8-aligned, and a power of two long.
-pub(crate) fn data_area(
-    offset: &AtomicU64,
-    size: &AtomicU64,
-    map_len: usize,
-) -> Result<Option<(usize, usize)>, PerfError> {
-    let (offset, size) = (offset.load(Ordering::Relaxed), size.load(Ordering::Relaxed));
-    if size == 0 {
-        return Ok(None);
-    }
-    let impossible = PerfError::Config("the kernel reported an impossible ring");
-    let (Ok(offset), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
-        return Err(impossible);
-    };
-    if offset.checked_add(size).is_none_or(|end| end > map_len)
-        || !size.is_power_of_two()
-        || !offset.is_multiple_of(8)
-    {
-        return Err(impossible);
-    }
-    Ok(Some((offset, size)))
-}
-
-/// `perf_event_attr` for a `cpu-clock` event sampling registers and stack, as bytes.
-fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
+/// `perf_event_attr` for an event sampling registers and stack at `trigger`, as bytes.
+pub(crate) fn encode_attr(config: &PerfConfig, trigger: &PerfTrigger) -> [u8; ATTR_SIZE] {
     let mut a = [0u8; ATTR_SIZE];
     let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
-    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
+    let (kind, event) = trigger.event();
+    put(0, &kind.to_le_bytes());
     put(4, &(ATTR_SIZE as u32).to_le_bytes());
-    put(8, &PERF_COUNT_SW_CPU_CLOCK.to_le_bytes());
+    put(8, &event.to_le_bytes());
     // cpu-clock counts nanoseconds, so a fixed period is an exact sampling interval of the
-    // thread's CPU time (no frequency adjustment by the kernel).
-    let period = (1_000_000_000 / config.frequency_hz).max(1);
+    // thread's CPU time (no frequency adjustment by the kernel); the others sample each hit.
+    let period = match trigger {
+        PerfTrigger::CpuClock => (1_000_000_000 / config.frequency_hz).max(1),
+        _ => 1,
+    };
     put(16, &period.to_le_bytes());
     let sample_type = PERF_SAMPLE_IP
         | PERF_SAMPLE_TID
@@ -462,7 +405,7 @@ fn encode_attr(config: &PerfConfig) -> [u8; ATTR_SIZE] {
         | PERF_SAMPLE_STACK_USER;
     put(24, &sample_type.to_le_bytes());
     let mut flags = ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID;
-    if !config.kernel_time {
+    if !config.kernel_time && !trigger.in_kernel() {
         flags |= ATTR_EXCLUDE_KERNEL;
     }
     put(40, &flags.to_le_bytes());
@@ -493,33 +436,6 @@ pub(crate) fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedF
     let fd = i32::try_from(fd).map_err(|_| Errno::EBADF)?;
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Map the event's control page and ring, shared; writable when we write `data_tail`, else
-/// read-only, which makes the ring one the kernel overwrites (the newest records are kept).
-#[allow(unsafe_code)]
-pub(crate) fn map_ring(fd: &OwnedFd, len: usize, writable: bool) -> Result<*mut u8, Errno> {
-    let prot = if writable {
-        nix::libc::PROT_READ | nix::libc::PROT_WRITE
-    } else {
-        nix::libc::PROT_READ
-    };
-    // SAFETY: a fresh shared mapping of the perf fd at a kernel-chosen address: it overlaps
-    // nothing of ours, and the pointer is only used within `len` (see `span`, `control`).
-    let p = unsafe {
-        nix::libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            nix::libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == nix::libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
-    Ok(p.cast())
 }
 
 pub(crate) fn page_size() -> usize {
@@ -556,12 +472,15 @@ mod tests {
 
     #[test]
     fn attr_bytes_match_the_kernel_layout() {
-        let a = encode_attr(&PerfConfig {
-            frequency_hz: 1000,
-            stack_bytes: 16384,
-            ring_pages: 8,
-            kernel_time: false,
-        });
+        let a = encode_attr(
+            &PerfConfig {
+                frequency_hz: 1000,
+                stack_bytes: 16384,
+                ring_pages: 8,
+                kernel_time: false,
+            },
+            &PerfTrigger::CpuClock,
+        );
         let u64_at = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
         assert_eq!(u32::from_le_bytes(a[4..8].try_into().unwrap()), 96);
         assert_eq!(u64_at(16), 1_000_000, "period in ns");
@@ -569,5 +488,36 @@ mod tests {
         assert_eq!(u64_at(40), (1 << 5) | (1 << 6) | (1 << 25));
         assert_eq!(u64_at(80), 0x1c0, "bp, sp, ip");
         assert_eq!(u32::from_le_bytes(a[88..92].try_into().unwrap()), 16384);
+    }
+
+    #[test]
+    fn switch_triggers_sample_every_hit_counting_kernel_time() {
+        let config = PerfConfig::default();
+        let u64_at =
+            |a: &[u8; ATTR_SIZE], o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
+        let sw = encode_attr(&config, &PerfTrigger::SwitchOut);
+        assert_eq!(
+            u32::from_le_bytes(sw[0..4].try_into().unwrap()),
+            1,
+            "software"
+        );
+        assert_eq!(u64_at(&sw, 8), 3, "PERF_COUNT_SW_CONTEXT_SWITCHES");
+        assert_eq!(u64_at(&sw, 16), 1, "every switch");
+        assert_eq!(u64_at(&sw, 40), (1 << 6) | (1 << 25), "kernel not excluded");
+        let tp = encode_attr(
+            &config,
+            &PerfTrigger::Tracepoint {
+                id: 321,
+                filter: None,
+            },
+        );
+        assert_eq!(
+            u32::from_le_bytes(tp[0..4].try_into().unwrap()),
+            2,
+            "tracepoint"
+        );
+        assert_eq!(u64_at(&tp, 8), 321);
+        assert_eq!(u64_at(&tp, 16), 1);
+        assert_eq!(u64_at(&tp, 40) & (1 << 5), 0);
     }
 }

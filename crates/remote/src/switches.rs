@@ -23,12 +23,11 @@
 
 use std::cell::Cell;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::perf::{
-    data_area, map_ring, open_error, page_size, perf_event_open, PerfError, ATTR_EXCLUDE_HV,
-    ATTR_EXCLUDE_KERNEL, ATTR_SIZE, PAGE_DATA_HEAD, PAGE_DATA_OFFSET, PAGE_DATA_SIZE,
-    PERF_TYPE_SOFTWARE,
+    open_error, perf_event_open, PerfError, Ring, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL, ATTR_SIZE,
+    PAGE_DATA_HEAD, PERF_TYPE_SOFTWARE,
 };
 
 const PERF_COUNT_SW_DUMMY: u64 = 9;
@@ -70,11 +69,8 @@ impl LastSwitch {
 #[derive(Debug)]
 pub struct SwitchWatch {
     _fd: OwnedFd,
-    /// The whole mapping: the control page, then the data page(s).
-    map: *mut u8,
-    map_len: usize,
-    data_offset: usize,
-    data_size: usize,
+    /// One data page.
+    ring: Ring,
     /// The last record decoded, and the ring's position it was the newest record at: while
     /// the position stays, so does the newest record, and [`SwitchWatch::last`] reads only
     /// the control page (a thread that has not switched since the previous round costs one
@@ -82,48 +78,25 @@ pub struct SwitchWatch {
     decoded: Cell<Option<(u64, LastSwitch)>>,
 }
 
-// SAFETY: the mapping is owned by this value alone, and the kernel synchronises with us only
-// through atomics (the control page's `data_head`, and the records read as atomics), so moving
-// the value to another thread is as safe as using it on this one.
-#[allow(unsafe_code)]
-unsafe impl Send for SwitchWatch {}
-
 impl SwitchWatch {
     /// Watch thread `tid` (an id in strobe's PID namespace) of process `pid`.
     pub fn open(pid: i32, tid: i32) -> Result<SwitchWatch, PerfError> {
         let fd = perf_event_open(&attr(), tid).map_err(|errno| open_error(pid, tid, errno))?;
-        let page = page_size();
-        let map_len = page * 2;
-        let map = map_ring(&fd, map_len, false).map_err(|errno| PerfError::Mmap {
-            kib: map_len / 1024,
-            errno,
-        })?;
-        let mut watch = SwitchWatch {
-            _fd: fd,
-            map,
-            map_len,
-            data_offset: page,
-            data_size: page,
-            decoded: Cell::new(None),
-        };
-        if let Some((offset, size)) = data_area(
-            watch.control(PAGE_DATA_OFFSET),
-            watch.control(PAGE_DATA_SIZE),
-            map_len,
-        )? {
-            if size < RECORD_BYTES as usize {
-                return Err(PerfError::Config("the kernel reported an impossible ring"));
-            }
-            watch.data_offset = offset;
-            watch.data_size = size;
+        let ring = Ring::map(&fd, 1, false)?;
+        if ring.data_size() < RECORD_BYTES as usize {
+            return Err(PerfError::Config("the kernel reported an impossible ring"));
         }
-        Ok(watch)
+        Ok(SwitchWatch {
+            _fd: fd,
+            ring,
+            decoded: Cell::new(None),
+        })
     }
 
     /// The thread's last context switch; `None` if it cannot be told (the newest record is
     /// not a switch record, or the kernel kept writing while it was read): ask `/proc` then.
     pub fn last(&self) -> Option<LastSwitch> {
-        let head = self.control(PAGE_DATA_HEAD);
+        let head = self.ring.control(PAGE_DATA_HEAD);
         let mut before = head.load(Ordering::Acquire);
         for _ in 0..RETRIES {
             if before == 0 {
@@ -137,8 +110,8 @@ impl SwitchWatch {
                     return Some(last);
                 }
             }
-            let at = (before - RECORD_BYTES) % self.data_size as u64;
-            let header = self.record(at as usize).load(Ordering::Acquire);
+            let at = (before - RECORD_BYTES) % self.ring.data_size() as u64;
+            let header = self.ring.word(at as usize).load(Ordering::Acquire);
             let after = head.load(Ordering::Acquire);
             if after != before {
                 before = after;
@@ -159,8 +132,8 @@ impl SwitchWatch {
         let head = self.position();
         let decoded = self.decoded.get().is_some_and(|(at, _)| at == head);
         if head != 0 && head.is_multiple_of(RECORD_BYTES) && !decoded {
-            let at = (head - RECORD_BYTES) % self.data_size as u64;
-            std::hint::black_box(self.record(at as usize).load(Ordering::Relaxed));
+            let at = (head - RECORD_BYTES) % self.ring.data_size() as u64;
+            std::hint::black_box(self.ring.word(at as usize).load(Ordering::Relaxed));
         }
     }
 
@@ -168,43 +141,7 @@ impl SwitchWatch {
     /// opened. It moves exactly when the thread is switched in or out, so two equal positions
     /// mean the thread has not been on a CPU in between (nor left one).
     pub fn position(&self) -> u64 {
-        self.control(PAGE_DATA_HEAD).load(Ordering::Acquire)
-    }
-
-    /// A `u64` field of the control page, as the atomic the kernel treats it as.
-    #[allow(unsafe_code)]
-    fn control(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset & 7 == 0 && offset + 8 <= page_size());
-        // SAFETY: the control page is the first page of our mapping (page-aligned, so the
-        // 8-aligned offset is aligned for `AtomicU64`), and lives until `drop`. The kernel
-        // updates these fields concurrently, which is why they are only accessed atomically.
-        unsafe { &*self.map.add(offset).cast::<AtomicU64>() }
-    }
-
-    /// The 8 bytes at `at` in the data area, read as an atomic (the kernel may overwrite them).
-    #[allow(unsafe_code)]
-    fn record(&self, at: usize) -> &AtomicU64 {
-        assert!(
-            at.is_multiple_of(8) && at + 8 <= self.data_size,
-            "record outside the ring"
-        );
-        // SAFETY: `data_offset + data_size <= map_len` and `data_offset % 8 == 0` (checked in
-        // `open`, the mapping is page-aligned), and the assertion keeps the 8 aligned bytes
-        // inside the data area of our live mapping (unmapped only in `drop`, which needs
-        // `&mut self`). The kernel writes there concurrently; reading as an atomic makes that
-        // a race on values, not undefined behaviour, and `last` discards torn reads.
-        unsafe { &*self.map.add(self.data_offset + at).cast::<AtomicU64>() }
-    }
-}
-
-impl Drop for SwitchWatch {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: `map` and `map_len` are exactly what mmap returned in `open`, unmapped once
-        // here; no borrow of the mapping outlives `&self` methods, so none is live now.
-        unsafe {
-            nix::libc::munmap(self.map.cast(), self.map_len);
-        }
+        self.ring.control(PAGE_DATA_HEAD).load(Ordering::Acquire)
     }
 }
 
