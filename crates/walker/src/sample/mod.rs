@@ -371,20 +371,13 @@ impl SamplingState {
         let Some(tstate_at) = at.tstate else {
             // Not read (nor the GIL holder, whose state is read after the batch): its ids as
             // last read, nothing that changes while it lives.
-            let (thread_id, native_id) = self.plan.threads[thread_index].ids;
+            let ids = self.plan.threads[thread_index].ids;
             self.skip_walk(thread_index);
             let start = out.frames.len();
             // Not walked, no exception or task known, `state_read` false.
             out.threads.push(RawThread {
-                interp_addr: interp.addr,
-                interp_id: interp.id,
-                tstate_addr: tstate,
-                thread_id,
-                native_id,
-                holds_gil,
-                gc: collecting && holds_gil,
                 frames: start..start,
-                ..RawThread::default()
+                ..unwalked(interp, tstate, ids, holds_gil, collecting && holds_gil)
             });
             return Ok(());
         };
@@ -437,20 +430,10 @@ impl SamplingState {
         };
         // What the thread is; as reported when it is not walked (no frames).
         let base = RawThread {
-            interp_addr: interp.addr,
-            interp_id: interp.id,
-            tstate_addr: tstate,
-            thread_id,
-            native_id,
-            holds_gil,
-            gc,
             exception,
             running_task,
-            frames: 0..0,
-            truncated: false,
-            unchanged: 0,
-            walked: false,
             state_read: true,
+            ..unwalked(interp, tstate, (thread_id, native_id), holds_gil, gc)
         };
         if !at.wanted && !holds_gil {
             self.skip_walk(thread_index);
@@ -603,5 +586,26 @@ impl SamplingState {
         out.frames.extend_from_slice(outer);
         out.entries.extend_from_slice(entries);
         Ok(unchanged)
+    }
+}
+
+/// Thread state `tstate` of `interp` with these ids, as reported before anything else is known
+/// of it: not walked (no frames), no exception or running task, its state not read.
+fn unwalked(
+    interp: &InterpPlan,
+    tstate: u64,
+    (thread_id, native_id): (u64, Option<u32>),
+    holds_gil: bool,
+    gc: bool,
+) -> RawThread {
+    RawThread {
+        interp_addr: interp.addr,
+        interp_id: interp.id,
+        tstate_addr: tstate,
+        thread_id,
+        native_id,
+        holds_gil,
+        gc,
+        ..RawThread::default()
     }
 }
