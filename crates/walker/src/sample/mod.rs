@@ -25,7 +25,7 @@
 //! A caller of [`Walker::sample_wanted_into`](crate::walk::Walker::sample_wanted_into) wants
 //! the frames of a few threads (those the kernel says run); the others' thread states, ~1.2 KB
 //! apart, were most of the read on a target with many threads. So between two full checks
-//! (every [`FULL_CHECK_EVERY`] samples, where everything is read) and when some thread is not
+//! (every `FULL_CHECK_EVERY` samples, where everything is read) and when some thread is not
 //! wanted, a sample reads the thread states of:
 //! - each interpreter's first thread (the list's head), and its thread-list head word
 //!   (`interp->threads.head`, 8 bytes);
