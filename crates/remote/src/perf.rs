@@ -76,6 +76,27 @@ pub struct PerfConfig {
     pub kernel_time: bool,
 }
 
+impl PerfConfig {
+    /// Whether the kernel can be given this configuration: the stack size a multiple of 8 and
+    /// at most [`MAX_PERF_STACK`], the ring a power of two pages, the frequency 1 Hz to 1 MHz.
+    pub(crate) fn check(&self) -> Result<(), PerfError> {
+        if self.stack_bytes & 7 != 0 || self.stack_bytes > MAX_PERF_STACK {
+            return Err(PerfError::Config(
+                "the stack size must be a multiple of 8 and at most 65272 bytes",
+            ));
+        }
+        if !self.ring_pages.is_power_of_two() {
+            return Err(PerfError::Config(
+                "the ring buffer must be a power of two pages",
+            ));
+        }
+        if self.frequency_hz == 0 || self.frequency_hz > 1_000_000 {
+            return Err(PerfError::Config("the frequency must be 1 Hz to 1 MHz"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for PerfConfig {
     fn default() -> Self {
         PerfConfig {
@@ -229,19 +250,7 @@ impl PerfThread {
         config: &PerfConfig,
         trigger: &PerfTrigger,
     ) -> Result<PerfThread, PerfError> {
-        if config.stack_bytes & 7 != 0 || config.stack_bytes > MAX_PERF_STACK {
-            return Err(PerfError::Config(
-                "the stack size must be a multiple of 8 and at most 65272 bytes",
-            ));
-        }
-        if !config.ring_pages.is_power_of_two() {
-            return Err(PerfError::Config(
-                "the ring buffer must be a power of two pages",
-            ));
-        }
-        if config.frequency_hz == 0 || config.frequency_hz > 1_000_000 {
-            return Err(PerfError::Config("the frequency must be 1 Hz to 1 MHz"));
-        }
+        config.check()?;
         let attr = encode_attr(config, trigger);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         trigger.apply_filter(&fd)?;

@@ -63,11 +63,6 @@ impl PreemptWatch {
         stack_bytes: u32,
         trigger: &PerfTrigger,
     ) -> Result<PreemptWatch, PerfError> {
-        if stack_bytes & 7 != 0 || stack_bytes > crate::MAX_PERF_STACK {
-            return Err(PerfError::Config(
-                "the stack size must be a multiple of 8 and at most 65272 bytes",
-            ));
-        }
         let page = page_size();
         // Room for two records of the largest size.
         let ring_pages = (2 * (stack_bytes as usize + RECORD_OVERHEAD))
@@ -78,6 +73,7 @@ impl PreemptWatch {
             ring_pages,
             ..PerfConfig::default()
         };
+        config.check()?;
         let mut attr = encode_attr(&config, trigger);
         let mut flags = u64::from_le_bytes([
             attr[40], attr[41], attr[42], attr[43], attr[44], attr[45], attr[46], attr[47],
