@@ -240,7 +240,6 @@ impl SamplingState {
                     exc: exc..exc,
                     exc_type: None,
                     task: None,
-                    wanted: false,
                 });
                 continue;
             }
@@ -294,7 +293,6 @@ impl SamplingState {
                 exc: exc_start..scratch.exc_copies.len(),
                 exc_type,
                 task,
-                wanted,
             });
         }
         if let Err(e) = scratch.batch.read(&process.mem) {
@@ -435,7 +433,7 @@ impl SamplingState {
             state_read: true,
             ..unwalked(interp, tstate, (thread_id, native_id), holds_gil, gc)
         };
-        if !at.wanted && !holds_gil {
+        if !self.scratch.wanted[thread_index] && !holds_gil {
             self.skip_walk(thread_index);
             let start = out.frames.len();
             out.threads.push(RawThread {

@@ -218,7 +218,8 @@ pub(crate) struct Scratch {
     pub(crate) gc_at: Vec<Option<usize>>,
     /// Per planned thread.
     pub(crate) thread_at: Vec<ThreadAt>,
-    /// Per planned thread: whether the caller wants its frames.
+    /// Per planned thread: whether the caller wants its frames (else they are read only if
+    /// it holds the GIL).
     pub(crate) wanted: Vec<bool>,
     /// Per planned thread: whether this attempt reads its thread state.
     pub(crate) read: Vec<bool>,
@@ -268,6 +269,4 @@ pub(crate) struct ThreadAt {
     pub(crate) exc_type: Option<usize>,
     /// Its running-task word ([`SamplingState::task_word`]), if read.
     pub(crate) task: Option<usize>,
-    /// Whether the caller wants its frames (else they are read only if it holds the GIL).
-    pub(crate) wanted: bool,
 }
