@@ -34,6 +34,8 @@ const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 pub(crate) const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
 pub(crate) const ATTR_EXCLUDE_HV: u64 = 1 << 6;
 const ATTR_USE_CLOCKID: u64 = 1 << 25;
+/// `perf_event_attr.write_backward` (Linux 4.7).
+const ATTR_WRITE_BACKWARD: u64 = 1 << 27;
 
 /// `PERF_ATTR_SIZE_VER2`: the attribute up to `clockid`, all we set.
 pub(crate) const ATTR_SIZE: usize = 96;
@@ -251,7 +253,7 @@ impl PerfThread {
         trigger: &PerfTrigger,
     ) -> Result<PerfThread, PerfError> {
         config.check()?;
-        let attr = encode_attr(config, trigger);
+        let attr = encode_attr(config, trigger, Writing::Forward);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         trigger.apply_filter(&fd)?;
         let ring = Ring::map(&fd, config.ring_pages, true)?;
@@ -392,8 +394,23 @@ impl AsFd for PerfThread {
     }
 }
 
-/// `perf_event_attr` for an event sampling registers and stack at `trigger`, as bytes.
-pub(crate) fn encode_attr(config: &PerfConfig, trigger: &PerfTrigger) -> [u8; ATTR_SIZE] {
+/// How the kernel writes an event's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// Records follow each other forward; a full ring drops new records until drained.
+    Forward,
+    /// `write_backward` (Linux 4.7): each record goes in front of the previous one, and a
+    /// ring mapped read-only is overwritten, oldest first (see `crate::PreemptWatch`).
+    Backward,
+}
+
+/// `perf_event_attr` for an event sampling registers and stack at `trigger`, its ring written
+/// as `writing` says, as bytes.
+pub(crate) fn encode_attr(
+    config: &PerfConfig,
+    trigger: &PerfTrigger,
+    writing: Writing,
+) -> [u8; ATTR_SIZE] {
     let mut a = [0u8; ATTR_SIZE];
     let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
     let (kind, event) = trigger.event();
@@ -416,6 +433,9 @@ pub(crate) fn encode_attr(config: &PerfConfig, trigger: &PerfTrigger) -> [u8; AT
     let mut flags = ATTR_EXCLUDE_HV | ATTR_USE_CLOCKID;
     if !config.kernel_time && !trigger.in_kernel() {
         flags |= ATTR_EXCLUDE_KERNEL;
+    }
+    if writing == Writing::Backward {
+        flags |= ATTR_WRITE_BACKWARD;
     }
     put(40, &flags.to_le_bytes());
     put(80, &REGS_MASK.to_le_bytes());
@@ -489,6 +509,7 @@ mod tests {
                 kernel_time: false,
             },
             &PerfTrigger::CpuClock,
+            Writing::Forward,
         );
         let u64_at = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
         assert_eq!(u32::from_le_bytes(a[4..8].try_into().unwrap()), 96);
@@ -504,7 +525,7 @@ mod tests {
         let config = PerfConfig::default();
         let u64_at =
             |a: &[u8; ATTR_SIZE], o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
-        let sw = encode_attr(&config, &PerfTrigger::SwitchOut);
+        let sw = encode_attr(&config, &PerfTrigger::SwitchOut, Writing::Forward);
         assert_eq!(
             u32::from_le_bytes(sw[0..4].try_into().unwrap()),
             1,
@@ -519,6 +540,7 @@ mod tests {
                 id: 321,
                 filter: None,
             },
+            Writing::Backward,
         );
         assert_eq!(
             u32::from_le_bytes(tp[0..4].try_into().unwrap()),
@@ -528,5 +550,7 @@ mod tests {
         assert_eq!(u64_at(&tp, 8), 321);
         assert_eq!(u64_at(&tp, 16), 1);
         assert_eq!(u64_at(&tp, 40) & (1 << 5), 0);
+        assert_eq!(u64_at(&tp, 40) & (1 << 27), 1 << 27, "written backward");
+        assert_eq!(u64_at(&sw, 40) & (1 << 27), 0, "written forward");
     }
 }

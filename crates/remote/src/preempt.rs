@@ -24,12 +24,10 @@ use std::sync::atomic::{fence, Ordering};
 
 use crate::perf::{
     encode_attr, open_error, page_size, perf_event_open, PerfConfig, PerfError, PerfTrigger, Ring,
-    SampleLayout, PAGE_DATA_HEAD, PERF_RECORD_SAMPLE,
+    SampleLayout, Writing, PAGE_DATA_HEAD, PERF_RECORD_SAMPLE,
 };
 use crate::stack::{StackSpan, UserRegs};
 
-/// `perf_event_attr.write_backward` (Linux 4.7).
-const ATTR_WRITE_BACKWARD: u64 = 1 << 27;
 /// The fixed part of a sample record: header, ip, pid/tid, time, abi, three registers, the
 /// stack's size, and `dyn_size` after the stack.
 const RECORD_OVERHEAD: usize = 8 * 10;
@@ -74,12 +72,7 @@ impl PreemptWatch {
             ..PerfConfig::default()
         };
         config.check()?;
-        let mut attr = encode_attr(&config, trigger);
-        let mut flags = u64::from_le_bytes([
-            attr[40], attr[41], attr[42], attr[43], attr[44], attr[45], attr[46], attr[47],
-        ]);
-        flags |= ATTR_WRITE_BACKWARD;
-        attr[40..48].copy_from_slice(&flags.to_le_bytes());
+        let attr = encode_attr(&config, trigger, Writing::Backward);
         let fd = perf_event_open(&attr, tid).map_err(|errno| open_error(pid, tid, errno))?;
         trigger.apply_filter(&fd)?;
         let ring = Ring::map(&fd, ring_pages, false)?;
