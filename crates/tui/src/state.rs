@@ -3,12 +3,17 @@
 //! Input turns keys into [`Action`]s ([`crate::input`]); [`State::apply`] carries them out and
 //! says what the event loop has to do next ([`Effect`]); the view ([`crate::view`]) only reads.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::time::Duration;
 
 use strobe_aggregate::{Count, SampleFilter};
 
 use crate::data::{FrameSel, Query, Row, ThreadRow, ViewData};
+
+mod order;
+
+use order::Order;
 
 /// Refresh intervals `+`/`-` step through.
 pub const REFRESH_STEPS: [Duration; 7] = [
@@ -218,8 +223,9 @@ pub struct State {
     pub selected: Option<FrameSel>,
     /// The frame the open call tree is about.
     pub focus: Option<FrameSel>,
-    /// Indexes into `data.rows`, filtered and sorted.
-    visible: Vec<usize>,
+    /// Indexes into `data.rows`, filtered, and sorted only as far as they were looked at
+    /// (the rows on screen and the cursor's): looking is not a change, hence the cell.
+    visible: RefCell<Order>,
 }
 
 impl State {
@@ -249,7 +255,7 @@ impl State {
             cursor: 0,
             selected: None,
             focus: None,
-            visible: Vec::new(),
+            visible: RefCell::default(),
         }
     }
 
@@ -284,14 +290,31 @@ impl State {
         self.recompute();
     }
 
-    /// The rows to show, filtered and sorted.
+    /// The rows to show, filtered and sorted (all of them: this sorts every row; the view asks
+    /// for [`State::rows`]).
     pub fn visible(&self) -> impl Iterator<Item = &Row> + '_ {
-        self.visible.iter().filter_map(|&i| self.data.rows.get(i))
+        self.rows(0, usize::MAX).into_iter()
+    }
+
+    /// The rows shown from the `first`th on, `n` at most, sorted: only these (and the rows
+    /// looked at before since the data or the order changed) are put in order.
+    pub fn rows(&self, first: usize, n: usize) -> Vec<&Row> {
+        let rows = &self.data.rows;
+        let mut order = self.visible.borrow_mut();
+        order
+            .ranks(
+                first,
+                first.saturating_add(n),
+                by(self.sort, self.descending, rows),
+            )
+            .iter()
+            .filter_map(|&i| rows.get(i))
+            .collect()
     }
 
     /// Number of rows after filtering.
     pub fn visible_len(&self) -> usize {
-        self.visible.len()
+        self.visible.borrow().len()
     }
 
     /// "All threads" (`None`), then each thread.
@@ -321,7 +344,7 @@ impl State {
     fn recompute(&mut self) {
         let needle = self.filter.to_lowercase();
         let rows = &self.data.rows;
-        let mut visible: Vec<usize> = (0..rows.len())
+        let visible: Vec<usize> = (0..rows.len())
             .filter(|&i| {
                 needle.is_empty()
                     || rows.get(i).is_some_and(|r| {
@@ -330,32 +353,33 @@ impl State {
                     })
             })
             .collect();
-        let (sort, descending) = (self.sort, self.descending);
-        visible.sort_by(|&a, &b| match (rows.get(a), rows.get(b)) {
-            (Some(x), Some(y)) => compare(sort, descending, x, y),
-            _ => Ordering::Equal,
-        });
-        self.visible = visible;
+        // The cursor's row found again by its rank (the rows ranking before it, counted): no
+        // sort needed.
+        let cmp = by(self.sort, self.descending, rows);
         let found = self.selected.as_ref().and_then(|sel| {
-            self.visible
+            let row = visible
                 .iter()
-                .position(|&i| rows.get(i).is_some_and(|r| &r.key == sel))
+                .copied()
+                .filter(|&i| rows.get(i).is_some_and(|r| &r.key == sel))
+                .min_by(&cmp)?;
+            Some(visible.iter().filter(|&i| cmp(i, &row).is_lt()).count())
         });
+        self.visible = RefCell::new(Order::new(visible));
         match found {
             Some(i) => self.cursor = i,
             None => {
-                self.cursor = self.cursor.min(self.visible.len().saturating_sub(1));
+                self.cursor = self.cursor.min(self.visible_len().saturating_sub(1));
                 self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
             }
         }
     }
 
     fn row_at(&self, i: usize) -> Option<&Row> {
-        self.visible.get(i).and_then(|&i| self.data.rows.get(i))
+        self.rows(i, 1).into_iter().next()
     }
 
     fn move_cursor(&mut self, to: usize) {
-        self.cursor = to.min(self.visible.len().saturating_sub(1));
+        self.cursor = to.min(self.visible_len().saturating_sub(1));
         self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
     }
 
@@ -519,6 +543,18 @@ impl State {
             },
         }
         Effect::Redraw
+    }
+}
+
+/// The order of the rows `rows[a]`, `rows[b]` under `sort`: [`compare`], then the index
+/// (what a stable sort of the indexes in ascending order gives), so no two rows are equal.
+fn by(sort: SortKey, descending: bool, rows: &[Row]) -> impl Fn(&usize, &usize) -> Ordering + '_ {
+    move |&a, &b| {
+        match (rows.get(a), rows.get(b)) {
+            (Some(x), Some(y)) => compare(sort, descending, x, y),
+            _ => Ordering::Equal,
+        }
+        .then(a.cmp(&b))
     }
 }
 

@@ -198,3 +198,115 @@ fn percentages() {
     assert_eq!(percent(c(25), c(100)), 25.0);
     assert_eq!(percent(c(25), Count::default()), 0.0);
 }
+
+/// xorshift64: reproducible data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// `n` rows with few distinct counts and names, so that ties are everywhere, down to rows
+/// whose sort keys are all equal (same names, another kind of frame).
+fn random_rows(rng: &mut Rng, n: usize) -> Vec<Row> {
+    (0..n)
+        .map(|_| {
+            let f = format!("mod{}.f{}", rng.next(3), rng.next(8));
+            let mut r = row(&f, rng.next(4), rng.next(4), rng.next(5), rng.next(5));
+            if rng.next(4) == 0 {
+                r.key.kind = strobe_aggregate::FrameKind::Native;
+            }
+            r
+        })
+        .collect()
+}
+
+/// What the table showed when every refresh sorted every row: filter, stable sort.
+fn fully_sorted(s: &State) -> Vec<FrameSel> {
+    let needle = s.filter.to_lowercase();
+    let mut rows: Vec<&Row> = (s.data.rows.iter())
+        .filter(|r| {
+            r.key.function.to_lowercase().contains(&needle)
+                || r.key.filename.to_lowercase().contains(&needle)
+        })
+        .collect();
+    rows.sort_by(|a, b| compare(s.sort, s.descending, a, b));
+    rows.into_iter().map(|r| r.key.clone()).collect()
+}
+
+fn keys<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<FrameSel> {
+    rows.into_iter().map(|r| r.key.clone()).collect()
+}
+
+#[test]
+fn windows_and_the_cursor_are_those_of_a_full_sort() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut s = State::new(
+        TargetInfo::default(),
+        true,
+        SampleFilter::default(),
+        Duration::from_secs(1),
+    );
+    for round in 0..200 {
+        let n = rng.next(400) as usize;
+        let (before, was) = (s.cursor, s.selected.clone());
+        s.set_data(ViewData {
+            rows: random_rows(&mut rng, n),
+            ..Default::default()
+        });
+        // A sort key change, or a filter, now and then.
+        match round % 4 {
+            0 => {
+                let k = SortKey::ALL[rng.next(5) as usize];
+                s.apply(Action::Sort(k));
+            }
+            1 => {
+                s.apply(Action::FilterCancel);
+                s.apply(Action::FilterChar(char::from(b'0' + rng.next(3) as u8)));
+            }
+            _ => {}
+        }
+        let want = fully_sorted(&s);
+        assert_eq!(s.visible_len(), want.len());
+        if round % 4 > 1 && was.as_ref().is_none_or(|k| !want.contains(k)) {
+            // Its row gone, the cursor stays where it was, within the rows there are.
+            assert_eq!(
+                s.cursor,
+                before.min(want.len().saturating_sub(1)),
+                "round {round}"
+            );
+        }
+        // Where the cursor went: the row it was on, wherever that now ranks; else clamped.
+        if let Some(sel) = &s.selected {
+            assert_eq!(
+                want.get(s.cursor),
+                Some(sel),
+                "round {round}: the cursor's row"
+            );
+        } else {
+            assert!(want.is_empty());
+        }
+        // Pages looked at in any order, beyond the first too: each as a full sort has it.
+        for _ in 0..4 {
+            let first = rng.next(n as u64 + 10) as usize;
+            let len = 1 + rng.next(50) as usize;
+            let end = (first + len).min(want.len());
+            let got = keys(s.rows(first, len));
+            assert_eq!(
+                got,
+                want[first.min(end)..end],
+                "round {round}: {first}+{len}"
+            );
+        }
+        assert_eq!(keys(s.visible()), want, "round {round}: every row");
+        // The cursor somewhere else before the next data.
+        s.apply(Action::Move(rng.next(60) as i32 - 20));
+        let at = s.cursor;
+        assert_eq!(s.selected.as_ref(), want.get(at), "round {round}: moved");
+    }
+}
