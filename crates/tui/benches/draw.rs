@@ -22,19 +22,29 @@ use strobe_tui::data::{Collector, FrameSel, Query, Row, ViewData};
 use strobe_tui::state::{State, TargetInfo};
 use strobe_tui::view::{render, Scratch};
 
-fn data(rows: usize, round: u64) -> ViewData {
+/// The keys of `rows` functions, made once: the collector copies each name once for the run and
+/// every view shares it.
+fn keys(rows: usize) -> Vec<FrameSel> {
+    (0..rows)
+        .map(|i| {
+            FrameSel::python(
+                &format!("package.module{}.Class.method_{i}", i % 37),
+                &format!("/srv/app/pkg/module_{}.py", i % 40),
+                None,
+            )
+        })
+        .collect()
+}
+
+fn data(keys: &[FrameSel], round: u64) -> ViewData {
     let count = |ms: u64| Count {
         samples: ms / 10,
         weight_ns: ms * 1_000_000,
     };
     ViewData {
-        rows: (0..rows as u64)
-            .map(|i| Row {
-                key: FrameSel::python(
-                    &format!("package.module{}.Class.method_{i}", i % 37),
-                    &format!("/srv/app/pkg/module_{}.py", i % 40),
-                    None,
-                ),
+        rows: (keys.iter().zip(0u64..))
+            .map(|(key, i)| Row {
+                key: key.clone(),
                 interval_own: count(1 + (i * 7 + round) % 97),
                 interval_total: count(100 + (i * 13 + round) % 901),
                 cumulative_own: count(1000 + i + round * 10),
@@ -118,7 +128,8 @@ fn main() {
         let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("test backend");
         let mut scratch = Scratch::default();
         let rounds = 200;
-        let datas: Vec<ViewData> = (0..rounds).map(|r| data(rows, r)).collect();
+        let keys = keys(rows);
+        let datas: Vec<ViewData> = (0..rounds).map(|r| data(&keys, r)).collect();
         let mut spent = Duration::ZERO;
         let mut taking = Duration::ZERO;
         for d in datas {
@@ -131,10 +142,13 @@ fn main() {
                 .expect("draw");
             spent += cpu_now().saturating_sub(start);
         }
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / rounds as f64;
         println!(
-            "{rows:>5} rows: {:>7.1} µs of CPU per draw (200×50), {:>7.1} µs to take the data",
-            spent.as_secs_f64() * 1e6 / rounds as f64,
-            taking.as_secs_f64() * 1e6 / rounds as f64
+            "{rows:>5} rows: {:>7.1} µs of CPU per draw (200×50), {:>7.1} µs to take the data, \
+             {:>7.1} µs both",
+            per(spent),
+            per(taking),
+            per(spent + taking)
         );
     }
 }

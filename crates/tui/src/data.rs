@@ -19,6 +19,7 @@
 //! which [`tree`] builds the call tree of one function; [`thread`] runs a collector on its own
 //! thread and serves views to the event loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strobe_aggregate::{Count, FrameKind, SampleFilter};
@@ -32,27 +33,28 @@ pub use collector::Collector;
 pub use kept::{KeptStacks, KEPT_STACK_BYTES};
 pub use thread::{spawn, CollectorGone, CollectorHandle};
 
-/// One function (or function and line), the key of a table row.
+/// One function (or function and line), the key of a table row. The names are shared: the
+/// collector copies each once for the whole run, and every view showing it holds the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FrameSel {
     /// Function name.
-    pub function: String,
+    pub function: Arc<str>,
     /// File name (for native frames, the source file from DWARF, or empty).
-    pub filename: String,
+    pub filename: Arc<str>,
     /// Line, `None` when grouping by function.
     pub line: Option<i32>,
     /// What the frame is.
     pub kind: FrameKind,
     /// Native frames: the shared object's path.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
 }
 
 impl FrameSel {
     /// A Python function (or line).
     pub fn python(function: &str, filename: &str, line: Option<i32>) -> FrameSel {
         FrameSel {
-            function: function.to_string(),
-            filename: filename.to_string(),
+            function: function.into(),
+            filename: filename.into(),
             line,
             kind: FrameKind::Python,
             module: None,
@@ -69,7 +71,7 @@ impl FrameSel {
                 None => format!("{} ({file})", self.function),
             },
             FrameKind::Native => {
-                let mut s = self.function.clone();
+                let mut s = self.function.to_string();
                 if let Some(m) = &self.module {
                     s.push_str(&format!(" ({})", short_file(m)));
                 }
@@ -82,7 +84,7 @@ impl FrameSel {
                 s
             }
             FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {
-                self.function.clone()
+                self.function.to_string()
             }
         }
     }

@@ -571,7 +571,8 @@ fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
     } else {
         primary
     };
-    // Ties: the bigger cumulative total first, then by name, so the order is stable.
+    // Ties: the bigger cumulative total first, then by name, then by kind and shared object
+    // (no two rows have the same key), so the order depends on nothing but the rows.
     primary
         .then(
             b.cumulative_total
@@ -580,6 +581,7 @@ fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
         )
         .then(b.cumulative_own.weight_ns.cmp(&a.cumulative_own.weight_ns))
         .then_with(|| name(a).cmp(&name(b)))
+        .then_with(|| (a.key.kind, &a.key.module).cmp(&(b.key.kind, &b.key.module)))
 }
 
 /// `part` as a percentage of `whole` (0 when the whole is empty).

@@ -3,11 +3,12 @@
 //! [`ViewData`] computed from them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
     AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, FxBuild, SampleFlags,
-    Tables, ThreadId,
+    StrId, Tables, ThreadId,
 };
 
 use super::kept::{KeptStacks, KEPT_STACK_BYTES};
@@ -31,6 +32,29 @@ pub struct Collector {
     reset_at: Instant,
     received: u64,
     error: Option<String>,
+    /// The names rows carry, by interned id.
+    names: Names,
+    /// Rows in the last view: the next one reserves as many.
+    last_rows: usize,
+}
+
+/// Each interned name as rows carry it: copied once for the whole run (the tables never forget
+/// a string), then shared by every view that shows it, so that a refresh copies no name.
+#[derive(Debug, Default)]
+struct Names(Vec<Option<Arc<str>>>);
+
+impl Names {
+    fn get(&mut self, tables: &Tables, id: StrId) -> Arc<str> {
+        let i = id.index();
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        match self.0.get_mut(i) {
+            Some(Some(name)) => name.clone(),
+            Some(slot) => slot.insert(tables.str(id).into()).clone(),
+            None => tables.str(id).into(),
+        }
+    }
 }
 
 impl Collector {
@@ -54,6 +78,8 @@ impl Collector {
             reset_at: now,
             received: 0,
             error: None,
+            names: Names::default(),
+            last_rows: 0,
         }
     }
 
@@ -129,50 +155,65 @@ impl Collector {
             hide_exceptions: !q.filter.exception_only,
         };
         let tables = self.agg.tables();
-        let since_reset = [&self.closed, &self.current];
-        let (cumulative, cumulative_total) = FrameFold::breakdown_of(&since_reset, tables, &opts);
-        let (interval, interval_total) = FrameFold::breakdown_of(&[&self.last], tables, &opts);
-
-        let sel = |st: &FrameStat| FrameSel {
-            function: tables.str(st.function).to_string(),
-            filename: tables.str(st.filename).to_string(),
+        let keeps = |thread: ThreadId, flags: SampleFlags| accepts(&opts, tables, thread, flags);
+        let names = &mut self.names;
+        let mut sel = |st: &FrameStat| FrameSel {
+            function: names.get(tables, st.function),
+            filename: names.get(tables, st.filename),
             line: st.line,
             kind: st.kind,
-            module: st.module.map(|m| tables.str(m).to_string()),
+            module: st.module.map(|m| names.get(tables, m)),
         };
-        // Rows found again by the interned ids of their names: no string is copied or hashed
-        // for that, and each row's names are copied once, into its key.
+        // One pass over the folds, rows found again by the interned ids of their names: no
+        // string is copied or hashed for that, no name is copied at all once seen, and the
+        // rows are left unsorted (the view puts in order only the rows it shows).
         let ids = |st: &FrameStat| (st.function, st.filename, st.line, st.kind, st.module);
-        let mut index = HashMap::with_capacity_and_hasher(cumulative.len(), FxBuild);
-        let mut rows: Vec<Row> = Vec::with_capacity(cumulative.len());
-        for st in &cumulative {
-            index.insert(ids(st), rows.len());
-            rows.push(Row {
-                key: sel(st),
-                interval_own: Count::default(),
-                interval_total: Count::default(),
-                cumulative_own: st.own,
-                cumulative_total: st.total,
-            });
-        }
-        for st in &interval {
-            // The last interval is part of "since reset", so the row exists; a row is added
-            // anyway rather than trusting that.
-            let i = *index.entry(ids(st)).or_insert_with(|| {
-                rows.push(Row {
-                    key: sel(st),
-                    interval_own: Count::default(),
-                    interval_total: Count::default(),
-                    cumulative_own: Count::default(),
-                    cumulative_total: Count::default(),
+        let mut index = HashMap::with_capacity_and_hasher(self.last_rows, FxBuild);
+        let mut rows: Vec<Row> = Vec::with_capacity(self.last_rows);
+        let (mut cumulative_total, mut interval_total) = (Count::default(), Count::default());
+        // The last interval is part of "since reset": counted on its own, not again.
+        let parts = [
+            (&self.closed, true),
+            (&self.current, true),
+            (&self.last, false),
+        ];
+        for (fold, since_reset) in parts {
+            for (thread, flags, c) in fold.samples() {
+                if keeps(thread, flags) {
+                    let total = if since_reset {
+                        &mut cumulative_total
+                    } else {
+                        &mut interval_total
+                    };
+                    total.add(c);
+                }
+            }
+            for (thread, flags, st) in fold.frames(opts.by_function, opts.hide_exceptions) {
+                if !keeps(thread, flags) {
+                    continue;
+                }
+                let i = *index.entry(ids(&st)).or_insert_with(|| {
+                    rows.push(Row {
+                        key: sel(&st),
+                        interval_own: Count::default(),
+                        interval_total: Count::default(),
+                        cumulative_own: Count::default(),
+                        cumulative_total: Count::default(),
+                    });
+                    rows.len() - 1
                 });
-                rows.len() - 1
-            });
-            if let Some(r) = rows.get_mut(i) {
-                r.interval_own = st.own;
-                r.interval_total = st.total;
+                if let Some(r) = rows.get_mut(i) {
+                    let (own, total) = if since_reset {
+                        (&mut r.cumulative_own, &mut r.cumulative_total)
+                    } else {
+                        (&mut r.interval_own, &mut r.interval_total)
+                    };
+                    own.add(st.own);
+                    total.add(st.total);
+                }
             }
         }
+        self.last_rows = rows.len();
 
         let tree = q.focus.as_ref().map(|f| {
             let exact = rows
@@ -182,6 +223,7 @@ impl Collector {
             call_tree(&self.kept, tables, &opts, f, exact, cumulative_total)
         });
         let shares = shares(&self.last, tables, q.os_tid);
+        let since_reset = [&self.closed, &self.current];
         ViewData {
             rows,
             interval_total,

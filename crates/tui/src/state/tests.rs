@@ -52,7 +52,7 @@ fn state() -> State {
 }
 
 fn names(s: &State) -> Vec<&str> {
-    s.visible().map(|r| r.key.function.as_str()).collect()
+    s.visible().map(|r| &*r.key.function).collect()
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn filter_matches_function_or_file_and_cancel_clears() {
 fn cursor_follows_its_row_across_refreshes() {
     let mut s = state();
     s.apply(Action::Move(1));
-    assert_eq!(s.selected.as_ref().unwrap().function, "gamma");
+    assert_eq!(&*s.selected.as_ref().unwrap().function, "gamma");
     // New data where gamma moved to the top.
     let mut d = s.data.clone();
     d.rows[2].interval_own = c(500);
@@ -121,7 +121,7 @@ fn cursor_follows_its_row_across_refreshes() {
     d.rows.truncate(1);
     s.set_data(d);
     assert_eq!(s.cursor, 0);
-    assert_eq!(s.selected.as_ref().unwrap().function, "alpha");
+    assert_eq!(&*s.selected.as_ref().unwrap().function, "alpha");
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn tree_focuses_the_selected_row_and_back_closes_it() {
     assert_eq!(s.query().focus, None);
     assert_eq!(s.apply(Action::TreeOpen), Effect::Refetch);
     assert_eq!(s.mode, Mode::Tree(0));
-    assert_eq!(s.query().focus.unwrap().function, "beta");
+    assert_eq!(&*s.query().focus.unwrap().function, "beta");
     s.apply(Action::Move(3));
     assert_eq!(s.mode, Mode::Tree(3));
     s.apply(Action::Back);
@@ -309,4 +309,26 @@ fn windows_and_the_cursor_are_those_of_a_full_sort() {
         let at = s.cursor;
         assert_eq!(s.selected.as_ref(), want.get(at), "round {round}: moved");
     }
+}
+
+#[test]
+fn rows_alike_but_for_their_kind_keep_one_order_whatever_order_they_come_in() {
+    let mut native = row("f", 10, 10, 10, 10);
+    native.key.kind = strobe_aggregate::FrameKind::Native;
+    native.key.module = Some("libx.so".into());
+    let python = row("f", 10, 10, 10, 10);
+    let mut s = state();
+    let mut orders = Vec::new();
+    for rows in [
+        vec![native.clone(), python.clone()],
+        vec![python.clone(), native.clone()],
+    ] {
+        s.set_data(ViewData {
+            rows,
+            ..Default::default()
+        });
+        orders.push(keys(s.visible()));
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[0][0].kind, strobe_aggregate::FrameKind::Python);
 }
