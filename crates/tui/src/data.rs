@@ -26,6 +26,7 @@ use strobe_aggregate::{Count, FrameKind, SampleFilter};
 
 pub mod collector;
 pub mod kept;
+mod table;
 pub mod thread;
 pub mod tree;
 
@@ -212,3 +213,5 @@ pub struct ViewData {
 mod tests;
 #[cfg(test)]
 mod tests_live;
+#[cfg(test)]
+mod tests_table;

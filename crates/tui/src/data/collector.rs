@@ -3,17 +3,16 @@
 //! [`ViewData`] computed from them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, FxBuild, SampleFlags,
-    StrId, Tables, ThreadId,
+    AggregatorSide, BreakdownOptions, FrameFold, FrameKind, SampleFlags, Tables, ThreadId,
 };
 
 use super::kept::{KeptStacks, KEPT_STACK_BYTES};
+use super::table::{Names, RowTable, Rows};
 use super::tree::call_tree;
-use super::{FrameSel, Query, Row, ThreadRow, ViewData};
+use super::{Query, ThreadRow, ViewData};
 
 /// Owns the aggregator's end of the pipeline and the counts the view is computed from.
 #[derive(Debug)]
@@ -34,27 +33,10 @@ pub struct Collector {
     error: Option<String>,
     /// The names rows carry, by interned id.
     names: Names,
-    /// Rows in the last view: the next one reserves as many.
-    last_rows: usize,
-}
-
-/// Each interned name as rows carry it: copied once for the whole run (the tables never forget
-/// a string), then shared by every view that shows it, so that a refresh copies no name.
-#[derive(Debug, Default)]
-struct Names(Vec<Option<Arc<str>>>);
-
-impl Names {
-    fn get(&mut self, tables: &Tables, id: StrId) -> Arc<str> {
-        let i = id.index();
-        if self.0.len() <= i {
-            self.0.resize(i + 1, None);
-        }
-        match self.0.get_mut(i) {
-            Some(Some(name)) => name.clone(),
-            Some(slot) => slot.insert(tables.str(id).into()).clone(),
-            None => tables.str(id).into(),
-        }
-    }
+    /// Intervals closed since the start.
+    closed_intervals: u64,
+    /// The rows of the last query, as of the intervals closed then.
+    table: Option<RowTable>,
 }
 
 impl Collector {
@@ -79,7 +61,8 @@ impl Collector {
             received: 0,
             error: None,
             names: Names::default(),
-            last_rows: 0,
+            closed_intervals: 0,
+            table: None,
         }
     }
 
@@ -115,6 +98,7 @@ impl Collector {
         self.last = std::mem::replace(&mut self.current, fold());
         self.last_interval = now.saturating_duration_since(self.interval_start);
         self.interval_start = now;
+        self.closed_intervals += 1;
     }
 
     /// Forgets everything counted so far (the received-samples counter stays).
@@ -122,6 +106,7 @@ impl Collector {
         self.closed = fold();
         self.current = fold();
         self.last = fold();
+        self.table = None;
         self.kept = KeptStacks::new(self.kept.budget());
         self.last_interval = Duration::ZERO;
         self.interval_start = now;
@@ -155,65 +140,27 @@ impl Collector {
             hide_exceptions: !q.filter.exception_only,
         };
         let tables = self.agg.tables();
-        let keeps = |thread: ThreadId, flags: SampleFlags| accepts(&opts, tables, thread, flags);
-        let names = &mut self.names;
-        let mut sel = |st: &FrameStat| FrameSel {
-            function: names.get(tables, st.function),
-            filename: names.get(tables, st.filename),
-            line: st.line,
-            kind: st.kind,
-            module: st.module.map(|m| names.get(tables, m)),
+        let closed = self.closed_intervals;
+        let table = match self.table.take() {
+            Some(mut t) if t.fits(&opts, closed) => {
+                t.close(closed, &self.last, tables, &mut self.names);
+                t
+            }
+            _ => RowTable::build(
+                opts,
+                closed,
+                &self.closed,
+                &self.last,
+                tables,
+                &mut self.names,
+            ),
         };
-        // One pass over the folds, rows found again by the interned ids of their names: no
-        // string is copied or hashed for that, no name is copied at all once seen, and the
-        // rows are left unsorted (the view puts in order only the rows it shows).
-        let ids = |st: &FrameStat| (st.function, st.filename, st.line, st.kind, st.module);
-        let mut index = HashMap::with_capacity_and_hasher(self.last_rows, FxBuild);
-        let mut rows: Vec<Row> = Vec::with_capacity(self.last_rows);
-        let (mut cumulative_total, mut interval_total) = (Count::default(), Count::default());
-        // The last interval is part of "since reset": counted on its own, not again.
-        let parts = [
-            (&self.closed, true),
-            (&self.current, true),
-            (&self.last, false),
-        ];
-        for (fold, since_reset) in parts {
-            for (thread, flags, c) in fold.samples() {
-                if keeps(thread, flags) {
-                    let total = if since_reset {
-                        &mut cumulative_total
-                    } else {
-                        &mut interval_total
-                    };
-                    total.add(c);
-                }
-            }
-            for (thread, flags, st) in fold.frames(opts.by_function, opts.hide_exceptions) {
-                if !keeps(thread, flags) {
-                    continue;
-                }
-                let i = *index.entry(ids(&st)).or_insert_with(|| {
-                    rows.push(Row {
-                        key: sel(&st),
-                        interval_own: Count::default(),
-                        interval_total: Count::default(),
-                        cumulative_own: Count::default(),
-                        cumulative_total: Count::default(),
-                    });
-                    rows.len() - 1
-                });
-                if let Some(r) = rows.get_mut(i) {
-                    let (own, total) = if since_reset {
-                        (&mut r.cumulative_own, &mut r.cumulative_total)
-                    } else {
-                        (&mut r.interval_own, &mut r.interval_total)
-                    };
-                    own.add(st.own);
-                    total.add(st.total);
-                }
-            }
-        }
-        self.last_rows = rows.len();
+        let Rows {
+            rows,
+            cumulative_total,
+            interval_total,
+        } = table.view(&self.current, tables, &mut self.names);
+        self.table = Some(table);
 
         let tree = q.focus.as_ref().map(|f| {
             let exact = rows
