@@ -223,9 +223,9 @@ pub struct State {
     pub selected: Option<FrameSel>,
     /// The frame the open call tree is about.
     pub focus: Option<FrameSel>,
-    /// Indexes into `data.rows`, filtered, and sorted only as far as they were looked at
+    /// The rows of `data.rows` that pass the filter, sorted only as far as they were looked at
     /// (the rows on screen and the cursor's): looking is not a change, hence the cell.
-    visible: RefCell<Order>,
+    visible: RefCell<Order<Ranked>>,
 }
 
 impl State {
@@ -255,7 +255,7 @@ impl State {
             cursor: 0,
             selected: None,
             focus: None,
-            visible: RefCell::default(),
+            visible: RefCell::new(Order::new(Vec::new())),
         }
     }
 
@@ -308,7 +308,7 @@ impl State {
                 by(self.sort, self.descending, rows),
             )
             .iter()
-            .filter_map(|&i| rows.get(i))
+            .filter_map(|k| rows.get(k.row))
             .collect()
     }
 
@@ -344,25 +344,24 @@ impl State {
     fn recompute(&mut self) {
         let needle = self.filter.to_lowercase();
         let rows = &self.data.rows;
-        let visible: Vec<usize> = (0..rows.len())
-            .filter(|&i| {
+        let (sort, descending) = (self.sort, self.descending);
+        let visible: Vec<Ranked> = (rows.iter().enumerate())
+            .filter(|(_, r)| {
                 needle.is_empty()
-                    || rows.get(i).is_some_and(|r| {
-                        r.key.function.to_lowercase().contains(&needle)
-                            || r.key.filename.to_lowercase().contains(&needle)
-                    })
+                    || r.key.function.to_lowercase().contains(&needle)
+                    || r.key.filename.to_lowercase().contains(&needle)
             })
+            .map(|(row, r)| Ranked::new(sort, descending, r, row))
             .collect();
         // The cursor's row found again by its rank (the rows ranking before it, counted): no
         // sort needed.
-        let cmp = by(self.sort, self.descending, rows);
+        let cmp = by(sort, descending, rows);
         let found = self.selected.as_ref().and_then(|sel| {
             let row = visible
                 .iter()
-                .copied()
-                .filter(|&i| rows.get(i).is_some_and(|r| &r.key == sel))
-                .min_by(&cmp)?;
-            Some(visible.iter().filter(|&i| cmp(i, &row).is_lt()).count())
+                .filter(|k| rows.get(k.row).is_some_and(|r| &r.key == sel))
+                .min_by(|a, b| cmp(a, b))?;
+            Some(visible.iter().filter(|k| cmp(k, row).is_lt()).count())
         });
         self.visible = RefCell::new(Order::new(visible));
         match found {
@@ -546,15 +545,45 @@ impl State {
     }
 }
 
-/// The order of the rows `rows[a]`, `rows[b]` under `sort`: [`compare`], then the index
-/// (what a stable sort of the indexes in ascending order gives), so no two rows are equal.
-fn by(sort: SortKey, descending: bool, rows: &[Row]) -> impl Fn(&usize, &usize) -> Ordering + '_ {
-    move |&a, &b| {
-        match (rows.get(a), rows.get(b)) {
-            (Some(x), Some(y)) => compare(sort, descending, x, y),
-            _ => Ordering::Equal,
-        }
-        .then(a.cmp(&b))
+/// A row to order, with the numbers its order starts with, so that most comparisons read
+/// neither the row nor its names: under a numeric sort, the sort column (its direction
+/// applied), then the cumulative total and own time, bigger first, as [`compare`] starts;
+/// under [`SortKey::Name`], nothing (the names come first there).
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    first: [u64; 3],
+    row: usize,
+}
+
+impl Ranked {
+    fn new(sort: SortKey, descending: bool, r: &Row, row: usize) -> Ranked {
+        let first = match sort {
+            SortKey::Name => [0; 3],
+            k => {
+                let v = k.value(r);
+                [
+                    if descending { u64::MAX - v } else { v },
+                    u64::MAX - r.cumulative_total.weight_ns,
+                    u64::MAX - r.cumulative_own.weight_ns,
+                ]
+            }
+        };
+        Ranked { first, row }
+    }
+}
+
+/// The order of two rows of `rows` under `sort`: [`compare`] (its first numbers from
+/// [`Ranked`]), then the index (what a stable sort of the indexes in ascending order gives),
+/// so no two rows are equal.
+fn by(sort: SortKey, descending: bool, rows: &[Row]) -> impl Fn(&Ranked, &Ranked) -> Ordering + '_ {
+    move |a, b| {
+        a.first.cmp(&b.first).then_with(|| {
+            match (rows.get(a.row), rows.get(b.row)) {
+                (Some(x), Some(y)) => compare(sort, descending, x, y),
+                _ => Ordering::Equal,
+            }
+            .then(a.row.cmp(&b.row))
+        })
     }
 }
 

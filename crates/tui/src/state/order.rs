@@ -1,4 +1,4 @@
-//! [`Order`]: the filtered rows' indexes, put in order only as far as they are looked at.
+//! [`Order`]: the filtered rows, put in order only as far as they are looked at.
 //!
 //! A program can have thousands of functions and the table shows about fifty: sorting them
 //! all at every refresh cost more than drawing the screen. An `Order` keeps one range of
@@ -10,19 +10,20 @@
 
 use std::cmp::Ordering;
 
-/// Row indexes, in order within `lo..hi`. See the module documentation.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Order {
-    idx: Vec<usize>,
+/// Rows (indexes, or sort keys with their index), in order within `lo..hi`. See the module
+/// documentation.
+#[derive(Debug, Clone)]
+pub(crate) struct Order<T> {
+    idx: Vec<T>,
     lo: usize,
     hi: usize,
     /// Whether `lo..hi` was placed yet (before that, nothing is known of the order).
     placed: bool,
 }
 
-impl Order {
+impl<T> Order<T> {
     /// The rows `idx`, in no known order.
-    pub(crate) fn new(idx: Vec<usize>) -> Order {
+    pub(crate) fn new(idx: Vec<T>) -> Order<T> {
         Order {
             idx,
             lo: 0,
@@ -42,8 +43,8 @@ impl Order {
         &mut self,
         from: usize,
         to: usize,
-        mut cmp: impl FnMut(&usize, &usize) -> Ordering,
-    ) -> &[usize] {
+        mut cmp: impl FnMut(&T, &T) -> Ordering,
+    ) -> &[T] {
         let to = to.min(self.idx.len());
         let from = from.min(to);
         if from == to {
