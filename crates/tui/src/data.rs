@@ -7,15 +7,18 @@
 //! flags and function or line: memory grows with distinct frames, not stacks) and into the
 //! heaviest stacks kept for the call tree ([`KeptStacks`]). [`Collector::advance`] closes the
 //! interval and adds it to the fold since the start (or the last reset), and
-//! [`Collector::view`] turns the folds into owned [`ViewData`]
-//! ([`FrameFold::breakdown_of`](strobe_aggregate::FrameFold::breakdown_of) gives what
-//! [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) would for the same samples), so
-//! the view can be regrouped or refiltered at any moment without losing the interval it shows.
+//! [`Collector::view`] turns the folds into owned [`ViewData`] (the same counts
+//! [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) would give for the same samples),
+//! so the view can be regrouped or refiltered at any moment without losing the interval it
+//! shows. The table's rows of the last query are kept between refreshes and brought up to date
+//! with the interval just closed (`table`), so a refresh touches the functions sampled lately,
+//! not every function seen since the start.
 //! Nothing here touches a terminal; [`spawn`] runs a collector on its own thread so that a slow
 //! terminal never delays draining the sampler's queue.
 //!
 //! The parts: this module holds the view's data model; [`collector`] folds samples into counts
-//! and computes views from them; [`kept`] keeps the heaviest whole stacks within a budget, from
+//! and computes views from them; `table` keeps the rows of the last query between refreshes;
+//! [`kept`] keeps the heaviest whole stacks within a budget, from
 //! which [`tree`] builds the call tree of one function; [`thread`] runs a collector on its own
 //! thread and serves views to the event loop.
 

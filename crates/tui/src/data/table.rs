@@ -113,8 +113,8 @@ impl RowTable {
             interval_total: Count::default(),
             in_interval: Vec::new(),
         };
-        t.add(since_reset, Part::SinceReset, tables, names);
-        t.add(last, Part::Interval, tables, names);
+        t.add(since_reset, &[Part::SinceReset], tables, names);
+        t.add(last, &[Part::Interval], tables, names);
         t
     }
 
@@ -138,21 +138,21 @@ impl RowTable {
         }
         self.in_interval.clear();
         self.interval_total = Count::default();
-        self.add(last, Part::SinceReset, tables, n);
-        self.add(last, Part::Interval, tables, n);
+        self.add(last, &[Part::SinceReset, Part::Interval], tables, n);
         self.closed = closed;
     }
 
-    /// Adds what `fold` counted under the table's query to the columns of `part`.
-    fn add(&mut self, fold: &FrameFold, part: Part, tables: &Tables, names: &mut Names) {
+    /// Adds what `fold` counted under the table's query to the columns of each of `parts`.
+    fn add(&mut self, fold: &FrameFold, parts: &[Part], tables: &Tables, names: &mut Names) {
         let opts = &self.opts;
-        let total = match part {
-            Part::SinceReset => &mut self.cumulative_total,
-            Part::Interval => &mut self.interval_total,
-        };
         for (thread, flags, c) in fold.samples() {
             if accepts(opts, tables, thread, flags) {
-                total.add(c);
+                for part in parts {
+                    match part {
+                        Part::SinceReset => self.cumulative_total.add(c),
+                        Part::Interval => self.interval_total.add(c),
+                    }
+                }
             }
         }
         for (thread, flags, st) in fold.frames(opts.by_function, opts.hide_exceptions) {
@@ -167,10 +167,12 @@ impl RowTable {
             let Some(r) = rows.get_mut(i) else {
                 continue;
             };
-            if part == Part::Interval && r.interval_total.is_zero() {
-                self.in_interval.push(i);
+            for &part in parts {
+                if part == Part::Interval && r.interval_total.is_zero() {
+                    self.in_interval.push(i);
+                }
+                credit(r, part, &st);
             }
-            credit(r, part, &st);
         }
     }
 
