@@ -95,7 +95,9 @@ impl Collector {
     /// Closes the interval in progress: it becomes "the last interval".
     pub fn advance(&mut self, now: Instant) {
         self.closed.merge(&self.current);
-        self.last = std::mem::replace(&mut self.current, fold());
+        // The interval before becomes the one in progress, emptied: its memory is reused.
+        std::mem::swap(&mut self.last, &mut self.current);
+        self.current.clear();
         self.last_interval = now.saturating_duration_since(self.interval_start);
         self.interval_start = now;
         self.closed_intervals += 1;
