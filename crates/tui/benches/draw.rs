@@ -1,11 +1,16 @@
 //! What one refresh of `strobe top` costs, by the number of rows the data has: the aggregator
-//! thread's view of its counts, and the redraw of the table.
+//! thread's view of its counts, the view taking the new data, and the redraw of the table.
 //!
-//! `cargo bench -p strobe-tui --bench draw` renders the view of a program with 16, 500 and
-//! 5,000 functions (or lines) into an in-memory 200×50 terminal, the size `top`'s CPU
-//! figures in docs/PERFORMANCE.md were measured at, and prints the CPU time per draw: ratatui's
-//! render of the frame and its diff against the previous one, as at every refresh (every
-//! number changes between two refreshes, so each draw is given new counts).
+//! `cargo bench -p strobe-tui --bench draw` prints the thread CPU time of:
+//! - the aggregator's view (`Collector::advance` and `Collector::view`) of 16, 500 and 5,000
+//!   functions, every function sampled every refresh, and of 500 and 5,000 with 100 samples a
+//!   refresh (`top`'s defaults: 100 Hz, a refresh a second);
+//! - the view taking new data (`State::set_data`: filter, the cursor's row found again) and
+//!   drawing it into an in-memory 200×50 terminal, the size `top`'s CPU figures in
+//!   docs/PERFORMANCE.md were measured at: ratatui's render of the frame (with the rows shown
+//!   put in order) and its diff against the previous one. Every number changes between two
+//!   refreshes, so each draw is given new counts; the names are made once and shared, as the
+//!   collector does.
 
 #![allow(clippy::expect_used)]
 
