@@ -144,26 +144,17 @@ impl RowTable {
 
     /// Adds what `fold` counted under the table's query to the columns of each of `parts`.
     fn add(&mut self, fold: &FrameFold, parts: &[Part], tables: &Tables, names: &mut Names) {
-        let opts = &self.opts;
-        for (thread, flags, c) in fold.samples() {
-            if accepts(opts, tables, thread, flags) {
-                for part in parts {
-                    match part {
-                        Part::SinceReset => self.cumulative_total.add(c),
-                        Part::Interval => self.interval_total.add(c),
-                    }
-                }
+        let total = total_of(&self.opts, fold, tables);
+        for part in parts {
+            match part {
+                Part::SinceReset => self.cumulative_total.add(total),
+                Part::Interval => self.interval_total.add(total),
             }
         }
-        for (thread, flags, st) in fold.frames(opts.by_function, opts.hide_exceptions) {
-            if !accepts(opts, tables, thread, flags) {
-                continue;
-            }
+        for st in frames_of(&self.opts, fold, tables) {
             let rows = &mut self.rows;
-            let i = *self.index.entry(ids(&st)).or_insert_with(|| {
-                rows.push(names.row(tables, &st));
-                rows.len() - 1
-            });
+            let i =
+                *(self.index.entry(ids(&st))).or_insert_with(|| push_row(rows, names, tables, &st));
             let Some(r) = rows.get_mut(i) else {
                 continue;
             };
@@ -182,25 +173,15 @@ impl RowTable {
         let mut rows = self.rows.clone();
         let mut cumulative_total = self.cumulative_total;
         if !current.is_empty() {
-            let opts = &self.opts;
-            for (thread, flags, c) in current.samples() {
-                if accepts(opts, tables, thread, flags) {
-                    cumulative_total.add(c);
-                }
-            }
+            cumulative_total.add(total_of(&self.opts, current, tables));
             // Frames first seen in the interval in progress have no row in the table.
             let mut added: HashMap<Ids, usize, FxBuild> = HashMap::default();
-            for (thread, flags, st) in current.frames(opts.by_function, opts.hide_exceptions) {
-                if !accepts(opts, tables, thread, flags) {
-                    continue;
-                }
+            for st in frames_of(&self.opts, current, tables) {
                 let key = ids(&st);
                 let i = match self.index.get(&key) {
                     Some(&i) => i,
-                    None => *added.entry(key).or_insert_with(|| {
-                        rows.push(names.row(tables, &st));
-                        rows.len() - 1
-                    }),
+                    None => *(added.entry(key))
+                        .or_insert_with(|| push_row(&mut rows, names, tables, &st)),
                 };
                 if let Some(r) = rows.get_mut(i) {
                     credit(r, Part::SinceReset, &st);
@@ -213,6 +194,34 @@ impl RowTable {
             interval_total: self.interval_total,
         }
     }
+}
+
+/// All the samples `fold` counted that `opts` keeps.
+fn total_of(opts: &BreakdownOptions, fold: &FrameFold, tables: &Tables) -> Count {
+    let mut total = Count::default();
+    for (thread, flags, c) in fold.samples() {
+        if accepts(opts, tables, thread, flags) {
+            total.add(c);
+        }
+    }
+    total
+}
+
+/// The frames `fold` counted in the samples `opts` keeps, grouped as `opts` says.
+fn frames_of<'a>(
+    opts: &'a BreakdownOptions,
+    fold: &'a FrameFold,
+    tables: &'a Tables,
+) -> impl Iterator<Item = FrameStat> + 'a {
+    (fold.frames(opts.by_function, opts.hide_exceptions))
+        .filter(move |(thread, flags, _)| accepts(opts, tables, *thread, *flags))
+        .map(|(.., st)| st)
+}
+
+/// A new row for `st`, at the end of `rows`: its index.
+fn push_row(rows: &mut Vec<Row>, names: &mut Names, tables: &Tables, st: &FrameStat) -> usize {
+    rows.push(names.row(tables, st));
+    rows.len() - 1
 }
 
 /// Adds `st`'s own and total counts to `r`'s columns of `part`.

@@ -26,17 +26,7 @@ const NAMES: [&str; 12] = [
     "main", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k",
 ];
 
-/// xorshift64: reproducible data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
+use crate::test_rng::Rng;
 
 fn random_query(rng: &mut Rng) -> Query {
     Query {

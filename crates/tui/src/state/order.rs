@@ -87,17 +87,7 @@ impl<T> Order<T> {
 mod tests {
     use super::*;
 
-    /// xorshift64: reproducible data without a dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self, below: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % below
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Keys with many ties, ordered by key then index (a total order).
     fn check(keys: &[u64], windows: &[(usize, usize)]) {

@@ -199,17 +199,7 @@ fn percentages() {
     assert_eq!(percent(c(25), Count::default()), 0.0);
 }
 
-/// xorshift64: reproducible data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
+use crate::test_rng::Rng;
 
 /// `n` rows with few distinct counts and names, so that ties are everywhere, down to rows
 /// whose sort keys are all equal (same names, another kind of frame).
