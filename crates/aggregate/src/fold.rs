@@ -159,6 +159,15 @@ impl FrameFold {
         }
     }
 
+    /// Forgets every count and keeps the memory: a fold reused for the next interval does not
+    /// grow its tables again from nothing.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.entries.clear();
+        self.marks.clear();
+        self.samples.clear();
+    }
+
     /// Every sample counted, by thread and flags.
     pub fn samples(&self) -> impl Iterator<Item = (ThreadId, SampleFlags, Count)> + '_ {
         self.samples.iter().map(|(&(t, f), &c)| (t, f, c))

@@ -1,11 +1,16 @@
 //! What one refresh of `strobe top` costs, by the number of rows the data has: the aggregator
-//! thread's view of its counts, and the redraw of the table.
+//! thread's view of its counts, the view taking the new data, and the redraw of the table.
 //!
-//! `cargo bench -p strobe-tui --bench draw` renders the view of a program with 16, 500 and
-//! 5,000 functions (or lines) into an in-memory 200×50 terminal, the size `top`'s CPU
-//! figures in docs/PERFORMANCE.md were measured at, and prints the CPU time per draw: ratatui's
-//! render of the frame and its diff against the previous one, as at every refresh (every
-//! number changes between two refreshes, so each draw is given new counts).
+//! `cargo bench -p strobe-tui --bench draw` prints the thread CPU time of:
+//! - the aggregator's view (`Collector::advance` and `Collector::view`) of 16, 500 and 5,000
+//!   functions, every function sampled every refresh, and of 500 and 5,000 with 100 samples a
+//!   refresh (`top`'s defaults: 100 Hz, a refresh a second);
+//! - the view taking new data (`State::set_data`: filter, the cursor's row found again) and
+//!   drawing it into an in-memory 200×50 terminal, the size `top`'s CPU figures in
+//!   docs/PERFORMANCE.md were measured at: ratatui's render of the frame (with the rows shown
+//!   put in order) and its diff against the previous one. Every number changes between two
+//!   refreshes, so each draw is given new counts; the names are made once and shared, as the
+//!   collector does.
 
 #![allow(clippy::expect_used)]
 
@@ -22,19 +27,29 @@ use strobe_tui::data::{Collector, FrameSel, Query, Row, ViewData};
 use strobe_tui::state::{State, TargetInfo};
 use strobe_tui::view::{render, Scratch};
 
-fn data(rows: usize, round: u64) -> ViewData {
+/// The keys of `rows` functions, made once: the collector copies each name once for the run and
+/// every view shares it.
+fn keys(rows: usize) -> Vec<FrameSel> {
+    (0..rows)
+        .map(|i| {
+            FrameSel::python(
+                &format!("package.module{}.Class.method_{i}", i % 37),
+                &format!("/srv/app/pkg/module_{}.py", i % 40),
+                None,
+            )
+        })
+        .collect()
+}
+
+fn data(keys: &[FrameSel], round: u64) -> ViewData {
     let count = |ms: u64| Count {
         samples: ms / 10,
         weight_ns: ms * 1_000_000,
     };
     ViewData {
-        rows: (0..rows as u64)
-            .map(|i| Row {
-                key: FrameSel::python(
-                    &format!("package.module{}.Class.method_{i}", i % 37),
-                    &format!("/srv/app/pkg/module_{}.py", i % 40),
-                    None,
-                ),
+        rows: (keys.iter().zip(0u64..))
+            .map(|(key, i)| Row {
+                key: key.clone(),
                 interval_own: count(1 + (i * 7 + round) % 97),
                 interval_total: count(100 + (i * 13 + round) % 901),
                 cumulative_own: count(1000 + i + round * 10),
@@ -60,8 +75,11 @@ fn cpu_now() -> Duration {
 
 /// The aggregator's side of a refresh: a collector that counted samples through `rows`
 /// functions (two-frame stacks, each function under one of 40 callers), asked for the view
-/// of the last interval and since the start, as `top` asks once a refresh.
-fn collector_view(rows: usize) -> Duration {
+/// of the last interval and since the start, as `top` asks once a refresh. `per_round`
+/// samples a refresh, through the functions in turn (`None`: every function, at least 1,000,
+/// every round); with fewer samples than functions, a first round (not timed) goes through
+/// them all.
+fn collector_view(rows: usize, per_round: Option<usize>) -> Duration {
     let names: Vec<String> = (0..rows).map(|i| format!("method_{i}")).collect();
     let callers: Vec<String> = (0..40).map(|i| format!("handler_{i}")).collect();
     let (mut side, agg) = pipeline(1 << 16);
@@ -75,33 +93,54 @@ fn collector_view(rows: usize) -> Duration {
         by_function: true,
         ..Default::default()
     };
+    let mut record = |f: usize, i: usize| {
+        let frames = [
+            FrameKey::python(&callers[f % 40], "/srv/app/handlers.py", Some(1)),
+            FrameKey::python(&names[f], "/srv/app/pkg/module.py", Some(f as i32)),
+        ];
+        side.record(&thread, &frames, SampleFlags::empty(), i as u64, 10_000_000)
+            .expect("record");
+    };
+    let first_round = per_round.is_some();
+    let per_round = per_round.unwrap_or(rows.max(1000));
     let rounds = 50;
     let mut spent = Duration::ZERO;
-    for round in 0..rounds {
-        for i in 0..rows.max(1000) {
-            let f = i % rows;
-            let frames = [
-                FrameKey::python(&callers[f % 40], "/srv/app/handlers.py", Some(1)),
-                FrameKey::python(&names[f], "/srv/app/pkg/module.py", Some(f as i32)),
-            ];
-            side.record(&thread, &frames, SampleFlags::empty(), i as u64, 10_000_000)
-                .expect("record");
+    let mut next = 0;
+    for round in 0..rounds + usize::from(first_round) {
+        let n = if first_round && round == 0 {
+            rows
+        } else {
+            per_round
+        };
+        for i in 0..n {
+            record(next % rows, i);
+            next += 1;
         }
         collector.pump();
         let start = cpu_now();
         collector.advance(Instant::now());
         let view = collector.view(&query, Instant::now());
-        spent += cpu_now().saturating_sub(start);
+        let took = cpu_now().saturating_sub(start);
+        if !(first_round && round == 0) {
+            spent += took;
+        }
         assert!(view.rows.len() >= rows.min(1000) || round == 0);
     }
-    spent / rounds
+    spent / rounds as u32
 }
 
 fn main() {
     for rows in [16, 500, 5000] {
         println!(
             "{rows:>5} rows: {:>7.1} µs of CPU for the aggregator's view",
-            collector_view(rows).as_secs_f64() * 1e6
+            collector_view(rows, None).as_secs_f64() * 1e6
+        );
+    }
+    // `top`'s defaults, 100 Hz and a refresh a second: 100 samples a refresh.
+    for rows in [500, 5000] {
+        println!(
+            "{rows:>5} rows, 100 samples a refresh: {:>7.1} µs of CPU for the aggregator's view",
+            collector_view(rows, Some(100)).as_secs_f64() * 1e6
         );
     }
     for rows in [16, 500, 5000] {
@@ -118,7 +157,8 @@ fn main() {
         let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("test backend");
         let mut scratch = Scratch::default();
         let rounds = 200;
-        let datas: Vec<ViewData> = (0..rounds).map(|r| data(rows, r)).collect();
+        let keys = keys(rows);
+        let datas: Vec<ViewData> = (0..rounds).map(|r| data(&keys, r)).collect();
         let mut spent = Duration::ZERO;
         let mut taking = Duration::ZERO;
         for d in datas {
@@ -131,10 +171,13 @@ fn main() {
                 .expect("draw");
             spent += cpu_now().saturating_sub(start);
         }
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / rounds as f64;
         println!(
-            "{rows:>5} rows: {:>7.1} µs of CPU per draw (200×50), {:>7.1} µs to take the data",
-            spent.as_secs_f64() * 1e6 / rounds as f64,
-            taking.as_secs_f64() * 1e6 / rounds as f64
+            "{rows:>5} rows: {:>7.1} µs of CPU per draw (200×50), {:>7.1} µs to take the data, \
+             {:>7.1} µs both",
+            per(spent),
+            per(taking),
+            per(spent + taking)
         );
     }
 }

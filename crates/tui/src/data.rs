@@ -7,24 +7,29 @@
 //! flags and function or line: memory grows with distinct frames, not stacks) and into the
 //! heaviest stacks kept for the call tree ([`KeptStacks`]). [`Collector::advance`] closes the
 //! interval and adds it to the fold since the start (or the last reset), and
-//! [`Collector::view`] turns the folds into owned [`ViewData`]
-//! ([`FrameFold::breakdown_of`](strobe_aggregate::FrameFold::breakdown_of) gives what
-//! [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) would for the same samples), so
-//! the view can be regrouped or refiltered at any moment without losing the interval it shows.
+//! [`Collector::view`] turns the folds into owned [`ViewData`] (the same counts
+//! [`Counts::breakdown`](strobe_aggregate::Counts::breakdown) would give for the same samples),
+//! so the view can be regrouped or refiltered at any moment without losing the interval it
+//! shows. The table's rows of the last query are kept between refreshes and brought up to date
+//! with the interval just closed (`table`), so a refresh touches the functions sampled lately,
+//! not every function seen since the start.
 //! Nothing here touches a terminal; [`spawn`] runs a collector on its own thread so that a slow
 //! terminal never delays draining the sampler's queue.
 //!
 //! The parts: this module holds the view's data model; [`collector`] folds samples into counts
-//! and computes views from them; [`kept`] keeps the heaviest whole stacks within a budget, from
+//! and computes views from them; `table` keeps the rows of the last query between refreshes;
+//! [`kept`] keeps the heaviest whole stacks within a budget, from
 //! which [`tree`] builds the call tree of one function; [`thread`] runs a collector on its own
 //! thread and serves views to the event loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use strobe_aggregate::{Count, FrameKind, SampleFilter};
 
 pub mod collector;
 pub mod kept;
+mod table;
 pub mod thread;
 pub mod tree;
 
@@ -32,27 +37,28 @@ pub use collector::Collector;
 pub use kept::{KeptStacks, KEPT_STACK_BYTES};
 pub use thread::{spawn, CollectorGone, CollectorHandle};
 
-/// One function (or function and line), the key of a table row.
+/// One function (or function and line), the key of a table row. The names are shared: the
+/// collector copies each once for the whole run, and every view showing it holds the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FrameSel {
     /// Function name.
-    pub function: String,
+    pub function: Arc<str>,
     /// File name (for native frames, the source file from DWARF, or empty).
-    pub filename: String,
+    pub filename: Arc<str>,
     /// Line, `None` when grouping by function.
     pub line: Option<i32>,
     /// What the frame is.
     pub kind: FrameKind,
     /// Native frames: the shared object's path.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
 }
 
 impl FrameSel {
     /// A Python function (or line).
     pub fn python(function: &str, filename: &str, line: Option<i32>) -> FrameSel {
         FrameSel {
-            function: function.to_string(),
-            filename: filename.to_string(),
+            function: function.into(),
+            filename: filename.into(),
             line,
             kind: FrameKind::Python,
             module: None,
@@ -69,7 +75,7 @@ impl FrameSel {
                 None => format!("{} ({file})", self.function),
             },
             FrameKind::Native => {
-                let mut s = self.function.clone();
+                let mut s = self.function.to_string();
                 if let Some(m) = &self.module {
                     s.push_str(&format!(" ({})", short_file(m)));
                 }
@@ -82,7 +88,7 @@ impl FrameSel {
                 s
             }
             FrameKind::Kernel | FrameKind::Interpreter | FrameKind::Exception | FrameKind::Task => {
-                self.function.clone()
+                self.function.to_string()
             }
         }
     }
@@ -210,3 +216,5 @@ pub struct ViewData {
 mod tests;
 #[cfg(test)]
 mod tests_live;
+#[cfg(test)]
+mod tests_table;

@@ -22,6 +22,8 @@ pub mod input;
 pub mod keys;
 pub mod state;
 pub mod terminal;
+#[cfg(test)]
+mod test_rng;
 pub mod view;
 pub mod wake;
 

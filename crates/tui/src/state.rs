@@ -3,12 +3,17 @@
 //! Input turns keys into [`Action`]s ([`crate::input`]); [`State::apply`] carries them out and
 //! says what the event loop has to do next ([`Effect`]); the view ([`crate::view`]) only reads.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::time::Duration;
 
 use strobe_aggregate::{Count, SampleFilter};
 
 use crate::data::{FrameSel, Query, Row, ThreadRow, ViewData};
+
+mod order;
+
+use order::Order;
 
 /// Refresh intervals `+`/`-` step through.
 pub const REFRESH_STEPS: [Duration; 7] = [
@@ -218,8 +223,9 @@ pub struct State {
     pub selected: Option<FrameSel>,
     /// The frame the open call tree is about.
     pub focus: Option<FrameSel>,
-    /// Indexes into `data.rows`, filtered and sorted.
-    visible: Vec<usize>,
+    /// The rows of `data.rows` that pass the filter, sorted only as far as they were looked at
+    /// (the rows on screen and the cursor's): looking is not a change, hence the cell.
+    visible: RefCell<Order<Ranked>>,
 }
 
 impl State {
@@ -249,7 +255,7 @@ impl State {
             cursor: 0,
             selected: None,
             focus: None,
-            visible: Vec::new(),
+            visible: RefCell::new(Order::new(Vec::new())),
         }
     }
 
@@ -284,14 +290,31 @@ impl State {
         self.recompute();
     }
 
-    /// The rows to show, filtered and sorted.
+    /// The rows to show, filtered and sorted (all of them: this sorts every row; the view asks
+    /// for [`State::rows`]).
     pub fn visible(&self) -> impl Iterator<Item = &Row> + '_ {
-        self.visible.iter().filter_map(|&i| self.data.rows.get(i))
+        self.rows(0, usize::MAX).into_iter()
+    }
+
+    /// The rows shown from the `first`th on, `n` at most, sorted: only these (and the rows
+    /// looked at before since the data or the order changed) are put in order.
+    pub fn rows(&self, first: usize, n: usize) -> Vec<&Row> {
+        let rows = &self.data.rows;
+        let mut order = self.visible.borrow_mut();
+        order
+            .ranks(
+                first,
+                first.saturating_add(n),
+                by(self.sort, self.descending, rows),
+            )
+            .iter()
+            .filter_map(|k| rows.get(k.row))
+            .collect()
     }
 
     /// Number of rows after filtering.
     pub fn visible_len(&self) -> usize {
-        self.visible.len()
+        self.visible.borrow().len()
     }
 
     /// "All threads" (`None`), then each thread.
@@ -321,41 +344,41 @@ impl State {
     fn recompute(&mut self) {
         let needle = self.filter.to_lowercase();
         let rows = &self.data.rows;
-        let mut visible: Vec<usize> = (0..rows.len())
-            .filter(|&i| {
-                needle.is_empty()
-                    || rows.get(i).is_some_and(|r| {
-                        r.key.function.to_lowercase().contains(&needle)
-                            || r.key.filename.to_lowercase().contains(&needle)
-                    })
-            })
-            .collect();
         let (sort, descending) = (self.sort, self.descending);
-        visible.sort_by(|&a, &b| match (rows.get(a), rows.get(b)) {
-            (Some(x), Some(y)) => compare(sort, descending, x, y),
-            _ => Ordering::Equal,
-        });
-        self.visible = visible;
+        let visible: Vec<Ranked> = (rows.iter().enumerate())
+            .filter(|(_, r)| {
+                needle.is_empty()
+                    || r.key.function.to_lowercase().contains(&needle)
+                    || r.key.filename.to_lowercase().contains(&needle)
+            })
+            .map(|(row, r)| Ranked::new(sort, descending, r, row))
+            .collect();
+        // The cursor's row found again by its rank (the rows ranking before it, counted): no
+        // sort needed.
+        let cmp = by(sort, descending, rows);
         let found = self.selected.as_ref().and_then(|sel| {
-            self.visible
+            let row = visible
                 .iter()
-                .position(|&i| rows.get(i).is_some_and(|r| &r.key == sel))
+                .filter(|k| rows.get(k.row).is_some_and(|r| &r.key == sel))
+                .min_by(|a, b| cmp(a, b))?;
+            Some(visible.iter().filter(|k| cmp(k, row).is_lt()).count())
         });
+        self.visible = RefCell::new(Order::new(visible));
         match found {
             Some(i) => self.cursor = i,
             None => {
-                self.cursor = self.cursor.min(self.visible.len().saturating_sub(1));
+                self.cursor = self.cursor.min(self.visible_len().saturating_sub(1));
                 self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
             }
         }
     }
 
     fn row_at(&self, i: usize) -> Option<&Row> {
-        self.visible.get(i).and_then(|&i| self.data.rows.get(i))
+        self.rows(i, 1).into_iter().next()
     }
 
     fn move_cursor(&mut self, to: usize) {
-        self.cursor = to.min(self.visible.len().saturating_sub(1));
+        self.cursor = to.min(self.visible_len().saturating_sub(1));
         self.selected = self.row_at(self.cursor).map(|r| r.key.clone());
     }
 
@@ -522,6 +545,48 @@ impl State {
     }
 }
 
+/// A row to order, with the numbers its order starts with, so that most comparisons read
+/// neither the row nor its names: under a numeric sort, the sort column (its direction
+/// applied), then the cumulative total and own time, bigger first, as [`compare`] starts;
+/// under [`SortKey::Name`], nothing (the names come first there).
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    first: [u64; 3],
+    row: usize,
+}
+
+impl Ranked {
+    fn new(sort: SortKey, descending: bool, r: &Row, row: usize) -> Ranked {
+        let first = match sort {
+            SortKey::Name => [0; 3],
+            k => {
+                let v = k.value(r);
+                [
+                    if descending { u64::MAX - v } else { v },
+                    u64::MAX - r.cumulative_total.weight_ns,
+                    u64::MAX - r.cumulative_own.weight_ns,
+                ]
+            }
+        };
+        Ranked { first, row }
+    }
+}
+
+/// The order of two rows of `rows` under `sort`: [`compare`] (its first numbers from
+/// [`Ranked`]), then the index (what a stable sort of the indexes in ascending order gives),
+/// so no two rows are equal.
+fn by(sort: SortKey, descending: bool, rows: &[Row]) -> impl Fn(&Ranked, &Ranked) -> Ordering + '_ {
+    move |a, b| {
+        a.first.cmp(&b.first).then_with(|| {
+            match (rows.get(a.row), rows.get(b.row)) {
+                (Some(x), Some(y)) => compare(sort, descending, x, y),
+                _ => Ordering::Equal,
+            }
+            .then(a.row.cmp(&b.row))
+        })
+    }
+}
+
 fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
     fn name(r: &Row) -> (&str, &str, Option<i32>) {
         (&r.key.function, &r.key.filename, r.key.line)
@@ -535,7 +600,8 @@ fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
     } else {
         primary
     };
-    // Ties: the bigger cumulative total first, then by name, so the order is stable.
+    // Ties: the bigger cumulative total first, then by name, then by kind and shared object
+    // (no two rows have the same key), so the order depends on nothing but the rows.
     primary
         .then(
             b.cumulative_total
@@ -544,6 +610,7 @@ fn compare(sort: SortKey, descending: bool, a: &Row, b: &Row) -> Ordering {
         )
         .then(b.cumulative_own.weight_ns.cmp(&a.cumulative_own.weight_ns))
         .then_with(|| name(a).cmp(&name(b)))
+        .then_with(|| (a.key.kind, &a.key.module).cmp(&(b.key.kind, &b.key.module)))
 }
 
 /// `part` as a percentage of `whole` (0 when the whole is empty).

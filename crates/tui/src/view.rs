@@ -190,8 +190,7 @@ fn render_table(f: &mut Frame<'_>, area: Rect, s: &State, scratch: &mut Scratch)
     // formatted strings): the window is kept here, and the table is given just those rows.
     let height = usize::from(area.height.saturating_sub(1));
     scratch.first = window(scratch.first, s.cursor, height, s.visible_len());
-    let rows =
-        (s.visible().skip(scratch.first).take(height)).map(|r| table_row(r, s, wide, &titles));
+    let rows = (s.rows(scratch.first, height).into_iter()).map(|r| table_row(r, s, wide, &titles));
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)

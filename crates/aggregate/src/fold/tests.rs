@@ -180,3 +180,14 @@ fn an_empty_fold_breaks_down_to_nothing() {
         FrameFold::breakdown_of(&[&fold], &Tables::default(), &BreakdownOptions::default());
     assert!(stats.is_empty() && total.is_zero() && fold.is_empty());
 }
+
+#[test]
+fn a_cleared_fold_counts_afresh() {
+    let (mut fold, ..) = fold_and_count(2000, 1_000_000, false);
+    let (other, tables, mut reference, _) = fold_and_count(1000, 8, false);
+    fold.clear();
+    assert!(fold.is_empty());
+    assert_eq!(fold.len(), 0, "no entries left");
+    fold.merge(&other);
+    assert_same(&fold, &tables, &mut reference, false);
+}

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{
-    AggregatorSide, BreakdownOptions, Count, FrameFold, FrameKind, FrameStat, FxBuild, SampleFlags,
-    Tables, ThreadId,
+    AggregatorSide, BreakdownOptions, FrameFold, FrameKind, SampleFlags, Tables, ThreadId,
 };
 
 use super::kept::{KeptStacks, KEPT_STACK_BYTES};
+use super::table::{Names, RowTable, Rows};
 use super::tree::call_tree;
-use super::{FrameSel, Query, Row, ThreadRow, ViewData};
+use super::{Query, ThreadRow, ViewData};
 
 /// Owns the aggregator's end of the pipeline and the counts the view is computed from.
 #[derive(Debug)]
@@ -31,6 +31,12 @@ pub struct Collector {
     reset_at: Instant,
     received: u64,
     error: Option<String>,
+    /// The names rows carry, by interned id.
+    names: Names,
+    /// Intervals closed since the start.
+    closed_intervals: u64,
+    /// The rows of the last query, as of the intervals closed then.
+    table: Option<RowTable>,
 }
 
 impl Collector {
@@ -54,6 +60,9 @@ impl Collector {
             reset_at: now,
             received: 0,
             error: None,
+            names: Names::default(),
+            closed_intervals: 0,
+            table: None,
         }
     }
 
@@ -86,9 +95,12 @@ impl Collector {
     /// Closes the interval in progress: it becomes "the last interval".
     pub fn advance(&mut self, now: Instant) {
         self.closed.merge(&self.current);
-        self.last = std::mem::replace(&mut self.current, fold());
+        // The interval before becomes the one in progress, emptied: its memory is reused.
+        std::mem::swap(&mut self.last, &mut self.current);
+        self.current.clear();
         self.last_interval = now.saturating_duration_since(self.interval_start);
         self.interval_start = now;
+        self.closed_intervals += 1;
     }
 
     /// Forgets everything counted so far (the received-samples counter stays).
@@ -96,6 +108,7 @@ impl Collector {
         self.closed = fold();
         self.current = fold();
         self.last = fold();
+        self.table = None;
         self.kept = KeptStacks::new(self.kept.budget());
         self.last_interval = Duration::ZERO;
         self.interval_start = now;
@@ -129,50 +142,27 @@ impl Collector {
             hide_exceptions: !q.filter.exception_only,
         };
         let tables = self.agg.tables();
-        let since_reset = [&self.closed, &self.current];
-        let (cumulative, cumulative_total) = FrameFold::breakdown_of(&since_reset, tables, &opts);
-        let (interval, interval_total) = FrameFold::breakdown_of(&[&self.last], tables, &opts);
-
-        let sel = |st: &FrameStat| FrameSel {
-            function: tables.str(st.function).to_string(),
-            filename: tables.str(st.filename).to_string(),
-            line: st.line,
-            kind: st.kind,
-            module: st.module.map(|m| tables.str(m).to_string()),
-        };
-        // Rows found again by the interned ids of their names: no string is copied or hashed
-        // for that, and each row's names are copied once, into its key.
-        let ids = |st: &FrameStat| (st.function, st.filename, st.line, st.kind, st.module);
-        let mut index = HashMap::with_capacity_and_hasher(cumulative.len(), FxBuild);
-        let mut rows: Vec<Row> = Vec::with_capacity(cumulative.len());
-        for st in &cumulative {
-            index.insert(ids(st), rows.len());
-            rows.push(Row {
-                key: sel(st),
-                interval_own: Count::default(),
-                interval_total: Count::default(),
-                cumulative_own: st.own,
-                cumulative_total: st.total,
-            });
-        }
-        for st in &interval {
-            // The last interval is part of "since reset", so the row exists; a row is added
-            // anyway rather than trusting that.
-            let i = *index.entry(ids(st)).or_insert_with(|| {
-                rows.push(Row {
-                    key: sel(st),
-                    interval_own: Count::default(),
-                    interval_total: Count::default(),
-                    cumulative_own: Count::default(),
-                    cumulative_total: Count::default(),
-                });
-                rows.len() - 1
-            });
-            if let Some(r) = rows.get_mut(i) {
-                r.interval_own = st.own;
-                r.interval_total = st.total;
+        let closed = self.closed_intervals;
+        let table = match self.table.take() {
+            Some(mut t) if t.fits(&opts, closed) => {
+                t.close(closed, &self.last, tables, &mut self.names);
+                t
             }
-        }
+            _ => RowTable::build(
+                opts,
+                closed,
+                &self.closed,
+                &self.last,
+                tables,
+                &mut self.names,
+            ),
+        };
+        let Rows {
+            rows,
+            cumulative_total,
+            interval_total,
+        } = table.view(&self.current, tables, &mut self.names);
+        self.table = Some(table);
 
         let tree = q.focus.as_ref().map(|f| {
             let exact = rows
@@ -182,6 +172,7 @@ impl Collector {
             call_tree(&self.kept, tables, &opts, f, exact, cumulative_total)
         });
         let shares = shares(&self.last, tables, q.os_tid);
+        let since_reset = [&self.closed, &self.current];
         ViewData {
             rows,
             interval_total,

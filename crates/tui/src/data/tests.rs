@@ -35,7 +35,7 @@ fn push(
 }
 
 fn row<'a>(v: &'a ViewData, f: &str) -> &'a Row {
-    v.rows.iter().find(|r| r.key.function == f).unwrap()
+    v.rows.iter().find(|r| &*r.key.function == f).unwrap()
 }
 
 fn by_fn() -> Query {
@@ -67,7 +67,7 @@ fn interval_cumulative_reset_and_shares() {
     assert_eq!(row(&v, "hot").interval_own.samples, 75);
     assert_eq!(row(&v, "cold").cumulative_own.samples, 25);
     assert_eq!(row(&v, "main").interval_total.samples, 100);
-    assert!(v.rows.iter().all(|r| r.key.function != "wait"));
+    assert!(v.rows.iter().all(|r| &*r.key.function != "wait"));
     assert_eq!(v.gil_share, Some(0.5));
     assert_eq!(v.idle_share, Some(0.5));
     assert_eq!(v.active_threads, 2);
@@ -93,7 +93,7 @@ fn interval_cumulative_reset_and_shares() {
         by_line
             .rows
             .iter()
-            .filter(|r| r.key.function == "main")
+            .filter(|r| &*r.key.function == "main")
             .count(),
         2
     );

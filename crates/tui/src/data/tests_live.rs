@@ -90,7 +90,7 @@ fn the_table_is_exact_whatever_the_tables_forgot() {
         let r = v
             .rows
             .iter()
-            .find(|r| r.key.function == t.str(st.function))
+            .find(|r| &*r.key.function == t.str(st.function))
             .unwrap();
         assert_eq!((r.cumulative_own, r.cumulative_total), (st.own, st.total));
     }

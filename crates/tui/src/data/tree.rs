@@ -92,11 +92,11 @@ pub(super) fn call_tree(
     let sel = |fid: &FrameId| -> Option<FrameSel> {
         let f = tables.frame(*fid)?;
         Some(FrameSel {
-            function: tables.str(f.function).to_string(),
-            filename: tables.str(f.filename).to_string(),
+            function: tables.str(f.function).into(),
+            filename: tables.str(f.filename).into(),
             line: if opts.by_function { None } else { f.line },
             kind: f.kind,
-            module: f.module.map(|m| tables.str(m).to_string()),
+            module: f.module.map(|m| tables.str(m).into()),
         })
     };
     let mut callers = Node::default();

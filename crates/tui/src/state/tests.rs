@@ -52,7 +52,7 @@ fn state() -> State {
 }
 
 fn names(s: &State) -> Vec<&str> {
-    s.visible().map(|r| r.key.function.as_str()).collect()
+    s.visible().map(|r| &*r.key.function).collect()
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn filter_matches_function_or_file_and_cancel_clears() {
 fn cursor_follows_its_row_across_refreshes() {
     let mut s = state();
     s.apply(Action::Move(1));
-    assert_eq!(s.selected.as_ref().unwrap().function, "gamma");
+    assert_eq!(&*s.selected.as_ref().unwrap().function, "gamma");
     // New data where gamma moved to the top.
     let mut d = s.data.clone();
     d.rows[2].interval_own = c(500);
@@ -121,7 +121,7 @@ fn cursor_follows_its_row_across_refreshes() {
     d.rows.truncate(1);
     s.set_data(d);
     assert_eq!(s.cursor, 0);
-    assert_eq!(s.selected.as_ref().unwrap().function, "alpha");
+    assert_eq!(&*s.selected.as_ref().unwrap().function, "alpha");
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn tree_focuses_the_selected_row_and_back_closes_it() {
     assert_eq!(s.query().focus, None);
     assert_eq!(s.apply(Action::TreeOpen), Effect::Refetch);
     assert_eq!(s.mode, Mode::Tree(0));
-    assert_eq!(s.query().focus.unwrap().function, "beta");
+    assert_eq!(&*s.query().focus.unwrap().function, "beta");
     s.apply(Action::Move(3));
     assert_eq!(s.mode, Mode::Tree(3));
     s.apply(Action::Back);
@@ -197,4 +197,128 @@ fn tree_focuses_the_selected_row_and_back_closes_it() {
 fn percentages() {
     assert_eq!(percent(c(25), c(100)), 25.0);
     assert_eq!(percent(c(25), Count::default()), 0.0);
+}
+
+use crate::test_rng::Rng;
+
+/// `n` rows with few distinct counts and names, so that ties are everywhere, down to rows
+/// whose sort keys are all equal (same names, another kind of frame).
+fn random_rows(rng: &mut Rng, n: usize) -> Vec<Row> {
+    (0..n)
+        .map(|_| {
+            let f = format!("mod{}.f{}", rng.next(3), rng.next(8));
+            let mut r = row(&f, rng.next(4), rng.next(4), rng.next(5), rng.next(5));
+            if rng.next(4) == 0 {
+                r.key.kind = strobe_aggregate::FrameKind::Native;
+            }
+            r
+        })
+        .collect()
+}
+
+/// What the table showed when every refresh sorted every row: filter, stable sort.
+fn fully_sorted(s: &State) -> Vec<FrameSel> {
+    let needle = s.filter.to_lowercase();
+    let mut rows: Vec<&Row> = (s.data.rows.iter())
+        .filter(|r| {
+            r.key.function.to_lowercase().contains(&needle)
+                || r.key.filename.to_lowercase().contains(&needle)
+        })
+        .collect();
+    rows.sort_by(|a, b| compare(s.sort, s.descending, a, b));
+    rows.into_iter().map(|r| r.key.clone()).collect()
+}
+
+fn keys<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Vec<FrameSel> {
+    rows.into_iter().map(|r| r.key.clone()).collect()
+}
+
+#[test]
+fn windows_and_the_cursor_are_those_of_a_full_sort() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut s = State::new(
+        TargetInfo::default(),
+        true,
+        SampleFilter::default(),
+        Duration::from_secs(1),
+    );
+    for round in 0..200 {
+        let n = rng.next(400) as usize;
+        let (before, was) = (s.cursor, s.selected.clone());
+        s.set_data(ViewData {
+            rows: random_rows(&mut rng, n),
+            ..Default::default()
+        });
+        // A sort key change, or a filter, now and then.
+        match round % 4 {
+            0 => {
+                let k = SortKey::ALL[rng.next(5) as usize];
+                s.apply(Action::Sort(k));
+            }
+            1 => {
+                s.apply(Action::FilterCancel);
+                s.apply(Action::FilterChar(char::from(b'0' + rng.next(3) as u8)));
+            }
+            _ => {}
+        }
+        let want = fully_sorted(&s);
+        assert_eq!(s.visible_len(), want.len());
+        if round % 4 > 1 && was.as_ref().is_none_or(|k| !want.contains(k)) {
+            // Its row gone, the cursor stays where it was, within the rows there are.
+            assert_eq!(
+                s.cursor,
+                before.min(want.len().saturating_sub(1)),
+                "round {round}"
+            );
+        }
+        // Where the cursor went: the row it was on, wherever that now ranks; else clamped.
+        if let Some(sel) = &s.selected {
+            assert_eq!(
+                want.get(s.cursor),
+                Some(sel),
+                "round {round}: the cursor's row"
+            );
+        } else {
+            assert!(want.is_empty());
+        }
+        // Pages looked at in any order, beyond the first too: each as a full sort has it.
+        for _ in 0..4 {
+            let first = rng.next(n as u64 + 10) as usize;
+            let len = 1 + rng.next(50) as usize;
+            let end = (first + len).min(want.len());
+            let got = keys(s.rows(first, len));
+            assert_eq!(
+                got,
+                want[first.min(end)..end],
+                "round {round}: {first}+{len}"
+            );
+        }
+        assert_eq!(keys(s.visible()), want, "round {round}: every row");
+        // The cursor somewhere else before the next data.
+        s.apply(Action::Move(rng.next(60) as i32 - 20));
+        let at = s.cursor;
+        assert_eq!(s.selected.as_ref(), want.get(at), "round {round}: moved");
+    }
+}
+
+#[test]
+fn rows_alike_but_for_their_kind_keep_one_order_whatever_order_they_come_in() {
+    let mut native = row("f", 10, 10, 10, 10);
+    native.key.kind = strobe_aggregate::FrameKind::Native;
+    native.key.module = Some("libx.so".into());
+    let python = row("f", 10, 10, 10, 10);
+    let mut s = state();
+    let mut orders = Vec::new();
+    for rows in [
+        vec![native.clone(), python.clone()],
+        vec![python.clone(), native.clone()],
+    ] {
+        s.set_data(ViewData {
+            rows,
+            ..Default::default()
+        });
+        orders.push(keys(s.visible()));
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[0][0].kind, strobe_aggregate::FrameKind::Python);
 }
