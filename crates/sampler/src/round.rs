@@ -183,7 +183,7 @@ pub(crate) fn round(
         return Err(RoundError::Transient(ErrorKind::Read));
     }
     st.kernel.start_round();
-    if st.native.mode == NativeMode::On && !cfg.blocking {
+    if st.native.mode == NativeMode::On && !cfg.blocking && cfg.native_read_preempted {
         // Preempted threads are read without a stop where the kernel allows (see `threads`).
         st.kernel.watch_preemptions();
     }

@@ -3,9 +3,10 @@
 //! where the kernel allows it (root here); see `strobe_target::Target::native_stop_first`.
 //!
 //! The target's two workers call `zlib.crc32` in a loop (C code that releases the GIL) on one
-//! CPU, so whenever one runs the other is preempted. Recorded at 1 kHz both ways a round
-//! captures (CPU mode, which stops first and reads after, and with idle samples, which reads
-//! first): some samples must come from preemption records, and every sample of a worker must
+//! CPU, so whenever one runs the other is preempted. Recorded at 1 kHz with
+//! `native_read_preempted` both ways a round captures (CPU mode, which stops first and reads
+//! after, and with idle samples, which reads first), some samples must come from preemption
+//! records (none without it, the default); and every sample of a worker must
 //! be its own stack, merged whole: the worker's Python function and `crc32` inside it, the
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
 //! itself refuses native and Python frames that do not agree).
@@ -94,11 +95,14 @@ fn check(interp: &Interpreter) {
         SCRIPT,
         &[arg.as_str()],
     );
-    for include_idle in [false, true] {
-        let what = format!("{version}, include_idle {include_idle}");
+    // Asked for, both ways a round captures; and not asked for (the default): stopped.
+    for (read_preempted, include_idle) in [(true, false), (true, true), (false, false)] {
+        let what =
+            format!("{version}, read_preempted {read_preempted}, include_idle {include_idle}");
         let cfg = SamplerConfig {
             rate_hz: 1000.0,
             native: true,
+            native_read_preempted: read_preempted,
             by_function: true,
             include_idle,
             ..SamplerConfig::default()
@@ -114,11 +118,15 @@ fn check(interp: &Interpreter) {
         );
         eprintln!("{context}");
         assert!(workers > 0, "{context}");
-        assert!(
-            s.native_preempted > 0,
-            "no sample read preempted: {context}"
-        );
-        assert!(s.native_preempted <= s.native_merged, "{context}");
+        if read_preempted {
+            assert!(
+                s.native_preempted > 0,
+                "no sample read preempted: {context}"
+            );
+            assert!(s.native_preempted <= s.native_merged, "{context}");
+        } else {
+            assert_eq!(s.native_preempted, 0, "{context}");
+        }
     }
 }
 

@@ -138,12 +138,14 @@ enum Way {
         syscall: i64,
         span: StackSpan,
     },
-    /// Read preempted from its newest preemption record (its stack is copied) while its
-    /// switch watch was at `position`.
+    /// To be read preempted, without a stop, from its newest preemption record: inside the
+    /// stops of the others, just before the Python read (its registers, and the switch
+    /// watch's position then, once read; its stack is copied), and proven not to have run
+    /// through the read just after it (`held`).
     Preempted {
-        position: u64,
-        regs: UserRegs,
         span: StackSpan,
+        read: Option<(u64, UserRegs)>,
+        held: bool,
     },
     /// Seized, to be stopped with the others.
     Stop(ThreadTracer, StackSpan),
@@ -212,23 +214,49 @@ impl Capturer {
             let span = self.span(slot.tid);
             let preempted = watches
                 .and_then(|w| w(slot.tid))
-                .and_then(|w| preempted(w, span, &mut slot.stack));
+                .is_some_and(|w| preempted_with_record(w, &mut slot.stack))
+                .then_some(Way::Preempted {
+                    span,
+                    read: None,
+                    held: false,
+                });
             slot.way = match preempted.or_else(|| self.asleep(pid, slot, span)) {
                 Some(way) => way,
                 None => self.stoppable(pid, slot, span),
             };
         }
-        let mut group: Vec<Together<'_>> = slots
-            .iter_mut()
-            .filter_map(|s| match &mut s.way {
-                Way::Stop(tracer, span) => Some(Together::new(tracer, *span, &mut s.stack)),
-                _ => None,
-            })
-            .collect();
+        let mut group: Vec<Together<'_>> = Vec::new();
+        let mut unstopped = Vec::new();
+        for Slot {
+            tid, way, stack, ..
+        } in slots.iter_mut()
+        {
+            match way {
+                Way::Stop(tracer, span) => group.push(Together::new(tracer, *span, stack)),
+                Way::Preempted { .. } => unstopped.push((*tid, way, stack)),
+                _ => {}
+            }
+        }
         if let Some(at) = not_before.filter(|_| !group.is_empty()) {
             spin_until(at);
         }
-        capture_together(&mut group, during);
+        // The preempted threads' records are read, and proven held, as close around the
+        // Python read as can be: a thread that gets its CPU back meanwhile is stopped after.
+        let watched = |tid: i32| watches.and_then(|w| w(tid));
+        capture_together(&mut group, || {
+            for (tid, way, stack) in unstopped.iter_mut() {
+                if let (Some(w), Way::Preempted { span, read, .. }) = (watched(*tid), &mut **way) {
+                    *read = read_preempted(w, *span, stack);
+                }
+            }
+            during();
+            for (tid, way, _) in unstopped.iter_mut() {
+                if let (Some(w), Way::Preempted { read, held, .. }) = (watched(*tid), &mut **way) {
+                    *held = read.is_some_and(|(position, _)| still_preempted(w, position));
+                }
+            }
+        });
+        drop(unstopped);
         let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
         drop(group);
         let mut results = results.drain(..);
@@ -265,23 +293,18 @@ impl Capturer {
                 })),
                 Way::Asleep { .. } => Some(Err(Miss::Woke)),
                 Way::Preempted {
-                    position,
-                    regs,
                     span,
-                } if watches
-                    .and_then(|w| w(slot.tid))
-                    .is_some_and(|w| still_preempted(w, position)) =>
-                {
-                    Some(Ok(Captured {
-                        regs,
-                        kernel: None,
-                        asleep: false,
-                        preempted: true,
-                        same_instant: true,
-                        // The record's copy may end below where a stop's would have.
-                        bounded: slot.stack.len() < span.max,
-                    }))
-                }
+                    read: Some((_, regs)),
+                    held: true,
+                } => Some(Ok(Captured {
+                    regs,
+                    kernel: None,
+                    asleep: false,
+                    preempted: true,
+                    same_instant: true,
+                    // The record's copy may end below where a stop's would have.
+                    bounded: slot.stack.len() < span.max,
+                })),
                 Way::Preempted { .. } => Some(Err(Miss::Woke)),
                 Way::Undecided | Way::Done => slot.got.take(),
             };
@@ -426,21 +449,28 @@ impl Capturer {
     }
 }
 
-/// A thread read preempted from its newest preemption record (its stack into `stack`, as much
-/// as the record holds of `span`), if its switch watch says it is preempted and the record
-/// can be read: the first half of the proof that the record is its state through the Python
-/// read (the other: [`still_preempted`] after it).
-fn preempted(w: PreemptWatches<'_>, span: StackSpan, stack: &mut Vec<u8>) -> Option<Way> {
+/// Whether a thread's switch watch says it is preempted and its preemption watch holds a
+/// record (a thread preempted before its watch was opened has none): it is to be read without
+/// a stop. (`scratch`: no stack is copied.)
+fn preempted_with_record(w: PreemptWatches<'_>, scratch: &mut Vec<u8>) -> bool {
+    w.switches.last() == Some(LastSwitch::Preempted) && w.preempt.newest(0, scratch).is_some()
+}
+
+/// A preempted thread's registers from its newest preemption record (its stack into `stack`,
+/// as much as the record holds of `span`), with its switch watch's position, if it is still
+/// preempted and the record can be read: the first half of the proof that the record is its
+/// state through the Python read (the other: [`still_preempted`] after it).
+fn read_preempted(
+    w: PreemptWatches<'_>,
+    span: StackSpan,
+    stack: &mut Vec<u8>,
+) -> Option<(u64, UserRegs)> {
     let position = w.switches.position();
     if w.switches.last() != Some(LastSwitch::Preempted) {
         return None;
     }
     let p = w.preempt.newest(span, stack)?;
-    Some(Way::Preempted {
-        position,
-        regs: p.regs,
-        span,
-    })
+    Some((position, p.regs))
 }
 
 /// Whether a thread read preempted while its switch watch was at `position` has not been
