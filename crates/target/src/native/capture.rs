@@ -120,7 +120,8 @@ impl Slot {
 
 /// Why a thread of [`Capturer::capture_many`] has no capture.
 pub(crate) enum Miss {
-    /// Read asleep, but it ran before the Python read ended: capture it again, stopped.
+    /// Read asleep (or preempted), but it ran before the Python read ended: capture it again,
+    /// stopped.
     Woke,
     /// The reason, for the summary.
     Failed(String),
