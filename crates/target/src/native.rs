@@ -34,6 +34,7 @@ mod capture;
 mod sample;
 
 use capture::{Captured, Capturer, Slot};
+pub use capture::{PreemptWatches, WatchesOf};
 pub(crate) use sample::RoundOf;
 pub use sample::{EachNative, NativeRequest, NativeResult};
 use strobe_remote::Freeze;
@@ -52,6 +53,9 @@ pub struct NativeStack<'a> {
     pub merged: &'a [MergedFrame],
     /// The native frames `merged` refers to.
     pub native: &'a [NativeFrame],
+    /// The thread was read preempted (runnable, off a CPU), without a stop, from the kernel's
+    /// record of its preemption.
+    pub preempted: bool,
 }
 
 /// The target's modules, unwinder and symbol caches, built on the first native snapshot.
@@ -246,6 +250,7 @@ impl NativeState {
                 .syscall
                 .map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            preempted: false,
             same_instant: true,
             bounded: false,
         };
@@ -470,6 +475,7 @@ impl NativeState {
             regs,
             kernel: syscall.map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            preempted: false,
             same_instant: true,
             bounded: span.bytes_from(regs.sp) < span.max,
         };
@@ -477,6 +483,7 @@ impl NativeState {
         Ok(NativeStack {
             merged: &self.merged,
             native: &self.frames,
+            preempted: false,
         })
     }
 

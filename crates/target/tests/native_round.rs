@@ -190,7 +190,13 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
     let mut got = Got::new();
     let mut each = collect(&mut got, None);
     target
-        .native_round(&wanted, &mut read, std::time::Instant::now(), &mut each)
+        .native_round(
+            &wanted,
+            &mut read,
+            std::time::Instant::now(),
+            None,
+            &mut each,
+        )
         .unwrap();
     drop(each);
 
@@ -234,7 +240,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     // Spinner 0 stopped, and the round's whole read taken inside its stop.
     let mut first = RawSample::new();
     let mut walked = Ok(());
-    let read_at = target.native_stop_first(&[stopped.tid], &mut |walker| {
+    let read_at = target.native_stop_first(&[stopped.tid], None, &mut |walker| {
         walked = walker.sample_into(&mut first);
     });
     walked.unwrap();
@@ -246,7 +252,14 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     let mut got = Got::new();
     let mut each = collect(&mut got, Some(&first));
     target
-        .native_round_after(&[stopped, later], &first, &mut read, read_at, &mut each)
+        .native_round_after(
+            &[stopped, later],
+            &first,
+            &mut read,
+            read_at,
+            None,
+            &mut each,
+        )
         .unwrap();
     drop(each);
 

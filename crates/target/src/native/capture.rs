@@ -2,6 +2,10 @@
 //! of them where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
+//! - a thread preempted from a CPU (runnable, waiting for one) whose [`PreemptWatch`] holds
+//!   its newest preemption is read without a stop from that record, proven not to have run
+//!   through the Python read by its [`SwitchWatch`] (round's first capture only, see
+//!   [`PreemptWatches`]);
 //! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
 //!   the same capture ([`capture_together`]), and the Python read runs inside the stops;
 //! - where ptrace is refused (the thread is already traced by a debugger or another profiler,
@@ -15,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 use strobe_remote::{
-    capture_together, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer,
-    Together, UserRegs,
+    capture_together, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch, StackError,
+    StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -43,6 +47,10 @@ pub(crate) struct Captured {
     pub(crate) kernel: Option<KernelBoundary>,
     /// Read asleep, without a stop.
     pub(crate) asleep: bool,
+    /// Read preempted, without a stop, from the kernel's record of its preemption. Whether it
+    /// was in a system call is not known yet: the merge looks at the instruction before its
+    /// instruction pointer ([`Captured::kernel`] is `None` until then).
+    pub(crate) preempted: bool,
     /// The native stack and the Python read are of one instant (not a perf snapshot).
     pub(crate) same_instant: bool,
     /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
@@ -50,6 +58,19 @@ pub(crate) struct Captured {
     /// another stack).
     pub(crate) bounded: bool,
 }
+
+/// A thread's switch watch and preemption watch: what reading it preempted without a stop
+/// needs (see [`crate::Target::native_stop_first`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PreemptWatches<'a> {
+    /// Its context switches: whether it is preempted now, and whether it ran since.
+    pub switches: &'a SwitchWatch,
+    /// Its newest preemption's registers and stack.
+    pub preempt: &'a PreemptWatch,
+}
+
+/// The watches of a thread of a capture, by thread id, where it has them.
+pub type WatchesOf<'w> = dyn Fn(i32) -> Option<PreemptWatches<'w>> + 'w;
 
 /// A thread's perf event and its latest snapshot: (time, registers, stack).
 struct PerfState {
@@ -99,7 +120,8 @@ impl Slot {
 
 /// Why a thread of [`Capturer::capture_many`] has no capture.
 pub(crate) enum Miss {
-    /// Read asleep, but it ran before the Python read ended: capture it again, stopped.
+    /// Read asleep (or preempted), but it ran before the Python read ended: capture it again,
+    /// stopped.
     Woke,
     /// The reason, for the summary.
     Failed(String),
@@ -116,6 +138,15 @@ enum Way {
         regs: UserRegs,
         syscall: i64,
         span: StackSpan,
+    },
+    /// To be read preempted, without a stop, from its newest preemption record: inside the
+    /// stops of the others, just before the Python read (its registers, and the switch
+    /// watch's position then, once read; its stack is copied), and proven not to have run
+    /// through the read just after it (`held`).
+    Preempted {
+        span: StackSpan,
+        read: Option<(u64, UserRegs)>,
+        held: bool,
     },
     /// Seized, to be stopped with the others.
     Stop(ThreadTracer, StackSpan),
@@ -138,11 +169,23 @@ impl Capturer {
             ..Slot::default()
         };
         slot.set(tid, may_sleep);
-        self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
+        self.capture_many(
+            pid,
+            std::slice::from_mut(&mut slot),
+            None,
+            None,
+            &mut during,
+        );
         if let Some(Err(Miss::Woke)) = slot.got {
             // It ran during the Python read: stopped this time.
             slot.set(tid, false);
-            self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
+            self.capture_many(
+                pid,
+                std::slice::from_mut(&mut slot),
+                None,
+                None,
+                &mut during,
+            );
         }
         self.stack = std::mem::take(&mut slot.stack);
         match slot.got {
@@ -157,32 +200,64 @@ impl Capturer {
     /// through `during` are read without a stop; every other thread is stopped, all of them
     /// together, and `during` runs while they are (or, where ptrace is refused, they come from
     /// their latest perf snapshots). Each slot's outcome is in [`Slot::got`]. The stops come
-    /// no sooner than `not_before` (see "Stops after our own read" in `sample.rs`).
+    /// no sooner than `not_before` (see "Stops after our own read" in `sample.rs`). A thread
+    /// that `watches` has watches for and that is preempted is read from its newest
+    /// preemption record, without a stop, if it provably stays preempted through `during`.
     pub(crate) fn capture_many(
         &mut self,
         pid: i32,
         slots: &mut [Slot],
         not_before: Option<Instant>,
+        watches: Option<&WatchesOf<'_>>,
         during: impl FnOnce(),
     ) {
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
-            slot.way = match self.asleep(pid, slot, span) {
+            let preempted = watches
+                .and_then(|w| w(slot.tid))
+                .is_some_and(|w| preempted_with_record(w, &mut slot.stack))
+                .then_some(Way::Preempted {
+                    span,
+                    read: None,
+                    held: false,
+                });
+            slot.way = match preempted.or_else(|| self.asleep(pid, slot, span)) {
                 Some(way) => way,
                 None => self.stoppable(pid, slot, span),
             };
         }
-        let mut group: Vec<Together<'_>> = slots
-            .iter_mut()
-            .filter_map(|s| match &mut s.way {
-                Way::Stop(tracer, span) => Some(Together::new(tracer, *span, &mut s.stack)),
-                _ => None,
-            })
-            .collect();
+        let mut group: Vec<Together<'_>> = Vec::new();
+        let mut unstopped = Vec::new();
+        for Slot {
+            tid, way, stack, ..
+        } in slots.iter_mut()
+        {
+            match way {
+                Way::Stop(tracer, span) => group.push(Together::new(tracer, *span, stack)),
+                Way::Preempted { .. } => unstopped.push((*tid, way, stack)),
+                _ => {}
+            }
+        }
         if let Some(at) = not_before.filter(|_| !group.is_empty()) {
             spin_until(at);
         }
-        capture_together(&mut group, during);
+        // The preempted threads' records are read, and proven held, as close around the
+        // Python read as can be: a thread that gets its CPU back meanwhile is stopped after.
+        let watched = |tid: i32| watches.and_then(|w| w(tid));
+        capture_together(&mut group, || {
+            for (tid, way, stack) in unstopped.iter_mut() {
+                if let (Some(w), Way::Preempted { span, read, .. }) = (watched(*tid), &mut **way) {
+                    *read = read_preempted(w, *span, stack);
+                }
+            }
+            during();
+            for (tid, way, _) in unstopped.iter_mut() {
+                if let (Some(w), Way::Preempted { read, held, .. }) = (watched(*tid), &mut **way) {
+                    *held = read.is_some_and(|(position, _)| still_preempted(w, position));
+                }
+            }
+        });
+        drop(unstopped);
         let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
         drop(group);
         let mut results = results.drain(..);
@@ -196,6 +271,7 @@ impl Capturer {
                         // Python read).
                         kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
                         asleep: false,
+                        preempted: false,
                         same_instant: true,
                         bounded: span.bytes_from(c.regs.sp) < span.max,
                     }),
@@ -212,10 +288,25 @@ impl Capturer {
                         syscall: u64::try_from(syscall).ok(),
                     }),
                     asleep: true,
+                    preempted: false,
                     same_instant: true,
                     bounded: span.bytes_from(regs.sp) < span.max,
                 })),
                 Way::Asleep { .. } => Some(Err(Miss::Woke)),
+                Way::Preempted {
+                    span,
+                    read: Some((_, regs)),
+                    held: true,
+                } => Some(Ok(Captured {
+                    regs,
+                    kernel: None,
+                    asleep: false,
+                    preempted: true,
+                    same_instant: true,
+                    // The record's copy may end below where a stop's would have.
+                    bounded: slot.stack.len() < span.max,
+                })),
+                Way::Preempted { .. } => Some(Err(Miss::Woke)),
                 Way::Undecided | Way::Done => slot.got.take(),
             };
         }
@@ -324,6 +415,7 @@ impl Capturer {
             regs,
             kernel: None,
             asleep: false,
+            preempted: false,
             same_instant: false,
             bounded: false,
         })
@@ -356,6 +448,37 @@ impl Capturer {
     pub(crate) fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
     }
+}
+
+/// Whether a thread's switch watch says it is preempted and its preemption watch holds a
+/// record (a thread preempted before its watch was opened has none): it is to be read without
+/// a stop. (`scratch`: no stack is copied.)
+fn preempted_with_record(w: PreemptWatches<'_>, scratch: &mut Vec<u8>) -> bool {
+    w.switches.last() == Some(LastSwitch::Preempted) && w.preempt.newest(0, scratch).is_some()
+}
+
+/// A preempted thread's registers from its newest preemption record (its stack into `stack`,
+/// as much as the record holds of `span`), with its switch watch's position, if it is still
+/// preempted and the record can be read: the first half of the proof that the record is its
+/// state through the Python read (the other: [`still_preempted`] after it).
+fn read_preempted(
+    w: PreemptWatches<'_>,
+    span: StackSpan,
+    stack: &mut Vec<u8>,
+) -> Option<(u64, UserRegs)> {
+    let position = w.switches.position();
+    if w.switches.last() != Some(LastSwitch::Preempted) {
+        return None;
+    }
+    let p = w.preempt.newest(span, stack)?;
+    Some((position, p.regs))
+}
+
+/// Whether a thread read preempted while its switch watch was at `position` has not been
+/// switched in since (so it has not run, and its record, stack and Python frames are of one
+/// instant).
+fn still_preempted(w: PreemptWatches<'_>, position: u64) -> bool {
+    w.switches.position() == position && w.switches.last() == Some(LastSwitch::Preempted)
 }
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.
