@@ -57,8 +57,9 @@ pub(crate) struct NativeView {
     outcomes: HashMap<u64, NativeOutcome, FxBuild>,
     /// The latest round's threads to capture (scratch).
     requests: Vec<NativeRequest>,
-    /// The threads a round stops before its read (scratch, see `round::stop_first`).
-    pub(crate) stop: Vec<i32>,
+    /// The threads a round stops before its read, with their thread states (scratch, see
+    /// `round::stop_first`).
+    pub(crate) stop: Vec<(i32, u64)>,
 }
 
 /// What a round's native capture gave for a thread.

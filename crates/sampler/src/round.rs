@@ -316,7 +316,7 @@ fn stop_first(
         ..
     } = &mut *st;
     native.stop.clear();
-    for memo in memos.values_mut() {
+    for (&tstate, memo) in memos.iter_mut() {
         let Some(host) = memo.host else {
             continue;
         };
@@ -335,7 +335,7 @@ fn stop_first(
             }
             if let Ok(tid) = i32::try_from(host) {
                 memo.stopped_in = round;
-                native.stop.push(tid);
+                native.stop.push((tid, tstate));
             }
         }
     }

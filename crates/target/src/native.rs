@@ -26,7 +26,7 @@ use strobe_native::{
 };
 use strobe_remote::UserRegs;
 use strobe_walker::walk::{ThreadStack, Walker};
-use strobe_walker::WalkError;
+use strobe_walker::{RawSample, WalkError};
 
 use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
@@ -79,6 +79,9 @@ pub(crate) struct NativeState {
     first_count: Option<usize>,
     /// When the latest capture's read of the target ended.
     last_read: Option<Instant>,
+    /// The latest capture's Python read of the threads it read preempted, before its stops
+    /// (see [`capture::Read::Preempted`]): those threads are merged with their frames here.
+    preempted_read: RawSample,
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
@@ -155,6 +158,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
@@ -192,6 +196,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),

@@ -53,30 +53,32 @@ impl Target {
         self.native_round_with(wanted, None, raw, read_at, watches, each)
     }
 
-    /// The first half of a round that stops first and reads after: stop the threads `tids`
-    /// (as seen from here) together, and run `read`, the round's read of the target, while
-    /// they are stopped. The stops come no sooner than 20 µs after the latest read of a
-    /// native capture (the previous round's: see "Stops after our own read" in
-    /// `native/sample.rs`). Gives when `read` ended. The round then decides which threads
-    /// it keeps from that read and hands them to [`Target::native_round_after`], which merges
-    /// the stopped ones' captures with their frames in the same read. Without
-    /// [`Target::enable_native`], `read` runs without stops.
+    /// The first half of a round that stops first and reads after: stop the threads
+    /// `threads` (kernel id as seen from here, thread state address) together, and run
+    /// `read`, the round's read of the target, while they are stopped. The stops come no
+    /// sooner than 20 µs after the latest read of a native capture (the previous round's: see
+    /// "Stops after our own read" in `native/sample.rs`). Gives when `read` ended. The round
+    /// then decides which threads it keeps from that read and hands them to
+    /// [`Target::native_round_after`], which merges the stopped ones' captures with their
+    /// frames in the same read. Without [`Target::enable_native`], `read` runs without stops.
     ///
-    /// A thread of `tids` for which `watches` gives a switch watch and a preemption watch
+    /// A thread for which `watches` gives a switch watch and a preemption watch
     /// ([`crate::PreemptWatches`]) and whose switch watch says it is preempted (runnable, off
-    /// a CPU) is not stopped: its registers and stack come from its newest preemption record,
-    /// read before `read`, and count if its switch watch has not moved by the end of `read`
-    /// (it did not run meanwhile); if it moved, the round captures it after the read, stopped
-    /// (as a thread woken since). Such a thread's [`crate::NativeStack::preempted`] is set.
+    /// a CPU) is read first, before anything is stopped: its registers and stack from its
+    /// newest preemption record, then its Python frames in a read of the preempted threads
+    /// alone; if its switch watch has not moved by the end of that read (it did not run
+    /// meanwhile), record and frames are merged as one instant, its preemption, and it is not
+    /// stopped; if it moved, it is stopped with the others. Such a thread's
+    /// [`crate::NativeStack::preempted`] is set.
     pub fn native_stop_first(
         &mut self,
-        tids: &[i32],
+        threads: &[(i32, u64)],
         watches: Option<&crate::WatchesOf<'_>>,
         read: &mut dyn FnMut(&mut Walker<TargetMemory>),
     ) -> Instant {
         let pid = self.process.pid;
         match self.native.as_mut() {
-            Some(state) => state.stop_first(pid, tids, watches, &mut self.walker, read),
+            Some(state) => state.stop_first(pid, threads, watches, &mut self.walker, read),
             None => {
                 read(&mut self.walker);
                 Instant::now()

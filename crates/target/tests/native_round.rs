@@ -240,7 +240,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     // Spinner 0 stopped, and the round's whole read taken inside its stop.
     let mut first = RawSample::new();
     let mut walked = Ok(());
-    let read_at = target.native_stop_first(&[stopped.tid], None, &mut |walker| {
+    let read_at = target.native_stop_first(&[(stopped.tid, stopped.tstate)], None, &mut |walker| {
         walked = walker.sample_into(&mut first);
     });
     walked.unwrap();

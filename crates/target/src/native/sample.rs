@@ -51,7 +51,7 @@ use strobe_native::{EvalShape, KernelBoundary, UnwindEnd};
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
-use super::capture::{Miss, Slot, WatchesOf};
+use super::capture::{Miss, Read, Slot, WatchesOf};
 use super::{python_failed, NativeStack, NativeState, NativeThread};
 
 /// The least time between a read of the target and the stops that follow it (see "Stops
@@ -115,13 +115,15 @@ impl NativeState {
     /// knows which threads it keeps (see "Stop first, read after" in the module
     /// documentation). The stops come [`READ_TO_STOP`] after the latest read of a capture
     /// (the previous round's), spinning the rest if needed. The captures wait in the state
-    /// for the round's [`NativeState::sample_round`]. When `read` ended. A thread that
-    /// `watches` has watches for and that is preempted is read from its preemption record
-    /// instead of stopped, if it stays preempted through `read` (see `capture.rs`).
+    /// for the round's [`NativeState::sample_round`]. When `read` ended. `threads`: (kernel
+    /// id, thread state address). A thread that `watches` has watches for and that is
+    /// preempted is read first, before the stops, from its preemption record and a Python
+    /// read of the preempted threads alone, if it stays preempted through that read (see
+    /// [`super::capture::Capturer::capture_many`]); if not, it is stopped with the others.
     pub(crate) fn stop_first<M: RemoteMemory>(
         &mut self,
         pid: i32,
-        tids: &[i32],
+        threads: &[(i32, u64)],
         watches: Option<&WatchesOf<'_>>,
         walker: &mut Walker<M>,
         read: &mut dyn FnMut(&mut Walker<M>),
@@ -129,23 +131,30 @@ impl NativeState {
         self.stopped_running.clear();
         // The round's slots: the later captures of the round take the ones after these.
         let mut first = std::mem::take(&mut self.slots);
-        if first.len() < tids.len() {
-            first.resize_with(tids.len(), Slot::default);
+        if first.len() < threads.len() {
+            first.resize_with(threads.len(), Slot::default);
         }
-        let used = &mut first[..tids.len()];
-        for (slot, &tid) in used.iter_mut().zip(tids) {
-            slot.set(tid, false);
+        let used = &mut first[..threads.len()];
+        for (slot, &(tid, tstate)) in used.iter_mut().zip(threads) {
+            slot.set(tid, tstate, false);
         }
         let not_before = self.last_read.map(|at| at + READ_TO_STOP);
-        self.capturer
-            .capture_many(pid, used, not_before, watches, || read(walker));
+        let preempted_read = &mut self.preempted_read;
+        let mut reads = |r: Read<'_>| match r {
+            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Stopped => {
+                read(walker);
+                true
+            }
+        };
+        (self.capturer).capture_many(pid, used, not_before, watches, &mut reads);
         let read_at = Instant::now();
         self.last_read = Some(read_at);
         self.note_stopped_running(used);
         // By thread id, for `sample_round` to find each kept thread's.
         used.sort_unstable_by_key(|slot| slot.tid);
         self.slots = first;
-        self.first_count = Some(tids.len());
+        self.first_count = Some(threads.len());
         read_at
     }
 
@@ -154,8 +163,8 @@ impl NativeState {
     /// every thread's result in turn (a retried thread after the others, from the retries'
     /// read). An error of `each` ends the round. `read_at`: when the round last read the
     /// target (the stops keep [`READ_TO_STOP`] from it). A thread `watches` has watches for
-    /// and that is preempted is read from its preemption record instead of stopped, if it
-    /// stays preempted through the read (see `capture.rs`); if not, it is retried, stopped.
+    /// and that is preempted is read first, from its preemption record, as in
+    /// [`NativeState::stop_first`].
     ///
     /// After [`NativeState::stop_first`], whose read is `first`: a thread it stopped is merged
     /// with its frames there, without a capture of its own; only the others are captured
@@ -232,8 +241,8 @@ impl NativeState {
             members: &retries,
             first_slot: 0,
             read_at: self.last_read.unwrap_or(round.read_at),
-            // Stopped, whatever they were: a thread read preempted that ran meanwhile, or
-            // whose record's stack was too short for its unwind, is retried with a stop.
+            // Stopped, whatever they were: a thread read preempted whose record's stack was
+            // too short for its unwind is retried with a stop.
             watches: None,
             ..round
         };
@@ -258,15 +267,20 @@ impl NativeState {
         }
         let slots_used = &mut slots[b.first_slot..end];
         for (slot, &(i, may_sleep)) in slots_used.iter_mut().zip(b.members) {
-            slot.set(b.wanted[i].tid, may_sleep);
+            slot.set(b.wanted[i].tid, b.wanted[i].tstate, may_sleep);
         }
         let mut walked = None;
         let mut want = |tstate: u64| (b.members.iter()).any(|&(i, _)| b.wanted[i].tstate == tstate);
         let not_before = b.read_at + READ_TO_STOP;
-        self.capturer
-            .capture_many(b.of.pid, slots_used, Some(not_before), b.watches, || {
+        let preempted_read = &mut self.preempted_read;
+        let mut reads = |r: Read<'_>| match r {
+            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Stopped => {
                 walked = Some(walker.sample_wanted_into(raw, &mut want));
-            });
+                true
+            }
+        };
+        (self.capturer).capture_many(b.of.pid, slots_used, Some(not_before), b.watches, &mut reads);
         self.last_read = Some(Instant::now());
         self.note_stopped_running(slots_used);
         let read = match walked {
@@ -290,6 +304,34 @@ impl NativeState {
     /// there are to be `retries`, put it there (with whether it may be read asleep then).
     #[allow(clippy::too_many_arguments)]
     fn settle<M: RemoteMemory, E>(
+        &mut self,
+        b: Batch<'_, '_>,
+        (i, may_sleep): (usize, bool),
+        slot: &Slot,
+        read: &Result<(), String>,
+        raw: &RawSample,
+        walker: &mut Walker<M>,
+        each: &mut EachNative<'_, M, E>,
+        retries: Option<&mut Vec<(usize, bool)>>,
+    ) -> Result<(), E> {
+        let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
+        // A thread read preempted is merged with its frames in the read of the preempted
+        // threads, taken at its preemption's instant (which succeeded, or it would have been
+        // stopped), not in the capture's own.
+        let preempted_read = std::mem::take(&mut self.preempted_read);
+        let (raw, read) = if preempted {
+            (&preempted_read, &Ok(()))
+        } else {
+            (raw, read)
+        };
+        let result = self.settle_in(b, (i, may_sleep), slot, read, raw, walker, each, retries);
+        self.preempted_read = preempted_read;
+        result
+    }
+
+    /// [`NativeState::settle`] with the read `raw` that holds the thread's frames.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_in<M: RemoteMemory, E>(
         &mut self,
         b: Batch<'_, '_>,
         (i, may_sleep): (usize, bool),
