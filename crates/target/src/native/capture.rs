@@ -244,7 +244,10 @@ impl Capturer {
                 None => self.stoppable(pid, slot, span),
             };
         }
-        if slots.iter().any(|slot| matches!(slot.way, Way::Preempted { .. })) {
+        if slots
+            .iter()
+            .any(|slot| matches!(slot.way, Way::Preempted { .. }))
+        {
             let after = self.read_preempted_first(pid, slots, &watched, read);
             not_before = Some(not_before.map_or(after, |at| at.max(after)));
         }

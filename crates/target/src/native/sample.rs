@@ -280,7 +280,13 @@ impl NativeState {
                 true
             }
         };
-        (self.capturer).capture_many(b.of.pid, slots_used, Some(not_before), b.watches, &mut reads);
+        (self.capturer).capture_many(
+            b.of.pid,
+            slots_used,
+            Some(not_before),
+            b.watches,
+            &mut reads,
+        );
         self.last_read = Some(Instant::now());
         self.note_stopped_running(slots_used);
         let read = match walked {
