@@ -51,10 +51,9 @@ pub struct SamplerConfig {
     /// `native` module): a running thread is stopped alone for each of its samples.
     pub native: bool,
     /// With `native` (not `blocking`): read a thread preempted from its CPU without stopping
-    /// it, from the kernel's record of its preemption, where the kernel allows (see the
-    /// `threads` module). Off by default: measured, it makes the native samples agree less
-    /// with the kernel's own account of where the threads run (docs/PERFORMANCE.md, "Issue
-    /// 12: preempted threads read without a stop").
+    /// it, first, from the kernel's record of its preemption, where the kernel allows (see the
+    /// `threads` module); else it is stopped as a running thread. On by default
+    /// (docs/PERFORMANCE.md, "Issue 12: preempted threads read first, without a stop").
     pub native_read_preempted: bool,
     /// Put a `<GC>` frame on top of the stack of a thread running the cyclic garbage
     /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
@@ -89,7 +88,7 @@ impl Default for SamplerConfig {
             keep_off_target_cpus: true,
             subprocesses: false,
             native: false,
-            native_read_preempted: false,
+            native_read_preempted: true,
             gc_frames: true,
             async_stacks: false,
             async_switch: None,
