@@ -15,8 +15,8 @@
 //! read (which threads' frames to copy) and its decision after (which samples to keep) share
 //! the answer.
 //!
-//! Under `--native` without `--blocking` (unless `SamplerConfig::native_read_preempted` is
-//! off; [`KernelThreads::watch_preemptions`]), each switch watch gets a
+//! Under `--native` without `--blocking`, when asked (`SamplerConfig::native_read_preempted`,
+//! [`KernelThreads::watch_preemptions`]), each switch watch gets a
 //! [`PreemptWatch`] beside it, opened and dropped with it: the kernel's record of the thread's
 //! newest preemption, from which a round reads a preempted thread without stopping it (see
 //! `strobe_target::Target::native_stop_first`). Where one cannot be opened (no kernel-time

@@ -3,10 +3,11 @@
 //! where the kernel allows it (root here); see `strobe_target::Target::native_stop_first`.
 //!
 //! The target's two workers call `zlib.crc32` in a loop (C code that releases the GIL) on one
-//! CPU, so whenever one runs the other is preempted. Recorded at 1 kHz by default both ways a
-//! round captures (CPU mode, which reads the preempted threads first and stops the others,
-//! and with idle samples, which reads first), some samples must come from preemption records
-//! (none with `native_read_preempted` off); and every sample of a worker must
+//! CPU, so whenever one runs the other is preempted. Recorded at 1 kHz with
+//! `native_read_preempted` both ways a round captures (CPU mode, which reads the preempted
+//! threads first and stops the others, and with idle samples, which reads first), some samples
+//! must come from preemption
+//! records (none without it, the default); and every sample of a worker must
 //! be its own stack, merged whole: the worker's Python function and `crc32` inside it, the
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
 //! itself refuses native and Python frames that do not agree).
@@ -95,18 +96,17 @@ fn check(interp: &Interpreter) {
         SCRIPT,
         &[arg.as_str()],
     );
-    // The default, both ways a round captures; and turned off: stopped.
-    for (read_preempted, include_idle) in [(None, false), (None, true), (Some(false), false)] {
+    // Asked for, both ways a round captures; and not asked for (the default): stopped.
+    for (read_preempted, include_idle) in [(true, false), (true, true), (false, false)] {
         let what =
-            format!("{version}, read_preempted {read_preempted:?}, include_idle {include_idle}");
-        let default = SamplerConfig::default();
+            format!("{version}, read_preempted {read_preempted}, include_idle {include_idle}");
         let cfg = SamplerConfig {
             rate_hz: 1000.0,
             native: true,
-            native_read_preempted: read_preempted.unwrap_or(default.native_read_preempted),
+            native_read_preempted: read_preempted,
             by_function: true,
             include_idle,
-            ..default
+            ..SamplerConfig::default()
         };
         let target = Target::attach(victim.pid()).unwrap();
         let (samples, tables, summary) = sample_until(target, cfg, 2000);
@@ -119,7 +119,7 @@ fn check(interp: &Interpreter) {
         );
         eprintln!("{context}");
         assert!(workers > 0, "{context}");
-        if read_preempted.is_none() {
+        if read_preempted {
             assert!(
                 s.native_preempted > 0,
                 "no sample read preempted: {context}"
