@@ -132,12 +132,19 @@ pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<Stri
         return Vec::new();
     }
     let pct = |n: u64| 100.0 * n as f64 / all as f64;
-    let mut lines = vec![format!(
+    let mut first = format!(
         "native stacks merged for {} of {} samples ({:.2}%)",
         thousands(s.native_merged),
         thousands(all),
         pct(s.native_merged)
-    )];
+    );
+    if s.native_preempted > 0 {
+        first.push_str(&format!(
+            "; {} of them read preempted, without a stop",
+            thousands(s.native_preempted)
+        ));
+    }
+    let mut lines = vec![first];
     if s.native_failed > 0 {
         let reasons: Vec<String> = failures
             .iter()
@@ -179,6 +186,26 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn the_native_line_counts_samples_read_preempted() {
+        let mut s = StatsSnapshot {
+            native_merged: 1500,
+            native_failed: 500,
+            ..Default::default()
+        };
+        let failures = [("why".to_string(), 500)];
+        assert_eq!(
+            native_summary(&s, &failures)[0],
+            "native stacks merged for 1,500 of 2,000 samples (75.00%)"
+        );
+        s.native_preempted = 1200;
+        assert_eq!(
+            native_summary(&s, &failures)[0],
+            "native stacks merged for 1,500 of 2,000 samples (75.00%); 1,200 of them read \
+             preempted, without a stop"
+        );
     }
 
     #[test]

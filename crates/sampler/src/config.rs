@@ -50,6 +50,13 @@ pub struct SamplerConfig {
     /// Each sampled thread's native stack too, merged with its Python frames (see the
     /// `native` module): a running thread is stopped alone for each of its samples.
     pub native: bool,
+    /// With `native` (not `blocking`): read a thread preempted from its CPU without stopping
+    /// it, first, from the kernel's record of its preemption, where the kernel allows (see the
+    /// `threads` module). Off by default: the kernel then copies a thread's stack at each of
+    /// its preemptions, which measured costs a target of 50 busy threads 30–47% of its
+    /// throughput (docs/PERFORMANCE.md, "Issue 12: preempted threads read first, without a
+    /// stop").
+    pub native_read_preempted: bool,
     /// Put a `<GC>` frame on top of the stack of a thread running the cyclic garbage
     /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
     /// (`record` keeps it and leaves it out when writing, so a raw recording has it).
@@ -83,6 +90,7 @@ impl Default for SamplerConfig {
             keep_off_target_cpus: true,
             subprocesses: false,
             native: false,
+            native_read_preempted: false,
             gc_frames: true,
             async_stacks: false,
             async_switch: None,

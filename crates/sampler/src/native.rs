@@ -26,7 +26,7 @@ use std::time::Instant;
 use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, StackId};
 use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
 use strobe_remote::Freeze;
-use strobe_target::{NativeRequest, NativeResult, NativeStack, Target, TargetMemory};
+use strobe_target::{NativeRequest, NativeResult, NativeStack, Target, TargetMemory, WatchesOf};
 use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 
 use crate::admit::Kept;
@@ -57,21 +57,23 @@ pub(crate) struct NativeView {
     outcomes: HashMap<u64, NativeOutcome, FxBuild>,
     /// The latest round's threads to capture (scratch).
     requests: Vec<NativeRequest>,
-    /// The threads a round stops before its read (scratch, see `round::stop_first`).
-    pub(crate) stop: Vec<i32>,
+    /// The threads a round stops before its read, with their thread states (scratch, see
+    /// `round::stop_first`).
+    pub(crate) stop: Vec<(i32, u64)>,
 }
 
 /// What a round's native capture gave for a thread.
 #[derive(Debug)]
 pub(crate) enum NativeOutcome {
-    /// The merged stack, interned.
-    Merged(StackId),
+    /// The merged stack, interned; whether the thread was read preempted, without a stop
+    /// ([`NativeStack::preempted`]).
+    Merged(StackId, bool),
     /// Why there is none (the Python stack is recorded instead).
     Failed(String),
 }
 
 /// The threads a round captures: `kept`, indexing the round's read `threads`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct NativeRound<'a> {
     pub(crate) threads: &'a [RawThread],
     pub(crate) kept: &'a [Kept],
@@ -84,6 +86,9 @@ pub(crate) struct NativeRound<'a> {
     /// The round's read, if it was taken inside the stops of `Target::native_stop_first`:
     /// the threads stopped there are merged with their frames in it.
     pub(crate) first: Option<&'a RawSample>,
+    /// Each thread's switch and preemption watches, where it has both: a preempted thread is
+    /// read without a stop.
+    pub(crate) watches: &'a WatchesOf<'a>,
 }
 
 /// How a merged stack is interned.
@@ -166,9 +171,13 @@ impl NativeView {
         };
         match round.first {
             Some(first) => {
-                target.native_round_after(requests, first, raw, round.read_at, &mut each)
+                let watches = Some(round.watches);
+                target.native_round_after(requests, first, raw, round.read_at, watches, &mut each)
             }
-            None => target.native_round(requests, raw, round.read_at, &mut each),
+            None => {
+                let watches = Some(round.watches);
+                target.native_round(requests, raw, round.read_at, watches, &mut each)
+            }
         }
     }
 
@@ -263,11 +272,11 @@ fn intern_merged(
         };
         ids.push(id);
     }
-    let stack = side
+    let id = side
         .interner()
         .intern_stack(ids)
         .map_err(|e| RoundError::Fatal(e.into()))?;
-    Ok(NativeOutcome::Merged(stack))
+    Ok(NativeOutcome::Merged(id, stack.preempted))
 }
 
 /// A native frame as interned: its symbol (or `module+0xoffset`), DWARF file and line, and its

@@ -183,6 +183,10 @@ pub(crate) fn round(
         return Err(RoundError::Transient(ErrorKind::Read));
     }
     st.kernel.start_round();
+    if st.native.mode == NativeMode::On && !cfg.blocking && cfg.native_read_preempted {
+        // Preempted threads are read without a stop where the kernel allows (see `threads`).
+        st.kernel.watch_preemptions();
+    }
     let walked = if cfg.blocking {
         let freeze = match Freeze::all_threads(pid) {
             Ok(f) => f,
@@ -312,7 +316,7 @@ fn stop_first(
         ..
     } = &mut *st;
     native.stop.clear();
-    for memo in memos.values_mut() {
+    for (&tstate, memo) in memos.iter_mut() {
         let Some(host) = memo.host else {
             continue;
         };
@@ -331,7 +335,7 @@ fn stop_first(
             }
             if let Ok(tid) = i32::try_from(host) {
                 memo.stopped_in = round;
-                native.stop.push(tid);
+                native.stop.push((tid, tstate));
             }
         }
     }
@@ -341,7 +345,13 @@ fn stop_first(
             .get(&tstate)
             .is_none_or(|m| m.host.is_none() || m.read_in == round)
     };
-    let read_at = target.native_stop_first(&native.stop, &mut |walker| {
+    let kernel = &*kernel;
+    let watches = |tid: i32| {
+        u32::try_from(tid)
+            .ok()
+            .and_then(|h| kernel.preempt_watches(h))
+    };
+    let read_at = target.native_stop_first(&native.stop, Some(&watches), &mut |walker| {
         walked = walker.sample_wanted_into(raw, &mut wanted);
     });
     note_stopped_running(st, target);
@@ -479,6 +489,12 @@ fn record_threads(
         // The capture reads the kept threads' Python stacks again: a walk (see the `native`
         // module).
         st.walks += 1;
+        let kernel = &st.kernel;
+        let watches = |tid: i32| {
+            u32::try_from(tid)
+                .ok()
+                .and_then(|h| kernel.preempt_watches(h))
+        };
         let round = NativeRound {
             threads: stacks,
             kept: &st.kept,
@@ -486,6 +502,7 @@ fn record_threads(
             root: st.root_frame,
             read_at,
             first: stopped_first.then_some(raw),
+            watches: &watches,
         };
         st.native
             .capture_round(target, side, &mut st.frames, round)?;
@@ -510,8 +527,8 @@ fn record_threads(
         let merged = if st.native.mode == NativeMode::On {
             // Taken during the round's freeze (`--blocking`), or by the round's capture above.
             match st.native.take(t.tstate_addr) {
-                NativeOutcome::Merged(stack) => {
-                    stats.add_native_merged();
+                NativeOutcome::Merged(stack, preempted) => {
+                    stats.add_native_merged(preempted);
                     Some(stack)
                 }
                 NativeOutcome::Failed(why) => {

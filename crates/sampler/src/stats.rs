@@ -66,6 +66,7 @@ pub struct SamplerStats {
     native_failures: Mutex<Vec<(String, u64)>>,
     /// `--native`: threads stopped before a round's read that the round did not sample.
     native_stops_unused: AtomicU64,
+    native_preempted: AtomicU64,
 }
 
 /// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
@@ -100,6 +101,7 @@ impl SamplerStats {
             native_merged: AtomicU64::new(0),
             native_failures: Mutex::new(Vec::new()),
             native_stops_unused: AtomicU64::new(0),
+            native_preempted: AtomicU64::new(0),
         }
     }
 
@@ -141,12 +143,16 @@ impl SamplerStats {
             native_merged: r(&self.native_merged),
             native_failed: self.native_failures().iter().map(|(_, n)| n).sum(),
             native_stops_unused: r(&self.native_stops_unused),
+            native_preempted: r(&self.native_preempted),
         }
     }
 
     /// `--native`: count a sample recorded with its merged native stack.
-    pub(crate) fn add_native_merged(&self) {
+    pub(crate) fn add_native_merged(&self, preempted: bool) {
         self.native_merged.fetch_add(1, Ordering::Relaxed);
+        if preempted {
+            self.native_preempted.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// `--native`: count `n` threads stopped before a round's read that it did not sample.
@@ -312,6 +318,10 @@ pub struct StatsSnapshot {
     /// `--native`, CPU mode: threads stopped before a round's read (see "Stop first, read
     /// after" in `round`) that the round then did not sample: stops that ended in no sample.
     pub native_stops_unused: u64,
+    /// `--native`, CPU mode: of [`StatsSnapshot::native_merged`], samples of threads read
+    /// preempted (runnable, off a CPU) from the kernel's record of the preemption, without a
+    /// stop (see `strobe_target::Target::native_stop_first`).
+    pub native_preempted: u64,
 }
 
 impl StatsSnapshot {

@@ -15,6 +15,14 @@
 //! read (which threads' frames to copy) and its decision after (which samples to keep) share
 //! the answer.
 //!
+//! Under `--native` without `--blocking`, when asked (`SamplerConfig::native_read_preempted`,
+//! [`KernelThreads::watch_preemptions`]), each switch watch gets a
+//! [`PreemptWatch`] beside it, opened and dropped with it: the kernel's record of the thread's
+//! newest preemption, from which a round reads a preempted thread without stopping it (see
+//! `strobe_target::Target::native_stop_first`). Where one cannot be opened (no kernel-time
+//! perf events, no tracefs, the locked-memory limit), the thread has none and is stopped as
+//! before; after the first such refusal no more are tried.
+//!
 //! The task list (and the map between our thread ids and the target's, which differ inside a
 //! PID namespace) is re-read only when a walk names a thread we do not know, at most every
 //! [`RESCAN_EVERY`]. A thread found otherwise (≤3.10 interpreters, whose kernel ids come from
@@ -27,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
-use strobe_remote::{RemoteError, SwitchWatch};
+use strobe_remote::{PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
+use strobe_target::PreemptWatches;
 
 /// Least time between two scans of `/proc/PID/task`.
 const RESCAN_EVERY: Duration = Duration::from_millis(50);
@@ -37,6 +46,9 @@ const MAX_MISSING: usize = 4096;
 /// Threads watched through perf events (one descriptor and two pages each); further threads
 /// are read through `/proc`.
 pub(crate) const MAX_WATCHES: usize = 512;
+/// Bytes of user stack the kernel copies at each preemption of a thread with a
+/// [`PreemptWatch`]: as much as lets two records fit 16 pages (64 KiB of ring a thread).
+const PREEMPT_STACK: u32 = 32 * 1024 - 80;
 
 /// One thread's open files.
 #[derive(Debug)]
@@ -55,8 +67,24 @@ enum Watch {
     Untried,
     /// Not available for this thread: `/proc` it is.
     Off,
-    /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch.
-    On { watch: SwitchWatch, opened: char },
+    /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch;
+    /// with the thread's preemption watch, where it has one.
+    On {
+        watch: SwitchWatch,
+        opened: char,
+        preempt: Option<PreemptWatch>,
+    },
+}
+
+/// Whether switch watches get a [`PreemptWatch`] beside them.
+#[derive(Debug)]
+enum Preempts {
+    /// Not asked for.
+    Off,
+    /// Asked for, with the tracepoint to open them on.
+    On(PerfTrigger),
+    /// Asked for, but refused (the tracepoint or an event): not tried again.
+    Refused,
 }
 /// A thread as the latest `--blocking` freeze left it (see [`KernelThreads::read_all`]).
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +104,8 @@ pub(crate) struct KernelThreads {
     /// Whether switch watches are tried (false once the kernel refused one for a reason
     /// that holds for every thread).
     watching: bool,
+    /// Whether they get preemption watches.
+    preempts: Preempts,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
     /// or the id is not one of the target's): not retried on every read.
     missing: HashSet<u32, FxBuild>,
@@ -106,6 +136,7 @@ impl KernelThreads {
             pid,
             tasks: HashMap::default(),
             watching: true,
+            preempts: Preempts::Off,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
@@ -195,7 +226,7 @@ impl KernelThreads {
         }
         let task = self.tasks.get(&host)?;
         match &task.watch {
-            Watch::On { watch, opened } => {
+            Watch::On { watch, opened, .. } => {
                 // `None`: the kernel kept writing while we read; `/proc` answers.
                 if let Some(last) = watch.last() {
                     self.reads += 1;
@@ -254,11 +285,30 @@ impl KernelThreads {
     /// Set a switch watch on our thread `host` and read its state from `/proc` (after the
     /// watch is set, so no switch falls between the two).
     fn start_watch(&mut self, host: u32) -> Option<char> {
-        let opened = SwitchWatch::open(self.pid, i32::try_from(host).ok()?);
+        let tid = i32::try_from(host).ok()?;
+        let opened = SwitchWatch::open(self.pid, tid);
+        let preempt = match (&opened, &self.preempts) {
+            (Ok(_), Preempts::On(trigger)) => {
+                match PreemptWatch::open(self.pid, tid, PREEMPT_STACK, trigger) {
+                    Ok(p) => Some(p),
+                    Err(strobe_remote::PerfError::ThreadGone { .. }) => None,
+                    Err(_) => {
+                        // Refused for a reason that holds for the threads to come too.
+                        self.preempts = Preempts::Refused;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let state = self.read_stat(host).map(|s| s.state);
         let task = self.tasks.get_mut(&host)?;
         task.watch = match (opened, state) {
-            (Ok(watch), Some(opened)) => Watch::On { watch, opened },
+            (Ok(watch), Some(opened)) => Watch::On {
+                watch,
+                opened,
+                preempt,
+            },
             (Ok(_), None) => Watch::Off,
             (Err(e), _) => {
                 // Refused for a reason that holds for every thread (permissions, no perf
@@ -271,6 +321,33 @@ impl KernelThreads {
             }
         };
         state
+    }
+
+    /// From now on, each switch watch set gets a [`PreemptWatch`] beside it, where the kernel
+    /// allows (see the module documentation). Called by every round that may read preempted
+    /// threads; only the first call does anything.
+    pub(crate) fn watch_preemptions(&mut self) {
+        if matches!(self.preempts, Preempts::Off) {
+            self.preempts = match PerfTrigger::preemptions() {
+                Ok(trigger) => Preempts::On(trigger),
+                Err(_) => Preempts::Refused,
+            };
+        }
+    }
+
+    /// Our thread `host`'s switch watch and preemption watch, if it has both.
+    pub(crate) fn preempt_watches(&self, host: u32) -> Option<PreemptWatches<'_>> {
+        match &self.tasks.get(&host)?.watch {
+            Watch::On {
+                watch,
+                preempt: Some(preempt),
+                ..
+            } => Some(PreemptWatches {
+                switches: watch,
+                preempt,
+            }),
+            _ => None,
+        }
     }
 
     /// Switch watches set (counted when a new one is considered: once per thread).

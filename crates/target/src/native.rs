@@ -26,7 +26,7 @@ use strobe_native::{
 };
 use strobe_remote::UserRegs;
 use strobe_walker::walk::{ThreadStack, Walker};
-use strobe_walker::WalkError;
+use strobe_walker::{RawSample, WalkError};
 
 use crate::snapshot::{FrameKind, FrameSnapshot, NativeFrameInfo};
 
@@ -34,6 +34,7 @@ mod capture;
 mod sample;
 
 use capture::{Captured, Capturer, Slot};
+pub use capture::{PreemptWatches, WatchesOf};
 pub(crate) use sample::RoundOf;
 pub use sample::{EachNative, NativeRequest, NativeResult};
 use strobe_remote::Freeze;
@@ -52,6 +53,9 @@ pub struct NativeStack<'a> {
     pub merged: &'a [MergedFrame],
     /// The native frames `merged` refers to.
     pub native: &'a [NativeFrame],
+    /// The thread was read preempted (runnable, off a CPU), without a stop, from the kernel's
+    /// record of its preemption.
+    pub preempted: bool,
 }
 
 /// The target's modules, unwinder and symbol caches, built on the first native snapshot.
@@ -75,6 +79,9 @@ pub(crate) struct NativeState {
     first_count: Option<usize>,
     /// When the latest capture's read of the target ended.
     last_read: Option<Instant>,
+    /// The latest capture's Python read of the threads it read preempted, before its stops
+    /// (see [`capture::Read::Preempted`]): those threads are merged with their frames here.
+    preempted_read: RawSample,
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
@@ -151,6 +158,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
@@ -188,6 +196,7 @@ impl NativeState {
             capturer: Capturer::default(),
             slots: Vec::new(),
             first_count: None,
+            preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
             unwound: Unwound::default(),
@@ -246,6 +255,7 @@ impl NativeState {
                 .syscall
                 .map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            preempted: false,
             same_instant: true,
             bounded: false,
         };
@@ -470,6 +480,7 @@ impl NativeState {
             regs,
             kernel: syscall.map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            preempted: false,
             same_instant: true,
             bounded: span.bytes_from(regs.sp) < span.max,
         };
@@ -477,6 +488,7 @@ impl NativeState {
         Ok(NativeStack {
             merged: &self.merged,
             native: &self.frames,
+            preempted: false,
         })
     }
 

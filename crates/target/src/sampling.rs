@@ -40,33 +40,45 @@ impl Target {
     /// succeeded, else every thread gets that reason. `read_at`: when the caller last read
     /// the target (its walk); the stops come no sooner than 20 µs after it, since a stop
     /// right after our read lands where the read slowed the target down (see "Stops after
-    /// our own read" in `native/sample.rs`).
+    /// our own read" in `native/sample.rs`). A thread `watches` has watches for and that is
+    /// preempted is read without a stop (see [`Target::native_stop_first`]).
     pub fn native_round<E>(
         &mut self,
         wanted: &[NativeRequest],
         raw: &mut RawSample,
         read_at: Instant,
+        watches: Option<&crate::WatchesOf<'_>>,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
-        self.native_round_with(wanted, None, raw, read_at, each)
+        self.native_round_with(wanted, None, raw, read_at, watches, each)
     }
 
-    /// The first half of a round that stops first and reads after: stop the threads `tids`
-    /// (as seen from here) together, and run `read`, the round's read of the target, while
-    /// they are stopped. The stops come no sooner than 20 µs after the latest read of a
-    /// native capture (the previous round's: see "Stops after our own read" in
-    /// `native/sample.rs`). Gives when `read` ended. The round then decides which threads
-    /// it keeps from that read and hands them to [`Target::native_round_after`], which merges
-    /// the stopped ones' captures with their frames in the same read. Without
-    /// [`Target::enable_native`], `read` runs without stops.
+    /// The first half of a round that stops first and reads after: stop the threads
+    /// `threads` (kernel id as seen from here, thread state address) together, and run
+    /// `read`, the round's read of the target, while they are stopped. The stops come no
+    /// sooner than 20 µs after the latest read of a native capture (the previous round's: see
+    /// "Stops after our own read" in `native/sample.rs`). Gives when `read` ended. The round
+    /// then decides which threads it keeps from that read and hands them to
+    /// [`Target::native_round_after`], which merges the stopped ones' captures with their
+    /// frames in the same read. Without [`Target::enable_native`], `read` runs without stops.
+    ///
+    /// A thread for which `watches` gives a switch watch and a preemption watch
+    /// ([`crate::PreemptWatches`]) and whose switch watch says it is preempted (runnable, off
+    /// a CPU) is read first, before anything is stopped: its registers and stack from its
+    /// newest preemption record, then its Python frames in a read of the preempted threads
+    /// alone; if its switch watch has not moved by the end of that read (it did not run
+    /// meanwhile), record and frames are merged as one instant, its preemption, and it is not
+    /// stopped; if it moved, it is stopped with the others. Such a thread's
+    /// [`crate::NativeStack::preempted`] is set.
     pub fn native_stop_first(
         &mut self,
-        tids: &[i32],
+        threads: &[(i32, u64)],
+        watches: Option<&crate::WatchesOf<'_>>,
         read: &mut dyn FnMut(&mut Walker<TargetMemory>),
     ) -> Instant {
         let pid = self.process.pid;
         match self.native.as_mut() {
-            Some(state) => state.stop_first(pid, tids, &mut self.walker, read),
+            Some(state) => state.stop_first(pid, threads, watches, &mut self.walker, read),
             None => {
                 read(&mut self.walker);
                 Instant::now()
@@ -84,9 +96,10 @@ impl Target {
         first: &RawSample,
         raw: &mut RawSample,
         read_at: Instant,
+        watches: Option<&crate::WatchesOf<'_>>,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
-        self.native_round_with(wanted, Some(first), raw, read_at, each)
+        self.native_round_with(wanted, Some(first), raw, read_at, watches, each)
     }
 
     /// [`Target::native_round`], after a [`Target::native_stop_first`] whose read is `first`
@@ -97,6 +110,7 @@ impl Target {
         first: Option<&RawSample>,
         raw: &mut RawSample,
         read_at: Instant,
+        watches: Option<&crate::WatchesOf<'_>>,
         each: &mut EachNative<'_, TargetMemory, E>,
     ) -> Result<(), E> {
         let version = &self.process.version;
@@ -111,7 +125,8 @@ impl Target {
             }
             return Ok(());
         };
-        state.sample_round(of, wanted, first, read_at, &mut self.walker, raw, each)
+        let walker = &mut self.walker;
+        state.sample_round(of, wanted, first, (read_at, watches), walker, raw, each)
     }
 
     /// The threads (as seen from here) that the latest [`Target::native_stop_first`] or

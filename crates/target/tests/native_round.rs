@@ -5,14 +5,20 @@
 //! only the requested threads' stacks (not the main thread's). And a round that stops first
 //! (`Target::native_stop_first`, then `Target::native_round_after`): a thread stopped before
 //! the read is merged with its frames in that read, without a capture of its own, and only a
-//! kept thread that was not stopped is captured again.
+//! kept thread that was not stopped is captured again. And, with switch and preemption
+//! watches, a thread found preempted is read first, before anything is stopped, and merged
+//! with its frames in that earlier read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use strobe_native::MergedFrame;
-use strobe_target::{NativeRequest, Target};
+use strobe_remote::{PerfTrigger, PreemptWatch, SwitchWatch};
+use strobe_target::{NativeRequest, PreemptWatches, Target};
 use strobe_testkit::{Ready, TempDir};
 use strobe_walker::RawSample;
 
@@ -153,9 +159,18 @@ fn named(
     (kinds, names)
 }
 
+/// A spinner's merged stack: innermost, the C loop; further out (past ctypes' and libffi's
+/// frames), the Python function that called it.
+fn assert_spinner((kinds, names): &Named) {
+    assert_eq!(names[0], "spin_here", "{names:?}");
+    assert_eq!(kinds[0], "native");
+    let python = kinds.iter().position(|k| k == "python").unwrap();
+    assert_eq!(names[python], "spinner", "{names:?}");
+}
+
 /// Per request index of a capture: whether its frames are those of a read given beforehand
-/// (the one taken inside the first stops), and its stack.
-type Got = HashMap<usize, (bool, Named)>;
+/// (the one taken inside the first stops), whether it was read preempted, and its stack.
+type Got = HashMap<usize, (bool, bool, Named)>;
 
 /// The callback of a capture that fills `got`; `first` is the read taken beforehand, if any.
 fn collect<'a>(
@@ -171,7 +186,8 @@ fn collect<'a>(
     move |i, result, raw, walker| {
         let (stack, index) = result.unwrap_or_else(|e| panic!("thread {i}: {e}"));
         let in_first = first.is_some_and(|f| std::ptr::eq(raw, f));
-        got.insert(i, (in_first, named(stack, raw, index, walker)));
+        let preempted = stack.preempted;
+        got.insert(i, (in_first, preempted, named(stack, raw, index, walker)));
         Ok(())
     }
 }
@@ -190,21 +206,23 @@ fn a_round_captures_its_threads_together_and_reads_only_theirs() {
     let mut got = Got::new();
     let mut each = collect(&mut got, None);
     target
-        .native_round(&wanted, &mut read, std::time::Instant::now(), &mut each)
+        .native_round(
+            &wanted,
+            &mut read,
+            std::time::Instant::now(),
+            None,
+            &mut each,
+        )
         .unwrap();
     drop(each);
 
     assert_eq!(got.len(), 3);
     for spinner in [0, 1] {
-        let (_, (kinds, names)) = &got[&spinner];
         // Innermost first: the C loop, then (past ctypes' and libffi's frames) the Python
         // function that called it.
-        assert_eq!(names[0], "spin_here", "{names:?}");
-        assert_eq!(kinds[0], "native");
-        let python = kinds.iter().position(|k| k == "python").unwrap();
-        assert_eq!(names[python], "spinner", "{names:?}");
+        assert_spinner(&got[&spinner].2);
     }
-    let (_, (kinds, names)) = &got[&2];
+    let (_, _, (kinds, names)) = &got[&2];
     assert_eq!(kinds[0], "kernel", "{names:?}");
     assert!(names.iter().any(|n| n == "sleeper"), "{names:?}");
     // Only the requested threads' stacks were copied inside the capture.
@@ -234,7 +252,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     // Spinner 0 stopped, and the round's whole read taken inside its stop.
     let mut first = RawSample::new();
     let mut walked = Ok(());
-    let read_at = target.native_stop_first(&[stopped.tid], &mut |walker| {
+    let read_at = target.native_stop_first(&[(stopped.tid, stopped.tstate)], None, &mut |walker| {
         walked = walker.sample_into(&mut first);
     });
     walked.unwrap();
@@ -246,18 +264,22 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     let mut got = Got::new();
     let mut each = collect(&mut got, Some(&first));
     target
-        .native_round_after(&[stopped, later], &first, &mut read, read_at, &mut each)
+        .native_round_after(
+            &[stopped, later],
+            &first,
+            &mut read,
+            read_at,
+            None,
+            &mut each,
+        )
         .unwrap();
     drop(each);
 
     assert_eq!(got.len(), 2);
     for (i, from_first) in [(0, true), (1, false)] {
-        let (in_first, (kinds, names)) = &got[&i];
+        let (in_first, _, stack) = &got[&i];
         assert_eq!(*in_first, from_first, "spinner {i}");
-        assert_eq!(names[0], "spin_here", "{names:?}");
-        assert_eq!(kinds[0], "native");
-        let python = kinds.iter().position(|k| k == "python").unwrap();
-        assert_eq!(names[python], "spinner", "{names:?}");
+        assert_spinner(stack);
     }
     // The later capture read the frames of the thread it captured, and not again those of the
     // thread stopped first.
@@ -272,4 +294,77 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     assert!(of(later.tstate).walked);
     // Only the later capture's stop is left in the list.
     assert_eq!(target.native_stopped_running(), &[later.tid]);
+}
+
+#[test]
+fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
+    let (_dir, t, mut target, _, wanted) = start();
+    let spinners = [wanted[0], wanted[1]];
+    // Both spinners on one CPU: whenever one runs, the other is preempted (runnable, off it).
+    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let cpu = (0..CpuSet::count())
+        .rev()
+        .find(|&c| allowed.is_set(c).unwrap())
+        .unwrap();
+    let mut one = CpuSet::new();
+    one.set(cpu).unwrap();
+    for s in &spinners {
+        sched_setaffinity(Pid::from_raw(s.tid), &one).unwrap();
+    }
+    let trigger = PerfTrigger::preemptions().unwrap();
+    let pid = t.pid();
+    let opened: Vec<(i32, SwitchWatch, PreemptWatch)> = spinners
+        .iter()
+        .map(|s| {
+            let switches = SwitchWatch::open(pid, s.tid).unwrap();
+            let preempt = PreemptWatch::open(pid, s.tid, 32 * 1024 - 80, &trigger).unwrap();
+            (s.tid, switches, preempt)
+        })
+        .collect();
+    let watches = |tid: i32| {
+        (opened.iter())
+            .find(|(t, ..)| *t == tid)
+            .map(|(_, switches, preempt)| PreemptWatches { switches, preempt })
+    };
+    let stop: Vec<(i32, u64)> = spinners.iter().map(|s| (s.tid, s.tstate)).collect();
+    let (mut preempted, mut stopped) = (0, 0);
+    for _ in 0..300 {
+        let mut first = RawSample::new();
+        let mut walked = Ok(());
+        let read_at = target.native_stop_first(&stop, Some(&watches), &mut |walker| {
+            walked = walker.sample_into(&mut first);
+        });
+        walked.unwrap();
+        let mut read = RawSample::new();
+        let mut got = Got::new();
+        let mut each = collect(&mut got, Some(&first));
+        target
+            .native_round_after(
+                &spinners,
+                &first,
+                &mut read,
+                read_at,
+                Some(&watches),
+                &mut each,
+            )
+            .unwrap();
+        drop(each);
+        assert_eq!(got.len(), 2);
+        for (i, (in_first, was_preempted, stack)) in &got {
+            assert_spinner(stack);
+            if *was_preempted {
+                // Its frames come from the read of the preempted threads before the stops,
+                // not from the round's read inside them.
+                assert!(
+                    !in_first,
+                    "spinner {i} read preempted, merged with the later read"
+                );
+                preempted += 1;
+            } else if *in_first {
+                stopped += 1;
+            }
+        }
+    }
+    eprintln!("{preempted} spinner captures read preempted, {stopped} stopped");
+    assert!(preempted > 0, "no spinner read preempted in 300 rounds");
 }

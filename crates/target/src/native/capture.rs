@@ -2,8 +2,14 @@
 //! of them where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
+//! - a thread preempted from a CPU (runnable, waiting for one) whose [`PreemptWatch`] holds
+//!   its newest preemption is read without a stop from that record, with a Python read of
+//!   the preempted threads alone ([`Read::Preempted`]), both before anything is stopped, and
+//!   proven not to have run through that read by its [`SwitchWatch`] (where the caller gives
+//!   [`PreemptWatches`]); one that ran, or has no record, is stopped with the others;
 //! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
-//!   the same capture ([`capture_together`]), and the Python read runs inside the stops;
+//!   the same capture ([`capture_together`]), and the Python read runs inside the stops
+//!   ([`Read::Stopped`]);
 //! - where ptrace is refused (the thread is already traced by a debugger or another profiler,
 //!   or the kernel does not allow it), running threads are taken from the kernel's snapshot at
 //!   a `cpu-clock` interrupt instead ([`PerfThread`]), said once in a warning. That snapshot
@@ -14,9 +20,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
+
+use super::sample::READ_TO_STOP;
 use strobe_remote::{
-    capture_together, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan, ThreadTracer,
-    Together, UserRegs,
+    capture_together, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch, StackError,
+    StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -43,6 +51,10 @@ pub(crate) struct Captured {
     pub(crate) kernel: Option<KernelBoundary>,
     /// Read asleep, without a stop.
     pub(crate) asleep: bool,
+    /// Read preempted, without a stop, from the kernel's record of its preemption. Whether it
+    /// was in a system call is not known yet: the merge looks at the instruction before its
+    /// instruction pointer ([`Captured::kernel`] is `None` until then).
+    pub(crate) preempted: bool,
     /// The native stack and the Python read are of one instant (not a perf snapshot).
     pub(crate) same_instant: bool,
     /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
@@ -50,6 +62,19 @@ pub(crate) struct Captured {
     /// another stack).
     pub(crate) bounded: bool,
 }
+
+/// A thread's switch watch and preemption watch: what reading it preempted without a stop
+/// needs (see [`crate::Target::native_stop_first`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PreemptWatches<'a> {
+    /// Its context switches: whether it is preempted now, and whether it ran since.
+    pub switches: &'a SwitchWatch,
+    /// Its newest preemption's registers and stack.
+    pub preempt: &'a PreemptWatch,
+}
+
+/// The watches of a thread of a capture, by thread id, where it has them.
+pub type WatchesOf<'w> = dyn Fn(i32) -> Option<PreemptWatches<'w>> + 'w;
 
 /// A thread's perf event and its latest snapshot: (time, registers, stack).
 struct PerfState {
@@ -78,6 +103,8 @@ pub(crate) struct Capturer {
 #[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) tid: i32,
+    /// Its thread state's address: a Python read of the threads read preempted wants it.
+    pub(crate) tstate: u64,
     /// It may be read asleep, without a stop.
     pub(crate) may_sleep: bool,
     /// The stack bytes of its capture, from its stack pointer up.
@@ -88,13 +115,25 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Thread `tid`, to be read asleep if it is and `may_sleep`.
-    pub(crate) fn set(&mut self, tid: i32, may_sleep: bool) {
+    /// Thread `tid` (thread state `tstate`), to be read asleep if it is and `may_sleep`.
+    pub(crate) fn set(&mut self, tid: i32, tstate: u64, may_sleep: bool) {
         self.tid = tid;
+        self.tstate = tstate;
         self.may_sleep = may_sleep;
         self.got = None;
         self.way = Way::Undecided;
     }
+}
+
+/// Which Python read [`Capturer::capture_many`] asks its caller for.
+pub(crate) enum Read<'a> {
+    /// Before any stop: the frames of the thread states `wanted` says, the threads read
+    /// preempted (the others' may be left out). The caller keeps this read apart from the
+    /// capture's own: these threads' captures are merged with their frames in it. Whether
+    /// it succeeded is the closure's answer.
+    Preempted(&'a mut dyn FnMut(u64) -> bool),
+    /// The capture's own read, inside the stops (the closure's answer is not used).
+    Stopped,
 }
 
 /// Why a thread of [`Capturer::capture_many`] has no capture.
@@ -117,6 +156,16 @@ enum Way {
         syscall: i64,
         span: StackSpan,
     },
+    /// To be read preempted, without a stop, from its newest preemption record, read before
+    /// any stop with the preempted threads' Python read ([`Read::Preempted`]): its
+    /// registers, and the switch watch's position then, once read (its stack is copied).
+    /// Once proven not to have run through that read, `held`; otherwise it becomes a
+    /// [`Way::Stop`].
+    Preempted {
+        span: StackSpan,
+        read: Option<(u64, UserRegs)>,
+        held: bool,
+    },
     /// Seized, to be stopped with the others.
     Stop(ThreadTracer, StackSpan),
     /// Done: `got` says how.
@@ -137,12 +186,16 @@ impl Capturer {
             stack: std::mem::take(&mut self.stack),
             ..Slot::default()
         };
-        slot.set(tid, may_sleep);
-        self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
+        slot.set(tid, 0, may_sleep);
+        let mut read = |_: Read<'_>| {
+            during();
+            true
+        };
+        self.capture_many(pid, std::slice::from_mut(&mut slot), None, None, &mut read);
         if let Some(Err(Miss::Woke)) = slot.got {
             // It ran during the Python read: stopped this time.
-            slot.set(tid, false);
-            self.capture_many(pid, std::slice::from_mut(&mut slot), None, &mut during);
+            slot.set(tid, 0, false);
+            self.capture_many(pid, std::slice::from_mut(&mut slot), None, None, &mut read);
         }
         self.stack = std::mem::take(&mut slot.stack);
         match slot.got {
@@ -152,37 +205,62 @@ impl Capturer {
         }
     }
 
-    /// Registers and stack of every thread of `slots` (threads of `pid`), with `during` run
-    /// once at the same instant as all of them: threads that may sleep and provably sleep
-    /// through `during` are read without a stop; every other thread is stopped, all of them
-    /// together, and `during` runs while they are (or, where ptrace is refused, they come from
-    /// their latest perf snapshots). Each slot's outcome is in [`Slot::got`]. The stops come
-    /// no sooner than `not_before` (see "Stops after our own read" in `sample.rs`).
+    /// Registers and stack of every thread of `slots` (threads of `pid`), with the Python read
+    /// `read` (see [`Read`]) at the same instant as all of them: threads that may sleep and
+    /// provably sleep through the read are read without a stop; every other one is stopped,
+    /// all of them together, and the read runs while they are (or, where ptrace is refused,
+    /// they come from their latest perf snapshots). Each slot's outcome is in [`Slot::got`].
+    /// The stops come no sooner than `not_before`, nor than [`READ_TO_STOP`] after a read of
+    /// the preempted threads (see "Stops after our own read" in `sample.rs`).
+    ///
+    /// A thread that `watches` has watches for and that is preempted is read first, before
+    /// anything is stopped: its newest preemption record, then the Python frames of the
+    /// threads so read ([`Read::Preempted`]), then its switch watch again. Not switched in
+    /// meanwhile, it has not run since the record, so record and frames are of one instant,
+    /// its preemption; and nothing of ours has stopped a thread, handing its CPU to the
+    /// preempted one, in between. Switched in meanwhile (or with no record to read), it is
+    /// stopped with the others.
     pub(crate) fn capture_many(
         &mut self,
         pid: i32,
         slots: &mut [Slot],
         not_before: Option<Instant>,
-        during: impl FnOnce(),
+        watches: Option<&WatchesOf<'_>>,
+        read: &mut dyn FnMut(Read<'_>) -> bool,
     ) {
+        let watched = |tid: i32| watches.and_then(|w| w(tid));
+        let mut not_before = not_before;
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
-            slot.way = match self.asleep(pid, slot, span) {
+            let preempted = watched(slot.tid)
+                .is_some_and(|w| w.switches.last() == Some(LastSwitch::Preempted))
+                .then_some(Way::Preempted {
+                    span,
+                    read: None,
+                    held: false,
+                });
+            slot.way = match preempted.or_else(|| self.asleep(pid, slot, span)) {
                 Some(way) => way,
                 None => self.stoppable(pid, slot, span),
             };
         }
-        let mut group: Vec<Together<'_>> = slots
-            .iter_mut()
-            .filter_map(|s| match &mut s.way {
-                Way::Stop(tracer, span) => Some(Together::new(tracer, *span, &mut s.stack)),
-                _ => None,
-            })
-            .collect();
+        if slots
+            .iter()
+            .any(|slot| matches!(slot.way, Way::Preempted { .. }))
+        {
+            let after = self.read_preempted_first(pid, slots, &watched, read);
+            not_before = Some(not_before.map_or(after, |at| at.max(after)));
+        }
+        let mut group: Vec<Together<'_>> = Vec::new();
+        for Slot { way, stack, .. } in slots.iter_mut() {
+            if let Way::Stop(tracer, span) = way {
+                group.push(Together::new(tracer, *span, stack));
+            }
+        }
         if let Some(at) = not_before.filter(|_| !group.is_empty()) {
             spin_until(at);
         }
-        capture_together(&mut group, during);
+        capture_together(&mut group, || read(Read::Stopped));
         let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
         drop(group);
         let mut results = results.drain(..);
@@ -196,6 +274,7 @@ impl Capturer {
                         // Python read).
                         kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
                         asleep: false,
+                        preempted: false,
                         same_instant: true,
                         bounded: span.bytes_from(c.regs.sp) < span.max,
                     }),
@@ -212,15 +291,68 @@ impl Capturer {
                         syscall: u64::try_from(syscall).ok(),
                     }),
                     asleep: true,
+                    preempted: false,
                     same_instant: true,
                     bounded: span.bytes_from(regs.sp) < span.max,
                 })),
                 Way::Asleep { .. } => Some(Err(Miss::Woke)),
-                Way::Undecided | Way::Done => slot.got.take(),
+                Way::Preempted {
+                    span,
+                    read: Some((_, regs)),
+                    held: true,
+                } => Some(Ok(Captured {
+                    regs,
+                    kernel: None,
+                    asleep: false,
+                    preempted: true,
+                    same_instant: true,
+                    // The record's copy may end below where a stop's would have.
+                    bounded: slot.stack.len() < span.max,
+                })),
+                Way::Preempted { .. } | Way::Undecided | Way::Done => slot.got.take(),
             };
         }
     }
 
+    /// The first half of [`Capturer::capture_many`] where some of `slots` were found
+    /// preempted: their records, back to back, then the Python read of those threads, then
+    /// each one's proof that it was not switched in since its record was read (`held`). One
+    /// that was, or whose record or read failed, becomes a thread to stop. When the stops
+    /// may come: [`READ_TO_STOP`] after the read.
+    fn read_preempted_first<'w>(
+        &mut self,
+        pid: i32,
+        slots: &mut [Slot],
+        watched: &dyn Fn(i32) -> Option<PreemptWatches<'w>>,
+        read: &mut dyn FnMut(Read<'_>) -> bool,
+    ) -> Instant {
+        let mut preempted = Vec::new();
+        for slot in slots.iter_mut() {
+            if let Way::Preempted { span, read, .. } = &mut slot.way {
+                *read = watched(slot.tid).and_then(|w| read_preempted(w, *span, &mut slot.stack));
+                if read.is_some() {
+                    preempted.push(slot.tstate);
+                }
+            }
+        }
+        let read_ok =
+            !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
+        let after = Instant::now() + READ_TO_STOP;
+        for slot in slots.iter_mut() {
+            let Way::Preempted { span, read, held } = &mut slot.way else {
+                continue;
+            };
+            *held = read_ok
+                && read.is_some_and(|(position, _)| {
+                    watched(slot.tid).is_some_and(|w| still_preempted(w, position))
+                });
+            if !*held {
+                let span = *span;
+                slot.way = self.stoppable(pid, slot, span);
+            }
+        }
+        after
+    }
     /// Slot `slot`'s thread read asleep, if it may be and is (its run count taken first, to
     /// be compared after the Python read).
     fn asleep(&mut self, pid: i32, slot: &mut Slot, span: StackSpan) -> Option<Way> {
@@ -324,6 +456,7 @@ impl Capturer {
             regs,
             kernel: None,
             asleep: false,
+            preempted: false,
             same_instant: false,
             bounded: false,
         })
@@ -356,6 +489,30 @@ impl Capturer {
     pub(crate) fn take_warnings(&mut self) -> Vec<String> {
         std::mem::take(&mut self.warnings)
     }
+}
+
+/// A preempted thread's registers from its newest preemption record (its stack into `stack`,
+/// as much as the record holds of `span`), with its switch watch's position, if it is still
+/// preempted and the record can be read: the first half of the proof that the record is its
+/// state through the Python read (the other: [`still_preempted`] after it).
+fn read_preempted(
+    w: PreemptWatches<'_>,
+    span: StackSpan,
+    stack: &mut Vec<u8>,
+) -> Option<(u64, UserRegs)> {
+    let position = w.switches.position();
+    if w.switches.last() != Some(LastSwitch::Preempted) {
+        return None;
+    }
+    let p = w.preempt.newest(span, stack)?;
+    Some((position, p.regs))
+}
+
+/// Whether a thread read preempted while its switch watch was at `position` has not been
+/// switched in since (so it has not run, and its record, stack and Python frames are of one
+/// instant).
+fn still_preempted(w: PreemptWatches<'_>, position: u64) -> bool {
+    w.switches.position() == position && w.switches.last() == Some(LastSwitch::Preempted)
 }
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.

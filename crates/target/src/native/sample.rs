@@ -47,11 +47,11 @@
 use std::time::{Duration, Instant};
 
 use strobe_memory::RemoteMemory;
-use strobe_native::{EvalShape, UnwindEnd};
+use strobe_native::{EvalShape, KernelBoundary, UnwindEnd};
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
-use super::capture::{Miss, Slot};
+use super::capture::{Miss, Read, Slot, WatchesOf};
 use super::{python_failed, NativeStack, NativeState, NativeThread};
 
 /// The least time between a read of the target and the stops that follow it (see "Stops
@@ -115,34 +115,46 @@ impl NativeState {
     /// knows which threads it keeps (see "Stop first, read after" in the module
     /// documentation). The stops come [`READ_TO_STOP`] after the latest read of a capture
     /// (the previous round's), spinning the rest if needed. The captures wait in the state
-    /// for the round's [`NativeState::sample_round`]. When `read` ended.
+    /// for the round's [`NativeState::sample_round`]. When `read` ended. `threads`: (kernel
+    /// id, thread state address). A thread that `watches` has watches for and that is
+    /// preempted is read first, before the stops, from its preemption record and a Python
+    /// read of the preempted threads alone, if it stays preempted through that read (see
+    /// [`super::capture::Capturer::capture_many`]); if not, it is stopped with the others.
     pub(crate) fn stop_first<M: RemoteMemory>(
         &mut self,
         pid: i32,
-        tids: &[i32],
+        threads: &[(i32, u64)],
+        watches: Option<&WatchesOf<'_>>,
         walker: &mut Walker<M>,
         read: &mut dyn FnMut(&mut Walker<M>),
     ) -> Instant {
         self.stopped_running.clear();
         // The round's slots: the later captures of the round take the ones after these.
         let mut first = std::mem::take(&mut self.slots);
-        if first.len() < tids.len() {
-            first.resize_with(tids.len(), Slot::default);
+        if first.len() < threads.len() {
+            first.resize_with(threads.len(), Slot::default);
         }
-        let used = &mut first[..tids.len()];
-        for (slot, &tid) in used.iter_mut().zip(tids) {
-            slot.set(tid, false);
+        let used = &mut first[..threads.len()];
+        for (slot, &(tid, tstate)) in used.iter_mut().zip(threads) {
+            slot.set(tid, tstate, false);
         }
         let not_before = self.last_read.map(|at| at + READ_TO_STOP);
-        self.capturer
-            .capture_many(pid, used, not_before, || read(walker));
+        let preempted_read = &mut self.preempted_read;
+        let mut reads = |r: Read<'_>| match r {
+            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Stopped => {
+                read(walker);
+                true
+            }
+        };
+        (self.capturer).capture_many(pid, used, not_before, watches, &mut reads);
         let read_at = Instant::now();
         self.last_read = Some(read_at);
         self.note_stopped_running(used);
         // By thread id, for `sample_round` to find each kept thread's.
         used.sort_unstable_by_key(|slot| slot.tid);
         self.slots = first;
-        self.first_count = Some(tids.len());
+        self.first_count = Some(threads.len());
         read_at
     }
 
@@ -150,7 +162,9 @@ impl NativeState {
     /// the same instant into `raw` (only theirs), and merge each thread's frames; `each` gets
     /// every thread's result in turn (a retried thread after the others, from the retries'
     /// read). An error of `each` ends the round. `read_at`: when the round last read the
-    /// target (the stops keep [`READ_TO_STOP`] from it).
+    /// target (the stops keep [`READ_TO_STOP`] from it). A thread `watches` has watches for
+    /// and that is preempted is read first, from its preemption record, as in
+    /// [`NativeState::stop_first`].
     ///
     /// After [`NativeState::stop_first`], whose read is `first`: a thread it stopped is merged
     /// with its frames there, without a capture of its own; only the others are captured
@@ -161,7 +175,7 @@ impl NativeState {
         of: RoundOf,
         wanted: &[NativeRequest],
         first: Option<&RawSample>,
-        read_at: Instant,
+        (read_at, watches): (Instant, Option<&WatchesOf<'_>>),
         walker: &mut Walker<M>,
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
@@ -176,6 +190,7 @@ impl NativeState {
             members: &[],
             first_slot: 0,
             read_at: self.last_read.map_or(read_at, |last| last.max(read_at)),
+            watches,
         };
         match (first, first_count) {
             (Some(first), Some(n)) => {
@@ -226,6 +241,9 @@ impl NativeState {
             members: &retries,
             first_slot: 0,
             read_at: self.last_read.unwrap_or(round.read_at),
+            // Stopped, whatever they were: a thread read preempted whose record's stack was
+            // too short for its unwind is retried with a stop.
+            watches: None,
             ..round
         };
         self.batch(again, walker, raw, each, None)
@@ -236,7 +254,7 @@ impl NativeState {
     /// are to be retries, else its reason to `each`.
     fn batch<M: RemoteMemory, E>(
         &mut self,
-        b: Batch<'_>,
+        b: Batch<'_, '_>,
         walker: &mut Walker<M>,
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
@@ -249,15 +267,26 @@ impl NativeState {
         }
         let slots_used = &mut slots[b.first_slot..end];
         for (slot, &(i, may_sleep)) in slots_used.iter_mut().zip(b.members) {
-            slot.set(b.wanted[i].tid, may_sleep);
+            slot.set(b.wanted[i].tid, b.wanted[i].tstate, may_sleep);
         }
         let mut walked = None;
         let mut want = |tstate: u64| (b.members.iter()).any(|&(i, _)| b.wanted[i].tstate == tstate);
         let not_before = b.read_at + READ_TO_STOP;
-        self.capturer
-            .capture_many(b.of.pid, slots_used, Some(not_before), || {
+        let preempted_read = &mut self.preempted_read;
+        let mut reads = |r: Read<'_>| match r {
+            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Stopped => {
                 walked = Some(walker.sample_wanted_into(raw, &mut want));
-            });
+                true
+            }
+        };
+        (self.capturer).capture_many(
+            b.of.pid,
+            slots_used,
+            Some(not_before),
+            b.watches,
+            &mut reads,
+        );
         self.last_read = Some(Instant::now());
         self.note_stopped_running(slots_used);
         let read = match walked {
@@ -282,7 +311,35 @@ impl NativeState {
     #[allow(clippy::too_many_arguments)]
     fn settle<M: RemoteMemory, E>(
         &mut self,
-        b: Batch<'_>,
+        b: Batch<'_, '_>,
+        (i, may_sleep): (usize, bool),
+        slot: &Slot,
+        read: &Result<(), String>,
+        raw: &RawSample,
+        walker: &mut Walker<M>,
+        each: &mut EachNative<'_, M, E>,
+        retries: Option<&mut Vec<(usize, bool)>>,
+    ) -> Result<(), E> {
+        let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
+        // A thread read preempted is merged with its frames in the read of the preempted
+        // threads, taken at its preemption's instant (which succeeded, or it would have been
+        // stopped), not in the capture's own.
+        let preempted_read = std::mem::take(&mut self.preempted_read);
+        let (raw, read) = if preempted {
+            (&preempted_read, &Ok(()))
+        } else {
+            (raw, read)
+        };
+        let result = self.settle_in(b, (i, may_sleep), slot, read, raw, walker, each, retries);
+        self.preempted_read = preempted_read;
+        result
+    }
+
+    /// [`NativeState::settle`] with the read `raw` that holds the thread's frames.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_in<M: RemoteMemory, E>(
+        &mut self,
+        b: Batch<'_, '_>,
         (i, may_sleep): (usize, bool),
         slot: &Slot,
         read: &Result<(), String>,
@@ -299,6 +356,7 @@ impl NativeState {
             interp: r.interp,
             shape: b.of.shape,
         };
+        let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
         let merged = self.merge_slot(which, slot, read, walker.memory(), raw);
         let merged = match (merged, retries) {
             (Err(Retry::Stopped(_)), Some(retries)) => {
@@ -315,6 +373,7 @@ impl NativeState {
             let stack = NativeStack {
                 merged: &self.merged,
                 native: &self.frames,
+                preempted,
             };
             (stack, index)
         });
@@ -325,7 +384,8 @@ impl NativeState {
     /// from a CPU, when the stop came (see [`crate::Target::native_stopped_running`]).
     fn note_stopped_running(&mut self, slots: &[Slot]) {
         let running = slots.iter().filter(|slot| {
-            matches!(&slot.got, Some(Ok(c)) if !c.asleep && c.same_instant && c.kernel.is_none())
+            matches!(&slot.got, Some(Ok(c))
+                if !c.asleep && !c.preempted && c.same_instant && c.kernel.is_none())
         });
         self.stopped_running.extend(running.map(|slot| slot.tid));
     }
@@ -340,7 +400,7 @@ impl NativeState {
         mem: &M,
         raw: &RawSample,
     ) -> Result<usize, Retry> {
-        let captured = match &slot.got {
+        let mut captured = match &slot.got {
             Some(Ok(c)) => *c,
             Some(Err(Miss::Woke)) => {
                 return Err(Retry::Stopped(
@@ -362,6 +422,11 @@ impl NativeState {
                     .to_string(),
             ));
         };
+        if captured.preempted && after_syscall(mem, captured.regs.ip) {
+            // Preempted in a system call (or on its way out of one): the record has the
+            // registers it entered the call with. Its number is not in the record.
+            captured.kernel = Some(KernelBoundary { syscall: None });
+        }
         let entries = raw.entries_of(&raw.threads[index]);
         let merged = self.unwind_and_merge(which, &captured, &slot.stack, entries, mem);
         match merged {
@@ -375,10 +440,20 @@ impl NativeState {
     }
 }
 
+/// Whether the two bytes before `ip` are a `syscall` instruction (`0f 05`): where a thread in a
+/// system call has its user instruction pointer. (A thread preempted in user space on the
+/// instruction right after a `syscall` would be taken as in the call: an interrupt landing on
+/// exactly that instruction as the call returns.)
+fn after_syscall<M: RemoteMemory>(mem: &M, ip: u64) -> bool {
+    let mut insn = [0u8; 2];
+    ip.checked_sub(2)
+        .is_some_and(|at| mem.read_into(at, &mut insn).is_ok() && insn == [0x0f, 0x05])
+}
+
 /// Which threads one capture of [`NativeState::sample_round`] takes: `members` as (index into
 /// `wanted`, may be read asleep).
 #[derive(Clone, Copy)]
-struct Batch<'a> {
+struct Batch<'a, 'w> {
     of: RoundOf,
     wanted: &'a [NativeRequest],
     members: &'a [(usize, bool)],
@@ -387,4 +462,6 @@ struct Batch<'a> {
     first_slot: usize,
     /// When the target was last read before this capture.
     read_at: Instant,
+    /// The threads' switch and preemption watches: a preempted thread is read without a stop.
+    watches: Option<&'a WatchesOf<'w>>,
 }
