@@ -132,15 +132,7 @@ impl Collector {
 
     /// The screen's data for `q`.
     pub fn view(&mut self, q: &Query, now: Instant) -> ViewData {
-        let opts = BreakdownOptions {
-            by_function: q.by_function,
-            os_tid: q.os_tid,
-            filter: q.filter,
-            // `top --no-gc` leaves the frames out in the sampler.
-            hide_gc: false,
-            // `<raise T>` frames only where every sample has one.
-            hide_exceptions: !q.filter.exception_only,
-        };
+        let opts = breakdown_options(q);
         let tables = self.agg.tables();
         let closed = self.closed_intervals;
         let table = match self.table.take() {
@@ -302,5 +294,18 @@ pub(super) fn accepts(
     match opts.os_tid {
         Some(tid) => tables.thread(thread).map(|t| t.os_tid) == Some(tid),
         None => true,
+    }
+}
+
+/// What the screen's data for `q` counts: the aggregator's breakdown options.
+pub(super) fn breakdown_options(q: &Query) -> BreakdownOptions {
+    BreakdownOptions {
+        by_function: q.by_function,
+        os_tid: q.os_tid,
+        filter: q.filter,
+        // `top --no-gc` leaves the frames out in the sampler.
+        hide_gc: false,
+        // `<raise T>` frames only where every sample has one.
+        hide_exceptions: !q.filter.exception_only,
     }
 }

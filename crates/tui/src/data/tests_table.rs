@@ -7,7 +7,9 @@
 use super::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use strobe_aggregate::{pipeline, Aggregator, BreakdownOptions, FrameKey, SampleFlags, ThreadKey};
+use strobe_aggregate::{pipeline, Aggregator, FrameKey, SampleFlags, ThreadKey};
+
+use super::collector::breakdown_options;
 
 const THREADS: [ThreadKey<'static>; 2] = [
     ThreadKey {
@@ -66,13 +68,7 @@ fn shown(v: &ViewData) -> Table {
 /// What a breakdown from scratch gives: `since_reset`'s cumulative counts, `last`'s as the
 /// interval's.
 fn expected(since_reset: &mut Aggregator, last: &mut Aggregator, q: &Query) -> (Table, [Count; 2]) {
-    let opts = BreakdownOptions {
-        by_function: q.by_function,
-        os_tid: q.os_tid,
-        filter: q.filter,
-        hide_gc: false,
-        hide_exceptions: !q.filter.exception_only,
-    };
+    let opts = breakdown_options(q);
     let mut t = Table::new();
     let mut totals = [Count::default(); 2];
     for (part, agg) in [since_reset, last].into_iter().enumerate() {
