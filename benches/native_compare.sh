@@ -6,10 +6,13 @@
 #   THREADS="1" RATES="100" SECS=3 benches/native_compare.sh
 #   STROBES="before=/path/to/old/strobe after=target/release/strobe" ROUNDS=3 benches/native_compare.sh
 #   PYSPY=/path/to/py-spy benches/native_compare.sh   # a py-spy already installed
+#   STROBES="main=/work/main/target/release/strobe pre=target/release/strobe:--native-read-preempted" \
+#       PEER=none benches/native_compare.sh          # flags for a build; no py-spy
 #
 # STROBES names several strobe builds (LABEL=BINARY, default: this tree's release build as
-# `strobe`); each (threads, rate) runs py-spy then every build in turn, ROUNDS times
-# (default 1), so that before/after and the peer share the same minutes of a shared machine.
+# `strobe`; LABEL=BINARY:FLAGS adds FLAGS, comma-separated, to its `record`); each (threads,
+# rate) runs py-spy (unless PEER=none) then every build in turn, ROUNDS times (default 1), so
+# that before/after and the peer share the same minutes of a shared machine.
 #
 # The target (benches/native_target.py) runs THREADS threads calling zlib.crc32 in a loop and
 # prints its iterations per second every 0.25 s. Per (threads, rate): the target's rate alone
@@ -31,7 +34,10 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 CACHE=${STROBE_CACHE:-/var/cache/strobe}
 PYSPY_VERSION=${PYSPY_VERSION:-0.4.3}
 VENV="$CACHE/py-spy-$PYSPY_VERSION"
-if [[ -z "${PYSPY:-}" ]]; then
+PEER=${PEER:-py-spy}
+if [[ $PEER == none ]]; then
+    PYSPY=true
+elif [[ -z "${PYSPY:-}" ]]; then
     if ! "$VENV/bin/py-spy" --version 2>/dev/null | grep -q "$PYSPY_VERSION"; then
         rm -rf "$VENV"
         "$PY" -m venv "$VENV"
@@ -42,10 +48,12 @@ fi
 ROUNDS=${ROUNDS:-1}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
-bench_setup
+bench_tmp
 STROBES=${STROBES:-"strobe=$STROBE"}
 
-echo "strobe: $STROBES; py-spy $("$PYSPY" --version | cut -d' ' -f2); $PY; ${SECS} s per run"
+peer=""
+[[ $PEER == none ]] || peer="py-spy $("$PYSPY" --version | cut -d' ' -f2); "
+echo "strobe: $STROBES; $peer$PY; ${SECS} s per run"
 machine_line
 
 # mean_rate FILE FROM_LINE: the mean of the RATE lines after line FROM_LINE of FILE.
@@ -61,9 +69,16 @@ for threads in $THREADS; do
     while ! grep -q READY "$TMP/rates" 2>/dev/null; do sleep 0.1; done
     for rate in $RATES; do
       for _ in $(seq "$ROUNDS"); do
-        for tool in py-spy $STROBES; do
+        tools=$STROBES
+        [[ $PEER == none ]] || tools="py-spy $STROBES"
+        for tool in $tools; do
             bin=${tool#*=}
             tool=${tool%%=*}
+            flags=()
+            if [[ $bin == *:* ]]; then
+                IFS=, read -r -a flags <<<"${bin#*:}"
+                bin=${bin%%:*}
+            fi
             start=$(lines "$TMP/rates"); sleep "$SECS"; alone=$(mean_rate "$TMP/rates" "$start")
             start=$(lines "$TMP/rates")
             r=$rate
@@ -80,8 +95,8 @@ for threads in $THREADS; do
                 merged=-
                 steady=-
             else
-                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$bin" record --native --pid "$TARGET_PID" \
-                    --rate "$r" --duration "$SECS" -o "$TMP/out.txt" >"$TMP/log" 2>&1 || true
+                /usr/bin/time -f "%e %U %S" -o "$TMP/time" "$bin" record --native "${flags[@]}" \
+                    --pid "$TARGET_PID" --rate "$r" --duration "$SECS" -o "$TMP/out.txt" >"$TMP/log" 2>&1 || true
                 read -r samples all < <(sed -n 's/.*native stacks merged for \([0-9,]*\) of \([0-9,]*\) samples.*/\1 \2/p' "$TMP/log" | tr -d ,)
                 merged=$(awk -v m="${samples:-0}" -v a="${all:-0}" 'BEGIN { if (a) printf "%.2f", 100 * m / a; else print "-" }')
                 samples=${all:-0}
