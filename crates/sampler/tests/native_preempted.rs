@@ -7,10 +7,12 @@
 //! `native_read_preempted` both ways a round captures (CPU mode, which reads the preempted
 //! threads first and stops the others, and with idle samples, which reads first), some samples
 //! must come from preemption
-//! records (none without it, the default); and every sample of a worker must
+//! records (none without it, the default); and every merged sample of a worker must
 //! be its own stack, merged whole: the worker's Python function and `crc32` inside it, the
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
-//! itself refuses native and Python frames that do not agree).
+//! itself refuses native and Python frames that do not agree). A sample whose native stack
+//! could not be merged keeps its Python frames (counted): at most 1% of them (one in ~2,000
+//! was seen in a CI run at load ~15).
 //!
 //! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
 
@@ -18,7 +20,7 @@
 
 use nix::sched::{sched_getaffinity, CpuSet};
 use nix::unistd::Pid;
-use strobe_aggregate::{Sample, Tables};
+use strobe_aggregate::{FrameKind, Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::{Interpreter, Ready};
@@ -48,9 +50,10 @@ r, w = os.pipe()
 os.read(r, 1)
 "#;
 
-/// Check one recording's worker samples; how many there were.
-fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> usize {
-    let mut workers = 0;
+/// Check one recording's worker samples; how many there were, and how many of them kept only
+/// their Python frames (a native stack that could not be merged: counted, never guessed).
+fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
+    let (mut workers, mut unmerged) = (0, 0);
     for s in samples {
         let thread = t.thread(s.thread).unwrap();
         let name = thread.name.map(|n| t.str(n)).unwrap_or("");
@@ -60,8 +63,15 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> usize {
             _ => continue,
         };
         workers += 1;
-        let names: Vec<&str> = t
-            .stack(s.stack)
+        let frames = t.stack(s.stack);
+        if !frames
+            .iter()
+            .any(|&f| t.frame(f).unwrap().kind == FrameKind::Native)
+        {
+            unmerged += 1;
+            continue;
+        }
+        let names: Vec<&str> = frames
             .iter()
             .map(|&f| t.str(t.frame(f).unwrap().function))
             .collect();
@@ -78,7 +88,7 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> usize {
             assert!(work < crc, "crc32 inside {own}: {context}");
         }
     }
-    workers
+    (workers, unmerged)
 }
 
 fn check(interp: &Interpreter) {
@@ -111,14 +121,16 @@ fn check(interp: &Interpreter) {
         let target = Target::attach(victim.pid()).unwrap();
         let (samples, tables, summary) = sample_until(target, cfg, 2000);
         let s = summary.stats;
-        let workers = check_samples(&what, &samples, &tables);
-        let context = format!(
-            "{what}: {} rounds, {workers} worker samples, native: {} merged ({} read \
-             preempted), {} failed",
-            s.rounds, s.native_merged, s.native_preempted, s.native_failed
+        let what = format!(
+            "{what} ({} rounds, native: {} merged ({} read preempted), {} failed; {:?})",
+            s.rounds, s.native_merged, s.native_preempted, s.native_failed, summary.warnings
         );
+        let (workers, unmerged) = check_samples(&what, &samples, &tables);
+        let context = format!("{what}: {workers} worker samples, {unmerged} not merged");
         eprintln!("{context}");
         assert!(workers > 0, "{context}");
+        // Issue 12: at most 1% of the samples of a multi-threaded target at 1 kHz.
+        assert!(unmerged * 100 <= workers, "{context}");
         if read_preempted {
             assert!(
                 s.native_preempted > 0,
