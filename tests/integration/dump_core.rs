@@ -342,7 +342,7 @@ strobe_testkit::per_interpreter! {
 fn dump_core_executable_moved_away() {
     let dir = TempDir::new();
     let moved = dir.join("python3.11-old");
-    std::fs::copy("/usr/bin/python3.11", &moved).unwrap();
+    strobe_testkit::copy_executable("/usr/bin/python3.11".as_ref(), &moved);
     let target = Target::start(&Interp::Host(moved.clone()));
     let live = dump_json(target.pid(), &[]);
     let core = gcore(target.pid(), dir.path());

@@ -86,7 +86,7 @@ fn permission_denied() {
     // The test binary's directory may not be reachable by other users: copy strobe out.
     let dir = TempDir::new();
     let bin = dir.path().join("strobe");
-    std::fs::copy(strobe_bin(), &bin).unwrap();
+    strobe_testkit::copy_executable(strobe_bin().as_ref(), &bin);
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let pid = target.pid().to_string();
     let out = Command::new("runuser")

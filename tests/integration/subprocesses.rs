@@ -353,7 +353,7 @@ strobe_testkit::per_interpreter! {
 fn an_unreadable_python_subprocess_is_reported() {
     let dir = TempDir::new();
     let fake = dir.path().join("python3.12");
-    std::fs::copy("/bin/sleep", &fake).unwrap();
+    strobe_testkit::copy_executable("/bin/sleep".as_ref(), &fake);
     let mut shell = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{} 600; true", fake.display()))

@@ -9,7 +9,7 @@ use strobe_testkit::interpreters;
 fn renamed_static_interpreter() {
     let dir = TempDir::new();
     let renamed = dir.path().join("app-server");
-    std::fs::copy(interpreters::debian_3_11().require().path(), &renamed).unwrap();
+    strobe_testkit::copy_executable(&interpreters::debian_3_11().require().path(), &renamed);
     let target = Target::start(&Interp::Host(renamed));
     check_dump(&target, &dump_json(target.pid(), &[]));
 }

@@ -183,7 +183,7 @@ fn renamed_copies_are_still_python() {
         (pyenv("3.12.1"), "daemon"),
     ] {
         let copy = dir.join(name);
-        std::fs::copy(src, &copy).unwrap();
+        strobe_testkit::copy_executable(src.as_ref(), &copy);
         let t = Target::python(&copy);
         let p = check(&t);
         if name == "worker" {

@@ -37,6 +37,16 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Copy the executable `from` to `to` (with its permissions), for a test to run the copy.
+///
+/// Copied by a `cp` child, not in this process: a file being written cannot be executed
+/// (`ETXTBSY`), and while this process held it open for writing, a child that another test
+/// thread forked meanwhile would inherit the descriptor until its own `exec`, so starting the
+/// copy could fail with "Text file busy" (seen in CI).
+pub fn copy_executable(from: &std::path::Path, to: &std::path::Path) {
+    run_ok(std::process::Command::new("cp").arg("--").arg(from).arg(to));
+}
+
 /// A sparse address space made of non-overlapping regions.
 #[derive(Debug, Clone, Default)]
 pub struct ImageMemory {
