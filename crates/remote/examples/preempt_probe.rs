@@ -427,6 +427,9 @@ enum Events {
     Watch(u32, usize),
     /// A drained [`PerfThread`].
     Drained(PerfTrigger, PerfConfig),
+    /// A [`SwitchWatch`] (what the sampler sets on every thread whose state it needs), its
+    /// newest switch read every drain period.
+    Switches,
 }
 
 /// One kind of phase of the cost run.
@@ -489,11 +492,21 @@ fn run_phase(pid: i32, tids: &[i32], events: &Events, secs: Duration) -> PhaseRu
         }
         _ => (Vec::new(), 0),
     };
+    let switches: Vec<SwitchWatch> = match events {
+        Events::Switches => tids
+            .iter()
+            .map(|&t| SwitchWatch::open(pid, t).unwrap())
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut stack = Vec::new();
     let start = Instant::now();
     while start.elapsed() < secs {
         std::thread::sleep(DRAIN_EVERY);
         drain_all(&mut drained, &mut run.drained);
+        for w in &switches {
+            std::hint::black_box(w.last());
+        }
         let read_start = Instant::now();
         for w in &watches {
             run.reads += 1;
@@ -588,6 +601,14 @@ fn cost(phase_secs: Duration, cycles: u64, cmd: &[String]) {
         Phase {
             name: "all switch-outs, 32 KiB",
             events: Events::Drained(PerfTrigger::SwitchOut, config(32768, 128)),
+        },
+        Phase {
+            name: "no events",
+            events: Events::None,
+        },
+        Phase {
+            name: "SwitchWatch",
+            events: Events::Switches,
         },
     ];
     let settle = Duration::from_millis(500);
