@@ -144,6 +144,14 @@ if [ ! -f "$PROFILER_CLI/package/dist/profiler-cli.js" ]; then
   rm -rf "$tmp"
 fi
 
+# tracefs, for the kernel's sched_switch tracepoint that preemption watches open
+# (crates/remote/src/perf/trigger.rs; crates/sampler/tests/native_preempted.rs needs it). A fresh
+# machine may not have it mounted.
+if ! [ -d /sys/kernel/tracing/events ] && ! [ -d /sys/kernel/debug/tracing/events ]; then
+  log "mounting tracefs on /sys/kernel/tracing"
+  mount -t tracefs nodev /sys/kernel/tracing
+fi
+
 for u in strobe-a strobe-b; do
   id "$u" >/dev/null 2>&1 || useradd --no-create-home --shell /usr/sbin/nologin "$u"
 done
