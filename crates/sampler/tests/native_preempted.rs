@@ -11,8 +11,11 @@
 //! be its own stack, merged whole: the worker's Python function and `crc32` inside it, the
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
 //! itself refuses native and Python frames that do not agree). A sample whose native stack
-//! could not be merged keeps its Python frames (counted): at most 1% of them (one in ~2,000
-//! was seen in a CI run at load ~15).
+//! could not be merged keeps its Python frames (counted), and one whose unwind stopped early
+//! keeps its Python frames outside a cut-short marker (a worker caught in the dynamic
+//! linker's lazy binding of `crc32`, `_dl_runtime_resolve_xsavec`, whose frame is found from
+//! `rbx`, which the unwinder does not follow): together at most 1% of them (one in ~2,000
+//! of each was seen in CI runs).
 //!
 //! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
 
@@ -21,6 +24,7 @@
 use nix::sched::{sched_getaffinity, CpuSet};
 use nix::unistd::Pid;
 use strobe_aggregate::{FrameKind, Sample, Tables};
+use strobe_native::TRUNCATED_FRAME;
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::{Interpreter, Ready};
@@ -51,7 +55,8 @@ os.read(r, 1)
 "#;
 
 /// Check one recording's worker samples; how many there were, and how many of them kept only
-/// their Python frames (a native stack that could not be merged: counted, never guessed).
+/// their Python frames (a native stack that could not be merged: counted, never guessed) or
+/// kept them outside a cut-short native stack.
 fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
     let (mut workers, mut unmerged) = (0, 0);
     for s in samples {
@@ -80,6 +85,12 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
         let work = at(own).unwrap_or_else(|| panic!("its own function: {context}"));
         let other = if own == "work_a" { "work_b" } else { "work_a" };
         assert_eq!(at(other), None, "the other worker's function: {context}");
+        if let Some(cut) = at(TRUNCATED_FRAME) {
+            // The Python frames outside the marker, the native ones it could unwind inside.
+            assert!(work < cut, "cut short inside {own}: {context}");
+            unmerged += 1;
+            continue;
+        }
         let start = at("start_thread").unwrap_or_else(|| panic!("start_thread: {context}"));
         let run = at("thread_run").unwrap_or_else(|| panic!("thread_run: {context}"));
         assert!(start < run && run < work, "outermost first: {context}");
@@ -126,7 +137,8 @@ fn check(interp: &Interpreter) {
             s.rounds, s.native_merged, s.native_preempted, s.native_failed, summary.warnings
         );
         let (workers, unmerged) = check_samples(&what, &samples, &tables);
-        let context = format!("{what}: {workers} worker samples, {unmerged} not merged");
+        let context =
+            format!("{what}: {workers} worker samples, {unmerged} not merged or cut short");
         eprintln!("{context}");
         assert!(workers > 0, "{context}");
         // Issue 12: at most 1% of the samples of a multi-threaded target at 1 kHz.
@@ -134,7 +146,7 @@ fn check(interp: &Interpreter) {
         if read_preempted {
             assert!(
                 s.native_preempted > 0,
-                "no sample read preempted: {context}"
+                "no sample read preempted (is tracefs mounted? .ci/provision.sh mounts it): {context}"
             );
             assert!(s.native_preempted <= s.native_merged, "{context}");
         } else {
