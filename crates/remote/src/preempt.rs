@@ -135,18 +135,10 @@ impl PreemptWatch {
 mod tests {
     use super::*;
     use crate::{LastSwitch, SwitchWatch};
-    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::{mpsc, Arc};
 
     const MAGIC: u64 = 0x5354_524f_4245_2131;
-
-    fn pin(cpu: usize) {
-        let mut set = CpuSet::new();
-        set.set(cpu).unwrap();
-        sched_setaffinity(Pid::from_raw(0), &set).unwrap();
-    }
 
     /// Two threads of this process spin on one CPU, so the kernel preempts each in turn. One
     /// keeps a marker and its iteration count in a stack slot, and publishes the count. Each
@@ -155,16 +147,13 @@ mod tests {
     /// between writing the slot and publishing), which no older record could.
     #[test]
     fn a_preempted_thread_reads_as_it_is_now() {
-        let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-        let cpu = (0..CpuSet::count())
-            .find(|&c| allowed.is_set(c).unwrap_or(false))
-            .unwrap();
+        let cpu = strobe_testkit::cpus::allowed_cpus()[0];
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
         let (spin_stop, spin_count) = (Arc::clone(&stop), Arc::clone(&count));
         let watched = std::thread::spawn(move || {
-            pin(cpu);
+            strobe_testkit::pin(0, cpu);
             let mut slot = [MAGIC, 0u64];
             tx.send((nix::unistd::gettid().as_raw(), &slot as *const _ as u64))
                 .unwrap();
@@ -178,7 +167,7 @@ mod tests {
         });
         let rival_stop = Arc::clone(&stop);
         let rival = std::thread::spawn(move || {
-            pin(cpu);
+            strobe_testkit::pin(0, cpu);
             while !rival_stop.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             }

@@ -134,6 +134,7 @@ pub(crate) fn join(allowed: &[usize], busy: &[usize]) -> Option<Vec<usize>> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use strobe_testkit::cpus::allowed_cpus;
 
     #[test]
     fn avoids_busy_cpus_while_some_are_left() {
@@ -168,25 +169,19 @@ mod tests {
             let mut p = Placement::new(Aim::Avoid);
             let allowed = p.allowed.clone();
             assert!(!allowed.is_empty());
-            let own = |()| {
-                let set = sched_getaffinity(Pid::from_raw(0)).unwrap();
-                (0..CpuSet::count())
-                    .filter(|&c| set.is_set(c).unwrap())
-                    .collect::<Vec<_>>()
-            };
             assert!(p.due(0));
             p.update(0, [allowed[0] as u32]);
             assert!(!p.due(PLACE_EVERY_NS - 1) && p.due(PLACE_EVERY_NS));
             if allowed.len() >= 2 {
                 assert_eq!(p.current(), Some(&allowed[1..]));
-                assert_eq!(own(()), allowed[1..]);
+                assert_eq!(allowed_cpus(), allowed[1..]);
             } else {
                 assert_eq!(p.current(), None);
             }
             // The target moved elsewhere, beyond what strobe may use: back to all.
             p.update(PLACE_EVERY_NS, [u32::MAX]);
             assert_eq!(p.current(), None);
-            assert_eq!(own(()), allowed);
+            assert_eq!(allowed_cpus(), allowed);
         })
         .join()
         .unwrap();

@@ -15,8 +15,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use strobe_aggregate::SampleFlags;
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
@@ -25,12 +23,10 @@ use strobe_testkit::{procfs, Interpreter, Ready};
 mod support;
 use support::sample_until;
 
-/// The target: pinned to the CPU given as argv[1]; its worker prints READY once the main
-/// thread waits in `read` (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64),
-/// then computes.
+/// The target (started on one CPU): its worker prints READY once the main thread waits in
+/// `read` (`/proc/self/task/TID/syscall` starts with 0, `read` on x86-64), then computes.
 const SCRIPT: &str = r#"import os, sys, threading, zlib
 
-os.sched_setaffinity(0, {int(sys.argv[1])})
 DATA = os.urandom(1 << 16)
 MAIN = str(threading.get_native_id())
 
@@ -65,9 +61,7 @@ impl Hog {
         let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut one = CpuSet::new();
-            one.set(cpu).unwrap();
-            sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+            strobe_testkit::pin(0, cpu);
             pinned_tx.send(()).unwrap();
             while !flag.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
@@ -92,19 +86,9 @@ impl Drop for Hog {
 
 fn check(interp: &Interpreter) {
     let version = interp.name;
-    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-    let cpu = (0..CpuSet::count())
-        .rev()
-        .find(|&c| allowed.is_set(c).unwrap())
-        .unwrap();
+    let cpu = strobe_testkit::last_cpu();
     let python = interp.require().path();
-    let arg = cpu.to_string();
-    let victim = Ready::python_script(
-        python.to_str().unwrap(),
-        "native-idle",
-        SCRIPT,
-        &[arg.as_str()],
-    );
+    let victim = Ready::python_script_on(cpu, python.to_str().unwrap(), "native-idle", SCRIPT, &[]);
     let pid = victim.pid();
     let worker = procfs::other_thread(pid);
 

@@ -21,8 +21,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use nix::sched::{sched_getaffinity, CpuSet};
-use nix::unistd::Pid;
 use strobe_aggregate::{FrameKind, Sample, Tables};
 use strobe_native::TRUNCATED_FRAME;
 use strobe_sampler::SamplerConfig;
@@ -32,10 +30,9 @@ use strobe_testkit::{Interpreter, Ready};
 mod support;
 use support::sample_until;
 
-/// The target: pinned to the CPU given as argv[1], two workers computing in C.
+/// The target (started on one CPU): two workers computing in C.
 const SCRIPT: &str = r#"import os, sys, threading, zlib
 
-os.sched_setaffinity(0, {int(sys.argv[1])})
 DATA = os.urandom(1 << 16)
 
 def work_a():
@@ -104,18 +101,13 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
 
 fn check(interp: &Interpreter) {
     let version = interp.name;
-    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-    let cpu = (0..CpuSet::count())
-        .rev()
-        .find(|&c| allowed.is_set(c).unwrap())
-        .unwrap();
     let python = interp.require().path();
-    let arg = cpu.to_string();
-    let victim = Ready::python_script(
+    let victim = Ready::python_script_on(
+        strobe_testkit::last_cpu(),
         python.to_str().unwrap(),
         "native-preempted",
         SCRIPT,
-        &[arg.as_str()],
+        &[],
     );
     // Asked for, both ways a round captures; and not asked for (the default): stopped.
     for (read_preempted, include_idle) in [(true, false), (true, true), (false, false)] {

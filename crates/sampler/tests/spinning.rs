@@ -12,12 +12,10 @@
 
 use std::time::Duration;
 
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use strobe_aggregate::Sample;
 use strobe_sampler::{start, SamplerConfig, SamplerSummary};
 use strobe_target::Target;
-use strobe_testkit::{interpreters, Ready};
+use strobe_testkit::{cpus, interpreters, Ready};
 
 const SCRIPT: &str = r#"import sys
 
@@ -55,12 +53,6 @@ fn record(pid: i32, rate_hz: f64, native: bool) -> (Vec<Sample>, SamplerSummary)
     (samples, summary)
 }
 
-fn cpus(set: &CpuSet) -> Vec<usize> {
-    (0..CpuSet::count())
-        .filter(|&c| set.is_set(c).unwrap())
-        .collect()
-}
-
 #[test]
 fn flat_out_samples_weigh_the_time_since_the_previous_one() {
     let victim = spinner("flat-out");
@@ -89,16 +81,14 @@ fn flat_out_samples_weigh_the_time_since_the_previous_one() {
 /// The target's spinning (main) thread pinned to the last CPU we may use, sampled at 1 kHz
 /// for 300 ms: the CPUs the sampler ended restricted to, and the pinned one.
 fn placed(name: &str, native: bool) -> (SamplerSummary, Vec<usize>, usize) {
-    let allowed = cpus(&sched_getaffinity(Pid::from_raw(0)).unwrap());
+    let allowed = cpus::allowed_cpus();
     assert!(
         allowed.len() >= 2,
         "this test needs two CPUs to choose from, this process may use {allowed:?}"
     );
     let victim = spinner(name);
-    let pinned = *allowed.last().unwrap();
-    let mut one = CpuSet::new();
-    one.set(pinned).unwrap();
-    sched_setaffinity(Pid::from_raw(victim.pid()), &one).unwrap();
+    let pinned = cpus::last_cpu();
+    cpus::pin(victim.pid(), pinned);
 
     let (samples, summary) = record(victim.pid(), 1000.0, native);
     // A placement follows a round that found the target running (the first native round

@@ -14,8 +14,6 @@
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 use strobe_native::MergedFrame;
 use strobe_remote::{PerfTrigger, PreemptWatch, SwitchWatch};
 use strobe_target::{NativeRequest, PreemptWatches, Target};
@@ -301,15 +299,9 @@ fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
     let (_dir, t, mut target, _, wanted) = start();
     let spinners = [wanted[0], wanted[1]];
     // Both spinners on one CPU: whenever one runs, the other is preempted (runnable, off it).
-    let allowed = sched_getaffinity(Pid::from_raw(0)).unwrap();
-    let cpu = (0..CpuSet::count())
-        .rev()
-        .find(|&c| allowed.is_set(c).unwrap())
-        .unwrap();
-    let mut one = CpuSet::new();
-    one.set(cpu).unwrap();
+    let cpu = strobe_testkit::last_cpu();
     for s in &spinners {
-        sched_setaffinity(Pid::from_raw(s.tid), &one).unwrap();
+        strobe_testkit::pin(s.tid, cpu);
     }
     let trigger = PerfTrigger::preemptions().unwrap();
     let pid = t.pid();

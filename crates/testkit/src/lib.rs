@@ -6,17 +6,21 @@
 //! [`interpreters`] is the one registry of the interpreters live tests run (with
 //! [`per_interpreter!`] stamping one test per interpreter), [`TempDir`] a directory removed on
 //! drop, [`Rng`] the deterministic generator of the property tests, and [`procfs`] what `/proc`
-//! says about a target's threads; [`run_ok`] runs a tool a test needs.
+//! says about a target's threads; [`run_ok`] runs a tool a test needs. [`cpus`]: the CPUs a
+//! test may use, [`last_cpu`] the one tests that need threads to share a CPU pin them to
+//! ([`pin`], or [`Ready::python_script_on`] for a Python target started there).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cpus;
 pub mod interpreters;
 pub mod procfs;
 mod ready;
 mod rng;
 mod tempdir;
 
+pub use cpus::{last_cpu, pin};
 pub use interpreters::Interpreter;
 pub use ready::Ready;
 pub use rng::Rng;

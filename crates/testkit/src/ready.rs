@@ -62,6 +62,37 @@ impl Ready {
     /// Write `source` to a fresh file named after `name` in the temporary directory and start
     /// `python` on it with `args`, as [`Ready::start`]; the file is removed on drop.
     pub fn python_script(python: &str, name: &str, source: &str, args: &[&str]) -> Ready {
+        Ready::script(None, python, name, source, args)
+    }
+
+    /// [`Ready::python_script`] with the process started on CPU `cpu` alone: it and every
+    /// thread it starts run there (see [`crate::last_cpu`]).
+    pub fn python_script_on(
+        cpu: usize,
+        python: &str,
+        name: &str,
+        source: &str,
+        args: &[&str],
+    ) -> Ready {
+        Ready::script(Some(cpu), python, name, source, args)
+    }
+
+    /// [`Ready::start`] with the process started on CPU `cpu` alone: it is started from a
+    /// thread pinned there, whose affinity it inherits.
+    pub fn start_on(cpu: usize, cmd: &mut Command, what: &str) -> Ready {
+        std::thread::scope(|s| {
+            let started = s.spawn(|| {
+                crate::pin(0, cpu);
+                Ready::start(cmd, what)
+            });
+            started
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// [`Ready::python_script`], on CPU `cpu` alone if there is one.
+    fn script(cpu: Option<usize>, python: &str, name: &str, source: &str, args: &[&str]) -> Ready {
         let script = std::env::temp_dir().join(format!(
             "strobe-{name}-{}-{}.py",
             std::process::id(),
@@ -69,7 +100,12 @@ impl Ready {
         ));
         std::fs::write(&script, source)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", script.display()));
-        let mut ready = Ready::start(Command::new(python).arg(&script).args(args), name);
+        let mut cmd = Command::new(python);
+        cmd.arg(&script).args(args);
+        let mut ready = match cpu {
+            Some(cpu) => Ready::start_on(cpu, &mut cmd, name),
+            None => Ready::start(&mut cmd, name),
+        };
         ready.script = Some(script);
         ready
     }

@@ -320,34 +320,6 @@ impl NativeState {
         each: &mut EachNative<'_, M, E>,
         retries: Option<&mut Vec<(usize, bool)>>,
     ) -> Result<(), E> {
-        let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
-        // A thread read preempted is merged with its frames in the read of the preempted
-        // threads, taken at its preemption's instant (which succeeded, or it would have been
-        // stopped), not in the capture's own.
-        let preempted_read = std::mem::take(&mut self.preempted_read);
-        let (raw, read) = if preempted {
-            (&preempted_read, &Ok(()))
-        } else {
-            (raw, read)
-        };
-        let result = self.settle_in(b, (i, may_sleep), slot, read, raw, walker, each, retries);
-        self.preempted_read = preempted_read;
-        result
-    }
-
-    /// [`NativeState::settle`] with the read `raw` that holds the thread's frames.
-    #[allow(clippy::too_many_arguments)]
-    fn settle_in<M: RemoteMemory, E>(
-        &mut self,
-        b: Batch<'_, '_>,
-        (i, may_sleep): (usize, bool),
-        slot: &Slot,
-        read: &Result<(), String>,
-        raw: &RawSample,
-        walker: &mut Walker<M>,
-        each: &mut EachNative<'_, M, E>,
-        retries: Option<&mut Vec<(usize, bool)>>,
-    ) -> Result<(), E> {
         let r = &b.wanted[i];
         let which = NativeThread {
             pid: b.of.pid,
@@ -357,27 +329,40 @@ impl NativeState {
             shape: b.of.shape,
         };
         let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
+        // A thread read preempted is merged with its frames in the read of the preempted
+        // threads, taken at its preemption's instant (which succeeded, or it would have been
+        // stopped), not in the capture's own. Taken out of the state while it is in use, and
+        // put back before the return.
+        let preempted_read = std::mem::take(&mut self.preempted_read);
+        let (raw, read) = if preempted {
+            (&preempted_read, &Ok(()))
+        } else {
+            (raw, read)
+        };
         let merged = self.merge_slot(which, slot, read, walker.memory(), raw);
-        let merged = match (merged, retries) {
+        let result = match (merged, retries) {
             (Err(Retry::Stopped(_)), Some(retries)) => {
                 retries.push((i, false));
-                return Ok(());
+                Ok(())
             }
             (Err(Retry::Whole(_)), Some(retries)) => {
                 retries.push((i, may_sleep));
-                return Ok(());
+                Ok(())
             }
-            (merged, _) => merged.map_err(Retry::into_reason),
+            (merged, _) => {
+                let stack = merged.map_err(Retry::into_reason).map(|index| {
+                    let stack = NativeStack {
+                        merged: &self.merged,
+                        native: &self.frames,
+                        preempted,
+                    };
+                    (stack, index)
+                });
+                each(i, stack, raw, walker)
+            }
         };
-        let stack = merged.map(|index| {
-            let stack = NativeStack {
-                merged: &self.merged,
-                native: &self.frames,
-                preempted,
-            };
-            (stack, index)
-        });
-        each(i, stack, raw, walker)
+        self.preempted_read = preempted_read;
+        result
     }
 
     /// Note the threads of `slots` a capture stopped in user space: running, or preempted
