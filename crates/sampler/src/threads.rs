@@ -11,21 +11,6 @@
 //! read threads that hold the GIL (they run Python; see the sampler's module documentation)
 //! nor tasks that are not Python threads.
 //!
-//! A watch is not free for the target: every context switch of a thread with a per-thread
-//! perf event costs it ~3 µs of its own CPU time (the kernel switches the event's context in
-//! and out, and writes the record), measured at ~17% of the throughput of a target of 50
-//! busy threads switching ~56,000 times a second on 2 vCPUs (docs/PERFORMANCE.md, "Issue 12:
-//! what the switch watches cost a target of many busy threads"). A thread that switches about
-//! once per round or less costs the target little, and saves us a `pread` a round; one that
-//! switches many times per round costs the target several microseconds a round to save us
-//! 1.3. So each watch's records are counted over [`WINDOW_ROUNDS`] rounds (the ring's
-//! position tells, for free), and a watch that saw more than [`MAX_RECORDS_PER_ROUND`] per
-//! round is closed: the thread is read through `/proc` for [`SHED_FOR`] (doubling, up to
-//! [`SHED_MAX`], each time it is closed again), and then watched again, in case it calmed down.
-//! A native round's stop of a thread is two records (out, and back in), so under `--native` a
-//! thread the rounds stop is read through `/proc` too. Not when preemption watches are asked
-//! for (below): they need their switch watch.
-//!
 //! A round looks each thread up once ([`KernelThreads::state_in_round`]): its look before the
 //! read (which threads' frames to copy) and its decision after (which samples to keep) share
 //! the answer.
@@ -61,17 +46,6 @@ const MAX_MISSING: usize = 4096;
 /// Threads watched through perf events (one descriptor and two pages each); further threads
 /// are read through `/proc`.
 pub(crate) const MAX_WATCHES: usize = 512;
-/// Rounds over which a switch watch's records are counted before it is judged (see the module
-/// documentation).
-const WINDOW_ROUNDS: u64 = 16;
-/// Records per round above which a switch watch costs the target more than it saves us: two
-/// (a switch out and back in) per round.
-const MAX_RECORDS_PER_ROUND: u64 = 2;
-/// How long a thread whose switch watch was closed for switching too often is read through
-/// `/proc` before it is watched again, the first time; doubled for each further closing.
-const SHED_FOR: Duration = Duration::from_secs(2);
-/// The longest such time.
-const SHED_MAX: Duration = Duration::from_secs(32);
 /// Bytes of user stack the kernel copies at each preemption of a thread with a
 /// [`PreemptWatch`]: as much as lets two records fit 16 pages (64 KiB of ring a thread).
 const PREEMPT_STACK: u32 = 32 * 1024 - 80;
@@ -84,8 +58,6 @@ struct Task {
     /// Its state as first looked up in a round, and that round (see
     /// [`KernelThreads::state_in_round`]).
     in_round: Option<(u64, char)>,
-    /// How many times its switch watch was closed for switching too often.
-    shed: u32,
 }
 
 /// A thread's switch watch, and the state read when it was set.
@@ -95,17 +67,12 @@ enum Watch {
     Untried,
     /// Not available for this thread: `/proc` it is.
     Off,
-    /// Closed because the thread switched too often (see the module documentation): `/proc`
-    /// until `retry`, then a new watch.
-    Shed { retry: Instant },
     /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch;
-    /// with the thread's preemption watch, where it has one; and the round and ring position
-    /// its switches are being counted from.
+    /// with the thread's preemption watch, where it has one.
     On {
         watch: SwitchWatch,
         opened: char,
         preempt: Option<PreemptWatch>,
-        since: (u64, u64),
     },
 }
 
@@ -229,7 +196,6 @@ impl KernelThreads {
                         stat,
                         watch,
                         in_round: None,
-                        shed: 0,
                     },
                 );
                 true
@@ -258,47 +224,21 @@ impl KernelThreads {
             }
             self.stopped.remove(&host);
         }
-        let round = self.round;
-        // Preemption watches (asked for) need their switch watch, whatever it costs.
-        let may_shed = !matches!(self.preempts, Preempts::On(_));
-        let task = self.tasks.get_mut(&host)?;
-        match &mut task.watch {
-            Watch::On {
-                watch,
-                opened,
-                since,
-                ..
-            } => {
+        let task = self.tasks.get(&host)?;
+        match &task.watch {
+            Watch::On { watch, opened, .. } => {
                 // `None`: the kernel kept writing while we read; `/proc` answers.
                 if let Some(last) = watch.last() {
                     self.reads += 1;
-                    let state = match last.running() {
+                    return Some(match last.running() {
                         Some(true) => 'R',
                         // Not running: which of sleeping, waiting or stopped is not recorded.
                         Some(false) => 'S',
                         None => *opened,
-                    };
-                    if may_shed && round >= since.0 + WINDOW_ROUNDS {
-                        let records = watch.position().saturating_sub(since.1) / 8;
-                        if records > MAX_RECORDS_PER_ROUND * (round - since.0) {
-                            task.watch = Watch::Shed {
-                                retry: Instant::now() + shed_for(task.shed),
-                            };
-                            task.shed = task.shed.saturating_add(1);
-                        } else {
-                            *since = (round, watch.position());
-                        }
-                    }
-                    return Some(state);
+                    });
                 }
             }
             Watch::Off => {}
-            Watch::Shed { retry } => {
-                if Instant::now() >= *retry {
-                    task.watch = Watch::Untried;
-                    return self.read_state(host);
-                }
-            }
             Watch::Untried => {
                 if self.watching && self.watches() < MAX_WATCHES {
                     return self.start_watch(host);
@@ -362,11 +302,9 @@ impl KernelThreads {
             _ => None,
         };
         let state = self.read_stat(host).map(|s| s.state);
-        let round = self.round;
         let task = self.tasks.get_mut(&host)?;
         task.watch = match (opened, state) {
             (Ok(watch), Some(opened)) => Watch::On {
-                since: (round, watch.position()),
                 watch,
                 opened,
                 preempt,
@@ -551,12 +489,104 @@ impl KernelThreads {
     }
 }
 
-/// How long a thread whose switch watch was closed `shed` times before is read through `/proc`
-/// after it is closed again.
-fn shed_for(shed: u32) -> Duration {
-    SHED_FOR.saturating_mul(1 << shed.min(8)).min(SHED_MAX)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_threads() {
+        let pid = std::process::id() as i32;
+        let mut k = KernelThreads::new(pid);
+        k.rescan().unwrap();
+        let me = pid as u32;
+        assert_eq!(k.host_of(me), Some(me));
+        assert_eq!(k.inner_of(me), me);
+        // This thread is running while it reads its own state.
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        assert_eq!(k.read_state(tid), Some('R'));
+        assert_eq!(k.reads(), 1);
+    }
+
+    #[test]
+    fn threads_started_after_the_scan_are_opened_on_first_read() {
+        let pid = std::process::id() as i32;
+        let mut k = KernelThreads::new(pid);
+        k.rescan().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            // Blocks (sleeping in the kernel) until the test has looked at it.
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(k.host_of(tid), None, "not scanned yet");
+        // The thread may still be on its way into recv (running) or already asleep.
+        assert!(matches!(k.read_state(tid), Some('R' | 'S')));
+        drop(done_tx);
+        t.join().unwrap();
+        // An id that is no thread of ours is refused without error, and remembered.
+        assert_eq!(k.read_state(u32::MAX), None);
+        assert!(k.missing.contains(&u32::MAX));
+    }
+
+    #[test]
+    fn states_after_the_first_come_from_the_switch_watch() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let pid = std::process::id() as i32;
+        let mut k = KernelThreads::new(pid);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+        let spin = Arc::new(AtomicBool::new(true));
+        let spinning = Arc::clone(&spin);
+        let t = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+            while spinning.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            let _ = end_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        // The first lookup reads /proc (and sets the watch); wait until it says asleep.
+        while k.read_state(tid) != Some('S') {
+            std::thread::yield_now();
+        }
+        let preads = k.preads();
+        assert!(preads >= 1);
+        if k.watches() == 0 {
+            // Perf events refused here: every lookup is a /proc read, which is the fallback.
+            assert!(!k.watching);
+            return;
+        }
+        assert_eq!(k.read_state(tid), Some('S'));
+        go_tx.send(()).unwrap();
+        // Running (or preempted: runnable) once it spins, and asleep again after: all from
+        // the watch, with no further /proc read.
+        while k.read_state(tid) != Some('R') {
+            std::thread::yield_now();
+        }
+        spin.store(false, Ordering::Relaxed);
+        while k.read_state(tid) != Some('S') {
+            std::thread::yield_now();
+        }
+        assert_eq!(k.preads(), preads);
+        assert!(k.alive(tid));
+        drop(end_tx);
+        t.join().unwrap();
+        // Gone (once the kernel has reaped it, which may follow the join by a moment): the
+        // watch would keep its last record; `/proc` knows.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while k.alive(tid) {
+            assert!(
+                Instant::now() < deadline,
+                "thread {tid} still alive after its join"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(k.read_state(tid), None);
+    }
+}
