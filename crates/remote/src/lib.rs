@@ -8,7 +8,7 @@
 //! iovec arrays are reused from sample to sample (`nix`'s wrapper would need freshly built
 //! slices, i.e. allocations, per call), `setpriority` in `priority.rs`, `PTRACE_LISTEN` in
 //! `ptrace_stack.rs`, the perf events in `perf.rs` (their mapped ring buffers in `perf/ring.rs`,
-//! a tracepoint filter's `ioctl` in `perf/trigger.rs`), the file mapping
+//! a tracepoint filter's `ioctl` in `perf/trigger.rs`; `CpuSwitches`' per-CPU events go through them), the file mapping
 //! of `map_binary.rs`, and `openat2` in `open_root.rs` (a target's file opened inside its root).
 //!
 //! Native stacks are captured three ways (see `stack.rs`): [`ThreadTracer`] (one thread
@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod cpu_switches;
 mod error;
 mod freeze;
 mod idle;
@@ -32,6 +33,7 @@ mod ptrace_stack;
 mod stack;
 mod switches;
 
+pub use cpu_switches::CpuSwitches;
 pub use error::RemoteError;
 pub use freeze::{try_wait, Freeze};
 pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};

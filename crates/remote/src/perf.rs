@@ -25,15 +25,15 @@ pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
 pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
 
 const PERF_SAMPLE_IP: u64 = 1 << 0;
-const PERF_SAMPLE_TID: u64 = 1 << 1;
-const PERF_SAMPLE_TIME: u64 = 1 << 2;
+pub(crate) const PERF_SAMPLE_TID: u64 = 1 << 1;
+pub(crate) const PERF_SAMPLE_TIME: u64 = 1 << 2;
 const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
 const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 
 // Bits of the flags word at offset 40 of `perf_event_attr`.
 pub(crate) const ATTR_EXCLUDE_KERNEL: u64 = 1 << 5;
 pub(crate) const ATTR_EXCLUDE_HV: u64 = 1 << 6;
-const ATTR_USE_CLOCKID: u64 = 1 << 25;
+pub(crate) const ATTR_USE_CLOCKID: u64 = 1 << 25;
 /// `perf_event_attr.write_backward` (Linux 4.7).
 const ATTR_WRITE_BACKWARD: u64 = 1 << 27;
 
@@ -47,14 +47,14 @@ const REG_SP: u64 = 7;
 const REG_IP: u64 = 8;
 const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
-const PERF_RECORD_LOST: u32 = 2;
+pub(crate) const PERF_RECORD_LOST: u32 = 2;
 pub(crate) const PERF_RECORD_SAMPLE: u32 = 9;
 
 const PERF_FLAG_FD_CLOEXEC: nix::libc::c_ulong = 8;
 
 // `struct perf_event_mmap_page`: where the ring buffer's positions are.
 pub(crate) const PAGE_DATA_HEAD: usize = 1024;
-const PAGE_DATA_TAIL: usize = 1032;
+pub(crate) const PAGE_DATA_TAIL: usize = 1032;
 pub(crate) const PAGE_DATA_OFFSET: usize = 1040;
 pub(crate) const PAGE_DATA_SIZE: usize = 1048;
 
@@ -188,6 +188,17 @@ pub enum PerfError {
     Filter {
         /// The filter.
         filter: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
+    /// A per-CPU event (every task's context switches on one CPU) was refused.
+    #[error(
+        "perf events on CPU {cpu} refused ({errno}): watching a CPU's context switches needs \
+         root, CAP_PERFMON or kernel.perf_event_paranoid at 0 or lower"
+    )]
+    CpuRefused {
+        /// The CPU.
+        cpu: u32,
         /// What the kernel said.
         errno: Errno,
     },
@@ -445,8 +456,17 @@ pub(crate) fn encode_attr(
 }
 
 /// The raw system call: on thread `tid`, any CPU, no group.
-#[allow(unsafe_code)]
 pub(crate) fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedFd, Errno> {
+    perf_event_open_on(attr, tid, -1)
+}
+
+/// The raw system call: on thread `tid` (-1: every task) on CPU `cpu` (-1: any), no group.
+#[allow(unsafe_code)]
+pub(crate) fn perf_event_open_on(
+    attr: &[u8; ATTR_SIZE],
+    tid: i32,
+    cpu: i32,
+) -> Result<OwnedFd, Errno> {
     // SAFETY: `attr` is a valid, initialised buffer of ATTR_SIZE bytes whose size field says
     // ATTR_SIZE, so the kernel reads only inside it; the other arguments are integers.
     let fd = unsafe {
@@ -454,7 +474,7 @@ pub(crate) fn perf_event_open(attr: &[u8; ATTR_SIZE], tid: i32) -> Result<OwnedF
             nix::libc::SYS_perf_event_open,
             attr.as_ptr(),
             tid as nix::libc::pid_t,
-            -1 as nix::libc::c_int,
+            cpu as nix::libc::c_int,
             -1 as nix::libc::c_int,
             PERF_FLAG_FD_CLOEXEC,
         )

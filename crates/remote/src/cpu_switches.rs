@@ -1,0 +1,327 @@
+//! [`CpuSwitches`]: every context switch of the watched processes' threads, from one perf
+//! event per CPU instead of one per thread ([`crate::SwitchWatch`]).
+//!
+//! A per-thread event costs its thread at every context switch: the kernel swaps the task's
+//! perf context in and out (3-6 µs a switch on the 2-vCPU test VM, ~17% of the throughput of
+//! benches/native_target.py with 50 busy threads; docs/PERFORMANCE.md, issue 12). A dummy
+//! software event on a CPU (pid -1) with `context_switch` set instead writes a
+//! `PERF_RECORD_SWITCH_CPU_WIDE` record for every switch on that CPU, in and out, whoever the
+//! task, with no per-task context to swap. With `sample_id_all` and `PERF_SAMPLE_TID |
+//! PERF_SAMPLE_TIME` each record says whose switch it was and when (`CLOCK_MONOTONIC`, the
+//! same clock on every CPU), so that a thread that moved between CPUs is read from its newest
+//! record, whichever ring it is in.
+//!
+//! The rings are drained ([`CpuSwitches::drain`], once a round): the sampler keeps each watched
+//! thread's last switch and a count of its switches (the analogue of `SwitchWatch::position`,
+//! but it moves only at a drain). Records of other processes are parsed and dropped. A ring that
+//! filled between drains drops records (we see it full; the kernel's `PERF_RECORD_LOST` comes
+//! once it can write again): every thread's state is then unknown ([`CpuSwitches::last`] gives `None`: ask `/proc`) until a record of it newer than
+//! the loss.
+//!
+//! Needs root, CAP_PERFMON or `perf_event_paranoid` ≤ 0; the caller falls back to per-thread
+//! watches when refused.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use crate::perf::{
+    open_error, perf_event_open_on, PerfError, Ring, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL,
+    ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL, PERF_RECORD_LOST, PERF_SAMPLE_TID,
+    PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
+};
+use crate::LastSwitch;
+
+const PERF_COUNT_SW_DUMMY: u64 = 9;
+/// `perf_event_attr.sample_id_all`.
+const ATTR_SAMPLE_ID_ALL: u64 = 1 << 18;
+/// `perf_event_attr.context_switch` (Linux 4.3).
+const ATTR_CONTEXT_SWITCH: u64 = 1 << 26;
+const PERF_RECORD_SWITCH_CPU_WIDE: u32 = 15;
+const MISC_SWITCH_OUT: u64 = 1 << 13;
+const MISC_SWITCH_OUT_PREEMPT: u64 = 1 << 14;
+/// Header, next/prev pid and tid, then the sample id: pid and tid, time.
+const SWITCH_BYTES: u64 = 32;
+/// Header, id, count lost, then the sample id.
+const LOST_BYTES: u64 = 40;
+
+/// What is known of one watched thread.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    pid: u32,
+    /// Its newest record's time, or the newest loss's if later: a record older than this
+    /// does not tell its state.
+    time: u64,
+    /// Its last switch, `None` once records may have been lost since.
+    last: Option<LastSwitch>,
+    /// Its switches drained so far, plus one for every loss.
+    switches: u64,
+}
+
+/// One CPU's event and ring.
+#[derive(Debug)]
+struct CpuRing {
+    _fd: OwnedFd,
+    ring: Ring,
+    /// Where we have read up to (published as `data_tail` after each drain).
+    tail: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct CpuSwitches {
+    rings: Vec<CpuRing>,
+    pids: HashSet<u32>,
+    threads: HashMap<u32, Seen>,
+    /// The newest loss's time: threads first seen in a record older than it are unknown.
+    lost_at: u64,
+    lost: u64,
+    records: u64,
+}
+
+impl CpuSwitches {
+    /// One event on every online CPU, each with `ring_pages` pages of ring (a power of two):
+    /// enough for the switches of every task on the CPU between two drains (32 bytes each,
+    /// two a switch).
+    pub fn open(ring_pages: usize) -> Result<CpuSwitches, PerfError> {
+        if !ring_pages.is_power_of_two() {
+            return Err(PerfError::Config(
+                "the ring buffer must be a power of two pages",
+            ));
+        }
+        let rings = online_cpus()
+            .into_iter()
+            .map(|cpu| {
+                let fd =
+                    perf_event_open_on(&attr(), -1, cpu as i32).map_err(|errno| match errno {
+                        nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => {
+                            PerfError::CpuRefused { cpu, errno }
+                        }
+                        errno => open_error(-1, -1, errno),
+                    })?;
+                let ring = Ring::map(&fd, ring_pages, true)?;
+                let tail = ring.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
+                Ok(CpuRing {
+                    _fd: fd,
+                    ring,
+                    tail,
+                })
+            })
+            .collect::<Result<Vec<_>, PerfError>>()?;
+        Ok(CpuSwitches {
+            rings,
+            pids: HashSet::new(),
+            threads: HashMap::new(),
+            lost_at: 0,
+            lost: 0,
+            records: 0,
+        })
+    }
+
+    /// Keep the switches of process `pid`'s threads (ids in strobe's PID namespace) from the
+    /// next drain on.
+    pub fn watch(&mut self, pid: u32) {
+        self.pids.insert(pid);
+    }
+
+    /// Stop keeping process `pid`'s threads.
+    pub fn unwatch(&mut self, pid: u32) {
+        self.pids.remove(&pid);
+        self.threads.retain(|_, s| s.pid != pid);
+    }
+
+    /// Forget thread `tid` (it exited).
+    pub fn forget(&mut self, tid: u32) {
+        self.threads.remove(&tid);
+    }
+
+    /// Thread `tid`'s last switch; `None` if unknown (no record of it since it was watched,
+    /// or records lost since its last): ask `/proc`.
+    pub fn last(&self, tid: u32) -> Option<LastSwitch> {
+        self.threads.get(&tid).and_then(|s| s.last)
+    }
+
+    /// How many times thread `tid` was seen to switch (in or out), as of the last drain, plus
+    /// one for every loss of records since it was first seen; `None` if never seen. Two equal
+    /// counts mean it did not get or leave a CPU between the drains they were read after.
+    pub fn switches(&self, tid: u32) -> Option<u64> {
+        self.threads.get(&tid).map(|s| s.switches)
+    }
+
+    /// Whether thread `tid` was seen to switch (in or out) after `time_ns` (a
+    /// [`CpuSwitches::now_ns`] reading), as of the last drain, or records were lost since
+    /// (it may have). A thread stopped and let go at `time_ns` has not had a CPU since while
+    /// this is false, whatever its last switch (out, into the stop) says.
+    pub fn moved_since(&self, tid: u32, time_ns: u64) -> bool {
+        match self.threads.get(&tid) {
+            Some(seen) => seen.time > time_ns,
+            None => self.lost_at > time_ns,
+        }
+    }
+
+    /// Now, on the clock of the records' times (`CLOCK_MONOTONIC` nanoseconds).
+    pub fn now_ns() -> u64 {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+        t.map_or(u64::MAX, |t| {
+            (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64
+        })
+    }
+
+    /// Records the kernel dropped because a ring was full, so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Records parsed so far, of every task.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Parse every CPU's records written since the last drain and give their space back.
+    /// Returns how many records there were (of every task).
+    pub fn drain(&mut self) -> usize {
+        let mut count = 0;
+        for r in 0..self.rings.len() {
+            count += self.drain_ring(r);
+        }
+        self.records += count as u64;
+        count
+    }
+
+    fn drain_ring(&mut self, r: usize) -> usize {
+        let (head, mut tail, size) = {
+            let cpu = &self.rings[r];
+            // Acquire: the records the kernel wrote before publishing `data_head` are visible.
+            let head = cpu.ring.control(PAGE_DATA_HEAD).load(Ordering::Acquire);
+            (head, cpu.tail, cpu.ring.data_size() as u64)
+        };
+        let mut count = 0;
+        // A ring without room for another record has dropped the records since (the kernel
+        // says how many only at its next write, once we have made room: counted again then).
+        let full = head - tail + LOST_BYTES > size;
+        while tail < head {
+            let word = |at: u64| self.rings[r].ring.word(((tail + at) % size) as usize);
+            let header = word(0).load(Ordering::Relaxed);
+            let kind = (header & 0xffff_ffff) as u32;
+            let misc = (header >> 32) & 0xffff;
+            let len = header >> 48;
+            if len < 8 || !len.is_multiple_of(8) || tail + len > head {
+                // Not what the kernel writes: the ring is not what we think. Skip all of it and
+                // count it as a loss (of at least one record) rather than decode garbage.
+                tail = head;
+                let now = CpuSwitches::now_ns();
+                self.note_loss(1, now);
+                break;
+            }
+            count += 1;
+            if kind == PERF_RECORD_SWITCH_CPU_WIDE && len >= SWITCH_BYTES {
+                let ids = word(16).load(Ordering::Relaxed);
+                let time = word(24).load(Ordering::Relaxed);
+                let (pid, tid) = (ids as u32, (ids >> 32) as u32);
+                if self.pids.contains(&pid) {
+                    self.note_switch(pid, tid, time, decode(misc));
+                }
+            } else if kind == PERF_RECORD_LOST && len >= LOST_BYTES {
+                let n = word(16).load(Ordering::Relaxed);
+                let time = word(32).load(Ordering::Relaxed);
+                self.note_loss(n, time);
+            }
+            tail += len;
+        }
+        if full {
+            let now = CpuSwitches::now_ns();
+            self.note_loss(1, now);
+        }
+        let cpu = &mut self.rings[r];
+        cpu.tail = tail;
+        // Release: our reads of the records happen before the kernel may overwrite them.
+        cpu.ring
+            .control(PAGE_DATA_TAIL)
+            .store(tail, Ordering::Release);
+        count
+    }
+
+    fn note_switch(&mut self, pid: u32, tid: u32, time: u64, last: LastSwitch) {
+        let lost_at = self.lost_at;
+        let seen = self.threads.entry(tid).or_insert(Seen {
+            pid,
+            time: lost_at,
+            last: None,
+            switches: 0,
+        });
+        seen.switches += 1;
+        if time >= seen.time {
+            seen.time = time;
+            seen.last = Some(last);
+        }
+    }
+
+    /// `n` records lost, noticed at `time`: any thread may have switched since its last.
+    fn note_loss(&mut self, n: u64, time: u64) {
+        self.lost = self.lost.saturating_add(n.max(1));
+        self.lost_at = self.lost_at.max(time);
+        for seen in self.threads.values_mut() {
+            seen.time = seen.time.max(time);
+            seen.last = None;
+            seen.switches += 1;
+        }
+    }
+}
+
+/// A switch record's `misc` as a switch.
+fn decode(misc: u64) -> LastSwitch {
+    if misc & MISC_SWITCH_OUT == 0 {
+        LastSwitch::In
+    } else if misc & MISC_SWITCH_OUT_PREEMPT != 0 {
+        LastSwitch::Preempted
+    } else {
+        LastSwitch::Blocked
+    }
+}
+
+/// `perf_event_attr` for a per-CPU dummy event recording context switches with their task
+/// and time, as bytes.
+fn attr() -> [u8; ATTR_SIZE] {
+    let mut a = [0u8; ATTR_SIZE];
+    let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
+    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
+    put(4, &(ATTR_SIZE as u32).to_le_bytes());
+    put(8, &PERF_COUNT_SW_DUMMY.to_le_bytes());
+    // No samples (period 0): the side-band switch records, each with its sample id.
+    put(24, &(PERF_SAMPLE_TID | PERF_SAMPLE_TIME).to_le_bytes());
+    let flags = ATTR_EXCLUDE_KERNEL
+        | ATTR_EXCLUDE_HV
+        | ATTR_SAMPLE_ID_ALL
+        | ATTR_USE_CLOCKID
+        | ATTR_CONTEXT_SWITCH;
+    put(40, &flags.to_le_bytes());
+    put(92, &nix::libc::CLOCK_MONOTONIC.to_le_bytes());
+    a
+}
+
+/// The online CPUs (`/sys/devices/system/cpu/online`: `0-3,5`), or 0 to the number of CPUs
+/// this process may run on if that cannot be read.
+fn online_cpus() -> Vec<u32> {
+    let parsed = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| parse_cpu_list(s.trim()));
+    parsed.unwrap_or_else(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n as u32).collect()
+    })
+}
+
+fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+#[cfg(test)]
+#[path = "cpu_switches/tests.rs"]
+mod tests;

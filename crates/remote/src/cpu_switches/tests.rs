@@ -1,0 +1,232 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// The tests that open events, one at a time: every CPU's ring sees every test's switches,
+/// and the one that floods them would make the others lose records.
+static CPUS: Mutex<()> = Mutex::new(());
+
+/// The state letter `/proc` gives thread `tid` of process `pid`.
+fn state(pid: u32, tid: u32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+    s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+fn wait_asleep(pid: u32, tid: u32) {
+    while state(pid, tid) != 'S' {
+        std::thread::yield_now();
+    }
+}
+
+fn gettid() -> u32 {
+    nix::unistd::gettid().as_raw() as u32
+}
+
+/// A thread of this process that sleeps in `recv` until told to spin, spins until told to
+/// stop, then sleeps again: each change is read from the CPUs' records.
+#[test]
+fn follows_a_thread_from_sleeping_to_running_and_back() {
+    let _cpus = CPUS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    let mut cs = CpuSwitches::open(64).unwrap();
+    cs.watch(pid);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (spinning_tx, spinning_rx) = mpsc::channel::<()>();
+    let (end_tx, end_rx) = mpsc::channel::<()>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spin_stop = Arc::clone(&stop);
+    let t = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        go_rx.recv().unwrap();
+        spinning_tx.send(()).unwrap();
+        while !spin_stop.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+        end_rx.recv().unwrap();
+    });
+    let tid = tid_rx.recv().unwrap();
+    wait_asleep(pid, tid);
+    cs.drain();
+    assert_eq!(cs.lost(), 0);
+    // Started after the events were opened: switched in, then out to wait in recv.
+    assert_eq!(cs.last(tid), Some(LastSwitch::Blocked));
+    let asleep = cs.switches(tid).unwrap();
+    assert!(asleep >= 2, "{asleep}");
+    // Asleep, it neither gets nor leaves a CPU.
+    assert_eq!(state(pid, tid), 'S');
+    cs.drain();
+    assert_eq!(cs.switches(tid), Some(asleep));
+    go_tx.send(()).unwrap();
+    spinning_rx.recv().unwrap();
+    cs.drain();
+    let seen = cs.last(tid).unwrap();
+    assert!(
+        matches!(seen, LastSwitch::In | LastSwitch::Preempted),
+        "{seen:?}"
+    );
+    assert!(
+        cs.switches(tid).unwrap() > asleep,
+        "it ran, so it was switched in"
+    );
+    stop.store(true, Ordering::Relaxed);
+    wait_asleep(pid, tid);
+    cs.drain();
+    assert_eq!(cs.last(tid), Some(LastSwitch::Blocked));
+    assert_eq!(cs.lost(), 0);
+    end_tx.send(()).unwrap();
+    t.join().unwrap();
+    // Our main thread switched too (it waited for the others), but the records were parsed
+    // as this process's: every thread kept is ours.
+    assert!(cs.threads.values().all(|s| s.pid == pid));
+}
+
+/// Only the processes watched are kept: another process's switches, on the same CPUs, are
+/// not taken for ours, nor ours for its.
+#[test]
+fn keeps_only_the_processes_watched() {
+    let _cpus = CPUS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cs = CpuSwitches::open(64).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "read x; sleep 0.01; sleep 0.01"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let child_pid = child.id();
+    wait_asleep(child_pid, child_pid);
+    cs.watch(child_pid);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    child.wait().unwrap();
+    cs.drain();
+    assert_eq!(cs.lost(), 0);
+    // The shell slept in read, was woken, slept twice more in wait: switches of its own.
+    assert!(cs.switches(child_pid).unwrap() >= 4, "{:?}", cs.threads);
+    assert!(cs.threads.values().all(|s| s.pid == child_pid));
+    // Our main thread switched meanwhile (it waited for the child): not kept.
+    assert_eq!(cs.switches(gettid()), None);
+    cs.unwatch(child_pid);
+    assert!(cs.threads.is_empty());
+}
+
+/// Rings too small for the switches between two drains: the kernel drops records and says
+/// so, and a thread whose state was known is unknown afterwards (it may have switched in a
+/// record dropped), its count moved.
+#[test]
+fn lost_records_make_states_unknown() {
+    let _cpus = CPUS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    let mut cs = CpuSwitches::open(8).unwrap();
+    cs.watch(pid);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let (end_tx, end_rx) = mpsc::channel::<()>();
+    let parked = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        end_rx.recv().unwrap();
+    });
+    let tid = tid_rx.recv().unwrap();
+    wait_asleep(pid, tid);
+    cs.drain();
+    assert_eq!(cs.last(tid), Some(LastSwitch::Blocked));
+    let before = cs.switches(tid).unwrap();
+    // Two threads passing a token back and forth, each waiting for it: every pass is a
+    // switch out and one in, far more records than the rings hold (8 pages of 32-byte
+    // records per CPU).
+    let capacity = cs.rings.len() * cs.rings[0].ring.data_size() / 32;
+    let passes = 8 * capacity;
+    let (ping_tx, ping_rx) = mpsc::sync_channel::<()>(0);
+    let (pong_tx, pong_rx) = mpsc::sync_channel::<()>(0);
+    let echo = std::thread::spawn(move || {
+        while ping_rx.recv().is_ok() {
+            pong_tx.send(()).unwrap();
+        }
+    });
+    for _ in 0..passes {
+        ping_tx.send(()).unwrap();
+        pong_rx.recv().unwrap();
+    }
+    drop(ping_tx);
+    echo.join().unwrap();
+    cs.drain();
+    assert!(cs.lost() > 0, "{} records drained", cs.records());
+    assert_eq!(cs.last(tid), None, "unknown after the loss");
+    assert!(cs.switches(tid).unwrap() > before);
+    end_tx.send(()).unwrap();
+    parked.join().unwrap();
+}
+
+fn empty() -> CpuSwitches {
+    CpuSwitches {
+        rings: Vec::new(),
+        pids: HashSet::new(),
+        threads: HashMap::new(),
+        lost_at: 0,
+        lost: 0,
+        records: 0,
+    }
+}
+
+/// A thread that moved between CPUs is read from its newest record, whichever ring it was
+/// drained from; after a loss only a record newer than the loss tells its state.
+#[test]
+fn the_newest_record_wins_across_rings_and_losses() {
+    let mut cs = empty();
+    cs.note_switch(7, 70, 200, LastSwitch::In);
+    // An older record from another CPU's ring, drained later.
+    cs.note_switch(7, 70, 100, LastSwitch::Preempted);
+    assert_eq!(cs.last(70), Some(LastSwitch::In));
+    assert_eq!(cs.switches(70), Some(2));
+    assert!(cs.moved_since(70, 199));
+    assert!(!cs.moved_since(70, 200));
+    assert!(!cs.moved_since(72, 0), "never seen, nothing lost");
+    cs.note_loss(3, 300);
+    assert_eq!(cs.last(70), None);
+    assert_eq!(cs.switches(70), Some(3));
+    assert_eq!(cs.lost(), 3);
+    assert!(
+        cs.moved_since(70, 299),
+        "it may have switched in a record lost"
+    );
+    assert!(cs.moved_since(72, 299));
+    assert!(!cs.moved_since(72, 300));
+    // Older than the loss (from a ring drained after the one that lost): still unknown.
+    cs.note_switch(7, 70, 250, LastSwitch::Blocked);
+    assert_eq!(cs.last(70), None);
+    cs.note_switch(7, 70, 350, LastSwitch::Blocked);
+    assert_eq!(cs.last(70), Some(LastSwitch::Blocked));
+    // A thread first seen in a record older than the loss is unknown too.
+    cs.note_switch(7, 71, 290, LastSwitch::In);
+    assert_eq!(cs.last(71), None);
+    assert_eq!(cs.switches(71), Some(1));
+    cs.forget(71);
+    assert_eq!(cs.switches(71), None);
+}
+
+#[test]
+fn cpu_lists_parse() {
+    assert_eq!(parse_cpu_list("0-3,5"), Some(vec![0, 1, 2, 3, 5]));
+    assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+    assert_eq!(parse_cpu_list(""), None);
+    assert_eq!(parse_cpu_list("x"), None);
+}
+
+#[test]
+fn attr_bytes_match_the_kernel_layout() {
+    let a = attr();
+    let u64_at = |o: usize| u64::from_le_bytes(a[o..o + 8].try_into().unwrap());
+    assert_eq!(u64_at(8), 9, "dummy");
+    assert_eq!(u64_at(16), 0, "no samples");
+    assert_eq!(u64_at(24), 0b110, "tid, time");
+    assert_eq!(
+        u64_at(40),
+        (1 << 5) | (1 << 6) | (1 << 18) | (1 << 25) | (1 << 26)
+    );
+}
