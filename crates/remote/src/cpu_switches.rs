@@ -15,8 +15,8 @@
 //! thread's last switch and a count of its switches (the analogue of `SwitchWatch::position`,
 //! but it moves only at a drain). Records of other processes are parsed and dropped. A ring that
 //! filled between drains drops records (we see it full; the kernel's `PERF_RECORD_LOST` comes
-//! once it can write again): every thread's state is then unknown ([`CpuSwitches::last`] gives `None`: ask `/proc`) until a record of it newer than
-//! the loss.
+//! once it can write again): every thread's state is then unknown ([`CpuSwitches::last`] gives
+//! `None`: ask `/proc`) until a record of it newer than the loss.
 //!
 //! Needs root, CAP_PERFMON or `perf_event_paranoid` ≤ 0; the caller falls back to per-thread
 //! watches when refused.
@@ -128,6 +128,11 @@ impl CpuSwitches {
     pub fn unwatch(&mut self, pid: u32) {
         self.pids.remove(&pid);
         self.threads.retain(|_, s| s.pid != pid);
+    }
+
+    /// Keep only the threads for which `keep` is true (the others exited).
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.threads.retain(|&tid, _| keep(tid));
     }
 
     /// Forget thread `tid` (it exited).

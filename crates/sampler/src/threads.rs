@@ -1,10 +1,15 @@
 //! The kernel's view of the target's threads, read only where a sample needs it.
 //!
 //! Whether a thread is idle comes from its scheduler state. The first time a thread's state is
-//! needed it is read from `/proc/PID/task/TID/stat` (kept open), and a [`SwitchWatch`] is set
-//! on the thread: from then on the kernel records each context switch of the thread in memory
-//! we map, and a state costs one memory read instead of a `pread` (~1.3 µs, more than the
-//! stack walk at ordinary rates). Where perf events are refused (an unprivileged user with a
+//! needed it is read from `/proc/PID/task/TID/stat` (kept open), and from then on the kernel's
+//! records of the thread's context switches answer, in memory we map, so that a state costs a
+//! memory read instead of a `pread` (~1.3 µs, more than the stack walk at ordinary rates). The
+//! records come from [`CpuSwitches`] (one perf event per CPU, drained at each round's start)
+//! where the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0) and
+//! preemption watches are not asked for; else from a [`SwitchWatch`] on each thread, which
+//! costs the thread a few microseconds at every context switch (the kernel swaps its perf
+//! context; ~17% of the throughput of a target of 50 busy threads, docs/PERFORMANCE.md, issue
+//! 12), where per-CPU events cost it nothing measurable. Where perf events are refused (an unprivileged user with a
 //! strict `perf_event_paranoid`, a seccomp profile, a file-descriptor limit, more than
 //! [`MAX_WATCHES`] threads), or a watch cannot tell, the `pread` is the answer. Either way
 //! a state is looked up only for threads whose idle state a sample needs: the sampler does not
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
-use strobe_remote::{PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
+use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
 use strobe_target::PreemptWatches;
 
 /// Least time between two scans of `/proc/PID/task`.
@@ -49,6 +54,10 @@ pub(crate) const MAX_WATCHES: usize = 512;
 /// Bytes of user stack the kernel copies at each preemption of a thread with a
 /// [`PreemptWatch`]: as much as lets two records fit 16 pages (64 KiB of ring a thread).
 const PREEMPT_STACK: u32 = 32 * 1024 - 80;
+/// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
+/// ~200 ms of a CPU switching 20,000 times a second between two drains before records are lost
+/// (and the threads read through `/proc` until their next switch).
+const CPU_RING_PAGES: usize = 64;
 
 /// One thread's open files.
 #[derive(Debug)]
@@ -74,6 +83,28 @@ enum Watch {
         opened: char,
         preempt: Option<PreemptWatch>,
     },
+    /// Read from [`CpuSwitches`]; `opened` is the state `/proc` gave when it was first needed,
+    /// which holds until the thread's first record, unless records were lost since (the
+    /// count of records lost then is `lost`).
+    Cpu { opened: char, lost: u64 },
+}
+
+/// The per-CPU switch records, once tried.
+#[derive(Debug)]
+enum CpuWide {
+    Untried,
+    On(CpuSwitches),
+    Refused,
+}
+
+/// Where a thread's switch records were at some moment, to tell later whether it has been on
+/// a CPU since (see [`KernelThreads::moved`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Its [`SwitchWatch`]'s position.
+    Position(u64),
+    /// The time ([`CpuSwitches::now_ns`]).
+    Time(u64),
 }
 
 /// Whether switch watches get a [`PreemptWatch`] beside them.
@@ -89,8 +120,8 @@ enum Preempts {
 /// A thread as the latest `--blocking` freeze left it (see [`KernelThreads::read_all`]).
 #[derive(Debug, Clone, Copy)]
 struct AtFreeze {
-    /// Its switch watch's position while it was frozen.
-    position: u64,
+    /// Its switch records while it was frozen.
+    position: Mark,
     /// The state the round decided for it (`R` running, `S` idle), once decided.
     state: Option<char>,
 }
@@ -106,6 +137,8 @@ pub(crate) struct KernelThreads {
     watching: bool,
     /// Whether they get preemption watches.
     preempts: Preempts,
+    /// Per-CPU switch records, used instead of switch watches where they can be.
+    cpu: CpuWide,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
     /// or the id is not one of the target's): not retried on every read.
     missing: HashSet<u32, FxBuild>,
@@ -118,8 +151,8 @@ pub(crate) struct KernelThreads {
     /// Watched threads as the latest freeze left them, by host id.
     at_freeze: HashMap<u32, AtFreeze, FxBuild>,
     /// Watched threads a native capture stopped while they ran, by host id: their switch
-    /// watch's position after the stop (see [`KernelThreads::stopped_running`]).
-    stopped: HashMap<u32, u64, FxBuild>,
+    /// switch records after the stop (see [`KernelThreads::stopped_running`]).
+    stopped: HashMap<u32, Mark, FxBuild>,
     last_scan: Option<Instant>,
     /// The sampling round under way (see [`KernelThreads::start_round`]).
     round: u64,
@@ -137,6 +170,7 @@ impl KernelThreads {
             tasks: HashMap::default(),
             watching: true,
             preempts: Preempts::Off,
+            cpu: CpuWide::Untried,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
@@ -161,6 +195,9 @@ impl KernelThreads {
         self.tasks.retain(|tid, _| tids.contains(tid));
         let tasks = &self.tasks;
         self.stopped.retain(|tid, _| tasks.contains_key(tid));
+        if let CpuWide::On(cpu) = &mut self.cpu {
+            cpu.retain(|tid| tasks.contains_key(&tid));
+        }
         self.missing.clear();
         for tid in tids {
             if !self.tasks.contains_key(&tid) {
@@ -217,7 +254,7 @@ impl KernelThreads {
             return None;
         }
         if let Some(&at) = self.stopped.get(&host) {
-            if self.position(host) == Some(at) {
+            if !self.moved(host, at) {
                 // Not on a CPU since our stop let it go: still running, as the stop found it.
                 self.reads += 1;
                 return Some('R');
@@ -238,8 +275,29 @@ impl KernelThreads {
                     });
                 }
             }
+            Watch::Cpu { opened, lost } => {
+                if let CpuWide::On(cpu) = &self.cpu {
+                    let state = match cpu.last(host).and_then(|l| l.running()) {
+                        Some(true) => Some('R'),
+                        // Not running: which of sleeping, waiting or stopped is not recorded.
+                        Some(false) => Some('S'),
+                        // No record of it since it was first needed: as `/proc` said then,
+                        // unless records were lost since (then `/proc` answers).
+                        None => {
+                            (cpu.switches(host).is_none() && cpu.lost() == *lost).then_some(*opened)
+                        }
+                    };
+                    if state.is_some() {
+                        self.reads += 1;
+                        return state;
+                    }
+                }
+            }
             Watch::Off => {}
             Watch::Untried => {
+                if self.cpu_wide() {
+                    return self.start_cpu_watch(host);
+                }
                 if self.watching && self.watches() < MAX_WATCHES {
                     return self.start_watch(host);
                 }
@@ -251,6 +309,48 @@ impl KernelThreads {
     /// A sampling round begins: [`KernelThreads::state_in_round`] looks each thread up again.
     pub(crate) fn start_round(&mut self) {
         self.round += 1;
+        self.drain();
+    }
+
+    /// Parse the per-CPU switch records written since the last drain.
+    fn drain(&mut self) {
+        if let CpuWide::On(cpu) = &mut self.cpu {
+            cpu.drain();
+        }
+    }
+
+    /// Whether per-CPU switch records are to be used (opened the first time this is asked):
+    /// not when preemption watches are, which go with per-thread switch watches.
+    fn cpu_wide(&mut self) -> bool {
+        if !matches!(self.preempts, Preempts::Off) {
+            return false;
+        }
+        if matches!(self.cpu, CpuWide::Untried) {
+            self.cpu = match CpuSwitches::open(CPU_RING_PAGES) {
+                Ok(mut cpu) => {
+                    cpu.watch(self.pid as u32);
+                    CpuWide::On(cpu)
+                }
+                Err(_) => CpuWide::Refused,
+            };
+        }
+        matches!(self.cpu, CpuWide::On(_))
+    }
+
+    /// Read our thread `host`'s state from `/proc`, the first time it is needed, and from the
+    /// per-CPU records after that.
+    fn start_cpu_watch(&mut self, host: u32) -> Option<char> {
+        let state = self.read_stat(host)?.state;
+        let lost = match &self.cpu {
+            CpuWide::On(cpu) => cpu.lost(),
+            _ => 0,
+        };
+        let task = self.tasks.get_mut(&host)?;
+        task.watch = Watch::Cpu {
+            opened: state,
+            lost,
+        };
+        Some(state)
     }
 
     /// The state of our thread `host` in this round: looked up as [`KernelThreads::read_state`]
@@ -402,12 +502,13 @@ impl KernelThreads {
     /// switch out into our stop says: a thread computing when we stopped it, still waiting for
     /// a CPU to carry on, is running.
     pub(crate) fn read_all(&mut self) {
+        self.drain();
         self.before.clear();
         let at_freeze = std::mem::take(&mut self.at_freeze);
         let hosts: Vec<u32> = self.tasks.keys().copied().collect();
         for host in hosts {
             let carried = at_freeze.get(&host).and_then(|f| {
-                let moved = self.position(host) != Some(f.position);
+                let moved = self.moved(host, f.position);
                 f.state.filter(|_| !moved)
             });
             if let Some(state) = carried.or_else(|| self.read_state(host)) {
@@ -422,23 +523,37 @@ impl KernelThreads {
     /// watch moves (it gets a CPU), it is running, whatever the switch out into our stop says.
     /// Nothing for a thread without a watch (`/proc` says `R` for it as soon as it is let go).
     pub(crate) fn stopped_running(&mut self, host: u32) {
-        if let Some(position) = self.position(host) {
-            self.stopped.insert(host, position);
+        if let Some(mark) = self.mark(host) {
+            self.stopped.insert(host, mark);
         }
     }
 
-    /// The position of our thread `host`'s switch watch, if it has one.
-    fn position(&self, host: u32) -> Option<u64> {
+    /// Where our thread `host`'s switch records are now, if it has any.
+    fn mark(&self, host: u32) -> Option<Mark> {
         match &self.tasks.get(&host)?.watch {
-            Watch::On { watch, .. } => Some(watch.position()),
+            Watch::On { watch, .. } => Some(Mark::Position(watch.position())),
+            Watch::Cpu { .. } => Some(Mark::Time(CpuSwitches::now_ns())),
             _ => None,
+        }
+    }
+
+    /// Whether our thread `host` got or left a CPU since `mark` (as far as the records drained
+    /// tell: a per-CPU record is seen from the next drain on), or cannot be told.
+    fn moved(&self, host: u32, mark: Mark) -> bool {
+        match (mark, &self.cpu) {
+            (Mark::Position(p), _) => match &self.tasks.get(&host).map(|t| &t.watch) {
+                Some(Watch::On { watch, .. }) => watch.position() != p,
+                _ => true,
+            },
+            (Mark::Time(t), CpuWide::On(cpu)) => cpu.moved_since(host, t),
+            (Mark::Time(_), _) => true,
         }
     }
 
     /// While the process is frozen: remember where our thread `host`'s switch watch is (see
     /// [`KernelThreads::read_all`]). Nothing for a thread without a watch.
     pub(crate) fn note_frozen(&mut self, host: u32) {
-        if let Some(position) = self.position(host) {
+        if let Some(position) = self.mark(host) {
             let state = None;
             self.at_freeze.insert(host, AtFreeze { position, state });
         }
@@ -490,103 +605,4 @@ impl KernelThreads {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_our_own_threads() {
-        let pid = std::process::id() as i32;
-        let mut k = KernelThreads::new(pid);
-        k.rescan().unwrap();
-        let me = pid as u32;
-        assert_eq!(k.host_of(me), Some(me));
-        assert_eq!(k.inner_of(me), me);
-        // This thread is running while it reads its own state.
-        let tid = nix::unistd::gettid().as_raw() as u32;
-        assert_eq!(k.read_state(tid), Some('R'));
-        assert_eq!(k.reads(), 1);
-    }
-
-    #[test]
-    fn threads_started_after_the_scan_are_opened_on_first_read() {
-        let pid = std::process::id() as i32;
-        let mut k = KernelThreads::new(pid);
-        k.rescan().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
-            // Blocks (sleeping in the kernel) until the test has looked at it.
-            let _ = done_rx.recv();
-        });
-        let tid = rx.recv().unwrap();
-        assert_eq!(k.host_of(tid), None, "not scanned yet");
-        // The thread may still be on its way into recv (running) or already asleep.
-        assert!(matches!(k.read_state(tid), Some('R' | 'S')));
-        drop(done_tx);
-        t.join().unwrap();
-        // An id that is no thread of ours is refused without error, and remembered.
-        assert_eq!(k.read_state(u32::MAX), None);
-        assert!(k.missing.contains(&u32::MAX));
-    }
-
-    #[test]
-    fn states_after_the_first_come_from_the_switch_watch() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::Arc;
-        let pid = std::process::id() as i32;
-        let mut k = KernelThreads::new(pid);
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
-        let spin = Arc::new(AtomicBool::new(true));
-        let spinning = Arc::clone(&spin);
-        let t = std::thread::spawn(move || {
-            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
-            go_rx.recv().unwrap();
-            while spinning.load(Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-            let _ = end_rx.recv();
-        });
-        let tid = tid_rx.recv().unwrap();
-        // The first lookup reads /proc (and sets the watch); wait until it says asleep.
-        while k.read_state(tid) != Some('S') {
-            std::thread::yield_now();
-        }
-        let preads = k.preads();
-        assert!(preads >= 1);
-        if k.watches() == 0 {
-            // Perf events refused here: every lookup is a /proc read, which is the fallback.
-            assert!(!k.watching);
-            return;
-        }
-        assert_eq!(k.read_state(tid), Some('S'));
-        go_tx.send(()).unwrap();
-        // Running (or preempted: runnable) once it spins, and asleep again after: all from
-        // the watch, with no further /proc read.
-        while k.read_state(tid) != Some('R') {
-            std::thread::yield_now();
-        }
-        spin.store(false, Ordering::Relaxed);
-        while k.read_state(tid) != Some('S') {
-            std::thread::yield_now();
-        }
-        assert_eq!(k.preads(), preads);
-        assert!(k.alive(tid));
-        drop(end_tx);
-        t.join().unwrap();
-        // Gone (once the kernel has reaped it, which may follow the join by a moment): the
-        // watch would keep its last record; `/proc` knows.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while k.alive(tid) {
-            assert!(
-                Instant::now() < deadline,
-                "thread {tid} still alive after its join"
-            );
-            std::thread::yield_now();
-        }
-        assert_eq!(k.read_state(tid), None);
-    }
-}
+mod tests;
