@@ -9,9 +9,12 @@
 //! preemption watches are not asked for; else from a [`SwitchWatch`] on each thread, which
 //! costs the thread a few microseconds at every context switch (the kernel swaps its perf
 //! context; ~17% of the throughput of a target of 50 busy threads, docs/PERFORMANCE.md, issue
-//! 12), where per-CPU events cost it nothing measurable. Where perf events are refused (an unprivileged user with a
-//! strict `perf_event_paranoid`, a seccomp profile, a file-descriptor limit, more than
-//! [`MAX_WATCHES`] threads), or a watch cannot tell, the `pread` is the answer. Either way
+//! 12), where per-CPU events add no per-task work. Where perf events are refused (an
+//! unprivileged user with a strict `perf_event_paranoid`, a seccomp profile, a file-descriptor
+//! limit, more than [`MAX_WATCHES`] threads with per-thread watches), or the records cannot tell
+//! (none since the thread was first looked up, after records were lost), the `pread` is the
+//! answer. Per-CPU records are read as of the latest drain, so a state is up to a round's
+//! start old (a per-thread watch is read live). Either way
 //! a state is looked up only for threads whose idle state a sample needs: the sampler does not
 //! read threads that hold the GIL (they run Python; see the sampler's module documentation)
 //! nor tasks that are not Python threads.
