@@ -186,6 +186,9 @@ pub(crate) fn round(
     if st.native.mode == NativeMode::On && !cfg.blocking && cfg.native_read_preempted {
         // Preempted threads are read without a stop where the kernel allows (see `threads`).
         st.kernel.watch_preemptions();
+        if let Some(w) = st.kernel.take_preempt_refusal() {
+            st.warn_once("preempt", w);
+        }
     }
     let walked = if cfg.blocking {
         let freeze = match Freeze::all_threads(pid) {
