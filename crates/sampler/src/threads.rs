@@ -275,6 +275,13 @@ impl KernelThreads {
         Some(state)
     }
 
+    /// The state of our thread `host` this round, if the round has looked it up (see
+    /// [`KernelThreads::state_in_round`]); nothing is read.
+    pub(crate) fn found_in_round(&self, host: u32) -> Option<char> {
+        let (r, state) = self.tasks.get(&host)?.in_round?;
+        (r == self.round).then_some(state)
+    }
+
     /// Touch every switch watch's lines in one pass (see [`SwitchWatch::touch`]), before a
     /// round looks its threads up one by one.
     pub(crate) fn touch_watches(&self) {
