@@ -158,18 +158,34 @@ pub(crate) struct PreviousWalk<'a> {
 }
 
 impl PreviousWalk<'_> {
-    /// The memo's frame at `at`, if it may be where the stack stops changing. Walks go down
-    /// the chunk, so the cursor only ever moves down the memo: O(1) per frame overall.
+    /// The walk enters the chunk copy `copy` (a run of frames in it follows): the memo's
+    /// frames that may meet it are those of the same chunk, which the memo's walk took from
+    /// its frame `below - 1` on (outermost first) if its proof lists the chunk. The frames of
+    /// chunks the memo's walk took before it (newer ones, inner in the memo) are passed over
+    /// at once: chunks are separate allocations, a newer one may sit below an older one in
+    /// memory, and its frames would otherwise stop the cursor short of this chunk's.
     #[inline]
-    pub(crate) fn candidate(&mut self, at: u64) -> Option<usize> {
+    pub(crate) fn enter(&mut self, copy: &CopiedRange) {
+        if let Some(read) = self.proof.chunks.iter().find(|r| r.addr == copy.addr) {
+            let below = &mut self.cursor.at_or_below;
+            *below = (*below).min(read.below);
+        }
+    }
+
+    /// The memo's frame at `at`, in the chunk copy `copy` (entered with [`Self::enter`]), if it
+    /// may be where the stack stops changing. Walks go down the chunk, so the cursor only ever
+    /// moves down the memo: O(1) per frame overall.
+    #[inline]
+    pub(crate) fn candidate(&mut self, at: u64, copy: &CopiedRange) -> Option<usize> {
         let below = &mut self.cursor.at_or_below;
-        // Frames outside chunks (generators, coroutines) are passed over: the memo's chunk
-        // frames alone fall in address from the innermost, and only they can meet.
+        // Frames outside chunks (generators, coroutines) are passed over: the memo's frames
+        // in this chunk alone fall in address from the innermost, and only they can meet
+        // here. A frame of another chunk (an older one, met later) stops the cursor.
+        let end = copy.addr.saturating_add(copy.len as u64);
         while *below > 0
-            && self
-                .memo
-                .get(*below - 1)
-                .is_some_and(|f| f.frame > at || !f.in_chunk)
+            && self.memo.get(*below - 1).is_some_and(|f| {
+                !f.in_chunk || (f.frame > at && f.frame >= copy.addr && f.frame < end)
+            })
         {
             *below -= 1;
         }
@@ -355,10 +371,10 @@ mod tests {
             cursor: &mut cursor,
         };
         // A frame above the memo's meets nothing.
-        assert_eq!(previous.candidate(CHUNK + 0xc0), None);
-        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert_eq!(previous.candidate(CHUNK + 0xc0, &copies[0]), None);
+        assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
         assert!(previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
-        assert_eq!(previous.candidate(CHUNK + 0x40), Some(0));
+        assert_eq!(previous.candidate(CHUNK + 0x40, &copies[0]), Some(0));
         assert!(previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
         // Too deep a stack is not proven.
         assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], MAX_DEPTH));
@@ -383,12 +399,12 @@ mod tests {
             copies: &copies,
             cursor: &mut cursor,
         };
-        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
         assert!(!previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
         // The outermost frame ends at 0x80: the changed byte at 0x50 is inside it.
         assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
         assert_eq!(previous.cursor.tries_left, 0);
-        assert_eq!(previous.candidate(CHUNK + 0x40), None);
+        assert_eq!(previous.candidate(CHUNK + 0x40, &copies[0]), None);
     }
 
     #[test]
