@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use strobe_python_abi::Version;
@@ -80,15 +81,24 @@ fn sampled(raw: &RawSample) -> Shape {
         .collect()
 }
 
+/// The target's script file, removed however the test ends.
+struct Script(PathBuf);
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn check_proofs(interp: &Interpreter) {
     let version = interp.name;
-    let script = std::env::temp_dir().join(format!(
+    let script = Script(std::env::temp_dir().join(format!(
         "strobe-walk-proof-{}-{version}.py",
         std::process::id()
-    ));
-    std::fs::write(&script, SCRIPT).unwrap();
+    )));
+    std::fs::write(&script.0, SCRIPT).unwrap();
     let mut cmd = interp.command();
-    cmd.arg(&script)
+    cmd.arg(&script.0)
         .stdin(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut target = Ready::start(&mut cmd, version);
@@ -152,7 +162,6 @@ fn check_proofs(interp: &Interpreter) {
     );
     drop(orders);
     drop(target);
-    let _ = std::fs::remove_file(&script);
 }
 
 strobe_testkit::per_interpreter! {
