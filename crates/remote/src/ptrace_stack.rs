@@ -75,6 +75,10 @@ pub struct TracedCapture {
     /// The system call the thread was in when it was stopped (`orig_rax`, which is -1 for a
     /// thread stopped in user space), if it was in one.
     pub syscall: Option<u64>,
+    /// That call was asleep when the stop came (or an earlier stop's interruption of it was
+    /// still pending): see [`StopSyscall::interrupted_wait`]. The thread was waiting, not
+    /// running, and the stop woke it.
+    pub interrupted_wait: bool,
 }
 
 /// How a capture lets the thread go.
@@ -438,13 +442,13 @@ pub(crate) fn read_state(
     max_stack: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Result<(UserRegs, Option<u64>), StackError> {
-    let (regs, syscall) = read_regs(pid, tid)?;
+    let (regs, call) = read_regs(pid, tid)?;
     copy_stack(pid, tid, regs.sp, max_stack, stack)?;
-    Ok((regs, syscall))
+    Ok((regs, call.map(|c| c.nr)))
 }
 
 /// Registers of a stopped thread, and the system call it was in, if any.
-pub(crate) fn read_regs(pid: i32, tid: i32) -> Result<(UserRegs, Option<u64>), StackError> {
+pub(crate) fn read_regs(pid: i32, tid: i32) -> Result<(UserRegs, Option<StopSyscall>), StackError> {
     let regs = match ptrace::getregset::<regset::NT_PRSTATUS>(Pid::from_raw(tid)) {
         Ok(r) => r,
         Err(Errno::ESRCH) => return Err(StackError::ThreadGone { pid, tid }),
@@ -457,15 +461,13 @@ pub(crate) fn read_regs(pid: i32, tid: i32) -> Result<(UserRegs, Option<u64>), S
             })
         }
     };
-    // A thread stopped inside a system call keeps its number in `orig_rax`; one stopped in
-    // user space has -1 there.
-    let syscall = u64::try_from(regs.orig_rax as i64).ok();
+    let call = syscall_at_stop(tid, &regs);
     let regs = UserRegs {
         ip: regs.rip,
         sp: regs.rsp,
         bp: Some(regs.rbp),
     };
-    Ok((regs, syscall))
+    Ok((regs, call))
 }
 
 /// What a stopped thread's registers say about the system call it was stopped in.
@@ -514,9 +516,15 @@ pub(crate) fn stop_syscall(pid: i32, tid: i32) -> Result<Option<StopSyscall>, St
             })
         }
     };
+    Ok(syscall_at_stop(tid, &regs))
+}
+
+/// What the registers `regs` of stopped thread `tid` say about the system call it was stopped
+/// in, if any.
+fn syscall_at_stop(tid: i32, regs: &nix::libc::user_regs_struct) -> Option<StopSyscall> {
     // -1 in `orig_rax`: stopped in user space (or entered the kernel other than by a call).
     let Ok(nr) = u64::try_from(regs.orig_rax as i64) else {
-        return Ok(None);
+        return None;
     };
     // A restart set up (arch/x86/kernel/signal.c, `arch_do_signal_or_restart`): `rax` back to
     // the call's number (or `restart_syscall`'s) and `rip` 2 bytes back, on the `syscall`
@@ -524,11 +532,11 @@ pub(crate) fn stop_syscall(pid: i32, tid: i32) -> Result<Option<StopSyscall>, St
     let restart_pending = (regs.rax == regs.orig_rax || regs.rax == NR_RESTART_SYSCALL)
         && ptrace::read(Pid::from_raw(tid), regs.rip as ptrace::AddressType)
             .is_ok_and(|word| (word as u64) & 0xffff == SYSCALL_INSTRUCTION);
-    Ok(Some(StopSyscall {
+    Some(StopSyscall {
         nr,
         ret: regs.rax as i64,
         restart_pending,
-    }))
+    })
 }
 
 /// `restart_syscall` on x86-64 (asm/unistd_64.h).

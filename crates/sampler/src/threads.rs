@@ -140,6 +140,8 @@ pub(crate) struct KernelThreads {
     watching: bool,
     /// Whether they get preemption watches.
     preempts: Preempts,
+    /// Why they were refused, until the sampler takes it for its warnings.
+    preempt_refusal: Option<String>,
     /// Per-CPU switch records, used instead of switch watches where they can be.
     cpu: CpuWide,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
@@ -173,6 +175,7 @@ impl KernelThreads {
             tasks: HashMap::default(),
             watching: true,
             preempts: Preempts::Off,
+            preempt_refusal: None,
             cpu: CpuWide::Untried,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
@@ -375,6 +378,13 @@ impl KernelThreads {
         Some(state)
     }
 
+    /// The state of our thread `host` this round, if the round has looked it up (see
+    /// [`KernelThreads::state_in_round`]); nothing is read.
+    pub(crate) fn found_in_round(&self, host: u32) -> Option<char> {
+        let (r, state) = self.tasks.get(&host)?.in_round?;
+        (r == self.round).then_some(state)
+    }
+
     /// Touch every switch watch's lines in one pass (see [`SwitchWatch::touch`]), before a
     /// round looks its threads up one by one.
     pub(crate) fn touch_watches(&self) {
@@ -395,9 +405,9 @@ impl KernelThreads {
                 match PreemptWatch::open(self.pid, tid, PREEMPT_STACK, trigger) {
                     Ok(p) => Some(p),
                     Err(strobe_remote::PerfError::ThreadGone { .. }) => None,
-                    Err(_) => {
+                    Err(e) => {
                         // Refused for a reason that holds for the threads to come too.
-                        self.preempts = Preempts::Refused;
+                        self.refuse_preemptions(e);
                         None
                     }
                 }
@@ -433,9 +443,27 @@ impl KernelThreads {
         if matches!(self.preempts, Preempts::Off) {
             self.preempts = match PerfTrigger::preemptions() {
                 Ok(trigger) => Preempts::On(trigger),
-                Err(_) => Preempts::Refused,
+                Err(e) => {
+                    self.refuse_preemptions(e);
+                    Preempts::Refused
+                }
             };
         }
+    }
+
+    /// Preemption watches were refused (see [`KernelThreads::watch_preemptions`]): none
+    /// are tried again, and the reason waits for [`KernelThreads::take_preempt_refusal`].
+    fn refuse_preemptions(&mut self, e: strobe_remote::PerfError) {
+        self.preempts = Preempts::Refused;
+        self.preempt_refusal = Some(format!(
+            "preempted threads are stopped like running ones, not read from the kernel's \
+             record of their preemption, which was refused: {e}"
+        ));
+    }
+
+    /// Why preemption watches were refused, once (for the summary's warnings).
+    pub(crate) fn take_preempt_refusal(&mut self) -> Option<String> {
+        self.preempt_refusal.take()
     }
 
     /// Our thread `host`'s switch watch and preemption watch, if it has both.

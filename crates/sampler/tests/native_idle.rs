@@ -8,6 +8,10 @@
 //! so that a worker our stop switched out waits behind it for its CPU, often past the next
 //! round (as on a busy machine). Every sample of the worker must be running.
 //!
+//! The same with a worker that spends its time on a CPU inside a system call (`read` of 16 MiB
+//! from `/dev/zero`, which the kernel fills without sleeping): stopped in the call, it was
+//! running too, and stays so until it next gets a CPU.
+//!
 //! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,7 +44,7 @@ def work():
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     while True:
-        zlib.crc32(DATA)
+        LOOP
 
 t = threading.Thread(target=work, name="worker")
 t.daemon = True
@@ -84,11 +88,20 @@ impl Drop for Hog {
     }
 }
 
-fn check(interp: &Interpreter) {
+/// The worker's loops: computing in user space, and on a CPU inside a system call.
+const IN_USER_SPACE: &str = "zlib.crc32(DATA)";
+const IN_A_CALL: &str = "os.read(ZERO, 1 << 24)";
+
+fn check(interp: &Interpreter, work: &str) {
     let version = interp.name;
     let cpu = strobe_testkit::last_cpu();
     let python = interp.require().path();
-    let victim = Ready::python_script_on(cpu, python.to_str().unwrap(), "native-idle", SCRIPT, &[]);
+    let script = SCRIPT.replace("LOOP", work).replace(
+        "DATA = ",
+        "ZERO = os.open('/dev/zero', os.O_RDONLY)\nDATA = ",
+    );
+    let victim =
+        Ready::python_script_on(cpu, python.to_str().unwrap(), "native-idle", &script, &[]);
     let pid = victim.pid();
     let worker = procfs::other_thread(pid);
 
@@ -107,13 +120,20 @@ fn check(interp: &Interpreter) {
     assert_eq!(
         idle,
         0,
-        "{version}: the computing worker was taken as idle in {idle} of {} samples",
+        "{version}: the worker running `{work}` was taken as idle in {idle} of {} samples",
         flags.len()
     );
 }
 
 strobe_testkit::per_interpreter! {
     fn a_thread_our_stop_switched_out_is_still_running(interp) for [pyenv_3_12, pyenv_3_13] {
-        check(interp);
+        check(interp, IN_USER_SPACE);
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn a_thread_our_stop_switched_out_in_a_call_is_still_running(interp)
+        for [pyenv_3_12, pyenv_3_13] {
+        check(interp, IN_A_CALL);
     }
 }

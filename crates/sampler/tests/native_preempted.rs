@@ -138,7 +138,7 @@ fn check(interp: &Interpreter) {
         if read_preempted {
             assert!(
                 s.native_preempted > 0,
-                "no sample read preempted (is tracefs mounted? .ci/provision.sh mounts it): {context}"
+                "no sample read preempted (the warnings say why; .ci/provision.sh mounts tracefs): {context}"
             );
             assert!(s.native_preempted <= s.native_merged, "{context}");
         } else {

@@ -85,6 +85,9 @@ pub(crate) struct NativeState {
     /// The threads the latest round capture stopped outside a system call (see
     /// [`crate::Target::native_stopped_running`]).
     pub(crate) stopped_running: Vec<i32>,
+    /// The threads it stopped inside a system call that was not asleep (see
+    /// [`crate::Target::native_stopped_in_call`]).
+    pub(crate) stopped_in_call: Vec<i32>,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
@@ -161,6 +164,7 @@ impl NativeState {
             preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
+            stopped_in_call: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -199,6 +203,7 @@ impl NativeState {
             preempted_read: RawSample::new(),
             last_read: None,
             stopped_running: Vec::new(),
+            stopped_in_call: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -255,6 +260,7 @@ impl NativeState {
                 .syscall
                 .map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            interrupted_wait: false,
             preempted: false,
             same_instant: true,
             bounded: false,
@@ -480,6 +486,7 @@ impl NativeState {
             regs,
             kernel: syscall.map(|nr| strobe_native::KernelBoundary { syscall: Some(nr) }),
             asleep: false,
+            interrupted_wait: false,
             preempted: false,
             same_instant: true,
             bounded: span.bytes_from(regs.sp) < span.max,

@@ -140,6 +140,19 @@ impl Target {
             .map_or(&[][..], |state| state.stopped_running.as_slice())
     }
 
+    /// The threads (as seen from here) that the latest [`Target::native_stop_first`] or
+    /// [`Target::native_round`] (or `_after`) stopped inside a system call that was not
+    /// asleep (not a wait the stop interrupted): on a CPU in the call, preempted in it, or
+    /// woken from it and waiting for a CPU. Let go, each is runnable, and its switch record
+    /// says waiting until it next gets a CPU; a caller that knew it running (on a CPU or
+    /// preempted) before the stop should take it as running until then, one it knew waiting
+    /// (woken, not yet given a CPU) as waiting.
+    pub fn native_stopped_in_call(&self) -> &[i32] {
+        self.native
+            .as_ref()
+            .map_or(&[][..], |state| state.stopped_in_call.as_slice())
+    }
+
     /// `--blocking --native`: the native stack of thread `tid` (as seen from here, known to
     /// the interpreter as `ident` in interpreter `interp`) of this process, which `freeze`
     /// holds stopped, merged with the Python frames whose entry flags are `entries`, read

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use super::{read_regs, Release, Stopped, ThreadTracer, TracedCapture, SPIN};
+use super::{read_regs, Release, StopSyscall, Stopped, ThreadTracer, TracedCapture, SPIN};
 use crate::stack::{copy_stacks, StackCopy, StackError, StackSpan, UserRegs};
 
 /// One thread of [`capture_together`]: its tracer, how much of its stack to copy and where to,
@@ -21,7 +21,7 @@ pub struct Together<'a> {
     /// Our interrupt's stop came, and how.
     stopped: Option<Stopped>,
     /// The registers and stack read in the stop, and the system call it was in.
-    read: Option<Result<(UserRegs, Option<u64>), StackError>>,
+    read: Option<Result<(UserRegs, Option<StopSyscall>), StackError>>,
     result: Option<Result<TracedCapture, StackError>>,
 }
 
@@ -149,14 +149,15 @@ fn copy_group_stacks(threads: &mut [Together<'_>]) {
 /// A released thread's capture from what its stop gave.
 fn finish(
     tracer: &mut ThreadTracer,
-    read: Option<Result<(UserRegs, Option<u64>), StackError>>,
+    read: Option<Result<(UserRegs, Option<StopSyscall>), StackError>>,
     stopped_for: std::time::Duration,
 ) -> Result<TracedCapture, StackError> {
     match read {
-        Some(Ok((regs, syscall))) => Ok(TracedCapture {
+        Some(Ok((regs, call))) => Ok(TracedCapture {
             regs,
             stopped_for,
-            syscall,
+            syscall: call.map(|c| c.nr),
+            interrupted_wait: call.is_some_and(StopSyscall::interrupted_wait),
         }),
         Some(Err(StackError::ThreadGone { .. })) | None => Err(tracer.gone()),
         Some(Err(e)) => Err(e),

@@ -51,6 +51,9 @@ pub(crate) struct Captured {
     pub(crate) kernel: Option<KernelBoundary>,
     /// Read asleep, without a stop.
     pub(crate) asleep: bool,
+    /// Stopped asleep in a system call (the stop woke it): it was waiting, not running
+    /// ([`strobe_remote::TracedCapture::interrupted_wait`]).
+    pub(crate) interrupted_wait: bool,
     /// Read preempted, without a stop, from the kernel's record of its preemption. Whether it
     /// was in a system call is not known yet: the merge looks at the instruction before its
     /// instruction pointer ([`Captured::kernel`] is `None` until then).
@@ -274,6 +277,7 @@ impl Capturer {
                         // Python read).
                         kernel: c.syscall.map(|nr| KernelBoundary { syscall: Some(nr) }),
                         asleep: false,
+                        interrupted_wait: c.interrupted_wait,
                         preempted: false,
                         same_instant: true,
                         bounded: span.bytes_from(c.regs.sp) < span.max,
@@ -291,6 +295,7 @@ impl Capturer {
                         syscall: u64::try_from(syscall).ok(),
                     }),
                     asleep: true,
+                    interrupted_wait: false,
                     preempted: false,
                     same_instant: true,
                     bounded: span.bytes_from(regs.sp) < span.max,
@@ -304,6 +309,7 @@ impl Capturer {
                     regs,
                     kernel: None,
                     asleep: false,
+                    interrupted_wait: false,
                     preempted: true,
                     same_instant: true,
                     // The record's copy may end below where a stop's would have.
@@ -456,6 +462,7 @@ impl Capturer {
             regs,
             kernel: None,
             asleep: false,
+            interrupted_wait: false,
             preempted: false,
             same_instant: false,
             bounded: false,

@@ -129,6 +129,7 @@ impl NativeState {
         read: &mut dyn FnMut(&mut Walker<M>),
     ) -> Instant {
         self.stopped_running.clear();
+        self.stopped_in_call.clear();
         // The round's slots: the later captures of the round take the ones after these.
         let mut first = std::mem::take(&mut self.slots);
         if first.len() < threads.len() {
@@ -181,6 +182,7 @@ impl NativeState {
         each: &mut EachNative<'_, M, E>,
     ) -> Result<(), E> {
         self.stopped_running.clear();
+        self.stopped_in_call.clear();
         let first_count = self.first_count.take();
         let mut members = Vec::new();
         let mut retries = Vec::new();
@@ -366,13 +368,21 @@ impl NativeState {
     }
 
     /// Note the threads of `slots` a capture stopped in user space: running, or preempted
-    /// from a CPU, when the stop came (see [`crate::Target::native_stopped_running`]).
+    /// from a CPU, when the stop came (see [`crate::Target::native_stopped_running`]); and
+    /// those it stopped in a system call that was not asleep
+    /// ([`crate::Target::native_stopped_in_call`]).
     fn note_stopped_running(&mut self, slots: &[Slot]) {
         let running = slots.iter().filter(|slot| {
             matches!(&slot.got, Some(Ok(c))
                 if !c.asleep && !c.preempted && c.same_instant && c.kernel.is_none())
         });
         self.stopped_running.extend(running.map(|slot| slot.tid));
+        let in_call = slots.iter().filter(|slot| {
+            matches!(&slot.got, Some(Ok(c))
+                if !c.asleep && !c.preempted && c.same_instant && c.kernel.is_some()
+                    && !c.interrupted_wait)
+        });
+        self.stopped_in_call.extend(in_call.map(|slot| slot.tid));
     }
 
     /// Merge the capture of `slot` with the Python frames of `which` in `raw` (read as `read`

@@ -139,6 +139,11 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
         scratch.chunks.clear();
         scratch.copy_used.clear();
         scratch.copy_used.resize(self.copies.len(), false);
+        scratch.chunk_copies.clear();
+        let mine = scratch.copies[self.copies.clone()].iter();
+        scratch
+            .chunk_copies
+            .extend(mine.enumerate().filter(|(_, c)| c.chunk).map(|(i, _)| i));
         scratch.proof.reset(!self.decoder.objects);
     }
 
@@ -148,16 +153,21 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
         let objects = self.decoder.objects;
         let size = self.decoder.len;
         while self.cursor.addr != 0 {
+            // The common case on 3.11+: a run of frames inside the chunk copy that holds the
+            // next frame, decoded in a tight loop. It stops at the first frame outside that copy
+            // (or at the depth limit), which the general path below then handles, or where the
+            // rest of the stack is proven the same as in the memo. Only a copy the run takes a
+            // frame from is recorded in the proof: the chunk the walk was in last (or the copy
+            // after a frame object) recorded as read again would void it (see `Proof::chunk`).
+            let in_chunk = if objects {
+                None
+            } else {
+                self.chunk_copy_at(self.cursor.addr, size)
+            };
             let scratch = &mut *self.scratch;
-            // The common case on 3.11+: a run of frames inside the chunk copy we are in, decoded
-            // in a tight loop. It stops at the first frame outside that copy (or at the depth
-            // limit), which the general path below then handles, or where the rest of the
-            // stack is proven the same as in the memo.
-            if let (false, Some(&copy)) = (
-                objects,
-                scratch.copies[self.copies.clone()].get(self.cursor.hint),
-            ) {
-                if copy.chunk {
+            if let Some(index) = in_chunk {
+                self.cursor.hint = index;
+                if let Some(&copy) = scratch.copies[self.copies.clone()].get(index) {
                     scratch
                         .proof
                         .chunk(&copy, scratch.frames.len(), 0, &mut self.cursor.lowest);
@@ -169,6 +179,7 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                         copies: &scratch.copies[self.copies.clone()],
                         cursor: &mut self.memo_cursor,
                     };
+                    previous.enter(&copy);
                     let end_max = run_in_chunk(
                         &self.decoder,
                         scratch.batch.buf(),
@@ -256,6 +267,24 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
             self.cursor.addr = fields.previous;
         }
         Ok(false)
+    }
+
+    /// The index among the thread's copies of the chunk copy holding the whole frame at
+    /// `addr` (`size` bytes), if any: the copy the walk is in, else another chunk copy (the
+    /// first frame of another chunk, or a chunk frame after a frame outside the chunks).
+    #[inline]
+    fn chunk_copy_at(&self, addr: u64, size: usize) -> Option<usize> {
+        let mine = &self.scratch.copies[self.copies.clone()];
+        let end = addr.checked_add(size as u64)?;
+        let holds = |i: usize| mine.get(i).is_some_and(|c| c.chunk && c.covers(addr, end));
+        if holds(self.cursor.hint) {
+            return Some(self.cursor.hint);
+        }
+        self.scratch
+            .chunk_copies
+            .iter()
+            .copied()
+            .find(|&i| holds(i))
     }
 
     /// Where the bytes of the frame `[addr, end)` are in the batch buffer, read now if no copy
@@ -441,7 +470,7 @@ fn run_in_chunk(
         if rel.saturating_add(size) > copy.len as u64 {
             break;
         }
-        if let Some(memo_index) = previous.candidate(at) {
+        if let Some(memo_index) = previous.candidate(at, copy) {
             if at < cursor.lowest
                 && previous.proves(memo_index, at, decoder.len, copy, frames.len())
             {

@@ -48,6 +48,13 @@ impl WalkedFrame {
 /// the walk read only the chunk's prefix up to it, and older chunks), anything else walked
 /// (entry frames on the C stack) listed in `outside`, nothing read outside the batch, nothing
 /// cut at the depth limit.
+///
+/// Chunks are separate allocations in no order of address (a newer chunk is often below an
+/// older one), so frames fall in address only within a chunk: each chunk is recorded once, when
+/// the walk takes a frame from it, and a walk that comes back to a chunk after another one
+/// (not after frames outside the chunks, such as a coroutine's between two runs of one chunk)
+/// vouches for nothing. A stack is proven whatever chunk boundary it crosses and wherever its
+/// coroutine frames sit (`tests/walk_proof_live.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Proof {
     /// Whether the walk was simple enough to vouch for itself (see above).
@@ -158,18 +165,34 @@ pub(crate) struct PreviousWalk<'a> {
 }
 
 impl PreviousWalk<'_> {
-    /// The memo's frame at `at`, if it may be where the stack stops changing. Walks go down
-    /// the chunk, so the cursor only ever moves down the memo: O(1) per frame overall.
+    /// The walk enters the chunk copy `copy` (a run of frames in it follows): the memo's
+    /// frames that may meet it are those of the same chunk, which the memo's walk took from
+    /// its frame `below - 1` on (outermost first) if its proof lists the chunk. The frames of
+    /// chunks the memo's walk took before it (newer ones, inner in the memo) are passed over
+    /// at once: chunks are separate allocations, a newer one may sit below an older one in
+    /// memory, and its frames would otherwise stop the cursor short of this chunk's.
     #[inline]
-    pub(crate) fn candidate(&mut self, at: u64) -> Option<usize> {
+    pub(crate) fn enter(&mut self, copy: &CopiedRange) {
+        if let Some(read) = self.proof.chunks.iter().find(|r| r.addr == copy.addr) {
+            let below = &mut self.cursor.at_or_below;
+            *below = (*below).min(read.below);
+        }
+    }
+
+    /// The memo's frame at `at`, in the chunk copy `copy` (entered with [`Self::enter`]), if it
+    /// may be where the stack stops changing. Walks go down the chunk, so the cursor only ever
+    /// moves down the memo: O(1) per frame overall.
+    #[inline]
+    pub(crate) fn candidate(&mut self, at: u64, copy: &CopiedRange) -> Option<usize> {
         let below = &mut self.cursor.at_or_below;
-        // Frames outside chunks (generators, coroutines) are passed over: the memo's chunk
-        // frames alone fall in address from the innermost, and only they can meet.
+        // Frames outside chunks (generators, coroutines) are passed over: the memo's frames
+        // in this chunk alone fall in address from the innermost, and only they can meet
+        // here. A frame of another chunk (an older one, met later) stops the cursor.
+        let end = copy.addr.saturating_add(copy.len as u64);
         while *below > 0
-            && self
-                .memo
-                .get(*below - 1)
-                .is_some_and(|f| f.frame > at || !f.in_chunk)
+            && self.memo.get(*below - 1).is_some_and(|f| {
+                !f.in_chunk || (f.frame > at && f.frame >= copy.addr && f.frame < end)
+            })
         {
             *below -= 1;
         }
@@ -355,13 +378,74 @@ mod tests {
             cursor: &mut cursor,
         };
         // A frame above the memo's meets nothing.
-        assert_eq!(previous.candidate(CHUNK + 0xc0), None);
-        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert_eq!(previous.candidate(CHUNK + 0xc0, &copies[0]), None);
+        assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
         assert!(previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
-        assert_eq!(previous.candidate(CHUNK + 0x40), Some(0));
+        assert_eq!(previous.candidate(CHUNK + 0x40, &copies[0]), Some(0));
         assert!(previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
         // Too deep a stack is not proven.
         assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], MAX_DEPTH));
+    }
+
+    /// An older chunk than the one at `CHUNK`, above it in memory.
+    const OLDER: u64 = 0x20_0000;
+
+    /// A memo of two frames in the chunk at `OLDER` (at 0x40 and 0x80 into it) and one in the
+    /// newer chunk at `CHUNK` (at 0x40), its proof, and both chunks' copies (older first).
+    fn two_chunk_walk() -> (Vec<WalkedFrame>, Proof, [CopiedRange; 2]) {
+        let memo = vec![
+            walked(OLDER + 0x40),
+            walked(OLDER + 0x80),
+            walked(CHUNK + 0x40),
+        ];
+        let read = |addr, off, end, below| ChunkRead {
+            addr,
+            off,
+            len: 0x100,
+            end,
+            below,
+        };
+        let proof = Proof {
+            valid: true,
+            chunks: vec![
+                read(CHUNK, 0x100, 0x40 + FRAME, 3),
+                read(OLDER, 0, 0x80 + FRAME, 2),
+            ],
+            outside: Vec::new(),
+        };
+        let older = CopiedRange {
+            addr: OLDER,
+            ..chunk_copy_at(0, 0x100)
+        };
+        (memo, proof, [older, chunk_copy_at(0x100, 0x100)])
+    }
+
+    #[test]
+    fn the_older_chunks_frames_meet_though_a_newer_chunk_is_below_it() {
+        let (memo, proof, copies) = two_chunk_walk();
+        let prev: Vec<u8> = (0..0x200u32).map(|i| i as u8).collect();
+        for newer_frame in [CHUNK + 0x40, CHUNK + 0x20] {
+            let mut cursor = MemoCursor {
+                at_or_below: memo.len(),
+                tries_left: MEET_TRIES,
+            };
+            let mut previous = PreviousWalk {
+                memo: &memo,
+                proof: &proof,
+                prev_buf: &prev,
+                buf: &prev,
+                copies: &copies,
+                cursor: &mut cursor,
+            };
+            // The walk's frame in the newer chunk: the memo's one there, or one below it (the
+            // memo's older-chunk frames, above it in memory, stop the cursor all the same).
+            previous.enter(&copies[1]);
+            let met = previous.candidate(newer_frame, &copies[1]);
+            assert_eq!(met, (newer_frame == CHUNK + 0x40).then_some(2));
+            previous.enter(&copies[0]);
+            assert_eq!(previous.candidate(OLDER + 0x80, &copies[0]), Some(1));
+            assert!(previous.proves(1, OLDER + 0x80, FRAME, &copies[0], 1));
+        }
     }
 
     #[test]
@@ -383,12 +467,12 @@ mod tests {
             copies: &copies,
             cursor: &mut cursor,
         };
-        assert_eq!(previous.candidate(CHUNK + 0x80), Some(1));
+        assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
         assert!(!previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
         // The outermost frame ends at 0x80: the changed byte at 0x50 is inside it.
         assert!(!previous.proves(0, CHUNK + 0x40, FRAME, &copies[0], 0));
         assert_eq!(previous.cursor.tries_left, 0);
-        assert_eq!(previous.candidate(CHUNK + 0x40), None);
+        assert_eq!(previous.candidate(CHUNK + 0x40, &copies[0]), None);
     }
 
     #[test]

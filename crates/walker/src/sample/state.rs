@@ -243,6 +243,8 @@ pub(crate) struct Scratch {
     pub(crate) chunks: ThreadChunks,
     /// Per speculative copy of the thread being walked: whether a frame was found in it.
     pub(crate) copy_used: Vec<bool>,
+    /// Which of the speculative copies of the thread being walked are data-stack chunks.
+    pub(crate) chunk_copies: Vec<usize>,
     /// The batch buffer of the last sample handed to the caller (the buffers swap roles after
     /// every such sample): what the memos' proofs point into.
     pub(crate) prev_buf: Vec<u8>,
