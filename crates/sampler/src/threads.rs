@@ -8,8 +8,8 @@
 //! where the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0) and
 //! preemption watches are not asked for; else from a [`SwitchWatch`] on each thread, which
 //! costs the thread a few microseconds at every context switch (the kernel swaps its perf
-//! context; ~17% of the throughput of a target of 50 busy threads, docs/PERFORMANCE.md, issue
-//! 12), where per-CPU events add no per-task work. Where perf events are refused (an
+//! context; 3.5% to 17% of the throughput of a target of 50 busy threads on two VMs,
+//! docs/PERFORMANCE.md, issue 12), where per-CPU events add no per-task work (0.4%). Where perf events are refused (an
 //! unprivileged user with a strict `perf_event_paranoid`, a seccomp profile, a file-descriptor
 //! limit, more than [`MAX_WATCHES`] threads with per-thread watches), or the records cannot tell
 //! (none since the thread was first looked up, after records were lost), the `pread` is the
