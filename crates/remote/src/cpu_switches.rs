@@ -30,16 +30,12 @@ use crate::perf::{
     ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL, PERF_RECORD_LOST, PERF_SAMPLE_TID,
     PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
 };
+use crate::switches::{ATTR_CONTEXT_SWITCH, PERF_COUNT_SW_DUMMY};
 use crate::LastSwitch;
 
-const PERF_COUNT_SW_DUMMY: u64 = 9;
 /// `perf_event_attr.sample_id_all`.
 const ATTR_SAMPLE_ID_ALL: u64 = 1 << 18;
-/// `perf_event_attr.context_switch` (Linux 4.3).
-const ATTR_CONTEXT_SWITCH: u64 = 1 << 26;
 const PERF_RECORD_SWITCH_CPU_WIDE: u32 = 15;
-const MISC_SWITCH_OUT: u64 = 1 << 13;
-const MISC_SWITCH_OUT_PREEMPT: u64 = 1 << 14;
 /// Header, next/prev pid and tid, then the sample id: pid and tid, time.
 const SWITCH_BYTES: u64 = 32;
 /// Header, id, count lost, then the sample id.
@@ -224,7 +220,7 @@ impl CpuSwitches {
                 let time = word(24).load(Ordering::Relaxed);
                 let (pid, tid) = (ids as u32, (ids >> 32) as u32);
                 if self.pids.contains(&pid) {
-                    self.note_switch(pid, tid, time, decode(misc));
+                    self.note_switch(pid, tid, time, LastSwitch::from_misc(misc));
                 }
             } else if kind == PERF_RECORD_LOST && len >= LOST_BYTES {
                 let n = word(16).load(Ordering::Relaxed);
@@ -270,17 +266,6 @@ impl CpuSwitches {
             seen.last = None;
             seen.switches += 1;
         }
-    }
-}
-
-/// A switch record's `misc` as a switch.
-fn decode(misc: u64) -> LastSwitch {
-    if misc & MISC_SWITCH_OUT == 0 {
-        LastSwitch::In
-    } else if misc & MISC_SWITCH_OUT_PREEMPT != 0 {
-        LastSwitch::Preempted
-    } else {
-        LastSwitch::Blocked
     }
 }
 

@@ -30,9 +30,9 @@ use crate::perf::{
     PAGE_DATA_HEAD, PERF_TYPE_SOFTWARE,
 };
 
-const PERF_COUNT_SW_DUMMY: u64 = 9;
+pub(crate) const PERF_COUNT_SW_DUMMY: u64 = 9;
 /// `perf_event_attr.context_switch` (Linux 4.3).
-const ATTR_CONTEXT_SWITCH: u64 = 1 << 26;
+pub(crate) const ATTR_CONTEXT_SWITCH: u64 = 1 << 26;
 const PERF_RECORD_SWITCH: u64 = 14;
 const MISC_SWITCH_OUT: u64 = 1 << 13;
 const MISC_SWITCH_OUT_PREEMPT: u64 = 1 << 14;
@@ -166,13 +166,21 @@ fn decode(header: u64) -> Option<LastSwitch> {
     if kind != PERF_RECORD_SWITCH || size != RECORD_BYTES {
         return None;
     }
-    Some(if misc & MISC_SWITCH_OUT == 0 {
-        LastSwitch::In
-    } else if misc & MISC_SWITCH_OUT_PREEMPT != 0 {
-        LastSwitch::Preempted
-    } else {
-        LastSwitch::Blocked
-    })
+    Some(LastSwitch::from_misc(misc))
+}
+
+impl LastSwitch {
+    /// The switch a switch record's `misc` bits describe (per-thread and CPU-wide records
+    /// alike).
+    pub(crate) fn from_misc(misc: u64) -> LastSwitch {
+        if misc & MISC_SWITCH_OUT == 0 {
+            LastSwitch::In
+        } else if misc & MISC_SWITCH_OUT_PREEMPT != 0 {
+            LastSwitch::Preempted
+        } else {
+            LastSwitch::Blocked
+        }
+    }
 }
 
 #[cfg(test)]
