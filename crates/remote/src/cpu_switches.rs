@@ -26,9 +26,9 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
 use crate::perf::{
-    open_error, perf_event_open_on, PerfError, Ring, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL,
-    ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL, PERF_RECORD_LOST, PERF_SAMPLE_TID,
-    PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
+    open_error, perf_event_open_on, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV,
+    ATTR_EXCLUDE_KERNEL, ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL,
+    PERF_RECORD_LOST, PERF_SAMPLE_TID, PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
 };
 use crate::switches::{ATTR_CONTEXT_SWITCH, PERF_COUNT_SW_DUMMY};
 use crate::LastSwitch;
@@ -272,11 +272,8 @@ impl CpuSwitches {
 /// `perf_event_attr` for a per-CPU dummy event recording context switches with their task
 /// and time, as bytes.
 fn attr() -> [u8; ATTR_SIZE] {
-    let mut a = [0u8; ATTR_SIZE];
-    let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
-    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
-    put(4, &(ATTR_SIZE as u32).to_le_bytes());
-    put(8, &PERF_COUNT_SW_DUMMY.to_le_bytes());
+    let mut a = AttrBytes::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_DUMMY);
+    let mut put = |off: usize, bytes: &[u8]| a.put(off, bytes);
     // No samples (period 0): the side-band switch records, each with its sample id.
     put(24, &(PERF_SAMPLE_TID | PERF_SAMPLE_TIME).to_le_bytes());
     let flags = ATTR_EXCLUDE_KERNEL
@@ -286,7 +283,7 @@ fn attr() -> [u8; ATTR_SIZE] {
         | ATTR_CONTEXT_SWITCH;
     put(40, &flags.to_le_bytes());
     put(92, &nix::libc::CLOCK_MONOTONIC.to_le_bytes());
-    a
+    a.0
 }
 
 /// The online CPUs (`/sys/devices/system/cpu/online`: `0-3,5`), or 0 to the number of CPUs

@@ -422,12 +422,9 @@ pub(crate) fn encode_attr(
     trigger: &PerfTrigger,
     writing: Writing,
 ) -> [u8; ATTR_SIZE] {
-    let mut a = [0u8; ATTR_SIZE];
-    let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
     let (kind, event) = trigger.event();
-    put(0, &kind.to_le_bytes());
-    put(4, &(ATTR_SIZE as u32).to_le_bytes());
-    put(8, &event.to_le_bytes());
+    let mut a = AttrBytes::new(kind, event);
+    let mut put = |off: usize, bytes: &[u8]| a.put(off, bytes);
     // cpu-clock counts nanoseconds, so a fixed period is an exact sampling interval of the
     // thread's CPU time (no frequency adjustment by the kernel); the others sample each hit.
     let period = match trigger {
@@ -452,7 +449,27 @@ pub(crate) fn encode_attr(
     put(80, &REGS_MASK.to_le_bytes());
     put(88, &config.stack_bytes.to_le_bytes());
     put(92, &nix::libc::CLOCK_MONOTONIC.to_le_bytes());
-    a
+    a.0
+}
+
+/// A `perf_event_attr` being encoded, as the bytes `perf_event_open(2)` reads: its type,
+/// size and config set, every other field zero until put.
+pub(crate) struct AttrBytes(pub(crate) [u8; ATTR_SIZE]);
+
+impl AttrBytes {
+    /// An event of type `kind` (`PERF_TYPE_*`) and `config`.
+    pub(crate) fn new(kind: u32, config: u64) -> AttrBytes {
+        let mut a = AttrBytes([0u8; ATTR_SIZE]);
+        a.put(0, &kind.to_le_bytes());
+        a.put(4, &(ATTR_SIZE as u32).to_le_bytes());
+        a.put(8, &config.to_le_bytes());
+        a
+    }
+
+    /// Write `bytes` (a field, little-endian) at offset `off`.
+    pub(crate) fn put(&mut self, off: usize, bytes: &[u8]) {
+        self.0[off..off + bytes.len()].copy_from_slice(bytes);
+    }
 }
 
 /// The raw system call: on thread `tid`, any CPU, no group.

@@ -26,8 +26,8 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
 use crate::perf::{
-    open_error, perf_event_open, PerfError, Ring, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL, ATTR_SIZE,
-    PAGE_DATA_HEAD, PERF_TYPE_SOFTWARE,
+    open_error, perf_event_open, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV, ATTR_EXCLUDE_KERNEL,
+    ATTR_SIZE, PAGE_DATA_HEAD, PERF_TYPE_SOFTWARE,
 };
 
 pub(crate) const PERF_COUNT_SW_DUMMY: u64 = 9;
@@ -147,15 +147,11 @@ impl SwitchWatch {
 
 /// `perf_event_attr` for a dummy software event recording context switches, as bytes.
 fn attr() -> [u8; ATTR_SIZE] {
-    let mut a = [0u8; ATTR_SIZE];
-    let mut put = |off: usize, bytes: &[u8]| a[off..off + bytes.len()].copy_from_slice(bytes);
-    put(0, &PERF_TYPE_SOFTWARE.to_le_bytes());
-    put(4, &(ATTR_SIZE as u32).to_le_bytes());
-    put(8, &PERF_COUNT_SW_DUMMY.to_le_bytes());
+    let mut a = AttrBytes::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_DUMMY);
     // No samples (period 0, sample_type 0): only the side-band switch records.
     let flags = ATTR_EXCLUDE_KERNEL | ATTR_EXCLUDE_HV | ATTR_CONTEXT_SWITCH;
-    put(40, &flags.to_le_bytes());
-    a
+    a.put(40, &flags.to_le_bytes());
+    a.0
 }
 
 /// A record header (`type: u32, misc: u16, size: u16`, little-endian) as a switch.
