@@ -2,8 +2,8 @@
 //! event per CPU instead of one per thread ([`crate::SwitchWatch`]).
 //!
 //! A per-thread event costs its thread at every context switch: the kernel swaps the task's
-//! perf context in and out (3-6 µs a switch on the 2-vCPU test VM, ~17% of the throughput of
-//! benches/native_target.py with 50 busy threads; docs/PERFORMANCE.md, issue 12). A dummy
+//! perf context in and out (3.5% to 17% of the throughput of benches/native_target.py with
+//! 50 busy threads on two 2-vCPU VMs, against 0.4% for these; docs/PERFORMANCE.md, issue 12). A dummy
 //! software event on a CPU (pid -1) with `context_switch` set instead writes a
 //! `PERF_RECORD_SWITCH_CPU_WIDE` record for every switch on that CPU, in and out, whoever the
 //! task, with no per-task context to swap. With `sample_id_all` and `PERF_SAMPLE_TID |
@@ -26,7 +26,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
 use crate::perf::{
-    open_error, perf_event_open_on, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV,
+    open_error, perf_clock_ns, perf_event_open_on, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV,
     ATTR_EXCLUDE_KERNEL, ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL,
     PERF_RECORD_LOST, PERF_SAMPLE_TID, PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
 };
@@ -150,7 +150,7 @@ impl CpuSwitches {
     }
 
     /// Whether thread `tid` was seen to switch (in or out) after `time_ns` (a
-    /// [`CpuSwitches::now_ns`] reading), as of the last drain, or records were lost since
+    /// [`crate::perf_clock_ns`] reading), as of the last drain, or records were lost since
     /// (it may have). A thread stopped and let go at `time_ns` has not had a CPU since while
     /// this is false, whatever its last switch (out, into the stop) says.
     pub fn moved_since(&self, tid: u32, time_ns: u64) -> bool {
@@ -158,14 +158,6 @@ impl CpuSwitches {
             Some(seen) => seen.time > time_ns,
             None => self.lost_at > time_ns,
         }
-    }
-
-    /// Now, on the clock of the records' times (`CLOCK_MONOTONIC` nanoseconds).
-    pub fn now_ns() -> u64 {
-        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
-        t.map_or(u64::MAX, |t| {
-            (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64
-        })
     }
 
     /// Records the kernel dropped because a ring was full, so far.
@@ -210,7 +202,7 @@ impl CpuSwitches {
                 // Not what the kernel writes: the ring is not what we think. Skip all of it and
                 // count it as a loss (of at least one record) rather than decode garbage.
                 tail = head;
-                let now = CpuSwitches::now_ns();
+                let now = perf_clock_ns();
                 self.note_loss(1, now);
                 break;
             }
@@ -230,7 +222,7 @@ impl CpuSwitches {
             tail += len;
         }
         if full {
-            let now = CpuSwitches::now_ns();
+            let now = perf_clock_ns();
             self.note_loss(1, now);
         }
         let cpu = &mut self.rings[r];

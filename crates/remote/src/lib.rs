@@ -40,8 +40,8 @@ pub use idle::{BlockedCapture, BlockedThread, SyscallLine, SyscallState};
 pub use map_binary::SharedBytes;
 pub use open_root::{open_in_root, open_nonblocking};
 pub use perf::{
-    tracepoint_id, PerfConfig, PerfError, PerfSample, PerfThread, PerfTrigger, MAX_PERF_STACK,
-    STILL_RUNNABLE_FILTER,
+    perf_clock_ns, tracepoint_id, PerfConfig, PerfError, PerfSample, PerfThread, PerfTrigger,
+    MAX_PERF_STACK, STILL_RUNNABLE_FILTER,
 };
 pub use preempt::{PreemptWatch, Preemption};
 pub use priority::{set_thread_nice, thread_nice};

@@ -452,6 +452,15 @@ pub(crate) fn encode_attr(
     a.0
 }
 
+/// Now, on the clock our perf events stamp their records with (`use_clockid` with
+/// `CLOCK_MONOTONIC`, the same on every CPU), in nanoseconds.
+pub fn perf_clock_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC);
+    t.map_or(u64::MAX, |t| {
+        (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64
+    })
+}
+
 /// A `perf_event_attr` being encoded, as the bytes `perf_event_open(2)` reads: its type,
 /// size and config set, every other field zero until put.
 pub(crate) struct AttrBytes(pub(crate) [u8; ATTR_SIZE]);

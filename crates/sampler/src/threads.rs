@@ -106,7 +106,7 @@ enum CpuWide {
 enum Mark {
     /// Its [`SwitchWatch`]'s position.
     Position(u64),
-    /// The time ([`CpuSwitches::now_ns`]).
+    /// The time ([`strobe_remote::perf_clock_ns`]).
     Time(u64),
 }
 
@@ -563,7 +563,7 @@ impl KernelThreads {
     fn mark(&self, host: u32) -> Option<Mark> {
         match &self.tasks.get(&host)?.watch {
             Watch::On { watch, .. } => Some(Mark::Position(watch.position())),
-            Watch::Cpu { .. } => Some(Mark::Time(CpuSwitches::now_ns())),
+            Watch::Cpu { .. } => Some(Mark::Time(strobe_remote::perf_clock_ns())),
             _ => None,
         }
     }

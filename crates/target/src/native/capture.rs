@@ -447,10 +447,7 @@ impl Capturer {
         let Some((time_ns, regs, stack)) = &state.latest else {
             return Err("no perf snapshot of the thread yet (it has not run since)".into());
         };
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-            .unwrap_or(*time_ns);
-        if now.saturating_sub(*time_ns) > PERF_FRESH.as_nanos() as u64 {
+        if strobe_remote::perf_clock_ns().saturating_sub(*time_ns) > PERF_FRESH.as_nanos() as u64 {
             return Err(
                 "the thread's latest perf snapshot is too old (it has not run since)".into(),
             );
