@@ -369,18 +369,15 @@ fn stop_first(
 /// The threads the latest native capture stopped in user space are running until their
 /// switch watches move (see "Idle under `--native`" in the module documentation).
 fn note_stopped_running(st: &mut ProcessView, target: &Target) {
-    for &tid in target.native_stopped_running() {
-        if let Ok(host) = u32::try_from(tid) {
+    for stopped in target.native_stopped_awake() {
+        let Ok(host) = u32::try_from(stopped.tid) else {
+            continue;
+        };
+        // Stopped in user space it was running (or preempted). Stopped in a system call it
+        // was not asleep in: running as the round found it, if it found it running (a thread
+        // woken and not yet on a CPU was waiting, and still is).
+        if !stopped.in_call || st.kernel.found_in_round(host) == Some('R') {
             st.kernel.stopped_running(host);
-        }
-    }
-    // Stopped in a system call it was not asleep in: running as the round found it, if it
-    // found it running (a thread woken and not yet on a CPU was waiting, and still is).
-    for &tid in target.native_stopped_in_call() {
-        if let Ok(host) = u32::try_from(tid) {
-            if st.kernel.found_in_round(host) == Some('R') {
-                st.kernel.stopped_running(host);
-            }
         }
     }
 }

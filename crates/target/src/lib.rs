@@ -40,7 +40,9 @@ pub use memory::TargetMemory;
 pub use strobe_corefile::{CoreError, CoreOptions};
 
 use native::NativeState;
-pub use native::{EachNative, NativeRequest, NativeResult, NativeStack, PreemptWatches, WatchesOf};
+pub use native::{
+    EachNative, NativeRequest, NativeResult, NativeStack, PreemptWatches, StoppedAwake, WatchesOf,
+};
 use std::sync::Arc;
 use strobe_corefile::Core;
 use strobe_locate::PythonProcess;

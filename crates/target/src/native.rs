@@ -58,6 +58,17 @@ pub struct NativeStack<'a> {
     pub preempted: bool,
 }
 
+/// A thread a native capture stopped while it was not asleep: in user space (running, or
+/// preempted from a CPU), or inside a system call that was not a wait the stop interrupted
+/// (on a CPU in the call, preempted in it, or woken from it and not yet given a CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoppedAwake {
+    /// Its id, as seen from here.
+    pub tid: i32,
+    /// Whether it was stopped inside a system call.
+    pub in_call: bool,
+}
+
 /// The target's modules, unwinder and symbol caches, built on the first native snapshot.
 pub(crate) struct NativeState {
     modules: ModuleMap,
@@ -82,12 +93,9 @@ pub(crate) struct NativeState {
     /// The latest capture's Python read of the threads it read preempted, before its stops
     /// (see [`capture::Read::Preempted`]): those threads are merged with their frames here.
     preempted_read: RawSample,
-    /// The threads the latest round capture stopped outside a system call (see
-    /// [`crate::Target::native_stopped_running`]).
-    pub(crate) stopped_running: Vec<i32>,
-    /// The threads it stopped inside a system call that was not asleep (see
-    /// [`crate::Target::native_stopped_in_call`]).
-    pub(crate) stopped_in_call: Vec<i32>,
+    /// The threads the latest round capture stopped while they were not asleep (see
+    /// [`crate::Target::native_stopped_awake`]).
+    pub(crate) stopped_awake: Vec<StoppedAwake>,
     unwound: Unwound,
     frames: Vec<NativeFrame>,
     merged: Vec<MergedFrame>,
@@ -163,8 +171,7 @@ impl NativeState {
             first_count: None,
             preempted_read: RawSample::new(),
             last_read: None,
-            stopped_running: Vec::new(),
-            stopped_in_call: Vec::new(),
+            stopped_awake: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),
@@ -202,8 +209,7 @@ impl NativeState {
             first_count: None,
             preempted_read: RawSample::new(),
             last_read: None,
-            stopped_running: Vec::new(),
-            stopped_in_call: Vec::new(),
+            stopped_awake: Vec::new(),
             unwound: Unwound::default(),
             frames: Vec::new(),
             merged: Vec::new(),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
-use crate::native::{self, EachNative, NativeRequest, NativeStack, NativeState};
+use crate::native::{self, EachNative, NativeRequest, NativeStack, NativeState, StoppedAwake};
 use crate::{Target, TargetMemory};
 
 impl Target {
@@ -129,28 +129,15 @@ impl Target {
         state.sample_round(of, wanted, first, (read_at, watches), walker, raw, each)
     }
 
-    /// The threads (as seen from here) that the latest [`Target::native_stop_first`] or
-    /// [`Target::native_round`] (or `_after`) stopped outside a system call: they were running, or runnable after a preemption, when the
-    /// stop came. The stop switched them out as a wait would, and until they next get a CPU
-    /// the kernel's record of their switches says so: a caller that reads thread states from
-    /// that record should take them as running until then.
-    pub fn native_stopped_running(&self) -> &[i32] {
+    /// The threads that the latest [`Target::native_stop_first`] or [`Target::native_round`]
+    /// (or `_after`) stopped while they were not asleep (see [`StoppedAwake`]). The stop
+    /// switched them out as a wait would, and until they next get a CPU the kernel's record
+    /// of their switches says so: a caller that reads thread states from that record should
+    /// take them as they were before the stop until then.
+    pub fn native_stopped_awake(&self) -> &[StoppedAwake] {
         self.native
             .as_ref()
-            .map_or(&[][..], |state| state.stopped_running.as_slice())
-    }
-
-    /// The threads (as seen from here) that the latest [`Target::native_stop_first`] or
-    /// [`Target::native_round`] (or `_after`) stopped inside a system call that was not
-    /// asleep (not a wait the stop interrupted): on a CPU in the call, preempted in it, or
-    /// woken from it and waiting for a CPU. Let go, each is runnable, and its switch record
-    /// says waiting until it next gets a CPU; a caller that knew it running (on a CPU or
-    /// preempted) before the stop should take it as running until then, one it knew waiting
-    /// (woken, not yet given a CPU) as waiting.
-    pub fn native_stopped_in_call(&self) -> &[i32] {
-        self.native
-            .as_ref()
-            .map_or(&[][..], |state| state.stopped_in_call.as_slice())
+            .map_or(&[][..], |state| state.stopped_awake.as_slice())
     }
 
     /// `--blocking --native`: the native stack of thread `tid` (as seen from here, known to

@@ -255,7 +255,13 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     });
     walked.unwrap();
     // Stopped spinning in user space: running when the stop came.
-    assert_eq!(target.native_stopped_running(), &[stopped.tid]);
+    assert_eq!(
+        target.native_stopped_awake(),
+        &[strobe_target::StoppedAwake {
+            tid: stopped.tid,
+            in_call: false
+        }]
+    );
 
     let mut read = RawSample::new();
     // Per request: whether its frames are those of the first read, and its stack.
@@ -291,7 +297,13 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     assert!(!again.walked || again.holds_gil, "spinner 0 was read again");
     assert!(of(later.tstate).walked);
     // Only the later capture's stop is left in the list.
-    assert_eq!(target.native_stopped_running(), &[later.tid]);
+    assert_eq!(
+        target.native_stopped_awake(),
+        &[strobe_target::StoppedAwake {
+            tid: later.tid,
+            in_call: false
+        }]
+    );
 }
 
 #[test]

@@ -52,7 +52,7 @@ use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
 use super::capture::{Miss, Read, Slot, WatchesOf};
-use super::{python_failed, NativeStack, NativeState, NativeThread};
+use super::{python_failed, NativeStack, NativeState, NativeThread, StoppedAwake};
 
 /// The least time between a read of the target and the stops that follow it (see "Stops
 /// after our own read" in the module documentation): the latest read of a capture, or the
@@ -128,8 +128,7 @@ impl NativeState {
         walker: &mut Walker<M>,
         read: &mut dyn FnMut(&mut Walker<M>),
     ) -> Instant {
-        self.stopped_running.clear();
-        self.stopped_in_call.clear();
+        self.stopped_awake.clear();
         // The round's slots: the later captures of the round take the ones after these.
         let mut first = std::mem::take(&mut self.slots);
         if first.len() < threads.len() {
@@ -151,7 +150,7 @@ impl NativeState {
         (self.capturer).capture_many(pid, used, not_before, watches, &mut reads);
         let read_at = Instant::now();
         self.last_read = Some(read_at);
-        self.note_stopped_running(used);
+        self.note_stopped_awake(used);
         // By thread id, for `sample_round` to find each kept thread's.
         used.sort_unstable_by_key(|slot| slot.tid);
         self.slots = first;
@@ -181,8 +180,7 @@ impl NativeState {
         raw: &mut RawSample,
         each: &mut EachNative<'_, M, E>,
     ) -> Result<(), E> {
-        self.stopped_running.clear();
-        self.stopped_in_call.clear();
+        self.stopped_awake.clear();
         let first_count = self.first_count.take();
         let mut members = Vec::new();
         let mut retries = Vec::new();
@@ -290,7 +288,7 @@ impl NativeState {
             &mut reads,
         );
         self.last_read = Some(Instant::now());
-        self.note_stopped_running(slots_used);
+        self.note_stopped_awake(slots_used);
         let read = match walked {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(python_failed(&e)),
@@ -367,22 +365,20 @@ impl NativeState {
         result
     }
 
-    /// Note the threads of `slots` a capture stopped in user space: running, or preempted
-    /// from a CPU, when the stop came (see [`crate::Target::native_stopped_running`]); and
-    /// those it stopped in a system call that was not asleep
-    /// ([`crate::Target::native_stopped_in_call`]).
-    fn note_stopped_running(&mut self, slots: &[Slot]) {
-        let running = slots.iter().filter(|slot| {
-            matches!(&slot.got, Some(Ok(c))
-                if !c.asleep && !c.preempted && c.same_instant && c.kernel.is_none())
+    /// Note the threads of `slots` a capture stopped while they were not asleep (see
+    /// [`crate::Target::native_stopped_awake`]).
+    fn note_stopped_awake(&mut self, slots: &[Slot]) {
+        let awake = slots.iter().filter_map(|slot| match &slot.got {
+            Some(Ok(c)) if !c.asleep && !c.preempted && c.same_instant && !c.interrupted_wait => {
+                let in_call = c.kernel.is_some();
+                Some(StoppedAwake {
+                    tid: slot.tid,
+                    in_call,
+                })
+            }
+            _ => None,
         });
-        self.stopped_running.extend(running.map(|slot| slot.tid));
-        let in_call = slots.iter().filter(|slot| {
-            matches!(&slot.got, Some(Ok(c))
-                if !c.asleep && !c.preempted && c.same_instant && c.kernel.is_some()
-                    && !c.interrupted_wait)
-        });
-        self.stopped_in_call.extend(in_call.map(|slot| slot.tid));
+        self.stopped_awake.extend(awake);
     }
 
     /// Merge the capture of `slot` with the Python frames of `which` in `raw` (read as `read`
