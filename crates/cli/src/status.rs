@@ -144,6 +144,12 @@ pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<Stri
             thousands(s.native_preempted)
         ));
     }
+    if s.native_held > 0 {
+        first.push_str(&format!(
+            "; {} of them taken by an earlier stop (the thread had not run since)",
+            thousands(s.native_held)
+        ));
+    }
     let mut lines = vec![first];
     if s.native_failed > 0 {
         let reasons: Vec<String> = failures
@@ -205,6 +211,13 @@ mod tests {
             native_summary(&s, &failures)[0],
             "native stacks merged for 1,500 of 2,000 samples (75.00%); 1,200 of them read \
              preempted, without a stop"
+        );
+        s.native_preempted = 0;
+        s.native_held = 300;
+        assert_eq!(
+            native_summary(&s, &failures)[0],
+            "native stacks merged for 1,500 of 2,000 samples (75.00%); 300 of them taken by an \
+             earlier stop (the thread had not run since)"
         );
     }
 

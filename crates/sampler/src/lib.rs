@@ -45,6 +45,7 @@ mod round;
 mod sampler;
 mod selfcost;
 mod stats;
+mod stops;
 mod summary;
 mod tasks;
 mod tasks_legacy;

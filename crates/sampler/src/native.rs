@@ -16,6 +16,14 @@
 //! Python stack of the round's walk, and the reason is counted for the summary
 //! ([`crate::stats::SamplerStats::native_failures`]): never a guessed merge.
 //!
+//! # Held stacks
+//! A thread [`crate::stops::stop_first`] stopped while it was awake, whose stack merged, has
+//! that stack held, with where its switch records were during the stop and the Python frames
+//! it merged with ([`Held`]). The next round does not stop it while its records have not
+//! moved (it has not had a CPU since), and records the held stack for it if its frames in
+//! the round's read are the same (see "Not stopped again" in `stops`). A held stack is kept
+//! while the rounds keep reusing it; any other thread's goes at the next round.
+//!
 //! A round's native capture is a walk of the walker, so the round counts it
 //! ([`crate::view::ProcessView::walks`]): the per-thread memos of [`crate::memo`] are valid
 //! only from one walk to the next.
@@ -32,6 +40,7 @@ use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 use crate::admit::Kept;
 use crate::failure::RoundError;
 use crate::memo::{frame_id, FrameCache};
+use crate::threads::Mark;
 
 /// Whether native stacks are being taken from a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,16 +67,48 @@ pub(crate) struct NativeView {
     /// The latest round's threads to capture (scratch).
     requests: Vec<NativeRequest>,
     /// The threads a round stops before its read, with their thread states (scratch, see
-    /// `round::stop_first`).
+    /// `stops::stop_first`).
     pub(crate) stop: Vec<(i32, u64)>,
+    /// Where the switch records of the threads of `stop` were while the stops held them, by
+    /// thread id: after the stops, only of those stopped awake, sorted (scratch).
+    pub(crate) marks: Vec<(i32, Mark)>,
+    /// Merged stacks held by thread state (see "Held stacks" in the module documentation).
+    held: HashMap<u64, Held, FxBuild>,
+    /// The round under way, if it stops first ([`NativeView::start_holding`]); 0 if not.
+    round: u64,
+    /// Held stacks whose frames differed this round (taken by the round for the stats).
+    refused: u64,
+}
+
+/// A merged stack held since the stop that took it.
+#[derive(Debug)]
+struct Held {
+    tid: i32,
+    /// Where the thread's switch records were during that stop.
+    mark: Mark,
+    stack: StackId,
+    /// The Python frames it was merged with.
+    python: Vec<RawFrame>,
+    /// The latest round that found it not moved since (it is not stopped in that round).
+    reuse_in: u64,
+}
+
+/// How a merged stack was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Captured this round (stopped, or read asleep).
+    Captured,
+    /// Read preempted, without a stop ([`NativeStack::preempted`]).
+    Preempted,
+    /// Held since an earlier round's stop: the thread has not run since.
+    Held,
 }
 
 /// What a round's native capture gave for a thread.
 #[derive(Debug)]
 pub(crate) enum NativeOutcome {
-    /// The merged stack, interned; whether the thread was read preempted, without a stop
-    /// ([`NativeStack::preempted`]).
-    Merged(StackId, bool),
+    /// The merged stack, interned, and how it was taken.
+    Merged(StackId, Taken),
     /// Why there is none (the Python stack is recorded instead).
     Failed(String),
 }
@@ -112,7 +153,54 @@ impl NativeView {
             outcomes: HashMap::default(),
             requests: Vec::new(),
             stop: Vec::new(),
+            marks: Vec::new(),
+            held: HashMap::default(),
+            round: 0,
+            refused: 0,
         }
+    }
+
+    /// Round `round` stops first ([`crate::stops::stop_first`]): the stacks held until now
+    /// may stand for their threads in it.
+    pub(crate) fn start_holding(&mut self, round: u64) {
+        self.round = round;
+    }
+
+    /// Whether the thread state at `tstate` (thread `tid`) has a held stack and has not run
+    /// since (`moved` says whether its switch records moved since a mark): if so it is not
+    /// stopped this round, and its held stack is its sample if its frames are unchanged.
+    pub(crate) fn holds_unmoved(
+        &mut self,
+        tstate: u64,
+        tid: i32,
+        moved: impl FnOnce(Mark) -> bool,
+    ) -> bool {
+        let round = self.round;
+        match self.held.get_mut(&tstate) {
+            Some(h) if h.tid == tid && !moved(h.mark) => {
+                h.reuse_in = round;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After the round's read: a thread found unmoved before it that has moved since
+    /// (`moved(tid, mark)`) may have run during the read; it is captured after the read
+    /// instead, like a thread woken since.
+    pub(crate) fn unhold_moved(&mut self, moved: impl Fn(i32, Mark) -> bool) {
+        let round = self.round;
+        for h in self.held.values_mut() {
+            if h.reuse_in == round && moved(h.tid, h.mark) {
+                h.reuse_in = 0;
+            }
+        }
+    }
+
+    /// Held stacks whose frames differed since the last call (see "Not stopped again" in
+    /// `stops`).
+    pub(crate) fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
     }
 
     /// Capture, merge and intern the stacks of the round's kept threads `round.kept`, all
@@ -127,8 +215,21 @@ impl NativeView {
     ) -> Result<(), RoundError> {
         self.outcomes.clear();
         self.requests.clear();
+        // Held stacks stand for their threads only in the round that found them unmoved.
+        let now = if round.first.is_some() { self.round } else { 0 };
+        self.round = 0;
+        self.held.retain(|_, h| h.reuse_in == now && now != 0);
         for k in round.kept {
             let t = &round.threads[k.index];
+            if let (Some(h), Some(first)) = (self.held.get(&t.tstate_addr), round.first) {
+                if first.frames_of(t) == h.python.as_slice() {
+                    let outcome = NativeOutcome::Merged(h.stack, Taken::Held);
+                    self.outcomes.insert(t.tstate_addr, outcome);
+                    continue;
+                }
+                self.held.remove(&t.tstate_addr);
+                self.refused += 1;
+            }
             match k.host.and_then(|h| i32::try_from(h).ok()) {
                 Some(tid) => self.requests.push(NativeRequest {
                     tid,
@@ -148,8 +249,12 @@ impl NativeView {
             outcomes,
             ids,
             raw,
+            marks,
+            held,
             ..
         } = self;
+        // The threads stopped first and awake may have their stacks held.
+        let holding: &[(i32, Mark)] = if round.first.is_some() { marks } else { &[] };
         let mut each = |i: usize,
                         got: NativeResult<'_>,
                         raw: &RawSample,
@@ -162,7 +267,13 @@ impl NativeView {
                         root: round.root,
                     };
                     let python = raw.threads.get(index).map_or(&[][..], |t| raw.frames_of(t));
-                    intern_merged(ids, side, cache, walker, stack, python, which)?
+                    let outcome = intern_merged(ids, side, cache, walker, stack, python, which)?;
+                    if let NativeOutcome::Merged(stack, Taken::Captured) = outcome {
+                        if let Ok(at) = holding.binary_search_by_key(&r.tid, |&(tid, _)| tid) {
+                            hold(held, r, holding[at].1, stack, python);
+                        }
+                    }
+                    outcome
                 }
                 Err(why) => NativeOutcome::Failed(why),
             };
@@ -276,7 +387,36 @@ fn intern_merged(
         .interner()
         .intern_stack(ids)
         .map_err(|e| RoundError::Fatal(e.into()))?;
-    Ok(NativeOutcome::Merged(id, stack.preempted))
+    let taken = if stack.preempted {
+        Taken::Preempted
+    } else {
+        Taken::Captured
+    };
+    Ok(NativeOutcome::Merged(id, taken))
+}
+
+/// Hold the stack `stack` of the thread `r` stopped awake, merged with the frames `python`,
+/// with where its switch records were during the stop (`mark`).
+fn hold(
+    held: &mut HashMap<u64, Held, FxBuild>,
+    r: &NativeRequest,
+    mark: Mark,
+    stack: StackId,
+    python: &[RawFrame],
+) {
+    let h = held.entry(r.tstate).or_insert_with(|| Held {
+        tid: r.tid,
+        mark,
+        stack,
+        python: Vec::new(),
+        reuse_in: 0,
+    });
+    h.tid = r.tid;
+    h.mark = mark;
+    h.stack = stack;
+    h.reuse_in = 0;
+    h.python.clear();
+    h.python.extend_from_slice(python);
 }
 
 /// A native frame as interned: its symbol (or `module+0xoffset`), DWARF file and line, and its

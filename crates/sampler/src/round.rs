@@ -100,27 +100,9 @@
 //! [`RawThread::state_read`]: strobe_walker::RawThread::state_read
 //!
 //! # Stop first, read after (`--native`, idle samples dropped)
-//! The look before the read names the threads a CPU-mode `--native` round samples: the
-//! previous round's Python threads (their memos' kernel ids) the kernel says run, within
-//! `--tids` and `--threads`. [`stop_first`] stops them together and takes the round's read
-//! inside the stops: the thread list, the GIL, exceptions and GC flags, and the frames of the
-//! stopped threads, of threads not seen before and of the GIL holder. A thread stopped there
-//! counts as running for the round ([`ThreadMemo::stopped_in`]): it was when the stop came,
-//! whatever our stop did to its state since. Its native stack is merged with its frames in the
-//! round's read (see `native`); a kept thread that was not stopped (new, woken since the look,
-//! a GIL holder the kernel took as asleep) is captured after the read, as in wall mode. So no
-//! read of ours comes just before the stops (see "Stops after our own read" in
-//! `strobe_target`'s `native/sample.rs`), and the kept threads' frames are read once.
-//!
-//! A thread state whose frames the latest read found empty ([`ThreadMemo::frameless`]: C
-//! code holding a thread state between calls into Python) gives no sample, so it is read
-//! inside the stops but not stopped; if it has frames by then, it is captured after the read
-//! like a thread woken since. Stops that end in no sample anyway (a thread back in C since
-//! the previous read, one that ended) are counted in the stats (`native_stops_unused`).
-//!
-//! [`ThreadMemo::frameless`]: crate::memo::ThreadMemo::frameless
-//!
-//! [`ThreadMemo::stopped_in`]: crate::memo::ThreadMemo::stopped_in
+//! See [`crate::stops`]: the threads a CPU-mode `--native` round samples are stopped before
+//! its read, and a thread that has not had a CPU since the previous round's stop is not
+//! stopped again.
 //!
 //! [`Walker::sample_wanted_into`]: strobe_walker::Walker::sample_wanted_into
 
@@ -128,7 +110,7 @@ use std::time::Instant;
 
 use strobe_aggregate::{Sample, SamplerSide};
 use strobe_remote::Freeze;
-use strobe_walker::{RawSample, WalkError};
+use strobe_walker::RawSample;
 
 use strobe_target::Target;
 
@@ -138,6 +120,7 @@ use crate::failure::{freeze_error, proc_error, walk_error, RoundError};
 use crate::memo::{note_threads, stack_of, thread_of, MAX_FRAME_CACHE};
 use crate::native::{NativeMode, NativeOutcome, NativeRound};
 use crate::stats::{ErrorKind, SamplerStats};
+use crate::stops::{count_unused_stops, note_stopped_running, stop_first};
 use crate::tasks::Frames as TaskFrames;
 use crate::topping::{exception_frame, on_top, top_frames, topped_stack};
 use crate::view::ProcessView;
@@ -305,91 +288,6 @@ fn note_freeze(st: &mut ProcessView, freeze: &Freeze, raw: &RawSample) {
     }
 }
 
-/// The read of a CPU-mode `--native` round, inside the stops of the threads it will sample
-/// (see "Stop first, read after" in the module documentation): the Python threads of the
-/// previous round the kernel says run (within `--tids` and `--threads`), stopped together;
-/// the read copies the frames of those, of threads not seen before, and of the GIL holder.
-/// When the read ended.
-fn stop_first(
-    st: &mut ProcessView,
-    target: &mut Target,
-    cfg: &SamplerConfig,
-    raw: &mut RawSample,
-) -> (Result<(), WalkError>, Instant) {
-    let round = st.rounds_started;
-    let ProcessView {
-        memos,
-        kernel,
-        native,
-        ..
-    } = &mut *st;
-    native.stop.clear();
-    for (&tstate, memo) in memos.iter_mut() {
-        let Some(host) = memo.host else {
-            continue;
-        };
-        if !cfg.wants_tid(Some(host), || Some(kernel.inner_of(host)))
-            || !cfg.wants_name(memo.name.as_deref())
-        {
-            continue;
-        }
-        // The round's one look at the thread: `admit` asks again and gets the same answer.
-        if kernel.state_in_round(host).is_none_or(|s| s == 'R') {
-            memo.read_in = round;
-            // A thread state without frames at the last read is read, not stopped: if it
-            // has frames now, the round captures it after the read, as a thread woken since.
-            if memo.frameless {
-                continue;
-            }
-            if let Ok(tid) = i32::try_from(host) {
-                memo.stopped_in = round;
-                native.stop.push((tid, tstate));
-            }
-        }
-    }
-    let mut walked = Ok(());
-    let mut wanted = |tstate: u64| {
-        memos
-            .get(&tstate)
-            .is_none_or(|m| m.host.is_none() || m.read_in == round)
-    };
-    let kernel = &*kernel;
-    let watches = |tid: i32| {
-        u32::try_from(tid)
-            .ok()
-            .and_then(|h| kernel.preempt_watches(h))
-    };
-    let read_at = target.native_stop_first(&native.stop, Some(&watches), &mut |walker| {
-        walked = walker.sample_wanted_into(raw, &mut wanted);
-    });
-    note_stopped_running(st, target);
-    (walked, read_at)
-}
-
-/// The threads the latest native capture stopped in user space are running until their
-/// switch watches move (see "Idle under `--native`" in the module documentation).
-fn note_stopped_running(st: &mut ProcessView, target: &Target) {
-    for stopped in target.native_stopped_awake() {
-        let Ok(host) = u32::try_from(stopped.tid) else {
-            continue;
-        };
-        // Stopped in user space it was running (or preempted). Stopped in a system call it
-        // was not asleep in: running as the round found it, if it found it running (a thread
-        // woken and not yet on a CPU was waiting, and still is).
-        if !stopped.in_call || st.kernel.found_in_round(host) == Some('R') {
-            st.kernel.stopped_running(host);
-        }
-    }
-}
-
-/// Count the threads [`stop_first`] stopped that the round does not keep: stops that end in
-/// no sample (a thread state without frames, a thread that ended meanwhile).
-fn count_unused_stops(st: &ProcessView, stats: &SamplerStats) {
-    let kept = st.kept.iter().filter(|k| k.stopped_first).count();
-    let unused = st.native.stop.len().saturating_sub(kept);
-    stats.add_native_stops_unused(unused as u64);
-}
-
 /// Whether this round reads only the frames of threads not known to be idle (plus the GIL
 /// holder's): when idle samples are dropped anyway, and no freeze needs every thread's frames.
 /// Under `--native` too: the native capture reads the kept threads' frames again itself.
@@ -520,7 +418,8 @@ fn record_threads(
         };
         st.native
             .capture_round(target, side, &mut st.frames, round)?;
-        note_stopped_running(st, target);
+        stats.add_native_held_refused(st.native.take_refused());
+        note_stopped_running(st, target, false);
     }
     for k in 0..st.kept.len() {
         let Kept {
@@ -541,8 +440,8 @@ fn record_threads(
         let merged = if st.native.mode == NativeMode::On {
             // Taken during the round's freeze (`--blocking`), or by the round's capture above.
             match st.native.take(t.tstate_addr) {
-                NativeOutcome::Merged(stack, preempted) => {
-                    stats.add_native_merged(preempted);
+                NativeOutcome::Merged(stack, taken) => {
+                    stats.add_native_merged(taken);
                     Some(stack)
                 }
                 NativeOutcome::Failed(why) => {

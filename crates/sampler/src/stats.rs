@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::native::Taken;
+
 /// Kinds of failed sampling rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -67,6 +69,8 @@ pub struct SamplerStats {
     /// `--native`: threads stopped before a round's read that the round did not sample.
     native_stops_unused: AtomicU64,
     native_preempted: AtomicU64,
+    native_held: AtomicU64,
+    native_held_refused: AtomicU64,
 }
 
 /// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
@@ -102,6 +106,8 @@ impl SamplerStats {
             native_failures: Mutex::new(Vec::new()),
             native_stops_unused: AtomicU64::new(0),
             native_preempted: AtomicU64::new(0),
+            native_held: AtomicU64::new(0),
+            native_held_refused: AtomicU64::new(0),
         }
     }
 
@@ -144,15 +150,30 @@ impl SamplerStats {
             native_failed: self.native_failures().iter().map(|(_, n)| n).sum(),
             native_stops_unused: r(&self.native_stops_unused),
             native_preempted: r(&self.native_preempted),
+            native_held: r(&self.native_held),
+            native_held_refused: r(&self.native_held_refused),
         }
     }
 
-    /// `--native`: count a sample recorded with its merged native stack.
-    pub(crate) fn add_native_merged(&self, preempted: bool) {
+    /// `--native`: count a sample recorded with its merged native stack, taken as `taken`
+    /// says.
+    pub(crate) fn add_native_merged(&self, taken: Taken) {
         self.native_merged.fetch_add(1, Ordering::Relaxed);
-        if preempted {
-            self.native_preempted.fetch_add(1, Ordering::Relaxed);
+        match taken {
+            Taken::Captured => {}
+            Taken::Preempted => {
+                self.native_preempted.fetch_add(1, Ordering::Relaxed);
+            }
+            Taken::Held => {
+                self.native_held.fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// `--native`: count `n` held stacks whose thread's frames differed from those they were
+    /// held with (the thread was captured again).
+    pub(crate) fn add_native_held_refused(&self, n: u64) {
+        self.native_held_refused.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `--native`: count `n` threads stopped before a round's read that it did not sample.
@@ -322,6 +343,13 @@ pub struct StatsSnapshot {
     /// preempted (runnable, off a CPU) from the kernel's record of the preemption, without a
     /// stop (see `strobe_target::Target::native_stop_first`).
     pub native_preempted: u64,
+    /// `--native`, CPU mode: of [`StatsSnapshot::native_merged`], samples of threads that had
+    /// not had a CPU since a stop of ours in an earlier round, whose stack that stop took
+    /// stands for them, without a stop ("Not stopped again" in the sampler's `stops`).
+    pub native_held: u64,
+    /// `--native`, CPU mode: threads found not to have had a CPU since such a stop whose
+    /// Python frames had changed all the same (records the kernel lost): captured again.
+    pub native_held_refused: u64,
 }
 
 impl StatsSnapshot {

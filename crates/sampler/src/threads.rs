@@ -103,7 +103,7 @@ enum CpuWide {
 /// Where a thread's switch records were at some moment, to tell later whether it has been on
 /// a CPU since (see [`KernelThreads::moved`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mark {
+pub(crate) enum Mark {
     /// Its [`SwitchWatch`]'s position.
     Position(u64),
     /// The time ([`strobe_remote::perf_clock_ns`]).
@@ -318,8 +318,10 @@ impl KernelThreads {
         self.drain();
     }
 
-    /// Parse the per-CPU switch records written since the last drain.
-    fn drain(&mut self) {
+    /// Parse the per-CPU switch records written since the last drain: what
+    /// [`KernelThreads::moved`] answers from, where they are used, is then up to now (the
+    /// states of the round are not looked up again).
+    pub(crate) fn drain(&mut self) {
         if let CpuWide::On(cpu) = &mut self.cpu {
             cpu.drain();
         }
@@ -553,14 +555,18 @@ impl KernelThreads {
     /// busy machine it can wait longer than a round for a CPU to carry on: until its switch
     /// watch moves (it gets a CPU), it is running, whatever the switch out into our stop says.
     /// Nothing for a thread without a watch (`/proc` says `R` for it as soon as it is let go).
-    pub(crate) fn stopped_running(&mut self, host: u32) {
-        if let Some(mark) = self.mark(host) {
+    /// `at`: where its switch records were while it was stopped, if that was noted (see
+    /// [`KernelThreads::mark`]); else where they are now.
+    pub(crate) fn stopped_running(&mut self, host: u32, at: Option<Mark>) {
+        if let Some(mark) = at.or_else(|| self.mark(host)) {
             self.stopped.insert(host, mark);
         }
     }
 
-    /// Where our thread `host`'s switch records are now, if it has any.
-    fn mark(&self, host: u32) -> Option<Mark> {
+    /// Where our thread `host`'s switch records are now, if it has any: taken while a
+    /// capture holds the thread stopped, [`KernelThreads::moved`] later tells whether it has
+    /// had a CPU since the capture let it go.
+    pub(crate) fn mark(&self, host: u32) -> Option<Mark> {
         match &self.tasks.get(&host)?.watch {
             Watch::On { watch, .. } => Some(Mark::Position(watch.position())),
             Watch::Cpu { .. } => Some(Mark::Time(strobe_remote::perf_clock_ns())),
@@ -570,7 +576,7 @@ impl KernelThreads {
 
     /// Whether our thread `host` got or left a CPU since `mark` (as far as the records drained
     /// tell: a per-CPU record is seen from the next drain on), or cannot be told.
-    fn moved(&self, host: u32, mark: Mark) -> bool {
+    pub(crate) fn moved(&self, host: u32, mark: Mark) -> bool {
         match (mark, &self.cpu) {
             (Mark::Position(p), _) => match &self.tasks.get(&host).map(|t| &t.watch) {
                 Some(Watch::On { watch, .. }) => watch.position() != p,

@@ -147,7 +147,7 @@ fn a_thread_let_go_runs_until_it_moves() {
     if !matches!(k.cpu, CpuWide::On(_)) {
         return;
     }
-    k.stopped_running(tid);
+    k.stopped_running(tid, None);
     k.start_round();
     assert_eq!(k.read_state(tid), Some('R'), "not moved since the mark");
     assert_eq!(k.preads(), 1, "from the records");
