@@ -3,7 +3,7 @@
 //! as one stack.
 //!
 //! In CPU mode the round stops the threads the kernel says run before its read, and reads
-//! inside those stops (`round::stop_first`, "Stop first, read after" in `strobe_target`'s
+//! inside those stops (`stops::stop_first`, "Stop first, read after" in `strobe_target`'s
 //! `native/sample.rs`): a kept thread stopped there is merged with its frames in the round's
 //! read, and only the kept threads that were not stopped are captured as follows.
 //!
