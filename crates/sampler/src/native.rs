@@ -20,9 +20,10 @@
 //! A thread [`crate::stops::stop_first`] stopped while it was awake, whose stack merged, has
 //! that stack held, with where its switch records were during the stop and the Python frames
 //! it merged with ([`Held`]). The next round does not stop it while its records have not
-//! moved (it has not had a CPU since), and records the held stack for it if its frames in
-//! the round's read are the same (see "Not stopped again" in `stops`). A held stack is kept
-//! while the rounds keep reusing it; any other thread's goes at the next round.
+//! moved (it has not had a CPU since), and records the held stack for it: as of the round's
+//! start, and checked against its frames in the round's read where it did not run before
+//! that read ended either (see "Not stopped again" in `stops`). A held stack is kept while
+//! the rounds keep reusing it; any other thread's goes at the next round.
 //!
 //! A round's native capture is a walk of the walker, so the round counts it
 //! ([`crate::view::ProcessView::walks`]): the per-thread memos of [`crate::memo`] are valid
@@ -91,6 +92,8 @@ struct Held {
     python: Vec<RawFrame>,
     /// The latest round that found it not moved since (it is not stopped in that round).
     reuse_in: u64,
+    /// Not moved by the end of that round's read either: its frames there must be `python`.
+    checked: bool,
 }
 
 /// How a merged stack was taken.
@@ -179,6 +182,7 @@ impl NativeView {
         match self.held.get_mut(&tstate) {
             Some(h) if h.tid == tid && !moved(h.mark) => {
                 h.reuse_in = round;
+                h.checked = true;
                 true
             }
             _ => false,
@@ -186,13 +190,14 @@ impl NativeView {
     }
 
     /// After the round's read: a thread found unmoved before it that has moved since
-    /// (`moved(tid, mark)`) may have run during the read; it is captured after the read
-    /// instead, like a thread woken since.
-    pub(crate) fn unhold_moved(&mut self, moved: impl Fn(i32, Mark) -> bool) {
+    /// (`moved(tid, mark)`) may have run during the read, so its frames there are not
+    /// compared with the held ones; its held stack stands for it as of the round's start,
+    /// when it had not run since the stop that took it.
+    pub(crate) fn uncheck_moved(&mut self, moved: impl Fn(i32, Mark) -> bool) {
         let round = self.round;
         for h in self.held.values_mut() {
             if h.reuse_in == round && moved(h.tid, h.mark) {
-                h.reuse_in = 0;
+                h.checked = false;
             }
         }
     }
@@ -222,7 +227,7 @@ impl NativeView {
         for k in round.kept {
             let t = &round.threads[k.index];
             if let (Some(h), Some(first)) = (self.held.get(&t.tstate_addr), round.first) {
-                if first.frames_of(t) == h.python.as_slice() {
+                if !h.checked || first.frames_of(t) == h.python.as_slice() {
                     let outcome = NativeOutcome::Merged(h.stack, Taken::Held);
                     self.outcomes.insert(t.tstate_addr, outcome);
                     continue;
@@ -410,6 +415,7 @@ fn hold(
         stack,
         python: Vec::new(),
         reuse_in: 0,
+        checked: false,
     });
     h.tid = r.tid;
     h.mark = mark;
