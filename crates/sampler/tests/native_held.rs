@@ -16,18 +16,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use strobe_aggregate::{FrameKind, Sample, Tables};
-use strobe_native::TRUNCATED_FRAME;
+use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
-use strobe_testkit::{Interpreter, Ready};
+use strobe_testkit::Interpreter;
 
 mod support;
 use support::sample_until;
+#[path = "support/workers.rs"]
+mod workers;
+use workers::{check_workers, own_and_other, start_two_workers, TWO_WORKERS};
 
 /// The target (started on one CPU): two workers computing in C, each through two functions
 /// of its own in turn.
-const SCRIPT: &str = r#"import os, sys, threading, zlib
+const DEFS: &str = r#"import os, sys, threading, zlib
 
 DATA = os.urandom(1 << 16)
 
@@ -52,81 +54,42 @@ def work_b():
     while True:
         b_even()
         b_odd()
-
-for name, f in (("spin-a", work_a), ("spin-b", work_b)):
-    threading.Thread(target=f, name=name, daemon=True).start()
-sys.stdout.write("READY\n")
-sys.stdout.flush()
-r, w = os.pipe()
-os.read(r, 1)
 "#;
 
-/// Check one recording's worker samples; how many there were, and how many kept only their
-/// Python frames or kept them outside a cut-short native stack (see `native_preempted`).
+/// Check one recording's worker samples (see `workers::check_workers`): none has the other
+/// worker's functions, and `crc32` is inside one of the worker's two.
 fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
-    let (mut workers, mut unmerged) = (0, 0);
-    for s in samples {
-        let thread = t.thread(s.thread).unwrap();
-        let name = thread.name.map(|n| t.str(n)).unwrap_or("");
-        let (own, other) = match name {
-            "spin-a" => ('a', 'b'),
-            "spin-b" => ('b', 'a'),
-            _ => continue,
-        };
-        workers += 1;
-        let frames = t.stack(s.stack);
-        if !frames
-            .iter()
-            .any(|&f| t.frame(f).unwrap().kind == FrameKind::Native)
-        {
-            unmerged += 1;
-            continue;
+    check_workers(what, samples, t, &TWO_WORKERS, |m| {
+        let (own, other) = own_and_other(m);
+        let context = &m.context;
+        for theirs in [
+            format!("work_{other}"),
+            format!("{other}_even"),
+            format!("{other}_odd"),
+        ] {
+            assert_eq!(
+                m.at(&theirs),
+                None,
+                "the other worker's function: {context}"
+            );
         }
-        let names: Vec<&str> = frames
-            .iter()
-            .map(|&f| t.str(t.frame(f).unwrap().function))
-            .collect();
-        let at = |name: &str| names.iter().position(|n| *n == name);
-        let context = format!("{what}: {name}'s sample {names:?}");
-        let work = at(&format!("work_{own}")).unwrap_or_else(|| panic!("its loop: {context}"));
-        for f in ["work", "even", "odd"] {
-            let theirs = if f == "work" {
-                format!("work_{other}")
-            } else {
-                format!("{other}_{f}")
-            };
-            assert_eq!(at(&theirs), None, "the other worker's function: {context}");
-        }
-        if let Some(cut) = at(TRUNCATED_FRAME) {
-            assert!(work < cut, "cut short inside its loop: {context}");
-            unmerged += 1;
-            continue;
-        }
-        let start = at("start_thread").unwrap_or_else(|| panic!("start_thread: {context}"));
-        let run = at("thread_run").unwrap_or_else(|| panic!("thread_run: {context}"));
-        assert!(start < run && run < work, "outermost first: {context}");
         // `crc32` is called from the worker's two functions only.
-        if let Some(crc) = names.iter().position(|n| n.starts_with("crc32")) {
+        if let (false, Some(crc)) = (m.cut, m.names.iter().position(|n| n.starts_with("crc32"))) {
             let step = [format!("{own}_even"), format!("{own}_odd")]
                 .iter()
-                .find_map(|f| at(f))
+                .find_map(|f| m.at(f))
                 .unwrap_or_else(|| panic!("crc32 outside its two functions: {context}"));
-            assert!(work < step && step < crc, "nested in call order: {context}");
+            assert!(
+                m.work < step && step < crc,
+                "nested in call order: {context}"
+            );
         }
-    }
-    (workers, unmerged)
+    })
 }
 
 fn check(interp: &Interpreter) {
     let version = interp.name;
-    let python = interp.require().path();
-    let victim = Ready::python_script_on(
-        strobe_testkit::last_cpu(),
-        python.to_str().unwrap(),
-        "native-held",
-        SCRIPT,
-        &[],
-    );
+    let victim = start_two_workers(interp, "native-held", DEFS);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         native: true,

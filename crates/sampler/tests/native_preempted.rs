@@ -21,17 +21,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use strobe_aggregate::{FrameKind, Sample, Tables};
-use strobe_native::TRUNCATED_FRAME;
+use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
-use strobe_testkit::{Interpreter, Ready};
+use strobe_testkit::Interpreter;
 
 mod support;
 use support::sample_until;
+#[path = "support/workers.rs"]
+mod workers;
+use workers::{check_workers, own_and_other, start_two_workers, TWO_WORKERS};
 
 /// The target (started on one CPU): two workers computing in C.
-const SCRIPT: &str = r#"import os, sys, threading, zlib
+const DEFS: &str = r#"import os, sys, threading, zlib
 
 DATA = os.urandom(1 << 16)
 
@@ -42,73 +44,26 @@ def work_a():
 def work_b():
     while True:
         zlib.crc32(DATA)
-
-for name, f in (("spin-a", work_a), ("spin-b", work_b)):
-    threading.Thread(target=f, name=name, daemon=True).start()
-sys.stdout.write("READY\n")
-sys.stdout.flush()
-r, w = os.pipe()
-os.read(r, 1)
 "#;
 
-/// Check one recording's worker samples; how many there were, and how many of them kept only
-/// their Python frames (a native stack that could not be merged: counted, never guessed) or
-/// kept them outside a cut-short native stack.
+/// Check one recording's worker samples (see `workers::check_workers`): none has the other
+/// worker's function, and `crc32` is inside the worker's own.
 fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
-    let (mut workers, mut unmerged) = (0, 0);
-    for s in samples {
-        let thread = t.thread(s.thread).unwrap();
-        let name = thread.name.map(|n| t.str(n)).unwrap_or("");
-        let own = match name {
-            "spin-a" => "work_a",
-            "spin-b" => "work_b",
-            _ => continue,
-        };
-        workers += 1;
-        let frames = t.stack(s.stack);
-        if !frames
-            .iter()
-            .any(|&f| t.frame(f).unwrap().kind == FrameKind::Native)
-        {
-            unmerged += 1;
-            continue;
-        }
-        let names: Vec<&str> = frames
-            .iter()
-            .map(|&f| t.str(t.frame(f).unwrap().function))
-            .collect();
-        let at = |name: &str| names.iter().position(|n| *n == name);
-        let context = format!("{what}: {name}'s sample {names:?}");
-        let work = at(own).unwrap_or_else(|| panic!("its own function: {context}"));
-        let other = if own == "work_a" { "work_b" } else { "work_a" };
-        assert_eq!(at(other), None, "the other worker's function: {context}");
-        if let Some(cut) = at(TRUNCATED_FRAME) {
-            // The Python frames outside the marker, the native ones it could unwind inside.
-            assert!(work < cut, "cut short inside {own}: {context}");
-            unmerged += 1;
-            continue;
-        }
-        let start = at("start_thread").unwrap_or_else(|| panic!("start_thread: {context}"));
-        let run = at("thread_run").unwrap_or_else(|| panic!("thread_run: {context}"));
-        assert!(start < run && run < work, "outermost first: {context}");
+    check_workers(what, samples, t, &TWO_WORKERS, |m| {
+        let (own, other) = own_and_other(m);
+        let (own, other) = (format!("work_{own}"), format!("work_{other}"));
+        let context = &m.context;
+        assert_eq!(m.at(&other), None, "the other worker's function: {context}");
         // Inside its function: the call into zlib, or Python code between two calls.
-        if let Some(crc) = names.iter().position(|n| n.starts_with("crc32")) {
-            assert!(work < crc, "crc32 inside {own}: {context}");
+        if let Some(crc) = m.names.iter().position(|n| n.starts_with("crc32")) {
+            assert!(m.cut || m.work < crc, "crc32 inside {own}: {context}");
         }
-    }
-    (workers, unmerged)
+    })
 }
 
 fn check(interp: &Interpreter) {
     let version = interp.name;
-    let python = interp.require().path();
-    let victim = Ready::python_script_on(
-        strobe_testkit::last_cpu(),
-        python.to_str().unwrap(),
-        "native-preempted",
-        SCRIPT,
-        &[],
-    );
+    let victim = start_two_workers(interp, "native-preempted", DEFS);
     // Asked for, both ways a round captures; and not asked for (the default): stopped.
     for (read_preempted, include_idle) in [(true, false), (true, true), (false, false)] {
         let what =
