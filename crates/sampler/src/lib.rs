@@ -34,6 +34,7 @@ mod config;
 mod error;
 mod failure;
 mod family;
+mod held;
 mod lifecycle;
 mod memo;
 mod names;

@@ -40,8 +40,9 @@ use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
 
 use crate::admit::Kept;
 use crate::failure::RoundError;
+use crate::held::Holds;
 use crate::memo::{frame_id, FrameCache};
-use crate::threads::Mark;
+use crate::threads::KernelThreads;
 
 /// Whether native stacks are being taken from a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,30 +71,9 @@ pub(crate) struct NativeView {
     /// The threads a round stops before its read, with their thread states (scratch, see
     /// `stops::stop_first`).
     pub(crate) stop: Vec<(i32, u64)>,
-    /// Where the switch records of the threads of `stop` were while the stops held them, by
-    /// thread id: after the stops, only of those stopped awake, sorted (scratch).
-    pub(crate) marks: Vec<(i32, Mark)>,
-    /// Merged stacks held by thread state (see "Held stacks" in the module documentation).
-    held: HashMap<u64, Held, FxBuild>,
-    /// The round under way, if it stops first ([`NativeView::start_holding`]); 0 if not.
-    round: u64,
-    /// Held stacks whose frames differed this round (taken by the round for the stats).
-    refused: u64,
-}
-
-/// A merged stack held since the stop that took it.
-#[derive(Debug)]
-struct Held {
-    tid: i32,
-    /// Where the thread's switch records were during that stop.
-    mark: Mark,
-    stack: StackId,
-    /// The Python frames it was merged with.
-    python: Vec<RawFrame>,
-    /// The latest round that found it not moved since (it is not stopped in that round).
-    reuse_in: u64,
-    /// Not moved by the end of that round's read either: its frames there must be `python`.
-    checked: bool,
+    /// Merged stacks held from earlier captures (see "Held stacks" in the module
+    /// documentation).
+    pub(crate) holds: Holds,
 }
 
 /// How a merged stack was taken.
@@ -119,6 +99,10 @@ pub(crate) enum NativeOutcome {
 /// The threads a round captures: `kept`, indexing the round's read `threads`.
 #[derive(Clone, Copy)]
 pub(crate) struct NativeRound<'a> {
+    /// The round (`ProcessView::rounds_started`).
+    pub(crate) round: u64,
+    /// The round's read, and its threads.
+    pub(crate) read: &'a RawSample,
     pub(crate) threads: &'a [RawThread],
     pub(crate) kept: &'a [Kept],
     /// Intern Python frames without lines (`--function`); native frames too.
@@ -133,6 +117,8 @@ pub(crate) struct NativeRound<'a> {
     /// Each thread's switch and preemption watches, where it has both: a preempted thread is
     /// read without a stop.
     pub(crate) watches: &'a WatchesOf<'a>,
+    /// The threads' switch records, for held stacks.
+    pub(crate) kernel: &'a KernelThreads,
 }
 
 /// How a merged stack is interned.
@@ -156,56 +142,8 @@ impl NativeView {
             outcomes: HashMap::default(),
             requests: Vec::new(),
             stop: Vec::new(),
-            marks: Vec::new(),
-            held: HashMap::default(),
-            round: 0,
-            refused: 0,
+            holds: Holds::default(),
         }
-    }
-
-    /// Round `round` stops first ([`crate::stops::stop_first`]): the stacks held until now
-    /// may stand for their threads in it.
-    pub(crate) fn start_holding(&mut self, round: u64) {
-        self.round = round;
-    }
-
-    /// Whether the thread state at `tstate` (thread `tid`) has a held stack and has not run
-    /// since (`moved` says whether its switch records moved since a mark): if so it is not
-    /// stopped this round, and its held stack is its sample if its frames are unchanged.
-    pub(crate) fn holds_unmoved(
-        &mut self,
-        tstate: u64,
-        tid: i32,
-        moved: impl FnOnce(Mark) -> bool,
-    ) -> bool {
-        let round = self.round;
-        match self.held.get_mut(&tstate) {
-            Some(h) if h.tid == tid && !moved(h.mark) => {
-                h.reuse_in = round;
-                h.checked = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// After the round's read: a thread found unmoved before it that has moved since
-    /// (`moved(tid, mark)`) may have run during the read, so its frames there are not
-    /// compared with the held ones; its held stack stands for it as of the round's start,
-    /// when it had not run since the stop that took it.
-    pub(crate) fn uncheck_moved(&mut self, moved: impl Fn(i32, Mark) -> bool) {
-        let round = self.round;
-        for h in self.held.values_mut() {
-            if h.reuse_in == round && moved(h.tid, h.mark) {
-                h.checked = false;
-            }
-        }
-    }
-
-    /// Held stacks whose frames differed since the last call (see "Not stopped again" in
-    /// `stops`).
-    pub(crate) fn take_refused(&mut self) -> u64 {
-        std::mem::take(&mut self.refused)
     }
 
     /// Capture, merge and intern the stacks of the round's kept threads `round.kept`, all
@@ -220,46 +158,52 @@ impl NativeView {
     ) -> Result<(), RoundError> {
         self.outcomes.clear();
         self.requests.clear();
-        // Held stacks stand for their threads only in the round that found them unmoved.
-        let now = if round.first.is_some() { self.round } else { 0 };
-        self.round = 0;
-        self.held.retain(|_, h| h.reuse_in == now && now != 0);
+        let first = round.first.is_some();
+        let kernel = round.kernel;
+        self.holds.before.clear();
         for k in round.kept {
             let t = &round.threads[k.index];
-            if let (Some(h), Some(first)) = (self.held.get(&t.tstate_addr), round.first) {
-                if !h.checked || first.frames_of(t) == h.python.as_slice() {
-                    let outcome = NativeOutcome::Merged(h.stack, Taken::Held);
-                    self.outcomes.insert(t.tstate_addr, outcome);
-                    continue;
-                }
-                self.held.remove(&t.tstate_addr);
-                self.refused += 1;
+            let tid = k.host.and_then(|h| i32::try_from(h).ok());
+            let moved = |at| k.host.is_none_or(|h| kernel.moved(h, at));
+            let frames = round.read.frames_of(t);
+            let now = (round.round, first);
+            if let Some(stack) = self
+                .holds
+                .stands_for(now, (t.tstate_addr, tid), frames, moved)
+            {
+                let outcome = NativeOutcome::Merged(stack, Taken::Held);
+                self.outcomes.insert(t.tstate_addr, outcome);
+                continue;
             }
-            match k.host.and_then(|h| i32::try_from(h).ok()) {
-                Some(tid) => self.requests.push(NativeRequest {
-                    tid,
-                    ident: t.thread_id,
-                    interp: t.interp_id,
-                    tstate: t.tstate_addr,
-                    may_sleep: k.idle,
-                }),
+            match tid {
+                Some(tid) => {
+                    // A thread read asleep may be held from a mark taken before its capture.
+                    if let Some(at) = k.host.filter(|_| k.idle).and_then(|h| kernel.mark(h)) {
+                        self.holds.before.push((tid, at));
+                    }
+                    self.requests.push(NativeRequest {
+                        tid,
+                        ident: t.thread_id,
+                        interp: t.interp_id,
+                        tstate: t.tstate_addr,
+                        may_sleep: k.idle,
+                    })
+                }
                 None => {
                     self.outcomes
                         .insert(t.tstate_addr, NativeOutcome::Failed(NO_TID.into()));
                 }
             }
         }
+        self.holds.before.sort_unstable_by_key(|&(tid, _)| tid);
         let NativeView {
             requests,
             outcomes,
             ids,
             raw,
-            marks,
-            held,
+            holds,
             ..
         } = self;
-        // The threads stopped first and awake may have their stacks held.
-        let holding: &[(i32, Mark)] = if round.first.is_some() { marks } else { &[] };
         let mut each = |i: usize,
                         got: NativeResult<'_>,
                         raw: &RawSample,
@@ -272,11 +216,14 @@ impl NativeView {
                         root: round.root,
                     };
                     let python = raw.threads.get(index).map_or(&[][..], |t| raw.frames_of(t));
+                    let asleep = stack.asleep;
                     let outcome = intern_merged(ids, side, cache, walker, stack, python, which)?;
-                    if let NativeOutcome::Merged(stack, Taken::Captured) = outcome {
-                        if let Ok(at) = holding.binary_search_by_key(&r.tid, |&(tid, _)| tid) {
-                            hold(held, r, holding[at].1, stack, python);
-                        }
+                    // Stopped first and awake (marked inside the stops), or read asleep.
+                    let mark = (first || asleep).then(|| holds.mark_of(r.tid, asleep));
+                    if let (NativeOutcome::Merged(id, Taken::Captured), Some(Some(at))) =
+                        (&outcome, mark)
+                    {
+                        holds.hold(round.round, (r.tstate, r.tid), at, *id, python);
                     }
                     outcome
                 }
@@ -285,16 +232,15 @@ impl NativeView {
             outcomes.insert(r.tstate, outcome);
             Ok::<(), RoundError>(())
         };
-        match round.first {
+        let watches = Some(round.watches);
+        let captured = match round.first {
             Some(first) => {
-                let watches = Some(round.watches);
                 target.native_round_after(requests, first, raw, round.read_at, watches, &mut each)
             }
-            None => {
-                let watches = Some(round.watches);
-                target.native_round(requests, raw, round.read_at, watches, &mut each)
-            }
-        }
+            None => target.native_round(requests, raw, round.read_at, watches, &mut each),
+        };
+        holds.end_round(round.round);
+        captured
     }
 
     /// `--blocking`: while `freeze` holds the process, take every thread's native stack and
@@ -398,31 +344,6 @@ fn intern_merged(
         Taken::Captured
     };
     Ok(NativeOutcome::Merged(id, taken))
-}
-
-/// Hold the stack `stack` of the thread `r` stopped awake, merged with the frames `python`,
-/// with where its switch records were during the stop (`mark`).
-fn hold(
-    held: &mut HashMap<u64, Held, FxBuild>,
-    r: &NativeRequest,
-    mark: Mark,
-    stack: StackId,
-    python: &[RawFrame],
-) {
-    let h = held.entry(r.tstate).or_insert_with(|| Held {
-        tid: r.tid,
-        mark,
-        stack,
-        python: Vec::new(),
-        reuse_in: 0,
-        checked: false,
-    });
-    h.tid = r.tid;
-    h.mark = mark;
-    h.stack = stack;
-    h.reuse_in = 0;
-    h.python.clear();
-    h.python.extend_from_slice(python);
 }
 
 /// A native frame as interned: its symbol (or `module+0xoffset`), DWARF file and line, and its

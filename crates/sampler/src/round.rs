@@ -401,6 +401,10 @@ fn record_threads(
         // The capture reads the kept threads' Python stacks again: a walk (see the `native`
         // module).
         st.walks += 1;
+        if !stopped_first {
+            // Held stacks are used where the records say a thread has not run: up to now.
+            st.kernel.drain();
+        }
         let kernel = &st.kernel;
         let watches = |tid: i32| {
             u32::try_from(tid)
@@ -408,6 +412,9 @@ fn record_threads(
                 .and_then(|h| kernel.preempt_watches(h))
         };
         let round = NativeRound {
+            round: st.rounds_started,
+            read: raw,
+            kernel: &st.kernel,
             threads: stacks,
             kept: &st.kept,
             by_function: cfg.by_function,
@@ -418,7 +425,7 @@ fn record_threads(
         };
         st.native
             .capture_round(target, side, &mut st.frames, round)?;
-        stats.add_native_held_refused(st.native.take_refused());
+        stats.add_native_held_refused(st.native.holds.take_refused());
         note_stopped_running(st, target, false);
     }
     for k in 0..st.kept.len() {

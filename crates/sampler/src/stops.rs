@@ -74,7 +74,6 @@ pub(crate) fn stop_first(
         ..
     } = &mut *st;
     native.stop.clear();
-    native.start_holding(round);
     for (&tstate, memo) in memos.iter_mut() {
         let Some(host) = memo.host else {
             continue;
@@ -95,7 +94,8 @@ pub(crate) fn stop_first(
             let Ok(tid) = i32::try_from(host) else {
                 continue;
             };
-            if native.holds_unmoved(tstate, tid, |at| kernel.moved(host, at)) {
+            let moved = |at| kernel.moved(host, at);
+            if native.holds.unmoved_before_stops(round, tstate, tid, moved) {
                 continue;
             }
             memo.stopped_in = round;
@@ -114,7 +114,8 @@ pub(crate) fn stop_first(
             .ok()
             .and_then(|h| kernel.preempt_watches(h))
     };
-    let NativeView { stop, marks, .. } = native;
+    let NativeView { stop, holds, .. } = native;
+    let marks = &mut holds.in_stops;
     marks.clear();
     let read_at = target.native_stop_first(stop, Some(&watches), &mut |walker| {
         walked = walker.sample_wanted_into(raw, &mut wanted);
@@ -127,8 +128,8 @@ pub(crate) fn stop_first(
     // ended either.
     st.kernel.drain();
     let kernel = &st.kernel;
-    st.native
-        .uncheck_moved(|tid, at| u32::try_from(tid).map_or(true, |h| kernel.moved(h, at)));
+    let moved = |tid: i32, at| u32::try_from(tid).map_or(true, |h| kernel.moved(h, at));
+    st.native.holds.uncheck_moved(round, moved);
     note_stopped_running(st, target, true);
     (walked, read_at)
 }
@@ -136,10 +137,10 @@ pub(crate) fn stop_first(
 /// The threads the latest native capture stopped while they were not asleep are running until
 /// their switch records move (see "Idle under `--native`" in `round`'s documentation). With
 /// `first`, that capture was [`stop_first`]'s: it noted where their records were while it held
-/// them, and only the threads noted here are kept in [`NativeView::marks`], for their stacks
+/// them, and only the threads noted here are kept in `Holds::in_stops`, for their stacks
 /// to be held.
 pub(crate) fn note_stopped_running(st: &mut ProcessView, target: &Target, first: bool) {
-    let marks = &mut st.native.marks;
+    let marks = &mut st.native.holds.in_stops;
     let awake = target.native_stopped_awake();
     for stopped in awake {
         let Ok(host) = u32::try_from(stopped.tid) else {

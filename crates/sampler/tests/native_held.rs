@@ -12,11 +12,17 @@
 //!   inside them, the thread's first native frames outside), as in `native_preempted`: a held
 //!   stack given to the wrong thread would show the other worker's functions.
 //!
+//! A thread read asleep without a stop is held too, and not read again while it sleeps on.
+//! Recorded in wall mode (idle threads kept) at 200 Hz, a target whose threads sleep (one for
+//! good, one on a lock, the main thread in `read`, and one napping 20 ms at a time in two
+//! functions in turn): most samples are held, none refused (the napper's frames change at
+//! every wake-up), and each thread's merged samples show its own functions only.
+//!
 //! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use strobe_aggregate::{Sample, Tables};
+use strobe_aggregate::{FrameKind, Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::Interpreter;
@@ -127,5 +133,116 @@ fn check(interp: &Interpreter) {
 strobe_testkit::per_interpreter! {
     fn a_thread_not_run_since_our_stop_is_not_stopped_again(interp) for [pyenv_3_12, pyenv_3_13] {
         check(interp);
+    }
+}
+
+/// The sleepers' target: three threads asleep in their own functions, the main thread in
+/// `read`.
+const SLEEPERS: &str = r#"import os, sys, threading, time
+
+def nap_even():
+    time.sleep(0.02)
+
+def nap_odd():
+    time.sleep(0.02)
+
+def napper():
+    while True:
+        nap_even()
+        nap_odd()
+
+def sleeper():
+    time.sleep(1e6)
+
+def waiter(lock):
+    lock.acquire()
+
+lock = threading.Lock()
+lock.acquire()
+threading.Thread(target=napper, name="napper", daemon=True).start()
+threading.Thread(target=sleeper, name="sleeper", daemon=True).start()
+threading.Thread(target=waiter, args=(lock,), name="waiter", daemon=True).start()
+sys.stdout.write("READY\n")
+sys.stdout.flush()
+r, w = os.pipe()
+os.read(r, 1)
+"#;
+
+/// The functions only the thread named by the first element may show.
+const OWN: [(&str, &[&str]); 3] = [
+    ("napper", &["napper", "nap_even", "nap_odd"]),
+    ("sleeper", &["sleeper"]),
+    ("waiter", &["waiter"]),
+];
+
+fn check_sleepers(interp: &Interpreter) {
+    let version = interp.name;
+    let python = interp.require().path();
+    let victim = strobe_testkit::Ready::python_script(
+        python.to_str().unwrap(),
+        "native-held-sleepers",
+        SLEEPERS,
+        &[],
+    );
+    let cfg = SamplerConfig {
+        rate_hz: 200.0,
+        native: true,
+        include_idle: true,
+        by_function: true,
+        ..SamplerConfig::default()
+    };
+    let target = Target::attach(victim.pid()).unwrap();
+    let (samples, t, summary) = sample_until(target, cfg, 1200);
+    let s = summary.stats;
+    let what = format!(
+        "{version} ({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
+        s.rounds,
+        s.native_merged,
+        s.native_held,
+        s.native_held_refused,
+        s.native_failed,
+        summary.warnings
+    );
+    eprintln!("{what}");
+    let mut seen = [0usize; 3];
+    for sample in &samples {
+        let thread = t.thread(sample.thread).unwrap();
+        let name = thread.name.map(|n| t.str(n)).unwrap_or("");
+        let Some(i) = OWN.iter().position(|(n, _)| *n == name) else {
+            continue;
+        };
+        let frames = t.stack(sample.stack);
+        let names: Vec<&str> = frames
+            .iter()
+            .map(|&f| t.str(t.frame(f).unwrap().function))
+            .collect();
+        let context = format!("{what}: {name}'s sample {names:?}");
+        assert!(
+            frames
+                .iter()
+                .any(|&f| t.frame(f).unwrap().kind == FrameKind::Native),
+            "not merged: {context}"
+        );
+        assert!(names.contains(&OWN[i].1[0]), "its own function: {context}");
+        for (j, (_, theirs)) in OWN.iter().enumerate() {
+            for f in theirs.iter().filter(|_| j != i) {
+                assert!(!names.contains(f), "another thread's {f}: {context}");
+            }
+        }
+        seen[i] += 1;
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}: {what}");
+    // The sleeper, the waiter and the main thread never run: after their first read, every
+    // sample of theirs is held (the napper's, between its wake-ups, too).
+    assert!(2 * s.native_held >= s.native_merged, "{what}");
+    assert_eq!(
+        s.native_held_refused, 0,
+        "held stacks whose frames had changed: {what}"
+    );
+}
+
+strobe_testkit::per_interpreter! {
+    fn a_thread_read_asleep_is_not_read_again_while_it_sleeps(interp) for [pyenv_3_12, pyenv_3_13] {
+        check_sleepers(interp);
     }
 }

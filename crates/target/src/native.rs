@@ -56,6 +56,9 @@ pub struct NativeStack<'a> {
     /// The thread was read preempted (runnable, off a CPU), without a stop, from the kernel's
     /// record of its preemption.
     pub preempted: bool,
+    /// The thread was read asleep in the kernel, without a stop, and proven asleep through
+    /// the capture's Python read: it did not run from before the capture to after it.
+    pub asleep: bool,
 }
 
 /// A thread a native capture stopped while it was not asleep: in user space (running, or
@@ -502,6 +505,7 @@ impl NativeState {
             merged: &self.merged,
             native: &self.frames,
             preempted: false,
+            asleep: false,
         })
     }
 

@@ -329,6 +329,7 @@ impl NativeState {
             shape: b.of.shape,
         };
         let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
+        let asleep = matches!(&slot.got, Some(Ok(c)) if c.asleep);
         // A thread read preempted is merged with its frames in the read of the preempted
         // threads, taken at its preemption's instant (which succeeded, or it would have been
         // stopped), not in the capture's own. Taken out of the state while it is in use, and
@@ -355,6 +356,7 @@ impl NativeState {
                         merged: &self.merged,
                         native: &self.frames,
                         preempted,
+                        asleep,
                     };
                     (stack, index)
                 });
