@@ -17,13 +17,14 @@
 //! ([`crate::stats::SamplerStats::native_failures`]): never a guessed merge.
 //!
 //! # Held stacks
-//! A thread [`crate::stops::stop_first`] stopped while it was awake, whose stack merged, has
-//! that stack held, with where its switch records were during the stop and the Python frames
-//! it merged with ([`Held`]). The next round does not stop it while its records have not
-//! moved (it has not had a CPU since), and records the held stack for it: as of the round's
-//! start, and checked against its frames in the round's read where it did not run before
-//! that read ended either (see "Not stopped again" in `stops`). A held stack is kept while
-//! the rounds keep reusing it; any other thread's goes at the next round.
+//! A thread [`crate::stops::stop_first`] stopped while it was awake, or that a capture read
+//! asleep without a stop, whose stack merged, has that stack held ([`crate::held`]), with
+//! where its switch records were when the stack was its state and the Python frames it merged
+//! with. While its records have not moved (it has not had a CPU since), later rounds record
+//! the held stack for it instead of capturing it again: a stop-first round does not stop it
+//! (see "Not stopped again" in `stops`), and a wall-mode round does not read a sleeper again.
+//! The held stack is checked against the thread's frames in the round's read where the thread
+//! did not run through that read. A held stack a round does not use goes.
 //!
 //! A round's native capture is a walk of the walker, so the round counts it
 //! ([`crate::view::ProcessView::walks`]): the per-thread memos of [`crate::memo`] are valid
