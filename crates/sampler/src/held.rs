@@ -10,7 +10,11 @@
 //! - a read of a sleeping thread without a stop (`NativeStack::asleep`, wall mode and `top`'s
 //!   idle threads), marked just before the capture: the capture proves the thread did not
 //!   run through it, and a sleeper's state is the same from the mark to the capture unless
-//!   it ran, which moves its records.
+//!   it ran, which moves its records;
+//! - a stop after the round's read (wall mode's running threads, threads woken since the
+//!   look), marked with the time the target noted while its stops held the thread
+//!   (`NativeStack::stopped_at_ns`): with per-CPU switch records only, whose records carry
+//!   their time ([`crate::threads::KernelThreads::mark_at`]).
 //!
 //! A held stack is its thread's sample in a round that finds its records not moved: in a
 //! stop-first round, decided before the stops ([`Holds::unmoved_before_stops`]), so the thread

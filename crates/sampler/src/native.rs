@@ -217,14 +217,21 @@ impl NativeView {
                         root: round.root,
                     };
                     let python = raw.threads.get(index).map_or(&[][..], |t| raw.frames_of(t));
-                    let asleep = stack.asleep;
+                    let (asleep, stopped_at) = (stack.asleep, stack.stopped_at_ns);
                     let outcome = intern_merged(ids, side, cache, walker, stack, python, which)?;
-                    // Stopped first and awake (marked inside the stops), or read asleep.
-                    let mark = (first || asleep).then(|| holds.mark_of(r.tid, asleep));
-                    if let (NativeOutcome::Merged(id, Taken::Captured), Some(Some(at))) =
-                        (&outcome, mark)
-                    {
-                        holds.hold(round.round, (r.tstate, r.tid), at, *id, python);
+                    if let NativeOutcome::Merged(id, Taken::Captured) = outcome {
+                        // Stopped first and awake (marked inside the stops), read asleep
+                        // (marked before), or stopped after the read (the stop's time).
+                        let mark = holds
+                            .mark_of(r.tid, asleep)
+                            .filter(|_| first || asleep)
+                            .or_else(|| {
+                                let host = u32::try_from(r.tid).ok()?;
+                                kernel.mark_at(host, stopped_at?)
+                            });
+                        if let Some(at) = mark {
+                            holds.hold(round.round, (r.tstate, r.tid), at, id, python);
+                        }
                     }
                     outcome
                 }

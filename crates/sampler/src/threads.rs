@@ -574,6 +574,16 @@ impl KernelThreads {
         }
     }
 
+    /// A mark for our thread `host` at perf-clock time `time_ns` ([`strobe_remote::perf_clock_ns`]),
+    /// where its records are per-CPU ones, which carry their time (a per-thread watch's are
+    /// positions, which cannot be placed at a past moment).
+    pub(crate) fn mark_at(&self, host: u32, time_ns: u64) -> Option<Mark> {
+        match &self.tasks.get(&host)?.watch {
+            Watch::Cpu { .. } => Some(Mark::Time(time_ns)),
+            _ => None,
+        }
+    }
+
     /// Whether our thread `host` got or left a CPU since `mark` (as far as the records drained
     /// tell: a per-CPU record is seen from the next drain on), or cannot be told.
     pub(crate) fn moved(&self, host: u32, mark: Mark) -> bool {

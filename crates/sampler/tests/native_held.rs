@@ -4,7 +4,8 @@
 //! The target's two workers compute in C (`zlib.crc32`, which releases the GIL) on one CPU,
 //! so whenever one runs the other waits for the CPU, often through several 1 kHz rounds. Each
 //! worker alternates between two Python functions, so its frames change every few tens of
-//! microseconds it runs. Recorded at 1 kHz in CPU mode:
+//! microseconds it runs. Recorded at 1 kHz in CPU mode (the threads stopped before the
+//! round's read) and in wall mode (idle threads kept: stopped after it):
 //! - some worker samples must be held stacks (none without the mechanism);
 //! - no held stack may be refused for frames that changed under it (a thread taken as not run
 //!   since its stop that had in fact run: the switch records misread);
@@ -96,17 +97,25 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
 fn check(interp: &Interpreter) {
     let version = interp.name;
     let victim = start_two_workers(interp, "native-held", DEFS);
+    // CPU mode (stopped before the round's read) and wall mode (stopped after it).
+    for include_idle in [false, true] {
+        check_workers_held(version, victim.pid(), include_idle);
+    }
+}
+
+fn check_workers_held(version: &str, pid: i32, include_idle: bool) {
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         native: true,
         by_function: true,
+        include_idle,
         ..SamplerConfig::default()
     };
-    let target = Target::attach(victim.pid()).unwrap();
+    let target = Target::attach(pid).unwrap();
     let (samples, tables, summary) = sample_until(target, cfg, 2000);
     let s = summary.stats;
     let what = format!(
-        "{version} ({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
+        "{version}, include_idle {include_idle} ({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
         s.rounds,
         s.native_merged,
         s.native_held,
@@ -124,6 +133,11 @@ fn check(interp: &Interpreter) {
         "no sample held from an earlier stop: {context}"
     );
     assert!(s.native_held <= s.native_merged, "{context}");
+    if include_idle {
+        // The main thread, asleep in `read`, is held in about every round; the workers'
+        // stops after the read are held beyond that.
+        assert!(s.native_held > s.rounds, "no worker held: {context}");
+    }
     assert_eq!(
         s.native_held_refused, 0,
         "held stacks whose frames had changed: {context}"

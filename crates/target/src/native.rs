@@ -59,6 +59,9 @@ pub struct NativeStack<'a> {
     /// The thread was read asleep in the kernel, without a stop, and proven asleep through
     /// the capture's Python read: it did not run from before the capture to after it.
     pub asleep: bool,
+    /// The thread was stopped: [`strobe_remote::perf_clock_ns`] while the stop held it
+    /// (switch records of the thread newer than this came after the capture).
+    pub stopped_at_ns: Option<u64>,
 }
 
 /// A thread a native capture stopped while it was not asleep: in user space (running, or
@@ -272,6 +275,7 @@ impl NativeState {
             interrupted_wait: false,
             preempted: false,
             same_instant: true,
+            stopped_at_ns: None,
             bounded: false,
         };
         let entries: Vec<bool> = python.frames.iter().map(|f| f.entry).collect();
@@ -498,6 +502,7 @@ impl NativeState {
             interrupted_wait: false,
             preempted: false,
             same_instant: true,
+            stopped_at_ns: None,
             bounded: span.bytes_from(regs.sp) < span.max,
         };
         self.merge_captured(which, &captured, entries, mem)?;
@@ -506,6 +511,7 @@ impl NativeState {
             native: &self.frames,
             preempted: false,
             asleep: false,
+            stopped_at_ns: None,
         })
     }
 

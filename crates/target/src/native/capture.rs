@@ -60,6 +60,10 @@ pub(crate) struct Captured {
     pub(crate) preempted: bool,
     /// The native stack and the Python read are of one instant (not a perf snapshot).
     pub(crate) same_instant: bool,
+    /// Stopped: [`strobe_remote::perf_clock_ns`] while the capture's stops held the thread
+    /// (it had not run since its state was taken; anything its switch records show after
+    /// this came after the capture).
+    pub(crate) stopped_at_ns: Option<u64>,
     /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
     /// does not complete may need the whole stack (the thread id was reused, or it runs on
     /// another stack).
@@ -263,7 +267,11 @@ impl Capturer {
         if let Some(at) = not_before.filter(|_| !group.is_empty()) {
             spin_until(at);
         }
-        capture_together(&mut group, || read(Read::Stopped));
+        let mut stopped_at = None;
+        capture_together(&mut group, || {
+            read(Read::Stopped);
+            stopped_at = Some(strobe_remote::perf_clock_ns());
+        });
         let mut results: Vec<_> = group.iter_mut().map(Together::take_result).collect();
         drop(group);
         let mut results = results.drain(..);
@@ -280,6 +288,7 @@ impl Capturer {
                         interrupted_wait: c.interrupted_wait,
                         preempted: false,
                         same_instant: true,
+                        stopped_at_ns: stopped_at,
                         bounded: span.bytes_from(c.regs.sp) < span.max,
                     }),
                     Err(e) => Err(Miss::Failed(e.to_string())),
@@ -298,6 +307,7 @@ impl Capturer {
                     interrupted_wait: false,
                     preempted: false,
                     same_instant: true,
+                    stopped_at_ns: None,
                     bounded: span.bytes_from(regs.sp) < span.max,
                 })),
                 Way::Asleep { .. } => Some(Err(Miss::Woke)),
@@ -312,6 +322,7 @@ impl Capturer {
                     interrupted_wait: false,
                     preempted: true,
                     same_instant: true,
+                    stopped_at_ns: None,
                     // The record's copy may end below where a stop's would have.
                     bounded: slot.stack.len() < span.max,
                 })),
@@ -462,6 +473,7 @@ impl Capturer {
             interrupted_wait: false,
             preempted: false,
             same_instant: false,
+            stopped_at_ns: None,
             bounded: false,
         })
     }

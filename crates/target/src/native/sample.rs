@@ -330,6 +330,10 @@ impl NativeState {
         };
         let preempted = matches!(&slot.got, Some(Ok(c)) if c.preempted);
         let asleep = matches!(&slot.got, Some(Ok(c)) if c.asleep);
+        let stopped_at_ns = match &slot.got {
+            Some(Ok(c)) => c.stopped_at_ns,
+            _ => None,
+        };
         // A thread read preempted is merged with its frames in the read of the preempted
         // threads, taken at its preemption's instant (which succeeded, or it would have been
         // stopped), not in the capture's own. Taken out of the state while it is in use, and
@@ -357,6 +361,7 @@ impl NativeState {
                         native: &self.frames,
                         preempted,
                         asleep,
+                        stopped_at_ns,
                     };
                     (stack, index)
                 });
