@@ -146,7 +146,7 @@ pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<Stri
     }
     if s.native_held > 0 {
         first.push_str(&format!(
-            "; {} of them taken by an earlier stop (the thread had not run since)",
+            "; {} of them held from an earlier capture (the thread had not run since)",
             thousands(s.native_held)
         ));
     }
@@ -216,8 +216,8 @@ mod tests {
         s.native_held = 300;
         assert_eq!(
             native_summary(&s, &failures)[0],
-            "native stacks merged for 1,500 of 2,000 samples (75.00%); 300 of them taken by an \
-             earlier stop (the thread had not run since)"
+            "native stacks merged for 1,500 of 2,000 samples (75.00%); 300 of them held from an \
+             earlier capture (the thread had not run since)"
         );
     }
 

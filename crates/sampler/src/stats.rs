@@ -343,12 +343,12 @@ pub struct StatsSnapshot {
     /// preempted (runnable, off a CPU) from the kernel's record of the preemption, without a
     /// stop (see `strobe_target::Target::native_stop_first`).
     pub native_preempted: u64,
-    /// `--native`, CPU mode: of [`StatsSnapshot::native_merged`], samples of threads that had
-    /// not had a CPU since a stop of ours in an earlier round, whose stack that stop took
-    /// stands for them, without a stop ("Not stopped again" in the sampler's `stops`).
+    /// `--native`: of [`StatsSnapshot::native_merged`], samples of threads that had not had a
+    /// CPU since an earlier round's capture of them, whose stack that capture took stands for
+    /// them, without a new one (held stacks: the sampler's `held` module).
     pub native_held: u64,
-    /// `--native`, CPU mode: threads found not to have had a CPU since such a stop whose
-    /// Python frames had changed all the same (records the kernel lost): captured again.
+    /// `--native`: threads found not to have had a CPU since such a capture whose Python
+    /// frames had changed all the same (records the kernel lost): captured again.
     pub native_held_refused: u64,
 }
 
