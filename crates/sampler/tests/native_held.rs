@@ -24,7 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use strobe_aggregate::{FrameKind, Sample, Tables};
-use strobe_sampler::SamplerConfig;
+use strobe_sampler::{SamplerConfig, SamplerSummary};
 use strobe_target::Target;
 use strobe_testkit::Interpreter;
 
@@ -94,6 +94,20 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
     })
 }
 
+/// The summary's counts, for assertion messages.
+fn described(summary: &SamplerSummary) -> String {
+    let s = &summary.stats;
+    format!(
+        "({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
+        s.rounds,
+        s.native_merged,
+        s.native_held,
+        s.native_held_refused,
+        s.native_failed,
+        summary.warnings
+    )
+}
+
 fn check(interp: &Interpreter) {
     let version = interp.name;
     let victim = start_two_workers(interp, "native-held", DEFS);
@@ -115,13 +129,8 @@ fn check_workers_held(version: &str, pid: i32, include_idle: bool) {
     let (samples, tables, summary) = sample_until(target, cfg, 2000);
     let s = summary.stats;
     let what = format!(
-        "{version}, include_idle {include_idle} ({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
-        s.rounds,
-        s.native_merged,
-        s.native_held,
-        s.native_held_refused,
-        s.native_failed,
-        summary.warnings
+        "{version}, include_idle {include_idle} {}",
+        described(&summary)
     );
     let (workers, unmerged) = check_samples(&what, &samples, &tables);
     let context = format!("{what}: {workers} worker samples, {unmerged} not merged or cut short");
@@ -208,15 +217,7 @@ fn check_sleepers(interp: &Interpreter) {
     let target = Target::attach(victim.pid()).unwrap();
     let (samples, t, summary) = sample_until(target, cfg, 1200);
     let s = summary.stats;
-    let what = format!(
-        "{version} ({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
-        s.rounds,
-        s.native_merged,
-        s.native_held,
-        s.native_held_refused,
-        s.native_failed,
-        summary.warnings
-    );
+    let what = format!("{version} {}", described(&summary));
     eprintln!("{what}");
     let mut seen = [0usize; 3];
     for sample in &samples {
