@@ -1,5 +1,5 @@
-//! Proofs of unchanged stacks against real interpreters (3.11+), at every depth across
-//! data-stack chunk boundaries: a thread parked at a known depth, with and without a coroutine
+//! Proofs of unchanged stacks against real interpreters (3.7+), at every depth across
+//! data-stack chunk boundaries (3.11+; frame objects ≤3.10): a thread parked at a known depth, with and without a coroutine
 //! between its frames, is proven after the samples that settle the batched read, and what the
 //! proof gives is what a fresh walk sees.
 //!
@@ -166,6 +166,14 @@ fn check_proofs(interp: &Interpreter) {
 
 strobe_testkit::per_interpreter! {
     fn chunk_boundaries(interp) for [pyenv_3_11, pyenv_3_12, pyenv_3_13] {
+        check_proofs(interp);
+    }
+}
+
+// ≤3.10: frame objects, proven object by object (the same script: no chunks, but the same
+// stacks growing and shrinking one frame at a time, plain and under coroutines).
+strobe_testkit::per_interpreter! {
+    fn frame_objects(interp) for [pyenv_3_7, pyenv_3_8, pyenv_3_9, pyenv_3_10] {
         check_proofs(interp);
     }
 }

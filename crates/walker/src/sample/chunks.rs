@@ -26,13 +26,22 @@ pub(crate) fn chunk_copy(copies: &[CopiedRange], addr: u64) -> Option<&CopiedRan
 }
 
 /// The copy among `copies` (not a chunk) holding the `len` bytes at `addr`: its index, and
-/// where those bytes are in the batch buffer.
+/// where those bytes are in the batch buffer. `copies[hint]` is looked at first: frames
+/// looked up in walk order are usually in consecutive copies (≤3.10 frame objects, copied in
+/// the order the last walk took them), which keeps a lookup per frame O(1).
 #[inline]
-pub(crate) fn frame_copy(copies: &[CopiedRange], addr: u64, len: usize) -> Option<(usize, usize)> {
+pub(crate) fn frame_copy(
+    copies: &[CopiedRange],
+    addr: u64,
+    len: usize,
+    hint: usize,
+) -> Option<(usize, usize)> {
     let end = addr.saturating_add(len as u64);
-    let index = copies
-        .iter()
-        .position(|copy| !copy.chunk && copy.covers(addr, end))?;
+    let holds = |copy: &CopiedRange| !copy.chunk && copy.covers(addr, end);
+    let index = match copies.get(hint) {
+        Some(copy) if holds(copy) => hint,
+        _ => copies.iter().position(holds)?,
+    };
     let copy = copies.get(index)?;
     Some((index, copy.off + (addr - copy.addr) as usize))
 }
@@ -272,10 +281,12 @@ mod tests {
         assert_eq!(chunk_copy(&copies, 0x1000).map(|c| c.off), Some(0));
         assert!(chunk_copy(&copies, 0x5000).is_none());
         assert!(chunk_copy(&copies, 0x1008).is_none());
-        assert_eq!(frame_copy(&copies, 0x5010, 0x10), Some((1, 0x110)));
-        assert_eq!(frame_copy(&copies, 0x5000, 0x40), Some((1, 0x100)));
-        assert_eq!(frame_copy(&copies, 0x5038, 0x10), None);
-        assert_eq!(frame_copy(&copies, 0x1010, 8), None);
+        assert_eq!(frame_copy(&copies, 0x5010, 0x10, 0), Some((1, 0x110)));
+        assert_eq!(frame_copy(&copies, 0x5010, 0x10, 1), Some((1, 0x110)));
+        assert_eq!(frame_copy(&copies, 0x5010, 0x10, 9), Some((1, 0x110)));
+        assert_eq!(frame_copy(&copies, 0x5000, 0x40, 0), Some((1, 0x100)));
+        assert_eq!(frame_copy(&copies, 0x5038, 0x10, 1), None);
+        assert_eq!(frame_copy(&copies, 0x1010, 8, 0), None);
     }
 
     /// A 3.12 data-stack chunk at a fresh address whose header says `size` and links to

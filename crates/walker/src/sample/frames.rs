@@ -144,7 +144,7 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
         scratch
             .chunk_copies
             .extend(mine.enumerate().filter(|(_, c)| c.chunk).map(|(i, _)| i));
-        scratch.proof.reset(!self.decoder.objects);
+        scratch.proof.reset(true);
     }
 
     /// Walk the chain; returns whether it was cut at [`MAX_DEPTH`].
@@ -208,14 +208,21 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
             // ≤3.10: a run of frame objects that are, one after the other, exactly where last
             // sample's copies are (the common case: a stack that did not move).
             if objects {
+                let mut previous = PreviousWalk {
+                    memo: &self.thread.memo,
+                    proof: &self.thread.proof,
+                    prev_buf: &scratch.prev_buf,
+                    buf: scratch.batch.buf(),
+                    copies: &scratch.copies[self.copies.clone()],
+                    cursor: &mut self.memo_cursor,
+                };
                 let taken = run_of_objects(
                     &self.decoder,
-                    scratch.batch.buf(),
-                    &scratch.copies[self.copies.clone()],
+                    &mut previous,
                     &mut scratch.copy_used,
                     &mut self.cursor,
-                    &mut scratch.frames,
-                    &mut scratch.regions,
+                    (&mut scratch.frames, &mut scratch.regions),
+                    &mut scratch.proof.outside,
                 )?;
                 if taken != 0 {
                     continue;
@@ -428,12 +435,14 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                 ..*read
             });
         }
+        let mut hint = 0;
         for outside in previous.outside.iter().filter(|o| o.below < kept) {
-            let Some((index, off)) = frame_copy(mine, outside.addr, outside.len) else {
+            let Some((index, off)) = frame_copy(mine, outside.addr, outside.len, hint) else {
                 // `PreviousWalk::proves` found every one of them.
                 scratch.proof.valid = false;
                 continue;
             };
+            hint = index + 1;
             if let Some(used) = scratch.copy_used.get_mut(index) {
                 *used = true;
             }
@@ -511,18 +520,20 @@ fn run_in_chunk(
 
 /// Frame objects (≤3.10) of one thread's chain from `cursor.addr` on that start exactly at the
 /// speculative copies `copies[cursor.hint]`, `copies[cursor.hint + 1]`, ... (last sample's
-/// frames, in walk order), decoded in a tight loop; each is marked in `copy_used` and
-/// remembered in `regions` for the next sample. Stops at the first frame elsewhere, at a null
-/// `f_back`, or at the depth limit, leaving the cursor there. Returns how many frames it took.
+/// frames, in walk order), decoded in a tight loop; each is marked in `copy_used`, remembered
+/// in `regions` for the next sample and in `outside` for the next proof. Stops at the first
+/// frame elsewhere, at a null `f_back`, at the depth limit, or where `previous` proves the
+/// rest of the stack unchanged, leaving the cursor there. Returns how many frames it took (the
+/// frame met counts).
 fn run_of_objects(
     decoder: &FrameDecoder,
-    buf: &[u8],
-    copies: &[CopiedRange],
+    previous: &mut PreviousWalk<'_>,
     copy_used: &mut [bool],
     cursor: &mut WalkCursor,
-    frames: &mut Vec<WalkedFrame>,
-    regions: &mut Vec<Region>,
+    (frames, regions): (&mut Vec<WalkedFrame>, &mut Vec<Region>),
+    outside: &mut Vec<Outside>,
 ) -> Result<usize, WalkError> {
+    let (buf, copies) = (previous.buf, previous.copies);
     let mut taken = 0;
     let mut at = cursor.addr;
     while at != 0 && frames.len() < MAX_DEPTH {
@@ -531,12 +542,21 @@ fn run_of_objects(
         if copy.chunk || copy.addr != at || copy.len < decoder.len {
             break;
         }
-        let Some(fields) = buf.get(copy.off..).and_then(|bytes| decoder.decode(bytes)) else {
-            break;
+        let met = previous.candidate_object(at).filter(|&memo_index| {
+            previous.proves_object(memo_index, (at, decoder.len, copy.off), index, frames.len())
+        });
+        let fields = match met {
+            Some(_) => None,
+            None => match buf.get(copy.off..).and_then(|bytes| decoder.decode(bytes)) {
+                Some(fields) => Some(fields),
+                None => break,
+            },
         };
-        if let Err(e) = cursor.step(at) {
-            cursor.addr = at;
-            return Err(e);
+        if fields.is_some() {
+            if let Err(e) = cursor.step(at) {
+                cursor.addr = at;
+                return Err(e);
+            }
         }
         if let Some(used) = copy_used.get_mut(index) {
             *used = true;
@@ -547,6 +567,20 @@ fn run_of_objects(
             chunk: false,
             age: 0,
         });
+        outside.push(Outside {
+            addr: at,
+            len: decoder.len,
+            off: copy.off,
+            below: frames.len(),
+        });
+        cursor.hint = index + 1;
+        taken += 1;
+        let Some(fields) = fields else {
+            // The memo's frames up to this one stand for the rest of the stack.
+            cursor.kept = met.map_or(0, |memo_index| memo_index + 1);
+            at = 0;
+            break;
+        };
         if decoder.is_python(&fields) {
             frames.push(WalkedFrame {
                 frame: at,
@@ -557,8 +591,6 @@ fn run_of_objects(
                 entry: false,
             });
         }
-        cursor.hint = index + 1;
-        taken += 1;
         at = fields.previous;
     }
     cursor.addr = at;

@@ -47,7 +47,8 @@ impl WalkedFrame {
 /// frames of each chunk taken one after the other at falling addresses (so that below a frame,
 /// the walk read only the chunk's prefix up to it, and older chunks), anything else walked
 /// (entry frames on the C stack) listed in `outside`, nothing read outside the batch, nothing
-/// cut at the depth limit.
+/// cut at the depth limit. On ≤3.10 every frame is a frame object, listed in `outside`: below a
+/// frame object, the walk read only the frame objects it listed after it.
 ///
 /// Chunks are separate allocations in no order of address (a newer chunk is often below an
 /// older one), so frames fall in address only within a chunk: each chunk is recorded once, when
@@ -138,6 +139,10 @@ pub(crate) const MEET_TRIES: u8 = 4;
 /// Bytes at the end of a chunk prefix compared before the rest (see `PreviousWalk::same`),
 /// after the met frame's own bytes where the walk meets the memo.
 const SAME_TAIL_FIRST: usize = 512;
+
+/// ≤3.10: memo frames looked at for each frame object walked (see
+/// [`PreviousWalk::candidate_object`]).
+const OBJECT_LOOKAHEAD: usize = 4;
 
 /// Where a walk stands against the memo's frames.
 #[derive(Debug)]
@@ -246,11 +251,69 @@ impl PreviousWalk<'_> {
                 chunk_copy(self.copies, read.addr)
                     .is_some_and(|now| self.same_prefix(read, now, read.end, 0))
             });
-        older_same
-            && proof.outside.iter().filter(|o| o.below <= index).all(|o| {
-                frame_copy(self.copies, o.addr, o.len)
-                    .is_some_and(|(_, now)| self.same(now, o.off, o.len, o.len))
+        older_same && self.outside_same(index, 0)
+    }
+
+    /// Whether the frames the proof's walk took outside chunks below the memo's frame
+    /// `index` (those after it, outermost first: `below <= index`) are all in this sample's
+    /// copies, the same bytes; `hint` is where the first of them probably is among them.
+    fn outside_same(&self, index: usize, mut hint: usize) -> bool {
+        self.proof
+            .outside
+            .iter()
+            .filter(|o| o.below <= index)
+            .all(|o| match frame_copy(self.copies, o.addr, o.len, hint) {
+                Some((at, now)) => {
+                    hint = at + 1;
+                    self.same(now, o.off, o.len, o.len)
+                }
+                None => false,
             })
+    }
+
+    /// ≤3.10: the memo's frame object at `at`, if it may be where the stack stops changing.
+    /// Frame objects are anywhere in the heap, but a stack changes at its inner end: the memo
+    /// frame met is one of the few just outside the last one met (the memo's innermost at
+    /// first). O(1) per frame; a stack that lost more frames than that is walked in full.
+    #[inline]
+    pub(crate) fn candidate_object(&mut self, at: u64) -> Option<usize> {
+        if self.cursor.tries_left == 0 {
+            return None;
+        }
+        let below = self.cursor.at_or_below;
+        let index = (below.saturating_sub(OBJECT_LOOKAHEAD)..below)
+            .rev()
+            .find(|&i| self.memo.get(i).is_some_and(|f| f.frame == at))?;
+        self.cursor.at_or_below = index;
+        Some(index)
+    }
+
+    /// ≤3.10: whether the memo's frames `[..=index]` are what walking on from the frame object
+    /// at `at` (its copy at `now` in this sample's buffer, `size` bytes, in copy `copy_index`)
+    /// would give, with `depth` frames walked so far: its bytes and those of every frame object
+    /// the proof's walk took after it are the same now (a walk reads nothing else of them).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn proves_object(
+        &mut self,
+        index: usize,
+        (at, size, now): (u64, usize, usize),
+        copy_index: usize,
+        depth: usize,
+    ) -> bool {
+        self.cursor.tries_left = self.cursor.tries_left.saturating_sub(1);
+        let proof = self.proof;
+        if !proof.valid || depth + index + 1 > MAX_DEPTH {
+            return false;
+        }
+        // The met frame's own entry (`below` counts it: see `FrameWalk::finish`) first: it is
+        // what most often changed (its instruction).
+        let met = proof
+            .outside
+            .iter()
+            .find(|o| o.addr == at && o.len == size && o.below == index + 1);
+        met.is_some_and(|o| self.same(now, o.off, size, size))
+            && self.outside_same(index, copy_index + 1)
     }
 
     /// Whether the first `n` bytes of this sample's copy `now` are those of the last sample's
@@ -518,5 +581,112 @@ mod tests {
                 "{copies:?} changed {changed}"
             );
         }
+    }
+
+    /// ≤3.10: a memo of three frame objects (outermost first at 0x5000, 0x3000, 0x1000, each
+    /// `FRAME` bytes), the proof of the walk that took them (`below` as `FrameWalk::finish`
+    /// leaves it), their copies in `prev` in walk order, and copies of the same in this sample.
+    fn object_walk() -> (Vec<WalkedFrame>, Proof, Vec<u8>, Vec<CopiedRange>) {
+        let addrs = [0x5000u64, 0x3000, 0x1000];
+        let memo: Vec<WalkedFrame> = addrs
+            .iter()
+            .map(|&a| WalkedFrame {
+                in_chunk: false,
+                ..walked(a)
+            })
+            .collect();
+        // Walk order: innermost (0x1000, memo index 2, below 3) first.
+        let outside = (0..3)
+            .map(|k| Outside {
+                addr: addrs[2 - k],
+                len: FRAME,
+                off: k * FRAME,
+                below: 3 - k,
+            })
+            .collect();
+        let proof = Proof {
+            valid: true,
+            chunks: Vec::new(),
+            outside,
+        };
+        let prev: Vec<u8> = (0..3 * FRAME as u32).map(|i| i as u8).collect();
+        let copies = (0..3)
+            .map(|k| CopiedRange {
+                addr: addrs[2 - k],
+                len: FRAME,
+                off: k * FRAME,
+                chunk: false,
+                age: 0,
+            })
+            .collect();
+        (memo, proof, prev, copies)
+    }
+
+    #[test]
+    fn frame_objects_are_proven_only_when_each_ones_bytes_are_the_same() {
+        let (memo, proof, prev, copies) = object_walk();
+        // (changed byte in this sample's copy, memo frame met, whether proven)
+        for (changed, met, want) in [
+            (None, 2, true),
+            (None, 1, true),
+            // The met frame's own bytes (its instruction), or an outer frame's.
+            (Some(0x10), 2, false),
+            (Some(FRAME + 0x3f), 2, false),
+            (Some(2 * FRAME), 1, false),
+            // A frame inner to the one met does not matter.
+            (Some(0x10), 1, true),
+        ] {
+            let mut buf = prev.clone();
+            if let Some(at) = changed {
+                buf[at] ^= 1;
+            }
+            let mut cursor = MemoCursor {
+                at_or_below: memo.len(),
+                tries_left: MEET_TRIES,
+            };
+            let mut previous = PreviousWalk {
+                memo: &memo,
+                proof: &proof,
+                prev_buf: &prev,
+                buf: &buf,
+                copies: &copies,
+                cursor: &mut cursor,
+            };
+            let copy = 2 - met;
+            let at = memo[met].frame;
+            assert_eq!(previous.candidate_object(at), Some(met));
+            assert_eq!(
+                previous.proves_object(met, (at, FRAME, copies[copy].off), copy, 0),
+                want,
+                "{changed:?} met {met}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_object_meets_the_memo_only_near_the_last_frame_met() {
+        let (memo, proof, prev, copies) = object_walk();
+        let mut cursor = MemoCursor {
+            at_or_below: memo.len(),
+            tries_left: 1,
+        };
+        let mut previous = PreviousWalk {
+            memo: &memo,
+            proof: &proof,
+            prev_buf: &prev,
+            buf: &prev,
+            copies: &copies,
+            cursor: &mut cursor,
+        };
+        assert_eq!(previous.candidate_object(0x7000), None);
+        assert_eq!(previous.candidate_object(0x3000), Some(1));
+        // The memo's frames inner to the one met are not met again.
+        assert_eq!(previous.candidate_object(0x1000), None);
+        // A try spent (the frame's bytes differ or not), none is left.
+        assert!(previous.proves_object(1, (0x3000, FRAME, FRAME), 1, 0));
+        assert_eq!(previous.candidate_object(0x5000), None);
+        // Nor is a proof longer than the depth limit.
+        previous.cursor.tries_left = 1;
+        assert!(!previous.proves_object(1, (0x3000, FRAME, FRAME), 1, MAX_DEPTH));
     }
 }
