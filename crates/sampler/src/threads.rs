@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
-use strobe_remote::{PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
+use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
 use strobe_target::PreemptWatches;
 
 mod shared;
@@ -87,9 +87,9 @@ enum Watch {
         opened: char,
         preempt: Option<PreemptWatch>,
     },
-    /// Read from the per-CPU records ([`SharedSwitches`]); `opened` is the state `/proc` gave when it was first needed,
-    /// which holds until the thread's first record, unless records were lost since (the
-    /// count of records lost then is `lost`).
+    /// Read from the per-CPU records ([`SharedSwitches`]); `opened` is the state `/proc` gave
+    /// when it was first needed, which holds until the thread's first record, unless records
+    /// were lost since (the count of records lost then is `lost`).
     Cpu { opened: char, lost: u64 },
 }
 
@@ -282,18 +282,17 @@ impl KernelThreads {
                 }
             }
             Watch::Cpu { opened, lost } => {
-                let state =
-                    self.cpu
-                        .with(|cpu| match cpu.last(host).and_then(|l| l.running()) {
-                            Some(true) => Some('R'),
-                            // Not running: which of sleeping, waiting or stopped is not recorded.
-                            Some(false) => Some('S'),
-                            // No record of it since it was first needed: as `/proc` said then, unless
-                            // records were lost since (then `/proc` answers).
-                            None => (cpu.switches(host).is_none() && cpu.lost() == *lost)
-                                .then_some(*opened),
-                        });
-                if let Some(state) = state.flatten() {
+                let recorded = |cpu: &CpuSwitches| match cpu.last(host).and_then(|l| l.running()) {
+                    Some(true) => Some('R'),
+                    // Not running: which of sleeping, waiting or stopped is not recorded.
+                    Some(false) => Some('S'),
+                    // No record of it since it was first needed: as `/proc` said then,
+                    // unless records were lost since (then `/proc` answers).
+                    None => {
+                        (cpu.switches(host).is_none() && cpu.lost() == *lost).then_some(*opened)
+                    }
+                };
+                if let Some(state) = self.cpu.with(recorded).flatten() {
                     self.reads += 1;
                     return Some(state);
                 }
