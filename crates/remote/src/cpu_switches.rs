@@ -11,6 +11,10 @@
 //! same clock on every CPU), so that a thread that moved between CPUs is read from its newest
 //! record, whichever ring it is in.
 //!
+//! One `CpuSwitches` serves any number of processes ([`CpuSwitches::watch`] each): every
+//! record is parsed once, whoever's it is, so the sampler of a `--subprocesses` family opens
+//! one for all of its processes rather than one each.
+//!
 //! The rings are drained ([`CpuSwitches::drain`], once a round): the sampler keeps each watched
 //! thread's last switch and a count of its switches (the analogue of `SwitchWatch::position`,
 //! but it moves only at a drain). Records of other processes are parsed and dropped. A ring that
@@ -126,9 +130,15 @@ impl CpuSwitches {
         self.threads.retain(|_, s| s.pid != pid);
     }
 
-    /// Keep only the threads for which `keep` is true (the others exited).
-    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
-        self.threads.retain(|&tid, _| keep(tid));
+    /// Whether process `pid`'s threads are kept.
+    pub fn watching(&self, pid: u32) -> bool {
+        self.pids.contains(&pid)
+    }
+
+    /// Of process `pid`'s threads, keep only those for which `keep` is true (the others
+    /// exited); other processes' threads stay.
+    pub fn retain(&mut self, pid: u32, mut keep: impl FnMut(u32) -> bool) {
+        self.threads.retain(|&tid, s| s.pid != pid || keep(tid));
     }
 
     /// Forget thread `tid` (it exited).

@@ -215,7 +215,10 @@ mod tests {
 
     #[test]
     fn a_gil_holder_is_running_without_a_proc_read() {
-        let mut kernel = KernelThreads::new(std::process::id() as i32);
+        let mut kernel = KernelThreads::new(
+            std::process::id() as i32,
+            crate::threads::SharedSwitches::new(),
+        );
         // Whatever state the thread is in (it may still be on its way to sleep), holding the
         // GIL decides, and nothing is read.
         let sleeper = Sleeper::start();

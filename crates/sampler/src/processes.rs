@@ -10,6 +10,10 @@
 //! * other failures are counted per kind; after [`CLEAR_CACHES_AFTER`] in a row the process's
 //!   caches are dropped, in case a stale entry is what keeps failing.
 //!
+//! Every process's thread states come from one per-CPU switch reader ([`SharedSwitches`]),
+//! drained once at the start of each round of them all; a process no longer sampled is
+//! unwatched in it (its `KernelThreads` is dropped).
+//!
 //! A process the scout found is announced (through [`SamplerStats::take_new_processes`]) and
 //! counted in the summary when its first sample is recorded, not when it is first read: a
 //! read can succeed and record nothing (every thread idle without `--idle`, filtered out, or
@@ -29,6 +33,7 @@ use crate::placement::MAX_PLACED;
 use crate::round::round;
 use crate::stats::{NewProcess, SamplerStats};
 use crate::summary::EndReason;
+use crate::threads::SharedSwitches;
 use crate::view::ProcessView;
 
 /// After this many failed rounds in a row, the walker's code-object cache is dropped, in case
@@ -84,6 +89,8 @@ pub(crate) struct Processes {
     /// Whether the root is read (without `--subprocesses` always; with it, it may not be
     /// Python, or not yet: then the scout attaches to it like to a descendant, if it ever can).
     root_read: bool,
+    /// The per-CPU switch records of every process's threads.
+    switches: SharedSwitches,
 }
 
 impl Processes {
@@ -102,10 +109,17 @@ impl Processes {
             None
         };
         let root_read = target.is_some();
+        let switches = SharedSwitches::new();
         let mut procs: Vec<Proc> = target
             .into_iter()
             .map(|target| Proc {
-                view: ProcessView::new(pid, target.free_threaded(), root_frame, read_auxv(pid)),
+                view: ProcessView::new(
+                    pid,
+                    target.free_threaded(),
+                    root_frame,
+                    read_auxv(pid),
+                    switches.clone(),
+                ),
                 target,
                 command: None,
                 root: true,
@@ -144,6 +158,7 @@ impl Processes {
             retired_warnings: Vec::new(),
             subprocesses_sampled: 0,
             root_read,
+            switches,
         })
     }
 
@@ -183,7 +198,13 @@ impl Processes {
             let frame = process_frame(side, f.pid, &f.command)?;
             let root = f.pid == self.root_pid;
             self.procs.push(Proc {
-                view: ProcessView::new(f.pid, f.target.free_threaded(), Some(frame), f.auxv),
+                view: ProcessView::new(
+                    f.pid,
+                    f.target.free_threaded(),
+                    Some(frame),
+                    f.auxv,
+                    self.switches.clone(),
+                ),
                 target: f.target,
                 command: Some(f.command),
                 root,
@@ -208,6 +229,8 @@ impl Processes {
         let mut threads = 0;
         let mut recorded = 0;
         let mut failed = false;
+        // Every process's switches since the previous round, parsed once for all of them.
+        self.switches.drain();
         let mut i = 0;
         while let Some(p) = self.procs.get_mut(i) {
             let descendant = !p.root;

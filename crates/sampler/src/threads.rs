@@ -4,8 +4,9 @@
 //! needed it is read from `/proc/PID/task/TID/stat` (kept open), and from then on the kernel's
 //! records of the thread's context switches answer, in memory we map, so that a state costs a
 //! memory read instead of a `pread` (~1.3 µs, more than the stack walk at ordinary rates). The
-//! records come from [`CpuSwitches`] (one perf event per CPU, drained at each round's start)
-//! where the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0) and
+//! records come from [`CpuSwitches`] (one perf event per CPU, one reader for every process the
+//! sampler samples, [`SharedSwitches`], drained at the start of each round of them all) where
+//! the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0) and
 //! preemption watches are not asked for; else from a [`SwitchWatch`] on each thread, which
 //! costs the thread a few microseconds at every context switch (the kernel swaps its perf
 //! context; 3.5% to 17% of the throughput of a target of 50 busy threads on two VMs,
@@ -14,7 +15,8 @@
 //! limit, more than [`MAX_WATCHES`] threads with per-thread watches), or the records cannot tell
 //! (none since the thread was first looked up, after records were lost), the `pread` is the
 //! answer. Per-CPU records are read as of the latest drain, so a state is up to a round's
-//! start old (a per-thread watch is read live). Either way
+//! start old (under `--subprocesses`, the start of the round of every process; a per-thread
+//! watch is read live). Either way
 //! a state is looked up only for threads whose idle state a sample needs: the sampler does not
 //! read threads that hold the GIL (they run Python; see the sampler's module documentation)
 //! nor tasks that are not Python threads.
@@ -46,6 +48,9 @@ use strobe_remote::procfs::{self, ProcStat};
 use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
 use strobe_target::PreemptWatches;
 
+mod shared;
+pub(crate) use shared::SharedSwitches;
+
 /// Least time between two scans of `/proc/PID/task`.
 const RESCAN_EVERY: Duration = Duration::from_millis(50);
 /// Thread ids remembered as having no readable stat file (between scans); beyond this the set
@@ -57,10 +62,6 @@ pub(crate) const MAX_WATCHES: usize = 512;
 /// Bytes of user stack the kernel copies at each preemption of a thread with a
 /// [`PreemptWatch`]: as much as lets two records fit 16 pages (64 KiB of ring a thread).
 const PREEMPT_STACK: u32 = 32 * 1024 - 80;
-/// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
-/// ~200 ms of a CPU switching 20,000 times a second between two drains before records are lost
-/// (and the threads read through `/proc` until their next switch).
-const CPU_RING_PAGES: usize = 64;
 
 /// One thread's open files.
 #[derive(Debug)]
@@ -86,18 +87,10 @@ enum Watch {
         opened: char,
         preempt: Option<PreemptWatch>,
     },
-    /// Read from [`CpuSwitches`]; `opened` is the state `/proc` gave when it was first needed,
-    /// which holds until the thread's first record, unless records were lost since (the
-    /// count of records lost then is `lost`).
+    /// Read from the per-CPU records ([`SharedSwitches`]); `opened` is the state `/proc` gave
+    /// when it was first needed, which holds until the thread's first record, unless records
+    /// were lost since (the count of records lost then is `lost`).
     Cpu { opened: char, lost: u64 },
-}
-
-/// The per-CPU switch records, once tried.
-#[derive(Debug)]
-enum CpuWide {
-    Untried,
-    On(CpuSwitches),
-    Refused,
 }
 
 /// Where a thread's switch records were at some moment, to tell later whether it has been on
@@ -142,8 +135,12 @@ pub(crate) struct KernelThreads {
     preempts: Preempts,
     /// Why they were refused, until the sampler takes it for its warnings.
     preempt_refusal: Option<String>,
-    /// Per-CPU switch records, used instead of switch watches where they can be.
-    cpu: CpuWide,
+    /// Per-CPU switch records (shared with the other processes sampled), used instead of
+    /// switch watches where they can be.
+    cpu: SharedSwitches,
+    /// Whether this process is watched in `cpu` (`None`: not tried yet; `Some(false)`: the
+    /// kernel refused the events).
+    cpu_watched: Option<bool>,
     /// Host ids whose `stat` file could not be opened since the last scan (the thread exited,
     /// or the id is not one of the target's): not retried on every read.
     missing: HashSet<u32, FxBuild>,
@@ -169,14 +166,17 @@ pub(crate) struct KernelThreads {
 }
 
 impl KernelThreads {
-    pub(crate) fn new(pid: i32) -> KernelThreads {
+    /// For process `pid`, its per-CPU switch records read from `cpu` (shared with the other
+    /// processes sampled).
+    pub(crate) fn new(pid: i32, cpu: SharedSwitches) -> KernelThreads {
         KernelThreads {
             pid,
             tasks: HashMap::default(),
             watching: true,
             preempts: Preempts::Off,
             preempt_refusal: None,
-            cpu: CpuWide::Untried,
+            cpu,
+            cpu_watched: None,
             missing: HashSet::default(),
             inner_to_host: HashMap::default(),
             host_to_inner: HashMap::default(),
@@ -201,8 +201,8 @@ impl KernelThreads {
         self.tasks.retain(|tid, _| tids.contains(tid));
         let tasks = &self.tasks;
         self.stopped.retain(|tid, _| tasks.contains_key(tid));
-        if let CpuWide::On(cpu) = &mut self.cpu {
-            cpu.retain(|tid| tasks.contains_key(&tid));
+        if self.cpu_watched == Some(true) {
+            self.cpu.retain(self.pid, |tid| tasks.contains_key(&tid));
         }
         self.missing.clear();
         for tid in tids {
@@ -282,21 +282,19 @@ impl KernelThreads {
                 }
             }
             Watch::Cpu { opened, lost } => {
-                if let CpuWide::On(cpu) = &self.cpu {
-                    let state = match cpu.last(host).and_then(|l| l.running()) {
-                        Some(true) => Some('R'),
-                        // Not running: which of sleeping, waiting or stopped is not recorded.
-                        Some(false) => Some('S'),
-                        // No record of it since it was first needed: as `/proc` said then,
-                        // unless records were lost since (then `/proc` answers).
-                        None => {
-                            (cpu.switches(host).is_none() && cpu.lost() == *lost).then_some(*opened)
-                        }
-                    };
-                    if state.is_some() {
-                        self.reads += 1;
-                        return state;
+                let recorded = |cpu: &CpuSwitches| match cpu.last(host).and_then(|l| l.running()) {
+                    Some(true) => Some('R'),
+                    // Not running: which of sleeping, waiting or stopped is not recorded.
+                    Some(false) => Some('S'),
+                    // No record of it since it was first needed: as `/proc` said then,
+                    // unless records were lost since (then `/proc` answers).
+                    None => {
+                        (cpu.switches(host).is_none() && cpu.lost() == *lost).then_some(*opened)
                     }
+                };
+                if let Some(state) = self.cpu.with(recorded).flatten() {
+                    self.reads += 1;
+                    return Some(state);
                 }
             }
             Watch::Off => {}
@@ -313,17 +311,18 @@ impl KernelThreads {
     }
 
     /// A sampling round begins: [`KernelThreads::state_in_round`] looks each thread up again.
+    /// The per-CPU records are not drained here but once for every process, at the start of
+    /// the round of them all ([`SharedSwitches::drain`]).
     pub(crate) fn start_round(&mut self) {
         self.round += 1;
-        self.drain();
     }
 
-    /// Parse the per-CPU switch records written since the last drain: what
+    /// Parse the per-CPU switch records written since the last drain (every process's): what
     /// [`KernelThreads::moved`] answers from, where they are used, is then up to now (the
     /// states of the round are not looked up again).
     pub(crate) fn drain(&mut self) {
-        if let CpuWide::On(cpu) = &mut self.cpu {
-            cpu.drain();
+        if self.cpu_watched == Some(true) {
+            self.cpu.drain();
         }
     }
 
@@ -333,26 +332,16 @@ impl KernelThreads {
         if !matches!(self.preempts, Preempts::Off) {
             return false;
         }
-        if matches!(self.cpu, CpuWide::Untried) {
-            self.cpu = match CpuSwitches::open(CPU_RING_PAGES) {
-                Ok(mut cpu) => {
-                    cpu.watch(self.pid as u32);
-                    CpuWide::On(cpu)
-                }
-                Err(_) => CpuWide::Refused,
-            };
-        }
-        matches!(self.cpu, CpuWide::On(_))
+        *self
+            .cpu_watched
+            .get_or_insert_with(|| self.cpu.watch(self.pid))
     }
 
     /// Read our thread `host`'s state from `/proc`, the first time it is needed, and from the
     /// per-CPU records after that.
     fn start_cpu_watch(&mut self, host: u32) -> Option<char> {
         let state = self.read_stat(host)?.state;
-        let lost = match &self.cpu {
-            CpuWide::On(cpu) => cpu.lost(),
-            _ => 0,
-        };
+        let lost = self.cpu.with(|cpu| cpu.lost()).unwrap_or(0);
         let task = self.tasks.get_mut(&host)?;
         task.watch = Watch::Cpu {
             opened: state,
@@ -587,13 +576,15 @@ impl KernelThreads {
     /// Whether our thread `host` got or left a CPU since `mark` (as far as the records drained
     /// tell: a per-CPU record is seen from the next drain on), or cannot be told.
     pub(crate) fn moved(&self, host: u32, mark: Mark) -> bool {
-        match (mark, &self.cpu) {
-            (Mark::Position(p), _) => match &self.tasks.get(&host).map(|t| &t.watch) {
+        match mark {
+            Mark::Position(p) => match &self.tasks.get(&host).map(|t| &t.watch) {
                 Some(Watch::On { watch, .. }) => watch.position() != p,
                 _ => true,
             },
-            (Mark::Time(t), CpuWide::On(cpu)) => cpu.moved_since(host, t),
-            (Mark::Time(_), _) => true,
+            Mark::Time(t) => self
+                .cpu
+                .with(|cpu| cpu.moved_since(host, t))
+                .unwrap_or(true),
         }
     }
 
@@ -648,6 +639,15 @@ impl KernelThreads {
     /// The target's id of our thread `host` (the same id when not known to differ).
     pub(crate) fn inner_of(&self, host: u32) -> u32 {
         self.host_to_inner.get(&host).copied().unwrap_or(host)
+    }
+}
+
+/// The process is no longer sampled: its threads' switches are no longer kept.
+impl Drop for KernelThreads {
+    fn drop(&mut self) {
+        if self.cpu_watched == Some(true) {
+            self.cpu.unwatch(self.pid);
+        }
     }
 }
 

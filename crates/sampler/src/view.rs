@@ -11,7 +11,7 @@ use crate::names::{PthreadTids, ThreadNames};
 use crate::native::NativeView;
 use crate::tasks::TaskView;
 use crate::tasks_legacy::LegacyTaskView;
-use crate::threads::KernelThreads;
+use crate::threads::{KernelThreads, SharedSwitches};
 
 /// Environment variable read by debug builds only: `STROBE_TEST_PANIC_AFTER=N` makes the
 /// sampler thread panic in round N + 1 (inside the freeze under `--blocking`). The integration
@@ -73,16 +73,18 @@ pub(crate) struct ProcessView {
 }
 
 impl ProcessView {
-    /// For process `pid`, whose auxiliary vector `auxv` was read before it was attached.
+    /// For process `pid`, whose auxiliary vector `auxv` was read before it was attached; its
+    /// threads' switches are read from `switches`, shared with the other processes sampled.
     pub(crate) fn new(
         pid: i32,
         free_threaded: bool,
         root_frame: Option<FrameId>,
         auxv: Option<Vec<u8>>,
+        switches: SharedSwitches,
     ) -> ProcessView {
         ProcessView {
             pid,
-            kernel: KernelThreads::new(pid),
+            kernel: KernelThreads::new(pid, switches),
             names: ThreadNames::new(),
             pthreads: PthreadTids::default(),
             frames: HashMap::default(),

@@ -210,6 +210,27 @@ fn the_newest_record_wins_across_rings_and_losses() {
     assert_eq!(cs.switches(71), None);
 }
 
+/// One reader for several processes: a scan of one process's threads forgets only its own
+/// exited threads, and unwatching a process forgets only its threads.
+#[test]
+fn retain_and_unwatch_touch_one_process() {
+    let mut cs = empty();
+    cs.watch(7);
+    cs.watch(8);
+    cs.note_switch(7, 70, 100, LastSwitch::In);
+    cs.note_switch(7, 71, 100, LastSwitch::In);
+    cs.note_switch(8, 80, 100, LastSwitch::Blocked);
+    cs.retain(7, |tid| tid == 70);
+    assert_eq!(cs.switches(70), Some(1));
+    assert_eq!(cs.switches(71), None, "exited: forgotten");
+    assert_eq!(cs.last(80), Some(LastSwitch::Blocked), "another process's");
+    cs.unwatch(8);
+    assert!(!cs.watching(8));
+    assert!(cs.watching(7));
+    assert_eq!(cs.switches(80), None);
+    assert_eq!(cs.switches(70), Some(1));
+}
+
 #[test]
 fn cpu_lists_parse() {
     assert_eq!(parse_cpu_list("0-3,5"), Some(vec![0, 1, 2, 3, 5]));

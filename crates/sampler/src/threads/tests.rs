@@ -2,10 +2,17 @@
 
 use super::*;
 
+/// A round's start as the sampler makes it: the shared per-CPU records drained, then the
+/// process's round begun.
+fn next_round(k: &mut KernelThreads) {
+    k.cpu.drain();
+    k.start_round();
+}
+
 #[test]
 fn reads_our_own_threads() {
     let pid = std::process::id() as i32;
-    let mut k = KernelThreads::new(pid);
+    let mut k = KernelThreads::new(pid, SharedSwitches::new());
     k.rescan().unwrap();
     let me = pid as u32;
     assert_eq!(k.host_of(me), Some(me));
@@ -19,7 +26,7 @@ fn reads_our_own_threads() {
 #[test]
 fn threads_started_after_the_scan_are_opened_on_first_read() {
     let pid = std::process::id() as i32;
-    let mut k = KernelThreads::new(pid);
+    let mut k = KernelThreads::new(pid, SharedSwitches::new());
     k.rescan().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -42,9 +49,9 @@ fn threads_started_after_the_scan_are_opened_on_first_read() {
 #[test]
 fn states_after_the_first_come_from_the_switch_watch() {
     let pid = std::process::id() as i32;
-    let mut k = KernelThreads::new(pid);
+    let mut k = KernelThreads::new(pid, SharedSwitches::new());
     // Per-thread watches, as where per-CPU events are refused.
-    k.cpu = CpuWide::Refused;
+    k.cpu = SharedSwitches::refused();
     sleeps_runs_and_sleeps_again(&mut k, |k| k.watches() > 0 || !k.watching);
 }
 
@@ -70,7 +77,7 @@ fn sleeps_runs_and_sleeps_again(k: &mut KernelThreads, recorded: fn(&KernelThrea
     let tid = tid_rx.recv().unwrap();
     // The first lookup reads /proc (and sets the watch); wait until it says asleep.
     while k.read_state(tid) != Some('S') {
-        k.start_round();
+        next_round(k);
         std::thread::yield_now();
     }
     let preads = k.preads();
@@ -80,18 +87,18 @@ fn sleeps_runs_and_sleeps_again(k: &mut KernelThreads, recorded: fn(&KernelThrea
         // Perf events refused here: every lookup is a /proc read, which is the fallback.
         return;
     }
-    k.start_round();
+    next_round(k);
     assert_eq!(k.read_state(tid), Some('S'));
     go_tx.send(()).unwrap();
     // Running (or preempted: runnable) once it spins, and asleep again after: all from
     // the watch, with no further /proc read.
     while k.read_state(tid) != Some('R') {
-        k.start_round();
+        next_round(k);
         std::thread::yield_now();
     }
     spin.store(false, Ordering::Relaxed);
     while k.read_state(tid) != Some('S') {
-        k.start_round();
+        next_round(k);
         std::thread::yield_now();
     }
     assert_eq!(k.preads(), preads);
@@ -114,10 +121,8 @@ fn sleeps_runs_and_sleeps_again(k: &mut KernelThreads, recorded: fn(&KernelThrea
 #[test]
 fn states_after_the_first_come_from_the_per_cpu_records() {
     let pid = std::process::id() as i32;
-    let mut k = KernelThreads::new(pid);
-    sleeps_runs_and_sleeps_again(&mut k, |k| {
-        k.watches() == 0 && matches!(k.cpu, CpuWide::On(_))
-    });
+    let mut k = KernelThreads::new(pid, SharedSwitches::new());
+    sleeps_runs_and_sleeps_again(&mut k, |k| k.watches() == 0 && k.cpu.with(|_| ()).is_some());
 }
 
 /// A thread stopped while it ran and let go is running until it has had a CPU again, though
@@ -126,7 +131,7 @@ fn states_after_the_first_come_from_the_per_cpu_records() {
 #[test]
 fn a_thread_let_go_runs_until_it_moves() {
     let pid = std::process::id() as i32;
-    let mut k = KernelThreads::new(pid);
+    let mut k = KernelThreads::new(pid, SharedSwitches::new());
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let (ran_tx, ran_rx) = std::sync::mpsc::channel::<()>();
@@ -139,22 +144,22 @@ fn a_thread_let_go_runs_until_it_moves() {
     });
     let tid = tid_rx.recv().unwrap();
     while k.read_state(tid) != Some('S') {
-        k.start_round();
+        next_round(&mut k);
         std::thread::yield_now();
     }
-    k.start_round();
+    next_round(&mut k);
     assert_eq!(k.read_state(tid), Some('S'));
-    if !matches!(k.cpu, CpuWide::On(_)) {
+    if k.cpu.with(|_| ()).is_none() {
         return;
     }
     k.stopped_running(tid, None);
-    k.start_round();
+    next_round(&mut k);
     assert_eq!(k.read_state(tid), Some('R'), "not moved since the mark");
     assert_eq!(k.preads(), 1, "from the records");
     // Woken, it is switched in (recorded before it runs, so before it says so).
     go_tx.send(()).unwrap();
     ran_rx.recv().unwrap();
-    k.start_round();
+    next_round(&mut k);
     k.read_state(tid);
     assert!(!k.stopped.contains_key(&tid), "moved since the mark");
     drop(end_tx);

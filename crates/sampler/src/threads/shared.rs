@@ -1,0 +1,142 @@
+//! [`SharedSwitches`]: one [`CpuSwitches`] for every process the sampler samples.
+//!
+//! Each sampled process has its own [`super::KernelThreads`], and each used to open its own
+//! per-CPU events: under `--subprocesses` N processes meant N events a CPU, N rings, and every
+//! switch on the machine parsed N times a round. The sampler is one thread, so the one reader
+//! is shared by reference counting: the sampler's set of processes (`crate::processes`) makes
+//! it and hands a clone to each process's `KernelThreads`, which watches its process in it the
+//! first time one of its threads' states is needed and unwatches it when dropped (the process
+//! is no longer sampled). The set drains it once at the start of each round of the family
+//! ([`SharedSwitches::drain`]); a process's round reads its threads' states as of that drain.
+//! A drain elsewhere (before a `--blocking` freeze, after a native round's read) means
+//! "records up to now", for every process alike.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use strobe_remote::CpuSwitches;
+
+/// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
+/// ~200 ms of a CPU switching 20,000 times a second between two drains before records are lost
+/// (and the threads read through `/proc` until their next switch).
+const CPU_RING_PAGES: usize = 64;
+
+/// The per-CPU switch records, once tried.
+#[derive(Debug)]
+enum CpuWide {
+    Untried,
+    On(CpuSwitches),
+    Refused,
+}
+
+/// See the module documentation. Clones share the one reader.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedSwitches(Rc<RefCell<CpuWide>>);
+
+impl Default for SharedSwitches {
+    fn default() -> SharedSwitches {
+        SharedSwitches::new()
+    }
+}
+
+impl SharedSwitches {
+    /// Not opened yet: opened the first time a process is watched.
+    pub(crate) fn new() -> SharedSwitches {
+        SharedSwitches(Rc::new(RefCell::new(CpuWide::Untried)))
+    }
+
+    /// Never opened, as where the kernel refuses per-CPU events (per-thread watches are used).
+    #[cfg(test)]
+    pub(crate) fn refused() -> SharedSwitches {
+        SharedSwitches(Rc::new(RefCell::new(CpuWide::Refused)))
+    }
+
+    /// Keep process `pid`'s switches, opening the events the first time any process asks;
+    /// false if the kernel refused them (then never tried again).
+    pub(crate) fn watch(&self, pid: i32) -> bool {
+        let mut cpu = self.0.borrow_mut();
+        if matches!(*cpu, CpuWide::Untried) {
+            *cpu = match CpuSwitches::open(CPU_RING_PAGES) {
+                Ok(c) => CpuWide::On(c),
+                Err(_) => CpuWide::Refused,
+            };
+        }
+        match &mut *cpu {
+            CpuWide::On(c) => {
+                c.watch(pid as u32);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stop keeping process `pid`'s switches, and forget its threads.
+    pub(crate) fn unwatch(&self, pid: i32) {
+        // Never borrowed across a call out of this module; `try_` in case it is in a drop
+        // during an unwind.
+        if let Ok(mut cpu) = self.0.try_borrow_mut() {
+            if let CpuWide::On(c) = &mut *cpu {
+                c.unwatch(pid as u32);
+            }
+        }
+    }
+
+    /// Parse every CPU's records written since the last drain (of any process's).
+    pub(crate) fn drain(&self) {
+        if let CpuWide::On(c) = &mut *self.0.borrow_mut() {
+            c.drain();
+        }
+    }
+
+    /// Of process `pid`'s threads, keep only those for which `keep` is true.
+    pub(crate) fn retain(&self, pid: i32, keep: impl FnMut(u32) -> bool) {
+        if let CpuWide::On(c) = &mut *self.0.borrow_mut() {
+            c.retain(pid as u32, keep);
+        }
+    }
+
+    /// `read` of the reader, if it is open.
+    pub(crate) fn with<R>(&self, read: impl FnOnce(&CpuSwitches) -> R) -> Option<R> {
+        match &*self.0.borrow() {
+            CpuWide::On(c) => Some(read(c)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::KernelThreads;
+    use super::*;
+
+    /// Two processes' views share one reader: each watches its process when its first state
+    /// is needed, and a view dropped (its process no longer sampled) unwatches it.
+    #[test]
+    fn views_watch_their_process_and_unwatch_it_when_dropped() {
+        let shared = SharedSwitches::new();
+        let me = std::process::id() as i32;
+        // Another process, blocked reading its stdin until we close it (or drop it).
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let other = child.id() as i32;
+        let mut a = KernelThreads::new(me, shared.clone());
+        let mut b = KernelThreads::new(other, shared.clone());
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        assert_eq!(a.read_state(tid), Some('R'));
+        assert!(b.read_state(other as u32).is_some());
+        let watching = |pid: i32| shared.with(|c| c.watching(pid as u32));
+        if watching(me).is_some() {
+            assert_eq!(watching(me), Some(true));
+            assert_eq!(watching(other), Some(true));
+            drop(b);
+            assert_eq!(watching(other), Some(false));
+            assert_eq!(watching(me), Some(true));
+        }
+        // Else per-CPU events are refused here (not root): nothing is shared.
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+}
