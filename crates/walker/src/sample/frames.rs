@@ -171,14 +171,13 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
                     scratch
                         .proof
                         .chunk(&copy, scratch.frames.len(), 0, &mut self.cursor.lowest);
-                    let mut previous = PreviousWalk {
-                        memo: &self.thread.memo,
-                        proof: &self.thread.proof,
-                        prev_buf: &scratch.prev_buf,
-                        buf: scratch.batch.buf(),
-                        copies: &scratch.copies[self.copies.clone()],
-                        cursor: &mut self.memo_cursor,
-                    };
+                    let mut previous = PreviousWalk::new(
+                        &self.thread.memo,
+                        &self.thread.proof,
+                        (&scratch.prev_buf, scratch.batch.buf()),
+                        &scratch.copies[self.copies.clone()],
+                        &mut self.memo_cursor,
+                    );
                     previous.enter(&copy);
                     let end_max = run_in_chunk(
                         &self.decoder,
@@ -208,14 +207,13 @@ impl<M: RemoteMemory> FrameWalk<'_, M> {
             // ≤3.10: a run of frame objects that are, one after the other, exactly where last
             // sample's copies are (the common case: a stack that did not move).
             if objects {
-                let mut previous = PreviousWalk {
-                    memo: &self.thread.memo,
-                    proof: &self.thread.proof,
-                    prev_buf: &scratch.prev_buf,
-                    buf: scratch.batch.buf(),
-                    copies: &scratch.copies[self.copies.clone()],
-                    cursor: &mut self.memo_cursor,
-                };
+                let mut previous = PreviousWalk::new(
+                    &self.thread.memo,
+                    &self.thread.proof,
+                    (&scratch.prev_buf, scratch.batch.buf()),
+                    &scratch.copies[self.copies.clone()],
+                    &mut self.memo_cursor,
+                );
                 let taken = run_of_objects(
                     &self.decoder,
                     &mut previous,

@@ -169,6 +169,36 @@ pub(crate) struct PreviousWalk<'a> {
     pub(crate) cursor: &'a mut MemoCursor,
 }
 
+impl<'a> PreviousWalk<'a> {
+    /// The previous walk `memo` (with `proof`, over the buffer `prev_buf`) as this sample's
+    /// walk over `buf`, with its `copies`, sees it from `cursor`.
+    pub(crate) fn new(
+        memo: &'a [WalkedFrame],
+        proof: &'a Proof,
+        (prev_buf, buf): (&'a [u8], &'a [u8]),
+        copies: &'a [CopiedRange],
+        cursor: &'a mut MemoCursor,
+    ) -> PreviousWalk<'a> {
+        PreviousWalk {
+            memo,
+            proof,
+            prev_buf,
+            buf,
+            copies,
+            cursor,
+        }
+    }
+
+    /// Spend one try at proving the memo's frame `index` met at `depth` frames into this
+    /// walk: the previous walk's proof, if it may prove it (valid, and within the depth
+    /// limit).
+    fn spend_try(&mut self, index: usize, depth: usize) -> Option<&'a Proof> {
+        self.cursor.tries_left = self.cursor.tries_left.saturating_sub(1);
+        let proof = self.proof;
+        (proof.valid && depth + index < MAX_DEPTH).then_some(proof)
+    }
+}
+
 impl PreviousWalk<'_> {
     /// The walk enters the chunk copy `copy` (a run of frames in it follows): the memo's
     /// frames that may meet it are those of the same chunk, which the memo's walk took from
@@ -221,11 +251,9 @@ impl PreviousWalk<'_> {
         copy: &CopiedRange,
         depth: usize,
     ) -> bool {
-        self.cursor.tries_left = self.cursor.tries_left.saturating_sub(1);
-        let proof = self.proof;
-        if !proof.valid || depth + index + 1 > MAX_DEPTH {
+        let Some(proof) = self.spend_try(index, depth) else {
             return false;
-        }
+        };
         // The chunk of `at`: its prefix up to the end of the frame.
         let Some(prefix) = (at - copy.addr)
             .checked_add(size as u64)
@@ -301,11 +329,9 @@ impl PreviousWalk<'_> {
         copy_index: usize,
         depth: usize,
     ) -> bool {
-        self.cursor.tries_left = self.cursor.tries_left.saturating_sub(1);
-        let proof = self.proof;
-        if !proof.valid || depth + index + 1 > MAX_DEPTH {
+        let Some(proof) = self.spend_try(index, depth) else {
             return false;
-        }
+        };
         // The met frame's own entry (`below` counts it: see `FrameWalk::finish`) first: it is
         // what most often changed (its instruction).
         let met = proof
@@ -401,6 +427,14 @@ mod tests {
         assert!(!proof.valid);
     }
 
+    /// A cursor at the memo's outermost end, with `tries` tries left.
+    fn cursor_at(memo: &[WalkedFrame], tries: u8) -> MemoCursor {
+        MemoCursor {
+            at_or_below: memo.len(),
+            tries_left: tries,
+        }
+    }
+
     /// A previous walk of two frames in one chunk (at 0x80 and 0x40 into it, outermost at
     /// 0x40) whose copy was `prev` at offset 0.
     fn previous_walk_proof() -> (Vec<WalkedFrame>, Proof) {
@@ -428,18 +462,8 @@ mod tests {
         buf.extend_from_slice(&prev);
         buf[0x10 + 0xf0] ^= 1;
         let copies = [chunk_copy_at(0x10, 0x100)];
-        let mut cursor = MemoCursor {
-            at_or_below: memo.len(),
-            tries_left: MEET_TRIES,
-        };
-        let mut previous = PreviousWalk {
-            memo: &memo,
-            proof: &proof,
-            prev_buf: &prev,
-            buf: &buf,
-            copies: &copies,
-            cursor: &mut cursor,
-        };
+        let mut cursor = cursor_at(&memo, MEET_TRIES);
+        let mut previous = PreviousWalk::new(&memo, &proof, (&prev, &buf), &copies, &mut cursor);
         // A frame above the memo's meets nothing.
         assert_eq!(previous.candidate(CHUNK + 0xc0, &copies[0]), None);
         assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
@@ -488,18 +512,9 @@ mod tests {
         let (memo, proof, copies) = two_chunk_walk();
         let prev: Vec<u8> = (0..0x200u32).map(|i| i as u8).collect();
         for newer_frame in [CHUNK + 0x40, CHUNK + 0x20] {
-            let mut cursor = MemoCursor {
-                at_or_below: memo.len(),
-                tries_left: MEET_TRIES,
-            };
-            let mut previous = PreviousWalk {
-                memo: &memo,
-                proof: &proof,
-                prev_buf: &prev,
-                buf: &prev,
-                copies: &copies,
-                cursor: &mut cursor,
-            };
+            let mut cursor = cursor_at(&memo, MEET_TRIES);
+            let mut previous =
+                PreviousWalk::new(&memo, &proof, (&prev, &prev), &copies, &mut cursor);
             // The walk's frame in the newer chunk: the memo's one there, or one below it (the
             // memo's older-chunk frames, above it in memory, stop the cursor all the same).
             previous.enter(&copies[1]);
@@ -518,18 +533,8 @@ mod tests {
         let mut buf = prev.clone();
         buf[0x50] ^= 1;
         let copies = [chunk_copy_at(0, 0x100)];
-        let mut cursor = MemoCursor {
-            at_or_below: memo.len(),
-            tries_left: 2,
-        };
-        let mut previous = PreviousWalk {
-            memo: &memo,
-            proof: &proof,
-            prev_buf: &prev,
-            buf: &buf,
-            copies: &copies,
-            cursor: &mut cursor,
-        };
+        let mut cursor = cursor_at(&memo, 2);
+        let mut previous = PreviousWalk::new(&memo, &proof, (&prev, &buf), &copies, &mut cursor);
         assert_eq!(previous.candidate(CHUNK + 0x80, &copies[0]), Some(1));
         assert!(!previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0));
         // The outermost frame ends at 0x80: the changed byte at 0x50 is inside it.
@@ -563,18 +568,9 @@ mod tests {
             (vec![chunk_copy_at(0, 0x100)], false, false),
         ] {
             buf[0x108] = if changed { 8 } else { 7 };
-            let mut cursor = MemoCursor {
-                at_or_below: memo.len(),
-                tries_left: MEET_TRIES,
-            };
-            let mut previous = PreviousWalk {
-                memo: &memo,
-                proof: &proof,
-                prev_buf: &prev,
-                buf: &buf,
-                copies: &copies,
-                cursor: &mut cursor,
-            };
+            let mut cursor = cursor_at(&memo, MEET_TRIES);
+            let mut previous =
+                PreviousWalk::new(&memo, &proof, (&prev, &buf), &copies, &mut cursor);
             assert_eq!(
                 previous.proves(1, CHUNK + 0x80, FRAME, &copies[0], 0),
                 want,
@@ -640,18 +636,9 @@ mod tests {
             if let Some(at) = changed {
                 buf[at] ^= 1;
             }
-            let mut cursor = MemoCursor {
-                at_or_below: memo.len(),
-                tries_left: MEET_TRIES,
-            };
-            let mut previous = PreviousWalk {
-                memo: &memo,
-                proof: &proof,
-                prev_buf: &prev,
-                buf: &buf,
-                copies: &copies,
-                cursor: &mut cursor,
-            };
+            let mut cursor = cursor_at(&memo, MEET_TRIES);
+            let mut previous =
+                PreviousWalk::new(&memo, &proof, (&prev, &buf), &copies, &mut cursor);
             let copy = 2 - met;
             let at = memo[met].frame;
             assert_eq!(previous.candidate_object(at), Some(met));
@@ -666,18 +653,8 @@ mod tests {
     #[test]
     fn a_frame_object_meets_the_memo_only_near_the_last_frame_met() {
         let (memo, proof, prev, copies) = object_walk();
-        let mut cursor = MemoCursor {
-            at_or_below: memo.len(),
-            tries_left: 1,
-        };
-        let mut previous = PreviousWalk {
-            memo: &memo,
-            proof: &proof,
-            prev_buf: &prev,
-            buf: &prev,
-            copies: &copies,
-            cursor: &mut cursor,
-        };
+        let mut cursor = cursor_at(&memo, 1);
+        let mut previous = PreviousWalk::new(&memo, &proof, (&prev, &prev), &copies, &mut cursor);
         assert_eq!(previous.candidate_object(0x7000), None);
         assert_eq!(previous.candidate_object(0x3000), Some(1));
         // The memo's frames inner to the one met are not met again.
