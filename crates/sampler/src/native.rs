@@ -37,7 +37,7 @@ use strobe_aggregate::{FrameId, FrameKey, FrameKind, FxBuild, SamplerSide, Stack
 use strobe_native::{MergedFrame, NativeFrame, KERNEL_FRAME, TRUNCATED_FRAME};
 use strobe_remote::Freeze;
 use strobe_target::{NativeRequest, NativeResult, NativeStack, Target, TargetMemory, WatchesOf};
-use strobe_walker::{RawFrame, RawSample, RawThread, Walker};
+use strobe_walker::{RawFrame, RawSample, Walker};
 
 use crate::admit::Kept;
 use crate::failure::RoundError;
@@ -97,14 +97,13 @@ pub(crate) enum NativeOutcome {
     Failed(String),
 }
 
-/// The threads a round captures: `kept`, indexing the round's read `threads`.
+/// The threads a round captures: `kept`, indexing the round's read.
 #[derive(Clone, Copy)]
 pub(crate) struct NativeRound<'a> {
     /// The round (`ProcessView::rounds_started`).
     pub(crate) round: u64,
-    /// The round's read, and its threads.
+    /// The round's read: `kept` index its threads.
     pub(crate) read: &'a RawSample,
-    pub(crate) threads: &'a [RawThread],
     pub(crate) kept: &'a [Kept],
     /// Intern Python frames without lines (`--function`); native frames too.
     pub(crate) by_function: bool,
@@ -163,7 +162,7 @@ impl NativeView {
         let kernel = round.kernel;
         self.holds.before.clear();
         for k in round.kept {
-            let t = &round.threads[k.index];
+            let t = &round.read.threads[k.index];
             let tid = k.host.and_then(|h| i32::try_from(h).ok());
             let moved = |at| k.host.is_none_or(|h| kernel.moved(h, at));
             let frames = round.read.frames_of(t);

@@ -415,7 +415,6 @@ fn record_threads(
             round: st.rounds_started,
             read: raw,
             kernel: &st.kernel,
-            threads: stacks,
             kept: &st.kept,
             by_function: cfg.by_function,
             root: st.root_frame,

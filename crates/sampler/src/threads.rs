@@ -273,19 +273,12 @@ impl KernelThreads {
                 // `None`: the kernel kept writing while we read; `/proc` answers.
                 if let Some(last) = watch.last() {
                     self.reads += 1;
-                    return Some(match last.running() {
-                        Some(true) => 'R',
-                        // Not running: which of sleeping, waiting or stopped is not recorded.
-                        Some(false) => 'S',
-                        None => *opened,
-                    });
+                    return Some(last.running().map_or(*opened, state_letter));
                 }
             }
             Watch::Cpu { opened, lost } => {
                 let recorded = |cpu: &CpuSwitches| match cpu.last(host).and_then(|l| l.running()) {
-                    Some(true) => Some('R'),
-                    // Not running: which of sleeping, waiting or stopped is not recorded.
-                    Some(false) => Some('S'),
+                    Some(running) => Some(state_letter(running)),
                     // No record of it since it was first needed: as `/proc` said then,
                     // unless records were lost since (then `/proc` answers).
                     None => {
@@ -639,6 +632,16 @@ impl KernelThreads {
     /// The target's id of our thread `host` (the same id when not known to differ).
     pub(crate) fn inner_of(&self, host: u32) -> u32 {
         self.host_to_inner.get(&host).copied().unwrap_or(host)
+    }
+}
+
+/// The state letter of a thread whose newest switch record says whether it is `running`: `R`,
+/// or `S` (which of sleeping, waiting or stopped is not recorded).
+fn state_letter(running: bool) -> char {
+    if running {
+        'R'
+    } else {
+        'S'
     }
 }
 
