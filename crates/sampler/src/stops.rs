@@ -141,6 +141,9 @@ pub(crate) fn stop_first(
 /// to be held.
 pub(crate) fn note_stopped_running(st: &mut ProcessView, target: &Target, first: bool) {
     let marks = &mut st.native.holds.in_stops;
+    if first {
+        marks.sort_unstable_by_key(|&(tid, _)| tid);
+    }
     let awake = target.native_stopped_awake();
     for stopped in awake {
         let Ok(host) = u32::try_from(stopped.tid) else {
@@ -150,16 +153,17 @@ pub(crate) fn note_stopped_running(st: &mut ProcessView, target: &Target, first:
         // was not asleep in: running as the round found it, if it found it running (a thread
         // woken and not yet on a CPU was waiting, and still is).
         if !stopped.in_call || st.kernel.found_in_round(host) == Some('R') {
-            let at = first
-                .then(|| marks.iter().find(|(tid, _)| *tid == stopped.tid))
-                .flatten()
-                .map(|&(_, at)| at);
+            let found = || {
+                marks
+                    .binary_search_by_key(&stopped.tid, |&(tid, _)| tid)
+                    .ok()
+            };
+            let at = first.then(found).flatten().map(|i| marks[i].1);
             st.kernel.stopped_running(host, at);
         }
     }
     if first {
         marks.retain(|(tid, _)| awake.iter().any(|a| a.tid == *tid));
-        marks.sort_unstable_by_key(|&(tid, _)| tid);
     }
 }
 
