@@ -32,10 +32,13 @@ use std::sync::atomic::Ordering;
 use crate::perf::{
     open_error, perf_clock_ns, perf_event_open_on, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV,
     ATTR_EXCLUDE_KERNEL, ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL,
-    PERF_RECORD_LOST, PERF_SAMPLE_TID, PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
+    PERF_RECORD_LOST, PERF_RECORD_SAMPLE, PERF_SAMPLE_TID, PERF_SAMPLE_TIME, PERF_TYPE_SOFTWARE,
 };
 use crate::switches::{ATTR_CONTEXT_SWITCH, PERF_COUNT_SW_DUMMY};
-use crate::LastSwitch;
+use crate::{LastSwitch, UserRegs};
+
+mod preemptions;
+use preemptions::Preemptions;
 
 /// `perf_event_attr.sample_id_all`.
 const ATTR_SAMPLE_ID_ALL: u64 = 1 << 18;
@@ -56,15 +59,22 @@ struct Seen {
     last: Option<LastSwitch>,
     /// Its switches drained so far, plus one for every loss.
     switches: u64,
+    /// Its registers at the switch `last` is, where that is a preemption and they were
+    /// recorded ([`CpuSwitches::record_preemptions`]).
+    regs: Option<UserRegs>,
 }
 
 /// One CPU's event and ring.
 #[derive(Debug)]
 struct CpuRing {
-    _fd: OwnedFd,
+    cpu: u32,
+    fd: OwnedFd,
     ring: Ring,
     /// Where we have read up to (published as `data_tail` after each drain).
     tail: u64,
+    /// The latest preemption sample drained from this ring, until the switch record it goes
+    /// with: the thread and its registers.
+    pending: Option<(u32, UserRegs)>,
 }
 
 /// See the module documentation.
@@ -77,6 +87,10 @@ pub struct CpuSwitches {
     lost_at: u64,
     lost: u64,
     records: u64,
+    /// The registers of watched threads at their preemptions, once asked for.
+    preemptions: Option<Preemptions>,
+    /// A watched thread was seen that the preemptions' filter does not cover yet.
+    uncovered: bool,
 }
 
 impl CpuSwitches {
@@ -102,9 +116,11 @@ impl CpuSwitches {
                 let ring = Ring::map(&fd, ring_pages, true)?;
                 let tail = ring.control(PAGE_DATA_TAIL).load(Ordering::Relaxed);
                 Ok(CpuRing {
-                    _fd: fd,
+                    cpu,
+                    fd,
                     ring,
                     tail,
+                    pending: None,
                 })
             })
             .collect::<Result<Vec<_>, PerfError>>()?;
@@ -115,7 +131,40 @@ impl CpuSwitches {
             lost_at: 0,
             lost: 0,
             records: 0,
+            preemptions: None,
+            uncovered: false,
         })
+    }
+
+    /// From now on, record the user registers of every watched thread at each of its
+    /// preemptions (see `cpu_switches/preemptions.rs`), for [`CpuSwitches::preempted`]. A
+    /// thread is covered from the first drain after its first switch record. Fails where the
+    /// kernel refuses the tracepoint or tracefs is not mounted.
+    pub fn record_preemptions(&mut self) -> Result<(), PerfError> {
+        if self.preemptions.is_some() {
+            return Ok(());
+        }
+        let outputs: Vec<(u32, &OwnedFd)> = self.rings.iter().map(|r| (r.cpu, &r.fd)).collect();
+        self.preemptions = Some(Preemptions::open(&outputs)?);
+        self.uncovered = !self.threads.is_empty();
+        Ok(())
+    }
+
+    /// Thread `tid`'s registers at its newest preemption, with the time of that preemption's
+    /// switch record, if its last switch (as of the last drain) is that preemption and they
+    /// were recorded. While [`CpuSwitches::moved_since`] that time is false, it has not run
+    /// since: its registers, stack and memory it alone writes are as they were then.
+    pub fn preempted(&self, tid: u32) -> Option<(u64, UserRegs)> {
+        let seen = self.threads.get(&tid)?;
+        match seen.last {
+            Some(LastSwitch::Preempted) => seen.regs.map(|regs| (seen.time, regs)),
+            _ => None,
+        }
+    }
+
+    /// Preemption samples of watched threads drained so far.
+    pub fn preemption_samples(&self) -> u64 {
+        self.preemptions.as_ref().map_or(0, |p| p.samples)
     }
 
     /// Keep the switches of process `pid`'s threads (ids in strobe's PID namespace) from the
@@ -188,6 +237,13 @@ impl CpuSwitches {
             count += self.drain_ring(r);
         }
         self.records += count as u64;
+        if self.uncovered {
+            if let Some(p) = &mut self.preemptions {
+                // Too soon, or refused: the threads not covered are stopped instead of read
+                // preempted until a later drain covers them.
+                self.uncovered = !matches!(p.cover(self.threads.keys().copied()), Ok(true));
+            }
+        }
         count
     }
 
@@ -221,9 +277,18 @@ impl CpuSwitches {
                 let ids = word(16).load(Ordering::Relaxed);
                 let time = word(24).load(Ordering::Relaxed);
                 let (pid, tid) = (ids as u32, (ids >> 32) as u32);
+                // The preemption sample of a switch out comes right before its record.
+                let pending = self.rings[r].pending.take();
                 if self.pids.contains(&pid) {
-                    self.note_switch(pid, tid, time, LastSwitch::from_misc(misc));
+                    let last = LastSwitch::from_misc(misc);
+                    let regs = pending
+                        .filter(|&(of, _)| of == tid && last == LastSwitch::Preempted)
+                        .map(|(_, regs)| regs);
+                    self.note_switch(pid, tid, time, last, regs);
                 }
+            } else if kind == PERF_RECORD_SAMPLE && len >= preemptions::SAMPLE_BYTES {
+                let sample = preemptions::decode(|at| word(at).load(Ordering::Relaxed));
+                self.rings[r].pending = sample;
             } else if kind == PERF_RECORD_LOST && len >= LOST_BYTES {
                 let n = word(16).load(Ordering::Relaxed);
                 let time = word(32).load(Ordering::Relaxed);
@@ -244,18 +309,37 @@ impl CpuSwitches {
         count
     }
 
-    fn note_switch(&mut self, pid: u32, tid: u32, time: u64, last: LastSwitch) {
+    fn note_switch(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        time: u64,
+        last: LastSwitch,
+        regs: Option<UserRegs>,
+    ) {
         let lost_at = self.lost_at;
-        let seen = self.threads.entry(tid).or_insert(Seen {
-            pid,
-            time: lost_at,
-            last: None,
-            switches: 0,
+        let preemptions = &mut self.preemptions;
+        let uncovered = &mut self.uncovered;
+        let seen = self.threads.entry(tid).or_insert_with(|| {
+            *uncovered |= preemptions.as_ref().is_some_and(|p| !p.covers(tid));
+            Seen {
+                pid,
+                time: lost_at,
+                last: None,
+                switches: 0,
+                regs: None,
+            }
         });
         seen.switches += 1;
         if time >= seen.time {
             seen.time = time;
             seen.last = Some(last);
+            seen.regs = regs;
+        }
+        if regs.is_some() {
+            if let Some(p) = preemptions {
+                p.samples += 1;
+            }
         }
     }
 
@@ -266,6 +350,7 @@ impl CpuSwitches {
         for seen in self.threads.values_mut() {
             seen.time = seen.time.max(time);
             seen.last = None;
+            seen.regs = None;
             seen.switches += 1;
         }
     }

@@ -20,6 +20,7 @@ mod trigger;
 pub(crate) use layout::SampleLayout;
 pub(crate) use ring::Ring;
 
+pub(crate) use trigger::set_filter;
 pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
 
 pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;

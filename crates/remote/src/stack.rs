@@ -160,7 +160,7 @@ impl StackError {
 /// says, with one `process_vm_readv`. The copy stops early, without error, at the first page
 /// that cannot be read (an unmapped gap or a guard page above the stack's top; a readable
 /// mapping right above it is copied too, up to the span).
-pub(crate) fn copy_stack(
+pub fn copy_stack(
     pid: i32,
     tid: i32,
     sp: u64,

@@ -103,12 +103,15 @@ pub(crate) enum Mark {
     Time(u64),
 }
 
-/// Whether switch watches get a [`PreemptWatch`] beside them.
+/// Whether preempted threads' registers are recorded, and how.
 #[derive(Debug)]
 enum Preempts {
     /// Not asked for.
     Off,
-    /// Asked for, with the tracepoint to open them on.
+    /// By the per-CPU switch records ([`SharedSwitches::record_preemptions`]).
+    Cpu,
+    /// Asked for where per-CPU records are refused: switch watches get a [`PreemptWatch`]
+    /// beside them, opened on this tracepoint.
     On(PerfTrigger),
     /// Asked for, but refused (the tracepoint or an event): not tried again.
     Refused,
@@ -320,9 +323,9 @@ impl KernelThreads {
     }
 
     /// Whether per-CPU switch records are to be used (opened the first time this is asked):
-    /// not when preemption watches are, which go with per-thread switch watches.
+    /// not when per-thread preemption watches are, which go with per-thread switch watches.
     fn cpu_wide(&mut self) -> bool {
-        if !matches!(self.preempts, Preempts::Off) {
+        if matches!(self.preempts, Preempts::On(_)) {
             return false;
         }
         *self
@@ -424,7 +427,18 @@ impl KernelThreads {
     /// allows (see the module documentation). Called by every round that may read preempted
     /// threads; only the first call does anything.
     pub(crate) fn watch_preemptions(&mut self) {
-        if matches!(self.preempts, Preempts::Off) {
+        if !matches!(self.preempts, Preempts::Off) {
+            return;
+        }
+        if self.cpu_wide() {
+            self.preempts = match self.cpu.record_preemptions() {
+                Ok(_) => Preempts::Cpu,
+                Err(e) => {
+                    self.refuse_preemptions(e);
+                    Preempts::Refused
+                }
+            };
+        } else {
             self.preempts = match PerfTrigger::preemptions() {
                 Ok(trigger) => Preempts::On(trigger),
                 Err(e) => {
@@ -450,17 +464,20 @@ impl KernelThreads {
         self.preempt_refusal.take()
     }
 
-    /// Our thread `host`'s switch watch and preemption watch, if it has both.
+    /// What reading our thread `host` preempted without a stop needs, if it has it.
     pub(crate) fn preempt_watches(&self, host: u32) -> Option<PreemptWatches<'_>> {
         match &self.tasks.get(&host)?.watch {
             Watch::On {
                 watch,
                 preempt: Some(preempt),
                 ..
-            } => Some(PreemptWatches {
+            } => Some(PreemptWatches::Thread {
                 switches: watch,
                 preempt,
             }),
+            Watch::Cpu { .. } if matches!(self.preempts, Preempts::Cpu) => {
+                Some(PreemptWatches::Cpu(&self.cpu))
+            }
             _ => None,
         }
     }

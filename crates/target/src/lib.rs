@@ -41,7 +41,8 @@ pub use strobe_corefile::{CoreError, CoreOptions};
 
 use native::NativeState;
 pub use native::{
-    EachNative, NativeRequest, NativeResult, NativeStack, PreemptWatches, StoppedAwake, WatchesOf,
+    CpuPreemptions, EachNative, NativeRequest, NativeResult, NativeStack, PreemptWatches,
+    StoppedAwake, WatchesOf,
 };
 use std::sync::Arc;
 use strobe_corefile::Core;

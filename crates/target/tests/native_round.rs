@@ -328,7 +328,7 @@ fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
     let watches = |tid: i32| {
         (opened.iter())
             .find(|(t, ..)| *t == tid)
-            .map(|(_, switches, preempt)| PreemptWatches { switches, preempt })
+            .map(|(_, switches, preempt)| PreemptWatches::Thread { switches, preempt })
     };
     let stop: Vec<(i32, u64)> = spinners.iter().map(|s| (s.tid, s.tstate)).collect();
     let (mut preempted, mut stopped) = (0, 0);

@@ -171,6 +171,8 @@ fn empty() -> CpuSwitches {
         lost_at: 0,
         lost: 0,
         records: 0,
+        preemptions: None,
+        uncovered: false,
     }
 }
 
@@ -179,9 +181,9 @@ fn empty() -> CpuSwitches {
 #[test]
 fn the_newest_record_wins_across_rings_and_losses() {
     let mut cs = empty();
-    cs.note_switch(7, 70, 200, LastSwitch::In);
+    cs.note_switch(7, 70, 200, LastSwitch::In, None);
     // An older record from another CPU's ring, drained later.
-    cs.note_switch(7, 70, 100, LastSwitch::Preempted);
+    cs.note_switch(7, 70, 100, LastSwitch::Preempted, None);
     assert_eq!(cs.last(70), Some(LastSwitch::In));
     assert_eq!(cs.switches(70), Some(2));
     assert!(cs.moved_since(70, 199));
@@ -198,12 +200,12 @@ fn the_newest_record_wins_across_rings_and_losses() {
     assert!(cs.moved_since(72, 299));
     assert!(!cs.moved_since(72, 300));
     // Older than the loss (from a ring drained after the one that lost): still unknown.
-    cs.note_switch(7, 70, 250, LastSwitch::Blocked);
+    cs.note_switch(7, 70, 250, LastSwitch::Blocked, None);
     assert_eq!(cs.last(70), None);
-    cs.note_switch(7, 70, 350, LastSwitch::Blocked);
+    cs.note_switch(7, 70, 350, LastSwitch::Blocked, None);
     assert_eq!(cs.last(70), Some(LastSwitch::Blocked));
     // A thread first seen in a record older than the loss is unknown too.
-    cs.note_switch(7, 71, 290, LastSwitch::In);
+    cs.note_switch(7, 71, 290, LastSwitch::In, None);
     assert_eq!(cs.last(71), None);
     assert_eq!(cs.switches(71), Some(1));
     cs.forget(71);
@@ -217,9 +219,9 @@ fn retain_and_unwatch_touch_one_process() {
     let mut cs = empty();
     cs.watch(7);
     cs.watch(8);
-    cs.note_switch(7, 70, 100, LastSwitch::In);
-    cs.note_switch(7, 71, 100, LastSwitch::In);
-    cs.note_switch(8, 80, 100, LastSwitch::Blocked);
+    cs.note_switch(7, 70, 100, LastSwitch::In, None);
+    cs.note_switch(7, 71, 100, LastSwitch::In, None);
+    cs.note_switch(8, 80, 100, LastSwitch::Blocked, None);
     cs.retain(7, |tid| tid == 70);
     assert_eq!(cs.switches(70), Some(1));
     assert_eq!(cs.switches(71), None, "exited: forgotten");
@@ -250,4 +252,91 @@ fn attr_bytes_match_the_kernel_layout() {
         u64_at(40),
         (1 << 5) | (1 << 6) | (1 << 18) | (1 << 25) | (1 << 26)
     );
+}
+
+/// Two threads of this process spinning on one CPU take it from each other: each time one
+/// is found preempted, the registers recorded at that preemption are its own (the stack
+/// pointer on its stack, just below a local of its spin loop; the instruction pointer in
+/// this program's code), and they stay its registers until it is switched in again.
+#[test]
+fn preempted_threads_come_with_their_registers() {
+    let _cpus = CPUS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    let mut cs = CpuSwitches::open(64).unwrap();
+    cs.watch(pid);
+    cs.record_preemptions().unwrap();
+    let cpu = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .ok()
+        .and_then(|set| (0..nix::sched::CpuSet::count()).find(|&c| set.is_set(c).unwrap_or(false)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut one = nix::sched::CpuSet::new();
+                one.set(cpu).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).unwrap();
+                let local = 0u64;
+                let at = std::ptr::addr_of!(local) as u64;
+                tx.send((gettid(), at)).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(&local);
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let spinners_at: Vec<(u32, u64)> = (0..2).map(|_| rx.recv().unwrap()).collect();
+    // Preemptions from here on are in the spin loops.
+    let spinning = crate::perf_clock_ns();
+    let text = own_code();
+    let mut seen = HashSet::new();
+    let start = std::time::Instant::now();
+    while seen.len() < 40 && start.elapsed() < std::time::Duration::from_secs(20) {
+        cs.drain();
+        for &(tid, local) in &spinners_at {
+            let Some((time, regs)) = cs.preempted(tid).filter(|&(time, _)| time > spinning) else {
+                continue;
+            };
+            seen.insert((tid, time));
+            assert!(
+                regs.sp < local && local - regs.sp < 4096,
+                "sp {:#x}, local {local:#x}",
+                regs.sp
+            );
+            assert!(
+                text.iter().any(|&(lo, hi)| lo <= regs.ip && regs.ip < hi),
+                "ip {:#x}",
+                regs.ip
+            );
+            assert!(!cs.moved_since(tid, time));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert_eq!(cs.lost(), 0);
+    let found = seen.len() as u64;
+    assert!(found >= 40, "found preempted with registers {found} times");
+    assert!(cs.preemption_samples() >= found);
+}
+
+/// This program's executable mappings.
+fn own_code() -> Vec<(u64, u64)> {
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| l.contains(" r-xp ") && l.ends_with(exe.to_str().unwrap()))
+        .map(|l| {
+            let (lo, rest) = l.split_once('-').unwrap();
+            let hi = rest.split_once(' ').unwrap().0;
+            let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+            (hex(lo), hex(hi))
+        })
+        .collect()
 }

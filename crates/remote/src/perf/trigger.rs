@@ -109,8 +109,9 @@ pub fn tracepoint_id(category: &str, name: &str) -> Result<u64, PerfError> {
     })
 }
 
+/// Set `filter` on the tracepoint event `fd`.
 #[allow(unsafe_code)]
-fn set_filter(fd: &OwnedFd, filter: &CString) -> Result<(), Errno> {
+pub(crate) fn set_filter(fd: &OwnedFd, filter: &CString) -> Result<(), Errno> {
     // SAFETY: `fd` is an open perf event; the kernel copies the NUL-terminated string the
     // pointer names (alive for the call) and keeps no reference to it.
     let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_FILTER, filter.as_ptr()) };

@@ -14,7 +14,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use strobe_remote::CpuSwitches;
+use strobe_remote::{CpuSwitches, LastSwitch, PerfError, UserRegs};
+use strobe_target::CpuPreemptions;
 
 /// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
 /// ~200 ms of a CPU switching 20,000 times a second between two drains before records are lost
@@ -25,7 +26,7 @@ const CPU_RING_PAGES: usize = 64;
 #[derive(Debug)]
 enum CpuWide {
     Untried,
-    On(CpuSwitches),
+    On(Box<CpuSwitches>),
     Refused,
 }
 
@@ -57,7 +58,7 @@ impl SharedSwitches {
         let mut cpu = self.0.borrow_mut();
         if matches!(*cpu, CpuWide::Untried) {
             *cpu = match CpuSwitches::open(CPU_RING_PAGES) {
-                Ok(c) => CpuWide::On(c),
+                Ok(c) => CpuWide::On(Box::new(c)),
                 Err(_) => CpuWide::Refused,
             };
         }
@@ -95,12 +96,45 @@ impl SharedSwitches {
         }
     }
 
+    /// Record the registers of every watched thread at its preemptions from now on
+    /// ([`CpuSwitches::record_preemptions`]), for [`CpuPreemptions`]; false if the reader is
+    /// not open.
+    pub(crate) fn record_preemptions(&self) -> Result<bool, PerfError> {
+        match &mut *self.0.borrow_mut() {
+            CpuWide::On(c) => c.record_preemptions().map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
     /// `read` of the reader, if it is open.
     pub(crate) fn with<R>(&self, read: impl FnOnce(&CpuSwitches) -> R) -> Option<R> {
         match &*self.0.borrow() {
             CpuWide::On(c) => Some(read(c)),
             _ => None,
         }
+    }
+}
+
+/// What `strobe_target` needs to read a preempted thread without a stop. The mark of a
+/// preemption is its switch record's time.
+impl CpuPreemptions for SharedSwitches {
+    fn preempted(&self, tid: i32) -> Option<(u64, UserRegs)> {
+        let tid = u32::try_from(tid).ok()?;
+        self.with(|c| c.preempted(tid)).flatten()
+    }
+
+    fn refresh(&self) {
+        self.drain();
+    }
+
+    fn unmoved(&self, tid: i32, mark: u64) -> bool {
+        let Ok(tid) = u32::try_from(tid) else {
+            return false;
+        };
+        let still = |c: &CpuSwitches| {
+            !c.moved_since(tid, mark) && c.last(tid) == Some(LastSwitch::Preempted)
+        };
+        self.with(still).unwrap_or(false)
     }
 }
 

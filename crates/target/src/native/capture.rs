@@ -2,11 +2,13 @@
 //! of them where it can be (see docs/PERFORMANCE.md, "Native stacks", for the costs):
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
-//! - a thread preempted from a CPU (runnable, waiting for one) whose [`PreemptWatch`] holds
-//!   its newest preemption is read without a stop from that record, with a Python read of
-//!   the preempted threads alone ([`Read::Preempted`]), both before anything is stopped, and
-//!   proven not to have run through that read by its [`SwitchWatch`] (where the caller gives
-//!   [`PreemptWatches`]); one that ran, or has no record, is stopped with the others;
+//! - a thread preempted from a CPU (runnable, waiting for one) whose registers at that
+//!   preemption are known ([`PreemptWatches`]: the per-CPU switch records with the registers
+//!   of each preemption, its stack then copied as a sleeping thread's; or its own
+//!   [`PreemptWatch`], whose record holds its stack too) is read without a stop, with a
+//!   Python read of the preempted threads alone ([`Read::Preempted`]), both before anything is
+//!   stopped, and proven not to have run through that read by its switch records; one that
+//!   ran, or has no record, is stopped with the others;
 //! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
 //!   the same capture ([`capture_together`]), and the Python read runs inside the stops
 //!   ([`Read::Stopped`]);
@@ -23,8 +25,8 @@ use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 
 use super::sample::READ_TO_STOP;
 use strobe_remote::{
-    capture_together, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch, StackError,
-    StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
+    capture_together, copy_stack, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch,
+    StackError, StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -70,14 +72,45 @@ pub(crate) struct Captured {
     pub(crate) bounded: bool,
 }
 
-/// A thread's switch watch and preemption watch: what reading it preempted without a stop
-/// needs (see [`crate::Target::native_stop_first`]).
-#[derive(Debug, Clone, Copy)]
-pub struct PreemptWatches<'a> {
-    /// Its context switches: whether it is preempted now, and whether it ran since.
-    pub switches: &'a SwitchWatch,
-    /// Its newest preemption's registers and stack.
-    pub preempt: &'a PreemptWatch,
+/// What reading a thread preempted without a stop needs (see
+/// [`crate::Target::native_stop_first`]).
+#[derive(Clone, Copy)]
+pub enum PreemptWatches<'a> {
+    /// Its own watches.
+    Thread {
+        /// Its context switches: whether it is preempted now, and whether it ran since.
+        switches: &'a SwitchWatch,
+        /// Its newest preemption's registers and stack.
+        preempt: &'a PreemptWatch,
+    },
+    /// Per-CPU switch records that keep the registers of each preemption.
+    Cpu(&'a dyn CpuPreemptions),
+}
+
+/// Switch records kept per CPU, with each preemption's registers
+/// (`strobe_remote::CpuSwitches::record_preemptions`), as of their latest drain.
+pub trait CpuPreemptions {
+    /// Thread `tid`'s registers at its newest preemption, and a mark of that preemption, if
+    /// its last switch is that preemption.
+    fn preempted(&self, tid: i32) -> Option<(u64, UserRegs)>;
+    /// Drain the records written since: what [`CpuPreemptions::unmoved`] answers from is then
+    /// up to now.
+    fn refresh(&self);
+    /// Whether thread `tid` has had no switch since the preemption `mark` names (so it has
+    /// not run since).
+    fn unmoved(&self, tid: i32, mark: u64) -> bool;
+}
+
+impl PreemptWatches<'_> {
+    /// Whether the thread is preempted now, as far as the watches know.
+    fn preempted_now(&self, tid: i32) -> bool {
+        match self {
+            PreemptWatches::Thread { switches, .. } => {
+                switches.last() == Some(LastSwitch::Preempted)
+            }
+            PreemptWatches::Cpu(records) => records.preempted(tid).is_some(),
+        }
+    }
 }
 
 /// The watches of a thread of a capture, by thread id, where it has them.
@@ -170,7 +203,7 @@ enum Way {
     /// [`Way::Stop`].
     Preempted {
         span: StackSpan,
-        read: Option<(u64, UserRegs)>,
+        read: Option<PreemptRead>,
         held: bool,
     },
     /// Seized, to be stopped with the others.
@@ -240,7 +273,7 @@ impl Capturer {
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
             let preempted = watched(slot.tid)
-                .is_some_and(|w| w.switches.last() == Some(LastSwitch::Preempted))
+                .is_some_and(|w| w.preempted_now(slot.tid))
                 .then_some(Way::Preempted {
                     span,
                     read: None,
@@ -312,19 +345,18 @@ impl Capturer {
                 })),
                 Way::Asleep { .. } => Some(Err(Miss::Woke)),
                 Way::Preempted {
-                    span,
-                    read: Some((_, regs)),
+                    read: Some(read),
                     held: true,
+                    ..
                 } => Some(Ok(Captured {
-                    regs,
+                    regs: read.regs,
                     kernel: None,
                     asleep: false,
                     interrupted_wait: false,
                     preempted: true,
                     same_instant: true,
                     stopped_at_ns: None,
-                    // The record's copy may end below where a stop's would have.
-                    bounded: slot.stack.len() < span.max,
+                    bounded: read.bounded,
                 })),
                 Way::Preempted { .. } | Way::Undecided | Way::Done => slot.got.take(),
             };
@@ -344,9 +376,14 @@ impl Capturer {
         read: &mut dyn FnMut(Read<'_>) -> bool,
     ) -> Instant {
         let mut preempted = Vec::new();
+        let mut per_cpu = None;
         for slot in slots.iter_mut() {
             if let Way::Preempted { span, read, .. } = &mut slot.way {
-                *read = watched(slot.tid).and_then(|w| read_preempted(w, *span, &mut slot.stack));
+                let w = watched(slot.tid);
+                if let Some(PreemptWatches::Cpu(records)) = w {
+                    per_cpu = Some(records);
+                }
+                *read = w.and_then(|w| read_preempted(w, pid, slot.tid, *span, &mut slot.stack));
                 if read.is_some() {
                     preempted.push(slot.tstate);
                 }
@@ -355,13 +392,16 @@ impl Capturer {
         let read_ok =
             !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
         let after = Instant::now() + READ_TO_STOP;
+        if let Some(records) = per_cpu.filter(|_| read_ok) {
+            records.refresh();
+        }
         for slot in slots.iter_mut() {
             let Way::Preempted { span, read, held } = &mut slot.way else {
                 continue;
             };
             *held = read_ok
-                && read.is_some_and(|(position, _)| {
-                    watched(slot.tid).is_some_and(|w| still_preempted(w, position))
+                && read.is_some_and(|r| {
+                    watched(slot.tid).is_some_and(|w| still_preempted(w, slot.tid, r.mark))
                 });
             if !*held {
                 let span = *span;
@@ -507,28 +547,64 @@ impl Capturer {
     }
 }
 
-/// A preempted thread's registers from its newest preemption record (its stack into `stack`,
-/// as much as the record holds of `span`), with its switch watch's position, if it is still
-/// preempted and the record can be read: the first half of the proof that the record is its
-/// state through the Python read (the other: [`still_preempted`] after it).
-fn read_preempted(
-    w: PreemptWatches<'_>,
-    span: StackSpan,
-    stack: &mut Vec<u8>,
-) -> Option<(u64, UserRegs)> {
-    let position = w.switches.position();
-    if w.switches.last() != Some(LastSwitch::Preempted) {
-        return None;
-    }
-    let p = w.preempt.newest(span, stack)?;
-    Some((position, p.regs))
+/// A thread read preempted, before the proof that it stayed so.
+#[derive(Clone, Copy)]
+struct PreemptRead {
+    /// Where its switch records were (a [`SwitchWatch`]'s position, or the mark of
+    /// [`CpuPreemptions::preempted`]).
+    mark: u64,
+    regs: UserRegs,
+    /// The stack copied may end below where a stop's copy would have.
+    bounded: bool,
 }
 
-/// Whether a thread read preempted while its switch watch was at `position` has not been
-/// switched in since (so it has not run, and its record, stack and Python frames are of one
-/// instant).
-fn still_preempted(w: PreemptWatches<'_>, position: u64) -> bool {
-    w.switches.position() == position && w.switches.last() == Some(LastSwitch::Preempted)
+/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and its
+/// stack into `stack` (from the record, as much as it holds of `span`, or copied now), with
+/// where its switch records were, if it is still preempted and it can be read: the first
+/// half of the proof that these are its state through the Python read (the other:
+/// [`still_preempted`] after it).
+fn read_preempted(
+    w: PreemptWatches<'_>,
+    pid: i32,
+    tid: i32,
+    span: StackSpan,
+    stack: &mut Vec<u8>,
+) -> Option<PreemptRead> {
+    match w {
+        PreemptWatches::Thread { switches, preempt } => {
+            let mark = switches.position();
+            if switches.last() != Some(LastSwitch::Preempted) {
+                return None;
+            }
+            let p = preempt.newest(span, stack)?;
+            Some(PreemptRead {
+                mark,
+                regs: p.regs,
+                bounded: stack.len() < span.max,
+            })
+        }
+        PreemptWatches::Cpu(records) => {
+            let (mark, regs) = records.preempted(tid)?;
+            // Not running, the thread does not write its stack: copied as a sleeper's is.
+            copy_stack(pid, tid, regs.sp, span, stack).ok()?;
+            Some(PreemptRead {
+                mark,
+                regs,
+                bounded: span.bytes_from(regs.sp) < span.max,
+            })
+        }
+    }
+}
+
+/// Whether thread `tid`, read preempted at `mark`, has not been switched in since (so it
+/// has not run, and its registers, stack and Python frames are of one instant).
+fn still_preempted(w: PreemptWatches<'_>, tid: i32, mark: u64) -> bool {
+    match w {
+        PreemptWatches::Thread { switches, .. } => {
+            switches.position() == mark && switches.last() == Some(LastSwitch::Preempted)
+        }
+        PreemptWatches::Cpu(records) => records.unmoved(tid, mark),
+    }
 }
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.
