@@ -14,9 +14,11 @@
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
+use std::cell::RefCell;
 use strobe_native::MergedFrame;
-use strobe_remote::{PerfTrigger, PreemptWatch, SwitchWatch};
-use strobe_target::{NativeRequest, PreemptWatches, Target};
+
+use strobe_remote::{CpuSwitches, LastSwitch, PerfTrigger, PreemptWatch, SwitchWatch};
+use strobe_target::{CpuPreemptions, NativeRequest, PreemptWatches, Target, WatchesOf};
 use strobe_testkit::{Ready, TempDir};
 use strobe_walker::RawSample;
 
@@ -330,12 +332,73 @@ fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
             .find(|(t, ..)| *t == tid)
             .map(|(_, switches, preempt)| PreemptWatches::Thread { switches, preempt })
     };
+    read_preempted_first(&mut target, spinners, &watches, || {});
+}
+
+/// The same, from the per-CPU switch records with each preemption's registers (the stack
+/// copied, not taken from a record), drained at each round's start as the sampler does.
+#[test]
+fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
+    let (_dir, t, mut target, _, wanted) = start();
+    let spinners = [wanted[0], wanted[1]];
+    let cpu = strobe_testkit::last_cpu();
+    for s in &spinners {
+        strobe_testkit::pin(s.tid, cpu);
+    }
+    let mut cs = CpuSwitches::open(64).unwrap();
+    cs.watch(t.pid() as u32);
+    cs.record_preemptions().unwrap();
+    let records = Records(RefCell::new(cs));
+    // Both spinners covered by the records' filter (a drain covers the threads it saw).
+    while !spinners.iter().all(|s| records.preempted(s.tid).is_some()) {
+        records.refresh();
+        std::thread::yield_now();
+    }
+    let watches = |_tid: i32| Some(PreemptWatches::Cpu(&records));
+    // Each round once a spinner is preempted again (a round's stops leave the threads they
+    // stopped switched out into the stop, not preempted, until they run again).
+    let again = || loop {
+        records.refresh();
+        if spinners.iter().any(|s| records.preempted(s.tid).is_some()) {
+            break;
+        }
+        std::hint::spin_loop();
+    };
+    read_preempted_first(&mut target, spinners, &watches, again);
+}
+
+/// [`CpuSwitches`] as the sampler shares it.
+struct Records(RefCell<CpuSwitches>);
+
+impl CpuPreemptions for Records {
+    fn preempted(&self, tid: i32) -> Option<(u64, strobe_remote::UserRegs)> {
+        self.0.borrow().preempted(tid as u32)
+    }
+    fn refresh(&self) {
+        self.0.borrow_mut().drain();
+    }
+    fn unmoved(&self, tid: i32, mark: u64) -> bool {
+        let cs = self.0.borrow();
+        !cs.moved_since(tid as u32, mark) && cs.last(tid as u32) == Some(LastSwitch::Preempted)
+    }
+}
+
+/// 300 stop-first rounds of the two spinners (one CPU), `before` each: a spinner read
+/// preempted is merged with its frames in the read of the preempted threads, before the
+/// stops, and some are.
+fn read_preempted_first(
+    target: &mut Target,
+    spinners: [NativeRequest; 2],
+    watches: &WatchesOf<'_>,
+    mut before: impl FnMut(),
+) {
     let stop: Vec<(i32, u64)> = spinners.iter().map(|s| (s.tid, s.tstate)).collect();
     let (mut preempted, mut stopped) = (0, 0);
     for _ in 0..300 {
+        before();
         let mut first = RawSample::new();
         let mut walked = Ok(());
-        let read_at = target.native_stop_first(&stop, Some(&watches), &mut |walker| {
+        let read_at = target.native_stop_first(&stop, Some(watches), &mut |walker| {
             walked = walker.sample_into(&mut first);
         });
         walked.unwrap();
@@ -348,7 +411,7 @@ fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
                 &first,
                 &mut read,
                 read_at,
-                Some(&watches),
+                Some(watches),
                 &mut each,
             )
             .unwrap();
