@@ -8,6 +8,7 @@
 #
 #   benches/native_truth.sh                       # 4 threads, 100 Hz and 1 kHz, 8 s each
 #   THREADS=1 RATES=1000 SECS=5 ROUNDS=3 benches/native_truth.sh
+#   MODES="default stop" benches/native_truth.sh  # stop: preempted threads stopped too
 #
 # Per round: a reference (perf, 4 s of context switches system-wide, then 4 s of the target's
 # CPU samples), then per rate strobe's default and --blocking recordings, then a second
@@ -19,6 +20,8 @@ THREADS=${THREADS:-4}
 RATES=${RATES:-"100 1000"}
 SECS=${SECS:-8}
 ROUNDS=${ROUNDS:-2}
+# Which recordings per rate: default, blocking (--blocking), stop (--native-stop-preempted).
+MODES=${MODES:-default blocking}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -42,9 +45,10 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round: $(cat "$TMP/ref.log"), load $(cut -d' ' -f1 /proc/loadavg)"
     printf '  %-22s %s\n' "" "agreement  the reference's three largest places, as recorded"
     for rate in $RATES; do
-        for mode in default blocking; do
+        for mode in $MODES; do
             extra=()
             [ "$mode" = blocking ] && extra=(--blocking)
+            [ "$mode" = stop ] && extra=(--native-stop-preempted)
             "$STROBE" record --native "${extra[@]}" --pid "$TARGET_PID" --rate "$rate" \
                 --duration "$SECS" -o "$TMP/rec.raw" >/dev/null 2>&1
             "$STROBE" convert "$TMP/rec.raw" --function --value samples -o "$TMP/rec.txt" \

@@ -358,12 +358,12 @@ pub struct RecordArgs {
     /// (with --blocking, every thread's native stack is read during the whole-process stop)
     #[arg(long)]
     pub native: bool,
-    /// With --native (not --blocking): read a thread preempted from its CPU first, from the
-    /// kernel's record of its preemption, instead of stopping it (needs kernel-time perf events
-    /// and tracefs; the kernel copies the thread's stack at each preemption). Experimental: see
-    /// docs/PERFORMANCE.md, "Issue 12: preempted threads read first, without a stop".
+    /// With --native (not --blocking): stop a thread preempted from its CPU like a running
+    /// one, instead of reading it from the registers the kernel records at its preemption (the
+    /// default where per-CPU perf events and tracefs allow). For comparisons: see
+    /// docs/PERFORMANCE.md, "Issue 12: preempted threads' registers from the per-CPU records".
     #[arg(long, hide = true)]
-    pub native_read_preempted: bool,
+    pub native_stop_preempted: bool,
     /// With `--format raw`: bytes of stacks the sampler's table holds before it forgets stacks
     /// not seen lately (a forgotten stack that comes back is written again). For tests; the
     /// default keeps memory flat on targets that make a new stack every sample.

@@ -211,7 +211,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         names: true,
         subprocesses: args.subprocesses,
         native: args.native,
-        native_read_preempted: args.native_read_preempted,
+        native_read_preempted: !args.native_stop_preempted,
         async_stacks: args.async_stacks,
         ..SamplerConfig::default()
     };

@@ -51,11 +51,10 @@ pub struct SamplerConfig {
     /// `native` module): a running thread is stopped alone for each of its samples.
     pub native: bool,
     /// With `native` (not `blocking`): read a thread preempted from its CPU without stopping
-    /// it, first, from the kernel's record of its preemption, where the kernel allows (see the
-    /// `threads` module). Off by default: the kernel then copies a thread's stack at each of
-    /// its preemptions, which measured costs a target of 50 busy threads 30–47% of its
-    /// throughput (docs/PERFORMANCE.md, "Issue 12: preempted threads read first, without a
-    /// stop").
+    /// it, first, from the registers the kernel records at its preemption, where the kernel
+    /// allows per-CPU events and the `sched_switch` tracepoint (see the `threads` module). On
+    /// by default (docs/PERFORMANCE.md, "Issue 12: preempted threads' registers from the
+    /// per-CPU records"); off, preempted threads are stopped like running ones.
     pub native_read_preempted: bool,
     /// Put a `<GC>` frame on top of the stack of a thread running the cyclic garbage
     /// collector ([`strobe_walker::RawThread::gc`]). On by default; `top --no-gc` turns it off
@@ -90,7 +89,7 @@ impl Default for SamplerConfig {
             keep_off_target_cpus: true,
             subprocesses: false,
             native: false,
-            native_read_preempted: false,
+            native_read_preempted: true,
             gc_frames: true,
             async_stacks: false,
             async_switch: None,

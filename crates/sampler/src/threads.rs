@@ -6,8 +6,7 @@
 //! memory read instead of a `pread` (~1.3 µs, more than the stack walk at ordinary rates). The
 //! records come from [`CpuSwitches`] (one perf event per CPU, one reader for every process the
 //! sampler samples, [`SharedSwitches`], drained at the start of each round of them all) where
-//! the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0) and
-//! preemption watches are not asked for; else from a [`SwitchWatch`] on each thread, which
+//! the kernel allows those (root, CAP_PERFMON or `perf_event_paranoid` ≤ 0); else from a [`SwitchWatch`] on each thread, which
 //! costs the thread a few microseconds at every context switch (the kernel swaps its perf
 //! context; 3.5% to 17% of the throughput of a target of 50 busy threads on two VMs,
 //! docs/PERFORMANCE.md, issue 12), where per-CPU events add no per-task work (0.4%). Where perf events are refused (an
@@ -25,13 +24,13 @@
 //! read (which threads' frames to copy) and its decision after (which samples to keep) share
 //! the answer.
 //!
-//! Under `--native` without `--blocking`, when asked (`SamplerConfig::native_read_preempted`,
-//! [`KernelThreads::watch_preemptions`]), each switch watch gets a
-//! [`PreemptWatch`] beside it, opened and dropped with it: the kernel's record of the thread's
-//! newest preemption, from which a round reads a preempted thread without stopping it (see
-//! `strobe_target::Target::native_stop_first`). Where one cannot be opened (no kernel-time
-//! perf events, no tracefs, the locked-memory limit), the thread has none and is stopped as
-//! before; after the first such refusal no more are tried.
+//! Under `--native` without `--blocking` (unless `SamplerConfig::native_read_preempted` is
+//! off), the per-CPU records also keep each thread's user registers at its preemptions
+//! ([`KernelThreads::watch_preemptions`], `CpuSwitches::record_preemptions`), from which a
+//! round reads a preempted thread without stopping it (see
+//! `strobe_target::Target::native_stop_first`). Where they cannot be (per-CPU events refused,
+//! so per-thread watches in use; the tracepoint refused, or no tracefs), the thread is stopped
+//! as a running one is.
 //!
 //! The task list (and the map between our thread ids and the target's, which differ inside a
 //! PID namespace) is re-read only when a walk names a thread we do not know, at most every
@@ -45,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
-use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, RemoteError, SwitchWatch};
+use strobe_remote::{CpuSwitches, RemoteError, SwitchWatch};
 use strobe_target::PreemptWatches;
 
 mod shared;
@@ -59,10 +58,6 @@ const MAX_MISSING: usize = 4096;
 /// Threads watched through perf events (one descriptor and two pages each); further threads
 /// are read through `/proc`.
 pub(crate) const MAX_WATCHES: usize = 512;
-/// Bytes of user stack the kernel copies at each preemption of a thread with a
-/// [`PreemptWatch`]: as much as lets two records fit 16 pages (64 KiB of ring a thread).
-const PREEMPT_STACK: u32 = 32 * 1024 - 80;
-
 /// One thread's open files.
 #[derive(Debug)]
 struct Task {
@@ -80,13 +75,8 @@ enum Watch {
     Untried,
     /// Not available for this thread: `/proc` it is.
     Off,
-    /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch;
-    /// with the thread's preemption watch, where it has one.
-    On {
-        watch: SwitchWatch,
-        opened: char,
-        preempt: Option<PreemptWatch>,
-    },
+    /// Set; `opened` is the state `/proc` gave just after, which holds until the first switch.
+    On { watch: SwitchWatch, opened: char },
     /// Read from the per-CPU records ([`SharedSwitches`]); `opened` is the state `/proc` gave
     /// when it was first needed, which holds until the thread's first record, unless records
     /// were lost since (the count of records lost then is `lost`).
@@ -103,17 +93,14 @@ pub(crate) enum Mark {
     Time(u64),
 }
 
-/// Whether preempted threads' registers are recorded, and how.
-#[derive(Debug)]
+/// Whether preempted threads' registers are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Preempts {
     /// Not asked for.
     Off,
     /// By the per-CPU switch records ([`SharedSwitches::record_preemptions`]).
     Cpu,
-    /// Asked for where per-CPU records are refused: switch watches get a [`PreemptWatch`]
-    /// beside them, opened on this tracepoint.
-    On(PerfTrigger),
-    /// Asked for, but refused (the tracepoint or an event): not tried again.
+    /// Asked for, but not available: not tried again.
     Refused,
 }
 /// A thread as the latest `--blocking` freeze left it (see [`KernelThreads::read_all`]).
@@ -134,7 +121,7 @@ pub(crate) struct KernelThreads {
     /// Whether switch watches are tried (false once the kernel refused one for a reason
     /// that holds for every thread).
     watching: bool,
-    /// Whether they get preemption watches.
+    /// Whether preempted threads' registers are recorded.
     preempts: Preempts,
     /// Why they were refused, until the sampler takes it for its warnings.
     preempt_refusal: Option<String>,
@@ -322,12 +309,8 @@ impl KernelThreads {
         }
     }
 
-    /// Whether per-CPU switch records are to be used (opened the first time this is asked):
-    /// not when per-thread preemption watches are, which go with per-thread switch watches.
+    /// Whether per-CPU switch records are to be used (opened the first time this is asked).
     fn cpu_wide(&mut self) -> bool {
-        if matches!(self.preempts, Preempts::On(_)) {
-            return false;
-        }
         *self
             .cpu_watched
             .get_or_insert_with(|| self.cpu.watch(self.pid))
@@ -387,28 +370,10 @@ impl KernelThreads {
     fn start_watch(&mut self, host: u32) -> Option<char> {
         let tid = i32::try_from(host).ok()?;
         let opened = SwitchWatch::open(self.pid, tid);
-        let preempt = match (&opened, &self.preempts) {
-            (Ok(_), Preempts::On(trigger)) => {
-                match PreemptWatch::open(self.pid, tid, PREEMPT_STACK, trigger) {
-                    Ok(p) => Some(p),
-                    Err(strobe_remote::PerfError::ThreadGone { .. }) => None,
-                    Err(e) => {
-                        // Refused for a reason that holds for the threads to come too.
-                        self.refuse_preemptions(e);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
         let state = self.read_stat(host).map(|s| s.state);
         let task = self.tasks.get_mut(&host)?;
         task.watch = match (opened, state) {
-            (Ok(watch), Some(opened)) => Watch::On {
-                watch,
-                opened,
-                preempt,
-            },
+            (Ok(watch), Some(opened)) => Watch::On { watch, opened },
             (Ok(_), None) => Watch::Off,
             (Err(e), _) => {
                 // Refused for a reason that holds for every thread (permissions, no perf
@@ -423,40 +388,28 @@ impl KernelThreads {
         state
     }
 
-    /// From now on, each switch watch set gets a [`PreemptWatch`] beside it, where the kernel
-    /// allows (see the module documentation). Called by every round that may read preempted
-    /// threads; only the first call does anything.
+    /// From now on, the per-CPU switch records keep each thread's registers at its
+    /// preemptions, where the kernel allows (see the module documentation). Called by every
+    /// round that may read preempted threads; only the first call does anything. Where
+    /// per-CPU events are refused, nothing is said: the states come from per-thread watches,
+    /// and preempted threads are stopped.
     pub(crate) fn watch_preemptions(&mut self) {
-        if !matches!(self.preempts, Preempts::Off) {
+        if self.preempts != Preempts::Off {
             return;
         }
-        if self.cpu_wide() {
-            self.preempts = match self.cpu.record_preemptions() {
-                Ok(_) => Preempts::Cpu,
-                Err(e) => {
-                    self.refuse_preemptions(e);
-                    Preempts::Refused
-                }
-            };
-        } else {
-            self.preempts = match PerfTrigger::preemptions() {
-                Ok(trigger) => Preempts::On(trigger),
-                Err(e) => {
-                    self.refuse_preemptions(e);
-                    Preempts::Refused
-                }
-            };
-        }
-    }
-
-    /// Preemption watches were refused (see [`KernelThreads::watch_preemptions`]): none
-    /// are tried again, and the reason waits for [`KernelThreads::take_preempt_refusal`].
-    fn refuse_preemptions(&mut self, e: strobe_remote::PerfError) {
         self.preempts = Preempts::Refused;
-        self.preempt_refusal = Some(format!(
-            "preempted threads are stopped like running ones, not read from the kernel's \
-             record of their preemption, which was refused: {e}"
-        ));
+        if self.cpu_wide() {
+            match self.cpu.record_preemptions() {
+                Ok(true) => self.preempts = Preempts::Cpu,
+                Ok(false) => {}
+                Err(e) => {
+                    self.preempt_refusal = Some(format!(
+                        "preempted threads are stopped like running ones, not read from the \
+                         registers the kernel records at their preemption, which it refused: {e}"
+                    ));
+                }
+            }
+        }
     }
 
     /// Why preemption watches were refused, once (for the summary's warnings).
@@ -467,15 +420,7 @@ impl KernelThreads {
     /// What reading our thread `host` preempted without a stop needs, if it has it.
     pub(crate) fn preempt_watches(&self, host: u32) -> Option<PreemptWatches<'_>> {
         match &self.tasks.get(&host)?.watch {
-            Watch::On {
-                watch,
-                preempt: Some(preempt),
-                ..
-            } => Some(PreemptWatches::Thread {
-                switches: watch,
-                preempt,
-            }),
-            Watch::Cpu { .. } if matches!(self.preempts, Preempts::Cpu) => {
+            Watch::Cpu { .. } if self.preempts == Preempts::Cpu => {
                 Some(PreemptWatches::Cpu(&self.cpu))
             }
             _ => None,

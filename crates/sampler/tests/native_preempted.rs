@@ -1,13 +1,13 @@
 //! `--native` reads a thread preempted from its CPU (runnable, waiting for one) without
-//! stopping it, from the kernel's record of its preemption (`strobe_remote::PreemptWatch`),
-//! where the kernel allows it (root here); see `strobe_target::Target::native_stop_first`.
+//! stopping it, from the registers the per-CPU switch records keep for its preemption
+//! (`strobe_remote::CpuSwitches::record_preemptions`), where the kernel allows it (root here);
+//! see `strobe_target::Target::native_stop_first`.
 //!
 //! The target's two workers call `zlib.crc32` in a loop (C code that releases the GIL) on one
 //! CPU, so whenever one runs the other is preempted. Recorded at 1 kHz with
-//! `native_read_preempted` both ways a round captures (CPU mode, which reads the preempted
-//! threads first and stops the others, and with idle samples, which reads first), some samples
-//! must come from preemption
-//! records (none without it, the default); and every merged sample of a worker must
+//! `native_read_preempted` (the default) both ways a round captures (CPU mode, which reads the
+//! preempted threads first and stops the others, and with idle samples, which reads first),
+//! some samples must come from preemption records (none with it off); and every merged sample of a worker must
 //! be its own stack, merged whole: the worker's Python function and `crc32` inside it, the
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
 //! itself refuses native and Python frames that do not agree). A sample whose native stack
@@ -64,7 +64,7 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
 fn check(interp: &Interpreter) {
     let version = interp.name;
     let victim = start_two_workers(interp, "native-preempted", DEFS);
-    // Asked for, both ways a round captures; and not asked for (the default): stopped.
+    // The default, both ways a round captures; and off: stopped.
     for (read_preempted, include_idle) in [(true, false), (true, true), (false, false)] {
         let what =
             format!("{version}, read_preempted {read_preempted}, include_idle {include_idle}");
