@@ -218,12 +218,15 @@ impl NativeView {
                     let python = raw.threads.get(index).map_or(&[][..], |t| raw.frames_of(t));
                     let (asleep, stopped_at) = (stack.asleep, stack.stopped_at_ns);
                     let outcome = intern_merged(ids, side, cache, walker, stack, python, which)?;
-                    if let NativeOutcome::Merged(id, Taken::Captured) = outcome {
+                    if let NativeOutcome::Merged(id, taken @ (Taken::Captured | Taken::Preempted)) =
+                        outcome
+                    {
                         // Stopped first and awake (marked inside the stops), read asleep
-                        // (marked before), or stopped after the read (the stop's time).
+                        // (marked before), stopped after the read (the stop's time), or read
+                        // preempted (its preemption's time).
                         let mark = holds
                             .mark_of(r.tid, asleep)
-                            .filter(|_| first || asleep)
+                            .filter(|_| (first || asleep) && taken == Taken::Captured)
                             .or_else(|| {
                                 let host = u32::try_from(r.tid).ok()?;
                                 kernel.mark_at(host, stopped_at?)

@@ -59,8 +59,9 @@ pub struct NativeStack<'a> {
     /// The thread was read asleep in the kernel, without a stop, and proven asleep through
     /// the capture's Python read: it did not run from before the capture to after it.
     pub asleep: bool,
-    /// The thread was stopped: [`strobe_remote::perf_clock_ns`] while the stop held it
-    /// (switch records of the thread newer than this came after the capture).
+    /// The thread was stopped: [`strobe_remote::perf_clock_ns`] while the stop held it; or
+    /// read preempted from per-CPU records: its preemption's time. Either way switch records
+    /// of the thread newer than this came after the capture.
     pub stopped_at_ns: Option<u64>,
 }
 

@@ -64,7 +64,8 @@ pub(crate) struct Captured {
     pub(crate) same_instant: bool,
     /// Stopped: [`strobe_remote::perf_clock_ns`] while the capture's stops held the thread
     /// (it had not run since its state was taken; anything its switch records show after
-    /// this came after the capture).
+    /// this came after the capture). Read preempted from per-CPU records: the time of its
+    /// preemption's record, which holds the same way.
     pub(crate) stopped_at_ns: Option<u64>,
     /// The copy was cut short at the reach of the thread's earlier unwind: an unwind that
     /// does not complete may need the whole stack (the thread id was reused, or it runs on
@@ -355,7 +356,7 @@ impl Capturer {
                     interrupted_wait: false,
                     preempted: true,
                     same_instant: true,
-                    stopped_at_ns: None,
+                    stopped_at_ns: read.at_ns,
                     bounded: read.bounded,
                 })),
                 Way::Preempted { .. } | Way::Undecided | Way::Done => slot.got.take(),
@@ -556,6 +557,8 @@ struct PreemptRead {
     regs: UserRegs,
     /// The stack copied may end below where a stop's copy would have.
     bounded: bool,
+    /// The preemption's time ([`strobe_remote::perf_clock_ns`]), where the records carry it.
+    at_ns: Option<u64>,
 }
 
 /// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and its
@@ -581,6 +584,7 @@ fn read_preempted(
                 mark,
                 regs: p.regs,
                 bounded: stack.len() < span.max,
+                at_ns: None,
             })
         }
         PreemptWatches::Cpu(records) => {
@@ -591,6 +595,7 @@ fn read_preempted(
                 mark,
                 regs,
                 bounded: span.bytes_from(regs.sp) < span.max,
+                at_ns: Some(mark),
             })
         }
     }
