@@ -6,7 +6,7 @@
 #   THREADS="1" RATES="100" SECS=3 benches/native_compare.sh
 #   STROBES="before=/path/to/old/strobe after=target/release/strobe" ROUNDS=3 benches/native_compare.sh
 #   PYSPY=/path/to/py-spy benches/native_compare.sh   # a py-spy already installed
-#   STROBES="main=/work/main/target/release/strobe pre=target/release/strobe:--native-read-preempted" \
+#   STROBES="main=/work/main/target/release/strobe stop=target/release/strobe:--native-stop-preempted" \
 #       PEER=none benches/native_compare.sh          # flags for a build; no py-spy
 #
 # STROBES names several strobe builds (LABEL=BINARY, default: this tree's release build as
