@@ -219,31 +219,13 @@ pub fn copy_stack(
 }
 
 /// One stack of [`copy_stacks`]: whose, from where, how much, into what, and how it went.
-pub struct StackCopy<'a> {
+pub(crate) struct StackCopy<'a> {
     pub(crate) tid: i32,
     pub(crate) sp: u64,
     pub(crate) span: StackSpan,
     pub(crate) buf: &'a mut Vec<u8>,
     /// The copy's outcome (as [`copy_stack`]'s); `Ok` before the copy.
     pub(crate) result: Result<(), StackError>,
-}
-
-impl<'a> StackCopy<'a> {
-    /// Thread `tid`'s stack from `sp`, as much as `span` says, into `buf`.
-    pub fn new(tid: i32, sp: u64, span: StackSpan, buf: &'a mut Vec<u8>) -> StackCopy<'a> {
-        StackCopy {
-            tid,
-            sp,
-            span,
-            buf,
-            result: Ok(()),
-        }
-    }
-
-    /// Whether the copy (done by [`copy_stacks`]) succeeded.
-    pub fn succeeded(&self) -> bool {
-        self.result.is_ok()
-    }
 }
 
 /// Most stacks one [`copy_stacks`] call reads together (far below the kernel's `IOV_MAX`).
@@ -256,7 +238,7 @@ const MAX_STACKS_TOGETHER: usize = 64;
 /// after it (not reached) are then copied one call each. A call that copies nothing (the
 /// process exited, the first stack unreadable at its stack pointer) falls back to one call
 /// per stack too, so that each thread gets its own error.
-pub fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
+pub(crate) fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
     if copies.len() < 2 || copies.len() > MAX_STACKS_TOGETHER {
         copy_each(pid, copies);
         return;

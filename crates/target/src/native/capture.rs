@@ -25,8 +25,8 @@ use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 
 use super::sample::READ_TO_STOP;
 use strobe_remote::{
-    capture_together, copy_stacks, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch,
-    StackCopy, StackError, StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
+    capture_together, copy_stack, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch,
+    StackError, StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -376,52 +376,20 @@ impl Capturer {
         watched: &dyn Fn(i32) -> Option<PreemptWatches<'w>>,
         read: &mut dyn FnMut(Read<'_>) -> bool,
     ) -> Instant {
+        let mut preempted = Vec::new();
         let mut per_cpu = None;
-        // The stacks of threads whose registers come from per-CPU records, copied together.
-        let mut copies = Vec::new();
-        let mut copied = Vec::new();
-        for Slot {
-            tid, way, stack, ..
-        } in slots.iter_mut()
-        {
-            let Way::Preempted { span, read, .. } = way else {
-                continue;
-            };
-            let from_records = matches!(watched(*tid), Some(PreemptWatches::Cpu(_)));
-            *read = match watched(*tid) {
-                Some(PreemptWatches::Cpu(records)) => {
+        for slot in slots.iter_mut() {
+            if let Way::Preempted { span, read, .. } = &mut slot.way {
+                let w = watched(slot.tid);
+                if let Some(PreemptWatches::Cpu(records)) = w {
                     per_cpu = Some(records);
-                    records.preempted(*tid).map(|(mark, regs)| {
-                        // Not running, the thread does not write its stack: copied as a
-                        // sleeper's is.
-                        let span = *span;
-                        copies.push(StackCopy::new(*tid, regs.sp, span, stack));
-                        PreemptRead {
-                            mark,
-                            regs,
-                            bounded: span.bytes_from(regs.sp) < span.max,
-                            at_ns: Some(mark),
-                        }
-                    })
                 }
-                Some(w) => read_preempted(w, *span, stack),
-                None => None,
-            };
-            if from_records && read.is_some() {
-                copied.push(read);
+                *read = w.and_then(|w| read_preempted(w, pid, slot.tid, *span, &mut slot.stack));
+                if read.is_some() {
+                    preempted.push(slot.tstate);
+                }
             }
         }
-        copy_stacks(pid, &mut copies);
-        for (copy, read) in copies.iter().zip(copied) {
-            if !copy.succeeded() {
-                *read = None;
-            }
-        }
-        drop(copies);
-        let preempted: Vec<u64> = (slots.iter())
-            .filter(|slot| matches!(slot.way, Way::Preempted { read: Some(_), .. }))
-            .map(|slot| slot.tstate)
-            .collect();
         let read_ok =
             !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
         let after = Instant::now() + READ_TO_STOP;
@@ -593,31 +561,44 @@ struct PreemptRead {
     at_ns: Option<u64>,
 }
 
-/// A thread read preempted from its own [`PreemptWatch`]: its registers at its newest
-/// preemption and its stack into `stack` (as much of `span` as the record holds), with its
-/// switch watch's position, if it is still preempted and the record can be read: the first
+/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and its
+/// stack into `stack` (from the record, as much as it holds of `span`, or copied now), with
+/// where its switch records were, if it is still preempted and it can be read: the first
 /// half of the proof that these are its state through the Python read (the other:
-/// [`still_preempted`] after it). (Per-CPU records: in [`Capturer::read_preempted_first`],
-/// which copies their stacks together.)
+/// [`still_preempted`] after it).
 fn read_preempted(
     w: PreemptWatches<'_>,
+    pid: i32,
+    tid: i32,
     span: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Option<PreemptRead> {
-    let PreemptWatches::Thread { switches, preempt } = w else {
-        return None;
-    };
-    let mark = switches.position();
-    if switches.last() != Some(LastSwitch::Preempted) {
-        return None;
+    match w {
+        PreemptWatches::Thread { switches, preempt } => {
+            let mark = switches.position();
+            if switches.last() != Some(LastSwitch::Preempted) {
+                return None;
+            }
+            let p = preempt.newest(span, stack)?;
+            Some(PreemptRead {
+                mark,
+                regs: p.regs,
+                bounded: stack.len() < span.max,
+                at_ns: None,
+            })
+        }
+        PreemptWatches::Cpu(records) => {
+            let (mark, regs) = records.preempted(tid)?;
+            // Not running, the thread does not write its stack: copied as a sleeper's is.
+            copy_stack(pid, tid, regs.sp, span, stack).ok()?;
+            Some(PreemptRead {
+                mark,
+                regs,
+                bounded: span.bytes_from(regs.sp) < span.max,
+                at_ns: Some(mark),
+            })
+        }
     }
-    let p = preempt.newest(span, stack)?;
-    Some(PreemptRead {
-        mark,
-        regs: p.regs,
-        bounded: stack.len() < span.max,
-        at_ns: None,
-    })
 }
 
 /// Whether thread `tid`, read preempted at `mark`, has not been switched in since (so it
