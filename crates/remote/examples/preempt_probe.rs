@@ -8,8 +8,9 @@
 //! preempt_probe verify PID SECS [drained]   newest preemption record (PreemptWatch, or
 //!                                     drained PerfThreads) vs a ptrace stop of that thread
 //! preempt_probe cost PHASE_SECS CYCLES CMD...   CMD's RATE lines with and without the events
-//! preempt_probe cost-switches PHASE_SECS CYCLES CMD...   the same for the ways of watching
-//!                                     switches: per-thread SwitchWatches, per-CPU CpuSwitches
+//! preempt_probe cost-switches PHASE_SECS CYCLES CMD...   the same for per-CPU CpuSwitches,
+//!                                     without and with the registers of each preemption
+//!                                     (the `cost` phases end with per-thread SwitchWatches)
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -20,8 +20,9 @@ enum Events {
     /// newest switch read every drain period.
     Switches,
     /// [`CpuSwitches`] with this many pages a CPU, drained and every worker's last switch
-    /// read every drain period.
-    CpuWide(usize),
+    /// read every drain period; with `true`, recording the registers of each preemption
+    /// ([`CpuSwitches::record_preemptions`]) and reading each worker's too.
+    CpuWide(usize, bool),
 }
 
 /// One kind of phase of the cost run.
@@ -94,9 +95,12 @@ fn run_phase(pid: i32, tids: &[i32], events: &Events, secs: Duration) -> PhaseRu
         _ => Vec::new(),
     };
     let mut cpu_wide = match events {
-        Events::CpuWide(pages) => {
+        Events::CpuWide(pages, preemptions) => {
             let mut c = CpuSwitches::open(*pages).unwrap();
             c.watch(pid as u32);
+            if *preemptions {
+                c.record_preemptions().unwrap();
+            }
             Some(c)
         }
         _ => None,
@@ -111,6 +115,7 @@ fn run_phase(pid: i32, tids: &[i32], events: &Events, secs: Duration) -> PhaseRu
             run.drained.records += c.drain() as u64;
             for &t in tids {
                 std::hint::black_box(c.last(t as u32));
+                std::hint::black_box(c.preempted(t as u32));
             }
             run.drained.drain_time += parse.elapsed();
             run.rounds += 1;
@@ -228,16 +233,16 @@ pub(crate) fn cost(phase_secs: Duration, cycles: u64, cmd: &[String], switches: 
             events: Events::None,
         },
         Phase {
-            name: "SwitchWatch",
-            events: Events::Switches,
+            name: "CpuSwitches, 64 pages",
+            events: Events::CpuWide(64, false),
         },
         Phase {
             name: "no events",
             events: Events::None,
         },
         Phase {
-            name: "CpuSwitches, 64 pages",
-            events: Events::CpuWide(64),
+            name: "CpuSwitches with preemption registers",
+            events: Events::CpuWide(64, true),
         },
     ];
     let phases: &[Phase] = if switches { &switch_phases } else { &phases };
