@@ -310,13 +310,7 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
 
 #[test]
 fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
-    let (_dir, t, mut target, _, wanted) = start();
-    let spinners = [wanted[0], wanted[1]];
-    // Both spinners on one CPU: whenever one runs, the other is preempted (runnable, off it).
-    let cpu = strobe_testkit::last_cpu();
-    for s in &spinners {
-        strobe_testkit::pin(s.tid, cpu);
-    }
+    let (_dir, t, mut target, spinners) = start_on_one_cpu();
     let trigger = PerfTrigger::preemptions().unwrap();
     let pid = t.pid();
     let opened: Vec<(i32, SwitchWatch, PreemptWatch)> = spinners
@@ -339,12 +333,7 @@ fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
 /// copied, not taken from a record), drained at each round's start as the sampler does.
 #[test]
 fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
-    let (_dir, t, mut target, _, wanted) = start();
-    let spinners = [wanted[0], wanted[1]];
-    let cpu = strobe_testkit::last_cpu();
-    for s in &spinners {
-        strobe_testkit::pin(s.tid, cpu);
-    }
+    let (_dir, t, mut target, spinners) = start_on_one_cpu();
     let mut cs = CpuSwitches::open(64).unwrap();
     cs.watch(t.pid() as u32);
     cs.record_preemptions().unwrap();
@@ -365,6 +354,18 @@ fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
         std::hint::spin_loop();
     };
     read_preempted_first(&mut target, spinners, &watches, again);
+}
+
+/// The target started, its two spinners on one CPU: whenever one runs, the other is
+/// preempted (runnable, off it).
+fn start_on_one_cpu() -> (TempDir, Ready, Target, [NativeRequest; 2]) {
+    let (dir, t, target, _, wanted) = start();
+    let spinners = [wanted[0], wanted[1]];
+    let cpu = strobe_testkit::last_cpu();
+    for s in &spinners {
+        strobe_testkit::pin(s.tid, cpu);
+    }
+    (dir, t, target, spinners)
 }
 
 /// [`CpuSwitches`] as the sampler shares it.

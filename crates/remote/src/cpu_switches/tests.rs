@@ -21,6 +21,17 @@ fn wait_asleep(pid: u32, tid: u32) {
     }
 }
 
+/// The events opened with `pages` of ring a CPU (holding [`CPUS`]), watching this process.
+fn watching_us(pages: usize) -> (std::sync::MutexGuard<'static, ()>, u32, CpuSwitches) {
+    let cpus = CPUS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    let mut cs = CpuSwitches::open(pages).unwrap();
+    cs.watch(pid);
+    (cpus, pid, cs)
+}
+
 fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
@@ -29,12 +40,7 @@ fn gettid() -> u32 {
 /// stop, then sleeps again: each change is read from the CPUs' records.
 #[test]
 fn follows_a_thread_from_sleeping_to_running_and_back() {
-    let _cpus = CPUS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pid = std::process::id();
-    let mut cs = CpuSwitches::open(64).unwrap();
-    cs.watch(pid);
+    let (_cpus, pid, mut cs) = watching_us(64);
     let (tid_tx, tid_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (spinning_tx, spinning_rx) = mpsc::channel::<()>();
@@ -120,12 +126,7 @@ fn keeps_only_the_processes_watched() {
 /// record dropped), its count moved.
 #[test]
 fn lost_records_make_states_unknown() {
-    let _cpus = CPUS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pid = std::process::id();
-    let mut cs = CpuSwitches::open(8).unwrap();
-    cs.watch(pid);
+    let (_cpus, pid, mut cs) = watching_us(8);
     let (tid_tx, tid_rx) = mpsc::channel();
     let (end_tx, end_rx) = mpsc::channel::<()>();
     let parked = std::thread::spawn(move || {
@@ -260,12 +261,7 @@ fn attr_bytes_match_the_kernel_layout() {
 /// this program's code), and they stay its registers until it is switched in again.
 #[test]
 fn preempted_threads_come_with_their_registers() {
-    let _cpus = CPUS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let pid = std::process::id();
-    let mut cs = CpuSwitches::open(64).unwrap();
-    cs.watch(pid);
+    let (_cpus, _, mut cs) = watching_us(64);
     cs.record_preemptions().unwrap();
     let cpu = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
         .ok()
