@@ -73,8 +73,9 @@ struct CpuRing {
     /// Where we have read up to (published as `data_tail` after each drain).
     tail: u64,
     /// The latest preemption sample drained from this ring, until the switch record it goes
-    /// with: the thread and its registers.
-    pending: Option<(u32, UserRegs)>,
+    /// with (the next record of the ring, unless records were lost): the thread, the
+    /// sample's time and its registers.
+    pending: Option<(u32, u64, UserRegs)>,
 }
 
 /// See the module documentation.
@@ -282,8 +283,10 @@ impl CpuSwitches {
                 if self.pids.contains(&pid) {
                     let last = LastSwitch::from_misc(misc);
                     let regs = pending
-                        .filter(|&(of, _)| of == tid && last == LastSwitch::Preempted)
-                        .map(|(_, regs)| regs);
+                        .filter(|&(of, at, _)| {
+                            of == tid && at <= time && last == LastSwitch::Preempted
+                        })
+                        .map(|(_, _, regs)| regs);
                     self.note_switch(pid, tid, time, last, regs);
                 }
             } else if kind == PERF_RECORD_SAMPLE && len >= preemptions::SAMPLE_BYTES {
@@ -292,6 +295,8 @@ impl CpuSwitches {
             } else if kind == PERF_RECORD_LOST && len >= LOST_BYTES {
                 let n = word(16).load(Ordering::Relaxed);
                 let time = word(32).load(Ordering::Relaxed);
+                // The switch record a pending sample went with may be among those lost.
+                self.rings[r].pending = None;
                 self.note_loss(n, time);
             }
             tail += len;

@@ -158,16 +158,17 @@ impl Preemptions {
     }
 }
 
-/// The registers of a sample of the tracepoint at word offsets `word(8)`.. of a record of at
-/// least [`SAMPLE_BYTES`], and the thread it is of; `None` for a task without user registers
-/// (a kernel thread: ABI 0).
-pub(super) fn decode(word: impl Fn(u64) -> u64) -> Option<(u32, UserRegs)> {
+/// The thread, time and registers of a sample of the tracepoint (`word(at)` reads the
+/// record's word at byte `at`; the record has at least [`SAMPLE_BYTES`]); `None` for a task
+/// without user registers (a kernel thread: ABI 0).
+pub(super) fn decode(word: impl Fn(u64) -> u64) -> Option<(u32, u64, UserRegs)> {
     let tid = (word(8) >> 32) as u32;
     if word(24) == 0 {
         return None;
     }
     Some((
         tid,
+        word(16),
         UserRegs {
             bp: Some(word(32)),
             sp: word(40),
