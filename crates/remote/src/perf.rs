@@ -20,7 +20,7 @@ mod trigger;
 pub(crate) use layout::SampleLayout;
 pub(crate) use ring::Ring;
 
-pub(crate) use trigger::set_filter;
+pub(crate) use trigger::{set_filter, PERF_TYPE_TRACEPOINT};
 pub use trigger::{tracepoint_id, PerfTrigger, STILL_RUNNABLE_FILTER};
 
 pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
@@ -28,7 +28,7 @@ pub(crate) const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_SAMPLE_IP: u64 = 1 << 0;
 pub(crate) const PERF_SAMPLE_TID: u64 = 1 << 1;
 pub(crate) const PERF_SAMPLE_TIME: u64 = 1 << 2;
-const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+pub(crate) const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
 const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
 
 // Bits of the flags word at offset 40 of `perf_event_attr`.
@@ -46,7 +46,7 @@ pub(crate) const ATTR_SIZE: usize = 96;
 const REG_BP: u64 = 6;
 const REG_SP: u64 = 7;
 const REG_IP: u64 = 8;
-const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
+pub(crate) const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
 pub(crate) const PERF_RECORD_LOST: u32 = 2;
 pub(crate) const PERF_RECORD_SAMPLE: u32 = 9;

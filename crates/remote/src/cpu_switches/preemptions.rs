@@ -25,21 +25,16 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
+use super::ATTR_SAMPLE_ID_ALL;
 use crate::perf::{
     perf_event_open_on, tracepoint_id, AttrBytes, PerfError, ATTR_EXCLUDE_HV, ATTR_SIZE,
-    ATTR_USE_CLOCKID, PERF_SAMPLE_TID, PERF_SAMPLE_TIME, STILL_RUNNABLE_FILTER,
+    ATTR_USE_CLOCKID, PERF_SAMPLE_REGS_USER, PERF_SAMPLE_TID, PERF_SAMPLE_TIME,
+    PERF_TYPE_TRACEPOINT, REGS_MASK, STILL_RUNNABLE_FILTER,
 };
 use crate::UserRegs;
 
-/// `PERF_TYPE_TRACEPOINT`.
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
-/// `rbp`, `rsp`, `rip` (x86-64 `perf_regs.h`), in that order in a sample.
-const REGS_MASK: u64 = (1 << 6) | (1 << 7) | (1 << 8);
 /// `perf_event_attr.disabled`: opened off, enabled once its output and filter are set.
 const ATTR_DISABLED: u64 = 1;
-/// `perf_event_attr.sample_id_all`: its lost records carry a time like the switch records'.
-const ATTR_SAMPLE_ID_ALL: u64 = 1 << 18;
 /// Header, pid and tid, time, the registers' ABI, then `rbp`, `rsp`, `rip`.
 pub(super) const SAMPLE_BYTES: u64 = 56;
 /// `PERF_EVENT_IOC_ENABLE`: `_IO('$', 0)`.
@@ -151,8 +146,8 @@ impl Preemptions {
             })?;
             events.push(fd);
         }
-        for fd in &events {
-            ioctl(fd, IOC_ENABLE, 0).map_err(|errno| PerfError::CpuRefused { cpu: 0, errno })?;
+        for (fd, &(cpu, _)) in events.iter().zip(&self.outputs) {
+            ioctl(fd, IOC_ENABLE, 0).map_err(|errno| PerfError::CpuRefused { cpu, errno })?;
         }
         Ok(events)
     }
@@ -166,6 +161,7 @@ pub(super) fn decode(word: impl Fn(u64) -> u64) -> Option<(u32, u64, UserRegs)> 
     if word(24) == 0 {
         return None;
     }
+    // `REGS_MASK`'s registers in the order of their numbers: `rbp`, `rsp`, `rip`.
     Some((
         tid,
         word(16),
@@ -222,7 +218,8 @@ fn attr(id: u64) -> [u8; ATTR_SIZE] {
     put(16, &1u64.to_le_bytes());
     let sample = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_REGS_USER;
     put(24, &sample.to_le_bytes());
-    // Kernel time counted: the tracepoint is in the kernel.
+    // Kernel time counted: the tracepoint is in the kernel. With `sample_id_all` its lost
+    // records carry a time, as the switch records' do.
     let flags = ATTR_DISABLED | ATTR_EXCLUDE_HV | ATTR_SAMPLE_ID_ALL | ATTR_USE_CLOCKID;
     put(40, &flags.to_le_bytes());
     put(80, &REGS_MASK.to_le_bytes());

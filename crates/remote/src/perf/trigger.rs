@@ -15,7 +15,7 @@ use nix::errno::Errno;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-pub(super) const PERF_TYPE_TRACEPOINT: u32 = 2;
+pub(crate) const PERF_TYPE_TRACEPOINT: u32 = 2;
 pub(super) const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
 pub(super) const PERF_COUNT_SW_CONTEXT_SWITCHES: u64 = 3;
 
