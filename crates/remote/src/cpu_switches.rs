@@ -163,6 +163,12 @@ impl CpuSwitches {
         }
     }
 
+    /// Whether thread `tid`, preempted at `time_ns` (the mark [`CpuSwitches::preempted`] gave),
+    /// still is, with no switch since as of the last drain: it has not run since.
+    pub fn still_preempted(&self, tid: u32, time_ns: u64) -> bool {
+        !self.moved_since(tid, time_ns) && self.last(tid) == Some(LastSwitch::Preempted)
+    }
+
     /// Preemption samples of watched threads drained so far.
     pub fn preemption_samples(&self) -> u64 {
         self.preemptions.as_ref().map_or(0, |p| p.samples)

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::cell::RefCell;
 use strobe_native::MergedFrame;
 
-use strobe_remote::{CpuSwitches, LastSwitch, PerfTrigger, PreemptWatch, SwitchWatch};
+use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, SwitchWatch};
 use strobe_target::{CpuPreemptions, NativeRequest, PreemptWatches, Target, WatchesOf};
 use strobe_testkit::{Ready, TempDir};
 use strobe_walker::RawSample;
@@ -379,8 +379,7 @@ impl CpuPreemptions for Records {
         self.0.borrow_mut().drain();
     }
     fn unmoved(&self, tid: i32, mark: u64) -> bool {
-        let cs = self.0.borrow();
-        !cs.moved_since(tid as u32, mark) && cs.last(tid as u32) == Some(LastSwitch::Preempted)
+        self.0.borrow().still_preempted(tid as u32, mark)
     }
 }
 

@@ -309,7 +309,7 @@ fn preempted_threads_come_with_their_registers() {
                 "ip {:#x}",
                 regs.ip
             );
-            assert!(!cs.moved_since(tid, time));
+            assert!(cs.still_preempted(tid, time));
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use strobe_remote::{CpuSwitches, LastSwitch, PerfError, UserRegs};
+use strobe_remote::{CpuSwitches, PerfError, UserRegs};
 use strobe_target::CpuPreemptions;
 
 /// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
@@ -131,10 +131,7 @@ impl CpuPreemptions for SharedSwitches {
         let Ok(tid) = u32::try_from(tid) else {
             return false;
         };
-        let still = |c: &CpuSwitches| {
-            !c.moved_since(tid, mark) && c.last(tid) == Some(LastSwitch::Preempted)
-        };
-        self.with(still).unwrap_or(false)
+        self.with(|c| c.still_preempted(tid, mark)).unwrap_or(false)
     }
 }
 
