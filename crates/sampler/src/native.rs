@@ -114,7 +114,7 @@ pub(crate) struct NativeRound<'a> {
     /// The round's read, if it was taken inside the stops of `Target::native_stop_first`:
     /// the threads stopped there are merged with their frames in it.
     pub(crate) first: Option<&'a RawSample>,
-    /// Each thread's switch and preemption watches, where it has both: a preempted thread is
+    /// Each thread's per-CPU preemption records, where they are kept: a preempted thread is
     /// read without a stop.
     pub(crate) watches: &'a WatchesOf<'a>,
     /// The threads' switch records, for held stacks.

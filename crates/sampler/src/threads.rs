@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use strobe_aggregate::FxBuild;
 use strobe_remote::procfs::{self, ProcStat};
 use strobe_remote::{CpuSwitches, RemoteError, SwitchWatch};
-use strobe_target::PreemptWatches;
+use strobe_target::CpuPreemptions;
 
 mod shared;
 pub(crate) use shared::SharedSwitches;
@@ -412,17 +412,15 @@ impl KernelThreads {
         }
     }
 
-    /// Why preemption watches were refused, once (for the summary's warnings).
+    /// Why preemption records were refused, once (for the summary's warnings).
     pub(crate) fn take_preempt_refusal(&mut self) -> Option<String> {
         self.preempt_refusal.take()
     }
 
     /// What reading our thread `host` preempted without a stop needs, if it has it.
-    pub(crate) fn preempt_watches(&self, host: u32) -> Option<PreemptWatches<'_>> {
+    pub(crate) fn preempt_watches(&self, host: u32) -> Option<&dyn CpuPreemptions> {
         match &self.tasks.get(&host)?.watch {
-            Watch::Cpu { .. } if self.preempts == Preempts::Cpu => {
-                Some(PreemptWatches::Cpu(&self.cpu))
-            }
+            Watch::Cpu { .. } if self.preempts == Preempts::Cpu => Some(&self.cpu),
             _ => None,
         }
     }

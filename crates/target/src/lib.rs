@@ -41,8 +41,7 @@ pub use strobe_corefile::{CoreError, CoreOptions};
 
 use native::NativeState;
 pub use native::{
-    CpuPreemptions, EachNative, NativeRequest, NativeResult, NativeStack, PreemptWatches,
-    StoppedAwake, WatchesOf,
+    CpuPreemptions, EachNative, NativeRequest, NativeResult, NativeStack, StoppedAwake, WatchesOf,
 };
 use std::sync::Arc;
 use strobe_corefile::Core;

@@ -34,7 +34,7 @@ mod capture;
 mod sample;
 
 use capture::{Captured, Capturer, Slot};
-pub use capture::{CpuPreemptions, PreemptWatches, WatchesOf};
+pub use capture::{CpuPreemptions, WatchesOf};
 pub(crate) use sample::RoundOf;
 pub use sample::{EachNative, NativeRequest, NativeResult};
 use strobe_remote::Freeze;

@@ -62,13 +62,13 @@ impl Target {
     /// [`Target::native_round_after`], which merges the stopped ones' captures with their
     /// frames in the same read. Without [`Target::enable_native`], `read` runs without stops.
     ///
-    /// A thread for which `watches` gives a switch watch and a preemption watch
-    /// ([`crate::PreemptWatches`]) and whose switch watch says it is preempted (runnable, off
-    /// a CPU) is read first, before anything is stopped: its registers and stack from its
-    /// newest preemption record, then its Python frames in a read of the preempted threads
-    /// alone; if its switch watch has not moved by the end of that read (it did not run
-    /// meanwhile), record and frames are merged as one instant, its preemption, and it is not
-    /// stopped; if it moved, it is stopped with the others. Such a thread's
+    /// A thread for which `watches` gives per-CPU records ([`crate::CpuPreemptions`]) that
+    /// hold its registers at its preemption (runnable, off a CPU) is read first, before
+    /// anything is stopped: those registers and its stack copied, then its Python frames in a
+    /// read of the preempted threads alone; if it has not been switched in by the end of that
+    /// read (the records, drained again, say so), registers, stack and frames are merged as
+    /// one instant, its preemption, and it is not stopped; if it moved, it is stopped with the
+    /// others. Such a thread's
     /// [`crate::NativeStack::preempted`] is set.
     pub fn native_stop_first(
         &mut self,

@@ -5,9 +5,9 @@
 //! only the requested threads' stacks (not the main thread's). And a round that stops first
 //! (`Target::native_stop_first`, then `Target::native_round_after`): a thread stopped before
 //! the read is merged with its frames in that read, without a capture of its own, and only a
-//! kept thread that was not stopped is captured again. And, with switch and preemption
-//! watches, a thread found preempted is read first, before anything is stopped, and merged
-//! with its frames in that earlier read.
+//! kept thread that was not stopped is captured again. And, with the per-CPU records of
+//! each preemption's registers, a thread found preempted is read first, before anything is
+//! stopped, and merged with its frames in that earlier read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::cell::RefCell;
 use strobe_native::MergedFrame;
 
-use strobe_remote::{CpuSwitches, PerfTrigger, PreemptWatch, SwitchWatch};
-use strobe_target::{CpuPreemptions, NativeRequest, PreemptWatches, Target, WatchesOf};
+use strobe_remote::CpuSwitches;
+use strobe_target::{CpuPreemptions, NativeRequest, Target, WatchesOf};
 use strobe_testkit::{Ready, TempDir};
 use strobe_walker::RawSample;
 
@@ -308,29 +308,9 @@ fn a_round_that_stops_first_merges_the_stopped_threads_with_its_read() {
     );
 }
 
-#[test]
-fn a_round_reads_a_preempted_thread_before_it_stops_the_others() {
-    let (_dir, t, mut target, spinners) = start_on_one_cpu();
-    let trigger = PerfTrigger::preemptions().unwrap();
-    let pid = t.pid();
-    let opened: Vec<(i32, SwitchWatch, PreemptWatch)> = spinners
-        .iter()
-        .map(|s| {
-            let switches = SwitchWatch::open(pid, s.tid).unwrap();
-            let preempt = PreemptWatch::open(pid, s.tid, 32 * 1024 - 80, &trigger).unwrap();
-            (s.tid, switches, preempt)
-        })
-        .collect();
-    let watches = |tid: i32| {
-        (opened.iter())
-            .find(|(t, ..)| *t == tid)
-            .map(|(_, switches, preempt)| PreemptWatches::Thread { switches, preempt })
-    };
-    read_preempted_first(&mut target, spinners, &watches, || {});
-}
-
-/// The same, from the per-CPU switch records with each preemption's registers (the stack
-/// copied, not taken from a record), drained at each round's start as the sampler does.
+/// With the per-CPU switch records keeping each preemption's registers, drained at each
+/// round's start as the sampler does, a spinner found preempted is read first, before
+/// anything is stopped (its stack copied), and merged with its frames in that earlier read.
 #[test]
 fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
     let (_dir, t, mut target, spinners) = start_on_one_cpu();
@@ -343,7 +323,7 @@ fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
         records.refresh();
         std::thread::yield_now();
     }
-    let watches = |_tid: i32| Some(PreemptWatches::Cpu(&records));
+    let watches = |_tid: i32| Some(&records as &dyn CpuPreemptions);
     // Each round once a spinner is preempted again (a round's stops leave the threads they
     // stopped switched out into the stop, not preempted, until they run again).
     let again = || loop {

@@ -3,12 +3,11 @@
 //! - a thread asleep in the kernel is read without a stop ([`BlockedThread`]), proven asleep
 //!   through the Python read by its scheduler run count;
 //! - a thread preempted from a CPU (runnable, waiting for one) whose registers at that
-//!   preemption are known ([`PreemptWatches`]: the per-CPU switch records with the registers
-//!   of each preemption, its stack then copied as a sleeping thread's; or its own
-//!   [`PreemptWatch`], whose record holds its stack too) is read without a stop, with a
-//!   Python read of the preempted threads alone ([`Read::Preempted`]), both before anything is
-//!   stopped, and proven not to have run through that read by its switch records; one that
-//!   ran, or has no record, is stopped with the others;
+//!   preemption the per-CPU switch records keep ([`CpuPreemptions`]) is read without a stop
+//!   (its stack copied as a sleeping thread's), with a Python read of the preempted threads
+//!   alone ([`Read::Preempted`]), both before anything is stopped, and proven not to have run
+//!   through that read by its switch records; one that ran, or has no registers, is stopped
+//!   with the others;
 //! - otherwise the thread is stopped ([`ThreadTracer`]), together with the other threads of
 //!   the same capture ([`capture_together`]), and the Python read runs inside the stops
 //!   ([`Read::Stopped`]);
@@ -25,8 +24,8 @@ use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 
 use super::sample::READ_TO_STOP;
 use strobe_remote::{
-    capture_together, copy_stack, BlockedThread, LastSwitch, PerfConfig, PerfThread, PreemptWatch,
-    StackError, StackSpan, SwitchWatch, ThreadTracer, Together, UserRegs,
+    capture_together, copy_stack, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan,
+    ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -73,21 +72,6 @@ pub(crate) struct Captured {
     pub(crate) bounded: bool,
 }
 
-/// What reading a thread preempted without a stop needs (see
-/// [`crate::Target::native_stop_first`]).
-#[derive(Clone, Copy)]
-pub enum PreemptWatches<'a> {
-    /// Its own watches.
-    Thread {
-        /// Its context switches: whether it is preempted now, and whether it ran since.
-        switches: &'a SwitchWatch,
-        /// Its newest preemption's registers and stack.
-        preempt: &'a PreemptWatch,
-    },
-    /// Per-CPU switch records that keep the registers of each preemption.
-    Cpu(&'a dyn CpuPreemptions),
-}
-
 /// Switch records kept per CPU, with each preemption's registers
 /// (`strobe_remote::CpuSwitches::record_preemptions`), as of their latest drain.
 pub trait CpuPreemptions {
@@ -102,20 +86,9 @@ pub trait CpuPreemptions {
     fn unmoved(&self, tid: i32, mark: u64) -> bool;
 }
 
-impl PreemptWatches<'_> {
-    /// Whether the thread is preempted now, as far as the watches know.
-    fn preempted_now(&self, tid: i32) -> bool {
-        match self {
-            PreemptWatches::Thread { switches, .. } => {
-                switches.last() == Some(LastSwitch::Preempted)
-            }
-            PreemptWatches::Cpu(records) => records.preempted(tid).is_some(),
-        }
-    }
-}
-
-/// The watches of a thread of a capture, by thread id, where it has them.
-pub type WatchesOf<'w> = dyn Fn(i32) -> Option<PreemptWatches<'w>> + 'w;
+/// The per-CPU records of a thread of a capture, by thread id, where its preemptions'
+/// registers are kept.
+pub type WatchesOf<'w> = dyn Fn(i32) -> Option<&'w dyn CpuPreemptions> + 'w;
 
 /// A thread's perf event and its latest snapshot: (time, registers, stack).
 struct PerfState {
@@ -274,7 +247,7 @@ impl Capturer {
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
             let preempted = watched(slot.tid)
-                .is_some_and(|w| w.preempted_now(slot.tid))
+                .is_some_and(|records| records.preempted(slot.tid).is_some())
                 .then_some(Way::Preempted {
                     span,
                     read: None,
@@ -356,7 +329,7 @@ impl Capturer {
                     interrupted_wait: false,
                     preempted: true,
                     same_instant: true,
-                    stopped_at_ns: read.at_ns,
+                    stopped_at_ns: Some(read.mark),
                     bounded: read.bounded,
                 })),
                 Way::Preempted { .. } | Way::Undecided | Way::Done => slot.got.take(),
@@ -373,18 +346,17 @@ impl Capturer {
         &mut self,
         pid: i32,
         slots: &mut [Slot],
-        watched: &dyn Fn(i32) -> Option<PreemptWatches<'w>>,
+        watched: &dyn Fn(i32) -> Option<&'w dyn CpuPreemptions>,
         read: &mut dyn FnMut(Read<'_>) -> bool,
     ) -> Instant {
         let mut preempted = Vec::new();
         let mut per_cpu = None;
         for slot in slots.iter_mut() {
             if let Way::Preempted { span, read, .. } = &mut slot.way {
-                let w = watched(slot.tid);
-                if let Some(PreemptWatches::Cpu(records)) = w {
-                    per_cpu = Some(records);
-                }
-                *read = w.and_then(|w| read_preempted(w, pid, slot.tid, *span, &mut slot.stack));
+                let records = watched(slot.tid);
+                per_cpu = per_cpu.or(records);
+                *read =
+                    records.and_then(|r| read_preempted(r, pid, slot.tid, *span, &mut slot.stack));
                 if read.is_some() {
                     preempted.push(slot.tstate);
                 }
@@ -402,7 +374,7 @@ impl Capturer {
             };
             *held = read_ok
                 && read.is_some_and(|r| {
-                    watched(slot.tid).is_some_and(|w| still_preempted(w, slot.tid, r.mark))
+                    watched(slot.tid).is_some_and(|records| records.unmoved(slot.tid, r.mark))
                 });
             if !*held {
                 let span = *span;
@@ -551,65 +523,32 @@ impl Capturer {
 /// A thread read preempted, before the proof that it stayed so.
 #[derive(Clone, Copy)]
 struct PreemptRead {
-    /// Where its switch records were (a [`SwitchWatch`]'s position, or the mark of
-    /// [`CpuPreemptions::preempted`]).
+    /// Its preemption's mark ([`CpuPreemptions::preempted`]): the time of its switch record.
     mark: u64,
     regs: UserRegs,
     /// The stack copied may end below where a stop's copy would have.
     bounded: bool,
-    /// The preemption's time ([`strobe_remote::perf_clock_ns`]), where the records carry it.
-    at_ns: Option<u64>,
 }
 
-/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and its
-/// stack into `stack` (from the record, as much as it holds of `span`, or copied now), with
-/// where its switch records were, if it is still preempted and it can be read: the first
-/// half of the proof that these are its state through the Python read (the other:
-/// [`still_preempted`] after it).
+/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption, with that
+/// preemption's mark, and its stack copied into `stack` (not running, the thread does not
+/// write it: copied as a sleeper's is), if it is still preempted as of the records' last
+/// drain: the first half of the proof that these are its state through the Python read (the
+/// other: [`CpuPreemptions::unmoved`] after it).
 fn read_preempted(
-    w: PreemptWatches<'_>,
+    records: &dyn CpuPreemptions,
     pid: i32,
     tid: i32,
     span: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Option<PreemptRead> {
-    match w {
-        PreemptWatches::Thread { switches, preempt } => {
-            let mark = switches.position();
-            if switches.last() != Some(LastSwitch::Preempted) {
-                return None;
-            }
-            let p = preempt.newest(span, stack)?;
-            Some(PreemptRead {
-                mark,
-                regs: p.regs,
-                bounded: stack.len() < span.max,
-                at_ns: None,
-            })
-        }
-        PreemptWatches::Cpu(records) => {
-            let (mark, regs) = records.preempted(tid)?;
-            // Not running, the thread does not write its stack: copied as a sleeper's is.
-            copy_stack(pid, tid, regs.sp, span, stack).ok()?;
-            Some(PreemptRead {
-                mark,
-                regs,
-                bounded: span.bytes_from(regs.sp) < span.max,
-                at_ns: Some(mark),
-            })
-        }
-    }
-}
-
-/// Whether thread `tid`, read preempted at `mark`, has not been switched in since (so it
-/// has not run, and its registers, stack and Python frames are of one instant).
-fn still_preempted(w: PreemptWatches<'_>, tid: i32, mark: u64) -> bool {
-    match w {
-        PreemptWatches::Thread { switches, .. } => {
-            switches.position() == mark && switches.last() == Some(LastSwitch::Preempted)
-        }
-        PreemptWatches::Cpu(records) => records.unmoved(tid, mark),
-    }
+    let (mark, regs) = records.preempted(tid)?;
+    copy_stack(pid, tid, regs.sp, span, stack).ok()?;
+    Some(PreemptRead {
+        mark,
+        regs,
+        bounded: span.bytes_from(regs.sp) < span.max,
+    })
 }
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.

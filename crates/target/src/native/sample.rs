@@ -460,6 +460,6 @@ struct Batch<'a, 'w> {
     first_slot: usize,
     /// When the target was last read before this capture.
     read_at: Instant,
-    /// The threads' switch and preemption watches: a preempted thread is read without a stop.
+    /// The threads' per-CPU preemption records: a preempted thread is read without a stop.
     watches: Option<&'a WatchesOf<'w>>,
 }
