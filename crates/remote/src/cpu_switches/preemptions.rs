@@ -106,12 +106,14 @@ impl Preemptions {
     /// again with a new filter (the kernel sets an event's filter once), at most every
     /// [`REOPEN_EVERY`] (false if it is too soon).
     pub(super) fn cover(&mut self, tids: impl Iterator<Item = u32>) -> Result<bool, PerfError> {
+        // Asked at every drain while a thread is not covered: nothing is computed until the
+        // events may be opened again.
+        if self.opened.elapsed() < REOPEN_EVERY {
+            return Ok(false);
+        }
         let ranges = ranges_of(tids.collect());
         if ranges == self.ranges {
             return Ok(true);
-        }
-        if self.opened.elapsed() < REOPEN_EVERY {
-            return Ok(false);
         }
         let old = std::mem::replace(&mut self.ranges, ranges);
         match self.open_events() {
