@@ -319,21 +319,39 @@ fn a_round_reads_a_preempted_thread_from_the_per_cpu_records() {
     cs.record_preemptions().unwrap();
     let records = Records(RefCell::new(cs));
     // Both spinners covered by the records' filter (a drain covers the threads it saw).
-    while !spinners.iter().all(|s| records.preempted(s.tid).is_some()) {
-        records.refresh();
-        std::thread::yield_now();
-    }
+    // Each spinner found preempted with its registers once (both covered by the filter).
+    let mut seen = [false; 2];
+    until(&records, "each spinner preempted with registers", || {
+        for (i, s) in spinners.iter().enumerate() {
+            seen[i] |= records.preempted(s.tid).is_some();
+        }
+        seen == [true; 2]
+    });
     let watches = |_tid: i32| Some(&records as &dyn CpuPreemptions);
     // Each round once a spinner is preempted again (a round's stops leave the threads they
     // stopped switched out into the stop, not preempted, until they run again).
-    let again = || loop {
-        records.refresh();
-        if spinners.iter().any(|s| records.preempted(s.tid).is_some()) {
-            break;
-        }
-        std::hint::spin_loop();
+    let again = || {
+        until(&records, "a spinner preempted again", || {
+            spinners.iter().any(|s| records.preempted(s.tid).is_some())
+        })
     };
     read_preempted_first(&mut target, spinners, &watches, again);
+}
+
+/// Drain `records` until `done` (a failure after 20 s: the records never showed it).
+fn until(records: &Records, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        records.refresh();
+        if done() {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the per-CPU records never showed {what}"
+        );
+        std::hint::spin_loop();
+    }
 }
 
 /// The target started, its two spinners on one CPU: whenever one runs, the other is
