@@ -29,6 +29,8 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 
+use rustc_hash::FxBuildHasher;
+
 use crate::perf::{
     open_error, perf_clock_ns, perf_event_open_on, AttrBytes, PerfError, Ring, ATTR_EXCLUDE_HV,
     ATTR_EXCLUDE_KERNEL, ATTR_SIZE, ATTR_USE_CLOCKID, PAGE_DATA_HEAD, PAGE_DATA_TAIL,
@@ -82,8 +84,10 @@ struct CpuRing {
 #[derive(Debug)]
 pub struct CpuSwitches {
     rings: Vec<CpuRing>,
-    pids: HashSet<u32>,
-    threads: HashMap<u32, Seen>,
+    /// (Looked up for every record of every task on the CPUs, and the threads' for each of
+    /// theirs: tens of thousands a second on a busy machine, so hashed with Fx, not SipHash.)
+    pids: HashSet<u32, FxBuildHasher>,
+    threads: HashMap<u32, Seen, FxBuildHasher>,
     /// The newest loss's time: threads first seen in a record older than it are unknown.
     lost_at: u64,
     lost: u64,
@@ -127,8 +131,8 @@ impl CpuSwitches {
             .collect::<Result<Vec<_>, PerfError>>()?;
         Ok(CpuSwitches {
             rings,
-            pids: HashSet::new(),
-            threads: HashMap::new(),
+            pids: HashSet::default(),
+            threads: HashMap::default(),
             lost_at: 0,
             lost: 0,
             records: 0,

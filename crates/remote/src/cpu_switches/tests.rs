@@ -167,8 +167,8 @@ fn lost_records_make_states_unknown() {
 fn empty() -> CpuSwitches {
     CpuSwitches {
         rings: Vec::new(),
-        pids: HashSet::new(),
-        threads: HashMap::new(),
+        pids: HashSet::default(),
+        threads: HashMap::default(),
         lost_at: 0,
         lost: 0,
         records: 0,
