@@ -150,6 +150,14 @@ pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<Stri
             thousands(s.native_held)
         ));
     }
+    if s.native_records_off_s > 0 {
+        first.push_str(&format!(
+            "; preempted threads were stopped, not read, for {} of {} s: recording their \
+             registers at every preemption would have cost the program more than the stops",
+            thousands(s.native_records_off_s),
+            thousands(s.native_records_off_s + s.native_records_on_s)
+        ));
+    }
     let mut lines = vec![first];
     if s.native_failed > 0 {
         let reasons: Vec<String> = failures
@@ -218,6 +226,19 @@ mod tests {
             native_summary(&s, &failures)[0],
             "native stacks merged for 1,500 of 2,000 samples (75.00%); 300 of them held from an \
              earlier capture (the thread had not run since)"
+        );
+        s.native_held = 0;
+        s.native_records_on_s = 2;
+        assert_eq!(
+            native_summary(&s, &failures)[0],
+            "native stacks merged for 1,500 of 2,000 samples (75.00%)"
+        );
+        s.native_records_off_s = 8;
+        assert_eq!(
+            native_summary(&s, &failures)[0],
+            "native stacks merged for 1,500 of 2,000 samples (75.00%); preempted threads were \
+             stopped, not read, for 8 of 10 s: recording their registers at every preemption \
+             would have cost the program more than the stops"
         );
     }
 

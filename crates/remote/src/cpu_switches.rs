@@ -92,8 +92,12 @@ pub struct CpuSwitches {
     lost_at: u64,
     lost: u64,
     records: u64,
-    /// The registers of watched threads at their preemptions, once asked for.
+    /// The registers of watched threads at their preemptions, while asked for.
     preemptions: Option<Preemptions>,
+    /// Preemption samples drained, of watched threads.
+    preemption_samples: u64,
+    /// Switches out of watched threads that were preemptions, drained.
+    preempted_outs: u64,
     /// A watched thread was seen that the preemptions' filter does not cover yet.
     uncovered: bool,
 }
@@ -129,7 +133,12 @@ impl CpuSwitches {
                 })
             })
             .collect::<Result<Vec<_>, PerfError>>()?;
-        Ok(CpuSwitches {
+        Ok(CpuSwitches::with_rings(rings))
+    }
+
+    /// Reading `rings`, nothing watched yet.
+    fn with_rings(rings: Vec<CpuRing>) -> CpuSwitches {
+        CpuSwitches {
             rings,
             pids: HashSet::default(),
             threads: HashMap::default(),
@@ -137,8 +146,10 @@ impl CpuSwitches {
             lost: 0,
             records: 0,
             preemptions: None,
+            preemption_samples: 0,
+            preempted_outs: 0,
             uncovered: false,
-        })
+        }
     }
 
     /// From now on, record the user registers of every watched thread at each of its
@@ -153,6 +164,18 @@ impl CpuSwitches {
         self.preemptions = Some(Preemptions::open(&outputs)?);
         self.uncovered = !self.threads.is_empty();
         Ok(())
+    }
+
+    /// No longer record registers at preemptions (the events are closed). A thread whose
+    /// last switch is a preemption recorded before keeps its registers until it switches.
+    pub fn stop_recording_preemptions(&mut self) {
+        self.preemptions = None;
+        self.uncovered = false;
+    }
+
+    /// Whether registers are recorded at preemptions ([`CpuSwitches::record_preemptions`]).
+    pub fn recording_preemptions(&self) -> bool {
+        self.preemptions.is_some()
     }
 
     /// Thread `tid`'s registers at its newest preemption, with the time of that preemption's
@@ -175,7 +198,13 @@ impl CpuSwitches {
 
     /// Preemption samples of watched threads drained so far.
     pub fn preemption_samples(&self) -> u64 {
-        self.preemptions.as_ref().map_or(0, |p| p.samples)
+        self.preemption_samples
+    }
+
+    /// Switches out of watched threads that were preemptions, drained so far, whether or not
+    /// their registers were recorded: what recording them costs is in proportion to this.
+    pub fn preemptions(&self) -> u64 {
+        self.preempted_outs
     }
 
     /// Keep the switches of process `pid`'s threads (ids in strobe's PID namespace) from the
@@ -333,7 +362,7 @@ impl CpuSwitches {
         regs: Option<UserRegs>,
     ) {
         let lost_at = self.lost_at;
-        let preemptions = &mut self.preemptions;
+        let preemptions = &self.preemptions;
         let uncovered = &mut self.uncovered;
         let seen = self.threads.entry(tid).or_insert_with(|| {
             *uncovered |= preemptions.as_ref().is_some_and(|p| !p.covers(tid));
@@ -351,11 +380,8 @@ impl CpuSwitches {
             seen.last = Some(last);
             seen.regs = regs;
         }
-        if regs.is_some() {
-            if let Some(p) = preemptions {
-                p.samples += 1;
-            }
-        }
+        self.preempted_outs += u64::from(last == LastSwitch::Preempted);
+        self.preemption_samples += u64::from(regs.is_some());
     }
 
     /// `n` records lost, noticed at `time`: any thread may have switched since its last.

@@ -71,6 +71,8 @@ pub struct SamplerStats {
     native_preempted: AtomicU64,
     native_held: AtomicU64,
     native_held_refused: AtomicU64,
+    /// `--native`: seconds decided with preemption records on, and off.
+    native_record_windows: [AtomicU64; 2],
 }
 
 /// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
@@ -108,6 +110,7 @@ impl SamplerStats {
             native_preempted: AtomicU64::new(0),
             native_held: AtomicU64::new(0),
             native_held_refused: AtomicU64::new(0),
+            native_record_windows: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -152,6 +155,8 @@ impl SamplerStats {
             native_preempted: r(&self.native_preempted),
             native_held: r(&self.native_held),
             native_held_refused: r(&self.native_held_refused),
+            native_records_on_s: r(&self.native_record_windows[0]),
+            native_records_off_s: r(&self.native_record_windows[1]),
         }
     }
 
@@ -168,6 +173,13 @@ impl SamplerStats {
                 self.native_held.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// `--native`: the seconds so far decided with preemption records on, and off (see the
+    /// `worth` module of `threads`).
+    pub(crate) fn set_native_record_windows(&self, on: u64, off: u64) {
+        self.native_record_windows[0].store(on, Ordering::Relaxed);
+        self.native_record_windows[1].store(off, Ordering::Relaxed);
     }
 
     /// `--native`: count `n` held stacks whose thread's frames differed from those they were
@@ -350,6 +362,13 @@ pub struct StatsSnapshot {
     /// `--native`: threads found not to have had a CPU since such a capture whose Python
     /// frames had changed all the same (records the kernel lost): captured again.
     pub native_held_refused: u64,
+    /// `--native`, reading preempted threads: seconds in which the kernel recorded their
+    /// registers at their preemptions.
+    pub native_records_on_s: u64,
+    /// `--native`, reading preempted threads: seconds in which it did not, because the records
+    /// would have cost the target more than the stops they saved (preempted threads were
+    /// stopped then; the `worth` module of the sampler's `threads`).
+    pub native_records_off_s: u64,
 }
 
 impl StatsSnapshot {

@@ -48,6 +48,7 @@ use strobe_remote::{CpuSwitches, RemoteError, SwitchWatch};
 use strobe_target::CpuPreemptions;
 
 mod shared;
+mod worth;
 pub(crate) use shared::SharedSwitches;
 
 /// Least time between two scans of `/proc/PID/task`.

@@ -96,14 +96,59 @@ fn check(interp: &Interpreter) {
                 "no sample read preempted (the warnings say why; .ci/provision.sh mounts tracefs): {context}"
             );
             assert!(s.native_preempted <= s.native_merged, "{context}");
+            // Two threads on one CPU, one of them found preempted nearly every round: far
+            // fewer preemptions than stops saved, so the records stay on.
+            assert_eq!(s.native_records_off_s, 0, "{context}");
         } else {
             assert_eq!(s.native_preempted, 0, "{context}");
         }
     }
 }
 
+/// At 5 Hz the same workers are preempted every few milliseconds, a hundred times or more for
+/// each one a round finds preempted: the records are turned off after their first second
+/// (see the sampler's `threads/worth.rs`), and the preempted workers are stopped instead,
+/// their stacks merged all the same.
+fn check_records_off(interp: &Interpreter) {
+    let version = interp.name;
+    let victim = start_two_workers(interp, "native-records-off", DEFS);
+    let cfg = SamplerConfig {
+        rate_hz: 5.0,
+        native: true,
+        by_function: true,
+        ..SamplerConfig::default()
+    };
+    let target = Target::attach(victim.pid()).unwrap();
+    // Two workers a round: 3.6 s.
+    let (samples, tables, summary) = sample_until(target, cfg, 36);
+    let s = summary.stats;
+    let what = format!(
+        "{version} at 5 Hz ({} rounds, native: {} merged ({} read preempted), {} failed; \
+         records on {} s, off {} s; {:?})",
+        s.rounds,
+        s.native_merged,
+        s.native_preempted,
+        s.native_failed,
+        s.native_records_on_s,
+        s.native_records_off_s,
+        summary.warnings
+    );
+    eprintln!("{what}");
+    let (workers, unmerged) = check_samples(&what, &samples, &tables);
+    assert!(workers >= 30, "{what}");
+    assert!(unmerged * 100 <= workers, "{what}");
+    assert!(s.native_records_on_s >= 1, "{what}");
+    assert!(s.native_records_off_s >= 1, "{what}");
+}
+
 strobe_testkit::per_interpreter! {
     fn a_preempted_thread_is_read_without_a_stop(interp) for [pyenv_3_12, pyenv_3_13] {
         check(interp);
+    }
+}
+
+strobe_testkit::per_interpreter! {
+    fn preemption_records_stop_where_they_cost_more_than_they_save(interp) for [pyenv_3_12] {
+        check_records_off(interp);
     }
 }

@@ -65,8 +65,6 @@ pub(super) struct Preemptions {
     ranges: Vec<(u32, u32)>,
     /// When the events were last opened.
     opened: Instant,
-    /// Samples drained, of watched threads.
-    pub(super) samples: u64,
 }
 
 impl Preemptions {
@@ -91,7 +89,6 @@ impl Preemptions {
             events: Vec::new(),
             ranges: Vec::new(),
             opened: Instant::now(),
-            samples: 0,
         };
         p.events = p.open_events()?;
         Ok(p)

@@ -165,16 +165,7 @@ fn lost_records_make_states_unknown() {
 }
 
 fn empty() -> CpuSwitches {
-    CpuSwitches {
-        rings: Vec::new(),
-        pids: HashSet::default(),
-        threads: HashMap::default(),
-        lost_at: 0,
-        lost: 0,
-        records: 0,
-        preemptions: None,
-        uncovered: false,
-    }
+    CpuSwitches::with_rings(Vec::new())
 }
 
 /// A thread that moved between CPUs is read from its newest record, whichever ring it was
@@ -187,6 +178,8 @@ fn the_newest_record_wins_across_rings_and_losses() {
     cs.note_switch(7, 70, 100, LastSwitch::Preempted, None);
     assert_eq!(cs.last(70), Some(LastSwitch::In));
     assert_eq!(cs.switches(70), Some(2));
+    // Counted whether or not it is the newest, and without registers recorded.
+    assert_eq!((cs.preemptions(), cs.preemption_samples()), (1, 0));
     assert!(cs.moved_since(70, 199));
     assert!(!cs.moved_since(70, 200));
     assert!(!cs.moved_since(72, 0), "never seen, nothing lost");

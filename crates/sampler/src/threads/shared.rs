@@ -10,12 +10,18 @@
 //! ([`SharedSwitches::drain`]); a process's round reads its threads' states as of that drain.
 //! A drain elsewhere (before a `--blocking` freeze, after a native round's read) means
 //! "records up to now", for every process alike.
+//!
+//! Once asked to record preempted threads' registers, the reader does so only while that pays
+//! for itself ([`Worth`]), decided at its drains.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Instant;
 
-use strobe_remote::{CpuSwitches, PerfError, UserRegs};
+use strobe_remote::{CpuSwitches, LastSwitch, PerfError, UserRegs};
 use strobe_target::CpuPreemptions;
+
+use super::worth::Worth;
 
 /// Pages of ring a CPU for [`CpuSwitches`]: 8192 records of 32 bytes, two a context switch,
 /// ~200 ms of a CPU switching 20,000 times a second between two drains before records are lost
@@ -30,9 +36,16 @@ enum CpuWide {
     Refused,
 }
 
+/// The reader, and once preemption records were asked for, whether they are worth it.
+#[derive(Debug)]
+struct Shared {
+    cpu: CpuWide,
+    worth: Option<Worth>,
+}
+
 /// See the module documentation. Clones share the one reader.
 #[derive(Debug, Clone)]
-pub(crate) struct SharedSwitches(Rc<RefCell<CpuWide>>);
+pub(crate) struct SharedSwitches(Rc<RefCell<Shared>>);
 
 impl Default for SharedSwitches {
     fn default() -> SharedSwitches {
@@ -43,26 +56,30 @@ impl Default for SharedSwitches {
 impl SharedSwitches {
     /// Not opened yet: opened the first time a process is watched.
     pub(crate) fn new() -> SharedSwitches {
-        SharedSwitches(Rc::new(RefCell::new(CpuWide::Untried)))
+        SharedSwitches::of(CpuWide::Untried)
     }
 
     /// Never opened, as where the kernel refuses per-CPU events (per-thread watches are used).
     #[cfg(test)]
     pub(crate) fn refused() -> SharedSwitches {
-        SharedSwitches(Rc::new(RefCell::new(CpuWide::Refused)))
+        SharedSwitches::of(CpuWide::Refused)
+    }
+
+    fn of(cpu: CpuWide) -> SharedSwitches {
+        SharedSwitches(Rc::new(RefCell::new(Shared { cpu, worth: None })))
     }
 
     /// Keep process `pid`'s switches, opening the events the first time any process asks;
     /// false if the kernel refused them (then never tried again).
     pub(crate) fn watch(&self, pid: i32) -> bool {
-        let mut cpu = self.0.borrow_mut();
+        let cpu = &mut self.0.borrow_mut().cpu;
         if matches!(*cpu, CpuWide::Untried) {
             *cpu = match CpuSwitches::open(CPU_RING_PAGES) {
                 Ok(c) => CpuWide::On(Box::new(c)),
                 Err(_) => CpuWide::Refused,
             };
         }
-        match &mut *cpu {
+        match cpu {
             CpuWide::On(c) => {
                 c.watch(pid as u32);
                 true
@@ -75,40 +92,70 @@ impl SharedSwitches {
     pub(crate) fn unwatch(&self, pid: i32) {
         // Never borrowed across a call out of this module; `try_` in case it is in a drop
         // during an unwind.
-        if let Ok(mut cpu) = self.0.try_borrow_mut() {
-            if let CpuWide::On(c) = &mut *cpu {
+        if let Ok(mut shared) = self.0.try_borrow_mut() {
+            if let CpuWide::On(c) = &mut shared.cpu {
                 c.unwatch(pid as u32);
             }
         }
     }
 
-    /// Parse every CPU's records written since the last drain (of any process's).
+    /// Parse every CPU's records written since the last drain (of any process's); then, once a
+    /// [`super::worth::WINDOW`], whether preemption records are worth it.
     pub(crate) fn drain(&self) {
-        if let CpuWide::On(c) = &mut *self.0.borrow_mut() {
-            c.drain();
+        let Shared { cpu, worth } = &mut *self.0.borrow_mut();
+        let CpuWide::On(c) = cpu else {
+            return;
+        };
+        c.drain();
+        match worth
+            .as_mut()
+            .and_then(|w| w.decide(Instant::now(), c.preemptions()))
+        {
+            Some(false) => c.stop_recording_preemptions(),
+            Some(true) => {
+                if let (Err(_), Some(w)) = (c.record_preemptions(), worth.as_mut()) {
+                    // Allowed before, refused now (tracefs unmounted?): preempted threads are
+                    // stopped until a later window tries again.
+                    w.on = false;
+                }
+            }
+            None => {}
         }
+    }
+
+    /// Seconds (windows) decided with preemption records on, and off; `None` if they were
+    /// never asked for.
+    pub(crate) fn record_windows(&self) -> Option<(u64, u64)> {
+        let shared = self.0.borrow();
+        shared.worth.as_ref().map(|w| (w.windows_on, w.windows_off))
     }
 
     /// Of process `pid`'s threads, keep only those for which `keep` is true.
     pub(crate) fn retain(&self, pid: i32, keep: impl FnMut(u32) -> bool) {
-        if let CpuWide::On(c) = &mut *self.0.borrow_mut() {
+        if let CpuWide::On(c) = &mut self.0.borrow_mut().cpu {
             c.retain(pid as u32, keep);
         }
     }
 
     /// Record the registers of every watched thread at its preemptions from now on
-    /// ([`CpuSwitches::record_preemptions`]), for [`CpuPreemptions`]; false if the reader is
-    /// not open.
+    /// ([`CpuSwitches::record_preemptions`]), for [`CpuPreemptions`], while they are worth it
+    /// ([`Worth`]); false if the reader is not open. Asked again (by another process of the
+    /// family), the decision stands.
     pub(crate) fn record_preemptions(&self) -> Result<bool, PerfError> {
-        match &mut *self.0.borrow_mut() {
-            CpuWide::On(c) => c.record_preemptions().map(|()| true),
-            _ => Ok(false),
+        let Shared { cpu, worth } = &mut *self.0.borrow_mut();
+        let CpuWide::On(c) = cpu else {
+            return Ok(false);
+        };
+        if worth.is_none() {
+            c.record_preemptions()?;
+            *worth = Some(Worth::new(Instant::now(), c.preemptions()));
         }
+        Ok(true)
     }
 
     /// `read` of the reader, if it is open.
     pub(crate) fn with<R>(&self, read: impl FnOnce(&CpuSwitches) -> R) -> Option<R> {
-        match &*self.0.borrow() {
+        match &self.0.borrow().cpu {
             CpuWide::On(c) => Some(read(c)),
             _ => None,
         }
@@ -120,7 +167,18 @@ impl SharedSwitches {
 impl CpuPreemptions for SharedSwitches {
     fn preempted(&self, tid: i32) -> Option<(u64, UserRegs)> {
         let tid = u32::try_from(tid).ok()?;
-        self.with(|c| c.preempted(tid)).flatten()
+        let Shared { cpu, worth } = &mut *self.0.borrow_mut();
+        let CpuWide::On(c) = cpu else {
+            return None;
+        };
+        // A thread a capture would stop, found preempted: what the records save.
+        if let Some(w) = worth
+            .as_mut()
+            .filter(|_| c.last(tid) == Some(LastSwitch::Preempted))
+        {
+            w.found_preempted();
+        }
+        c.preempted(tid)
     }
 
     fn refresh(&self) {

@@ -76,7 +76,9 @@ pub(crate) struct Captured {
 /// (`strobe_remote::CpuSwitches::record_preemptions`), as of their latest drain.
 pub trait CpuPreemptions {
     /// Thread `tid`'s registers at its newest preemption, and a mark of that preemption, if
-    /// its last switch is that preemption.
+    /// its last switch is that preemption. Asked once for each thread a capture would
+    /// otherwise stop: the records may count the threads found preempted (what recording
+    /// their registers saves) from these calls.
     fn preempted(&self, tid: i32) -> Option<(u64, UserRegs)>;
     /// Drain the records written since: what [`CpuPreemptions::unmoved`] answers from is then
     /// up to now.
@@ -177,6 +179,8 @@ enum Way {
     /// [`Way::Stop`].
     Preempted {
         span: StackSpan,
+        /// Its newest preemption's mark and registers ([`CpuPreemptions::preempted`]).
+        record: (u64, UserRegs),
         read: Option<PreemptRead>,
         held: bool,
     },
@@ -246,10 +250,13 @@ impl Capturer {
         let mut not_before = not_before;
         for slot in slots.iter_mut() {
             let span = self.span(slot.tid);
+            // Asked once per capture of a thread (the records count the threads found
+            // preempted: what recording their registers saves is in proportion to that).
             let preempted = watched(slot.tid)
-                .is_some_and(|records| records.preempted(slot.tid).is_some())
-                .then_some(Way::Preempted {
+                .and_then(|records| records.preempted(slot.tid))
+                .map(|record| Way::Preempted {
                     span,
+                    record,
                     read: None,
                     held: false,
                 });
@@ -352,11 +359,12 @@ impl Capturer {
         let mut preempted = Vec::new();
         let mut per_cpu = None;
         for slot in slots.iter_mut() {
-            if let Way::Preempted { span, read, .. } = &mut slot.way {
-                let records = watched(slot.tid);
-                per_cpu = per_cpu.or(records);
-                *read =
-                    records.and_then(|r| read_preempted(r, pid, slot.tid, *span, &mut slot.stack));
+            if let Way::Preempted {
+                span, record, read, ..
+            } = &mut slot.way
+            {
+                per_cpu = per_cpu.or(watched(slot.tid));
+                *read = read_preempted(*record, pid, slot.tid, *span, &mut slot.stack);
                 if read.is_some() {
                     preempted.push(slot.tstate);
                 }
@@ -369,7 +377,10 @@ impl Capturer {
             records.refresh();
         }
         for slot in slots.iter_mut() {
-            let Way::Preempted { span, read, held } = &mut slot.way else {
+            let Way::Preempted {
+                span, read, held, ..
+            } = &mut slot.way
+            else {
                 continue;
             };
             *held = read_ok
@@ -530,19 +541,18 @@ struct PreemptRead {
     bounded: bool,
 }
 
-/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption, with that
-/// preemption's mark, and its stack copied into `stack` (not running, the thread does not
-/// write it: copied as a sleeper's is), if it is still preempted as of the records' last
-/// drain: the first half of the proof that these are its state through the Python read (the
+/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and that
+/// preemption's mark (`record`, as [`CpuPreemptions::preempted`] gave them: it was still
+/// preempted as of the records' last drain), and its stack copied into `stack` (not running,
+/// the thread does not write it: copied as a sleeper's is): the first half of the proof that these are its state through the Python read (the
 /// other: [`CpuPreemptions::unmoved`] after it).
 fn read_preempted(
-    records: &dyn CpuPreemptions,
+    (mark, regs): (u64, UserRegs),
     pid: i32,
     tid: i32,
     span: StackSpan,
     stack: &mut Vec<u8>,
 ) -> Option<PreemptRead> {
-    let (mark, regs) = records.preempted(tid)?;
     copy_stack(pid, tid, regs.sp, span, stack).ok()?;
     Some(PreemptRead {
         mark,
