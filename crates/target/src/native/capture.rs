@@ -345,10 +345,15 @@ impl Capturer {
     }
 
     /// The first half of [`Capturer::capture_many`] where some of `slots` were found
-    /// preempted: their records, back to back, then the Python read of those threads, then
-    /// each one's proof that it was not switched in since its record was read (`held`). One
-    /// that was, or whose record or read failed, becomes a thread to stop. When the stops
-    /// may come: [`READ_TO_STOP`] after the read.
+    /// preempted (their records read): the Python read of those threads, then their stacks,
+    /// then each one's proof that it was not switched in since its record (`held`). One that
+    /// was, or whose stack or read failed, becomes a thread to stop. When the stops may come:
+    /// [`READ_TO_STOP`] after the Python read.
+    ///
+    /// The stacks are copied after the Python read, not before: a thread that has not run
+    /// since its record has the same stack at either time (the proof after both says so), and
+    /// the copies, of memory no running thread writes, take up part of the wait the stops keep
+    /// from the Python read, which would otherwise be spun.
     fn read_preempted_first<'w>(
         &mut self,
         pid: i32,
@@ -358,21 +363,25 @@ impl Capturer {
     ) -> Instant {
         let mut preempted = Vec::new();
         let mut per_cpu = None;
-        for slot in slots.iter_mut() {
-            if let Way::Preempted {
-                span, record, read, ..
-            } = &mut slot.way
-            {
+        for slot in slots.iter() {
+            if let Way::Preempted { .. } = slot.way {
                 per_cpu = per_cpu.or(watched(slot.tid));
-                *read = read_preempted(*record, pid, slot.tid, *span, &mut slot.stack);
-                if read.is_some() {
-                    preempted.push(slot.tstate);
-                }
+                preempted.push(slot.tstate);
             }
         }
         let read_ok =
             !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
         let after = Instant::now() + READ_TO_STOP;
+        for slot in slots.iter_mut() {
+            if let Way::Preempted {
+                span, record, read, ..
+            } = &mut slot.way
+            {
+                *read = read_ok
+                    .then(|| read_preempted(*record, pid, slot.tid, *span, &mut slot.stack))
+                    .flatten();
+            }
+        }
         if let Some(records) = per_cpu.filter(|_| read_ok) {
             records.refresh();
         }
