@@ -231,9 +231,6 @@ impl Processes {
         let mut failed = false;
         // Every process's switches since the previous round, parsed once for all of them.
         self.switches.drain();
-        if let Some((on, off)) = self.switches.record_windows() {
-            stats.set_native_record_windows(on, off);
-        }
         let mut i = 0;
         while let Some(p) = self.procs.get_mut(i) {
             let descendant = !p.root;
@@ -307,6 +304,10 @@ impl Processes {
                 Err(RoundError::Fatal(e)) => return Err(e),
             }
             i += 1;
+        }
+        // After every drain of the round (each may have decided on the preemption records).
+        if let Some((on, off)) = self.switches.record_windows() {
+            stats.set_native_record_windows(on, off);
         }
         Ok(RoundOutcome::Done {
             threads,
