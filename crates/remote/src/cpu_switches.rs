@@ -299,7 +299,8 @@ impl CpuSwitches {
         // says how many only at its next write, once we have made room: counted again then).
         let full = head - tail + LOST_BYTES > size;
         while tail < head {
-            let word = |at: u64| self.rings[r].ring.word(((tail + at) % size) as usize);
+            let ring = &self.rings[r].ring;
+            let word = |at: u64| ring.word(ring.offset_of(tail + at));
             let header = word(0).load(Ordering::Relaxed);
             let kind = (header & 0xffff_ffff) as u32;
             let misc = (header >> 32) & 0xffff;

@@ -366,7 +366,7 @@ impl PerfThread {
     /// `scratch` (a record may wrap around the end of the ring).
     fn borrow_or_copy<'s>(&'s self, pos: u64, len: usize, scratch: &'s mut Vec<u8>) -> &'s [u8] {
         let size = self.ring.data_size();
-        let off = (pos % size as u64) as usize;
+        let off = self.ring.offset_of(pos);
         if off + len <= size {
             self.span(off, len)
         } else {
@@ -380,7 +380,7 @@ impl PerfThread {
     /// Copy the bytes at ring position `pos` into `out`, across the ring's end if need be.
     fn copy_out(&self, pos: u64, out: &mut [u8]) {
         let size = self.ring.data_size();
-        let off = (pos % size as u64) as usize;
+        let off = self.ring.offset_of(pos);
         let first = out.len().min(size - off);
         out[..first].copy_from_slice(self.span(off, first));
         let rest = out.len() - first;

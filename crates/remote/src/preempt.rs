@@ -125,7 +125,7 @@ impl PreemptWatch {
 
     /// The 8 bytes at ring position `pos` (a multiple of 8).
     fn word(&self, pos: u64) -> u64 {
-        let at = (pos % self.ring.data_size() as u64) as usize;
+        let at = self.ring.offset_of(pos);
         self.ring.word(at).load(Ordering::Relaxed)
     }
 }

@@ -110,8 +110,8 @@ impl SwitchWatch {
                     return Some(last);
                 }
             }
-            let at = (before - RECORD_BYTES) % self.ring.data_size() as u64;
-            let header = self.ring.word(at as usize).load(Ordering::Acquire);
+            let at = self.ring.offset_of(before - RECORD_BYTES);
+            let header = self.ring.word(at).load(Ordering::Acquire);
             let after = head.load(Ordering::Acquire);
             if after != before {
                 before = after;
@@ -132,8 +132,8 @@ impl SwitchWatch {
         let head = self.position();
         let decoded = self.decoded.get().is_some_and(|(at, _)| at == head);
         if head != 0 && head.is_multiple_of(RECORD_BYTES) && !decoded {
-            let at = (head - RECORD_BYTES) % self.ring.data_size() as u64;
-            std::hint::black_box(self.ring.word(at as usize).load(Ordering::Relaxed));
+            let at = self.ring.offset_of(head - RECORD_BYTES);
+            std::hint::black_box(self.ring.word(at).load(Ordering::Relaxed));
         }
     }
 

@@ -29,6 +29,11 @@ impl Ring {
     /// `writable` when we publish `data_tail` (a drained ring), else read-only, which makes the
     /// ring one the kernel overwrites (the newest records are kept).
     pub(crate) fn map(fd: &OwnedFd, data_pages: usize, writable: bool) -> Result<Ring, PerfError> {
+        if !data_pages.is_power_of_two() {
+            return Err(PerfError::Config(
+                "the ring buffer must be a power of two pages",
+            ));
+        }
         let page = page_size();
         let map_len = page * (data_pages + 1);
         let map = map_ring(fd, map_len, writable).map_err(|errno| PerfError::Mmap {
@@ -55,6 +60,13 @@ impl Ring {
     /// The data area's length in bytes (a power of two).
     pub(crate) fn data_size(&self) -> usize {
         self.data_size
+    }
+
+    /// Where ring position `pos` (a count of bytes written, as `data_head` and `data_tail`
+    /// are) falls in the data area: a mask, the size being a power of two (a `%` by a size
+    /// not known at compile time is a division, once per word read while draining).
+    pub(crate) fn offset_of(&self, pos: u64) -> usize {
+        (pos & (self.data_size as u64 - 1)) as usize
     }
 
     /// A `u64` field of the control page, as the atomic the kernel treats it as.
