@@ -230,7 +230,7 @@ impl Processes {
         let mut recorded = 0;
         let mut failed = false;
         // Every process's switches since the previous round, parsed once for all of them.
-        self.switches.drain();
+        self.switches.drain_for_round();
         let mut i = 0;
         while let Some(p) = self.procs.get_mut(i) {
             let descendant = !p.root;
@@ -305,7 +305,6 @@ impl Processes {
             }
             i += 1;
         }
-        // After every drain of the round (each may have decided on the preemption records).
         if let Some((on, off)) = self.switches.record_windows() {
             stats.set_native_record_windows(on, off);
         }

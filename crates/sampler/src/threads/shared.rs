@@ -12,7 +12,7 @@
 //! "records up to now", for every process alike.
 //!
 //! Once asked to record preempted threads' registers, the reader does so only while that pays
-//! for itself ([`Worth`]), decided at its drains.
+//! for itself ([`Worth`]), decided at the first drain of a round.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -99,9 +99,18 @@ impl SharedSwitches {
         }
     }
 
-    /// Parse every CPU's records written since the last drain (of any process's); then, once a
-    /// [`super::worth::WINDOW`], whether preemption records are worth it.
+    /// Parse every CPU's records written since the last drain (of any process's).
     pub(crate) fn drain(&self) {
+        if let CpuWide::On(c) = &mut self.0.borrow_mut().cpu {
+            c.drain();
+        }
+    }
+
+    /// [`SharedSwitches::drain`] at the start of a round; then, once a
+    /// [`super::worth::WINDOW`], whether preemption records are worth it. Decided only here,
+    /// never inside a capture (opening or closing the events takes the time of a few system
+    /// calls a CPU, which a capture would spend between its read and its stops).
+    pub(crate) fn drain_for_round(&self) {
         let Shared { cpu, worth } = &mut *self.0.borrow_mut();
         let CpuWide::On(c) = cpu else {
             return;
