@@ -103,15 +103,10 @@ pub struct CpuSwitches {
 }
 
 impl CpuSwitches {
-    /// One event on every online CPU, each with `ring_pages` pages of ring (a power of two):
-    /// enough for the switches of every task on the CPU between two drains (32 bytes each,
-    /// two a switch).
+    /// One event on every online CPU, each with `ring_pages` pages of ring (a power of two,
+    /// checked where each ring is mapped): enough for the switches of every task on the CPU
+    /// between two drains (32 bytes each, two a switch).
     pub fn open(ring_pages: usize) -> Result<CpuSwitches, PerfError> {
-        if !ring_pages.is_power_of_two() {
-            return Err(PerfError::Config(
-                "the ring buffer must be a power of two pages",
-            ));
-        }
         let rings = online_cpus()
             .into_iter()
             .map(|cpu| {
@@ -171,11 +166,6 @@ impl CpuSwitches {
     pub fn stop_recording_preemptions(&mut self) {
         self.preemptions = None;
         self.uncovered = false;
-    }
-
-    /// Whether registers are recorded at preemptions ([`CpuSwitches::record_preemptions`]).
-    pub fn recording_preemptions(&self) -> bool {
-        self.preemptions.is_some()
     }
 
     /// Thread `tid`'s registers at its newest preemption, with the time of that preemption's
