@@ -24,12 +24,12 @@
 use std::time::Duration;
 
 use strobe_aggregate::{Sample, Tables};
-use strobe_sampler::{start, SamplerConfig};
+use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::Interpreter;
 
 mod support;
-use support::sample_until;
+use support::{sample_for, sample_until};
 #[path = "support/workers.rs"]
 mod workers;
 use workers::{check_workers, own_and_other, start_two_workers, TWO_WORKERS};
@@ -125,13 +125,7 @@ fn check_records_off(interp: &Interpreter) {
     // 0.5 s), and two windows must be decided, the second ending at the first round a second
     // after the first one's (~3 s in all; more than 9 s with odds of ~1 in 10^5).
     let target = Target::attach(victim.pid()).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
-    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
-    let mut samples: Vec<Sample> = Vec::new();
-    while !agg.finished() {
-        samples.extend(agg.drain().unwrap().samples);
-    }
-    let tables = agg.tables().clone();
+    let (samples, tables, summary) = sample_for(target, cfg);
     let s = summary.stats;
     let what = format!(
         "{version} at 2 Hz ({} rounds, native: {} merged ({} read preempted), {} failed; \

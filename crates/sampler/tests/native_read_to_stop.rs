@@ -16,10 +16,13 @@
 
 use std::time::Duration;
 
-use strobe_aggregate::{Sample, Tables};
-use strobe_sampler::{start, SamplerConfig};
+use strobe_aggregate::Sample;
+use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::{interpreters, procfs, Ready};
+
+mod support;
+use support::sample_for;
 
 /// The worker releases the GIL around each `crc32` of 64 KiB; the main thread waits in `read`,
 /// so nobody else wants the GIL.
@@ -43,7 +46,6 @@ os.read(r, 1)
 /// the read and the stops not to show the effect.)
 fn record(pid: i32, worker: u32, blocking: bool, secs: u64) -> (usize, usize) {
     let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let cfg = SamplerConfig {
         rate_hz: 1000.0,
         native: true,
@@ -53,12 +55,7 @@ fn record(pid: i32, worker: u32, blocking: bool, secs: u64) -> (usize, usize) {
         duration: Some(Duration::from_secs(secs)),
         ..SamplerConfig::default()
     };
-    start(target, None, cfg, side).unwrap().join().unwrap();
-    let mut samples: Vec<Sample> = Vec::new();
-    while !agg.finished() {
-        samples.extend(agg.drain().unwrap().samples);
-    }
-    let t: &Tables = agg.tables();
+    let (samples, t, _) = sample_for(target, cfg);
     let in_take_gil = |s: &Sample| {
         t.stack(s.stack)
             .iter()

@@ -13,9 +13,12 @@
 use std::time::Duration;
 
 use strobe_aggregate::Sample;
-use strobe_sampler::{start, SamplerConfig, SamplerSummary};
+use strobe_sampler::{SamplerConfig, SamplerSummary};
 use strobe_target::Target;
 use strobe_testkit::{cpus, interpreters, Ready};
+
+mod support;
+use support::sample_for;
 
 const SCRIPT: &str = r#"import sys
 
@@ -38,18 +41,13 @@ fn spinner(name: &str) -> Ready {
 /// the summary.
 fn record(pid: i32, rate_hz: f64, native: bool) -> (Vec<Sample>, SamplerSummary) {
     let target = Target::attach(pid).unwrap();
-    let (side, mut agg) = strobe_aggregate::pipeline(1 << 20);
     let cfg = SamplerConfig {
         rate_hz,
         duration: Some(Duration::from_millis(300)),
         native,
         ..SamplerConfig::default()
     };
-    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
-    let mut samples = Vec::new();
-    while !agg.finished() {
-        samples.extend(agg.drain().unwrap().samples);
-    }
+    let (samples, _, summary) = sample_for(target, cfg);
     (samples, summary)
 }
 

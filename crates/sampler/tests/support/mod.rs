@@ -10,6 +10,7 @@ use strobe_target::Target;
 /// `samples` samples came, however few rounds a second a loaded machine allows, then stops
 /// it: every sample, the tables they refer to, and the sampler's summary. Panics after a
 /// minute without them.
+#[allow(dead_code)] // Not every test that includes this module samples for a count.
 pub fn sample_until(
     target: Target,
     cfg: SamplerConfig,
@@ -35,4 +36,19 @@ pub fn sample_until(
         got.extend(agg.drain().unwrap().samples);
     }
     (got, agg.tables().clone(), summary)
+}
+
+/// Runs the sampler on `target` under `cfg` for its duration (which must be set), then
+/// drains the aggregator: every sample, the tables they refer to, and the sampler's summary.
+#[allow(dead_code)] // Not every test that includes this module samples for a time.
+pub fn sample_for(target: Target, cfg: SamplerConfig) -> (Vec<Sample>, Tables, SamplerSummary) {
+    assert!(cfg.duration.is_some(), "sampled for a duration");
+    // Joined before it is drained: room for every sample of a short flat-out run.
+    let (side, mut agg) = strobe_aggregate::pipeline(1 << 20);
+    let summary = start(target, None, cfg, side).unwrap().join().unwrap();
+    let mut samples = Vec::new();
+    while !agg.finished() {
+        samples.extend(agg.drain().unwrap().samples);
+    }
+    (samples, agg.tables().clone(), summary)
 }
