@@ -63,8 +63,9 @@ impl Worth {
         self.found += 1;
     }
 
-    /// At a round's first drain, at `now`, with `preemptions` counted so far: whether the records are to be
-    /// turned on (`Some(true)`) or off (`Some(false)`); `None` to leave them as they are.
+    /// At a round's first drain, at `now`, with `preemptions` counted so far: whether the
+    /// records are to be turned on (`Some(true)`) or off (`Some(false)`); `None` to leave them
+    /// as they are.
     pub(crate) fn decide(&mut self, now: Instant, preemptions: u64) -> Option<bool> {
         if now.saturating_duration_since(self.since) < WINDOW {
             return None;
