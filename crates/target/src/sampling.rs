@@ -64,12 +64,11 @@ impl Target {
     ///
     /// A thread for which `watches` gives per-CPU records ([`crate::CpuPreemptions`]) that
     /// hold its registers at its preemption (runnable, off a CPU) is read first, before
-    /// anything is stopped: those registers and its stack copied, then its Python frames in a
-    /// read of the preempted threads alone; if it has not been switched in by the end of that
-    /// read (the records, drained again, say so), registers, stack and frames are merged as
-    /// one instant, its preemption, and it is not stopped; if it moved, it is stopped with the
-    /// others. Such a thread's
-    /// [`crate::NativeStack::preempted`] is set.
+    /// anything is stopped: its Python frames in a read of the preempted threads alone, then
+    /// its stack copied from those registers' stack pointer; if it has not been switched in
+    /// by the end of both (the records, drained again, say so), registers, stack and frames
+    /// are merged as one instant, its preemption, and it is not stopped; if it moved, it is
+    /// stopped with the others. Such a thread's [`crate::NativeStack::preempted`] is set.
     pub fn native_stop_first(
         &mut self,
         threads: &[(i32, u64)],

@@ -553,8 +553,9 @@ struct PreemptRead {
 /// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and that
 /// preemption's mark (`record`, as [`CpuPreemptions::preempted`] gave them: it was still
 /// preempted as of the records' last drain), and its stack copied into `stack` (not running,
-/// the thread does not write it: copied as a sleeper's is): the first half of the proof that these are its state through the Python read (the
-/// other: [`CpuPreemptions::unmoved`] after it).
+/// the thread does not write it: copied as a sleeper's is): the first half of the proof
+/// that these are its state through the Python read (the other: [`CpuPreemptions::unmoved`]
+/// after it).
 fn read_preempted(
     (mark, regs): (u64, UserRegs),
     pid: i32,
