@@ -9,6 +9,7 @@
 #   benches/native_truth.sh                       # 4 threads, 100 Hz and 1 kHz, 8 s each
 #   THREADS=1 RATES=1000 SECS=5 ROUNDS=3 benches/native_truth.sh
 #   MODES="default stop" benches/native_truth.sh  # stop: preempted threads stopped too
+#   FORMAT=collapsed benches/native_truth.sh      # recordings written as collapsed stacks
 #
 # Per round: a reference (perf, 4 s of context switches system-wide, then 4 s of the target's
 # CPU samples), then per rate strobe's default and --blocking recordings, then a second
@@ -22,6 +23,11 @@ SECS=${SECS:-8}
 ROUNDS=${ROUNDS:-2}
 # Which recordings per rate: default, blocking (--blocking), stop (--native-stop-preempted).
 MODES=${MODES:-default blocking}
+# How each recording is written: raw, converted afterwards (a raw recording keeps every
+# thread, idle ones too, so its rounds capture those as well), or collapsed, written by
+# `record` itself in CPU mode (its rounds stop only threads the kernel says run, before their
+# read: "Stop first, read after" in crates/sampler/src/stops.rs).
+FORMAT=${FORMAT:-raw}
 PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -49,10 +55,16 @@ for round in $(seq "$ROUNDS"); do
             extra=()
             [ "$mode" = blocking ] && extra=(--blocking)
             [ "$mode" = stop ] && extra=(--native-stop-preempted)
-            "$STROBE" record --native "${extra[@]}" --pid "$TARGET_PID" --rate "$rate" \
-                --duration "$SECS" -o "$TMP/rec.raw" >/dev/null 2>&1
-            "$STROBE" convert "$TMP/rec.raw" --function --value samples -o "$TMP/rec.txt" \
-                >/dev/null 2>&1
+            if [ "$FORMAT" = raw ]; then
+                "$STROBE" record --native "${extra[@]}" --pid "$TARGET_PID" --rate "$rate" \
+                    --duration "$SECS" -o "$TMP/rec.raw" >/dev/null 2>&1
+                "$STROBE" convert "$TMP/rec.raw" --function --value samples \
+                    -o "$TMP/rec.txt" >/dev/null 2>&1
+            else
+                "$STROBE" record --native "${extra[@]}" --pid "$TARGET_PID" --rate "$rate" \
+                    --duration "$SECS" --function --value samples -o "$TMP/rec.txt" \
+                    >/dev/null 2>&1
+            fi
             printf '  %-22s %s\n' "$mode at $rate Hz" \
                 "$(python3 benches/native_truth.py compare "$TMP/ref.json" "$TMP/rec.txt")"
         done
