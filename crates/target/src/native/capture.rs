@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 
-use super::sample::READ_TO_STOP;
+use super::sample::PREEMPTED_READ_TO_STOP;
 use strobe_remote::{
     capture_together, copy_stack, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan,
     ThreadTracer, Together, UserRegs,
@@ -228,8 +228,8 @@ impl Capturer {
     /// provably sleep through the read are read without a stop; every other one is stopped,
     /// all of them together, and the read runs while they are (or, where ptrace is refused,
     /// they come from their latest perf snapshots). Each slot's outcome is in [`Slot::got`].
-    /// The stops come no sooner than `not_before`, nor than [`READ_TO_STOP`] after a read of
-    /// the preempted threads (see "Stops after our own read" in `sample.rs`).
+    /// The stops come no sooner than `not_before`, nor than [`PREEMPTED_READ_TO_STOP`] after
+    /// a read of the preempted threads (see "Stops after our own read" in `sample.rs`).
     ///
     /// A thread that `watches` has watches for and that is preempted is read first, before
     /// anything is stopped: its newest preemption record, then the Python frames of the
@@ -348,7 +348,7 @@ impl Capturer {
     /// preempted (their records read): the Python read of those threads, then their stacks,
     /// then each one's proof that it was not switched in since its record (`held`). One that
     /// was, or whose stack or read failed, becomes a thread to stop. When the stops may come:
-    /// [`READ_TO_STOP`] after the Python read.
+    /// [`PREEMPTED_READ_TO_STOP`] after the Python read.
     ///
     /// The stacks are copied after the Python read, not before: a thread that has not run
     /// since its record has the same stack at either time (the proof after both says so), and
@@ -371,7 +371,7 @@ impl Capturer {
         }
         let read_ok =
             !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
-        let after = Instant::now() + READ_TO_STOP;
+        let after = Instant::now() + PREEMPTED_READ_TO_STOP;
         for slot in slots.iter_mut() {
             if let Way::Preempted {
                 span, record, read, ..

@@ -42,7 +42,13 @@
 //! runs at 10 µs). The read before them is the latest read of a capture
 //! ([`NativeState::stop_first`]'s of the previous round, or the read inside the round's first
 //! stops for its later captures), or, in wall mode, the round's walk; stopping first, only
-//! rounds run back to back come that close.
+//! rounds run back to back come that close. After the Python read of a capture's preempted
+//! threads, which comes right before its stops in every round that finds one preempted, the
+//! distance is [`PREEMPTED_READ_TO_STOP`], 10 µs: two workers sharing one CPU at 1 kHz (one
+//! read preempted, the other stopped) were found in `take_gil` in 2.6–2.9% of their samples
+//! with no wait, 1.4–2.2% (mean 1.9%) at 5 µs, 0.9–1.8% (1.5%) at 10 µs and 1.6–2.2% (1.8%)
+//! at 20 µs, and the 10 µs spared spin 8–10% of the sampler's CPU there
+//! (docs/PERFORMANCE.md, "Issue 12: a shorter wait after the preempted threads' read").
 
 use std::time::{Duration, Instant};
 
@@ -58,6 +64,10 @@ use super::{python_failed, NativeStack, NativeState, NativeThread, StoppedAwake}
 /// after our own read" in the module documentation): the latest read of a capture, or the
 /// round's walk where it came before the stops.
 pub(crate) const READ_TO_STOP: Duration = Duration::from_micros(20);
+
+/// The least time between the Python read of a capture's preempted threads and its stops
+/// (see "Stops after our own read" in the module documentation).
+pub(crate) const PREEMPTED_READ_TO_STOP: Duration = Duration::from_micros(10);
 
 /// One thread of a round's native capture ([`crate::Target::native_round`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
