@@ -30,6 +30,15 @@ bench_cleanup() {
     rm -rf "$TMP"
 }
 
+# start_native_target PY THREADS: benches/native_target.py running THREADS workers (as
+# start_script), their thread ids comma-separated in $WORKERS, and its RATE lines drained so
+# that its pipe never fills.
+start_native_target() {
+    start_script "$1" benches/native_target.py "$2"
+    WORKERS=$(ls "/proc/$TARGET_PID/task" | grep -vx "$TARGET_PID" | paste -sd,)
+    cat <&3 >/dev/null &
+}
+
 # start_script PY SCRIPT ARGS...: the target script running (its pid in $TARGET_PID), once
 # it said READY; the rest of its output can be read from fd 3.
 start_script() {

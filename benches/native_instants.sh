@@ -43,10 +43,7 @@ else
     echo "strobe: $STROBE $FLAGS ($FORMAT); $PY; benches/native_target.py $THREADS; $RATE Hz"
 fi
 machine_line
-start_script "$PY" benches/native_target.py "$THREADS"
-workers=$(ls "/proc/$TARGET_PID/task" | grep -vx "$TARGET_PID" | paste -sd,)
-# The target's RATE lines are drained so that its pipe never fills.
-cat <&3 >/dev/null &
+start_native_target "$PY" "$THREADS"
 trace() {
     perf record -q -k CLOCK_MONOTONIC -a -g -e sched:sched_switch -o "$TMP/sw.data" \
         -- sleep $((SECS - 4)) >/dev/null 2>&1
@@ -65,7 +62,7 @@ for round in $(seq "$ROUNDS"); do
         trace "$TMP/during.txt"
         kill "${bursts[@]}"
         echo "round $round, load $(cut -d' ' -f1 /proc/loadavg):"
-        python3 benches/native_instants.py "$workers" "$TMP/during.txt" - "$TMP/alone.txt"
+        python3 benches/native_instants.py "$WORKERS" "$TMP/during.txt" - "$TMP/alone.txt"
         continue
     fi
     # shellcheck disable=SC2086 # FLAGS is a list of flags
@@ -84,6 +81,6 @@ for round in $(seq "$ROUNDS"); do
         "$STROBE" convert "$TMP/rec.raw" --format gecko -o "$TMP/rec.json" >/dev/null 2>&1
     fi
     echo "round $round, load $(cut -d' ' -f1 /proc/loadavg):"
-    python3 benches/native_instants.py "$workers" "$TMP/during.txt" "$TMP/rec.json" \
+    python3 benches/native_instants.py "$WORKERS" "$TMP/during.txt" "$TMP/rec.json" \
         "$TMP/alone.txt"
 done

@@ -34,17 +34,14 @@ PY=${PY:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 bench_tmp
 echo "strobe: $STROBE; $PY; benches/native_target.py $THREADS; ${SECS} s per recording"
 machine_line
-start_script "$PY" benches/native_target.py "$THREADS"
-workers=$(ls "/proc/$TARGET_PID/task" | grep -vx "$TARGET_PID" | paste -sd,)
-# The target's RATE lines are drained so that its pipe never fills.
-cat <&3 >/dev/null &
+start_native_target "$PY" "$THREADS"
 reference() {
     perf record -q -a -g -e sched:sched_switch -o "$TMP/sw.data" -- sleep 4 >/dev/null 2>&1
     perf record -q -g -e cpu-clock -F 999 -p "$TARGET_PID" -o "$TMP/cc.data" -- sleep 4 \
         >/dev/null 2>&1
     perf script -i "$TMP/sw.data" -F tid,time,event,trace,ip,sym,dso >"$TMP/sw.txt" 2>/dev/null
     perf script -i "$TMP/cc.data" -F tid,ip,sym,dso >"$TMP/cc.txt" 2>/dev/null
-    python3 benches/native_truth.py reference "$workers" "$TMP/cc.txt" "$TMP/sw.txt" >"$1"
+    python3 benches/native_truth.py reference "$WORKERS" "$TMP/cc.txt" "$TMP/sw.txt" >"$1"
 }
 for round in $(seq "$ROUNDS"); do
     reference "$TMP/ref.json" 2>"$TMP/ref.log"
