@@ -47,7 +47,7 @@
 //! distance is [`PREEMPTED_READ_TO_STOP`], 10 µs: two workers sharing one CPU at 1 kHz (one
 //! read preempted, the other stopped) were found in `take_gil` in 2.6–2.9% of their samples
 //! with no wait, 1.4–2.2% (mean 1.9%) at 5 µs, 0.9–1.8% (1.5%) at 10 µs and 1.6–2.2% (1.8%)
-//! at 20 µs, and the 10 µs spared spin 8–10% of the sampler's CPU there
+//! at 20 µs; with 10 µs, 1 kHz rounds on four and on 50 busy threads cost 9–11% less
 //! (docs/PERFORMANCE.md, "Issue 12: a shorter wait after the preempted threads' read").
 
 use std::time::{Duration, Instant};
