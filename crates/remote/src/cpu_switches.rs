@@ -100,6 +100,8 @@ pub struct CpuSwitches {
     preempted_outs: u64,
     /// A watched thread was seen that the preemptions' filter does not cover yet.
     uncovered: bool,
+    /// Registers are recorded at every switch out, sleeps included, not only at preemptions.
+    sleeps: bool,
 }
 
 impl CpuSwitches {
@@ -141,6 +143,7 @@ impl CpuSwitches {
             lost: 0,
             records: 0,
             preemptions: None,
+            sleeps: false,
             preemption_samples: 0,
             preempted_outs: 0,
             uncovered: false,
@@ -156,8 +159,25 @@ impl CpuSwitches {
             return Ok(());
         }
         let outputs: Vec<(u32, &OwnedFd)> = self.rings.iter().map(|r| (r.cpu, &r.fd)).collect();
-        self.preemptions = Some(Preemptions::open(&outputs)?);
+        self.preemptions = Some(Preemptions::open(&outputs, self.sleeps)?);
         self.uncovered = !self.threads.is_empty();
+        Ok(())
+    }
+
+    /// Record the registers of watched threads at every switch out, sleeps included, whenever
+    /// preemptions are recorded ([`CpuSwitches::record_preemptions`]; events already open are
+    /// opened again), for [`CpuSwitches::blocked`]: a thread that went to sleep has executed
+    /// nothing since, woken or not, until it is switched in. What it costs the target is in
+    /// proportion to its switches out, as [`CpuSwitches::preemptions`] then counts.
+    pub fn record_sleeps(&mut self) -> Result<(), PerfError> {
+        if self.sleeps {
+            return Ok(());
+        }
+        self.sleeps = true;
+        if self.preemptions.is_some() {
+            self.preemptions = None;
+            self.record_preemptions()?;
+        }
         Ok(())
     }
 
@@ -180,10 +200,33 @@ impl CpuSwitches {
         }
     }
 
+    /// Thread `tid`'s registers at its newest switch out to a wait (a sleep, a block, a stop),
+    /// with that switch record's time, if it is its last switch (as of the last drain) and
+    /// they were recorded ([`CpuSwitches::record_sleeps`]). Until it is switched in again it
+    /// executes nothing, woken or not, as [`CpuSwitches::preempted`]'s threads.
+    pub fn blocked(&self, tid: u32) -> Option<(u64, UserRegs)> {
+        let seen = self.threads.get(&tid)?;
+        match seen.last {
+            Some(LastSwitch::Blocked) => seen.regs.map(|regs| (seen.time, regs)),
+            _ => None,
+        }
+    }
+
     /// Whether thread `tid`, preempted at `time_ns` (the mark [`CpuSwitches::preempted`] gave),
     /// still is, with no switch since as of the last drain: it has not run since.
     pub fn still_preempted(&self, tid: u32, time_ns: u64) -> bool {
         !self.moved_since(tid, time_ns) && self.last(tid) == Some(LastSwitch::Preempted)
+    }
+
+    /// Whether thread `tid`, switched out at `time_ns` (the mark [`CpuSwitches::preempted`] or
+    /// [`CpuSwitches::blocked`] gave), still is, with no switch since as of the last drain: it
+    /// has not run since.
+    pub fn still_out(&self, tid: u32, time_ns: u64) -> bool {
+        !self.moved_since(tid, time_ns)
+            && matches!(
+                self.last(tid),
+                Some(LastSwitch::Preempted | LastSwitch::Blocked)
+            )
     }
 
     /// Preemption samples of watched threads drained so far.
@@ -191,8 +234,9 @@ impl CpuSwitches {
         self.preemption_samples
     }
 
-    /// Switches out of watched threads that were preemptions, drained so far, whether or not
-    /// their registers were recorded: what recording them costs is in proportion to this.
+    /// Switches out of watched threads that were preemptions (with [`CpuSwitches::record_sleeps`],
+    /// every switch out), drained so far, whether or not their registers were recorded: what
+    /// recording them costs is in proportion to this.
     pub fn preemptions(&self) -> u64 {
         self.preempted_outs
     }
@@ -312,10 +356,10 @@ impl CpuSwitches {
                 let pending = self.rings[r].pending.take();
                 if self.pids.contains(&pid) {
                     let last = LastSwitch::from_misc(misc);
+                    let recorded = last == LastSwitch::Preempted
+                        || (self.sleeps && last == LastSwitch::Blocked);
                     let regs = pending
-                        .filter(|&(of, at, _)| {
-                            of == tid && at <= time && last == LastSwitch::Preempted
-                        })
+                        .filter(|&(of, at, _)| of == tid && at <= time && recorded)
                         .map(|(_, _, regs)| regs);
                     self.note_switch(pid, tid, time, last, regs);
                 }
@@ -371,7 +415,9 @@ impl CpuSwitches {
             seen.last = Some(last);
             seen.regs = regs;
         }
-        self.preempted_outs += u64::from(last == LastSwitch::Preempted);
+        let recorded =
+            last == LastSwitch::Preempted || (self.sleeps && last == LastSwitch::Blocked);
+        self.preempted_outs += u64::from(recorded);
         self.preemption_samples += u64::from(regs.is_some());
     }
 

@@ -16,6 +16,11 @@
 //! the watched threads, by ranges), and copies registers only: three words, no stack (the
 //! stack of a thread that is not running is read like a sleeping thread's).
 //!
+//! With sleeps asked for too ([`super::CpuSwitches::record_sleeps`]), the filter keeps every
+//! switch out of a watched thread: one that goes to sleep executes nothing either until it is
+//! switched in again (woken, it still waits for a CPU), and its registers at the switch are
+//! those it entered its system call with.
+//!
 //! Needs what per-CPU events need, kernel time counted (the sample point is in the scheduler:
 //! root or CAP_PERFMON), tracefs for the tracepoint's id, and strobe in the initial PID
 //! namespace (the filter compares the kernel's own thread ids).
@@ -65,13 +70,19 @@ pub(super) struct Preemptions {
     ranges: Vec<(u32, u32)>,
     /// When the events were last opened.
     opened: Instant,
+    /// Every switch out of the threads is kept, not only preemptions (see
+    /// `CpuSwitches::record_preemptions`).
+    sleeps: bool,
 }
 
 impl Preemptions {
     /// One event per CPU of `outputs` (each CPU's switch-record event, whose ring the samples
     /// go into, and which must stay open as long as this), with a filter that keeps nothing
     /// until [`Preemptions::cover`].
-    pub(super) fn open(outputs: &[(u32, &OwnedFd)]) -> Result<Preemptions, PerfError> {
+    pub(super) fn open(
+        outputs: &[(u32, &OwnedFd)],
+        sleeps: bool,
+    ) -> Result<Preemptions, PerfError> {
         let in_init_ns = std::fs::read_link("/proc/self/ns/pid")
             .is_ok_and(|link| link.as_os_str() == INIT_PID_NS);
         if !in_init_ns {
@@ -89,6 +100,7 @@ impl Preemptions {
             events: Vec::new(),
             ranges: Vec::new(),
             opened: Instant::now(),
+            sleeps,
         };
         p.events = p.open_events()?;
         Ok(p)
@@ -131,7 +143,7 @@ impl Preemptions {
     /// [`Preemptions::ranges`].
     fn open_events(&mut self) -> Result<Vec<OwnedFd>, PerfError> {
         self.opened = Instant::now();
-        let filter = filter_of(&self.ranges);
+        let filter = filter_of(&self.ranges, self.sleeps);
         let text = std::ffi::CString::new(filter.as_str())
             .map_err(|_| PerfError::Config("a tracepoint filter cannot contain a NUL byte"))?;
         let mut events = Vec::with_capacity(self.outputs.len());
@@ -194,9 +206,9 @@ fn ranges_of(mut tids: Vec<u32>) -> Vec<(u32, u32)> {
     ranges
 }
 
-/// The ftrace filter keeping a switch out of a thread in `ranges` that stays runnable (none,
-/// for no ranges: thread ids are never negative).
-fn filter_of(ranges: &[(u32, u32)]) -> String {
+/// The ftrace filter keeping a switch out of a thread in `ranges` that stays runnable, or with
+/// `sleeps` any switch out of one (none, for no ranges: thread ids are never negative).
+fn filter_of(ranges: &[(u32, u32)], sleeps: bool) -> String {
     if ranges.is_empty() {
         return "prev_pid < 0".into();
     }
@@ -207,7 +219,10 @@ fn filter_of(ranges: &[(u32, u32)]) -> String {
             false => format!("(prev_pid >= {lo} && prev_pid <= {hi})"),
         })
         .collect();
-    format!("({STILL_RUNNABLE_FILTER}) && ({})", terms.join(" || "))
+    match sleeps {
+        true => terms.join(" || "),
+        false => format!("({STILL_RUNNABLE_FILTER}) && ({})", terms.join(" || ")),
+    }
 }
 
 /// `perf_event_attr` for the tracepoint `id` on a CPU, sampling each hit's user registers.
@@ -257,11 +272,16 @@ mod tests {
 
     #[test]
     fn filters_name_the_ranges() {
-        assert_eq!(filter_of(&[]), "prev_pid < 0");
+        assert_eq!(filter_of(&[], false), "prev_pid < 0");
+        assert_eq!(filter_of(&[], true), "prev_pid < 0");
         assert_eq!(
-            filter_of(&[(3, 5), (9, 9)]),
+            filter_of(&[(3, 5), (9, 9)], false),
             "(prev_state == 0 || prev_state == 256) && \
              ((prev_pid >= 3 && prev_pid <= 5) || prev_pid == 9)"
+        );
+        assert_eq!(
+            filter_of(&[(3, 5), (9, 9)], true),
+            "(prev_pid >= 3 && prev_pid <= 5) || prev_pid == 9"
         );
     }
 

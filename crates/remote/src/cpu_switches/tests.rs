@@ -315,6 +315,78 @@ fn preempted_threads_come_with_their_registers() {
     assert!(cs.preemption_samples() >= found);
 }
 
+/// With sleeps recorded too, a thread of this process that keeps going to sleep (`nanosleep`)
+/// comes with the registers it went to sleep with: the instruction pointer just after a
+/// `syscall` instruction, the stack pointer on its own stack, below a local of its loop; and
+/// only while its last switch is that sleep. Without sleeps, none are recorded.
+#[test]
+fn sleeping_threads_come_with_their_registers_when_asked() {
+    let (_cpus, _, mut cs) = watching_us(64);
+    cs.record_preemptions().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sleeper = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let local = 0u64;
+            tx.send((gettid(), std::ptr::addr_of!(local) as u64))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(&local);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let (tid, local) = rx.recv().unwrap();
+    // Sleeps of the thread seen with registers, up to `want` of them, within `ms`.
+    let found = |cs: &mut CpuSwitches, want: usize, ms: u64| {
+        let mut seen = HashSet::new();
+        let start = std::time::Instant::now();
+        let since = crate::perf_clock_ns();
+        while seen.len() < want && start.elapsed() < std::time::Duration::from_millis(ms) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            cs.drain();
+            if let Some((time, regs)) = cs.blocked(tid).filter(|&(time, _)| time > since) {
+                seen.insert((time, regs.ip, regs.sp));
+            }
+        }
+        seen
+    };
+    // Preemptions alone: none of the ~100 sleeps of 300 ms comes with registers.
+    assert!(found(&mut cs, 1, 300).is_empty());
+    cs.record_sleeps().unwrap();
+    let seen = found(&mut cs, 20, 5000);
+    stop.store(true, Ordering::Relaxed);
+    sleeper.join().unwrap();
+    assert!(
+        seen.len() >= 20,
+        "found asleep with registers {} times",
+        seen.len()
+    );
+    for &(_, ip, sp) in &seen {
+        assert!(
+            sp < local && local - sp < 16384,
+            "sp {sp:#x}, local {local:#x}"
+        );
+        let before = own_bytes(ip - 2);
+        assert_eq!(
+            before,
+            [0x0f, 0x05],
+            "ip {ip:#x} is not just after a syscall"
+        );
+    }
+    assert_eq!(cs.lost(), 0);
+}
+
+/// Two bytes of this process's own memory at `at`, read through `/proc/self/mem`.
+fn own_bytes(at: u64) -> [u8; 2] {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open("/proc/self/mem").unwrap();
+    let mut b = [0u8; 2];
+    mem.read_exact_at(&mut b, at).unwrap();
+    b
+}
+
 /// This program's executable mappings.
 fn own_code() -> Vec<(u64, u64)> {
     let exe = std::fs::read_link("/proc/self/exe").unwrap();
