@@ -140,7 +140,8 @@ pub fn native_summary(s: &StatsSnapshot, failures: &[(String, u64)]) -> Vec<Stri
     );
     if s.native_preempted > 0 {
         first.push_str(&format!(
-            "; {} of them read preempted, without a stop",
+            "; {} of them read from the kernel's record of their preemption or sleep, \
+             without a stop",
             thousands(s.native_preempted)
         ));
     }
@@ -218,7 +219,7 @@ mod tests {
         assert_eq!(
             native_summary(&s, &failures)[0],
             "native stacks merged for 1,500 of 2,000 samples (75.00%); 1,200 of them read \
-             preempted, without a stop"
+             from the kernel's record of their preemption or sleep, without a stop"
         );
         s.native_preempted = 0;
         s.native_held = 300;

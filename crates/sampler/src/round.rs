@@ -173,7 +173,7 @@ pub(crate) fn round(
     st.kernel.start_round();
     if st.native.mode == NativeMode::On && !cfg.blocking && cfg.native_read_preempted {
         // Preempted threads are read without a stop where the kernel allows (see `threads`).
-        st.kernel.watch_preemptions();
+        st.kernel.watch_preemptions(cfg.include_idle_now());
         if let Some(w) = st.kernel.take_preempt_refusal() {
             st.warn_once("preempt", w);
         }

@@ -351,9 +351,10 @@ pub struct StatsSnapshot {
     /// `--native`, CPU mode: threads stopped before a round's read (see "Stop first, read
     /// after" in `round`) that the round then did not sample: stops that ended in no sample.
     pub native_stops_unused: u64,
-    /// `--native`, CPU mode: of [`StatsSnapshot::native_merged`], samples of threads read
-    /// preempted (runnable, off a CPU) from the kernel's record of the preemption, without a
-    /// stop (see `strobe_target::Target::native_stop_first`).
+    /// `--native`: of [`StatsSnapshot::native_merged`], samples of threads read preempted
+    /// (runnable, off a CPU) from the kernel's record of the preemption, or, where idle
+    /// threads are sampled too, asleep (or woken, not yet on a CPU) from the record of their
+    /// sleep, without a stop (see `strobe_target::Target::native_stop_first`).
     pub native_preempted: u64,
     /// `--native`: of [`StatsSnapshot::native_merged`], samples of threads that had not had a
     /// CPU since an earlier round's capture of them, whose stack that capture took stands for

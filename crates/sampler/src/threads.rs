@@ -124,6 +124,8 @@ pub(crate) struct KernelThreads {
     watching: bool,
     /// Whether preempted threads' registers are recorded.
     preempts: Preempts,
+    /// Whether the records were asked to keep sleeps' registers too.
+    sleeps_asked: bool,
     /// Why they were refused, until the sampler takes it for its warnings.
     preempt_refusal: Option<String>,
     /// Per-CPU switch records (shared with the other processes sampled), used instead of
@@ -165,6 +167,7 @@ impl KernelThreads {
             tasks: HashMap::default(),
             watching: true,
             preempts: Preempts::Off,
+            sleeps_asked: false,
             preempt_refusal: None,
             cpu,
             cpu_watched: None,
@@ -390,11 +393,18 @@ impl KernelThreads {
     }
 
     /// From now on, the per-CPU switch records keep each thread's registers at its
-    /// preemptions, where the kernel allows (see the module documentation). Called by every
-    /// round that may read preempted threads; only the first call does anything. Where
-    /// per-CPU events are refused, nothing is said: the states come from per-thread watches,
-    /// and preempted threads are stopped.
-    pub(crate) fn watch_preemptions(&mut self) {
+    /// preemptions, where the kernel allows (see the module documentation), and with `sleeps`
+    /// (a round that captures idle threads too) at its sleeps as well, for those to be read
+    /// from the records instead of `/proc` or a stop. Called by every round that may read
+    /// preempted threads; only the first call does anything, and the first with `sleeps`.
+    /// Where per-CPU events are refused, nothing is said: the states come from per-thread
+    /// watches, and preempted threads are stopped.
+    pub(crate) fn watch_preemptions(&mut self, sleeps: bool) {
+        if sleeps && !self.sleeps_asked && self.preempts == Preempts::Cpu {
+            self.sleeps_asked = true;
+            // Refused, sleeping threads are read from `/proc` (or stopped) as before.
+            let _ = self.cpu.record_sleeps();
+        }
         if self.preempts != Preempts::Off {
             return;
         }

@@ -98,10 +98,12 @@ fn check_samples(what: &str, samples: &[Sample], t: &Tables) -> (usize, usize) {
 fn described(summary: &SamplerSummary) -> String {
     let s = &summary.stats;
     format!(
-        "({} rounds, native: {} merged ({} held), {} held refused, {} failed; {:?})",
+        "({} rounds, native: {} merged ({} held, {} read from records), {} held refused, {} \
+         failed; {:?})",
         s.rounds,
         s.native_merged,
         s.native_held,
+        s.native_preempted,
         s.native_held_refused,
         s.native_failed,
         summary.warnings
@@ -253,6 +255,13 @@ fn check_sleepers(interp: &Interpreter) {
     assert_eq!(
         s.native_held_refused, 0,
         "held stacks whose frames had changed: {what}"
+    );
+    // Idle threads sampled, the kernel records the registers of the threads' sleeps too: each
+    // of the napper's naps (50 a second) is read from its record, not from `/proc`. Without
+    // those records only a preemption would be read so, and in this target nothing computes.
+    assert!(
+        s.native_preempted >= 10,
+        "samples read from the kernel's records: {what}"
     );
 }
 

@@ -162,6 +162,16 @@ impl SharedSwitches {
         Ok(true)
     }
 
+    /// Record watched threads' registers at their sleeps too
+    /// ([`CpuSwitches::record_sleeps`]), for [`CpuPreemptions::blocked`]; false if the reader
+    /// is not open.
+    pub(crate) fn record_sleeps(&self) -> Result<bool, PerfError> {
+        match &mut self.0.borrow_mut().cpu {
+            CpuWide::On(c) => c.record_sleeps().map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
     /// `read` of the reader, if it is open.
     pub(crate) fn with<R>(&self, read: impl FnOnce(&CpuSwitches) -> R) -> Option<R> {
         match &self.0.borrow().cpu {
@@ -190,6 +200,20 @@ impl CpuPreemptions for SharedSwitches {
         c.preempted(tid)
     }
 
+    fn blocked(&self, tid: i32) -> Option<(u64, UserRegs)> {
+        let tid = u32::try_from(tid).ok()?;
+        let Shared { cpu, worth } = &mut *self.0.borrow_mut();
+        let CpuWide::On(c) = cpu else {
+            return None;
+        };
+        let found = c.blocked(tid);
+        // Read from its record instead of `/proc` or a stop: what recording sleeps saves.
+        if let (Some(w), Some(_)) = (worth.as_mut(), found) {
+            w.found_preempted();
+        }
+        found
+    }
+
     fn refresh(&self) {
         self.drain();
     }
@@ -198,7 +222,7 @@ impl CpuPreemptions for SharedSwitches {
         let Ok(tid) = u32::try_from(tid) else {
             return false;
         };
-        self.with(|c| c.still_preempted(tid, mark)).unwrap_or(false)
+        self.with(|c| c.still_out(tid, mark)).unwrap_or(false)
     }
 }
 

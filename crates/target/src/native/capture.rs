@@ -80,6 +80,12 @@ pub trait CpuPreemptions {
     /// otherwise stop: the records may count the threads found preempted (what recording
     /// their registers saves) from these calls.
     fn preempted(&self, tid: i32) -> Option<(u64, UserRegs)>;
+    /// Thread `tid`'s registers at its newest switch out to a wait, and a mark of it, if that
+    /// is its last switch and they were recorded: asleep, or woken and not yet on a CPU, it
+    /// has executed nothing since. Asked only of threads a capture may find asleep.
+    fn blocked(&self, _tid: i32) -> Option<(u64, UserRegs)> {
+        None
+    }
     /// Drain the records written since: what [`CpuPreemptions::unmoved`] answers from is then
     /// up to now.
     fn refresh(&self);
@@ -252,8 +258,13 @@ impl Capturer {
             let span = self.span(slot.tid);
             // Asked once per capture of a thread (the records count the threads found
             // preempted: what recording their registers saves is in proportion to that).
+            // A thread that may be asleep is read from its sleep's record too: woken and not
+            // yet on a CPU, it could be read neither from `/proc` nor without a stop.
             let preempted = watched(slot.tid)
-                .and_then(|records| records.preempted(slot.tid))
+                .and_then(|records| {
+                    let blocked = || slot.may_sleep.then(|| records.blocked(slot.tid)).flatten();
+                    records.preempted(slot.tid).or_else(blocked)
+                })
                 .map(|record| Way::Preempted {
                     span,
                     record,
