@@ -356,8 +356,7 @@ impl CpuSwitches {
                 let pending = self.rings[r].pending.take();
                 if self.pids.contains(&pid) {
                     let last = LastSwitch::from_misc(misc);
-                    let recorded = last == LastSwitch::Preempted
-                        || (self.sleeps && last == LastSwitch::Blocked);
+                    let recorded = self.records_registers_at(last);
                     let regs = pending
                         .filter(|&(of, at, _)| of == tid && at <= time && recorded)
                         .map(|(_, _, regs)| regs);
@@ -415,10 +414,14 @@ impl CpuSwitches {
             seen.last = Some(last);
             seen.regs = regs;
         }
-        let recorded =
-            last == LastSwitch::Preempted || (self.sleeps && last == LastSwitch::Blocked);
-        self.preempted_outs += u64::from(recorded);
+        self.preempted_outs += u64::from(self.records_registers_at(last));
         self.preemption_samples += u64::from(regs.is_some());
+    }
+
+    /// Whether a switch out such as `last` is one whose registers the tracepoint records:
+    /// a preemption, or with [`CpuSwitches::record_sleeps`] a switch out to a wait too.
+    fn records_registers_at(&self, last: LastSwitch) -> bool {
+        last == LastSwitch::Preempted || (self.sleeps && last == LastSwitch::Blocked)
     }
 
     /// `n` records lost, noticed at `time`: any thread may have switched since its last.
