@@ -47,5 +47,5 @@ pub use preempt::{PreemptWatch, Preemption};
 pub use priority::{set_thread_nice, thread_nice};
 pub use process::{merged_ranges, ProcessMemory};
 pub use ptrace_stack::{capture_together, StopSyscall, ThreadTracer, Together, TracedCapture};
-pub use stack::{copy_stack, StackError, StackSpan, UserRegs};
+pub use stack::{copy_stack, copy_stacks, StackCopy, StackError, StackSpan, UserRegs};
 pub use switches::{LastSwitch, SwitchWatch};

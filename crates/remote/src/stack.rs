@@ -219,27 +219,51 @@ pub fn copy_stack(
 }
 
 /// One stack of [`copy_stacks`]: whose, from where, how much, into what, and how it went.
-pub(crate) struct StackCopy<'a> {
-    pub(crate) tid: i32,
-    pub(crate) sp: u64,
-    pub(crate) span: StackSpan,
-    pub(crate) buf: &'a mut Vec<u8>,
+pub struct StackCopy<'a> {
+    /// The thread whose stack it is.
+    pub tid: i32,
+    /// Its stack pointer: the copy starts there.
+    pub sp: u64,
+    /// How far the copy may go ([`StackSpan::bytes_from`] `sp`).
+    pub span: StackSpan,
+    /// Where the copy goes (cleared first).
+    pub buf: &'a mut Vec<u8>,
     /// The copy's outcome (as [`copy_stack`]'s); `Ok` before the copy.
-    pub(crate) result: Result<(), StackError>,
+    pub result: Result<(), StackError>,
+}
+
+impl<'a> StackCopy<'a> {
+    /// A copy of thread `tid`'s stack from `sp` into `buf`, not made yet.
+    pub fn new(tid: i32, sp: u64, span: StackSpan, buf: &'a mut Vec<u8>) -> StackCopy<'a> {
+        StackCopy {
+            tid,
+            sp,
+            span,
+            buf,
+            result: Ok(()),
+        }
+    }
 }
 
 /// Most stacks one [`copy_stacks`] call reads together (far below the kernel's `IOV_MAX`).
 const MAX_STACKS_TOGETHER: usize = 64;
 
 /// [`copy_stack`] for several threads of process `pid` with one `process_vm_readv` (one
-/// iovec each) instead of one call per thread: the stacks of threads stopped together. Each
+/// iovec each) instead of one call per thread: the stacks of threads stopped together, or
+/// of threads the kernel's records show preempted. Each
 /// copy ends as its own call would have: the kernel copies the iovecs in turn and stops at
 /// the first page it cannot read, so a stack cut short there is the same copy, and the stacks
 /// after it (not reached) are then copied one call each. A call that copies nothing (the
 /// process exited, the first stack unreadable at its stack pointer) falls back to one call
 /// per stack too, so that each thread gets its own error.
-pub(crate) fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
-    if copies.len() < 2 || copies.len() > MAX_STACKS_TOGETHER {
+pub fn copy_stacks(pid: i32, copies: &mut [StackCopy<'_>]) {
+    if copies.len() > MAX_STACKS_TOGETHER {
+        for some in copies.chunks_mut(MAX_STACKS_TOGETHER) {
+            copy_stacks(pid, some);
+        }
+        return;
+    }
+    if copies.len() < 2 {
         copy_each(pid, copies);
         return;
     }

@@ -24,8 +24,8 @@ use strobe_native::{KernelBoundary, UnwindEnd, Unwound};
 
 use super::sample::PREEMPTED_READ_TO_STOP;
 use strobe_remote::{
-    capture_together, copy_stack, BlockedThread, PerfConfig, PerfThread, StackError, StackSpan,
-    ThreadTracer, Together, UserRegs,
+    capture_together, copy_stacks, BlockedThread, PerfConfig, PerfThread, StackCopy, StackError,
+    StackSpan, ThreadTracer, Together, UserRegs,
 };
 
 /// Bytes of stack copied from the stack pointer up (ptrace and asleep), at most; once a
@@ -383,15 +383,8 @@ impl Capturer {
         let read_ok =
             !preempted.is_empty() && read(Read::Preempted(&mut |ts| preempted.contains(&ts)));
         let after = Instant::now() + PREEMPTED_READ_TO_STOP;
-        for slot in slots.iter_mut() {
-            if let Way::Preempted {
-                span, record, read, ..
-            } = &mut slot.way
-            {
-                *read = read_ok
-                    .then(|| read_preempted(*record, pid, slot.tid, *span, &mut slot.stack))
-                    .flatten();
-            }
+        if read_ok {
+            read_preempted(pid, slots);
         }
         if let Some(records) = per_cpu.filter(|_| read_ok) {
             records.refresh();
@@ -561,25 +554,44 @@ struct PreemptRead {
     bounded: bool,
 }
 
-/// Thread `tid` (of `pid`) read preempted: its registers at its newest preemption and that
-/// preemption's mark (`record`, as [`CpuPreemptions::preempted`] gave them: it was still
-/// preempted as of the records' last drain), and its stack copied into `stack` (not running,
-/// the thread does not write it: copied as a sleeper's is): the first half of the proof
-/// that these are its state through the Python read (the other: [`CpuPreemptions::unmoved`]
-/// after it).
-fn read_preempted(
-    (mark, regs): (u64, UserRegs),
-    pid: i32,
-    tid: i32,
-    span: StackSpan,
-    stack: &mut Vec<u8>,
-) -> Option<PreemptRead> {
-    copy_stack(pid, tid, regs.sp, span, stack).ok()?;
-    Some(PreemptRead {
-        mark,
-        regs,
-        bounded: span.bytes_from(regs.sp) < span.max,
-    })
+/// The threads of `slots` found preempted, read: each one's registers at its newest
+/// preemption and that preemption's mark (its record, as [`CpuPreemptions::preempted`] gave
+/// them: it was still preempted as of the records' last drain), and its stack copied into its
+/// slot (not running, the thread does not write it: copied as a sleeper's is), all the stacks
+/// with one `process_vm_readv` ([`copy_stacks`]). That is the first half of the proof that
+/// these are each thread's state through the Python read (the other:
+/// [`CpuPreemptions::unmoved`] after it). A thread whose copy failed is left without a read.
+fn read_preempted(pid: i32, slots: &mut [Slot]) {
+    let mut copies = Vec::new();
+    for slot in slots.iter_mut() {
+        if let Way::Preempted {
+            span,
+            record: (_, regs),
+            ..
+        } = slot.way
+        {
+            copies.push(StackCopy::new(slot.tid, regs.sp, span, &mut slot.stack));
+        }
+    }
+    copy_stacks(pid, &mut copies);
+    let copied: Vec<bool> = copies.iter().map(|c| c.result.is_ok()).collect();
+    drop(copies);
+    let mut copied = copied.into_iter();
+    for slot in slots.iter_mut() {
+        if let Way::Preempted {
+            span,
+            record: (mark, regs),
+            read,
+            ..
+        } = &mut slot.way
+        {
+            *read = copied.next().unwrap_or(false).then(|| PreemptRead {
+                mark: *mark,
+                regs: *regs,
+                bounded: span.bytes_from(regs.sp) < span.max,
+            });
+        }
+    }
 }
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.
