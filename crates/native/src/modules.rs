@@ -127,6 +127,19 @@ impl Module {
             _ => avma.wrapping_sub(self.bias),
         }
     }
+
+    /// The bytes the module's binary has at target addresses `avma` (its code as the file
+    /// holds it, which is what the target runs: the binary's build-id matched the image's),
+    /// when they lie in one loaded section of it. `None` for memory with no binary.
+    pub fn file_bytes(&self, avma: Range<u64>) -> Option<&[u8]> {
+        if !matches!(self.kind, ModuleKind::File | ModuleKind::Vdso) || avma.start < self.avma.start
+        {
+            return None;
+        }
+        let start = self.svma(avma.start);
+        let end = start.checked_add(avma.end.checked_sub(avma.start)?)?;
+        self.binary.as_ref()?.elf.bytes_at(start..end)
+    }
 }
 
 /// The executable modules of a process, by address.

@@ -376,3 +376,43 @@ fn a_replaced_binary_is_not_used() {
     let (frames, _) = native.frames(&regs, &stack);
     assert_chain(&frames, &dwarf_chain("c_sleep"));
 }
+
+/// What a module's binary holds at an address is the code the target runs there (what a
+/// preempted thread's check for a `syscall` before its instruction pointer reads, with no
+/// read of the target): the sleeping thread's instruction pointer follows a `syscall` in libc,
+/// and code of every module with a binary reads the same from its file as from the target.
+#[test]
+fn a_modules_file_bytes_are_the_code_the_target_runs() {
+    use strobe_memory::RemoteMemory;
+    let dir = TempDir::new("file-bytes");
+    let exe = build_chain(&dir.0, "-O2");
+    let chain = Chain::start(&exe, "sleep", false);
+    let mem = strobe_remote::ProcessMemory::open(chain.pid()).unwrap();
+    let mut binaries = strobe_native::Binaries::new(DebugSearch::default());
+    let (modules, _) = strobe_native::ModuleMap::read(chain.pid(), &mem, &mut binaries).unwrap();
+    let (regs, _) = capture(chain.pid(), chain.tid, How::Ptrace);
+    let m = modules
+        .find(regs.ip - 2)
+        .expect("the sleeping thread's module");
+    assert!(m.id.short_name().starts_with("libc"), "{:?}", m.id);
+    assert_eq!(m.file_bytes(regs.ip - 2..regs.ip), Some(&[0x0f, 0x05][..]));
+    let mut compared = 0;
+    for m in modules.modules().iter().filter(|m| m.binary.is_some()) {
+        for at in (m.avma.start..m.avma.end).step_by(4096).take(64) {
+            if let Some(file) = m.file_bytes(at..at + 32) {
+                let mut now = [0u8; 32];
+                mem.read_into(at, &mut now).unwrap();
+                assert_eq!(file, &now[..], "{} at {at:#x}", m.id.path);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 10, "only {compared} places compared");
+    // Memory no binary holds (the stack) has no file bytes.
+    assert_eq!(
+        modules
+            .find(regs.sp)
+            .and_then(|m| m.file_bytes(regs.sp..regs.sp + 8)),
+        None
+    );
+}

@@ -53,7 +53,7 @@
 use std::time::{Duration, Instant};
 
 use strobe_memory::RemoteMemory;
-use strobe_native::{EvalShape, KernelBoundary, UnwindEnd};
+use strobe_native::{EvalShape, KernelBoundary, ModuleMap, UnwindEnd};
 use strobe_walker::walk::Walker;
 use strobe_walker::RawSample;
 
@@ -430,7 +430,7 @@ impl NativeState {
                     .to_string(),
             ));
         };
-        if captured.preempted && after_syscall(mem, captured.regs.ip) {
+        if captured.preempted && after_syscall(mem, &self.modules, captured.regs.ip) {
             // Preempted in a system call (or on its way out of one): the record has the
             // registers it entered the call with. Its number is not in the record.
             captured.kernel = Some(KernelBoundary { syscall: None });
@@ -451,11 +451,18 @@ impl NativeState {
 /// Whether the two bytes before `ip` are a `syscall` instruction (`0f 05`): where a thread in a
 /// system call has its user instruction pointer. (A thread preempted in user space on the
 /// instruction right after a `syscall` would be taken as in the call: an interrupt landing on
-/// exactly that instruction as the call returns.)
-fn after_syscall<M: RemoteMemory>(mem: &M, ip: u64) -> bool {
+/// exactly that instruction as the call returns.) Read from the module's binary where it has
+/// them (a system call's site is in a mapped file: libc, the vDSO), which costs no system call;
+/// from the target's memory otherwise.
+fn after_syscall<M: RemoteMemory>(mem: &M, modules: &ModuleMap, ip: u64) -> bool {
+    let Some(at) = ip.checked_sub(2) else {
+        return false;
+    };
+    if let Some(bytes) = modules.find(at).and_then(|m| m.file_bytes(at..ip)) {
+        return bytes == [0x0f, 0x05];
+    }
     let mut insn = [0u8; 2];
-    ip.checked_sub(2)
-        .is_some_and(|at| mem.read_into(at, &mut insn).is_ok() && insn == [0x0f, 0x05])
+    mem.read_into(at, &mut insn).is_ok() && insn == [0x0f, 0x05]
 }
 
 /// Which threads one capture of [`NativeState::sample_round`] takes: `members` as (index into
