@@ -288,11 +288,14 @@ impl CodeCache {
     /// once per sample, and not for the same frame met again with the same code within
     /// [`RECHECK_AFTER_SAMPLES`] samples (a function called in a loop); the code objects due
     /// are read together, in one batched read (each on its own if that read fails, so that
-    /// one freed code object does not count against the others).
+    /// one freed code object does not count against the others). Code objects the sample's
+    /// own batch copied (`copied`: (code object, offset in `batch`), each the whole object)
+    /// are compared there instead, with no read.
     pub(crate) fn check_identities<M: RemoteMemory>(
         &mut self,
         process: &Process<M>,
         frames: impl Iterator<Item = (u64, u64)>,
+        (copied, batch): (&[(u64, usize)], &[u8]),
     ) {
         let l = &process.layout;
         let Ok(len) = struct_len(l.code_size, "code object") else {
@@ -310,12 +313,6 @@ impl CodeCache {
         );
         reqs.clear();
         ids.clear();
-        for (addr, frame) in frames {
-            if let Some(identity) = self.identity_due(addr, frame) {
-                reqs.push((addr, len));
-                ids.push(identity);
-            }
-        }
         let name_off = l.code_qualname.unwrap_or(l.code_name) as usize;
         let identity_of = |code: &[u8]| {
             Some((
@@ -324,6 +321,26 @@ impl CodeCache {
                 le::i32_at(code, l.code_firstlineno as usize)?,
             ))
         };
+        for (addr, frame) in frames {
+            let Some(identity) = self.identity_due(addr, frame) else {
+                continue;
+            };
+            match copied.iter().find(|&&(code, _)| code == addr) {
+                Some(&(_, off)) => {
+                    let now = off
+                        .checked_add(len)
+                        .and_then(|end| batch.get(off..end))
+                        .and_then(identity_of);
+                    if now != Some(identity) {
+                        self.decoded.remove(&addr);
+                    }
+                }
+                None => {
+                    reqs.push((addr, len));
+                    ids.push(identity);
+                }
+            }
+        }
         let mut buf = std::mem::take(&mut self.due_buf);
         buf.clear();
         buf.resize(len * reqs.len(), 0);

@@ -20,6 +20,8 @@ use strobe_walker::strings::read_string;
 use strobe_walker::walk::{MAX_DEPTH, MAX_THREADS};
 use strobe_walker::{RawSample, Roots, ThreadStack, WalkError, Walker};
 
+#[path = "walk/identities.rs"]
+mod identities;
 #[path = "walk/subset.rs"]
 mod subset;
 

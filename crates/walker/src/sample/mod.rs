@@ -86,7 +86,7 @@ use crate::code::CodeCache;
 use crate::error::WalkError;
 use crate::exception::{item_len, ExcFields, ItemCopies};
 use crate::frame::EntryRule;
-use crate::limits::need;
+use crate::limits::{need, struct_len};
 use crate::process::Process;
 use crate::sample::batch::CopiedRange;
 use crate::sample::shapes::{T_CHUNK, T_EXC_BOTTOM, T_EXC_HANDLED, T_EXC_RAISED, T_FRAME};
@@ -201,6 +201,7 @@ impl SamplingState {
         scratch.thread_at.clear();
         scratch.copies.clear();
         scratch.exc_copies.clear();
+        scratch.code_copies.clear();
         let head_off = full.then(|| scratch.batch.add(head_at, 8));
         let global_gil_off = global_gil.map(|a| scratch.batch.add(a, 8));
         // The collector's flag (an `int`), once per process or per interpreter: one more
@@ -267,6 +268,14 @@ impl SamplingState {
                     chunk: region.chunk,
                     age: region.age,
                 });
+            }
+            if wanted && thread.memo.is_empty() {
+                for &(code, len) in &thread.codes {
+                    if !scratch.code_copies.iter().any(|&(c, _)| c == code) {
+                        let off = scratch.batch.add(code, len);
+                        scratch.code_copies.push((code, off));
+                    }
+                }
             }
             let exc_start = scratch.exc_copies.len();
             if let Some(len) = item_len {
@@ -337,9 +346,10 @@ impl SamplingState {
             }
         }
         let scratch = &mut self.scratch;
+        let code_len = struct_len(layout.code_size, "code object").ok();
         for thread in &mut self.plan.threads {
             scratch.proven += thread.next_keep as u64;
-            thread.commit();
+            thread.commit(code_len);
         }
         scratch.batch.swap_buf(&mut scratch.prev_buf);
         self.settle_ids(layout);
@@ -466,6 +476,7 @@ impl SamplingState {
         let start = out.frames.len();
         let unchanged = self.resolve_thread(process, code, thread_index, out, kept)?;
         let thread = &mut self.plan.threads[thread_index];
+        thread.skipped = false;
         std::mem::swap(&mut thread.regions, &mut self.scratch.regions);
         std::mem::swap(&mut thread.next_memo, &mut self.scratch.frames);
         std::mem::swap(&mut thread.next_proof, &mut self.scratch.proof);
@@ -484,6 +495,7 @@ impl SamplingState {
     /// (nothing of this sample's copy can prove its frames unchanged later).
     fn skip_walk(&mut self, thread_index: usize) {
         let thread = &mut self.plan.threads[thread_index];
+        thread.skipped = true;
         thread.next_memo.clear();
         thread.next_keep = 0;
         thread.next_proof.reset(false);
@@ -535,7 +547,8 @@ impl SamplingState {
                 !same_frame
             })
             .map(|(_, frame)| (frame.fields.code, frame.frame));
-        code.check_identities(process, new_frames);
+        let copied = (&self.scratch.code_copies[..], self.scratch.batch.buf());
+        code.check_identities(process, new_frames, copied);
         for frame in &mut self.scratch.frames[..walked - same] {
             frame.resolved = code.resolve_frame(process, &frame.fields)?;
         }

@@ -25,6 +25,11 @@ use crate::sample::shapes::Shapes;
 /// those show up at most this many samples late.
 pub(crate) const FULL_CHECK_EVERY: u32 = 16;
 
+/// Code objects of one thread copied speculatively for their identity checks, at most (a
+/// thread's last stack, deduplicated: the innermost are the likeliest to be met again, and the
+/// memo lists them last, so a deep stack's outermost ones are those kept).
+pub(crate) const MAX_SPECULATED_CODES: usize = 16;
+
 /// Everything [`Walker::sample_into`](crate::walk::Walker::sample_into) keeps between samples.
 #[derive(Debug)]
 pub(crate) struct SamplingState {
@@ -99,6 +104,13 @@ impl Plan {
                     .find(|&&at| at != 0 && overlaps(at, 64))
                     .copied()
             })
+            .or_else(|| {
+                self.threads
+                    .iter()
+                    .flat_map(|t| &t.codes)
+                    .find(|&&(at, len)| overlaps(at, len))
+                    .map(|&(at, _)| at)
+            })
     }
 
     /// Stop copying the region that starts at `addr`.
@@ -106,6 +118,7 @@ impl Plan {
         for t in &mut self.threads {
             t.regions.retain(|r| r.addr != addr);
             t.exc_items.retain(|&item| item != addr);
+            t.codes.retain(|&(code, _)| code != addr);
             if t.exc_instance == addr {
                 t.exc_instance = 0;
             }
@@ -117,6 +130,7 @@ impl Plan {
         for t in &mut self.threads {
             t.regions.clear();
             t.exc_items.clear();
+            t.codes.clear();
             t.exc_instance = 0;
         }
     }
@@ -168,6 +182,16 @@ pub(crate) struct ThreadPlan {
     pub(crate) next_keep: usize,
     /// See `next_memo`.
     pub(crate) next_proof: Proof,
+    /// Whether this attempt left its frames unread (not wanted): its memo is then dropped at
+    /// [`ThreadPlan::commit`] (nothing of this sample's copy can prove its frames later), and
+    /// its code objects kept in `codes`.
+    pub(crate) skipped: bool,
+    /// The code objects its last walked frames ran, (address, bytes to read), kept while its
+    /// walks are skipped: once it is wanted again with no memo, every frame of its walk is new
+    /// and has its code object's identity checked, and these are copied in the sample's batch
+    /// for that (usually the very code objects it runs), so that the check needs no read of
+    /// its own ([`crate::code::CodeCache::check_identities`]).
+    pub(crate) codes: Vec<(u64, usize)>,
     /// Its thread id and kernel thread id as last read (what a sample that does not read its
     /// state reports).
     pub(crate) ids: (u64, Option<u32>),
@@ -182,7 +206,21 @@ impl ThreadPlan {
     /// This attempt's walk becomes the reference for the next sample (the whole sample
     /// succeeded): `memo` keeps the outer frames the walk proved unchanged and takes the
     /// newly walked ones on top.
-    pub(crate) fn commit(&mut self) {
+    pub(crate) fn commit(&mut self, code_len: Option<usize>) {
+        if self.skipped {
+            if let (Some(len), false) = (code_len, self.memo.is_empty()) {
+                self.codes.clear();
+                for f in &self.memo {
+                    let code = f.fields.code;
+                    if f.resolved.is_some() && !self.codes.iter().any(|&(c, _)| c == code) {
+                        self.codes.push((code, len));
+                    }
+                }
+                self.codes.truncate(MAX_SPECULATED_CODES);
+            }
+        } else {
+            self.codes.clear();
+        }
         let keep = self.next_keep.min(self.memo.len());
         self.memo.truncate(keep);
         let mut outs = self.memo.last().map_or(0, |f| f.outs);
@@ -235,6 +273,9 @@ pub(crate) struct Scratch {
     pub(crate) copies: Vec<CopiedRange>,
     /// Speculative copies of exception items of all threads: (item, offset in the batch).
     pub(crate) exc_copies: Vec<(u64, usize)>,
+    /// Speculative copies of code objects (see [`ThreadPlan::codes`]): (code object, offset
+    /// in the batch).
+    pub(crate) code_copies: Vec<(u64, usize)>,
     /// Frames of the thread being walked.
     pub(crate) frames: Vec<WalkedFrame>,
     /// Regions of the thread being walked, for its next sample.
