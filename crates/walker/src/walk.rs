@@ -170,6 +170,27 @@ impl<M: RemoteMemory> Walker<M> {
             .sample_into(&self.process, &mut self.code, out, wanted)
     }
 
+    /// [`Walker::sample_wanted_into`] reading nothing of the GIL: every thread's
+    /// [`RawThread::holds_gil`](crate::RawThread::holds_gil) is false, and the GIL holder's
+    /// frames are read only if wanted. For a read that must leave alone the memory the running
+    /// threads hand the GIL over with (the holder's word, the GIL's flag and mutex, written
+    /// with locked instructions at every hand-over): our read of those cache lines makes the
+    /// next such write wait, so a thread stopped right after is found in `take_gil` more often
+    /// than it runs there. The thread states and frames of the threads wanted, if they are not
+    /// running, are memory no other thread writes.
+    pub fn sample_wanted_without_gil_into(
+        &mut self,
+        out: &mut RawSample,
+        wanted: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<(), WalkError> {
+        self.sampling.gil_read = false;
+        let got = self
+            .sampling
+            .sample_into(&self.process, &mut self.code, out, wanted);
+        self.sampling.gil_read = true;
+        got
+    }
+
     /// Read the word at `offset` past each thread state with every sample, as
     /// [`RawThread::running_task`](crate::RawThread::running_task) (`None`: stop). Task-aware
     /// stacks ask for `asyncio_running_task` (3.14+), which lies past the `PyThreadState` the

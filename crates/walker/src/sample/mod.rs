@@ -185,7 +185,8 @@ impl SamplingState {
     ) -> Result<(), Retry> {
         let layout = &process.layout;
         let head_at = process.interp_head_address()?;
-        let global_gil = process.global_gil_address();
+        let gil_read = self.gil_read;
+        let global_gil = process.global_gil_address().filter(|_| gil_read);
         // Without `prev` links the thread states alone cannot show a new thread.
         let full = self.plan.since_full >= FULL_CHECK_EVERY || layout.tstate_prev.is_none();
         self.scratch.wanted.clear();
@@ -210,8 +211,9 @@ impl SamplingState {
         let item_len = item_len(layout);
         for interp in &self.plan.interps {
             let at = full.then(|| scratch.batch.add_fields(&self.shapes.interp, interp.addr));
-            let gil = (layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
-                .then(|| scratch.batch.add_fields(&self.shapes.gil, interp.gil));
+            let gil =
+                (gil_read && layout.gil_model == GilModel::InterpGilPointer && interp.gil != 0)
+                    .then(|| scratch.batch.add_fields(&self.shapes.gil, interp.gil));
             scratch.interp_at.push((at, gil));
             // Some thread states unread: the list's head tells a thread added, or the head
             // leaving, which no state read may show.

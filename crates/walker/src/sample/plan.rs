@@ -177,6 +177,9 @@ impl SamplingState {
         i: usize,
         global_off: Option<usize>,
     ) -> Result<Option<u64>, WalkError> {
+        if !self.gil_read {
+            return Ok(None);
+        }
         let buf = self.scratch.batch.buf();
         match process.layout.gil_model {
             GilModel::CurrentSymbol | GilModel::RuntimeTstateCurrent => Ok(global_off

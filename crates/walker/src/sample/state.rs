@@ -42,6 +42,9 @@ pub(crate) struct SamplingState {
     /// Offset of a word past the thread state's fields to read with each thread (the running
     /// asyncio task, 3.14+), if asked for.
     pub(crate) task_word: Option<u64>,
+    /// Whether samples read the GIL's state (see
+    /// [`Walker::sample_wanted_without_gil_into`](crate::walk::Walker::sample_wanted_without_gil_into)).
+    pub(crate) gil_read: bool,
 }
 
 impl SamplingState {
@@ -52,6 +55,7 @@ impl SamplingState {
             scratch: Scratch::default(),
             shapes: Shapes::new(layout),
             task_word: None,
+            gil_read: true,
         }
     }
 

@@ -506,3 +506,69 @@ fn a_subinterpreter_is_checked_by_its_own_head_and_its_gil_holder_walked() {
         assert_eq!(idents, fresh, "{:?}", l.version);
     }
 }
+
+/// The words a read of the GIL's state takes: the holder's word, or the GIL's flag and holder.
+fn gil_words(f: &Fixture) -> Vec<u64> {
+    let l = f.img.l;
+    match l.gil_model {
+        GilModel::CurrentSymbol => vec![f.roots.tstate_current.unwrap()],
+        GilModel::RuntimeTstateCurrent => {
+            vec![f.roots.runtime.unwrap() + u64::from(l.runtime_tstate_current.unwrap())]
+        }
+        GilModel::InterpGilPointer => {
+            let ptr_at = f.interp + u64::from(l.interp_ceval_gil.unwrap());
+            let gil = f.live.mem.borrow().read_u64(ptr_at).unwrap();
+            vec![
+                gil + u64::from(l.gil_locked.unwrap()),
+                gil + u64::from(l.gil_last_holder.unwrap()),
+            ]
+        }
+    }
+}
+
+/// A read without the GIL (`Walker::sample_wanted_without_gil_into`) leaves the memory the
+/// running threads hand the GIL over with out of its one batched read: no thread holds the GIL
+/// in it, and the holder is walked only if wanted. The next ordinary sample has the holder
+/// again.
+#[test]
+fn a_read_without_the_gil_leaves_its_memory_alone() {
+    for l in layouts() {
+        let mut f = Fixture::new(l, 4);
+        let (wanted, holder) = (f.ts[0], f.ts[2]);
+        f.set_holder(holder);
+        f.sample(&[wanted]);
+        assert!(f.raw.threads[2].holds_gil && f.raw.threads[2].walked);
+        let words = gil_words(&f);
+        let touched =
+            |batch: &[(u64, usize)], w: u64| batch.iter().any(|&(a, n)| a <= w && w < a + n as u64);
+        assert!(
+            words.iter().all(|&w| touched(&f.batch, w)),
+            "{:?}: an ordinary sample reads the GIL in its batch",
+            l.version
+        );
+        f.live.take_counts();
+        f.w.sample_wanted_without_gil_into(&mut f.raw, &mut |t| t == wanted)
+            .unwrap();
+        assert_eq!(f.live.take_counts(), (1, 0), "{:?}", l.version);
+        let batch = f.live.last_batch.borrow().clone();
+        assert!(
+            !words.iter().any(|&w| touched(&batch, w)),
+            "{:?}: {batch:x?} reads the GIL at {words:x?}",
+            l.version
+        );
+        assert!(
+            f.raw.threads.iter().all(|t| !t.holds_gil),
+            "{:?}",
+            l.version
+        );
+        assert!(!f.raw.threads[2].walked, "{:?}", l.version);
+        let t0 = &f.raw.threads[0];
+        assert!(
+            t0.walked && f.raw.frames_of(t0).len() == 1,
+            "{:?}",
+            l.version
+        );
+        f.sample(&[wanted]);
+        assert!(f.raw.threads[2].holds_gil && f.raw.threads[2].walked);
+    }
+}
