@@ -44,11 +44,13 @@
 //! stops for its later captures), or, in wall mode, the round's walk; stopping first, only
 //! rounds run back to back come that close. After the Python read of a capture's preempted
 //! threads, which comes right before its stops in every round that finds one preempted, the
-//! distance is [`PREEMPTED_READ_TO_STOP`], 10 µs: two workers sharing one CPU at 1 kHz (one
-//! read preempted, the other stopped) were found in `take_gil` in 2.6–2.9% of their samples
-//! with no wait, 1.4–2.2% (mean 1.9%) at 5 µs, 0.9–1.8% (1.5%) at 10 µs and 1.6–2.2% (1.8%)
-//! at 20 µs; with 10 µs, 1 kHz rounds on four and on 50 busy threads cost 9–11% less
-//! (docs/PERFORMANCE.md, "Issue 12: a shorter wait after the preempted threads' read").
+//! distance is [`PREEMPTED_READ_TO_STOP`], 5 µs, and that read leaves the GIL's memory alone
+//! ([`Walker::sample_wanted_without_gil_into`]: the thread states and frames of threads not
+//! running are memory no running thread writes). Two workers sharing one CPU at 1 kHz (one
+//! read preempted, the other stopped) were found in `take_gil` or `drop_gil` in 2.2% of their
+//! samples with no wait (mean of 6 runs), 1.4% with 10 µs (16), 1.8% with no wait and the GIL
+//! left alone (3), and 1.35% with 5 µs and the GIL left alone (10) (docs/PERFORMANCE.md,
+//! "Issue 12: the preempted threads' read leaves the GIL alone").
 
 use std::time::{Duration, Instant};
 
@@ -65,9 +67,10 @@ use super::{python_failed, NativeStack, NativeState, NativeThread, StoppedAwake}
 /// round's walk where it came before the stops.
 pub(crate) const READ_TO_STOP: Duration = Duration::from_micros(20);
 
-/// The least time between the Python read of a capture's preempted threads and its stops
-/// (see "Stops after our own read" in the module documentation).
-pub(crate) const PREEMPTED_READ_TO_STOP: Duration = Duration::from_micros(10);
+/// The least time between the Python read of a capture's preempted threads, which reads
+/// nothing of the GIL, and its stops (see "Stops after our own read" in the module
+/// documentation).
+pub(crate) const PREEMPTED_READ_TO_STOP: Duration = Duration::from_micros(5);
 
 /// One thread of a round's native capture ([`crate::Target::native_round`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +154,9 @@ impl NativeState {
         let not_before = self.last_read.map(|at| at + READ_TO_STOP);
         let preempted_read = &mut self.preempted_read;
         let mut reads = |r: Read<'_>| match r {
-            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Preempted(want) => walker
+                .sample_wanted_without_gil_into(preempted_read, want)
+                .is_ok(),
             Read::Stopped => {
                 read(walker);
                 true
@@ -284,7 +289,9 @@ impl NativeState {
         let not_before = b.read_at + READ_TO_STOP;
         let preempted_read = &mut self.preempted_read;
         let mut reads = |r: Read<'_>| match r {
-            Read::Preempted(want) => walker.sample_wanted_into(preempted_read, want).is_ok(),
+            Read::Preempted(want) => walker
+                .sample_wanted_without_gil_into(preempted_read, want)
+                .is_ok(),
             Read::Stopped => {
                 walked = Some(walker.sample_wanted_into(raw, &mut want));
                 true
