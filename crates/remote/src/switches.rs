@@ -234,7 +234,15 @@ mod tests {
             let s = std::fs::read_to_string(&stat).unwrap();
             s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
         };
-        while state() != 'S' {
+        // `/proc` says S from the moment the thread sets its state, a little before it switches
+        // out; its `syscall` file answers only once the switch is done (the kernel waits for
+        // the thread to be off its CPU), and the switch's record is written before that.
+        let syscall = format!("/proc/{pid}/task/{tid}/syscall");
+        let asleep = || {
+            state() == 'S'
+                && std::fs::read_to_string(&syscall).is_ok_and(|s| !s.starts_with("running"))
+        };
+        while !asleep() {
             std::thread::yield_now();
         }
         // Opened before it slept, so a switch out was recorded; or opened after (no record).
@@ -259,7 +267,7 @@ mod tests {
         assert_eq!(seen.running(), Some(true));
         // And back to waiting: blocked, exactly.
         stop.store(true, Ordering::Relaxed);
-        while state() != 'S' {
+        while !asleep() {
             std::thread::yield_now();
         }
         assert_eq!(w.last(), Some(LastSwitch::Blocked));

@@ -15,8 +15,15 @@ fn state(pid: u32, tid: u32) -> char {
     s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
 }
 
+/// Wait until thread `tid` of process `pid` is asleep and off its CPU. `/proc` says S from the
+/// moment the thread sets its state, a little before it switches out; its `syscall` file
+/// answers only once the switch is done (the kernel waits for the thread to be off its CPU),
+/// and the switch's record is written before that.
 fn wait_asleep(pid: u32, tid: u32) {
-    while state(pid, tid) != 'S' {
+    let syscall = format!("/proc/{pid}/task/{tid}/syscall");
+    while state(pid, tid) != 'S'
+        || std::fs::read_to_string(&syscall).map_or(true, |s| s.starts_with("running"))
+    {
         std::thread::yield_now();
     }
 }
