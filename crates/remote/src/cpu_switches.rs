@@ -212,12 +212,6 @@ impl CpuSwitches {
         }
     }
 
-    /// Whether thread `tid`, preempted at `time_ns` (the mark [`CpuSwitches::preempted`] gave),
-    /// still is, with no switch since as of the last drain: it has not run since.
-    pub fn still_preempted(&self, tid: u32, time_ns: u64) -> bool {
-        !self.moved_since(tid, time_ns) && self.last(tid) == Some(LastSwitch::Preempted)
-    }
-
     /// Whether thread `tid`, switched out at `time_ns` (the mark [`CpuSwitches::preempted`] or
     /// [`CpuSwitches::blocked`] gave), still is, with no switch since as of the last drain: it
     /// has not run since.

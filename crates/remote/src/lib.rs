@@ -32,6 +32,8 @@ pub mod procfs;
 mod ptrace_stack;
 mod stack;
 mod switches;
+#[cfg(test)]
+mod test_threads;
 
 pub use cpu_switches::CpuSwitches;
 pub use error::RemoteError;

@@ -183,6 +183,7 @@ impl LastSwitch {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::test_threads::{state, wait_asleep};
     use std::sync::mpsc;
 
     fn header(kind: u64, misc: u64, size: u64) -> u64 {
@@ -228,23 +229,9 @@ mod tests {
         let pid = std::process::id() as i32;
         let w = SwitchWatch::open(pid, tid).unwrap();
         // It blocks in recv; once it has switched out to wait, that is the newest record
-        // (until it is woken). Wait for the kernel to have recorded that: /proc says S.
-        let stat = format!("/proc/{pid}/task/{tid}/stat");
-        let state = || {
-            let s = std::fs::read_to_string(&stat).unwrap();
-            s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
-        };
-        // `/proc` says S from the moment the thread sets its state, a little before it switches
-        // out; its `syscall` file answers only once the switch is done (the kernel waits for
-        // the thread to be off its CPU), and the switch's record is written before that.
-        let syscall = format!("/proc/{pid}/task/{tid}/syscall");
-        let asleep = || {
-            state() == 'S'
-                && std::fs::read_to_string(&syscall).is_ok_and(|s| !s.starts_with("running"))
-        };
-        while !asleep() {
-            std::thread::yield_now();
-        }
+        // (until it is woken). Wait for the kernel to have recorded that: asleep off its CPU.
+        let (pid, tid) = (pid as u32, tid as u32);
+        wait_asleep(pid, tid);
         // Opened before it slept, so a switch out was recorded; or opened after (no record).
         assert!(matches!(
             w.last(),
@@ -252,7 +239,7 @@ mod tests {
         ));
         // Asleep, it is neither switched in nor out: the position stays.
         let asleep_at = w.position();
-        assert_eq!(state(), 'S');
+        assert_eq!(state(pid, tid), 'S');
         assert_eq!(w.position(), asleep_at);
         go_tx.send(()).unwrap();
         spinning_rx.recv().unwrap();
@@ -267,9 +254,7 @@ mod tests {
         assert_eq!(seen.running(), Some(true));
         // And back to waiting: blocked, exactly.
         stop.store(true, Ordering::Relaxed);
-        while !asleep() {
-            std::thread::yield_now();
-        }
+        wait_asleep(pid, tid);
         assert_eq!(w.last(), Some(LastSwitch::Blocked));
         end_tx.send(()).unwrap();
         t.join().unwrap();

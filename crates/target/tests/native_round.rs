@@ -377,7 +377,7 @@ impl CpuPreemptions for Records {
         self.0.borrow_mut().drain();
     }
     fn unmoved(&self, tid: i32, mark: u64) -> bool {
-        self.0.borrow().still_preempted(tid as u32, mark)
+        self.0.borrow().still_out(tid as u32, mark)
     }
 }
 

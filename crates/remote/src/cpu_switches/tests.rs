@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::test_threads::{state, wait_asleep};
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
@@ -8,25 +9,6 @@ use std::sync::{mpsc, Arc, Mutex};
 /// The tests that open events, one at a time: every CPU's ring sees every test's switches,
 /// and the one that floods them would make the others lose records.
 static CPUS: Mutex<()> = Mutex::new(());
-
-/// The state letter `/proc` gives thread `tid` of process `pid`.
-fn state(pid: u32, tid: u32) -> char {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
-    s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
-}
-
-/// Wait until thread `tid` of process `pid` is asleep and off its CPU. `/proc` says S from the
-/// moment the thread sets its state, a little before it switches out; its `syscall` file
-/// answers only once the switch is done (the kernel waits for the thread to be off its CPU),
-/// and the switch's record is written before that.
-fn wait_asleep(pid: u32, tid: u32) {
-    let syscall = format!("/proc/{pid}/task/{tid}/syscall");
-    while state(pid, tid) != 'S'
-        || std::fs::read_to_string(&syscall).map_or(true, |s| s.starts_with("running"))
-    {
-        std::thread::yield_now();
-    }
-}
 
 /// The events opened with `pages` of ring a CPU (holding [`CPUS`]), watching this process.
 fn watching_us(pages: usize) -> (std::sync::MutexGuard<'static, ()>, u32, CpuSwitches) {
@@ -309,7 +291,7 @@ fn preempted_threads_come_with_their_registers() {
                 "ip {:#x}",
                 regs.ip
             );
-            assert!(cs.still_preempted(tid, time));
+            assert!(cs.still_out(tid, time) && cs.last(tid) == Some(LastSwitch::Preempted));
         }
     }
     stop.store(true, Ordering::Relaxed);
