@@ -15,7 +15,7 @@ use strobe_target::Target;
 use crate::config::SamplerConfig;
 use crate::error::SamplerError;
 use crate::lifecycle::RootWatch;
-use crate::pacing::{self, Pace, Pacer};
+use crate::pacing::{self, Pace, Pacer, Queued};
 use crate::placement::{Aim, Placement, MAX_PLACED};
 use crate::processes::{Processes, RoundOutcome};
 use crate::selfcost::SelfCost;
@@ -55,12 +55,13 @@ pub(crate) fn run(
     // running thread, onto that thread's CPU (see `placement`).
     let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
     pacer.favour_thread();
+    let queued = Queued::of_this_thread();
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break EndReason::Stopped;
         }
         let now = elapsed_ns();
-        let (intervals, weight_ns) = match pacer.pace(now) {
+        let (intervals, weight_ns) = match pacer.pace(now, || queued.read()) {
             Pace::Ended => break EndReason::DurationElapsed,
             Pace::Wait(ns) => {
                 pacing::wait(ns);

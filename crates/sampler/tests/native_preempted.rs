@@ -21,15 +21,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::SamplerConfig;
 use strobe_target::Target;
 use strobe_testkit::Interpreter;
 
 mod support;
-use support::{sample_for, sample_until};
+use support::{sample_until, sample_until_stats};
 #[path = "support/workers.rs"]
 mod workers;
 use workers::{check_workers, own_and_other, start_two_workers, TWO_WORKERS};
@@ -118,19 +116,26 @@ fn check_records_off(interp: &Interpreter) {
         rate_hz: 2.0,
         native: true,
         by_function: true,
-        duration: Some(Duration::from_secs(9)),
         ..SamplerConfig::default()
     };
-    // For a time, not a count of samples: the rounds' intervals are drawn at random (mean
-    // 0.5 s), and two windows must be decided, the second ending at the first round a second
-    // after the first one's (~3 s in all; more than 9 s with odds of ~1 in 10^5).
+    // Until 8 samples came (the idle main thread gives none) and two windows are decided, the second ending at the first round a second after the
+    // first one's (~3 s on a quiet machine; the rounds' intervals are drawn at random, mean
+    // 0.5 s, and a loaded machine skips the wake-ups it holds back).
     let target = Target::attach(victim.pid()).unwrap();
-    let (samples, tables, summary) = sample_for(target, cfg);
+    let (samples, tables, summary) = sample_until_stats(
+        target,
+        cfg,
+        "8 samples, a window on and one off",
+        |got, s| got >= 8 && s.native_records_on_s >= 1 && s.native_records_off_s >= 1,
+    );
     let s = summary.stats;
     let what = format!(
-        "{version} at 2 Hz ({} rounds, native: {} merged ({} read preempted), {} failed; \
-         records on {} s, off {} s; {:?})",
+        "{version} at 2 Hz ({} rounds, {} late, {} missed in {:?}, native: {} merged ({} read \
+         preempted), {} failed; records on {} s, off {} s; {:?})",
         s.rounds,
+        s.late,
+        s.missed,
+        s.elapsed,
         s.native_merged,
         s.native_preempted,
         s.native_failed,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use strobe_aggregate::{Sample, Tables};
-use strobe_sampler::{start, SamplerConfig, SamplerSummary};
+use strobe_sampler::{start, SamplerConfig, SamplerSummary, StatsSnapshot};
 use strobe_target::Target;
 
 /// Runs the sampler on `target` under `cfg` (its duration left unset) until at least
@@ -16,16 +16,34 @@ pub fn sample_until(
     cfg: SamplerConfig,
     samples: usize,
 ) -> (Vec<Sample>, Tables, SamplerSummary) {
-    assert!(cfg.duration.is_none(), "sampled until {samples} samples");
+    sample_until_stats(target, cfg, &format!("{samples} samples"), |got, _| {
+        got >= samples
+    })
+}
+
+/// Runs the sampler on `target` under `cfg` (its duration left unset) until `done`, given
+/// the count of samples so far and the sampler's statistics, says so (`what` it waits for),
+/// then stops it: every sample, the tables they refer to, and the sampler's summary. Panics
+/// after a minute without it.
+#[allow(dead_code)] // Not every test that includes this module waits on statistics.
+pub fn sample_until_stats(
+    target: Target,
+    cfg: SamplerConfig,
+    what: &str,
+    mut done: impl FnMut(usize, &StatsSnapshot) -> bool,
+) -> (Vec<Sample>, Tables, SamplerSummary) {
+    assert!(cfg.duration.is_none(), "sampled until {what}");
     let (side, mut agg) = strobe_aggregate::pipeline(1 << 16);
     let handle = start(target, None, cfg, side).unwrap();
+    let stats = handle.stats();
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < samples {
+    while !done(got.len(), &stats.snapshot()) {
         assert!(
             Instant::now() < deadline,
-            "{} of {samples} samples in 60 s",
-            got.len()
+            "not {what} in 60 s: {} samples, {:?}",
+            got.len(),
+            stats.snapshot()
         );
         got.extend(agg.drain().unwrap().samples);
         std::thread::sleep(Duration::from_millis(5));
