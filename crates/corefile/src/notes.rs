@@ -26,6 +26,7 @@ const REGS: usize = 27;
 /// Register indices in `user_regs_struct`: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx
 /// rsi rdi orig_rax rip cs eflags rsp ...
 const REG_RBP: usize = 4;
+const REG_RBX: usize = 5;
 const REG_ORIG_RAX: usize = 15;
 const REG_RIP: usize = 16;
 const REG_RSP: usize = 19;
@@ -44,6 +45,8 @@ pub struct CoreThread {
     pub rsp: u64,
     /// Frame pointer.
     pub rbp: u64,
+    /// `rbx` (a realigning function's frame may be computed from it).
+    pub rbx: u64,
     /// The system call the thread was in (`orig_rax`), if any.
     pub syscall: Option<u64>,
 }
@@ -116,6 +119,7 @@ fn prstatus(desc: &[u8]) -> Option<CoreThread> {
         rip: reg(REG_RIP)?,
         rsp: reg(REG_RSP)?,
         rbp: reg(REG_RBP)?,
+        rbx: reg(REG_RBX)?,
         // -1 outside a system call (arch/x86/include/asm/syscall.h).
         syscall: reg(REG_ORIG_RAX).filter(|&nr| (nr as i64) >= 0),
     })
@@ -210,8 +214,11 @@ mod tests {
         let reg = |i: usize| PRSTATUS_REGS + i * 8;
         d[reg(REG_RIP)..reg(REG_RIP) + 8].copy_from_slice(&0x40_1000u64.to_le_bytes());
         d[reg(REG_RSP)..reg(REG_RSP) + 8].copy_from_slice(&0x7ffd_0000u64.to_le_bytes());
+        d[reg(REG_RBP)..reg(REG_RBP) + 8].copy_from_slice(&0x7ffd_0040u64.to_le_bytes());
+        d[reg(REG_RBX)..reg(REG_RBX) + 8].copy_from_slice(&0x7ffd_0100u64.to_le_bytes());
         let t = prstatus(&d).unwrap();
         assert_eq!((t.tid, t.rip, t.rsp), (4242, 0x40_1000, 0x7ffd_0000));
+        assert_eq!((t.rbp, t.rbx), (0x7ffd_0040, 0x7ffd_0100));
         assert!(prstatus(&d[..200]).is_none());
     }
 }

@@ -31,6 +31,7 @@ mod elf;
 mod frame;
 mod merge;
 mod modules;
+mod realigned;
 mod symbolize;
 mod symtab;
 mod unwind;

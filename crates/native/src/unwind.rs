@@ -12,11 +12,17 @@
 //! gets through them. The module map recognises their memory by the interpreter's template
 //! bytes; for those modules we give framehop a generated `.debug_frame` stating the one rule
 //! that holds at the return address of every trampoline.
+//!
+//! An innermost frame whose CFI computes the frame from `rbx` (a function that realigns its
+//! stack, such as the dynamic loader's lazy-binding resolver) is stepped by its own rule
+//! from the captured `rbx` (`crate::realigned`), and framehop goes on from its caller.
 
 use crate::frame::UnwindMethod;
 use crate::modules::{ModuleKind, ModuleMap};
+use crate::realigned::RegisterRule;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-use framehop::{ExplicitModuleSectionInfo, Module as FhModule, Unwinder as _};
+use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module as FhModule, Unwinder as _};
+use rustc_hash::FxHashMap;
 use strobe_memory::le;
 use strobe_remote::{SharedBytes, UserRegs};
 
@@ -67,6 +73,9 @@ pub struct Unwound {
     pub reach: u64,
 }
 
+/// Innermost instruction addresses whose `rbx` rule is remembered at most; the memo starts
+/// over when full.
+const MAX_REGISTER_RULES: usize = 1 << 16;
 /// How far above the stack pointer a missing frame pointer is looked for.
 const BP_SCAN_BYTES: usize = 16 * 1024;
 /// How many frame-pointer candidates are tried at most.
@@ -82,6 +91,8 @@ pub struct Unwinder {
     cache: CacheX86_64,
     modules: ModuleMap,
     max_depth: usize,
+    /// Per innermost instruction address: the `rbx` rule of its CFI row, if it has one.
+    register_rules: FxHashMap<u64, Option<RegisterRule>>,
 }
 
 impl std::fmt::Debug for Unwinder {
@@ -146,6 +157,7 @@ impl Unwinder {
             cache: CacheX86_64::new(),
             modules: modules.clone(),
             max_depth: DEFAULT_MAX_DEPTH,
+            register_rules: FxHashMap::default(),
         }
     }
 
@@ -221,32 +233,60 @@ impl Unwinder {
             reach = reach.max(addr + 8);
             le::u64_at(stack, (addr - stack_start) as usize).ok_or(())
         };
-        let start = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp.unwrap_or(UNKNOWN_BP));
-        let mut iter = self
-            .inner
-            .iter_frames(regs.ip, start, &mut self.cache, &mut read_stack);
-        let mut method = UnwindMethod::Registers;
+        let bp = regs.bp.unwrap_or(UNKNOWN_BP);
+        let mut fh_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, bp);
+        // The innermost frame by its `rbx` rule, where it has one and the capture has `rbx`.
+        let first_rule = match regs.bx {
+            Some(bx) => self.register_rule(regs.ip).map(|rule| (rule, bx)),
+            None => None,
+        };
+        let mut address = FrameAddress::InstructionPointer(regs.ip);
+        out.frames.push(UnwoundFrame {
+            address: regs.ip,
+            lookup: regs.ip,
+            method: UnwindMethod::Registers,
+        });
         let end = loop {
             if out.frames.len() >= self.max_depth {
                 break UnwindEnd::DepthLimit;
             }
-            match iter.next() {
-                Ok(Some(address)) => {
-                    let lookup = address.address_for_lookup();
+            // The next frame is found by this frame's rule.
+            let lookup = address.address_for_lookup();
+            let mut method = if covered_by_cfi(&self.modules, lookup) {
+                UnwindMethod::Cfi
+            } else {
+                UnwindMethod::FramePointer
+            };
+            let step = match first_rule {
+                Some((rule, bx)) if out.frames.len() == 1 => {
+                    match rule.caller(bx, bp, &mut read_stack) {
+                        Some((ra, sp, caller_bp)) => {
+                            fh_regs = UnwindRegsX86_64::new(ra, sp, caller_bp);
+                            method = UnwindMethod::Cfi;
+                            Ok(Some(ra))
+                        }
+                        None => break UnwindEnd::Stopped("rbx-based frame unreadable".into()),
+                    }
+                }
+                _ => self
+                    .inner
+                    .unwind_frame(address, &mut fh_regs, &mut self.cache, &mut read_stack)
+                    .map_err(|e| e.to_string()),
+            };
+            match step {
+                Ok(Some(ra)) => {
+                    let Some(next) = FrameAddress::from_return_address(ra) else {
+                        break UnwindEnd::Stopped(framehop::Error::ReturnAddressIsNull.to_string());
+                    };
                     out.frames.push(UnwoundFrame {
-                        address: address.address(),
-                        lookup,
+                        address: next.address(),
+                        lookup: next.address_for_lookup(),
                         method,
                     });
-                    // The next frame is found by this frame's rule.
-                    method = if covered_by_cfi(&self.modules, lookup) {
-                        UnwindMethod::Cfi
-                    } else {
-                        UnwindMethod::FramePointer
-                    };
+                    address = next;
                 }
                 Ok(None) => break UnwindEnd::Complete,
-                Err(e) => break UnwindEnd::Stopped(e.to_string()),
+                Err(e) => break UnwindEnd::Stopped(e),
             }
         };
         out.reach = reach;
@@ -254,6 +294,26 @@ impl Unwinder {
             UnwindEnd::Stopped(_) if exhausted => UnwindEnd::StackExhausted,
             end => end,
         });
+    }
+}
+
+impl Unwinder {
+    /// The `rbx` rule of the CFI row at innermost address `ip`, remembered per address.
+    fn register_rule(&mut self, ip: u64) -> Option<RegisterRule> {
+        if let Some(rule) = self.register_rules.get(&ip) {
+            return *rule;
+        }
+        let rule = self.modules.find(ip).and_then(|m| {
+            let binary = m.binary.as_ref()?;
+            (m.kind == ModuleKind::File || m.kind == ModuleKind::Vdso)
+                .then(|| RegisterRule::at(binary, m.svma(ip)))
+                .flatten()
+        });
+        if self.register_rules.len() >= MAX_REGISTER_RULES {
+            self.register_rules.clear();
+        }
+        self.register_rules.insert(ip, rule);
+        rule
     }
 }
 

@@ -180,6 +180,37 @@ fn spinning_chain_by_perf_and_ptrace() {
     }
 }
 
+/// A frame computed from `rbx` (`realigned_spin`, as glibc's lazy-binding resolver), the
+/// innermost one, is unwound by its own CFI row from the captured `rbx`, by ptrace and by perf
+/// samples: the chain below it is whole, and the unwind reaches the thread's first frame.
+#[test]
+fn a_frame_kept_in_rbx_is_unwound_from_it() {
+    let dir = TempDir::new("realign");
+    let exe = build_chain(&dir.0, "-O2");
+    let chain = Chain::start(&exe, "realign", false);
+    let mut native = Native::new(chain.pid(), DebugSearch::default());
+    let check = |frames: &[NativeFrame], unwound: &strobe_native::Unwound| {
+        assert_eq!(
+            frames[0].function.as_deref(),
+            Some("realigned_spin"),
+            "{}",
+            show(frames)
+        );
+        assert_eq!(assert_chain(frames, &dwarf_chain("c_realign")), 1);
+        assert_bottom(frames, unwound);
+        assert_eq!(unwound.frames[1].method, UnwindMethod::Cfi);
+    };
+    let (regs, stack) = capture(chain.pid(), chain.tid, How::Ptrace);
+    assert!(regs.bx.is_some());
+    let (frames, unwound) = native.frames(&regs, &stack);
+    check(&frames, &unwound);
+    for (regs, stack) in &perf_samples(chain.pid(), chain.tid, 20) {
+        assert!(regs.bx.is_some());
+        let (frames, unwound) = native.frames(regs, stack);
+        check(&frames, &unwound);
+    }
+}
+
 #[test]
 fn symbols_only_after_strip_debug() {
     let dir = TempDir::new("strip-debug");

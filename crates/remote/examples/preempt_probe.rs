@@ -395,6 +395,7 @@ fn stop_and_read(
             ip: r.rip,
             sp: r.rsp,
             bp: Some(r.rbp),
+            bx: Some(r.rbx),
         };
         let syscall = (r.orig_rax as i64 >= 0).then_some(r.orig_rax);
         (regs, r.fs_base, syscall)

@@ -164,6 +164,7 @@ impl BlockedThread {
                 ip: state.pc,
                 sp: state.sp,
                 bp: None,
+                bx: None,
             },
         })
     }

@@ -42,11 +42,12 @@ const ATTR_WRITE_BACKWARD: u64 = 1 << 27;
 pub(crate) const ATTR_SIZE: usize = 96;
 
 // `enum perf_event_x86_regs`: the bit of each register in `sample_regs_user`. The kernel
-// writes the selected registers in bit order, so a sample holds bp, sp, ip.
+// writes the selected registers in bit order, so a sample holds bx, bp, sp, ip.
+const REG_BX: u64 = 1;
 const REG_BP: u64 = 6;
 const REG_SP: u64 = 7;
 const REG_IP: u64 = 8;
-pub(crate) const REGS_MASK: u64 = (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
+pub(crate) const REGS_MASK: u64 = (1 << REG_BX) | (1 << REG_BP) | (1 << REG_SP) | (1 << REG_IP);
 
 pub(crate) const PERF_RECORD_LOST: u32 = 2;
 pub(crate) const PERF_RECORD_SAMPLE: u32 = 9;
@@ -563,7 +564,7 @@ mod tests {
         assert_eq!(u64_at(16), 1_000_000, "period in ns");
         assert_eq!(u64_at(24), 0b11_0000_0000_0111);
         assert_eq!(u64_at(40), (1 << 5) | (1 << 6) | (1 << 25));
-        assert_eq!(u64_at(80), 0x1c0, "bp, sp, ip");
+        assert_eq!(u64_at(80), 0x1c2, "bx, bp, sp, ip");
         assert_eq!(u32::from_le_bytes(a[88..92].try_into().unwrap()), 16384);
     }
 

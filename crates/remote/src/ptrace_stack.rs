@@ -466,6 +466,7 @@ pub(crate) fn read_regs(pid: i32, tid: i32) -> Result<(UserRegs, Option<StopSysc
         ip: regs.rip,
         sp: regs.rsp,
         bp: Some(regs.rbp),
+        bx: Some(regs.rbx),
     };
     Ok((regs, call))
 }

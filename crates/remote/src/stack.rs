@@ -22,6 +22,9 @@ pub struct UserRegs {
     /// Frame pointer (`rbp`), or `None` where the capture method does not see it
     /// ([`crate::BlockedThread`]).
     pub bp: Option<u64>,
+    /// `rbx`, where the capture has it: a function that realigns its stack may compute its
+    /// frame from it (glibc's `_dl_runtime_resolve_*`, the lazy binding of a library call).
+    pub bx: Option<u64>,
 }
 
 /// How much of a thread's stack a capture copies, from the stack pointer up: at most `max`

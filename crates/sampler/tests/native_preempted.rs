@@ -12,10 +12,10 @@
 //! thread's first native frames (`start_thread`, `_thread`'s `thread_run`) outside (the merge
 //! itself refuses native and Python frames that do not agree). A sample whose native stack
 //! could not be merged keeps its Python frames (counted), and one whose unwind stopped early
-//! keeps its Python frames outside a cut-short marker (a worker caught in the dynamic
+//! keeps its Python frames outside a cut-short marker: together at most 1% of them (one in
+//! ~2,000 of each was seen in CI runs, the cut-short ones workers caught in the dynamic
 //! linker's lazy binding of `crc32`, `_dl_runtime_resolve_xsavec`, whose frame is found from
-//! `rbx`, which the unwinder does not follow): together at most 1% of them (one in ~2,000
-//! of each was seen in CI runs).
+//! `rbx`; the unwinder now follows that, see `strobe-native`'s `realigned.rs`).
 //!
 //! Interpreters: pyenv 3.12 and 3.13; a missing one fails the test.
 

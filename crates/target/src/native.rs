@@ -268,6 +268,7 @@ impl NativeState {
                 ip: regs.rip,
                 sp: regs.rsp,
                 bp: Some(regs.rbp),
+                bx: Some(regs.rbx),
             },
             kernel: regs
                 .syscall

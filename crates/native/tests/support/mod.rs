@@ -119,7 +119,7 @@ impl Chain {
             "read" => &["0"],
             _ => &[],
         };
-        if mode == "spin" {
+        if mode == "spin" || mode == "realign" {
             chain.wait_for_spin(exe);
         }
         if !calls.is_empty() {

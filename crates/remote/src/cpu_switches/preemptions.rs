@@ -40,8 +40,8 @@ use crate::UserRegs;
 
 /// `perf_event_attr.disabled`: opened off, enabled once its output and filter are set.
 const ATTR_DISABLED: u64 = 1;
-/// Header, pid and tid, time, the registers' ABI, then `rbp`, `rsp`, `rip`.
-pub(super) const SAMPLE_BYTES: u64 = 56;
+/// Header, pid and tid, time, the registers' ABI, then `rbx`, `rbp`, `rsp`, `rip`.
+pub(super) const SAMPLE_BYTES: u64 = 64;
 /// `PERF_EVENT_IOC_ENABLE`: `_IO('$', 0)`.
 const IOC_ENABLE: nix::libc::c_ulong = 0x2400;
 /// `PERF_EVENT_IOC_SET_OUTPUT`: `_IO('$', 5)`.
@@ -172,14 +172,15 @@ pub(super) fn decode(word: impl Fn(u64) -> u64) -> Option<(u32, u64, UserRegs)> 
     if word(24) == 0 {
         return None;
     }
-    // `REGS_MASK`'s registers in the order of their numbers: `rbp`, `rsp`, `rip`.
+    // `REGS_MASK`'s registers in the order of their numbers: `rbx`, `rbp`, `rsp`, `rip`.
     Some((
         tid,
         word(16),
         UserRegs {
-            bp: Some(word(32)),
-            sp: word(40),
-            ip: word(48),
+            bx: Some(word(32)),
+            bp: Some(word(40)),
+            sp: word(48),
+            ip: word(56),
         },
     ))
 }
@@ -294,6 +295,6 @@ mod tests {
         assert_eq!(u64_at(16), 1, "every hit");
         assert_eq!(u64_at(24), (1 << 12) | 0b110, "tid, time, user registers");
         assert_eq!(u64_at(40), 1 | (1 << 6) | (1 << 18) | (1 << 25));
-        assert_eq!(u64_at(80), 0b1_1100_0000);
+        assert_eq!(u64_at(80), 0b1_1100_0010, "bx, bp, sp, ip");
     }
 }

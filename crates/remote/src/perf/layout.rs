@@ -19,8 +19,8 @@ pub(crate) struct SampleLayout {
 
 impl SampleLayout {
     pub(crate) fn decode(size: u64, read: impl Fn(u64, &mut [u8])) -> Option<SampleLayout> {
-        // ip, pid+tid, time, abi, then (if abi != 0) bp, sp, ip, then the stack's size.
-        let mut fixed = [0u8; 8 * 8];
+        // ip, pid+tid, time, abi, then (if abi != 0) bx, bp, sp, ip, then the stack's size.
+        let mut fixed = [0u8; 9 * 8];
         let fixed_len = usize::try_from(size.checked_sub(8)?).ok()?.min(fixed.len());
         read(8, &mut fixed[..fixed_len]);
         let word = |i: usize| strobe_memory::le::u64_at(&fixed, i * 8);
@@ -29,11 +29,12 @@ impl SampleLayout {
         let abi = word(3)?;
         let (regs, next) = if abi != 0 {
             let regs = UserRegs {
-                bp: Some(word(4)?),
-                sp: word(5)?,
-                ip: word(6)?,
+                bx: Some(word(4)?),
+                bp: Some(word(5)?),
+                sp: word(6)?,
+                ip: word(7)?,
             };
-            (Some(regs), 7)
+            (Some(regs), 8)
         } else {
             (None, 4)
         };
