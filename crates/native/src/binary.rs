@@ -170,22 +170,29 @@ impl Binary {
         self.elf.section_svma(name)
     }
 
+    /// The section addresses `.eh_frame`'s pointer encodings count from.
+    pub(crate) fn eh_frame_bases(&self) -> gimli::BaseAddresses {
+        let mut bases = gimli::BaseAddresses::default();
+        let sections = [".eh_frame", ".eh_frame_hdr", ".text", ".got"];
+        for (name, r) in sections.map(|n| (n, self.section_svma(n))) {
+            let Some(r) = r else { continue };
+            bases = match name {
+                ".eh_frame" => bases.set_eh_frame(r.start),
+                ".eh_frame_hdr" => bases.set_eh_frame_hdr(r.start),
+                ".text" => bases.set_text(r.start),
+                _ => bases.set_got(r.start),
+            };
+        }
+        bases
+    }
+
     /// The stated addresses covered by CFI (`.eh_frame` or `.debug_frame`), sorted, computed
     /// on first use. Decides whether a frame was unwound by CFI or by frame pointer.
     pub(crate) fn cfi_ranges(&self) -> &[Range<u64>] {
         self.cfi.get_or_init(|| {
             let mut ranges = Vec::new();
             if let Some(data) = self.section(".eh_frame") {
-                let mut bases = gimli::BaseAddresses::default();
-                if let Some(r) = self.section_svma(".eh_frame") {
-                    bases = bases.set_eh_frame(r.start);
-                }
-                if let Some(r) = self.section_svma(".text") {
-                    bases = bases.set_text(r.start);
-                }
-                if let Some(r) = self.section_svma(".got") {
-                    bases = bases.set_got(r.start);
-                }
+                let bases = self.eh_frame_bases();
                 let eh = gimli::EhFrame::new(&data, gimli::LittleEndian);
                 collect_fdes(&eh, &bases, &mut ranges);
             }

@@ -36,7 +36,7 @@ impl RegisterRule {
     pub(crate) fn at(binary: &Binary, svma: u64) -> Option<RegisterRule> {
         let mut ctx = UnwindContext::new();
         if let Some(data) = binary.section(".eh_frame") {
-            let bases = bases(binary);
+            let bases = binary.eh_frame_bases();
             let eh = EhFrame::new(&data, LittleEndian);
             let hdr_bytes = binary.section(".eh_frame_hdr");
             let parsed = hdr_bytes
@@ -89,23 +89,6 @@ impl RegisterRule {
     }
 }
 
-fn bases(binary: &Binary) -> BaseAddresses {
-    let mut bases = BaseAddresses::default();
-    if let Some(r) = binary.section_svma(".eh_frame") {
-        bases = bases.set_eh_frame(r.start);
-    }
-    if let Some(r) = binary.section_svma(".eh_frame_hdr") {
-        bases = bases.set_eh_frame_hdr(r.start);
-    }
-    if let Some(r) = binary.section_svma(".text") {
-        bases = bases.set_text(r.start);
-    }
-    if let Some(r) = binary.section_svma(".got") {
-        bases = bases.set_got(r.start);
-    }
-    bases
-}
-
 fn rule_of<T: gimli::ReaderOffset>(row: &gimli::UnwindTableRow<T>) -> Option<RegisterRule> {
     let CfaRule::RegisterAndOffset { register, offset } = *row.cfa() else {
         return None;
@@ -136,21 +119,7 @@ mod tests {
     /// A `.debug_frame` with one CIE (CFA = rsp + 8, return address at CFA - 8) and one FDE
     /// over 0x100..0x200 whose program is `instructions`.
     fn debug_frame(instructions: &[u8]) -> Vec<u8> {
-        let mut cie = vec![0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0x78, 16];
-        cie.extend([0x0c, 7, 8, 0x80 | 16, 1]);
-        let mut fde = vec![0, 0, 0, 0];
-        fde.extend(0x100u64.to_le_bytes());
-        fde.extend(0x100u64.to_le_bytes());
-        fde.extend(instructions);
-        let mut out = Vec::new();
-        for mut entry in [cie, fde] {
-            while (entry.len() + 4) % 8 != 0 {
-                entry.push(0);
-            }
-            out.extend((entry.len() as u32).to_le_bytes());
-            out.extend(entry);
-        }
-        out
+        crate::unwind::debug_frame_section(&[0x0c, 7, 8, 0x80 | 16, 1], 0x100..0x200, instructions)
     }
 
     fn row_at(data: &[u8], address: u64) -> Option<RegisterRule> {

@@ -23,6 +23,7 @@ use crate::realigned::RegisterRule;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module as FhModule, Unwinder as _};
 use rustc_hash::FxHashMap;
+use std::ops::Range;
 use strobe_memory::le;
 use strobe_remote::{SharedBytes, UserRegs};
 
@@ -359,15 +360,29 @@ fn trampoline_debug_frame(len: u64, saves_bp: bool) -> Vec<u8> {
     const RSP: u8 = 7;
     const RBP: u8 = 6;
     const RA: u8 = 16;
-    // CIE: version 1, no augmentation, code alignment 1, data alignment -8 (sleb128 0x78).
-    let mut cie = vec![0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0x78, RA];
-    cie.extend([DW_CFA_DEF_CFA, RSP, 16, DW_CFA_OFFSET | RA, 1]);
+    let mut cie = vec![DW_CFA_DEF_CFA, RSP, 16, DW_CFA_OFFSET | RA, 1];
     if saves_bp {
         cie.extend([DW_CFA_OFFSET | RBP, 2]);
     }
+    debug_frame_section(&cie, 0..len, &[])
+}
+
+/// A `.debug_frame` of one CIE (version 1, no augmentation, code alignment 1, data alignment
+/// -8, return address column 16) whose initial program is `cie_program`, and one FDE over
+/// `range` whose program is `fde_program`.
+pub(crate) fn debug_frame_section(
+    cie_program: &[u8],
+    range: Range<u64>,
+    fde_program: &[u8],
+) -> Vec<u8> {
+    const RA: u8 = 16;
+    // Data alignment -8 is sleb128 0x78.
+    let mut cie = vec![0xff, 0xff, 0xff, 0xff, 1, 0, 1, 0x78, RA];
+    cie.extend(cie_program);
     let mut fde = vec![0, 0, 0, 0]; // CIE pointer: offset 0 of the section
-    fde.extend(0u64.to_le_bytes());
-    fde.extend(len.to_le_bytes());
+    fde.extend(range.start.to_le_bytes());
+    fde.extend((range.end - range.start).to_le_bytes());
+    fde.extend(fde_program);
     let mut out = Vec::new();
     for mut entry in [cie, fde] {
         // Entries are padded with DW_CFA_nop to a multiple of the address size.
