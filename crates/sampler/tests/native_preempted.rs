@@ -118,9 +118,10 @@ fn check_records_off(interp: &Interpreter) {
         by_function: true,
         ..SamplerConfig::default()
     };
-    // Until 8 samples came (the idle main thread gives none) and two windows are decided, the second ending at the first round a second after the
-    // first one's (~3 s on a quiet machine; the rounds' intervals are drawn at random, mean
-    // 0.5 s, and a loaded machine skips the wake-ups it holds back).
+    // Until 8 samples came (the idle main thread gives none) and two windows are decided, the
+    // second ending at the first round a second after the first one's (~3 s on a quiet
+    // machine; the rounds' intervals are drawn at random, mean 0.5 s, and a loaded machine
+    // skips the wake-ups it holds back).
     let target = Target::attach(victim.pid()).unwrap();
     let (samples, tables, summary) = sample_until_stats(
         target,
