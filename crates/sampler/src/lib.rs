@@ -44,6 +44,7 @@ mod placement;
 mod processes;
 mod round;
 mod sampler;
+mod schedstat;
 mod selfcost;
 mod stats;
 mod stops;

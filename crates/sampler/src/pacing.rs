@@ -23,12 +23,10 @@
 //! more than 250 µs late one time in four, with no time at all in a run queue, where a wake-up
 //! held back by a busy CPU had spent all but a few µs of its lateness queued. At 2 Hz every
 //! skip cost half a second of sampling, and with most rounds skipped a 9 s recording took 2.
-//! The time queued is the thread's `run_delay` from `/proc/thread-self/schedstat` ([`Queued`],
-//! one `pread` of ~0.3 µs before each wait and after a late wake-up); where the kernel keeps
+//! The time queued is the thread's `run_delay` ([`crate::schedstat`], one `pread` of ~0.3 µs
+//! before each wait and after a late wake-up); where the kernel keeps
 //! none, every late wake-up counts as held back.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -113,7 +111,7 @@ impl Pacer {
     }
 
     /// What to do at `now_ns`; `queued` reads the thread's total time queued for a CPU, in ns
-    /// (see [`Queued`]), which is asked only when a wait begins or a wake-up is late.
+    /// (see [`crate::schedstat`]), which is asked only when a wait begins or a wake-up is late.
     pub(crate) fn pace(&mut self, now_ns: u64, queued: impl FnOnce() -> Option<u64>) -> Pace {
         if self.end_ns.is_some_and(|end| now_ns >= end) {
             return Pace::Ended;
@@ -185,33 +183,8 @@ pub(crate) fn wait(ns: u64) {
     }
 }
 
-/// The calling thread's total time spent runnable but waiting for a CPU: the second field of
-/// `/proc/thread-self/schedstat` (`run_delay`, ns), opened once by the thread it describes.
-#[derive(Debug)]
-pub(crate) struct Queued(Option<File>);
-
-impl Queued {
-    /// For the calling thread; reads `None` where the kernel keeps no such count.
-    pub(crate) fn of_this_thread() -> Queued {
-        Queued(File::open("/proc/thread-self/schedstat").ok())
-    }
-
-    /// The total so far, in ns.
-    pub(crate) fn read(&self) -> Option<u64> {
-        let mut buf = [0u8; 96];
-        let n = self.0.as_ref()?.read_at(&mut buf, 0).ok()?;
-        parse_run_delay(buf.get(..n)?)
-    }
-}
-
-/// `run_delay` of a `schedstat` line: "<time on CPU> <time queued> <timeslices>".
-fn parse_run_delay(line: &[u8]) -> Option<u64> {
-    let line = std::str::from_utf8(line).ok()?;
-    line.split_ascii_whitespace().nth(1)?.parse().ok()
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -310,22 +283,6 @@ mod tests {
         let deadline = p.clock.next_deadline_ns();
         assert!(matches!(p.pace(deadline - 1, || Some(0)), Pace::Wait(1)));
         assert_eq!(p.pace(deadline + 400_000, unknown), Pace::Skipped);
-    }
-
-    #[test]
-    fn this_threads_time_queued_is_read_from_its_schedstat() {
-        assert_eq!(parse_run_delay(b"4212 93001 17\n"), Some(93_001));
-        assert_eq!(parse_run_delay(b"4212\n"), None);
-        let queued = Queued::of_this_thread();
-        let first = queued.read().expect("schedstat on this machine");
-        // The same thread's count, read through its task's own path, between two reads.
-        let tid = nix::unistd::gettid();
-        let own = std::fs::read(format!("/proc/self/task/{tid}/schedstat")).unwrap();
-        let own = parse_run_delay(&own).unwrap();
-        assert!(
-            first <= own && own <= queued.read().unwrap(),
-            "{first} {own}"
-        );
     }
 
     #[test]

@@ -15,9 +15,10 @@ use strobe_target::Target;
 use crate::config::SamplerConfig;
 use crate::error::SamplerError;
 use crate::lifecycle::RootWatch;
-use crate::pacing::{self, Pace, Pacer, Queued};
+use crate::pacing::{self, Pace, Pacer};
 use crate::placement::{Aim, Placement, MAX_PLACED};
 use crate::processes::{Processes, RoundOutcome};
+use crate::schedstat::ThreadSchedstat;
 use crate::selfcost::SelfCost;
 use crate::stats::SamplerStats;
 use crate::summary::{EndReason, SamplerSummary};
@@ -55,13 +56,14 @@ pub(crate) fn run(
     // running thread, onto that thread's CPU (see `placement`).
     let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
     pacer.favour_thread();
-    let queued = Queued::of_this_thread();
+    let schedstat = ThreadSchedstat::of_this_thread();
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break EndReason::Stopped;
         }
         let now = elapsed_ns();
-        let (intervals, weight_ns) = match pacer.pace(now, || queued.read()) {
+        let (intervals, weight_ns) = match pacer.pace(now, || schedstat.read().map(|s| s.queued_ns))
+        {
             Pace::Ended => break EndReason::DurationElapsed,
             Pace::Wait(ns) => {
                 pacing::wait(ns);
