@@ -1,5 +1,5 @@
-//! The calling thread's scheduler statistics, from `/proc/thread-self/schedstat`: "<time on
-//! CPU> <time queued for a CPU> <timeslices>" (ns, ns, a count; fs/proc/base.c
+//! The calling thread's scheduler statistics, from `/proc/thread-self/schedstat`: its time on
+//! a CPU, its time queued for a CPU and its count of timeslices (ns, ns, a count; fs/proc/base.c
 //! `proc_pid_schedstat`). The first is `se.sum_exec_runtime`, the sum `CLOCK_THREAD_CPUTIME_ID`
 //! reports; the second is `run_delay`, time runnable but waiting in a run queue. The file,
 //! opened on the thread it describes, stays bound to that thread; each reading is one `pread`
