@@ -173,15 +173,17 @@ impl Binary {
     /// The section addresses `.eh_frame`'s pointer encodings count from.
     pub(crate) fn eh_frame_bases(&self) -> gimli::BaseAddresses {
         let mut bases = gimli::BaseAddresses::default();
-        let sections = [".eh_frame", ".eh_frame_hdr", ".text", ".got"];
-        for (name, r) in sections.map(|n| (n, self.section_svma(n))) {
-            let Some(r) = r else { continue };
-            bases = match name {
-                ".eh_frame" => bases.set_eh_frame(r.start),
-                ".eh_frame_hdr" => bases.set_eh_frame_hdr(r.start),
-                ".text" => bases.set_text(r.start),
-                _ => bases.set_got(r.start),
-            };
+        if let Some(r) = self.section_svma(".eh_frame") {
+            bases = bases.set_eh_frame(r.start);
+        }
+        if let Some(r) = self.section_svma(".eh_frame_hdr") {
+            bases = bases.set_eh_frame_hdr(r.start);
+        }
+        if let Some(r) = self.section_svma(".text") {
+            bases = bases.set_text(r.start);
+        }
+        if let Some(r) = self.section_svma(".got") {
+            bases = bases.set_got(r.start);
         }
         bases
     }

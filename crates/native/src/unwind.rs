@@ -296,9 +296,7 @@ impl Unwinder {
             end => end,
         });
     }
-}
 
-impl Unwinder {
     /// The `rbx` rule of the CFI row at innermost address `ip`, remembered per address.
     fn register_rule(&mut self, ip: u64) -> Option<RegisterRule> {
         if let Some(rule) = self.register_rules.get(&ip) {

@@ -24,8 +24,8 @@
 //! held back by a busy CPU had spent all but a few µs of its lateness queued. At 2 Hz every
 //! skip cost half a second of sampling, and with most rounds skipped a 9 s recording took 2.
 //! The time queued is the thread's `run_delay` ([`crate::schedstat`], one `pread` of ~0.3 µs
-//! before each wait and after a late wake-up); where the kernel keeps
-//! none, every late wake-up counts as held back.
+//! before each wait and after a late wake-up); where the kernel keeps none, every late wake-up
+//! counts as held back.
 
 use std::time::Duration;
 

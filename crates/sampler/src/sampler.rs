@@ -51,11 +51,12 @@ pub(crate) fn run(
     let mut processes = Processes::new(pid, target, &cfg, &mut side)?;
     let mut root = RootWatch::new(pid, child);
     let mut cpus: Vec<u32> = Vec::with_capacity(MAX_PLACED);
-    let mut cost = SelfCost::new();
+    let mut cost = SelfCost::default();
     // Off the target's CPUs, where that leaves somewhere to run; with native stacks and one
     // running thread, onto that thread's CPU (see `placement`).
     let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
     pacer.favour_thread();
+    // This thread's counts: its time queued for the pacer, its CPU time for the self-cost.
     let schedstat = ThreadSchedstat::of_this_thread();
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
@@ -95,13 +96,13 @@ pub(crate) fn run(
             placement.update(done_ns, cpus.iter().copied());
         }
         stats.set_progress(done_ns, side.dropped());
-        cost.publish_if_due(done_ns, stats);
+        cost.publish_if_due(done_ns, &schedstat, stats);
         if root.exited(processes.root_read()) {
             break EndReason::TargetExited;
         }
     };
     stats.set_progress(elapsed_ns(), side.dropped());
-    cost.publish(stats);
+    cost.publish(&schedstat, stats);
     let (warnings, subprocesses_sampled) = processes.finish();
     drop(side);
     let (exit_status, child) = root.finish(reason == EndReason::TargetExited);

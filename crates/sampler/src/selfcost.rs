@@ -9,33 +9,32 @@ use crate::stats::SamplerStats;
 /// How often the sampler thread's CPU time is published in the stats (a `/proc` read).
 const CPU_EVERY: Duration = Duration::from_millis(250);
 
-/// Publishes the calling thread's CPU time (see the module documentation).
+/// Publishes the sampler thread's CPU time (see the module documentation).
+#[derive(Debug, Default)]
 pub(crate) struct SelfCost {
-    cpu: ThreadSchedstat,
     /// When it was last published (ns since the start).
     at: u64,
 }
 
 impl SelfCost {
-    /// For the calling thread (the one whose time is measured).
-    pub(crate) fn new() -> SelfCost {
-        SelfCost {
-            cpu: ThreadSchedstat::of_this_thread(),
-            at: 0,
-        }
-    }
-
-    /// Publish the CPU time in `stats` if the last time was [`CPU_EVERY`] before `now_ns`.
-    pub(crate) fn publish_if_due(&mut self, now_ns: u64, stats: &SamplerStats) {
+    /// Publish the CPU time `schedstat` reads in `stats` if the last time was [`CPU_EVERY`]
+    /// before `now_ns`.
+    pub(crate) fn publish_if_due(
+        &mut self,
+        now_ns: u64,
+        schedstat: &ThreadSchedstat,
+        stats: &SamplerStats,
+    ) {
         if now_ns.saturating_sub(self.at) >= CPU_EVERY.as_nanos() as u64 {
             self.at = now_ns;
-            self.publish(stats);
+            self.publish(schedstat, stats);
         }
     }
 
-    /// Publish the CPU time in `stats` now (nothing where the kernel gives no reading).
-    pub(crate) fn publish(&mut self, stats: &SamplerStats) {
-        if let Some(s) = self.cpu.read() {
+    /// Publish the CPU time `schedstat` reads in `stats` now (nothing where the kernel gives
+    /// no reading).
+    pub(crate) fn publish(&mut self, schedstat: &ThreadSchedstat, stats: &SamplerStats) {
+        if let Some(s) = schedstat.read() {
             stats.set_cpu(Duration::from_nanos(s.ran_ns));
         }
     }
