@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use nix::sys::signal::Signal;
 use strobe_aggregate::{Metadata, ProfileOptions, SampleFilter};
 use strobe_output::{write_atomically, FormatKind, RawStats};
-use strobe_sampler::{EndReason, SamplerConfig, StatsSnapshot};
+use strobe_sampler::{EndReason, SamplerConfig, SamplerPriority, StatsSnapshot};
 use strobe_signals::StopSignals;
 
 use crate::args::{FormatArg, RecordArgs, ViewArgs};
@@ -519,7 +519,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// strobe's own cost of sampling: the sampler thread's CPU time per sample (round) and as a
-/// share of one core over the recording. The aggregator's and the writer's work are not in it.
+/// share of one core over the recording, and whether it ran at real-time priority. The
+/// aggregator's and the writer's work are not in it.
 fn sampler_cost(s: &StatsSnapshot) -> Option<String> {
     let per = s.cpu_per_round()?.as_secs_f64() * 1e6;
     let share = s.cpu_share()? * 100.0;
@@ -528,8 +529,14 @@ fn sampler_cost(s: &StatsSnapshot) -> Option<String> {
     } else {
         format!("{share:.2}")
     };
+    let priority = match s.priority_lowered {
+        0 if s.priority == SamplerPriority::RealTime => "; real-time priority".to_string(),
+        0 => String::new(),
+        1 => "; real-time priority, given up once while it used over half a core".to_string(),
+        n => format!("; real-time priority, given up {n} times while it used over half a core"),
+    };
     Some(format!(
-        "sampler used {per:.1} µs of CPU per sample ({share}% of one core)"
+        "sampler used {per:.1} µs of CPU per sample ({share}% of one core{priority})"
     ))
 }
 
@@ -581,6 +588,18 @@ mod tests {
         assert_eq!(
             sampler_cost(&s).unwrap(),
             "sampler used 2.5 µs of CPU per sample (50.0% of one core)"
+        );
+        s.priority = SamplerPriority::RealTime;
+        assert_eq!(
+            sampler_cost(&s).unwrap(),
+            "sampler used 2.5 µs of CPU per sample (50.0% of one core; real-time priority)"
+        );
+        s.priority = SamplerPriority::Favoured;
+        s.priority_lowered = 2;
+        assert_eq!(
+            sampler_cost(&s).unwrap(),
+            "sampler used 2.5 µs of CPU per sample (50.0% of one core; real-time priority, \
+             given up 2 times while it used over half a core)"
         );
     }
 

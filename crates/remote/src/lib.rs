@@ -46,7 +46,9 @@ pub use perf::{
     MAX_PERF_STACK, STILL_RUNNABLE_FILTER,
 };
 pub use preempt::{PreemptWatch, Preemption};
-pub use priority::{set_thread_nice, thread_nice};
+pub use priority::{
+    set_thread_nice, set_thread_realtime, set_thread_timeshared, thread_is_realtime, thread_nice,
+};
 pub use process::{merged_ranges, ProcessMemory};
 pub use ptrace_stack::{capture_together, StopSyscall, ThreadTracer, Together, TracedCapture};
 pub use stack::{copy_stack, copy_stacks, StackCopy, StackError, StackSpan, UserRegs};

@@ -41,6 +41,7 @@ mod names;
 mod native;
 mod pacing;
 mod placement;
+mod priority;
 mod processes;
 mod round;
 mod sampler;
@@ -65,6 +66,7 @@ use strobe_target::Target;
 
 pub use config::{ErrorBell, LiveSwitch, SamplerConfig, MAX_RATE_HZ, MIN_RATE_HZ};
 pub use error::SamplerError;
+pub use priority::SamplerPriority;
 pub use stats::{ErrorKind, NewProcess, SamplerStats, StatsSnapshot};
 pub use summary::{EndReason, SamplerSummary};
 

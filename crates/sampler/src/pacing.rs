@@ -44,8 +44,6 @@ const FLAT_OUT_HZ: f64 = 20_000.0;
 const MAX_WAKE_LATENESS_NS: u64 = 250_000;
 /// Late wake-ups skipped in a row before one is sampled regardless.
 const MAX_LATE_SKIPS: u32 = 8;
-/// The paced sampler thread's nice value (see [`Pacer::favour_thread`]).
-const SAMPLER_NICE: i32 = -10;
 
 /// What to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +98,9 @@ impl Pacer {
         }
     }
 
-    /// Paced, ask the scheduler to favour the calling thread: it runs a few microseconds per
-    /// wake-up, and favoured it takes its CPU as soon as its deadline comes instead of waiting
-    /// for whatever runs there to use up its time slice (which made it late on a busy host).
-    /// Best effort: without CAP_SYS_NICE the default priority stays.
-    pub(crate) fn favour_thread(&self) {
-        if !self.flat_out {
-            let _ = strobe_remote::set_thread_nice(SAMPLER_NICE);
-        }
+    /// Whether rounds wait for deadlines (not flat out).
+    pub(crate) fn is_paced(&self) -> bool {
+        !self.flat_out
     }
 
     /// What to do at `now_ns`; `queued` reads the thread's total time queued for a CPU, in ns

@@ -17,6 +17,7 @@ use crate::error::SamplerError;
 use crate::lifecycle::RootWatch;
 use crate::pacing::{self, Pace, Pacer};
 use crate::placement::{Aim, Placement, MAX_PLACED};
+use crate::priority::Priority;
 use crate::processes::{Processes, RoundOutcome};
 use crate::schedstat::ThreadSchedstat;
 use crate::selfcost::SelfCost;
@@ -55,16 +56,24 @@ pub(crate) fn run(
     // Off the target's CPUs, where that leaves somewhere to run; with native stacks and one
     // running thread, onto that thread's CPU (see `placement`).
     let mut placement = Placement::new(if cfg.native { Aim::Join } else { Aim::Avoid });
-    pacer.favour_thread();
-    // This thread's counts: its time queued for the pacer, its CPU time for the self-cost.
+    let mut priority = Priority::take(pacer.is_paced());
+    // This thread's counts: its time queued for the pacer, its CPU time for the self-cost and
+    // for its priority.
     let schedstat = ThreadSchedstat::of_this_thread();
     let reason = loop {
         if stop.load(Ordering::SeqCst) {
             break EndReason::Stopped;
         }
         let now = elapsed_ns();
-        let (intervals, weight_ns) = match pacer.pace(now, || schedstat.read().map(|s| s.queued_ns))
-        {
+        let mut reading = None;
+        let pace = pacer.pace(now, || {
+            reading = schedstat.read();
+            reading.map(|s| s.queued_ns)
+        });
+        if let Some(s) = reading {
+            priority.observe(now, s, stats);
+        }
+        let (intervals, weight_ns) = match pace {
             Pace::Ended => break EndReason::DurationElapsed,
             Pace::Wait(ns) => {
                 pacing::wait(ns);

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::native::Taken;
+use crate::priority::SamplerPriority;
 
 /// Kinds of failed sampling rounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +74,17 @@ pub struct SamplerStats {
     native_held_refused: AtomicU64,
     /// `--native`: seconds decided with preemption records on, and off.
     native_record_windows: [AtomicU64; 2],
+    /// The sampler thread's [`SamplerPriority`] (its index in [`PRIORITIES`]), and the times
+    /// it gave up real time.
+    priority: [AtomicU64; 2],
 }
+
+/// [`SamplerPriority`] by its index in [`SamplerStats::priority`].
+const PRIORITIES: [SamplerPriority; 3] = [
+    SamplerPriority::Default,
+    SamplerPriority::Favoured,
+    SamplerPriority::RealTime,
+];
 
 /// Distinct reasons kept for native merge failures; later ones are counted as [`OTHER_REASONS`].
 const MAX_NATIVE_REASONS: usize = 16;
@@ -111,6 +122,7 @@ impl SamplerStats {
             native_held: AtomicU64::new(0),
             native_held_refused: AtomicU64::new(0),
             native_record_windows: [AtomicU64::new(0), AtomicU64::new(0)],
+            priority: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -157,6 +169,11 @@ impl SamplerStats {
             native_held_refused: r(&self.native_held_refused),
             native_records_on_s: r(&self.native_record_windows[0]),
             native_records_off_s: r(&self.native_record_windows[1]),
+            priority: PRIORITIES
+                .get(r(&self.priority[0]) as usize)
+                .copied()
+                .unwrap_or_default(),
+            priority_lowered: r(&self.priority[1]),
         }
     }
 
@@ -238,6 +255,13 @@ impl SamplerStats {
         self.new_processes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publish the sampler thread's scheduling, and how many times it gave up real time.
+    pub(crate) fn set_priority(&self, now: SamplerPriority, lowered: u64) {
+        let index = PRIORITIES.iter().position(|&p| p == now).unwrap_or(0);
+        self.priority[0].store(index as u64, Ordering::Relaxed);
+        self.priority[1].store(lowered, Ordering::Relaxed);
     }
 
     /// Publish the sampler thread's CPU time.
@@ -370,6 +394,11 @@ pub struct StatsSnapshot {
     /// would have cost the target more than the stops they saved (preempted threads were
     /// stopped then; the `worth` module of the sampler's `threads`).
     pub native_records_off_s: u64,
+    /// The scheduling the sampler thread runs under (last published; see the sampler's
+    /// `priority` module).
+    pub priority: SamplerPriority,
+    /// Times the sampler thread gave up real time because it used more than half a core.
+    pub priority_lowered: u64,
 }
 
 impl StatsSnapshot {
