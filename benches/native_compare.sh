@@ -24,6 +24,12 @@
 # release, $PYSPY_VERSION, default 0.4.3: faster than 0.4.1, which earlier runs used) comes from
 # the Python package registry into $STROBE_CACHE/py-spy-VERSION, the venv benches/peers.sh uses
 # (made here if missing).
+#
+# The slowdown of one run moves by several points on a busy target (50 threads contending for
+# the GIL on 2 vCPUs: ±5); with ROUNDS above 1 the run ends with each (threads, rate, tool)'s
+# mean slowdown and its standard error over the rounds, paired with their own rates alone.
+# SKIP=S leaves the first S seconds of each recording out of its rate (strobe's start-up:
+# attaching, the first symbol tables), to measure the steady state alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +52,7 @@ elif [[ -z "${PYSPY:-}" ]]; then
     PYSPY="$VENV/bin/py-spy"
 fi
 ROUNDS=${ROUNDS:-1}
+SKIP=${SKIP:-0}
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 bench_tmp
@@ -103,7 +110,8 @@ for threads in $THREADS; do
                 steady=$(sed -n 's/.*sampler used \([0-9.]*\) µs of CPU per sample.*/\1/p' "$TMP/log")
                 steady=${steady:--}
             fi
-            under=$(mean_rate "$TMP/rates" "$start")
+            # The target prints a rate every 0.25 s.
+            under=$(mean_rate "$TMP/rates" "$((start + SKIP * 4))")
             # The last line: GNU time first notes a non-zero exit (py-spy stopped by SIGINT).
             read -r wall user sys < <(tail -1 "$TMP/time")
             load=$(cut -d' ' -f1 /proc/loadavg)
@@ -112,9 +120,22 @@ for threads in $THREADS; do
                 -v l="$load" 'BEGIN {
                     printf "%-7s %6s %-7s %9d %10.0f %12.1f %13s %9s %8.1f%% %5s\n", t, r, tool, n,
                         (w > 0 ? n / w : 0), (n > 0 ? (u + s) * 1e6 / n : 0), st, m,
-                        (a > 0 ? 100 * (a - b) / a : 0), l }'
+                        (a > 0 ? 100 * (a - b) / a : 0), l }' | tee -a "$TMP/rows"
         done
       done
     done
     kill "$TARGET_PID"; wait "$TARGET_PID" 2>/dev/null || true; TARGET_PID=
 done
+if ((ROUNDS > 1)); then
+    echo
+    echo "slowdown over $ROUNDS rounds: mean ± standard error (min–max)"
+    awk '{ k = $1 " " $2 " " $3; v = $(NF - 1); sub(/%/, "", v)
+           if (!(k in n)) { order[++keys] = k; lo[k] = v; hi[k] = v }
+           n[k]++; s[k] += v; q[k] += v * v
+           if (v < lo[k]) lo[k] = v; if (v > hi[k]) hi[k] = v }
+         END { for (i = 1; i <= keys; i++) { k = order[i]; m = s[k] / n[k]
+                 sd = n[k] > 1 ? sqrt((q[k] - n[k] * m * m) / (n[k] - 1)) : 0
+                 split(k, f, " ")
+                 printf "%-7s %6s %-7s %6.2f%% ± %.2f (%.1f–%.1f%%)\n", f[1], f[2], f[3], m,
+                     sd / sqrt(n[k]), lo[k], hi[k] } }' "$TMP/rows"
+fi
