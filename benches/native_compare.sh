@@ -129,7 +129,7 @@ done
 if ((ROUNDS > 1)); then
     echo
     echo "slowdown over $ROUNDS rounds: mean ± standard error (min–max)"
-    awk '{ k = $1 " " $2 " " $3; v = $(NF - 1); sub(/%/, "", v)
+    awk '{ k = $1 " " $2 " " $3; v = $(NF - 1); sub(/%/, "", v); v += 0
            if (!(k in n)) { order[++keys] = k; lo[k] = v; hi[k] = v }
            n[k]++; s[k] += v; q[k] += v * v
            if (v < lo[k]) lo[k] = v; if (v > hi[k]) hi[k] = v }
