@@ -9,22 +9,9 @@
 
 use strobe_sampler::{SamplerConfig, SamplerPriority};
 use strobe_target::Target;
-use strobe_testkit::{interpreters, Ready};
 
 mod support;
-use support::sample_until_stats;
-
-const SCRIPT: &str = r#"import sys
-
-def spin():
-    n = 0
-    while True:
-        n = (n * 3 + 1) & 0xffff
-
-sys.stdout.write("READY\n")
-sys.stdout.flush()
-spin()
-"#;
+use support::{sample_until_stats, spinner};
 
 /// Whether this process's sampler thread runs at real-time priority now (`None` while there
 /// is no sampler thread).
@@ -44,8 +31,7 @@ fn sampler_is_realtime() -> Option<bool> {
 
 #[test]
 fn the_sampler_runs_at_real_time_while_its_rounds_are_cheap() {
-    let python = interpreters::pyenv_version("3.12.1").require().path();
-    let victim = Ready::python_script(python.to_str().unwrap(), "priority", SCRIPT, &[]);
+    let victim = spinner("priority");
     let cfg = |rate_hz: f64, native: bool| SamplerConfig {
         rate_hz,
         native,

@@ -15,27 +15,10 @@ use std::time::Duration;
 use strobe_aggregate::Sample;
 use strobe_sampler::{SamplerConfig, SamplerSummary};
 use strobe_target::Target;
-use strobe_testkit::{cpus, interpreters, Ready};
+use strobe_testkit::cpus;
 
 mod support;
-use support::sample_for;
-
-const SCRIPT: &str = r#"import sys
-
-def spin():
-    n = 0
-    while True:
-        n = (n * 3 + 1) & 0xffff
-
-sys.stdout.write("READY\n")
-sys.stdout.flush()
-spin()
-"#;
-
-fn spinner(name: &str) -> Ready {
-    let python = interpreters::pyenv_version("3.12.1").require().path();
-    Ready::python_script(python.to_str().unwrap(), name, SCRIPT, &[])
-}
+use support::{sample_for, spinner};
 
 /// Sample `pid` at `rate_hz` for 300 ms (with native stacks if `native`); every sample and
 /// the summary.

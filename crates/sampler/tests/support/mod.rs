@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use strobe_aggregate::{Sample, Tables};
 use strobe_sampler::{start, SamplerConfig, SamplerSummary, StatsSnapshot};
 use strobe_target::Target;
+use strobe_testkit::{interpreters, Ready};
 
 /// Runs the sampler on `target` under `cfg` (its duration left unset) until at least
 /// `samples` samples came, however few rounds a second a loaded machine allows, then stops
@@ -69,4 +70,23 @@ pub fn sample_for(target: Target, cfg: SamplerConfig) -> (Vec<Sample>, Tables, S
         samples.extend(agg.drain().unwrap().samples);
     }
     (samples, agg.tables().clone(), summary)
+}
+
+/// The spinning target: pyenv 3.12.1 (a missing one fails the test) running one thread in a
+/// Python loop forever, after its READY line.
+#[allow(dead_code)] // Not every test that includes this module spins a target.
+pub fn spinner(name: &str) -> Ready {
+    const SCRIPT: &str = r#"import sys
+
+def spin():
+    n = 0
+    while True:
+        n = (n * 3 + 1) & 0xffff
+
+sys.stdout.write("READY\n")
+sys.stdout.flush()
+spin()
+"#;
+    let python = interpreters::pyenv_version("3.12.1").require().path();
+    Ready::python_script(python.to_str().unwrap(), name, SCRIPT, &[])
 }
