@@ -23,9 +23,12 @@
 //! counting the time queued keeps it from being raised again only because it got less (a
 //! first version, judging by time on a CPU alone, went back and forth 13 times in 8 s at
 //! 19 kHz on 50 busy threads). Flat out, there are no deadlines to keep and the thread stays as
-//! it was started.
+//! it was started; so does a thread started real time already (strobe run under `chrt`, at a
+//! priority its user chose).
 
-use strobe_remote::{set_thread_nice, set_thread_realtime, set_thread_timeshared};
+use strobe_remote::{
+    set_thread_nice, set_thread_realtime, set_thread_timeshared, thread_is_realtime,
+};
 
 use crate::schedstat::Schedstat;
 use crate::stats::SamplerStats;
@@ -43,7 +46,7 @@ pub(crate) const RAISE_BELOW: f64 = 0.25;
 /// The scheduling the sampler thread runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SamplerPriority {
-    /// As started (flat out, or nothing else was allowed).
+    /// As started (flat out, started real time already, or nothing else was allowed).
     #[default]
     Default,
     /// Time-shared at nice −10.
@@ -68,11 +71,13 @@ pub(crate) struct Priority {
 }
 
 impl Priority {
-    /// Paced: ask for nice −10 and then real time for the calling thread (best effort).
+    /// Paced: ask for nice −10 and then real time for the calling thread (best effort). A
+    /// thread already real time (strobe started under `chrt`) is left as it is.
     pub(crate) fn take(paced: bool) -> Priority {
         let (mut current, mut below_realtime, mut realtime_granted) =
             (SamplerPriority::Default, SamplerPriority::Default, false);
-        if paced {
+        let me = nix::unistd::gettid().as_raw();
+        if paced && !thread_is_realtime(me).unwrap_or(false) {
             if set_thread_nice(SAMPLER_NICE).is_ok() {
                 (current, below_realtime) = (SamplerPriority::Favoured, SamplerPriority::Favoured);
             }
@@ -199,6 +204,24 @@ mod tests {
             p.observe(3 * WINDOW_NS + 1, counts(91, 61), &stats);
             assert!(strobe_remote::thread_is_realtime(me).unwrap());
             assert_eq!(snap(&stats), (SamplerPriority::RealTime, 1));
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Started real time (under `chrt`, say): left there, and never lowered by the guard.
+    #[test]
+    fn a_thread_already_real_time_is_left_as_it_is() {
+        std::thread::spawn(|| {
+            let me = nix::unistd::gettid().as_raw();
+            set_thread_realtime().unwrap();
+            let stats = SamplerStats::new();
+            let mut p = Priority::take(true);
+            assert_eq!(p.current, SamplerPriority::Default);
+            p.observe(0, counts(0, 0), &stats);
+            p.observe(WINDOW_NS, counts(90, 0), &stats);
+            assert!(strobe_remote::thread_is_realtime(me).unwrap());
+            assert_eq!(snap(&stats), (SamplerPriority::Default, 0));
         })
         .join()
         .unwrap();
