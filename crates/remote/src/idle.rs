@@ -7,6 +7,7 @@
 //! scheduler's count of the times the thread was put on a CPU (`schedstat`'s third field),
 //! equal before the first look and after the copy, with the same `syscall` line both times.
 
+use crate::procfs::Schedstat;
 use crate::stack::{copy_stack, task_file, StackError, StackSpan, UserRegs};
 use nix::errno::Errno;
 use std::fs::File;
@@ -179,10 +180,7 @@ impl BlockedThread {
             .map_err(|e| proc_error(self.pid, self.tid, task_file(self.pid, self.tid, name), e))?;
         let text = String::from_utf8_lossy(&self.text);
         let value = match self.counter {
-            RunCounter::Schedstat(_) => text
-                .split_ascii_whitespace()
-                .nth(2)
-                .and_then(|v| v.parse().ok()),
+            RunCounter::Schedstat(_) => Schedstat::parse(&self.text).map(|s| s.runs),
             RunCounter::Status(_) => {
                 let field = |name: &str| {
                     text.lines()

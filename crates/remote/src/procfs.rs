@@ -122,6 +122,32 @@ fn parse_stat_file(pid: i32, path: &Path) -> Result<ProcStat, RemoteError> {
     })
 }
 
+/// One `schedstat` line of a thread (`/proc/PID/task/TID/schedstat`, fs/proc/base.c
+/// `proc_pid_schedstat`): time on a CPU, time runnable but waiting in a run queue, and times
+/// put on a CPU. The first is `se.sum_exec_runtime`, the sum `CLOCK_THREAD_CPUTIME_ID` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedstat {
+    /// Time on a CPU so far, in ns.
+    pub ran_ns: u64,
+    /// Time runnable but waiting for a CPU so far (`run_delay`), in ns.
+    pub queued_ns: u64,
+    /// Times the thread was put on a CPU (`pcount`).
+    pub runs: u64,
+}
+
+impl Schedstat {
+    /// Parse the line; `None` if it has fewer than three numbers.
+    pub fn parse(line: &[u8]) -> Option<Schedstat> {
+        let mut fields = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
+        let mut next = || fields.next()?.parse().ok();
+        Some(Schedstat {
+            ran_ns: next()?,
+            queued_ns: next()?,
+            runs: next()?,
+        })
+    }
+}
+
 /// `/proc/PID/stat`.
 pub fn stat(pid: i32) -> Result<ProcStat, RemoteError> {
     parse_stat_file(pid, &proc_dir(pid).join("stat"))
@@ -388,6 +414,18 @@ mod tests {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(sleep), nix::sys::signal::SIGKILL);
         sh.wait().unwrap();
         assert!(children(sh_pid).is_err() || children(sh_pid).unwrap().is_empty());
+    }
+
+    #[test]
+    fn schedstat_lines() {
+        let want = Schedstat {
+            ran_ns: 4212,
+            queued_ns: 93_001,
+            runs: 17,
+        };
+        assert_eq!(Schedstat::parse(b"4212 93001 17\n"), Some(want));
+        assert_eq!(Schedstat::parse(b"4212 93001\n"), None);
+        assert_eq!(Schedstat::parse(b"4212 x 17\n"), None);
     }
 
     #[test]

@@ -37,11 +37,11 @@ use crate::stats::SamplerStats;
 /// or refused).
 const SAMPLER_NICE: i32 = -10;
 /// The window over which the thread's share of a core is measured, in ns.
-pub(crate) const WINDOW_NS: u64 = 100_000_000;
+const WINDOW_NS: u64 = 100_000_000;
 /// Above this share of one core over a window, real time is given up.
-pub(crate) const LOWER_ABOVE: f64 = 0.5;
+const LOWER_ABOVE: f64 = 0.5;
 /// Below this share of one core over a window, real time is taken back.
-pub(crate) const RAISE_BELOW: f64 = 0.25;
+const RAISE_BELOW: f64 = 0.25;
 
 /// The scheduling the sampler thread runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +173,7 @@ mod tests {
         Schedstat {
             ran_ns: ran_ms * 1_000_000,
             queued_ns: queued_ms * 1_000_000,
+            runs: 0,
         }
     }
 

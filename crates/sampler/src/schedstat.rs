@@ -1,22 +1,14 @@
-//! The calling thread's scheduler statistics, from `/proc/thread-self/schedstat`: its time on
-//! a CPU, its time queued for a CPU and its count of timeslices (ns, ns, a count; fs/proc/base.c
-//! `proc_pid_schedstat`). The first is `se.sum_exec_runtime`, the sum `CLOCK_THREAD_CPUTIME_ID`
-//! reports; the second is `run_delay`, time runnable but waiting in a run queue. The file,
-//! opened on the thread it describes, stays bound to that thread; each reading is one `pread`
-//! (~0.3 µs here). Used for strobe's own cost ([`crate::selfcost`]) and to tell a wake-up
-//! held back for a CPU from one that was not ([`crate::pacing`]).
+//! The calling thread's scheduler statistics, from `/proc/thread-self/schedstat`
+//! ([`Schedstat`]: its time on a CPU, its time queued for a CPU). The file, opened on the
+//! thread it describes, stays bound to that thread; each reading is one `pread` (~0.3 µs
+//! here). Used for strobe's own cost ([`crate::selfcost`]), to tell a wake-up held back for a
+//! CPU from one that was not ([`crate::pacing`]), and for the thread's share of a core
+//! ([`crate::priority`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-/// One reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Schedstat {
-    /// Time on a CPU so far, in ns.
-    pub(crate) ran_ns: u64,
-    /// Time runnable but waiting for a CPU so far, in ns.
-    pub(crate) queued_ns: u64,
-}
+pub(crate) use strobe_remote::procfs::Schedstat;
 
 /// See the module documentation.
 #[derive(Debug)]
@@ -32,16 +24,8 @@ impl ThreadSchedstat {
     pub(crate) fn read(&self) -> Option<Schedstat> {
         let mut buf = [0u8; 128];
         let n = self.0.as_ref()?.read_at(&mut buf, 0).ok()?;
-        parse(buf.get(..n)?)
+        Schedstat::parse(buf.get(..n)?)
     }
-}
-
-fn parse(line: &[u8]) -> Option<Schedstat> {
-    let mut fields = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
-    Some(Schedstat {
-        ran_ns: fields.next()?.parse().ok()?,
-        queued_ns: fields.next()?.parse().ok()?,
-    })
 }
 
 #[cfg(test)]
@@ -50,19 +34,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_and_this_threads_own_counts() {
-        let want = Schedstat {
-            ran_ns: 4212,
-            queued_ns: 93_001,
-        };
-        assert_eq!(parse(b"4212 93001 17\n"), Some(want));
-        assert_eq!(parse(b"4212\n"), None);
+    fn this_threads_own_counts() {
         let stat = ThreadSchedstat::of_this_thread();
         let first = stat.read().expect("schedstat on this machine");
         // The same thread's counts, read through its task's own path, between two readings.
         let tid = nix::unistd::gettid();
         let own = std::fs::read(format!("/proc/self/task/{tid}/schedstat")).unwrap();
-        let own = parse(&own).unwrap();
+        let own = Schedstat::parse(&own).unwrap();
         let last = stat.read().unwrap();
         assert!(
             first.ran_ns <= own.ran_ns && own.ran_ns <= last.ran_ns,

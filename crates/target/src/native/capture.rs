@@ -596,8 +596,8 @@ fn read_preempted(pid: i32, slots: &mut [Slot]) {
 
 /// The scheduler's count of times thread `tid` was put on a CPU, if the kernel keeps it.
 fn run_count(pid: i32, tid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
-    text.split_ascii_whitespace().nth(2)?.parse().ok()
+    let line = std::fs::read(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    Some(strobe_remote::procfs::Schedstat::parse(&line)?.runs)
 }
 
 /// Wait, spinning, until `at` (a few microseconds at most: a sleep would take longer to come
