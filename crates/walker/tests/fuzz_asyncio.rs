@@ -15,14 +15,15 @@
 
 mod support;
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use strobe_python_abi::{debug_offsets_for, Layout, ALL};
 use strobe_testkit::Rng;
-use strobe_walker::asyncio::{read_tasks, AsyncState, AsyncioOffsets, TaskState};
+use strobe_walker::asyncio::{read_tasks, AsyncState, AsyncioOffsets, ChainReader, TaskState};
 use strobe_walker::Walker;
 use support::build::{build, Built};
-use support::{FuzzMemory, MAX_READ};
+use support::{FuzzMemory, Racing, MAX_READ};
 
 /// Most reads one call may make.
 const READ_BUDGET: u64 = 200_000;
@@ -309,5 +310,54 @@ fn corrupted_images_end_with_a_value_or_an_error() {
             }
             mem.restore();
         }
+    }
+}
+
+/// What CI saw on 3.14 under load: the running task's chain was read while the task finished
+/// and its awaiter resumed past its `await`, so the awaiter's frame was read at a later line,
+/// and that chain was kept for the task's next samples. A chain read while the thread's
+/// running task changed is dropped and not kept; read again undisturbed, it is whole.
+#[test]
+fn a_chain_read_while_its_task_stops_running_is_dropped() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let o = &img.offsets;
+        let [outer, mid, _] = img.tasks;
+        // The awaiter's coroutine frame: once it is read, `outer` runs (mid is done).
+        let coro = mem.peek_u64(outer + o.task_coro).unwrap();
+        let resumes = |m: &FuzzMemory| {
+            m.poke_u64(img.tstate + o.tstate_running_task, outer);
+        };
+        let racing = Racing {
+            mem: &mem,
+            at: coro + u64::from(l.gen_iframe.unwrap()),
+            times: Cell::new(1),
+            change: &resumes,
+        };
+        let name = format!("{}.{}", l.version.major, l.version.minor);
+        let mut w = Walker::new(&racing, *l, img.built.roots);
+        let mut reader = ChainReader::new();
+        mem.reset_reads(READ_BUDGET);
+        let got = reader.running(&mut w, o, img.tstate, Some(mid)).unwrap();
+        assert_eq!(got, None, "{name}");
+        assert_eq!(racing.times.get(), 0, "{name}: the race never ran");
+        assert!(
+            reader.reusable(mid).is_none(),
+            "{name}: a torn chain was kept"
+        );
+
+        // Undisturbed (mid running again): the chain of mid and outer, kept for reuse.
+        mem.restore();
+        mem.poke_u64(img.tstate + o.tstate_running_task, mid);
+        let chain = reader
+            .running(&mut w, o, img.tstate, Some(mid))
+            .unwrap()
+            .cloned()
+            .unwrap();
+        let tasks: Vec<u64> = chain.links.iter().map(|k| k.task).collect();
+        assert_eq!(tasks, [mid, outer], "{name}");
+        assert_eq!(chain.links[1].frames.len(), 1, "{name}");
+        assert!(reader.reusable(mid).is_some(), "{name}");
     }
 }

@@ -30,14 +30,13 @@ mod support;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use strobe_memory::{MemError, RemoteMemory};
 use strobe_python_abi::{asyncio_legacy_for, Layout, ALL};
 use strobe_testkit::Rng;
 use strobe_walker::asyncio::{AsyncState, TaskState};
 use strobe_walker::asyncio_legacy::{read_tasks, LegacyChains, LegacyTasks, Rebuilt, Running};
 use strobe_walker::{WalkError, Walker};
 use support::asyncio_legacy::{image, put, Image, BASE, READ_BUDGET};
-use support::{FuzzMemory, MAX_READ};
+use support::{FuzzMemory, Racing, MAX_READ};
 
 fn read(mem: &FuzzMemory, l: &Layout, img: &Image) -> Result<LegacyTasks, WalkError> {
     let mut w = Walker::new(mem, *l, img.built.roots);
@@ -303,27 +302,6 @@ fn corrupted_images_end_with_a_value_or_an_error() {
     }
 }
 
-/// Memory that changes as the target would between two of our reads: after each read that
-/// covers `at` (at most `times` of them), `change` runs on the image.
-struct Racing<'a> {
-    mem: &'a FuzzMemory,
-    at: u64,
-    times: Cell<u32>,
-    change: &'a dyn Fn(&FuzzMemory),
-}
-
-impl RemoteMemory for Racing<'_> {
-    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let read = self.mem.read_into(addr, buf);
-        let covers = addr <= self.at && self.at < addr + buf.len() as u64;
-        if covers && self.times.get() > 0 {
-            self.times.set(self.times.get() - 1);
-            (self.change)(self.mem);
-        }
-        read
-    }
-}
-
 /// The chain `LegacyChains` gives the running task (`mid`) after a rebuild through `mem`, and
 /// whether the rebuild called its graph whole.
 fn running_chain(
@@ -497,5 +475,70 @@ fn a_task_read_before_its_awaiter_suspended_is_not_a_root() {
             other => panic!("3.{}: {other:?}", l.version.minor),
         };
         assert_eq!(chain, [mid, outer], "3.{}", l.version.minor);
+    }
+}
+
+/// The running task's chain is built while the target runs on: a task that stops running
+/// meanwhile (its awaiter resumed past its `await` once it finished) gets no chain, and none is
+/// kept for its next samples; built undisturbed, the chain is whole (see `fuzz_asyncio.rs`'s
+/// test of the same race on 3.14+).
+#[test]
+fn a_chain_built_while_its_task_stops_running_is_dropped() {
+    for l in layouts() {
+        let img = image(l);
+        let mem = FuzzMemory::new(img.regions.clone());
+        let [outer, mid, _] = img.tasks;
+        // `_current_tasks`' entry for the loop: its key then its value (mid).
+        let pair: Vec<u8> = [img.the_loop, mid]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let value_at = img
+            .regions
+            .iter()
+            .find_map(|(base, r)| {
+                let at = r.windows(16).position(|w| w == pair.as_slice())?;
+                Some(base + at as u64 + 8)
+            })
+            .unwrap();
+        // Once outer's coroutine is read, outer runs (mid is done).
+        let coro = mem
+            .peek_u64(outer + u64::from(img.table.task_coro))
+            .unwrap();
+        let resumes = |m: &FuzzMemory| {
+            m.poke_u64(value_at, outer);
+        };
+        let racing = Racing {
+            mem: &mem,
+            at: coro + u64::from(l.pyobject_ob_type),
+            times: Cell::new(0),
+            change: &resumes,
+        };
+        let v = format!("3.{}", l.version.minor);
+        mem.reset_reads(READ_BUDGET);
+        let mut w = Walker::new(&racing, *l, img.built.roots);
+        let mut chains = LegacyChains::new();
+        let rebuilt = chains.rebuild(&mut w, img.table, &[(img.interp, img.tstate)]);
+        assert!(
+            matches!(rebuilt, Ok(Rebuilt::Read { .. })),
+            "{v}: {rebuilt:?}"
+        );
+        // The graph read whole first; the race is in the chain's build.
+        racing.times.set(1);
+        let got = chains.running(&mut w, img.table, img.tstate).unwrap();
+        assert!(matches!(got, Running::None), "{v}: {got:?}");
+        assert_eq!(racing.times.get(), 0, "{v}: the race never ran");
+        assert!(
+            chains.reusable(img.tstate).is_none(),
+            "{v}: a torn chain was kept"
+        );
+
+        // Undisturbed (mid running again): the chain of mid and outer.
+        mem.restore();
+        let Running::Chain(chain) = chains.running(&mut w, img.table, img.tstate).unwrap() else {
+            panic!("{v}: no chain");
+        };
+        let tasks: Vec<u64> = chain.links.iter().map(|k| k.task).collect();
+        assert_eq!(tasks, [mid, outer], "{v}");
     }
 }

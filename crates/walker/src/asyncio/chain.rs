@@ -78,7 +78,8 @@ impl ChainReader {
     /// kept per (task, coroutine, name object) and read again only every
     /// [`CHAIN_REUSES`]th time (a new waiter may start awaiting the task meanwhile): a sample
     /// whose running task was seen running before costs one read, the task's own fields (see
-    /// [`ChainReader::reusable`] for when even that is skipped).
+    /// [`ChainReader::reusable`] for when even that is skipped). A chain read afresh is
+    /// returned only when the thread still runs the task after the read (else `None`).
     pub fn running<M: RemoteMemory>(
         &mut self,
         walker: &mut Walker<M>,
@@ -110,6 +111,17 @@ impl ChainReader {
         if fresh {
             self.forget_heap_types();
             let chain = self.chain(walker, offsets, task, false)?;
+            // The chain is read while the target runs on. Had the task stopped running
+            // meanwhile (finished, its awaiter resumed past the `await`), the awaiters' frames
+            // read may be past the line where they await it: such a chain is dropped, not
+            // kept for the next uses. The same task still running after the read (it only
+            // stops running when it awaits or ends) proves the awaiters waited throughout.
+            let now = walker
+                .memory()
+                .read_u64(tstate.wrapping_add(offsets.tstate_running_task))?;
+            if now != task {
+                return Ok(None);
+            }
             if self.chains.len() >= MAX_CHAINS {
                 self.chains.clear();
                 self.last.clear();

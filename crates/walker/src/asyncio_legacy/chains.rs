@@ -212,7 +212,9 @@ impl LegacyChains {
         })
     }
 
-    /// The running task of thread state `tstate` and the tasks awaiting it.
+    /// The running task of thread state `tstate` and the tasks awaiting it. A chain built
+    /// afresh is returned only when the loop still runs the task after it was built (else
+    /// [`Running::None`]).
     pub fn running<M: RemoteMemory>(
         &mut self,
         walker: &mut Walker<M>,
@@ -254,6 +256,21 @@ impl LegacyChains {
                 Built::Gone => return Ok(Running::None),
                 Built::Unproven => return Ok(Running::Unknown),
             };
+            // Read while the target runs on: had the task stopped running meanwhile, its
+            // awaiters' frames may have been read past their `await` (see
+            // `ChainReader::running`); such a chain is dropped, not kept.
+            let (process, _) = walker.parts_mut();
+            let geometry = self.geometry.entry(tl.current).or_default();
+            let now = current_task(
+                &process.mem,
+                &process.layout,
+                geometry,
+                tl.current,
+                tl.loop_addr,
+            )?;
+            if now != task {
+                return Ok(Running::None);
+            }
             if self.chains.len() >= MAX_CACHED {
                 self.chains.clear();
             }

@@ -255,3 +255,24 @@ impl RemoteMemory for FuzzMemory {
         Ok(())
     }
 }
+
+/// Memory that changes as the target would between two of our reads: after each read that
+/// covers `at` (at most `times` of them), `change` runs on the image.
+pub struct Racing<'a> {
+    pub mem: &'a FuzzMemory,
+    pub at: u64,
+    pub times: Cell<u32>,
+    pub change: &'a dyn Fn(&FuzzMemory),
+}
+
+impl RemoteMemory for Racing<'_> {
+    fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let read = self.mem.read_into(addr, buf);
+        let covers = addr <= self.at && self.at < addr + buf.len() as u64;
+        if covers && self.times.get() > 0 {
+            self.times.set(self.times.get() - 1);
+            (self.change)(self.mem);
+        }
+        read
+    }
+}
