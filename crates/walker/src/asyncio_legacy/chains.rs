@@ -212,6 +212,18 @@ impl LegacyChains {
         })
     }
 
+    /// The task loop `loop_addr` runs now (0: none), from `_current_tasks` at `current`.
+    fn current_task<M: RemoteMemory>(
+        &mut self,
+        mem: &M,
+        layout: &crate::Layout,
+        current: u64,
+        loop_addr: u64,
+    ) -> Result<u64, WalkError> {
+        let geometry = self.geometry.entry(current).or_default();
+        current_task(mem, layout, geometry, current, loop_addr)
+    }
+
     /// The running task of thread state `tstate` and the tasks awaiting it. A chain built
     /// afresh is returned only when the loop still runs the task after it was built (else
     /// [`Running::None`]).
@@ -225,14 +237,7 @@ impl LegacyChains {
             return Ok(Running::None);
         };
         let (process, _) = walker.parts_mut();
-        let geometry = self.geometry.entry(tl.current).or_default();
-        let task = current_task(
-            &process.mem,
-            &process.layout,
-            geometry,
-            tl.current,
-            tl.loop_addr,
-        )?;
+        let task = self.current_task(&process.mem, &process.layout, tl.current, tl.loop_addr)?;
         if task == 0 {
             return Ok(Running::None);
         }
@@ -260,14 +265,7 @@ impl LegacyChains {
             // awaiters' frames may have been read past their `await` (see
             // `ChainReader::running`); such a chain is dropped, not kept.
             let (process, _) = walker.parts_mut();
-            let geometry = self.geometry.entry(tl.current).or_default();
-            let now = current_task(
-                &process.mem,
-                &process.layout,
-                geometry,
-                tl.current,
-                tl.loop_addr,
-            )?;
+            let now = self.current_task(&process.mem, &process.layout, tl.current, tl.loop_addr)?;
             if now != task {
                 return Ok(Running::None);
             }
@@ -327,14 +325,8 @@ impl LegacyChains {
             let runs = match now_running.get(&loop_addr) {
                 Some(&t) => t,
                 None => {
-                    let geometry = self.geometry.entry(tl.current).or_default();
-                    let t = current_task(
-                        &process.mem,
-                        &process.layout,
-                        geometry,
-                        tl.current,
-                        loop_addr,
-                    )?;
+                    let t =
+                        self.current_task(&process.mem, &process.layout, tl.current, loop_addr)?;
                     now_running.insert(loop_addr, t);
                     t
                 }
